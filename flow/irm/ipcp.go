@@ -1,0 +1,58 @@
+package irm
+
+import (
+	"context"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+// IPCP is an IPC process as the IRM drives it: one member of one layer
+// (a shim, a unicast or a broadcast IPCP). The IRM owns the flow ends it
+// hands out; the IPCP moves SDUs between them and the layer.
+//
+// Methods may block on the network (Query, Alloc) and are called
+// concurrently; implementations are safe for concurrent use.
+type IPCP interface {
+	// Info describes the IPCP.
+	Info() Info
+	// Register makes name reachable through this IPCP's layer (a directory
+	// entry, a shim's name table, an answer to Ethernet name queries).
+	Register(ctx context.Context, name string) error
+	// Unregister withdraws name.
+	Unregister(ctx context.Context, name string) error
+	// Query reports whether name is reachable through this layer:
+	// nil if so, an error wrapping flow.ErrNotFound if not.
+	Query(ctx context.Context, name string) error
+	// Alloc allocates a flow from src to dst over the layer. On success
+	// port is the IPCP's end of the flow: what the application writes
+	// comes out of port.Read, what the peer sends goes into port.Write.
+	// The IPCP closes port when the peer deallocates or vanishes, and
+	// signals deallocation to the peer when port.Read returns flow.ErrClosed.
+	Alloc(ctx context.Context, req AllocReq, port flow.Port) error
+}
+
+// Info identifies an IPCP.
+type Info struct {
+	Name  string `cbor:"1,keyasint" json:"name"`  // the IPCP's own name, e.g. "node1.udp"
+	Layer string `cbor:"2,keyasint" json:"layer"` // the layer it is a member of
+	Kind  string `cbor:"3,keyasint" json:"kind"`  // "local", "udp", "eth", "serial", "unicast", "broadcast"
+	State string `cbor:"4,keyasint" json:"state"` // "init", "operational", "shutdown"
+}
+
+// AllocReq is a flow allocation as the IRM passes it to an IPCP.
+type AllocReq struct {
+	ID  uint64   `cbor:"1,keyasint"` // the IRM's flow id
+	Dst string   `cbor:"2,keyasint"` // destination name
+	Src string   `cbor:"3,keyasint"` // source name (may be empty: anonymous)
+	QoS flow.QoS `cbor:"4,keyasint"`
+}
+
+// Upcalls is what an IPCP calls into the IRM for. The IRM gives each IPCP
+// its own Upcalls when it adopts it.
+type Upcalls interface {
+	// FlowReq asks the IRM to accept an incoming flow to dst (a name this
+	// IPCP registered). On success it returns the IPCP's end of the new
+	// flow, connected to the accepting program. An error wrapping
+	// flow.ErrNotFound or flow.ErrRefused is to be signalled to the peer.
+	FlowReq(ctx context.Context, req AllocReq) (flow.Port, error)
+}

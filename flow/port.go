@@ -1,0 +1,62 @@
+package flow
+
+import (
+	"context"
+	"time"
+)
+
+// MaxSDU is the largest SDU a flow carries. Headers of every layer below
+// fit in a packet buffer's headroom (kernel.Headroom), so an SDU of this
+// size fits one buffer whatever the recursion depth the headroom allows.
+const MaxSDU = 1400
+
+// Port is one end of a flow as a provider hands it out: it moves whole
+// SDUs, no more. The application's end sits under a Flow (which adds FRCT);
+// an IPCP holds the other end. Ports are what an IRM passes to an IPCP and
+// what a Broker returns to an application.
+//
+// Read and Write are safe for concurrent use with each other, and with
+// Close; one reader and one writer at a time.
+type Port interface {
+	// Read blocks until an SDU arrives or the deadline passes (the zero
+	// time means no deadline), copies it into p and returns its length.
+	// An SDU longer than p is truncated: ErrTruncated with n = len(p).
+	// After the other end closed and every SDU in flight was read: ErrClosed.
+	Read(p []byte, deadline time.Time) (int, error)
+	// Write copies p and queues it, blocking while the flow is full
+	// (back-pressure) until the deadline. len(p) > MaxSDU is ErrTooBig.
+	Write(p []byte, deadline time.Time) error
+	// Close deallocates this end: the other end's Read returns ErrClosed
+	// once it drained what was sent. Close is idempotent.
+	Close() error
+}
+
+// Info describes an allocated flow, as the broker reports it.
+type Info struct {
+	ID     uint64 `cbor:"1,keyasint" json:"id"`     // the node's flow id
+	Local  string `cbor:"2,keyasint" json:"local"`  // local name (the accepting name, or the allocating program)
+	Remote string `cbor:"3,keyasint" json:"remote"` // remote name as allocated or as announced by the peer
+	Layer  string `cbor:"4,keyasint" json:"layer"`  // the layer the flow runs in
+	QoS    QoS    `cbor:"5,keyasint" json:"qos"`
+}
+
+// Broker is the IRM as an application sees it: it allocates ports.
+// Implementations: the in-node broker (kernel endpoint to the IRM
+// component, ports over kernel rings) and the hosted Unix-socket client.
+type Broker interface {
+	// Alloc allocates a flow to name with the given QoS and returns the
+	// application's end. It blocks until the peer accepted or ctx ends.
+	Alloc(ctx context.Context, name string, q QoS) (Port, Info, error)
+	// Bind makes this program the acceptor for name: flows allocated to
+	// name arrive through Accept. Registration of name in layers is the
+	// broker's business (the IRM registers bound names as configured).
+	Bind(ctx context.Context, name string) error
+	// Unbind undoes Bind.
+	Unbind(ctx context.Context, name string) error
+	// Accept blocks until a flow to one of the bound names arrives.
+	Accept(ctx context.Context) (Port, Info, error)
+	// Join joins a broadcast layer; SDUs written reach every member.
+	Join(ctx context.Context, layer string) (Port, Info, error)
+	// Close releases the broker connection; ports it returned stay open.
+	Close() error
+}
