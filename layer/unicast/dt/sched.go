@@ -1,0 +1,244 @@
+package dt
+
+import (
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+// SchedKind selects a scheduling discipline across QoS cubes.
+type SchedKind uint8
+
+// The scheduling disciplines.
+const (
+	// StrictPriority always serves the lowest-numbered backlogged cube
+	// (voice before video before data before best_effort before raw).
+	StrictPriority SchedKind = iota
+	// WeightedRoundRobin serves backlogged cubes in turn, up to their
+	// weight in packets per round, so no cube starves.
+	WeightedRoundRobin
+)
+
+func (k SchedKind) String() string {
+	switch k {
+	case StrictPriority:
+		return "strict"
+	case WeightedRoundRobin:
+		return "wrr"
+	}
+	return fmt.Sprintf("dt.SchedKind(%d)", uint8(k))
+}
+
+// DefaultWeights returns the WRR weights per cube (voice, video, data,
+// best_effort, raw) used when the configuration gives none: 8, 4, 2, 1, 1.
+func DefaultWeights() [flow.NumCubes]int { return [flow.NumCubes]int{8, 4, 2, 1, 1} }
+
+// DefaultQueueLen is the per-cube queue capacity when the configuration
+// gives none.
+const DefaultQueueLen = 256
+
+// Discipline picks the cube to serve next. Implementations are called with
+// the scheduler's lock held, so need no locking of their own; Pick must
+// not allocate.
+type Discipline interface {
+	// Pick returns the cube to dequeue from. backlogged has bit c set
+	// when cube c's queue is non-empty; it is never zero.
+	Pick(backlogged uint8) flow.Cube
+}
+
+type strict struct{}
+
+func (strict) Pick(b uint8) flow.Cube { return flow.Cube(bits.TrailingZeros8(b)) }
+
+type wrr struct {
+	weights [flow.NumCubes]int
+	credit  [flow.NumCubes]int
+	cur     int
+}
+
+func (w *wrr) Pick(b uint8) flow.Cube {
+	for {
+		for i := range flow.NumCubes {
+			c := (w.cur + i) % flow.NumCubes
+			if b&(1<<c) != 0 && w.credit[c] > 0 {
+				w.credit[c]--
+				w.cur = c
+				return flow.Cube(c)
+			}
+		}
+		// Every backlogged cube used its share: next round.
+		w.credit = w.weights
+	}
+}
+
+// SchedConfig configures a Scheduler.
+type SchedConfig struct {
+	Kind     SchedKind
+	QueueLen int                // capacity of each cube's queue; 0 means DefaultQueueLen
+	Weights  [flow.NumCubes]int // WRR packets per round per cube; all zero means DefaultWeights
+}
+
+// SchedCounters are a scheduler's always-on counters, per cube.
+type SchedCounters struct {
+	Enqueued [flow.NumCubes]atomic.Uint64
+	Dequeued [flow.NumCubes]atomic.Uint64
+	Drops    [flow.NumCubes]atomic.Uint64 // Reason QueueFull
+}
+
+type ring[T any] struct {
+	buf  []T
+	head int
+	n    int
+}
+
+// Scheduler holds one bounded FIFO queue per QoS cube and dequeues across
+// them by its discipline; typically one per N-1 port. Items are anything
+// (a packet buffer, a buffer index); the scheduler owns an item between
+// Enqueue and Dequeue. Enqueue and Dequeue allocate nothing and are safe
+// for concurrent use (one mutex); neither blocks. It has nothing running
+// (no Start or Stop).
+type Scheduler[T any] struct {
+	counters SchedCounters
+
+	mu         sync.Mutex // guards the fields below
+	q          [flow.NumCubes]ring[T]
+	backlogged uint8
+	total      int
+	disc       Discipline
+}
+
+// NewScheduler returns an empty scheduler.
+func NewScheduler[T any](cfg SchedConfig) (*Scheduler[T], error) {
+	n := cfg.QueueLen
+	if n == 0 {
+		n = DefaultQueueLen
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("dt: queue length %d: %w", n, flow.ErrInvalid)
+	}
+	s := &Scheduler[T]{}
+	switch cfg.Kind {
+	case StrictPriority:
+		s.disc = strict{}
+	case WeightedRoundRobin:
+		w := cfg.Weights
+		if w == ([flow.NumCubes]int{}) {
+			w = DefaultWeights()
+		}
+		for c, x := range w {
+			if x < 1 {
+				return nil, fmt.Errorf("dt: WRR weight of %v is %d, want >= 1: %w", flow.Cube(c), x, flow.ErrInvalid)
+			}
+		}
+		s.disc = &wrr{weights: w, credit: w}
+	default:
+		return nil, fmt.Errorf("dt: unknown scheduling discipline %d: %w", uint8(cfg.Kind), flow.ErrInvalid)
+	}
+	for c := range s.q {
+		s.q[c].buf = make([]T, n)
+	}
+	return s, nil
+}
+
+// Enqueue appends item to cube c's queue. It reports false if the queue
+// is full (counted in Drops[c]) or c is not a cube (not counted: Decide
+// drops such packets first); the item then stays the caller's to release.
+func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
+	if c >= flow.NumCubes {
+		return false
+	}
+	s.mu.Lock()
+	q := &s.q[c]
+	if q.n == len(q.buf) {
+		s.mu.Unlock()
+		s.counters.Drops[c].Add(1)
+		return false
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = item
+	q.n++
+	s.total++
+	s.backlogged |= 1 << c
+	s.mu.Unlock()
+	s.counters.Enqueued[c].Add(1)
+	return true
+}
+
+// Dequeue removes and returns the next item by the discipline, with its
+// cube; ok is false when every queue is empty.
+func (s *Scheduler[T]) Dequeue() (item T, c flow.Cube, ok bool) {
+	s.mu.Lock()
+	item, c, ok = s.dequeueLocked()
+	s.mu.Unlock()
+	if ok {
+		s.counters.Dequeued[c].Add(1)
+	}
+	return item, c, ok
+}
+
+// DequeueBatch fills dst with up to len(dst) items in scheduling order and
+// returns how many it wrote.
+func (s *Scheduler[T]) DequeueBatch(dst []T) int {
+	var per [flow.NumCubes]uint64
+	s.mu.Lock()
+	n := 0
+	for n < len(dst) {
+		item, c, ok := s.dequeueLocked()
+		if !ok {
+			break
+		}
+		dst[n] = item
+		per[c]++
+		n++
+	}
+	s.mu.Unlock()
+	for c, k := range per {
+		if k != 0 {
+			s.counters.Dequeued[c].Add(k)
+		}
+	}
+	return n
+}
+
+func (s *Scheduler[T]) dequeueLocked() (T, flow.Cube, bool) {
+	var zero T
+	if s.backlogged == 0 {
+		return zero, 0, false
+	}
+	c := s.disc.Pick(s.backlogged)
+	q := &s.q[c]
+	item := q.buf[q.head]
+	q.buf[q.head] = zero // drop the reference
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	s.total--
+	if q.n == 0 {
+		s.backlogged &^= 1 << c
+	}
+	return item, c, true
+}
+
+// Len returns the number of items queued on cube c (for ECN marking).
+func (s *Scheduler[T]) Len(c flow.Cube) int {
+	if c >= flow.NumCubes {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.q[c].n
+}
+
+// Total returns the number of items queued on all cubes.
+func (s *Scheduler[T]) Total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// Cap returns the capacity of each cube's queue.
+func (s *Scheduler[T]) Cap() int { return len(s.q[0].buf) }
+
+// Counters returns the scheduler's counters (live, not a copy).
+func (s *Scheduler[T]) Counters() *SchedCounters { return &s.counters }
