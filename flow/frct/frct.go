@@ -1,0 +1,735 @@
+// Package frct is Ouroboros' flow and retransmission control: the end-to-end
+// protocol a flow runs over its port for ordering, reliability and flow
+// control. It is pure logic: no goroutines, no clock (time is passed in),
+// no I/O; the caller (flow.Flow) moves packets and runs the timers.
+//
+// One Conn is both directions of one flow: a sender (sequence numbers, a
+// retransmission ring, RTO from RTT estimation per RFC 6298 with Karn's
+// rule, the peer's window edge, rendezvous when the window is closed) and a
+// receiver (duplicate suppression, a bounded reordering ring, in-order
+// delivery, max-gap skipping when loss is tolerated, delayed cumulative
+// ACKs, window updates, keepalives). Both rings are preallocated: in steady
+// state nothing allocates per packet.
+//
+// How a caller drives a Conn:
+//
+//	Send(now, sdu, pkt)  frame an SDU into pkt, then write pkt to the port
+//	Receive(now, pkt)    hand in every packet read from the port
+//	Read(now, p)         take the next deliverable SDU
+//	Poll(now, pkt)       take the next packet due now (retransmission, ACK,
+//	                     window update, rendezvous, FIN, keepalive); repeat
+//	                     until it returns 0, after every call above and at Next
+//	Next(now)            when Poll next has something to do
+//
+// A Conn is not safe for concurrent use; the caller serialises calls.
+package frct
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors returned by a Conn. ErrWindowFull and ErrNoData are conditions to
+// wait on, not failures.
+var (
+	ErrWindowFull  = errors.New("frct: window full")             // Send: wait for the peer's ACK or window update
+	ErrNoData      = errors.New("frct: no data")                 // Read: nothing deliverable yet
+	ErrFinished    = errors.New("frct: peer finished")           // Read: the peer's FIN was delivered (end of data)
+	ErrPeerGone    = errors.New("frct: peer not responding")     // the peer was silent, or data unacked, for Config.Timeout
+	ErrClosed      = errors.New("frct: closed")                  // Send after Close
+	ErrTooBig      = errors.New("frct: SDU too big")             // Send of more than Config.MaxSDU bytes
+	ErrTruncated   = errors.New("frct: SDU truncated")           // Read into a buffer smaller than the SDU
+	ErrShortBuffer = errors.New("frct: packet buffer too small") // Send/Poll into a buffer that cannot hold the packet
+	ErrConfig      = errors.New("frct: invalid configuration")   // New with a bad Config
+)
+
+// Mode is what FRCT does for a flow, derived from its QoS spec.
+type Mode uint8
+
+// The FRCT modes. A flow that needs neither ordering nor reliability
+// (raw, best effort) runs no FRCT at all: not even the header is sent.
+const (
+	// Ordered delivers in order, tolerates loss: no retransmission; a gap
+	// is skipped after Config.MaxGap.
+	Ordered Mode = iota + 1
+	// Reliable delivers every SDU exactly once, in order.
+	Reliable
+	// ReliableUnordered delivers every SDU exactly once, as it arrives.
+	ReliableUnordered
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Ordered:
+		return "ordered"
+	case Reliable:
+		return "reliable"
+	case ReliableUnordered:
+		return "reliable-unordered"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+func (m Mode) reliable() bool { return m == Reliable || m == ReliableUnordered }
+func (m Mode) inOrder() bool  { return m != ReliableUnordered }
+
+// Defaults for the zero fields of a Config.
+const (
+	DefaultWindow     = 64
+	DefaultMaxSDU     = 1400 - HeaderSize // flow.MaxSDU less this header
+	DefaultInitialRTO = time.Second       // RFC 6298 §2.1
+	DefaultMinRTO     = 20 * time.Millisecond
+	DefaultMaxRTO     = 10 * time.Second
+	DefaultAckDelay   = 5 * time.Millisecond
+	DefaultMaxGap     = 100 * time.Millisecond
+	clockGranularity  = time.Millisecond // G in RFC 6298 §2
+	maxWindow         = 1 << 14
+)
+
+// Config sets up a Conn. Zero fields take the defaults above. Both ends of a
+// flow must agree on Mode and ISN.
+type Config struct {
+	Mode       Mode
+	Window     int           // SDUs in flight and buffered for reordering; a power of two, 2..16384
+	MaxSDU     int           // largest SDU; packets are up to HeaderSize+MaxSDU
+	ISN        uint32        // initial sequence number of both directions
+	InitialRTO time.Duration // RTO before the first RTT sample
+	MinRTO     time.Duration
+	MaxRTO     time.Duration
+	AckDelay   time.Duration // longest an ACK waits to be piggybacked or paired
+	MaxGap     time.Duration // Ordered: how long a gap may hold up later SDUs; negative = skip at once
+	// Timeout: a peer silent this long, or data unacknowledged this long,
+	// kills the Conn with ErrPeerGone. Zero means never.
+	Timeout time.Duration
+	// Keepalive: send a KEEPALIVE after sending nothing this long. Zero
+	// means Timeout/4; it is only used when Timeout is set.
+	Keepalive time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.Mode < Ordered || c.Mode > ReliableUnordered {
+		return fmt.Errorf("%w: mode %v", ErrConfig, c.Mode)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.Window == 0 {
+		c.Window = DefaultWindow
+	}
+	if c.Window < 2 || c.Window > maxWindow || c.Window&(c.Window-1) != 0 {
+		return fmt.Errorf("%w: window %d is not a power of two in 2..%d", ErrConfig, c.Window, maxWindow)
+	}
+	if c.MaxSDU == 0 {
+		c.MaxSDU = DefaultMaxSDU
+	}
+	if c.MaxSDU < 0 {
+		return fmt.Errorf("%w: max SDU %d", ErrConfig, c.MaxSDU)
+	}
+	def(&c.InitialRTO, DefaultInitialRTO)
+	def(&c.MinRTO, DefaultMinRTO)
+	def(&c.MaxRTO, DefaultMaxRTO)
+	def(&c.AckDelay, DefaultAckDelay)
+	def(&c.MaxGap, DefaultMaxGap)
+	if c.MaxGap < 0 {
+		c.MaxGap = 0
+	}
+	if c.MinRTO > c.MaxRTO || c.InitialRTO < 0 || c.Timeout < 0 || c.AckDelay < 0 || c.Keepalive < 0 {
+		return fmt.Errorf("%w: timers %+v", ErrConfig, *c)
+	}
+	if c.Keepalive == 0 {
+		c.Keepalive = c.Timeout / 4
+	}
+	return nil
+}
+
+// Stats counts what a Conn did. RTT and RTO are the current estimates.
+type Stats struct {
+	SentSDUs        uint64        // SDUs sent (first transmissions)
+	SentBytes       uint64        // bytes of those SDUs
+	RecvSDUs        uint64        // SDUs delivered by Read
+	RecvBytes       uint64        // bytes of those SDUs
+	Retransmits     uint64        // DATA/FIN packets sent again
+	FastRetransmits uint64        // of those, after three duplicate ACKs
+	Dups            uint64        // duplicate DATA packets received and dropped
+	Drops           uint64        // packets dropped: malformed, or outside the window
+	Lost            uint64        // seqnos skipped by max-gap (Ordered mode)
+	RTT             time.Duration // smoothed round-trip time (0 before a sample)
+	RTO             time.Duration // current retransmission timeout
+}
+
+// Slot states of the receive ring.
+const (
+	slotEmpty uint8 = iota
+	slotHeld        // received, not yet read
+	slotRead        // read (out of order), waiting for rcvNext to pass it
+)
+
+type txSlot struct {
+	pkt       []byte    // the packet as first sent: header and SDU
+	firstSent time.Time // for give-up
+	rtxAt     time.Time // when to send it again
+	retries   int       // times sent again; >0 means no RTT sample (Karn)
+	fast      bool      // next retransmission is a fast retransmit
+}
+
+type rxSlot struct {
+	buf     []byte // the SDU
+	arrived time.Time
+	state   uint8
+	fin     bool
+}
+
+// Conn is the FRCT state machine of one flow, both directions.
+type Conn struct {
+	cfg  Config
+	w    uint32 // window, in SDUs
+	mask uint32
+
+	// Sender.
+	sndNext  uint32 // next seqno to send
+	sndUna   uint32 // oldest unacknowledged seqno
+	rwe      uint32 // peer's right window edge: seqnos before it may be sent
+	tx       []txSlot
+	srtt     time.Duration
+	rttvar   time.Duration
+	rto      time.Duration
+	hasRTT   bool
+	dupAcks  int
+	blocked  bool      // Send hit the peer's window edge
+	rdvsAt   time.Time // when to send a rendezvous while blocked
+	closing  bool      // Close was called
+	finSent  bool      // FIN has its seqno
+	lastSent time.Time
+
+	// Receiver.
+	rcvNext   uint32 // next seqno to deliver (left window edge)
+	rcvAck    uint32 // next seqno not yet received: the cumulative ACK
+	rx        []rxSlot
+	ready     []uint32 // ReliableUnordered: seqnos received, not yet read, in arrival order
+	readyHead int
+	readyLen  int
+	ackAt     time.Time // when a pending ACK/window update is due; zero = none pending
+	unacked   int       // in-order DATA packets not yet acknowledged
+	advRwe    uint32    // window edge last advertised
+	finished  bool      // the peer's FIN was delivered
+	lastRecv  time.Time
+
+	err   error // ErrPeerGone once dead
+	stats Stats
+}
+
+// New returns a Conn with the given configuration, started at now.
+func New(cfg Config, now time.Time) (*Conn, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	w := uint32(cfg.Window)
+	c := &Conn{
+		cfg:      cfg,
+		w:        w,
+		mask:     w - 1,
+		sndNext:  cfg.ISN,
+		sndUna:   cfg.ISN,
+		rwe:      cfg.ISN + w,
+		rto:      cfg.InitialRTO,
+		lastSent: now,
+		rcvNext:  cfg.ISN,
+		rcvAck:   cfg.ISN,
+		advRwe:   cfg.ISN + w,
+		rx:       make([]rxSlot, w),
+		lastRecv: now,
+	}
+	// One backing array per ring: two allocations, whatever the window.
+	rxBuf := make([]byte, int(w)*cfg.MaxSDU)
+	for i := range c.rx {
+		c.rx[i].buf = rxBuf[i*cfg.MaxSDU : i*cfg.MaxSDU : (i+1)*cfg.MaxSDU]
+	}
+	if cfg.Mode.reliable() {
+		c.tx = make([]txSlot, w)
+		pkt := HeaderSize + cfg.MaxSDU
+		txBuf := make([]byte, int(w)*pkt)
+		for i := range c.tx {
+			c.tx[i].pkt = txBuf[i*pkt : i*pkt : (i+1)*pkt]
+		}
+	}
+	if !cfg.Mode.inOrder() {
+		c.ready = make([]uint32, w)
+	}
+	c.stats.RTO = c.rto
+	return c, nil
+}
+
+// Config returns the configuration with defaults filled in.
+func (c *Conn) Config() Config { return c.cfg }
+
+// Stats returns the counters.
+func (c *Conn) Stats() Stats { return c.stats }
+
+// Err returns ErrPeerGone once the peer was declared dead, else nil.
+func (c *Conn) Err() error { return c.err }
+
+// Serial number arithmetic (RFC 1982) on 32-bit seqnos.
+func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
+func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
+
+// canSend reports whether the next seqno fits the peer's window and,
+// when reliable, the retransmission ring.
+func (c *Conn) canSend() bool {
+	if !seqLT(c.sndNext, c.rwe) {
+		return false
+	}
+	return !c.cfg.Mode.reliable() || c.sndNext-c.sndUna < c.w
+}
+
+// CanSend reports whether Send would accept an SDU now.
+func (c *Conn) CanSend() bool { return c.err == nil && !c.closing && c.canSend() }
+
+// Send frames sdu as the next DATA packet into pkt, which must hold
+// HeaderSize+len(sdu) bytes, and returns the packet's length; the caller
+// writes pkt[:n] to the port. In reliable modes the packet is also copied
+// into the retransmission ring. When the window is full Send returns
+// ErrWindowFull: wait for Receive to open it (or for Poll to send a
+// rendezvous) and try again. sdu and pkt are not retained.
+func (c *Conn) Send(now time.Time, sdu, pkt []byte) (int, error) {
+	switch {
+	case c.err != nil:
+		return 0, c.err
+	case c.closing:
+		return 0, ErrClosed
+	case len(sdu) > c.cfg.MaxSDU:
+		return 0, ErrTooBig
+	case len(pkt) < HeaderSize+len(sdu):
+		return 0, ErrShortBuffer
+	}
+	if !c.canSend() {
+		if !seqLT(c.sndNext, c.rwe) && !c.blocked {
+			c.blocked = true
+			c.rdvsAt = now.Add(c.rto)
+		}
+		return 0, ErrWindowFull
+	}
+	c.blocked = false
+	c.stats.SentSDUs++
+	c.stats.SentBytes += uint64(len(sdu))
+	return c.frame(now, FlagData, sdu, pkt), nil
+}
+
+// frame writes the packet with the next seqno into pkt and keeps a copy
+// for retransmission when reliable.
+func (c *Conn) frame(now time.Time, f Flags, sdu, pkt []byte) int {
+	seq := c.sndNext
+	c.sndNext++
+	n := HeaderSize + len(sdu)
+	h := PCI(pkt[:n])
+	h.Encode(f|FlagAck|FlagFC, c.rcvNext+c.w, seq, c.rcvAck)
+	copy(h[HeaderSize:], sdu)
+	c.acked(now)
+	if c.cfg.Mode.reliable() {
+		s := &c.tx[seq&c.mask]
+		s.pkt = append(s.pkt[:0], h...)
+		s.firstSent = now
+		s.rtxAt = now.Add(c.rto)
+		s.retries = 0
+		s.fast = false
+	}
+	return n
+}
+
+// acked notes that a packet carrying the current ACK and window left now.
+func (c *Conn) acked(now time.Time) {
+	c.ackAt = time.Time{}
+	c.unacked = 0
+	c.advRwe = c.rcvNext + c.w
+	c.lastSent = now
+}
+
+// control writes a packet without an SDU (ACK, window update, rendezvous,
+// keepalive) into pkt; its seqno is the next unsent one and is not consumed.
+func (c *Conn) control(now time.Time, f Flags, pkt []byte) int {
+	PCI(pkt).Encode(f|FlagAck|FlagFC, c.rcvNext+c.w, c.sndNext, c.rcvAck)
+	c.acked(now)
+	return HeaderSize
+}
+
+// Close starts an orderly close: no more Sends; a FIN follows the data.
+// The caller keeps calling Poll and Receive until Done (or a linger bound).
+func (c *Conn) Close(now time.Time) { c.closing = true }
+
+// Done reports whether an orderly close completed: the FIN was sent and,
+// when reliable, every SDU and the FIN were acknowledged. It is also true
+// once the peer is declared dead.
+func (c *Conn) Done() bool {
+	if c.err != nil {
+		return true
+	}
+	if !c.closing || !c.finSent {
+		return false
+	}
+	return !c.cfg.Mode.reliable() || c.sndUna == c.sndNext
+}
+
+// Unacked returns the number of SDUs (and FIN) sent but not acknowledged.
+func (c *Conn) Unacked() int {
+	if !c.cfg.Mode.reliable() {
+		return 0
+	}
+	return int(c.sndNext - c.sndUna)
+}
+
+// Receive processes one packet read from the port. Malformed packets and
+// packets outside the window are dropped and counted; pkt is not retained.
+func (c *Conn) Receive(now time.Time, pkt []byte) {
+	p := PCI(pkt)
+	if !p.IsValid() || len(p.Payload()) > c.cfg.MaxSDU {
+		c.stats.Drops++
+		return
+	}
+	if c.err != nil {
+		return
+	}
+	c.lastRecv = now
+	f := p.Flags()
+	if f&FlagAck != 0 {
+		c.onAck(now, p.Ackno(), f&(FlagData|FlagFin|FlagRdvs|FlagKeepalive) == 0)
+	}
+	if f&FlagFC != 0 {
+		// The edge only moves forward, and never past what a peer with
+		// our window size could offer.
+		if w := p.Window(); seqLT(c.rwe, w) && seqLE(w, c.sndUna+maxWindow) {
+			c.rwe = w
+			if c.blocked && seqLT(c.sndNext, c.rwe) {
+				c.blocked = false
+			}
+		}
+	}
+	if f&FlagRdvs != 0 {
+		c.ackAt = now // the peer's window is closed: tell it ours now
+	}
+	if f&(FlagData|FlagFin) != 0 {
+		c.onData(now, p, f&FlagFin != 0)
+	}
+}
+
+// onAck processes a cumulative acknowledgement.
+func (c *Conn) onAck(now time.Time, ack uint32, pure bool) {
+	if seqLT(ack, c.sndUna) || seqLT(c.sndNext, ack) {
+		return // stale, or acknowledges what was never sent
+	}
+	if ack == c.sndUna {
+		if pure && c.sndUna != c.sndNext && c.cfg.Mode.reliable() {
+			c.dupAcks++
+			if c.dupAcks == 3 { // RFC 5681 §3.2
+				s := &c.tx[c.sndUna&c.mask]
+				s.rtxAt = now
+				s.fast = true
+				c.stats.FastRetransmits++
+			}
+		}
+		return
+	}
+	if c.cfg.Mode.reliable() {
+		// Karn: sample only when every packet this ACK covers was sent
+		// once; a hole filled by a retransmission would inflate the sample.
+		once := true
+		for seq := c.sndUna; seq != ack && once; seq++ {
+			once = c.tx[seq&c.mask].retries == 0
+		}
+		if once {
+			c.sampleRTT(now.Sub(c.tx[(ack-1)&c.mask].firstSent))
+		}
+	}
+	c.sndUna = ack
+	c.dupAcks = 0
+}
+
+// sampleRTT updates SRTT, RTTVAR and RTO per RFC 6298 §2.2–2.4.
+func (c *Conn) sampleRTT(r time.Duration) {
+	if r < 0 {
+		r = 0
+	}
+	if !c.hasRTT {
+		c.srtt, c.rttvar, c.hasRTT = r, r/2, true
+	} else {
+		d := c.srtt - r
+		if d < 0 {
+			d = -d
+		}
+		c.rttvar = (3*c.rttvar + d) / 4
+		c.srtt = (7*c.srtt + r) / 8
+	}
+	c.rto = c.srtt + max(clockGranularity, 4*c.rttvar)
+	c.rto = min(max(c.rto, c.cfg.MinRTO), c.cfg.MaxRTO)
+	c.stats.RTT, c.stats.RTO = c.srtt, c.rto
+}
+
+// onData stores a DATA or FIN packet in the receive ring.
+func (c *Conn) onData(now time.Time, p PCI, fin bool) {
+	seq := p.Seqno()
+	if seqLT(seq, c.rcvNext) {
+		c.stats.Dups++
+		c.ackAt = now // our ACK was lost: repeat it
+		return
+	}
+	if seq-c.rcvNext >= c.w {
+		c.stats.Drops++
+		c.ackAt = now
+		return
+	}
+	s := &c.rx[seq&c.mask]
+	if s.state != slotEmpty {
+		c.stats.Dups++
+		c.ackAt = now
+		return
+	}
+	s.buf = append(s.buf[:0], p.Payload()...)
+	s.state, s.fin, s.arrived = slotHeld, fin, now
+	if c.ready != nil && !fin {
+		c.ready[(c.readyHead+c.readyLen)&int(c.mask)] = seq
+		c.readyLen++
+	}
+	inOrder := seq == c.rcvAck
+	for c.rcvAck-c.rcvNext < c.w && c.rx[c.rcvAck&c.mask].state != slotEmpty {
+		c.rcvAck++
+	}
+	switch {
+	case !inOrder || fin:
+		// Out of order (a duplicate ACK for fast retransmit), or filling a
+		// hole, or the end: acknowledge at once.
+		c.ackAt = now
+	default:
+		c.unacked++
+		if c.unacked >= 2 { // RFC 1122 §4.2.3.2: every second packet
+			c.ackAt = now
+		} else if c.ackAt.IsZero() {
+			c.ackAt = now.Add(c.cfg.AckDelay)
+		}
+	}
+}
+
+// skipGap, in Ordered mode, gives up on missing seqnos at the left edge
+// once the earliest SDU waiting behind them has waited MaxGap.
+func (c *Conn) skipGap(now time.Time) {
+	if at, ok := c.gapDeadline(); ok && !now.Before(at) {
+		first := c.rcvNext
+		for c.rx[first&c.mask].state == slotEmpty {
+			first++
+		}
+		c.stats.Lost += uint64(first - c.rcvNext)
+		c.rcvNext = first
+		if seqLT(c.rcvAck, first) {
+			c.rcvAck = first
+		}
+		for c.rcvAck-c.rcvNext < c.w && c.rx[c.rcvAck&c.mask].state != slotEmpty {
+			c.rcvAck++
+		}
+		c.ackAt = now
+	}
+}
+
+// gapDeadline returns, in Ordered mode with a gap at the left edge, when
+// the gap is to be skipped.
+func (c *Conn) gapDeadline() (time.Time, bool) {
+	if c.cfg.Mode != Ordered || c.rx[c.rcvNext&c.mask].state != slotEmpty {
+		return time.Time{}, false
+	}
+	var earliest time.Time
+	found := false
+	for i := uint32(1); i < c.w; i++ {
+		s := &c.rx[(c.rcvNext+i)&c.mask]
+		if s.state == slotHeld && (!found || s.arrived.Before(earliest)) {
+			earliest, found = s.arrived, true
+		}
+	}
+	return earliest.Add(c.cfg.MaxGap), found
+}
+
+// Readable reports whether Read would return an SDU, ErrFinished or an error.
+func (c *Conn) Readable(now time.Time) bool {
+	if c.err != nil || c.finished {
+		return true
+	}
+	c.skipGap(now)
+	s := &c.rx[c.rcvNext&c.mask]
+	if c.ready == nil {
+		return s.state == slotHeld
+	}
+	return c.readyLen > 0 || (s.state == slotHeld && s.fin)
+}
+
+// Read copies the next deliverable SDU into p and returns its length. An
+// SDU longer than p is consumed and ErrTruncated returned with len(p).
+// Nothing deliverable: ErrNoData, or ErrPeerGone if the peer is dead. After
+// the peer's FIN: ErrFinished.
+func (c *Conn) Read(now time.Time, p []byte) (int, error) {
+	if c.finished {
+		return 0, ErrFinished
+	}
+	c.skipGap(now)
+	var s *rxSlot
+	if c.ready == nil {
+		s = &c.rx[c.rcvNext&c.mask]
+		if s.state != slotHeld {
+			return 0, c.noData()
+		}
+		s.state = slotEmpty
+		c.rcvNext++
+	} else {
+		if c.readyLen == 0 {
+			if h := &c.rx[c.rcvNext&c.mask]; h.state == slotHeld && h.fin {
+				h.state = slotEmpty
+				c.rcvNext++
+				c.finished = true
+				return 0, ErrFinished
+			}
+			return 0, c.noData()
+		}
+		seq := c.ready[c.readyHead]
+		c.readyHead = (c.readyHead + 1) & int(c.mask)
+		c.readyLen--
+		s = &c.rx[seq&c.mask]
+		s.state = slotRead
+		for c.rcvNext != c.rcvAck && c.rx[c.rcvNext&c.mask].state == slotRead {
+			c.rx[c.rcvNext&c.mask].state = slotEmpty
+			c.rcvNext++
+		}
+	}
+	c.windowUpdate(now)
+	if s.fin {
+		c.finished = true
+		return 0, ErrFinished
+	}
+	n := copy(p, s.buf)
+	c.stats.RecvSDUs++
+	c.stats.RecvBytes += uint64(len(s.buf))
+	if n < len(s.buf) {
+		return n, ErrTruncated
+	}
+	return n, nil
+}
+
+func (c *Conn) noData() error {
+	if c.err != nil {
+		return c.err
+	}
+	return ErrNoData
+}
+
+// windowUpdate schedules a window update when reading opened the window by
+// half of it since the last advertisement, or the advertised space left is
+// down to a quarter.
+func (c *Conn) windowUpdate(now time.Time) {
+	grown := int32(c.rcvNext + c.w - c.advRwe)
+	left := int32(c.advRwe - c.rcvAck)
+	if grown > 0 && (grown >= int32(c.w/2) || left <= int32(c.w/4)) {
+		c.ackAt = now
+	}
+}
+
+// Poll writes into pkt the next packet due at now and returns its length,
+// or 0 when nothing is due (or the Conn is dead: see Err). pkt must hold
+// HeaderSize+MaxSDU bytes. Call it until it returns 0.
+//
+// In priority order: retransmissions of DATA/FIN whose timer expired (or
+// after three duplicate ACKs), the FIN after Close, a rendezvous when the
+// peer's window stays closed, a pending ACK or window update, a keepalive.
+// Poll also declares the peer dead after Config.Timeout of silence or of
+// unacknowledged data.
+func (c *Conn) Poll(now time.Time, pkt []byte) int {
+	if c.err != nil || len(pkt) < HeaderSize {
+		return 0
+	}
+	if t := c.cfg.Timeout; t > 0 && now.Sub(c.lastRecv) >= t {
+		c.die()
+		return 0
+	}
+	if c.cfg.Mode.reliable() {
+		for seq := c.sndUna; seq != c.sndNext; seq++ {
+			s := &c.tx[seq&c.mask]
+			if now.Before(s.rtxAt) {
+				continue
+			}
+			if t := c.cfg.Timeout; t > 0 && now.Sub(s.firstSent) >= t {
+				c.die()
+				return 0
+			}
+			if len(pkt) < len(s.pkt) {
+				return 0
+			}
+			if seq == c.sndUna && !s.fast {
+				c.rto = min(2*c.rto, c.cfg.MaxRTO) // RFC 6298 §5.5
+				c.stats.RTO = c.rto
+			}
+			s.fast = false
+			s.retries++
+			s.rtxAt = now.Add(c.rto)
+			PCI(s.pkt).setAck(c.rcvNext+c.w, c.rcvAck)
+			c.stats.Retransmits++
+			c.acked(now)
+			return copy(pkt, s.pkt)
+		}
+	}
+	if c.closing && !c.finSent && c.canSend() {
+		c.finSent = true
+		return c.frame(now, FlagFin, nil, pkt)
+	}
+	if c.blocked {
+		if c.canSend() {
+			c.blocked = false
+		} else if !now.Before(c.rdvsAt) {
+			c.rdvsAt = now.Add(c.rto)
+			return c.control(now, FlagRdvs, pkt)
+		}
+	}
+	if !c.ackAt.IsZero() && !now.Before(c.ackAt) {
+		return c.control(now, 0, pkt)
+	}
+	if c.cfg.Timeout > 0 && now.Sub(c.lastSent) >= c.cfg.Keepalive {
+		return c.control(now, FlagKeepalive, pkt)
+	}
+	c.skipGap(now)
+	return 0
+}
+
+func (c *Conn) die() {
+	c.err = ErrPeerGone
+}
+
+// Next returns when Poll next has something to do: now if something is due,
+// the zero time if nothing is scheduled (or the Conn is dead).
+func (c *Conn) Next(now time.Time) time.Time {
+	if c.err != nil {
+		return time.Time{}
+	}
+	var next time.Time
+	at := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if c.cfg.Mode.reliable() {
+		for seq := c.sndUna; seq != c.sndNext; seq++ {
+			at(c.tx[seq&c.mask].rtxAt)
+		}
+	}
+	if c.closing && !c.finSent && c.canSend() {
+		at(now)
+	}
+	if c.blocked {
+		at(c.rdvsAt)
+	}
+	at(c.ackAt)
+	if c.cfg.Timeout > 0 {
+		at(c.lastSent.Add(c.cfg.Keepalive))
+		at(c.lastRecv.Add(c.cfg.Timeout))
+	}
+	if d, ok := c.gapDeadline(); ok {
+		at(d)
+	}
+	if !next.IsZero() && next.Before(now) {
+		next = now
+	}
+	return next
+}
