@@ -1,0 +1,153 @@
+package kernel
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Packet buffer geometry. A Buf holds BufSize bytes of data after Headroom
+// bytes reserved for headers that lower layers prepend.
+const (
+	BufSize  = 2048
+	Headroom = 128
+)
+
+// Buffer states, tracked always (double free, pushing a free buffer) and,
+// in kerneldebug builds, checked on every access.
+const (
+	bufFree   uint32 = iota
+	bufHeld          // held by a component
+	bufInRing        // in transit through a ring
+)
+
+// Buf is a packet buffer drawn from a component's budget. Its data window
+// starts at Headroom with length 0; Prepend grows it into the headroom,
+// Extend grows it at the tail. A Buf has exactly one owner: pushing it into
+// a ring moves ownership to the ring and then to whoever pops it, and
+// whoever holds it last frees it (PD.FreeBuf), which returns it to the
+// budget it was drawn from. A Buf is not safe for concurrent use.
+type Buf struct {
+	off, end int
+	budget   *budget
+	state    atomic.Uint32
+	holder   atomic.Pointer[PD] // kerneldebug: the holding incarnation
+	data     [Headroom + BufSize]byte
+}
+
+func (b *Buf) check() {
+	if debug && b.state.Load() != bufHeld {
+		panic(fmt.Sprintf("kernel: use of packet buffer %p after transfer (state %d)", b, b.state.Load()))
+	}
+}
+
+// Bytes returns the data window. The slice aliases the buffer: it must not
+// be used after the buffer is pushed or freed.
+func (b *Buf) Bytes() []byte {
+	b.check()
+	return b.data[b.off:b.end]
+}
+
+// Len returns the length of the data window.
+func (b *Buf) Len() int { return b.end - b.off }
+
+// HeadSpace returns how many bytes Prepend can still add.
+func (b *Buf) HeadSpace() int { return b.off }
+
+// TailSpace returns how many bytes Extend can still add.
+func (b *Buf) TailSpace() int { return len(b.data) - b.end }
+
+// Reset puts the window at Headroom with length 0.
+func (b *Buf) Reset() {
+	b.check()
+	b.off, b.end = Headroom, Headroom
+}
+
+// SetLen puts the window at [Headroom, Headroom+n). It panics if n is
+// negative or larger than BufSize.
+func (b *Buf) SetLen(n int) {
+	b.check()
+	if n < 0 || n > BufSize {
+		panic(fmt.Sprintf("kernel: Buf.SetLen(%d) out of range [0, %d]", n, BufSize))
+	}
+	b.off, b.end = Headroom, Headroom+n
+}
+
+// Extend grows the window by n bytes at the tail and returns them. It
+// panics if there is no room.
+func (b *Buf) Extend(n int) []byte {
+	b.check()
+	if n < 0 || n > len(b.data)-b.end {
+		panic(fmt.Sprintf("kernel: Buf.Extend(%d) with %d bytes of tailroom", n, len(b.data)-b.end))
+	}
+	b.end += n
+	return b.data[b.end-n : b.end]
+}
+
+// Append copies p to the tail of the window, growing it; it returns how
+// many bytes fit (all of p unless the buffer is full).
+func (b *Buf) Append(p []byte) int {
+	b.check()
+	n := copy(b.data[b.end:], p)
+	b.end += n
+	return n
+}
+
+// Prepend grows the window by n bytes into the headroom and returns them
+// (for a header). It panics if there is not enough headroom.
+func (b *Buf) Prepend(n int) []byte {
+	b.check()
+	if n < 0 || n > b.off {
+		panic(fmt.Sprintf("kernel: Buf.Prepend(%d) with %d bytes of headroom", n, b.off))
+	}
+	b.off -= n
+	return b.data[b.off : b.off+n]
+}
+
+// TrimFront strips n bytes from the front of the window (a header). It
+// panics if n exceeds Len.
+func (b *Buf) TrimFront(n int) {
+	b.check()
+	if n < 0 || n > b.end-b.off {
+		panic(fmt.Sprintf("kernel: Buf.TrimFront(%d) of %d bytes", n, b.end-b.off))
+	}
+	b.off += n
+}
+
+// Truncate shortens the window to n bytes, keeping its start. It panics if
+// n exceeds Len.
+func (b *Buf) Truncate(n int) {
+	b.check()
+	if n < 0 || n > b.end-b.off {
+		panic(fmt.Sprintf("kernel: Buf.Truncate(%d) of %d bytes", n, b.end-b.off))
+	}
+	b.end = b.off + n
+}
+
+// bufPool is the node's store of packet buffers. Budgets decide who may
+// hold how many; the pool only recycles memory.
+type bufPool struct {
+	mu   sync.Mutex
+	free []*Buf // guarded by mu
+}
+
+// get fills bufs with free buffers (allocating new ones if the pool is
+// empty: only until the budgets' total is reached, since they are reused).
+func (p *bufPool) get(bufs []*Buf) {
+	p.mu.Lock()
+	n := len(p.free)
+	k := min(n, len(bufs))
+	copy(bufs, p.free[n-k:])
+	clear(p.free[n-k:])
+	p.free = p.free[:n-k]
+	p.mu.Unlock()
+	for i := k; i < len(bufs); i++ {
+		bufs[i] = new(Buf)
+	}
+}
+
+func (p *bufPool) put(bufs []*Buf) {
+	p.mu.Lock()
+	p.free = append(p.free, bufs...)
+	p.mu.Unlock()
+}

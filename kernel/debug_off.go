@@ -1,0 +1,6 @@
+//go:build !kerneldebug
+
+package kernel
+
+// debug enables ownership tracking of packet buffers (see debug_on.go).
+const debug = false

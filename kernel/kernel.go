@@ -1,0 +1,568 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	rdebug "runtime/debug"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config sets a Kernel's limits. The zero value is usable.
+type Config struct {
+	// MaxComponents bounds how many components may exist (booted and
+	// spawned); 0 means 1024.
+	MaxComponents int
+	// CSpaceSize bounds each CSpace's slots; 0 means 4096.
+	CSpaceSize int
+	// MaxBufs bounds the packet buffers all budgets together may hold; 0
+	// means no node-wide bound (each budget still bounds its holder).
+	MaxBufs int
+	// Now is the clock for byte-rate budgets; nil means time.Now.
+	Now func() time.Time
+	// Logf receives faults of unsupervised components and other events; nil
+	// discards them.
+	Logf func(format string, args ...any)
+}
+
+// Kernel runs a system of components. Create it with New, start a system
+// with Boot, end everything with Stop.
+type Kernel struct {
+	cfg  Config
+	pool bufPool
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	stopping atomic.Bool
+	wg       sync.WaitGroup // every component goroutine and fault delivery
+
+	// capMu guards the derivation tree (every capNode's links) and makes
+	// moves between CSpaces atomic. Lock order: endpoint.mu, capMu,
+	// cspace.mu.
+	capMu sync.Mutex
+
+	mu     sync.Mutex
+	booted bool              // guarded by mu
+	comps  []*component      // guarded by mu, in start order
+	byName map[string]object // guarded by mu: every object and component
+	objs   []object          // guarded by mu: endpoints, notifications, rings
+	nextID uint64            // guarded by mu: for names of dynamic objects
+	total  int64             // guarded by mu: buffers granted to top-level budgets
+}
+
+// New returns a kernel with cfg's limits.
+func New(cfg Config) *Kernel {
+	if cfg.MaxComponents <= 0 {
+		cfg.MaxComponents = 1024
+	}
+	if cfg.CSpaceSize <= 0 {
+		cfg.CSpaceSize = 4096
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Kernel{cfg: cfg, ctx: ctx, cancel: cancel, byName: make(map[string]object)}
+}
+
+// Program is a component's main. Returning ends the component: nil is a
+// normal exit, an error is a fault (as is a panic).
+type Program func(pd *PD) error
+
+// compState is where a component is in its life.
+type compState uint8
+
+const (
+	stateNew compState = iota
+	stateRunning
+	stateExited
+	stateFaulted
+	stateKilled
+)
+
+func (s compState) String() string {
+	return [...]string{"new", "running", "exited", "faulted", "killed"}[s]
+}
+
+// initCap is a cap a component starts (and restarts) with.
+type initCap struct {
+	parent *capNode
+	rights Rights
+	badge  Badge
+	name   string
+}
+
+// component is the lasting identity of a protection domain; each start
+// or restart is a new incarnation (a PD).
+type component struct {
+	hdr
+	k          *Kernel
+	id         uint64
+	spec       ComponentSpec
+	prog       Program
+	super      *component // nil: the kernel supervises
+	faultEP    *endpoint
+	faultBadge Badge
+	budget     *budget
+	init       []initCap
+
+	mu    sync.Mutex
+	cur   *PD       // guarded by mu: the current (or last) incarnation
+	state compState // guarded by mu
+	incs  uint64    // guarded by mu: incarnations started
+}
+
+func (*component) kind() Kind { return KindComponent }
+
+// PD is a protection domain: one incarnation of a component, the handle
+// its program acts through. It is safe for concurrent use by the
+// component's goroutines. When the component dies or is restarted, every
+// verb on the old PD fails with ErrAborted (ErrClosed after Kernel.Stop).
+type PD struct {
+	k      *Kernel
+	c      *component
+	inc    uint64
+	cs     *cspace
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   <-chan struct{}
+	dead   atomic.Bool
+
+	wmu   sync.Mutex
+	wfree []*waiter // guarded by wmu: idle waiters for this incarnation's threads
+}
+
+// Name returns the component's name.
+func (pd *PD) Name() string { return pd.c.nm }
+
+func (pd *PD) name() string {
+	if pd == nil {
+		return "kernel"
+	}
+	return pd.c.nm
+}
+
+// Context returns a context cancelled when this incarnation ends (exit,
+// fault, kill, restart or Kernel.Stop).
+func (pd *PD) Context() context.Context { return pd.ctx }
+
+// Budget reports the component's budget and current use.
+func (pd *PD) Budget() Usage {
+	b := pd.c.budget
+	return Usage{Limit: b.snapshot(), Bufs: int(b.bufUsed.Load()), Objects: int(b.objUsed.Load())}
+}
+
+func (pd *PD) getWaiter() *waiter {
+	pd.wmu.Lock()
+	if n := len(pd.wfree); n > 0 {
+		w := pd.wfree[n-1]
+		pd.wfree = pd.wfree[:n-1]
+		pd.wmu.Unlock()
+		return w
+	}
+	pd.wmu.Unlock()
+	return newWaiter(pd)
+}
+
+func (pd *PD) putWaiter(w *waiter) {
+	w.msg = nil
+	pd.wmu.Lock()
+	pd.wfree = append(pd.wfree, w)
+	pd.wmu.Unlock()
+}
+
+func (pd *PD) deadErr(verb string) error {
+	if pd.k.stopping.Load() {
+		return fmt.Errorf("kernel: %s: %s: kernel stopped: %w", pd.name(), verb, ErrClosed)
+	}
+	return fmt.Errorf("kernel: %s: %s: component stopped: %w", pd.name(), verb, ErrAborted)
+}
+
+func isAborted(err error) bool { return errors.Is(err, ErrAborted) }
+
+// Go starts f as a goroutine of this component: a panic in f is a fault
+// of the component. f should return when Context is done.
+func (pd *PD) Go(f func()) {
+	pd.k.wg.Add(1)
+	go func() {
+		defer pd.k.wg.Done()
+		defer pd.recoverFault()
+		f()
+	}()
+}
+
+func (pd *PD) recoverFault() {
+	if r := recover(); r != nil {
+		pd.die(stateFaulted, FaultPanic, fmt.Sprint(r), string(rdebug.Stack()))
+	}
+}
+
+func (pd *PD) run(prog Program) {
+	defer pd.k.wg.Done()
+	defer pd.recoverFault()
+	if err := prog(pd); err != nil {
+		pd.die(stateFaulted, FaultError, err.Error(), "")
+		return
+	}
+	pd.die(stateExited, 0, "", "")
+}
+
+// start begins a new incarnation of c. The caller holds c.mu, and the
+// previous incarnation (if any) is dead.
+func (c *component) startLocked() error {
+	k := c.k
+	if k.stopping.Load() {
+		return fmt.Errorf("kernel: start %s: kernel stopped: %w", c.nm, ErrClosed)
+	}
+	pd := &PD{k: k, c: c, inc: c.incs + 1}
+	pd.cs = newCSpace(pd, k.cfg.CSpaceSize)
+	k.capMu.Lock()
+	for _, ic := range c.init {
+		if !ic.parent.live {
+			continue // the cap it was derived from is gone
+		}
+		if _, err := pd.cs.insert(ic.parent, ic.rights, ic.badge, ic.name); err != nil {
+			k.capMu.Unlock()
+			return err
+		}
+	}
+	k.capMu.Unlock()
+	pd.ctx, pd.cancel = context.WithCancel(k.ctx)
+	pd.done = pd.ctx.Done()
+	c.incs++
+	c.cur, c.state = pd, stateRunning
+	k.wg.Add(1)
+	go pd.run(c.prog)
+	return nil
+}
+
+// die ends incarnation pd (once): its context is cancelled, its caps are
+// deleted (callers waiting on its reply caps get ErrAborted), senders
+// queued on endpoints only it could receive from get ErrAborted, the
+// other side of its rings is woken with ErrAborted, and a fault is
+// reported to the supervisor.
+func (pd *PD) die(st compState, kind FaultKind, reason, stack string) {
+	if !pd.dead.CompareAndSwap(false, true) {
+		return
+	}
+	pd.cancel()
+	c, k := pd.c, pd.k
+	c.mu.Lock()
+	if c.cur == pd {
+		c.state = st
+	}
+	c.mu.Unlock()
+
+	var eps []*endpoint
+	type ringSide struct {
+		r      *ring
+		rights Rights
+	}
+	var rings []ringSide
+	k.capMu.Lock()
+	cs := pd.cs
+	cs.mu.Lock()
+	for i := 1; i < len(cs.slots); i++ {
+		s := cs.slots[i]
+		switch s.kind {
+		case KindEndpoint:
+			if s.rights&Read != 0 {
+				eps = append(eps, s.obj.(*endpoint))
+			}
+		case KindRing:
+			rings = append(rings, ringSide{s.obj.(*ring), s.rights})
+		}
+		if s.kind != KindNone || s.revoked {
+			cs.removeLocked(Cap(i))
+		}
+	}
+	cs.mu.Unlock()
+	k.capMu.Unlock()
+
+	why := fmt.Errorf("kernel: %s died: %w", c.nm, ErrAborted)
+	for _, e := range eps {
+		if !k.liveHolder(e, Read) {
+			e.abortSenders(why)
+		}
+	}
+	for _, rs := range rings {
+		rs.r.peerDied(rs.rights)
+	}
+	if st == stateFaulted && !k.stopping.Load() {
+		k.reportFault(c, pd.inc, kind, reason, stack)
+	}
+}
+
+// liveHolder reports whether a running component holds a cap to o with
+// all of rights.
+func (k *Kernel) liveHolder(o object, rights Rights) bool {
+	k.mu.Lock()
+	comps := append([]*component(nil), k.comps...)
+	k.mu.Unlock()
+	for _, c := range comps {
+		c.mu.Lock()
+		pd := c.cur
+		c.mu.Unlock()
+		if pd == nil || pd.dead.Load() {
+			continue
+		}
+		pd.cs.mu.Lock()
+		for _, s := range pd.cs.slots {
+			if s.obj == o && s.rights&rights == rights {
+				pd.cs.mu.Unlock()
+				return true
+			}
+		}
+		pd.cs.mu.Unlock()
+	}
+	return false
+}
+
+// moveCaps moves the caps in src (slots of from) into new slots of to,
+// writing their numbers to dst; it returns how many moved. Empty source
+// slots are skipped; when to is full the rest stay with the sender.
+func (k *Kernel) moveCaps(from *cspace, src []Cap, to *cspace, dst []Cap) int {
+	k.capMu.Lock()
+	defer k.capMu.Unlock()
+	from.mu.Lock()
+	if to != from {
+		to.mu.Lock()
+		defer to.mu.Unlock()
+	}
+	defer from.mu.Unlock()
+	n := 0
+	for _, c := range src {
+		if c == 0 || int(c) >= len(from.slots) || from.slots[c].kind == KindNone {
+			continue
+		}
+		tc, ok := to.allocLocked()
+		if !ok {
+			break
+		}
+		moveSlotLocked(from, c, to, tc)
+		dst[n] = tc
+		n++
+	}
+	return n
+}
+
+// Stop kills every component (their blocked verbs return ErrClosed) and
+// waits for all component goroutines to return. Goroutines that ignore
+// their Context keep Stop waiting.
+func (k *Kernel) Stop() {
+	k.stopping.Store(true)
+	k.cancel()
+	k.mu.Lock()
+	comps := append([]*component(nil), k.comps...)
+	k.mu.Unlock()
+	for i := len(comps) - 1; i >= 0; i-- {
+		c := comps[i]
+		c.mu.Lock()
+		pd := c.cur
+		c.mu.Unlock()
+		if pd != nil {
+			pd.die(stateKilled, 0, "", "")
+		}
+	}
+	k.wg.Wait()
+}
+
+// lookupComponent returns the named component.
+func (k *Kernel) lookupComponent(name string) (*component, error) {
+	k.mu.Lock()
+	o := k.byName[name]
+	k.mu.Unlock()
+	c, ok := o.(*component)
+	if !ok {
+		return nil, fmt.Errorf("kernel: no component %q: %w", name, ErrInvalidCap)
+	}
+	return c, nil
+}
+
+// Restart restarts the named component with its initial caps, killing
+// the running incarnation first if there is one. It is the kernel's own
+// supervisor action (for components whose Supervisor is ""); components
+// use PD.Restart.
+func (k *Kernel) Restart(name string) error {
+	c, err := k.lookupComponent(name)
+	if err != nil {
+		return err
+	}
+	return c.restart()
+}
+
+// Kill stops the named component without reporting a fault.
+func (k *Kernel) Kill(name string) error {
+	c, err := k.lookupComponent(name)
+	if err != nil {
+		return err
+	}
+	c.kill()
+	return nil
+}
+
+// State returns the named component's state: "running", "exited",
+// "faulted" or "killed", and how many incarnations it has had.
+func (k *Kernel) State(name string) (state string, incarnations int, err error) {
+	c, err := k.lookupComponent(name)
+	if err != nil {
+		return "", 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state.String(), int(c.incs), nil
+}
+
+func (c *component) kill() {
+	c.mu.Lock()
+	pd := c.cur
+	c.mu.Unlock()
+	if pd != nil {
+		pd.die(stateKilled, 0, "", "")
+	}
+}
+
+func (c *component) restart() error {
+	c.kill()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != nil && !c.cur.dead.Load() {
+		return nil // someone else restarted it meanwhile
+	}
+	return c.startLocked()
+}
+
+// Restart restarts the child component child names (a component cap with
+// Write) with its initial caps, killing the running incarnation first.
+func (pd *PD) Restart(child Cap) error {
+	s, err := pd.lookup(child, KindComponent, Write, "restart")
+	if err != nil {
+		return err
+	}
+	if err := s.obj.(*component).restart(); err != nil {
+		return fmt.Errorf("kernel: %s: restart on cap %d: %w", pd.name(), child, err)
+	}
+	return nil
+}
+
+// Kill stops the child component child names (a component cap with
+// Write) without reporting a fault.
+func (pd *PD) Kill(child Cap) error {
+	s, err := pd.lookup(child, KindComponent, Write, "kill")
+	if err != nil {
+		return err
+	}
+	s.obj.(*component).kill()
+	return nil
+}
+
+// register adds a runtime object; name collisions get a numeric suffix.
+func (k *Kernel) newName(prefix string) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for {
+		k.nextID++
+		n := fmt.Sprintf("%s%d", prefix, k.nextID)
+		if _, ok := k.byName[n]; !ok {
+			return n
+		}
+	}
+}
+
+func (k *Kernel) register(o object) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.byName[o.name()]; ok {
+		return fmt.Errorf("kernel: duplicate name %q: %w", o.name(), ErrInvalidCap)
+	}
+	k.byName[o.name()] = o
+	if _, ok := o.(*component); !ok {
+		k.objs = append(k.objs, o)
+	}
+	return nil
+}
+
+// newObject creates an object charged to pd's budget and gives pd an
+// AllRights cap to it.
+func (pd *PD) newObject(verb string, make func(name string) object, prefix string) (Cap, error) {
+	if pd.dead.Load() {
+		return 0, pd.deadErr(verb)
+	}
+	if !pd.c.budget.reserveObject() {
+		return 0, fmt.Errorf("kernel: %s: %s: object budget of %d used: %w", pd.name(), verb, pd.c.budget.objLimit.Load(), ErrNoBudget)
+	}
+	o := make(pd.k.newName(pd.name() + "." + prefix))
+	if err := pd.k.register(o); err != nil {
+		pd.c.budget.objUsed.Add(-1)
+		return 0, err
+	}
+	pd.k.capMu.Lock()
+	defer pd.k.capMu.Unlock()
+	c, err := pd.cs.insert(rootOf(o), AllRights, 0, "")
+	if err != nil {
+		pd.c.budget.objUsed.Add(-1)
+	}
+	return c, err
+}
+
+func rootOf(o object) *capNode {
+	switch o := o.(type) {
+	case *endpoint:
+		return o.root
+	case *notification:
+		return o.root
+	case *ring:
+		return o.root
+	case *component:
+		return o.root
+	}
+	panic("kernel: unknown object")
+}
+
+func (k *Kernel) newEndpoint(name string) *endpoint {
+	e := &endpoint{k: k}
+	e.nm = name
+	e.root = &capNode{obj: e, live: true}
+	return e
+}
+
+// NewEndpoint creates an endpoint (charged to the object budget) and
+// returns an AllRights cap to it.
+func (pd *PD) NewEndpoint() (Cap, error) {
+	return pd.newObject("new endpoint", func(n string) object { return pd.k.newEndpoint(n) }, "ep")
+}
+
+// NewNotification creates a notification (charged to the object budget)
+// and returns an AllRights cap to it.
+func (pd *PD) NewNotification() (Cap, error) {
+	return pd.newObject("new notification", func(n string) object { return newNotification(n) }, "ntfn")
+}
+
+// NewRing creates a ring of size slots, rounded up to a power of two
+// (charged to the object budget), and returns an AllRights cap to it.
+func (pd *PD) NewRing(size int) (Cap, error) {
+	if size <= 0 || size > maxRing {
+		return 0, fmt.Errorf("kernel: %s: new ring of size %d: %w", pd.name(), size, ErrNoBudget)
+	}
+	return pd.newObject("new ring", func(n string) object { return newRing(n, size) }, "ring")
+}
+
+// objectsByKind returns the registered objects of kind, sorted by name.
+func (k *Kernel) objectsByKind(kind Kind) []object {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []object
+	for _, o := range k.objs {
+		if o.kind() == kind {
+			out = append(out, o)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name() < out[j].name() })
+	return out
+}
