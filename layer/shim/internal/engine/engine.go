@@ -1,0 +1,793 @@
+// Package engine is the flow allocator and data path that the
+// point-to-point shims (udp, eth) share: the flow table, the control
+// protocol, the per-flow transmit goroutines and the name-query cache. It
+// knows nothing of sockets or headers; the shims bring those.
+//
+// The pipeline, written once here:
+//
+//   - receive: the shim's single receive goroutine reads a packet into its
+//     preallocated buffer, validates its header and calls Input(payload,
+//     from, eid). Input looks the endpoint id up under a read lock and
+//     writes the payload to the flow's port without blocking (a full port
+//     is a counted drop, so one slow reader never stalls the others), or
+//     handles a control message (eid 0).
+//   - transmit: one goroutine per flow reads its port into a preallocated
+//     buffer at offset Headroom and calls Wire.Send, which writes the shim
+//     header in front of the payload and hands the packet to the device.
+//   - control (allocation, deallocation, name queries) may allocate; the
+//     data path above does not.
+//
+// Locking: mu guards the tables below it; counters are atomics; a flow's
+// port is used by its transmit goroutine (Read), the receive goroutine
+// (Write) and whoever removes the flow from the table (Close, once).
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/shim"
+)
+
+// Addr is a shim's peer address: netip.AddrPort for udp, a MAC for eth.
+type Addr interface {
+	comparable
+	String() string
+}
+
+// Wire is the shim below the engine.
+type Wire[A Addr] interface {
+	// Send writes the shim header for eid (0: control) in front of the
+	// payload pkt[Headroom:] and transmits pkt to dst. The buffer stays the
+	// caller's; Send does not retain it. Safe for concurrent use.
+	Send(pkt []byte, dst A, eid uint32) error
+}
+
+// Config configures an Engine. Zero durations take the defaults.
+type Config[A Addr] struct {
+	Kind      string // "udp", "eth": prefixes errors
+	Wire      Wire[A]
+	Headroom  int    // bytes before the payload in a packet buffer
+	MaxEID    uint32 // the largest endpoint id the shim header carries
+	Broadcast A      // where name queries go (eth); unused by udp
+	Upcalls   irm.Upcalls
+	HashAlgo  layer.HashAlgo
+
+	RetryBase    time.Duration // first retransmission timeout of alloc requests and queries (default 20 ms)
+	RetryMax     time.Duration // the backoff's ceiling (default 1 s)
+	Timeout      time.Duration // alloc timeout when ctx has no deadline; also bounds FlowReq (default 10 s)
+	CacheTTL     time.Duration // lifetime of a name-query answer (default 60 s)
+	NSFInterval  time.Duration // least gap between two no-such-flow replies (default 10 ms)
+	RxWait       time.Duration // how long Input waits for room in a full port (default 0: drop at once)
+	MaxPendingIn int           // incoming allocations in progress at once (default 64)
+}
+
+// Counters are the engine's always-on counters; shims count device-level
+// drops into them too.
+type Counters struct {
+	PacketsIn, BytesIn, PacketsOut, BytesOut, CtlIn, CtlOut   atomic.Uint64
+	Malformed, NotForUs, UnknownFlow, Pending, WrongPeer      atomic.Uint64
+	RxFull, Truncated, TxError, RxError, Busy                 atomic.Uint64
+	FlowsOut, FlowsIn, AllocRetries, AllocFailed, FlowsActive atomic.Uint64
+}
+
+// Snapshot copies the counters.
+func (c *Counters) Snapshot() shim.Stats {
+	return shim.Stats{
+		PacketsIn: c.PacketsIn.Load(), BytesIn: c.BytesIn.Load(),
+		PacketsOut: c.PacketsOut.Load(), BytesOut: c.BytesOut.Load(),
+		CtlIn: c.CtlIn.Load(), CtlOut: c.CtlOut.Load(),
+		Drops: shim.Drops{
+			Malformed: c.Malformed.Load(), NotForUs: c.NotForUs.Load(),
+			UnknownFlow: c.UnknownFlow.Load(), Pending: c.Pending.Load(),
+			WrongPeer: c.WrongPeer.Load(), RxFull: c.RxFull.Load(),
+			Truncated: c.Truncated.Load(), TxError: c.TxError.Load(),
+			RxError: c.RxError.Load(), Busy: c.Busy.Load(),
+		},
+		FlowsOut: c.FlowsOut.Load(), FlowsIn: c.FlowsIn.Load(),
+		FlowsActive: c.FlowsActive.Load(), AllocRetries: c.AllocRetries.Load(),
+		AllocFailed: c.AllocFailed.Load(),
+	}
+}
+
+type flowEntry[A Addr] struct {
+	local, remote uint32
+	peer          A
+	port          flow.Port
+	name          string
+	out           bool
+	qos           flow.QoS
+	in            inKey[A] // the alloc request that created an incoming flow
+	pktsIn        atomic.Uint64
+	bytesIn       atomic.Uint64
+	pktsOut       atomic.Uint64
+	bytesOut      atomic.Uint64
+}
+
+type peerKey[A Addr] struct {
+	peer   A
+	remote uint32
+}
+
+type inKey[A Addr] struct {
+	peer  A
+	reqID uint64
+	src   uint32
+}
+
+// inbound is an incoming allocation: in progress (resp nil) or answered.
+type inbound struct {
+	at   time.Time
+	resp *Msg
+}
+
+type pending[A Addr] struct {
+	peer  A
+	reqID uint64
+	ch    chan Msg // the response, buffered 1
+}
+
+type cacheEntry[A Addr] struct {
+	addr A
+	exp  time.Time
+}
+
+// Engine is the shared flow allocator and data path of one shim IPCP.
+type Engine[A Addr] struct {
+	cfg    Config[A]
+	ctx    context.Context // cancelled by Stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	epoch  time.Time
+	// C are the counters.
+	C Counters
+
+	lastNSF atomic.Int64 // ns since epoch of the last no-such-flow reply
+
+	mu       sync.RWMutex
+	stopped  bool
+	flows    map[uint32]*flowEntry[A]
+	byPeer   map[peerKey[A]]uint32
+	pend     map[uint32]*pending[A]
+	inbound  map[inKey[A]]*inbound
+	inFlight int
+	names    map[layer.Hash]string
+	cache    map[layer.Hash]cacheEntry[A]
+	waiters  map[layer.Hash][]chan A
+	nextEID  uint32
+	nextReq  uint64
+}
+
+// New returns an engine; it runs until Stop.
+func New[A Addr](cfg Config[A]) *Engine[A] {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.RetryBase, 20*time.Millisecond)
+	def(&cfg.RetryMax, time.Second)
+	def(&cfg.Timeout, 10*time.Second)
+	def(&cfg.CacheTTL, time.Minute)
+	def(&cfg.NSFInterval, 10*time.Millisecond)
+	if cfg.MaxPendingIn <= 0 {
+		cfg.MaxPendingIn = 64
+	}
+	if cfg.MaxEID == 0 {
+		cfg.MaxEID = ^uint32(0)
+	}
+	e := &Engine[A]{
+		cfg:     cfg,
+		epoch:   time.Now(),
+		flows:   make(map[uint32]*flowEntry[A]),
+		byPeer:  make(map[peerKey[A]]uint32),
+		pend:    make(map[uint32]*pending[A]),
+		inbound: make(map[inKey[A]]*inbound),
+		names:   make(map[layer.Hash]string),
+		cache:   make(map[layer.Hash]cacheEntry[A]),
+		waiters: make(map[layer.Hash][]chan A),
+		// Random starting points make a restarted peer's endpoint ids and
+		// request ids unlikely to collide with its previous life's.
+		nextEID: rand.Uint32N(cfg.MaxEID),
+		nextReq: rand.Uint64(),
+	}
+	e.lastNSF.Store(-int64(cfg.NSFInterval))
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	return e
+}
+
+// Register makes name acceptable in incoming alloc requests and answerable
+// in name queries.
+func (e *Engine[A]) Register(name string) error {
+	if name == "" {
+		return fmt.Errorf("%s: register: empty name: %w", e.cfg.Kind, flow.ErrInvalid)
+	}
+	h := layer.HashName(e.cfg.HashAlgo, name)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.names[h]; ok {
+		return fmt.Errorf("%s: register %q: %w", e.cfg.Kind, name, flow.ErrExists)
+	}
+	e.names[h] = name
+	return nil
+}
+
+// Unregister withdraws name.
+func (e *Engine[A]) Unregister(name string) error {
+	h := layer.HashName(e.cfg.HashAlgo, name)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.names[h]; !ok {
+		return fmt.Errorf("%s: unregister %q: %w", e.cfg.Kind, name, flow.ErrNotFound)
+	}
+	delete(e.names, h)
+	return nil
+}
+
+// Registered reports whether name is registered here.
+func (e *Engine[A]) Registered(name string) bool {
+	h := layer.HashName(e.cfg.HashAlgo, name)
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	_, ok := e.names[h]
+	return ok
+}
+
+// Input handles one received packet's payload p for endpoint eid from a
+// peer. p is the caller's buffer and is not retained. It never blocks
+// longer than Config.RxWait and allocates nothing for data packets.
+func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
+	if eid == 0 {
+		e.control(p, from)
+		return
+	}
+	if len(p) > flow.MaxSDU {
+		e.C.Malformed.Add(1)
+		return
+	}
+	e.mu.RLock()
+	f := e.flows[eid]
+	var pend bool
+	if f == nil {
+		_, pend = e.pend[eid]
+	}
+	e.mu.RUnlock()
+	switch {
+	case f == nil && pend:
+		e.C.Pending.Add(1)
+		return
+	case f == nil:
+		e.C.UnknownFlow.Add(1)
+		e.noSuchFlow(eid, from)
+		return
+	case f.peer != from:
+		e.C.WrongPeer.Add(1)
+		return
+	}
+	if err := f.port.Write(p, time.Now().Add(e.cfg.RxWait)); err != nil {
+		if errors.Is(err, flow.ErrClosed) {
+			e.C.UnknownFlow.Add(1) // closing: the transmit goroutine deallocates
+		} else {
+			e.C.RxFull.Add(1)
+		}
+		return
+	}
+	n := uint64(len(p))
+	f.pktsIn.Add(1)
+	f.bytesIn.Add(n)
+	e.C.PacketsIn.Add(1)
+	e.C.BytesIn.Add(n)
+}
+
+// noSuchFlow tells a peer that eid does not exist here, at most once per
+// NSFInterval so that a flood of stale data is not amplified.
+func (e *Engine[A]) noSuchFlow(eid uint32, to A) {
+	now := int64(time.Since(e.epoch))
+	last := e.lastNSF.Load()
+	if now-last < int64(e.cfg.NSFInterval) || !e.lastNSF.CompareAndSwap(last, now) {
+		return
+	}
+	e.sendMsg(&Msg{Type: MsgNoSuchFlow, Src: eid}, to)
+}
+
+func (e *Engine[A]) control(p []byte, from A) {
+	m, err := DecodeMsg(p)
+	if err != nil {
+		e.C.Malformed.Add(1)
+		return
+	}
+	e.C.CtlIn.Add(1)
+	switch m.Type {
+	case MsgAllocReq:
+		e.onAllocReq(&m, from)
+	case MsgAllocResp:
+		e.onAllocResp(&m, from)
+	case MsgDealloc:
+		e.mu.RLock()
+		f := e.flows[m.Dst]
+		e.mu.RUnlock()
+		if f != nil && f.peer == from && f.remote == m.Src && e.remove(f) {
+			f.port.Close()
+		}
+	case MsgNoSuchFlow:
+		e.mu.RLock()
+		f := e.flows[e.byPeer[peerKey[A]{from, m.Src}]]
+		e.mu.RUnlock()
+		if f != nil && f.peer == from && f.remote == m.Src && e.remove(f) {
+			f.port.Close()
+		}
+	case MsgNameQuery:
+		e.mu.RLock()
+		_, ok := e.names[layer.Hash(m.Hash)]
+		e.mu.RUnlock()
+		if ok {
+			e.sendMsg(&Msg{Type: MsgNameReply, Hash: m.Hash}, from)
+		}
+	case MsgNameReply:
+		h := layer.Hash(m.Hash)
+		e.mu.Lock()
+		ws, waited := e.waiters[h]
+		_, cached := e.cache[h]
+		if waited || cached { // unsolicited answers are not cached
+			e.cache[h] = cacheEntry[A]{from, time.Now().Add(e.cfg.CacheTTL)}
+		}
+		delete(e.waiters, h)
+		e.mu.Unlock()
+		for _, ch := range ws {
+			select {
+			case ch <- from:
+			default:
+			}
+		}
+	}
+}
+
+func (e *Engine[A]) onAllocReq(m *Msg, from A) {
+	key := inKey[A]{from, m.ReqID, m.Src}
+	resp := Msg{Type: MsgAllocResp, ReqID: m.ReqID, Dst: m.Src}
+	now := time.Now()
+	e.mu.Lock()
+	if in, ok := e.inbound[key]; ok { // a retransmission
+		r := in.resp
+		e.mu.Unlock()
+		if r != nil {
+			e.sendMsg(r, from)
+		}
+		return
+	}
+	name, ok := e.names[layer.Hash(m.Hash)]
+	switch {
+	case !ok:
+		resp.Result = ResNotFound
+	case e.stopped || e.inFlight >= e.cfg.MaxPendingIn:
+		resp.Result = ResBusy
+		e.C.Busy.Add(1)
+	}
+	if resp.Result != ResOK {
+		e.mu.Unlock()
+		e.sendMsg(&resp, from)
+		return
+	}
+	if len(e.inbound) >= 256 {
+		e.sweep(now)
+	}
+	in := &inbound{at: now}
+	e.inbound[key] = in
+	e.inFlight++
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go e.accept(key, in, name, m.QoS)
+}
+
+// sweep forgets answered refusals older than a minute; accepted flows'
+// entries go with their flows. Called with mu held.
+func (e *Engine[A]) sweep(now time.Time) {
+	for k, in := range e.inbound {
+		if in.resp != nil && in.resp.Result != ResOK && now.Sub(in.at) > time.Minute {
+			delete(e.inbound, k)
+		}
+	}
+}
+
+func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS) {
+	defer e.wg.Done()
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
+	port, err := e.cfg.Upcalls.FlowReq(ctx, irm.AllocReq{Dst: name, QoS: q})
+	cancel()
+	if err == nil && port == nil {
+		err = flow.ErrRefused
+	}
+	resp := Msg{Type: MsgAllocResp, ReqID: key.reqID, Dst: key.src}
+	var f *flowEntry[A]
+	var stale *flowEntry[A]
+	e.mu.Lock()
+	e.inFlight--
+	if err == nil && e.stopped {
+		err = flow.ErrClosed
+	}
+	if err == nil {
+		if eid, ok := e.allocEID(); ok {
+			f = &flowEntry[A]{local: eid, remote: key.src, peer: key.peer, port: port, name: name, qos: q, in: key}
+			stale = e.install(f)
+			resp.Src = eid
+		} else {
+			err = flow.ErrBusy
+		}
+	}
+	resp.Result = resultOf(err)
+	in.resp = &resp
+	if err != nil {
+		in.at = time.Now()
+	}
+	e.mu.Unlock()
+	if stale != nil {
+		stale.port.Close()
+	}
+	if err != nil {
+		if port != nil {
+			port.Close()
+		}
+	} else {
+		e.C.FlowsIn.Add(1)
+		go e.txLoop(f)
+	}
+	e.sendMsg(&resp, key.peer)
+}
+
+func (e *Engine[A]) onAllocResp(m *Msg, from A) {
+	e.mu.RLock()
+	p := e.pend[m.Dst]
+	f := e.flows[m.Dst]
+	e.mu.RUnlock()
+	if p != nil {
+		if p.peer == from && p.reqID == m.ReqID {
+			select {
+			case p.ch <- *m:
+			default: // a duplicate
+			}
+		}
+		return
+	}
+	if m.Result == ResOK && (f == nil || f.peer != from || f.remote != m.Src) {
+		// The allocation was abandoned: release the peer's orphan.
+		e.sendMsg(&Msg{Type: MsgDealloc, Src: m.Dst, Dst: m.Src}, from)
+	}
+}
+
+// allocEID returns a free endpoint id. Called with mu held.
+func (e *Engine[A]) allocEID() (uint32, bool) {
+	if uint64(len(e.flows)+len(e.pend)) >= uint64(e.cfg.MaxEID) {
+		return 0, false
+	}
+	for {
+		e.nextEID++
+		if e.nextEID == 0 || e.nextEID > e.cfg.MaxEID {
+			e.nextEID = 1
+		}
+		if e.flows[e.nextEID] == nil && e.pend[e.nextEID] == nil {
+			return e.nextEID, true
+		}
+	}
+}
+
+// install adds f to the tables and accounts for its transmit goroutine,
+// which the caller starts. A flow that the same peer had with the same
+// remote endpoint id is stale (the peer restarted): it is removed and
+// returned for the caller to close. Called with mu held, not stopped.
+func (e *Engine[A]) install(f *flowEntry[A]) (stale *flowEntry[A]) {
+	k := peerKey[A]{f.peer, f.remote}
+	if old, ok := e.flows[e.byPeer[k]]; ok && old.peer == f.peer && old.remote == f.remote {
+		e.removeLocked(old)
+		stale = old
+	}
+	e.flows[f.local] = f
+	e.byPeer[k] = f.local
+	e.C.FlowsActive.Add(1)
+	e.wg.Add(1)
+	return stale
+}
+
+// remove takes f out of the tables; only the caller that gets true closes
+// its port (and, if it is the local side closing, tells the peer).
+func (e *Engine[A]) remove(f *flowEntry[A]) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.removeLocked(f)
+}
+
+func (e *Engine[A]) removeLocked(f *flowEntry[A]) bool {
+	if e.flows[f.local] != f {
+		return false
+	}
+	delete(e.flows, f.local)
+	k := peerKey[A]{f.peer, f.remote}
+	if e.byPeer[k] == f.local {
+		delete(e.byPeer, k)
+	}
+	if !f.out {
+		delete(e.inbound, f.in)
+	}
+	e.C.FlowsActive.Add(^uint64(0))
+	return true
+}
+
+// txLoop moves SDUs from the flow's port to the wire until the port closes.
+func (e *Engine[A]) txLoop(f *flowEntry[A]) {
+	defer e.wg.Done()
+	h := e.cfg.Headroom
+	buf := make([]byte, h+flow.MaxSDU)
+	for {
+		n, err := f.port.Read(buf[h:], time.Time{})
+		if err != nil {
+			if errors.Is(err, flow.ErrTruncated) {
+				e.C.Truncated.Add(1)
+				continue
+			}
+			// Closed by the user (or broken): deallocate, unless the
+			// peer or Stop already removed the flow.
+			if e.remove(f) {
+				e.sendMsg(&Msg{Type: MsgDealloc, Src: f.local, Dst: f.remote}, f.peer)
+				f.port.Close()
+			}
+			return
+		}
+		if err := e.cfg.Wire.Send(buf[:h+n], f.peer, f.remote); err != nil {
+			e.C.TxError.Add(1)
+			continue
+		}
+		f.pktsOut.Add(1)
+		f.bytesOut.Add(uint64(n))
+		e.C.PacketsOut.Add(1)
+		e.C.BytesOut.Add(uint64(n))
+	}
+}
+
+// Alloc allocates a flow to req.Dst at the peer dst, retransmitting the
+// request with exponential backoff until an answer, ctx's end (or
+// Config.Timeout if ctx has no deadline) or Stop. On success the engine
+// owns port until it closes it.
+func (e *Engine[A]) Alloc(ctx context.Context, dst A, req irm.AllocReq, port flow.Port) (err error) {
+	defer func() {
+		if err != nil {
+			e.C.AllocFailed.Add(1)
+		}
+	}()
+	h := layer.HashName(e.cfg.HashAlgo, req.Dst)
+	p := &pending[A]{peer: dst, ch: make(chan Msg, 1)}
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
+	}
+	eid, ok := e.allocEID()
+	if !ok {
+		e.mu.Unlock()
+		return fmt.Errorf("%s: alloc %q: no endpoint ids left: %w", e.cfg.Kind, req.Dst, flow.ErrBusy)
+	}
+	e.nextReq++
+	p.reqID = e.nextReq
+	e.pend[eid] = p
+	e.mu.Unlock()
+
+	pkt, err := e.encode(&Msg{Type: MsgAllocReq, ReqID: p.reqID, Src: eid, Hash: h[:], QoS: req.QoS})
+	if err != nil {
+		e.abandon(eid, p)
+		return fmt.Errorf("%s: alloc %q: %v: %w", e.cfg.Kind, req.Dst, err, flow.ErrInvalid)
+	}
+	ctx, cancel := e.withTimeout(ctx)
+	defer cancel()
+	rto := e.cfg.RetryBase
+	t := time.NewTimer(rto)
+	defer t.Stop()
+	e.sendPkt(pkt, dst)
+	for {
+		select {
+		case r := <-p.ch:
+			if r.Result != ResOK {
+				e.abandon(eid, p)
+				return fmt.Errorf("%s: alloc %q at %s: %w", e.cfg.Kind, req.Dst, dst, errOf(r.Result))
+			}
+			f := &flowEntry[A]{local: eid, remote: r.Src, peer: dst, port: port, name: req.Dst, out: true, qos: req.QoS}
+			e.mu.Lock()
+			delete(e.pend, eid)
+			if e.stopped {
+				e.mu.Unlock()
+				e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
+				return fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
+			}
+			stale := e.install(f)
+			e.mu.Unlock()
+			if stale != nil {
+				stale.port.Close()
+			}
+			e.C.FlowsOut.Add(1)
+			go e.txLoop(f)
+			return nil
+		case <-t.C:
+			rto = min(2*rto, e.cfg.RetryMax)
+			t.Reset(rto)
+			e.C.AllocRetries.Add(1)
+			e.sendPkt(pkt, dst)
+		case <-ctx.Done():
+			e.abandon(eid, p)
+			return e.ctxErr(ctx, "alloc", req.Dst)
+		case <-e.ctx.Done():
+			e.abandon(eid, p)
+			return fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
+		}
+	}
+}
+
+func (e *Engine[A]) ctxErr(ctx context.Context, op, name string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %s %q: %w (%w)", e.cfg.Kind, op, name, flow.ErrTimeout, ctx.Err())
+	}
+	return fmt.Errorf("%s: %s %q: %w", e.cfg.Kind, op, name, ctx.Err())
+}
+
+func (e *Engine[A]) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, e.cfg.Timeout)
+}
+
+// abandon drops a pending allocation; a success that raced in is undone.
+func (e *Engine[A]) abandon(eid uint32, p *pending[A]) {
+	e.mu.Lock()
+	if e.pend[eid] == p {
+		delete(e.pend, eid)
+	}
+	e.mu.Unlock()
+	select {
+	case r := <-p.ch:
+		if r.Result == ResOK {
+			e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, p.peer)
+		}
+	default:
+	}
+}
+
+// Resolve finds the peer holding name: from the cache, or by sending name
+// queries to Config.Broadcast (with backoff) until a holder answers or ctx
+// ends.
+func (e *Engine[A]) Resolve(ctx context.Context, name string) (A, error) {
+	var zero A
+	h := layer.HashName(e.cfg.HashAlgo, name)
+	ch := make(chan A, 1)
+	e.mu.Lock()
+	if c, ok := e.cache[h]; ok && time.Now().Before(c.exp) {
+		e.mu.Unlock()
+		return c.addr, nil
+	}
+	if e.stopped {
+		e.mu.Unlock()
+		return zero, fmt.Errorf("%s: query %q: stopped: %w", e.cfg.Kind, name, flow.ErrClosed)
+	}
+	e.waiters[h] = append(e.waiters[h], ch)
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		ws := e.waiters[h]
+		for i, w := range ws {
+			if w == ch {
+				ws = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		if len(ws) == 0 {
+			delete(e.waiters, h)
+		} else {
+			e.waiters[h] = ws
+		}
+		e.mu.Unlock()
+	}()
+	pkt, err := e.encode(&Msg{Type: MsgNameQuery, Hash: h[:]})
+	if err != nil {
+		return zero, err
+	}
+	rto := e.cfg.RetryBase
+	t := time.NewTimer(rto)
+	defer t.Stop()
+	e.sendPkt(pkt, e.cfg.Broadcast)
+	for {
+		select {
+		case a := <-ch:
+			return a, nil
+		case <-t.C:
+			rto = min(2*rto, e.cfg.RetryMax)
+			t.Reset(rto)
+			e.C.AllocRetries.Add(1)
+			e.sendPkt(pkt, e.cfg.Broadcast)
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return zero, fmt.Errorf("%s: query %q: no answer: %w", e.cfg.Kind, name, flow.ErrNotFound)
+			}
+			return zero, e.ctxErr(ctx, "query", name)
+		case <-e.ctx.Done():
+			return zero, fmt.Errorf("%s: query %q: stopped: %w", e.cfg.Kind, name, flow.ErrClosed)
+		}
+	}
+}
+
+// Forget drops name from the query cache (after an allocation to the
+// cached holder failed).
+func (e *Engine[A]) Forget(name string) {
+	h := layer.HashName(e.cfg.HashAlgo, name)
+	e.mu.Lock()
+	delete(e.cache, h)
+	e.mu.Unlock()
+}
+
+func (e *Engine[A]) encode(m *Msg) ([]byte, error) {
+	return EncodeMsg(make([]byte, e.cfg.Headroom, e.cfg.Headroom+96), m)
+}
+
+func (e *Engine[A]) sendMsg(m *Msg, to A) {
+	pkt, err := e.encode(m)
+	if err != nil {
+		e.C.TxError.Add(1)
+		return
+	}
+	e.sendPkt(pkt, to)
+}
+
+func (e *Engine[A]) sendPkt(pkt []byte, to A) {
+	if err := e.cfg.Wire.Send(pkt, to, 0); err != nil {
+		e.C.TxError.Add(1)
+		return
+	}
+	e.C.CtlOut.Add(1)
+}
+
+// Stop deallocates every flow (telling the peers), closes their ports and
+// fails allocations in progress. The shim then closes its device and calls
+// Wait. Stop is idempotent.
+func (e *Engine[A]) Stop() {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return
+	}
+	e.stopped = true
+	var fs []*flowEntry[A]
+	for _, f := range e.flows {
+		fs = append(fs, f)
+	}
+	for _, f := range fs {
+		e.removeLocked(f)
+	}
+	e.mu.Unlock()
+	e.cancel()
+	for _, f := range fs {
+		e.sendMsg(&Msg{Type: MsgDealloc, Src: f.local, Dst: f.remote}, f.peer)
+		f.port.Close()
+	}
+}
+
+// Wait waits for the engine's goroutines after Stop.
+func (e *Engine[A]) Wait() { e.wg.Wait() }
+
+// Flows lists the open flows.
+func (e *Engine[A]) Flows() []shim.FlowInfo {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]shim.FlowInfo, 0, len(e.flows))
+	for _, f := range e.flows {
+		out = append(out, shim.FlowInfo{
+			LocalEID: uint64(f.local), RemoteEID: uint64(f.remote),
+			Peer: f.peer.String(), Name: f.name, Outgoing: f.out, QoS: f.qos,
+			PacketsIn: f.pktsIn.Load(), BytesIn: f.bytesIn.Load(),
+			PacketsOut: f.pktsOut.Load(), BytesOut: f.bytesOut.Load(),
+		})
+	}
+	return out
+}

@@ -1,0 +1,151 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+)
+
+// MsgType is the kind of a control message.
+type MsgType uint8
+
+// The control message types (docs/wire/shims.md).
+const (
+	MsgAllocReq   MsgType = 1 // allocate a flow to the name with hash Hash; Src = requester's eid
+	MsgAllocResp  MsgType = 2 // answer to MsgAllocReq; Src = responder's eid, Dst = requester's eid
+	MsgDealloc    MsgType = 3 // the flow Src (sender) -> Dst (receiver) is gone
+	MsgNoSuchFlow MsgType = 4 // data arrived for eid Src of the sender, which it does not have
+	MsgNameQuery  MsgType = 5 // who holds the name with hash Hash? (eth: broadcast)
+	MsgNameReply  MsgType = 6 // the sender holds the name with hash Hash
+)
+
+// Result is the outcome of an allocation in MsgAllocResp.
+type Result uint8
+
+// The allocation results. They map to and from flow errors.
+const (
+	ResOK       Result = 0
+	ResNotFound Result = 1 // flow.ErrNotFound: the name is not registered here
+	ResRefused  Result = 2 // flow.ErrRefused: the IRM or the application refused
+	ResBusy     Result = 3 // flow.ErrBusy: too many allocations in progress, or no endpoint ids left
+)
+
+// MaxMsgLen bounds an encoded control message; longer ones are malformed
+// without being decoded (the decoder has no byte-string length limit of
+// its own, so this is it).
+const MaxMsgLen = 256
+
+// Msg is a control message: one fixed-shape CBOR array
+// [type, req_id, src_eid, dst_eid, result, hash, qos]. Fields a type does
+// not use are zero (hash: empty byte string).
+type Msg struct {
+	_      struct{} `cbor:",toarray"`
+	Type   MsgType
+	ReqID  uint64
+	Src    uint32
+	Dst    uint32
+	Result Result
+	Hash   []byte // empty or layer.HashLen bytes
+	QoS    flow.QoS
+}
+
+// The codec modes are immutable after package initialisation.
+var (
+	encMode = mustEnc()
+	decMode = mustDec()
+)
+
+func mustEnc() cbor.EncMode {
+	m, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func mustDec() cbor.DecMode {
+	m, err := cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		MaxNestedLevels:  4,
+		MaxArrayElements: 16,
+		MaxMapPairs:      16,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+		UTF8:             cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+var errMalformed = errors.New("malformed control message")
+
+// EncodeMsg appends the encoding of m to dst.
+func EncodeMsg(dst []byte, m *Msg) ([]byte, error) {
+	b, err := encMode.Marshal(m)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
+}
+
+// DecodeMsg decodes and validates a control message.
+func DecodeMsg(b []byte) (Msg, error) {
+	var m Msg
+	if len(b) > MaxMsgLen {
+		return m, fmt.Errorf("%w: %d bytes", errMalformed, len(b))
+	}
+	if err := decMode.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if m.Type < MsgAllocReq || m.Type > MsgNameReply {
+		return m, fmt.Errorf("%w: type %d", errMalformed, m.Type)
+	}
+	if len(m.Hash) != 0 && len(m.Hash) != layer.HashLen {
+		return m, fmt.Errorf("%w: hash of %d bytes", errMalformed, len(m.Hash))
+	}
+	switch m.Type {
+	case MsgAllocReq, MsgNameQuery, MsgNameReply:
+		if len(m.Hash) != layer.HashLen {
+			return m, fmt.Errorf("%w: type %d without a name hash", errMalformed, m.Type)
+		}
+	}
+	if m.Type == MsgAllocReq && m.Src == 0 {
+		return m, fmt.Errorf("%w: alloc request from eid 0", errMalformed)
+	}
+	if m.Type == MsgAllocResp && (m.Dst == 0 || (m.Result == ResOK && m.Src == 0)) {
+		return m, fmt.Errorf("%w: alloc response without endpoint ids", errMalformed)
+	}
+	return m, nil
+}
+
+// resultOf maps an upcall error to the result signalled to the peer.
+func resultOf(err error) Result {
+	switch {
+	case err == nil:
+		return ResOK
+	case errors.Is(err, flow.ErrNotFound):
+		return ResNotFound
+	case errors.Is(err, flow.ErrBusy):
+		return ResBusy
+	}
+	return ResRefused
+}
+
+// errOf maps a result from the peer back to a flow error.
+func errOf(r Result) error {
+	switch r {
+	case ResOK:
+		return nil
+	case ResNotFound:
+		return flow.ErrNotFound
+	case ResBusy:
+		return flow.ErrBusy
+	}
+	return flow.ErrRefused
+}

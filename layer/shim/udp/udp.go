@@ -1,0 +1,286 @@
+// Package udp is the UDP shim: an IPCP that carries flows between nodes
+// over UDP/IP (IPv4 and IPv6), one datagram per SDU, with names resolved
+// from configuration. It does no routing, relaying or reliability.
+package udp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/shim"
+	"github.com/ouronet/ouro/layer/shim/impair"
+	"github.com/ouronet/ouro/layer/shim/internal/engine"
+)
+
+// DefaultPort is the UDP port the shim binds and assumes for directory
+// entries without one (Ouroboros' ipcpd-udp default).
+const DefaultPort = 3435
+
+// Device is the UDP socket the shim runs on. *net.UDPConn satisfies it
+// hosted; on bare metal a small adapter over gVisor netstack's
+// gonet.UDPConn (whose ReadFrom/WriteTo take net.Addr) does.
+type Device interface {
+	// ReadFromUDPAddrPort blocks until a datagram arrives, copies it into b
+	// (the caller's buffer, not retained) and returns its length and
+	// source. A datagram longer than b is truncated. One reader at a time.
+	// After Close it returns an error (wrapping net.ErrClosed for sockets).
+	ReadFromUDPAddrPort(b []byte) (n int, addr netip.AddrPort, err error)
+	// WriteToUDPAddrPort sends b as one datagram to addr. b stays the
+	// caller's and is not retained. It may block briefly on a full socket
+	// buffer. Safe for concurrent use, also with ReadFromUDPAddrPort.
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	// LocalAddr returns the bound address.
+	LocalAddr() net.Addr
+	// Close releases the socket and unblocks a blocked read.
+	Close() error
+}
+
+var (
+	_ Device   = (*net.UDPConn)(nil)
+	_ Device   = (*impair.UDPConn)(nil)
+	_ irm.IPCP = (*IPCP)(nil)
+)
+
+// Config configures a UDP shim IPCP.
+type Config struct {
+	Layer string // the layer (shim instance) name; required
+	Name  string // the IPCP's own name; required
+	// Addr is the address to bind (zero: [::]:3435, dual stack; port 0:
+	// DefaultPort). Ignored when Device is set.
+	Addr netip.AddrPort
+	// Dir resolves names to peers (port 0: DefaultPort). It is the only
+	// name resolution of this shim: Query and Alloc see exactly these.
+	Dir      map[string]netip.AddrPort
+	HashAlgo layer.HashAlgo // how names are hashed on the wire (all members must agree)
+	// Device, if set, is used instead of binding Addr (an already bound
+	// socket, a netstack socket, a test double). The IPCP closes it on Stop.
+	Device Device
+	// Impair impairs the transmit side (tests, lab setups).
+	Impair impair.Config
+	// AllocTimeout bounds allocations whose ctx has no deadline (default 10 s).
+	AllocTimeout time.Duration
+	// RetryBase is the first alloc retransmission timeout, doubling up to 1 s
+	// (default 20 ms).
+	RetryBase time.Duration
+}
+
+const (
+	stateInit int32 = iota
+	stateOperational
+	stateShutdown
+)
+
+var stateNames = [...]string{"init", "operational", "shutdown"}
+
+// IPCP is a UDP shim IPC process.
+type IPCP struct {
+	cfg   Config
+	dir   map[string]netip.AddrPort
+	eng   *engine.Engine[netip.AddrPort]
+	state atomic.Int32
+
+	mu     sync.Mutex // serialises Start and Stop
+	dev    Device     // set by Start before the state becomes operational
+	rxDone chan struct{}
+}
+
+// New checks cfg and returns an IPCP in state "init"; Start binds it.
+func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
+	if cfg.Layer == "" || cfg.Name == "" {
+		return nil, fmt.Errorf("udp: config needs a layer and a name: %w", flow.ErrInvalid)
+	}
+	if up == nil {
+		return nil, fmt.Errorf("udp: %s: no upcalls: %w", cfg.Name, flow.ErrInvalid)
+	}
+	if err := cfg.Impair.Validate(); err != nil {
+		return nil, fmt.Errorf("udp: %s: %w", cfg.Name, err)
+	}
+	dir := make(map[string]netip.AddrPort, len(cfg.Dir))
+	for name, a := range cfg.Dir {
+		if name == "" || !a.Addr().IsValid() || a.Addr().IsUnspecified() {
+			return nil, fmt.Errorf("udp: %s: directory entry %q = %v: %w", cfg.Name, name, a, flow.ErrInvalid)
+		}
+		dir[name] = norm(withPort(a))
+	}
+	p := &IPCP{cfg: cfg, dir: dir, rxDone: make(chan struct{})}
+	p.eng = engine.New(engine.Config[netip.AddrPort]{
+		Kind:      "udp",
+		Wire:      wire{p},
+		Headroom:  HeaderLen,
+		Upcalls:   up,
+		HashAlgo:  cfg.HashAlgo,
+		Timeout:   cfg.AllocTimeout,
+		RetryBase: cfg.RetryBase,
+	})
+	return p, nil
+}
+
+func withPort(a netip.AddrPort) netip.AddrPort {
+	if a.Port() == 0 {
+		return netip.AddrPortFrom(a.Addr(), DefaultPort)
+	}
+	return a
+}
+
+// norm unmaps IPv4-mapped IPv6 addresses, as a dual-stack socket reports
+// IPv4 peers, so that a peer has one spelling.
+func norm(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// Start binds the socket (or adopts Config.Device) and starts receiving.
+func (p *IPCP) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state.Load() != stateInit {
+		return fmt.Errorf("udp: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
+	}
+	dev := p.cfg.Device
+	if dev == nil {
+		a := p.cfg.Addr
+		if !a.Addr().IsValid() {
+			a = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+		}
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(withPort(a)))
+		if err != nil {
+			return fmt.Errorf("udp: %s: %w", p.cfg.Name, err)
+		}
+		dev = c
+	}
+	if p.cfg.Impair.Enabled() {
+		w, err := impair.WrapUDP(dev, p.cfg.Impair)
+		if err != nil {
+			dev.Close()
+			return fmt.Errorf("udp: %s: %w", p.cfg.Name, err)
+		}
+		dev = w
+	}
+	p.dev = dev
+	p.state.Store(stateOperational)
+	go p.rxLoop()
+	return nil
+}
+
+// Stop deallocates every flow (telling the peers), closes the socket and
+// waits for the IPCP's goroutines. Idempotent; an IPCP is not restarted.
+func (p *IPCP) Stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.state.Swap(stateShutdown)
+	p.eng.Stop()
+	if old == stateOperational {
+		p.dev.Close()
+		<-p.rxDone
+	}
+	p.eng.Wait()
+}
+
+// Addr returns the bound address (valid after Start).
+func (p *IPCP) Addr() netip.AddrPort {
+	if p.state.Load() == stateInit {
+		return netip.AddrPort{}
+	}
+	if a, ok := p.dev.LocalAddr().(*net.UDPAddr); ok {
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// Info implements irm.IPCP.
+func (p *IPCP) Info() irm.Info {
+	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "udp", State: stateNames[p.state.Load()]}
+}
+
+// Register implements irm.IPCP: flows to name are accepted from peers.
+func (p *IPCP) Register(_ context.Context, name string) error { return p.eng.Register(name) }
+
+// Unregister implements irm.IPCP.
+func (p *IPCP) Unregister(_ context.Context, name string) error { return p.eng.Unregister(name) }
+
+// Query implements irm.IPCP: name is reachable if the directory has it.
+func (p *IPCP) Query(_ context.Context, name string) error {
+	if _, ok := p.dir[name]; !ok {
+		return fmt.Errorf("udp: query %q: not in the directory: %w", name, flow.ErrNotFound)
+	}
+	return nil
+}
+
+// Alloc implements irm.IPCP: it asks the peer the directory names for
+// req.Dst, retransmitting until ctx ends (Config.AllocTimeout without a
+// deadline). A refusal maps to flow.ErrNotFound, flow.ErrRefused or
+// flow.ErrBusy; silence to flow.ErrTimeout.
+func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+	if port == nil {
+		return fmt.Errorf("udp: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+	}
+	switch p.state.Load() {
+	case stateInit:
+		return fmt.Errorf("udp: alloc %q: not started: %w", req.Dst, flow.ErrInvalid)
+	case stateShutdown:
+		return fmt.Errorf("udp: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+	}
+	dst, ok := p.dir[req.Dst]
+	if !ok {
+		return fmt.Errorf("udp: alloc %q: not in the directory: %w", req.Dst, flow.ErrNotFound)
+	}
+	return p.eng.Alloc(ctx, dst, req, port)
+}
+
+// Stats returns the IPCP's counters.
+func (p *IPCP) Stats() shim.Stats { return p.eng.C.Snapshot() }
+
+// Flows lists the open flows.
+func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
+
+// wire puts the engine's packets on the socket.
+type wire struct{ p *IPCP }
+
+func (w wire) Send(pkt []byte, dst netip.AddrPort, eid uint32) error {
+	Header(pkt).SetEID(eid)
+	_, err := w.p.dev.WriteToUDPAddrPort(pkt, dst)
+	return err
+}
+
+// maxDatagram bounds what is read: anything longer than a header and
+// MaxSDU is dropped anyway, this leaves room to tell it apart.
+const maxDatagram = HeaderLen + flow.MaxSDU + 64
+
+func (p *IPCP) rxLoop() {
+	defer close(p.rxDone)
+	buf := make([]byte, maxDatagram)
+	backoff := time.Duration(0)
+	for {
+		n, from, err := p.dev.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || p.state.Load() == stateShutdown {
+				return
+			}
+			p.eng.C.RxError.Add(1)
+			// A socket failing repeatedly is not spun on.
+			backoff = min(max(2*backoff, 100*time.Microsecond), 50*time.Millisecond)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		p.input(buf[:n], from)
+	}
+}
+
+// input dispatches one received datagram; it allocates nothing for data.
+func (p *IPCP) input(b []byte, from netip.AddrPort) {
+	h := Header(b)
+	if !h.IsValid() {
+		p.eng.C.Malformed.Add(1)
+		return
+	}
+	p.eng.Input(h.Payload(), norm(from), h.EID())
+}
