@@ -1,0 +1,187 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/ouronet/ouro/layer"
+)
+
+// Wire limits of link-state messages (docs/layers.md, routing).
+const (
+	// Version is the link-state message format version.
+	Version = 1
+	// MaxLinks is the most adjacencies one LSU carries: an IPCP with more
+	// neighbours in one layer is refused by NeighbourUp. 64 links keep an
+	// LSU (about 20 + 15 per link bytes) inside one flow.MaxSDU message.
+	MaxLinks = 64
+	// MaxLSUs is the most LSUs one message carries.
+	MaxLSUs = 512
+	// MaxMsgLen is the longest message Unmarshal accepts.
+	MaxMsgLen = 64 << 10
+)
+
+// ErrMalformed is returned (wrapped) for a message that does not decode or
+// breaks a limit.
+var ErrMalformed = errors.New("malformed link-state message")
+
+// Link is one adjacency of an LSU's origin.
+type Link struct {
+	_         struct{} `cbor:",toarray"`
+	Neighbour layer.Addr
+	Metric    uint32 // cost of origin→neighbour, >= 1
+}
+
+// LSU is a link-state update: everything its origin says about its own
+// adjacencies, stamped with a sequence number that grows with every new
+// version. An LSU replaces every older LSU of the same origin; it has no
+// age on the wire: each receiver ages it (Config.MaxAge) from when it
+// installed it, and the origin refreshes it (Config.RefreshInterval).
+type LSU struct {
+	_      struct{} `cbor:",toarray"`
+	Origin layer.Addr
+	Seq    uint64
+	Links  []Link // sorted by Neighbour, no duplicates
+}
+
+// Msg is one link-state message between neighbours: a batch of LSUs.
+type Msg struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint8
+	LSUs    []LSU
+}
+
+// rawMsg is Msg with its LSUs left encoded, so a receiver can keep and
+// re-flood each LSU's bytes without re-encoding.
+type rawMsg struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint8
+	LSUs    []cbor.RawMessage
+}
+
+// The codec modes are built once and immutable.
+var (
+	encMode = func() cbor.EncMode {
+		m, err := cbor.CoreDetEncOptions().EncMode()
+		if err != nil {
+			panic(err)
+		}
+		return m
+	}()
+	decMode = func() cbor.DecMode {
+		m, err := cbor.DecOptions{
+			MaxNestedLevels:  8, // msg → lsus → lsu → links → link is 5
+			MaxArrayElements: max(MaxLSUs, MaxLinks, 16),
+			MaxMapPairs:      16, // no maps in these messages; the library minimum
+			IndefLength:      cbor.IndefLengthForbidden,
+			TagsMd:           cbor.TagsForbidden,
+			DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		}.DecMode()
+		if err != nil {
+			panic(err)
+		}
+		return m
+	}()
+)
+
+// Marshal encodes m deterministically (CBOR core deterministic encoding).
+func Marshal(m Msg) ([]byte, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	return encMode.Marshal(m)
+}
+
+// Unmarshal decodes and checks a message.
+func Unmarshal(b []byte) (Msg, error) {
+	var m Msg
+	if len(b) > MaxMsgLen {
+		return m, fmt.Errorf("routing: %d-byte message: %w", len(b), ErrMalformed)
+	}
+	if err := decMode.Unmarshal(b, &m); err != nil {
+		return Msg{}, fmt.Errorf("routing: %w: %v", ErrMalformed, err)
+	}
+	if err := m.check(); err != nil {
+		return Msg{}, err
+	}
+	return m, nil
+}
+
+// unmarshalRaw decodes a message keeping each LSU's bytes (aliasing b).
+func unmarshalRaw(b []byte) ([]LSU, []cbor.RawMessage, error) {
+	var m rawMsg
+	if len(b) > MaxMsgLen {
+		return nil, nil, fmt.Errorf("routing: %d-byte message: %w", len(b), ErrMalformed)
+	}
+	if err := decMode.Unmarshal(b, &m); err != nil {
+		return nil, nil, fmt.Errorf("routing: %w: %v", ErrMalformed, err)
+	}
+	if m.Version != Version {
+		return nil, nil, fmt.Errorf("routing: version %d: %w", m.Version, ErrMalformed)
+	}
+	lsus := make([]LSU, len(m.LSUs))
+	for i, raw := range m.LSUs {
+		if err := decMode.Unmarshal(raw, &lsus[i]); err != nil {
+			return nil, nil, fmt.Errorf("routing: %w: %v", ErrMalformed, err)
+		}
+		if err := lsus[i].check(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return lsus, m.LSUs, nil
+}
+
+func (m *Msg) check() error {
+	if m.Version != Version {
+		return fmt.Errorf("routing: version %d: %w", m.Version, ErrMalformed)
+	}
+	if len(m.LSUs) > MaxLSUs {
+		return fmt.Errorf("routing: %d LSUs: %w", len(m.LSUs), ErrMalformed)
+	}
+	for i := range m.LSUs {
+		if err := m.LSUs[i].check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *LSU) check() error {
+	if l.Origin == 0 {
+		return fmt.Errorf("routing: LSU from address 0: %w", ErrMalformed)
+	}
+	if len(l.Links) > MaxLinks {
+		return fmt.Errorf("routing: LSU from %d has %d links: %w", l.Origin, len(l.Links), ErrMalformed)
+	}
+	for i, k := range l.Links {
+		switch {
+		case k.Neighbour == 0 || k.Neighbour == l.Origin:
+			return fmt.Errorf("routing: LSU from %d links to %d: %w", l.Origin, k.Neighbour, ErrMalformed)
+		case k.Metric == 0:
+			return fmt.Errorf("routing: LSU from %d: zero metric: %w", l.Origin, ErrMalformed)
+		case i > 0 && k.Neighbour <= l.Links[i-1].Neighbour:
+			return fmt.Errorf("routing: LSU from %d: links not sorted: %w", l.Origin, ErrMalformed)
+		}
+	}
+	return nil
+}
+
+// appendMsgHead appends the CBOR head of a Msg carrying n LSUs, so that
+// already encoded LSUs can follow it: array(2), Version, array(n).
+func appendMsgHead(b []byte, n int) []byte {
+	b = append(b, 0x82, Version)
+	return appendArrayHead(b, n)
+}
+
+func appendArrayHead(b []byte, n int) []byte {
+	const major = 4 << 5
+	switch {
+	case n < 24:
+		return append(b, major|byte(n))
+	case n < 1<<8:
+		return append(b, major|24, byte(n))
+	default: // n < 1<<16: MaxLSUs
+		return append(b, major|25, byte(n>>8), byte(n))
+	}
+}

@@ -1,0 +1,512 @@
+// Package routing is the link-state routing component of a unicast IPCP:
+// it floods link-state updates, keeps the link-state database, computes
+// shortest paths, loop-free alternates and equal-cost sets, and installs
+// the result in a forwarding table. It forwards no packets (package dt
+// does) and discovers no neighbours (the connection manager tells it).
+package routing
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/pff"
+)
+
+// Timer defaults, after Ouroboros' link-state policy (LS_UPDATE_TIME,
+// LS_TIMEO).
+const (
+	DefaultRefresh = 15 * time.Second       // re-originate own LSU
+	DefaultMaxAge  = 60 * time.Second       // forget an LSU not refreshed for this long
+	DefaultTick    = 250 * time.Millisecond // flood pacing and recomputation
+)
+
+// Neighbour is an adjacent IPCP as the connection manager reports it.
+type Neighbour struct {
+	Addr   layer.Addr
+	Port   pff.Port // the N-1 data-transfer flow to it
+	Metric uint32   // cost of sending to it, >= 1
+}
+
+// Flooder sends link-state messages to neighbours; the IPCP implements it
+// over its management N-1 flows. Flood must not block for long and must
+// not call back into the Router; it owns msg after the call. It is called
+// from one goroutine at a time.
+type Flooder interface {
+	Flood(to Neighbour, msg []byte)
+}
+
+// Installer takes the computed forwarding table; *pff.Table implements it.
+type Installer interface {
+	Replace(pff.Routes)
+}
+
+// PortDowner is an optional Installer operation: when a neighbour goes
+// down the Router calls PortDown at once so traffic moves to alternates
+// before the next recomputation. *pff.Table implements it.
+type PortDowner interface {
+	PortDown(pff.Port)
+}
+
+var (
+	_ Installer  = (*pff.Table)(nil)
+	_ PortDowner = (*pff.Table)(nil)
+)
+
+// Clock is the Router's time source; routingtest has a fake.
+type Clock interface {
+	Now() time.Time
+	// After delivers the time once d has passed, as time.After does.
+	After(d time.Duration) <-chan time.Time
+}
+
+// Config configures a Router.
+type Config struct {
+	Self    layer.Addr
+	Policy  pff.Kind  // which next hops to install: Simple, Alternate (with LFAs) or Multipath (ECMP)
+	Flooder Flooder   // required
+	PFF     Installer // required
+	Clock   Clock     // required
+
+	Refresh time.Duration // 0: DefaultRefresh
+	MaxAge  time.Duration // 0: DefaultMaxAge; must exceed Refresh
+	Tick    time.Duration // 0: DefaultTick; Start's timer period
+	MaxMsg  int           // largest message sent; 0: flow.MaxSDU
+}
+
+// entry is one LSU in the database.
+type entry struct {
+	seq     uint64
+	links   []Link
+	raw     []byte // its deterministic encoding, flooded as is
+	expires time.Time
+}
+
+// Stats are a Router's counters.
+type Stats struct {
+	MsgsSent, MsgsReceived uint64
+	LSUsSent, LSUsReceived uint64
+	Installed              uint64 // LSUs that changed the database
+	Duplicates, Stale      uint64 // LSUs ignored: seen before, or older
+	Malformed              uint64 // messages dropped undecoded
+	Computations           uint64 // route computations
+	Entries                int    // LSUs in the database
+}
+
+// Router is one IPCP's link-state routing. All methods are safe for
+// concurrent use. It runs one goroutine between Start and Stop (the Tick
+// timer); without Start, the owner drives it by calling Tick.
+//
+// Locking: mu guards the database, neighbours and flood queues and is
+// never held while calling the Flooder or the Installer; computeMu
+// serialises route computation and installation so tables are installed
+// in order.
+type Router struct {
+	cfg Config
+
+	computeMu sync.Mutex
+
+	mu       sync.Mutex
+	seq      uint64                             // own LSU sequence number
+	lsdb     map[layer.Addr]*entry              // by origin, own included
+	nbrs     map[layer.Addr]Neighbour           // by address
+	pending  map[layer.Addr]map[layer.Addr]bool // neighbour → origins to send it
+	dirty    bool                               // database changed since last computation
+	nextRefr time.Time
+	routes   []Route
+	stats    Stats
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// New returns a Router with an empty database holding only its own LSU.
+func New(cfg Config) (*Router, error) {
+	if cfg.Self == 0 || cfg.Flooder == nil || cfg.PFF == nil || cfg.Clock == nil {
+		return nil, fmt.Errorf("routing: config needs Self, Flooder, PFF and Clock: %w", flow.ErrInvalid)
+	}
+	switch cfg.Policy {
+	case pff.Simple, pff.Alternate, pff.Multipath:
+	default:
+		return nil, fmt.Errorf("routing: unknown policy %v: %w", cfg.Policy, flow.ErrInvalid)
+	}
+	cfg.Refresh = cmp.Or(cfg.Refresh, DefaultRefresh)
+	cfg.MaxAge = cmp.Or(cfg.MaxAge, DefaultMaxAge)
+	cfg.Tick = cmp.Or(cfg.Tick, DefaultTick)
+	cfg.MaxMsg = cmp.Or(cfg.MaxMsg, flow.MaxSDU)
+	if cfg.MaxAge <= cfg.Refresh {
+		return nil, fmt.Errorf("routing: MaxAge %v must exceed Refresh %v: %w", cfg.MaxAge, cfg.Refresh, flow.ErrInvalid)
+	}
+	if cfg.MaxMsg < 64 {
+		return nil, fmt.Errorf("routing: MaxMsg %d too small: %w", cfg.MaxMsg, flow.ErrInvalid)
+	}
+	now := cfg.Clock.Now()
+	r := &Router{
+		cfg:     cfg,
+		lsdb:    make(map[layer.Addr]*entry),
+		nbrs:    make(map[layer.Addr]Neighbour),
+		pending: make(map[layer.Addr]map[layer.Addr]bool),
+		// Starting from the clock keeps sequence numbers growing across
+		// restarts, so a restarted IPCP's LSUs are not taken as stale.
+		seq: uint64(max(now.UnixNano(), 0)),
+	}
+	r.originate(now)
+	return r, nil
+}
+
+// Start runs the Tick timer on the configured Clock until Stop.
+func (r *Router) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stop != nil {
+		return fmt.Errorf("routing: already started: %w", flow.ErrInvalid)
+	}
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	go r.run(r.stop, r.done)
+	return nil
+}
+
+// Stop stops the timer and waits for it; Stop without Start does nothing.
+func (r *Router) Stop() {
+	r.mu.Lock()
+	stop, done := r.stop, r.done
+	r.stop, r.done = nil, nil
+	r.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+}
+
+func (r *Router) run(stop, done chan struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-r.cfg.Clock.After(r.cfg.Tick):
+			r.Tick()
+		}
+	}
+}
+
+// NeighbourUp adds or updates an adjacency: the Router re-originates its
+// LSU and sends the new neighbour its whole database at the next Flush.
+func (r *Router) NeighbourUp(n Neighbour) error {
+	if n.Addr == 0 || n.Addr == r.cfg.Self || n.Metric == 0 {
+		return fmt.Errorf("routing: neighbour %d metric %d: %w", n.Addr, n.Metric, flow.ErrInvalid)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.nbrs[n.Addr]; !ok && len(r.nbrs) >= MaxLinks {
+		return fmt.Errorf("routing: more than %d neighbours: %w", MaxLinks, flow.ErrBusy)
+	}
+	r.nbrs[n.Addr] = n
+	q := make(map[layer.Addr]bool, len(r.lsdb))
+	for o := range r.lsdb {
+		q[o] = true
+	}
+	r.pending[n.Addr] = q
+	r.originate(r.cfg.Clock.Now())
+	return nil
+}
+
+// NeighbourDown removes an adjacency: the Router tells the forwarding
+// table at once (if it implements PortDowner) and re-originates its LSU.
+func (r *Router) NeighbourDown(addr layer.Addr) {
+	r.mu.Lock()
+	n, ok := r.nbrs[addr]
+	if ok {
+		delete(r.nbrs, addr)
+		delete(r.pending, addr)
+		r.originate(r.cfg.Clock.Now())
+	}
+	r.mu.Unlock()
+	if pd, isPD := r.cfg.PFF.(PortDowner); ok && isPD {
+		pd.PortDown(n.Port)
+	}
+}
+
+// originate makes a new own LSU from the neighbour table and queues it
+// for every neighbour. Called with mu held.
+func (r *Router) originate(now time.Time) {
+	r.seq++
+	links := make([]Link, 0, len(r.nbrs))
+	for _, n := range r.nbrs {
+		links = append(links, Link{Neighbour: n.Addr, Metric: n.Metric})
+	}
+	slices.SortFunc(links, func(a, b Link) int { return cmp.Compare(a.Neighbour, b.Neighbour) })
+	lsu := LSU{Origin: r.cfg.Self, Seq: r.seq, Links: links}
+	raw, err := encMode.Marshal(lsu)
+	if err != nil {
+		panic(fmt.Sprintf("routing: encoding own LSU: %v", err)) // cannot happen: plain integers
+	}
+	r.lsdb[r.cfg.Self] = &entry{seq: r.seq, links: links, raw: raw}
+	r.nextRefr = now.Add(r.cfg.Refresh)
+	r.dirty = true
+	for a := range r.nbrs {
+		r.queue(a, r.cfg.Self)
+	}
+}
+
+func (r *Router) queue(nbr, origin layer.Addr) {
+	q := r.pending[nbr]
+	if q == nil {
+		q = make(map[layer.Addr]bool)
+		r.pending[nbr] = q
+	}
+	q[origin] = true
+}
+
+// HandleMessage processes a link-state message received from neighbour
+// from. It does not retain msg. Malformed messages are counted and
+// dropped; an error is returned only for the caller's logs.
+func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
+	lsus, raws, err := unmarshalRaw(msg)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stats.MsgsReceived++
+	if err != nil {
+		r.stats.Malformed++
+		return err
+	}
+	now := r.cfg.Clock.Now()
+	for i := range lsus {
+		r.receive(from, lsus[i], raws[i], now)
+	}
+	return nil
+}
+
+// Receive processes one LSU heard from neighbour from: an LSU newer than
+// the database's copy is installed (changed) and queued for every other
+// neighbour (floodTo), sent at the next Flush; a duplicate is dropped and
+// withdrawn from from's queue (it has it); an older one is answered with
+// the newer copy. An own LSU newer than ours (we restarted) makes us
+// re-originate above it.
+func (r *Router) Receive(from layer.Addr, lsu LSU) (floodTo []layer.Addr, changed bool, err error) {
+	if err := lsu.check(); err != nil {
+		return nil, false, err
+	}
+	raw, err := encMode.Marshal(lsu)
+	if err != nil {
+		return nil, false, fmt.Errorf("routing: %w: %v", ErrMalformed, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	floodTo, changed = r.receive(from, lsu, raw, r.cfg.Clock.Now())
+	return floodTo, changed, nil
+}
+
+// receive is Receive with mu held; raw is the LSU's encoding, copied if kept.
+func (r *Router) receive(from layer.Addr, lsu LSU, raw []byte, now time.Time) (floodTo []layer.Addr, changed bool) {
+	r.stats.LSUsReceived++
+	if lsu.Origin == r.cfg.Self {
+		if lsu.Seq > r.seq {
+			r.seq = lsu.Seq
+			r.originate(now)
+			return r.others(0), true
+		}
+		if lsu.Seq == r.seq {
+			r.stats.Duplicates++
+			delete(r.pending[from], lsu.Origin)
+		} else {
+			r.stats.Stale++
+			if _, ok := r.nbrs[from]; ok {
+				r.queue(from, lsu.Origin)
+			}
+		}
+		return nil, false
+	}
+	e := r.lsdb[lsu.Origin]
+	switch {
+	case e != nil && lsu.Seq == e.seq:
+		r.stats.Duplicates++
+		delete(r.pending[from], lsu.Origin)
+		return nil, false
+	case e != nil && lsu.Seq < e.seq:
+		r.stats.Stale++
+		if _, ok := r.nbrs[from]; ok {
+			r.queue(from, lsu.Origin)
+		}
+		return nil, false
+	}
+	r.lsdb[lsu.Origin] = &entry{seq: lsu.Seq, links: lsu.Links, raw: slices.Clone(raw), expires: now.Add(r.cfg.MaxAge)}
+	r.stats.Installed++
+	r.dirty = true
+	delete(r.pending[from], lsu.Origin)
+	floodTo = r.others(from)
+	for _, a := range floodTo {
+		r.queue(a, lsu.Origin)
+	}
+	return floodTo, true
+}
+
+// others lists the neighbours other than except, ascending.
+func (r *Router) others(except layer.Addr) []layer.Addr {
+	out := make([]layer.Addr, 0, len(r.nbrs))
+	for a := range r.nbrs {
+		if a != except {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Flush sends every queued LSU, batched into as few messages per
+// neighbour as MaxMsg allows.
+func (r *Router) Flush() {
+	type out struct {
+		to  Neighbour
+		msg []byte
+	}
+	var outs []out
+	r.mu.Lock()
+	for a, q := range r.pending {
+		if len(q) == 0 {
+			continue
+		}
+		n, ok := r.nbrs[a]
+		if !ok {
+			delete(r.pending, a)
+			continue
+		}
+		origins := slices.Sorted(maps.Keys(q))
+		delete(r.pending, a) // not clear: a database sync's map would keep its buckets
+		var raws [][]byte
+		size := 0
+		emit := func() {
+			if len(raws) == 0 {
+				return
+			}
+			msg := appendMsgHead(make([]byte, 0, size+5), len(raws))
+			for _, b := range raws {
+				msg = append(msg, b...)
+			}
+			outs = append(outs, out{n, msg})
+			r.stats.MsgsSent++
+			r.stats.LSUsSent += uint64(len(raws))
+			raws, size = raws[:0], 0
+		}
+		for _, o := range origins {
+			e := r.lsdb[o]
+			if e == nil {
+				continue // aged out since queued
+			}
+			if size+len(e.raw)+5 > r.cfg.MaxMsg || len(raws) == MaxLSUs {
+				emit()
+			}
+			raws = append(raws, e.raw)
+			size += len(e.raw)
+		}
+		emit()
+	}
+	r.mu.Unlock()
+	for _, o := range outs {
+		r.cfg.Flooder.Flood(o.to, o.msg)
+	}
+}
+
+// Tick does the timed work: ages out LSUs not refreshed within MaxAge,
+// re-originates the own LSU every Refresh, flushes the flood queues and,
+// if the database changed, recomputes and installs routes.
+func (r *Router) Tick() {
+	r.mu.Lock()
+	now := r.cfg.Clock.Now()
+	for o, e := range r.lsdb {
+		if o != r.cfg.Self && now.After(e.expires) {
+			delete(r.lsdb, o)
+			r.dirty = true
+		}
+	}
+	if !now.Before(r.nextRefr) {
+		r.originate(now)
+	}
+	r.mu.Unlock()
+	r.Flush()
+	r.Recompute(false)
+}
+
+// Recompute computes routes from the database and installs them in the
+// forwarding table, if the database changed since the last computation or
+// force is set.
+func (r *Router) Recompute(force bool) {
+	r.computeMu.Lock()
+	defer r.computeMu.Unlock()
+	r.mu.Lock()
+	if !r.dirty && !force {
+		r.mu.Unlock()
+		return
+	}
+	r.dirty = false
+	links := make(map[layer.Addr][]Link, len(r.lsdb))
+	for o, e := range r.lsdb {
+		links[o] = e.links // immutable once installed
+	}
+	ports := make(map[layer.Addr]pff.Port, len(r.nbrs))
+	for a, n := range r.nbrs {
+		ports[a] = n.Port
+	}
+	r.mu.Unlock()
+
+	routes := computeRoutes(r.cfg.Self, links)
+	table := make(pff.Routes, len(routes))
+	for _, rt := range routes {
+		var hops []pff.Port
+		switch r.cfg.Policy {
+		case pff.Simple:
+			hops = []pff.Port{ports[rt.NextHops[0]]}
+		case pff.Alternate:
+			hops = []pff.Port{ports[rt.NextHops[0]]}
+			if rt.Alternate != 0 {
+				hops = append(hops, ports[rt.Alternate])
+			}
+		case pff.Multipath:
+			hops = make([]pff.Port, len(rt.NextHops))
+			for i, a := range rt.NextHops {
+				hops[i] = ports[a]
+			}
+		}
+		table[rt.Dst] = hops
+	}
+	r.cfg.PFF.Replace(table)
+
+	r.mu.Lock()
+	r.routes = routes
+	r.stats.Computations++
+	r.mu.Unlock()
+}
+
+// Routes returns the last computed routes, ascending by destination. The
+// caller must not modify them.
+func (r *Router) Routes() []Route {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.routes
+}
+
+// Stats returns the Router's counters.
+func (r *Router) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.stats
+	s.Entries = len(r.lsdb)
+	return s
+}
+
+// Database returns a copy of the link-state database, one LSU per origin,
+// ascending by origin.
+func (r *Router) Database() []LSU {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]LSU, 0, len(r.lsdb))
+	for o, e := range r.lsdb {
+		out = append(out, LSU{Origin: o, Seq: e.seq, Links: slices.Clone(e.links)})
+	}
+	slices.SortFunc(out, func(a, b LSU) int { return cmp.Compare(a.Origin, b.Origin) })
+	return out
+}
