@@ -1,0 +1,155 @@
+// Package addr assigns a unicast IPCP its flat layer address (Ouroboros'
+// addr-auth): at random from injected entropy, or from configuration,
+// never colliding with known members. It does not learn the members
+// (enrollment does) nor defend the address afterwards.
+package addr
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+)
+
+// Kind selects an assignment policy.
+type Kind uint8
+
+// The assignment policies.
+const (
+	// Random draws non-zero addresses from the entropy source until one
+	// is not taken.
+	Random Kind = iota
+	// Static takes the configured address, failing if it is taken.
+	Static
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Random:
+		return "random"
+	case Static:
+		return "static"
+	}
+	return fmt.Sprintf("addr.Kind(%d)", uint8(k))
+}
+
+// Errors returned (wrapped) by Assign.
+var (
+	ErrCollision = errors.New("address already in use")
+	ErrExhausted = errors.New("no free address found")
+)
+
+// MaxTries is how many random draws Assign makes before ErrExhausted.
+const MaxTries = 64
+
+// Members answers whether an address is in use in the layer; enrollment
+// gives what it learned from the member it enrolled with. Has must be
+// safe to call from the goroutine calling Assign.
+type Members interface {
+	Has(layer.Addr) bool
+}
+
+// Set is a Members backed by a map. The zero value (nil) has no members.
+type Set map[layer.Addr]struct{}
+
+// Has reports whether a is in the set.
+func (s Set) Has(a layer.Addr) bool { _, ok := s[a]; return ok }
+
+var _ Members = Set(nil)
+
+// Config configures an Assigner.
+type Config struct {
+	Kind Kind
+	// Width is the address width in bytes, 4 or 8 (0 means 8): random
+	// addresses stay below 2^(8*Width) so a layer can keep them short.
+	Width int
+	// Entropy is read for Random addresses (crypto/rand.Reader, or the
+	// board's source); required for Random.
+	Entropy io.Reader
+	// Addr is the Static address; required for Static.
+	Addr layer.Addr
+}
+
+// policy draws the next candidate address.
+type policy interface {
+	draw() (layer.Addr, error)
+	// retry reports whether drawing again can give another address.
+	retry() bool
+}
+
+type random struct {
+	r    io.Reader
+	mask uint64
+	buf  [8]byte
+}
+
+func (p *random) draw() (layer.Addr, error) {
+	if _, err := io.ReadFull(p.r, p.buf[:]); err != nil {
+		return 0, fmt.Errorf("addr: reading entropy: %w", err)
+	}
+	return layer.Addr(binary.BigEndian.Uint64(p.buf[:]) & p.mask), nil
+}
+func (p *random) retry() bool { return true }
+
+type static struct{ a layer.Addr }
+
+func (p static) draw() (layer.Addr, error) { return p.a, nil }
+func (p static) retry() bool               { return false }
+
+// Assigner picks addresses by one policy. It is not safe for concurrent
+// use (an IPCP assigns once, while enrolling); it has nothing running.
+type Assigner struct {
+	kind Kind
+	pol  policy
+}
+
+// New returns an Assigner.
+func New(cfg Config) (*Assigner, error) {
+	width := cfg.Width
+	if width == 0 {
+		width = 8
+	}
+	if width != 4 && width != 8 {
+		return nil, fmt.Errorf("addr: width %d, want 4 or 8: %w", width, flow.ErrInvalid)
+	}
+	a := &Assigner{kind: cfg.Kind}
+	switch cfg.Kind {
+	case Random:
+		if cfg.Entropy == nil {
+			return nil, fmt.Errorf("addr: random policy needs an entropy source: %w", flow.ErrInvalid)
+		}
+		a.pol = &random{r: cfg.Entropy, mask: ^uint64(0) >> (64 - 8*width)}
+	case Static:
+		if cfg.Addr == 0 || (width == 4 && cfg.Addr>>32 != 0) {
+			return nil, fmt.Errorf("addr: static address %#x does not fit %d bytes or is 0: %w", uint64(cfg.Addr), width, flow.ErrInvalid)
+		}
+		a.pol = static{cfg.Addr}
+	default:
+		return nil, fmt.Errorf("addr: unknown policy %v: %w", cfg.Kind, flow.ErrInvalid)
+	}
+	return a, nil
+}
+
+// Kind returns the Assigner's policy.
+func (a *Assigner) Kind() Kind { return a.kind }
+
+// Assign returns a non-zero address that members does not have (members
+// may be nil: none known).
+func (a *Assigner) Assign(members Members) (layer.Addr, error) {
+	for range MaxTries {
+		c, err := a.pol.draw()
+		if err != nil {
+			return 0, err
+		}
+		if c != 0 && (members == nil || !members.Has(c)) {
+			return c, nil
+		}
+		if !a.pol.retry() {
+			return 0, fmt.Errorf("addr: %#x: %w", uint64(c), ErrCollision)
+		}
+	}
+	return 0, fmt.Errorf("addr: %d draws: %w", MaxTries, ErrExhausted)
+}

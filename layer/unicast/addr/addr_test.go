@@ -1,0 +1,97 @@
+package addr_test
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/addr"
+)
+
+// seeded is a deterministic entropy source for tests.
+type seeded struct{ r *rand.ChaCha8 }
+
+func (s seeded) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+func newSeeded(seed byte) seeded { return seeded{rand.NewChaCha8([32]byte{seed})} }
+
+func TestRandomNoCollisions(t *testing.T) {
+	for _, width := range []int{4, 8} {
+		a, err := addr.New(addr.Config{Kind: addr.Random, Width: width, Entropy: newSeeded(1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		members := addr.Set{}
+		for range 2000 {
+			got, err := a.Assign(members)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == 0 || members.Has(got) {
+				t.Fatalf("width %d: Assign = %#x: zero or taken", width, uint64(got))
+			}
+			if width == 4 && got>>32 != 0 {
+				t.Fatalf("width 4: Assign = %#x, wider than 32 bits", uint64(got))
+			}
+			members[got] = struct{}{}
+		}
+	}
+}
+
+func TestRandomSkipsZeroAndTaken(t *testing.T) {
+	// Entropy yields 0, then 5 (taken), then 7.
+	src := bytes.NewReader([]byte{
+		0, 0, 0, 0, 0, 0, 0, 0,
+		0, 0, 0, 0, 0, 0, 0, 5,
+		0, 0, 0, 0, 0, 0, 0, 7,
+	})
+	a, _ := addr.New(addr.Config{Kind: addr.Random, Entropy: src})
+	got, err := a.Assign(addr.Set{5: {}})
+	if err != nil || got != 7 {
+		t.Fatalf("Assign = %d, %v; want 7, nil", got, err)
+	}
+	// Entropy runs dry: the error says so.
+	if _, err := a.Assign(nil); err == nil {
+		t.Fatal("Assign with no entropy left: got nil error")
+	}
+}
+
+type all struct{}
+
+func (all) Has(layer.Addr) bool { return true }
+
+func TestRandomExhausted(t *testing.T) {
+	a, _ := addr.New(addr.Config{Kind: addr.Random, Entropy: newSeeded(2)})
+	if _, err := a.Assign(all{}); !errors.Is(err, addr.ErrExhausted) {
+		t.Fatalf("Assign with every address taken: %v, want ErrExhausted", err)
+	}
+}
+
+func TestStatic(t *testing.T) {
+	a, err := addr.New(addr.Config{Kind: addr.Static, Addr: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Assign(addr.Set{1: {}}); got != 42 || err != nil {
+		t.Fatalf("Assign = %d, %v; want 42, nil", got, err)
+	}
+	if _, err := a.Assign(addr.Set{42: {}}); !errors.Is(err, addr.ErrCollision) {
+		t.Fatalf("Assign of a taken static address: %v, want ErrCollision", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for name, cfg := range map[string]addr.Config{
+		"random without entropy": {Kind: addr.Random},
+		"static zero":            {Kind: addr.Static},
+		"static too wide":        {Kind: addr.Static, Width: 4, Addr: 1 << 40},
+		"width 2":                {Kind: addr.Static, Width: 2, Addr: 1},
+		"unknown kind":           {Kind: 9},
+	} {
+		if _, err := addr.New(cfg); err == nil {
+			t.Errorf("%s: got nil error", name)
+		}
+	}
+}
