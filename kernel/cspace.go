@@ -363,10 +363,7 @@ func revokeChildrenLocked(n *capNode) {
 		if ch.cs != nil {
 			ch.cs.mu.Lock()
 			s := &ch.cs.slots[ch.slot]
-			if s.name != "" && ch.cs.names[s.name] == ch.slot {
-				delete(ch.cs.names, s.name)
-			}
-			*s = slot{revoked: true}
+			*s = slot{revoked: true, name: s.name} // Slot(name) still finds it: ErrRevoked, not ErrInvalidCap
 			ch.cs.mu.Unlock()
 		}
 		ch = next
@@ -394,7 +391,11 @@ func (pd *PD) Inspect(c Cap) (CapInfo, error) {
 	case s.kind == KindReply:
 		return CapInfo{Kind: KindReply, Object: "reply", Rights: s.rights}, nil
 	}
-	return CapInfo{Kind: s.kind, Object: s.obj.name(), Rights: s.rights, Badge: s.badge}, nil
+	info := CapInfo{Kind: s.kind, Object: s.obj.name(), Rights: s.rights, Badge: s.badge}
+	if r, ok := s.obj.(*ring); ok {
+		info.Closed = r.closed.Load()
+	}
+	return info, nil
 }
 
 // Slot returns the cap the description named name in this component's

@@ -286,6 +286,9 @@ func (pd *PD) die(st compState, kind FaultKind, reason, stack string) {
 	k.capMu.Unlock()
 
 	why := fmt.Errorf("kernel: %s died: %w", c.nm, ErrAborted)
+	if k.stopping.Load() {
+		why = fmt.Errorf("kernel: %s: kernel stopped: %w", c.nm, ErrClosed)
+	}
 	for _, e := range eps {
 		if !k.liveHolder(e, Read) {
 			e.abortSenders(why)

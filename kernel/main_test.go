@@ -135,3 +135,9 @@ func wantErr(t testing.TB, what string, got, want error) {
 		t.Fatalf("%s: got error %v, want %v", what, got, want)
 	}
 }
+
+var errCanceled = context.Canceled
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}

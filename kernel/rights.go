@@ -106,6 +106,7 @@ type CapInfo struct {
 	Rights  Rights
 	Badge   Badge
 	Revoked bool // the slot holds a tombstone left by Revoke
+	Closed  bool // a ring that either side has closed
 }
 
 // MarshalText encodes r in its String form, so descriptions in JSON or
