@@ -144,7 +144,10 @@ func TestRingPeerDeath(t *testing.T) {
 	k, pds := harness(t, sys, nil)
 	cons := pds["cons"]
 	done := make(chan error, 1)
-	go func() { _, err := cons.PopWait(context.Background(), mustSlot(t, cons, "r"), make([]*Buf, 4)); done <- err }()
+	go func() {
+		_, err := cons.PopWait(context.Background(), mustSlot(t, cons, "r"), make([]*Buf, 4))
+		done <- err
+	}()
 	time.Sleep(10 * time.Millisecond)
 	wantErr(t, "Kill producer", k.Kill("prod"), nil)
 	within(t, 5*time.Second, "PopWait", func() { wantErr(t, "PopWait when the producer died", <-done, ErrAborted) })
