@@ -33,20 +33,21 @@ const (
 )
 
 func main() {
-	listen := flag.String("listen", "127.0.0.1:5555", "address to listen on (127.0.0.1 only)")
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on (127.0.0.1 only; port 0 picks one)")
+	portFile := flag.String("portfile", "", "write the listening port to this file once listening")
 	guestMAC := flag.String("guest", "02:00:00:00:00:01", "the guest NIC's MAC address")
 	count := flag.Int("n", 2000, "frames to echo")
 	window := flag.Int("window", 32, "frames in flight")
 	wait := flag.Duration("timeout", 60*time.Second, "overall deadline")
 	flag.Parse()
 
-	if err := run(*listen, *guestMAC, *count, *window, *wait); err != nil {
+	if err := run(*listen, *portFile, *guestMAC, *count, *window, *wait); err != nil {
 		log.Printf("enetpeer: FAIL: %v", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, guest string, count, window int, wait time.Duration) error {
+func run(listen, portFile, guest string, count, window int, wait time.Duration) error {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		return err
@@ -67,7 +68,14 @@ func run(listen, guest string, count, window int, wait time.Duration) error {
 		return err
 	}
 	defer ln.Close()
-	log.Printf("enetpeer: listening on %s", listen)
+	log.Printf("enetpeer: listening on %s", ln.Addr())
+
+	if portFile != "" {
+		port := ln.Addr().(*net.TCPAddr).Port
+		if err := os.WriteFile(portFile, []byte(fmt.Sprintf("%d\n", port)), 0o644); err != nil {
+			return err
+		}
+	}
 
 	deadline := time.Now().Add(wait)
 	ln.(*net.TCPListener).SetDeadline(deadline)
