@@ -22,7 +22,11 @@ func TestValidate(t *testing.T) {
 		{"duplicate slot", func(s *System) { s.Components[0].Caps[1].Name = "ep" }, `duplicate slot name "ep"`},
 		{"unknown supervisor", func(s *System) { s.Components[2].Supervisor = "zz" }, `no supervisor "zz"`},
 		{"supervisor cycle", func(s *System) { s.Components[0].Supervisor = "b"; s.Components[1].Supervisor = "a" }, "supervisor cycle"},
-		{"fault endpoint not held", func(s *System) { s.Components[2].Supervisor = "a"; s.Components[2].FaultEndpoint = "ep"; s.Components[0].Caps[0].Rights = Write }, "holds no Read cap"},
+		{"fault endpoint not held", func(s *System) {
+			s.Components[2].Supervisor = "a"
+			s.Components[2].FaultEndpoint = "ep"
+			s.Components[0].Caps[0].Rights = Write
+		}, "holds no Read cap"},
 		{"fault endpoint not an endpoint", func(s *System) { s.Components[2].Supervisor = "a"; s.Components[2].FaultEndpoint = "n" }, "not an endpoint"},
 		{"negative budget", func(s *System) { s.Components[0].Budget.Bufs = -1 }, "negative budget"},
 	} {
