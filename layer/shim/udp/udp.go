@@ -230,6 +230,7 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) erro
 	}
 	dst, ok := p.dir[req.Dst]
 	if !ok {
+		p.eng.C.AllocFailed.Add(1)
 		return fmt.Errorf("udp: alloc %q: not in the directory: %w", req.Dst, flow.ErrNotFound)
 	}
 	return p.eng.Alloc(ctx, dst, req, port)

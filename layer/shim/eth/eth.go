@@ -1,0 +1,304 @@
+// Package eth is the Ethernet shim: an IPCP that carries flows between
+// nodes on one Ethernet segment in raw frames (EtherType 0xA000, Ouroboros'
+// DIX mode), resolving names by broadcast queries. It does no routing and
+// no reliability; it is not a bridge.
+package eth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/shim"
+	"github.com/ouronet/ouro/layer/shim/impair"
+	"github.com/ouronet/ouro/layer/shim/internal/engine"
+)
+
+// Device is the NIC the shim runs on: an AF_PACKET socket hosted
+// (OpenPacket), a QEMU socket netdev stream (DialQEMU, ListenQEMU), a
+// board's NIC driver on bare metal, or ethtest's fake hub.
+type Device interface {
+	// ReadFrame blocks until a frame arrives and copies it, from the
+	// destination MAC on and without FCS, into b (the caller's buffer, not
+	// retained); it returns its length. Frames may carry padding. One
+	// reader at a time. A frame that does not fit is dropped with an
+	// error; after Close it returns an error for good.
+	ReadFrame(b []byte) (int, error)
+	// WriteFrame transmits the frame in b (destination MAC on, no FCS).
+	// b stays the caller's and is not retained. It may block briefly
+	// while the NIC queue is full. Safe for concurrent use, also with
+	// ReadFrame.
+	WriteFrame(b []byte) error
+	// MAC returns the device's address. Constant.
+	MAC() net.HardwareAddr
+	// MTU returns the largest payload after the Ethernet header. Constant.
+	MTU() int
+	// Close releases the device and unblocks a blocked ReadFrame.
+	Close() error
+}
+
+var (
+	_ Device   = (*impair.Frames)(nil)
+	_ irm.IPCP = (*IPCP)(nil)
+)
+
+// Config configures an Ethernet shim IPCP.
+type Config struct {
+	Layer string // the layer (shim instance) name; required
+	Name  string // the IPCP's own name; required
+	// Device is the NIC. If nil, Interface is opened with OpenPacket.
+	// The IPCP closes it on Stop.
+	Device Device
+	// Interface is the Linux interface for a hosted AF_PACKET socket.
+	Interface string
+	HashAlgo  layer.HashAlgo // how names are hashed on the wire (all members must agree)
+	// Impair impairs the transmit side (tests, lab setups).
+	Impair impair.Config
+	// QueryTimeout bounds a name query when the caller's ctx has no
+	// deadline, in Query and in Alloc (default 1 s).
+	QueryTimeout time.Duration
+	// CacheTTL is how long a query answer is used (default 60 s).
+	CacheTTL time.Duration
+	// AllocTimeout bounds allocations whose ctx has no deadline (default 10 s).
+	AllocTimeout time.Duration
+	// RetryBase is the first retransmission timeout of alloc requests and
+	// name queries, doubling up to 1 s (default 20 ms).
+	RetryBase time.Duration
+}
+
+const (
+	stateInit int32 = iota
+	stateOperational
+	stateShutdown
+)
+
+var stateNames = [...]string{"init", "operational", "shutdown"}
+
+// IPCP is an Ethernet shim IPC process.
+type IPCP struct {
+	cfg   Config
+	eng   *engine.Engine[MAC]
+	state atomic.Int32
+
+	mu     sync.Mutex // serialises Start and Stop
+	dev    Device     // set by Start before the state becomes operational
+	mac    MAC
+	rxDone chan struct{}
+}
+
+// New checks cfg and returns an IPCP in state "init"; Start opens the device.
+func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
+	if cfg.Layer == "" || cfg.Name == "" {
+		return nil, fmt.Errorf("eth: config needs a layer and a name: %w", flow.ErrInvalid)
+	}
+	if up == nil {
+		return nil, fmt.Errorf("eth: %s: no upcalls: %w", cfg.Name, flow.ErrInvalid)
+	}
+	if cfg.Device == nil && cfg.Interface == "" {
+		return nil, fmt.Errorf("eth: %s: config needs a device or an interface: %w", cfg.Name, flow.ErrInvalid)
+	}
+	if err := cfg.Impair.Validate(); err != nil {
+		return nil, fmt.Errorf("eth: %s: %w", cfg.Name, err)
+	}
+	if cfg.QueryTimeout <= 0 {
+		cfg.QueryTimeout = time.Second
+	}
+	p := &IPCP{cfg: cfg, rxDone: make(chan struct{})}
+	p.eng = engine.New(engine.Config[MAC]{
+		Kind:      "eth",
+		Wire:      wire{p},
+		Headroom:  HeaderLen,
+		MaxEID:    MaxEID,
+		Broadcast: Broadcast,
+		Upcalls:   up,
+		HashAlgo:  cfg.HashAlgo,
+		Timeout:   cfg.AllocTimeout,
+		RetryBase: cfg.RetryBase,
+		CacheTTL:  cfg.CacheTTL,
+	})
+	return p, nil
+}
+
+// Start opens the device and starts receiving.
+func (p *IPCP) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state.Load() != stateInit {
+		return fmt.Errorf("eth: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
+	}
+	dev := p.cfg.Device
+	if dev == nil {
+		d, err := OpenPacket(p.cfg.Interface)
+		if err != nil {
+			return fmt.Errorf("eth: %s: %w", p.cfg.Name, err)
+		}
+		dev = d
+	}
+	mac, err := MACFrom(dev.MAC())
+	if err == nil && (mac.IsMulticast() || mac == MAC{}) {
+		err = fmt.Errorf("eth: device address %v is not a unicast address", mac)
+	}
+	if err == nil && dev.MTU() < ShimLen+flow.MaxSDU {
+		err = fmt.Errorf("eth: device MTU %d below %d", dev.MTU(), ShimLen+flow.MaxSDU)
+	}
+	if err != nil {
+		dev.Close()
+		return fmt.Errorf("eth: %s: %w: %w", p.cfg.Name, err, flow.ErrInvalid)
+	}
+	if p.cfg.Impair.Enabled() {
+		w, err := impair.WrapFrames(dev, p.cfg.Impair)
+		if err != nil {
+			dev.Close()
+			return fmt.Errorf("eth: %s: %w", p.cfg.Name, err)
+		}
+		dev = w
+	}
+	p.dev, p.mac = dev, mac
+	p.state.Store(stateOperational)
+	go p.rxLoop()
+	return nil
+}
+
+// Stop deallocates every flow (telling the peers), closes the device and
+// waits for the IPCP's goroutines. Idempotent; an IPCP is not restarted.
+func (p *IPCP) Stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.state.Swap(stateShutdown)
+	p.eng.Stop()
+	if old == stateOperational {
+		p.dev.Close()
+		<-p.rxDone
+	}
+	p.eng.Wait()
+}
+
+// MAC returns the device's address (valid after Start).
+func (p *IPCP) MAC() MAC { return p.mac }
+
+// Info implements irm.IPCP.
+func (p *IPCP) Info() irm.Info {
+	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "eth", State: stateNames[p.state.Load()]}
+}
+
+// Register implements irm.IPCP: name answers queries and accepts flows.
+func (p *IPCP) Register(_ context.Context, name string) error { return p.eng.Register(name) }
+
+// Unregister implements irm.IPCP.
+func (p *IPCP) Unregister(_ context.Context, name string) error { return p.eng.Unregister(name) }
+
+// Query implements irm.IPCP: it broadcasts a name query (unless a cached
+// answer is fresh) and waits for a holder's answer until ctx ends, or
+// Config.QueryTimeout if ctx has no deadline. No answer is flow.ErrNotFound.
+func (p *IPCP) Query(ctx context.Context, name string) error {
+	_, err := p.resolve(ctx, name)
+	return err
+}
+
+func (p *IPCP) resolve(ctx context.Context, name string) (MAC, error) {
+	switch p.state.Load() {
+	case stateInit:
+		return MAC{}, fmt.Errorf("eth: query %q: not started: %w", name, flow.ErrInvalid)
+	case stateShutdown:
+		return MAC{}, fmt.Errorf("eth: query %q: stopped: %w", name, flow.ErrClosed)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.cfg.QueryTimeout)
+		defer cancel()
+	}
+	return p.eng.Resolve(ctx, name)
+}
+
+// Alloc implements irm.IPCP: it resolves req.Dst by a name query, then
+// asks the holder, retransmitting until ctx ends (Config.AllocTimeout
+// without a deadline). A refusal maps to flow.ErrNotFound, flow.ErrRefused
+// or flow.ErrBusy; silence to flow.ErrTimeout.
+func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+	if port == nil {
+		return fmt.Errorf("eth: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+	}
+	dst, err := p.resolve(ctx, req.Dst)
+	if err != nil {
+		p.eng.C.AllocFailed.Add(1)
+		return fmt.Errorf("eth: alloc: %w", err)
+	}
+	err = p.eng.Alloc(ctx, dst, req, port)
+	if errors.Is(err, flow.ErrNotFound) || errors.Is(err, flow.ErrTimeout) {
+		p.eng.Forget(req.Dst) // the holder moved or vanished: ask again next time
+	}
+	return err
+}
+
+// Stats returns the IPCP's counters.
+func (p *IPCP) Stats() shim.Stats { return p.eng.C.Snapshot() }
+
+// Flows lists the open flows.
+func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
+
+// wire puts the engine's packets on the device.
+type wire struct{ p *IPCP }
+
+func (w wire) Send(pkt []byte, dst MAC, eid uint32) error {
+	n := len(pkt) - HeaderLen
+	Frame(pkt).SetHeader(dst, w.p.mac, uint16(eid), n)
+	if len(pkt) < MinFrame && cap(pkt) >= MinFrame {
+		pkt = pkt[:MinFrame]
+		clear(pkt[HeaderLen+n:])
+	}
+	return w.p.dev.WriteFrame(pkt)
+}
+
+func (p *IPCP) rxLoop() {
+	defer close(p.rxDone)
+	buf := make([]byte, max(p.dev.MTU()+EthLen+4, 2048)) // room for a VLAN tag
+	backoff := time.Duration(0)
+	for {
+		n, err := p.dev.ReadFrame(buf)
+		if err != nil {
+			if p.state.Load() == stateShutdown || errors.Is(err, net.ErrClosed) ||
+				errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
+				return
+			}
+			p.eng.C.RxError.Add(1)
+			backoff = min(max(2*backoff, 100*time.Microsecond), 50*time.Millisecond)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		p.input(buf[:n])
+	}
+}
+
+// input filters and dispatches one received frame; it allocates nothing
+// for data.
+func (p *IPCP) input(b []byte) {
+	f := Frame(b)
+	if len(f) < EthLen {
+		p.eng.C.Malformed.Add(1)
+		return
+	}
+	dst, src := f.Dst(), f.Src()
+	if f.EtherType() != EtherType || (dst != p.mac && dst != Broadcast) || src == p.mac {
+		p.eng.C.NotForUs.Add(1)
+		return
+	}
+	if !f.IsValid() || src.IsMulticast() {
+		p.eng.C.Malformed.Add(1)
+		return
+	}
+	if dst == Broadcast && f.EID() != CtlEID {
+		p.eng.C.Malformed.Add(1) // data is never broadcast
+		return
+	}
+	p.eng.Input(f.Payload(), src, uint32(f.EID()))
+}

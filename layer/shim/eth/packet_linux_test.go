@@ -1,0 +1,114 @@
+package eth
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ouronet/ouro/layer/shim/impair"
+)
+
+// TestPacketVeth runs two shims on AF_PACKET sockets at the ends of a veth
+// pair between two network namespaces that the test creates and removes.
+func TestPacketVeth(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping AF_PACKET test: it needs root to create network namespaces and a veth pair")
+	}
+	ipCmd, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("skipping AF_PACKET test: the ip command (iproute2) is not installed")
+	}
+	ip := func(args ...string) error {
+		out, err := exec.Command(ipCmd, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	id := fmt.Sprintf("%d%04d", os.Getpid()%100000, rand.IntN(10000)) // unique per run
+	nsA, nsB := "ourotA"+id, "ourotB"+id
+	ifA, ifB := "ovA"+id, "ovB"+id // <= 15 bytes
+	for _, ns := range []string{nsA, nsB} {
+		if err := ip("netns", "add", ns); err != nil {
+			t.Skipf("skipping AF_PACKET test: cannot create a network namespace: %v", err)
+		}
+		t.Cleanup(func() { ip("netns", "del", ns) })
+	}
+	for _, args := range [][]string{
+		{"link", "add", ifA, "type", "veth", "peer", "name", ifB},
+		{"link", "set", ifA, "netns", nsA},
+		{"link", "set", ifB, "netns", nsB},
+		{"-n", nsA, "link", "set", ifA, "up"},
+		{"-n", nsB, "link", "set", ifB, "up"},
+	} {
+		if err := ip(args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	da, err := openIn(nsA, ifA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := openIn(nsB, ifB)
+	if err != nil {
+		da.Close()
+		t.Fatal(err)
+	}
+	a, b := pairOn(t, da, db, impair.Config{})
+	exchange(t, a, b)
+}
+
+// sysSetns returns setns(2)'s number on arch (the syscall package lacks
+// it; the kernel's per-architecture syscall tables).
+func sysSetns(arch string) (uintptr, bool) {
+	switch arch {
+	case "amd64":
+		return 308, true
+	case "386":
+		return 346, true
+	case "arm":
+		return 375, true
+	case "arm64", "riscv64", "loong64":
+		return 268, true
+	}
+	return 0, false
+}
+
+// openIn opens an AF_PACKET device inside the named network namespace: a
+// goroutine locks its thread, moves the thread into the namespace, creates
+// the socket (which stays in that namespace) and exits still locked, so the
+// runtime discards the thread instead of reusing it elsewhere.
+func openIn(ns, ifname string) (*PacketDevice, error) {
+	type result struct {
+		d   *PacketDevice
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer f.Close()
+		nr, ok := sysSetns(runtime.GOARCH)
+		if !ok {
+			ch <- result{nil, fmt.Errorf("setns: syscall number unknown on %s", runtime.GOARCH)}
+			return
+		}
+		if _, _, e := syscall.RawSyscall(nr, f.Fd(), syscall.CLONE_NEWNET, 0); e != 0 {
+			ch <- result{nil, fmt.Errorf("setns %s: %w", ns, e)}
+			return
+		}
+		d, err := OpenPacket(ifname)
+		ch <- result{d, err}
+	}()
+	r := <-ch
+	return r.d, r.err
+}

@@ -1,0 +1,246 @@
+package eth
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+// StreamDevice is an Ethernet link over a QEMU socket netdev stream
+// (-netdev socket,connect=... or listen=...; also -netdev stream): each
+// frame is a 4-byte big-endian length followed by the frame. A hosted
+// node and a QEMU VM (or two hosted nodes) share a link this way without
+// TAP devices.
+//
+// In the listen role the device serves one connection at a time and
+// accepts the next when it ends (a VM rebooting reconnects); frames
+// written while nobody is connected are dropped with an error. In the
+// connect role the end of the stream ends the device (ReadFrame: io.EOF).
+type StreamDevice struct {
+	mac net.HardwareAddr
+	ln  net.Listener // listen role
+
+	// Reader side: only ReadFrame touches these.
+	rc  net.Conn
+	br  *bufio.Reader
+	hdr []byte
+
+	wmu  sync.Mutex // guards wc and wbuf
+	wc   net.Conn
+	wbuf []byte
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+var _ Device = (*StreamDevice)(nil)
+
+// errNoPeer is WriteFrame's error while a listening device has no peer.
+var errNoPeer = errors.New("eth: stream: no peer connected")
+
+// maxStreamFrame bounds a length prefix; a larger one means the stream is
+// not QEMU framing and the connection is dropped.
+const maxStreamFrame = 65535
+
+// RandomMAC returns a random locally administered unicast address.
+func RandomMAC() net.HardwareAddr {
+	m := make(net.HardwareAddr, MACLen)
+	rand.Read(m)
+	m[0] = m[0]&^1 | 2
+	return m
+}
+
+func newStream(mac net.HardwareAddr) (*StreamDevice, error) {
+	if mac == nil {
+		mac = RandomMAC()
+	}
+	if m, err := MACFrom(mac); err != nil || m.IsMulticast() {
+		return nil, fmt.Errorf("eth: stream: address %v is not a unicast MAC: %w", mac, flow.ErrInvalid)
+	}
+	return &StreamDevice{
+		mac:    mac,
+		hdr:    make([]byte, 4),
+		wbuf:   make([]byte, 4+maxStreamFrame),
+		closed: make(chan struct{}),
+	}, nil
+}
+
+// DialQEMU connects to a QEMU "-netdev socket,listen=addr" (or a
+// listening StreamDevice). mac nil: a random local address.
+func DialQEMU(ctx context.Context, addr string, mac net.HardwareAddr) (*StreamDevice, error) {
+	d, err := newStream(mac)
+	if err != nil {
+		return nil, err
+	}
+	var dl net.Dialer
+	c, err := dl.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("eth: stream: %w", err)
+	}
+	d.setConn(c)
+	return d, nil
+}
+
+// ListenQEMU listens on addr for a QEMU "-netdev socket,connect=addr" (or
+// a dialling StreamDevice); it returns at once, the connection is accepted
+// by ReadFrame. mac nil: a random local address.
+func ListenQEMU(addr string, mac net.HardwareAddr) (*StreamDevice, error) {
+	d, err := newStream(mac)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("eth: stream: %w", err)
+	}
+	d.ln = ln
+	return d, nil
+}
+
+// Addr returns the listening address (listen role) or nil.
+func (d *StreamDevice) Addr() net.Addr {
+	if d.ln == nil {
+		return nil
+	}
+	return d.ln.Addr()
+}
+
+func (d *StreamDevice) setConn(c net.Conn) {
+	d.rc = c
+	if d.br == nil {
+		d.br = bufio.NewReaderSize(c, 64<<10)
+	} else {
+		d.br.Reset(c)
+	}
+	d.wmu.Lock()
+	d.wc = c
+	d.wmu.Unlock()
+}
+
+func (d *StreamDevice) dropConn() {
+	d.wmu.Lock()
+	if d.wc == d.rc {
+		d.wc = nil
+	}
+	d.wmu.Unlock()
+	d.rc.Close()
+	d.rc = nil
+}
+
+// ReadFrame implements Device.
+func (d *StreamDevice) ReadFrame(b []byte) (int, error) {
+	for {
+		if d.rc == nil {
+			if d.ln == nil {
+				return 0, io.EOF
+			}
+			c, err := d.ln.Accept()
+			if err != nil {
+				return 0, err
+			}
+			select {
+			case <-d.closed:
+				c.Close()
+				return 0, net.ErrClosed
+			default:
+			}
+			d.setConn(c)
+		}
+		if _, err := io.ReadFull(d.br, d.hdr); err != nil {
+			d.dropConn()
+			if d.ln != nil && !d.isClosed() {
+				continue // wait for the next peer
+			}
+			return 0, d.readErr(err)
+		}
+		n := int(binary.BigEndian.Uint32(d.hdr))
+		if n > maxStreamFrame {
+			d.dropConn()
+			if d.ln != nil && !d.isClosed() {
+				continue
+			}
+			return 0, fmt.Errorf("eth: stream: frame length %d: not QEMU framing", n)
+		}
+		if n > len(b) {
+			if _, err := d.br.Discard(n); err != nil {
+				d.dropConn()
+				return 0, d.readErr(err)
+			}
+			return 0, fmt.Errorf("eth: stream: frame of %d bytes dropped: buffer of %d", n, len(b))
+		}
+		if _, err := io.ReadFull(d.br, b[:n]); err != nil {
+			d.dropConn()
+			if d.ln != nil && !d.isClosed() {
+				continue
+			}
+			return 0, d.readErr(err)
+		}
+		return n, nil
+	}
+}
+
+func (d *StreamDevice) readErr(err error) error {
+	if d.isClosed() {
+		return net.ErrClosed
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return io.EOF
+	}
+	return err
+}
+
+func (d *StreamDevice) isClosed() bool {
+	select {
+	case <-d.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// WriteFrame implements Device. Frames are written whole under a lock,
+// so concurrent writers never interleave.
+func (d *StreamDevice) WriteFrame(b []byte) error {
+	if len(b) > maxStreamFrame {
+		return fmt.Errorf("eth: stream: frame of %d bytes: %w", len(b), flow.ErrTooBig)
+	}
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if d.wc == nil {
+		return errNoPeer
+	}
+	binary.BigEndian.PutUint32(d.wbuf, uint32(len(b)))
+	n := copy(d.wbuf[4:], b)
+	_, err := d.wc.Write(d.wbuf[:4+n])
+	return err
+}
+
+// MAC implements Device.
+func (d *StreamDevice) MAC() net.HardwareAddr { return d.mac }
+
+// MTU implements Device: the Ethernet default (QEMU NICs' too).
+func (d *StreamDevice) MTU() int { return DefaultMTU }
+
+// Close implements Device.
+func (d *StreamDevice) Close() error {
+	d.closeOnce.Do(func() {
+		close(d.closed)
+		if d.ln != nil {
+			d.ln.Close()
+		}
+		d.wmu.Lock()
+		if d.wc != nil {
+			d.wc.Close()
+		}
+		d.wmu.Unlock()
+	})
+	return nil
+}
