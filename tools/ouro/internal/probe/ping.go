@@ -1,0 +1,220 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+// Conn is the part of a flow.Port the probes use: whole SDUs with
+// deadlines. flow.Port, *flow.Flow and UDPPort satisfy it. Errors are
+// expected to wrap flow.ErrTimeout and flow.ErrClosed as Port's do.
+type Conn interface {
+	Read(p []byte, deadline time.Time) (int, error)
+	Write(p []byte, deadline time.Time) error
+}
+
+// readBufSize is large enough for any SDU a probe reads: a flow SDU
+// (flow.MaxSDU) or a UDP datagram.
+const readBufSize = 64 << 10
+
+// pollInterval bounds how long a reader blocks before it looks whether it
+// should stop; it is not a busy poll, the read sleeps in between.
+const pollInterval = 100 * time.Millisecond
+
+// PingConfig says how to ping.
+type PingConfig struct {
+	Name     string        // what is pinged, for the summary
+	Count    int           // SDUs to send; 0 = until ctx ends or Deadline passes
+	Interval time.Duration // between sends; 0 sends back to back
+	Size     int           // SDU size in bytes, at least HeaderLen
+	Deadline time.Duration // stop everything after this long; 0 = no deadline
+	Timeout  time.Duration // a reply slower than this is late (lost); also the wait for the last replies
+}
+
+// PingReply is one reply as Ping reports it.
+type PingReply struct {
+	Seq     uint64
+	Size    int
+	RTT     time.Duration
+	Outcome Outcome
+}
+
+// Ping sends cfg.Count ping SDUs over c, one every cfg.Interval, each
+// carrying its sequence number and the send time on a monotonic clock,
+// and matches the echoed replies. onReply, if not nil, is called for
+// every reply (from another goroutine than the caller's, never
+// concurrently with itself, and never after Ping returned). Ping stops
+// when the count is sent and answered (or cfg.Timeout passed after the
+// last send), when cfg.Deadline passes or when ctx ends; an interrupted
+// ping is not an error. It returns the statistics, and an error if the
+// flow failed.
+func Ping(ctx context.Context, c Conn, cfg PingConfig, onReply func(PingReply)) (Summary, error) {
+	if cfg.Size < HeaderLen {
+		return Summary{}, fmt.Errorf("probe: ping size %d is below the %d-byte header: %w", cfg.Size, HeaderLen, flow.ErrInvalid)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	start := time.Now()
+	if cfg.Deadline > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, start.Add(cfg.Deadline))
+		defer cancel()
+	}
+
+	var (
+		mu    sync.Mutex // guards stats
+		stats PingStats
+	)
+	got := make(chan struct{}, 1) // a reply arrived
+	stop := make(chan struct{})   // the receiver should return
+	recvErr := make(chan error, 1)
+	go func() {
+		recvErr <- pingReceiver(c, start, cfg.Timeout, &mu, &stats, stop, got, onReply)
+	}()
+
+	finish := func(err error) (Summary, error) {
+		close(stop)
+		if rerr := <-recvErr; err == nil {
+			err = rerr
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return stats.Summary(cfg.Name, time.Since(start)), err
+	}
+
+	buf := make([]byte, cfg.Size)
+	tick := time.NewTicker(max(cfg.Interval, time.Microsecond))
+	defer tick.Stop()
+	for i := 0; cfg.Count == 0 || i < cfg.Count; i++ {
+		if i > 0 && cfg.Interval > 0 {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return finish(nil)
+			case err := <-recvErr:
+				recvErr <- err
+				return finish(nil)
+			}
+		} else if ctx.Err() != nil {
+			return finish(nil)
+		}
+		mu.Lock()
+		seq := stats.Sent()
+		mu.Unlock()
+		m := Put(buf, KindPing, seq, int64(time.Since(start)))
+		if err := c.Write(m, time.Now().Add(cfg.Timeout)); err != nil {
+			if errors.Is(err, flow.ErrTimeout) {
+				continue // counted as sent and lost
+			}
+			return finish(fmt.Errorf("probe: ping %s: %w", cfg.Name, err))
+		}
+	}
+
+	// Everything is sent: wait for the outstanding replies.
+	wait := time.NewTimer(cfg.Timeout)
+	defer wait.Stop()
+	for {
+		mu.Lock()
+		pending := stats.Pending()
+		mu.Unlock()
+		if !pending {
+			return finish(nil)
+		}
+		select {
+		case <-got:
+		case <-wait.C:
+			return finish(nil)
+		case <-ctx.Done():
+			return finish(nil)
+		case err := <-recvErr:
+			recvErr <- err
+			return finish(nil)
+		}
+	}
+}
+
+// pingReceiver reads replies until stop is closed or the flow fails.
+func pingReceiver(c Conn, start time.Time, timeout time.Duration, mu *sync.Mutex, stats *PingStats,
+	stop <-chan struct{}, got chan<- struct{}, onReply func(PingReply)) error {
+	buf := make([]byte, readBufSize)
+	for {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		n, err := c.Read(buf, time.Now().Add(pollInterval))
+		now := time.Since(start)
+		switch {
+		case errors.Is(err, flow.ErrTimeout):
+			continue
+		case errors.Is(err, flow.ErrTruncated):
+			mu.Lock()
+			stats.CountInvalid()
+			mu.Unlock()
+			continue
+		case err != nil:
+			return fmt.Errorf("probe: ping: %w", err)
+		}
+		m := Msg(buf[:n])
+		mu.Lock()
+		var r PingReply
+		if !m.IsValid() || m.Kind() != KindPing {
+			stats.CountInvalid()
+			r.Outcome = Invalid
+		} else {
+			r = PingReply{Seq: m.Seq(), Size: n, RTT: now - time.Duration(m.Time())}
+			r.Outcome = stats.Reply(r.Seq, r.RTT, timeout)
+		}
+		mu.Unlock()
+		if onReply != nil && r.Outcome != Invalid {
+			onReply(r)
+		}
+		select {
+		case got <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Echo sends every SDU read from c back on c until the flow closes, and
+// returns how many SDUs and bytes it echoed. A closed flow is the normal
+// end (nil error); stop, when closed, ends it too.
+func Echo(c Conn, stop <-chan struct{}) (sdus, bytes uint64, err error) {
+	buf := make([]byte, readBufSize)
+	for {
+		n, err := c.Read(buf, time.Now().Add(pollInterval))
+		switch {
+		case errors.Is(err, flow.ErrTimeout):
+			select {
+			case <-stop:
+				return sdus, bytes, nil
+			default:
+				continue
+			}
+		case errors.Is(err, flow.ErrClosed):
+			return sdus, bytes, nil
+		case errors.Is(err, flow.ErrTruncated):
+			continue // larger than any SDU: not ours to echo
+		case err != nil:
+			return sdus, bytes, fmt.Errorf("probe: echo: %w", err)
+		}
+		if err := c.Write(buf[:n], time.Now().Add(time.Second)); err != nil {
+			if errors.Is(err, flow.ErrTimeout) {
+				continue // the reader is not reading: drop, as a lossy flow would
+			}
+			if errors.Is(err, flow.ErrClosed) {
+				return sdus, bytes, nil
+			}
+			return sdus, bytes, fmt.Errorf("probe: echo: %w", err)
+		}
+		sdus++
+		bytes += uint64(n)
+	}
+}

@@ -1,0 +1,176 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+// UDPPort is a flow.Port over a connected UDP socket, one datagram per
+// SDU: the plain-IP baseline the probes measure flows against. Errors
+// wrap the flow sentinels (ErrTimeout, ErrClosed, ErrBusy for a full
+// socket buffer, ErrRefused when nothing listens at the address).
+type UDPPort struct {
+	c *net.UDPConn
+}
+
+var _ flow.Port = (*UDPPort)(nil)
+
+// DialUDP returns a UDPPort connected to addr (host:port).
+func DialUDP(addr string) (*UDPPort, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("probe: udp %s: %w", addr, err)
+	}
+	c, err := net.DialUDP("udp", nil, ua)
+	if err != nil {
+		return nil, fmt.Errorf("probe: udp %s: %w", addr, err)
+	}
+	return &UDPPort{c: c}, nil
+}
+
+// LocalAddr returns the socket's local address.
+func (p *UDPPort) LocalAddr() net.Addr { return p.c.LocalAddr() }
+
+func udpErr(op string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("probe: udp %s: %w", op, flow.ErrTimeout)
+	case errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("probe: udp %s: %w", op, flow.ErrClosed)
+	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.EAGAIN):
+		return fmt.Errorf("probe: udp %s: %w", op, flow.ErrBusy)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("probe: udp %s: nothing listens there: %w", op, flow.ErrRefused)
+	}
+	return fmt.Errorf("probe: udp %s: %w", op, err)
+}
+
+// Read implements flow.Port.
+func (p *UDPPort) Read(b []byte, deadline time.Time) (int, error) {
+	if err := p.c.SetReadDeadline(deadline); err != nil {
+		return 0, udpErr("read", err)
+	}
+	n, _, flags, _, err := p.c.ReadMsgUDP(b, nil)
+	if err != nil {
+		return 0, udpErr("read", err)
+	}
+	if flags&syscall.MSG_TRUNC != 0 {
+		return n, fmt.Errorf("probe: udp read into %d bytes: %w", len(b), flow.ErrTruncated)
+	}
+	return n, nil
+}
+
+// Write implements flow.Port.
+func (p *UDPPort) Write(b []byte, deadline time.Time) error {
+	if err := p.c.SetWriteDeadline(deadline); err != nil {
+		return udpErr("write", err)
+	}
+	if _, err := p.c.Write(b); err != nil {
+		return udpErr("write", err)
+	}
+	return nil
+}
+
+// Close implements flow.Port.
+func (p *UDPPort) Close() error {
+	if err := p.c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// UDPPeerIdle is how long a UDP peer may stay silent before a server
+// forgets it (and reports it as ended).
+const UDPPeerIdle = 5 * time.Second
+
+// PeerEvent tells a UDP server's caller about a peer: Open when its first
+// datagram arrives, !Open when it went idle for UDPPeerIdle (or the
+// server stopped), with what was counted.
+type PeerEvent struct {
+	Peer   netip.AddrPort
+	Open   bool
+	SDUs   uint64 // datagrams received from the peer
+	Bytes  uint64
+	Report Report // perf only: the perf counts
+}
+
+type udpPeer struct {
+	last   time.Time
+	sdus   uint64
+	bytes  uint64
+	server PerfServer
+}
+
+// ServeUDP answers probes on pc until ctx ends: with perf false it echoes
+// every datagram to its sender (the UDP twin of an echo server), with
+// perf true it runs a PerfServer per sender address (the twin of a perf
+// server). onPeer, if not nil, is called from the serving goroutine as
+// peers come and go. It returns nil when ctx ends.
+func ServeUDP(ctx context.Context, pc *net.UDPConn, perf bool, onPeer func(PeerEvent)) error {
+	start := time.Now()
+	peers := map[netip.AddrPort]*udpPeer{}
+	ended := func(a netip.AddrPort, p *udpPeer) {
+		delete(peers, a)
+		if onPeer != nil {
+			onPeer(PeerEvent{Peer: a, SDUs: p.sdus, Bytes: p.bytes, Report: p.server.Report()})
+		}
+	}
+	defer func() {
+		for a, p := range peers {
+			ended(a, p)
+		}
+	}()
+	in := make([]byte, readBufSize)
+	out := make([]byte, ReportLen)
+	sweep := time.Now().Add(time.Second)
+	for ctx.Err() == nil {
+		if now := time.Now(); now.After(sweep) {
+			for a, p := range peers {
+				if now.Sub(p.last) > UDPPeerIdle {
+					ended(a, p)
+				}
+			}
+			sweep = now.Add(time.Second)
+		}
+		if err := pc.SetReadDeadline(time.Now().Add(pollInterval)); err != nil {
+			return fmt.Errorf("probe: udp serve: %w", err)
+		}
+		n, from, err := pc.ReadFromUDPAddrPort(in)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) {
+				continue
+			}
+			return fmt.Errorf("probe: udp serve: %w", err)
+		}
+		now := time.Now()
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		p := peers[from]
+		if p == nil {
+			p = &udpPeer{}
+			peers[from] = p
+			if onPeer != nil {
+				onPeer(PeerEvent{Peer: from, Open: true})
+			}
+		}
+		p.last = now
+		p.sdus++
+		p.bytes += uint64(n)
+		reply := in[:n]
+		if perf {
+			reply = p.server.Handle(in[:n], now.Sub(start), out)
+		}
+		if reply != nil {
+			// A full socket buffer drops the answer, as the network would.
+			pc.WriteToUDPAddrPort(reply, from)
+		}
+	}
+	return nil
+}
