@@ -26,6 +26,7 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -tags kerneldebug ./kernel/
 
 arm:
 	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(ARMPKGS)
@@ -33,5 +34,11 @@ arm:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
+demo:
+	$(GO) run ./tools/demo
+
 clean:
 	rm -rf bin
+
+# Bare-metal targets (image, imx, qemu, qemu-test) for the TamaGo boards.
+-include mk/tamago.mk

@@ -1,0 +1,238 @@
+package irm
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/rpc"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// Remote is the IRM's handle on an IPCP component: calls over the
+// endpoint cap it holds to that component. Flow ends travel as ring caps.
+type Remote struct {
+	c *rpc.Client
+}
+
+// NewRemote returns the handle for the IPCP component behind ep (a cap in
+// pd's CSpace with Write, GrantReply and Grant).
+func NewRemote(pd *kernel.PD, ep kernel.Cap) *Remote { return &Remote{c: rpc.NewClient(pd, ep)} }
+
+// Info asks the IPCP to describe itself.
+func (r *Remote) Info(ctx context.Context) (Info, error) {
+	var info Info
+	_, err := r.c.Call(ctx, OpIPCPInfo, nil, nil, &info)
+	return info, err
+}
+
+// Register implements the IPCP contract over the endpoint.
+func (r *Remote) Register(ctx context.Context, name string) error {
+	_, err := r.c.Call(ctx, OpIPCPRegister, NameArgs{Name: name}, nil, nil)
+	return err
+}
+
+// Unregister implements the IPCP contract over the endpoint.
+func (r *Remote) Unregister(ctx context.Context, name string) error {
+	_, err := r.c.Call(ctx, OpIPCPUnregister, NameArgs{Name: name}, nil, nil)
+	return err
+}
+
+// Query implements the IPCP contract over the endpoint.
+func (r *Remote) Query(ctx context.Context, name string) error {
+	_, err := r.c.Call(ctx, OpIPCPQuery, NameArgs{Name: name}, nil, nil)
+	return err
+}
+
+// Alloc moves the flow end's caps (rx, tx) to the IPCP and asks it to
+// allocate the flow.
+func (r *Remote) Alloc(ctx context.Context, req AllocReq, end [2]kernel.Cap) error {
+	_, err := r.c.Call(ctx, OpIPCPAlloc, req, end[:], nil)
+	return err
+}
+
+// Join moves the flow end's caps to a broadcast IPCP as a new member.
+func (r *Remote) Join(ctx context.Context, end [2]kernel.Cap) error {
+	_, err := r.c.Call(ctx, OpIPCPJoin, nil, end[:], nil)
+	return err
+}
+
+// Mgmt passes a management command to the IPCP.
+func (r *Remote) Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
+	var resp MgmtResp
+	_, err := r.c.Call(ctx, OpIPCPMgmt, req, nil, &resp)
+	return resp, err
+}
+
+// ServeIPCP is the body of an IPCP component: it serves the IRM's calls on
+// ep with impl, turning flow ends that arrive as ring caps into Ports of
+// pd. It returns when the component stops.
+func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
+	return rpc.Serve(pd, ep, func(ctx context.Context, r *rpc.Request) (rpc.Response, error) {
+		switch r.Op {
+		case OpIPCPInfo:
+			return rpc.Response{Body: impl.Info()}, nil
+		case OpIPCPRegister, OpIPCPUnregister, OpIPCPQuery:
+			var a NameArgs
+			if err := r.Decode(&a); err != nil {
+				return rpc.Response{}, err
+			}
+			switch r.Op {
+			case OpIPCPRegister:
+				return rpc.Response{}, impl.Register(ctx, a.Name)
+			case OpIPCPUnregister:
+				return rpc.Response{}, impl.Unregister(ctx, a.Name)
+			}
+			return rpc.Response{}, impl.Query(ctx, a.Name)
+		case OpIPCPAlloc:
+			var a AllocReq
+			if err := r.Decode(&a); err != nil {
+				deleteCaps(pd, r.Caps)
+				return rpc.Response{}, err
+			}
+			port, err := portFromCaps(pd, r.Caps)
+			if err != nil {
+				return rpc.Response{}, err
+			}
+			if err := impl.Alloc(ctx, a, port); err != nil {
+				port.Close()
+				return rpc.Response{}, err
+			}
+			return rpc.Response{}, nil
+		case OpIPCPJoin:
+			port, err := portFromCaps(pd, r.Caps)
+			if err != nil {
+				return rpc.Response{}, err
+			}
+			j, ok := impl.(Joiner)
+			if !ok {
+				port.Close()
+				return rpc.Response{}, fmt.Errorf("irm: join: %s is not a broadcast IPCP: %w", impl.Info().Name, flow.ErrInvalid)
+			}
+			if err := j.Join(ctx, port); err != nil {
+				port.Close()
+				return rpc.Response{}, err
+			}
+			return rpc.Response{}, nil
+		case OpIPCPMgmt:
+			var a MgmtReq
+			if err := r.Decode(&a); err != nil {
+				return rpc.Response{}, err
+			}
+			mg, ok := impl.(Manager)
+			if !ok {
+				return rpc.Response{}, fmt.Errorf("irm: %s has no command %q: %w", impl.Info().Name, a.Cmd, flow.ErrInvalid)
+			}
+			resp, err := mg.Mgmt(ctx, a)
+			return rpc.Response{Body: resp}, err
+		}
+		return rpc.Response{}, fmt.Errorf("irm: IPCP operation %d: %w", r.Op, flow.ErrInvalid)
+	})
+}
+
+func deleteCaps(pd *kernel.PD, caps []kernel.Cap) {
+	for _, c := range caps {
+		pd.Delete(c)
+	}
+}
+
+// portFromCaps turns a flow end received as caps (rx, tx) into a Port.
+func portFromCaps(pd *kernel.PD, caps []kernel.Cap) (*flow.RingPort, error) {
+	if len(caps) != 2 {
+		deleteCaps(pd, caps)
+		return nil, fmt.Errorf("irm: flow end with %d caps, want 2 (was the endpoint cap minted without Grant?): %w", len(caps), flow.ErrInvalid)
+	}
+	return flow.NewRingPort(pd, caps[0], caps[1]), nil
+}
+
+// upcalls is an IPCP component's Upcalls: calls over its badged cap to the
+// IRM's endpoint.
+type upcalls struct{ c *rpc.Client }
+
+// NewUpcalls returns the Upcalls of an IPCP component whose cap to the
+// IRM's endpoint is irmEP.
+func NewUpcalls(pd *kernel.PD, irmEP kernel.Cap) Upcalls {
+	return upcalls{c: rpc.NewClient(pd, irmEP)}
+}
+
+// FlowReq implements Upcalls.
+func (u upcalls) FlowReq(ctx context.Context, req AllocReq) (flow.Port, error) {
+	caps, err := u.c.Call(ctx, OpFlowReq, req, nil, nil)
+	if err != nil {
+		deleteCaps(u.c.PD(), caps)
+		return nil, err
+	}
+	return portFromCaps(u.c.PD(), caps)
+}
+
+// Broker is the in-node flow.Broker: a component's session with the IRM
+// over its (badged) cap to the IRM's endpoint.
+type Broker struct {
+	c       *rpc.Client
+	session uint64
+}
+
+var _ flow.Broker = (*Broker)(nil)
+
+// NewBroker returns the broker for session in the component pd, whose cap
+// to the IRM's endpoint is irmEP. A component with several independent
+// users (the socket gateway) gives each its own session.
+func NewBroker(pd *kernel.PD, irmEP kernel.Cap, session uint64) *Broker {
+	return &Broker{c: rpc.NewClient(pd, irmEP), session: session}
+}
+
+func (b *Broker) flowCall(ctx context.Context, op rpc.Op, args any) (flow.Port, flow.Info, error) {
+	var info flow.Info
+	caps, err := b.c.Call(ctx, op, args, nil, &info)
+	if err != nil {
+		deleteCaps(b.c.PD(), caps)
+		return nil, flow.Info{}, err
+	}
+	p, err := portFromCaps(b.c.PD(), caps)
+	if err != nil {
+		return nil, flow.Info{}, err
+	}
+	return p, info, nil
+}
+
+// Alloc implements flow.Broker.
+func (b *Broker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
+	return b.flowCall(ctx, OpAlloc, AllocArgs{Session: b.session, Name: name, QoS: q})
+}
+
+// Accept implements flow.Broker.
+func (b *Broker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
+	return b.flowCall(ctx, OpAccept, SessionArgs{Session: b.session})
+}
+
+// Join implements flow.Broker.
+func (b *Broker) Join(ctx context.Context, layer string) (flow.Port, flow.Info, error) {
+	return b.flowCall(ctx, OpJoin, JoinArgs{Session: b.session, Layer: layer})
+}
+
+// Bind implements flow.Broker.
+func (b *Broker) Bind(ctx context.Context, name string) error {
+	_, err := b.c.Call(ctx, OpBind, NameArgs{Session: b.session, Name: name}, nil, nil)
+	return err
+}
+
+// Unbind implements flow.Broker.
+func (b *Broker) Unbind(ctx context.Context, name string) error {
+	_, err := b.c.Call(ctx, OpUnbind, NameArgs{Session: b.session, Name: name}, nil, nil)
+	return err
+}
+
+// Mgmt sends a management command to the IRM.
+func (b *Broker) Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
+	var resp MgmtResp
+	_, err := b.c.Call(ctx, OpMgmt, req, nil, &resp)
+	return resp, err
+}
+
+// Close implements flow.Broker: the session ends and its names are unbound.
+func (b *Broker) Close() error {
+	ctx, cancel := context.WithTimeout(b.c.PD().Context(), defaultCallTimeout)
+	defer cancel()
+	_, err := b.c.Call(ctx, OpEndSession, SessionArgs{Session: b.session}, nil, nil)
+	return err
+}

@@ -1,0 +1,158 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ouronet/ouro/kernel"
+)
+
+// ringBatch is how many buffers a RingPort pops at once.
+const ringBatch = 32
+
+// RingPort is a Port over two kernel rings held by one component: it
+// pushes what is written into tx (a cap with Write) and pops what is read
+// from rx (a cap with Read). This is the in-node data path between an
+// application and an IPCP: buffers are drawn from the writer's budget and
+// freed by the reader, so a flood exhausts the flooder's budget only.
+type RingPort struct {
+	pd     *kernel.PD
+	rx, tx kernel.Cap
+
+	rmu     sync.Mutex // serialises readers; guards rbufs, rhead, rn
+	rbufs   [ringBatch]*kernel.Buf
+	rhead   int
+	rn      int
+	wmu     sync.Mutex // serialises writers; guards wbuf
+	wbuf    [1]*kernel.Buf
+	closeMu sync.Mutex // guards closed; taken before rmu and wmu
+	closed  bool
+	gone    bool // caps deleted; set with rmu and wmu held
+}
+
+var _ Port = (*RingPort)(nil)
+
+// NewRingPort returns the Port over rx and tx in pd's CSpace.
+func NewRingPort(pd *kernel.PD, rx, tx kernel.Cap) *RingPort {
+	return &RingPort{pd: pd, rx: rx, tx: tx}
+}
+
+// Caps returns the port's ring caps (rx, tx) in its component's CSpace.
+func (p *RingPort) Caps() (rx, tx kernel.Cap) { return p.rx, p.tx }
+
+// deadlineCtx returns a context for a blocking ring operation. Without a
+// deadline it is the component's own context and nothing is allocated.
+func (p *RingPort) deadlineCtx(deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
+		return p.pd.Context(), func() {}
+	}
+	return context.WithDeadline(p.pd.Context(), deadline)
+}
+
+func mapRingErr(op string, err error) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("flow: %s: %w", op, ErrTimeout)
+	case errors.Is(err, kernel.ErrClosed), errors.Is(err, context.Canceled),
+		errors.Is(err, kernel.ErrRevoked), errors.Is(err, kernel.ErrInvalidCap), errors.Is(err, kernel.ErrAborted):
+		return fmt.Errorf("flow: %s: %w", op, ErrClosed)
+	case errors.Is(err, kernel.ErrNoBudget):
+		return fmt.Errorf("flow: %s: %w: %w", op, ErrBusy, err)
+	}
+	return fmt.Errorf("flow: %s: %w", op, err)
+}
+
+// Read implements Port. It pops buffers in batches and serves later reads
+// from the batch.
+func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.gone {
+		return 0, fmt.Errorf("flow: read: %w", ErrClosed)
+	}
+	if p.rhead == p.rn {
+		p.rhead, p.rn = 0, 0
+		n, err := p.pd.Pop(p.rx, p.rbufs[:])
+		if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
+			ctx, cancel := p.deadlineCtx(deadline)
+			n, err = p.pd.PopWait(ctx, p.rx, p.rbufs[:])
+			cancel()
+		}
+		if n == 0 {
+			return 0, mapRingErr("read", err)
+		}
+		p.rn = n
+	}
+	buf := p.rbufs[p.rhead]
+	p.rbufs[p.rhead] = nil
+	p.rhead++
+	data := buf.Bytes()
+	n := copy(b, data)
+	p.pd.FreeBuf(buf)
+	if n < len(data) {
+		return n, fmt.Errorf("flow: read %d-byte SDU into %d bytes: %w", len(data), len(b), ErrTruncated)
+	}
+	return n, nil
+}
+
+// Write implements Port: it copies b into a buffer from the component's
+// budget and pushes it, waiting for room until the deadline.
+func (p *RingPort) Write(b []byte, deadline time.Time) error {
+	if len(b) > MaxSDU {
+		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), MaxSDU, ErrTooBig)
+	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.gone {
+		return fmt.Errorf("flow: write: %w", ErrClosed)
+	}
+	buf, err := p.pd.AllocBuf()
+	if err != nil {
+		return mapRingErr("write", err)
+	}
+	buf.Reset()
+	copy(buf.Extend(len(b)), b)
+	p.wbuf[0] = buf
+	n, err := p.pd.Push(p.tx, p.wbuf[:])
+	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
+		ctx, cancel := p.deadlineCtx(deadline)
+		n, err = p.pd.PushWait(ctx, p.tx, p.wbuf[:])
+		cancel()
+	}
+	p.wbuf[0] = nil
+	if n == 0 {
+		p.pd.FreeBuf(buf)
+		return mapRingErr("write", err)
+	}
+	return nil
+}
+
+// Close implements Port: it closes both rings (waking a blocked reader
+// and writer), frees what it had popped but not read, and deletes its
+// ring caps once no reader or writer can still use the slots.
+func (p *RingPort) Close() error {
+	p.closeMu.Lock()
+	defer p.closeMu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	_ = p.pd.CloseRing(p.tx)
+	_ = p.pd.CloseRing(p.rx)
+	p.rmu.Lock()
+	p.wmu.Lock()
+	for i := p.rhead; i < p.rn; i++ {
+		p.pd.FreeBuf(p.rbufs[i])
+		p.rbufs[i] = nil
+	}
+	p.rhead, p.rn = 0, 0
+	p.gone = true
+	_ = p.pd.Delete(p.tx)
+	_ = p.pd.Delete(p.rx)
+	p.wmu.Unlock()
+	p.rmu.Unlock()
+	return nil
+}

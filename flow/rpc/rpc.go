@@ -1,0 +1,170 @@
+// Package rpc carries typed control calls between components over kernel
+// endpoints: CBOR payloads, capabilities alongside, errors mapped back to
+// flow sentinels. It is a control-path convenience, not a data path.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// Op names a remote operation; each service defines its own.
+type Op uint32
+
+// Reply labels.
+const (
+	labelOK  = 0
+	labelErr = 1
+)
+
+// Client calls a service over an endpoint capability. It is safe for
+// concurrent use: each call uses its own message.
+type Client struct {
+	pd    *kernel.PD
+	ep    kernel.Cap
+	codec flow.Codec
+}
+
+// NewClient returns a client for the service behind ep in pd's CSpace.
+func NewClient(pd *kernel.PD, ep kernel.Cap) *Client {
+	return &Client{pd: pd, ep: ep, codec: flow.NewCodec()}
+}
+
+// PD returns the component the client acts for.
+func (c *Client) PD() *kernel.PD { return c.pd }
+
+// Call performs op with req (CBOR-encoded; nil for none), transferring
+// caps (moved out of the caller's CSpace when the endpoint cap has Grant),
+// and decodes the reply into resp (nil to ignore). It returns the caps
+// that came back, as slots in the caller's CSpace.
+func (c *Client) Call(ctx context.Context, op Op, req any, caps []kernel.Cap, resp any) ([]kernel.Cap, error) {
+	var m kernel.Msg
+	m.Label = uint64(op)
+	if req != nil {
+		b, err := c.codec.Marshal(req)
+		if err != nil {
+			return nil, fmt.Errorf("rpc: encode op %d: %w", op, err)
+		}
+		if len(b) > kernel.MaxPayload {
+			return nil, fmt.Errorf("rpc: op %d request of %d bytes: %w", op, len(b), flow.ErrTooBig)
+		}
+		buf := make([]byte, kernel.MaxPayload)
+		m.Payload = buf[:copy(buf, b)]
+	} else {
+		m.Payload = make([]byte, 0, kernel.MaxPayload)
+	}
+	if len(caps) > kernel.MaxCaps {
+		return nil, fmt.Errorf("rpc: op %d with %d caps: %w", op, len(caps), flow.ErrInvalid)
+	}
+	m.NCaps = copy(m.Caps[:], caps)
+	if err := c.pd.CallCtx(ctx, c.ep, &m); err != nil {
+		return nil, fmt.Errorf("rpc: op %d: %w", op, err)
+	}
+	got := append([]kernel.Cap(nil), m.Caps[:m.NCaps]...)
+	if m.Label == labelErr {
+		var w flow.WireError
+		if err := c.codec.Unmarshal(m.Payload, &w); err != nil {
+			return got, fmt.Errorf("rpc: op %d: undecodable error reply: %w", op, err)
+		}
+		return got, w.Err()
+	}
+	if resp != nil {
+		if err := c.codec.Unmarshal(m.Payload, resp); err != nil {
+			return got, fmt.Errorf("rpc: op %d: decode reply: %w", op, err)
+		}
+	}
+	return got, nil
+}
+
+// Request is one incoming call as a Handler sees it.
+type Request struct {
+	Op    Op
+	Badge kernel.Badge // the caller's badge: who is calling
+	Caps  []kernel.Cap // caps that came with the call, now in the server's CSpace
+	body  []byte
+	codec flow.Codec
+}
+
+// Decode decodes the request body into v.
+func (r *Request) Decode(v any) error {
+	if err := r.codec.Unmarshal(r.body, v); err != nil {
+		return fmt.Errorf("rpc: decode op %d: %w: %w", r.Op, flow.ErrInvalid, err)
+	}
+	return nil
+}
+
+// Response is what a Handler returns: a body to encode and caps to send.
+type Response struct {
+	Body any
+	Caps []kernel.Cap
+}
+
+// Handler serves one request. It runs on its own goroutine of the server
+// component, so it may block.
+type Handler func(ctx context.Context, r *Request) (Response, error)
+
+// Serve receives calls on ep and runs h for each on a goroutine of pd,
+// replying with its result. It returns when pd's context ends or the
+// endpoint fails.
+func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
+	codec := flow.NewCodec()
+	ctx := pd.Context()
+	for {
+		m := kernel.Msg{Payload: make([]byte, 0, kernel.MaxPayload)}
+		info, err := pd.RecvCtx(ctx, ep, &m)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, kernel.ErrTruncated) {
+				if info.Reply != 0 {
+					replyErr(pd, codec, info.Reply, fmt.Errorf("rpc: request too large: %w", flow.ErrTooBig))
+				}
+				continue
+			}
+			return fmt.Errorf("rpc: serve: %w", err)
+		}
+		req := &Request{
+			Op:    Op(m.Label),
+			Badge: info.Badge,
+			Caps:  append([]kernel.Cap(nil), m.Caps[:m.NCaps]...),
+			body:  m.Payload,
+			codec: codec,
+		}
+		reply := info.Reply
+		pd.Go(func() {
+			resp, err := h(ctx, req)
+			if reply == 0 {
+				return // a Send, not a Call: nobody waits
+			}
+			if err != nil {
+				replyErr(pd, codec, reply, err)
+				return
+			}
+			var out kernel.Msg
+			out.Label = labelOK
+			if resp.Body != nil {
+				b, err := codec.Marshal(resp.Body)
+				if err == nil && len(b) > kernel.MaxPayload {
+					err = fmt.Errorf("rpc: reply of %d bytes: %w", len(b), flow.ErrTooBig)
+				}
+				if err != nil {
+					replyErr(pd, codec, reply, err)
+					return
+				}
+				out.Payload = b
+			}
+			out.NCaps = copy(out.Caps[:], resp.Caps)
+			_ = pd.Reply(reply, &out) // the caller may have died: nothing to do
+		})
+	}
+}
+
+func replyErr(pd *kernel.PD, codec flow.Codec, reply kernel.Cap, err error) {
+	b, _ := codec.Marshal(flow.EncodeError(err))
+	_ = pd.Reply(reply, &kernel.Msg{Label: labelErr, Payload: b})
+}

@@ -1,0 +1,42 @@
+package flow
+
+import "github.com/fxamacker/cbor/v2"
+
+// The node socket protocol. A hosted node listens on a Unix
+// SOCK_SEQPACKET socket; a program opens one control connection (a
+// session) and sends SockReq messages on it. The node answers each with a
+// SockResp carrying the same ID; a response that hands over a flow
+// carries, as SCM_RIGHTS ancillary data, one end of a fresh
+// SOCK_SEQPACKET socket pair: every message on it is one SDU. Closing it
+// deallocates the flow. Incoming flows for bound names arrive as SockResp
+// with the ID of the pending Accept. The format is in docs/wire/node-socket.md.
+
+// Socket operations.
+const (
+	SockAlloc  uint8 = 1 // Name, QoS → a flow
+	SockBind   uint8 = 2 // Name
+	SockUnbind uint8 = 3 // Name
+	SockAccept uint8 = 4 // → a flow, when one arrives
+	SockJoin   uint8 = 5 // Layer → a flow
+	SockMgmt   uint8 = 6 // Body: a management request → Body: its result
+)
+
+// SockReq is a request on the node socket's control connection.
+type SockReq struct {
+	_     struct{} `cbor:",toarray"`
+	ID    uint64
+	Op    uint8
+	Name  string
+	QoS   QoS
+	Layer string
+	Body  cbor.RawMessage
+}
+
+// SockResp answers a SockReq.
+type SockResp struct {
+	_    struct{} `cbor:",toarray"`
+	ID   uint64
+	Err  WireError
+	Info Info
+	Body cbor.RawMessage
+}

@@ -1,0 +1,82 @@
+// Command router is the ouro node image: the kernel, the IRM and the
+// configured layers. Hosted, it runs as a Linux process and serves
+// programs on a Unix socket; on boards it is the same image built with
+// the TamaGo toolchain.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/images/internal/node"
+)
+
+func main() {
+	log.SetFlags(0)
+	cfgPath := flag.String("config", "", "node configuration (TOML); required")
+	socket := flag.String("socket", "", "Unix socket for programs (default: [node] socket, $OURO_SOCKET or "+flow.DefaultSocket+")")
+	printSys := flag.String("print-system", "", "print the system description (table, dot or mermaid) and exit")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: router -config FILE [-socket PATH]\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if *cfgPath == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	cfg, err := node.LoadConfig(*cfgPath)
+	if err != nil {
+		log.Fatalf("router: %v", err)
+	}
+	sock := *socket
+	if sock == "" {
+		sock = cfg.Node.Socket
+	}
+	if sock == "" {
+		sock = flow.SocketPath()
+	}
+	logf := func(string, ...any) {}
+	if cfg.Node.Log {
+		logf = log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds).Printf
+	}
+	n, err := node.New(cfg, node.Gateway(sock, logf))
+	if err != nil {
+		log.Fatalf("router: %v", err)
+	}
+	if *printSys != "" {
+		sys := n.System()
+		switch *printSys {
+		case "table":
+			fmt.Print(sys.Table())
+		case "dot":
+			fmt.Print(sys.Dot())
+		case "mermaid":
+			fmt.Print(sys.Mermaid())
+		default:
+			log.Fatalf("router: -print-system %q: want table, dot or mermaid", *printSys)
+		}
+		return
+	}
+	if err := n.Start(); err != nil {
+		log.Fatalf("router: %v", err)
+	}
+	var layers []string
+	for _, p := range cfg.IPCPs {
+		layers = append(layers, fmt.Sprintf("%s(%s %s)", p.Layer, p.Kind, p.Name))
+	}
+	// Tests and scripts wait for this line.
+	fmt.Printf("ouro node %s ready: socket %s, layers %s\n", n.Name(), sock, strings.Join(layers, ", "))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	fmt.Printf("ouro node %s: stopping\n", n.Name())
+	n.Stop()
+}
