@@ -287,8 +287,8 @@ type sink struct {
 }
 
 func (s *sink) Read(p []byte, _ time.Time) (int, error) { <-s.closed; return 0, flow.ErrClosed }
-func (s *sink) Write(p []byte, _ time.Time) error     { s.n.Add(int64(len(p))); return nil }
-func (s *sink) Close() error                          { s.once.Do(func() { close(s.closed) }); return nil }
+func (s *sink) Write(p []byte, _ time.Time) error       { s.n.Add(int64(len(p))); return nil }
+func (s *sink) Close() error                            { s.once.Do(func() { close(s.closed) }); return nil }
 
 func TestInputAllocs(t *testing.T) {
 	da, db := ethtest.NewPair()
