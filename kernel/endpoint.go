@@ -69,6 +69,7 @@ type waiter struct {
 	pd *PD           // the incarnation it belongs to; nil for kernel sends
 
 	queued     bool
+	q          *waitq // the queue it is on, while queued
 	next, prev *waiter
 	msg        *Msg
 	badge      Badge
@@ -78,6 +79,9 @@ type waiter struct {
 	info RecvInfo      // written by the partner before waking a receiver
 	err  error         // written by the partner before waking
 	st   atomic.Uint64 // gen<<2 | reply-phase state
+	// ep is the endpoint of the verb in progress (nil when idle), so that
+	// the death of the owning incarnation can find and wake it.
+	ep atomic.Pointer[endpoint]
 }
 
 func newWaiter(pd *PD) *waiter { return &waiter{ch: make(chan struct{}, 1), pd: pd} }
@@ -96,7 +100,7 @@ func (w *waiter) abortReply(gen uint64, err error) {
 type waitq struct{ head, tail *waiter }
 
 func (q *waitq) push(w *waiter) {
-	w.queued = true
+	w.queued, w.q = true, q
 	w.next, w.prev = nil, q.tail
 	if q.tail != nil {
 		q.tail.next = w
@@ -125,7 +129,7 @@ func (q *waitq) remove(w *waiter) {
 	} else {
 		q.tail = w.prev
 	}
-	w.next, w.prev, w.queued = nil, nil, false
+	w.next, w.prev, w.queued, w.q = nil, nil, false, nil
 }
 
 // endpoint is a synchronous rendezvous.
@@ -231,7 +235,12 @@ func (pd *PD) send(ctx context.Context, c Cap, m *Msg, block bool, verb string) 
 	w := pd.getWaiter()
 	defer pd.putWaiter(w)
 	w.msg, w.badge, w.rights, w.call, w.err = m, s.badge, s.rights, false, nil
+	w.ep.Store(e)
 	e.mu.Lock()
+	if pd.dead.Load() { // die() may have scanned before w.ep was set
+		e.mu.Unlock()
+		return pd.deadErr(verb)
+	}
 	if r := e.recvq.pop(); r != nil {
 		e.deliver(w, r)
 		e.mu.Unlock()
@@ -274,7 +283,12 @@ func (pd *PD) recv(ctx context.Context, c Cap, m *Msg, block bool, verb string) 
 	w := pd.getWaiter()
 	defer pd.putWaiter(w)
 	w.msg, w.rights, w.err = m, s.rights, nil
+	w.ep.Store(e)
 	e.mu.Lock()
+	if pd.dead.Load() { // die() may have scanned before w.ep was set
+		e.mu.Unlock()
+		return RecvInfo{}, pd.deadErr(verb)
+	}
 	if snd := e.sendq.pop(); snd != nil {
 		e.deliver(snd, w)
 		e.mu.Unlock()
@@ -321,7 +335,12 @@ func (pd *PD) call(ctx context.Context, c Cap, m *Msg) error {
 	w := pd.getWaiter()
 	defer pd.putWaiter(w)
 	w.msg, w.badge, w.rights, w.call, w.err = m, s.badge, s.rights, true, nil
+	w.ep.Store(e)
 	e.mu.Lock()
+	if pd.dead.Load() { // die() may have scanned before w.ep was set
+		e.mu.Unlock()
+		return pd.deadErr("call")
+	}
 	if r := e.recvq.pop(); r != nil {
 		e.deliver(w, r)
 		e.mu.Unlock()
@@ -330,15 +349,14 @@ func (pd *PD) call(ctx context.Context, c Cap, m *Msg) error {
 		e.sendq.push(w)
 		e.mu.Unlock()
 	}
-	var done <-chan struct{}
-	if ctx != nil {
-		done = ctx.Done()
+	if ctx == nil || ctx.Done() == nil {
+		<-w.ch // the reply, or an abort (ours or the server's)
+		return w.err
 	}
 	select {
 	case <-w.ch:
 		return w.err
-	case <-pd.done:
-	case <-done:
+	case <-ctx.Done():
 	}
 	// Interrupted: leave the queue, or abandon the reply, unless the
 	// partner got there first.
@@ -359,15 +377,14 @@ func (pd *PD) call(ctx context.Context, c Cap, m *Msg) error {
 // waitQueued blocks a queued sender or receiver until its partner wakes
 // it, or until ctx or the component is done.
 func (pd *PD) waitQueued(ctx context.Context, e *endpoint, q *waitq, w *waiter, verb string, c Cap) error {
-	var done <-chan struct{}
-	if ctx != nil {
-		done = ctx.Done()
+	if ctx == nil || ctx.Done() == nil {
+		<-w.ch // the partner, or an abort (see PD.abortWaiters)
+		return nil
 	}
 	select {
 	case <-w.ch:
 		return nil
-	case <-pd.done:
-	case <-done:
+	case <-ctx.Done():
 	}
 	e.mu.Lock()
 	if w.queued {
@@ -471,5 +488,33 @@ func (e *endpoint) abortSenders(err error) {
 		}
 		w.err = err
 		w.wake()
+	}
+}
+
+// abortWaiters wakes every blocked endpoint verb of the (dead) incarnation
+// with err: queued ones leave their queue, calls awaiting a reply are
+// aborted. Blocking verbs check pd.dead under the endpoint lock after
+// publishing w.ep, so none can block after this scan.
+func (pd *PD) abortWaiters(err error) {
+	pd.wmu.Lock()
+	all := append([]*waiter(nil), pd.wall...)
+	pd.wmu.Unlock()
+	for _, w := range all {
+		e := w.ep.Load()
+		if e == nil {
+			continue
+		}
+		e.mu.Lock()
+		if w.queued && w.ep.Load() == e {
+			w.q.remove(w)
+			e.mu.Unlock()
+			w.err = err
+			w.wake()
+			continue
+		}
+		e.mu.Unlock()
+		if st := w.st.Load(); st&3 == stAwaiting {
+			w.abortReply(st>>2, err)
+		}
 	}
 }

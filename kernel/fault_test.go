@@ -258,3 +258,23 @@ func TestSpawn(t *testing.T) {
 		t.Fatalf("child state: got %q, want killed", st)
 	}
 }
+
+func TestKillWakesOwnBlockedVerbs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		op   func(pd *PD) error
+	}{
+		{"recv", func(pd *PD) error { _, err := pd.Recv(mustSlot(t, pd, "ep"), &Msg{}); return err }},
+		{"send", func(pd *PD) error { return pd.Send(mustSlot(t, pd, "ep"), &Msg{}) }},
+		{"wait", func(pd *PD) error { _, err := pd.Wait(mustSlot(t, pd, "n")); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, pds := harness(t, pair(AllRights), nil)
+			done := make(chan error, 1)
+			go func() { done <- tc.op(pds["b"]) }()
+			time.Sleep(10 * time.Millisecond)
+			wantErr(t, "Kill", k.Kill("b"), nil)
+			within(t, 5*time.Second, tc.name, func() { wantErr(t, tc.name, <-done, ErrAborted) })
+		})
+	}
+}

@@ -136,6 +136,7 @@ type PD struct {
 
 	wmu   sync.Mutex
 	wfree []*waiter // guarded by wmu: idle waiters for this incarnation's threads
+	wall  []*waiter // guarded by wmu: every waiter made for this incarnation
 }
 
 // Name returns the component's name.
@@ -166,12 +167,15 @@ func (pd *PD) getWaiter() *waiter {
 		pd.wmu.Unlock()
 		return w
 	}
+	w := newWaiter(pd)
+	pd.wall = append(pd.wall, w)
 	pd.wmu.Unlock()
-	return newWaiter(pd)
+	return w
 }
 
 func (pd *PD) putWaiter(w *waiter) {
 	w.msg = nil
+	w.ep.Store(nil)
 	pd.wmu.Lock()
 	pd.wfree = append(pd.wfree, w)
 	pd.wmu.Unlock()
@@ -252,6 +256,7 @@ func (pd *PD) die(st compState, kind FaultKind, reason, stack string) {
 		return
 	}
 	pd.cancel()
+	pd.abortWaiters(pd.deadErr("blocked verb"))
 	c, k := pd.c, pd.k
 	c.mu.Lock()
 	if c.cur == pd {
