@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -278,7 +279,7 @@ func sockErr(op string, err error) error {
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		return fmt.Errorf("flow: %s: %w", op, ErrTimeout)
-	case errors.Is(err, net.ErrClosed), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
 		return fmt.Errorf("flow: %s: %w", op, ErrClosed)
 	}
 	return fmt.Errorf("flow: %s: %w", op, err)

@@ -21,24 +21,32 @@ import (
 // session with the IRM. Every flow it hands over is a SOCK_SEQPACKET
 // socket pair spliced to the flow's rings (docs/wire/node-socket.md).
 func Gateway(path string, logf func(string, ...any)) Extra {
-	return Extra{Name: gatewayName, Bufs: 16384, Program: func(pd *kernel.PD) error {
-		irmEP, err := pd.Slot(slotIRM)
-		if err != nil {
-			return err
-		}
+	var l *net.UnixListener
+	prepare := func() error {
 		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("gateway: remove stale socket: %w", err)
 		}
-		l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+		var err error
+		l, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
 		if err := os.Chmod(path, 0o660); err != nil {
 			l.Close()
 			return fmt.Errorf("gateway: %w", err)
+		}
+		return nil
+	}
+	return Extra{Name: gatewayName, Bufs: 16384, Prepare: prepare, Program: func(pd *kernel.PD) error {
+		irmEP, err := pd.Slot(slotIRM)
+		if err != nil {
+			return err
+		}
+		if l == nil {
+			return fmt.Errorf("gateway: not prepared: %w", flow.ErrInvalid)
 		}
 		g := &gateway{pd: pd, irmEP: irmEP, logf: logf, conns: make(map[*net.UnixConn]bool)}
 		pd.Go(func() {

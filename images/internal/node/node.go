@@ -54,6 +54,9 @@ type Extra struct {
 	Name    string
 	Bufs    int
 	Program kernel.Program
+	// Prepare, if set, runs before the kernel boots (to open a listener
+	// that must exist once Start returns); an error aborts Start.
+	Prepare func() error
 }
 
 // New builds a node from cfg; Start boots it.
@@ -165,6 +168,11 @@ func (n *Node) Start() error {
 	}
 	for _, x := range n.extras {
 		progs[x.Name] = x.Program
+		if x.Prepare != nil {
+			if err := x.Prepare(); err != nil {
+				return fmt.Errorf("node: %s: %w", x.Name, err)
+			}
+		}
 	}
 	if err := n.k.Boot(n.sys, progs); err != nil {
 		n.k.Stop()

@@ -1,0 +1,83 @@
+package flow_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/kernel"
+)
+
+var noTime time.Time
+
+// bootPD boots a kernel with one component and returns its PD.
+func bootPD(t *testing.T, bufs int) *kernel.PD {
+	t.Helper()
+	k := kernel.New(kernel.Config{})
+	ch := make(chan *kernel.PD, 1)
+	sys := &kernel.System{Components: []kernel.ComponentSpec{{
+		Name:   "app",
+		Budget: kernel.Budget{Bufs: bufs, Objects: 1 << 12},
+	}}}
+	err := k.Boot(sys, map[string]kernel.Program{"app": func(pd *kernel.PD) error {
+		ch <- pd
+		<-pd.Context().Done()
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	return <-ch
+}
+
+// ringPair returns two RingPorts connected by two fresh rings.
+func ringPair(t *testing.T, pd *kernel.PD, size int) (flow.Port, flow.Port) {
+	t.Helper()
+	r1, err := pd.NewRing(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := pd.NewRing(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func(c kernel.Cap, r kernel.Rights) kernel.Cap {
+		m, err := pd.Mint(c, r, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a := flow.NewRingPort(pd, mint(r2, kernel.Read), mint(r1, kernel.Write))
+	b := flow.NewRingPort(pd, mint(r1, kernel.Read), mint(r2, kernel.Write))
+	pd.Delete(r1)
+	pd.Delete(r2)
+	return a, b
+}
+
+func TestRingPortConformance(t *testing.T) {
+	pd := bootPD(t, 1<<14)
+	flowtest.TestPort(t, func() (flow.Port, flow.Port) { return ringPair(t, pd, 64) })
+}
+
+func TestRingPortZeroAllocs(t *testing.T) {
+	pd := bootPD(t, 1024)
+	a, b := ringPair(t, pd, 64)
+	defer a.Close()
+	defer b.Close()
+	msg := make([]byte, 1400)
+	buf := make([]byte, flow.MaxSDU)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := a.Write(msg, noTime); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Read(buf, noTime); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("got %v allocations per write+read, want 0", allocs)
+	}
+}

@@ -1,0 +1,132 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+)
+
+func TestGatewayAllocAcceptMgmt(t *testing.T) {
+	dir := t.TempDir()
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	sockA, sockB := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { echo = "127.0.0.1:%d" }
+`, pa, pb), Gateway(sockA, t.Logf))
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "b"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+`, pb), Gateway(sockB, t.Logf))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := flow.Dial(sockA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := flow.Dial(sockB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	if err := b.Bind(ctx, "echo"); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	var names irm.MgmtResp
+	if err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdNames}, &names); err != nil {
+		t.Fatalf("mgmt names: %v", err)
+	}
+	if len(names.Table.Rows) != 1 || names.Table.Rows[0][0] != "echo" || names.Table.Rows[0][2] != "b.udp" {
+		t.Errorf("names table = %v, want echo registered in b.udp", names.Table.Rows)
+	}
+
+	accepted := make(chan flow.Port, 1)
+	go func() {
+		p, _, err := b.Accept(ctx)
+		if err != nil {
+			t.Errorf("accept: %v", err)
+		}
+		accepted <- p
+	}()
+	pA, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatalf("alloc: %v", err)
+	}
+	pB := <-accepted
+	if pB == nil {
+		t.FailNow()
+	}
+	buf := make([]byte, flow.MaxSDU+1)
+	for _, size := range []int{1, 64, 1400} {
+		msg := bytes.Repeat([]byte{byte(size)}, size)
+		if err := pA.Write(msg, time.Now().Add(2*time.Second)); err != nil {
+			t.Fatalf("write %d bytes: %v", size, err)
+		}
+		n, err := pB.Read(buf, time.Now().Add(2*time.Second))
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("read %d bytes: got %d, %v", size, n, err)
+		}
+	}
+	if err := pA.Write(make([]byte, flow.MaxSDU+1), time.Time{}); !errors.Is(err, flow.ErrTooBig) {
+		t.Errorf("oversize write: got %v, want ErrTooBig", err)
+	}
+
+	var flows irm.MgmtResp
+	if err := a.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdFlows}, &flows); err != nil || len(flows.Table.Rows) != 1 {
+		t.Errorf("flows on a: %v, %v; want one flow", flows.Table.Rows, err)
+	}
+	var stats irm.MgmtResp
+	if err := a.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "a.udp"}, &stats); err != nil || len(stats.Table.Rows) == 0 {
+		t.Errorf("stats on a.udp: %v, %v", stats.Table.Rows, err)
+	}
+	var sys irm.MgmtResp
+	if err := a.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdSystem, Args: map[string]string{"format": "dot"}}, &sys); err != nil || !bytes.Contains([]byte(sys.Text), []byte("digraph")) {
+		t.Errorf("system dot: %q, %v", sys.Text, err)
+	}
+
+	// Closing the program's end deallocates the flow on the peer.
+	pA.Close()
+	if _, err := pB.Read(buf, time.Now().Add(3*time.Second)); !errors.Is(err, flow.ErrClosed) {
+		t.Fatalf("peer read after dealloc: got %v, want ErrClosed", err)
+	}
+	pB.Close()
+
+	// Ending the session unbinds its names.
+	b.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var after irm.MgmtResp
+		if err := a.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdNames}, &after); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+		if errors.Is(err, flow.ErrNotFound) || errors.Is(err, flow.ErrRefused) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alloc after the acceptor left: got %v, want ErrNotFound or ErrRefused", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
