@@ -10,7 +10,6 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 )
 
-
 func seqpacketPair(t *testing.T) (flow.Port, flow.Port) {
 	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
