@@ -60,7 +60,9 @@ var (
 )
 
 func mustEnc() cbor.EncMode {
-	m, err := cbor.CoreDetEncOptions().EncMode()
+	o := cbor.CoreDetEncOptions()
+	o.NilContainers = cbor.NilContainerAsEmpty // no hash: an empty byte string, not null
+	m, err := o.EncMode()
 	if err != nil {
 		panic(err)
 	}
