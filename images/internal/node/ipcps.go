@@ -5,15 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim"
+	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/impair"
+	"github.com/ouronet/ouro/layer/shim/local"
 	"github.com/ouronet/ouro/layer/shim/udp"
 )
 
@@ -23,6 +27,17 @@ type udpConfig struct {
 	Hash   string            `toml:"hash"`   // sha3-256 (default) or sha256
 	Dir    map[string]string `toml:"dir"`    // name = "host:port"
 	Impair impair.Config     `toml:"impair"` // transmit-side impairment (tests)
+}
+
+// ethConfig is the [ipcp.eth] table. Exactly one of Interface,
+// QEMUConnect and QEMUListen selects the device.
+type ethConfig struct {
+	Interface   string        `toml:"interface"`    // hosted: a Linux interface, through AF_PACKET
+	QEMUConnect string        `toml:"qemu_connect"` // host:port of a QEMU -netdev socket,listen= (or another node's qemu_listen)
+	QEMUListen  string        `toml:"qemu_listen"`  // host:port to accept a QEMU -netdev socket,connect=
+	MAC         string        `toml:"mac"`          // the stream device's MAC (default: random, locally administered)
+	Hash        string        `toml:"hash"`         // sha3-256 (default) or sha256
+	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
 }
 
 // newIPCP builds the IPCP p declares, with up as its way into the IRM.
@@ -56,8 +71,65 @@ func (n *Node) newIPCP(p IPCPConfig, up irm.Upcalls) (ipcpImpl, error) {
 			return nil, err
 		}
 		return shimManager{ipcp}, nil
+	case "eth":
+		var c ethConfig
+		if err := n.cfg.decode(p.Eth, &c); err != nil {
+			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
+		}
+		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface}
+		var err error
+		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
+			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
+		}
+		if cfg.Device, err = ethDevice(c); err != nil {
+			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
+		}
+		ipcp, err := eth.New(cfg, up)
+		if err != nil {
+			if cfg.Device != nil {
+				cfg.Device.Close()
+			}
+			return nil, err
+		}
+		return shimManager{ipcp}, nil
+	case "local":
+		ipcp, err := local.New(local.Config{Layer: p.Layer, Name: p.Name}, up)
+		if err != nil {
+			return nil, err
+		}
+		return shimManager{ipcp}, nil
 	}
 	return nil, fmt.Errorf("ipcp %s: unknown kind %q (want udp, eth or local): %w", p.Name, p.Kind, flow.ErrInvalid)
+}
+
+// ethDevice opens the stream device an [ipcp.eth] table asks for; nil
+// when it names an interface (the shim opens AF_PACKET itself).
+func ethDevice(c ethConfig) (eth.Device, error) {
+	set := 0
+	for _, v := range []string{c.Interface, c.QEMUConnect, c.QEMUListen} {
+		if v != "" {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, fmt.Errorf("set exactly one of interface, qemu_connect and qemu_listen: %w", flow.ErrInvalid)
+	}
+	var mac net.HardwareAddr
+	if c.MAC != "" {
+		var err error
+		if mac, err = net.ParseMAC(c.MAC); err != nil {
+			return nil, fmt.Errorf("mac: %w", err)
+		}
+	}
+	switch {
+	case c.QEMUConnect != "":
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return eth.DialQEMU(ctx, c.QEMUConnect, mac)
+	case c.QEMUListen != "":
+		return eth.ListenQEMU(c.QEMUListen, mac)
+	}
+	return nil, nil
 }
 
 // shimIPCP is a shim as the node manages it.

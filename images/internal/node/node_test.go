@@ -60,11 +60,38 @@ func startNode(t *testing.T, cfg string, extras ...Extra) *Node {
 	return n
 }
 
-func TestTwoNodesOverUDP(t *testing.T) {
-	pa, pb := freeUDPPort(t), freeUDPPort(t)
-	appA, brA := app("app")
-	appB, brB := app("app")
-	startNode(t, fmt.Sprintf(`
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestShims allocates a flow between two programs over each shim, echoes
+// SDUs of every size across it, checks that deallocation reaches the peer
+// and that an unknown name is a clear error.
+func TestShims(t *testing.T) {
+	tests := []struct {
+		name string
+		// configs returns the configurations of the accepting node (started
+		// first) and the allocating node; an empty second config means both
+		// programs live in the first node.
+		configs func(t *testing.T) (string, string)
+	}{
+		{"udp4", func(t *testing.T) (string, string) {
+			pa, pb := freeUDPPort(t), freeUDPPort(t)
+			return fmt.Sprintf(`
+[node]
+name = "b"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+`, pb), fmt.Sprintf(`
 [node]
 name = "a"
 [[ipcp]]
@@ -73,17 +100,81 @@ layer = "net"
 [ipcp.udp]
 addr = "127.0.0.1:%d"
 dir = { echo = "127.0.0.1:%d" }
-`, pa, pb), appA)
-	startNode(t, fmt.Sprintf(`
+`, pa, pb)
+		}},
+		{"udp6", func(t *testing.T) (string, string) {
+			c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+			if err != nil {
+				t.Skipf("no IPv6 loopback here: %v", err)
+			}
+			pb := c.LocalAddr().(*net.UDPAddr).Port
+			c.Close()
+			return fmt.Sprintf(`
 [node]
 name = "b"
 [[ipcp]]
 kind = "udp"
 layer = "net"
 [ipcp.udp]
-addr = "127.0.0.1:%d"
-`, pb), appB)
-	a, b := <-brA, <-brB
+addr = "[::1]:%d"
+`, pb), `
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "[::1]:0"
+dir = { echo = "[::1]:` + fmt.Sprint(pb) + `" }
+`
+		}},
+		{"eth-stream", func(t *testing.T) (string, string) {
+			p := freeTCPPort(t)
+			return fmt.Sprintf(`
+[node]
+name = "b"
+[[ipcp]]
+kind = "eth"
+layer = "net"
+[ipcp.eth]
+qemu_listen = "127.0.0.1:%d"
+`, p), fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "eth"
+layer = "net"
+[ipcp.eth]
+qemu_connect = "127.0.0.1:%d"
+`, p)
+		}},
+		{"local", func(t *testing.T) (string, string) {
+			return `
+[node]
+name = "a"
+[[ipcp]]
+kind = "local"
+layer = "net"
+`, ""
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfgB, cfgA := tc.configs(t)
+			appB, brB := app("echo")
+			appA, brA := app("app")
+			if cfgA == "" {
+				startNode(t, cfgB, appB, appA)
+			} else {
+				startNode(t, cfgB, appB)
+				startNode(t, cfgA, appA)
+			}
+			echoAcross(t, <-brA, <-brB)
+		})
+	}
+}
+
+func echoAcross(t *testing.T, a, b *irm.Broker) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -115,24 +206,24 @@ addr = "127.0.0.1:%d"
 		t.FailNow()
 	}
 	buf := make([]byte, flow.MaxSDU)
-	for i := 0; i < 100; i++ {
-		msg := []byte(fmt.Sprintf("sdu %d", i))
-		if err := pA.Write(msg, time.Now().Add(2*time.Second)); err != nil {
-			t.Fatalf("write %d: %v", i, err)
-		}
-		n, err := pB.Read(buf, time.Now().Add(2*time.Second))
-		if err != nil {
-			t.Fatalf("read %d: %v", i, err)
-		}
-		if !bytes.Equal(buf[:n], msg) {
-			t.Fatalf("got %q, want %q", buf[:n], msg)
-		}
-		if err := pB.Write(buf[:n], time.Now().Add(2*time.Second)); err != nil {
-			t.Fatalf("echo %d: %v", i, err)
-		}
-		n, err = pA.Read(buf, time.Now().Add(2*time.Second))
-		if err != nil || !bytes.Equal(buf[:n], msg) {
-			t.Fatalf("echo %d: got %q, %v; want %q", i, buf[:n], err, msg)
+	dl := func() time.Time { return time.Now().Add(2 * time.Second) }
+	for _, size := range []int{1, 2, 46, 64, 500, 1400} {
+		for i := 0; i < 20; i++ {
+			msg := bytes.Repeat([]byte{byte(i)}, size)
+			if err := pA.Write(msg, dl()); err != nil {
+				t.Fatalf("write %d bytes: %v", size, err)
+			}
+			n, err := pB.Read(buf, dl())
+			if err != nil || !bytes.Equal(buf[:n], msg) {
+				t.Fatalf("read %d-byte SDU: got %d bytes, %v", size, n, err)
+			}
+			if err := pB.Write(buf[:n], dl()); err != nil {
+				t.Fatalf("echo %d bytes: %v", size, err)
+			}
+			n, err = pA.Read(buf, dl())
+			if err != nil || !bytes.Equal(buf[:n], msg) {
+				t.Fatalf("echoed %d-byte SDU: got %d bytes, %v", size, n, err)
+			}
 		}
 	}
 	// Deallocation is signalled to the peer.
