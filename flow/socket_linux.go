@@ -329,3 +329,50 @@ func (p *SeqpacketPort) Close() error {
 	}
 	return nil
 }
+
+// Listen binds name on the hosted node at SocketPath() and returns a
+// listener of byte-stream connections over reliable flows (see Stream),
+// so net/http and other Go network code serve over flows unchanged.
+// Closing the listener unbinds name and ends the session.
+func Listen(name string) (net.Listener, error) {
+	b, err := Dial(SocketPath())
+	if err != nil {
+		return nil, err
+	}
+	c := NewClient(b)
+	l, err := c.Listen(name)
+	if err != nil {
+		c.Close()
+		b.Close()
+		return nil, err
+	}
+	return &sessionListener{Listener: l, c: c, b: b}, nil
+}
+
+// sessionListener ends its session with the node when closed.
+type sessionListener struct {
+	net.Listener
+	c *Client
+	b *SocketBroker
+}
+
+func (l *sessionListener) Close() error {
+	err := l.Listener.Close()
+	l.c.Close()
+	l.b.Close()
+	return err
+}
+
+// DialName allocates a reliable flow to name through the hosted node at
+// SocketPath() and returns it as a byte-stream net.Conn (see Stream).
+func DialName(ctx context.Context, name string) (net.Conn, error) {
+	b, err := Dial(SocketPath())
+	if err != nil {
+		return nil, err
+	}
+	// The flow outlives the session: it is a socket of its own.
+	defer b.Close()
+	c := NewClient(b)
+	defer c.Close()
+	return c.Dial(ctx, name)
+}

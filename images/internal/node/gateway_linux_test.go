@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -128,5 +131,73 @@ addr = "127.0.0.1:%d"
 			t.Fatalf("alloc after the acceptor left: got %v, want ErrNotFound or ErrRefused", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestHTTPOverFlows serves net/http on a flow listener at one node and
+// fetches from it through another node, over the UDP shim.
+func TestHTTPOverFlows(t *testing.T) {
+	dir := t.TempDir()
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	sockA, sockB := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "b"
+[[ipcp]]
+kind = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+`, pb), Gateway(sockB, t.Logf))
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { web = "127.0.0.1:%d" }
+`, pa, pb), Gateway(sockA, t.Logf))
+
+	t.Setenv("OURO_SOCKET", sockB)
+	l, err := flow.Listen("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("ouroboros "), 100_000) // 1 MB
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			got, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%d", len(got))
+			return
+		}
+		w.Write(body)
+	})}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(l) }()
+	defer func() { srv.Close(); <-done }()
+
+	t.Setenv("OURO_SOCKET", sockA)
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return flow.DialName(ctx, "web")
+	}}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	resp, err := hc.Get("http://web/")
+	if err != nil {
+		t.Fatalf("GET over a flow: %v", err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("GET body: %d bytes, %v; want %d bytes intact", len(got), err, len(body))
+	}
+	resp, err = hc.Post("http://web/", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST over a flow: %v", err)
+	}
+	n, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(n) != fmt.Sprint(len(body)) {
+		t.Fatalf("POST: server read %s bytes, want %d", n, len(body))
 	}
 }
