@@ -80,8 +80,8 @@ func Ping(ctx context.Context, c Conn, cfg PingConfig, onReply func(PingReply)) 
 
 	finish := func(err error) (Summary, error) {
 		close(stop)
-		if rerr := <-recvErr; err == nil {
-			err = rerr
+		if rerr := <-recvErr; err == nil && rerr != nil {
+			err = fmt.Errorf("probe: ping %s: %w", cfg.Name, rerr)
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -139,7 +139,8 @@ func Ping(ctx context.Context, c Conn, cfg PingConfig, onReply func(PingReply)) 
 	}
 }
 
-// pingReceiver reads replies until stop is closed or the flow fails.
+// pingReceiver reads replies until stop is closed or the flow fails; it
+// returns the flow's error unwrapped.
 func pingReceiver(c Conn, start time.Time, timeout time.Duration, mu *sync.Mutex, stats *PingStats,
 	stop <-chan struct{}, got chan<- struct{}, onReply func(PingReply)) error {
 	buf := make([]byte, readBufSize)
@@ -160,7 +161,7 @@ func pingReceiver(c Conn, start time.Time, timeout time.Duration, mu *sync.Mutex
 			mu.Unlock()
 			continue
 		case err != nil:
-			return fmt.Errorf("probe: ping: %w", err)
+			return err
 		}
 		m := Msg(buf[:n])
 		mu.Lock()

@@ -42,15 +42,15 @@ func (p *UDPPort) LocalAddr() net.Addr { return p.c.LocalAddr() }
 func udpErr(op string, err error) error {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Errorf("probe: udp %s: %w", op, flow.ErrTimeout)
+		return fmt.Errorf("udp %s: %w", op, flow.ErrTimeout)
 	case errors.Is(err, net.ErrClosed):
-		return fmt.Errorf("probe: udp %s: %w", op, flow.ErrClosed)
+		return fmt.Errorf("udp %s: %w", op, flow.ErrClosed)
 	case errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.EAGAIN):
-		return fmt.Errorf("probe: udp %s: %w", op, flow.ErrBusy)
+		return fmt.Errorf("udp %s: %w", op, flow.ErrBusy)
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("probe: udp %s: nothing listens there: %w", op, flow.ErrRefused)
+		return fmt.Errorf("udp %s: nothing listens there: %w", op, flow.ErrRefused)
 	}
-	return fmt.Errorf("probe: udp %s: %w", op, err)
+	return fmt.Errorf("udp %s: %w", op, err)
 }
 
 // Read implements flow.Port.
@@ -63,7 +63,7 @@ func (p *UDPPort) Read(b []byte, deadline time.Time) (int, error) {
 		return 0, udpErr("read", err)
 	}
 	if flags&syscall.MSG_TRUNC != 0 {
-		return n, fmt.Errorf("probe: udp read into %d bytes: %w", len(b), flow.ErrTruncated)
+		return n, fmt.Errorf("udp read into %d bytes: %w", len(b), flow.ErrTruncated)
 	}
 	return n, nil
 }

@@ -1,0 +1,12 @@
+package main
+
+import "github.com/ouronet/ouro/flow"
+
+// dialSocket opens a session with the hosted node at path.
+func dialSocket(path string) (node, error) {
+	b, err := flow.Dial(path)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}

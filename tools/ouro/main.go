@@ -1,0 +1,249 @@
+// Command ouro is the host tool for ouro nodes: management in the spirit of
+// Ouroboros' irm (IPCPs, names, flows, registrations, the system
+// description, commands passed through to IPCPs), and the measurement
+// programs ping, perf and echo, over flows or, as a baseline, plain UDP.
+// It talks to a hosted node over its Unix socket. See docs/tools.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	a := &app{
+		stdout:    os.Stdout,
+		stderr:    os.Stderr,
+		socket:    flow.SocketPath(),
+		dial:      dialSocket,
+		stderrTTY: isTerminal(os.Stderr),
+	}
+	code := a.run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// node is what the tool needs of a node: a flow broker and management.
+// *flow.SocketBroker is one.
+type node interface {
+	flow.Broker
+	Mgmt(ctx context.Context, req, resp any) error
+}
+
+// app is one run of the tool: where output goes, the global flags, and
+// how to reach the node (replaced by tests).
+type app struct {
+	stdout, stderr io.Writer
+	socket         string                          // --socket
+	json           bool                            // --json
+	dial           func(path string) (node, error) // opens a session with the node
+	stderrTTY      bool                            // progress output by default
+	captureFlags   func(*flagSet)                  // help: receives a command's flags
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	args    string // the synopsis after the name
+	summary string // one line for the command list
+	help    string // further paragraphs for "ouro help CMD"
+	group   string
+	run     func(a *app, ctx context.Context, cmd *command, args []string) error
+}
+
+// commands lists the subcommands in the order help shows them. It is
+// built on each call so that no command table is package state.
+func commands() []*command {
+	pass := func(name, summary string) *command {
+		return &command{name: name, args: "IPCP [key=value ...]", group: "management", summary: summary,
+			help: "Shortcut for \"ouro ipcp " + name + " IPCP [key=value ...]\".", run: runIPCPShortcut}
+	}
+	return []*command{
+		{name: "ipcps", group: "management", summary: "list the node's IPC processes", run: runTableCmd},
+		{name: "names", group: "management", summary: "list names, their bindings and registrations", run: runTableCmd},
+		{name: "flows", group: "management", summary: "list the flows the node brokered", run: runTableCmd},
+		{name: "reg", args: "NAME [--layer L]", group: "management", summary: "register NAME in layer L (default: every layer)", run: runReg},
+		{name: "unreg", args: "NAME [--layer L]", group: "management", summary: "unregister NAME from layer L (default: every layer)", run: runReg},
+		{name: "system", args: "[--format table|dot|mermaid]", group: "management", summary: "print the node's system description", run: runSystem},
+		{name: "ipcp", args: "CMD IPCP [key=value ...]", group: "management", summary: "pass command CMD to an IPCP",
+			help: "Sends CMD with the key=value arguments to the IPCP named IPCP (an IPCP\n" +
+				"name or a layer name) and prints its answer. The keys name= and layer=\n" +
+				"also fill the request's name and layer fields. Commands depend on the\n" +
+				"IPCP: stats, flows, bootstrap, enroll, connect, members, routes, pff, dir.",
+			run: runIPCP},
+		{name: "stats", args: "IPCP [key=value ...]", group: "management", summary: "an IPCP's counters", run: runIPCPShortcut,
+			help: "Shortcut for \"ouro ipcp stats IPCP [key=value ...]\"."},
+		pass("bootstrap", "bootstrap a layer with its first IPCP"),
+		pass("enroll", "enroll an IPCP into a layer via a member"),
+		pass("connect", "connect an IPCP's management and data-transfer flows"),
+		{name: "echo", args: "NAME | --udp ADDR", group: "measurement", summary: "serve NAME: echo every SDU back", run: runEcho,
+			help: "Binds NAME and echoes every SDU of every flow allocated to it, printing\n" +
+				"a line per flow opened and closed. With --udp, echoes UDP datagrams on\n" +
+				"ADDR instead (host:port), the baseline for \"ouro ping --udp\"."},
+		{name: "ping", args: "NAME | --udp HOST:PORT", group: "measurement", summary: "measure round trips to an echo server", run: runPing,
+			help: "Allocates a flow to NAME (served by \"ouro echo NAME\") and sends SDUs\n" +
+				"carrying a sequence number and a send time; prints the round-trip time\n" +
+				"of every reply and a summary. With --udp, pings a UDP echo server\n" +
+				"(\"ouro echo --udp\") with the same code, as a baseline.\n" +
+				"Exit code 1 when no reply came back."},
+		{name: "perf", args: "NAME | --udp HOST:PORT | --server NAME | --server --udp ADDR", group: "measurement",
+			summary: "measure throughput and loss to a perf server", run: runPerf,
+			help: "Client: allocates a flow to NAME and sends SDUs for the duration, as fast\n" +
+				"as the flow takes them or at --rate; then asks the server for what it\n" +
+				"counted and prints both sides' packets/s, bit/s and the loss.\n" +
+				"Server (--server): binds NAME and counts. --udp does the same over plain\n" +
+				"UDP, as a baseline."},
+		{name: "help", args: "[CMD]", group: "other", summary: "show help for a command", run: runHelp},
+	}
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands() {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// run runs the tool with args (without the program name) and returns the
+// exit code: 0, 1 for an error, 2 for a usage error.
+func (a *app) run(ctx context.Context, args []string) int {
+	// Global flags may come before the command.
+	top := a.newFlags(&command{name: "ouro"})
+	if err := top.Parse(args); err != nil {
+		if errors.Is(err, errHelp) {
+			a.usage(a.stdout)
+			return 0
+		}
+		fmt.Fprintf(a.stderr, "ouro: %v\n\n", err)
+		a.usage(a.stderr)
+		return 2
+	}
+	args = top.Args()
+	if len(args) == 0 {
+		a.usage(a.stderr)
+		return 2
+	}
+	cmd := findCommand(args[0])
+	if cmd == nil {
+		fmt.Fprintf(a.stderr, "ouro: unknown command %q (see \"ouro help\")\n", args[0])
+		return 2
+	}
+	err := cmd.run(a, ctx, cmd, args[1:])
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		a.commandHelp(a.stdout, cmd)
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(a.stderr, "ouro: %v\n", err)
+		fmt.Fprintf(a.stderr, "usage: ouro %s %s (see \"ouro help %s\")\n", cmd.name, cmd.args, cmd.name)
+		return 2
+	}
+	fmt.Fprintf(a.stderr, "ouro: %v\n", err)
+	return 1
+}
+
+// usage prints the command list.
+func (a *app) usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: ouro [--socket PATH] [--json] COMMAND [ARGS]")
+	group := ""
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, c := range commands() {
+		if c.group != group && c.group != "" {
+			group = c.group
+			fmt.Fprintf(tw, "\n%s commands:\n", group)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", c.name, c.summary)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nRun \"ouro help COMMAND\" for a command's flags. The node's socket is")
+	fmt.Fprintln(w, "--socket, else $OURO_SOCKET, else "+flow.DefaultSocket+".")
+}
+
+// commandHelp prints one command's synopsis, help and flags.
+func (a *app) commandHelp(w io.Writer, cmd *command) {
+	fmt.Fprintf(w, "usage: ouro %s [flags] %s\n\n%s.\n", cmd.name, cmd.args, upperFirst(cmd.summary))
+	if cmd.help != "" {
+		fmt.Fprintf(w, "\n%s\n", cmd.help)
+	}
+	// Run the command's flag definitions only: parse "-h".
+	var flags *flagSet
+	probe := *a
+	probe.dial = nil
+	probe.captureFlags = func(fs *flagSet) { flags = fs }
+	cmd.run(&probe, context.Background(), cmd, []string{"-h"})
+	if flags != nil {
+		fmt.Fprintln(w, "\nflags:")
+		printFlags(w, flags)
+	}
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func runHelp(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	args, err := fs.parse(args, 0, 1)
+	if err != nil {
+		return err
+	}
+	if len(args) == 0 {
+		a.usage(a.stdout)
+		return nil
+	}
+	c := findCommand(args[0])
+	if c == nil {
+		return usagef("help: unknown command %q", args[0])
+	}
+	a.commandHelp(a.stdout, c)
+	return nil
+}
+
+// connect opens a session with the node.
+func (a *app) connect() (node, error) {
+	if a.dial == nil {
+		return nil, errors.New("no node to talk to")
+	}
+	n, err := a.dial(a.socket)
+	if err != nil {
+		return nil, fmt.Errorf("%w (is the node running? see --socket or $OURO_SOCKET)", err)
+	}
+	return n, nil
+}
+
+// printJSON writes v as indented JSON followed by a newline.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printJSONLine writes v as one line of JSON (for event streams).
+func (a *app) printJSONLine(v any) {
+	json.NewEncoder(a.stdout).Encode(v)
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ouronet/ouro/flow/irm"
+)
+
+// defaultMgmtTimeout bounds a management call unless --timeout says
+// otherwise; enrollment may take a while, so it is generous.
+const defaultMgmtTimeout = 30 * time.Second
+
+// mgmt sends req to the node and returns its answer.
+func (a *app) mgmt(ctx context.Context, req irm.MgmtReq, timeout time.Duration) (irm.MgmtResp, error) {
+	n, err := a.connect()
+	if err != nil {
+		return irm.MgmtResp{}, err
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var resp irm.MgmtResp
+	if err := n.Mgmt(ctx, req, &resp); err != nil {
+		what := req.Cmd
+		if req.IPCP != "" {
+			what += " " + req.IPCP
+		}
+		return irm.MgmtResp{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return resp, nil
+}
+
+// mgmtJSON is the --json shape of every management answer: the table's
+// columns in order, its rows as objects keyed by column, and the text.
+type mgmtJSON struct {
+	Columns []string            `json:"columns"`
+	Rows    []map[string]string `json:"rows"`
+	Text    string              `json:"text"`
+}
+
+// printResp prints a management answer: the table aligned under upper-case
+// column headings, then the text; or, with --json, mgmtJSON.
+func (a *app) printResp(r irm.MgmtResp) error {
+	if a.json {
+		j := mgmtJSON{Columns: r.Table.Columns, Rows: []map[string]string{}, Text: r.Text}
+		if j.Columns == nil {
+			j.Columns = []string{}
+		}
+		for _, row := range r.Table.Rows {
+			obj := make(map[string]string, len(j.Columns))
+			for i, c := range j.Columns {
+				if i < len(row) {
+					obj[c] = row[i]
+				}
+			}
+			j.Rows = append(j.Rows, obj)
+		}
+		return a.printJSON(j)
+	}
+	if len(r.Table.Columns) > 0 {
+		tw := tabwriter.NewWriter(a.stdout, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(r.Table.Columns, "\t")))
+		for _, row := range r.Table.Rows {
+			cells := make([]string, len(row))
+			for i, c := range row {
+				if c == "" {
+					c = "-"
+				}
+				cells[i] = c
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if r.Text != "" {
+		fmt.Fprint(a.stdout, r.Text)
+		if !strings.HasSuffix(r.Text, "\n") {
+			fmt.Fprintln(a.stdout)
+		}
+	}
+	return nil
+}
+
+// timeoutFlag adds --timeout for a management call.
+func timeoutFlag(fs *flagSet, p *time.Duration) {
+	fs.durationVar(p, defaultMgmtTimeout, "give up on the node's answer after `D`", "timeout")
+}
+
+// runTableCmd runs a management command without arguments: ipcps, names, flows.
+func runTableCmd(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var timeout time.Duration
+	timeoutFlag(fs, &timeout)
+	if _, err := fs.parse(args, 0, 0); err != nil {
+		return err
+	}
+	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: cmd.name}, timeout)
+	if err != nil {
+		return err
+	}
+	return a.printResp(resp)
+}
+
+// runReg runs reg and unreg.
+func runReg(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var (
+		layer   string
+		timeout time.Duration
+	)
+	fs.stringVar(&layer, "", "act in layer `L` (a layer or IPCP name); default every layer", "layer", "l")
+	timeoutFlag(fs, &timeout)
+	pos, err := fs.parse(args, 1, 1)
+	if err != nil {
+		return err
+	}
+	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: cmd.name, Name: pos[0], Layer: layer}, timeout)
+	if err != nil {
+		return err
+	}
+	return a.printResp(resp)
+}
+
+// runSystem prints the system description.
+func runSystem(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var (
+		format  string
+		timeout time.Duration
+	)
+	fs.stringVar(&format, "table", "output `FORMAT`: table, dot (Graphviz) or mermaid", "format", "f")
+	timeoutFlag(fs, &timeout)
+	if _, err := fs.parse(args, 0, 0); err != nil {
+		return err
+	}
+	switch format {
+	case "table", "dot", "mermaid":
+	default:
+		return usagef("system: --format %q: want table, dot or mermaid", format)
+	}
+	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdSystem, Args: map[string]string{"format": format}}, timeout)
+	if err != nil {
+		return err
+	}
+	return a.printResp(resp)
+}
+
+// runIPCP passes a command through to an IPCP: ouro ipcp CMD IPCP [k=v...].
+func runIPCP(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var timeout time.Duration
+	timeoutFlag(fs, &timeout)
+	pos, err := fs.parse(args, 2, -1)
+	if err != nil {
+		return err
+	}
+	return a.ipcpCmd(ctx, pos[0], pos[1], pos[2:], timeout)
+}
+
+// runIPCPShortcut runs "ouro CMD IPCP [k=v...]" as "ouro ipcp CMD IPCP ...".
+func runIPCPShortcut(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var timeout time.Duration
+	timeoutFlag(fs, &timeout)
+	pos, err := fs.parse(args, 1, -1)
+	if err != nil {
+		return err
+	}
+	return a.ipcpCmd(ctx, cmd.name, pos[0], pos[1:], timeout)
+}
+
+func (a *app) ipcpCmd(ctx context.Context, cmd, ipcp string, kv []string, timeout time.Duration) error {
+	m, err := keyValues(kv)
+	if err != nil {
+		return err
+	}
+	req := irm.MgmtReq{Cmd: cmd, IPCP: ipcp, Args: m, Name: m["name"], Layer: m["layer"]}
+	resp, err := a.mgmt(ctx, req, timeout)
+	if err != nil {
+		return err
+	}
+	return a.printResp(resp)
+}
