@@ -85,7 +85,9 @@ func DialQEMU(ctx context.Context, addr string, mac net.HardwareAddr) (*StreamDe
 	if err != nil {
 		return nil, fmt.Errorf("eth: stream: %w", err)
 	}
-	d.setConn(c)
+	if !d.setConn(c) {
+		return nil, fmt.Errorf("eth: stream: %w", net.ErrClosed)
+	}
 	return d, nil
 }
 
@@ -113,16 +115,23 @@ func (d *StreamDevice) Addr() net.Addr {
 	return d.ln.Addr()
 }
 
-func (d *StreamDevice) setConn(c net.Conn) {
+// setConn makes c the connection; false (and c closed) if the device was
+// closed meanwhile, so that Close never misses a connection.
+func (d *StreamDevice) setConn(c net.Conn) bool {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if d.isClosed() {
+		c.Close()
+		return false
+	}
+	d.wc = c
 	d.rc = c
 	if d.br == nil {
 		d.br = bufio.NewReaderSize(c, 64<<10)
 	} else {
 		d.br.Reset(c)
 	}
-	d.wmu.Lock()
-	d.wc = c
-	d.wmu.Unlock()
+	return true
 }
 
 func (d *StreamDevice) dropConn() {
@@ -146,13 +155,9 @@ func (d *StreamDevice) ReadFrame(b []byte) (int, error) {
 			if err != nil {
 				return 0, err
 			}
-			select {
-			case <-d.closed:
-				c.Close()
+			if !d.setConn(c) {
 				return 0, net.ErrClosed
-			default:
 			}
-			d.setConn(c)
 		}
 		if _, err := io.ReadFull(d.br, d.hdr); err != nil {
 			d.dropConn()
@@ -232,15 +237,15 @@ func (d *StreamDevice) MTU() int { return DefaultMTU }
 // Close implements Device.
 func (d *StreamDevice) Close() error {
 	d.closeOnce.Do(func() {
-		close(d.closed)
-		if d.ln != nil {
-			d.ln.Close()
-		}
 		d.wmu.Lock()
+		close(d.closed)
 		if d.wc != nil {
 			d.wc.Close()
 		}
 		d.wmu.Unlock()
+		if d.ln != nil {
+			d.ln.Close()
+		}
 	})
 	return nil
 }

@@ -154,8 +154,11 @@ type fakeConn struct {
 	n int
 }
 
-func (f *fakeConn) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) { f.n++; return len(b), nil }
-func (f *fakeConn) Close() error                                             { return nil }
+func (f *fakeConn) WriteToUDPAddrPort(b []byte, _ netip.AddrPort) (int, error) {
+	f.n++
+	return len(b), nil
+}
+func (f *fakeConn) Close() error { return nil }
 
 func TestWrapUDP(t *testing.T) {
 	fc := &fakeConn{}
