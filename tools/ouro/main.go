@@ -25,7 +25,7 @@ func main() {
 	a := &app{
 		stdout:    os.Stdout,
 		stderr:    os.Stderr,
-		socket:    flow.SocketPath(),
+		socket:    defaultSocket(),
 		dial:      dialSocket,
 		stderrTTY: isTerminal(os.Stderr),
 	}
@@ -178,7 +178,7 @@ func (a *app) usage(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nRun \"ouro help COMMAND\" for a command's flags. The node's socket is")
-	fmt.Fprintln(w, "--socket, else $OURO_SOCKET, else "+flow.DefaultSocket+".")
+	fmt.Fprintln(w, "--socket, else $OURO_SOCKET, else /run/ouro/node.sock.")
 }
 
 // commandHelp prints one command's synopsis, help and flags.
