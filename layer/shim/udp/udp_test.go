@@ -484,3 +484,36 @@ func FuzzInput(f *testing.F) {
 		p.input(b, from)
 	})
 }
+
+// TestPacketConnDevice runs the shim over the net.PacketConn adapter (the
+// route to gVisor's gonet.UDPConn) on one side.
+func TestPacketConnDevice(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Skip(err)
+	}
+	cb := listen(t, "udp", "127.0.0.1:0")
+	da := NewPacketConn(pc)
+	aAddr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	dir := map[string]netip.AddrPort{"srv": addrOf(cb), "a": aAddr}
+	mk := func(name string, d Device) *node {
+		up := flowtest.NewUpcalls(16)
+		p, err := New(Config{Layer: "l", Name: name, Dir: dir, Device: d}, up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Stop)
+		return &node{p, up, p.Addr()}
+	}
+	a, b := mk("a", da), mk("b", cb)
+	b.ipcp.Register(context.Background(), "srv")
+	client, server := dial(t, a, b, "srv")
+	roundTrip(t, client, server, "over a PacketConn")
+	roundTrip(t, server, client, "and back")
+	if got := a.ipcp.Addr(); got != aAddr {
+		t.Fatalf("got address %v, want %v", got, aAddr)
+	}
+}
