@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/tools/ouro/internal/probe"
@@ -10,21 +11,55 @@ import (
 
 // conn is an allocated flow as the measurement commands use it: whole
 // SDUs with deadlines. Every flow the tool opens or accepts goes through
-// allocFlow and acceptFlow, so what sits under it (the broker's bare Port
-// today; a *flow.Flow with FRCT once flow.Client is in the tree) changes
-// in this file only.
+// allocFlow and acceptFlow, so what sits under it changes here only.
 type conn interface {
 	probe.Conn
 	Close() error
 }
 
-// allocFlow allocates a flow to name with QoS q.
-func allocFlow(ctx context.Context, b flow.Broker, name string, q flow.QoS) (conn, flow.Info, error) {
+// flowConn adapts a *flow.Flow (net.Conn-style deadlines) to probe.Conn
+// (a deadline per call, as flow.Port has). The flow runs FRCT when its
+// QoS asks for ordering or reliability (data, voice, video), and passes
+// SDUs straight through otherwise (raw, best_effort).
+type flowConn struct{ f *flow.Flow }
+
+var _ conn = flowConn{}
+
+func (c flowConn) Read(p []byte, deadline time.Time) (int, error) {
+	c.f.SetReadDeadline(deadline)
+	return c.f.Read(p)
+}
+
+func (c flowConn) Write(p []byte, deadline time.Time) error {
+	c.f.SetWriteDeadline(deadline)
+	_, err := c.f.Write(p)
+	return err
+}
+
+func (c flowConn) Close() error { return c.f.Close() }
+
+// newFlow wraps a port the broker handed out.
+func newFlow(p flow.Port, info flow.Info) (flowConn, error) {
+	f, err := flow.New(p, info)
+	if err != nil {
+		p.Close()
+		return flowConn{}, err
+	}
+	return flowConn{f}, nil
+}
+
+// allocFlow allocates a flow to name with QoS q. maxSDU is the largest
+// SDU it carries (less than flow.MaxSDU when FRCT adds its header).
+func allocFlow(ctx context.Context, b flow.Broker, name string, q flow.QoS) (c conn, info flow.Info, maxSDU int, err error) {
 	p, info, err := b.Alloc(ctx, name, q)
 	if err != nil {
-		return nil, flow.Info{}, fmt.Errorf("alloc %q: %w", name, err)
+		return nil, flow.Info{}, 0, fmt.Errorf("alloc %q: %w", name, err)
 	}
-	return p, info, nil
+	fc, err := newFlow(p, info)
+	if err != nil {
+		return nil, flow.Info{}, 0, fmt.Errorf("alloc %q: %w", name, err)
+	}
+	return fc, info, fc.f.MaxSDU(), nil
 }
 
 // acceptFlow waits for a flow to one of the names bound on b.
@@ -33,7 +68,11 @@ func acceptFlow(ctx context.Context, b flow.Broker) (conn, flow.Info, error) {
 	if err != nil {
 		return nil, flow.Info{}, err
 	}
-	return p, info, nil
+	fc, err := newFlow(p, info)
+	if err != nil {
+		return nil, flow.Info{}, err
+	}
+	return fc, info, nil
 }
 
 // qosName names a QoS spec by the cube it maps to (the preset names).

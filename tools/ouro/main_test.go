@@ -350,7 +350,7 @@ func TestEchoInterrupted(t *testing.T) {
 func TestPerfOverFlow(t *testing.T) {
 	tn := newTestNet()
 	ctx := context.Background()
-	srvOut, srvWait := tn.background(t, ctx, "perf", "--server", "sink", "-c", "2")
+	srvOut, srvWait := tn.background(t, ctx, "perf", "--server", "sink", "-c", "4")
 	waitFor(t, srvOut, "ouro perf ready: name sink")
 
 	var errb syncBuffer
@@ -382,11 +382,22 @@ func TestPerfOverFlow(t *testing.T) {
 		t.Errorf("perf --json = %+v", j)
 	}
 
+	// A reliable flow (FRCT): its header leaves less room for the SDU.
+	code, _, errs = tn.ouro(ctx, "perf", "-t", "100ms", "-s", "1400", "--qos", "data", "sink")
+	if code != 1 || !strings.Contains(errs, "the flow carries at most") {
+		t.Errorf("perf -s 1400 --qos data: exit %d, stderr %s", code, errs)
+	}
+	code, jout, errs = tn.ouro(ctx, "perf", "--json", "-t", "300ms", "-s", "1000", "--qos", "data", "sink")
+	j = perfJSON{}
+	if err := json.Unmarshal([]byte(jout), &j); code != 0 || err != nil || j.QoS != "data" || j.Server.SDUs != j.Sent || j.Sent == 0 {
+		t.Errorf("perf --qos data: exit %d, %v, stderr %s:\n%s", code, err, errs, jout)
+	}
+
 	if code := srvWait(); code != 0 {
 		t.Errorf("perf server: exit %d", code)
 	}
-	if n := strings.Count(srvOut.String(), " reordered"); n != 2 {
-		t.Errorf("perf server printed %d closing lines, want 2:\n%s", n, srvOut.String())
+	if n := strings.Count(srvOut.String(), " reordered"); n != 4 {
+		t.Errorf("perf server printed %d closing lines, want 4 (one from the refused size):\n%s", n, srvOut.String())
 	}
 }
 

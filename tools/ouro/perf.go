@@ -75,6 +75,9 @@ func runPerf(a *app, ctx context.Context, cmd *command, args []string) error {
 	}
 	defer t.close()
 	cfg.Name = t.label
+	if cfg.Size > t.maxSDU {
+		return fmt.Errorf("perf: size %d: the flow carries at most %d bytes: %w", cfg.Size, t.maxSDU, flow.ErrTooBig)
+	}
 
 	mode := "flood"
 	if cfg.Rate > 0 {

@@ -19,6 +19,7 @@ type target struct {
 	info    flow.Info     // zero for UDP
 	qos     string        // the preset asked for; "" for UDP
 	alloc   time.Duration // flow allocation time
+	maxSDU  int           // the largest SDU the flow carries
 	udp     bool
 	closeFn func()
 }
@@ -31,7 +32,7 @@ func (a *app) open(ctx context.Context, name string, udp bool, qos string, timeo
 		if err != nil {
 			return nil, err
 		}
-		return &target{c: p, label: name, header: "(udp)", udp: true, closeFn: func() { p.Close() }}, nil
+		return &target{c: p, label: name, header: "(udp)", udp: true, maxSDU: 65000, closeFn: func() { p.Close() }}, nil
 	}
 	q, err := flow.Preset(qos)
 	if err != nil {
@@ -44,12 +45,12 @@ func (a *app) open(ctx context.Context, name string, udp bool, qos string, timeo
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	c, info, err := allocFlow(actx, n, name, q)
+	c, info, maxSDU, err := allocFlow(actx, n, name, q)
 	if err != nil {
 		n.Close()
 		return nil, err
 	}
-	t := &target{c: c, label: name, info: info, qos: qos, alloc: time.Since(start)}
+	t := &target{c: c, label: name, info: info, qos: qos, alloc: time.Since(start), maxSDU: maxSDU}
 	t.header = fmt.Sprintf("(flow %d, layer %s, qos %s, allocated in %s ms)", info.ID, orDash(info.Layer), qos, ms(float64(t.alloc)/1e6))
 	t.closeFn = func() { c.Close(); n.Close() }
 	return t, nil
@@ -101,6 +102,9 @@ func runPing(a *app, ctx context.Context, cmd *command, args []string) error {
 	}
 	defer t.close()
 	cfg.Name = t.label
+	if cfg.Size > t.maxSDU {
+		return fmt.Errorf("ping: size %d: the flow carries at most %d bytes: %w", cfg.Size, t.maxSDU, flow.ErrTooBig)
+	}
 
 	text := !a.json
 	if text {
