@@ -67,7 +67,25 @@ type slot struct {
 	reply   *waiter  // KindReply: the caller
 	gen     uint64   // KindReply: the call it answers
 	name    string   // the slot's name from the description, if any
+	cgen    uint32   // the slot's generation: bumped each time it is freed
 }
+
+// A Cap carries its slot's index in the low capIndexBits bits and the
+// slot's generation (mod 1<<capGenBits) above them, so that a stale cap
+// number kept by one goroutine after another deleted the cap is refused
+// (ErrInvalidCap) instead of acting on whatever cap reuses the slot. A
+// slot's first use has generation 0, so fresh caps are small numbers.
+const (
+	capIndexBits = 20
+	capGenBits   = 32 - capIndexBits
+	maxSlots     = 1<<capIndexBits - 1
+)
+
+func (c Cap) index() int { return int(c & (1<<capIndexBits - 1)) }
+
+func (c Cap) gen() uint32 { return uint32(c) >> capIndexBits }
+
+func makeCap(index int, gen uint32) Cap { return Cap(gen<<capIndexBits | uint32(index)) }
 
 // cspace is a component incarnation's capability space: a growable array
 // of slots with a free list.
@@ -77,7 +95,7 @@ type cspace struct {
 
 	mu    sync.Mutex
 	slots []slot // guarded by mu; slot 0 is never used
-	free  []Cap  // guarded by mu
+	free  []int  // guarded by mu: indices of empty slots
 	names map[string]Cap
 }
 
@@ -85,33 +103,54 @@ func newCSpace(owner *PD, max int) *cspace {
 	return &cspace{owner: owner, max: max, slots: make([]slot, 1, 16), names: make(map[string]Cap)}
 }
 
-// allocLocked returns a free slot index; cs.mu must be held.
+// allocLocked returns the cap naming a free slot; cs.mu must be held.
 func (cs *cspace) allocLocked() (Cap, bool) {
 	if n := len(cs.free); n > 0 {
-		c := cs.free[n-1]
+		i := cs.free[n-1]
 		cs.free = cs.free[:n-1]
-		return c, true
+		return makeCap(i, cs.slots[i].cgen), true
 	}
 	if len(cs.slots) >= cs.max {
 		return 0, false
 	}
 	cs.slots = append(cs.slots, slot{})
-	return Cap(len(cs.slots) - 1), true
+	return makeCap(len(cs.slots)-1, 0), true
 }
 
+// freeLocked empties the slot c names and bumps its generation, so c and
+// its copies no longer name it.
 func (cs *cspace) freeLocked(c Cap) {
-	cs.slots[c] = slot{}
-	cs.free = append(cs.free, c)
+	i := c.index()
+	cs.slots[i] = slot{cgen: (cs.slots[i].cgen + 1) & (1<<capGenBits - 1)}
+	cs.free = append(cs.free, i)
+}
+
+// refLocked returns the slot c names, or nil if c is 0, out of range or
+// stale (its slot was freed since); cs.mu must be held.
+func (cs *cspace) refLocked(c Cap) *slot {
+	i := c.index()
+	if i == 0 || i >= len(cs.slots) || cs.slots[i].cgen != c.gen() {
+		return nil
+	}
+	return &cs.slots[i]
+}
+
+// setLocked fills the slot c names with s, keeping the slot's generation.
+func (cs *cspace) setLocked(c Cap, s slot) {
+	p := &cs.slots[c.index()]
+	s.cgen = p.cgen
+	*p = s
 }
 
 // get returns a copy of slot c, or an error naming verb.
 func (cs *cspace) get(c Cap, verb string) (slot, error) {
 	cs.mu.Lock()
-	if c == 0 || int(c) >= len(cs.slots) {
+	p := cs.refLocked(c)
+	if p == nil {
 		cs.mu.Unlock()
 		return slot{}, cs.errf(verb, c, ErrInvalidCap)
 	}
-	s := cs.slots[c]
+	s := *p
 	cs.mu.Unlock()
 	if s.kind == KindNone {
 		if s.revoked {
@@ -155,7 +194,7 @@ func (cs *cspace) insert(parent *capNode, rights Rights, badge Badge, name strin
 	}
 	n := &capNode{obj: parent.obj, cs: cs, slot: c, live: true}
 	parent.addChild(n)
-	cs.slots[c] = slot{kind: parent.obj.kind(), rights: rights, badge: badge, obj: parent.obj, node: n, name: name}
+	cs.setLocked(c, slot{kind: parent.obj.kind(), rights: rights, badge: badge, obj: parent.obj, node: n, name: name})
 	if name != "" {
 		cs.names[name] = c
 	}
@@ -167,7 +206,7 @@ func (cs *cspace) insert(parent *capNode, rights Rights, badge Badge, name strin
 // delete what was derived from it). A reply cap aborts its caller. The
 // caller holds k.capMu and cs.mu.
 func (cs *cspace) removeLocked(c Cap) {
-	s := cs.slots[c]
+	s := cs.slots[c.index()]
 	if s.node != nil {
 		n := s.node
 		p := n.parent
@@ -242,16 +281,16 @@ func (pd *PD) derive(src Cap, rights Rights, badge Badge, verb string) (Cap, err
 	}
 	n := &capNode{obj: s.obj, cs: cs, slot: c, live: true}
 	s.node.addChild(n)
-	cs.slots[c] = slot{kind: s.kind, rights: rights, badge: badge, obj: s.obj, node: n}
+	cs.setLocked(c, slot{kind: s.kind, rights: rights, badge: badge, obj: s.obj, node: n})
 	return c, nil
 }
 
 // slotLocked is get with cs.mu held.
 func (cs *cspace) slotLocked(c Cap, verb string) (*slot, error) {
-	if c == 0 || int(c) >= len(cs.slots) {
+	s := cs.refLocked(c)
+	if s == nil {
 		return nil, cs.errf(verb, c, ErrInvalidCap)
 	}
-	s := &cs.slots[c]
 	if s.kind == KindNone {
 		if s.revoked {
 			return nil, cs.errf(verb, c, ErrRevoked)
@@ -287,7 +326,7 @@ func (pd *PD) Move(src Cap) (Cap, error) {
 // moveSlotLocked moves a cap between slots (possibly of different
 // CSpaces). The caller holds k.capMu and both CSpaces' locks.
 func moveSlotLocked(from *cspace, fc Cap, to *cspace, tc Cap) {
-	s := from.slots[fc]
+	s := from.slots[fc.index()]
 	if s.name != "" && from.names[s.name] == fc {
 		delete(from.names, s.name)
 	}
@@ -300,7 +339,7 @@ func moveSlotLocked(from *cspace, fc Cap, to *cspace, tc Cap) {
 	} else if s.name != "" {
 		to.names[s.name] = tc
 	}
-	to.slots[tc] = s
+	to.setLocked(tc, s)
 }
 
 // Delete empties slot c. Caps derived from it survive (they move up the
@@ -316,7 +355,7 @@ func (pd *PD) Delete(c Cap) error {
 	cs := pd.cs
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if c == 0 || int(c) >= len(cs.slots) || (cs.slots[c].kind == KindNone && !cs.slots[c].revoked) {
+	if s := cs.refLocked(c); s == nil || (s.kind == KindNone && !s.revoked) {
 		return cs.errf("delete", c, ErrInvalidCap)
 	}
 	cs.removeLocked(c)
@@ -362,8 +401,8 @@ func revokeChildrenLocked(n *capNode) {
 		ch.live = false
 		if ch.cs != nil {
 			ch.cs.mu.Lock()
-			s := &ch.cs.slots[ch.slot]
-			*s = slot{revoked: true, name: s.name} // Slot(name) still finds it: ErrRevoked, not ErrInvalidCap
+			s := &ch.cs.slots[ch.slot.index()]
+			*s = slot{revoked: true, name: s.name, cgen: s.cgen} // Slot(name) still finds it: ErrRevoked, not ErrInvalidCap
 			ch.cs.mu.Unlock()
 		}
 		ch = next
@@ -379,10 +418,11 @@ func (pd *PD) Inspect(c Cap) (CapInfo, error) {
 	cs := pd.cs
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if c == 0 || int(c) >= len(cs.slots) {
+	p := cs.refLocked(c)
+	if p == nil {
 		return CapInfo{}, cs.errf("inspect", c, ErrInvalidCap)
 	}
-	s := cs.slots[c]
+	s := *p
 	switch {
 	case s.revoked:
 		return CapInfo{Revoked: true}, nil

@@ -168,7 +168,7 @@ func (e *endpoint) deliver(s, r *waiter) {
 	cs.mu.Lock()
 	c, ok := cs.allocLocked()
 	if ok {
-		cs.slots[c] = slot{kind: KindReply, rights: rights, reply: s, gen: gen}
+		cs.setLocked(c, slot{kind: KindReply, rights: rights, reply: s, gen: gen})
 	}
 	cs.mu.Unlock()
 	if !ok {

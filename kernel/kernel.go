@@ -16,7 +16,8 @@ type Config struct {
 	// MaxComponents bounds how many components may exist (booted and
 	// spawned); 0 means 1024.
 	MaxComponents int
-	// CSpaceSize bounds each CSpace's slots; 0 means 4096.
+	// CSpaceSize bounds each CSpace's slots; 0 means 4096, at most
+	// 1<<20 - 1 (a Cap keeps its slot's generation in the upper bits).
 	CSpaceSize int
 	// MaxBufs bounds the packet buffers all budgets together may hold; 0
 	// means no node-wide bound (each budget still bounds its holder).
@@ -61,6 +62,7 @@ func New(cfg Config) *Kernel {
 	if cfg.CSpaceSize <= 0 {
 		cfg.CSpaceSize = 4096
 	}
+	cfg.CSpaceSize = min(cfg.CSpaceSize, maxSlots)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -284,7 +286,7 @@ func (pd *PD) die(st compState, kind FaultKind, reason, stack string) {
 			rings = append(rings, ringSide{s.obj.(*ring), s.rights})
 		}
 		if s.kind != KindNone || s.revoked {
-			cs.removeLocked(Cap(i))
+			cs.removeLocked(makeCap(i, s.cgen))
 		}
 	}
 	cs.mu.Unlock()
@@ -346,7 +348,7 @@ func (k *Kernel) moveCaps(from *cspace, src []Cap, to *cspace, dst []Cap) int {
 	defer from.mu.Unlock()
 	n := 0
 	for _, c := range src {
-		if c == 0 || int(c) >= len(from.slots) || from.slots[c].kind == KindNone {
+		if s := from.refLocked(c); s == nil || s.kind == KindNone {
 			continue
 		}
 		tc, ok := to.allocLocked()

@@ -555,7 +555,7 @@ func (k *Kernel) Describe() *System {
 				}
 				n := s.name
 				if n == "" {
-					n = fmt.Sprintf("#%d", i)
+					n = fmt.Sprintf("#%d", makeCap(i, s.cgen))
 				}
 				spec.Caps = append(spec.Caps, CapSpec{Name: n, Object: s.obj.name(), Rights: s.rights, Badge: s.badge})
 			}
