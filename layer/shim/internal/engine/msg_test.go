@@ -6,9 +6,13 @@ import (
 	"errors"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestMsgRoundTrip(t *testing.T) {
 	h := layer.HashName(layer.SHA3_256, "srv")
