@@ -1,0 +1,270 @@
+// Package ca is congestion avoidance for a unicast layer (Ouroboros'
+// ca policies): forwarders mark the PCI's ECN field with their queue
+// level, receivers feed the level back, senders pace to a rate that falls
+// in proportion to the congestion and rises additively without it. It is
+// a pure state machine with time passed in; it sends and queues nothing.
+package ca
+
+import (
+	"cmp"
+	"fmt"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+// Kind selects a congestion-avoidance policy.
+type Kind uint8
+
+// The policies.
+const (
+	// Nop marks nothing and never holds a sender back.
+	Nop Kind = iota
+	// MultiBitECN is Ouroboros' mb-ecn: multi-bit marks, proportional
+	// decrease, additive increase.
+	MultiBitECN
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Nop:
+		return "nop"
+	case MultiBitECN:
+		return "mb-ecn"
+	}
+	return fmt.Sprintf("ca.Kind(%d)", uint8(k))
+}
+
+// Defaults for MultiBitECN.
+const (
+	DefaultInterval    = 10 * time.Millisecond
+	DefaultInitialRate = 128 << 10 // bytes/s
+	DefaultMinRate     = 8 << 10   // bytes/s
+	DefaultMaxRate     = 1 << 40   // bytes/s: no practical cap
+	DefaultIncrease    = 16 << 10  // bytes/s added per Interval without congestion
+	DefaultMarkFrom    = 16        // marking starts above 1/DefaultMarkFrom of a queue
+	DefaultHold        = 3         // Intervals between two decreases: about one feedback round trip
+)
+
+// Feedback is what a receiver returns to the sender of a flow: the
+// congestion level its packets met. The flow allocator carries it in its
+// flow-update message (CBOR array [ece]).
+type Feedback struct {
+	_ struct{} `cbor:",toarray"`
+	// ECE is the average ECN level of the packets received since the last
+	// feedback, 0 (none) to 255.
+	ECE uint8
+}
+
+// Config configures a CA. Zero fields take the defaults.
+type Config struct {
+	Kind Kind
+
+	Interval    time.Duration // feedback period and rate-update step
+	InitialRate uint64        // a new flow's sending rate, bytes/s
+	MinRate     uint64        // the rate never falls below this, bytes/s
+	MaxRate     uint64        // the rate never rises above this, bytes/s
+	Increase    uint64        // additive increase, bytes/s per Interval
+	// MarkFrom: forwarders mark once a queue is fuller than
+	// 1/MarkFrom of its capacity.
+	MarkFrom int
+	// Hold is how many Intervals a sender waits after a decrease before
+	// the next: marks already in flight when it slowed down must not
+	// count twice.
+	Hold int
+}
+
+// Flow is one flow's congestion state: the sender side (OnSend,
+// OnFeedback) and the receiver side (OnReceive) of the same flow end.
+// A Flow is not safe for concurrent use: the flow's owner serialises it.
+type Flow interface {
+	// OnSend asks to send n bytes at now. It returns 0 if they may go
+	// (and charges them), or how long to wait before asking again (and
+	// charges nothing).
+	OnSend(n int, now time.Time) time.Duration
+	// OnReceive records a packet of n bytes received at now with the
+	// given ECN level. When a feedback is due it returns it with ok set;
+	// the caller sends it to the peer.
+	OnReceive(ecn uint8, n int, now time.Time) (fb Feedback, ok bool)
+	// OnFeedback applies feedback received from the peer at now.
+	OnFeedback(fb Feedback, now time.Time)
+	// Rate returns the current sending rate in bytes/s (0: unlimited).
+	Rate() uint64
+}
+
+// CA is a layer's congestion-avoidance policy: it marks for the layer's
+// forwarders and makes per-flow state. It is safe for concurrent use
+// (it holds only its configuration); it has nothing running.
+type CA struct {
+	cfg Config
+	pol policy
+}
+
+// policy is the per-Kind part.
+type policy interface {
+	mark(queueLen, queueCap int) uint8
+	newFlow(now time.Time) Flow
+}
+
+// New returns a CA.
+func New(cfg Config) (*CA, error) {
+	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
+	cfg.InitialRate = cmp.Or(cfg.InitialRate, DefaultInitialRate)
+	cfg.MinRate = cmp.Or(cfg.MinRate, DefaultMinRate)
+	cfg.MaxRate = cmp.Or(cfg.MaxRate, DefaultMaxRate)
+	cfg.Increase = cmp.Or(cfg.Increase, DefaultIncrease)
+	cfg.MarkFrom = cmp.Or(cfg.MarkFrom, DefaultMarkFrom)
+	cfg.Hold = cmp.Or(cfg.Hold, DefaultHold)
+	c := &CA{cfg: cfg}
+	switch cfg.Kind {
+	case Nop:
+		c.pol = nop{}
+	case MultiBitECN:
+		if cfg.Interval < 0 || cfg.MinRate > cfg.MaxRate || cfg.MarkFrom < 1 || cfg.Hold < 1 {
+			return nil, fmt.Errorf("ca: bad mb-ecn configuration %+v: %w", cfg, flow.ErrInvalid)
+		}
+		cfg.InitialRate = min(max(cfg.InitialRate, cfg.MinRate), cfg.MaxRate)
+		c.cfg = cfg
+		c.pol = mbecn{cfg}
+	default:
+		return nil, fmt.Errorf("ca: unknown policy %v: %w", cfg.Kind, flow.ErrInvalid)
+	}
+	return c, nil
+}
+
+// Kind returns the policy.
+func (c *CA) Kind() Kind { return c.cfg.Kind }
+
+// MarkECN returns the congestion level a forwarder writes into a packet
+// (dt.PCI.RaiseECN) it queues behind queueLen others on a queue of
+// capacity queueCap. It allocates nothing.
+func (c *CA) MarkECN(queueLen, queueCap int) uint8 { return c.pol.mark(queueLen, queueCap) }
+
+// NewFlow returns the congestion state of a new flow allocated at now.
+func (c *CA) NewFlow(now time.Time) Flow { return c.pol.newFlow(now) }
+
+type nop struct{}
+
+func (nop) mark(int, int) uint8    { return 0 }
+func (nop) newFlow(time.Time) Flow { return nopFlow{} }
+
+type nopFlow struct{}
+
+func (nopFlow) OnSend(int, time.Time) time.Duration              { return 0 }
+func (nopFlow) OnReceive(uint8, int, time.Time) (Feedback, bool) { return Feedback{}, false }
+func (nopFlow) OnFeedback(Feedback, time.Time)                   {}
+func (nopFlow) Rate() uint64                                     { return 0 }
+
+type mbecn struct{ cfg Config }
+
+// mark is 0 up to 1/MarkFrom of the queue, then grows linearly to 255 at
+// a full queue: the level says how congested, not only whether.
+func (m mbecn) mark(n, capacity int) uint8 {
+	if capacity <= 0 {
+		return 0
+	}
+	thr := capacity / m.cfg.MarkFrom
+	if n <= thr {
+		return 0
+	}
+	if n >= capacity {
+		return 255
+	}
+	return uint8(max(1, 255*(n-thr)/(capacity-thr)))
+}
+
+func (m mbecn) newFlow(now time.Time) Flow {
+	f := &mbFlow{cfg: m.cfg, rate: m.cfg.InitialRate, last: now, step: now, lastFb: now, congested: now.Add(-m.cfg.Interval)}
+	f.tokens = f.burst()
+	return f
+}
+
+// mbFlow is mb-ecn's per-flow state: a token bucket at rate on the send
+// side, an ECN average on the receive side.
+type mbFlow struct {
+	cfg Config
+
+	// sender
+	rate      uint64    // bytes/s
+	tokens    float64   // bytes that may go now
+	last      time.Time // last token refill
+	step      time.Time // start of the current increase step
+	limited   bool      // OnSend made the sender wait during this step
+	congested time.Time // last feedback reporting congestion
+	lastDec   time.Time // last decrease
+
+	// receiver
+	ecnSum, ecnN uint64
+	lastFb       time.Time
+	lastECE      uint8
+}
+
+func (f *mbFlow) Rate() uint64 { return f.rate }
+
+// burst is the bucket depth: one Interval at rate, at least two
+// maximum-size SDUs.
+func (f *mbFlow) burst() float64 {
+	return max(float64(f.rate)*f.cfg.Interval.Seconds(), 2*flow.MaxSDU)
+}
+
+// advance refills tokens and applies additive increase for every whole
+// Interval in which the sender wanted more and heard no congestion.
+func (f *mbFlow) advance(now time.Time) {
+	if now.After(f.last) {
+		f.tokens = min(f.tokens+float64(f.rate)*now.Sub(f.last).Seconds(), f.burst())
+		f.last = now
+	}
+	if steps := now.Sub(f.step) / f.cfg.Interval; steps > 0 {
+		f.step = f.step.Add(steps * f.cfg.Interval)
+		if f.limited && now.Sub(f.congested) >= 2*f.cfg.Interval {
+			f.rate = min(f.rate+f.cfg.Increase, f.cfg.MaxRate)
+		}
+		f.limited = false
+	}
+}
+
+func (f *mbFlow) OnSend(n int, now time.Time) time.Duration {
+	f.advance(now)
+	if f.tokens >= float64(n) {
+		f.tokens -= float64(n)
+		return 0
+	}
+	f.limited = true
+	wait := time.Duration((float64(n) - f.tokens) / float64(f.rate) * float64(time.Second))
+	return max(wait, time.Microsecond)
+}
+
+// OnFeedback decreases the rate in proportion to the reported level (255
+// halves it), at most once per Hold Intervals so marks made before the
+// last decrease took effect do not count twice.
+func (f *mbFlow) OnFeedback(fb Feedback, now time.Time) {
+	f.advance(now)
+	if fb.ECE == 0 {
+		return
+	}
+	f.congested = now
+	if now.Sub(f.lastDec) < time.Duration(f.cfg.Hold)*f.cfg.Interval {
+		return
+	}
+	f.lastDec = now
+	f.rate = max(f.rate-f.rate*uint64(fb.ECE)/512, f.cfg.MinRate)
+	f.tokens = min(f.tokens, f.burst())
+}
+
+// OnReceive averages the ECN levels of received packets and reports the
+// average every Interval while it is non-zero, and once when it drops to
+// zero.
+func (f *mbFlow) OnReceive(ecn uint8, _ int, now time.Time) (Feedback, bool) {
+	f.ecnSum += uint64(ecn)
+	f.ecnN++
+	if now.Sub(f.lastFb) < f.cfg.Interval {
+		return Feedback{}, false
+	}
+	ece := uint8((f.ecnSum + f.ecnN - 1) / f.ecnN) // round up: any mark counts
+	f.ecnSum, f.ecnN, f.lastFb = 0, 0, now
+	if ece == 0 && f.lastECE == 0 {
+		return Feedback{}, false
+	}
+	f.lastECE = ece
+	return Feedback{ECE: ece}, true
+}
