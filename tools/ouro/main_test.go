@@ -16,7 +16,12 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package if a server, flow or probe goroutine
+// outlives the test that started it.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
 type syncBuffer struct {
