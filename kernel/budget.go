@@ -36,6 +36,10 @@ type budget struct {
 
 	now     func() time.Time
 	rateErr error // preallocated so a rate-limited push does not allocate
+	// into is the budget this one was merged into when its component was
+	// destroyed; written once, before mergedBit is set in the counters,
+	// and read only by whoever saw the bit.
+	into *budget
 
 	mu     sync.Mutex // guards the token bucket below
 	rate   int64      // bytes per second; 0 = unlimited
@@ -65,12 +69,18 @@ func (b *budget) setRate(rate, burst int64) {
 	b.last = b.now()
 }
 
+// mergedBit marks the counters of a budget merged into another (see
+// merge). Setting it with a compare-and-swap splits every concurrent
+// release into "before the merge" (counted in what merge hands over) and
+// "after" (forwarded one by one), without a lock on the free path.
+const mergedBit = 1 << 62
+
 // reserveBufs takes up to n buffers from the budget and returns how many.
 func (b *budget) reserveBufs(n int) int {
 	for {
 		used, limit := b.bufUsed.Load(), b.bufLimit.Load()
 		k := min(int64(n), limit-used)
-		if k <= 0 {
+		if k <= 0 || (used|limit)&mergedBit != 0 {
 			return 0
 		}
 		if b.bufUsed.CompareAndSwap(used, used+k) {
@@ -79,16 +89,67 @@ func (b *budget) reserveBufs(n int) int {
 	}
 }
 
+// releaseBufs returns n buffers drawn from b.
+func (b *budget) releaseBufs(n int64) {
+	if b.bufUsed.Add(-n)&mergedBit != 0 {
+		b.into.addBufLimit(n)
+	}
+}
+
+func (b *budget) addBufLimit(n int64) {
+	if b.bufLimit.Add(n)&mergedBit != 0 {
+		b.into.addBufLimit(n)
+	}
+}
+
 func (b *budget) reserveObject() bool {
 	for {
-		used := b.objUsed.Load()
-		if used >= b.objLimit.Load() {
+		used, limit := b.objUsed.Load(), b.objLimit.Load()
+		if used >= limit || (used|limit)&mergedBit != 0 {
 			return false
 		}
 		if b.objUsed.CompareAndSwap(used, used+1) {
 			return true
 		}
 	}
+}
+
+// releaseObject credits b with an object it created that was destroyed.
+func (b *budget) releaseObject() {
+	if b.objUsed.Add(-1)&mergedBit != 0 {
+		b.into.addObjLimit(1)
+	}
+}
+
+func (b *budget) addObjLimit(n int64) {
+	if b.objLimit.Add(n)&mergedBit != 0 {
+		b.into.addObjLimit(n)
+	}
+}
+
+func setMerged(v *atomic.Int64) int64 {
+	for {
+		x := v.Load()
+		if v.CompareAndSwap(x, x|mergedBit) {
+			return x
+		}
+	}
+}
+
+// merge gives what is left of b (a destroyed child's budget) back to p,
+// its creator: the unused part now, each buffer and object still charged
+// to b when it is freed or destroyed later.
+func (b *budget) merge(p *budget) {
+	b.into = p
+	lim := setMerged(&b.bufLimit)
+	p.addBufLimit(lim - setMerged(&b.bufUsed))
+	lim = setMerged(&b.objLimit)
+	p.addObjLimit(lim - setMerged(&b.objUsed))
+	b.mu.Lock()
+	rate := b.rate
+	b.rate = 0
+	b.mu.Unlock()
+	p.give(Budget{ByteRate: rate})
 }
 
 // charge takes the bytes of as many leading bufs as the byte rate allows
@@ -167,8 +228,8 @@ func (b *budget) take(want Budget) error {
 
 // give adds more to b's limits (the other half of take).
 func (b *budget) give(more Budget) {
-	b.bufLimit.Add(int64(more.Bufs))
-	b.objLimit.Add(int64(more.Objects))
+	b.addBufLimit(int64(more.Bufs))
+	b.addObjLimit(int64(more.Objects))
 	if more.ByteRate > 0 {
 		b.mu.Lock()
 		if b.rate > 0 {
@@ -183,7 +244,7 @@ func (b *budget) give(more Budget) {
 func (b *budget) snapshot() Budget {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return Budget{Bufs: int(b.bufLimit.Load()), ByteRate: b.rate, Burst: b.burst, Objects: int(b.objLimit.Load())}
+	return Budget{Bufs: int(b.bufLimit.Load() &^ mergedBit), ByteRate: b.rate, Burst: b.burst, Objects: int(b.objLimit.Load() &^ mergedBit)}
 }
 
 // Usage reports a component's budget: its limits and what it uses now.

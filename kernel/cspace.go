@@ -9,15 +9,21 @@ import (
 type object interface {
 	kind() Kind
 	name() string
+	header() *hdr
 }
 
 // hdr is the part common to every object.
 type hdr struct {
 	nm   string
 	root *capNode // the kernel-held original every cap to this object derives from
+	// creator is the budget a dynamic object is charged to; nil for the
+	// objects of the system description, which live until Kernel.Stop.
+	creator *budget
 }
 
 func (h *hdr) name() string { return h.nm }
+
+func (h *hdr) header() *hdr { return h }
 
 // capNode places a cap in the derivation tree. Every field is guarded by
 // Kernel.capMu. Reply caps have no node: they cannot be derived.
@@ -203,8 +209,10 @@ func (cs *cspace) insert(parent *capNode, rights Rights, badge Badge, name strin
 
 // removeLocked empties slot c of cs: its node leaves the derivation tree and
 // its children move up to its parent (as in seL4, deleting a cap does not
-// delete what was derived from it). A reply cap aborts its caller. The
-// caller holds k.capMu and cs.mu.
+// delete what was derived from it). If that was the last cap to a dynamic
+// object, the object is queued for Kernel.reap. A reply cap aborts its
+// caller. The caller holds k.capMu and cs.mu, and calls k.reap once it has
+// released them.
 func (cs *cspace) removeLocked(c Cap) {
 	s := cs.slots[c.index()]
 	if s.node != nil {
@@ -222,6 +230,13 @@ func (cs *cspace) removeLocked(c Cap) {
 		}
 		n.first = nil
 		n.live = false
+		// Every live cap descends from the object's root, so a root
+		// without children means no cap to the object is left anywhere.
+		if p != nil && p.cs == nil && p.first == nil && p.live && p.obj.header().creator != nil {
+			p.live = false
+			k := cs.owner.k
+			k.reapq = append(k.reapq, p.obj)
+		}
 	}
 	if s.kind == KindReply {
 		s.reply.abortReply(s.gen, fmt.Errorf("kernel: call: reply cap deleted by %s: %w", cs.owner.name(), ErrAborted))
@@ -345,20 +360,25 @@ func moveSlotLocked(from *cspace, fc Cap, to *cspace, tc Cap) {
 // Delete empties slot c. Caps derived from it survive (they move up the
 // derivation tree); deleting a reply cap aborts the waiting caller
 // (ErrAborted). Deleting a tombstone left by Revoke frees the slot.
+// Deleting the last cap to an object created at run time destroys it (see
+// Kernel.reap).
 func (pd *PD) Delete(c Cap) error {
 	if pd.dead.Load() {
 		return pd.deadErr("delete")
 	}
 	k := pd.k
 	k.capMu.Lock()
-	defer k.capMu.Unlock()
 	cs := pd.cs
 	cs.mu.Lock()
-	defer cs.mu.Unlock()
 	if s := cs.refLocked(c); s == nil || (s.kind == KindNone && !s.revoked) {
+		cs.mu.Unlock()
+		k.capMu.Unlock()
 		return cs.errf("delete", c, ErrInvalidCap)
 	}
 	cs.removeLocked(c)
+	cs.mu.Unlock()
+	k.capMu.Unlock()
+	k.reap()
 	return nil
 }
 

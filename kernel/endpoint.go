@@ -140,6 +140,7 @@ type endpoint struct {
 	mu    sync.Mutex
 	sendq waitq // guarded by mu: blocked senders and callers
 	recvq waitq // guarded by mu: blocked receivers
+	gone  error // guarded by mu: non-nil once destroyed, what blocked verbs get
 }
 
 func (*endpoint) kind() Kind { return KindEndpoint }
@@ -241,6 +242,10 @@ func (pd *PD) send(ctx context.Context, c Cap, m *Msg, block bool, verb string) 
 		e.mu.Unlock()
 		return pd.deadErr(verb)
 	}
+	if e.gone != nil { // the cap was deleted since the lookup
+		e.mu.Unlock()
+		return e.gone
+	}
 	if r := e.recvq.pop(); r != nil {
 		e.deliver(w, r)
 		e.mu.Unlock()
@@ -288,6 +293,10 @@ func (pd *PD) recv(ctx context.Context, c Cap, m *Msg, block bool, verb string) 
 	if pd.dead.Load() { // die() may have scanned before w.ep was set
 		e.mu.Unlock()
 		return RecvInfo{}, pd.deadErr(verb)
+	}
+	if e.gone != nil {
+		e.mu.Unlock()
+		return RecvInfo{}, e.gone
 	}
 	if snd := e.sendq.pop(); snd != nil {
 		e.deliver(snd, w)
@@ -340,6 +349,10 @@ func (pd *PD) call(ctx context.Context, c Cap, m *Msg) error {
 	if pd.dead.Load() { // die() may have scanned before w.ep was set
 		e.mu.Unlock()
 		return pd.deadErr("call")
+	}
+	if e.gone != nil {
+		e.mu.Unlock()
+		return e.gone
 	}
 	if r := e.recvq.pop(); r != nil {
 		e.deliver(w, r)
@@ -472,15 +485,25 @@ func (pd *PD) ReplyRecvCtx(ctx context.Context, ep Cap, reply Cap, r *Msg, m *Ms
 // abortSenders fails every queued sender and caller with err.
 func (e *endpoint) abortSenders(err error) {
 	e.mu.Lock()
-	var q []*waiter
+	q := e.takeSendersLocked(nil)
+	e.mu.Unlock()
+	abortAll(q, err)
+}
+
+// takeSendersLocked empties the send queue into q; queued callers are put
+// in the reply phase so that abortAll fails them like a dead server would.
+func (e *endpoint) takeSendersLocked(q []*waiter) []*waiter {
 	for w := e.sendq.pop(); w != nil; w = e.sendq.pop() {
 		if w.call {
-			// Not yet in the reply phase: fail it like a dead server would.
 			w.st.Store((w.st.Load()>>2+1)<<2 | stAwaiting)
 		}
 		q = append(q, w)
 	}
-	e.mu.Unlock()
+	return q
+}
+
+// abortAll wakes the waiters taken off an endpoint's queues with err.
+func abortAll(q []*waiter, err error) {
 	for _, w := range q {
 		if w.call {
 			w.abortReply(w.st.Load()>>2, err)
@@ -489,6 +512,20 @@ func (e *endpoint) abortSenders(err error) {
 		w.err = err
 		w.wake()
 	}
+}
+
+// destroy cancels every send, call and receive queued on e with err and
+// makes later ones (through caps looked up before the last was deleted)
+// fail with it. Calls already answered by a receiver keep their reply cap.
+func (e *endpoint) destroy(err error) {
+	e.mu.Lock()
+	e.gone = err
+	q := e.takeSendersLocked(nil)
+	for w := e.recvq.pop(); w != nil; w = e.recvq.pop() {
+		q = append(q, w)
+	}
+	e.mu.Unlock()
+	abortAll(q, err)
 }
 
 // abortWaiters wakes every blocked endpoint verb of the (dead) incarnation

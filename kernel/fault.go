@@ -81,6 +81,11 @@ func (k *Kernel) reportFault(c *component, inc uint64, kind FaultKind, reason, s
 	go func() {
 		defer k.wg.Done()
 		e.mu.Lock()
+		if e.gone != nil {
+			e.mu.Unlock()
+			k.cfg.Logf("kernel: component %s faulted (incarnation %d), fault endpoint gone: %s", c.nm, inc, reason)
+			return
+		}
 		if r := e.recvq.pop(); r != nil {
 			e.deliver(w, r)
 			e.mu.Unlock()

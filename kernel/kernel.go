@@ -44,14 +44,15 @@ type Kernel struct {
 	// moves between CSpaces atomic. Lock order: endpoint.mu, capMu,
 	// cspace.mu.
 	capMu sync.Mutex
+	reapq []object // guarded by capMu: dynamic objects whose last cap is gone
 
 	mu     sync.Mutex
-	booted bool              // guarded by mu
-	comps  []*component      // guarded by mu, in start order
-	byName map[string]object // guarded by mu: every object and component
-	objs   []object          // guarded by mu: endpoints, notifications, rings
-	nextID uint64            // guarded by mu: for names of dynamic objects
-	total  int64             // guarded by mu: buffers granted to top-level budgets
+	booted bool                // guarded by mu
+	comps  []*component        // guarded by mu, in start order
+	byName map[string]object   // guarded by mu: every object and component
+	objs   map[object]struct{} // guarded by mu: endpoints, notifications, rings
+	nextID uint64              // guarded by mu: for names of dynamic objects
+	total  int64               // guarded by mu: buffers granted to top-level budgets
 }
 
 // New returns a kernel with cfg's limits.
@@ -70,7 +71,7 @@ func New(cfg Config) *Kernel {
 		cfg.Logf = func(string, ...any) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Kernel{cfg: cfg, ctx: ctx, cancel: cancel, byName: make(map[string]object)}
+	return &Kernel{cfg: cfg, ctx: ctx, cancel: cancel, byName: make(map[string]object), objs: make(map[object]struct{})}
 }
 
 // Program is a component's main. Returning ends the component: nil is a
@@ -114,10 +115,11 @@ type component struct {
 	budget     *budget
 	init       []initCap
 
-	mu    sync.Mutex
-	cur   *PD       // guarded by mu: the current (or last) incarnation
-	state compState // guarded by mu
-	incs  uint64    // guarded by mu: incarnations started
+	mu        sync.Mutex
+	cur       *PD       // guarded by mu: the current (or last) incarnation
+	state     compState // guarded by mu
+	incs      uint64    // guarded by mu: incarnations started
+	destroyed bool      // guarded by mu: the last cap to it is gone (spawned only)
 }
 
 func (*component) kind() Kind { return KindComponent }
@@ -158,7 +160,7 @@ func (pd *PD) Context() context.Context { return pd.ctx }
 // Budget reports the component's budget and current use.
 func (pd *PD) Budget() Usage {
 	b := pd.c.budget
-	return Usage{Limit: b.snapshot(), Bufs: int(b.bufUsed.Load()), Objects: int(b.objUsed.Load())}
+	return Usage{Limit: b.snapshot(), Bufs: int(b.bufUsed.Load() &^ mergedBit), Objects: int(b.objUsed.Load() &^ mergedBit)}
 }
 
 func (pd *PD) getWaiter() *waiter {
@@ -225,6 +227,9 @@ func (c *component) startLocked() error {
 	k := c.k
 	if k.stopping.Load() {
 		return fmt.Errorf("kernel: start %s: kernel stopped: %w", c.nm, ErrClosed)
+	}
+	if c.destroyed {
+		return fmt.Errorf("kernel: start %s: component destroyed: %w", c.nm, ErrInvalidCap)
 	}
 	pd := &PD{k: k, c: c, inc: c.incs + 1}
 	pd.cs = newCSpace(pd, k.cfg.CSpaceSize)
@@ -307,6 +312,7 @@ func (pd *PD) die(st compState, kind FaultKind, reason, stack string) {
 	if st == stateFaulted && !k.stopping.Load() {
 		k.reportFault(c, pd.inc, kind, reason, stack)
 	}
+	k.reap()
 }
 
 // liveHolder reports whether a running component holds a cap to o with
@@ -472,7 +478,7 @@ func (pd *PD) Kill(child Cap) error {
 	return nil
 }
 
-// register adds a runtime object; name collisions get a numeric suffix.
+// newName returns an unused name for a runtime object.
 func (k *Kernel) newName(prefix string) string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -493,9 +499,100 @@ func (k *Kernel) register(o object) error {
 	}
 	k.byName[o.name()] = o
 	if _, ok := o.(*component); !ok {
-		k.objs = append(k.objs, o)
+		k.objs[o] = struct{}{}
 	}
 	return nil
+}
+
+// unregister removes a destroyed object (or component) from the kernel's
+// tables, so Describe no longer shows it and its name is free.
+func (k *Kernel) unregister(o object) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.byName[o.name()] == o {
+		delete(k.byName, o.name())
+	}
+	delete(k.objs, o)
+	if c, ok := o.(*component); ok {
+		for i, x := range k.comps {
+			if x == c {
+				k.comps = append(k.comps[:i], k.comps[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+// liveObjects returns how many endpoints, notifications and rings exist.
+func (k *Kernel) liveObjects() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.objs)
+}
+
+// reap destroys the objects whose last cap was deleted (queued by
+// removeLocked). It is called with no lock held, after every verb that
+// may delete caps; destroying a component deletes its caps in turn, which
+// may queue more.
+func (k *Kernel) reap() {
+	for {
+		k.capMu.Lock()
+		q := k.reapq
+		k.reapq = nil
+		k.capMu.Unlock()
+		if len(q) == 0 {
+			return
+		}
+		for _, o := range q {
+			k.destroy(o)
+		}
+	}
+}
+
+// destroy ends a dynamic object that no cap refers to any more, as seL4
+// does when the last cap to an object is deleted: IPC blocked on it is
+// cancelled, a ring is closed and the buffers still queued in it are
+// freed to their budgets, a component is killed and what is left of its
+// budget returns to its creator; then the creator's object budget is
+// credited.
+func (k *Kernel) destroy(o object) {
+	switch o := o.(type) {
+	case *endpoint:
+		o.destroy(fmt.Errorf("kernel: endpoint %s destroyed (its last cap was deleted): %w", o.nm, ErrAborted))
+	case *notification:
+		o.destroy()
+	case *ring:
+		k.freeDetached(o.destroy())
+	case *component:
+		o.mu.Lock()
+		o.destroyed = true
+		pd := o.cur
+		o.mu.Unlock()
+		if pd != nil {
+			pd.die(stateKilled, 0, "", "")
+		}
+	}
+	k.unregister(o)
+	h := o.header()
+	if c, ok := o.(*component); ok {
+		c.budget.merge(h.creator)
+	}
+	h.creator.releaseObject()
+}
+
+// freeDetached frees buffers nobody holds (taken out of a destroyed ring)
+// to the budgets they were drawn from.
+func (k *Kernel) freeDetached(bufs []*Buf) {
+	if len(bufs) == 0 {
+		return
+	}
+	for _, b := range bufs {
+		b.state.Store(bufFree)
+		b.holder.Store(nil)
+		b.budget.releaseBufs(1)
+		b.budget = nil
+	}
+	k.pool.put(bufs)
 }
 
 // newObject creates an object charged to pd's budget and gives pd an
@@ -504,19 +601,21 @@ func (pd *PD) newObject(verb string, make func(name string) object, prefix strin
 	if pd.dead.Load() {
 		return 0, pd.deadErr(verb)
 	}
-	if !pd.c.budget.reserveObject() {
-		return 0, fmt.Errorf("kernel: %s: %s: object budget of %d used: %w", pd.name(), verb, pd.c.budget.objLimit.Load(), ErrNoBudget)
+	b := pd.c.budget
+	if !b.reserveObject() {
+		return 0, fmt.Errorf("kernel: %s: %s: object budget of %d used: %w", pd.name(), verb, b.objLimit.Load()&^mergedBit, ErrNoBudget)
 	}
 	o := make(pd.k.newName(pd.name() + "." + prefix))
+	o.header().creator = b
 	if err := pd.k.register(o); err != nil {
-		pd.c.budget.objUsed.Add(-1)
+		b.releaseObject()
 		return 0, err
 	}
 	pd.k.capMu.Lock()
-	defer pd.k.capMu.Unlock()
 	c, err := pd.cs.insert(rootOf(o), AllRights, 0, "")
+	pd.k.capMu.Unlock()
 	if err != nil {
-		pd.c.budget.objUsed.Add(-1)
+		pd.k.destroy(o) // no cap was made: nobody can have used it
 	}
 	return c, err
 }
@@ -568,7 +667,7 @@ func (k *Kernel) objectsByKind(kind Kind) []object {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var out []object
-	for _, o := range k.objs {
+	for o := range k.objs {
 		if o.kind() == kind {
 			out = append(out, o)
 		}

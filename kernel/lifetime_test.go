@@ -1,7 +1,9 @@
 package kernel
 
 import (
+	"errors"
 	"testing"
+	"time"
 )
 
 // TestStaleCapAfterReuse checks that a cap number kept after its slot was
@@ -47,5 +49,234 @@ func TestStaleCapAfterReuse(t *testing.T) {
 				t.Fatalf("the new cap after %s on the stale one: got %+v, %v, want an open ring", tc.name, info, err)
 			}
 		})
+	}
+}
+
+// give moves caps from one component to another over their shared
+// endpoint "ep" (with Grant) and returns the receiver's slots.
+func give(t testing.TB, from, to *PD, caps ...Cap) []Cap {
+	t.Helper()
+	ch := recvAsync(to, mustSlot(t, to, "ep"))
+	m := Msg{NCaps: len(caps)}
+	copy(m.Caps[:], caps)
+	wantErr(t, "Send with caps", from.Send(mustSlot(t, from, "ep"), &m), nil)
+	r := <-ch
+	wantErr(t, "Recv with caps", r.err, nil)
+	if r.m.NCaps != len(caps) {
+		t.Fatalf("caps transferred: got %d, want %d", r.m.NCaps, len(caps))
+	}
+	return append([]Cap(nil), r.m.Caps[:r.m.NCaps]...)
+}
+
+// TestObjectDestroyedWithLastCap checks that a dynamic object lives
+// exactly as long as some cap refers to it, whatever the order the caps
+// go away in, and that its creator's object budget is credited back.
+func TestObjectDestroyedWithLastCap(t *testing.T) {
+	kinds := []struct {
+		name string
+		make func(pd *PD) (Cap, error)
+	}{
+		{"endpoint", func(pd *PD) (Cap, error) { return pd.NewEndpoint() }},
+		{"notification", func(pd *PD) (Cap, error) { return pd.NewNotification() }},
+		{"ring", func(pd *PD) (Cap, error) { return pd.NewRing(4) }},
+	}
+	// Each order lists the steps that remove the caps (an original, a
+	// minted cap and a copy moved to b); the object must survive every
+	// step but the last.
+	orders := []struct {
+		name  string
+		steps func(t *testing.T, a, b *PD, orig, mint, moved Cap) []func() error
+	}{
+		{"original first", func(t *testing.T, a, b *PD, orig, mint, moved Cap) []func() error {
+			return []func() error{func() error { return a.Delete(orig) }, func() error { return a.Delete(mint) }, func() error { return b.Delete(moved) }}
+		}},
+		{"moved cap first", func(t *testing.T, a, b *PD, orig, mint, moved Cap) []func() error {
+			return []func() error{func() error { return b.Delete(moved) }, func() error { return a.Delete(mint) }, func() error { return a.Delete(orig) }}
+		}},
+		{"revoke then delete", func(t *testing.T, a, b *PD, orig, mint, moved Cap) []func() error {
+			return []func() error{func() error { return a.Revoke(orig) }, func() error { return a.Delete(orig) }}
+		}},
+		{"holder dies", func(t *testing.T, a, b *PD, orig, mint, moved Cap) []func() error {
+			return []func() error{func() error { return a.Delete(orig) }, func() error { return a.Delete(mint) }, func() error { return b.k.Kill("b") }}
+		}},
+	}
+	for _, kd := range kinds {
+		for _, or := range orders {
+			t.Run(kd.name+"/"+or.name, func(t *testing.T) {
+				k, pds := harness(t, pair(AllRights), nil)
+				a, b := pds["a"], pds["b"]
+				base := k.liveObjects()
+				orig, err := kd.make(a)
+				wantErr(t, "create", err, nil)
+				mint, err := a.Mint(orig, Read|Write, 7)
+				wantErr(t, "Mint", err, nil)
+				toMove, err := a.Copy(mint)
+				wantErr(t, "Copy", err, nil)
+				moved := give(t, a, b, toMove)[0]
+				if got := a.Budget().Objects; got != 1 {
+					t.Fatalf("objects used after create: got %d, want 1", got)
+				}
+				steps := or.steps(t, a, b, orig, mint, moved)
+				for i, step := range steps {
+					if got, want := k.liveObjects(), base+1; got != want {
+						t.Fatalf("before step %d: got %d live objects, want %d", i, got, want)
+					}
+					wantErr(t, "step", step(), nil)
+				}
+				if got := k.liveObjects(); got != base {
+					t.Fatalf("after the last cap: got %d live objects, want %d", got, base)
+				}
+				if got := a.Budget().Objects; got != 0 {
+					t.Fatalf("creator's objects used after destruction: got %d, want 0", got)
+				}
+				for _, o := range append(append(k.Describe().Endpoints, k.Describe().Notifications...), ObjectSpec{}) {
+					if o.Name != "" && o.Name != "ep" && o.Name != "n" {
+						t.Fatalf("Describe after destruction: got object %q, want only the static ones", o.Name)
+					}
+				}
+				if got := len(k.Describe().Rings); got != 1 {
+					t.Fatalf("Describe rings after destruction: got %d, want 1 (the static one)", got)
+				}
+			})
+		}
+	}
+}
+
+// TestDestroyWakesBlockedVerbs checks that a verb blocked on an object
+// whose last cap goes away returns instead of hanging.
+func TestDestroyWakesBlockedVerbs(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		make  func(pd *PD) (Cap, error)
+		block func(pd *PD, c Cap) error
+		want  error
+	}{
+		{"recv", func(pd *PD) (Cap, error) { return pd.NewEndpoint() },
+			func(pd *PD, c Cap) error { _, err := pd.Recv(c, &Msg{}); return err }, ErrAborted},
+		{"send", func(pd *PD) (Cap, error) { return pd.NewEndpoint() },
+			func(pd *PD, c Cap) error { return pd.Send(c, &Msg{}) }, ErrAborted},
+		{"call", func(pd *PD) (Cap, error) { return pd.NewEndpoint() },
+			func(pd *PD, c Cap) error { return pd.Call(c, &Msg{}) }, ErrAborted},
+		{"wait", func(pd *PD) (Cap, error) { return pd.NewNotification() },
+			func(pd *PD, c Cap) error { _, err := pd.Wait(c); return err }, ErrAborted},
+		{"pop wait", func(pd *PD) (Cap, error) { return pd.NewRing(4) },
+			func(pd *PD, c Cap) error { _, err := pd.PopWait(nil, c, make([]*Buf, 1)); return err }, ErrClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, pds := harness(t, pair(AllRights), nil)
+			a, b := pds["a"], pds["b"]
+			orig, err := tc.make(a)
+			wantErr(t, "create", err, nil)
+			c, _ := a.Copy(orig)
+			bc := give(t, a, b, c)[0]
+			done := make(chan error, 1)
+			go func() { done <- tc.block(b, bc) }()
+			time.Sleep(10 * time.Millisecond)
+			wantErr(t, "Revoke", a.Revoke(orig), nil)
+			wantErr(t, "Delete", a.Delete(orig), nil)
+			within(t, 5*time.Second, tc.name, func() { wantErr(t, tc.name+" on a destroyed object", <-done, tc.want) })
+			wantErr(t, tc.name+" again", tc.block(b, bc), ErrRevoked)
+			if got := k.liveObjects(); got != 3 {
+				t.Fatalf("live objects: got %d, want 3 (the static ones)", got)
+			}
+		})
+	}
+}
+
+// TestDestroyedRingFreesQueuedBuffers checks that buffers still queued
+// in a ring when its last cap goes return to the budgets they came from.
+func TestDestroyedRingFreesQueuedBuffers(t *testing.T) {
+	_, pds := harness(t, pair(AllRights), nil)
+	a, b := pds["a"], pds["b"]
+	r, _ := a.NewRing(8)
+	w, _ := a.Mint(r, Write, 0)
+	bw := give(t, a, b, w)[0]
+	for _, tc := range []struct {
+		pd *PD
+		c  Cap
+		n  int
+	}{{a, r, 3}, {b, bw, 2}} {
+		bufs := make([]*Buf, tc.n)
+		if n, err := tc.pd.AllocBufs(bufs); n != tc.n || err != nil {
+			t.Fatalf("AllocBufs: got %d, %v, want %d", n, err, tc.n)
+		}
+		if n, err := tc.pd.Push(tc.c, bufs); n != tc.n || err != nil {
+			t.Fatalf("Push: got %d, %v, want %d", n, err, tc.n)
+		}
+	}
+	if ga, gb := a.Budget().Bufs, b.Budget().Bufs; ga != 3 || gb != 2 {
+		t.Fatalf("buffers in the ring: got a %d b %d, want 3 and 2", ga, gb)
+	}
+	wantErr(t, "b deletes its cap", b.Delete(bw), nil)
+	wantErr(t, "a deletes the last cap", a.Delete(r), nil)
+	if ga, gb := a.Budget().Bufs, b.Budget().Bufs; ga != 0 || gb != 0 {
+		t.Fatalf("after destruction: got a %d b %d buffers charged, want 0 and 0", ga, gb)
+	}
+}
+
+// TestSpawnedChildDestroyedWithLastCap checks that deleting the last cap
+// to a spawned child kills it, removes it, and gives its budget back to
+// the spawner, including buffers it had pushed that are freed later.
+func TestSpawnedChildDestroyedWithLastCap(t *testing.T) {
+	sys := &System{
+		Endpoints: []ObjectSpec{{Name: "ep"}},
+		Components: []ComponentSpec{{Name: "parent", Budget: Budget{Bufs: 10, Objects: 4}, Caps: []CapSpec{
+			{Name: "ep", Object: "ep", Rights: AllRights},
+		}}},
+	}
+	k, pds := harness(t, sys, nil)
+	p := pds["parent"]
+	r, _ := p.NewRing(8)
+	got := make(chan *PD, 1)
+	child, err := p.Spawn(ComponentSpec{Name: "child", Budget: Budget{Bufs: 4, Objects: 2},
+		Caps: []CapSpec{{Name: "r", Src: r, Rights: Write}}}, func(pd *PD) error {
+		got <- pd
+		<-pd.Context().Done()
+		return nil
+	})
+	wantErr(t, "Spawn", err, nil)
+	c := <-got
+	x, err := c.AllocBuf()
+	wantErr(t, "child AllocBuf", err, nil)
+	if n, err := c.Push(mustSlot(t, c, "r"), []*Buf{x}); n != 1 || err != nil {
+		t.Fatalf("child Push: got %d, %v, want 1", n, err)
+	}
+	_, err = c.NewEndpoint() // the child's own object, only it holds a cap
+	wantErr(t, "child NewEndpoint", err, nil)
+	before := k.liveObjects()
+
+	wantErr(t, "Delete the child cap", p.Delete(child), nil)
+	if _, _, err := k.State("child"); !errors.Is(err, ErrInvalidCap) {
+		t.Fatalf("State of a destroyed child: got %v, want ErrInvalidCap", err)
+	}
+	if n := len(k.Describe().Components); n != 1 {
+		t.Fatalf("Describe components: got %d, want 1", n)
+	}
+	if got, want := k.liveObjects(), before-1; got != want {
+		t.Fatalf("live objects: got %d, want %d (the child's endpoint is gone)", got, want)
+	}
+	for _, tc := range []struct {
+		what      string
+		got, want int
+	}{
+		{"parent buffer limit (one still in the ring)", p.Budget().Limit.Bufs, 9},
+		{"parent object limit", p.Budget().Limit.Objects, 4},
+		{"parent objects used (the ring)", p.Budget().Objects, 1},
+	} {
+		if tc.got != tc.want {
+			t.Fatalf("%s: got %d, want %d", tc.what, tc.got, tc.want)
+		}
+	}
+	out := make([]*Buf, 1)
+	if n, _ := p.Pop(r, out); n != 1 {
+		t.Fatalf("Pop the child's buffer: got %d, want 1", n)
+	}
+	p.FreeBuf(out[0])
+	if got := p.Budget().Limit.Bufs; got != 10 {
+		t.Fatalf("parent buffer limit after the child's last buffer was freed: got %d, want 10", got)
+	}
+	wantErr(t, "Delete the ring", p.Delete(r), nil)
+	if u := p.Budget(); u.Objects != 0 || u.Bufs != 0 {
+		t.Fatalf("parent usage at the end: got %+v, want nothing used", u)
 	}
 }

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 )
 
@@ -12,6 +13,7 @@ type notification struct {
 	hdr
 	word atomic.Uint64
 	ch   chan struct{}
+	gone atomic.Bool // destroyed: waiters fail with ErrAborted
 }
 
 func (*notification) kind() Kind { return KindNotification }
@@ -21,6 +23,12 @@ func newNotification(name string) *notification {
 	n.nm = name
 	n.root = &capNode{obj: n, live: true}
 	return n
+}
+
+// destroy wakes the waiters (each wakes the next) with ErrAborted.
+func (n *notification) destroy() {
+	n.gone.Store(true)
+	poke(n.ch)
 }
 
 func (n *notification) signal(bits uint64) {
@@ -66,6 +74,10 @@ func (pd *PD) wait(ctx context.Context, c Cap) (uint64, error) {
 	for {
 		if v := nt.word.Swap(0); v != 0 {
 			return v, nil
+		}
+		if nt.gone.Load() {
+			poke(nt.ch) // for the next waiter
+			return 0, fmt.Errorf("kernel: %s: wait on cap %d: notification %s destroyed (its last cap was deleted): %w", pd.name(), c, nt.nm, ErrAborted)
 		}
 		select {
 		case <-nt.ch:

@@ -88,6 +88,28 @@ func (r *ring) close() {
 	poke(r.spaceCh)
 }
 
+// destroy closes r and takes out the buffers still queued in it, for the
+// caller to free. A push that looked the ring up before it was destroyed
+// finds it closed (push checks under pmu, which destroy takes after
+// closing), so no buffer can be left behind.
+func (r *ring) destroy() []*Buf {
+	r.close()
+	r.notify.Store(nil)
+	r.pmu.Lock()
+	r.cmu.Lock()
+	h, t := r.head.Load(), r.tail.Load()
+	out := make([]*Buf, 0, t-h)
+	for i := h; i != t; i++ {
+		j := i & r.mask
+		out = append(out, r.slots[j])
+		r.slots[j] = nil
+	}
+	r.head.Store(t)
+	r.cmu.Unlock()
+	r.pmu.Unlock()
+	return out
+}
+
 // push moves as many of bufs as fit (and the byte rate allows) into the
 // ring and returns how many.
 func (r *ring) push(pd *PD, bufs []*Buf) (int, error) {
@@ -340,7 +362,7 @@ func (pd *PD) AllocBufs(bufs []*Buf) (int, error) {
 	b := pd.c.budget
 	n := b.reserveBufs(len(bufs))
 	if n == 0 && len(bufs) > 0 {
-		return 0, fmt.Errorf("kernel: %s: alloc: all %d buffers of the budget in use: %w", pd.name(), b.bufLimit.Load(), ErrNoBudget)
+		return 0, fmt.Errorf("kernel: %s: alloc: all %d buffers of the budget in use: %w", pd.name(), b.bufLimit.Load()&^mergedBit, ErrNoBudget)
 	}
 	pd.k.pool.get(bufs[:n])
 	for _, x := range bufs[:n] {
@@ -375,7 +397,7 @@ func (pd *PD) FreeBufs(bufs []*Buf) {
 		if debug {
 			b.holder.Store(nil)
 		}
-		b.budget.bufUsed.Add(-1)
+		b.budget.releaseBufs(1)
 		b.budget = nil
 		bufs[n] = b
 		if n != i {

@@ -477,30 +477,33 @@ func (pd *PD) Spawn(spec ComponentSpec, prog Program) (Cap, error) {
 	if n >= k.cfg.MaxComponents {
 		return fail("MaxComponents %d reached: %w", k.cfg.MaxComponents, ErrNoBudget)
 	}
-	if !pd.c.budget.reserveObject() {
-		return fail("object budget of %d used: %w", pd.c.budget.objLimit.Load(), ErrNoBudget)
+	pb := pd.c.budget
+	if !pb.reserveObject() {
+		return fail("object budget of %d used: %w", pb.objLimit.Load()&^mergedBit, ErrNoBudget)
 	}
-	if err := pd.c.budget.take(spec.Budget); err != nil {
-		pd.c.budget.objUsed.Add(-1)
+	if err := pb.take(spec.Budget); err != nil {
+		pb.releaseObject()
 		return fail("%w", err)
 	}
 	spec.Supervisor = pd.name()
 	c := k.newComponent(spec, prog)
 	c.super, c.faultEP, c.init = pd.c, faultEP, inits
+	c.creator = pb
 	if err := k.register(c); err != nil {
-		pd.c.budget.give(spec.Budget)
-		pd.c.budget.objUsed.Add(-1)
-		return fail("%w", err)
-	}
-	k.capMu.Lock()
-	cc, err := pd.cs.insert(c.root, AllRights, 0, "")
-	k.capMu.Unlock()
-	if err != nil {
+		pb.give(spec.Budget)
+		pb.releaseObject()
 		return fail("%w", err)
 	}
 	k.mu.Lock()
 	k.comps = append(k.comps, c)
 	k.mu.Unlock()
+	k.capMu.Lock()
+	cc, err := pd.cs.insert(c.root, AllRights, 0, "")
+	k.capMu.Unlock()
+	if err != nil {
+		k.destroy(c) // never started: unregisters it and returns its budget
+		return fail("%w", err)
+	}
 	c.mu.Lock()
 	err = c.startLocked()
 	c.mu.Unlock()
