@@ -248,6 +248,7 @@ func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
 // wire puts the engine's packets on the device.
 type wire struct{ p *IPCP }
 
+// Send implements engine.Wire.
 func (w wire) Send(pkt []byte, dst MAC, eid uint32) error {
 	n := len(pkt) - HeaderLen
 	Frame(pkt).SetHeader(dst, w.p.mac, uint16(eid), n)

@@ -127,8 +127,8 @@ func NewStage[D any](cfg Config, send func(b []byte, d D) error) (*Stage[D], err
 	return s, nil
 }
 
-// Verdict is the fate the stage chose for one written packet.
-type Verdict struct {
+// verdict is the fate the stage chose for one written packet.
+type verdict struct {
 	Drop   bool
 	Copies [2]time.Duration // delay of each copy sent
 	N      int              // copies sent: 1, or 2 if duplicated
@@ -137,9 +137,9 @@ type Verdict struct {
 // decide draws the fate of the next packet. Called with mu held; the
 // number of draws per packet is fixed so that decisions depend only on the
 // seed and the packet's position in the sequence.
-func (s *Stage[D]) decide() Verdict {
+func (s *Stage[D]) decide() verdict {
 	c := &s.cfg
-	var v Verdict
+	var v verdict
 	loss, dup := s.rng.Float64()*100, s.rng.Float64()*100
 	v.Drop = loss < c.Loss
 	v.N = 1

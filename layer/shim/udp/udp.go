@@ -245,6 +245,7 @@ func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
 // wire puts the engine's packets on the socket.
 type wire struct{ p *IPCP }
 
+// Send implements engine.Wire.
 func (w wire) Send(pkt []byte, dst netip.AddrPort, eid uint32) error {
 	Header(pkt).SetEID(eid)
 	_, err := w.p.dev.WriteToUDPAddrPort(pkt, dst)
