@@ -14,6 +14,7 @@ type Config struct {
 	Node  NodeConfig   `toml:"node"`
 	IRM   IRMConfig    `toml:"irm"`
 	IPCPs []IPCPConfig `toml:"ipcp"`
+	Apps  []AppConfig  `toml:"app"` // in-node applications (apps.go)
 
 	md toml.MetaData // for decoding each IPCP's kind-specific table
 }

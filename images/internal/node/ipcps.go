@@ -27,6 +27,9 @@ type udpConfig struct {
 	Hash   string            `toml:"hash"`   // sha3-256 (default) or sha256
 	Dir    map[string]string `toml:"dir"`    // name = "host:port"
 	Impair impair.Config     `toml:"impair"` // transmit-side impairment (tests)
+	// Netstack, if set, runs the shim on the node's own UDP/IP stack
+	// (netstack_device.go): bare metal, or hosted over a QEMU stream.
+	Netstack *netstackConfig `toml:"netstack"`
 }
 
 // ethConfig is the [ipcp.eth] table. Exactly one of Interface,
@@ -36,6 +39,7 @@ type ethConfig struct {
 	QEMUConnect string        `toml:"qemu_connect"` // host:port of a QEMU -netdev socket,listen= (or another node's qemu_listen)
 	QEMUListen  string        `toml:"qemu_listen"`  // host:port to accept a QEMU -netdev socket,connect=
 	MAC         string        `toml:"mac"`          // the stream device's MAC (default: random, locally administered)
+	Board       bool          `toml:"board"`        // bare metal: the board's NIC (board_*.go)
 	Hash        string        `toml:"hash"`         // sha3-256 (default) or sha256
 	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
 }
@@ -66,8 +70,16 @@ func (n *Node) newIPCP(p IPCPConfig, up irm.Upcalls) (ipcpImpl, error) {
 			}
 			cfg.Dir[name] = ap
 		}
+		if c.Netstack != nil { // netstack-backed device: netstack_device.go
+			if cfg.Device, err = netstackUDP(*c.Netstack, cfg.Addr); err != nil {
+				return nil, fmt.Errorf("[ipcp.udp.netstack] of %s: %w", p.Name, err)
+			}
+		}
 		ipcp, err := udp.New(cfg, up)
 		if err != nil {
+			if cfg.Device != nil {
+				cfg.Device.Close()
+			}
 			return nil, err
 		}
 		return shimManager{ipcp}, nil
@@ -105,6 +117,9 @@ func (n *Node) newIPCP(p IPCPConfig, up irm.Upcalls) (ipcpImpl, error) {
 // ethDevice opens the stream device an [ipcp.eth] table asks for; nil
 // when it names an interface (the shim opens AF_PACKET itself).
 func ethDevice(c ethConfig) (eth.Device, error) {
+	if c.Board && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
+		return boardFrames(portShim) // board_*.go
+	}
 	set := 0
 	for _, v := range []string{c.Interface, c.QEMUConnect, c.QEMUListen} {
 		if v != "" {

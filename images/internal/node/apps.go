@@ -1,0 +1,185 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// AppConfig declares an in-node application ([[app]] in the configuration):
+// a component of the node that uses the flow API through the IRM, as a
+// program on the hosted socket would. Bare-metal images have no socket, so
+// this is how they serve names.
+type AppConfig struct {
+	// Kind selects the application:
+	//   - "echo" binds Name and writes every SDU of every flow back, like
+	//     "ouro echo" (ping and perf clients work against it);
+	//   - "halt" binds Name and, on the first SDU of the first flow
+	//     ("halt CODE"), calls AppEnv.Halt with CODE: the test bench's way
+	//     to end a VM with an exit code. Configure it only on test nodes.
+	Kind string `toml:"kind"`
+	// Name is the name bound (default: the kind).
+	Name string `toml:"name"`
+	// Bufs is the component's packet-buffer budget (default 4096).
+	Bufs int `toml:"bufs"`
+}
+
+// AppEnv is what in-node applications get from the image.
+type AppEnv struct {
+	// Logf reports flows opening and closing (nil: silent).
+	Logf func(format string, args ...any)
+	// Halt ends the node with an exit code ("halt" apps); nil disables
+	// them.
+	Halt func(code int)
+}
+
+// Apps returns the in-node applications cfg declares, as Extras for New.
+func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
+	logf := env.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	var xs []Extra
+	seen := make(map[string]bool)
+	for i, a := range cfg.Apps {
+		if a.Name == "" {
+			a.Name = a.Kind
+		}
+		if !nameRE.MatchString(a.Name) {
+			return nil, fmt.Errorf("config: app #%d: bad name %q: %w", i+1, a.Name, flow.ErrInvalid)
+		}
+		comp := "app." + a.Name
+		if seen[comp] {
+			return nil, fmt.Errorf("config: app %q declared twice: %w", a.Name, flow.ErrInvalid)
+		}
+		seen[comp] = true
+		var serve func(ctx context.Context, p flow.Port, info flow.Info)
+		switch a.Kind {
+		case "echo":
+			serve = func(ctx context.Context, p flow.Port, info flow.Info) {
+				start := time.Now()
+				logf("app %s: flow %d opened: from %s, layer %s", a.Name, info.ID, orDash(info.Remote), info.Layer)
+				sdus, bytes, err := echoFlow(ctx, p)
+				logf("app %s: flow %d closed: %d SDUs, %d bytes in %v%s", a.Name, info.ID, sdus, bytes,
+					time.Since(start).Round(time.Millisecond), errSuffix(err))
+			}
+		case "halt":
+			if env.Halt == nil {
+				return nil, fmt.Errorf("config: app %q: this image cannot halt: %w", a.Name, flow.ErrInvalid)
+			}
+			var once atomic.Bool
+			serve = func(ctx context.Context, p flow.Port, info flow.Info) {
+				defer p.Close()
+				buf := make([]byte, flow.MaxSDU)
+				n, err := p.Read(buf, time.Now().Add(10*time.Second))
+				if err != nil {
+					return
+				}
+				word, arg, _ := strings.Cut(string(buf[:n]), " ")
+				code, err := strconv.Atoi(strings.TrimSpace(arg))
+				if word != "halt" || err != nil || code < 0 || code > 255 {
+					p.Write([]byte("want: halt CODE"), time.Now().Add(time.Second))
+					return
+				}
+				if !once.CompareAndSwap(false, true) {
+					return
+				}
+				logf("app %s: halt %d requested by %s", a.Name, code, orDash(info.Remote))
+				p.Write([]byte("ok"), time.Now().Add(time.Second))
+				env.Halt(code)
+			}
+		default:
+			return nil, fmt.Errorf("config: app %q: unknown kind %q (want echo or halt): %w", a.Name, a.Kind, flow.ErrInvalid)
+		}
+		xs = append(xs, Extra{Name: comp, Bufs: a.Bufs, Program: appProgram(a.Name, logf, serve)})
+	}
+	return xs, nil
+}
+
+// appProgram binds name and runs serve on every flow allocated to it, each
+// in its own goroutine of the component, until the component stops.
+func appProgram(name string, logf func(string, ...any), serve func(context.Context, flow.Port, flow.Info)) kernel.Program {
+	return func(pd *kernel.PD) error {
+		ep, err := pd.Slot(slotIRM)
+		if err != nil {
+			return err
+		}
+		ctx := pd.Context()
+		b := irm.NewBroker(pd, ep, 0)
+		defer b.Close()
+		// The IPCPs start alongside: retry until they accept the name.
+		for delay := 10 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+			if err = b.Bind(ctx, name); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			logf("app %s: bind: %v (retrying)", name, err)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		for {
+			p, info, err := b.Accept(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("app %s: accept: %w", name, err)
+			}
+			pd.Go(func() {
+				stop := context.AfterFunc(ctx, func() { p.Close() })
+				defer stop()
+				defer p.Close()
+				serve(ctx, p, info)
+			})
+		}
+	}
+}
+
+// echoFlow writes every SDU read from p back until the flow or ctx ends.
+func echoFlow(ctx context.Context, p flow.Port) (sdus, bytes uint64, err error) {
+	buf := make([]byte, flow.MaxSDU)
+	for {
+		n, err := p.Read(buf, time.Time{})
+		if err != nil {
+			if errors.Is(err, flow.ErrClosed) || ctx.Err() != nil {
+				err = nil
+			}
+			return sdus, bytes, err
+		}
+		if err := p.Write(buf[:n], time.Time{}); err != nil {
+			if errors.Is(err, flow.ErrClosed) || ctx.Err() != nil {
+				err = nil
+			}
+			return sdus, bytes, err
+		}
+		sdus++
+		bytes += uint64(n)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return " (" + err.Error() + ")"
+}

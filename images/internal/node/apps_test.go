@@ -1,0 +1,140 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+// startWithApps starts a node from cfg with its configured apps and extras.
+func startWithApps(t *testing.T, cfg string, env AppEnv, extras ...Extra) *Node {
+	t.Helper()
+	c, err := ParseConfig([]byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps, err := Apps(c, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(c, append(apps, extras...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// TestEchoAppOverNetstack runs the UDP shim of two hosted nodes on their
+// own netstacks (127.0.10.0/24) joined by a QEMU socket stream, as a VM's
+// would be, and pings the in-node echo app of one from the other; then
+// the halt app reports its code.
+func TestEchoAppOverNetstack(t *testing.T) {
+	port := freeTCPPort(t)
+	halted := make(chan int, 1)
+	startWithApps(t, fmt.Sprintf(`
+[node]
+name = "b"
+[[ipcp]]
+kind = "udp"
+layer = "ip"
+[ipcp.udp]
+addr = "127.0.10.2:3435"
+[ipcp.udp.netstack]
+addrs = ["127.0.10.2/24"]
+qemu_listen = "127.0.0.1:%d"
+[[app]]
+kind = "echo"
+name = "echo.b"
+[[app]]
+kind = "halt"
+name = "halt.b"
+`, port), AppEnv{Logf: t.Logf, Halt: func(code int) { halted <- code }})
+
+	appA, brA := app("client")
+	startWithApps(t, fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+layer = "ip"
+[ipcp.udp]
+dir = { "echo.b" = "127.0.10.2:3435", "halt.b" = "127.0.10.2:3435" }
+[ipcp.udp.netstack]
+addrs = ["127.0.10.1/24"]
+qemu_connect = "127.0.0.1:%d"
+`, port), AppEnv{}, appA)
+
+	a := <-brA
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	p, info, err := a.Alloc(ctx, "echo.b", flow.BestEffort())
+	if err != nil {
+		t.Fatalf("alloc echo.b: %v", err)
+	}
+	if info.Layer != "ip" {
+		t.Errorf("layer = %q, want ip", info.Layer)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	dl := func() time.Time { return time.Now().Add(3 * time.Second) }
+	for _, size := range []int{1, 64, 1000, flow.MaxSDU} {
+		msg := bytes.Repeat([]byte{byte(size)}, size)
+		if err := p.Write(msg, dl()); err != nil {
+			t.Fatalf("write %d: %v", size, err)
+		}
+		n, err := p.Read(buf, dl())
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("echo of %d bytes: got %d, %v", size, n, err)
+		}
+	}
+	p.Close()
+
+	h, _, err := a.Alloc(ctx, "halt.b", flow.BestEffort())
+	if err != nil {
+		t.Fatalf("alloc halt.b: %v", err)
+	}
+	defer h.Close()
+	if err := h.Write([]byte("halt 42"), dl()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-halted:
+		if code != 42 {
+			t.Fatalf("halt code %d, want 42", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("halt app did not halt")
+	}
+}
+
+// TestAppsConfig checks the [[app]] validation.
+func TestAppsConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, cfg string
+		env       AppEnv
+		ok        bool
+	}{
+		{"echo", "[[app]]\nkind = \"echo\"\n", AppEnv{}, true},
+		{"unknown kind", "[[app]]\nkind = \"chat\"\n", AppEnv{}, false},
+		{"halt without Halt", "[[app]]\nkind = \"halt\"\n", AppEnv{}, false},
+		{"twice", "[[app]]\nkind = \"echo\"\n[[app]]\nkind = \"echo\"\n", AppEnv{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte("[node]\nname = \"n\"\n" + tc.cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Apps(c, tc.env)
+			if (err == nil) != tc.ok {
+				t.Fatalf("Apps: err = %v, want ok = %v", err, tc.ok)
+			}
+		})
+	}
+}

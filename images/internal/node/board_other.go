@@ -1,0 +1,15 @@
+//go:build !(tamago && arm)
+
+package node
+
+import (
+	"fmt"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer/shim/eth"
+)
+
+// boardFrames is the board NIC's port i; hosted images have no board.
+func boardFrames(int) (eth.Device, error) {
+	return nil, fmt.Errorf("board = true: this image runs hosted and has no board NIC: %w", flow.ErrInvalid)
+}
