@@ -517,3 +517,67 @@ func TestPacketConnDevice(t *testing.T) {
 		t.Fatalf("got address %v, want %v", got, aAddr)
 	}
 }
+
+// muteConn drops every write once muted: a crash, as seen from the peer.
+type muteConn struct {
+	*net.UDPConn
+	mute atomic.Bool
+}
+
+func (m *muteConn) WriteToUDPAddrPort(b []byte, a netip.AddrPort) (int, error) {
+	if m.mute.Load() {
+		return len(b), nil
+	}
+	return m.UDPConn.WriteToUDPAddrPort(b, a)
+}
+
+// TestPeerRestart: b crashes (its dealloc never leaves) and restarts on
+// the same address; a's next SDU on the old flow draws a no-such-flow and
+// a closes the flow, while new flows work.
+func TestPeerRestart(t *testing.T) {
+	ca, cb := listen(t, "udp", "127.0.0.1:0"), listen(t, "udp", "127.0.0.1:0")
+	bAddr := addrOf(cb)
+	dir := map[string]netip.AddrPort{"srv": bAddr}
+	upA, upB := flowtest.NewUpcalls(16), flowtest.NewUpcalls(16)
+	a, err := New(Config{Layer: "l", Name: "a", Dir: dir, Device: ca}, upA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb := &muteConn{UDPConn: cb}
+	b, err := New(Config{Layer: "l", Name: "b", Device: mb}, upB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*IPCP{a, b} {
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer a.Stop()
+	b.Register(context.Background(), "srv")
+	na, nb := &node{a, upA, addrOf(ca)}, &node{b, upB, bAddr}
+	client, _ := dial(t, na, nb, "srv")
+
+	mb.mute.Store(true)
+	b.Stop() // the dealloc is lost
+	cb2 := listen(t, "udp", bAddr.String())
+	b2, err := New(Config{Layer: "l", Name: "b", Device: cb2}, upB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Stop()
+	b2.Register(context.Background(), "srv")
+
+	if err := client.Write([]byte("anyone?"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if _, err := client.Read(buf, time.Now().Add(2*time.Second)); !errors.Is(err, flow.ErrClosed) {
+		t.Fatalf("old flow after peer restart: got %v, want ErrClosed", err)
+	}
+	c2, s2 := dial(t, na, &node{b2, upB, bAddr}, "srv")
+	roundTrip(t, c2, s2, "new life")
+}
