@@ -93,7 +93,7 @@ func run(listen, portFile, guest string, count, window int, wait time.Duration) 
 	// frames for another station first: the guest must filter them, so no
 	// echo of them may ever arrive (checked by sequence below)
 	for i := 0; i < 8; i++ {
-		if err := send(w, frame(other, src, uint32(1<<31|i), 100)); err != nil {
+		if err := send(w, frame(other, src, 1<<31|uint32(i), 100)); err != nil {
 			return err
 		}
 	}
