@@ -119,10 +119,11 @@ func TestAllocDataDealloc(t *testing.T) {
 				t.Fatalf("server read after client close: got %v, want ErrClosed", err)
 			}
 			waitFor(t, func() bool { return len(a.ipcp.Flows()) == 0 && len(b.ipcp.Flows()) == 0 })
-			st := a.ipcp.Stats()
-			if st.PacketsOut != 1 || st.PacketsIn != 1 || st.FlowsOut != 1 {
-				t.Fatalf("a stats %+v: want 1 packet each way and 1 flow out", st)
-			}
+			// Counters move just after the SDU is handed over: wait.
+			waitFor(t, func() bool {
+				st := a.ipcp.Stats()
+				return st.PacketsOut == 1 && st.PacketsIn == 1 && st.FlowsOut == 1
+			})
 		})
 	}
 }
