@@ -1,0 +1,194 @@
+//go:build tamago && arm
+
+// Bare-metal entry point of the router image for the USB armory Mk II and
+// QEMU's mcimx6ul-evk (board/usbarmory): the same node assembly as hosted,
+// with the configuration embedded at build time, the board NIC under the
+// shims and in-node applications instead of the socket gateway.
+//
+// Under QEMU the image reads words from the semihosting command line
+// (-semihosting-config enable=on,arg=router,arg=WORD...):
+//
+//	name=NAME          the node name (default: from the board's unique key)
+//	exit-after=DUR     stop and exit with code 3 after DUR (a watchdog for tests)
+//
+// A "halt" app in the configuration ends the node with the code a client
+// sends it ("halt CODE"); the board exits through semihosting with it.
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/ouronet/ouro/board/usbarmory"
+	"github.com/ouronet/ouro/images/internal/node"
+)
+
+// config is the node configuration, TOML encoded as standard base64, set
+// at link time by mk/tamago.mk (make image CONFIG=node.toml: -X
+// main.config=...). Empty: defaultConfig.
+var config string
+
+// defaultConfig is the configuration of an image built without CONFIG: an
+// Ethernet shim on the board NIC and an echo app, so that a hosted node on
+// the same Ethernet can allocate a flow to "echo" and ping it.
+const defaultConfig = `
+[[ipcp]]
+kind = "eth"
+layer = "eth"
+[ipcp.eth]
+board = true
+
+[[app]]
+kind = "echo"
+`
+
+// exitWatchdog is the exit code when exit-after expires.
+const exitWatchdog = 3
+
+func main() {
+	b := &usbarmory.Board{}
+	if err := b.Init(); err != nil {
+		fail("board init: %v", err)
+	}
+	args := map[string]string{}
+	if b.Emulated() {
+		for _, w := range b.Args() {
+			if k, v, ok := strings.Cut(w, "="); ok {
+				args[k] = v
+			}
+		}
+	}
+
+	text := defaultConfig
+	if config != "" {
+		raw, err := base64.StdEncoding.DecodeString(config)
+		if err != nil {
+			fail("embedded config: %v", err)
+		}
+		text = string(raw)
+	}
+	name := args["name"]
+	if name == "" {
+		name = boardName(b)
+	}
+	text, err := withName(text, name)
+	if err != nil {
+		fail("embedded config: %v", err)
+	}
+	cfg, err := node.ParseConfig([]byte(text))
+	if err != nil {
+		fail("%v", err)
+	}
+
+	node.UseBoard(b)
+	halt := make(chan int, 1)
+	apps, err := node.Apps(cfg, node.AppEnv{
+		Logf: func(f string, a ...any) { fmt.Printf(f+"\n", a...) },
+		Halt: func(code int) {
+			select {
+			case halt <- code:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		fail("%v", err)
+	}
+	n, err := node.New(cfg, apps...)
+	if err != nil {
+		fail("%v", err)
+	}
+	if err := n.Start(); err != nil {
+		fail("%v", err)
+	}
+
+	kind := b.UniqueKeyKind()
+	fmt.Printf("ouro node %s: board %s, identity key %s, entropy %s\n",
+		n.Name(), b.Name(), kind, b.EntropySource())
+	if nic := node.BoardNIC(); nic != nil {
+		fmt.Printf("ouro node %s: nic %v\n", n.Name(), nic.HardwareAddr())
+	}
+	for _, l := range node.LayerSummary(cfg) {
+		fmt.Printf("ouro node %s: %s\n", n.Name(), l)
+	}
+	// Tests and scripts wait for this line; uptime is the guest clock.
+	fmt.Printf("ouro node %s ready (uptime %v)\n", n.Name(), time.Duration(time.Now().UnixNano()).Round(time.Millisecond))
+
+	var watchdog <-chan time.Time
+	if s, ok := args["exit-after"]; ok {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			fail("exit-after=%q: %v", s, err)
+		}
+		watchdog = time.After(d)
+	}
+	code := 0
+	select {
+	case code = <-halt:
+		fmt.Printf("ouro node %s: halt %d\n", n.Name(), code)
+	case <-watchdog:
+		code = exitWatchdog
+		fmt.Printf("ouro node %s: exit-after expired\n", n.Name())
+	}
+	time.Sleep(50 * time.Millisecond) // let the halt reply leave
+	stopped := make(chan struct{})
+	go func() { n.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		fmt.Printf("ouro node %s: stop took over 2s\n", n.Name())
+	}
+	if nic := node.BoardNIC(); nic != nil {
+		s := nic.Stats()
+		fmt.Printf("ouro node %s: nic rx %d frames %d bytes, tx %d frames %d bytes, filtered %d, rx errors %d, tx ring full %d\n",
+			n.Name(), s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes, s.RxFiltered, s.RxErrors, s.TxRingFull)
+	}
+	fmt.Printf("ouro node %s: exit %d\n", n.Name(), code)
+	usbarmory.Exit(code)
+}
+
+// boardName is "usbarmory-" and 6 hex digits of a hash of the board's
+// unique key (under QEMU the key is the published test key: every VM gets
+// the same name unless given name=).
+func boardName(b *usbarmory.Board) string {
+	k, _, err := b.UniqueKey([]byte("ouro node name"))
+	if err != nil {
+		return "usbarmory"
+	}
+	h := sha256.Sum256(k[:])
+	return "usbarmory-" + hex.EncodeToString(h[:3])
+}
+
+var nodeTable = regexp.MustCompile(`(?m)^[ \t]*\[node\][ \t]*(#.*)?$`)
+
+// withName sets [node] name in the TOML text unless it is set already.
+func withName(text, name string) (string, error) {
+	var probe struct {
+		Node struct {
+			Name string `toml:"name"`
+		} `toml:"node"`
+	}
+	if _, err := toml.Decode(text, &probe); err != nil {
+		return "", err
+	}
+	if probe.Node.Name != "" {
+		return text, nil
+	}
+	line := fmt.Sprintf("name = %q\n", name)
+	if loc := nodeTable.FindStringIndex(text); loc != nil {
+		return text[:loc[1]] + "\n" + line + text[loc[1]:], nil
+	}
+	return "[node]\n" + line + text, nil
+}
+
+func fail(format string, a ...any) {
+	fmt.Printf("router: FAIL: "+format+"\n", a...)
+	usbarmory.Exit(1)
+}
