@@ -13,13 +13,31 @@ const (
 	Headroom = 128
 )
 
-// Buffer states, tracked always (double free, pushing a free buffer) and,
-// in kerneldebug builds, checked on every access.
+// A buffer's owner is one atomic word: ownerFree while it is free (in the
+// pool), ownerRing while it is queued in a ring, otherwise the id of the
+// incarnation that holds it (PD.bid; an integer, not a pointer, so the
+// stores need no GC write barrier). Every transfer is one store or compare-and-swap of that
+// word, so the kernel always knows which incarnation holds which buffers
+// (to free them when it dies) at no cost beyond the state the double-free
+// check needed anyway. Checked always on push and free (pushing or freeing
+// a buffer the caller does not hold panics) and, in kerneldebug builds, on
+// every access.
 const (
-	bufFree   uint32 = iota
-	bufHeld          // held by a component
-	bufInRing        // in transit through a ring
+	ownerFree uint64 = iota
+	ownerRing
+	firstBufHolder // the first PD.bid
 )
+
+// ownerName describes a buffer owner for a panic message.
+func ownerName(o uint64) string {
+	switch o {
+	case ownerFree:
+		return "free"
+	case ownerRing:
+		return "in a ring"
+	}
+	return fmt.Sprintf("held by incarnation #%d", o)
+}
 
 // Buf is a packet buffer drawn from a component's budget. Its data window
 // starts at Headroom with length 0; Prepend grows it into the headroom,
@@ -30,14 +48,15 @@ const (
 type Buf struct {
 	off, end int
 	budget   *budget
-	state    atomic.Uint32
-	holder   atomic.Pointer[PD] // kerneldebug: the holding incarnation
+	owner    atomic.Uint64 // ownerFree, ownerRing, or the holder's PD.bid
 	data     [Headroom + BufSize]byte
 }
 
 func (b *Buf) check() {
-	if debug && b.state.Load() != bufHeld {
-		panic(fmt.Sprintf("kernel: use of packet buffer %p after transfer (state %d)", b, b.state.Load()))
+	if debug {
+		if o := b.owner.Load(); o < firstBufHolder {
+			panic(fmt.Sprintf("kernel: use of packet buffer %p after transfer (%s)", b, ownerName(o)))
+		}
 	}
 }
 
@@ -129,6 +148,7 @@ func (b *Buf) Truncate(n int) {
 type bufPool struct {
 	mu   sync.Mutex
 	free []*Buf // guarded by mu
+	all  []*Buf // guarded by mu: every buffer ever made (append only)
 }
 
 // get fills bufs with free buffers (allocating new ones if the pool is
@@ -141,9 +161,22 @@ func (p *bufPool) get(bufs []*Buf) {
 	clear(p.free[n-k:])
 	p.free = p.free[:n-k]
 	p.mu.Unlock()
+	if k == len(bufs) {
+		return
+	}
 	for i := k; i < len(bufs); i++ {
 		bufs[i] = new(Buf)
 	}
+	p.mu.Lock()
+	p.all = append(p.all, bufs[k:]...)
+	p.mu.Unlock()
+}
+
+// registry returns every buffer made so far (for a scan by owner).
+func (p *bufPool) registry() []*Buf {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.all
 }
 
 func (p *bufPool) put(bufs []*Buf) {

@@ -38,6 +38,7 @@ type Kernel struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	stopping atomic.Bool
+	nextBID  atomic.Uint64  // for PD.bid
 	wg       sync.WaitGroup // every component goroutine and fault delivery
 
 	// capMu guards the derivation tree (every capNode's links) and makes
@@ -141,6 +142,10 @@ type PD struct {
 	wmu   sync.Mutex
 	wfree []*waiter // guarded by wmu: idle waiters for this incarnation's threads
 	wall  []*waiter // guarded by wmu: every waiter made for this incarnation
+
+	bid       uint64       // the owner id of the buffers it holds (Buf.owner)
+	running   atomic.Int32 // the program and PD.Go goroutines still running
+	reclaimed atomic.Bool  // the buffers it held were freed (see reclaimBufs)
 }
 
 // Name returns the component's name.
@@ -198,11 +203,22 @@ func isAborted(err error) bool { return errors.Is(err, ErrAborted) }
 // of the component. f should return when Context is done.
 func (pd *PD) Go(f func()) {
 	pd.k.wg.Add(1)
+	pd.running.Add(1)
 	go func() {
 		defer pd.k.wg.Done()
+		defer pd.exited()
 		defer pd.recoverFault()
 		f()
 	}()
+}
+
+// exited is the end of one of the incarnation's goroutines: the last one
+// of a dead incarnation frees the buffers it still held, since no code of
+// the incarnation can touch them any more.
+func (pd *PD) exited() {
+	if pd.running.Add(-1) == 0 && pd.dead.Load() {
+		pd.reclaimBufs()
+	}
 }
 
 func (pd *PD) recoverFault() {
@@ -213,6 +229,7 @@ func (pd *PD) recoverFault() {
 
 func (pd *PD) run(prog Program) {
 	defer pd.k.wg.Done()
+	defer pd.exited()
 	defer pd.recoverFault()
 	if err := prog(pd); err != nil {
 		pd.die(stateFaulted, FaultError, err.Error(), "")
@@ -231,7 +248,7 @@ func (c *component) startLocked() error {
 	if c.destroyed {
 		return fmt.Errorf("kernel: start %s: component destroyed: %w", c.nm, ErrInvalidCap)
 	}
-	pd := &PD{k: k, c: c, inc: c.incs + 1}
+	pd := &PD{k: k, c: c, inc: c.incs + 1, bid: k.nextBID.Add(1) + firstBufHolder}
 	pd.cs = newCSpace(pd, k.cfg.CSpaceSize)
 	k.capMu.Lock()
 	for _, ic := range c.init {
@@ -249,15 +266,17 @@ func (c *component) startLocked() error {
 	c.incs++
 	c.cur, c.state = pd, stateRunning
 	k.wg.Add(1)
+	pd.running.Store(1)
 	go pd.run(c.prog)
 	return nil
 }
 
 // die ends incarnation pd (once): its context is cancelled, its caps are
-// deleted (callers waiting on its reply caps get ErrAborted), senders
-// queued on endpoints only it could receive from get ErrAborted, the
-// other side of its rings is woken with ErrAborted, and a fault is
-// reported to the supervisor.
+// deleted (callers waiting on its reply caps get ErrAborted; objects left
+// without caps are destroyed), senders queued on endpoints only it could
+// receive from get ErrAborted, the other side of its rings is woken with
+// ErrAborted, and a fault is reported to the supervisor. The buffers it
+// held are freed once its goroutines have returned (see exited).
 func (pd *PD) die(st compState, kind FaultKind, reason, stack string) {
 	if !pd.dead.CompareAndSwap(false, true) {
 		return
@@ -313,6 +332,55 @@ func (pd *PD) die(st compState, kind FaultKind, reason, stack string) {
 		k.reportFault(c, pd.inc, kind, reason, stack)
 	}
 	k.reap()
+	if pd.running.Load() == 0 {
+		pd.reclaimBufs()
+	}
+}
+
+// adopted is called after pd became the owner of bufs (alloc, pop). If
+// pd's buffers were reclaimed meanwhile (possible only for a verb called
+// on a dead PD from a goroutine the kernel does not know about), it frees
+// those the reclaim's scan missed and returns false.
+func (pd *PD) adopted(bufs []*Buf) bool {
+	if !pd.reclaimed.Load() {
+		return true
+	}
+	n := 0
+	for _, b := range bufs {
+		if b.owner.CompareAndSwap(pd.bid, ownerFree) {
+			bufs[n] = b
+			n++
+		}
+	}
+	pd.k.recycle(bufs[:n])
+	clear(bufs)
+	return false
+}
+
+// reclaimBufs frees every buffer the dead incarnation still holds to the
+// budget it was drawn from. It runs once no goroutine of the incarnation
+// is left, so none of them can still be using a buffer; it scans every
+// buffer the pool ever made (only when an incarnation dies), which keeps
+// the data path free of any per-holder bookkeeping.
+func (pd *PD) reclaimBufs() {
+	if pd.reclaimed.Swap(true) {
+		return
+	}
+	var batch [64]*Buf
+	n, total := 0, 0
+	for _, b := range pd.k.pool.registry() {
+		if b.owner.Load() == pd.bid && b.owner.CompareAndSwap(pd.bid, ownerFree) {
+			batch[n] = b
+			if n++; n == len(batch) {
+				pd.k.recycle(batch[:n])
+				total, n = total+n, 0
+			}
+		}
+	}
+	pd.k.recycle(batch[:n])
+	if total += n; total > 0 {
+		pd.k.cfg.Logf("kernel: %s: freed %d packet buffers its dead incarnation %d held", pd.c.nm, total, pd.inc)
+	}
 }
 
 // liveHolder reports whether a running component holds a cap to o with
@@ -583,12 +651,18 @@ func (k *Kernel) destroy(o object) {
 // freeDetached frees buffers nobody holds (taken out of a destroyed ring)
 // to the budgets they were drawn from.
 func (k *Kernel) freeDetached(bufs []*Buf) {
+	for _, b := range bufs {
+		b.owner.Store(ownerFree)
+	}
+	k.recycle(bufs)
+}
+
+// recycle returns free buffers (ownerFree) to their budgets and the pool.
+func (k *Kernel) recycle(bufs []*Buf) {
 	if len(bufs) == 0 {
 		return
 	}
 	for _, b := range bufs {
-		b.state.Store(bufFree)
-		b.holder.Store(nil)
 		b.budget.releaseBufs(1)
 		b.budget = nil
 	}

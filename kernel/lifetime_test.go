@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -278,5 +279,162 @@ func TestSpawnedChildDestroyedWithLastCap(t *testing.T) {
 	wantErr(t, "Delete the ring", p.Delete(r), nil)
 	if u := p.Budget(); u.Objects != 0 || u.Bufs != 0 {
 		t.Fatalf("parent usage at the end: got %+v, want nothing used", u)
+	}
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() (got, want int)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		got, want := cond()
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: got %d, want %d (after %v)", what, got, want, d)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDeadComponentBuffersReclaimed checks that the buffers a component
+// held when it died (allocated, or popped from another's budget) go back
+// to their budgets once its goroutines are gone, so that it can use its
+// whole budget again after a restart, while buffers it pushed stay
+// charged until their reader frees them.
+func TestDeadComponentBuffersReclaimed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(pd *PD) error // how the first incarnation ends, once loaded
+		kill func(k *Kernel)    // what the test does to end it, if anything
+		// linger: a PD.Go goroutine keeps one buffer until released; the
+		// buffers must not be freed before it returns.
+		linger bool
+	}{
+		{name: "error", end: func(pd *PD) error { return errors.New("boom") }},
+		{name: "panic", end: func(pd *PD) error { panic("boom") }},
+		{name: "panic in PD.Go", end: func(pd *PD) error {
+			pd.Go(func() { panic("boom") })
+			<-pd.Context().Done()
+			return nil
+		}},
+		{name: "kill", end: func(pd *PD) error { <-pd.Context().Done(); return nil },
+			kill: func(k *Kernel) { k.Kill("a") }},
+		{name: "restart", end: func(pd *PD) error { <-pd.Context().Done(); return nil },
+			kill: func(k *Kernel) { k.Restart("a") }},
+		{name: "kill with a lingering goroutine", end: func(pd *PD) error { <-pd.Context().Done(); return nil },
+			kill: func(k *Kernel) { k.Kill("a") }, linger: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := &System{
+				Rings: []RingSpec{{Name: "r", Size: 8}},
+				Components: []ComponentSpec{
+					{Name: "a", Budget: Budget{Bufs: 4}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: AllRights}}},
+					{Name: "b", Budget: Budget{Bufs: 4}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: AllRights}}},
+				},
+			}
+			start, loaded, later := make(chan struct{}), make(chan *PD, 1), make(chan *PD, 1)
+			release, proceed := make(chan struct{}), make(chan struct{})
+			prog := func(pd *PD) error {
+				if pd.inc > 1 {
+					later <- pd
+					<-pd.Context().Done()
+					return nil
+				}
+				<-start
+				r := mustSlot(t, pd, "r")
+				popped := make([]*Buf, 2)
+				if n, err := pd.Pop(r, popped); n != 2 {
+					return fmt.Errorf("Pop: got %d, %v, want 2", n, err)
+				}
+				held := make([]*Buf, 3)
+				if n, err := pd.AllocBufs(held); n != 3 {
+					return fmt.Errorf("AllocBufs: got %d, %v, want 3", n, err)
+				}
+				if n, err := pd.Push(r, held[2:]); n != 1 {
+					return fmt.Errorf("Push: got %d, %v, want 1", n, err)
+				}
+				if tc.linger {
+					keep := held[0]
+					pd.Go(func() { <-release; _ = keep })
+				}
+				loaded <- pd
+				<-proceed
+				return tc.end(pd)
+			}
+			k, pds := harness(t, sys, map[string]Program{"a": prog})
+			b := pds["b"]
+			two := make([]*Buf, 2)
+			b.AllocBufs(two)
+			b.Push(mustSlot(t, b, "r"), two)
+			close(start)
+			a := <-loaded
+			if ga, gb := a.Budget().Bufs, b.Budget().Bufs; ga != 3 || gb != 2 {
+				t.Fatalf("before death: got a %d b %d buffers charged, want 3 and 2", ga, gb)
+			}
+			close(proceed)
+			if tc.kill != nil {
+				tc.kill(k)
+			}
+			if tc.linger {
+				time.Sleep(20 * time.Millisecond)
+				if got := a.Budget().Bufs; got != 3 {
+					t.Fatalf("dead, with a goroutine still running: got %d buffers charged, want 3 (nothing freed yet)", got)
+				}
+				close(release)
+			}
+			eventually(t, 5*time.Second, "a's buffers charged after death (one is in the ring)", func() (int, int) { return a.Budget().Bufs, 1 })
+			eventually(t, 5*time.Second, "b's buffers a had popped", func() (int, int) { return b.Budget().Bufs, 0 })
+			if tc.name != "restart" {
+				wantErr(t, "Restart", k.Restart("a"), nil)
+			}
+			a2 := <-later
+			bufs := make([]*Buf, 3)
+			if n, err := a2.AllocBufs(bufs); n != 3 || err != nil {
+				t.Fatalf("AllocBufs after restart: got %d, %v, want the 3 not in the ring", n, err)
+			}
+			a2.FreeBufs(bufs)
+			out := make([]*Buf, 1)
+			if n, _ := b.Pop(mustSlot(t, b, "r"), out); n != 1 {
+				t.Fatalf("Pop a's last buffer: got %d, want 1", n)
+			}
+			b.FreeBufs(out)
+			if got := a2.Budget().Bufs; got != 0 {
+				t.Fatalf("a's buffers at the end: got %d, want 0", got)
+			}
+		})
+	}
+}
+
+// TestForeignBufferPanics checks that pushing or freeing a buffer another
+// component holds panics in every build (the owner word makes the check
+// free), and leaves the buffer with its holder.
+func TestForeignBufferPanics(t *testing.T) {
+	_, pds := harness(t, pair(AllRights), nil)
+	a, b := pds["a"], pds["b"]
+	for _, tc := range []struct {
+		name string
+		op   func(x *Buf)
+	}{
+		{"free", func(x *Buf) { b.FreeBuf(x) }},
+		{"push", func(x *Buf) { b.Push(mustSlot(t, b, "r"), []*Buf{x}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x, err := a.AllocBuf()
+			wantErr(t, "AllocBuf", err, nil)
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Fatalf("%s by a non-holder: got no panic, want one", tc.name)
+					}
+				}()
+				tc.op(x)
+			}()
+			a.FreeBuf(x) // still a's: no panic
+			if got := a.Budget().Bufs; got != 0 {
+				t.Fatalf("a's buffers after freeing: got %d, want 0", got)
+			}
+		})
 	}
 }

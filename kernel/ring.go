@@ -132,19 +132,17 @@ func (r *ring) push(pd *PD, bufs []*Buf) (int, error) {
 			return 0, pd.c.budget.rateErr
 		}
 	}
-	for i := uint64(0); i < n; i++ {
-		b := bufs[i]
-		if b.state.Load() != bufHeld || debug && b.holder.Load() != pd {
+	for i, b := range bufs[:n] {
+		if !b.owner.CompareAndSwap(pd.bid, ownerRing) {
+			for _, x := range bufs[:i] {
+				x.owner.Store(pd.bid)
+			}
 			r.pmu.Unlock()
-			panic(fmt.Sprintf("kernel: %s: push of packet buffer %p it does not hold (state %d)", pd.name(), b, b.state.Load()))
+			panic(fmt.Sprintf("kernel: %s: push of packet buffer %p it does not hold (%s)", pd.name(), b, ownerName(b.owner.Load())))
 		}
-		b.state.Store(bufInRing)
-		if debug {
-			b.holder.Store(nil)
-		}
-		r.slots[(t+i)&r.mask] = b
-		bufs[i] = nil
+		r.slots[(t+uint64(i))&r.mask] = b
 	}
+	clear(bufs[:n])
 	r.tail.Store(t + n)
 	r.pmu.Unlock()
 	if r.consWaiting.Load() {
@@ -175,16 +173,16 @@ func (r *ring) pop(pd *PD, bufs []*Buf) (int, error) {
 		j := (h + i) & r.mask
 		b := r.slots[j]
 		r.slots[j] = nil
-		b.state.Store(bufHeld)
-		if debug {
-			b.holder.Store(pd)
-		}
+		b.owner.Store(pd.bid)
 		bufs[i] = b
 	}
 	r.head.Store(h + n)
 	r.cmu.Unlock()
 	if r.prodWaiting.Load() {
 		poke(r.spaceCh)
+	}
+	if !pd.adopted(bufs[:n]) {
+		return 0, pd.deadErr("pop")
 	}
 	return int(n), nil
 }
@@ -367,10 +365,10 @@ func (pd *PD) AllocBufs(bufs []*Buf) (int, error) {
 	pd.k.pool.get(bufs[:n])
 	for _, x := range bufs[:n] {
 		x.off, x.end, x.budget = Headroom, Headroom, b
-		x.state.Store(bufHeld)
-		if debug {
-			x.holder.Store(pd)
-		}
+		x.owner.Store(pd.bid)
+	}
+	if !pd.adopted(bufs[:n]) {
+		return 0, pd.deadErr("alloc")
 	}
 	return n, nil
 }
@@ -390,21 +388,18 @@ func (pd *PD) FreeBufs(bufs []*Buf) {
 		if b == nil {
 			continue
 		}
-		if b.state.Load() != bufHeld || debug && b.holder.Load() != pd {
-			panic(fmt.Sprintf("kernel: %s: free of packet buffer %p it does not hold (state %d)", pd.name(), b, b.state.Load()))
+		if !b.owner.CompareAndSwap(pd.bid, ownerFree) {
+			for _, x := range bufs[:n] {
+				x.owner.Store(pd.bid)
+			}
+			panic(fmt.Sprintf("kernel: %s: free of packet buffer %p it does not hold (%s)", pd.name(), b, ownerName(b.owner.Load())))
 		}
-		b.state.Store(bufFree)
-		if debug {
-			b.holder.Store(nil)
-		}
-		b.budget.releaseBufs(1)
-		b.budget = nil
 		bufs[n] = b
 		if n != i {
 			bufs[i] = nil
 		}
 		n++
 	}
-	pd.k.pool.put(bufs[:n])
+	pd.k.recycle(bufs[:n])
 	clear(bufs[:n])
 }
