@@ -8,7 +8,10 @@
 #   make qemu BOARD=usbarmory [QEMU_ARGS=...] [QEMU_NET=...] [QEMU_TIMEOUT=60]
 #                         boot the image under qemu-system-arm mcimx6ul-evk
 #   make qemu-test        boot images/boottest: exit codes 0 and 3, then the
-#                         ENET echo test against tools/qemu/enetpeer
+#                         ENET echo test against tools/qemu/enetpeer; then the
+#                         router image wired to hosted nodes (images/router
+#                         TestQEMU: eth and UDP-on-netstack flows, ping, perf,
+#                         halt exit code; QEMU_FIGURES=FILE keeps the figures)
 #
 # Missing pieces (the TamaGo toolchain, qemu-system-arm, mkimage) make a
 # target print one "SKIP: ..." line: qemu-test then exits 0 without claiming
@@ -111,10 +114,18 @@ qemu: tamago-check-board
 
 comma := ,
 
-# qemu-test: the bare-metal boot test (always images/boottest)
+# qemu-test: the bare-metal boot test (images/boottest), then the router
+# image under QEMU against hosted nodes (a Go test that builds the image
+# with its own embedded config; it skips with "SKIP:" lines of its own).
+QEMU_FIGURES ?=
 qemu-test:
 	@if [ ! -x "$(TAMAGO_GOROOT)/bin/go" ] || [ -z "$(TAMAGO)" ]; then echo "$(TAMAGO_SKIP_TOOLCHAIN)"; exit 0; fi; \
 	if ! command -v qemu-system-arm >/dev/null; then echo "$(TAMAGO_SKIP_QEMU)"; exit 0; fi; \
 	$(MAKE) --no-print-directory image BOARD=usbarmory IMAGE=./images/boottest CONFIG= >/dev/null && \
 	$(TAMAGO_GO) build -o bin/enetpeer ./tools/qemu/enetpeer && \
-	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh
+	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh && \
+	log=$$(mktemp); \
+	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^TestQEMU$$' ./images/router >$$log 2>&1; \
+	rc=$$?; \
+	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|^ok' $$log; else cat $$log; fi; \
+	rm -f $$log; exit $$rc

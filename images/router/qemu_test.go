@@ -1,0 +1,475 @@
+//go:build linux
+
+package main
+
+// The bare-metal router under QEMU, wired to hosted nodes in this process.
+//
+// TestQEMU builds the router image with the TamaGo toolchain (config
+// embedded, as mk/tamago.mk does), boots it on QEMU's mcimx6ul-evk with its
+// ENET on a QEMU socket stream to 127.0.0.1, and from a hosted node in this
+// process allocates flows to the VM's echo app: over the Ethernet shim, and
+// over the UDP shim on both sides' netstacks (127.0.10.0/24). Each path
+// runs ping (RTT) and perf (echo throughput), then the same traffic against
+// a hosted node in the VM's place, and ends the VM through its halt app,
+// checking QEMU's exit code (semihosting SYS_EXIT_EXTENDED).
+//
+// It runs only with OURO_QEMU_TEST=1 (make qemu-test) and skips with a
+// "SKIP:" message when the toolchain or qemu-system-arm is missing.
+// OURO_QEMU_FIGURES=FILE appends the figures as text lines.
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// vmConfig is the VM's embedded configuration: the Ethernet shim and a
+// netstack-backed UDP shim share the board NIC; echo and halt apps.
+// devEth and devNS are the device lines; a hosted node in the VM's place
+// uses the same text with QEMU streams instead of the board.
+const vmConfig = `
+[[ipcp]]
+kind = "eth"
+layer = "eth"
+[ipcp.eth]
+%s
+
+[[ipcp]]
+kind = "udp"
+layer = "ip"
+[ipcp.udp]
+addr = "127.0.10.2:3435"
+[ipcp.udp.netstack]
+addrs = ["127.0.10.2/24"]
+%s
+
+[[app]]
+kind = "echo"
+[[app]]
+kind = "halt"
+`
+
+// haltCode is what the test asks the VM to exit with: neither 0 nor a
+// panic's 2 nor the watchdog's 3.
+const haltCode = 42
+
+// Figures of one run.
+type figures struct {
+	path            string
+	pings           int
+	rttMin, rttAvg  time.Duration
+	rttP50, rttMax  time.Duration
+	perfSDUs, sent  uint64
+	perfBytes       uint64
+	perfSpan        time.Duration
+	sduSize, window int
+}
+
+func (f figures) mbps() float64 { return float64(f.perfBytes*8) / f.perfSpan.Seconds() / 1e6 }
+
+func (f figures) String() string {
+	return fmt.Sprintf("%-18s ping n=%d rtt min/avg/p50/max %v/%v/%v/%v; perf %d-byte SDUs window %d: %d/%d echoed in %v = %.2f Mbit/s, %.0f SDU/s",
+		f.path, f.pings, f.rttMin, f.rttAvg, f.rttP50, f.rttMax, f.sduSize, f.window, f.perfSDUs, f.sent,
+		f.perfSpan.Round(time.Millisecond), f.mbps(), float64(f.perfSDUs)/f.perfSpan.Seconds())
+}
+
+func TestQEMU(t *testing.T) {
+	if os.Getenv("OURO_QEMU_TEST") == "" {
+		t.Skip("SKIP: the QEMU test runs with OURO_QEMU_TEST=1 (make qemu-test)")
+	}
+	tool := findToolchain(t)
+	elf := buildImage(t, tool, fmt.Sprintf(vmConfig, "board = true", "board = true"))
+
+	paths := []struct {
+		name string
+		// hosted is the config of the hosted client node listening on
+		// port; peer is the config of a hosted node in the VM's place
+		// dialling port.
+		hosted func(port int) string
+		peer   func(port int) string
+	}{
+		{"eth", func(port int) string {
+			return fmt.Sprintf("[node]\nname = \"host\"\n[[ipcp]]\nkind = \"eth\"\nlayer = \"eth\"\n[ipcp.eth]\nqemu_listen = \"127.0.0.1:%d\"\n", port)
+		}, func(port int) string {
+			// the UDP shim's stream goes nowhere: a listener nobody dials
+			return "[node]\nname = \"peer\"\n" + fmt.Sprintf(vmConfig,
+				fmt.Sprintf("qemu_connect = \"127.0.0.1:%d\"", port), "qemu_listen = \"127.0.0.1:0\"")
+		}},
+		{"udp-netstack", func(port int) string {
+			return fmt.Sprintf(`[node]
+name = "host"
+[[ipcp]]
+kind = "udp"
+layer = "ip"
+[ipcp.udp]
+addr = "127.0.10.1:3435"
+dir = { echo = "127.0.10.2:3435", halt = "127.0.10.2:3435" }
+[ipcp.udp.netstack]
+addrs = ["127.0.10.1/24"]
+qemu_listen = "127.0.0.1:%d"
+`, port)
+		}, func(port int) string {
+			return "[node]\nname = \"peer\"\n" + fmt.Sprintf(vmConfig,
+				"qemu_listen = \"127.0.0.1:0\"", fmt.Sprintf("qemu_connect = \"127.0.0.1:%d\"", port))
+		}},
+	}
+	var all []figures
+	for _, p := range paths {
+		t.Run(p.name+"/vm", func(t *testing.T) {
+			port := freePort(t)
+			client := startHosted(t, p.hosted(port), nil)
+			vm := bootVM(t, elf, "vm", fmt.Sprintf("socket,model=imx.enet,connect=127.0.0.1:%d,mac=02:00:00:00:00:02", port))
+			f := exercise(t, client, p.name+" to VM")
+			all = append(all, f)
+			halt(t, client)
+			if code := vm.wait(t, 20*time.Second); code != haltCode {
+				t.Fatalf("VM exit code %d, want %d (halt)", code, haltCode)
+			}
+		})
+		t.Run(p.name+"/hosted", func(t *testing.T) {
+			port := freePort(t)
+			client := startHosted(t, p.hosted(port), nil)
+			halted := make(chan int, 1)
+			startHosted(t, p.peer(port), func(code int) { halted <- code })
+			all = append(all, exercise(t, client, p.name+" to hosted"))
+			halt(t, client)
+			select {
+			case code := <-halted:
+				if code != haltCode {
+					t.Fatalf("halt code %d, want %d", code, haltCode)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("hosted peer did not halt")
+			}
+		})
+	}
+	var lines []string
+	for _, f := range all {
+		lines = append(lines, f.String())
+		t.Log(f)
+	}
+	if out := os.Getenv("OURO_QEMU_FIGURES"); out != "" {
+		fh, err := os.OpenFile(out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprintf(fh, "%s image %s\n", time.Now().Format(time.RFC3339), elfSize(elf))
+			for _, l := range lines {
+				fmt.Fprintln(fh, l)
+			}
+			fh.Close()
+		}
+	}
+}
+
+// toolchain is how to run the TamaGo build.
+type toolchain struct{ tamago string }
+
+// findToolchain locates the tamago command and QEMU or skips.
+func findToolchain(t *testing.T) toolchain {
+	t.Helper()
+	out, err := exec.Command("go", "tool", "-n", "github.com/usbarmory/tamago/cmd/tamago").Output()
+	if err != nil {
+		t.Skipf("SKIP: the tamago tool does not resolve (go tool -n github.com/usbarmory/tamago/cmd/tamago): %v", err)
+	}
+	ver, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/usbarmory/tamago").Output()
+	if err != nil {
+		t.Skipf("SKIP: go list -m github.com/usbarmory/tamago: %v", err)
+	}
+	cache, _ := os.UserCacheDir()
+	goroot := filepath.Join(cache, "tamago-go", "tamago-go"+strings.TrimPrefix(strings.TrimSpace(string(ver)), "v"))
+	if _, err := os.Stat(filepath.Join(goroot, "bin", "go")); err != nil {
+		t.Skipf("SKIP: TamaGo toolchain missing (%s/bin/go); see docs/boards.md", goroot)
+	}
+	if _, err := exec.LookPath("qemu-system-arm"); err != nil {
+		t.Skip("SKIP: qemu-system-arm missing: apt-get install qemu-system-arm")
+	}
+	return toolchain{tamago: strings.TrimSpace(string(out))}
+}
+
+// buildImage builds images/router for the USB armory with cfg embedded
+// (mk/tamago.mk's command line) and returns the ELF's path.
+func buildImage(t *testing.T, tc toolchain, cfg string) string {
+	t.Helper()
+	elf := filepath.Join(t.TempDir(), "router-usbarmory.elf")
+	ld := "-T 0x80010000 -R 0x1000 -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", "usbarmory", "-ldflags", ld, "-o", elf, ".")
+	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("tamago build: %v\n%s", err, out)
+	}
+	t.Logf("built %s in %v", elfSize(elf), time.Since(start).Round(100*time.Millisecond))
+	return elf
+}
+
+func elfSize(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return path
+	}
+	return fmt.Sprintf("%s (%d bytes)", filepath.Base(path), st.Size())
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// vm is a running QEMU guest.
+type vm struct {
+	cmd     *exec.Cmd
+	mu      sync.Mutex // guards console
+	console []string
+	ready   chan time.Duration // wall time from start to the ready line
+	done    chan struct{}
+	code    int
+}
+
+// bootVM starts the image under timeout with nic as its first -nic and
+// waits for "ouro node NAME ready". The console goes to the test log when
+// the test ends.
+func bootVM(t *testing.T, elf, name, nic string) *vm {
+	t.Helper()
+	v := &vm{ready: make(chan time.Duration, 1), done: make(chan struct{})}
+	v.cmd = exec.Command("timeout", "120", "qemu-system-arm", "-machine", "mcimx6ul-evk", "-cpu", "cortex-a7", "-m", "512M",
+		"-nographic", "-monitor", "none", "-serial", "null", "-serial", "stdio",
+		"-nic", nic,
+		"-semihosting-config", "enable=on,target=native,arg=router,arg=name="+name+",arg=exit-after=90s",
+		"-kernel", elf)
+	out, err := v.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.cmd.Stderr = v.cmd.Stdout
+	start := time.Now()
+	if err := v.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			l := strings.TrimRight(sc.Text(), "\r")
+			v.mu.Lock()
+			v.console = append(v.console, l)
+			v.mu.Unlock()
+			if strings.HasPrefix(l, "ouro node "+name+" ready") {
+				v.ready <- time.Since(start)
+			}
+		}
+		err := v.cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			v.code = ee.ExitCode()
+		} else if err != nil {
+			v.code = -1
+		}
+		close(v.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-v.done:
+		default:
+			v.cmd.Process.Kill()
+			<-v.done
+		}
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		t.Logf("VM console:\n    %s", strings.Join(v.console, "\n    "))
+	})
+	select {
+	case d := <-v.ready:
+		t.Logf("VM ready %v after starting qemu", d.Round(time.Millisecond))
+	case <-v.done:
+		t.Fatalf("VM exited (code %d) before ready", v.code)
+	case <-time.After(60 * time.Second):
+		t.Fatal("VM not ready in 60s")
+	}
+	return v
+}
+
+// wait waits for the VM to exit and returns QEMU's exit code.
+func (v *vm) wait(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-v.done:
+		return v.code
+	case <-time.After(d):
+		t.Fatalf("VM still running after %v", d)
+		return -1
+	}
+}
+
+// startHosted starts a hosted node from cfg with its [[app]]s and a client
+// component whose broker it returns.
+func startHosted(t *testing.T, cfg string, haltFn func(int)) *irm.Broker {
+	t.Helper()
+	c, err := node.ParseConfig([]byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs, err := node.Apps(c, node.AppEnv{Halt: haltFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	brc := make(chan *irm.Broker, 1)
+	xs = append(xs, node.Extra{Name: "client", Program: func(pd *kernel.PD) error {
+		ep, err := pd.Slot("irm")
+		if err != nil {
+			return err
+		}
+		brc <- irm.NewBroker(pd, ep, 0)
+		<-pd.Context().Done()
+		return nil
+	}})
+	n, err := node.New(c, xs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	return <-brc
+}
+
+// alloc allocates a flow to name, retrying while the peer is not there yet.
+func alloc(t *testing.T, b *irm.Broker, name string) flow.Port {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		p, _, err := b.Alloc(ctx, name, flow.BestEffort())
+		if err == nil {
+			return p
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("alloc %s: %v", name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// exercise pings and perfs the echo app behind b's only layer.
+func exercise(t *testing.T, b *irm.Broker, path string) figures {
+	t.Helper()
+	p := alloc(t, b, "echo")
+	defer p.Close()
+	f := figures{path: path, pings: 200, sduSize: 1024, window: 16}
+	buf := make([]byte, flow.MaxSDU)
+
+	// ping: one 64-byte SDU at a time, sequence in the first byte
+	var rtts []time.Duration
+	msg := make([]byte, 64)
+	for i := 0; i < f.pings; i++ {
+		msg[0] = byte(i)
+		t0 := time.Now()
+		if err := p.Write(msg, t0.Add(2*time.Second)); err != nil {
+			t.Fatalf("ping %d: write: %v", i, err)
+		}
+		for {
+			n, err := p.Read(buf, t0.Add(2*time.Second))
+			if err != nil {
+				t.Fatalf("ping %d: %v", i, err)
+			}
+			if n == len(msg) && buf[0] == byte(i) {
+				break
+			}
+		}
+		rtts = append(rtts, time.Since(t0))
+	}
+	sort.Slice(rtts, func(i, j int) bool { return rtts[i] < rtts[j] })
+	var sum time.Duration
+	for _, r := range rtts {
+		sum += r
+	}
+	f.rttMin, f.rttMax, f.rttP50 = rtts[0], rtts[len(rtts)-1], rtts[len(rtts)/2]
+	f.rttAvg = sum / time.Duration(len(rtts))
+	for _, d := range []*time.Duration{&f.rttMin, &f.rttAvg, &f.rttP50, &f.rttMax} {
+		*d = d.Round(time.Microsecond)
+	}
+
+	// perf: keep window SDUs in flight for 3 s; an echo returns a credit,
+	// a lost one is written off after 200 ms
+	credits := make(chan struct{}, f.window)
+	for range f.window {
+		credits <- struct{}{}
+	}
+	data := make([]byte, f.sduSize)
+	stop := time.Now().Add(3 * time.Second)
+	start := time.Now()
+	wdone := make(chan uint64)
+	go func() {
+		var sent uint64
+		for time.Now().Before(stop) {
+			select {
+			case <-credits:
+			case <-time.After(200 * time.Millisecond):
+			}
+			if p.Write(data, time.Now().Add(time.Second)) != nil {
+				break
+			}
+			sent++
+		}
+		wdone <- sent
+	}()
+	var last time.Time
+	for {
+		n, err := p.Read(buf, time.Now().Add(500*time.Millisecond))
+		if err != nil {
+			if time.Now().After(stop) {
+				break
+			}
+			continue
+		}
+		if n == f.sduSize {
+			f.perfSDUs++
+			f.perfBytes += uint64(n)
+			last = time.Now()
+			select {
+			case credits <- struct{}{}:
+			default:
+			}
+		}
+	}
+	f.sent = <-wdone
+	f.perfSpan = last.Sub(start)
+	if f.perfSDUs == 0 {
+		t.Fatalf("%s: perf: no SDU echoed", path)
+	}
+	return f
+}
+
+// halt asks the peer's halt app to end with haltCode.
+func halt(t *testing.T, b *irm.Broker) {
+	t.Helper()
+	p := alloc(t, b, "halt")
+	defer p.Close()
+	if err := p.Write([]byte(fmt.Sprintf("halt %d", haltCode)), time.Now().Add(2*time.Second)); err != nil {
+		t.Fatalf("halt: %v", err)
+	}
+	buf := make([]byte, 64)
+	if n, err := p.Read(buf, time.Now().Add(5*time.Second)); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, flow.ErrClosed) {
+		t.Logf("halt reply: %q, %v", buf[:n], err)
+	}
+}
