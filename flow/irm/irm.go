@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
@@ -80,7 +81,13 @@ type IRM struct {
 	sessions map[sessionKey]*session
 	flows    map[uint64]*flowEntry
 	nextFlow uint64
+	// collectAt is the flow count at which newFlow collects closed flows
+	// itself instead of waiting for the sweep.
+	collectAt int
 }
+
+// collectMin is the least number of flows between synchronous collections.
+const collectMin = 256
 
 type sessionKey struct {
 	badge kernel.Badge
@@ -96,8 +103,18 @@ type session struct {
 type pendingFlow struct {
 	info   flow.Info
 	rx, tx kernel.Cap // the application's end, in the IRM's CSpace
-	taken  chan struct{}
+	// state moves once from pendingWaiting to pendingTaken (by Accept) or
+	// to pendingAbandoned (by the requester giving up); taken is closed
+	// when Accept took it.
+	state atomic.Int32
+	taken chan struct{}
 }
+
+const (
+	pendingWaiting int32 = iota
+	pendingTaken
+	pendingAbandoned
+)
 
 type nameEntry struct {
 	name     string
@@ -127,6 +144,8 @@ func New(cfg Config) *IRM {
 		names:    make(map[string]*nameEntry),
 		sessions: make(map[sessionKey]*session),
 		flows:    make(map[uint64]*flowEntry),
+
+		collectAt: collectMin,
 	}
 }
 
@@ -212,6 +231,17 @@ func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) 
 // all in the IRM's CSpace. The IRM keeps the originals for accounting.
 func (m *IRM) newFlow(info flow.Info) (id uint64, app, ipc [2]kernel.Cap, err error) {
 	pd := m.pd
+	m.mu.Lock()
+	n := len(m.flows)
+	m.mu.Unlock()
+	if n >= m.collectAt {
+		// Many flows since the last sweep (fast churn): forget the closed
+		// ones now, so their caps do not pile up in the IRM's CSpace.
+		m.collect()
+		m.mu.Lock()
+		m.collectAt = 2*len(m.flows) + collectMin
+		m.mu.Unlock()
+	}
 	r1, err := pd.NewRing(m.cfg.RingSize) // app → IPCP
 	if err != nil {
 		return 0, app, ipc, fmt.Errorf("irm: new flow ring: %w: %w", flow.ErrBusy, err)
@@ -447,13 +477,11 @@ func (m *IRM) accept(ctx context.Context, k sessionKey) (rpc.Response, error) {
 	for {
 		select {
 		case p := <-s.pending:
-			select {
-			case p.taken <- struct{}{}:
-				return rpc.Response{Body: p.info, Caps: []kernel.Cap{p.rx, p.tx}}, nil
-			default:
-				// The requester gave up on it already (timed out).
-				continue
+			if !p.state.CompareAndSwap(pendingWaiting, pendingTaken) {
+				continue // the requester gave up on it already
 			}
+			close(p.taken)
+			return rpc.Response{Body: p.info, Caps: []kernel.Cap{p.rx, p.tx}}, nil
 		case <-ctx.Done():
 			return rpc.Response{}, fmt.Errorf("irm: accept: %w", ctx.Err())
 		}
@@ -503,8 +531,11 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rp
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	// Not accepted in time: make sure Accept cannot take it any more.
-	close(p.taken)
+	// Not accepted in time, unless Accept takes it right now.
+	if !p.state.CompareAndSwap(pendingWaiting, pendingAbandoned) {
+		m.cfg.Logf("irm: flow %d to %q accepted", id, req.Dst)
+		return rpc.Response{Caps: ipc[:]}, nil
+	}
 	m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
 	return rpc.Response{}, fmt.Errorf("irm: flow to %q: not accepted in %v: %w", req.Dst, m.cfg.AcceptTimeout, flow.ErrRefused)
 }

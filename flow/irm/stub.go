@@ -162,7 +162,11 @@ func (u upcalls) FlowReq(ctx context.Context, req AllocReq) (flow.Port, error) {
 		deleteCaps(u.c.PD(), caps)
 		return nil, err
 	}
-	return portFromCaps(u.c.PD(), caps)
+	p, err := portFromCaps(u.c.PD(), caps)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return p, nil
 }
 
 // Broker is the in-node flow.Broker: a component's session with the IRM

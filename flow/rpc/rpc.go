@@ -108,7 +108,7 @@ type Response struct {
 type Handler func(ctx context.Context, r *Request) (Response, error)
 
 // Serve receives calls on ep and runs h for each on a goroutine of pd,
-// replying with its result. It returns when pd's context ends or the
+// replying with its result. Only Calls are served. It returns when pd's context ends or the
 // endpoint fails.
 func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 	codec := flow.NewCodec()
@@ -128,6 +128,16 @@ func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 			}
 			return fmt.Errorf("rpc: serve: %w", err)
 		}
+		if info.Reply == 0 {
+			// Every operation is a Call. A request without a reply cap is a
+			// plain Send, or a Call the kernel aborted because this
+			// component had no free slot for the reply: nobody waits for
+			// an answer, so it is not served; caps it brought are freed.
+			for _, c := range m.Caps[:m.NCaps] {
+				pd.Delete(c)
+			}
+			continue
+		}
 		req := &Request{
 			Op:    Op(m.Label),
 			Badge: info.Badge,
@@ -138,9 +148,6 @@ func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 		reply := info.Reply
 		pd.Go(func() {
 			resp, err := h(ctx, req)
-			if reply == 0 {
-				return // a Send, not a Call: nobody waits
-			}
 			if err != nil {
 				replyErr(pd, codec, reply, err)
 				return

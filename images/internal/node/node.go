@@ -158,7 +158,9 @@ func (n *Node) System() *kernel.System { return n.sys }
 // Start boots the kernel with every component and waits until each IPCP
 // started (or failed to).
 func (n *Node) Start() error {
-	n.k = kernel.New(kernel.Config{Logf: n.logf})
+	// The IRM holds two caps per open flow: its CSpace bounds how many
+	// flows the node can have (slots are allocated as they are used).
+	n.k = kernel.New(kernel.Config{Logf: n.logf, CSpaceSize: 1 << 20})
 	progs := map[string]kernel.Program{irmName: n.irm.Run(slotIRM)}
 	var waits []chan error
 	for _, p := range n.cfg.IPCPs {
