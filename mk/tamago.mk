@@ -19,8 +19,8 @@
 
 BOARD        ?= usbarmory
 IMAGE        ?= ./images/router
-# IMAGE falls back to this when it does not build for the board (today
-# images/router has no bare-metal entry point yet).
+# IMAGE falls back to this when it does not build for the board (a package
+# without a tamago entry point; images/router has one, main_tamago.go).
 IMAGE_FALLBACK ?= ./images/boottest
 CONFIG       ?=
 QEMU_TIMEOUT ?= 60
