@@ -368,7 +368,10 @@ func (m *IRM) bind(ctx context.Context, k sessionKey, name string) error {
 	}
 	n.sessions = append(n.sessions, k)
 	var reg []*ipcpEntry
-	if m.cfg.AutoRegister {
+	// IPCPs bind their own names (to accept N-1 flows) and register them
+	// in the lower layers they choose: auto-registration would register
+	// an IPCP in its own layer, or in layers above it.
+	if m.cfg.AutoRegister && !m.isIPCP(k.badge) {
 		for _, e := range m.ipcps {
 			if !n.layers[e.info.Name] {
 				reg = append(reg, e)
@@ -382,6 +385,16 @@ func (m *IRM) bind(ctx context.Context, k sessionKey, name string) error {
 		}
 	}
 	return nil
+}
+
+// isIPCP reports whether badge is an IPCP's; m.mu is held.
+func (m *IRM) isIPCP(badge kernel.Badge) bool {
+	for _, e := range m.ipcps {
+		if e.badge == badge {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *IRM) register(ctx context.Context, name string, e *ipcpEntry) error {
@@ -416,7 +429,7 @@ func (m *IRM) unbind(ctx context.Context, k sessionKey, name string) error {
 				break
 			}
 		}
-		if len(n.sessions) == 0 && m.cfg.AutoRegister {
+		if len(n.sessions) == 0 && m.cfg.AutoRegister && !m.isIPCP(k.badge) {
 			for _, e := range m.ipcps {
 				if n.layers[e.info.Name] {
 					unreg = append(unreg, e)

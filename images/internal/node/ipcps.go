@@ -44,8 +44,9 @@ type ethConfig struct {
 	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
 }
 
-// newIPCP builds the IPCP p declares, with up as its way into the IRM.
-func (n *Node) newIPCP(p IPCPConfig, up irm.Upcalls) (ipcpImpl, error) {
+// newIPCP builds the IPCP p declares in the component env describes.
+func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
+	up := env.up
 	switch p.Kind {
 	case "udp":
 		var c udpConfig

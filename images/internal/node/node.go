@@ -30,6 +30,20 @@ const (
 	badgeIPCP0   kernel.Badge = 1 << 16 // + index of the IPCP
 )
 
+// ipcpEnv is what an IPCP's component gives the IPCP it runs: its
+// upcalls into the IRM and, for IPCPs that are themselves flow users
+// (unicast, broadcast: their N-1 flows), the component and its cap to the
+// IRM's endpoint, from which irm.NewBroker makes the same broker every
+// application uses.
+type ipcpEnv struct {
+	pd    *kernel.PD
+	irmEP kernel.Cap
+	up    irm.Upcalls
+}
+
+// broker returns a broker for the IPCP's own N-1 flows.
+func (e ipcpEnv) broker() *irm.Broker { return irm.NewBroker(e.pd, e.irmEP, 0) }
+
 // ipcpImpl is an IPCP as the node runs it.
 type ipcpImpl interface {
 	irm.IPCP
@@ -215,7 +229,7 @@ func (n *Node) ipcpProgram(p IPCPConfig, started chan<- error) kernel.Program {
 			report(err)
 			return err
 		}
-		impl, err := n.newIPCP(p, irm.NewUpcalls(pd, irmEP))
+		impl, err := n.newIPCP(p, ipcpEnv{pd: pd, irmEP: irmEP, up: irm.NewUpcalls(pd, irmEP)})
 		if err != nil {
 			report(err)
 			return err
