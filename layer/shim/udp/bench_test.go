@@ -88,6 +88,8 @@ func BenchmarkUDPShimThroughput(b *testing.B) {
 			}, func() { server.Close() })
 			b.StopTimer()
 			report(b, got, start, last)
+			st := s.ipcp.Stats()
+			b.ReportMetric(100*float64(st.Drops.RxFull)/float64(b.N), "rxfull-%")
 			for !sent.Load() {
 				time.Sleep(time.Millisecond)
 			}

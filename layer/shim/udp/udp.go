@@ -256,12 +256,25 @@ func (w wire) Send(pkt []byte, dst netip.AddrPort, eid uint32) error {
 // MaxSDU is dropped anyway, this leaves room to tell it apart.
 const maxDatagram = HeaderLen + flow.MaxSDU + 64
 
+// rxLoop receives until the device closes: in batches through recvmmsg(2)
+// when the device is a *net.UDPConn on Linux, else one datagram at a time.
 func (p *IPCP) rxLoop() {
 	defer close(p.rxDone)
-	buf := make([]byte, maxDatagram)
+	br := newBatchReader(p.dev, maxDatagram)
+	var buf []byte
+	if br == nil {
+		buf = make([]byte, maxDatagram)
+	}
 	backoff := time.Duration(0)
 	for {
-		n, from, err := p.dev.ReadFromUDPAddrPort(buf)
+		var n int
+		var from netip.AddrPort
+		var err error
+		if br != nil {
+			n, err = br.read()
+		} else {
+			n, from, err = p.dev.ReadFromUDPAddrPort(buf)
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || p.state.Load() == stateShutdown {
 				return
@@ -273,7 +286,18 @@ func (p *IPCP) rxLoop() {
 			continue
 		}
 		backoff = 0
-		p.input(buf[:n], from)
+		if br == nil {
+			p.input(buf[:n], from)
+			continue
+		}
+		for i := range n {
+			a := br.addr(i)
+			if !a.IsValid() {
+				p.eng.C.Malformed.Add(1)
+				continue
+			}
+			p.input(br.bufs[i][:br.length(i)], a)
+		}
 	}
 }
 

@@ -1,0 +1,137 @@
+//go:build linux && (amd64 || arm || arm64)
+
+package udp
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+	"unsafe"
+)
+
+// batchSize is how many datagrams one recvmmsg(2) may return.
+const batchSize = 32
+
+// mmsghdr is struct mmsghdr (recvmmsg(2)); Go's alignment pads it as C
+// does on 32- and 64-bit targets.
+type mmsghdr struct {
+	hdr syscall.Msghdr
+	n   uint32
+}
+
+// batchReader receives up to batchSize datagrams per system call from a
+// *net.UDPConn, through the Go poller (Close unblocks it). Everything is
+// preallocated: a read allocates nothing.
+type batchReader struct {
+	rc    syscall.RawConn
+	hdrs  []mmsghdr
+	iovs  []syscall.Iovec
+	names []syscall.RawSockaddrInet6 // large enough for sockaddr_in too
+	bufs  [][]byte
+	zones map[uint32]string // IPv6 scope id -> interface name
+	fn    func(fd uintptr) bool
+	n     int
+	err   error
+}
+
+// newBatchReader returns a batch reader for d if it is a *net.UDPConn on
+// a kernel with recvmmsg, else nil (the caller reads one at a time).
+func newBatchReader(d Device, size int) *batchReader {
+	c, ok := d.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &batchReader{
+		rc:    rc,
+		hdrs:  make([]mmsghdr, batchSize),
+		iovs:  make([]syscall.Iovec, batchSize),
+		names: make([]syscall.RawSockaddrInet6, batchSize),
+		bufs:  make([][]byte, batchSize),
+		zones: make(map[uint32]string),
+	}
+	for i := range r.hdrs {
+		r.bufs[i] = make([]byte, size)
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(size)
+		r.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		r.hdrs[i].hdr.Iov = &r.iovs[i]
+		r.hdrs[i].hdr.Iovlen = 1
+	}
+	r.fn = r.recv
+	return r
+}
+
+// read blocks until at least one datagram arrived and returns how many;
+// datagram i is bufs[i][:length(i)] from addr(i).
+func (r *batchReader) read() (int, error) {
+	if err := r.rc.Read(r.fn); err != nil {
+		return 0, err
+	}
+	return r.n, r.err
+}
+
+func (r *batchReader) recv(fd uintptr) bool {
+	for i := range r.hdrs {
+		r.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
+		r.hdrs[i].hdr.Flags = 0
+		r.hdrs[i].n = 0
+	}
+	for {
+		n, _, e := syscall.Syscall6(syscall.SYS_RECVMMSG, fd,
+			uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), syscall.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			r.n, r.err = int(n), nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait for the poller
+		default:
+			r.n, r.err = 0, e
+		}
+		return true
+	}
+}
+
+// length returns the size of datagram i.
+func (r *batchReader) length(i int) int { return int(r.hdrs[i].n) }
+
+// addr returns the source of datagram i (invalid if the family is unknown).
+func (r *batchReader) addr(i int) netip.AddrPort {
+	sa := &r.names[i]
+	switch sa.Family {
+	case syscall.AF_INET:
+		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+		p := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case syscall.AF_INET6:
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		a := netip.AddrFrom16(sa.Addr)
+		if sa.Scope_id != 0 {
+			a = a.WithZone(r.zone(sa.Scope_id))
+		}
+		return netip.AddrPortFrom(a, uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
+}
+
+// zone names an IPv6 scope as the net package does (the interface name),
+// caching it so that link-local peers cost a lookup once.
+func (r *batchReader) zone(id uint32) string {
+	if z, ok := r.zones[id]; ok {
+		return z
+	}
+	z := strconv.FormatUint(uint64(id), 10)
+	if ifi, err := net.InterfaceByIndex(int(id)); err == nil {
+		z = ifi.Name
+	}
+	if len(r.zones) < 64 {
+		r.zones[id] = z
+	}
+	return z
+}

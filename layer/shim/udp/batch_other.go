@@ -1,0 +1,13 @@
+//go:build !linux || !(amd64 || arm || arm64)
+
+package udp
+
+import "net/netip"
+
+// batchReader is recvmmsg(2) batching, which this target does without.
+type batchReader struct{ bufs [][]byte }
+
+func newBatchReader(Device, int) *batchReader  { return nil }
+func (r *batchReader) read() (int, error)      { return 0, nil }
+func (r *batchReader) length(int) int          { return 0 }
+func (r *batchReader) addr(int) netip.AddrPort { return netip.AddrPort{} }
