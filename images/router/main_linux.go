@@ -46,7 +46,19 @@ func main() {
 	if cfg.Node.Log {
 		logf = log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds).Printf
 	}
-	n, err := node.New(cfg, node.Gateway(sock, logf))
+	// In-node applications ([[app]]) run as components beside the gateway;
+	// a "halt" app is for test benches and stops the process with its code.
+	halt := make(chan int, 1)
+	apps, err := node.Apps(cfg, node.AppEnv{Logf: logf, Halt: func(code int) {
+		select {
+		case halt <- code:
+		default:
+		}
+	}})
+	if err != nil {
+		log.Fatalf("router: %v", err)
+	}
+	n, err := node.New(cfg, append([]node.Extra{node.Gateway(sock, logf)}, apps...)...)
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}
@@ -76,7 +88,12 @@ func main() {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
+	code := 0
+	select {
+	case <-sig:
+	case code = <-halt:
+	}
 	fmt.Printf("ouro node %s: stopping\n", n.Name())
 	n.Stop()
+	os.Exit(code)
 }
