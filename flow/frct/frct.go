@@ -546,10 +546,14 @@ func (c *Conn) gapDeadline() (time.Time, bool) {
 	return earliest.Add(c.cfg.MaxGap), found
 }
 
-// Readable reports whether Read would return an SDU, ErrFinished or an error.
+// Finished reports whether Read returned ErrFinished: the peer's data ended.
+func (c *Conn) Finished() bool { return c.finished }
+
+// Readable reports whether Read would return an SDU or, the first time,
+// ErrFinished. Data received before the peer died stays readable.
 func (c *Conn) Readable(now time.Time) bool {
-	if c.err != nil || c.finished {
-		return true
+	if c.finished {
+		return false
 	}
 	c.skipGap(now)
 	s := &c.rx[c.rcvNext&c.mask]

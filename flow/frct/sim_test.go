@@ -279,6 +279,9 @@ func FuzzReceiver(f *testing.F) {
 			c.Send(now, buf[:n%65], pkt)
 			for c.Readable(now) {
 				if _, err := c.Read(now, buf); err != nil && !errors.Is(err, ErrTruncated) {
+					if errors.Is(err, ErrNoData) {
+						t.Fatalf("Readable but Read = %v", err)
+					}
 					break
 				}
 			}
