@@ -1,0 +1,685 @@
+// Package flow is the application API of ouro: flows to names with a QoS
+// spec (Flow, Client, net.Conn and net.Listener adapters, event sets), and
+// the contracts providers implement (Port, Broker). It is not a layer: it
+// never sees addresses, and layers use it exactly as applications do.
+package flow
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ouronet/ouro/flow/frct"
+)
+
+// How a Flow works (the locking is written once, here):
+//
+//   - Every Flow runs one goroutine, rxLoop, that reads packets from the
+//     port until the port reports ErrClosed. With FRCT it hands them to the
+//     frct.Conn; without, it queues the SDUs on rawQ (bounded: when the
+//     application does not read, rxLoop stops reading the port and the
+//     port's back-pressure reaches the sender).
+//   - With FRCT, one runtime timer (time.AfterFunc, no goroutine while it
+//     waits) fires at frct's Next and writes what frct.Poll says is due:
+//     retransmissions, ACKs, window updates, rendezvous, FIN, keepalives.
+//   - Application Writes frame SDUs with frct.Send and write them to the
+//     port themselves; Reads take SDUs from frct (or rawQ).
+//
+// Locks: txMu serialises writes to the port and guards txPkt and ctlPkt;
+// mu guards everything else (the frct.Conn included). Order: txMu, then mu,
+// then setsMu, then a Set's lock. Nobody holds mu across a port call.
+// Waiters (Read, Write, Close) sleep on 1-token channels that whoever
+// changes the state they wait for signals.
+
+// DefaultLinger bounds how long Close waits for the peer to acknowledge
+// what was sent, with FRCT.
+const DefaultLinger = 5 * time.Second
+
+// rawQueue is how many SDUs a Flow without FRCT buffers between its port
+// and its reader.
+const rawQueue = 16
+
+// ctlWriteTimeout bounds a port write of a control packet or retransmission:
+// past it the packet is dropped, and FRCT will send it again if it matters.
+const ctlWriteTimeout = time.Second
+
+// Option configures a Flow made by New.
+type Option func(*options)
+
+type options struct {
+	linger time.Duration
+	frct   func(*frct.Config)
+}
+
+// WithLinger sets how long Close waits for the peer to acknowledge data
+// and the FIN before closing the port (default DefaultLinger).
+func WithLinger(d time.Duration) Option { return func(o *options) { o.linger = d } }
+
+// WithFRCT adjusts the FRCT configuration derived from the QoS spec (for
+// example the window size) before the flow starts.
+func WithFRCT(f func(*frct.Config)) Option { return func(o *options) { o.frct = f } }
+
+// Stats counts what a Flow carried.
+type Stats struct {
+	SentSDUs    uint64        // SDUs written
+	SentBytes   uint64        // bytes of those SDUs
+	RecvSDUs    uint64        // SDUs read
+	RecvBytes   uint64        // bytes of those SDUs
+	Retransmits uint64        // FRCT retransmissions
+	Drops       uint64        // packets dropped: malformed, duplicate, out of window, or too big
+	Lost        uint64        // SDUs given up on by FRCT's max-gap (loss-tolerant in-order flows)
+	RTT         time.Duration // FRCT's smoothed round-trip time
+}
+
+// Flow is an allocated flow as an application uses it: whole SDUs over a
+// Port, with FRCT when the QoS spec asks for ordering or reliability.
+// Read and Write preserve SDU boundaries; *Flow also satisfies net.Conn
+// (see conn.go). All methods are safe for concurrent use.
+type Flow struct {
+	port   Port
+	info   Info
+	maxSDU int
+	linger time.Duration
+
+	txMu   sync.Mutex
+	txPkt  []byte // application data packets
+	ctlPkt []byte // timer packets
+
+	mu         sync.Mutex
+	eng        *frct.Conn // nil without FRCT
+	timer      *time.Timer
+	timerAt    time.Time // when timer is armed for; zero: not armed
+	readDL     time.Time
+	writeDL    time.Time
+	closing    bool  // Close was called
+	portClosed bool  // the port is closed (by Close)
+	rxErr      error // why rxLoop ended (the port reported it closed)
+	stats      Stats
+	rawQ       chan []byte // without FRCT: received SDUs
+	rawFree    chan []byte // without FRCT: buffers for rawQ
+	rawSpace   chan struct{}
+
+	readable chan struct{} // token: something changed for readers
+	writable chan struct{} // token: something changed for writers
+	progress chan struct{} // token: something changed for Close
+	closedCh chan struct{} // closed by Close
+	rxDone   chan struct{} // closed when rxLoop returns
+
+	setsMu sync.Mutex
+	sets   []*Set
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New makes a Flow over port, which it takes ownership of. info.QoS decides
+// whether FRCT runs (QoS.NeedsFRCT) and in which mode; both ends of a flow
+// must be made with the same QoS. The Flow runs a goroutine until Close.
+func New(port Port, info Info, opts ...Option) (*Flow, error) {
+	o := options{linger: DefaultLinger}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f := &Flow{
+		port:     port,
+		info:     info,
+		maxSDU:   MaxSDU,
+		linger:   o.linger,
+		readable: make(chan struct{}, 1),
+		writable: make(chan struct{}, 1),
+		progress: make(chan struct{}, 1),
+		closedCh: make(chan struct{}),
+		rxDone:   make(chan struct{}),
+	}
+	if cfg, ok := frctConfig(info.QoS); ok {
+		if o.frct != nil {
+			o.frct(&cfg)
+		}
+		eng, err := frct.New(cfg, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("flow: new flow %d: %w: %w", info.ID, ErrInvalid, err)
+		}
+		f.eng = eng
+		f.maxSDU = eng.Config().MaxSDU
+		f.txPkt = make([]byte, frct.HeaderSize+f.maxSDU)
+		f.ctlPkt = make([]byte, frct.HeaderSize+f.maxSDU)
+		f.timer = time.AfterFunc(time.Hour, f.onTimer)
+		f.timer.Stop()
+	} else {
+		f.rawQ = make(chan []byte, rawQueue)
+		f.rawFree = make(chan []byte, rawQueue)
+		f.rawSpace = make(chan struct{}, 1)
+	}
+	if f.eng != nil {
+		f.mu.Lock()
+		f.armTimer(time.Now()) // keepalives and silence detection
+		f.mu.Unlock()
+	}
+	go f.rxLoop()
+	return f, nil
+}
+
+// frctConfig maps a QoS spec to FRCT, or reports that the flow runs none.
+func frctConfig(q QoS) (frct.Config, bool) {
+	if !q.NeedsFRCT() {
+		return frct.Config{}, false
+	}
+	cfg := frct.Config{MaxSDU: MaxSDU - frct.HeaderSize, Timeout: q.Timeout}
+	switch {
+	case q.Reliable() && q.InOrder:
+		cfg.Mode = frct.Reliable
+	case q.Reliable():
+		cfg.Mode = frct.ReliableUnordered
+	default:
+		cfg.Mode = frct.Ordered
+	}
+	switch q.MaxGap {
+	case MaxGapAny: // any gap is tolerated: wait the default, then skip
+	case 0:
+		cfg.MaxGap = -1 // no gap is worth waiting for: skip at once
+	default:
+		cfg.MaxGap = time.Duration(q.MaxGap) * time.Millisecond
+	}
+	return cfg, true
+}
+
+// Info returns what the broker reported about the flow.
+func (f *Flow) Info() Info { return f.info }
+
+// MaxSDU returns the largest SDU Write accepts: MaxSDU, less the FRCT
+// header when FRCT runs.
+func (f *Flow) MaxSDU() int { return f.maxSDU }
+
+// Stats returns the flow's counters.
+func (f *Flow) Stats() Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.stats
+	if f.eng != nil {
+		e := f.eng.Stats()
+		s.SentSDUs, s.SentBytes = e.SentSDUs, e.SentBytes
+		s.RecvSDUs, s.RecvBytes = e.RecvSDUs, e.RecvBytes
+		s.Retransmits, s.Lost, s.RTT = e.Retransmits, e.Lost, e.RTT
+		s.Drops += e.Drops + e.Dups
+	}
+	return s
+}
+
+// signal puts a token in ch without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Errors of a flow, wrapping the package sentinels. net.ErrClosed and
+// io.EOF are wrapped too, for code written against net.Conn.
+var (
+	errLocalClosed = fmt.Errorf("flow: %w (%w)", ErrClosed, net.ErrClosed)
+	errPeerClosed  = fmt.Errorf("flow: closed by the peer: %w (%w)", ErrClosed, io.EOF)
+	errPeerGone    = fmt.Errorf("flow: %w", ErrPeerGone)
+)
+
+// deadlineError is a deadline that passed: it wraps ErrTimeout, is a
+// net.Error with Timeout() true, and matches os.ErrDeadlineExceeded.
+type deadlineError struct{ op string }
+
+func (e *deadlineError) Error() string        { return "flow: " + e.op + ": " + ErrTimeout.Error() }
+func (e *deadlineError) Unwrap() error        { return ErrTimeout }
+func (e *deadlineError) Timeout() bool        { return true }
+func (e *deadlineError) Temporary() bool      { return true }
+func (e *deadlineError) Is(target error) bool { return target == os.ErrDeadlineExceeded }
+
+var (
+	errReadTimeout  = &deadlineError{op: "read"}
+	errWriteTimeout = &deadlineError{op: "write"}
+)
+
+// wait sleeps until a token arrives on ch, the flow is closed, or the
+// deadline passes (the zero time: no deadline).
+func (f *Flow) wait(ch <-chan struct{}, deadline time.Time, timeout error) error {
+	if deadline.IsZero() {
+		select {
+		case <-ch:
+		case <-f.closedCh:
+		}
+		return nil
+	}
+	d := time.Until(deadline)
+	if d <= 0 {
+		return timeout
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-f.closedCh:
+	case <-t.C:
+		return timeout
+	}
+	return nil
+}
+
+// mapPortErr turns a port error into the flow's: deadlines become
+// deadlineErrors, the rest keep their wrapping.
+func mapPortErr(err error, timeout error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrTimeout):
+		return timeout
+	}
+	return fmt.Errorf("flow: %w", err)
+}
+
+// Read reads one SDU into p and returns its length, blocking until one
+// arrives or the read deadline passes. An SDU longer than p is consumed:
+// ErrTruncated with n = len(p). After Close: an error wrapping ErrClosed
+// and net.ErrClosed. After the peer closed, once everything sent was read:
+// an error wrapping ErrClosed and io.EOF. A dead peer (no answer for the
+// QoS timeout): ErrPeerGone.
+func (f *Flow) Read(p []byte) (int, error) {
+	if f.eng == nil {
+		return f.readRaw(p)
+	}
+	for {
+		f.mu.Lock()
+		if f.closing {
+			f.mu.Unlock()
+			return 0, errLocalClosed
+		}
+		now := time.Now()
+		n, err := f.eng.Read(now, p)
+		switch {
+		case err == nil, errors.Is(err, frct.ErrTruncated):
+			if f.eng.Readable(now) {
+				signal(f.readable) // for the next reader
+			}
+			f.armTimer(now) // a window update may be due
+			f.mu.Unlock()
+			if err != nil {
+				return n, fmt.Errorf("flow: read: %w", ErrTruncated)
+			}
+			return n, nil
+		case errors.Is(err, frct.ErrFinished):
+			f.mu.Unlock()
+			f.notifySets()
+			return 0, errPeerClosed
+		case errors.Is(err, frct.ErrPeerGone):
+			f.mu.Unlock()
+			return 0, errPeerGone
+		case f.rxErr != nil:
+			// The port closed under us without a FIN.
+			f.mu.Unlock()
+			return 0, errPeerClosed
+		}
+		dl := f.readDL
+		f.mu.Unlock()
+		if err := f.wait(f.readable, dl, errReadTimeout); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (f *Flow) readRaw(p []byte) (int, error) {
+	for {
+		f.mu.Lock()
+		closing, rxErr, dl := f.closing, f.rxErr, f.readDL
+		f.mu.Unlock()
+		if closing {
+			return 0, errLocalClosed
+		}
+		select {
+		case sdu := <-f.rawQ:
+			return f.deliverRaw(p, sdu)
+		default:
+		}
+		if rxErr != nil {
+			return 0, errPeerClosed
+		}
+		if err := f.wait(f.readable, dl, errReadTimeout); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (f *Flow) deliverRaw(p, sdu []byte) (int, error) {
+	n := copy(p, sdu)
+	f.mu.Lock()
+	f.stats.RecvSDUs++
+	f.stats.RecvBytes += uint64(len(sdu))
+	if len(f.rawQ) > 0 {
+		signal(f.readable)
+	}
+	f.mu.Unlock()
+	truncated := n < len(sdu)
+	select {
+	case f.rawFree <- sdu[:0]:
+	default:
+	}
+	signal(f.rawSpace)
+	if truncated {
+		return n, fmt.Errorf("flow: read: %w", ErrTruncated)
+	}
+	return n, nil
+}
+
+// Write sends p as one SDU, blocking while the flow's window (with FRCT)
+// or its port (without) is full, until the write deadline. It returns
+// len(p) once the SDU is committed: with FRCT in a reliable mode it will
+// be retransmitted until acknowledged. len(p) > MaxSDU() is ErrTooBig.
+// After Close: ErrClosed; once the peer closed: ErrClosed; when the peer
+// is dead: ErrPeerGone.
+func (f *Flow) Write(p []byte) (int, error) {
+	if len(p) > f.maxSDU {
+		return 0, fmt.Errorf("flow: write of %d bytes, flow max %d: %w", len(p), f.maxSDU, ErrTooBig)
+	}
+	if f.eng == nil {
+		return f.writeRaw(p)
+	}
+	for {
+		f.txMu.Lock()
+		f.mu.Lock()
+		if err := f.writeState(); err != nil {
+			f.mu.Unlock()
+			f.txMu.Unlock()
+			return 0, err
+		}
+		now := time.Now()
+		n, err := f.eng.Send(now, p, f.txPkt)
+		if err == nil {
+			if f.eng.CanSend() {
+				signal(f.writable) // for the next writer
+			}
+			f.armTimer(now)
+			f.mu.Unlock()
+			// No deadline: the SDU is committed. The port drains as long
+			// as the peer's flow runs; Close unblocks us otherwise.
+			werr := f.port.Write(f.txPkt[:n], time.Time{})
+			f.txMu.Unlock()
+			if werr != nil && !errors.Is(werr, ErrClosed) {
+				return 0, mapPortErr(werr, errWriteTimeout)
+			}
+			if werr != nil {
+				return 0, errPeerClosed
+			}
+			return len(p), nil
+		}
+		if !errors.Is(err, frct.ErrWindowFull) {
+			f.mu.Unlock()
+			f.txMu.Unlock()
+			return 0, fmt.Errorf("flow: write: %w", err)
+		}
+		f.armTimer(now) // the rendezvous timer
+		dl := f.writeDL
+		f.mu.Unlock()
+		f.txMu.Unlock()
+		if err := f.wait(f.writable, dl, errWriteTimeout); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// writeState returns why a write cannot proceed, or nil. Called with mu held.
+func (f *Flow) writeState() error {
+	switch {
+	case f.closing:
+		return errLocalClosed
+	case f.eng != nil && f.eng.Err() != nil:
+		return errPeerGone
+	case f.rxErr != nil:
+		return errPeerClosed
+	}
+	return nil
+}
+
+func (f *Flow) writeRaw(p []byte) (int, error) {
+	f.mu.Lock()
+	err, dl := f.writeState(), f.writeDL
+	f.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if err := f.port.Write(p, dl); err != nil {
+		if errors.Is(err, ErrClosed) {
+			f.mu.Lock()
+			err = f.writeState()
+			f.mu.Unlock()
+			if err == nil {
+				err = errPeerClosed
+			}
+			return 0, err
+		}
+		return 0, mapPortErr(err, errWriteTimeout)
+	}
+	f.mu.Lock()
+	f.stats.SentSDUs++
+	f.stats.SentBytes += uint64(len(p))
+	f.mu.Unlock()
+	return len(p), nil
+}
+
+// SetDeadline sets the read and write deadlines; see net.Conn.
+func (f *Flow) SetDeadline(t time.Time) error {
+	f.SetReadDeadline(t)
+	return f.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the deadline for Read calls, pending ones included.
+// The zero time means none.
+func (f *Flow) SetReadDeadline(t time.Time) error {
+	f.mu.Lock()
+	f.readDL = t
+	f.mu.Unlock()
+	signal(f.readable) // let a blocked reader re-evaluate
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for Write calls: pending ones
+// waiting for the FRCT window included; without FRCT, from the next Write.
+func (f *Flow) SetWriteDeadline(t time.Time) error {
+	f.mu.Lock()
+	f.writeDL = t
+	f.mu.Unlock()
+	signal(f.writable)
+	return nil
+}
+
+// rxLoop reads the port until it closes.
+func (f *Flow) rxLoop() {
+	defer close(f.rxDone)
+	var buf []byte
+	if f.eng != nil {
+		buf = make([]byte, MaxSDU)
+	}
+	for {
+		if f.eng == nil {
+			select {
+			case buf = <-f.rawFree:
+			default:
+				buf = make([]byte, 0, MaxSDU)
+			}
+			buf = buf[:MaxSDU]
+		}
+		n, err := f.port.Read(buf, time.Time{})
+		if err != nil && !errors.Is(err, ErrTruncated) {
+			f.mu.Lock()
+			f.rxErr = err
+			f.mu.Unlock()
+			signal(f.readable)
+			signal(f.writable)
+			signal(f.progress)
+			f.notifySets()
+			return
+		}
+		if err != nil {
+			f.mu.Lock()
+			f.stats.Drops++
+			f.mu.Unlock()
+			continue
+		}
+		if f.eng == nil {
+			if !f.queueRaw(buf[:n]) {
+				return
+			}
+			continue
+		}
+		now := time.Now()
+		f.mu.Lock()
+		f.eng.Receive(now, buf[:n])
+		readable := f.eng.Readable(now)
+		if f.eng.CanSend() {
+			signal(f.writable)
+		}
+		if f.closing {
+			signal(f.progress)
+		}
+		f.armTimer(now)
+		f.mu.Unlock()
+		if readable {
+			signal(f.readable)
+			f.notifySets()
+		}
+	}
+}
+
+// queueRaw queues a received SDU for the reader, waiting for room (which
+// stops the port from being read: back-pressure). It returns false when
+// the flow was closed meanwhile.
+func (f *Flow) queueRaw(sdu []byte) bool {
+	for {
+		select {
+		case f.rawQ <- sdu:
+			signal(f.readable)
+			f.notifySets()
+			return true
+		default:
+		}
+		select {
+		case <-f.rawSpace:
+		case <-f.closedCh:
+			return false
+		}
+	}
+}
+
+// armTimer (re)arms the FRCT timer for frct's next deadline, if that is
+// earlier than what it is armed for. Called with mu held.
+func (f *Flow) armTimer(now time.Time) {
+	if f.portClosed {
+		return
+	}
+	next := f.eng.Next(now)
+	if next.IsZero() || (!f.timerAt.IsZero() && !next.Before(f.timerAt)) {
+		return
+	}
+	f.timerAt = next
+	f.timer.Reset(next.Sub(now))
+}
+
+// onTimer runs when the FRCT timer fires: it writes what is due.
+func (f *Flow) onTimer() {
+	f.txMu.Lock()
+	defer f.txMu.Unlock()
+	f.mu.Lock()
+	f.timerAt = time.Time{}
+	for !f.portClosed {
+		now := time.Now()
+		n := f.eng.Poll(now, f.ctlPkt)
+		if n == 0 {
+			break
+		}
+		f.mu.Unlock()
+		err := f.port.Write(f.ctlPkt[:n], now.Add(ctlWriteTimeout))
+		f.mu.Lock()
+		if err != nil && !errors.Is(err, ErrTimeout) {
+			break // closed: rxLoop will see it too
+		}
+	}
+	if f.portClosed {
+		f.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	dead := f.eng.Err() != nil
+	readable := f.eng.Readable(now) // a gap may have been skipped
+	if f.eng.CanSend() {
+		signal(f.writable)
+	}
+	f.armTimer(now)
+	f.mu.Unlock()
+	if dead {
+		signal(f.writable)
+		signal(f.progress)
+	}
+	if readable || dead {
+		signal(f.readable)
+		f.notifySets()
+	}
+}
+
+// Close closes the flow. With FRCT it first sends a FIN after the data
+// and waits, up to the linger bound, until the peer acknowledged
+// everything; then it closes the port and waits for the flow's goroutine
+// to end. Pending and later Reads and Writes return ErrClosed. Close is
+// idempotent; it returns an error wrapping ErrTimeout if the linger bound
+// passed with data unacknowledged.
+func (f *Flow) Close() error {
+	f.closeOnce.Do(func() { f.closeErr = f.close() })
+	return f.closeErr
+}
+
+// abort closes the flow without lingering: for flows nobody accepted.
+func (f *Flow) abort() {
+	f.mu.Lock()
+	f.linger = 0
+	f.mu.Unlock()
+	f.Close()
+}
+
+func (f *Flow) close() error {
+	f.mu.Lock()
+	f.closing = true
+	close(f.closedCh)
+	var err error
+	if f.eng != nil {
+		now := time.Now()
+		f.eng.Close(now)
+		f.armTimer(now)
+		deadline := now.Add(f.linger)
+		for !f.eng.Done() && f.rxErr == nil {
+			d := time.Until(deadline)
+			if d <= 0 {
+				err = fmt.Errorf("flow: close: %d SDUs unacknowledged after %v: %w", f.eng.Unacked(), f.linger, ErrTimeout)
+				break
+			}
+			f.mu.Unlock()
+			t := time.NewTimer(d)
+			select {
+			case <-f.progress:
+			case <-t.C:
+			}
+			t.Stop()
+			f.mu.Lock()
+		}
+	}
+	f.portClosed = true
+	f.mu.Unlock()
+	if f.timer != nil {
+		f.timer.Stop()
+	}
+	f.port.Close()
+	<-f.rxDone
+	// A timer callback that fired before Stop finishes under txMu.
+	f.txMu.Lock()
+	f.txMu.Unlock()
+	signal(f.readable)
+	signal(f.writable)
+	f.notifySets()
+	return err
+}
