@@ -1,0 +1,152 @@
+package unicast
+
+import (
+	"context"
+
+	"github.com/ouronet/ouro/layer"
+)
+
+// This file is the contract between the unicast IPCP and its directory
+// (Ouroboros' dir component): the map from name hashes to the addresses
+// of the members that registered them. The IPCP consumes a Directory;
+// implementations live in their own packages (the Kademlia DHT in
+// layer/unicast/dir) and import this package, never the reverse. The
+// built-in "flood" policy (flooddir.go) is the fallback for tests and
+// small layers.
+//
+// Life cycle, as the IPCP drives it:
+//
+//  1. The IPCP bootstraps or enrolls and so learns its address and the
+//     layer's configuration, whose "dir" key names the directory policy
+//     (the same for every member: the bootstrapper chose it).
+//  2. It builds the directory with the NewDirectory registered for that
+//     policy in Config.Directories (or the built-in flood policy), passing
+//     a DirConfig whose Env is the IPCP's transport for directory messages.
+//  3. It calls Start, then Register for every name registered with the
+//     IPCP so far (the IRM may register names before enrollment), and
+//     from then on Register, Unregister and Lookup as the IRM asks.
+//  4. Directory messages that arrive for the reserved endpoint EIDDir are
+//     passed to Handle; messages the directory sends go through Env.Send.
+//  5. Stop, when the IPCP stops. The IPCP makes no call after Stop begins.
+
+// Reserved endpoint ids of a unicast layer: dt packets to an address with
+// one of these EIDs carry the layer's own management traffic instead of a
+// flow's SDUs. Flow endpoints are numbered above MaxReservedEID.
+const (
+	// EIDFlowAlloc carries flow-allocator messages (docs/wire/unicast.md).
+	EIDFlowAlloc layer.EID = 1
+	// EIDDir carries directory messages: whatever the directory policy
+	// sends with DirEnv.Send arrives at the peer's Directory.Handle.
+	EIDDir layer.EID = 2
+	// MaxReservedEID is the largest reserved endpoint id.
+	MaxReservedEID layer.EID = 63
+)
+
+// MaxDirMsg is the largest message DirEnv.Send accepts. It leaves room
+// for this layer's PCI and for several more levels of recursion below it
+// inside flow.MaxSDU.
+const MaxDirMsg = 1200
+
+// Directory maps name hashes to member addresses across the layer. It is
+// a policy (Config.Directories, the layer's "dir" key); the IPCP owns one
+// per enrollment.
+//
+// All methods are safe for concurrent use. Register, Unregister and Lookup
+// may block on the network until ctx ends; Handle must not.
+type Directory interface {
+	// Start starts the directory's timers and goroutines (refresh,
+	// republication, expiry). The IPCP calls it once, after it has its
+	// address, before any other method.
+	Start() error
+	// Stop stops everything Start started and waits for it. The IPCP
+	// calls it once; no other method is called after Stop begins, but
+	// calls in flight (a Lookup blocked on the network) must return
+	// promptly, with an error wrapping flow.ErrClosed.
+	Stop()
+	// Register announces that the member at a (in practice the IPCP's
+	// own address) serves the name whose hash is h. Registering the same
+	// (h, a) twice is not an error. The directory keeps the entry alive
+	// (republishes it) until Unregister or Stop; the IPCP registers each
+	// name once.
+	Register(ctx context.Context, h layer.Hash, a layer.Addr) error
+	// Unregister withdraws (h, a). Withdrawing an unknown entry is an
+	// error wrapping flow.ErrNotFound.
+	Unregister(ctx context.Context, h layer.Hash, a layer.Addr) error
+	// Lookup returns the addresses registered for h, in the directory's
+	// order of preference (the IPCP tries them in order), or an error
+	// wrapping flow.ErrNotFound if there are none, flow.ErrTimeout (or
+	// ctx's error) if ctx ended first. The returned slice is the
+	// caller's. Entries this member registered itself are found without
+	// the network.
+	Lookup(ctx context.Context, h layer.Hash) ([]layer.Addr, error)
+	// Handle processes a directory message that arrived from the member
+	// at src. msg is valid only during the call (the IPCP reuses the
+	// buffer): copy what is kept. Handle is called from one goroutine at
+	// a time, not the data path's, and must not block: to answer, call
+	// Env.Send (which does not call back into the directory). Malformed
+	// messages are counted and dropped, never returned.
+	Handle(src layer.Addr, msg []byte)
+}
+
+// DirEnv is the IPCP as its directory sees it: its address, a transport
+// for directory messages to other members, and the layer's membership.
+// Safe for concurrent use.
+type DirEnv interface {
+	// Self returns the IPCP's address (non-zero, fixed for the
+	// directory's life).
+	Self() layer.Addr
+	// Send sends msg to the directory of the member at dst, in a dt
+	// packet to (dst, EIDDir) on the raw QoS cube: best effort, no
+	// retransmission, no ordering (the directory retries what it needs).
+	// It copies msg and does not block beyond the N-1 flow's
+	// back-pressure. len(msg) > MaxDirMsg is flow.ErrTooBig; no route to
+	// dst is flow.ErrNotFound. Send to Self() is delivered to the own
+	// Handle, asynchronously. Send never calls into the directory.
+	Send(dst layer.Addr, msg []byte) error
+	// Members returns the addresses of the layer's members as routing
+	// knows them (the link-state database's origins), ascending, Self
+	// included. A new member's list is complete about a routing flood
+	// after enrollment; it changes as members come and go (see
+	// MembersWatcher).
+	Members() []layer.Addr
+}
+
+// DirConfig is what a directory policy is built from.
+type DirConfig struct {
+	// Env is the IPCP's transport and membership view; never nil.
+	Env DirEnv
+	// Layer is the layer's name (for logs and errors).
+	Layer string
+	// Logf logs notable events; never nil (it may discard).
+	Logf func(format string, args ...any)
+}
+
+// NewDirectory builds a directory policy for one IPCP. Implementations
+// register theirs under a policy name in Config.Directories (the node's
+// composition root does, for "dht": dir.New). It must not start anything:
+// the IPCP calls Start.
+type NewDirectory func(cfg DirConfig) (Directory, error)
+
+// DirEntry is one directory entry, for the "dir" management command.
+type DirEntry struct {
+	Hash  layer.Hash
+	Addrs []layer.Addr
+	// Local is set when this member registered the entry itself (it is
+	// authoritative for it); otherwise it is stored or cached here.
+	Local bool
+}
+
+// DirLister is an optional Directory operation, found by type assertion:
+// the entries this member holds, for the "dir" management command. Safe
+// for concurrent use; the result is the caller's.
+type DirLister interface {
+	Entries() []DirEntry
+}
+
+// MembersWatcher is an optional Directory operation, found by type
+// assertion: the IPCP calls MembersChanged with the new membership
+// (ascending, Self included) whenever routing's view of the members
+// changes, from the same goroutine as Handle. It must not block.
+type MembersWatcher interface {
+	MembersChanged(members []layer.Addr)
+}
