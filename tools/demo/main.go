@@ -1,0 +1,262 @@
+// Command demo starts a small ouro network on this machine and shows it
+// working: three hosted nodes (router processes) in one layer over the UDP
+// shim on 127.0.0.1, echo and perf servers, and pings and throughput
+// measurements across them, each beside the same measurement over plain
+// UDP. It is the README's main job: go run ./tools/demo (or make demo).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ouronet/ouro/tools/testnet"
+)
+
+func main() {
+	log.SetFlags(0)
+	keep := flag.Bool("keep", false, "leave the nodes running until interrupted (inspect them with ouro --socket ...)")
+	dur := flag.Duration("t", 2*time.Second, "duration of each throughput measurement")
+	verbose := flag.Bool("v", false, "log every process started")
+	flag.Parse()
+	if err := run(*keep, *dur, *verbose); err != nil {
+		log.Fatalf("demo: %v", err)
+	}
+}
+
+
+func run(keep bool, dur time.Duration, verbose bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := os.MkdirTemp("", "ouro-demo")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	root, err := testnet.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	step("building the router image and the ouro tool")
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	router, ouro, err := testnet.Build(bctx, root, dir)
+	cancel()
+	if err != nil {
+		return err
+	}
+	n := testnet.New(dir, router, ouro)
+	if verbose {
+		n.Logf = log.Printf
+	}
+	defer n.Close()
+
+	nodes := []string{"a", "b", "c"}
+	ports := map[string]int{}
+	for _, nd := range nodes {
+		p, err := freeUDPPort()
+		if err != nil {
+			return err
+		}
+		ports[nd] = p
+	}
+	step("starting nodes %s in layer \"net\" over the UDP shim on 127.0.0.1", strings.Join(nodes, ", "))
+	running := map[string]*testnet.Node{}
+	for _, nd := range nodes {
+		var dirEntries []string
+		for _, peer := range nodes {
+			if peer != nd {
+				// Every node serves echo.<node> and perf.<node>.
+				dirEntries = append(dirEntries,
+					fmt.Sprintf("\"echo.%s\" = \"127.0.0.1:%d\"", peer, ports[peer]),
+					fmt.Sprintf("\"perf.%s\" = \"127.0.0.1:%d\"", peer, ports[peer]))
+			}
+		}
+		cfg := fmt.Sprintf(`[node]
+name = %q
+
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { %s }
+`, nd, ports[nd], strings.Join(dirEntries, ", "))
+		node, err := n.StartNode(nd, cfg, testnet.NodeOpts{})
+		if err != nil {
+			return err
+		}
+		running[nd] = node
+		fmt.Printf("  node %s: udp 127.0.0.1:%d, socket %s\n", nd, ports[nd], node.Socket)
+	}
+	for _, nd := range nodes {
+		for _, args := range [][]string{{"echo", "echo." + nd}, {"perf", "--server", "perf." + nd}} {
+			p, err := n.StartOuro(running[nd], args...)
+			if err != nil {
+				return err
+			}
+			if err := p.WaitFor("ready", 10*time.Second); err != nil {
+				return err
+			}
+		}
+	}
+	step("names registered at each node (ouro names)")
+	for _, nd := range nodes {
+		out, err := n.Ouro(ctx, running[nd], "names")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  node %s:\n%s", nd, indent(out, "    "))
+	}
+
+	udpEcho, udpEchoAddr, err := startUDP(n, running["b"], "echo")
+	if err != nil {
+		return err
+	}
+	defer udpEcho.Stop()
+	udpPerf, udpPerfAddr, err := startUDP(n, running["b"], "perf")
+	if err != nil {
+		return err
+	}
+	defer udpPerf.Stop()
+
+	step("ping across the layer (ouro ping -c 50 -i 10ms), beside plain UDP on the same loopback")
+	fmt.Printf("  %-28s %6s %6s %10s %10s %10s\n", "path", "sent", "recvd", "rtt avg", "rtt min", "alloc")
+	for _, p := range [][2]string{{"a", "b"}, {"a", "c"}, {"b", "c"}, {"c", "a"}} {
+		s, err := ping(ctx, n, running[p[0]], "echo."+p[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  %-28s %6d %6d %8.3f ms %8.3f ms %8.3f ms\n", fmt.Sprintf("flow %s -> echo.%s", p[0], p[1]), s.Transmitted, s.Received, s.RTTAvgMS, s.RTTMinMS, s.AllocMS)
+	}
+	s, err := ping(ctx, n, running["a"], "--udp", udpEchoAddr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  %-28s %6d %6d %8.3f ms %8.3f ms %10s\n", "plain UDP (baseline)", s.Transmitted, s.Received, s.RTTAvgMS, s.RTTMinMS, "-")
+
+	step("throughput for %v, 1400-byte SDUs (ouro perf), against plain UDP", dur)
+	fmt.Printf("  %-28s %12s %12s %12s %8s\n", "path", "sent SDU/s", "recvd SDU/s", "recvd Mbit/s", "loss")
+	for _, p := range [][2]string{{"a", "b"}, {"c", "a"}} {
+		r, err := perf(ctx, n, running[p[0]], dur, "perf."+p[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  %-28s %12.0f %12.0f %12.1f %7.1f%%\n", fmt.Sprintf("flow %s -> perf.%s", p[0], p[1]), r.SendPPS, r.RecvPPS, r.RecvBPS/1e6, r.Loss)
+	}
+	r, err := perf(ctx, n, running["a"], dur, "--udp", udpPerfAddr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  %-28s %12.0f %12.0f %12.1f %7.1f%%\n", "plain UDP (baseline)", r.SendPPS, r.RecvPPS, r.RecvBPS/1e6, r.Loss)
+
+	step("node a's IPCPs, flows and UDP shim counters (ouro ipcps; ouro flows; ouro stats a.udp)")
+	for _, args := range [][]string{{"ipcps"}, {"flows"}, {"stats", "a.udp"}} {
+		out, err := n.Ouro(ctx, running["a"], args...)
+		if err != nil {
+			return err
+		}
+		fmt.Print(indent(out, "  "))
+	}
+	if keep {
+		step("nodes keep running; try: OURO_SOCKET=%s go run ./tools/ouro ping echo.b  (Ctrl-C ends the demo)", running["a"].Socket)
+		<-ctx.Done()
+	}
+	step("stopping the nodes")
+	return nil
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("\n== "+format+"\n", args...)
+}
+
+func indent(s, prefix string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString(prefix + l + "\n")
+	}
+	return b.String()
+}
+
+func freeUDPPort() (int, error) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+// startUDP starts the plain-UDP twin of a server (echo or perf) and
+// returns its address.
+func startUDP(n *testnet.Net, nd *testnet.Node, kind string) (*testnet.Proc, string, error) {
+	port, err := freeUDPPort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	args := []string{kind, "--udp", addr}
+	if kind == "perf" {
+		args = []string{"perf", "--server", "--udp", addr}
+	}
+	p, err := n.StartOuro(nd, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := p.WaitFor("ready", 10*time.Second); err != nil {
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+type pingSummary struct {
+	Transmitted uint64  `json:"transmitted"`
+	Received    uint64  `json:"received"`
+	RTTMinMS    float64 `json:"rtt_min_ms"`
+	RTTAvgMS    float64 `json:"rtt_avg_ms"`
+	AllocMS     float64 `json:"alloc_ms"`
+}
+
+func ping(ctx context.Context, n *testnet.Net, from *testnet.Node, target ...string) (pingSummary, error) {
+	args := append([]string{"--json", "ping", "-c", "50", "-i", "10ms", "-W", "2s"}, target...)
+	out, err := n.Ouro(ctx, from, args...)
+	if err != nil {
+		return pingSummary{}, err
+	}
+	var s pingSummary
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		return s, fmt.Errorf("ping output %q: %w", out, err)
+	}
+	if s.Received == 0 {
+		return s, errors.New("ping: no replies")
+	}
+	return s, nil
+}
+
+type perfResult struct {
+	SendPPS float64 `json:"send_pps"`
+	RecvPPS float64 `json:"recv_pps"`
+	RecvBPS float64 `json:"recv_bps"`
+	Loss    float64 `json:"loss_percent"`
+}
+
+func perf(ctx context.Context, n *testnet.Net, from *testnet.Node, dur time.Duration, target ...string) (perfResult, error) {
+	args := append([]string{"--json", "perf", "-t", dur.String(), "-s", "1400", "--no-progress"}, target...)
+	out, err := n.Ouro(ctx, from, args...)
+	if err != nil {
+		return perfResult{}, err
+	}
+	var r perfResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return r, fmt.Errorf("perf output %q: %w", out, err)
+	}
+	return r, nil
+}
