@@ -33,7 +33,6 @@ func main() {
 	}
 }
 
-
 func run(keep bool, dur time.Duration, verbose bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
