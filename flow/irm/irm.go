@@ -98,16 +98,26 @@ type session struct {
 	key     sessionKey
 	names   map[string]bool
 	pending chan *pendingFlow // incoming flows waiting for Accept
+	ended   bool              // guarded by IRM.mu: no more flows are queued
 }
 
 type pendingFlow struct {
 	info   flow.Info
 	rx, tx kernel.Cap // the application's end, in the IRM's CSpace
 	// state moves once from pendingWaiting to pendingTaken (by Accept) or
-	// to pendingAbandoned (by the requester giving up); taken is closed
-	// when Accept took it.
-	state atomic.Int32
-	taken chan struct{}
+	// to pendingAbandoned (by the requester giving up, or the session
+	// ending); decided is closed when it moved.
+	state   atomic.Int32
+	decided chan struct{}
+}
+
+// decide moves p out of pendingWaiting to st; false if it had moved.
+func (p *pendingFlow) decide(st int32) bool {
+	if !p.state.CompareAndSwap(pendingWaiting, st) {
+		return false
+	}
+	close(p.decided)
+	return true
 }
 
 const (
@@ -465,6 +475,9 @@ func (m *IRM) endSession(ctx context.Context, k sessionKey) {
 	}
 	m.mu.Lock()
 	delete(m.sessions, k)
+	if s != nil {
+		s.ended = true
+	}
 	m.mu.Unlock()
 	if s == nil {
 		return
@@ -479,8 +492,10 @@ func (m *IRM) endSession(ctx context.Context, k sessionKey) {
 	}
 }
 
+// refusePending refuses a flow that was waiting for an ended session; its
+// requester (flowReq) drops it and answers the IPCP.
 func (m *IRM) refusePending(p *pendingFlow) {
-	m.dropFlow(p.info.ID, p.rx, p.tx)
+	p.decide(pendingAbandoned)
 }
 
 func (m *IRM) accept(ctx context.Context, k sessionKey) (rpc.Response, error) {
@@ -490,10 +505,9 @@ func (m *IRM) accept(ctx context.Context, k sessionKey) (rpc.Response, error) {
 	for {
 		select {
 		case p := <-s.pending:
-			if !p.state.CompareAndSwap(pendingWaiting, pendingTaken) {
+			if !p.decide(pendingTaken) {
 				continue // the requester gave up on it already
 			}
-			close(p.taken)
 			return rpc.Response{Body: p.info, Caps: []kernel.Cap{p.rx, p.tx}}, nil
 		case <-ctx.Done():
 			return rpc.Response{}, fmt.Errorf("irm: accept: %w", ctx.Err())
@@ -528,29 +542,40 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rp
 		return rpc.Response{}, err
 	}
 	info.ID = id
-	p := &pendingFlow{info: info, rx: app[0], tx: app[1], taken: make(chan struct{})}
-	select {
-	case s.pending <- p:
-	default:
+	p := &pendingFlow{info: info, rx: app[0], tx: app[1], decided: make(chan struct{})}
+	m.mu.Lock()
+	queued := false
+	if !s.ended {
+		select {
+		case s.pending <- p:
+			queued = true
+		default:
+		}
+	}
+	ended := s.ended
+	m.mu.Unlock()
+	if !queued {
 		m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
+		if ended {
+			return rpc.Response{}, fmt.Errorf("irm: flow to %q: its program left: %w", req.Dst, flow.ErrRefused)
+		}
 		return rpc.Response{}, fmt.Errorf("irm: flow to %q: backlog full: %w", req.Dst, flow.ErrBusy)
 	}
 	t := time.NewTimer(m.cfg.AcceptTimeout)
 	defer t.Stop()
 	select {
-	case <-p.taken:
-		m.cfg.Logf("irm: flow %d to %q accepted", id, req.Dst)
-		return rpc.Response{Caps: ipc[:]}, nil
+	case <-p.decided:
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	// Not accepted in time, unless Accept takes it right now.
-	if !p.state.CompareAndSwap(pendingWaiting, pendingAbandoned) {
+	// Not decided in time: give up, unless Accept takes it right now.
+	p.decide(pendingAbandoned)
+	if p.state.Load() == pendingTaken {
 		m.cfg.Logf("irm: flow %d to %q accepted", id, req.Dst)
 		return rpc.Response{Caps: ipc[:]}, nil
 	}
 	m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
-	return rpc.Response{}, fmt.Errorf("irm: flow to %q: not accepted in %v: %w", req.Dst, m.cfg.AcceptTimeout, flow.ErrRefused)
+	return rpc.Response{}, fmt.Errorf("irm: flow to %q: not accepted (program gone, or no accept in %v): %w", req.Dst, m.cfg.AcceptTimeout, flow.ErrRefused)
 }
 
 func (m *IRM) join(ctx context.Context, a JoinArgs) (rpc.Response, error) {
