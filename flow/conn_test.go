@@ -3,12 +3,10 @@ package flow_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"testing"
 	"time"
 
@@ -175,66 +173,5 @@ func TestListenerClose(t *testing.T) {
 // and uploads one, with an http.Client dialling flows.
 func TestHTTP(t *testing.T) {
 	client, server := clients(t)
-	body := make([]byte, 1<<20)
-	rand.NewChaCha8([32]byte{2}).Read(body)
-	sum := sha256.Sum256(body)
-
-	l, err := server.Listen("web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /blob", func(w http.ResponseWriter, r *http.Request) { w.Write(body) })
-	mux.HandleFunc("POST /sum", func(w http.ResponseWriter, r *http.Request) {
-		h := sha256.New()
-		io.Copy(h, r.Body)
-		w.Write(h.Sum(nil))
-	})
-	srv := &http.Server{Handler: mux}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			return client.Dial(ctx, host)
-		},
-	}
-	hc := &http.Client{Transport: tr, Timeout: 60 * time.Second}
-
-	resp, err := hc.Get("http://web/blob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET: %v, status %d", err, resp.StatusCode)
-	}
-	if sha256.Sum256(got) != sum {
-		t.Fatalf("GET body: %d bytes, not the 1 MB served", len(got))
-	}
-
-	resp, err = hc.Post("http://web/sum", "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || !bytes.Equal(got, sum[:]) {
-		t.Fatalf("POST: server saw a different body (%v)", err)
-	}
-
-	tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		t.Fatalf("Serve = %v", err)
-	}
+	flowtest.TestHTTP(t, client, server, "web")
 }
