@@ -20,6 +20,7 @@ const (
 	Closed
 )
 
+// String returns "readable" or "closed".
 func (k EventKind) String() string {
 	switch k {
 	case Readable:

@@ -81,9 +81,16 @@ type TimeoutError struct {
 	Op string // what timed out
 }
 
-func (e *TimeoutError) Error() string   { return e.Op + ": " + flow.ErrTimeout.Error() }
-func (e *TimeoutError) Unwrap() error   { return flow.ErrTimeout }
-func (e *TimeoutError) Timeout() bool   { return true }
+// Error returns "<op>: timed out".
+func (e *TimeoutError) Error() string { return e.Op + ": " + flow.ErrTimeout.Error() }
+
+// Unwrap returns flow.ErrTimeout.
+func (e *TimeoutError) Unwrap() error { return flow.ErrTimeout }
+
+// Timeout reports true: the error is a timeout (net.Error).
+func (e *TimeoutError) Timeout() bool { return true }
+
+// Temporary reports true (net.Error): a later call may succeed.
 func (e *TimeoutError) Temporary() bool { return true }
 
 // Read implements flow.Port.

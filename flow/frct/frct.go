@@ -59,6 +59,7 @@ const (
 	ReliableUnordered
 )
 
+// String returns the mode's name: "ordered", "reliable" or "reliable-unordered".
 func (m Mode) String() string {
 	switch m {
 	case Ordered:
