@@ -15,7 +15,7 @@ ARMPKGS ?= ./...
 
 all: test
 
-test: fmt-check vet unit arm
+test: fmt-check vet unit arm qemu-test
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
