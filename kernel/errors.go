@@ -6,7 +6,8 @@ import "errors"
 // context (which verb, which cap); test them with errors.Is. ErrWouldBlock
 // is returned unwrapped so that polling loops do not allocate.
 var (
-	// ErrInvalidCap: the slot is empty, out of range, or holds a cap of the
+	// ErrInvalidCap: the slot is empty, out of range, stale (the cap was
+	// deleted, even if the slot was reused since), or holds a cap of the
 	// wrong kind for the verb.
 	ErrInvalidCap = errors.New("invalid capability")
 	// ErrRights: the cap lacks a right the verb needs.
@@ -15,7 +16,8 @@ var (
 	// keeps a tombstone until deleted.
 	ErrRevoked = errors.New("capability revoked")
 	// ErrAborted: the component on the other side died (or the call's reply
-	// cap was deleted), or the calling component itself was stopped.
+	// cap was deleted), the endpoint or notification was destroyed (its
+	// last cap deleted), or the calling component itself was stopped.
 	ErrAborted = errors.New("operation aborted")
 	// ErrTruncated: the receive buffer was too small (what fits was
 	// delivered) or a payload exceeds MaxPayload.

@@ -200,7 +200,10 @@ func (pd *PD) deadErr(verb string) error {
 func isAborted(err error) bool { return errors.Is(err, ErrAborted) }
 
 // Go starts f as a goroutine of this component: a panic in f is a fault
-// of the component. f should return when Context is done.
+// of the component. f should return when Context is done: the buffers a
+// dead incarnation held are freed only once its program and all its Go
+// goroutines have returned, so any goroutine that touches buffers must be
+// started with Go.
 func (pd *PD) Go(f func()) {
 	pd.k.wg.Add(1)
 	pd.running.Add(1)

@@ -438,3 +438,23 @@ func TestForeignBufferPanics(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitNotWokenBySignallerDeath pins the documented choice: as in
+// seL4, a Wait does not end when a component that could signal dies (a
+// notification has no single signaller: any Write cap, or a bound ring,
+// may signal later); WaitCtx and the notification's destruction do.
+func TestWaitNotWokenBySignallerDeath(t *testing.T) {
+	k, pds := harness(t, pair(AllRights), nil)
+	a := pds["a"]
+	n := mustSlot(t, a, "n")
+	done := make(chan error, 1)
+	go func() { _, err := a.Wait(n); done <- err }()
+	wantErr(t, "Kill the other signaller", k.Kill("b"), nil)
+	select {
+	case err := <-done:
+		t.Fatalf("Wait after a signaller died: got %v, want still blocked", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	wantErr(t, "Signal", a.Signal(n), nil)
+	within(t, 5*time.Second, "Wait", func() { wantErr(t, "Wait after a Signal", <-done, nil) })
+}

@@ -65,8 +65,10 @@ func (e *rightsError) Error() string { return "kernel: bad rights " + strconv.Qu
 // notification word on Signal. 0 means unbadged.
 type Badge uint64
 
-// Cap is a slot number in the holder's own CSpace. It means nothing in any
-// other CSpace. 0 is the null cap and is never valid.
+// Cap names a slot in the holder's own CSpace: the slot's index and its
+// generation, so that the number of a deleted cap stays invalid after the
+// slot is reused. It means nothing in any other CSpace. 0 is the null cap
+// and is never valid.
 type Cap uint32
 
 // Kind is the kind of object a capability refers to.

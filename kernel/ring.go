@@ -374,7 +374,8 @@ func (pd *PD) AllocBufs(bufs []*Buf) (int, error) {
 }
 
 // FreeBuf returns b to the budget it was drawn from (whoever holds it last
-// frees it). Freeing a buffer twice panics.
+// frees it). Freeing a buffer twice, or one that this incarnation does not
+// hold, panics.
 func (pd *PD) FreeBuf(b *Buf) {
 	one := [1]*Buf{b}
 	pd.FreeBufs(one[:])
