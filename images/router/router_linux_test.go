@@ -86,6 +86,14 @@ func ping(t *testing.T, n *testnet.Net, from *testnet.Node, name string, count i
 	return s
 }
 
+// serve starts the ouro tool as a server against nd and waits until it
+// is ready.
+func serve(t *testing.T, n *testnet.Net, nd *testnet.Node, args ...string) *testnet.Proc {
+	t.Helper()
+	p := serve(t, n, nd, args...)
+	return p
+}
+
 // TestUDPNodes runs two node processes over the UDP shim, on 127.0.0.1
 // and on ::1: a flow is allocated, pinged, measured and deallocated; then
 // one side restarts and the flow comes back.
@@ -123,26 +131,14 @@ dir = { echo = %q, perf = %q }
 			if err != nil {
 				t.Fatal(err)
 			}
-			echo, err := n.StartOuro(b, "echo", "echo")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := echo.WaitFor("ready", 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			echo := serve(t, n, b, "echo", "echo")
 			s := ping(t, n, a, "echo", 20)
 			if s.Received != 20 || s.Transmitted != 20 {
 				t.Errorf("ping: got %d of %d replies, want 20 of 20", s.Received, s.Transmitted)
 			}
 			t.Logf("ping over UDP (%s): avg rtt %.3f ms, alloc %.3f ms", tc.name, s.RTTAvgMS, s.AllocMS)
 
-			perfSrv, err := n.StartOuro(b, "perf", "--server", "perf")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := perfSrv.WaitFor("ready", 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			serve(t, n, b, "perf", "--server", "perf")
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			out, err := n.Ouro(ctx, a, "--json", "perf", "-t", "1s", "-s", "1000", "--no-progress", "perf")
 			cancel()
@@ -171,13 +167,7 @@ dir = { echo = %q, perf = %q }
 				t.Fatal(err)
 			}
 			echo.Wait(10 * time.Second) // its session ended with the node
-			echo2, err := n.StartOuro(b, "echo", "echo")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := echo2.WaitFor("ready", 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			serve(t, n, b, "echo", "echo")
 			if s := ping(t, n, a, "echo", 5); s.Received != 5 {
 				t.Errorf("ping after restart: got %d of 5 replies", s.Received)
 			}
@@ -261,13 +251,7 @@ interface = "veth-a%s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	echo, err := n.StartOuro(b, "echo", "echo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := echo.WaitFor("ready", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	serve(t, n, b, "echo", "echo")
 	s := ping(t, n, a, "echo", 20)
 	if s.Received != 20 {
 		t.Errorf("ping over Ethernet: got %d of %d replies, want 20", s.Received, s.Transmitted)
