@@ -1,0 +1,106 @@
+package unicast
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/dt"
+	"github.com/ouronet/ouro/layer/unicast/enroll"
+)
+
+// Config configures a unicast IPCP. Zero durations take the defaults.
+type Config struct {
+	// Name is the IPCP's own name: it binds it in the lower layers to
+	// accept N-1 flows, and neighbours allocate flows to it. Required.
+	Name string
+	// Layer is the layer's name. Required.
+	Layer string
+	// Lower are the lower layers the IPCP registers Name in (through the
+	// Registrar); empty registers nothing (the broker may do it).
+	Lower []string
+
+	// Bootstrap makes this IPCP the layer's first member, with Layer
+	// (zero fields: enroll.DefaultConfig) as the layer's configuration.
+	Bootstrap   bool
+	LayerConfig enroll.Config
+	// Enroll is the IPCP name of a member to enroll through; it is
+	// retried with backoff until it succeeds or the IPCP stops.
+	Enroll string
+	// Neighbours are IPCP names to keep adjacencies with once a member.
+	// Empty after enrolling means the member enrolled through.
+	Neighbours []string
+
+	// PubKey is the IPCP's public identity, sent when enrolling: an
+	// ed25519 public key (32 bytes), or empty. It is recorded by the
+	// member, not yet verified (crypto/identity will provide proofs).
+	PubKey []byte
+	// Addr is a static address (0: a random one, drawn from Entropy).
+	Addr layer.Addr
+	// Entropy for random addresses (default crypto/rand.Reader).
+	Entropy io.Reader
+
+	// Sched is the per-N-1-flow scheduling discipline across QoS cubes,
+	// QueueLen each cube's queue length (0: dt.DefaultQueueLen).
+	Sched    dt.SchedKind
+	QueueLen int
+
+	// Directories are the directory policies this IPCP can run, by the
+	// name the layer configuration's Dir key uses; "flood" is built in.
+	Directories map[string]NewDirectory
+
+	RoutingTick time.Duration // routing's flood and recomputation period (default 100 ms)
+	KeepAlive   time.Duration // flow keepalive when idle (default 1 s)
+	FlowTimeout time.Duration // a flow whose peer is silent this long is closed (default 4 s)
+	RetryMax    time.Duration // ceiling of enrollment and reconnection backoff (default 2 s)
+
+	// Logf logs notable events; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" || c.Layer == "" {
+		return fmt.Errorf("unicast: config needs a name and a layer: %w", flow.ErrInvalid)
+	}
+	if c.Bootstrap && c.Enroll != "" {
+		return fmt.Errorf("unicast: %s: bootstrap and enroll are exclusive: %w", c.Name, flow.ErrInvalid)
+	}
+	if c.Entropy == nil {
+		c.Entropy = rand.Reader
+	}
+	c.RoutingTick = cmp.Or(c.RoutingTick, 100*time.Millisecond)
+	c.KeepAlive = cmp.Or(c.KeepAlive, time.Second)
+	c.FlowTimeout = cmp.Or(c.FlowTimeout, 4*time.Second)
+	c.RetryMax = cmp.Or(c.RetryMax, 2*time.Second)
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return nil
+}
+
+// layerDefaults fills the zero fields of a bootstrap configuration.
+func layerDefaults(c enroll.Config, layerName string) enroll.Config {
+	d := enroll.DefaultConfig(layerName)
+	c.Layer = layerName
+	if c.AddrWidth == 0 {
+		c.AddrWidth = d.AddrWidth
+	}
+	c.Routing = cmp.Or(c.Routing, d.Routing)
+	c.CA = cmp.Or(c.CA, d.CA)
+	c.Dir = cmp.Or(c.Dir, d.Dir)
+	c.Hello = cmp.Or(c.Hello, d.Hello)
+	c.Dead = cmp.Or(c.Dead, d.Dead)
+	return c
+}
+
+// Registrar registers a name in a lower layer: the IRM's "reg" management
+// command. *irm.Broker satisfies it through an adapter (the node factory's);
+// tests over fake brokers pass nil.
+type Registrar interface {
+	Reg(ctx context.Context, name, layer string) error
+}

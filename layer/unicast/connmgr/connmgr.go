@@ -1,0 +1,691 @@
+// Package connmgr is the connection manager of a unicast IPCP: it keeps a
+// management and a data-transfer N-1 flow to each neighbour, opened
+// through a flow.Broker as any application opens flows, reconnects them
+// with backoff, sends and checks keepalives, and reports adjacencies up
+// and down (Ouroboros' connmgr). It knows nothing of what is below the
+// broker, forwards no packets and computes no routes.
+//
+// Every N-1 flow of a unicast IPCP starts with an Open from the side that
+// allocated it and an OpenResp from the acceptor (docs/wire/unicast.md).
+// A neighbour is a pair of flows: first a management flow (purpose
+// PurposeMgmt), then a data-transfer flow (PurposeDT) carrying the same
+// nonce, which the acceptor pairs with the first. Management flows then
+// carry Msg frames: hellos every Config.Hello and link-state messages.
+//
+// Goroutines: one dial loop per configured neighbour name, one receive
+// loop per management flow, one hello ticker. Hooks are called one at a
+// time (under hookMu), never with mu held.
+package connmgr
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/pff"
+)
+
+// Version is the connection message format version.
+const Version = 1
+
+// Purposes of an N-1 flow, in its Open.
+const (
+	PurposeEnroll uint8 = 1 // an enrollment exchange follows (package enroll)
+	PurposeMgmt   uint8 = 2 // the management flow of an adjacency: Msg frames follow
+	PurposeDT     uint8 = 3 // the data-transfer flow of an adjacency: dt packets follow
+)
+
+// Results in an OpenResp.
+const (
+	OK      uint8 = 0
+	Refused uint8 = 1 // wrong layer, not enrolled, unknown pairing
+	Exists  uint8 = 2 // an adjacency this side dialed is up already
+)
+
+// Types of Msg frames on a management flow.
+const (
+	MsgHello uint8 = 1 // keepalive; empty body
+	MsgLSU   uint8 = 2 // a link-state message (package routing) as the body
+)
+
+// Open is the first SDU on every N-1 flow of a unicast IPCP.
+type Open struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint8
+	Purpose uint8
+	Layer   string     // the layer the sender is (or wants to be) a member of
+	Name    string     // the sender's IPCP name
+	Addr    layer.Addr // the sender's address; 0 while enrolling
+	Nonce   uint64     // pairs an adjacency's management and data flows
+}
+
+// OpenResp answers an Open.
+type OpenResp struct {
+	_      struct{} `cbor:",toarray"`
+	Result uint8
+	Msg    string
+	Name   string
+	Addr   layer.Addr
+}
+
+// Msg is a frame on a management flow.
+type Msg struct {
+	_    struct{} `cbor:",toarray"`
+	Type uint8
+	Body []byte
+}
+
+var codec = flow.NewCodec()
+
+// Marshal encodes a connection message.
+func Marshal(v any) ([]byte, error) { return codec.Marshal(v) }
+
+// UnmarshalOpen decodes and checks an Open.
+func UnmarshalOpen(b []byte) (Open, error) {
+	var o Open
+	if err := codec.Unmarshal(b, &o); err != nil {
+		return Open{}, fmt.Errorf("connmgr: open: %w", err)
+	}
+	if o.Version != Version || o.Purpose < PurposeEnroll || o.Purpose > PurposeDT || o.Name == "" || len(o.Name) > 255 {
+		return Open{}, fmt.Errorf("connmgr: open version %d purpose %d: %w", o.Version, o.Purpose, flow.ErrInvalid)
+	}
+	if o.Purpose != PurposeEnroll && o.Addr == 0 {
+		return Open{}, fmt.Errorf("connmgr: open without an address: %w", flow.ErrInvalid)
+	}
+	return o, nil
+}
+
+// UnmarshalOpenResp decodes an OpenResp.
+func UnmarshalOpenResp(b []byte) (OpenResp, error) {
+	var r OpenResp
+	if err := codec.Unmarshal(b, &r); err != nil {
+		return OpenResp{}, fmt.Errorf("connmgr: open response: %w", err)
+	}
+	if r.Result == OK && r.Addr == 0 && r.Name == "" {
+		return OpenResp{}, fmt.Errorf("connmgr: open response without a name: %w", flow.ErrInvalid)
+	}
+	return r, nil
+}
+
+// UnmarshalMsg decodes a management frame.
+func UnmarshalMsg(b []byte) (Msg, error) {
+	var m Msg
+	if err := codec.Unmarshal(b, &m); err != nil {
+		return Msg{}, fmt.Errorf("connmgr: frame: %w", err)
+	}
+	return m, nil
+}
+
+// ReadOpen reads and decodes the Open that starts an incoming flow.
+func ReadOpen(port flow.Port, deadline time.Time) (Open, error) {
+	buf := make([]byte, flow.MaxSDU)
+	n, err := port.Read(buf, deadline)
+	if err != nil {
+		return Open{}, fmt.Errorf("connmgr: await open: %w", err)
+	}
+	return UnmarshalOpen(buf[:n])
+}
+
+// Reply answers an Open on port.
+func Reply(port flow.Port, r OpenResp, deadline time.Time) error {
+	b, err := Marshal(r)
+	if err != nil {
+		return err
+	}
+	return port.Write(b, deadline)
+}
+
+// Dial opens an N-1 flow to name for purpose and exchanges Open and
+// OpenResp. On success the caller owns the port.
+func Dial(ctx context.Context, b flow.Broker, name string, q flow.QoS, o Open) (flow.Port, OpenResp, error) {
+	o.Version = Version
+	port, _, err := b.Alloc(ctx, name, q)
+	if err != nil {
+		return nil, OpenResp{}, fmt.Errorf("connmgr: alloc N-1 flow to %q: %w", name, err)
+	}
+	dl := time.Now().Add(2 * time.Second)
+	if d, ok := ctx.Deadline(); ok {
+		dl = d
+	}
+	msg, err := Marshal(o)
+	if err == nil {
+		err = port.Write(msg, dl)
+	}
+	if err != nil {
+		port.Close()
+		return nil, OpenResp{}, fmt.Errorf("connmgr: open to %q: %w", name, err)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	n, err := port.Read(buf, dl)
+	if err != nil {
+		port.Close()
+		return nil, OpenResp{}, fmt.Errorf("connmgr: await open response from %q: %w", name, err)
+	}
+	r, err := UnmarshalOpenResp(buf[:n])
+	if err != nil {
+		port.Close()
+		return nil, OpenResp{}, err
+	}
+	switch r.Result {
+	case OK:
+		return port, r, nil
+	case Exists:
+		err = fmt.Errorf("connmgr: %q: %s: %w", name, r.Msg, flow.ErrExists)
+	default:
+		err = fmt.Errorf("connmgr: %q refused: %s: %w", name, r.Msg, flow.ErrRefused)
+	}
+	port.Close()
+	return nil, r, err
+}
+
+// Neighbour is an adjacency as the hooks see it.
+type Neighbour struct {
+	Name string
+	Addr layer.Addr
+	// Port is the pff next-hop id of the data-transfer flow, unique for
+	// the manager's life (a reconnected neighbour gets a new one).
+	Port pff.Port
+	// DT is the data-transfer N-1 flow. The IPCP reads and writes it;
+	// the manager closes it when the adjacency goes down.
+	DT flow.Port
+}
+
+// Hooks is what the manager reports to the IPCP. The calls are made one
+// at a time and never concurrently with each other; Up precedes the Down
+// of the same adjacency.
+type Hooks interface {
+	// Up: an adjacency is established; its dt flow is ready.
+	Up(n Neighbour)
+	// Down: the adjacency is gone; its flows are closed.
+	Down(n Neighbour)
+	// Message: a management frame other than a hello arrived from a
+	// neighbour. body is valid only during the call.
+	Message(from Neighbour, typ uint8, body []byte)
+}
+
+// Config configures a Manager. Zero durations take the defaults.
+type Config struct {
+	Layer  string      // the layer's name; required
+	Name   string      // this IPCP's name; required
+	Broker flow.Broker // where N-1 flows come from; required
+	Hooks  Hooks       // required
+	QoS    flow.QoS    // of the N-1 flows (default: raw)
+
+	Hello      time.Duration // keepalive period (default 100 ms)
+	Dead       int           // hello periods of silence before a neighbour is dead (default 3)
+	BackoffMin time.Duration // first reconnect delay (default 50 ms)
+	BackoffMax time.Duration // reconnect delay ceiling (default 2 s)
+	Logf       func(format string, args ...any)
+}
+
+// Stats are the manager's counters.
+type Stats struct {
+	Dials, DialFailures, Accepted, Refused uint64
+	Ups, Downs, DeadTimeouts               uint64
+	HellosSent, HellosRecv, MsgsSent       uint64
+	MsgsRecv, Malformed, SendErrors        uint64
+}
+
+type counters struct {
+	dials, dialFailures, accepted, refused atomic.Uint64
+	ups, downs, deadTimeouts               atomic.Uint64
+	hellosSent, hellosRecv, msgsSent       atomic.Uint64
+	msgsRecv, malformed, sendErrors        atomic.Uint64
+}
+
+// adj is one adjacency (half-open until dt is set).
+type adj struct {
+	n       Neighbour
+	nonce   uint64
+	dialed  bool
+	mgmt    flow.Port
+	created time.Time
+	wmu     sync.Mutex // serialises writes on mgmt
+	down    chan struct{}
+	once    sync.Once
+}
+
+// Manager keeps a unicast IPCP's adjacencies. Safe for concurrent use.
+type Manager struct {
+	cfg    Config
+	c      counters
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	hookMu sync.Mutex // serialises hook calls
+
+	mu       sync.Mutex // guards the fields below
+	self     layer.Addr
+	started  bool
+	stopped  bool
+	adjs     map[layer.Addr]*adj // up adjacencies by neighbour address
+	half     map[uint64]*adj     // accepted management flows awaiting their dt flow, by nonce
+	dialing  map[string]bool     // names with a dial loop
+	nextPort pff.Port
+}
+
+// New returns a Manager; Start starts it once the IPCP has an address.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Layer == "" || cfg.Name == "" || cfg.Broker == nil || cfg.Hooks == nil {
+		return nil, fmt.Errorf("connmgr: config needs Layer, Name, Broker and Hooks: %w", flow.ErrInvalid)
+	}
+	cfg.Hello = cmp.Or(cfg.Hello, 100*time.Millisecond)
+	cfg.Dead = cmp.Or(cfg.Dead, 3)
+	cfg.BackoffMin = cmp.Or(cfg.BackoffMin, 50*time.Millisecond)
+	cfg.BackoffMax = cmp.Or(cfg.BackoffMax, 2*time.Second)
+	if cfg.QoS == (flow.QoS{}) {
+		cfg.QoS = flow.Raw()
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.Dead < 2 {
+		return nil, fmt.Errorf("connmgr: dead after %d hellos, want >= 2: %w", cfg.Dead, flow.ErrInvalid)
+	}
+	m := &Manager{cfg: cfg, adjs: make(map[layer.Addr]*adj), half: make(map[uint64]*adj), dialing: make(map[string]bool)}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+// Start starts the hello ticker; self is the IPCP's address.
+func (m *Manager) Start(self layer.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started || m.stopped || self == 0 {
+		return fmt.Errorf("connmgr: start (address %d): %w", self, flow.ErrInvalid)
+	}
+	m.started, m.self = true, self
+	m.wg.Add(1)
+	go m.helloLoop()
+	return nil
+}
+
+// Stop closes every adjacency (reporting Down) and waits for the
+// manager's goroutines. Idempotent.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	m.stopped = true
+	as := make([]*adj, 0, len(m.adjs)+len(m.half))
+	for _, a := range m.adjs {
+		as = append(as, a)
+	}
+	for _, a := range m.half {
+		as = append(as, a)
+	}
+	m.mu.Unlock()
+	m.cancel()
+	for _, a := range as {
+		m.teardown(a, "stopped")
+	}
+	m.wg.Wait()
+}
+
+// Connect makes the manager keep an adjacency with the IPCP named name:
+// it dials it now and again, with backoff, whenever the adjacency is
+// down. Connecting a name twice is not an error.
+func (m *Manager) Connect(name string) error {
+	if name == "" || name == m.cfg.Name {
+		return fmt.Errorf("connmgr: connect %q: %w", name, flow.ErrInvalid)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started || m.stopped {
+		return fmt.Errorf("connmgr: connect %q: not running: %w", name, flow.ErrInvalid)
+	}
+	if m.dialing[name] {
+		return nil
+	}
+	m.dialing[name] = true
+	m.wg.Add(1)
+	go m.dialLoop(name)
+	return nil
+}
+
+// upByName returns the up adjacency with the neighbour named name.
+func (m *Manager) upByName(name string) *adj {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, a := range m.adjs {
+		if a.n.Name == name {
+			return a
+		}
+	}
+	return nil
+}
+
+func (m *Manager) dialLoop(name string) {
+	defer m.wg.Done()
+	backoff := m.cfg.BackoffMin
+	for {
+		if a := m.upByName(name); a != nil {
+			select {
+			case <-a.down:
+				backoff = m.cfg.BackoffMin
+				continue
+			case <-m.ctx.Done():
+				return
+			}
+		}
+		err := m.dial(name)
+		if err == nil {
+			backoff = m.cfg.BackoffMin
+			continue
+		}
+		if m.ctx.Err() != nil {
+			return
+		}
+		m.c.dialFailures.Add(1)
+		m.cfg.Logf("connmgr: %s: connect %s: %v (retry in %v)", m.cfg.Name, name, err, backoff)
+		// Jitter keeps two neighbours dialing each other out of step.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-time.After(wait):
+		case <-m.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, m.cfg.BackoffMax)
+	}
+}
+
+// dial establishes one adjacency with name.
+func (m *Manager) dial(name string) error {
+	m.c.dials.Add(1)
+	m.mu.Lock()
+	self := m.self
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+	defer cancel()
+	o := Open{Purpose: PurposeMgmt, Layer: m.cfg.Layer, Name: m.cfg.Name, Addr: self, Nonce: rand.Uint64()}
+	mgmt, r, err := Dial(ctx, m.cfg.Broker, name, m.cfg.QoS, o)
+	if err != nil {
+		return err
+	}
+	if r.Addr == 0 || r.Addr == self {
+		mgmt.Close()
+		return fmt.Errorf("connmgr: %q answered with address %d: %w", name, r.Addr, flow.ErrRefused)
+	}
+	o.Purpose = PurposeDT
+	dtp, r2, err := Dial(ctx, m.cfg.Broker, name, m.cfg.QoS, o)
+	if err != nil {
+		mgmt.Close()
+		return err
+	}
+	if r2.Addr != r.Addr {
+		mgmt.Close()
+		dtp.Close()
+		return fmt.Errorf("connmgr: %q changed address %d → %d while connecting: %w", name, r.Addr, r2.Addr, flow.ErrRefused)
+	}
+	a := &adj{n: Neighbour{Name: r.Name, Addr: r.Addr, DT: dtp}, nonce: o.Nonce, dialed: true, mgmt: mgmt, created: time.Now(), down: make(chan struct{})}
+	if a.n.Name == "" {
+		a.n.Name = name
+	}
+	return m.establish(a)
+}
+
+// establish installs a complete adjacency, replacing an older one with the
+// same neighbour, and reports it up.
+func (m *Manager) establish(a *adj) error {
+	m.mu.Lock()
+	if m.stopped {
+		m.mu.Unlock()
+		a.mgmt.Close()
+		a.n.DT.Close()
+		return fmt.Errorf("connmgr: stopped: %w", flow.ErrClosed)
+	}
+	m.nextPort++
+	a.n.Port = m.nextPort
+	old := m.adjs[a.n.Addr]
+	m.adjs[a.n.Addr] = a
+	m.wg.Add(1)
+	m.mu.Unlock()
+	if old != nil {
+		m.teardown(old, "replaced")
+	}
+	m.c.ups.Add(1)
+	m.hookMu.Lock()
+	m.cfg.Hooks.Up(a.n)
+	m.hookMu.Unlock()
+	go m.rxLoop(a)
+	return nil
+}
+
+// Accept takes an incoming N-1 flow whose Open (a management or data
+// flow) the IPCP has read. It answers the Open; on success the manager
+// owns port, otherwise it is closed.
+func (m *Manager) Accept(port flow.Port, o Open) {
+	dl := time.Now().Add(2 * time.Second)
+	refuse := func(res uint8, msg string) {
+		m.c.refused.Add(1)
+		Reply(port, OpenResp{Result: res, Msg: msg, Name: m.cfg.Name}, dl)
+		port.Close()
+	}
+	m.mu.Lock()
+	self := m.self
+	switch {
+	case !m.started || m.stopped:
+		m.mu.Unlock()
+		refuse(Refused, "not enrolled")
+		return
+	case o.Layer != m.cfg.Layer:
+		m.mu.Unlock()
+		refuse(Refused, "wrong layer")
+		return
+	case o.Addr == self:
+		m.mu.Unlock()
+		refuse(Refused, "own address")
+		return
+	}
+	switch o.Purpose {
+	case PurposeMgmt:
+		if cur := m.adjs[o.Addr]; cur != nil && cur.dialed && self < o.Addr {
+			// Both sides dialed; the lower address's adjacency stays.
+			m.mu.Unlock()
+			refuse(Exists, "adjacency up")
+			return
+		}
+		for n, h := range m.half {
+			if time.Since(h.created) > 5*time.Second {
+				delete(m.half, n)
+				h.mgmt.Close()
+			}
+		}
+		if len(m.half) >= 64 {
+			m.mu.Unlock()
+			refuse(Refused, "too many half-open adjacencies")
+			return
+		}
+		m.half[o.Nonce] = &adj{n: Neighbour{Name: o.Name, Addr: o.Addr}, nonce: o.Nonce, mgmt: port, created: time.Now(), down: make(chan struct{})}
+		m.mu.Unlock()
+		if err := Reply(port, OpenResp{Result: OK, Name: m.cfg.Name, Addr: self}, dl); err != nil {
+			m.mu.Lock()
+			delete(m.half, o.Nonce)
+			m.mu.Unlock()
+			port.Close()
+		}
+	case PurposeDT:
+		a := m.half[o.Nonce]
+		if a == nil || a.n.Addr != o.Addr {
+			m.mu.Unlock()
+			refuse(Refused, "no management flow for this nonce")
+			return
+		}
+		delete(m.half, o.Nonce)
+		m.mu.Unlock()
+		if err := Reply(port, OpenResp{Result: OK, Name: m.cfg.Name, Addr: self}, dl); err != nil {
+			port.Close()
+			a.mgmt.Close()
+			return
+		}
+		a.n.DT = port
+		m.c.accepted.Add(1)
+		m.establish(a)
+	default:
+		m.mu.Unlock()
+		refuse(Refused, "not an adjacency flow")
+	}
+}
+
+// rxLoop reads a's management flow until it breaks or falls silent.
+func (m *Manager) rxLoop(a *adj) {
+	defer m.wg.Done()
+	buf := make([]byte, flow.MaxSDU)
+	silence := time.Duration(m.cfg.Dead) * m.cfg.Hello
+	for {
+		n, err := a.mgmt.Read(buf, time.Now().Add(silence))
+		if err != nil {
+			reason := "management flow closed"
+			if errors.Is(err, flow.ErrTimeout) {
+				m.c.deadTimeouts.Add(1)
+				reason = fmt.Sprintf("silent for %v", silence)
+			}
+			m.teardown(a, reason)
+			return
+		}
+		f, err := UnmarshalMsg(buf[:n])
+		if err != nil {
+			m.c.malformed.Add(1)
+			continue
+		}
+		if f.Type == MsgHello {
+			m.c.hellosRecv.Add(1)
+			continue
+		}
+		m.c.msgsRecv.Add(1)
+		m.hookMu.Lock()
+		select {
+		case <-a.down: // no messages after Down
+		default:
+			m.cfg.Hooks.Message(a.n, f.Type, f.Body)
+		}
+		m.hookMu.Unlock()
+	}
+}
+
+// Fail tears down the adjacency whose dt flow is port (the IPCP saw its
+// Read fail). Unknown ports are ignored.
+func (m *Manager) Fail(port pff.Port, reason string) {
+	m.mu.Lock()
+	var a *adj
+	for _, x := range m.adjs {
+		if x.n.Port == port {
+			a = x
+		}
+	}
+	m.mu.Unlock()
+	if a != nil {
+		m.teardown(a, reason)
+	}
+}
+
+// teardown closes a once and reports it down if it was up.
+func (m *Manager) teardown(a *adj, reason string) {
+	a.once.Do(func() {
+		m.mu.Lock()
+		wasUp := m.adjs[a.n.Addr] == a
+		if wasUp {
+			delete(m.adjs, a.n.Addr)
+		}
+		if m.half[a.nonce] == a {
+			delete(m.half, a.nonce)
+		}
+		m.mu.Unlock()
+		a.mgmt.Close()
+		if a.n.DT != nil {
+			a.n.DT.Close()
+		}
+		m.hookMu.Lock()
+		close(a.down)
+		if a.n.DT != nil {
+			m.c.downs.Add(1)
+			m.cfg.Hooks.Down(a.n)
+		}
+		m.hookMu.Unlock()
+		m.cfg.Logf("connmgr: %s: adjacency with %s (%d) down: %s", m.cfg.Name, a.n.Name, a.n.Addr, reason)
+	})
+}
+
+func (m *Manager) helloLoop() {
+	defer m.wg.Done()
+	hello, _ := Marshal(Msg{Type: MsgHello})
+	t := time.NewTicker(m.cfg.Hello)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		as := make([]*adj, 0, len(m.adjs))
+		for _, a := range m.adjs {
+			as = append(as, a)
+		}
+		m.mu.Unlock()
+		for _, a := range as {
+			if m.write(a, hello) == nil {
+				m.c.hellosSent.Add(1)
+			}
+		}
+	}
+}
+
+func (m *Manager) write(a *adj, b []byte) error {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	err := a.mgmt.Write(b, time.Now().Add(m.cfg.Hello))
+	if err != nil {
+		m.c.sendErrors.Add(1)
+	}
+	return err
+}
+
+// Send sends a management frame to the neighbour at addr. It blocks at
+// most one hello period on back-pressure.
+func (m *Manager) Send(to layer.Addr, typ uint8, body []byte) error {
+	m.mu.Lock()
+	a := m.adjs[to]
+	m.mu.Unlock()
+	if a == nil {
+		return fmt.Errorf("connmgr: send to %d: no adjacency: %w", to, flow.ErrNotFound)
+	}
+	b, err := Marshal(Msg{Type: typ, Body: body})
+	if err != nil {
+		return err
+	}
+	if err := m.write(a, b); err != nil {
+		return fmt.Errorf("connmgr: send to %s: %w", a.n.Name, err)
+	}
+	m.c.msgsSent.Add(1)
+	return nil
+}
+
+// Neighbours returns the up adjacencies, ascending by address.
+func (m *Manager) Neighbours() []Neighbour {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Neighbour, 0, len(m.adjs))
+	for _, a := range m.adjs {
+		out = append(out, a.n)
+	}
+	slices.SortFunc(out, func(x, y Neighbour) int { return cmp.Compare(x.Addr, y.Addr) })
+	return out
+}
+
+// Stats returns the manager's counters.
+func (m *Manager) Stats() Stats {
+	c := &m.c
+	return Stats{
+		Dials: c.dials.Load(), DialFailures: c.dialFailures.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
+		Ups: c.ups.Load(), Downs: c.downs.Load(), DeadTimeouts: c.deadTimeouts.Load(),
+		HellosSent: c.hellosSent.Load(), HellosRecv: c.hellosRecv.Load(), MsgsSent: c.msgsSent.Load(),
+		MsgsRecv: c.msgsRecv.Load(), Malformed: c.malformed.Load(), SendErrors: c.sendErrors.Load(),
+	}
+}

@@ -1,0 +1,427 @@
+package unicast
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/connmgr"
+	"github.com/ouronet/ouro/layer/unicast/dt"
+	"github.com/ouronet/ouro/layer/unicast/fa"
+	"github.com/ouronet/ouro/layer/unicast/pff"
+)
+
+// The data path, written once here:
+//
+//   - N-1 receive: one goroutine per N-1 data-transfer flow reads a packet
+//     into a pooled buffer and calls input: dt.Forwarder.Decide, then
+//     either enqueue on the next hop's scheduler (the buffer moves with
+//     it), deliver to a local endpoint (an N+1 port, or the control queue
+//     for reserved endpoints), or drop and count.
+//   - N-1 transmit: one goroutine per N-1 flow dequeues batches from its
+//     dt.Scheduler (one FIFO per QoS cube) and writes them to the flow,
+//     blocking on its back-pressure; the queue in front of it absorbs
+//     bursts, and ca.MarkECN raises each packet's ECN by that queue's
+//     depth as it is enqueued. A full queue is a counted drop.
+//   - N+1 transmit: one goroutine per flow reads the application's SDU
+//     into a buffer behind headroom, paces it by the flow's ca.Flow,
+//     prepends the PCI and routes it like a forwarded packet.
+//   - control: reserved-endpoint packets are copied to a queue that one
+//     goroutine serves (flow allocator, directory); control may allocate,
+//     the three loops above do not (TestForwardZeroAllocs).
+//
+// Buffers come from a bounded free list (pool); ports is a copy-on-write
+// map behind an atomic pointer, so the per-packet lookup takes no lock.
+
+const (
+	// headroom is the room before an originated SDU: the PCI and, for
+	// control messages, the sender's address.
+	headroom = 64
+	bufLen   = headroom + flow.MaxSDU + 64
+	poolSize = 4096
+	txBatch  = 32
+	srcLen   = 8 // sender's address in front of a control message
+)
+
+// pbuf is a packet buffer; the packet is b[off:end].
+type pbuf struct {
+	off, end int
+	b        [bufLen]byte
+}
+
+func (b *pbuf) pkt() []byte { return b.b[b.off:b.end] }
+
+func (p *IPCP) getBuf() *pbuf {
+	select {
+	case b := <-p.pool:
+		return b
+	default:
+		p.c.bufAllocs.Add(1)
+		return new(pbuf)
+	}
+}
+
+func (p *IPCP) putBuf(b *pbuf) {
+	select {
+	case p.pool <- b:
+	default:
+	}
+}
+
+// dpCounters are the data path's always-on counters (the forwarder and
+// the schedulers count their own verdicts and queue drops).
+type dpCounters struct {
+	sent, delivered, ctlIn, ctlOut                           atomic.Uint64
+	noPort, noRoute, unknownEID, rxFull, tooBig, ctlFull     atomic.Uint64
+	truncated, txErrors, malformedCtl, bufAllocs, unknownCtl atomic.Uint64
+}
+
+// nport is an N-1 data-transfer flow: a next hop.
+type nport struct {
+	id    pff.Port
+	addr  layer.Addr
+	name  string
+	p     flow.Port
+	sched *dt.Scheduler[*pbuf]
+	kick  chan struct{} // wakes the transmit loop; capacity 1
+	done  chan struct{} // closed when the adjacency is gone
+
+	txPkts, txBytes, txErrors, rxPkts, rxBytes atomic.Uint64
+}
+
+func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
+	s, err := dt.NewScheduler[*pbuf](dt.SchedConfig{Kind: c.p.cfg.Sched, QueueLen: c.p.cfg.QueueLen})
+	if err != nil {
+		return nil, err
+	}
+	np := &nport{id: n.Port, addr: n.Addr, name: n.Name, p: n.DT, sched: s, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	c.portsMu.Lock()
+	old := *c.ports.Load()
+	m := make(map[pff.Port]*nport, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[np.id] = np
+	c.ports.Store(&m)
+	c.portsMu.Unlock()
+	c.wg.Add(2)
+	go c.rxLoop(np)
+	go c.txLoop(np)
+	return np, nil
+}
+
+func (c *core) removePort(np *nport) {
+	c.portsMu.Lock()
+	old := *c.ports.Load()
+	if old[np.id] != np {
+		c.portsMu.Unlock()
+		return
+	}
+	m := make(map[pff.Port]*nport, len(old))
+	for k, v := range old {
+		if k != np.id {
+			m[k] = v
+		}
+	}
+	c.ports.Store(&m)
+	c.portsMu.Unlock()
+	close(np.done)
+}
+
+// rxLoop reads np's packets until the flow breaks, then reports it.
+func (c *core) rxLoop(np *nport) {
+	defer c.wg.Done()
+	p := c.p
+	b := p.getBuf()
+	for {
+		n, err := np.p.Read(b.b[:], time.Time{})
+		if err != nil {
+			if errors.Is(err, flow.ErrTruncated) {
+				p.c.truncated.Add(1)
+				continue
+			}
+			p.putBuf(b)
+			c.cm.Fail(np.id, fmt.Sprintf("data flow: %v", err))
+			return
+		}
+		np.rxPkts.Add(1)
+		np.rxBytes.Add(uint64(n))
+		b.off, b.end = 0, n
+		if c.input(b) {
+			b = p.getBuf()
+		}
+	}
+}
+
+// input handles a received packet. It reports whether it kept b (queued
+// for forwarding); otherwise b is the caller's again.
+func (c *core) input(b *pbuf) bool {
+	r := c.fwd.Decide(b.pkt())
+	switch r.Verdict {
+	case dt.Forward:
+		c.enqueue(r.NextHop, b)
+		return true
+	case dt.Deliver:
+		c.deliver(b.pkt())
+	}
+	return false
+}
+
+// enqueue queues b on the N-1 flow port, marking ECN by its queue depth.
+// It takes b.
+func (c *core) enqueue(port pff.Port, b *pbuf) {
+	np := (*c.ports.Load())[port]
+	if np == nil {
+		c.p.c.noPort.Add(1)
+		c.p.putBuf(b)
+		return
+	}
+	pci := dt.PCI(b.pkt())
+	cube := pci.Cube()
+	if lvl := c.ca.MarkECN(np.sched.Len(cube)+1, np.sched.Cap()); lvl > 0 {
+		pci.RaiseECN(lvl)
+	}
+	if !np.sched.Enqueue(cube, b) {
+		c.p.putBuf(b) // counted by the scheduler (queue_full)
+		return
+	}
+	select {
+	case np.kick <- struct{}{}:
+	default:
+	}
+}
+
+// txLoop writes np's queued packets until the adjacency is gone.
+func (c *core) txLoop(np *nport) {
+	defer c.wg.Done()
+	var batch [txBatch]*pbuf
+	for {
+		n := np.sched.DequeueBatch(batch[:])
+		if n == 0 {
+			select {
+			case <-np.kick:
+				continue
+			case <-np.done:
+			}
+			for { // drain
+				n := np.sched.DequeueBatch(batch[:])
+				if n == 0 {
+					return
+				}
+				for i := range n {
+					c.p.putBuf(batch[i])
+					batch[i] = nil
+				}
+			}
+		}
+		for i := range n {
+			b := batch[i]
+			batch[i] = nil
+			if err := np.p.Write(b.pkt(), time.Time{}); err != nil {
+				np.txErrors.Add(1)
+				c.p.c.txErrors.Add(1)
+			} else {
+				np.txPkts.Add(1)
+				np.txBytes.Add(uint64(b.end - b.off))
+			}
+			c.p.putBuf(b)
+		}
+	}
+}
+
+// deliver hands a packet for this IPCP to its endpoint.
+func (c *core) deliver(pkt []byte) {
+	pci := dt.PCI(pkt)
+	eid := pci.EID()
+	payload := pci.Payload()
+	if eid <= MaxReservedEID {
+		c.ctlIn(eid, payload)
+		return
+	}
+	f := c.fa.Lookup(eid)
+	if f == nil {
+		c.p.c.unknownEID.Add(1)
+		return
+	}
+	now := time.Now()
+	f.LastHeard.Store(now.UnixNano())
+	if err := f.Port.Write(payload, now); err != nil {
+		f.Drops.Add(1)
+		c.p.c.rxFull.Add(1)
+		return
+	}
+	c.p.c.delivered.Add(1)
+	f.PktsIn.Add(1)
+	f.BytesIn.Add(uint64(len(payload)))
+	f.CAMu.Lock()
+	fb, due := f.CA.OnReceive(pci.ECN(), len(payload), now)
+	f.CAMu.Unlock()
+	if due {
+		c.fa.Feedback(f, fb)
+	}
+}
+
+// flowTx moves an N+1 flow's SDUs into the layer until its port closes.
+func (c *core) flowTx(f *fa.Flow) {
+	defer c.wg.Done()
+	p := c.p
+	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
+	for {
+		b := p.getBuf()
+		n, err := f.Port.Read(b.b[headroom:headroom+flow.MaxSDU], time.Time{})
+		if err != nil {
+			p.putBuf(b)
+			if errors.Is(err, flow.ErrTruncated) {
+				p.c.truncated.Add(1)
+				continue
+			}
+			c.fa.Closed(f)
+			return
+		}
+		if n+dt.PCILen > flow.MaxSDU {
+			// The N-1 flow would refuse it: the layer's SDU is smaller
+			// than the flow API's by the PCI.
+			p.c.tooBig.Add(1)
+			f.Drops.Add(1)
+			p.putBuf(b)
+			continue
+		}
+		now := time.Now()
+		f.CAMu.Lock()
+		for wait := f.CA.OnSend(n, now); wait > 0; wait = f.CA.OnSend(n, now) {
+			f.CAMu.Unlock()
+			time.Sleep(wait)
+			now = time.Now()
+			f.CAMu.Lock()
+		}
+		f.CAMu.Unlock()
+		b.off, _ = dt.Prepend(b.b[:], headroom, fields)
+		b.end = headroom + n
+		f.PktsOut.Add(1)
+		f.BytesOut.Add(uint64(n))
+		f.LastSent.Store(now.UnixNano())
+		c.originate(b)
+	}
+}
+
+// originate routes a packet this IPCP made. It takes b.
+func (c *core) originate(b *pbuf) {
+	pci := dt.PCI(b.pkt())
+	dst := pci.Dst()
+	c.p.c.sent.Add(1)
+	if dst == c.self {
+		c.deliver(b.pkt())
+		c.p.putBuf(b)
+		return
+	}
+	port, ok := c.pff.Lookup(dst, uint64(pci.EID()))
+	if !ok {
+		c.p.c.noRoute.Add(1)
+		c.p.putBuf(b)
+		return
+	}
+	c.enqueue(port, b)
+}
+
+// ctlMsg is a control message for a reserved endpoint.
+type ctlMsg struct {
+	eid  layer.EID
+	src  layer.Addr
+	body []byte
+}
+
+// ctlIn queues a control message (copied) for the control loop.
+func (c *core) ctlIn(eid layer.EID, payload []byte) {
+	if len(payload) < srcLen {
+		c.p.c.malformedCtl.Add(1)
+		return
+	}
+	m := ctlMsg{eid: eid, src: layer.Addr(binary.BigEndian.Uint64(payload)), body: append([]byte(nil), payload[srcLen:]...)}
+	select {
+	case c.ctlq <- m:
+		c.p.c.ctlIn.Add(1)
+	default:
+		c.p.c.ctlFull.Add(1)
+	}
+}
+
+// sendCtl sends a control message to the reserved endpoint eid of the
+// member at dst: [sender's address (8 bytes)][msg] behind a PCI.
+func (c *core) sendCtl(dst layer.Addr, eid layer.EID, cube flow.Cube, msg []byte) error {
+	if len(msg)+srcLen+dt.PCILen > flow.MaxSDU {
+		return fmt.Errorf("unicast: control message of %d bytes: %w", len(msg), flow.ErrTooBig)
+	}
+	c.p.c.ctlOut.Add(1)
+	if dst == c.self {
+		m := ctlMsg{eid: eid, src: c.self, body: append([]byte(nil), msg...)}
+		select {
+		case c.ctlq <- m:
+			return nil
+		default:
+			c.p.c.ctlFull.Add(1)
+			return fmt.Errorf("unicast: control queue full: %w", flow.ErrBusy)
+		}
+	}
+	port, ok := c.pff.Lookup(dst, uint64(eid))
+	if !ok {
+		c.p.c.noRoute.Add(1)
+		return fmt.Errorf("unicast: no route to %d: %w", dst, flow.ErrNotFound)
+	}
+	b := c.p.getBuf()
+	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
+	n := copy(b.b[headroom+srcLen:], msg)
+	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: dst, Cube: cube, TTL: dt.DefaultTTL, EID: eid})
+	b.end = headroom + srcLen + n
+	c.enqueue(port, b)
+	return nil
+}
+
+// ctlLoop serves the control queue, and tells the directory when the
+// membership changes.
+func (c *core) ctlLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.p.cfg.RoutingTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctlStop:
+			return
+		case m := <-c.ctlq:
+			switch m.eid {
+			case EIDFlowAlloc:
+				c.fa.Handle(m.src, m.body)
+			case EIDDir:
+				c.dir.Handle(m.src, m.body)
+			default:
+				c.p.c.unknownCtl.Add(1)
+			}
+		case <-t.C:
+			w, ok := c.dir.(MembersWatcher)
+			if !ok {
+				continue
+			}
+			ms := c.Members()
+			if last := c.members.Load(); last != nil && slicesEqual(*last, ms) {
+				continue
+			}
+			c.members.Store(&ms)
+			w.MembersChanged(ms)
+		}
+	}
+}
+
+func slicesEqual(a, b []layer.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

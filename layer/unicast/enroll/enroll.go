@@ -1,0 +1,387 @@
+// Package enroll is enrollment in a unicast layer: the layer
+// configuration a bootstrapper sets, and the exchange by which a new
+// member obtains it from an existing member over a management N-1 flow
+// (Ouroboros' enrollment component). It opens no flows and keeps no
+// members: the IPCP hands it a connected port and the membership it knows.
+//
+// The exchange (docs/wire/unicast.md, enrollment), after the connection
+// manager's Open with purpose "enroll":
+//
+//	new member                         member
+//	   | Req [version, name, pubkey, layer] |
+//	   |----------------------------------->|
+//	   | Resp [result, msg, config,         |
+//	   |       members, name, addr]         |
+//	   |<-----------------------------------|
+//	   |  (picks an address not in members) |
+//	   | Done [addr]                        |
+//	   |----------------------------------->|
+//	   | Ack [result, msg]                  |  collision: pick again
+//	   |<-----------------------------------|
+package enroll
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/pff"
+)
+
+// Version is the enrollment message format version.
+const Version = 1
+
+// Result codes in Resp and Ack.
+const (
+	OK        uint8 = 0 // accepted
+	Refused   uint8 = 1 // wrong layer, bad request, or the member is not enrolled itself
+	Collision uint8 = 2 // the address is taken: pick another
+	Busy      uint8 = 3 // too many enrollments at once
+)
+
+// MaxMembers bounds the member list in a Resp (the rest are learnt from
+// routing; the list only makes address collisions unlikely).
+const MaxMembers = 2048
+
+// MaxPubKey bounds the public identity in a Req.
+const MaxPubKey = 256
+
+// Config is a layer's configuration: what the bootstrapper sets and every
+// member receives when it enrolls. Policies are names, so that a member
+// can refuse a layer whose policies it does not have.
+type Config struct {
+	_ struct{} `cbor:",toarray"`
+	// Layer is the layer's name.
+	Layer string
+	// Hash is the name hash algorithm (layer.HashAlgo).
+	Hash layer.HashAlgo
+	// AddrWidth is the address width in bytes: 4 or 8.
+	AddrWidth uint8
+	// Routing is the forwarding policy: "simple", "alternate" or "multipath".
+	Routing string
+	// CA is the congestion-avoidance policy: "nop" or "mb-ecn".
+	CA string
+	// Dir is the directory policy: "flood" or "dht".
+	Dir string
+	// Hello is the keepalive period on management N-1 flows, ms.
+	Hello uint32
+	// Dead is how many hello periods of silence make a neighbour dead.
+	Dead uint32
+}
+
+// DefaultConfig returns the configuration a bootstrapper uses for the
+// keys it was not given.
+func DefaultConfig(layerName string) Config {
+	return Config{Layer: layerName, Hash: layer.SHA3_256, AddrWidth: 4, Routing: "alternate", CA: "mb-ecn", Dir: "flood", Hello: 100, Dead: 3}
+}
+
+// Validate checks c's values (not whether this member has its policies).
+func (c *Config) Validate() error {
+	switch {
+	case c.Layer == "":
+		return fmt.Errorf("enroll: layer config without a layer name: %w", flow.ErrInvalid)
+	case c.Hash != layer.SHA3_256 && c.Hash != layer.SHA256:
+		return fmt.Errorf("enroll: hash algorithm %d: %w", c.Hash, flow.ErrInvalid)
+	case c.AddrWidth != 4 && c.AddrWidth != 8:
+		return fmt.Errorf("enroll: address width %d, want 4 or 8: %w", c.AddrWidth, flow.ErrInvalid)
+	case c.Hello == 0 || c.Hello > 60_000 || c.Dead < 2 || c.Dead > 100:
+		return fmt.Errorf("enroll: hello %d ms, dead after %d: %w", c.Hello, c.Dead, flow.ErrInvalid)
+	}
+	if _, err := pff.ParseKind(c.Routing); err != nil {
+		return fmt.Errorf("enroll: %w: %w", flow.ErrInvalid, err)
+	}
+	switch c.CA {
+	case "nop", "mb-ecn":
+	default:
+		return fmt.Errorf("enroll: congestion avoidance %q (want nop or mb-ecn): %w", c.CA, flow.ErrInvalid)
+	}
+	if c.Dir == "" {
+		return fmt.Errorf("enroll: no directory policy: %w", flow.ErrInvalid)
+	}
+	return nil
+}
+
+// Req asks a member to enroll the sender.
+type Req struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint8
+	// Name is the new member's IPCP name.
+	Name string
+	// PubKey is the new member's public identity: an ed25519 public key
+	// (32 bytes) or empty. It is recorded, not yet verified: there is no
+	// proof of possession in this version.
+	PubKey []byte
+	// Layer is the layer the sender means to join.
+	Layer string
+}
+
+// Resp answers a Req.
+type Resp struct {
+	_      struct{} `cbor:",toarray"`
+	Result uint8
+	Msg    string // why, if not OK
+	Config Config
+	// Members are the addresses in use, ascending (at most MaxMembers).
+	Members []layer.Addr
+	// Name and Addr are the enrolling member's.
+	Name string
+	Addr layer.Addr
+}
+
+// Done tells the member the address the new member chose.
+type Done struct {
+	_    struct{} `cbor:",toarray"`
+	Addr layer.Addr
+}
+
+// Ack answers a Done.
+type Ack struct {
+	_      struct{} `cbor:",toarray"`
+	Result uint8
+	Msg    string
+}
+
+var codec = flow.NewCodec()
+
+// Marshal encodes an enrollment message (deterministic CBOR).
+func Marshal(v any) ([]byte, error) { return codec.Marshal(v) }
+
+// UnmarshalReq decodes and checks a Req.
+func UnmarshalReq(b []byte) (Req, error) {
+	var r Req
+	if err := codec.Unmarshal(b, &r); err != nil {
+		return Req{}, fmt.Errorf("enroll: request: %w", err)
+	}
+	if r.Version != Version || r.Name == "" || len(r.Name) > 255 || len(r.PubKey) > MaxPubKey || r.Layer == "" {
+		return Req{}, fmt.Errorf("enroll: request version %d name %q: %w", r.Version, r.Name, flow.ErrInvalid)
+	}
+	return r, nil
+}
+
+// UnmarshalResp decodes and checks a Resp.
+func UnmarshalResp(b []byte) (Resp, error) {
+	var r Resp
+	if err := codec.Unmarshal(b, &r); err != nil {
+		return Resp{}, fmt.Errorf("enroll: response: %w", err)
+	}
+	if len(r.Members) > MaxMembers {
+		return Resp{}, fmt.Errorf("enroll: response with %d members: %w", len(r.Members), flow.ErrInvalid)
+	}
+	if r.Result == OK {
+		if err := r.Config.Validate(); err != nil {
+			return Resp{}, err
+		}
+		if r.Addr == 0 {
+			return Resp{}, fmt.Errorf("enroll: response from a member without an address: %w", flow.ErrInvalid)
+		}
+	}
+	return r, nil
+}
+
+// UnmarshalDone decodes and checks a Done.
+func UnmarshalDone(b []byte) (Done, error) {
+	var d Done
+	if err := codec.Unmarshal(b, &d); err != nil {
+		return Done{}, fmt.Errorf("enroll: done: %w", err)
+	}
+	if d.Addr == 0 {
+		return Done{}, fmt.Errorf("enroll: done with address 0: %w", flow.ErrInvalid)
+	}
+	return d, nil
+}
+
+// UnmarshalAck decodes an Ack.
+func UnmarshalAck(b []byte) (Ack, error) {
+	var a Ack
+	if err := codec.Unmarshal(b, &a); err != nil {
+		return Ack{}, fmt.Errorf("enroll: ack: %w", err)
+	}
+	return a, nil
+}
+
+// errOf maps a refusal to an error wrapping a flow sentinel.
+func errOf(result uint8, msg string) error {
+	switch result {
+	case OK:
+		return nil
+	case Collision:
+		return fmt.Errorf("enroll: %s: %w", msg, flow.ErrExists)
+	case Busy:
+		return fmt.Errorf("enroll: %s: %w", msg, flow.ErrBusy)
+	}
+	return fmt.Errorf("enroll: %s: %w", msg, flow.ErrRefused)
+}
+
+// Members answers whether an address is in use; addr.Set implements it.
+type Members interface {
+	Has(layer.Addr) bool
+}
+
+// AssignFunc picks an address not in members for a layer with
+// configuration cfg; an error (for example a policy this member does not
+// have) abandons the enrollment.
+type AssignFunc func(cfg Config, members Members) (layer.Addr, error)
+
+type addrSet map[layer.Addr]struct{}
+
+func (s addrSet) Has(a layer.Addr) bool { _, ok := s[a]; return ok }
+
+// Result is what a new member learnt by enrolling.
+type Result struct {
+	Config     Config
+	Addr       layer.Addr // the address it chose
+	Member     string     // the enrolling member's IPCP name
+	MemberAddr layer.Addr
+	Members    []layer.Addr
+}
+
+// MaxTries is how many addresses Enroll proposes before giving up.
+const MaxTries = 8
+
+// Enroll runs the new member's side over port (an N-1 flow to a member,
+// already opened for enrollment): it sends req, receives the layer's
+// configuration and members, picks an address with assign and confirms
+// it. It does not close port. ctx bounds the whole exchange.
+func Enroll(ctx context.Context, port flow.Port, req Req, assign AssignFunc) (Result, error) {
+	req.Version = Version
+	b, err := Marshal(req)
+	if err != nil {
+		return Result{}, fmt.Errorf("enroll: %w", err)
+	}
+	dl := deadline(ctx)
+	if err := port.Write(b, dl); err != nil {
+		return Result{}, fmt.Errorf("enroll: send request: %w", err)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	n, err := port.Read(buf, dl)
+	if err != nil {
+		return Result{}, fmt.Errorf("enroll: await response: %w", err)
+	}
+	resp, err := UnmarshalResp(buf[:n])
+	if err != nil {
+		return Result{}, err
+	}
+	if resp.Result != OK {
+		return Result{}, errOf(resp.Result, "refused by "+resp.Name+": "+resp.Msg)
+	}
+	if resp.Config.Layer != req.Layer {
+		return Result{}, fmt.Errorf("enroll: %s is in layer %q, not %q: %w", resp.Name, resp.Config.Layer, req.Layer, flow.ErrRefused)
+	}
+	taken := make(addrSet, len(resp.Members)+1)
+	for _, a := range resp.Members {
+		taken[a] = struct{}{}
+	}
+	taken[resp.Addr] = struct{}{}
+	for try := 0; try < MaxTries; try++ {
+		a, err := assign(resp.Config, taken)
+		if err != nil {
+			return Result{}, fmt.Errorf("enroll: assign address: %w", err)
+		}
+		b, err := Marshal(Done{Addr: a})
+		if err != nil {
+			return Result{}, err
+		}
+		if err := port.Write(b, dl); err != nil {
+			return Result{}, fmt.Errorf("enroll: send done: %w", err)
+		}
+		n, err := port.Read(buf, dl)
+		if err != nil {
+			return Result{}, fmt.Errorf("enroll: await ack: %w", err)
+		}
+		ack, err := UnmarshalAck(buf[:n])
+		if err != nil {
+			return Result{}, err
+		}
+		switch ack.Result {
+		case OK:
+			return Result{Config: resp.Config, Addr: a, Member: resp.Name, MemberAddr: resp.Addr, Members: resp.Members}, nil
+		case Collision:
+			taken[a] = struct{}{}
+			continue
+		}
+		return Result{}, errOf(ack.Result, ack.Msg)
+	}
+	return Result{}, fmt.Errorf("enroll: %d addresses collided: %w", MaxTries, flow.ErrExists)
+}
+
+// Member is the enrolling member as Serve needs it.
+type Member interface {
+	// Offer returns the response to req: the layer's configuration, the
+	// member's name and address and the addresses in use (Result OK), or
+	// a refusal.
+	Offer(req Req) Resp
+	// Claim reserves addr for the new member req.Name, reporting false if
+	// it is taken. A reservation outlives the exchange for as long as the
+	// member takes to appear in routing.
+	Claim(req Req, addr layer.Addr) bool
+}
+
+// Serve runs the member's side over port for a request already read
+// (first, undecoded). It does not close port. It returns the new member's
+// request and address once acknowledged.
+func Serve(ctx context.Context, port flow.Port, first []byte, m Member) (Req, layer.Addr, error) {
+	dl := deadline(ctx)
+	req, err := UnmarshalReq(first)
+	var resp Resp
+	if err != nil {
+		resp = Resp{Result: Refused, Msg: "bad request"}
+	} else {
+		resp = m.Offer(req)
+	}
+	if len(resp.Members) > MaxMembers {
+		resp.Members = resp.Members[:MaxMembers]
+	}
+	b, merr := Marshal(resp)
+	if merr != nil {
+		return Req{}, 0, fmt.Errorf("enroll: encode response: %w", merr)
+	}
+	if werr := port.Write(b, dl); werr != nil {
+		return Req{}, 0, fmt.Errorf("enroll: send response: %w", werr)
+	}
+	if err != nil {
+		return Req{}, 0, err
+	}
+	if resp.Result != OK {
+		return Req{}, 0, errOf(resp.Result, "refused "+req.Name+": "+resp.Msg)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	for try := 0; try < MaxTries; try++ {
+		n, err := port.Read(buf, dl)
+		if err != nil {
+			return Req{}, 0, fmt.Errorf("enroll: await done from %s: %w", req.Name, err)
+		}
+		done, err := UnmarshalDone(buf[:n])
+		if err != nil {
+			return Req{}, 0, err
+		}
+		ack := Ack{Result: OK}
+		if !m.Claim(req, done.Addr) {
+			ack = Ack{Result: Collision, Msg: "address in use"}
+		}
+		b, err := Marshal(ack)
+		if err != nil {
+			return Req{}, 0, err
+		}
+		if err := port.Write(b, dl); err != nil {
+			return Req{}, 0, fmt.Errorf("enroll: send ack: %w", err)
+		}
+		if ack.Result == OK {
+			return req, done.Addr, nil
+		}
+	}
+	return Req{}, 0, fmt.Errorf("enroll: %s: %d collisions: %w", req.Name, MaxTries, flow.ErrExists)
+}
+
+func deadline(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(10 * time.Second)
+}
+
+// IsRefusal reports whether err is a member's refusal (as opposed to a
+// transport failure worth retrying with another member).
+func IsRefusal(err error) bool { return errors.Is(err, flow.ErrRefused) }

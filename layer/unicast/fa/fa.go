@@ -1,0 +1,627 @@
+// Package fa is the flow allocator of a unicast IPCP (Ouroboros' fa): it
+// allocates flows between endpoints of the layer by request and response
+// between the flow allocators of the two members, keeps the table of
+// flows (endpoint id → port, peer address and endpoint), signals
+// deallocation to the peer, closes flows whose peer vanished and carries
+// congestion feedback. It moves no SDUs: the IPCP's data path does, using
+// the Flow entries found with Lookup, and it resolves no names (the
+// directory does).
+//
+// Messages travel in dt packets to the peer's reserved endpoint
+// (unicast.EIDFlowAlloc) through the Transport; see docs/wire/unicast.md.
+//
+//	requester                           responder
+//	  Alloc ── Req [src eid, hash, name, qos] ──▶ Upcalls.FlowReq
+//	        ◀─ Resp [result, src eid, dst eid] ── (flow installed)
+//	  data both ways, PCI EID = the peer's endpoint id
+//	  Update [ece]   receiver → sender, congestion feedback (package ca)
+//	  Keepalive      each way after KeepAlive without data sent
+//	  Dealloc        whoever's port closes first; also the answer to
+//	                 anything for an endpoint that does not exist
+package fa
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/ca"
+)
+
+// Message types.
+const (
+	MsgReq       uint8 = 1
+	MsgResp      uint8 = 2
+	MsgDealloc   uint8 = 3
+	MsgUpdate    uint8 = 4
+	MsgKeepalive uint8 = 5
+)
+
+// Results in a Resp.
+const (
+	ResOK       uint8 = 0
+	ResNotFound uint8 = 1 // nobody serves the name here
+	ResRefused  uint8 = 2 // the accepting program or its IRM refused
+	ResBusy     uint8 = 3 // resources exhausted
+)
+
+// Msg is a flow-allocator message. Fields a type does not use are zero.
+type Msg struct {
+	_      struct{} `cbor:",toarray"`
+	Type   uint8
+	SrcEID layer.EID // the sender's endpoint
+	DstEID layer.EID // the receiver's endpoint (Resp, Dealloc, Update, Keepalive)
+	Hash   []byte    // Req: the destination name's hash (layer.HashLen bytes)
+	Name   string    // Req: the source name (may be empty)
+	QoS    flow.QoS  // Req
+	Result uint8     // Resp
+	ECE    uint8     // Update: ca.Feedback.ECE
+}
+
+var codec = flow.NewCodec()
+
+// Marshal encodes m.
+func Marshal(m *Msg) ([]byte, error) { return codec.Marshal(m) }
+
+// Unmarshal decodes and checks a message.
+func Unmarshal(b []byte) (Msg, error) {
+	var m Msg
+	if err := codec.Unmarshal(b, &m); err != nil {
+		return Msg{}, fmt.Errorf("fa: %w", err)
+	}
+	bad := false
+	switch m.Type {
+	case MsgReq:
+		bad = m.SrcEID == 0 || len(m.Hash) != layer.HashLen || len(m.Name) > 255
+	case MsgResp:
+		bad = m.DstEID == 0 || (m.Result == ResOK && m.SrcEID == 0)
+	case MsgDealloc, MsgUpdate, MsgKeepalive:
+		bad = m.DstEID == 0
+	default:
+		bad = true
+	}
+	if bad {
+		return Msg{}, fmt.Errorf("fa: message type %d: %w", m.Type, flow.ErrInvalid)
+	}
+	return m, nil
+}
+
+func resultOf(err error) uint8 {
+	switch {
+	case err == nil:
+		return ResOK
+	case errors.Is(err, flow.ErrNotFound):
+		return ResNotFound
+	case errors.Is(err, flow.ErrBusy):
+		return ResBusy
+	}
+	return ResRefused
+}
+
+func errOf(r uint8) error {
+	switch r {
+	case ResNotFound:
+		return flow.ErrNotFound
+	case ResBusy:
+		return flow.ErrBusy
+	}
+	return flow.ErrRefused
+}
+
+// Transport sends flow-allocator messages to the flow allocator of the
+// member at dst (a dt packet to its reserved endpoint). It copies msg,
+// must not block for long and must not call back into the Allocator.
+type Transport interface {
+	SendFA(dst layer.Addr, msg []byte) error
+}
+
+// Hooks are the IPCP's data path as the Allocator drives it.
+type Hooks interface {
+	// Started: f is established (either side); the IPCP starts moving
+	// f.Port's SDUs into the layer. Called once per flow.
+	Started(f *Flow)
+}
+
+// Registry answers which registered name a hash stands for.
+type Registry interface {
+	Name(h layer.Hash) (string, bool)
+}
+
+// Config configures an Allocator. Zero durations take the defaults.
+type Config struct {
+	Self      layer.Addr // required
+	Transport Transport  // required
+	Hooks     Hooks      // required
+	Upcalls   irm.Upcalls
+	Registry  Registry // required
+	CA        *ca.CA   // required
+
+	RetryBase time.Duration // first retransmission of a Req (default 20 ms)
+	RetryMax  time.Duration // backoff ceiling (default 500 ms)
+	Timeout   time.Duration // per-destination answer timeout, and FlowReq's bound (default 3 s)
+	KeepAlive time.Duration // keepalive after this long without sending (default 1 s)
+	// FlowTimeout closes a flow whose peer was silent this long (no data,
+	// no keepalive): the peer vanished or no route reaches it. Default 4 s.
+	FlowTimeout time.Duration
+	Logf        func(format string, args ...any)
+}
+
+// Flow is one flow endpoint. The data path reads the immutable fields
+// without locks; CA is guarded by CAMu.
+type Flow struct {
+	EID       layer.EID  // local endpoint id
+	Remote    layer.Addr // the peer's address
+	RemoteEID layer.EID  // the peer's endpoint id
+	Cube      flow.Cube
+	QoS       flow.QoS
+	Port      flow.Port // the IPCP's end of the N+1 flow
+	Name      string    // destination name (outgoing) or accepted name (incoming)
+	Out       bool      // allocated here
+
+	CAMu sync.Mutex
+	CA   ca.Flow
+
+	// LastHeard and LastSent are Unix nanoseconds of the last packet or
+	// flow-allocator message from, and to, the peer.
+	LastHeard, LastSent atomic.Int64
+	// Counters.
+	PktsIn, BytesIn, PktsOut, BytesOut, Drops atomic.Uint64
+
+	started time.Time
+	once    sync.Once
+}
+
+// Stats are the Allocator's counters.
+type Stats struct {
+	AllocOK, AllocFailed, Accepted, Refused uint64
+	ReqRetries, Deallocs, PeerGone          uint64
+	Malformed, UnknownEID, Updates          uint64
+	Active                                  int
+}
+
+type counters struct {
+	allocOK, allocFailed, accepted, refused atomic.Uint64
+	reqRetries, deallocs, peerGone          atomic.Uint64
+	malformed, unknownEID, updates          atomic.Uint64
+}
+
+type inKey struct {
+	src layer.Addr
+	eid layer.EID
+}
+
+type pending struct {
+	dst layer.Addr
+	ch  chan Msg
+}
+
+// Allocator is one IPCP's flow allocator. Safe for concurrent use; one
+// goroutine (the keepalive ticker) runs between Start and Stop, plus one
+// per incoming allocation waiting for its program.
+type Allocator struct {
+	cfg    Config
+	c      counters
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.RWMutex // guards the fields below
+	stopped bool
+	flows   map[layer.EID]*Flow
+	byPeer  map[inKey]*Flow
+	pend    map[layer.EID]*pending
+	inbound map[inKey]bool // incoming requests being accepted
+}
+
+// New returns an Allocator.
+func New(cfg Config) (*Allocator, error) {
+	if cfg.Self == 0 || cfg.Transport == nil || cfg.Hooks == nil || cfg.Registry == nil || cfg.CA == nil || cfg.Upcalls == nil {
+		return nil, fmt.Errorf("fa: config needs Self, Transport, Hooks, Upcalls, Registry and CA: %w", flow.ErrInvalid)
+	}
+	cfg.RetryBase = cmp.Or(cfg.RetryBase, 20*time.Millisecond)
+	cfg.RetryMax = cmp.Or(cfg.RetryMax, 500*time.Millisecond)
+	cfg.Timeout = cmp.Or(cfg.Timeout, 3*time.Second)
+	cfg.KeepAlive = cmp.Or(cfg.KeepAlive, time.Second)
+	cfg.FlowTimeout = cmp.Or(cfg.FlowTimeout, 4*time.Second)
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.FlowTimeout <= cfg.KeepAlive {
+		return nil, fmt.Errorf("fa: flow timeout %v must exceed keepalive %v: %w", cfg.FlowTimeout, cfg.KeepAlive, flow.ErrInvalid)
+	}
+	a := &Allocator{
+		cfg: cfg, flows: make(map[layer.EID]*Flow), byPeer: make(map[inKey]*Flow),
+		pend: make(map[layer.EID]*pending), inbound: make(map[inKey]bool),
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	return a, nil
+}
+
+// Start runs the keepalive and peer-vanish ticker.
+func (a *Allocator) Start() error {
+	a.wg.Add(1)
+	go a.tick()
+	return nil
+}
+
+// Stop deallocates every flow (telling the peers), closes their ports and
+// waits for the Allocator's goroutines. Idempotent.
+func (a *Allocator) Stop() {
+	a.mu.Lock()
+	a.stopped = true
+	fs := make([]*Flow, 0, len(a.flows))
+	for _, f := range a.flows {
+		fs = append(fs, f)
+	}
+	a.mu.Unlock()
+	a.cancel()
+	for _, f := range fs {
+		a.end(f, true)
+	}
+	a.wg.Wait()
+}
+
+// Lookup returns the flow with local endpoint eid, or nil. It is the data
+// path's: it never blocks beyond a read lock and allocates nothing.
+func (a *Allocator) Lookup(eid layer.EID) *Flow {
+	a.mu.RLock()
+	f := a.flows[eid]
+	a.mu.RUnlock()
+	return f
+}
+
+// allocEID returns a free endpoint id above the reserved ones. Called
+// with mu held.
+func (a *Allocator) allocEID() layer.EID {
+	for {
+		e := layer.EID(rand.Uint64()>>1) | 1<<32 // random: a restarted peer's stale packets miss
+		if a.flows[e] == nil && a.pend[e] == nil {
+			return e
+		}
+	}
+}
+
+func (a *Allocator) send(dst layer.Addr, m *Msg) error {
+	b, err := Marshal(m)
+	if err != nil {
+		return err
+	}
+	return a.cfg.Transport.SendFA(dst, b)
+}
+
+func (a *Allocator) newFlow(eid layer.EID, q flow.QoS, port flow.Port, name string, out bool) *Flow {
+	now := time.Now()
+	f := &Flow{EID: eid, Cube: q.Cube(), QoS: q, Port: port, Name: name, Out: out, CA: a.cfg.CA.NewFlow(now), started: now}
+	f.LastHeard.Store(now.UnixNano())
+	f.LastSent.Store(now.UnixNano())
+	return f
+}
+
+// Alloc allocates a flow for req to the name whose hash is h, served by
+// one of dsts (tried in order). On success the Allocator owns port until
+// the flow ends; on failure the caller still owns it.
+func (a *Allocator) Alloc(ctx context.Context, dsts []layer.Addr, h layer.Hash, req irm.AllocReq, port flow.Port) (err error) {
+	defer func() {
+		if err != nil {
+			a.c.allocFailed.Add(1)
+		} else {
+			a.c.allocOK.Add(1)
+		}
+	}()
+	if len(dsts) == 0 {
+		return fmt.Errorf("fa: alloc %q: no destination: %w", req.Dst, flow.ErrNotFound)
+	}
+	err = fmt.Errorf("fa: alloc %q: %w", req.Dst, flow.ErrNotFound)
+	for _, dst := range dsts {
+		err = a.allocAt(ctx, dst, h, req, port)
+		if err == nil || !errors.Is(err, flow.ErrNotFound) && !errors.Is(err, flow.ErrTimeout) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, req irm.AllocReq, port flow.Port) error {
+	p := &pending{dst: dst, ch: make(chan Msg, 1)}
+	a.mu.Lock()
+	if a.stopped {
+		a.mu.Unlock()
+		return fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+	}
+	eid := a.allocEID()
+	a.pend[eid] = p
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.pend, eid)
+		a.mu.Unlock()
+	}()
+	m := &Msg{Type: MsgReq, SrcEID: eid, Hash: h[:], Name: req.Src, QoS: req.QoS}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	rto := a.cfg.RetryBase
+	t := time.NewTimer(rto)
+	defer t.Stop()
+	a.send(dst, m)
+	for {
+		select {
+		case r := <-p.ch:
+			if r.Result != ResOK {
+				return fmt.Errorf("fa: alloc %q at %d: %w", req.Dst, dst, errOf(r.Result))
+			}
+			f := a.newFlow(eid, req.QoS, port, req.Dst, true)
+			f.Remote, f.RemoteEID = dst, r.SrcEID
+			a.mu.Lock()
+			if a.stopped {
+				a.mu.Unlock()
+				a.send(dst, &Msg{Type: MsgDealloc, SrcEID: eid, DstEID: r.SrcEID})
+				return fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+			}
+			a.flows[eid] = f
+			a.byPeer[inKey{dst, r.SrcEID}] = f
+			a.mu.Unlock()
+			a.cfg.Hooks.Started(f)
+			return nil
+		case <-t.C:
+			rto = min(2*rto, a.cfg.RetryMax)
+			t.Reset(rto)
+			a.c.reqRetries.Add(1)
+			a.send(dst, m)
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("fa: alloc %q at %d: no answer: %w", req.Dst, dst, flow.ErrTimeout)
+			}
+			return fmt.Errorf("fa: alloc %q: %w", req.Dst, ctx.Err())
+		case <-a.ctx.Done():
+			return fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+		}
+	}
+}
+
+// Handle processes a flow-allocator message from the member at src. It
+// does not retain msg and does not block (accepting runs in its own
+// goroutine).
+func (a *Allocator) Handle(src layer.Addr, msg []byte) {
+	m, err := Unmarshal(msg)
+	if err != nil {
+		a.c.malformed.Add(1)
+		return
+	}
+	switch m.Type {
+	case MsgReq:
+		a.onReq(src, &m)
+	case MsgResp:
+		a.mu.RLock()
+		p := a.pend[m.DstEID]
+		a.mu.RUnlock()
+		if p != nil && p.dst == src {
+			select {
+			case p.ch <- m:
+			default: // a duplicate
+			}
+			return
+		}
+		if m.Result == ResOK && a.Lookup(m.DstEID) == nil {
+			// The allocation was abandoned: release the peer's endpoint.
+			a.send(src, &Msg{Type: MsgDealloc, SrcEID: m.DstEID, DstEID: m.SrcEID})
+		}
+	case MsgDealloc:
+		if f := a.Lookup(m.DstEID); f != nil && f.Remote == src && f.RemoteEID == m.SrcEID {
+			a.c.deallocs.Add(1)
+			a.end(f, false)
+		}
+	case MsgUpdate, MsgKeepalive:
+		f := a.Lookup(m.DstEID)
+		if f == nil || f.Remote != src || f.RemoteEID != m.SrcEID {
+			a.c.unknownEID.Add(1)
+			a.send(src, &Msg{Type: MsgDealloc, SrcEID: m.DstEID, DstEID: m.SrcEID})
+			return
+		}
+		f.LastHeard.Store(time.Now().UnixNano())
+		if m.Type == MsgUpdate {
+			a.c.updates.Add(1)
+			f.CAMu.Lock()
+			f.CA.OnFeedback(ca.Feedback{ECE: m.ECE}, time.Now())
+			f.CAMu.Unlock()
+		}
+	}
+}
+
+func (a *Allocator) onReq(src layer.Addr, m *Msg) {
+	key := inKey{src, m.SrcEID}
+	a.mu.Lock()
+	if f := a.byPeer[key]; f != nil { // a retransmission of an accepted request
+		a.mu.Unlock()
+		a.send(src, &Msg{Type: MsgResp, SrcEID: f.EID, DstEID: m.SrcEID})
+		return
+	}
+	if a.inbound[key] || a.stopped {
+		a.mu.Unlock()
+		return
+	}
+	name, ok := a.cfg.Registry.Name(layer.Hash(m.Hash))
+	if !ok {
+		a.mu.Unlock()
+		a.c.refused.Add(1)
+		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResNotFound})
+		return
+	}
+	if len(a.inbound) >= 64 {
+		a.mu.Unlock()
+		a.c.refused.Add(1)
+		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResBusy})
+		return
+	}
+	a.inbound[key] = true
+	a.wg.Add(1)
+	a.mu.Unlock()
+	go a.accept(key, name, m.Name, m.QoS)
+}
+
+func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS) {
+	defer a.wg.Done()
+	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
+	port, err := a.cfg.Upcalls.FlowReq(ctx, irm.AllocReq{Dst: name, Src: srcName, QoS: q})
+	cancel()
+	if err == nil && port == nil {
+		err = flow.ErrRefused
+	}
+	resp := &Msg{Type: MsgResp, DstEID: key.eid}
+	var f *Flow
+	a.mu.Lock()
+	delete(a.inbound, key)
+	if err == nil && a.stopped {
+		err = flow.ErrClosed
+	}
+	if err == nil {
+		f = a.newFlow(a.allocEID(), q, port, name, false)
+		f.Remote, f.RemoteEID = key.src, key.eid
+		a.flows[f.EID] = f
+		a.byPeer[key] = f
+		resp.SrcEID = f.EID
+	}
+	a.mu.Unlock()
+	resp.Result = resultOf(err)
+	if err != nil {
+		a.c.refused.Add(1)
+		if port != nil {
+			port.Close()
+		}
+		a.cfg.Logf("fa: flow to %q from %d refused: %v", name, key.src, err)
+		a.send(key.src, resp)
+		return
+	}
+	a.c.accepted.Add(1)
+	// The answer first: the flow is in the table already, so the
+	// requester's first packets find it; then this side starts sending.
+	a.send(key.src, resp)
+	a.cfg.Hooks.Started(f)
+}
+
+// Closed ends f because its port's Read failed (the program deallocated):
+// the peer is told. Safe to call more than once.
+func (a *Allocator) Closed(f *Flow) { a.end(f, true) }
+
+// end removes f, closes its port and, if tell, sends the peer a Dealloc.
+func (a *Allocator) end(f *Flow, tell bool) {
+	f.once.Do(func() {
+		a.mu.Lock()
+		if a.flows[f.EID] == f {
+			delete(a.flows, f.EID)
+		}
+		k := inKey{f.Remote, f.RemoteEID}
+		if a.byPeer[k] == f {
+			delete(a.byPeer, k)
+		}
+		a.mu.Unlock()
+		f.Port.Close()
+		if tell {
+			a.send(f.Remote, &Msg{Type: MsgDealloc, SrcEID: f.EID, DstEID: f.RemoteEID})
+		}
+	})
+}
+
+// Feedback sends congestion feedback for f to its sender.
+func (a *Allocator) Feedback(f *Flow, fb ca.Feedback) {
+	f.LastSent.Store(time.Now().UnixNano())
+	a.send(f.Remote, &Msg{Type: MsgUpdate, SrcEID: f.EID, DstEID: f.RemoteEID, ECE: fb.ECE})
+}
+
+func (a *Allocator) tick() {
+	defer a.wg.Done()
+	t := time.NewTicker(a.cfg.KeepAlive / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case now := <-t.C:
+			a.check(now)
+		}
+	}
+}
+
+// check sends keepalives on idle flows and ends flows whose peer has been
+// silent for FlowTimeout.
+func (a *Allocator) check(now time.Time) {
+	a.mu.RLock()
+	fs := make([]*Flow, 0, len(a.flows))
+	for _, f := range a.flows {
+		fs = append(fs, f)
+	}
+	a.mu.RUnlock()
+	ns := now.UnixNano()
+	for _, f := range fs {
+		if time.Duration(ns-f.LastHeard.Load()) > a.cfg.FlowTimeout {
+			a.c.peerGone.Add(1)
+			a.cfg.Logf("fa: flow %d to %d: peer silent for %v, closing", f.EID, f.Remote, a.cfg.FlowTimeout)
+			a.end(f, true)
+			continue
+		}
+		if time.Duration(ns-f.LastSent.Load()) >= a.cfg.KeepAlive {
+			f.LastSent.Store(ns)
+			a.send(f.Remote, &Msg{Type: MsgKeepalive, SrcEID: f.EID, DstEID: f.RemoteEID})
+		}
+	}
+}
+
+// FlowInfo describes a flow for management.
+type FlowInfo struct {
+	EID, RemoteEID                     layer.EID
+	Remote                             layer.Addr
+	Name                               string
+	Out                                bool
+	Cube                               flow.Cube
+	PktsIn, BytesIn, PktsOut, BytesOut uint64
+	Drops                              uint64
+	Rate                               uint64 // the sender's CA rate, bytes/s (0: unlimited)
+	Age                                time.Duration
+}
+
+// Flows lists the flows, ascending by local endpoint id.
+func (a *Allocator) Flows() []FlowInfo {
+	a.mu.RLock()
+	fs := make([]*Flow, 0, len(a.flows))
+	for _, f := range a.flows {
+		fs = append(fs, f)
+	}
+	a.mu.RUnlock()
+	out := make([]FlowInfo, 0, len(fs))
+	for _, f := range fs {
+		f.CAMu.Lock()
+		rate := f.CA.Rate()
+		f.CAMu.Unlock()
+		out = append(out, FlowInfo{
+			EID: f.EID, RemoteEID: f.RemoteEID, Remote: f.Remote, Name: f.Name, Out: f.Out, Cube: f.Cube,
+			PktsIn: f.PktsIn.Load(), BytesIn: f.BytesIn.Load(), PktsOut: f.PktsOut.Load(), BytesOut: f.BytesOut.Load(),
+			Drops: f.Drops.Load(), Rate: rate, Age: time.Since(f.started),
+		})
+	}
+	slices.SortFunc(out, func(x, y FlowInfo) int { return cmp.Compare(x.EID, y.EID) })
+	return out
+}
+
+// Stats returns the Allocator's counters.
+func (a *Allocator) Stats() Stats {
+	a.mu.RLock()
+	n := len(a.flows)
+	a.mu.RUnlock()
+	c := &a.c
+	return Stats{
+		AllocOK: c.allocOK.Load(), AllocFailed: c.allocFailed.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
+		ReqRetries: c.reqRetries.Load(), Deallocs: c.deallocs.Load(), PeerGone: c.peerGone.Load(),
+		Malformed: c.malformed.Load(), UnknownEID: c.unknownEID.Load(), Updates: c.updates.Load(), Active: n,
+	}
+}

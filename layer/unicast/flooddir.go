@@ -1,0 +1,331 @@
+package unicast
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+)
+
+// floodPolicy names the built-in directory policy.
+const floodPolicy = "flood"
+
+// Flood directory messages (CBOR [type, [hash...]]), sent with DirEnv.Send.
+const (
+	floodAdd   uint8 = 1 // the sender serves these hashes
+	floodDel   uint8 = 2 // the sender no longer serves these hashes
+	floodQuery uint8 = 3 // who serves these hashes? (answered with floodAdd)
+)
+
+// floodMaxHashes bounds the hashes in one message (34 bytes each encoded).
+const floodMaxHashes = 30
+
+type floodMsg struct {
+	_      struct{} `cbor:",toarray"`
+	Type   uint8
+	Hashes [][]byte
+}
+
+var floodCodec = flow.NewCodec()
+
+func unmarshalFlood(b []byte) (floodMsg, error) {
+	var m floodMsg
+	if err := floodCodec.Unmarshal(b, &m); err != nil {
+		return floodMsg{}, err
+	}
+	if m.Type < floodAdd || m.Type > floodQuery || len(m.Hashes) > floodMaxHashes {
+		return floodMsg{}, fmt.Errorf("unicast: flood directory message type %d: %w", m.Type, flow.ErrInvalid)
+	}
+	for _, h := range m.Hashes {
+		if len(h) != layer.HashLen {
+			return floodMsg{}, fmt.Errorf("unicast: flood directory hash of %d bytes: %w", len(h), flow.ErrInvalid)
+		}
+	}
+	return m, nil
+}
+
+// floodDir is the "flood" directory policy: every member tells every
+// other member (routing's membership) which hashes it serves, when it
+// registers them and whenever a member it has not told appears; a lookup
+// that finds nothing asks every member once before giving up. Entries of
+// a member that left the membership are forgotten. Fine for layers of
+// tens of members; the DHT (layer/unicast/dir) is for the rest.
+type floodDir struct {
+	env  DirEnv
+	logf func(string, ...any)
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	malformed atomic.Uint64
+
+	mu      sync.Mutex // guards the fields below
+	local   map[layer.Hash]bool
+	remote  map[layer.Hash]map[layer.Addr]bool
+	told    map[layer.Addr]bool // members that have our whole local set
+	waiters map[layer.Hash][]chan struct{}
+}
+
+var (
+	_ Directory      = (*floodDir)(nil)
+	_ DirLister      = (*floodDir)(nil)
+	_ MembersWatcher = (*floodDir)(nil)
+)
+
+func newFloodDir(cfg DirConfig) *floodDir {
+	return &floodDir{
+		env: cfg.Env, logf: cfg.Logf, stop: make(chan struct{}),
+		local: make(map[layer.Hash]bool), remote: make(map[layer.Hash]map[layer.Addr]bool),
+		told: make(map[layer.Addr]bool), waiters: make(map[layer.Hash][]chan struct{}),
+	}
+}
+
+// Start implements Directory: a ticker retries telling members that
+// could not be reached yet (no route right after they appeared).
+func (d *floodDir) Start() error {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-d.stop:
+				return
+			case <-t.C:
+				d.sync(d.env.Members())
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop implements Directory.
+func (d *floodDir) Stop() {
+	close(d.stop)
+	d.wg.Wait()
+}
+
+func (d *floodDir) send(dst layer.Addr, typ uint8, hs []layer.Hash) error {
+	for len(hs) > 0 {
+		n := min(len(hs), floodMaxHashes)
+		m := floodMsg{Type: typ, Hashes: make([][]byte, n)}
+		for i := range n {
+			m.Hashes[i] = hs[i][:]
+		}
+		b, err := floodCodec.Marshal(m)
+		if err != nil {
+			return err
+		}
+		if err := d.env.Send(dst, b); err != nil {
+			return err
+		}
+		hs = hs[n:]
+	}
+	return nil
+}
+
+// sync tells every member not told yet our local hashes, and forgets the
+// entries of members that are gone.
+func (d *floodDir) sync(members []layer.Addr) {
+	self := d.env.Self()
+	d.mu.Lock()
+	in := make(map[layer.Addr]bool, len(members))
+	var todo []layer.Addr
+	for _, a := range members {
+		in[a] = true
+		if a != self && !d.told[a] {
+			todo = append(todo, a)
+		}
+	}
+	for a := range d.told {
+		if !in[a] {
+			delete(d.told, a)
+		}
+	}
+	for h, as := range d.remote {
+		for a := range as {
+			if !in[a] {
+				delete(as, a)
+			}
+		}
+		if len(as) == 0 {
+			delete(d.remote, h)
+		}
+	}
+	hs := make([]layer.Hash, 0, len(d.local))
+	for h := range d.local {
+		hs = append(hs, h)
+	}
+	d.mu.Unlock()
+	for _, a := range todo {
+		if d.send(a, floodAdd, hs) == nil {
+			d.mu.Lock()
+			d.told[a] = true
+			d.mu.Unlock()
+		}
+	}
+}
+
+// MembersChanged implements MembersWatcher.
+func (d *floodDir) MembersChanged(members []layer.Addr) { d.sync(members) }
+
+// broadcast sends typ for h to every member; members it cannot reach now
+// are marked untold (they get the whole set later).
+func (d *floodDir) broadcast(typ uint8, h layer.Hash) {
+	self := d.env.Self()
+	for _, a := range d.env.Members() {
+		if a == self {
+			continue
+		}
+		if d.send(a, typ, []layer.Hash{h}) != nil {
+			d.mu.Lock()
+			delete(d.told, a)
+			d.mu.Unlock()
+		}
+	}
+}
+
+// Register implements Directory. Only the own address is published.
+func (d *floodDir) Register(_ context.Context, h layer.Hash, a layer.Addr) error {
+	if a != d.env.Self() {
+		return fmt.Errorf("unicast: flood directory registers only its own address: %w", flow.ErrInvalid)
+	}
+	d.mu.Lock()
+	d.local[h] = true
+	d.mu.Unlock()
+	d.broadcast(floodAdd, h)
+	return nil
+}
+
+// Unregister implements Directory.
+func (d *floodDir) Unregister(_ context.Context, h layer.Hash, a layer.Addr) error {
+	d.mu.Lock()
+	ok := d.local[h] && a == d.env.Self()
+	delete(d.local, h)
+	d.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("unicast: unregister %v: %w", h, flow.ErrNotFound)
+	}
+	d.broadcast(floodDel, h)
+	return nil
+}
+
+func (d *floodDir) find(h layer.Hash) []layer.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []layer.Addr
+	if d.local[h] {
+		out = append(out, d.env.Self())
+	}
+	rs := make([]layer.Addr, 0, len(d.remote[h]))
+	for a := range d.remote[h] {
+		rs = append(rs, a)
+	}
+	slices.Sort(rs)
+	return append(out, rs...)
+}
+
+// Lookup implements Directory: local knowledge first, then one query to
+// every member, answered by those that serve h.
+func (d *floodDir) Lookup(ctx context.Context, h layer.Hash) ([]layer.Addr, error) {
+	if as := d.find(h); len(as) > 0 {
+		return as, nil
+	}
+	ch := make(chan struct{}, 1)
+	d.mu.Lock()
+	d.waiters[h] = append(d.waiters[h], ch)
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		ws := slices.DeleteFunc(d.waiters[h], func(c chan struct{}) bool { return c == ch })
+		if len(ws) == 0 {
+			delete(d.waiters, h)
+		} else {
+			d.waiters[h] = ws
+		}
+		d.mu.Unlock()
+	}()
+	d.broadcast(floodQuery, h)
+	t := time.NewTimer(500 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ch:
+		if as := d.find(h); len(as) > 0 {
+			return as, nil
+		}
+	case <-t.C:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("unicast: lookup %v: %w", h, cmp.Or(context.Cause(ctx), ctx.Err()))
+	case <-d.stop:
+		return nil, fmt.Errorf("unicast: lookup %v: %w", h, flow.ErrClosed)
+	}
+	return nil, fmt.Errorf("unicast: lookup %v: %w", h, flow.ErrNotFound)
+}
+
+// Handle implements Directory.
+func (d *floodDir) Handle(src layer.Addr, msg []byte) {
+	m, err := unmarshalFlood(msg)
+	if err != nil {
+		d.malformed.Add(1)
+		return
+	}
+	var answer []layer.Hash
+	d.mu.Lock()
+	for _, hb := range m.Hashes {
+		h := layer.Hash(hb)
+		switch m.Type {
+		case floodAdd:
+			if d.remote[h] == nil {
+				d.remote[h] = make(map[layer.Addr]bool)
+			}
+			d.remote[h][src] = true
+			for _, ch := range d.waiters[h] {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		case floodDel:
+			delete(d.remote[h], src)
+			if len(d.remote[h]) == 0 {
+				delete(d.remote, h)
+			}
+		case floodQuery:
+			if d.local[h] {
+				answer = append(answer, h)
+			}
+		}
+	}
+	d.mu.Unlock()
+	if len(answer) > 0 {
+		d.send(src, floodAdd, answer)
+	}
+}
+
+// Entries implements DirLister.
+func (d *floodDir) Entries() []DirEntry {
+	d.mu.Lock()
+	hs := make(map[layer.Hash]bool, len(d.local)+len(d.remote))
+	for h := range d.local {
+		hs[h] = true
+	}
+	for h := range d.remote {
+		hs[h] = true
+	}
+	d.mu.Unlock()
+	out := make([]DirEntry, 0, len(hs))
+	for h := range hs {
+		d.mu.Lock()
+		local := d.local[h]
+		d.mu.Unlock()
+		out = append(out, DirEntry{Hash: h, Addrs: d.find(h), Local: local})
+	}
+	slices.SortFunc(out, func(a, b DirEntry) int { return slices.Compare(a.Hash[:], b.Hash[:]) })
+	return out
+}

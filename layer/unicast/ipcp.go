@@ -1,0 +1,771 @@
+package unicast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/addr"
+	"github.com/ouronet/ouro/layer/unicast/ca"
+	"github.com/ouronet/ouro/layer/unicast/connmgr"
+	"github.com/ouronet/ouro/layer/unicast/dt"
+	"github.com/ouronet/ouro/layer/unicast/enroll"
+	"github.com/ouronet/ouro/layer/unicast/fa"
+	"github.com/ouronet/ouro/layer/unicast/pff"
+	"github.com/ouronet/ouro/layer/unicast/routing"
+)
+
+var (
+	_ irm.IPCP    = (*IPCP)(nil)
+	_ irm.Manager = (*IPCP)(nil)
+)
+
+const (
+	stateInit int32 = iota
+	stateEnrolling
+	stateOperational
+	stateShutdown
+)
+
+var stateNames = [...]string{"init", "enrolling", "operational", "shutdown"}
+
+// IPCP is a unicast IPC process. Before it is a member (bootstrapped or
+// enrolled) it accepts registrations and keeps them, and answers Query
+// and Alloc with flow.ErrNotFound.
+//
+// Goroutines: the bring-up (bind, lower registrations, bootstrap or
+// enroll, connect), the accept loop for incoming N-1 flows, and once a
+// member those of its parts plus, on the data path, one receive and one
+// transmit goroutine per N-1 data-transfer flow and one transmit
+// goroutine per N+1 flow (datapath.go).
+type IPCP struct {
+	cfg   Config
+	up    irm.Upcalls
+	lower flow.Broker
+	reg   Registrar
+
+	ctx    context.Context // cancelled by Stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	state  atomic.Int32
+	core   atomic.Pointer[core] // set once a member
+	pool   chan *pbuf
+	c      dpCounters
+
+	opMu sync.Mutex // serialises bootstrap and enroll
+
+	mu     sync.Mutex // guards the fields below
+	names  map[string]bool
+	hashes map[layer.Hash]string // of names, once the hash algorithm is known
+	peers  map[layer.Addr]string // member names this IPCP learnt (enrolled, neighbours)
+	claims map[layer.Addr]claim  // addresses given out while enrolling others
+	conns  []string              // connect requests made before membership
+}
+
+type claim struct {
+	name string
+	at   time.Time
+}
+
+// New returns an IPCP in state "init". lower is where its N-1 flows come
+// from (the same broker applications use); reg registers its name in
+// Config.Lower (nil: nothing to register).
+func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if up == nil || lower == nil {
+		return nil, fmt.Errorf("unicast: %s: needs upcalls and a lower broker: %w", cfg.Name, flow.ErrInvalid)
+	}
+	if len(cfg.Lower) > 0 && reg == nil {
+		return nil, fmt.Errorf("unicast: %s: lower layers %v but no registrar: %w", cfg.Name, cfg.Lower, flow.ErrInvalid)
+	}
+	p := &IPCP{
+		cfg: cfg, up: up, lower: lower, reg: reg,
+		pool:  make(chan *pbuf, poolSize),
+		names: make(map[string]bool), hashes: make(map[layer.Hash]string),
+		peers: make(map[layer.Addr]string), claims: make(map[layer.Addr]claim),
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	return p, nil
+}
+
+// Start starts the bring-up in the background: bind the IPCP's name,
+// register it in the lower layers, bootstrap or enroll as configured,
+// then connect the neighbours. It does not wait for the network.
+func (p *IPCP) Start() error {
+	if !p.state.CompareAndSwap(stateInit, stateEnrolling) {
+		return fmt.Errorf("unicast: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
+	}
+	p.wg.Add(1)
+	go p.bringUp()
+	return nil
+}
+
+// Stop stops every part in reverse order of starting and waits for all
+// goroutines. Idempotent.
+func (p *IPCP) Stop() {
+	p.state.Store(stateShutdown)
+	p.cancel()
+	p.opMu.Lock() // waits for a bootstrap or enrollment in progress
+	c := p.core.Load()
+	p.opMu.Unlock()
+	if c != nil {
+		c.stop()
+	}
+	p.wg.Wait()
+	if c != nil {
+		c.wg.Wait()
+	}
+}
+
+// Info implements irm.IPCP.
+func (p *IPCP) Info() irm.Info {
+	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "unicast", State: stateNames[p.state.Load()]}
+}
+
+// Addr returns the IPCP's address, 0 before it is a member.
+func (p *IPCP) Addr() layer.Addr {
+	if c := p.core.Load(); c != nil {
+		return c.self
+	}
+	return 0
+}
+
+// Operational reports whether the IPCP is a member of its layer.
+func (p *IPCP) Operational() bool { return p.state.Load() == stateOperational }
+
+func (p *IPCP) logf(format string, args ...any) {
+	p.cfg.Logf("unicast %s: "+format, append([]any{p.cfg.Name}, args...)...)
+}
+
+// sleep waits d or until Stop; it reports false on Stop.
+func (p *IPCP) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+// retry runs f until it succeeds or Stop, with jittered exponential
+// backoff from 50 ms to Config.RetryMax.
+func (p *IPCP) retry(what string, f func() error) bool {
+	backoff := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return true
+		}
+		if p.ctx.Err() != nil {
+			return false
+		}
+		p.logf("%s: %v (retry in %v)", what, err, backoff)
+		if !p.sleep(backoff/2 + rand.N(backoff/2+1)) {
+			return false
+		}
+		backoff = min(2*backoff, p.cfg.RetryMax)
+	}
+}
+
+func (p *IPCP) bringUp() {
+	defer p.wg.Done()
+	ok := p.retry("bind "+p.cfg.Name, func() error {
+		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+		defer cancel()
+		err := p.lower.Bind(ctx, p.cfg.Name)
+		if errors.Is(err, flow.ErrExists) {
+			return nil
+		}
+		return err
+	})
+	if !ok {
+		return
+	}
+	p.wg.Add(1)
+	go p.acceptLoop()
+	for _, l := range p.cfg.Lower {
+		ok := p.retry("register "+p.cfg.Name+" in "+l, func() error {
+			ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+			defer cancel()
+			err := p.reg.Reg(ctx, p.cfg.Name, l)
+			if errors.Is(err, flow.ErrExists) {
+				return nil
+			}
+			return err
+		})
+		if !ok {
+			return
+		}
+	}
+	switch {
+	case p.cfg.Bootstrap:
+		if err := p.bootstrap(p.cfg.LayerConfig); err != nil {
+			p.logf("bootstrap: %v", err)
+		}
+	case p.cfg.Enroll != "":
+		p.retry("enroll via "+p.cfg.Enroll, func() error {
+			if p.core.Load() != nil {
+				return nil // enrolled by a management command meanwhile
+			}
+			ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+			defer cancel()
+			return p.enrollVia(ctx, p.cfg.Enroll)
+		})
+	}
+}
+
+// acceptLoop takes incoming N-1 flows to the IPCP's name and dispatches
+// them by their Open: enrollment here, adjacencies to the connection
+// manager.
+func (p *IPCP) acceptLoop() {
+	defer p.wg.Done()
+	for {
+		port, _, err := p.lower.Accept(p.ctx)
+		if err != nil {
+			if p.ctx.Err() != nil || errors.Is(err, flow.ErrClosed) {
+				return
+			}
+			p.logf("accept: %v", err)
+			if !p.sleep(50 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.incoming(port)
+		}()
+	}
+}
+
+func (p *IPCP) incoming(port flow.Port) {
+	dl := time.Now().Add(5 * time.Second)
+	o, err := connmgr.ReadOpen(port, dl)
+	if err != nil {
+		port.Close()
+		return
+	}
+	c := p.core.Load()
+	if c == nil || p.state.Load() != stateOperational {
+		connmgr.Reply(port, connmgr.OpenResp{Result: connmgr.Refused, Msg: "not a member yet", Name: p.cfg.Name}, dl)
+		port.Close()
+		return
+	}
+	if o.Purpose != connmgr.PurposeEnroll {
+		c.cm.Accept(port, o)
+		return
+	}
+	defer port.Close()
+	if o.Layer != p.cfg.Layer {
+		connmgr.Reply(port, connmgr.OpenResp{Result: connmgr.Refused, Msg: "wrong layer", Name: p.cfg.Name}, dl)
+		return
+	}
+	if connmgr.Reply(port, connmgr.OpenResp{Result: connmgr.OK, Name: p.cfg.Name, Addr: c.self}, dl) != nil {
+		return
+	}
+	buf := make([]byte, flow.MaxSDU)
+	n, err := port.Read(buf, dl)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithDeadline(p.ctx, dl)
+	defer cancel()
+	req, a, err := enroll.Serve(ctx, port, buf[:n], c)
+	if err != nil {
+		p.logf("enrolling %s: %v", o.Name, err)
+		return
+	}
+	c.enrolled.Add(1)
+	p.logf("enrolled %s at address %d", req.Name, a)
+	// Wait for the new member's Ack to be read before closing (the port
+	// drains what was written before reporting the close).
+}
+
+// bootstrap makes this IPCP the first member of its layer.
+func (p *IPCP) bootstrap(lc enroll.Config) error {
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	if p.core.Load() != nil {
+		return fmt.Errorf("unicast: %s: bootstrap: already a member: %w", p.cfg.Name, flow.ErrExists)
+	}
+	if p.ctx.Err() != nil {
+		return fmt.Errorf("unicast: %s: bootstrap: %w", p.cfg.Name, flow.ErrClosed)
+	}
+	lc = layerDefaults(lc, p.cfg.Layer)
+	if err := lc.Validate(); err != nil {
+		return fmt.Errorf("unicast: %s: bootstrap: %w", p.cfg.Name, err)
+	}
+	a, err := p.assign(lc, nil)
+	if err != nil {
+		return fmt.Errorf("unicast: %s: bootstrap: %w", p.cfg.Name, err)
+	}
+	if err := p.operate(lc, a); err != nil {
+		return fmt.Errorf("unicast: %s: bootstrap: %w", p.cfg.Name, err)
+	}
+	p.logf("bootstrapped layer %s (address %d, %+v)", lc.Layer, a, lc)
+	return nil
+}
+
+func (p *IPCP) assign(lc enroll.Config, members enroll.Members) (layer.Addr, error) {
+	kind := addr.Random
+	if p.cfg.Addr != 0 {
+		kind = addr.Static
+	}
+	as, err := addr.New(addr.Config{Kind: kind, Width: int(lc.AddrWidth), Entropy: p.cfg.Entropy, Addr: p.cfg.Addr})
+	if err != nil {
+		return 0, err
+	}
+	if members == nil {
+		members = addr.Set(nil)
+	}
+	return as.Assign(members)
+}
+
+// enrollVia enrolls through the member named via and, once a member,
+// connects the configured neighbours (or via itself).
+func (p *IPCP) enrollVia(ctx context.Context, via string) error {
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	if p.core.Load() != nil {
+		return fmt.Errorf("unicast: %s: enroll: already a member: %w", p.cfg.Name, flow.ErrExists)
+	}
+	start := time.Now()
+	port, _, err := connmgr.Dial(ctx, p.lower, via, flow.Raw(), connmgr.Open{Purpose: connmgr.PurposeEnroll, Layer: p.cfg.Layer, Name: p.cfg.Name})
+	if err != nil {
+		return fmt.Errorf("unicast: %s: enroll via %s: %w", p.cfg.Name, via, err)
+	}
+	defer port.Close()
+	res, err := enroll.Enroll(ctx, port, enroll.Req{Name: p.cfg.Name, PubKey: p.cfg.PubKey, Layer: p.cfg.Layer}, func(lc enroll.Config, m enroll.Members) (layer.Addr, error) {
+		if err := p.supports(lc); err != nil {
+			return 0, err
+		}
+		return p.assign(lc, m)
+	})
+	if err != nil {
+		return fmt.Errorf("unicast: %s: enroll via %s: %w", p.cfg.Name, via, err)
+	}
+	p.mu.Lock()
+	p.peers[res.MemberAddr] = res.Member
+	p.mu.Unlock()
+	if err := p.operate(res.Config, res.Addr); err != nil {
+		return fmt.Errorf("unicast: %s: enroll via %s: %w", p.cfg.Name, via, err)
+	}
+	p.logf("enrolled in %s via %s in %v: address %d", res.Config.Layer, via, time.Since(start).Round(time.Microsecond), res.Addr)
+	if len(p.cfg.Neighbours) == 0 {
+		p.Connect(via)
+	}
+	return nil
+}
+
+// supports checks that this IPCP has the policies lc names.
+func (p *IPCP) supports(lc enroll.Config) error {
+	if lc.Dir != floodPolicy && p.cfg.Directories[lc.Dir] == nil {
+		return fmt.Errorf("unicast: directory policy %q not available here: %w", lc.Dir, flow.ErrRefused)
+	}
+	return nil
+}
+
+// Connect makes the IPCP keep an adjacency with the member named name. Before the
+// IPCP is a member the request is remembered.
+func (p *IPCP) Connect(name string) error {
+	c := p.core.Load()
+	if c == nil {
+		p.mu.Lock()
+		if !slices.Contains(p.conns, name) {
+			p.conns = append(p.conns, name)
+		}
+		p.mu.Unlock()
+		return nil
+	}
+	return c.cm.Connect(name)
+}
+
+// operate builds and starts the member's parts; opMu is held.
+func (p *IPCP) operate(lc enroll.Config, self layer.Addr) (err error) {
+	if err := p.supports(lc); err != nil {
+		return err
+	}
+	c, err := newCore(p, lc, self)
+	if err != nil {
+		return err
+	}
+	if err := c.start(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.hashes = make(map[layer.Hash]string, len(p.names))
+	names := make([]string, 0, len(p.names))
+	for n := range p.names {
+		p.hashes[layer.HashName(lc.Hash, n)] = n
+		names = append(names, n)
+	}
+	p.peers[self] = p.cfg.Name
+	conns := append(slices.Clone(p.cfg.Neighbours), p.conns...)
+	p.conns = nil
+	p.mu.Unlock()
+	p.core.Store(c)
+	if !p.state.CompareAndSwap(stateEnrolling, stateOperational) {
+		c.stop()
+		p.core.Store(nil)
+		return fmt.Errorf("unicast: %s: stopped: %w", p.cfg.Name, flow.ErrClosed)
+	}
+	for _, n := range names {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.publish(n)
+		}()
+	}
+	for _, n := range conns {
+		if err := c.cm.Connect(n); err != nil {
+			p.logf("connect %s: %v", n, err)
+		}
+	}
+	return nil
+}
+
+// publish registers name in the directory, retrying until it is done or
+// withdrawn.
+func (p *IPCP) publish(name string) {
+	p.retry("register "+name+" in the directory", func() error {
+		c := p.core.Load()
+		p.mu.Lock()
+		reg := p.names[name]
+		p.mu.Unlock()
+		if c == nil || !reg {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+		defer cancel()
+		return c.dir.Register(ctx, layer.HashName(c.lc.Hash, name), c.self)
+	})
+}
+
+// Register implements irm.IPCP: name is published in the layer's
+// directory (at once if a member, else once it is one).
+func (p *IPCP) Register(ctx context.Context, name string) error {
+	if name == "" {
+		return fmt.Errorf("unicast: register: empty name: %w", flow.ErrInvalid)
+	}
+	p.mu.Lock()
+	if p.names[name] {
+		p.mu.Unlock()
+		return fmt.Errorf("unicast: register %q: %w", name, flow.ErrExists)
+	}
+	p.names[name] = true
+	c := p.core.Load()
+	if c != nil {
+		p.hashes[layer.HashName(c.lc.Hash, name)] = name
+	}
+	p.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	if err := c.dir.Register(ctx, layer.HashName(c.lc.Hash, name), c.self); err != nil {
+		p.logf("register %q: %v (retrying)", name, err)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.publish(name)
+		}()
+	}
+	return nil
+}
+
+// Unregister implements irm.IPCP.
+func (p *IPCP) Unregister(ctx context.Context, name string) error {
+	p.mu.Lock()
+	if !p.names[name] {
+		p.mu.Unlock()
+		return fmt.Errorf("unicast: unregister %q: %w", name, flow.ErrNotFound)
+	}
+	delete(p.names, name)
+	c := p.core.Load()
+	if c != nil {
+		delete(p.hashes, layer.HashName(c.lc.Hash, name))
+	}
+	p.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	if err := c.dir.Unregister(ctx, layer.HashName(c.lc.Hash, name), c.self); err != nil && !errors.Is(err, flow.ErrNotFound) {
+		return fmt.Errorf("unicast: unregister %q: %w", name, err)
+	}
+	return nil
+}
+
+// Query implements irm.IPCP: the directory is asked.
+func (p *IPCP) Query(ctx context.Context, name string) error {
+	c := p.core.Load()
+	if c == nil {
+		return fmt.Errorf("unicast: %s: query %q: not a member yet: %w", p.cfg.Name, name, flow.ErrNotFound)
+	}
+	if _, err := c.dir.Lookup(ctx, layer.HashName(c.lc.Hash, name)); err != nil {
+		return fmt.Errorf("unicast: query %q: %w", name, err)
+	}
+	return nil
+}
+
+// Alloc implements irm.IPCP: the directory gives the destination's
+// addresses, the flow allocator asks them in turn.
+func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+	c := p.core.Load()
+	if c == nil || p.state.Load() != stateOperational {
+		return fmt.Errorf("unicast: %s: alloc %q: not a member: %w", p.cfg.Name, req.Dst, flow.ErrNotFound)
+	}
+	if port == nil {
+		return fmt.Errorf("unicast: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+	}
+	h := layer.HashName(c.lc.Hash, req.Dst)
+	dsts, err := c.dir.Lookup(ctx, h)
+	if err != nil {
+		return fmt.Errorf("unicast: alloc %q: %w", req.Dst, err)
+	}
+	if err := c.fa.Alloc(ctx, dsts, h, req, port); err != nil {
+		return fmt.Errorf("unicast: %w", err)
+	}
+	return nil
+}
+
+// core is the IPCP as a member: its parts, built once it has an address.
+type core struct {
+	p    *IPCP
+	lc   enroll.Config
+	self layer.Addr
+
+	pff    *pff.Table
+	fwd    *dt.Forwarder
+	ca     *ca.CA
+	router *routing.Router
+	cm     *connmgr.Manager
+	fa     *fa.Allocator
+	dir    Directory
+
+	ctlq     chan ctlMsg
+	ctlStop  chan struct{}
+	wg       sync.WaitGroup // data-path goroutines and the control loop
+	since    time.Time
+	enrolled atomic.Uint64
+
+	portsMu sync.Mutex // serialises writers of ports
+	ports   atomic.Pointer[map[pff.Port]*nport]
+	members atomic.Pointer[[]layer.Addr] // last membership given to the directory
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
+	c := &core{p: p, lc: lc, self: self, ctlq: make(chan ctlMsg, 1024), ctlStop: make(chan struct{}), since: time.Now()}
+	empty := map[pff.Port]*nport{}
+	c.ports.Store(&empty)
+	kind, err := pff.ParseKind(lc.Routing)
+	if err != nil {
+		return nil, err
+	}
+	if c.pff, err = pff.New(kind); err != nil {
+		return nil, err
+	}
+	if c.fwd, err = dt.NewForwarder(dt.ForwarderConfig{Self: self, PFF: c.pff}); err != nil {
+		return nil, err
+	}
+	cak := ca.Nop
+	if lc.CA == "mb-ecn" {
+		cak = ca.MultiBitECN
+	}
+	if c.ca, err = ca.New(ca.Config{Kind: cak}); err != nil {
+		return nil, err
+	}
+	if c.router, err = routing.New(routing.Config{
+		Self: self, Policy: kind, Flooder: c, PFF: c.pff, Clock: realClock{},
+		Tick: p.cfg.RoutingTick, MaxMsg: MaxDirMsg,
+	}); err != nil {
+		return nil, err
+	}
+	hello := time.Duration(lc.Hello) * time.Millisecond
+	if c.cm, err = connmgr.New(connmgr.Config{
+		Layer: lc.Layer, Name: p.cfg.Name, Broker: p.lower, Hooks: c,
+		Hello: hello, Dead: int(lc.Dead), BackoffMax: p.cfg.RetryMax, Logf: p.cfg.Logf,
+	}); err != nil {
+		return nil, err
+	}
+	if c.fa, err = fa.New(fa.Config{
+		Self: self, Transport: c, Hooks: c, Upcalls: p.up, Registry: c, CA: c.ca,
+		KeepAlive: p.cfg.KeepAlive, FlowTimeout: p.cfg.FlowTimeout, Logf: p.cfg.Logf,
+	}); err != nil {
+		return nil, err
+	}
+	dcfg := DirConfig{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf}
+	if lc.Dir == floodPolicy {
+		c.dir = newFloodDir(dcfg)
+	} else if c.dir, err = p.cfg.Directories[lc.Dir](dcfg); err != nil {
+		return nil, fmt.Errorf("directory %q: %w", lc.Dir, err)
+	}
+	return c, nil
+}
+
+// start starts the parts in dependency order, unwinding on failure.
+func (c *core) start() error {
+	c.wg.Add(1)
+	go c.ctlLoop()
+	steps := []struct {
+		start func() error
+		stop  func()
+	}{
+		{c.router.Start, c.router.Stop},
+		{c.fa.Start, c.fa.Stop},
+		{c.dir.Start, c.dir.Stop},
+		{func() error { return c.cm.Start(c.self) }, c.cm.Stop},
+	}
+	for i, s := range steps {
+		if err := s.start(); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				steps[j].stop()
+			}
+			close(c.ctlStop)
+			c.wg.Wait()
+			return err
+		}
+	}
+	return nil
+}
+
+// stop stops the parts in reverse order.
+func (c *core) stop() {
+	c.cm.Stop() // adjacencies down: N-1 receive loops end
+	c.fa.Stop() // flows closed: N+1 transmit loops end
+	c.dir.Stop()
+	c.router.Stop()
+	close(c.ctlStop)
+	c.wg.Wait()
+}
+
+// Up implements connmgr.Hooks.
+func (c *core) Up(n connmgr.Neighbour) {
+	np, err := c.addPort(n)
+	if err != nil {
+		c.p.logf("neighbour %s: %v", n.Name, err)
+		return
+	}
+	c.p.mu.Lock()
+	c.p.peers[n.Addr] = n.Name
+	c.p.mu.Unlock()
+	if err := c.router.NeighbourUp(routing.Neighbour{Addr: n.Addr, Port: n.Port, Metric: 1}); err != nil {
+		c.p.logf("neighbour %s: %v", n.Name, err)
+		c.removePort(np)
+		return
+	}
+	c.p.logf("neighbour %s (%d) up on port %d", n.Name, n.Addr, n.Port)
+}
+
+// Down implements connmgr.Hooks: routing moves traffic to alternates at
+// once (pff.PortDown) and recomputes at its next tick.
+func (c *core) Down(n connmgr.Neighbour) {
+	c.router.NeighbourDown(n.Addr)
+	if np := (*c.ports.Load())[n.Port]; np != nil {
+		c.removePort(np)
+	}
+	c.p.logf("neighbour %s (%d) down", n.Name, n.Addr)
+}
+
+// Message implements connmgr.Hooks.
+func (c *core) Message(from connmgr.Neighbour, typ uint8, body []byte) {
+	if typ == connmgr.MsgLSU {
+		c.router.HandleMessage(from.Addr, body)
+	}
+}
+
+// Flood implements routing.Flooder: link-state messages go on the
+// management N-1 flow.
+func (c *core) Flood(to routing.Neighbour, msg []byte) {
+	c.cm.Send(to.Addr, connmgr.MsgLSU, msg)
+}
+
+// SendFA implements fa.Transport.
+func (c *core) SendFA(dst layer.Addr, msg []byte) error {
+	return c.sendCtl(dst, EIDFlowAlloc, flow.CubeVoice, msg)
+}
+
+// Started implements fa.Hooks.
+func (c *core) Started(f *fa.Flow) {
+	c.wg.Add(1)
+	go c.flowTx(f)
+}
+
+// Name implements fa.Registry.
+func (c *core) Name(h layer.Hash) (string, bool) {
+	c.p.mu.Lock()
+	defer c.p.mu.Unlock()
+	n, ok := c.p.hashes[h]
+	return n, ok
+}
+
+// Self implements DirEnv.
+func (c *core) Self() layer.Addr { return c.self }
+
+// Send implements DirEnv.
+func (c *core) Send(dst layer.Addr, msg []byte) error {
+	if len(msg) > MaxDirMsg {
+		return fmt.Errorf("unicast: directory message of %d bytes: %w", len(msg), flow.ErrTooBig)
+	}
+	return c.sendCtl(dst, EIDDir, flow.CubeRaw, msg)
+}
+
+// Members implements DirEnv.
+func (c *core) Members() []layer.Addr {
+	db := c.router.Database()
+	out := make([]layer.Addr, 0, len(db))
+	for _, l := range db {
+		out = append(out, l.Origin)
+	}
+	return out // Database is ascending by origin and includes self
+}
+
+// Offer implements enroll.Member.
+func (c *core) Offer(req enroll.Req) enroll.Resp {
+	if req.Layer != c.lc.Layer {
+		return enroll.Resp{Result: enroll.Refused, Msg: "wrong layer", Name: c.p.cfg.Name}
+	}
+	ms := c.Members()
+	c.p.mu.Lock()
+	for a, cl := range c.p.claims {
+		if time.Since(cl.at) > time.Minute {
+			delete(c.p.claims, a)
+			continue
+		}
+		ms = append(ms, a)
+	}
+	c.p.mu.Unlock()
+	slices.Sort(ms)
+	return enroll.Resp{Result: enroll.OK, Config: c.lc, Members: slices.Compact(ms), Name: c.p.cfg.Name, Addr: c.self}
+}
+
+// Claim implements enroll.Member.
+func (c *core) Claim(req enroll.Req, a layer.Addr) bool {
+	if a == c.self || (c.lc.AddrWidth == 4 && a>>32 != 0) || slices.Contains(c.Members(), a) {
+		return false
+	}
+	c.p.mu.Lock()
+	defer c.p.mu.Unlock()
+	if cl, ok := c.p.claims[a]; ok && cl.name != req.Name && time.Since(cl.at) < time.Minute {
+		return false
+	}
+	c.p.claims[a] = claim{name: req.Name, at: time.Now()}
+	c.p.peers[a] = req.Name
+	return true
+}

@@ -1,0 +1,348 @@
+package unicast
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"sync/atomic"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/dt"
+	"github.com/ouronet/ouro/layer/unicast/enroll"
+	"github.com/ouronet/ouro/layer/unicast/routing"
+)
+
+// Management commands of a unicast IPCP (irm.Manager).
+const (
+	CmdBootstrap = "bootstrap" // args: hash, addr_width, routing, ca, dir, hello (ms), dead
+	CmdEnroll    = "enroll"    // args: via=<member IPCP name>
+	CmdConnect   = "connect"   // args: neighbour=<IPCP name>
+	CmdMembers   = "members"
+	CmdRoutes    = "routes"
+	CmdPFF       = "pff"
+	CmdDir       = "dir"
+	CmdFlows     = "flows"
+	CmdStats     = "stats"
+)
+
+// ParseLayerConfig reads a bootstrap's layer configuration keys (the
+// bootstrap command's arguments, the TOML table's): hash, addr_width,
+// routing, ca, dir, hello (ms), dead. Unknown keys are an error.
+func ParseLayerConfig(args map[string]string) (enroll.Config, error) {
+	var c enroll.Config
+	for k, v := range args {
+		var err error
+		switch k {
+		case "hash":
+			c.Hash, err = layer.ParseHashAlgo(v)
+		case "addr_width":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 8)
+			c.AddrWidth = uint8(n)
+		case "routing":
+			c.Routing = v
+		case "ca":
+			c.CA = v
+		case "dir":
+			c.Dir = v
+		case "hello":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			c.Hello = uint32(n)
+		case "dead":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			c.Dead = uint32(n)
+		default:
+			err = fmt.Errorf("unknown key (want hash, addr_width, routing, ca, dir, hello, dead)")
+		}
+		if err != nil {
+			return c, fmt.Errorf("unicast: layer config %s=%q: %v: %w", k, v, err, flow.ErrInvalid)
+		}
+	}
+	return c, nil
+}
+
+// Mgmt implements irm.Manager.
+func (p *IPCP) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+	switch req.Cmd {
+	case CmdBootstrap:
+		lc, err := ParseLayerConfig(req.Args)
+		if err != nil {
+			return irm.MgmtResp{}, err
+		}
+		if err := p.bootstrap(lc); err != nil {
+			return irm.MgmtResp{}, err
+		}
+		return irm.MgmtResp{Text: fmt.Sprintf("%s: bootstrapped layer %s, address %d", p.cfg.Name, p.cfg.Layer, p.Addr())}, nil
+	case CmdEnroll:
+		via := req.Args["via"]
+		if via == "" {
+			via = req.Name
+		}
+		if via == "" {
+			return irm.MgmtResp{}, fmt.Errorf("unicast: enroll: no via=<member>: %w", flow.ErrInvalid)
+		}
+		if err := p.enrollVia(ctx, via); err != nil {
+			return irm.MgmtResp{}, err
+		}
+		return irm.MgmtResp{Text: fmt.Sprintf("%s: enrolled in %s via %s, address %d", p.cfg.Name, p.cfg.Layer, via, p.Addr())}, nil
+	case CmdConnect:
+		n := req.Args["neighbour"]
+		if n == "" {
+			n = req.Name
+		}
+		if n == "" {
+			return irm.MgmtResp{}, fmt.Errorf("unicast: connect: no neighbour=<name>: %w", flow.ErrInvalid)
+		}
+		if err := p.Connect(n); err != nil {
+			return irm.MgmtResp{}, err
+		}
+		return irm.MgmtResp{Text: fmt.Sprintf("%s: connecting %s", p.cfg.Name, n)}, nil
+	case CmdStats:
+		return irm.MgmtResp{Table: p.statsTable()}, nil
+	}
+	c := p.core.Load()
+	if c == nil {
+		switch req.Cmd {
+		case CmdMembers, CmdRoutes, CmdPFF, CmdDir, CmdFlows:
+			return irm.MgmtResp{}, fmt.Errorf("unicast: %s: %s: not a member yet: %w", p.cfg.Name, req.Cmd, flow.ErrNotFound)
+		}
+		return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
+	}
+	switch req.Cmd {
+	case CmdMembers:
+		return irm.MgmtResp{Table: c.membersTable()}, nil
+	case CmdRoutes:
+		return irm.MgmtResp{Table: c.routesTable()}, nil
+	case CmdPFF:
+		return irm.MgmtResp{Table: c.pffTable()}, nil
+	case CmdDir:
+		return irm.MgmtResp{Table: c.dirTable()}, nil
+	case CmdFlows:
+		return irm.MgmtResp{Table: c.flowsTable()}, nil
+	}
+	return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows or stats): %w", req.Cmd, flow.ErrInvalid)
+}
+
+func u64(v uint64) string { return strconv.FormatUint(v, 10) }
+
+func addrs(as []layer.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = u64(uint64(a))
+	}
+	return strings.Join(s, ",")
+}
+
+func (c *core) membersTable() irm.Table {
+	t := irm.Table{Columns: []string{"addr", "name", "neighbour", "links", "seq"}}
+	nbrs := make(map[layer.Addr]bool)
+	for _, n := range c.cm.Neighbours() {
+		nbrs[n.Addr] = true
+	}
+	c.p.mu.Lock()
+	names := make(map[layer.Addr]string, len(c.p.peers))
+	for a, n := range c.p.peers {
+		names[a] = n
+	}
+	c.p.mu.Unlock()
+	for _, l := range c.router.Database() {
+		nb := ""
+		switch {
+		case l.Origin == c.self:
+			nb = "self"
+		case nbrs[l.Origin]:
+			nb = "yes"
+		}
+		t.Rows = append(t.Rows, []string{u64(uint64(l.Origin)), names[l.Origin], nb, strconv.Itoa(len(l.Links)), u64(l.Seq)})
+	}
+	return t
+}
+
+func (c *core) routesTable() irm.Table {
+	t := irm.Table{Columns: []string{"dst", "metric", "next_hops", "alternate"}}
+	for _, r := range c.router.Routes() {
+		alt := ""
+		if r.Alternate != 0 {
+			alt = u64(uint64(r.Alternate))
+		}
+		t.Rows = append(t.Rows, []string{u64(uint64(r.Dst)), u64(r.Metric), addrs(r.NextHops), alt})
+	}
+	return t
+}
+
+func (c *core) pffTable() irm.Table {
+	t := irm.Table{Columns: []string{"dst", "ports", "neighbours"}}
+	ports := *c.ports.Load()
+	for _, r := range c.router.Routes() {
+		hops := c.pff.NextHops(r.Dst)
+		ps, ns := make([]string, len(hops)), make([]string, len(hops))
+		for i, h := range hops {
+			ps[i] = u64(uint64(h))
+			if np := ports[h]; np != nil {
+				ns[i] = np.name
+			}
+		}
+		t.Rows = append(t.Rows, []string{u64(uint64(r.Dst)), strings.Join(ps, ","), strings.Join(ns, ",")})
+	}
+	return t
+}
+
+func (c *core) dirTable() irm.Table {
+	t := irm.Table{Columns: []string{"hash", "name", "addrs", "local"}}
+	l, ok := c.dir.(DirLister)
+	if !ok {
+		return t
+	}
+	for _, e := range l.Entries() {
+		name, _ := c.Name(e.Hash)
+		t.Rows = append(t.Rows, []string{e.Hash.String(), name, addrs(e.Addrs), strconv.FormatBool(e.Local)})
+	}
+	return t
+}
+
+func (c *core) flowsTable() irm.Table {
+	t := irm.Table{Columns: []string{"eid", "peer", "peer_eid", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate", "age"}}
+	for _, f := range c.fa.Flows() {
+		dir := "in"
+		if f.Out {
+			dir = "out"
+		}
+		t.Rows = append(t.Rows, []string{
+			u64(uint64(f.EID)), u64(uint64(f.Remote)), u64(uint64(f.RemoteEID)), f.Name, dir, f.Cube.String(),
+			u64(f.PktsIn), u64(f.BytesIn), u64(f.PktsOut), u64(f.BytesOut), u64(f.Drops), u64(f.Rate),
+			f.Age.Truncate(time.Millisecond).String(),
+		})
+	}
+	return t
+}
+
+// Stats is a snapshot of the IPCP's counters.
+type Stats struct {
+	State     string
+	Addr      layer.Addr
+	Members   int
+	Neighbour int
+	// Data path.
+	Sent, Delivered, Forwarded uint64
+	Drops                      map[string]uint64 // by reason
+	CtlIn, CtlOut, BufAllocs   uint64
+	// Parts.
+	FlowsActive                    int
+	AllocOK, AllocFailed, Accepted uint64
+	PeerGone, Deallocs             uint64
+	Ups, Downs, DeadTimeouts       uint64
+	LSUsSent, LSUsReceived         uint64
+	Computations                   uint64
+	Enrolled                       uint64
+}
+
+// Stats returns the IPCP's counters.
+func (p *IPCP) Stats() Stats {
+	s := Stats{State: stateNames[p.state.Load()], Drops: map[string]uint64{}}
+	k := &p.c
+	s.Sent, s.Delivered, s.CtlIn, s.CtlOut, s.BufAllocs = k.sent.Load(), k.delivered.Load(), k.ctlIn.Load(), k.ctlOut.Load(), k.bufAllocs.Load()
+	for name, v := range map[string]*atomic.Uint64{
+		"no_port": &k.noPort, "no_route_local": &k.noRoute, "unknown_eid": &k.unknownEID, "rx_full": &k.rxFull,
+		"too_big": &k.tooBig, "ctl_full": &k.ctlFull, "truncated": &k.truncated, "tx_error": &k.txErrors,
+		"malformed_ctl": &k.malformedCtl, "unknown_ctl": &k.unknownCtl,
+	} {
+		s.Drops[name] = v.Load()
+	}
+	c := p.core.Load()
+	if c == nil {
+		return s
+	}
+	s.Addr = c.self
+	fc := c.fwd.Counters()
+	s.Forwarded = fc.Forwarded.Load()
+	for r := dt.Reason(1); r < dt.NumReasons; r++ {
+		s.Drops[r.String()] += fc.Drops[r].Load()
+	}
+	for _, np := range *c.ports.Load() {
+		sc := np.sched.Counters()
+		for cube := range sc.Drops {
+			s.Drops[dt.QueueFull.String()] += sc.Drops[cube].Load()
+		}
+	}
+	fs := c.fa.Stats()
+	s.FlowsActive, s.AllocOK, s.AllocFailed, s.Accepted, s.PeerGone, s.Deallocs = fs.Active, fs.AllocOK, fs.AllocFailed, fs.Accepted, fs.PeerGone, fs.Deallocs
+	cs := c.cm.Stats()
+	s.Ups, s.Downs, s.DeadTimeouts = cs.Ups, cs.Downs, cs.DeadTimeouts
+	rs := c.router.Stats()
+	s.LSUsSent, s.LSUsReceived, s.Computations, s.Members = rs.LSUsSent, rs.LSUsReceived, rs.Computations, rs.Entries
+	s.Neighbour = len(c.cm.Neighbours())
+	s.Enrolled = c.enrolled.Load()
+	return s
+}
+
+func (p *IPCP) statsTable() irm.Table {
+	s := p.Stats()
+	t := irm.Table{Columns: []string{"counter", "value"}}
+	add := func(k string, v uint64) { t.Rows = append(t.Rows, []string{k, u64(v)}) }
+	t.Rows = append(t.Rows, []string{"state", s.State})
+	add("addr", uint64(s.Addr))
+	add("members", uint64(s.Members))
+	add("neighbours", uint64(s.Neighbour))
+	add("sent", s.Sent)
+	add("delivered", s.Delivered)
+	add("forwarded", s.Forwarded)
+	keys := make([]string, 0, len(s.Drops))
+	for k := range s.Drops {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		add("drops."+k, s.Drops[k])
+	}
+	add("ctl_in", s.CtlIn)
+	add("ctl_out", s.CtlOut)
+	add("buf_allocs", s.BufAllocs)
+	add("flows.active", uint64(s.FlowsActive))
+	add("flows.alloc_ok", s.AllocOK)
+	add("flows.alloc_failed", s.AllocFailed)
+	add("flows.accepted", s.Accepted)
+	add("flows.peer_gone", s.PeerGone)
+	add("flows.deallocs", s.Deallocs)
+	add("adjacencies.ups", s.Ups)
+	add("adjacencies.downs", s.Downs)
+	add("adjacencies.dead_timeouts", s.DeadTimeouts)
+	add("routing.lsus_sent", s.LSUsSent)
+	add("routing.lsus_received", s.LSUsReceived)
+	add("routing.computations", s.Computations)
+	add("enrolled", s.Enrolled)
+	return t
+}
+
+// NextHops returns the forwarding table's next hops to dst as neighbour
+// names, in order of preference (tests and tools).
+func (p *IPCP) NextHops(dst layer.Addr) []string {
+	c := p.core.Load()
+	if c == nil {
+		return nil
+	}
+	ports := *c.ports.Load()
+	var out []string
+	for _, h := range c.pff.NextHops(dst) {
+		if np := ports[h]; np != nil {
+			out = append(out, np.name)
+		}
+	}
+	return out
+}
+
+// Routes returns the last computed routes (nil before membership).
+func (p *IPCP) Routes() []routing.Route {
+	c := p.core.Load()
+	if c == nil {
+		return nil
+	}
+	return c.router.Routes()
+}
