@@ -90,7 +90,13 @@ func ping(t *testing.T, n *testnet.Net, from *testnet.Node, name string, count i
 // is ready.
 func serve(t *testing.T, n *testnet.Net, nd *testnet.Node, args ...string) *testnet.Proc {
 	t.Helper()
-	p := serve(t, n, nd, args...)
+	p, err := n.StartOuro(nd, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitFor("ready", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 
