@@ -40,6 +40,8 @@ type Config struct {
 	// IPCPs are the IPCP components the IRM drives, in preference order
 	// for allocation.
 	IPCPs []IPCPSlot
+	// Creator makes IPCPs at run time ("create"); nil: none can be made.
+	Creator Creator
 }
 
 // IPCPSlot names an IPCP component as the IRM reaches it: the slot of its
@@ -76,6 +78,7 @@ type IRM struct {
 
 	mu       sync.Mutex // guards everything below
 	pd       *kernel.PD
+	self     kernel.Cap // the IRM's own endpoint (all rights)
 	ipcps    []*ipcpEntry // preference order for allocation
 	names    map[string]*nameEntry
 	sessions map[sessionKey]*session
@@ -137,6 +140,8 @@ type ipcpEntry struct {
 	info  Info
 	ipcp  *Remote
 	badge kernel.Badge
+	child kernel.Cap // created at run time: the component and its endpoint
+	ep    kernel.Cap
 }
 
 type flowEntry struct {
@@ -169,6 +174,7 @@ func (m *IRM) Run(endpointSlot string) kernel.Program {
 		}
 		m.mu.Lock()
 		m.pd = pd
+		m.self = ep
 		m.ipcps = m.ipcps[:0]
 		for _, s := range m.cfg.IPCPs {
 			c, err := pd.Slot(s.Slot)

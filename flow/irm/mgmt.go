@@ -33,6 +33,10 @@ func (m *IRM) mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 		return MgmtResp{Table: m.flowTable()}, nil
 	case CmdReg, CmdUnreg:
 		return m.regCmd(ctx, req)
+	case CmdCreate:
+		return m.create(ctx, req)
+	case CmdDestroy:
+		return m.destroy(req)
 	case CmdSystem:
 		if m.cfg.Describe == nil {
 			return MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)

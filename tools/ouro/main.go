@@ -81,6 +81,12 @@ func commands() []*command {
 		{name: "flows", group: "management", summary: "list the flows the node brokered", run: runTableCmd},
 		{name: "reg", args: "NAME [--layer L]", group: "management", summary: "register NAME in layer L (default: every layer)", run: runReg},
 		{name: "unreg", args: "NAME [--layer L]", group: "management", summary: "unregister NAME from layer L (default: every layer)", run: runReg},
+		{name: "create", args: "KIND NAME LAYER [--config TOML] [--bufs N]", group: "management", summary: "create an IPCP in the running node", run: runCreate,
+			help: "Creates an IPC process of KIND (udp, eth, local, ...) named NAME in layer\n" +
+				"LAYER, configured by --config, the body of its kind's table in the node\n" +
+				"configuration (docs/config.md), e.g.\n" +
+				"  ouro create udp b.udp2 net --config 'addr = \"127.0.0.1:3437\"'"},
+		{name: "destroy", args: "NAME", group: "management", summary: "stop an IPCP created with create", run: runDestroy},
 		{name: "system", args: "[--format table|dot|mermaid]", group: "management", summary: "print the node's system description", run: runSystem},
 		{name: "ipcp", args: "CMD IPCP [key=value ...]", group: "management", summary: "pass command CMD to an IPCP",
 			help: "Sends CMD with the key=value arguments to the IPCP named IPCP (an IPCP\n" +

@@ -194,6 +194,8 @@ func TestManagementRequests(t *testing.T) {
 		{[]string{"names"}, irm.MgmtReq{Cmd: "names"}},
 		{[]string{"flows"}, irm.MgmtReq{Cmd: "flows"}},
 		{[]string{"reg", "srv"}, irm.MgmtReq{Cmd: "reg", Name: "srv"}},
+		{[]string{"create", "udp", "b.udp2", "net", "--config", "addr = \"127.0.0.1:1\""}, irm.MgmtReq{Cmd: "create", Name: "b.udp2", Layer: "net", Args: map[string]string{"kind": "udp", "config": "addr = \"127.0.0.1:1\""}}},
+		{[]string{"destroy", "b.udp2"}, irm.MgmtReq{Cmd: "destroy", Name: "b.udp2"}},
 		{[]string{"reg", "srv", "--layer", "net"}, irm.MgmtReq{Cmd: "reg", Name: "srv", Layer: "net"}},
 		{[]string{"unreg", "-l", "net", "srv"}, irm.MgmtReq{Cmd: "unreg", Name: "srv", Layer: "net"}},
 		{[]string{"system"}, irm.MgmtReq{Cmd: "system", Args: map[string]string{"format": "table"}}},

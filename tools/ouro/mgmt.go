@@ -127,6 +127,50 @@ func runReg(a *app, ctx context.Context, cmd *command, args []string) error {
 	return a.printResp(resp)
 }
 
+// runCreate creates an IPCP: ouro create KIND NAME LAYER [--config TOML].
+func runCreate(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var (
+		config, bufs string
+		timeout      time.Duration
+	)
+	fs.stringVar(&config, "", "the IPCP's configuration `TOML` (the body of its [ipcp.KIND] table)", "config", "c")
+	fs.stringVar(&bufs, "", "the IPCP's packet-buffer budget `N` (default 4096)", "bufs")
+	timeoutFlag(fs, &timeout)
+	pos, err := fs.parse(args, 3, 3)
+	if err != nil {
+		return err
+	}
+	req := irm.MgmtReq{Cmd: irm.CmdCreate, Name: pos[1], Layer: pos[2], Args: map[string]string{"kind": pos[0]}}
+	if config != "" {
+		req.Args["config"] = config
+	}
+	if bufs != "" {
+		req.Args["bufs"] = bufs
+	}
+	resp, err := a.mgmt(ctx, req, timeout)
+	if err != nil {
+		return err
+	}
+	return a.printResp(resp)
+}
+
+// runDestroy stops an IPCP created at run time: ouro destroy NAME.
+func runDestroy(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var timeout time.Duration
+	timeoutFlag(fs, &timeout)
+	pos, err := fs.parse(args, 1, 1)
+	if err != nil {
+		return err
+	}
+	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdDestroy, Name: pos[0]}, timeout)
+	if err != nil {
+		return err
+	}
+	return a.printResp(resp)
+}
+
 // runSystem prints the system description.
 func runSystem(a *app, ctx context.Context, cmd *command, args []string) error {
 	fs := a.newFlags(cmd)

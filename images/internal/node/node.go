@@ -97,6 +97,7 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		AutoRegister:  autoreg,
 		Logf:          n.logf,
 		Describe:      n.Describe,
+		Creator:       n,
 	}
 	for i, p := range cfg.IPCPs {
 		icfg.IPCPs = append(icfg.IPCPs, irm.IPCPSlot{
@@ -123,7 +124,9 @@ func (n *Node) describe() *kernel.System {
 	sys := &kernel.System{Endpoints: []kernel.ObjectSpec{{Name: irmEPName}}}
 	irmSpec := kernel.ComponentSpec{
 		Name:   irmName,
-		Budget: kernel.Budget{Bufs: 64, Objects: 1 << 16},
+		// Bufs: 64 of its own, the rest for IPCPs it creates at run time
+		// (a child's budget is carved from its spawner's).
+		Budget: kernel.Budget{Bufs: 64 + 1<<16, Objects: 1 << 16},
 		Caps:   []kernel.CapSpec{{Name: slotIRM, Object: irmEPName, Rights: kernel.AllRights}},
 	}
 	var comps []kernel.ComponentSpec
@@ -242,6 +245,34 @@ func (n *Node) ipcpProgram(p IPCPConfig, started chan<- error) kernel.Program {
 		report(nil)
 		return irm.ServeIPCP(pd, ep, impl)
 	}
+}
+
+var _ irm.Creator = (*Node)(nil)
+
+// NewIPCP implements irm.Creator: it builds an IPCP declared at run time
+// (ouro create) exactly as the configuration's IPCPs are built. req.Name
+// and req.Layer name it; req.Args carries "kind", "config" (the kind's
+// TOML table, e.g. addr = "127.0.0.1:3436") and optionally "bufs".
+func (n *Node) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-chan error, error) {
+	kind := req.Args["kind"]
+	doc := fmt.Sprintf("[node]\nname = %q\n[[ipcp]]\nkind = %q\nname = %q\nlayer = %q\n", n.cfg.Node.Name, kind, req.Name, req.Layer)
+	if b := req.Args["bufs"]; b != "" {
+		doc += "bufs = " + b + "\n"
+	}
+	if c := req.Args["config"]; c != "" {
+		doc += fmt.Sprintf("[ipcp.%s]\n%s\n", kind, c)
+	}
+	cfg, err := ParseConfig([]byte(doc))
+	if err != nil {
+		return irm.Info{}, nil, 0, nil, err
+	}
+	p := cfg.IPCPs[0]
+	// The IPCP's kind-specific table lives in cfg's metadata: build it
+	// with a node view of cfg.
+	view := &Node{cfg: cfg, logf: n.logf}
+	started := make(chan error, 1)
+	info := irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
+	return info, view.ipcpProgram(p, started), p.Bufs, started, nil
 }
 
 // Stop stops every component and waits for them.

@@ -1,0 +1,132 @@
+package irm
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// Management commands that change the node's set of IPCPs.
+const (
+	// CmdCreate creates an IPCP at run time: Name, Layer, Args["kind"],
+	// and Args["config"], the kind's configuration table in TOML.
+	CmdCreate = "create"
+	// CmdDestroy stops the IPCP named in Name (or IPCP) and forgets it.
+	CmdDestroy = "destroy"
+)
+
+// Creator makes IPCP components at run time; the node provides it (it
+// is the same factory the node uses for the IPCPs it boots with).
+type Creator interface {
+	// NewIPCP checks the IPCP that req declares and returns its
+	// description, the program of its component and the budget it needs.
+	// The program reports on started once the IPCP runs (nil) or failed.
+	NewIPCP(req MgmtReq) (info Info, prog kernel.Program, bufs int, started <-chan error, err error)
+}
+
+// startTimeout bounds how long a created IPCP may take to start.
+const startTimeout = 10 * time.Second
+
+// create spawns the IPCP component req declares, as a child of the IRM's
+// component: its own endpoint (Read) and a badged cap to the IRM's.
+func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
+	if req.Name == "" {
+		req.Name = req.IPCP
+	}
+	if m.cfg.Creator == nil {
+		return MgmtResp{}, fmt.Errorf("irm: create: this node cannot create IPCPs: %w", flow.ErrInvalid)
+	}
+	info, prog, bufs, started, err := m.cfg.Creator.NewIPCP(req)
+	if err != nil {
+		return MgmtResp{}, fmt.Errorf("irm: create: %w", err)
+	}
+	m.mu.Lock()
+	pd, self := m.pd, m.self
+	var badge kernel.Badge
+	for _, e := range m.ipcps {
+		if e.info.Name == info.Name {
+			m.mu.Unlock()
+			return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, flow.ErrExists)
+		}
+		if e.badge > badge {
+			badge = e.badge
+		}
+	}
+	badge++
+	m.mu.Unlock()
+
+	ep, err := pd.NewEndpoint()
+	if err != nil {
+		return MgmtResp{}, fmt.Errorf("irm: create %s: %w: %w", info.Name, flow.ErrBusy, err)
+	}
+	child, err := pd.Spawn(kernel.ComponentSpec{
+		Name:   "ipcp." + info.Name,
+		Budget: kernel.Budget{Bufs: bufs},
+		Caps: []kernel.CapSpec{
+			{Name: "ep", Src: ep, Rights: kernel.Read},
+			{Name: "irm", Src: self, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: badge},
+		},
+	}, prog)
+	if err != nil {
+		pd.Delete(ep)
+		return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
+	}
+	select {
+	case err = <-started:
+	case <-time.After(startTimeout):
+		err = fmt.Errorf("did not start in %v: %w", startTimeout, flow.ErrTimeout)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		pd.Kill(child)
+		pd.Delete(child)
+		pd.Delete(ep)
+		return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
+	}
+	info.State = "operational"
+	m.mu.Lock()
+	m.ipcps = append(m.ipcps, &ipcpEntry{info: info, ipcp: NewRemote(pd, ep), badge: badge, child: child, ep: ep})
+	m.mu.Unlock()
+	m.cfg.Logf("irm: created IPCP %s (%s) in layer %s", info.Name, info.Kind, info.Layer)
+	return MgmtResp{Text: fmt.Sprintf("created %s (%s) in layer %s", info.Name, info.Kind, info.Layer)}, nil
+}
+
+// destroy stops an IPCP created at run time and forgets it. IPCPs of the
+// node's configuration are part of its system description and stay.
+func (m *IRM) destroy(req MgmtReq) (MgmtResp, error) {
+	name := req.Name
+	if name == "" {
+		name = req.IPCP
+	}
+	m.mu.Lock()
+	var e *ipcpEntry
+	for i, x := range m.ipcps {
+		if x.info.Name == name {
+			if x.child == 0 {
+				m.mu.Unlock()
+				return MgmtResp{}, fmt.Errorf("irm: destroy %s: configured IPCPs are part of the system description: %w", name, flow.ErrInvalid)
+			}
+			e = x
+			m.ipcps = append(m.ipcps[:i:i], m.ipcps[i+1:]...)
+			break
+		}
+	}
+	pd := m.pd
+	for _, n := range m.names {
+		delete(n.layers, name)
+	}
+	m.mu.Unlock()
+	if e == nil {
+		return MgmtResp{}, fmt.Errorf("irm: destroy %s: no such IPCP: %w", name, flow.ErrNotFound)
+	}
+	// Killing the component closes its flows: their rings lose their
+	// consumer and producer, so both ends see them closed.
+	pd.Kill(e.child)
+	pd.Delete(e.child)
+	pd.Delete(e.ep)
+	return MgmtResp{Text: "destroyed " + name}, nil
+}
