@@ -78,7 +78,7 @@ type IRM struct {
 
 	mu       sync.Mutex // guards everything below
 	pd       *kernel.PD
-	self     kernel.Cap // the IRM's own endpoint (all rights)
+	self     kernel.Cap   // the IRM's own endpoint (all rights)
 	ipcps    []*ipcpEntry // preference order for allocation
 	names    map[string]*nameEntry
 	sessions map[sessionKey]*session

@@ -123,7 +123,7 @@ func (n *Node) describe() *kernel.System {
 	irmEPName := endpointName(irmName)
 	sys := &kernel.System{Endpoints: []kernel.ObjectSpec{{Name: irmEPName}}}
 	irmSpec := kernel.ComponentSpec{
-		Name:   irmName,
+		Name: irmName,
 		// Bufs: 64 of its own, the rest for IPCPs it creates at run time
 		// (a child's budget is carved from its spawner's).
 		Budget: kernel.Budget{Bufs: 64 + 1<<16, Objects: 1 << 16},
