@@ -36,7 +36,9 @@ const (
 	irqTimer1 = 1
 )
 
-func modelInitCPU() {}
+func modelInitCPU() { setXP() }
+
+func setXP()
 
 func modelInitTimer() {
 	ARM.TimerMultiplier = 1000
