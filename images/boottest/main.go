@@ -1,6 +1,7 @@
-//go:build tamago && arm
+//go:build tamago && (arm || amd64)
 
-// Command boottest is the bare-metal boot test for board/usbarmory: it
+// Command boottest is the bare-metal boot test for board/usbarmory and
+// board/qemu/microvm (board_arm.go, board_amd64.go): it
 // prints a banner with the board and the kind of unique key, exercises the
 // entropy source, idles for a second in WFI, optionally echoes Ethernet
 // frames, and exits through semihosting with the requested code.
@@ -14,6 +15,9 @@
 //	              EtherType 0x88b6 with payload "quit" arrives
 //
 // On a real board there are no arguments: it runs the checks and halts.
+// On QEMU microvm the words come from fw_cfg (-fw_cfg
+// name=opt/ouro/args,string="exit=3 echo=20") and QEMU's exit status is
+// (code<<1)|1 (isa-debug-exit); see docs/boards-microvm.md.
 package main
 
 import (
@@ -25,8 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/ouronet/ouro/board/usbarmory"
 )
 
 // echoType is the IEEE 802 local experimental EtherType 2, used by the echo
@@ -35,7 +37,7 @@ const echoType = 0x88b6
 
 func main() {
 	start := time.Now()
-	b := &usbarmory.Board{}
+	b := &board{}
 
 	if err := b.Init(); err != nil {
 		fail("board init: %v", err)
@@ -50,7 +52,7 @@ func main() {
 	checkEntropy(b)
 	checkKey(b)
 	checkIdle(b)
-	b.LED(usbarmory.LEDBlue, true)
+	boardReady(b)
 
 	if s, ok := args["echo"]; ok {
 		secs, err := strconv.Atoi(s)
@@ -69,7 +71,7 @@ func main() {
 	}
 
 	fmt.Printf("boottest: PASS in %v, exiting with code %d\n", time.Since(start).Round(time.Millisecond), code)
-	usbarmory.Exit(code)
+	exit(code)
 }
 
 func parseArgs(words []string) map[string]string {
@@ -84,10 +86,10 @@ func parseArgs(words []string) map[string]string {
 
 func fail(format string, a ...any) {
 	fmt.Printf("boottest: FAIL: "+format+"\n", a...)
-	usbarmory.Exit(1)
+	exit(1)
 }
 
-func checkEntropy(b *usbarmory.Board) {
+func checkEntropy(b *board) {
 	var x, y [32]byte
 
 	if _, err := io.ReadFull(b.Entropy(), x[:]); err != nil {
@@ -103,7 +105,7 @@ func checkEntropy(b *usbarmory.Board) {
 	fmt.Printf("boottest: entropy ok %x...\n", x[:8])
 }
 
-func checkKey(b *usbarmory.Board) {
+func checkKey(b *board) {
 	k1, kind, err := b.UniqueKey([]byte("ouro boottest"))
 	if err != nil {
 		fmt.Printf("boottest: unique key: %v (kind %v)\n", err, kind)
@@ -121,8 +123,8 @@ func checkKey(b *usbarmory.Board) {
 }
 
 // checkIdle sleeps for a second and reports how much of it the core spent
-// in WFI.
-func checkIdle(b *usbarmory.Board) {
+// asleep (WFI on ARM, HLT on x86).
+func checkIdle(b *board) {
 	w0, a0 := b.IdleStats()
 	t := time.Now()
 
@@ -132,18 +134,18 @@ func checkIdle(b *usbarmory.Board) {
 	w1, a1 := b.IdleStats()
 	asleep := a1 - a0
 
-	fmt.Printf("boottest: slept %v, in WFI %v over %d wake-ups\n", slept.Round(time.Millisecond), asleep.Round(time.Millisecond), w1-w0)
+	fmt.Printf("boottest: slept %v, in %s %v over %d wake-ups\n", slept.Round(time.Millisecond), sleepInsn, asleep.Round(time.Millisecond), w1-w0)
 
 	if slept < time.Second || slept > 2*time.Second {
 		fail("idle: slept %v for 1s", slept)
 	}
 	if asleep < slept*9/10 {
-		fail("idle: only %v of %v in WFI", asleep, slept)
+		fail("idle: only %v of %v in %s", asleep, slept, sleepInsn)
 	}
 }
 
 // echo reflects frames back to their senders until quit or timeout.
-func echo(b *usbarmory.Board, limit time.Duration) {
+func echo(b *board, limit time.Duration) {
 	nic, err := b.NIC()
 	if err != nil {
 		fail("nic: %v", err)
@@ -155,14 +157,14 @@ func echo(b *usbarmory.Board, limit time.Duration) {
 	fmt.Printf("boottest: echo on %v for up to %v\n", nic.HardwareAddr(), limit)
 
 	// tamago's own Tx drops these silently; ours must refuse them
-	if n, err := nic.Transmit([][]byte{make([]byte, usbarmory.MaxFrameLen+1)}); n != 0 || !errors.Is(err, usbarmory.ErrFrameTooLong) {
-		fail("transmit of %d bytes: queued %d, err %v", usbarmory.MaxFrameLen+1, n, err)
+	if n, err := nic.Transmit([][]byte{make([]byte, maxFrameLen+1)}); n != 0 || !errors.Is(err, errFrameTooLong) {
+		fail("transmit of %d bytes: queued %d, err %v", maxFrameLen+1, n, err)
 	}
 
 	frames := make([][]byte, 16)
 	sizes := make([]int, len(frames))
 	for i := range frames {
-		frames[i] = make([]byte, usbarmory.MaxFrameLen)
+		frames[i] = make([]byte, maxFrameLen)
 	}
 	out := make([][]byte, 0, len(frames))
 
