@@ -1,18 +1,22 @@
-//go:build tamago && arm
+//go:build tamago && (arm || amd64)
 
 // Bare-metal entry point of the router image for the USB armory Mk II and
-// QEMU's mcimx6ul-evk (board/usbarmory): the same node assembly as hosted,
-// with the configuration embedded at build time, the board NIC under the
-// shims and in-node applications instead of the socket gateway.
+// QEMU's mcimx6ul-evk (board/usbarmory, main_tamago_arm.go) and for QEMU's
+// microvm (board/qemu/microvm, main_tamago_amd64.go): the same node
+// assembly as hosted, with the configuration embedded at build time, the
+// board NIC under the shims and in-node applications instead of the socket
+// gateway.
 //
-// Under QEMU the image reads words from the semihosting command line
-// (-semihosting-config enable=on,arg=router,arg=WORD...):
+// Under QEMU the image reads words from the board's command line (mcimx6ul-evk:
+// -semihosting-config enable=on,arg=router,arg=WORD...; microvm: -fw_cfg
+// name=opt/ouro/args,string="WORD WORD..."):
 //
 //	name=NAME          the node name (default: from the board's unique key)
 //	exit-after=DUR     stop and exit with code 3 after DUR (a watchdog for tests)
 //
 // A "halt" app in the configuration ends the node with the code a client
-// sends it ("halt CODE"); the board exits through semihosting with it.
+// sends it ("halt CODE"); the board exits with it (semihosting on
+// mcimx6ul-evk, isa-debug-exit on microvm: QEMU then exits (CODE<<1)|1).
 package main
 
 import (
@@ -26,7 +30,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/ouronet/ouro/board/usbarmory"
 	"github.com/ouronet/ouro/images/internal/node"
 )
 
@@ -53,7 +56,7 @@ kind = "echo"
 const exitWatchdog = 3
 
 func main() {
-	b := &usbarmory.Board{}
+	b := &board{}
 	if err := b.Init(); err != nil {
 		fail("board init: %v", err)
 	}
@@ -151,19 +154,19 @@ func main() {
 			n.Name(), s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes, s.RxFiltered, s.RxErrors, s.TxRingFull)
 	}
 	fmt.Printf("ouro node %s: exit %d\n", n.Name(), code)
-	usbarmory.Exit(code)
+	boardExit(code)
 }
 
-// boardName is "usbarmory-" and 6 hex digits of a hash of the board's
-// unique key (under QEMU the key is the published test key: every VM gets
-// the same name unless given name=).
-func boardName(b *usbarmory.Board) string {
+// boardName is boardPrefix ("usbarmory", "microvm"), a dash and 6 hex
+// digits of a hash of the board's unique key (under QEMU the key is the
+// published test key: every VM gets the same name unless given name=).
+func boardName(b *board) string {
 	k, _, err := b.UniqueKey([]byte("ouro node name"))
 	if err != nil {
-		return "usbarmory"
+		return boardPrefix
 	}
 	h := sha256.Sum256(k[:])
-	return "usbarmory-" + hex.EncodeToString(h[:3])
+	return boardPrefix + "-" + hex.EncodeToString(h[:3])
 }
 
 var nodeTable = regexp.MustCompile(`(?m)^[ \t]*\[node\][ \t]*(#.*)?$`)
@@ -190,5 +193,5 @@ func withName(text, name string) (string, error) {
 
 func fail(format string, a ...any) {
 	fmt.Printf("router: FAIL: "+format+"\n", a...)
-	usbarmory.Exit(1)
+	boardExit(1)
 }

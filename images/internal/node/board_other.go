@@ -1,4 +1,4 @@
-//go:build !(tamago && arm)
+//go:build !(tamago && (arm || amd64))
 
 package node
 
