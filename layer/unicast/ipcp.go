@@ -57,6 +57,7 @@ type IPCP struct {
 	wg     sync.WaitGroup
 	state  atomic.Int32
 	core   atomic.Pointer[core] // set once a member
+	bound  atomic.Bool          // the IPCP's name is bound in the lower broker
 	pool   chan *pbuf
 	c      dpCounters
 
@@ -125,6 +126,11 @@ func (p *IPCP) Stop() {
 	if c != nil {
 		c.wg.Wait()
 	}
+	if p.bound.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		p.lower.Unbind(ctx, p.cfg.Name)
+		cancel()
+	}
 }
 
 // Info implements irm.IPCP.
@@ -185,8 +191,8 @@ func (p *IPCP) bringUp() {
 		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 		defer cancel()
 		err := p.lower.Bind(ctx, p.cfg.Name)
-		if errors.Is(err, flow.ErrExists) {
-			return nil
+		if err == nil {
+			p.bound.Store(true)
 		}
 		return err
 	})
@@ -253,6 +259,9 @@ func (p *IPCP) acceptLoop() {
 
 func (p *IPCP) incoming(port flow.Port) {
 	dl := time.Now().Add(5 * time.Second)
+	// Stop closes the port while it is still ours.
+	release := context.AfterFunc(p.ctx, func() { port.Close() })
+	defer release()
 	o, err := connmgr.ReadOpen(port, dl)
 	if err != nil {
 		port.Close()
@@ -265,6 +274,9 @@ func (p *IPCP) incoming(port flow.Port) {
 		return
 	}
 	if o.Purpose != connmgr.PurposeEnroll {
+		if !release() {
+			return // stopped: closed already
+		}
 		c.cm.Accept(port, o)
 		return
 	}

@@ -155,6 +155,9 @@ func Dial(ctx context.Context, b flow.Broker, name string, q flow.QoS, o Open) (
 	if d, ok := ctx.Deadline(); ok {
 		dl = d
 	}
+	// ctx's end closes the port while the exchange is in progress.
+	release := context.AfterFunc(ctx, func() { port.Close() })
+	defer release()
 	msg, err := Marshal(o)
 	if err == nil {
 		err = port.Write(msg, dl)
@@ -176,6 +179,9 @@ func Dial(ctx context.Context, b flow.Broker, name string, q flow.QoS, o Open) (
 	}
 	switch r.Result {
 	case OK:
+		if !release() {
+			return nil, OpenResp{}, fmt.Errorf("connmgr: open to %q: %w", name, ctx.Err())
+		}
 		return port, r, nil
 	case Exists:
 		err = fmt.Errorf("connmgr: %q: %s: %w", name, r.Msg, flow.ErrExists)

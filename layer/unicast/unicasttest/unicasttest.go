@@ -36,6 +36,8 @@ type Net struct {
 	// Bootstrap, Enroll and Neighbours are set per node).
 	Template unicast.Config
 
+	over map[string]*Node // NewOver: upper IPCP name → the lower node it sits on
+
 	mu    sync.Mutex
 	nodes map[string]*Node
 	order []string
@@ -90,7 +92,14 @@ func (n *Net) Add(name string, bootstrap bool, neighbours []string, mod func(*un
 		mod(&cfg)
 	}
 	up := flowtest.NewUpcalls(PipeCap)
-	lb := &linkBroker{Broker: n.fake.Program(name), net: n, self: name}
+	var lb flow.Broker = &linkBroker{Broker: n.fake.Program(name), net: n, self: name}
+	if n.over != nil {
+		under := n.over[name]
+		if under == nil {
+			n.tb.Fatalf("unicasttest: %s has no lower node", name)
+		}
+		lb = &overBroker{under: under}
+	}
 	ipcp, err := unicast.New(cfg, up, lb, nil)
 	if err != nil {
 		n.tb.Fatalf("unicast.New(%s): %v", name, err)
@@ -232,6 +241,64 @@ func (b *linkBroker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
 		p.Close()
 	}
 }
+
+// NewOver returns a Net whose nodes run over other unicast IPCPs: the
+// node named k gets its N-1 flows from the IPCP of under[k] (its flows
+// are allocated in, and accepted from, that lower layer). Cut and Heal
+// do not apply; cut the lower layer instead.
+func NewOver(tb testing.TB, under map[string]*Node) *Net {
+	n := New(tb)
+	n.over = under
+	return n
+}
+
+// overBroker is a flow.Broker over a lower unicast IPCP: Bind registers
+// in it, Alloc allocates through it, Accept takes what its fake IRM
+// accepted.
+type overBroker struct {
+	under *Node
+}
+
+var _ flow.Broker = (*overBroker)(nil)
+
+// Alloc implements flow.Broker.
+func (b *overBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
+	app, ipc := flowtest.Pipe(PipeCap)
+	if err := b.under.IPCP.Alloc(ctx, irm.AllocReq{Dst: name, QoS: q}, ipc); err != nil {
+		app.Close()
+		ipc.Close()
+		return nil, flow.Info{}, err
+	}
+	return app, flow.Info{Remote: name, Layer: Layer, QoS: q}, nil
+}
+
+// Bind implements flow.Broker: the name is registered in the lower layer.
+func (b *overBroker) Bind(ctx context.Context, name string) error {
+	return b.under.IPCP.Register(ctx, name)
+}
+
+// Unbind implements flow.Broker.
+func (b *overBroker) Unbind(ctx context.Context, name string) error {
+	return b.under.IPCP.Unregister(ctx, name)
+}
+
+// Accept implements flow.Broker.
+func (b *overBroker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
+	select {
+	case a := <-b.under.Up.Accepted:
+		return a.Port, flow.Info{Local: a.Req.Dst, Remote: a.Req.Src, Layer: Layer, QoS: a.Req.QoS}, nil
+	case <-ctx.Done():
+		return nil, flow.Info{}, fmt.Errorf("unicasttest: accept: %w", ctx.Err())
+	}
+}
+
+// Join implements flow.Broker: there is no broadcast layer here.
+func (b *overBroker) Join(context.Context, string) (flow.Port, flow.Info, error) {
+	return nil, flow.Info{}, fmt.Errorf("unicasttest: join: %w", flow.ErrNoLayer)
+}
+
+// Close implements flow.Broker.
+func (b *overBroker) Close() error { return nil }
 
 // WaitOperational waits until every node is a member with routes to every
 // other node.
@@ -389,4 +456,3 @@ func (n *Net) Addrs() map[layer.Addr]string {
 	}
 	return out
 }
-

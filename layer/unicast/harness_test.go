@@ -1,0 +1,348 @@
+package unicast_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/unicasttest"
+)
+
+// line builds n0 - n1 - ... - n(k-1).
+func line(k int) unicasttest.Graph {
+	g := unicasttest.Graph{N: k}
+	for i := 1; i < k; i++ {
+		g.Edges = append(g.Edges, [2]int{i - 1, i})
+	}
+	return g
+}
+
+func TestChainMultiHop(t *testing.T) {
+	n := unicasttest.New(t)
+	n.Build(line(5), nil) // 4 hops end to end
+	n.WaitOperational(10 * time.Second)
+	first, last := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(4))
+	last.Register("far")
+	app, err := first.Alloc(ctxT(t, 5*time.Second), "far", flow.BestEffort())
+	if err != nil {
+		t.Fatalf("Alloc over 4 hops: %v", err)
+	}
+	acc, err := last.Accept(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, app, acc.Port, 50)
+	mid := n.Node(unicasttest.NodeName(2)).IPCP.Stats()
+	if mid.Forwarded < 100 {
+		t.Errorf("middle node forwarded %d packets, want >= 100", mid.Forwarded)
+	}
+	app.Close()
+	acc.Port.Close()
+}
+
+// TestRandomTopologies checks, on seeded random connected graphs, that
+// routing converges to shortest paths (Floyd–Warshall), that every
+// installed alternate is loop free, that the directory finds every
+// registered name from every member, and that a flow crosses the
+// longest shortest path.
+func TestRandomTopologies(t *testing.T) {
+	sizes := []int{8, 12}
+	if raceEnabled {
+		sizes = []int{8}
+	}
+	for _, size := range sizes {
+		for seed := uint64(1); seed <= 2; seed++ {
+			t.Run("", func(t *testing.T) {
+				r := rand.New(rand.NewPCG(seed, uint64(size)))
+				g := unicasttest.RandomGraph(r, size, size/2)
+				n := unicasttest.New(t)
+				n.Build(g, nil)
+				n.WaitOperational(20 * time.Second)
+				dist := g.Distances()
+				idx := map[layer.Addr]int{}
+				for i := range g.N {
+					idx[n.Node(unicasttest.NodeName(i)).IPCP.Addr()] = i
+				}
+				// Converged: metrics are the hop counts; alternates loop free.
+				n.WaitFor(5*time.Second, "shortest paths", func() bool {
+					for i := range g.N {
+						for _, rt := range n.Node(unicasttest.NodeName(i)).IPCP.Routes() {
+							if int(rt.Metric) != dist[i][idx[rt.Dst]] {
+								return false
+							}
+						}
+					}
+					return true
+				})
+				for i := range g.N {
+					for _, rt := range n.Node(unicasttest.NodeName(i)).IPCP.Routes() {
+						if rt.Alternate == 0 {
+							continue
+						}
+						nb, d := idx[rt.Alternate], idx[rt.Dst]
+						if dist[i][nb] != 1 || !(dist[nb][d] < dist[nb][i]+dist[i][d]) {
+							t.Errorf("node %d: alternate %d to %d is not a loop-free neighbour", i, nb, d)
+						}
+					}
+				}
+				for i := range g.N {
+					n.Node(unicasttest.NodeName(i)).Register(unicasttest.NodeName(i) + ".svc")
+				}
+				for i := range g.N {
+					for j := range g.N {
+						name := unicasttest.NodeName(j) + ".svc"
+						if err := n.Node(unicasttest.NodeName(i)).IPCP.Query(ctxT(t, 3*time.Second), name); err != nil {
+							t.Errorf("node %d: query %s: %v", i, name, err)
+						}
+					}
+				}
+				// A flow across the diameter.
+				var si, sj, best int
+				for i := range g.N {
+					for j := range g.N {
+						if dist[i][j] > best {
+							si, sj, best = i, j, dist[i][j]
+						}
+					}
+				}
+				app, err := n.Node(unicasttest.NodeName(si)).Alloc(ctxT(t, 5*time.Second), unicasttest.NodeName(sj)+".svc", flow.BestEffort())
+				if err != nil {
+					t.Fatalf("alloc %d → %d (%d hops): %v", si, sj, best, err)
+				}
+				acc, err := n.Node(unicasttest.NodeName(sj)).Accept(2 * time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				echo(t, app, acc.Port, 5)
+				app.Close()
+				acc.Port.Close()
+			})
+		}
+	}
+}
+
+// ring4 is n0 - n1 - n2 - n3 - n0.
+func ring4() unicasttest.Graph {
+	return unicasttest.Graph{N: 4, Edges: [][2]int{{0, 1}, {1, 2}, {2, 3}, {0, 3}}}
+}
+
+// stream sends sequence-numbered SDUs on a every interval until stop and
+// records the arrival time of each at b.
+type stream struct {
+	sent     atomic.Uint64
+	mu       sync.Mutex
+	arrivals []time.Time
+	seqs     []uint64
+}
+
+func (s *stream) run(a, b flow.Port, interval time.Duration, stop <-chan struct{}) (done func()) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 64)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for seq := uint64(0); ; seq++ {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			binary.BigEndian.PutUint64(buf, seq)
+			if a.Write(buf, time.Now().Add(time.Second)) == nil {
+				s.sent.Add(1)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 64)
+		for {
+			n, err := b.Read(buf, time.Time{})
+			if err != nil {
+				return
+			}
+			if n >= 8 {
+				s.mu.Lock()
+				s.arrivals = append(s.arrivals, time.Now())
+				s.seqs = append(s.seqs, binary.BigEndian.Uint64(buf))
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return wg.Wait
+}
+
+// gap returns the longest silence between arrivals after from.
+func (s *stream) gap(from time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var worst time.Duration
+	prev := from
+	for _, at := range s.arrivals {
+		if at.Before(from) {
+			continue
+		}
+		worst = max(worst, at.Sub(prev))
+		prev = at
+	}
+	return worst
+}
+
+func (s *stream) received() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.arrivals)
+}
+
+// TestFailover cuts the primary link of a flow in a ring: traffic must
+// move to the loop-free alternate at once (pff.PortDown), not after
+// routing reconverges. It reports the delivery gap and the packets lost.
+func TestFailover(t *testing.T) {
+	n := unicasttest.New(t)
+	n.Build(ring4(), nil)
+	n.WaitOperational(10 * time.Second)
+	src, dst := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(2))
+	dst.Register("sink")
+	hops := src.IPCP.NextHops(dst.IPCP.Addr())
+	if len(hops) != 2 {
+		t.Fatalf("n0's next hops to n2: %v, want a primary and an alternate", hops)
+	}
+	app, err := src.Alloc(ctxT(t, 5*time.Second), "sink", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := dst.Accept(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s stream
+	stop := make(chan struct{})
+	wait := s.run(app, acc.Port, time.Millisecond, stop)
+	n.WaitFor(2*time.Second, "traffic", func() bool { return s.received() > 100 })
+	cutAt := time.Now()
+	n.Cut(src.Name, hops[0])
+	n.WaitFor(2*time.Second, "traffic after the cut", func() bool { return s.received() > 0 && s.gap(cutAt) > 0 && time.Since(cutAt) > 300*time.Millisecond })
+	close(stop)
+	time.Sleep(50 * time.Millisecond)
+	app.Close()
+	acc.Port.Close()
+	wait()
+	gap := s.gap(cutAt)
+	lost := int(s.sent.Load()) - s.received()
+	t.Logf("failover: cut %s-%s, delivery gap %v, %d of %d packets lost (1 ms interval)", src.Name, hops[0], gap.Round(10*time.Microsecond), lost, s.sent.Load())
+	if now := src.IPCP.NextHops(dst.IPCP.Addr()); len(now) == 0 || now[0] != hops[1] {
+		t.Errorf("after the cut n0's next hops to n2 are %v, want %s first", now, hops[1])
+	}
+	if gap > 50*time.Millisecond && !raceEnabled {
+		t.Errorf("failover gap %v, want < 50 ms", gap)
+	}
+}
+
+// TestNodeKilled stops a node of a ring: the others reconverge on the
+// remaining line and a flow that crossed the dead node is re-allocatable.
+func TestNodeKilled(t *testing.T) {
+	n := unicasttest.New(t)
+	n.Build(ring4(), nil)
+	n.WaitOperational(10 * time.Second)
+	n.Node(unicasttest.NodeName(3)).Register("svc3")
+	n.Kill(unicasttest.NodeName(1))
+	d := n.WaitFor(5*time.Second, "reconvergence without n1", func() bool {
+		for _, name := range []string{unicasttest.NodeName(0), unicasttest.NodeName(2), unicasttest.NodeName(3)} {
+			rs := n.Node(name).IPCP.Routes()
+			if len(rs) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("reconverged %v after the kill", d.Round(time.Millisecond))
+	// n0 → n2 now goes through n3 (2 hops).
+	for _, rt := range n.Node(unicasttest.NodeName(0)).IPCP.Routes() {
+		if rt.Dst == n.Node(unicasttest.NodeName(2)).IPCP.Addr() && rt.Metric != 2 {
+			t.Errorf("n0 → n2 metric %d, want 2", rt.Metric)
+		}
+	}
+	app, err := n.Node(unicasttest.NodeName(2)).Alloc(ctxT(t, 5*time.Second), "svc3", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := n.Node(unicasttest.NodeName(3)).Accept(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, app, acc.Port, 3)
+	app.Close()
+	acc.Port.Close()
+}
+
+// TestPeerVanishes kills the accepting node: the allocating side's port
+// is closed once the flow timeout passes without a word from the peer.
+func TestPeerVanishes(t *testing.T) {
+	n := unicasttest.New(t)
+	n.Build(line(3), nil)
+	n.WaitOperational(10 * time.Second)
+	n.Node(unicasttest.NodeName(2)).Register("gone")
+	app, err := n.Node(unicasttest.NodeName(0)).Alloc(ctxT(t, 5*time.Second), "gone", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := n.Node(unicasttest.NodeName(2)).Accept(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer acc.Port.Close()
+	killed := time.Now()
+	n.Kill(unicasttest.NodeName(2))
+	buf := make([]byte, 16)
+	if _, err := app.Read(buf, time.Now().Add(5*time.Second)); err == nil || flowTimeout(err) {
+		t.Fatalf("Read on a flow whose peer vanished: %v, want ErrClosed", err)
+	}
+	t.Logf("flow closed %v after the peer vanished (flow timeout %v)", time.Since(killed).Round(time.Millisecond), n.Template.FlowTimeout)
+	app.Close()
+}
+
+func flowTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return err != nil && errors.As(err, &te) && te.Timeout()
+}
+
+// TestRecursion runs a unicast layer over another unicast layer: the
+// upper IPCPs' N-1 flows are flows of the lower layer.
+func TestRecursion(t *testing.T) {
+	lower := unicasttest.New(t)
+	lower.Build(line(3), nil)
+	lower.WaitOperational(10 * time.Second)
+	// Upper IPCPs at the two ends of the lower line, with brokers that
+	// allocate in the lower layer.
+	upNet := unicasttest.NewOver(t, map[string]*unicasttest.Node{
+		"top0.up": lower.Node(unicasttest.NodeName(0)),
+		"top2.up": lower.Node(unicasttest.NodeName(2)),
+	})
+	upNet.Add("top0.up", true, nil, nil)
+	upNet.Add("top2.up", false, []string{"top0.up"}, nil)
+	upNet.WaitOperational(10 * time.Second)
+	b := upNet.Node("top2.up")
+	b.Register("deep")
+	app, err := upNet.Node("top0.up").Alloc(ctxT(t, 5*time.Second), "deep", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := b.Accept(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, app, acc.Port, 10)
+	app.Close()
+	acc.Port.Close()
+	if f := lower.Node(unicasttest.NodeName(1)).IPCP.Stats().Forwarded; f < 20 {
+		t.Errorf("the lower layer's middle node forwarded %d packets, want >= 20", f)
+	}
+}
