@@ -18,8 +18,11 @@ TEXT cpuinit(SB),NOSPLIT|NOFRAME,$0
 	CMP	$0, R0
 	B.EQ	core0
 
+	// WFI, not WFE: QEMU's TCG treats WFE as a mere yield, so cores
+	// parked in WFE spin on the host; WFI halts the vCPU. Nothing wakes
+	// them: no interrupt is routed to cores 1-3.
 park:
-	WORD	$0xe320f002	// wfe
+	WORD	$0xe320f003	// wfi
 	B	park
 
 core0:

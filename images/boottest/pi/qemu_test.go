@@ -52,6 +52,7 @@ type console struct {
 	mu    sync.Mutex
 	buf   bytes.Buffer
 	lines chan string
+	done  chan struct{} // closed at the end of the output
 }
 
 func (c *console) run(r io.Reader) {
@@ -66,6 +67,7 @@ func (c *console) run(r io.Reader) {
 		}
 	}
 	close(c.lines)
+	close(c.done)
 }
 
 func (c *console) String() string {
@@ -112,12 +114,15 @@ func boot(t *testing.T, elf string, base []string, link string, words ...string)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &console{lines: make(chan string, 256)}
+	c := &console{lines: make(chan string, 256), done: make(chan struct{})}
 	go c.run(out)
 	return cmd, c
 }
 
-func exitCode(cmd *exec.Cmd) int {
+// exitCode waits for QEMU to end; the console must be read to its end
+// first (Wait closes the pipe).
+func exitCode(cmd *exec.Cmd, c *console) int {
+	<-c.done
 	err := cmd.Wait()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -144,7 +149,7 @@ func TestQEMUPi(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			cmd, c := boot(t, elf, base, "-serial null", tc.words...)
-			got := exitCode(cmd)
+			got := exitCode(cmd, c)
 			if got != tc.want || !strings.Contains(c.String(), "boottest: PASS") {
 				t.Fatalf("exit %d, want %d; console:\n%s", got, tc.want, c)
 			}
@@ -228,7 +233,7 @@ func TestQEMUPi(t *testing.T) {
 		if _, err := conn.Write([]byte("\nquit\n")); err != nil {
 			t.Fatal(err)
 		}
-		if code := exitCode(cmd); code != 0 || !strings.Contains(c.String(), "boottest: PASS") {
+		if code := exitCode(cmd, c); code != 0 || !strings.Contains(c.String(), "boottest: PASS") {
 			t.Fatalf("exit %d, want 0; console:\n%s", code, c)
 		}
 		figures = append(figures,
