@@ -41,4 +41,4 @@ clean:
 	rm -rf bin
 
 # Bare-metal targets (image, imx, qemu, qemu-test) for the TamaGo boards.
--include mk/tamago.mk
+-include mk/tamago.mk mk/pi.mk mk/microvm.mk
