@@ -83,9 +83,13 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// layerDefaults fills the zero fields of a bootstrap configuration.
-func layerDefaults(c enroll.Config, layerName string) enroll.Config {
+// layerDefaults fills the zero fields of a bootstrap configuration. The
+// directory is the DHT ("dht") if this IPCP has it, else "flood".
+func layerDefaults(c enroll.Config, layerName string, dirs map[string]NewDirectory) enroll.Config {
 	d := enroll.DefaultConfig(layerName)
+	if dirs["dht"] != nil {
+		d.Dir = "dht"
+	}
 	c.Layer = layerName
 	if c.AddrWidth == 0 {
 		c.AddrWidth = d.AddrWidth

@@ -3,6 +3,7 @@ package unicast_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -56,75 +57,82 @@ func TestRandomTopologies(t *testing.T) {
 	if raceEnabled {
 		sizes = []int{8}
 	}
-	for _, size := range sizes {
-		for seed := uint64(1); seed <= 2; seed++ {
-			t.Run("", func(t *testing.T) {
-				r := rand.New(rand.NewPCG(seed, uint64(size)))
-				g := unicasttest.RandomGraph(r, size, size/2)
-				n := unicasttest.New(t)
-				n.Build(g, nil)
-				n.WaitOperational(20 * time.Second)
-				dist := g.Distances()
-				idx := map[layer.Addr]int{}
-				for i := range g.N {
-					idx[n.Node(unicasttest.NodeName(i)).IPCP.Addr()] = i
-				}
-				// Converged: metrics are the hop counts; alternates loop free.
-				n.WaitFor(5*time.Second, "shortest paths", func() bool {
-					for i := range g.N {
-						for _, rt := range n.Node(unicasttest.NodeName(i)).IPCP.Routes() {
-							if int(rt.Metric) != dist[i][idx[rt.Dst]] {
-								return false
-							}
-						}
-					}
-					return true
+	for _, dirPolicy := range []string{"dht", "flood"} {
+		for _, size := range sizes {
+			for seed := uint64(1); seed <= 2; seed++ {
+				t.Run(fmt.Sprintf("%s/%d/%d", dirPolicy, size, seed), func(t *testing.T) {
+					randomTopology(t, dirPolicy, size, seed)
 				})
-				for i := range g.N {
-					for _, rt := range n.Node(unicasttest.NodeName(i)).IPCP.Routes() {
-						if rt.Alternate == 0 {
-							continue
-						}
-						nb, d := idx[rt.Alternate], idx[rt.Dst]
-						if dist[i][nb] != 1 || !(dist[nb][d] < dist[nb][i]+dist[i][d]) {
-							t.Errorf("node %d: alternate %d to %d is not a loop-free neighbour", i, nb, d)
-						}
-					}
-				}
-				for i := range g.N {
-					n.Node(unicasttest.NodeName(i)).Register(unicasttest.NodeName(i) + ".svc")
-				}
-				for i := range g.N {
-					for j := range g.N {
-						name := unicasttest.NodeName(j) + ".svc"
-						if err := n.Node(unicasttest.NodeName(i)).IPCP.Query(ctxT(t, 3*time.Second), name); err != nil {
-							t.Errorf("node %d: query %s: %v", i, name, err)
-						}
-					}
-				}
-				// A flow across the diameter.
-				var si, sj, best int
-				for i := range g.N {
-					for j := range g.N {
-						if dist[i][j] > best {
-							si, sj, best = i, j, dist[i][j]
-						}
-					}
-				}
-				app, err := n.Node(unicasttest.NodeName(si)).Alloc(ctxT(t, 5*time.Second), unicasttest.NodeName(sj)+".svc", flow.BestEffort())
-				if err != nil {
-					t.Fatalf("alloc %d → %d (%d hops): %v", si, sj, best, err)
-				}
-				acc, err := n.Node(unicasttest.NodeName(sj)).Accept(2 * time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				echo(t, app, acc.Port, 5)
-				app.Close()
-				acc.Port.Close()
-			})
+			}
 		}
 	}
+}
+
+func randomTopology(t *testing.T, dirPolicy string, size int, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, uint64(size)))
+	g := unicasttest.RandomGraph(r, size, size/2)
+	n := unicasttest.New(t)
+	n.Template.LayerConfig.Dir = dirPolicy
+	n.Build(g, nil)
+	n.WaitOperational(20 * time.Second)
+	dist := g.Distances()
+	idx := map[layer.Addr]int{}
+	for i := range g.N {
+		idx[n.Node(unicasttest.NodeName(i)).IPCP.Addr()] = i
+	}
+	// Converged: metrics are the hop counts; alternates loop free.
+	n.WaitFor(5*time.Second, "shortest paths", func() bool {
+		for i := range g.N {
+			for _, rt := range n.Node(unicasttest.NodeName(i)).IPCP.Routes() {
+				if int(rt.Metric) != dist[i][idx[rt.Dst]] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	for i := range g.N {
+		for _, rt := range n.Node(unicasttest.NodeName(i)).IPCP.Routes() {
+			if rt.Alternate == 0 {
+				continue
+			}
+			nb, d := idx[rt.Alternate], idx[rt.Dst]
+			if dist[i][nb] != 1 || !(dist[nb][d] < dist[nb][i]+dist[i][d]) {
+				t.Errorf("node %d: alternate %d to %d is not a loop-free neighbour", i, nb, d)
+			}
+		}
+	}
+	for i := range g.N {
+		n.Node(unicasttest.NodeName(i)).Register(unicasttest.NodeName(i) + ".svc")
+	}
+	for i := range g.N {
+		for j := range g.N {
+			name := unicasttest.NodeName(j) + ".svc"
+			if err := n.Node(unicasttest.NodeName(i)).IPCP.Query(ctxT(t, 3*time.Second), name); err != nil {
+				t.Errorf("node %d: query %s: %v", i, name, err)
+			}
+		}
+	}
+	// A flow across the diameter.
+	var si, sj, best int
+	for i := range g.N {
+		for j := range g.N {
+			if dist[i][j] > best {
+				si, sj, best = i, j, dist[i][j]
+			}
+		}
+	}
+	app, err := n.Node(unicasttest.NodeName(si)).Alloc(ctxT(t, 5*time.Second), unicasttest.NodeName(sj)+".svc", flow.BestEffort())
+	if err != nil {
+		t.Fatalf("alloc %d → %d (%d hops): %v", si, sj, best, err)
+	}
+	acc, err := n.Node(unicasttest.NodeName(sj)).Accept(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, app, acc.Port, 5)
+	app.Close()
+	acc.Port.Close()
 }
 
 // ring4 is n0 - n1 - n2 - n3 - n0.

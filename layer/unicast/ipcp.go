@@ -316,7 +316,7 @@ func (p *IPCP) bootstrap(lc enroll.Config) error {
 	if p.ctx.Err() != nil {
 		return fmt.Errorf("unicast: %s: bootstrap: %w", p.cfg.Name, flow.ErrClosed)
 	}
-	lc = layerDefaults(lc, p.cfg.Layer)
+	lc = layerDefaults(lc, p.cfg.Layer, p.cfg.Directories)
 	if err := lc.Validate(); err != nil {
 		return fmt.Errorf("unicast: %s: bootstrap: %w", p.cfg.Name, err)
 	}

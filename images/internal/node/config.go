@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -16,7 +17,8 @@ type Config struct {
 	IPCPs []IPCPConfig `toml:"ipcp"`
 	Apps  []AppConfig  `toml:"app"` // in-node applications (apps.go)
 
-	md toml.MetaData // for decoding each IPCP's kind-specific table
+	md   toml.MetaData // for decoding each IPCP's kind-specific table
+	mdMu sync.Mutex    // PrimitiveDecode writes md: IPCP components decode concurrently
 }
 
 // NodeConfig holds node-wide settings.
@@ -49,9 +51,10 @@ type IPCPConfig struct {
 	// Bufs is the IPCP component's packet-buffer budget.
 	Bufs int `toml:"bufs"`
 
-	UDP   toml.Primitive `toml:"udp"`
-	Eth   toml.Primitive `toml:"eth"`
-	Local toml.Primitive `toml:"local"`
+	UDP     toml.Primitive `toml:"udp"`
+	Eth     toml.Primitive `toml:"eth"`
+	Local   toml.Primitive `toml:"local"`
+	Unicast toml.Primitive `toml:"unicast"`
 }
 
 // duration is a time.Duration written as a string ("250ms").
@@ -143,5 +146,7 @@ func (c *Config) validate() error {
 
 // decode decodes the kind-specific table prim into v.
 func (c *Config) decode(prim toml.Primitive, v any) error {
+	c.mdMu.Lock()
+	defer c.mdMu.Unlock()
 	return c.md.PrimitiveDecode(prim, v)
 }

@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -19,6 +21,9 @@ import (
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/local"
 	"github.com/ouronet/ouro/layer/shim/udp"
+	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dt"
 )
 
 // udpConfig is the [ipcp.udp] table.
@@ -111,8 +116,100 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 			return nil, err
 		}
 		return shimManager{ipcp}, nil
+	case "unicast":
+		var c unicastConfig
+		if err := n.cfg.decode(p.Unicast, &c); err != nil {
+			return nil, fmt.Errorf("[ipcp.unicast] of %s: %w", p.Name, err)
+		}
+		cfg, err := c.config(p)
+		if err != nil {
+			return nil, fmt.Errorf("[ipcp.unicast] of %s: %w", p.Name, err)
+		}
+		cfg.Logf = n.logf
+		b := env.broker()
+		return unicast.New(cfg, up, b, brokerRegistrar{b})
 	}
-	return nil, fmt.Errorf("ipcp %s: unknown kind %q (want udp, eth or local): %w", p.Name, p.Kind, flow.ErrInvalid)
+	return nil, fmt.Errorf("ipcp %s: unknown kind %q (want udp, eth, local or unicast): %w", p.Name, p.Kind, flow.ErrInvalid)
+}
+
+// unicastConfig is the [ipcp.unicast] table. The layer keys (hash,
+// addr_width, routing, ca, dir, hello, dead) matter only where bootstrap
+// is set: the others receive the layer's configuration when they enroll.
+type unicastConfig struct {
+	Lower      []string `toml:"lower"`      // lower layers to register the IPCP's name in
+	Bootstrap  bool     `toml:"bootstrap"`  // the layer's first member
+	Enroll     string   `toml:"enroll"`     // IPCP name of a member to enroll through
+	Neighbours []string `toml:"neighbours"` // IPCP names to keep adjacencies with
+	Addr       uint64   `toml:"addr"`       // static address (default: random)
+	PubKey     string   `toml:"pubkey"`     // ed25519 public key, hex (recorded by the enrolling member)
+
+	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
+	AddrWidth uint8  `toml:"addr_width"` // 4 (default) or 8
+	Routing   string `toml:"routing"`    // simple, alternate (default) or multipath
+	CA        string `toml:"ca"`         // nop or mb-ecn (default)
+	Dir       string `toml:"dir"`        // dht (default) or flood
+	Hello     uint32 `toml:"hello"`      // keepalive period on management flows, ms (default 100)
+	Dead      uint32 `toml:"dead"`       // hello periods of silence before a neighbour is dead (default 3)
+
+	Sched       string   `toml:"sched"`        // strict (default) or wrr
+	QueueLen    int      `toml:"queue_len"`    // per-cube queue of each N-1 flow (default 256)
+	RoutingTick duration `toml:"routing_tick"` // default 100ms
+	KeepAlive   duration `toml:"keepalive"`    // flow keepalive (default 1s)
+	FlowTimeout duration `toml:"flow_timeout"` // a silent peer's flow is closed (default 4s)
+}
+
+func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
+	cfg := unicast.Config{
+		Name: p.Name, Layer: p.Layer, Lower: c.Lower,
+		Bootstrap: c.Bootstrap, Enroll: c.Enroll, Neighbours: c.Neighbours,
+		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen,
+		RoutingTick: c.RoutingTick.Duration, KeepAlive: c.KeepAlive.Duration, FlowTimeout: c.FlowTimeout.Duration,
+		Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{})},
+	}
+	if c.PubKey != "" {
+		k, err := hex.DecodeString(c.PubKey)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return cfg, fmt.Errorf("pubkey: want %d bytes of hex: %w", ed25519.PublicKeySize, flow.ErrInvalid)
+		}
+		cfg.PubKey = k
+	}
+	switch c.Sched {
+	case "", "strict":
+		cfg.Sched = dt.StrictPriority
+	case "wrr":
+		cfg.Sched = dt.WeightedRoundRobin
+	default:
+		return cfg, fmt.Errorf("sched %q (want strict or wrr): %w", c.Sched, flow.ErrInvalid)
+	}
+	if c.Bootstrap {
+		args := map[string]string{}
+		for k, v := range map[string]string{"hash": c.Hash, "routing": c.Routing, "ca": c.CA, "dir": c.Dir} {
+			if v != "" {
+				args[k] = v
+			}
+		}
+		for k, v := range map[string]uint64{"addr_width": uint64(c.AddrWidth), "hello": uint64(c.Hello), "dead": uint64(c.Dead)} {
+			if v != 0 {
+				args[k] = strconv.FormatUint(v, 10)
+			}
+		}
+		lc, err := unicast.ParseLayerConfig(args)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.LayerConfig = lc
+	}
+	return cfg, nil
+}
+
+// brokerRegistrar registers a unicast IPCP's name in its lower layers
+// through the IRM's "reg" command.
+type brokerRegistrar struct{ b *irm.Broker }
+
+// Reg implements unicast.Registrar.
+func (r brokerRegistrar) Reg(ctx context.Context, name, lower string) error {
+	_, err := r.b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdReg, Name: name, Layer: lower})
+	return err
 }
 
 // ethDevice opens the stream device an [ipcp.eth] table asks for; nil

@@ -18,6 +18,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 )
 
 // Layer is the layer name of the harness's IPCPs.
@@ -62,6 +63,8 @@ func New(tb testing.TB) *Net {
 		Template: unicast.Config{
 			Layer: Layer, RoutingTick: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
 			KeepAlive: 200 * time.Millisecond, FlowTimeout: time.Second,
+			// Bootstraps pick the DHT unless a test sets LayerConfig.Dir.
+			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},
 		},
 		nodes: make(map[string]*Node), cut: make(map[[2]string]bool), links: make(map[[2]string][]flow.Port),
 	}
