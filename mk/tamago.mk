@@ -44,7 +44,9 @@ TAMAGO_SKIP_TOOLCHAIN = SKIP: TamaGo toolchain missing ($(TAMAGO_GOROOT)/bin/go)
 TAMAGO_SKIP_QEMU      = SKIP: qemu-system-arm missing: apt-get install qemu-system-arm
 TAMAGO_SKIP_MKIMAGE   = SKIP: mkimage missing: apt-get install u-boot-tools
 
-# per-board settings
+# per-board settings; other boards' fragments (mk/microvm.mk) add theirs
+# and append to TAMAGO_BOARDS
+TAMAGO_BOARDS += usbarmory
 ifeq ($(BOARD),usbarmory)
 TAMAGO_GOENV  := GOOS=tamago GOOSPKG=github.com/usbarmory/tamago GOARCH=arm GOARM=7
 TAMAGO_TAGS   := usbarmory
@@ -65,11 +67,11 @@ ifneq ($(CONFIG),)
 TAMAGO_LDFLAGS += -X main.config=$(shell base64 -w0 $(CONFIG))
 endif
 
-.PHONY: image imx qemu qemu-test tamago-check-board
+.PHONY: image imx qemu qemu-semihosting qemu-test tamago-check-board
 
 tamago-check-board:
-	@if [ "$(BOARD)" != "usbarmory" ]; then \
-		echo "mk/tamago.mk: BOARD=$(BOARD) is not supported (supported: usbarmory)"; exit 2; fi
+	@if [ -z "$(filter $(BOARD),$(TAMAGO_BOARDS))" ]; then \
+		echo "mk/tamago.mk: BOARD=$(BOARD) is not supported (supported: $(TAMAGO_BOARDS))"; exit 2; fi
 
 # image: build $(IMAGE), or $(IMAGE_FALLBACK) when $(IMAGE) has no Go files
 # for the board's build tags; writes the chosen ELF's path to bin/.image-$(BOARD)
@@ -104,8 +106,13 @@ imx: image
 	dd if=$$elf of=$$base.imx bs=1 count=4 skip=24 seek=4 conv=notrunc status=none && \
 	ls -l $$base.imx
 
-# qemu: boot the image; QEMU_NET e.g. "nic,model=imx.enet,netdev=n0 -netdev socket,id=n0,connect=127.0.0.1:5555"
+# qemu: boot the image. A board fragment may name its own rule in
+# QEMU_RULE_<board> (mk/microvm.mk); otherwise qemu-semihosting runs.
 qemu: tamago-check-board
+	@$(MAKE) --no-print-directory $(or $(QEMU_RULE_$(BOARD)),qemu-semihosting)
+
+# QEMU_NET e.g. "nic,model=imx.enet,netdev=n0 -netdev socket,id=n0,connect=127.0.0.1:5555"
+qemu-semihosting:
 	@command -v qemu-system-arm >/dev/null || { echo "$(TAMAGO_SKIP_QEMU)"; exit 2; }
 	@$(MAKE) --no-print-directory image BOARD=$(BOARD) IMAGE=$(IMAGE) CONFIG=$(CONFIG)
 	timeout --foreground $(QEMU_TIMEOUT) $(QEMU_CMD) -net $(QEMU_NET) \

@@ -21,7 +21,18 @@ func main() {
 	a := flag.String("a", "", "first address (127.0.0.1:PORT)")
 	b := flag.String("b", "", "second address (127.0.0.1:PORT)")
 	wait := flag.Duration("timeout", 5*time.Second, "how long to retry dialling")
+	free := flag.Bool("freeport", false, "print a free TCP port on 127.0.0.1 and exit")
 	flag.Parse()
+
+	if *free {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			log.Fatalf("relay: %v", err)
+		}
+		fmt.Println(l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+		return
+	}
 
 	if err := run(*a, *b, *wait); err != nil {
 		log.Printf("relay: %v", err)
