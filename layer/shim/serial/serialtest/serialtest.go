@@ -31,6 +31,10 @@ type Pacer struct {
 // worth, so that a long write is delivered progressively.
 func (p *Pacer) chunk() int { return max(1, p.Baud/BitsPerByte/500) }
 
+// idleGap is how late a write may come and still continue the previous
+// one without a gap, so that timer overshoot does not slow the line.
+const idleGap = 5 * time.Millisecond
+
 // Wait blocks until n bytes written now would have been sent.
 func (p *Pacer) Wait(n int) {
 	if p.Baud <= 0 || n <= 0 {
@@ -39,9 +43,9 @@ func (p *Pacer) Wait(n int) {
 	d := time.Duration(n) * BitsPerByte * time.Second / time.Duration(p.Baud)
 	p.mu.Lock()
 	now := time.Now()
-	if p.next.Before(now) {
+	if p.next.Before(now.Add(-idleGap)) { // the line was idle: start now
 		p.next = now
-	}
+	} // else back to back: sleep overshoot is not charged twice
 	p.next = p.next.Add(d)
 	until := p.next
 	p.mu.Unlock()
