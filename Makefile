@@ -15,7 +15,7 @@ ARMPKGS ?= ./...
 
 all: test
 
-test: fmt-check vet unit arm qemu-test qemu-test-pi
+test: fmt-check vet unit arm qemu-test qemu-test-pi qemu-test-microvm
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
