@@ -3,16 +3,19 @@ module github.com/ouronet/ouro
 go 1.26.0
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/fxamacker/cbor/v2 v2.10.0 // indirect
-	github.com/usbarmory/tamago v1.26.0 // indirect
+	github.com/BurntSushi/toml v1.6.0
+	github.com/fxamacker/cbor/v2 v2.10.0
+	github.com/usbarmory/tamago v1.26.0
+	go.uber.org/goleak v1.3.0
+	golang.org/x/crypto v0.59.0
+	golang.org/x/sys v0.50.0
+	gvisor.dev/gvisor v0.0.0-20260413194555-9680d69bf798
+)
+
+require (
 	github.com/x448/float16 v0.8.4 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
-	golang.org/x/crypto v0.59.0 // indirect
 	golang.org/x/exp v0.0.0-20231110203233-9a3e6036ecaa // indirect
-	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/time v0.12.0 // indirect
-	gvisor.dev/gvisor v0.0.0-20260413194555-9680d69bf798 // indirect
 )
 
 tool github.com/usbarmory/tamago/cmd/tamago
