@@ -1,0 +1,207 @@
+package unicast_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer/unicast/unicasttest"
+)
+
+// chain3 returns a 3-hop chain n0 - n1 - n2 - n3 with a flow from n0's
+// application to n3's.
+func chain3(tb testing.TB) (a, b flow.Port, n *unicasttest.Net) {
+	n = unicasttest.New(tb)
+	n.Build(line(4), nil)
+	n.WaitOperational(10 * time.Second)
+	last := n.Node(unicasttest.NodeName(3))
+	last.Register("sink")
+	app, err := n.Node(unicasttest.NodeName(0)).Alloc(ctxT(tb, 5*time.Second), "sink", flow.BestEffort())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	acc, err := last.Accept(2 * time.Second)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { app.Close(); acc.Port.Close() })
+	return app, acc.Port, n
+}
+
+// TestForwardZeroAllocs sends SDUs across three hops: application write,
+// three N-1 hops with forwarding decisions, schedulers and transmit
+// loops, delivery, application read. Nothing on that path allocates
+// (background timers count for less than one allocation per packet).
+func TestForwardZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	a, b, _ := chain3(t)
+	msg := make([]byte, 100)
+	buf := make([]byte, flow.MaxSDU)
+	send := func() {
+		if err := a.Write(msg, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Read(buf, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2000 { // warm the buffer pools and free lists
+		send()
+	}
+	if allocs := testing.AllocsPerRun(5000, send); allocs != 0 {
+		t.Errorf("%v allocations per SDU over 3 hops, want 0", allocs)
+	}
+}
+
+// BenchmarkForward3Hops pushes SDUs as fast as the sender can through a
+// 3-hop chain of IPCPs in one process; pps is what arrives, loss what the
+// layer dropped (its queues do not push back on the sender's IPCP).
+func BenchmarkForward3Hops(b *testing.B) {
+	for _, size := range []int{64, 1000} {
+		b.Run(byteSize(size), func(b *testing.B) {
+			a, z, _ := chain3(b)
+			forwardBench(b, size, func(p []byte) error { return a.Write(p, time.Time{}) },
+				func(p []byte) error { _, err := z.Read(p, time.Now().Add(300*time.Millisecond)); return err })
+		})
+	}
+}
+
+// BenchmarkChannels3Hops is the baseline: the same chain as four
+// goroutines passing pooled buffers through buffered channels.
+func BenchmarkChannels3Hops(b *testing.B) {
+	for _, size := range []int{64, 1000} {
+		b.Run(byteSize(size), func(b *testing.B) {
+			const stages = 4
+			chans := make([]chan []byte, stages+1)
+			for i := range chans {
+				chans[i] = make(chan []byte, unicasttest.PipeCap)
+			}
+			free := make(chan []byte, 4*unicasttest.PipeCap)
+			var wg sync.WaitGroup
+			for i := range stages {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for p := range chans[i] {
+						chans[i+1] <- p
+					}
+					close(chans[i+1])
+				}()
+			}
+			forwardBench(b, size, func(p []byte) error {
+				var buf []byte
+				select {
+				case buf = <-free:
+				default:
+					buf = make([]byte, 0, flow.MaxSDU)
+				}
+				chans[0] <- append(buf[:0], p...)
+				return nil
+			}, func(p []byte) error {
+				select {
+				case x := <-chans[stages]:
+					copy(p, x)
+					select {
+					case free <- x:
+					default:
+					}
+					return nil
+				case <-time.After(300 * time.Millisecond):
+					return flow.ErrTimeout
+				}
+			})
+			close(chans[0])
+			wg.Wait()
+		})
+	}
+}
+
+func byteSize(n int) string {
+	if n >= 1000 {
+		return "1000B"
+	}
+	return "64B"
+}
+
+func forwardBench(b *testing.B, size int, write, read func([]byte) error) {
+	msg := make([]byte, size)
+	done := make(chan int)
+	b.ResetTimer()
+	start := time.Now()
+	go func() {
+		buf := make([]byte, flow.MaxSDU)
+		got := 0
+		for got < b.N && read(buf) == nil {
+			got++
+		}
+		done <- got
+	}()
+	for range b.N {
+		if err := write(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	got := <-done
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(got)/el.Seconds(), "pps")
+	b.ReportMetric(100*float64(b.N-got)/float64(b.N), "loss%")
+}
+
+// BenchmarkAlloc3Hops allocates a flow over three hops (directory lookup
+// included), waits for the far program to get it and deallocates it.
+func BenchmarkAlloc3Hops(b *testing.B) {
+	_, _, n := chain3(b)
+	first, last := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(3))
+	b.ResetTimer()
+	for range b.N {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		app, err := first.Alloc(ctx, "sink", flow.BestEffort())
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		acc, err := last.Accept(2 * time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		app.Close()
+		acc.Port.Close()
+	}
+}
+
+// BenchmarkFailover measures the delivery gap when a flow's primary link
+// is cut (see TestFailover).
+func BenchmarkFailover(b *testing.B) {
+	var worst time.Duration
+	lost := 0
+	for range b.N {
+		g, l, _ := failover(b)
+		worst = max(worst, g)
+		lost += l
+	}
+	b.ReportMetric(float64(worst.Microseconds())/1000, "worst-gap-ms")
+	b.ReportMetric(float64(lost)/float64(b.N), "lost/cut")
+}
+
+// BenchmarkEnroll measures enrolling a member into a one-member layer,
+// from Start to operational with a route to the bootstrapper.
+func BenchmarkEnroll(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		n := unicasttest.New(b)
+		n.Add("a.uni", true, nil, nil)
+		n.WaitOperational(5 * time.Second)
+		b.StartTimer()
+		n.Add("b.uni", false, []string{"a.uni"}, nil)
+		for nb := n.Node("b.uni"); !nb.IPCP.Operational(); {
+			time.Sleep(100 * time.Microsecond)
+		}
+		b.StopTimer()
+		n.Stop()
+	}
+}
