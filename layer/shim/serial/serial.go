@@ -80,6 +80,11 @@ type Peer uint64
 // String formats p as 16 hex digits.
 func (p Peer) String() string { return fmt.Sprintf("serial:%016x", uint64(p)) }
 
+// DefaultWindow is the default credit: a 4 KiB UART driver ring (the
+// Raspberry Pi board's) less room for the uncredited link frames that may
+// arrive on top of a full window.
+const DefaultWindow = 3584
+
 // Config configures a serial shim IPCP.
 type Config struct {
 	Layer string // the layer (shim instance) name; required
@@ -90,7 +95,7 @@ type Config struct {
 	// Window is the credit this end grants: bytes of frames (encoded size
 	// bound, Cost) the peer may send beyond what this end has processed.
 	// Size it to the receive buffer below the shim (UART driver ring).
-	// Default 4096; at least MaxEncoded.
+	// Default DefaultWindow; at least MaxEncoded.
 	Window int
 	// Keepalive is the hello interval (default 1 s). DeadTime without a
 	// valid frame from the peer ends the session (default 4 × Keepalive);
@@ -236,7 +241,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		return nil, fmt.Errorf("serial: %s: config needs a device: %w", cfg.Name, flow.ErrInvalid)
 	}
 	if cfg.Window == 0 {
-		cfg.Window = 4096
+		cfg.Window = DefaultWindow
 	}
 	if cfg.Window < MaxEncoded || cfg.Window > 1<<30 {
 		return nil, fmt.Errorf("serial: %s: window %d outside [%d, 2^30]: %w", cfg.Name, cfg.Window, MaxEncoded, flow.ErrInvalid)

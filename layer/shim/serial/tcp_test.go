@@ -62,6 +62,7 @@ func TestTCPPeerGone(t *testing.T) {
 	waitUp(t, a, b)
 	b.ipcp.Stop()
 	waitFor(t, 3*time.Second, func() bool { return a.ipcp.Link().State == "down" })
+	waitFor(t, 3*time.Second, func() bool { return !cli.Connected() }) // the dialler saw the end of the stream
 	if _, err := cli.Write([]byte{0}); err == nil {
 		t.Error("write without a peer succeeded")
 	}
