@@ -65,6 +65,26 @@ func (p *IPCP) getBuf() *pbuf {
 	}
 }
 
+// timer returns a stopped-and-drained timer set to d, from a free list:
+// waiting allocates nothing in steady state.
+func (p *IPCP) timer(d time.Duration) *time.Timer {
+	select {
+	case t := <-p.timers:
+		t.Reset(d)
+		return t
+	default:
+		return time.NewTimer(d)
+	}
+}
+
+func (p *IPCP) putTimer(t *time.Timer) {
+	t.Stop() // Go 1.23+: no stale value to drain after Stop
+	select {
+	case p.timers <- t:
+	default:
+	}
+}
+
 func (p *IPCP) putBuf(b *pbuf) {
 	select {
 	case p.pool <- b:
@@ -88,6 +108,7 @@ type nport struct {
 	p     flow.Port
 	sched *dt.Scheduler[*pbuf]
 	kick  chan struct{} // wakes the transmit loop; capacity 1
+	space chan struct{} // the transmit loop dequeued; capacity 1
 	done  chan struct{} // closed when the adjacency is gone
 
 	txPkts, txBytes, txErrors, rxPkts, rxBytes atomic.Uint64
@@ -98,7 +119,7 @@ func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
 	if err != nil {
 		return nil, err
 	}
-	np := &nport{id: n.Port, addr: n.Addr, name: n.Name, p: n.DT, sched: s, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	np := &nport{id: n.Port, addr: n.Addr, name: n.Name, p: n.DT, sched: s, kick: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
 	c.portsMu.Lock()
 	old := *c.ports.Load()
 	m := make(map[pff.Port]*nport, len(old)+1)
@@ -163,7 +184,7 @@ func (c *core) input(b *pbuf) bool {
 	r := c.fwd.Decide(b.pkt())
 	switch r.Verdict {
 	case dt.Forward:
-		c.enqueue(r.NextHop, b)
+		c.enqueue(r.NextHop, b, false)
 		return true
 	case dt.Deliver:
 		c.deliver(b.pkt())
@@ -171,9 +192,16 @@ func (c *core) input(b *pbuf) bool {
 	return false
 }
 
+// originWait bounds how long a locally originated packet waits for room
+// in its first hop's queue before it is dropped.
+const originWait = 20 * time.Millisecond
+
 // enqueue queues b on the N-1 flow port, marking ECN by its queue depth.
-// It takes b.
-func (c *core) enqueue(port pff.Port, b *pbuf) {
+// It takes b. A forwarded packet (local false) meeting a full queue is
+// dropped at once; a packet this IPCP originated waits up to originWait
+// for room, so that the layer pushes back on its own senders instead of
+// dropping their traffic before it leaves the node.
+func (c *core) enqueue(port pff.Port, b *pbuf, local bool) {
 	np := (*c.ports.Load())[port]
 	if np == nil {
 		c.p.c.noPort.Add(1)
@@ -184,6 +212,20 @@ func (c *core) enqueue(port pff.Port, b *pbuf) {
 	cube := pci.Cube()
 	if lvl := c.ca.MarkECN(np.sched.Len(cube)+1, np.sched.Cap()); lvl > 0 {
 		pci.RaiseECN(lvl)
+	}
+	var t *time.Timer
+	for np.sched.Len(cube) >= np.sched.Cap() && local {
+		if t == nil {
+			t = c.p.timer(originWait)
+			defer c.p.putTimer(t)
+		}
+		select {
+		case <-np.space:
+			continue
+		case <-np.done:
+		case <-t.C:
+		}
+		break
 	}
 	if !np.sched.Enqueue(cube, b) {
 		c.p.putBuf(b) // counted by the scheduler (queue_full)
@@ -217,6 +259,10 @@ func (c *core) txLoop(np *nport) {
 					batch[i] = nil
 				}
 			}
+		}
+		select {
+		case np.space <- struct{}{}:
+		default:
 		}
 		for i := range n {
 			b := batch[i]
@@ -324,7 +370,7 @@ func (c *core) originate(b *pbuf) {
 		c.p.putBuf(b)
 		return
 	}
-	c.enqueue(port, b)
+	c.enqueue(port, b, true)
 }
 
 // ctlMsg is a control message for a reserved endpoint.
@@ -376,7 +422,7 @@ func (c *core) sendCtl(dst layer.Addr, eid layer.EID, cube flow.Cube, msg []byte
 	n := copy(b.b[headroom+srcLen:], msg)
 	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: dst, Cube: cube, TTL: dt.DefaultTTL, EID: eid})
 	b.end = headroom + srcLen + n
-	c.enqueue(port, b)
+	c.enqueue(port, b, false)
 	return nil
 }
 

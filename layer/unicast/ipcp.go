@@ -59,6 +59,7 @@ type IPCP struct {
 	core   atomic.Pointer[core] // set once a member
 	bound  atomic.Bool          // the IPCP's name is bound in the lower broker
 	pool   chan *pbuf
+	timers chan *time.Timer // free list for the data path's waits
 	c      dpCounters
 
 	opMu sync.Mutex // serialises bootstrap and enroll
@@ -91,7 +92,7 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 	}
 	p := &IPCP{
 		cfg: cfg, up: up, lower: lower, reg: reg,
-		pool:  make(chan *pbuf, poolSize),
+		pool: make(chan *pbuf, poolSize), timers: make(chan *time.Timer, 64),
 		names: make(map[string]bool), hashes: make(map[layer.Hash]string),
 		peers: make(map[layer.Addr]string), claims: make(map[layer.Addr]claim),
 	}
