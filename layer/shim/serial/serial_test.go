@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -446,4 +447,19 @@ func FuzzInput(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p.feed(b)
 	})
+}
+
+// openPTY returns both ends of a new pty pair, or skips the test.
+func openPTY(t testing.TB) (master, slave *os.File) {
+	t.Helper()
+	m, path, err := OpenPTY()
+	if err != nil {
+		t.Skipf("no pty: %v (needs /dev/ptmx and devpts)", err)
+	}
+	s, err := OpenTTY(path, 115200) // a pty ignores the speed; this checks the termios path
+	if err != nil {
+		m.Close()
+		t.Skipf("cannot open the pty slave %s: %v", path, err)
+	}
+	return m, s
 }

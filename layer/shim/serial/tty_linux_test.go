@@ -1,24 +1,6 @@
 package serial
 
-import (
-	"os"
-	"testing"
-)
-
-// openPTY returns both ends of a new pty pair, or skips the test.
-func openPTY(t testing.TB) (master, slave *os.File) {
-	t.Helper()
-	m, path, err := OpenPTY()
-	if err != nil {
-		t.Skipf("no pty: %v (needs /dev/ptmx and devpts)", err)
-	}
-	s, err := OpenTTY(path, 115200) // a pty ignores the speed; this checks the termios path
-	if err != nil {
-		m.Close()
-		t.Skipf("cannot open the pty slave %s: %v", path, err)
-	}
-	return m, s
-}
+import "testing"
 
 // TestPTY runs two shims over a real pseudo-terminal pair, in raw mode:
 // the line discipline must pass every byte value through unchanged.
