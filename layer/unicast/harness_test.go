@@ -260,6 +260,35 @@ func failover(tb testing.TB) (gap time.Duration, lost int, sent uint64) {
 	return s.gap(cutAt), int(s.sent.Load()) - s.received(), s.sent.Load()
 }
 
+// TestSilentLinkFailure freezes a link (writes vanish, nothing closes):
+// the hellos' absence must bring the adjacency down after Dead × Hello
+// (3 × 100 ms) and traffic must move to the alternate.
+func TestSilentLinkFailure(t *testing.T) {
+	n := unicasttest.New(t)
+	n.Build(ring4(), nil)
+	n.WaitOperational(10 * time.Second)
+	src, dst := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(2))
+	var hops []string
+	n.WaitFor(5*time.Second, "a primary and an alternate", func() bool {
+		hops = src.IPCP.NextHops(dst.IPCP.Addr())
+		return len(hops) == 2
+	})
+	n.Freeze(src.Name, hops[0])
+	d := n.WaitFor(3*time.Second, "the silent neighbour declared dead", func() bool {
+		now := src.IPCP.NextHops(dst.IPCP.Addr())
+		return len(now) > 0 && now[0] == hops[1]
+	})
+	// Whichever end's hello timer fires first closes the flows; the other
+	// end then sees them closed.
+	if a, b := src.IPCP.Stats().DeadTimeouts, n.Node(hops[0]).IPCP.Stats().DeadTimeouts; a+b == 0 {
+		t.Errorf("no dead timeout counted at either end")
+	}
+	t.Logf("silent link detected and routed around %v after the freeze", d.Round(time.Millisecond))
+	if d < 250*time.Millisecond {
+		t.Errorf("declared dead after %v, before 3 hello periods", d)
+	}
+}
+
 // TestNodeKilled stops a node of a ring: the others reconverge on the
 // remaining line and a flow that crossed the dead node is re-allocatable.
 func TestNodeKilled(t *testing.T) {

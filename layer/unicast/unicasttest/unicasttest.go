@@ -39,11 +39,12 @@ type Net struct {
 
 	over map[string]*Node // NewOver: upper IPCP name → the lower node it sits on
 
-	mu    sync.Mutex
-	nodes map[string]*Node
-	order []string
-	cut   map[[2]string]bool
-	links map[[2]string][]flow.Port // open N-1 flow ends, by ordered pair
+	mu     sync.Mutex
+	nodes  map[string]*Node
+	order  []string
+	cut    map[[2]string]bool
+	frozen map[[2]string]bool
+	links  map[[2]string][]flow.Port // open N-1 flow ends, by ordered pair
 }
 
 // Node is one IPCP of the Net and its fake IRM upcalls.
@@ -66,7 +67,7 @@ func New(tb testing.TB) *Net {
 			// Bootstraps pick the DHT unless a test sets LayerConfig.Dir.
 			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},
 		},
-		nodes: make(map[string]*Node), cut: make(map[[2]string]bool), links: make(map[[2]string][]flow.Port),
+		nodes: make(map[string]*Node), cut: make(map[[2]string]bool), frozen: make(map[[2]string]bool), links: make(map[[2]string][]flow.Port),
 	}
 	tb.Cleanup(n.Stop)
 	return n
@@ -152,11 +153,42 @@ func (n *Net) Cut(a, b string) {
 	}
 }
 
-// Heal lets a and b connect again.
+// Heal lets a and b connect again, and ends a Freeze.
 func (n *Net) Heal(a, b string) {
 	n.mu.Lock()
 	delete(n.cut, pair(a, b))
+	delete(n.frozen, pair(a, b))
 	n.mu.Unlock()
+}
+
+// Freeze makes the link between a and b lose everything written to it,
+// both ways, without closing a flow: a silent failure that only the
+// hellos reveal.
+func (n *Net) Freeze(a, b string) {
+	n.mu.Lock()
+	n.frozen[pair(a, b)] = true
+	n.mu.Unlock()
+}
+
+func (n *Net) isFrozen(k [2]string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.frozen[k]
+}
+
+// linkPort is an N-1 flow end whose writes vanish while its link is frozen.
+type linkPort struct {
+	flow.Port
+	net *Net
+	key [2]string
+}
+
+// Write implements flow.Port.
+func (p *linkPort) Write(b []byte, deadline time.Time) error {
+	if p.net.isFrozen(p.key) {
+		return nil
+	}
+	return p.Port.Write(b, deadline)
 }
 
 // Kill stops a node (its flows close as it stops) and forgets it.
@@ -228,7 +260,7 @@ func (b *linkBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.P
 		p.Close()
 		return nil, flow.Info{}, fmt.Errorf("unicasttest: link %s-%s cut: %w", b.self, name, flow.ErrNotFound)
 	}
-	return p, info, nil
+	return &linkPort{Port: p, net: b.net, key: pair(b.self, name)}, info, nil
 }
 
 // Accept implements flow.Broker.
@@ -239,7 +271,7 @@ func (b *linkBroker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
 			return nil, info, err
 		}
 		if b.record(info.Remote, p) {
-			return p, info, nil
+			return &linkPort{Port: p, net: b.net, key: pair(b.self, info.Remote)}, info, nil
 		}
 		p.Close()
 	}
