@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/layer/shim/eth"
+	"github.com/ouronet/ouro/layer/shim/serial"
 )
 
 // The QEMU microvm board (board/qemu/microvm): its virtio-net device is
@@ -121,3 +122,8 @@ func (d *virtioDevice) MTU() int { return microvm.MaxFrameLen - eth.EthLen - 4 }
 
 // Close implements eth.Device.
 func (d *virtioDevice) Close() error { return d.nic.Close() }
+
+// boardUART is the board's link UART for the serial shim; this board has none.
+func boardUART() (serial.Device, error) {
+	return nil, fmt.Errorf("[ipcp.serial] board = true: the microvm image has no link UART: %w", flow.ErrInvalid)
+}

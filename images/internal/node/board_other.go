@@ -7,9 +7,15 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer/shim/eth"
+	"github.com/ouronet/ouro/layer/shim/serial"
 )
 
 // boardFrames is the board NIC's port i; hosted images have no board.
 func boardFrames(int) (eth.Device, error) {
 	return nil, fmt.Errorf("board = true: this image runs hosted and has no board NIC: %w", flow.ErrInvalid)
+}
+
+// boardUART is the board's link UART for the serial shim; this board has none.
+func boardUART() (serial.Device, error) {
+	return nil, fmt.Errorf("[ipcp.serial] board = true: this image runs hosted and has no board link UART: %w", flow.ErrInvalid)
 }

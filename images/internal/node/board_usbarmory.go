@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/layer/shim/eth"
+	"github.com/ouronet/ouro/layer/shim/serial"
 )
 
 // The board's Ethernet port is one piece of hardware for the whole image:
@@ -118,3 +119,8 @@ func (d *enetDevice) MTU() int { return usbarmory.MaxFrameLen - eth.EthLen - 4 }
 
 // Close implements eth.Device.
 func (d *enetDevice) Close() error { return d.nic.Close() }
+
+// boardUART is the board's link UART for the serial shim; this board has none.
+func boardUART() (serial.Device, error) {
+	return nil, fmt.Errorf("[ipcp.serial] board = true: the USB armory image has no link UART (its UART is the console): %w", flow.ErrInvalid)
+}

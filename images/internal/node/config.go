@@ -51,10 +51,12 @@ type IPCPConfig struct {
 	// Bufs is the IPCP component's packet-buffer budget.
 	Bufs int `toml:"bufs"`
 
-	UDP     toml.Primitive `toml:"udp"`
-	Eth     toml.Primitive `toml:"eth"`
-	Local   toml.Primitive `toml:"local"`
-	Unicast toml.Primitive `toml:"unicast"`
+	UDP       toml.Primitive `toml:"udp"`
+	Eth       toml.Primitive `toml:"eth"`
+	Local     toml.Primitive `toml:"local"`
+	Unicast   toml.Primitive `toml:"unicast"`
+	Broadcast toml.Primitive `toml:"broadcast"`
+	Serial    toml.Primitive `toml:"serial"`
 }
 
 // duration is a time.Duration written as a string ("250ms").

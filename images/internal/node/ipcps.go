@@ -16,10 +16,12 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/broadcast"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/local"
+	"github.com/ouronet/ouro/layer/shim/serial"
 	"github.com/ouronet/ouro/layer/shim/udp"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
@@ -128,8 +130,88 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		cfg.Logf = n.logf
 		b := env.broker()
 		return unicast.New(cfg, up, b, brokerRegistrar{b})
+	case "broadcast":
+		var c broadcastConfig
+		if err := n.cfg.decode(p.Broadcast, &c); err != nil {
+			return nil, fmt.Errorf("[ipcp.broadcast] of %s: %w", p.Name, err)
+		}
+		b := env.broker()
+		ipcp, err := broadcast.New(broadcast.Config{
+			Layer: p.Layer, Name: p.Name, Neighbours: c.Neighbours, Lower: c.Lower,
+			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: n.logf,
+		}, b, brokerRegistrar{b})
+		if err != nil {
+			return nil, err
+		}
+		return ipcp, nil
+	case "serial":
+		var c serialConfig
+		if err := n.cfg.decode(p.Serial, &c); err != nil {
+			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
+		}
+		cfg := serial.Config{Layer: p.Layer, Name: p.Name, Window: c.Window,
+			Keepalive: c.Keepalive.Duration, DeadTime: c.DeadTime.Duration, RetryBase: c.RetryBase.Duration}
+		var err error
+		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
+			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
+		}
+		if cfg.Device, err = serialDevice(c); err != nil {
+			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
+		}
+		ipcp, err := serial.New(cfg, up)
+		if err != nil {
+			cfg.Device.Close()
+			return nil, err
+		}
+		return shimManager{ipcp}, nil
 	}
-	return nil, fmt.Errorf("ipcp %s: unknown kind %q (want udp, eth, local or unicast): %w", p.Name, p.Kind, flow.ErrInvalid)
+	return nil, fmt.Errorf("ipcp %s: unknown kind %q (want udp, eth, local, serial, unicast or broadcast): %w", p.Name, p.Kind, flow.ErrInvalid)
+}
+
+// broadcastConfig is the [ipcp.broadcast] table.
+type broadcastConfig struct {
+	Neighbours   []string `toml:"neighbours"`    // IPCP names to allocate N-1 flows to (list each adjacency at one end)
+	Lower        []string `toml:"lower"`         // layers to register this IPCP's name in
+	TTL          uint8    `toml:"ttl"`           // hops (default 16)
+	WriteTimeout duration `toml:"write_timeout"` // how long a slow member may hold up a flood (default 50ms)
+	Retry        duration `toml:"retry"`         // reconnection period (default 1s)
+}
+
+// serialConfig is the [ipcp.serial] table. Exactly one of Device,
+// TCPConnect, TCPListen and Board selects the byte stream.
+type serialConfig struct {
+	Device     string   `toml:"device"`      // hosted: a tty or pty, e.g. /dev/ttyUSB0
+	Baud       int      `toml:"baud"`        // its speed (0: keep)
+	TCPConnect string   `toml:"tcp_connect"` // a QEMU -chardev socket,...,server=on (reconnects)
+	TCPListen  string   `toml:"tcp_listen"`  // accept a QEMU -chardev socket,...,server=off
+	Board      bool     `toml:"board"`       // bare metal: the board's link UART
+	Hash       string   `toml:"hash"`        // sha3-256 (default) or sha256
+	Window     int      `toml:"window"`      // credit granted, bytes (default 3584)
+	Keepalive  duration `toml:"keepalive"`   // default 1s
+	DeadTime   duration `toml:"dead_time"`   // default 4 × keepalive
+	RetryBase  duration `toml:"retry_base"`  // first alloc retransmission (default 20ms; raise on slow lines)
+}
+
+// serialDevice opens the byte stream an [ipcp.serial] table asks for.
+func serialDevice(c serialConfig) (serial.Device, error) {
+	set := 0
+	for _, on := range []bool{c.Device != "", c.TCPConnect != "", c.TCPListen != "", c.Board} {
+		if on {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, fmt.Errorf("set exactly one of device, tcp_connect, tcp_listen and board: %w", flow.ErrInvalid)
+	}
+	switch {
+	case c.Device != "":
+		return serial.OpenTTY(c.Device, c.Baud)
+	case c.TCPConnect != "":
+		return serial.DialTCP(c.TCPConnect)
+	case c.TCPListen != "":
+		return serial.ListenTCP(c.TCPListen)
+	}
+	return boardUART()
 }
 
 // unicastConfig is the [ipcp.unicast] table. The layer keys (hash,

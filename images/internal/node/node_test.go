@@ -148,6 +148,26 @@ layer = "net"
 qemu_connect = "127.0.0.1:%d"
 `, p)
 		}},
+		{"serial-tcp", func(t *testing.T) (string, string) {
+			p := freeTCPPort(t)
+			return fmt.Sprintf(`
+[node]
+name = "b"
+[[ipcp]]
+kind = "serial"
+layer = "net"
+[ipcp.serial]
+tcp_listen = "127.0.0.1:%d"
+`, p), fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "serial"
+layer = "net"
+[ipcp.serial]
+tcp_connect = "127.0.0.1:%d"
+`, p)
+		}},
 		{"local", func(t *testing.T) (string, string) {
 			return `
 [node]
@@ -236,5 +256,86 @@ func echoAcross(t *testing.T, a, b *irm.Broker) {
 	// An unknown name is a clear error.
 	if _, _, err := a.Alloc(ctx, "nobody", flow.BestEffort()); !errors.Is(err, flow.ErrNotFound) {
 		t.Fatalf("alloc unknown name: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestBroadcastLayer joins programs of two nodes to a broadcast layer
+// over the UDP shim: what one writes, the other reads.
+func TestBroadcastLayer(t *testing.T) {
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	appB, brB := app("app")
+	appA, brA := app("app")
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "b"
+[[ipcp]]
+kind = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { "a.bc" = "127.0.0.1:%d" }
+[[ipcp]]
+name = "b.bc"
+kind = "broadcast"
+layer = "bc"
+[ipcp.broadcast]
+lower = ["udp"]
+retry = "50ms"
+`, pb, pa), appB)
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { "b.bc" = "127.0.0.1:%d" }
+[[ipcp]]
+name = "a.bc"
+kind = "broadcast"
+layer = "bc"
+[ipcp.broadcast]
+lower = ["udp"]
+neighbours = ["b.bc"]
+retry = "50ms"
+`, pa, pb), appA)
+	a, b := <-brA, <-brB
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pa2, _, err := a.Join(ctx, "bc")
+	if err != nil {
+		t.Fatalf("join at a: %v", err)
+	}
+	defer pa2.Close()
+	pb2, _, err := b.Join(ctx, "bc")
+	if err != nil {
+		t.Fatalf("join at b: %v", err)
+	}
+	defer pb2.Close()
+	// The members connect in the background: write until the other side
+	// hears, then check one SDU each way.
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		if err := pa2.Write([]byte("hello"), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := pb2.Read(buf, time.Now().Add(200*time.Millisecond))
+		if err == nil && string(buf[:n]) == "hello" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b never heard a's broadcast: last %q, %v", buf[:n], err)
+		}
+	}
+	for { // drain what a sent before b heard it
+		if _, err := pb2.Read(buf, time.Now().Add(100*time.Millisecond)); err != nil {
+			break
+		}
+	}
+	if err := pb2.Write([]byte("back"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := pa2.Read(buf, time.Now().Add(2*time.Second)); err != nil || string(buf[:n]) != "back" {
+		t.Fatalf("a read %q, %v; want back", buf[:n], err)
 	}
 }

@@ -211,6 +211,7 @@ type IPCP struct {
 	names    map[string]struct{}
 	seen     uint64                  // the peer nonce last heard (0: none), echoed in hellos
 	sess     atomic.Pointer[session] // the session up; written under mu
+	upCh     chan struct{}           // closed when a session comes up; renewed when it ends
 	live     map[*session]struct{}   // sessions whose engines still count
 	retired  shim.Stats              // the counters of finished sessions
 	retiring sync.WaitGroup
@@ -369,7 +370,8 @@ func (p *IPCP) Unregister(_ context.Context, name string) error {
 
 // Query implements irm.IPCP: it asks the peer whether it holds name
 // (unless a cached answer is fresh), waiting until ctx ends or
-// Config.QueryTimeout. No answer, or the link down, is flow.ErrNotFound.
+// Config.QueryTimeout — for the link to come up, too, if it is down. No
+// answer, or the link still down, is flow.ErrNotFound.
 func (p *IPCP) Query(ctx context.Context, name string) error {
 	_, err := p.resolve(ctx, name)
 	return err
@@ -382,14 +384,14 @@ func (p *IPCP) resolve(ctx context.Context, name string) (*session, error) {
 	case stateShutdown:
 		return nil, fmt.Errorf("serial: query %q: stopped: %w", name, flow.ErrClosed)
 	}
-	s := p.sess.Load()
-	if s == nil {
-		return nil, fmt.Errorf("serial: query %q: link down: %w (%w)", name, flow.ErrNotFound, flow.ErrPeerGone)
-	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.QueryTimeout)
 		defer cancel()
+	}
+	s := p.linkUp(ctx)
+	if s == nil {
+		return nil, fmt.Errorf("serial: query %q: link down: %w (%w)", name, flow.ErrNotFound, flow.ErrPeerGone)
 	}
 	if _, err := s.eng.Resolve(ctx, name); err != nil {
 		return nil, err
@@ -486,7 +488,34 @@ func (p *IPCP) start(peer Peer) {
 	}
 	p.live[s] = struct{}{}
 	p.sess.Store(s)
+	if p.upCh != nil {
+		close(p.upCh)
+		p.upCh = nil
+	}
 	p.ls.ups.Add(1)
+}
+
+// linkUp waits until a session is up or ctx ends: just after Start, or
+// while a peer reboots, a query waits for the link rather than failing.
+func (p *IPCP) linkUp(ctx context.Context) *session {
+	for {
+		p.mu.Lock()
+		s := p.sess.Load()
+		if s != nil || p.state.Load() != stateOperational {
+			p.mu.Unlock()
+			return s
+		}
+		if p.upCh == nil {
+			p.upCh = make(chan struct{})
+		}
+		ch := p.upCh
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // end ends session s (if it is still the current one): its engine stops in
