@@ -127,3 +127,8 @@ func (d *virtioDevice) Close() error { return d.nic.Close() }
 func boardUART() (serial.Device, error) {
 	return nil, fmt.Errorf("[ipcp.serial] board = true: the microvm image has no link UART: %w", flow.ErrInvalid)
 }
+
+// boardUSBFrames is the USB gadget's port i; this image has none.
+func boardUSBFrames(int) (eth.Device, error) {
+	return nil, fmt.Errorf(`board = "usb": this image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
+}

@@ -19,3 +19,8 @@ func boardFrames(int) (eth.Device, error) {
 func boardUART() (serial.Device, error) {
 	return nil, fmt.Errorf("[ipcp.serial] board = true: this image runs hosted and has no board link UART: %w", flow.ErrInvalid)
 }
+
+// boardUSBFrames is the USB gadget's port i; this image has none.
+func boardUSBFrames(int) (eth.Device, error) {
+	return nil, fmt.Errorf(`board = "usb": this image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
+}

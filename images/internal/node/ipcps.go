@@ -46,7 +46,7 @@ type ethConfig struct {
 	QEMUConnect string        `toml:"qemu_connect"` // host:port of a QEMU -netdev socket,listen= (or another node's qemu_listen)
 	QEMUListen  string        `toml:"qemu_listen"`  // host:port to accept a QEMU -netdev socket,connect=
 	MAC         string        `toml:"mac"`          // the stream device's MAC (default: random, locally administered)
-	Board       bool          `toml:"board"`        // bare metal: the board's NIC (board_*.go)
+	Board       boardPort     `toml:"board"`        // bare metal: true or "enet" the board's NIC, "usb" its USB gadget (board_*.go)
 	Hash        string        `toml:"hash"`         // sha3-256 (default) or sha256
 	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
 }
@@ -297,8 +297,8 @@ func (r brokerRegistrar) Reg(ctx context.Context, name, lower string) error {
 // ethDevice opens the stream device an [ipcp.eth] table asks for; nil
 // when it names an interface (the shim opens AF_PACKET itself).
 func ethDevice(c ethConfig) (eth.Device, error) {
-	if c.Board && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
-		return boardFrames(portShim) // board_*.go
+	if c.Board != "" && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
+		return boardLink(c.Board, portShim)
 	}
 	set := 0
 	for _, v := range []string{c.Interface, c.QEMUConnect, c.QEMUListen} {
@@ -325,6 +325,37 @@ func ethDevice(c ethConfig) (eth.Device, error) {
 		return eth.ListenQEMU(c.QEMUListen, mac)
 	}
 	return nil, nil
+}
+
+// boardPort selects a board link device: "" none, "enet" the board's
+// Ethernet NIC, "usb" its USB CDC-ECM gadget.
+type boardPort string
+
+// UnmarshalTOML accepts board = true (as "enet"), false, "enet" or "usb".
+func (p *boardPort) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case bool:
+		*p = ""
+		if v {
+			*p = "enet"
+		}
+		return nil
+	case string:
+		switch v {
+		case "enet", "usb":
+			*p = boardPort(v)
+			return nil
+		}
+	}
+	return fmt.Errorf("board = %v: want true, false, \"enet\" or \"usb\": %w", v, flow.ErrInvalid)
+}
+
+// boardLink is port i of the board link device p (board_*.go).
+func boardLink(p boardPort, i int) (eth.Device, error) {
+	if p == "usb" {
+		return boardUSBFrames(i)
+	}
+	return boardFrames(i)
 }
 
 // shimIPCP is a shim as the node manages it.

@@ -15,13 +15,13 @@ import (
 // socket. Exactly one of Board, QEMUConnect and QEMUListen selects the
 // device.
 type netstackConfig struct {
-	Addrs       []string `toml:"addrs"`        // static addresses with prefix: "127.0.10.2/24"
-	Gateway4    string   `toml:"gateway4"`     // optional default routes
-	Gateway6    string   `toml:"gateway6"`     //
-	Board       bool     `toml:"board"`        // bare metal: the board's NIC (shared with an eth shim with board = true)
-	QEMUConnect string   `toml:"qemu_connect"` // hosted: a QEMU socket stream, as in [ipcp.eth]
-	QEMUListen  string   `toml:"qemu_listen"`
-	MAC         string   `toml:"mac"` // the stream device's MAC (default random)
+	Addrs       []string  `toml:"addrs"`        // static addresses with prefix: "127.0.10.2/24"
+	Gateway4    string    `toml:"gateway4"`     // optional default routes
+	Gateway6    string    `toml:"gateway6"`     //
+	Board       boardPort `toml:"board"`        // bare metal: as [ipcp.eth] board (shared with an eth shim on the same device)
+	QEMUConnect string    `toml:"qemu_connect"` // hosted: a QEMU socket stream, as in [ipcp.eth]
+	QEMUListen  string    `toml:"qemu_listen"`
+	MAC         string    `toml:"mac"` // the stream device's MAC (default random)
 }
 
 // netstackUDP builds the stack c describes and a UDP socket bound to addr
@@ -59,11 +59,11 @@ func netstackUDP(c netstackConfig, addr netip.AddrPort) (udp.Device, error) {
 	}
 
 	var dev eth.Device
-	if c.Board {
+	if c.Board != "" {
 		if c.QEMUConnect != "" || c.QEMUListen != "" {
 			return nil, fmt.Errorf("set one of board, qemu_connect and qemu_listen: %w", flow.ErrInvalid)
 		}
-		d, err := boardFrames(portIP)
+		d, err := boardLink(c.Board, portIP)
 		if err != nil {
 			return nil, err
 		}

@@ -17,7 +17,9 @@ func LayerSummary(cfg *Config) []string {
 			var c ethConfig
 			if cfg.decode(p.Eth, &c) == nil {
 				switch {
-				case c.Board:
+				case c.Board == "usb":
+					where = append(where, "board USB Ethernet")
+				case c.Board != "":
 					where = append(where, "board NIC")
 				case c.Interface != "":
 					where = append(where, "interface "+c.Interface)
@@ -36,6 +38,8 @@ func LayerSummary(cfg *Config) []string {
 				if ns := c.Netstack; ns != nil {
 					dev := "board NIC"
 					switch {
+					case ns.Board == "usb":
+						dev = "board USB Ethernet"
 					case ns.QEMUConnect != "":
 						dev = "qemu stream to " + ns.QEMUConnect
 					case ns.QEMUListen != "":
