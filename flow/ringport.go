@@ -65,6 +65,38 @@ func mapRingErr(op string, err error) error {
 	return fmt.Errorf("flow: %s: %w", op, err)
 }
 
+// pop fills rbufs from rx, waiting until the deadline. Without a deadline
+// it goes straight to PopWait (which pops before it parks: one cap lookup
+// on the way to an idle flow's wait); with one, it tries a plain Pop
+// first so that a ready SDU costs no context.
+func (p *RingPort) pop(deadline time.Time) (int, error) {
+	if deadline.IsZero() {
+		return p.pd.PopWait(p.pd.Context(), p.rx, p.rbufs[:])
+	}
+	n, err := p.pd.Pop(p.rx, p.rbufs[:])
+	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
+		ctx, cancel := p.deadlineCtx(deadline)
+		n, err = p.pd.PopWait(ctx, p.rx, p.rbufs[:])
+		cancel()
+	}
+	return n, err
+}
+
+// push pushes wbuf into tx, waiting for room until the deadline; like pop
+// it needs no context to push into a ring with room.
+func (p *RingPort) push(deadline time.Time) (int, error) {
+	if deadline.IsZero() {
+		return p.pd.PushWait(p.pd.Context(), p.tx, p.wbuf[:])
+	}
+	n, err := p.pd.Push(p.tx, p.wbuf[:])
+	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
+		ctx, cancel := p.deadlineCtx(deadline)
+		n, err = p.pd.PushWait(ctx, p.tx, p.wbuf[:])
+		cancel()
+	}
+	return n, err
+}
+
 // Read implements Port. It pops buffers in batches and serves later reads
 // from the batch.
 func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
@@ -75,12 +107,7 @@ func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
 	}
 	if p.rhead == p.rn {
 		p.rhead, p.rn = 0, 0
-		n, err := p.pd.Pop(p.rx, p.rbufs[:])
-		if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
-			ctx, cancel := p.deadlineCtx(deadline)
-			n, err = p.pd.PopWait(ctx, p.rx, p.rbufs[:])
-			cancel()
-		}
+		n, err := p.pop(deadline)
 		if n == 0 {
 			return 0, mapRingErr("read", err)
 		}
@@ -116,12 +143,7 @@ func (p *RingPort) Write(b []byte, deadline time.Time) error {
 	buf.Reset()
 	copy(buf.Extend(len(b)), b)
 	p.wbuf[0] = buf
-	n, err := p.pd.Push(p.tx, p.wbuf[:])
-	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
-		ctx, cancel := p.deadlineCtx(deadline)
-		n, err = p.pd.PushWait(ctx, p.tx, p.wbuf[:])
-		cancel()
-	}
+	n, err := p.push(deadline)
 	p.wbuf[0] = nil
 	if n == 0 {
 		p.pd.FreeBuf(buf)

@@ -214,6 +214,32 @@ func (pd *PD) Pop(r Cap, bufs []*Buf) (int, error) {
 	return s.obj.(*ring).pop(pd, bufs)
 }
 
+// park waits for a wake-up on ch and reports true, or false once the
+// component or ctx is done. A select costs in proportion to its cases
+// (each is locked, queued on and dequeued from), and a ring wait is on the
+// data path of every blocking read and write: when ctx adds nothing to the
+// component's own lifetime (no Done channel, or the component's context
+// itself, as a RingPort without a deadline passes) it is left out.
+func (pd *PD) park(ctx context.Context, ch chan struct{}) bool {
+	done := ctx.Done()
+	if done == nil || done == pd.done {
+		select {
+		case <-ch:
+			return true
+		case <-pd.done:
+			return false
+		}
+	}
+	select {
+	case <-ch:
+		return true
+	case <-pd.done:
+		return false
+	case <-done:
+		return false
+	}
+}
+
 // PushWait is Push that blocks until at least one buffer is pushed
 // (back-pressure), ctx is done, the ring is closed, or the consumer's
 // component dies (ErrAborted).
@@ -237,12 +263,7 @@ func (pd *PD) PushWait(ctx context.Context, r Cap, bufs []*Buf) (int, error) {
 			rg.prodWaiting.Store(false)
 			return n, err
 		}
-		select {
-		case <-rg.spaceCh:
-		case <-pd.done:
-			rg.prodWaiting.Store(false)
-			return 0, pd.interruptErr(ctx, "push", r)
-		case <-ctx.Done():
+		if !pd.park(ctx, rg.spaceCh) {
 			rg.prodWaiting.Store(false)
 			return 0, pd.interruptErr(ctx, "push", r)
 		}
@@ -276,12 +297,7 @@ func (pd *PD) PopWait(ctx context.Context, r Cap, bufs []*Buf) (int, error) {
 			rg.consWaiting.Store(false)
 			return n, err
 		}
-		select {
-		case <-rg.dataCh:
-		case <-pd.done:
-			rg.consWaiting.Store(false)
-			return 0, pd.interruptErr(ctx, "pop", r)
-		case <-ctx.Done():
+		if !pd.park(ctx, rg.dataCh) {
 			rg.consWaiting.Store(false)
 			return 0, pd.interruptErr(ctx, "pop", r)
 		}
