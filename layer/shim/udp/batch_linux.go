@@ -33,6 +33,15 @@ type batchReader struct {
 	fn    func(fd uintptr) bool
 	n     int
 	err   error
+
+	// used is how many headers the last recvmmsg filled (the kernel
+	// writes back only those): the next call resets just these.
+	used int
+	// single: the socket looked idle, so the next datagram is taken with
+	// one recvfrom(2) (see recv).
+	single  bool
+	waited  bool   // this read already found the socket empty once
+	namelen uint32 // recvfrom's socklen_t
 }
 
 // newBatchReader returns a batch reader for d if it is a *net.UDPConn on
@@ -59,38 +68,76 @@ func newBatchReader(d Device, size int) *batchReader {
 		r.iovs[i].Base = &r.bufs[i][0]
 		r.iovs[i].SetLen(size)
 		r.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		r.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
 		r.hdrs[i].hdr.Iov = &r.iovs[i]
 		r.hdrs[i].hdr.Iovlen = 1
 	}
 	r.fn = r.recv
+	r.single = true
 	return r
 }
 
 // read blocks until at least one datagram arrived and returns how many;
 // datagram i is bufs[i][:length(i)] from addr(i).
 func (r *batchReader) read() (int, error) {
+	r.waited = false
 	if err := r.rc.Read(r.fn); err != nil {
 		return 0, err
 	}
 	return r.n, r.err
 }
 
+// recv takes what the socket holds without blocking. A recvmmsg that
+// returns one datagram has also tried (and failed) to receive a second,
+// which on an idle flow, one datagram per wake-up, is a third of the
+// receive path's system-call work for nothing. So the reader adapts: after
+// a batch of one it takes the next datagram with a single recvfrom, and
+// goes back to batches as soon as a datagram was already waiting when it
+// looked (a burst: the socket is not draining between reads).
 func (r *batchReader) recv(fd uintptr) bool {
-	for i := range r.hdrs {
-		r.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
-		r.hdrs[i].hdr.Flags = 0
-		r.hdrs[i].n = 0
+	if r.single {
+		return r.recvOne(fd)
 	}
+	for i := range r.used {
+		r.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
+	}
+	r.used = 0
 	for {
 		n, _, e := syscall.Syscall6(syscall.SYS_RECVMMSG, fd,
 			uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), syscall.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
-			r.n, r.err = int(n), nil
+			r.n, r.err, r.used = int(n), nil, int(n)
+			r.single = n == 1
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			r.waited = true
 			return false // wait for the poller
+		default:
+			r.n, r.err = 0, e
+		}
+		return true
+	}
+}
+
+// recvOne receives one datagram into bufs[0] with recvfrom(2).
+func (r *batchReader) recvOne(fd uintptr) bool {
+	for {
+		r.namelen = syscall.SizeofSockaddrInet6
+		n, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd,
+			uintptr(unsafe.Pointer(&r.bufs[0][0])), uintptr(len(r.bufs[0])), syscall.MSG_DONTWAIT,
+			uintptr(unsafe.Pointer(&r.names[0])), uintptr(unsafe.Pointer(&r.namelen)))
+		switch e {
+		case 0:
+			r.hdrs[0].n = uint32(n)
+			r.n, r.err = 1, nil
+			r.single = r.waited // waiting now: stay single; queued already: batch
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			r.waited = true
+			return false
 		default:
 			r.n, r.err = 0, e
 		}

@@ -272,7 +272,13 @@ func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
 		e.C.WrongPeer.Add(1)
 		return
 	}
-	if err := f.port.Write(p, time.Now().Add(e.cfg.RxWait)); err != nil {
+	// A deadline already past (the epoch) makes a full port a drop at
+	// once without reading the clock for every packet.
+	deadline := e.epoch
+	if e.cfg.RxWait > 0 {
+		deadline = time.Now().Add(e.cfg.RxWait)
+	}
+	if err := f.port.Write(p, deadline); err != nil {
 		if errors.Is(err, flow.ErrClosed) {
 			e.C.UnknownFlow.Add(1) // closing: the transmit goroutine deallocates
 		} else {
