@@ -2,27 +2,38 @@
 # (board/raspberrypi), included by the top-level Makefile after
 # mk/tamago.mk ("-include mk/pi.mk"). See docs/boards-pi.md.
 #
-#   make pi-image BOARD=pi2|pizero|pi1 [PI_IMAGE=./images/boottest/pi]
-#                         the ELF, bin/<image>-<board>.elf
-#   make pi-qemu BOARD=pi2|pizero|pi1 [PI_ARGS="exit=3"] [PI_TIMEOUT=60]
-#                         boot it under QEMU raspi2b / raspi0 / raspi1ap
+#   make pi-image BOARD=pi2|pizero|pi1 [PI_IMAGE=./images/router] [CONFIG=node.toml]
+#                         the ELF, bin/<image>-<board>.elf (default: the
+#                         router, whose default config is a serial shim on
+#                         the link UART and an echo app)
+#   make pi-qemu BOARD=pi2|pizero|pi1 [PI_ARGS="exit-after=5s"] [PI_TIMEOUT=60]
+#                [PI_LINK=null]
+#                         boot it under QEMU raspi2b / raspi0 / raspi1ap;
+#                         PI_LINK is the link UART's -serial (e.g.
+#                         "tcp:127.0.0.1:5555,server=on,wait=off")
 #   make sdcard BOARD=pi2|pizero|pi1
 #                         bin/sdcard-<board>/: kernel image and config.txt
 #                         for the FAT boot partition (firmware not included)
 #   make qemu-test-pi [BOARD=pi2|pizero]
 #                         images/boottest/pi under QEMU: exit codes 0 and 3,
-#                         the link UART echo over a chardev socket (RTT,
+#                         the link UART echo over a chardev socket; then the
+#                         router over its UART to a hosted node, and a
+#                         unicast layer across the Pi (serial) and a USB
+#                         armory VM (Ethernet) (images/router
+#                         TestQEMUPiRouter, TestQEMUPiArmory; RTT,
 #                         throughput; PI_FIGURES=FILE keeps the figures)
 #
 # With BOARD=pi2|pizero|pi1, mk/tamago.mk's "make image" and "make qemu"
-# build and boot the same images through the settings below.
+# build and boot the same images (the router by default) through the
+# settings below.
 #
 # A missing toolchain or QEMU makes a target print one "SKIP: ..." line:
 # qemu-test-pi then exits 0 without claiming a pass, the others exit 2.
 
 PI_BOARDS   := pi2 pizero pi1
 PI_BOARD     = $(if $(filter $(BOARD),$(PI_BOARDS)),$(BOARD),pi2)
-PI_IMAGE    ?= ./images/boottest/pi
+PI_IMAGE    ?= ./images/router
+PI_LINK     ?= null
 PI_TIMEOUT  ?= 60
 PI_ARGS     ?=
 PI_FIGURES  ?=
@@ -43,6 +54,10 @@ PI_TAGS    = $(PI_BOARD),linkcpuinit
 # 64 KiB for the vector table, page tables and exception stacks.
 PI_TEXT   := 0x00110000
 PI_LDFLAGS = -T $(PI_TEXT) -R 0x1000
+ifneq ($(CONFIG),)
+# as in mk/tamago.mk: the router's embedded configuration (main.config)
+PI_LDFLAGS += -X main.config=$(shell base64 -w0 $(CONFIG))
+endif
 # the console is QEMU's first -serial (PL011), the link UART the second
 PI_QEMU    = qemu-system-arm -machine $(PI_MACHINE_$(PI_BOARD)) -nographic -monitor none
 PI_ELF     = bin/$(notdir $(PI_IMAGE))-$(PI_BOARD).elf
@@ -63,11 +78,8 @@ ifneq ($(filter $(BOARD),$(PI_BOARDS)),)
 TAMAGO_GOENV   := $(PI_GOENV)
 TAMAGO_TAGS    := $(PI_TAGS)
 TEXT_START     := $(PI_TEXT)
-IMAGE_FALLBACK := $(PI_IMAGE)
-# images/router has no Pi entry point yet: default to the boot test
-ifeq ($(origin IMAGE),file)
-IMAGE          := $(PI_IMAGE)
-endif
+# a package without a Pi entry point falls back to the boot test
+IMAGE_FALLBACK := ./images/boottest/pi
 QEMU_CMD_$(BOARD) := $(PI_QEMU) -serial stdio -serial null
 # tamago.mk's tamago-check-board accepts only usbarmory; the settings
 # above are what its image and qemu rules need for a Pi, so its check runs
@@ -89,7 +101,7 @@ pi-image: pi-check
 
 pi-qemu: pi-image
 	@command -v qemu-system-arm >/dev/null || { echo "$(PI_SKIP_QEMU)"; exit 2; }
-	timeout --foreground $(PI_TIMEOUT) $(PI_QEMU) -serial stdio -serial null \
+	timeout --foreground $(PI_TIMEOUT) $(PI_QEMU) -serial stdio -serial $(PI_LINK) \
 		-semihosting-config enable=on,target=native,arg=$(notdir $(PI_IMAGE))$(foreach a,$(PI_ARGS),$(pi_comma)arg=$(a)) \
 		-kernel $(PI_ELF)
 
@@ -135,15 +147,23 @@ sdcard pi-sdcard: pi-image
 	echo "sdcard: $$d: $$(ls $$d | tr '\n' ' ')(entry 0x$$entry, clears 0x$$bss-0x$$end)"; ls -l $$k
 
 # qemu-test-pi: images/boottest/pi under QEMU (TestQEMUPi, a host-side Go
-# test that boots the image and plays the link UART's peer)
+# test that boots the image and plays the link UART's peer), then the
+# router image (TestQEMUPiRouter, TestQEMUPiArmory in images/router: they
+# build their images with configs of their own)
 qemu-test-pi:
 	@if [ ! -x "$(PI_TAMAGO_GOROOT)/bin/go" ] || [ -z "$(PI_TAMAGO)" ]; then echo "$(PI_SKIP_TOOLCHAIN)"; exit 0; fi; \
 	if ! command -v qemu-system-arm >/dev/null; then echo "$(PI_SKIP_QEMU)"; exit 0; fi; \
-	$(MAKE) --no-print-directory pi-image BOARD=$(PI_BOARD) PI_IMAGE=./images/boottest/pi >/dev/null && \
+	$(MAKE) --no-print-directory pi-image BOARD=$(PI_BOARD) PI_IMAGE=./images/boottest/pi CONFIG= >/dev/null && \
 	log=$$(mktemp); \
 	OURO_QEMU_TEST=1 PI_ELF=$(abspath bin/pi-$(PI_BOARD).elf) PI_QEMU="qemu-system-arm -machine $(PI_MACHINE_$(PI_BOARD))" \
 		PI_FIGURES=$(if $(PI_FIGURES),$(abspath $(PI_FIGURES))) \
 		$(PI_GO) test -count=1 -timeout 10m -v -run '^TestQEMUPi$$' ./images/boottest/pi >$$log 2>&1; \
 	rc=$$?; \
 	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP|FAIL)|qemu_test.go:[0-9]+: |^ok' $$log; else cat $$log; fi; \
+	[ $$rc -eq 0 ] || { rm -f $$log; exit $$rc; }; \
+	OURO_QEMU_TEST=1 OURO_PI_BOARD=$(PI_BOARD) \
+		PI_FIGURES=$(if $(PI_FIGURES),$(abspath $(PI_FIGURES))) \
+		$(PI_GO) test -count=1 -timeout 10m -v -run '^(TestQEMUPiRouter|TestQEMUPiArmory)$$' ./images/router >$$log 2>&1; \
+	rc=$$?; \
+	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP|FAIL)|qemu_pi_test.go:[0-9]+: [^ ]|^ok' $$log; else cat $$log; fi; \
 	rm -f $$log; exit $$rc

@@ -1,4 +1,4 @@
-//go:build tamago && arm
+//go:build tamago && arm && !pi2 && !pizero && !pi1
 
 package node
 
