@@ -1,8 +1,10 @@
 // Command demo starts a small ouro network on this machine and shows it
-// working: three hosted nodes (router processes) in one layer over the UDP
-// shim on 127.0.0.1, echo and perf servers, and pings and throughput
-// measurements across them, each beside the same measurement over plain
-// UDP. It is the README's main job: go run ./tools/demo (or make demo).
+// working: three hosted nodes (router processes) a — b — c, joined by UDP
+// shim links on 127.0.0.1 (a and c have no link to each other), with a
+// unicast layer on top that routes between all three; echo and perf
+// servers on every node, and pings and throughput measurements across
+// them, each beside the same measurement over plain UDP. It is the
+// README's main job: go run ./tools/demo (or make demo).
 package main
 
 import (
@@ -67,34 +69,48 @@ func run(keep bool, dur time.Duration, verbose bool) error {
 		}
 		ports[nd] = p
 	}
-	step("starting nodes %s in layer \"net\" over the UDP shim on 127.0.0.1", strings.Join(nodes, ", "))
+	// Links: a — b — c over the UDP shim (layer "udp"); each node's UDP
+	// directory names only its neighbours' unicast IPCPs. The unicast
+	// layer "net" runs over it: b bootstraps it, a and c enroll through b.
+	links := map[string][]string{"a": {"b"}, "b": {"a", "c"}, "c": {"b"}}
+	step("starting nodes a — b — c: UDP shim links on 127.0.0.1, a unicast layer \"net\" on top")
 	running := map[string]*testnet.Node{}
-	for _, nd := range nodes {
+	for _, nd := range []string{"b", "a", "c"} {
 		var dirEntries []string
-		for _, peer := range nodes {
-			if peer != nd {
-				// Every node serves echo.<node> and perf.<node>.
-				dirEntries = append(dirEntries,
-					fmt.Sprintf("\"echo.%s\" = \"127.0.0.1:%d\"", peer, ports[peer]),
-					fmt.Sprintf("\"perf.%s\" = \"127.0.0.1:%d\"", peer, ports[peer]))
-			}
+		for _, peer := range links[nd] {
+			dirEntries = append(dirEntries, fmt.Sprintf("\"%s.uni\" = \"127.0.0.1:%d\"", peer, ports[peer]))
+		}
+		// The layer's policies come from its bootstrapping member. Congestion
+		// avoidance is off here: mb-ecn, the default, ramps a new flow up
+		// additively from 128 KiB/s, too slowly for a 2-second measurement.
+		member := "bootstrap = true\nca = \"nop\""
+		if nd != "b" {
+			member = `enroll = "b.uni"`
 		}
 		cfg := fmt.Sprintf(`[node]
 name = %q
 
 [[ipcp]]
 kind = "udp"
-layer = "net"
+layer = "udp"
 [ipcp.udp]
 addr = "127.0.0.1:%d"
 dir = { %s }
-`, nd, ports[nd], strings.Join(dirEntries, ", "))
+
+[[ipcp]]
+name = "%s.uni"
+kind = "unicast"
+layer = "net"
+[ipcp.unicast]
+lower = ["udp"]
+%s
+`, nd, ports[nd], strings.Join(dirEntries, ", "), nd, member)
 		node, err := n.StartNode(nd, cfg, testnet.NodeOpts{})
 		if err != nil {
 			return err
 		}
 		running[nd] = node
-		fmt.Printf("  node %s: udp 127.0.0.1:%d, socket %s\n", nd, ports[nd], node.Socket)
+		fmt.Printf("  node %s: udp 127.0.0.1:%d (links to %s), socket %s\n", nd, ports[nd], strings.Join(links[nd], ", "), node.Socket)
 	}
 	for _, nd := range nodes {
 		for _, args := range [][]string{{"echo", "echo." + nd}, {"perf", "--server", "perf." + nd}} {
@@ -127,22 +143,32 @@ dir = { %s }
 	}
 	defer udpPerf.Stop()
 
+	step("waiting for the unicast layer to converge")
+	if err := waitReachable(ctx, n, running["a"], "echo.c"); err != nil {
+		return err
+	}
+	out, err := n.Ouro(ctx, running["a"], "ipcp", "routes", "a.uni")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  a.uni's routes (ouro ipcp routes a.uni):\n%s", indent(out, "    "))
+
 	step("ping across the layer (ouro ping -c 50 -i 10ms), beside plain UDP on the same loopback")
-	fmt.Printf("  %-28s %6s %6s %10s %10s %10s\n", "path", "sent", "recvd", "rtt avg", "rtt min", "alloc")
+	fmt.Printf("  %-28s %-6s %6s %6s %10s %10s %10s\n", "path", "layer", "sent", "recvd", "rtt avg", "rtt min", "alloc")
 	for _, p := range [][2]string{{"a", "b"}, {"a", "c"}, {"b", "c"}, {"c", "a"}} {
 		s, err := ping(ctx, n, running[p[0]], "echo."+p[1])
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  %-28s %6d %6d %8.3f ms %8.3f ms %8.3f ms\n", fmt.Sprintf("flow %s -> echo.%s", p[0], p[1]), s.Transmitted, s.Received, s.RTTAvgMS, s.RTTMinMS, s.AllocMS)
+		fmt.Printf("  %-28s %-6s %6d %6d %8.3f ms %8.3f ms %8.3f ms\n", fmt.Sprintf("flow %s -> echo.%s", p[0], p[1]), s.Layer, s.Transmitted, s.Received, s.RTTAvgMS, s.RTTMinMS, s.AllocMS)
 	}
 	s, err := ping(ctx, n, running["a"], "--udp", udpEchoAddr)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  %-28s %6d %6d %8.3f ms %8.3f ms %10s\n", "plain UDP (baseline)", s.Transmitted, s.Received, s.RTTAvgMS, s.RTTMinMS, "-")
+	fmt.Printf("  %-28s %-6s %6d %6d %8.3f ms %8.3f ms %10s\n", "plain UDP (baseline)", "-", s.Transmitted, s.Received, s.RTTAvgMS, s.RTTMinMS, "-")
 
-	step("throughput for %v, 1400-byte SDUs (ouro perf), against plain UDP", dur)
+	step("throughput for %v, 1300-byte SDUs (ouro perf; the unicast layer carries up to 1381 bytes), against plain UDP", dur)
 	fmt.Printf("  %-28s %12s %12s %12s %8s\n", "path", "sent SDU/s", "recvd SDU/s", "recvd Mbit/s", "loss")
 	for _, p := range [][2]string{{"a", "b"}, {"c", "a"}} {
 		r, err := perf(ctx, n, running[p[0]], dur, "perf."+p[1])
@@ -157,8 +183,8 @@ dir = { %s }
 	}
 	fmt.Printf("  %-28s %12.0f %12.0f %12.1f %7.1f%%\n", "plain UDP (baseline)", r.SendPPS, r.RecvPPS, r.RecvBPS/1e6, r.Loss)
 
-	step("node a's IPCPs, flows and UDP shim counters (ouro ipcps; ouro flows; ouro stats a.udp)")
-	for _, args := range [][]string{{"ipcps"}, {"flows"}, {"stats", "a.udp"}} {
+	step("node a's IPCPs, the layer's members, and a's unicast counters (ouro ipcps; ouro ipcp members a.uni; ouro stats a.uni)")
+	for _, args := range [][]string{{"ipcps"}, {"ipcp", "members", "a.uni"}, {"stats", "a.uni"}} {
 		out, err := n.Ouro(ctx, running["a"], args...)
 		if err != nil {
 			return err
@@ -222,6 +248,7 @@ type pingSummary struct {
 	RTTMinMS    float64 `json:"rtt_min_ms"`
 	RTTAvgMS    float64 `json:"rtt_avg_ms"`
 	AllocMS     float64 `json:"alloc_ms"`
+	Layer       string  `json:"layer"`
 }
 
 func ping(ctx context.Context, n *testnet.Net, from *testnet.Node, target ...string) (pingSummary, error) {
@@ -248,7 +275,7 @@ type perfResult struct {
 }
 
 func perf(ctx context.Context, n *testnet.Net, from *testnet.Node, dur time.Duration, target ...string) (perfResult, error) {
-	args := append([]string{"--json", "perf", "-t", dur.String(), "-s", "1400", "--no-progress"}, target...)
+	args := append([]string{"--json", "perf", "-t", dur.String(), "-s", "1300", "--no-progress"}, target...)
 	out, err := n.Ouro(ctx, from, args...)
 	if err != nil {
 		return perfResult{}, err
@@ -258,4 +285,20 @@ func perf(ctx context.Context, n *testnet.Net, from *testnet.Node, dur time.Dura
 		return r, fmt.Errorf("perf output %q: %w", out, err)
 	}
 	return r, nil
+}
+
+// waitReachable pings name from nd until a flow can be allocated (the
+// layer has converged and the directory knows the name), for 20 s at most.
+func waitReachable(ctx context.Context, n *testnet.Net, nd *testnet.Node, name string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := ping(ctx, n, nd, "-c", "1", name)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s not reachable from %s: %w", name, nd.Name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
