@@ -102,10 +102,12 @@ pi-image: pi-check
 pi-qemu: pi-image
 	@command -v qemu-system-arm >/dev/null || { echo "$(PI_SKIP_QEMU)"; exit 2; }
 	timeout --foreground $(PI_TIMEOUT) $(PI_QEMU) -serial stdio -serial $(PI_LINK) \
-		-semihosting-config enable=on,target=native,arg=$(notdir $(PI_IMAGE))$(foreach a,$(PI_ARGS),$(pi_comma)arg=$(a)) \
+		-semihosting-config enable=on,target=native,arg=$(notdir $(PI_IMAGE))$(subst $(pi_space),,$(foreach a,$(PI_ARGS),$(pi_comma)arg=$(a))) \
 		-kernel $(PI_ELF)
 
 pi_comma := ,
+pi_empty :=
+pi_space := $(pi_empty) $(pi_empty)
 
 # sdcard: what goes on the FAT boot partition besides the firmware
 # (bootcode.bin, start.elf, fixup.dat from github.com/raspberrypi/firmware,
