@@ -208,12 +208,7 @@ func bootMicrovm(t *testing.T, elf, name string, port int) *vm {
 		close(v.done)
 	}()
 	t.Cleanup(func() {
-		select {
-		case <-v.done:
-		default:
-			v.cmd.Process.Kill()
-			<-v.done
-		}
+		v.stop()
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		t.Logf("VM console:\n    %s", strings.Join(v.console, "\n    "))
