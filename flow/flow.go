@@ -127,7 +127,7 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 	f := &Flow{
 		port:     port,
 		info:     info,
-		maxSDU:   MaxSDU,
+		maxSDU:   info.SDULimit(),
 		linger:   o.linger,
 		readable: make(chan struct{}, 1),
 		writable: make(chan struct{}, 1),
@@ -135,7 +135,7 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 		closedCh: make(chan struct{}),
 		rxDone:   make(chan struct{}),
 	}
-	if cfg, ok := frctConfig(info.QoS); ok {
+	if cfg, ok := frctConfig(info.QoS, info.SDULimit()); ok {
 		if o.frct != nil {
 			o.frct(&cfg)
 		}
@@ -164,11 +164,11 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 }
 
 // frctConfig maps a QoS spec to FRCT, or reports that the flow runs none.
-func frctConfig(q QoS) (frct.Config, bool) {
+func frctConfig(q QoS, limit int) (frct.Config, bool) {
 	if !q.NeedsFRCT() {
 		return frct.Config{}, false
 	}
-	cfg := frct.Config{MaxSDU: MaxSDU - frct.HeaderSize, Timeout: q.Timeout}
+	cfg := frct.Config{MaxSDU: limit - frct.HeaderSize, Timeout: q.Timeout}
 	switch {
 	case q.Reliable() && q.InOrder:
 		cfg.Mode = frct.Reliable

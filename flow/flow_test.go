@@ -403,3 +403,26 @@ func ExampleNew() {
 	// hello
 	// true
 }
+
+func TestFlowHonoursLayerSDULimit(t *testing.T) {
+	for _, q := range []struct {
+		name string
+		qos  flow.QoS
+	}{{"raw", flow.Raw()}, {"data", flow.Data()}} {
+		t.Run(q.name, func(t *testing.T) {
+			a, b := flowtest.Pipe(4)
+			defer b.Close()
+			f, err := flow.New(a, flow.Info{QoS: q.qos, MaxSDU: 1381}, flow.WithLinger(10*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if f.MaxSDU() > 1381 {
+				t.Fatalf("MaxSDU() = %d, want at most the layer's 1381", f.MaxSDU())
+			}
+			if _, err := f.Write(make([]byte, f.MaxSDU()+1)); !errors.Is(err, flow.ErrTooBig) {
+				t.Errorf("write of MaxSDU()+1 bytes: got %v, want ErrTooBig", err)
+			}
+		})
+	}
+}

@@ -38,6 +38,18 @@ type Info struct {
 	Remote string `cbor:"3,keyasint" json:"remote"` // remote name as allocated or as announced by the peer
 	Layer  string `cbor:"4,keyasint" json:"layer"`  // the layer the flow runs in
 	QoS    QoS    `cbor:"5,keyasint" json:"qos"`
+	// MaxSDU is the largest SDU the flow's layer carries (a layer's own
+	// header takes room in the layers below it); 0 means MaxSDU.
+	MaxSDU int `cbor:"6,keyasint" json:"max_sdu,omitempty"`
+}
+
+// SDULimit is the largest SDU a Port of this flow carries: MaxSDU, or
+// less where the layer said so.
+func (i Info) SDULimit() int {
+	if i.MaxSDU > 0 && i.MaxSDU < MaxSDU {
+		return i.MaxSDU
+	}
+	return MaxSDU
 }
 
 // Broker is the IRM as an application sees it: it allocates ports.

@@ -39,12 +39,23 @@ type Info struct {
 	State string `cbor:"4,keyasint" json:"state"` // "init", "operational", "shutdown"
 }
 
+// SDULimiter is an IPCP whose layer carries SDUs smaller than
+// flow.MaxSDU (its header takes room in the layers below): the IRM tells
+// both ends of its flows, so a Write too large fails at the writer
+// instead of being dropped in the layer.
+type SDULimiter interface {
+	MaxSDU() int
+}
+
 // AllocReq is a flow allocation as the IRM passes it to an IPCP.
 type AllocReq struct {
 	ID  uint64   `cbor:"1,keyasint"` // the IRM's flow id
 	Dst string   `cbor:"2,keyasint"` // destination name
 	Src string   `cbor:"3,keyasint"` // source name (may be empty: anonymous)
 	QoS flow.QoS `cbor:"4,keyasint"`
+	// MaxSDU is the largest SDU the layer carries (0: flow.MaxSDU); set by
+	// the IPCP's side on incoming flows.
+	MaxSDU int `cbor:"5,keyasint"`
 }
 
 // Upcalls is what an IPCP calls into the IRM for. The IRM gives each IPCP

@@ -340,7 +340,7 @@ func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.R
 			return rpc.Response{}, err
 		}
 		info.ID = id
-		err = e.ipcp.Alloc(ctx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+		info.MaxSDU, err = e.ipcp.Alloc(ctx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
 		if err != nil {
 			// The IPCP end was moved to the IPCP only if the call went
 			// through; deleting a moved slot is harmless.
@@ -542,7 +542,7 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rp
 	if s == nil {
 		return rpc.Response{}, fmt.Errorf("irm: flow to %q: no program bound: %w", req.Dst, flow.ErrNotFound)
 	}
-	info := flow.Info{Local: req.Dst, Remote: req.Src, Layer: layer, QoS: req.QoS}
+	info := flow.Info{Local: req.Dst, Remote: req.Src, Layer: layer, QoS: req.QoS, MaxSDU: req.MaxSDU}
 	id, app, ipc, err := m.newFlow(info)
 	if err != nil {
 		return rpc.Response{}, err
@@ -603,7 +603,7 @@ func (m *IRM) join(ctx context.Context, a JoinArgs) (rpc.Response, error) {
 		return rpc.Response{}, err
 	}
 	info.ID = id
-	if err := e.ipcp.Join(ctx, ipc); err != nil {
+	if info.MaxSDU, err = e.ipcp.Join(ctx, ipc); err != nil {
 		m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
 		return rpc.Response{}, fmt.Errorf("irm: join %q: %w", a.Layer, err)
 	}

@@ -60,6 +60,12 @@ type JoinArgs struct {
 	Layer   string
 }
 
+// AllocResult is an IPCP's answer to OpIPCPAlloc and OpIPCPJoin.
+type AllocResult struct {
+	_      struct{} `cbor:",toarray"`
+	MaxSDU int      // the largest SDU the layer carries; 0: flow.MaxSDU
+}
+
 // MgmtReq is a management command, as the ouro tool sends it.
 type MgmtReq struct {
 	_     struct{}          `cbor:",toarray"`

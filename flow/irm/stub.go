@@ -3,6 +3,7 @@ package irm
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/rpc"
@@ -45,16 +46,27 @@ func (r *Remote) Query(ctx context.Context, name string) error {
 }
 
 // Alloc moves the flow end's caps (rx, tx) to the IPCP and asks it to
-// allocate the flow.
-func (r *Remote) Alloc(ctx context.Context, req AllocReq, end [2]kernel.Cap) error {
-	_, err := r.c.Call(ctx, OpIPCPAlloc, req, end[:], nil)
-	return err
+// allocate the flow; it returns the largest SDU the layer carries.
+func (r *Remote) Alloc(ctx context.Context, req AllocReq, end [2]kernel.Cap) (int, error) {
+	var res AllocResult
+	_, err := r.c.Call(ctx, OpIPCPAlloc, req, end[:], &res)
+	return res.MaxSDU, err
 }
 
-// Join moves the flow end's caps to a broadcast IPCP as a new member.
-func (r *Remote) Join(ctx context.Context, end [2]kernel.Cap) error {
-	_, err := r.c.Call(ctx, OpIPCPJoin, nil, end[:], nil)
-	return err
+// Join moves the flow end's caps to a broadcast IPCP as a new member; it
+// returns the largest SDU the layer carries.
+func (r *Remote) Join(ctx context.Context, end [2]kernel.Cap) (int, error) {
+	var res AllocResult
+	_, err := r.c.Call(ctx, OpIPCPJoin, nil, end[:], &res)
+	return res.MaxSDU, err
+}
+
+// sduLimit is what impl says of its layer's SDUs (0: flow.MaxSDU).
+func sduLimit(impl IPCP) int {
+	if l, ok := impl.(SDULimiter); ok {
+		return l.MaxSDU()
+	}
+	return 0
 }
 
 // Mgmt passes a management command to the IPCP.
@@ -98,7 +110,7 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
 				port.Close()
 				return rpc.Response{}, err
 			}
-			return rpc.Response{}, nil
+			return rpc.Response{Body: AllocResult{MaxSDU: sduLimit(impl)}}, nil
 		case OpIPCPJoin:
 			port, err := portFromCaps(pd, r.Caps)
 			if err != nil {
@@ -113,7 +125,7 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
 				port.Close()
 				return rpc.Response{}, err
 			}
-			return rpc.Response{}, nil
+			return rpc.Response{Body: AllocResult{MaxSDU: sduLimit(impl)}}, nil
 		case OpIPCPMgmt:
 			var a MgmtReq
 			if err := r.Decode(&a); err != nil {
@@ -145,18 +157,34 @@ func portFromCaps(pd *kernel.PD, caps []kernel.Cap) (*flow.RingPort, error) {
 	return flow.NewRingPort(pd, caps[0], caps[1]), nil
 }
 
-// upcalls is an IPCP component's Upcalls: calls over its badged cap to the
-// IRM's endpoint.
-type upcalls struct{ c *rpc.Client }
+// UpcallClient is an IPCP component's Upcalls: calls over its badged cap
+// to the IRM's endpoint.
+type UpcallClient struct {
+	c     *rpc.Client
+	limit atomic.Pointer[SDULimiter] // the IPCP's, once it exists
+}
+
+var _ Upcalls = (*UpcallClient)(nil)
 
 // NewUpcalls returns the Upcalls of an IPCP component whose cap to the
 // IRM's endpoint is irmEP.
-func NewUpcalls(pd *kernel.PD, irmEP kernel.Cap) Upcalls {
-	return upcalls{c: rpc.NewClient(pd, irmEP)}
+func NewUpcalls(pd *kernel.PD, irmEP kernel.Cap) *UpcallClient {
+	return &UpcallClient{c: rpc.NewClient(pd, irmEP)}
+}
+
+// Serve tells the upcalls which IPCP they serve (made after them): if it
+// is an SDULimiter, incoming flows carry its layer's SDU limit.
+func (u *UpcallClient) Serve(impl IPCP) {
+	if l, ok := impl.(SDULimiter); ok {
+		u.limit.Store(&l)
+	}
 }
 
 // FlowReq implements Upcalls.
-func (u upcalls) FlowReq(ctx context.Context, req AllocReq) (flow.Port, error) {
+func (u *UpcallClient) FlowReq(ctx context.Context, req AllocReq) (flow.Port, error) {
+	if l := u.limit.Load(); l != nil && req.MaxSDU == 0 {
+		req.MaxSDU = (*l).MaxSDU()
+	}
 	caps, err := u.c.Call(ctx, OpFlowReq, req, nil, nil)
 	if err != nil {
 		deleteCaps(u.c.PD(), caps)

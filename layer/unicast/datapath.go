@@ -328,9 +328,10 @@ func (c *core) flowTx(f *fa.Flow) {
 			c.fa.Closed(f)
 			return
 		}
-		if n+dt.PCILen > flow.MaxSDU {
+		if n > p.MaxSDU() {
 			// The N-1 flow would refuse it: the layer's SDU is smaller
-			// than the flow API's by the PCI.
+			// than its N-1 flows' by the PCI. Flows are told (their
+			// Info.MaxSDU), so only a writer that ignored it gets here.
 			p.c.tooBig.Add(1)
 			f.Drops.Add(1)
 			p.putBuf(b)

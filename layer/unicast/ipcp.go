@@ -58,9 +58,11 @@ type IPCP struct {
 	state  atomic.Int32
 	core   atomic.Pointer[core] // set once a member
 	bound  atomic.Bool          // the IPCP's name is bound in the lower broker
-	pool   chan *pbuf
-	timers chan *time.Timer // free list for the data path's waits
-	c      dpCounters
+	// lowerMax is the smallest SDU limit among the N-1 flows (MaxSDU).
+	lowerMax atomic.Int64
+	pool     chan *pbuf
+	timers   chan *time.Timer // free list for the data path's waits
+	c        dpCounters
 
 	opMu sync.Mutex // serialises bootstrap and enroll
 
@@ -91,13 +93,57 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 		return nil, fmt.Errorf("unicast: %s: lower layers %v but no registrar: %w", cfg.Name, cfg.Lower, flow.ErrInvalid)
 	}
 	p := &IPCP{
-		cfg: cfg, up: up, lower: lower, reg: reg,
+		cfg: cfg, up: up, reg: reg,
 		pool: make(chan *pbuf, poolSize), timers: make(chan *time.Timer, 64),
 		names: make(map[string]bool), hashes: make(map[layer.Hash]string),
 		peers: make(map[layer.Addr]string), claims: make(map[layer.Addr]claim),
 	}
+	p.lowerMax.Store(flow.MaxSDU)
+	p.lower = sduBroker{Broker: lower, min: &p.lowerMax}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
+}
+
+var _ irm.SDULimiter = (*IPCP)(nil)
+
+// MaxSDU implements irm.SDULimiter: the smallest SDU limit of the N-1
+// flows seen so far, less the data-transfer PCI. Over a unicast layer
+// this is 19 bytes less per level of recursion.
+func (p *IPCP) MaxSDU() int { return int(p.lowerMax.Load()) - dt.PCILen }
+
+// sduBroker is the IPCP's lower broker: it records the smallest SDU
+// limit of the N-1 flows it hands out.
+type sduBroker struct {
+	flow.Broker
+	min *atomic.Int64
+}
+
+func (b sduBroker) note(info flow.Info) {
+	l := int64(info.SDULimit())
+	for {
+		cur := b.min.Load()
+		if l >= cur || b.min.CompareAndSwap(cur, l) {
+			return
+		}
+	}
+}
+
+// Alloc implements flow.Broker.
+func (b sduBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
+	port, info, err := b.Broker.Alloc(ctx, name, q)
+	if err == nil {
+		b.note(info)
+	}
+	return port, info, err
+}
+
+// Accept implements flow.Broker.
+func (b sduBroker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
+	port, info, err := b.Broker.Accept(ctx)
+	if err == nil {
+		b.note(info)
+	}
+	return port, info, err
 }
 
 // Start starts the bring-up in the background: bind the IPCP's name,

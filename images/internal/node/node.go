@@ -232,11 +232,13 @@ func (n *Node) ipcpProgram(p IPCPConfig, started chan<- error) kernel.Program {
 			report(err)
 			return err
 		}
-		impl, err := n.newIPCP(p, ipcpEnv{pd: pd, irmEP: irmEP, up: irm.NewUpcalls(pd, irmEP)})
+		up := irm.NewUpcalls(pd, irmEP)
+		impl, err := n.newIPCP(p, ipcpEnv{pd: pd, irmEP: irmEP, up: up})
 		if err != nil {
 			report(err)
 			return err
 		}
+		up.Serve(impl)
 		if err := impl.Start(); err != nil {
 			report(err)
 			return err

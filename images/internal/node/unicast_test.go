@@ -9,6 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/unicast/dt"
 )
 
 // TestUnicastOverUDP runs three nodes in a line A - B - C over the UDP
@@ -58,6 +59,9 @@ lower = ["udp"]
 		if info.Layer != "uni" {
 			t.Errorf("accepted in layer %q, want uni", info.Layer)
 		}
+		if want := flow.MaxSDU - dt.PCILen; info.SDULimit() != want {
+			t.Errorf("accepted flow's SDU limit %d, want %d", info.SDULimit(), want)
+		}
 		accepted <- p
 	}()
 	var pA flow.Port
@@ -67,6 +71,11 @@ lower = ["udp"]
 		if err == nil {
 			if info.Layer != "uni" {
 				t.Fatalf("allocated in layer %q, want uni", info.Layer)
+			}
+			// The layer tells the writer its SDU limit: a Flow refuses an
+			// SDU the layer would have to drop.
+			if want := flow.MaxSDU - dt.PCILen; info.SDULimit() != want {
+				t.Errorf("allocated flow's SDU limit %d, want %d", info.SDULimit(), want)
 			}
 			pA = p
 			break
