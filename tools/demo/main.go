@@ -168,7 +168,7 @@ lower = ["udp"]
 	}
 	fmt.Printf("  %-28s %-6s %6d %6d %8.3f ms %8.3f ms %10s\n", "plain UDP (baseline)", "-", s.Transmitted, s.Received, s.RTTAvgMS, s.RTTMinMS, "-")
 
-	step("throughput for %v, 1300-byte SDUs (ouro perf; the unicast layer carries up to 1381 bytes), against plain UDP", dur)
+	step("throughput for %v, 1300-byte SDUs (ouro perf), against plain UDP", dur)
 	fmt.Printf("  %-28s %12s %12s %12s %8s\n", "path", "sent SDU/s", "recvd SDU/s", "recvd Mbit/s", "loss")
 	for _, p := range [][2]string{{"a", "b"}, {"c", "a"}} {
 		r, err := perf(ctx, n, running[p[0]], dur, "perf."+p[1])
