@@ -248,12 +248,23 @@ func (l *layerNet) pingPairs(from, to []string, layer string, name func(string) 
 		time.Since(start).Round(time.Millisecond), len(failures), strings.Join(parts, "; "))
 }
 
-var replyLine = regexp.MustCompile(`seq=(\d+) time=[0-9.]+ ms(.*)$`)
+var replyLine = regexp.MustCompile(`seq=(\d+) time=([0-9.]+) ms(.*)$`)
 
 // pingRun is a parsed text-mode ping: which sequence numbers came back.
 type pingRun struct {
 	sent, received int
 	got            map[int]bool
+	rtts           []float64 // ms, of the replies in time
+}
+
+// quantile returns the q-quantile of the round trips, in µs.
+func (r pingRun) quantile(q float64) float64 {
+	if len(r.rtts) == 0 {
+		return 0
+	}
+	x := append([]float64(nil), r.rtts...)
+	sort.Float64s(x)
+	return x[min(len(x)-1, int(q*float64(len(x))))] * 1000
 }
 
 var summaryLine = regexp.MustCompile(`(\d+) SDUs transmitted, (\d+) received`)
@@ -261,9 +272,11 @@ var summaryLine = regexp.MustCompile(`(\d+) SDUs transmitted, (\d+) received`)
 func parsePing(out string) (pingRun, error) {
 	r := pingRun{got: make(map[int]bool)}
 	for _, line := range strings.Split(out, "\n") {
-		if m := replyLine.FindStringSubmatch(line); m != nil && strings.TrimSpace(m[2]) == "" {
+		if m := replyLine.FindStringSubmatch(line); m != nil && strings.TrimSpace(m[3]) == "" {
 			seq, _ := strconv.Atoi(m[1])
 			r.got[seq] = true
+			ms, _ := strconv.ParseFloat(m[2], 64)
+			r.rtts = append(r.rtts, ms)
 		}
 		if m := summaryLine.FindStringSubmatch(line); m != nil {
 			r.sent, _ = strconv.Atoi(m[1])
@@ -532,4 +545,157 @@ func compact(seqs []int) string {
 		i = j + 1
 	}
 	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// udpLinks assigns each end of each link of topo a free UDP port on
+// 127.0.0.1 and returns a LinkShim for the UDP shim: each end's
+// directory holds the peer's unicast IPCP name, and extra names (name →
+// host) where that host is the peer.
+func udpLinks(t *testing.T, topo testnet.Topology, layer string, extra map[string]string) testnet.LinkShim {
+	t.Helper()
+	ports := make(map[[2]string]int) // [host, peer] → port
+	for _, l := range topo.Links {
+		ports[[2]string{l[0], l[1]}] = freeUDP(t, "udp4", "127.0.0.1")
+		ports[[2]string{l[1], l[0]}] = freeUDP(t, "udp4", "127.0.0.1")
+	}
+	return func(host, peer string, _ int) (string, string) {
+		return "udp", udpTable(ports[[2]string{host, peer}], ports[[2]string{peer, host}], peer, layer, extra)
+	}
+}
+
+func udpTable(port, peerPort int, peer, layer string, extra map[string]string) string {
+	dir := []string{fmt.Sprintf("%q = \"127.0.0.1:%d\"", testnet.UnicastIPCP(peer, layer), peerPort)}
+	for name, h := range extra {
+		if h == peer {
+			dir = append(dir, fmt.Sprintf("%q = \"127.0.0.1:%d\"", name, peerPort))
+		}
+	}
+	sort.Strings(dir)
+	return fmt.Sprintf("addr = \"127.0.0.1:%d\"\ndir = { %s }", port, strings.Join(dir, ", "))
+}
+
+// TestLayerUDP runs the unicast layer over the UDP shim on 127.0.0.1,
+// one UDP IPCP per link end, no namespaces: a line of 4, and a ring of 5
+// whose link h1 – h2 is made at run time (ouro create, reg, connect) and
+// then cut by destroying both of its UDP IPCPs (ouro destroy): the link's
+// flows close at both ends, as if the shim saw the cable go.
+func TestLayerUDP(t *testing.T) {
+	t.Run("line4", func(t *testing.T) {
+		topo := testnet.Line(4)
+		l := startLayer(t, topo, nil, udpLinks(t, topo, "uni", nil), testnet.UnicastOpts{})
+		l.converge()
+		for _, h := range topo.Hosts {
+			l.serveEcho(h, echoName(h), "uni")
+		}
+		l.pingPairs(topo.Hosts, topo.Hosts, "uni", echoName)
+	})
+
+	t.Run("ring5", func(t *testing.T) {
+		ring := testnet.Ring(5)
+		// Start as the line h2 – h3 – h4 – h5 – h1 (h1 bootstraps).
+		start := testnet.Topology{Hosts: ring.Hosts, Links: ring.Links[1:]}
+		l := startLayer(t, start, nil, udpLinks(t, start, "uni", nil), testnet.UnicastOpts{
+			HostKeys: `routing_tick = "20ms"`, NodeKeys: "log = true"})
+		t.Cleanup(func() {
+			if t.Failed() {
+				for _, h := range ring.Hosts {
+					t.Logf("log of %s:\n%s", h, l.nodes[h].Output())
+				}
+			}
+		})
+		l.converge()
+		// The link h1 – h2, at run time.
+		p1, p2 := freeUDP(t, "udp4", "127.0.0.1"), freeUDP(t, "udp4", "127.0.0.1")
+		ouro := func(h string, args ...string) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if _, err := l.n.Ouro(ctx, l.nodes[h], args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, e := range []struct {
+			h, peer      string
+			port, remote int
+		}{{"h1", "h2", p1, p2}, {"h2", "h1", p2, p1}} {
+			ouro(e.h, "create", "udp", e.h+".cut", "cut", "--config", udpTable(e.port, e.remote, e.peer, "uni", nil))
+			ouro(e.h, "reg", e.h+".uni", "--layer", "cut")
+		}
+		ouro("h2", "ipcp", "connect", "h2.uni", "neighbour=h1.uni")
+		l.topo = ring
+		waitMetric(t, l, "h1", 2, 10*time.Second)
+		for _, h := range ring.Hosts {
+			l.serveEcho(h, echoName(h), "uni")
+		}
+		l.pingPairs(ring.Hosts, ring.Hosts, "uni", echoName)
+
+		t.Run("link_cut", func(t *testing.T) {
+			l.t = t
+			p := l.startPing("h1", echoName("h3"), 300, 100)
+			var wg sync.WaitGroup
+			for _, h := range []string{"h1", "h2"} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					if _, err := l.n.Ouro(ctx, l.nodes[h], "destroy", h+".cut"); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			l.checkDisruption(l.finishPing(p, 300), "link h1 – h2 destroyed at both ends during a 300-SDU ping h1 → h3 every 10 ms")
+		})
+	})
+}
+
+// TestLayerRTT measures the round trip through a unicast layer over the
+// UDP shim between two node processes on 127.0.0.1, against a flow of
+// the UDP shim alone and plain UDP, all with the ouro tool.
+func TestLayerRTT(t *testing.T) {
+	topo := testnet.Line(2)
+	extra := map[string]string{"echo.shim.h2": "h2"}
+	l := startLayer(t, topo, nil, udpLinks(t, topo, "uni", extra), testnet.UnicastOpts{})
+	l.converge()
+	l.serveEcho("h2", echoName("h2"), "uni")
+	l.serveEcho("h2", "echo.shim.h2", testnet.LinkLayer(0))
+	port := freeUDP(t, "udp4", "127.0.0.1")
+	udpAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := l.n.StartOuro(l.nodes["h2"], "echo", "--udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitFor("ready", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	const count = 2000
+	var res []string
+	for _, c := range []struct{ what, name, layer string }{
+		{"unicast over UDP shim", echoName("h2"), "uni"},
+		{"UDP shim", "echo.shim.h2", testnet.LinkLayer(0)},
+		{"plain UDP", udpAddr, ""},
+	} {
+		args := []string{"ping", "-c", strconv.Itoa(count), "-i", "1ms", "-W", "1s"}
+		if c.layer == "" {
+			args = append(args, "--udp")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		out, err := l.n.Ouro(ctx, l.nodes["h1"], append(args, c.name)...)
+		cancel()
+		if err != nil {
+			t.Fatalf("ping %s (%s): %v", c.name, c.what, err)
+		}
+		if c.layer != "" && !strings.Contains(out, "layer "+c.layer+",") {
+			t.Fatalf("ping %s: not in layer %s: %s", c.name, c.layer, strings.SplitN(out, "\n", 2)[0])
+		}
+		r, err := parsePing(out)
+		if err != nil || r.received != count {
+			t.Fatalf("ping %s (%s): %d of %d replies, %v", c.name, c.what, r.received, count, err)
+		}
+		line := fmt.Sprintf("%s: rtt min/p50/p90 %.0f/%.0f/%.0f µs", c.what, r.quantile(0), r.quantile(0.5), r.quantile(0.9))
+		t.Log(line)
+		res = append(res, line)
+	}
+	t.Logf("ouro ping -c %d -i 1ms, 64-byte SDUs, two node processes on 127.0.0.1: %s", count, strings.Join(res, "; "))
 }
