@@ -324,11 +324,9 @@ func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.R
 	ipcps := append([]*ipcpEntry(nil), m.ipcps...)
 	m.mu.Unlock()
 	var lastErr error = fmt.Errorf("irm: alloc %q: no layers: %w", a.Name, flow.ErrNotFound)
-	for _, e := range ipcps {
-		qctx, cancel := context.WithTimeout(ctx, m.cfg.QueryTimeout)
-		err := e.ipcp.Query(qctx, a.Name)
-		cancel()
-		if err != nil {
+	answers := m.queryAll(ctx, ipcps, a.Name)
+	for i, e := range ipcps {
+		if err := <-answers[i]; err != nil {
 			if !errors.Is(err, flow.ErrNotFound) {
 				lastErr = fmt.Errorf("irm: alloc %q: layer %s: %w", a.Name, e.info.Layer, err)
 			}
@@ -355,6 +353,27 @@ func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.R
 		return rpc.Response{Body: info, Caps: app[:]}, nil
 	}
 	return rpc.Response{}, lastErr
+}
+
+// queryAll asks every layer at once whether it reaches name; answer i
+// arrives on channel i. A layer that says "not here" only by staying
+// silent (an Ethernet shim's name query) then costs one query timeout per
+// allocation, not one per such layer; the caller still takes the first
+// layer in preference order that reaches the name.
+func (m *IRM) queryAll(ctx context.Context, ipcps []*ipcpEntry, name string) []chan error {
+	qctx, cancel := context.WithTimeout(ctx, m.cfg.QueryTimeout)
+	answers := make([]chan error, len(ipcps))
+	var wg sync.WaitGroup
+	for i, e := range ipcps {
+		answers[i] = make(chan error, 1)
+		wg.Add(1)
+		m.pd.Go(func() {
+			defer wg.Done()
+			answers[i] <- e.ipcp.Query(qctx, name)
+		})
+	}
+	m.pd.Go(func() { wg.Wait(); cancel() })
+	return answers
 }
 
 func (m *IRM) session(k sessionKey) *session {
