@@ -112,6 +112,14 @@ qemu_listen = "127.0.0.1:%d"
 		})
 	}
 
+	// A - microvm - B through a unicast layer (qemu_test.go's
+	// uniSubtests): the virtio-net device on a QEMU hub with a socket
+	// stream to each hosted node.
+	uniElf := buildMicrovmImage(t, tool, uniVMConfig("board = true", "board = true"))
+	all = append(all, uniSubtests(t, "microvm", func(t *testing.T, pa, pb int) *vm {
+		return bootMicrovmNet(t, uniElf, "vm", microvmHubNet("02:00:00:00:00:02", pa, pb)...)
+	}, microvmStatus(haltCode))...)
+
 	for _, f := range all {
 		t.Log(f)
 	}
@@ -170,11 +178,31 @@ func buildMicrovmImage(t *testing.T, tc toolchain, cfg string) string {
 // NAME ready". The console goes to the test log when the test ends.
 func bootMicrovm(t *testing.T, elf, name string, port int) *vm {
 	t.Helper()
+	return bootMicrovmNet(t, elf, name,
+		"-netdev", fmt.Sprintf("socket,id=n0,connect=127.0.0.1:%d", port),
+		"-device", "virtio-net-device,netdev=n0,mac=02:00:00:00:00:02")
+}
+
+// microvmHubNet puts the virtio-net device on QEMU hub 0 with one socket
+// stream per port (connecting to hosted nodes listening on 127.0.0.1):
+// the microvm counterpart of hubNet, for the A - VM - B topology.
+func microvmHubNet(mac string, ports ...int) []string {
+	args := []string{"-netdev", "hubport,id=nic0,hubid=0", "-device", "virtio-net-device,netdev=nic0,mac=" + mac}
+	for i, p := range ports {
+		args = append(args,
+			"-netdev", fmt.Sprintf("socket,id=s%d,connect=127.0.0.1:%d", i, p),
+			"-netdev", fmt.Sprintf("hubport,id=h%d,hubid=0,netdev=s%d", i, i))
+	}
+	return args
+}
+
+// bootMicrovmNet is bootMicrovm with arbitrary QEMU network arguments.
+func bootMicrovmNet(t *testing.T, elf, name string, netArgs ...string) *vm {
+	t.Helper()
 	v := &vm{ready: make(chan time.Duration, 1), done: make(chan struct{})}
 	args := append([]string{"120"}, microvmQEMU...)
+	args = append(args, netArgs...)
 	args = append(args,
-		"-netdev", fmt.Sprintf("socket,id=n0,connect=127.0.0.1:%d", port),
-		"-device", "virtio-net-device,netdev=n0,mac=02:00:00:00:00:02",
 		"-fw_cfg", "name=opt/ouro/args,string=name="+name+" exit-after=90s",
 		"-kernel", elf)
 	v.cmd = exec.Command("timeout", args...)

@@ -213,36 +213,9 @@ qemu_listen = "127.0.0.1:%d"
 	// by the VM at the unicast layer. The same with a hosted node in the
 	// VM's place gives the ratio.
 	uniElf := buildImage(t, tool, uniVMConfig("board = true", "board = true"))
-	for _, top := range uniTopologies {
-		t.Run("uni/"+top.name+"/vm", func(t *testing.T) {
-			pa, pb := freePort(t), freePort(t)
-			a := startHosted(t, uniMember("a", top.a, pa, ""), nil)
-			b := startHosted(t, uniMember("b", top.b, pb, uniEchoApp), nil)
-			vm := bootVMNet(t, uniElf, "vm", hubNet("02:00:00:00:00:02", pa, pb)...)
-			all = append(all, exerciseUni(t, a, b, nil, top.name+" uni A-VM-B", vm))
-			halt(t, a)
-			if code := vm.wait(t, 20*time.Second); code != haltCode {
-				t.Fatalf("VM exit code %d, want %d (halt)", code, haltCode)
-			}
-		})
-		t.Run("uni/"+top.name+"/hosted", func(t *testing.T) {
-			pa, pb := freePort(t), freePort(t)
-			a := startHosted(t, uniMember("a", top.a, pa, ""), nil)
-			b := startHosted(t, uniMember("b", top.b, pb, uniEchoApp), nil)
-			halted := make(chan int, 1)
-			v := startHosted(t, uniPeer(t, top.a, top.b, pa, pb), func(code int) { halted <- code })
-			all = append(all, exerciseUni(t, a, b, v, top.name+" uni A-hosted-B", nil))
-			halt(t, a)
-			select {
-			case code := <-halted:
-				if code != haltCode {
-					t.Fatalf("halt code %d, want %d", code, haltCode)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("hosted peer did not halt")
-			}
-		})
-	}
+	all = append(all, uniSubtests(t, "VM", func(t *testing.T, pa, pb int) *vm {
+		return bootVMNet(t, uniElf, "vm", hubNet("02:00:00:00:00:02", pa, pb)...)
+	}, haltCode)...)
 
 	var lines []string
 	for _, f := range all {
@@ -837,4 +810,43 @@ func (v *vm) idleCPU(d time.Duration) float64 {
 		return -1
 	}
 	return float64(b-a) / 100 / d.Seconds() * 100
+}
+
+// uniSubtests runs A - router - B for each of uniTopologies: with the VM
+// (boot starts the router image with its NIC on a hub wired to A's and
+// B's stream ports; QEMU must exit with status code after the halt), then
+// with a hosted node in its place. label names the VM in the figures.
+func uniSubtests(t *testing.T, label string, boot func(t *testing.T, pa, pb int) *vm, code int) []figures {
+	var all []figures
+	for _, top := range uniTopologies {
+		t.Run("uni/"+top.name+"/"+strings.ToLower(label), func(t *testing.T) {
+			pa, pb := freePort(t), freePort(t)
+			a := startHosted(t, uniMember("a", top.a, pa, ""), nil)
+			b := startHosted(t, uniMember("b", top.b, pb, uniEchoApp), nil)
+			vm := boot(t, pa, pb)
+			all = append(all, exerciseUni(t, a, b, nil, top.name+" uni A-"+label+"-B", vm))
+			halt(t, a)
+			if got := vm.wait(t, 20*time.Second); got != code {
+				t.Fatalf("QEMU exit status %d, want %d (halt %d)", got, code, haltCode)
+			}
+		})
+		t.Run("uni/"+top.name+"/hosted", func(t *testing.T) {
+			pa, pb := freePort(t), freePort(t)
+			a := startHosted(t, uniMember("a", top.a, pa, ""), nil)
+			b := startHosted(t, uniMember("b", top.b, pb, uniEchoApp), nil)
+			halted := make(chan int, 1)
+			v := startHosted(t, uniPeer(t, top.a, top.b, pa, pb), func(code int) { halted <- code })
+			all = append(all, exerciseUni(t, a, b, v, top.name+" uni A-hosted-B", nil))
+			halt(t, a)
+			select {
+			case code := <-halted:
+				if code != haltCode {
+					t.Fatalf("halt code %d, want %d", code, haltCode)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("hosted peer did not halt")
+			}
+		})
+	}
+	return all
 }
