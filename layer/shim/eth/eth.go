@@ -13,6 +13,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
@@ -271,6 +272,12 @@ func (p *IPCP) rxLoop() {
 				return
 			}
 			p.eng.C.RxError.Add(1)
+			if errors.Is(err, syscall.ENETDOWN) {
+				// The interface went down (AF_PACKET reports it once): the
+				// link's flows are gone, and saying so now lets an upper
+				// layer fail over at once rather than after its hellos.
+				p.eng.LinkDown()
+			}
 			backoff = min(max(2*backoff, 100*time.Microsecond), 50*time.Millisecond)
 			time.Sleep(backoff)
 			continue

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -391,4 +392,52 @@ func TestConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// downDevice is a Device that reports its interface going down once,
+// as an AF_PACKET socket does (ENETDOWN), when down is closed.
+type downDevice struct {
+	Device
+	down chan struct{}
+	once sync.Once
+}
+
+func (d *downDevice) ReadFrame(b []byte) (int, error) {
+	select {
+	case <-d.down:
+		first := false
+		d.once.Do(func() { first = true })
+		if first {
+			return 0, &net.OpError{Op: "read", Err: syscall.ENETDOWN}
+		}
+	default:
+	}
+	return d.Device.ReadFrame(b)
+}
+
+// TestLinkDown: when the device reports its interface down, the link's
+// flows close at once, so an upper layer can fail over without waiting
+// for its hellos; flows can be allocated again afterwards.
+func TestLinkDown(t *testing.T) {
+	da, db := ethtest.NewPair()
+	dd := &downDevice{Device: da, down: make(chan struct{})}
+	a, b := pairOn(t, dd, db, impair.Config{})
+	client, _ := dial(t, a, b, "srv")
+	close(dd.down)
+	// ReadFrame is blocked in the pair's read until a frame comes: send
+	// one from b so the shim's loop turns and sees the error.
+	go b.ipcp.Query(context.Background(), "nothing")
+	buf := make([]byte, flow.MaxSDU)
+	start := time.Now()
+	if _, err := client.Read(buf, time.Now().Add(2*time.Second)); !errors.Is(err, flow.ErrClosed) {
+		t.Fatalf("read on a flow whose link went down: got %v, want ErrClosed", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("flow closed %v after the link went down, want at once", d)
+	}
+	if got := a.ipcp.Stats().FlowsActive; got != 0 {
+		t.Errorf("%d flows active after link down, want 0", got)
+	}
+	client2, server2 := dial(t, a, b, "srv")
+	roundTrip(t, client2, server2, []byte("after"))
 }

@@ -779,6 +779,28 @@ func (e *Engine[A]) Stop() {
 	}
 }
 
+// LinkDown closes every flow's port at once because their link is gone
+// (a cut cable, an interface set down): the peers cannot be told, and the
+// flows' users (an upper layer's adjacency) learn it now instead of when
+// their keepalives time out. The engine stays usable: flows can be
+// allocated again once the link is back. It returns how many flows
+// closed.
+func (e *Engine[A]) LinkDown() int {
+	e.mu.Lock()
+	fs := make([]*flowEntry[A], 0, len(e.flows))
+	for _, f := range e.flows {
+		fs = append(fs, f)
+	}
+	for _, f := range fs {
+		e.removeLocked(f)
+	}
+	e.mu.Unlock()
+	for _, f := range fs {
+		f.port.Close()
+	}
+	return len(fs)
+}
+
 // Wait waits for the engine's goroutines after Stop.
 func (e *Engine[A]) Wait() { e.wg.Wait() }
 
