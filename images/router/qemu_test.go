@@ -649,9 +649,11 @@ func uniLower(kind string) string {
 
 // uniMember is the config of hosted node name: one shim of kind on a QEMU
 // stream it listens on at port, a unicast IPCP NAME.uni enrolling through
-// vm.uni over it, and apps. A layer's query waits at most 500 ms (the
-// Ethernet shim's broadcast query for a name only the unicast layer has
-// would otherwise take the default 2 s per allocation attempt).
+// vm.uni over it, and apps. A layer's query waits at most 500 ms: the
+// IRM uses the first layer in declaration order that reaches a name, so
+// the Ethernet shim's unanswered broadcast query for a name only the
+// unicast layer has holds each allocation attempt up for the timeout
+// (default 2 s).
 func uniMember(name, kind string, port int, apps string) string {
 	return fmt.Sprintf("[node]\nname = %q\n[irm]\nquery_timeout = \"500ms\"\n", name) +
 		uniShim(kind, uniHostIP(name), fmt.Sprintf("qemu_listen = \"127.0.0.1:%d\"", port)) +
