@@ -338,16 +338,26 @@ func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.R
 			return rpc.Response{}, err
 		}
 		info.ID = id
-		info.MaxSDU, err = e.ipcp.Alloc(ctx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+		// Multi-homing: if this layer fails to allocate (refused, or a
+		// peer that left without the layer knowing), a later layer that
+		// reaches the name is tried, so an attempt is bounded while
+		// later layers remain.
+		actx, acancel := ctx, context.CancelFunc(func() {})
+		if i < len(ipcps)-1 {
+			actx, acancel = context.WithTimeout(ctx, max(2*m.cfg.QueryTimeout, time.Second))
+		}
+		info.MaxSDU, err = e.ipcp.Alloc(actx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+		acancel()
 		if err != nil {
 			// The IPCP end was moved to the IPCP only if the call went
 			// through; deleting a moved slot is harmless.
 			m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
 			lastErr = fmt.Errorf("irm: alloc %q in layer %s: %w", a.Name, e.info.Layer, err)
-			if errors.Is(err, flow.ErrNotFound) {
-				continue
+			if ctx.Err() != nil {
+				return rpc.Response{}, lastErr
 			}
-			return rpc.Response{}, lastErr
+			m.cfg.Logf("irm: %v; trying the next layer", lastErr)
+			continue
 		}
 		m.cfg.Logf("irm: flow %d allocated to %q in layer %s", id, a.Name, e.info.Layer)
 		return rpc.Response{Body: info, Caps: app[:]}, nil
