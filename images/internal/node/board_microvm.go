@@ -4,7 +4,6 @@ package node
 
 import (
 	"fmt"
-	"net"
 	"sync"
 
 	"github.com/ouronet/ouro/board/qemu/microvm"
@@ -59,69 +58,10 @@ func boardFrames(i int) (eth.Device, error) {
 			return nil, fmt.Errorf("board NIC: %w", err)
 		}
 		board.nic = nic
-		board.mux = netstack.NewMux(newVirtioDevice(nic))
+		board.mux = netstack.NewMux(newNICDevice("microvm", nic, microvm.MaxFrameLen, microvm.MaxFrameLen-eth.EthLen-4))
 	}
 	return board.mux.Port(i), nil
 }
-
-// virtioDevice adapts the board's batch-shaped virtio-net NIC to eth.Device: ReadFrame
-// hands out the frames of one Receive batch one by one; WriteFrame
-// transmits a batch of one.
-type virtioDevice struct {
-	nic *microvm.NIC
-
-	// Reader side: only ReadFrame touches these.
-	frames     [][]byte
-	sizes      []int
-	next, have int
-}
-
-var _ eth.Device = (*virtioDevice)(nil)
-
-// rxBatch is how many frames one Receive may return.
-const rxBatch = 16
-
-func newVirtioDevice(nic *microvm.NIC) *virtioDevice {
-	d := &virtioDevice{nic: nic, frames: make([][]byte, rxBatch), sizes: make([]int, rxBatch)}
-	for i := range d.frames {
-		d.frames[i] = make([]byte, microvm.MaxFrameLen)
-	}
-	return d
-}
-
-// ReadFrame implements eth.Device.
-func (d *virtioDevice) ReadFrame(b []byte) (int, error) {
-	for d.next == d.have {
-		n, err := d.nic.Receive(d.frames, d.sizes)
-		if err != nil {
-			return 0, err
-		}
-		d.next, d.have = 0, n
-	}
-	i := d.next
-	d.next++
-	if d.sizes[i] > len(b) {
-		return 0, fmt.Errorf("microvm: %d-byte frame for a %d-byte buffer: %w", d.sizes[i], len(b), flow.ErrTruncated)
-	}
-	return copy(b, d.frames[i][:d.sizes[i]]), nil
-}
-
-// WriteFrame implements eth.Device.
-func (d *virtioDevice) WriteFrame(b []byte) error {
-	one := [1][]byte{b}
-	_, err := d.nic.Transmit(one[:])
-	return err
-}
-
-// MAC implements eth.Device.
-func (d *virtioDevice) MAC() net.HardwareAddr { return d.nic.HardwareAddr() }
-
-// MTU implements eth.Device: the payload of a MaxFrameLen frame with an
-// 802.1Q tag.
-func (d *virtioDevice) MTU() int { return microvm.MaxFrameLen - eth.EthLen - 4 }
-
-// Close implements eth.Device.
-func (d *virtioDevice) Close() error { return d.nic.Close() }
 
 // boardUART is the board's link UART for the serial shim; this board has none.
 func boardUART() (serial.Device, error) {

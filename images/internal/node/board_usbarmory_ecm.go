@@ -4,7 +4,6 @@ package node
 
 import (
 	"fmt"
-	"net"
 	"sync"
 
 	"github.com/ouronet/ouro/board/usbarmory"
@@ -51,64 +50,8 @@ func boardUSBFrames(i int) (eth.Device, error) {
 			return nil, fmt.Errorf("board USB Ethernet: %w", err)
 		}
 		boardUSB.ecm = e
-		boardUSB.mux = netstack.NewMux(newECMDevice(e))
+		// MTU: wMaxSegmentSize less the Ethernet header, 1500.
+		boardUSB.mux = netstack.NewMux(newNICDevice("usb gadget", e, ecm.MaxSegmentSize, ecm.MaxSegmentSize-eth.EthLen))
 	}
 	return boardUSB.mux.Port(i), nil
 }
-
-// ecmDevice adapts the batch-shaped USB gadget to eth.Device: ReadFrame
-// hands out the frames of one Receive batch one by one; WriteFrame
-// transmits a batch of one.
-type ecmDevice struct {
-	ecm *usbarmory.ECM
-
-	// Reader side: only ReadFrame touches these.
-	frames     [][]byte
-	sizes      []int
-	next, have int
-}
-
-var _ eth.Device = (*ecmDevice)(nil)
-
-func newECMDevice(e *usbarmory.ECM) *ecmDevice {
-	d := &ecmDevice{ecm: e, frames: make([][]byte, rxBatch), sizes: make([]int, rxBatch)}
-	for i := range d.frames {
-		d.frames[i] = make([]byte, ecm.MaxSegmentSize)
-	}
-	return d
-}
-
-// ReadFrame implements eth.Device.
-func (d *ecmDevice) ReadFrame(b []byte) (int, error) {
-	for d.next == d.have {
-		n, err := d.ecm.Receive(d.frames, d.sizes)
-		if err != nil {
-			return 0, err
-		}
-		d.next, d.have = 0, n
-	}
-	i := d.next
-	d.next++
-	if d.sizes[i] > len(b) {
-		return 0, fmt.Errorf("usb ethernet: %d-byte frame for a %d-byte buffer: %w", d.sizes[i], len(b), flow.ErrTruncated)
-	}
-	return copy(b, d.frames[i][:d.sizes[i]]), nil
-}
-
-// WriteFrame implements eth.Device. A full queue (the host is not
-// reading) is an error the caller counts; it never blocks.
-func (d *ecmDevice) WriteFrame(b []byte) error {
-	one := [1][]byte{b}
-	_, err := d.ecm.Transmit(one[:])
-	return err
-}
-
-// MAC implements eth.Device: the gadget's own address (the host's end has
-// HostHardwareAddr).
-func (d *ecmDevice) MAC() net.HardwareAddr { return d.ecm.HardwareAddr() }
-
-// MTU implements eth.Device: wMaxSegmentSize less the header, 1500.
-func (d *ecmDevice) MTU() int { return ecm.MaxSegmentSize - eth.EthLen }
-
-// Close implements eth.Device.
-func (d *ecmDevice) Close() error { return d.ecm.Close() }
