@@ -31,6 +31,31 @@ type Port interface {
 	Close() error
 }
 
+// BatchPort is a Port that also moves several SDUs per call, so that a
+// data path pays one wake-up (and, over kernel rings, one ring operation)
+// per batch instead of per SDU. It is optional: find it with a type
+// assertion on a Port. The batch calls follow Read's and Write's rules;
+// they are safe for concurrent use with Read, Write and Close, one reader
+// and one writer at a time.
+type BatchPort interface {
+	Port
+	// ReadBatch blocks until an SDU arrives or the deadline passes (the
+	// zero time means no deadline), then copies SDUs that are ready, at
+	// most len(bufs) and without blocking again, into bufs[i], sets
+	// sizes[i] (len(sizes) >= len(bufs)) and returns how many. The
+	// caller owns bufs. A truncated SDU ends the batch: it is the last
+	// one counted, its size is len(bufs[n-1]) and the error wraps
+	// ErrTruncated. Otherwise the error is non-nil only with n = 0, as
+	// Read's (ErrTimeout, ErrClosed).
+	ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error)
+	// WriteBatch copies and queues sdus in order, blocking while the flow
+	// is full (back-pressure) until the deadline, and returns how many it
+	// queued; the caller keeps sdus. It stops at the first SDU it cannot
+	// queue: n < len(sdus) comes with that SDU's error, as Write's
+	// (ErrTooBig for sdus[n] alone; ErrTimeout, ErrClosed).
+	WriteBatch(sdus [][]byte, deadline time.Time) (int, error)
+}
+
 // Info describes an allocated flow, as the broker reports it.
 type Info struct {
 	ID     uint64 `cbor:"1,keyasint" json:"id"`     // the node's flow id

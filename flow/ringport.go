@@ -27,13 +27,16 @@ type RingPort struct {
 	rhead   int
 	rn      int
 	wmu     sync.Mutex // serialises writers; guards wbuf
-	wbuf    [1]*kernel.Buf
+	wbuf    [ringBatch]*kernel.Buf
 	closeMu sync.Mutex // guards closed; taken before rmu and wmu
 	closed  bool
 	gone    bool // caps deleted; set with rmu and wmu held
 }
 
-var _ Port = (*RingPort)(nil)
+var (
+	_ Port      = (*RingPort)(nil)
+	_ BatchPort = (*RingPort)(nil)
+)
 
 // NewRingPort returns the Port over rx and tx in pd's CSpace.
 func NewRingPort(pd *kernel.PD, rx, tx kernel.Cap) *RingPort {
@@ -82,16 +85,17 @@ func (p *RingPort) pop(deadline time.Time) (int, error) {
 	return n, err
 }
 
-// push pushes wbuf into tx, waiting for room until the deadline; like pop
-// it needs no context to push into a ring with room.
-func (p *RingPort) push(deadline time.Time) (int, error) {
+// push pushes bufs (a prefix of wbuf) into tx, waiting for room until the
+// deadline; like pop it needs no context to push into a ring with room.
+// It returns once at least one buffer is pushed.
+func (p *RingPort) push(bufs []*kernel.Buf, deadline time.Time) (int, error) {
 	if deadline.IsZero() {
-		return p.pd.PushWait(p.pd.Context(), p.tx, p.wbuf[:])
+		return p.pd.PushWait(p.pd.Context(), p.tx, bufs)
 	}
-	n, err := p.pd.Push(p.tx, p.wbuf[:])
+	n, err := p.pd.Push(p.tx, bufs)
 	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
 		ctx, cancel := p.deadlineCtx(deadline)
-		n, err = p.pd.PushWait(ctx, p.tx, p.wbuf[:])
+		n, err = p.pd.PushWait(ctx, p.tx, bufs)
 		cancel()
 	}
 	return n, err
@@ -143,13 +147,88 @@ func (p *RingPort) Write(b []byte, deadline time.Time) error {
 	buf.Reset()
 	copy(buf.Extend(len(b)), b)
 	p.wbuf[0] = buf
-	n, err := p.push(deadline)
+	n, err := p.push(p.wbuf[:1], deadline)
 	p.wbuf[0] = nil
 	if n == 0 {
 		p.pd.FreeBuf(buf)
 		return mapRingErr("write", err)
 	}
 	return nil
+}
+
+// ReadBatch implements BatchPort: it serves the batch it popped last, and
+// pops the next one (one ring operation) when that is used up.
+func (p *RingPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.gone {
+		return 0, fmt.Errorf("flow: read: %w", ErrClosed)
+	}
+	if p.rhead == p.rn {
+		p.rhead, p.rn = 0, 0
+		n, err := p.pop(deadline)
+		if n == 0 {
+			return 0, mapRingErr("read", err)
+		}
+		p.rn = n
+	}
+	start := p.rhead
+	n := 0
+	var err error
+	for n < len(bufs) && p.rhead < p.rn {
+		data := p.rbufs[p.rhead].Bytes()
+		p.rhead++
+		sizes[n] = copy(bufs[n], data)
+		n++
+		if sizes[n-1] < len(data) {
+			err = fmt.Errorf("flow: read %d-byte SDU into %d bytes: %w", len(data), len(bufs[n-1]), ErrTruncated)
+			break
+		}
+	}
+	p.pd.FreeBufs(p.rbufs[start:p.rhead])
+	return n, err
+}
+
+// WriteBatch implements BatchPort: it copies up to ringBatch SDUs into
+// buffers from the component's budget and pushes them with one ring
+// operation while the ring has room.
+func (p *RingPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.gone {
+		return 0, fmt.Errorf("flow: write: %w", ErrClosed)
+	}
+	done := 0
+	for done < len(sdus) {
+		k := 0 // SDUs of this round: up to ringBatch, none too big
+		for k < len(p.wbuf) && done+k < len(sdus) && len(sdus[done+k]) <= MaxSDU {
+			k++
+		}
+		if k == 0 {
+			return done, fmt.Errorf("flow: write of %d bytes (max %d): %w", len(sdus[done]), MaxSDU, ErrTooBig)
+		}
+		k, err := p.pd.AllocBufs(p.wbuf[:k])
+		if k == 0 {
+			return done, mapRingErr("write", err)
+		}
+		for i, b := range p.wbuf[:k] {
+			b.Reset()
+			copy(b.Extend(len(sdus[done+i])), sdus[done+i])
+		}
+		for pushed := 0; pushed < k; {
+			n, err := p.push(p.wbuf[pushed:k], deadline)
+			pushed += n
+			done += n
+			if n == 0 {
+				p.pd.FreeBufs(p.wbuf[pushed:k])
+				return done, mapRingErr("write", err)
+			}
+		}
+	}
+	return done, nil
 }
 
 // Close implements Port: it closes both rings (waking a blocked reader

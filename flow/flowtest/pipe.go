@@ -63,7 +63,7 @@ type pipeEnd struct {
 	closed    chan struct{} // closed by Close
 }
 
-var _ flow.Port = (*pipeEnd)(nil)
+var _ flow.BatchPort = (*pipeEnd)(nil)
 
 // Errors of a pipe end. They wrap the flow sentinels; they are never modified.
 var (
@@ -95,22 +95,56 @@ func (e *TimeoutError) Temporary() bool { return true }
 
 // Read implements flow.Port.
 func (e *pipeEnd) Read(p []byte, deadline time.Time) (int, error) {
+	sdu, err := e.recv(deadline)
+	if err != nil {
+		return 0, err
+	}
+	return e.deliver(p, sdu)
+}
+
+// ReadBatch implements flow.BatchPort: it waits for one SDU as Read does,
+// then takes those already queued behind it.
+func (e *pipeEnd) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	sdu, err := e.recv(deadline)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		sizes[n], err = e.deliver(bufs[n], sdu)
+		n++
+		if err != nil || n == len(bufs) {
+			return n, err
+		}
+		select {
+		case sdu = <-e.rx.q:
+		default:
+			return n, nil
+		}
+	}
+}
+
+// recv waits for the next SDU until the deadline.
+func (e *pipeEnd) recv(deadline time.Time) ([]byte, error) {
 	select {
 	case <-e.closed:
-		return 0, errReadClosed
+		return nil, errReadClosed
 	default:
 	}
 	// Fast path: an SDU is waiting.
 	select {
 	case sdu := <-e.rx.q:
-		return e.deliver(p, sdu)
+		return sdu, nil
 	default:
 	}
 	var timeout <-chan time.Time
 	if !deadline.IsZero() {
 		d := time.Until(deadline)
 		if d <= 0 {
-			return 0, errReadTimeout
+			return nil, errReadTimeout
 		}
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -118,19 +152,19 @@ func (e *pipeEnd) Read(p []byte, deadline time.Time) (int, error) {
 	}
 	select {
 	case sdu := <-e.rx.q:
-		return e.deliver(p, sdu)
+		return sdu, nil
 	case <-e.closed:
-		return 0, errReadClosed
+		return nil, errReadClosed
 	case <-e.rx.writerClosed:
 		// Drain what was in flight before reporting the close.
 		select {
 		case sdu := <-e.rx.q:
-			return e.deliver(p, sdu)
+			return sdu, nil
 		default:
-			return 0, errReadClosed
+			return nil, errReadClosed
 		}
 	case <-timeout:
-		return 0, errReadTimeout
+		return nil, errReadTimeout
 	}
 }
 
@@ -153,9 +187,14 @@ func (e *pipeEnd) Write(p []byte, deadline time.Time) error {
 	if len(p) > flow.MaxSDU {
 		return errTooBig
 	}
+	// Two one-case checks: a select over both would lock both channels
+	// on every SDU.
 	select {
 	case <-e.closed:
 		return errWriteClosed
+	default:
+	}
+	select {
 	case <-e.tx.readerClosed:
 		return errWriteClosed
 	default:
@@ -192,6 +231,16 @@ func (e *pipeEnd) Write(p []byte, deadline time.Time) error {
 	case <-timeout:
 		return errWriteTimout
 	}
+}
+
+// WriteBatch implements flow.BatchPort: Write for each SDU in turn.
+func (e *pipeEnd) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
+	for i, p := range sdus {
+		if err := e.Write(p, deadline); err != nil {
+			return i, err
+		}
+	}
+	return len(sdus), nil
 }
 
 // Close implements flow.Port.

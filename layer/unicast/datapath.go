@@ -17,19 +17,23 @@ import (
 
 // The data path, written once here:
 //
-//   - N-1 receive: one goroutine per N-1 data-transfer flow reads a packet
-//     into a pooled buffer and calls input: dt.Forwarder.Decide, then
-//     either enqueue on the next hop's scheduler (the buffer moves with
-//     it), deliver to a local endpoint (an N+1 port, or the control queue
-//     for reserved endpoints), or drop and count.
+//   - N-1 receive: one goroutine per N-1 data-transfer flow reads packets
+//     into pooled buffers (a batch per read where the flow is a
+//     flow.BatchPort, else one) and calls input on each:
+//     dt.Forwarder.Decide, then either enqueue on the next hop's scheduler
+//     (the buffer moves with it), deliver to a local endpoint (an N+1
+//     port, or the control queue for reserved endpoints), or drop and
+//     count. The transmit loops it queued for are woken once per batch.
 //   - N-1 transmit: one goroutine per N-1 flow dequeues batches from its
-//     dt.Scheduler (one FIFO per QoS cube) and writes them to the flow,
-//     blocking on its back-pressure; the queue in front of it absorbs
-//     bursts, and ca.MarkECN raises each packet's ECN by that queue's
-//     depth as it is enqueued. A full queue is a counted drop.
-//   - N+1 transmit: one goroutine per flow reads the application's SDU
-//     into a buffer behind headroom, paces it by the flow's ca.Flow,
-//     prepends the PCI and routes it like a forwarded packet.
+//     dt.Scheduler (one FIFO per QoS cube) and writes them to the flow
+//     (one WriteBatch where it is a flow.BatchPort), blocking on its
+//     back-pressure; the queue in front of it absorbs bursts, and
+//     ca.MarkECN raises each packet's ECN by that queue's depth as it is
+//     enqueued. A full queue is a counted drop.
+//   - N+1 transmit: one goroutine per flow reads the application's SDUs
+//     (in batches where the port allows) into buffers behind headroom,
+//     paces each by the flow's ca.Flow, prepends the PCI and routes it
+//     like a forwarded packet.
 //   - control: reserved-endpoint packets are copied to a queue that one
 //     goroutine serves (flow allocator, directory); control may allocate,
 //     the three loops above do not (TestForwardZeroAllocs).
@@ -44,6 +48,7 @@ const (
 	bufLen   = headroom + flow.MaxSDU + 64
 	poolSize = 4096
 	txBatch  = 32
+	rxBatch  = 32
 	srcLen   = 8 // sender's address in front of a control message
 )
 
@@ -156,6 +161,10 @@ func (c *core) removePort(np *nport) {
 // rxLoop reads np's packets until the flow breaks, then reports it.
 func (c *core) rxLoop(np *nport) {
 	defer c.wg.Done()
+	if bp, ok := np.p.(flow.BatchPort); ok {
+		c.rxBatchLoop(np, bp)
+		return
+	}
 	p := c.p
 	b := p.getBuf()
 	for {
@@ -172,22 +181,97 @@ func (c *core) rxLoop(np *nport) {
 		np.rxPkts.Add(1)
 		np.rxBytes.Add(uint64(n))
 		b.off, b.end = 0, n
-		if c.input(b) {
+		if c.input(b, nil, time.Time{}) {
 			b = p.getBuf()
 		}
 	}
 }
 
+// rxBatchLoop is rxLoop over a flow that reads in batches: one read (one
+// wake-up) per batch, a decision per packet, and one wake-up per next
+// hop's transmit loop per batch.
+func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
+	p := c.p
+	var (
+		bs    [rxBatch]*pbuf
+		bufs  [rxBatch][]byte
+		sizes [rxBatch]int
+		k     kicks
+	)
+	for i := range bs {
+		bs[i] = p.getBuf()
+		bufs[i] = bs[i].b[:]
+	}
+	for {
+		n, err := bp.ReadBatch(bufs[:], sizes[:], time.Time{})
+		if err != nil {
+			if !errors.Is(err, flow.ErrTruncated) {
+				for _, b := range bs {
+					p.putBuf(b)
+				}
+				c.cm.Fail(np.id, fmt.Sprintf("data flow: %v", err))
+				return
+			}
+			p.c.truncated.Add(1)
+			n-- // the last one, truncated, is dropped
+		}
+		var nb uint64
+		now := time.Now() // the batch's arrival time, for deliveries
+		for i := range n {
+			b := bs[i]
+			b.off, b.end = 0, sizes[i]
+			nb += uint64(sizes[i])
+			if c.input(b, &k, now) {
+				bs[i] = p.getBuf()
+				bufs[i] = bs[i].b[:]
+			}
+		}
+		np.rxPkts.Add(uint64(n))
+		np.rxBytes.Add(nb)
+		k.flush()
+	}
+}
+
+// kicks collects the transmit loops to wake once a batch is queued.
+type kicks struct {
+	n  int
+	np [rxBatch]*nport
+}
+
+func (k *kicks) add(np *nport) {
+	for _, x := range k.np[:k.n] {
+		if x == np {
+			return
+		}
+	}
+	if k.n == len(k.np) {
+		np.wake()
+		return
+	}
+	k.np[k.n] = np
+	k.n++
+}
+
+func (k *kicks) flush() {
+	for i, np := range k.np[:k.n] {
+		np.wake()
+		k.np[i] = nil
+	}
+	k.n = 0
+}
+
 // input handles a received packet. It reports whether it kept b (queued
-// for forwarding); otherwise b is the caller's again.
-func (c *core) input(b *pbuf) bool {
+// for forwarding); otherwise b is the caller's again. With k, the next
+// hop's transmit loop is woken when k is flushed, not at once. now is
+// the packet's arrival time (zero: read the clock if it is delivered).
+func (c *core) input(b *pbuf, k *kicks, now time.Time) bool {
 	r := c.fwd.Decide(b.pkt())
 	switch r.Verdict {
 	case dt.Forward:
-		c.enqueue(r.NextHop, b, false)
+		c.enqueue(r.NextHop, b, false, k)
 		return true
 	case dt.Deliver:
-		c.deliver(b.pkt())
+		c.deliver(b.pkt(), now)
 	}
 	return false
 }
@@ -201,7 +285,9 @@ const originWait = 20 * time.Millisecond
 // dropped at once; a packet this IPCP originated waits up to originWait
 // for room, so that the layer pushes back on its own senders instead of
 // dropping their traffic before it leaves the node.
-func (c *core) enqueue(port pff.Port, b *pbuf, local bool) {
+//
+// With k the transmit loop is woken when k is flushed; without, at once.
+func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 	np := (*c.ports.Load())[port]
 	if np == nil {
 		c.p.c.noPort.Add(1)
@@ -215,6 +301,7 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool) {
 	}
 	var t *time.Timer
 	for np.sched.Len(cube) >= np.sched.Cap() && local {
+		np.wake() // it may hold a wake-up deferred in k
 		if t == nil {
 			t = c.p.timer(originWait)
 			defer c.p.putTimer(t)
@@ -231,6 +318,15 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool) {
 		c.p.putBuf(b) // counted by the scheduler (queue_full)
 		return
 	}
+	if k != nil {
+		k.add(np)
+		return
+	}
+	np.wake()
+}
+
+// wake wakes np's transmit loop.
+func (np *nport) wake() {
 	select {
 	case np.kick <- struct{}{}:
 	default:
@@ -240,7 +336,11 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool) {
 // txLoop writes np's queued packets until the adjacency is gone.
 func (c *core) txLoop(np *nport) {
 	defer c.wg.Done()
-	var batch [txBatch]*pbuf
+	var (
+		batch [txBatch]*pbuf
+		pkts  [txBatch][]byte
+	)
+	bp, _ := np.p.(flow.BatchPort)
 	for {
 		n := np.sched.DequeueBatch(batch[:])
 		if n == 0 {
@@ -264,6 +364,10 @@ func (c *core) txLoop(np *nport) {
 		case np.space <- struct{}{}:
 		default:
 		}
+		if bp != nil {
+			c.writeBatch(np, bp, batch[:n], pkts[:n])
+			continue
+		}
 		for i := range n {
 			b := batch[i]
 			batch[i] = nil
@@ -279,8 +383,37 @@ func (c *core) txLoop(np *nport) {
 	}
 }
 
-// deliver hands a packet for this IPCP to its endpoint.
-func (c *core) deliver(pkt []byte) {
+// writeBatch writes batch to np with as few calls as its errors allow
+// (each error costs one packet, counted), then frees the buffers.
+func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]byte) {
+	for i, b := range batch {
+		pkts[i] = b.pkt()
+	}
+	for i := 0; i < len(pkts); {
+		n, err := bp.WriteBatch(pkts[i:], time.Time{})
+		var nb uint64
+		for _, b := range batch[i : i+n] {
+			nb += uint64(b.end - b.off)
+		}
+		np.txPkts.Add(uint64(n))
+		np.txBytes.Add(nb)
+		i += n
+		if err != nil {
+			np.txErrors.Add(1)
+			c.p.c.txErrors.Add(1)
+			i++
+		}
+	}
+	for i, b := range batch {
+		c.p.putBuf(b)
+		batch[i] = nil
+		pkts[i] = nil
+	}
+}
+
+// deliver hands a packet for this IPCP to its endpoint; now is its
+// arrival time (zero: now).
+func (c *core) deliver(pkt []byte, now time.Time) {
 	pci := dt.PCI(pkt)
 	eid := pci.EID()
 	payload := pci.Payload()
@@ -293,7 +426,9 @@ func (c *core) deliver(pkt []byte) {
 		c.p.c.unknownEID.Add(1)
 		return
 	}
-	now := time.Now()
+	if now.IsZero() {
+		now = time.Now()
+	}
 	f.LastHeard.Store(now.UnixNano())
 	if err := f.Port.Write(payload, now); err != nil {
 		f.Drops.Add(1)
@@ -314,6 +449,10 @@ func (c *core) deliver(pkt []byte) {
 // flowTx moves an N+1 flow's SDUs into the layer until its port closes.
 func (c *core) flowTx(f *fa.Flow) {
 	defer c.wg.Done()
+	if bp, ok := f.Port.(flow.BatchPort); ok {
+		c.flowTxBatch(f, bp)
+		return
+	}
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
 	for {
@@ -351,17 +490,81 @@ func (c *core) flowTx(f *fa.Flow) {
 		f.PktsOut.Add(1)
 		f.BytesOut.Add(uint64(n))
 		f.LastSent.Store(now.UnixNano())
-		c.originate(b)
+		c.originate(b, nil)
 	}
 }
 
-// originate routes a packet this IPCP made. It takes b.
-func (c *core) originate(b *pbuf) {
+// flowTxBatch is flowTx over a port that reads in batches: one read per
+// batch, pacing and a PCI per SDU, one wake-up of the first hop's
+// transmit loop per batch (or before pacing waits).
+func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
+	p := c.p
+	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
+	var (
+		bs    [rxBatch]*pbuf
+		bufs  [rxBatch][]byte
+		sizes [rxBatch]int
+		k     kicks
+	)
+	for i := range bs {
+		bs[i] = p.getBuf()
+		bufs[i] = bs[i].b[headroom : headroom+flow.MaxSDU]
+	}
+	for {
+		n, err := bp.ReadBatch(bufs[:], sizes[:], time.Time{})
+		if err != nil {
+			if !errors.Is(err, flow.ErrTruncated) {
+				for _, b := range bs {
+					p.putBuf(b)
+				}
+				c.fa.Closed(f)
+				return
+			}
+			p.c.truncated.Add(1)
+			n-- // the last one, truncated, is dropped
+		}
+		now := time.Now()
+		var sent, nb uint64
+		for i := range n {
+			sz := sizes[i]
+			if sz > p.MaxSDU() { // see flowTx
+				p.c.tooBig.Add(1)
+				f.Drops.Add(1)
+				continue
+			}
+			f.CAMu.Lock()
+			for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
+				f.CAMu.Unlock()
+				k.flush() // what is queued goes while this one waits
+				time.Sleep(wait)
+				now = time.Now()
+				f.CAMu.Lock()
+			}
+			f.CAMu.Unlock()
+			b := bs[i]
+			b.off, _ = dt.Prepend(b.b[:], headroom, fields)
+			b.end = headroom + sz
+			sent++
+			nb += uint64(sz)
+			c.originate(b, &k)
+			bs[i] = p.getBuf()
+			bufs[i] = bs[i].b[headroom : headroom+flow.MaxSDU]
+		}
+		f.PktsOut.Add(sent)
+		f.BytesOut.Add(nb)
+		f.LastSent.Store(now.UnixNano())
+		k.flush()
+	}
+}
+
+// originate routes a packet this IPCP made. It takes b. With k, the
+// first hop's transmit loop is woken when k is flushed.
+func (c *core) originate(b *pbuf, k *kicks) {
 	pci := dt.PCI(b.pkt())
 	dst := pci.Dst()
 	c.p.c.sent.Add(1)
 	if dst == c.self {
-		c.deliver(b.pkt())
+		c.deliver(b.pkt(), time.Time{})
 		c.p.putBuf(b)
 		return
 	}
@@ -371,7 +574,7 @@ func (c *core) originate(b *pbuf) {
 		c.p.putBuf(b)
 		return
 	}
-	c.enqueue(port, b, true)
+	c.enqueue(port, b, true, k)
 }
 
 // ctlMsg is a control message for a reserved endpoint.
@@ -423,7 +626,7 @@ func (c *core) sendCtl(dst layer.Addr, eid layer.EID, cube flow.Cube, msg []byte
 	n := copy(b.b[headroom+srcLen:], msg)
 	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: dst, Cube: cube, TTL: dt.DefaultTTL, EID: eid})
 	b.end = headroom + srcLen + n
-	c.enqueue(port, b, false)
+	c.enqueue(port, b, false, nil)
 	return nil
 }
 

@@ -1,0 +1,159 @@
+package unicast_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/unicasttest"
+)
+
+// bareChain3 is chain3 with the N-1 flows as bare flowtest pipes, which
+// read and write in batches (flow.BatchPort) as the RingPorts of a node
+// do; unicasttest's links wrap their ports (to cut and freeze them) and
+// so hide the batch calls.
+func bareChain3(tb testing.TB, caPolicy string) (a, z flow.Port, nodes []*unicast.IPCP) {
+	fake := flowtest.NewBroker(unicasttest.PipeCap)
+	ups := make([]*flowtest.Upcalls, 4)
+	for i := range 4 {
+		cfg := unicast.Config{
+			Layer: unicasttest.Layer, RoutingTick: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+			KeepAlive: 200 * time.Millisecond, FlowTimeout: time.Second,
+			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},
+			Name:        unicasttest.NodeName(i),
+			Bootstrap:   i == 0,
+		}
+		cfg.LayerConfig.CA = caPolicy
+		if i > 0 {
+			cfg.Enroll = unicasttest.NodeName(i - 1)
+			cfg.Neighbours = []string{cfg.Enroll}
+		}
+		ups[i] = flowtest.NewUpcalls(unicasttest.PipeCap)
+		p, err := unicast.New(cfg, ups[i], fake.Program(cfg.Name), nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := p.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(p.Stop)
+		nodes = append(nodes, p)
+	}
+	for start := time.Now(); ; time.Sleep(5 * time.Millisecond) {
+		ok := true
+		for _, p := range nodes {
+			ok = ok && p.Operational() && len(p.Routes()) == len(nodes)-1
+		}
+		if ok {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			tb.Fatal("chain not operational within 10s")
+		}
+	}
+	if err := nodes[3].Register(context.Background(), "sink"); err != nil {
+		tb.Fatal(err)
+	}
+	app, ipc := flowtest.Pipe(unicasttest.PipeCap)
+	if err := nodes[0].Alloc(ctxT(tb, 5*time.Second), irm.AllocReq{Dst: "sink", Src: "app", QoS: flow.BestEffort()}, ipc); err != nil {
+		tb.Fatal(err)
+	}
+	var acc flowtest.Accepted
+	select {
+	case acc = <-ups[3].Accepted:
+	case <-time.After(2 * time.Second):
+		tb.Fatal("no flow accepted")
+	}
+	tb.Cleanup(func() { app.Close(); acc.Port.Close() })
+	return app, acc.Port, nodes
+}
+
+// TestForwardBatchZeroAllocs is TestForwardZeroAllocs over N-1 flows
+// that read and write in batches: one SDU at a time with mb-ecn, as there,
+// and in bursts of 64 without congestion avoidance (bursts raise ECN
+// marks, and mb-ecn's feedback is control traffic, which may allocate).
+func TestForwardBatchZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	for _, tc := range []struct {
+		ca    string
+		burst int
+		runs  int
+	}{
+		{"mb-ecn", 1, 5000},
+		{"nop", 64, 200},
+	} {
+		t.Run(fmt.Sprintf("%s/burst%d", tc.ca, tc.burst), func(t *testing.T) {
+			a, z, _ := bareChain3(t, tc.ca)
+			msg := make([]byte, 100)
+			buf := make([]byte, flow.MaxSDU)
+			send := func() {
+				for range tc.burst {
+					if err := a.Write(msg, time.Time{}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for range tc.burst {
+					if _, err := z.Read(buf, time.Time{}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for range 2000 / tc.burst { // warm the buffer pools and free lists
+				send()
+			}
+			if allocs := testing.AllocsPerRun(tc.runs, send); allocs != 0 {
+				t.Errorf("%v allocations per %d SDUs over 3 hops, want 0", allocs, tc.burst)
+			}
+		})
+	}
+}
+
+// TestForwardBatchBurst sends bursts of two batches and a half through
+// the batch path (fewer SDUs than a queue holds, so nothing may be
+// dropped) and checks that every SDU arrives, in order.
+func TestForwardBatchBurst(t *testing.T) {
+	a, z, nodes := bareChain3(t, "nop")
+	const burst, bursts = 80, 25
+	msg := make([]byte, 8)
+	buf := make([]byte, flow.MaxSDU)
+	for i := range bursts {
+		for j := range burst {
+			msg[0], msg[1] = byte(i), byte(j)
+			if err := a.Write(msg, time.Now().Add(5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for j := range burst {
+			n, err := z.Read(buf, time.Now().Add(5*time.Second))
+			if err != nil {
+				t.Fatalf("burst %d, SDU %d: %v", i, j, err)
+			}
+			if n != 8 || buf[0] != byte(i) || buf[1] != byte(j) {
+				t.Fatalf("burst %d, SDU %d: got burst %d, SDU %d (%d bytes)", i, j, buf[0], buf[1], n)
+			}
+		}
+	}
+	if f := nodes[1].Stats().Forwarded; f < burst*bursts {
+		t.Errorf("middle node forwarded %d, want >= %d", f, burst*bursts)
+	}
+}
+
+// BenchmarkForward3HopsBatch is BenchmarkForward3Hops over N-1 flows
+// that read and write in batches (bare pipes).
+func BenchmarkForward3HopsBatch(b *testing.B) {
+	for _, size := range []int{64, 1000} {
+		b.Run(byteSize(size), func(b *testing.B) {
+			a, z, _ := bareChain3(b, "nop")
+			forwardBench(b, size, func(p []byte) error { return a.Write(p, time.Time{}) },
+				func(p []byte) error { _, err := z.Read(p, time.Now().Add(300*time.Millisecond)); return err })
+		})
+	}
+}
