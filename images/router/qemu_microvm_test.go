@@ -20,9 +20,7 @@ package main
 // missing. OURO_QEMU_FIGURES=FILE appends the figures as text lines.
 
 import (
-	"bufio"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -206,48 +204,6 @@ func bootMicrovmNet(t *testing.T, elf, name string, netArgs ...string) *vm {
 		"-fw_cfg", "name=opt/ouro/args,string=name="+name+" exit-after=90s",
 		"-kernel", elf)
 	v.cmd = exec.Command("timeout", args...)
-	out, err := v.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.cmd.Stderr = v.cmd.Stdout
-	start := time.Now()
-	if err := v.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			l := strings.TrimRight(sc.Text(), "\r")
-			v.mu.Lock()
-			v.console = append(v.console, l)
-			v.mu.Unlock()
-			if strings.HasPrefix(l, "ouro node "+name+" ready") {
-				v.ready <- time.Since(start)
-			}
-		}
-		err := v.cmd.Wait()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			v.code = ee.ExitCode()
-		} else if err != nil {
-			v.code = -1
-		}
-		close(v.done)
-	}()
-	t.Cleanup(func() {
-		v.stop()
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		t.Logf("VM console:\n    %s", strings.Join(v.console, "\n    "))
-	})
-	select {
-	case d := <-v.ready:
-		t.Logf("VM ready %v after starting qemu", d.Round(time.Millisecond))
-	case <-v.done:
-		t.Fatalf("VM exited (status %d) before ready", v.code)
-	case <-time.After(60 * time.Second):
-		t.Fatal("VM not ready in 60s")
-	}
+	startVM(t, v, name)
 	return v
 }

@@ -31,7 +31,6 @@ package main
 // appends the figures as text lines.
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -40,7 +39,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -310,54 +308,7 @@ func bootPi(t *testing.T, elf, board, name string, port int) *vm {
 		"-kernel", elf}
 	v := &vm{ready: make(chan time.Duration, 1), done: make(chan struct{})}
 	v.cmd = exec.Command(args[0], args[1:]...)
-	out, err := v.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.cmd.Stderr = v.cmd.Stdout
-	start := time.Now()
-	if err := v.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			l := strings.TrimRight(sc.Text(), "\r")
-			v.mu.Lock()
-			v.console = append(v.console, l)
-			v.mu.Unlock()
-			if strings.HasPrefix(l, "ouro node "+name+" ready") {
-				v.ready <- time.Since(start)
-			}
-		}
-		err := v.cmd.Wait()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			v.code = ee.ExitCode()
-		} else if err != nil {
-			v.code = -1
-		}
-		close(v.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-v.done:
-		default:
-			v.cmd.Process.Kill()
-			<-v.done
-		}
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		t.Logf("%s console:\n    %s", name, strings.Join(v.console, "\n    "))
-	})
-	select {
-	case d := <-v.ready:
-		t.Logf("%s ready %v after starting qemu", name, d.Round(time.Millisecond))
-	case <-v.done:
-		t.Fatalf("%s exited (code %d) before ready", name, v.code)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s not ready in 60s", name)
-	}
+	startVM(t, v, name)
 	return v
 }
 

@@ -334,6 +334,15 @@ func bootVMNet(t *testing.T, elf, name string, netArgs ...string) *vm {
 	v.cmd.Args = append(v.cmd.Args,
 		"-semihosting-config", "enable=on,target=native,arg=router,arg=name="+name+",arg=exit-after=90s",
 		"-kernel", elf)
+	startVM(t, v, name)
+	return v
+}
+
+// startVM starts v's QEMU command, keeps its console, and waits until the
+// guest prints "ouro node NAME ready"; the VM is stopped (and its console
+// logged) when the test ends. Every board's boot function uses it.
+func startVM(t *testing.T, v *vm, name string) {
+	t.Helper()
 	out, err := v.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -373,11 +382,10 @@ func bootVMNet(t *testing.T, elf, name string, netArgs ...string) *vm {
 	case d := <-v.ready:
 		t.Logf("VM ready %v after starting qemu", d.Round(time.Millisecond))
 	case <-v.done:
-		t.Fatalf("VM exited (code %d) before ready", v.code)
+		t.Fatalf("VM exited (status %d) before ready", v.code)
 	case <-time.After(60 * time.Second):
 		t.Fatal("VM not ready in 60s")
 	}
-	return v
 }
 
 // stop ends the VM if it still runs: SIGTERM to timeout, which passes it
