@@ -29,6 +29,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
 )
 
 var (
@@ -114,21 +115,13 @@ type port struct {
 
 func (p *port) close() { p.closeOnce.Do(func() { p.p.Close() }) }
 
-const (
-	stateInit int32 = iota
-	stateOperational
-	stateShutdown
-)
-
-var stateNames = [...]string{"init", "operational", "shutdown"}
-
 // IPCP is a broadcast IPC process. Create it with New.
 type IPCP struct {
 	cfg    Config
 	qos    flow.QoS
 	broker flow.Broker
 	reg    Registrar
-	state  atomic.Int32
+	state  layer.Lifecycle
 	c      counters
 
 	ctx    context.Context // ends at Stop
@@ -201,17 +194,17 @@ func (p *IPCP) newOrigin() {
 // Start binds the IPCP's name, registers it in the lower layers, and
 // starts accepting flows from neighbours and allocating flows to them.
 func (p *IPCP) Start() error {
-	if !p.state.CompareAndSwap(stateInit, stateOperational) {
-		return fmt.Errorf("broadcast: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
+	if !p.state.CompareAndSwap(layer.StateInit, layer.StateOperational) {
+		return fmt.Errorf("broadcast: %s: start in state %s: %w", p.cfg.Name, p.state.Load(), flow.ErrInvalid)
 	}
 	if err := p.broker.Bind(p.ctx, p.cfg.Name); err != nil && !errors.Is(err, flow.ErrExists) {
-		p.state.Store(stateShutdown)
+		p.state.Store(layer.StateShutdown)
 		return fmt.Errorf("broadcast: %s: bind: %w", p.cfg.Name, err)
 	}
 	for _, l := range p.cfg.Lower {
 		if err := p.reg.Reg(p.ctx, p.cfg.Name, l); err != nil && !errors.Is(err, flow.ErrExists) {
 			p.broker.Unbind(context.Background(), p.cfg.Name)
-			p.state.Store(stateShutdown)
+			p.state.Store(layer.StateShutdown)
 			return fmt.Errorf("broadcast: %s: register in %s: %w", p.cfg.Name, l, err)
 		}
 	}
@@ -226,7 +219,7 @@ func (p *IPCP) Start() error {
 // Stop closes every flow, ends the goroutines and waits for them, and
 // unbinds the name. Idempotent.
 func (p *IPCP) Stop() {
-	if p.state.Swap(stateShutdown) == stateShutdown {
+	if p.state.Swap(layer.StateShutdown) == layer.StateShutdown {
 		return
 	}
 	p.cancel()
@@ -304,7 +297,7 @@ func (p *IPCP) connect(neighbour string) {
 func (p *IPCP) add(pt *port) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state.Load() == stateShutdown {
+	if p.state.Load() == layer.StateShutdown {
 		pt.close()
 		return false
 	}
@@ -332,9 +325,9 @@ func (p *IPCP) Join(_ context.Context, fp flow.Port) error {
 		return fmt.Errorf("broadcast: %s: join: nil port: %w", p.cfg.Name, flow.ErrInvalid)
 	}
 	switch p.state.Load() {
-	case stateInit:
+	case layer.StateInit:
 		return fmt.Errorf("broadcast: %s: join: not started: %w", p.cfg.Name, flow.ErrInvalid)
-	case stateShutdown:
+	case layer.StateShutdown:
 		return fmt.Errorf("broadcast: %s: join: stopped: %w", p.cfg.Name, flow.ErrClosed)
 	}
 	pt := &port{p: fp}
@@ -467,7 +460,7 @@ func (p *IPCP) flood(from *port, pkt Header) {
 
 // Info implements irm.IPCP.
 func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "broadcast", State: stateNames[p.state.Load()]}
+	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "broadcast", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP: names are not registered in a broadcast

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,19 +75,11 @@ type Config struct {
 	RetryBase time.Duration
 }
 
-const (
-	stateInit int32 = iota
-	stateOperational
-	stateShutdown
-)
-
-var stateNames = [...]string{"init", "operational", "shutdown"}
-
 // IPCP is an Ethernet shim IPC process.
 type IPCP struct {
 	cfg   Config
 	eng   *engine.Engine[MAC]
-	state atomic.Int32
+	state layer.Lifecycle
 
 	mu     sync.Mutex // serialises Start and Stop
 	dev    Device     // set by Start before the state becomes operational
@@ -133,8 +124,8 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 func (p *IPCP) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state.Load() != stateInit {
-		return fmt.Errorf("eth: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
+	if p.state.Load() != layer.StateInit {
+		return fmt.Errorf("eth: %s: start in state %s: %w", p.cfg.Name, p.state.Load(), flow.ErrInvalid)
 	}
 	dev := p.cfg.Device
 	if dev == nil {
@@ -164,7 +155,7 @@ func (p *IPCP) Start() error {
 		dev = w
 	}
 	p.dev, p.mac = dev, mac
-	p.state.Store(stateOperational)
+	p.state.Store(layer.StateOperational)
 	go p.rxLoop()
 	return nil
 }
@@ -174,9 +165,9 @@ func (p *IPCP) Start() error {
 func (p *IPCP) Stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := p.state.Swap(stateShutdown)
+	old := p.state.Swap(layer.StateShutdown)
 	p.eng.Stop()
-	if old == stateOperational {
+	if old == layer.StateOperational {
 		p.dev.Close()
 		<-p.rxDone
 	}
@@ -188,7 +179,7 @@ func (p *IPCP) MAC() MAC { return p.mac }
 
 // Info implements irm.IPCP.
 func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "eth", State: stateNames[p.state.Load()]}
+	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "eth", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP: name answers queries and accepts flows.
@@ -207,9 +198,9 @@ func (p *IPCP) Query(ctx context.Context, name string) error {
 
 func (p *IPCP) resolve(ctx context.Context, name string) (MAC, error) {
 	switch p.state.Load() {
-	case stateInit:
+	case layer.StateInit:
 		return MAC{}, fmt.Errorf("eth: query %q: not started: %w", name, flow.ErrInvalid)
-	case stateShutdown:
+	case layer.StateShutdown:
 		return MAC{}, fmt.Errorf("eth: query %q: stopped: %w", name, flow.ErrClosed)
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -267,7 +258,7 @@ func (p *IPCP) rxLoop() {
 	for {
 		n, err := p.dev.ReadFrame(buf)
 		if err != nil {
-			if p.state.Load() == stateShutdown || errors.Is(err, net.ErrClosed) ||
+			if p.state.Load() == layer.StateShutdown || errors.Is(err, net.ErrClosed) ||
 				errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
 				return
 			}

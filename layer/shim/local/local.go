@@ -13,6 +13,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
@@ -25,20 +26,12 @@ type Config struct {
 	Name  string // the IPCP's own name; required
 }
 
-const (
-	stateInit int32 = iota
-	stateOperational
-	stateShutdown
-)
-
-var stateNames = [...]string{"init", "operational", "shutdown"}
-
 // IPCP is a local shim IPC process. Its counters count SDUs from
 // allocating to accepting programs as out, the other way as in.
 type IPCP struct {
 	cfg   Config
 	up    irm.Upcalls
-	state atomic.Int32
+	state layer.Lifecycle
 	c     engine.Counters
 	wg    sync.WaitGroup
 
@@ -72,15 +65,15 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 
 // Start makes the IPCP operational.
 func (p *IPCP) Start() error {
-	if !p.state.CompareAndSwap(stateInit, stateOperational) {
-		return fmt.Errorf("local: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
+	if !p.state.CompareAndSwap(layer.StateInit, layer.StateOperational) {
+		return fmt.Errorf("local: %s: start in state %s: %w", p.cfg.Name, p.state.Load(), flow.ErrInvalid)
 	}
 	return nil
 }
 
 // Stop closes every flow and waits for the copy loops. Idempotent.
 func (p *IPCP) Stop() {
-	p.state.Store(stateShutdown)
+	p.state.Store(layer.StateShutdown)
 	p.mu.Lock()
 	var ss []*splice
 	for _, s := range p.flows {
@@ -95,7 +88,7 @@ func (p *IPCP) Stop() {
 
 // Info implements irm.IPCP.
 func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "local", State: stateNames[p.state.Load()]}
+	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "local", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP.
@@ -145,9 +138,9 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err
 		return fmt.Errorf("local: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	switch p.state.Load() {
-	case stateInit:
+	case layer.StateInit:
 		return fmt.Errorf("local: alloc %q: not started: %w", req.Dst, flow.ErrInvalid)
-	case stateShutdown:
+	case layer.StateShutdown:
 		return fmt.Errorf("local: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
 	}
 	if err := p.Query(ctx, req.Dst); err != nil {
@@ -165,7 +158,7 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err
 	}
 	s := &splice{name: req.Dst, qos: req.QoS, a: port, b: peer}
 	p.mu.Lock()
-	if p.state.Load() == stateShutdown {
+	if p.state.Load() == layer.StateShutdown {
 		p.mu.Unlock()
 		peer.Close()
 		return fmt.Errorf("local: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)

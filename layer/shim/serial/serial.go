@@ -148,14 +148,6 @@ type linkCounters struct {
 	stalls, probes, creditSent                 atomic.Uint64
 }
 
-const (
-	stateInit int32 = iota
-	stateOperational
-	stateShutdown
-)
-
-var stateNames = [...]string{"init", "operational", "shutdown"}
-
 // Why a session ended.
 const (
 	endDead = iota
@@ -191,7 +183,7 @@ type IPCP struct {
 	nonce  uint64
 	epoch  time.Time
 	window uint32
-	state  atomic.Int32
+	state  layer.Lifecycle
 	c      engine.Counters // link-level drops and errors (per-flow counts live in the sessions' engines)
 	ls     linkCounters
 	dec    *Decoder // the receive goroutine's
@@ -284,8 +276,8 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 func (p *IPCP) Start() error {
 	p.smu.Lock()
 	defer p.smu.Unlock()
-	if !p.state.CompareAndSwap(stateInit, stateOperational) {
-		return fmt.Errorf("serial: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
+	if !p.state.CompareAndSwap(layer.StateInit, layer.StateOperational) {
+		return fmt.Errorf("serial: %s: start in state %s: %w", p.cfg.Name, p.state.Load(), flow.ErrInvalid)
 	}
 	p.lastHeard.Store(p.now())
 	p.helloNow.Store(true)
@@ -301,9 +293,9 @@ func (p *IPCP) Start() error {
 func (p *IPCP) Stop() {
 	p.smu.Lock()
 	defer p.smu.Unlock()
-	old := p.state.Swap(stateShutdown)
-	if old != stateOperational {
-		if old == stateInit {
+	old := p.state.Swap(layer.StateShutdown)
+	if old != layer.StateOperational {
+		if old == layer.StateInit {
 			p.cfg.Device.Close()
 		}
 		return
@@ -333,7 +325,7 @@ func (p *IPCP) Stop() {
 
 // Info implements irm.IPCP.
 func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "serial", State: stateNames[p.state.Load()]}
+	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "serial", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP: name answers the peer's queries and accepts
@@ -379,9 +371,9 @@ func (p *IPCP) Query(ctx context.Context, name string) error {
 
 func (p *IPCP) resolve(ctx context.Context, name string) (*session, error) {
 	switch p.state.Load() {
-	case stateInit:
+	case layer.StateInit:
 		return nil, fmt.Errorf("serial: query %q: not started: %w", name, flow.ErrInvalid)
-	case stateShutdown:
+	case layer.StateShutdown:
 		return nil, fmt.Errorf("serial: query %q: stopped: %w", name, flow.ErrClosed)
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -501,7 +493,7 @@ func (p *IPCP) linkUp(ctx context.Context) *session {
 	for {
 		p.mu.Lock()
 		s := p.sess.Load()
-		if s != nil || p.state.Load() != stateOperational {
+		if s != nil || p.state.Load() != layer.StateOperational {
 			p.mu.Unlock()
 			return s
 		}
@@ -576,7 +568,7 @@ func (p *IPCP) afterEnd() {
 // has heard us (seen is our nonce).
 func (p *IPCP) onHello(n, seen uint64) {
 	p.mu.Lock()
-	if p.state.Load() != stateOperational {
+	if p.state.Load() != layer.StateOperational {
 		p.mu.Unlock()
 		return
 	}
@@ -663,7 +655,7 @@ func (p *IPCP) rxLoop() {
 			backoff = 0
 			continue
 		}
-		if p.state.Load() == stateShutdown || errors.Is(err, net.ErrClosed) ||
+		if p.state.Load() == layer.StateShutdown || errors.Is(err, net.ErrClosed) ||
 			errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
 			return
 		}

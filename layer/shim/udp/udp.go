@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
@@ -73,20 +72,12 @@ type Config struct {
 	RetryBase time.Duration
 }
 
-const (
-	stateInit int32 = iota
-	stateOperational
-	stateShutdown
-)
-
-var stateNames = [...]string{"init", "operational", "shutdown"}
-
 // IPCP is a UDP shim IPC process.
 type IPCP struct {
 	cfg   Config
 	dir   map[string]netip.AddrPort
 	eng   *engine.Engine[netip.AddrPort]
-	state atomic.Int32
+	state layer.Lifecycle
 
 	mu     sync.Mutex // serialises Start and Stop
 	dev    Device     // set by Start before the state becomes operational
@@ -141,8 +132,8 @@ func norm(a netip.AddrPort) netip.AddrPort {
 func (p *IPCP) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state.Load() != stateInit {
-		return fmt.Errorf("udp: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
+	if p.state.Load() != layer.StateInit {
+		return fmt.Errorf("udp: %s: start in state %s: %w", p.cfg.Name, p.state.Load(), flow.ErrInvalid)
 	}
 	dev := p.cfg.Device
 	if dev == nil {
@@ -165,7 +156,7 @@ func (p *IPCP) Start() error {
 		dev = w
 	}
 	p.dev = dev
-	p.state.Store(stateOperational)
+	p.state.Store(layer.StateOperational)
 	go p.rxLoop()
 	return nil
 }
@@ -175,9 +166,9 @@ func (p *IPCP) Start() error {
 func (p *IPCP) Stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := p.state.Swap(stateShutdown)
+	old := p.state.Swap(layer.StateShutdown)
 	p.eng.Stop()
-	if old == stateOperational {
+	if old == layer.StateOperational {
 		p.dev.Close()
 		<-p.rxDone
 	}
@@ -186,7 +177,7 @@ func (p *IPCP) Stop() {
 
 // Addr returns the bound address (valid after Start).
 func (p *IPCP) Addr() netip.AddrPort {
-	if p.state.Load() == stateInit {
+	if p.state.Load() == layer.StateInit {
 		return netip.AddrPort{}
 	}
 	if a, ok := p.dev.LocalAddr().(*net.UDPAddr); ok {
@@ -197,7 +188,7 @@ func (p *IPCP) Addr() netip.AddrPort {
 
 // Info implements irm.IPCP.
 func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "udp", State: stateNames[p.state.Load()]}
+	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "udp", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP: flows to name are accepted from peers.
@@ -223,9 +214,9 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) erro
 		return fmt.Errorf("udp: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	switch p.state.Load() {
-	case stateInit:
+	case layer.StateInit:
 		return fmt.Errorf("udp: alloc %q: not started: %w", req.Dst, flow.ErrInvalid)
-	case stateShutdown:
+	case layer.StateShutdown:
 		return fmt.Errorf("udp: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
 	}
 	dst, ok := p.dir[req.Dst]
@@ -276,7 +267,7 @@ func (p *IPCP) rxLoop() {
 			n, from, err = p.dev.ReadFromUDPAddrPort(buf)
 		}
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || p.state.Load() == stateShutdown {
+			if errors.Is(err, net.ErrClosed) || p.state.Load() == layer.StateShutdown {
 				return
 			}
 			p.eng.C.RxError.Add(1)
