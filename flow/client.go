@@ -167,7 +167,7 @@ func (c *Client) start() error {
 	}
 	if !c.started {
 		c.started = true
-		go c.acceptLoop()
+		goVia(c.b, c.acceptLoop)
 	}
 	return nil
 }

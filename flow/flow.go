@@ -18,8 +18,9 @@ import (
 
 // How a Flow works (the locking is written once, here):
 //
-//   - Every Flow runs one goroutine, rxLoop, that reads packets from the
-//     port until the port reports ErrClosed. With FRCT it hands them to the
+//   - Every Flow runs one goroutine, rxLoop (started through the port's
+//     Go where it has one: see goer), that reads packets from the port
+//     until the port reports ErrClosed. With FRCT it hands them to the
 //     frct.Conn; without, it queues the SDUs on rawQ (bounded: when the
 //     application does not read, rxLoop stops reading the port and the
 //     port's back-pressure reaches the sender).
@@ -159,8 +160,25 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 		f.armTimer(time.Now()) // keepalives and silence detection
 		f.mu.Unlock()
 	}
-	go f.rxLoop()
+	goVia(port, f.rxLoop)
 	return f, nil
+}
+
+// goer is an optional Port or Broker operation, found by type assertion:
+// Go starts f as a goroutine of the component the port or broker belongs
+// to (a RingPort's kernel PD), so that a panic in f is a fault of that
+// component, not a crash of the node. Ports and brokers outside a node (a
+// hosted program's socket) have none.
+type goer interface{ Go(f func()) }
+
+// goVia starts f through x's Go if it has one, else as a plain goroutine:
+// the one place where package flow starts goroutines of its own.
+func goVia(x any, f func()) {
+	if g, ok := x.(goer); ok {
+		g.Go(f)
+		return
+	}
+	go f()
 }
 
 // frctConfig maps a QoS spec to FRCT, or reports that the flow runs none.

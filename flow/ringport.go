@@ -43,6 +43,11 @@ func NewRingPort(pd *kernel.PD, rx, tx kernel.Cap) *RingPort {
 	return &RingPort{pd: pd, rx: rx, tx: tx}
 }
 
+// Go starts f as a goroutine of the port's component (kernel.PD.Go): the
+// goroutines package flow runs for a Flow over this port are the
+// component's, and a panic in one is its fault.
+func (p *RingPort) Go(f func()) { p.pd.Go(f) }
+
 // Caps returns the port's ring caps (rx, tx) in its component's CSpace.
 func (p *RingPort) Caps() (rx, tx kernel.Cap) { return p.rx, p.tx }
 

@@ -81,6 +81,9 @@ type Config struct {
 	MaxOrigins int
 	// Logf logs notable events; nil discards them.
 	Logf func(format string, args ...any)
+	// Runner starts the IPCP's goroutines (in a node, its component's
+	// kernel PD); required.
+	Runner layer.Runner
 }
 
 // Stats are the IPCP's counters, always on.
@@ -147,6 +150,9 @@ func New(cfg Config, broker flow.Broker, reg Registrar) (*IPCP, error) {
 	if broker == nil {
 		return nil, fmt.Errorf("broadcast: %s: no broker: %w", cfg.Name, flow.ErrInvalid)
 	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("broadcast: " + cfg.Name)
+	}
 	if reg == nil && len(cfg.Lower) > 0 {
 		return nil, fmt.Errorf("broadcast: %s: lower layers but no registrar: %w", cfg.Name, flow.ErrInvalid)
 	}
@@ -209,9 +215,9 @@ func (p *IPCP) Start() error {
 		}
 	}
 	p.wg.Add(1 + len(p.cfg.Neighbours))
-	go p.accept()
+	p.cfg.Runner.Go(p.accept)
 	for _, n := range p.cfg.Neighbours {
-		go p.connect(n)
+		p.cfg.Runner.Go(func() { p.connect(n) })
 	}
 	return nil
 }
@@ -263,10 +269,10 @@ func (p *IPCP) accept() {
 			return
 		}
 		p.wg.Add(1)
-		go func() {
+		p.cfg.Runner.Go(func() {
 			defer p.wg.Done()
 			p.serve(pt)
-		}()
+		})
 	}
 }
 
@@ -335,10 +341,10 @@ func (p *IPCP) Join(_ context.Context, fp flow.Port) error {
 		return fmt.Errorf("broadcast: %s: join: stopped: %w", p.cfg.Name, flow.ErrClosed)
 	}
 	p.wg.Add(1)
-	go func() {
+	p.cfg.Runner.Go(func() {
 		defer p.wg.Done()
 		p.serve(pt)
-	}()
+	})
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/broadcast"
+	"github.com/ouronet/ouro/layer/layertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -60,7 +61,7 @@ func build(t *testing.T, n, perMember int, edges [][2]int) *layerUnderTest {
 		name := fmt.Sprintf("m%d.bc", i)
 		p, err := broadcast.New(broadcast.Config{
 			Layer: "bc", Name: name, Neighbours: nbrs[i], Lower: []string{"udp"},
-			Retry: 10 * time.Millisecond, WriteTimeout: time.Second,
+			Retry: 10 * time.Millisecond, WriteTimeout: time.Second, Runner: layertest.Runner{},
 		}, base.Program(name), l.reg)
 		if err != nil {
 			t.Fatal(err)
@@ -219,7 +220,7 @@ func TestReconnect(t *testing.T) {
 	l.exactlyOnce(t, 5)
 	l.ipcps[1].Stop()
 	waitFor(t, "member 0 to see the flow close", func() bool { return l.ipcps[0].Stats().Neighbors == 0 })
-	p, err := broadcast.New(broadcast.Config{Layer: "bc", Name: "m1.bc", Retry: 10 * time.Millisecond}, l.base.Program("m1.bc"), nil)
+	p, err := broadcast.New(broadcast.Config{Layer: "bc", Name: "m1.bc", Retry: 10 * time.Millisecond, Runner: layertest.Runner{}}, l.base.Program("m1.bc"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,10 +243,13 @@ func TestContract(t *testing.T) {
 	if _, err := broadcast.New(broadcast.Config{Layer: "bc"}, br, nil); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("no name: got %v, want ErrInvalid", err)
 	}
-	if _, err := broadcast.New(broadcast.Config{Layer: "bc", Name: "a", Lower: []string{"x"}}, br, nil); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := broadcast.New(broadcast.Config{Layer: "bc", Name: "a", Lower: []string{"x"}, Runner: layertest.Runner{}}, br, nil); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("lower layers without a registrar: got %v, want ErrInvalid", err)
 	}
-	p, err := broadcast.New(broadcast.Config{Layer: "bc", Name: "a"}, br, nil)
+	if _, err := broadcast.New(broadcast.Config{Layer: "bc", Name: "a"}, br, nil); !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("no runner: got %v, want ErrInvalid", err)
+	}
+	p, err := broadcast.New(broadcast.Config{Layer: "bc", Name: "a", Runner: layertest.Runner{}}, br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/layer/layertest"
 )
 
 func TestWindow(t *testing.T) {
@@ -76,7 +77,7 @@ func (s *sink) Close() error                        { return nil }
 // TestForwardAllocs: forwarding a packet from a neighbour to two
 // neighbours and two programs allocates nothing.
 func TestForwardAllocs(t *testing.T) {
-	p, err := New(Config{Layer: "b", Name: "x"}, flowtest.NewBroker(1), nil)
+	p, err := New(Config{Layer: "b", Name: "x", Runner: layertest.Runner{}}, flowtest.NewBroker(1), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func FuzzFromNeighbour(f *testing.F) {
 		if len(b) > flow.MaxSDU {
 			return
 		}
-		p, _ := New(Config{Layer: "b", Name: "x"}, flowtest.NewBroker(1), nil)
+		p, _ := New(Config{Layer: "b", Name: "x", Runner: layertest.Runner{}}, flowtest.NewBroker(1), nil)
 		src := &port{p: &fixed{b: b}, neighbour: true}
 		out := &sink{}
 		p.add(src)

@@ -9,6 +9,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
@@ -23,7 +24,8 @@ func bareChain3(tb testing.TB, caPolicy string) (a, z flow.Port, nodes []*unicas
 	ups := make([]*flowtest.Upcalls, 4)
 	for i := range 4 {
 		cfg := unicast.Config{
-			Layer: unicasttest.Layer, RoutingTick: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+			Runner: layertest.Runner{},
+			Layer:  unicasttest.Layer, RoutingTick: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
 			KeepAlive: 200 * time.Millisecond, FlowTimeout: time.Second,
 			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},
 			Name:        unicasttest.NodeName(i),

@@ -61,6 +61,11 @@ type Config struct {
 
 	// Logf logs notable events; nil discards them.
 	Logf func(format string, args ...any)
+
+	// Runner starts every goroutine of the IPCP and its parts (in a
+	// node, its component's kernel PD, so that a panic is a fault of the
+	// component); required.
+	Runner layer.Runner
 }
 
 func (c *Config) setDefaults() error {
@@ -69,6 +74,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Bootstrap && c.Enroll != "" {
 		return fmt.Errorf("unicast: %s: bootstrap and enroll are exclusive: %w", c.Name, flow.ErrInvalid)
+	}
+	if c.Runner == nil {
+		return layer.NeedRunner("unicast: " + c.Name)
 	}
 	if c.Entropy == nil {
 		c.Entropy = rand.Reader

@@ -135,8 +135,8 @@ func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
 	c.ports.Store(&m)
 	c.portsMu.Unlock()
 	c.wg.Add(2)
-	go c.rxLoop(np)
-	go c.txLoop(np)
+	c.p.cfg.Runner.Go(func() { c.rxLoop(np) })
+	c.p.cfg.Runner.Go(func() { c.txLoop(np) })
 	return np, nil
 }
 

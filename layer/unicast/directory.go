@@ -119,6 +119,9 @@ type DirConfig struct {
 	Layer string
 	// Logf logs notable events; never nil (it may discard).
 	Logf func(format string, args ...any)
+	// Runner starts the directory's goroutines: the IPCP's (in a node,
+	// its component's kernel PD); never nil.
+	Runner layer.Runner
 }
 
 // NewDirectory builds a directory policy for one IPCP. Implementations

@@ -58,6 +58,7 @@ func unmarshalFlood(b []byte) (floodMsg, error) {
 // tens of members; the DHT (layer/unicast/dir) is for the rest.
 type floodDir struct {
 	env  DirEnv
+	run  layer.Runner
 	logf func(string, ...any)
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -79,7 +80,7 @@ var (
 
 func newFloodDir(cfg DirConfig) *floodDir {
 	return &floodDir{
-		env: cfg.Env, logf: cfg.Logf, stop: make(chan struct{}),
+		env: cfg.Env, run: cfg.Runner, logf: cfg.Logf, stop: make(chan struct{}),
 		local: make(map[layer.Hash]bool), remote: make(map[layer.Hash]map[layer.Addr]bool),
 		told: make(map[layer.Addr]bool), waiters: make(map[layer.Hash][]chan struct{}),
 	}
@@ -89,7 +90,7 @@ func newFloodDir(cfg DirConfig) *floodDir {
 // could not be reached yet (no route right after they appeared).
 func (d *floodDir) Start() error {
 	d.wg.Add(1)
-	go func() {
+	d.run.Go(func() {
 		defer d.wg.Done()
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
@@ -101,7 +102,7 @@ func (d *floodDir) Start() error {
 				d.sync(d.env.Members())
 			}
 		}
-	}()
+	})
 	return nil
 }
 

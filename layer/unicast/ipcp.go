@@ -45,7 +45,8 @@ var stateNames = [...]string{"init", "enrolling", "operational", "shutdown"}
 // enroll, connect), the accept loop for incoming N-1 flows, and once a
 // member those of its parts plus, on the data path, one receive and one
 // transmit goroutine per N-1 data-transfer flow and one transmit
-// goroutine per N+1 flow (datapath.go).
+// goroutine per N+1 flow (datapath.go). All of them, the parts' too, are
+// started through Config.Runner.
 type IPCP struct {
 	cfg   Config
 	up    irm.Upcalls
@@ -154,7 +155,7 @@ func (p *IPCP) Start() error {
 		return fmt.Errorf("unicast: %s: start in state %s: %w", p.cfg.Name, stateNames[p.state.Load()], flow.ErrInvalid)
 	}
 	p.wg.Add(1)
-	go p.bringUp()
+	p.cfg.Runner.Go(p.bringUp)
 	return nil
 }
 
@@ -247,7 +248,7 @@ func (p *IPCP) bringUp() {
 		return
 	}
 	p.wg.Add(1)
-	go p.acceptLoop()
+	p.cfg.Runner.Go(p.acceptLoop)
 	for _, l := range p.cfg.Lower {
 		ok := p.retry("register "+p.cfg.Name+" in "+l, func() error {
 			ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
@@ -297,10 +298,10 @@ func (p *IPCP) acceptLoop() {
 			continue
 		}
 		p.wg.Add(1)
-		go func() {
+		p.cfg.Runner.Go(func() {
 			defer p.wg.Done()
 			p.incoming(port)
-		}()
+		})
 	}
 }
 
@@ -483,10 +484,10 @@ func (p *IPCP) operate(lc enroll.Config, self layer.Addr) (err error) {
 	}
 	for _, n := range names {
 		p.wg.Add(1)
-		go func() {
+		p.cfg.Runner.Go(func() {
 			defer p.wg.Done()
 			p.publish(n)
-		}()
+		})
 	}
 	for _, n := range conns {
 		if err := c.cm.Connect(n); err != nil {
@@ -536,10 +537,10 @@ func (p *IPCP) Register(ctx context.Context, name string) error {
 	if err := c.dir.Register(ctx, layer.HashName(c.lc.Hash, name), c.self); err != nil {
 		p.logf("register %q: %v (retrying)", name, err)
 		p.wg.Add(1)
-		go func() {
+		p.cfg.Runner.Go(func() {
 			defer p.wg.Done()
 			p.publish(name)
-		}()
+		})
 	}
 	return nil
 }
@@ -652,7 +653,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	}
 	if c.router, err = routing.New(routing.Config{
 		Self: self, Policy: kind, Flooder: c, PFF: c.pff, Clock: realClock{},
-		Tick: p.cfg.RoutingTick, MaxMsg: MaxDirMsg,
+		Tick: p.cfg.RoutingTick, MaxMsg: MaxDirMsg, Runner: p.cfg.Runner,
 	}); err != nil {
 		return nil, err
 	}
@@ -660,16 +661,18 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	if c.cm, err = connmgr.New(connmgr.Config{
 		Layer: lc.Layer, Name: p.cfg.Name, Broker: p.lower, Hooks: c,
 		Hello: hello, Dead: int(lc.Dead), BackoffMax: p.cfg.RetryMax, Logf: p.cfg.Logf,
+		Runner: p.cfg.Runner,
 	}); err != nil {
 		return nil, err
 	}
 	if c.fa, err = fa.New(fa.Config{
 		Self: self, Transport: c, Hooks: c, Upcalls: p.up, Registry: c, CA: c.ca,
 		KeepAlive: p.cfg.KeepAlive, FlowTimeout: p.cfg.FlowTimeout, Logf: p.cfg.Logf,
+		Runner: p.cfg.Runner,
 	}); err != nil {
 		return nil, err
 	}
-	dcfg := DirConfig{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf}
+	dcfg := DirConfig{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf, Runner: p.cfg.Runner}
 	if lc.Dir == floodPolicy {
 		c.dir = newFloodDir(dcfg)
 	} else if c.dir, err = p.cfg.Directories[lc.Dir](dcfg); err != nil {
@@ -681,7 +684,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 // start starts the parts in dependency order, unwinding on failure.
 func (c *core) start() error {
 	c.wg.Add(1)
-	go c.ctlLoop()
+	c.p.cfg.Runner.Go(c.ctlLoop)
 	steps := []struct {
 		start func() error
 		stop  func()
@@ -763,7 +766,7 @@ func (c *core) SendFA(dst layer.Addr, msg []byte) error {
 // Started implements fa.Hooks.
 func (c *core) Started(f *fa.Flow) {
 	c.wg.Add(1)
-	go c.flowTx(f)
+	c.p.cfg.Runner.Go(func() { c.flowTx(f) })
 }
 
 // Name implements fa.Registry.

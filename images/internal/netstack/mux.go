@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -26,6 +27,7 @@ import (
 // allocation.
 type Mux struct {
 	dev   eth.Device
+	run   layer.Runner
 	ports [2]*MuxPort
 
 	startOnce sync.Once
@@ -61,9 +63,15 @@ type muxFrame struct {
 var _ eth.Device = (*MuxPort)(nil)
 
 // NewMux splits dev. The reader starts with the first ReadFrame on either
-// port; dev is closed when both ports are.
-func NewMux(dev eth.Device) *Mux {
-	m := &Mux{dev: dev, done: make(chan struct{})}
+// port, through r (in a node, the kernel PD of the component that opened
+// the device first: a panic in the reader is a fault of that component,
+// and both ports then see the device end); dev is closed when both ports
+// are.
+func NewMux(dev eth.Device, r layer.Runner) (*Mux, error) {
+	if r == nil {
+		return nil, layer.NeedRunner("netstack: mux")
+	}
+	m := &Mux{dev: dev, run: r, done: make(chan struct{})}
 	size := eth.EthLen + dev.MTU() + 4
 	for i := range m.ports {
 		p := &MuxPort{m: m, free: make(chan []byte, queueLen), full: make(chan muxFrame, queueLen), closed: make(chan struct{})}
@@ -73,17 +81,17 @@ func NewMux(dev eth.Device) *Mux {
 		m.ports[i] = p
 	}
 	m.open.Store(int32(len(m.ports)))
-	return m
+	return m, nil
 }
 
 // Port returns port i (PortShim or PortIP).
 func (m *Mux) Port(i int) *MuxPort { return m.ports[i] }
 
 func (m *Mux) start() {
-	m.startOnce.Do(func() { go m.run() })
+	m.startOnce.Do(func() { m.run.Go(m.read) })
 }
 
-func (m *Mux) run() {
+func (m *Mux) read() {
 	defer close(m.done)
 	buf := make([]byte, eth.EthLen+m.dev.MTU()+4+64)
 	for {

@@ -7,7 +7,7 @@
 //
 // The data path, written once here:
 //
-// Receive: one goroutine (started by Start) reads frames from the device
+// Receive: one goroutine (started by Start through Config.Runner) reads frames from the device
 // into a single buffer, copies each into a gVisor packet buffer
 // (buffer.MakeWithData takes a chunk from gVisor's pools) and hands it to
 // the link's dispatcher, gVisor's ethernet.Endpoint, which strips the
@@ -37,6 +37,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -52,6 +53,9 @@ type Config struct {
 	// Gateway4 and Gateway6, if valid, are default routes through an
 	// on-link router.
 	Gateway4, Gateway6 netip.Addr
+	// Runner starts the receive goroutine (in a node, the kernel PD of
+	// the component that owns the stack); required.
+	Runner layer.Runner
 }
 
 // Stats are a Stack's link counters, always on.
@@ -87,6 +91,9 @@ type Stack struct {
 func New(dev eth.Device, cfg Config) (*Stack, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, fmt.Errorf("netstack: no address: %w", flow.ErrInvalid)
+	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("netstack")
 	}
 	loopback := false
 	for _, p := range cfg.Addrs {
@@ -163,10 +170,10 @@ func (s *Stack) Start() error {
 		return nil
 	}
 	s.started = true
-	go func() {
+	s.cfg.Runner.Go(func() {
 		defer close(s.rxDone)
 		s.link.receive()
-	}()
+	})
 	return nil
 }
 

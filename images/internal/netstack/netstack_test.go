@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -36,7 +37,7 @@ func streamPair(t *testing.T) (a, b eth.Device) {
 
 func newStack(t *testing.T, dev eth.Device, addrs ...string) *Stack {
 	t.Helper()
-	var cfg Config
+	cfg := Config{Runner: layertest.Runner{}}
 	for _, a := range addrs {
 		cfg.Addrs = append(cfg.Addrs, netip.MustParsePrefix(a))
 	}
@@ -138,7 +139,10 @@ func TestCloseUnblocks(t *testing.T) {
 // IP frames reach the stack, other EtherTypes the shim port.
 func TestMux(t *testing.T) {
 	da, db := streamPair(t)
-	m := NewMux(da)
+	m, err := NewMux(da, layertest.Runner{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	shim := m.Port(PortShim)
 	defer shim.Close()
 	sa := newStack(t, m.Port(PortIP), "127.0.10.1/24")

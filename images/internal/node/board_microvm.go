@@ -9,6 +9,7 @@ import (
 	"github.com/ouronet/ouro/board/qemu/microvm"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 )
@@ -43,7 +44,7 @@ func BoardNIC() *microvm.NIC {
 }
 
 // boardFrames is port i of the board NIC's mux.
-func boardFrames(i int) (eth.Device, error) {
+func boardFrames(i int, r layer.Runner) (eth.Device, error) {
 	board.mu.Lock()
 	defer board.mu.Unlock()
 	if board.b == nil {
@@ -58,7 +59,11 @@ func boardFrames(i int) (eth.Device, error) {
 			return nil, fmt.Errorf("board NIC: %w", err)
 		}
 		board.nic = nic
-		board.mux = netstack.NewMux(newNICDevice("microvm", nic, microvm.MaxFrameLen, microvm.MaxFrameLen-eth.EthLen-4))
+		m, err := netstack.NewMux(newNICDevice("microvm", nic, microvm.MaxFrameLen, microvm.MaxFrameLen-eth.EthLen-4), r)
+		if err != nil {
+			return nil, err
+		}
+		board.mux = m
 	}
 	return board.mux.Port(i), nil
 }
@@ -69,6 +74,6 @@ func boardUART() (serial.Device, error) {
 }
 
 // boardUSBFrames is the USB gadget's port i; this image has none.
-func boardUSBFrames(int) (eth.Device, error) {
+func boardUSBFrames(int, layer.Runner) (eth.Device, error) {
 	return nil, fmt.Errorf(`board = "usb": this image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
 }

@@ -6,12 +6,13 @@ import (
 	"fmt"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 )
 
 // boardFrames is the board NIC's port i; hosted images have no board.
-func boardFrames(int) (eth.Device, error) {
+func boardFrames(int, layer.Runner) (eth.Device, error) {
 	return nil, fmt.Errorf("board = true: this image runs hosted and has no board NIC: %w", flow.ErrInvalid)
 }
 
@@ -21,6 +22,6 @@ func boardUART() (serial.Device, error) {
 }
 
 // boardUSBFrames is the USB gadget's port i; this image has none.
-func boardUSBFrames(int) (eth.Device, error) {
+func boardUSBFrames(int, layer.Runner) (eth.Device, error) {
 	return nil, fmt.Errorf(`board = "usb": this image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/board/raspberrypi"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 )
@@ -71,11 +72,11 @@ func boardUART() (serial.Device, error) {
 }
 
 // boardFrames is the board NIC's port i; the Pi image has none.
-func boardFrames(int) (eth.Device, error) {
+func boardFrames(int, layer.Runner) (eth.Device, error) {
 	return nil, fmt.Errorf("board = true: the Raspberry Pi image has no Ethernet NIC (use [ipcp.serial] board = true): %w", flow.ErrInvalid)
 }
 
 // boardUSBFrames is the USB gadget's port i; the Pi image has none.
-func boardUSBFrames(int) (eth.Device, error) {
+func boardUSBFrames(int, layer.Runner) (eth.Device, error) {
 	return nil, fmt.Errorf(`board = "usb": the Raspberry Pi image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/ouronet/ouro/board/usbarmory"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 )
@@ -40,7 +41,7 @@ func BoardNIC() *usbarmory.NIC {
 }
 
 // boardFrames is port i of the board NIC's mux.
-func boardFrames(i int) (eth.Device, error) {
+func boardFrames(i int, r layer.Runner) (eth.Device, error) {
 	board.mu.Lock()
 	defer board.mu.Unlock()
 	if board.b == nil {
@@ -56,7 +57,11 @@ func boardFrames(i int) (eth.Device, error) {
 		}
 		board.nic = nic
 		// MTU: the payload of a MaxFrameLen frame with an 802.1Q tag.
-		board.mux = netstack.NewMux(newNICDevice("usbarmory", nic, usbarmory.MaxFrameLen, usbarmory.MaxFrameLen-eth.EthLen-4))
+		m, err := netstack.NewMux(newNICDevice("usbarmory", nic, usbarmory.MaxFrameLen, usbarmory.MaxFrameLen-eth.EthLen-4), r)
+		if err != nil {
+			return nil, err
+		}
+		board.mux = m
 	}
 	return board.mux.Port(i), nil
 }

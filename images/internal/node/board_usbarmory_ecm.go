@@ -10,6 +10,7 @@ import (
 	"github.com/ouronet/ouro/board/usbarmory/ecm"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -32,7 +33,7 @@ func BoardECM() *usbarmory.ECM {
 }
 
 // boardUSBFrames is port i of the USB gadget's mux.
-func boardUSBFrames(i int) (eth.Device, error) {
+func boardUSBFrames(i int, r layer.Runner) (eth.Device, error) {
 	board.mu.Lock()
 	b := board.b
 	board.mu.Unlock()
@@ -51,7 +52,11 @@ func boardUSBFrames(i int) (eth.Device, error) {
 		}
 		boardUSB.ecm = e
 		// MTU: wMaxSegmentSize less the Ethernet header, 1500.
-		boardUSB.mux = netstack.NewMux(newNICDevice("usb gadget", e, ecm.MaxSegmentSize, ecm.MaxSegmentSize-eth.EthLen))
+		m, err := netstack.NewMux(newNICDevice("usb gadget", e, ecm.MaxSegmentSize, ecm.MaxSegmentSize-eth.EthLen), r)
+		if err != nil {
+			return nil, err
+		}
+		boardUSB.mux = m
 	}
 	return boardUSB.mux.Port(i), nil
 }

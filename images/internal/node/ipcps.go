@@ -60,7 +60,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		if err := n.cfg.decode(p.UDP, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.udp] of %s: %w", p.Name, err)
 		}
-		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair}
+		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd}
 		var err error
 		if c.Addr != "" {
 			if cfg.Addr, err = netip.ParseAddrPort(c.Addr); err != nil {
@@ -79,7 +79,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 			cfg.Dir[name] = ap
 		}
 		if c.Netstack != nil { // netstack-backed device: netstack_device.go
-			if cfg.Device, err = netstackUDP(*c.Netstack, cfg.Addr); err != nil {
+			if cfg.Device, err = netstackUDP(*c.Netstack, cfg.Addr, env.pd); err != nil {
 				return nil, fmt.Errorf("[ipcp.udp.netstack] of %s: %w", p.Name, err)
 			}
 		}
@@ -96,12 +96,12 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		if err := n.cfg.decode(p.Eth, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
-		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface}
+		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd}
 		var err error
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
-		if cfg.Device, err = ethDevice(c); err != nil {
+		if cfg.Device, err = ethDevice(c, env.pd); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
 		ipcp, err := eth.New(cfg, up)
@@ -113,7 +113,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		}
 		return shimManager{ipcp}, nil
 	case "local":
-		ipcp, err := local.New(local.Config{Layer: p.Layer, Name: p.Name}, up)
+		ipcp, err := local.New(local.Config{Layer: p.Layer, Name: p.Name, Runner: env.pd}, up)
 		if err != nil {
 			return nil, err
 		}
@@ -128,6 +128,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 			return nil, fmt.Errorf("[ipcp.unicast] of %s: %w", p.Name, err)
 		}
 		cfg.Logf = n.logf
+		cfg.Runner = env.pd
 		b := env.broker()
 		return unicast.New(cfg, up, b, brokerRegistrar{b})
 	case "broadcast":
@@ -139,6 +140,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		ipcp, err := broadcast.New(broadcast.Config{
 			Layer: p.Layer, Name: p.Name, Neighbours: c.Neighbours, Lower: c.Lower,
 			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: n.logf,
+			Runner: env.pd,
 		}, b, brokerRegistrar{b})
 		if err != nil {
 			return nil, err
@@ -150,7 +152,8 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
 		}
 		cfg := serial.Config{Layer: p.Layer, Name: p.Name, Window: c.Window,
-			Keepalive: c.Keepalive.Duration, DeadTime: c.DeadTime.Duration, RetryBase: c.RetryBase.Duration}
+			Keepalive: c.Keepalive.Duration, DeadTime: c.DeadTime.Duration, RetryBase: c.RetryBase.Duration,
+			Runner: env.pd}
 		var err error
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
@@ -295,10 +298,11 @@ func (r brokerRegistrar) Reg(ctx context.Context, name, lower string) error {
 }
 
 // ethDevice opens the stream device an [ipcp.eth] table asks for; nil
-// when it names an interface (the shim opens AF_PACKET itself).
-func ethDevice(c ethConfig) (eth.Device, error) {
+// when it names an interface (the shim opens AF_PACKET itself). r runs
+// the goroutines of a board device's mux, if this opens it first.
+func ethDevice(c ethConfig, r layer.Runner) (eth.Device, error) {
 	if c.Board != "" && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
-		return boardLink(c.Board, portShim)
+		return boardLink(c.Board, portShim, r)
 	}
 	set := 0
 	for _, v := range []string{c.Interface, c.QEMUConnect, c.QEMUListen} {
@@ -350,12 +354,13 @@ func (p *boardPort) UnmarshalTOML(v any) error {
 	return fmt.Errorf("board = %v: want true, false, \"enet\" or \"usb\": %w", v, flow.ErrInvalid)
 }
 
-// boardLink is port i of the board link device p (board_*.go).
-func boardLink(p boardPort, i int) (eth.Device, error) {
+// boardLink is port i of the board link device p (board_*.go). The
+// first call splits the device with a netstack.Mux whose reader r runs.
+func boardLink(p boardPort, i int, r layer.Runner) (eth.Device, error) {
 	if p == "usb" {
-		return boardUSBFrames(i)
+		return boardUSBFrames(i, r)
 	}
-	return boardFrames(i)
+	return boardFrames(i, r)
 }
 
 // shimIPCP is a shim as the node manages it.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/udp"
 )
@@ -26,9 +27,10 @@ type netstackConfig struct {
 
 // netstackUDP builds the stack c describes and a UDP socket bound to addr
 // on it (zero addr: the first address, udp.DefaultPort). Closing the
-// socket stops the stack and closes the device.
-func netstackUDP(c netstackConfig, addr netip.AddrPort) (udp.Device, error) {
-	var cfg netstack.Config
+// socket stops the stack and closes the device. r runs the stack's
+// goroutines: the kernel PD of the shim's component.
+func netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error) {
+	cfg := netstack.Config{Runner: r}
 	for _, s := range c.Addrs {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -63,13 +65,13 @@ func netstackUDP(c netstackConfig, addr netip.AddrPort) (udp.Device, error) {
 		if c.QEMUConnect != "" || c.QEMUListen != "" {
 			return nil, fmt.Errorf("set one of board, qemu_connect and qemu_listen: %w", flow.ErrInvalid)
 		}
-		d, err := boardLink(c.Board, portIP)
+		d, err := boardLink(c.Board, portIP, r)
 		if err != nil {
 			return nil, err
 		}
 		dev = d
 	} else {
-		d, err := ethDevice(ethConfig{QEMUConnect: c.QEMUConnect, QEMUListen: c.QEMUListen, MAC: c.MAC})
+		d, err := ethDevice(ethConfig{QEMUConnect: c.QEMUConnect, QEMUListen: c.QEMUListen, MAC: c.MAC}, r)
 		if err != nil {
 			return nil, err
 		}

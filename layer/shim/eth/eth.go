@@ -73,6 +73,9 @@ type Config struct {
 	// RetryBase is the first retransmission timeout of alloc requests and
 	// name queries, doubling up to 1 s (default 20 ms).
 	RetryBase time.Duration
+	// Runner starts the IPCP's goroutines (in a node, its component's
+	// kernel PD); required.
+	Runner layer.Runner
 }
 
 // IPCP is an Ethernet shim IPC process.
@@ -95,6 +98,9 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	if up == nil {
 		return nil, fmt.Errorf("eth: %s: no upcalls: %w", cfg.Name, flow.ErrInvalid)
 	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("eth: " + cfg.Name)
+	}
 	if cfg.Device == nil && cfg.Interface == "" {
 		return nil, fmt.Errorf("eth: %s: config needs a device or an interface: %w", cfg.Name, flow.ErrInvalid)
 	}
@@ -105,7 +111,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		cfg.QueryTimeout = time.Second
 	}
 	p := &IPCP{cfg: cfg, rxDone: make(chan struct{})}
-	p.eng = engine.New(engine.Config[MAC]{
+	eng, err := engine.New(engine.Config[MAC]{
 		Kind:      "eth",
 		Wire:      wire{p},
 		Headroom:  HeaderLen,
@@ -116,7 +122,12 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		Timeout:   cfg.AllocTimeout,
 		RetryBase: cfg.RetryBase,
 		CacheTTL:  cfg.CacheTTL,
+		Runner:    cfg.Runner,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("eth: %s: %w", cfg.Name, err)
+	}
+	p.eng = eng
 	return p, nil
 }
 
@@ -147,7 +158,9 @@ func (p *IPCP) Start() error {
 		return fmt.Errorf("eth: %s: %w: %w", p.cfg.Name, err, flow.ErrInvalid)
 	}
 	if p.cfg.Impair.Enabled() {
-		w, err := impair.WrapFrames(dev, p.cfg.Impair)
+		ic := p.cfg.Impair
+		ic.Runner = p.cfg.Runner
+		w, err := impair.WrapFrames(dev, ic)
 		if err != nil {
 			dev.Close()
 			return fmt.Errorf("eth: %s: %w", p.cfg.Name, err)
@@ -156,7 +169,7 @@ func (p *IPCP) Start() error {
 	}
 	p.dev, p.mac = dev, mac
 	p.state.Store(layer.StateOperational)
-	go p.rxLoop()
+	p.cfg.Runner.Go(p.rxLoop)
 	return nil
 }
 

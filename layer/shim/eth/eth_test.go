@@ -17,6 +17,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
@@ -32,7 +33,7 @@ type node struct {
 func start(t testing.TB, name string, dev Device, imp impair.Config) *node {
 	t.Helper()
 	up := flowtest.NewUpcalls(256)
-	p, err := New(Config{Layer: "eth.test", Name: name, Device: dev, Impair: imp,
+	p, err := New(Config{Runner: layertest.Runner{}, Layer: "eth.test", Name: name, Device: dev, Impair: imp,
 		QueryTimeout: 300 * time.Millisecond, RetryBase: 5 * time.Millisecond}, up)
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +365,7 @@ func FuzzInput(f *testing.F) {
 	da, _ := ethtest.NewPair()
 	up := flowtest.NewUpcalls(4)
 	up.Refuse(flow.ErrRefused)
-	p, err := New(Config{Layer: "l", Name: "n", Device: da}, up)
+	p, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "n", Device: da}, up)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -385,8 +386,12 @@ func TestConfigErrors(t *testing.T) {
 		{"no layer", Config{Name: "x", Interface: "eth0"}},
 		{"no device", Config{Layer: "l", Name: "n"}},
 		{"bad impair", Config{Layer: "l", Name: "n", Interface: "eth0", Impair: impair.Config{Reorder: -1}}},
+		{"no runner", Config{Layer: "l", Name: "n", Interface: "eth0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name != "no runner" {
+				tc.cfg.Runner = layertest.Runner{}
+			}
 			if _, err := New(tc.cfg, up); !errors.Is(err, flow.ErrInvalid) {
 				t.Fatalf("got %v, want ErrInvalid", err)
 			}

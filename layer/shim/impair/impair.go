@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
 )
 
 // Config is an impairment. The zero value impairs nothing. Percentages are
@@ -26,6 +27,10 @@ type Config struct {
 	Delay        time.Duration `toml:"delay"`         // added to every packet
 	Jitter       time.Duration `toml:"jitter"`        // uniform in [-Jitter, +Jitter] on top of Delay (never below 0)
 	Limit        int           `toml:"limit"`         // packets held at once (default 1024); beyond it they are dropped
+
+	// Runner starts the stage's goroutine (the shim sets its own);
+	// required by NewStage.
+	Runner layer.Runner `toml:"-" json:"-"`
 }
 
 // Enabled reports whether c impairs anything.
@@ -110,6 +115,9 @@ func NewStage[D any](cfg Config, send func(b []byte, d D) error) (*Stage[D], err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("impair: stage")
+	}
 	if cfg.Limit == 0 {
 		cfg.Limit = 1024
 	}
@@ -123,7 +131,7 @@ func NewStage[D any](cfg Config, send func(b []byte, d D) error) (*Stage[D], err
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
-	go s.run()
+	cfg.Runner.Go(s.run)
 	return s, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer/layertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -37,6 +38,7 @@ func (r *recorder) snapshot() []byte {
 func run(t *testing.T, cfg Config, n int) ([]byte, Stats) {
 	t.Helper()
 	r := &recorder{}
+	cfg.Runner = layertest.Runner{}
 	s, err := NewStage(cfg, r.send)
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +115,7 @@ func TestDeterministic(t *testing.T) {
 func TestDelayTakesTime(t *testing.T) {
 	start := time.Now()
 	done := make(chan time.Time, 1)
-	s, err := NewStage(Config{Delay: 20 * time.Millisecond}, func([]byte, int) error { done <- time.Now(); return nil })
+	s, err := NewStage(Config{Delay: 20 * time.Millisecond, Runner: layertest.Runner{}}, func([]byte, int) error { done <- time.Now(); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +135,13 @@ func TestValidate(t *testing.T) {
 	if (Config{Seed: 9}).Enabled() {
 		t.Error("a seed alone impairs nothing")
 	}
+	if _, err := NewStage(Config{Loss: 1}, func([]byte, int) error { return nil }); !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("stage without a runner: got %v, want ErrInvalid", err)
+	}
 }
 
 func TestCloseDropsHeld(t *testing.T) {
-	s, err := NewStage(Config{Delay: time.Hour}, func([]byte, int) error { t.Error("sent after close"); return nil })
+	s, err := NewStage(Config{Delay: time.Hour, Runner: layertest.Runner{}}, func([]byte, int) error { t.Error("sent after close"); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +167,7 @@ func (f *fakeConn) Close() error { return nil }
 
 func TestWrapUDP(t *testing.T) {
 	fc := &fakeConn{}
-	c, err := WrapUDP(fc, Config{Seed: 5, Loss: 100})
+	c, err := WrapUDP(fc, Config{Seed: 5, Loss: 100, Runner: layertest.Runner{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,9 @@ var _ irm.IPCP = (*IPCP)(nil)
 type Config struct {
 	Layer string // the layer name; required
 	Name  string // the IPCP's own name; required
+	// Runner starts the copy loops (in a node, the component's kernel
+	// PD); required.
+	Runner layer.Runner
 }
 
 // IPCP is a local shim IPC process. Its counters count SDUs from
@@ -59,6 +62,9 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	}
 	if up == nil {
 		return nil, fmt.Errorf("local: %s: no upcalls: %w", cfg.Name, flow.ErrInvalid)
+	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("local: " + cfg.Name)
 	}
 	return &IPCP{cfg: cfg, up: up, names: make(map[string]bool), flows: make(map[uint64]*splice)}, nil
 }
@@ -171,8 +177,8 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err
 	p.c.FlowsOut.Add(1)
 	p.c.FlowsIn.Add(1)
 	p.c.FlowsActive.Add(1)
-	go p.copy(s, s.a, s.b, &s.pktsOut, &s.bytesOut, &p.c.PacketsOut, &p.c.BytesOut)
-	go p.copy(s, s.b, s.a, &s.pktsIn, &s.bytesIn, &p.c.PacketsIn, &p.c.BytesIn)
+	p.cfg.Runner.Go(func() { p.copy(s, s.a, s.b, &s.pktsOut, &s.bytesOut, &p.c.PacketsOut, &p.c.BytesOut) })
+	p.cfg.Runner.Go(func() { p.copy(s, s.b, s.a, &s.pktsIn, &s.bytesIn, &p.c.PacketsIn, &p.c.BytesIn) })
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/layertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -18,7 +19,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func setup(t testing.TB) (*IPCP, *flowtest.Upcalls) {
 	t.Helper()
 	up := flowtest.NewUpcalls(64)
-	p, err := New(Config{Layer: "local", Name: "node.local"}, up)
+	p, err := New(Config{Layer: "local", Name: "node.local", Runner: layertest.Runner{}}, up)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +109,9 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := New(Config{}, up); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("empty config: got %v, want ErrInvalid", err)
+	}
+	if _, err := New(Config{Layer: "local", Name: "n"}, up); !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("no runner: got %v, want ErrInvalid", err)
 	}
 }
 

@@ -116,6 +116,9 @@ type Config struct {
 	RetryBase time.Duration
 	// CacheTTL is how long a query answer is used (default 60 s).
 	CacheTTL time.Duration
+	// Runner starts the IPCP's goroutines (in a node, its component's
+	// kernel PD); required.
+	Runner layer.Runner
 }
 
 // LinkStats are the serial link's own counters and state, beyond shim.Stats.
@@ -233,6 +236,9 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	if cfg.Device == nil {
 		return nil, fmt.Errorf("serial: %s: config needs a device: %w", cfg.Name, flow.ErrInvalid)
 	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("serial: " + cfg.Name)
+	}
 	if cfg.Window == 0 {
 		cfg.Window = DefaultWindow
 	}
@@ -281,9 +287,9 @@ func (p *IPCP) Start() error {
 	}
 	p.lastHeard.Store(p.now())
 	p.helloNow.Store(true)
-	go p.rxLoop()
-	go p.pump()
-	go p.watchdog()
+	p.cfg.Runner.Go(p.rxLoop)
+	p.cfg.Runner.Go(p.pump)
+	p.cfg.Runner.Go(p.watchdog)
 	return nil
 }
 
@@ -464,7 +470,7 @@ func (p *IPCP) kick() {
 // start begins a session with peer. Called with mu held.
 func (p *IPCP) start(peer Peer) {
 	s := &session{peer: peer}
-	s.eng = engine.New(engine.Config[Peer]{
+	eng, err := engine.New(engine.Config[Peer]{
 		Kind:      "serial",
 		Wire:      wire{p, s},
 		Headroom:  headroom,
@@ -474,7 +480,12 @@ func (p *IPCP) start(peer Peer) {
 		Timeout:   p.cfg.AllocTimeout,
 		RetryBase: p.cfg.RetryBase,
 		CacheTTL:  p.cfg.CacheTTL,
+		Runner:    p.cfg.Runner,
 	})
+	if err != nil {
+		panic(err) // only a nil Runner, which New refused
+	}
+	s.eng = eng
 	for name := range p.names {
 		s.eng.Register(name)
 	}
@@ -540,7 +551,7 @@ func (p *IPCP) endLocked(s *session, why int) bool {
 		p.ls.restarts.Add(1)
 	}
 	p.retiring.Add(1)
-	go func() {
+	p.cfg.Runner.Go(func() {
 		defer p.retiring.Done()
 		s.eng.Stop()
 		s.eng.Wait()
@@ -550,7 +561,7 @@ func (p *IPCP) endLocked(s *session, why int) bool {
 		delete(p.live, s)
 		p.retired = addStats(p.retired, st)
 		p.mu.Unlock()
-	}()
+	})
 	return true
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/serial/serialtest"
 )
 
@@ -43,7 +44,7 @@ func fast(cfg Config) Config {
 func start(t testing.TB, name string, dev Device, cfg Config) *node {
 	t.Helper()
 	up := flowtest.NewUpcalls(256)
-	cfg.Layer, cfg.Name, cfg.Device = "serial.test", name, dev
+	cfg.Layer, cfg.Name, cfg.Device, cfg.Runner = "serial.test", name, dev, layertest.Runner{}
 	p, err := New(fast(cfg), up)
 	if err != nil {
 		t.Fatal(err)
@@ -186,20 +187,22 @@ func TestCable(t *testing.T) {
 func TestConfig(t *testing.T) {
 	_, ea, _ := serialtest.NewCable(serialtest.CableConfig{})
 	up := flowtest.NewUpcalls(1)
+	run := layertest.Runner{}
 	for _, cfg := range []Config{
-		{Name: "x", Device: ea},
-		{Layer: "l", Name: "x"},
-		{Layer: "l", Name: "x", Device: ea, Window: 100},
-		{Layer: "l", Name: "x", Device: ea, Keepalive: time.Second, DeadTime: time.Second},
+		{Name: "x", Device: ea, Runner: run},
+		{Layer: "l", Name: "x", Runner: run},
+		{Layer: "l", Name: "x", Device: ea},
+		{Layer: "l", Name: "x", Device: ea, Window: 100, Runner: run},
+		{Layer: "l", Name: "x", Device: ea, Keepalive: time.Second, DeadTime: time.Second, Runner: run},
 	} {
 		if _, err := New(cfg, up); !errors.Is(err, flow.ErrInvalid) {
 			t.Errorf("New(%+v): got %v, want ErrInvalid", cfg, err)
 		}
 	}
-	if _, err := New(Config{Layer: "l", Name: "x", Device: ea}, nil); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := New(Config{Layer: "l", Name: "x", Device: ea, Runner: layertest.Runner{}}, nil); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("nil upcalls: got %v", err)
 	}
-	p, err := New(Config{Layer: "l", Name: "x", Device: ea}, up)
+	p, err := New(Config{Layer: "l", Name: "x", Device: ea, Runner: layertest.Runner{}}, up)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +442,7 @@ func FuzzInput(f *testing.F) {
 	f.Add(AppendFrame(nil, h))
 	f.Add([]byte{0, 0, 0xff, 1})
 	_, ea, _ := serialtest.NewCable(serialtest.CableConfig{})
-	p, err := New(Config{Layer: "l", Name: "x", Device: ea}, flowtest.NewUpcalls(1))
+	p, err := New(Config{Layer: "l", Name: "x", Device: ea, Runner: layertest.Runner{}}, flowtest.NewUpcalls(1))
 	if err != nil {
 		f.Fatal(err)
 	}

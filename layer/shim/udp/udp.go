@@ -70,6 +70,9 @@ type Config struct {
 	// RetryBase is the first alloc retransmission timeout, doubling up to 1 s
 	// (default 20 ms).
 	RetryBase time.Duration
+	// Runner starts the IPCP's goroutines (in a node, its component's
+	// kernel PD); required.
+	Runner layer.Runner
 }
 
 // IPCP is a UDP shim IPC process.
@@ -92,6 +95,9 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	if up == nil {
 		return nil, fmt.Errorf("udp: %s: no upcalls: %w", cfg.Name, flow.ErrInvalid)
 	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("udp: " + cfg.Name)
+	}
 	if err := cfg.Impair.Validate(); err != nil {
 		return nil, fmt.Errorf("udp: %s: %w", cfg.Name, err)
 	}
@@ -103,7 +109,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		dir[name] = norm(withPort(a))
 	}
 	p := &IPCP{cfg: cfg, dir: dir, rxDone: make(chan struct{})}
-	p.eng = engine.New(engine.Config[netip.AddrPort]{
+	eng, err := engine.New(engine.Config[netip.AddrPort]{
 		Kind:      "udp",
 		Wire:      wire{p},
 		Headroom:  HeaderLen,
@@ -111,7 +117,12 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		HashAlgo:  cfg.HashAlgo,
 		Timeout:   cfg.AllocTimeout,
 		RetryBase: cfg.RetryBase,
+		Runner:    cfg.Runner,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("udp: %s: %w", cfg.Name, err)
+	}
+	p.eng = eng
 	return p, nil
 }
 
@@ -148,7 +159,9 @@ func (p *IPCP) Start() error {
 		dev = c
 	}
 	if p.cfg.Impair.Enabled() {
-		w, err := impair.WrapUDP(dev, p.cfg.Impair)
+		ic := p.cfg.Impair
+		ic.Runner = p.cfg.Runner
+		w, err := impair.WrapUDP(dev, ic)
 		if err != nil {
 			dev.Close()
 			return fmt.Errorf("udp: %s: %w", p.cfg.Name, err)
@@ -157,7 +170,7 @@ func (p *IPCP) Start() error {
 	}
 	p.dev = dev
 	p.state.Store(layer.StateOperational)
-	go p.rxLoop()
+	p.cfg.Runner.Go(p.rxLoop)
 	return nil
 }
 

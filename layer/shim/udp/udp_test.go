@@ -17,6 +17,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
@@ -48,7 +49,7 @@ func pair(t testing.TB, loopback string, imp impair.Config) (a, b *node) {
 	dir := map[string]netip.AddrPort{"a": addrOf(ca), "b": addrOf(cb), "srv": addrOf(cb), "nobody": addrOf(cb)}
 	mk := func(name string, c *net.UDPConn) *node {
 		up := flowtest.NewUpcalls(256)
-		p, err := New(Config{Layer: "udp.test", Name: name, Dir: dir, Device: c, Impair: imp, RetryBase: 5 * time.Millisecond}, up)
+		p, err := New(Config{Runner: layertest.Runner{}, Layer: "udp.test", Name: name, Dir: dir, Device: c, Impair: imp, RetryBase: 5 * time.Millisecond}, up)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,14 +327,18 @@ func TestConfigErrors(t *testing.T) {
 		{"no name", Config{Layer: "x"}},
 		{"bad dir", Config{Layer: "l", Name: "n", Dir: map[string]netip.AddrPort{"x": {}}}},
 		{"bad impair", Config{Layer: "l", Name: "n", Impair: impair.Config{Loss: 101}}},
+		{"no runner", Config{Layer: "l", Name: "n"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name != "no runner" {
+				tc.cfg.Runner = layertest.Runner{}
+			}
 			if _, err := New(tc.cfg, up); !errors.Is(err, flow.ErrInvalid) {
 				t.Fatalf("got %v, want ErrInvalid", err)
 			}
 		})
 	}
-	p, err := New(Config{Layer: "l", Name: "n"}, up)
+	p, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "n"}, up)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +476,7 @@ func FuzzInput(f *testing.F) {
 	}
 	up := flowtest.NewUpcalls(4)
 	up.Refuse(flow.ErrRefused)
-	p, err := New(Config{Layer: "l", Name: "n", Device: c}, up)
+	p, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "n", Device: c}, up)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -499,7 +504,7 @@ func TestPacketConnDevice(t *testing.T) {
 	dir := map[string]netip.AddrPort{"srv": addrOf(cb), "a": aAddr}
 	mk := func(name string, d Device) *node {
 		up := flowtest.NewUpcalls(16)
-		p, err := New(Config{Layer: "l", Name: name, Dir: dir, Device: d}, up)
+		p, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: name, Dir: dir, Device: d}, up)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -540,12 +545,12 @@ func TestPeerRestart(t *testing.T) {
 	bAddr := addrOf(cb)
 	dir := map[string]netip.AddrPort{"srv": bAddr}
 	upA, upB := flowtest.NewUpcalls(16), flowtest.NewUpcalls(16)
-	a, err := New(Config{Layer: "l", Name: "a", Dir: dir, Device: ca}, upA)
+	a, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "a", Dir: dir, Device: ca}, upA)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mb := &muteConn{UDPConn: cb}
-	b, err := New(Config{Layer: "l", Name: "b", Device: mb}, upB)
+	b, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "b", Device: mb}, upB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +567,7 @@ func TestPeerRestart(t *testing.T) {
 	mb.mute.Store(true)
 	b.Stop() // the dealloc is lost
 	cb2 := listen(t, "udp", bAddr.String())
-	b2, err := New(Config{Layer: "l", Name: "b", Device: cb2}, upB)
+	b2, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "b", Device: cb2}, upB)
 	if err != nil {
 		t.Fatal(err)
 	}

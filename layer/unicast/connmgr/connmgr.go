@@ -12,8 +12,9 @@
 // nonce, which the acceptor pairs with the first. Management flows then
 // carry Msg frames: hellos every Config.Hello and link-state messages.
 //
-// Goroutines: one dial loop per configured neighbour name, one receive
-// loop per management flow, one hello ticker. Hooks are called one at a
+// Goroutines (all started through Config.Runner): one dial loop per
+// configured neighbour name, one receive loop per management flow, one
+// hello ticker. Hooks are called one at a
 // time (under hookMu), never with mu held.
 package connmgr
 
@@ -230,6 +231,9 @@ type Config struct {
 	BackoffMin time.Duration // first reconnect delay (default 50 ms)
 	BackoffMax time.Duration // reconnect delay ceiling (default 2 s)
 	Logf       func(format string, args ...any)
+	// Runner starts the manager's goroutines (in a node, the IPCP
+	// component's kernel PD); required.
+	Runner layer.Runner
 }
 
 // Stats are the manager's counters.
@@ -283,6 +287,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Layer == "" || cfg.Name == "" || cfg.Broker == nil || cfg.Hooks == nil {
 		return nil, fmt.Errorf("connmgr: config needs Layer, Name, Broker and Hooks: %w", flow.ErrInvalid)
 	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("connmgr: " + cfg.Name)
+	}
 	cfg.Hello = cmp.Or(cfg.Hello, 100*time.Millisecond)
 	cfg.Dead = cmp.Or(cfg.Dead, 3)
 	cfg.BackoffMin = cmp.Or(cfg.BackoffMin, 50*time.Millisecond)
@@ -310,7 +317,7 @@ func (m *Manager) Start(self layer.Addr) error {
 	}
 	m.started, m.self = true, self
 	m.wg.Add(1)
-	go m.helloLoop()
+	m.cfg.Runner.Go(m.helloLoop)
 	return nil
 }
 
@@ -351,7 +358,7 @@ func (m *Manager) Connect(name string) error {
 	}
 	m.dialing[name] = true
 	m.wg.Add(1)
-	go m.dialLoop(name)
+	m.cfg.Runner.Go(func() { m.dialLoop(name) })
 	return nil
 }
 
@@ -459,7 +466,7 @@ func (m *Manager) establish(a *adj) error {
 	m.hookMu.Lock()
 	m.cfg.Hooks.Up(a.n)
 	m.hookMu.Unlock()
-	go m.rxLoop(a)
+	m.cfg.Runner.Go(func() { m.rxLoop(a) })
 	return nil
 }
 

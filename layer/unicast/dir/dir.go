@@ -62,8 +62,11 @@ type Config struct {
 	Layer string               // for logs and errors
 	Logf  func(string, ...any) // nil discards
 	Clock Clock                // nil: SystemClock
-	K     int                  // bucket size and replication factor (1..MaxNodes; 8)
-	Alpha int                  // lookup parallelism (1..K; 3)
+	// Runner starts the maintenance goroutine (in a node, the IPCP
+	// component's kernel PD); required. Policy takes the IPCP's.
+	Runner layer.Runner
+	K      int // bucket size and replication factor (1..MaxNodes; 8)
+	Alpha  int // lookup parallelism (1..K; 3)
 
 	RPCTimeout    time.Duration // one request's wait for its answer (1 s)
 	LookupTimeout time.Duration // bound of Register, Unregister and Lookup when ctx has no deadline (5 s)
@@ -80,6 +83,9 @@ type Config struct {
 func (c *Config) setDefaults() error {
 	if c.Env == nil {
 		return fmt.Errorf("dir: config without an Env: %w", flow.ErrInvalid)
+	}
+	if c.Runner == nil {
+		return layer.NeedRunner("dir")
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -123,7 +129,7 @@ func (c *Config) setDefaults() error {
 func Policy(params Config) unicast.NewDirectory {
 	return func(dc unicast.DirConfig) (unicast.Directory, error) {
 		c := params
-		c.Env, c.Layer, c.Logf = dc.Env, dc.Layer, dc.Logf
+		c.Env, c.Layer, c.Logf, c.Runner = dc.Env, dc.Layer, dc.Logf, dc.Runner
 		return New(c)
 	}
 }
@@ -241,7 +247,7 @@ func (d *DHT) Start() error {
 	}
 	d.mu.Unlock()
 	d.wg.Add(1)
-	go d.run()
+	d.cfg.Runner.Go(d.run)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast/dir"
 	"github.com/ouronet/ouro/layer/unicast/dir/dirtest"
 )
@@ -53,7 +54,7 @@ func (s *sim) add(a layer.Addr) *dir.DHT {
 		s.t.Fatal(err)
 	}
 	c := s.cfg
-	c.Env, c.Layer = env, "sim"
+	c.Env, c.Layer, c.Runner = env, "sim", layertest.Runner{}
 	d, err := dir.New(c)
 	if err != nil {
 		s.t.Fatal(err)
@@ -374,10 +375,13 @@ func TestConfig(t *testing.T) {
 	net := dirtest.NewNetwork(dirtest.NetConfig{})
 	defer net.Close()
 	env, _ := net.Env(1)
-	if _, err := dir.New(dir.Config{Env: env, K: 4, Alpha: 5}); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := dir.New(dir.Config{Env: env}); !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("no runner: got %v, want ErrInvalid", err)
+	}
+	if _, err := dir.New(dir.Config{Env: env, K: 4, Alpha: 5, Runner: layertest.Runner{}}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("alpha > K: got %v, want ErrInvalid", err)
 	}
-	d, err := dir.New(dir.Config{Env: env})
+	d, err := dir.New(dir.Config{Env: env, Runner: layertest.Runner{}})
 	if err != nil {
 		t.Fatal(err)
 	}

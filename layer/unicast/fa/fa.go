@@ -153,6 +153,9 @@ type Config struct {
 	// no keepalive): the peer vanished or no route reaches it. Default 4 s.
 	FlowTimeout time.Duration
 	Logf        func(format string, args ...any)
+	// Runner starts the Allocator's goroutines (in a node, the IPCP
+	// component's kernel PD); required.
+	Runner layer.Runner
 }
 
 // Flow is one flow endpoint. The data path reads the immutable fields
@@ -227,6 +230,9 @@ func New(cfg Config) (*Allocator, error) {
 	if cfg.Self == 0 || cfg.Transport == nil || cfg.Hooks == nil || cfg.Registry == nil || cfg.CA == nil || cfg.Upcalls == nil {
 		return nil, fmt.Errorf("fa: config needs Self, Transport, Hooks, Upcalls, Registry and CA: %w", flow.ErrInvalid)
 	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("fa")
+	}
 	cfg.RetryBase = cmp.Or(cfg.RetryBase, 20*time.Millisecond)
 	cfg.RetryMax = cmp.Or(cfg.RetryMax, 500*time.Millisecond)
 	cfg.Timeout = cmp.Or(cfg.Timeout, 3*time.Second)
@@ -249,7 +255,7 @@ func New(cfg Config) (*Allocator, error) {
 // Start runs the keepalive and peer-vanish ticker.
 func (a *Allocator) Start() error {
 	a.wg.Add(1)
-	go a.tick()
+	a.cfg.Runner.Go(a.tick)
 	return nil
 }
 
@@ -467,7 +473,7 @@ func (a *Allocator) onReq(src layer.Addr, m *Msg) {
 	a.inbound[key] = true
 	a.wg.Add(1)
 	a.mu.Unlock()
-	go a.accept(key, name, m.Name, m.QoS)
+	a.cfg.Runner.Go(func() { a.accept(key, name, m.Name, m.QoS) })
 }
 
 func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS) {

@@ -77,6 +77,10 @@ type Config struct {
 	MaxAge  time.Duration // 0: DefaultMaxAge; must exceed Refresh
 	Tick    time.Duration // 0: DefaultTick; Start's timer period
 	MaxMsg  int           // largest message sent; 0: flow.MaxSDU
+
+	// Runner starts the Tick timer's goroutine (in a node, the IPCP
+	// component's kernel PD); required.
+	Runner layer.Runner
 }
 
 // entry is one LSU in the database.
@@ -129,6 +133,9 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Self == 0 || cfg.Flooder == nil || cfg.PFF == nil || cfg.Clock == nil {
 		return nil, fmt.Errorf("routing: config needs Self, Flooder, PFF and Clock: %w", flow.ErrInvalid)
 	}
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner("routing")
+	}
 	switch cfg.Policy {
 	case pff.Simple, pff.Alternate, pff.Multipath:
 	default:
@@ -165,8 +172,9 @@ func (r *Router) Start() error {
 	if r.stop != nil {
 		return fmt.Errorf("routing: already started: %w", flow.ErrInvalid)
 	}
-	r.stop, r.done = make(chan struct{}), make(chan struct{})
-	go r.run(r.stop, r.done)
+	stop, done := make(chan struct{}), make(chan struct{})
+	r.stop, r.done = stop, done
+	r.cfg.Runner.Go(func() { r.run(stop, done) })
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast/pff"
 	"github.com/ouronet/ouro/layer/unicast/routing"
 	"github.com/ouronet/ouro/layer/unicast/routing/routingtest"
@@ -373,10 +374,11 @@ func TestConfigAndNeighbourErrors(t *testing.T) {
 	clk := routingtest.NewClock(time.Unix(0, 0))
 	fl := routingtest.NewNet(pff.Simple)
 	node, _ := fl.Add(9)
-	base := routing.Config{Self: 1, Flooder: node, PFF: tb, Clock: clk}
+	base := routing.Config{Self: 1, Flooder: node, PFF: tb, Clock: clk, Runner: layertest.Runner{}}
 	for name, mod := range map[string]func(*routing.Config){
 		"no self":     func(c *routing.Config) { c.Self = 0 },
 		"no flooder":  func(c *routing.Config) { c.Flooder = nil },
+		"no runner":   func(c *routing.Config) { c.Runner = nil },
 		"bad policy":  func(c *routing.Config) { c.Policy = 9 },
 		"age<refresh": func(c *routing.Config) { c.Refresh, c.MaxAge = time.Minute, time.Second },
 	} {

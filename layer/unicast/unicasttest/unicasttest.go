@@ -17,6 +17,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
 )
@@ -63,6 +64,7 @@ func New(tb testing.TB) *Net {
 		fake: flowtest.NewBroker(PipeCap),
 		Template: unicast.Config{
 			Layer: Layer, RoutingTick: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+			Runner:    layertest.Runner{},
 			KeepAlive: 200 * time.Millisecond, FlowTimeout: time.Second,
 			// Bootstraps pick the DHT unless a test sets LayerConfig.Dir.
 			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},

@@ -15,7 +15,11 @@
 //     buffer at offset Headroom and calls Wire.Send, which writes the shim
 //     header in front of the payload and hands the packet to the device.
 //   - control (allocation, deallocation, name queries) may allocate; the
-//     data path above does not.
+//     data path above does not. Each incoming allocation waits for the
+//     IRM's answer in a goroutine of its own.
+//
+// Every goroutine is started through Config.Runner: in a node, the shim
+// component's kernel PD, so that a panic is a fault of the component.
 //
 // Locking: mu guards the tables below it; counters are atomics; a flow's
 // port is used by its transmit goroutine (Read), the receive goroutine
@@ -68,6 +72,9 @@ type Config[A Addr] struct {
 	NSFInterval  time.Duration // least gap between two no-such-flow replies (default 10 ms)
 	RxWait       time.Duration // how long Input waits for room in a full port (default 0: drop at once)
 	MaxPendingIn int           // incoming allocations in progress at once (default 64)
+
+	// Runner starts the engine's goroutines; required.
+	Runner layer.Runner
 }
 
 // Counters are the engine's always-on counters; shims count device-level
@@ -167,7 +174,10 @@ type Engine[A Addr] struct {
 }
 
 // New returns an engine; it runs until Stop.
-func New[A Addr](cfg Config[A]) *Engine[A] {
+func New[A Addr](cfg Config[A]) (*Engine[A], error) {
+	if cfg.Runner == nil {
+		return nil, layer.NeedRunner(cfg.Kind + ": engine")
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -201,7 +211,7 @@ func New[A Addr](cfg Config[A]) *Engine[A] {
 	}
 	e.lastNSF.Store(-int64(cfg.NSFInterval))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	return e
+	return e, nil
 }
 
 // Register makes name acceptable in incoming alloc requests and answerable
@@ -390,7 +400,7 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 	e.inFlight++
 	e.wg.Add(1)
 	e.mu.Unlock()
-	go e.accept(key, in, name, m.QoS)
+	e.cfg.Runner.Go(func() { e.accept(key, in, name, m.QoS) })
 }
 
 // sweep forgets answered refusals older than a minute; accepted flows'
@@ -443,7 +453,7 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS) {
 		}
 	} else {
 		e.C.FlowsIn.Add(1)
-		go e.txLoop(f)
+		e.cfg.Runner.Go(func() { e.txLoop(f) })
 	}
 	e.sendMsg(&resp, key.peer)
 }
@@ -615,7 +625,7 @@ func (e *Engine[A]) Alloc(ctx context.Context, dst A, req irm.AllocReq, port flo
 				stale.port.Close()
 			}
 			e.C.FlowsOut.Add(1)
-			go e.txLoop(f)
+			e.cfg.Runner.Go(func() { e.txLoop(f) })
 			return nil
 		case <-t.C:
 			rto = min(2*rto, e.cfg.RetryMax)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast/pff"
 	"github.com/ouronet/ouro/layer/unicast/routing"
 )
@@ -134,7 +135,7 @@ func (n *Net) Add(addr layer.Addr) (*Node, error) {
 		return nil, err
 	}
 	node := &Node{Addr: addr, PFF: t, net: n}
-	cfg := routing.Config{Self: addr, Policy: n.Policy, Flooder: node, PFF: t, Clock: n.Clock}
+	cfg := routing.Config{Self: addr, Policy: n.Policy, Flooder: node, PFF: t, Clock: n.Clock, Runner: layertest.Runner{}}
 	if n.Config != nil {
 		n.Config(&cfg)
 	}
