@@ -44,36 +44,55 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 		return MgmtResp{}, fmt.Errorf("irm: create: %w", err)
 	}
 	m.mu.Lock()
-	pd, self := m.pd, m.self
-	var badge kernel.Badge
+	pd, self, fault := m.pd, m.self, m.fault
+	badge := MakeBadge(RoleIPCP, 0)
 	for _, e := range m.ipcps {
 		if e.info.Name == info.Name {
 			m.mu.Unlock()
 			return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, flow.ErrExists)
 		}
-		if e.badge > badge {
-			badge = e.badge
+		if e.sup.badge > badge {
+			badge = e.sup.badge
 		}
 	}
 	badge++
+	if n := m.names[info.Name]; n != nil && len(n.sessions) > 0 {
+		m.mu.Unlock()
+		return MgmtResp{}, fmt.Errorf("irm: create %s: a program has bound that name: %w", info.Name, flow.ErrExists)
+	}
 	m.mu.Unlock()
 
 	ep, err := pd.NewEndpoint()
 	if err != nil {
 		return MgmtResp{}, fmt.Errorf("irm: create %s: %w: %w", info.Name, flow.ErrBusy, err)
 	}
+	// It is one of the IRM's IPCPs (and may say hello) as soon as it runs.
+	e := &ipcpEntry{info: info, ipcp: NewRemote(pd, ep), ep: ep, sup: supervised{
+		name: info.Name, kind: "ipcp", badge: badge, state: StateInit, backoff: NewBackoff(m.cfg.Restart, time.Now()),
+	}}
+	m.mu.Lock()
+	m.ipcps = append(m.ipcps, e)
+	m.mu.Unlock()
+	// Its faults come to the IRM's fault endpoint with its badge: it is
+	// supervised (restarted) like the IPCPs of the configuration.
 	child, err := pd.Spawn(kernel.ComponentSpec{
-		Name:   "ipcp." + info.Name,
-		Budget: kernel.Budget{Bufs: bufs},
+		Name:       "ipcp." + info.Name,
+		Budget:     kernel.Budget{Bufs: bufs},
+		FaultCap:   fault,
+		FaultBadge: badge,
 		Caps: []kernel.CapSpec{
 			{Name: "ep", Src: ep, Rights: kernel.Read},
 			{Name: "irm", Src: self, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: badge},
 		},
 	}, prog)
 	if err != nil {
+		m.forget(e)
 		pd.Delete(ep)
 		return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
 	}
+	m.mu.Lock()
+	e.child, e.sup.comp = child, child
+	m.mu.Unlock()
 	select {
 	case err = <-started:
 	case <-time.After(startTimeout):
@@ -82,15 +101,12 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 		err = ctx.Err()
 	}
 	if err != nil {
+		m.forget(e)
 		pd.Kill(child)
 		pd.Delete(child)
 		pd.Delete(ep)
 		return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
 	}
-	info.State = "operational"
-	m.mu.Lock()
-	m.ipcps = append(m.ipcps, &ipcpEntry{info: info, ipcp: NewRemote(pd, ep), badge: badge, child: child, ep: ep})
-	m.mu.Unlock()
 	m.cfg.Logf("irm: created IPCP %s (%s) in layer %s", info.Name, info.Kind, info.Layer)
 	return MgmtResp{Text: fmt.Sprintf("created %s (%s) in layer %s", info.Name, info.Kind, info.Layer)}, nil
 }
@@ -104,29 +120,42 @@ func (m *IRM) destroy(req MgmtReq) (MgmtResp, error) {
 	}
 	m.mu.Lock()
 	var e *ipcpEntry
-	for i, x := range m.ipcps {
+	for _, x := range m.ipcps {
 		if x.info.Name == name {
 			if x.child == 0 {
 				m.mu.Unlock()
 				return MgmtResp{}, fmt.Errorf("irm: destroy %s: configured IPCPs are part of the system description: %w", name, flow.ErrInvalid)
 			}
 			e = x
-			m.ipcps = append(m.ipcps[:i:i], m.ipcps[i+1:]...)
 			break
 		}
 	}
 	pd := m.pd
-	for _, n := range m.names {
-		delete(n.layers, name)
-	}
 	m.mu.Unlock()
 	if e == nil {
 		return MgmtResp{}, fmt.Errorf("irm: destroy %s: no such IPCP: %w", name, flow.ErrNotFound)
 	}
-	// Killing the component closes its flows: their rings lose their
-	// consumer and producer, so both ends see them closed.
+	m.forget(e) // no restart from now on
 	pd.Kill(e.child)
+	m.closeFlows(func(f *flowEntry) bool { return f.via == name })
+	m.endSessionsOf(e.sup.badge)
 	pd.Delete(e.child)
 	pd.Delete(e.ep)
 	return MgmtResp{Text: "destroyed " + name}, nil
+}
+
+// forget removes e from the IRM's IPCPs and from every name's
+// registrations.
+func (m *IRM) forget(e *ipcpEntry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, x := range m.ipcps {
+		if x == e {
+			m.ipcps = append(m.ipcps[:i:i], m.ipcps[i+1:]...)
+			break
+		}
+	}
+	for _, n := range m.names {
+		delete(n.layers, e.info.Name)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,9 @@ type Config struct {
 	AcceptTimeout time.Duration
 	// QueryTimeout bounds one layer's answer to "is this name reachable".
 	QueryTimeout time.Duration
+	// CallTimeout bounds every other call to an IPCP (register, alloc,
+	// join, management) that its caller did not bound more tightly.
+	CallTimeout time.Duration
 	// Backlog bounds the incoming flows waiting for Accept per session.
 	Backlog int
 	// AutoRegister registers a bound name in every layer (as if by "reg").
@@ -40,17 +44,48 @@ type Config struct {
 	// IPCPs are the IPCP components the IRM drives, in preference order
 	// for allocation.
 	IPCPs []IPCPSlot
+	// Children are the other components the IRM supervises (the socket
+	// gateway, in-node applications).
+	Children []ChildSlot
+	// FaultSlot names the IRM's slot of the endpoint the kernel sends its
+	// children's faults to (Read); "" means the IRM supervises nothing.
+	FaultSlot string
+	// Restart is the back-off of restarts after faults.
+	Restart RestartPolicy
+	// Epoch is put into every session badge this IRM mints, so that a cap
+	// of an earlier IRM instance's session never names one of this
+	// instance's (the node counts the IRM's incarnations).
+	Epoch uint16
+	// Fresh says this IRM replaces one that died: at start it restarts
+	// every component it supervises, so that nothing of the old
+	// instance's sessions, bindings and flows survives (docs/node.md).
+	Fresh bool
 	// Creator makes IPCPs at run time ("create"); nil: none can be made.
 	Creator Creator
+	// Incarnation returns how many incarnations the named component has
+	// had (the kernel's count), so that a fault of an incarnation that was
+	// restarted meanwhile is not acted on twice; nil: every fault counts.
+	Incarnation func(component string) (uint64, bool)
 }
 
 // IPCPSlot names an IPCP component as the IRM reaches it: the slot of its
-// endpoint cap in the IRM's CSpace, and the badge its calls to the IRM
-// carry.
+// endpoint cap in the IRM's CSpace, the slot of its component cap (Write:
+// to restart it; "" if the IRM does not supervise it), and the badge its
+// calls to the IRM and its fault messages carry (RoleIPCP).
 type IPCPSlot struct {
-	Slot  string
-	Badge kernel.Badge
-	Info  Info
+	Slot      string
+	Component string
+	Badge     kernel.Badge
+	Info      Info
+}
+
+// ChildSlot names another component the IRM supervises: its name, the
+// slot of the IRM's component cap to it (Write) and the badge of its cap
+// to the IRM, which is also the badge of its fault messages.
+type ChildSlot struct {
+	Name      string
+	Component string
+	Badge     kernel.Badge
 }
 
 func (c *Config) setDefaults() {
@@ -63,12 +98,16 @@ func (c *Config) setDefaults() {
 	if c.QueryTimeout <= 0 {
 		c.QueryTimeout = 2 * time.Second
 	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 10 * time.Second
+	}
 	if c.Backlog <= 0 {
 		c.Backlog = 64
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
+	c.Restart.setDefaults()
 }
 
 // IRM is the IPC resource manager. Its Run method is the component's
@@ -79,9 +118,12 @@ type IRM struct {
 	mu       sync.Mutex // guards everything below
 	pd       *kernel.PD
 	self     kernel.Cap   // the IRM's own endpoint (all rights)
+	fault    kernel.Cap   // the endpoint its children's faults arrive on (Read); 0: none
 	ipcps    []*ipcpEntry // preference order for allocation
+	children []*supervised
 	names    map[string]*nameEntry
-	sessions map[sessionKey]*session
+	sessions map[kernel.Badge]*session
+	nextSess uint64
 	flows    map[uint64]*flowEntry
 	nextFlow uint64
 	// collectAt is the flow count at which newFlow collects closed flows
@@ -92,16 +134,26 @@ type IRM struct {
 // collectMin is the least number of flows between synchronous collections.
 const collectMin = 256
 
-type sessionKey struct {
-	badge kernel.Badge
-	id    uint64
-}
+// maxAccepts bounds the Accepts one session may have waiting at once.
+const maxAccepts = 256
 
+// session is one program's (or one IPCP's) use of the IRM, opened by
+// OpSession and reached through the cap the IRM minted for it.
 type session struct {
-	key     sessionKey
-	names   map[string]bool
+	badge     kernel.Badge // of the cap minted for it: the session's identity
+	opener    kernel.Badge // the component that opened it (IPCP, app, gateway)
+	principal string       // who it acts for: "ipcp:NAME", "app:COMPONENT", or the gateway's ("uid:N")
+	mgmt      bool         // a management session
+	ipcp      *ipcpEntry   // the IPCP it belongs to, if an IPCP opened it
+	kept      kernel.Cap   // the IRM's original of the session cap: revoked when the session ends
+
+	// Guarded by IRM.mu:
+	names     map[string]bool
+	ended     bool
+	accepting int // Accepts waiting
+
 	pending chan *pendingFlow // incoming flows waiting for Accept
-	ended   bool              // guarded by IRM.mu: no more flows are queued
+	done    chan struct{}     // closed when the session ends
 }
 
 type pendingFlow struct {
@@ -131,23 +183,27 @@ const (
 
 type nameEntry struct {
 	name     string
-	sessions []sessionKey    // bound acceptors, served round robin
-	next     int             // round-robin position
-	layers   map[string]bool // IPCP names it is registered with
+	sessions []kernel.Badge // bound acceptors (one principal), served round robin
+	next     int            // round-robin position
+	// layers are the IPCPs (by name) the name is registered in, or is to
+	// be registered in once they are operational again (after a restart).
+	layers map[string]bool
 }
 
 type ipcpEntry struct {
 	info  Info
 	ipcp  *Remote
-	badge kernel.Badge
+	sup   supervised
 	child kernel.Cap // created at run time: the component and its endpoint
 	ep    kernel.Cap
 }
 
 type flowEntry struct {
 	info    flow.Info
-	ring1   kernel.Cap // app → IPCP
-	ring2   kernel.Cap // IPCP → app
+	ring1   kernel.Cap   // app → IPCP
+	ring2   kernel.Cap   // IPCP → app
+	via     string       // the IPCP it runs through
+	owner   kernel.Badge // the session holding the application's end
 	started time.Time
 }
 
@@ -157,7 +213,7 @@ func New(cfg Config) *IRM {
 	return &IRM{
 		cfg:      cfg,
 		names:    make(map[string]*nameEntry),
-		sessions: make(map[sessionKey]*session),
+		sessions: make(map[kernel.Badge]*session),
 		flows:    make(map[uint64]*flowEntry),
 
 		collectAt: collectMin,
@@ -172,80 +228,145 @@ func (m *IRM) Run(endpointSlot string) kernel.Program {
 		if err != nil {
 			return fmt.Errorf("irm: %w", err)
 		}
+		var fault kernel.Cap
+		if m.cfg.FaultSlot != "" {
+			if fault, err = pd.Slot(m.cfg.FaultSlot); err != nil {
+				return fmt.Errorf("irm: fault endpoint: %w", err)
+			}
+		}
+		slot := func(name string) (kernel.Cap, error) {
+			if name == "" {
+				return 0, nil
+			}
+			return pd.Slot(name)
+		}
 		m.mu.Lock()
-		m.pd = pd
-		m.self = ep
+		m.pd, m.self, m.fault = pd, ep, fault
 		m.ipcps = m.ipcps[:0]
+		m.children = m.children[:0]
+		now := time.Now()
 		for _, s := range m.cfg.IPCPs {
 			c, err := pd.Slot(s.Slot)
 			if err != nil {
 				m.mu.Unlock()
 				return fmt.Errorf("irm: IPCP %s: %w", s.Info.Name, err)
 			}
-			m.ipcps = append(m.ipcps, &ipcpEntry{info: s.Info, ipcp: NewRemote(pd, c), badge: s.Badge})
+			comp, err := slot(s.Component)
+			if err != nil {
+				m.mu.Unlock()
+				return fmt.Errorf("irm: IPCP %s: %w", s.Info.Name, err)
+			}
+			m.ipcps = append(m.ipcps, &ipcpEntry{info: s.Info, ipcp: NewRemote(pd, c), sup: supervised{
+				name: s.Info.Name, kind: "ipcp", badge: s.Badge, comp: comp, state: StateInit, backoff: NewBackoff(m.cfg.Restart, now),
+			}})
+		}
+		for _, s := range m.cfg.Children {
+			comp, err := slot(s.Component)
+			if err != nil {
+				m.mu.Unlock()
+				return fmt.Errorf("irm: %s: %w", s.Name, err)
+			}
+			m.children = append(m.children, &supervised{name: s.Name, kind: "component", badge: s.Badge, comp: comp, state: StateRunning, backoff: NewBackoff(m.cfg.Restart, now)})
 		}
 		m.mu.Unlock()
+		if m.cfg.Fresh {
+			m.restartAll()
+		}
 		pd.Go(func() { m.sweep(pd.Context()) })
+		if fault != 0 {
+			pd.Go(func() { m.superviseLoop(pd.Context(), fault) })
+		}
 		return rpc.Serve(pd, ep, m.handle)
 	}
 }
 
+// errRights is the error of a call the caller's role does not allow.
+func errRights(op string, badge kernel.Badge, why string) error {
+	return fmt.Errorf("irm: %s by %s: %s: %w", op, describeBadge(badge), why, kernel.ErrRights)
+}
+
 func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) {
+	// No operation on the IRM's endpoint takes caps: any that came along
+	// are not kept (they would fill the IRM's CSpace).
+	for _, c := range r.Caps {
+		m.pd.Delete(c)
+	}
+	role := RoleOf(r.Badge)
+	switch r.Op {
+	case OpSession:
+		var a SessionReq
+		if err := r.Decode(&a); err != nil {
+			return rpc.Response{}, err
+		}
+		return m.openSession(r.Badge, a)
+	case OpHello:
+		if role != RoleIPCP {
+			return rpc.Response{}, errRights("hello", r.Badge, "only IPCPs say hello")
+		}
+		var a Info
+		if err := r.Decode(&a); err != nil {
+			return rpc.Response{}, err
+		}
+		return rpc.Response{}, m.hello(r.Badge, a)
+	case OpFlowReq:
+		if role != RoleIPCP {
+			return rpc.Response{}, errRights("flow request", r.Badge, "only IPCPs request flows")
+		}
+		var a AllocReq
+		if err := r.Decode(&a); err != nil {
+			return rpc.Response{}, err
+		}
+		return m.flowReq(ctx, r.Badge, a)
+	}
+	if role != RoleSession && role != RoleMgmtSession {
+		return rpc.Response{}, errRights(fmt.Sprintf("operation %d", r.Op), r.Badge, "needs a session cap (open one with OpSession)")
+	}
+	s, err := m.sessionOf(r.Badge)
+	if err != nil {
+		return rpc.Response{}, err
+	}
 	switch r.Op {
 	case OpAlloc:
 		var a AllocArgs
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
-		return m.alloc(ctx, r.Badge, a)
+		return m.alloc(ctx, s, a)
 	case OpBind, OpUnbind:
 		var a NameArgs
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
 		if r.Op == OpBind {
-			return rpc.Response{}, m.bind(ctx, sessionKey{r.Badge, a.Session}, a.Name)
+			return rpc.Response{}, m.bind(ctx, s, a.Name)
 		}
-		return rpc.Response{}, m.unbind(ctx, sessionKey{r.Badge, a.Session}, a.Name)
+		return rpc.Response{}, m.unbind(ctx, s, a.Name)
 	case OpAccept:
-		var a SessionArgs
-		if err := r.Decode(&a); err != nil {
-			return rpc.Response{}, err
-		}
-		return m.accept(ctx, sessionKey{r.Badge, a.Session})
+		return m.accept(ctx, s)
 	case OpEndSession:
-		var a SessionArgs
-		if err := r.Decode(&a); err != nil {
-			return rpc.Response{}, err
-		}
-		m.endSession(ctx, sessionKey{r.Badge, a.Session})
+		m.endSession(s)
 		return rpc.Response{}, nil
 	case OpJoin:
 		var a JoinArgs
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
-		return m.join(ctx, a)
-	case OpFlowReq:
-		var a AllocReq
-		if err := r.Decode(&a); err != nil {
-			return rpc.Response{}, err
-		}
-		return m.flowReq(ctx, r.Badge, a)
+		return m.join(ctx, s, a)
 	case OpMgmt:
 		var a MgmtReq
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
-		resp, err := m.mgmt(ctx, a)
+		resp, err := m.mgmt(ctx, s, a)
 		return rpc.Response{Body: resp}, err
 	}
 	return rpc.Response{}, fmt.Errorf("irm: unknown operation %d: %w", r.Op, flow.ErrInvalid)
 }
 
 // newFlow creates a flow's two rings and returns the caps for both ends,
-// all in the IRM's CSpace. The IRM keeps the originals for accounting.
-func (m *IRM) newFlow(info flow.Info) (id uint64, app, ipc [2]kernel.Cap, err error) {
+// all in the IRM's CSpace. The IRM keeps the originals for accounting,
+// and to close the flow if the IPCP it runs through (via) faults.
+func (m *IRM) newFlow(info flow.Info, via string, owner kernel.Badge) (id uint64, app, ipc [2]kernel.Cap, err error) {
 	pd := m.pd
 	m.mu.Lock()
 	n := len(m.flows)
@@ -288,7 +409,7 @@ func (m *IRM) newFlow(info flow.Info) (id uint64, app, ipc [2]kernel.Cap, err er
 	m.nextFlow++
 	id = m.nextFlow
 	info.ID = id
-	m.flows[id] = &flowEntry{info: info, ring1: r1, ring2: r2, started: time.Now()}
+	m.flows[id] = &flowEntry{info: info, ring1: r1, ring2: r2, via: via, owner: owner, started: time.Now()}
 	m.mu.Unlock()
 	return id, [2]kernel.Cap{caps[0], caps[1]}, [2]kernel.Cap{caps[2], caps[3]}, nil
 }
@@ -316,7 +437,31 @@ func (m *IRM) dropFlow(id uint64, unsent ...kernel.Cap) {
 	}
 }
 
-func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.Response, error) {
+// closeFlows closes both rings of every flow that match selects: both ends
+// see the flow end (ErrClosed) at once. The sweep forgets them later.
+func (m *IRM) closeFlows(match func(f *flowEntry) bool) int {
+	m.mu.Lock()
+	var rings []kernel.Cap
+	for _, f := range m.flows {
+		if match(f) {
+			rings = append(rings, f.ring1, f.ring2)
+		}
+	}
+	pd := m.pd
+	m.mu.Unlock()
+	for _, r := range rings {
+		pd.CloseRing(r)
+	}
+	return len(rings) / 2
+}
+
+// callCtx bounds a call to an IPCP: by the caller's deadline, and by
+// CallTimeout at the latest.
+func (m *IRM) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, m.cfg.CallTimeout)
+}
+
+func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response, error) {
 	if a.Name == "" {
 		return rpc.Response{}, fmt.Errorf("irm: alloc: empty name: %w", flow.ErrInvalid)
 	}
@@ -333,7 +478,7 @@ func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.R
 			continue
 		}
 		info := flow.Info{Remote: a.Name, Layer: e.info.Layer, QoS: a.QoS}
-		id, app, ipc, err := m.newFlow(info)
+		id, app, ipc, err := m.newFlow(info, e.info.Name, s.badge)
 		if err != nil {
 			return rpc.Response{}, err
 		}
@@ -342,11 +487,15 @@ func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.R
 		// peer that left without the layer knowing), a later layer that
 		// reaches the name is tried, so an attempt is bounded while
 		// later layers remain.
-		actx, acancel := ctx, context.CancelFunc(func() {})
+		timeout := m.cfg.CallTimeout
 		if i < len(ipcps)-1 {
-			actx, acancel = context.WithTimeout(ctx, max(2*m.cfg.QueryTimeout, time.Second))
+			timeout = min(timeout, max(2*m.cfg.QueryTimeout, time.Second))
 		}
-		info.MaxSDU, err = e.ipcp.Alloc(actx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+		actx, acancel := context.WithTimeout(ctx, timeout)
+		err = m.ready(e)
+		if err == nil {
+			info.MaxSDU, err = e.ipcp.Alloc(actx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+		}
 		acancel()
 		if err != nil {
 			// The IPCP end was moved to the IPCP only if the call went
@@ -360,7 +509,7 @@ func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.R
 			continue
 		}
 		m.cfg.Logf("irm: flow %d allocated to %q in layer %s", id, a.Name, e.info.Layer)
-		return rpc.Response{Body: info, Caps: app[:]}, nil
+		return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, nil
 	}
 	return rpc.Response{}, lastErr
 }
@@ -369,13 +518,18 @@ func (m *IRM) alloc(ctx context.Context, badge kernel.Badge, a AllocArgs) (rpc.R
 // arrives on channel i. A layer that says "not here" only by staying
 // silent (an Ethernet shim's name query) then costs one query timeout per
 // allocation, not one per such layer; the caller still takes the first
-// layer in preference order that reaches the name.
+// layer in preference order that reaches the name. A layer whose IPCP is
+// not operational (faulted, restarting) answers at once with its error.
 func (m *IRM) queryAll(ctx context.Context, ipcps []*ipcpEntry, name string) []chan error {
 	qctx, cancel := context.WithTimeout(ctx, m.cfg.QueryTimeout)
 	answers := make([]chan error, len(ipcps))
 	var wg sync.WaitGroup
 	for i, e := range ipcps {
 		answers[i] = make(chan error, 1)
+		if err := m.ready(e); err != nil {
+			answers[i] <- err
+			continue
+		}
 		wg.Add(1)
 		m.pd.Go(func() {
 			defer wg.Done()
@@ -386,37 +540,142 @@ func (m *IRM) queryAll(ctx context.Context, ipcps []*ipcpEntry, name string) []c
 	return answers
 }
 
-func (m *IRM) session(k sessionKey) *session {
-	s := m.sessions[k]
-	if s == nil {
-		s = &session{key: k, names: make(map[string]bool), pending: make(chan *pendingFlow, m.cfg.Backlog)}
-		m.sessions[k] = s
+// openSession opens a session for the caller: it mints a cap to the
+// IRM's endpoint badged for the session alone and hands the caller a copy.
+// The IRM keeps the original, to revoke the session's every cap when it
+// ends.
+func (m *IRM) openSession(caller kernel.Badge, req SessionReq) (rpc.Response, error) {
+	s := &session{opener: caller, names: make(map[string]bool), done: make(chan struct{})}
+	switch RoleOf(caller) {
+	case RoleIPCP:
+		e := m.ipcpByBadge(caller)
+		if e == nil {
+			return rpc.Response{}, errRights("open session", caller, "unknown IPCP")
+		}
+		s.principal, s.ipcp = "ipcp:"+e.info.Name, e
+	case RoleApp, RoleManager:
+		who := describeBadge(caller)
+		if c := m.childByBadge(caller); c != nil {
+			who = c.name
+		}
+		s.principal, s.mgmt = "app:"+who, RoleOf(caller) == RoleManager
+		if req.Mgmt && !s.mgmt {
+			return rpc.Response{}, errRights("open management session", caller, "an application component has no management authority")
+		}
+	case RoleGateway:
+		if req.Principal == "" || strings.HasPrefix(req.Principal, "ipcp:") || strings.HasPrefix(req.Principal, "app:") {
+			return rpc.Response{}, fmt.Errorf("irm: open session: principal %q: %w", req.Principal, flow.ErrInvalid)
+		}
+		s.principal, s.mgmt = req.Principal, req.Mgmt
+	default:
+		return rpc.Response{}, errRights("open session", caller, "a session cannot open sessions")
 	}
-	return s
+	role := RoleSession
+	if s.mgmt {
+		role = RoleMgmtSession
+	}
+	m.mu.Lock()
+	m.nextSess++
+	id := uint64(m.cfg.Epoch)<<40 | m.nextSess&(1<<40-1)
+	s.badge = MakeBadge(role, id)
+	pd, self := m.pd, m.self
+	m.mu.Unlock()
+	s.pending = make(chan *pendingFlow, m.cfg.Backlog)
+	kept, err := pd.Mint(self, kernel.Write|kernel.Grant|kernel.GrantReply, s.badge)
+	if err != nil {
+		return rpc.Response{}, fmt.Errorf("irm: open session: %w: %w", flow.ErrBusy, err)
+	}
+	give, err := pd.Copy(kept)
+	if err != nil {
+		pd.Delete(kept)
+		return rpc.Response{}, fmt.Errorf("irm: open session: %w: %w", flow.ErrBusy, err)
+	}
+	s.kept = kept
+	m.mu.Lock()
+	m.sessions[s.badge] = s
+	m.mu.Unlock()
+	return rpc.Response{
+		Body:        SessionInfo{ID: id, Principal: s.principal, Mgmt: s.mgmt},
+		Caps:        []kernel.Cap{give},
+		Undelivered: func() { m.endSession(s) },
+	}, nil
 }
 
-func (m *IRM) bind(ctx context.Context, k sessionKey, name string) error {
+// sessionOf returns the live session whose cap carries badge.
+func (m *IRM) sessionOf(badge kernel.Badge) (*session, error) {
+	m.mu.Lock()
+	s := m.sessions[badge]
+	m.mu.Unlock()
+	if s == nil {
+		return nil, fmt.Errorf("irm: session %#x has ended: %w", idOf(badge), flow.ErrClosed)
+	}
+	return s, nil
+}
+
+func (m *IRM) ipcpByBadge(b kernel.Badge) *ipcpEntry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.ipcps {
+		if e.sup.badge == b {
+			return e
+		}
+	}
+	return nil
+}
+
+func (m *IRM) childByBadge(b kernel.Badge) *supervised {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.children {
+		if c.badge == b {
+			return c
+		}
+	}
+	return nil
+}
+
+func (m *IRM) bind(ctx context.Context, s *session, name string) error {
 	if name == "" {
 		return fmt.Errorf("irm: bind: empty name: %w", flow.ErrInvalid)
 	}
 	m.mu.Lock()
-	s := m.session(k)
+	if s.ended {
+		m.mu.Unlock()
+		return fmt.Errorf("irm: bind %q: session ended: %w", name, flow.ErrClosed)
+	}
 	if s.names[name] {
 		m.mu.Unlock()
 		return nil
 	}
-	s.names[name] = true
+	// An IPCP's own name reaches that IPCP (enrollment, adjacencies):
+	// nobody else may take flows to it.
+	for _, e := range m.ipcps {
+		if e.info.Name == name && s.ipcp != e {
+			m.mu.Unlock()
+			return fmt.Errorf("irm: bind %q: the name of IPCP %s, which alone may bind it: %w", name, e.info.Name, kernel.ErrRights)
+		}
+	}
 	n := m.names[name]
-	if n == nil {
+	if n != nil {
+		// Load sharing: more sessions of the same principal may bind a
+		// name; another principal may not take (some of) its flows.
+		for _, b := range n.sessions {
+			if o := m.sessions[b]; o != nil && o.principal != s.principal {
+				m.mu.Unlock()
+				return fmt.Errorf("irm: bind %q: bound by another program (%s): %w", name, o.principal, flow.ErrExists)
+			}
+		}
+	} else {
 		n = &nameEntry{name: name, layers: make(map[string]bool)}
 		m.names[name] = n
 	}
-	n.sessions = append(n.sessions, k)
+	s.names[name] = true
+	n.sessions = append(n.sessions, s.badge)
 	var reg []*ipcpEntry
 	// IPCPs bind their own names (to accept N-1 flows) and register them
 	// in the lower layers they choose: auto-registration would register
 	// an IPCP in its own layer, or in layers above it.
-	if m.cfg.AutoRegister && !m.isIPCP(k.badge) {
+	if m.cfg.AutoRegister && s.ipcp == nil {
 		for _, e := range m.ipcps {
 			if !n.layers[e.info.Name] {
 				reg = append(reg, e)
@@ -432,49 +691,55 @@ func (m *IRM) bind(ctx context.Context, k sessionKey, name string) error {
 	return nil
 }
 
-// isIPCP reports whether badge is an IPCP's; m.mu is held.
-func (m *IRM) isIPCP(badge kernel.Badge) bool {
-	for _, e := range m.ipcps {
-		if e.badge == badge {
-			return true
-		}
-	}
-	return false
-}
-
+// register registers name with e, bounded by CallTimeout. While e is not
+// operational the registration is recorded and made when it says hello
+// again, and the error says why it is not made now.
 func (m *IRM) register(ctx context.Context, name string, e *ipcpEntry) error {
-	if err := e.ipcp.Register(ctx, name); err != nil {
+	if err := m.ready(e); err != nil {
+		m.mu.Lock()
+		m.nameEntry(name).layers[e.info.Name] = true
+		m.mu.Unlock()
+		return err
+	}
+	cctx, cancel := m.callCtx(ctx)
+	err := e.ipcp.Register(cctx, name)
+	cancel()
+	if err != nil && !errors.Is(err, flow.ErrExists) {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.nameEntry(name).layers[e.info.Name] = true
+	m.mu.Unlock()
+	return err
+}
+
+// nameEntry returns name's entry, made if needed; m.mu is held.
+func (m *IRM) nameEntry(name string) *nameEntry {
 	n := m.names[name]
 	if n == nil {
 		n = &nameEntry{name: name, layers: make(map[string]bool)}
 		m.names[name] = n
 	}
-	n.layers[e.info.Name] = true
-	return nil
+	return n
 }
 
-func (m *IRM) unbind(ctx context.Context, k sessionKey, name string) error {
+func (m *IRM) unbind(ctx context.Context, s *session, name string) error {
 	m.mu.Lock()
-	s := m.sessions[k]
-	if s == nil || !s.names[name] {
+	if !s.names[name] {
 		m.mu.Unlock()
-		return fmt.Errorf("irm: unbind %q: not bound: %w", name, flow.ErrNotFound)
+		return fmt.Errorf("irm: unbind %q: not bound in this session: %w", name, flow.ErrNotFound)
 	}
 	delete(s.names, name)
 	n := m.names[name]
 	var unreg []*ipcpEntry
 	if n != nil {
-		for i, sk := range n.sessions {
-			if sk == k {
+		for i, b := range n.sessions {
+			if b == s.badge {
 				n.sessions = append(n.sessions[:i], n.sessions[i+1:]...)
 				break
 			}
 		}
-		if len(n.sessions) == 0 && m.cfg.AutoRegister && !m.isIPCP(k.badge) {
+		if len(n.sessions) == 0 && m.cfg.AutoRegister && s.ipcp == nil {
 			for _, e := range m.ipcps {
 				if n.layers[e.info.Name] {
 					unreg = append(unreg, e)
@@ -488,43 +753,69 @@ func (m *IRM) unbind(ctx context.Context, k sessionKey, name string) error {
 	}
 	m.mu.Unlock()
 	for _, e := range unreg {
-		if err := e.ipcp.Unregister(ctx, name); err != nil {
+		if m.ready(e) != nil {
+			continue // restarts without it
+		}
+		cctx, cancel := m.callCtx(ctx)
+		err := e.ipcp.Unregister(cctx, name)
+		cancel()
+		if err != nil {
 			m.cfg.Logf("irm: unregister %q from %s: %v", name, e.info.Name, err)
 		}
 	}
 	return nil
 }
 
-func (m *IRM) endSession(ctx context.Context, k sessionKey) {
+// endSession ends s once: its names are unbound, the flows waiting for
+// it refused, its Accepts end, and every cap to it is revoked, so it
+// cannot be used (or brought back) again.
+func (m *IRM) endSession(s *session) {
 	m.mu.Lock()
-	s := m.sessions[k]
-	var names []string
-	if s != nil {
-		for n := range s.names {
-			names = append(names, n)
-		}
-	}
-	m.mu.Unlock()
-	for _, n := range names {
-		m.unbind(ctx, k, n)
-	}
-	m.mu.Lock()
-	delete(m.sessions, k)
-	if s != nil {
-		s.ended = true
-	}
-	m.mu.Unlock()
-	if s == nil {
+	if s.ended {
+		m.mu.Unlock()
 		return
 	}
+	s.ended = true
+	delete(m.sessions, s.badge)
+	close(s.done)
+	names := make([]string, 0, len(s.names))
+	for n := range s.names {
+		names = append(names, n)
+	}
+	pd := m.pd
+	m.mu.Unlock()
+	ctx, cancel := m.callCtx(pd.Context())
+	defer cancel()
+	for _, n := range names {
+		m.unbind(ctx, s, n)
+	}
+drain:
 	for {
 		select {
 		case p := <-s.pending:
 			m.refusePending(p)
 		default:
-			return
+			break drain
 		}
 	}
+	pd.Revoke(s.kept)
+	pd.Delete(s.kept)
+}
+
+// endSessionsOf ends every session the component with badge opened.
+func (m *IRM) endSessionsOf(opener kernel.Badge) int {
+	m.mu.Lock()
+	var ss []*session
+	for _, s := range m.sessions {
+		if s.opener == opener {
+			ss = append(ss, s)
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range ss {
+		m.endSession(s)
+	}
+	return len(ss)
 }
 
 // refusePending refuses a flow that was waiting for an ended session; its
@@ -533,17 +824,34 @@ func (m *IRM) refusePending(p *pendingFlow) {
 	p.decide(pendingAbandoned)
 }
 
-func (m *IRM) accept(ctx context.Context, k sessionKey) (rpc.Response, error) {
+// accept waits for an incoming flow to one of s's names, until the caller
+// gives up (ctx) or the session ends.
+func (m *IRM) accept(ctx context.Context, s *session) (rpc.Response, error) {
 	m.mu.Lock()
-	s := m.session(k)
+	if s.ended {
+		m.mu.Unlock()
+		return rpc.Response{}, fmt.Errorf("irm: accept: session ended: %w", flow.ErrClosed)
+	}
+	if s.accepting >= maxAccepts {
+		m.mu.Unlock()
+		return rpc.Response{}, fmt.Errorf("irm: accept: %d Accepts already waiting in this session: %w", maxAccepts, flow.ErrBusy)
+	}
+	s.accepting++
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		s.accepting--
+		m.mu.Unlock()
+	}()
 	for {
 		select {
 		case p := <-s.pending:
 			if !p.decide(pendingTaken) {
 				continue // the requester gave up on it already
 			}
-			return rpc.Response{Body: p.info, Caps: []kernel.Cap{p.rx, p.tx}}, nil
+			return rpc.Response{Body: p.info, Caps: []kernel.Cap{p.rx, p.tx}, Undelivered: func() { m.dropFlow(p.info.ID) }}, nil
+		case <-s.done:
+			return rpc.Response{}, fmt.Errorf("irm: accept: session ended: %w", flow.ErrClosed)
 		case <-ctx.Done():
 			return rpc.Response{}, fmt.Errorf("irm: accept: %w", ctx.Err())
 		}
@@ -551,15 +859,14 @@ func (m *IRM) accept(ctx context.Context, k sessionKey) (rpc.Response, error) {
 }
 
 // flowReq serves an IPCP's request for an incoming flow: it finds the
-// session bound to the name and waits for it to accept.
+// session bound to the name and waits for it to accept. The IPCP is the
+// one the caller's badge names, whatever the request says.
 func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rpc.Response, error) {
-	m.mu.Lock()
-	var layer string
-	for _, e := range m.ipcps {
-		if e.badge == badge {
-			layer = e.info.Layer
-		}
+	e := m.ipcpByBadge(badge)
+	if e == nil {
+		return rpc.Response{}, errRights("flow request", badge, "unknown IPCP")
 	}
+	m.mu.Lock()
 	n := m.names[req.Dst]
 	var s *session
 	if n != nil && len(n.sessions) > 0 {
@@ -571,8 +878,8 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rp
 	if s == nil {
 		return rpc.Response{}, fmt.Errorf("irm: flow to %q: no program bound: %w", req.Dst, flow.ErrNotFound)
 	}
-	info := flow.Info{Local: req.Dst, Remote: req.Src, Layer: layer, QoS: req.QoS, MaxSDU: req.MaxSDU}
-	id, app, ipc, err := m.newFlow(info)
+	info := flow.Info{Local: req.Dst, Remote: req.Src, Layer: e.info.Layer, QoS: req.QoS, MaxSDU: req.MaxSDU}
+	id, app, ipc, err := m.newFlow(info, e.info.Name, s.badge)
 	if err != nil {
 		return rpc.Response{}, err
 	}
@@ -607,13 +914,13 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rp
 	p.decide(pendingAbandoned)
 	if p.state.Load() == pendingTaken {
 		m.cfg.Logf("irm: flow %d to %q accepted", id, req.Dst)
-		return rpc.Response{Caps: ipc[:]}, nil
+		return rpc.Response{Caps: ipc[:], Undelivered: func() { m.dropFlow(id) }}, nil
 	}
 	m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
 	return rpc.Response{}, fmt.Errorf("irm: flow to %q: not accepted (program gone, or no accept in %v): %w", req.Dst, m.cfg.AcceptTimeout, flow.ErrRefused)
 }
 
-func (m *IRM) join(ctx context.Context, a JoinArgs) (rpc.Response, error) {
+func (m *IRM) join(ctx context.Context, s *session, a JoinArgs) (rpc.Response, error) {
 	m.mu.Lock()
 	var e *ipcpEntry
 	for _, x := range m.ipcps {
@@ -626,17 +933,23 @@ func (m *IRM) join(ctx context.Context, a JoinArgs) (rpc.Response, error) {
 	if e == nil {
 		return rpc.Response{}, fmt.Errorf("irm: join %q: %w", a.Layer, flow.ErrNoLayer)
 	}
+	if err := m.ready(e); err != nil {
+		return rpc.Response{}, fmt.Errorf("irm: join %q: %w", a.Layer, err)
+	}
 	info := flow.Info{Remote: a.Layer, Layer: a.Layer, QoS: flow.BestEffort()}
-	id, app, ipc, err := m.newFlow(info)
+	id, app, ipc, err := m.newFlow(info, e.info.Name, s.badge)
 	if err != nil {
 		return rpc.Response{}, err
 	}
 	info.ID = id
-	if info.MaxSDU, err = e.ipcp.Join(ctx, ipc); err != nil {
+	cctx, cancel := m.callCtx(ctx)
+	info.MaxSDU, err = e.ipcp.Join(cctx, ipc)
+	cancel()
+	if err != nil {
 		m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
 		return rpc.Response{}, fmt.Errorf("irm: join %q: %w", a.Layer, err)
 	}
-	return rpc.Response{Body: info, Caps: app[:]}, nil
+	return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, nil
 }
 
 // sweep forgets flows whose rings both ends have closed, every second.

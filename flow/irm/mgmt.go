@@ -2,12 +2,15 @@ package irm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
 )
 
 const defaultCallTimeout = 5 * time.Second
@@ -23,7 +26,32 @@ const (
 	CmdSystem = "system" // the kernel's system description; Args["format"]: table, dot, mermaid
 )
 
-func (m *IRM) mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
+// readOnly are the management commands anyone with a session may run:
+// they change nothing. Every other command (reg, unreg, create, destroy,
+// and IPCP commands such as bootstrap, enroll, connect) needs a
+// management session.
+var readOnly = map[string]bool{
+	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true,
+	// IPCP tables and counters ("flows" is also the IPCP's own).
+	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
+}
+
+// mgmtAllowed says whether session s may run req.
+func (m *IRM) mgmtAllowed(s *session, req MgmtReq) error {
+	if s.mgmt || readOnly[req.Cmd] {
+		return nil
+	}
+	// An IPCP registers its own name in the layers below it.
+	if s.ipcp != nil && (req.Cmd == CmdReg || req.Cmd == CmdUnreg) && req.Name == s.ipcp.info.Name {
+		return nil
+	}
+	return fmt.Errorf("irm: %s: changes the node: needs a management session (%s has none): %w", req.Cmd, s.principal, kernel.ErrRights)
+}
+
+func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, error) {
+	if err := m.mgmtAllowed(s, req); err != nil {
+		return MgmtResp{}, err
+	}
 	switch req.Cmd {
 	case CmdIPCPs:
 		return MgmtResp{Table: m.ipcpTable()}, nil
@@ -59,7 +87,20 @@ func (m *IRM) mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	if e == nil {
 		return MgmtResp{}, fmt.Errorf("irm: %s %s: no such IPCP: %w", req.Cmd, req.IPCP, flow.ErrNotFound)
 	}
-	return e.ipcp.Mgmt(ctx, req)
+	if err := m.ready(e); err != nil {
+		if req.Cmd == "stats" {
+			// The supervisor's view is all there is while it is down.
+			return MgmtResp{Table: Table{Columns: []string{"counter", "value"}, Rows: m.supervisionRows(e)}}, nil
+		}
+		return MgmtResp{}, fmt.Errorf("irm: %s %s: %w", req.Cmd, req.IPCP, err)
+	}
+	cctx, cancel := m.callCtx(ctx)
+	defer cancel()
+	resp, err := e.ipcp.Mgmt(cctx, req)
+	if err == nil && req.Cmd == "stats" {
+		resp.Table.Rows = append(m.supervisionRows(e), resp.Table.Rows...)
+	}
+	return resp, err
 }
 
 func (m *IRM) ipcpByName(name string) *ipcpEntry {
@@ -77,16 +118,29 @@ func (m *IRM) ipcpTable() Table {
 	m.mu.Lock()
 	entries := append([]*ipcpEntry(nil), m.ipcps...)
 	m.mu.Unlock()
-	t := Table{Columns: []string{"name", "layer", "kind", "state"}}
+	t := Table{Columns: []string{"name", "layer", "kind", "state", "restarts", "last_fault"}}
 	for _, e := range entries {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		info, err := e.ipcp.Info(ctx)
-		cancel()
-		if err != nil {
-			info = e.info
-			info.State = "unreachable"
+		info := e.info
+		if err := m.ready(e); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			var err error
+			info, err = e.ipcp.Info(ctx)
+			cancel()
+			if err != nil {
+				info = e.info
+				info.State = "unreachable"
+			}
 		}
-		t.Rows = append(t.Rows, []string{info.Name, info.Layer, info.Kind, info.State})
+		m.mu.Lock()
+		if e.sup.state != StateOperational {
+			info.State = e.sup.state
+		}
+		restarts, last := strconv.Itoa(e.sup.restarts), "-"
+		if e.sup.lastFault != "" {
+			last = e.sup.lastFault
+		}
+		m.mu.Unlock()
+		t.Rows = append(t.Rows, []string{info.Name, info.Layer, info.Kind, info.State, restarts, last})
 	}
 	return t
 }
@@ -130,11 +184,24 @@ func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	var done []string
 	for _, e := range targets {
 		var err error
+		layer := e.info.Layer
 		if req.Cmd == CmdReg {
 			err = m.register(ctx, req.Name, e)
+			switch {
+			case errors.Is(err, flow.ErrExists):
+				err = nil
+			case m.ready(e) != nil:
+				// Recorded: made when the IPCP is back.
+				err, layer = nil, layer+" (when "+e.info.Name+" is back)"
+			}
 		} else {
-			err = e.ipcp.Unregister(ctx, req.Name)
+			if m.ready(e) == nil {
+				cctx, cancel := m.callCtx(ctx)
+				err = e.ipcp.Unregister(cctx, req.Name)
+				cancel()
+			}
 			if err == nil {
+				// Not to be registered there again on its restart.
 				m.mu.Lock()
 				if n := m.names[req.Name]; n != nil {
 					delete(n.layers, e.info.Name)
@@ -148,7 +215,7 @@ func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 		if err != nil {
 			return MgmtResp{}, fmt.Errorf("irm: %s %q in %s: %w", req.Cmd, req.Name, e.info.Layer, err)
 		}
-		done = append(done, e.info.Layer)
+		done = append(done, layer)
 	}
 	return MgmtResp{Text: fmt.Sprintf("%s %s: %s", req.Cmd, req.Name, strings.Join(done, ", "))}, nil
 }

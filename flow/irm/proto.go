@@ -8,16 +8,21 @@ import (
 )
 
 // Operations on the IRM's endpoint.
+//
+// Which role (the caller's badge, see Role) may call each is checked by
+// the IRM: session operations only through a session cap, OpSession only
+// through a component's own cap, OpFlowReq and OpHello only from IPCPs.
 const (
-	OpAlloc      rpc.Op = 1  // AllocArgs → caps [rx, tx] + flow.Info
-	OpBind       rpc.Op = 2  // NameArgs
-	OpUnbind     rpc.Op = 3  // NameArgs
-	OpAccept     rpc.Op = 4  // SessionArgs → caps [rx, tx] + flow.Info
-	OpJoin       rpc.Op = 5  // JoinArgs → caps [rx, tx] + flow.Info
-	OpEndSession rpc.Op = 6  // SessionArgs: the session's bindings are dropped
-	OpFlowReq    rpc.Op = 7  // from an IPCP: AllocReq → caps [rx, tx] (the IPCP's end)
-	OpMgmt       rpc.Op = 8  // MgmtReq → MgmtResp
-	OpHello      rpc.Op = 9  // from an IPCP at start: Info
+	OpAlloc      rpc.Op = 1  // session: AllocArgs → caps [rx, tx] + flow.Info
+	OpBind       rpc.Op = 2  // session: NameArgs
+	OpUnbind     rpc.Op = 3  // session: NameArgs
+	OpAccept     rpc.Op = 4  // session: → caps [rx, tx] + flow.Info
+	OpJoin       rpc.Op = 5  // session: JoinArgs → caps [rx, tx] + flow.Info
+	OpEndSession rpc.Op = 6  // session: its bindings are dropped, its cap revoked
+	OpFlowReq    rpc.Op = 7  // IPCP: AllocReq → caps [rx, tx] (the IPCP's end)
+	OpMgmt       rpc.Op = 8  // session: MgmtReq → MgmtResp
+	OpHello      rpc.Op = 9  // IPCP, once it serves its endpoint: Info
+	OpSession    rpc.Op = 10 // IPCP, app, manager, gateway: SessionReq → cap [session] + SessionInfo
 	opIPCPBase   rpc.Op = 64 // operations on an IPCP's endpoint start here
 )
 
@@ -34,30 +39,40 @@ const (
 
 // AllocArgs asks for a flow.
 type AllocArgs struct {
-	_       struct{} `cbor:",toarray"`
-	Session uint64
-	Name    string
-	QoS     flow.QoS
+	_    struct{} `cbor:",toarray"`
+	Name string
+	QoS  flow.QoS
 }
 
-// NameArgs names a name (for a session, when it comes from a client).
+// NameArgs names a name.
 type NameArgs struct {
-	_       struct{} `cbor:",toarray"`
-	Session uint64
-	Name    string
-}
-
-// SessionArgs identifies a client session.
-type SessionArgs struct {
-	_       struct{} `cbor:",toarray"`
-	Session uint64
+	_    struct{} `cbor:",toarray"`
+	Name string
 }
 
 // JoinArgs names a broadcast layer to join.
 type JoinArgs struct {
-	_       struct{} `cbor:",toarray"`
-	Session uint64
-	Layer   string
+	_     struct{} `cbor:",toarray"`
+	Layer string
+}
+
+// SessionReq opens a session. Only the gateway's requests are taken at
+// their word: for it, Principal names who the session acts for (a hosted
+// program's "uid:N") and Mgmt asks for a management session. For an
+// in-node component the principal is the component itself and Mgmt
+// follows its role.
+type SessionReq struct {
+	_         struct{} `cbor:",toarray"`
+	Principal string
+	Mgmt      bool
+}
+
+// SessionInfo describes a session the IRM opened.
+type SessionInfo struct {
+	_         struct{} `cbor:",toarray"`
+	ID        uint64
+	Principal string
+	Mgmt      bool
 }
 
 // AllocResult is an IPCP's answer to OpIPCPAlloc and OpIPCPJoin.

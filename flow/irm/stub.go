@@ -3,6 +3,7 @@ package irm
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/ouronet/ouro/flow"
@@ -197,21 +198,57 @@ func (u *UpcallClient) FlowReq(ctx context.Context, req AllocReq) (flow.Port, er
 	return p, nil
 }
 
-// Broker is the in-node flow.Broker: a component's session with the IRM
-// over its (badged) cap to the IRM's endpoint.
+// Hello tells the IRM that the IPCP serves its endpoint: it is
+// operational (again), and the IRM registers with it the names it is to
+// have. An IPCP's component calls it once per incarnation.
+func (u *UpcallClient) Hello(ctx context.Context, info Info) error {
+	_, err := u.c.Call(ctx, OpHello, info, nil, nil)
+	return err
+}
+
+// Broker is the in-node flow.Broker: one session with the IRM, over the
+// cap the IRM minted for it (its badge is the session's identity).
 type Broker struct {
-	c       *rpc.Client
-	session uint64
+	c    *rpc.Client
+	sess kernel.Cap
+	info SessionInfo
+	once sync.Once
 }
 
 var _ flow.Broker = (*Broker)(nil)
 
-// NewBroker returns the broker for session in the component pd, whose cap
-// to the IRM's endpoint is irmEP. A component with several independent
-// users (the socket gateway) gives each its own session.
-func NewBroker(pd *kernel.PD, irmEP kernel.Cap, session uint64) *Broker {
-	return &Broker{c: rpc.NewClient(pd, irmEP), session: session}
+// OpenSession opens a session with the IRM for component pd, whose cap to
+// the IRM's endpoint is irmEP, and returns its broker. What the session
+// may do follows the role of irmEP's badge (see Role); req matters only
+// to the gateway. A component with several independent users (the
+// socket gateway) opens a session for each.
+func OpenSession(ctx context.Context, pd *kernel.PD, irmEP kernel.Cap, req SessionReq) (*Broker, error) {
+	var info SessionInfo
+	caps, err := rpc.NewClient(pd, irmEP).Call(ctx, OpSession, req, nil, &info)
+	if err != nil {
+		deleteCaps(pd, caps)
+		return nil, err
+	}
+	if len(caps) != 1 {
+		deleteCaps(pd, caps)
+		return nil, fmt.Errorf("irm: session opened with %d caps, want 1 (was the cap to the IRM minted without Grant?): %w", len(caps), flow.ErrInvalid)
+	}
+	return &Broker{c: rpc.NewClient(pd, caps[0]), sess: caps[0], info: info}, nil
 }
+
+// SessionBroker returns the broker of a session whose cap sess component
+// pd already holds (a gateway's session component starts with it).
+func SessionBroker(pd *kernel.PD, sess kernel.Cap) *Broker {
+	return &Broker{c: rpc.NewClient(pd, sess), sess: sess}
+}
+
+// Session describes the session (zero for a SessionBroker).
+func (b *Broker) Session() SessionInfo { return b.info }
+
+// Cap returns the session cap in the component's CSpace, from which the
+// component may derive a child component's cap (the gateway's session
+// components); the IRM revokes all of them when the session ends.
+func (b *Broker) Cap() kernel.Cap { return b.sess }
 
 func (b *Broker) flowCall(ctx context.Context, op rpc.Op, args any) (flow.Port, flow.Info, error) {
 	var info flow.Info
@@ -229,28 +266,28 @@ func (b *Broker) flowCall(ctx context.Context, op rpc.Op, args any) (flow.Port, 
 
 // Alloc implements flow.Broker.
 func (b *Broker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
-	return b.flowCall(ctx, OpAlloc, AllocArgs{Session: b.session, Name: name, QoS: q})
+	return b.flowCall(ctx, OpAlloc, AllocArgs{Name: name, QoS: q})
 }
 
 // Accept implements flow.Broker.
 func (b *Broker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
-	return b.flowCall(ctx, OpAccept, SessionArgs{Session: b.session})
+	return b.flowCall(ctx, OpAccept, nil)
 }
 
 // Join implements flow.Broker.
 func (b *Broker) Join(ctx context.Context, layer string) (flow.Port, flow.Info, error) {
-	return b.flowCall(ctx, OpJoin, JoinArgs{Session: b.session, Layer: layer})
+	return b.flowCall(ctx, OpJoin, JoinArgs{Layer: layer})
 }
 
 // Bind implements flow.Broker.
 func (b *Broker) Bind(ctx context.Context, name string) error {
-	_, err := b.c.Call(ctx, OpBind, NameArgs{Session: b.session, Name: name}, nil, nil)
+	_, err := b.c.Call(ctx, OpBind, NameArgs{Name: name}, nil, nil)
 	return err
 }
 
 // Unbind implements flow.Broker.
 func (b *Broker) Unbind(ctx context.Context, name string) error {
-	_, err := b.c.Call(ctx, OpUnbind, NameArgs{Session: b.session, Name: name}, nil, nil)
+	_, err := b.c.Call(ctx, OpUnbind, NameArgs{Name: name}, nil, nil)
 	return err
 }
 
@@ -261,10 +298,16 @@ func (b *Broker) Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	return resp, err
 }
 
-// Close implements flow.Broker: the session ends and its names are unbound.
+// Close implements flow.Broker: the session ends, its names are unbound
+// and its cap is revoked; flows stay open. Idempotent.
 func (b *Broker) Close() error {
-	ctx, cancel := context.WithTimeout(b.c.PD().Context(), defaultCallTimeout)
-	defer cancel()
-	_, err := b.c.Call(ctx, OpEndSession, SessionArgs{Session: b.session}, nil, nil)
+	var err error
+	b.once.Do(func() {
+		pd := b.c.PD()
+		ctx, cancel := context.WithTimeout(pd.Context(), defaultCallTimeout)
+		defer cancel()
+		_, err = b.c.Call(ctx, OpEndSession, nil, nil, nil)
+		pd.Delete(b.sess)
+	})
 	return err
 }

@@ -101,6 +101,11 @@ func (r *Request) Decode(v any) error {
 type Response struct {
 	Body any
 	Caps []kernel.Cap
+	// Undelivered, if set, is called when the reply did not reach the
+	// caller with all its caps (the caller gave up or died meanwhile):
+	// the caps left are deleted first, and Undelivered undoes what the
+	// call made for the caller (a flow, a session), which nobody holds.
+	Undelivered func()
 }
 
 // Handler serves one request. It runs on its own goroutine of the server
@@ -108,8 +113,10 @@ type Response struct {
 type Handler func(ctx context.Context, r *Request) (Response, error)
 
 // Serve receives calls on ep and runs h for each on a goroutine of pd,
-// replying with its result. Only Calls are served. It returns when pd's context ends or the
-// endpoint fails.
+// replying with its result. Only Calls are served. It returns when pd's
+// context ends or the endpoint fails. The ctx a handler gets is pd's: it
+// ends when the server stops (not when the caller gives up; a handler
+// that waits for something of the caller's also waits on that).
 func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 	codec := flow.NewCodec()
 	ctx := pd.Context()
@@ -166,7 +173,19 @@ func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 				out.Payload = b
 			}
 			out.NCaps = copy(out.Caps[:], resp.Caps)
-			_ = pd.Reply(reply, &out) // the caller may have died: nothing to do
+			err = pd.Reply(reply, &out)
+			undelivered := err != nil
+			for _, c := range resp.Caps {
+				// A cap still in this CSpace was not moved to the caller
+				// (it left, or its CSpace was full): it is not kept.
+				if _, ierr := pd.Inspect(c); ierr == nil {
+					pd.Delete(c)
+					undelivered = true
+				}
+			}
+			if undelivered && resp.Undelivered != nil {
+				resp.Undelivered()
+			}
 		})
 	}
 }

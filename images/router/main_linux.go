@@ -58,7 +58,7 @@ func main() {
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}
-	n, err := node.New(cfg, append([]node.Extra{node.Gateway(sock, logf)}, apps...)...)
+	n, err := node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logf)}, apps...)...)
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}

@@ -436,10 +436,14 @@ func startHosted(t *testing.T, cfg string, haltFn func(int)) *irm.Broker {
 		if err != nil {
 			return err
 		}
-		brc <- irm.NewBroker(pd, ep, 0)
+		b, err := irm.OpenSession(pd.Context(), pd, ep, irm.SessionReq{})
+		if err != nil {
+			return err
+		}
+		brc <- b
 		<-pd.Context().Done()
 		return nil
-	}})
+	}, Mgmt: true})
 	n, err := node.New(c, xs...)
 	if err != nil {
 		t.Fatal(err)

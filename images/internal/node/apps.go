@@ -113,12 +113,22 @@ func appProgram(name string, logf func(string, ...any), serve func(context.Conte
 			return err
 		}
 		ctx := pd.Context()
-		b := irm.NewBroker(pd, ep, 0)
-		defer b.Close()
-		// The IPCPs start alongside: retry until they accept the name.
+		// The IRM starts alongside: retry until it opens a session and
+		// takes the name.
+		var b *irm.Broker
+		defer func() {
+			if b != nil {
+				b.Close()
+			}
+		}()
 		for delay := 10 * time.Millisecond; ; delay = min(2*delay, time.Second) {
-			if err = b.Bind(ctx, name); err == nil {
-				break
+			if b == nil {
+				b, err = irm.OpenSession(ctx, pd, ep, irm.SessionReq{})
+			}
+			if b != nil {
+				if err = b.Bind(ctx, name); err == nil {
+					break
+				}
 			}
 			if ctx.Err() != nil {
 				return nil

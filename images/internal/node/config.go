@@ -12,10 +12,11 @@ import (
 
 // Config is a node's configuration, as read from TOML (see docs/config.md).
 type Config struct {
-	Node  NodeConfig   `toml:"node"`
-	IRM   IRMConfig    `toml:"irm"`
-	IPCPs []IPCPConfig `toml:"ipcp"`
-	Apps  []AppConfig  `toml:"app"` // in-node applications (apps.go)
+	Node   NodeConfig   `toml:"node"`
+	Kernel KernelConfig `toml:"kernel"` // isolation.go
+	IRM    IRMConfig    `toml:"irm"`
+	IPCPs  []IPCPConfig `toml:"ipcp"`
+	Apps   []AppConfig  `toml:"app"` // in-node applications (apps.go)
 
 	md   toml.MetaData // for decoding each IPCP's kind-specific table
 	mdMu sync.Mutex    // PrimitiveDecode writes md: IPCP components decode concurrently
@@ -29,6 +30,12 @@ type NodeConfig struct {
 	Socket string `toml:"socket"`
 	// Log enables event logging on standard error.
 	Log bool `toml:"log"`
+	// SocketGroup, SocketPublic, SessionBufs and MaxSessions: who may use
+	// the socket, and each program's budget (isolation.go).
+	SocketGroup  string `toml:"socket_group"`
+	SocketPublic bool   `toml:"socket_public"`
+	SessionBufs  int    `toml:"session_bufs"`
+	MaxSessions  int    `toml:"max_sessions"`
 }
 
 // IRMConfig tunes the IRM.
@@ -40,6 +47,11 @@ type IRMConfig struct {
 	// AutoRegister registers a name in every layer when a program binds
 	// it. Default true.
 	AutoRegister *bool `toml:"auto_register"`
+	// CallTimeout and the restart back-off (isolation.go).
+	CallTimeout   duration `toml:"call_timeout"`
+	RestartMin    duration `toml:"restart_min"`
+	RestartMax    duration `toml:"restart_max"`
+	RestartStable duration `toml:"restart_stable"`
 }
 
 // IPCPConfig declares one IPCP: its kind selects the kind-specific table

@@ -15,7 +15,7 @@ import (
 // it for a flow, and destroys it.
 func TestCreateIPCP(t *testing.T) {
 	pa, pb := freeUDPPort(t), freeUDPPort(t)
-	appB, brB := app("app")
+	appB, brB := mgmtApp("app")
 	startNode(t, `
 [node]
 name = "b"

@@ -51,13 +51,14 @@ type ethConfig struct {
 	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
 }
 
-// newIPCP builds the IPCP p declares in the component env describes.
-func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
+// newIPCP builds the IPCP p declares in the component env describes, with
+// only what deps gives it.
+func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 	up := env.up
 	switch p.Kind {
 	case "udp":
 		var c udpConfig
-		if err := n.cfg.decode(p.UDP, &c); err != nil {
+		if err := deps.decode(p.UDP, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.udp] of %s: %w", p.Name, err)
 		}
 		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd}
@@ -79,7 +80,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 			cfg.Dir[name] = ap
 		}
 		if c.Netstack != nil { // netstack-backed device: netstack_device.go
-			if cfg.Device, err = netstackUDP(*c.Netstack, cfg.Addr, env.pd); err != nil {
+			if cfg.Device, err = deps.devices.netstackUDP(*c.Netstack, cfg.Addr, env.pd); err != nil {
 				return nil, fmt.Errorf("[ipcp.udp.netstack] of %s: %w", p.Name, err)
 			}
 		}
@@ -93,7 +94,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		return shimManager{ipcp}, nil
 	case "eth":
 		var c ethConfig
-		if err := n.cfg.decode(p.Eth, &c); err != nil {
+		if err := deps.decode(p.Eth, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
 		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd}
@@ -101,7 +102,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
-		if cfg.Device, err = ethDevice(c, env.pd); err != nil {
+		if cfg.Device, err = deps.devices.eth(c, env.pd); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
 		ipcp, err := eth.New(cfg, up)
@@ -120,26 +121,32 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		return shimManager{ipcp}, nil
 	case "unicast":
 		var c unicastConfig
-		if err := n.cfg.decode(p.Unicast, &c); err != nil {
+		if err := deps.decode(p.Unicast, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.unicast] of %s: %w", p.Name, err)
 		}
 		cfg, err := c.config(p)
 		if err != nil {
 			return nil, fmt.Errorf("[ipcp.unicast] of %s: %w", p.Name, err)
 		}
-		cfg.Logf = n.logf
+		cfg.Logf = deps.logf
 		cfg.Runner = env.pd
-		b := env.broker()
+		b, err := env.broker()
+		if err != nil {
+			return nil, err
+		}
 		return unicast.New(cfg, up, b, brokerRegistrar{b})
 	case "broadcast":
 		var c broadcastConfig
-		if err := n.cfg.decode(p.Broadcast, &c); err != nil {
+		if err := deps.decode(p.Broadcast, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.broadcast] of %s: %w", p.Name, err)
 		}
-		b := env.broker()
+		b, err := env.broker()
+		if err != nil {
+			return nil, err
+		}
 		ipcp, err := broadcast.New(broadcast.Config{
 			Layer: p.Layer, Name: p.Name, Neighbours: c.Neighbours, Lower: c.Lower,
-			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: n.logf,
+			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: deps.logf,
 			Runner: env.pd,
 		}, b, brokerRegistrar{b})
 		if err != nil {
@@ -148,7 +155,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		return ipcp, nil
 	case "serial":
 		var c serialConfig
-		if err := n.cfg.decode(p.Serial, &c); err != nil {
+		if err := deps.decode(p.Serial, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
 		}
 		cfg := serial.Config{Layer: p.Layer, Name: p.Name, Window: c.Window,
@@ -158,7 +165,7 @@ func (n *Node) newIPCP(p IPCPConfig, env ipcpEnv) (ipcpImpl, error) {
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
 		}
-		if cfg.Device, err = serialDevice(c); err != nil {
+		if cfg.Device, err = deps.devices.serial(c); err != nil {
 			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
 		}
 		ipcp, err := serial.New(cfg, up)

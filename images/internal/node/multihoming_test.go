@@ -16,7 +16,7 @@ import (
 // through the other.
 func TestMultiHoming(t *testing.T) {
 	pa1, pa2, pb1, pb2 := freeUDPPort(t), freeUDPPort(t), freeUDPPort(t), freeUDPPort(t)
-	appB, brB := app("echo")
+	appB, brB := mgmtApp("echo")
 	startNode(t, fmt.Sprintf(`
 [node]
 name = "b"

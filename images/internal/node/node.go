@@ -4,45 +4,54 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel"
 )
 
-// Component and slot names in the node's system description.
+// Component, endpoint and slot names in the node's system description
+// (docs/node.md draws it).
 const (
+	rootName    = "root" // supervises the IRM
 	irmName     = "irm"
 	gatewayName = "gateway"
-	slotIRM     = "irm" // every client's cap to the IRM's endpoint
-	slotEP      = "ep"  // an IPCP's own endpoint
+	slotIRM     = "irm"     // every client's cap to the IRM's endpoint
+	slotEP      = "ep"      // an IPCP's own endpoint
+	slotFault   = "fault"   // a supervisor's fault endpoint (Read)
+	slotSession = "session" // a gateway session component's session cap
 )
 
-// Badges on the IRM's endpoint: who is calling.
-const (
-	badgeGateway kernel.Badge = 1
-	badgeApp     kernel.Badge = 2
-	badgeIPCP0   kernel.Badge = 1 << 16 // + index of the IPCP
-)
+// restartSlot names the supervisor's slot of its component cap to child.
+func restartSlot(child string) string { return "restart." + child }
+
+// faultEndpoint names the endpoint a supervisor receives its children's
+// faults on.
+func faultEndpoint(supervisor string) string { return supervisor + ".fault" }
 
 // ipcpEnv is what an IPCP's component gives the IPCP it runs: its
 // upcalls into the IRM and, for IPCPs that are themselves flow users
-// (unicast, broadcast: their N-1 flows), the component and its cap to the
-// IRM's endpoint, from which irm.NewBroker makes the same broker every
-// application uses.
+// (unicast, broadcast: their N-1 flows), a session with the IRM opened
+// with the component's own (IPCP-badged) cap.
 type ipcpEnv struct {
 	pd    *kernel.PD
 	irmEP kernel.Cap
 	up    irm.Upcalls
 }
 
-// broker returns a broker for the IPCP's own N-1 flows.
-func (e ipcpEnv) broker() *irm.Broker { return irm.NewBroker(e.pd, e.irmEP, 0) }
+// broker opens a session for the IPCP's own N-1 flows.
+func (e ipcpEnv) broker() (*irm.Broker, error) {
+	ctx, cancel := context.WithTimeout(e.pd.Context(), 10*time.Second)
+	defer cancel()
+	return irm.OpenSession(ctx, e.pd, e.irmEP, irm.SessionReq{})
+}
 
 // ipcpImpl is an IPCP as the node runs it.
 type ipcpImpl interface {
@@ -55,22 +64,36 @@ type ipcpImpl interface {
 type Node struct {
 	cfg    *Config
 	k      *kernel.Kernel
-	irm    *irm.IRM
 	sys    *kernel.System
 	logf   func(string, ...any)
 	extras []Extra
+	icfg   irm.Config // the IRM's configuration; each IRM instance gets a fresh copy
+	irms   atomic.Int32
+	clean  sync.Once
+
+	// Test seams (nil outside tests): wrap the IRM's program, or each
+	// IPCP a component builds, to inject faults.
+	wrapIRM  func(kernel.Program) kernel.Program
+	wrapIPCP func(ipcpImpl) ipcpImpl
 }
 
 // Extra is an additional component an image adds to the node (the socket
 // gateway, an in-node application): it gets a cap to the IRM's endpoint in
-// the slot named "irm" and the given budget.
+// the slot named "irm" and the given budget. The IRM supervises it: a
+// fault ends its sessions and restarts it (with back-off).
 type Extra struct {
 	Name    string
 	Bufs    int
+	Objects int // run-time objects it may create (endpoints, rings, children)
 	Program kernel.Program
+	// Mgmt gives it management authority: its sessions may change the
+	// node (reg, create, IPCP commands). The gateway decides per session.
+	Mgmt bool
 	// Prepare, if set, runs before the kernel boots (to open a listener
 	// that must exist once Start returns); an error aborts Start.
 	Prepare func() error
+	// Cleanup, if set, runs once the node has stopped.
+	Cleanup func()
 }
 
 // New builds a node from cfg; Start boots it.
@@ -89,24 +112,37 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 	if cfg.IRM.AutoRegister != nil {
 		autoreg = *cfg.IRM.AutoRegister
 	}
-	icfg := irm.Config{
+	n.icfg = irm.Config{
 		RingSize:      cfg.IRM.RingSize,
 		AcceptTimeout: cfg.IRM.AcceptTimeout.Duration,
 		QueryTimeout:  cfg.IRM.QueryTimeout.Duration,
+		CallTimeout:   cfg.IRM.CallTimeout.Duration,
 		Backlog:       cfg.IRM.Backlog,
 		AutoRegister:  autoreg,
-		Logf:          n.logf,
+		Logf:          func(f string, a ...any) { n.logf(f, a...) },
 		Describe:      n.Describe,
-		Creator:       n,
+		FaultSlot:     slotFault,
+		Restart: irm.RestartPolicy{
+			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
+		},
+		Creator: ipcpFactory{node: cfg.Node.Name, logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{}},
+		Incarnation: func(name string) (uint64, bool) {
+			_, inc, err := n.k.State(name)
+			return uint64(inc), err == nil
+		},
 	}
 	for i, p := range cfg.IPCPs {
-		icfg.IPCPs = append(icfg.IPCPs, irm.IPCPSlot{
-			Slot:  ipcpComponent(p.Name),
-			Badge: badgeIPCP0 + kernel.Badge(i),
-			Info:  irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"},
+		name := ipcpComponent(p.Name)
+		n.icfg.IPCPs = append(n.icfg.IPCPs, irm.IPCPSlot{
+			Slot:      name,
+			Component: restartSlot(name),
+			Badge:     ipcpBadge(i),
+			Info:      irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"},
 		})
 	}
-	n.irm = irm.New(icfg)
+	for i, x := range extras {
+		n.icfg.Children = append(n.icfg.Children, irm.ChildSlot{Name: x.Name, Component: restartSlot(x.Name), Badge: n.extraBadge(i)})
+	}
 	return n, nil
 }
 
@@ -115,19 +151,59 @@ func ipcpComponent(name string) string { return "ipcp." + name }
 // endpointName names the endpoint a component serves.
 func endpointName(component string) string { return component + ".ep" }
 
+// ipcpBadge is the badge of the i-th configured IPCP's cap to the IRM.
+func ipcpBadge(i int) kernel.Badge { return irm.MakeBadge(irm.RoleIPCP, uint64(i)) }
+
+// extraBadge is the badge of extra i's cap to the IRM: its role.
+func (n *Node) extraBadge(i int) kernel.Badge {
+	x := n.extras[i]
+	switch {
+	case x.Name == gatewayName:
+		return irm.MakeBadge(irm.RoleGateway, uint64(i))
+	case x.Mgmt:
+		return irm.MakeBadge(irm.RoleManager, uint64(i))
+	}
+	return irm.MakeBadge(irm.RoleApp, uint64(i))
+}
+
 // describe builds the node's system description: which components exist
 // and which caps each starts with. It is data: printable, drawable and
-// checked by tests for who can reach whom.
+// checked by tests for who can reach whom (docs/node.md).
 func (n *Node) describe() *kernel.System {
 	cfg := n.cfg
 	irmEPName := endpointName(irmName)
-	sys := &kernel.System{Endpoints: []kernel.ObjectSpec{{Name: irmEPName}}}
+	sys := &kernel.System{Endpoints: []kernel.ObjectSpec{
+		{Name: irmEPName}, {Name: faultEndpoint(irmName)}, {Name: faultEndpoint(rootName)},
+	}}
+	// The root supervises the IRM alone: it receives the IRM's faults
+	// and restarts it; a new IRM restarts everything else (irm.Config.Fresh).
+	root := kernel.ComponentSpec{
+		Name: rootName,
+		Caps: []kernel.CapSpec{
+			{Name: slotFault, Object: faultEndpoint(rootName), Rights: kernel.Read},
+			{Name: restartSlot(irmName), Object: irmName, Rights: kernel.Write},
+		},
+	}
 	irmSpec := kernel.ComponentSpec{
-		Name: irmName,
+		Name:          irmName,
+		Supervisor:    rootName,
+		FaultEndpoint: faultEndpoint(rootName),
 		// Bufs: 64 of its own, the rest for IPCPs it creates at run time
 		// (a child's budget is carved from its spawner's).
 		Budget: kernel.Budget{Bufs: 64 + 1<<16, Objects: 1 << 16},
-		Caps:   []kernel.CapSpec{{Name: slotIRM, Object: irmEPName, Rights: kernel.AllRights}},
+		Caps: []kernel.CapSpec{
+			{Name: slotIRM, Object: irmEPName, Rights: kernel.AllRights},
+			{Name: slotFault, Object: faultEndpoint(irmName), Rights: kernel.Read},
+		},
+	}
+	// supervised returns spec with the IRM as its supervisor, its faults
+	// badged with its cap's badge, and the IRM's cap to restart it.
+	supervised := func(spec kernel.ComponentSpec, badge kernel.Badge) kernel.ComponentSpec {
+		spec.Supervisor = irmName
+		spec.FaultEndpoint = faultEndpoint(irmName)
+		spec.FaultBadge = badge
+		irmSpec.Caps = append(irmSpec.Caps, kernel.CapSpec{Name: restartSlot(spec.Name), Object: spec.Name, Rights: kernel.Write})
+		return spec
 	}
 	var comps []kernel.ComponentSpec
 	for i, p := range cfg.IPCPs {
@@ -137,35 +213,31 @@ func (n *Node) describe() *kernel.System {
 		irmSpec.Caps = append(irmSpec.Caps, kernel.CapSpec{
 			Name: name, Object: ep, Rights: kernel.Write | kernel.Grant | kernel.GrantReply,
 		})
-		comps = append(comps, kernel.ComponentSpec{
-			Name:       name,
-			Supervisor: irmName,
-			Budget:     kernel.Budget{Bufs: p.Bufs},
+		comps = append(comps, supervised(kernel.ComponentSpec{
+			Name:   name,
+			Budget: kernel.Budget{Bufs: p.Bufs},
 			Caps: []kernel.CapSpec{
 				{Name: slotEP, Object: ep, Rights: kernel.Read},
-				{Name: slotIRM, Object: irmEPName, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: badgeIPCP0 + kernel.Badge(i)},
+				{Name: slotIRM, Object: irmEPName, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: ipcpBadge(i)},
 			},
-		})
+		}, ipcpBadge(i)))
 	}
-	sys.Components = append(sys.Components, irmSpec)
-	sys.Components = append(sys.Components, comps...)
 	for i, x := range n.extras {
 		bufs := x.Bufs
 		if bufs == 0 {
 			bufs = 4096
 		}
-		badge := badgeApp + kernel.Badge(i)
-		if x.Name == gatewayName {
-			badge = badgeGateway
-		}
-		sys.Components = append(sys.Components, kernel.ComponentSpec{
+		badge := n.extraBadge(i)
+		comps = append(comps, supervised(kernel.ComponentSpec{
 			Name:   x.Name,
-			Budget: kernel.Budget{Bufs: bufs},
+			Budget: kernel.Budget{Bufs: bufs, Objects: x.Objects},
 			Caps: []kernel.CapSpec{
 				{Name: slotIRM, Object: irmEPName, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: badge},
 			},
-		})
+		}, badge))
 	}
+	sys.Components = append(sys.Components, root, irmSpec)
+	sys.Components = append(sys.Components, comps...)
 	return sys
 }
 
@@ -177,24 +249,32 @@ func (n *Node) System() *kernel.System { return n.sys }
 func (n *Node) Start() error {
 	// The IRM holds two caps per open flow: its CSpace bounds how many
 	// flows the node can have (slots are allocated as they are used).
-	n.k = kernel.New(kernel.Config{Logf: n.logf, CSpaceSize: 1 << 20})
-	progs := map[string]kernel.Program{irmName: n.irm.Run(slotIRM)}
+	n.k = kernel.New(kernel.Config{Logf: n.logf, CSpaceSize: 1 << 20, MaxBufs: n.cfg.Kernel.MaxBufs})
+	progs := map[string]kernel.Program{
+		rootName: rootProgram(n.icfg.Logf, n.icfg.Restart),
+		irmName:  n.irmProgram(),
+	}
+	if n.wrapIRM != nil {
+		progs[irmName] = n.wrapIRM(progs[irmName])
+	}
+	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{}, wrap: n.wrapIPCP}
 	var waits []chan error
 	for _, p := range n.cfg.IPCPs {
 		ch := make(chan error, 1)
 		waits = append(waits, ch)
-		progs[ipcpComponent(p.Name)] = n.ipcpProgram(p, ch)
+		progs[ipcpComponent(p.Name)] = ipcpProgram(p, deps, ch)
 	}
 	for _, x := range n.extras {
 		progs[x.Name] = x.Program
 		if x.Prepare != nil {
 			if err := x.Prepare(); err != nil {
+				n.cleanup()
 				return fmt.Errorf("node: %s: %w", x.Name, err)
 			}
 		}
 	}
 	if err := n.k.Boot(n.sys, progs); err != nil {
-		n.k.Stop()
+		n.Stop()
 		return fmt.Errorf("node: boot: %w", err)
 	}
 	var errs []error
@@ -209,19 +289,60 @@ func (n *Node) Start() error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		n.k.Stop()
+		n.Stop()
 		return fmt.Errorf("node: %w", err)
 	}
 	n.logf("node %s: ready with %d IPCPs", n.cfg.Node.Name, len(n.cfg.IPCPs))
 	return nil
 }
 
+// irmProgram is the IRM component's program. Each incarnation is a fresh
+// IRM instance with empty tables: a restarted IRM never serves from the
+// tables of the one that died. It restarts every other component (except
+// at boot), so the node starts over cleanly; programs on the socket see
+// their session end and connect again (docs/node.md).
+func (n *Node) irmProgram() kernel.Program {
+	return func(pd *kernel.PD) error {
+		inc := n.irms.Add(1)
+		cfg := n.icfg
+		cfg.Epoch = uint16(inc)
+		cfg.Fresh = inc > 1
+		return irm.New(cfg).Run(slotIRM)(pd)
+	}
+}
+
+// ipcpDeps is everything an IPCP component's program may use besides its
+// own configuration: not the node, nor the kernel, nor the IRM.
+type ipcpDeps struct {
+	node    string                                // the node's name
+	decode  func(prim tomlPrimitive, v any) error // the decoder of the IPCP's kind table
+	logf    func(string, ...any)
+	devices ipcpDevices
+	wrap    func(ipcpImpl) ipcpImpl // a test seam; nil outside tests
+}
+
 // ipcpProgram is the program of one IPCP's component: build the IPCP,
-// start it, serve the IRM's calls, stop it.
-func (n *Node) ipcpProgram(p IPCPConfig, started chan<- error) kernel.Program {
+// start it, say hello to the IRM, serve the IRM's calls, stop it. Every
+// incarnation builds the IPCP afresh from its configuration; it waits
+// until the previous incarnation has stopped its IPCP (released its
+// socket or device). started gets the first incarnation's outcome.
+func ipcpProgram(p IPCPConfig, deps ipcpDeps, started chan<- error) kernel.Program {
 	var once sync.Once
 	report := func(err error) { once.Do(func() { started <- err }) }
+	var mu sync.Mutex
+	prev := make(chan struct{})
+	close(prev)
 	return func(pd *kernel.PD) error {
+		mu.Lock()
+		wait, done := prev, make(chan struct{})
+		prev = done
+		mu.Unlock()
+		defer close(done)
+		select {
+		case <-wait:
+		case <-pd.Context().Done():
+			return nil
+		}
 		ep, err := pd.Slot(slotEP)
 		if err != nil {
 			report(err)
@@ -233,10 +354,13 @@ func (n *Node) ipcpProgram(p IPCPConfig, started chan<- error) kernel.Program {
 			return err
 		}
 		up := irm.NewUpcalls(pd, irmEP)
-		impl, err := n.newIPCP(p, ipcpEnv{pd: pd, irmEP: irmEP, up: up})
+		impl, err := newIPCP(p, deps, ipcpEnv{pd: pd, irmEP: irmEP, up: up})
 		if err != nil {
 			report(err)
 			return err
+		}
+		if deps.wrap != nil {
+			impl = deps.wrap(impl)
 		}
 		up.Serve(impl)
 		if err := impl.Start(); err != nil {
@@ -244,44 +368,37 @@ func (n *Node) ipcpProgram(p IPCPConfig, started chan<- error) kernel.Program {
 			return err
 		}
 		defer impl.Stop()
-		report(nil)
+		// Hello once the endpoint is served: the IRM may call back at once.
+		pd.Go(func() {
+			ctx, cancel := context.WithTimeout(pd.Context(), 10*time.Second)
+			defer cancel()
+			err := up.Hello(ctx, impl.Info())
+			if err != nil && pd.Context().Err() == nil {
+				deps.logf("ipcp %s: hello: %v", p.Name, err)
+			}
+			report(err)
+		})
 		return irm.ServeIPCP(pd, ep, impl)
 	}
 }
 
-var _ irm.Creator = (*Node)(nil)
-
-// NewIPCP implements irm.Creator: it builds an IPCP declared at run time
-// (ouro create) exactly as the configuration's IPCPs are built. req.Name
-// and req.Layer name it; req.Args carries "kind", "config" (the kind's
-// TOML table, e.g. addr = "127.0.0.1:3436") and optionally "bufs".
-func (n *Node) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-chan error, error) {
-	kind := req.Args["kind"]
-	doc := fmt.Sprintf("[node]\nname = %q\n[[ipcp]]\nkind = %q\nname = %q\nlayer = %q\n", n.cfg.Node.Name, kind, req.Name, req.Layer)
-	if b := req.Args["bufs"]; b != "" {
-		doc += "bufs = " + b + "\n"
-	}
-	if c := req.Args["config"]; c != "" {
-		doc += fmt.Sprintf("[ipcp.%s]\n%s\n", kind, c)
-	}
-	cfg, err := ParseConfig([]byte(doc))
-	if err != nil {
-		return irm.Info{}, nil, 0, nil, err
-	}
-	p := cfg.IPCPs[0]
-	// The IPCP's kind-specific table lives in cfg's metadata: build it
-	// with a node view of cfg.
-	view := &Node{cfg: cfg, logf: n.logf}
-	started := make(chan error, 1)
-	info := irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
-	return info, view.ipcpProgram(p, started), p.Bufs, started, nil
-}
-
-// Stop stops every component and waits for them.
+// Stop stops every component, waits for them, then cleans up what the
+// extras left (the gateway's socket).
 func (n *Node) Stop() {
 	if n.k != nil {
 		n.k.Stop()
 	}
+	n.cleanup()
+}
+
+func (n *Node) cleanup() {
+	n.clean.Do(func() {
+		for _, x := range n.extras {
+			if x.Cleanup != nil {
+				x.Cleanup()
+			}
+		}
+	})
 }
 
 // Kernel returns the node's kernel (for management and tests).

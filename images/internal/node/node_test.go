@@ -29,7 +29,8 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-// app is an Extra whose program hands its broker to the test.
+// app is an Extra (an application component) whose program opens a
+// session with the IRM and hands its broker to the test.
 func app(name string) (Extra, <-chan *irm.Broker) {
 	ch := make(chan *irm.Broker, 1)
 	return Extra{Name: name, Program: func(pd *kernel.PD) error {
@@ -37,10 +38,21 @@ func app(name string) (Extra, <-chan *irm.Broker) {
 		if err != nil {
 			return err
 		}
-		ch <- irm.NewBroker(pd, ep, 0)
+		b, err := irm.OpenSession(pd.Context(), pd, ep, irm.SessionReq{})
+		if err != nil {
+			return err
+		}
+		ch <- b
 		<-pd.Context().Done()
 		return nil
 	}}, ch
+}
+
+// mgmtApp is app with management authority.
+func mgmtApp(name string) (Extra, <-chan *irm.Broker) {
+	x, ch := app(name)
+	x.Mgmt = true
+	return x, ch
 }
 
 func startNode(t *testing.T, cfg string, extras ...Extra) *Node {

@@ -1,0 +1,79 @@
+package node
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/shim/eth"
+	"github.com/ouronet/ouro/layer/shim/serial"
+	"github.com/ouronet/ouro/layer/shim/udp"
+)
+
+// tomlPrimitive is an IPCP's undecoded kind table.
+type tomlPrimitive = toml.Primitive
+
+// ipcpDevices opens the devices an IPCP's configuration names: the only
+// way an IPCP's component reaches hardware or host sockets it does not
+// open itself.
+type ipcpDevices interface {
+	// eth opens an [ipcp.eth] table's device (nil: the shim opens the
+	// named interface itself); r runs a board mux's goroutines.
+	eth(c ethConfig, r layer.Runner) (eth.Device, error)
+	// serial opens an [ipcp.serial] table's byte stream.
+	serial(c serialConfig) (serial.Device, error)
+	// netstackUDP builds an [ipcp.udp.netstack] stack and its UDP socket.
+	netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error)
+}
+
+// boardDevices opens devices on the board (or the host) the image runs on.
+type boardDevices struct{}
+
+var _ ipcpDevices = boardDevices{}
+
+func (boardDevices) eth(c ethConfig, r layer.Runner) (eth.Device, error) { return ethDevice(c, r) }
+
+func (boardDevices) serial(c serialConfig) (serial.Device, error) { return serialDevice(c) }
+
+func (boardDevices) netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error) {
+	return netstackUDP(c, addr, r)
+}
+
+// ipcpFactory builds IPCPs declared at run time ("ouro create") exactly
+// as the configuration's IPCPs are built; it is the IRM's irm.Creator. It
+// holds the node's name, its log and the device openers: nothing of the
+// running node.
+type ipcpFactory struct {
+	node    string
+	logf    func(string, ...any)
+	devices ipcpDevices
+}
+
+var _ irm.Creator = ipcpFactory{}
+
+// NewIPCP implements irm.Creator. req.Name and req.Layer name the IPCP;
+// req.Args carries "kind", "config" (the kind's TOML table, e.g. addr =
+// "127.0.0.1:3436") and optionally "bufs".
+func (f ipcpFactory) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-chan error, error) {
+	kind := req.Args["kind"]
+	doc := fmt.Sprintf("[node]\nname = %q\n[[ipcp]]\nkind = %q\nname = %q\nlayer = %q\n", f.node, kind, req.Name, req.Layer)
+	if b := req.Args["bufs"]; b != "" {
+		doc += "bufs = " + b + "\n"
+	}
+	if c := req.Args["config"]; c != "" {
+		doc += fmt.Sprintf("[ipcp.%s]\n%s\n", kind, c)
+	}
+	cfg, err := ParseConfig([]byte(doc))
+	if err != nil {
+		return irm.Info{}, nil, 0, nil, err
+	}
+	p := cfg.IPCPs[0]
+	started := make(chan error, 1)
+	info := irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
+	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices}
+	return info, ipcpProgram(p, deps, started), p.Bufs, started, nil
+}

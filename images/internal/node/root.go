@@ -1,0 +1,59 @@
+package node
+
+import (
+	"errors"
+	"time"
+
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// rootProgram is the root supervisor's program: the smallest component of
+// the node, holding only the IRM's fault endpoint (Read) and a cap to
+// restart the IRM. When the IRM faults it restarts it, with the same
+// back-off as the IRM applies to its own children; the new IRM instance
+// then restarts the rest of the node (Node.irmProgram). It never touches
+// a flow or a session, so there is little in it that can fail.
+func rootProgram(logf func(string, ...any), policy irm.RestartPolicy) kernel.Program {
+	return func(pd *kernel.PD) error {
+		faults, err := pd.Slot(slotFault)
+		if err != nil {
+			return err
+		}
+		irmComp, err := pd.Slot(restartSlot(irmName))
+		if err != nil {
+			return err
+		}
+		ctx := pd.Context()
+		b := irm.NewBackoff(policy, time.Now())
+		msg := kernel.Msg{Payload: make([]byte, 0, kernel.MaxPayload)}
+		for {
+			msg.Payload = msg.Payload[:0]
+			if _, err := pd.RecvCtx(ctx, faults, &msg); err != nil && !errors.Is(err, kernel.ErrTruncated) {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			f, ok := kernel.DecodeFault(&msg)
+			if !ok {
+				continue
+			}
+			delay := b.Fault(time.Now())
+			logf("root: the IRM faulted (incarnation %d): %s; a new IRM in %v restarts the node's components", f.Incarnation, f.Reason, delay)
+			if delay > 0 {
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return nil
+				}
+			}
+			b.Started(time.Now())
+			if err := pd.Restart(irmComp); err != nil {
+				logf("root: restart the IRM: %v", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,444 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// panicky wraps an IPCP so that its management handler panics on the
+// command "panic", as a bug in an IPCP would.
+type panicky struct{ ipcpImpl }
+
+func (p panicky) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+	if req.Cmd == "panic" {
+		panic("test: a bug in " + p.Info().Name + "'s management handler")
+	}
+	if m, ok := p.ipcpImpl.(irm.Manager); ok {
+		return m.Mgmt(ctx, req)
+	}
+	return irm.MgmtResp{}, fmt.Errorf("no command %q: %w", req.Cmd, flow.ErrInvalid)
+}
+
+// startNodeWith starts a node from cfg whose IPCPs are wrapped by wrap.
+func startNodeWith(t *testing.T, cfg string, setup func(*Node), extras ...Extra) *Node {
+	t.Helper()
+	c, err := ParseConfig([]byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(c, extras...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(n)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// ipcpRow returns the "ouro ipcps" row of ipcp as column → value.
+func ipcpRow(t *testing.T, b *irm.Broker, ipcp string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	if err != nil {
+		t.Fatalf("ipcps: %v", err)
+	}
+	for _, row := range r.Table.Rows {
+		if row[0] == ipcp {
+			m := map[string]string{}
+			for i, c := range r.Table.Columns {
+				m[c] = row[i]
+			}
+			return m
+		}
+	}
+	t.Fatalf("ipcps: no %s in %v", ipcp, r.Table.Rows)
+	return nil
+}
+
+// waitState waits until ipcp is in state, or fails.
+func waitState(t *testing.T, b *irm.Broker, ipcp, state string) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		row := ipcpRow(t, b, ipcp)
+		if row["state"] == state {
+			return row
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: state %q, want %q (%v)", ipcp, row["state"], state, row)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// failsFast checks that err is an error naming ipcp that the caller got
+// at once, not by its own deadline.
+func failsFast(t *testing.T, what string, err error, ipcp string) {
+	t.Helper()
+	switch {
+	case err == nil:
+		t.Errorf("%s while %s is down: no error", what, ipcp)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, flow.ErrTimeout):
+		t.Errorf("%s while %s is down: hung until the deadline: %v", what, ipcp, err)
+	case !strings.Contains(err.Error(), ipcp):
+		t.Errorf("%s while %s is down: %v, want an error naming it", what, ipcp, err)
+	}
+}
+
+// TestIPCPFaultRestart makes the management handler of a UDP shim panic:
+// the IPCP is marked faulted at once, its flows are closed, calls to it
+// fail at once with an error naming it, it is restarted (at once after a
+// first fault, after a back-off when it faults again soon), registers
+// its names again, and serves flows again.
+func TestIPCPFaultRestart(t *testing.T) {
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	appB, brB := mgmtApp("app")
+	startNodeWith(t, fmt.Sprintf(`
+[node]
+name = "b"
+[irm]
+restart_min = "1s"
+restart_stable = "1m"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+`, pb), func(n *Node) {
+		n.wrapIPCP = func(i ipcpImpl) ipcpImpl { return panicky{i} }
+	}, appB)
+	appA, brA := app("app")
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { echo = "127.0.0.1:%d", late = "127.0.0.1:%d" }
+`, pa, pb, pb), appA)
+	a, b := <-brA, <-brB
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.Bind(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip := func(what string) flow.Port {
+		t.Helper()
+		acc := make(chan flow.Port, 1)
+		go func() {
+			p, _, err := b.Accept(ctx)
+			if err != nil {
+				t.Errorf("%s: accept: %v", what, err)
+			}
+			acc <- p
+		}()
+		pa, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+		if err != nil {
+			t.Fatalf("%s: alloc: %v", what, err)
+		}
+		pb := <-acc
+		if pb == nil {
+			t.FailNow()
+		}
+		if err := pa.Write([]byte("ping"), time.Now().Add(2*time.Second)); err != nil {
+			t.Fatalf("%s: write: %v", what, err)
+		}
+		buf := make([]byte, 64)
+		if n, err := pb.Read(buf, time.Now().Add(2*time.Second)); err != nil || string(buf[:n]) != "ping" {
+			t.Fatalf("%s: read %q, %v", what, buf[:n], err)
+		}
+		pa.Close()
+		return pb
+	}
+	held := roundTrip("before the fault")
+
+	// First fault: restarted at once, and it comes back by itself.
+	if _, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: "panic", IPCP: "b.udp"}); err == nil {
+		t.Fatal("the panicking command returned no error")
+	}
+	if _, err := held.Read(make([]byte, 64), time.Now().Add(5*time.Second)); !errors.Is(err, flow.ErrClosed) {
+		t.Errorf("a flow through the faulted IPCP: read %v, want ErrClosed", err)
+	}
+	row := waitState(t, b, "b.udp", irm.StateOperational)
+	if row["restarts"] != "1" || !strings.Contains(row["last_fault"], "panic") {
+		t.Errorf("after one fault: %v, want 1 restart and the panic as last fault", row)
+	}
+	roundTrip("after the restart") // "echo" was registered again
+
+	// A second fault soon after: restarted only after restart_min.
+	b.Mgmt(ctx, irm.MgmtReq{Cmd: "panic", IPCP: "b.udp"})
+	waitState(t, b, "b.udp", irm.StateFaulted) // backing off
+	callCtx, callCancel := context.WithTimeout(ctx, 5*time.Second)
+	defer callCancel()
+	_, err := b.Mgmt(callCtx, irm.MgmtReq{Cmd: "panic", IPCP: "b.udp"})
+	failsFast(t, "management", err, "b.udp")
+	_, err = b.Mgmt(callCtx, irm.MgmtReq{Cmd: irm.CmdReg, Name: "x", Layer: "net"})
+	if err != nil {
+		t.Errorf("reg while b.udp is down: %v, want it recorded for its restart", err)
+	}
+	if err := b.Bind(callCtx, "late"); err != nil { // auto-registration must not hang
+		t.Errorf("bind while b.udp is down: %v", err)
+	}
+	_, _, err = b.Alloc(callCtx, "anything", flow.BestEffort())
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, flow.ErrTimeout) {
+		t.Errorf("alloc while b.udp is down: %v, want a prompt error", err)
+	}
+	stats, err := b.Mgmt(callCtx, irm.MgmtReq{Cmd: "stats", IPCP: "b.udp"})
+	if err != nil || !strings.Contains(fmt.Sprint(stats.Table.Rows), "faulted") {
+		t.Errorf("stats while b.udp is down: %v, %v; want its supervision state", stats.Table.Rows, err)
+	}
+	if callCtx.Err() != nil {
+		t.Fatal("calls to the faulted IPCP took until the deadline")
+	}
+
+	row = waitState(t, b, "b.udp", irm.StateOperational)
+	if row["restarts"] != "2" {
+		t.Errorf("after two faults: %v, want 2 restarts", row)
+	}
+	roundTrip("after the second restart")
+	// The name bound while it was down was registered on its hello.
+	acc := make(chan error, 1)
+	go func() {
+		p, _, err := b.Accept(ctx)
+		if err == nil {
+			p.Close()
+		}
+		acc <- err
+	}()
+	p, _, err := a.Alloc(ctx, "late", flow.BestEffort())
+	if err != nil {
+		t.Fatalf("alloc of a name bound while its IPCP was down: %v", err)
+	}
+	p.Close()
+	if err := <-acc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBackoff checks the restart delays of a crash loop: at once after a
+// stable run, then doubling from Min up to Max, and at once again after
+// a stable run.
+func TestBackoff(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := irm.NewBackoff(irm.RestartPolicy{Min: 100 * time.Millisecond, Max: 400 * time.Millisecond, Stable: 10 * time.Second}, t0)
+	now := t0.Add(time.Minute)
+	want := []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 400 * time.Millisecond}
+	for i, w := range want {
+		if got := b.Fault(now); got != w {
+			t.Fatalf("fault %d in a row: delay %v, want %v", i+1, got, w)
+		}
+		now = now.Add(w + time.Millisecond)
+		b.Started(now)
+		now = now.Add(time.Second) // faults again 1s after each restart
+	}
+	b.Started(now)
+	if got := b.Fault(now.Add(11 * time.Second)); got != 0 {
+		t.Fatalf("fault after a stable run: delay %v, want 0", got)
+	}
+}
+
+// TestCrashLoop makes an in-node app fault at every start: the IRM
+// restarts it with growing delays and reports it, and the rest of the
+// node is not disturbed.
+func TestCrashLoop(t *testing.T) {
+	var mu sync.Mutex
+	var restarts []string
+	starts := make(chan time.Time, 16)
+	crash := Extra{Name: "app.crash", Program: func(pd *kernel.PD) error {
+		starts <- time.Now()
+		return errors.New("test: crashes at every start")
+	}}
+	appX, brX := mgmtApp("app")
+	n := startNodeWith(t, `
+[node]
+name = "n"
+[irm]
+restart_min = "50ms"
+restart_max = "200ms"
+[[ipcp]]
+kind = "local"
+`, func(n *Node) {
+		n.logf = func(f string, a ...any) {
+			if s := fmt.Sprintf(f, a...); strings.Contains(s, "app.crash faulted") {
+				mu.Lock()
+				restarts = append(restarts, s)
+				mu.Unlock()
+			}
+		}
+	}, crash, appX)
+	b := <-brX
+	var times []time.Time
+	for len(times) < 5 {
+		select {
+		case at := <-starts:
+			times = append(times, at)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the crashing app was started %d times, want 5", len(times))
+		}
+	}
+	mu.Lock()
+	logged := append([]string(nil), restarts...)
+	mu.Unlock()
+	want := []string{"in 0s", "in 50ms", "in 100ms", "in 200ms"}
+	for i, w := range want {
+		if i >= len(logged) || !strings.HasSuffix(logged[i], w) {
+			t.Fatalf("restart log %q, want delays %v", logged, want)
+		}
+	}
+	// The rest of the node works meanwhile.
+	if _, err := b.Mgmt(context.Background(), irm.MgmtReq{Cmd: irm.CmdIPCPs}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, err := n.Kernel().State(ipcpComponent("n.local")); err != nil || st != "running" {
+		t.Fatalf("the IPCP: %s, %v", st, err)
+	}
+}
+
+// TestIRMRestart makes the IRM fault: the root supervisor restarts it, a
+// fresh IRM instance restarts every other component, programs on the
+// socket see their session end, old session caps are dead, and the node
+// serves again (in-node apps bound again, new sessions work).
+func TestIRMRestart(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "n.sock")
+	trigger := make(chan struct{}, 1)
+	appX, brX := app("client")
+	c, err := ParseConfig([]byte(`
+[node]
+name = "n"
+[[ipcp]]
+kind = "local"
+[[app]]
+kind = "echo"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps, err := Apps(c, AppEnv{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(c, append(apps, Gateway(sock, t.Logf), appX)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.wrapIRM = func(p kernel.Program) kernel.Program {
+		return func(pd *kernel.PD) error {
+			pd.Go(func() {
+				select {
+				case <-trigger:
+					panic("test: a bug in the IRM")
+				case <-pd.Context().Done():
+				}
+			})
+			return p(pd)
+		}
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	old := <-brX
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	prog, err := flow.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	if err := prog.Bind(ctx, "svc"); err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		_, _, err := prog.Accept(ctx)
+		accepted <- err
+	}()
+	echoFlow := func(b flow.Broker) error {
+		p, _, err := b.Alloc(ctx, "echo", flow.BestEffort())
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		if err := p.Write([]byte("hi"), time.Now().Add(2*time.Second)); err != nil {
+			return err
+		}
+		buf := make([]byte, 16)
+		_, err = p.Read(buf, time.Now().Add(2*time.Second))
+		return err
+	}
+	if err := echoFlow(prog); err != nil {
+		t.Fatalf("before the fault: %v", err)
+	}
+	_, ipcpIncs, _ := n.Kernel().State(ipcpComponent("n.local"))
+
+	trigger <- struct{}{}
+	select {
+	case err := <-accepted:
+		if err == nil {
+			t.Fatal("a program's Accept succeeded across the IRM's restart")
+		}
+	case <-ctx.Done():
+		t.Fatal("a program's session did not end when the IRM died")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, incs, _ := n.Kernel().State(irmName)
+		_, ipIncs, _ := n.Kernel().State(ipcpComponent("n.local"))
+		if incs == 2 && ipIncs > ipcpIncs {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("IRM incarnations %d (want 2), IPCP %d (want > %d)", incs, ipIncs, ipcpIncs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The old incarnation's session caps are gone with its components.
+	if err := old.Bind(ctx, "stale"); err == nil {
+		t.Error("a session of the old IRM still works")
+	}
+	// A new program session works, "svc" is free again, and the in-node
+	// echo app is bound again.
+	var again *flow.SocketBroker
+	for {
+		if again, err = flow.Dial(sock); err == nil {
+			if err = again.Bind(ctx, "svc"); err == nil {
+				break
+			}
+			again.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session after the IRM's restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer again.Close()
+	for {
+		if err = echoFlow(again); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the echo app after the IRM's restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
