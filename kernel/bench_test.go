@@ -168,7 +168,7 @@ func BenchmarkRing(b *testing.B) {
 			Rings: []RingSpec{{Name: "r", Size: size}},
 			Components: []ComponentSpec{
 				{Name: "prod", Budget: Budget{Bufs: 2 * size}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: Write}}},
-				{Name: "cons", Caps: []CapSpec{{Name: "r", Object: "r", Rights: Read}}},
+				{Name: "cons", Budget: Budget{Bufs: 2 * size}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: Read}}},
 			},
 		}
 		_, pds := harness(b, sys, nil)

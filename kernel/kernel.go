@@ -146,6 +146,9 @@ type PD struct {
 	bid       uint64       // the owner id of the buffers it holds (Buf.owner)
 	running   atomic.Int32 // the program and PD.Go goroutines still running
 	reclaimed atomic.Bool  // the buffers it held were freed (see reclaimBufs)
+
+	resMu    sync.Mutex
+	reserved int64 // guarded by resMu: buffers charged by Reserve
 }
 
 // Name returns the component's name.
@@ -355,35 +358,79 @@ func (pd *PD) adopted(bufs []*Buf) bool {
 			n++
 		}
 	}
-	pd.k.recycle(bufs[:n])
+	pd.k.recycle(pd.c.budget, bufs[:n])
 	clear(bufs)
 	return false
 }
 
-// reclaimBufs frees every buffer the dead incarnation still holds to the
-// budget it was drawn from. It runs once no goroutine of the incarnation
-// is left, so none of them can still be using a buffer; it scans every
-// buffer the pool ever made (only when an incarnation dies), which keeps
-// the data path free of any per-holder bookkeeping.
+// reclaimBufs frees every buffer the dead incarnation still holds, and
+// releases what it reserved, crediting its budget. It runs once no
+// goroutine of the incarnation is left, so none of them can still be
+// using a buffer; it scans every buffer the pool ever made (only when an
+// incarnation dies), which keeps the data path free of any per-holder
+// bookkeeping.
 func (pd *PD) reclaimBufs() {
 	if pd.reclaimed.Swap(true) {
 		return
 	}
+	b := pd.c.budget
+	pd.resMu.Lock()
+	res := pd.reserved
+	pd.reserved = 0
+	pd.resMu.Unlock()
+	b.releaseBufs(res)
 	var batch [64]*Buf
 	n, total := 0, 0
-	for _, b := range pd.k.pool.registry() {
-		if b.owner.Load() == pd.bid && b.owner.CompareAndSwap(pd.bid, ownerFree) {
-			batch[n] = b
+	for _, x := range pd.k.pool.registry() {
+		if x.owner.Load() == pd.bid && x.owner.CompareAndSwap(pd.bid, ownerFree) {
+			batch[n] = x
 			if n++; n == len(batch) {
-				pd.k.recycle(batch[:n])
+				pd.k.recycle(b, batch[:n])
 				total, n = total+n, 0
 			}
 		}
 	}
-	pd.k.recycle(batch[:n])
-	if total += n; total > 0 {
-		pd.k.cfg.Logf("kernel: %s: freed %d packet buffers its dead incarnation %d held", pd.c.nm, total, pd.inc)
+	pd.k.recycle(b, batch[:n])
+	if total += n; total > 0 || res > 0 {
+		pd.k.cfg.Logf("kernel: %s: freed %d packet buffers its dead incarnation %d held and %d it reserved", pd.c.nm, total, pd.inc, res)
 	}
+}
+
+// Reserve charges n packet buffers to the component's budget without
+// handing any out: for a pool of buffers the component keeps of its own
+// (outside the kernel's), so that the pool counts against its budget like
+// buffers it holds. All or nothing: ErrNoBudget if fewer than n are
+// free. What the incarnation still has reserved when it dies is released
+// once its goroutines have returned, like the buffers it held.
+func (pd *PD) Reserve(n int) error {
+	if n < 0 {
+		return fmt.Errorf("kernel: %s: reserve %d buffers: %w", pd.name(), n, ErrNoBudget)
+	}
+	pd.resMu.Lock()
+	defer pd.resMu.Unlock()
+	if pd.dead.Load() || pd.reclaimed.Load() {
+		return pd.deadErr("reserve")
+	}
+	b := pd.c.budget
+	if got := b.reserveBufs(n); got < n {
+		b.releaseBufs(int64(got))
+		return fmt.Errorf("kernel: %s: reserve %d buffers: %d free of %d: %w", pd.name(), n, got, b.bufLimit.Load()&^mergedBit, ErrNoBudget)
+	}
+	pd.reserved += int64(n)
+	return nil
+}
+
+// Unreserve releases n buffers reserved by Reserve, crediting the
+// budget. Releasing more than the incarnation reserved is ErrInvalidCap.
+func (pd *PD) Unreserve(n int) error {
+	pd.resMu.Lock()
+	defer pd.resMu.Unlock()
+	if n < 0 || int64(n) > pd.reserved {
+		return fmt.Errorf("kernel: %s: unreserve %d buffers with %d reserved: %w", pd.name(), n, pd.reserved, ErrInvalidCap)
+	}
+	pd.reserved -= int64(n)
+	pd.c.budget.releaseBufs(int64(n))
+	return nil
 }
 
 // liveHolder reports whether a running component holds a cap to o with
@@ -642,6 +689,7 @@ func (k *Kernel) destroy(o object) {
 		if pd != nil {
 			pd.die(stateKilled, 0, "", "")
 		}
+		k.rehome(o.budget, o.creator)
 	}
 	k.unregister(o)
 	h := o.header()
@@ -651,24 +699,41 @@ func (k *Kernel) destroy(o object) {
 	h.creator.releaseObject()
 }
 
-// freeDetached frees buffers nobody holds (taken out of a destroyed ring)
-// to the budgets they were drawn from.
-func (k *Kernel) freeDetached(bufs []*Buf) {
+// freeDetached frees the buffers taken out of a destroyed ring, crediting
+// the ring's account (its creator's budget; nil for a ring of the system
+// description).
+func (k *Kernel) freeDetached(bufs []*Buf, acct *budget) {
 	for _, b := range bufs {
 		b.owner.Store(ownerFree)
 	}
-	k.recycle(bufs)
+	if acct == nil {
+		k.pool.put(bufs)
+		return
+	}
+	k.recycle(acct, bufs)
 }
 
-// recycle returns free buffers (ownerFree) to their budgets and the pool.
-func (k *Kernel) recycle(bufs []*Buf) {
+// rehome moves the rings a destroyed component created, and the charge
+// of what they queue, to the budget its own is merged into, before the
+// merge: otherwise a push into such a ring would find a merged budget,
+// and buffers charged to it after the merge could not be told from those
+// charged before.
+func (k *Kernel) rehome(from, to *budget) {
+	to = to.live()
+	for _, o := range k.objectsByKind(KindRing) {
+		if r := o.(*ring); r.acct.Load() == from {
+			r.rehome(from, to)
+		}
+	}
+}
+
+// recycle returns free buffers (ownerFree) charged to b to the pool and
+// credits b: one atomic operation per batch.
+func (k *Kernel) recycle(b *budget, bufs []*Buf) {
 	if len(bufs) == 0 {
 		return
 	}
-	for _, b := range bufs {
-		b.budget.releaseBufs(1)
-		b.budget = nil
-	}
+	b.releaseBufs(int64(len(bufs)))
 	k.pool.put(bufs)
 }
 
@@ -732,11 +797,29 @@ func (pd *PD) NewNotification() (Cap, error) {
 
 // NewRing creates a ring of size slots, rounded up to a power of two
 // (charged to the object budget), and returns an AllRights cap to it.
+// Buffers queued in it are charged to the caller's buffer budget (see
+// Push).
 func (pd *PD) NewRing(size int) (Cap, error) {
-	if size <= 0 || size > maxRing {
-		return 0, fmt.Errorf("kernel: %s: new ring of size %d: %w", pd.name(), size, ErrNoBudget)
+	return pd.NewRingSpec(RingSpec{Size: size})
+}
+
+// NewRingSpec is NewRing with a byte rate: spec.ByteRate bounds the bytes
+// per second pushed into the ring (a token bucket of spec.Burst bytes; 0
+// means one second's worth, at least BufSize), on top of the pusher's own
+// budget rate. spec.Name must be empty: objects made at run time are named
+// by the kernel.
+func (pd *PD) NewRingSpec(spec RingSpec) (Cap, error) {
+	if spec.Name != "" {
+		return 0, fmt.Errorf("kernel: %s: new ring named %q: run-time objects are named by the kernel: %w", pd.name(), spec.Name, ErrInvalidCap)
 	}
-	return pd.newObject("new ring", func(n string) object { return newRing(n, size) }, "ring")
+	if spec.Size <= 0 || spec.Size > maxRing {
+		return 0, fmt.Errorf("kernel: %s: new ring of size %d: %w", pd.name(), spec.Size, ErrNoBudget)
+	}
+	if spec.ByteRate < 0 || spec.Burst < 0 {
+		return 0, fmt.Errorf("kernel: %s: new ring with byte rate %d, burst %d: %w", pd.name(), spec.ByteRate, spec.Burst, ErrNoBudget)
+	}
+	acct := pd.c.budget
+	return pd.newObject("new ring", func(n string) object { return newRing(n, spec, acct, pd.k.cfg.Now) }, "ring")
 }
 
 // objectsByKind returns the registered objects of kind, sorted by name.
