@@ -24,6 +24,10 @@ type Config struct {
 	MaxBufs int
 	// Now is the clock for byte-rate budgets; nil means time.Now.
 	Now func() time.Time
+	// RestartTimeout bounds how long Restart waits for the previous
+	// incarnation's program and PD.Go goroutines to return before it
+	// gives up (ErrAborted); 0 means 5 seconds.
+	RestartTimeout time.Duration
 	// Logf receives faults of unsupervised components and other events; nil
 	// discards them.
 	Logf func(format string, args ...any)
@@ -67,6 +71,9 @@ func New(cfg Config) *Kernel {
 	cfg.CSpaceSize = min(cfg.CSpaceSize, maxSlots)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RestartTimeout <= 0 {
+		cfg.RestartTimeout = 5 * time.Second
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
@@ -143,9 +150,10 @@ type PD struct {
 	wfree []*waiter // guarded by wmu: idle waiters for this incarnation's threads
 	wall  []*waiter // guarded by wmu: every waiter made for this incarnation
 
-	bid       uint64       // the owner id of the buffers it holds (Buf.owner)
-	running   atomic.Int32 // the program and PD.Go goroutines still running
-	reclaimed atomic.Bool  // the buffers it held were freed (see reclaimBufs)
+	bid       uint64        // the owner id of the buffers it holds (Buf.owner)
+	running   atomic.Int32  // the program and PD.Go goroutines still running
+	finished  chan struct{} // closed when running drops to 0 (the incarnation is dead by then)
+	reclaimed atomic.Bool   // the buffers it held were freed (see reclaimBufs)
 
 	resMu    sync.Mutex
 	reserved int64 // guarded by resMu: buffers charged by Reserve
@@ -204,12 +212,23 @@ func isAborted(err error) bool { return errors.Is(err, ErrAborted) }
 
 // Go starts f as a goroutine of this component: a panic in f is a fault
 // of the component. f should return when Context is done: the buffers a
-// dead incarnation held are freed only once its program and all its Go
-// goroutines have returned, so any goroutine that touches buffers must be
-// started with Go.
+// dead incarnation held are freed, and Restart starts the next
+// incarnation, only once its program and all its Go goroutines have
+// returned, so every goroutine of a component must be started with Go.
+// Once all of them have returned, Go on the dead incarnation's PD does
+// nothing (no goroutine of it is left to need f).
 func (pd *PD) Go(f func()) {
+	for {
+		r := pd.running.Load()
+		if r == 0 {
+			pd.k.cfg.Logf("kernel: %s: Go on incarnation %d after all its goroutines returned: not started", pd.name(), pd.inc)
+			return
+		}
+		if pd.running.CompareAndSwap(r, r+1) {
+			break
+		}
+	}
 	pd.k.wg.Add(1)
-	pd.running.Add(1)
 	go func() {
 		defer pd.k.wg.Done()
 		defer pd.exited()
@@ -222,8 +241,11 @@ func (pd *PD) Go(f func()) {
 // of a dead incarnation frees the buffers it still held, since no code of
 // the incarnation can touch them any more.
 func (pd *PD) exited() {
-	if pd.running.Add(-1) == 0 && pd.dead.Load() {
+	if pd.running.Add(-1) == 0 {
+		// The program has returned, so die has run: the incarnation is
+		// dead, and no code of it is left to touch its buffers.
 		pd.reclaimBufs()
+		close(pd.finished)
 	}
 }
 
@@ -254,7 +276,7 @@ func (c *component) startLocked() error {
 	if c.destroyed {
 		return fmt.Errorf("kernel: start %s: component destroyed: %w", c.nm, ErrInvalidCap)
 	}
-	pd := &PD{k: k, c: c, inc: c.incs + 1, bid: k.nextBID.Add(1) + firstBufHolder}
+	pd := &PD{k: k, c: c, inc: c.incs + 1, bid: k.nextBID.Add(1) + firstBufHolder, finished: make(chan struct{})}
 	pd.cs = newCSpace(pd, k.cfg.CSpaceSize)
 	k.capMu.Lock()
 	for _, ic := range c.init {
@@ -520,9 +542,10 @@ func (k *Kernel) lookupComponent(name string) (*component, error) {
 }
 
 // Restart restarts the named component with its initial caps, killing
-// the running incarnation first if there is one. It is the kernel's own
-// supervisor action (for components whose Supervisor is ""); components
-// use PD.Restart.
+// the running incarnation first if there is one, and waiting until the
+// previous incarnation's program and PD.Go goroutines have returned (see
+// PD.Restart). It is the kernel's own supervisor action (for components
+// whose Supervisor is ""); components use PD.Restart.
 func (k *Kernel) Restart(name string) error {
 	c, err := k.lookupComponent(name)
 	if err != nil {
@@ -562,18 +585,58 @@ func (c *component) kill() {
 	}
 }
 
+// restart kills the current incarnation, waits for its goroutines, and
+// starts the next one.
 func (c *component) restart() error {
-	c.kill()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cur != nil && !c.cur.dead.Load() {
-		return nil // someone else restarted it meanwhile
+	first := c.cur
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		pd := c.cur
+		if pd != nil && pd != first && !pd.dead.Load() {
+			c.mu.Unlock()
+			return nil // someone else restarted it meanwhile
+		}
+		if pd == nil || pd.running.Load() == 0 {
+			err := c.startLocked()
+			c.mu.Unlock()
+			return err
+		}
+		c.mu.Unlock()
+		pd.die(stateKilled, 0, "", "")
+		if err := pd.awaitFinished(); err != nil {
+			return err
+		}
 	}
-	return c.startLocked()
+}
+
+// awaitFinished waits until the (dead) incarnation's program and PD.Go
+// goroutines have all returned, for at most Config.RestartTimeout.
+func (pd *PD) awaitFinished() error {
+	k := pd.k
+	t := time.NewTimer(k.cfg.RestartTimeout)
+	defer t.Stop()
+	select {
+	case <-pd.finished:
+		return nil
+	case <-k.ctx.Done():
+		return fmt.Errorf("kernel: restart %s: kernel stopped: %w", pd.c.nm, ErrClosed)
+	case <-t.C:
+		return fmt.Errorf("kernel: restart %s: incarnation %d still has %d goroutines running %v after it was stopped: %w",
+			pd.c.nm, pd.inc, pd.running.Load(), k.cfg.RestartTimeout, ErrAborted)
+	}
 }
 
 // Restart restarts the child component child names (a component cap with
 // Write) with its initial caps, killing the running incarnation first.
+// The new incarnation starts only once the previous one's program and
+// all its PD.Go goroutines have returned (so that it finds free whatever
+// they held outside the kernel, such as a socket's port): Restart waits
+// for them up to Config.RestartTimeout and then fails with ErrAborted
+// naming the component, leaving it dead; a later Restart waits again.
+// A component's goroutine calling Restart on its own component would
+// wait for itself: it fails after the timeout.
 func (pd *PD) Restart(child Cap) error {
 	s, err := pd.lookup(child, KindComponent, Write, "restart")
 	if err != nil {
