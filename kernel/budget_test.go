@@ -470,3 +470,38 @@ func TestBudgetChurn(t *testing.T) {
 		}
 	})
 }
+
+// TestRateGivenAway checks that a rate-limited component that gives its
+// whole byte rate to a child stays limited (at zero) instead of becoming
+// unlimited.
+func TestRateGivenAway(t *testing.T) {
+	now := time.Unix(0, 0)
+	k := New(Config{Now: func() time.Time { return now }})
+	defer k.Stop()
+	pdc := make(chan *PD, 1)
+	sys := &System{
+		Rings:      []RingSpec{{Name: "r", Size: 8}},
+		Components: []ComponentSpec{{Name: "p", Budget: Budget{Bufs: 8, ByteRate: 1000, Burst: 1000, Objects: 1}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: AllRights}}}},
+	}
+	if err := k.Boot(sys, map[string]Program{"p": func(pd *PD) error { pdc <- pd; <-pd.Context().Done(); return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	p := <-pdc
+	_, err := p.Spawn(ComponentSpec{Name: "child", Budget: Budget{ByteRate: 1000}}, func(pd *PD) error { <-pd.Context().Done(); return nil })
+	wantErr(t, "Spawn with the whole rate", err, nil)
+	r := mustSlot(t, p, "r")
+	bufs := make([]*Buf, 4)
+	p.AllocBufs(bufs)
+	for _, x := range bufs {
+		x.SetLen(400)
+	}
+	n, _ := p.Push(r, bufs) // what is left of the burst
+	now = now.Add(10 * time.Second)
+	if m, err := p.Push(r, bufs[n:]); m != 0 || !errors.Is(err, ErrNoBudget) {
+		t.Fatalf("Push 10 s later with no rate left: got %d, %v, want 0, ErrNoBudget", m, err)
+	}
+	out := make([]*Buf, 8)
+	m, _ := p.Pop(r, out)
+	p.FreeBufs(out[:m])
+	p.FreeBufs(bufs)
+}
