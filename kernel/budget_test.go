@@ -182,6 +182,7 @@ func TestPopChargesPopper(t *testing.T) {
 	type res struct {
 		n   int
 		err error
+		b   []*Buf // kept until the end, so only the test credits the budget
 	}
 	got := make(chan res, 2)
 	var wg sync.WaitGroup
@@ -191,10 +192,10 @@ func TestPopChargesPopper(t *testing.T) {
 			defer wg.Done()
 			b := make([]*Buf, 1)
 			n, err := reader.PopWait(context.Background(), r, b)
-			got <- res{n, err}
-			reader.FreeBufs(b[:n])
+			got <- res{n, err, b[:n]}
 		}()
 	}
+	var popped [][]*Buf
 	time.Sleep(20 * time.Millisecond)
 	select {
 	case x := <-got:
@@ -203,17 +204,29 @@ func TestPopChargesPopper(t *testing.T) {
 	}
 	reader.FreeBufs(held[:1]) // one credit: one waiter proceeds
 	within(t, 5*time.Second, "first PopWait after a free", func() {
-		if x := <-got; x.n != 1 || x.err != nil {
+		x := <-got
+		if x.n != 1 || x.err != nil {
 			t.Errorf("PopWait: got %+v, want 1 buffer", x)
 		}
+		popped = append(popped, x.b)
 	})
+	select {
+	case x := <-got:
+		t.Fatalf("second PopWait with the budget full again: got %+v, want it blocked", x)
+	case <-time.After(20 * time.Millisecond):
+	}
 	wantErr(t, "GrantBudget", sup.GrantBudget(mustSlot(t, sup, "reader"), Budget{Bufs: 2}), nil)
 	within(t, 5*time.Second, "second PopWait after GrantBudget", func() {
-		if x := <-got; x.n != 1 || x.err != nil {
+		x := <-got
+		if x.n != 1 || x.err != nil {
 			t.Errorf("PopWait: got %+v, want 1 buffer", x)
 		}
+		popped = append(popped, x.b)
 	})
 	wg.Wait()
+	for _, b := range popped {
+		reader.FreeBufs(b)
+	}
 	reader.FreeBufs(held[1:2])
 	// A PopWait waiting for credit ends with its context.
 	full := make([]*Buf, 4)
