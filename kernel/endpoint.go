@@ -326,8 +326,12 @@ func (pd *PD) recv(ctx context.Context, c Cap, m *Msg, block bool, verb string) 
 	}
 	if snd := e.sendq.pop(); snd != nil {
 		e.deliver(snd, w)
+		// Read before unlocking: a caller (call is set) may give up on
+		// its reply as soon as the lock is released, and reuse its
+		// waiter for its next call, which writes call again.
+		call := snd.call
 		e.mu.Unlock()
-		if !snd.call {
+		if !call {
 			snd.wake()
 		}
 		return w.info, w.err
