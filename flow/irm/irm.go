@@ -270,7 +270,7 @@ func (m *IRM) Run(endpointSlot string) kernel.Program {
 		}
 		m.mu.Unlock()
 		if m.cfg.Fresh {
-			m.restartAll()
+			pd.Go(m.restartAll) // they call the IRM as they start: serve meanwhile
 		}
 		pd.Go(func() { m.sweep(pd.Context()) })
 		if fault != 0 {
@@ -307,7 +307,7 @@ func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) 
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
-		return rpc.Response{}, m.hello(r.Badge, a)
+		return rpc.Response{}, m.hello(ctx, r.Badge, a)
 	case OpFlowReq:
 		if role != RoleIPCP {
 			return rpc.Response{}, errRights("flow request", r.Badge, "only IPCPs request flows")
@@ -379,11 +379,15 @@ func (m *IRM) newFlow(info flow.Info, via string, owner kernel.Badge) (id uint64
 		m.collectAt = 2*len(m.flows) + collectMin
 		m.mu.Unlock()
 	}
-	r1, err := pd.NewRing(m.cfg.RingSize) // app → IPCP
+	// A spec with a bandwidth gets it as a byte rate on both rings: what
+	// is pushed beyond it (after a burst of a second's worth) is refused
+	// to the writer (flow.ErrBusy) or dropped and counted by the IPCP.
+	spec := kernel.RingSpec{Size: m.cfg.RingSize, ByteRate: RingRate(info.QoS)}
+	r1, err := pd.NewRingSpec(spec) // app → IPCP
 	if err != nil {
 		return 0, app, ipc, fmt.Errorf("irm: new flow ring: %w: %w", flow.ErrBusy, err)
 	}
-	r2, err := pd.NewRing(m.cfg.RingSize) // IPCP → app
+	r2, err := pd.NewRingSpec(spec) // IPCP → app
 	if err != nil {
 		pd.Delete(r1)
 		return 0, app, ipc, fmt.Errorf("irm: new flow ring: %w: %w", flow.ErrBusy, err)
@@ -413,6 +417,10 @@ func (m *IRM) newFlow(info flow.Info, via string, owner kernel.Badge) (id uint64
 	m.mu.Unlock()
 	return id, [2]kernel.Cap{caps[0], caps[1]}, [2]kernel.Cap{caps[2], caps[3]}, nil
 }
+
+// RingRate is the byte rate of a flow's rings for spec q: its bandwidth
+// (bit/s) in bytes per second; 0 (unlimited) when it asks for none.
+func RingRate(q flow.QoS) int64 { return int64(q.Bandwidth / 8) }
 
 // dropFlow closes and forgets a flow whose allocation failed; caps not yet
 // handed out are deleted.

@@ -129,40 +129,41 @@ func (m *IRM) ready(e *ipcpEntry) error {
 		e.info.Name, st, time.Since(at).Round(time.Millisecond), reason, kernel.ErrAborted)
 }
 
-// hello marks the IPCP behind badge operational and registers again, in
-// the background, the names it is to have.
-func (m *IRM) hello(badge kernel.Badge, info Info) error {
+// hello registers again the names the IPCP behind badge is to have, and
+// then marks it operational: until then calls to it fail at once as
+// while it restarts. The IPCP serves its endpoint while it waits for the
+// answer.
+func (m *IRM) hello(ctx context.Context, badge kernel.Badge, info Info) error {
 	e := m.ipcpByBadge(badge)
 	if e == nil {
 		return errRights("hello", badge, "unknown IPCP")
 	}
 	m.mu.Lock()
-	prev := e.sup.state
-	e.sup.state = StateOperational
+	prev, gen := e.sup.state, e.sup.gen
 	var names []string
 	for n, ne := range m.names {
 		if ne.layers[e.info.Name] {
 			names = append(names, n)
 		}
 	}
-	pd := m.pd
 	m.mu.Unlock()
 	if prev != StateInit || len(names) > 0 {
-		m.cfg.Logf("irm: IPCP %s (%s) is operational; registering %d names again", e.info.Name, info.Kind, len(names))
+		m.cfg.Logf("irm: IPCP %s (%s) said hello; registering %d names again", e.info.Name, info.Kind, len(names))
 	}
-	if len(names) == 0 {
-		return nil
-	}
-	pd.Go(func() {
-		for _, n := range names {
-			ctx, cancel := m.callCtx(pd.Context())
-			err := e.ipcp.Register(ctx, n)
-			cancel()
-			if err != nil && !errors.Is(err, flow.ErrExists) {
-				m.cfg.Logf("irm: register %q in %s again: %v", n, e.info.Name, err)
-			}
+	for _, n := range names {
+		cctx, cancel := m.callCtx(ctx)
+		err := e.ipcp.Register(cctx, n)
+		cancel()
+		if err != nil && !errors.Is(err, flow.ErrExists) {
+			m.cfg.Logf("irm: register %q in %s again: %v", n, e.info.Name, err)
 		}
-	})
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e.sup.gen != gen || e.sup.state == StateFaulted {
+		return fmt.Errorf("irm: hello from %s: faulted meanwhile: %w", e.info.Name, kernel.ErrAborted)
+	}
+	e.sup.state = StateOperational
 	return nil
 }
 
@@ -222,7 +223,6 @@ func (m *IRM) onFault(badge kernel.Badge, f kernel.Fault) {
 	sup.lastFaultAt = now
 	sup.gen++
 	gen := sup.gen
-	pd := m.pd
 	m.mu.Unlock()
 
 	m.cfg.Logf("irm: %s %s faulted (incarnation %d): %s; restart %d in %v",
@@ -239,18 +239,7 @@ func (m *IRM) onFault(badge kernel.Badge, f kernel.Fault) {
 	if sup.comp == 0 {
 		return
 	}
-	pd.Go(func() {
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-pd.Context().Done():
-				return
-			}
-		}
-		m.restart(sup, gen)
-	})
+	m.later(delay, func() { m.restart(sup, gen) })
 }
 
 // faultReason is the one-line reason of a fault: the panic value or the
@@ -283,13 +272,45 @@ func (m *IRM) restart(sup *supervised, gen uint64) {
 	}
 	pd := m.pd
 	m.mu.Unlock()
-	if err := pd.Restart(sup.comp); err != nil {
-		m.cfg.Logf("irm: restart %s: %v", sup.name, err)
-		m.mu.Lock()
-		sup.state = StateFaulted
-		sup.lastFault = "restart: " + err.Error()
-		m.mu.Unlock()
+	// Restart waits (boundedly) for the old incarnation's goroutines.
+	err := pd.Restart(sup.comp)
+	if err == nil || pd.Context().Err() != nil {
+		return
 	}
+	// Not restarted (its old incarnation did not end in time): try again
+	// after a back-off, as after a fault.
+	m.mu.Lock()
+	if sup.gen != gen {
+		m.mu.Unlock()
+		return
+	}
+	sup.state = StateFaulted
+	sup.lastFault = "restart: " + err.Error()
+	sup.lastFaultAt = time.Now()
+	sup.gen++
+	gen = sup.gen
+	delay := sup.backoff.Fault(time.Now())
+	m.mu.Unlock()
+	m.cfg.Logf("irm: restart %s: %v; again in %v", sup.name, err, delay)
+	m.later(delay, func() { m.restart(sup, gen) })
+}
+
+// later runs f after delay in a goroutine of the IRM's component, unless
+// the IRM stops first.
+func (m *IRM) later(delay time.Duration, f func()) {
+	pd := m.pd
+	pd.Go(func() {
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-pd.Context().Done():
+				return
+			}
+		}
+		f()
+	})
 }
 
 // supervises reports whether sup is still one of the IRM's; m.mu is held.

@@ -114,9 +114,10 @@ type Handler func(ctx context.Context, r *Request) (Response, error)
 
 // Serve receives calls on ep and runs h for each on a goroutine of pd,
 // replying with its result. Only Calls are served. It returns when pd's
-// context ends or the endpoint fails. The ctx a handler gets is pd's: it
-// ends when the server stops (not when the caller gives up; a handler
-// that waits for something of the caller's also waits on that).
+// context ends or the endpoint fails. The ctx a handler gets ends when
+// the server stops or when the caller is gone (its CallCtx gave up, its
+// component died: kernel.PD.ReplyContext), so that nothing keeps waiting
+// for a caller that left.
 func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 	codec := flow.NewCodec()
 	ctx := pd.Context()
@@ -154,7 +155,9 @@ func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 		}
 		reply := info.Reply
 		pd.Go(func() {
-			resp, err := h(ctx, req)
+			hctx, cancel := pd.ReplyContext(ctx, reply)
+			resp, err := h(hctx, req)
+			cancel()
 			if err != nil {
 				replyErr(pd, codec, reply, err)
 				return

@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 )
 
@@ -96,5 +98,35 @@ kind = "local"
 	}
 	if grow := int64(heaps[rounds-1]) - int64(heaps[0]); grow > 16<<20 {
 		t.Fatalf("heap grew %.1f MB from round 1 to round %d", float64(grow)/(1<<20), rounds)
+	}
+
+	// In a session that stays open, the IRM's side of an abandoned
+	// Accept ends when its caller gives up (the handler's context is
+	// the caller's): ten times the per-session limit of waiting Accepts
+	// come and go, and nothing is left waiting.
+	b, err := irm.OpenSession(context.Background(), c.pd, c.irm, irm.SessionReq{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := 0; i < 10; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		var calls sync.WaitGroup
+		for a := 0; a < 256; a++ {
+			calls.Add(1)
+			go func() {
+				defer calls.Done()
+				_, _, err := b.Accept(ctx)
+				if errors.Is(err, flow.ErrBusy) {
+					t.Error("abandoned Accepts are still counted as waiting:", err)
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		cancel()
+		calls.Wait()
+	}
+	if n := waitGoroutines(base + 10); n > base+10 {
+		t.Fatalf("%d goroutines with a session open after its Accepts were abandoned, %d before", n, base)
 	}
 }

@@ -323,26 +323,14 @@ type ipcpDeps struct {
 
 // ipcpProgram is the program of one IPCP's component: build the IPCP,
 // start it, say hello to the IRM, serve the IRM's calls, stop it. Every
-// incarnation builds the IPCP afresh from its configuration; it waits
-// until the previous incarnation has stopped its IPCP (released its
-// socket or device). started gets the first incarnation's outcome.
+// incarnation builds the IPCP afresh from its configuration (the kernel
+// starts it once the previous incarnation's goroutines have returned,
+// so its socket or device is free). started gets the first
+// incarnation's outcome.
 func ipcpProgram(p IPCPConfig, deps ipcpDeps, started chan<- error) kernel.Program {
 	var once sync.Once
 	report := func(err error) { once.Do(func() { started <- err }) }
-	var mu sync.Mutex
-	prev := make(chan struct{})
-	close(prev)
 	return func(pd *kernel.PD) error {
-		mu.Lock()
-		wait, done := prev, make(chan struct{})
-		prev = done
-		mu.Unlock()
-		defer close(done)
-		select {
-		case <-wait:
-		case <-pd.Context().Done():
-			return nil
-		}
 		ep, err := pd.Slot(slotEP)
 		if err != nil {
 			report(err)

@@ -165,6 +165,25 @@ kind = "echo"
 			t.Errorf("%s: supervisor %q, fault endpoint %q; want the IRM's", name, comp.Supervisor, comp.FaultEndpoint)
 		}
 	}
+	// The kernel's view of who can reach whom: an application or session
+	// component reaches the IRM (its endpoint) and IPCPs only through its
+	// flows' rings (the data path), never an IPCP's endpoint, a fault
+	// endpoint or a component.
+	for _, comp := range sys.Components {
+		name := comp.Name
+		if !strings.HasPrefix(name, "app.") && !strings.HasPrefix(name, "gateway") {
+			continue
+		}
+		for _, r := range sys.Reach(name) {
+			switch {
+			case r.Kind == kernel.KindRing:
+			case r.Kind == kernel.KindEndpoint && r.To == irmName && r.Object == irmEP:
+			case r.Kind == kernel.KindComponent && name == gatewayName && strings.HasPrefix(r.To, "gateway.s"):
+			default:
+				t.Errorf("%s reaches %s through %s (%s %s)", name, r.To, r.Object, r.Kind, r.Rights)
+			}
+		}
+	}
 	for _, comp := range sys.Components {
 		if comp.Name == irmName && (comp.Supervisor != rootName || comp.FaultEndpoint != faultEndpoint(rootName)) {
 			t.Errorf("irm: supervisor %q, fault endpoint %q; want the root's", comp.Supervisor, comp.FaultEndpoint)
