@@ -251,4 +251,3 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	}
 	return out.Close()
 }
-
