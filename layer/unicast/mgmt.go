@@ -234,6 +234,8 @@ type Stats struct {
 	Sent, Delivered, Forwarded uint64
 	Drops                      map[string]uint64 // by reason
 	CtlIn, CtlOut, BufAllocs   uint64
+	// Keepalives on idle N-1 data-transfer flows, sent and received.
+	KeepalivesOut, KeepalivesIn uint64
 	// Parts.
 	FlowsActive                    int
 	AllocOK, AllocFailed, Accepted uint64
@@ -249,6 +251,7 @@ func (p *IPCP) Stats() Stats {
 	s := Stats{State: stateNames[p.state.Load()], Drops: map[string]uint64{}}
 	k := &p.c
 	s.Sent, s.Delivered, s.CtlIn, s.CtlOut, s.BufAllocs = k.sent.Load(), k.delivered.Load(), k.ctlIn.Load(), k.ctlOut.Load(), k.bufAllocs.Load()
+	s.KeepalivesOut, s.KeepalivesIn = k.keepalivesOut.Load(), k.keepalivesIn.Load()
 	for name, v := range map[string]*atomic.Uint64{
 		"no_port": &k.noPort, "no_route_local": &k.noRoute, "unknown_eid": &k.unknownEID, "rx_full": &k.rxFull,
 		"too_big": &k.tooBig, "ctl_full": &k.ctlFull, "truncated": &k.truncated, "tx_error": &k.txErrors,
@@ -305,6 +308,8 @@ func (p *IPCP) statsTable() irm.Table {
 	add("ctl_in", s.CtlIn)
 	add("ctl_out", s.CtlOut)
 	add("buf_allocs", s.BufAllocs)
+	add("keepalives_out", s.KeepalivesOut)
+	add("keepalives_in", s.KeepalivesIn)
 	add("flows.active", uint64(s.FlowsActive))
 	add("flows.alloc_ok", s.AllocOK)
 	add("flows.alloc_failed", s.AllocFailed)
