@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/dt"
@@ -182,6 +183,7 @@ func (c *core) rxLoop(np *nport) {
 		np.rxPkts.Add(1)
 		np.rxBytes.Add(uint64(n))
 		b.off, b.end = 0, n
+		faultinject.Check("unicast/dt", b.pkt())
 		if c.input(b, nil, time.Time{}) {
 			b = p.getBuf()
 		}
@@ -222,7 +224,8 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 			b := bs[i]
 			b.off, b.end = 0, sizes[i]
 			nb += uint64(sizes[i])
-				if c.input(b, &k, now) {
+			faultinject.Check("unicast/dt", b.pkt())
+			if c.input(b, &k, now) {
 				bs[i] = p.getBuf()
 				bufs[i] = bs[i].b[:]
 			}

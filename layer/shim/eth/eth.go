@@ -17,6 +17,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -307,6 +308,7 @@ func (p *IPCP) rxLoop() {
 // input filters and dispatches one received frame; it allocates nothing
 // for data.
 func (p *IPCP) input(b []byte) {
+	faultinject.Check("eth/input", b)
 	f := Frame(b)
 	if len(f) < EthLen {
 		p.eng.C.Malformed.Add(1)

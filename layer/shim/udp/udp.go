@@ -14,6 +14,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -320,6 +321,7 @@ func (p *IPCP) rxLoop() {
 
 // input dispatches one received datagram; it allocates nothing for data.
 func (p *IPCP) input(b []byte, from netip.AddrPort) {
+	faultinject.Check("udp/input", b)
 	h := Header(b)
 	if !h.IsValid() {
 		p.eng.C.Malformed.Add(1)
