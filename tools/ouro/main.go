@@ -184,7 +184,7 @@ func (a *app) usage(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nRun \"ouro help COMMAND\" for a command's flags. The node's socket is")
-	fmt.Fprintln(w, "--socket, else $OURO_SOCKET, else /run/ouro/node.sock.")
+	fmt.Fprintf(w, "--socket, else $OURO_SOCKET, else the first of %s\nwhere a node listens (now: %s).\n", strings.Join(socketCandidates(), ", "), defaultSocket())
 }
 
 // commandHelp prints one command's synopsis, help and flags.
