@@ -87,7 +87,7 @@ func commands() []*command {
 				"configuration (docs/config.md), e.g.\n" +
 				"  ouro create udp b.udp2 net --config 'addr = \"127.0.0.1:3437\"'"},
 		{name: "destroy", args: "NAME", group: "management", summary: "stop an IPCP created with create", run: runDestroy},
-		{name: "system", args: "[--format table|dot|mermaid]", group: "management", summary: "print the node's system description", run: runSystem},
+		{name: "system", args: "[--format table|dot|mermaid|json]", group: "management", summary: "print the node's system description", run: runSystem},
 		{name: "ipcp", args: "CMD IPCP [key=value ...]", group: "management", summary: "pass command CMD to an IPCP",
 			help: "Sends CMD with the key=value arguments to the IPCP named IPCP (an IPCP\n" +
 				"name or a layer name) and prints its answer. The keys name= and layer=\n" +
