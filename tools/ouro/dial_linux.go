@@ -5,9 +5,6 @@ import "github.com/ouronet/ouro/flow"
 // defaultSocket is the node socket used without --socket.
 func defaultSocket() string { return flow.SocketPath() }
 
-// socketCandidates are the places a node listens by default.
-func socketCandidates() []string { return flow.SocketCandidates() }
-
 // dialSocket opens a session with the hosted node at path.
 func dialSocket(path string) (node, error) {
 	b, err := flow.Dial(path)

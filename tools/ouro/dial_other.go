@@ -18,9 +18,6 @@ func defaultSocket() string {
 	return "/run/ouro/node.sock"
 }
 
-// socketCandidates are the places a node listens by default.
-func socketCandidates() []string { return []string{"/run/ouro/node.sock"} }
-
 // dialSocket fails: the node socket protocol passes flows as file
 // descriptors over a Linux SOCK_SEQPACKET socket. The UDP modes of ping,
 // perf and echo work anywhere.

@@ -85,7 +85,7 @@ func commands() []*command {
 			help: "Creates an IPC process of KIND (udp, eth, local, ...) named NAME in layer\n" +
 				"LAYER, configured by --config, the body of its kind's table in the node\n" +
 				"configuration (docs/config.md), e.g.\n" +
-				"  ouro create udp b.udp2 net --config 'addr = \"127.0.0.1:3437\"'"},
+				"  ouro create udp b.udp2 udp --config 'addr = \"127.0.0.1:3437\"'"},
 		{name: "destroy", args: "NAME", group: "management", summary: "stop an IPCP created with create", run: runDestroy},
 		{name: "system", args: "[--format table|dot|mermaid|json]", group: "management", summary: "print the node's system description", run: runSystem},
 		{name: "ipcp", args: "CMD IPCP [key=value ...]", group: "management", summary: "pass command CMD to an IPCP",
@@ -184,7 +184,8 @@ func (a *app) usage(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nRun \"ouro help COMMAND\" for a command's flags. The node's socket is")
-	fmt.Fprintf(w, "--socket, else $OURO_SOCKET, else the first of %s\nwhere a node listens (now: %s).\n", strings.Join(socketCandidates(), ", "), defaultSocket())
+	fmt.Fprintln(w, "--socket, else $OURO_SOCKET, else the first of $XDG_RUNTIME_DIR/ouro/node.sock,")
+	fmt.Fprintln(w, "/run/ouro/node.sock and /tmp/ouro-$UID/node.sock where a node listens.")
 }
 
 // commandHelp prints one command's synopsis, help and flags.

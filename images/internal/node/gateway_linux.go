@@ -23,7 +23,7 @@ func Gateway(path string, logf func(string, ...any)) Extra {
 	var l *net.UnixListener
 	prepare := func() error {
 		if err := claimSocket(path); err != nil { // socketpath_linux.go
-			return fmt.Errorf("gateway: %w", err)
+			return err
 		}
 		var err error
 		l, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})

@@ -70,7 +70,7 @@ func usableDir(dir string) error {
 
 // ErrSocketInUse is the error of claimSocket when a live node serves the
 // socket.
-var ErrSocketInUse = errors.New("node socket in use")
+var ErrSocketInUse = errors.New("socket in use")
 
 // claimSocket prepares path for a node to listen on: it creates the
 // directory, refuses a socket that a live node serves (naming its pid and
@@ -94,8 +94,8 @@ func claimSocket(path string) error {
 	if err == nil {
 		who := socketPeer(c.(*net.UnixConn))
 		c.Close()
-		return fmt.Errorf("%s is served by a running node%s; stop it, or give this node another socket (-socket, [node] socket or $OURO_SOCKET): %w: %w",
-			path, who, ErrSocketInUse, flow.ErrExists)
+		return fmt.Errorf("%s is served by a running node%s; stop it, or give this node another socket (-socket, [node] socket or $OURO_SOCKET): %w",
+			path, who, ErrSocketInUse)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("%s: cannot tell whether a node serves it: %w", path, err)
