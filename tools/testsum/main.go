@@ -81,7 +81,8 @@ type Step struct {
 	Passed   int      `json:"passed"`   // tests and subtests
 	Failed   int      `json:"failed"`
 	Skips    []Skip   `json:"skips,omitempty"`
-	Failures []string `json:"failures,omitempty"` // package and test
+	Failures []string `json:"failures,omitempty"`  // package and test
+	PassList []string `json:"pass_list,omitempty"` // package and test of each test passed
 
 	// From other lines.
 	SkipLines []string `json:"skip_lines,omitempty"` // "SKIP: ..." said by a make target or a suite
@@ -179,6 +180,7 @@ func (st *Step) scan(r io.Reader, out io.Writer) {
 			switch e.Action {
 			case "pass":
 				st.Passed++
+				st.PassList = append(st.PassList, e.Package+" "+e.Test)
 			case "fail":
 				st.Failed++
 				st.Failures = append(st.Failures, e.Package+" "+e.Test)
@@ -347,7 +349,8 @@ func report(w io.Writer, steps []*Step) bool {
 	pkgs, passed, skipped := 0, 0, 0
 	for _, st := range steps {
 		s := st.status()
-		fmt.Fprintf(w, "  %-*s  %-7s %7s  %s\n", width, st.Name, s, fmtSeconds(st.Seconds), st.detail())
+		line := fmt.Sprintf("  %-*s  %-7s %7s  %s", width, st.Name, s, fmtSeconds(st.Seconds), st.detail())
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
 		pkgs += st.Packages
 		passed += st.Passed + st.TextPass
 		skipped += len(st.Skips)
@@ -360,10 +363,22 @@ func report(w io.Writer, steps []*Step) bool {
 			suitesRun = append(suitesRun, st.Name)
 		}
 	}
+	// A test skipped in one step may run in another (the allocation
+	// tests skip under -race and run in allocs).
+	passedIn := map[string][]string{}
+	for _, st := range steps {
+		for _, t := range st.PassList {
+			passedIn[t] = append(passedIn[t], st.Name)
+		}
+	}
 	var skips []string
 	for _, st := range steps {
 		for _, s := range st.Skips {
-			skips = append(skips, fmt.Sprintf("  %-6s %s %s: %s", st.Name, s.Package, s.Test, s.Reason))
+			line := fmt.Sprintf("  %-6s %s %s: %s", st.Name, s.Package, s.Test, s.Reason)
+			if in := passedIn[s.Package+" "+s.Test]; len(in) > 0 {
+				line += " (passed in " + strings.Join(in, ", ") + ")"
+			}
+			skips = append(skips, line)
 		}
 	}
 	if len(skips) > 0 {

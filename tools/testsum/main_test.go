@@ -80,6 +80,7 @@ func TestReport(t *testing.T) {
 	}{
 		{"vet", []string{"sh", "-c", "echo vetting"}},
 		{"unit", []string{"sh", "-c", `printf '%s\n' '{"Action":"output","Package":"ex/a","Test":"TestRoot","Output":"    a_test.go:9: SKIP: needs root\n"}' '{"Action":"skip","Package":"ex/a","Test":"TestRoot"}' '{"Action":"pass","Package":"ex/a","Test":"TestOK"}' '{"Action":"pass","Package":"ex/a","Elapsed":0.1}'`}},
+		{"allocs", []string{"sh", "-c", `printf '%s\n' '{"Action":"pass","Package":"ex/a","Test":"TestRoot"}' '{"Action":"pass","Package":"ex/a","Elapsed":0.1}'`}},
 		{"qemu-test", []string{"sh", "-c", "echo 'SKIP: TamaGo toolchain missing (~/.cache/tamago-go/tamago-go1.26.0/bin/go): see docs/boards.md'"}},
 		{"qemu-test-pi", []string{"sh", "-c", "echo '--- PASS: TestQEMUPi (3.2s)'; echo '--- PASS: TestQEMUPiRouter (9.1s)'"}},
 		{"arm", []string{"sh", "-c", "echo 'cannot build'; exit 3"}},
@@ -100,13 +101,13 @@ func TestReport(t *testing.T) {
 		t.Error("report passed with a failed step")
 	}
 	for _, w := range []*regexp.Regexp{
-		regexp.MustCompile(`(?m)^  vet +ok +\S+ *$`),
+		regexp.MustCompile(`(?m)^  vet +ok +\S+$`),
 		regexp.MustCompile(`(?m)^  unit +ok +\S+  1 packages, 1 tests passed, 1 skipped$`),
 		regexp.MustCompile(`(?m)^  qemu-test +skipped +\S+  TamaGo toolchain missing \(.*\): see docs/boards.md$`),
 		regexp.MustCompile(`(?m)^  qemu-test-pi +ok +\S+  2 tests passed$`),
 		regexp.MustCompile(`(?m)^  arm +FAILED +\S+  exit status 3$`),
-		regexp.MustCompile(`(?m)^skipped tests \(1\):\n  unit   ex/a TestRoot: SKIP: needs root$`),
-		regexp.MustCompile(`(?m)^FAIL \(arm\): 5 steps, 1 packages tested, 3 tests passed, 1 skipped; QEMU suites: 1 run, 1 skipped \(ran qemu-test-pi\)$`),
+		regexp.MustCompile(`(?m)^skipped tests \(1\):\n  unit   ex/a TestRoot: SKIP: needs root \(passed in allocs\)$`),
+		regexp.MustCompile(`(?m)^FAIL \(arm\): 6 steps, 2 packages tested, 4 tests passed, 1 skipped; QEMU suites: 1 run, 1 skipped \(ran qemu-test-pi\)$`),
 	} {
 		if !w.MatchString(out.String()) {
 			t.Errorf("summary lacks %s:\n%s", w, out.String())
