@@ -330,7 +330,7 @@ func (k *checker) ipcp(path []any, i int, e map[string]any) {
 			extra[kk] = "[ipcp." + kk + "]"
 		}
 	}
-	k.tableWith(path, where, "ipcp", rest, reflect.TypeFor[IPCPConfig](), extra)
+	k.table(path, where, "ipcp", rest, reflect.TypeFor[IPCPConfig](), extra)
 	if _, ok := e["kind"]; !ok && !k.suggested(path, "kind") {
 		k.add(path, where, "kind", "missing required key \"kind\" (accepted values: %s)", strings.Join(k.choices[reflect.TypeFor[IPCPConfig]()]["kind"].values, ", "))
 	}
@@ -342,14 +342,10 @@ func (k *checker) suggested(path []any, key string) bool {
 	return k.suggestedKeys[pathKey(path)+pathSep+key]
 }
 
-// table checks the keys of one table against struct type t.
+// table checks the keys of one table, m, against struct type t; extra are
+// further accepted keys (handled by the caller) to list and suggest,
+// mapped to how they are written.
 func (k *checker) table(path []any, where, tname string, m map[string]any, t reflect.Type, extra map[string]string) {
-	k.tableWith(path, where, tname, m, t, extra)
-}
-
-// tableWith checks m against t; extra are further accepted keys (handled
-// by the caller) to list and suggest, mapped to how they are written.
-func (k *checker) tableWith(path []any, where, tname string, m map[string]any, t reflect.Type, extra map[string]string) {
 	fields := tomlFields(t)
 	for _, key := range k.keysInLineOrder(path, m) {
 		v := m[key]
