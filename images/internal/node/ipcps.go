@@ -34,7 +34,11 @@ type udpConfig struct {
 	Hash   string            `toml:"hash"`   // sha3-256 (default) or sha256
 	Dir    map[string]string `toml:"dir"`    // name = "host:port"
 	Impair impair.Config     `toml:"impair"` // transmit-side impairment (tests)
-	shimBounds
+	// What a peer can make the shim keep (zero: the default; negative:
+	// no bound): docs/shims.md, "Bounded state".
+	IdleTimeout       duration `toml:"idle_timeout"`         // a flow idle both ways this long is deallocated (default 60s)
+	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`   // incoming flows one peer may hold (default 256)
+	MaxPendingPerPeer int      `toml:"max_pending_per_peer"` // one peer's requests waiting for an accept (default 16)
 	// Netstack, if set, runs the shim on the node's own UDP/IP stack
 	// (netstack_device.go): bare metal, or hosted over a QEMU stream.
 	Netstack *netstackConfig `toml:"netstack"`
@@ -50,16 +54,10 @@ type ethConfig struct {
 	Board       boardPort     `toml:"board"`        // bare metal: true or "enet" the board's NIC, "usb" its USB gadget (board_*.go)
 	Hash        string        `toml:"hash"`         // sha3-256 (default) or sha256
 	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
-	shimBounds
-}
-
-// shimBounds are the [ipcp.udp] and [ipcp.eth] keys that bound what a
-// peer can make the shim keep (zero: the shim's default; negative: no
-// bound).
-type shimBounds struct {
-	IdleTimeout       duration `toml:"idle_timeout"`         // a flow idle both ways this long is deallocated (default 60s)
-	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`   // flows one peer may allocate here (default 256)
-	MaxPendingPerPeer int      `toml:"max_pending_per_peer"` // one peer's requests waiting for an accept (default 16)
+	// As in udpConfig, per peer MAC.
+	IdleTimeout       duration `toml:"idle_timeout"`
+	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`
+	MaxPendingPerPeer int      `toml:"max_pending_per_peer"`
 }
 
 // newIPCP builds the IPCP p declares in the component env describes.
