@@ -27,7 +27,8 @@ const (
 )
 
 // Codec is the CBOR of trust objects: deterministic encoding (RFC 8949
-// section 4.2.1, "core deterministic"), and a decoder with limits on
+// section 4.2.1, "core deterministic"; an empty list or byte string is
+// encoded empty, never as null), and a decoder with limits on
 // nesting and container sizes that refuses indefinite lengths, duplicate
 // map keys and trailing bytes. It is also the codec of crypto/admission.
 type Codec struct {
@@ -37,7 +38,9 @@ type Codec struct {
 
 // NewCodec returns the codec. It holds no state besides the modes.
 func NewCodec() Codec {
-	enc, err := cbor.CoreDetEncOptions().EncMode()
+	eo := cbor.CoreDetEncOptions()
+	eo.NilContainers = cbor.NilContainerAsEmpty // one spelling of "none": [] and h'', never null
+	enc, err := eo.EncMode()
 	if err != nil {
 		panic(err) // static options
 	}

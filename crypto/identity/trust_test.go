@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -487,4 +488,57 @@ func FuzzEnvelope(f *testing.F) {
 			t.Fatal("accepted a non-deterministic envelope")
 		}
 	})
+}
+
+// TestWireVectors pins the encodings of docs/wire/identity.md. The
+// signatures were cross-checked with pyca/cryptography (Ed25519 over
+// label || 0x00 || body, seeds 32 × 0x01 and 32 × 0x09), the measurement
+// with hashlib.
+func TestWireVectors(t *testing.T) {
+	node, auth := seeded(t, 1), seeded(t, 9)
+	meas := MeasureBytes([]byte("image"))
+	if got, want := meas.String(), "11ceda7ebb8bd94c71924e3ae57b9f87f2b4c7498b5b9d4addf216f5a614babf"; got != want {
+		t.Errorf("measurement: got %s, want %s", got, want)
+	}
+	doc, err := NewDocument(node, "router-a", "hosted", meas, time.Unix(1_800_000_000, 0)).Sign(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := IssueCert(ctx, Cert{Serial: 17, Subject: node.Public(), Name: "router-a", Layer: "net",
+		NotBefore: 1_800_000_000, NotAfter: 1_802_592_000}, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := IssueCRL(ctx, CRL{Seq: 1, Issued: 1_800_000_000, Serials: []uint64{17}}, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []struct {
+		name string
+		got  []byte
+		want string
+	}{
+		{"document", doc, "82586c870158208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c68726f757465722d617067723271376766356c6836707a66646e66686f73746564582011ceda7ebb8bd94c71924e3ae57b9f87f2b4c7498b5b9d4addf216f5a614babf1a6b49d200" +
+			"58402c45e7dc2e1811c1905d3ba6e037ddd71c5218cf91c21e95ab49aa869430fb6c0e9456a23744a51ff8b102b1c8a1aef08114e195c7c2ab6ab69a01d8f0a1870e"},
+		{"certificate", cert, "82585f89011158208a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c68726f757465722d61636e6574801a6b49d2001a6b715f005820fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618" +
+			"5840fafc856505e5f9036b1d57a3cd7a6a169aa1b79f195d7e336cf0220fddd67c19938d5c5e88029f010716220a7c65b8d3486a2a9bddc2a7b8b6b9f377e967120d"},
+		{"revocation list", crl, "82582d86015820fd1724385aa0c75b64fb78cd602fa1d991fdebf76b13c58ed702eac835e9f618011a6b49d200811180" +
+			"58406145921aae61d205df739c340007e6c549b0bea7e2f2f5efa4813bc86f2cc925e68136e06df0ae8263817ae62d14edd0b1da61b9d337d22e6bf2b52d32df9909"},
+	} {
+		if got := hex.EncodeToString(v.got); got != v.want {
+			t.Errorf("%s:\ngot  %s\nwant %s", v.name, got, v.want)
+		}
+	}
+	// "No measurements" has one spelling: an empty array, not null.
+	c, _ := DecodeCert(cert)
+	body := mustMarshal(t, c)
+	i := bytes.Index(body, []byte("net\x80"))
+	if i < 0 {
+		t.Fatalf("no empty measurement list in % x", body)
+	}
+	null := append(append(append([]byte(nil), body[:i+3]...), 0xf6), body[i+4:]...)
+	sig, _ := SignLabeled(ctx, auth, LabelCert, null)
+	if _, err := VerifyCert(forge(t, null, sig), auth.Public(), time.Unix(1_800_000_001, 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("null measurements: got %v, want ErrMalformed", err)
+	}
 }
