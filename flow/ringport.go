@@ -77,7 +77,7 @@ func (p *RingPort) pop(deadline time.Time) (int, error) {
 		return p.pd.PopWait(p.pd.Context(), p.rx, p.rbufs[:])
 	}
 	n, err := p.pd.Pop(p.rx, p.rbufs[:])
-	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
+	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock) || errors.Is(err, kernel.ErrNoBudget)) {
 		ctx, cancel := p.deadlineCtx(deadline)
 		n, err = p.pd.PopWait(ctx, p.rx, p.rbufs[:])
 		cancel()
@@ -93,7 +93,7 @@ func (p *RingPort) push(bufs []*kernel.Buf, deadline time.Time) (int, error) {
 		return p.pd.PushWait(p.pd.Context(), p.tx, bufs)
 	}
 	n, err := p.pd.Push(p.tx, bufs)
-	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock)) {
+	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock) || errors.Is(err, kernel.ErrNoBudget)) {
 		ctx, cancel := p.deadlineCtx(deadline)
 		n, err = p.pd.PushWait(ctx, p.tx, bufs)
 		cancel()

@@ -41,13 +41,14 @@ func ownerName(o uint64) string {
 
 // Buf is a packet buffer drawn from a component's budget. Its data window
 // starts at Headroom with length 0; Prepend grows it into the headroom,
-// Extend grows it at the tail. A Buf has exactly one owner: pushing it into
-// a ring moves ownership to the ring and then to whoever pops it, and
-// whoever holds it last frees it (PD.FreeBuf), which returns it to the
-// budget it was drawn from. A Buf is not safe for concurrent use.
+// Extend grows it at the tail. A Buf has exactly one owner, and is charged
+// to exactly one budget: its holder's. Pushing it into a ring moves it
+// (and its charge) to the ring, whose creator's budget it is charged to
+// while queued, and then to whoever pops it; whoever holds it last frees
+// it (PD.FreeBuf), which credits the freer's budget. A Buf is not safe for
+// concurrent use.
 type Buf struct {
 	off, end int
-	budget   *budget
 	owner    atomic.Uint64 // ownerFree, ownerRing, or the holder's PD.bid
 	data     [Headroom + BufSize]byte
 }

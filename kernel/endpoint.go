@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,30 @@ type waiter struct {
 	// ep is the endpoint of the verb in progress (nil when idle), so that
 	// the death of the owning incarnation can find and wake it.
 	ep atomic.Pointer[endpoint]
+	// watch lists the contexts handlers made with PD.ReplyContext for this
+	// waiter's calls; nil unless one was made, so a plain call costs one
+	// load. Every node belongs to the current call or an earlier one, so
+	// the end of the current call cancels them all.
+	watch atomic.Pointer[replyWatch]
+}
+
+// replyWatch is one context made by PD.ReplyContext.
+type replyWatch struct {
+	cancel context.CancelCauseFunc
+	next   *replyWatch
+}
+
+// callEnded cancels the contexts watching the waiter's call, which has
+// just left the awaiting state (replied, aborted or abandoned). It runs
+// before the caller is woken (or, for an abandoned call, before it
+// returns), so no later call of the waiter can have a watch yet.
+func (w *waiter) callEnded(cause error) {
+	if w.watch.Load() == nil {
+		return
+	}
+	for x := w.watch.Swap(nil); x != nil; x = x.next {
+		x.cancel(cause)
+	}
 }
 
 func newWaiter(pd *PD) *waiter { return &waiter{ch: make(chan struct{}, 1), pd: pd} }
@@ -92,6 +117,7 @@ func (w *waiter) wake() { w.ch <- struct{}{} }
 func (w *waiter) abortReply(gen uint64, err error) {
 	if w.st.CompareAndSwap(gen<<2|stAwaiting, gen<<2|stDone) {
 		w.err = err
+		w.callEnded(err)
 		w.wake()
 	}
 }
@@ -381,7 +407,9 @@ func (pd *PD) call(ctx context.Context, c Cap, m *Msg) error {
 	}
 	e.mu.Unlock()
 	if st := w.st.Load(); st&3 == stAwaiting && w.st.CompareAndSwap(st, st&^3|stAbandoned) {
-		return pd.interruptErr(ctx, "call", c)
+		err := pd.interruptErr(ctx, "call", c)
+		w.callEnded(err)
+		return err
 	}
 	<-w.ch
 	return w.err
@@ -455,8 +483,60 @@ func (pd *PD) Reply(reply Cap, m *Msg) error {
 	if m.NCaps > 0 && rights&Grant != 0 {
 		dst.NCaps = pd.k.moveCaps(cs, m.Caps[:m.NCaps], w.pd.cs, dst.Caps[:])
 	}
+	w.callEnded(errReplied)
 	w.wake()
 	return nil
+}
+
+// errReplied is the cause of a ReplyContext's cancellation once the call
+// was answered.
+var errReplied = errors.New("kernel: call answered")
+
+// ReplyContext returns a context, derived from parent, that is cancelled
+// when the caller of the call that made reply is gone: its CallCtx gave
+// up, its component died or was restarted, the kernel stopped, or the
+// reply cap was deleted (by this component's death too). It is also
+// cancelled once the call is answered (Reply consumes the cap), and at
+// once if reply does not name a reply cap awaiting its caller (the caller
+// already gave up, or the cap was used). context.Cause tells why (an
+// ErrAborted or ErrInvalidCap error, or the caller's interruption). A
+// handler passes it to the work it does for the call, so that a caller
+// that gave up does not keep the work going; call the CancelFunc when
+// done. It allocates (a context and a small record); plain Call and
+// ReplyRecv do not.
+func (pd *PD) ReplyContext(parent context.Context, reply Cap) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	stop := func() { cancel(context.Canceled) }
+	if pd.dead.Load() {
+		cancel(pd.deadErr("reply context"))
+		return ctx, stop
+	}
+	cs := pd.cs
+	cs.mu.Lock()
+	s, err := cs.slotLocked(reply, "reply context")
+	if err == nil && s.kind != KindReply {
+		err = fmt.Errorf("kernel: %s: reply context on cap %d: a %s cap: %w", pd.name(), reply, s.kind, ErrInvalidCap)
+	}
+	if err != nil {
+		cs.mu.Unlock()
+		cancel(err)
+		return ctx, stop
+	}
+	w, gen := s.reply, s.gen
+	cs.mu.Unlock()
+	x := &replyWatch{cancel: cancel}
+	for {
+		x.next = w.watch.Load()
+		if w.watch.CompareAndSwap(x.next, x) {
+			break
+		}
+	}
+	// The call may have ended before the watch was in place: then nobody
+	// will sweep it for this call (a later sweep just cancels it again).
+	if w.st.Load() != gen<<2|stAwaiting {
+		cancel(fmt.Errorf("kernel: %s: reply context on cap %d: caller gone: %w", pd.name(), reply, ErrAborted))
+	}
+	return ctx, stop
 }
 
 // ReplyRecv replies on reply (if non-zero) with r, then receives on ep

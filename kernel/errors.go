@@ -17,13 +17,15 @@ var (
 	ErrRevoked = errors.New("capability revoked")
 	// ErrAborted: the component on the other side died (or the call's reply
 	// cap was deleted), the endpoint or notification was destroyed (its
-	// last cap deleted), or the calling component itself was stopped.
+	// last cap deleted), the calling component itself was stopped, or a
+	// Restart gave up waiting for the old incarnation's goroutines.
 	ErrAborted = errors.New("operation aborted")
 	// ErrTruncated: the receive buffer was too small (what fits was
 	// delivered) or a payload exceeds MaxPayload.
 	ErrTruncated = errors.New("message truncated")
 	// ErrNoBudget: the component's buffer, byte-rate, object or slot budget
-	// is exhausted.
+	// is exhausted, or, on a push, the budget of the ring's creator or the
+	// ring's own byte rate.
 	ErrNoBudget = errors.New("budget exhausted")
 	// ErrClosed: the ring was closed (and drained), or the kernel stopped.
 	ErrClosed = errors.New("closed")

@@ -24,6 +24,10 @@ type Config struct {
 	MaxBufs int
 	// Now is the clock for byte-rate budgets; nil means time.Now.
 	Now func() time.Time
+	// RestartTimeout bounds how long Restart waits for the previous
+	// incarnation's program and PD.Go goroutines to return before it
+	// gives up (ErrAborted); 0 means 5 seconds.
+	RestartTimeout time.Duration
 	// Logf receives faults of unsupervised components and other events; nil
 	// discards them.
 	Logf func(format string, args ...any)
@@ -67,6 +71,9 @@ func New(cfg Config) *Kernel {
 	cfg.CSpaceSize = min(cfg.CSpaceSize, maxSlots)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.RestartTimeout <= 0 {
+		cfg.RestartTimeout = 5 * time.Second
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
@@ -143,9 +150,13 @@ type PD struct {
 	wfree []*waiter // guarded by wmu: idle waiters for this incarnation's threads
 	wall  []*waiter // guarded by wmu: every waiter made for this incarnation
 
-	bid       uint64       // the owner id of the buffers it holds (Buf.owner)
-	running   atomic.Int32 // the program and PD.Go goroutines still running
-	reclaimed atomic.Bool  // the buffers it held were freed (see reclaimBufs)
+	bid       uint64        // the owner id of the buffers it holds (Buf.owner)
+	running   atomic.Int32  // the program and PD.Go goroutines still running
+	finished  chan struct{} // closed when running drops to 0 (the incarnation is dead by then)
+	reclaimed atomic.Bool   // the buffers it held were freed (see reclaimBufs)
+
+	resMu    sync.Mutex
+	reserved int64 // guarded by resMu: buffers charged by Reserve
 }
 
 // Name returns the component's name.
@@ -201,12 +212,23 @@ func isAborted(err error) bool { return errors.Is(err, ErrAborted) }
 
 // Go starts f as a goroutine of this component: a panic in f is a fault
 // of the component. f should return when Context is done: the buffers a
-// dead incarnation held are freed only once its program and all its Go
-// goroutines have returned, so any goroutine that touches buffers must be
-// started with Go.
+// dead incarnation held are freed, and Restart starts the next
+// incarnation, only once its program and all its Go goroutines have
+// returned, so every goroutine of a component must be started with Go.
+// Once all of them have returned, Go on the dead incarnation's PD does
+// nothing (no goroutine of it is left to need f).
 func (pd *PD) Go(f func()) {
+	for {
+		r := pd.running.Load()
+		if r == 0 {
+			pd.k.cfg.Logf("kernel: %s: Go on incarnation %d after all its goroutines returned: not started", pd.name(), pd.inc)
+			return
+		}
+		if pd.running.CompareAndSwap(r, r+1) {
+			break
+		}
+	}
 	pd.k.wg.Add(1)
-	pd.running.Add(1)
 	go func() {
 		defer pd.k.wg.Done()
 		defer pd.exited()
@@ -219,8 +241,11 @@ func (pd *PD) Go(f func()) {
 // of a dead incarnation frees the buffers it still held, since no code of
 // the incarnation can touch them any more.
 func (pd *PD) exited() {
-	if pd.running.Add(-1) == 0 && pd.dead.Load() {
+	if pd.running.Add(-1) == 0 {
+		// The program has returned, so die has run: the incarnation is
+		// dead, and no code of it is left to touch its buffers.
 		pd.reclaimBufs()
+		close(pd.finished)
 	}
 }
 
@@ -251,7 +276,7 @@ func (c *component) startLocked() error {
 	if c.destroyed {
 		return fmt.Errorf("kernel: start %s: component destroyed: %w", c.nm, ErrInvalidCap)
 	}
-	pd := &PD{k: k, c: c, inc: c.incs + 1, bid: k.nextBID.Add(1) + firstBufHolder}
+	pd := &PD{k: k, c: c, inc: c.incs + 1, bid: k.nextBID.Add(1) + firstBufHolder, finished: make(chan struct{})}
 	pd.cs = newCSpace(pd, k.cfg.CSpaceSize)
 	k.capMu.Lock()
 	for _, ic := range c.init {
@@ -355,35 +380,79 @@ func (pd *PD) adopted(bufs []*Buf) bool {
 			n++
 		}
 	}
-	pd.k.recycle(bufs[:n])
+	pd.k.recycle(pd.c.budget, bufs[:n])
 	clear(bufs)
 	return false
 }
 
-// reclaimBufs frees every buffer the dead incarnation still holds to the
-// budget it was drawn from. It runs once no goroutine of the incarnation
-// is left, so none of them can still be using a buffer; it scans every
-// buffer the pool ever made (only when an incarnation dies), which keeps
-// the data path free of any per-holder bookkeeping.
+// reclaimBufs frees every buffer the dead incarnation still holds, and
+// releases what it reserved, crediting its budget. It runs once no
+// goroutine of the incarnation is left, so none of them can still be
+// using a buffer; it scans every buffer the pool ever made (only when an
+// incarnation dies), which keeps the data path free of any per-holder
+// bookkeeping.
 func (pd *PD) reclaimBufs() {
 	if pd.reclaimed.Swap(true) {
 		return
 	}
+	b := pd.c.budget
+	pd.resMu.Lock()
+	res := pd.reserved
+	pd.reserved = 0
+	pd.resMu.Unlock()
+	b.releaseBufs(res)
 	var batch [64]*Buf
 	n, total := 0, 0
-	for _, b := range pd.k.pool.registry() {
-		if b.owner.Load() == pd.bid && b.owner.CompareAndSwap(pd.bid, ownerFree) {
-			batch[n] = b
+	for _, x := range pd.k.pool.registry() {
+		if x.owner.Load() == pd.bid && x.owner.CompareAndSwap(pd.bid, ownerFree) {
+			batch[n] = x
 			if n++; n == len(batch) {
-				pd.k.recycle(batch[:n])
+				pd.k.recycle(b, batch[:n])
 				total, n = total+n, 0
 			}
 		}
 	}
-	pd.k.recycle(batch[:n])
-	if total += n; total > 0 {
-		pd.k.cfg.Logf("kernel: %s: freed %d packet buffers its dead incarnation %d held", pd.c.nm, total, pd.inc)
+	pd.k.recycle(b, batch[:n])
+	if total += n; total > 0 || res > 0 {
+		pd.k.cfg.Logf("kernel: %s: freed %d packet buffers its dead incarnation %d held and %d it reserved", pd.c.nm, total, pd.inc, res)
 	}
+}
+
+// Reserve charges n packet buffers to the component's budget without
+// handing any out: for a pool of buffers the component keeps of its own
+// (outside the kernel's), so that the pool counts against its budget like
+// buffers it holds. All or nothing: ErrNoBudget if fewer than n are
+// free. What the incarnation still has reserved when it dies is released
+// once its goroutines have returned, like the buffers it held.
+func (pd *PD) Reserve(n int) error {
+	if n < 0 {
+		return fmt.Errorf("kernel: %s: reserve %d buffers: %w", pd.name(), n, ErrNoBudget)
+	}
+	pd.resMu.Lock()
+	defer pd.resMu.Unlock()
+	if pd.dead.Load() || pd.reclaimed.Load() {
+		return pd.deadErr("reserve")
+	}
+	b := pd.c.budget
+	if got := b.reserveBufs(n); got < n {
+		b.releaseBufs(int64(got))
+		return fmt.Errorf("kernel: %s: reserve %d buffers: %d free of %d: %w", pd.name(), n, got, b.bufLimit.Load()&^mergedBit, ErrNoBudget)
+	}
+	pd.reserved += int64(n)
+	return nil
+}
+
+// Unreserve releases n buffers reserved by Reserve, crediting the
+// budget. Releasing more than the incarnation reserved is ErrInvalidCap.
+func (pd *PD) Unreserve(n int) error {
+	pd.resMu.Lock()
+	defer pd.resMu.Unlock()
+	if n < 0 || int64(n) > pd.reserved {
+		return fmt.Errorf("kernel: %s: unreserve %d buffers with %d reserved: %w", pd.name(), n, pd.reserved, ErrInvalidCap)
+	}
+	pd.reserved -= int64(n)
+	pd.c.budget.releaseBufs(int64(n))
+	return nil
 }
 
 // liveHolder reports whether a running component holds a cap to o with
@@ -473,9 +542,10 @@ func (k *Kernel) lookupComponent(name string) (*component, error) {
 }
 
 // Restart restarts the named component with its initial caps, killing
-// the running incarnation first if there is one. It is the kernel's own
-// supervisor action (for components whose Supervisor is ""); components
-// use PD.Restart.
+// the running incarnation first if there is one, and waiting until the
+// previous incarnation's program and PD.Go goroutines have returned (see
+// PD.Restart). It is the kernel's own supervisor action (for components
+// whose Supervisor is ""); components use PD.Restart.
 func (k *Kernel) Restart(name string) error {
 	c, err := k.lookupComponent(name)
 	if err != nil {
@@ -515,18 +585,58 @@ func (c *component) kill() {
 	}
 }
 
+// restart kills the current incarnation, waits for its goroutines, and
+// starts the next one.
 func (c *component) restart() error {
-	c.kill()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cur != nil && !c.cur.dead.Load() {
-		return nil // someone else restarted it meanwhile
+	first := c.cur
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		pd := c.cur
+		if pd != nil && pd != first && !pd.dead.Load() {
+			c.mu.Unlock()
+			return nil // someone else restarted it meanwhile
+		}
+		if pd == nil || pd.running.Load() == 0 {
+			err := c.startLocked()
+			c.mu.Unlock()
+			return err
+		}
+		c.mu.Unlock()
+		pd.die(stateKilled, 0, "", "")
+		if err := pd.awaitFinished(); err != nil {
+			return err
+		}
 	}
-	return c.startLocked()
+}
+
+// awaitFinished waits until the (dead) incarnation's program and PD.Go
+// goroutines have all returned, for at most Config.RestartTimeout.
+func (pd *PD) awaitFinished() error {
+	k := pd.k
+	t := time.NewTimer(k.cfg.RestartTimeout)
+	defer t.Stop()
+	select {
+	case <-pd.finished:
+		return nil
+	case <-k.ctx.Done():
+		return fmt.Errorf("kernel: restart %s: kernel stopped: %w", pd.c.nm, ErrClosed)
+	case <-t.C:
+		return fmt.Errorf("kernel: restart %s: incarnation %d still has %d goroutines running %v after it was stopped: %w",
+			pd.c.nm, pd.inc, pd.running.Load(), k.cfg.RestartTimeout, ErrAborted)
+	}
 }
 
 // Restart restarts the child component child names (a component cap with
 // Write) with its initial caps, killing the running incarnation first.
+// The new incarnation starts only once the previous one's program and
+// all its PD.Go goroutines have returned (so that it finds free whatever
+// they held outside the kernel, such as a socket's port): Restart waits
+// for them up to Config.RestartTimeout and then fails with ErrAborted
+// naming the component, leaving it dead; a later Restart waits again.
+// A component's goroutine calling Restart on its own component would
+// wait for itself: it fails after the timeout.
 func (pd *PD) Restart(child Cap) error {
 	s, err := pd.lookup(child, KindComponent, Write, "restart")
 	if err != nil {
@@ -642,6 +752,7 @@ func (k *Kernel) destroy(o object) {
 		if pd != nil {
 			pd.die(stateKilled, 0, "", "")
 		}
+		k.rehome(o.budget, o.creator)
 	}
 	k.unregister(o)
 	h := o.header()
@@ -651,24 +762,41 @@ func (k *Kernel) destroy(o object) {
 	h.creator.releaseObject()
 }
 
-// freeDetached frees buffers nobody holds (taken out of a destroyed ring)
-// to the budgets they were drawn from.
-func (k *Kernel) freeDetached(bufs []*Buf) {
+// freeDetached frees the buffers taken out of a destroyed ring, crediting
+// the ring's account (its creator's budget; nil for a ring of the system
+// description).
+func (k *Kernel) freeDetached(bufs []*Buf, acct *budget) {
 	for _, b := range bufs {
 		b.owner.Store(ownerFree)
 	}
-	k.recycle(bufs)
+	if acct == nil {
+		k.pool.put(bufs)
+		return
+	}
+	k.recycle(acct, bufs)
 }
 
-// recycle returns free buffers (ownerFree) to their budgets and the pool.
-func (k *Kernel) recycle(bufs []*Buf) {
+// rehome moves the rings a destroyed component created, and the charge
+// of what they queue, to the budget its own is merged into, before the
+// merge: otherwise a push into such a ring would find a merged budget,
+// and buffers charged to it after the merge could not be told from those
+// charged before.
+func (k *Kernel) rehome(from, to *budget) {
+	to = to.live()
+	for _, o := range k.objectsByKind(KindRing) {
+		if r := o.(*ring); r.acct.Load() == from {
+			r.rehome(from, to)
+		}
+	}
+}
+
+// recycle returns free buffers (ownerFree) charged to b to the pool and
+// credits b: one atomic operation per batch.
+func (k *Kernel) recycle(b *budget, bufs []*Buf) {
 	if len(bufs) == 0 {
 		return
 	}
-	for _, b := range bufs {
-		b.budget.releaseBufs(1)
-		b.budget = nil
-	}
+	b.releaseBufs(int64(len(bufs)))
 	k.pool.put(bufs)
 }
 
@@ -732,11 +860,29 @@ func (pd *PD) NewNotification() (Cap, error) {
 
 // NewRing creates a ring of size slots, rounded up to a power of two
 // (charged to the object budget), and returns an AllRights cap to it.
+// Buffers queued in it are charged to the caller's buffer budget (see
+// Push).
 func (pd *PD) NewRing(size int) (Cap, error) {
-	if size <= 0 || size > maxRing {
-		return 0, fmt.Errorf("kernel: %s: new ring of size %d: %w", pd.name(), size, ErrNoBudget)
+	return pd.NewRingSpec(RingSpec{Size: size})
+}
+
+// NewRingSpec is NewRing with a byte rate: spec.ByteRate bounds the bytes
+// per second pushed into the ring (a token bucket of spec.Burst bytes; 0
+// means one second's worth, at least BufSize), on top of the pusher's own
+// budget rate. spec.Name must be empty: objects made at run time are named
+// by the kernel.
+func (pd *PD) NewRingSpec(spec RingSpec) (Cap, error) {
+	if spec.Name != "" {
+		return 0, fmt.Errorf("kernel: %s: new ring named %q: run-time objects are named by the kernel: %w", pd.name(), spec.Name, ErrInvalidCap)
 	}
-	return pd.newObject("new ring", func(n string) object { return newRing(n, size) }, "ring")
+	if spec.Size <= 0 || spec.Size > maxRing {
+		return 0, fmt.Errorf("kernel: %s: new ring of size %d: %w", pd.name(), spec.Size, ErrNoBudget)
+	}
+	if spec.ByteRate < 0 || spec.Burst < 0 {
+		return 0, fmt.Errorf("kernel: %s: new ring with byte rate %d, burst %d: %w", pd.name(), spec.ByteRate, spec.Burst, ErrNoBudget)
+	}
+	acct := pd.c.budget
+	return pd.newObject("new ring", func(n string) object { return newRing(n, spec, acct, pd.k.cfg.Now) }, "ring")
 }
 
 // objectsByKind returns the registered objects of kind, sorted by name.

@@ -205,8 +205,8 @@ func TestDestroyedRingFreesQueuedBuffers(t *testing.T) {
 			t.Fatalf("Push: got %d, %v, want %d", n, err, tc.n)
 		}
 	}
-	if ga, gb := a.Budget().Bufs, b.Budget().Bufs; ga != 3 || gb != 2 {
-		t.Fatalf("buffers in the ring: got a %d b %d, want 3 and 2", ga, gb)
+	if ga, gb := a.Budget().Bufs, b.Budget().Bufs; ga != 5 || gb != 0 {
+		t.Fatalf("buffers in the ring: got a %d b %d, want 5 (a made the ring) and 0", ga, gb)
 	}
 	wantErr(t, "b deletes its cap", b.Delete(bw), nil)
 	wantErr(t, "a deletes the last cap", a.Delete(r), nil)
@@ -217,7 +217,8 @@ func TestDestroyedRingFreesQueuedBuffers(t *testing.T) {
 
 // TestSpawnedChildDestroyedWithLastCap checks that deleting the last cap
 // to a spawned child kills it, removes it, and gives its budget back to
-// the spawner, including buffers it had pushed that are freed later.
+// the spawner; a buffer it pushed into the spawner's ring is charged to
+// the spawner already.
 func TestSpawnedChildDestroyedWithLastCap(t *testing.T) {
 	sys := &System{
 		Endpoints: []ObjectSpec{{Name: "ep"}},
@@ -260,7 +261,8 @@ func TestSpawnedChildDestroyedWithLastCap(t *testing.T) {
 		what      string
 		got, want int
 	}{
-		{"parent buffer limit (one still in the ring)", p.Budget().Limit.Bufs, 9},
+		{"parent buffer limit (all back)", p.Budget().Limit.Bufs, 10},
+		{"parent buffers used (one in its ring)", p.Budget().Bufs, 1},
 		{"parent object limit", p.Budget().Limit.Objects, 4},
 		{"parent objects used (the ring)", p.Budget().Objects, 1},
 	} {
@@ -273,8 +275,8 @@ func TestSpawnedChildDestroyedWithLastCap(t *testing.T) {
 		t.Fatalf("Pop the child's buffer: got %d, want 1", n)
 	}
 	p.FreeBuf(out[0])
-	if got := p.Budget().Limit.Bufs; got != 10 {
-		t.Fatalf("parent buffer limit after the child's last buffer was freed: got %d, want 10", got)
+	if got := p.Budget().Bufs; got != 0 {
+		t.Fatalf("parent buffers used after the child's last buffer was freed: got %d, want 0", got)
 	}
 	wantErr(t, "Delete the ring", p.Delete(r), nil)
 	if u := p.Budget(); u.Objects != 0 || u.Bufs != 0 {
@@ -299,10 +301,10 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() (got, wa
 }
 
 // TestDeadComponentBuffersReclaimed checks that the buffers a component
-// held when it died (allocated, or popped from another's budget) go back
-// to their budgets once its goroutines are gone, so that it can use its
-// whole budget again after a restart, while buffers it pushed stay
-// charged until their reader frees them.
+// held when it died (allocated, or popped from another's ring) and those
+// it reserved are released once its goroutines are gone, so that it can
+// use its whole budget again after a restart; a buffer it pushed is
+// charged to the ring already and stays there for its reader.
 func TestDeadComponentBuffersReclaimed(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -330,7 +332,7 @@ func TestDeadComponentBuffersReclaimed(t *testing.T) {
 			sys := &System{
 				Rings: []RingSpec{{Name: "r", Size: 8}},
 				Components: []ComponentSpec{
-					{Name: "a", Budget: Budget{Bufs: 4}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: AllRights}}},
+					{Name: "a", Budget: Budget{Bufs: 8}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: AllRights}}},
 					{Name: "b", Budget: Budget{Bufs: 4}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: AllRights}}},
 				},
 			}
@@ -355,6 +357,9 @@ func TestDeadComponentBuffersReclaimed(t *testing.T) {
 				if n, err := pd.Push(r, held[2:]); n != 1 {
 					return fmt.Errorf("Push: got %d, %v, want 1", n, err)
 				}
+				if err := pd.Reserve(2); err != nil {
+					return err
+				}
 				if tc.linger {
 					keep := held[0]
 					pd.Go(func() { <-release; _ = keep })
@@ -370,8 +375,9 @@ func TestDeadComponentBuffersReclaimed(t *testing.T) {
 			b.Push(mustSlot(t, b, "r"), two)
 			close(start)
 			a := <-loaded
-			if ga, gb := a.Budget().Bufs, b.Budget().Bufs; ga != 3 || gb != 2 {
-				t.Fatalf("before death: got a %d b %d buffers charged, want 3 and 2", ga, gb)
+			// a: 2 popped + 2 allocated and not pushed + 2 reserved.
+			if ga, gb := a.Budget().Bufs, b.Budget().Bufs; ga != 6 || gb != 0 {
+				t.Fatalf("before death: got a %d b %d buffers charged, want 6 and 0", ga, gb)
 			}
 			close(proceed)
 			if tc.kill != nil {
@@ -379,29 +385,34 @@ func TestDeadComponentBuffersReclaimed(t *testing.T) {
 			}
 			if tc.linger {
 				time.Sleep(20 * time.Millisecond)
-				if got := a.Budget().Bufs; got != 3 {
-					t.Fatalf("dead, with a goroutine still running: got %d buffers charged, want 3 (nothing freed yet)", got)
+				if got := a.Budget().Bufs; got != 6 {
+					t.Fatalf("dead, with a goroutine still running: got %d buffers charged, want 6 (nothing freed yet)", got)
 				}
 				close(release)
 			}
-			eventually(t, 5*time.Second, "a's buffers charged after death (one is in the ring)", func() (int, int) { return a.Budget().Bufs, 1 })
-			eventually(t, 5*time.Second, "b's buffers a had popped", func() (int, int) { return b.Budget().Bufs, 0 })
+			eventually(t, 5*time.Second, "a's buffers charged after death", func() (int, int) { return a.Budget().Bufs, 0 })
+			if got := b.Budget().Bufs; got != 0 {
+				t.Fatalf("b's buffers after a died: got %d, want 0", got)
+			}
 			if tc.name != "restart" {
 				wantErr(t, "Restart", k.Restart("a"), nil)
 			}
 			a2 := <-later
-			bufs := make([]*Buf, 3)
-			if n, err := a2.AllocBufs(bufs); n != 3 || err != nil {
-				t.Fatalf("AllocBufs after restart: got %d, %v, want the 3 not in the ring", n, err)
+			bufs := make([]*Buf, 8)
+			if n, err := a2.AllocBufs(bufs); n != 8 || err != nil {
+				t.Fatalf("AllocBufs after restart: got %d, %v, want the whole budget of 8", n, err)
 			}
 			a2.FreeBufs(bufs)
 			out := make([]*Buf, 1)
 			if n, _ := b.Pop(mustSlot(t, b, "r"), out); n != 1 {
 				t.Fatalf("Pop a's last buffer: got %d, want 1", n)
 			}
+			if got := b.Budget().Bufs; got != 1 {
+				t.Fatalf("b's buffers after popping a's: got %d, want 1 (charged to the holder)", got)
+			}
 			b.FreeBufs(out)
-			if got := a2.Budget().Bufs; got != 0 {
-				t.Fatalf("a's buffers at the end: got %d, want 0", got)
+			if ga, gb := a2.Budget().Bufs, b.Budget().Bufs; ga != 0 || gb != 0 {
+				t.Fatalf("buffers at the end: got a %d b %d, want 0 and 0", ga, gb)
 			}
 		})
 	}

@@ -29,7 +29,8 @@ func TestRightsString(t *testing.T) {
 
 // TestRightsPerVerb runs every verb with a cap minted with each of the 16
 // rights sets and checks it is refused (ErrRights) exactly when a needed
-// right is missing.
+// right is missing, and that it works otherwise; then it runs every verb
+// with a cap of each other kind and checks it is refused (ErrInvalidCap).
 func TestRightsPerVerb(t *testing.T) {
 	_, pds := harness(t, pair(AllRights), nil)
 	a := pds["a"]
@@ -74,15 +75,50 @@ func TestRightsPerVerb(t *testing.T) {
 		}, nil},
 		{"PopWait", KindRing, has(Read), func(c Cap) error { _, err := a.PopWait(cancelled(), c, make([]*Buf, 1)); return err }, context.Canceled},
 		{"BindRing", KindRing, has(Read), func(c Cap) error { return a.BindRing(c, 0) }, nil},
-		{"CloseRing", KindRing, has(0), func(c Cap) error { return nil }, nil}, // any right; exercised in ring tests
+		{"CloseRing", KindRing, has(0), func(c Cap) error { return a.CloseRing(c) }, nil},
 		{"Kill", KindComponent, has(Write), func(c Cap) error { return a.Kill(c) }, nil},
 		{"Restart", KindComponent, has(Write), func(c Cap) error { return a.Restart(c) }, nil},
 		{"GrantBudget", KindComponent, has(Write), func(c Cap) error { return a.GrantBudget(c, Budget{}) }, nil},
 	}
+	// fresh makes the object a verb's subtests mint from (one per
+	// subtest, deleted after); check tests a permitted call's effect
+	// through the original cap.
+	type special struct {
+		fresh func() (Cap, error)
+		check func(orig Cap) error
+	}
+	specials := map[string]special{
+		"CloseRing": {
+			fresh: func() (Cap, error) { return a.NewRing(1) },
+			check: func(orig Cap) error { // the ring is closed for every holder
+				if info, err := a.Inspect(orig); err != nil || !info.Closed {
+					return fmt.Errorf("Inspect after CloseRing: got %+v, %v, want Closed", info, err)
+				}
+				x, _ := a.AllocBuf()
+				n, err := a.Push(orig, []*Buf{x})
+				if n == 0 {
+					a.FreeBuf(x)
+				}
+				if !errors.Is(err, ErrClosed) {
+					return fmt.Errorf("Push after CloseRing: got %d, %v, want ErrClosed", n, err)
+				}
+				return nil
+			},
+		},
+	}
 	for _, v := range verbs {
 		for r := Rights(0); r <= AllRights; r++ {
 			t.Run(fmt.Sprintf("%s/%s", v.name, r), func(t *testing.T) {
-				c, err := a.Mint(src[v.kind], r, 0)
+				orig, sp := src[v.kind], specials[v.name]
+				if sp.fresh != nil {
+					o, err := sp.fresh()
+					if err != nil {
+						t.Fatalf("making the object: %v", err)
+					}
+					defer a.Delete(o)
+					orig = o
+				}
+				c, err := a.Mint(orig, r, 0)
 				if err != nil {
 					t.Fatalf("Mint: %v", err)
 				}
@@ -99,6 +135,24 @@ func TestRightsPerVerb(t *testing.T) {
 				}
 				if v.okIs != nil && !errors.Is(err, v.okIs) {
 					t.Fatalf("got error %v, want %v", err, v.okIs)
+				}
+				if sp.check != nil {
+					if err != nil {
+						t.Fatalf("got error %v, want nil", err)
+					}
+					if err := sp.check(orig); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		}
+		for kind, c := range src {
+			if kind == v.kind {
+				continue
+			}
+			t.Run(fmt.Sprintf("%s/%s cap", v.name, kind), func(t *testing.T) {
+				if err := v.run(c); !errors.Is(err, ErrInvalidCap) {
+					t.Fatalf("got error %v, want ErrInvalidCap", err)
 				}
 			})
 		}

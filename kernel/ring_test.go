@@ -29,13 +29,16 @@ func TestRingOwnershipTransfer(t *testing.T) {
 			t.Fatalf("bufs[%d] after Push: got %p, want nil (ownership moved to the ring)", i, x)
 		}
 	}
-	if u := a.Budget(); u.Bufs != 3 {
-		t.Fatalf("producer's budget while in the ring: got %d bufs, want 3", u.Bufs)
+	if u := a.Budget(); u.Bufs != 0 {
+		t.Fatalf("producer's budget while in the ring: got %d bufs, want 0 (the charge moved with them)", u.Bufs)
 	}
 	out := make([]*Buf, 8)
 	n, err = b.Pop(rb, out)
 	if err != nil || n != 3 {
 		t.Fatalf("Pop: got %d, %v, want 3", n, err)
+	}
+	if u := b.Budget(); u.Bufs != 3 {
+		t.Fatalf("consumer's budget after the pop: got %d bufs, want 3", u.Bufs)
 	}
 	for i, x := range out[:n] {
 		x.TrimFront(2)
@@ -44,8 +47,8 @@ func TestRingOwnershipTransfer(t *testing.T) {
 		}
 	}
 	b.FreeBufs(out[:n])
-	if u := a.Budget(); u.Bufs != 0 {
-		t.Fatalf("producer's budget after the consumer freed: got %d bufs, want 0", u.Bufs)
+	if ua, ub := a.Budget(), b.Budget(); ua.Bufs != 0 || ub.Bufs != 0 {
+		t.Fatalf("budgets after the consumer freed: got producer %d consumer %d bufs, want 0 and 0", ua.Bufs, ub.Bufs)
 	}
 	if _, err := b.Pop(rb, out); err != ErrWouldBlock {
 		t.Fatalf("Pop of an empty ring: got %v, want ErrWouldBlock", err)
@@ -138,7 +141,7 @@ func TestRingPeerDeath(t *testing.T) {
 		Rings: []RingSpec{{Name: "r", Size: 4}},
 		Components: []ComponentSpec{
 			{Name: "prod", Budget: Budget{Bufs: 4}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: Write}}},
-			{Name: "cons", Caps: []CapSpec{{Name: "r", Object: "r", Rights: Read}}},
+			{Name: "cons", Budget: Budget{Bufs: 4}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: Read}}},
 		},
 	}
 	k, pds := harness(t, sys, nil)

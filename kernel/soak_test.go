@@ -22,7 +22,9 @@ func TestFlowSoak(t *testing.T) {
 	sys := &System{
 		Endpoints: []ObjectSpec{{Name: "to-app"}, {Name: "to-ipcp"}},
 		Components: []ComponentSpec{
-			{Name: "irm", Budget: Budget{Objects: 2}, Caps: []CapSpec{
+			// The IRM makes the rings, so what they queue is charged to
+			// it: at most one buffer each way per flow here.
+			{Name: "irm", Budget: Budget{Objects: 2, Bufs: 2}, Caps: []CapSpec{
 				{Name: "app", Object: "to-app", Rights: Write | Grant},
 				{Name: "ipcp", Object: "to-ipcp", Rights: Write | Grant},
 			}},
@@ -139,6 +141,7 @@ func TestFlowSoak(t *testing.T) {
 		{"named objects", after.names, before.names},
 		{"components", after.comps, before.comps},
 		{"irm objects used", after.used["irm"].Objects, 0},
+		{"irm buffers used (queued in its rings)", after.used["irm"].Bufs, 0},
 		{"irm object limit", after.used["irm"].Limit.Objects, 2},
 		{"app buffers used", after.used["app"].Bufs, 0},
 		{"ipcp buffers used", after.used["ipcp"].Bufs, 0},

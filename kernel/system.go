@@ -3,6 +3,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"sort"
 	"strings"
 )
@@ -23,10 +24,20 @@ type ObjectSpec struct {
 	Name string `json:"name" toml:"name"`
 }
 
-// RingSpec declares a ring of Size slots (rounded up to a power of two).
+// RingSpec declares a ring of Size slots (rounded up to a power of two),
+// optionally with a byte rate. A ring of the description is its own
+// account: the buffers queued in it are bounded by its size, which Boot
+// counts against Config.MaxBufs. (A ring made at run time, PD.NewRingSpec,
+// charges them to its creator's budget.)
 type RingSpec struct {
 	Name string `json:"name" toml:"name"`
 	Size int    `json:"size" toml:"size"`
+	// ByteRate bounds the bytes per second pushed into the ring (on top
+	// of each pusher's budget rate); 0 means unlimited.
+	ByteRate int64 `json:"byte_rate,omitempty" toml:"byte_rate,omitempty"`
+	// Burst is the token-bucket depth in bytes for ByteRate; 0 means one
+	// second's worth (at least BufSize).
+	Burst int64 `json:"burst,omitempty" toml:"burst,omitempty"`
 }
 
 // ComponentSpec declares a component.
@@ -119,6 +130,9 @@ func (s *System) Validate() error {
 		name(o.Name, "ring")
 		if o.Size <= 0 || o.Size > maxRing {
 			bad("ring %q: size %d out of range [1, %d]", o.Name, o.Size, maxRing)
+		}
+		if o.ByteRate < 0 || o.Burst < 0 {
+			bad("ring %q: negative byte rate %d or burst %d", o.Name, o.ByteRate, o.Burst)
 		}
 	}
 	comps := make(map[string]*ComponentSpec)
@@ -339,9 +353,12 @@ func (k *Kernel) Boot(sys *System, progs map[string]Program) error {
 	for _, c := range sys.Components {
 		total += int64(c.Budget.Bufs)
 	}
+	for _, r := range sys.Rings {
+		total += int64(1) << bits.Len(uint(r.Size-1)) // what it can queue
+	}
 	if k.cfg.MaxBufs > 0 && total > int64(k.cfg.MaxBufs) {
 		k.mu.Unlock()
-		return fmt.Errorf("kernel: boot: budgets total %d buffers > MaxBufs %d: %w", total, k.cfg.MaxBufs, ErrNoBudget)
+		return fmt.Errorf("kernel: boot: budgets and rings total %d buffers > MaxBufs %d: %w", total, k.cfg.MaxBufs, ErrNoBudget)
 	}
 	for _, c := range sys.Components {
 		if _, ok := k.byName[c.Name]; ok {
@@ -361,7 +378,7 @@ func (k *Kernel) Boot(sys *System, progs map[string]Program) error {
 		objs[o.Name] = newNotification(o.Name)
 	}
 	for _, o := range sys.Rings {
-		objs[o.Name] = newRing(o.Name, o.Size)
+		objs[o.Name] = newRing(o.Name, o, nil, k.cfg.Now)
 	}
 	comps := make([]*component, len(sys.Components))
 	for i, spec := range sys.Components {
@@ -573,7 +590,12 @@ func (k *Kernel) Describe() *System {
 		sys.Notifications = append(sys.Notifications, ObjectSpec{Name: o.name()})
 	}
 	for _, o := range k.objectsByKind(KindRing) {
-		sys.Rings = append(sys.Rings, RingSpec{Name: o.name(), Size: len(o.(*ring).slots)})
+		r := o.(*ring)
+		rs := RingSpec{Name: o.name(), Size: len(r.slots)}
+		if r.rate != nil {
+			rs.ByteRate, rs.Burst = r.rate.get()
+		}
+		sys.Rings = append(sys.Rings, rs)
 	}
 	return sys
 }

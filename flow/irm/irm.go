@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -668,27 +666,6 @@ func (m *IRM) collect() {
 	for _, id := range dead {
 		m.dropFlow(id)
 	}
-}
-
-// Flows lists the flows the IRM brokered that are still open.
-func (m *IRM) flowTable() Table {
-	m.collect()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ids := make([]uint64, 0, len(m.flows))
-	for id := range m.flows {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	t := Table{Columns: []string{"id", "local", "remote", "layer", "cube", "age"}}
-	for _, id := range ids {
-		f := m.flows[id]
-		t.Rows = append(t.Rows, []string{
-			strconv.FormatUint(id, 10), f.info.Local, f.info.Remote, f.info.Layer,
-			f.info.QoS.Cube().String(), time.Since(f.started).Truncate(time.Millisecond).String(),
-		})
-	}
-	return t
 }
 
 // Joiner is an IPCP of a broadcast layer: Join attaches port as a member.

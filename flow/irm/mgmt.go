@@ -2,8 +2,10 @@ package irm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,17 +22,21 @@ const (
 	CmdFlows  = "flows"  // flows brokered and still open
 	CmdReg    = "reg"    // register Name in Layer (or every layer if empty)
 	CmdUnreg  = "unreg"  // unregister Name from Layer (or every layer)
-	CmdSystem = "system" // the kernel's system description; Args["format"]: table, dot, mermaid
+	CmdSystem = "system" // the kernel's system description; Args["format"]: table, dot, mermaid or json
 )
 
 func (m *IRM) mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
+	pg, err := newPager(req)
+	if err != nil {
+		return MgmtResp{}, err
+	}
 	switch req.Cmd {
 	case CmdIPCPs:
-		return MgmtResp{Table: m.ipcpTable()}, nil
+		return pg.page(MgmtResp{Table: m.ipcpTable()})
 	case CmdNames:
-		return MgmtResp{Table: m.nameTable()}, nil
+		return m.namePage(pg)
 	case CmdFlows:
-		return MgmtResp{Table: m.flowTable()}, nil
+		return m.flowPage(pg)
 	case CmdReg, CmdUnreg:
 		return m.regCmd(ctx, req)
 	case CmdCreate:
@@ -42,15 +48,24 @@ func (m *IRM) mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 			return MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)
 		}
 		sys := m.cfg.Describe()
+		var text string
 		switch req.Args["format"] {
 		case "", "table":
-			return MgmtResp{Text: sys.Table()}, nil
+			text = sys.Table()
 		case "dot":
-			return MgmtResp{Text: sys.Dot()}, nil
+			text = sys.Dot()
 		case "mermaid":
-			return MgmtResp{Text: sys.Mermaid()}, nil
+			text = sys.Mermaid()
+		case "json":
+			b, err := json.Marshal(sys)
+			if err != nil {
+				return MgmtResp{}, fmt.Errorf("irm: system description: %w", err)
+			}
+			text = string(b)
+		default:
+			return MgmtResp{}, fmt.Errorf("irm: system format %q (want table, dot, mermaid or json): %w", req.Args["format"], flow.ErrInvalid)
 		}
-		return MgmtResp{}, fmt.Errorf("irm: system format %q (want table, dot or mermaid): %w", req.Args["format"], flow.ErrInvalid)
+		return pg.page(MgmtResp{Text: text})
 	}
 	if req.IPCP == "" {
 		return MgmtResp{}, fmt.Errorf("irm: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
@@ -59,6 +74,7 @@ func (m *IRM) mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	if e == nil {
 		return MgmtResp{}, fmt.Errorf("irm: %s %s: no such IPCP: %w", req.Cmd, req.IPCP, flow.ErrNotFound)
 	}
+	// The IPCP's component pages its own answers (ServeIPCP).
 	return e.ipcp.Mgmt(ctx, req)
 }
 
@@ -91,7 +107,9 @@ func (m *IRM) ipcpTable() Table {
 	return t
 }
 
-func (m *IRM) nameTable() Table {
+// namePage lists names, their bindings and the layers they are
+// registered in, a page at a time.
+func (m *IRM) namePage(pg pager) (MgmtResp, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	names := make([]string, 0, len(m.names))
@@ -99,17 +117,38 @@ func (m *IRM) nameTable() Table {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	t := Table{Columns: []string{"name", "bound", "layers"}}
-	for _, n := range names {
-		e := m.names[n]
+	return pg.rows([]string{"name", "bound", "layers"}, len(names), func(i int) []string {
+		e := m.names[names[i]]
 		layers := make([]string, 0, len(e.layers))
 		for l := range e.layers {
 			layers = append(layers, l)
 		}
 		sort.Strings(layers)
-		t.Rows = append(t.Rows, []string{n, fmt.Sprint(len(e.sessions)), strings.Join(layers, ",")})
+		return []string{names[i], strconv.Itoa(len(e.sessions)), strings.Join(layers, ",")}
+	})
+}
+
+// flowPage lists the flows the IRM brokered that are still open, a page
+// at a time; the first page first forgets the flows both ends closed.
+func (m *IRM) flowPage(pg pager) (MgmtResp, error) {
+	if pg.off == 0 {
+		m.collect()
 	}
-	return t
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := make([]uint64, 0, len(m.flows))
+	for id := range m.flows {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	now := time.Now()
+	return pg.rows([]string{"id", "local", "remote", "layer", "cube", "age"}, len(ids), func(i int) []string {
+		f := m.flows[ids[i]]
+		return []string{
+			strconv.FormatUint(ids[i], 10), f.info.Local, f.info.Remote, f.info.Layer,
+			f.info.QoS.Cube().String(), now.Sub(f.started).Truncate(time.Millisecond).String(),
+		}
+	})
 }
 
 func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {

@@ -166,14 +166,27 @@ func (c *core) membersTable() irm.Table {
 	return t
 }
 
+// routesTable lists the routes, with the names of the members this IPCP
+// knows (those it enrolled with or keeps adjacencies with) beside their
+// addresses.
 func (c *core) routesTable() irm.Table {
-	t := irm.Table{Columns: []string{"dst", "metric", "next_hops", "alternate"}}
+	t := irm.Table{Columns: []string{"dst", "name", "metric", "next_hops", "via", "alternate"}}
+	c.p.mu.Lock()
+	names := make(map[layer.Addr]string, len(c.p.peers))
+	for a, n := range c.p.peers {
+		names[a] = n
+	}
+	c.p.mu.Unlock()
 	for _, r := range c.router.Routes() {
 		alt := ""
 		if r.Alternate != 0 {
 			alt = u64(uint64(r.Alternate))
 		}
-		t.Rows = append(t.Rows, []string{u64(uint64(r.Dst)), u64(r.Metric), addrs(r.NextHops), alt})
+		via := make([]string, len(r.NextHops))
+		for i, h := range r.NextHops {
+			via[i] = names[h]
+		}
+		t.Rows = append(t.Rows, []string{u64(uint64(r.Dst)), names[r.Dst], u64(r.Metric), addrs(r.NextHops), strings.Join(via, ","), alt})
 	}
 	return t
 }
@@ -317,7 +330,7 @@ func (p *IPCP) statsTable() irm.Table {
 	add("routing.lsus_sent", s.LSUsSent)
 	add("routing.lsus_received", s.LSUsReceived)
 	add("routing.computations", s.Computations)
-	add("enrolled", s.Enrolled)
+	add("members_enrolled", s.Enrolled) // by this IPCP; its own enrollment is "state"
 	return t
 }
 

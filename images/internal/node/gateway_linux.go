@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -23,11 +22,8 @@ import (
 func Gateway(path string, logf func(string, ...any)) Extra {
 	var l *net.UnixListener
 	prepare := func() error {
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-			return fmt.Errorf("gateway: %w", err)
-		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("gateway: remove stale socket: %w", err)
+		if err := claimSocket(path); err != nil { // socketpath_linux.go
+			return err
 		}
 		var err error
 		l, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})

@@ -264,7 +264,7 @@ func (n *Node) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-chan e
 	if c := req.Args["config"]; c != "" {
 		doc += fmt.Sprintf("[ipcp.%s]\n%s\n", kind, c)
 	}
-	cfg, err := ParseConfig([]byte(doc))
+	cfg, err := parseCreated([]byte(doc))
 	if err != nil {
 		return irm.Info{}, nil, 0, nil, err
 	}
