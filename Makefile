@@ -1,7 +1,12 @@
 # ouro — build, test and image targets.
 #
-#   make test     everything CI runs: vet, gofmt check, race tests, 32-bit ARM build,
-#                 and the QEMU tests when the TamaGo toolchain and QEMU are present.
+#   make test     everything CI runs, step by step (STEPS), then a summary of
+#                 what ran, passed and was skipped, and why: gofmt check,
+#                 vet, race tests, the zero-allocation tests without -race,
+#                 the kerneldebug build, the 32-bit ARM build, and the QEMU
+#                 suites when the TamaGo toolchain and QEMU are present.
+#                 A failed step does not stop the others; it fails make test.
+#                 A subset: make test STEPS="unit allocs" PKGS=./tools/...
 #   make bench    the benchmarks recorded in docs/benchmarks.md.
 #   make demo     the README's main job: a few hosted nodes pinging across each other.
 
@@ -10,12 +15,30 @@ PKGS    ?= ./...
 # Packages that must build for 32-bit ARM Linux: everything host-portable
 # (board/ and images/ carry build tags of their own).
 ARMPKGS ?= ./...
+# The steps of make test, in order.
+STEPS   ?= fmt-check vet unit allocs kerneldebug arm qemu-test qemu-test-pi qemu-test-microvm
+# Where make test records its steps (tools/testsum), and the tool.
+SUMMARY ?= bin/test-summary
+TESTSUM ?= bin/testsum
+# go test flags of the test steps; make test sets -json for tools/testsum.
+GOTEST_FLAGS ?=
+# Packages with zero-allocation tests (testing.AllocsPerRun): the allocs
+# step runs their "Allocs" tests without -race, which allocates (the
+# forwarding path's tests skip under it). tools/testsum's tests check that
+# every such test that skips under -race is named so.
+ALLOC_PKGS ?= $(sort $(foreach f,$(shell git grep -l 'testing.AllocsPerRun' -- '*_test.go' 2>/dev/null),./$(patsubst %/,%,$(dir $(f)))))
 
-.PHONY: all test unit vet fmt-check arm bench demo fuzz-smoke clean
+.PHONY: all test unit allocs kerneldebug vet fmt-check arm bench demo fuzz-smoke clean
 
 all: test
 
-test: fmt-check vet unit arm qemu-test qemu-test-pi qemu-test-microvm
+test:
+	@rm -rf $(SUMMARY) && mkdir -p $(SUMMARY) $(dir $(TESTSUM)) && $(GO) build -o $(TESTSUM) ./tools/testsum
+	@for s in $(STEPS); do \
+		echo "== make $$s"; \
+		$(TESTSUM) run -dir $(SUMMARY) -step $$s -- $(MAKE) --no-print-directory $$s GOTEST_FLAGS=-json; \
+	done; \
+	$(TESTSUM) report -dir $(SUMMARY)
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -25,8 +48,17 @@ vet:
 	$(GO) vet $(PKGS)
 
 unit:
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	$(GO) test -race -count=1 -tags kerneldebug ./kernel/
+	$(GO) test $(GOTEST_FLAGS) -race -count=1 -timeout 20m $(PKGS)
+
+# the zero-allocation tests, without the race detector, one package at a
+# time: a loaded machine slows a test and its background goroutines'
+# allocations (timers, routing ticks) then count against it
+allocs:
+	$(GO) test $(GOTEST_FLAGS) -p 1 -count=1 -timeout 10m -run 'Allocs' $(ALLOC_PKGS)
+
+# the kernel's consistency checks (build tag kerneldebug)
+kerneldebug:
+	$(GO) test $(GOTEST_FLAGS) -race -count=1 -tags kerneldebug ./kernel/
 
 arm:
 	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(ARMPKGS)

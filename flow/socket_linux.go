@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -14,16 +15,38 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// DefaultSocket is where a hosted node listens unless configured
-// otherwise; the OURO_SOCKET environment variable overrides it.
+// DefaultSocket is where a hosted node run by root listens unless
+// configured otherwise (see SocketCandidates for other users).
 const DefaultSocket = "/run/ouro/node.sock"
 
-// SocketPath returns $OURO_SOCKET, or DefaultSocket.
+// SocketCandidates returns where a hosted node listens by default, in
+// order of preference: $XDG_RUNTIME_DIR/ouro/node.sock (the user's
+// runtime directory, when set), DefaultSocket, and a directory of the
+// user's own under the temporary directory, /tmp/ouro-<uid>/node.sock.
+// A node takes the first it can use; a program looks for a node at each.
+func SocketCandidates() []string {
+	var c []string
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+		c = append(c, filepath.Join(d, "ouro", "node.sock"))
+	}
+	c = append(c, DefaultSocket)
+	return append(c, filepath.Join(os.TempDir(), fmt.Sprintf("ouro-%d", os.Geteuid()), "node.sock"))
+}
+
+// SocketPath returns the node socket a program uses by default:
+// $OURO_SOCKET if set, else the first of SocketCandidates where a socket
+// exists, else the first candidate.
 func SocketPath() string {
 	if p := os.Getenv("OURO_SOCKET"); p != "" {
 		return p
 	}
-	return DefaultSocket
+	c := SocketCandidates()
+	for _, p := range c {
+		if st, err := os.Stat(p); err == nil && st.Mode()&os.ModeSocket != 0 {
+			return p
+		}
+	}
+	return c[0]
 }
 
 // SocketBroker is a Broker for a program outside the node: it talks to a

@@ -53,11 +53,9 @@ PI_TAGS    = $(PI_BOARD),linkcpuinit
 # RAM starts at 1 MiB (board/raspberrypi ramStart); TamaGo keeps its first
 # 64 KiB for the vector table, page tables and exception stacks.
 PI_TEXT   := 0x00110000
+# the router's embedded configuration (CONFIG) is added as in mk/tamago.mk,
+# once config-check passed
 PI_LDFLAGS = -T $(PI_TEXT) -R 0x1000
-ifneq ($(CONFIG),)
-# as in mk/tamago.mk: the router's embedded configuration (main.config)
-PI_LDFLAGS += -X main.config=$(shell base64 -w0 $(CONFIG))
-endif
 # the console is QEMU's first -serial (PL011), the link UART the second
 PI_QEMU    = qemu-system-arm -machine $(PI_MACHINE_$(PI_BOARD)) -nographic -monitor none
 PI_ELF     = bin/$(notdir $(PI_IMAGE))-$(PI_BOARD).elf
@@ -93,10 +91,10 @@ pi-check:
 	@if [ -z "$(filter $(BOARD),$(PI_BOARDS))" ] && [ "$(origin BOARD)" = "command line" ]; then \
 		echo "mk/pi.mk: BOARD=$(BOARD) is not a Pi (one of: $(PI_BOARDS))"; exit 2; fi
 
-pi-image: pi-check
+pi-image: config-check pi-check
 	@if [ ! -x "$(PI_TAMAGO_GOROOT)/bin/go" ] || [ -z "$(PI_TAMAGO)" ]; then echo "$(PI_SKIP_TOOLCHAIN)"; exit 2; fi
 	@mkdir -p bin
-	$(PI_GOENV) nice $(PI_TAMAGO) build -trimpath -tags $(PI_TAGS) -ldflags '$(PI_LDFLAGS)' -o $(PI_ELF) $(PI_IMAGE)
+	$(PI_GOENV) nice $(PI_TAMAGO) build -trimpath -tags $(PI_TAGS) -ldflags "$(PI_LDFLAGS) $(CONFIG_LDFLAGS)" -o $(PI_ELF) $(PI_IMAGE)
 	@ls -l $(PI_ELF)
 
 pi-qemu: pi-image

@@ -13,8 +13,10 @@
 #                         TestQEMU: eth and UDP-on-netstack flows, ping, perf,
 #                         halt exit code; QEMU_FIGURES=FILE keeps the figures)
 #
-# Missing pieces (the TamaGo toolchain, qemu-system-arm, mkimage) make a
-# target print one "SKIP: ..." line: qemu-test then exits 0 without claiming
+# CONFIG, when given, is checked first (config-check): a missing or invalid
+# file fails the target (exit 1) before anything is built. Missing pieces
+# (the TamaGo toolchain, qemu-system-arm, mkimage) make a target print one
+# "SKIP: ..." line: qemu-test then exits 0 without claiming
 # a pass; image, imx and qemu exit 2, since nothing was built or run.
 
 BOARD        ?= usbarmory
@@ -61,13 +63,25 @@ QEMU_CMD_usbarmory := qemu-system-arm -machine mcimx6ul-evk -cpu cortex-a7 -m 51
 QEMU_CMD = $(QEMU_CMD_$(BOARD))
 
 TAMAGO_LDFLAGS = -T $(TEXT_START) -R 0x1000
-ifneq ($(CONFIG),)
 # CONFIG reaches the image as base64 in main.config (a string variable the
-# image may declare; the linker ignores -X for an undeclared one).
-TAMAGO_LDFLAGS += -X main.config=$(shell base64 -w0 $(CONFIG))
-endif
+# image may declare; the linker ignores -X for an undeclared one), encoded
+# by the recipe's shell once config-check passed.
+CONFIG_LDFLAGS = $(if $(CONFIG),-X main.config=$$(base64 -w0 '$(CONFIG)'))
+HOST_GO       ?= go
+# what checks CONFIG on the host (a built router binary will do)
+CONFIG_CHECKER ?= $(HOST_GO) run ./images/router
 
-.PHONY: image imx qemu qemu-semihosting qemu-test tamago-check-board
+.PHONY: image imx qemu qemu-semihosting qemu-test tamago-check-board config-check
+
+# config-check: CONFIG is checked on the host, by the router's own parser
+# (router -check-config, docs/config.md), before anything is built: a
+# missing or invalid file fails with its mistakes and no image is built.
+config-check:
+	@if [ -n "$(CONFIG)" ]; then \
+		if [ ! -f '$(CONFIG)' ]; then echo "make: CONFIG=$(CONFIG): no such file: no image built" >&2; exit 1; fi; \
+		$(CONFIG_CHECKER) -check-config '$(CONFIG)' || \
+		{ echo "make: CONFIG=$(CONFIG) is not a valid node configuration (docs/config.md): no image built" >&2; exit 1; }; \
+	fi
 
 tamago-check-board:
 	@if [ -z "$(filter $(BOARD),$(TAMAGO_BOARDS))" ]; then \
@@ -75,7 +89,7 @@ tamago-check-board:
 
 # image: build $(IMAGE), or $(IMAGE_FALLBACK) when $(IMAGE) has no Go files
 # for the board's build tags; writes the chosen ELF's path to bin/.image-$(BOARD)
-image: tamago-check-board
+image: config-check tamago-check-board
 	@if [ ! -x "$(TAMAGO_GOROOT)/bin/go" ] || [ -z "$(TAMAGO)" ]; then echo "$(TAMAGO_SKIP_TOOLCHAIN)"; exit 2; fi
 	@mkdir -p bin
 	@pkg="$(IMAGE)"; \
@@ -85,7 +99,7 @@ image: tamago-check-board
 	fi; \
 	out="bin/$$(basename $$pkg)-$(BOARD).elf"; \
 	echo "$(TAMAGO_GOENV) tamago build -tags $(TAMAGO_TAGS) -ldflags '-T $(TEXT_START) -R 0x1000' -o $$out $$pkg"; \
-	$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags '$(TAMAGO_LDFLAGS)' -o $$out $$pkg && \
+	$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags "$(TAMAGO_LDFLAGS) $(CONFIG_LDFLAGS)" -o $$out $$pkg && \
 	echo "$$out" > bin/.image-$(BOARD) && ls -l $$out
 
 # imx: ELF -> raw binary -> i.MX image with IVT and the board's DCD

@@ -1,11 +1,15 @@
-// Package identity is a node's long-term identity: an ed25519 key pair,
-// derived from a board's hardware-unique key or kept in a file on hosted
-// nodes, and the short node name printed from its public key. It does not
-// authenticate peers or exchange keys (that is crypto/kex's business).
+// Package identity is a node's long-term identity and the signed objects
+// built on it: an ed25519 key pair, derived from a board's hardware-unique
+// key or kept in a file on hosted nodes; the short node name printed from
+// its public key; domain-separated signatures; the measurement of the
+// image a node runs; identity documents, membership certificates and
+// revocation lists (deterministic CBOR, see docs/wire/identity.md). It
+// decides no admission (crypto/admission does) and exchanges no keys.
 package identity
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -100,9 +104,13 @@ func (id *Identity) Public() ed25519.PublicKey { return id.pub }
 // Name returns the node name: NameOf(id.Public()).
 func (id *Identity) Name() string { return id.name }
 
-// Sign signs msg (pure ed25519, RFC 8032 section 5.1.6). Deterministic:
-// the same message always has the same signature.
-func (id *Identity) Sign(msg []byte) []byte { return ed25519.Sign(id.priv, msg) }
+// Sign signs msg (pure ed25519, RFC 8032 section 5.1.6) and never fails
+// or blocks: it implements Signer for the component that holds the key.
+// Deterministic: the same message always has the same signature. Use
+// SignLabeled for anything sent: a bare signature has no domain.
+func (id *Identity) Sign(_ context.Context, msg []byte) ([]byte, error) {
+	return ed25519.Sign(id.priv, msg), nil
+}
 
 // Verify reports whether sig is id's signature of msg.
 func (id *Identity) Verify(msg, sig []byte) bool { return Verify(id.pub, msg, sig) }

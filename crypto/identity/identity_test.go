@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
@@ -10,6 +11,15 @@ import (
 	"runtime"
 	"testing"
 )
+
+func mustSign(t *testing.T, id *Identity, msg []byte) []byte {
+	t.Helper()
+	sig, err := id.Sign(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sig
+}
 
 func mustHex(t *testing.T, s string) []byte {
 	t.Helper()
@@ -42,7 +52,7 @@ func TestVectors(t *testing.T) {
 		}
 		wantSig := "daff85fb752ad59b1542b8669c2688cbcf587c080f8c14e130fae262ba820d96" +
 			"d9f7c8a73d4d600049a2374544a3c07fa5b6f95db3e0fa54de375d19a0946309"
-		if got := hex.EncodeToString(id.Sign([]byte("ouro"))); got != wantSig {
+		if got := hex.EncodeToString(mustSign(t, id, []byte("ouro"))); got != wantSig {
 			t.Errorf("got signature %s, want %s", got, wantSig)
 		}
 	})
@@ -56,7 +66,7 @@ func TestVectors(t *testing.T) {
 		}
 		want := "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155" +
 			"5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
-		if got := hex.EncodeToString(id.Sign(nil)); got != want {
+		if got := hex.EncodeToString(mustSign(t, id, nil)); got != want {
 			t.Errorf("got signature %s, want %s", got, want)
 		}
 	})
@@ -66,7 +76,7 @@ func TestSignVerify(t *testing.T) {
 	a, _ := Generate(nil)
 	b, _ := Generate(nil)
 	msg := []byte("enrollment request")
-	sig := a.Sign(msg)
+	sig := mustSign(t, a, msg)
 	tests := []struct {
 		name string
 		pub  ed25519.PublicKey

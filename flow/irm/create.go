@@ -70,6 +70,7 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	e := &ipcpEntry{info: info, ipcp: NewRemote(pd, ep), ep: ep, sup: supervised{
 		name: info.Name, kind: "ipcp", badge: badge, state: StateInit, backoff: NewBackoff(m.cfg.Restart, time.Now()),
 	}}
+	e.newLife()
 	m.mu.Lock()
 	m.ipcps = append(m.ipcps, e)
 	m.mu.Unlock()

@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,9 +189,13 @@ type nameEntry struct {
 }
 
 type ipcpEntry struct {
-	info  Info
-	ipcp  *Remote
-	sup   supervised
+	info Info
+	ipcp *Remote
+	sup  supervised
+	// life ends when the current incarnation faults (calls in flight to
+	// it end then); kill ends it. Guarded by IRM.mu.
+	life  context.Context
+	kill  context.CancelFunc
 	child kernel.Cap // created at run time: the component and its endpoint
 	ep    kernel.Cap
 }
@@ -256,9 +258,11 @@ func (m *IRM) Run(endpointSlot string) kernel.Program {
 				m.mu.Unlock()
 				return fmt.Errorf("irm: IPCP %s: %w", s.Info.Name, err)
 			}
-			m.ipcps = append(m.ipcps, &ipcpEntry{info: s.Info, ipcp: NewRemote(pd, c), sup: supervised{
+			e := &ipcpEntry{info: s.Info, ipcp: NewRemote(pd, c), sup: supervised{
 				name: s.Info.Name, kind: "ipcp", badge: s.Badge, comp: comp, state: StateInit, backoff: NewBackoff(m.cfg.Restart, now),
-			}})
+			}}
+			e.newLife()
+			m.ipcps = append(m.ipcps, e)
 		}
 		for _, s := range m.cfg.Children {
 			comp, err := slot(s.Component)
@@ -463,10 +467,25 @@ func (m *IRM) closeFlows(match func(f *flowEntry) bool) int {
 	return len(rings) / 2
 }
 
-// callCtx bounds a call to an IPCP: by the caller's deadline, and by
-// CallTimeout at the latest.
-func (m *IRM) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, m.cfg.CallTimeout)
+// callCtx bounds a call to IPCP e: by ctx, by CallTimeout, and by e's
+// incarnation (ipcpCtx).
+func (m *IRM) callCtx(ctx context.Context, e *ipcpEntry) (context.Context, context.CancelFunc) {
+	return m.ipcpCtx(ctx, e, m.cfg.CallTimeout)
+}
+
+// ipcpCtx bounds a call to IPCP e: by ctx, by d, and by e's current
+// incarnation: a call in flight when it faults ends as soon as the IRM
+// learns of the fault, not at its deadline.
+func (m *IRM) ipcpCtx(ctx context.Context, e *ipcpEntry, d time.Duration) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithTimeout(ctx, d)
+	m.mu.Lock()
+	life := e.life
+	m.mu.Unlock()
+	if life == nil {
+		return cctx, cancel
+	}
+	stop := context.AfterFunc(life, cancel)
+	return cctx, func() { stop(); cancel() }
 }
 
 func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response, error) {
@@ -499,7 +518,7 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 		if i < len(ipcps)-1 {
 			timeout = min(timeout, max(2*m.cfg.QueryTimeout, time.Second))
 		}
-		actx, acancel := context.WithTimeout(ctx, timeout)
+		actx, acancel := m.ipcpCtx(ctx, e, timeout)
 		err = m.ready(e)
 		if err == nil {
 			info.MaxSDU, err = e.ipcp.Alloc(actx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
@@ -529,22 +548,19 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 // layer in preference order that reaches the name. A layer whose IPCP is
 // not operational (faulted, restarting) answers at once with its error.
 func (m *IRM) queryAll(ctx context.Context, ipcps []*ipcpEntry, name string) []chan error {
-	qctx, cancel := context.WithTimeout(ctx, m.cfg.QueryTimeout)
 	answers := make([]chan error, len(ipcps))
-	var wg sync.WaitGroup
 	for i, e := range ipcps {
 		answers[i] = make(chan error, 1)
 		if err := m.ready(e); err != nil {
 			answers[i] <- err
 			continue
 		}
-		wg.Add(1)
+		qctx, cancel := m.ipcpCtx(ctx, e, m.cfg.QueryTimeout)
 		m.pd.Go(func() {
-			defer wg.Done()
+			defer cancel()
 			answers[i] <- e.ipcp.Query(qctx, name)
 		})
 	}
-	m.pd.Go(func() { wg.Wait(); cancel() })
 	return answers
 }
 
@@ -709,7 +725,7 @@ func (m *IRM) register(ctx context.Context, name string, e *ipcpEntry) error {
 		m.mu.Unlock()
 		return err
 	}
-	cctx, cancel := m.callCtx(ctx)
+	cctx, cancel := m.callCtx(ctx, e)
 	err := e.ipcp.Register(cctx, name)
 	cancel()
 	if err != nil && !errors.Is(err, flow.ErrExists) {
@@ -764,7 +780,7 @@ func (m *IRM) unbind(ctx context.Context, s *session, name string) error {
 		if m.ready(e) != nil {
 			continue // restarts without it
 		}
-		cctx, cancel := m.callCtx(ctx)
+		cctx, cancel := m.callCtx(ctx, e)
 		err := e.ipcp.Unregister(cctx, name)
 		cancel()
 		if err != nil {
@@ -792,7 +808,7 @@ func (m *IRM) endSession(s *session) {
 	}
 	pd := m.pd
 	m.mu.Unlock()
-	ctx, cancel := m.callCtx(pd.Context())
+	ctx, cancel := context.WithTimeout(pd.Context(), m.cfg.CallTimeout)
 	defer cancel()
 	for _, n := range names {
 		m.unbind(ctx, s, n)
@@ -950,7 +966,7 @@ func (m *IRM) join(ctx context.Context, s *session, a JoinArgs) (rpc.Response, e
 		return rpc.Response{}, err
 	}
 	info.ID = id
-	cctx, cancel := m.callCtx(ctx)
+	cctx, cancel := m.callCtx(ctx, e)
 	info.MaxSDU, err = e.ipcp.Join(cctx, ipc)
 	cancel()
 	if err != nil {
@@ -989,27 +1005,6 @@ func (m *IRM) collect() {
 	for _, id := range dead {
 		m.dropFlow(id)
 	}
-}
-
-// Flows lists the flows the IRM brokered that are still open.
-func (m *IRM) flowTable() Table {
-	m.collect()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ids := make([]uint64, 0, len(m.flows))
-	for id := range m.flows {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	t := Table{Columns: []string{"id", "local", "remote", "layer", "cube", "age"}}
-	for _, id := range ids {
-		f := m.flows[id]
-		t.Rows = append(t.Rows, []string{
-			strconv.FormatUint(id, 10), f.info.Local, f.info.Remote, f.info.Layer,
-			f.info.QoS.Cube().String(), time.Since(f.started).Truncate(time.Millisecond).String(),
-		})
-	}
-	return t
 }
 
 // Joiner is an IPCP of a broadcast layer: Join attaches port as a member.

@@ -2,6 +2,7 @@ package irm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -23,7 +24,7 @@ const (
 	CmdFlows  = "flows"  // flows brokered and still open
 	CmdReg    = "reg"    // register Name in Layer (or every layer if empty)
 	CmdUnreg  = "unreg"  // unregister Name from Layer (or every layer)
-	CmdSystem = "system" // the kernel's system description; Args["format"]: table, dot, mermaid
+	CmdSystem = "system" // the kernel's system description; Args["format"]: table, dot, mermaid or json
 )
 
 // readOnly are the management commands anyone with a session may run:
@@ -52,13 +53,17 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 	if err := m.mgmtAllowed(s, req); err != nil {
 		return MgmtResp{}, err
 	}
+	pg, err := newPager(req)
+	if err != nil {
+		return MgmtResp{}, err
+	}
 	switch req.Cmd {
 	case CmdIPCPs:
-		return MgmtResp{Table: m.ipcpTable()}, nil
+		return pg.page(MgmtResp{Table: m.ipcpTable()})
 	case CmdNames:
-		return MgmtResp{Table: m.nameTable()}, nil
+		return m.namePage(pg)
 	case CmdFlows:
-		return MgmtResp{Table: m.flowTable()}, nil
+		return m.flowPage(pg)
 	case CmdReg, CmdUnreg:
 		return m.regCmd(ctx, req)
 	case CmdCreate:
@@ -70,15 +75,24 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 			return MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)
 		}
 		sys := m.cfg.Describe()
+		var text string
 		switch req.Args["format"] {
 		case "", "table":
-			return MgmtResp{Text: sys.Table()}, nil
+			text = sys.Table()
 		case "dot":
-			return MgmtResp{Text: sys.Dot()}, nil
+			text = sys.Dot()
 		case "mermaid":
-			return MgmtResp{Text: sys.Mermaid()}, nil
+			text = sys.Mermaid()
+		case "json":
+			b, err := json.Marshal(sys)
+			if err != nil {
+				return MgmtResp{}, fmt.Errorf("irm: system description: %w", err)
+			}
+			text = string(b)
+		default:
+			return MgmtResp{}, fmt.Errorf("irm: system format %q (want table, dot, mermaid or json): %w", req.Args["format"], flow.ErrInvalid)
 		}
-		return MgmtResp{}, fmt.Errorf("irm: system format %q (want table, dot or mermaid): %w", req.Args["format"], flow.ErrInvalid)
+		return pg.page(MgmtResp{Text: text})
 	}
 	if req.IPCP == "" {
 		return MgmtResp{}, fmt.Errorf("irm: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
@@ -90,15 +104,25 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 	if err := m.ready(e); err != nil {
 		if req.Cmd == "stats" {
 			// The supervisor's view is all there is while it is down.
-			return MgmtResp{Table: Table{Columns: []string{"counter", "value"}, Rows: m.supervisionRows(e)}}, nil
+			return pg.page(MgmtResp{Table: Table{Columns: []string{"counter", "value"}, Rows: m.supervisionRows(e)}})
 		}
 		return MgmtResp{}, fmt.Errorf("irm: %s %s: %w", req.Cmd, req.IPCP, err)
 	}
-	cctx, cancel := m.callCtx(ctx)
+	cctx, cancel := m.callCtx(ctx, e)
 	defer cancel()
+	// The IPCP's component pages its own answers (ServeIPCP).
 	resp, err := e.ipcp.Mgmt(cctx, req)
-	if err == nil && req.Cmd == "stats" {
-		resp.Table.Rows = append(m.supervisionRows(e), resp.Table.Rows...)
+	if err == nil && req.Cmd == "stats" && pg.off == 0 && resp.Next == 0 {
+		// Its supervision counters lead a one-page answer, if they fit
+		// (they are in "ipcps" too).
+		with := resp
+		with.Table.Rows = append(m.supervisionRows(e), resp.Table.Rows...)
+		if with.Total != 0 {
+			with.Total += len(with.Table.Rows) - len(resp.Table.Rows)
+		}
+		if n, err := pg.size(with); err == nil && n <= pg.budget {
+			resp = with
+		}
 	}
 	return resp, err
 }
@@ -122,7 +146,7 @@ func (m *IRM) ipcpTable() Table {
 	for _, e := range entries {
 		info := e.info
 		if err := m.ready(e); err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			ctx, cancel := m.ipcpCtx(context.Background(), e, time.Second)
 			var err error
 			info, err = e.ipcp.Info(ctx)
 			cancel()
@@ -145,7 +169,9 @@ func (m *IRM) ipcpTable() Table {
 	return t
 }
 
-func (m *IRM) nameTable() Table {
+// namePage lists names, their bindings and the layers they are
+// registered in, a page at a time.
+func (m *IRM) namePage(pg pager) (MgmtResp, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	names := make([]string, 0, len(m.names))
@@ -153,17 +179,38 @@ func (m *IRM) nameTable() Table {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	t := Table{Columns: []string{"name", "bound", "layers"}}
-	for _, n := range names {
-		e := m.names[n]
+	return pg.rows([]string{"name", "bound", "layers"}, len(names), func(i int) []string {
+		e := m.names[names[i]]
 		layers := make([]string, 0, len(e.layers))
 		for l := range e.layers {
 			layers = append(layers, l)
 		}
 		sort.Strings(layers)
-		t.Rows = append(t.Rows, []string{n, fmt.Sprint(len(e.sessions)), strings.Join(layers, ",")})
+		return []string{names[i], strconv.Itoa(len(e.sessions)), strings.Join(layers, ",")}
+	})
+}
+
+// flowPage lists the flows the IRM brokered that are still open, a page
+// at a time; the first page first forgets the flows both ends closed.
+func (m *IRM) flowPage(pg pager) (MgmtResp, error) {
+	if pg.off == 0 {
+		m.collect()
 	}
-	return t
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := make([]uint64, 0, len(m.flows))
+	for id := range m.flows {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	now := time.Now()
+	return pg.rows([]string{"id", "local", "remote", "layer", "cube", "age"}, len(ids), func(i int) []string {
+		f := m.flows[ids[i]]
+		return []string{
+			strconv.FormatUint(ids[i], 10), f.info.Local, f.info.Remote, f.info.Layer,
+			f.info.QoS.Cube().String(), now.Sub(f.started).Truncate(time.Millisecond).String(),
+		}
+	})
 }
 
 func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
@@ -196,7 +243,7 @@ func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 			}
 		} else {
 			if m.ready(e) == nil {
-				cctx, cancel := m.callCtx(ctx)
+				cctx, cancel := m.callCtx(ctx, e)
 				err = e.ipcp.Unregister(cctx, req.Name)
 				cancel()
 			}

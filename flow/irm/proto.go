@@ -92,11 +92,16 @@ type MgmtReq struct {
 	Body  cbor.RawMessage   // a structured argument (e.g. an IPCP configuration)
 }
 
-// MgmtResp is a management result: a table, a text, or both.
+// MgmtResp is a management result: a table, a text, or both. A long
+// listing comes a page at a time (page.go): Next is where the next page
+// starts (Args "offset"), 0 on the last; Total is the whole listing's
+// rows (or bytes of a text-only answer).
 type MgmtResp struct {
 	_     struct{} `cbor:",toarray"`
 	Table Table
 	Text  string
+	Next  int
+	Total int
 }
 
 // Table is a management result shaped for both a terminal and --json.

@@ -137,6 +137,9 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
 				return rpc.Response{}, fmt.Errorf("irm: %s has no command %q: %w", impl.Info().Name, a.Cmd, flow.ErrInvalid)
 			}
 			resp, err := mg.Mgmt(ctx, a)
+			if err == nil {
+				resp, err = pageAnswer(resp, a) // page.go
+			}
 			return rpc.Response{Body: resp}, err
 		}
 		return rpc.Response{}, fmt.Errorf("irm: IPCP operation %d: %w", r.Op, flow.ErrInvalid)

@@ -113,6 +113,12 @@ type supervised struct {
 	gen         uint64 // bumped at each fault: a pending restart of an older one is dropped
 }
 
+// newLife starts the life of e's next incarnation (ipcpEntry.life); the
+// caller holds IRM.mu or is the only one to know e.
+func (e *ipcpEntry) newLife() {
+	e.life, e.kill = context.WithCancel(context.Background())
+}
+
 // ready returns nil if calls to e may go through, else the error they
 // fail with at once: e is faulted or restarting (or not started yet).
 func (m *IRM) ready(e *ipcpEntry) error {
@@ -151,7 +157,7 @@ func (m *IRM) hello(ctx context.Context, badge kernel.Badge, info Info) error {
 		m.cfg.Logf("irm: IPCP %s (%s) said hello; registering %d names again", e.info.Name, info.Kind, len(names))
 	}
 	for _, n := range names {
-		cctx, cancel := m.callCtx(ctx)
+		cctx, cancel := m.callCtx(ctx, e)
 		err := e.ipcp.Register(cctx, n)
 		cancel()
 		if err != nil && !errors.Is(err, flow.ErrExists) {
@@ -223,6 +229,12 @@ func (m *IRM) onFault(badge kernel.Badge, f kernel.Fault) {
 	sup.lastFaultAt = now
 	sup.gen++
 	gen := sup.gen
+	if e != nil {
+		// Calls in flight to the dead incarnation end now; the next one
+		// gets a life of its own.
+		e.kill()
+		e.newLife()
+	}
 	m.mu.Unlock()
 
 	m.cfg.Logf("irm: %s %s faulted (incarnation %d): %s; restart %d in %v",
@@ -350,6 +362,14 @@ func (m *IRM) restartAll() {
 	for _, s := range sups {
 		if s.comp == 0 {
 			continue
+		}
+		// Killed first, so that the sessions its old incarnation may have
+		// opened with this IRM meanwhile end before the new one opens its
+		// own.
+		pd.Kill(s.comp)
+		m.endSessionsOf(s.badge)
+		if s.kind == "ipcp" {
+			m.closeFlows(func(f *flowEntry) bool { return f.via == s.name })
 		}
 		if err := pd.Restart(s.comp); err != nil {
 			m.cfg.Logf("irm: restart %s: %v", s.name, err)

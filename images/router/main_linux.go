@@ -20,13 +20,18 @@ import (
 func main() {
 	log.SetFlags(0)
 	cfgPath := flag.String("config", "", "node configuration (TOML); required")
-	socket := flag.String("socket", "", "Unix socket for programs (default: [node] socket, $OURO_SOCKET or "+flow.DefaultSocket+")")
+	socket := flag.String("socket", "", "Unix socket for programs (default: [node] socket, $OURO_SOCKET, else the first usable of "+
+		strings.Join(flow.SocketCandidates(), ", ")+")")
 	printSys := flag.String("print-system", "", "print the system description (table, dot or mermaid) and exit")
+	check := flag.String("check-config", "", "check the configuration `FILE` (as make image does before building) and exit: 0 if it is valid")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: router -config FILE [-socket PATH]\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: router -config FILE [-socket PATH]\n       router -check-config FILE\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *check != "" {
+		os.Exit(checkConfig(*check))
+	}
 	if *cfgPath == "" {
 		flag.Usage()
 		os.Exit(2)
@@ -40,7 +45,9 @@ func main() {
 		sock = cfg.Node.Socket
 	}
 	if sock == "" {
-		sock = flow.SocketPath()
+		if sock, err = node.DefaultSocket(); err != nil {
+			log.Fatalf("router: %v", err)
+		}
 	}
 	logf := func(string, ...any) {}
 	if cfg.Node.Log {
@@ -96,4 +103,20 @@ func main() {
 	fmt.Printf("ouro node %s: stopping\n", n.Name())
 	n.Stop()
 	os.Exit(code)
+}
+
+// checkConfig checks the configuration at path and reports: exit code 0
+// if it is valid, 1 with every mistake (file:line: ...) if not.
+func checkConfig(path string) int {
+	cfg, err := node.LoadConfig(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "router: %v\n", err)
+		return 1
+	}
+	var layers []string
+	for _, p := range cfg.IPCPs {
+		layers = append(layers, fmt.Sprintf("%s(%s %s)", p.Layer, p.Kind, p.Name))
+	}
+	fmt.Printf("%s: ok: %d IPCPs %s, %d apps\n", path, len(cfg.IPCPs), strings.Join(layers, ", "), len(cfg.Apps))
+	return 0
 }

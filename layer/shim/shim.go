@@ -22,6 +22,7 @@ type Stats struct {
 	FlowsActive  uint64 `cbor:"10,keyasint" json:"flows_active"`  // flows now open
 	AllocRetries uint64 `cbor:"11,keyasint" json:"alloc_retries"` // retransmitted alloc requests and name queries
 	AllocFailed  uint64 `cbor:"12,keyasint" json:"alloc_failed"`  // allocations that ended in an error
+	FlowsExpired uint64 `cbor:"13,keyasint" json:"flows_expired"` // flows deallocated because they were idle
 }
 
 // Drops counts packets the shim dropped, by reason.
@@ -36,6 +37,7 @@ type Drops struct {
 	TxError     uint64 `cbor:"8,keyasint" json:"tx_error"`     // the device refused a packet
 	RxError     uint64 `cbor:"9,keyasint" json:"rx_error"`     // the device reported a receive error
 	Busy        uint64 `cbor:"10,keyasint" json:"busy"`        // alloc requests refused because too many were in progress
+	PeerLimit   uint64 `cbor:"11,keyasint" json:"peer_limit"`  // alloc requests refused because the peer holds its share of flows or requests in progress
 }
 
 // FlowInfo describes one open flow of a shim, for the management tool.

@@ -2,6 +2,7 @@ package unicast_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -62,9 +63,20 @@ func bareChain3(tb testing.TB, caPolicy string) (a, z flow.Port, nodes []*unicas
 	if err := nodes[3].Register(context.Background(), "sink"); err != nil {
 		tb.Fatal(err)
 	}
-	app, ipc := flowtest.Pipe(unicasttest.PipeCap)
-	if err := nodes[0].Alloc(ctxT(tb, 5*time.Second), irm.AllocReq{Dst: "sink", Src: "app", QoS: flow.BestEffort()}, ipc); err != nil {
-		tb.Fatal(err)
+	// Register stores the name in the DHT in the background: until the
+	// store lands, a query from n0 may find nothing. Retry until it does.
+	var app flow.Port
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		a, ipc := flowtest.Pipe(unicasttest.PipeCap)
+		err := nodes[0].Alloc(ctxT(tb, 5*time.Second), irm.AllocReq{Dst: "sink", Src: "app", QoS: flow.BestEffort()}, ipc)
+		if err == nil {
+			app = a
+			break
+		}
+		a.Close()
+		if !errors.Is(err, flow.ErrNotFound) || time.Since(start) > 5*time.Second {
+			tb.Fatal(err)
+		}
 	}
 	var acc flowtest.Accepted
 	select {

@@ -55,7 +55,7 @@ type Config struct {
 	Directories map[string]NewDirectory
 
 	RoutingTick time.Duration // routing's flood and recomputation period (default 100 ms)
-	KeepAlive   time.Duration // flow keepalive when idle (default 1 s)
+	KeepAlive   time.Duration // keepalive of idle flows and idle N-1 data-transfer flows (default 1 s)
 	FlowTimeout time.Duration // a flow whose peer is silent this long is closed (default 4 s)
 	RetryMax    time.Duration // ceiling of enrollment and reconnection backoff (default 2 s)
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/dt"
@@ -103,6 +104,7 @@ type dpCounters struct {
 	sent, delivered, ctlIn, ctlOut                           atomic.Uint64
 	noPort, noRoute, unknownEID, rxFull, tooBig, ctlFull     atomic.Uint64
 	truncated, txErrors, malformedCtl, bufAllocs, unknownCtl atomic.Uint64
+	keepalivesOut, keepalivesIn                              atomic.Uint64
 }
 
 // nport is an N-1 data-transfer flow: a next hop.
@@ -181,6 +183,7 @@ func (c *core) rxLoop(np *nport) {
 		np.rxPkts.Add(1)
 		np.rxBytes.Add(uint64(n))
 		b.off, b.end = 0, n
+		faultinject.Check("unicast/dt", b.pkt())
 		if c.input(b, nil, time.Time{}) {
 			b = p.getBuf()
 		}
@@ -221,6 +224,7 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 			b := bs[i]
 			b.off, b.end = 0, sizes[i]
 			nb += uint64(sizes[i])
+			faultinject.Check("unicast/dt", b.pkt())
 			if c.input(b, &k, now) {
 				bs[i] = p.getBuf()
 				bufs[i] = bs[i].b[:]
@@ -333,7 +337,10 @@ func (np *nport) wake() {
 	}
 }
 
-// txLoop writes np's queued packets until the adjacency is gone.
+// txLoop writes np's queued packets until the adjacency is gone. A
+// period of Config.KeepAlive in which it wrote nothing ends with a
+// keepalive, so that the N-1 flow is never idle in the layer below (the
+// shims deallocate idle flows).
 func (c *core) txLoop(np *nport) {
 	defer c.wg.Done()
 	var (
@@ -341,11 +348,21 @@ func (c *core) txLoop(np *nport) {
 		pkts  [txBatch][]byte
 	)
 	bp, _ := np.p.(flow.BatchPort)
+	ka := time.NewTicker(c.p.cfg.KeepAlive)
+	defer ka.Stop()
+	sent := np.txPkts.Load()
 	for {
 		n := np.sched.DequeueBatch(batch[:])
 		if n == 0 {
 			select {
 			case <-np.kick:
+				continue
+			case <-ka.C:
+				if s := np.txPkts.Load(); s != sent {
+					sent = s
+				} else {
+					c.keepalive(np)
+				}
 				continue
 			case <-np.done:
 			}
@@ -383,6 +400,23 @@ func (c *core) txLoop(np *nport) {
 	}
 }
 
+// keepalive writes a keepalive to the neighbour on np: a dt packet to its
+// reserved endpoint EIDKeepalive, with the sender's address and nothing
+// else, which the neighbour counts and drops.
+func (c *core) keepalive(np *nport) {
+	b := c.p.getBuf()
+	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
+	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: np.addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
+	b.end = headroom + srcLen
+	if err := np.p.Write(b.pkt(), time.Now().Add(c.p.cfg.KeepAlive)); err != nil {
+		np.txErrors.Add(1)
+		c.p.c.txErrors.Add(1)
+	} else {
+		c.p.c.keepalivesOut.Add(1)
+	}
+	c.p.putBuf(b)
+}
+
 // writeBatch writes batch to np with as few calls as its errors allow
 // (each error costs one packet, counted), then frees the buffers.
 func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]byte) {
@@ -418,6 +452,10 @@ func (c *core) deliver(pkt []byte, now time.Time) {
 	eid := pci.EID()
 	payload := pci.Payload()
 	if eid <= MaxReservedEID {
+		if eid == EIDKeepalive {
+			c.p.c.keepalivesIn.Add(1)
+			return
+		}
 		c.ctlIn(eid, payload)
 		return
 	}

@@ -38,6 +38,10 @@ const (
 	// EIDDir carries directory messages: whatever the directory policy
 	// sends with DirEnv.Send arrives at the peer's Directory.Handle.
 	EIDDir layer.EID = 2
+	// EIDKeepalive marks a keepalive on an idle N-1 data-transfer flow:
+	// it keeps the flow alive in the layer below (a shim expires idle
+	// flows) and is dropped on arrival.
+	EIDKeepalive layer.EID = 3
 	// MaxReservedEID is the largest reserved endpoint id.
 	MaxReservedEID layer.EID = 63
 )

@@ -166,14 +166,27 @@ func (c *core) membersTable() irm.Table {
 	return t
 }
 
+// routesTable lists the routes, with the names of the members this IPCP
+// knows (those it enrolled with or keeps adjacencies with) beside their
+// addresses.
 func (c *core) routesTable() irm.Table {
-	t := irm.Table{Columns: []string{"dst", "metric", "next_hops", "alternate"}}
+	t := irm.Table{Columns: []string{"dst", "name", "metric", "next_hops", "via", "alternate"}}
+	c.p.mu.Lock()
+	names := make(map[layer.Addr]string, len(c.p.peers))
+	for a, n := range c.p.peers {
+		names[a] = n
+	}
+	c.p.mu.Unlock()
 	for _, r := range c.router.Routes() {
 		alt := ""
 		if r.Alternate != 0 {
 			alt = u64(uint64(r.Alternate))
 		}
-		t.Rows = append(t.Rows, []string{u64(uint64(r.Dst)), u64(r.Metric), addrs(r.NextHops), alt})
+		via := make([]string, len(r.NextHops))
+		for i, h := range r.NextHops {
+			via[i] = names[h]
+		}
+		t.Rows = append(t.Rows, []string{u64(uint64(r.Dst)), names[r.Dst], u64(r.Metric), addrs(r.NextHops), strings.Join(via, ","), alt})
 	}
 	return t
 }
@@ -234,6 +247,8 @@ type Stats struct {
 	Sent, Delivered, Forwarded uint64
 	Drops                      map[string]uint64 // by reason
 	CtlIn, CtlOut, BufAllocs   uint64
+	// Keepalives on idle N-1 data-transfer flows, sent and received.
+	KeepalivesOut, KeepalivesIn uint64
 	// Parts.
 	FlowsActive                    int
 	AllocOK, AllocFailed, Accepted uint64
@@ -249,6 +264,7 @@ func (p *IPCP) Stats() Stats {
 	s := Stats{State: stateNames[p.state.Load()], Drops: map[string]uint64{}}
 	k := &p.c
 	s.Sent, s.Delivered, s.CtlIn, s.CtlOut, s.BufAllocs = k.sent.Load(), k.delivered.Load(), k.ctlIn.Load(), k.ctlOut.Load(), k.bufAllocs.Load()
+	s.KeepalivesOut, s.KeepalivesIn = k.keepalivesOut.Load(), k.keepalivesIn.Load()
 	for name, v := range map[string]*atomic.Uint64{
 		"no_port": &k.noPort, "no_route_local": &k.noRoute, "unknown_eid": &k.unknownEID, "rx_full": &k.rxFull,
 		"too_big": &k.tooBig, "ctl_full": &k.ctlFull, "truncated": &k.truncated, "tx_error": &k.txErrors,
@@ -305,6 +321,8 @@ func (p *IPCP) statsTable() irm.Table {
 	add("ctl_in", s.CtlIn)
 	add("ctl_out", s.CtlOut)
 	add("buf_allocs", s.BufAllocs)
+	add("keepalives_out", s.KeepalivesOut)
+	add("keepalives_in", s.KeepalivesIn)
 	add("flows.active", uint64(s.FlowsActive))
 	add("flows.alloc_ok", s.AllocOK)
 	add("flows.alloc_failed", s.AllocFailed)
@@ -317,7 +335,7 @@ func (p *IPCP) statsTable() irm.Table {
 	add("routing.lsus_sent", s.LSUsSent)
 	add("routing.lsus_received", s.LSUsReceived)
 	add("routing.computations", s.Computations)
-	add("enrolled", s.Enrolled)
+	add("members_enrolled", s.Enrolled) // by this IPCP; its own enrollment is "state"
 	return t
 }
 

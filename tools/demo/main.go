@@ -71,19 +71,25 @@ func run(keep bool, dur time.Duration, verbose bool) error {
 	}
 	// Links: a — b — c over the UDP shim (layer "udp"); each node's UDP
 	// directory names only its neighbours' unicast IPCPs. The unicast
-	// layer "net" runs over it: b bootstraps it, a and c enroll through b.
+	// layer "uni" runs over it: b bootstraps it, a and c enroll through b.
 	links := map[string][]string{"a": {"b"}, "b": {"a", "c"}, "c": {"b"}}
-	step("starting nodes a — b — c: UDP shim links on 127.0.0.1, a unicast layer \"net\" on top")
+	step("starting nodes a — b — c: UDP shim links on 127.0.0.1 (layer \"udp\"), a unicast layer \"uni\" on top")
+	// The layer's policies come from its bootstrapping member, b; the demo
+	// names every one, so that what it prints is what runs.
+	var policies strings.Builder
+	fmt.Fprintln(&policies, "bootstrap = true")
+	fmt.Println("  layer \"uni\" runs with these policies, set by b ([ipcp.unicast] in docs/config.md):")
+	for _, p := range layerPolicies() {
+		fmt.Fprintf(&policies, "%s = %q\n", p.key, p.value)
+		fmt.Printf("    %-8s %-10s %s\n", p.key, p.value, p.note)
+	}
 	running := map[string]*testnet.Node{}
 	for _, nd := range []string{"b", "a", "c"} {
 		var dirEntries []string
 		for _, peer := range links[nd] {
 			dirEntries = append(dirEntries, fmt.Sprintf("\"%s.uni\" = \"127.0.0.1:%d\"", peer, ports[peer]))
 		}
-		// The layer's policies come from its bootstrapping member. Congestion
-		// avoidance is off here: mb-ecn, the default, ramps a new flow up
-		// additively from 128 KiB/s, too slowly for a 2-second measurement.
-		member := "bootstrap = true\nca = \"nop\""
+		member := policies.String()
 		if nd != "b" {
 			member = `enroll = "b.uni"`
 		}
@@ -100,7 +106,7 @@ dir = { %s }
 [[ipcp]]
 name = "%s.uni"
 kind = "unicast"
-layer = "net"
+layer = "uni"
 [ipcp.unicast]
 lower = ["udp"]
 %s
@@ -197,6 +203,19 @@ lower = ["udp"]
 	}
 	step("stopping the nodes")
 	return nil
+}
+
+// layerPolicies returns the unicast layer's policies in the demo.
+func layerPolicies() []struct{ key, value, note string } {
+	return []struct{ key, value, note string }{
+		{"routing", "alternate", "the default: a loop-free alternate next hop beside the primary"},
+		{"dir", "dht", "the default: names are found in a distributed hash table"},
+		{"hash", "sha3-256", "the default name hash"},
+		// mb-ecn, the default, ramps a new flow up additively from 128 KiB/s,
+		// too slowly for a 2-second measurement.
+		{"ca", "nop", "NOT the default (mb-ecn): congestion avoidance off, see docs/benchmarks.md"},
+		{"sched", "strict", "the default: strict priority across QoS cubes"},
+	}
 }
 
 func step(format string, args ...any) {

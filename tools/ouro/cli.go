@@ -37,7 +37,7 @@ type flagSet struct {
 func (a *app) newFlags(cmd *command) *flagSet {
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&a.socket, "socket", a.socket, "the node's Unix socket at `PATH` (default $OURO_SOCKET or /run/ouro/node.sock)")
+	fs.StringVar(&a.socket, "socket", a.socket, "the node's Unix socket at `PATH` (default $OURO_SOCKET, else where a node listens: see \"ouro help\")")
 	fs.BoolVar(&a.json, "json", a.json, "machine-readable output (JSON)")
 	f := &flagSet{FlagSet: fs, cmd: cmd, order: map[string]int{}}
 	if a.captureFlags != nil {

@@ -85,9 +85,9 @@ func commands() []*command {
 			help: "Creates an IPC process of KIND (udp, eth, local, ...) named NAME in layer\n" +
 				"LAYER, configured by --config, the body of its kind's table in the node\n" +
 				"configuration (docs/config.md), e.g.\n" +
-				"  ouro create udp b.udp2 net --config 'addr = \"127.0.0.1:3437\"'"},
+				"  ouro create udp b.udp2 udp --config 'addr = \"127.0.0.1:3437\"'"},
 		{name: "destroy", args: "NAME", group: "management", summary: "stop an IPCP created with create", run: runDestroy},
-		{name: "system", args: "[--format table|dot|mermaid]", group: "management", summary: "print the node's system description", run: runSystem},
+		{name: "system", args: "[--format table|dot|mermaid|json]", group: "management", summary: "print the node's system description", run: runSystem},
 		{name: "ipcp", args: "CMD IPCP [key=value ...]", group: "management", summary: "pass command CMD to an IPCP",
 			help: "Sends CMD with the key=value arguments to the IPCP named IPCP (an IPCP\n" +
 				"name or a layer name) and prints its answer. The keys name= and layer=\n" +
@@ -116,6 +116,7 @@ func commands() []*command {
 				"counted and prints both sides' packets/s, bit/s and the loss.\n" +
 				"Server (--server): binds NAME and counts. --udp does the same over plain\n" +
 				"UDP, as a baseline."},
+		keygenCommand(), idCommand(), certCommand(), // identity.go, cert.go
 		{name: "help", args: "[CMD]", group: "other", summary: "show help for a command", run: runHelp},
 	}
 }
@@ -184,7 +185,8 @@ func (a *app) usage(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nRun \"ouro help COMMAND\" for a command's flags. The node's socket is")
-	fmt.Fprintln(w, "--socket, else $OURO_SOCKET, else /run/ouro/node.sock.")
+	fmt.Fprintln(w, "--socket, else $OURO_SOCKET, else the first of $XDG_RUNTIME_DIR/ouro/node.sock,")
+	fmt.Fprintln(w, "/run/ouro/node.sock and /tmp/ouro-$UID/node.sock where a node listens.")
 }
 
 // commandHelp prints one command's synopsis, help and flags.

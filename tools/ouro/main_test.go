@@ -163,7 +163,7 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{"size too small", []string{"ping", "-s", "4", "x"}, 2, "", "size 4"},
 		{"bad qos", []string{"ping", "--qos", "gold", "x"}, 2, "", "unknown QoS preset"},
 		{"bad key=value", []string{"ipcp", "stats", "n1", "oops"}, 2, "", `"oops" is not key=value`},
-		{"bad system format", []string{"system", "--format", "svg"}, 2, "", "want table, dot or mermaid"},
+		{"bad system format", []string{"system", "--format", "svg"}, 2, "", "want table, dot, mermaid or json"},
 		{"reg without name", []string{"reg"}, 2, "", "wrong number of arguments"},
 		{"no node", []string{"--socket", "/nowhere", "ipcps"}, 1, "", "is the node running?"},
 		{"no such name", []string{"ping", "-c", "1", "nobody"}, 1, "", "name not found"},

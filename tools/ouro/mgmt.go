@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,16 +27,49 @@ func (a *app) mgmt(ctx context.Context, req irm.MgmtReq, timeout time.Duration) 
 	defer n.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var resp irm.MgmtResp
-	if err := n.Mgmt(ctx, req, &resp); err != nil {
-		what := req.Cmd
-		if req.IPCP != "" {
-			what += " " + req.IPCP
-		}
+	what := req.Cmd
+	if req.IPCP != "" {
+		what += " " + req.IPCP
+	}
+	var all irm.MgmtResp
+	if err := n.Mgmt(ctx, req, &all); err != nil {
 		return irm.MgmtResp{}, fmt.Errorf("%s: %w", what, err)
 	}
-	return resp, nil
+	// A long listing comes a page at a time (docs/wire/node-socket.md):
+	// fetch the rest and join them.
+	for next, pages := all.Next, 1; next > 0; pages++ {
+		if pages > maxPages {
+			return irm.MgmtResp{}, fmt.Errorf("%s: more than %d pages", what, maxPages)
+		}
+		args := maps.Clone(req.Args)
+		if args == nil {
+			args = map[string]string{}
+		}
+		args[irm.ArgOffset] = strconv.Itoa(next)
+		r := req
+		r.Args = args
+		var page irm.MgmtResp
+		if err := n.Mgmt(ctx, r, &page); err != nil {
+			return irm.MgmtResp{}, fmt.Errorf("%s (page %d, from %d): %w", what, pages+1, next, err)
+		}
+		if !slices.Equal(page.Table.Columns, all.Table.Columns) {
+			return irm.MgmtResp{}, fmt.Errorf("%s: page %d has columns %v, the first %v", what, pages+1, page.Table.Columns, all.Table.Columns)
+		}
+		if page.Next != 0 && page.Next <= next {
+			return irm.MgmtResp{}, fmt.Errorf("%s: page %d from %d says the next starts at %d", what, pages+1, next, page.Next)
+		}
+		all.Table.Rows = append(all.Table.Rows, page.Table.Rows...)
+		if len(all.Table.Columns) == 0 {
+			all.Text += page.Text
+		}
+		next = page.Next
+	}
+	all.Next = 0
+	return all, nil
 }
+
+// maxPages bounds the pages of one listing (a node paging in circles).
+const maxPages = 1 << 16
 
 // mgmtJSON is the --json shape of every management answer: the table's
 // columns in order, its rows as objects keyed by column, and the text.
@@ -178,19 +215,29 @@ func runSystem(a *app, ctx context.Context, cmd *command, args []string) error {
 		format  string
 		timeout time.Duration
 	)
-	fs.stringVar(&format, "table", "output `FORMAT`: table, dot (Graphviz) or mermaid", "format", "f")
+	fs.stringVar(&format, "table", "output `FORMAT`: table, dot (Graphviz), mermaid or json (the default with --json)", "format", "f")
 	timeoutFlag(fs, &timeout)
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return err
 	}
 	switch format {
-	case "table", "dot", "mermaid":
+	case "table", "dot", "mermaid", "json":
 	default:
-		return usagef("system: --format %q: want table, dot or mermaid", format)
+		return usagef("system: --format %q: want table, dot, mermaid or json", format)
+	}
+	if a.json && format == "table" {
+		format = "json" // the description as data, not a text table
 	}
 	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdSystem, Args: map[string]string{"format": format}}, timeout)
 	if err != nil {
 		return err
+	}
+	if format == "json" {
+		var sys json.RawMessage
+		if err := json.Unmarshal([]byte(resp.Text), &sys); err != nil {
+			return fmt.Errorf("system: the node's description is not JSON: %w", err)
+		}
+		return a.printJSON(sys)
 	}
 	return a.printResp(resp)
 }

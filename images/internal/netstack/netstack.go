@@ -7,13 +7,13 @@
 //
 // The data path, written once here:
 //
-// Receive: one goroutine (started by Start through Config.Runner) reads frames from the device
-// into a single buffer, copies each into a gVisor packet buffer
-// (buffer.MakeWithData takes a chunk from gVisor's pools) and hands it to
-// the link's dispatcher, gVisor's ethernet.Endpoint, which strips the
-// Ethernet header and delivers to ARP, IPv4 or IPv6. Delivery runs to
-// completion in that goroutine (UDP queues the datagram on its socket), so
-// the stack needs no extra goroutines of its own for receive.
+// Receive: one goroutine (started by Start through Config.Runner) reads
+// frames from the device into a single buffer, copies each into a gVisor
+// packet buffer (buffer.MakeWithData takes a chunk from gVisor's pools)
+// and hands it to the link's dispatcher, gVisor's ethernet.Endpoint, which
+// strips the Ethernet header and delivers to ARP, IPv4 or IPv6. Delivery
+// runs to completion in that goroutine (UDP queues the datagram on its
+// socket), so the stack needs no extra goroutines of its own for receive.
 //
 // Transmit: gVisor calls WritePackets in the sending goroutine, already
 // batched (a PacketBufferList); each packet's slices are gathered into a

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,30 +87,78 @@ func (d *duration) UnmarshalText(b []byte) error {
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
-// ParseConfig decodes and validates a TOML configuration.
-func ParseConfig(data []byte) (*Config, error) {
-	var c Config
-	md, err := toml.Decode(string(data), &c)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+// ParseConfig decodes and checks a TOML configuration (docs/config.md).
+// It refuses unknown keys and tables, values of the wrong type or outside
+// their accepted set, missing required keys and kind-specific tables of
+// another kind, before anything starts: the error is a ConfigErrors, one
+// ConfigError per mistake with its line and a hint.
+func ParseConfig(data []byte) (*Config, error) { return parseConfig(data, true) }
+
+// parseConfig is ParseConfig; standalone is false for the one-IPCP
+// document of an IPCP created at run time, whose lower layers are the
+// running node's.
+func parseConfig(data []byte, standalone bool) (*Config, error) {
+	doc := string(data)
+	var raw map[string]any
+	if _, err := toml.Decode(doc, &raw); err != nil {
+		return nil, syntaxError(err)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		// Kind-specific tables are decoded later; anything else is a typo.
-		for _, k := range und {
-			if len(k) >= 2 && k[0] == "ipcp" {
-				continue
-			}
-			return nil, fmt.Errorf("config: unknown key %q", k.String())
+	k := newChecker(doc)
+	k.structure(raw)
+	k.structural = len(k.errs) > 0
+	var c Config
+	md, err := toml.Decode(doc, &c)
+	if err != nil {
+		if len(k.errs) == 0 { // the structure check should have said why
+			k.errs = append(k.errs, syntaxError(err)...)
 		}
+		return nil, k.sorted()
 	}
 	c.md = md
-	if err := c.validate(); err != nil {
-		return nil, err
+	c.defaults()
+	k.values(&c, standalone)
+	if len(k.errs) == 0 {
+		// Everything is decoded now (the kind tables by values): a key
+		// left over is one the checks above do not know.
+		for _, key := range c.md.Undecoded() {
+			k.errs = append(k.errs, &ConfigError{Key: key.String(), Msg: fmt.Sprintf("unknown key %q", key.String())})
+		}
+	}
+	if len(k.errs) > 0 {
+		return nil, k.sorted()
 	}
 	return &c, nil
 }
 
-// LoadConfig reads and parses the configuration file at path.
+// parseCreated parses the document NewIPCP builds for "ouro create": a
+// generated header, then the user's --config text after the first
+// "[ipcp.<kind>]" line. Mistakes in that text are reported by its own
+// line numbers ("--config:2: ..."), others without a line.
+func parseCreated(doc []byte) (*Config, error) {
+	c, err := parseConfig(doc, false)
+	var es ConfigErrors
+	if err == nil || !errors.As(err, &es) {
+		return c, err
+	}
+	header := 0
+	for i, l := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(l, "[ipcp.") {
+			header = i + 1
+			break
+		}
+	}
+	for _, e := range es {
+		if header > 0 && e.Line > header {
+			e.File, e.Line = "--config", e.Line-header
+		} else {
+			e.Line = 0
+		}
+	}
+	return nil, es
+}
+
+// LoadConfig reads and parses the configuration file at path; every
+// mistake names the file and line.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -116,46 +166,30 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	c, err := ParseConfig(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, inFile(err, path)
 	}
 	return c, nil
 }
 
-func (c *Config) validate() error {
+// defaults fills the node name (the host name) and each IPCP's name
+// (<node>.<kind>), layer (the kind) and buffer budget (4096).
+func (c *Config) defaults() {
 	if c.Node.Name == "" {
 		h, _ := os.Hostname()
 		c.Node.Name = h
 	}
-	if !nameRE.MatchString(c.Node.Name) {
-		return fmt.Errorf("config: node name %q: letters, digits, '.', '_' and '-' only, at most 64", c.Node.Name)
-	}
-	seen := make(map[string]bool)
 	for i := range c.IPCPs {
 		p := &c.IPCPs[i]
-		if p.Kind == "" {
-			return fmt.Errorf("config: ipcp #%d: no kind", i+1)
-		}
 		if p.Name == "" {
 			p.Name = c.Node.Name + "." + p.Kind
 		}
 		if p.Layer == "" {
 			p.Layer = p.Kind
 		}
-		if !nameRE.MatchString(p.Name) || !nameRE.MatchString(p.Layer) {
-			return fmt.Errorf("config: ipcp %q in layer %q: bad name", p.Name, p.Layer)
-		}
-		if seen[p.Name] {
-			return fmt.Errorf("config: ipcp %q declared twice", p.Name)
-		}
-		seen[p.Name] = true
 		if p.Bufs == 0 {
 			p.Bufs = 4096
 		}
-		if p.Bufs < 64 {
-			return fmt.Errorf("config: ipcp %q: bufs %d is below the minimum of 64", p.Name, p.Bufs)
-		}
 	}
-	return nil
 }
 
 // decode decodes the kind-specific table prim into v.

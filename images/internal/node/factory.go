@@ -67,7 +67,7 @@ func (f ipcpFactory) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-
 	if c := req.Args["config"]; c != "" {
 		doc += fmt.Sprintf("[ipcp.%s]\n%s\n", kind, c)
 	}
-	cfg, err := ParseConfig([]byte(doc))
+	cfg, err := parseCreated([]byte(doc))
 	if err != nil {
 		return irm.Info{}, nil, 0, nil, err
 	}

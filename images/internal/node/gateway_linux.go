@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -32,11 +31,8 @@ func GatewayWith(path string, opts GatewayOptions, logf func(string, ...any)) Ex
 	opts.setDefaults()
 	g := &gateway{path: path, opts: opts, logf: logf}
 	prepare := func() error {
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-			return fmt.Errorf("gateway: %w", err)
-		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("gateway: remove stale socket: %w", err)
+		if err := claimSocket(path); err != nil { // socketpath_linux.go
+			return err
 		}
 		acc, err := newSocketAccess(opts)
 		if err != nil {

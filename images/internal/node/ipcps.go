@@ -34,6 +34,11 @@ type udpConfig struct {
 	Hash   string            `toml:"hash"`   // sha3-256 (default) or sha256
 	Dir    map[string]string `toml:"dir"`    // name = "host:port"
 	Impair impair.Config     `toml:"impair"` // transmit-side impairment (tests)
+	// What a peer can make the shim keep (zero: the default; negative:
+	// no bound): docs/shims.md, "Bounded state".
+	IdleTimeout       duration `toml:"idle_timeout"`         // a flow idle both ways this long is deallocated (default 60s)
+	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`   // incoming flows one peer may hold (default 256)
+	MaxPendingPerPeer int      `toml:"max_pending_per_peer"` // one peer's requests waiting for an accept (default 16)
 	// Netstack, if set, runs the shim on the node's own UDP/IP stack
 	// (netstack_device.go): bare metal, or hosted over a QEMU stream.
 	Netstack *netstackConfig `toml:"netstack"`
@@ -49,6 +54,10 @@ type ethConfig struct {
 	Board       boardPort     `toml:"board"`        // bare metal: true or "enet" the board's NIC, "usb" its USB gadget (board_*.go)
 	Hash        string        `toml:"hash"`         // sha3-256 (default) or sha256
 	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
+	// As in udpConfig, per peer MAC.
+	IdleTimeout       duration `toml:"idle_timeout"`
+	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`
+	MaxPendingPerPeer int      `toml:"max_pending_per_peer"`
 }
 
 // newIPCP builds the IPCP p declares in the component env describes, with
@@ -61,7 +70,8 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err := deps.decode(p.UDP, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.udp] of %s: %w", p.Name, err)
 		}
-		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd}
+		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd,
+			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer}
 		var err error
 		if c.Addr != "" {
 			if cfg.Addr, err = netip.ParseAddrPort(c.Addr); err != nil {
@@ -97,7 +107,8 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err := deps.decode(p.Eth, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
-		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd}
+		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd,
+			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer}
 		var err error
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)

@@ -114,7 +114,7 @@ func TestIPCPFaultRestart(t *testing.T) {
 [node]
 name = "b"
 [irm]
-restart_min = "1s"
+restart_min = "3s"
 restart_stable = "1m"
 [[ipcp]]
 kind = "udp"
@@ -184,11 +184,13 @@ dir = { echo = "127.0.0.1:%d", late = "127.0.0.1:%d" }
 	}
 	roundTrip("after the restart") // "echo" was registered again
 
-	// A second fault soon after: restarted only after restart_min.
+	// A second fault soon after: restarted only after restart_min (3s);
+	// meanwhile every call to it fails at once.
 	b.Mgmt(ctx, irm.MgmtReq{Cmd: "panic", IPCP: "b.udp"})
 	waitState(t, b, "b.udp", irm.StateFaulted) // backing off
-	callCtx, callCancel := context.WithTimeout(ctx, 5*time.Second)
+	callCtx, callCancel := context.WithTimeout(ctx, 2*time.Second)
 	defer callCancel()
+	down := time.Now()
 	_, err := b.Mgmt(callCtx, irm.MgmtReq{Cmd: "panic", IPCP: "b.udp"})
 	failsFast(t, "management", err, "b.udp")
 	_, err = b.Mgmt(callCtx, irm.MgmtReq{Cmd: irm.CmdReg, Name: "x", Layer: "net"})
@@ -209,6 +211,7 @@ dir = { echo = "127.0.0.1:%d", late = "127.0.0.1:%d" }
 	if callCtx.Err() != nil {
 		t.Fatal("calls to the faulted IPCP took until the deadline")
 	}
+	t.Logf("six calls to the faulted IPCP took %v", time.Since(down))
 
 	row = waitState(t, b, "b.udp", irm.StateOperational)
 	if row["restarts"] != "2" {

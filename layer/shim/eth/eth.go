@@ -17,6 +17,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -73,6 +74,15 @@ type Config struct {
 	// RetryBase is the first retransmission timeout of alloc requests and
 	// name queries, doubling up to 1 s (default 20 ms).
 	RetryBase time.Duration
+	// IdleTimeout deallocates a flow that carried nothing either way for
+	// this long (default engine.DefaultIdleTimeout, 60 s; negative: never).
+	IdleTimeout time.Duration
+	// MaxFlowsPerPeer bounds the flows one peer MAC may allocate here
+	// (default 256; negative: no bound); MaxPendingPerPeer its requests
+	// waiting for the IRM at once (default 16). Requests beyond either are
+	// refused as busy and counted in Stats().Drops.PeerLimit.
+	MaxFlowsPerPeer   int
+	MaxPendingPerPeer int
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
@@ -112,17 +122,20 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	}
 	p := &IPCP{cfg: cfg, rxDone: make(chan struct{})}
 	eng, err := engine.New(engine.Config[MAC]{
-		Kind:      "eth",
-		Wire:      wire{p},
-		Headroom:  HeaderLen,
-		MaxEID:    MaxEID,
-		Broadcast: Broadcast,
-		Upcalls:   up,
-		HashAlgo:  cfg.HashAlgo,
-		Timeout:   cfg.AllocTimeout,
-		RetryBase: cfg.RetryBase,
-		CacheTTL:  cfg.CacheTTL,
-		Runner:    cfg.Runner,
+		Kind:              "eth",
+		Wire:              wire{p},
+		Headroom:          HeaderLen,
+		MaxEID:            MaxEID,
+		Broadcast:         Broadcast,
+		Upcalls:           up,
+		HashAlgo:          cfg.HashAlgo,
+		Timeout:           cfg.AllocTimeout,
+		RetryBase:         cfg.RetryBase,
+		CacheTTL:          cfg.CacheTTL,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxFlowsPerPeer:   cfg.MaxFlowsPerPeer,
+		MaxPendingPerPeer: cfg.MaxPendingPerPeer,
+		Runner:            cfg.Runner,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eth: %s: %w", cfg.Name, err)
@@ -169,6 +182,7 @@ func (p *IPCP) Start() error {
 	}
 	p.dev, p.mac = dev, mac
 	p.state.Store(layer.StateOperational)
+	p.eng.Start()
 	p.cfg.Runner.Go(p.rxLoop)
 	return nil
 }
@@ -294,6 +308,7 @@ func (p *IPCP) rxLoop() {
 // input filters and dispatches one received frame; it allocates nothing
 // for data.
 func (p *IPCP) input(b []byte) {
+	faultinject.Check("eth/input", b)
 	f := Frame(b)
 	if len(f) < EthLen {
 		p.eng.C.Malformed.Add(1)

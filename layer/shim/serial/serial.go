@@ -486,6 +486,7 @@ func (p *IPCP) start(peer Peer) {
 		panic(err) // only a nil Runner, which New refused
 	}
 	s.eng = eng
+	s.eng.Start()
 	for name := range p.names {
 		s.eng.Register(name)
 	}
@@ -960,6 +961,7 @@ func addStats(a, b shim.Stats) shim.Stats {
 	a.FlowsActive += b.FlowsActive
 	a.AllocRetries += b.AllocRetries
 	a.AllocFailed += b.AllocFailed
+	a.FlowsExpired += b.FlowsExpired
 	d, e := &a.Drops, b.Drops
 	d.Malformed += e.Malformed
 	d.NotForUs += e.NotForUs
@@ -971,5 +973,6 @@ func addStats(a, b shim.Stats) shim.Stats {
 	d.TxError += e.TxError
 	d.RxError += e.RxError
 	d.Busy += e.Busy
+	d.PeerLimit += e.PeerLimit
 	return a
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -70,6 +71,15 @@ type Config struct {
 	// RetryBase is the first alloc retransmission timeout, doubling up to 1 s
 	// (default 20 ms).
 	RetryBase time.Duration
+	// IdleTimeout deallocates a flow that carried nothing either way for
+	// this long (default engine.DefaultIdleTimeout, 60 s; negative: never).
+	IdleTimeout time.Duration
+	// MaxFlowsPerPeer bounds the flows one peer address may allocate here
+	// (default 256; negative: no bound); MaxPendingPerPeer its requests
+	// waiting for the IRM at once (default 16). Requests beyond either are
+	// refused as busy and counted in Stats().Drops.PeerLimit.
+	MaxFlowsPerPeer   int
+	MaxPendingPerPeer int
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
@@ -110,14 +120,17 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	}
 	p := &IPCP{cfg: cfg, dir: dir, rxDone: make(chan struct{})}
 	eng, err := engine.New(engine.Config[netip.AddrPort]{
-		Kind:      "udp",
-		Wire:      wire{p},
-		Headroom:  HeaderLen,
-		Upcalls:   up,
-		HashAlgo:  cfg.HashAlgo,
-		Timeout:   cfg.AllocTimeout,
-		RetryBase: cfg.RetryBase,
-		Runner:    cfg.Runner,
+		Kind:              "udp",
+		Wire:              wire{p},
+		Headroom:          HeaderLen,
+		Upcalls:           up,
+		HashAlgo:          cfg.HashAlgo,
+		Timeout:           cfg.AllocTimeout,
+		RetryBase:         cfg.RetryBase,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxFlowsPerPeer:   cfg.MaxFlowsPerPeer,
+		MaxPendingPerPeer: cfg.MaxPendingPerPeer,
+		Runner:            cfg.Runner,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("udp: %s: %w", cfg.Name, err)
@@ -170,6 +183,7 @@ func (p *IPCP) Start() error {
 	}
 	p.dev = dev
 	p.state.Store(layer.StateOperational)
+	p.eng.Start()
 	p.cfg.Runner.Go(p.rxLoop)
 	return nil
 }
@@ -307,6 +321,7 @@ func (p *IPCP) rxLoop() {
 
 // input dispatches one received datagram; it allocates nothing for data.
 func (p *IPCP) input(b []byte, from netip.AddrPort) {
+	faultinject.Check("udp/input", b)
 	h := Header(b)
 	if !h.IsValid() {
 		p.eng.C.Malformed.Add(1)

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/pff"
 )
@@ -562,6 +563,7 @@ func (m *Manager) rxLoop(a *adj) {
 			m.teardown(a, reason)
 			return
 		}
+		faultinject.Check("unicast/mgmt", buf[:n])
 		f, err := UnmarshalMsg(buf[:n])
 		if err != nil {
 			m.c.malformed.Add(1)

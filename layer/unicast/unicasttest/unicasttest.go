@@ -193,6 +193,16 @@ func (p *linkPort) Write(b []byte, deadline time.Time) error {
 	return p.Port.Write(b, deadline)
 }
 
+// Links returns the open N-1 flow ends between a and b, both nodes'
+// (management and data-transfer flows alike). Writing to one sends to the
+// IPCP at the other end, as if that IPCP's neighbour had: for fault
+// injection.
+func (n *Net) Links(a, b string) []flow.Port {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.links[pair(a, b)])
+}
+
 // Kill stops a node (its flows close as it stops) and forgets it.
 func (n *Net) Kill(name string) {
 	n.mu.Lock()

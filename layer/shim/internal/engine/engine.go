@@ -17,9 +17,18 @@
 //   - control (allocation, deallocation, name queries) may allocate; the
 //     data path above does not. Each incoming allocation waits for the
 //     IRM's answer in a goroutine of its own.
+//   - sweeper: one goroutine (Start) deallocates flows idle for
+//     Config.IdleTimeout. The data path reads no clock for it: the sweeper
+//     compares the flows' packet counters between its rounds.
 //
 // Every goroutine is started through Config.Runner: in a node, the shim
 // component's kernel PD, so that a panic is a fault of the component.
+//
+// Bounded state: a peer holds at most Config.MaxFlowsPerPeer flows that it
+// allocated here, and at most Config.MaxPendingPerPeer requests waiting
+// for the IRM; beyond either, its requests are refused (busy) and counted
+// (Drops.PeerLimit). Refusals remembered for retransmitted requests are
+// capped too.
 //
 // Locking: mu guards the tables below it; counters are atomics; a flow's
 // port is used by its transmit goroutine (Read), the receive goroutine
@@ -31,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,15 +85,39 @@ type Config[A Addr] struct {
 
 	// Runner starts the engine's goroutines; required.
 	Runner layer.Runner
+	// IdleTimeout deallocates a flow that carried no SDU in either
+	// direction for this long (checked every quarter of it, so it goes
+	// between 1 and 1.25 times IdleTimeout). Default DefaultIdleTimeout;
+	// negative: never.
+	IdleTimeout time.Duration
+	// MaxFlowsPerPeer bounds the flows one peer address allocated here
+	// (incoming flows, those in progress included). Default
+	// DefaultMaxFlowsPerPeer; negative: no bound.
+	MaxFlowsPerPeer int
+	// MaxPendingPerPeer bounds one peer's incoming allocations waiting for
+	// the IRM's answer, so that one peer cannot take all of MaxPendingIn.
+	// Default DefaultMaxPendingPerPeer; negative: no bound.
+	MaxPendingPerPeer int
 }
+
+// Defaults of the bounds on what a peer can make the engine keep.
+const (
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultMaxFlowsPerPeer   = 256
+	DefaultMaxPendingPerPeer = 16
+	// maxRefusals bounds the remembered refusals (answers to retransmitted
+	// requests); beyond it the oldest are forgotten first-come.
+	maxRefusals = 1024
+)
 
 // Counters are the engine's always-on counters; shims count device-level
 // drops into them too.
 type Counters struct {
 	PacketsIn, BytesIn, PacketsOut, BytesOut, CtlIn, CtlOut   atomic.Uint64
 	Malformed, NotForUs, UnknownFlow, Pending, WrongPeer      atomic.Uint64
-	RxFull, Truncated, TxError, RxError, Busy                 atomic.Uint64
+	RxFull, Truncated, TxError, RxError, Busy, PeerLimit      atomic.Uint64
 	FlowsOut, FlowsIn, AllocRetries, AllocFailed, FlowsActive atomic.Uint64
+	FlowsExpired                                              atomic.Uint64
 }
 
 // Snapshot copies the counters.
@@ -98,10 +132,11 @@ func (c *Counters) Snapshot() shim.Stats {
 			WrongPeer: c.WrongPeer.Load(), RxFull: c.RxFull.Load(),
 			Truncated: c.Truncated.Load(), TxError: c.TxError.Load(),
 			RxError: c.RxError.Load(), Busy: c.Busy.Load(),
+			PeerLimit: c.PeerLimit.Load(),
 		},
 		FlowsOut: c.FlowsOut.Load(), FlowsIn: c.FlowsIn.Load(),
 		FlowsActive: c.FlowsActive.Load(), AllocRetries: c.AllocRetries.Load(),
-		AllocFailed: c.AllocFailed.Load(),
+		AllocFailed: c.AllocFailed.Load(), FlowsExpired: c.FlowsExpired.Load(),
 	}
 }
 
@@ -117,6 +152,23 @@ type flowEntry[A Addr] struct {
 	bytesIn       atomic.Uint64
 	pktsOut       atomic.Uint64
 	bytesOut      atomic.Uint64
+	rxDrops       atomic.Uint64 // SDUs that arrived for a full port: traffic too
+
+	// The sweeper's view, guarded by mu: the packet count it saw last
+	// and since when it has not changed.
+	seen     uint64
+	activeAt time.Time
+}
+
+// activity is a count that moves whenever the flow carries an SDU.
+func (f *flowEntry[A]) activity() uint64 {
+	return f.pktsIn.Load() + f.pktsOut.Load() + f.rxDrops.Load()
+}
+
+// peerState is what one peer address holds here: incoming flows and
+// incoming allocations in progress.
+type peerState struct {
+	flows, pending int
 }
 
 type peerKey[A Addr] struct {
@@ -166,6 +218,8 @@ type Engine[A Addr] struct {
 	pend     map[uint32]*pending[A]
 	inbound  map[inKey[A]]*inbound
 	inFlight int
+	refused  int              // entries of inbound that are remembered refusals
+	peers    map[A]*peerState // peers with incoming flows or allocations in progress
 	names    map[layer.Hash]string
 	cache    map[layer.Hash]cacheEntry[A]
 	waiters  map[layer.Hash][]chan A
@@ -173,7 +227,7 @@ type Engine[A Addr] struct {
 	nextReq  uint64
 }
 
-// New returns an engine; it runs until Stop.
+// New returns an engine; Start starts its sweeper, Stop ends it.
 func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 	if cfg.Runner == nil {
 		return nil, layer.NeedRunner(cfg.Kind + ": engine")
@@ -188,8 +242,15 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 	def(&cfg.Timeout, 10*time.Second)
 	def(&cfg.CacheTTL, time.Minute)
 	def(&cfg.NSFInterval, 10*time.Millisecond)
+	def(&cfg.IdleTimeout, DefaultIdleTimeout)
 	if cfg.MaxPendingIn <= 0 {
 		cfg.MaxPendingIn = 64
+	}
+	if cfg.MaxFlowsPerPeer == 0 {
+		cfg.MaxFlowsPerPeer = DefaultMaxFlowsPerPeer
+	}
+	if cfg.MaxPendingPerPeer == 0 {
+		cfg.MaxPendingPerPeer = DefaultMaxPendingPerPeer
 	}
 	if cfg.MaxEID == 0 {
 		cfg.MaxEID = ^uint32(0)
@@ -201,6 +262,7 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 		byPeer:  make(map[peerKey[A]]uint32),
 		pend:    make(map[uint32]*pending[A]),
 		inbound: make(map[inKey[A]]*inbound),
+		peers:   make(map[A]*peerState),
 		names:   make(map[layer.Hash]string),
 		cache:   make(map[layer.Hash]cacheEntry[A]),
 		waiters: make(map[layer.Hash][]chan A),
@@ -212,6 +274,57 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 	e.lastNSF.Store(-int64(cfg.NSFInterval))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
+}
+
+// Start starts the sweeper that deallocates idle flows (none if
+// Config.IdleTimeout is negative). Call it once; Stop ends it.
+func (e *Engine[A]) Start() {
+	if e.cfg.IdleTimeout < 0 {
+		return
+	}
+	e.wg.Add(1)
+	e.cfg.Runner.Go(e.sweepLoop)
+}
+
+// sweepLoop expires idle flows every quarter of the idle timeout.
+func (e *Engine[A]) sweepLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(max(e.cfg.IdleTimeout/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case now := <-t.C:
+			e.expire(now)
+		}
+	}
+}
+
+// expire deallocates the flows whose packet counts have not moved for
+// IdleTimeout, telling their peers, and forgets old refusals.
+func (e *Engine[A]) expire(now time.Time) {
+	var idle []*flowEntry[A]
+	e.mu.Lock()
+	for _, f := range e.flows {
+		if a := f.activity(); a != f.seen {
+			f.seen, f.activeAt = a, now
+			continue
+		}
+		if now.Sub(f.activeAt) >= e.cfg.IdleTimeout {
+			idle = append(idle, f)
+		}
+	}
+	for _, f := range idle {
+		e.removeLocked(f)
+	}
+	e.sweep(now)
+	e.mu.Unlock()
+	for _, f := range idle {
+		e.C.FlowsExpired.Add(1)
+		e.sendMsg(&Msg{Type: MsgDealloc, Src: f.local, Dst: f.remote}, f.peer)
+		f.port.Close()
+	}
 }
 
 // Register makes name acceptable in incoming alloc requests and answerable
@@ -293,6 +406,7 @@ func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
 			e.C.UnknownFlow.Add(1) // closing: the transmit goroutine deallocates
 		} else {
 			e.C.RxFull.Add(1)
+			f.rxDrops.Add(1)
 		}
 		return
 	}
@@ -380,12 +494,16 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 		return
 	}
 	name, ok := e.names[layer.Hash(m.Hash)]
+	ps := e.peers[from]
 	switch {
 	case !ok:
 		resp.Result = ResNotFound
 	case e.stopped || e.inFlight >= e.cfg.MaxPendingIn:
 		resp.Result = ResBusy
 		e.C.Busy.Add(1)
+	case ps != nil && e.atPeerLimit(ps):
+		resp.Result = ResBusy
+		e.C.PeerLimit.Add(1)
 	}
 	if resp.Result != ResOK {
 		e.mu.Unlock()
@@ -395,6 +513,11 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 	if len(e.inbound) >= 256 {
 		e.sweep(now)
 	}
+	if ps == nil {
+		ps = &peerState{}
+		e.peers[from] = ps
+	}
+	ps.pending++
 	in := &inbound{at: now}
 	e.inbound[key] = in
 	e.inFlight++
@@ -403,12 +526,51 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 	e.cfg.Runner.Go(func() { e.accept(key, in, name, m.QoS) })
 }
 
-// sweep forgets answered refusals older than a minute; accepted flows'
-// entries go with their flows. Called with mu held.
+// atPeerLimit reports whether a peer holding ps may not start another
+// incoming allocation. Called with mu held.
+func (e *Engine[A]) atPeerLimit(ps *peerState) bool {
+	return e.cfg.MaxFlowsPerPeer > 0 && ps.flows+ps.pending >= e.cfg.MaxFlowsPerPeer ||
+		e.cfg.MaxPendingPerPeer > 0 && ps.pending >= e.cfg.MaxPendingPerPeer
+}
+
+// peerDone drops a peer's entry once it holds nothing. Called with mu held.
+func (e *Engine[A]) peerDone(peer A) {
+	if ps := e.peers[peer]; ps != nil && ps.flows == 0 && ps.pending == 0 {
+		delete(e.peers, peer)
+	}
+}
+
+// sweep forgets answered refusals older than a minute, and the oldest
+// beyond maxRefusals; accepted flows' entries go with their flows.
+// Called with mu held.
 func (e *Engine[A]) sweep(now time.Time) {
 	for k, in := range e.inbound {
 		if in.resp != nil && in.resp.Result != ResOK && now.Sub(in.at) > time.Minute {
 			delete(e.inbound, k)
+			e.refused--
+		}
+	}
+	if e.refused <= maxRefusals {
+		return
+	}
+	// Too many recent ones: keep the newest half. A retransmission of a
+	// forgotten request is asked of the IRM again.
+	ats := make([]time.Time, 0, e.refused)
+	for _, in := range e.inbound {
+		if in.resp != nil && in.resp.Result != ResOK {
+			ats = append(ats, in.at)
+		}
+	}
+	slices.SortFunc(ats, time.Time.Compare)
+	keep := maxRefusals / 2
+	cut := ats[len(ats)-keep] // the oldest kept
+	for k, in := range e.inbound {
+		if in.resp == nil || in.resp.Result == ResOK {
+			continue
+		}
+		if in.at.Before(cut) || in.at.Equal(cut) && e.refused > keep {
+			delete(e.inbound, k)
+			e.refused--
 		}
 	}
 }
@@ -426,6 +588,7 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS) {
 	var stale *flowEntry[A]
 	e.mu.Lock()
 	e.inFlight--
+	e.peers[key.peer].pending-- // kept since onAllocReq: pending > 0
 	if err == nil && e.stopped {
 		err = flow.ErrClosed
 	}
@@ -442,7 +605,12 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS) {
 	in.resp = &resp
 	if err != nil {
 		in.at = time.Now()
+		e.refused++
+		if e.refused > maxRefusals {
+			e.sweep(in.at)
+		}
 	}
+	e.peerDone(key.peer)
 	e.mu.Unlock()
 	if stale != nil {
 		stale.port.Close()
@@ -506,6 +674,15 @@ func (e *Engine[A]) install(f *flowEntry[A]) (stale *flowEntry[A]) {
 	}
 	e.flows[f.local] = f
 	e.byPeer[k] = f.local
+	f.activeAt = time.Now()
+	if !f.out {
+		ps := e.peers[f.peer]
+		if ps == nil {
+			ps = &peerState{}
+			e.peers[f.peer] = ps
+		}
+		ps.flows++
+	}
 	e.C.FlowsActive.Add(1)
 	e.wg.Add(1)
 	return stale
@@ -530,6 +707,10 @@ func (e *Engine[A]) removeLocked(f *flowEntry[A]) bool {
 	}
 	if !f.out {
 		delete(e.inbound, f.in)
+		if ps := e.peers[f.peer]; ps != nil {
+			ps.flows--
+			e.peerDone(f.peer)
+		}
 	}
 	e.C.FlowsActive.Add(^uint64(0))
 	return true

@@ -1,0 +1,109 @@
+package irm
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// fetch pages through a listing as the ouro tool does, checking that
+// every page fits in a kernel message.
+func fetch(t *testing.T, args map[string]string, answer func(MgmtReq) (MgmtResp, error)) (MgmtResp, int) {
+	t.Helper()
+	codec := flow.NewCodec()
+	var all MgmtResp
+	pages := 0
+	for next := 0; ; {
+		req := MgmtReq{Cmd: "x", Args: map[string]string{ArgOffset: strconv.Itoa(next)}}
+		for k, v := range args {
+			req.Args[k] = v
+		}
+		r, err := answer(req)
+		if err != nil {
+			t.Fatalf("page from %d: %v", next, err)
+		}
+		pages++
+		b, err := codec.Marshal(r)
+		if err != nil || len(b) > kernel.MaxPayload {
+			t.Fatalf("page from %d: %d bytes (limit %d), %v", next, len(b), kernel.MaxPayload, err)
+		}
+		all.Table.Columns = r.Table.Columns
+		all.Table.Rows = append(all.Table.Rows, r.Table.Rows...)
+		all.Text += r.Text
+		all.Total = r.Total
+		if r.Next == 0 {
+			return all, pages
+		}
+		if r.Next <= next {
+			t.Fatalf("page from %d: next %d", next, r.Next)
+		}
+		next = r.Next
+	}
+}
+
+func TestPagerRows(t *testing.T) {
+	var rows [][]string
+	for i := range 5000 {
+		rows = append(rows, []string{strconv.Itoa(i), strings.Repeat("é", i%97), fmt.Sprint(i * i)})
+	}
+	whole := MgmtResp{Table: Table{Columns: []string{"id", "name", "sq"}, Rows: rows}, Text: "a note"}
+	answer := func(req MgmtReq) (MgmtResp, error) { return pageAnswer(whole, req) }
+	got, pages := fetch(t, nil, answer)
+	if !slices.EqualFunc(got.Table.Rows, rows, slices.Equal) || got.Total != len(rows) || got.Text != "a note" {
+		t.Fatalf("joined pages: %d rows, total %d, text %q; want %d rows", len(got.Table.Rows), got.Total, got.Text, len(rows))
+	}
+	if pages < 50 {
+		t.Errorf("%d pages for %d rows: are pages bounded by the message size?", pages, len(rows))
+	}
+	t.Logf("%d rows in %d pages", len(rows), pages)
+
+	// A limit bounds the rows of a page.
+	r, err := pageAnswer(whole, MgmtReq{Args: map[string]string{ArgOffset: "10", ArgLimit: "3"}})
+	if err != nil || len(r.Table.Rows) != 3 || r.Table.Rows[0][0] != "10" || r.Next != 13 || r.Text != "" {
+		t.Fatalf("offset 10 limit 3: %+v, %v", r, err)
+	}
+	// Past the end: an empty last page.
+	r, err = pageAnswer(whole, MgmtReq{Args: map[string]string{ArgOffset: "9999"}})
+	if err != nil || len(r.Table.Rows) != 0 || r.Next != 0 || r.Total != len(rows) {
+		t.Fatalf("offset past the end: %+v, %v", r, err)
+	}
+	// A small answer is one page, unchanged.
+	small := MgmtResp{Table: Table{Columns: []string{"a"}, Rows: [][]string{{"1"}}}}
+	if r, err := pageAnswer(small, MgmtReq{}); err != nil || r.Next != 0 || len(r.Table.Rows) != 1 {
+		t.Fatalf("one row: %+v, %v", r, err)
+	}
+}
+
+func TestPagerText(t *testing.T) {
+	text := strings.Repeat("0123456789€ü\n", 800) // 2-, 3-byte characters across page boundaries
+	answer := func(req MgmtReq) (MgmtResp, error) {
+		r, err := pageAnswer(MgmtResp{Text: text}, req)
+		if err == nil && !utf8.ValidString(r.Text) {
+			t.Fatalf("page from %s cut a character", req.Args[ArgOffset])
+		}
+		return r, err
+	}
+	got, pages := fetch(t, nil, answer)
+	if got.Text != text || got.Total != len(text) || pages < 5 {
+		t.Fatalf("joined text: %d bytes in %d pages, want %d bytes", len(got.Text), pages, len(text))
+	}
+}
+
+func TestPagerErrors(t *testing.T) {
+	for _, v := range []string{"-1", "x", "99999999999"} {
+		if _, err := pageAnswer(MgmtResp{Text: "t"}, MgmtReq{Args: map[string]string{ArgOffset: v}}); !errors.Is(err, flow.ErrInvalid) {
+			t.Errorf("offset %q: %v, want ErrInvalid", v, err)
+		}
+	}
+	huge := MgmtResp{Table: Table{Columns: []string{"a"}, Rows: [][]string{{strings.Repeat("x", kernel.MaxPayload)}}}}
+	if _, err := pageAnswer(huge, MgmtReq{}); !errors.Is(err, flow.ErrTooBig) {
+		t.Errorf("a row larger than a message: %v, want ErrTooBig", err)
+	}
+}
