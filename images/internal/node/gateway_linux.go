@@ -185,7 +185,7 @@ func (r *gwRun) admit(c *net.UnixConn) {
 	r.sess[s.id] = s
 	r.mu.Unlock()
 	child, err := r.pd.Spawn(kernel.ComponentSpec{
-		Name:       fmt.Sprintf("gateway.s%d", b.Session().ID),
+		Name:       sessionComponent(b.Session().ID),
 		Budget:     kernel.Budget{Bufs: g.opts.SessionBufs},
 		FaultCap:   r.faults,
 		FaultBadge: kernel.Badge(s.id),
@@ -199,6 +199,12 @@ func (r *gwRun) admit(c *net.UnixConn) {
 	r.mu.Lock()
 	s.child = child
 	r.mu.Unlock()
+}
+
+// sessionComponent names the component of the IRM's session id: its
+// IRM instance (the id's epoch) and number, "gateway.s1.7".
+func sessionComponent(id uint64) string {
+	return fmt.Sprintf("gateway.s%d.%d", id>>40, id&(1<<40-1))
 }
 
 // sessionProgram is the program of one session's component: it serves

@@ -12,7 +12,7 @@ type KernelConfig struct {
 // Defaults of the hosted gateway's session budgets ([node] session_bufs,
 // max_sessions).
 const (
-	defaultSessionBufs = 1024
+	defaultSessionBufs = 256
 	defaultMaxSessions = 256
 )
 
@@ -27,7 +27,7 @@ type GatewayOptions struct {
 	// role (the socket file is then mode 0666, else 0660).
 	Public bool
 	// SessionBufs is each program session's packet-buffer budget
-	// (default 1024), carved from the gateway's.
+	// (default 256), carved from the gateway's.
 	SessionBufs int
 	// MaxSessions bounds the sessions at once (default 256): the
 	// gateway's budget is MaxSessions × SessionBufs.
