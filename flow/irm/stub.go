@@ -301,6 +301,11 @@ func (b *Broker) Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	return resp, err
 }
 
+// Go starts f as a goroutine of the broker's component (under the kernel:
+// a panic in f is a fault of that component). flow.Client finds it by type
+// assertion and starts its accept loop with it.
+func (b *Broker) Go(f func()) { b.c.PD().Go(f) }
+
 // Close implements flow.Broker: the session ends, its names are unbound
 // and its cap is revoked; flows stay open. Idempotent.
 func (b *Broker) Close() error {
