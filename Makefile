@@ -16,7 +16,7 @@ PKGS    ?= ./...
 # (board/ and images/ carry build tags of their own).
 ARMPKGS ?= ./...
 # The steps of make test, in order.
-STEPS   ?= fmt-check vet unit allocs kerneldebug arm qemu-test qemu-test-pi qemu-test-microvm
+STEPS   ?= fmt-check vet unit allocs kerneldebug faults arm qemu-test qemu-test-pi qemu-test-microvm
 # Where make test records its steps (tools/testsum), and the tool.
 SUMMARY ?= bin/test-summary
 TESTSUM ?= bin/testsum
@@ -28,7 +28,7 @@ GOTEST_FLAGS ?=
 # every such test that skips under -race is named so.
 ALLOC_PKGS ?= $(sort $(foreach f,$(shell git grep -l 'testing.AllocsPerRun' -- '*_test.go' 2>/dev/null),./$(patsubst %/,%,$(dir $(f)))))
 
-.PHONY: all test unit allocs kerneldebug vet fmt-check arm bench demo fuzz-smoke clean
+.PHONY: all test unit allocs kerneldebug faults vet fmt-check arm bench demo fuzz-smoke clean
 
 all: test
 
@@ -59,6 +59,12 @@ allocs:
 # the kernel's consistency checks (build tag kerneldebug)
 kerneldebug:
 	$(GO) test $(GOTEST_FLAGS) -race -count=1 -tags kerneldebug ./kernel/
+
+# the fault-injection tests (build tag faultinject): a poisoned packet
+# panics a receive path; the component faults, is restarted, and the node
+# (and, between router processes, the pings across it) carry on
+faults:
+	$(GO) test $(GOTEST_FLAGS) -tags faultinject -race -count=1 -timeout 10m -run 'Poison|^TestFault' ./layer/... ./images/router/
 
 arm:
 	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(ARMPKGS)
