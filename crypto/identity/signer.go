@@ -30,6 +30,7 @@ const (
 	LabelDir    = "ouro/dir/v1"    // directory records
 	LabelFA     = "ouro/fa/v1"     // flow-allocation messages
 	LabelKex    = "ouro/kex/v1"    // key-exchange transcripts of sealed flows
+	LabelAdj    = "ouro/adj/v1"    // adjacency (N-1 flow) authentication between members
 )
 
 // Labeled returns the bytes a labelled signature covers:

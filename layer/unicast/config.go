@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/ouronet/ouro/crypto/identity"
 	"io"
 	"time"
 
@@ -36,9 +37,14 @@ type Config struct {
 	// Empty after enrolling means the member enrolled through.
 	Neighbours []string
 
-	// PubKey is the IPCP's public identity, sent when enrolling: an
-	// ed25519 public key (32 bytes), or empty. It is recorded by the
-	// member, not yet verified (crypto/identity will provide proofs).
+	// Signer is the IPCP's identity: in a node, a signing capability to
+	// the node's signer component (the key never enters the IPCP); nil
+	// makes an ephemeral identity for this IPCP's lifetime (tests,
+	// IPCPs created at run time). What the IPCP signs is in
+	// docs/security.md.
+	Signer identity.Signer
+	// PubKey is the IPCP's public identity, sent when enrolling; it is
+	// Signer's public key (set by setDefaults).
 	PubKey []byte
 	// Addr is a static address (0: a random one, drawn from Entropy).
 	Addr layer.Addr
@@ -81,6 +87,14 @@ func (c *Config) setDefaults() error {
 	if c.Entropy == nil {
 		c.Entropy = rand.Reader
 	}
+	if c.Signer == nil {
+		id, err := identity.Generate(rand.Reader)
+		if err != nil {
+			return fmt.Errorf("unicast: %s: identity: %w", c.Name, err)
+		}
+		c.Signer = id
+	}
+	c.PubKey = c.Signer.Public()
 	c.RoutingTick = cmp.Or(c.RoutingTick, 100*time.Millisecond)
 	c.KeepAlive = cmp.Or(c.KeepAlive, time.Second)
 	c.FlowTimeout = cmp.Or(c.FlowTimeout, 4*time.Second)

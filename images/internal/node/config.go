@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/ouronet/ouro/crypto/identity"
 )
 
 // Config is a node's configuration, as read from TOML (see docs/config.md).
@@ -19,6 +21,13 @@ type Config struct {
 	IRM    IRMConfig    `toml:"irm"`
 	IPCPs  []IPCPConfig `toml:"ipcp"`
 	Apps   []AppConfig  `toml:"app"` // in-node applications (apps.go)
+
+	// Identity and Measurement, set by the image rather than the file:
+	// the node's key (a board's, derived from its hardware unique key)
+	// and what the image measured of itself. identity.go.
+	Identity    *identity.Identity   `toml:"-"`
+	Measurement identity.Measurement `toml:"-"`
+	Board       string               `toml:"-"`
 
 	md   toml.MetaData // for decoding each IPCP's kind-specific table
 	mdMu sync.Mutex    // PrimitiveDecode writes md: IPCP components decode concurrently
@@ -38,6 +47,11 @@ type NodeConfig struct {
 	SocketPublic bool   `toml:"socket_public"`
 	SessionBufs  int    `toml:"session_bufs"`
 	MaxSessions  int    `toml:"max_sessions"`
+	// Key is the file holding the node's ed25519 identity key (PEM),
+	// created (mode 0600) on first start. Empty: hosted nodes make an
+	// ephemeral key per start; boards derive theirs from the hardware
+	// unique key (Config.Identity). See identity.go.
+	Key string `toml:"key"`
 }
 
 // IRMConfig tunes the IRM.

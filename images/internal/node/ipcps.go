@@ -141,6 +141,9 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		cfg.Logf = deps.logf
 		cfg.Runner = env.pd
+		if s := env.signer(deps.nodeKey); s != nil {
+			cfg.Signer = s
+		}
 		b, err := env.broker()
 		if err != nil {
 			return nil, err

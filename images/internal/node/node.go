@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel"
 )
@@ -53,6 +55,20 @@ func (e ipcpEnv) broker() (*irm.Broker, error) {
 	return irm.OpenSession(ctx, e.pd, e.irmEP, irm.SessionReq{})
 }
 
+// signer returns the component's signing capability to the node's
+// signer (identity.go), or nil if it holds none (IPCPs created at run
+// time) or the node's key is not known.
+func (e ipcpEnv) signer(nodeKey ed25519.PublicKey) *SignerClient {
+	if nodeKey == nil {
+		return nil
+	}
+	c, err := e.pd.Slot(SlotSigner)
+	if err != nil {
+		return nil
+	}
+	return NewSignerClient(e.pd, c, nodeKey)
+}
+
 // ipcpImpl is an IPCP as the node runs it.
 type ipcpImpl interface {
 	irm.IPCP
@@ -67,7 +83,9 @@ type Node struct {
 	sys    *kernel.System
 	logf   func(string, ...any)
 	extras []Extra
-	icfg   irm.Config // the IRM's configuration; each IRM instance gets a fresh copy
+	icfg   irm.Config         // the IRM's configuration; each IRM instance gets a fresh copy
+	id     *identity.Identity // the node's key: the signer component's alone (identity.go)
+	signer *SignerComponent
 	irms   atomic.Int32
 	clean  sync.Once
 
@@ -104,7 +122,18 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		l := log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds)
 		n.logf = l.Printf
 	}
+	var err error
+	if n.id, err = loadIdentity(cfg); err != nil {
+		return nil, err
+	}
+	if n.signer, err = n.newSigner(); err != nil {
+		return nil, err
+	}
 	n.sys = n.describe()
+	if err := n.signer.AddTo(n.sys); err != nil {
+		return nil, fmt.Errorf("node: system description: %w", err)
+	}
+	superviseSigner(n.sys)
 	if err := n.sys.Validate(); err != nil {
 		return nil, fmt.Errorf("node: system description: %w", err)
 	}
@@ -251,13 +280,14 @@ func (n *Node) Start() error {
 	// flows the node can have (slots are allocated as they are used).
 	n.k = kernel.New(kernel.Config{Logf: n.logf, CSpaceSize: 1 << 20, MaxBufs: n.cfg.Kernel.MaxBufs})
 	progs := map[string]kernel.Program{
-		rootName: rootProgram(n.icfg.Logf, n.icfg.Restart),
-		irmName:  n.irmProgram(),
+		rootName:   rootProgram(n.icfg.Logf, n.icfg.Restart),
+		irmName:    n.irmProgram(),
+		SignerName: n.signer.Program,
 	}
 	if n.wrapIRM != nil {
 		progs[irmName] = n.wrapIRM(progs[irmName])
 	}
-	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{}, wrap: n.wrapIPCP}
+	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{}, wrap: n.wrapIPCP, nodeKey: n.id.Public()}
 	var waits []chan error
 	for _, p := range n.cfg.IPCPs {
 		ch := make(chan error, 1)
@@ -319,6 +349,7 @@ type ipcpDeps struct {
 	logf    func(string, ...any)
 	devices ipcpDevices
 	wrap    func(ipcpImpl) ipcpImpl // a test seam; nil outside tests
+	nodeKey ed25519.PublicKey       // the node's public key (nil: the IPCP has no signing cap)
 }
 
 // ipcpProgram is the program of one IPCP's component: build the IPCP,

@@ -144,6 +144,20 @@ kind = "echo"
 		if name == irmName || name == rootName {
 			continue
 		}
+		// The signer holds no cap to the IRM; the root supervises it.
+		if name == SignerName {
+			if comp.Supervisor != rootName || comp.FaultEndpoint != faultEndpoint(rootName) {
+				t.Errorf("signer: supervisor %q, fault endpoint %q; want the root's", comp.Supervisor, comp.FaultEndpoint)
+			}
+			if len(rights[name]) != 1 {
+				t.Errorf("signer holds caps to %v, want its endpoint only", rights[name])
+			}
+			continue
+		}
+		// Only IPCPs and the IRM may ask the signer for signatures.
+		if _, ok := rights[name][SignerEndpoint]; ok && !strings.HasPrefix(name, "ipcp.") {
+			t.Errorf("%s holds a cap to the signer", name)
+		}
 		// Every cap to the IRM's endpoint carries its holder's role.
 		want := roles[name]
 		if strings.HasPrefix(name, "ipcp.") {

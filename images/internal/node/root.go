@@ -9,11 +9,13 @@ import (
 )
 
 // rootProgram is the root supervisor's program: the smallest component of
-// the node, holding only the IRM's fault endpoint (Read) and a cap to
-// restart the IRM. When the IRM faults it restarts it, with the same
-// back-off as the IRM applies to its own children; the new IRM instance
-// then restarts the rest of the node (Node.irmProgram). It never touches
-// a flow or a session, so there is little in it that can fail.
+// the node, holding only its fault endpoint (Read) and caps to restart
+// the IRM and the signer. When the IRM faults it restarts it, with the
+// same back-off as the IRM applies to its own children; the new IRM
+// instance then restarts the rest of the node (Node.irmProgram). A
+// faulted signer is restarted alone (it keeps no state but the key its
+// configuration holds). It never touches a flow or a session, so there
+// is little in it that can fail.
 func rootProgram(logf func(string, ...any), policy irm.RestartPolicy) kernel.Program {
 	return func(pd *kernel.PD) error {
 		faults, err := pd.Slot(slotFault)
@@ -24,8 +26,13 @@ func rootProgram(logf func(string, ...any), policy irm.RestartPolicy) kernel.Pro
 		if err != nil {
 			return err
 		}
+		signerComp, err := pd.Slot(restartSlot(SignerName))
+		if err != nil {
+			return err
+		}
 		ctx := pd.Context()
 		b := irm.NewBackoff(policy, time.Now())
+		sb := irm.NewBackoff(policy, time.Now())
 		msg := kernel.Msg{Payload: make([]byte, 0, kernel.MaxPayload)}
 		for {
 			msg.Payload = msg.Payload[:0]
@@ -39,8 +46,16 @@ func rootProgram(logf func(string, ...any), policy irm.RestartPolicy) kernel.Pro
 			if !ok {
 				continue
 			}
-			delay := b.Fault(time.Now())
-			logf("root: the IRM faulted (incarnation %d): %s; a new IRM in %v restarts the node's components", f.Incarnation, f.Reason, delay)
+			child, backoff, what := irmComp, b, "the IRM"
+			if f.Component == SignerName {
+				child, backoff, what = signerComp, sb, "the signer"
+			}
+			delay := backoff.Fault(time.Now())
+			if child == signerComp {
+				logf("root: the signer faulted (incarnation %d): %s; restart in %v", f.Incarnation, f.Reason, delay)
+			} else {
+				logf("root: the IRM faulted (incarnation %d): %s; a new IRM in %v restarts the node's components", f.Incarnation, f.Reason, delay)
+			}
 			if delay > 0 {
 				t := time.NewTimer(delay)
 				select {
@@ -50,9 +65,9 @@ func rootProgram(logf func(string, ...any), policy irm.RestartPolicy) kernel.Pro
 					return nil
 				}
 			}
-			b.Started(time.Now())
-			if err := pd.Restart(irmComp); err != nil {
-				logf("root: restart the IRM: %v", err)
+			backoff.Started(time.Now())
+			if err := pd.Restart(child); err != nil {
+				logf("root: restart %s: %v", what, err)
 			}
 		}
 	}

@@ -5,6 +5,7 @@
 package addr
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -152,4 +153,29 @@ func (a *Assigner) Assign(members Members) (layer.Addr, error) {
 		}
 	}
 	return 0, fmt.Errorf("addr: %d draws: %w", MaxTries, ErrExhausted)
+}
+
+// FromKey derives a member's address from its public key: the first bytes
+// of SHA-256("ouro/addr/v1" || 0x00 || layerName || 0x00 || pub), masked
+// to width bytes (4 or 8; 0 means 8), never zero. An address derived this
+// way is self-certifying: whoever signs with the key behind an address
+// proves it owns the address, without a table.
+func FromKey(layerName string, width int, pub []byte) layer.Addr {
+	h := sha256.New()
+	h.Write([]byte("ouro/addr/v1\x00"))
+	h.Write([]byte(layerName))
+	h.Write([]byte{0})
+	h.Write(pub)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	mask := ^uint64(0)
+	if width == 4 {
+		mask = 1<<32 - 1
+	}
+	for i := 0; i+8 <= len(sum); i += 8 {
+		if a := binary.BigEndian.Uint64(sum[i:]) & mask; a != 0 {
+			return layer.Addr(a)
+		}
+	}
+	return 1 // all-zero digest prefixes: not in this universe
 }

@@ -95,3 +95,22 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestFromKey(t *testing.T) {
+	k1 := make([]byte, 32)
+	k2 := make([]byte, 32)
+	k2[0] = 1
+	a := addr.FromKey("uni", 4, k1)
+	if a == 0 || uint64(a) >= 1<<32 {
+		t.Fatalf("FromKey width 4 = %#x, want non-zero below 2^32", a)
+	}
+	if addr.FromKey("uni", 4, k1) != a {
+		t.Fatal("FromKey is not deterministic")
+	}
+	if addr.FromKey("uni", 4, k2) == a || addr.FromKey("other", 4, k1) == a {
+		t.Fatal("FromKey ignores the key or the layer")
+	}
+	if b := addr.FromKey("uni", 8, k1); uint64(b)&(1<<32-1) != uint64(a) {
+		t.Fatalf("width 8 address %#x does not extend the width 4 one %#x", b, a)
+	}
+}
