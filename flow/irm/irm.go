@@ -36,6 +36,9 @@ type Config struct {
 	AutoRegister bool
 	// Logf logs notable events; nil discards them.
 	Logf func(format string, args ...any)
+	// Document returns the node's signed identity document (crypto/
+	// identity) for the "id" command; nil: the command answers not found.
+	Document func(ctx context.Context) ([]byte, error)
 	// Describe returns the node's system description for management
 	// ("system" command); nil if not available.
 	Describe func() *kernel.System

@@ -2,6 +2,7 @@ package irm
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ const (
 	CmdReg    = "reg"    // register Name in Layer (or every layer if empty)
 	CmdUnreg  = "unreg"  // unregister Name from Layer (or every layer)
 	CmdSystem = "system" // the kernel's system description; Args["format"]: table, dot, mermaid or json
+	CmdID     = "id"     // the node's signed identity document, base64 (Config.Document)
 )
 
 // readOnly are the management commands anyone with a session may run:
@@ -32,7 +34,7 @@ const (
 // and IPCP commands such as bootstrap, enroll, connect) needs a
 // management session.
 var readOnly = map[string]bool{
-	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true,
+	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true, CmdID: true,
 	// IPCP tables and counters ("flows" is also the IPCP's own).
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
 }
@@ -70,6 +72,15 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 		return m.create(ctx, req)
 	case CmdDestroy:
 		return m.destroy(req)
+	case CmdID:
+		if m.cfg.Document == nil {
+			return MgmtResp{}, fmt.Errorf("irm: identity document: %w", flow.ErrNotFound)
+		}
+		doc, err := m.cfg.Document(ctx)
+		if err != nil {
+			return MgmtResp{}, fmt.Errorf("irm: identity document: %w", err)
+		}
+		return MgmtResp{Text: base64.StdEncoding.EncodeToString(doc)}, nil
 	case CmdSystem:
 		if m.cfg.Describe == nil {
 			return MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)

@@ -30,6 +30,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/images/internal/node"
 )
 
@@ -90,6 +91,20 @@ func main() {
 		fail("%v", err)
 	}
 
+	// The node's identity: derived from the board's hardware unique key
+	// (the same board always has the same key; docs/security.md says
+	// which boards' keys are secret), and what the image measured of
+	// itself, which the signer puts in the node's identity document.
+	huk, _, err := b.UniqueKey([]byte("ouro identity v1"))
+	if err != nil {
+		fail("board unique key: %v", err)
+	}
+	if cfg.Identity, err = identity.FromHUK(huk[:]); err != nil {
+		fail("identity: %v", err)
+	}
+	cfg.Measurement = measureImage()
+	cfg.Board = b.Name()
+
 	node.UseBoard(b)
 	halt := make(chan int, 1)
 	apps, err := node.Apps(cfg, node.AppEnv{
@@ -115,6 +130,9 @@ func main() {
 	kind := b.UniqueKeyKind()
 	fmt.Printf("ouro node %s: board %s, identity key %s, entropy %s\n",
 		n.Name(), b.Name(), kind, b.EntropySource())
+	// Tests compare these with the host's view (ouro measure IMAGE.elf).
+	fmt.Printf("ouro node %s: id %s key %x\n", n.Name(), cfg.Identity.Name(), []byte(cfg.Identity.Public()))
+	fmt.Printf("ouro node %s: measurement %s (%s)\n", n.Name(), cfg.Measurement, imageRanges())
 	if nic := node.BoardNIC(); nic != nil {
 		fmt.Printf("ouro node %s: nic %v\n", n.Name(), nic.HardwareAddr())
 	}

@@ -86,6 +86,7 @@ qemu_listen = "127.0.0.1:%d"
 			port := freePort(t)
 			client := startHosted(t, p.hosted(port), nil)
 			vm := bootMicrovm(t, elf, "vm", port)
+			vm.checkIdentity(t, "vm", elf)
 			all = append(all, exercise(t, client, p.name+" to microvm"))
 			halt(t, client)
 			if code := vm.wait(t, 20*time.Second); code != microvmStatus(haltCode) {

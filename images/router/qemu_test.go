@@ -35,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/node"
@@ -142,6 +143,7 @@ qemu_listen = "127.0.0.1:%d"
 			port := freePort(t)
 			client := startHosted(t, p.hosted(port), nil)
 			vm := bootVM(t, elf, "vm", fmt.Sprintf("socket,model=imx.enet,connect=127.0.0.1:%d,mac=02:00:00:00:00:02", port))
+			vm.checkIdentity(t, "vm", elf)
 			f := exercise(t, client, p.name+" to VM")
 			all = append(all, f)
 			halt(t, client)
@@ -404,6 +406,29 @@ func (v *vm) stop() {
 		v.cmd.Process.Kill()
 		<-v.done
 	}
+}
+
+// checkIdentity checks what the booted image says of itself: the
+// measurement it took of its loaded code and read-only data is the one
+// the host computes from the ELF file (ouro measure), and its identity
+// key is the one derived from the board's unique key.
+func (v *vm) checkIdentity(t *testing.T, name, elf string) {
+	t.Helper()
+	want, err := identity.MeasureELF(elf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.mu.Lock()
+	console := strings.Join(v.console, "\n")
+	v.mu.Unlock()
+	line := fmt.Sprintf("ouro node %s: measurement %s", name, want)
+	if !strings.Contains(console, line) {
+		t.Fatalf("the image did not report the host's measurement %q", line)
+	}
+	if !strings.Contains(console, "ouro node "+name+": id ") {
+		t.Fatal("the image did not report its identity")
+	}
+	t.Logf("image measurement %s agrees with the host's (ouro measure)", want)
 }
 
 // wait waits for the VM to exit and returns QEMU's exit code.

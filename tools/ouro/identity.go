@@ -24,7 +24,7 @@ import (
 // CmdID is the management command that asks a node for its signed
 // identity document; the answer's Text is the document in standard
 // base64.
-const CmdID = "id"
+const CmdID = irm.CmdID
 
 func keygenCommand() *command {
 	return &command{name: "keygen", args: "[-o FILE]", group: "identity", summary: "create an ed25519 key (a node's or a layer authority's)", run: runKeygen,
@@ -44,6 +44,41 @@ func idCommand() *command {
 			"\"ouro cert issue --subject\" take), the self-certifying name, the image\n" +
 			"measurement and the document (base64: \"ouro cert issue --subject\" takes it\n" +
 			"too)."}
+}
+
+func measureCommand() *command {
+	return &command{name: "measure", args: "FILE", group: "identity",
+		summary: "print the measurements of an image file (what a measured policy lists)", run: runMeasure,
+		help: "Prints the measurement of FILE as a hosted node takes it of its executable\n" +
+			"(\"file\": SHA-256 of the whole file) and, for a Go ELF image, as a\n" +
+			"bare-metal image takes it of itself once loaded (\"image\": its code and\n" +
+			"read-only data, docs/security.md). Put the one for where the image runs in\n" +
+			"a layer's measured list or a certificate (ouro cert issue --measurement)."}
+}
+
+// runMeasure runs "ouro measure FILE".
+func runMeasure(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	rest, err := fs.parse(args, 1, 1)
+	if err != nil {
+		return err
+	}
+	file, err := identity.MeasureFile(rest[0])
+	if err != nil {
+		return err
+	}
+	fields := [][2]string{{"file", file.String()}}
+	if img, err := identity.MeasureELF(rest[0]); err == nil {
+		fields = append(fields, [2]string{"image", img.String()})
+	}
+	if a.json {
+		m := map[string]string{}
+		for _, f := range fields {
+			m[f[0]] = f[1]
+		}
+		return a.printJSON(m)
+	}
+	return a.printFields(fields)
 }
 
 // runKeygen runs "ouro keygen [-o FILE]".

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -298,4 +300,55 @@ func TestCert(t *testing.T) {
 			t.Error("temporary file left behind")
 		}
 	})
+}
+
+// TestMeasure: ouro measure prints the whole-file measurement of any
+// file, and the loaded-image one of a Go ELF with symbols (a small tool of
+// this module, built here: test binaries have none), the same
+// identity.MeasureELF computes.
+func TestMeasure(t *testing.T) {
+	tn := newTestNet()
+	ctx := context.Background()
+	self := filepath.Join(t.TempDir(), "testsum")
+	if out, err := exec.Command("go", "build", "-o", self, "github.com/ouronet/ouro/tools/testsum").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	code, out, errs := tn.ouro(ctx, "measure", self)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	file, _ := identity.MeasureFile(self)
+	img, err := identity.MeasureELF(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if field(t, out, "file") != file.String() || field(t, out, "image") != img.String() || file == img {
+		t.Errorf("output:\n%s\nwant file %s image %s", out, file, img)
+	}
+	// One byte changed in the image's code changes both measurements.
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := f.Section(".text").Offset + 100
+	f.Close()
+	b[off] ^= 1
+	changed := filepath.Join(t.TempDir(), "changed")
+	os.WriteFile(changed, b, 0o755)
+	code, out, _ = tn.ouro(ctx, "measure", changed)
+	if code != 0 || field(t, out, "image") == img.String() || field(t, out, "file") == file.String() {
+		t.Errorf("one byte changed: exit %d, output:\n%s", code, out)
+	}
+	text := filepath.Join(t.TempDir(), "notes")
+	os.WriteFile(text, []byte("not an image"), 0o644)
+	if code, out, _ := tn.ouro(ctx, "measure", text); code != 0 || strings.Contains(out, "image") {
+		t.Errorf("plain file: exit %d, output %q", code, out)
+	}
+	if code, _, _ := tn.ouro(ctx, "measure", filepath.Join(t.TempDir(), "missing")); code != 1 {
+		t.Errorf("missing file: exit %d, want 1", code)
+	}
 }

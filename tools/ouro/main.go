@@ -116,7 +116,7 @@ func commands() []*command {
 				"counted and prints both sides' packets/s, bit/s and the loss.\n" +
 				"Server (--server): binds NAME and counts. --udp does the same over plain\n" +
 				"UDP, as a baseline."},
-		keygenCommand(), idCommand(), certCommand(), // identity.go, cert.go
+		keygenCommand(), idCommand(), measureCommand(), certCommand(), // identity.go, cert.go
 		{name: "help", args: "[CMD]", group: "other", summary: "show help for a command", run: runHelp},
 	}
 }

@@ -1,11 +1,16 @@
 package node
 
 import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow/irm"
 )
 
 // TestNodeKeyFile: [node] key is created on first start (mode 0600) and
@@ -41,5 +46,44 @@ key = "` + path + `"
 	n4 := startNode(t, "[node]\nname = \"e\"\n")
 	if n3.Identity().Public().Equal(n4.Identity().Public()) {
 		t.Fatal("two nodes without a key file share a key")
+	}
+}
+
+// TestNodeDocument: the "id" management command answers the node's
+// identity document, signed by the signer with the node's key and
+// carrying the name, board and measurement the image gave.
+func TestNodeDocument(t *testing.T) {
+	x, brokers := app("app.reader") // "id" is read-only: any session
+	c, err := ParseConfig([]byte("[node]\nname = \"doc\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Board = "testboard"
+	c.Measurement = identity.MeasureBytes([]byte("image"))
+	n, err := New(c, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	b := <-brokers
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(resp.Text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := identity.VerifyDocument(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ed25519.PublicKey(d.Key).Equal(n.Identity().Public()) || d.Name != "doc" || d.Board != "testboard" || d.Measurement != c.Measurement {
+		t.Errorf("document %+v", d)
 	}
 }

@@ -337,6 +337,10 @@ func (n *Node) irmProgram() kernel.Program {
 		cfg := n.icfg
 		cfg.Epoch = uint16(inc)
 		cfg.Fresh = inc > 1
+		if c, err := pd.Slot(SlotSigner); err == nil {
+			signer := NewSignerClient(pd, c, n.id.Public())
+			cfg.Document = signer.Document
+		}
 		return irm.New(cfg).Run(slotIRM)(pd)
 	}
 }
