@@ -38,6 +38,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/flow/probe"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/tools/qemu/hub"
@@ -65,6 +66,8 @@ addrs = ["127.0.10.2/24"]
 
 [[app]]
 kind = "echo"
+[[app]]
+kind = "perf"
 [[app]]
 kind = "halt"
 `
@@ -145,6 +148,9 @@ qemu_listen = "127.0.0.1:%d"
 			vm := bootVM(t, elf, "vm", fmt.Sprintf("socket,model=imx.enet,connect=127.0.0.1:%d,mac=02:00:00:00:00:02", port))
 			vm.checkIdentity(t, "vm", elf)
 			f := exercise(t, client, p.name+" to VM")
+			if p.name == "eth" {
+				perfApp(t, client, "armory VM")
+			}
 			all = append(all, f)
 			halt(t, client)
 			if code := vm.wait(t, 20*time.Second); code != haltCode {
@@ -503,6 +509,25 @@ func exercise(t *testing.T, b *irm.Broker, path string) figures {
 	p := alloc(t, b, "echo")
 	defer p.Close()
 	return exercisePort(t, p, path)
+}
+
+// perfApp runs "ouro perf"'s client against the perf app behind b's
+// layer for a second (1000-byte SDUs, flooding) and logs the figures.
+func perfApp(t *testing.T, b *irm.Broker, where string) {
+	t.Helper()
+	p := alloc(t, b, "perf")
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := probe.PerfClient(ctx, p, probe.PerfConfig{Name: "perf", Duration: time.Second, Size: 1000})
+	if err != nil {
+		t.Fatalf("perf against the %s's perf app: %v", where, err)
+	}
+	if !res.HaveServer || res.Server.SDUs == 0 {
+		t.Fatalf("perf against the %s's perf app: no data counted (%+v)", where, res)
+	}
+	t.Logf("ouro perf against the %s's perf app: sent %d SDUs (%.1f Mbit/s), counted %d (%.1f Mbit/s), loss %.1f%%",
+		where, res.Sent, res.SendBPS/1e6, res.Server.SDUs, res.RecvBPS/1e6, res.Loss)
 }
 
 // exercisePort pings and perfs the echo at the other end of p.

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ouronet/ouro/tools/ouro/internal/probe"
+	"github.com/ouronet/ouro/flow/probe"
 )
 
 // flowEvent is one line of a server's output: a flow (or UDP peer)

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/tools/ouro/internal/probe"
+	"github.com/ouronet/ouro/flow/probe"
 )
 
 // conn is an allocated flow as the measurement commands use it: whole

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/tools/ouro/internal/probe"
+	"github.com/ouronet/ouro/flow/probe"
 )
 
 // perfJSON is perf's --json output: the result, and how the flow was made.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/tools/ouro/internal/probe"
+	"github.com/ouronet/ouro/flow/probe"
 )
 
 // target is what ping and perf measure: a flow to a name, or a UDP socket.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/flow/probe"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -21,7 +22,10 @@ import (
 type AppConfig struct {
 	// Kind selects the application:
 	//   - "echo" binds Name and writes every SDU of every flow back, like
-	//     "ouro echo" (ping and perf clients work against it);
+	//     "ouro echo": what "ouro ping" measures round trips against;
+	//   - "perf" binds Name and serves "ouro perf" clients like "ouro perf
+	//     --server": it counts their data SDUs, answers their report
+	//     requests and echoes pings (flow/probe);
 	//   - "halt" binds Name and, on the first SDU of the first flow
 	//     ("halt CODE"), calls AppEnv.Halt with CODE: the test bench's way
 	//     to end a VM with an exit code. Configure it only on test nodes.
@@ -71,6 +75,14 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 				logf("app %s: flow %d closed: %d SDUs, %d bytes in %v%s", a.Name, info.ID, sdus, bytes,
 					time.Since(start).Round(time.Millisecond), errSuffix(err))
 			}
+		case "perf":
+			serve = func(ctx context.Context, p flow.Port, info flow.Info) {
+				logf("app %s: flow %d opened: from %s, layer %s", a.Name, info.ID, orDash(info.Remote), info.Layer)
+				r, err := probe.ServePerf(p, ctx.Done())
+				pps, bps := probe.Rate(r.SDUs, r.Bytes, time.Duration(r.SpanNS))
+				logf("app %s: flow %d closed: %d SDUs, %d bytes, %.0f SDU/s, %.1f Mbit/s%s", a.Name, info.ID,
+					r.SDUs, r.Bytes, pps, bps/1e6, errSuffix(err))
+			}
 		case "halt":
 			if env.Halt == nil {
 				return nil, fmt.Errorf("config: app %q: this image cannot halt: %w", a.Name, flow.ErrInvalid)
@@ -97,7 +109,7 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 				env.Halt(code)
 			}
 		default:
-			return nil, fmt.Errorf("config: app %q: unknown kind %q (want echo or halt): %w", a.Name, a.Kind, flow.ErrInvalid)
+			return nil, fmt.Errorf("config: app %q: unknown kind %q (want echo, perf or halt): %w", a.Name, a.Kind, flow.ErrInvalid)
 		}
 		xs = append(xs, Extra{Name: comp, Bufs: a.Bufs, Program: appProgram(a.Name, logf, serve)})
 	}

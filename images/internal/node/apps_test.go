@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/probe"
 )
 
 // startWithApps starts a node from cfg with its configured apps and extras.
@@ -140,4 +141,41 @@ func TestAppsConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPerfApp: "ouro perf"'s client protocol against the in-node perf
+// app over a local layer: the server's report comes back and counts what
+// was sent (a local layer loses nothing), pings are echoed.
+func TestPerfApp(t *testing.T) {
+	x, brokers := app("client")
+	startWithApps(t, `
+[node]
+name = "p"
+[[ipcp]]
+kind = "local"
+[[app]]
+kind = "perf"
+`, AppEnv{Logf: t.Logf}, x)
+	b := <-brokers
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var p flow.Port
+	var err error
+	for p == nil { // the app binds "perf" as the node starts
+		if p, _, err = b.Alloc(ctx, "perf", flow.BestEffort()); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("alloc perf: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	defer p.Close()
+	res, err := probe.PerfClient(ctx, p, probe.PerfConfig{Name: "perf", Duration: 300 * time.Millisecond, Size: 1000, Rate: 2000})
+	if err != nil {
+		t.Fatalf("perf: %v", err)
+	}
+	if !res.HaveServer || res.Sent == 0 || res.Server.SDUs != res.Sent {
+		t.Fatalf("perf result: sent %d, server reported %v with %d SDUs", res.Sent, res.HaveServer, res.Server.SDUs)
+	}
+	t.Logf("perf app: %d SDUs sent, %d counted, %.0f SDU/s", res.Sent, res.Server.SDUs, res.RecvPPS)
 }

@@ -1,8 +1,9 @@
-// Package probe is the measurement side of the ouro tool: the wire format
-// of ping and perf SDUs, the statistics kept over them (RTT min/avg/max/
-// mdev, loss, reordering, duplicates; perf counters and rates) and the
-// loops that run them over anything shaped like a flow.Port, including a
-// plain UDP socket for baseline numbers. It is not part of any node.
+// Package probe is the measurement protocol of the ouro tool and of the
+// node's perf app: the wire format of ping and perf SDUs, the statistics
+// kept over them (RTT min/avg/max/mdev, loss, reordering, duplicates;
+// perf counters and rates) and the loops that run them over anything
+// shaped like a flow.Port, including a plain UDP socket for baseline
+// numbers.
 package probe
 
 import (

@@ -1,3 +1,7 @@
+//go:build !tamago
+
+// The plain-UDP baseline needs a host network stack (not on bare metal).
+
 package probe
 
 import (
