@@ -55,7 +55,7 @@ PI_TAGS    = $(PI_BOARD),linkcpuinit
 PI_TEXT   := 0x00110000
 # the router's embedded configuration (CONFIG) is added as in mk/tamago.mk,
 # once config-check passed
-PI_LDFLAGS = -T $(PI_TEXT) -R 0x1000
+PI_LDFLAGS = -T $(PI_TEXT) -R 0x1000$(if $(DEBUG),, -w)
 # the console is QEMU's first -serial (PL011), the link UART the second
 PI_QEMU    = qemu-system-arm -machine $(PI_MACHINE_$(PI_BOARD)) -nographic -monitor none
 PI_ELF     = bin/$(notdir $(PI_IMAGE))-$(PI_BOARD).elf

@@ -62,7 +62,12 @@ QEMU_CMD_usbarmory := qemu-system-arm -machine mcimx6ul-evk -cpu cortex-a7 -m 51
                  -nographic -monitor none -serial null -serial stdio
 QEMU_CMD = $(QEMU_CMD_$(BOARD))
 
-TAMAGO_LDFLAGS = -T $(TEXT_START) -R 0x1000
+# DWARF debug information is left out unless DEBUG=1 (it is a fifth of
+# the ELF and nothing on the board reads it); the symbol table stays: the
+# host's measurement of the image (ouro measure) locates the measured
+# ranges by the linker's symbols.
+DEBUG         ?=
+TAMAGO_LDFLAGS = -T $(TEXT_START) -R 0x1000$(if $(DEBUG),, -w)
 # CONFIG reaches the image as base64 in main.config (a string variable the
 # image may declare; the linker ignores -X for an undeclared one), encoded
 # by the recipe's shell once config-check passed.
@@ -98,7 +103,7 @@ image: config-check tamago-check-board
 		pkg="$(IMAGE_FALLBACK)"; \
 	fi; \
 	out="bin/$$(basename $$pkg)-$(BOARD).elf"; \
-	echo "$(TAMAGO_GOENV) tamago build -tags $(TAMAGO_TAGS) -ldflags '-T $(TEXT_START) -R 0x1000' -o $$out $$pkg"; \
+	echo "$(TAMAGO_GOENV) tamago build -trimpath -tags $(TAMAGO_TAGS) -ldflags \"$(TAMAGO_LDFLAGS)$(if $(CONFIG), -X main.config=\$$(base64 -w0 '$(CONFIG)'))\" -o $$out $$pkg"; \
 	$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags "$(TAMAGO_LDFLAGS) $(CONFIG_LDFLAGS)" -o $$out $$pkg && \
 	echo "$$out" > bin/.image-$(BOARD) && ls -l $$out
 
@@ -130,10 +135,18 @@ qemu-semihosting:
 	@command -v qemu-system-arm >/dev/null || { echo "$(TAMAGO_SKIP_QEMU)"; exit 2; }
 	@$(MAKE) --no-print-directory image BOARD=$(BOARD) IMAGE=$(IMAGE) CONFIG=$(CONFIG)
 	timeout --foreground $(QEMU_TIMEOUT) $(QEMU_CMD) -net $(QEMU_NET) \
-		-semihosting-config enable=on,target=native,arg=$$(basename $$(cat bin/.image-$(BOARD)) .elf)$(if $(QEMU_ARGS),$(foreach a,$(QEMU_ARGS),$(comma)arg=$(a))) \
+		-semihosting-config enable=on,target=native,arg=$$(basename $$(cat bin/.image-$(BOARD)) .elf)$(if $(strip $(QEMU_ARGS)),$(comma)arg=$(subst $(space),$(comma)arg=,$(strip $(QEMU_ARGS)))) \
 		-kernel $$(cat bin/.image-$(BOARD))
 
+# sizes: build each board's router image and write their sizes into
+# docs/benchmarks.md (tools/qemu/sizes.sh)
+.PHONY: sizes
+sizes:
+	@tools/qemu/sizes.sh
+
 comma := ,
+empty :=
+space := $(empty) $(empty)
 
 # qemu-test: the bare-metal boot test (images/boottest), then the router
 # image under QEMU against hosted nodes (a Go test that builds the image

@@ -1,0 +1,49 @@
+#!/bin/sh
+# tools/qemu/sizes.sh — build the router image for each board and write
+# its sizes into docs/benchmarks.md between the "sizes:begin" and
+# "sizes:end" markers (make sizes). Prints the table too. Needs the TamaGo
+# toolchain (docs/boards.md); without it, says SKIP: and changes nothing.
+set -eu
+doc=docs/benchmarks.md
+table=$(mktemp)
+trap 'rm -f "$table"' EXIT
+
+row() { # board elf [imx]
+	board=$1 elf=$2 imx=${3:-}
+	sz() { stat -c %s "$1"; }
+	sec() {
+		h=$(readelf -SW "$elf" | sed 's/^ *\[ *[0-9]*\] *//' | awk -v n="$1" '$1 == n { print $5; exit }')
+		printf '%d' "0x${h:-0}"
+	}
+	text=$(sec .text) rodata=$(sec .rodata) pcln=$(sec .gopclntab) data=$(sec .data) noptrdata=$(sec .noptrdata)
+	loaded=$((text + rodata + pcln + data + noptrdata))
+	mib() { awk -v b="$1" 'BEGIN { printf "%.2f MiB", b / 1048576 }'; }
+	imxcol="—"
+	[ -n "$imx" ] && [ -f "$imx" ] && imxcol="$(sz "$imx") B"
+	printf '| %s | %s B | %s | %s | %s | %s | %s |\n' "$board" "$(sz "$elf")" "$(mib "$loaded")" \
+		"$(mib "$text")" "$(mib "$pcln")" "$(mib "$rodata")" "$imxcol" >>"$table"
+}
+
+build() { # make target and args; prints the ELF path
+	make --no-print-directory "$@" >/dev/null 2>&1 || return 1
+}
+
+printf '| board | ELF | loaded (code, data, tables) | `.text` | `.gopclntab` | `.rodata` | boot image |\n|---|---|---|---|---|---|---|\n' >"$table"
+out=$(make --no-print-directory image BOARD=usbarmory 2>&1) || {
+	case "$out" in *SKIP:*) echo "$out" | grep SKIP:; exit 0 ;; esac
+	echo "$out" >&2; exit 1
+}
+echo "sizes: usbarmory" >&2
+make --no-print-directory imx BOARD=usbarmory >/dev/null 2>&1 || true
+row "USB armory Mk II (usbarmory)" bin/router-usbarmory.elf bin/router-usbarmory.imx
+echo "sizes: microvm" >&2
+build image BOARD=microvm && row "QEMU microvm (microvm)" bin/router-microvm.elf
+echo "sizes: pi2" >&2
+build pi-image BOARD=pi2 && row "Raspberry Pi 2 (pi2)" bin/router-pi2.elf
+cat "$table"
+awk -v t="$table" '
+	/<!-- sizes:begin/ { print; while ((getline l < t) > 0) print l; skip = 1; next }
+	/<!-- sizes:end/ { skip = 0 }
+	!skip { print }
+' "$doc" >"$doc.new" && mv "$doc.new" "$doc"
+echo "sizes: $doc updated" >&2
