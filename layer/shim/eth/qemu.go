@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/ouronet/ouro/flow"
 )
@@ -21,12 +22,17 @@ import (
 // TAP devices.
 //
 // In the listen role the device serves one connection at a time and
-// accepts the next when it ends (a VM rebooting reconnects); frames
-// written while nobody is connected are dropped with an error. In the
-// connect role the end of the stream ends the device (ReadFrame: io.EOF).
+// accepts the next when it ends (a VM rebooting reconnects). In the
+// connect role it dials again when the stream ends, with back-off from
+// 10 ms to 1 s, until it reaches its peer or is closed (a restarted VM or
+// hosted node is joined again). Either way frames written while nobody is
+// connected are dropped with an error. TCP_NODELAY is on (Go's default
+// for TCP), so a small frame is never held back behind a delayed ACK on
+// our side.
 type StreamDevice struct {
-	mac net.HardwareAddr
-	ln  net.Listener // listen role
+	mac  net.HardwareAddr
+	ln   net.Listener // listen role
+	addr string       // connect role: where to dial again
 
 	// Reader side: only ReadFrame touches these.
 	rc  net.Conn
@@ -85,10 +91,35 @@ func DialQEMU(ctx context.Context, addr string, mac net.HardwareAddr) (*StreamDe
 	if err != nil {
 		return nil, fmt.Errorf("eth: stream: %w", err)
 	}
+	d.addr = addr
 	if !d.setConn(c) {
 		return nil, fmt.Errorf("eth: stream: %w", net.ErrClosed)
 	}
 	return d, nil
+}
+
+// Redial bounds of the connect role.
+const (
+	redialMin = 10 * time.Millisecond
+	redialMax = time.Second
+)
+
+// redial dials the connect role's peer again until it answers (true) or
+// the device is closed (false).
+func (d *StreamDevice) redial() bool {
+	for delay := redialMin; ; delay = min(2*delay, redialMax) {
+		c, err := net.DialTimeout("tcp", d.addr, redialMax)
+		if err == nil {
+			return d.setConn(c)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-d.closed:
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // ListenQEMU listens on addr for a QEMU "-netdev socket,connect=addr" (or
@@ -149,7 +180,10 @@ func (d *StreamDevice) ReadFrame(b []byte) (int, error) {
 	for {
 		if d.rc == nil {
 			if d.ln == nil {
-				return 0, io.EOF
+				if d.addr == "" || !d.redial() {
+					return 0, d.readErr(io.EOF)
+				}
+				continue
 			}
 			c, err := d.ln.Accept()
 			if err != nil {
@@ -161,15 +195,15 @@ func (d *StreamDevice) ReadFrame(b []byte) (int, error) {
 		}
 		if _, err := io.ReadFull(d.br, d.hdr); err != nil {
 			d.dropConn()
-			if d.ln != nil && !d.isClosed() {
-				continue // wait for the next peer
+			if d.reconnects() {
+				continue // wait for the next peer, or dial it again
 			}
 			return 0, d.readErr(err)
 		}
 		n := int(binary.BigEndian.Uint32(d.hdr))
 		if n > maxStreamFrame {
 			d.dropConn()
-			if d.ln != nil && !d.isClosed() {
+			if d.reconnects() {
 				continue
 			}
 			return 0, fmt.Errorf("eth: stream: frame length %d: not QEMU framing", n)
@@ -183,13 +217,19 @@ func (d *StreamDevice) ReadFrame(b []byte) (int, error) {
 		}
 		if _, err := io.ReadFull(d.br, b[:n]); err != nil {
 			d.dropConn()
-			if d.ln != nil && !d.isClosed() {
+			if d.reconnects() {
 				continue
 			}
 			return 0, d.readErr(err)
 		}
 		return n, nil
 	}
+}
+
+// reconnects reports whether the device waits for or dials its next peer
+// after a connection ended.
+func (d *StreamDevice) reconnects() bool {
+	return (d.ln != nil || d.addr != "") && !d.isClosed()
 }
 
 func (d *StreamDevice) readErr(err error) error {

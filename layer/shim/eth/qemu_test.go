@@ -64,3 +64,69 @@ func TestQEMUListenReconnect(t *testing.T) {
 	for range got {
 	}
 }
+
+// TestQEMUConnectReconnect: the connecting side dials its peer again
+// when the stream ends (a restarted VM or node), and stops dialling when
+// closed.
+func TestQEMUConnectReconnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	d, err := DialQEMU(t.Context(), addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 4)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, err := d.ReadFrame(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	for i, word := range []string{"first", "second"} {
+		var c net.Conn
+		select {
+		case c = <-accepted:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("peer %d: the device did not (re)connect", i)
+		}
+		c.Write(framed([]byte(word)))
+		select {
+		case s := <-got:
+			if s != word {
+				t.Fatalf("peer %d: got %q", i, s)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("peer %d: nothing read", i)
+		}
+		c.Close() // the peer restarts
+	}
+	ln.Close()
+	d.Close()
+	select {
+	case _, ok := <-got:
+		if ok {
+			t.Fatal("read a frame after close")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("ReadFrame still dialling after Close")
+	}
+}
