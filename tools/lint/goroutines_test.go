@@ -33,6 +33,7 @@ var (
 		"flow/socket_linux.go":         "the hosted program's side of the node socket: it runs in a program outside any node",
 		"flow/flow.go":                 "goVia's fallback for a Port or Broker without a Go method: a hosted program's socket, outside any node",
 		"images/router/main_tamago.go": "the bare-metal image's main: the stop watchdog runs after the node, outside any component",
+		"flow/probe/ping.go":           "the ping client's receiver: only hosted tools (ouro ping) run a ping client; the node's perf app serves, which starts no goroutine",
 	}
 )
 
