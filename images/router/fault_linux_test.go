@@ -224,7 +224,7 @@ layer = "ser"
 %s
 `, name, name, uni, serial)
 	}
-	b, err := n.StartNode("b", cfg("b", fmt.Sprintf("tcp_listen = \"127.0.0.1:%d\"", port), "bootstrap = true\naddr = 11"), testnet.NodeOpts{})
+	b, err := n.StartNode("b", cfg("b", fmt.Sprintf("tcp_listen = \"127.0.0.1:%d\"", port), "bootstrap = true\nadmission = \"open\"\naddr = 11"), testnet.NodeOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}

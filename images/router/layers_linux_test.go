@@ -400,7 +400,7 @@ func TestLayerEthernet(t *testing.T) {
 			return "[[ipcp]]\nkind = \"unicast\"\nname = \"%s.up\"\nlayer = \"up\"\n[ipcp.unicast]\nlower = [\"uni\"]\n" + extra
 		}
 		l := startLayer(t, topo, ns, ns.EthShim, testnet.UnicastOpts{Extra: map[string]string{
-			"h1": fmt.Sprintf(up("bootstrap = true"), "h1"),
+			"h1": fmt.Sprintf(up("bootstrap = true\nadmission = \"open\""), "h1"),
 			"h2": fmt.Sprintf(up(`enroll = "h1.up"`), "h2"),
 			"h4": fmt.Sprintf(up(`enroll = "h2.up"`), "h4"),
 		}})

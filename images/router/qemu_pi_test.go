@@ -190,7 +190,7 @@ kind = "eth"
 layer = "eth"
 [ipcp.eth]
 qemu_listen = "127.0.0.1:%d"
-`, serialPort, h1Port)+uni("h1", `"serial", "eth"`, "bootstrap = true"), nil)
+`, serialPort, h1Port)+uni("h1", `"serial", "eth"`, "bootstrap = true\nadmission = \"open\""), nil)
 	h2 := startHosted(t, fmt.Sprintf(`[node]
 name = "h2"
 [[ipcp]]

@@ -652,6 +652,7 @@ layer = "uni"
 [ipcp.unicast]
 lower = ["eth", "ip"]
 bootstrap = true
+admission = "open"
 `
 
 // uniVMConfig is vmConfig with the unicast layer on top.

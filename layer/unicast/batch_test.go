@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
@@ -33,6 +34,7 @@ func bareChain3(tb testing.TB, caPolicy string) (a, z flow.Port, nodes []*unicas
 			Bootstrap:   i == 0,
 		}
 		cfg.LayerConfig.CA = caPolicy
+		cfg.LayerConfig.Admission = admission.Policy{Mode: admission.ModeOpen}
 		if i > 0 {
 			cfg.Enroll = unicasttest.NodeName(i - 1)
 			cfg.Neighbours = []string{cfg.Enroll}

@@ -5,10 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"github.com/ouronet/ouro/crypto/identity"
 	"io"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/dt"

@@ -2,7 +2,9 @@ package unicast
 
 import (
 	"context"
+	"crypto/ed25519"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/layer"
 )
 
@@ -126,6 +128,14 @@ type DirConfig struct {
 	// Runner starts the directory's goroutines: the IPCP's (in a node,
 	// its component's kernel PD); never nil.
 	Runner layer.Runner
+	// Signer signs the records this member registers
+	// (identity.LabelDir); never nil: the IPCP's signing capability.
+	Signer identity.Signer
+	// Bound reports whether key may speak for address a in this layer:
+	// under a protecting admission policy, whether a is the address
+	// derived from key (addr.FromKey); under open, always true. Never
+	// nil.
+	Bound func(a layer.Addr, key ed25519.PublicKey) bool
 }
 
 // NewDirectory builds a directory policy for one IPCP. Implementations

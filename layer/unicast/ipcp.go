@@ -2,6 +2,7 @@ package unicast
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -672,7 +673,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	}); err != nil {
 		return nil, err
 	}
-	dcfg := DirConfig{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf, Runner: p.cfg.Runner}
+	dcfg := DirConfig{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf, Runner: p.cfg.Runner, Signer: p.cfg.Signer, Bound: c.bound}
 	if lc.Dir == floodPolicy {
 		c.dir = newFloodDir(dcfg)
 	} else if c.dir, err = p.cfg.Directories[lc.Dir](dcfg); err != nil {
@@ -830,4 +831,14 @@ func (c *core) Claim(req enroll.Req, a layer.Addr) bool {
 	c.p.claims[a] = claim{name: req.Name, at: time.Now()}
 	c.p.peers[a] = req.Name
 	return true
+}
+
+// bound reports whether key may speak for address a in this layer: any
+// key in an open layer (addresses are not bound to keys there), else only
+// the key the address derives from (addr.FromKey).
+func (c *core) bound(a layer.Addr, key ed25519.PublicKey) bool {
+	if !c.lc.Protected() {
+		return true
+	}
+	return a == addr.FromKey(c.lc.Layer, int(c.lc.AddrWidth), key)
 }

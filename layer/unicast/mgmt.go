@@ -10,6 +10,7 @@ import (
 
 	"sync/atomic"
 
+	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -20,7 +21,7 @@ import (
 
 // Management commands of a unicast IPCP (irm.Manager).
 const (
-	CmdBootstrap = "bootstrap" // args: hash, addr_width, routing, ca, dir, hello (ms), dead
+	CmdBootstrap = "bootstrap" // args: admission (required), hash, addr_width, routing, ca, dir, hello (ms), dead
 	CmdEnroll    = "enroll"    // args: via=<member IPCP name>
 	CmdConnect   = "connect"   // args: neighbour=<IPCP name>
 	CmdMembers   = "members"
@@ -32,8 +33,11 @@ const (
 )
 
 // ParseLayerConfig reads a bootstrap's layer configuration keys (the
-// bootstrap command's arguments, the TOML table's): hash, addr_width,
-// routing, ca, dir, hello (ms), dead. Unknown keys are an error.
+// bootstrap command's arguments, the TOML table's): admission (a policy
+// in crypto/admission's text form: "open", "allow key=HEX ...",
+// "authority authority=HEX ...", each optionally with measurement=HEX),
+// hash, addr_width, routing, ca, dir, hello (ms), dead. Unknown keys are
+// an error; so is a missing admission: open must be chosen.
 func ParseLayerConfig(args map[string]string) (enroll.Config, error) {
 	var c enroll.Config
 	for k, v := range args {
@@ -59,12 +63,17 @@ func ParseLayerConfig(args map[string]string) (enroll.Config, error) {
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 32)
 			c.Dead = uint32(n)
+		case "admission":
+			c.Admission, err = admission.Parse(v)
 		default:
-			err = fmt.Errorf("unknown key (want hash, addr_width, routing, ca, dir, hello, dead)")
+			err = fmt.Errorf("unknown key (want admission, hash, addr_width, routing, ca, dir, hello, dead)")
 		}
 		if err != nil {
 			return c, fmt.Errorf("unicast: layer config %s=%q: %v: %w", k, v, err, flow.ErrInvalid)
 		}
+	}
+	if c.Admission.Mode == admission.ModeNone {
+		return c, fmt.Errorf("unicast: layer config: no admission policy (choose admission=open, allow or authority): %w", flow.ErrInvalid)
 	}
 	return c, nil
 }

@@ -77,7 +77,7 @@ func run(keep bool, dur time.Duration, verbose bool) error {
 	// The layer's policies come from its bootstrapping member, b; the demo
 	// names every one, so that what it prints is what runs.
 	var policies strings.Builder
-	fmt.Fprintln(&policies, "bootstrap = true")
+	fmt.Fprintln(&policies, "bootstrap = true\nadmission = \"open\"")
 	fmt.Println("  layer \"uni\" runs with these policies, set by b ([ipcp.unicast] in docs/config.md):")
 	for _, p := range layerPolicies() {
 		fmt.Fprintf(&policies, "%s = %q\n", p.key, p.value)

@@ -78,7 +78,7 @@ func UnicastConfigs(t Topology, shim LinkShim, o UnicastOpts) map[string]string 
 		fmt.Fprintf(&s, "\n[[ipcp]]\nkind = \"unicast\"\nname = %q\nlayer = %q\n[ipcp.unicast]\nlower = %s\n",
 			UnicastIPCP(h, o.Layer), o.Layer, tomlList(lower))
 		if hi == 0 {
-			fmt.Fprintf(&s, "bootstrap = true\n%s\n", o.LayerKeys)
+			fmt.Fprintf(&s, "bootstrap = true\nadmission = \"open\"\n%s\n", o.LayerKeys)
 		} else {
 			fmt.Fprintf(&s, "enroll = %q\n", UnicastIPCP(parent[h], o.Layer))
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -35,6 +36,7 @@ layer = "uni"
 [ipcp.unicast]
 lower = ["udp"]
 bootstrap = true
+admission = "open"
 `
 
 // TestConfigMistakes feeds each mistake a new user made (issue: the first
@@ -65,7 +67,7 @@ func TestConfigMistakes(t *testing.T) {
 		{"los in impair",
 			udpNode + "[ipcp.udp.impair]\nlos = 5\n",
 			// an [ipcp.udp.impair] after [[ipcp]] #2 belongs to #2, a unicast IPCP
-			[]string{`^line 18: \[\[ipcp\]\] #2 "a\.uni": table \[ipcp\.udp\] does not apply to kind "unicast"; its table is \[ipcp\.unicast\]$`}},
+			[]string{`^line 19: \[\[ipcp\]\] #2 "a\.uni": table \[ipcp\.udp\] does not apply to kind "unicast"; its table is \[ipcp\.unicast\]$`}},
 		{"los in impair of the udp shim",
 			strings.Replace(udpNode, `dir = {`, "[ipcp.udp.impair]\nlos = 5\n[ipcp.udp.x]\ndir = {", 1),
 			[]string{
@@ -77,7 +79,7 @@ func TestConfigMistakes(t *testing.T) {
 			[]string{`^line 17: \[ipcp\.unicast\] of \[\[ipcp\]\] #2 "a\.uni": unknown key "bootstap"; did you mean "bootstrap"\?`}},
 		{"ca none",
 			udpNode + "ca = \"none\"\n",
-			[]string{`^line 18: \[ipcp\.unicast\] of \[\[ipcp\]\] #2 "a\.uni": ca = "none" is not accepted; did you mean "nop"\? \(accepted values: mb-ecn, nop\)$`}},
+			[]string{`^line 19: \[ipcp\.unicast\] of \[\[ipcp\]\] #2 "a\.uni": ca = "none" is not accepted; did you mean "nop"\? \(accepted values: mb-ecn, nop\)$`}},
 		{"kidn",
 			strings.Replace(udpNode, `kind = "udp"`, `kidn = "udp"`, 1),
 			// only the misspelling: not also "missing kind"
@@ -91,21 +93,21 @@ func TestConfigMistakes(t *testing.T) {
 		{"routing, dir, sched, hash",
 			udpNode + "routing = \"alternat\"\ndir = \"dth\"\nsched = \"fifo\"\nhash = \"sha-256\"\n",
 			[]string{
-				`^line 18: .*routing = "alternat" is not accepted; did you mean "alternate"\? \(accepted values: simple, alternate, multipath\)$`,
-				`^line 19: .*dir = "dth" is not accepted; did you mean "dht"\? \(accepted values: dht, flood\)$`,
-				`^line 20: .*sched = "fifo" is not accepted \(accepted values: strict, wrr\)$`,
-				`^line 21: .*hash = "sha-256" is not accepted; did you mean "sha256"\?`,
+				`^line 19: .*routing = "alternat" is not accepted; did you mean "alternate"\? \(accepted values: simple, alternate, multipath\)$`,
+				`^line 20: .*dir = "dth" is not accepted; did you mean "dht"\? \(accepted values: dht, flood\)$`,
+				`^line 21: .*sched = "fifo" is not accepted \(accepted values: strict, wrr\)$`,
+				`^line 22: .*hash = "sha-256" is not accepted; did you mean "sha256"\?`,
 			}},
 		{"addr_width, hello, dead",
 			udpNode + "addr_width = 6\nhello = 70000\ndead = 1\n",
 			[]string{
-				`^line 18: .*addr_width = 6 is not accepted \(accepted values: 4, 8\)$`,
-				`^line 19: .*hello = 70000: want a period in ms from 1 to 60000`,
-				`^line 20: .*dead = 1: want 2 to 100 hello periods`,
+				`^line 19: .*addr_width = 6 is not accepted \(accepted values: 4, 8\)$`,
+				`^line 20: .*hello = 70000: want a period in ms from 1 to 60000`,
+				`^line 21: .*dead = 1: want 2 to 100 hello periods`,
 			}},
 		{"bootstrap and enroll",
 			udpNode + "enroll = \"b.uni\"\n",
-			[]string{`^line 18: .*bootstrap and enroll are exclusive`}},
+			[]string{`^line 19: .*bootstrap and enroll are exclusive`}},
 		{"lower layer typo",
 			strings.Replace(udpNode, `lower = ["udp"]`, `lower = ["upd"]`, 1),
 			[]string{`^line 16: .*lower layer "upd" is not a layer of this node; did you mean "udp"\? \(layers: udp, uni\)$`}},
@@ -125,15 +127,15 @@ func TestConfigMistakes(t *testing.T) {
 			strings.Replace(udpNode, `"127.0.0.1:3436"`, `"localhost:3436"`, 1) + "[ipcp.unicast.x]\n",
 			[]string{
 				`^line 9: \[ipcp\.udp\] of \[\[ipcp\]\] #1 "a\.udp": dir entry "b\.uni" = "localhost:3436": want host:port with an IP address`,
-				`^line 18: \[ipcp\.unicast\] of \[\[ipcp\]\] #2 "a\.uni": unknown table \[ipcp\.unicast\.x\]`,
+				`^line 19: \[ipcp\.unicast\] of \[\[ipcp\]\] #2 "a\.uni": unknown table \[ipcp\.unicast\.x\]`,
 			}},
 		{"types",
 			strings.Replace(udpNode, `bootstrap = true`, "bootstrap = \"yes\"\nneighbours = \"b.uni\"", 1) + "[irm]\naccept_timeout = 5\nbacklog = 1.5\n",
 			[]string{
 				`^line 17: .*bootstrap = "yes": want true or false$`,
 				`^line 18: .*neighbours = "b\.uni": want an array of strings`,
-				`^line 20: \[irm\]: accept_timeout = 5: want a duration in quotes`,
-				`^line 21: \[irm\]: backlog = 1\.5: want an integer$`,
+				`^line 21: \[irm\]: accept_timeout = 5: want a duration in quotes`,
+				`^line 22: \[irm\]: backlog = 1\.5: want an integer$`,
 			}},
 		{"unknown top-level table",
 			"[nodes]\nname = \"a\"\n",
@@ -240,6 +242,7 @@ func TestChoicesMatchParsers(t *testing.T) {
 		}
 	}
 	base := enroll.DefaultConfig("l")
+	base.Admission = admission.Policy{Mode: admission.ModeOpen}
 	for _, v := range caChoice.values {
 		c := base
 		c.CA = v
@@ -260,7 +263,7 @@ func TestChoicesMatchParsers(t *testing.T) {
 		}
 	}
 	for _, v := range append(schedChoice.values, dirChoice.values...) {
-		u := unicastConfig{Sched: "strict", Dir: "dht", Bootstrap: true}
+		u := unicastConfig{Sched: "strict", Dir: "dht", Bootstrap: true, Admission: "open"}
 		if v == "strict" || v == "wrr" {
 			u.Sched = v
 		} else {

@@ -249,6 +249,7 @@ type unicastConfig struct {
 	Addr       uint64   `toml:"addr"`       // static address (default: random)
 	PubKey     string   `toml:"pubkey"`     // ed25519 public key, hex (recorded by the enrolling member)
 
+	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
 	AddrWidth uint8  `toml:"addr_width"` // 4 (default) or 8
 	Routing   string `toml:"routing"`    // simple, alternate (default) or multipath
@@ -289,7 +290,7 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 	}
 	if c.Bootstrap {
 		args := map[string]string{}
-		for k, v := range map[string]string{"hash": c.Hash, "routing": c.Routing, "ca": c.CA, "dir": c.Dir} {
+		for k, v := range map[string]string{"admission": c.Admission, "hash": c.Hash, "routing": c.Routing, "ca": c.CA, "dir": c.Dir} {
 			if v != "" {
 				args[k] = v
 			}

@@ -46,7 +46,7 @@ keepalive = %q
 `, name, name, port, map[string]string{"a": "b", "b": "a"}[name], peer, name, tc.keepalive, uni)
 			}
 			extra, brs := app("mgmt")
-			startNode(t, cfg("a", pa, pb, "bootstrap = true"), extra)
+			startNode(t, cfg("a", pa, pb, "bootstrap = true\nadmission = \"open\""), extra)
 			startNode(t, cfg("b", pb, pa, `enroll = "a.uni"`))
 			br := <-brs
 			stat := func(ipcp, counter string) uint64 {

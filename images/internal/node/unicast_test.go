@@ -41,7 +41,7 @@ lower = ["udp"]
 	startNode(t, cfg("c", pc, fmt.Sprintf(`"b.uni" = "127.0.0.1:%d"`, pb), `enroll = "b.uni"`), appC)
 	startNode(t, cfg("b", pb, fmt.Sprintf(`"a.uni" = "127.0.0.1:%d", "c.uni" = "127.0.0.1:%d"`, pa, pc), `enroll = "a.uni"`))
 	appA, brA := app("app")
-	a := startNode(t, cfg("a", pa, fmt.Sprintf(`"b.uni" = "127.0.0.1:%d"`, pb), "bootstrap = true\nrouting = \"alternate\""), appA)
+	a := startNode(t, cfg("a", pa, fmt.Sprintf(`"b.uni" = "127.0.0.1:%d"`, pb), "bootstrap = true\nadmission = \"open\"\nrouting = \"alternate\""), appA)
 	ba, bc := <-brA, <-brC
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

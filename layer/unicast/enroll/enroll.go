@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/pff"
@@ -70,6 +71,20 @@ type Config struct {
 	Hello uint32
 	// Dead is how many hello periods of silence make a neighbour dead.
 	Dead uint32
+	// Admission is who may join (crypto/admission): open, an allow-list
+	// of node keys or a layer authority's certificates, optionally
+	// measured. The bootstrapper must choose it: the zero policy is
+	// refused by Validate. Under any policy but plain open, members
+	// enroll with proof of their key and their addresses derive from
+	// their keys (addr.FromKey), so that a signature proves who speaks
+	// for an address.
+	Admission admission.Policy
+}
+
+// Protected reports whether the layer binds addresses to keys and checks
+// who joins: every policy but plain open (open with measurements too).
+func (c *Config) Protected() bool {
+	return c.Admission.Mode != admission.ModeOpen || len(c.Admission.Measured) > 0
 }
 
 // DefaultConfig returns the configuration a bootstrapper uses for the
@@ -100,6 +115,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Dir == "" {
 		return fmt.Errorf("enroll: no directory policy: %w", flow.ErrInvalid)
+	}
+	if err := c.Admission.Validate(); err != nil {
+		return fmt.Errorf("enroll: layer %s: admission: %w: %w", c.Layer, flow.ErrInvalid, err)
+	}
+	if c.Admission.Layer != "" && c.Admission.Layer != c.Layer {
+		return fmt.Errorf("enroll: layer %s: admission policy for layer %q: %w", c.Layer, c.Admission.Layer, flow.ErrInvalid)
 	}
 	return nil
 }

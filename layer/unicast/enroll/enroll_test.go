@@ -3,6 +3,7 @@ package enroll_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -108,7 +109,7 @@ func TestEnroll(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Enroll: %v", err)
 			}
-			if res.Addr != tc.want || res.Config != cfg || res.MemberAddr != 1 {
+			if res.Addr != tc.want || !reflect.DeepEqual(res.Config, cfg) || res.MemberAddr != 1 {
 				t.Fatalf("got addr %d config %+v member %d, want %d %+v 1", res.Addr, res.Config, res.MemberAddr, tc.want, cfg)
 			}
 		})

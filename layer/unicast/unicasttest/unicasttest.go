@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
@@ -20,6 +21,7 @@ import (
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/enroll"
 )
 
 // Layer is the layer name of the harness's IPCPs.
@@ -66,6 +68,7 @@ func New(tb testing.TB) *Net {
 			Layer: Layer, RoutingTick: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
 			Runner:    layertest.Runner{},
 			KeepAlive: 200 * time.Millisecond, FlowTimeout: time.Second,
+			LayerConfig: enroll.Config{Admission: admission.Policy{Mode: admission.ModeOpen}},
 			// Bootstraps pick the DHT unless a test sets LayerConfig.Dir.
 			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},
 		},
