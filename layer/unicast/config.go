@@ -46,6 +46,13 @@ type Config struct {
 	// PubKey is the IPCP's public identity, sent when enrolling; it is
 	// Signer's public key (set by setDefaults).
 	PubKey []byte
+	// Document is the node's signed identity document (nil: the
+	// Signer's, if it hands one out, else one the IPCP signs without
+	// board or measurement).
+	Document []byte
+	// Cert is the node's membership certificate for layers admitted by
+	// authority (ouro cert issue); nil for the others.
+	Cert []byte
 	// Addr is a static address (0: a random one, drawn from Entropy).
 	Addr layer.Addr
 	// Entropy for random addresses (default crypto/rand.Reader).

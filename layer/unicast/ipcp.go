@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -74,6 +75,9 @@ type IPCP struct {
 	peers  map[layer.Addr]string // member names this IPCP learnt (enrolled, neighbours)
 	claims map[layer.Addr]claim  // addresses given out while enrolling others
 	conns  []string              // connect requests made before membership
+	doc    []byte                // signed identity document, once made
+
+	refused refusals // enrollments refused, by reason
 }
 
 type claim struct {
@@ -344,8 +348,16 @@ func (p *IPCP) incoming(port flow.Port) {
 	}
 	ctx, cancel := context.WithDeadline(p.ctx, dl)
 	defer cancel()
-	req, a, err := enroll.Serve(ctx, port, buf[:n], c)
+	cred, err := p.credentials(ctx)
 	if err != nil {
+		p.logf("enrolling %s: %v", o.Name, err)
+		return
+	}
+	req, a, err := enroll.Serve(ctx, port, buf[:n], c, cred)
+	if err != nil {
+		if errors.Is(err, flow.ErrRefused) {
+			p.refused.count(err)
+		}
 		p.logf("enrolling %s: %v", o.Name, err)
 		return
 	}
@@ -381,6 +393,9 @@ func (p *IPCP) bootstrap(lc enroll.Config) error {
 }
 
 func (p *IPCP) assign(lc enroll.Config, members enroll.Members) (layer.Addr, error) {
+	if lc.Protected() {
+		return p.assignProtected(lc, members)
+	}
 	kind := addr.Random
 	if p.cfg.Addr != 0 {
 		kind = addr.Static
@@ -409,7 +424,11 @@ func (p *IPCP) enrollVia(ctx context.Context, via string) error {
 		return fmt.Errorf("unicast: %s: enroll via %s: %w", p.cfg.Name, via, err)
 	}
 	defer port.Close()
-	res, err := enroll.Enroll(ctx, port, enroll.Req{Name: p.cfg.Name, PubKey: p.cfg.PubKey, Layer: p.cfg.Layer}, func(lc enroll.Config, m enroll.Members) (layer.Addr, error) {
+	cred, err := p.credentials(ctx)
+	if err != nil {
+		return err
+	}
+	res, err := enroll.Enroll(ctx, port, enroll.Req{Name: p.cfg.Name, Layer: p.cfg.Layer}, cred, func(lc enroll.Config, m enroll.Members) (layer.Addr, error) {
 		if err := p.supports(lc); err != nil {
 			return 0, err
 		}
@@ -431,8 +450,14 @@ func (p *IPCP) enrollVia(ctx context.Context, via string) error {
 	return nil
 }
 
-// supports checks that this IPCP has the policies lc names.
+// supports checks that this IPCP has the policies lc names, and that the
+// layer's admission policy is the one this IPCP was told to expect, if
+// any (Config.LayerConfig.Admission on a member that enrolls: its trust
+// anchor against an enroller that hands out a weaker policy).
 func (p *IPCP) supports(lc enroll.Config) error {
+	if want := p.cfg.LayerConfig.Admission; !p.cfg.Bootstrap && want.Mode != admission.ModeNone && want.String() != lc.Admission.String() {
+		return fmt.Errorf("unicast: layer %s admits %q, this IPCP expects %q: %w", lc.Layer, lc.Admission, want, flow.ErrRefused)
+	}
 	if lc.Dir != floodPolicy && p.cfg.Directories[lc.Dir] == nil {
 		return fmt.Errorf("unicast: directory policy %q not available here: %w", lc.Dir, flow.ErrRefused)
 	}
@@ -820,6 +845,9 @@ func (c *core) Offer(req enroll.Req) enroll.Resp {
 
 // Claim implements enroll.Member.
 func (c *core) Claim(req enroll.Req, a layer.Addr) bool {
+	if c.lc.Protected() && a != addr.FromKey(c.lc.Layer, int(c.lc.AddrWidth), req.PubKey) {
+		return false // in a protected layer, only the key's own address
+	}
 	if a == c.self || (c.lc.AddrWidth == 4 && a>>32 != 0) || slices.Contains(c.Members(), a) {
 		return false
 	}

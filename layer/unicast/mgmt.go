@@ -266,11 +266,15 @@ type Stats struct {
 	LSUsSent, LSUsReceived         uint64
 	Computations                   uint64
 	Enrolled                       uint64
+	// Refused are the enrollments this IPCP refused, by reason
+	// (unknown_key, bad_signature, expired, measurement, ...).
+	Refused map[string]uint64
 }
 
 // Stats returns the IPCP's counters.
 func (p *IPCP) Stats() Stats {
-	s := Stats{State: stateNames[p.state.Load()], Drops: map[string]uint64{}}
+	s := Stats{State: stateNames[p.state.Load()], Drops: map[string]uint64{}, Refused: map[string]uint64{}}
+	p.refused.snapshot(s.Refused)
 	k := &p.c
 	s.Sent, s.Delivered, s.CtlIn, s.CtlOut, s.BufAllocs = k.sent.Load(), k.delivered.Load(), k.ctlIn.Load(), k.ctlOut.Load(), k.bufAllocs.Load()
 	s.KeepalivesOut, s.KeepalivesIn = k.keepalivesOut.Load(), k.keepalivesIn.Load()
@@ -345,6 +349,14 @@ func (p *IPCP) statsTable() irm.Table {
 	add("routing.lsus_received", s.LSUsReceived)
 	add("routing.computations", s.Computations)
 	add("members_enrolled", s.Enrolled) // by this IPCP; its own enrollment is "state"
+	keys = keys[:0]
+	for k := range s.Refused {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		add("refused."+k, s.Refused[k])
+	}
 	return t
 }
 

@@ -110,7 +110,7 @@ func TestManagement(t *testing.T) {
 			}
 		})
 	}
-	if _, err := a.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: "bootstrap"}); !errors.Is(err, flow.ErrExists) {
+	if _, err := a.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: "bootstrap", Args: map[string]string{"admission": "open"}}); !errors.Is(err, flow.ErrExists) {
 		t.Errorf("second bootstrap: %v, want ErrExists", err)
 	}
 	if _, err := a.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: "frobnicate"}); !errors.Is(err, flow.ErrInvalid) {
@@ -124,7 +124,7 @@ func TestManualBringUp(t *testing.T) {
 	a := n.Add("a.uni", false, nil, nil)
 	b := n.Add("b.uni", false, nil, nil)
 	ctx := ctxT(t, 10*time.Second)
-	if _, err := a.IPCP.Mgmt(ctx, irm.MgmtReq{Cmd: unicast.CmdBootstrap, Args: map[string]string{"routing": "multipath", "addr_width": "8"}}); err != nil {
+	if _, err := a.IPCP.Mgmt(ctx, irm.MgmtReq{Cmd: unicast.CmdBootstrap, Args: map[string]string{"routing": "multipath", "addr_width": "8", "admission": "open"}}); err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
 	var err error

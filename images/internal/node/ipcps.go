@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/admission"
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -248,8 +251,9 @@ type unicastConfig struct {
 	Neighbours []string `toml:"neighbours"` // IPCP names to keep adjacencies with
 	Addr       uint64   `toml:"addr"`       // static address (default: random)
 	PubKey     string   `toml:"pubkey"`     // ed25519 public key, hex (recorded by the enrolling member)
+	Cert       string   `toml:"cert"`       // membership certificate file (ouro cert issue), for layers admitted by authority
 
-	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap)
+	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap; elsewhere the policy to expect)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
 	AddrWidth uint8  `toml:"addr_width"` // 4 (default) or 8
 	Routing   string `toml:"routing"`    // simple, alternate (default) or multipath
@@ -279,6 +283,23 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 			return cfg, fmt.Errorf("pubkey: want %d bytes of hex: %w", ed25519.PublicKeySize, flow.ErrInvalid)
 		}
 		cfg.PubKey = k
+	}
+	if c.Cert != "" {
+		b, err := os.ReadFile(c.Cert)
+		if err != nil {
+			return cfg, fmt.Errorf("cert: %w", err)
+		}
+		if _, err := identity.DecodeCert(b); err != nil {
+			return cfg, fmt.Errorf("cert %s: %w", c.Cert, err)
+		}
+		cfg.Cert = b
+	}
+	if !c.Bootstrap && c.Admission != "" {
+		pol, err := admission.Parse(c.Admission)
+		if err != nil {
+			return cfg, fmt.Errorf("admission: %w", err)
+		}
+		cfg.LayerConfig.Admission = pol
 	}
 	switch c.Sched {
 	case "", "strict":

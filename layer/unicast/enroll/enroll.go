@@ -4,36 +4,53 @@
 // (Ouroboros' enrollment component). It opens no flows and keeps no
 // members: the IPCP hands it a connected port and the membership it knows.
 //
-// The exchange (docs/wire/unicast.md, enrollment), after the connection
-// manager's Open with purpose "enroll":
+// Enrollment is mutually authenticated (docs/wire/unicast.md,
+// enrollment): each side sends its signed identity document and signs a
+// transcript that holds both fresh nonces, both keys and the layer's
+// name, so that neither a recorded exchange nor one made for another
+// layer can be replayed. The member checks the layer's admission policy
+// only once the new member has proved its key, and sends the layer's
+// configuration only then. After the connection manager's Open with
+// purpose "enroll":
 //
-//	new member                         member
-//	   | Req [version, name, pubkey, layer] |
-//	   |----------------------------------->|
-//	   | Resp [result, msg, config,         |
-//	   |       members, name, addr]         |
-//	   |<-----------------------------------|
-//	   |  (picks an address not in members) |
-//	   | Done [addr]                        |
-//	   |----------------------------------->|
-//	   | Ack [result, msg]                  |  collision: pick again
-//	   |<-----------------------------------|
+//	new member                           member
+//	   | Req [version, name, pubkey, layer,  |
+//	   |      nonce, doc, cert]              |
+//	   |------------------------------------>|
+//	   | Challenge [result, msg, name, nonce,|
+//	   |      doc, cert, sig(transcript)]    |
+//	   |<------------------------------------|
+//	   | Proof [sig(transcript)]             |
+//	   |------------------------------------>|  policy check
+//	   | Resp [result, msg, config,          |
+//	   |       members, name, addr]          |
+//	   |<------------------------------------|
+//	   |  (picks an address not in members;  |
+//	   |   in a protected layer, the one its |
+//	   |   key derives)                      |
+//	   | Done [addr]                         |
+//	   |------------------------------------>|
+//	   | Ack [result, msg]                   |  collision: pick again
+//	   |<------------------------------------|
 package enroll
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/admission"
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/addr"
 	"github.com/ouronet/ouro/layer/unicast/pff"
 )
 
-// Version is the enrollment message format version.
-const Version = 1
+// Version is the enrollment message format version (2: authenticated).
+const Version = 2
 
 // Result codes in Resp and Ack.
 const (
@@ -46,9 +63,6 @@ const (
 // MaxMembers bounds the member list in a Resp (the rest are learnt from
 // routing; the list only makes address collisions unlikely).
 const MaxMembers = 2048
-
-// MaxPubKey bounds the public identity in a Req.
-const MaxPubKey = 256
 
 // Config is a layer's configuration: what the bootstrapper sets and every
 // member receives when it enrolls. Policies are names, so that a member
@@ -79,6 +93,15 @@ type Config struct {
 	// their keys (addr.FromKey), so that a signature proves who speaks
 	// for an address.
 	Admission admission.Policy
+}
+
+// Policy returns the layer's admission policy scoped to the layer.
+func (c *Config) Policy() admission.Policy {
+	p := c.Admission
+	if p.Layer == "" {
+		p.Layer = c.Layer
+	}
+	return p
 }
 
 // Protected reports whether the layer binds addresses to keys and checks
@@ -131,12 +154,40 @@ type Req struct {
 	Version uint8
 	// Name is the new member's IPCP name.
 	Name string
-	// PubKey is the new member's public identity: an ed25519 public key
-	// (32 bytes) or empty. It is recorded, not yet verified: there is no
-	// proof of possession in this version.
+	// PubKey is the new member's node key (ed25519, 32 bytes); the Proof
+	// shows it holds it.
 	PubKey []byte
 	// Layer is the layer the sender means to join.
 	Layer string
+	// Nonce is the new member's fresh challenge (NonceLen bytes).
+	Nonce []byte
+	// Doc is the new member's signed identity document
+	// (identity.VerifyDocument), for PubKey.
+	Doc []byte
+	// Cert is its membership certificate, for layers whose admission is
+	// by authority; empty otherwise.
+	Cert []byte
+}
+
+// Challenge answers a Req: the member's own proof and its challenge, or
+// a refusal (Result not OK: wrong layer, not a member, busy).
+type Challenge struct {
+	_      struct{} `cbor:",toarray"`
+	Result uint8
+	Msg    string
+	Name   string // the member's IPCP name
+	Nonce  []byte // the member's fresh challenge
+	Doc    []byte // the member's signed identity document
+	Cert   []byte // its membership certificate, if it has one
+	// Sig is the member's signature of the transcript (role "member").
+	Sig []byte
+}
+
+// Proof answers a Challenge: the new member's signature of the
+// transcript (role "new").
+type Proof struct {
+	_   struct{} `cbor:",toarray"`
+	Sig []byte
 }
 
 // Resp answers a Req.
@@ -176,7 +227,8 @@ func UnmarshalReq(b []byte) (Req, error) {
 	if err := codec.Unmarshal(b, &r); err != nil {
 		return Req{}, fmt.Errorf("enroll: request: %w", err)
 	}
-	if r.Version != Version || r.Name == "" || len(r.Name) > 255 || len(r.PubKey) > MaxPubKey || r.Layer == "" {
+	if r.Version != Version || r.Name == "" || len(r.Name) > 255 || len(r.PubKey) != ed25519.PublicKeySize || r.Layer == "" ||
+		len(r.Nonce) != NonceLen || len(r.Doc) == 0 || len(r.Doc) > MaxDoc || len(r.Cert) > MaxCert {
 		return Req{}, fmt.Errorf("enroll: request version %d name %q: %w", r.Version, r.Name, flow.ErrInvalid)
 	}
 	return r, nil
@@ -257,17 +309,30 @@ type Result struct {
 	Member     string     // the enrolling member's IPCP name
 	MemberAddr layer.Addr
 	Members    []layer.Addr
+	// MemberDoc is the enrolling member's verified identity document.
+	MemberDoc identity.Document
 }
 
 // MaxTries is how many addresses Enroll proposes before giving up.
 const MaxTries = 8
 
 // Enroll runs the new member's side over port (an N-1 flow to a member,
-// already opened for enrollment): it sends req, receives the layer's
-// configuration and members, picks an address with assign and confirms
-// it. It does not close port. ctx bounds the whole exchange.
-func Enroll(ctx context.Context, port flow.Port, req Req, assign AssignFunc) (Result, error) {
+// already opened for enrollment): it proves its key and checks the
+// member's, receives the layer's configuration and members, picks an
+// address with assign and confirms it. req's Name and Layer are the new
+// member's; the rest is filled from cred. It does not close port. ctx
+// bounds the whole exchange.
+func Enroll(ctx context.Context, port flow.Port, req Req, cred Credentials, assign AssignFunc) (Result, error) {
+	if err := cred.check(); err != nil {
+		return Result{}, err
+	}
+	var err error
 	req.Version = Version
+	req.PubKey = cred.Signer.Public()
+	req.Doc, req.Cert = cred.Doc, cred.Cert
+	if req.Nonce, err = nonce(); err != nil {
+		return Result{}, err
+	}
 	b, err := Marshal(req)
 	if err != nil {
 		return Result{}, fmt.Errorf("enroll: %w", err)
@@ -279,6 +344,35 @@ func Enroll(ctx context.Context, port flow.Port, req Req, assign AssignFunc) (Re
 	buf := make([]byte, flow.MaxSDU)
 	n, err := port.Read(buf, dl)
 	if err != nil {
+		return Result{}, fmt.Errorf("enroll: await challenge: %w", err)
+	}
+	ch, err := UnmarshalChallenge(buf[:n])
+	if err != nil {
+		return Result{}, err
+	}
+	if ch.Result != OK {
+		return Result{}, errOf(ch.Result, "refused by "+ch.Name+": "+ch.Msg)
+	}
+	mdoc, err := identity.VerifyDocument(ch.Doc)
+	if err != nil {
+		return Result{}, fmt.Errorf("enroll: member %s: %w: %w", ch.Name, flow.ErrRefused, err)
+	}
+	t := transcript{Layer: req.Layer, NewName: req.Name, NewKey: req.PubKey, NewNonce: req.Nonce,
+		MemberName: ch.Name, MemberKey: mdoc.Key, MemberNonce: ch.Nonce}
+	if !t.verify(mdoc.Key, roleMember, ch.Sig) {
+		return Result{}, fmt.Errorf("enroll: member %s (%s) did not prove its key: %w: %w", ch.Name, mdoc.ID, flow.ErrRefused, identity.ErrBadSignature)
+	}
+	var p Proof
+	if p.Sig, err = t.sign(ctx, cred.Signer, roleNew); err != nil {
+		return Result{}, fmt.Errorf("enroll: %w", err)
+	}
+	if b, err = Marshal(p); err != nil {
+		return Result{}, fmt.Errorf("enroll: %w", err)
+	}
+	if err := port.Write(b, dl); err != nil {
+		return Result{}, fmt.Errorf("enroll: send proof: %w", err)
+	}
+	if n, err = port.Read(buf, dl); err != nil {
 		return Result{}, fmt.Errorf("enroll: await response: %w", err)
 	}
 	resp, err := UnmarshalResp(buf[:n])
@@ -290,6 +384,16 @@ func Enroll(ctx context.Context, port flow.Port, req Req, assign AssignFunc) (Re
 	}
 	if resp.Config.Layer != req.Layer {
 		return Result{}, fmt.Errorf("enroll: %s is in layer %q, not %q: %w", resp.Name, resp.Config.Layer, req.Layer, flow.ErrRefused)
+	}
+	if resp.Config.Protected() {
+		// The member must itself pass the policy it hands out, and speak
+		// for its address: else it is no member of a protected layer.
+		if err := resp.Config.Policy().Admit(mdoc, ch.Cert, nil, time.Now()); err != nil {
+			return Result{}, fmt.Errorf("enroll: member %s fails its own layer's policy: %w: %w", resp.Name, flow.ErrRefused, err)
+		}
+		if want := addr.FromKey(resp.Config.Layer, int(resp.Config.AddrWidth), mdoc.Key); resp.Addr != want {
+			return Result{}, fmt.Errorf("enroll: member %s has address %d, its key's is %d: %w", resp.Name, resp.Addr, want, flow.ErrRefused)
+		}
 	}
 	taken := make(addrSet, len(resp.Members)+1)
 	for _, a := range resp.Members {
@@ -318,7 +422,7 @@ func Enroll(ctx context.Context, port flow.Port, req Req, assign AssignFunc) (Re
 		}
 		switch ack.Result {
 		case OK:
-			return Result{Config: resp.Config, Addr: a, Member: resp.Name, MemberAddr: resp.Addr, Members: resp.Members}, nil
+			return Result{Config: resp.Config, Addr: a, Member: resp.Name, MemberAddr: resp.Addr, Members: resp.Members, MemberDoc: mdoc}, nil
 		case Collision:
 			taken[a] = struct{}{}
 			continue
@@ -330,45 +434,101 @@ func Enroll(ctx context.Context, port flow.Port, req Req, assign AssignFunc) (Re
 
 // Member is the enrolling member as Serve needs it.
 type Member interface {
+	// Admit checks the layer's admission policy for a new member that
+	// has proved it holds the key of doc (verified): nil, or why not (an
+	// error wrapping a crypto/admission sentinel).
+	Admit(req Req, doc identity.Document) error
 	// Offer returns the response to req: the layer's configuration, the
 	// member's name and address and the addresses in use (Result OK), or
 	// a refusal.
 	Offer(req Req) Resp
 	// Claim reserves addr for the new member req.Name, reporting false if
-	// it is taken. A reservation outlives the exchange for as long as the
+	// it is taken (or, in a protected layer, not the address of req's
+	// key). A reservation outlives the exchange for as long as the
 	// member takes to appear in routing.
 	Claim(req Req, addr layer.Addr) bool
 }
 
 // Serve runs the member's side over port for a request already read
-// (first, undecoded). It does not close port. It returns the new member's
-// request and address once acknowledged.
-func Serve(ctx context.Context, port flow.Port, first []byte, m Member) (Req, layer.Addr, error) {
-	dl := deadline(ctx)
-	req, err := UnmarshalReq(first)
-	var resp Resp
-	if err != nil {
-		resp = Resp{Result: Refused, Msg: "bad request"}
-	} else {
-		resp = m.Offer(req)
+// (first, undecoded): it proves its key with cred, checks the new
+// member's proof and the admission policy (m.Admit), and only then sends
+// the layer's configuration. It does not close port. It returns the new
+// member's request (its PubKey proved) and address once acknowledged;
+// a refusal is an error that wraps flow.ErrRefused and, where there is
+// one, the crypto/identity sentinel of why.
+func Serve(ctx context.Context, port flow.Port, first []byte, m Member, cred Credentials) (Req, layer.Addr, error) {
+	if err := cred.check(); err != nil {
+		return Req{}, 0, err
 	}
+	dl := deadline(ctx)
+	refuse := func(v any, err error) (Req, layer.Addr, error) {
+		if b, merr := Marshal(v); merr == nil {
+			port.Write(b, dl) // best effort: the error is what counts
+		}
+		return Req{}, 0, err
+	}
+	req, err := UnmarshalReq(first)
+	if err != nil {
+		return refuse(Challenge{Result: Refused, Msg: "bad request"}, err)
+	}
+	doc, err := identity.VerifyDocument(req.Doc)
+	if err == nil && !doc.Key.Equal(ed25519.PublicKey(req.PubKey)) {
+		err = fmt.Errorf("document for %s, request for %s: %w", doc.ID, identity.NameOf(req.PubKey), identity.ErrUnknownKey)
+	}
+	if err != nil {
+		return refuse(Challenge{Result: Refused, Msg: "identity document: " + err.Error()},
+			fmt.Errorf("enroll: %s: %w: %w", req.Name, flow.ErrRefused, err))
+	}
+	mine := cred.Signer.Public()
+	t := transcript{Layer: req.Layer, NewName: req.Name, NewKey: req.PubKey, NewNonce: req.Nonce, MemberKey: mine}
+	ch := Challenge{Result: OK, Doc: cred.Doc, Cert: cred.Cert}
+	if ch.Nonce, err = nonce(); err != nil {
+		return Req{}, 0, err
+	}
+	offer := m.Offer(req) // the name the member answers with, and an early refusal
+	ch.Name, t.MemberName, t.MemberNonce = offer.Name, offer.Name, ch.Nonce
+	if offer.Result != OK {
+		return refuse(Challenge{Result: offer.Result, Msg: offer.Msg, Name: offer.Name}, errOf(offer.Result, "refused "+req.Name+": "+offer.Msg))
+	}
+	if ch.Sig, err = t.sign(ctx, cred.Signer, roleMember); err != nil {
+		return Req{}, 0, fmt.Errorf("enroll: %w", err)
+	}
+	b, err := Marshal(ch)
+	if err != nil {
+		return Req{}, 0, fmt.Errorf("enroll: encode challenge: %w", err)
+	}
+	if err := port.Write(b, dl); err != nil {
+		return Req{}, 0, fmt.Errorf("enroll: send challenge: %w", err)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	n, err := port.Read(buf, dl)
+	if err != nil {
+		return Req{}, 0, fmt.Errorf("enroll: await proof from %s: %w", req.Name, err)
+	}
+	p, err := UnmarshalProof(buf[:n])
+	if err == nil && !t.verify(doc.Key, roleNew, p.Sig) {
+		err = fmt.Errorf("enroll: %s (%s) did not prove its key (forged or replayed): %w: %w", req.Name, doc.ID, flow.ErrRefused, identity.ErrBadSignature)
+	}
+	if err != nil {
+		return refuse(Resp{Result: Refused, Msg: "proof of key does not verify", Name: offer.Name}, err)
+	}
+	if err := m.Admit(req, doc); err != nil {
+		return refuse(Resp{Result: Refused, Msg: err.Error(), Name: offer.Name},
+			fmt.Errorf("enroll: %s: %w: %w", req.Name, flow.ErrRefused, err))
+	}
+	resp := m.Offer(req) // again: the members may have changed meanwhile
 	if len(resp.Members) > MaxMembers {
 		resp.Members = resp.Members[:MaxMembers]
 	}
-	b, merr := Marshal(resp)
-	if merr != nil {
-		return Req{}, 0, fmt.Errorf("enroll: encode response: %w", merr)
+	if b, err = Marshal(resp); err != nil {
+		return Req{}, 0, fmt.Errorf("enroll: encode response: %w", err)
 	}
-	if werr := port.Write(b, dl); werr != nil {
-		return Req{}, 0, fmt.Errorf("enroll: send response: %w", werr)
-	}
-	if err != nil {
-		return Req{}, 0, err
+	if err := port.Write(b, dl); err != nil {
+		return Req{}, 0, fmt.Errorf("enroll: send response: %w", err)
 	}
 	if resp.Result != OK {
 		return Req{}, 0, errOf(resp.Result, "refused "+req.Name+": "+resp.Msg)
 	}
-	buf := make([]byte, flow.MaxSDU)
 	for try := 0; try < MaxTries; try++ {
 		n, err := port.Read(buf, dl)
 		if err != nil {

@@ -1,18 +1,22 @@
 package enroll_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
-	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/ouronet/ouro/crypto/admission"
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/addr"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
 )
 
@@ -22,6 +26,43 @@ type member struct {
 	cfg     enroll.Config
 	mu      sync.Mutex
 	members map[layer.Addr]string
+	cred    *enroll.Credentials // nil: a fresh identity per exchange
+	protect bool                // addresses are their keys' (cred must be set)
+}
+
+func (m *member) creds(t testing.TB) enroll.Credentials {
+	if m.cred != nil {
+		return *m.cred
+	}
+	_, c := creds(t, "m")
+	return c
+}
+
+func (m *member) Admit(req enroll.Req, doc identity.Document) error {
+	pol := m.cfg.Admission
+	pol.Layer = m.cfg.Layer
+	return pol.Admit(doc, req.Cert, nil, time.Now())
+}
+
+// openConfig is the default configuration of an open layer.
+func openConfig(layerName string) enroll.Config {
+	c := enroll.DefaultConfig(layerName)
+	c.Admission = admission.Policy{Mode: admission.ModeOpen}
+	return c
+}
+
+// creds returns a fresh identity and its credentials.
+func creds(t testing.TB, name string) (*identity.Identity, enroll.Credentials) {
+	t.Helper()
+	id, err := identity.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := identity.NewDocument(id, name, "test", identity.Measurement{}, time.Now()).Sign(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, enroll.Credentials{Signer: id, Doc: doc}
 }
 
 func (m *member) Offer(req enroll.Req) enroll.Resp {
@@ -34,10 +75,17 @@ func (m *member) Offer(req enroll.Req) enroll.Resp {
 	for a := range m.members {
 		as = append(as, a)
 	}
-	return enroll.Resp{Result: enroll.OK, Config: m.cfg, Members: as, Name: "m", Addr: 1}
+	self := layer.Addr(1)
+	if m.protect {
+		self = addr.FromKey(m.cfg.Layer, int(m.cfg.AddrWidth), m.cred.Signer.Public())
+	}
+	return enroll.Resp{Result: enroll.OK, Config: m.cfg, Members: as, Name: "m", Addr: self}
 }
 
 func (m *member) Claim(req enroll.Req, a layer.Addr) bool {
+	if m.protect && a != addr.FromKey(m.cfg.Layer, int(m.cfg.AddrWidth), req.PubKey) {
+		return false
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.members[a]; ok {
@@ -49,6 +97,13 @@ func (m *member) Claim(req enroll.Req, a layer.Addr) bool {
 
 func run(t *testing.T, m *member, req enroll.Req, assign enroll.AssignFunc) (enroll.Result, error, error) {
 	t.Helper()
+	_, nc := creds(t, req.Name)
+	return runWith(t, m, req, nc, assign)
+}
+
+func runWith(t *testing.T, m *member, req enroll.Req, nc enroll.Credentials, assign enroll.AssignFunc) (enroll.Result, error, error) {
+	t.Helper()
+	mc := m.creds(t)
 	a, b := flowtest.Pipe(4)
 	defer a.Close()
 	defer b.Close()
@@ -62,15 +117,15 @@ func run(t *testing.T, m *member, req enroll.Req, assign enroll.AssignFunc) (enr
 			srv <- err
 			return
 		}
-		_, _, err = enroll.Serve(ctx, b, buf[:n], m)
+		_, _, err = enroll.Serve(ctx, b, buf[:n], m, mc)
 		srv <- err
 	}()
-	res, err := enroll.Enroll(ctx, a, req, assign)
+	res, err := enroll.Enroll(ctx, a, req, nc, assign)
 	return res, err, <-srv
 }
 
 func TestEnroll(t *testing.T) {
-	cfg := enroll.DefaultConfig("uni")
+	cfg := openConfig("uni")
 	tests := []struct {
 		name    string
 		layer   string
@@ -109,17 +164,32 @@ func TestEnroll(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Enroll: %v", err)
 			}
-			if res.Addr != tc.want || !reflect.DeepEqual(res.Config, cfg) || res.MemberAddr != 1 {
+			if res.Addr != tc.want || !sameConfig(t, res.Config, cfg) || res.MemberAddr != 1 {
 				t.Fatalf("got addr %d config %+v member %d, want %d %+v 1", res.Addr, res.Config, res.MemberAddr, tc.want, cfg)
 			}
 		})
 	}
 }
 
+// sameConfig compares configurations by their encoding (a decoded
+// policy has empty lists where the original has nil ones).
+func sameConfig(t *testing.T, a, b enroll.Config) bool {
+	t.Helper()
+	ea, err := enroll.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb, err := enroll.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(ea, eb)
+}
+
 func TestCollisionRetries(t *testing.T) {
 	// The member claims 5 behind the new member's back (a concurrent
 	// enrollment): the first Done collides, the second succeeds.
-	m := &member{cfg: enroll.DefaultConfig("uni"), members: map[layer.Addr]string{1: "m", 5: "other"}}
+	m := &member{cfg: openConfig("uni"), members: map[layer.Addr]string{1: "m", 5: "other"}}
 	draws := []layer.Addr{5, 6}
 	i := 0
 	assign := func(enroll.Config, enroll.Members) (layer.Addr, error) { i++; return draws[i-1], nil } // ignores the list on purpose
@@ -133,7 +203,7 @@ func TestCollisionRetries(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	good := enroll.DefaultConfig("uni")
+	good := openConfig("uni")
 	if err := good.Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
@@ -145,6 +215,8 @@ func TestConfigValidate(t *testing.T) {
 		func(c *enroll.Config) { c.Dir = "" },
 		func(c *enroll.Config) { c.Hello = 0 },
 		func(c *enroll.Config) { c.Dead = 1 },
+		func(c *enroll.Config) { c.Admission = admission.Policy{} },
+		func(c *enroll.Config) { c.Admission.Layer = "other" },
 	}
 	for i, f := range bad {
 		c := good
@@ -157,8 +229,10 @@ func TestConfigValidate(t *testing.T) {
 
 func FuzzUnmarshal(f *testing.F) {
 	for _, v := range []any{
-		enroll.Req{Version: enroll.Version, Name: "a", Layer: "l", PubKey: []byte{1}},
-		enroll.Resp{Config: enroll.DefaultConfig("l"), Members: []layer.Addr{1, 2}, Name: "m", Addr: 1},
+		enroll.Req{Version: enroll.Version, Name: "a", Layer: "l", PubKey: make([]byte, 32), Nonce: make([]byte, enroll.NonceLen), Doc: []byte{1}},
+		enroll.Challenge{Name: "m", Nonce: make([]byte, enroll.NonceLen), Doc: []byte{1}, Sig: make([]byte, 64)},
+		enroll.Proof{Sig: make([]byte, 64)},
+		enroll.Resp{Config: openConfig("l"), Members: []layer.Addr{1, 2}, Name: "m", Addr: 1},
 		enroll.Done{Addr: 3}, enroll.Ack{Result: 2, Msg: "x"},
 	} {
 		b, err := enroll.Marshal(v)
@@ -178,6 +252,8 @@ func FuzzUnmarshal(f *testing.F) {
 				t.Fatalf("accepted an invalid config: %v", err)
 			}
 		}
+		enroll.UnmarshalChallenge(b)
+		enroll.UnmarshalProof(b)
 		enroll.UnmarshalDone(b)
 		enroll.UnmarshalAck(b)
 	})

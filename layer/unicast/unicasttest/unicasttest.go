@@ -97,6 +97,11 @@ func (n *Net) Add(name string, bootstrap bool, neighbours []string, mod func(*un
 	if !bootstrap && len(neighbours) > 0 {
 		cfg.Enroll = neighbours[0]
 	}
+	if !bootstrap {
+		// The template's policy is the bootstrapper's choice; the others
+		// take the layer's unless a test gives them one to expect.
+		cfg.LayerConfig.Admission = admission.Policy{}
+	}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -1,0 +1,121 @@
+package unicast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/crypto/admission"
+	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/addr"
+	"github.com/ouronet/ouro/layer/unicast/enroll"
+)
+
+// This file is the IPCP's side of the layer's trust (docs/security.md):
+// the credentials it enrolls with, the admission check it makes as the
+// enrolling member, the binding of addresses to keys in protected layers,
+// and the counters of what it refused.
+
+// documenter is a Signer that also hands out the node's signed identity
+// document (the node's signer client does: the document carries the
+// board and the image measurement, which the IPCP cannot know).
+type documenter interface {
+	Document(ctx context.Context) ([]byte, error)
+}
+
+// credentials returns what this IPCP enrolls and enrolls others with: its
+// signer, its signed identity document (Config.Document, the signer's,
+// or one it signs itself: no board, not measured) and certificate.
+func (p *IPCP) credentials(ctx context.Context) (enroll.Credentials, error) {
+	p.mu.Lock()
+	doc := p.doc
+	p.mu.Unlock()
+	if doc == nil {
+		var err error
+		switch d, ok := p.cfg.Signer.(documenter); {
+		case p.cfg.Document != nil:
+			doc = p.cfg.Document
+		case ok:
+			doc, err = d.Document(ctx)
+		default:
+			doc, err = identity.NewDocument(p.cfg.Signer, p.cfg.Name, "", identity.Measurement{}, time.Now()).Sign(ctx, p.cfg.Signer)
+		}
+		if err != nil {
+			return enroll.Credentials{}, fmt.Errorf("unicast: %s: identity document: %w", p.cfg.Name, err)
+		}
+		p.mu.Lock()
+		p.doc = doc
+		p.mu.Unlock()
+	}
+	return enroll.Credentials{Signer: p.cfg.Signer, Doc: doc, Cert: p.cfg.Cert}, nil
+}
+
+// Refusal reasons, as counted in Stats.Refused and shown by ouro stats
+// as "refused.<reason>".
+var refusalReasons = [...]struct {
+	name string
+	err  error
+}{
+	{"unknown_key", identity.ErrUnknownKey},
+	{"bad_signature", identity.ErrBadSignature},
+	{"expired", identity.ErrExpired},
+	{"not_yet_valid", identity.ErrNotYetValid},
+	{"revoked", identity.ErrRevoked},
+	{"measurement", identity.ErrMeasurement},
+	{"replay", identity.ErrReplay},
+	{"scope", admission.ErrScope},
+	{"malformed", identity.ErrMalformed},
+	{"no_policy", admission.ErrNoPolicy},
+}
+
+// refusals counts enrollment refusals by reason; the last is "other".
+type refusals [len(refusalReasons) + 1]atomic.Uint64
+
+// count counts err under the first reason it wraps.
+func (r *refusals) count(err error) {
+	for i, rr := range refusalReasons {
+		if errors.Is(err, rr.err) {
+			r[i].Add(1)
+			return
+		}
+	}
+	r[len(refusalReasons)].Add(1)
+}
+
+func (r *refusals) snapshot(into map[string]uint64) {
+	for i, rr := range refusalReasons {
+		into[rr.name] = r[i].Load()
+	}
+	into["other"] = r[len(refusalReasons)].Load()
+}
+
+// Admit implements enroll.Member: the layer's admission policy applied to
+// a new member that proved its key.
+func (c *core) Admit(req enroll.Req, doc identity.Document) error {
+	return c.lc.Policy().Admit(doc, req.Cert, nil, time.Now())
+}
+
+// keyAddr returns the address this IPCP's key derives in a protected
+// layer with configuration lc.
+func (p *IPCP) keyAddr(lc enroll.Config) layer.Addr {
+	return addr.FromKey(lc.Layer, int(lc.AddrWidth), p.cfg.Signer.Public())
+}
+
+// assignProtected is assign for a protected layer: the address is the
+// key's, whatever Config.Addr says (a static address different from it
+// is an error), and one already in use is a collision nobody can resolve
+// but by another key.
+func (p *IPCP) assignProtected(lc enroll.Config, members enroll.Members) (layer.Addr, error) {
+	a := p.keyAddr(lc)
+	if p.cfg.Addr != 0 && p.cfg.Addr != a {
+		return 0, fmt.Errorf("static address %d in layer %s, whose addresses derive from keys (this key's is %d): %w", p.cfg.Addr, lc.Layer, a, flow.ErrInvalid)
+	}
+	if members != nil && members.Has(a) {
+		return 0, fmt.Errorf("address %d of this key is in use in layer %s (a collision of %d-byte addresses: use another key or a wider address): %w", a, lc.Layer, lc.AddrWidth, flow.ErrExists)
+	}
+	return a, nil
+}
