@@ -684,10 +684,16 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 		return nil, err
 	}
 	hello := time.Duration(lc.Hello) * time.Millisecond
+	cred, err := p.credentials(p.ctx)
+	if err != nil {
+		return nil, err
+	}
 	if c.cm, err = connmgr.New(connmgr.Config{
 		Layer: lc.Layer, Name: p.cfg.Name, Broker: p.lower, Hooks: c,
 		Hello: hello, Dead: int(lc.Dead), BackoffMax: p.cfg.RetryMax, Logf: p.cfg.Logf,
 		Runner: p.cfg.Runner,
+		Cred:   connmgr.Credentials{Signer: cred.Signer, Doc: cred.Doc, Cert: cred.Cert},
+		Check:  c.checkPeer,
 	}); err != nil {
 		return nil, err
 	}

@@ -119,3 +119,17 @@ func (p *IPCP) assignProtected(lc enroll.Config, members enroll.Members) (layer.
 	}
 	return a, nil
 }
+
+// checkPeer is the connection manager's Check: a neighbour that proved
+// its key must pass the layer's admission policy and, in a protected
+// layer, speak for the address it claims. A refusal is counted.
+func (c *core) checkPeer(a layer.Addr, doc identity.Document, cert []byte) error {
+	err := c.lc.Policy().Admit(doc, cert, nil, time.Now())
+	if err == nil && !c.bound(a, doc.Key) {
+		err = fmt.Errorf("address %d is not that of key %s: %w", a, doc.ID, identity.ErrUnknownKey)
+	}
+	if err != nil {
+		c.p.refused.count(err)
+	}
+	return err
+}

@@ -1,6 +1,7 @@
 package unicast_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"testing"
@@ -8,8 +9,10 @@ import (
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/addr"
+	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
@@ -59,6 +62,81 @@ func TestAllowListedLayer(t *testing.T) {
 			}
 			if got := a.IPCP.Stats().Members; got != 2 {
 				t.Errorf("a knows %d members, want 2", got)
+			}
+		})
+	}
+}
+
+// hooks records a rogue connection manager's adjacencies.
+type hooks struct{ up chan connmgr.Neighbour }
+
+func (h hooks) Up(n connmgr.Neighbour)                 { h.up <- n }
+func (hooks) Down(connmgr.Neighbour)                   {}
+func (hooks) Message(connmgr.Neighbour, uint8, []byte) {}
+
+// TestAdjacencyHijack: a node that never enrolled opens management and
+// data-transfer flows to a member claiming another member's address, as
+// measured against the unauthenticated layer (it replaced that member's
+// live adjacency). In an open layer it still gets an adjacency (addresses
+// are not bound to keys there); in an allow-listed layer it is refused,
+// whether its key is unlisted or listed (a rogue member that claims an
+// address its key does not derive).
+func TestAdjacencyHijack(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		open    bool
+		listed  bool
+		success bool
+	}{{"open", true, false, true}, {"allow/unlisted", false, false, false}, {"allow/rogue member", false, true, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ida, idb, idx := newID(t), newID(t), newID(t)
+			keys := []ed25519.PublicKey{ida.Public(), idb.Public()}
+			if tc.listed {
+				keys = append(keys, idx.Public())
+			}
+			pol := admission.Policy{Mode: admission.ModeAllow, Keys: keys}
+			if tc.open {
+				pol = admission.Policy{Mode: admission.ModeOpen}
+			}
+			n := unicasttest.New(t)
+			a := n.Add("a.uni", true, nil, func(c *unicast.Config) { c.Signer = ida; c.LayerConfig.Admission = pol })
+			b := n.Add("b.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer = idb })
+			n.WaitOperational(5 * time.Second)
+
+			doc, err := identity.NewDocument(idx, "x", "", identity.Measurement{}, time.Now()).Sign(context.Background(), idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := hooks{up: make(chan connmgr.Neighbour, 4)}
+			rogue, err := connmgr.New(connmgr.Config{Layer: unicasttest.Layer, Name: "b.uni", Broker: n.Attacker("x"), Hooks: h,
+				Runner: layertest.Runner{}, Cred: connmgr.Credentials{Signer: idx, Doc: doc}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rogue.Stop()
+			if err := rogue.Start(b.IPCP.Addr()); err != nil {
+				t.Fatal(err)
+			}
+			before := a.IPCP.Stats().Refused
+			if err := rogue.Connect("a.uni"); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case nb := <-h.up:
+				if !tc.success {
+					t.Fatalf("the rogue got an adjacency with %s claiming b's address", nb.Name)
+				}
+			case <-time.After(time.Second):
+				if tc.success {
+					t.Fatal("no adjacency in an open layer: the attack test has lost its power")
+				}
+				after := a.IPCP.Stats().Refused
+				if after["unknown_key"] <= before["unknown_key"] {
+					t.Errorf("refusals not counted: %v → %v", before, after)
+				}
+				if s := rogue.Stats(); s.DialFailures == 0 {
+					t.Errorf("rogue: %+v", s)
+				}
 			}
 		})
 	}

@@ -21,6 +21,7 @@ package connmgr
 import (
 	"cmp"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -29,14 +30,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/pff"
 )
 
-// Version is the connection message format version.
-const Version = 1
+// Version is the connection message format version (2: authenticated
+// adjacencies).
+const Version = 2
 
 // Purposes of an N-1 flow, in its Open.
 const (
@@ -67,6 +70,12 @@ type Open struct {
 	Name    string     // the sender's IPCP name
 	Addr    layer.Addr // the sender's address; 0 while enrolling
 	Nonce   uint64     // pairs an adjacency's management and data flows
+	// On a management flow: the dialer's node key, fresh challenge
+	// (ChallengeLen bytes), signed identity document and certificate.
+	Key       []byte
+	Challenge []byte
+	Doc       []byte
+	Cert      []byte
 }
 
 // OpenResp answers an Open.
@@ -76,6 +85,13 @@ type OpenResp struct {
 	Msg    string
 	Name   string
 	Addr   layer.Addr
+	// On an accepted management flow: the acceptor's key, challenge,
+	// document, certificate and signature of the transcript.
+	Key       []byte
+	Challenge []byte
+	Doc       []byte
+	Cert      []byte
+	Sig       []byte
 }
 
 // Msg is a frame on a management flow.
@@ -102,6 +118,10 @@ func UnmarshalOpen(b []byte) (Open, error) {
 	if o.Purpose != PurposeEnroll && o.Addr == 0 {
 		return Open{}, fmt.Errorf("connmgr: open without an address: %w", flow.ErrInvalid)
 	}
+	if o.Purpose == PurposeMgmt && (len(o.Key) != ed25519.PublicKeySize || len(o.Challenge) != ChallengeLen ||
+		len(o.Doc) == 0 || len(o.Doc) > MaxDoc || len(o.Cert) > MaxCert) {
+		return Open{}, fmt.Errorf("connmgr: management open without identity: %w", flow.ErrInvalid)
+	}
 	return o, nil
 }
 
@@ -113,6 +133,9 @@ func UnmarshalOpenResp(b []byte) (OpenResp, error) {
 	}
 	if r.Result == OK && r.Addr == 0 && r.Name == "" {
 		return OpenResp{}, fmt.Errorf("connmgr: open response without a name: %w", flow.ErrInvalid)
+	}
+	if len(r.Key) > ed25519.PublicKeySize || len(r.Challenge) > ChallengeLen || len(r.Doc) > MaxDoc || len(r.Cert) > MaxCert || len(r.Sig) > ed25519.SignatureSize {
+		return OpenResp{}, fmt.Errorf("connmgr: open response with oversized identity: %w", flow.ErrInvalid)
 	}
 	return r, nil
 }
@@ -232,6 +255,11 @@ type Config struct {
 	BackoffMin time.Duration // first reconnect delay (default 50 ms)
 	BackoffMax time.Duration // reconnect delay ceiling (default 2 s)
 	Logf       func(format string, args ...any)
+	// Cred proves this IPCP's key to its neighbours; required.
+	Cred Credentials
+	// Check decides whether a neighbour that proved its key may be one
+	// (nil: all).
+	Check CheckFunc
 	// Runner starts the manager's goroutines (in a node, the IPCP
 	// component's kernel PD); required.
 	Runner layer.Runner
@@ -243,9 +271,13 @@ type Stats struct {
 	Ups, Downs, DeadTimeouts               uint64
 	HellosSent, HellosRecv, MsgsSent       uint64
 	MsgsRecv, Malformed, SendErrors        uint64
+	// AuthRefused counts adjacencies refused at authentication: bad
+	// document or signature, or refused by Check.
+	AuthRefused uint64
 }
 
 type counters struct {
+	authRefused                            atomic.Uint64
 	dials, dialFailures, accepted, refused atomic.Uint64
 	ups, downs, deadTimeouts               atomic.Uint64
 	hellosSent, hellosRecv, msgsSent       atomic.Uint64
@@ -290,6 +322,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Runner == nil {
 		return nil, layer.NeedRunner("connmgr: " + cfg.Name)
+	}
+	if cfg.Cred.Signer == nil || len(cfg.Cred.Doc) == 0 {
+		return nil, fmt.Errorf("connmgr: %s: no credentials: %w", cfg.Name, flow.ErrInvalid)
 	}
 	cfg.Hello = cmp.Or(cfg.Hello, 100*time.Millisecond)
 	cfg.Dead = cmp.Or(cfg.Dead, 3)
@@ -417,7 +452,12 @@ func (m *Manager) dial(name string) error {
 	m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
 	defer cancel()
-	o := Open{Purpose: PurposeMgmt, Layer: m.cfg.Layer, Name: m.cfg.Name, Addr: self, Nonce: rand.Uint64()}
+	ch, err := challenge()
+	if err != nil {
+		return err
+	}
+	o := Open{Purpose: PurposeMgmt, Layer: m.cfg.Layer, Name: m.cfg.Name, Addr: self, Nonce: rand.Uint64(),
+		Key: m.cfg.Cred.Signer.Public(), Challenge: ch, Doc: m.cfg.Cred.Doc, Cert: m.cfg.Cred.Cert}
 	mgmt, r, err := Dial(ctx, m.cfg.Broker, name, m.cfg.QoS, o)
 	if err != nil {
 		return err
@@ -426,7 +466,11 @@ func (m *Manager) dial(name string) error {
 		mgmt.Close()
 		return fmt.Errorf("connmgr: %q answered with address %d: %w", name, r.Addr, flow.ErrRefused)
 	}
-	o.Purpose = PurposeDT
+	if err := m.proveDialer(ctx, mgmt, o, r); err != nil {
+		mgmt.Close()
+		return fmt.Errorf("connmgr: %q: %w", name, err)
+	}
+	o = Open{Purpose: PurposeDT, Layer: o.Layer, Name: o.Name, Addr: o.Addr, Nonce: o.Nonce}
 	dtp, r2, err := Dial(ctx, m.cfg.Broker, name, m.cfg.QoS, o)
 	if err != nil {
 		mgmt.Close()
@@ -505,6 +549,47 @@ func (m *Manager) Accept(port flow.Port, o Open) {
 			refuse(Exists, "adjacency up")
 			return
 		}
+		m.mu.Unlock()
+		// Who is this? Checked before anything is kept for it.
+		if _, err := m.peerDoc(o.Addr, o.Key, o.Doc, o.Cert); err != nil {
+			m.cfg.Logf("connmgr: %s: %s: %v", m.cfg.Name, o.Name, err)
+			refuse(Refused, err.Error())
+			return
+		}
+		t := adjTranscript{Layer: m.cfg.Layer, DialerAddr: o.Addr, DialerKey: o.Key, DialerNonce: o.Challenge,
+			AccAddr: self, AccKey: m.cfg.Cred.Signer.Public(), Pairing: o.Nonce}
+		var err error
+		if t.AccNonce, err = challenge(); err != nil {
+			refuse(Refused, "no challenge")
+			return
+		}
+		ctx, cancel := m.signCtx()
+		sig, err := t.sign(ctx, m.cfg.Cred.Signer, "acceptor")
+		cancel()
+		if err != nil {
+			refuse(Refused, "cannot sign")
+			return
+		}
+		resp := OpenResp{Result: OK, Name: m.cfg.Name, Addr: self, Key: t.AccKey, Challenge: t.AccNonce, Doc: m.cfg.Cred.Doc, Cert: m.cfg.Cred.Cert, Sig: sig}
+		if err := Reply(port, resp, dl); err != nil {
+			port.Close()
+			return
+		}
+		// The dialer's proof is its first frame.
+		buf := make([]byte, flow.MaxSDU)
+		n, err := port.Read(buf, dl)
+		var f Msg
+		if err == nil {
+			f, err = UnmarshalMsg(buf[:n])
+		}
+		if err != nil || f.Type != MsgAuth || !t.verify(o.Key, "dialer", f.Body) {
+			m.c.authRefused.Add(1)
+			m.c.refused.Add(1)
+			m.cfg.Logf("connmgr: %s: %s (%d) did not prove its key: %v", m.cfg.Name, o.Name, o.Addr, err)
+			port.Close()
+			return
+		}
+		m.mu.Lock()
 		for n, h := range m.half {
 			if time.Since(h.created) > 5*time.Second {
 				delete(m.half, n)
@@ -516,16 +601,22 @@ func (m *Manager) Accept(port flow.Port, o Open) {
 			refuse(Refused, "too many half-open adjacencies")
 			return
 		}
-		m.half[o.Nonce] = &adj{n: Neighbour{Name: o.Name, Addr: o.Addr}, nonce: o.Nonce, mgmt: port, created: time.Now(), down: make(chan struct{})}
-		m.mu.Unlock()
-		if err := Reply(port, OpenResp{Result: OK, Name: m.cfg.Name, Addr: self}, dl); err != nil {
-			m.mu.Lock()
-			delete(m.half, o.Nonce)
+		if m.half[o.Nonce] != nil {
 			m.mu.Unlock()
 			port.Close()
+			return
 		}
+		m.half[o.Nonce] = &adj{n: Neighbour{Name: o.Name, Addr: o.Addr}, nonce: o.Nonce, mgmt: port, created: time.Now(), down: make(chan struct{})}
+		m.mu.Unlock()
 	case PurposeDT:
 		a := m.half[o.Nonce]
+		// The management flow's goroutine may still be checking the
+		// dialer's proof, sent just before this Open: wait a little.
+		for wait := time.Now().Add(time.Second); a == nil && time.Now().Before(wait) && !m.stopped; a = m.half[o.Nonce] {
+			m.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+			m.mu.Lock()
+		}
 		if a == nil || a.n.Addr != o.Addr {
 			m.mu.Unlock()
 			refuse(Refused, "no management flow for this nonce")
@@ -702,5 +793,34 @@ func (m *Manager) Stats() Stats {
 		Ups: c.ups.Load(), Downs: c.downs.Load(), DeadTimeouts: c.deadTimeouts.Load(),
 		HellosSent: c.hellosSent.Load(), HellosRecv: c.hellosRecv.Load(), MsgsSent: c.msgsSent.Load(),
 		MsgsRecv: c.msgsRecv.Load(), Malformed: c.malformed.Load(), SendErrors: c.sendErrors.Load(),
+		AuthRefused: c.authRefused.Load(),
 	}
+}
+
+// proveDialer checks the acceptor's answer to a management Open (its
+// document, the layer's Check, its signature) and sends the dialer's
+// signature of the same transcript.
+func (m *Manager) proveDialer(ctx context.Context, mgmt flow.Port, o Open, r OpenResp) error {
+	if _, err := m.peerDoc(r.Addr, r.Key, r.Doc, r.Cert); err != nil {
+		return err
+	}
+	t := adjTranscript{Layer: m.cfg.Layer, DialerAddr: o.Addr, DialerKey: o.Key, DialerNonce: o.Challenge,
+		AccAddr: r.Addr, AccKey: r.Key, AccNonce: r.Challenge, Pairing: o.Nonce}
+	if len(r.Challenge) != ChallengeLen || !t.verify(r.Key, "acceptor", r.Sig) {
+		m.c.authRefused.Add(1)
+		return fmt.Errorf("member at %d did not prove its key: %w: %w", r.Addr, flow.ErrRefused, identity.ErrBadSignature)
+	}
+	sig, err := t.sign(ctx, m.cfg.Cred.Signer, "dialer")
+	if err != nil {
+		return err
+	}
+	b, err := Marshal(Msg{Type: MsgAuth, Body: sig})
+	if err != nil {
+		return err
+	}
+	dl := time.Now().Add(2 * time.Second)
+	if d, ok := ctx.Deadline(); ok {
+		dl = d
+	}
+	return mgmt.Write(b, dl)
 }

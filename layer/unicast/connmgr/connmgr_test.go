@@ -8,8 +8,9 @@ import (
 
 func FuzzUnmarshal(f *testing.F) {
 	for _, v := range []any{
-		connmgr.Open{Version: connmgr.Version, Purpose: connmgr.PurposeMgmt, Layer: "l", Name: "a", Addr: 1, Nonce: 7},
-		connmgr.OpenResp{Name: "b", Addr: 2},
+		connmgr.Open{Version: connmgr.Version, Purpose: connmgr.PurposeMgmt, Layer: "l", Name: "a", Addr: 1, Nonce: 7, Key: make([]byte, 32), Challenge: make([]byte, 32), Doc: []byte{1}},
+		connmgr.OpenResp{Name: "b", Addr: 2, Key: make([]byte, 32), Challenge: make([]byte, 32), Doc: []byte{1}, Sig: make([]byte, 64)},
+		connmgr.Msg{Type: connmgr.MsgAuth, Body: make([]byte, 64)},
 		connmgr.Msg{Type: connmgr.MsgLSU, Body: []byte{0x82, 1, 0x80}},
 	} {
 		b, err := connmgr.Marshal(v)
@@ -35,12 +36,15 @@ func TestUnmarshalOpen(t *testing.T) {
 		o    connmgr.Open
 		ok   bool
 	}{
-		{"mgmt", connmgr.Open{Version: 1, Purpose: connmgr.PurposeMgmt, Name: "a", Addr: 1}, true},
-		{"enroll without address", connmgr.Open{Version: 1, Purpose: connmgr.PurposeEnroll, Name: "a"}, true},
-		{"dt without address", connmgr.Open{Version: 1, Purpose: connmgr.PurposeDT, Name: "a"}, false},
-		{"no name", connmgr.Open{Version: 1, Purpose: connmgr.PurposeMgmt, Addr: 1}, false},
-		{"bad purpose", connmgr.Open{Version: 1, Purpose: 9, Name: "a", Addr: 1}, false},
-		{"bad version", connmgr.Open{Version: 2, Purpose: connmgr.PurposeMgmt, Name: "a", Addr: 1}, false},
+		{"mgmt", connmgr.Open{Version: 2, Purpose: connmgr.PurposeMgmt, Name: "a", Addr: 1, Key: make([]byte, 32), Challenge: make([]byte, 32), Doc: []byte{1}}, true},
+		{"mgmt without identity", connmgr.Open{Version: 2, Purpose: connmgr.PurposeMgmt, Name: "a", Addr: 1}, false},
+		{"mgmt with a short challenge", connmgr.Open{Version: 2, Purpose: connmgr.PurposeMgmt, Name: "a", Addr: 1, Key: make([]byte, 32), Challenge: make([]byte, 8), Doc: []byte{1}}, false},
+		{"dt", connmgr.Open{Version: 2, Purpose: connmgr.PurposeDT, Name: "a", Addr: 1}, true},
+		{"enroll without address", connmgr.Open{Version: 2, Purpose: connmgr.PurposeEnroll, Name: "a"}, true},
+		{"dt without address", connmgr.Open{Version: 2, Purpose: connmgr.PurposeDT, Name: "a"}, false},
+		{"no name", connmgr.Open{Version: 2, Purpose: connmgr.PurposeMgmt, Addr: 1}, false},
+		{"bad purpose", connmgr.Open{Version: 2, Purpose: 9, Name: "a", Addr: 1}, false},
+		{"old version", connmgr.Open{Version: 1, Purpose: connmgr.PurposeMgmt, Name: "a", Addr: 1}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

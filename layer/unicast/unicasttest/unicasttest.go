@@ -129,6 +129,10 @@ func (n *Net) Add(name string, bootstrap bool, neighbours []string, mod func(*un
 	return node
 }
 
+// Attacker returns a program on the nodes' lower layer that is no node:
+// attack tests allocate N-1 flows to the IPCPs with it.
+func (n *Net) Attacker(name string) flow.Broker { return n.fake.Program(name) }
+
 // Node returns the node called name.
 func (n *Net) Node(name string) *Node {
 	n.mu.Lock()
