@@ -53,6 +53,11 @@ type Config struct {
 	// Cert is the node's membership certificate for layers admitted by
 	// authority (ouro cert issue); nil for the others.
 	Cert []byte
+	// CRL is the layer authority's newest revocation list (ouro cert
+	// revoke), checked when this IPCP admits a member or a neighbour; nil:
+	// none. It is not yet distributed through the layer: every member
+	// that enrolls others or accepts adjacencies needs the file.
+	CRL []byte
 	// Addr is a static address (0: a random one, drawn from Entropy).
 	Addr layer.Addr
 	// Entropy for random addresses (default crypto/rand.Reader).

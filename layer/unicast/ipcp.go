@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/admission"
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -76,6 +77,7 @@ type IPCP struct {
 	claims map[layer.Addr]claim  // addresses given out while enrolling others
 	conns  []string              // connect requests made before membership
 	doc    []byte                // signed identity document, once made
+	crl    *identity.CRL         // Config.CRL, decoded
 
 	refused refusals // enrollments refused, by reason
 }
@@ -103,6 +105,13 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 		pool: make(chan *pbuf, poolSize), timers: make(chan *time.Timer, 64),
 		names: make(map[string]bool), hashes: make(map[layer.Hash]string),
 		peers: make(map[layer.Addr]string), claims: make(map[layer.Addr]claim),
+	}
+	if cfg.CRL != nil {
+		l, err := identity.DecodeCRL(cfg.CRL)
+		if err != nil {
+			return nil, fmt.Errorf("unicast: %s: %w", cfg.Name, err)
+		}
+		p.crl = l
 	}
 	p.lowerMax.Store(flow.MaxSDU)
 	p.lower = sduBroker{Broker: lower, min: &p.lowerMax}

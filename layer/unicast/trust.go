@@ -96,7 +96,8 @@ func (r *refusals) snapshot(into map[string]uint64) {
 // Admit implements enroll.Member: the layer's admission policy applied to
 // a new member that proved its key.
 func (c *core) Admit(req enroll.Req, doc identity.Document) error {
-	return c.lc.Policy().Admit(doc, req.Cert, nil, time.Now())
+	err := c.lc.Policy().Admit(doc, req.Cert, c.p.crl, time.Now())
+	return err
 }
 
 // keyAddr returns the address this IPCP's key derives in a protected
@@ -124,7 +125,7 @@ func (p *IPCP) assignProtected(lc enroll.Config, members enroll.Members) (layer.
 // its key must pass the layer's admission policy and, in a protected
 // layer, speak for the address it claims. A refusal is counted.
 func (c *core) checkPeer(a layer.Addr, doc identity.Document, cert []byte) error {
-	err := c.lc.Policy().Admit(doc, cert, nil, time.Now())
+	err := c.lc.Policy().Admit(doc, cert, c.p.crl, time.Now())
 	if err == nil && !c.bound(a, doc.Key) {
 		err = fmt.Errorf("address %d is not that of key %s: %w", a, doc.ID, identity.ErrUnknownKey)
 	}

@@ -252,6 +252,7 @@ type unicastConfig struct {
 	Addr       uint64   `toml:"addr"`       // static address (default: random)
 	PubKey     string   `toml:"pubkey"`     // ed25519 public key, hex (recorded by the enrolling member)
 	Cert       string   `toml:"cert"`       // membership certificate file (ouro cert issue), for layers admitted by authority
+	CRL        string   `toml:"crl"`        // the authority's revocation list file (ouro cert revoke)
 
 	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap; elsewhere the policy to expect)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
@@ -293,6 +294,16 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 			return cfg, fmt.Errorf("cert %s: %w", c.Cert, err)
 		}
 		cfg.Cert = b
+	}
+	if c.CRL != "" {
+		b, err := os.ReadFile(c.CRL)
+		if err != nil {
+			return cfg, fmt.Errorf("crl: %w", err)
+		}
+		if _, err := identity.DecodeCRL(b); err != nil {
+			return cfg, fmt.Errorf("crl %s: %w", c.CRL, err)
+		}
+		cfg.CRL = b
 	}
 	if !c.Bootstrap && c.Admission != "" {
 		pol, err := admission.Parse(c.Admission)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -16,13 +17,14 @@ import (
 // TestAuthorityLayerOverUDP runs a layer admitted by a layer authority
 // between nodes on 127.0.0.1, configured by TOML: a bootstraps it with
 // the authority's key, b enrolls with its certificate, x (no
-// certificate) and y (a certificate for another layer) are refused and
+// certificate), y (a certificate for another layer) and z (a revoked
+// certificate: a's revocation list names its key) are refused and
 // counted at a, and never become members.
 func TestAuthorityLayerOverUDP(t *testing.T) {
 	auth := newIdentity(t)
 	dir := t.TempDir()
 	ids := map[string]*identity.Identity{}
-	for _, n := range []string{"a", "b", "x", "y"} {
+	for _, n := range []string{"a", "b", "x", "y", "z"} {
 		ids[n] = newIdentity(t)
 	}
 	certFile := func(node, layer string) string {
@@ -39,8 +41,16 @@ func TestAuthorityLayerOverUDP(t *testing.T) {
 		return p
 	}
 	ports := map[string]int{}
-	for _, n := range []string{"a", "b", "x", "y"} {
+	for _, n := range []string{"a", "b", "x", "y", "z"} {
 		ports[n] = freeUDPPort(t)
+	}
+	crl, err := identity.IssueCRL(context.Background(), identity.CRL{Seq: 1, Issued: time.Now().Unix(), Keys: []ed25519.PublicKey{ids["z"].Public()}}, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlFile := filepath.Join(dir, "uni.crl")
+	if err := os.WriteFile(crlFile, crl, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	cfg := func(name, uni string) string {
 		return fmt.Sprintf(`
@@ -63,10 +73,11 @@ lower = ["udp"]
 	}
 	policy := fmt.Sprintf("authority authority=%x", []byte(auth.Public()))
 	appA, brA := app("app")
-	startNodeID(t, ids["a"], cfg("a", fmt.Sprintf("bootstrap = true\nadmission = %q\ncert = %q", policy, certFile("a", "uni"))), appA)
+	startNodeID(t, ids["a"], cfg("a", fmt.Sprintf("bootstrap = true\nadmission = %q\ncert = %q\ncrl = %q", policy, certFile("a", "uni"), crlFile)), appA)
 	startNodeID(t, ids["b"], cfg("b", fmt.Sprintf("enroll = \"a.uni\"\ncert = %q", certFile("b", "uni"))))
 	startNodeID(t, ids["x"], cfg("x", `enroll = "a.uni"`))
 	startNodeID(t, ids["y"], cfg("y", fmt.Sprintf("enroll = \"a.uni\"\ncert = %q", certFile("y", "other"))))
+	startNodeID(t, ids["z"], cfg("z", fmt.Sprintf("enroll = \"a.uni\"\ncert = %q", certFile("z", "uni"))))
 	ba := <-brA
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -84,7 +95,7 @@ lower = ["udp"]
 	}
 	for {
 		s := stats()
-		if s["members_enrolled"] == "1" && s["refused.unknown_key"] != "0" && s["refused.scope"] != "0" {
+		if s["members_enrolled"] == "1" && s["refused.unknown_key"] != "0" && s["refused.scope"] != "0" && s["refused.revoked"] != "0" {
 			break
 		}
 		if time.Until(deadline(ctx)) < 2*time.Second {
