@@ -2,7 +2,6 @@ package node
 
 import (
 	"encoding"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -882,11 +881,6 @@ func (k *checker) checkUnicast(u unicastConfig, p IPCPConfig, path []any, where 
 	before := len(k.errs)
 	if u.Bootstrap && u.Enroll != "" {
 		k.add(at("enroll"), where, "enroll", "bootstrap and enroll are exclusive: the layer's first member bootstraps it, the others enroll through a member")
-	}
-	if u.PubKey != "" {
-		if b, err := hex.DecodeString(u.PubKey); err != nil || len(b) != 32 {
-			k.add(at("pubkey"), where, "pubkey", "pubkey: want 64 hex digits (an ed25519 public key)")
-		}
 	}
 	if u.Hello > 60_000 {
 		k.add(at("hello"), where, "hello", "hello = %d: want a period in ms from 1 to 60000 (0: the default, 100)", u.Hello)

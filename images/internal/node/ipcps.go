@@ -3,8 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -250,7 +248,6 @@ type unicastConfig struct {
 	Enroll     string   `toml:"enroll"`     // IPCP name of a member to enroll through
 	Neighbours []string `toml:"neighbours"` // IPCP names to keep adjacencies with
 	Addr       uint64   `toml:"addr"`       // static address (default: random)
-	PubKey     string   `toml:"pubkey"`     // ed25519 public key, hex (recorded by the enrolling member)
 	Cert       string   `toml:"cert"`       // membership certificate file (ouro cert issue), for layers admitted by authority
 	CRL        string   `toml:"crl"`        // the authority's revocation list file (ouro cert revoke)
 
@@ -277,13 +274,6 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen,
 		RoutingTick: c.RoutingTick.Duration, KeepAlive: c.KeepAlive.Duration, FlowTimeout: c.FlowTimeout.Duration,
 		Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{})},
-	}
-	if c.PubKey != "" {
-		k, err := hex.DecodeString(c.PubKey)
-		if err != nil || len(k) != ed25519.PublicKeySize {
-			return cfg, fmt.Errorf("pubkey: want %d bytes of hex: %w", ed25519.PublicKeySize, flow.ErrInvalid)
-		}
-		cfg.PubKey = k
 	}
 	if c.Cert != "" {
 		b, err := os.ReadFile(c.Cert)
