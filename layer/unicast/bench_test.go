@@ -2,11 +2,14 @@ package unicast_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
@@ -225,19 +228,31 @@ func BenchmarkFailover(b *testing.B) {
 }
 
 // BenchmarkEnroll measures enrolling a member into a one-member layer,
-// from Start to operational with a route to the bootstrapper.
+// from Start to operational with a route to the bootstrapper: in an open
+// layer (both keys proved, no policy) and in an allow-listed one (the
+// addresses derive from the keys). Both include the adjacency's
+// authentication, which makes the route.
 func BenchmarkEnroll(b *testing.B) {
-	for range b.N {
-		b.StopTimer()
-		n := unicasttest.New(b)
-		n.Add("a.uni", true, nil, nil)
-		n.WaitOperational(5 * time.Second)
-		b.StartTimer()
-		n.Add("b.uni", false, []string{"a.uni"}, nil)
-		for nb := n.Node("b.uni"); !nb.IPCP.Operational(); {
-			time.Sleep(100 * time.Microsecond)
-		}
-		b.StopTimer()
-		n.Stop()
+	for _, pol := range []string{"open", "allow"} {
+		b.Run(pol, func(b *testing.B) {
+			ida, idb := newID(b), newID(b)
+			p := admission.Policy{Mode: admission.ModeOpen}
+			if pol == "allow" {
+				p = admission.Policy{Mode: admission.ModeAllow, Keys: []ed25519.PublicKey{ida.Public(), idb.Public()}}
+			}
+			for range b.N {
+				b.StopTimer()
+				n := unicasttest.New(b)
+				n.Add("a.uni", true, nil, func(c *unicast.Config) { c.Signer = ida; c.LayerConfig.Admission = p })
+				n.WaitOperational(5 * time.Second)
+				b.StartTimer()
+				n.Add("b.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer = idb })
+				for nb := n.Node("b.uni"); !nb.IPCP.Operational(); {
+					time.Sleep(100 * time.Microsecond)
+				}
+				b.StopTimer()
+				n.Stop()
+			}
+		})
 	}
 }
