@@ -26,6 +26,14 @@ const (
 // floodMaxHashes bounds the hashes in one message (34 bytes each encoded).
 const floodMaxHashes = 30
 
+// Limits of what other members can make a flood directory keep: names
+// per member and entries in all. An Add beyond them, or from an address
+// that is not a member, is dropped and counted (refused).
+const (
+	floodMaxPerMember = 1024
+	floodMaxEntries   = 1 << 16
+)
+
 type floodMsg struct {
 	_      struct{} `cbor:",toarray"`
 	Type   uint8
@@ -64,10 +72,13 @@ type floodDir struct {
 	wg   sync.WaitGroup
 
 	malformed atomic.Uint64
+	refused   atomic.Uint64 // Adds over a limit or from a non-member
 
 	mu      sync.Mutex // guards the fields below
 	local   map[layer.Hash]bool
 	remote  map[layer.Hash]map[layer.Addr]bool
+	entries int                // pairs in remote
+	per     map[layer.Addr]int // pairs in remote by member
 	told    map[layer.Addr]bool // members that have our whole local set
 	waiters map[layer.Hash][]chan struct{}
 }
@@ -83,6 +94,7 @@ func newFloodDir(cfg DirConfig) *floodDir {
 		env: cfg.Env, run: cfg.Runner, logf: cfg.Logf, stop: make(chan struct{}),
 		local: make(map[layer.Hash]bool), remote: make(map[layer.Hash]map[layer.Addr]bool),
 		told: make(map[layer.Addr]bool), waiters: make(map[layer.Hash][]chan struct{}),
+		per: make(map[layer.Addr]int),
 	}
 }
 
@@ -152,11 +164,8 @@ func (d *floodDir) sync(members []layer.Addr) {
 	for h, as := range d.remote {
 		for a := range as {
 			if !in[a] {
-				delete(as, a)
+				d.forgetLocked(h, a)
 			}
-		}
-		if len(as) == 0 {
-			delete(d.remote, h)
 		}
 	}
 	hs := make([]layer.Hash, 0, len(d.local))
@@ -276,16 +285,28 @@ func (d *floodDir) Handle(src layer.Addr, msg []byte) {
 		d.malformed.Add(1)
 		return
 	}
+	if m.Type == floodAdd && !slices.Contains(d.env.Members(), src) {
+		d.refused.Add(uint64(len(m.Hashes)))
+		return
+	}
 	var answer []layer.Hash
 	d.mu.Lock()
 	for _, hb := range m.Hashes {
 		h := layer.Hash(hb)
 		switch m.Type {
 		case floodAdd:
+			if !d.remote[h][src] && (d.per[src] >= floodMaxPerMember || d.entries >= floodMaxEntries) {
+				d.refused.Add(1)
+				continue
+			}
 			if d.remote[h] == nil {
 				d.remote[h] = make(map[layer.Addr]bool)
 			}
-			d.remote[h][src] = true
+			if !d.remote[h][src] {
+				d.remote[h][src] = true
+				d.per[src]++
+				d.entries++
+			}
 			for _, ch := range d.waiters[h] {
 				select {
 				case ch <- struct{}{}:
@@ -293,10 +314,7 @@ func (d *floodDir) Handle(src layer.Addr, msg []byte) {
 				}
 			}
 		case floodDel:
-			delete(d.remote[h], src)
-			if len(d.remote[h]) == 0 {
-				delete(d.remote, h)
-			}
+			d.forgetLocked(h, src)
 		case floodQuery:
 			if d.local[h] {
 				answer = append(answer, h)
@@ -306,6 +324,22 @@ func (d *floodDir) Handle(src layer.Addr, msg []byte) {
 	d.mu.Unlock()
 	if len(answer) > 0 {
 		d.send(src, floodAdd, answer)
+	}
+}
+
+// forgetLocked removes a's entry for h; d.mu is held.
+func (d *floodDir) forgetLocked(h layer.Hash, a layer.Addr) {
+	as := d.remote[h]
+	if !as[a] {
+		return
+	}
+	delete(as, a)
+	d.entries--
+	if d.per[a]--; d.per[a] <= 0 {
+		delete(d.per, a)
+	}
+	if len(as) == 0 {
+		delete(d.remote, h)
 	}
 }
 
