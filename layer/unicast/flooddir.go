@@ -77,8 +77,8 @@ type floodDir struct {
 	mu      sync.Mutex // guards the fields below
 	local   map[layer.Hash]bool
 	remote  map[layer.Hash]map[layer.Addr]bool
-	entries int                // pairs in remote
-	per     map[layer.Addr]int // pairs in remote by member
+	entries int                 // pairs in remote
+	per     map[layer.Addr]int  // pairs in remote by member
 	told    map[layer.Addr]bool // members that have our whole local set
 	waiters map[layer.Hash][]chan struct{}
 }

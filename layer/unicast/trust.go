@@ -129,6 +129,11 @@ func (c *core) checkPeer(a layer.Addr, doc identity.Document, cert []byte) error
 	if err == nil && !c.bound(a, doc.Key) {
 		err = fmt.Errorf("address %d is not that of key %s: %w", a, doc.ID, identity.ErrUnknownKey)
 	}
+	if k := c.router.KeyOf(a); err == nil && k != nil && !k.Equal(doc.Key) {
+		// Even in an open layer, an address whose member routing knows
+		// is that member's: nobody else takes over its adjacencies.
+		err = fmt.Errorf("address %d belongs to key %s, not %s: %w", a, identity.NameOf(k), doc.ID, identity.ErrUnknownKey)
+	}
 	if err != nil {
 		c.p.refused.count(err)
 	}

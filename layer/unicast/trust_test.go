@@ -77,17 +77,27 @@ func (hooks) Message(connmgr.Neighbour, uint8, []byte) {}
 // TestAdjacencyHijack: a node that never enrolled opens management and
 // data-transfer flows to a member claiming another member's address, as
 // measured against the unauthenticated layer (it replaced that member's
-// live adjacency). In an open layer it still gets an adjacency (addresses
-// are not bound to keys there); in an allow-listed layer it is refused,
-// whether its key is unlisted or listed (a rogue member that claims an
-// address its key does not derive).
+// live adjacency). It is refused everywhere: in an open layer because
+// routing knows the key of b's address (signed LSUs), in an allow-listed
+// layer whether the attacker's key is unlisted or listed (a rogue member
+// that claims an address its key does not derive). The same attacker
+// with a fresh address gets an adjacency in the open layer: that is
+// what open means, and it shows the test can see an adjacency made (this
+// test's "open" case was a success before adjacencies were checked
+// against routing's keys).
 func TestAdjacencyHijack(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		open    bool
 		listed  bool
+		fresh   bool // the attacker claims an unused address
 		success bool
-	}{{"open", true, false, true}, {"allow/unlisted", false, false, false}, {"allow/rogue member", false, true, false}} {
+	}{
+		{"open/b's address", true, false, false, false},
+		{"open/fresh address", true, false, true, true},
+		{"allow/unlisted", false, false, false, false},
+		{"allow/rogue member", false, true, false, false},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ida, idb, idx := newID(t), newID(t), newID(t)
 			keys := []ed25519.PublicKey{ida.Public(), idb.Public()}
@@ -114,7 +124,11 @@ func TestAdjacencyHijack(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer rogue.Stop()
-			if err := rogue.Start(b.IPCP.Addr()); err != nil {
+			claim := b.IPCP.Addr()
+			if tc.fresh {
+				claim = 0xbad
+			}
+			if err := rogue.Start(claim); err != nil {
 				t.Fatal(err)
 			}
 			before := a.IPCP.Stats().Refused

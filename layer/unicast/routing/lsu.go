@@ -1,20 +1,25 @@
 package routing
 
 import (
+	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/layer"
 )
 
 // Wire limits of link-state messages (docs/layers.md, routing).
 const (
-	// Version is the link-state message format version.
-	Version = 1
+	// Version is the link-state message format version (2: signed LSUs).
+	Version = 2
 	// MaxLinks is the most adjacencies one LSU carries: an IPCP with more
 	// neighbours in one layer is refused by NeighbourUp. 64 links keep an
-	// LSU (about 20 + 15 per link bytes) inside one flow.MaxSDU message.
+	// LSU (about 120 + 15 per link bytes, key and signature included)
+	// inside one flow.MaxSDU message.
 	MaxLinks = 64
 	// MaxLSUs is the most LSUs one message carries.
 	MaxLSUs = 512
@@ -38,11 +43,52 @@ type Link struct {
 // version. An LSU replaces every older LSU of the same origin; it has no
 // age on the wire: each receiver ages it (Config.MaxAge) from when it
 // installed it, and the origin refreshes it (Config.RefreshInterval).
+//
+// An LSU is signed by its origin (Sign): Key is the origin's node key,
+// Sig its signature (identity.LabelLSU) of the layer's name and the other
+// fields (signedLSU). Receivers check it before they install or flood it.
 type LSU struct {
 	_      struct{} `cbor:",toarray"`
 	Origin layer.Addr
 	Seq    uint64
 	Links  []Link // sorted by Neighbour, no duplicates
+	Key    []byte // the origin's ed25519 public key
+	Sig    []byte // the origin's signature
+}
+
+// signedLSU is what an LSU's signature covers: the layer's name (no
+// replay into another layer) and every field but the signature.
+type signedLSU struct {
+	_      struct{} `cbor:",toarray"`
+	Layer  string
+	Origin layer.Addr
+	Seq    uint64
+	Links  []Link
+	Key    []byte
+}
+
+func (l *LSU) signed(layerName string) ([]byte, error) {
+	return encMode.Marshal(signedLSU{Layer: layerName, Origin: l.Origin, Seq: l.Seq, Links: l.Links, Key: l.Key})
+}
+
+// Sign signs l as its origin, whose key s holds, for layer layerName:
+// it sets Key and Sig.
+func Sign(ctx context.Context, s identity.Signer, layerName string, l *LSU) error {
+	l.Key = s.Public()
+	b, err := l.signed(layerName)
+	if err != nil {
+		return fmt.Errorf("routing: sign LSU: %w", err)
+	}
+	if l.Sig, err = identity.SignLabeled(ctx, s, identity.LabelLSU, b); err != nil {
+		return fmt.Errorf("routing: sign LSU: %w", err)
+	}
+	return nil
+}
+
+// Verify reports whether l's signature is its Key's, for layer layerName.
+func (l *LSU) Verify(layerName string) bool {
+	b, err := l.signed(layerName)
+	return err == nil && identity.VerifyLabeled(l.Key, identity.LabelLSU, b, l.Sig)
 }
 
 // Msg is one link-state message between neighbours: a batch of LSUs.
@@ -150,6 +196,9 @@ func (m *Msg) check() error {
 func (l *LSU) check() error {
 	if l.Origin == 0 {
 		return fmt.Errorf("routing: LSU from address 0: %w", ErrMalformed)
+	}
+	if len(l.Key) != ed25519.PublicKeySize || len(l.Sig) != ed25519.SignatureSize {
+		return fmt.Errorf("routing: LSU from %d with a %d-byte key and a %d-byte signature: %w", l.Origin, len(l.Key), len(l.Sig), ErrMalformed)
 	}
 	if len(l.Links) > MaxLinks {
 		return fmt.Errorf("routing: LSU from %d has %d links: %w", l.Origin, len(l.Links), ErrMalformed)

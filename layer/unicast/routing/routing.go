@@ -7,12 +7,16 @@ package routing
 
 import (
 	"cmp"
+	"context"
+	"crypto/ed25519"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/pff"
@@ -81,13 +85,29 @@ type Config struct {
 	// Runner starts the Tick timer's goroutine (in a node, the IPCP
 	// component's kernel PD); required.
 	Runner layer.Runner
+
+	// Layer is the layer's name, inside every LSU's signature.
+	Layer string
+	// Signer signs this router's own LSUs (the IPCP's signing
+	// capability); required.
+	Signer identity.Signer
+	// Bound reports whether key may speak for origin (in a protected
+	// layer, whether origin is the address key derives); nil: any key.
+	Bound func(origin layer.Addr, key ed25519.PublicKey) bool
+	// MaxOrigins bounds the database: an LSU of a new origin beyond it is
+	// dropped and counted (0: DefaultMaxOrigins).
+	MaxOrigins int
 }
+
+// DefaultMaxOrigins is the default bound of the link-state database.
+const DefaultMaxOrigins = 4096
 
 // entry is one LSU in the database.
 type entry struct {
 	seq     uint64
 	links   []Link
-	raw     []byte // its deterministic encoding, flooded as is
+	key     ed25519.PublicKey // the origin's, pinned while the entry lives
+	raw     []byte            // its deterministic encoding, flooded as is; nil: own, not signed yet
 	expires time.Time
 }
 
@@ -98,8 +118,13 @@ type Stats struct {
 	Installed              uint64 // LSUs that changed the database
 	Duplicates, Stale      uint64 // LSUs ignored: seen before, or older
 	Malformed              uint64 // messages dropped undecoded
-	Computations           uint64 // route computations
-	Entries                int    // LSUs in the database
+	// LSUs refused: a signature that does not verify, a key that may not
+	// speak for the origin (Bound), another key than the one the origin's
+	// entry has, a new origin beyond MaxOrigins.
+	BadSig, Unbound, KeyMismatch, TooMany uint64
+	SignFailures                          uint64 // own LSUs the Signer failed to sign (retried at the next Tick)
+	Computations                          uint64 // route computations
+	Entries                               int    // LSUs in the database
 }
 
 // Router is one IPCP's link-state routing. All methods are safe for
@@ -141,6 +166,10 @@ func New(cfg Config) (*Router, error) {
 	default:
 		return nil, fmt.Errorf("routing: unknown policy %v: %w", cfg.Policy, flow.ErrInvalid)
 	}
+	if cfg.Signer == nil {
+		return nil, fmt.Errorf("routing: config needs a Signer: %w", flow.ErrInvalid)
+	}
+	cfg.MaxOrigins = cmp.Or(cfg.MaxOrigins, DefaultMaxOrigins)
 	cfg.Refresh = cmp.Or(cfg.Refresh, DefaultRefresh)
 	cfg.MaxAge = cmp.Or(cfg.MaxAge, DefaultMaxAge)
 	cfg.Tick = cmp.Or(cfg.Tick, DefaultTick)
@@ -241,19 +270,19 @@ func (r *Router) NeighbourDown(addr layer.Addr) {
 
 // originate makes a new own LSU from the neighbour table and queues it
 // for every neighbour. Called with mu held.
+//
+// The new LSU is signed outside mu, before the next Flush sends it
+// (signOwn): the Signer may be another component.
 func (r *Router) originate(now time.Time) {
-	r.seq++
+	if r.seq < math.MaxUint64 { // never wraps: 2^64 originations take centuries
+		r.seq++
+	}
 	links := make([]Link, 0, len(r.nbrs))
 	for _, n := range r.nbrs {
 		links = append(links, Link{Neighbour: n.Addr, Metric: n.Metric})
 	}
 	slices.SortFunc(links, func(a, b Link) int { return cmp.Compare(a.Neighbour, b.Neighbour) })
-	lsu := LSU{Origin: r.cfg.Self, Seq: r.seq, Links: links}
-	raw, err := encMode.Marshal(lsu)
-	if err != nil {
-		panic(fmt.Sprintf("routing: encoding own LSU: %v", err)) // cannot happen: plain integers
-	}
-	r.lsdb[r.cfg.Self] = &entry{seq: r.seq, links: links, raw: raw}
+	r.lsdb[r.cfg.Self] = &entry{seq: r.seq, links: links, key: r.cfg.Signer.Public()}
 	r.nextRefr = now.Add(r.cfg.Refresh)
 	r.dirty = true
 	for a := range r.nbrs {
@@ -282,11 +311,61 @@ func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
 		r.stats.Malformed++
 		return err
 	}
+	// Duplicates and older copies cost no signature check; the rest is
+	// checked outside mu, then installed if still newer.
 	now := r.cfg.Clock.Now()
+	var check []int
 	for i := range lsus {
-		r.receive(from, lsus[i], raws[i], now)
+		if r.newer(lsus[i]) {
+			check = append(check, i)
+		} else {
+			r.receive(from, lsus[i], raws[i], now)
+		}
+	}
+	if len(check) == 0 {
+		return nil
+	}
+	r.mu.Unlock()
+	ok := make([]bool, len(check))
+	for j, i := range check {
+		ok[j] = r.authentic(&lsus[i])
+	}
+	r.mu.Lock()
+	now = r.cfg.Clock.Now()
+	for j, i := range check {
+		if ok[j] {
+			r.receive(from, lsus[i], raws[i], now)
+		}
 	}
 	return nil
+}
+
+// newer reports whether lsu is newer than the database's copy (or of a
+// new origin), so that it needs its signature checked. mu is held.
+func (r *Router) newer(lsu LSU) bool {
+	if lsu.Origin == r.cfg.Self {
+		return lsu.Seq > r.seq
+	}
+	e := r.lsdb[lsu.Origin]
+	return e == nil || lsu.Seq > e.seq
+}
+
+// authentic checks lsu's key binding and signature, counting a refusal.
+// mu is not held.
+func (r *Router) authentic(lsu *LSU) bool {
+	var bad *uint64
+	switch {
+	case r.cfg.Bound != nil && !r.cfg.Bound(lsu.Origin, lsu.Key):
+		bad = &r.stats.Unbound
+	case !lsu.Verify(r.cfg.Layer):
+		bad = &r.stats.BadSig
+	default:
+		return true
+	}
+	r.mu.Lock()
+	*bad++
+	r.mu.Unlock()
+	return false
 }
 
 // Receive processes one LSU heard from neighbour from: an LSU newer than
@@ -304,15 +383,27 @@ func (r *Router) Receive(from layer.Addr, lsu LSU) (floodTo []layer.Addr, change
 		return nil, false, fmt.Errorf("routing: %w: %v", ErrMalformed, err)
 	}
 	r.mu.Lock()
+	newer := r.newer(lsu)
+	r.mu.Unlock()
+	if newer && !r.authentic(&lsu) {
+		return nil, false, nil
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
 	floodTo, changed = r.receive(from, lsu, raw, r.cfg.Clock.Now())
 	return floodTo, changed, nil
 }
 
-// receive is Receive with mu held; raw is the LSU's encoding, copied if kept.
+// receive is Receive with mu held; raw is the LSU's encoding, copied if
+// kept. An LSU newer than the database's copy must have been checked
+// (authentic) by the caller.
 func (r *Router) receive(from layer.Addr, lsu LSU, raw []byte, now time.Time) (floodTo []layer.Addr, changed bool) {
 	r.stats.LSUsReceived++
 	if lsu.Origin == r.cfg.Self {
+		if lsu.Seq > r.seq && !r.cfg.Signer.Public().Equal(ed25519.PublicKey(lsu.Key)) {
+			r.stats.KeyMismatch++ // somebody else's LSU for our address
+			return nil, false
+		}
 		if lsu.Seq > r.seq {
 			r.seq = lsu.Seq
 			r.originate(now)
@@ -341,8 +432,14 @@ func (r *Router) receive(from layer.Addr, lsu LSU, raw []byte, now time.Time) (f
 			r.queue(from, lsu.Origin)
 		}
 		return nil, false
+	case e != nil && !e.key.Equal(ed25519.PublicKey(lsu.Key)):
+		r.stats.KeyMismatch++
+		return nil, false
+	case e == nil && len(r.lsdb) >= r.cfg.MaxOrigins:
+		r.stats.TooMany++
+		return nil, false
 	}
-	r.lsdb[lsu.Origin] = &entry{seq: lsu.Seq, links: lsu.Links, raw: slices.Clone(raw), expires: now.Add(r.cfg.MaxAge)}
+	r.lsdb[lsu.Origin] = &entry{seq: lsu.Seq, links: lsu.Links, key: slices.Clone(lsu.Key), raw: slices.Clone(raw), expires: now.Add(r.cfg.MaxAge)}
 	r.stats.Installed++
 	r.dirty = true
 	delete(r.pending[from], lsu.Origin)
@@ -373,6 +470,7 @@ func (r *Router) Flush() {
 		msg []byte
 	}
 	var outs []out
+	r.signOwn()
 	r.mu.Lock()
 	for a, q := range r.pending {
 		if len(q) == 0 {
@@ -402,8 +500,8 @@ func (r *Router) Flush() {
 		}
 		for _, o := range origins {
 			e := r.lsdb[o]
-			if e == nil {
-				continue // aged out since queued
+			if e == nil || e.raw == nil {
+				continue // aged out since queued, or own and not signed (retried)
 			}
 			if size+len(e.raw)+5 > r.cfg.MaxMsg || len(raws) == MaxLSUs {
 				emit()
@@ -416,6 +514,35 @@ func (r *Router) Flush() {
 	r.mu.Unlock()
 	for _, o := range outs {
 		r.cfg.Flooder.Flood(o.to, o.msg)
+	}
+}
+
+// signOwn signs the own LSU if originate made a new one; on failure it
+// is counted and tried again at the next Flush.
+func (r *Router) signOwn() {
+	r.mu.Lock()
+	e := r.lsdb[r.cfg.Self]
+	if e == nil || e.raw != nil {
+		r.mu.Unlock()
+		return
+	}
+	lsu := LSU{Origin: r.cfg.Self, Seq: e.seq, Links: e.links}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	err := Sign(ctx, r.cfg.Signer, r.cfg.Layer, &lsu)
+	cancel()
+	var raw []byte
+	if err == nil {
+		raw, err = encMode.Marshal(lsu)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.stats.SignFailures++
+		return
+	}
+	if r.lsdb[r.cfg.Self] == e { // not re-originated meanwhile
+		e.raw = raw
 	}
 }
 
@@ -506,6 +633,16 @@ func (r *Router) Stats() Stats {
 	return s
 }
 
+// KeyOf returns the key of origin's LSU in the database, or nil.
+func (r *Router) KeyOf(origin layer.Addr) ed25519.PublicKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.lsdb[origin]; e != nil {
+		return e.key
+	}
+	return nil
+}
+
 // Database returns a copy of the link-state database, one LSU per origin,
 // ascending by origin.
 func (r *Router) Database() []LSU {
@@ -513,7 +650,7 @@ func (r *Router) Database() []LSU {
 	defer r.mu.Unlock()
 	out := make([]LSU, 0, len(r.lsdb))
 	for o, e := range r.lsdb {
-		out = append(out, LSU{Origin: o, Seq: e.seq, Links: slices.Clone(e.links)})
+		out = append(out, LSU{Origin: o, Seq: e.seq, Links: slices.Clone(e.links), Key: slices.Clone(e.key)})
 	}
 	slices.SortFunc(out, func(a, b LSU) int { return cmp.Compare(a.Origin, b.Origin) })
 	return out

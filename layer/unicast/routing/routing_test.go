@@ -1,6 +1,7 @@
 package routing_test
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -328,13 +329,26 @@ func TestAgingAndRefresh(t *testing.T) {
 	}
 }
 
+// signed returns l signed by its origin's routingtest key.
+func signed(t testing.TB, l routing.LSU) routing.LSU {
+	t.Helper()
+	id, err := routingtest.Key(l.Origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := routing.Sign(context.Background(), id, routingtest.Layer, &l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 func TestReceiveSequenceNumbers(t *testing.T) {
 	net := newLineNet(t, 3)
 	net.Converge()
 	r := net.Node(2).Router
 	own := r.Database()[1] // node 2's own LSU
 	lsu := func(o layer.Addr, seq uint64) routing.LSU {
-		return routing.LSU{Origin: o, Seq: seq, Links: []routing.Link{{Neighbour: 99, Metric: 1}}}
+		return signed(t, routing.LSU{Origin: o, Seq: seq, Links: []routing.Link{{Neighbour: 99, Metric: 1}}})
 	}
 	db := r.Database()
 	seq1 := db[0].Seq
@@ -349,7 +363,7 @@ func TestReceiveSequenceNumbers(t *testing.T) {
 		{"duplicate", 3, lsu(1, seq1+1), nil, false},
 		{"older", 3, lsu(1, seq1), nil, false},
 		{"new origin", 3, lsu(50, 1), []layer.Addr{1}, true},
-		{"own, newer (we restarted)", 1, routing.LSU{Origin: 2, Seq: own.Seq + 100}, []layer.Addr{1, 3}, true},
+		{"own, newer (we restarted)", 1, signed(t, routing.LSU{Origin: 2, Seq: own.Seq + 100}), []layer.Addr{1, 3}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			flood, changed, err := r.Receive(tc.from, tc.lsu)
@@ -374,8 +388,10 @@ func TestConfigAndNeighbourErrors(t *testing.T) {
 	clk := routingtest.NewClock(time.Unix(0, 0))
 	fl := routingtest.NewNet(pff.Simple)
 	node, _ := fl.Add(9)
-	base := routing.Config{Self: 1, Flooder: node, PFF: tb, Clock: clk, Runner: layertest.Runner{}}
+	id, _ := routingtest.Key(1)
+	base := routing.Config{Self: 1, Flooder: node, PFF: tb, Clock: clk, Runner: layertest.Runner{}, Signer: id}
 	for name, mod := range map[string]func(*routing.Config){
+		"no signer":   func(c *routing.Config) { c.Signer = nil },
 		"no self":     func(c *routing.Config) { c.Self = 0 },
 		"no flooder":  func(c *routing.Config) { c.Flooder = nil },
 		"no runner":   func(c *routing.Config) { c.Runner = nil },

@@ -5,12 +5,14 @@ package routingtest
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast/pff"
@@ -83,6 +85,7 @@ func (c *Clock) Advance(d time.Duration) {
 // neighbour's port is its address as a pff.Port.
 type Node struct {
 	Addr   layer.Addr
+	Signer *identity.Identity // the node's key: derived from Addr, kept across restarts
 	Router *routing.Router
 	PFF    *pff.Table
 	net    *Net
@@ -118,6 +121,18 @@ type Net struct {
 	queue []delivery
 }
 
+// Layer is the layer name the test routers sign for.
+const Layer = "routingtest"
+
+// Key returns the test key of the node at addr: derived from the address,
+// so that a restarted node keeps it.
+func Key(addr layer.Addr) (*identity.Identity, error) {
+	var seed [32]byte
+	binary.BigEndian.PutUint64(seed[:], uint64(addr))
+	copy(seed[8:], "routingtest node key")
+	return identity.FromSeed(seed[:])
+}
+
 // NewNet returns an empty network whose routers use policy.
 func NewNet(policy pff.Kind) *Net {
 	return &Net{
@@ -134,8 +149,13 @@ func (n *Net) Add(addr layer.Addr) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	node := &Node{Addr: addr, PFF: t, net: n}
-	cfg := routing.Config{Self: addr, Policy: n.Policy, Flooder: node, PFF: t, Clock: n.Clock, Runner: layertest.Runner{}}
+	id, err := Key(addr)
+	if err != nil {
+		return nil, err
+	}
+	node := &Node{Addr: addr, Signer: id, PFF: t, net: n}
+	cfg := routing.Config{Self: addr, Policy: n.Policy, Flooder: node, PFF: t, Clock: n.Clock, Runner: layertest.Runner{},
+		Layer: Layer, Signer: id}
 	if n.Config != nil {
 		n.Config(&cfg)
 	}
