@@ -22,6 +22,7 @@ package dir
 
 import (
 	"context"
+	"crypto/ed25519"
 	crand "crypto/rand"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast"
@@ -78,6 +80,14 @@ type Config struct {
 	Tick          time.Duration // how often the maintenance goroutine checks what is due (1 min)
 	MaxStored     int           // values held for others, all keys together (16384)
 	MaxCached     int           // cached keys (1024)
+
+	// Signer signs this member's registrations (records); required.
+	// Policy takes the IPCP's.
+	Signer identity.Signer
+	// Bound reports whether a key may speak for an address (in a
+	// protected layer, whether the address derives from it); nil: any.
+	// Policy takes the IPCP's.
+	Bound func(layer.Addr, ed25519.PublicKey) bool
 }
 
 func (c *Config) setDefaults() error {
@@ -86,6 +96,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Runner == nil {
 		return layer.NeedRunner("dir")
+	}
+	if c.Signer == nil {
+		return fmt.Errorf("dir: config without a Signer: %w", flow.ErrInvalid)
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -130,6 +143,7 @@ func Policy(params Config) unicast.NewDirectory {
 	return func(dc unicast.DirConfig) (unicast.Directory, error) {
 		c := params
 		c.Env, c.Layer, c.Logf, c.Runner = dc.Env, dc.Layer, dc.Logf, dc.Runner
+		c.Signer, c.Bound = dc.Signer, dc.Bound
 		return New(c)
 	}
 }
@@ -143,6 +157,9 @@ type Stats struct {
 	Unsolicited uint64 `json:"unsolicited"` // answers to no pending request (late, or from the wrong member)
 	Timeouts    uint64 `json:"timeouts"`    // requests unanswered within RPCTimeout
 	Refused     uint64 `json:"refused"`     // values not stored (MaxStored)
+	BadRecords  uint64 `json:"bad_records"` // records whose signature or address binding fails (stored or answered)
+	NotOwner    uint64 `json:"not_owner"`   // records of a name another key owns
+	Replays     uint64 `json:"replays"`     // records older than the one held
 	Lookups     uint64 `json:"lookups"`     // network lookups (FIND_NODE and FIND_VALUE) run
 	Hops        uint64 `json:"hops"`        // their hops, summed
 	CacheHits   uint64 `json:"cache_hits"`  // Lookups answered from the cache
@@ -155,6 +172,7 @@ type Stats struct {
 
 type counters struct {
 	sent, sendErrors, received, malformed, unsolicited, timeouts, refused atomic.Uint64
+	badRecords, notOwner, replays                                         atomic.Uint64
 	lookups, hops, cacheHits, joins                                       atomic.Uint64
 }
 
@@ -175,6 +193,8 @@ type DHT struct {
 	self    layer.Addr
 	tab     *table
 	local   map[layer.Hash][]layer.Addr // registered by this member
+	own     map[layer.Hash][]Record     // their signed records, as last published
+	seq     uint64                      // of the last record signed
 	store   map[layer.Hash]*stored      // held for others
 	nstored int
 	cache   map[layer.Hash]cached
@@ -218,6 +238,7 @@ func New(cfg Config) (*DHT, error) {
 		cancel:  cancel,
 		tick:    make(chan struct{}, 1),
 		local:   make(map[layer.Hash][]layer.Addr),
+		own:     make(map[layer.Hash][]Record),
 		store:   make(map[layer.Hash]*stored),
 		cache:   make(map[layer.Hash]cached),
 		pending: make(map[uint64]*pending),
@@ -373,6 +394,10 @@ func (d *DHT) Unregister(ctx context.Context, h layer.Hash, a layer.Addr) error 
 	if len(d.local[h]) == 0 {
 		delete(d.local, h)
 	}
+	d.own[h] = slices.DeleteFunc(d.own[h], func(r Record) bool { return r.Addr == a })
+	if len(d.own[h]) == 0 {
+		delete(d.own, h)
+	}
 	if s := d.store[h]; s != nil && s.del(a) {
 		d.nstored--
 	}
@@ -410,7 +435,12 @@ func (d *DHT) Find(ctx context.Context, h layer.Hash) (Found, error) {
 	}
 	now := d.cfg.Clock.Now()
 	d.mu.Lock()
-	addrs := d.valuesLocked(h, now, nil)
+	addrs := slices.Clone(d.local[h])
+	for _, r := range d.recordsLocked(h, now) {
+		if !slices.Contains(addrs, r.Addr) {
+			addrs = append(addrs, r.Addr)
+		}
+	}
 	if len(addrs) > 0 {
 		d.mu.Unlock()
 		return Found{Addrs: addrs, Source: "local"}, nil
@@ -440,14 +470,35 @@ func (d *DHT) Find(ctx context.Context, h layer.Hash) (Found, error) {
 	return f, nil
 }
 
-// valuesLocked appends the addresses registered or held here for h.
-func (d *DHT) valuesLocked(h layer.Hash, now time.Time, out []layer.Addr) []layer.Addr {
-	out = append(out, d.local[h]...)
+// recordsLocked returns the records of h registered (and published) or
+// held here, at most MaxRecords, own first.
+func (d *DHT) recordsLocked(h layer.Hash, now time.Time) []Record {
+	var out []Record
+	for _, r := range d.own[h] {
+		if r.live(now) {
+			out = append(out, r)
+		}
+	}
 	if s := d.store[h]; s != nil {
 		out = s.live(now, out)
 	}
-	if len(out) > MaxValues {
-		out = out[:MaxValues]
+	if len(out) > MaxRecords {
+		out = out[:MaxRecords]
+	}
+	return out
+}
+
+// verified returns the records of recs that are genuine records of h
+// whose keys may speak for their addresses, counting the others. It
+// takes no lock (a signature check costs tens of µs).
+func (d *DHT) verified(h layer.Hash, recs []Record) []Record {
+	out := recs[:0:0]
+	for i := range recs {
+		if recs[i].valid(d.codec, d.cfg.Layer, h, d.cfg.Bound) {
+			out = append(out, recs[i])
+		} else {
+			d.c.badRecords.Add(1)
+		}
 	}
 	return out
 }
@@ -461,6 +512,10 @@ func (d *DHT) Handle(src layer.Addr, b []byte) {
 		return
 	}
 	d.c.received.Add(1)
+	var recs []Record
+	if m.Type == MsgStore {
+		recs = d.verified(m.hash(), m.Records) // before the lock
+	}
 	now := d.cfg.Clock.Now()
 	var reply *Msg
 	d.mu.Lock()
@@ -475,13 +530,13 @@ func (d *DHT) Handle(src layer.Addr, b []byte) {
 	case MsgFindNode:
 		reply = &Msg{Type: MsgNodes, Key: m.Key, Nodes: d.closestLocked(m.hash(), src)}
 	case MsgFindValue:
-		if vals := d.valuesLocked(m.hash(), now, nil); len(vals) > 0 {
-			reply = &Msg{Type: MsgValue, Key: m.Key, Values: vals}
+		if recs := d.recordsLocked(m.hash(), now); len(recs) > 0 {
+			reply = &Msg{Type: MsgValue, Key: m.Key, Records: recs}
 		} else {
 			reply = &Msg{Type: MsgNodes, Key: m.Key, Nodes: d.closestLocked(m.hash(), src)}
 		}
 	case MsgStore:
-		d.storeLocked(m, now)
+		d.storeLocked(m.hash(), recs, now)
 		reply = &Msg{Type: MsgStored}
 	default: // an answer
 		p := d.pending[m.Cookie]
@@ -515,38 +570,41 @@ func (d *DHT) closestLocked(target layer.Hash, except layer.Addr) []layer.Addr {
 	return out
 }
 
-// storeLocked applies a MsgStore: values held until now+TTL (at most
-// StoreTTL), or withdrawn if TTL is 0.
-func (d *DHT) storeLocked(m *Msg, now time.Time) {
-	h := m.hash()
-	s := d.store[h]
-	if m.TTL == 0 {
-		if s != nil {
-			for _, a := range m.Values {
-				if s.del(a) {
-					d.nstored--
-				}
-			}
-			if len(s.vals) == 0 {
-				delete(d.store, h)
-			}
-		}
-		delete(d.cache, h)
+// storeLocked applies a MsgStore's verified records: each held until
+// it expires (at most StoreTTL from now), or its address withdrawn;
+// records of a name another key owns, and records older than the one
+// held, are refused and counted.
+func (d *DHT) storeLocked(h layer.Hash, recs []Record, now time.Time) {
+	if !d.responsibleLocked(h) {
+		// Somebody stores a name with K members closer to it than this
+		// one: no honest publisher does (it stores at the K closest), and
+		// an entry kept here would answer this member's own lookups
+		// before the network's holders could.
+		d.c.refused.Add(uint64(len(recs)))
 		return
 	}
-	ttl := min(time.Duration(m.TTL)*time.Second, d.cfg.StoreTTL)
+	s := d.store[h]
 	if s == nil {
 		s = new(stored)
 		d.store[h] = s
 	}
 	s.received = now
-	for _, a := range m.Values {
+	var owner ed25519.PublicKey // this member's own registration of h makes it the owner
+	if slices.ContainsFunc(d.own[h], func(r Record) bool { return r.live(now) }) {
+		owner = d.cfg.Signer.Public()
+	}
+	for _, r := range recs {
 		n := len(s.vals)
-		if d.nstored >= d.cfg.MaxStored && !slices.ContainsFunc(s.vals, func(v value) bool { return v.addr == a }) {
+		if d.nstored >= d.cfg.MaxStored && r.live(now) && !slices.ContainsFunc(s.vals, func(v value) bool { return v.addr == r.Addr }) {
 			d.c.refused.Add(1)
 			continue
 		}
-		if !s.put(a, now.Add(ttl)) {
+		switch s.apply(r, owner, now.Add(d.cfg.StoreTTL), now) {
+		case notOwner:
+			d.c.notOwner.Add(1)
+		case replay:
+			d.c.replays.Add(1)
+		case full:
 			d.c.refused.Add(1)
 		}
 		d.nstored += len(s.vals) - n
@@ -554,6 +612,20 @@ func (d *DHT) storeLocked(m *Msg, now time.Time) {
 	if len(s.vals) == 0 {
 		delete(d.store, h)
 	}
+	delete(d.cache, h)
+}
+
+// responsibleLocked reports whether this member may hold h: fewer than K
+// of the contacts it knows are closer to h than itself.
+func (d *DHT) responsibleLocked(h layer.Hash) bool {
+	self := NodeID(d.self)
+	closer := 0
+	for _, c := range d.tab.closest(h, d.cfg.K) {
+		if cmpDist(h, c.id, self) < 0 {
+			closer++
+		}
+	}
+	return closer < d.cfg.K
 }
 
 // send encodes m and hands it to the transport.
@@ -640,7 +712,11 @@ func (d *DHT) Entries() []unicast.DirEntry {
 		out = append(out, unicast.DirEntry{Hash: h, Addrs: slices.Clone(as), Local: true})
 	}
 	for h, s := range d.store {
-		if as := s.live(now, nil); len(as) > 0 {
+		var as []layer.Addr
+		for _, r := range s.live(now, nil) {
+			as = append(as, r.Addr)
+		}
+		if len(as) > 0 {
 			out = append(out, unicast.DirEntry{Hash: h, Addrs: as})
 		}
 	}
@@ -683,6 +759,7 @@ func (d *DHT) Stats() Stats {
 		Sent: d.c.sent.Load(), SendErrors: d.c.sendErrors.Load(), Received: d.c.received.Load(),
 		Malformed: d.c.malformed.Load(), Unsolicited: d.c.unsolicited.Load(), Timeouts: d.c.timeouts.Load(),
 		Refused: d.c.refused.Load(), Lookups: d.c.lookups.Load(), Hops: d.c.hops.Load(),
+		BadRecords: d.c.badRecords.Load(), NotOwner: d.c.notOwner.Load(), Replays: d.c.replays.Load(),
 		CacheHits: d.c.cacheHits.Load(), Joins: d.c.joins.Load(),
 	}
 	d.mu.Lock()

@@ -15,7 +15,7 @@ import (
 // result is what an iterative lookup found.
 type result struct {
 	nodes  []contact    // FIND_NODE: the K closest members that answered, nearest first
-	values []layer.Addr // FIND_VALUE: the first values found
+	values []layer.Addr // FIND_VALUE: the addresses of the first genuine records found
 	hops   int          // the longest chain of requests to the answer
 	msgs   int          // requests sent
 }
@@ -131,8 +131,17 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 				d.failed(c.c.addr, false)
 				continue
 			case m.Type == MsgValue && op == MsgFindValue:
+				now := d.cfg.Clock.Now()
+				for _, r := range d.verified(target, m.Records) {
+					if r.live(now) && !slices.Contains(res.values, r.Addr) {
+						res.values = append(res.values, r.Addr)
+					}
+				}
+				if len(res.values) == 0 {
+					c.state = candFailed // a lying or stale holder: ask on
+					continue
+				}
 				c.state = candDone
-				res.values = m.Values
 				res.hops = c.depth
 				d.c.hops.Add(uint64(res.hops))
 				return res, nil
@@ -167,20 +176,64 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 	return res, nil
 }
 
-// publish stores vals under h for ttl (0: withdraws them) at the K
-// members closest to h, and returns how many acknowledged.
-func (d *DHT) publish(ctx context.Context, h layer.Hash, vals []layer.Addr, ttl time.Duration) (int, error) {
+// publish signs a record of each of addrs under h, valid for ttl (0: a
+// withdrawal), keeps the registrations among its own, stores them at the
+// K members closest to h, and returns how many acknowledged.
+func (d *DHT) publish(ctx context.Context, h layer.Hash, addrs []layer.Addr, ttl time.Duration) (int, error) {
+	var expires uint64
+	if ttl > 0 {
+		expires = uint64(d.cfg.Clock.Now().Add(ttl + time.Second - 1).Unix())
+	}
+	recs := make([]Record, 0, len(addrs))
+	for _, a := range addrs {
+		d.mu.Lock()
+		d.seq = max(d.seq+1, uint64(d.cfg.Clock.Now().UnixNano()))
+		seq := d.seq
+		d.mu.Unlock()
+		r, err := signRecord(ctx, d.codec, d.cfg.Signer, d.cfg.Layer, h, a, seq, expires)
+		if err != nil {
+			return 0, err
+		}
+		recs = append(recs, r)
+	}
+	if ttl > 0 {
+		d.mu.Lock()
+		if slices.ContainsFunc(addrs, func(a layer.Addr) bool { return slices.Contains(d.local[h], a) }) {
+			for _, r := range recs {
+				if !slices.Contains(d.local[h], r.Addr) {
+					continue // unregistered meanwhile
+				}
+				d.own[h] = slices.DeleteFunc(d.own[h], func(o Record) bool { return o.Addr == r.Addr })
+				d.own[h] = append(d.own[h], r)
+			}
+		}
+		d.mu.Unlock()
+	}
 	res, err := d.iterate(ctx, h, MsgFindNode)
 	if err != nil {
 		return 0, err
 	}
-	return d.storeAt(ctx, res.nodes, h, vals, ttl)
+	return d.storeAt(ctx, res.nodes, h, recs)
 }
 
-// storeAt sends a MsgStore of (h, vals, ttl) to each of nodes and waits
-// for their acknowledgements, which it counts.
-func (d *DHT) storeAt(ctx context.Context, nodes []contact, h layer.Hash, vals []layer.Addr, ttl time.Duration) (int, error) {
-	secs := uint32((ttl + time.Second - 1) / time.Second)
+// storeAt sends MsgStores of recs under h (MaxRecords at a time) to
+// each of nodes and waits for their acknowledgements, which it counts
+// (one per node and message).
+func (d *DHT) storeAt(ctx context.Context, nodes []contact, h layer.Hash, recs []Record) (int, error) {
+	acks := 0
+	for len(recs) > 0 {
+		n := min(len(recs), MaxRecords)
+		a, err := d.storeChunk(ctx, nodes, h, recs[:n])
+		acks += a
+		if err != nil {
+			return acks, err
+		}
+		recs = recs[n:]
+	}
+	return acks, nil
+}
+
+func (d *DHT) storeChunk(ctx context.Context, nodes []contact, h layer.Hash, recs []Record) (int, error) {
 	events := make(chan event, len(nodes))
 	inflight := make(map[uint64]bool, len(nodes))
 	defer func() {
@@ -189,7 +242,7 @@ func (d *DHT) storeAt(ctx context.Context, nodes []contact, h layer.Hash, vals [
 		}
 	}()
 	for _, c := range nodes {
-		cookie, err := d.request(c.addr, &Msg{Type: MsgStore, Key: h[:], Values: vals, TTL: secs}, events)
+		cookie, err := d.request(c.addr, &Msg{Type: MsgStore, Key: h[:], Records: recs}, events)
 		if err != nil {
 			d.failed(c.addr, true)
 			continue
@@ -268,12 +321,12 @@ func (d *DHT) Maintain(ctx context.Context) {
 			own[h] = slices.Clone(as)
 		}
 	}
-	reps := make(map[layer.Hash][]value)
+	reps := make(map[layer.Hash][]Record)
 	self := NodeID(d.self)
 	for h, s := range d.store {
 		if now.Sub(s.received) >= d.cfg.Replicate+jitter(self, h, d.cfg.Replicate/4) {
 			s.received = now // this member replicates it; the others hear of it
-			reps[h] = slices.Clone(s.vals)
+			reps[h] = s.live(now, nil)
 		}
 	}
 	d.mu.Unlock()
@@ -292,7 +345,7 @@ func (d *DHT) Maintain(ctx context.Context) {
 			d.cfg.Logf("dir: %s: republish %v: %v", d.cfg.Layer, h, err)
 		}
 	}
-	for h, vals := range reps {
+	for h, recs := range reps {
 		if ctx.Err() != nil {
 			return
 		}
@@ -300,11 +353,7 @@ func (d *DHT) Maintain(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		for _, v := range vals { // one store each: each has its own expiry
-			if ttl := v.expires.Sub(now); ttl >= time.Second {
-				d.storeAt(ctx, res.nodes, h, []layer.Addr{v.addr}, ttl)
-			}
-		}
+		d.storeAt(ctx, res.nodes, h, recs) // as the owner signed them: their expiry is theirs
 	}
 }
 

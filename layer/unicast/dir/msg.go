@@ -18,10 +18,10 @@ const (
 	MsgPing      MsgType = 1 // request: are you there → MsgPong
 	MsgPong      MsgType = 2 // response to MsgPing
 	MsgFindNode  MsgType = 3 // request: the K contacts closest to Key → MsgNodes
-	MsgFindValue MsgType = 4 // request: the values of Key → MsgValue, or MsgNodes if none here
+	MsgFindValue MsgType = 4 // request: the records of Key → MsgValue, or MsgNodes if none here
 	MsgNodes     MsgType = 5 // response: Nodes, closest to Key first
-	MsgValue     MsgType = 6 // response: Values of Key
-	MsgStore     MsgType = 7 // request: hold Values under Key for TTL seconds (0: withdraw them) → MsgStored
+	MsgValue     MsgType = 6 // response: Records of Key
+	MsgStore     MsgType = 7 // request: hold Records under Key until they expire (a withdrawal removes its address) → MsgStored
 	MsgStored    MsgType = 8 // response to MsgStore
 )
 
@@ -29,22 +29,24 @@ const (
 const (
 	// MaxNodes bounds the contacts of a MsgNodes (and Config.K).
 	MaxNodes = 20
-	// MaxValues bounds the addresses of one name in one message, and
-	// what one member stores or caches per name.
+	// MaxValues bounds what one member stores or caches per name.
 	MaxValues = 64
+	// MaxRecords bounds the records of one message (a signed record is
+	// about 125 bytes: 8 fit a unicast.MaxDirMsg message).
+	MaxRecords = 8
 )
 
 // Msg is a DHT message: a CBOR array, deterministic encoding. Key is a
 // byte string of exactly layer.HashLen bytes (or empty for ping and pong);
-// addresses are unsigned integers.
+// addresses are unsigned integers; Records (MsgStore and MsgValue only,
+// at least one there) are signed registrations.
 type Msg struct {
-	_      struct{} `cbor:",toarray"`
-	Type   MsgType
-	Cookie uint64
-	Key    []byte
-	Nodes  []layer.Addr
-	Values []layer.Addr
-	TTL    uint32 // seconds; MsgStore only
+	_       struct{} `cbor:",toarray"`
+	Type    MsgType
+	Cookie  uint64
+	Key     []byte
+	Nodes   []layer.Addr
+	Records []Record
 }
 
 // isRequest reports whether t asks for an answer.
@@ -90,17 +92,20 @@ func (m *Msg) Validate() error {
 	if needKey && len(m.Key) != layer.HashLen || !needKey && len(m.Key) != 0 {
 		return fmt.Errorf("dir: %v with a key of %d bytes: %w", m.Type, len(m.Key), flow.ErrInvalid)
 	}
-	if len(m.Nodes) > MaxNodes || len(m.Values) > MaxValues {
-		return fmt.Errorf("dir: %v with %d nodes, %d values: %w", m.Type, len(m.Nodes), len(m.Values), flow.ErrInvalid)
+	if len(m.Nodes) > MaxNodes || len(m.Records) > MaxRecords {
+		return fmt.Errorf("dir: %v with %d nodes, %d records: %w", m.Type, len(m.Nodes), len(m.Records), flow.ErrInvalid)
+	}
+	if withRecords := m.Type == MsgStore || m.Type == MsgValue; withRecords != (len(m.Records) > 0) {
+		return fmt.Errorf("dir: %v with %d records: %w", m.Type, len(m.Records), flow.ErrInvalid)
 	}
 	for _, a := range m.Nodes {
 		if a == 0 {
 			return fmt.Errorf("dir: %v with a zero node address: %w", m.Type, flow.ErrInvalid)
 		}
 	}
-	for _, a := range m.Values {
-		if a == 0 {
-			return fmt.Errorf("dir: %v with a zero value: %w", m.Type, flow.ErrInvalid)
+	for i := range m.Records {
+		if err := m.Records[i].check(); err != nil {
+			return err
 		}
 	}
 	return nil

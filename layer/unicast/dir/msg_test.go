@@ -3,6 +3,7 @@ package dir
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/ouronet/ouro/flow"
@@ -12,10 +13,10 @@ import (
 func TestMsgRoundTrip(t *testing.T) {
 	c := flow.NewCodec()
 	key := layer.HashName(layer.SHA3_256, "echo")
-	full := make([]layer.Addr, MaxValues)
+	full := make([]Record, MaxRecords)
 	nodes := make([]layer.Addr, MaxNodes)
 	for i := range full {
-		full[i] = ^layer.Addr(i) // the widest encodings
+		full[i] = Record{Addr: ^layer.Addr(i), Key: make([]byte, 32), Seq: ^uint64(i), Expires: ^uint64(i), Sig: make([]byte, 64)} // the widest encodings
 	}
 	for i := range nodes {
 		nodes[i] = ^layer.Addr(i)
@@ -27,8 +28,9 @@ func TestMsgRoundTrip(t *testing.T) {
 		{"ping", Msg{Type: MsgPing, Cookie: 1}},
 		{"find_node", Msg{Type: MsgFindNode, Cookie: 2, Key: key[:]}},
 		{"nodes", Msg{Type: MsgNodes, Cookie: 3, Key: key[:], Nodes: []layer.Addr{1, 2, 3}}},
-		{"store", Msg{Type: MsgStore, Cookie: ^uint64(0), Key: key[:], Values: []layer.Addr{7}, TTL: 3600}},
-		{"largest", Msg{Type: MsgStore, Cookie: ^uint64(0), Key: key[:], Nodes: nodes, Values: full, TTL: ^uint32(0)}},
+		{"store", Msg{Type: MsgStore, Cookie: ^uint64(0), Key: key[:], Records: full[:1]}},
+		{"largest nodes", Msg{Type: MsgNodes, Cookie: ^uint64(0), Key: key[:], Nodes: nodes}},
+		{"largest records", Msg{Type: MsgValue, Cookie: ^uint64(0), Key: key[:], Records: full}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +54,7 @@ func TestMsgRoundTrip(t *testing.T) {
 func TestMsgInvalid(t *testing.T) {
 	c := flow.NewCodec()
 	key := make([]byte, layer.HashLen)
+	rec := Record{Addr: 1, Key: make([]byte, 32), Seq: 1, Expires: 1, Sig: make([]byte, 64)}
 	tests := []struct {
 		name string
 		m    Msg
@@ -62,6 +65,12 @@ func TestMsgInvalid(t *testing.T) {
 		{"ping with key", Msg{Type: MsgPing, Key: key}},
 		{"zero node", Msg{Type: MsgNodes, Key: key, Nodes: []layer.Addr{0}}},
 		{"too many nodes", Msg{Type: MsgNodes, Key: key, Nodes: make([]layer.Addr, MaxNodes+1)}},
+		{"store without records", Msg{Type: MsgStore, Key: key}},
+		{"records in nodes", Msg{Type: MsgNodes, Key: key, Records: []Record{rec}}},
+		{"too many records", Msg{Type: MsgValue, Key: key, Records: slices.Repeat([]Record{rec}, MaxRecords+1)}},
+		{"record of address 0", Msg{Type: MsgValue, Key: key, Records: []Record{{Key: rec.Key, Sig: rec.Sig}}}},
+		{"record with a short key", Msg{Type: MsgValue, Key: key, Records: []Record{{Addr: 1, Key: rec.Key[:31], Sig: rec.Sig}}}},
+		{"record without signature", Msg{Type: MsgValue, Key: key, Records: []Record{{Addr: 1, Key: rec.Key}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,8 +96,8 @@ func FuzzDecode(f *testing.F) {
 	key := layer.HashName(layer.SHA3_256, "x")
 	for _, m := range []Msg{
 		{Type: MsgPing, Cookie: 1},
-		{Type: MsgValue, Cookie: 5, Key: key[:], Values: []layer.Addr{1, 1 << 40}},
-		{Type: MsgStore, Cookie: 5, Key: key[:], Values: []layer.Addr{9}, TTL: 60},
+		{Type: MsgValue, Cookie: 5, Key: key[:], Records: []Record{{Addr: 1, Key: make([]byte, 32), Seq: 3, Expires: 1 << 40, Sig: make([]byte, 64)}}},
+		{Type: MsgStore, Cookie: 5, Key: key[:], Records: []Record{{Addr: 9, Key: make([]byte, 32), Sig: make([]byte, 64)}}},
 	} {
 		b, _ := m.Encode(c)
 		f.Add(b)

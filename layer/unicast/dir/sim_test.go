@@ -2,6 +2,7 @@ package dir_test
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
@@ -27,6 +29,7 @@ type sim struct {
 	net   *dirtest.Network
 	cfg   dir.Config
 	nodes map[layer.Addr]*dir.DHT
+	keys  map[layer.Addr]*identity.Identity
 	addrs []layer.Addr // in join order
 }
 
@@ -34,7 +37,7 @@ type sim struct {
 // joined, with addresses 1000+i.
 func newSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dir.Config) *sim {
 	t.Helper()
-	s := &sim{t: t, net: dirtest.NewNetwork(nc), cfg: cfg, nodes: map[layer.Addr]*dir.DHT{}}
+	s := &sim{t: t, net: dirtest.NewNetwork(nc), cfg: cfg, nodes: map[layer.Addr]*dir.DHT{}, keys: map[layer.Addr]*identity.Identity{}}
 	t.Cleanup(func() {
 		for _, d := range s.nodes {
 			d.Stop()
@@ -55,6 +58,12 @@ func (s *sim) add(a layer.Addr) *dir.DHT {
 	}
 	c := s.cfg
 	c.Env, c.Layer, c.Runner = env, "sim", layertest.Runner{}
+	id, err := identity.Generate(crand.Reader)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	c.Signer = id
+	s.keys[a] = id
 	d, err := dir.New(c)
 	if err != nil {
 		s.t.Fatal(err)
@@ -378,10 +387,17 @@ func TestConfig(t *testing.T) {
 	if _, err := dir.New(dir.Config{Env: env}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("no runner: got %v, want ErrInvalid", err)
 	}
-	if _, err := dir.New(dir.Config{Env: env, K: 4, Alpha: 5, Runner: layertest.Runner{}}); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := dir.New(dir.Config{Env: env, Runner: layertest.Runner{}}); !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("no signer: got %v, want ErrInvalid", err)
+	}
+	id, err := identity.Generate(crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dir.New(dir.Config{Env: env, K: 4, Alpha: 5, Runner: layertest.Runner{}, Signer: id}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("alpha > K: got %v, want ErrInvalid", err)
 	}
-	d, err := dir.New(dir.Config{Env: env, Runner: layertest.Runner{}})
+	d, err := dir.New(dir.Config{Env: env, Runner: layertest.Runner{}, Signer: id})
 	if err != nil {
 		t.Fatal(err)
 	}

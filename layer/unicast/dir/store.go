@@ -1,19 +1,25 @@
 package dir
 
 import (
+	"crypto/ed25519"
 	"slices"
 	"time"
 
 	"github.com/ouronet/ouro/layer"
 )
 
-// value is one address stored under a key, until it expires.
+// value is one address stored under a key, until it expires, and the
+// owner's signed record of it (forwarded as is when replicated).
 type value struct {
 	addr    layer.Addr
 	expires time.Time
+	rec     Record
+	gone    bool // withdrawn: kept until expires to refuse replays of older records
 }
 
-// stored is what this member holds for a key on others' behalf.
+// stored is what this member holds for a key on others' behalf. All its
+// values share one owner key: the key of the first record stored while
+// none was live (first come, first owner).
 type stored struct {
 	vals []value
 	// received is when a MsgStore for the key last arrived: if another
@@ -27,22 +33,62 @@ type cached struct {
 	expires time.Time
 }
 
-// put stores (a, until) in s, replacing an older expiry. It reports false
-// if s is full.
-func (s *stored) put(a layer.Addr, until time.Time) bool {
-	for i := range s.vals {
-		if s.vals[i].addr == a {
-			if until.After(s.vals[i].expires) {
-				s.vals[i].expires = until
-			}
-			return true
+// Outcomes of stored.apply.
+const (
+	applied  = iota // stored, refreshed or withdrawn
+	notOwner        // another key owns the name
+	replay          // not newer than what is held for the address
+	full            // MaxValues reached
+)
+
+// owner returns the key of the live values, or nil.
+func (s *stored) owner(now time.Time) ed25519.PublicKey {
+	for _, v := range s.vals {
+		if !v.gone && now.Before(v.expires) {
+			return v.rec.Key
 		}
 	}
-	if len(s.vals) >= MaxValues {
-		return false
+	return nil
+}
+
+// apply applies a verified record: a registration is held until
+// min(its expiry, until); a withdrawal removes its address. Only the
+// name's owner may do either, and only with a record newer than the one
+// held for the address (the same record again refreshes nothing).
+//
+// owner, if not nil, is the name's owner known besides s (this member's
+// own registrations of the name).
+func (s *stored) apply(r Record, owner ed25519.PublicKey, until, now time.Time) int {
+	if owner == nil {
+		owner = s.owner(now)
 	}
-	s.vals = append(s.vals, value{a, until})
-	return true
+	if owner != nil && !owner.Equal(ed25519.PublicKey(r.Key)) {
+		return notOwner
+	}
+	i := slices.IndexFunc(s.vals, func(v value) bool { return v.addr == r.Addr })
+	sameKey := i >= 0 && ed25519.PublicKey(s.vals[i].rec.Key).Equal(ed25519.PublicKey(r.Key))
+	if i >= 0 && !sameKey && !s.vals[i].gone {
+		return notOwner
+	}
+	if sameKey && r.Seq <= s.vals[i].rec.Seq {
+		if r.Seq == s.vals[i].rec.Seq {
+			return applied // a replica of what is held
+		}
+		return replay
+	}
+	v := value{addr: r.Addr, expires: until, rec: r, gone: !r.live(now)}
+	if exp := time.Unix(int64(r.Expires), 0); !v.gone && exp.Before(until) {
+		v.expires = exp
+	}
+	if i >= 0 {
+		s.vals[i] = v
+		return applied
+	}
+	if len(s.vals) >= MaxValues {
+		return full
+	}
+	s.vals = append(s.vals, v)
+	return applied
 }
 
 // del withdraws a; it reports whether it was there.
@@ -62,11 +108,11 @@ func (s *stored) expire(now time.Time) int {
 	return n - len(s.vals)
 }
 
-// live appends the addresses not expired at now to out.
-func (s *stored) live(now time.Time, out []layer.Addr) []layer.Addr {
+// live appends the records not withdrawn nor expired at now to out.
+func (s *stored) live(now time.Time, out []Record) []Record {
 	for _, v := range s.vals {
-		if now.Before(v.expires) && !slices.Contains(out, v.addr) {
-			out = append(out, v.addr)
+		if !v.gone && now.Before(v.expires) && !slices.ContainsFunc(out, func(r Record) bool { return r.Addr == v.addr }) {
+			out = append(out, v.rec)
 		}
 	}
 	return out

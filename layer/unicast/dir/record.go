@@ -1,0 +1,90 @@
+package dir
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"time"
+
+	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+)
+
+// Record is one signed registration: the member whose node key is Key
+// serves the name (the message's Key, a name hash) at Addr until Expires
+// (Unix seconds; 0: the registration is withdrawn). Seq orders the
+// owner's records for one (name, address): a holder takes only a newer
+// one. Sig is the owner's signature (identity.LabelDir) of signedRecord,
+// which holds the layer and the name, so a record cannot be moved to
+// another name or layer. Holders and askers check it; nobody but the
+// owner can make, extend or withdraw a record.
+type Record struct {
+	_       struct{} `cbor:",toarray"`
+	Addr    layer.Addr
+	Key     []byte
+	Seq     uint64
+	Expires uint64
+	Sig     []byte
+}
+
+type signedRecord struct {
+	_       struct{} `cbor:",toarray"`
+	Layer   string
+	Name    []byte
+	Addr    layer.Addr
+	Key     []byte
+	Seq     uint64
+	Expires uint64
+}
+
+func (r *Record) signed(c flow.Codec, layerName string, name layer.Hash) ([]byte, error) {
+	return c.Marshal(signedRecord{Layer: layerName, Name: name[:], Addr: r.Addr, Key: r.Key, Seq: r.Seq, Expires: r.Expires})
+}
+
+// SignRecord makes the record of (name, a) in layer layerName signed by
+// s, with sequence number seq, valid until expires (Unix seconds; 0: a
+// withdrawal). The DHT signs its own; tests and tools use it to make
+// records as another member would.
+func SignRecord(ctx context.Context, s identity.Signer, layerName string, name layer.Hash, a layer.Addr, seq uint64, expires uint64) (Record, error) {
+	return signRecord(ctx, recordCodec, s, layerName, name, a, seq, expires)
+}
+
+var recordCodec = flow.NewCodec()
+
+// signRecord makes the record of (name, a) signed by s.
+func signRecord(ctx context.Context, c flow.Codec, s identity.Signer, layerName string, name layer.Hash, a layer.Addr, seq uint64, expires uint64) (Record, error) {
+	r := Record{Addr: a, Key: s.Public(), Seq: seq, Expires: expires}
+	b, err := r.signed(c, layerName, name)
+	if err != nil {
+		return Record{}, err
+	}
+	if r.Sig, err = identity.SignLabeled(ctx, s, identity.LabelDir, b); err != nil {
+		return Record{}, fmt.Errorf("dir: %w", err)
+	}
+	return r, nil
+}
+
+// valid reports whether r is a genuine record of name in layerName whose
+// key may speak for its address (bound: nil accepts any key).
+func (r *Record) valid(c flow.Codec, layerName string, name layer.Hash, bound func(layer.Addr, ed25519.PublicKey) bool) bool {
+	if bound != nil && !bound(r.Addr, r.Key) {
+		return false
+	}
+	b, err := r.signed(c, layerName, name)
+	return err == nil && identity.VerifyLabeled(r.Key, identity.LabelDir, b, r.Sig)
+}
+
+// live reports whether r is a registration (not a withdrawal) not expired
+// at now.
+func (r *Record) live(now time.Time) bool {
+	return r.Expires != 0 && uint64(now.Unix()) < r.Expires
+}
+
+// check is the record's part of Msg.Validate.
+func (r *Record) check() error {
+	if r.Addr == 0 || len(r.Key) != ed25519.PublicKeySize || len(r.Sig) != ed25519.SignatureSize {
+		return fmt.Errorf("dir: record of address %d with a %d-byte key and a %d-byte signature: %w", r.Addr, len(r.Key), len(r.Sig), flow.ErrInvalid)
+	}
+	return nil
+}
