@@ -3,7 +3,8 @@
 #   make test     everything CI runs, step by step (STEPS), then a summary of
 #                 what ran, passed and was skipped, and why: gofmt check,
 #                 vet, race tests, the zero-allocation tests without -race,
-#                 the kerneldebug build, the 32-bit ARM build, and the QEMU
+#                 the kerneldebug build, a short fuzzing run of the trust
+#                 decoders, the 32-bit ARM build, and the QEMU
 #                 suites when the TamaGo toolchain and QEMU are present.
 #                 A failed step does not stop the others; it fails make test.
 #                 A subset: make test STEPS="unit allocs" PKGS=./tools/...
@@ -16,7 +17,7 @@ PKGS    ?= ./...
 # (board/ and images/ carry build tags of their own).
 ARMPKGS ?= ./...
 # The steps of make test, in order.
-STEPS   ?= fmt-check vet unit allocs kerneldebug faults arm qemu-test qemu-test-pi qemu-test-microvm
+STEPS   ?= fmt-check vet unit allocs kerneldebug faults fuzz arm qemu-test qemu-test-pi qemu-test-microvm
 # Where make test records its steps (tools/testsum), and the tool.
 SUMMARY ?= bin/test-summary
 TESTSUM ?= bin/testsum
@@ -28,7 +29,7 @@ GOTEST_FLAGS ?=
 # every such test that skips under -race is named so.
 ALLOC_PKGS ?= $(sort $(foreach f,$(shell git grep -l 'testing.AllocsPerRun' -- '*_test.go' 2>/dev/null),./$(patsubst %/,%,$(dir $(f)))))
 
-.PHONY: all test unit allocs kerneldebug faults vet fmt-check arm bench demo fuzz-smoke clean
+.PHONY: all test unit allocs kerneldebug faults fuzz vet fmt-check arm bench demo clean
 
 all: test
 
@@ -65,6 +66,22 @@ kerneldebug:
 # (and, between router processes, the pings across it) carry on
 faults:
 	$(GO) test $(GOTEST_FLAGS) -tags faultinject -race -count=1 -timeout 10m -run 'Poison|^TestFault' ./layer/... ./images/router/
+
+# a short fuzzing run (FUZZTIME each) of the decoders of what peers send
+# to prove who they are and what they own (the trust issue); every fuzz
+# target's seed corpus also runs in unit. Longer runs and their exec
+# counts: docs/benchmarks.md.
+FUZZTIME ?= 2s
+FUZZ_TARGETS ?= \
+	./layer/unicast/enroll:FuzzUnmarshal ./layer/unicast/connmgr:FuzzUnmarshal \
+	./layer/unicast/routing:FuzzUnmarshal ./layer/unicast/dir:FuzzDecode ./layer/unicast:FuzzFloodMsg \
+	./crypto/identity:FuzzVerifyDocument ./crypto/identity:FuzzVerifyCert ./crypto/identity:FuzzVerifyCRL \
+	./crypto/admission:FuzzPolicy
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		$(GO) test $(GOTEST_FLAGS) -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 arm:
 	GOOS=linux GOARCH=arm GOARM=7 $(GO) build $(ARMPKGS)

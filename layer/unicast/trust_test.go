@@ -60,8 +60,10 @@ func TestAllowListedLayer(t *testing.T) {
 			if s := x.IPCP.Stats(); s.State == "operational" || s.Addr != 0 {
 				t.Fatalf("unlisted x is %s at address %d", s.State, s.Addr)
 			}
+			n.WaitFor(5*time.Second, "a to know a and b", func() bool { return a.IPCP.Stats().Members == 2 })
+			time.Sleep(50 * time.Millisecond) // were x a member, its LSU would arrive within this
 			if got := a.IPCP.Stats().Members; got != 2 {
-				t.Errorf("a knows %d members, want 2", got)
+				t.Errorf("a knows %d members, want 2 (a and b, not x)", got)
 			}
 		})
 	}
