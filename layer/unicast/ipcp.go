@@ -79,8 +79,13 @@ type IPCP struct {
 	doc    []byte                // signed identity document, once made
 	crl    *identity.CRL         // Config.CRL, decoded
 
-	refused refusals // enrollments refused, by reason
+	refused   refusals      // enrollments refused, by reason
+	enrolling chan struct{} // a slot per enrollment being served (maxEnrolling)
 }
+
+// maxEnrolling bounds the enrollments an IPCP serves at once; more are
+// refused as busy (and counted) before any signature is checked.
+const maxEnrolling = 4
 
 type claim struct {
 	name string
@@ -105,6 +110,7 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 		pool: make(chan *pbuf, poolSize), timers: make(chan *time.Timer, 64),
 		names: make(map[string]bool), hashes: make(map[layer.Hash]string),
 		peers: make(map[layer.Addr]string), claims: make(map[layer.Addr]claim),
+		enrolling: make(chan struct{}, maxEnrolling),
 	}
 	if cfg.CRL != nil {
 		l, err := identity.DecodeCRL(cfg.CRL)
@@ -345,6 +351,16 @@ func (p *IPCP) incoming(port flow.Port) {
 	defer port.Close()
 	if o.Layer != p.cfg.Layer {
 		connmgr.Reply(port, connmgr.OpenResp{Result: connmgr.Refused, Msg: "wrong layer", Name: p.cfg.Name}, dl)
+		return
+	}
+	select {
+	case p.enrolling <- struct{}{}:
+		defer func() { <-p.enrolling }()
+	default:
+		// Each enrollment costs signature checks: a flood of them must
+		// not take the IPCP's CPU from its members' traffic.
+		p.refused.busy.Add(1)
+		connmgr.Reply(port, connmgr.OpenResp{Result: connmgr.Refused, Msg: "busy: too many enrollments at once", Name: p.cfg.Name}, dl)
 		return
 	}
 	if connmgr.Reply(port, connmgr.OpenResp{Result: connmgr.OK, Name: p.cfg.Name, Addr: c.self}, dl) != nil {

@@ -73,24 +73,28 @@ var refusalReasons = [...]struct {
 }
 
 // refusals counts enrollment refusals by reason; the last is "other".
-type refusals [len(refusalReasons) + 1]atomic.Uint64
+type refusals struct {
+	by   [len(refusalReasons) + 1]atomic.Uint64
+	busy atomic.Uint64 // maxEnrolling in progress
+}
 
 // count counts err under the first reason it wraps.
 func (r *refusals) count(err error) {
 	for i, rr := range refusalReasons {
 		if errors.Is(err, rr.err) {
-			r[i].Add(1)
+			r.by[i].Add(1)
 			return
 		}
 	}
-	r[len(refusalReasons)].Add(1)
+	r.by[len(refusalReasons)].Add(1)
 }
 
 func (r *refusals) snapshot(into map[string]uint64) {
 	for i, rr := range refusalReasons {
-		into[rr.name] = r[i].Load()
+		into[rr.name] = r.by[i].Load()
 	}
-	into["other"] = r[len(refusalReasons)].Load()
+	into["other"] = r.by[len(refusalReasons)].Load()
+	into["busy"] = r.busy.Load()
 }
 
 // Admit implements enroll.Member: the layer's admission policy applied to

@@ -4,15 +4,21 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/addr"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
+	"github.com/ouronet/ouro/layer/unicast/enroll"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
@@ -155,5 +161,81 @@ func TestAdjacencyHijack(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEnrollmentFlood: an unlisted node floods the middle member of the
+// line b - a - c with enrollments (8 at a time, without pause) while b
+// allocates flows to c across a. Every attempt is refused (busy before
+// any signature check when 4 are in progress, else unknown key), and
+// every honest allocation succeeds. The allocation times with and
+// without the flood are logged, not judged (timings are no test): the
+// figure is in docs/benchmarks.md.
+func TestEnrollmentFlood(t *testing.T) {
+	ida, idb, idc, idx := newID(t), newID(t), newID(t), newID(t)
+	pol := admission.Policy{Mode: admission.ModeAllow, Keys: []ed25519.PublicKey{ida.Public(), idb.Public(), idc.Public()}}
+	n := unicasttest.New(t)
+	a := n.Add("a.uni", true, nil, func(c *unicast.Config) { c.Signer = ida; c.LayerConfig.Admission = pol })
+	b := n.Add("b.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer = idb })
+	c := n.Add("c.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer = idc })
+	n.WaitOperational(5 * time.Second)
+	c.Register("echo")
+	n.WaitFor(5*time.Second, "b's route to c", func() bool { return len(b.IPCP.NextHops(c.IPCP.Addr())) > 0 })
+
+	allocs := func(k int) time.Duration {
+		var times []time.Duration
+		for range k {
+			start := time.Now()
+			p, err := b.Alloc(ctxT(t, 5*time.Second), "echo", flow.BestEffort())
+			if err != nil {
+				t.Fatalf("honest allocation: %v", err)
+			}
+			times = append(times, time.Since(start))
+			acc, err := c.Accept(2 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Close()
+			acc.Port.Close()
+		}
+		slices.Sort(times)
+		return times[len(times)/2]
+	}
+	quiet := allocs(30)
+
+	doc, err := identity.NewDocument(idx, "x", "", identity.Measurement{}, time.Now()).Sign(context.Background(), idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var attempts atomic.Uint64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			br := n.Attacker("x")
+			for ctx.Err() == nil {
+				attempts.Add(1)
+				dctx, cancel := context.WithTimeout(ctx, time.Second)
+				port, _, err := connmgr.Dial(dctx, br, "a.uni", flow.Raw(), connmgr.Open{Purpose: connmgr.PurposeEnroll, Layer: unicasttest.Layer, Name: "x.uni"})
+				if err == nil {
+					enroll.Enroll(dctx, port, enroll.Req{Name: "x.uni", Layer: unicasttest.Layer}, enroll.Credentials{Signer: idx, Doc: doc},
+						func(enroll.Config, enroll.Members) (layer.Addr, error) { return 7, nil })
+					port.Close()
+				}
+				cancel()
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	flooded := allocs(30)
+	stop()
+	wg.Wait()
+	r := a.IPCP.Stats().Refused
+	t.Logf("allocation b→c across a, median of 30: %v quiet, %v during %d enrollment attempts at a (%.1fx); a refused %d as busy, %d as unknown keys",
+		quiet.Round(time.Microsecond), flooded.Round(time.Microsecond), attempts.Load(), float64(flooded)/float64(quiet), r["busy"], r["unknown_key"])
+	if r["busy"]+r["unknown_key"] == 0 || a.IPCP.Stats().Members != 3 {
+		t.Fatalf("a: refused %v, %d members", r, a.IPCP.Stats().Members)
 	}
 }
