@@ -77,7 +77,8 @@ type IPCP struct {
 	claims map[layer.Addr]claim  // addresses given out while enrolling others
 	conns  []string              // connect requests made before membership
 	doc    []byte                // signed identity document, once made
-	crl    *identity.CRL         // Config.CRL, decoded
+	crl    *identity.CRL         // the newest revocation list known (Config.CRL or from a neighbour)
+	crlRaw []byte                // its signed encoding, passed on to neighbours
 
 	refused   refusals      // enrollments refused, by reason
 	enrolling chan struct{} // a slot per enrollment being served (maxEnrolling)
@@ -117,7 +118,7 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 		if err != nil {
 			return nil, fmt.Errorf("unicast: %s: %w", cfg.Name, err)
 		}
-		p.crl = l
+		p.crl, p.crlRaw = l, cfg.CRL
 	}
 	p.lowerMax.Store(flow.MaxSDU)
 	p.lower = sduBroker{Broker: lower, min: &p.lowerMax}
@@ -667,6 +668,7 @@ type core struct {
 
 	ctlq     chan ctlMsg
 	ctlStop  chan struct{}
+	recheck  chan struct{}  // the membership loop should check the neighbours now
 	wg       sync.WaitGroup // data-path goroutines and the control loop
 	since    time.Time
 	enrolled atomic.Uint64
@@ -682,7 +684,8 @@ func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
-	c := &core{p: p, lc: lc, self: self, ctlq: make(chan ctlMsg, 1024), ctlStop: make(chan struct{}), since: time.Now()}
+	c := &core{p: p, lc: lc, self: self, ctlq: make(chan ctlMsg, 1024), ctlStop: make(chan struct{}), since: time.Now(),
+		recheck: make(chan struct{}, 1)}
 	empty := map[pff.Port]*nport{}
 	c.ports.Store(&empty)
 	kind, err := pff.ParseKind(lc.Routing)
@@ -741,8 +744,9 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 
 // start starts the parts in dependency order, unwinding on failure.
 func (c *core) start() error {
-	c.wg.Add(1)
+	c.wg.Add(2)
 	c.p.cfg.Runner.Go(c.ctlLoop)
+	c.p.cfg.Runner.Go(c.memberLoop)
 	steps := []struct {
 		start func() error
 		stop  func()
@@ -791,6 +795,12 @@ func (c *core) Up(n connmgr.Neighbour) {
 		return
 	}
 	c.p.logf("neighbour %s (%d) up on port %d", n.Name, n.Addr, n.Port)
+	c.p.mu.Lock()
+	crl := c.p.crlRaw
+	c.p.mu.Unlock()
+	if crl != nil {
+		c.cm.Send(n.Addr, connmgr.MsgCRL, crl) // the new neighbour learns the newest list
+	}
 }
 
 // Down implements connmgr.Hooks: routing moves traffic to alternates at
@@ -805,8 +815,11 @@ func (c *core) Down(n connmgr.Neighbour) {
 
 // Message implements connmgr.Hooks.
 func (c *core) Message(from connmgr.Neighbour, typ uint8, body []byte) {
-	if typ == connmgr.MsgLSU {
+	switch typ {
+	case connmgr.MsgLSU:
 		c.router.HandleMessage(from.Addr, body)
+	case connmgr.MsgCRL:
+		c.takeCRL(from, body)
 	}
 }
 

@@ -2,6 +2,7 @@ package unicast
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"strconv"
@@ -30,6 +31,7 @@ const (
 	CmdDir       = "dir"
 	CmdFlows     = "flows"
 	CmdStats     = "stats"
+	CmdCRL       = "crl" // args: crl=<base64 of a signed revocation list>: adopt it and pass it on
 )
 
 // ParseLayerConfig reads a bootstrap's layer configuration keys (the
@@ -126,6 +128,15 @@ func (p *IPCP) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) 
 		return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
 	}
 	switch req.Cmd {
+	case CmdCRL:
+		b, err := base64.StdEncoding.DecodeString(req.Args["crl"])
+		if err != nil || len(b) == 0 {
+			return irm.MgmtResp{}, fmt.Errorf("unicast: crl: want crl=<base64 of a revocation list>: %w", flow.ErrInvalid)
+		}
+		if err := c.adoptCRL(b); err != nil {
+			return irm.MgmtResp{}, fmt.Errorf("unicast: %s: crl: %w", p.cfg.Name, err)
+		}
+		return irm.MgmtResp{Text: fmt.Sprintf("%s: revocation list adopted and passed to %d neighbours", p.cfg.Name, len(c.cm.Neighbours()))}, nil
 	case CmdMembers:
 		return irm.MgmtResp{Table: c.membersTable()}, nil
 	case CmdRoutes:

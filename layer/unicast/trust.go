@@ -2,8 +2,10 @@ package unicast
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/addr"
+	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
 )
 
@@ -100,7 +103,7 @@ func (r *refusals) snapshot(into map[string]uint64) {
 // Admit implements enroll.Member: the layer's admission policy applied to
 // a new member that proved its key.
 func (c *core) Admit(req enroll.Req, doc identity.Document) error {
-	err := c.lc.Policy().Admit(doc, req.Cert, c.p.crl, time.Now())
+	err := c.lc.Policy().Admit(doc, req.Cert, c.p.currentCRL(), time.Now())
 	return err
 }
 
@@ -129,7 +132,7 @@ func (p *IPCP) assignProtected(lc enroll.Config, members enroll.Members) (layer.
 // its key must pass the layer's admission policy and, in a protected
 // layer, speak for the address it claims. A refusal is counted.
 func (c *core) checkPeer(a layer.Addr, doc identity.Document, cert []byte) error {
-	err := c.lc.Policy().Admit(doc, cert, c.p.crl, time.Now())
+	err := c.lc.Policy().Admit(doc, cert, c.p.currentCRL(), time.Now())
 	if err == nil && !c.bound(a, doc.Key) {
 		err = fmt.Errorf("address %d is not that of key %s: %w", a, doc.ID, identity.ErrUnknownKey)
 	}
@@ -142,4 +145,92 @@ func (c *core) checkPeer(a layer.Addr, doc identity.Document, cert []byte) error
 		c.p.refused.count(err)
 	}
 	return err
+}
+
+// currentCRL returns the newest revocation list this IPCP knows, or nil.
+func (p *IPCP) currentCRL() *identity.CRL {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.crl
+}
+
+// takeCRL handles a revocation list from a neighbour: one of a layer
+// authority's, newer than the one in use, replaces it, is passed on to
+// every other neighbour and makes the membership loop check the
+// neighbours again. An older list is a replay; a list of another issuer
+// or one that does not verify is refused. Each is counted.
+func (c *core) takeCRL(from connmgr.Neighbour, b []byte) {
+	if err := c.takeCRLFrom(from, b); err != nil {
+		c.p.refused.count(err)
+		c.p.logf("revocation list from %s: %v", from.Name, err)
+	}
+}
+
+// adoptCRL is takeCRL for a list given by management (ouro crl): the
+// error is the caller's.
+func (c *core) adoptCRL(b []byte) error {
+	return c.takeCRLFrom(connmgr.Neighbour{Name: "management"}, b)
+}
+
+func (c *core) takeCRLFrom(from connmgr.Neighbour, b []byte) error {
+	l, err := identity.DecodeCRL(b)
+	if err == nil && !slices.ContainsFunc(c.lc.Admission.Authorities, func(k ed25519.PublicKey) bool { return k.Equal(l.Issuer) }) {
+		err = fmt.Errorf("revocation list of %s, not an authority of the layer: %w", identity.NameOf(l.Issuer), identity.ErrUnknownKey)
+	}
+	c.p.mu.Lock()
+	if err == nil && !l.Replaces(c.p.crl) {
+		if c.p.crl != nil && l.Seq == c.p.crl.Seq {
+			c.p.mu.Unlock()
+			return nil // the list in use, back from a neighbour
+		}
+		err = fmt.Errorf("revocation list %d, %d in use: %w", l.Seq, c.p.crl.Seq, identity.ErrReplay)
+	}
+	if err == nil {
+		c.p.crl, c.p.crlRaw = l, slices.Clone(b)
+	}
+	c.p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.p.logf("revocation list %d of %s from %s: %d serials, %d keys", l.Seq, identity.NameOf(l.Issuer), from.Name, len(l.Serials), len(l.Keys))
+	for _, n := range c.cm.Neighbours() {
+		if n.Addr != from.Addr {
+			c.cm.Send(n.Addr, connmgr.MsgCRL, b)
+		}
+	}
+	select {
+	case c.recheck <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// memberCheckPeriod is how often the membership loop checks the
+// neighbours' certificates (expiry) without a new revocation list.
+const memberCheckPeriod = 5 * time.Second
+
+// memberLoop ends the adjacencies of neighbours that are no longer
+// members: a certificate expired or revoked since the adjacency was made.
+// It runs from start to stop.
+func (c *core) memberLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(memberCheckPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctlStop:
+			return
+		case <-t.C:
+		case <-c.recheck:
+		}
+		if !c.lc.Protected() {
+			continue
+		}
+		for _, n := range c.cm.Neighbours() {
+			if err := c.checkPeer(n.Addr, n.Doc, n.Cert); err != nil {
+				c.p.logf("neighbour %s (%d) is no longer a member: %v", n.Name, n.Addr, err)
+				c.cm.Fail(n.Port, "membership ended: "+err.Error())
+			}
+		}
+	}
 }

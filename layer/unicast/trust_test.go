@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
@@ -238,4 +241,54 @@ func TestEnrollmentFlood(t *testing.T) {
 	if r["busy"]+r["unknown_key"] == 0 || a.IPCP.Stats().Members != 3 {
 		t.Fatalf("a: refused %v, %d members", r, a.IPCP.Stats().Members)
 	}
+}
+
+// TestRevocationThroughLayer: in a layer admitted by an authority, the
+// line b - a - c runs; a is given a revocation list naming c's key
+// (ouro crl). a passes it to its neighbours, ends its adjacency with c
+// and refuses c's attempts to come back; b learns the list from a. Before
+// the list, c was a member like the others.
+func TestRevocationThroughLayer(t *testing.T) {
+	auth := newID(t)
+	ids := map[string]*identity.Identity{"a.uni": newID(t), "b.uni": newID(t), "c.uni": newID(t)}
+	cert := func(name string) []byte {
+		now := time.Now()
+		b, err := identity.IssueCert(context.Background(), identity.Cert{Serial: uint64(len(name)) + uint64(name[0]), Subject: ids[name].Public(),
+			Name: name, NotBefore: now.Add(-time.Minute).Unix(), NotAfter: now.Add(time.Hour).Unix()}, auth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	pol := admission.Policy{Mode: admission.ModeAuthority, Authorities: []ed25519.PublicKey{auth.Public()}}
+	n := unicasttest.New(t)
+	a := n.Add("a.uni", true, nil, func(c *unicast.Config) {
+		c.Signer, c.Cert, c.LayerConfig.Admission = ids["a.uni"], cert("a.uni"), pol
+	})
+	b := n.Add("b.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer, c.Cert = ids["b.uni"], cert("b.uni") })
+	c := n.Add("c.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer, c.Cert = ids["c.uni"], cert("c.uni") })
+	n.WaitOperational(5 * time.Second)
+	n.WaitFor(5*time.Second, "a's adjacencies with b and c", func() bool { return a.IPCP.Stats().Neighbour == 2 })
+
+	crl, err := identity.IssueCRL(context.Background(), identity.CRL{Seq: 1, Issued: time.Now().Unix(), Keys: []ed25519.PublicKey{ids["c.uni"].Public()}}, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: unicast.CmdCRL, Args: map[string]string{"crl": base64.StdEncoding.EncodeToString(crl)}}); err != nil {
+		t.Fatal(err)
+	}
+	n.WaitFor(5*time.Second, "a to drop c", func() bool { return a.IPCP.Stats().Neighbour == 1 })
+	n.WaitFor(5*time.Second, "c's return refused as revoked", func() bool { return a.IPCP.Stats().Refused["revoked"] > 0 })
+	// b learnt the list from a: an older list is a replay there (had b
+	// no list, it would take it).
+	old, _ := identity.IssueCRL(context.Background(), identity.CRL{Seq: 0, Issued: time.Now().Unix()}, auth)
+	n.WaitFor(2*time.Second, "b to have list 1", func() bool {
+		_, err := b.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: unicast.CmdCRL, Args: map[string]string{"crl": base64.StdEncoding.EncodeToString(old)}})
+		return errors.Is(err, identity.ErrReplay)
+	})
+	time.Sleep(300 * time.Millisecond)
+	if s := a.IPCP.Stats(); s.Neighbour != 1 {
+		t.Fatalf("a has %d neighbours after the revocation, want 1 (b)", s.Neighbour)
+	}
+	_ = c
 }

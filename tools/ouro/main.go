@@ -117,6 +117,11 @@ func commands() []*command {
 				"Server (--server): binds NAME and counts. --udp does the same over plain\n" +
 				"UDP, as a baseline."},
 		keygenCommand(), idCommand(), measureCommand(), certCommand(), // identity.go, cert.go
+		{name: "crl", args: "IPCP FILE", group: "identity", summary: "give a unicast IPCP a revocation list to adopt and pass on", run: runCRLPush,
+			help: "Sends the layer authority's revocation list FILE (ouro cert revoke) to the\n" +
+				"unicast IPCP named IPCP, which adopts it if it is newer than the one in use,\n" +
+				"passes it to its neighbours (and they to theirs) and ends the adjacencies\n" +
+				"of members it revokes."},
 		{name: "help", args: "[CMD]", group: "other", summary: "show help for a command", run: runHelp},
 	}
 }

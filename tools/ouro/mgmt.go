@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow/irm"
 )
 
@@ -252,6 +255,26 @@ func runIPCP(a *app, ctx context.Context, cmd *command, args []string) error {
 		return err
 	}
 	return a.ipcpCmd(ctx, pos[0], pos[1], pos[2:], timeout)
+}
+
+// runCRLPush runs "ouro crl IPCP FILE": the IPCP's "crl" command with the
+// file's bytes.
+func runCRLPush(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var timeout time.Duration
+	timeoutFlag(fs, &timeout)
+	pos, err := fs.parse(args, 2, 2)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(pos[1])
+	if err != nil {
+		return err
+	}
+	if _, err := identity.DecodeCRL(b); err != nil {
+		return fmt.Errorf("%s: %w", pos[1], err)
+	}
+	return a.ipcpCmd(ctx, "crl", pos[0], []string{"crl=" + base64.StdEncoding.EncodeToString(b)}, timeout)
 }
 
 // runIPCPShortcut runs "ouro CMD IPCP [k=v...]" as "ouro ipcp CMD IPCP ...".

@@ -59,6 +59,8 @@ const (
 const (
 	MsgHello uint8 = 1 // keepalive; empty body
 	MsgLSU   uint8 = 2 // a link-state message (package routing) as the body
+	// MsgAuth (3) is in auth.go.
+	MsgCRL uint8 = 4 // a layer authority's signed revocation list (identity.CRL) as the body
 )
 
 // Open is the first SDU on every N-1 flow of a unicast IPCP.
@@ -227,6 +229,12 @@ type Neighbour struct {
 	// DT is the data-transfer N-1 flow. The IPCP reads and writes it;
 	// the manager closes it when the adjacency goes down.
 	DT flow.Port
+	// Doc and Cert are the identity document (verified) and the
+	// membership certificate the neighbour proved itself with: the IPCP
+	// checks them again when its view of membership changes (expiry,
+	// revocation).
+	Doc  identity.Document
+	Cert []byte
 }
 
 // Hooks is what the manager reports to the IPCP. The calls are made one
@@ -466,7 +474,8 @@ func (m *Manager) dial(name string) error {
 		mgmt.Close()
 		return fmt.Errorf("connmgr: %q answered with address %d: %w", name, r.Addr, flow.ErrRefused)
 	}
-	if err := m.proveDialer(ctx, mgmt, o, r); err != nil {
+	doc, err := m.proveDialer(ctx, mgmt, o, r)
+	if err != nil {
 		mgmt.Close()
 		return fmt.Errorf("connmgr: %q: %w", name, err)
 	}
@@ -481,7 +490,7 @@ func (m *Manager) dial(name string) error {
 		dtp.Close()
 		return fmt.Errorf("connmgr: %q changed address %d → %d while connecting: %w", name, r.Addr, r2.Addr, flow.ErrRefused)
 	}
-	a := &adj{n: Neighbour{Name: r.Name, Addr: r.Addr, DT: dtp}, nonce: o.Nonce, dialed: true, mgmt: mgmt, created: time.Now(), down: make(chan struct{})}
+	a := &adj{n: Neighbour{Name: r.Name, Addr: r.Addr, DT: dtp, Doc: doc, Cert: r.Cert}, nonce: o.Nonce, dialed: true, mgmt: mgmt, created: time.Now(), down: make(chan struct{})}
 	if a.n.Name == "" {
 		a.n.Name = name
 	}
@@ -551,14 +560,14 @@ func (m *Manager) Accept(port flow.Port, o Open) {
 		}
 		m.mu.Unlock()
 		// Who is this? Checked before anything is kept for it.
-		if _, err := m.peerDoc(o.Addr, o.Key, o.Doc, o.Cert); err != nil {
+		doc, err := m.peerDoc(o.Addr, o.Key, o.Doc, o.Cert)
+		if err != nil {
 			m.cfg.Logf("connmgr: %s: %s: %v", m.cfg.Name, o.Name, err)
 			refuse(Refused, err.Error())
 			return
 		}
 		t := adjTranscript{Layer: m.cfg.Layer, DialerAddr: o.Addr, DialerKey: o.Key, DialerNonce: o.Challenge,
 			AccAddr: self, AccKey: m.cfg.Cred.Signer.Public(), Pairing: o.Nonce}
-		var err error
 		if t.AccNonce, err = challenge(); err != nil {
 			refuse(Refused, "no challenge")
 			return
@@ -606,7 +615,7 @@ func (m *Manager) Accept(port flow.Port, o Open) {
 			port.Close()
 			return
 		}
-		m.half[o.Nonce] = &adj{n: Neighbour{Name: o.Name, Addr: o.Addr}, nonce: o.Nonce, mgmt: port, created: time.Now(), down: make(chan struct{})}
+		m.half[o.Nonce] = &adj{n: Neighbour{Name: o.Name, Addr: o.Addr, Doc: doc, Cert: o.Cert}, nonce: o.Nonce, mgmt: port, created: time.Now(), down: make(chan struct{})}
 		m.mu.Unlock()
 	case PurposeDT:
 		a := m.half[o.Nonce]
@@ -800,27 +809,28 @@ func (m *Manager) Stats() Stats {
 // proveDialer checks the acceptor's answer to a management Open (its
 // document, the layer's Check, its signature) and sends the dialer's
 // signature of the same transcript.
-func (m *Manager) proveDialer(ctx context.Context, mgmt flow.Port, o Open, r OpenResp) error {
-	if _, err := m.peerDoc(r.Addr, r.Key, r.Doc, r.Cert); err != nil {
-		return err
+func (m *Manager) proveDialer(ctx context.Context, mgmt flow.Port, o Open, r OpenResp) (identity.Document, error) {
+	doc, err := m.peerDoc(r.Addr, r.Key, r.Doc, r.Cert)
+	if err != nil {
+		return doc, err
 	}
 	t := adjTranscript{Layer: m.cfg.Layer, DialerAddr: o.Addr, DialerKey: o.Key, DialerNonce: o.Challenge,
 		AccAddr: r.Addr, AccKey: r.Key, AccNonce: r.Challenge, Pairing: o.Nonce}
 	if len(r.Challenge) != ChallengeLen || !t.verify(r.Key, "acceptor", r.Sig) {
 		m.c.authRefused.Add(1)
-		return fmt.Errorf("member at %d did not prove its key: %w: %w", r.Addr, flow.ErrRefused, identity.ErrBadSignature)
+		return doc, fmt.Errorf("member at %d did not prove its key: %w: %w", r.Addr, flow.ErrRefused, identity.ErrBadSignature)
 	}
 	sig, err := t.sign(ctx, m.cfg.Cred.Signer, "dialer")
 	if err != nil {
-		return err
+		return doc, err
 	}
 	b, err := Marshal(Msg{Type: MsgAuth, Body: sig})
 	if err != nil {
-		return err
+		return doc, err
 	}
 	dl := time.Now().Add(2 * time.Second)
 	if d, ok := ctx.Deadline(); ok {
 		dl = d
 	}
-	return mgmt.Write(b, dl)
+	return doc, mgmt.Write(b, dl)
 }
