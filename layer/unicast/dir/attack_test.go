@@ -63,7 +63,7 @@ func TestSpoofedStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := newKey(t)
-	far := uint64(time.Now().Add(time.Hour).Unix())
+	const far = 3600
 	seq := uint64(1) << 62
 	withdraw, _ := dir.SignRecord(ctx, x, "sim", svc, a, seq, 0)
 	claim, _ := dir.SignRecord(ctx, x, "sim", svc, evil, seq, far)
@@ -99,7 +99,7 @@ func TestReplayedRecord(t *testing.T) {
 	a := s.addrs[0]
 	h := layer.HashName(layer.SHA3_256, "r")
 	ctx := context.Background()
-	far := uint64(time.Now().Add(time.Hour).Unix())
+	const far = 3600
 	oldRec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 1, far)
 	newRec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 2, 0) // a withdrew it
 	env, _ := s.net.Env(667)
@@ -177,7 +177,7 @@ func TestLyingHolder(t *testing.T) {
 	var bad uint64
 	for i := 0; i < 40 && l.asked.Load() == 0; i++ {
 		h := layer.HashName(layer.SHA3_256, "svc-"+string(rune('a'+i)))
-		rec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 1, uint64(time.Now().Add(time.Hour).Unix()))
+		rec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 1, 3600)
 		rec.Addr = evil
 		l.mu.Lock()
 		l.rec = rec

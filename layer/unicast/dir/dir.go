@@ -475,7 +475,7 @@ func (d *DHT) Find(ctx context.Context, h layer.Hash) (Found, error) {
 func (d *DHT) recordsLocked(h layer.Hash, now time.Time) []Record {
 	var out []Record
 	for _, r := range d.own[h] {
-		if r.live(now) {
+		if r.live() {
 			out = append(out, r)
 		}
 	}
@@ -590,12 +590,12 @@ func (d *DHT) storeLocked(h layer.Hash, recs []Record, now time.Time) {
 	}
 	s.received = now
 	var owner ed25519.PublicKey // this member's own registration of h makes it the owner
-	if slices.ContainsFunc(d.own[h], func(r Record) bool { return r.live(now) }) {
+	if slices.ContainsFunc(d.own[h], func(r Record) bool { return r.live() }) {
 		owner = d.cfg.Signer.Public()
 	}
 	for _, r := range recs {
 		n := len(s.vals)
-		if d.nstored >= d.cfg.MaxStored && r.live(now) && !slices.ContainsFunc(s.vals, func(v value) bool { return v.addr == r.Addr }) {
+		if d.nstored >= d.cfg.MaxStored && r.live() && !slices.ContainsFunc(s.vals, func(v value) bool { return v.addr == r.Addr }) {
 			d.c.refused.Add(1)
 			continue
 		}

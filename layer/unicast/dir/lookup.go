@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -131,9 +132,8 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 				d.failed(c.c.addr, false)
 				continue
 			case m.Type == MsgValue && op == MsgFindValue:
-				now := d.cfg.Clock.Now()
 				for _, r := range d.verified(target, m.Records) {
-					if r.live(now) && !slices.Contains(res.values, r.Addr) {
+					if r.live() && !slices.Contains(res.values, r.Addr) {
 						res.values = append(res.values, r.Addr)
 					}
 				}
@@ -180,17 +180,14 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 // withdrawal), keeps the registrations among its own, stores them at the
 // K members closest to h, and returns how many acknowledged.
 func (d *DHT) publish(ctx context.Context, h layer.Hash, addrs []layer.Addr, ttl time.Duration) (int, error) {
-	var expires uint64
-	if ttl > 0 {
-		expires = uint64(d.cfg.Clock.Now().Add(ttl + time.Second - 1).Unix())
-	}
+	secs := uint32(min((ttl+time.Second-1)/time.Second, math.MaxUint32))
 	recs := make([]Record, 0, len(addrs))
 	for _, a := range addrs {
 		d.mu.Lock()
 		d.seq = max(d.seq+1, uint64(d.cfg.Clock.Now().UnixNano()))
 		seq := d.seq
 		d.mu.Unlock()
-		r, err := signRecord(ctx, d.codec, d.cfg.Signer, d.cfg.Layer, h, a, seq, expires)
+		r, err := signRecord(ctx, d.codec, d.cfg.Signer, d.cfg.Layer, h, a, seq, secs)
 		if err != nil {
 			return 0, err
 		}

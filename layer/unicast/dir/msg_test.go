@@ -16,7 +16,7 @@ func TestMsgRoundTrip(t *testing.T) {
 	full := make([]Record, MaxRecords)
 	nodes := make([]layer.Addr, MaxNodes)
 	for i := range full {
-		full[i] = Record{Addr: ^layer.Addr(i), Key: make([]byte, 32), Seq: ^uint64(i), Expires: ^uint64(i), Sig: make([]byte, 64)} // the widest encodings
+		full[i] = Record{Addr: ^layer.Addr(i), Key: make([]byte, 32), Seq: ^uint64(i), TTL: ^uint32(i), Sig: make([]byte, 64)} // the widest encodings
 	}
 	for i := range nodes {
 		nodes[i] = ^layer.Addr(i)
@@ -54,7 +54,7 @@ func TestMsgRoundTrip(t *testing.T) {
 func TestMsgInvalid(t *testing.T) {
 	c := flow.NewCodec()
 	key := make([]byte, layer.HashLen)
-	rec := Record{Addr: 1, Key: make([]byte, 32), Seq: 1, Expires: 1, Sig: make([]byte, 64)}
+	rec := Record{Addr: 1, Key: make([]byte, 32), Seq: 1, TTL: 1, Sig: make([]byte, 64)}
 	tests := []struct {
 		name string
 		m    Msg
@@ -96,7 +96,7 @@ func FuzzDecode(f *testing.F) {
 	key := layer.HashName(layer.SHA3_256, "x")
 	for _, m := range []Msg{
 		{Type: MsgPing, Cookie: 1},
-		{Type: MsgValue, Cookie: 5, Key: key[:], Records: []Record{{Addr: 1, Key: make([]byte, 32), Seq: 3, Expires: 1 << 40, Sig: make([]byte, 64)}}},
+		{Type: MsgValue, Cookie: 5, Key: key[:], Records: []Record{{Addr: 1, Key: make([]byte, 32), Seq: 3, TTL: 1 << 30, Sig: make([]byte, 64)}}},
 		{Type: MsgStore, Cookie: 5, Key: key[:], Records: []Record{{Addr: 9, Key: make([]byte, 32), Sig: make([]byte, 64)}}},
 	} {
 		b, _ := m.Encode(c)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
-	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
@@ -12,49 +11,52 @@ import (
 )
 
 // Record is one signed registration: the member whose node key is Key
-// serves the name (the message's Key, a name hash) at Addr until Expires
-// (Unix seconds; 0: the registration is withdrawn). Seq orders the
+// serves the name (the message's Key, a name hash) at Addr for TTL
+// seconds from when a holder first receives it (0: the registration is
+// withdrawn). The lifetime is relative because members need not agree on
+// the time (a board without a clock counts from its boot); a holder
+// counts a record's TTL from the first copy it gets, so replicas of the
+// same record do not extend it there. Seq orders the
 // owner's records for one (name, address): a holder takes only a newer
 // one. Sig is the owner's signature (identity.LabelDir) of signedRecord,
 // which holds the layer and the name, so a record cannot be moved to
 // another name or layer. Holders and askers check it; nobody but the
 // owner can make, extend or withdraw a record.
 type Record struct {
-	_       struct{} `cbor:",toarray"`
-	Addr    layer.Addr
-	Key     []byte
-	Seq     uint64
-	Expires uint64
-	Sig     []byte
+	_    struct{} `cbor:",toarray"`
+	Addr layer.Addr
+	Key  []byte
+	Seq  uint64
+	TTL  uint32
+	Sig  []byte
 }
 
 type signedRecord struct {
-	_       struct{} `cbor:",toarray"`
-	Layer   string
-	Name    []byte
-	Addr    layer.Addr
-	Key     []byte
-	Seq     uint64
-	Expires uint64
+	_     struct{} `cbor:",toarray"`
+	Layer string
+	Name  []byte
+	Addr  layer.Addr
+	Key   []byte
+	Seq   uint64
+	TTL   uint32
 }
 
 func (r *Record) signed(c flow.Codec, layerName string, name layer.Hash) ([]byte, error) {
-	return c.Marshal(signedRecord{Layer: layerName, Name: name[:], Addr: r.Addr, Key: r.Key, Seq: r.Seq, Expires: r.Expires})
+	return c.Marshal(signedRecord{Layer: layerName, Name: name[:], Addr: r.Addr, Key: r.Key, Seq: r.Seq, TTL: r.TTL})
 }
 
 // SignRecord makes the record of (name, a) in layer layerName signed by
-// s, with sequence number seq, valid until expires (Unix seconds; 0: a
-// withdrawal). The DHT signs its own; tests and tools use it to make
+// s, with sequence number seq, valid for ttl seconds (0: a withdrawal). The DHT signs its own; tests and tools use it to make
 // records as another member would.
-func SignRecord(ctx context.Context, s identity.Signer, layerName string, name layer.Hash, a layer.Addr, seq uint64, expires uint64) (Record, error) {
-	return signRecord(ctx, recordCodec, s, layerName, name, a, seq, expires)
+func SignRecord(ctx context.Context, s identity.Signer, layerName string, name layer.Hash, a layer.Addr, seq uint64, ttl uint32) (Record, error) {
+	return signRecord(ctx, recordCodec, s, layerName, name, a, seq, ttl)
 }
 
 var recordCodec = flow.NewCodec()
 
 // signRecord makes the record of (name, a) signed by s.
-func signRecord(ctx context.Context, c flow.Codec, s identity.Signer, layerName string, name layer.Hash, a layer.Addr, seq uint64, expires uint64) (Record, error) {
-	r := Record{Addr: a, Key: s.Public(), Seq: seq, Expires: expires}
+func signRecord(ctx context.Context, c flow.Codec, s identity.Signer, layerName string, name layer.Hash, a layer.Addr, seq uint64, ttl uint32) (Record, error) {
+	r := Record{Addr: a, Key: s.Public(), Seq: seq, TTL: ttl}
 	b, err := r.signed(c, layerName, name)
 	if err != nil {
 		return Record{}, err
@@ -75,11 +77,8 @@ func (r *Record) valid(c flow.Codec, layerName string, name layer.Hash, bound fu
 	return err == nil && identity.VerifyLabeled(r.Key, identity.LabelDir, b, r.Sig)
 }
 
-// live reports whether r is a registration (not a withdrawal) not expired
-// at now.
-func (r *Record) live(now time.Time) bool {
-	return r.Expires != 0 && uint64(now.Unix()) < r.Expires
-}
+// live reports whether r is a registration, not a withdrawal.
+func (r *Record) live() bool { return r.TTL != 0 }
 
 // check is the record's part of Msg.Validate.
 func (r *Record) check() error {

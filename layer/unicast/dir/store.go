@@ -51,8 +51,8 @@ func (s *stored) owner(now time.Time) ed25519.PublicKey {
 	return nil
 }
 
-// apply applies a verified record: a registration is held until
-// min(its expiry, until); a withdrawal removes its address. Only the
+// apply applies a verified record: a registration is held for its TTL
+// (at most until), a withdrawal removes its address. Only the
 // name's owner may do either, and only with a record newer than the one
 // held for the address (the same record again refreshes nothing).
 //
@@ -76,8 +76,8 @@ func (s *stored) apply(r Record, owner ed25519.PublicKey, until, now time.Time) 
 		}
 		return replay
 	}
-	v := value{addr: r.Addr, expires: until, rec: r, gone: !r.live(now)}
-	if exp := time.Unix(int64(r.Expires), 0); !v.gone && exp.Before(until) {
+	v := value{addr: r.Addr, expires: until, rec: r, gone: !r.live()}
+	if exp := now.Add(time.Duration(r.TTL) * time.Second); !v.gone && exp.Before(until) {
 		v.expires = exp
 	}
 	if i >= 0 {
