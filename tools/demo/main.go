@@ -77,11 +77,11 @@ func run(keep bool, dur time.Duration, verbose bool) error {
 	// The layer's policies come from its bootstrapping member, b; the demo
 	// names every one, so that what it prints is what runs.
 	var policies strings.Builder
-	fmt.Fprintln(&policies, "bootstrap = true\nadmission = \"open\"")
+	fmt.Fprintln(&policies, "bootstrap = true")
 	fmt.Println("  layer \"uni\" runs with these policies, set by b ([ipcp.unicast] in docs/config.md):")
 	for _, p := range layerPolicies() {
 		fmt.Fprintf(&policies, "%s = %q\n", p.key, p.value)
-		fmt.Printf("    %-8s %-10s %s\n", p.key, p.value, p.note)
+		fmt.Printf("    %-9s %-10s %s\n", p.key, p.value, p.note)
 	}
 	running := map[string]*testnet.Node{}
 	for _, nd := range []string{"b", "a", "c"} {
@@ -208,6 +208,7 @@ lower = ["udp"]
 // layerPolicies returns the unicast layer's policies in the demo.
 func layerPolicies() []struct{ key, value, note string } {
 	return []struct{ key, value, note string }{
+		{"admission", "open", "chosen (there is no default): any node with a key may join; docs/security.md for the others"},
 		{"routing", "alternate", "the default: a loop-free alternate next hop beside the primary"},
 		{"dir", "dht", "the default: names are found in a distributed hash table"},
 		{"hash", "sha3-256", "the default name hash"},
