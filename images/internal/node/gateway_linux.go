@@ -309,7 +309,7 @@ type gwSession struct {
 	codec flow.Codec
 	logf  func(string, ...any)
 	slots chan struct{}  // requests in progress
-	flows sync.WaitGroup // spliced flows
+	flows sync.WaitGroup // request handlers in progress and spliced flows
 	wmu   sync.Mutex     // serialises writes on conn
 }
 
@@ -337,8 +337,10 @@ func (s *gwSession) serve(parent context.Context) {
 			s.send(flow.SockResp{ID: req.ID, Err: flow.EncodeError(fmt.Errorf("gateway: %d requests in progress: %w", maxSessionRequests, flow.ErrBusy))}, -1)
 			continue
 		}
+		s.flows.Add(1) // the handler: its flow, if any, is counted before the reply goes
 		s.pd.Go(func() {
 			defer func() { <-s.slots }()
+			defer s.flows.Done()
 			s.handle(ctx, req)
 		})
 	}
@@ -392,12 +394,16 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 		s.send(resp, -1)
 		return
 	}
+	// Counted before the reply: a program that closes its session as
+	// soon as it has the flow (flow.DialName does) must not find the
+	// session's component gone, and its flow with it.
+	s.flows.Add(1)
 	if !s.send(resp, fds[1]) {
 		mine.Close()
 		port.Close()
+		s.flows.Done()
 		return
 	}
-	s.flows.Add(1)
 	splice(s.pd, port, flow.NewSeqpacketPort(mine), s.flows.Done)
 }
 
