@@ -1,0 +1,347 @@
+// Package kex is the key exchange of sealed flows: a three-message,
+// mutually authenticated, hybrid post-quantum handshake between the two
+// ends of a flow, which yields one ChaCha20-Poly1305 key per direction
+// for crypto/seal. It moves no bytes itself: the flow allocator carries
+// its messages (docs/wire/kex.md).
+//
+//	initiator                                   responder
+//	  Hello [version, x25519 eI, ML-KEM-768 ekI, doc I]  ──▶
+//	  ◀── Reply [x25519 eR, ML-KEM ciphertext to ekI, doc R,
+//	             sig R(transcript: context, Hello, Reply without sig)]
+//	  Finish [sig I(transcript: context, Hello, Reply)]  ──▶
+//
+// The shared secret is X25519(eI, eR) || ML-KEM-768(ekI); the keys are
+// HKDF-SHA-256 of it, salted with the SHA-256 of the transcript, one per
+// direction. Each side signs with its node key (identity.LabelKex) and
+// checks the other's signed identity document, so each learns who is at
+// the other end. Both sides sign the Context (what the flow is: names,
+// QoS, the seal request), so that a forwarder that changes it (a
+// downgrade) fails the handshake. The ephemeral keys are fresh for every
+// handshake: forward secrecy, and a replayed Hello yields keys the
+// replayer cannot know.
+package kex
+
+import (
+	"context"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/mlkem"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/ouronet/ouro/crypto/identity"
+)
+
+// Version is the handshake's format version.
+const Version = 1
+
+// KeySize is the length of each direction's key (crypto/seal's).
+const KeySize = 32
+
+// Limits of the messages, encoded.
+const (
+	MaxHello  = 2048 + identity.MaxDocumentSize
+	MaxReply  = 2048 + identity.MaxDocumentSize
+	MaxFinish = 128
+)
+
+// Errors, wrapped with context; the identity sentinels are the same
+// values as in crypto/identity.
+var (
+	ErrMalformed    = identity.ErrMalformed    // a message that does not decode or breaks a limit
+	ErrBadSignature = identity.ErrBadSignature // the peer's transcript signature does not verify
+	ErrRefused      = errors.New("kex: peer refused by policy")
+	ErrState        = errors.New("kex: message out of order")
+)
+
+// Config is one side's part in a handshake.
+type Config struct {
+	// Signer signs the transcript with the node key; required.
+	Signer identity.Signer
+	// Doc is the node's signed identity document (for Signer's key);
+	// required.
+	Doc []byte
+	// Context is what both sides must agree the flow is (the flow
+	// allocator's encoding of names, QoS and the seal request): it is in
+	// both signatures.
+	Context []byte
+	// Accept, if set, decides whether the peer (its verified document)
+	// may be at the other end: an error refuses the handshake.
+	Accept func(peer identity.Document) error
+}
+
+// Keys are a finished handshake's: Send seals what this side sends,
+// Recv opens what it receives.
+type Keys struct {
+	Send, Recv [KeySize]byte
+}
+
+// Result is a finished handshake: the keys and the peer's verified
+// identity document.
+type Result struct {
+	Keys Keys
+	Peer identity.Document
+}
+
+type hello struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint
+	E       []byte // X25519 public key
+	EK      []byte // ML-KEM-768 encapsulation key
+	Doc     []byte
+}
+
+type reply struct {
+	_   struct{} `cbor:",toarray"`
+	E   []byte // X25519 public key
+	CT  []byte // ML-KEM-768 ciphertext
+	Doc []byte
+	Sig []byte
+}
+
+type finish struct {
+	_   struct{} `cbor:",toarray"`
+	Sig []byte
+}
+
+// transcript is what the signatures cover and the key derivation is
+// salted with.
+type transcript struct {
+	_       struct{} `cbor:",toarray"`
+	Role    string
+	Context []byte
+	Hello   []byte
+	Reply   []byte // the Reply without its signature
+}
+
+var codec = identity.NewCodec()
+
+func (t transcript) bytes(role string) ([]byte, error) {
+	t.Role = role
+	return codec.Marshal(t)
+}
+
+// Initiator is the side that sends Hello.
+type Initiator struct {
+	cfg   Config
+	e     *ecdh.PrivateKey
+	dk    *mlkem.DecapsulationKey768
+	hello []byte
+	done  bool
+}
+
+// Start begins a handshake and returns the Hello to send.
+func Start(cfg Config) (*Initiator, []byte, error) {
+	if err := cfg.check(); err != nil {
+		return nil, nil, err
+	}
+	e, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: %w", err)
+	}
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: %w", err)
+	}
+	b, err := codec.Marshal(hello{Version: Version, E: e.PublicKey().Bytes(), EK: dk.EncapsulationKey().Bytes(), Doc: cfg.Doc})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: hello: %w", err)
+	}
+	return &Initiator{cfg: cfg, e: e, dk: dk, hello: b}, b, nil
+}
+
+// Reply takes the responder's Reply: it checks the responder's document,
+// Accept and signature, derives the keys and returns them with the
+// Finish to send.
+func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error) {
+	if in.done {
+		return Result{}, nil, ErrState
+	}
+	in.done = true
+	var r reply
+	if err := codec.Unmarshal(b, MaxReply, &r); err != nil {
+		return Result{}, nil, fmt.Errorf("kex: reply: %w", err)
+	}
+	if len(r.E) != 32 || len(r.CT) != mlkem.CiphertextSize768 || len(r.Sig) != ed25519.SignatureSize {
+		return Result{}, nil, fmt.Errorf("kex: reply: sizes: %w", ErrMalformed)
+	}
+	peer, err := in.cfg.peer(r.Doc)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	unsigned, err := codec.Marshal(reply{E: r.E, CT: r.CT, Doc: r.Doc})
+	if err != nil {
+		return Result{}, nil, fmt.Errorf("kex: %w", err)
+	}
+	t := transcript{Context: in.cfg.Context, Hello: in.hello, Reply: unsigned}
+	tr, err := t.bytes("responder")
+	if err != nil {
+		return Result{}, nil, fmt.Errorf("kex: %w", err)
+	}
+	if !identity.VerifyLabeled(peer.Key, identity.LabelKex, tr, r.Sig) {
+		return Result{}, nil, fmt.Errorf("kex: responder %s: %w", peer.ID, ErrBadSignature)
+	}
+	eR, err := ecdh.X25519().NewPublicKey(r.E)
+	if err != nil {
+		return Result{}, nil, fmt.Errorf("kex: reply: %w: %w", ErrMalformed, err)
+	}
+	dh, err := in.e.ECDH(eR)
+	if err != nil {
+		return Result{}, nil, fmt.Errorf("kex: %w: %w", ErrMalformed, err)
+	}
+	ss, err := in.dk.Decapsulate(r.CT)
+	if err != nil {
+		return Result{}, nil, fmt.Errorf("kex: reply: %w: %w", ErrMalformed, err)
+	}
+	ti, err := t.bytes("initiator")
+	if err != nil {
+		return Result{}, nil, fmt.Errorf("kex: %w", err)
+	}
+	sig, err := identity.SignLabeled(ctx, in.cfg.Signer, identity.LabelKex, ti)
+	if err != nil {
+		return Result{}, nil, fmt.Errorf("kex: %w", err)
+	}
+	fin, err := codec.Marshal(finish{Sig: sig})
+	if err != nil {
+		return Result{}, nil, fmt.Errorf("kex: %w", err)
+	}
+	k, err := derive(dh, ss, tr)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, Peer: peer}, fin, nil
+}
+
+// Responder is the side that answers a Hello.
+type Responder struct {
+	cfg    Config
+	peer   identity.Document
+	tr     transcript
+	keys   directional
+	done   bool
+}
+
+// Respond takes a Hello: it checks the initiator's document and Accept,
+// and returns the Reply to send. The keys are ready, but not to be used
+// until Finish proves the initiator holds its key.
+func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, error) {
+	if err := cfg.check(); err != nil {
+		return nil, nil, err
+	}
+	var h hello
+	if err := codec.Unmarshal(b, MaxHello, &h); err != nil {
+		return nil, nil, fmt.Errorf("kex: hello: %w", err)
+	}
+	if h.Version != Version || len(h.E) != 32 || len(h.EK) != mlkem.EncapsulationKeySize768 {
+		return nil, nil, fmt.Errorf("kex: hello: version %d, sizes: %w", h.Version, ErrMalformed)
+	}
+	peer, err := cfg.peer(h.Doc)
+	if err != nil {
+		return nil, nil, err
+	}
+	eI, err := ecdh.X25519().NewPublicKey(h.E)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: hello: %w: %w", ErrMalformed, err)
+	}
+	ek, err := mlkem.NewEncapsulationKey768(h.EK)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: hello: %w: %w", ErrMalformed, err)
+	}
+	e, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: %w", err)
+	}
+	dh, err := e.ECDH(eI)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: %w: %w", ErrMalformed, err)
+	}
+	ss, ct := ek.Encapsulate()
+	r := reply{E: e.PublicKey().Bytes(), CT: ct, Doc: cfg.Doc}
+	unsigned, err := codec.Marshal(r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: %w", err)
+	}
+	t := transcript{Context: cfg.Context, Hello: b, Reply: unsigned}
+	tr, err := t.bytes("responder")
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: %w", err)
+	}
+	if r.Sig, err = identity.SignLabeled(ctx, cfg.Signer, identity.LabelKex, tr); err != nil {
+		return nil, nil, fmt.Errorf("kex: %w", err)
+	}
+	out, err := codec.Marshal(r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kex: %w", err)
+	}
+	k, err := derive(dh, ss, tr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Responder{cfg: cfg, peer: peer, tr: t, keys: k}, out, nil
+}
+
+// Finish takes the initiator's Finish and returns the keys and the
+// initiator's identity once its signature verifies.
+func (rs *Responder) Finish(b []byte) (Result, error) {
+	if rs.done {
+		return Result{}, ErrState
+	}
+	rs.done = true
+	var f finish
+	if err := codec.Unmarshal(b, MaxFinish, &f); err != nil {
+		return Result{}, fmt.Errorf("kex: finish: %w", err)
+	}
+	ti, err := rs.tr.bytes("initiator")
+	if err != nil {
+		return Result{}, fmt.Errorf("kex: %w", err)
+	}
+	if !identity.VerifyLabeled(rs.peer.Key, identity.LabelKex, ti, f.Sig) {
+		return Result{}, fmt.Errorf("kex: initiator %s: %w", rs.peer.ID, ErrBadSignature)
+	}
+	return Result{Keys: Keys{Send: rs.keys.r2i, Recv: rs.keys.i2r}, Peer: rs.peer}, nil
+}
+
+func (c *Config) check() error {
+	if c.Signer == nil || len(c.Doc) == 0 {
+		return fmt.Errorf("kex: config needs a signer and an identity document: %w", ErrMalformed)
+	}
+	return nil
+}
+
+// peer verifies a peer's document and runs Accept.
+func (c *Config) peer(doc []byte) (identity.Document, error) {
+	d, err := identity.VerifyDocument(doc)
+	if err != nil {
+		return identity.Document{}, fmt.Errorf("kex: peer: %w", err)
+	}
+	if c.Accept != nil {
+		if err := c.Accept(d); err != nil {
+			return identity.Document{}, fmt.Errorf("kex: peer %s: %w: %w", d.ID, ErrRefused, err)
+		}
+	}
+	return d, nil
+}
+
+type directional struct{ i2r, r2i [KeySize]byte }
+
+// derive expands the hybrid secret into the two directions' keys, salted
+// with the transcript's hash.
+func derive(dh, ss, tr []byte) (directional, error) {
+	salt := sha256.Sum256(tr)
+	secret := append(append(make([]byte, 0, len(dh)+len(ss)), dh...), ss...)
+	var k directional
+	for _, d := range []struct {
+		info string
+		out  *[KeySize]byte
+	}{{"ouro/kex/v1 initiator to responder", &k.i2r}, {"ouro/kex/v1 responder to initiator", &k.r2i}} {
+		b, err := hkdf.Key(sha256.New, secret, salt[:], d.info, KeySize)
+		if err != nil {
+			return directional{}, fmt.Errorf("kex: %w", err)
+		}
+		copy(d.out[:], b)
+	}
+	return k, nil
+}
