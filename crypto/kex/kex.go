@@ -96,8 +96,8 @@ type hello struct {
 
 type reply struct {
 	_   struct{} `cbor:",toarray"`
-	E   []byte // X25519 public key
-	CT  []byte // ML-KEM-768 ciphertext
+	E   []byte   // X25519 public key
+	CT  []byte   // ML-KEM-768 ciphertext
 	Doc []byte
 	Sig []byte
 }
@@ -217,11 +217,11 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 
 // Responder is the side that answers a Hello.
 type Responder struct {
-	cfg    Config
-	peer   identity.Document
-	tr     transcript
-	keys   directional
-	done   bool
+	cfg  Config
+	peer identity.Document
+	tr   transcript
+	keys directional
+	done bool
 }
 
 // Respond takes a Hello: it checks the initiator's document and Accept,
