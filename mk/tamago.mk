@@ -13,7 +13,9 @@
 #                         TestQEMU: eth and UDP-on-netstack flows, ping, perf,
 #                         halt exit code; QEMU_FIGURES=FILE keeps the figures;
 #                         TestQEMUMeasured: the image enrolls in a measured
-#                         layer, and is refused with one byte changed)
+#                         layer, and is refused with one byte changed;
+#                         TestQEMUAuthority: refused without a certificate,
+#                         enrolls with one embedded in its configuration)
 #
 # CONFIG, when given, is checked first (config-check): a missing or invalid
 # file fails the target (exit 1) before anything is built. Missing pieces
@@ -161,7 +163,7 @@ qemu-test:
 	$(TAMAGO_GO) build -o bin/enetpeer ./tools/qemu/enetpeer && \
 	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh && \
 	log=$$(mktemp); \
-	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured)$$' ./images/router >$$log 2>&1; \
+	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority)$$' ./images/router >$$log 2>&1; \
 	rc=$$?; \
-	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|qemu_trust_test.go:[0-9]+: image|^ok' $$log; else cat $$log; fi; \
+	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|qemu_trust_test.go:[0-9]+: (image|the armory)|^ok' $$log; else cat $$log; fi; \
 	rm -f $$log; exit $$rc

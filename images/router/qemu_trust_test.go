@@ -1,8 +1,15 @@
 package main
 
 import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,10 +105,116 @@ func TestQEMUMeasured(t *testing.T) {
 	}
 }
 
+// TestQEMUAuthority is the authority test of the trust issue: a hosted
+// node bootstraps layer "uni" admitting holders of a layer authority's
+// certificates. The armory image without a certificate is refused
+// (refused.unknown_key at the host); the image with a certificate for
+// its hardware-derived key in its embedded configuration enrolls. The
+// board has no clock: it checks the host's certificate against the
+// host's clock, signed in enrollment.
+func TestQEMUAuthority(t *testing.T) {
+	if os.Getenv("OURO_QEMU_TEST") == "" {
+		t.Skip("SKIP: the QEMU test runs with OURO_QEMU_TEST=1 (make qemu-test)")
+	}
+	tool := findToolchain(t)
+	auth, err := identity.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := fmt.Sprintf("authority authority=%x", []byte(auth.Public()))
+	hostID, err := identity.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(key ed25519.PublicKey, name string) []byte {
+		now := time.Now()
+		b, err := identity.IssueCert(context.Background(), identity.Cert{Serial: uint64(now.UnixNano()), Subject: key, Name: name, Layer: "uni",
+			NotBefore: now.Add(-time.Hour).Unix(), NotAfter: now.Add(time.Hour).Unix()}, auth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	hostCert := filepath.Join(t.TempDir(), "h.cert")
+	if err := os.WriteFile(hostCert, issue(hostID.Public(), "h"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host := func(t *testing.T, port int) *irm.Broker {
+		return startHostedNode(t, port, fmt.Sprintf("admission = %q\ncert = %q", policy, hostCert), func(c *node.Config) { c.Identity = hostID })
+	}
+	plain := buildImage(t, tool, measuredVMConfig)
+
+	var vmKey ed25519.PublicKey
+	t.Run("no-certificate", func(t *testing.T) {
+		port := freePort(t)
+		h := host(t, port)
+		v := bootVM(t, plain, "vm", fmt.Sprintf("socket,model=imx.enet,connect=127.0.0.1:%d,mac=02:00:00:00:00:02", port))
+		vmKey = consoleKey(t, v, "vm")
+		waitStat(t, h, "refused.unknown_key")
+		if n := uniStat(t, h, "h.uni", "members_enrolled"); n != 0 {
+			t.Fatalf("h.uni enrolled %d members", n)
+		}
+	})
+	if vmKey == nil {
+		t.Fatal("no key from the VM")
+	}
+	certified := buildImage(t, tool, strings.Replace(measuredVMConfig, `enroll = "h.uni"`,
+		fmt.Sprintf("enroll = \"h.uni\"\ncert = \"base64:%s\"", base64.StdEncoding.EncodeToString(issue(vmKey, "vm"))), 1))
+	t.Run("certificate", func(t *testing.T) {
+		port := freePort(t)
+		h := host(t, port)
+		bootVM(t, certified, "vm", fmt.Sprintf("socket,model=imx.enet,connect=127.0.0.1:%d,mac=02:00:00:00:00:02", port))
+		waitStat(t, h, "members_enrolled")
+		t.Logf("the armory image (key %x) enrolled with its certificate in a layer admitted by authority", []byte(vmKey))
+	})
+}
+
+// consoleKey returns the key the VM named name printed ("ouro node NAME:
+// id ID key HEX").
+func consoleKey(t *testing.T, v *vm, name string) ed25519.PublicKey {
+	t.Helper()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	prefix := "ouro node " + name + ": id "
+	for _, l := range v.console {
+		if rest, ok := strings.CutPrefix(l, prefix); ok {
+			if _, k, ok := strings.Cut(rest, " key "); ok {
+				b, err := hex.DecodeString(strings.Fields(k)[0])
+				if err == nil && len(b) == ed25519.PublicKeySize {
+					return b
+				}
+			}
+		}
+	}
+	t.Fatal("the VM did not print its key")
+	return nil
+}
+
+// waitStat waits (30 s at most) for counter name of h.uni to be non-zero.
+func waitStat(t *testing.T, h *irm.Broker, name string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for uniStat(t, h, "h.uni", name) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("h.uni: no %s in 30 s", name)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // startMeasuredHost starts the hosted bootstrapper of layer "uni" over an
 // Ethernet shim listening for the VM on port, with measurement m in its
 // identity document, and returns a management client's broker.
 func startMeasuredHost(t *testing.T, port int, policy string, m identity.Measurement) *irm.Broker {
+	t.Helper()
+	return startHostedNode(t, port, fmt.Sprintf("admission = %q", policy), func(c *node.Config) { c.Measurement = m })
+}
+
+// startHostedNode starts the hosted bootstrapper h.uni of layer "uni"
+// over an Ethernet shim listening for the VM on port, with keys added to
+// its [ipcp.unicast] and set applied to its configuration, and returns a
+// management client's broker.
+func startHostedNode(t *testing.T, port int, keys string, set func(*node.Config)) *irm.Broker {
 	t.Helper()
 	c, err := node.ParseConfig([]byte(fmt.Sprintf(`[node]
 name = "h"
@@ -117,12 +230,12 @@ layer = "uni"
 [ipcp.unicast]
 lower = ["eth"]
 bootstrap = true
-admission = %q
-`, port, policy)))
+%s
+`, port, keys)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Measurement = m
+	set(c)
 	brc := make(chan *irm.Broker, 1)
 	n, err := node.New(c, node.Extra{Name: "client", Mgmt: true, Program: func(pd *kernel.PD) error {
 		ep, err := pd.Slot("irm")

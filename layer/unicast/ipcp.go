@@ -80,8 +80,9 @@ type IPCP struct {
 	crl    *identity.CRL         // the newest revocation list known (Config.CRL or from a neighbour)
 	crlRaw []byte                // its signed encoding, passed on to neighbours
 
-	refused   refusals      // enrollments refused, by reason
-	enrolling chan struct{} // a slot per enrollment being served (maxEnrolling)
+	refused     refusals      // enrollments refused, by reason
+	clockOffset atomic.Int64  // ns added to the local clock for membership checks (learnClock)
+	enrolling   chan struct{} // a slot per enrollment being served (maxEnrolling)
 }
 
 // maxEnrolling bounds the enrollments an IPCP serves at once; more are
@@ -466,6 +467,7 @@ func (p *IPCP) enrollVia(ctx context.Context, via string) error {
 	p.mu.Lock()
 	p.peers[res.MemberAddr] = res.Member
 	p.mu.Unlock()
+	p.learnClock(res)
 	if err := p.operate(res.Config, res.Addr); err != nil {
 		return fmt.Errorf("unicast: %s: enroll via %s: %w", p.cfg.Name, via, err)
 	}

@@ -54,7 +54,7 @@ func (p *IPCP) credentials(ctx context.Context) (enroll.Credentials, error) {
 		p.doc = doc
 		p.mu.Unlock()
 	}
-	return enroll.Credentials{Signer: p.cfg.Signer, Doc: doc, Cert: p.cfg.Cert}, nil
+	return enroll.Credentials{Signer: p.cfg.Signer, Doc: doc, Cert: p.cfg.Cert, Clock: p.now}, nil
 }
 
 // Refusal reasons, as counted in Stats.Refused and shown by ouro stats
@@ -103,7 +103,7 @@ func (r *refusals) snapshot(into map[string]uint64) {
 // Admit implements enroll.Member: the layer's admission policy applied to
 // a new member that proved its key.
 func (c *core) Admit(req enroll.Req, doc identity.Document) error {
-	err := c.lc.Policy().Admit(doc, req.Cert, c.p.currentCRL(), time.Now())
+	err := c.lc.Policy().Admit(doc, req.Cert, c.p.currentCRL(), c.p.now())
 	return err
 }
 
@@ -132,7 +132,7 @@ func (p *IPCP) assignProtected(lc enroll.Config, members enroll.Members) (layer.
 // its key must pass the layer's admission policy and, in a protected
 // layer, speak for the address it claims. A refusal is counted.
 func (c *core) checkPeer(a layer.Addr, doc identity.Document, cert []byte) error {
-	err := c.lc.Policy().Admit(doc, cert, c.p.currentCRL(), time.Now())
+	err := c.lc.Policy().Admit(doc, cert, c.p.currentCRL(), c.p.now())
 	if err == nil && !c.bound(a, doc.Key) {
 		err = fmt.Errorf("address %d is not that of key %s: %w", a, doc.ID, identity.ErrUnknownKey)
 	}
@@ -233,4 +233,22 @@ func (c *core) memberLoop() {
 			}
 		}
 	}
+}
+
+// now is the time membership is checked at: the local clock, or, on a
+// node whose clock is not set (a board counts from 1970 at boot), the
+// clock of the member it enrolled through, as that member signed it in
+// enrollment, advanced by the local clock since.
+func (p *IPCP) now() time.Time {
+	return time.Now().Add(time.Duration(p.clockOffset.Load()))
+}
+
+// learnClock adopts the enrolling member's clock if this node has none.
+func (p *IPCP) learnClock(res enroll.Result) {
+	if enroll.ClockSet(p.now()) || !enroll.ClockSet(res.MemberTime) {
+		return
+	}
+	off := res.MemberTime.Sub(res.Received)
+	p.clockOffset.Store(int64(off))
+	p.logf("no clock here: membership is checked by %s's, %v ahead", res.Member, off.Round(time.Second))
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/admission"
@@ -248,8 +250,8 @@ type unicastConfig struct {
 	Enroll     string   `toml:"enroll"`     // IPCP name of a member to enroll through
 	Neighbours []string `toml:"neighbours"` // IPCP names to keep adjacencies with
 	Addr       uint64   `toml:"addr"`       // static address (default: random)
-	Cert       string   `toml:"cert"`       // membership certificate file (ouro cert issue), for layers admitted by authority
-	CRL        string   `toml:"crl"`        // the authority's revocation list file (ouro cert revoke)
+	Cert       string   `toml:"cert"`       // membership certificate (ouro cert issue): a file, or "base64:DATA" (boards); for layers admitted by authority
+	CRL        string   `toml:"crl"`        // the authority's revocation list (ouro cert revoke): a file, or "base64:DATA"
 
 	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap; elsewhere the policy to expect)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
@@ -276,22 +278,22 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 		Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{})},
 	}
 	if c.Cert != "" {
-		b, err := os.ReadFile(c.Cert)
+		b, err := blob(c.Cert)
 		if err != nil {
 			return cfg, fmt.Errorf("cert: %w", err)
 		}
 		if _, err := identity.DecodeCert(b); err != nil {
-			return cfg, fmt.Errorf("cert %s: %w", c.Cert, err)
+			return cfg, fmt.Errorf("cert %s: %w", short(c.Cert), err)
 		}
 		cfg.Cert = b
 	}
 	if c.CRL != "" {
-		b, err := os.ReadFile(c.CRL)
+		b, err := blob(c.CRL)
 		if err != nil {
 			return cfg, fmt.Errorf("crl: %w", err)
 		}
 		if _, err := identity.DecodeCRL(b); err != nil {
-			return cfg, fmt.Errorf("crl %s: %w", c.CRL, err)
+			return cfg, fmt.Errorf("crl %s: %w", short(c.CRL), err)
 		}
 		cfg.CRL = b
 	}
@@ -329,6 +331,28 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 		cfg.LayerConfig = lc
 	}
 	return cfg, nil
+}
+
+// blob reads a file named by a configuration value, or, for a value
+// "base64:DATA", decodes DATA: how a board image, which has no files,
+// carries a certificate or revocation list in its embedded configuration.
+func blob(v string) ([]byte, error) {
+	if data, ok := strings.CutPrefix(v, "base64:"); ok {
+		b, err := base64.StdEncoding.DecodeString(data)
+		if err != nil {
+			return nil, fmt.Errorf("base64: %w: %w", flow.ErrInvalid, err)
+		}
+		return b, nil
+	}
+	return os.ReadFile(v)
+}
+
+// short shortens a configuration value for an error message.
+func short(v string) string {
+	if len(v) > 40 {
+		return v[:37] + "..."
+	}
+	return v
 }
 
 // brokerRegistrar registers a unicast IPCP's name in its lower layers

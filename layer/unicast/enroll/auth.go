@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
@@ -30,6 +31,17 @@ type Credentials struct {
 	// Cert is the node's membership certificate for the layer (authority
 	// policies), or empty.
 	Cert []byte
+	// Clock is this side's time (nil: time.Now); a member sends it in
+	// its Challenge if it looks set (ClockSet).
+	Clock func() time.Time
+}
+
+// Now returns the Credentials' time.
+func (c *Credentials) Now() time.Time {
+	if c.Clock != nil {
+		return c.Clock()
+	}
+	return time.Now()
 }
 
 func (c *Credentials) check() error {
@@ -53,6 +65,7 @@ type transcript struct {
 	MemberName  string
 	MemberKey   []byte
 	MemberNonce []byte
+	MemberTime  int64 // the member's clock in its Challenge
 }
 
 // Roles in the transcript.

@@ -264,3 +264,46 @@ func TestNoKey(t *testing.T) {
 		}
 	}
 }
+
+// TestBoardClock: a new member whose clock is not set (a board counts
+// from 1970) enrolls in a layer admitted by an authority: it checks the
+// member's certificate against the member's signed clock. Without it
+// (the member sends no time), the certificate is not yet valid there.
+func TestBoardClock(t *testing.T) {
+	auth, _ := creds(t, "authority")
+	mid, mc := creds(t, "m")
+	nid, nc := creds(t, "n")
+	now := time.Now()
+	cert := func(id *identity.Identity, name string) []byte {
+		b, err := identity.IssueCert(context.Background(), identity.Cert{Serial: uint64(len(name)) + 1, Subject: id.Public(), Name: name,
+			NotBefore: now.Add(-time.Minute).Unix(), NotAfter: now.Add(time.Hour).Unix()}, auth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	mc.Cert, nc.Cert = cert(mid, "m"), cert(nid, "n")
+	cfg := openConfig("uni")
+	cfg.Admission = admission.Policy{Mode: admission.ModeAuthority, Authorities: []ed25519.PublicKey{auth.Public()}}
+	boot := time.Unix(42, 0) // the board's clock: 42 s after 1970
+	nc.Clock = func() time.Time { return boot }
+	keyAddr := func(c enroll.Config, _ enroll.Members) (layer.Addr, error) {
+		return addr.FromKey(c.Layer, int(c.AddrWidth), nid.Public()), nil
+	}
+	for _, sends := range []bool{true, false} {
+		mc := mc
+		if !sends {
+			mc.Clock = func() time.Time { return boot } // a member that has no clock either
+		}
+		m := &member{cfg: cfg, members: map[layer.Addr]string{addr.FromKey("uni", 4, mid.Public()): "m"}, cred: &mc, protect: true}
+		res, err, serr := runWith(t, m, enroll.Req{Name: "n", Layer: "uni"}, nc, keyAddr)
+		switch {
+		case sends && (err != nil || serr != nil):
+			t.Fatalf("with the member's clock: Enroll %v, Serve %v", err, serr)
+		case sends && res.MemberTime.Unix() < now.Unix()-5:
+			t.Fatalf("member time %v", res.MemberTime)
+		case !sends && !errors.Is(err, identity.ErrNotYetValid):
+			t.Fatalf("without any clock: Enroll %v, want not yet valid", err)
+		}
+	}
+}

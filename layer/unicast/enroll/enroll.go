@@ -179,6 +179,9 @@ type Challenge struct {
 	Nonce  []byte // the member's fresh challenge
 	Doc    []byte // the member's signed identity document
 	Cert   []byte // its membership certificate, if it has one
+	// Time is the member's clock, Unix seconds: a new member without a
+	// clock of its own (a board) checks certificates against it.
+	Time int64
 	// Sig is the member's signature of the transcript (role "member").
 	Sig []byte
 }
@@ -311,7 +314,15 @@ type Result struct {
 	Members    []layer.Addr
 	// MemberDoc is the enrolling member's verified identity document.
 	MemberDoc identity.Document
+	// MemberTime is the member's clock when it answered (signed), and
+	// Received when this side got it, by its own clock.
+	MemberTime time.Time
+	Received   time.Time
 }
+
+// ClockSet reports whether t looks like a set wall clock: boards without
+// one count from 1970 at boot.
+func ClockSet(t time.Time) bool { return t.Year() >= 2020 }
 
 // MaxTries is how many addresses Enroll proposes before giving up.
 const MaxTries = 8
@@ -353,12 +364,13 @@ func Enroll(ctx context.Context, port flow.Port, req Req, cred Credentials, assi
 	if ch.Result != OK {
 		return Result{}, errOf(ch.Result, "refused by "+ch.Name+": "+ch.Msg)
 	}
+	received := cred.Now()
 	mdoc, err := identity.VerifyDocument(ch.Doc)
 	if err != nil {
 		return Result{}, fmt.Errorf("enroll: member %s: %w: %w", ch.Name, flow.ErrRefused, err)
 	}
 	t := transcript{Layer: req.Layer, NewName: req.Name, NewKey: req.PubKey, NewNonce: req.Nonce,
-		MemberName: ch.Name, MemberKey: mdoc.Key, MemberNonce: ch.Nonce}
+		MemberName: ch.Name, MemberKey: mdoc.Key, MemberNonce: ch.Nonce, MemberTime: ch.Time}
 	if !t.verify(mdoc.Key, roleMember, ch.Sig) {
 		return Result{}, fmt.Errorf("enroll: member %s (%s) did not prove its key: %w: %w", ch.Name, mdoc.ID, flow.ErrRefused, identity.ErrBadSignature)
 	}
@@ -388,7 +400,11 @@ func Enroll(ctx context.Context, port flow.Port, req Req, cred Credentials, assi
 	if resp.Config.Protected() {
 		// The member must itself pass the policy it hands out, and speak
 		// for its address: else it is no member of a protected layer.
-		if err := resp.Config.Policy().Admit(mdoc, ch.Cert, nil, time.Now()); err != nil {
+		now := cred.Now()
+		if !ClockSet(now) && ch.Time != 0 { // no clock here: the member's, which it signed
+			now = time.Unix(ch.Time, 0).Add(now.Sub(received))
+		}
+		if err := resp.Config.Policy().Admit(mdoc, ch.Cert, nil, now); err != nil {
 			return Result{}, fmt.Errorf("enroll: member %s fails its own layer's policy: %w: %w", resp.Name, flow.ErrRefused, err)
 		}
 		if want := addr.FromKey(resp.Config.Layer, int(resp.Config.AddrWidth), mdoc.Key); resp.Addr != want {
@@ -422,7 +438,8 @@ func Enroll(ctx context.Context, port flow.Port, req Req, cred Credentials, assi
 		}
 		switch ack.Result {
 		case OK:
-			return Result{Config: resp.Config, Addr: a, Member: resp.Name, MemberAddr: resp.Addr, Members: resp.Members, MemberDoc: mdoc}, nil
+			return Result{Config: resp.Config, Addr: a, Member: resp.Name, MemberAddr: resp.Addr, Members: resp.Members, MemberDoc: mdoc,
+				MemberTime: time.Unix(ch.Time, 0), Received: received}, nil
 		case Collision:
 			taken[a] = struct{}{}
 			continue
@@ -480,8 +497,11 @@ func Serve(ctx context.Context, port flow.Port, first []byte, m Member, cred Cre
 			fmt.Errorf("enroll: %s: %w: %w", req.Name, flow.ErrRefused, err))
 	}
 	mine := cred.Signer.Public()
-	t := transcript{Layer: req.Layer, NewName: req.Name, NewKey: req.PubKey, NewNonce: req.Nonce, MemberKey: mine}
 	ch := Challenge{Result: OK, Doc: cred.Doc, Cert: cred.Cert}
+	if now := cred.Now(); ClockSet(now) {
+		ch.Time = now.Unix()
+	}
+	t := transcript{Layer: req.Layer, NewName: req.Name, NewKey: req.PubKey, NewNonce: req.Nonce, MemberKey: mine, MemberTime: ch.Time}
 	if ch.Nonce, err = nonce(); err != nil {
 		return Req{}, 0, err
 	}
