@@ -160,6 +160,13 @@ type DirLister interface {
 	Entries() []DirEntry
 }
 
+// DirCounters is an optional Directory operation, found by type
+// assertion: the directory's counters of refused input, by name, shown
+// by ouro stats as "checks.dir.<name>".
+type DirCounters interface {
+	Counters() map[string]uint64
+}
+
 // MembersWatcher is an optional Directory operation, found by type
 // assertion: the IPCP calls MembersChanged with the new membership
 // (ascending, Self included) whenever routing's view of the members

@@ -364,3 +364,8 @@ func (d *floodDir) Entries() []DirEntry {
 	slices.SortFunc(out, func(a, b DirEntry) int { return slices.Compare(a.Hash[:], b.Hash[:]) })
 	return out
 }
+
+// Counters implements DirCounters.
+func (d *floodDir) Counters() map[string]uint64 {
+	return map[string]uint64{"refused": d.refused.Load(), "malformed": d.malformed.Load()}
+}

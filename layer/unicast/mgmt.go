@@ -280,11 +280,15 @@ type Stats struct {
 	// Refused are the enrollments this IPCP refused, by reason
 	// (unknown_key, bad_signature, expired, measurement, ...).
 	Refused map[string]uint64
+	// Checks are the other refusals of the layer's trust checks: link-
+	// state updates (routing.*), adjacencies (adjacencies.auth_refused)
+	// and the directory's records (dir.*).
+	Checks map[string]uint64
 }
 
 // Stats returns the IPCP's counters.
 func (p *IPCP) Stats() Stats {
-	s := Stats{State: stateNames[p.state.Load()], Drops: map[string]uint64{}, Refused: map[string]uint64{}}
+	s := Stats{State: stateNames[p.state.Load()], Drops: map[string]uint64{}, Refused: map[string]uint64{}, Checks: map[string]uint64{}}
 	p.refused.snapshot(s.Refused)
 	k := &p.c
 	s.Sent, s.Delivered, s.CtlIn, s.CtlOut, s.BufAllocs = k.sent.Load(), k.delivered.Load(), k.ctlIn.Load(), k.ctlOut.Load(), k.bufAllocs.Load()
@@ -319,6 +323,14 @@ func (p *IPCP) Stats() Stats {
 	rs := c.router.Stats()
 	s.LSUsSent, s.LSUsReceived, s.Computations, s.Members = rs.LSUsSent, rs.LSUsReceived, rs.Computations, rs.Entries
 	s.Neighbour = len(c.cm.Neighbours())
+	s.Checks["routing.bad_sig"], s.Checks["routing.unbound"], s.Checks["routing.key_mismatch"] = rs.BadSig, rs.Unbound, rs.KeyMismatch
+	s.Checks["routing.too_many_origins"], s.Checks["routing.sign_failures"] = rs.TooMany, rs.SignFailures
+	s.Checks["adjacencies.auth_refused"] = cs.AuthRefused
+	if dc, ok := c.dir.(DirCounters); ok {
+		for k, v := range dc.Counters() {
+			s.Checks["dir."+k] = v
+		}
+	}
 	s.Enrolled = c.enrolled.Load()
 	return s
 }
@@ -367,6 +379,14 @@ func (p *IPCP) statsTable() irm.Table {
 	slices.Sort(keys)
 	for _, k := range keys {
 		add("refused."+k, s.Refused[k])
+	}
+	keys = keys[:0]
+	for k := range s.Checks {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		add("checks."+k, s.Checks[k])
 	}
 	return t
 }

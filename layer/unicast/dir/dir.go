@@ -753,6 +753,14 @@ func (d *DHT) MembersChanged(members []layer.Addr) {
 	}
 }
 
+// Counters implements unicast.DirCounters: what the DHT refused.
+func (d *DHT) Counters() map[string]uint64 {
+	return map[string]uint64{
+		"bad_records": d.c.badRecords.Load(), "not_owner": d.c.notOwner.Load(), "replays": d.c.replays.Load(),
+		"refused": d.c.refused.Load(), "malformed": d.c.malformed.Load(),
+	}
+}
+
 // Stats returns the DHT's counters.
 func (d *DHT) Stats() Stats {
 	s := Stats{
