@@ -3,6 +3,7 @@ module github.com/ouronet/ouro
 go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/fxamacker/cbor/v2 v2.10.0
 	github.com/usbarmory/tamago v1.26.0

@@ -164,3 +164,25 @@ func TestManyOrigins(t *testing.T) {
 		t.Fatalf("stats %+v: want %d entries, %d refused", s, max, 2*max-(max-1))
 	}
 }
+
+// TestForgedInBatch: one tampered LSU among valid ones in one message is
+// found by the batch check and dropped; the others are installed.
+func TestForgedInBatch(t *testing.T) {
+	net := routingtest.NewNet(pff.Alternate)
+	n1, err := net.Add(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lsus []routing.LSU
+	for i := range 6 {
+		lsus = append(lsus, signed(t, routing.LSU{Origin: layer.Addr(100 + i), Seq: 1, Links: []routing.Link{{Neighbour: 1, Metric: 1}}}))
+	}
+	lsus[3].Links[0].Metric = 9 // after signing
+	send(t, n1.Router, 2, lsus...)
+	if s := n1.Router.Stats(); s.BadSig != 1 || s.Entries != 1+5 {
+		t.Fatalf("stats %+v: want 1 bad signature, 5 new entries", s)
+	}
+	if k := n1.Router.KeyOf(103); k != nil {
+		t.Fatal("the tampered LSU was installed")
+	}
+}

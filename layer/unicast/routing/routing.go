@@ -326,10 +326,7 @@ func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
 		return nil
 	}
 	r.mu.Unlock()
-	ok := make([]bool, len(check))
-	for j, i := range check {
-		ok[j] = r.authentic(&lsus[i])
-	}
+	ok := r.authenticAll(lsus, check)
 	r.mu.Lock()
 	now = r.cfg.Clock.Now()
 	for j, i := range check {
@@ -348,6 +345,48 @@ func (r *Router) newer(lsu LSU) bool {
 	}
 	e := r.lsdb[lsu.Origin]
 	return e == nil || lsu.Seq > e.seq
+}
+
+// authenticAll is authentic for lsus[i] of every i in check, with the
+// signatures checked as one batch (identity.Batch: about twice as fast
+// for large batches). mu is not held.
+func (r *Router) authenticAll(lsus []LSU, check []int) []bool {
+	ok := make([]bool, len(check))
+	if len(check) == 1 {
+		ok[0] = r.authentic(&lsus[check[0]])
+		return ok
+	}
+	var b identity.Batch
+	var idx []int // positions in check of the LSUs in the batch
+	unbound := 0
+	for j, i := range check {
+		l := &lsus[i]
+		if r.cfg.Bound != nil && !r.cfg.Bound(l.Origin, l.Key) {
+			unbound++
+			continue
+		}
+		msg, err := l.signed(r.cfg.Layer)
+		if err != nil {
+			continue
+		}
+		b.Add(l.Key, identity.LabelLSU, msg, l.Sig)
+		idx = append(idx, j)
+	}
+	bad := 0
+	for k, v := range b.Verify() {
+		ok[idx[k]] = v
+		if !v {
+			bad++
+		}
+	}
+	bad += len(check) - unbound - len(idx) // could not be encoded
+	if unbound+bad > 0 {
+		r.mu.Lock()
+		r.stats.Unbound += uint64(unbound)
+		r.stats.BadSig += uint64(bad)
+		r.mu.Unlock()
+	}
+	return ok
 }
 
 // authentic checks lsu's key binding and signature, counting a refusal.
