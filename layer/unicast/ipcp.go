@@ -710,7 +710,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	if c.router, err = routing.New(routing.Config{
 		Self: self, Policy: kind, Flooder: c, PFF: c.pff, Clock: realClock{},
 		Tick: p.cfg.RoutingTick, MaxMsg: MaxDirMsg, Runner: p.cfg.Runner,
-		Layer: lc.Layer, Signer: p.cfg.Signer, Bound: c.bound,
+		Layer: lc.Layer, Name: p.cfg.Name, Signer: p.cfg.Signer, Bound: c.bound,
 	}); err != nil {
 		return nil, err
 	}

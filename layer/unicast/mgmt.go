@@ -167,12 +167,7 @@ func (c *core) membersTable() irm.Table {
 	for _, n := range c.cm.Neighbours() {
 		nbrs[n.Addr] = true
 	}
-	c.p.mu.Lock()
-	names := make(map[layer.Addr]string, len(c.p.peers))
-	for a, n := range c.p.peers {
-		names[a] = n
-	}
-	c.p.mu.Unlock()
+	names := c.names()
 	for _, l := range c.router.Database() {
 		nb := ""
 		switch {
@@ -186,17 +181,29 @@ func (c *core) membersTable() irm.Table {
 	return t
 }
 
-// routesTable lists the routes, with the names of the members this IPCP
-// knows (those it enrolled with or keeps adjacencies with) beside their
-// addresses.
-func (c *core) routesTable() irm.Table {
-	t := irm.Table{Columns: []string{"dst", "name", "metric", "next_hops", "via", "alternate"}}
+// names returns the members' IPCP names by address: from their signed
+// link-state updates, else as this IPCP learnt them (enrollment,
+// adjacencies).
+func (c *core) names() map[layer.Addr]string {
 	c.p.mu.Lock()
 	names := make(map[layer.Addr]string, len(c.p.peers))
 	for a, n := range c.p.peers {
 		names[a] = n
 	}
 	c.p.mu.Unlock()
+	for _, l := range c.router.Database() {
+		if l.Name != "" {
+			names[l.Origin] = l.Name
+		}
+	}
+	return names
+}
+
+// routesTable lists the routes, with the members' names beside their
+// addresses.
+func (c *core) routesTable() irm.Table {
+	t := irm.Table{Columns: []string{"dst", "name", "metric", "next_hops", "via", "alternate"}}
+	names := c.names()
 	for _, r := range c.router.Routes() {
 		alt := ""
 		if r.Alternate != 0 {

@@ -292,3 +292,26 @@ func TestRevocationThroughLayer(t *testing.T) {
 	}
 	_ = c
 }
+
+// TestNamesOfDistantMembers: a member's views name every member, also
+// those it never enrolled with nor is adjacent to (the names travel in
+// the signed link-state updates).
+func TestNamesOfDistantMembers(t *testing.T) {
+	n := unicasttest.New(t)
+	a := n.Add("a.uni", true, nil, nil)
+	n.Add("b.uni", false, []string{"a.uni"}, nil)
+	c := n.Add("c.uni", false, []string{"b.uni"}, nil)
+	n.WaitOperational(5 * time.Second)
+	n.WaitFor(5*time.Second, "a's route to c", func() bool { return len(a.IPCP.NextHops(c.IPCP.Addr())) > 0 })
+	for _, cmd := range []string{unicast.CmdMembers, unicast.CmdRoutes} {
+		r, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: cmd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range r.Table.Rows {
+			if row[1] == "" {
+				t.Errorf("%s: a row without a name: %v", cmd, row)
+			}
+		}
+	}
+}

@@ -52,9 +52,13 @@ type LSU struct {
 	Origin layer.Addr
 	Seq    uint64
 	Links  []Link // sorted by Neighbour, no duplicates
+	Name   string // the origin's IPCP name, for views (at most MaxName bytes)
 	Key    []byte // the origin's ed25519 public key
 	Sig    []byte // the origin's signature
 }
+
+// MaxName bounds an LSU's origin name.
+const MaxName = 255
 
 // signedLSU is what an LSU's signature covers: the layer's name (no
 // replay into another layer) and every field but the signature.
@@ -64,11 +68,12 @@ type signedLSU struct {
 	Origin layer.Addr
 	Seq    uint64
 	Links  []Link
+	Name   string
 	Key    []byte
 }
 
 func (l *LSU) signed(layerName string) ([]byte, error) {
-	return encMode.Marshal(signedLSU{Layer: layerName, Origin: l.Origin, Seq: l.Seq, Links: l.Links, Key: l.Key})
+	return encMode.Marshal(signedLSU{Layer: layerName, Origin: l.Origin, Seq: l.Seq, Links: l.Links, Name: l.Name, Key: l.Key})
 }
 
 // Sign signs l as its origin, whose key s holds, for layer layerName:
@@ -196,6 +201,9 @@ func (m *Msg) check() error {
 func (l *LSU) check() error {
 	if l.Origin == 0 {
 		return fmt.Errorf("routing: LSU from address 0: %w", ErrMalformed)
+	}
+	if len(l.Name) > MaxName {
+		return fmt.Errorf("routing: LSU from %d with a %d-byte name: %w", l.Origin, len(l.Name), ErrMalformed)
 	}
 	if len(l.Key) != ed25519.PublicKeySize || len(l.Sig) != ed25519.SignatureSize {
 		return fmt.Errorf("routing: LSU from %d with a %d-byte key and a %d-byte signature: %w", l.Origin, len(l.Key), len(l.Sig), ErrMalformed)

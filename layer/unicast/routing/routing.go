@@ -88,6 +88,9 @@ type Config struct {
 
 	// Layer is the layer's name, inside every LSU's signature.
 	Layer string
+	// Name is this IPCP's name, carried in its LSUs so that every member
+	// can show names beside addresses.
+	Name string
 	// Signer signs this router's own LSUs (the IPCP's signing
 	// capability); required.
 	Signer identity.Signer
@@ -107,6 +110,7 @@ type entry struct {
 	seq     uint64
 	links   []Link
 	key     ed25519.PublicKey // the origin's, pinned while the entry lives
+	name    string            // the origin's IPCP name
 	raw     []byte            // its deterministic encoding, flooded as is; nil: own, not signed yet
 	expires time.Time
 }
@@ -282,7 +286,7 @@ func (r *Router) originate(now time.Time) {
 		links = append(links, Link{Neighbour: n.Addr, Metric: n.Metric})
 	}
 	slices.SortFunc(links, func(a, b Link) int { return cmp.Compare(a.Neighbour, b.Neighbour) })
-	r.lsdb[r.cfg.Self] = &entry{seq: r.seq, links: links, key: r.cfg.Signer.Public()}
+	r.lsdb[r.cfg.Self] = &entry{seq: r.seq, links: links, key: r.cfg.Signer.Public(), name: r.cfg.Name}
 	r.nextRefr = now.Add(r.cfg.Refresh)
 	r.dirty = true
 	for a := range r.nbrs {
@@ -478,7 +482,7 @@ func (r *Router) receive(from layer.Addr, lsu LSU, raw []byte, now time.Time) (f
 		r.stats.TooMany++
 		return nil, false
 	}
-	r.lsdb[lsu.Origin] = &entry{seq: lsu.Seq, links: lsu.Links, key: slices.Clone(lsu.Key), raw: slices.Clone(raw), expires: now.Add(r.cfg.MaxAge)}
+	r.lsdb[lsu.Origin] = &entry{seq: lsu.Seq, links: lsu.Links, key: slices.Clone(lsu.Key), name: lsu.Name, raw: slices.Clone(raw), expires: now.Add(r.cfg.MaxAge)}
 	r.stats.Installed++
 	r.dirty = true
 	delete(r.pending[from], lsu.Origin)
@@ -565,7 +569,7 @@ func (r *Router) signOwn() {
 		r.mu.Unlock()
 		return
 	}
-	lsu := LSU{Origin: r.cfg.Self, Seq: e.seq, Links: e.links}
+	lsu := LSU{Origin: r.cfg.Self, Seq: e.seq, Links: e.links, Name: e.name}
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	err := Sign(ctx, r.cfg.Signer, r.cfg.Layer, &lsu)
@@ -689,7 +693,7 @@ func (r *Router) Database() []LSU {
 	defer r.mu.Unlock()
 	out := make([]LSU, 0, len(r.lsdb))
 	for o, e := range r.lsdb {
-		out = append(out, LSU{Origin: o, Seq: e.seq, Links: slices.Clone(e.links), Key: slices.Clone(e.key)})
+		out = append(out, LSU{Origin: o, Seq: e.seq, Links: slices.Clone(e.links), Name: e.name, Key: slices.Clone(e.key)})
 	}
 	slices.SortFunc(out, func(a, b LSU) int { return cmp.Compare(a.Origin, b.Origin) })
 	return out
