@@ -122,7 +122,7 @@ func (p *IPCP) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) 
 	c := p.core.Load()
 	if c == nil {
 		switch req.Cmd {
-		case CmdMembers, CmdRoutes, CmdPFF, CmdDir, CmdFlows:
+		case CmdMembers, CmdRoutes, CmdPFF, CmdDir, CmdFlows, CmdGraph, CmdCRL:
 			return irm.MgmtResp{}, fmt.Errorf("unicast: %s: %s: not a member yet: %w", p.cfg.Name, req.Cmd, flow.ErrNotFound)
 		}
 		return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
@@ -145,10 +145,16 @@ func (p *IPCP) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) 
 		return irm.MgmtResp{Table: c.pffTable()}, nil
 	case CmdDir:
 		return irm.MgmtResp{Table: c.dirTable()}, nil
+	case CmdGraph:
+		g, err := c.graph(req.Args["format"])
+		if err != nil {
+			return irm.MgmtResp{}, err
+		}
+		return irm.MgmtResp{Text: g}, nil
 	case CmdFlows:
 		return irm.MgmtResp{Table: c.flowsTable()}, nil
 	}
-	return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows or stats): %w", req.Cmd, flow.ErrInvalid)
+	return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows, graph, crl or stats): %w", req.Cmd, flow.ErrInvalid)
 }
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }

@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -313,5 +315,41 @@ func TestNamesOfDistantMembers(t *testing.T) {
 				t.Errorf("%s: a row without a name: %v", cmd, row)
 			}
 		}
+	}
+}
+
+// TestGraph: ouro graph's text for the line a - b - c, as Graphviz and
+// Mermaid.
+func TestGraph(t *testing.T) {
+	n := unicasttest.New(t)
+	a := n.Add("a.uni", true, nil, nil)
+	b := n.Add("b.uni", false, []string{"a.uni"}, nil)
+	c := n.Add("c.uni", false, []string{"b.uni"}, nil)
+	n.WaitOperational(5 * time.Second)
+	n.WaitFor(5*time.Second, "a's route to c", func() bool { return len(a.IPCP.NextHops(c.IPCP.Addr())) > 0 })
+	get := func(format string) (string, error) {
+		r, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: unicast.CmdGraph, Args: map[string]string{"format": format}})
+		return r.Text, err
+	}
+	dot, err := get("dot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab := fmt.Sprintf("n%d -- n%d [label=\"1\"]", min(a.IPCP.Addr(), b.IPCP.Addr()), max(a.IPCP.Addr(), b.IPCP.Addr()))
+	bc := fmt.Sprintf("n%d -- n%d [label=\"1\"]", min(b.IPCP.Addr(), c.IPCP.Addr()), max(b.IPCP.Addr(), c.IPCP.Addr()))
+	for _, want := range []string{`graph "` + unicasttest.Layer + `" {`, fmt.Sprintf("label=\"c.uni (%d)\"", c.IPCP.Addr()), ab, bc} {
+		if !strings.Contains(dot, want) {
+			t.Errorf("dot output lacks %q:\n%s", want, dot)
+		}
+	}
+	if strings.Count(dot, " -- ") != 2 {
+		t.Errorf("dot output: want 2 edges:\n%s", dot)
+	}
+	mer, err := get("mermaid")
+	if err != nil || !strings.HasPrefix(mer, "graph LR\n") || strings.Count(mer, " ---|1| ") != 2 {
+		t.Errorf("mermaid output (%v):\n%s", err, mer)
+	}
+	if _, err := get("svg"); !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("format svg: %v", err)
 	}
 }

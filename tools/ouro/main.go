@@ -88,6 +88,10 @@ func commands() []*command {
 				"  ouro create udp b.udp2 udp --config 'addr = \"127.0.0.1:3437\"'"},
 		{name: "destroy", args: "NAME", group: "management", summary: "stop an IPCP created with create", run: runDestroy},
 		{name: "system", args: "[--format table|dot|mermaid|json]", group: "management", summary: "print the node's system description", run: runSystem},
+		{name: "graph", args: "IPCP [--format dot|mermaid]", group: "management", summary: "print a unicast layer's topology", run: runGraph,
+			help: "Prints the topology of the layer of the unicast IPCP named IPCP, as its\n" +
+				"link-state database knows it: every member (name and address) and every\n" +
+				"adjacency with its metric; an adjacency only one end announces is dashed."},
 		{name: "ipcp", args: "CMD IPCP [key=value ...]", group: "management", summary: "pass command CMD to an IPCP",
 			help: "Sends CMD with the key=value arguments to the IPCP named IPCP (an IPCP\n" +
 				"name or a layer name) and prints its answer. The keys name= and layer=\n" +

@@ -257,6 +257,29 @@ func runIPCP(a *app, ctx context.Context, cmd *command, args []string) error {
 	return a.ipcpCmd(ctx, pos[0], pos[1], pos[2:], timeout)
 }
 
+// runGraph runs "ouro graph IPCP [--format dot|mermaid]".
+func runGraph(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var (
+		format  string
+		timeout time.Duration
+	)
+	fs.stringVar(&format, "dot", "output `FORMAT`: dot (Graphviz) or mermaid", "format", "f")
+	timeoutFlag(fs, &timeout)
+	pos, err := fs.parse(args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if format != "dot" && format != "mermaid" {
+		return usagef("graph: --format %q: want dot or mermaid", format)
+	}
+	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: "graph", IPCP: pos[0], Args: map[string]string{"format": format}}, timeout)
+	if err != nil {
+		return err
+	}
+	return a.printResp(resp)
+}
+
 // runCRLPush runs "ouro crl IPCP FILE": the IPCP's "crl" command with the
 // file's bytes.
 func runCRLPush(a *app, ctx context.Context, cmd *command, args []string) error {
