@@ -212,9 +212,7 @@ func layerPolicies() []struct{ key, value, note string } {
 		{"routing", "alternate", "the default: a loop-free alternate next hop beside the primary"},
 		{"dir", "dht", "the default: names are found in a distributed hash table"},
 		{"hash", "sha3-256", "the default name hash"},
-		// mb-ecn, the default, ramps a new flow up additively from 128 KiB/s,
-		// too slowly for a 2-second measurement.
-		{"ca", "nop", "NOT the default (mb-ecn): congestion avoidance off, see docs/benchmarks.md"},
+		{"ca", "mb-ecn", "the default: multi-bit ECN congestion avoidance, slow start then additive increase"},
 		{"sched", "strict", "the default: strict priority across QoS cubes"},
 	}
 }

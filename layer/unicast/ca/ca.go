@@ -42,6 +42,7 @@ const (
 	DefaultMinRate     = 8 << 10   // bytes/s
 	DefaultMaxRate     = 1 << 40   // bytes/s: no practical cap
 	DefaultIncrease    = 16 << 10  // bytes/s added per Interval without congestion
+	DefaultSlowStart   = 8         // a flow that never met congestion grows by 1/DefaultSlowStart per Interval
 	DefaultMarkFrom    = 16        // marking starts above 1/DefaultMarkFrom of a queue
 	DefaultHold        = 3         // Intervals between two decreases: about one feedback round trip
 )
@@ -65,6 +66,12 @@ type Config struct {
 	MinRate     uint64        // the rate never falls below this, bytes/s
 	MaxRate     uint64        // the rate never rises above this, bytes/s
 	Increase    uint64        // additive increase, bytes/s per Interval
+	// SlowStart: until the first congestion feedback, a flow's rate grows
+	// by rate/SlowStart per Interval in which it wanted more (at least by
+	// Increase): a new flow finds the pipe's rate in a few dozen
+	// Intervals instead of rising by Increase from InitialRate. 0: the
+	// default; negative: no slow start (additive from the start).
+	SlowStart int
 	// MarkFrom: forwarders mark once a queue is fuller than
 	// 1/MarkFrom of its capacity.
 	MarkFrom int
@@ -115,6 +122,7 @@ func New(cfg Config) (*CA, error) {
 	cfg.Increase = cmp.Or(cfg.Increase, DefaultIncrease)
 	cfg.MarkFrom = cmp.Or(cfg.MarkFrom, DefaultMarkFrom)
 	cfg.Hold = cmp.Or(cfg.Hold, DefaultHold)
+	cfg.SlowStart = cmp.Or(cfg.SlowStart, DefaultSlowStart)
 	c := &CA{cfg: cfg}
 	switch cfg.Kind {
 	case Nop:
@@ -174,10 +182,16 @@ func (m mbecn) mark(n, capacity int) uint8 {
 }
 
 func (m mbecn) newFlow(now time.Time) Flow {
-	f := &mbFlow{cfg: m.cfg, rate: m.cfg.InitialRate, last: now, step: now, lastFb: now, congested: now.Add(-m.cfg.Interval)}
+	f := &mbFlow{cfg: m.cfg, rate: m.cfg.InitialRate, last: now, step: now, lastFb: now, congested: now.Add(-m.cfg.Interval),
+		probing: m.cfg.SlowStart > 0}
 	f.tokens = f.burst()
 	return f
 }
+
+// exitECE is the least decrease at the end of slow start, as an ECE
+// level (exitECE/512 of the rate): what grew during the feedback's round
+// trip must go at once.
+const exitECE = 128
 
 // mbFlow is mb-ecn's per-flow state: a token bucket at rate on the send
 // side, an ECN average on the receive side.
@@ -190,6 +204,7 @@ type mbFlow struct {
 	last      time.Time // last token refill
 	step      time.Time // start of the current increase step
 	limited   bool      // OnSend made the sender wait during this step
+	probing   bool      // slow start: no congestion heard yet
 	congested time.Time // last feedback reporting congestion
 	lastDec   time.Time // last decrease
 
@@ -217,7 +232,11 @@ func (f *mbFlow) advance(now time.Time) {
 	if steps := now.Sub(f.step) / f.cfg.Interval; steps > 0 {
 		f.step = f.step.Add(steps * f.cfg.Interval)
 		if f.limited && now.Sub(f.congested) >= 2*f.cfg.Interval {
-			f.rate = min(f.rate+f.cfg.Increase, f.cfg.MaxRate)
+			inc := f.cfg.Increase
+			if f.probing {
+				inc = max(inc, f.rate/uint64(f.cfg.SlowStart))
+			}
+			f.rate = min(f.rate+inc, f.cfg.MaxRate)
 		}
 		f.limited = false
 	}
@@ -243,6 +262,15 @@ func (f *mbFlow) OnFeedback(fb Feedback, now time.Time) {
 		return
 	}
 	f.congested = now
+	if f.probing {
+		// The pipe is found, and overshot by what grew during the
+		// feedback's round trip: back to half, additive from here.
+		f.probing = false
+		f.lastDec = now
+		f.rate = max(f.rate-f.rate*uint64(max(fb.ECE, exitECE))/512, f.cfg.MinRate)
+		f.tokens = min(f.tokens, f.burst())
+		return
+	}
 	if now.Sub(f.lastDec) < time.Duration(f.cfg.Hold)*f.cfg.Interval {
 		return
 	}
