@@ -389,8 +389,16 @@ kind = "echo"
 		_, err = p.Read(buf, time.Now().Add(2*time.Second))
 		return err
 	}
-	if err := echoFlow(prog); err != nil {
-		t.Fatalf("before the fault: %v", err)
+	// The echo app registers its name as it starts, which may be after
+	// the node reports ready: wait for it (5 s at most).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := echoFlow(prog)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, flow.ErrNotFound) || time.Now().After(deadline) {
+			t.Fatalf("before the fault: %v", err)
+		}
 	}
 	_, ipcpIncs, _ := n.Kernel().State(ipcpComponent("n.local"))
 
