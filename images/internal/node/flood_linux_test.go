@@ -134,7 +134,11 @@ dir = { stall = "127.0.0.1:%d", echo = "127.0.0.1:%d" }
 	}
 	close(stop)
 	t.Logf("flooded the stalled flow with %d SDUs; echo %d/%d", <-flooded, got, pings)
-	if got != pings {
+	// Uncontained, the stalled flow took the shim's whole budget and the
+	// echo got 0/20. The flood shares b's UDP socket with the pings, so
+	// under load the host kernel may drop a ping datagram from the full
+	// socket buffer: that loss is below the node and not what is tested.
+	if got < pings*3/4 {
 		t.Fatalf("echo %d/%d while another program on the same shim stalled", got, pings)
 	}
 }
