@@ -3,7 +3,9 @@ package dir_test
 import (
 	"context"
 	crand "crypto/rand"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,7 +25,10 @@ import (
 // name "svc" to the attacker. TestSpoofedStore and TestLyingHolder were
 // run once with the checks disabled (verified returning every record,
 // apply ignoring the owner) and failed there; TestReplayedRecord failed
-// before withdrawals were kept as tombstones.
+// before withdrawals were kept as tombstones. TestUnboundRecord failed
+// (both subtests) with Config.Bound ignored; TestStoreFlood failed when
+// withdrawals were exempt from MaxStored (the holder kept 47 values for
+// a MaxStored of 16).
 
 func newKey(t testing.TB) *identity.Identity {
 	t.Helper()
@@ -69,21 +74,26 @@ func TestSpoofedStore(t *testing.T) {
 	claim, _ := dir.SignRecord(ctx, x, "sim", svc, evil, seq, far)
 	forged := claim
 	forged.Key = s.keys[a].Public() // a's key, the attacker's signature
+	// a's genuine record (as the attacker saw it in an answer), its
+	// address changed to the attacker's.
+	tampered, _ := dir.SignRecord(ctx, s.keys[a], "sim", svc, a, seq, far)
+	tampered.Addr = evil
 	for _, m := range s.addrs {
 		env.Send(m, storeMsg(t, svc, withdraw))
 		env.Send(m, storeMsg(t, svc, claim))
 		env.Send(m, storeMsg(t, svc, forged))
+		env.Send(m, storeMsg(t, svc, tampered))
 	}
-	// Every member got the three stores: each refused all of them, as
-	// not the owner's (the holders of svc) or as not responsible (the
-	// others), and the forged one as a bad record.
+	// Every member got the four stores: each refused all of them, as
+	// not the owner's (the holders of svc) or as not among the closest
+	// (the others), and the forged and tampered ones as bad records.
 	waitFor(t, "every store handled", func() bool {
-		var notOwner, bad, refused uint64
+		var notOwner, bad, notClosest uint64
 		for _, m := range s.addrs {
 			st := s.nodes[m].Stats()
-			notOwner, bad, refused = notOwner+st.NotOwner, bad+st.BadRecords, refused+st.Refused
+			notOwner, bad, notClosest = notOwner+st.NotOwner, bad+st.BadRecords, notClosest+st.NotClosest
 		}
-		return notOwner > 0 && bad == uint64(len(s.addrs)) && notOwner+refused >= uint64(2*len(s.addrs))-2
+		return notOwner > 0 && bad == uint64(2*len(s.addrs)) && notOwner+notClosest >= uint64(2*len(s.addrs))-2
 	})
 	for _, m := range s.addrs {
 		f, err := s.nodes[m].Find(ctx, svc)
@@ -163,10 +173,25 @@ func TestLyingHolder(t *testing.T) {
 	cfg := fastCfg()
 	cfg.K, cfg.Alpha = 2, 1
 	s := newSim(t, 6, dirtest.NetConfig{}, cfg)
+	const evil layer.Addr = 668
+	a := s.addrs[0]
+	lyingHolder(t, s, evil, evil, func(ctx context.Context, h layer.Hash) dir.Record {
+		rec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 1, 3600)
+		rec.Addr = evil
+		return rec
+	})
+}
+
+// lyingHolder attaches a liar at evil that answers every FIND_VALUE of h
+// with lie(h), registers names at the sim's first member until the liar
+// is asked, looks each up from the other members, and checks that no
+// lookup found wrong, and that the askers counted the liar's records as
+// bad.
+func lyingHolder(t *testing.T, s *sim, evil, wrong layer.Addr, lie func(context.Context, layer.Hash) dir.Record) {
+	t.Helper()
 	a := s.addrs[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	const evil layer.Addr = 668
 	env, err := s.net.Env(evil)
 	if err != nil {
 		t.Fatal(err)
@@ -179,18 +204,16 @@ func TestLyingHolder(t *testing.T) {
 	var bad uint64
 	for i := 0; i < 40 && l.asked.Load() == 0; i++ {
 		h := layer.HashName(layer.SHA3_256, "svc-"+string(rune('a'+i)))
-		rec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 1, 3600)
-		rec.Addr = evil
 		l.mu.Lock()
-		l.rec = rec
+		l.rec = lie(ctx, h)
 		l.mu.Unlock()
 		if err := s.nodes[a].Register(ctx, h, a); err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range s.addrs[1:] {
 			f, err := s.nodes[m].Find(ctx, h)
-			if slices.Contains(f.Addrs, evil) {
-				t.Fatalf("lookup from %d found the liar: %v", m, f.Addrs)
+			if slices.Contains(f.Addrs, wrong) {
+				t.Fatalf("lookup from %d found the liar's %d: %v", m, wrong, f.Addrs)
 			}
 			if err != nil && l.asked.Load() == 0 {
 				t.Fatalf("lookup from %d: %v", m, err)
@@ -205,5 +228,122 @@ func TestLyingHolder(t *testing.T) {
 	}
 	if bad == 0 {
 		t.Fatal("the liar's records were not counted")
+	}
+}
+
+// TestUnboundRecord: in a protected layer a member (the attacker, with
+// its own key and address) signs records of another member's address
+// b. Holders refuse to store them, so a, registering the name after
+// the attacker, owns it; askers refuse them in answers and ask on.
+func TestUnboundRecord(t *testing.T) {
+	t.Run("holder", func(t *testing.T) {
+		s := newProtectedSim(t, 8, dirtest.NetConfig{}, fastCfg())
+		a, b := s.addrs[0], s.addrs[1]
+		h := layer.HashName(layer.SHA3_256, "svc-b")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		const evil layer.Addr = 669
+		x := newKey(t)
+		s.bind(evil, x.Public()) // a member, with its own address
+		env, err := s.net.Env(evil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, _ := dir.SignRecord(ctx, x, "sim", h, b, 1, 3600)
+		for _, m := range s.addrs {
+			env.Send(m, storeMsg(t, h, rec))
+		}
+		handled := func(m layer.Addr) uint64 {
+			st := s.nodes[m].Stats()
+			return st.BadRecords + st.NotClosest + uint64(st.Stored)
+		}
+		waitFor(t, "every store handled", func() bool {
+			n := 0
+			for _, m := range s.addrs {
+				if handled(m) > 0 {
+					n++
+				}
+			}
+			return n == len(s.addrs)
+		})
+		if err := s.nodes[a].Register(ctx, h, a); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range s.addrs {
+			f, err := s.nodes[m].Find(ctx, h)
+			if err != nil || !slices.Equal(f.Addrs, []layer.Addr{a}) {
+				t.Fatalf("svc-b from %d: %v (%s), %v; want [%d]", m, f.Addrs, f.Source, err, a)
+			}
+		}
+		for _, m := range s.addrs {
+			if got := s.nodes[m].Stats().BadRecords; got != 1 {
+				t.Errorf("member %d counted %d bad records, want 1", m, got)
+			}
+		}
+	})
+	t.Run("asker", func(t *testing.T) {
+		cfg := fastCfg()
+		cfg.K, cfg.Alpha = 2, 1
+		s := newProtectedSim(t, 6, dirtest.NetConfig{}, cfg)
+		const evil layer.Addr = 670
+		x := newKey(t)
+		s.bind(evil, x.Public())
+		b := s.addrs[1]
+		lyingHolder(t, s, evil, b, func(ctx context.Context, h layer.Hash) dir.Record {
+			rec, _ := dir.SignRecord(ctx, x, "sim", h, b, 1, 3600)
+			return rec
+		})
+	})
+}
+
+// TestStoreFlood: an attacker stores records of 80 new names at a
+// holder, half of them withdrawals: the holder keeps MaxStored values,
+// counts the rest as refused, and logs the refusals once.
+func TestStoreFlood(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	cfg := fastCfg()
+	cfg.MaxStored = 16
+	cfg.Logf = func(f string, args ...any) {
+		mu.Lock()
+		lines = append(lines, fmt.Sprintf(f, args...))
+		mu.Unlock()
+	}
+	s := newSim(t, 4, dirtest.NetConfig{}, cfg)
+	holder := s.addrs[1]
+	ctx := context.Background()
+	const evil layer.Addr = 671
+	env, err := s.net.Env(evil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newKey(t)
+	const n = 80
+	for i := range n {
+		h := layer.HashName(layer.SHA3_256, fmt.Sprintf("flood-%d", i))
+		ttl := uint32(3600)
+		if i%2 == 0 {
+			ttl = 0
+		}
+		rec, _ := dir.SignRecord(ctx, x, "sim", h, layer.Addr(5000+i), 1, ttl)
+		env.Send(holder, storeMsg(t, h, rec))
+	}
+	waitFor(t, "every store handled", func() bool {
+		st := s.nodes[holder].Stats()
+		return st.Stored+int(st.Refused) == n
+	})
+	if st := s.nodes[holder].Stats(); st.Stored != cfg.MaxStored || st.Refused != n-uint64(cfg.MaxStored) {
+		t.Errorf("got %d stored, %d refused; want %d, %d", st.Stored, st.Refused, cfg.MaxStored, n-cfg.MaxStored)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	logged := 0
+	for _, l := range lines {
+		if strings.Contains(l, "over the store's limits") {
+			logged++
+		}
+	}
+	if logged != 1 {
+		t.Errorf("got %d log lines of %d refusals, want 1 (at most one per %v): %q", logged, n-cfg.MaxStored, dir.RefusalLogEvery, lines)
 	}
 }

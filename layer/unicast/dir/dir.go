@@ -156,10 +156,11 @@ type Stats struct {
 	Malformed   uint64 `json:"malformed"`   // messages dropped undecoded
 	Unsolicited uint64 `json:"unsolicited"` // answers to no pending request (late, or from the wrong member)
 	Timeouts    uint64 `json:"timeouts"`    // requests unanswered within RPCTimeout
-	Refused     uint64 `json:"refused"`     // values not stored (MaxStored)
+	Refused     uint64 `json:"refused"`     // records not stored: MaxStored or MaxValues reached
 	BadRecords  uint64 `json:"bad_records"` // records whose signature or address binding fails (stored or answered)
 	NotOwner    uint64 `json:"not_owner"`   // records of a name another key owns
 	Replays     uint64 `json:"replays"`     // records older than the one held
+	NotClosest  uint64 `json:"not_closest"` // records stored here for a name K known members are closer to
 	Lookups     uint64 `json:"lookups"`     // network lookups (FIND_NODE and FIND_VALUE) run
 	Hops        uint64 `json:"hops"`        // their hops, summed
 	CacheHits   uint64 `json:"cache_hits"`  // Lookups answered from the cache
@@ -172,15 +173,16 @@ type Stats struct {
 
 type counters struct {
 	sent, sendErrors, received, malformed, unsolicited, timeouts, refused atomic.Uint64
-	badRecords, notOwner, replays                                         atomic.Uint64
+	badRecords, notOwner, replays, notClosest                             atomic.Uint64
 	lookups, hops, cacheHits, joins                                       atomic.Uint64
 }
 
 // DHT is one member's Kademlia directory. Create it with New.
 type DHT struct {
-	cfg   Config
-	codec flow.Codec
-	c     counters
+	cfg      Config
+	codec    flow.Codec
+	c        counters
+	refusals refusalLog
 
 	ctx     context.Context // ends at Stop
 	cancel  context.CancelFunc
@@ -489,17 +491,21 @@ func (d *DHT) recordsLocked(h layer.Hash, now time.Time) []Record {
 }
 
 // verified returns the records of recs that are genuine records of h
-// whose keys may speak for their addresses, counting the others. It
-// takes no lock (a signature check costs tens of µs).
-func (d *DHT) verified(h layer.Hash, recs []Record) []Record {
+// whose keys may speak for their addresses; it counts and logs the
+// others (from src). It takes no lock (a signature check costs tens of
+// µs): call it without d.mu.
+func (d *DHT) verified(src layer.Addr, h layer.Hash, recs []Record) []Record {
 	out := recs[:0:0]
+	var bad []refused
 	for i := range recs {
 		if recs[i].valid(d.codec, d.cfg.Layer, h, d.cfg.Bound) {
 			out = append(out, recs[i])
 		} else {
-			d.c.badRecords.Add(1)
+			bad = append(bad, refused{why: refBadRecord, src: src, addr: recs[i].Addr, key: recs[i].Key})
 		}
 	}
+	d.count(refBadRecord, uint64(len(bad)))
+	d.logRefused(h, bad)
 	return out
 }
 
@@ -514,10 +520,11 @@ func (d *DHT) Handle(src layer.Addr, b []byte) {
 	d.c.received.Add(1)
 	var recs []Record
 	if m.Type == MsgStore {
-		recs = d.verified(m.hash(), m.Records) // before the lock
+		recs = d.verified(src, m.hash(), m.Records) // before the lock
 	}
 	now := d.cfg.Clock.Now()
 	var reply *Msg
+	var refusals []refused
 	d.mu.Lock()
 	if d.state != stateRunning {
 		d.mu.Unlock()
@@ -536,7 +543,7 @@ func (d *DHT) Handle(src layer.Addr, b []byte) {
 			reply = &Msg{Type: MsgNodes, Key: m.Key, Nodes: d.closestLocked(m.hash(), src)}
 		}
 	case MsgStore:
-		d.storeLocked(m.hash(), recs, now)
+		refusals = d.storeLocked(src, m.hash(), recs, now)
 		reply = &Msg{Type: MsgStored}
 	default: // an answer
 		p := d.pending[m.Cookie]
@@ -553,6 +560,7 @@ func (d *DHT) Handle(src layer.Addr, b []byte) {
 		}
 	}
 	d.mu.Unlock()
+	d.logRefused(m.hash(), refusals)
 	if reply != nil {
 		reply.Cookie = m.Cookie
 		d.send(src, reply)
@@ -570,49 +578,69 @@ func (d *DHT) closestLocked(target layer.Hash, except layer.Addr) []layer.Addr {
 	return out
 }
 
-// storeLocked applies a MsgStore's verified records: each held until
-// it expires (at most StoreTTL from now), or its address withdrawn;
-// records of a name another key owns, and records older than the one
-// held, are refused and counted.
-func (d *DHT) storeLocked(h layer.Hash, recs []Record, now time.Time) {
+// storeLocked applies a MsgStore's verified records from src: each
+// held until it expires (at most StoreTTL from now), or its address
+// withdrawn. It counts the records it refuses and returns them, for
+// logRefused: those of a name this member is not among the closest to,
+// of a name another key owns, older than the one held, or over
+// MaxStored (withdrawals included: a flood of withdrawals of new names
+// is bounded as one of registrations is) or MaxValues.
+func (d *DHT) storeLocked(src layer.Addr, h layer.Hash, recs []Record, now time.Time) []refused {
+	var out []refused
+	refuse := func(why refusal, r *Record) {
+		d.count(why, 1)
+		out = append(out, refused{why: why, src: src, addr: r.Addr, key: r.Key})
+	}
 	if !d.responsibleLocked(h) {
 		// Somebody stores a name with K members closer to it than this
 		// one: no honest publisher does (it stores at the K closest), and
 		// an entry kept here would answer this member's own lookups
 		// before the network's holders could.
-		d.c.refused.Add(uint64(len(recs)))
-		return
+		for i := range recs {
+			refuse(refNotClosest, &recs[i])
+		}
+		return out
 	}
 	s := d.store[h]
 	if s == nil {
 		s = new(stored)
 		d.store[h] = s
 	}
-	s.received = now
 	var owner ed25519.PublicKey // this member's own registration of h makes it the owner
 	if slices.ContainsFunc(d.own[h], func(r Record) bool { return r.live() }) {
 		owner = d.cfg.Signer.Public()
 	}
-	for _, r := range recs {
+	accepted := false
+	for i := range recs {
+		r := &recs[i]
 		n := len(s.vals)
-		if d.nstored >= d.cfg.MaxStored && r.live() && !slices.ContainsFunc(s.vals, func(v value) bool { return v.addr == r.Addr }) {
-			d.c.refused.Add(1)
+		if d.nstored >= d.cfg.MaxStored && !slices.ContainsFunc(s.vals, func(v value) bool { return v.addr == r.Addr }) {
+			refuse(refFull, r)
 			continue
 		}
-		switch s.apply(r, owner, now.Add(d.cfg.StoreTTL), now) {
+		switch s.apply(*r, owner, now.Add(d.cfg.StoreTTL), now) {
+		case applied:
+			accepted = true
 		case notOwner:
-			d.c.notOwner.Add(1)
+			refuse(refNotOwner, r)
 		case replay:
-			d.c.replays.Add(1)
+			refuse(refReplay, r)
 		case full:
-			d.c.refused.Add(1)
+			refuse(refFull, r)
 		}
 		d.nstored += len(s.vals) - n
+	}
+	if accepted {
+		// Only a store this member took tells it that somebody else
+		// replicates the name: refused stores (anybody can send them)
+		// must not silence its replication.
+		s.received = now
 	}
 	if len(s.vals) == 0 {
 		delete(d.store, h)
 	}
 	delete(d.cache, h)
+	return out
 }
 
 // responsibleLocked reports whether this member may hold h: fewer than K
@@ -757,7 +785,7 @@ func (d *DHT) MembersChanged(members []layer.Addr) {
 func (d *DHT) Counters() map[string]uint64 {
 	return map[string]uint64{
 		"bad_records": d.c.badRecords.Load(), "not_owner": d.c.notOwner.Load(), "replays": d.c.replays.Load(),
-		"refused": d.c.refused.Load(), "malformed": d.c.malformed.Load(),
+		"not_closest": d.c.notClosest.Load(), "refused": d.c.refused.Load(), "malformed": d.c.malformed.Load(),
 	}
 }
 
@@ -768,7 +796,7 @@ func (d *DHT) Stats() Stats {
 		Malformed: d.c.malformed.Load(), Unsolicited: d.c.unsolicited.Load(), Timeouts: d.c.timeouts.Load(),
 		Refused: d.c.refused.Load(), Lookups: d.c.lookups.Load(), Hops: d.c.hops.Load(),
 		BadRecords: d.c.badRecords.Load(), NotOwner: d.c.notOwner.Load(), Replays: d.c.replays.Load(),
-		CacheHits: d.c.cacheHits.Load(), Joins: d.c.joins.Load(),
+		NotClosest: d.c.notClosest.Load(), CacheHits: d.c.cacheHits.Load(), Joins: d.c.joins.Load(),
 	}
 	d.mu.Lock()
 	if d.tab != nil {

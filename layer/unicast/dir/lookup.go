@@ -132,7 +132,7 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 				d.failed(c.c.addr, false)
 				continue
 			case m.Type == MsgValue && op == MsgFindValue:
-				for _, r := range d.verified(target, m.Records) {
+				for _, r := range d.verified(c.c.addr, target, m.Records) {
 					if r.live() && !slices.Contains(res.values, r.Addr) {
 						res.values = append(res.values, r.Addr)
 					}

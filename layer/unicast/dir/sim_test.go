@@ -2,6 +2,7 @@ package dir_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	crand "crypto/rand"
 	"errors"
 	"fmt"
@@ -31,13 +32,32 @@ type sim struct {
 	nodes map[layer.Addr]*dir.DHT
 	keys  map[layer.Addr]*identity.Identity
 	addrs []layer.Addr // in join order
+
+	// protected: a member's key may speak only for its own address,
+	// as addr.FromKey binds them in a protected layer (Config.Bound).
+	protected bool
+	boundMu   sync.Mutex
+	boundKeys map[layer.Addr]ed25519.PublicKey
 }
 
 // newSim starts n members, one at a time, each after the previous one
 // joined, with addresses 1000+i.
 func newSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dir.Config) *sim {
 	t.Helper()
-	s := &sim{t: t, net: dirtest.NewNetwork(nc), cfg: cfg, nodes: map[layer.Addr]*dir.DHT{}, keys: map[layer.Addr]*identity.Identity{}}
+	return startSim(t, n, nc, cfg, false)
+}
+
+// newProtectedSim is newSim with Config.Bound binding each member's
+// address to its key alone (a protected layer).
+func newProtectedSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dir.Config) *sim {
+	t.Helper()
+	return startSim(t, n, nc, cfg, true)
+}
+
+func startSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dir.Config, protected bool) *sim {
+	t.Helper()
+	s := &sim{t: t, net: dirtest.NewNetwork(nc), cfg: cfg, nodes: map[layer.Addr]*dir.DHT{}, keys: map[layer.Addr]*identity.Identity{},
+		protected: protected, boundKeys: map[layer.Addr]ed25519.PublicKey{}}
 	t.Cleanup(func() {
 		for _, d := range s.nodes {
 			d.Stop()
@@ -64,6 +84,10 @@ func (s *sim) add(a layer.Addr) *dir.DHT {
 	}
 	c.Signer = id
 	s.keys[a] = id
+	if s.protected {
+		s.bind(a, id.Public())
+		c.Bound = s.bound
+	}
 	d, err := dir.New(c)
 	if err != nil {
 		s.t.Fatal(err)
@@ -76,6 +100,20 @@ func (s *sim) add(a layer.Addr) *dir.DHT {
 	s.addrs = append(s.addrs, a)
 	waitFor(s.t, fmt.Sprintf("%d to join", a), func() bool { return d.Stats().Joins > 0 })
 	return d
+}
+
+// bind makes k the key of address a in a protected sim.
+func (s *sim) bind(a layer.Addr, k ed25519.PublicKey) {
+	s.boundMu.Lock()
+	s.boundKeys[a] = k
+	s.boundMu.Unlock()
+}
+
+// bound is a protected sim's Config.Bound: k is a's key.
+func (s *sim) bound(a layer.Addr, k ed25519.PublicKey) bool {
+	s.boundMu.Lock()
+	defer s.boundMu.Unlock()
+	return s.boundKeys[a].Equal(k)
 }
 
 func waitFor(t testing.TB, what string, cond func() bool) {

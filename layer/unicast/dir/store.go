@@ -67,8 +67,8 @@ func (s *stored) apply(r Record, owner ed25519.PublicKey, until, now time.Time) 
 	}
 	i := slices.IndexFunc(s.vals, func(v value) bool { return v.addr == r.Addr })
 	sameKey := i >= 0 && ed25519.PublicKey(s.vals[i].rec.Key).Equal(ed25519.PublicKey(r.Key))
-	if i >= 0 && !sameKey && !s.vals[i].gone {
-		return notOwner
+	if i >= 0 && !sameKey && !s.vals[i].gone && now.Before(s.vals[i].expires) {
+		return notOwner // another key's live record of the address
 	}
 	if sameKey && r.Seq <= s.vals[i].rec.Seq {
 		if r.Seq == s.vals[i].rec.Seq {
