@@ -252,6 +252,8 @@ type unicastConfig struct {
 	Addr       uint64   `toml:"addr"`       // static address (default: random)
 	Cert       string   `toml:"cert"`       // membership certificate (ouro cert issue): a file, or "base64:DATA" (boards); for layers admitted by authority
 	CRL        string   `toml:"crl"`        // the authority's revocation list (ouro cert revoke): a file, or "base64:DATA"
+	Seal       bool     `toml:"seal"`       // seal every flow of this member (unsealed requests refused); otherwise flows whose QoS asks are sealed
+	SealPeers  []string `toml:"seal_peers"` // if set, the only node ids (ouro id) a sealed flow may have at its other end
 
 	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap; elsewhere the policy to expect)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
@@ -273,7 +275,7 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 	cfg := unicast.Config{
 		Name: p.Name, Layer: p.Layer, Lower: c.Lower,
 		Bootstrap: c.Bootstrap, Enroll: c.Enroll, Neighbours: c.Neighbours,
-		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen,
+		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen, Seal: c.Seal, SealPeers: c.SealPeers,
 		RoutingTick: c.RoutingTick.Duration, KeepAlive: c.KeepAlive.Duration, FlowTimeout: c.FlowTimeout.Duration,
 		Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{})},
 	}
@@ -286,6 +288,11 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 			return cfg, fmt.Errorf("cert %s: %w", short(c.Cert), err)
 		}
 		cfg.Cert = b
+	}
+	for _, id := range c.SealPeers {
+		if !identity.IsName(id) {
+			return cfg, fmt.Errorf("seal_peers: %q is not a node id (16 characters, as ouro id prints): %w", id, flow.ErrInvalid)
+		}
 	}
 	if c.CRL != "" {
 		b, err := blob(c.CRL)
