@@ -181,7 +181,7 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
 	}
-	if !identity.VerifyLabeled(peer.Key, identity.LabelKex, tr, r.Sig) {
+	if !identity.VerifyLabeled(peer.Key, identity.LabelKex, digest(tr), r.Sig) {
 		return Result{}, nil, fmt.Errorf("kex: responder %s: %w", peer.ID, ErrBadSignature)
 	}
 	eR, err := ecdh.X25519().NewPublicKey(r.E)
@@ -200,7 +200,7 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
 	}
-	sig, err := identity.SignLabeled(ctx, in.cfg.Signer, identity.LabelKex, ti)
+	sig, err := identity.SignLabeled(ctx, in.cfg.Signer, identity.LabelKex, digest(ti))
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
 	}
@@ -269,7 +269,7 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
-	if r.Sig, err = identity.SignLabeled(ctx, cfg.Signer, identity.LabelKex, tr); err != nil {
+	if r.Sig, err = identity.SignLabeled(ctx, cfg.Signer, identity.LabelKex, digest(tr)); err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
 	out, err := codec.Marshal(r)
@@ -298,7 +298,7 @@ func (rs *Responder) Finish(b []byte) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("kex: %w", err)
 	}
-	if !identity.VerifyLabeled(rs.peer.Key, identity.LabelKex, ti, f.Sig) {
+	if !identity.VerifyLabeled(rs.peer.Key, identity.LabelKex, digest(ti), f.Sig) {
 		return Result{}, fmt.Errorf("kex: initiator %s: %w", rs.peer.ID, ErrBadSignature)
 	}
 	return Result{Keys: Keys{Send: rs.keys.r2i, Recv: rs.keys.i2r}, Peer: rs.peer}, nil
@@ -323,6 +323,14 @@ func (c *Config) peer(doc []byte) (identity.Document, error) {
 		}
 	}
 	return d, nil
+}
+
+// digest is what a side signs of a transcript: its SHA-256. A
+// transcript holds both key shares and both documents (about 3 KB),
+// more than a node's signer component takes in one message.
+func digest(tr []byte) []byte {
+	d := sha256.Sum256(tr)
+	return d[:]
 }
 
 type directional struct{ i2r, r2i [KeySize]byte }

@@ -545,6 +545,13 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 			m.cfg.Logf("irm: %v; trying the next layer", lastErr)
 			continue
 		}
+		if info.Peer != nil {
+			m.mu.Lock()
+			if f := m.flows[id]; f != nil {
+				f.info.Peer = info.Peer
+			}
+			m.mu.Unlock()
+		}
 		m.cfg.Logf("irm: flow %d allocated to %q in layer %s", id, a.Name, e.info.Layer)
 		return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, nil
 	}

@@ -215,11 +215,15 @@ func (m *IRM) flowPage(pg pager) (MgmtResp, error) {
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	now := time.Now()
-	return pg.rows([]string{"id", "local", "remote", "layer", "cube", "age"}, len(ids), func(i int) []string {
+	return pg.rows([]string{"id", "local", "remote", "layer", "cube", "age", "sealed_with"}, len(ids), func(i int) []string {
 		f := m.flows[ids[i]]
+		peer := "-"
+		if p := f.info.Peer; p != nil {
+			peer = p.Name + " " + p.ID
+		}
 		return []string{
 			strconv.FormatUint(ids[i], 10), f.info.Local, f.info.Remote, f.info.Layer,
-			f.info.QoS.Cube().String(), now.Sub(f.started).Truncate(time.Millisecond).String(),
+			f.info.QoS.Cube().String(), now.Sub(f.started).Truncate(time.Millisecond).String(), peer,
 		}
 	})
 }
