@@ -295,7 +295,7 @@ func sealedFlowToVM(t *testing.T, b *irm.Broker, m identity.Measurement) {
 		path := "plain hosted -> vm.echo over uni"
 		if sealed {
 			path = "sealed hosted -> vm.echo over uni"
-			if info.Peer == nil || info.Peer.Board != "usbarmory" || !bytes.Equal(info.Peer.Measurement, m[:]) {
+			if info.Peer == nil || info.Peer.Name != "vm" || info.Peer.Board == "" || !bytes.Equal(info.Peer.Measurement, m[:]) {
 				t.Fatalf("sealed flow's peer %v, want the armory image measured %s", info.Peer, m)
 			}
 			t.Logf("sealed flow to vm.echo: peer %v", info.Peer)
