@@ -76,7 +76,8 @@ FUZZ_TARGETS ?= \
 	./layer/unicast/enroll:FuzzUnmarshal ./layer/unicast/connmgr:FuzzUnmarshal \
 	./layer/unicast/routing:FuzzUnmarshal ./layer/unicast/dir:FuzzDecode ./layer/unicast:FuzzFloodMsg \
 	./crypto/identity:FuzzVerifyDocument ./crypto/identity:FuzzVerifyCert ./crypto/identity:FuzzVerifyCRL \
-	./crypto/admission:FuzzPolicy ./crypto/kex:FuzzRespond ./crypto/kex:FuzzReply
+	./crypto/admission:FuzzPolicy ./crypto/kex:FuzzRespond ./crypto/kex:FuzzReply ./crypto/kex:FuzzFinish \
+	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -256,6 +256,9 @@ type Allocator struct {
 	pend    map[layer.EID]*pending
 	inbound map[inKey]bool       // incoming requests being accepted
 	hs      map[inKey]*handshake // incoming sealed requests in their key exchange
+
+	ephs chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
+	docs docCache
 }
 
 // New returns an Allocator.
@@ -282,6 +285,9 @@ func New(cfg Config) (*Allocator, error) {
 		pend: make(map[layer.EID]*pending), inbound: make(map[inKey]bool), hs: make(map[inKey]*handshake),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if cfg.Seal != nil {
+		a.ephs = make(chan *kex.Ephemeral, ephAhead)
+	}
 	return a, nil
 }
 
@@ -289,6 +295,10 @@ func New(cfg Config) (*Allocator, error) {
 func (a *Allocator) Start() error {
 	a.wg.Add(1)
 	a.cfg.Runner.Go(a.tick)
+	if a.ephs != nil {
+		a.wg.Add(1)
+		a.cfg.Runner.Go(a.makeKeys)
+	}
 	return nil
 }
 
