@@ -211,7 +211,9 @@ func (l *layerNet) pingPairs(from, to []string, layer string, name func(string) 
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			s, err := l.pingOnce(p.a, name(p.b), 5*time.Second, "-c", "5", "-i", "20ms", "-W", "2s")
+			// Up to 15 s for the name to be found: on a loaded machine the
+			// directory's first lookups can time out.
+			s, err := l.pingOnce(p.a, name(p.b), 15*time.Second, "-c", "5", "-i", "20ms", "-W", "2s")
 			mu.Lock()
 			defer mu.Unlock()
 			hops := l.topo.Hops(p.a, p.b)
@@ -691,7 +693,9 @@ func TestLayerRTT(t *testing.T) {
 			t.Fatalf("ping %s: not in layer %s: %s", c.name, c.layer, strings.SplitN(out, "\n", 2)[0])
 		}
 		r, err := parsePing(out)
-		if err != nil || r.received != count {
+		// A best-effort flow on a loaded machine may lose a few (or have
+		// them later than -W): the figure is the RTT, taken from what came.
+		if err != nil || r.received < count*98/100 {
 			t.Fatalf("ping %s (%s): %d of %d replies, %v", c.name, c.what, r.received, count, err)
 		}
 		line := fmt.Sprintf("%s: rtt min/p50/p90 %.0f/%.0f/%.0f µs", c.what, r.quantile(0), r.quantile(0.5), r.quantile(0.9))

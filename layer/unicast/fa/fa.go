@@ -101,6 +101,10 @@ func Unmarshal(b []byte) (Msg, error) {
 	default:
 		bad = true
 	}
+	if m.Type != MsgReq && m.Type != MsgReply && (m.Part != 0 || m.Parts != 0) ||
+		m.Type != MsgReq && m.Type != MsgReply && m.Type != MsgFinish && len(m.Kex) != 0 {
+		bad = true // key-exchange fields on a message that carries none
+	}
 	if bad {
 		return Msg{}, fmt.Errorf("fa: message type %d: %w", m.Type, flow.ErrInvalid)
 	}

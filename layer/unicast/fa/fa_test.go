@@ -71,6 +71,9 @@ func TestUnmarshalChecks(t *testing.T) {
 		{"finish", fa.Msg{Type: fa.MsgFinish, SrcEID: 9, Kex: []byte{1}}, true},
 		{"empty finish", fa.Msg{Type: fa.MsgFinish, SrcEID: 9}, false},
 		{"finish too big", fa.Msg{Type: fa.MsgFinish, SrcEID: 9, Kex: make([]byte, 129)}, false},
+		{"finish in pieces", fa.Msg{Type: fa.MsgFinish, SrcEID: 9, Kex: []byte{1}, Parts: 2}, false},
+		{"keepalive with a key piece", fa.Msg{Type: fa.MsgKeepalive, DstEID: 9, Kex: []byte{1}}, false},
+		{"dealloc with a piece count", fa.Msg{Type: fa.MsgDealloc, DstEID: 9, Parts: 23}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

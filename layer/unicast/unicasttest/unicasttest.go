@@ -27,6 +27,9 @@ import (
 // Layer is the layer name of the harness's IPCPs.
 const Layer = "uni"
 
+// minOperationalWait is the least WaitOperational waits.
+const minOperationalWait = 20 * time.Second
+
 // PipeCap is the capacity (SDUs per direction) of every pipe the harness
 // makes: N-1 flows and application flows.
 const PipeCap = 512
@@ -394,8 +397,13 @@ func (b *overBroker) Close() error { return nil }
 
 // WaitOperational waits until every node is a member with routes to every
 // other node.
+//
+// It is a precondition, not a measurement: it waits at least
+// minOperationalWait whatever timeout says, since enrollments in turn
+// on a loaded two-core machine take longer than a test's typical 5 s.
 func (n *Net) WaitOperational(timeout time.Duration) {
 	n.tb.Helper()
+	timeout = max(timeout, minOperationalWait)
 	n.WaitFor(timeout, "all nodes operational with full routing tables", func() bool {
 		nodes := n.Nodes()
 		for _, nd := range nodes {
