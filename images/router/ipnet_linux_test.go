@@ -24,10 +24,12 @@ import (
 // TestIPNet carries unchanged TCP/IP programs across an ouro network:
 // three network namespaces in a line (h1 – h2 – h3) with no IP
 // connectivity between them, a unicast layer over the Ethernet shim,
-// and an ipnet bridge (ouro ipnet, a TUN interface) at h1 and h3. ping
-// and curl (a file served by net/http in h3's namespace, hash-checked)
-// cross it; iperf3 TCP and UDP too where iperf3 is installed, beside the
-// same iperf3 over plain IP routed through h2 on the same veths.
+// and two pairs of IP bridges at h1 and h3: in the nodes ([[ipnet]],
+// TUN ouro1, 10.79.0.0/24) and in hosted programs (ouro ipnet, TUN
+// ouro0, 10.77.0.0/24). ping crosses both; curl (a file served by
+// net/http in h3's namespace, hash-checked) the in-node pair; iperf3 TCP
+// and UDP both, where iperf3 is installed, beside the same iperf3 over
+// plain IP routed through h2 on the same veths.
 func TestIPNet(t *testing.T) {
 	needNetns(t)
 	for _, tool := range []string{"ping", "curl"} {
@@ -37,7 +39,11 @@ func TestIPNet(t *testing.T) {
 	}
 	topo := testnet.Line(3)
 	ns := buildNetns(t, topo)
-	l := startLayer(t, topo, ns, ns.EthShim, testnet.UnicastOpts{})
+	inNode := func(h, peer string) string {
+		return fmt.Sprintf("\n[[ipnet]]\nname = \"ipn.%s\"\ntun = \"ouro1\"\nmtu = 1300\nroutes = [\"10.79.0.0/24=ipn.%s\"]\n", h, peer)
+	}
+	l := startLayer(t, topo, ns, ns.EthShim, testnet.UnicastOpts{
+		NodeKeys: "log = true", Extra: map[string]string{"h1": inNode("h1", "h3"), "h3": inNode("h3", "h1")}})
 	l.converge()
 	ipn := func(h string, args ...string) {
 		t.Helper()
@@ -60,16 +66,27 @@ func TestIPNet(t *testing.T) {
 		bridges = append(bridges, p)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err = l.n.Ouro(ctx, l.nodes[h], "reg", "ipnet."+h, "--layer", "uni")
+		if err == nil { // the in-node bridge's name (these nodes do not register bound names everywhere)
+			_, err = l.n.Ouro(ctx, l.nodes[h], "reg", "ipn."+h, "--layer", "uni")
+		}
 		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
 		ipn(h, "addr", "add", addr[h]+"/24", "dev", "ouro0")
+		ipn(h, "addr", "add", strings.Replace(addr[h], ".77.", ".79.", 1)+"/24", "dev", "ouro1")
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range bridges {
 				t.Logf("ipnet output:\n%s", p.Output())
+			}
+			for _, h := range []string{"h1", "h3"} {
+				t.Logf("node %s's log:\n%s", h, l.nodes[h].Output())
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				out, err := l.n.Ouro(ctx, l.nodes[h], "names")
+				cancel()
+				t.Logf("node %s's names: %s %v", h, out, err)
 			}
 		}
 	})
@@ -78,28 +95,31 @@ func TestIPNet(t *testing.T) {
 	}
 
 	// ping: the first packets may wait for the names to be found.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, err := inNS("h1", "ping", "-c", "3", "-W", "2", "-i", "0.2", addr["h3"]).CombinedOutput()
-		if err == nil && strings.Contains(string(out), " 0% packet loss") {
-			break
+	far := map[string]string{"in the nodes": "10.79.0.3", "in ouro ipnet programs": addr["h3"]}
+	for _, what := range []string{"in the nodes", "in ouro ipnet programs"} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, err := inNS("h1", "ping", "-c", "3", "-W", "2", "-i", "0.2", far[what]).CombinedOutput()
+			if err == nil && strings.Contains(string(out), " 0% packet loss") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ping h1 → h3 through bridges %s: %v\n%s", what, err, out)
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ping h1 → h3 through ipnet: %v\n%s", err, out)
+		out, err := inNS("h1", "ping", "-c", "20", "-i", "0.05", "-q", far[what]).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ping: %v\n%s", err, out)
 		}
+		t.Logf("ping h1 → h3, bridges %s (uni over eth, 2 hops): %s", what, lastLine(string(out)))
 	}
-	out, err := inNS("h1", "ping", "-c", "20", "-i", "0.05", "-q", addr["h3"]).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ping: %v\n%s", err, out)
-	}
-	t.Logf("ping h1 → h3 over ipnet (uni over eth, 2 hops): %s", lastLine(string(out)))
 
 	// curl: 20 MB from net/http listening in h3's namespace.
 	data := make([]byte, 20<<20)
 	for i := range data {
 		data[i] = byte(i*31 + i>>11)
 	}
-	ln := listenIn(t, ns.Name("h3"), addr["h3"]+":8080")
+	ln := listenIn(t, ns.Name("h3"), far["in the nodes"]+":8080")
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(data))
@@ -108,7 +128,7 @@ func TestIPNet(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	file := filepath.Join(t.TempDir(), "blob")
 	start := time.Now()
-	out, err = inNS("h1", "curl", "-sS", "--max-time", "60", "-o", file, "-w", "%{speed_download}", "http://"+addr["h3"]+":8080/blob").CombinedOutput()
+	out, err := inNS("h1", "curl", "-sS", "--max-time", "60", "-o", file, "-w", "%{speed_download}", "http://"+far["in the nodes"]+":8080/blob").CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v\n%s", err, out)
 	}
@@ -170,12 +190,14 @@ func TestIPNet(t *testing.T) {
 		}
 		return r.End.SumReceived.BPS
 	}
-	tcp, tcpBase := iperf(addr["h3"], false), iperf("10.78.2.3", false)
-	udp := iperf(addr["h3"], true)
-	t.Logf("iperf3 TCP h1 → h3 (MSS 1200): over ipnet %.1f Mbit/s, plain IP routed through h2 %.1f Mbit/s (%.2f); UDP at 200 Mbit/s offered: %.1f Mbit/s received",
-		tcp/1e6, tcpBase/1e6, tcp/tcpBase, udp/1e6)
-	if tcp == 0 || udp == 0 {
-		t.Fatal("iperf3 carried nothing over ipnet")
+	tcpBase := iperf("10.78.2.3", false)
+	for _, what := range []string{"in the nodes", "in ouro ipnet programs"} {
+		tcp, udp := iperf(far[what], false), iperf(far[what], true)
+		t.Logf("iperf3 h1 → h3, bridges %s: TCP (MSS 1200) %.1f Mbit/s, plain IP routed through h2 %.1f Mbit/s (%.3f); UDP at 200 Mbit/s offered: %.1f Mbit/s received",
+			what, tcp/1e6, tcpBase/1e6, tcp/tcpBase, udp/1e6)
+		if tcp == 0 || udp == 0 {
+			t.Fatalf("iperf3 carried nothing over the bridges %s", what)
+		}
 	}
 }
 

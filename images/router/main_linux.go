@@ -7,6 +7,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/ouronet/ouro/flow/ipnet"
 	"log"
 	"os"
 	"os/signal"
@@ -65,6 +66,12 @@ func main() {
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}
+	// IP bridges ([[ipnet]]), each a component with its TUN interface.
+	bridges, err := node.IPNets(cfg, func(name string, mtu int) (node.TUN, error) { return ipnet.OpenTUN(name, mtu) }, logf)
+	if err != nil {
+		log.Fatalf("router: %v", err)
+	}
+	apps = append(apps, bridges...)
 	n, err := node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logf)}, apps...)...)
 	if err != nil {
 		log.Fatalf("router: %v", err)

@@ -119,6 +119,9 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
+	if _, err := node.IPNets(cfg, nil, nil); err != nil { // no TUN on a board
+		fail("%v", err)
+	}
 	n, err := node.New(cfg, apps...)
 	if err != nil {
 		fail("%v", err)

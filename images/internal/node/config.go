@@ -16,11 +16,12 @@ import (
 
 // Config is a node's configuration, as read from TOML (see docs/config.md).
 type Config struct {
-	Node   NodeConfig   `toml:"node"`
-	Kernel KernelConfig `toml:"kernel"` // isolation.go
-	IRM    IRMConfig    `toml:"irm"`
-	IPCPs  []IPCPConfig `toml:"ipcp"`
-	Apps   []AppConfig  `toml:"app"` // in-node applications (apps.go)
+	Node   NodeConfig    `toml:"node"`
+	Kernel KernelConfig  `toml:"kernel"` // isolation.go
+	IRM    IRMConfig     `toml:"irm"`
+	IPCPs  []IPCPConfig  `toml:"ipcp"`
+	Apps   []AppConfig   `toml:"app"`   // in-node applications (apps.go)
+	IPNets []IPNetConfig `toml:"ipnet"` // IP bridges (ipnet.go)
 
 	// Identity and Measurement, set by the image rather than the file:
 	// the node's key (a board's, derived from its hardware unique key)

@@ -105,6 +105,9 @@ func TestConfigMistakes(t *testing.T) {
 				`^line 20: .*hello = 70000: want a period in ms from 1 to 60000`,
 				`^line 21: .*dead = 1: want 2 to 100 hello periods`,
 			}},
+		{"ipnet",
+			udpNode + "[[ipnet]]\nname = \"ip.a\"\ntun = \"ouro0\"\nroutes = [\"10.0.0.0/8=ip.b\", \"nonsense\"]\nrout = 1\n",
+			[]string{`^line 19: \[\[ipnet\]\] #1: ipnet: route "nonsense": want PREFIX=NAME`, `^line 23: \[\[ipnet\]\] #1: unknown key "rout"; did you mean "routes"\?`}},
 		{"seal_peers",
 			udpNode + "seal = true\nseal_peers = [\"bogus\"]\n",
 			[]string{`^line 15: .*seal_peers: "bogus" is not a node id`}},
@@ -142,7 +145,7 @@ func TestConfigMistakes(t *testing.T) {
 			}},
 		{"unknown top-level table",
 			"[nodes]\nname = \"a\"\n",
-			[]string{`^line 1: unknown table \[nodes\]; did you mean \[node\]\? \(accepted: \[\[app\]\], \[\[ipcp\]\], \[irm\], \[kernel\], \[node\]\)$`}},
+			[]string{`^line 1: unknown table \[nodes\]; did you mean \[node\]\? \(accepted: \[\[app\]\], \[\[ipcp\]\], \[\[ipnet\]\], \[irm\], \[kernel\], \[node\]\)$`}},
 		{"app",
 			"[[app]]\nkind = \"ehco\"\n[[app]]\nname = \"x\"\n[[app]]\nkind = \"echo\"\nnmae = \"y\"\n",
 			[]string{

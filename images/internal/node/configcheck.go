@@ -261,6 +261,15 @@ func (k *checker) structure(doc map[string]any) {
 					k.add(p, where, "kind", "missing required key \"kind\" (accepted values: %s)", strings.Join(appChoice.values, ", "))
 				}
 			}
+		case "ipnet":
+			elems, ok := tableArray(v)
+			if !ok {
+				k.add(path, "", key, "ipnet must be an array of tables: write each bridge as [[ipnet]]")
+				continue
+			}
+			for i, e := range elems {
+				k.table([]any{"ipnet", i}, fmt.Sprintf("[[ipnet]] #%d", i+1), "ipnet", e, reflect.TypeFor[IPNetConfig](), nil)
+			}
 		default:
 			f, ok := top[key]
 			if !ok {
@@ -735,6 +744,11 @@ func (k *checker) values(c *Config, standalone bool) {
 			if k.decode(c, p.Broadcast, &b, tpath, twhere) {
 				k.checkLower(b.Lower, tpath, twhere, layers, standalone)
 			}
+		}
+	}
+	for i, b := range c.IPNets {
+		if _, _, err := b.bridgeConfig(); err != nil {
+			k.add([]any{"ipnet", i}, fmt.Sprintf("[[ipnet]] #%d", i+1), "", "%v", err)
 		}
 	}
 	apps := map[string]int{}
