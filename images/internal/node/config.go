@@ -52,6 +52,13 @@ type NodeConfig struct {
 	// ephemeral key per start; boards derive theirs from the hardware
 	// unique key (Config.Identity). See identity.go.
 	Key string `toml:"key"`
+	// Metrics is the host:port where a hosted node serves its metrics in
+	// the Prometheus text format over HTTP, at /metrics
+	// (docs/observability.md); empty: none. A loopback address unless
+	// MetricsPublic: the metrics are served to whoever connects.
+	Metrics string `toml:"metrics"`
+	// MetricsPublic allows Metrics on an address other hosts can reach.
+	MetricsPublic bool `toml:"metrics_public"`
 }
 
 // IRMConfig tunes the IRM.

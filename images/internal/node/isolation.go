@@ -1,5 +1,7 @@
 package node
 
+import "time"
+
 // KernelConfig is the [kernel] table: node-wide limits of the capability
 // kernel (docs/node.md).
 type KernelConfig struct {
@@ -32,6 +34,19 @@ type GatewayOptions struct {
 	// MaxSessions bounds the sessions at once (default 256): the
 	// gateway's budget is MaxSessions × SessionBufs.
 	MaxSessions int
+	// Allocs, if set, is told of every flow allocation a program on the
+	// socket asks for (the metrics' allocation latency histogram).
+	Allocs AllocObserver
+}
+
+// AllocObserver is told of each flow allocation the gateway asks the IRM
+// for on a program's behalf: the layer that allocated it ("" if none
+// did), how long the IRM took from the request to its answer (the query
+// of every layer, the layer's allocation, the peer's accept), and the
+// error. It is called on the control path of the program's session
+// component; it must not block and must be safe for concurrent use.
+type AllocObserver interface {
+	ObserveAlloc(layer string, d time.Duration, err error)
 }
 
 // GatewayOptions returns the gateway settings of the configuration.
