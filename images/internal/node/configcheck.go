@@ -929,8 +929,8 @@ func checkMetricsAddr(addr string, public bool) error {
 	if err != nil {
 		return fmt.Errorf("want host:port, e.g. \"127.0.0.1:9464\"")
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return fmt.Errorf("port %q: want 1 to 65535", port)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q: want 0 (any free port) to 65535", port)
 	}
 	if host == "localhost" {
 		return nil
