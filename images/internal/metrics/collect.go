@@ -115,7 +115,9 @@ func statMetrics(t irm.Table, ipcp, layer string, ch chan<- prometheus.Metric) {
 			continue
 		}
 		seen[name] = true
-		desc := prometheus.NewDesc(name, fmt.Sprintf("The %q row of \"ouro stats IPCP\".", row[0]), ipcpLabels, nil)
+		// The help must be the same for every IPCP: rows of different
+		// kinds may share a name ("flows.active", "flows_active").
+		desc := prometheus.NewDesc(name, "A counter of \"ouro stats IPCP\", its name's punctuation as '_'.", ipcpLabels, nil)
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.UntypedValue, v, ipcp, layer)
 	}
 }

@@ -239,6 +239,11 @@ func TestScrapeMatchesStats(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// Nothing was dropped: the HTTP handler continues past a collector's
+	// error (and only logs it); Gather reports it.
+	if _, err := tn.m.reg.Gather(); err != nil {
+		t.Errorf("gather: %v", err)
+	}
 	checked, flowTables := 0, 0
 	for _, r := range ipcps.Rows {
 		ipcp, layer := r[0], r[1]
