@@ -389,3 +389,38 @@ func checkPerFlow(t *testing.T, fams map[string]*dto.MetricFamily, pings int) {
 		t.Errorf("ouro_flow_pkts_in of a.local's flows sum to %v, want at least the %d pings", pktsIn, pings)
 	}
 }
+
+// TestRestartKeepsListener restarts the metrics component (as its
+// supervisor would after a fault): the next incarnation serves the same
+// address, with a new session, and the allocation histogram survives.
+func TestRestartKeepsListener(t *testing.T) {
+	tn := startNode(t)
+	addr := tn.m.Addr().String()
+	tn.m.ObserveAlloc("local", time.Millisecond, nil)
+	if _, ok := value(scrape(t, tn.m), "ouro_ipcp_info", map[string]string{"ipcp": "a.local"}); !ok {
+		t.Fatal("no ouro_ipcp_info for a.local before the restart")
+	}
+	if err := tn.n.Kernel().Restart(Name); err != nil {
+		t.Fatal(err)
+	}
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		fams = scrape(t, tn.m)
+		if _, ok := value(fams, "ouro_ipcp_info", map[string]string{"ipcp": "a.local"}); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no ouro_ipcp_info for a.local after the restart")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := tn.m.Addr().String(); got != addr {
+		t.Errorf("address after the restart: %s, want %s", got, addr)
+	}
+	if n, ok := value(fams, "ouro_flow_alloc_duration_seconds", map[string]string{"layer": "local", "result": "ok"}); !ok || n != 1 {
+		t.Errorf("allocation histogram after the restart: %v observations (present %v), want 1", n, ok)
+	}
+	if r, ok := value(fams, "ouro_component_restarts_total", map[string]string{"component": Name}); !ok || r != 1 {
+		t.Errorf("ouro_component_restarts_total of %s: %v (present %v), want 1", Name, r, ok)
+	}
+}
