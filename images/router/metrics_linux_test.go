@@ -156,7 +156,7 @@ kind = "echo"
 	for _, ipcp := range ipcps {
 		for _, row := range after[ipcp] {
 			want, err := strconv.ParseFloat(row[1], 64)
-			if err != nil {
+			if err != nil || row[0] == "addr" {
 				continue
 			}
 			name := "ouro_ipcp_" + strings.Map(func(r rune) rune {

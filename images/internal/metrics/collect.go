@@ -97,7 +97,7 @@ func collectIPCPs(ctx context.Context, b *irm.Broker, ch chan<- prometheus.Metri
 // statMetrics exports the numeric rows of an IPCP's "stats" table, each
 // as ouro_ipcp_<counter> (dots and other punctuation as '_'), labelled
 // ipcp and layer. Rows that are not numbers (state, last fault) are left
-// out: ouro_ipcp_info has the state. The values are what "ouro stats"
+// out: ouro_ipcp_info has the state; so is a unicast IPCP's address. The values are what "ouro stats"
 // prints; the table does not say which are counters and which gauges,
 // so they are untyped.
 func statMetrics(t irm.Table, ipcp, layer string, ch chan<- prometheus.Metric) {
@@ -107,8 +107,8 @@ func statMetrics(t irm.Table, ipcp, layer string, ch chan<- prometheus.Metric) {
 			continue
 		}
 		v, err := strconv.ParseFloat(row[1], 64)
-		if err != nil {
-			continue
+		if err != nil || row[0] == "addr" {
+			continue // addr: an identifier (up to 64 bits: not exact as a float64)
 		}
 		name := "ouro_ipcp_" + metricName(row[0])
 		if seen[name] {
