@@ -49,6 +49,12 @@ bufs = 1024
 kind = "udp"
 [ipcp.udp]
 addr = "127.0.0.1:0"
+[[ipcp]]
+name = "a.bc"
+kind = "broadcast"
+layer = "bc"
+[ipcp.broadcast]
+lower = ["local"]
 [[app]]
 kind = "echo"
 `))
@@ -212,8 +218,19 @@ func TestScrapeMatchesStats(t *testing.T) {
 	}
 
 	ipcps := ouroMgmt(t, c, irm.MgmtReq{Cmd: irm.CmdIPCPs})
-	if len(ipcps.Rows) != 2 {
-		t.Fatalf("ouro ipcps: %v, want 2 IPCPs", ipcps.Rows)
+	if len(ipcps.Rows) != 3 {
+		t.Fatalf("ouro ipcps: %v, want 3 IPCPs", ipcps.Rows)
+	}
+	// A member of the broadcast layer: a port in a.bc's "ports" table.
+	bc, _, err := c.Join(ctx, "bc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	for i := range 3 {
+		if err := bc.Write(fmt.Appendf(nil, "flood %d", i), time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	type snapshot map[string]irm.Table // "stats IPCP", "flows IPCP"
 	take := func() snapshot {
@@ -221,6 +238,9 @@ func TestScrapeMatchesStats(t *testing.T) {
 		for _, r := range ipcps.Rows {
 			s["stats "+r[0]] = ouroMgmt(t, c, irm.MgmtReq{Cmd: "stats", IPCP: r[0]})
 			s["flows "+r[0]] = ouroMgmt(t, c, irm.MgmtReq{Cmd: "flows", IPCP: r[0]})
+			if r[2] == "broadcast" {
+				s["ports "+r[0]] = ouroMgmt(t, c, irm.MgmtReq{Cmd: "ports", IPCP: r[0]})
+			}
 		}
 		return s
 	}
@@ -244,7 +264,7 @@ func TestScrapeMatchesStats(t *testing.T) {
 	if _, err := tn.m.reg.Gather(); err != nil {
 		t.Errorf("gather: %v", err)
 	}
-	checked, flowTables := 0, 0
+	checked, flowTables, ports := 0, 0, 0
 	for _, r := range ipcps.Rows {
 		ipcp, layer := r[0], r[1]
 		labels := map[string]string{"ipcp": ipcp, "layer": layer}
@@ -266,6 +286,18 @@ func TestScrapeMatchesStats(t *testing.T) {
 				t.Errorf("%s%v = %v, ouro stats %s shows %s = %v", name, labels, got, ipcp, row[0], want)
 			}
 			checked++
+		}
+		for _, row := range rowMaps(after["ports "+ipcp]) {
+			pl := map[string]string{"ipcp": ipcp, "layer": layer, "kind": row["kind"], "name": row["name"]}
+			for _, col := range portCounters {
+				want, err := strconv.ParseFloat(row[col], 64)
+				got, ok := value(fams, "ouro_port_"+col, pl)
+				if err != nil || !ok || got != want {
+					t.Errorf("ouro_port_%s%v = %v (present %v), ouro ipcp ports %s shows %q", col, pl, got, ok, ipcp, row[col])
+				}
+				checked++
+				ports++
+			}
 		}
 		flows := after["flows "+ipcp]
 		if !slices.Contains(flows.Columns, "pkts_in") {
@@ -292,6 +324,12 @@ func TestScrapeMatchesStats(t *testing.T) {
 	local := map[string]string{"ipcp": "a.local", "layer": info.Layer}
 	if info.Layer != "local" {
 		t.Fatalf("the flow went through layer %q, want local", info.Layer)
+	}
+	if v, ok := value(fams, "ouro_port_pkts_in", map[string]string{"ipcp": "a.bc", "kind": "member"}); !ok || v != 3 {
+		t.Errorf("ouro_port_pkts_in of a.bc's member port = %v (present %v), want the 3 SDUs written", v, ok)
+	}
+	if ports == 0 {
+		t.Errorf("a.bc's ports table (%v) had no port to compare", after["ports a.bc"])
 	}
 	if checked < 20 {
 		t.Errorf("only %d values compared; want at least 20", checked)
