@@ -67,17 +67,16 @@ func main() {
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}
-	gwOpts := cfg.GatewayOptions()
 	extras := apps
 	// [node] metrics: Prometheus text over HTTP (docs/observability.md).
 	var n *node.Node
 	var mx *metrics.Server
 	if cfg.Node.Metrics != "" {
 		mx = metrics.New(metrics.Config{Addr: cfg.Node.Metrics, Kernel: func() *kernel.Kernel { return n.Kernel() }, Logf: logf})
-		gwOpts.Allocs = mx
+		cfg.Allocs = mx // the gateway's and the IPCPs' allocations
 		extras = append(extras, mx.Extra())
 	}
-	n, err = node.New(cfg, append([]node.Extra{node.GatewayWith(sock, gwOpts, logf)}, extras...)...)
+	n, err = node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logf)}, extras...)...)
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}

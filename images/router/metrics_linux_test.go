@@ -50,8 +50,9 @@ admission = "open"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.StartNode("b", fmt.Sprintf(`[node]
+	b, err := n.StartNode("b", fmt.Sprintf(`[node]
 name = "b"
+metrics = "127.0.0.1:0"
 [[ipcp]]
 kind = "udp"
 [ipcp.udp]
@@ -66,7 +67,8 @@ lower = ["udp"]
 enroll = "a.uni"
 [[app]]
 kind = "echo"
-`, pb, pa), testnet.NodeOpts{}); err != nil {
+`, pb, pa), testnet.NodeOpts{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	m := regexp.MustCompile(`metrics (http://\S+/metrics)`).FindStringSubmatch(a.Output())
@@ -185,6 +187,30 @@ kind = "echo"
 	m2, ok := sample("ouro_flow_alloc_duration_seconds", map[string]string{"layer": "uni", "result": "ok"})
 	if !ok || m2.GetHistogram().GetSampleCount() < 1 || m2.GetHistogram().GetSampleSum() <= 0 {
 		t.Errorf("allocation histogram for layer uni: %v, want the ping's allocation", m2)
+	}
+	// b's unicast IPCP allocated its N-1 flows to a.uni over the UDP
+	// shim when it enrolled: its IPCP's allocations are observed too.
+	mb := regexp.MustCompile(`metrics (http://\S+/metrics)`).FindStringSubmatch(b.Output())
+	if mb == nil {
+		t.Fatalf("b's ready line names no metrics address:\n%s", b.Output())
+	}
+	bp := expfmt.NewTextParser(model.LegacyValidation)
+	bf, err := bp.TextToMetricFamilies(strings.NewReader(get(t, mb[1])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n1 uint64
+	for _, m := range bf["ouro_flow_alloc_duration_seconds"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["layer"] == "udp" && labels["result"] == "ok" {
+			n1 += m.GetHistogram().GetSampleCount()
+		}
+	}
+	if n1 == 0 {
+		t.Errorf("b's allocation histogram has no allocation in layer udp (b.uni's N-1 flows): %v", bf["ouro_flow_alloc_duration_seconds"])
 	}
 	for _, c := range []string{"irm", "gateway", "metrics", "ipcp.a.uni"} {
 		if m, ok := sample("ouro_component_up", map[string]string{"component": c}); !ok || m.GetGauge().GetValue() != 1 {

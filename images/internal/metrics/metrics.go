@@ -67,7 +67,7 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, reg: prometheus.NewRegistry()}
 	s.allocs = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "ouro_flow_alloc_duration_seconds",
-		Help: "Flow allocations programs on the node's socket asked for: the time from the request to the IRM's answer " +
+		Help: "Flow allocations programs on the node's socket and IPCPs (their N-1 flows) asked for: the time from the request to the IRM's answer " +
 			"(every layer's query, the layer's allocation, the peer's accept), by the layer that allocated the flow (\"\" if none did) and result.",
 		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16), // 250 µs to 8 s
 	}, []string{"layer", "result"})

@@ -67,8 +67,7 @@ kind = "echo"
 	}
 	var n *node.Node
 	m := New(Config{Addr: cfg.Node.Metrics, Kernel: func() *kernel.Kernel { return n.Kernel() }, Logf: t.Logf})
-	opts := cfg.GatewayOptions()
-	opts.Allocs = m
+	cfg.Allocs = m
 	var faulted atomic.Bool
 	boom := node.Extra{Name: "boom", Program: func(pd *kernel.PD) error {
 		if faulted.CompareAndSwap(false, true) {
@@ -77,7 +76,7 @@ kind = "echo"
 		<-pd.Context().Done()
 		return nil
 	}}
-	extras := append([]node.Extra{node.GatewayWith(sock, opts, t.Logf), m.Extra(), boom}, apps...)
+	extras := append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), t.Logf), m.Extra(), boom}, apps...)
 	if n, err = node.New(cfg, extras...); err != nil {
 		t.Fatal(err)
 	}
