@@ -65,7 +65,9 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 	case CmdNames:
 		return m.namePage(pg)
 	case CmdFlows:
-		return m.flowPage(pg)
+		if req.IPCP == "" {
+			return m.flowPage(pg)
+		}
 	case CmdReg, CmdUnreg:
 		return m.regCmd(ctx, req)
 	case CmdCreate:

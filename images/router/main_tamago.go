@@ -136,6 +136,10 @@ func main() {
 	// Tests compare these with the host's view (ouro measure IMAGE.elf).
 	fmt.Printf("ouro node %s: id %s key %x\n", n.Name(), cfg.Identity.Name(), []byte(cfg.Identity.Public()))
 	fmt.Printf("ouro node %s: measurement %s (%s)\n", n.Name(), cfg.Measurement, imageRanges())
+	if cfg.Node.Metrics != "" {
+		// docs/observability.md: the HTTP metrics are hosted only.
+		fmt.Printf("ouro node %s: [node] metrics = %q ignored: bare-metal images serve no metrics\n", n.Name(), cfg.Node.Metrics)
+	}
 	if nic := node.BoardNIC(); nic != nil {
 		fmt.Printf("ouro node %s: nic %v\n", n.Name(), nic.HardwareAddr())
 	}

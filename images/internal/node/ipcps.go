@@ -151,7 +151,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err != nil {
 			return nil, err
 		}
-		return unicast.New(cfg, up, b, brokerRegistrar{b})
+		return unicast.New(cfg, up, observed(b, deps.allocs), brokerRegistrar{b})
 	case "broadcast":
 		var c broadcastConfig
 		if err := deps.decode(p.Broadcast, &c); err != nil {
@@ -165,7 +165,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			Layer: p.Layer, Name: p.Name, Neighbours: c.Neighbours, Lower: c.Lower,
 			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: deps.logf,
 			Runner: env.pd,
-		}, b, brokerRegistrar{b})
+		}, observed(b, deps.allocs), brokerRegistrar{b})
 		if err != nil {
 			return nil, err
 		}

@@ -154,7 +154,7 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		Restart: irm.RestartPolicy{
 			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
 		},
-		Creator: ipcpFactory{node: cfg.Node.Name, logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{}},
+		Creator: ipcpFactory{node: cfg.Node.Name, logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{}, allocs: cfg.Allocs},
 		Incarnation: func(name string) (uint64, bool) {
 			_, inc, err := n.k.State(name)
 			return uint64(inc), err == nil
@@ -287,7 +287,7 @@ func (n *Node) Start() error {
 	if n.wrapIRM != nil {
 		progs[irmName] = n.wrapIRM(progs[irmName])
 	}
-	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{}, wrap: n.wrapIPCP, nodeKey: n.id.Public()}
+	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{}, wrap: n.wrapIPCP, nodeKey: n.id.Public(), allocs: n.cfg.Allocs}
 	var waits []chan error
 	for _, p := range n.cfg.IPCPs {
 		ch := make(chan error, 1)
@@ -354,6 +354,7 @@ type ipcpDeps struct {
 	devices ipcpDevices
 	wrap    func(ipcpImpl) ipcpImpl // a test seam; nil outside tests
 	nodeKey ed25519.PublicKey       // the node's public key (nil: the IPCP has no signing cap)
+	allocs  AllocObserver           // told of the IPCP's N-1 allocations (nil: none)
 }
 
 // ipcpProgram is the program of one IPCP's component: build the IPCP,
