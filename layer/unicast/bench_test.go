@@ -24,6 +24,9 @@ func chain3(tb testing.TB, caPolicy string) (a, b flow.Port, n *unicasttest.Net)
 func chain3Q(tb testing.TB, caPolicy string, q flow.QoS) (a, b flow.Port, n *unicasttest.Net) {
 	n = unicasttest.New(tb)
 	n.Template.LayerConfig.CA = caPolicy
+	// Not a test of peer-vanish detection: the harness's 1 s closed the
+	// flow under a loaded machine (a keepalive late by a second).
+	n.Template.KeepAlive, n.Template.FlowTimeout = time.Second, 10*time.Second
 	n.Build(line(4), nil)
 	n.WaitOperational(10 * time.Second)
 	last := n.Node(unicasttest.NodeName(3))

@@ -48,7 +48,7 @@ admission = "open"`), xa)
 	startNodeID(t, idb, cfg("b", pb, `enroll = "a.uni"
 seal = true`), xb)
 	ba, bb := <-bra, <-brb
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := bb.Bind(ctx, "sealed.echo"); err != nil {
 		t.Fatal(err)
@@ -75,16 +75,23 @@ seal = true`), xb)
 	}()
 	q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
 	var (
-		p    flow.Port
-		info flow.Info
-		err  error
+		p       flow.Port
+		info    flow.Info
+		err     error
+		lastErr string
 	)
 	for {
-		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		// Generous: under -race on a loaded machine a directory lookup
+		// and the key exchange's signatures take seconds.
+		actx, acancel := context.WithTimeout(ctx, 15*time.Second)
 		p, info, err = ba.Alloc(actx, "sealed.echo", q)
 		acancel()
 		if err == nil || ctx.Err() != nil {
 			break
+		}
+		if last := err.Error(); last != lastErr {
+			t.Logf("sealed alloc: %v (retrying)", err)
+			lastErr = last
 		}
 		time.Sleep(100 * time.Millisecond) // b enrolling, its name not in the directory yet
 	}
