@@ -155,6 +155,11 @@ func TestIPNet(t *testing.T) {
 	if out, err := inNS("h2", "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
 		t.Fatalf("sysctl: %v %s", err, out)
 	}
+	if out, err := inNS("h1", "ping", "-c", "20", "-i", "0.05", "-q", "10.78.2.3").CombinedOutput(); err == nil {
+		t.Logf("ping h1 → h3 over plain IP routed through h2: %s", lastLine(string(out)))
+	} else {
+		t.Fatalf("ping over plain IP: %v\n%s", err, out)
+	}
 	iperf := func(dst string, udp bool) float64 {
 		t.Helper()
 		srv := inNS("h3", "iperf3", "-s", "-1", "-B", dst)
