@@ -96,7 +96,7 @@ type Stats struct {
 	PktsOut      uint64 // packets sent on its flow
 	BytesOut     uint64
 	Drops        uint64 // queue full, no flow (allocation failed), or too big for the flow
-	TooBig       uint64 // of the drops: larger than the flow's SDU limit
+	TooBig       uint64 // of the drops: larger than the flow's SDU limit (answered with ICMP "too big")
 	Allocs       uint64 // flows allocated
 	AllocErrors  uint64
 }
@@ -330,6 +330,9 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 			case len(pkt) > limit:
 				p.c.drops.Add(1)
 				p.c.tooBig.Add(1)
+				if msg := tooBig(pkt, limit); msg != nil { // the sender's path MTU comes down
+					b.cfg.Dev.Write(msg)
+				}
 			default:
 				if err := port.Write(pkt, time.Now().Add(time.Second)); err != nil {
 					p.c.drops.Add(1)

@@ -3,6 +3,7 @@ package ipnet
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 type goRunner struct{}
@@ -160,11 +162,16 @@ func TestBridge(t *testing.T) {
 	if got := recv(t, da); !bytes.Equal(got, back) {
 		t.Fatalf("a's device got %x", got)
 	}
-	da.in <- v4("192.0.2.1", 10)         // no route
-	da.in <- []byte{0x10, 0, 0}          // not IP
-	da.in <- v4("10.9.1.1", 10)          // ip.nowhere: nobody serves it
-	da.in <- v4("10.9.9.6", flow.MaxSDU) // too big for the flow
-	time.Sleep(300 * time.Millisecond)   // past Idle: the flow to ip.b closes
+	da.in <- v4("192.0.2.1", 10)       // no route
+	da.in <- []byte{0x10, 0, 0}        // not IP
+	da.in <- v4("10.9.1.1", 10)        // ip.nowhere: nobody serves it
+	big := v4("10.9.9.6", flow.MaxSDU) // too big for the flow
+	big[6] = 0x40                      // DF: answered with ICMP
+	da.in <- big
+	if icmp := recv(t, da); icmp[9] != 1 || icmp[20] != 3 || icmp[21] != 4 {
+		t.Fatalf("a's device got %x, want ICMP fragmentation needed", icmp[:28])
+	}
+	time.Sleep(300 * time.Millisecond) // past Idle: the flow to ip.b closes
 	da.in <- p
 	if got := recv(t, db); !bytes.Equal(got, p) {
 		t.Fatalf("after idle: b's device got %x", got)
@@ -194,5 +201,46 @@ func TestConfigChecks(t *testing.T) {
 	}
 	if _, err := New(Config{Dev: newDev(), Runner: goRunner{}, Name: "x"}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("no broker: %v", err)
+	}
+}
+
+// TestTooBig: an oversized IPv4 packet with DF set, or IPv6 packet, is
+// answered with the ICMP message that lowers the sender's path MTU,
+// with valid checksums, addressed back to the sender; none for IPv4
+// without DF nor for an ICMP error.
+func TestTooBig(t *testing.T) {
+	p4 := v4("10.9.9.5", 1500)
+	copy(p4[12:16], []byte{10, 8, 0, 1}) // the sender
+	p4[6] = 0x40                         // DF
+	m := tooBig(p4, 1357)
+	if len(m) != 576 || m[9] != 1 || m[20] != 3 || m[21] != 4 || binary.BigEndian.Uint16(m[26:]) != 1357 {
+		t.Fatalf("ICMPv4: %d bytes, %x", len(m), m[:28])
+	}
+	if !bytes.Equal(m[12:16], p4[16:20]) || !bytes.Equal(m[16:20], p4[12:16]) || !bytes.Equal(m[28:48], p4[:20]) {
+		t.Fatalf("ICMPv4 addresses or quote: %x", m[:48])
+	}
+	if checksum.Checksum(m[:20], 0) != 0xffff || checksum.Checksum(m[20:], 0) != 0xffff {
+		t.Fatal("ICMPv4 checksums do not verify")
+	}
+	p4[6] = 0
+	if tooBig(p4, 1357) != nil {
+		t.Error("an answer for IPv4 without DF")
+	}
+	p4[6], p4[9], p4[20] = 0x40, 1, 3 // an ICMP error itself
+	if tooBig(p4, 1357) != nil {
+		t.Error("an answer to an ICMP error")
+	}
+	p6 := append(v6("2001:db8::9"), make([]byte, 1460)...)
+	copy(p6[8:24], netip.MustParseAddr("2001:db8::1").AsSlice())
+	p6[6] = 17
+	m = tooBig(p6, 1280)
+	if len(m) != 1280 || m[6] != 58 || m[40] != 2 || binary.BigEndian.Uint32(m[44:]) != 1280 {
+		t.Fatalf("ICMPv6: %d bytes, %x", len(m), m[:48])
+	}
+	if !bytes.Equal(m[8:24], p6[24:40]) || !bytes.Equal(m[24:40], p6[8:24]) {
+		t.Fatal("ICMPv6 addresses")
+	}
+	if checksum.Checksum(m[40:], pseudo6(m[8:24], m[24:40], len(m)-40)) != 0xffff {
+		t.Fatal("ICMPv6 checksum does not verify")
 	}
 }

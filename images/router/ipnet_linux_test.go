@@ -25,7 +25,9 @@ import (
 // three network namespaces in a line (h1 – h2 – h3) with no IP
 // connectivity between them, a unicast layer over the Ethernet shim,
 // and two pairs of IP bridges at h1 and h3: in the nodes ([[ipnet]],
-// TUN ouro1, 10.79.0.0/24) and in hosted programs (ouro ipnet, TUN
+// TUN ouro1, 10.79.0.0/24, sealed flows, an MTU of 1400 above the
+// flows' 1357: TCP learns the path MTU from the bridge's ICMP "too big",
+// else curl stalls) and in hosted programs (ouro ipnet, TUN
 // ouro0, 10.77.0.0/24). ping crosses both; curl (a file served by
 // net/http in h3's namespace, hash-checked) the in-node pair; iperf3 TCP
 // and UDP both, where iperf3 is installed, beside the same iperf3 over
@@ -40,7 +42,7 @@ func TestIPNet(t *testing.T) {
 	topo := testnet.Line(3)
 	ns := buildNetns(t, topo)
 	inNode := func(h, peer string) string {
-		return fmt.Sprintf("\n[[ipnet]]\nname = \"ipn.%s\"\ntun = \"ouro1\"\nmtu = 1300\nroutes = [\"10.79.0.0/24=ipn.%s\"]\n", h, peer)
+		return fmt.Sprintf("\n[[ipnet]]\nname = \"ipn.%s\"\ntun = \"ouro1\"\nmtu = 1400\nsealed = true\nroutes = [\"10.79.0.0/24=ipn.%s\"]\n", h, peer)
 	}
 	l := startLayer(t, topo, ns, ns.EthShim, testnet.UnicastOpts{
 		NodeKeys: "log = true", Extra: map[string]string{"h1": inNode("h1", "h3"), "h3": inNode("h3", "h1")}})
@@ -140,6 +142,12 @@ func TestIPNet(t *testing.T) {
 		t.Fatalf("curl got %d bytes, not what was served (%d)", len(got), len(data))
 	}
 	t.Logf("curl h1 ← h3: 20 MB hash-identical in %v (%s B/s by curl)", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
+	// The in-node pair's flows are sealed: each node logged its peer.
+	for h, p := range peer {
+		if log := l.nodes[h].Output(); !strings.Contains(log, "sealed with "+p) {
+			t.Errorf("node %s's bridge flows are not sealed with %s:\n%s", h, p, log)
+		}
+	}
 
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Log("SKIP: iperf3 not installed: no throughput figures (apt-get install iperf3)")
