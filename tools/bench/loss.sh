@@ -96,6 +96,7 @@ for _ in $(seq 100); do grep -q ready "$TMP/sink.log" 2>/dev/null && grep -q rea
 "${NSX[@]}" "$TMP/ouro" --socket "$TMP/b.sock" perf sink --qos data -s 1300 -t "$TIME" --no-progress --json >"$TMP/perf.json"
 OURO=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["recv_bps"]/1e6) if d.get("server_reported") else "?")' "$TMP/perf.json")
 LOSSPCT=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["loss_percent"])' "$TMP/perf.json")
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["server"]; print("ouro perf: sent %d SDUs, server counted %d, %d reordered" % (d["sent"], s["sdus"], s["reordered"]))' "$TMP/perf.json"
 echo "ouro (perf --qos data, 1300-byte SDUs, ${LOSS}% shim loss each way): ${OURO} Mbit/s received, ${LOSSPCT}% of SDUs not delivered"
 if [ "$OURO" != "?" ]; then
 	echo "ratio ouro/TCP: $(awk "BEGIN{printf \"%.3f\", $OURO/$TCP}")"
