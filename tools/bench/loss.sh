@@ -6,6 +6,8 @@
 # Run as root from the repository root:
 #
 #   tools/bench/loss.sh            # LOSS=10 TIME=10 PINGS=1000
+#   REORDER=5 DUP=2 tools/bench/loss.sh   # ouro's shims also reorder and
+#                                         # duplicate (TCP's path cannot)
 #
 # Baseline: iperf3 (TCP, MSS 1300) over 127.0.0.1 inside the namespace with
 # iptables dropping LOSS% of the packets arriving at INPUT (both directions
@@ -20,6 +22,8 @@
 set -euo pipefail
 
 LOSS=${LOSS:-10}
+REORDER=${REORDER:-0}
+DUP=${DUP:-0}
 TIME=${TIME:-10}
 PINGS=${PINGS:-1000}
 NS=ouro-loss-$$
@@ -78,6 +82,8 @@ dir = { "sink" = "127.0.0.1:$3", "echo" = "127.0.0.1:$3" }
 [ipcp.udp.impair]
 seed = $2
 loss = $LOSS
+reorder = $REORDER
+duplicate = $DUP
 EOF
 	"${NSX[@]}" "$TMP/router" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
 	PIDS+=($!)
@@ -97,7 +103,7 @@ for _ in $(seq 100); do grep -q ready "$TMP/sink.log" 2>/dev/null && grep -q rea
 OURO=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["recv_bps"]/1e6) if d.get("server_reported") else "?")' "$TMP/perf.json")
 LOSSPCT=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["loss_percent"])' "$TMP/perf.json")
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=d["server"]; print("ouro perf: sent %d SDUs, server counted %d, %d reordered" % (d["sent"], s["sdus"], s["reordered"]))' "$TMP/perf.json"
-echo "ouro (perf --qos data, 1300-byte SDUs, ${LOSS}% shim loss each way): ${OURO} Mbit/s received, ${LOSSPCT}% of SDUs not delivered"
+echo "ouro (perf --qos data, 1300-byte SDUs, ${LOSS}% shim loss each way, ${REORDER}% reorder, ${DUP}% duplicates): ${OURO} Mbit/s received, ${LOSSPCT}% of SDUs not delivered"
 if [ "$OURO" != "?" ]; then
 	echo "ratio ouro/TCP: $(awk "BEGIN{printf \"%.3f\", $OURO/$TCP}")"
 fi
