@@ -48,6 +48,8 @@ if ! command -v iperf3 >/dev/null; then
 fi
 
 cd "$(git rev-parse --show-toplevel)"
+# The figures depend on what else the machine runs: say so.
+echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "== building router and ouro at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
 go build -o "$TMP/router" ./images/router
 go build -o "$TMP/ouro" ./tools/ouro
@@ -120,3 +122,4 @@ grep -o 'time=[0-9.]*' "$TMP/ping.log" | cut -d= -f2 | sort -g | awk -v n="$PING
 		under = 0; for (i = 1; i <= NR; i++) if (v[i] < 50) under++
 		printf "%s; %.1f%% of sent under 50 ms\n", p, 100 * under / n
 	}'
+echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
