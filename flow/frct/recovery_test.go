@@ -482,3 +482,32 @@ func TestZeroAllocsRecovery(t *testing.T) {
 		t.Fatalf("stats %+v: the loss was not repaired through SACK", s)
 	}
 }
+
+// TestOrderedNoRecovery: partial reliability stays partial: an Ordered
+// flow (QoS loss > 0) sends no SACK blocks, never retransmits, and skips a
+// hole after max_gap.
+func TestOrderedNoRecovery(t *testing.T) {
+	l := newLink(t, Config{Mode: Ordered, Window: 16, MaxGap: ms(30), AckDelay: ms(1)}, ms(5))
+	l.ab.drop = dropOnce(3, 7)
+	var blog []sentPkt
+	l.ba.log = &blog
+	l.write(10)
+	l.run(t0.Add(time.Second), func() bool { return len(l.got) == 8 && l.a.Unacked() == 0 })
+	if len(l.got) != 8 {
+		t.Fatalf("delivered %v, want the 8 SDUs that arrived", l.got)
+	}
+	if s := l.a.Stats(); s.Retransmits != 0 || s.Probes != 0 || s.Timeouts != 0 {
+		t.Fatalf("sender stats %+v: an Ordered flow retransmitted", s)
+	}
+	if s := l.b.Stats(); s.Lost != 2 {
+		t.Fatalf("receiver counted %d lost, want 2 (skipped after max_gap)", s.Lost)
+	}
+	for _, p := range blog {
+		if p.flags&FlagSack != 0 {
+			t.Fatalf("an Ordered receiver sent SACK blocks: %+v", p)
+		}
+	}
+	if len(blog) == 0 {
+		t.Fatalf("the receiver sent nothing")
+	}
+}
