@@ -176,6 +176,7 @@ type Stats struct {
 	Probes          uint64        // of those, tail-loss probes
 	Timeouts        uint64        // RTO expiries (each backs off and resends every unSACKed packet)
 	Sacked          uint64        // packets the peer SACKed above a hole
+	Spurious        uint64        // retransmissions ACKed too soon to have been needed (the original arrived late)
 	Dups            uint64        // duplicate DATA packets received and dropped
 	Drops           uint64        // packets dropped: malformed, or outside the window
 	Lost            uint64        // seqnos skipped by max-gap (Ordered mode)
@@ -237,11 +238,20 @@ type Conn struct {
 	rackRTT  time.Duration
 	hasRack  bool
 	rackAt   time.Time // reordering timer: when a suspect becomes lost
-	blocked  bool      // Send hit the peer's window edge
-	rdvsAt   time.Time // when to send a rendezvous while blocked
-	closing  bool      // Close was called
-	finSent  bool      // FIN has its seqno
-	lastSent time.Time
+	// Reordering (RFC 8985 §6.2): fack is the highest seqno delivered;
+	// reordered is set once a packet sent once was delivered below it.
+	// reoMult scales the reordering window; it grows on each spurious
+	// retransmission and shrinks again after reoDecay fast retransmits
+	// that were not found spurious.
+	fack      uint32
+	reordered bool
+	reoMult   int
+	reoClean  int
+	blocked   bool      // Send hit the peer's window edge
+	rdvsAt    time.Time // when to send a rendezvous while blocked
+	closing   bool      // Close was called
+	finSent   bool      // FIN has its seqno
+	lastSent  time.Time
 
 	// Receiver.
 	rcvNext   uint32 // next seqno to deliver (left window edge)
@@ -278,6 +288,8 @@ func New(cfg Config, now time.Time) (*Conn, error) {
 		rwe:      cfg.ISN + w,
 		rto:      cfg.InitialRTO,
 		rtoBase:  cfg.InitialRTO,
+		fack:     cfg.ISN - 1,
+		reoMult:  1,
 		lastSent: now,
 		rcvNext:  cfg.ISN,
 		rcvAck:   cfg.ISN,
@@ -538,6 +550,23 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 			s.lost = false
 			c.nLost--
 		}
+		switch {
+		case s.retries == 0 && seqLT(seq, c.fack):
+			c.reordered = true // delivered below a later-sent one: reordering
+		case s.retries > 0 && c.hasRTT && now.Sub(s.lastSent) < c.minRTT/2:
+			// Acknowledged sooner than a retransmission can be: the
+			// original arrived, late. With no DSACK, this stands in for
+			// RFC 8985's reo_wnd_mult increase.
+			c.reordered = true
+			c.stats.Spurious++
+			if w := c.minRTT / 4; w > 0 && time.Duration(c.reoMult)*w < c.srtt {
+				c.reoMult++
+			}
+			c.reoClean = 0
+		}
+		if seqLT(c.fack, seq) {
+			c.fack = seq
+		}
 		if s.retries == 0 && (!hasSample || s.lastSent.After(sampleSent)) {
 			sample, sampleSent, hasSample = now.Sub(s.lastSent), s.lastSent, true
 		}
@@ -611,8 +640,20 @@ func sentAfter(t1 time.Time, s1 uint32, t2 time.Time, s2 uint32) bool {
 }
 
 // reoWnd is RACK's reordering window: how long after a later-sent packet
-// was delivered an earlier one may still arrive (RFC 8985 §6.2, min_RTT/4).
-func (c *Conn) reoWnd() time.Duration { return c.minRTT / 4 }
+// was delivered an earlier one may still arrive (RFC 8985 §6.2): min_RTT/4,
+// times reoMult once the path was seen to reorder, never above SRTT.
+func (c *Conn) reoWnd() time.Duration {
+	w := c.minRTT / 4
+	if c.reordered {
+		w = min(w*time.Duration(c.reoMult), c.srtt)
+	}
+	return w
+}
+
+// reoDecay: after this many fast retransmissions none of which was found
+// spurious, the reordering window's multiplier steps down (RFC 8985 §6.2
+// resets it after 16 recoveries).
+const reoDecay = 16
 
 // detectLoss marks lost every outstanding packet sent before RACK's
 // delivered packet by more than its round trip plus the reordering window,
@@ -635,7 +676,7 @@ func (c *Conn) detectLoss(now time.Time) {
 			continue
 		}
 		due := s.lastSent.Add(wait)
-		if above >= dupThresh && s.retries == 0 || !now.Before(due) {
+		if !c.reordered && above >= dupThresh && s.retries == 0 || !now.Before(due) {
 			c.markLost(s, false)
 		} else if c.rackAt.IsZero() || due.Before(c.rackAt) {
 			c.rackAt = due
@@ -958,6 +999,10 @@ func (c *Conn) retransmit(now time.Time, pkt []byte) int {
 			c.nLost--
 			if !s.byRTO {
 				c.stats.FastRetransmits++
+				if c.reoClean++; c.reoClean >= reoDecay && c.reoMult > 1 {
+					c.reoMult--
+					c.reoClean = 0
+				}
 			}
 			return c.resend(now, s, pkt)
 		}

@@ -3,6 +3,7 @@ package frct
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -509,5 +510,26 @@ func TestOrderedNoRecovery(t *testing.T) {
 	}
 	if len(blog) == 0 {
 		t.Fatalf("the receiver sent nothing")
+	}
+}
+
+// TestReorderingNotLoss: on a path that reorders (jitter larger than the
+// gap between packets) but loses nothing, the sender learns that it
+// reorders (a packet sent once delivered below a later one, and
+// retransmissions acknowledged too soon to have been needed) and widens
+// its reordering window instead of retransmitting most of the flow.
+func TestReorderingNotLoss(t *testing.T) {
+	for _, jitter := range []int{2, 15} {
+		t.Run(fmt.Sprintf("jitter%dms", jitter), func(t *testing.T) {
+			a, b := simulate(t, simConfig{mode: Reliable, n: 2000, delay: ms(10), jitter: ms(jitter), window: 64, seed: 1})
+			checkInOrder(t, b.got, 2000)
+			s := a.c.Stats()
+			if !a.c.reordered {
+				t.Fatalf("stats %+v: reordering not detected", s)
+			}
+			if s.Retransmits > s.SentSDUs/20 {
+				t.Fatalf("stats %+v: %d retransmissions of %d SDUs with no loss, want at most 5%%", s, s.Retransmits, s.SentSDUs)
+			}
+		})
 	}
 }
