@@ -541,6 +541,9 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 		return
 	}
 	news := false
+	// Reordering is judged against what earlier ACKs delivered: blocks
+	// in one ACK come most recent first, not in seqno order.
+	fack := c.fack
 	var sample time.Duration
 	var sampleSent time.Time
 	hasSample := false
@@ -551,7 +554,7 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 			c.nLost--
 		}
 		switch {
-		case s.retries == 0 && seqLT(seq, c.fack):
+		case s.retries == 0 && seqLT(seq, fack):
 			c.reordered = true // delivered below a later-sent one: reordering
 		case s.retries > 0 && c.hasRTT && now.Sub(s.lastSent) < c.minRTT/2:
 			// Acknowledged sooner than a retransmission can be: the

@@ -533,3 +533,30 @@ func TestReorderingNotLoss(t *testing.T) {
 		})
 	}
 }
+
+// TestNoReorderingFromBlockOrder: an ACK whose SACK blocks come most
+// recent first (a higher block before a lower one, after a lost ACK) is
+// not reordering: only an ACK delivering a packet below what earlier ACKs
+// delivered is.
+func TestNoReorderingFromBlockOrder(t *testing.T) {
+	a := mustNew(t, Config{Mode: Reliable, Window: 16})
+	for range 10 {
+		send(t, a, t0, "x")
+	}
+	p := make(PCI, HeaderSize+2*SackBlockSize)
+	p.Encode(FlagAck|FlagFC|FlagSack, 16, 0, 1)
+	p.PutSackBlock(0, 6, 8) // the latest arrival first
+	p.PutSackBlock(1, 3, 5)
+	a.Receive(at(ms(1)), p)
+	if a.reordered {
+		t.Fatalf("blocks [6,8) then [3,5) in one ACK taken for reordering")
+	}
+	// A later ACK delivering 2, sent before 7 and never sent again:
+	// that is reordering.
+	p.PutSackBlock(0, 2, 5)
+	p.PutSackBlock(1, 6, 8)
+	a.Receive(at(ms(2)), p)
+	if !a.reordered {
+		t.Fatalf("seqno 2 delivered after 7: reordering not seen")
+	}
+}
