@@ -68,7 +68,8 @@ faults:
 	$(GO) test $(GOTEST_FLAGS) -tags faultinject -race -count=1 -timeout 10m -run 'Poison|^TestFault' ./layer/... ./images/router/
 
 # a short fuzzing run (FUZZTIME each) of the decoders of what peers send
-# to prove who they are and what they own (the trust issue); every fuzz
+# (who they are, what they own, sealed flows, FRCT's headers and SACK
+# blocks); every fuzz
 # target's seed corpus also runs in unit. Longer runs and their exec
 # counts: docs/benchmarks.md.
 # A count, not a duration: Go 1.26's fuzzing coordinator can fail a
@@ -80,7 +81,8 @@ FUZZ_TARGETS ?= \
 	./layer/unicast/routing:FuzzUnmarshal ./layer/unicast/dir:FuzzDecode ./layer/unicast:FuzzFloodMsg \
 	./crypto/identity:FuzzVerifyDocument ./crypto/identity:FuzzVerifyCert ./crypto/identity:FuzzVerifyCRL \
 	./crypto/admission:FuzzPolicy ./crypto/kex:FuzzRespond ./crypto/kex:FuzzReply ./crypto/kex:FuzzFinish \
-	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal
+	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal \
+	./flow/frct:FuzzPCI ./flow/frct:FuzzSACK ./flow/frct:FuzzReceiver
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
