@@ -116,8 +116,8 @@ func TestIPNet(t *testing.T) {
 		t.Logf("ping h1 → h3, bridges %s (uni over eth, 2 hops): %s", what, lastLine(string(out)))
 	}
 
-	// curl: 20 MB from net/http listening in h3's namespace.
-	data := make([]byte, 20<<20)
+	// curl: 100 MB from net/http listening in h3's namespace.
+	data := make([]byte, 100<<20)
 	for i := range data {
 		data[i] = byte(i*31 + i>>11)
 	}
@@ -130,7 +130,7 @@ func TestIPNet(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	file := filepath.Join(t.TempDir(), "blob")
 	start := time.Now()
-	out, err := inNS("h1", "curl", "-sS", "--max-time", "60", "-o", file, "-w", "%{speed_download}", "http://"+far["in the nodes"]+":8080/blob").CombinedOutput()
+	out, err := inNS("h1", "curl", "-sS", "--max-time", "120", "-o", file, "-w", "%{speed_download}", "http://"+far["in the nodes"]+":8080/blob").CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v\n%s", err, out)
 	}
@@ -141,13 +141,15 @@ func TestIPNet(t *testing.T) {
 	if sha256.Sum256(got) != sha256.Sum256(data) {
 		t.Fatalf("curl got %d bytes, not what was served (%d)", len(got), len(data))
 	}
-	t.Logf("curl h1 ← h3: 20 MB hash-identical in %v (%s B/s by curl)", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
+	t.Logf("curl h1 ← h3: 100 MB hash-identical in %v (%s B/s by curl)", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
 	// The in-node pair's flows are sealed: each node logged its peer.
 	for h, p := range peer {
 		if log := l.nodes[h].Output(); !strings.Contains(log, "sealed with "+p) {
 			t.Errorf("node %s's bridge flows are not sealed with %s:\n%s", h, p, log)
 		}
 	}
+
+	sshAcross(t, inNS, far["in the nodes"])
 
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Log("SKIP: iperf3 not installed: no throughput figures (apt-get install iperf3)")
@@ -248,4 +250,65 @@ func listenIn(t *testing.T, ns, addr string) net.Listener {
 		t.Fatal(r.err)
 	}
 	return r.ln
+}
+
+// sshAcross starts sshd (a host key and an authorized key of its own, no
+// system configuration) in h3's namespace on addr:2222 and runs a
+// command there with ssh from h1's: the "ssh runs a command" of the IP
+// issue. Skipped without openssh-server and openssh-client.
+func sshAcross(t *testing.T, inNS func(h, name string, args ...string) *exec.Cmd, addr string) {
+	t.Helper()
+	sshd, err := exec.LookPath("sshd")
+	if err != nil {
+		sshd = "/usr/sbin/sshd"
+	}
+	if _, err := os.Stat(sshd); err != nil {
+		t.Log("SKIP: no sshd (apt-get install openssh-server): ssh not run")
+		return
+	}
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Log("SKIP: no ssh (apt-get install openssh-client): ssh not run")
+		return
+	}
+	dir := t.TempDir()
+	for _, k := range []string{"host", "user"} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "user.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := filepath.Join(dir, "authorized_keys")
+	if err := os.WriteFile(auth, pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // sshd's privilege separation directory
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "sshd_config")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("ListenAddress %s:2222\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n",
+		addr, filepath.Join(dir, "host"), auth, filepath.Join(dir, "sshd.pid"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := inNS("h3", sshd, "-D", "-e", "-f", conf)
+	var logb bytes.Buffer
+	d.Stderr = &logb
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	var out []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, err = inNS("h1", "ssh", "-p", "2222", "-i", filepath.Join(dir, "user"), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+			"-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@"+addr, "echo", "hello from", "$(hostname)", "over", "ouro").CombinedOutput()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || !strings.Contains(string(out), "hello from") {
+		t.Fatalf("ssh: %v\n%s\nsshd: %s", err, out, logb.String())
+	}
+	t.Logf("ssh h1 → h3 ran a command: %s", lastLine(string(out)))
 }
