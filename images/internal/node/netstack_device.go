@@ -28,8 +28,9 @@ type netstackConfig struct {
 // netstackUDP builds the stack c describes and a UDP socket bound to addr
 // on it (zero addr: the first address, udp.DefaultPort). Closing the
 // socket stops the stack and closes the device. r runs the stack's
-// goroutines: the kernel PD of the shim's component.
-func netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error) {
+// goroutines: the kernel PD of the shim's component; a board link's
+// frames come from its driver's IP port (ds).
+func netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner, ds drivers) (udp.Device, error) {
 	cfg := netstack.Config{Runner: r}
 	for _, s := range c.Addrs {
 		p, err := netip.ParsePrefix(s)
@@ -65,13 +66,13 @@ func netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Dev
 		if c.QEMUConnect != "" || c.QEMUListen != "" {
 			return nil, fmt.Errorf("set one of board, qemu_connect and qemu_listen: %w", flow.ErrInvalid)
 		}
-		d, err := boardLink(c.Board, portIP, r)
+		d, err := ds.open(c.Board, portIP)
 		if err != nil {
 			return nil, err
 		}
 		dev = d
 	} else {
-		d, err := ethDevice(ethConfig{QEMUConnect: c.QEMUConnect, QEMUListen: c.QEMUListen, MAC: c.MAC}, r)
+		d, err := ethDevice(ethConfig{QEMUConnect: c.QEMUConnect, QEMUListen: c.QEMUListen, MAC: c.MAC})
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +111,7 @@ func (c *stackConn) Close() error {
 	return err
 }
 
-// Ports of the board's shared NIC (netstack.Mux).
+// Ports of a board link's driver (netstack.Mux).
 const (
 	portShim = netstack.PortShim
 	portIP   = netstack.PortIP

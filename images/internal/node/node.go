@@ -88,6 +88,11 @@ type Node struct {
 	signer *SignerComponent
 	irms   atomic.Int32
 	clean  sync.Once
+	// links are the board link devices the configuration's IPCPs use,
+	// each with a driver component; drivers is filled by Start before
+	// the kernel boots and only read afterwards.
+	links   []boardPort
+	drivers drivers
 
 	// Test seams (nil outside tests): wrap the IRM's program, or each
 	// IPCP a component builds, to inject faults.
@@ -116,7 +121,7 @@ type Extra struct {
 
 // New builds a node from cfg; Start boots it.
 func New(cfg *Config, extras ...Extra) (*Node, error) {
-	n := &Node{cfg: cfg, extras: extras}
+	n := &Node{cfg: cfg, extras: extras, links: boardLinksUsed(cfg), drivers: drivers{}}
 	n.logf = func(string, ...any) {}
 	if cfg.Node.Log {
 		l := log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds)
@@ -154,7 +159,7 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		Restart: irm.RestartPolicy{
 			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
 		},
-		Creator: ipcpFactory{node: cfg.Node.Name, logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{}},
+		Creator: ipcpFactory{node: cfg.Node.Name, logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{n.drivers}},
 		Incarnation: func(name string) (uint64, bool) {
 			_, inc, err := n.k.State(name)
 			return uint64(inc), err == nil
@@ -171,6 +176,10 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 	}
 	for i, x := range extras {
 		n.icfg.Children = append(n.icfg.Children, irm.ChildSlot{Name: x.Name, Component: restartSlot(x.Name), Badge: n.extraBadge(i)})
+	}
+	for j, p := range n.links {
+		name := driverComponent(p)
+		n.icfg.Children = append(n.icfg.Children, irm.ChildSlot{Name: name, Component: restartSlot(name), Badge: driverBadge(j)})
 	}
 	return n, nil
 }
@@ -251,6 +260,11 @@ func (n *Node) describe() *kernel.System {
 			},
 		}, ipcpBadge(i)))
 	}
+	// A board link's driver (driver.go): supervised, no caps, no
+	// kernel buffers (its frame queues are its own memory).
+	for j, p := range n.links {
+		comps = append(comps, supervised(kernel.ComponentSpec{Name: driverComponent(p)}, driverBadge(j)))
+	}
 	for i, x := range n.extras {
 		bufs := x.Bufs
 		if bufs == 0 {
@@ -287,7 +301,19 @@ func (n *Node) Start() error {
 	if n.wrapIRM != nil {
 		progs[irmName] = n.wrapIRM(progs[irmName])
 	}
-	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{}, wrap: n.wrapIPCP, nodeKey: n.id.Public()}
+	// Board link devices are initialised here, before any component
+	// runs; each one's receive half is its driver component's.
+	for _, p := range n.links {
+		m, err := openBoardLink(p)
+		if err != nil {
+			n.cleanup()
+			return fmt.Errorf("node: board link %s: %w", p, err)
+		}
+		d := &driver{port: p, mux: m}
+		n.drivers[p] = d
+		progs[driverComponent(p)] = d.program
+	}
+	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{n.drivers}, wrap: n.wrapIPCP, nodeKey: n.id.Public()}
 	var waits []chan error
 	for _, p := range n.cfg.IPCPs {
 		ch := make(chan error, 1)
@@ -405,11 +431,14 @@ func ipcpProgram(p IPCPConfig, deps ipcpDeps, started chan<- error) kernel.Progr
 	}
 }
 
-// Stop stops every component, waits for them, then cleans up what the
-// extras left (the gateway's socket).
+// Stop stops every component, waits for them, then closes the board
+// link devices and cleans up what the extras left (the gateway's socket).
 func (n *Node) Stop() {
 	if n.k != nil {
 		n.k.Stop()
+	}
+	for _, d := range n.drivers {
+		d.mux.Close()
 	}
 	n.cleanup()
 }
