@@ -155,3 +155,25 @@ func (s boardShim) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, err
 	}
 	return resp, err
 }
+
+// DriverSummary describes each board link driver in one line (for an
+// image's console at exit): its restarts, faults and receive counters.
+func (n *Node) DriverSummary() []string {
+	var out []string
+	for _, p := range n.links {
+		d := n.drivers[p]
+		if d == nil {
+			continue
+		}
+		s := d.mux.Stats()
+		d.mu.Lock()
+		last := d.lastFault
+		d.mu.Unlock()
+		if last == "" {
+			last = "-"
+		}
+		out = append(out, fmt.Sprintf("%s: incarnations %d, faults %d, last fault %s; rx %d frames, %d errors, drops shim %d ip %d",
+			driverComponent(p), d.incarnations.Load(), d.faults.Load(), last, s.RxFrames, s.RxErrors, s.Drops[netstack.PortShim], s.Drops[netstack.PortIP]))
+	}
+	return out
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -98,6 +99,8 @@ type Node struct {
 	// IPCP a component builds, to inject faults.
 	wrapIRM  func(kernel.Program) kernel.Program
 	wrapIPCP func(ipcpImpl) ipcpImpl
+	// openLink, if set, replaces openBoardLink (a test's board link).
+	openLink func(boardPort) (*netstack.Mux, error)
 }
 
 // Extra is an additional component an image adds to the node (the socket
@@ -303,8 +306,12 @@ func (n *Node) Start() error {
 	}
 	// Board link devices are initialised here, before any component
 	// runs; each one's receive half is its driver component's.
+	openLink := openBoardLink
+	if n.openLink != nil {
+		openLink = n.openLink
+	}
 	for _, p := range n.links {
-		m, err := openBoardLink(p)
+		m, err := openLink(p)
 		if err != nil {
 			n.cleanup()
 			return fmt.Errorf("node: board link %s: %w", p, err)
