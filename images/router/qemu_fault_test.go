@@ -154,6 +154,11 @@ qemu_listen = "127.0.0.1:%d"
 	if !strings.Contains(log, "driver.enet: incarnations 2, faults 1, last fault faultinject: poison at nic/rx") {
 		t.Errorf("the VM's driver summary at exit does not show one fault and one restart")
 	}
+	// The stop kills the driver, whose blocked Receive must be woken
+	// (NIC.Wake) for the kernel's Stop to return.
+	if strings.Contains(log, "stop took over 2s") {
+		t.Errorf("the node's stop hung (the driver's Receive was not woken?)")
+	}
 }
 
 // waitConsole waits up to d for a console line containing s.
