@@ -313,7 +313,7 @@ func (n *Node) Start() error {
 	for _, p := range n.links {
 		m, err := openLink(p)
 		if err != nil {
-			n.cleanup()
+			n.Stop() // closes the links opened before this one
 			return fmt.Errorf("node: board link %s: %w", p, err)
 		}
 		d := &driver{port: p, mux: m}
