@@ -23,11 +23,13 @@ import (
 // The Mux is the receive half of a board's NIC driver: Run, called by the
 // driver's own component (in a node, a kernel component of its own,
 // restarted by its supervisor after a fault), reads the device into a
-// scratch buffer and copies each frame into a free buffer of its port's
-// bounded queue (queueLen buffers of the device's frame size, allocated
-// once); a full queue drops the frame and counts it, so a slow port cannot
-// stall the other. ReadFrame copies the frame out and recycles the
-// buffer: two copies per frame, no allocation.
+// scratch buffer and hands each frame to its port. A port is either a
+// Sink given to RunTo (in a node, a kernel ring to the shim's component:
+// images/internal/node/driver.go) or, without one, the port's bounded
+// queue read through a MuxPort (queueLen buffers of the device's frame
+// size, allocated once; ReadFrame copies the frame out and recycles the
+// buffer: two copies per frame, no allocation). Either way a full port
+// drops the frame and counts it, so a slow port cannot stall the other.
 //
 // The queues outlive both sides: Run may end (its component faulted or
 // was killed) and run again without the ports noticing more than a gap,
@@ -140,7 +142,20 @@ func (m *Mux) Open(i int) (*MuxPort, error) {
 // is a Waker, when Wake is called: the caller calls Wake once ctx is
 // done. One Run at a time; a panic in Run (a fault of its caller's
 // component) leaves the Mux whole for the next Run.
-func (m *Mux) Run(ctx context.Context) error {
+func (m *Mux) Run(ctx context.Context) error { return m.RunTo(ctx, [2]Sink{}) }
+
+// Sink takes one port's frames from RunTo instead of the port's queue (in
+// a node, a kernel ring to the shim's component).
+type Sink interface {
+	// Deliver copies frame (RunTo's scratch buffer, valid only during the
+	// call) and reports whether it was taken; false: dropped (the Mux
+	// counts it). It must not block.
+	Deliver(frame []byte) bool
+}
+
+// RunTo is Run delivering port i's frames to sinks[i] where it is not
+// nil, to the port's queue otherwise.
+func (m *Mux) RunTo(ctx context.Context, sinks [2]Sink) error {
 	if !m.running.CompareAndSwap(false, true) {
 		return fmt.Errorf("netstack: mux: Run already running: %w", flow.ErrInvalid)
 	}
@@ -173,10 +188,17 @@ func (m *Mux) Run(ctx context.Context) error {
 		// without the build tag faultinject).
 		faultinject.Check("nic/rx", buf[:n])
 		m.rxFrames.Add(1)
-		q := m.ports[PortShim]
+		port := PortShim
 		switch binary.BigEndian.Uint16(buf[12:14]) {
 		case 0x0800, 0x0806, 0x86dd: // IPv4, ARP, IPv6
-			q = m.ports[PortIP]
+			port = PortIP
+		}
+		q := m.ports[port]
+		if sk := sinks[port]; sk != nil {
+			if !sk.Deliver(buf[:n]) {
+				q.drops.Add(1)
+			}
+			continue
 		}
 		select {
 		case b := <-q.free:
@@ -206,6 +228,26 @@ func (m *Mux) Close() error {
 	m.Wake()
 	return err
 }
+
+// WriteFrame writes b to the device in the caller's goroutine (for ports
+// that are not MuxPorts: a node's ring ports).
+func (m *Mux) WriteFrame(b []byte) error {
+	select {
+	case <-m.ended:
+		return fmt.Errorf("netstack: mux: device ended: %w", io.EOF)
+	default:
+	}
+	return m.dev.WriteFrame(b)
+}
+
+// MAC returns the device's address.
+func (m *Mux) MAC() net.HardwareAddr { return m.dev.MAC() }
+
+// MTU returns the device's MTU.
+func (m *Mux) MTU() int { return m.dev.MTU() }
+
+// Ended is closed once the device has ended (or Close closed it).
+func (m *Mux) Ended() <-chan struct{} { return m.ended }
 
 // MuxStats are a Mux's counters, always on.
 type MuxStats struct {
@@ -256,11 +298,9 @@ func (p *MuxPort) WriteFrame(b []byte) error {
 	select {
 	case <-p.closed:
 		return fmt.Errorf("netstack: mux: %w", net.ErrClosed)
-	case <-p.m.ended:
-		return fmt.Errorf("netstack: mux: device ended: %w", io.EOF)
 	default:
 	}
-	return p.m.dev.WriteFrame(b)
+	return p.m.WriteFrame(b)
 }
 
 // MAC implements eth.Device.

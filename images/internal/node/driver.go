@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -12,6 +15,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
 // A board link device (the board's Ethernet NIC, its USB Ethernet gadget)
@@ -40,26 +44,17 @@ func driverBadge(j int) kernel.Badge { return irm.MakeBadge(irm.RoleApp, 1<<20+u
 // once, in order of first use.
 func boardLinksUsed(cfg *Config) []boardPort {
 	var out []boardPort
-	add := func(p boardPort) {
-		for _, q := range out {
-			if q == p {
-				return
-			}
+	for _, ip := range cfg.IPCPs {
+		p, _, ok := boardUse(cfg, ip)
+		if !ok {
+			continue
 		}
-		out = append(out, p)
-	}
-	for _, p := range cfg.IPCPs {
-		switch p.Kind {
-		case "eth":
-			var c ethConfig
-			if cfg.decode(p.Eth, &c) == nil && c.Board != "" && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
-				add(c.Board)
-			}
-		case "udp":
-			var c udpConfig
-			if cfg.decode(p.UDP, &c) == nil && c.Netstack != nil && c.Netstack.Board != "" {
-				add(c.Netstack.Board)
-			}
+		seen := false
+		for _, q := range out {
+			seen = seen || q == p
+		}
+		if !seen {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -99,7 +94,22 @@ func (d *driver) program(pd *kernel.PD) error {
 			panic(r) // the kernel's: a fault of this component
 		}
 	}()
-	if err := d.mux.Run(pd.Context()); err != nil {
+	// Each port a configured IPCP uses has a ring to it (a port no IPCP
+	// uses keeps the Mux's own queue, which nobody reads: its frames are
+	// dropped and counted).
+	var sinks [2]netstack.Sink
+	var rings []kernel.Cap
+	for i := range sinks {
+		if c, err := pd.Slot(driverRxSlot(i)); err == nil {
+			sinks[i] = &ringSink{pd: pd, r: c}
+			rings = append(rings, c)
+		}
+	}
+	if err := d.mux.RunTo(pd.Context(), sinks); err != nil {
+		// The device ended: the shims' reads end too.
+		for _, c := range rings {
+			pd.CloseRing(c)
+		}
 		return fmt.Errorf("%s: %w", driverComponent(d.port), err)
 	}
 	return nil
@@ -130,15 +140,6 @@ func (d *driver) rows() [][]string {
 // drivers are the node's board link drivers, by port. It is filled by
 // Node.Start before the kernel boots and only read afterwards.
 type drivers map[boardPort]*driver
-
-// open opens port i of board link p: the handle a shim's device is.
-func (ds drivers) open(p boardPort, i int) (*netstack.MuxPort, error) {
-	d := ds[p]
-	if d == nil {
-		return nil, fmt.Errorf("board link %q: no driver running (the node starts one for each board link its configured IPCPs use): %w", p, flow.ErrNotFound)
-	}
-	return d.mux.Open(i)
-}
 
 // boardShim is a shim on a board link: its "stats" end with the driver's
 // counters.
@@ -176,4 +177,166 @@ func (n *Node) DriverSummary() []string {
 			driverComponent(p), d.incarnations.Load(), d.faults.Load(), last, s.RxFrames, s.RxErrors, s.Drops[netstack.PortShim], s.Drops[netstack.PortIP]))
 	}
 	return out
+}
+
+// Each port of a board link that a configured IPCP uses is a kernel ring
+// of the system description, from the driver (Write) to that IPCP's
+// component (Read): received frames cross from the driver's component to
+// the shim's as kernel buffers (the driver allocates one per frame, the
+// ring holds up to ringLen, the shim pops it into its own budget, copies
+// it out and frees it). Transmit does not cross: the shim writes to the
+// device in its own goroutine (docs/node.md, "What is not isolated").
+
+// Slots of the board link rings.
+const (
+	slotBoardRx = "board.rx" // a shim's Read cap on its port's ring
+	ringLen     = 64         // frames a port's ring holds
+)
+
+// driverRxSlot is the driver's slot of its Write cap on port i's ring.
+func driverRxSlot(i int) string { return "rx." + portName(i) }
+
+func portName(i int) string {
+	if i == portIP {
+		return "ip"
+	}
+	return "shim"
+}
+
+// portRing names the ring of board link p's port i.
+func portRing(p boardPort, i int) string { return driverComponent(p) + ".rx." + portName(i) }
+
+// boardUse returns the board link and port the IPCP p uses, if any.
+func boardUse(cfg *Config, p IPCPConfig) (boardPort, int, bool) {
+	switch p.Kind {
+	case "eth":
+		var c ethConfig
+		if cfg.decode(p.Eth, &c) == nil && c.Board != "" && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
+			return c.Board, portShim, true
+		}
+	case "udp":
+		var c udpConfig
+		if cfg.decode(p.UDP, &c) == nil && c.Netstack != nil && c.Netstack.Board != "" {
+			return c.Netstack.Board, portIP, true
+		}
+	}
+	return "", 0, false
+}
+
+// ringSink delivers a port's frames into its ring: the driver's side.
+type ringSink struct {
+	pd  *kernel.PD
+	r   kernel.Cap
+	one [1]*kernel.Buf
+}
+
+var _ netstack.Sink = (*ringSink)(nil)
+
+// Deliver implements netstack.Sink: one buffer from the driver's budget,
+// pushed without waiting (a full ring drops the frame).
+func (s *ringSink) Deliver(frame []byte) bool {
+	b, err := s.pd.AllocBuf()
+	if err != nil {
+		return false
+	}
+	if b.Append(frame) < len(frame) {
+		s.pd.FreeBuf(b)
+		return false
+	}
+	s.one[0] = b
+	n, _ := s.pd.Push(s.r, s.one[:])
+	s.one[0] = nil
+	if n == 0 {
+		s.pd.FreeBuf(b)
+		return false
+	}
+	return true
+}
+
+// ringPort is a shim's device on a board link: frames in from its port's
+// ring, out straight to the device. One reader at a time.
+type ringPort struct {
+	d      *driver
+	pd     *kernel.PD
+	rx     kernel.Cap
+	ctx    context.Context // ends with Close or the shim's incarnation
+	cancel context.CancelFunc
+	one    [1]*kernel.Buf // the reader's
+}
+
+var _ eth.Device = (*ringPort)(nil)
+
+// openRing opens the shim's port of board link p: the ring its component
+// holds in slotBoardRx. Frames left in the ring by the shim's previous
+// incarnation are dropped.
+func (ds drivers) openRing(p boardPort, i int, pd *kernel.PD) (*ringPort, error) {
+	d := ds[p]
+	if d == nil {
+		return nil, fmt.Errorf("board link %q: no driver running (the node starts one for each board link its configured IPCPs use): %w", p, flow.ErrNotFound)
+	}
+	rx, err := pd.Slot(slotBoardRx)
+	if err != nil {
+		return nil, fmt.Errorf("board link %q port %s: this component holds no ring of it (only a configured IPCP, the first on each port, does): %w", p, portName(i), err)
+	}
+	rp := &ringPort{d: d, pd: pd, rx: rx}
+	rp.ctx, rp.cancel = context.WithCancel(pd.Context())
+	for {
+		n, _ := pd.Pop(rx, rp.one[:])
+		if n == 0 {
+			break
+		}
+		pd.FreeBuf(rp.one[0])
+		rp.one[0] = nil
+	}
+	return rp, nil
+}
+
+// ReadFrame implements eth.Device: it waits for the next frame in the
+// ring. A restart of the driver is a gap, not an error.
+func (rp *ringPort) ReadFrame(b []byte) (int, error) {
+	for {
+		n, err := rp.pd.PopWait(rp.ctx, rp.rx, rp.one[:])
+		if n == 1 {
+			buf := rp.one[0]
+			rp.one[0] = nil
+			k := copy(b, buf.Bytes())
+			l := buf.Len()
+			rp.pd.FreeBuf(buf)
+			if k < l {
+				return 0, fmt.Errorf("%s: %d-byte frame for a %d-byte buffer: %w", driverComponent(rp.d.port), l, len(b), flow.ErrTruncated)
+			}
+			return k, nil
+		}
+		switch {
+		case rp.ctx.Err() != nil:
+			return 0, fmt.Errorf("%s: port closed: %w", driverComponent(rp.d.port), net.ErrClosed)
+		case errors.Is(err, kernel.ErrAborted):
+			continue // the driver died; its next incarnation pushes again
+		case errors.Is(err, kernel.ErrClosed):
+			return 0, fmt.Errorf("%s: device ended: %w", driverComponent(rp.d.port), io.EOF)
+		case err != nil:
+			return 0, fmt.Errorf("%s: %w", driverComponent(rp.d.port), err)
+		}
+	}
+}
+
+// WriteFrame implements eth.Device, in the caller's goroutine.
+func (rp *ringPort) WriteFrame(b []byte) error {
+	if rp.ctx.Err() != nil {
+		return fmt.Errorf("%s: port closed: %w", driverComponent(rp.d.port), net.ErrClosed)
+	}
+	return rp.d.mux.WriteFrame(b)
+}
+
+// MAC implements eth.Device.
+func (rp *ringPort) MAC() net.HardwareAddr { return rp.d.mux.MAC() }
+
+// MTU implements eth.Device.
+func (rp *ringPort) MTU() int { return rp.d.mux.MTU() }
+
+// Close implements eth.Device: a blocked ReadFrame returns; the ring and
+// the device stay for the shim's next incarnation.
+func (rp *ringPort) Close() error {
+	rp.cancel()
+	return nil
 }

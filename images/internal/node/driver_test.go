@@ -12,6 +12,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -185,6 +186,27 @@ func TestBoardDriverRestart(t *testing.T) {
 	}
 	if st, _, err := v.Kernel().State("driver.enet"); err != nil || st != "running" {
 		t.Fatalf("driver.enet: %q, %v; want running", st, err)
+	}
+	// The driver holds exactly a Write cap on the shim port's ring, and
+	// the shim's component the Read cap: frames cross by the ring.
+	sys := v.System()
+	var drv, shim []string
+	for _, c := range sys.Components {
+		for _, cp := range c.Caps {
+			switch c.Name {
+			case "driver.enet":
+				drv = append(drv, fmt.Sprintf("%s=%s/%v", cp.Name, cp.Object, cp.Rights))
+			case "ipcp.v.eth":
+				if cp.Object == "driver.enet.rx.shim" {
+					shim = append(shim, fmt.Sprintf("%s=%s/%v", cp.Name, cp.Object, cp.Rights))
+				}
+			}
+		}
+	}
+	wantDrv := fmt.Sprintf("rx.shim=driver.enet.rx.shim/%v", kernel.Write)
+	wantShim := fmt.Sprintf("board.rx=driver.enet.rx.shim/%v", kernel.Read)
+	if len(drv) != 1 || drv[0] != wantDrv || len(shim) != 1 || shim[0] != wantShim {
+		t.Errorf("caps: driver.enet %v, want [%s]; ipcp.v.eth on the ring %v, want [%s]", drv, wantDrv, shim, wantShim)
 	}
 	start := time.Now()
 	if err := v.Kernel().Restart("driver.enet"); err != nil {

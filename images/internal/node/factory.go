@@ -8,7 +8,6 @@ import (
 
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel"
-	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 	"github.com/ouronet/ouro/layer/shim/udp"
@@ -22,12 +21,14 @@ type tomlPrimitive = toml.Primitive
 // open itself.
 type ipcpDevices interface {
 	// eth opens an [ipcp.eth] table's device (nil: the shim opens the
-	// named interface itself); a board link's is a port of its driver.
-	eth(c ethConfig, r layer.Runner) (eth.Device, error)
+	// named interface itself); a board link's is its port's ring from
+	// the driver, held by pd's component.
+	eth(c ethConfig, pd *kernel.PD) (eth.Device, error)
 	// serial opens an [ipcp.serial] table's byte stream.
 	serial(c serialConfig) (serial.Device, error)
 	// netstackUDP builds an [ipcp.udp.netstack] stack and its UDP socket.
-	netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error)
+	// pd runs its goroutines (and holds a board link's ring).
+	netstackUDP(c netstackConfig, addr netip.AddrPort, pd *kernel.PD) (udp.Device, error)
 	// driver returns the driver of board link p, or nil.
 	driver(p boardPort) *driver
 }
@@ -38,17 +39,17 @@ type boardDevices struct{ drivers drivers }
 
 var _ ipcpDevices = boardDevices{}
 
-func (d boardDevices) eth(c ethConfig, r layer.Runner) (eth.Device, error) {
+func (d boardDevices) eth(c ethConfig, pd *kernel.PD) (eth.Device, error) {
 	if c.Board != "" && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
-		return d.drivers.open(c.Board, portShim)
+		return d.drivers.openRing(c.Board, portShim, pd)
 	}
 	return ethDevice(c)
 }
 
 func (boardDevices) serial(c serialConfig) (serial.Device, error) { return serialDevice(c) }
 
-func (d boardDevices) netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error) {
-	return netstackUDP(c, addr, r, d.drivers)
+func (d boardDevices) netstackUDP(c netstackConfig, addr netip.AddrPort, pd *kernel.PD) (udp.Device, error) {
+	return netstackUDP(c, addr, pd, d.drivers)
 }
 
 func (d boardDevices) driver(p boardPort) *driver { return d.drivers[p] }

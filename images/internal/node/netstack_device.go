@@ -6,7 +6,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
-	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/udp"
 )
@@ -29,9 +29,10 @@ type netstackConfig struct {
 // on it (zero addr: the first address, udp.DefaultPort). Closing the
 // socket stops the stack and closes the device. r runs the stack's
 // goroutines: the kernel PD of the shim's component; a board link's
-// frames come from its driver's IP port (ds).
-func netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner, ds drivers) (udp.Device, error) {
-	cfg := netstack.Config{Runner: r}
+// frames come from the ring of its driver's IP port (ds) that pd's
+// component holds.
+func netstackUDP(c netstackConfig, addr netip.AddrPort, pd *kernel.PD, ds drivers) (udp.Device, error) {
+	cfg := netstack.Config{Runner: pd}
 	for _, s := range c.Addrs {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -66,7 +67,7 @@ func netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner, ds drive
 		if c.QEMUConnect != "" || c.QEMUListen != "" {
 			return nil, fmt.Errorf("set one of board, qemu_connect and qemu_listen: %w", flow.ErrInvalid)
 		}
-		d, err := ds.open(c.Board, portIP)
+		d, err := ds.openRing(c.Board, portIP, pd)
 		if err != nil {
 			return nil, err
 		}

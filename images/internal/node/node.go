@@ -247,6 +247,13 @@ func (n *Node) describe() *kernel.System {
 		return spec
 	}
 	var comps []kernel.ComponentSpec
+	// A board link's driver (driver.go): supervised, a Write cap on the
+	// ring of each of its ports that an IPCP uses, nothing else; a
+	// budget for the buffer in hand (the ring holds the rest).
+	drivers := map[boardPort]*kernel.ComponentSpec{}
+	for _, p := range n.links {
+		drivers[p] = &kernel.ComponentSpec{Name: driverComponent(p), Budget: kernel.Budget{Bufs: 16}}
+	}
 	for i, p := range cfg.IPCPs {
 		name := ipcpComponent(p.Name)
 		ep := endpointName(name)
@@ -254,19 +261,27 @@ func (n *Node) describe() *kernel.System {
 		irmSpec.Caps = append(irmSpec.Caps, kernel.CapSpec{
 			Name: name, Object: ep, Rights: kernel.Write | kernel.Grant | kernel.GrantReply,
 		})
-		comps = append(comps, supervised(kernel.ComponentSpec{
+		spec := kernel.ComponentSpec{
 			Name:   name,
 			Budget: kernel.Budget{Bufs: p.Bufs},
 			Caps: []kernel.CapSpec{
 				{Name: slotEP, Object: ep, Rights: kernel.Read},
 				{Name: slotIRM, Object: irmEPName, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: ipcpBadge(i)},
 			},
-		}, ipcpBadge(i)))
+		}
+		// The first IPCP on a board link's port gets the port's ring.
+		if link, port, ok := boardUse(cfg, p); ok {
+			ring := portRing(link, port)
+			if d := drivers[link]; d != nil && !holdsSlot(d, driverRxSlot(port)) {
+				sys.Rings = append(sys.Rings, kernel.RingSpec{Name: ring, Size: ringLen})
+				d.Caps = append(d.Caps, kernel.CapSpec{Name: driverRxSlot(port), Object: ring, Rights: kernel.Write})
+				spec.Caps = append(spec.Caps, kernel.CapSpec{Name: slotBoardRx, Object: ring, Rights: kernel.Read})
+			}
+		}
+		comps = append(comps, supervised(spec, ipcpBadge(i)))
 	}
-	// A board link's driver (driver.go): supervised, no caps, no
-	// kernel buffers (its frame queues are its own memory).
 	for j, p := range n.links {
-		comps = append(comps, supervised(kernel.ComponentSpec{Name: driverComponent(p)}, driverBadge(j)))
+		comps = append(comps, supervised(*drivers[p], driverBadge(j)))
 	}
 	for i, x := range n.extras {
 		bufs := x.Bufs
@@ -285,6 +300,16 @@ func (n *Node) describe() *kernel.System {
 	sys.Components = append(sys.Components, root, irmSpec)
 	sys.Components = append(sys.Components, comps...)
 	return sys
+}
+
+// holdsSlot reports whether spec has a cap in the named slot.
+func holdsSlot(spec *kernel.ComponentSpec, slot string) bool {
+	for _, c := range spec.Caps {
+		if c.Name == slot {
+			return true
+		}
+	}
+	return false
 }
 
 // System returns the node's system description as configured.
