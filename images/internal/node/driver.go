@@ -69,6 +69,8 @@ type driver struct {
 
 	incarnations atomic.Uint64
 	faults       atomic.Uint64
+	txFrames     atomic.Uint64
+	txErrors     atomic.Uint64
 	mu           sync.Mutex // guards lastFault, lastAt
 	lastFault    string
 	lastAt       time.Time
@@ -105,6 +107,9 @@ func (d *driver) program(pd *kernel.PD) error {
 			rings = append(rings, c)
 		}
 	}
+	if tx, err := pd.Slot(slotDriverTx); err == nil {
+		pd.Go(func() { d.transmit(pd, tx) })
+	}
 	if err := d.mux.RunTo(pd.Context(), sinks); err != nil {
 		// The device ended: the shims' reads end too.
 		for _, c := range rings {
@@ -113,6 +118,33 @@ func (d *driver) program(pd *kernel.PD) error {
 		return fmt.Errorf("%s: %w", driverComponent(d.port), err)
 	}
 	return nil
+}
+
+// transmit is the driver's transmit goroutine: it sends what the shims
+// push into the transmit ring until the incarnation ends. A frame the NIC
+// refuses is counted, not returned (the shim has moved on).
+func (d *driver) transmit(pd *kernel.PD, tx kernel.Cap) {
+	var batch [popBatch]*kernel.Buf
+	ctx := pd.Context()
+	for {
+		n, err := pd.PopWait(ctx, tx, batch[:])
+		for _, b := range batch[:n] {
+			if d.mux.WriteFrame(b.Bytes()) != nil {
+				d.txErrors.Add(1)
+			} else {
+				d.txFrames.Add(1)
+			}
+		}
+		pd.FreeBufs(batch[:n])
+		clear(batch[:n])
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil, errors.Is(err, kernel.ErrAborted): // a shim died: others carry on
+		default:
+			return // closed
+		}
+	}
 }
 
 // rows are the driver's counters as rows of a shim's "stats" table.
@@ -134,6 +166,8 @@ func (d *driver) rows() [][]string {
 		{"driver.rx_errors", u(s.RxErrors)},
 		{"driver.drops_shim", u(s.Drops[netstack.PortShim])},
 		{"driver.drops_ip", u(s.Drops[netstack.PortIP])},
+		{"driver.tx_frames", u(d.txFrames.Load())},
+		{"driver.tx_errors", u(d.txErrors.Load())},
 	}
 }
 
@@ -184,14 +218,24 @@ func (n *Node) DriverSummary() []string {
 // component (Read): received frames cross from the driver's component to
 // the shim's as kernel buffers (the driver allocates one per frame, the
 // ring holds up to ringLen, the shim pops it into its own budget, copies
-// it out and frees it). Transmit does not cross: the shim writes to the
-// device in its own goroutine (docs/node.md, "What is not isolated").
+// it out and frees it). Frames to send cross the other way through the
+// link's transmit ring (every such IPCP holds Write, the driver Read): the
+// shim copies the frame into a buffer of its budget and pushes it,
+// waiting while the ring is full (back-pressure, as the NIC's own
+// transmit ring gives); the driver's transmit goroutine pops a batch,
+// hands each frame to the NIC and frees them. Only the driver touches the
+// NIC.
 
 // Slots of the board link rings.
 const (
-	slotBoardRx = "board.rx" // a shim's Read cap on its port's ring
-	ringLen     = 64         // frames a port's ring holds
+	slotBoardRx  = "board.rx" // a shim's Read cap on its port's ring
+	slotBoardTx  = "board.tx" // a shim's Write cap on its link's transmit ring
+	slotDriverTx = "tx"       // the driver's Read cap on its transmit ring
+	ringLen      = 64         // frames a ring holds
 )
+
+// txRing names board link p's transmit ring.
+func txRing(p boardPort) string { return driverComponent(p) + ".tx" }
 
 // driverRxSlot is the driver's slot of its Write cap on port i's ring.
 func driverRxSlot(i int) string { return "rx." + portName(i) }
@@ -258,11 +302,17 @@ func (s *ringSink) Deliver(frame []byte) bool {
 type ringPort struct {
 	d      *driver
 	pd     *kernel.PD
-	rx     kernel.Cap
+	rx, tx kernel.Cap
 	ctx    context.Context // ends with Close or the shim's incarnation
 	cancel context.CancelFunc
-	one    [1]*kernel.Buf // the reader's
+
+	// The reader's: a batch popped at once, handed out one by one.
+	batch      [popBatch]*kernel.Buf
+	next, have int
 }
+
+// popBatch is how many frames a shim pops from its ring at once.
+const popBatch = 16
 
 var _ eth.Device = (*ringPort)(nil)
 
@@ -278,15 +328,19 @@ func (ds drivers) openRing(p boardPort, i int, pd *kernel.PD) (*ringPort, error)
 	if err != nil {
 		return nil, fmt.Errorf("board link %q port %s: this component holds no ring of it (only a configured IPCP, the first on each port, does): %w", p, portName(i), err)
 	}
-	rp := &ringPort{d: d, pd: pd, rx: rx}
+	tx, err := pd.Slot(slotBoardTx)
+	if err != nil {
+		return nil, fmt.Errorf("board link %q: this component holds no transmit ring of it: %w", p, err)
+	}
+	rp := &ringPort{d: d, pd: pd, rx: rx, tx: tx}
 	rp.ctx, rp.cancel = context.WithCancel(pd.Context())
 	for {
-		n, _ := pd.Pop(rx, rp.one[:])
+		n, _ := pd.Pop(rx, rp.batch[:])
 		if n == 0 {
 			break
 		}
-		pd.FreeBuf(rp.one[0])
-		rp.one[0] = nil
+		pd.FreeBufs(rp.batch[:n])
+		clear(rp.batch[:n])
 	}
 	return rp, nil
 }
@@ -294,18 +348,11 @@ func (ds drivers) openRing(p boardPort, i int, pd *kernel.PD) (*ringPort, error)
 // ReadFrame implements eth.Device: it waits for the next frame in the
 // ring. A restart of the driver is a gap, not an error.
 func (rp *ringPort) ReadFrame(b []byte) (int, error) {
-	for {
-		n, err := rp.pd.PopWait(rp.ctx, rp.rx, rp.one[:])
-		if n == 1 {
-			buf := rp.one[0]
-			rp.one[0] = nil
-			k := copy(b, buf.Bytes())
-			l := buf.Len()
-			rp.pd.FreeBuf(buf)
-			if k < l {
-				return 0, fmt.Errorf("%s: %d-byte frame for a %d-byte buffer: %w", driverComponent(rp.d.port), l, len(b), flow.ErrTruncated)
-			}
-			return k, nil
+	for rp.next == rp.have {
+		n, err := rp.pd.PopWait(rp.ctx, rp.rx, rp.batch[:])
+		if n > 0 {
+			rp.next, rp.have = 0, n
+			break
 		}
 		switch {
 		case rp.ctx.Err() != nil:
@@ -318,14 +365,46 @@ func (rp *ringPort) ReadFrame(b []byte) (int, error) {
 			return 0, fmt.Errorf("%s: %w", driverComponent(rp.d.port), err)
 		}
 	}
+	buf := rp.batch[rp.next]
+	rp.batch[rp.next] = nil
+	rp.next++
+	k := copy(b, buf.Bytes())
+	l := buf.Len()
+	rp.pd.FreeBuf(buf)
+	if k < l {
+		return 0, fmt.Errorf("%s: %d-byte frame for a %d-byte buffer: %w", driverComponent(rp.d.port), l, len(b), flow.ErrTruncated)
+	}
+	return k, nil
 }
 
-// WriteFrame implements eth.Device, in the caller's goroutine.
+// WriteFrame implements eth.Device: it copies b into a buffer of the
+// shim's budget and pushes it into the link's transmit ring, waiting while
+// the ring is full; the driver sends it. Safe for concurrent use.
 func (rp *ringPort) WriteFrame(b []byte) error {
-	if rp.ctx.Err() != nil {
-		return fmt.Errorf("%s: port closed: %w", driverComponent(rp.d.port), net.ErrClosed)
+	name := driverComponent(rp.d.port)
+	if len(b) > kernel.BufSize {
+		return fmt.Errorf("%s: %d-byte frame: %w", name, len(b), flow.ErrTruncated)
 	}
-	return rp.d.mux.WriteFrame(b)
+	buf, err := rp.pd.AllocBuf()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	buf.Append(b)
+	one := [1]*kernel.Buf{buf}
+	for {
+		n, err := rp.pd.PushWait(rp.ctx, rp.tx, one[:])
+		if n == 1 {
+			return nil
+		}
+		if rp.ctx.Err() == nil && errors.Is(err, kernel.ErrAborted) {
+			continue // the driver died: its next incarnation pops
+		}
+		rp.pd.FreeBuf(buf)
+		if rp.ctx.Err() != nil {
+			return fmt.Errorf("%s: port closed: %w", name, net.ErrClosed)
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
 }
 
 // MAC implements eth.Device.
@@ -335,7 +414,9 @@ func (rp *ringPort) MAC() net.HardwareAddr { return rp.d.mux.MAC() }
 func (rp *ringPort) MTU() int { return rp.d.mux.MTU() }
 
 // Close implements eth.Device: a blocked ReadFrame returns; the ring and
-// the device stay for the shim's next incarnation.
+// the device stay for the shim's next incarnation. Frames popped and not
+// read are freed by the kernel with the shim's incarnation (or read by a
+// ReadFrame after Close: a closed port's reader stops at the next pop).
 func (rp *ringPort) Close() error {
 	rp.cancel()
 	return nil

@@ -248,11 +248,14 @@ func (n *Node) describe() *kernel.System {
 	}
 	var comps []kernel.ComponentSpec
 	// A board link's driver (driver.go): supervised, a Write cap on the
-	// ring of each of its ports that an IPCP uses, nothing else; a
-	// budget for the buffer in hand (the ring holds the rest).
+	// receive ring of each of its ports that an IPCP uses and Read on its
+	// transmit ring (which those IPCPs hold Write on), nothing else.
 	drivers := map[boardPort]*kernel.ComponentSpec{}
 	for _, p := range n.links {
-		drivers[p] = &kernel.ComponentSpec{Name: driverComponent(p), Budget: kernel.Budget{Bufs: 16}}
+		// Bufs: the receive buffer in hand and a transmit batch.
+		drivers[p] = &kernel.ComponentSpec{Name: driverComponent(p), Budget: kernel.Budget{Bufs: 1 + popBatch}}
+		sys.Rings = append(sys.Rings, kernel.RingSpec{Name: txRing(p), Size: ringLen})
+		drivers[p].Caps = append(drivers[p].Caps, kernel.CapSpec{Name: slotDriverTx, Object: txRing(p), Rights: kernel.Read})
 	}
 	for i, p := range cfg.IPCPs {
 		name := ipcpComponent(p.Name)
@@ -275,7 +278,8 @@ func (n *Node) describe() *kernel.System {
 			if d := drivers[link]; d != nil && !holdsSlot(d, driverRxSlot(port)) {
 				sys.Rings = append(sys.Rings, kernel.RingSpec{Name: ring, Size: ringLen})
 				d.Caps = append(d.Caps, kernel.CapSpec{Name: driverRxSlot(port), Object: ring, Rights: kernel.Write})
-				spec.Caps = append(spec.Caps, kernel.CapSpec{Name: slotBoardRx, Object: ring, Rights: kernel.Read})
+				spec.Caps = append(spec.Caps, kernel.CapSpec{Name: slotBoardRx, Object: ring, Rights: kernel.Read},
+					kernel.CapSpec{Name: slotBoardTx, Object: txRing(link), Rights: kernel.Write})
 			}
 		}
 		comps = append(comps, supervised(spec, ipcpBadge(i)))
