@@ -21,16 +21,13 @@ import (
 // A board link device (the board's Ethernet NIC, its USB Ethernet gadget)
 // has a driver component of its own, "driver.enet" or "driver.usb": the
 // node initialises the device before the kernel boots (Node.Start), and
-// the driver component runs its receive half, the netstack.Mux that
-// splits frames between the Ethernet shim's port and the netstack's. The
-// IRM supervises it like an in-node app: a fault (a panic in the receive
-// path) is logged and the component restarted with back-off; the ports
-// and their queues outlive it, so the shims on them carry on after a gap.
-// The driver holds no cap: it cannot reach the IRM, an IPCP or a program.
-//
-// The shims reach the device only through the port they open
-// (ipcpDevices, boardLink): a bounded queue each way in, a direct write
-// out.
+// the driver component runs it: its receive loop, the netstack.Mux that
+// splits frames between the Ethernet shim's port and the netstack's, and
+// a transmit goroutine. The IRM supervises it like an in-node app: a
+// fault (a panic in either) is logged and the component restarted with
+// back-off; the rings to the shims outlive it, so the shims carry on
+// after a gap. The driver's only caps are those rings: it cannot reach
+// the IRM, an IPCP or a program.
 
 // driverComponent names the driver component of board link p.
 func driverComponent(p boardPort) string { return "driver." + string(p) }
@@ -89,10 +86,7 @@ func (d *driver) program(pd *kernel.PD) error {
 	})
 	defer func() {
 		if r := recover(); r != nil {
-			d.faults.Add(1)
-			d.mu.Lock()
-			d.lastFault, d.lastAt = fmt.Sprint(r), time.Now()
-			d.mu.Unlock()
+			d.noteFault(r)
 			panic(r) // the kernel's: a fault of this component
 		}
 	}()
@@ -124,6 +118,12 @@ func (d *driver) program(pd *kernel.PD) error {
 // push into the transmit ring until the incarnation ends. A frame the NIC
 // refuses is counted, not returned (the shim has moved on).
 func (d *driver) transmit(pd *kernel.PD, tx kernel.Cap) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.noteFault(r)
+			panic(r) // the kernel's: a fault of this component
+		}
+	}()
 	var batch [popBatch]*kernel.Buf
 	ctx := pd.Context()
 	for {
@@ -145,6 +145,14 @@ func (d *driver) transmit(pd *kernel.PD, tx kernel.Cap) {
 			return // closed
 		}
 	}
+}
+
+// noteFault records a panic of the driver for its counters.
+func (d *driver) noteFault(r any) {
+	d.faults.Add(1)
+	d.mu.Lock()
+	d.lastFault, d.lastAt = fmt.Sprint(r), time.Now()
+	d.mu.Unlock()
 }
 
 // rows are the driver's counters as rows of a shim's "stats" table.
