@@ -240,6 +240,35 @@ func (m *Mux) WriteFrame(b []byte) error {
 	return m.dev.WriteFrame(b)
 }
 
+// BatchWriter is a device that sends several frames in one call (a
+// board NIC's Transmit: one doorbell for the batch).
+type BatchWriter interface {
+	// WriteFrames sends frames in order and returns how many it sent; it
+	// stops at the first it cannot send (the error says why). The frames
+	// are the caller's again when it returns.
+	WriteFrames(frames [][]byte) (int, error)
+}
+
+// WriteFrames writes frames to the device in the caller's goroutine, in
+// one call if the device is a BatchWriter, and returns how many it wrote;
+// it stops at the first error.
+func (m *Mux) WriteFrames(frames [][]byte) (int, error) {
+	select {
+	case <-m.ended:
+		return 0, fmt.Errorf("netstack: mux: device ended: %w", io.EOF)
+	default:
+	}
+	if bw, ok := m.dev.(BatchWriter); ok {
+		return bw.WriteFrames(frames)
+	}
+	for i, f := range frames {
+		if err := m.dev.WriteFrame(f); err != nil {
+			return i, err
+		}
+	}
+	return len(frames), nil
+}
+
 // MAC returns the device's address.
 func (m *Mux) MAC() net.HardwareAddr { return m.dev.MAC() }
 

@@ -201,3 +201,23 @@ func TestMuxDeviceEnds(t *testing.T) {
 		t.Fatalf("read: %v, want io.EOF", err)
 	}
 }
+
+// TestMuxWriteFrames: a device that is not a BatchWriter gets the frames
+// one by one, in order; after Close none.
+func TestMuxWriteFrames(t *testing.T) {
+	d := newFakeNIC()
+	m := NewMux(d)
+	n, err := m.WriteFrames([][]byte{frame(eth.EtherType, "one"), frame(eth.EtherType, "two")})
+	if n != 2 || err != nil {
+		t.Fatalf("WriteFrames: %d, %v; want 2, nil", n, err)
+	}
+	for _, want := range []string{"one", "two"} {
+		if got := <-d.tx; !bytes.Contains(got, []byte(want)) {
+			t.Fatalf("device got %q, want %q", got, want)
+		}
+	}
+	m.Close()
+	if n, err := m.WriteFrames([][]byte{frame(eth.EtherType, "late")}); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("WriteFrames after Close: %d, %v; want 0, io.EOF", n, err)
+	}
+}

@@ -86,6 +86,10 @@ func (d *nicDevice) WriteFrame(b []byte) error {
 	return err
 }
 
+// WriteFrames implements netstack.BatchWriter: one Transmit for the
+// batch.
+func (d *nicDevice) WriteFrames(frames [][]byte) (int, error) { return d.nic.Transmit(frames) }
+
 // MAC implements eth.Device.
 func (d *nicDevice) MAC() net.HardwareAddr { return d.nic.HardwareAddr() }
 
