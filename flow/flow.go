@@ -208,6 +208,10 @@ func frctConfig(q QoS, limit int) (frct.Config, bool) {
 // Info returns what the broker reported about the flow.
 func (f *Flow) Info() Info { return f.info }
 
+// Peer returns the verified identity of the node at the other end of a
+// sealed flow, or nil on an unsealed one.
+func (f *Flow) Peer() *Peer { return f.info.Peer }
+
 // MaxSDU returns the largest SDU Write accepts: MaxSDU, less the FRCT
 // header when FRCT runs.
 func (f *Flow) MaxSDU() int { return f.maxSDU }

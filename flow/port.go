@@ -2,6 +2,7 @@ package flow
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -66,6 +67,32 @@ type Info struct {
 	// MaxSDU is the largest SDU the flow's layer carries (a layer's own
 	// header takes room in the layers below it); 0 means MaxSDU.
 	MaxSDU int `cbor:"6,keyasint" json:"max_sdu,omitempty"`
+	// Peer is the other end's verified node identity, on sealed flows
+	// (nil otherwise: nothing proved who is there).
+	Peer *Peer `cbor:"7,keyasint,omitempty" json:"peer,omitempty"`
+}
+
+// Peer is the verified identity of the node at the other end of a sealed
+// flow: its key proved possession in the key exchange, and the rest is
+// what its signed identity document says.
+type Peer struct {
+	Key         []byte `cbor:"1,keyasint" json:"key"`                   // ed25519 public key
+	ID          string `cbor:"2,keyasint" json:"id"`                    // self-certifying name of Key
+	Name        string `cbor:"3,keyasint" json:"name"`                  // the node's configured name
+	Board       string `cbor:"4,keyasint" json:"board"`                 // "hosted", "usbarmory", ...
+	Measurement []byte `cbor:"5,keyasint,omitempty" json:"measurement"` // the image it runs; nil: not measured
+}
+
+// String is the peer as one line: name, id and, if measured, the image.
+func (p *Peer) String() string {
+	if p == nil {
+		return "unverified"
+	}
+	s := fmt.Sprintf("%s (%s, %s)", p.Name, p.ID, p.Board)
+	if len(p.Measurement) > 0 {
+		s += fmt.Sprintf(" image %x", p.Measurement)
+	}
+	return s
 }
 
 // SDULimit is the largest SDU a Port of this flow carries: MaxSDU, or

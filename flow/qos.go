@@ -18,6 +18,10 @@ type QoS struct {
 	InOrder      bool          `cbor:"6,keyasint" toml:"in_order" json:"in_order"`         // deliver in order
 	MaxGap       uint32        `cbor:"7,keyasint" toml:"max_gap" json:"max_gap"`           // ms of tolerated gap in delivery; MaxGap = any
 	Timeout      time.Duration `cbor:"8,keyasint" toml:"timeout" json:"timeout"`           // peer silence after which the flow is declared dead; 0 = never
+	// Sealed asks for a sealed flow: end-to-end key exchange between the
+	// two nodes, every SDU encrypted and authenticated (docs/security.md,
+	// "Sealed flows"). A layer that cannot seal refuses the allocation.
+	Sealed bool `cbor:"9,keyasint,omitempty" toml:"sealed" json:"sealed,omitempty"`
 }
 
 // Limits used by the presets.

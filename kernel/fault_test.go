@@ -278,3 +278,49 @@ func TestKillWakesOwnBlockedVerbs(t *testing.T) {
 		})
 	}
 }
+
+func TestStatsCountsFaultsAndBudget(t *testing.T) {
+	var first atomic.Pointer[PD]
+	sys := faultSystem()
+	sys.Components[1].Budget = Budget{Bufs: 4}
+	k, pds := harness(t, sys, map[string]Program{
+		"server": func(pd *PD) error {
+			if first.CompareAndSwap(nil, pd) {
+				return errors.New("boom")
+			}
+			if _, err := pd.AllocBuf(); err != nil { // held until the end
+				return err
+			}
+			<-pd.Context().Done()
+			return nil
+		},
+	})
+	sup := pds["sup"]
+	m := Msg{Payload: make([]byte, 0, MaxPayload)}
+	_, err := sup.Recv(mustSlot(t, sup, "faults"), &m)
+	wantErr(t, "Recv fault", err, nil)
+	s, err := k.Stats("server")
+	wantErr(t, "Stats", err, nil)
+	if s.State != "faulted" || s.Incarnations != 1 || s.Faults != 1 {
+		t.Fatalf("Stats after the fault: got %+v, want faulted, 1 incarnation, 1 fault", s)
+	}
+	wantErr(t, "Restart", sup.Restart(mustSlot(t, sup, "server")), nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err = k.Stats("server")
+		wantErr(t, "Stats", err, nil)
+		if s.Budget.Bufs == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if s.State != "running" || s.Incarnations != 2 || s.Faults != 1 || s.Budget.Bufs != 1 {
+		t.Fatalf("Stats after the restart: got %+v, want running, 2 incarnations, 1 fault, 1 buffer in use", s)
+	}
+	if s.Budget.Limit.Bufs != 4 {
+		t.Fatalf("Stats budget limit: got %+v, want 4 buffers", s.Budget.Limit)
+	}
+	if _, err := k.Stats("nobody"); !errors.Is(err, ErrInvalidCap) {
+		t.Fatalf("Stats of no component: got %v, want ErrInvalidCap", err)
+	}
+}

@@ -127,6 +127,7 @@ type component struct {
 	cur       *PD       // guarded by mu: the current (or last) incarnation
 	state     compState // guarded by mu
 	incs      uint64    // guarded by mu: incarnations started
+	faults    uint64    // guarded by mu: incarnations that faulted
 	destroyed bool      // guarded by mu: the last cap to it is gone (spawned only)
 }
 
@@ -315,6 +316,9 @@ func (pd *PD) die(st compState, kind FaultKind, reason, stack string) {
 	c.mu.Lock()
 	if c.cur == pd {
 		c.state = st
+	}
+	if st == stateFaulted {
+		c.faults++
 	}
 	c.mu.Unlock()
 
@@ -574,6 +578,29 @@ func (k *Kernel) State(name string) (state string, incarnations int, err error) 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.state.String(), int(c.incs), nil
+}
+
+// ComponentStats is what the kernel counts of one component.
+type ComponentStats struct {
+	State        string // as State reports it
+	Incarnations int    // incarnations started (restarts are one less)
+	Faults       int    // incarnations that faulted (a kill or Kernel.Stop is not a fault)
+	Budget       Usage  // its budget and what it uses now
+}
+
+// Stats returns the named component's counters: for management and
+// metrics, read at the moment they are asked for.
+func (k *Kernel) Stats(name string) (ComponentStats, error) {
+	c, err := k.lookupComponent(name)
+	if err != nil {
+		return ComponentStats{}, err
+	}
+	b := c.budget
+	s := ComponentStats{Budget: Usage{Limit: b.snapshot(), Bufs: int(b.bufUsed.Load() &^ mergedBit), Objects: int(b.objUsed.Load() &^ mergedBit)}}
+	c.mu.Lock()
+	s.State, s.Incarnations, s.Faults = c.state.String(), int(c.incs), int(c.faults)
+	c.mu.Unlock()
+	return s, nil
 }
 
 func (c *component) kill() {

@@ -132,6 +132,13 @@ func NameOf(pub ed25519.PublicKey) string {
 	return nameEncoding.EncodeToString(sum[:10])
 }
 
+// IsName reports whether s has the form of a NameOf: 16 letters and
+// digits of the lower-case base32 alphabet.
+func IsName(s string) bool {
+	b, err := nameEncoding.DecodeString(s)
+	return err == nil && len(b) == 10
+}
+
 // MarshalPEM returns the private key as a PEM "PRIVATE KEY" block holding
 // PKCS #8 (RFC 8410), the form `openssl genpkey -algorithm ed25519` writes.
 func (id *Identity) MarshalPEM() []byte {

@@ -71,6 +71,36 @@ type Config struct {
 	// Accept, if set, decides whether the peer (its verified document)
 	// may be at the other end: an error refuses the handshake.
 	Accept func(peer identity.Document) error
+	// Verify, if set, replaces identity.VerifyDocument for the peer's
+	// document (a cache of documents already verified): it must give
+	// the same answer.
+	Verify func(doc []byte) (identity.Document, error)
+	// Ephemeral, if set, are this handshake's fresh keys, made ahead of
+	// time (NewEphemeral) and used for this handshake only; nil makes
+	// them now.
+	Ephemeral *Ephemeral
+}
+
+// Ephemeral are one handshake's fresh key pairs: X25519 and ML-KEM-768
+// (the initiator's; a responder uses only the X25519 pair). Make them
+// ahead of time to take their cost off an allocation's critical path;
+// never use one twice.
+type Ephemeral struct {
+	e  *ecdh.PrivateKey
+	dk *mlkem.DecapsulationKey768
+}
+
+// NewEphemeral makes fresh key pairs for one handshake.
+func NewEphemeral() (*Ephemeral, error) {
+	e, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("kex: %w", err)
+	}
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		return nil, fmt.Errorf("kex: %w", err)
+	}
+	return &Ephemeral{e: e, dk: dk}, nil
 }
 
 // Keys are a finished handshake's: Send seals what this side sends,
@@ -138,14 +168,14 @@ func Start(cfg Config) (*Initiator, []byte, error) {
 	if err := cfg.check(); err != nil {
 		return nil, nil, err
 	}
-	e, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kex: %w", err)
+	eph := cfg.Ephemeral
+	if eph == nil {
+		var err error
+		if eph, err = NewEphemeral(); err != nil {
+			return nil, nil, err
+		}
 	}
-	dk, err := mlkem.GenerateKey768()
-	if err != nil {
-		return nil, nil, fmt.Errorf("kex: %w", err)
-	}
+	e, dk := eph.e, eph.dk
 	b, err := codec.Marshal(hello{Version: Version, E: e.PublicKey().Bytes(), EK: dk.EncapsulationKey().Bytes(), Doc: cfg.Doc})
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: hello: %w", err)
@@ -181,7 +211,7 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
 	}
-	if !identity.VerifyLabeled(peer.Key, identity.LabelKex, tr, r.Sig) {
+	if !identity.VerifyLabeled(peer.Key, identity.LabelKex, digest(tr), r.Sig) {
 		return Result{}, nil, fmt.Errorf("kex: responder %s: %w", peer.ID, ErrBadSignature)
 	}
 	eR, err := ecdh.X25519().NewPublicKey(r.E)
@@ -200,7 +230,7 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
 	}
-	sig, err := identity.SignLabeled(ctx, in.cfg.Signer, identity.LabelKex, ti)
+	sig, err := identity.SignLabeled(ctx, in.cfg.Signer, identity.LabelKex, digest(ti))
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
 	}
@@ -250,8 +280,10 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: hello: %w: %w", ErrMalformed, err)
 	}
-	e, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
+	var e *ecdh.PrivateKey
+	if cfg.Ephemeral != nil {
+		e = cfg.Ephemeral.e
+	} else if e, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
 	dh, err := e.ECDH(eI)
@@ -269,7 +301,7 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
-	if r.Sig, err = identity.SignLabeled(ctx, cfg.Signer, identity.LabelKex, tr); err != nil {
+	if r.Sig, err = identity.SignLabeled(ctx, cfg.Signer, identity.LabelKex, digest(tr)); err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
 	out, err := codec.Marshal(r)
@@ -298,7 +330,7 @@ func (rs *Responder) Finish(b []byte) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("kex: %w", err)
 	}
-	if !identity.VerifyLabeled(rs.peer.Key, identity.LabelKex, ti, f.Sig) {
+	if !identity.VerifyLabeled(rs.peer.Key, identity.LabelKex, digest(ti), f.Sig) {
 		return Result{}, fmt.Errorf("kex: initiator %s: %w", rs.peer.ID, ErrBadSignature)
 	}
 	return Result{Keys: Keys{Send: rs.keys.r2i, Recv: rs.keys.i2r}, Peer: rs.peer}, nil
@@ -313,7 +345,11 @@ func (c *Config) check() error {
 
 // peer verifies a peer's document and runs Accept.
 func (c *Config) peer(doc []byte) (identity.Document, error) {
-	d, err := identity.VerifyDocument(doc)
+	verify := identity.VerifyDocument
+	if c.Verify != nil {
+		verify = c.Verify
+	}
+	d, err := verify(doc)
 	if err != nil {
 		return identity.Document{}, fmt.Errorf("kex: peer: %w", err)
 	}
@@ -323,6 +359,14 @@ func (c *Config) peer(doc []byte) (identity.Document, error) {
 		}
 	}
 	return d, nil
+}
+
+// digest is what a side signs of a transcript: its SHA-256. A
+// transcript holds both key shares and both documents (about 3 KB),
+// more than a node's signer component takes in one message.
+func digest(tr []byte) []byte {
+	d := sha256.Sum256(tr)
+	return d[:]
 }
 
 type directional struct{ i2r, r2i [KeySize]byte }

@@ -186,6 +186,28 @@ func FuzzReply(f *testing.F) {
 	})
 }
 
+// FuzzFinish: no Finish but the initiator's own finishes a handshake.
+func FuzzFinish(f *testing.F) {
+	a, b := node(f, "a"), node(f, "b")
+	in, hello, _ := kex.Start(a)
+	_, reply, _ := kex.Respond(context.Background(), b, hello)
+	_, fin, _ := in.Reply(context.Background(), reply)
+	f.Add(fin)
+	f.Fuzz(func(t *testing.T, m []byte) {
+		_, hello, err := kex.Start(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, _, err := kex.Respond(context.Background(), b, hello)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rs.Finish(m); err == nil {
+			t.Fatal("a Finish of another handshake was taken")
+		}
+	})
+}
+
 // BenchmarkHandshake times a whole handshake, both sides in one
 // goroutine: what a sealed allocation would add in CPU, before the
 // messages' travel.
@@ -195,5 +217,33 @@ func BenchmarkHandshake(b *testing.B) {
 		if _, _, err := handshake(b, x, y); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestEphemeralAndVerify: keys made ahead of time serve a handshake, and
+// the Verify hook checks both documents (a hook that refuses refuses the
+// handshake).
+func TestEphemeralAndVerify(t *testing.T) {
+	a, b := node(t, "a"), node(t, "b")
+	var calls int
+	verify := func(doc []byte) (identity.Document, error) {
+		calls++
+		return identity.VerifyDocument(doc)
+	}
+	for _, c := range []*kex.Config{&a, &b} {
+		e, err := kex.NewEphemeral()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Ephemeral, c.Verify = e, verify
+	}
+	if _, _, err := handshake(t, a, b); err != nil || calls != 2 {
+		t.Fatalf("handshake: %v; Verify called %d times, want 2", err, calls)
+	}
+	b.Ephemeral, _ = kex.NewEphemeral()
+	b.Verify = func([]byte) (identity.Document, error) { return identity.Document{}, identity.ErrBadSignature }
+	a.Ephemeral = nil
+	if _, _, err := handshake(t, a, b); !errors.Is(err, identity.ErrBadSignature) {
+		t.Fatalf("a Verify that refuses: %v", err)
 	}
 }

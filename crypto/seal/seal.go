@@ -3,18 +3,30 @@
 // replayed or too old SDUs with a sliding window. It does not agree on
 // keys (crypto/kex does) nor rekey.
 //
-// A sealed SDU is an 8-byte big-endian counter followed by the
-// ciphertext and its 16-byte tag; the AEAD nonce is 4 zero bytes and the
-// counter (as in WireGuard), so a key must never seal under two counters
-// that repeat: one Sealer per key and direction.
+// A sealed SDU is an 8-byte big-endian field followed by the ciphertext
+// and its 16-byte tag: the field's top byte is the key's epoch (mod
+// 256), its low 56 bits the counter; the AEAD nonce is 4 zero bytes and
+// the field (as in WireGuard), so a key must never seal under two
+// counters that repeat: one Sealer per key and direction.
+//
+// Keys turn over: after RekeySDUs SDUs or RekeyAfter under one key,
+// whichever comes first, the Sealer replaces its key with
+// HKDF-SHA-256(key, info "ouro/seal/v1 next key") and the epoch goes up
+// by one; the counter runs on. The Opener follows the epoch it sees (an
+// SDU of the next epoch that authenticates moves it on) and keeps the
+// previous key for SDUs reordered across the change. A key once replaced
+// is forgotten: what it sealed stays safe if a later key leaks.
 package seal
 
 import (
 	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -36,10 +48,48 @@ const (
 	WindowLen = 1024 // counters behind the newest that are still accepted once
 )
 
-// MaxCounter is the last counter a Sealer uses; sealing more is
-// ErrExhausted (RFC 8439 allows 2^64 messages per key; stopping well
-// short leaves room for the rekey to happen).
-const MaxCounter = 1<<63 - 1
+// MaxCounter is the last counter a Sealer uses (56 bits); sealing more
+// is ErrExhausted: the flow must be allocated again.
+const MaxCounter = 1<<56 - 1
+
+// The default key turnover: whichever comes first.
+const (
+	RekeySDUs  = 1 << 24
+	RekeyAfter = 2 * time.Minute
+)
+
+const rekeyInfo = "ouro/seal/v1 next key"
+
+// nextKey is the key that follows k.
+func nextKey(k *[KeySize]byte) ([KeySize]byte, error) {
+	var out [KeySize]byte
+	b, err := hkdf.Expand(sha256.New, k[:], rekeyInfo, KeySize)
+	if err != nil {
+		return out, fmt.Errorf("seal: next key: %w", err)
+	}
+	copy(out[:], b)
+	clear(b)
+	return out, nil
+}
+
+// Option changes a Sealer's key turnover (tests, or a policy).
+type Option func(*Sealer)
+
+// WithRekey turns keys over after sdus SDUs or after d, whichever first
+// (0: the default for either).
+func WithRekey(sdus uint64, d time.Duration) Option {
+	return func(s *Sealer) {
+		if sdus > 0 {
+			s.rekeySDUs = sdus
+		}
+		if d > 0 {
+			s.rekeyAfter = d
+		}
+	}
+}
+
+// WithClock gives the Sealer its clock (default time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Sealer) { s.now = now } }
 
 // Sealer seals one direction of a flow. Safe for concurrent use (calls
 // are serialised: a flow's SDUs are sealed one at a time anyway).
@@ -48,15 +98,55 @@ type Sealer struct {
 	mu    sync.Mutex
 	ctr   uint64                           // last counter used
 	nonce [chacha20poly1305.NonceSize]byte // kept here: a local would escape through the interface call
+
+	key        [KeySize]byte
+	epoch      uint8
+	n          uint64    // SDUs sealed under key
+	since      time.Time // when key was taken
+	rekeySDUs  uint64
+	rekeyAfter time.Duration
+	now        func() time.Time
+	rekeys     uint64
 }
 
 // NewSealer returns a Sealer for key.
-func NewSealer(key []byte) (*Sealer, error) {
+func NewSealer(key []byte, opts ...Option) (*Sealer, error) {
 	a, err := newAEAD(key)
 	if err != nil {
 		return nil, err
 	}
-	return &Sealer{aead: a}, nil
+	s := &Sealer{aead: a, rekeySDUs: RekeySDUs, rekeyAfter: RekeyAfter, now: time.Now}
+	copy(s.key[:], key)
+	for _, o := range opts {
+		o(s)
+	}
+	s.since = s.now()
+	return s, nil
+}
+
+// Rekeys returns how many times the key turned over.
+func (s *Sealer) Rekeys() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rekeys
+}
+
+// rekey moves to the next key. Called with mu held.
+func (s *Sealer) rekey(now time.Time) error {
+	k, err := nextKey(&s.key)
+	if err != nil {
+		return err
+	}
+	a, err := newAEAD(k[:])
+	if err != nil {
+		return err
+	}
+	s.aead, s.key = a, k
+	clear(k[:])
+	s.epoch++
+	s.n, s.since = 0, now
+	s.rekeys++
+	return nil
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {
@@ -77,9 +167,16 @@ func (s *Sealer) Seal(dst, sdu, ad []byte) ([]byte, error) {
 	if s.ctr >= MaxCounter {
 		return dst, ErrExhausted
 	}
+	if now := s.now(); s.n >= s.rekeySDUs || now.Sub(s.since) >= s.rekeyAfter {
+		if err := s.rekey(now); err != nil {
+			return dst, err
+		}
+	}
 	s.ctr++
-	binary.BigEndian.PutUint64(s.nonce[4:], s.ctr)
-	dst = binary.BigEndian.AppendUint64(dst, s.ctr)
+	s.n++
+	field := uint64(s.epoch)<<56 | s.ctr
+	binary.BigEndian.PutUint64(s.nonce[4:], field)
+	dst = binary.BigEndian.AppendUint64(dst, field)
 	return s.aead.Seal(dst, s.nonce[:], sdu, ad), nil
 }
 
@@ -91,6 +188,21 @@ type Opener struct {
 	top   uint64 // newest counter accepted (0: none yet)
 	bits  [WindowLen / 64]uint64
 	nonce [chacha20poly1305.NonceSize]byte
+
+	key   [KeySize]byte // the current epoch's
+	epoch uint8
+	ahead [MaxSkip]ahead // the next epochs' keys, derived when an SDU first claims one
+	prev  cipher.AEAD    // the previous epoch's: SDUs reordered across a change
+}
+
+// MaxSkip is how many epochs ahead of its own an Opener follows: the
+// sender may have turned its key over that many times while every SDU
+// of the epochs between was lost.
+const MaxSkip = 4
+
+type ahead struct {
+	aead cipher.AEAD
+	key  [KeySize]byte
 }
 
 // NewOpener returns an Opener for key.
@@ -99,7 +211,60 @@ func NewOpener(key []byte) (*Opener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Opener{aead: a}, nil
+	o := &Opener{aead: a}
+	copy(o.key[:], key)
+	return o, nil
+}
+
+// aeadFor returns the key of epoch e, or nil: the current one, one of
+// the MaxSkip next (derived when first asked for, then kept) or the
+// previous.
+func (o *Opener) aeadFor(e uint8) cipher.AEAD {
+	switch d := e - o.epoch; {
+	case d == 0:
+		return o.aead
+	case d == 255:
+		return o.prev
+	case int(d) <= MaxSkip:
+		for i := range int(d) {
+			if o.ahead[i].aead != nil {
+				continue
+			}
+			from := &o.key
+			if i > 0 {
+				from = &o.ahead[i-1].key
+			}
+			k, err := nextKey(from)
+			if err != nil {
+				return nil
+			}
+			if o.ahead[i].aead, err = newAEAD(k[:]); err != nil {
+				return nil
+			}
+			o.ahead[i].key = k
+		}
+		return o.ahead[d-1].aead
+	}
+	return nil
+}
+
+// advance makes epoch o.epoch+d (d ≥ 1, its key in ahead[d-1]) the
+// current one.
+func (o *Opener) advance(d uint8) {
+	if d == 1 {
+		o.prev = o.aead
+	} else {
+		o.prev = o.ahead[d-2].aead
+	}
+	o.aead, o.key = o.ahead[d-1].aead, o.ahead[d-1].key
+	rest := o.ahead[d:]
+	var next [MaxSkip]ahead
+	copy(next[:], rest)
+	for i := range o.ahead {
+		clear(o.ahead[i].key[:])
+	}
+	o.ahead = next
+	o.epoch += d
 }
 
 // Open authenticates pkt (from Seal, with the same ad), appends the SDU
@@ -111,8 +276,9 @@ func (o *Opener) Open(dst, pkt, ad []byte) ([]byte, error) {
 	if len(pkt) < Overhead {
 		return dst, ErrShort
 	}
-	c := binary.BigEndian.Uint64(pkt)
-	if c == 0 || c > MaxCounter {
+	field := binary.BigEndian.Uint64(pkt)
+	e, c := uint8(field>>56), field&MaxCounter
+	if c == 0 {
 		return dst, ErrAuth
 	}
 	o.mu.Lock()
@@ -120,10 +286,17 @@ func (o *Opener) Open(dst, pkt, ad []byte) ([]byte, error) {
 	if !o.fresh(c) {
 		return dst, ErrReplay
 	}
-	binary.BigEndian.PutUint64(o.nonce[4:], c)
-	out, err := o.aead.Open(dst, o.nonce[:], pkt[CtrLen:], ad)
+	a := o.aeadFor(e)
+	if a == nil {
+		return dst, ErrAuth
+	}
+	binary.BigEndian.PutUint64(o.nonce[4:], field)
+	out, err := a.Open(dst, o.nonce[:], pkt[CtrLen:], ad)
 	if err != nil {
 		return dst, ErrAuth
+	}
+	if d := e - o.epoch; d != 0 && d != 255 { // the sender turned its key over
+		o.advance(d)
 	}
 	o.mark(c)
 	return out, nil

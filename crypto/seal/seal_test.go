@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"testing"
+	"time"
 )
 
 func pair(t testing.TB) (*Sealer, *Opener) {
@@ -163,5 +164,101 @@ func BenchmarkSealOpen(b *testing.B) {
 	for range b.N {
 		p, _ := s.Seal(pkt[:0], sdu, nil)
 		o.Open(out[:0], p, nil)
+	}
+}
+
+// rekeyPair is a pair whose Sealer turns its key over every sdus SDUs,
+// or when the returned clock has moved on by d.
+func rekeyPair(t testing.TB, sdus uint64, d time.Duration) (*Sealer, *Opener, *time.Time) {
+	t.Helper()
+	now := time.Unix(1e9, 0)
+	key := bytes.Repeat([]byte{9}, KeySize)
+	s, err := NewSealer(key, WithRekey(sdus, d), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOpener(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, o, &now
+}
+
+func epochOf(pkt []byte) uint8 { return pkt[0] }
+
+// TestRekeyBySDUs: every 10 SDUs the key turns over (the epoch byte goes
+// up), the counter runs on, and the Opener follows.
+func TestRekeyBySDUs(t *testing.T) {
+	s, o, _ := rekeyPair(t, 10, 0)
+	for i := range 35 {
+		p, err := s.Seal(nil, []byte{byte(i)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := uint8(i / 10); epochOf(p) != want {
+			t.Fatalf("SDU %d: epoch %d, want %d", i, epochOf(p), want)
+		}
+		if got, err := o.Open(nil, p, nil); err != nil || got[0] != byte(i) {
+			t.Fatalf("SDU %d: %v, %v", i, got, err)
+		}
+	}
+	if s.Rekeys() != 3 {
+		t.Fatalf("%d rekeys, want 3", s.Rekeys())
+	}
+}
+
+// TestRekeyByTime: an SDU after RekeyAfter goes under the next key.
+func TestRekeyByTime(t *testing.T) {
+	s, o, now := rekeyPair(t, 0, time.Minute)
+	p1, _ := s.Seal(nil, []byte("a"), nil)
+	*now = now.Add(61 * time.Second)
+	p2, _ := s.Seal(nil, []byte("b"), nil)
+	if epochOf(p1) != 0 || epochOf(p2) != 1 {
+		t.Fatalf("epochs %d, %d; want 0, 1", epochOf(p1), epochOf(p2))
+	}
+	for _, p := range [][]byte{p1, p2} {
+		if _, err := o.Open(nil, p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRekeyReorderAndLoss: an SDU of the old epoch arriving after the
+// first of the new one still opens; all SDUs of MaxSkip-1 epochs lost,
+// the next epoch's open; more than MaxSkip epochs ahead do not; a
+// replay of an old epoch's SDU is refused.
+func TestRekeyReorderAndLoss(t *testing.T) {
+	s, o, _ := rekeyPair(t, 2, 0)
+	var ps [][]byte
+	for i := range 40 {
+		p, _ := s.Seal(nil, []byte{byte(i)}, nil)
+		ps = append(ps, p)
+	}
+	open := func(i int) error { _, err := o.Open(nil, ps[i], nil); return err }
+	// epoch 0: 0, 1; epoch 1: 2, 3; ... epoch k: 2k, 2k+1
+	for _, i := range []int{0, 2, 1, 3} { // 1 comes after epoch 1 began
+		if err := open(i); err != nil {
+			t.Fatalf("SDU %d (epoch %d): %v", i, epochOf(ps[i]), err)
+		}
+	}
+	// Epochs 2 to 4 lost; epoch 5 is MaxSkip ahead of 1.
+	if err := open(10); err != nil {
+		t.Fatalf("SDU 10 (epoch 5, %d ahead): %v", MaxSkip, err)
+	}
+	if err := open(2); !errors.Is(err, ErrReplay) {
+		t.Fatalf("a replay of SDU 2: %v, want ErrReplay", err)
+	}
+	// Epoch 11 is 6 ahead of 5: too far.
+	if err := open(22); !errors.Is(err, ErrAuth) {
+		t.Fatalf("SDU 22 (epoch 11, 6 ahead): %v, want ErrAuth", err)
+	}
+	// A forged SDU claiming the next epoch does not move the Opener on.
+	forged := append([]byte(nil), ps[12]...)
+	forged[len(forged)-1] ^= 1
+	if _, err := o.Open(nil, forged, nil); !errors.Is(err, ErrAuth) {
+		t.Fatalf("forged SDU: %v", err)
+	}
+	if err := open(12); err != nil {
+		t.Fatalf("SDU 12 (epoch 6) after a forgery of it: %v", err)
 	}
 }

@@ -4,12 +4,15 @@
 // no I/O; the caller (flow.Flow) moves packets and runs the timers.
 //
 // One Conn is both directions of one flow: a sender (sequence numbers, a
-// retransmission ring, RTO from RTT estimation per RFC 6298 with Karn's
-// rule, the peer's window edge, rendezvous when the window is closed) and a
-// receiver (duplicate suppression, a bounded reordering ring, in-order
-// delivery, max-gap skipping when loss is tolerated, delayed cumulative
-// ACKs, window updates, keepalives). Both rings are preallocated: in steady
-// state nothing allocates per packet.
+// retransmission ring that is also the SACK scoreboard, loss detection from
+// SACK by time (RFC 8985 RACK) and by count (three SACKed above a hole, RFC
+// 6675), tail-loss probes (RFC 8985 TLP), one RTO timer from RTT estimation
+// per RFC 6298 with Karn's rule and bounded back-off, the peer's window
+// edge, rendezvous when the window is closed) and a receiver (duplicate
+// suppression, a bounded reordering ring, in-order delivery, max-gap
+// skipping when loss is tolerated, delayed cumulative ACKs with SACK blocks
+// for what arrived above a hole, window updates, keepalives). Both rings
+// are preallocated: in steady state nothing allocates per packet.
 //
 // How a caller drives a Conn:
 //
@@ -80,12 +83,28 @@ const (
 	DefaultWindow     = 64
 	DefaultMaxSDU     = 1400 - HeaderSize // flow.MaxSDU less this header
 	DefaultInitialRTO = time.Second       // RFC 6298 §2.1
-	DefaultMinRTO     = 20 * time.Millisecond
-	DefaultMaxRTO     = 10 * time.Second
-	DefaultAckDelay   = 5 * time.Millisecond
-	DefaultMaxGap     = 100 * time.Millisecond
-	clockGranularity  = time.Millisecond // G in RFC 6298 §2
-	maxWindow         = 1 << 14
+	// DefaultMinRTO is the RTO's floor. RFC 6298's 1 s is for the Internet
+	// of 2000; paths here are microseconds (loopback) to milliseconds. The
+	// floor must exceed what an ACK can honestly take: a round trip plus
+	// the receiver's AckDelay (2 ms) plus a hosted process's timer and
+	// scheduling slack (about a millisecond); 5 ms covers that and still
+	// recovers a lost tail 200 times sooner than 1 s would. Losses are
+	// mostly repaired before the RTO anyway (SACK, RACK, TLP).
+	DefaultMinRTO = 5 * time.Millisecond
+	DefaultMaxRTO = 10 * time.Second
+	// DefaultAckDelay is the longest an in-order DATA packet's ACK waits
+	// for a second packet or a reply to ride on (RFC 1122 allows 500 ms).
+	DefaultAckDelay  = 2 * time.Millisecond
+	DefaultMaxGap    = 100 * time.Millisecond
+	clockGranularity = time.Millisecond // G in RFC 6298 §2
+	maxWindow        = 1 << 14
+	// maxBackoff bounds the RTO's exponential back-off: at most 2^6 = 64
+	// times the estimate (and never above MaxRTO), so a flow that lost a
+	// burst of retransmissions probes again within a bounded time.
+	maxBackoff = 6
+	// dupThresh: a hole with this many SACKed packets above it is lost
+	// (RFC 6675 §2 DupThresh), whatever the time-based rule says.
+	dupThresh = 3
 )
 
 // Config sets up a Conn. Zero fields take the defaults above. Both ends of a
@@ -153,7 +172,11 @@ type Stats struct {
 	RecvSDUs        uint64        // SDUs delivered by Read
 	RecvBytes       uint64        // bytes of those SDUs
 	Retransmits     uint64        // DATA/FIN packets sent again
-	FastRetransmits uint64        // of those, after three duplicate ACKs
+	FastRetransmits uint64        // of those, holes found by SACK (RACK or three SACKed above) or three duplicate ACKs
+	Probes          uint64        // of those, tail-loss probes
+	Timeouts        uint64        // RTO expiries (each backs off and resends every unSACKed packet)
+	Sacked          uint64        // packets the peer SACKed above a hole
+	Spurious        uint64        // retransmissions ACKed too soon to have been needed (the original arrived late)
 	Dups            uint64        // duplicate DATA packets received and dropped
 	Drops           uint64        // packets dropped: malformed, or outside the window
 	Lost            uint64        // seqnos skipped by max-gap (Ordered mode)
@@ -168,12 +191,15 @@ const (
 	slotRead        // read (out of order), waiting for rcvNext to pass it
 )
 
+// txSlot is one packet of the retransmission ring and its scoreboard entry.
 type txSlot struct {
 	pkt       []byte    // the packet as first sent: header and SDU
 	firstSent time.Time // for give-up
-	rtxAt     time.Time // when to send it again
+	lastSent  time.Time // latest transmission, for RACK and RTT samples
 	retries   int       // times sent again; >0 means no RTT sample (Karn)
-	fast      bool      // next retransmission is a fast retransmit
+	sacked    bool      // the peer SACKed it: never sent again
+	lost      bool      // deemed lost, waiting to be sent again
+	byRTO     bool      // lost because the RTO expired (not a fast retransmit)
 }
 
 type rxSlot struct {
@@ -190,24 +216,49 @@ type Conn struct {
 	mask uint32
 
 	// Sender.
-	sndNext  uint32 // next seqno to send
-	sndUna   uint32 // oldest unacknowledged seqno
-	rwe      uint32 // peer's right window edge: seqnos before it may be sent
-	tx       []txSlot
-	srtt     time.Duration
-	rttvar   time.Duration
-	rto      time.Duration
-	hasRTT   bool
-	dupAcks  int
-	blocked  bool      // Send hit the peer's window edge
-	rdvsAt   time.Time // when to send a rendezvous while blocked
-	closing  bool      // Close was called
-	finSent  bool      // FIN has its seqno
-	lastSent time.Time
+	sndNext uint32 // next seqno to send
+	sndUna  uint32 // oldest unacknowledged seqno
+	rwe     uint32 // peer's right window edge: seqnos before it may be sent
+	tx      []txSlot
+	srtt    time.Duration
+	rttvar  time.Duration
+	minRTT  time.Duration
+	rtoBase time.Duration // RFC 6298 estimate, clamped
+	rto     time.Duration // rtoBase backed off: the timer's value
+	backoff int           // doublings of rtoBase in rto, up to maxBackoff
+	hasRTT  bool
+	dupAcks int
+	rtoAt   time.Time // the retransmission timer; zero = not armed
+	ptoAt   time.Time // the tail-loss probe timer; zero = not armed
+	probing bool      // a probe is out: no other until an ACK brings news
+	nLost   int       // slots marked lost, not yet sent again
+	// RACK (RFC 8985 §6.2): the most recently sent packet known delivered.
+	rackSent time.Time
+	rackSeq  uint32
+	rackRTT  time.Duration
+	hasRack  bool
+	rackAt   time.Time // reordering timer: when a suspect becomes lost
+	// Reordering (RFC 8985 §6.2): fack is the highest seqno delivered;
+	// reordered is set once a packet sent once was delivered below it.
+	// reoMult scales the reordering window; it grows on each spurious
+	// retransmission and shrinks again after reoDecay fast retransmits
+	// that were not found spurious.
+	fack      uint32
+	reordered bool
+	reoMult   int
+	reoClean  int
+	blocked   bool      // Send hit the peer's window edge
+	rdvsAt    time.Time // when to send a rendezvous while blocked
+	closing   bool      // Close was called
+	finSent   bool      // FIN has its seqno
+	lastSent  time.Time
 
 	// Receiver.
 	rcvNext   uint32 // next seqno to deliver (left window edge)
 	rcvAck    uint32 // next seqno not yet received: the cumulative ACK
+	rcvHigh   uint32 // one past the highest seqno received (>= rcvAck)
+	rcvLast   uint32 // the latest seqno received out of order: first SACK block
+	sackNews  bool   // out-of-order data arrived since the last SACK went out
 	rx        []rxSlot
 	ready     []uint32 // ReliableUnordered: seqnos received, not yet read, in arrival order
 	readyHead int
@@ -236,9 +287,13 @@ func New(cfg Config, now time.Time) (*Conn, error) {
 		sndUna:   cfg.ISN,
 		rwe:      cfg.ISN + w,
 		rto:      cfg.InitialRTO,
+		rtoBase:  cfg.InitialRTO,
+		fack:     cfg.ISN - 1,
+		reoMult:  1,
 		lastSent: now,
 		rcvNext:  cfg.ISN,
 		rcvAck:   cfg.ISN,
+		rcvHigh:  cfg.ISN,
 		advRwe:   cfg.ISN + w,
 		rx:       make([]rxSlot, w),
 		lastRecv: now,
@@ -328,13 +383,19 @@ func (c *Conn) frame(now time.Time, f Flags, sdu, pkt []byte) int {
 	h.Encode(f|FlagAck|FlagFC, c.rcvNext+c.w, seq, c.rcvAck)
 	copy(h[HeaderSize:], sdu)
 	c.acked(now)
+	if c.sackNews {
+		c.ackAt = now // DATA carries no SACK blocks: a pure ACK follows
+	}
 	if c.cfg.Mode.reliable() {
 		s := &c.tx[seq&c.mask]
 		s.pkt = append(s.pkt[:0], h...)
-		s.firstSent = now
-		s.rtxAt = now.Add(c.rto)
+		s.firstSent, s.lastSent = now, now
 		s.retries = 0
-		s.fast = false
+		s.sacked, s.lost, s.byRTO = false, false, false
+		if c.rtoAt.IsZero() {
+			c.rtoAt = now.Add(c.rto) // RFC 6298 §5.1
+		}
+		c.armPTO(now)
 	}
 	return n
 }
@@ -350,9 +411,62 @@ func (c *Conn) acked(now time.Time) {
 // control writes a packet without an SDU (ACK, window update, rendezvous,
 // keepalive) into pkt; its seqno is the next unsent one and is not consumed.
 func (c *Conn) control(now time.Time, f Flags, pkt []byte) int {
+	n := HeaderSize + c.sackBlocks(pkt)
+	if n > HeaderSize {
+		f |= FlagSack
+	}
 	PCI(pkt).Encode(f|FlagAck|FlagFC, c.rcvNext+c.w, c.sndNext, c.rcvAck)
 	c.acked(now)
-	return HeaderSize
+	c.sackNews = false
+	return n
+}
+
+// sackBlocks writes into pkt, after the header, the SACK blocks of what was
+// received above the cumulative ACK and returns their size: first the block
+// holding the latest out-of-order arrival (RFC 2018 §4), then the lowest
+// others, up to MaxSackBlocks and what pkt holds. Reliable modes only: the
+// other side of an Ordered flow does not retransmit.
+func (c *Conn) sackBlocks(pkt []byte) int {
+	if !c.cfg.Mode.reliable() || c.rcvHigh == c.rcvAck {
+		return 0
+	}
+	room := min(MaxSackBlocks, (len(pkt)-HeaderSize)/SackBlockSize)
+	if room <= 0 {
+		return 0
+	}
+	p := PCI(pkt)
+	n := 0
+	// The block holding rcvLast, if it is still above the ACK.
+	var ls, le uint32
+	hasLast := false
+	if seqLT(c.rcvAck, c.rcvLast) && seqLT(c.rcvLast, c.rcvHigh) && c.rx[c.rcvLast&c.mask].state != slotEmpty {
+		ls, le = c.rcvLast, c.rcvLast+1
+		for ls-1 != c.rcvAck && c.rx[(ls-1)&c.mask].state != slotEmpty {
+			ls--
+		}
+		for le != c.rcvHigh && c.rx[le&c.mask].state != slotEmpty {
+			le++
+		}
+		p.PutSackBlock(n, ls, le)
+		n++
+		hasLast = true
+	}
+	// rcvAck itself is missing: runs start above it.
+	for seq := c.rcvAck + 1; n < room && seqLT(seq, c.rcvHigh); {
+		if c.rx[seq&c.mask].state == slotEmpty {
+			seq++
+			continue
+		}
+		start := seq
+		for seq != c.rcvHigh && c.rx[seq&c.mask].state != slotEmpty {
+			seq++
+		}
+		if !hasLast || start != ls {
+			p.PutSackBlock(n, start, seq)
+			n++
+		}
+	}
+	return n * SackBlockSize
 }
 
 // Close starts an orderly close: no more Sends; a FIN follows the data.
@@ -394,7 +508,7 @@ func (c *Conn) Receive(now time.Time, pkt []byte) {
 	c.lastRecv = now
 	f := p.Flags()
 	if f&FlagAck != 0 {
-		c.onAck(now, p.Ackno(), f&(FlagData|FlagFin|FlagRdvs|FlagKeepalive) == 0)
+		c.onAck(now, p, f&(FlagData|FlagFin|FlagRdvs|FlagKeepalive) == 0)
 	}
 	if f&FlagFC != 0 {
 		// The edge only moves forward, and never past what a peer with
@@ -414,36 +528,191 @@ func (c *Conn) Receive(now time.Time, pkt []byte) {
 	}
 }
 
-// onAck processes a cumulative acknowledgement.
-func (c *Conn) onAck(now time.Time, ack uint32, pure bool) {
+// onAck processes a cumulative acknowledgement and its SACK blocks: it
+// updates the scoreboard, RACK's delivered packet and the RTT, then looks
+// for lost packets and re-arms the timers.
+func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
+	ack := p.Ackno()
 	if seqLT(ack, c.sndUna) || seqLT(c.sndNext, ack) {
 		return // stale, or acknowledges what was never sent
 	}
-	if ack == c.sndUna {
-		if pure && c.sndUna != c.sndNext && c.cfg.Mode.reliable() {
-			c.dupAcks++
-			if c.dupAcks == 3 { // RFC 5681 §3.2
-				s := &c.tx[c.sndUna&c.mask]
-				s.rtxAt = now
-				s.fast = true
-				c.stats.FastRetransmits++
-			}
-		}
+	if !c.cfg.Mode.reliable() {
+		c.sndUna = ack
 		return
 	}
-	if c.cfg.Mode.reliable() {
-		// Karn: sample only when every packet this ACK covers was sent
-		// once; a hole filled by a retransmission would inflate the sample.
-		once := true
-		for seq := c.sndUna; seq != ack && once; seq++ {
-			once = c.tx[seq&c.mask].retries == 0
+	news := false
+	// Reordering is judged against what earlier ACKs delivered: blocks
+	// in one ACK come most recent first, not in seqno order.
+	fack := c.fack
+	var sample time.Duration
+	var sampleSent time.Time
+	hasSample := false
+	deliver := func(seq uint32, s *txSlot) {
+		news = true
+		if s.lost {
+			s.lost = false
+			c.nLost--
 		}
-		if once {
-			c.sampleRTT(now.Sub(c.tx[(ack-1)&c.mask].firstSent))
+		switch {
+		case s.retries == 0 && seqLT(seq, fack):
+			c.reordered = true // delivered below a later-sent one: reordering
+		case s.retries > 0 && c.hasRTT && now.Sub(s.lastSent) < c.minRTT/2:
+			// Acknowledged sooner than a retransmission can be: the
+			// original arrived, late. With no DSACK, this stands in for
+			// RFC 8985's reo_wnd_mult increase.
+			c.reordered = true
+			c.stats.Spurious++
+			if w := c.minRTT / 4; w > 0 && time.Duration(c.reoMult)*w < c.srtt {
+				c.reoMult++
+			}
+			c.reoClean = 0
+		}
+		if seqLT(c.fack, seq) {
+			c.fack = seq
+		}
+		if s.retries == 0 && (!hasSample || s.lastSent.After(sampleSent)) {
+			sample, sampleSent, hasSample = now.Sub(s.lastSent), s.lastSent, true
+		}
+		c.rackUpdate(now, seq, s)
+	}
+	for seq := c.sndUna; seq != ack; seq++ {
+		if s := &c.tx[seq&c.mask]; !s.sacked {
+			deliver(seq, s)
 		}
 	}
+	advanced := ack != c.sndUna
 	c.sndUna = ack
-	c.dupAcks = 0
+	for i := range p.SackBlocks() {
+		start, end := p.SackBlock(i)
+		if seqLT(start, ack) {
+			start = ack
+		}
+		if seqLT(c.sndNext, end) {
+			end = c.sndNext
+		}
+		for seq := start; seqLT(seq, end); seq++ {
+			if s := &c.tx[seq&c.mask]; !s.sacked {
+				s.sacked = true
+				c.stats.Sacked++
+				deliver(seq, s)
+			}
+		}
+	}
+	if hasSample {
+		c.sampleRTT(sample) // Karn: only packets sent once
+	}
+	switch {
+	case advanced:
+		c.dupAcks = 0
+		c.backoff = 0
+		c.rto = c.rtoBase
+		c.stats.RTO = c.rto
+		c.rtoAt = time.Time{}
+		if c.sndUna != c.sndNext {
+			c.rtoAt = now.Add(c.rto) // RFC 6298 §5.3
+		}
+	case pure && !news && c.sndUna != c.sndNext:
+		c.dupAcks++
+		if c.dupAcks == dupThresh { // RFC 5681 §3.2, for ACKs without SACK
+			c.markLost(&c.tx[c.sndUna&c.mask], false)
+		}
+	}
+	if news {
+		c.probing = false
+		c.detectLoss(now)
+	}
+	c.armPTO(now)
+}
+
+// rackUpdate notes a packet delivered (cumulatively ACKed or SACKed): RACK
+// remembers the most recently sent one and its round trip (RFC 8985 §6.2).
+func (c *Conn) rackUpdate(now time.Time, seq uint32, s *txSlot) {
+	rtt := now.Sub(s.lastSent)
+	if s.retries > 0 && c.hasRTT && rtt < c.minRTT {
+		return // the ACK is of an earlier transmission: ambiguous
+	}
+	if !c.hasRack || sentAfter(s.lastSent, seq, c.rackSent, c.rackSeq) {
+		c.rackSent, c.rackSeq, c.rackRTT, c.hasRack = s.lastSent, seq, rtt, true
+	}
+}
+
+// sentAfter reports whether (t1, s1) was sent after (t2, s2): later, or at
+// the same time with a later seqno (RFC 8985 RACK_sent_after).
+func sentAfter(t1 time.Time, s1 uint32, t2 time.Time, s2 uint32) bool {
+	return t1.After(t2) || (t1.Equal(t2) && seqLT(s2, s1))
+}
+
+// reoWnd is RACK's reordering window: how long after a later-sent packet
+// was delivered an earlier one may still arrive (RFC 8985 §6.2): min_RTT/4,
+// times reoMult once the path was seen to reorder, never above SRTT.
+func (c *Conn) reoWnd() time.Duration {
+	w := c.minRTT / 4
+	if c.reordered {
+		w = min(w*time.Duration(c.reoMult), c.srtt)
+	}
+	return w
+}
+
+// reoDecay: after this many fast retransmissions none of which was found
+// spurious, the reordering window's multiplier steps down (RFC 8985 §6.2
+// resets it after 16 recoveries).
+const reoDecay = 16
+
+// detectLoss marks lost every outstanding packet sent before RACK's
+// delivered packet by more than its round trip plus the reordering window,
+// and every hole with dupThresh SACKed packets above it (RFC 6675 IsLost);
+// for a suspect not yet overdue it arms the reordering timer.
+func (c *Conn) detectLoss(now time.Time) {
+	c.rackAt = time.Time{}
+	if !c.hasRack {
+		return
+	}
+	wait := c.rackRTT + c.reoWnd()
+	above := 0 // SACKed packets above seq, counted from the top down
+	for seq := c.sndNext - 1; seq != c.sndUna-1; seq-- {
+		s := &c.tx[seq&c.mask]
+		if s.sacked {
+			above++
+			continue
+		}
+		if s.lost || !sentAfter(c.rackSent, c.rackSeq, s.lastSent, seq) {
+			continue
+		}
+		due := s.lastSent.Add(wait)
+		if !c.reordered && above >= dupThresh && s.retries == 0 || !now.Before(due) {
+			c.markLost(s, false)
+		} else if c.rackAt.IsZero() || due.Before(c.rackAt) {
+			c.rackAt = due
+		}
+	}
+}
+
+// markLost puts a slot on the list of packets to send again.
+func (c *Conn) markLost(s *txSlot, byRTO bool) {
+	if s.sacked || s.lost {
+		return
+	}
+	s.lost, s.byRTO = true, byRTO
+	c.nLost++
+}
+
+// armPTO arms the tail-loss probe timer (RFC 8985 §7.2): 2·SRTT after the
+// latest send or ACK, plus the peer's delayed-ACK time when one packet is
+// out; not armed without an RTT sample, with a probe already out, or when
+// the RTO would fire first.
+func (c *Conn) armPTO(now time.Time) {
+	c.ptoAt = time.Time{}
+	if !c.hasRTT || c.probing || c.sndUna == c.sndNext || c.nLost > 0 {
+		return
+	}
+	pto := 2 * c.srtt
+	if c.sndNext-c.sndUna == 1 {
+		pto += c.cfg.AckDelay
+	}
+	pto = max(pto, clockGranularity/4)
+	if at := now.Add(pto); c.rtoAt.IsZero() || at.Before(c.rtoAt) {
+		c.ptoAt = at
+	}
 }
 
 // sampleRTT updates SRTT, RTTVAR and RTO per RFC 6298 §2.2–2.4.
@@ -461,8 +730,12 @@ func (c *Conn) sampleRTT(r time.Duration) {
 		c.rttvar = (3*c.rttvar + d) / 4
 		c.srtt = (7*c.srtt + r) / 8
 	}
-	c.rto = c.srtt + max(clockGranularity, 4*c.rttvar)
-	c.rto = min(max(c.rto, c.cfg.MinRTO), c.cfg.MaxRTO)
+	if r < c.minRTT || c.minRTT == 0 {
+		c.minRTT = r
+	}
+	c.rtoBase = c.srtt + max(clockGranularity, 4*c.rttvar)
+	c.rtoBase = min(max(c.rtoBase, c.cfg.MinRTO), c.cfg.MaxRTO)
+	c.rto = min(c.rtoBase<<c.backoff, c.cfg.MaxRTO)
 	c.stats.RTT, c.stats.RTO = c.srtt, c.rto
 }
 
@@ -495,6 +768,15 @@ func (c *Conn) onData(now time.Time, p PCI, fin bool) {
 	for c.rcvAck-c.rcvNext < c.w && c.rx[c.rcvAck&c.mask].state != slotEmpty {
 		c.rcvAck++
 	}
+	if seqLT(c.rcvHigh, seq+1) {
+		c.rcvHigh = seq + 1
+	}
+	if seqLT(c.rcvHigh, c.rcvAck) {
+		c.rcvHigh = c.rcvAck
+	}
+	if !inOrder {
+		c.rcvLast, c.sackNews = seq, true
+	}
 	switch {
 	case !inOrder || fin:
 		// Out of order (a duplicate ACK for fast retransmit), or filling a
@@ -525,6 +807,9 @@ func (c *Conn) skipGap(now time.Time) {
 		}
 		for c.rcvAck-c.rcvNext < c.w && c.rx[c.rcvAck&c.mask].state != slotEmpty {
 			c.rcvAck++
+		}
+		if seqLT(c.rcvHigh, c.rcvAck) {
+			c.rcvHigh = c.rcvAck
 		}
 		c.ackAt = now
 	}
@@ -637,9 +922,10 @@ func (c *Conn) windowUpdate(now time.Time) {
 // or 0 when nothing is due (or the Conn is dead: see Err). pkt must hold
 // HeaderSize+MaxSDU bytes. Call it until it returns 0.
 //
-// In priority order: retransmissions of DATA/FIN whose timer expired (or
-// after three duplicate ACKs), the FIN after Close, a rendezvous when the
-// peer's window stays closed, a pending ACK or window update, a keepalive.
+// In priority order: retransmissions of DATA/FIN found lost (by SACK, by
+// three duplicate ACKs, or all of them when the RTO expires), a tail-loss
+// probe, the FIN after Close, a rendezvous when the peer's window stays
+// closed, a pending ACK or window update (with SACK blocks), a keepalive.
 // Poll also declares the peer dead after Config.Timeout of silence or of
 // unacknowledged data.
 func (c *Conn) Poll(now time.Time, pkt []byte) int {
@@ -650,30 +936,13 @@ func (c *Conn) Poll(now time.Time, pkt []byte) int {
 		c.die()
 		return 0
 	}
-	if c.cfg.Mode.reliable() {
-		for seq := c.sndUna; seq != c.sndNext; seq++ {
-			s := &c.tx[seq&c.mask]
-			if now.Before(s.rtxAt) {
-				continue
-			}
-			if t := c.cfg.Timeout; t > 0 && now.Sub(s.firstSent) >= t {
-				c.die()
-				return 0
-			}
-			if len(pkt) < len(s.pkt) {
-				return 0
-			}
-			if seq == c.sndUna && !s.fast {
-				c.rto = min(2*c.rto, c.cfg.MaxRTO) // RFC 6298 §5.5
-				c.stats.RTO = c.rto
-			}
-			s.fast = false
-			s.retries++
-			s.rtxAt = now.Add(c.rto)
-			PCI(s.pkt).setAck(c.rcvNext+c.w, c.rcvAck)
-			c.stats.Retransmits++
-			c.acked(now)
-			return copy(pkt, s.pkt)
+	if c.cfg.Mode.reliable() && c.sndUna != c.sndNext {
+		if t := c.cfg.Timeout; t > 0 && now.Sub(c.tx[c.sndUna&c.mask].firstSent) >= t {
+			c.die()
+			return 0
+		}
+		if n := c.retransmit(now, pkt); n > 0 {
+			return n
 		}
 	}
 	if c.closing && !c.finSent && c.canSend() {
@@ -698,6 +967,78 @@ func (c *Conn) Poll(now time.Time, pkt []byte) int {
 	return 0
 }
 
+// retransmit runs the sender's timers (RTO, reordering, tail-loss probe)
+// and writes into pkt the lowest packet marked lost, or the probe; it
+// returns 0 when nothing is to be sent again now.
+func (c *Conn) retransmit(now time.Time, pkt []byte) int {
+	if !c.rtoAt.IsZero() && !now.Before(c.rtoAt) {
+		// RFC 6298 §5.5-5.6 with RFC 8985 §7.3: back off (bounded), and
+		// every packet not SACKed is lost.
+		c.stats.Timeouts++
+		if c.backoff < maxBackoff {
+			c.backoff++
+		}
+		c.rto = min(c.rtoBase<<c.backoff, c.cfg.MaxRTO)
+		c.stats.RTO = c.rto
+		c.rtoAt = now.Add(c.rto)
+		c.ptoAt, c.probing = time.Time{}, false
+		for seq := c.sndUna; seq != c.sndNext; seq++ {
+			c.markLost(&c.tx[seq&c.mask], true)
+		}
+	}
+	if !c.rackAt.IsZero() && !now.Before(c.rackAt) {
+		c.detectLoss(now)
+	}
+	if c.nLost > 0 {
+		for seq := c.sndUna; seq != c.sndNext; seq++ {
+			s := &c.tx[seq&c.mask]
+			if !s.lost {
+				continue
+			}
+			if len(pkt) < len(s.pkt) {
+				return 0
+			}
+			s.lost = false
+			c.nLost--
+			if !s.byRTO {
+				c.stats.FastRetransmits++
+				if c.reoClean++; c.reoClean >= reoDecay && c.reoMult > 1 {
+					c.reoMult--
+					c.reoClean = 0
+				}
+			}
+			return c.resend(now, s, pkt)
+		}
+	}
+	if !c.ptoAt.IsZero() && !now.Before(c.ptoAt) {
+		// RFC 8985 §7.3: send the highest packet not SACKed again, so that
+		// its ACK (with SACK) reveals what else of the tail is missing.
+		c.ptoAt, c.probing = time.Time{}, true
+		for seq := c.sndNext - 1; seq != c.sndUna-1; seq-- {
+			if s := &c.tx[seq&c.mask]; !s.sacked && len(pkt) >= len(s.pkt) {
+				c.stats.Probes++
+				c.rtoAt = now.Add(c.rto)
+				return c.resend(now, s, pkt)
+			}
+		}
+	}
+	return 0
+}
+
+// resend copies slot s into pkt with the current ACK and window.
+func (c *Conn) resend(now time.Time, s *txSlot, pkt []byte) int {
+	s.retries++
+	s.lastSent = now
+	PCI(s.pkt).setAck(c.rcvNext+c.w, c.rcvAck)
+	c.stats.Retransmits++
+	n := copy(pkt, s.pkt)
+	c.acked(now)
+	if c.sackNews {
+		c.ackAt = now
+	}
+	return n
+}
+
 func (c *Conn) die() {
 	c.err = ErrPeerGone
 }
@@ -714,9 +1055,15 @@ func (c *Conn) Next(now time.Time) time.Time {
 			next = t
 		}
 	}
-	if c.cfg.Mode.reliable() {
-		for seq := c.sndUna; seq != c.sndNext; seq++ {
-			at(c.tx[seq&c.mask].rtxAt)
+	if c.cfg.Mode.reliable() && c.sndUna != c.sndNext {
+		if c.nLost > 0 {
+			at(now)
+		}
+		at(c.rtoAt)
+		at(c.ptoAt)
+		at(c.rackAt)
+		if c.cfg.Timeout > 0 {
+			at(c.tx[c.sndUna&c.mask].firstSent.Add(c.cfg.Timeout))
 		}
 	}
 	if c.closing && !c.finSent && c.canSend() {

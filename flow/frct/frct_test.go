@@ -212,20 +212,33 @@ func TestDelayedAck(t *testing.T) {
 	if acks := poll(b, at(ms(6))); len(acks) != 1 || acks[0].Ackno() != 3 {
 		t.Fatalf("after two packets: %v, want one ACK of 3 at once", acks)
 	}
-	// An out-of-order packet is acknowledged at once (duplicate ACK).
-	send(t, a, at(ms(7)), "4") // lost
-	b.Receive(at(ms(7)), send(t, a, at(ms(7)), "5"))
-	if acks := poll(b, at(ms(7))); len(acks) != 1 || acks[0].Ackno() != 3 {
-		t.Fatalf("after a gap: %v, want a duplicate ACK of 3 at once", acks)
-	}
 	// Data going the other way carries the ACK; nothing else is due.
-	b.Receive(at(ms(8)), send(t, a, at(ms(8)), "6"))
-	p := send(t, b, at(ms(8)), "reply")
-	if PCI(p).Flags() != FlagData|FlagAck|FlagFC || PCI(p).Ackno() != 3 {
-		t.Fatalf("reply: %v ackno %d, want a piggybacked ACK of 3", PCI(p).Flags(), PCI(p).Ackno())
+	b.Receive(at(ms(7)), send(t, a, at(ms(7)), "4"))
+	p := send(t, b, at(ms(7)), "reply")
+	if PCI(p).Flags() != FlagData|FlagAck|FlagFC || PCI(p).Ackno() != 4 {
+		t.Fatalf("reply: %v ackno %d, want a piggybacked ACK of 4", PCI(p).Flags(), PCI(p).Ackno())
 	}
 	if acks := poll(b, at(ms(20))); len(acks) != 0 {
 		t.Fatalf("ACK sent again after piggybacking: %v", acks[0].Flags())
+	}
+	// An out-of-order packet is acknowledged at once (duplicate ACK), with
+	// a SACK block for it.
+	send(t, a, at(ms(21)), "5") // lost
+	b.Receive(at(ms(21)), send(t, a, at(ms(21)), "6"))
+	acks = poll(b, at(ms(21)))
+	if len(acks) != 1 || acks[0].Ackno() != 4 || acks[0].SackBlocks() != 1 {
+		t.Fatalf("after a gap: %v, want a duplicate ACK of 4 with one SACK block at once", acks)
+	}
+	// DATA cannot carry SACK blocks: new out-of-order data while replying
+	// makes a pure ACK with them follow the reply.
+	b.Receive(at(ms(22)), send(t, a, at(ms(22)), "7"))
+	send(t, b, at(ms(22)), "reply")
+	acks = poll(b, at(ms(22)))
+	if len(acks) != 1 || acks[0].SackBlocks() != 1 {
+		t.Fatalf("after a reply with a hole open: %v, want one SACK", acks)
+	}
+	if s, e := acks[0].SackBlock(0); s != 5 || e != 7 {
+		t.Fatalf("SACK block [%d, %d), want [5, 7)", s, e)
 	}
 }
 
@@ -285,21 +298,36 @@ func TestRTTEstimation(t *testing.T) {
 }
 
 func TestFastRetransmit(t *testing.T) {
+	// With SACK: one ACK showing a packet sent after the hole arrived.
 	a := mustNew(t, Config{Mode: Reliable, InitialRTO: time.Second})
 	b := mustNew(t, Config{Mode: Reliable})
 	send(t, a, t0, "lost")
-	for i := 0; i < 3; i++ {
-		b.Receive(t0, send(t, a, t0, "after"))
-		for _, ack := range poll(b, t0) {
-			a.Receive(t0, ack)
-		}
+	b.Receive(t0, send(t, a, t0, "after"))
+	for _, ack := range poll(b, t0) {
+		a.Receive(t0, ack)
 	}
 	r := poll(a, t0)
 	if len(r) != 1 || string(r[0].Payload()) != "lost" {
-		t.Fatalf("after three duplicate ACKs: %d packets, want the lost one again", len(r))
+		t.Fatalf("after one SACK: %d packets, want the lost one again", len(r))
 	}
-	if s := a.Stats(); s.FastRetransmits != 1 || s.RTO != time.Second {
-		t.Fatalf("stats %+v, want one fast retransmit and no RTO backoff", s)
+	if s := a.Stats(); s.FastRetransmits != 1 || s.Timeouts != 0 {
+		t.Fatalf("stats %+v, want one fast retransmit and no timeout", s)
+	}
+
+	// Without SACK (a peer with no room for blocks): three duplicate ACKs.
+	a = mustNew(t, Config{Mode: Reliable, InitialRTO: time.Second})
+	send(t, a, t0, "lost")
+	for i := range 3 {
+		send(t, a, t0, "after")
+		dup := make(PCI, HeaderSize)
+		dup.Encode(FlagAck|FlagFC, 64, 0, 0)
+		a.Receive(t0, dup)
+		if r := poll(a, t0); len(r) != 0 && i < 2 {
+			t.Fatalf("after %d duplicate ACKs: %d packets, want none", i+1, len(r))
+		}
+	}
+	if s := a.Stats(); s.FastRetransmits != 1 || s.Timeouts != 0 {
+		t.Fatalf("stats %+v, want one fast retransmit after three duplicate ACKs", s)
 	}
 }
 

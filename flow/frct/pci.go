@@ -6,8 +6,17 @@ import (
 )
 
 // HeaderSize is the size of the FRCT header (PCI) in bytes. A packet is the
-// header followed, for DATA packets only, by the SDU. See docs/wire/frct.md.
+// header followed, for DATA packets only, by the SDU, and for SACK packets
+// only, by the SACK blocks. See docs/wire/frct.md.
 const HeaderSize = 16
+
+// SackBlockSize is the size of one SACK block: two seqnos, start and end.
+// MaxSackBlocks is the most a packet carries (the sender of an ACK puts in
+// as many as it has, up to this and what its packet buffer holds).
+const (
+	SackBlockSize = 8
+	MaxSackBlocks = 4
+)
 
 // Offsets of the PCI fields (all big-endian).
 const (
@@ -38,11 +47,14 @@ const (
 	FlagFin
 	// FlagKeepalive marks a packet sent only to show the sender is alive.
 	FlagKeepalive
+	// FlagSack marks a packet (never DATA) whose header is followed by
+	// 1..MaxSackBlocks SACK blocks: seqno ranges received above Ackno.
+	FlagSack
 
-	flagsKnown = FlagData | FlagAck | FlagFC | FlagRdvs | FlagFin | FlagKeepalive
+	flagsKnown = FlagData | FlagAck | FlagFC | FlagRdvs | FlagFin | FlagKeepalive | FlagSack
 )
 
-var flagNames = [...]string{"DATA", "ACK", "FC", "RDVS", "FIN", "KEEPALIVE"}
+var flagNames = [...]string{"DATA", "ACK", "FC", "RDVS", "FIN", "KEEPALIVE", "SACK"}
 
 // String returns the flags as names joined by "|", e.g. "DATA|ACK|FC".
 func (f Flags) String() string {
@@ -76,8 +88,9 @@ func (f Flags) String() string {
 type PCI []byte
 
 // IsValid reports whether p is a well-formed FRCT packet: long enough, the
-// reserved field zero, only known flags, DATA not combined with FIN or
-// KEEPALIVE, and a payload only on DATA packets.
+// reserved field zero, only known flags, DATA not combined with FIN,
+// KEEPALIVE or SACK, a payload only on DATA packets, and on SACK packets
+// 1..MaxSackBlocks whole blocks after the header and nothing else.
 func (p PCI) IsValid() bool {
 	if len(p) < HeaderSize {
 		return false
@@ -90,7 +103,11 @@ func (p PCI) IsValid() bool {
 		return false
 	}
 	if f&FlagData != 0 {
-		return f&(FlagFin|FlagKeepalive) == 0
+		return f&(FlagFin|FlagKeepalive|FlagSack) == 0
+	}
+	if f&FlagSack != 0 {
+		n := len(p) - HeaderSize
+		return n >= SackBlockSize && n <= MaxSackBlocks*SackBlockSize && n%SackBlockSize == 0
 	}
 	return len(p) == HeaderSize
 }
@@ -108,7 +125,35 @@ func (p PCI) Seqno() uint32 { return binary.BigEndian.Uint32(p[seqnoOff:]) }
 func (p PCI) Ackno() uint32 { return binary.BigEndian.Uint32(p[acknoOff:]) }
 
 // Payload returns the SDU a DATA packet carries (empty for other packets).
-func (p PCI) Payload() []byte { return p[HeaderSize:] }
+func (p PCI) Payload() []byte {
+	if p.Flags()&FlagSack != 0 {
+		return p[len(p):]
+	}
+	return p[HeaderSize:]
+}
+
+// SackBlocks returns the number of SACK blocks (0 without FlagSack).
+func (p PCI) SackBlocks() int {
+	if p.Flags()&FlagSack == 0 {
+		return 0
+	}
+	return (len(p) - HeaderSize) / SackBlockSize
+}
+
+// SackBlock returns SACK block i (0 <= i < SackBlocks): every seqno in
+// [start, end), in serial-number order, was received.
+func (p PCI) SackBlock(i int) (start, end uint32) {
+	o := HeaderSize + i*SackBlockSize
+	return binary.BigEndian.Uint32(p[o:]), binary.BigEndian.Uint32(p[o+4:])
+}
+
+// PutSackBlock writes SACK block i into p, which must hold it; the caller
+// sets FlagSack and sizes the packet HeaderSize + n*SackBlockSize.
+func (p PCI) PutSackBlock(i int, start, end uint32) {
+	o := HeaderSize + i*SackBlockSize
+	binary.BigEndian.PutUint32(p[o:], start)
+	binary.BigEndian.PutUint32(p[o+4:], end)
+}
 
 // Encode writes a header with the given fields into p[:HeaderSize].
 func (p PCI) Encode(f Flags, window, seqno, ackno uint32) {

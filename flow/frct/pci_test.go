@@ -59,6 +59,12 @@ func TestPCIIsValid(t *testing.T) {
 		{"data and keepalive", mk(FlagData|FlagKeepalive, 0), false},
 		{"keepalive", mk(FlagKeepalive|FlagAck|FlagFC, 0), true},
 		{"rdvs", mk(FlagRdvs|FlagAck|FlagFC, 0), true},
+		{"sack, one block", mk(FlagAck|FlagFC|FlagSack, SackBlockSize), true},
+		{"sack, four blocks", mk(FlagAck|FlagFC|FlagSack, MaxSackBlocks*SackBlockSize), true},
+		{"sack, no block", mk(FlagAck|FlagSack, 0), false},
+		{"sack, five blocks", mk(FlagAck|FlagSack, (MaxSackBlocks+1)*SackBlockSize), false},
+		{"sack, part of a block", mk(FlagAck|FlagSack, SackBlockSize+3), false},
+		{"sack on data", mk(FlagData|FlagAck|FlagSack, SackBlockSize), false},
 		{"unknown flag", mk(1<<10, 0), false},
 		{"reserved set", reserved, false},
 	}
@@ -71,6 +77,30 @@ func TestPCIIsValid(t *testing.T) {
 	}
 }
 
+func TestSackBlocks(t *testing.T) {
+	p := make(PCI, HeaderSize+2*SackBlockSize)
+	p.Encode(FlagAck|FlagFC|FlagSack, 1, 2, 3)
+	p.PutSackBlock(0, 0xfffffffe, 2) // across the wrap
+	p.PutSackBlock(1, 5, 9)
+	want := []byte{
+		0x00, 0x46, 0x00, 0x00, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3,
+		0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 2,
+		0, 0, 0, 5, 0, 0, 0, 9,
+	}
+	if !bytes.Equal(p, want) {
+		t.Fatalf("encoded % x\nwant    % x", []byte(p), want)
+	}
+	if !p.IsValid() || p.SackBlocks() != 2 || len(p.Payload()) != 0 {
+		t.Fatalf("IsValid %v, SackBlocks %d, payload %d; want true, 2, 0", p.IsValid(), p.SackBlocks(), len(p.Payload()))
+	}
+	if s, e := p.SackBlock(0); s != 0xfffffffe || e != 2 {
+		t.Fatalf("block 0 = [%#x, %#x), want [0xfffffffe, 2)", s, e)
+	}
+	if s, e := p.SackBlock(1); s != 5 || e != 9 {
+		t.Fatalf("block 1 = [%d, %d), want [5, 9)", s, e)
+	}
+}
+
 func TestFlagsString(t *testing.T) {
 	tests := []struct {
 		f    Flags
@@ -80,6 +110,7 @@ func TestFlagsString(t *testing.T) {
 		{FlagData, "DATA"},
 		{FlagData | FlagAck | FlagFC, "DATA|ACK|FC"},
 		{FlagRdvs | FlagFin | FlagKeepalive, "RDVS|FIN|KEEPALIVE"},
+		{FlagAck | FlagSack, "ACK|SACK"},
 		{FlagAck | 1<<12, "ACK|0x1000"},
 	}
 	for _, tc := range tests {
@@ -95,6 +126,11 @@ func FuzzPCI(f *testing.F) {
 	f.Add([]byte(p))
 	f.Add(make([]byte, HeaderSize))
 	f.Add([]byte{0, 0x10, 0, 0})
+	s := make(PCI, HeaderSize+2*SackBlockSize)
+	s.Encode(FlagAck|FlagFC|FlagSack, 9, 8, 7)
+	s.PutSackBlock(0, 10, 12)
+	s.PutSackBlock(1, 14, 20)
+	f.Add([]byte(s))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p := PCI(b)
 		if !p.IsValid() {
@@ -104,8 +140,15 @@ func FuzzPCI(f *testing.F) {
 		q := make(PCI, len(p))
 		q.Encode(p.Flags(), p.Window(), p.Seqno(), p.Ackno())
 		copy(q.Payload(), p.Payload())
+		for i := range p.SackBlocks() {
+			s, e := p.SackBlock(i)
+			q.PutSackBlock(i, s, e)
+		}
 		if !bytes.Equal(p, q) {
 			t.Fatalf("re-encoded % x, parsed from % x", []byte(q), b)
+		}
+		if n := p.SackBlocks(); n > MaxSackBlocks || (n == 0) != (p.Flags()&FlagSack == 0) {
+			t.Fatalf("valid packet with %d SACK blocks, flags %v", n, p.Flags())
 		}
 		if p.Flags()&FlagData == 0 && len(p.Payload()) != 0 {
 			t.Fatalf("valid non-DATA packet with a payload: %v", p.Flags())

@@ -56,6 +56,17 @@ type AllocReq struct {
 	// MaxSDU is the largest SDU the layer carries (0: flow.MaxSDU); set by
 	// the IPCP's side on incoming flows.
 	MaxSDU int `cbor:"5,keyasint"`
+	// Peer is the requester's verified node identity, on an incoming
+	// sealed flow (set by the IPCP; nil otherwise).
+	Peer *flow.Peer `cbor:"6,keyasint,omitempty"`
+}
+
+// PeerAllocator is an IPCP that can seal flows: AllocPeer is Alloc that
+// also returns the verified identity of the node that accepted a sealed
+// flow (nil for an unsealed one) and the largest SDU the flow carries
+// (0: the IPCP's MaxSDU), which sealing makes smaller.
+type PeerAllocator interface {
+	AllocPeer(ctx context.Context, req AllocReq, port flow.Port) (AllocResult, error)
 }
 
 // Upcalls is what an IPCP calls into the IRM for. The IRM gives each IPCP

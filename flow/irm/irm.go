@@ -524,7 +524,14 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 		actx, acancel := m.ipcpCtx(ctx, e, timeout)
 		err = m.ready(e)
 		if err == nil {
-			info.MaxSDU, err = e.ipcp.Alloc(actx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+			var res AllocResult
+			res, err = e.ipcp.Alloc(actx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+			info.MaxSDU, info.Peer = res.MaxSDU, res.Peer
+			if err == nil && a.QoS.Sealed && res.Peer == nil {
+				// An IPCP that ignored the request: the flow is not
+				// what the program asked for.
+				err = fmt.Errorf("layer %s does not seal flows: %w", e.info.Layer, flow.ErrRefused)
+			}
 		}
 		acancel()
 		if err != nil {
@@ -537,6 +544,13 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 			}
 			m.cfg.Logf("irm: %v; trying the next layer", lastErr)
 			continue
+		}
+		if info.Peer != nil {
+			m.mu.Lock()
+			if f := m.flows[id]; f != nil {
+				f.info.Peer = info.Peer
+			}
+			m.mu.Unlock()
 		}
 		m.cfg.Logf("irm: flow %d allocated to %q in layer %s", id, a.Name, e.info.Layer)
 		return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, nil
@@ -905,7 +919,10 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rp
 	if s == nil {
 		return rpc.Response{}, fmt.Errorf("irm: flow to %q: no program bound: %w", req.Dst, flow.ErrNotFound)
 	}
-	info := flow.Info{Local: req.Dst, Remote: req.Src, Layer: e.info.Layer, QoS: req.QoS, MaxSDU: req.MaxSDU}
+	if req.QoS.Sealed && req.Peer == nil {
+		return rpc.Response{}, fmt.Errorf("irm: flow to %q: asks to be sealed, and layer %s did not seal it: %w", req.Dst, e.info.Layer, flow.ErrRefused)
+	}
+	info := flow.Info{Local: req.Dst, Remote: req.Src, Layer: e.info.Layer, QoS: req.QoS, MaxSDU: req.MaxSDU, Peer: req.Peer}
 	id, app, ipc, err := m.newFlow(info, e.info.Name, s.badge)
 	if err != nil {
 		return rpc.Response{}, err

@@ -65,7 +65,9 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 	case CmdNames:
 		return m.namePage(pg)
 	case CmdFlows:
-		return m.flowPage(pg)
+		if req.IPCP == "" {
+			return m.flowPage(pg)
+		}
 	case CmdReg, CmdUnreg:
 		return m.regCmd(ctx, req)
 	case CmdCreate:
@@ -215,11 +217,15 @@ func (m *IRM) flowPage(pg pager) (MgmtResp, error) {
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	now := time.Now()
-	return pg.rows([]string{"id", "local", "remote", "layer", "cube", "age"}, len(ids), func(i int) []string {
+	return pg.rows([]string{"id", "local", "remote", "layer", "cube", "age", "sealed_with"}, len(ids), func(i int) []string {
 		f := m.flows[ids[i]]
+		peer := "-"
+		if p := f.info.Peer; p != nil {
+			peer = p.Name + " " + p.ID
+		}
 		return []string{
 			strconv.FormatUint(ids[i], 10), f.info.Local, f.info.Remote, f.info.Layer,
-			f.info.QoS.Cube().String(), now.Sub(f.started).Truncate(time.Millisecond).String(),
+			f.info.QoS.Cube().String(), now.Sub(f.started).Truncate(time.Millisecond).String(), peer,
 		}
 	})
 }

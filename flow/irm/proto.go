@@ -77,8 +77,9 @@ type SessionInfo struct {
 
 // AllocResult is an IPCP's answer to OpIPCPAlloc and OpIPCPJoin.
 type AllocResult struct {
-	_      struct{} `cbor:",toarray"`
-	MaxSDU int      // the largest SDU the layer carries; 0: flow.MaxSDU
+	_      struct{}   `cbor:",toarray"`
+	MaxSDU int        // the largest SDU the flow carries; 0: flow.MaxSDU
+	Peer   *flow.Peer // the accepting node's verified identity (sealed flows); nil: none
 }
 
 // MgmtReq is a management command, as the ouro tool sends it.

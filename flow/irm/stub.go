@@ -47,11 +47,12 @@ func (r *Remote) Query(ctx context.Context, name string) error {
 }
 
 // Alloc moves the flow end's caps (rx, tx) to the IPCP and asks it to
-// allocate the flow; it returns the largest SDU the layer carries.
-func (r *Remote) Alloc(ctx context.Context, req AllocReq, end [2]kernel.Cap) (int, error) {
+// allocate the flow; it returns the largest SDU the flow carries and, for
+// a sealed flow, the peer's verified identity.
+func (r *Remote) Alloc(ctx context.Context, req AllocReq, end [2]kernel.Cap) (AllocResult, error) {
 	var res AllocResult
 	_, err := r.c.Call(ctx, OpIPCPAlloc, req, end[:], &res)
-	return res.MaxSDU, err
+	return res, err
 }
 
 // Join moves the flow end's caps to a broadcast IPCP as a new member; it
@@ -107,11 +108,21 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
 			if err != nil {
 				return rpc.Response{}, err
 			}
-			if err := impl.Alloc(ctx, a, port); err != nil {
+			res := AllocResult{MaxSDU: sduLimit(impl)}
+			if pa, ok := impl.(PeerAllocator); ok {
+				var r AllocResult
+				if r, err = pa.AllocPeer(ctx, a, port); err == nil && r.MaxSDU > 0 {
+					res.MaxSDU = r.MaxSDU
+				}
+				res.Peer = r.Peer
+			} else {
+				err = impl.Alloc(ctx, a, port)
+			}
+			if err != nil {
 				port.Close()
 				return rpc.Response{}, err
 			}
-			return rpc.Response{Body: AllocResult{MaxSDU: sduLimit(impl)}}, nil
+			return rpc.Response{Body: res}, nil
 		case OpIPCPJoin:
 			port, err := portFromCaps(pd, r.Caps)
 			if err != nil {

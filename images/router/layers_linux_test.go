@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -210,7 +211,9 @@ func (l *layerNet) pingPairs(from, to []string, layer string, name func(string) 
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			s, err := l.pingOnce(p.a, name(p.b), 5*time.Second, "-c", "5", "-i", "20ms", "-W", "2s")
+			// Up to 15 s for the name to be found: on a loaded machine the
+			// directory's first lookups can time out.
+			s, err := l.pingOnce(p.a, name(p.b), 15*time.Second, "-c", "5", "-i", "20ms", "-W", "2s")
 			mu.Lock()
 			defer mu.Unlock()
 			hops := l.topo.Hops(p.a, p.b)
@@ -690,7 +693,9 @@ func TestLayerRTT(t *testing.T) {
 			t.Fatalf("ping %s: not in layer %s: %s", c.name, c.layer, strings.SplitN(out, "\n", 2)[0])
 		}
 		r, err := parsePing(out)
-		if err != nil || r.received != count {
+		// A best-effort flow on a loaded machine may lose a few (or have
+		// them later than -W): the figure is the RTT, taken from what came.
+		if err != nil || r.received < count*98/100 {
 			t.Fatalf("ping %s (%s): %d of %d replies, %v", c.name, c.what, r.received, count, err)
 		}
 		line := fmt.Sprintf("%s: rtt min/p50/p90 %.0f/%.0f/%.0f µs", c.what, r.quantile(0), r.quantile(0.5), r.quantile(0.9))
@@ -698,4 +703,95 @@ func TestLayerRTT(t *testing.T) {
 		res = append(res, line)
 	}
 	t.Logf("ouro ping -c %d -i 1ms, 64-byte SDUs, two node processes on 127.0.0.1: %s", count, strings.Join(res, "; "))
+}
+
+// TestSealedCost measures what sealing costs between two node processes
+// on 127.0.0.1 (a unicast layer over the UDP shim), each figure beside
+// the same one unsealed in the same run: allocation time (median of 10
+// ouro ping -c 1), RTT (ouro ping -c 2000 -i 1ms) and flood throughput
+// at 64 bytes and at the sealed flow's largest SDU (ouro perf -t 2s).
+// It reports; it does not judge (docs/benchmarks.md, "Sealed flows").
+func TestSealedCost(t *testing.T) {
+	topo := testnet.Line(2)
+	l := startLayer(t, topo, nil, udpLinks(t, topo, "uni", nil), testnet.UnicastOpts{})
+	l.converge()
+	l.serveEcho("h2", echoName("h2"), "uni")
+	ps, err := l.n.StartOuro(l.nodes["h2"], "perf", "--server", "perf.h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.WaitFor("ready", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err = l.n.Ouro(rctx, l.nodes["h2"], "reg", "perf.h2", "--layer", "uni")
+	rcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := l.n.Ouro(ctx, l.nodes["h1"], args...)
+		if err != nil {
+			t.Fatalf("ouro %s: %v", strings.Join(args, " "), err)
+		}
+		return out
+	}
+	// The perf server needs its name in the directory before the first
+	// client: one allocation that may retry.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := l.n.Ouro(ctx, l.nodes["h1"], "perf", "-t", "100ms", "--no-progress", "perf.h2")
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("perf.h2 unreachable: %v", err)
+		}
+	}
+	var lines []string
+	for _, sealed := range []bool{false, true} {
+		var opt []string
+		what := "plain"
+		if sealed {
+			opt, what = []string{"--sealed"}, "sealed"
+		}
+		var allocs []float64
+		for range 10 {
+			var s pingSummary
+			out := run(append(append([]string{"--json", "ping", "-c", "1"}, opt...), echoName("h2"))...)
+			if err := json.Unmarshal([]byte(out), &s); err != nil || s.Received != 1 {
+				t.Fatalf("ping -c 1 %s: %q, %v", what, out, err)
+			}
+			allocs = append(allocs, s.AllocMS)
+		}
+		slices.Sort(allocs)
+		out := run(append(append([]string{"ping", "-c", "2000", "-i", "1ms", "-W", "1s"}, opt...), echoName("h2"))...)
+		if sealed && !strings.Contains(out, "sealed with h2") {
+			t.Fatalf("sealed ping's header names no peer h2: %s", strings.SplitN(out, "\n", 2)[0])
+		}
+		r, err := parsePing(out)
+		if err != nil || r.received < 1990 {
+			t.Fatalf("ping %s: %d replies, %v", what, r.received, err)
+		}
+		line := fmt.Sprintf("%s: alloc p50 %.3f ms; rtt p50/p90 %.0f/%.0f µs", what, allocs[len(allocs)/2], r.quantile(0.5), r.quantile(0.9))
+		for _, size := range []string{"64", "1357"} {
+			var p struct {
+				RecvPPS float64 `json:"recv_pps"`
+				RecvBPS float64 `json:"recv_bps"`
+				Loss    float64 `json:"loss_percent"`
+			}
+			out := run(append(append([]string{"--json", "perf", "-t", "2s", "-s", size, "--no-progress"}, opt...), "perf.h2")...)
+			if err := json.Unmarshal([]byte(out), &p); err != nil || p.RecvPPS == 0 {
+				t.Fatalf("perf %s -s %s: %q, %v", what, size, out, err)
+			}
+			line += fmt.Sprintf("; %s B: %.0f SDU/s %.1f Mbit/s (loss %.1f%%)", size, p.RecvPPS, p.RecvBPS/1e6, p.Loss)
+		}
+		t.Log(line)
+		lines = append(lines, line)
+	}
+	t.Logf("two node processes on 127.0.0.1, unicast over UDP shim: %s", strings.Join(lines, " | "))
 }

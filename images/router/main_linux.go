@@ -7,6 +7,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/ouronet/ouro/flow/ipnet"
 	"log"
 	"os"
 	"os/signal"
@@ -14,7 +15,9 @@ import (
 	"syscall"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/images/internal/metrics"
 	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/kernel"
 )
 
 func main() {
@@ -65,7 +68,21 @@ func main() {
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}
-	n, err := node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logf)}, apps...)...)
+	// IP bridges ([[ipnet]]), each a component with its TUN interface.
+	bridges, err := node.IPNets(cfg, func(name string, mtu int) (node.TUN, error) { return ipnet.OpenTUN(name, mtu) }, logf)
+	if err != nil {
+		log.Fatalf("router: %v", err)
+	}
+	extras := append(apps, bridges...)
+	// [node] metrics: Prometheus text over HTTP (docs/observability.md).
+	var n *node.Node
+	var mx *metrics.Server
+	if cfg.Node.Metrics != "" {
+		mx = metrics.New(metrics.Config{Addr: cfg.Node.Metrics, Kernel: func() *kernel.Kernel { return n.Kernel() }, Logf: logf})
+		cfg.Allocs = mx // the gateway's and the IPCPs' allocations
+		extras = append(extras, mx.Extra())
+	}
+	n, err = node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logf)}, extras...)...)
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}
@@ -91,7 +108,11 @@ func main() {
 		layers = append(layers, fmt.Sprintf("%s(%s %s)", p.Layer, p.Kind, p.Name))
 	}
 	// Tests and scripts wait for this line.
-	fmt.Printf("ouro node %s ready: socket %s, layers %s\n", n.Name(), sock, strings.Join(layers, ", "))
+	metricsAt := ""
+	if mx != nil {
+		metricsAt = ", metrics http://" + mx.Addr().String() + "/metrics"
+	}
+	fmt.Printf("ouro node %s ready: socket %s, layers %s%s\n", n.Name(), sock, strings.Join(layers, ", "), metricsAt)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

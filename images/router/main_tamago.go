@@ -119,6 +119,9 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
+	if _, err := node.IPNets(cfg, nil, nil); err != nil { // no TUN on a board
+		fail("%v", err)
+	}
 	n, err := node.New(cfg, apps...)
 	if err != nil {
 		fail("%v", err)
@@ -133,6 +136,10 @@ func main() {
 	// Tests compare these with the host's view (ouro measure IMAGE.elf).
 	fmt.Printf("ouro node %s: id %s key %x\n", n.Name(), cfg.Identity.Name(), []byte(cfg.Identity.Public()))
 	fmt.Printf("ouro node %s: measurement %s (%s)\n", n.Name(), cfg.Measurement, imageRanges())
+	if cfg.Node.Metrics != "" {
+		// docs/observability.md: the HTTP metrics are hosted only.
+		fmt.Printf("ouro node %s: [node] metrics = %q ignored: bare-metal images serve no metrics\n", n.Name(), cfg.Node.Metrics)
+	}
 	if nic := node.BoardNIC(); nic != nil {
 		fmt.Printf("ouro node %s: nic %v\n", n.Name(), nic.HardwareAddr())
 	}

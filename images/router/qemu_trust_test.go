@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/kernel"
@@ -37,6 +39,9 @@ layer = "uni"
 lower = ["eth"]
 enroll = "h.uni"
 
+[[app]]
+kind = "echo"
+name = "vm.echo"
 [[app]]
 kind = "halt"
 `
@@ -98,6 +103,7 @@ func TestQEMUMeasured(t *testing.T) {
 			}
 			if tc.admits {
 				t.Logf("image %s enrolled under the measured policy", mGood)
+				sealedFlowToVM(t, h, mGood)
 			} else {
 				t.Logf("image %s (one byte changed) refused under the measured policy", mChanged)
 			}
@@ -258,4 +264,46 @@ bootstrap = true
 	}
 	t.Cleanup(n.Stop)
 	return <-brc
+}
+
+// sealedFlowToVM is the sealed-flow test of the armory image: a sealed
+// flow from the hosted node to the VM's echo in layer "uni" names the
+// VM's verified identity (its board and measured image) and carries
+// pings and an echo flood; the same traffic unsealed is the baseline.
+func sealedFlowToVM(t *testing.T, b *irm.Broker, m identity.Measurement) {
+	t.Helper()
+	for _, sealed := range []bool{true, false} {
+		q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: sealed}
+		deadline := time.Now().Add(30 * time.Second)
+		var (
+			p    flow.Port
+			info flow.Info
+			err  error
+		)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			p, info, err = b.Alloc(ctx, "vm.echo", q)
+			cancel()
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond) // the VM's name is not in the directory yet
+		}
+		if err != nil {
+			t.Fatalf("alloc vm.echo (sealed %v): %v", sealed, err)
+		}
+		path := "plain hosted -> vm.echo over uni"
+		if sealed {
+			path = "sealed hosted -> vm.echo over uni"
+			if info.Peer == nil || info.Peer.Name != "vm" || info.Peer.Board == "" || !bytes.Equal(info.Peer.Measurement, m[:]) {
+				t.Fatalf("sealed flow's peer %v, want the armory image measured %s", info.Peer, m)
+			}
+			t.Logf("sealed flow to vm.echo: peer %v", info.Peer)
+		} else if info.Peer != nil {
+			t.Fatalf("unsealed flow with a peer: %v", info.Peer)
+		}
+		f := exercisePort(t, p, path)
+		p.Close()
+		t.Logf("%v", f)
+	}
 }

@@ -58,6 +58,14 @@ type Config struct {
 	// none. It is not yet distributed through the layer: every member
 	// that enrolls others or accepts adjacencies needs the file.
 	CRL []byte
+	// Seal seals every flow this member allocates or accepts: requests
+	// that come unsealed are refused (docs/security.md, "Sealed flows").
+	// Without it, flows whose QoS asks (flow.QoS.Sealed) are sealed.
+	Seal bool
+	// SealPeers, if not empty, are the only nodes (self-certifying ids,
+	// identity.NameOf) a sealed flow of this member may have at its other
+	// end, either way; the others' allocations are refused.
+	SealPeers []string
 	// Addr is a static address (0: a random one, drawn from Entropy).
 	Addr layer.Addr
 	// Entropy for random addresses (default crypto/rand.Reader).

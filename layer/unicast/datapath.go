@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
@@ -105,6 +106,7 @@ type dpCounters struct {
 	noPort, noRoute, unknownEID, rxFull, tooBig, ctlFull     atomic.Uint64
 	truncated, txErrors, malformedCtl, bufAllocs, unknownCtl atomic.Uint64
 	keepalivesOut, keepalivesIn                              atomic.Uint64
+	tampered, replayed                                       atomic.Uint64 // sealed flows' SDUs refused by seal.Opener
 }
 
 // nport is an N-1 data-transfer flow: a next hop.
@@ -467,6 +469,12 @@ func (c *core) deliver(pkt []byte, now time.Time) {
 	if now.IsZero() {
 		now = time.Now()
 	}
+	if f.Opener != nil {
+		var ok bool
+		if payload, ok = c.open(f, payload); !ok {
+			return
+		}
+	}
 	f.LastHeard.Store(now.UnixNano())
 	if err := f.Port.Write(payload, now); err != nil {
 		f.Drops.Add(1)
@@ -484,6 +492,49 @@ func (c *core) deliver(pkt []byte, now time.Time) {
 	}
 }
 
+// open authenticates and decrypts a sealed flow's SDU in place; a
+// forged, damaged, truncated or replayed one is dropped and counted.
+func (c *core) open(f *fa.Flow, pkt []byte) ([]byte, bool) {
+	if len(pkt) < seal.Overhead {
+		f.Tampered.Add(1)
+		c.p.c.tampered.Add(1)
+		return nil, false
+	}
+	sdu, err := f.Opener.Open(pkt[seal.CtrLen:seal.CtrLen], pkt, nil)
+	switch {
+	case err == nil:
+		return sdu, true
+	case errors.Is(err, seal.ErrReplay):
+		f.Replayed.Add(1)
+		c.p.c.replayed.Add(1)
+	default:
+		f.Tampered.Add(1)
+		c.p.c.tampered.Add(1)
+	}
+	f.Drops.Add(1)
+	return nil, false
+}
+
+// sealIn seals, in place, the n-byte SDU of a sealed flow that was read
+// seal.CtrLen bytes behind headroom, and returns the sealed length.
+func (c *core) sealIn(f *fa.Flow, b *pbuf, n int) (int, bool) {
+	out, err := f.Sealer.Seal(b.b[headroom:headroom], b.b[headroom+seal.CtrLen:headroom+seal.CtrLen+n], nil)
+	if err != nil { // the counter ran out: 2^63 SDUs under one key
+		f.Drops.Add(1)
+		return 0, false
+	}
+	return len(out), true
+}
+
+// sduOff is where an N+1 SDU of f is read to, after headroom: room for
+// the seal's counter on a sealed flow.
+func sduOff(f *fa.Flow) int {
+	if f.Sealer != nil {
+		return seal.CtrLen
+	}
+	return 0
+}
+
 // flowTx moves an N+1 flow's SDUs into the layer until its port closes.
 func (c *core) flowTx(f *fa.Flow) {
 	defer c.wg.Done()
@@ -493,9 +544,13 @@ func (c *core) flowTx(f *fa.Flow) {
 	}
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
+	off, over := sduOff(f), 0
+	if f.Sealer != nil {
+		over = seal.Overhead
+	}
 	for {
 		b := p.getBuf()
-		n, err := f.Port.Read(b.b[headroom:headroom+flow.MaxSDU], time.Time{})
+		n, err := f.Port.Read(b.b[headroom+off:headroom+off+flow.MaxSDU], time.Time{})
 		if err != nil {
 			p.putBuf(b)
 			if errors.Is(err, flow.ErrTruncated) {
@@ -505,7 +560,7 @@ func (c *core) flowTx(f *fa.Flow) {
 			c.fa.Closed(f)
 			return
 		}
-		if n > p.MaxSDU() {
+		if n+over > p.MaxSDU() {
 			// The N-1 flow would refuse it: the layer's SDU is smaller
 			// than its N-1 flows' by the PCI. Flows are told (their
 			// Info.MaxSDU), so only a writer that ignored it gets here.
@@ -513,6 +568,13 @@ func (c *core) flowTx(f *fa.Flow) {
 			f.Drops.Add(1)
 			p.putBuf(b)
 			continue
+		}
+		if f.Sealer != nil {
+			var ok bool
+			if n, ok = c.sealIn(f, b, n); !ok {
+				p.putBuf(b)
+				continue
+			}
 		}
 		now := time.Now()
 		f.CAMu.Lock()
@@ -544,9 +606,13 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		sizes [rxBatch]int
 		k     kicks
 	)
+	off, over := sduOff(f), 0
+	if f.Sealer != nil {
+		over = seal.Overhead
+	}
 	for i := range bs {
 		bs[i] = p.getBuf()
-		bufs[i] = bs[i].b[headroom : headroom+flow.MaxSDU]
+		bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]
 	}
 	for {
 		n, err := bp.ReadBatch(bufs[:], sizes[:], time.Time{})
@@ -565,10 +631,16 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		var sent, nb uint64
 		for i := range n {
 			sz := sizes[i]
-			if sz > p.MaxSDU() { // see flowTx
+			if sz+over > p.MaxSDU() { // see flowTx
 				p.c.tooBig.Add(1)
 				f.Drops.Add(1)
 				continue
+			}
+			if f.Sealer != nil {
+				var ok bool
+				if sz, ok = c.sealIn(f, bs[i], sz); !ok {
+					continue
+				}
 			}
 			f.CAMu.Lock()
 			for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
@@ -586,7 +658,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 			nb += uint64(sz)
 			c.originate(b, &k)
 			bs[i] = p.getBuf()
-			bufs[i] = bs[i].b[headroom : headroom+flow.MaxSDU]
+			bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]
 		}
 		f.PktsOut.Add(sent)
 		f.BytesOut.Add(nb)

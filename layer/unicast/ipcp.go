@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/crypto/seal"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -636,22 +637,35 @@ func (p *IPCP) Query(ctx context.Context, name string) error {
 // Alloc implements irm.IPCP: the directory gives the destination's
 // addresses, the flow allocator asks them in turn.
 func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+	_, err := p.AllocPeer(ctx, req, port)
+	return err
+}
+
+// AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
+// sealed flow, the peer's verified identity and the flow's smaller SDU.
+func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
 	c := p.core.Load()
 	if c == nil || p.state.Load() != stateOperational {
-		return fmt.Errorf("unicast: %s: alloc %q: not a member: %w", p.cfg.Name, req.Dst, flow.ErrNotFound)
+		return irm.AllocResult{}, fmt.Errorf("unicast: %s: alloc %q: not a member: %w", p.cfg.Name, req.Dst, flow.ErrNotFound)
 	}
 	if port == nil {
-		return fmt.Errorf("unicast: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return irm.AllocResult{}, fmt.Errorf("unicast: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	h := layer.HashName(c.lc.Hash, req.Dst)
 	dsts, err := c.dir.Lookup(ctx, h)
 	if err != nil {
-		return fmt.Errorf("unicast: alloc %q: %w", req.Dst, err)
+		return irm.AllocResult{}, fmt.Errorf("unicast: alloc %q: %w", req.Dst, err)
 	}
-	if err := c.fa.Alloc(ctx, dsts, h, req, port); err != nil {
-		return fmt.Errorf("unicast: %w", err)
+	f, err := c.fa.Alloc(ctx, dsts, h, req, port)
+	if err != nil {
+		return irm.AllocResult{}, fmt.Errorf("unicast: %w", err)
 	}
-	return nil
+	res := irm.AllocResult{MaxSDU: p.MaxSDU()}
+	if f.Sealer != nil {
+		res.MaxSDU -= seal.Overhead
+		res.Peer = f.Peer
+	}
+	return res, nil
 }
 
 // core is the IPCP as a member: its parts, built once it has an address.
@@ -731,7 +745,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	if c.fa, err = fa.New(fa.Config{
 		Self: self, Transport: c, Hooks: c, Upcalls: p.up, Registry: c, CA: c.ca,
 		KeepAlive: p.cfg.KeepAlive, FlowTimeout: p.cfg.FlowTimeout, Logf: p.cfg.Logf,
-		Runner: p.cfg.Runner,
+		Runner: p.cfg.Runner, Seal: p.sealConfig(lc.Layer),
 	}); err != nil {
 		return nil, err
 	}

@@ -254,8 +254,17 @@ func (c *core) dirTable() irm.Table {
 	return t
 }
 
+// sealedWith is a flow's verified peer for the flows table: "-" when
+// the flow is not sealed.
+func sealedWith(p *flow.Peer) string {
+	if p == nil {
+		return "-"
+	}
+	return p.Name + " " + p.ID
+}
+
 func (c *core) flowsTable() irm.Table {
-	t := irm.Table{Columns: []string{"eid", "peer", "peer_eid", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate", "age"}}
+	t := irm.Table{Columns: []string{"eid", "peer", "peer_eid", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate", "age", "sealed_with"}}
 	for _, f := range c.fa.Flows() {
 		dir := "in"
 		if f.Out {
@@ -264,7 +273,7 @@ func (c *core) flowsTable() irm.Table {
 		t.Rows = append(t.Rows, []string{
 			u64(uint64(f.EID)), u64(uint64(f.Remote)), u64(uint64(f.RemoteEID)), f.Name, dir, f.Cube.String(),
 			u64(f.PktsIn), u64(f.BytesIn), u64(f.PktsOut), u64(f.BytesOut), u64(f.Drops), u64(f.Rate),
-			f.Age.Truncate(time.Millisecond).String(),
+			f.Age.Truncate(time.Millisecond).String(), sealedWith(f.Peer),
 		})
 	}
 	return t
@@ -339,6 +348,9 @@ func (p *IPCP) Stats() Stats {
 	s.Checks["routing.bad_sig"], s.Checks["routing.unbound"], s.Checks["routing.key_mismatch"] = rs.BadSig, rs.Unbound, rs.KeyMismatch
 	s.Checks["routing.too_many_origins"], s.Checks["routing.sign_failures"] = rs.TooMany, rs.SignFailures
 	s.Checks["adjacencies.auth_refused"] = cs.AuthRefused
+	sealStats := c.fa.Stats()
+	s.Checks["seal.flows"], s.Checks["seal.kex_failed"] = sealStats.Sealed, sealStats.KexFailed
+	s.Checks["seal.tampered"], s.Checks["seal.replayed"] = c.p.c.tampered.Load(), c.p.c.replayed.Load()
 	if dc, ok := c.dir.(DirCounters); ok {
 		for k, v := range dc.Counters() {
 			s.Checks["dir."+k] = v

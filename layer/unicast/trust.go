@@ -16,6 +16,7 @@ import (
 	"github.com/ouronet/ouro/layer/unicast/addr"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
+	"github.com/ouronet/ouro/layer/unicast/fa"
 )
 
 // This file is the IPCP's side of the layer's trust (docs/security.md):
@@ -251,4 +252,26 @@ func (p *IPCP) learnClock(res enroll.Result) {
 	off := res.MemberTime.Sub(res.Received)
 	p.clockOffset.Store(int64(off))
 	p.logf("no clock here: membership is checked by %s's, %v ahead", res.Member, off.Round(time.Second))
+}
+
+// sealConfig is what the flow allocator seals flows with: this IPCP's
+// credentials, and the configuration's policy.
+func (p *IPCP) sealConfig(layerName string) *fa.SealConfig {
+	sc := &fa.SealConfig{
+		Layer: layerName, Require: p.cfg.Seal, MaxSDU: p.MaxSDU,
+		Credentials: func(ctx context.Context) (identity.Signer, []byte, error) {
+			c, err := p.credentials(ctx)
+			return c.Signer, c.Doc, err
+		},
+	}
+	if len(p.cfg.SealPeers) > 0 {
+		allowed := slices.Clone(p.cfg.SealPeers)
+		sc.Accept = func(d identity.Document) error {
+			if !slices.Contains(allowed, d.ID) {
+				return fmt.Errorf("node %s (%q) is not in seal_peers: %w", d.ID, d.Name, identity.ErrUnknownKey)
+			}
+			return nil
+		}
+	}
+	return sc
 }

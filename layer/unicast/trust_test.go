@@ -303,7 +303,7 @@ func TestNamesOfDistantMembers(t *testing.T) {
 	a := n.Add("a.uni", true, nil, nil)
 	n.Add("b.uni", false, []string{"a.uni"}, nil)
 	c := n.Add("c.uni", false, []string{"b.uni"}, nil)
-	n.WaitOperational(5 * time.Second)
+	n.WaitOperational(15 * time.Second) // generous: two enrollments in turn, on a loaded machine
 	n.WaitFor(5*time.Second, "a's route to c", func() bool { return len(a.IPCP.NextHops(c.IPCP.Addr())) > 0 })
 	for _, cmd := range []string{unicast.CmdMembers, unicast.CmdRoutes} {
 		r, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: cmd})

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/probe"
 )
 
@@ -21,6 +22,7 @@ type flowEvent struct {
 	Remote  string        `json:"remote,omitempty"`
 	Layer   string        `json:"layer,omitempty"`
 	QoS     string        `json:"qos,omitempty"`
+	Peer    *flow.Peer    `json:"peer,omitempty"` // sealed flows: the verified peer
 	SDUs    uint64        `json:"sdus"`
 	Bytes   uint64        `json:"bytes"`
 	Seconds float64       `json:"seconds,omitempty"`
@@ -54,7 +56,11 @@ func (s *server) event(e flowEvent) {
 	case e.Event == "opened" && e.UDP != "":
 		fmt.Fprintf(out, "udp %s opened\n", e.UDP)
 	case e.Event == "opened":
-		fmt.Fprintf(out, "flow %d opened: from %s, layer %s, qos %s\n", e.Flow, orDash(e.Remote), orDash(e.Layer), e.QoS)
+		sealed := ""
+		if e.Peer != nil {
+			sealed = ", sealed with " + e.Peer.String()
+		}
+		fmt.Fprintf(out, "flow %d opened: from %s, layer %s, qos %s%s\n", e.Flow, orDash(e.Remote), orDash(e.Layer), e.QoS, sealed)
 	default:
 		what := fmt.Sprintf("flow %d", e.Flow)
 		if e.UDP != "" {
@@ -110,7 +116,7 @@ func (s *server) serveFlows(ctx context.Context, name string, count int,
 			}
 			return fmt.Errorf("accept on %q: %w", name, err)
 		}
-		s.event(flowEvent{Event: "opened", Flow: info.ID, Remote: info.Remote, Layer: info.Layer, QoS: qosName(info.QoS)})
+		s.event(flowEvent{Event: "opened", Flow: info.ID, Remote: info.Remote, Layer: info.Layer, QoS: qosName(info.QoS), Peer: info.Peer})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -120,6 +120,7 @@ func commands() []*command {
 				"counted and prints both sides' packets/s, bit/s and the loss.\n" +
 				"Server (--server): binds NAME and counts. --udp does the same over plain\n" +
 				"UDP, as a baseline."},
+		ipnetCommand(),                                                // ipnet.go
 		keygenCommand(), idCommand(), measureCommand(), certCommand(), // identity.go, cert.go
 		{name: "crl", args: "IPCP FILE", group: "identity", summary: "give a unicast IPCP a revocation list to adopt and pass on", run: runCRLPush,
 			help: "Sends the layer authority's revocation list FILE (ouro cert revoke) to the\n" +

@@ -13,11 +13,12 @@ import (
 // perfJSON is perf's --json output: the result, and how the flow was made.
 type perfJSON struct {
 	probe.PerfResult
-	UDP     bool    `json:"udp"`
-	Flow    uint64  `json:"flow,omitempty"`
-	Layer   string  `json:"layer,omitempty"`
-	QoS     string  `json:"qos,omitempty"`
-	AllocMS float64 `json:"alloc_ms,omitempty"`
+	UDP     bool       `json:"udp"`
+	Flow    uint64     `json:"flow,omitempty"`
+	Layer   string     `json:"layer,omitempty"`
+	QoS     string     `json:"qos,omitempty"`
+	Peer    *flow.Peer `json:"peer,omitempty"` // sealed flows: the verified peer
+	AllocMS float64    `json:"alloc_ms,omitempty"`
 }
 
 // runPerf is "ouro perf NAME | --udp HOST:PORT | --server NAME | --server --udp ADDR".
@@ -32,9 +33,11 @@ func runPerf(a *app, ctx context.Context, cmd *command, args []string) error {
 		verbose  bool
 		noVerb   bool
 		rateFlag float64
+		sealed   bool
 	)
 	fs.boolVar(&serve, "serve NAME (or, with --udp, ADDR): count what arrives and report it to clients", "server")
 	fs.boolVar(&udp, "measure plain UDP to HOST:PORT (or serve it on ADDR) as a baseline", "udp")
+	fs.boolVar(&sealed, "client: seal the flow end to end", "sealed")
 	fs.durationVar(&cfg.Duration, 10*time.Second, "client: send for `D`", "t", "time")
 	fs.intVar(&cfg.Size, 1000, fmt.Sprintf("client: SDU size in `BYTES` (%d to %d for a flow)", probe.HeaderLen, flow.MaxSDU), "s", "size")
 	fs.floatVar(&rateFlag, 0, "client: send `PPS` SDUs per second (0: flood, as fast as the flow takes them)", "rate", "r")
@@ -69,7 +72,7 @@ func runPerf(a *app, ctx context.Context, cmd *command, args []string) error {
 	if cfg.Rate < 0 || cfg.Duration <= 0 {
 		return usagef("perf: want a positive duration and a rate of 0 (flood) or more")
 	}
-	t, err := a.open(ctx, pos[0], udp, qos, 10*time.Second)
+	t, err := a.open(ctx, pos[0], udp, qos, sealed, 10*time.Second)
 	if err != nil {
 		return fmt.Errorf("perf: %w", err)
 	}
@@ -97,7 +100,7 @@ func runPerf(a *app, ctx context.Context, cmd *command, args []string) error {
 		return err
 	}
 	if a.json {
-		j := perfJSON{PerfResult: res, UDP: t.udp, Flow: t.info.ID, Layer: t.info.Layer, QoS: t.qos, AllocMS: float64(t.alloc) / 1e6}
+		j := perfJSON{PerfResult: res, UDP: t.udp, Flow: t.info.ID, Layer: t.info.Layer, QoS: t.qos, Peer: t.info.Peer, AllocMS: float64(t.alloc) / 1e6}
 		if jerr := a.printJSON(j); jerr != nil {
 			return jerr
 		}

@@ -26,7 +26,9 @@ type target struct {
 
 // open allocates a flow to name (or, with udp, dials the UDP address).
 // The caller must call close.
-func (a *app) open(ctx context.Context, name string, udp bool, qos string, timeout time.Duration) (*target, error) {
+// With sealed, the flow is sealed end to end and its header names the
+// peer's verified identity.
+func (a *app) open(ctx context.Context, name string, udp bool, qos string, sealed bool, timeout time.Duration) (*target, error) {
 	if udp {
 		p, err := probe.DialUDP(name)
 		if err != nil {
@@ -34,10 +36,14 @@ func (a *app) open(ctx context.Context, name string, udp bool, qos string, timeo
 		}
 		return &target{c: p, label: name, header: "(udp)", udp: true, maxSDU: 65000, closeFn: func() { p.Close() }}, nil
 	}
+	if udp && sealed {
+		return nil, usagef("--sealed: a flow's option; --udp has no flow")
+	}
 	q, err := flow.Preset(qos)
 	if err != nil {
 		return nil, usagef("--qos: %v", err)
 	}
+	q.Sealed = sealed
 	n, err := a.connect()
 	if err != nil {
 		return nil, err
@@ -51,7 +57,11 @@ func (a *app) open(ctx context.Context, name string, udp bool, qos string, timeo
 		return nil, err
 	}
 	t := &target{c: c, label: name, info: info, qos: qos, alloc: time.Since(start), maxSDU: maxSDU}
-	t.header = fmt.Sprintf("(flow %d, layer %s, qos %s, allocated in %s ms)", info.ID, orDash(info.Layer), qos, ms(float64(t.alloc)/1e6))
+	sealedWith := ""
+	if info.Peer != nil {
+		sealedWith = ", sealed with " + info.Peer.String()
+	}
+	t.header = fmt.Sprintf("(flow %d, layer %s, qos %s%s, allocated in %s ms)", info.ID, orDash(info.Layer), qos, sealedWith, ms(float64(t.alloc)/1e6))
 	t.closeFn = func() { c.Close(); n.Close() }
 	return t, nil
 }
@@ -61,22 +71,24 @@ func (t *target) close() { t.closeFn() }
 // pingJSON is ping's --json output: the summary, and how the flow was made.
 type pingJSON struct {
 	probe.Summary
-	UDP     bool    `json:"udp"`
-	Flow    uint64  `json:"flow,omitempty"`
-	Layer   string  `json:"layer,omitempty"`
-	QoS     string  `json:"qos,omitempty"`
-	Size    int     `json:"size"`
-	AllocMS float64 `json:"alloc_ms,omitempty"`
+	UDP     bool       `json:"udp"`
+	Flow    uint64     `json:"flow,omitempty"`
+	Layer   string     `json:"layer,omitempty"`
+	QoS     string     `json:"qos,omitempty"`
+	Peer    *flow.Peer `json:"peer,omitempty"` // sealed flows: the verified peer
+	Size    int        `json:"size"`
+	AllocMS float64    `json:"alloc_ms,omitempty"`
 }
 
 // runPing is "ouro ping NAME | --udp HOST:PORT".
 func runPing(a *app, ctx context.Context, cmd *command, args []string) error {
 	fs := a.newFlags(cmd)
 	var (
-		cfg   probe.PingConfig
-		qos   string
-		quiet bool
-		udp   bool
+		cfg    probe.PingConfig
+		qos    string
+		quiet  bool
+		udp    bool
+		sealed bool
 	)
 	fs.intVar(&cfg.Count, 0, "send `N` SDUs, then stop (0: until interrupted or -w)", "c", "count")
 	fs.durationVar(&cfg.Interval, time.Second, "wait `D` between SDUs (200ms, or seconds: 0.2)", "i", "interval")
@@ -86,6 +98,7 @@ func runPing(a *app, ctx context.Context, cmd *command, args []string) error {
 	fs.stringVar(&qos, "best_effort", "QoS `PRESET` of the flow: raw, best_effort, voice, video, data", "qos")
 	fs.boolVar(&quiet, "quiet: print the summary only", "q", "quiet")
 	fs.boolVar(&udp, "ping a UDP echo server at HOST:PORT (ouro echo --udp) as a baseline", "udp")
+	fs.boolVar(&sealed, "seal the flow end to end (key exchange, encrypted and authenticated SDUs); the header names the verified peer", "sealed")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
@@ -96,7 +109,7 @@ func runPing(a *app, ctx context.Context, cmd *command, args []string) error {
 	if cfg.Count < 0 {
 		return usagef("ping: negative count")
 	}
-	t, err := a.open(ctx, pos[0], udp, qos, max(cfg.Timeout, 10*time.Second))
+	t, err := a.open(ctx, pos[0], udp, qos, sealed, max(cfg.Timeout, 10*time.Second))
 	if err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
@@ -125,7 +138,7 @@ func runPing(a *app, ctx context.Context, cmd *command, args []string) error {
 	}
 	sum, err := probe.Ping(ctx, t.c, cfg, onReply)
 	if a.json {
-		j := pingJSON{Summary: sum, UDP: t.udp, Flow: t.info.ID, Layer: t.info.Layer, QoS: t.qos, Size: cfg.Size, AllocMS: float64(t.alloc) / 1e6}
+		j := pingJSON{Summary: sum, UDP: t.udp, Flow: t.info.ID, Layer: t.info.Layer, QoS: t.qos, Peer: t.info.Peer, Size: cfg.Size, AllocMS: float64(t.alloc) / 1e6}
 		if jerr := a.printJSON(j); jerr != nil && err == nil {
 			err = jerr
 		}

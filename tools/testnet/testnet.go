@@ -148,6 +148,13 @@ func (n *Net) StartOuro(nd *Node, args ...string) (*Proc, error) {
 	return n.start("ouro-"+nd.Name, "", n.OuroBin, full...)
 }
 
+// StartOuroInNetns is StartOuro inside the node's network namespace (if
+// it has one): for commands that make interfaces there (ouro ipnet).
+func (n *Net) StartOuroInNetns(nd *Node, args ...string) (*Proc, error) {
+	full := append([]string{"--socket", nd.Socket}, args...)
+	return n.start("ouro-"+nd.Name, nd.Netns, n.OuroBin, full...)
+}
+
 // Close stops every process the Net started.
 func (n *Net) Close() {
 	n.mu.Lock()

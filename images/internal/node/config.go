@@ -16,11 +16,12 @@ import (
 
 // Config is a node's configuration, as read from TOML (see docs/config.md).
 type Config struct {
-	Node   NodeConfig   `toml:"node"`
-	Kernel KernelConfig `toml:"kernel"` // isolation.go
-	IRM    IRMConfig    `toml:"irm"`
-	IPCPs  []IPCPConfig `toml:"ipcp"`
-	Apps   []AppConfig  `toml:"app"` // in-node applications (apps.go)
+	Node   NodeConfig    `toml:"node"`
+	Kernel KernelConfig  `toml:"kernel"` // isolation.go
+	IRM    IRMConfig     `toml:"irm"`
+	IPCPs  []IPCPConfig  `toml:"ipcp"`
+	Apps   []AppConfig   `toml:"app"`   // in-node applications (apps.go)
+	IPNets []IPNetConfig `toml:"ipnet"` // IP bridges (ipnet.go)
 
 	// Identity and Measurement, set by the image rather than the file:
 	// the node's key (a board's, derived from its hardware unique key)
@@ -28,6 +29,11 @@ type Config struct {
 	Identity    *identity.Identity   `toml:"-"`
 	Measurement identity.Measurement `toml:"-"`
 	Board       string               `toml:"-"`
+	// Allocs, set by the image, is told of every flow allocation the
+	// node's programs (through the socket gateway) and its IPCPs (their
+	// N-1 flows) ask the IRM for: the metrics' latency histogram. nil:
+	// none is observed.
+	Allocs AllocObserver `toml:"-"`
 
 	md   toml.MetaData // for decoding each IPCP's kind-specific table
 	mdMu sync.Mutex    // PrimitiveDecode writes md: IPCP components decode concurrently
@@ -52,6 +58,13 @@ type NodeConfig struct {
 	// ephemeral key per start; boards derive theirs from the hardware
 	// unique key (Config.Identity). See identity.go.
 	Key string `toml:"key"`
+	// Metrics is the host:port where a hosted node serves its metrics in
+	// the Prometheus text format over HTTP, at /metrics
+	// (docs/observability.md); empty: none. A loopback address unless
+	// MetricsPublic: the metrics are served to whoever connects.
+	Metrics string `toml:"metrics"`
+	// MetricsPublic allows Metrics on an address other hosts can reach.
+	MetricsPublic bool `toml:"metrics_public"`
 }
 
 // IRMConfig tunes the IRM.

@@ -105,6 +105,12 @@ func TestConfigMistakes(t *testing.T) {
 				`^line 20: .*hello = 70000: want a period in ms from 1 to 60000`,
 				`^line 21: .*dead = 1: want 2 to 100 hello periods`,
 			}},
+		{"ipnet",
+			udpNode + "[[ipnet]]\nname = \"ip.a\"\ntun = \"ouro0\"\nroutes = [\"10.0.0.0/8=ip.b\", \"nonsense\"]\nrout = 1\n",
+			[]string{`^line 19: \[\[ipnet\]\] #1: ipnet: route "nonsense": want PREFIX=NAME`, `^line 23: \[\[ipnet\]\] #1: unknown key "rout"; did you mean "routes"\?`}},
+		{"seal_peers",
+			udpNode + "seal = true\nseal_peers = [\"bogus\"]\n",
+			[]string{`^line 15: .*seal_peers: "bogus" is not a node id`}},
 		{"bootstrap and enroll",
 			udpNode + "enroll = \"b.uni\"\n",
 			[]string{`^line 19: .*bootstrap and enroll are exclusive`}},
@@ -139,7 +145,7 @@ func TestConfigMistakes(t *testing.T) {
 			}},
 		{"unknown top-level table",
 			"[nodes]\nname = \"a\"\n",
-			[]string{`^line 1: unknown table \[nodes\]; did you mean \[node\]\? \(accepted: \[\[app\]\], \[\[ipcp\]\], \[irm\], \[kernel\], \[node\]\)$`}},
+			[]string{`^line 1: unknown table \[nodes\]; did you mean \[node\]\? \(accepted: \[\[app\]\], \[\[ipcp\]\], \[\[ipnet\]\], \[irm\], \[kernel\], \[node\]\)$`}},
 		{"app",
 			"[[app]]\nkind = \"ehco\"\n[[app]]\nname = \"x\"\n[[app]]\nkind = \"echo\"\nnmae = \"y\"\n",
 			[]string{
@@ -156,6 +162,18 @@ func TestConfigMistakes(t *testing.T) {
 		{"syntax",
 			"[node\nname = \"a\"\n",
 			[]string{`^line 2: TOML syntax: expected '\.' or '\]' to end table name`}},
+		{"metrics on every interface",
+			"[node]\nmetrics = \":9464\"\n",
+			[]string{`^line 2: \[node\]: metrics = ":9464": not a loopback address: .* set metrics_public = true`}},
+		{"metrics on a LAN address",
+			"[node]\nmetrics = \"192.0.2.1:9464\"\n",
+			[]string{`^line 2: \[node\]: metrics = "192.0.2.1:9464": not a loopback address`}},
+		{"metrics without a port",
+			"[node]\nmetrics = \"127.0.0.1\"\n",
+			[]string{`^line 2: \[node\]: metrics = "127.0.0.1": want host:port`}},
+		{"metrics host name",
+			"[node]\nmetrics = \"example.org:9464\"\n",
+			[]string{`^line 2: \[node\]: metrics = "example.org:9464": host "example.org": want an IP address or localhost`}},
 		{"[ipcp.local] takes no keys",
 			"[[ipcp]]\nkind = \"local\"\n[ipcp.local]\nx = 1\n",
 			[]string{`^line 4: \[ipcp\.local\] of \[\[ipcp\]\] #1: unknown key "x" \(this table takes no keys\)$`}},
@@ -185,6 +203,22 @@ func TestConfigMistakes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMetricsAddrAccepted checks the [node] metrics addresses a node
+// takes: loopback ones, and any with metrics_public.
+func TestMetricsAddrAccepted(t *testing.T) {
+	for _, doc := range []string{
+		"[node]\nmetrics = \"127.0.0.1:9464\"\n",
+		"[node]\nmetrics = \"[::1]:9464\"\n",
+		"[node]\nmetrics = \"localhost:9464\"\n",
+		"[node]\nmetrics = \":9464\"\nmetrics_public = true\n",
+		"[node]\nmetrics = \"192.0.2.1:9464\"\nmetrics_public = true\n",
+	} {
+		if _, err := ParseConfig([]byte(doc)); err != nil {
+			t.Errorf("refused %q: %v", doc, err)
+		}
 	}
 }
 

@@ -261,6 +261,15 @@ func (k *checker) structure(doc map[string]any) {
 					k.add(p, where, "kind", "missing required key \"kind\" (accepted values: %s)", strings.Join(appChoice.values, ", "))
 				}
 			}
+		case "ipnet":
+			elems, ok := tableArray(v)
+			if !ok {
+				k.add(path, "", key, "ipnet must be an array of tables: write each bridge as [[ipnet]]")
+				continue
+			}
+			for i, e := range elems {
+				k.table([]any{"ipnet", i}, fmt.Sprintf("[[ipnet]] #%d", i+1), "ipnet", e, reflect.TypeFor[IPNetConfig](), nil)
+			}
 		default:
 			f, ok := top[key]
 			if !ok {
@@ -673,6 +682,11 @@ func (k *checker) values(c *Config, standalone bool) {
 	if c.Node.Name != "" && !nameRE.MatchString(c.Node.Name) {
 		k.add([]any{"node", "name"}, "[node]", "name", "name = %q: letters, digits, '.', '_' and '-' only, at most 64", c.Node.Name)
 	}
+	if c.Node.Metrics != "" {
+		if err := checkMetricsAddr(c.Node.Metrics, c.Node.MetricsPublic); err != nil {
+			k.add([]any{"node", "metrics"}, "[node]", "metrics", "metrics = %q: %v", c.Node.Metrics, err)
+		}
+	}
 	if c.IRM.RingSize < 0 || c.IRM.Backlog < 0 {
 		k.add([]any{"irm"}, "[irm]", "", "ring_size and backlog must not be negative")
 	}
@@ -735,6 +749,11 @@ func (k *checker) values(c *Config, standalone bool) {
 			if k.decode(c, p.Broadcast, &b, tpath, twhere) {
 				k.checkLower(b.Lower, tpath, twhere, layers, standalone)
 			}
+		}
+	}
+	for i, b := range c.IPNets {
+		if _, _, err := b.bridgeConfig(); err != nil {
+			k.add([]any{"ipnet", i}, fmt.Sprintf("[[ipnet]] #%d", i+1), "", "%v", err)
 		}
 	}
 	apps := map[string]int{}
@@ -915,4 +934,27 @@ func (k *checker) checkLower(lower []string, path []any, where string, layers ma
 			k.add(append(slices.Clone(path), "lower", i), where, "lower", "lower layer %q is not a layer of this node%s (layers: %s)", l, didYouMean(l, known), strings.Join(known, ", "))
 		}
 	}
+}
+
+// checkMetricsAddr checks [node] metrics: a host:port to listen on, whose
+// host is a loopback address (or "localhost") unless public allows any.
+func checkMetricsAddr(addr string, public bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, e.g. \"127.0.0.1:9464\"")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q: want 0 (any free port) to 65535", port)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if host != "" && err != nil {
+		return fmt.Errorf("host %q: want an IP address or localhost", host)
+	}
+	if host != "" && ip.IsLoopback() || public {
+		return nil
+	}
+	return fmt.Errorf("not a loopback address: the metrics are served to whoever connects; set metrics_public = true to serve them there")
 }

@@ -62,6 +62,7 @@ type ipcpFactory struct {
 	node    string
 	logf    func(string, ...any)
 	devices ipcpDevices
+	allocs  AllocObserver // told of created IPCPs' N-1 allocations (nil: none)
 }
 
 var _ irm.Creator = ipcpFactory{}
@@ -85,6 +86,6 @@ func (f ipcpFactory) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-
 	p := cfg.IPCPs[0]
 	started := make(chan error, 1)
 	info := irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
-	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices}
+	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices, allocs: f.allocs}
 	return info, ipcpProgram(p, deps, started), p.Bufs, started, nil
 }

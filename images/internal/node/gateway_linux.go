@@ -222,7 +222,7 @@ func (r *gwRun) sessionProgram(id uint64, conn *net.UnixConn) kernel.Program {
 		if err != nil {
 			return err
 		}
-		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), logf: r.g.logf,
+		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), logf: r.g.logf, obs: r.g.opts.Allocs,
 			slots: make(chan struct{}, maxSessionRequests)}
 		ctx := pd.Context()
 		pd.Go(func() {
@@ -308,6 +308,7 @@ type gwSession struct {
 	b     *irm.Broker
 	codec flow.Codec
 	logf  func(string, ...any)
+	obs   AllocObserver  // nil: allocations are not observed
 	slots chan struct{}  // requests in progress
 	flows sync.WaitGroup // request handlers in progress and spliced flows
 	wmu   sync.Mutex     // serialises writes on conn
@@ -354,7 +355,11 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	)
 	switch req.Op {
 	case flow.SockAlloc:
+		start := time.Now()
 		port, resp.Info, err = s.b.Alloc(ctx, req.Name, req.QoS)
+		if s.obs != nil {
+			s.obs.ObserveAlloc(resp.Info.Layer, time.Since(start), err)
+		}
 	case flow.SockJoin:
 		port, resp.Info, err = s.b.Join(ctx, req.Layer)
 	case flow.SockAccept:

@@ -159,7 +159,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err != nil {
 			return nil, err
 		}
-		return unicast.New(cfg, up, b, brokerRegistrar{b})
+		return unicast.New(cfg, up, observed(b, deps.allocs), brokerRegistrar{b})
 	case "broadcast":
 		var c broadcastConfig
 		if err := deps.decode(p.Broadcast, &c); err != nil {
@@ -173,7 +173,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			Layer: p.Layer, Name: p.Name, Neighbours: c.Neighbours, Lower: c.Lower,
 			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: deps.logf,
 			Runner: env.pd,
-		}, b, brokerRegistrar{b})
+		}, observed(b, deps.allocs), brokerRegistrar{b})
 		if err != nil {
 			return nil, err
 		}
@@ -260,6 +260,8 @@ type unicastConfig struct {
 	Addr       uint64   `toml:"addr"`       // static address (default: random)
 	Cert       string   `toml:"cert"`       // membership certificate (ouro cert issue): a file, or "base64:DATA" (boards); for layers admitted by authority
 	CRL        string   `toml:"crl"`        // the authority's revocation list (ouro cert revoke): a file, or "base64:DATA"
+	Seal       bool     `toml:"seal"`       // seal every flow of this member (unsealed requests refused); otherwise flows whose QoS asks are sealed
+	SealPeers  []string `toml:"seal_peers"` // if set, the only node ids (ouro id) a sealed flow may have at its other end
 
 	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap; elsewhere the policy to expect)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
@@ -281,7 +283,7 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 	cfg := unicast.Config{
 		Name: p.Name, Layer: p.Layer, Lower: c.Lower,
 		Bootstrap: c.Bootstrap, Enroll: c.Enroll, Neighbours: c.Neighbours,
-		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen,
+		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen, Seal: c.Seal, SealPeers: c.SealPeers,
 		RoutingTick: c.RoutingTick.Duration, KeepAlive: c.KeepAlive.Duration, FlowTimeout: c.FlowTimeout.Duration,
 		Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{})},
 	}
@@ -294,6 +296,11 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 			return cfg, fmt.Errorf("cert %s: %w", short(c.Cert), err)
 		}
 		cfg.Cert = b
+	}
+	for _, id := range c.SealPeers {
+		if !identity.IsName(id) {
+			return cfg, fmt.Errorf("seal_peers: %q is not a node id (16 characters, as ouro id prints): %w", id, flow.ErrInvalid)
+		}
 	}
 	if c.CRL != "" {
 		b, err := blob(c.CRL)

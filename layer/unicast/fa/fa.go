@@ -31,6 +31,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/kex"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -44,6 +46,8 @@ const (
 	MsgDealloc   uint8 = 3
 	MsgUpdate    uint8 = 4
 	MsgKeepalive uint8 = 5
+	MsgReply     uint8 = 6 // sealed flows: a piece of the key exchange's Reply (seal.go)
+	MsgFinish    uint8 = 7 // sealed flows: the key exchange's Finish
 )
 
 // Results in a Resp.
@@ -65,6 +69,9 @@ type Msg struct {
 	QoS    flow.QoS  // Req
 	Result uint8     // Resp
 	ECE    uint8     // Update: ca.Feedback.ECE
+	Kex    []byte    // Req, Reply: a piece of the key exchange's message; Finish: the Finish
+	Part   uint8     // Req, Reply: which piece Kex is
+	Parts  uint8     // Req, Reply: how many pieces (Req: 0 = an unsealed flow)
 }
 
 var codec = flow.NewCodec()
@@ -81,7 +88,12 @@ func Unmarshal(b []byte) (Msg, error) {
 	bad := false
 	switch m.Type {
 	case MsgReq:
-		bad = m.SrcEID == 0 || len(m.Hash) != layer.HashLen || len(m.Name) > 255
+		bad = m.SrcEID == 0 || len(m.Hash) != layer.HashLen || len(m.Name) > 255 ||
+			m.Parts == 0 && len(m.Kex) != 0 || m.Parts != 0 && badPiece(&m)
+	case MsgReply:
+		bad = m.DstEID == 0 || badPiece(&m)
+	case MsgFinish:
+		bad = m.SrcEID == 0 || len(m.Kex) == 0 || len(m.Kex) > kex.MaxFinish
 	case MsgResp:
 		bad = m.DstEID == 0 || (m.Result == ResOK && m.SrcEID == 0)
 	case MsgDealloc, MsgUpdate, MsgKeepalive:
@@ -89,10 +101,19 @@ func Unmarshal(b []byte) (Msg, error) {
 	default:
 		bad = true
 	}
+	if m.Type != MsgReq && m.Type != MsgReply && (m.Part != 0 || m.Parts != 0) ||
+		m.Type != MsgReq && m.Type != MsgReply && m.Type != MsgFinish && len(m.Kex) != 0 {
+		bad = true // key-exchange fields on a message that carries none
+	}
 	if bad {
 		return Msg{}, fmt.Errorf("fa: message type %d: %w", m.Type, flow.ErrInvalid)
 	}
 	return m, nil
+}
+
+// badPiece reports whether m's key-exchange piece breaks the limits.
+func badPiece(m *Msg) bool {
+	return m.Parts == 0 || m.Parts > MaxParts || m.Part >= m.Parts || len(m.Kex) == 0 || len(m.Kex) > KexChunk
 }
 
 func resultOf(err error) uint8 {
@@ -156,6 +177,9 @@ type Config struct {
 	// Runner starts the Allocator's goroutines (in a node, the IPCP
 	// component's kernel PD); required.
 	Runner layer.Runner
+	// Seal, if set, lets the Allocator seal flows (seal.go); without it
+	// a flow that asks to be sealed is refused.
+	Seal *SealConfig
 }
 
 // Flow is one flow endpoint. The data path reads the immutable fields
@@ -173,11 +197,21 @@ type Flow struct {
 	CAMu sync.Mutex
 	CA   ca.Flow
 
+	// Sealed flows: Sealer seals what this end sends, Opener opens what
+	// it receives; Peer is the other node's verified identity. All nil
+	// on an unsealed flow.
+	Sealer *seal.Sealer
+	Opener *seal.Opener
+	Peer   *flow.Peer
+
 	// LastHeard and LastSent are Unix nanoseconds of the last packet or
 	// flow-allocator message from, and to, the peer.
 	LastHeard, LastSent atomic.Int64
 	// Counters.
 	PktsIn, BytesIn, PktsOut, BytesOut, Drops atomic.Uint64
+	// Sealed flows: received SDUs dropped as forged, damaged or
+	// truncated (Tampered), or as replayed or too old (Replayed).
+	Tampered, Replayed atomic.Uint64
 
 	started time.Time
 	once    sync.Once
@@ -188,6 +222,7 @@ type Stats struct {
 	AllocOK, AllocFailed, Accepted, Refused uint64
 	ReqRetries, Deallocs, PeerGone          uint64
 	Malformed, UnknownEID, Updates          uint64
+	Sealed, KexFailed                       uint64 // sealed flows set up; key exchanges failed (either side)
 	Active                                  int
 }
 
@@ -195,6 +230,7 @@ type counters struct {
 	allocOK, allocFailed, accepted, refused atomic.Uint64
 	reqRetries, deallocs, peerGone          atomic.Uint64
 	malformed, unknownEID, updates          atomic.Uint64
+	sealed, kexFailed                       atomic.Uint64
 }
 
 type inKey struct {
@@ -222,7 +258,11 @@ type Allocator struct {
 	flows   map[layer.EID]*Flow
 	byPeer  map[inKey]*Flow
 	pend    map[layer.EID]*pending
-	inbound map[inKey]bool // incoming requests being accepted
+	inbound map[inKey]bool       // incoming requests being accepted
+	hs      map[inKey]*handshake // incoming sealed requests in their key exchange
+
+	ephs chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
+	docs docCache
 }
 
 // New returns an Allocator.
@@ -246,9 +286,12 @@ func New(cfg Config) (*Allocator, error) {
 	}
 	a := &Allocator{
 		cfg: cfg, flows: make(map[layer.EID]*Flow), byPeer: make(map[inKey]*Flow),
-		pend: make(map[layer.EID]*pending), inbound: make(map[inKey]bool),
+		pend: make(map[layer.EID]*pending), inbound: make(map[inKey]bool), hs: make(map[inKey]*handshake),
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if cfg.Seal != nil {
+		a.ephs = make(chan *kex.Ephemeral, ephAhead)
+	}
 	return a, nil
 }
 
@@ -256,6 +299,10 @@ func New(cfg Config) (*Allocator, error) {
 func (a *Allocator) Start() error {
 	a.wg.Add(1)
 	a.cfg.Runner.Go(a.tick)
+	if a.ephs != nil {
+		a.wg.Add(1)
+		a.cfg.Runner.Go(a.makeKeys)
+	}
 	return nil
 }
 
@@ -315,7 +362,7 @@ func (a *Allocator) newFlow(eid layer.EID, q flow.QoS, port flow.Port, name stri
 // Alloc allocates a flow for req to the name whose hash is h, served by
 // one of dsts (tried in order). On success the Allocator owns port until
 // the flow ends; on failure the caller still owns it.
-func (a *Allocator) Alloc(ctx context.Context, dsts []layer.Addr, h layer.Hash, req irm.AllocReq, port flow.Port) (err error) {
+func (a *Allocator) Alloc(ctx context.Context, dsts []layer.Addr, h layer.Hash, req irm.AllocReq, port flow.Port) (f *Flow, err error) {
 	defer func() {
 		if err != nil {
 			a.c.allocFailed.Add(1)
@@ -324,27 +371,27 @@ func (a *Allocator) Alloc(ctx context.Context, dsts []layer.Addr, h layer.Hash, 
 		}
 	}()
 	if len(dsts) == 0 {
-		return fmt.Errorf("fa: alloc %q: no destination: %w", req.Dst, flow.ErrNotFound)
+		return nil, fmt.Errorf("fa: alloc %q: no destination: %w", req.Dst, flow.ErrNotFound)
 	}
 	err = fmt.Errorf("fa: alloc %q: %w", req.Dst, flow.ErrNotFound)
 	for _, dst := range dsts {
-		err = a.allocAt(ctx, dst, h, req, port)
+		f, err = a.allocAt(ctx, dst, h, req, port)
 		if err == nil || !errors.Is(err, flow.ErrNotFound) && !errors.Is(err, flow.ErrTimeout) {
-			return err
+			return f, err
 		}
 		if ctx.Err() != nil {
-			return err
+			return f, err
 		}
 	}
-	return err
+	return nil, err
 }
 
-func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, req irm.AllocReq, port flow.Port) error {
-	p := &pending{dst: dst, ch: make(chan Msg, 1)}
+func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, req irm.AllocReq, port flow.Port) (*Flow, error) {
+	p := &pending{dst: dst, ch: make(chan Msg, MaxParts+1)}
 	a.mu.Lock()
 	if a.stopped {
 		a.mu.Unlock()
-		return fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+		return nil, fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
 	}
 	eid := a.allocEID()
 	a.pend[eid] = p
@@ -357,41 +404,96 @@ func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, r
 	m := &Msg{Type: MsgReq, SrcEID: eid, Hash: h[:], Name: req.Src, QoS: req.QoS}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
+	msgs := []*Msg{m} // what a retransmission sends
+	var (
+		in    *kex.Initiator // sealed: the key exchange, until the Reply
+		reply pieces
+		sl    *sealing // sealed: the finished key exchange
+	)
+	if req.QoS.Sealed || a.cfg.Seal != nil && a.cfg.Seal.Require {
+		if a.cfg.Seal == nil {
+			return nil, fmt.Errorf("fa: alloc %q: this member cannot seal flows: %w", req.Dst, flow.ErrRefused)
+		}
+		m.QoS.Sealed, req.QoS.Sealed = true, true
+		var err error
+		if in, msgs, err = a.startSeal(ctx, m); err != nil {
+			a.c.kexFailed.Add(1)
+			return nil, fmt.Errorf("fa: alloc %q: %w", req.Dst, err)
+		}
+	}
 	rto := a.cfg.RetryBase
 	t := time.NewTimer(rto)
 	defer t.Stop()
-	a.send(dst, m)
+	for _, m := range msgs {
+		a.send(dst, m)
+	}
 	for {
 		select {
 		case r := <-p.ch:
+			if r.Type == MsgReply {
+				if in == nil || sl != nil {
+					continue // unasked for, or a duplicate
+				}
+				b, ok := reply.add(&r)
+				if !ok {
+					continue
+				}
+				res, fin, err := in.Reply(ctx, b)
+				if err != nil {
+					a.c.kexFailed.Add(1)
+					return nil, fmt.Errorf("fa: alloc %q at %d: %w: %w", req.Dst, dst, flow.ErrRefused, err)
+				}
+				sl = &sealing{res: res}
+				msgs = []*Msg{{Type: MsgFinish, SrcEID: eid, Kex: fin}}
+				a.send(dst, msgs[0])
+				rto = a.cfg.RetryBase
+				t.Reset(rto)
+				continue
+			}
 			if r.Result != ResOK {
-				return fmt.Errorf("fa: alloc %q at %d: %w", req.Dst, dst, errOf(r.Result))
+				return nil, fmt.Errorf("fa: alloc %q at %d: %w", req.Dst, dst, errOf(r.Result))
+			}
+			if in != nil && sl == nil {
+				// Accepted without a key exchange: somebody on the way
+				// stripped the seal request, or the peer ignored it.
+				a.send(dst, &Msg{Type: MsgDealloc, SrcEID: eid, DstEID: r.SrcEID})
+				a.c.kexFailed.Add(1)
+				return nil, fmt.Errorf("fa: alloc %q at %d: accepted unsealed (a downgrade on the way?): %w", req.Dst, dst, flow.ErrRefused)
 			}
 			f := a.newFlow(eid, req.QoS, port, req.Dst, true)
 			f.Remote, f.RemoteEID = dst, r.SrcEID
+			if sl != nil {
+				if err := sl.install(f); err != nil {
+					a.send(dst, &Msg{Type: MsgDealloc, SrcEID: eid, DstEID: r.SrcEID})
+					return nil, fmt.Errorf("fa: alloc %q: %w", req.Dst, err)
+				}
+				a.c.sealed.Add(1)
+			}
 			a.mu.Lock()
 			if a.stopped {
 				a.mu.Unlock()
 				a.send(dst, &Msg{Type: MsgDealloc, SrcEID: eid, DstEID: r.SrcEID})
-				return fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+				return nil, fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
 			}
 			a.flows[eid] = f
 			a.byPeer[inKey{dst, r.SrcEID}] = f
 			a.mu.Unlock()
 			a.cfg.Hooks.Started(f)
-			return nil
+			return f, nil
 		case <-t.C:
 			rto = min(2*rto, a.cfg.RetryMax)
 			t.Reset(rto)
 			a.c.reqRetries.Add(1)
-			a.send(dst, m)
+			for _, m := range msgs {
+				a.send(dst, m)
+			}
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("fa: alloc %q at %d: no answer: %w", req.Dst, dst, flow.ErrTimeout)
+				return nil, fmt.Errorf("fa: alloc %q at %d: no answer: %w", req.Dst, dst, flow.ErrTimeout)
 			}
-			return fmt.Errorf("fa: alloc %q: %w", req.Dst, ctx.Err())
+			return nil, fmt.Errorf("fa: alloc %q: %w", req.Dst, ctx.Err())
 		case <-a.ctx.Done():
-			return fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+			return nil, fmt.Errorf("fa: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
 		}
 	}
 }
@@ -408,7 +510,9 @@ func (a *Allocator) Handle(src layer.Addr, msg []byte) {
 	switch m.Type {
 	case MsgReq:
 		a.onReq(src, &m)
-	case MsgResp:
+	case MsgFinish:
+		a.onFinish(src, &m)
+	case MsgResp, MsgReply:
 		a.mu.RLock()
 		p := a.pend[m.DstEID]
 		a.mu.RUnlock()
@@ -419,7 +523,7 @@ func (a *Allocator) Handle(src layer.Addr, msg []byte) {
 			}
 			return
 		}
-		if m.Result == ResOK && a.Lookup(m.DstEID) == nil {
+		if m.Type == MsgResp && m.Result == ResOK && a.Lookup(m.DstEID) == nil {
 			// The allocation was abandoned: release the peer's endpoint.
 			a.send(src, &Msg{Type: MsgDealloc, SrcEID: m.DstEID, DstEID: m.SrcEID})
 		}
@@ -464,6 +568,20 @@ func (a *Allocator) onReq(src layer.Addr, m *Msg) {
 		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResNotFound})
 		return
 	}
+	if m.Parts != 0 {
+		a.mu.Unlock()
+		a.onSealedReq(src, m, name)
+		return
+	}
+	if m.QoS.Sealed || a.cfg.Seal != nil && a.cfg.Seal.Require {
+		// Asks to be sealed and carries no key exchange (stripped on the
+		// way?), or this member seals every flow.
+		a.mu.Unlock()
+		a.c.refused.Add(1)
+		a.cfg.Logf("fa: flow to %q from %d refused: not sealed", name, src)
+		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResRefused})
+		return
+	}
 	if len(a.inbound) >= 64 {
 		a.mu.Unlock()
 		a.c.refused.Add(1)
@@ -473,13 +591,20 @@ func (a *Allocator) onReq(src layer.Addr, m *Msg) {
 	a.inbound[key] = true
 	a.wg.Add(1)
 	a.mu.Unlock()
-	a.cfg.Runner.Go(func() { a.accept(key, name, m.Name, m.QoS) })
+	a.cfg.Runner.Go(func() { a.accept(key, name, m.Name, m.QoS, nil) })
 }
 
-func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS) {
+// accept asks the IRM to accept a flow (sealed: with sl, its finished
+// key exchange) and answers the requester.
+func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS, sl *sealing) {
 	defer a.wg.Done()
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
-	port, err := a.cfg.Upcalls.FlowReq(ctx, irm.AllocReq{Dst: name, Src: srcName, QoS: q})
+	req := irm.AllocReq{Dst: name, Src: srcName, QoS: q}
+	if sl != nil {
+		req.Peer = PeerOf(sl.res.Peer)
+		req.MaxSDU = a.sealedMaxSDU()
+	}
+	port, err := a.cfg.Upcalls.FlowReq(ctx, req)
 	cancel()
 	if err == nil && port == nil {
 		err = flow.ErrRefused
@@ -494,6 +619,11 @@ func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS) {
 	if err == nil {
 		f = a.newFlow(a.allocEID(), q, port, name, false)
 		f.Remote, f.RemoteEID = key.src, key.eid
+		if sl != nil {
+			err = sl.install(f)
+		}
+	}
+	if err == nil {
 		a.flows[f.EID] = f
 		a.byPeer[key] = f
 		resp.SrcEID = f.EID
@@ -510,6 +640,9 @@ func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS) {
 		return
 	}
 	a.c.accepted.Add(1)
+	if sl != nil {
+		a.c.sealed.Add(1)
+	}
 	// The answer first: the flow is in the table already, so the
 	// requester's first packets find it; then this side starts sending.
 	a.send(key.src, resp)
@@ -562,12 +695,13 @@ func (a *Allocator) tick() {
 // check sends keepalives on idle flows and ends flows whose peer has been
 // silent for FlowTimeout.
 func (a *Allocator) check(now time.Time) {
-	a.mu.RLock()
+	a.mu.Lock()
+	a.expireLocked(now)
 	fs := make([]*Flow, 0, len(a.flows))
 	for _, f := range a.flows {
 		fs = append(fs, f)
 	}
-	a.mu.RUnlock()
+	a.mu.Unlock()
 	ns := now.UnixNano()
 	for _, f := range fs {
 		if time.Duration(ns-f.LastHeard.Load()) > a.cfg.FlowTimeout {
@@ -594,6 +728,8 @@ type FlowInfo struct {
 	Drops                              uint64
 	Rate                               uint64 // the sender's CA rate, bytes/s (0: unlimited)
 	Age                                time.Duration
+	Peer                               *flow.Peer // sealed flows: the verified peer
+	Tampered, Replayed                 uint64     // sealed flows: SDUs refused
 }
 
 // Flows lists the flows, ascending by local endpoint id.
@@ -613,6 +749,7 @@ func (a *Allocator) Flows() []FlowInfo {
 			EID: f.EID, RemoteEID: f.RemoteEID, Remote: f.Remote, Name: f.Name, Out: f.Out, Cube: f.Cube,
 			PktsIn: f.PktsIn.Load(), BytesIn: f.BytesIn.Load(), PktsOut: f.PktsOut.Load(), BytesOut: f.BytesOut.Load(),
 			Drops: f.Drops.Load(), Rate: rate, Age: time.Since(f.started),
+			Peer: f.Peer, Tampered: f.Tampered.Load(), Replayed: f.Replayed.Load(),
 		})
 	}
 	slices.SortFunc(out, func(x, y FlowInfo) int { return cmp.Compare(x.EID, y.EID) })
@@ -628,6 +765,7 @@ func (a *Allocator) Stats() Stats {
 	return Stats{
 		AllocOK: c.allocOK.Load(), AllocFailed: c.allocFailed.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
 		ReqRetries: c.reqRetries.Load(), Deallocs: c.deallocs.Load(), PeerGone: c.peerGone.Load(),
-		Malformed: c.malformed.Load(), UnknownEID: c.unknownEID.Load(), Updates: c.updates.Load(), Active: n,
+		Malformed: c.malformed.Load(), UnknownEID: c.unknownEID.Load(), Updates: c.updates.Load(),
+		Sealed: c.sealed.Load(), KexFailed: c.kexFailed.Load(), Active: n,
 	}
 }

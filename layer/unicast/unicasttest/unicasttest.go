@@ -27,6 +27,9 @@ import (
 // Layer is the layer name of the harness's IPCPs.
 const Layer = "uni"
 
+// minOperationalWait is the least WaitOperational waits.
+const minOperationalWait = 20 * time.Second
+
 // PipeCap is the capacity (SDUs per direction) of every pipe the harness
 // makes: N-1 flows and application flows.
 const PipeCap = 512
@@ -47,7 +50,8 @@ type Net struct {
 	order  []string
 	cut    map[[2]string]bool
 	frozen map[[2]string]bool
-	links  map[[2]string][]flow.Port // open N-1 flow ends, by ordered pair
+	tamper map[[2]string]func([]byte) [][]byte // by (from, to)
+	links  map[[2]string][]flow.Port           // open N-1 flow ends, by ordered pair
 }
 
 // Node is one IPCP of the Net and its fake IRM upcalls.
@@ -72,7 +76,7 @@ func New(tb testing.TB) *Net {
 			// Bootstraps pick the DHT unless a test sets LayerConfig.Dir.
 			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},
 		},
-		nodes: make(map[string]*Node), cut: make(map[[2]string]bool), frozen: make(map[[2]string]bool), links: make(map[[2]string][]flow.Port),
+		nodes: make(map[string]*Node), cut: make(map[[2]string]bool), frozen: make(map[[2]string]bool), tamper: make(map[[2]string]func([]byte) [][]byte), links: make(map[[2]string][]flow.Port),
 	}
 	tb.Cleanup(n.Stop)
 	return n
@@ -190,11 +194,32 @@ func (n *Net) isFrozen(k [2]string) bool {
 	return n.frozen[k]
 }
 
-// linkPort is an N-1 flow end whose writes vanish while its link is frozen.
+// Tamper makes every packet that from writes to to (on any of their N-1
+// flows) go through fn first: what fn returns is written instead, in
+// order (nothing: the packet is lost). fn may keep, change, repeat or
+// hold back packets: a malicious forwarder as its next hop sees it. fn
+// must not keep pkt beyond the call (copy it). nil ends the tampering.
+func (n *Net) Tamper(from, to string, fn func(pkt []byte) [][]byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if fn == nil {
+		delete(n.tamper, [2]string{from, to})
+		return
+	}
+	n.tamper[[2]string{from, to}] = fn
+}
+
+// linkPort is an N-1 flow end whose writes vanish while its link is
+// frozen, and go through the link's tampering function if it has one.
 type linkPort struct {
 	flow.Port
-	net *Net
-	key [2]string
+	net      *Net
+	key      [2]string
+	from, to string
+}
+
+func newLinkPort(p flow.Port, n *Net, self, peer string) *linkPort {
+	return &linkPort{Port: p, net: n, key: pair(self, peer), from: self, to: peer}
 }
 
 // Write implements flow.Port.
@@ -202,7 +227,18 @@ func (p *linkPort) Write(b []byte, deadline time.Time) error {
 	if p.net.isFrozen(p.key) {
 		return nil
 	}
-	return p.Port.Write(b, deadline)
+	p.net.mu.Lock()
+	fn := p.net.tamper[[2]string{p.from, p.to}]
+	p.net.mu.Unlock()
+	if fn == nil {
+		return p.Port.Write(b, deadline)
+	}
+	for _, out := range fn(b) {
+		if err := p.Port.Write(out, deadline); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Links returns the open N-1 flow ends between a and b, both nodes'
@@ -284,7 +320,7 @@ func (b *linkBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.P
 		p.Close()
 		return nil, flow.Info{}, fmt.Errorf("unicasttest: link %s-%s cut: %w", b.self, name, flow.ErrNotFound)
 	}
-	return &linkPort{Port: p, net: b.net, key: pair(b.self, name)}, info, nil
+	return newLinkPort(p, b.net, b.self, name), info, nil
 }
 
 // Accept implements flow.Broker.
@@ -295,7 +331,7 @@ func (b *linkBroker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
 			return nil, info, err
 		}
 		if b.record(info.Remote, p) {
-			return &linkPort{Port: p, net: b.net, key: pair(b.self, info.Remote)}, info, nil
+			return newLinkPort(p, b.net, b.self, info.Remote), info, nil
 		}
 		p.Close()
 	}
@@ -361,8 +397,13 @@ func (b *overBroker) Close() error { return nil }
 
 // WaitOperational waits until every node is a member with routes to every
 // other node.
+//
+// It is a precondition, not a measurement: it waits at least
+// minOperationalWait whatever timeout says, since enrollments in turn
+// on a loaded two-core machine take longer than a test's typical 5 s.
 func (n *Net) WaitOperational(timeout time.Duration) {
 	n.tb.Helper()
+	timeout = max(timeout, minOperationalWait)
 	n.WaitFor(timeout, "all nodes operational with full routing tables", func() bool {
 		nodes := n.Nodes()
 		for _, nd := range nodes {

@@ -1,0 +1,246 @@
+package ipnet
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/flowtest"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+type goRunner struct{}
+
+func (goRunner) Go(f func()) { go f() }
+
+// fakeDev is a device: Inject makes Read return a packet; what the
+// Bridge writes arrives on Out.
+type fakeDev struct {
+	in     chan []byte
+	Out    chan []byte
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newDev() *fakeDev {
+	return &fakeDev{in: make(chan []byte, 16), Out: make(chan []byte, 16), closed: make(chan struct{})}
+}
+
+func (d *fakeDev) Read(p []byte) (int, error) {
+	select {
+	case b := <-d.in:
+		return copy(p, b), nil
+	case <-d.closed:
+		return 0, errors.New("closed")
+	}
+}
+
+func (d *fakeDev) Write(p []byte) (int, error) {
+	d.Out <- append([]byte(nil), p...)
+	return len(p), nil
+}
+
+func (d *fakeDev) Close() { d.once.Do(func() { close(d.closed) }) }
+
+// v4 is an IPv4 packet to dst (header only, and a payload).
+func v4(dst string, payload int) []byte {
+	p := make([]byte, 20+payload)
+	p[0] = 0x45
+	a := netip.MustParseAddr(dst).As4()
+	copy(p[16:20], a[:])
+	return p
+}
+
+func v6(dst string) []byte {
+	p := make([]byte, 40)
+	p[0] = 0x60
+	a := netip.MustParseAddr(dst).As16()
+	copy(p[24:40], a[:])
+	return p
+}
+
+func TestParseRouteAndDst(t *testing.T) {
+	for _, tc := range []struct {
+		in, prefix, name string
+		ok               bool
+	}{
+		{"10.1.0.0/16=gw", "10.1.0.0/16", "gw", true},
+		{"10.1.2.3=h", "10.1.2.3/32", "h", true},
+		{"fd00::/8=v6.gw", "fd00::/8", "v6.gw", true},
+		{"10.1.2.3/16=x", "10.1.0.0/16", "x", true},
+		{"10.1.0.0/16", "", "", false},
+		{"nonsense=x", "", "", false},
+		{"10.0.0.0/8=", "", "", false},
+	} {
+		r, err := ParseRoute(tc.in)
+		if (err == nil) != tc.ok || tc.ok && (r.Prefix.String() != tc.prefix || r.Name != tc.name) {
+			t.Errorf("ParseRoute(%q) = %v %q, %v", tc.in, r.Prefix, r.Name, err)
+		}
+	}
+	if a, ok := Dst(v4("192.0.2.7", 0)); !ok || a.String() != "192.0.2.7" {
+		t.Errorf("Dst v4: %v %v", a, ok)
+	}
+	if a, ok := Dst(v6("2001:db8::9")); !ok || a.String() != "2001:db8::9" {
+		t.Errorf("Dst v6: %v %v", a, ok)
+	}
+	for _, bad := range [][]byte{nil, {0x45, 0}, {0x60}, {0x10, 1, 2}} {
+		if _, ok := Dst(bad); ok {
+			t.Errorf("Dst(%x) ok", bad)
+		}
+	}
+}
+
+// bridges makes two Bridges over one in-memory broker: a routes
+// 10.9.0.0/16 (and 10.9.9.0/24 more specifically) to b.
+func bridges(t *testing.T, q flow.QoS) (da, db *fakeDev, a, b *Bridge) {
+	t.Helper()
+	fake := flowtest.NewBroker(64)
+	da, db = newDev(), newDev()
+	var err error
+	a, err = New(Config{Broker: fake.Program("pa"), Dev: da, Runner: goRunner{}, Name: "ip.a", QoS: q, Idle: 200 * time.Millisecond,
+		Routes: []Route{{netip.MustParsePrefix("10.9.0.0/16"), "ip.nowhere"}, {netip.MustParsePrefix("10.9.9.0/24"), "ip.b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = New(Config{Broker: fake.Program("pb"), Dev: db, Runner: goRunner{}, Name: "ip.b",
+		Routes: []Route{{netip.MustParsePrefix("10.8.0.0/16"), "ip.a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	for _, x := range []struct {
+		br *Bridge
+		d  *fakeDev
+	}{{a, da}, {b, db}} {
+		go func() { done <- x.br.Run(ctx) }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		da.Close()
+		db.Close()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	})
+	time.Sleep(20 * time.Millisecond) // both names bound
+	return da, db, a, b
+}
+
+func recv(t *testing.T, d *fakeDev) []byte {
+	t.Helper()
+	select {
+	case p := <-d.Out:
+		return p
+	case <-time.After(3 * time.Second):
+		t.Fatal("no packet")
+		return nil
+	}
+}
+
+// TestBridge: packets cross both ways on flows allocated on demand by
+// the longest matching prefix; packets with no route, for a name nobody
+// serves, or larger than the flow carries are dropped and counted; an
+// idle flow is closed and allocated again for the next packet.
+func TestBridge(t *testing.T) {
+	da, db, a, _ := bridges(t, flow.QoS{})
+	p := v4("10.9.9.5", 100)
+	da.in <- p
+	if got := recv(t, db); !bytes.Equal(got, p) {
+		t.Fatalf("b's device got %x", got)
+	}
+	back := v4("10.8.0.1", 50)
+	db.in <- back
+	if got := recv(t, da); !bytes.Equal(got, back) {
+		t.Fatalf("a's device got %x", got)
+	}
+	da.in <- v4("192.0.2.1", 10)       // no route
+	da.in <- []byte{0x10, 0, 0}        // not IP
+	da.in <- v4("10.9.1.1", 10)        // ip.nowhere: nobody serves it
+	big := v4("10.9.9.6", flow.MaxSDU) // too big for the flow
+	big[6] = 0x40                      // DF: answered with ICMP
+	da.in <- big
+	if icmp := recv(t, da); icmp[9] != 1 || icmp[20] != 3 || icmp[21] != 4 {
+		t.Fatalf("a's device got %x, want ICMP fragmentation needed", icmp[:28])
+	}
+	time.Sleep(300 * time.Millisecond) // past Idle: the flow to ip.b closes
+	da.in <- p
+	if got := recv(t, db); !bytes.Equal(got, p) {
+		t.Fatalf("after idle: b's device got %x", got)
+	}
+	routes, noRoute, _, _, _ := a.Stats()
+	if noRoute != 2 {
+		t.Errorf("no route: %d, want 2", noRoute)
+	}
+	for _, r := range routes {
+		switch r.Name {
+		case "ip.b":
+			if r.PktsOut != 2 || r.TooBig != 1 || r.Allocs != 2 {
+				t.Errorf("route to ip.b: %+v; want 2 sent, 1 too big, 2 allocations (idle close)", r)
+			}
+		case "ip.nowhere":
+			if r.AllocErrors != 1 || r.Drops != 1 {
+				t.Errorf("route to ip.nowhere: %+v; want 1 allocation error, 1 drop", r)
+			}
+		}
+	}
+}
+
+func TestConfigChecks(t *testing.T) {
+	fake := flowtest.NewBroker(4)
+	if _, err := New(Config{Broker: fake, Dev: newDev(), Runner: goRunner{}, Name: "x", QoS: flow.Data()}); !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("reliable QoS: %v, want ErrInvalid", err)
+	}
+	if _, err := New(Config{Dev: newDev(), Runner: goRunner{}, Name: "x"}); !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("no broker: %v", err)
+	}
+}
+
+// TestTooBig: an oversized IPv4 packet with DF set, or IPv6 packet, is
+// answered with the ICMP message that lowers the sender's path MTU,
+// with valid checksums, addressed back to the sender; none for IPv4
+// without DF nor for an ICMP error.
+func TestTooBig(t *testing.T) {
+	p4 := v4("10.9.9.5", 1500)
+	copy(p4[12:16], []byte{10, 8, 0, 1}) // the sender
+	p4[6] = 0x40                         // DF
+	m := tooBig(p4, 1357)
+	if len(m) != 576 || m[9] != 1 || m[20] != 3 || m[21] != 4 || binary.BigEndian.Uint16(m[26:]) != 1357 {
+		t.Fatalf("ICMPv4: %d bytes, %x", len(m), m[:28])
+	}
+	if !bytes.Equal(m[12:16], p4[16:20]) || !bytes.Equal(m[16:20], p4[12:16]) || !bytes.Equal(m[28:48], p4[:20]) {
+		t.Fatalf("ICMPv4 addresses or quote: %x", m[:48])
+	}
+	if checksum.Checksum(m[:20], 0) != 0xffff || checksum.Checksum(m[20:], 0) != 0xffff {
+		t.Fatal("ICMPv4 checksums do not verify")
+	}
+	p4[6] = 0
+	if tooBig(p4, 1357) != nil {
+		t.Error("an answer for IPv4 without DF")
+	}
+	p4[6], p4[9], p4[20] = 0x40, 1, 3 // an ICMP error itself
+	if tooBig(p4, 1357) != nil {
+		t.Error("an answer to an ICMP error")
+	}
+	p6 := append(v6("2001:db8::9"), make([]byte, 1460)...)
+	copy(p6[8:24], netip.MustParseAddr("2001:db8::1").AsSlice())
+	p6[6] = 17
+	m = tooBig(p6, 1280)
+	if len(m) != 1280 || m[6] != 58 || m[40] != 2 || binary.BigEndian.Uint32(m[44:]) != 1280 {
+		t.Fatalf("ICMPv6: %d bytes, %x", len(m), m[:48])
+	}
+	if !bytes.Equal(m[8:24], p6[24:40]) || !bytes.Equal(m[24:40], p6[8:24]) {
+		t.Fatal("ICMPv6 addresses")
+	}
+	if checksum.Checksum(m[40:], pseudo6(m[8:24], m[24:40], len(m)-40)) != 0xffff {
+		t.Fatal("ICMPv6 checksum does not verify")
+	}
+}

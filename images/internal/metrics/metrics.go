@@ -1,0 +1,248 @@
+// Package metrics serves a hosted node's counters in the Prometheus text
+// format over HTTP ([node] metrics, docs/observability.md). It is a
+// component of the node that reads, at scrape time, what "ouro stats"
+// and "ouro ipcps" show (through the same management commands, over its
+// own session with the IRM) and the kernel's component stats; it adds
+// nothing to the data path. It is not the bare-metal images' metrics:
+// they have no HTTP server.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/kernel"
+)
+
+// Name is the metrics component's name in the node's system description.
+const Name = "metrics"
+
+// Config configures the metrics server.
+type Config struct {
+	// Addr is the host:port to listen on ([node] metrics); port 0 picks
+	// one (Server.Addr tells which).
+	Addr string
+	// Kernel returns the node's kernel, for the components' budgets,
+	// faults and restarts; nil: none of those metrics. It is called at
+	// scrape time, once the node runs.
+	Kernel func() *kernel.Kernel
+	// Timeout bounds one scrape's management calls (default 5s).
+	Timeout time.Duration
+	// Logf reports scrapes that failed in part; nil discards.
+	Logf func(format string, args ...any)
+}
+
+// Server is the metrics server across the incarnations of its component:
+// its listener and its allocation histogram outlive a restart.
+type Server struct {
+	cfg    Config
+	reg    *prometheus.Registry
+	allocs *prometheus.HistogramVec
+
+	mu  sync.Mutex   // guards below
+	l   net.Listener // from Prepare to Cleanup
+	b   *irm.Broker  // the running incarnation's session with the IRM
+	inc uint64       // the running incarnation's number
+}
+
+// New returns a metrics server; Extra makes it a component of the node.
+func New(cfg Config) *Server {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	s := &Server{cfg: cfg, reg: prometheus.NewRegistry()}
+	s.allocs = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ouro_flow_alloc_duration_seconds",
+		Help: "Flow allocations programs on the node's socket and IPCPs (their N-1 flows) asked for: the time from the request to the IRM's answer " +
+			"(every layer's query, the layer's allocation, the peer's accept), by the layer that allocated the flow (\"\" if none did) and result.",
+		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16), // 250 µs to 8 s
+	}, []string{"layer", "result"})
+	s.reg.MustRegister(s.allocs, collector{s})
+	return s
+}
+
+var _ node.AllocObserver = (*Server)(nil)
+
+// ObserveAlloc implements node.AllocObserver: it records one allocation
+// in the latency histogram. Safe for concurrent use; it does not block.
+func (s *Server) ObserveAlloc(layer string, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = errorKind(err)
+	}
+	s.allocs.WithLabelValues(layer, result).Observe(d.Seconds())
+}
+
+// errorKind names an allocation's failure for the result label: one of
+// a small closed set, so that the label's values stay few.
+func errorKind(err error) string {
+	for _, k := range []struct {
+		err  error
+		name string
+	}{
+		{flow.ErrNotFound, "not_found"}, {flow.ErrRefused, "refused"}, {flow.ErrTimeout, "timeout"},
+		{context.DeadlineExceeded, "timeout"}, {flow.ErrBusy, "busy"}, {flow.ErrInvalid, "invalid"},
+	} {
+		if errors.Is(err, k.err) {
+			return k.name
+		}
+	}
+	return "error"
+}
+
+// Addr returns the address the server listens on, once the node started
+// (nil before).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.l == nil {
+		return nil
+	}
+	return s.l.Addr()
+}
+
+// Extra returns the metrics server as a component of the node: the
+// listener opens before the node boots (a busy port fails Start), the
+// component serves it with a session of its own with the IRM (an
+// application's: the read-only management commands), and the listener
+// closes when the node stops.
+func (s *Server) Extra() node.Extra {
+	return node.Extra{
+		Name:    Name,
+		Bufs:    64, // it moves no packets
+		Program: s.run,
+		Prepare: func() error {
+			l, err := net.Listen("tcp", s.cfg.Addr)
+			if err != nil {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			s.mu.Lock()
+			s.l = l
+			s.mu.Unlock()
+			return nil
+		},
+		Cleanup: func() {
+			s.mu.Lock()
+			l := s.l
+			s.l = nil
+			s.mu.Unlock()
+			if l != nil {
+				l.Close()
+			}
+		},
+	}
+}
+
+// run is one incarnation of the metrics component: it opens a session
+// with the IRM and serves HTTP on the listener until the incarnation
+// ends. The listener stays open for the next incarnation.
+func (s *Server) run(pd *kernel.PD) error {
+	ctx := pd.Context()
+	irmEP, err := pd.Slot("irm")
+	if err != nil {
+		return err
+	}
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	b, err := irm.OpenSession(octx, pd, irmEP, irm.SessionReq{Principal: Name})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("metrics: session: %w", err)
+	}
+	defer b.Close()
+	s.mu.Lock()
+	l := s.l
+	s.inc++
+	inc := s.inc
+	s.b = b
+	s.mu.Unlock()
+	if l == nil {
+		return fmt.Errorf("metrics: not prepared: %w", flow.ErrInvalid)
+	}
+	tl, ok := l.(*net.TCPListener)
+	if !ok {
+		return fmt.Errorf("metrics: listener %T: %w", l, flow.ErrInvalid)
+	}
+	tl.SetDeadline(time.Time{}) // a previous incarnation set it to wake its Accept
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError, // a layer that does not answer leaves the others' metrics
+		ErrorLog:      logger{s.cfg.Logf},
+		Timeout:       s.cfg.Timeout + time.Second,
+	}))
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	pd.Go(func() {
+		<-ctx.Done()
+		srv.Close() // closes the connections; incListener.Close wakes the Accept
+	})
+	err = srv.Serve(&incListener{TCPListener: tl, s: s, inc: inc, ctx: ctx})
+	if errors.Is(err, http.ErrServerClosed) || ctx.Err() != nil {
+		return nil
+	}
+	s.mu.Lock()
+	gone := s.l == nil
+	s.mu.Unlock()
+	if gone {
+		return nil // the node stopped
+	}
+	return fmt.Errorf("metrics: serve: %w", err)
+}
+
+// broker returns the running incarnation's session with the IRM.
+func (s *Server) broker() *irm.Broker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b
+}
+
+// incListener is the shared listener as one incarnation serves it: its
+// Close ends that incarnation's Accepts (by a deadline) and leaves the
+// listener open for the next.
+type incListener struct {
+	*net.TCPListener
+	s   *Server
+	inc uint64
+	ctx context.Context
+}
+
+func (l *incListener) Accept() (net.Conn, error) {
+	c, err := l.TCPListener.Accept()
+	if l.ctx.Err() != nil {
+		if c != nil {
+			c.Close()
+		}
+		return nil, net.ErrClosed
+	}
+	return c, err
+}
+
+func (l *incListener) Close() error {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	if l.s.inc == l.inc && l.s.l != nil {
+		l.TCPListener.SetDeadline(time.Now())
+	}
+	return nil
+}
+
+// logger adapts Logf to promhttp.Logger.
+type logger struct{ logf func(string, ...any) }
+
+func (l logger) Println(v ...any) { l.logf("metrics: %s", fmt.Sprint(v...)) }

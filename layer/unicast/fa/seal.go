@@ -1,0 +1,389 @@
+package fa
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/kex"
+	"github.com/ouronet/ouro/crypto/seal"
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+)
+
+// Sealed flows (docs/wire/kex.md): the allocation carries the key
+// exchange of crypto/kex, and the flow's SDUs are sealed with
+// crypto/seal by the IPCPs at its two ends, so that no forwarder between
+// them reads or changes them undetected.
+//
+//	requester                                     responder
+//	  Req [.., Parts, Part, Kex: Hello piece] ──▶  (pieces gathered)
+//	        ◀── Reply [Parts, Part, Kex: Reply piece] ──
+//	  Finish [Kex: Finish] ──▶  signature checked, then Upcalls.FlowReq
+//	        ◀── Resp [result, src eid, dst eid] ──
+//
+// The requester's identity is proved (Finish) before the accepting
+// program hears of the flow, and the responder's (Reply) before the
+// requester's Alloc returns.
+
+// SealConfig lets an Allocator seal flows.
+type SealConfig struct {
+	// Credentials returns the node's signer and signed identity document
+	// (the IPCP's; the key stays with the signer). Required.
+	Credentials func(ctx context.Context) (identity.Signer, []byte, error)
+	// Layer is the layer's name, part of what both ends sign.
+	Layer string
+	// Require seals every flow of this member: it seals the flows it
+	// allocates even when their QoS does not ask, and refuses requests
+	// that come unsealed.
+	Require bool
+	// Accept, if set, decides which peers may be at the other end of a
+	// sealed flow (both directions): an error refuses the allocation.
+	Accept func(peer identity.Document) error
+	// MaxSDU returns the layer's largest SDU now (nil or 0:
+	// flow.MaxSDU); a sealed flow carries seal.Overhead bytes less.
+	MaxSDU func() int
+}
+
+// Pieces of a key-exchange message.
+const (
+	// KexChunk is the largest piece of a key-exchange message one
+	// flow-allocator message carries: with a Req's other fields (a
+	// 255-byte name at most) it stays within one control message.
+	KexChunk = 900
+	// MaxParts is the most pieces a key-exchange message is cut into.
+	MaxParts = 5
+	// maxHandshakes bounds the handshakes a responder keeps, with the
+	// requests being accepted.
+	maxHandshakes = 64
+)
+
+// split cuts a key-exchange message into pieces of KexChunk bytes.
+func split(b []byte) [][]byte {
+	var out [][]byte
+	for len(b) > KexChunk {
+		out = append(out, b[:KexChunk])
+		b = b[KexChunk:]
+	}
+	return append(out, b)
+}
+
+// pieces gathers the pieces of one key-exchange message.
+type pieces struct {
+	got  [MaxParts][]byte
+	n    uint8 // how many there are (0: none seen yet)
+	have uint8
+}
+
+// add takes m's piece and returns the whole message once every piece is
+// in. A piece that disagrees on the count starts over.
+func (p *pieces) add(m *Msg) ([]byte, bool) {
+	if p.n != m.Parts {
+		*p = pieces{n: m.Parts}
+	}
+	if p.got[m.Part] == nil {
+		p.got[m.Part] = append([]byte(nil), m.Kex...)
+		p.have++
+	}
+	if p.have < p.n {
+		return nil, false
+	}
+	var out []byte
+	for _, b := range p.got[:p.n] {
+		out = append(out, b...)
+	}
+	return out, true
+}
+
+// kexContext is what both ends of a sealed flow sign besides the
+// exchange itself: the layer, the destination's hash, the source name
+// and the QoS spec as the Req carried them. A forwarder that changes
+// any of them (a downgrade: stripping the seal request) breaks the
+// handshake.
+type kexContext struct {
+	_     struct{} `cbor:",toarray"`
+	Layer string
+	Hash  []byte
+	Name  string
+	QoS   flow.QoS
+}
+
+func (a *Allocator) context(hash []byte, name string, q flow.QoS) ([]byte, error) {
+	return codec.Marshal(kexContext{Layer: a.cfg.Seal.Layer, Hash: hash, Name: name, QoS: q})
+}
+
+func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error) {
+	s, doc, err := a.cfg.Seal.Credentials(ctx)
+	if err != nil {
+		return kex.Config{}, fmt.Errorf("fa: credentials: %w", err)
+	}
+	cfg := kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.verify}
+	select {
+	case cfg.Ephemeral = <-a.ephs:
+	default: // all taken: kex makes them now
+	}
+	return cfg, nil
+}
+
+// ephAhead is how many handshakes' key pairs an Allocator keeps made.
+const ephAhead = 2
+
+// makeKeys keeps ephAhead handshakes' fresh key pairs made ahead of
+// time, so that making them (about 0.1 ms) is not on an allocation's
+// critical path. Each is used once.
+func (a *Allocator) makeKeys() {
+	defer a.wg.Done()
+	for {
+		e, err := kex.NewEphemeral()
+		if err != nil {
+			a.cfg.Logf("fa: key pairs ahead of time: %v", err)
+			return
+		}
+		select {
+		case a.ephs <- e:
+		case <-a.ctx.Done():
+			return
+		}
+	}
+}
+
+// docCache remembers identity documents already verified, by their
+// bytes' hash, so that a peer's second flow does not check its
+// document's signature again. Bounded: it starts over when full.
+type docCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]identity.Document
+}
+
+const maxDocs = 256
+
+func (c *docCache) verify(doc []byte) (identity.Document, error) {
+	k := sha256.Sum256(doc)
+	c.mu.Lock()
+	d, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return d, nil
+	}
+	d, err := identity.VerifyDocument(doc)
+	if err != nil {
+		return d, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxDocs {
+		c.m = make(map[[sha256.Size]byte]identity.Document)
+	}
+	c.m[k] = d
+	c.mu.Unlock()
+	return d, nil
+}
+
+// sealedMaxSDU is the largest SDU of a sealed flow.
+func (a *Allocator) sealedMaxSDU() int {
+	n := flow.MaxSDU
+	if f := a.cfg.Seal.MaxSDU; f != nil && f() > 0 {
+		n = f()
+	}
+	return n - seal.Overhead
+}
+
+// sealing is a finished key exchange, before its flow exists.
+type sealing struct {
+	res kex.Result
+}
+
+// install gives f the keys and the peer of s.
+func (s *sealing) install(f *Flow) error {
+	var err error
+	if f.Sealer, err = seal.NewSealer(s.res.Keys.Send[:]); err != nil {
+		return err
+	}
+	if f.Opener, err = seal.NewOpener(s.res.Keys.Recv[:]); err != nil {
+		return err
+	}
+	f.Peer = PeerOf(s.res.Peer)
+	return nil
+}
+
+// PeerOf is a verified identity document as the flow API shows it.
+func PeerOf(d identity.Document) *flow.Peer {
+	p := &flow.Peer{Key: append([]byte(nil), d.Key...), ID: d.ID, Name: d.Name, Board: d.Board}
+	if d.Measurement != (identity.Measurement{}) {
+		p.Measurement = append([]byte(nil), d.Measurement[:]...)
+	}
+	return p
+}
+
+// handshake is a responder's sealed request in progress: its Hello
+// being gathered, then its Reply sent and the Finish awaited.
+type handshake struct {
+	hash       []byte
+	name       string // the registered name the request is for
+	srcName    string
+	qos        flow.QoS
+	hello      pieces
+	responding bool           // a goroutine is answering the Hello
+	rs         *kex.Responder // set once the Reply is made
+	reply      []*Msg         // the Reply's pieces, resent to a repeated Req
+	expires    time.Time
+}
+
+// onSealedReq takes a piece of a sealed request from src.
+func (a *Allocator) onSealedReq(src layer.Addr, m *Msg, name string) {
+	key := inKey{src, m.SrcEID}
+	now := time.Now()
+	a.mu.Lock()
+	h := a.hs[key]
+	if h == nil {
+		if a.cfg.Seal == nil {
+			a.mu.Unlock()
+			a.c.refused.Add(1)
+			a.cfg.Logf("fa: sealed flow to %q from %d refused: this member cannot seal flows", name, src)
+			a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResRefused})
+			return
+		}
+		a.expireLocked(now)
+		if len(a.hs)+len(a.inbound) >= maxHandshakes {
+			a.mu.Unlock()
+			a.c.refused.Add(1)
+			a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResBusy})
+			return
+		}
+		h = &handshake{hash: m.Hash, name: name, srcName: m.Name, qos: m.QoS, expires: now.Add(a.cfg.Timeout)}
+		a.hs[key] = h
+	}
+	if h.reply != nil { // a repeated Req: the Reply was lost
+		reply := h.reply
+		a.mu.Unlock()
+		for _, r := range reply {
+			a.send(src, r)
+		}
+		return
+	}
+	hello, ok := h.hello.add(m)
+	if !ok || h.responding {
+		a.mu.Unlock()
+		return
+	}
+	h.responding = true
+	a.wg.Add(1)
+	a.mu.Unlock()
+	a.cfg.Runner.Go(func() { a.respond(key, h, hello) })
+}
+
+// respond answers a whole Hello with the Reply.
+func (a *Allocator) respond(key inKey, h *handshake, hello []byte) {
+	defer a.wg.Done()
+	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
+	defer cancel()
+	fail := func(err error) {
+		a.mu.Lock()
+		delete(a.hs, key)
+		a.mu.Unlock()
+		a.c.kexFailed.Add(1)
+		a.c.refused.Add(1)
+		a.cfg.Logf("fa: sealed flow to %q from %d refused: %v", h.name, key.src, err)
+		a.send(key.src, &Msg{Type: MsgResp, DstEID: key.eid, Result: ResRefused})
+	}
+	c, err := a.context(h.hash, h.srcName, h.qos)
+	if err != nil {
+		fail(err)
+		return
+	}
+	cfg, err := a.kexConfig(ctx, c)
+	if err != nil {
+		fail(err)
+		return
+	}
+	rs, reply, err := kex.Respond(ctx, cfg, hello)
+	if err != nil {
+		fail(err)
+		return
+	}
+	ps := split(reply)
+	msgs := make([]*Msg, len(ps))
+	for i, p := range ps {
+		msgs[i] = &Msg{Type: MsgReply, DstEID: key.eid, Kex: p, Part: uint8(i), Parts: uint8(len(ps))}
+	}
+	a.mu.Lock()
+	h.rs, h.reply = rs, msgs
+	a.mu.Unlock()
+	for _, r := range msgs {
+		a.send(key.src, r)
+	}
+}
+
+// onFinish takes a requester's Finish: once its signature checks, the
+// flow goes to the accepting program.
+func (a *Allocator) onFinish(src layer.Addr, m *Msg) {
+	key := inKey{src, m.SrcEID}
+	a.mu.Lock()
+	if f := a.byPeer[key]; f != nil { // a repeated Finish: the Resp was lost
+		a.mu.Unlock()
+		a.send(src, &Msg{Type: MsgResp, SrcEID: f.EID, DstEID: m.SrcEID})
+		return
+	}
+	h := a.hs[key]
+	if h == nil || h.rs == nil || a.stopped {
+		a.mu.Unlock()
+		a.c.unknownEID.Add(1)
+		return
+	}
+	delete(a.hs, key)
+	a.inbound[key] = true
+	a.wg.Add(1)
+	a.mu.Unlock()
+	fin := append([]byte(nil), m.Kex...)
+	a.cfg.Runner.Go(func() {
+		res, err := h.rs.Finish(fin)
+		if err != nil {
+			a.mu.Lock()
+			delete(a.inbound, key)
+			a.mu.Unlock()
+			a.wg.Done()
+			a.c.kexFailed.Add(1)
+			a.c.refused.Add(1)
+			a.cfg.Logf("fa: sealed flow to %q from %d refused: %v", h.name, src, err)
+			a.send(src, &Msg{Type: MsgResp, DstEID: key.eid, Result: ResRefused})
+			return
+		}
+		a.accept(key, h.name, h.srcName, h.qos, &sealing{res: res})
+	})
+}
+
+// expireLocked forgets handshakes whose requester went quiet. Called
+// with mu held.
+func (a *Allocator) expireLocked(now time.Time) {
+	for k, h := range a.hs {
+		if now.After(h.expires) {
+			delete(a.hs, k)
+		}
+	}
+}
+
+// startSeal begins the requester's side: the Hello's pieces as Reqs.
+func (a *Allocator) startSeal(ctx context.Context, m *Msg) (*kex.Initiator, []*Msg, error) {
+	c, err := a.context(m.Hash, m.Name, m.QoS)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := a.kexConfig(ctx, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	in, hello, err := kex.Start(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ps := split(hello)
+	msgs := make([]*Msg, len(ps))
+	for i, p := range ps {
+		r := *m
+		r.Kex, r.Part, r.Parts = p, uint8(i), uint8(len(ps))
+		msgs[i] = &r
+	}
+	return in, msgs, nil
+}

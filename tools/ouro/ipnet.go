@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/ipnet"
+)
+
+// goRunner runs the bridge's goroutines as plain goroutines: a hosted
+// program is no kernel component.
+type goRunner struct{}
+
+func (goRunner) Go(f func()) { go f() }
+
+// ipnetCommand is "ouro ipnet NAME --tun DEV --route PREFIX=NAME[,...]".
+func ipnetCommand() *command {
+	return &command{name: "ipnet", args: "NAME --tun DEV --route PREFIX=PEER[,...]", group: "ip",
+		summary: "carry IP over flows: a TUN interface bridged to peers' names", run: runIPNet,
+		help: "Creates the TUN interface DEV (root or CAP_NET_ADMIN), binds NAME and\n" +
+			"bridges: an IP packet read from DEV goes, as one SDU, on a flow to the\n" +
+			"PEER whose PREFIX is the longest to match its destination (allocated on\n" +
+			"demand, closed after --idle); packets on flows allocated to NAME are\n" +
+			"written to DEV. Add addresses yourself (ip addr add 10.7.0.1/24 dev DEV).\n" +
+			"The MTU should not exceed what the flows carry (their SDU limit): larger\n" +
+			"packets are dropped and counted. Runs until interrupted, then prints the\n" +
+			"counters per route. docs/ipnet.md."}
+}
+
+func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var (
+		dev, routes string
+		mtu         int
+		idle        time.Duration
+		sealed      bool
+	)
+	fs.stringVar(&dev, "", "the TUN interface to create or attach to", "tun")
+	fs.stringVar(&routes, "", "comma-separated `PREFIX=PEER` routes (an address alone is a host route)", "route")
+	fs.intVar(&mtu, 1280, "the interface's `MTU` (at most the flows' SDU limit)", "mtu")
+	fs.durationVar(&idle, time.Minute, "close a flow idle for `D`", "idle")
+	fs.boolVar(&sealed, "seal the flows: an encrypted tunnel between the nodes", "sealed")
+	pos, err := fs.parse(args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if dev == "" {
+		return usagef("ipnet: --tun DEV is required")
+	}
+	var rs []ipnet.Route
+	for _, s := range strings.Split(routes, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		r, err := ipnet.ParseRoute(s)
+		if err != nil {
+			return usagef("ipnet: %v", err)
+		}
+		rs = append(rs, r)
+	}
+	if mtu < 576 || mtu > flow.MaxSDU {
+		return usagef("ipnet: --mtu %d: want 576 to %d", mtu, flow.MaxSDU)
+	}
+	n, err := a.connect()
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	tun, err := openTUN(dev, mtu)
+	if err != nil {
+		return err
+	}
+	q := flow.BestEffort()
+	q.Sealed = sealed
+	b, err := ipnet.New(ipnet.Config{Broker: n, Dev: tun, Runner: goRunner{}, Name: pos[0], Routes: rs, QoS: q, Idle: idle,
+		Logf: func(format string, args ...any) { fmt.Fprintf(a.stderr, format+"\n", args...) }})
+	if err != nil {
+		tun.Close()
+		return err
+	}
+	fmt.Fprintf(a.stdout, "ouro ipnet ready: name %s, tun %s, mtu %d, %d routes\n", pos[0], tun.name(), mtu, len(rs))
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	select {
+	case err = <-done: // the device failed
+	case <-ctx.Done():
+		tun.Close()
+		err = <-done
+	}
+	tun.Close()
+	routesStats, noRoute, in, inBytes, inDrops := b.Stats()
+	fmt.Fprintf(a.stdout, "ouro ipnet %s: received %d packets (%s), %d dropped; %d packets with no route\n", pos[0], in, siUnit(float64(inBytes), "B"), inDrops, noRoute)
+	for _, r := range routesStats {
+		fmt.Fprintf(a.stdout, "  %s -> %s: sent %d packets (%s), dropped %d (%d too big), %d flows, %d allocation errors\n",
+			r.Prefix, r.Name, r.PktsOut, siUnit(float64(r.BytesOut), "B"), r.Drops, r.TooBig, r.Allocs, r.AllocErrors)
+	}
+	return err
+}
