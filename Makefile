@@ -65,7 +65,7 @@ kerneldebug:
 # panics a receive path; the component faults, is restarted, and the node
 # (and, between router processes, the pings across it) carry on
 faults:
-	$(GO) test $(GOTEST_FLAGS) -tags faultinject -race -count=1 -timeout 10m -run 'Poison|^TestFault' ./layer/... ./images/router/
+	$(GO) test $(GOTEST_FLAGS) -tags faultinject -race -count=1 -timeout 10m -run 'Poison|^TestFault|^TestBoardDriverFault' ./layer/... ./images/router/ ./images/internal/netstack/ ./images/internal/node/
 
 # a short fuzzing run (FUZZTIME each) of the decoders of what peers send
 # (who they are, what they own, sealed flows, FRCT's headers and SACK

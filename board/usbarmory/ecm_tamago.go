@@ -99,6 +99,9 @@ type ECM struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	irq       chan struct{}
+	// wake interrupts a blocked Receive (Wake); a time channel because
+	// that is what ecm.Queue.Get waits on besides closed.
+	wake chan time.Time
 
 	// bulk OUT endpoint goroutine only
 	rx       ecm.Receiver
@@ -212,6 +215,7 @@ func (e *ECM) Init() error {
 	e.txq = ecm.NewQueue(e.Queue, ecm.MaxSegmentSize)
 	e.closed = make(chan struct{})
 	e.irq = make(chan struct{}, 1)
+	e.wake = make(chan time.Time, 1)
 	e.outBuf = make([]byte, ecm.RxBufferSize(e.cfg.MaxPacket))
 	e.outAsked = tamagoFirstOUT
 	e.inTimer = time.NewTimer(time.Hour)
@@ -469,7 +473,8 @@ func (e *ECM) HostHardwareAddr() net.HardwareAddr {
 // how many. Each frames[i] should hold ecm.MaxSegmentSize bytes (shorter
 // buffers truncate; a frame may carry one byte of host padding, see
 // ecm.Frame). frames and sizes are the caller's. Receive is for a single
-// goroutine; it returns ErrECMClosed after Close.
+// goroutine; it returns ErrECMClosed after Close, and 0 frames and no
+// error when Wake interrupts it.
 func (e *ECM) Receive(frames [][]byte, sizes []int) (int, error) {
 	max := min(len(frames), len(sizes))
 
@@ -483,9 +488,14 @@ func (e *ECM) Receive(frames [][]byte, sizes []int) (int, error) {
 	default:
 	}
 
-	f, ok := e.rxq.Get(e.closed, nil)
+	f, ok := e.rxq.Get(e.closed, e.wake)
 	if !ok {
-		return 0, ErrECMClosed
+		select {
+		case <-e.closed:
+			return 0, ErrECMClosed
+		default:
+			return 0, nil // woken
+		}
 	}
 
 	n := 0
@@ -554,6 +564,20 @@ func (e *ECM) Stats() ECMStats {
 	}
 
 	return s
+}
+
+// Wake makes a Receive blocked now, or the next one that finds no frame,
+// return 0 frames and no error (a driver stopping its reader without
+// detaching the gadget). Safe from any goroutine after Init.
+func (e *ECM) Wake() {
+	if e.wake == nil {
+		return
+	}
+
+	select {
+	case e.wake <- time.Time{}:
+	default:
+	}
 }
 
 // Close detaches the gadget from the host (the controller stops, the host

@@ -173,6 +173,9 @@ func main() {
 	case <-time.After(2 * time.Second):
 		fmt.Printf("ouro node %s: stop took over 2s\n", n.Name())
 	}
+	for _, l := range n.DriverSummary() {
+		fmt.Printf("ouro node %s: %s\n", n.Name(), l)
+	}
 	if nic := node.BoardNIC(); nic != nil {
 		s := nic.Stats()
 		fmt.Printf("ouro node %s: nic rx %d frames %d bytes, tx %d frames %d bytes, filtered %d, rx errors %d, tx ring full %d\n",

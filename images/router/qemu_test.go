@@ -271,9 +271,16 @@ func findToolchain(t *testing.T) toolchain {
 // (mk/tamago.mk's command line) and returns the ELF's path.
 func buildImage(t *testing.T, tc toolchain, cfg string) string {
 	t.Helper()
+	return buildImageTags(t, tc, cfg, "usbarmory")
+}
+
+// buildImageTags is buildImage with the given build tags (e.g.
+// "usbarmory,faultinject").
+func buildImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
+	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-usbarmory.elf")
 	ld := "-T 0x80010000 -R 0x1000 -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
-	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", "usbarmory", "-ldflags", ld, "-o", elf, ".")
+	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", tags, "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {

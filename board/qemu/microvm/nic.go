@@ -128,6 +128,7 @@ type NIC struct {
 	rx      vq // owned by the single reader
 	rxReady chan struct{}
 	closed  atomic.Bool
+	woken   atomic.Bool // Wake was called: the next Receive returns at once
 
 	txMu    sync.Mutex // guards tx and txFree
 	tx      vq
@@ -403,7 +404,8 @@ func (n *NIC) HardwareAddr() net.HardwareAddr {
 	return n.MAC
 }
 
-// Receive waits until at least one frame has arrived, then copies up to
+// Receive waits until at least one frame has arrived (or Wake is called:
+// then it returns 0, nil), then copies up to
 // len(frames) frames into frames[i][:sizes[i]] and returns how many. Each
 // frames[i] must hold MaxFrameLen bytes; frames and sizes are owned by the
 // caller. Receive is for a single goroutine; it returns ErrNICClosed after
@@ -419,7 +421,23 @@ func (n *NIC) Receive(frames [][]byte, sizes []int) (int, error) {
 			return c, nil
 		}
 
+		if n.woken.Swap(false) {
+			return 0, nil
+		}
+
 		<-n.rxReady
+	}
+}
+
+// Wake makes a Receive blocked now, or the next one if it finds no frame,
+// return 0 frames and no error (a driver stopping its reader without
+// closing the NIC). Safe from any goroutine.
+func (n *NIC) Wake() {
+	n.woken.Store(true)
+
+	select {
+	case n.rxReady <- struct{}{}:
+	default:
 	}
 }
 

@@ -139,13 +139,27 @@ func TestCloseUnblocks(t *testing.T) {
 // IP frames reach the stack, other EtherTypes the shim port.
 func TestMux(t *testing.T) {
 	da, db := streamPair(t)
-	m, err := NewMux(da, layertest.Runner{})
+	m := NewMux(da)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		m.Close()
+		if err := <-ran; err != nil {
+			t.Errorf("Run after cancel and Close: %v", err)
+		}
+	})
+	shim, err := m.Open(PortShim)
 	if err != nil {
 		t.Fatal(err)
 	}
-	shim := m.Port(PortShim)
 	defer shim.Close()
-	sa := newStack(t, m.Port(PortIP), "127.0.10.1/24")
+	ipPort, err := m.Open(PortIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := newStack(t, ipPort, "127.0.10.1/24")
 	sb := newStack(t, db, "127.0.10.2/24")
 	ca := listen(t, sa, "127.0.10.1:3435")
 	cb := listen(t, sb, "127.0.10.2:3435")

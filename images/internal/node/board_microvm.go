@@ -9,7 +9,6 @@ import (
 	"github.com/ouronet/ouro/board/qemu/microvm"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
-	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 )
@@ -18,9 +17,10 @@ import (
 // adapted exactly as board_usbarmory.go adapts the ENET.
 //
 // The board's Ethernet port is one piece of hardware for the whole image:
-// the image hands its board over with UseBoard before New, and the first
-// IPCP that asks for the NIC ("board = true") initialises it and splits it
-// between the Ethernet shim and the netstack (netstack.Mux).
+// the image hands its board over with UseBoard before New, and the node
+// initialises the NIC (openBoardLink) before it boots the kernel, for the
+// driver component that runs its receive half (driver.go) and the shims
+// that open its ports.
 var board struct {
 	mu  sync.Mutex // guards the fields
 	b   *microvm.Board
@@ -43,8 +43,12 @@ func BoardNIC() *microvm.NIC {
 	return board.nic
 }
 
-// boardFrames is port i of the board NIC's mux.
-func boardFrames(i int, r layer.Runner) (eth.Device, error) {
+// openBoardLink initialises the NIC, once, and returns its Mux; this
+// board has no USB gadget.
+func openBoardLink(p boardPort) (*netstack.Mux, error) {
+	if p == "usb" {
+		return nil, fmt.Errorf(`board = "usb": this image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
+	}
 	board.mu.Lock()
 	defer board.mu.Unlock()
 	if board.b == nil {
@@ -59,21 +63,12 @@ func boardFrames(i int, r layer.Runner) (eth.Device, error) {
 			return nil, fmt.Errorf("board NIC: %w", err)
 		}
 		board.nic = nic
-		m, err := netstack.NewMux(newNICDevice("microvm", nic, microvm.MaxFrameLen, microvm.MaxFrameLen-eth.EthLen-4), r)
-		if err != nil {
-			return nil, err
-		}
-		board.mux = m
+		board.mux = netstack.NewMux(newNICDevice("microvm", nic, microvm.MaxFrameLen, microvm.MaxFrameLen-eth.EthLen-4))
 	}
-	return board.mux.Port(i), nil
+	return board.mux, nil
 }
 
 // boardUART is the board's link UART for the serial shim; this board has none.
 func boardUART() (serial.Device, error) {
 	return nil, fmt.Errorf("[ipcp.serial] board = true: the microvm image has no link UART: %w", flow.ErrInvalid)
-}
-
-// boardUSBFrames is the USB gadget's port i; this image has none.
-func boardUSBFrames(int, layer.Runner) (eth.Device, error) {
-	return nil, fmt.Errorf(`board = "usb": this image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
 }

@@ -9,8 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/board/raspberrypi"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/layer"
-	"github.com/ouronet/ouro/layer/shim/eth"
+	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/layer/shim/serial"
 )
 
@@ -71,12 +70,10 @@ func boardUART() (serial.Device, error) {
 	return board.link, nil
 }
 
-// boardFrames is the board NIC's port i; the Pi image has none.
-func boardFrames(int, layer.Runner) (eth.Device, error) {
+// openBoardLink is board link p; the Pi image has none.
+func openBoardLink(p boardPort) (*netstack.Mux, error) {
+	if p == "usb" {
+		return nil, fmt.Errorf(`board = "usb": the Raspberry Pi image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
+	}
 	return nil, fmt.Errorf("board = true: the Raspberry Pi image has no Ethernet NIC (use [ipcp.serial] board = true): %w", flow.ErrInvalid)
-}
-
-// boardUSBFrames is the USB gadget's port i; the Pi image has none.
-func boardUSBFrames(int, layer.Runner) (eth.Device, error) {
-	return nil, fmt.Errorf(`board = "usb": the Raspberry Pi image has no USB Ethernet gadget: %w`, flow.ErrInvalid)
 }

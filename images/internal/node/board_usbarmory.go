@@ -9,15 +9,15 @@ import (
 	"github.com/ouronet/ouro/board/usbarmory"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
-	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 )
 
 // The board's Ethernet port is one piece of hardware for the whole image:
-// the image hands its board over with UseBoard before New, and the first
-// IPCP that asks for the NIC ("board = true") initialises it and splits it
-// between the Ethernet shim and the netstack (netstack.Mux).
+// the image hands its board over with UseBoard before New, and the node
+// initialises the NIC (openBoardLink) before it boots the kernel, for the
+// driver component that runs its receive half (driver.go) and the shims
+// that open its ports.
 var board struct {
 	mu  sync.Mutex // guards the fields
 	b   *usbarmory.Board
@@ -40,8 +40,11 @@ func BoardNIC() *usbarmory.NIC {
 	return board.nic
 }
 
-// boardFrames is port i of the board NIC's mux.
-func boardFrames(i int, r layer.Runner) (eth.Device, error) {
+// openBoardLink initialises board link p, once, and returns its Mux.
+func openBoardLink(p boardPort) (*netstack.Mux, error) {
+	if p == "usb" {
+		return openBoardUSB()
+	}
 	board.mu.Lock()
 	defer board.mu.Unlock()
 	if board.b == nil {
@@ -57,13 +60,9 @@ func boardFrames(i int, r layer.Runner) (eth.Device, error) {
 		}
 		board.nic = nic
 		// MTU: the payload of a MaxFrameLen frame with an 802.1Q tag.
-		m, err := netstack.NewMux(newNICDevice("usbarmory", nic, usbarmory.MaxFrameLen, usbarmory.MaxFrameLen-eth.EthLen-4), r)
-		if err != nil {
-			return nil, err
-		}
-		board.mux = m
+		board.mux = netstack.NewMux(newNICDevice("usbarmory", nic, usbarmory.MaxFrameLen, usbarmory.MaxFrameLen-eth.EthLen-4))
 	}
-	return board.mux.Port(i), nil
+	return board.mux, nil
 }
 
 // boardUART is the board's link UART for the serial shim; this board has none.

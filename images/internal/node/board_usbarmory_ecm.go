@@ -10,14 +10,12 @@ import (
 	"github.com/ouronet/ouro/board/usbarmory/ecm"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
-	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
 // The board's USB CDC-ECM gadget (board = "usb") is a second link device,
-// independent of the ENET: the first IPCP that asks for it initialises it
-// and splits it with its own netstack.Mux between the Ethernet shim and
-// the netstack, like the ENET (board_usbarmory.go).
+// independent of the ENET, with a driver component of its own
+// ("driver.usb"), set up like the ENET's (board_usbarmory.go).
 var boardUSB struct {
 	mu  sync.Mutex // guards the fields
 	mux *netstack.Mux
@@ -32,8 +30,8 @@ func BoardECM() *usbarmory.ECM {
 	return boardUSB.ecm
 }
 
-// boardUSBFrames is port i of the USB gadget's mux.
-func boardUSBFrames(i int, r layer.Runner) (eth.Device, error) {
+// openBoardUSB initialises the USB gadget, once, and returns its Mux.
+func openBoardUSB() (*netstack.Mux, error) {
 	board.mu.Lock()
 	b := board.b
 	board.mu.Unlock()
@@ -52,11 +50,7 @@ func boardUSBFrames(i int, r layer.Runner) (eth.Device, error) {
 		}
 		boardUSB.ecm = e
 		// MTU: wMaxSegmentSize less the Ethernet header, 1500.
-		m, err := netstack.NewMux(newNICDevice("usb gadget", e, ecm.MaxSegmentSize, ecm.MaxSegmentSize-eth.EthLen), r)
-		if err != nil {
-			return nil, err
-		}
-		boardUSB.mux = m
+		boardUSB.mux = netstack.NewMux(newNICDevice("usb gadget", e, ecm.MaxSegmentSize, ecm.MaxSegmentSize-eth.EthLen))
 	}
-	return boardUSB.mux.Port(i), nil
+	return boardUSB.mux, nil
 }

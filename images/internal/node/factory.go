@@ -8,7 +8,6 @@ import (
 
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel"
-	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 	"github.com/ouronet/ouro/layer/shim/udp"
@@ -22,26 +21,38 @@ type tomlPrimitive = toml.Primitive
 // open itself.
 type ipcpDevices interface {
 	// eth opens an [ipcp.eth] table's device (nil: the shim opens the
-	// named interface itself); r runs a board mux's goroutines.
-	eth(c ethConfig, r layer.Runner) (eth.Device, error)
+	// named interface itself); a board link's is its port's ring from
+	// the driver, held by pd's component.
+	eth(c ethConfig, pd *kernel.PD) (eth.Device, error)
 	// serial opens an [ipcp.serial] table's byte stream.
 	serial(c serialConfig) (serial.Device, error)
 	// netstackUDP builds an [ipcp.udp.netstack] stack and its UDP socket.
-	netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error)
+	// pd runs its goroutines (and holds a board link's ring).
+	netstackUDP(c netstackConfig, addr netip.AddrPort, pd *kernel.PD) (udp.Device, error)
+	// driver returns the driver of board link p, or nil.
+	driver(p boardPort) *driver
 }
 
-// boardDevices opens devices on the board (or the host) the image runs on.
-type boardDevices struct{}
+// boardDevices opens devices on the board (or the host) the image runs
+// on; board links are reached through their drivers' ports only.
+type boardDevices struct{ drivers drivers }
 
 var _ ipcpDevices = boardDevices{}
 
-func (boardDevices) eth(c ethConfig, r layer.Runner) (eth.Device, error) { return ethDevice(c, r) }
+func (d boardDevices) eth(c ethConfig, pd *kernel.PD) (eth.Device, error) {
+	if c.Board != "" && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
+		return d.drivers.openRing(c.Board, portShim, pd)
+	}
+	return ethDevice(c)
+}
 
 func (boardDevices) serial(c serialConfig) (serial.Device, error) { return serialDevice(c) }
 
-func (boardDevices) netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error) {
-	return netstackUDP(c, addr, r)
+func (d boardDevices) netstackUDP(c netstackConfig, addr netip.AddrPort, pd *kernel.PD) (udp.Device, error) {
+	return netstackUDP(c, addr, pd, d.drivers)
 }
+
+func (d boardDevices) driver(p boardPort) *driver { return d.drivers[p] }
 
 // ipcpFactory builds IPCPs declared at run time ("ouro create") exactly
 // as the configuration's IPCPs are built; it is the IRM's irm.Creator. It

@@ -104,6 +104,11 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			}
 			return nil, err
 		}
+		if c.Netstack != nil {
+			if d := deps.devices.driver(c.Netstack.Board); d != nil {
+				return boardShim{shimManager{ipcp}, d}, nil
+			}
+		}
 		return shimManager{ipcp}, nil
 	case "eth":
 		var c ethConfig
@@ -125,6 +130,9 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 				cfg.Device.Close()
 			}
 			return nil, err
+		}
+		if d := deps.devices.driver(c.Board); d != nil && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
+			return boardShim{shimManager{ipcp}, d}, nil
 		}
 		return shimManager{ipcp}, nil
 	case "local":
@@ -373,11 +381,11 @@ func (r brokerRegistrar) Reg(ctx context.Context, name, lower string) error {
 }
 
 // ethDevice opens the stream device an [ipcp.eth] table asks for; nil
-// when it names an interface (the shim opens AF_PACKET itself). r runs
-// the goroutines of a board device's mux, if this opens it first.
-func ethDevice(c ethConfig, r layer.Runner) (eth.Device, error) {
+// when it names an interface (the shim opens AF_PACKET itself). Board
+// links are boardDevices.eth's.
+func ethDevice(c ethConfig) (eth.Device, error) {
 	if c.Board != "" && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
-		return boardLink(c.Board, portShim, r)
+		return nil, fmt.Errorf("board = %q: no driver for board links here: %w", c.Board, flow.ErrInvalid)
 	}
 	set := 0
 	for _, v := range []string{c.Interface, c.QEMUConnect, c.QEMUListen} {
@@ -427,15 +435,6 @@ func (p *boardPort) UnmarshalTOML(v any) error {
 		}
 	}
 	return fmt.Errorf("board = %v: want true, false, \"enet\" or \"usb\": %w", v, flow.ErrInvalid)
-}
-
-// boardLink is port i of the board link device p (board_*.go). The
-// first call splits the device with a netstack.Mux whose reader r runs.
-func boardLink(p boardPort, i int, r layer.Runner) (eth.Device, error) {
-	if p == "usb" {
-		return boardUSBFrames(i, r)
-	}
-	return boardFrames(i, r)
 }
 
 // shimIPCP is a shim as the node manages it.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/netstack"
-	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/udp"
 )
@@ -28,9 +28,11 @@ type netstackConfig struct {
 // netstackUDP builds the stack c describes and a UDP socket bound to addr
 // on it (zero addr: the first address, udp.DefaultPort). Closing the
 // socket stops the stack and closes the device. r runs the stack's
-// goroutines: the kernel PD of the shim's component.
-func netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Device, error) {
-	cfg := netstack.Config{Runner: r}
+// goroutines: the kernel PD of the shim's component; a board link's
+// frames come from the ring of its driver's IP port (ds) that pd's
+// component holds.
+func netstackUDP(c netstackConfig, addr netip.AddrPort, pd *kernel.PD, ds drivers) (udp.Device, error) {
+	cfg := netstack.Config{Runner: pd}
 	for _, s := range c.Addrs {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -65,13 +67,13 @@ func netstackUDP(c netstackConfig, addr netip.AddrPort, r layer.Runner) (udp.Dev
 		if c.QEMUConnect != "" || c.QEMUListen != "" {
 			return nil, fmt.Errorf("set one of board, qemu_connect and qemu_listen: %w", flow.ErrInvalid)
 		}
-		d, err := boardLink(c.Board, portIP, r)
+		d, err := ds.openRing(c.Board, portIP, pd)
 		if err != nil {
 			return nil, err
 		}
 		dev = d
 	} else {
-		d, err := ethDevice(ethConfig{QEMUConnect: c.QEMUConnect, QEMUListen: c.QEMUListen, MAC: c.MAC}, r)
+		d, err := ethDevice(ethConfig{QEMUConnect: c.QEMUConnect, QEMUListen: c.QEMUListen, MAC: c.MAC})
 		if err != nil {
 			return nil, err
 		}
@@ -110,7 +112,7 @@ func (c *stackConn) Close() error {
 	return err
 }
 
-// Ports of the board's shared NIC (netstack.Mux).
+// Ports of a board link's driver (netstack.Mux).
 const (
 	portShim = netstack.PortShim
 	portIP   = netstack.PortIP

@@ -5,6 +5,7 @@ import (
 	"net"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -12,13 +13,19 @@ import (
 // make them: the USB armory's ENET and USB gadget, the microvm's
 // virtio-net.
 type batchNIC interface {
-	// Receive blocks until frames arrive and fills frames[i][:sizes[i]].
+	// Receive blocks until frames arrive and fills frames[i][:sizes[i]];
+	// 0 frames and no error: it was woken (waker).
 	Receive(frames [][]byte, sizes []int) (int, error)
 	// Transmit copies and sends frames.
 	Transmit(frames [][]byte) (int, error)
 	HardwareAddr() net.HardwareAddr
 	Close() error
 }
+
+// waker is a batchNIC whose blocked Receive can be interrupted (every
+// board's: the ENET, the USB gadget, virtio-net): Wake makes it return 0
+// frames.
+type waker interface{ Wake() }
 
 // rxBatch is how many frames one Receive may return.
 const rxBatch = 16
@@ -37,7 +44,10 @@ type nicDevice struct {
 	next, have int
 }
 
-var _ eth.Device = (*nicDevice)(nil)
+var (
+	_ eth.Device     = (*nicDevice)(nil)
+	_ netstack.Waker = (*nicDevice)(nil)
+)
 
 // newNICDevice adapts nic, whose frames are at most maxFrame bytes and
 // whose MTU (the payload after the Ethernet header) is mtu.
@@ -56,6 +66,9 @@ func (d *nicDevice) ReadFrame(b []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
+		if n == 0 {
+			return 0, fmt.Errorf("%s: %w", d.name, netstack.ErrWoken)
+		}
 		d.next, d.have = 0, n
 	}
 	i := d.next
@@ -73,11 +86,23 @@ func (d *nicDevice) WriteFrame(b []byte) error {
 	return err
 }
 
+// WriteFrames implements netstack.BatchWriter: one Transmit for the
+// batch.
+func (d *nicDevice) WriteFrames(frames [][]byte) (int, error) { return d.nic.Transmit(frames) }
+
 // MAC implements eth.Device.
 func (d *nicDevice) MAC() net.HardwareAddr { return d.nic.HardwareAddr() }
 
 // MTU implements eth.Device.
 func (d *nicDevice) MTU() int { return d.mtu }
+
+// Wake implements netstack.Waker: a blocked ReadFrame returns ErrWoken,
+// if the NIC can be woken (else nothing happens).
+func (d *nicDevice) Wake() {
+	if w, ok := d.nic.(waker); ok {
+		w.Wake()
+	}
+}
 
 // Close implements eth.Device.
 func (d *nicDevice) Close() error { return d.nic.Close() }

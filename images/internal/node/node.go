@@ -16,6 +16,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -88,11 +89,18 @@ type Node struct {
 	signer *SignerComponent
 	irms   atomic.Int32
 	clean  sync.Once
+	// links are the board link devices the configuration's IPCPs use,
+	// each with a driver component; drivers is filled by Start before
+	// the kernel boots and only read afterwards.
+	links   []boardPort
+	drivers drivers
 
 	// Test seams (nil outside tests): wrap the IRM's program, or each
 	// IPCP a component builds, to inject faults.
 	wrapIRM  func(kernel.Program) kernel.Program
 	wrapIPCP func(ipcpImpl) ipcpImpl
+	// openLink, if set, replaces openBoardLink (a test's board link).
+	openLink func(boardPort) (*netstack.Mux, error)
 }
 
 // Extra is an additional component an image adds to the node (the socket
@@ -116,7 +124,7 @@ type Extra struct {
 
 // New builds a node from cfg; Start boots it.
 func New(cfg *Config, extras ...Extra) (*Node, error) {
-	n := &Node{cfg: cfg, extras: extras}
+	n := &Node{cfg: cfg, extras: extras, links: boardLinksUsed(cfg), drivers: drivers{}}
 	n.logf = func(string, ...any) {}
 	if cfg.Node.Log {
 		l := log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds)
@@ -154,7 +162,7 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		Restart: irm.RestartPolicy{
 			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
 		},
-		Creator: ipcpFactory{node: cfg.Node.Name, logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{}, allocs: cfg.Allocs},
+		Creator: ipcpFactory{node: cfg.Node.Name, logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{n.drivers}, allocs: cfg.Allocs},
 		Incarnation: func(name string) (uint64, bool) {
 			_, inc, err := n.k.State(name)
 			return uint64(inc), err == nil
@@ -171,6 +179,10 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 	}
 	for i, x := range extras {
 		n.icfg.Children = append(n.icfg.Children, irm.ChildSlot{Name: x.Name, Component: restartSlot(x.Name), Badge: n.extraBadge(i)})
+	}
+	for j, p := range n.links {
+		name := driverComponent(p)
+		n.icfg.Children = append(n.icfg.Children, irm.ChildSlot{Name: name, Component: restartSlot(name), Badge: driverBadge(j)})
 	}
 	return n, nil
 }
@@ -235,6 +247,16 @@ func (n *Node) describe() *kernel.System {
 		return spec
 	}
 	var comps []kernel.ComponentSpec
+	// A board link's driver (driver.go): supervised, a Write cap on the
+	// receive ring of each of its ports that an IPCP uses and Read on its
+	// transmit ring (which those IPCPs hold Write on), nothing else.
+	drivers := map[boardPort]*kernel.ComponentSpec{}
+	for _, p := range n.links {
+		// Bufs: the receive buffer in hand and a transmit batch.
+		drivers[p] = &kernel.ComponentSpec{Name: driverComponent(p), Budget: kernel.Budget{Bufs: 1 + popBatch}}
+		sys.Rings = append(sys.Rings, kernel.RingSpec{Name: txRing(p), Size: ringLen})
+		drivers[p].Caps = append(drivers[p].Caps, kernel.CapSpec{Name: slotDriverTx, Object: txRing(p), Rights: kernel.Read})
+	}
 	for i, p := range cfg.IPCPs {
 		name := ipcpComponent(p.Name)
 		ep := endpointName(name)
@@ -242,14 +264,28 @@ func (n *Node) describe() *kernel.System {
 		irmSpec.Caps = append(irmSpec.Caps, kernel.CapSpec{
 			Name: name, Object: ep, Rights: kernel.Write | kernel.Grant | kernel.GrantReply,
 		})
-		comps = append(comps, supervised(kernel.ComponentSpec{
+		spec := kernel.ComponentSpec{
 			Name:   name,
 			Budget: kernel.Budget{Bufs: p.Bufs},
 			Caps: []kernel.CapSpec{
 				{Name: slotEP, Object: ep, Rights: kernel.Read},
 				{Name: slotIRM, Object: irmEPName, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: ipcpBadge(i)},
 			},
-		}, ipcpBadge(i)))
+		}
+		// The first IPCP on a board link's port gets the port's ring.
+		if link, port, ok := boardUse(cfg, p); ok {
+			ring := portRing(link, port)
+			if d := drivers[link]; d != nil && !holdsSlot(d, driverRxSlot(port)) {
+				sys.Rings = append(sys.Rings, kernel.RingSpec{Name: ring, Size: ringLen})
+				d.Caps = append(d.Caps, kernel.CapSpec{Name: driverRxSlot(port), Object: ring, Rights: kernel.Write})
+				spec.Caps = append(spec.Caps, kernel.CapSpec{Name: slotBoardRx, Object: ring, Rights: kernel.Read},
+					kernel.CapSpec{Name: slotBoardTx, Object: txRing(link), Rights: kernel.Write})
+			}
+		}
+		comps = append(comps, supervised(spec, ipcpBadge(i)))
+	}
+	for j, p := range n.links {
+		comps = append(comps, supervised(*drivers[p], driverBadge(j)))
 	}
 	for i, x := range n.extras {
 		bufs := x.Bufs
@@ -270,6 +306,16 @@ func (n *Node) describe() *kernel.System {
 	return sys
 }
 
+// holdsSlot reports whether spec has a cap in the named slot.
+func holdsSlot(spec *kernel.ComponentSpec, slot string) bool {
+	for _, c := range spec.Caps {
+		if c.Name == slot {
+			return true
+		}
+	}
+	return false
+}
+
 // System returns the node's system description as configured.
 func (n *Node) System() *kernel.System { return n.sys }
 
@@ -287,7 +333,23 @@ func (n *Node) Start() error {
 	if n.wrapIRM != nil {
 		progs[irmName] = n.wrapIRM(progs[irmName])
 	}
-	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{}, wrap: n.wrapIPCP, nodeKey: n.id.Public(), allocs: n.cfg.Allocs}
+	// Board link devices are initialised here, before any component
+	// runs; each one's receive half is its driver component's.
+	openLink := openBoardLink
+	if n.openLink != nil {
+		openLink = n.openLink
+	}
+	for _, p := range n.links {
+		m, err := openLink(p)
+		if err != nil {
+			n.Stop() // closes the links opened before this one
+			return fmt.Errorf("node: board link %s: %w", p, err)
+		}
+		d := &driver{port: p, mux: m}
+		n.drivers[p] = d
+		progs[driverComponent(p)] = d.program
+	}
+	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{n.drivers}, wrap: n.wrapIPCP, nodeKey: n.id.Public(), allocs: n.cfg.Allocs}
 	var waits []chan error
 	for _, p := range n.cfg.IPCPs {
 		ch := make(chan error, 1)
@@ -406,11 +468,14 @@ func ipcpProgram(p IPCPConfig, deps ipcpDeps, started chan<- error) kernel.Progr
 	}
 }
 
-// Stop stops every component, waits for them, then cleans up what the
-// extras left (the gateway's socket).
+// Stop stops every component, waits for them, then closes the board
+// link devices and cleans up what the extras left (the gateway's socket).
 func (n *Node) Stop() {
 	if n.k != nil {
 		n.k.Stop()
+	}
+	for _, d := range n.drivers {
+		d.mux.Close()
 	}
 	n.cleanup()
 }
