@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -74,9 +75,25 @@ qemu_connect = "127.0.0.1:%d"
 `, port), AppEnv{}, appA)
 
 	a := <-brA
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, info, err := a.Alloc(ctx, "echo.b", flow.BestEffort())
+	// b's echo app starts beside b's IRM: until it has bound its name, b
+	// answers "not found"; and an attempt can time out on a loaded
+	// machine. Both are retried.
+	var (
+		p    flow.Port
+		info flow.Info
+		err  error
+	)
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		p, info, err = a.Alloc(actx, "echo.b", flow.BestEffort())
+		acancel()
+		if err == nil || !errors.Is(err, flow.ErrNotFound) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, flow.ErrTimeout) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("alloc echo.b: %v", err)
 	}
