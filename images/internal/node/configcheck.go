@@ -238,37 +238,26 @@ func (k *checker) structure(doc map[string]any) {
 		v := doc[key]
 		path := []any{key}
 		switch key {
-		case "ipcp":
+		case "ipcp", "app", "ipnet":
 			elems, ok := tableArray(v)
 			if !ok {
-				k.add(path, "", key, "ipcp must be an array of tables: write each IPC process as [[ipcp]]")
+				k.add(path, "", key, "%s must be an array of tables: write each %s as [[%s]]", key, arrayWhat(key), key)
 				continue
 			}
 			for i, e := range elems {
-				k.ipcp([]any{"ipcp", i}, i, e)
-			}
-		case "app":
-			elems, ok := tableArray(v)
-			if !ok {
-				k.add(path, "", key, "app must be an array of tables: write each application as [[app]]")
-				continue
-			}
-			for i, e := range elems {
-				where := fmt.Sprintf("[[app]] #%d", i+1)
-				p := []any{"app", i}
-				k.table(p, where, "app", e, reflect.TypeFor[AppConfig](), nil)
-				if _, ok := e["kind"]; !ok && !k.suggested(p, "kind") {
-					k.add(p, where, "kind", "missing required key \"kind\" (accepted values: %s)", strings.Join(appChoice.values, ", "))
+				p := []any{key, i}
+				where := fmt.Sprintf("[[%s]] #%d", key, i+1)
+				switch key {
+				case "ipcp":
+					k.ipcp(p, i, e)
+				case "app":
+					k.table(p, where, "app", e, reflect.TypeFor[AppConfig](), nil)
+					if _, ok := e["kind"]; !ok && !k.suggested(p, "kind") {
+						k.add(p, where, "kind", "missing required key \"kind\" (accepted values: %s)", strings.Join(appChoice.values, ", "))
+					}
+				case "ipnet":
+					k.table(p, where, "ipnet", e, reflect.TypeFor[IPNetConfig](), nil)
 				}
-			}
-		case "ipnet":
-			elems, ok := tableArray(v)
-			if !ok {
-				k.add(path, "", key, "ipnet must be an array of tables: write each bridge as [[ipnet]]")
-				continue
-			}
-			for i, e := range elems {
-				k.table([]any{"ipnet", i}, fmt.Sprintf("[[ipnet]] #%d", i+1), "ipnet", e, reflect.TypeFor[IPNetConfig](), nil)
 			}
 		default:
 			f, ok := top[key]
@@ -279,6 +268,17 @@ func (k *checker) structure(doc map[string]any) {
 			k.value(path, "["+key+"]", key, key, v, f.Type)
 		}
 	}
+}
+
+// arrayWhat names what one table of an array of tables declares.
+func arrayWhat(key string) string {
+	switch key {
+	case "ipcp":
+		return "IPC process"
+	case "app":
+		return "application"
+	}
+	return "bridge"
 }
 
 // tableArray returns v as an array of tables.
