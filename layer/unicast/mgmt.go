@@ -351,6 +351,11 @@ func (p *IPCP) Stats() Stats {
 	sealStats := c.fa.Stats()
 	s.Checks["seal.flows"], s.Checks["seal.kex_failed"] = sealStats.Sealed, sealStats.KexFailed
 	s.Checks["seal.tampered"], s.Checks["seal.replayed"] = c.p.c.tampered.Load(), c.p.c.replayed.Load()
+	var rekeys uint64 // of the flows open now
+	for _, f := range c.fa.Flows() {
+		rekeys += f.Rekeys
+	}
+	s.Checks["seal.rekeys"] = rekeys
 	if dc, ok := c.dir.(DirCounters); ok {
 		for k, v := range dc.Counters() {
 			s.Checks["dir."+k] = v

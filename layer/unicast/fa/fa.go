@@ -730,6 +730,7 @@ type FlowInfo struct {
 	Age                                time.Duration
 	Peer                               *flow.Peer // sealed flows: the verified peer
 	Tampered, Replayed                 uint64     // sealed flows: SDUs refused
+	Rekeys                             uint64     // sealed flows: times the sending key turned over
 }
 
 // Flows lists the flows, ascending by local endpoint id.
@@ -750,10 +751,18 @@ func (a *Allocator) Flows() []FlowInfo {
 			PktsIn: f.PktsIn.Load(), BytesIn: f.BytesIn.Load(), PktsOut: f.PktsOut.Load(), BytesOut: f.BytesOut.Load(),
 			Drops: f.Drops.Load(), Rate: rate, Age: time.Since(f.started),
 			Peer: f.Peer, Tampered: f.Tampered.Load(), Replayed: f.Replayed.Load(),
+			Rekeys: rekeys(f),
 		})
 	}
 	slices.SortFunc(out, func(x, y FlowInfo) int { return cmp.Compare(x.EID, y.EID) })
 	return out
+}
+
+func rekeys(f *Flow) uint64 {
+	if f.Sealer == nil {
+		return 0
+	}
+	return f.Sealer.Rekeys()
 }
 
 // Stats returns the Allocator's counters.
