@@ -982,8 +982,17 @@ func (c *Conn) retransmit(now time.Time, pkt []byte) int {
 		c.stats.RTO = c.rto
 		c.rtoAt = now.Add(c.rto)
 		c.ptoAt, c.probing = time.Time{}, false
+		// Only the oldest packet not SACKed goes again: FRCT has no
+		// congestion window to hold back a whole window's resend, and a
+		// timeout is more often a queue in front of the path (the
+		// layer's pacing) than the loss of everything in flight. Its ACK
+		// (with SACK) tells what else is missing; the next timeout, backed
+		// off, takes the next one.
 		for seq := c.sndUna; seq != c.sndNext; seq++ {
-			c.markLost(&c.tx[seq&c.mask], true)
+			if s := &c.tx[seq&c.mask]; !s.sacked {
+				c.markLost(s, true)
+				break
+			}
 		}
 	}
 	if !c.rackAt.IsZero() && !now.Before(c.rackAt) {

@@ -560,3 +560,29 @@ func TestNoReorderingFromBlockOrder(t *testing.T) {
 		t.Fatalf("seqno 2 delivered after 7: reordering not seen")
 	}
 }
+
+// TestRTOResendsOne: a timeout resends the oldest packet not SACKed, not
+// the whole window: FRCT has no congestion window to pace a window's
+// resend, and a timeout is more often a queue in front of the path than
+// the loss of everything in flight. (Marking the window lost resent
+// every SDU five to six times on a lossless path behind the unicast
+// layer's pacing.)
+func TestRTOResendsOne(t *testing.T) {
+	l := newLink(t, Config{Mode: Reliable, MinRTO: ms(5), AckDelay: ms(1)}, 100*time.Microsecond)
+	l.warmUp(4)
+	l.ab.drop = func(PCI) bool { return true }
+	l.write(8)
+	before := l.a.Stats()
+	l.run(l.now.Add(l.a.rtoBase+ms(1)), func() bool { return l.a.Stats().Timeouts > before.Timeouts })
+	s := l.a.Stats()
+	if s.Timeouts != before.Timeouts+1 {
+		t.Fatalf("%d timeouts, want 1", s.Timeouts-before.Timeouts)
+	}
+	if got := s.Retransmits - before.Retransmits - (s.Probes - before.Probes); got != 1 {
+		t.Fatalf("the timeout resent %d packets (besides %d probes), want 1", got, s.Probes-before.Probes)
+	}
+	l.ab.drop = nil
+	if !l.run(l.now.Add(time.Second), l.delivered(4+8)) {
+		t.Fatal("not all delivered once the path healed")
+	}
+}

@@ -90,6 +90,10 @@ type Config struct {
 // MaxPacket is the largest packet the Bridge reads.
 const MaxPacket = 65535
 
+// maxFailedWrites is how many writes in a row may fail on a flow (full,
+// timing out) before the Bridge gives it up and allocates another.
+const maxFailedWrites = 16
+
 // Stats are a route's counters.
 type Stats struct {
 	Prefix, Name string
@@ -279,9 +283,10 @@ func (b *Bridge) peer(ctx context.Context, wg *sync.WaitGroup, name string) *pee
 // flow after Idle without any.
 func (b *Bridge) send(ctx context.Context, p *peer) {
 	var (
-		port  flow.Port
-		limit int
-		retry time.Time // no allocation before this (the last one failed)
+		port   flow.Port
+		limit  int
+		retry  time.Time // no allocation before this (the last one failed)
+		failed int       // writes failed in a row on port
 	)
 	idle := time.NewTimer(b.cfg.Idle)
 	defer idle.Stop()
@@ -290,6 +295,7 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 			port.Close()
 			port = nil
 		}
+		failed = 0
 	}
 	defer closeFlow()
 	for {
@@ -336,10 +342,15 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 			default:
 				if err := port.Write(pkt, time.Now().Add(time.Second)); err != nil {
 					p.c.drops.Add(1)
-					if errors.Is(err, flow.ErrClosed) {
-						closeFlow() // the peer went away: allocate again for the next packet
+					failed++
+					// A closed flow, or one that took nothing for a while:
+					// allocate again for the next packet.
+					if !errors.Is(err, flow.ErrBusy) && !errors.Is(err, flow.ErrTimeout) || failed >= maxFailedWrites {
+						b.cfg.Logf("ipnet: flow to %s: %v after %d failed writes: closed", p.name, err, failed)
+						closeFlow()
 					}
 				} else {
+					failed = 0
 					p.c.pktsOut.Add(1)
 					p.c.bytesOut.Add(uint64(len(pkt)))
 				}
