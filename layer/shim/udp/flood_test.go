@@ -289,6 +289,10 @@ func TestPendingPerPeer(t *testing.T) {
 		r.sendMsg(addrOf(cb), &engine.Msg{Type: engine.MsgAllocReq, ReqID: uint64(i + 1), Src: uint32(i + 1), Hash: h[:]})
 	}
 	waitFor(t, func() bool { return b.Stats().CtlIn == 100 })
+	// The requests taken wait for the IRM in goroutines of their own,
+	// which may not have started yet when the last message is counted:
+	// wait for them (a 5th would fail the limit below or the check after).
+	waitFor(t, func() bool { return up.waiting.Load() >= 4 })
 	if got := up.waiting.Load(); got != 4 {
 		t.Fatalf("%d requests of one peer wait for the IRM, want 4", got)
 	}
