@@ -495,12 +495,10 @@ func (c *core) deliver(pkt []byte, now time.Time) {
 // open authenticates and decrypts a sealed flow's SDU in place; a
 // forged, damaged, truncated or replayed one is dropped and counted.
 func (c *core) open(f *fa.Flow, pkt []byte) ([]byte, bool) {
-	if len(pkt) < seal.Overhead {
-		f.Tampered.Add(1)
-		c.p.c.tampered.Add(1)
-		return nil, false
+	sdu, err := []byte(nil), seal.ErrShort
+	if len(pkt) >= seal.CtrLen { // the counter, before which the SDU opens in place
+		sdu, err = f.Opener.Open(pkt[seal.CtrLen:seal.CtrLen], pkt, nil)
 	}
-	sdu, err := f.Opener.Open(pkt[seal.CtrLen:seal.CtrLen], pkt, nil)
 	switch {
 	case err == nil:
 		return sdu, true
@@ -526,13 +524,14 @@ func (c *core) sealIn(f *fa.Flow, b *pbuf, n int) (int, bool) {
 	return len(out), true
 }
 
-// sduOff is where an N+1 SDU of f is read to, after headroom: room for
-// the seal's counter on a sealed flow.
-func sduOff(f *fa.Flow) int {
+// sealRoom is, for an N+1 flow's SDUs, where one is read to after
+// headroom (room for the seal's counter) and what sealing adds to it: 0
+// and 0 on an unsealed flow.
+func sealRoom(f *fa.Flow) (off, over int) {
 	if f.Sealer != nil {
-		return seal.CtrLen
+		return seal.CtrLen, seal.Overhead
 	}
-	return 0
+	return 0, 0
 }
 
 // flowTx moves an N+1 flow's SDUs into the layer until its port closes.
@@ -544,10 +543,7 @@ func (c *core) flowTx(f *fa.Flow) {
 	}
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
-	off, over := sduOff(f), 0
-	if f.Sealer != nil {
-		over = seal.Overhead
-	}
+	off, over := sealRoom(f)
 	for {
 		b := p.getBuf()
 		n, err := f.Port.Read(b.b[headroom+off:headroom+off+flow.MaxSDU], time.Time{})
@@ -606,10 +602,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		sizes [rxBatch]int
 		k     kicks
 	)
-	off, over := sduOff(f), 0
-	if f.Sealer != nil {
-		over = seal.Overhead
-	}
+	off, over := sealRoom(f)
 	for i := range bs {
 		bs[i] = p.getBuf()
 		bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"github.com/ouronet/ouro/crypto/seal"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -662,8 +661,7 @@ func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) 
 	}
 	res := irm.AllocResult{MaxSDU: p.MaxSDU()}
 	if f.Sealer != nil {
-		res.MaxSDU -= seal.Overhead
-		res.Peer = f.Peer
+		res.MaxSDU, res.Peer = c.fa.SealedMaxSDU(), f.Peer
 	}
 	return res, nil
 }

@@ -602,7 +602,7 @@ func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS, sl *seal
 	req := irm.AllocReq{Dst: name, Src: srcName, QoS: q}
 	if sl != nil {
 		req.Peer = PeerOf(sl.res.Peer)
-		req.MaxSDU = a.sealedMaxSDU()
+		req.MaxSDU = a.SealedMaxSDU()
 	}
 	port, err := a.cfg.Upcalls.FlowReq(ctx, req)
 	cancel()

@@ -181,8 +181,8 @@ func (c *docCache) verify(doc []byte) (identity.Document, error) {
 	return d, nil
 }
 
-// sealedMaxSDU is the largest SDU of a sealed flow.
-func (a *Allocator) sealedMaxSDU() int {
+// SealedMaxSDU is the largest SDU of a sealed flow (both ends are told).
+func (a *Allocator) SealedMaxSDU() int {
 	n := flow.MaxSDU
 	if f := a.cfg.Seal.MaxSDU; f != nil && f() > 0 {
 		n = f()
