@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,10 +45,11 @@ type Route struct {
 
 // ParseRoute parses "PREFIX=NAME" (an address alone is a /32 or /128).
 func ParseRoute(s string) (Route, error) {
-	p, name, ok := cutLast(s, '=')
-	if !ok || name == "" {
+	i := strings.LastIndexByte(s, '=')
+	if i < 0 || i == len(s)-1 {
 		return Route{}, fmt.Errorf("ipnet: route %q: want PREFIX=NAME: %w", s, flow.ErrInvalid)
 	}
+	p, name := s[:i], s[i+1:]
 	pfx, err := netip.ParsePrefix(p)
 	if err != nil {
 		a, aerr := netip.ParseAddr(p)
@@ -57,15 +59,6 @@ func ParseRoute(s string) (Route, error) {
 		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
 	return Route{Prefix: pfx.Masked(), Name: name}, nil
-}
-
-func cutLast(s string, c byte) (string, string, bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == c {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // Config configures a Bridge.
@@ -94,7 +87,8 @@ const MaxPacket = 65535
 // timing out) before the Bridge gives it up and allocates another.
 const maxFailedWrites = 16
 
-// Stats are a route's counters.
+// Stats are a route's counters: those of its name (routes to one name
+// share them).
 type Stats struct {
 	Prefix, Name string
 	PktsOut      uint64 // packets sent on its flow
