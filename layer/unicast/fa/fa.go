@@ -261,8 +261,9 @@ type Allocator struct {
 	inbound map[inKey]bool       // incoming requests being accepted
 	hs      map[inKey]*handshake // incoming sealed requests in their key exchange
 
-	ephs chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
-	docs docCache
+	ephs     chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
+	ephsMade bool                // the goroutine making them runs (guarded by mu)
+	docs     docCache
 }
 
 // New returns an Allocator.
@@ -299,10 +300,6 @@ func New(cfg Config) (*Allocator, error) {
 func (a *Allocator) Start() error {
 	a.wg.Add(1)
 	a.cfg.Runner.Go(a.tick)
-	if a.ephs != nil {
-		a.wg.Add(1)
-		a.cfg.Runner.Go(a.makeKeys)
-	}
 	return nil
 }
 

@@ -121,6 +121,13 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 		return kex.Config{}, fmt.Errorf("fa: credentials: %w", err)
 	}
 	cfg := kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.verify}
+	a.mu.Lock()
+	if !a.ephsMade && !a.stopped { // from the first sealed flow on: nothing at start-up
+		a.ephsMade = true
+		a.wg.Add(1)
+		a.cfg.Runner.Go(a.makeKeys)
+	}
+	a.mu.Unlock()
 	select {
 	case cfg.Ephemeral = <-a.ephs:
 	default: // all taken: kex makes them now
@@ -133,7 +140,8 @@ const ephAhead = 2
 
 // makeKeys keeps ephAhead handshakes' fresh key pairs made ahead of
 // time, so that making them (about 0.1 ms) is not on an allocation's
-// critical path. Each is used once.
+// critical path. Each is used once. It starts with the member's first
+// sealed allocation: a member that seals nothing makes none.
 func (a *Allocator) makeKeys() {
 	defer a.wg.Done()
 	for {
