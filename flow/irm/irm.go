@@ -732,16 +732,24 @@ func (m *IRM) bind(ctx context.Context, s *session, name string) error {
 	return nil
 }
 
+// errPending says a registration is recorded, to be made when the IPCP
+// says hello (it has not started yet, or is restarting).
+var errPending = errors.New("registration recorded")
+
 // register registers name with e, bounded by CallTimeout. While e is not
 // operational the registration is recorded and made when it says hello
-// again, and the error says why it is not made now.
+// again, and the error (errPending) says why it is not made now.
 func (m *IRM) register(ctx context.Context, name string, e *ipcpEntry) error {
-	if err := m.ready(e); err != nil {
-		m.mu.Lock()
+	// The check and the record are one step: hello, which registers the
+	// recorded names, sees this one either way (it looks again before it
+	// marks e operational).
+	m.mu.Lock()
+	if e.sup.state != StateOperational {
 		m.nameEntry(name).layers[e.info.Name] = true
 		m.mu.Unlock()
-		return err
+		return fmt.Errorf("%w: %w", errPending, m.ready(e))
 	}
+	m.mu.Unlock()
 	cctx, cancel := m.callCtx(ctx, e)
 	err := e.ipcp.Register(cctx, name)
 	cancel()

@@ -254,7 +254,7 @@ func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 			switch {
 			case errors.Is(err, flow.ErrExists):
 				err = nil
-			case m.ready(e) != nil:
+			case errors.Is(err, errPending):
 				// Recorded: made when the IPCP is back.
 				err, layer = nil, layer+" (when "+e.info.Name+" is back)"
 			}

@@ -144,27 +144,45 @@ func (m *IRM) hello(ctx context.Context, badge kernel.Badge, info Info) error {
 	if e == nil {
 		return errRights("hello", badge, "unknown IPCP")
 	}
+	done := make(map[string]bool)
+	// pending returns the names recorded for e not registered yet; m.mu
+	// is held. Names recorded while the others are being registered are
+	// found on the next round, so none is left behind when e becomes
+	// operational.
+	pending := func() []string {
+		var names []string
+		for n, ne := range m.names {
+			if ne.layers[e.info.Name] && !done[n] {
+				names = append(names, n)
+			}
+		}
+		return names
+	}
 	m.mu.Lock()
 	prev, gen := e.sup.state, e.sup.gen
-	var names []string
-	for n, ne := range m.names {
-		if ne.layers[e.info.Name] {
-			names = append(names, n)
+	for round := 0; ; round++ {
+		names := pending()
+		if len(names) == 0 {
+			break // with m.mu held
 		}
-	}
-	m.mu.Unlock()
-	if prev != StateInit || len(names) > 0 {
-		m.cfg.Logf("irm: IPCP %s (%s) said hello; registering %d names again", e.info.Name, info.Kind, len(names))
-	}
-	for _, n := range names {
-		cctx, cancel := m.callCtx(ctx, e)
-		err := e.ipcp.Register(cctx, n)
-		cancel()
-		if err != nil && !errors.Is(err, flow.ErrExists) {
-			m.cfg.Logf("irm: register %q in %s again: %v", n, e.info.Name, err)
+		m.mu.Unlock()
+		if round == 0 {
+			m.cfg.Logf("irm: IPCP %s (%s) said hello; registering %d names again", e.info.Name, info.Kind, len(names))
 		}
+		for _, n := range names {
+			done[n] = true
+			cctx, cancel := m.callCtx(ctx, e)
+			err := e.ipcp.Register(cctx, n)
+			cancel()
+			if err != nil && !errors.Is(err, flow.ErrExists) {
+				m.cfg.Logf("irm: register %q in %s again: %v", n, e.info.Name, err)
+			}
+		}
+		m.mu.Lock()
 	}
-	m.mu.Lock()
+	if prev != StateInit && len(done) == 0 {
+		m.cfg.Logf("irm: IPCP %s (%s) said hello again", e.info.Name, info.Kind)
+	}
 	defer m.mu.Unlock()
 	if e.sup.gen != gen || e.sup.state == StateFaulted {
 		return fmt.Errorf("irm: hello from %s: faulted meanwhile: %w", e.info.Name, kernel.ErrAborted)

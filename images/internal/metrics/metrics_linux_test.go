@@ -195,9 +195,19 @@ func TestScrapeMatchesStats(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	p, info, err := c.Alloc(ctx, "echo", flow.BestEffort())
-	if err != nil {
-		t.Fatal(err)
+	// The echo app binds its name after the node starts: until it has,
+	// an allocation finds no layer that knows "echo".
+	var p flow.Port
+	var info flow.Info
+	for {
+		p, info, err = c.Alloc(ctx, "echo", flow.BestEffort())
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, flow.ErrNotFound) || ctx.Err() != nil {
+			t.Fatalf("alloc echo: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	defer p.Close()
 	buf := make([]byte, 1500)
