@@ -18,7 +18,9 @@
 // QoS, the seal request), so that a forwarder that changes it (a
 // downgrade) fails the handshake. The ephemeral keys are fresh for every
 // handshake: forward secrecy, and a replayed Hello yields keys the
-// replayer cannot know.
+// replayer cannot know. A finished handshake leaves both sides a ticket
+// from which the next one between them can resume in one round trip,
+// without signatures or ML-KEM (resume.go).
 package kex
 
 import (
@@ -110,10 +112,12 @@ type Keys struct {
 }
 
 // Result is a finished handshake: the keys and the peer's verified
-// identity document.
+// identity document, and the ticket to resume from next time (resume.go;
+// both sides derive the same one).
 type Result struct {
 	Keys Keys
 	Peer identity.Document
+	Next Ticket
 }
 
 type hello struct {
@@ -242,7 +246,8 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 	if err != nil {
 		return Result{}, nil, err
 	}
-	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, Peer: peer}, fin, nil
+	k.next.Peer = peer
+	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, Peer: peer, Next: k.next}, fin, nil
 }
 
 // Responder is the side that answers a Hello.
@@ -333,7 +338,9 @@ func (rs *Responder) Finish(b []byte) (Result, error) {
 	if !identity.VerifyLabeled(rs.peer.Key, identity.LabelKex, digest(ti), f.Sig) {
 		return Result{}, fmt.Errorf("kex: initiator %s: %w", rs.peer.ID, ErrBadSignature)
 	}
-	return Result{Keys: Keys{Send: rs.keys.r2i, Recv: rs.keys.i2r}, Peer: rs.peer}, nil
+	next := rs.keys.next
+	next.Peer = rs.peer
+	return Result{Keys: Keys{Send: rs.keys.r2i, Recv: rs.keys.i2r}, Peer: rs.peer, Next: next}, nil
 }
 
 func (c *Config) check() error {
@@ -369,23 +376,34 @@ func digest(tr []byte) []byte {
 	return d[:]
 }
 
-type directional struct{ i2r, r2i [KeySize]byte }
+// directional are a handshake's keys, one per direction, and the next
+// ticket's secret and identifier (its Peer is set by the caller).
+type directional struct {
+	i2r, r2i [KeySize]byte
+	next     Ticket
+}
 
-// derive expands the hybrid secret into the two directions' keys, salted
-// with the transcript's hash.
-func derive(dh, ss, tr []byte) (directional, error) {
+// derive expands a handshake's secret (the hybrid one, or a ticket's and
+// a fresh X25519 one) into the two directions' keys and the next ticket,
+// salted with the transcript's hash.
+func derive(a, b, tr []byte) (directional, error) {
 	salt := sha256.Sum256(tr)
-	secret := append(append(make([]byte, 0, len(dh)+len(ss)), dh...), ss...)
+	secret := append(append(make([]byte, 0, len(a)+len(b)), a...), b...)
 	var k directional
 	for _, d := range []struct {
 		info string
-		out  *[KeySize]byte
-	}{{"ouro/kex/v1 initiator to responder", &k.i2r}, {"ouro/kex/v1 responder to initiator", &k.r2i}} {
-		b, err := hkdf.Key(sha256.New, secret, salt[:], d.info, KeySize)
+		out  []byte
+	}{
+		{"ouro/kex/v1 initiator to responder", k.i2r[:]},
+		{"ouro/kex/v1 responder to initiator", k.r2i[:]},
+		{"ouro/kex/v1 resumption secret", k.next.Secret[:]},
+		{"ouro/kex/v1 resumption ticket", k.next.ID[:]},
+	} {
+		b, err := hkdf.Key(sha256.New, secret, salt[:], d.info, len(d.out))
 		if err != nil {
 			return directional{}, fmt.Errorf("kex: %w", err)
 		}
-		copy(d.out[:], b)
+		copy(d.out, b)
 	}
 	return k, nil
 }
