@@ -66,6 +66,11 @@ type Config struct {
 	// identity.NameOf) a sealed flow of this member may have at its other
 	// end, either way; the others' allocations are refused.
 	SealPeers []string
+	// SealTicketLife is how long the ticket a sealed flow's key exchange
+	// leaves both ends stays usable to resume the next one between them
+	// in one round trip (0: fa.DefaultTicketLife; negative: never
+	// resume, always make the full key exchange).
+	SealTicketLife time.Duration
 	// Addr is a static address (0: a random one, drawn from Entropy).
 	Addr layer.Addr
 	// Entropy for random addresses (default crypto/rand.Reader).

@@ -350,6 +350,7 @@ func (p *IPCP) Stats() Stats {
 	s.Checks["adjacencies.auth_refused"] = cs.AuthRefused
 	sealStats := c.fa.Stats()
 	s.Checks["seal.flows"], s.Checks["seal.kex_failed"] = sealStats.Sealed, sealStats.KexFailed
+	s.Checks["seal.resumed"], s.Checks["seal.no_ticket"] = sealStats.Resumed, sealStats.NoTicket
 	s.Checks["seal.tampered"], s.Checks["seal.replayed"] = c.p.c.tampered.Load(), c.p.c.replayed.Load()
 	var rekeys uint64 // of the flows open now
 	for _, f := range c.fa.Flows() {

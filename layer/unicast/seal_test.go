@@ -400,14 +400,20 @@ func TestSealPolicy(t *testing.T) {
 	})
 }
 
-// BenchmarkAllocSealed times allocations from a to c across b, sealed and
-// not, in one process: what the key exchange adds to an allocation
-// without process hops or a signer component.
+// BenchmarkAllocSealed times allocations from a to c across b, in one
+// process: unsealed, sealed with the full key exchange every time, and
+// sealed resuming from the last exchange's ticket (after the first):
+// what sealing adds to an allocation without process hops or a signer
+// component.
 func BenchmarkAllocSealed(b *testing.B) {
-	for _, sealed := range []bool{false, true} {
-		b.Run(map[bool]string{false: "plain", true: "sealed"}[sealed], func(b *testing.B) {
-			s := newSealNet(b, nil)
-			q := flow.QoS{Loss: flow.MaxLoss, Sealed: sealed}
+	for _, kind := range []string{"plain", "sealed-full", "sealed-resumed"} {
+		b.Run(kind, func(b *testing.B) {
+			s := newSealNet(b, func(_ string, c *unicast.Config) {
+				if kind == "sealed-full" {
+					c.SealTicketLife = -1 // never resume
+				}
+			})
+			q := flow.QoS{Loss: flow.MaxLoss, Sealed: kind != "plain"}
 			for b.Loop() {
 				ra, rc, _, _, err := s.alloc(b, q)
 				if err != nil {

@@ -253,15 +253,16 @@ func serialDevice(c serialConfig) (serial.Device, error) {
 // addr_width, routing, ca, dir, hello, dead) matter only where bootstrap
 // is set: the others receive the layer's configuration when they enroll.
 type unicastConfig struct {
-	Lower      []string `toml:"lower"`      // lower layers to register the IPCP's name in
-	Bootstrap  bool     `toml:"bootstrap"`  // the layer's first member
-	Enroll     string   `toml:"enroll"`     // IPCP name of a member to enroll through
-	Neighbours []string `toml:"neighbours"` // IPCP names to keep adjacencies with
-	Addr       uint64   `toml:"addr"`       // static address (default: random)
-	Cert       string   `toml:"cert"`       // membership certificate (ouro cert issue): a file, or "base64:DATA" (boards); for layers admitted by authority
-	CRL        string   `toml:"crl"`        // the authority's revocation list (ouro cert revoke): a file, or "base64:DATA"
-	Seal       bool     `toml:"seal"`       // seal every flow of this member (unsealed requests refused); otherwise flows whose QoS asks are sealed
-	SealPeers  []string `toml:"seal_peers"` // if set, the only node ids (ouro id) a sealed flow may have at its other end
+	Lower      []string `toml:"lower"`            // lower layers to register the IPCP's name in
+	Bootstrap  bool     `toml:"bootstrap"`        // the layer's first member
+	Enroll     string   `toml:"enroll"`           // IPCP name of a member to enroll through
+	Neighbours []string `toml:"neighbours"`       // IPCP names to keep adjacencies with
+	Addr       uint64   `toml:"addr"`             // static address (default: random)
+	Cert       string   `toml:"cert"`             // membership certificate (ouro cert issue): a file, or "base64:DATA" (boards); for layers admitted by authority
+	CRL        string   `toml:"crl"`              // the authority's revocation list (ouro cert revoke): a file, or "base64:DATA"
+	Seal       bool     `toml:"seal"`             // seal every flow of this member (unsealed requests refused); otherwise flows whose QoS asks are sealed
+	SealPeers  []string `toml:"seal_peers"`       // if set, the only node ids (ouro id) a sealed flow may have at its other end
+	SealTicket duration `toml:"seal_ticket_life"` // how long a sealed flow's resumption ticket lasts (default 10m; negative: never resume)
 
 	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap; elsewhere the policy to expect)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
@@ -283,7 +284,7 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 	cfg := unicast.Config{
 		Name: p.Name, Layer: p.Layer, Lower: c.Lower,
 		Bootstrap: c.Bootstrap, Enroll: c.Enroll, Neighbours: c.Neighbours,
-		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen, Seal: c.Seal, SealPeers: c.SealPeers,
+		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen, Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration,
 		RoutingTick: c.RoutingTick.Duration, KeepAlive: c.KeepAlive.Duration, FlowTimeout: c.FlowTimeout.Duration,
 		Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{})},
 	}

@@ -48,6 +48,7 @@ const (
 	MsgKeepalive uint8 = 5
 	MsgReply     uint8 = 6 // sealed flows: a piece of the key exchange's Reply (seal.go)
 	MsgFinish    uint8 = 7 // sealed flows: the key exchange's Finish
+	MsgResume    uint8 = 8 // sealed flows: a Req resuming from a ticket (seal.go)
 )
 
 // Results in a Resp.
@@ -56,6 +57,7 @@ const (
 	ResNotFound uint8 = 1 // nobody serves the name here
 	ResRefused  uint8 = 2 // the accepting program or its IRM refused
 	ResBusy     uint8 = 3 // resources exhausted
+	ResNoTicket uint8 = 4 // a Resume's ticket is unknown here: make a full key exchange
 )
 
 // Msg is a flow-allocator message. Fields a type does not use are zero.
@@ -69,7 +71,7 @@ type Msg struct {
 	QoS    flow.QoS  // Req
 	Result uint8     // Resp
 	ECE    uint8     // Update: ca.Feedback.ECE
-	Kex    []byte    // Req, Reply: a piece of the key exchange's message; Finish: the Finish
+	Kex    []byte    // Req, Reply: a piece of the key exchange's message; Finish: the Finish; Resume, Resp to it: the resumption's message
 	Part   uint8     // Req, Reply: which piece Kex is
 	Parts  uint8     // Req, Reply: how many pieces (Req: 0 = an unsealed flow)
 }
@@ -94,15 +96,18 @@ func Unmarshal(b []byte) (Msg, error) {
 		bad = m.DstEID == 0 || badPiece(&m)
 	case MsgFinish:
 		bad = m.SrcEID == 0 || len(m.Kex) == 0 || len(m.Kex) > kex.MaxFinish
+	case MsgResume:
+		bad = m.SrcEID == 0 || len(m.Hash) != layer.HashLen || len(m.Name) > 255 || len(m.Kex) == 0 || len(m.Kex) > kex.MaxResume
 	case MsgResp:
-		bad = m.DstEID == 0 || (m.Result == ResOK && m.SrcEID == 0)
+		bad = m.DstEID == 0 || (m.Result == ResOK && m.SrcEID == 0) || len(m.Kex) > kex.MaxResume || m.Result != ResOK && len(m.Kex) != 0
 	case MsgDealloc, MsgUpdate, MsgKeepalive:
 		bad = m.DstEID == 0
 	default:
 		bad = true
 	}
-	if m.Type != MsgReq && m.Type != MsgReply && (m.Part != 0 || m.Parts != 0) ||
-		m.Type != MsgReq && m.Type != MsgReply && m.Type != MsgFinish && len(m.Kex) != 0 {
+	switch {
+	case m.Type != MsgReq && m.Type != MsgReply && (m.Part != 0 || m.Parts != 0),
+		m.Type != MsgReq && m.Type != MsgReply && m.Type != MsgFinish && m.Type != MsgResume && m.Type != MsgResp && len(m.Kex) != 0:
 		bad = true // key-exchange fields on a message that carries none
 	}
 	if bad {
@@ -214,6 +219,7 @@ type Flow struct {
 	Tampered, Replayed atomic.Uint64
 
 	started time.Time
+	respKex []byte // a resumed flow's answer to the Resume, sent again to a repeated one
 	once    sync.Once
 }
 
@@ -223,6 +229,7 @@ type Stats struct {
 	ReqRetries, Deallocs, PeerGone          uint64
 	Malformed, UnknownEID, Updates          uint64
 	Sealed, KexFailed                       uint64 // sealed flows set up; key exchanges failed (either side)
+	Resumed, NoTicket                       uint64 // of Sealed, resumed from a ticket (either side); Resumes refused for want of a ticket (responder)
 	Active                                  int
 }
 
@@ -231,6 +238,7 @@ type counters struct {
 	reqRetries, deallocs, peerGone          atomic.Uint64
 	malformed, unknownEID, updates          atomic.Uint64
 	sealed, kexFailed                       atomic.Uint64
+	resumed, noTicket                       atomic.Uint64
 }
 
 type inKey struct {
@@ -262,8 +270,10 @@ type Allocator struct {
 	hs      map[inKey]*handshake // incoming sealed requests in their key exchange
 
 	ephs     chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
-	ephsMade bool                // the goroutine making them runs (guarded by mu)
+	rkeys    chan *kex.ResumeKey // sealing: resumptions' key pairs made ahead of time
+	ephsMade bool                // the goroutines making them run (guarded by mu)
 	docs     docCache
+	tickets  *ticketStore // sealing: resumption tickets; nil: never resume
 }
 
 // New returns an Allocator.
@@ -292,6 +302,10 @@ func New(cfg Config) (*Allocator, error) {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	if cfg.Seal != nil {
 		a.ephs = make(chan *kex.Ephemeral, ephAhead)
+		a.rkeys = make(chan *kex.ResumeKey, ephAhead)
+		if cfg.Seal.TicketLife >= 0 {
+			a.tickets = newTicketStore(cmp.Or(cfg.Seal.TicketLife, DefaultTicketLife))
+		}
 	}
 	return a, nil
 }
@@ -404,6 +418,7 @@ func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, r
 	msgs := []*Msg{m} // what a retransmission sends
 	var (
 		in    *kex.Initiator // sealed: the key exchange, until the Reply
+		rm    *kex.Resumer   // sealed, resuming from a ticket: until the Resp
 		reply pieces
 		sl    *sealing // sealed: the finished key exchange
 	)
@@ -413,7 +428,10 @@ func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, r
 		}
 		m.QoS.Sealed, req.QoS.Sealed = true, true
 		var err error
-		if in, msgs, err = a.startSeal(ctx, m); err != nil {
+		if rm, msgs, err = a.startResume(dst, m); err == nil && rm == nil {
+			in, msgs, err = a.startSeal(ctx, m)
+		}
+		if err != nil {
 			a.c.kexFailed.Add(1)
 			return nil, fmt.Errorf("fa: alloc %q: %w", req.Dst, err)
 		}
@@ -447,8 +465,38 @@ func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, r
 				t.Reset(rto)
 				continue
 			}
+			if r.Result == ResNoTicket {
+				if rm == nil {
+					continue // a late answer to a Resume given up
+				}
+				// The responder has no such ticket (expired, evicted,
+				// restarted): the full key exchange.
+				rm = nil
+				var err error
+				if in, msgs, err = a.startSeal(ctx, m); err != nil {
+					a.c.kexFailed.Add(1)
+					return nil, fmt.Errorf("fa: alloc %q: %w", req.Dst, err)
+				}
+				for _, m := range msgs {
+					a.send(dst, m)
+				}
+				rto = a.cfg.RetryBase
+				t.Reset(rto)
+				continue
+			}
 			if r.Result != ResOK {
 				return nil, fmt.Errorf("fa: alloc %q at %d: %w", req.Dst, dst, errOf(r.Result))
+			}
+			if rm != nil {
+				res, err := rm.Reply(r.Kex)
+				if err != nil {
+					// Accepted without (or with a wrong) answer to the
+					// Resume: a downgrade or tampering on the way.
+					a.send(dst, &Msg{Type: MsgDealloc, SrcEID: eid, DstEID: r.SrcEID})
+					a.c.kexFailed.Add(1)
+					return nil, fmt.Errorf("fa: alloc %q at %d: %w: %w", req.Dst, dst, flow.ErrRefused, err)
+				}
+				sl = &sealing{res: res, resumed: true}
 			}
 			if in != nil && sl == nil {
 				// Accepted without a key exchange: somebody on the way
@@ -465,6 +513,12 @@ func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, r
 					return nil, fmt.Errorf("fa: alloc %q: %w", req.Dst, err)
 				}
 				a.c.sealed.Add(1)
+				if sl.resumed {
+					a.c.resumed.Add(1)
+				}
+				if a.tickets != nil {
+					a.tickets.putOut(dst, sl.res.Next, time.Now())
+				}
 			}
 			a.mu.Lock()
 			if a.stopped {
@@ -509,6 +563,8 @@ func (a *Allocator) Handle(src layer.Addr, msg []byte) {
 		a.onReq(src, &m)
 	case MsgFinish:
 		a.onFinish(src, &m)
+	case MsgResume:
+		a.onResume(src, &m)
 	case MsgResp, MsgReply:
 		a.mu.RLock()
 		p := a.pend[m.DstEID]
@@ -551,7 +607,7 @@ func (a *Allocator) onReq(src layer.Addr, m *Msg) {
 	a.mu.Lock()
 	if f := a.byPeer[key]; f != nil { // a retransmission of an accepted request
 		a.mu.Unlock()
-		a.send(src, &Msg{Type: MsgResp, SrcEID: f.EID, DstEID: m.SrcEID})
+		a.send(src, &Msg{Type: MsgResp, SrcEID: f.EID, DstEID: m.SrcEID, Kex: f.respKex})
 		return
 	}
 	if a.inbound[key] || a.stopped {
@@ -618,6 +674,7 @@ func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS, sl *seal
 		f.Remote, f.RemoteEID = key.src, key.eid
 		if sl != nil {
 			err = sl.install(f)
+			f.respKex, resp.Kex = sl.reply, sl.reply
 		}
 	}
 	if err == nil {
@@ -639,6 +696,12 @@ func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS, sl *seal
 	a.c.accepted.Add(1)
 	if sl != nil {
 		a.c.sealed.Add(1)
+		if sl.resumed {
+			a.c.resumed.Add(1)
+		}
+		if a.tickets != nil {
+			a.tickets.putIn(sl.res.Next, time.Now())
+		}
 	}
 	// The answer first: the flow is in the table already, so the
 	// requester's first packets find it; then this side starts sending.
@@ -772,6 +835,6 @@ func (a *Allocator) Stats() Stats {
 		AllocOK: c.allocOK.Load(), AllocFailed: c.allocFailed.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
 		ReqRetries: c.reqRetries.Load(), Deallocs: c.deallocs.Load(), PeerGone: c.peerGone.Load(),
 		Malformed: c.malformed.Load(), UnknownEID: c.unknownEID.Load(), Updates: c.updates.Load(),
-		Sealed: c.sealed.Load(), KexFailed: c.kexFailed.Load(), Active: n,
+		Sealed: c.sealed.Load(), KexFailed: c.kexFailed.Load(), Resumed: c.resumed.Load(), NoTicket: c.noTicket.Load(), Active: n,
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ouronet/ouro/crypto/kex"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/dt"
@@ -21,6 +22,9 @@ func FuzzUnmarshal(f *testing.F) {
 		{Type: fa.MsgReq, SrcEID: 1 << 32, Hash: h[:], QoS: flow.QoS{Sealed: true}, Kex: []byte("hello"), Part: 1, Parts: 2},
 		{Type: fa.MsgReply, DstEID: 6, Kex: []byte("reply"), Parts: 1},
 		{Type: fa.MsgFinish, SrcEID: 5, Kex: []byte("finish")},
+		{Type: fa.MsgResume, SrcEID: 5, Hash: h[:], QoS: flow.QoS{Sealed: true}, Kex: []byte("resume")},
+		{Type: fa.MsgResp, SrcEID: 5, DstEID: 6, Kex: []byte("resumed")},
+		{Type: fa.MsgResp, DstEID: 6, Result: fa.ResNoTicket},
 	} {
 		b, err := fa.Marshal(&m)
 		if err != nil {
@@ -74,6 +78,15 @@ func TestUnmarshalChecks(t *testing.T) {
 		{"finish in pieces", fa.Msg{Type: fa.MsgFinish, SrcEID: 9, Kex: []byte{1}, Parts: 2}, false},
 		{"keepalive with a key piece", fa.Msg{Type: fa.MsgKeepalive, DstEID: 9, Kex: []byte{1}}, false},
 		{"dealloc with a piece count", fa.Msg{Type: fa.MsgDealloc, DstEID: 9, Parts: 23}, false},
+		{"resume", fa.Msg{Type: fa.MsgResume, SrcEID: 9, Hash: h[:], Kex: []byte{1}}, true},
+		{"resume without its message", fa.Msg{Type: fa.MsgResume, SrcEID: 9, Hash: h[:]}, false},
+		{"resume too big", fa.Msg{Type: fa.MsgResume, SrcEID: 9, Hash: h[:], Kex: make([]byte, kex.MaxResume+1)}, false},
+		{"resume in pieces", fa.Msg{Type: fa.MsgResume, SrcEID: 9, Hash: h[:], Kex: []byte{1}, Parts: 1}, false},
+		{"resume with a short hash", fa.Msg{Type: fa.MsgResume, SrcEID: 9, Hash: h[:8], Kex: []byte{1}}, false},
+		{"acceptance of a resume", fa.Msg{Type: fa.MsgResp, SrcEID: 8, DstEID: 9, Kex: []byte{1}}, true},
+		{"refusal with a resume's answer", fa.Msg{Type: fa.MsgResp, DstEID: 9, Result: fa.ResRefused, Kex: []byte{1}}, false},
+		{"acceptance with too big an answer", fa.Msg{Type: fa.MsgResp, SrcEID: 8, DstEID: 9, Kex: make([]byte, kex.MaxResume+1)}, false},
+		{"no ticket", fa.Msg{Type: fa.MsgResp, DstEID: 9, Result: fa.ResNoTicket}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

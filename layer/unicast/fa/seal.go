@@ -28,6 +28,18 @@ import (
 // The requester's identity is proved (Finish) before the accepting
 // program hears of the flow, and the responder's (Reply) before the
 // requester's Alloc returns.
+//
+// Between members that have made a key exchange before, the allocation
+// resumes from a ticket the last one left (tickets.go):
+//
+//	requester                                     responder
+//	  Resume [.., Kex: ResumeHello] ──▶  ticket taken, MAC checked,
+//	                                     then Upcalls.FlowReq
+//	        ◀── Resp [result, src eid, dst eid, Kex: ResumeReply] ──
+//
+// One round trip, as an unsealed allocation; a responder that has no
+// such ticket answers ResNoTicket and the requester makes the full
+// exchange above.
 
 // SealConfig lets an Allocator seal flows.
 type SealConfig struct {
@@ -46,6 +58,10 @@ type SealConfig struct {
 	// MaxSDU returns the layer's largest SDU now (nil or 0:
 	// flow.MaxSDU); a sealed flow carries seal.Overhead bytes less.
 	MaxSDU func() int
+	// TicketLife is how long a resumption ticket stays usable (0:
+	// DefaultTicketLife; negative: never resume, always make the full
+	// key exchange).
+	TicketLife time.Duration
 }
 
 // Pieces of a key-exchange message.
@@ -121,18 +137,57 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 		return kex.Config{}, fmt.Errorf("fa: credentials: %w", err)
 	}
 	cfg := kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.verify}
-	a.mu.Lock()
-	if !a.ephsMade && !a.stopped { // from the first sealed flow on: nothing at start-up
-		a.ephsMade = true
-		a.wg.Add(1)
-		a.cfg.Runner.Go(a.makeKeys)
-	}
-	a.mu.Unlock()
+	a.keysAhead()
 	select {
 	case cfg.Ephemeral = <-a.ephs:
 	default: // all taken: kex makes them now
 	}
 	return cfg, nil
+}
+
+// keysAhead starts making key pairs ahead of time, from the first sealed
+// flow on: a member that seals nothing makes none.
+func (a *Allocator) keysAhead() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ephsMade || a.stopped {
+		return
+	}
+	a.ephsMade = true
+	a.wg.Add(2)
+	a.cfg.Runner.Go(a.makeKeys)
+	a.cfg.Runner.Go(a.makeResumeKeys)
+}
+
+// resumeKey returns a resumption's key pair made ahead of time, or nil
+// (kex makes one).
+func (a *Allocator) resumeKey() *kex.ResumeKey {
+	a.keysAhead()
+	select {
+	case k := <-a.rkeys:
+		return k
+	default:
+		return nil
+	}
+}
+
+// makeResumeKeys keeps ephAhead resumptions' X25519 key pairs made ahead
+// of time (two scalar multiplications of a resumption's four are then
+// off the critical path).
+func (a *Allocator) makeResumeKeys() {
+	defer a.wg.Done()
+	for {
+		k, err := kex.NewResumeKey()
+		if err != nil {
+			a.cfg.Logf("fa: resumption key pairs ahead of time: %v", err)
+			return
+		}
+		select {
+		case a.rkeys <- k:
+		case <-a.ctx.Done():
+			return
+		}
+	}
 }
 
 // ephAhead is how many handshakes' key pairs an Allocator keeps made.
@@ -200,7 +255,9 @@ func (a *Allocator) SealedMaxSDU() int {
 
 // sealing is a finished key exchange, before its flow exists.
 type sealing struct {
-	res kex.Result
+	res     kex.Result
+	resumed bool   // from a ticket
+	reply   []byte // resumed, responder: the ResumeReply its Resp carries
 }
 
 // install gives f the keys and the peer of s.
@@ -370,6 +427,99 @@ func (a *Allocator) expireLocked(now time.Time) {
 			delete(a.hs, k)
 		}
 	}
+}
+
+// startResume begins the requester's side from a ticket dst issued, if
+// there is one: the Resume to send. No ticket (or resumption off): nil,
+// and the caller makes the full key exchange.
+func (a *Allocator) startResume(dst layer.Addr, m *Msg) (*kex.Resumer, []*Msg, error) {
+	if a.tickets == nil {
+		return nil, nil, nil
+	}
+	t, ok := a.tickets.takeOut(dst, time.Now())
+	if !ok {
+		return nil, nil, nil
+	}
+	c, err := a.context(m.Hash, m.Name, m.QoS)
+	if err != nil {
+		return nil, nil, err
+	}
+	rm, hello, err := kex.StartResume(t, c, a.resumeKey())
+	if err != nil {
+		return nil, nil, err
+	}
+	r := *m
+	r.Type, r.Kex = MsgResume, hello
+	return rm, []*Msg{&r}, nil
+}
+
+// onResume takes a Resume from src: if its ticket is here (taken now,
+// once) and its MAC checks, the flow goes to the accepting program and
+// the Resp carries the answer.
+func (a *Allocator) onResume(src layer.Addr, m *Msg) {
+	key := inKey{src, m.SrcEID}
+	a.mu.Lock()
+	if f := a.byPeer[key]; f != nil { // a repeated Resume: the Resp was lost
+		a.mu.Unlock()
+		a.send(src, &Msg{Type: MsgResp, SrcEID: f.EID, DstEID: m.SrcEID, Kex: f.respKex})
+		return
+	}
+	if a.inbound[key] || a.stopped {
+		a.mu.Unlock()
+		return
+	}
+	name, ok := a.cfg.Registry.Name(layer.Hash(m.Hash))
+	if !ok {
+		a.mu.Unlock()
+		a.c.refused.Add(1)
+		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResNotFound})
+		return
+	}
+	if len(a.inbound) >= maxHandshakes {
+		a.mu.Unlock()
+		a.c.refused.Add(1)
+		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResBusy})
+		return
+	}
+	var t kex.Ticket
+	id, err := kex.ResumeTicketID(m.Kex)
+	if err == nil && a.tickets != nil {
+		t, ok = a.tickets.takeIn(id, time.Now())
+	}
+	if err != nil || a.tickets == nil || !ok {
+		// Unknown, used, expired, or from before a restart: replays
+		// end here too.
+		a.mu.Unlock()
+		a.c.noTicket.Add(1)
+		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResNoTicket})
+		return
+	}
+	a.inbound[key] = true
+	a.wg.Add(1)
+	a.mu.Unlock()
+	a.cfg.Runner.Go(func() {
+		res, reply, err := a.respondResume(t, m)
+		if err != nil {
+			a.mu.Lock()
+			delete(a.inbound, key)
+			a.mu.Unlock()
+			a.wg.Done()
+			a.c.kexFailed.Add(1)
+			a.c.refused.Add(1)
+			a.cfg.Logf("fa: resumed sealed flow to %q from %d refused: %v", name, src, err)
+			a.send(src, &Msg{Type: MsgResp, DstEID: key.eid, Result: ResRefused})
+			return
+		}
+		a.accept(key, name, m.Name, m.QoS, &sealing{res: res, resumed: true, reply: reply})
+	})
+}
+
+func (a *Allocator) respondResume(t kex.Ticket, m *Msg) (kex.Result, []byte, error) {
+	c, err := a.context(m.Hash, m.Name, m.QoS)
+	if err != nil {
+		return kex.Result{}, nil, err
+	}
+	return kex.RespondResume(t, c, m.Kex, a.cfg.Seal.Accept, a.resumeKey())
 }
 
 // startSeal begins the requester's side: the Hello's pieces as Reqs.
