@@ -75,6 +75,19 @@ func (c *Client) Bind(ctx context.Context, name string) error {
 	return nil
 }
 
+// BindPeers makes this program the acceptor of name for flows from peers
+// only (PeerBinder); the broker must support it.
+func (c *Client) BindPeers(ctx context.Context, name string, peers []string) error {
+	pb, ok := c.b.(PeerBinder)
+	if !ok {
+		return fmt.Errorf("flow: bind %q: this broker cannot choose peers: %w", name, ErrInvalid)
+	}
+	if err := pb.BindPeers(ctx, name, peers); err != nil {
+		return fmt.Errorf("flow: bind %q: %w", name, err)
+	}
+	return nil
+}
+
 // Unbind undoes Bind.
 func (c *Client) Unbind(ctx context.Context, name string) error {
 	if err := c.b.Unbind(ctx, name); err != nil {

@@ -124,3 +124,13 @@ type Broker interface {
 	// Close releases the broker connection; ports it returned stay open.
 	Close() error
 }
+
+// PeerBinder is a Broker that can bind a name for flows from chosen
+// peers only: the node's IRM refuses (ErrRefused, at the allocating
+// end) every flow to name whose verified peer (a sealed flow's
+// Info.Peer) is not one of peers — node ids as `ouro id` prints them —
+// and every unsealed one. Binding again changes the list; empty: any
+// peer, as Bind.
+type PeerBinder interface {
+	BindPeers(ctx context.Context, name string, peers []string) error
+}

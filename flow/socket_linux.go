@@ -240,6 +240,17 @@ func (b *SocketBroker) Bind(ctx context.Context, name string) error {
 	return err
 }
 
+// BindPeers implements PeerBinder: the peers travel in the request's
+// body.
+func (b *SocketBroker) BindPeers(ctx context.Context, name string, peers []string) error {
+	body, err := b.codec.Marshal(peers)
+	if err != nil {
+		return fmt.Errorf("flow: bind %q: %w", name, err)
+	}
+	_, _, err = b.call(ctx, SockReq{Op: SockBind, Name: name, Body: body})
+	return err
+}
+
 // Unbind implements Broker.
 func (b *SocketBroker) Unbind(ctx context.Context, name string) error {
 	_, _, err := b.call(ctx, SockReq{Op: SockUnbind, Name: name})

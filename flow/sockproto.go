@@ -14,7 +14,7 @@ import "github.com/fxamacker/cbor/v2"
 // Socket operations.
 const (
 	SockAlloc  uint8 = 1 // Name, QoS → a flow
-	SockBind   uint8 = 2 // Name
+	SockBind   uint8 = 2 // Name; Body, if set: the peers whose flows it takes ([]string, PeerBinder)
 	SockUnbind uint8 = 3 // Name
 	SockAccept uint8 = 4 // → a flow, when one arrives
 	SockJoin   uint8 = 5 // Layer → a flow

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -150,6 +151,7 @@ type session struct {
 
 	// Guarded by IRM.mu:
 	names     map[string]bool
+	peers     map[string][]string // per bound name: the only peers whose flows it takes (none: any)
 	ended     bool
 	accepting int // Accepts waiting
 
@@ -345,7 +347,7 @@ func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) 
 			return rpc.Response{}, err
 		}
 		if r.Op == OpBind {
-			return rpc.Response{}, m.bind(ctx, s, a.Name)
+			return rpc.Response{}, m.bind(ctx, s, a.Name, a.Peers)
 		}
 		return rpc.Response{}, m.unbind(ctx, s, a.Name)
 	case OpAccept:
@@ -675,9 +677,12 @@ func (m *IRM) childByBadge(b kernel.Badge) *supervised {
 	return nil
 }
 
-func (m *IRM) bind(ctx context.Context, s *session, name string) error {
+func (m *IRM) bind(ctx context.Context, s *session, name string, peers []string) error {
 	if name == "" {
 		return fmt.Errorf("irm: bind: empty name: %w", flow.ErrInvalid)
+	}
+	if err := CheckPeers(peers); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	if s.ended {
@@ -685,6 +690,7 @@ func (m *IRM) bind(ctx context.Context, s *session, name string) error {
 		return fmt.Errorf("irm: bind %q: session ended: %w", name, flow.ErrClosed)
 	}
 	if s.names[name] {
+		s.setPeers(name, peers) // binding again changes the list
 		m.mu.Unlock()
 		return nil
 	}
@@ -711,6 +717,7 @@ func (m *IRM) bind(ctx context.Context, s *session, name string) error {
 		m.names[name] = n
 	}
 	s.names[name] = true
+	s.setPeers(name, peers)
 	n.sessions = append(n.sessions, s.badge)
 	var reg []*ipcpEntry
 	// IPCPs bind their own names (to accept N-1 flows) and register them
@@ -730,6 +737,19 @@ func (m *IRM) bind(ctx context.Context, s *session, name string) error {
 		}
 	}
 	return nil
+}
+
+// setPeers records which peers' flows to name s takes (empty: any); m.mu
+// is held.
+func (s *session) setPeers(name string, peers []string) {
+	if len(peers) == 0 {
+		delete(s.peers, name)
+		return
+	}
+	if s.peers == nil {
+		s.peers = make(map[string][]string)
+	}
+	s.peers[name] = slices.Clone(peers)
 }
 
 // errPending says a registration is recorded, to be made when the IPCP
@@ -779,6 +799,7 @@ func (m *IRM) unbind(ctx context.Context, s *session, name string) error {
 		return fmt.Errorf("irm: unbind %q: not bound in this session: %w", name, flow.ErrNotFound)
 	}
 	delete(s.names, name)
+	delete(s.peers, name)
 	n := m.names[name]
 	var unreg []*ipcpEntry
 	if n != nil {
@@ -929,6 +950,17 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rp
 	}
 	if req.QoS.Sealed && req.Peer == nil {
 		return rpc.Response{}, fmt.Errorf("irm: flow to %q: asks to be sealed, and layer %s did not seal it: %w", req.Dst, e.info.Layer, flow.ErrRefused)
+	}
+	m.mu.Lock()
+	allowed := s.peers[req.Dst]
+	m.mu.Unlock()
+	if len(allowed) > 0 && (req.Peer == nil || !slices.Contains(allowed, req.Peer.ID)) {
+		who := "an unsealed flow (no verified peer)"
+		if req.Peer != nil {
+			who = fmt.Sprintf("node %s (%q)", req.Peer.ID, req.Peer.Name)
+		}
+		m.cfg.Logf("irm: flow to %q from %s refused: not among the peers its program accepts", req.Dst, who)
+		return rpc.Response{}, fmt.Errorf("irm: flow to %q from %s: not among the peers its program accepts: %w", req.Dst, who, flow.ErrRefused)
 	}
 	info := flow.Info{Local: req.Dst, Remote: req.Src, Layer: e.info.Layer, QoS: req.QoS, MaxSDU: req.MaxSDU, Peer: req.Peer}
 	id, app, ipc, err := m.newFlow(info, e.info.Name, s.badge)

@@ -1,6 +1,8 @@
 package irm
 
 import (
+	"fmt"
+
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/ouronet/ouro/flow"
@@ -44,10 +46,30 @@ type AllocArgs struct {
 	QoS  flow.QoS
 }
 
-// NameArgs names a name.
+// NameArgs names a name. Bind: Peers, if not empty, are the only nodes
+// (ids as identity.NameOf gives them) whose sealed flows to the name the
+// program takes (flow.PeerBinder).
 type NameArgs struct {
-	_    struct{} `cbor:",toarray"`
-	Name string
+	_     struct{} `cbor:",toarray"`
+	Name  string
+	Peers []string `cbor:",omitempty"`
+}
+
+// MaxBindPeers bounds a bind's list of peers.
+const MaxBindPeers = 64
+
+// CheckPeers checks a bind's list of peers: at most MaxBindPeers ids,
+// each 1 to 64 bytes.
+func CheckPeers(peers []string) error {
+	if len(peers) > MaxBindPeers {
+		return fmt.Errorf("irm: bind: %d peers, at most %d: %w", len(peers), MaxBindPeers, flow.ErrInvalid)
+	}
+	for _, p := range peers {
+		if p == "" || len(p) > 64 {
+			return fmt.Errorf("irm: bind: peer id %q: %w", p, flow.ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // JoinArgs names a broadcast layer to join.

@@ -299,6 +299,15 @@ func (b *Broker) Bind(ctx context.Context, name string) error {
 	return err
 }
 
+// BindPeers implements flow.PeerBinder.
+func (b *Broker) BindPeers(ctx context.Context, name string, peers []string) error {
+	if err := CheckPeers(peers); err != nil {
+		return err
+	}
+	_, err := b.c.Call(ctx, OpBind, NameArgs{Name: name, Peers: peers}, nil, nil)
+	return err
+}
+
 // Unbind implements flow.Broker.
 func (b *Broker) Unbind(ctx context.Context, name string) error {
 	_, err := b.c.Call(ctx, OpUnbind, NameArgs{Name: name}, nil, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,9 +34,21 @@ type flowEvent struct {
 // server is what echo and perf --server share: the accept loop over
 // flows, the UDP loop, and the event output.
 type server struct {
-	a    *app
-	kind string // "echo" or "perf"
-	mu   sync.Mutex
+	a     *app
+	kind  string   // "echo" or "perf"
+	allow []string // --allow: the only peers (node ids) whose flows it takes
+	mu    sync.Mutex
+}
+
+// parseAllow splits --allow's comma-separated node ids.
+func parseAllow(v string) []string {
+	var ids []string
+	for id := range strings.SplitSeq(v, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // event prints e as a line of text or JSON; safe for concurrent use.
@@ -98,7 +111,16 @@ func (s *server) serveFlows(ctx context.Context, name string, count int,
 		return err
 	}
 	defer n.Close()
-	if err := n.Bind(ctx, name); err != nil {
+	if len(s.allow) > 0 {
+		pb, ok := n.(flow.PeerBinder)
+		if !ok {
+			return fmt.Errorf("bind %q: --allow: this node connection cannot choose peers: %w", name, flow.ErrInvalid)
+		}
+		err = pb.BindPeers(ctx, name, s.allow)
+	} else {
+		err = n.Bind(ctx, name)
+	}
+	if err != nil {
 		return fmt.Errorf("bind %q: %w", name, err)
 	}
 	defer n.Unbind(context.Background(), name)
@@ -171,17 +193,22 @@ func runEcho(a *app, ctx context.Context, cmd *command, args []string) error {
 	var (
 		count int
 		udp   bool
+		allow string
 	)
 	fs.intVar(&count, 0, "exit after `N` flows were accepted and closed (0: serve until interrupted)", "count", "c")
 	fs.boolVar(&udp, "echo UDP datagrams on ADDR (host:port) instead of flows to a name", "udp")
+	fs.stringVar(&allow, "", "take sealed flows from these nodes only (`IDS`: ids as \"ouro id\" prints them, comma-separated); others and unsealed flows are refused", "allow")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
 	}
-	s := &server{a: a, kind: "echo"}
+	s := &server{a: a, kind: "echo", allow: parseAllow(allow)}
 	if udp {
 		if count != 0 {
 			return usagef("echo: --count counts flows; it does not apply to --udp")
+		}
+		if allow != "" {
+			return usagef("echo: --allow chooses peers of flows; it does not apply to --udp")
 		}
 		return s.serveUDP(ctx, pos[0], false)
 	}

@@ -168,6 +168,8 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{"no node", []string{"--socket", "/nowhere", "ipcps"}, 1, "", "is the node running?"},
 		{"no such name", []string{"ping", "-c", "1", "nobody"}, 1, "", "name not found"},
 		{"echo --udp --count", []string{"echo", "--udp", "-c", "1", "127.0.0.1:0"}, 2, "", "does not apply to --udp"},
+		{"echo --udp --allow", []string{"echo", "--udp", "--allow", "x", "127.0.0.1:0"}, 2, "", "does not apply to --udp"},
+		{"echo --allow, a broker without peers", []string{"echo", "--allow", "x", "pong"}, 1, "", "cannot choose peers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -45,16 +45,21 @@ func runPerf(a *app, ctx context.Context, cmd *command, args []string) error {
 	fs.boolVar(&verbose, "client: print progress each second on stderr (default when stderr is a terminal)", "v", "progress")
 	fs.boolVar(&noVerb, "client: no progress output", "no-progress")
 	fs.intVar(&count, 0, "server: exit after `N` flows were accepted and closed (0: serve until interrupted)", "count", "c")
+	var allow string
+	fs.stringVar(&allow, "", "server: take sealed flows from these nodes only (`IDS`: ids as \"ouro id\" prints them, comma-separated)", "allow")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
 	}
 
 	if serve {
-		s := &server{a: a, kind: "perf"}
+		s := &server{a: a, kind: "perf", allow: parseAllow(allow)}
 		if udp {
 			if count != 0 {
 				return usagef("perf: --count counts flows; it does not apply to --udp")
+			}
+			if allow != "" {
+				return usagef("perf: --allow chooses peers of flows; it does not apply to --udp")
 			}
 			return s.serveUDP(ctx, pos[0], true)
 		}

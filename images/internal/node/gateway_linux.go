@@ -365,7 +365,13 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	case flow.SockAccept:
 		port, resp.Info, err = s.b.Accept(ctx)
 	case flow.SockBind:
-		err = s.b.Bind(ctx, req.Name)
+		var peers []string
+		if len(req.Body) > 0 {
+			err = s.codec.Unmarshal(req.Body, &peers)
+		}
+		if err == nil {
+			err = s.b.BindPeers(ctx, req.Name, peers)
+		}
 	case flow.SockUnbind:
 		err = s.b.Unbind(ctx, req.Name)
 	case flow.SockMgmt:

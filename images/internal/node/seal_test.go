@@ -13,14 +13,12 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 )
 
-// TestSealedFlowBetweenNodes: two nodes on 127.0.0.1, a unicast layer
-// over the UDP shim, each node's keys in its signer component. A sealed
-// flow from a program on a to an echo on b: both programs learn the
-// other node's verified identity, the IRMs list it, SDUs of the flow's
-// (smaller) largest size go through; and b, which seals every flow,
-// refuses an unsealed allocation.
-func TestSealedFlowBetweenNodes(t *testing.T) {
-	ida, idb := newIdentity(t), newIdentity(t)
+// sealPair starts nodes a (bootstrap) and b (enrolled through a, with
+// bUni's extra [ipcp.unicast] lines), a unicast layer over UDP on
+// 127.0.0.1, each with its own identity; it returns a's and b's brokers
+// and identities.
+func sealPair(t *testing.T, bUni string) (ba, bb *irm.Broker, ida, idb *identity.Identity) {
+	ida, idb = newIdentity(t), newIdentity(t)
 	pa, pb := freeUDPPort(t), freeUDPPort(t)
 	cfg := func(name string, port int, uni string) string {
 		return fmt.Sprintf(`
@@ -45,9 +43,18 @@ lower = ["udp"]
 	xb, brb := app("echo")
 	startNodeID(t, ida, cfg("a", pa, `bootstrap = true
 admission = "open"`), xa)
-	startNodeID(t, idb, cfg("b", pb, `enroll = "a.uni"
-seal = true`), xb)
-	ba, bb := <-bra, <-brb
+	startNodeID(t, idb, cfg("b", pb, "enroll = \"a.uni\"\n"+bUni), xb)
+	return <-bra, <-brb, ida, idb
+}
+
+// TestSealedFlowBetweenNodes: two nodes on 127.0.0.1, a unicast layer
+// over the UDP shim, each node's keys in its signer component. A sealed
+// flow from a program on a to an echo on b: both programs learn the
+// other node's verified identity, the IRMs list it, SDUs of the flow's
+// (smaller) largest size go through; and b, which seals every flow,
+// refuses an unsealed allocation.
+func TestSealedFlowBetweenNodes(t *testing.T) {
+	ba, bb, ida, idb := sealPair(t, "seal = true")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := bb.Bind(ctx, "sealed.echo"); err != nil {
@@ -74,27 +81,7 @@ seal = true`), xb)
 		}
 	}()
 	q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
-	var (
-		p       flow.Port
-		info    flow.Info
-		err     error
-		lastErr string
-	)
-	for {
-		// Generous: under -race on a loaded machine a directory lookup
-		// and the key exchange's signatures take seconds.
-		actx, acancel := context.WithTimeout(ctx, 15*time.Second)
-		p, info, err = ba.Alloc(actx, "sealed.echo", q)
-		acancel()
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		if last := err.Error(); last != lastErr {
-			t.Logf("sealed alloc: %v (retrying)", err)
-			lastErr = last
-		}
-		time.Sleep(100 * time.Millisecond) // b enrolling, its name not in the directory yet
-	}
+	p, info, err := allocRetry(t, ctx, ba, "sealed.echo", q)
 	if err != nil {
 		t.Fatalf("sealed alloc: %v", err)
 	}
@@ -135,4 +122,89 @@ seal = true`), xb)
 	if _, _, err := ba.Alloc(ctx, "sealed.echo", q); !errors.Is(err, flow.ErrRefused) {
 		t.Fatalf("unsealed alloc to a member that seals all: %v, want ErrRefused", err)
 	}
+}
+
+// allocRetry allocates a flow to name, retrying while the name is not
+// found yet (b enrolling, its name not in the directory), until ctx ends.
+func allocRetry(t *testing.T, ctx context.Context, b *irm.Broker, name string, q flow.QoS) (flow.Port, flow.Info, error) {
+	var lastErr string
+	for {
+		// Generous: under -race on a loaded machine a directory lookup
+		// and the key exchange's signatures take seconds.
+		actx, acancel := context.WithTimeout(ctx, 15*time.Second)
+		p, info, err := b.Alloc(actx, name, q)
+		acancel()
+		if err == nil || ctx.Err() != nil || errors.Is(err, flow.ErrRefused) {
+			return p, info, err
+		}
+		if last := err.Error(); last != lastErr {
+			t.Logf("alloc %s: %v (retrying)", name, err)
+			lastErr = last
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestBindPeers: a program on b binds "friends" for flows from node a
+// only and "strangers" for flows from another node only. a's sealed
+// flow to "friends" is accepted (and its peer is a); its sealed flow to
+// "strangers" and its unsealed flow to "friends" are refused by b's IRM
+// (ErrRefused at a), and b's program never hears of them.
+func TestBindPeers(t *testing.T) {
+	ba, bb, ida, _ := sealPair(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := bb.BindPeers(ctx, "friends", []string{identity.NameOf(ida.Public())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bb.BindPeers(ctx, "strangers", []string{identity.NameOf(newIdentity(t).Public())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bb.BindPeers(ctx, "too many", make([]string, irm.MaxBindPeers+1)); !errors.Is(err, flow.ErrInvalid) {
+		t.Fatalf("bind with %d peers: %v, want ErrInvalid", irm.MaxBindPeers+1, err)
+	}
+	accepted := make(chan flow.Info, 4)
+	go func() {
+		for {
+			p, info, err := bb.Accept(ctx)
+			if err != nil {
+				return
+			}
+			p.Close()
+			accepted <- info
+		}
+	}()
+	sealed := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
+	p, _, err := allocRetry(t, ctx, ba, "friends", sealed)
+	if err != nil {
+		t.Fatalf("sealed alloc to a name that takes a's flows: %v", err)
+	}
+	p.Close()
+	if in := <-accepted; in.Local != "friends" || in.Peer == nil || in.Peer.ID != identity.NameOf(ida.Public()) {
+		t.Fatalf("b accepted %+v, want a's flow to friends", in)
+	}
+	if _, _, err := allocRetry(t, ctx, ba, "strangers", sealed); !errors.Is(err, flow.ErrRefused) {
+		t.Fatalf("sealed alloc to a name that takes another node's flows only: %v, want ErrRefused", err)
+	}
+	unsealed := sealed
+	unsealed.Sealed = false
+	if _, _, err := allocRetry(t, ctx, ba, "friends", unsealed); !errors.Is(err, flow.ErrRefused) {
+		t.Fatalf("unsealed alloc to a name bound with peers: %v, want ErrRefused", err)
+	}
+	select {
+	case in := <-accepted:
+		t.Fatalf("b's program heard of a refused flow: %+v", in)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// Bound again without a list: anyone.
+	if err := bb.Bind(ctx, "strangers"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bb.BindPeers(ctx, "strangers", nil); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, err = allocRetry(t, ctx, ba, "strangers", sealed); err != nil {
+		t.Fatalf("sealed alloc after the list was lifted: %v", err)
+	}
+	p.Close()
 }
