@@ -22,6 +22,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -183,6 +184,12 @@ func (s *Server) run(pd *kernel.PD) error {
 		ErrorLog:      logger{s.cfg.Logf},
 		Timeout:       s.cfg.Timeout + time.Second,
 	}))
+	mux.Handle("/", status.Handler(func() status.Mgmt {
+		if b := s.broker(); b != nil {
+			return b
+		}
+		return nil
+	}, s.cfg.Timeout))
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -2,8 +2,10 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"path/filepath"
@@ -19,9 +21,11 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -466,5 +470,81 @@ func TestRestartKeepsListener(t *testing.T) {
 	}
 	if r, ok := value(fams, "ouro_component_restarts_total", map[string]string{"component": Name}); !ok || r != 1 {
 		t.Errorf("ouro_component_restarts_total of %s: %v (present %v), want 1", Name, r, ok)
+	}
+}
+
+// TestStatusPage: the metrics listener serves the node's status page at
+// "/": HTML naming the node, its IPCPs and its flows, and the same as
+// JSON, whose identity is the node's verified document; a wrong format,
+// method or path is refused.
+func TestStatusPage(t *testing.T) {
+	tn := startNode(t)
+	c, err := flow.Dial(tn.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var p flow.Port
+	for { // the echo app binds after the node starts
+		if p, _, err = c.Alloc(ctx, "echo", flow.BestEffort()); err == nil {
+			break
+		}
+		if !errors.Is(err, flow.ErrNotFound) || ctx.Err() != nil {
+			t.Fatalf("alloc echo: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer p.Close()
+	base := "http://" + tn.m.Addr().String()
+	get := func(path string) (int, string, string) {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	code, ct, body := get("/")
+	if code != http.StatusOK || !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("GET /: %d %s", code, ct)
+	}
+	for _, want := range []string{"<h1>ouro node a</h1>", "<td>a.local</td>", "<td>a.bc</td>", "<td>echo</td>", "<h2>a.udp (layer"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	code, ct, body = get("/?format=json")
+	if code != http.StatusOK || ct != "application/json" {
+		t.Fatalf("GET /?format=json: %d %s", code, ct)
+	}
+	var page status.Page
+	if err := json.Unmarshal([]byte(body), &page); err != nil {
+		t.Fatal(err)
+	}
+	if page.Node.Name != "a" || page.Node.ID != identity.NameOf(tn.n.Identity().Public()) || len(page.Errors) != 0 {
+		t.Fatalf("status node %+v, errors %v; want node a, id %s", page.Node, page.Errors, identity.NameOf(tn.n.Identity().Public()))
+	}
+	if len(page.IPCPs.Rows) != 3 || len(page.Counters) != 3 || len(page.Flows.Rows) == 0 {
+		t.Fatalf("status: %d IPCPs, %d counter tables, %d flows; want 3, 3, at least 1", len(page.IPCPs.Rows), len(page.Counters), len(page.Flows.Rows))
+	}
+	for path, want := range map[string]int{"/?format=xml": http.StatusBadRequest, "/nothing": http.StatusNotFound} {
+		if code, _, _ := get(path); code != want {
+			t.Errorf("GET %s: %d, want %d", path, code, want)
+		}
+	}
+	resp, err := http.Post(base+"/", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %d, want 405", resp.StatusCode)
 	}
 }
