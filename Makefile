@@ -81,7 +81,7 @@ FUZZ_TARGETS ?= \
 	./layer/unicast/routing:FuzzUnmarshal ./layer/unicast/dir:FuzzDecode ./layer/unicast:FuzzFloodMsg \
 	./crypto/identity:FuzzVerifyDocument ./crypto/identity:FuzzVerifyCert ./crypto/identity:FuzzVerifyCRL \
 	./crypto/admission:FuzzPolicy ./crypto/kex:FuzzRespond ./crypto/kex:FuzzReply ./crypto/kex:FuzzFinish ./crypto/kex:FuzzResumeHello ./crypto/kex:FuzzResumeReply \
-	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal \
+	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal ./images/internal/status:FuzzReadRequest \
 	./flow/frct:FuzzPCI ./flow/frct:FuzzSACK ./flow/frct:FuzzReceiver
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

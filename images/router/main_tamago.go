@@ -119,10 +119,13 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	if _, err := node.IPNets(cfg, nil, nil); err != nil { // no TUN on a board
+	// IP bridges on the node's own TCP/IP stack (netstack = ...): a
+	// board has no TUN.
+	bridges, err := node.IPNets(cfg, nil, func(f string, a ...any) { fmt.Printf(f+"\n", a...) })
+	if err != nil {
 		fail("%v", err)
 	}
-	n, err := node.New(cfg, apps...)
+	n, err := node.New(cfg, append(apps, bridges...)...)
 	if err != nil {
 		fail("%v", err)
 	}

@@ -8,6 +8,7 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -184,12 +185,7 @@ func (s *Server) run(pd *kernel.PD) error {
 		ErrorLog:      logger{s.cfg.Logf},
 		Timeout:       s.cfg.Timeout + time.Second,
 	}))
-	mux.Handle("/", status.Handler(func() status.Mgmt {
-		if b := s.broker(); b != nil {
-			return b
-		}
-		return nil
-	}, s.cfg.Timeout))
+	mux.Handle("/", http.HandlerFunc(s.status))
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -210,6 +206,39 @@ func (s *Server) run(pd *kernel.PD) error {
 		return nil // the node stopped
 	}
 	return fmt.Errorf("metrics: serve: %w", err)
+}
+
+// status serves the node's status page (package status) at "/": HTML,
+// or JSON with ?format=json.
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	b := s.broker()
+	if b == nil {
+		http.Error(w, "status: no session with the node yet", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	format := r.URL.Query().Get("format")
+	var buf bytes.Buffer
+	if err := status.Render(&buf, format, status.Read(ctx, b)); err != nil {
+		code := http.StatusInternalServerError
+		if status.IsFormatError(err) {
+			code = http.StatusBadRequest
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	w.Header().Set("Content-Type", status.ContentType(format))
+	w.Write(buf.Bytes())
 }
 
 // broker returns the running incarnation's session with the IRM.

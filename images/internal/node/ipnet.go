@@ -4,21 +4,33 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/ipstack"
+	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
 )
 
 // IPNetConfig is one [[ipnet]] table: an IP bridge component (package
-// flow/ipnet) between a TUN interface and flows (docs/ipnet.md).
+// flow/ipnet) between flows and either a TUN interface of the host or
+// the node's own TCP/IP stack (docs/ipnet.md).
 type IPNetConfig struct {
 	// Name is bound: peers' flows to it carry IP packets for this node.
 	Name string `toml:"name"`
-	// TUN is the interface created (or attached to); required.
+	// TUN is the interface created (or attached to); it or Netstack is
+	// required.
 	TUN string `toml:"tun"`
+	// Netstack, "ADDR/BITS", makes the bridge's IP side the node's own
+	// TCP/IP stack (images/internal/ipstack) with that address, instead
+	// of a TUN: hosted and on boards.
+	Netstack string `toml:"netstack"`
+	// Status, a TCP port, serves the node's status page on the netstack
+	// address (0: none).
+	Status uint16 `toml:"status"`
 	// MTU of the interface (default 1280): at most the flows' SDU limit.
 	MTU int `toml:"mtu"`
 	// Routes are "PREFIX=NAME": packets for PREFIX go to the bridge NAME.
@@ -46,8 +58,16 @@ func (c IPNetConfig) bridgeConfig() ([]ipnet.Route, flow.QoS, error) {
 	if c.Name == "" || !nameRE.MatchString(c.Name) {
 		return nil, flow.QoS{}, fmt.Errorf("name %q: letters, digits, '.', '_' and '-' only: %w", c.Name, flow.ErrInvalid)
 	}
-	if c.TUN == "" {
-		return nil, flow.QoS{}, fmt.Errorf("tun: the interface's name is required: %w", flow.ErrInvalid)
+	if (c.TUN == "") == (c.Netstack == "") {
+		return nil, flow.QoS{}, fmt.Errorf("set one of tun (a host interface) and netstack (the node's own stack, ADDR/BITS): %w", flow.ErrInvalid)
+	}
+	if c.Netstack != "" {
+		if _, err := netip.ParsePrefix(c.Netstack); err != nil {
+			return nil, flow.QoS{}, fmt.Errorf("netstack = %q: want ADDR/BITS: %w: %w", c.Netstack, flow.ErrInvalid, err)
+		}
+	}
+	if c.Status != 0 && c.Netstack == "" {
+		return nil, flow.QoS{}, fmt.Errorf("status = %d: serves on the node's own stack: set netstack: %w", c.Status, flow.ErrInvalid)
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > flow.MaxSDU) {
 		return nil, flow.QoS{}, fmt.Errorf("mtu = %d: want 576 to %d: %w", c.MTU, flow.MaxSDU, flow.ErrInvalid)
@@ -66,11 +86,15 @@ func (c IPNetConfig) bridgeConfig() ([]ipnet.Route, flow.QoS, error) {
 }
 
 // IPNets returns the [[ipnet]] bridges cfg declares, as Extras for New:
-// each a component "ipnet.NAME" that opens its TUN with open, opens a
-// session with the IRM and runs the bridge until the component stops.
+// each a component "ipnet.NAME" that opens its TUN with open (or makes
+// its own TCP/IP stack, and serves the status page on it if asked),
+// opens a session with the IRM and runs the bridge until the component
+// stops.
 func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, error) {
-	if len(cfg.IPNets) > 0 && open == nil {
-		return nil, fmt.Errorf("config: [[ipnet]]: this image has no TUN interfaces: %w", flow.ErrInvalid)
+	for i, c := range cfg.IPNets {
+		if c.TUN != "" && open == nil {
+			return nil, fmt.Errorf("config: [[ipnet]] #%d: tun = %q: this image has no TUN interfaces (netstack = ADDR/BITS gives the node its own stack): %w", i+1, c.TUN, flow.ErrInvalid)
+		}
 	}
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -86,7 +110,15 @@ func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, er
 			mtu = 1280
 		}
 		xs = append(xs, Extra{Name: "ipnet." + c.Name, Bufs: c.Bufs, Program: func(pd *kernel.PD) error {
-			tun, err := open(c.TUN, mtu)
+			var tun TUN
+			var st *ipstack.Stack
+			var err error
+			if c.Netstack != "" {
+				st, err = ipstack.New(netip.MustParsePrefix(c.Netstack), mtu)
+				tun = st
+			} else {
+				tun, err = open(c.TUN, mtu)
+			}
 			if err != nil {
 				return err
 			}
@@ -115,9 +147,35 @@ func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, er
 			if err != nil {
 				return err
 			}
-			logf("ipnet %s: tun %s, mtu %d, %d routes", c.Name, c.TUN, mtu, len(routes))
+			if st == nil {
+				logf("ipnet %s: tun %s, mtu %d, %d routes", c.Name, c.TUN, mtu, len(routes))
+				return br.Run(ctx)
+			}
+			logf("ipnet %s: own TCP/IP stack %s, mtu %d, %d routes", c.Name, c.Netstack, mtu, len(routes))
+			if c.Status != 0 {
+				if err := serveStatus(pd, st, c.Status, b, logf); err != nil {
+					return err
+				}
+				logf("ipnet %s: status page on http://%s:%d/", c.Name, st.Addr(), c.Status)
+			}
 			return br.Run(ctx)
 		}})
 	}
 	return xs, nil
+}
+
+// serveStatus serves the node's status page on port of st's address,
+// reading it through session b, until the component stops.
+func serveStatus(pd *kernel.PD, st *ipstack.Stack, port uint16, b *irm.Broker, logf func(string, ...any)) error {
+	l, err := st.Listen(port)
+	if err != nil {
+		return err
+	}
+	ctx := pd.Context()
+	pd.Go(func() {
+		if err := status.Serve(ctx, l, b, 5*time.Second); err != nil {
+			logf("status page: %v", err)
+		}
+	})
+	return nil
 }

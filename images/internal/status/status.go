@@ -6,8 +6,9 @@
 // `ouro ipcps`, `ouro stats`, `ouro names` and `ouro flows` would.
 //
 // A hosted node serves it beside /metrics on its metrics listener
-// ([node] metrics); it is a plain http.Handler, so a board can serve it
-// with net/http on its own TCP/IP stack.
+// ([node] metrics, with net/http); a node with its own TCP/IP stack
+// ([[ipnet]] netstack, boards too) serves it there with Serve, a small
+// HTTP/1.0 responder (server.go).
 package status
 
 import (
@@ -16,9 +17,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
-	"net/http"
+	"html"
+	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
@@ -151,59 +153,71 @@ func nodeOf(text string) (Node, error) {
 	return n, nil
 }
 
-// Handler serves the page at "/": HTML, or JSON with ?format=json. mgmt
-// returns the session to read through (nil: the node is restarting its
-// component: 503); each request is bounded by timeout.
-func Handler(mgmt func() Mgmt, timeout time.Duration) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		m := mgmt()
-		if m == nil {
-			http.Error(w, "status: no session with the node yet", http.StatusServiceUnavailable)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
-		defer cancel()
-		p := Read(ctx, m)
-		switch f := r.URL.Query().Get("format"); f {
-		case "json":
-			w.Header().Set("Content-Type", "application/json")
-			enc := json.NewEncoder(w)
-			enc.SetIndent("", "  ")
-			enc.Encode(p)
-		case "", "html":
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			if err := page.Execute(w, p); err != nil && !errors.Is(err, context.Canceled) {
-				fmt.Fprintf(w, "<p>status: %s</p>", template.HTMLEscapeString(err.Error()))
-			}
-		default:
-			http.Error(w, fmt.Sprintf("status: format %q: want html or json", f), http.StatusBadRequest)
-		}
-	})
+// Render writes p in format: "html" (or "") or "json".
+func Render(w io.Writer, format string, p Page) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	case "", "html":
+		return writeHTML(w, p)
+	}
+	return fmt.Errorf("status: format %q: want html or json: %w", format, errFormat)
 }
 
-// page is the HTML page; html/template escapes every value (names and
-// counters come from peers too).
-var page = template.Must(template.New("status").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>ouro node {{.Node.Name}}</title>
-<style>body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#eee}</style>
-</head><body>
-<h1>ouro node {{.Node.Name}}</h1>
-<p>id <code>{{.Node.ID}}</code>, board {{.Node.Board}}{{if .Node.Measurement}}, image <code>{{.Node.Measurement}}</code>{{end}}; at {{.Time.Format "2006-01-02 15:04:05 UTC"}} (<a href="?format=json">json</a>, <a href="/metrics">metrics</a>)</p>
-{{range .Errors}}<p><b>not answered:</b> {{.}}</p>{{end}}
-<h2>IPCPs</h2>{{template "table" .IPCPs}}
-<h2>Names</h2>{{template "table" .Names}}
-<h2>Flows</h2>{{template "table" .Flows}}
-{{range .Counters}}<h2>{{.IPCP}} (layer {{.Layer}})</h2>{{template "table" .Stats}}{{end}}
-</body></html>
-{{define "table"}}<table><tr>{{range .Columns}}<th>{{.}}</th>{{end}}</tr>
-{{range .Rows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>
-{{end}}</table>{{end}}`))
+// ContentType is the Content-Type of format.
+func ContentType(format string) string {
+	if format == "json" {
+		return "application/json"
+	}
+	return "text/html; charset=utf-8"
+}
+
+var errFormat = errors.New("unknown format")
+
+// IsFormatError reports whether Render refused the format.
+func IsFormatError(err error) bool { return errors.Is(err, errFormat) }
+
+// writeHTML writes the page as HTML, every value escaped (names and
+// counters come from peers too). Written with fmt and html.EscapeString
+// rather than html/template: a board carries this code, and the template
+// packages would add about a megabyte to its image.
+func writeHTML(w io.Writer, p Page) error {
+	e := html.EscapeString
+	var b strings.Builder
+	fmt.Fprintf(&b, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>ouro node %s</title>\n", e(p.Node.Name))
+	b.WriteString("<style>body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}th{background:#eee}</style>\n</head><body>\n")
+	fmt.Fprintf(&b, "<h1>ouro node %s</h1>\n<p>id <code>%s</code>, board %s", e(p.Node.Name), e(p.Node.ID), e(p.Node.Board))
+	if p.Node.Measurement != "" {
+		fmt.Fprintf(&b, ", image <code>%s</code>", e(p.Node.Measurement))
+	}
+	fmt.Fprintf(&b, "; at %s (<a href=\"?format=json\">json</a>)</p>\n", p.Time.Format("2006-01-02 15:04:05 UTC"))
+	for _, err := range p.Errors {
+		fmt.Fprintf(&b, "<p><b>not answered:</b> %s</p>\n", e(err))
+	}
+	table := func(title string, t irm.Table) {
+		fmt.Fprintf(&b, "<h2>%s</h2><table><tr>", e(title))
+		for _, c := range t.Columns {
+			fmt.Fprintf(&b, "<th>%s</th>", e(c))
+		}
+		b.WriteString("</tr>\n")
+		for _, r := range t.Rows {
+			b.WriteString("<tr>")
+			for _, v := range r {
+				fmt.Fprintf(&b, "<td>%s</td>", e(v))
+			}
+			b.WriteString("</tr>\n")
+		}
+		b.WriteString("</table>\n")
+	}
+	table("IPCPs", p.IPCPs)
+	table("Names", p.Names)
+	table("Flows", p.Flows)
+	for _, c := range p.Counters {
+		table(fmt.Sprintf("%s (layer %s)", c.IPCP, c.Layer), c.Stats)
+	}
+	b.WriteString("</body></html>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}

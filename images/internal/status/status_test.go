@@ -1,0 +1,122 @@
+package status
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+)
+
+// fakeMgmt answers the page's commands from tables; an IPCP named
+// "down" does not answer.
+type fakeMgmt struct{ ipcps irm.Table }
+
+func (f fakeMgmt) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+	switch req.Cmd {
+	case irm.CmdIPCPs:
+		return irm.MgmtResp{Table: f.ipcps}, nil
+	case irm.CmdNames, irm.CmdFlows:
+		return irm.MgmtResp{Table: irm.Table{Columns: []string{"name"}, Rows: [][]string{{"<script>alert(1)</script>"}}}}, nil
+	case "stats":
+		if req.IPCP == "down" {
+			return irm.MgmtResp{}, errors.New("restarting")
+		}
+		return irm.MgmtResp{Table: irm.Table{Columns: []string{"key", "value"}, Rows: [][]string{{"pkts", "7"}}}}, nil
+	}
+	return irm.MgmtResp{}, flow.ErrNotFound
+}
+
+var mgmt = fakeMgmt{ipcps: irm.Table{Columns: []string{"name", "layer"}, Rows: [][]string{{"a.uni", "uni"}, {"down", "x"}}}}
+
+// TestPage: what a peer named is escaped; a command that does not
+// answer is listed and the rest shown; JSON carries the same.
+func TestPage(t *testing.T) {
+	p := Read(context.Background(), mgmt)
+	if len(p.Counters) != 1 || len(p.Errors) != 2 { // id (not served here) and stats down
+		t.Fatalf("counters %v, errors %v", p.Counters, p.Errors)
+	}
+	var b strings.Builder
+	if err := Render(&b, "", p); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "<script>") || !strings.Contains(b.String(), "&lt;script&gt;") || !strings.Contains(b.String(), "stats down: restarting") {
+		t.Fatalf("page:\n%s", b.String())
+	}
+	b.Reset()
+	if err := Render(&b, "json", p); err != nil {
+		t.Fatal(err)
+	}
+	var q Page
+	if err := json.Unmarshal([]byte(b.String()), &q); err != nil || len(q.Counters) != 1 {
+		t.Fatalf("json: %v %+v", err, q)
+	}
+	if err := Render(io.Discard, "xml", p); !IsFormatError(err) {
+		t.Fatalf("format xml: %v", err)
+	}
+}
+
+// TestServe: the responder answers GET / (HTML and JSON), refuses other
+// methods, paths, formats and malformed requests, and stops with its
+// context.
+func TestServe(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, l, mgmt, 5*time.Second) }()
+	ask := func(req string) string {
+		t.Helper()
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, req)
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	for req, want := range map[string]string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n":                     "HTTP/1.0 200 OK\r\nContent-Type: text/html",
+		"GET /?format=json HTTP/1.0\r\n\r\n":                    "HTTP/1.0 200 OK\r\nContent-Type: application/json",
+		"GET /?format=xml HTTP/1.0\r\n\r\n":                     "HTTP/1.0 400 ",
+		"POST / HTTP/1.1\r\n\r\n":                               "HTTP/1.0 405 ",
+		"GET /x HTTP/1.1\r\n\r\n":                               "HTTP/1.0 404 ",
+		"GARBAGE\r\n\r\n":                                       "HTTP/1.0 400 ",
+		"GET / HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", 2000): "HTTP/1.0 400 ",
+	} {
+		if got := ask(req); !strings.HasPrefix(got, want) {
+			t.Errorf("%.30q: answered %.60q, want %q", req, got, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve after its context ended: %v", err)
+	}
+}
+
+// FuzzReadRequest: no request crashes the parser or is taken for
+// anything but GET / with a format.
+func FuzzReadRequest(f *testing.F) {
+	f.Add("GET /?format=json HTTP/1.1\r\nHost: x\r\n\r\n")
+	f.Add("GET / HTTP/1.0\r\n\r\n")
+	f.Add("POST /a?b HTTP/1.1\r\n\r\n")
+	f.Fuzz(func(t *testing.T, req string) {
+		code, format, err := readRequest(bufio.NewReaderSize(io.LimitReader(strings.NewReader(req), maxRequest), 1024))
+		if err == nil && (code != 200 || !strings.HasPrefix(req, "GET /")) {
+			t.Fatalf("%q taken: %d %q", req, code, format)
+		}
+	})
+}
