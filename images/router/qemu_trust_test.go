@@ -7,7 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,8 +20,11 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/ipstack"
 	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -44,6 +51,12 @@ kind = "echo"
 name = "vm.echo"
 [[app]]
 kind = "halt"
+
+[[ipnet]]
+name = "vm.ip"
+netstack = "10.77.0.9/24"
+status = 80
+routes = ["10.77.0.1=h.ip"]
 `
 
 // TestQEMUMeasured is the measured-admission test of the trust issue: a
@@ -104,6 +117,7 @@ func TestQEMUMeasured(t *testing.T) {
 			if tc.admits {
 				t.Logf("image %s enrolled under the measured policy", mGood)
 				sealedFlowToVM(t, h, mGood)
+				statusPageOfVM(t, h, mGood)
 			} else {
 				t.Logf("image %s (one byte changed) refused under the measured policy", mChanged)
 			}
@@ -307,3 +321,62 @@ func sealedFlowToVM(t *testing.T, b *irm.Broker, m identity.Measurement) {
 		t.Logf("%v", f)
 	}
 }
+
+// statusPageOfVM fetches the armory image's status page from its own
+// TCP/IP stack ([[ipnet]] netstack 10.77.0.9, status 80), through a
+// stack and bridge of the test's (10.77.0.1, bound as h.ip on the hosted
+// node): the board is reachable at that address only across ouro flows.
+// The page names the board and its measured image.
+func statusPageOfVM(t *testing.T, b *irm.Broker, m identity.Measurement) {
+	t.Helper()
+	st, err := ipstack.New(netip.MustParsePrefix("10.77.0.1/24"), 1280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := ipnet.New(ipnet.Config{Broker: b, Dev: st, Runner: goRunner{}, Name: "h.ip",
+		Routes: []ipnet.Route{{Prefix: netip.MustParsePrefix("10.77.0.9/32"), Name: "vm.ip"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- br.Run(ctx) }()
+	defer func() {
+		cancel()
+		st.Close()
+		<-done
+	}()
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return st.Dial(ctx, netip.MustParseAddrPort(addr))
+		},
+	}}
+	start := time.Now()
+	var page status.Page
+	for {
+		resp, err := client.Get("http://10.77.0.9:80/?format=json")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&page)
+			resp.Body.Close()
+			if err == nil {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the VM's status page: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond) // names still reaching the directory
+	}
+	if page.Node.Name != "vm" || page.Node.Board == "" || page.Node.Measurement != hex.EncodeToString(m[:]) || len(page.IPCPs.Rows) == 0 {
+		t.Fatalf("the VM's status page: node %+v, %d IPCPs; want vm measured %s", page.Node, len(page.IPCPs.Rows), m)
+	}
+	t.Logf("the VM's status page over ouro flows in %v: node %s (%s), %d IPCPs, %d flows", time.Since(start).Round(time.Millisecond),
+		page.Node.Name, page.Node.Board, len(page.IPCPs.Rows), len(page.Flows.Rows))
+}
+
+// goRunner runs a bridge's goroutines as plain goroutines (the test is
+// not a component).
+type goRunner struct{}
+
+func (goRunner) Go(f func()) { go f() }
