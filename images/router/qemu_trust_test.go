@@ -13,8 +13,11 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +29,7 @@ import (
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/tools/testnet"
 )
 
 // measuredVMConfig is the armory image's configuration for the measured
@@ -56,7 +60,7 @@ kind = "halt"
 name = "vm.ip"
 netstack = "10.77.0.9/24"
 status = 80
-routes = ["10.77.0.1=h.ip"]
+routes = ["10.77.0.1=h.ip", "10.77.0.2=h.tun"]
 `
 
 // TestQEMUMeasured is the measured-admission test of the trust issue: a
@@ -97,7 +101,8 @@ func TestQEMUMeasured(t *testing.T) {
 	}{{"allowed", good, true}, {"one-byte-changed", changed, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			port := freePort(t)
-			h := startMeasuredHost(t, port, policy, mHost)
+			sock := filepath.Join(t.TempDir(), "h.sock")
+			h := startMeasuredHost(t, port, policy, mHost, sock)
 			v := bootVM(t, tc.elf, "vm", fmt.Sprintf("socket,model=imx.enet,connect=127.0.0.1:%d,mac=02:00:00:00:00:02", port))
 			v.checkIdentity(t, "vm", tc.elf)
 			want, other := "members_enrolled", "refused.measurement"
@@ -118,6 +123,7 @@ func TestQEMUMeasured(t *testing.T) {
 				t.Logf("image %s enrolled under the measured policy", mGood)
 				sealedFlowToVM(t, h, mGood)
 				statusPageOfVM(t, h, mGood)
+				curlStatusPageOfVM(t, sock, mGood)
 			} else {
 				t.Logf("image %s (one byte changed) refused under the measured policy", mChanged)
 			}
@@ -160,7 +166,7 @@ func TestQEMUAuthority(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := func(t *testing.T, port int) *irm.Broker {
-		return startHostedNode(t, port, fmt.Sprintf("admission = %q\ncert = %q", policy, hostCert), func(c *node.Config) { c.Identity = hostID })
+		return startHostedNode(t, port, fmt.Sprintf("admission = %q\ncert = %q", policy, hostCert), func(c *node.Config) { c.Identity = hostID }, "")
 	}
 	plain := buildImage(t, tool, measuredVMConfig)
 
@@ -225,16 +231,17 @@ func waitStat(t *testing.T, h *irm.Broker, name string) {
 // startMeasuredHost starts the hosted bootstrapper of layer "uni" over an
 // Ethernet shim listening for the VM on port, with measurement m in its
 // identity document, and returns a management client's broker.
-func startMeasuredHost(t *testing.T, port int, policy string, m identity.Measurement) *irm.Broker {
+func startMeasuredHost(t *testing.T, port int, policy string, m identity.Measurement, sock string) *irm.Broker {
 	t.Helper()
-	return startHostedNode(t, port, fmt.Sprintf("admission = %q", policy), func(c *node.Config) { c.Measurement = m })
+	return startHostedNode(t, port, fmt.Sprintf("admission = %q", policy), func(c *node.Config) { c.Measurement = m }, sock)
 }
 
 // startHostedNode starts the hosted bootstrapper h.uni of layer "uni"
 // over an Ethernet shim listening for the VM on port, with keys added to
 // its [ipcp.unicast] and set applied to its configuration, and returns a
-// management client's broker.
-func startHostedNode(t *testing.T, port int, keys string, set func(*node.Config)) *irm.Broker {
+// management client's broker. A sock path, if given, is the node's
+// socket for programs (ouro).
+func startHostedNode(t *testing.T, port int, keys string, set func(*node.Config), sock string) *irm.Broker {
 	t.Helper()
 	c, err := node.ParseConfig([]byte(fmt.Sprintf(`[node]
 name = "h"
@@ -257,7 +264,11 @@ bootstrap = true
 	}
 	set(c)
 	brc := make(chan *irm.Broker, 1)
-	n, err := node.New(c, node.Extra{Name: "client", Mgmt: true, Program: func(pd *kernel.PD) error {
+	var extras []node.Extra
+	if sock != "" {
+		extras = append(extras, node.GatewayWith(sock, c.GatewayOptions(), t.Logf))
+	}
+	n, err := node.New(c, append(extras, node.Extra{Name: "client", Mgmt: true, Program: func(pd *kernel.PD) error {
 		ep, err := pd.Slot("irm")
 		if err != nil {
 			return err
@@ -269,7 +280,7 @@ bootstrap = true
 		brc <- b
 		<-pd.Context().Done()
 		return nil
-	}})
+	}})...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,3 +391,83 @@ func statusPageOfVM(t *testing.T, b *irm.Broker, m identity.Measurement) {
 type goRunner struct{}
 
 func (goRunner) Go(f func()) { go f() }
+
+// curlStatusPageOfVM fetches the armory image's status page with curl
+// through a TUN: "ouro ipnet h.tun" on the hosted node's socket, run in
+// a network namespace of the test's, owns interface ouro0 (10.77.0.2)
+// there and routes 10.77.0.9 to the VM's bridge; curl in the namespace
+// gets the page. Skipped without root (the namespace and the TUN).
+func curlStatusPageOfVM(t *testing.T, sock string, m identity.Measurement) {
+	t.Helper()
+	if err := testnet.NetnsAvailable(); err != nil {
+		t.Logf("SKIP: curl through a TUN: %v", err)
+		return
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Logf("SKIP: curl through a TUN: no curl (apt-get install curl)")
+		return
+	}
+	ns := fmt.Sprintf("ouro-qstatus-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	inNS := func(name string, args ...string) *exec.Cmd {
+		return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	}
+	var out syncBuf
+	br := inNS(bins.ouro, "--socket", sock, "ipnet", "h.tun", "--tun", "ouro0", "--mtu", "1280", "--route", "10.77.0.9=vm.ip")
+	br.Stdout, br.Stderr = &out, &out
+	if err := br.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		br.Process.Signal(syscall.SIGTERM)
+		br.Wait()
+		if t.Failed() {
+			t.Logf("ouro ipnet:\n%s", out.String())
+		}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "ready"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ouro ipnet not ready: %s", out.String())
+		}
+	}
+	if b, err := inNS("ip", "addr", "add", "10.77.0.2/24", "dev", "ouro0").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, b)
+	}
+	start := time.Now()
+	var page status.Page
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		b, err := inNS("curl", "-s", "-m", "10", "http://10.77.0.9/?format=json").Output()
+		if err == nil && json.Unmarshal(b, &page) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("curl the VM's status page through the TUN: %v: %s", err, b)
+		}
+	}
+	if page.Node.Name != "vm" || page.Node.Measurement != hex.EncodeToString(m[:]) {
+		t.Fatalf("curl: the VM's status page names %+v, want vm measured %s", page.Node, m)
+	}
+	t.Logf("the VM's status page by curl through a TUN in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// syncBuf is an output buffer safe for a process's writes and the
+// test's reads.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
