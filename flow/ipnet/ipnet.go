@@ -37,19 +37,93 @@ type Device interface {
 // kernel PD; a hosted program passes one that runs plain goroutines).
 type Runner interface{ Go(f func()) }
 
-// Route sends packets for Prefix to the Bridge serving Name.
+// Route sends packets for Prefix to the Bridge serving Name, in the
+// QoS Class (ClassDefault: the Bridge's QoS, or as the packet's DSCP
+// says when Config.DSCP is set).
 type Route struct {
 	Prefix netip.Prefix
 	Name   string
+	Class  Class
 }
 
-// ParseRoute parses "PREFIX=NAME" (an address alone is a /32 or /128).
+// Class is the kind of flow a packet travels on: the layers schedule
+// voice first, then video, then the rest (flow.Cube). Packets of one
+// class to one name share a flow. No class asks for ordering or
+// retransmission: IP carries its own.
+type Class uint8
+
+// The classes.
+const (
+	ClassDefault Class = iota // the Bridge's QoS (best effort unless configured)
+	ClassVoice                // a delay bound of 50 ms: the voice cube
+	ClassVideo                // a delay bound of 100 ms: the video cube
+	numClasses
+)
+
+var classNames = [numClasses]string{"default", "voice", "video"}
+
+func (c Class) String() string {
+	if c < numClasses {
+		return classNames[c]
+	}
+	return fmt.Sprintf("class(%d)", uint8(c))
+}
+
+// qos is the spec of class c's flows; def is the Bridge's QoS.
+func (c Class) qos(def flow.QoS) flow.QoS {
+	q := def
+	switch c {
+	case ClassVoice:
+		q = flow.QoS{Delay: 50, Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: def.Sealed}
+	case ClassVideo:
+		q = flow.QoS{Delay: 100, Bandwidth: 100_000_000, Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: def.Sealed}
+	}
+	return q
+}
+
+// ClassOfDSCP is the class of a DSCP value (RFC 4594's service
+// classes): EF and CS5 (telephony, signalling) voice; AF4x, CS4, AF3x
+// and CS3 (interactive and streaming video) video; the rest default.
+func ClassOfDSCP(dscp uint8) Class {
+	switch dscp {
+	case 46, 40:
+		return ClassVoice
+	case 32, 34, 36, 38, 24, 26, 28, 30:
+		return ClassVideo
+	}
+	return ClassDefault
+}
+
+// DSCP returns an IPv4 or IPv6 packet's DSCP.
+func DSCP(pkt []byte) (uint8, bool) {
+	if len(pkt) < 2 {
+		return 0, false
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		return pkt[1] >> 2, true
+	case 6:
+		return (pkt[0]&0x0f)<<2 | pkt[1]>>6, true
+	}
+	return 0, false
+}
+
+// ParseRoute parses "PREFIX=NAME" or "PREFIX=NAME@CLASS" (CLASS: voice
+// or video; an address alone is a /32 or /128).
 func ParseRoute(s string) (Route, error) {
 	i := strings.LastIndexByte(s, '=')
 	if i < 0 || i == len(s)-1 {
-		return Route{}, fmt.Errorf("ipnet: route %q: want PREFIX=NAME: %w", s, flow.ErrInvalid)
+		return Route{}, fmt.Errorf("ipnet: route %q: want PREFIX=NAME[@CLASS]: %w", s, flow.ErrInvalid)
 	}
 	p, name := s[:i], s[i+1:]
+	var class Class
+	if j := strings.LastIndexByte(name, '@'); j >= 0 {
+		c, ok := classOf(name[j+1:])
+		if !ok || j == 0 {
+			return Route{}, fmt.Errorf("ipnet: route %q: class %q: want voice or video: %w", s, name[j+1:], flow.ErrInvalid)
+		}
+		name, class = name[:j], c
+	}
 	pfx, err := netip.ParsePrefix(p)
 	if err != nil {
 		a, aerr := netip.ParseAddr(p)
@@ -58,7 +132,16 @@ func ParseRoute(s string) (Route, error) {
 		}
 		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
-	return Route{Prefix: pfx.Masked(), Name: name}, nil
+	return Route{Prefix: pfx.Masked(), Name: name, Class: class}, nil
+}
+
+func classOf(s string) (Class, bool) {
+	for c, n := range classNames {
+		if n == s && c != int(ClassDefault) {
+			return Class(c), true
+		}
+	}
+	return 0, false
 }
 
 // Config configures a Bridge.
@@ -70,8 +153,12 @@ type Config struct {
 	// Required.
 	Name   string
 	Routes []Route
-	// QoS of the flows the Bridge allocates (default best effort).
+	// QoS of the flows the Bridge allocates (default best effort); the
+	// voice and video classes keep its Sealed.
 	QoS flow.QoS
+	// DSCP chooses each packet's class by its DSCP (ClassOfDSCP) where
+	// its route names none.
+	DSCP bool
 	// Idle closes a flow that carried nothing this long (default 60 s).
 	Idle time.Duration
 	// Queue is how many packets wait for a flow being allocated or
@@ -103,12 +190,18 @@ type counters struct {
 	pktsOut, bytesOut, drops, tooBig, allocs, allocErrors atomic.Uint64
 }
 
-// peer is the outgoing side toward one name: a queue and the goroutine
-// that allocates and writes its flow.
+// peer is the outgoing side toward one name in one class: a queue and
+// the goroutine that allocates and writes its flow.
 type peer struct {
-	name string
-	q    chan []byte
-	c    *counters
+	name  string
+	class Class
+	q     chan []byte
+	c     *counters
+}
+
+type peerKey struct {
+	name  string
+	class Class
 }
 
 // Bridge is an IP bridge. Create it with New, run it with Run.
@@ -120,7 +213,7 @@ type Bridge struct {
 	free chan []byte // packet buffers
 
 	mu    sync.Mutex
-	peers map[string]*peer
+	peers map[peerKey]*peer
 
 	noRoute, inPkts, inBytes, inDrops atomic.Uint64
 }
@@ -145,11 +238,11 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	b := &Bridge{cfg: cfg, byName: make(map[string]*counters), peers: make(map[string]*peer), free: make(chan []byte, 2*cfg.Queue)}
+	b := &Bridge{cfg: cfg, byName: make(map[string]*counters), peers: make(map[peerKey]*peer), free: make(chan []byte, 2*cfg.Queue)}
 	b.routes = slices.Clone(cfg.Routes)
 	slices.SortStableFunc(b.routes, func(x, y Route) int { return y.Prefix.Bits() - x.Prefix.Bits() })
 	for _, r := range b.routes {
-		if !r.Prefix.IsValid() || r.Name == "" {
+		if !r.Prefix.IsValid() || r.Name == "" || r.Class >= numClasses {
 			return nil, fmt.Errorf("ipnet: route %v=%q: %w", r.Prefix, r.Name, flow.ErrInvalid)
 		}
 		if b.byName[r.Name] == nil {
@@ -179,14 +272,14 @@ func Dst(pkt []byte) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// route returns the name serving dst.
-func (b *Bridge) route(dst netip.Addr) (string, bool) {
-	for _, r := range b.routes {
-		if r.Prefix.Contains(dst) {
-			return r.Name, true
+// route returns the route to dst.
+func (b *Bridge) route(dst netip.Addr) (*Route, bool) {
+	for i := range b.routes {
+		if b.routes[i].Prefix.Contains(dst) {
+			return &b.routes[i], true
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 func (b *Bridge) getBuf() []byte {
@@ -240,16 +333,21 @@ func (b *Bridge) readLoop(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		pkt := buf[:n]
 		dst, ok := Dst(pkt)
-		name := ""
+		var r *Route
 		if ok {
-			name, ok = b.route(dst)
+			r, ok = b.route(dst)
 		}
 		if !ok {
 			b.noRoute.Add(1)
 			b.putBuf(buf)
 			continue
 		}
-		p := b.peer(ctx, wg, name)
+		class := r.Class
+		if class == ClassDefault && b.cfg.DSCP {
+			d, _ := DSCP(pkt)
+			class = ClassOfDSCP(d)
+		}
+		p := b.peer(ctx, wg, r.Name, class)
 		select {
 		case p.q <- pkt:
 		default:
@@ -259,15 +357,17 @@ func (b *Bridge) readLoop(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 }
 
-// peer returns the outgoing side toward name, starting it if need be.
-func (b *Bridge) peer(ctx context.Context, wg *sync.WaitGroup, name string) *peer {
+// peer returns the outgoing side toward name in class, starting it if
+// need be.
+func (b *Bridge) peer(ctx context.Context, wg *sync.WaitGroup, name string, class Class) *peer {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if p := b.peers[name]; p != nil {
+	k := peerKey{name, class}
+	if p := b.peers[k]; p != nil {
 		return p
 	}
-	p := &peer{name: name, q: make(chan []byte, b.cfg.Queue), c: b.byName[name]}
-	b.peers[name] = p
+	p := &peer{name: name, class: class, q: make(chan []byte, b.cfg.Queue), c: b.byName[name]}
+	b.peers[k] = p
 	wg.Add(1)
 	b.cfg.Runner.Go(func() { defer wg.Done(); b.send(ctx, p) })
 	return p
@@ -312,7 +412,7 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 			idle.Reset(b.cfg.Idle)
 			if port == nil && time.Now().After(retry) {
 				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				fp, info, err := b.cfg.Broker.Alloc(actx, p.name, b.cfg.QoS)
+				fp, info, err := b.cfg.Broker.Alloc(actx, p.name, p.class.qos(b.cfg.QoS))
 				cancel()
 				if err != nil {
 					p.c.allocErrors.Add(1)
@@ -321,7 +421,7 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 				} else {
 					port, limit = fp, info.SDULimit()
 					p.c.allocs.Add(1)
-					b.cfg.Logf("ipnet: flow %d to %s in layer %s, SDUs up to %d bytes%s", info.ID, p.name, info.Layer, limit, sealedNote(info))
+					b.cfg.Logf("ipnet: flow %d to %s (class %s) in layer %s, SDUs up to %d bytes%s", info.ID, p.name, p.class, info.Layer, limit, sealedNote(info))
 				}
 			}
 			switch {

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,9 +79,14 @@ func TestParseRouteAndDst(t *testing.T) {
 		{"10.1.0.0/16", "", "", false},
 		{"nonsense=x", "", "", false},
 		{"10.0.0.0/8=", "", "", false},
+		{"10.1.0.0/16=gw@voice", "10.1.0.0/16", "gw", true},
+		{"10.1.0.0/16=gw@video", "10.1.0.0/16", "gw", true},
+		{"10.1.0.0/16=gw@gold", "", "", false},
+		{"10.1.0.0/16=@voice", "", "", false},
+		{"10.1.0.0/16=gw@default", "", "", false},
 	} {
 		r, err := ParseRoute(tc.in)
-		if (err == nil) != tc.ok || tc.ok && (r.Prefix.String() != tc.prefix || r.Name != tc.name) {
+		if (err == nil) != tc.ok || tc.ok && (r.Prefix.String() != tc.prefix || r.Name != tc.name || strings.Contains(tc.in, "@") && !strings.HasSuffix(tc.in, "@"+r.Class.String())) {
 			t.Errorf("ParseRoute(%q) = %v %q, %v", tc.in, r.Prefix, r.Name, err)
 		}
 	}
@@ -104,12 +111,12 @@ func bridges(t *testing.T, q flow.QoS) (da, db *fakeDev, a, b *Bridge) {
 	da, db = newDev(), newDev()
 	var err error
 	a, err = New(Config{Broker: fake.Program("pa"), Dev: da, Runner: goRunner{}, Name: "ip.a", QoS: q, Idle: 200 * time.Millisecond,
-		Routes: []Route{{netip.MustParsePrefix("10.9.0.0/16"), "ip.nowhere"}, {netip.MustParsePrefix("10.9.9.0/24"), "ip.b"}}})
+		Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.0.0/16"), Name: "ip.nowhere"}, {Prefix: netip.MustParsePrefix("10.9.9.0/24"), Name: "ip.b"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, err = New(Config{Broker: fake.Program("pb"), Dev: db, Runner: goRunner{}, Name: "ip.b",
-		Routes: []Route{{netip.MustParsePrefix("10.8.0.0/16"), "ip.a"}}})
+		Routes: []Route{{Prefix: netip.MustParsePrefix("10.8.0.0/16"), Name: "ip.a"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,5 +249,101 @@ func TestTooBig(t *testing.T) {
 	}
 	if checksum.Checksum(m[40:], pseudo6(m[8:24], m[24:40], len(m)-40)) != 0xffff {
 		t.Fatal("ICMPv6 checksum does not verify")
+	}
+}
+
+// recBroker records the QoS of every allocation.
+type recBroker struct {
+	flow.Broker
+	mu   sync.Mutex
+	qoss []flow.QoS
+}
+
+func (r *recBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
+	r.mu.Lock()
+	r.qoss = append(r.qoss, q)
+	r.mu.Unlock()
+	return r.Broker.Alloc(ctx, name, q)
+}
+
+func (r *recBroker) cubes() []flow.Cube {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var cs []flow.Cube
+	for _, q := range r.qoss {
+		if q.NeedsFRCT() {
+			return nil
+		}
+		cs = append(cs, q.Cube())
+	}
+	return cs
+}
+
+// withDSCP sets an IPv4 packet's DSCP.
+func withDSCP(p []byte, dscp uint8) []byte {
+	p[1] = dscp << 2
+	return p
+}
+
+// TestClasses: with DSCP on, EF packets travel on a voice-cube flow,
+// AF41 on a video one, the rest on the Bridge's QoS, each class its own
+// flow to the same name; a route that names a class uses it whatever
+// the DSCP; none asks for ordering or retransmission, and a sealed
+// Bridge's classes stay sealed.
+func TestClasses(t *testing.T) {
+	fake := flowtest.NewBroker(64)
+	rec := &recBroker{Broker: fake.Program("pa")}
+	da, db := newDev(), newDev()
+	q := flow.BestEffort()
+	a, err := New(Config{Broker: rec, Dev: da, Runner: goRunner{}, Name: "ip.a", DSCP: true, QoS: q,
+		Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.0.0/16"), Name: "ip.b"}, {Prefix: netip.MustParsePrefix("10.9.7.0/24"), Name: "ip.b", Class: ClassVideo}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Broker: fake.Program("pb"), Dev: db, Runner: goRunner{}, Name: "ip.b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- a.Run(ctx) }()
+	go func() { done <- b.Run(ctx) }()
+	defer func() {
+		cancel()
+		da.Close()
+		db.Close()
+		<-done
+		<-done
+	}()
+	time.Sleep(20 * time.Millisecond) // both names bound
+	for _, p := range [][]byte{
+		withDSCP(v4("10.9.1.1", 10), 46), // EF: voice
+		withDSCP(v4("10.9.1.2", 10), 34), // AF41: video
+		withDSCP(v4("10.9.1.3", 10), 0),  // default
+		withDSCP(v4("10.9.7.1", 10), 0),  // the route's class: video
+		withDSCP(v4("10.9.1.4", 10), 46), // voice again: the same flow
+	} {
+		da.in <- p
+		if got := recv(t, db); !bytes.Equal(got, p) {
+			t.Fatalf("b got %x, want %x", got, p)
+		}
+	}
+	want := []flow.Cube{flow.CubeVoice, flow.CubeVideo, flow.CubeBestEffort}
+	if got := rec.cubes(); !slices.Equal(got, want) {
+		t.Fatalf("flows allocated in cubes %v, want %v (one per class, none reliable)", got, want)
+	}
+	for c := range numClasses {
+		sq := Class(c).qos(flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true})
+		if !sq.Sealed || sq.NeedsFRCT() {
+			t.Errorf("class %v of a sealed bridge: %+v", Class(c), sq)
+		}
+	}
+	if d, ok := DSCP(v6("fd00::1")); !ok || d != 0 {
+		t.Errorf("DSCP of a v6 packet: %d %v", d, ok)
+	}
+	p6 := v6("fd00::1")
+	p6[0], p6[1] = 0x6b, 0x80 // traffic class 0xb8: EF
+	if d, _ := DSCP(p6); ClassOfDSCP(d) != ClassVoice {
+		t.Errorf("v6 EF: DSCP %d, class %v", d, ClassOfDSCP(d))
 	}
 }

@@ -26,7 +26,10 @@ func ipnetCommand() *command {
 			"demand, closed after --idle); packets on flows allocated to NAME are\n" +
 			"written to DEV. Add addresses yourself (ip addr add 10.7.0.1/24 dev DEV).\n" +
 			"The MTU should not exceed what the flows carry (their SDU limit): larger\n" +
-			"packets are dropped and counted. Runs until interrupted, then prints the\n" +
+			"packets are dropped and counted. PREFIX=PEER@voice (or @video) carries\n" +
+			"the route's packets on flows of that class; --dscp picks the class by\n" +
+			"each packet's DSCP where the route names none. Runs until interrupted,\n" +
+			"then prints the\n" +
 			"counters per route. docs/ipnet.md."}
 }
 
@@ -37,12 +40,14 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 		mtu         int
 		idle        time.Duration
 		sealed      bool
+		dscp        bool
 	)
 	fs.stringVar(&dev, "", "the TUN interface to create or attach to", "tun")
-	fs.stringVar(&routes, "", "comma-separated `PREFIX=PEER` routes (an address alone is a host route)", "route")
+	fs.stringVar(&routes, "", "comma-separated `PREFIX=PEER[@CLASS]` routes (an address alone is a host route; CLASS voice or video)", "route")
 	fs.intVar(&mtu, 1280, "the interface's `MTU` (at most the flows' SDU limit)", "mtu")
 	fs.durationVar(&idle, time.Minute, "close a flow idle for `D`", "idle")
 	fs.boolVar(&sealed, "seal the flows: an encrypted tunnel between the nodes", "sealed")
+	fs.boolVar(&dscp, "choose each packet's flow class (voice, video, default) by its DSCP", "dscp")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
@@ -75,7 +80,7 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 	}
 	q := flow.BestEffort()
 	q.Sealed = sealed
-	b, err := ipnet.New(ipnet.Config{Broker: n, Dev: tun, Runner: goRunner{}, Name: pos[0], Routes: rs, QoS: q, Idle: idle,
+	b, err := ipnet.New(ipnet.Config{Broker: n, Dev: tun, Runner: goRunner{}, Name: pos[0], Routes: rs, QoS: q, DSCP: dscp, Idle: idle,
 		Logf: func(format string, args ...any) { fmt.Fprintf(a.stderr, format+"\n", args...) }})
 	if err != nil {
 		tun.Close()

@@ -37,6 +37,9 @@ type IPNetConfig struct {
 	Routes []string `toml:"routes"`
 	// Sealed seals the bridge's flows (an encrypted tunnel).
 	Sealed bool `toml:"sealed"`
+	// DSCP chooses each packet's flow class (voice, video, default) by
+	// its DSCP where its route names no class.
+	DSCP bool `toml:"dscp"`
 	// Idle closes a flow that carried nothing this long (default 60s).
 	Idle duration `toml:"idle"`
 	// Bufs is the component's packet-buffer budget (default 4096).
@@ -142,7 +145,7 @@ func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, er
 				}
 			}
 			defer b.Close()
-			br, err := ipnet.New(ipnet.Config{Broker: b, Dev: tun, Runner: pd, Name: c.Name, Routes: routes, QoS: q, Idle: c.Idle.Duration,
+			br, err := ipnet.New(ipnet.Config{Broker: b, Dev: tun, Runner: pd, Name: c.Name, Routes: routes, QoS: q, DSCP: c.DSCP, Idle: c.Idle.Duration,
 				Logf: func(format string, args ...any) { logf("ipnet %s: "+format, append([]any{c.Name}, args...)...) }})
 			if err != nil {
 				return err
