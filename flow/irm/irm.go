@@ -43,6 +43,10 @@ type Config struct {
 	// Describe returns the node's system description for management
 	// ("system" command); nil if not available.
 	Describe func() *kernel.System
+	// ComponentStats returns a component's counters (kernel.Stats) for
+	// the "components" command, with Describe listing them; nil: the
+	// command answers not found.
+	ComponentStats func(name string) (kernel.ComponentStats, error)
 	// IPCPs are the IPCP components the IRM drives, in preference order
 	// for allocation.
 	IPCPs []IPCPSlot

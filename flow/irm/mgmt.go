@@ -27,6 +27,10 @@ const (
 	CmdUnreg  = "unreg"  // unregister Name from Layer (or every layer)
 	CmdSystem = "system" // the kernel's system description; Args["format"]: table, dot, mermaid or json
 	CmdID     = "id"     // the node's signed identity document, base64 (Config.Document)
+	// CmdComponents lists every component of the node as the kernel
+	// sees it (Config.ComponentStats): state, incarnations, faults,
+	// budgets in use, and the IRM's supervision of it.
+	CmdComponents = "components"
 )
 
 // readOnly are the management commands anyone with a session may run:
@@ -34,7 +38,7 @@ const (
 // and IPCP commands such as bootstrap, enroll, connect) needs a
 // management session.
 var readOnly = map[string]bool{
-	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true, CmdID: true,
+	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true, CmdID: true, CmdComponents: true,
 	// IPCP tables and counters ("flows" is also the IPCP's own).
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
 }
@@ -83,6 +87,12 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 			return MgmtResp{}, fmt.Errorf("irm: identity document: %w", err)
 		}
 		return MgmtResp{Text: base64.StdEncoding.EncodeToString(doc)}, nil
+	case CmdComponents:
+		t, err := m.componentTable()
+		if err != nil {
+			return MgmtResp{}, err
+		}
+		return pg.page(MgmtResp{Table: t})
 	case CmdSystem:
 		if m.cfg.Describe == nil {
 			return MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)
@@ -282,4 +292,53 @@ func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 		done = append(done, layer)
 	}
 	return MgmtResp{Text: fmt.Sprintf("%s %s: %s", req.Cmd, req.Name, strings.Join(done, ", "))}, nil
+}
+
+// componentTable is the "components" table: every component of the
+// system description, its kernel counters and, for the components the
+// IRM supervises, its supervision state.
+func (m *IRM) componentTable() (Table, error) {
+	if m.cfg.Describe == nil || m.cfg.ComponentStats == nil {
+		return Table{}, fmt.Errorf("irm: components: %w", flow.ErrNotFound)
+	}
+	t := Table{Columns: []string{"name", "state", "incarnations", "faults", "bufs", "bufs_limit", "objects", "objects_limit", "supervised", "last_fault"}}
+	// By the name of the component each supervision record's cap names
+	// (an IPCP's component is not called as the IPCP is).
+	sup := make(map[string]supervised)
+	m.mu.Lock()
+	pd := m.pd
+	all := make([]supervised, 0, len(m.ipcps)+len(m.children))
+	for _, e := range m.ipcps {
+		all = append(all, e.sup)
+	}
+	for _, c := range m.children {
+		all = append(all, *c)
+	}
+	m.mu.Unlock()
+	for _, x := range all {
+		name := x.name
+		if x.comp != 0 && pd != nil {
+			if ci, err := pd.Inspect(x.comp); err == nil {
+				name = ci.Object
+			}
+		}
+		sup[name] = x
+	}
+	itoa := strconv.Itoa
+	for _, c := range m.cfg.Describe().Components {
+		s, err := m.cfg.ComponentStats(c.Name)
+		if err != nil {
+			continue // destroyed since Describe
+		}
+		supState, last := "-", "-"
+		if x, ok := sup[c.Name]; ok {
+			supState = x.state
+			if x.lastFault != "" {
+				last = fmt.Sprintf("%s (%v ago)", x.lastFault, time.Since(x.lastFaultAt).Round(time.Millisecond))
+			}
+		}
+		t.Rows = append(t.Rows, []string{c.Name, s.State, itoa(s.Incarnations), itoa(s.Faults),
+			itoa(s.Budget.Bufs), itoa(s.Budget.Limit.Bufs), itoa(s.Budget.Objects), itoa(s.Budget.Limit.Objects), supState, last})
+	}
+	return t, nil
 }

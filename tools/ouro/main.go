@@ -78,6 +78,11 @@ func commands() []*command {
 	return []*command{
 		{name: "ipcps", group: "management", summary: "list the node's IPC processes", run: runTableCmd},
 		{name: "names", group: "management", summary: "list names, their bindings and registrations", run: runTableCmd},
+		{name: "components", group: "management", summary: "list the node's components: state, restarts, faults, budgets", run: runTableCmd,
+			help: "Every component of the node (IRM, IPCPs, drivers, gateway, apps, bridges)\n" +
+				"as its kernel sees it: state, incarnations, faults, packet buffers and\n" +
+				"objects in use against their budgets, and the IRM's supervision of it\n" +
+				"(state and last fault) where it supervises it."},
 		{name: "flows", group: "management", summary: "list the flows the node brokered", run: runTableCmd},
 		{name: "reg", args: "NAME [--layer L]", group: "management", summary: "register NAME in layer L (default: every layer)", run: runReg},
 		{name: "unreg", args: "NAME [--layer L]", group: "management", summary: "unregister NAME from layer L (default: every layer)", run: runReg},

@@ -193,6 +193,7 @@ func TestManagementRequests(t *testing.T) {
 		want irm.MgmtReq
 	}{
 		{[]string{"ipcps"}, irm.MgmtReq{Cmd: "ipcps"}},
+		{[]string{"components"}, irm.MgmtReq{Cmd: "components"}},
 		{[]string{"names"}, irm.MgmtReq{Cmd: "names"}},
 		{[]string{"flows"}, irm.MgmtReq{Cmd: "flows"}},
 		{[]string{"reg", "srv"}, irm.MgmtReq{Cmd: "reg", Name: "srv"}},

@@ -158,7 +158,10 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		AutoRegister:  autoreg,
 		Logf:          func(f string, a ...any) { n.logf(f, a...) },
 		Describe:      n.Describe,
-		FaultSlot:     slotFault,
+		ComponentStats: func(name string) (kernel.ComponentStats, error) {
+			return n.k.Stats(name)
+		},
+		FaultSlot: slotFault,
 		Restart: irm.RestartPolicy{
 			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
 		},

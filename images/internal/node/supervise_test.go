@@ -517,3 +517,54 @@ lower = ["local"]
 		n.Stop()
 	}
 }
+
+// TestComponentsTable: "ouro components" lists every component as the
+// kernel sees it, with the IRM's supervision where it supervises: an
+// IPCP operational, a component that faulted once restarted with one
+// fault counted, and budgets against their limits.
+func TestComponentsTable(t *testing.T) {
+	var once sync.Once
+	boom := Extra{Name: "boom", Program: func(pd *kernel.PD) error {
+		faulted := false
+		once.Do(func() { faulted = true })
+		if faulted {
+			panic("boom: the first incarnation faults")
+		}
+		<-pd.Context().Done()
+		return nil
+	}}
+	mgmt, brc := mgmtApp("mgmt")
+	startNodeWith(t, "[node]\nname = \"a\"\n[[ipcp]]\nkind = \"local\"\nbufs = 128\n", nil, mgmt, boom)
+	b := <-brc
+	var rows map[string]map[string]string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdComponents})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = map[string]map[string]string{}
+		for _, row := range r.Table.Rows {
+			m := map[string]string{}
+			for i, c := range r.Table.Columns {
+				m[c] = row[i]
+			}
+			rows[row[0]] = m
+		}
+		if rows["boom"]["incarnations"] == "2" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if c := rows["boom"]; c["faults"] != "1" || c["incarnations"] != "2" || c["state"] != "running" || !strings.Contains(c["last_fault"], "first incarnation faults") {
+		t.Errorf("boom: %v; want restarted once after one fault", c)
+	}
+	if c := rows["ipcp.a.local"]; c["supervised"] != irm.StateOperational || c["bufs_limit"] != "128" {
+		t.Errorf("the local IPCP: %v; want operational, a budget of 128", c)
+	}
+	for _, name := range []string{"irm", "mgmt"} {
+		if rows[name] == nil {
+			t.Errorf("no %s in %v", name, rows)
+		}
+	}
+}
