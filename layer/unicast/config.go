@@ -53,10 +53,11 @@ type Config struct {
 	// Cert is the node's membership certificate for layers admitted by
 	// authority (ouro cert issue); nil for the others.
 	Cert []byte
-	// CRL is the layer authority's newest revocation list (ouro cert
-	// revoke), checked when this IPCP admits a member or a neighbour; nil:
-	// none. It is not yet distributed through the layer: every member
-	// that enrolls others or accepts adjacencies needs the file.
+	// CRL is the layer authority's revocation list (ouro cert revoke) this
+	// IPCP starts with, checked when it admits a member or a neighbour;
+	// nil: none yet. A newer list reaches it through the layer from any
+	// member given one (ouro crl), and it passes lists on to its
+	// neighbours (docs/security.md, "Rotation and revocation").
 	CRL []byte
 	// Seal seals every flow this member allocates or accepts: requests
 	// that come unsealed are refused (docs/security.md, "Sealed flows").
