@@ -23,6 +23,11 @@ type Stats struct {
 	AllocRetries uint64 `cbor:"11,keyasint" json:"alloc_retries"` // retransmitted alloc requests and name queries
 	AllocFailed  uint64 `cbor:"12,keyasint" json:"alloc_failed"`  // allocations that ended in an error
 	FlowsExpired uint64 `cbor:"13,keyasint" json:"flows_expired"` // flows deallocated because they were idle
+	// Name announcements (Ethernet): sent, heard from others, and name
+	// queries answered "not here" early because nobody announced it.
+	NamesAnnounced uint64 `cbor:"14,keyasint" json:"names_announced"`
+	NamesHeard     uint64 `cbor:"15,keyasint" json:"names_heard"`
+	QuickNotFound  uint64 `cbor:"16,keyasint" json:"quick_not_found"`
 }
 
 // Drops counts packets the shim dropped, by reason.

@@ -57,6 +57,7 @@ type ethConfig struct {
 	Board       boardPort     `toml:"board"`        // bare metal: true or "enet" the board's NIC, "usb" its USB gadget (board_*.go)
 	Hash        string        `toml:"hash"`         // sha3-256 (default) or sha256
 	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
+	Announce    duration      `toml:"announce"`     // how often to announce the names registered here (default 2s; negative: never)
 	// As in udpConfig, per peer MAC.
 	IdleTimeout       duration `toml:"idle_timeout"`
 	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`
@@ -115,7 +116,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err := deps.decode(p.Eth, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
-		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd,
+		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd, Announce: c.Announce.Duration,
 			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer}
 		var err error
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {

@@ -69,6 +69,12 @@ type Config struct {
 	QueryTimeout time.Duration
 	// CacheTTL is how long a query answer is used (default 60 s).
 	CacheTTL time.Duration
+	// Announce is how often the shim broadcasts the names registered in
+	// it, and learns the segment's names from the others' announcements,
+	// so that a query for a name nobody announced is answered "not
+	// found" after about 100 ms instead of at the caller's deadline
+	// (default DefaultAnnounce; negative: off).
+	Announce time.Duration
 	// AllocTimeout bounds allocations whose ctx has no deadline (default 10 s).
 	AllocTimeout time.Duration
 	// RetryBase is the first retransmission timeout of alloc requests and
@@ -86,6 +92,19 @@ type Config struct {
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
+}
+
+// DefaultAnnounce is how often an Ethernet shim announces its names.
+const DefaultAnnounce = 2 * time.Second
+
+func announce(d time.Duration) time.Duration {
+	switch {
+	case d < 0:
+		return 0
+	case d == 0:
+		return DefaultAnnounce
+	}
+	return d
 }
 
 // IPCP is an Ethernet shim IPC process.
@@ -132,6 +151,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		Timeout:           cfg.AllocTimeout,
 		RetryBase:         cfg.RetryBase,
 		CacheTTL:          cfg.CacheTTL,
+		Announce:          announce(cfg.Announce),
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxFlowsPerPeer:   cfg.MaxFlowsPerPeer,
 		MaxPendingPerPeer: cfg.MaxPendingPerPeer,

@@ -229,7 +229,8 @@ func TestRawProtocol(t *testing.T) {
 	defer raw.Close()
 	src, _ := MACFrom(raw.MAC())
 	buf := make([]byte, 2048)
-	recv := func() Frame {
+	var recv func() Frame
+	recvAny := func() Frame {
 		t.Helper()
 		type res struct {
 			n   int
@@ -256,6 +257,23 @@ func TestRawProtocol(t *testing.T) {
 		raw.WriteFrame(rawFrame(dst, src, CtlEID, p))
 	}
 	h := layer.HashName(layer.SHA3_256, "srv")
+	isAnnouncement := func(f Frame) bool {
+		m, err := engine.DecodeMsg(f.Payload())
+		return err == nil && f.Dst() == Broadcast && m.Type == engine.MsgNameReply && bytes.Equal(m.Hash, h[:])
+	}
+	// Registering announces the name to the segment: a broadcast name
+	// reply nobody asked for.
+	if f := recvAny(); !isAnnouncement(f) {
+		t.Fatalf("got frame %x, want the announcement of srv", []byte(f))
+	}
+	recv = func() Frame { // what follows, past the periodic announcements
+		t.Helper()
+		for {
+			if f := recvAny(); !isAnnouncement(f) {
+				return f
+			}
+		}
+	}
 	// A broadcast query is answered to us, unicast, padded to 60 bytes.
 	ctl(Broadcast, &engine.Msg{Type: engine.MsgNameQuery, Hash: h[:]})
 	f := recv()
@@ -445,4 +463,63 @@ func TestLinkDown(t *testing.T) {
 	}
 	client2, server2 := dial(t, a, b, "srv")
 	roundTrip(t, client2, server2, []byte("after"))
+}
+
+// TestAnnounce: shims announce the names registered in them. A shim that
+// heard b announce "srv" resolves it from what it heard (no query goes
+// out); once it has listened for 1.5 announcement periods, a query for a
+// name nobody announced ends "not found" after the short negative wait,
+// long before the caller's deadline (counted as quick_not_found). With
+// announcements off the same query waits for the deadline.
+func TestAnnounce(t *testing.T) {
+	startWith := func(name string, dev Device, every time.Duration) *node {
+		t.Helper()
+		up := flowtest.NewUpcalls(16)
+		p, err := New(Config{Runner: layertest.Runner{}, Layer: "eth.test", Name: name, Device: dev,
+			QueryTimeout: 5 * time.Second, RetryBase: 5 * time.Millisecond, Announce: every}, up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Stop)
+		return &node{p, up}
+	}
+	for _, on := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
+			every := 100 * time.Millisecond
+			if !on {
+				every = -1
+			}
+			hub := ethtest.NewHub()
+			a, b := startWith("a", hub.NewPort(), every), startWith("b", hub.NewPort(), every)
+			if err := b.ipcp.Register(context.Background(), "srv"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // a has listened 1.5 periods and heard b
+			retries := a.ipcp.Stats().AllocRetries
+			ctlOut := a.ipcp.Stats().CtlOut
+			if err := a.ipcp.Query(context.Background(), "srv"); err != nil {
+				t.Fatalf("query srv: %v", err)
+			}
+			s := a.ipcp.Stats()
+			if on && (s.NamesHeard == 0 || s.CtlOut != ctlOut || s.AllocRetries != retries) {
+				t.Fatalf("srv was announced: a heard %d announcements and sent %d control messages to find it, want it found from what it heard", s.NamesHeard, s.CtlOut-ctlOut)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+			defer cancel()
+			err := a.ipcp.Query(ctx, "nobody")
+			if !errors.Is(err, flow.ErrNotFound) {
+				t.Fatalf("query nobody: %v, want ErrNotFound", err)
+			}
+			quick := a.ipcp.Stats().QuickNotFound
+			if on && (quick != 1 || ctx.Err() != nil) {
+				t.Fatalf("announcements on: quick_not_found %d, deadline reached %v; want the early answer", quick, ctx.Err())
+			}
+			if !on && (quick != 0 || ctx.Err() == nil || s.NamesAnnounced != 0) {
+				t.Fatalf("announcements off: quick_not_found %d, deadline reached %v, announced %d; want the wait for the deadline", quick, ctx.Err(), s.NamesAnnounced)
+			}
+		})
+	}
 }

@@ -962,6 +962,9 @@ func addStats(a, b shim.Stats) shim.Stats {
 	a.AllocRetries += b.AllocRetries
 	a.AllocFailed += b.AllocFailed
 	a.FlowsExpired += b.FlowsExpired
+	a.NamesAnnounced += b.NamesAnnounced
+	a.NamesHeard += b.NamesHeard
+	a.QuickNotFound += b.QuickNotFound
 	d, e := &a.Drops, b.Drops
 	d.Malformed += e.Malformed
 	d.NotForUs += e.NotForUs

@@ -98,6 +98,19 @@ type Config[A Addr] struct {
 	// the IRM's answer, so that one peer cannot take all of MaxPendingIn.
 	// Default DefaultMaxPendingPerPeer; negative: no bound.
 	MaxPendingPerPeer int
+	// Announce, if positive, makes the engine broadcast its registered
+	// names (unsolicited name replies) at registration and every
+	// Announce, and learn its segment's names from the others'
+	// announcements (heard, for 3 × Announce): Resolve answers a heard
+	// name at once, and once it has listened for 1.5 × Announce it says
+	// "not here" after NegativeWait instead of waiting for the caller's
+	// deadline. Zero: off (a shim whose peers are not on a broadcast
+	// segment).
+	Announce time.Duration
+	// NegativeWait bounds how long a warm, announcing engine waits for an
+	// answer to a query for a name it has not heard announced (default
+	// 100 ms: a holder whose announcement was lost still answers).
+	NegativeWait time.Duration
 }
 
 // Defaults of the bounds on what a peer can make the engine keep.
@@ -108,6 +121,10 @@ const (
 	// maxRefusals bounds the remembered refusals (answers to retransmitted
 	// requests); beyond it the oldest are forgotten first-come.
 	maxRefusals = 1024
+	// maxHeard bounds the names learnt from announcements; maxAnnounce
+	// the names announced per round.
+	maxHeard    = 4096
+	maxAnnounce = 256
 )
 
 // Counters are the engine's always-on counters; shims count device-level
@@ -118,6 +135,8 @@ type Counters struct {
 	RxFull, Truncated, TxError, RxError, Busy, PeerLimit      atomic.Uint64
 	FlowsOut, FlowsIn, AllocRetries, AllocFailed, FlowsActive atomic.Uint64
 	FlowsExpired                                              atomic.Uint64
+	// Announcements sent and heard; queries answered "not here" early.
+	Announced, Heard, QuickNegative atomic.Uint64
 }
 
 // Snapshot copies the counters.
@@ -137,6 +156,7 @@ func (c *Counters) Snapshot() shim.Stats {
 		FlowsOut: c.FlowsOut.Load(), FlowsIn: c.FlowsIn.Load(),
 		FlowsActive: c.FlowsActive.Load(), AllocRetries: c.AllocRetries.Load(),
 		AllocFailed: c.AllocFailed.Load(), FlowsExpired: c.FlowsExpired.Load(),
+		NamesAnnounced: c.Announced.Load(), NamesHeard: c.Heard.Load(), QuickNotFound: c.QuickNegative.Load(),
 	}
 }
 
@@ -222,6 +242,7 @@ type Engine[A Addr] struct {
 	peers    map[A]*peerState // peers with incoming flows or allocations in progress
 	names    map[layer.Hash]string
 	cache    map[layer.Hash]cacheEntry[A]
+	heard    map[layer.Hash]cacheEntry[A] // names others announced (Config.Announce)
 	waiters  map[layer.Hash][]chan A
 	nextEID  uint32
 	nextReq  uint64
@@ -243,6 +264,7 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 	def(&cfg.CacheTTL, time.Minute)
 	def(&cfg.NSFInterval, 10*time.Millisecond)
 	def(&cfg.IdleTimeout, DefaultIdleTimeout)
+	def(&cfg.NegativeWait, 100*time.Millisecond)
 	if cfg.MaxPendingIn <= 0 {
 		cfg.MaxPendingIn = 64
 	}
@@ -265,6 +287,7 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 		peers:   make(map[A]*peerState),
 		names:   make(map[layer.Hash]string),
 		cache:   make(map[layer.Hash]cacheEntry[A]),
+		heard:   make(map[layer.Hash]cacheEntry[A]),
 		waiters: make(map[layer.Hash][]chan A),
 		// Random starting points make a restarted peer's endpoint ids and
 		// request ids unlikely to collide with its previous life's.
@@ -279,11 +302,53 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 // Start starts the sweeper that deallocates idle flows (none if
 // Config.IdleTimeout is negative). Call it once; Stop ends it.
 func (e *Engine[A]) Start() {
+	if e.cfg.Announce > 0 {
+		e.wg.Add(1)
+		e.cfg.Runner.Go(e.announceLoop)
+	}
 	if e.cfg.IdleTimeout < 0 {
 		return
 	}
 	e.wg.Add(1)
 	e.cfg.Runner.Go(e.sweepLoop)
+}
+
+// announceLoop broadcasts the registered names every Config.Announce and
+// forgets expired announcements heard.
+func (e *Engine[A]) announceLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.cfg.Announce)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case now := <-t.C:
+			e.mu.Lock()
+			hs := make([]layer.Hash, 0, min(len(e.names), maxAnnounce))
+			for h := range e.names {
+				if len(hs) == maxAnnounce {
+					break
+				}
+				hs = append(hs, h)
+			}
+			for h, c := range e.heard {
+				if now.After(c.exp) {
+					delete(e.heard, h)
+				}
+			}
+			e.mu.Unlock()
+			for _, h := range hs {
+				e.announce(h)
+			}
+		}
+	}
+}
+
+// announce broadcasts that this engine holds the name with hash h.
+func (e *Engine[A]) announce(h layer.Hash) {
+	e.C.Announced.Add(1)
+	e.sendMsg(&Msg{Type: MsgNameReply, Hash: h[:]}, e.cfg.Broadcast)
 }
 
 // sweepLoop expires idle flows every quarter of the idle timeout.
@@ -340,6 +405,10 @@ func (e *Engine[A]) Register(name string) error {
 		return fmt.Errorf("%s: register %q: %w", e.cfg.Kind, name, flow.ErrExists)
 	}
 	e.names[h] = name
+	if e.cfg.Announce > 0 && !e.stopped {
+		e.wg.Add(1)
+		e.cfg.Runner.Go(func() { defer e.wg.Done(); e.announce(h) }) // not under mu
+	}
 	return nil
 }
 
@@ -470,6 +539,13 @@ func (e *Engine[A]) control(p []byte, from A) {
 			e.cache[h] = cacheEntry[A]{from, time.Now().Add(e.cfg.CacheTTL)}
 		}
 		delete(e.waiters, h)
+		if !waited && !cached && e.cfg.Announce > 0 {
+			// An announcement: kept apart from the cache, bounded.
+			if _, ok := e.heard[h]; ok || len(e.heard) < maxHeard {
+				e.heard[h] = cacheEntry[A]{from, time.Now().Add(3 * e.cfg.Announce)}
+				e.C.Heard.Add(1)
+			}
+		}
 		e.mu.Unlock()
 		for _, ch := range ws {
 			select {
@@ -861,10 +937,18 @@ func (e *Engine[A]) Resolve(ctx context.Context, name string) (A, error) {
 	h := layer.HashName(e.cfg.HashAlgo, name)
 	ch := make(chan A, 1)
 	e.mu.Lock()
-	if c, ok := e.cache[h]; ok && time.Now().Before(c.exp) {
+	now := time.Now()
+	if c, ok := e.cache[h]; ok && now.Before(c.exp) {
 		e.mu.Unlock()
 		return c.addr, nil
 	}
+	if c, ok := e.heard[h]; ok && now.Before(c.exp) {
+		e.mu.Unlock()
+		return c.addr, nil
+	}
+	// Listened long enough to have heard every holder's announcement:
+	// a holder whose announcement was lost answers the query at once.
+	quick := e.cfg.Announce > 0 && now.Sub(e.epoch) >= 3*e.cfg.Announce/2
 	if e.stopped {
 		e.mu.Unlock()
 		return zero, fmt.Errorf("%s: query %q: stopped: %w", e.cfg.Kind, name, flow.ErrClosed)
@@ -894,11 +978,20 @@ func (e *Engine[A]) Resolve(ctx context.Context, name string) (A, error) {
 	rto := e.cfg.RetryBase
 	t := time.NewTimer(rto)
 	defer t.Stop()
+	var negative <-chan time.Time
+	if quick {
+		nt := time.NewTimer(e.cfg.NegativeWait)
+		defer nt.Stop()
+		negative = nt.C
+	}
 	e.sendPkt(pkt, e.cfg.Broadcast)
 	for {
 		select {
 		case a := <-ch:
 			return a, nil
+		case <-negative:
+			e.C.QuickNegative.Add(1)
+			return zero, fmt.Errorf("%s: query %q: not announced, no answer in %v: %w", e.cfg.Kind, name, e.cfg.NegativeWait, flow.ErrNotFound)
 		case <-t.C:
 			rto = min(2*rto, e.cfg.RetryMax)
 			t.Reset(rto)
@@ -921,6 +1014,7 @@ func (e *Engine[A]) Forget(name string) {
 	h := layer.HashName(e.cfg.HashAlgo, name)
 	e.mu.Lock()
 	delete(e.cache, h)
+	delete(e.heard, h)
 	e.mu.Unlock()
 }
 
