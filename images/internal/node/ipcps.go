@@ -20,6 +20,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/broadcast"
+	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -445,6 +446,11 @@ type shimIPCP interface {
 	Flows() []shim.FlowInfo
 }
 
+// capturer is a shim that serves the capture command (udp, eth).
+type capturer interface {
+	Capture(args map[string]string) (irm.MgmtResp, error)
+}
+
 // shimManager answers the management commands every shim has: stats and
 // flows.
 type shimManager struct{ shimIPCP }
@@ -453,6 +459,9 @@ var _ irm.Manager = shimManager{}
 
 // Mgmt implements irm.Manager.
 func (s shimManager) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+	if c, ok := s.shimIPCP.(capturer); ok && req.Cmd == capture.Cmd {
+		return c.Capture(req.Args)
+	}
 	switch req.Cmd {
 	case "stats":
 		return irm.MgmtResp{Table: counterTable(s.Stats())}, nil
