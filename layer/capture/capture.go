@@ -56,9 +56,10 @@ const (
 	LayerEth       Layer = 3
 	LayerSerial    Layer = 4
 	LayerBroadcast Layer = 5
+	LayerLocal     Layer = 6 // the local shim, or a test harness's in-process N-1 flows
 )
 
-var layerNames = [...]string{LayerUnicast: "unicast", LayerUDP: "udp", LayerEth: "eth", LayerSerial: "serial", LayerBroadcast: "broadcast"}
+var layerNames = [...]string{LayerUnicast: "unicast", LayerUDP: "udp", LayerEth: "eth", LayerSerial: "serial", LayerBroadcast: "broadcast", LayerLocal: "local"}
 
 func (l Layer) String() string {
 	if int(l) < len(layerNames) && layerNames[l] != "" {

@@ -1,0 +1,394 @@
+// Package wireshark checks tools/wireshark/ouro.lua, the Wireshark
+// dissector of ouro captures, by running tshark over captures the tests
+// make. The tests skip when tshark is not installed.
+package wireshark
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/capture/pcapng"
+	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/connmgr"
+	"github.com/ouronet/ouro/layer/unicast/enroll"
+	"github.com/ouronet/ouro/layer/unicast/fa"
+	"github.com/ouronet/ouro/layer/unicast/unicasttest"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// tshark returns tshark's path, or skips the test.
+func tshark(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("tshark")
+	if err != nil {
+		t.Skip("tshark is not installed (Debian package tshark; .ci/run installs it)")
+	}
+	return p
+}
+
+// run runs tshark with the dissector over file.
+func run(t *testing.T, file string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tshark(t), append([]string{"-X", "lua_script:ouro.lua", "-r", file}, args...)...)
+	cmd.Env = append(os.Environ(), "TZ=UTC", "LC_ALL=C")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("tshark %v: %v\n%s", args, err, errb.String())
+	}
+	if s := errb.String(); strings.Contains(s, "Lua") || strings.Contains(s, "rror") {
+		t.Fatalf("tshark %v stderr: %s", args, s)
+	}
+	return out.String()
+}
+
+// checkClean fails on any malformed packet or Lua error in a -V dump.
+func checkClean(t *testing.T, dump string) {
+	t.Helper()
+	for _, bad := range []string{"Malformed", "Lua Error", "Dissector bug", "[Expert Info (Error"} {
+		if i := strings.Index(dump, bad); i >= 0 {
+			lo := max(0, i-1500)
+			t.Fatalf("tshark output has %q:\n%s", bad, dump[lo:min(len(dump), i+300)])
+		}
+	}
+}
+
+// tap records what a harness node writes to a neighbour on its N-1
+// flows (management, enrollment and data-transfer flows alike): the
+// lower layer's SDUs as a shim below would capture them.
+type tap struct {
+	mu   sync.Mutex
+	name string
+	p    capture.Point
+	s    *capture.Session
+}
+
+func newTap(t *testing.T, name string) *tap {
+	tp := &tap{name: name}
+	s, err := tp.p.Start(capture.LayerLocal, capture.Config{Slots: 1 << 14, Snap: capture.MaxSnap, Idle: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.s = s
+	return tp
+}
+
+func (tp *tap) fn(port uint64) func([]byte) [][]byte {
+	return func(pkt []byte) [][]byte {
+		tp.s.Add(capture.Out, capture.SDU, port, pkt)
+		return [][]byte{slices.Clone(pkt)}
+	}
+}
+
+type named struct {
+	ipcp string
+	r    capture.Record
+}
+
+func drain(t *testing.T, ipcp string, s *capture.Session) []named {
+	var out []named
+	for {
+		page, k := s.Drain(nil, capture.MaxPage)
+		if k == 0 {
+			return out
+		}
+		rs, err := capture.DecodePage(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			out = append(out, named{ipcp, r})
+		}
+	}
+}
+
+func drainMgmt(t *testing.T, nd *unicasttest.Node) []named {
+	t.Helper()
+	var out []named
+	for {
+		r, err := nd.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{capture.ArgOp: capture.OpRead}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := decodeB64(r.Text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := capture.DecodePage(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 0 {
+			return out
+		}
+		for _, rec := range rs {
+			out = append(out, named{nd.Name, rec})
+		}
+	}
+}
+
+func writePcapng(t *testing.T, file string, recs []named) {
+	t.Helper()
+	slices.SortStableFunc(recs, func(a, b named) int { return a.r.Time.Compare(b.r.Time) })
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := pcapng.NewWriter(f, "ouro dissector test")
+	for _, r := range recs {
+		if err := w.Write(r.ipcp, r.r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDissectLayer captures an enrollment, a flow allocation and a ping
+// on a reliable (FRCT) flow across a unicast layer of two members in the
+// in-process harness, writes pcapng and checks what tshark decodes with
+// the dissector.
+func TestDissectLayer(t *testing.T) {
+	tshark(t)
+	n := unicasttest.New(t)
+	n.Template.LayerConfig.Hello = 50 // ms: management hellos within the test
+	tapA, tapB := newTap(t, "a.lower"), newTap(t, "b.lower")
+	n.Tamper("a", "b", tapA.fn(1))
+	n.Tamper("b", "a", tapB.fn(2))
+	a := n.Add("a", true, nil, nil)
+	for _, nd := range []*unicasttest.Node{a} {
+		startCapture(t, nd)
+	}
+	b := n.Add("b", false, []string{"a"}, nil)
+	startCapture(t, b)
+	n.WaitOperational(20 * time.Second)
+
+	a.Register("pong")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q := flow.Data()
+	pb, err := b.Alloc(ctx, "pong", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := a.Accept(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := flow.New(pb, flow.Info{QoS: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, err := flow.New(acc.Port, flow.Info{QoS: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	for i := range 3 {
+		fb.SetDeadline(time.Now().Add(5 * time.Second))
+		fa.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fb.Write([]byte("ping " + string(rune('0'+i)))); err != nil {
+			t.Fatal(err)
+		}
+		k, err := fa.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fa.Write(buf[:k]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fb.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the last acknowledgements, hellos
+	fb.Close()
+	fa.Close()
+
+	var recs []named
+	recs = append(recs, drainMgmt(t, a)...)
+	recs = append(recs, drainMgmt(t, b)...)
+	recs = append(recs, drain(t, tapA.name, tapA.s)...)
+	recs = append(recs, drain(t, tapB.name, tapB.s)...)
+	file := filepath.Join(t.TempDir(), "layer.pcapng")
+	writePcapng(t, file, recs)
+
+	dump := run(t, file, "-V")
+	checkClean(t, dump)
+	fields := run(t, file, "-T", "fields", "-E", "separator=|", "-e", "frame.interface_name", "-e", "ouro.dir",
+		"-e", "ouro.msg", "-e", "ouro.dt.dst", "-e", "ouro.dt.eid", "-e", "ouro.frct.seqno", "-e", "ouro.fa.name")
+	lines := strings.Split(strings.TrimSpace(fields), "\n")
+	if len(lines) != len(recs) {
+		t.Errorf("tshark printed %d packets, the capture has %d", len(lines), len(recs))
+	}
+	t.Logf("%d packets; first lines:\n%s", len(lines), strings.Join(lines[:min(len(lines), 40)], "\n"))
+	want := []string{
+		"connmgr Open (enroll)", "connmgr OpenResp", "enroll Req", "enroll Challenge", "enroll Proof", "enroll Resp",
+		"enroll Done", "enroll Ack", "connmgr Open (mgmt)", "connmgr Open (dt)", "mgmt hello",
+		"fa Req", "fa Resp", "frct DATA",
+	}
+	for _, w := range want {
+		if !strings.Contains(fields, w) {
+			t.Errorf("no packet decodes as %q", w)
+		}
+	}
+	// Addresses, endpoint ids and sequence numbers are the layer's.
+	aAddr, bAddr := fmt.Sprint(a.IPCP.Addr()), fmt.Sprint(b.IPCP.Addr())
+	byMsg := func(msg string, fields ...string) [][]string {
+		args := []string{"-Y", fmt.Sprintf("ouro.msg == %q", msg), "-T", "fields", "-E", "separator=|", "-e", "frame.interface_name"}
+		for _, f := range fields {
+			args = append(args, "-e", f)
+		}
+		var out [][]string
+		for _, l := range strings.Split(strings.TrimSpace(run(t, file, args...)), "\n") {
+			if l != "" {
+				out = append(out, strings.Split(l, "|"))
+			}
+		}
+		if len(out) == 0 {
+			t.Errorf("no %q packet", msg)
+		}
+		return out
+	}
+	for _, r := range byMsg("fa Req", "ouro.dt.dst", "ouro.dt.eid", "ouro.fa.name", "ouro.dt.src") {
+		if r[1] != aAddr || r[2] != "1" || r[3] != "b.app" || r[4] != bAddr {
+			t.Errorf("fa Req: %q, want dst %s, eid 1, name b.app, src %s", r, aAddr, bAddr)
+		}
+	}
+	for _, r := range byMsg("enroll Done", "ouro.enroll.addr") {
+		if r[1] != bAddr {
+			t.Errorf("enroll Done: %q, want b's address %s", r, bAddr)
+		}
+	}
+	for _, r := range byMsg("enroll Resp", "ouro.enroll.addr", "ouro.enroll.name", "ouro.enroll.layer") {
+		if r[1] != aAddr || r[2] != "a" || r[3] != unicasttest.Layer {
+			t.Errorf("enroll Resp: %q, want a's address %s, name a, layer %s", r, aAddr, unicasttest.Layer)
+		}
+	}
+	var seqs []string
+	for _, r := range byMsg("frct DATA+ACK+FC seq 2 ack 2", "ouro.dt.dst", "ouro.frct.seqno", "ouro.frct.flags") {
+		if r[1] != aAddr || r[2] != "2" || r[3] != "0x0007" {
+			t.Errorf("b's third ping: %q, want dst %s, seqno 2, flags DATA+ACK+FC", r, aAddr)
+		}
+		seqs = append(seqs, r[2])
+	}
+	_ = seqs
+	// Every packet decodes as something named.
+	for i, l := range lines {
+		f := strings.Split(l, "|")
+		if len(f) < 3 || f[2] == "" {
+			t.Errorf("packet %d decodes as nothing: %q", i+1, l)
+		}
+	}
+}
+
+func startCapture(t *testing.T, nd *unicasttest.Node) {
+	t.Helper()
+	_, err := nd.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{
+		capture.ArgOp: capture.OpStart, capture.ArgSnap: "1024", capture.ArgSlots: "16384", capture.ArgIdle: "600000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func decodeB64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
+
+// TestGolden runs the dissector over a fixed capture of every content
+// type and compares tshark's detail view with testdata/golden.txt
+// (go test -update rewrites it).
+func TestGolden(t *testing.T) {
+	tshark(t)
+	at := time.Date(2026, 12, 4, 8, 0, 0, 0, time.UTC)
+	var recs []named
+	add := func(ipcp string, d capture.Dir, l capture.Layer, c capture.Content, port uint64, pkt []byte) {
+		h := make([]byte, capture.HeaderLen)
+		capture.PutHeader(h, d, l, c, port)
+		recs = append(recs, named{ipcp, capture.Record{Time: at.Add(time.Duration(len(recs)) * time.Millisecond), Len: len(pkt), Header: h, Data: pkt}})
+	}
+	pci := func(dst uint64, cube, ttl, ecn byte, eid uint64) []byte {
+		b := binary.BigEndian.AppendUint64(nil, dst)
+		b = append(b, cube, ttl, ecn)
+		return binary.BigEndian.AppendUint64(b, eid)
+	}
+	must := func(b []byte, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// A reliable flow's DATA, a SACK, a FIN.
+	frctPkt := func(flags uint16, window, seq, ack uint32, rest []byte) []byte {
+		b := binary.BigEndian.AppendUint16(nil, flags)
+		b = append(b, 0, 0)
+		b = binary.BigEndian.AppendUint32(b, window)
+		b = binary.BigEndian.AppendUint32(b, seq)
+		b = binary.BigEndian.AppendUint32(b, ack)
+		return append(b, rest...)
+	}
+	const a, b = 0x0a0a0a0a0a0a0a0a, 0x0b0b0b0b0b0b0b0b
+	add("r.uni", capture.In, capture.LayerUnicast, capture.PDU, 1, append(pci(a, 2, 59, 0, 1<<33+5), frctPkt(0x07, 100, 7, 3, []byte("hello"))...))
+	add("r.uni", capture.Out, capture.LayerUnicast, capture.PDU, 2, append(pci(b, 2, 60, 12, 1<<33+6), frctPkt(0x46, 120, 9, 4, []byte{0, 0, 0, 6, 0, 0, 0, 8})...))
+	add("r.uni", capture.Out, capture.LayerUnicast, capture.PDU, 2, append(pci(b, 2, 60, 0, 1<<33+6), frctPkt(0x16, 120, 10, 4, nil)...))
+	// A flow allocation request to the flow allocator's endpoint.
+	h := make([]byte, 32)
+	for i := range h {
+		h[i] = byte(i)
+	}
+	req := must(fa.Marshal(&fa.Msg{Type: 1, SrcEID: 1<<33 + 6, Hash: h, Name: "ping", QoS: flow.Data()}))
+	add("r.uni", capture.Out, capture.LayerUnicast, capture.PDU, 2, append(append(pci(b, 0, 60, 0, 1), binary.BigEndian.AppendUint64(nil, a)...), req...))
+	add("r.uni", capture.Out, capture.LayerUnicast, capture.PDU, 2, append(pci(b, 4, 1, 0, 3), binary.BigEndian.AppendUint64(nil, a)...))
+	add("r.uni", capture.In, capture.LayerUnicast, capture.PDU, 1, append(pci(a, 3, 60, 0, 1<<33+5), []byte("raw data")...))
+	// A shim's control message (docs/wire/shims.md's dealloc example) and
+	// the N-1 flow messages it carries for the unicast IPCP above.
+	dealloc := []byte{0x87, 0x03, 0x00, 0x09, 0x07, 0x00, 0x40, 0xa8, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x04, 0x00, 0x05, 0x00, 0x06, 0xf4, 0x07, 0x00, 0x08, 0x00}
+	add("r.udp", capture.In, capture.LayerUDP, capture.ShimCtl, 0, dealloc)
+	add("r.udp", capture.Out, capture.LayerUDP, capture.SDU, 9, must(connmgr.Marshal(connmgr.Open{Version: 2, Purpose: 1, Layer: "uni", Name: "r.uni"})))
+	add("r.udp", capture.In, capture.LayerUDP, capture.SDU, 7, must(enroll.Marshal(enroll.Done{Addr: a})))
+	add("r.udp", capture.In, capture.LayerUDP, capture.SDU, 7, must(connmgr.Marshal(connmgr.Msg{Type: connmgr.MsgHello})))
+	add("r.udp", capture.Out, capture.LayerUDP, capture.SDU, 9, append(pci(a, 3, 60, 0, 1<<33+5), frctPkt(0x01, 0, 0, 0, []byte("x"))...))
+
+	file := filepath.Join(t.TempDir(), "golden.pcapng")
+	writePcapng(t, file, recs)
+	got := run(t, file, "-V", "-O", "ouro,cbor")
+	checkClean(t, got)
+	golden := filepath.Join("testdata", "golden.txt")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("tshark's output differs from %s at line %d:\n got: %s\nwant: %s\n(go test -update rewrites it)", golden, i+1, gl[i], wl[i])
+			}
+		}
+		t.Fatalf("tshark's output has %d lines, %s %d", len(gl), golden, len(wl))
+	}
+}

@@ -1,0 +1,504 @@
+-- ouro.lua: a Wireshark dissector for ouro (Ouroboros in Go) captures
+-- and wire formats.
+--
+--   wireshark -X lua_script:tools/wireshark/ouro.lua -r capture.pcapng
+--   tshark -X lua_script:tools/wireshark/ouro.lua -r capture.pcapng -V
+--
+-- It decodes:
+--   * the capture link type of `ouro capture` (LINKTYPE_USER0, 147): the
+--     16-byte record header (docs/wire/capture.md) and what it carries;
+--   * the unicast data-transfer PCI (docs/wire/unicast-dt.md) and the
+--     reserved endpoints' messages: flow allocator (fa), directory,
+--     keepalive (docs/wire/unicast.md);
+--   * FRCT (docs/wire/frct.md) in the SDUs of application flows, found by
+--     its header's validity rules (a flow's QoS is not on the wire);
+--   * the N-1 flow messages of a unicast IPCP: connmgr Open/OpenResp,
+--     enrollment, management frames (docs/wire/unicast.md);
+--   * the UDP shim (UDP port 3435) and Ethernet shim (EtherType 0xA000)
+--     headers and their control messages (docs/wire/shims.md), on
+--     ordinary captures of the wire too.
+-- Every CBOR message is also shown through Wireshark's CBOR dissector.
+-- Checked by tools/wireshark/dissector_test.go (tshark over captures the
+-- tests make, and a golden file).
+
+local ouro = Proto("ouro", "Ouroboros (ouro) capture")
+
+local layers = { [1] = "unicast", [2] = "udp", [3] = "eth", [4] = "serial", [5] = "broadcast", [6] = "local" }
+local contents = { [1] = "dt PDU", [2] = "shim SDU", [3] = "shim control" }
+local dirs = { [0] = "in", [1] = "out" }
+local cubes = { [0] = "voice", [1] = "video", [2] = "data", [3] = "best_effort", [4] = "raw" }
+
+local f = {
+	version = ProtoField.uint8("ouro.version", "Version"),
+	dir = ProtoField.uint8("ouro.dir", "Direction", base.DEC, dirs, 0x01),
+	layer = ProtoField.uint8("ouro.layer", "IPCP kind", base.DEC, layers),
+	content = ProtoField.uint8("ouro.content", "Content", base.DEC, contents),
+	port = ProtoField.uint64("ouro.port", "Port / endpoint id"),
+	msg = ProtoField.string("ouro.msg", "Message"),
+
+	dt_dst = ProtoField.uint64("ouro.dt.dst", "Destination address"),
+	dt_cube = ProtoField.uint8("ouro.dt.cube", "QoS cube", base.DEC, cubes),
+	dt_ttl = ProtoField.uint8("ouro.dt.ttl", "TTL"),
+	dt_ecn = ProtoField.uint8("ouro.dt.ecn", "ECN"),
+	dt_eid = ProtoField.uint64("ouro.dt.eid", "Destination endpoint id"),
+	dt_src = ProtoField.uint64("ouro.dt.src", "Sender's address"),
+	dt_payload = ProtoField.bytes("ouro.dt.payload", "Payload"),
+
+	frct_flags = ProtoField.uint16("ouro.frct.flags", "Flags", base.HEX),
+	frct_data = ProtoField.bool("ouro.frct.flags.data", "DATA", 16, nil, 0x0001),
+	frct_ack = ProtoField.bool("ouro.frct.flags.ack", "ACK", 16, nil, 0x0002),
+	frct_fc = ProtoField.bool("ouro.frct.flags.fc", "FC", 16, nil, 0x0004),
+	frct_rdvs = ProtoField.bool("ouro.frct.flags.rdvs", "RDVS", 16, nil, 0x0008),
+	frct_fin = ProtoField.bool("ouro.frct.flags.fin", "FIN", 16, nil, 0x0010),
+	frct_ka = ProtoField.bool("ouro.frct.flags.keepalive", "KEEPALIVE", 16, nil, 0x0020),
+	frct_sack = ProtoField.bool("ouro.frct.flags.sack", "SACK", 16, nil, 0x0040),
+	frct_window = ProtoField.uint32("ouro.frct.window", "Window"),
+	frct_seqno = ProtoField.uint32("ouro.frct.seqno", "Seqno"),
+	frct_ackno = ProtoField.uint32("ouro.frct.ackno", "Ackno"),
+	frct_sack_start = ProtoField.uint32("ouro.frct.sack.start", "SACK block start"),
+	frct_sack_end = ProtoField.uint32("ouro.frct.sack.end", "SACK block end"),
+	sdu = ProtoField.bytes("ouro.sdu", "SDU"),
+
+	fa_type = ProtoField.uint8("ouro.fa.type", "Type", base.DEC,
+		{ [1] = "Req", [2] = "Resp", [3] = "Dealloc", [4] = "Update", [5] = "Keepalive", [6] = "Reply", [7] = "Finish" }),
+	fa_src = ProtoField.uint64("ouro.fa.src_eid", "Source endpoint id"),
+	fa_dst = ProtoField.uint64("ouro.fa.dst_eid", "Destination endpoint id"),
+	fa_hash = ProtoField.bytes("ouro.fa.hash", "Destination name hash"),
+	fa_name = ProtoField.string("ouro.fa.name", "Source name"),
+	fa_result = ProtoField.uint8("ouro.fa.result", "Result", base.DEC, { [0] = "ok", [1] = "not found", [2] = "refused", [3] = "busy" }),
+	fa_ece = ProtoField.uint8("ouro.fa.ece", "ECE"),
+	fa_part = ProtoField.string("ouro.fa.kex", "Key exchange piece"),
+
+	conn_purpose = ProtoField.uint8("ouro.conn.purpose", "Purpose", base.DEC, { [1] = "enroll", [2] = "mgmt", [3] = "dt" }),
+	conn_result = ProtoField.uint8("ouro.conn.result", "Result", base.DEC, { [0] = "ok", [1] = "refused", [2] = "exists" }),
+	conn_layer = ProtoField.string("ouro.conn.layer", "Layer"),
+	conn_name = ProtoField.string("ouro.conn.name", "Name"),
+	conn_addr = ProtoField.uint64("ouro.conn.addr", "Address"),
+	conn_text = ProtoField.string("ouro.conn.text", "Message"),
+
+	enroll_name = ProtoField.string("ouro.enroll.name", "Name"),
+	enroll_layer = ProtoField.string("ouro.enroll.layer", "Layer"),
+	enroll_result = ProtoField.uint8("ouro.enroll.result", "Result", base.DEC, { [0] = "ok", [1] = "refused", [2] = "collision", [3] = "busy" }),
+	enroll_addr = ProtoField.uint64("ouro.enroll.addr", "Address"),
+	enroll_members = ProtoField.uint32("ouro.enroll.members", "Members"),
+	enroll_text = ProtoField.string("ouro.enroll.text", "Message"),
+
+	mgmt_type = ProtoField.uint8("ouro.mgmt.type", "Management frame", base.DEC, { [1] = "hello", [2] = "LSU", [3] = "auth" }),
+	mgmt_body = ProtoField.bytes("ouro.mgmt.body", "Body"),
+
+	shim_eid = ProtoField.uint32("ouro.shim.eid", "Destination endpoint id"),
+	shim_len = ProtoField.uint16("ouro.shim.len", "SDU length"),
+	shim_type = ProtoField.uint8("ouro.shim.type", "Control type", base.DEC,
+		{ [1] = "alloc request", [2] = "alloc response", [3] = "dealloc", [4] = "no such flow", [5] = "name query", [6] = "name reply" }),
+	shim_req = ProtoField.uint64("ouro.shim.req_id", "Request id"),
+	shim_src = ProtoField.uint64("ouro.shim.src_eid", "Source endpoint id"),
+	shim_dst = ProtoField.uint64("ouro.shim.dst_eid", "Destination endpoint id"),
+	shim_result = ProtoField.uint8("ouro.shim.result", "Result", base.DEC, { [0] = "ok", [1] = "not found", [2] = "refused", [3] = "busy" }),
+	shim_hash = ProtoField.bytes("ouro.shim.hash", "Name hash"),
+}
+local fl = {}
+for _, v in pairs(f) do fl[#fl + 1] = v end
+ouro.fields = fl
+
+local ef_bad = ProtoExpert.new("ouro.bad", "Not a valid ouro header", expert.group.MALFORMED, expert.severity.WARN)
+ouro.experts = { ef_bad }
+
+local cbor_dissector = Dissector.get("cbor")
+
+----------------------------------------------------------------------
+-- A small CBOR reader: enough to walk a message and name its fields.
+-- item = { mt = major type, v = argument (number or UInt64), off, len
+-- (whole item), hlen (its head), items = children (arrays, maps) }.
+
+local function cbor_item(tvb, off, limit, depth)
+	if depth > 16 or off >= limit then return nil end
+	local ib = tvb:range(off, 1):uint()
+	local mt, ai = math.floor(ib / 32), ib % 32
+	local v, hlen
+	if ai < 24 then
+		v, hlen = ai, 1
+	elseif ai <= 27 then
+		local n = ({ [24] = 1, [25] = 2, [26] = 4, [27] = 8 })[ai]
+		if off + 1 + n > limit then return nil end
+		if n == 8 then
+			v = tvb:range(off + 1, 8):uint64()
+			if v:higher() == 0 then v = v:lower() end
+		else
+			v = tvb:range(off + 1, n):uint()
+		end
+		hlen = 1 + n
+	else
+		return nil -- indefinite lengths and reserved values: not ours
+	end
+	local it = { mt = mt, v = v, off = off, hlen = hlen }
+	if mt == 0 or mt == 1 or mt == 7 then
+		it.len = hlen
+	elseif mt == 2 or mt == 3 then
+		if type(v) ~= "number" or off + hlen + v > limit then return nil end
+		it.len = hlen + v
+	elseif mt == 4 or mt == 5 then
+		if type(v) ~= "number" then return nil end
+		local n = v
+		if mt == 5 then n = 2 * v end
+		if n > limit - off then return nil end
+		it.items = {}
+		local p = off + hlen
+		for i = 1, n do
+			local c = cbor_item(tvb, p, limit, depth + 1)
+			if c == nil then return nil end
+			it.items[i] = c
+			p = p + c.len
+		end
+		it.len = p - off
+	elseif mt == 6 then
+		local c = cbor_item(tvb, off + hlen, limit, depth + 1)
+		if c == nil then return nil end
+		it.items = { c }
+		it.len = hlen + c.len
+	end
+	return it
+end
+
+-- cbor_whole parses tvb[off:] as exactly one CBOR item, or returns nil.
+local function cbor_whole(tvb, off)
+	local limit = tvb:len()
+	if off >= limit then return nil end
+	local ok, it = pcall(cbor_item, tvb, off, limit, 0)
+	if ok and it ~= nil and it.off + it.len == limit then return it end
+	return nil
+end
+
+local function rng(tvb, it) return tvb:range(it.off, it.len) end
+local function is_uint(it) return it ~= nil and it.mt == 0 end
+local function is_tstr(it) return it ~= nil and it.mt == 3 end
+local function is_bstr(it) return it ~= nil and it.mt == 2 end
+local function is_array(it, n) return it ~= nil and it.mt == 4 and (n == nil or #it.items == n) end
+local function u64(it)
+	if type(it.v) == "number" then return UInt64.new(it.v) end
+	return it.v
+end
+local function num(it)
+	if type(it.v) == "number" then return it.v end
+	return it.v:tonumber()
+end
+local function str(tvb, it)
+	if it.v == 0 then return "" end
+	return tvb:range(it.off + it.hlen, it.v):string()
+end
+
+local function add_u64(tree, field, tvb, it) tree:add(field, rng(tvb, it), u64(it)) end
+local function add_num(tree, field, tvb, it) tree:add(field, rng(tvb, it), num(it)) end
+local function add_str(tree, field, tvb, it) tree:add(field, rng(tvb, it), str(tvb, it)) end
+
+-- show_cbor adds Wireshark's own CBOR view of tvb[off:].
+local function show_cbor(tvb, off, pinfo, tree)
+	if cbor_dissector ~= nil then
+		pcall(function() cbor_dissector:call(tvb:range(off):tvb(), pinfo, tree) end)
+	end
+end
+
+local function set_msg(tree, pinfo, tvb, off, name)
+	tree:add(f.msg, tvb:range(off), name)
+	pinfo.cols.info:append(" " .. name)
+end
+
+----------------------------------------------------------------------
+-- Unicast layer control messages (docs/wire/unicast.md).
+
+local fa_names = { [1] = "Req", [2] = "Resp", [3] = "Dealloc", [4] = "Update", [5] = "Keepalive", [6] = "Reply", [7] = "Finish" }
+
+local function dissect_fa(tvb, off, pinfo, tree)
+	local it = cbor_whole(tvb, off)
+	local t = tree:add(ouro, tvb:range(off), "Flow allocator message")
+	if not is_array(it, 11) or not is_uint(it.items[1]) then
+		set_msg(t, pinfo, tvb, off, "fa message (unknown shape)")
+		show_cbor(tvb, off, pinfo, t)
+		return
+	end
+	local x = it.items
+	local typ = num(x[1])
+	set_msg(t, pinfo, tvb, off, "fa " .. (fa_names[typ] or ("type " .. typ)))
+	add_num(t, f.fa_type, tvb, x[1])
+	if is_uint(x[2]) then add_u64(t, f.fa_src, tvb, x[2]) end
+	if is_uint(x[3]) then add_u64(t, f.fa_dst, tvb, x[3]) end
+	if is_bstr(x[4]) and x[4].v > 0 then t:add(f.fa_hash, tvb:range(x[4].off + x[4].hlen, x[4].v)) end
+	if is_tstr(x[5]) then add_str(t, f.fa_name, tvb, x[5]) end
+	if is_uint(x[7]) then add_num(t, f.fa_result, tvb, x[7]) end
+	if is_uint(x[8]) then add_num(t, f.fa_ece, tvb, x[8]) end
+	if is_bstr(x[9]) and x[9].v > 0 and is_uint(x[10]) and is_uint(x[11]) then
+		t:add(f.fa_part, rng(tvb, x[9]), string.format("piece %d of %d, %d bytes", num(x[10]) + 1, num(x[11]), x[9].v))
+	end
+	show_cbor(tvb, off, pinfo, t)
+end
+
+local enroll_results = { [0] = "ok", [1] = "refused", [2] = "collision", [3] = "busy" }
+
+-- dissect_n1 names a message of a unicast IPCP's N-1 flow (connmgr,
+-- enrollment, management frames) from its shape; false if it is none.
+local function dissect_n1(tvb, off, pinfo, tree)
+	local it = cbor_whole(tvb, off)
+	if not is_array(it) then return false end
+	local x, n = it.items, #it.items
+	local t = tree:add(ouro, tvb:range(off), "Unicast IPCP N-1 flow message")
+	local name
+	if n == 10 and is_uint(x[1]) and is_uint(x[2]) and is_tstr(x[3]) and is_tstr(x[4]) then
+		local purpose = ({ [1] = "enroll", [2] = "mgmt", [3] = "dt" })[num(x[2])] or tostring(num(x[2]))
+		name = "connmgr Open (" .. purpose .. ")"
+		add_num(t, f.conn_purpose, tvb, x[2])
+		add_str(t, f.conn_layer, tvb, x[3])
+		add_str(t, f.conn_name, tvb, x[4])
+		if is_uint(x[5]) then add_u64(t, f.conn_addr, tvb, x[5]) end
+	elseif n == 9 and is_uint(x[1]) and is_tstr(x[2]) and is_tstr(x[3]) and is_uint(x[4]) then
+		name = "connmgr OpenResp"
+		add_num(t, f.conn_result, tvb, x[1])
+		if x[2].v > 0 then add_str(t, f.conn_text, tvb, x[2]) end
+		add_str(t, f.conn_name, tvb, x[3])
+		add_u64(t, f.conn_addr, tvb, x[4])
+	elseif n == 7 and is_uint(x[1]) and is_tstr(x[2]) and is_bstr(x[3]) and is_tstr(x[4]) then
+		name = "enroll Req"
+		add_str(t, f.enroll_name, tvb, x[2])
+		add_str(t, f.enroll_layer, tvb, x[4])
+	elseif (n == 7 or n == 8) and is_uint(x[1]) and is_tstr(x[2]) and is_tstr(x[3]) then
+		-- Challenge; 8 elements since it carries the member's clock
+		-- before sig (enroll.Challenge.Time)
+		name = "enroll Challenge"
+		add_num(t, f.enroll_result, tvb, x[1])
+		if x[2].v > 0 then add_str(t, f.enroll_text, tvb, x[2]) end
+		add_str(t, f.enroll_name, tvb, x[3])
+	elseif n == 1 and is_bstr(x[1]) then
+		name = "enroll Proof"
+	elseif n == 6 and is_uint(x[1]) and is_tstr(x[2]) then
+		name = "enroll Resp"
+		add_num(t, f.enroll_result, tvb, x[1])
+		if x[2].v > 0 then add_str(t, f.enroll_text, tvb, x[2]) end
+		if is_array(x[3]) and is_tstr(x[3].items[1]) then add_str(t, f.enroll_layer, tvb, x[3].items[1]) end
+		if is_array(x[4]) then t:add(f.enroll_members, rng(tvb, x[4]), #x[4].items) end
+		if is_tstr(x[5]) then add_str(t, f.enroll_name, tvb, x[5]) end
+		if is_uint(x[6]) then add_u64(t, f.enroll_addr, tvb, x[6]) end
+	elseif n == 1 and is_uint(x[1]) then
+		name = "enroll Done"
+		add_u64(t, f.enroll_addr, tvb, x[1])
+	elseif n == 2 and is_uint(x[1]) and is_tstr(x[2]) then
+		name = "enroll Ack"
+		add_num(t, f.enroll_result, tvb, x[1])
+		if x[2].v > 0 then add_str(t, f.enroll_text, tvb, x[2]) end
+	elseif n == 2 and is_uint(x[1]) and (is_bstr(x[2]) or (x[2].mt == 7 and x[2].v == 22)) then
+		-- a management frame; an empty body may be encoded as null
+		local ty = num(x[1])
+		name = "mgmt " .. (({ [1] = "hello", [2] = "LSU", [3] = "auth" })[ty] or ("type " .. ty))
+		add_num(t, f.mgmt_type, tvb, x[1])
+		if is_bstr(x[2]) and x[2].v > 0 then t:add(f.mgmt_body, tvb:range(x[2].off + x[2].hlen, x[2].v)) end
+	else
+		name = "CBOR array of " .. n
+	end
+	set_msg(t, pinfo, tvb, off, name)
+	show_cbor(tvb, off, pinfo, t)
+	return true
+end
+
+----------------------------------------------------------------------
+-- FRCT (docs/wire/frct.md).
+
+local function frct_valid(tvb, off)
+	local n = tvb:len() - off
+	if n < 16 then return false end
+	local flags = tvb:range(off, 2):uint()
+	if tvb:range(off + 2, 2):uint() ~= 0 or flags >= 0x80 then return false end
+	local data, fin, ka, sack = flags % 2 == 1, math.floor(flags / 16) % 2 == 1,
+		math.floor(flags / 32) % 2 == 1, math.floor(flags / 64) % 2 == 1
+	if data and (fin or ka or sack) then return false end
+	if sack then return (n - 16) % 8 == 0 and n > 16 and n <= 16 + 4 * 8 end
+	return data or n == 16
+end
+
+local function dissect_frct(tvb, off, pinfo, tree)
+	local t = tree:add(ouro, tvb:range(off), "FRCT")
+	local flags = tvb:range(off, 2):uint()
+	local ft = t:add(f.frct_flags, tvb:range(off, 2))
+	for _, b in ipairs({ f.frct_data, f.frct_ack, f.frct_fc, f.frct_rdvs, f.frct_fin, f.frct_ka, f.frct_sack }) do
+		ft:add(b, tvb:range(off, 2))
+	end
+	t:add(f.frct_window, tvb:range(off + 4, 4))
+	t:add(f.frct_seqno, tvb:range(off + 8, 4))
+	t:add(f.frct_ackno, tvb:range(off + 12, 4))
+	local names = {}
+	for i, s in ipairs({ "DATA", "ACK", "FC", "RDVS", "FIN", "KEEPALIVE", "SACK" }) do
+		if math.floor(flags / 2 ^ (i - 1)) % 2 == 1 then names[#names + 1] = s end
+	end
+	local name = "frct " .. table.concat(names, "+")
+	if flags % 2 == 1 or math.floor(flags / 16) % 2 == 1 then
+		name = name .. " seq " .. tvb:range(off + 8, 4):uint()
+	end
+	if flags % 2 == 1 then
+		if tvb:len() > off + 16 then t:add(f.sdu, tvb:range(off + 16)) end
+	elseif math.floor(flags / 64) % 2 == 1 then
+		for p = off + 16, tvb:len() - 8, 8 do
+			t:add(f.frct_sack_start, tvb:range(p, 4))
+			t:add(f.frct_sack_end, tvb:range(p + 4, 4))
+		end
+	end
+	if math.floor(flags / 2) % 2 == 1 then name = name .. " ack " .. tvb:range(off + 12, 4):uint() end
+	set_msg(t, pinfo, tvb, off, name)
+end
+
+----------------------------------------------------------------------
+-- The unicast data-transfer PCI (docs/wire/unicast-dt.md).
+
+local PCI_LEN = 19
+
+local function dissect_dt(tvb, off, pinfo, tree)
+	local n = tvb:len() - off
+	local t = tree:add(ouro, tvb:range(off, math.min(n, PCI_LEN)), "Unicast data transfer PCI")
+	if n < PCI_LEN or tvb:range(off + 8, 1):uint() >= 5 then
+		t:add_proto_expert_info(ef_bad, "shorter than the PCI or a bad QoS cube")
+		set_msg(t, pinfo, tvb, off, "dt bad header")
+		return
+	end
+	t:add(f.dt_dst, tvb:range(off, 8))
+	t:add(f.dt_cube, tvb:range(off + 8, 1))
+	t:add(f.dt_ttl, tvb:range(off + 9, 1))
+	t:add(f.dt_ecn, tvb:range(off + 10, 1))
+	t:add(f.dt_eid, tvb:range(off + 11, 8))
+	local eid = tvb:range(off + 11, 8):uint64()
+	local p = off + PCI_LEN
+	pinfo.cols.info:set(string.format("dt dst %s eid %s", tostring(tvb:range(off, 8):uint64()), tostring(eid)))
+	if eid:higher() == 0 and eid:lower() <= 63 then
+		local e = eid:lower()
+		if tvb:len() - p < 8 then
+			set_msg(t, pinfo, tvb, off, "dt reserved endpoint " .. e .. " (short)")
+			return
+		end
+		t:add(f.dt_src, tvb:range(p, 8))
+		if e == 3 then
+			set_msg(t, pinfo, tvb, off, "dt keepalive")
+		elseif e == 1 and tvb:len() > p + 8 then
+			dissect_fa(tvb, p + 8, pinfo, tree)
+		elseif e == 2 and tvb:len() > p + 8 then
+			local d = tree:add(ouro, tvb:range(p + 8), "Directory message")
+			set_msg(d, pinfo, tvb, p + 8, "dir message")
+			if cbor_whole(tvb, p + 8) then show_cbor(tvb, p + 8, pinfo, d) end
+		else
+			set_msg(t, pinfo, tvb, off, "dt reserved endpoint " .. e)
+		end
+		return
+	end
+	if p < tvb:len() and frct_valid(tvb, p) then
+		dissect_frct(tvb, p, pinfo, tree)
+		return
+	end
+	set_msg(t, pinfo, tvb, off, "dt data")
+	if p < tvb:len() then tree:add(f.sdu, tvb:range(p)) end
+end
+
+----------------------------------------------------------------------
+-- Shims (docs/wire/shims.md).
+
+local shim_names = { [1] = "alloc request", [2] = "alloc response", [3] = "dealloc", [4] = "no such flow", [5] = "name query", [6] = "name reply" }
+
+local function dissect_shim_ctl(tvb, off, pinfo, tree)
+	local t = tree:add(ouro, tvb:range(off), "Shim control message")
+	local it = cbor_whole(tvb, off)
+	if not is_array(it, 7) or not is_uint(it.items[1]) then
+		t:add_proto_expert_info(ef_bad, "not a shim control message")
+		set_msg(t, pinfo, tvb, off, "shim control (bad)")
+		return
+	end
+	local x = it.items
+	local ty = num(x[1])
+	set_msg(t, pinfo, tvb, off, "shim " .. (shim_names[ty] or ("type " .. ty)))
+	add_num(t, f.shim_type, tvb, x[1])
+	for i, fld in ipairs({ f.shim_req, f.shim_src, f.shim_dst }) do
+		if is_uint(x[i + 1]) then add_u64(t, fld, tvb, x[i + 1]) end
+	end
+	if is_uint(x[5]) then add_num(t, f.shim_result, tvb, x[5]) end
+	if is_bstr(x[6]) and x[6].v > 0 then t:add(f.shim_hash, tvb:range(x[6].off + x[6].hlen, x[6].v)) end
+	show_cbor(tvb, off, pinfo, t)
+end
+
+-- dissect_sdu decodes an SDU of a shim flow (or of any N-1 flow of a
+-- unicast IPCP): a CBOR message of the flow's opening, enrollment or
+-- management, else a dt PDU, else data.
+local function dissect_sdu(tvb, off, pinfo, tree)
+	if off >= tvb:len() then
+		set_msg(tree, pinfo, tvb, off, "empty SDU")
+		return
+	end
+	if dissect_n1(tvb, off, pinfo, tree) then return end
+	if tvb:len() - off >= PCI_LEN and tvb:range(off + 8, 1):uint() < 5 then
+		dissect_dt(tvb, off, pinfo, tree)
+		return
+	end
+	local t = tree:add(f.sdu, tvb:range(off))
+	set_msg(t, pinfo, tvb, off, "SDU")
+end
+
+----------------------------------------------------------------------
+-- The capture link type (docs/wire/capture.md).
+
+function ouro.dissector(tvb, pinfo, tree)
+	pinfo.cols.protocol = "ouro"
+	pinfo.cols.info:set("")
+	local t = tree:add(ouro, tvb:range(0, math.min(tvb:len(), 16)), "ouro capture record")
+	if tvb:len() < 16 or tvb:range(0, 1):uint() ~= 1 then
+		t:add_proto_expert_info(ef_bad, "short record or unknown version")
+		return
+	end
+	t:add(f.version, tvb:range(0, 1))
+	t:add(f.dir, tvb:range(1, 1))
+	t:add(f.layer, tvb:range(2, 1))
+	t:add(f.content, tvb:range(3, 1))
+	t:add(f.port, tvb:range(4, 8))
+	local dir = dirs[tvb:range(1, 1):uint() % 2]
+	local content = tvb:range(3, 1):uint()
+	t:append_text(string.format(", %s, %s, %s, port %s", dir, layers[tvb:range(2, 1):uint()] or "?",
+		contents[content] or "?", tostring(tvb:range(4, 8):uint64())))
+	if content == 1 then
+		dissect_dt(tvb, 16, pinfo, tree)
+	elseif content == 2 then
+		dissect_sdu(tvb, 16, pinfo, tree)
+	elseif content == 3 then
+		dissect_shim_ctl(tvb, 16, pinfo, tree)
+	end
+	pinfo.cols.protocol = "ouro"
+	pinfo.cols.info:prepend(dir .. " ")
+end
+
+DissectorTable.get("wtap_encap"):add(wtap.USER0, ouro)
+
+----------------------------------------------------------------------
+-- The shims on the wire: UDP port 3435 and EtherType 0xA000.
+
+local shim_udp = Proto("ouro_udp", "ouro UDP shim")
+function shim_udp.dissector(tvb, pinfo, tree)
+	if tvb:len() < 4 then return 0 end
+	pinfo.cols.protocol = "ouro-udp"
+	pinfo.cols.info:set("")
+	local t = tree:add(shim_udp, tvb:range(0, 4), "ouro UDP shim header")
+	t:add(f.shim_eid, tvb:range(0, 4))
+	if tvb:range(0, 4):uint() == 0 then
+		dissect_shim_ctl(tvb, 4, pinfo, tree)
+	else
+		dissect_sdu(tvb, 4, pinfo, tree)
+	end
+	return tvb:len()
+end
+DissectorTable.get("udp.port"):add(3435, shim_udp)
+
+local shim_eth = Proto("ouro_eth", "ouro Ethernet shim")
+function shim_eth.dissector(tvb, pinfo, tree)
+	if tvb:len() < 4 then return 0 end
+	pinfo.cols.protocol = "ouro-eth"
+	pinfo.cols.info:set("")
+	local t = tree:add(shim_eth, tvb:range(0, 4), "ouro Ethernet shim header")
+	t:add(f.shim_eid, tvb:range(0, 2))
+	t:add(f.shim_len, tvb:range(2, 2))
+	local n = math.min(tvb:range(2, 2):uint(), tvb:len() - 4)
+	local sdu = tvb:range(0, 4 + n):tvb()
+	if tvb:range(0, 2):uint() == 0 then
+		dissect_shim_ctl(sdu, 4, pinfo, tree)
+	else
+		dissect_sdu(sdu, 4, pinfo, tree)
+	end
+	return tvb:len()
+end
+DissectorTable.get("ethertype"):add(0xA000, shim_eth)
