@@ -5,9 +5,9 @@ package wireshark
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"context"
 	"flag"
 	"fmt"
 	"os"
