@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -258,6 +259,46 @@ func FuzzDecodePage(f *testing.F) {
 			if !r.Header.IsValid() || len(r.Data) > r.Len || len(r.Data) > MaxSnap {
 				t.Fatalf("accepted record %+v", r)
 			}
+		}
+	})
+}
+
+// BenchmarkPointOff is what a data path pays per packet with no capture.
+func BenchmarkPointOff(b *testing.B) {
+	var p Point
+	pkt := make([]byte, 1000)
+	for b.Loop() {
+		if s := p.Session(); s != nil {
+			s.Add(In, PDU, 1, pkt)
+		}
+	}
+}
+
+// BenchmarkSessionAdd is what it pays with one running: kept (the ring
+// drained as it goes, by the same goroutine) and dropped (full).
+func BenchmarkSessionAdd(b *testing.B) {
+	for _, size := range []int{64, 1000} {
+		b.Run(fmt.Sprintf("kept/%dB", size), func(b *testing.B) {
+			var p Point
+			s, _ := p.Start(LayerUnicast, Config{Slots: 64})
+			pkt := make([]byte, size)
+			page := make([]byte, 0, MaxPage)
+			i := 0
+			for b.Loop() {
+				p.Session().Add(In, PDU, 1, pkt)
+				if i++; i%4 == 0 {
+					page, _ = s.Drain(page[:0], MaxPage)
+				}
+			}
+		})
+	}
+	b.Run("dropped", func(b *testing.B) {
+		var p Point
+		s, _ := p.Start(LayerUnicast, Config{Slots: 1})
+		pkt := make([]byte, 1000)
+		s.Add(In, PDU, 1, pkt)
+		for b.Loop() {
+			p.Session().Add(In, PDU, 1, pkt)
 		}
 	})
 }

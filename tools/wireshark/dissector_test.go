@@ -233,6 +233,16 @@ func TestDissectLayer(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "layer.pcapng")
 	writePcapng(t, file, recs)
 
+	if ex := os.Getenv("OURO_CAPTURE_EXAMPLE"); ex != "" {
+		// docs/observability.md's example comes from here.
+		data, err := os.ReadFile(file)
+		if err == nil {
+			err = os.WriteFile(ex, data, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	dump := run(t, file, "-V")
 	checkClean(t, dump)
 	fields := run(t, file, "-T", "fields", "-E", "separator=|", "-e", "frame.interface_name", "-e", "ouro.dir",
