@@ -197,9 +197,12 @@ local function show_cbor(tvb, off, pinfo, tree)
 	end
 end
 
+-- info collects the Info column of the packet being dissected.
+local info = {}
+
 local function set_msg(tree, pinfo, tvb, off, name)
 	tree:add(f.msg, tvb:range(off), name)
-	pinfo.cols.info:append(" " .. name)
+	info[#info + 1] = name
 end
 
 ----------------------------------------------------------------------
@@ -347,6 +350,7 @@ end
 local PCI_LEN = 19
 
 local function dissect_dt(tvb, off, pinfo, tree)
+	pinfo.cols.protocol = "ouro-dt"
 	local n = tvb:len() - off
 	local t = tree:add(ouro, tvb:range(off, math.min(n, PCI_LEN)), "Unicast data transfer PCI")
 	if n < PCI_LEN or tvb:range(off + 8, 1):uint() >= 5 then
@@ -361,7 +365,7 @@ local function dissect_dt(tvb, off, pinfo, tree)
 	t:add(f.dt_eid, tvb:range(off + 11, 8))
 	local eid = tvb:range(off + 11, 8):uint64()
 	local p = off + PCI_LEN
-	pinfo.cols.info:set(string.format("dt dst %s eid %s", tostring(tvb:range(off, 8):uint64()), tostring(eid)))
+	info[#info + 1] = string.format("dt dst %s eid %s:", tostring(tvb:range(off, 8):uint64()), tostring(eid))
 	if eid:higher() == 0 and eid:lower() <= 63 then
 		local e = eid:lower()
 		if tvb:len() - p < 8 then
@@ -435,9 +439,11 @@ end
 ----------------------------------------------------------------------
 -- The capture link type (docs/wire/capture.md).
 
+local f_ifname = Field.new("frame.interface_name")
+
 function ouro.dissector(tvb, pinfo, tree)
 	pinfo.cols.protocol = "ouro"
-	pinfo.cols.info:set("")
+	info = {}
 	local t = tree:add(ouro, tvb:range(0, math.min(tvb:len(), 16)), "ouro capture record")
 	if tvb:len() < 16 or tvb:range(0, 1):uint() ~= 1 then
 		t:add_proto_expert_info(ef_bad, "short record or unknown version")
@@ -459,8 +465,12 @@ function ouro.dissector(tvb, pinfo, tree)
 	elseif content == 3 then
 		dissect_shim_ctl(tvb, 16, pinfo, tree)
 	end
-	pinfo.cols.protocol = "ouro"
-	pinfo.cols.info:prepend(dir .. " ")
+	pinfo.cols.info:set(dir .. " " .. table.concat(info, " "))
+	-- Source or destination: the capturing IPCP (the interface's name).
+	local ifn = f_ifname()
+	if ifn ~= nil then
+		if dir == "out" then pinfo.cols.src:set(tostring(ifn.value)) else pinfo.cols.dst:set(tostring(ifn.value)) end
+	end
 end
 
 DissectorTable.get("wtap_encap"):add(wtap.USER0, ouro)
@@ -472,7 +482,7 @@ local shim_udp = Proto("ouro_udp", "ouro UDP shim")
 function shim_udp.dissector(tvb, pinfo, tree)
 	if tvb:len() < 4 then return 0 end
 	pinfo.cols.protocol = "ouro-udp"
-	pinfo.cols.info:set("")
+	info = {}
 	local t = tree:add(shim_udp, tvb:range(0, 4), "ouro UDP shim header")
 	t:add(f.shim_eid, tvb:range(0, 4))
 	if tvb:range(0, 4):uint() == 0 then
@@ -480,6 +490,7 @@ function shim_udp.dissector(tvb, pinfo, tree)
 	else
 		dissect_sdu(tvb, 4, pinfo, tree)
 	end
+	pinfo.cols.info:set("eid " .. tvb:range(0, 4):uint() .. ": " .. table.concat(info, " "))
 	return tvb:len()
 end
 DissectorTable.get("udp.port"):add(3435, shim_udp)
@@ -488,7 +499,7 @@ local shim_eth = Proto("ouro_eth", "ouro Ethernet shim")
 function shim_eth.dissector(tvb, pinfo, tree)
 	if tvb:len() < 4 then return 0 end
 	pinfo.cols.protocol = "ouro-eth"
-	pinfo.cols.info:set("")
+	info = {}
 	local t = tree:add(shim_eth, tvb:range(0, 4), "ouro Ethernet shim header")
 	t:add(f.shim_eid, tvb:range(0, 2))
 	t:add(f.shim_len, tvb:range(2, 2))
@@ -499,6 +510,7 @@ function shim_eth.dissector(tvb, pinfo, tree)
 	else
 		dissect_sdu(sdu, 4, pinfo, tree)
 	end
+	pinfo.cols.info:set("eid " .. tvb:range(0, 2):uint() .. ": " .. table.concat(info, " "))
 	return tvb:len()
 end
 DissectorTable.get("ethertype"):add(0xA000, shim_eth)
