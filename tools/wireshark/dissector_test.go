@@ -402,3 +402,30 @@ func TestGolden(t *testing.T) {
 		t.Fatalf("tshark's output has %d lines, %s %d", len(gl), golden, len(wl))
 	}
 }
+
+// TestMalformedIsFlagged shows that checkClean can fail: a PDU with a bad
+// QoS cube, one shorter than the PCI and a shim control message that is
+// not one are flagged in the output that checkClean searches.
+func TestMalformedIsFlagged(t *testing.T) {
+	tshark(t)
+	at := time.Date(2026, 12, 4, 8, 0, 0, 0, time.UTC)
+	var recs []named
+	for i, c := range []struct {
+		content capture.Content
+		pkt     []byte
+	}{
+		{capture.PDU, append(make([]byte, 8), 9, 60, 0, 0, 0, 0, 0, 0, 0, 0, 1)}, // cube 9
+		{capture.PDU, []byte{1, 2, 3}},
+		{capture.ShimCtl, []byte{0x83, 1, 2, 3}},
+	} {
+		h := make([]byte, capture.HeaderLen)
+		capture.PutHeader(h, capture.In, capture.LayerUnicast, c.content, 1)
+		recs = append(recs, named{"r", capture.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Len: len(c.pkt), Header: h, Data: c.pkt}})
+	}
+	file := filepath.Join(t.TempDir(), "bad.pcapng")
+	writePcapng(t, file, recs)
+	dump := run(t, file, "-V")
+	if n := strings.Count(dump, "[Group: Malformed]"); n != 3 {
+		t.Errorf("%d packets flagged malformed, want 3:\n%s", n, dump)
+	}
+}
