@@ -480,7 +480,11 @@ func (s shimManager) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, err
 		}
 		return irm.MgmtResp{Table: t}, nil
 	}
-	return irm.MgmtResp{}, fmt.Errorf("%s: unknown command %q (want stats or flows): %w", s.Info().Name, req.Cmd, flow.ErrInvalid)
+	want := "stats or flows"
+	if _, ok := s.shimIPCP.(capturer); ok {
+		want = "stats, flows or capture"
+	}
+	return irm.MgmtResp{}, fmt.Errorf("%s: unknown command %q (want %s): %w", s.Info().Name, req.Cmd, want, flow.ErrInvalid)
 }
 
 // counterTable flattens a struct of counters (through its JSON form) into
