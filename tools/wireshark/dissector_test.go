@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
@@ -427,5 +432,94 @@ func TestMalformedIsFlagged(t *testing.T) {
 	dump := run(t, file, "-V")
 	if n := strings.Count(dump, "[Group: Malformed]"); n != 3 {
 		t.Errorf("%d packets flagged malformed, want 3:\n%s", n, dump)
+	}
+}
+
+// TestWireShims runs the dissector over an ordinary capture of the wire:
+// Ethernet frames carrying the UDP shim (IPv4, port 3435) and the
+// Ethernet shim (EtherType 0xA000), as tcpdump would record them, and
+// compares the detail view with testdata/wire.txt.
+func TestWireShims(t *testing.T) {
+	tshark(t)
+	file := filepath.Join(t.TempDir(), "wire.pcapng")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifc := pcapgo.DefaultNgInterface
+	ifc.LinkType = layers.LinkTypeEthernet
+	ifc.Name = "lo"
+	w, err := pcapgo.NewNgWriterInterface(f, ifc, pcapgo.DefaultNgWriterOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 4, 8, 0, 0, 0, time.UTC)
+	macA, macB := net.HardwareAddr{2, 0, 0, 0, 0, 0xa}, net.HardwareAddr{2, 0, 0, 0, 0, 0xb}
+	write := func(ls ...gopacket.SerializableLayer) {
+		t.Helper()
+		buf := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+			t.Fatal(err)
+		}
+		b := buf.Bytes()
+		at = at.Add(time.Millisecond)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(b), Length: len(b)}, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	udp := func(payload []byte) {
+		eth := &layers.Ethernet{SrcMAC: macA, DstMAC: macB, EthernetType: layers.EthernetTypeIPv4}
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4(127, 0, 0, 1), DstIP: net.IPv4(127, 0, 0, 2)}
+		u := &layers.UDP{SrcPort: 3435, DstPort: 3435}
+		u.SetNetworkLayerForChecksum(ip)
+		write(eth, ip, u, gopacket.Payload(payload))
+	}
+	ethShim := func(eid uint16, payload []byte) {
+		hdr := binary.BigEndian.AppendUint16(nil, eid)
+		hdr = binary.BigEndian.AppendUint16(hdr, uint16(len(payload)))
+		body := append(hdr, payload...)
+		for len(body) < 60-14 { // padded to the minimum frame
+			body = append(body, 0)
+		}
+		write(&layers.Ethernet{SrcMAC: macA, DstMAC: macB, EthernetType: layers.EthernetType(0xA000)}, gopacket.Payload(body))
+	}
+	dealloc := []byte{0x87, 0x03, 0x00, 0x09, 0x07, 0x00, 0x40, 0xa8, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x04, 0x00, 0x05, 0x00, 0x06, 0xf4, 0x07, 0x00, 0x08, 0x00}
+	open := func() []byte {
+		b, err := connmgr.Marshal(connmgr.Open{Version: 2, Purpose: 3, Layer: "uni", Name: "a.uni", Addr: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}()
+	pdu := append(binary.BigEndian.AppendUint64(nil, 7), 3, 60, 0)
+	pdu = append(binary.BigEndian.AppendUint64(pdu, 1<<33+1), []byte("data")...)
+	udp(append([]byte{0, 0, 0, 0}, dealloc...))
+	udp(append([]byte{0, 0, 0, 9}, open...))
+	udp(append([]byte{0, 0, 0, 9}, pdu...))
+	ethShim(0, dealloc)
+	ethShim(5, pdu) // padded: the length field delimits the SDU
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got := run(t, file, "-V", "-O", "ouro_udp,ouro_eth,ouro")
+	checkClean(t, got)
+	for _, want := range []string{"Destination endpoint id: 9", "Message: shim dealloc", "Message: connmgr Open (dt)", "Message: dt data", "SDU length: 23"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in the detail view", want)
+		}
+	}
+	golden := filepath.Join("testdata", "wire.txt")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantAll, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(wantAll) {
+		t.Errorf("tshark's output differs from %s (go test -update rewrites it):\n%s", golden, got)
 	}
 }
