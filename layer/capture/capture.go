@@ -130,6 +130,9 @@ const (
 	DefaultSlots = 1024
 	MaxSlots     = 1 << 16
 	DefaultIdle  = 30 * time.Second
+	// MaxRingBytes bounds a ring's storage (slots × snap), allocated when
+	// the capture starts: a board has little memory to spare.
+	MaxRingBytes = 8 << 20
 )
 
 // Filter selects the packets a session keeps. The zero Filter keeps all.
@@ -238,6 +241,9 @@ func newSession(p *Point, l Layer, cfg Config) (*Session, error) {
 	n := 1
 	for n < cfg.Slots {
 		n <<= 1
+	}
+	if n*cfg.Snap > MaxRingBytes {
+		return nil, fmt.Errorf("capture: %d slots of %d bytes: more than %d bytes: %w", n, cfg.Snap, MaxRingBytes, flow.ErrInvalid)
 	}
 	s := &Session{p: p, layer: l, cfg: cfg, epoch: time.Now(), slots: make([]slot, n), mask: uint64(n - 1)}
 	store := make([]byte, n*cfg.Snap)

@@ -192,7 +192,7 @@ func TestMgmt(t *testing.T) {
 		t.Errorf("read before start: got %v, want ErrNotFound", err)
 	}
 	for _, bad := range []map[string]string{
-		{ArgOp: OpStart, ArgSnap: "5000"}, {ArgOp: OpStart, ArgDir: "up"}, {ArgOp: OpStart, ArgPort: "-1"}, {ArgOp: "go"},
+		{ArgOp: OpStart, ArgSnap: "5000"}, {ArgOp: OpStart, ArgDir: "up"}, {ArgOp: OpStart, ArgSnap: "1024", ArgSlots: "16384"}, {ArgOp: OpStart, ArgPort: "-1"}, {ArgOp: "go"},
 	} {
 		if _, err := p.Mgmt("x", LayerUnicast, bad); !errors.Is(err, flow.ErrInvalid) {
 			t.Errorf("%v: got %v, want ErrInvalid", bad, err)

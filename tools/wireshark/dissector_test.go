@@ -88,7 +88,7 @@ type tap struct {
 
 func newTap(t *testing.T, name string) *tap {
 	tp := &tap{name: name}
-	s, err := tp.p.Start(capture.LayerLocal, capture.Config{Slots: 1 << 14, Snap: capture.MaxSnap, Idle: time.Hour})
+	s, err := tp.p.Start(capture.LayerLocal, capture.Config{Slots: 4096, Snap: capture.MaxSnap, Idle: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +320,7 @@ func TestDissectLayer(t *testing.T) {
 func startCapture(t *testing.T, nd *unicasttest.Node) {
 	t.Helper()
 	_, err := nd.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{
-		capture.ArgOp: capture.OpStart, capture.ArgSnap: "1024", capture.ArgSlots: "16384", capture.ArgIdle: "600000"}})
+		capture.ArgOp: capture.OpStart, capture.ArgSnap: "1024", capture.ArgSlots: "4096", capture.ArgIdle: "600000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
