@@ -81,6 +81,10 @@ const (
 	SDU Content = 2
 	// ShimCtl: a shim control message (endpoint id 0; CBOR).
 	ShimCtl Content = 3
+	// Bcast: a broadcast layer's packet on a neighbour's N-1 flow: the
+	// broadcast header and the SDU. Port numbers the IPCP's flows in the
+	// order they came up (1, 2, ...).
+	Bcast Content = 4
 )
 
 // HeaderLen is the length of the record header that precedes every

@@ -19,8 +19,9 @@ func captureCommand() *command {
 	return &command{name: "capture", args: "IPCP [-w FILE] [-c N] [-t D] [in|out] [port N]", group: "management",
 		summary: "record the packets entering and leaving an IPCP or shim", run: runCapture,
 		help: "Arms a capture at the IPCP named IPCP (unicast: the PDUs on its N-1\n" +
-			"data-transfer flows; udp and eth shims: every SDU and control message,\n" +
-			"without the shim header) and prints a line per packet, or with -w writes\n" +
+			"data-transfer flows; broadcast: the packets on its neighbours' flows;\n" +
+			"udp and eth shims: every SDU and control message, without the shim\n" +
+			"header) and prints a line per packet, or with -w writes\n" +
 			"them to a pcapng file (link type USER0, docs/wire/capture.md) for\n" +
 			"Wireshark or tshark with tools/wireshark/ouro.lua. It stops after -c\n" +
 			"packets, after -t, or when interrupted. The filter keeps one direction\n" +
@@ -199,6 +200,11 @@ func formatRecord(r capture.Record) string {
 		}
 	case capture.SDU:
 		fmt.Fprintf(&b, "eid %d sdu len %d", h.Port(), r.Len)
+	case capture.Bcast:
+		fmt.Fprintf(&b, "port %d len %d", h.Port(), r.Len)
+		if len(d) >= 16 {
+			fmt.Fprintf(&b, " ttl %d seq %d origin %x", d[1], binary.BigEndian.Uint32(d[4:]), d[8:16])
+		}
 	case capture.ShimCtl:
 		fmt.Fprintf(&b, "control len %d", r.Len)
 		if len(d) >= 2 && d[0] == 0x87 {

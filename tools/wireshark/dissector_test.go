@@ -383,6 +383,10 @@ func TestGolden(t *testing.T) {
 	add("r.udp", capture.In, capture.LayerUDP, capture.SDU, 7, must(connmgr.Marshal(connmgr.Msg{Type: connmgr.MsgHello})))
 	add("r.udp", capture.Out, capture.LayerUDP, capture.SDU, 9, append(pci(a, 3, 60, 0, 1<<33+5), frctPkt(0x01, 0, 0, 0, []byte("x"))...))
 
+	// A broadcast layer's packet: TTL 7, sequence number 3, origin.
+	bc := []byte{1, 7, 0, 0, 0, 0, 0, 3, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1}
+	add("r.bc", capture.In, capture.LayerBroadcast, capture.Bcast, 1, append(bc, "news"...))
+
 	file := filepath.Join(t.TempDir(), "golden.pcapng")
 	writePcapng(t, file, recs)
 	got := run(t, file, "-V", "-O", "ouro,cbor")

@@ -14,6 +14,7 @@
 --     its header's validity rules (a flow's QoS is not on the wire);
 --   * the N-1 flow messages of a unicast IPCP: connmgr Open/OpenResp,
 --     enrollment, management frames (docs/wire/unicast.md);
+--   * the broadcast layer's header (docs/layers.md);
 --   * the UDP shim (UDP port 3435) and Ethernet shim (EtherType 0xA000)
 --     headers and their control messages (docs/wire/shims.md), on
 --     ordinary captures of the wire too.
@@ -24,7 +25,7 @@
 local ouro = Proto("ouro", "Ouroboros (ouro) capture")
 
 local layers = { [1] = "unicast", [2] = "udp", [3] = "eth", [4] = "serial", [5] = "broadcast", [6] = "local" }
-local contents = { [1] = "dt PDU", [2] = "shim SDU", [3] = "shim control" }
+local contents = { [1] = "dt PDU", [2] = "shim SDU", [3] = "shim control", [4] = "broadcast packet" }
 local dirs = { [0] = "in", [1] = "out" }
 local cubes = { [0] = "voice", [1] = "video", [2] = "data", [3] = "best_effort", [4] = "raw" }
 
@@ -85,6 +86,11 @@ local f = {
 
 	mgmt_type = ProtoField.uint8("ouro.mgmt.type", "Management frame", base.DEC, { [1] = "hello", [2] = "LSU", [3] = "auth" }),
 	mgmt_body = ProtoField.bytes("ouro.mgmt.body", "Body"),
+
+	bcast_version = ProtoField.uint8("ouro.bcast.version", "Version"),
+	bcast_ttl = ProtoField.uint8("ouro.bcast.ttl", "TTL"),
+	bcast_seq = ProtoField.uint32("ouro.bcast.seq", "Sequence number"),
+	bcast_origin = ProtoField.uint64("ouro.bcast.origin", "Origin id", base.HEX),
 
 	shim_eid = ProtoField.uint32("ouro.shim.eid", "Destination endpoint id"),
 	shim_len = ProtoField.uint16("ouro.shim.len", "SDU length"),
@@ -437,6 +443,25 @@ local function dissect_sdu(tvb, off, pinfo, tree)
 end
 
 ----------------------------------------------------------------------
+-- The broadcast layer's header (docs/layers.md, "Broadcast header").
+
+local function dissect_bcast(tvb, off, pinfo, tree)
+	local n = tvb:len() - off
+	local t = tree:add(ouro, tvb:range(off, math.min(n, 16)), "Broadcast header")
+	if n < 16 or tvb:range(off, 1):uint() ~= 1 then
+		t:add_proto_expert_info(ef_bad, "shorter than the broadcast header or another version")
+		set_msg(t, pinfo, tvb, off, "broadcast bad header")
+		return
+	end
+	t:add(f.bcast_version, tvb:range(off, 1))
+	t:add(f.bcast_ttl, tvb:range(off + 1, 1))
+	t:add(f.bcast_seq, tvb:range(off + 4, 4))
+	t:add(f.bcast_origin, tvb:range(off + 8, 8))
+	set_msg(t, pinfo, tvb, off, string.format("broadcast seq %d ttl %d", tvb:range(off + 4, 4):uint(), tvb:range(off + 1, 1):uint()))
+	if n > 16 then tree:add(f.sdu, tvb:range(off + 16)) end
+end
+
+----------------------------------------------------------------------
 -- The capture link type (docs/wire/capture.md).
 
 local f_ifname = Field.new("frame.interface_name")
@@ -464,6 +489,8 @@ function ouro.dissector(tvb, pinfo, tree)
 		dissect_sdu(tvb, 16, pinfo, tree)
 	elseif content == 3 then
 		dissect_shim_ctl(tvb, 16, pinfo, tree)
+	elseif content == 4 then
+		dissect_bcast(tvb, 16, pinfo, tree)
 	end
 	pinfo.cols.info:set(dir .. " " .. table.concat(info, " "))
 	-- Source or destination: the capturing IPCP (the interface's name).
