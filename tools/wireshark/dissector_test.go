@@ -28,6 +28,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/capture/pcapng"
+	"github.com/ouronet/ouro/layer/shim/serial"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
@@ -514,6 +515,101 @@ func TestWireShims(t *testing.T) {
 		}
 	}
 	golden := filepath.Join("testdata", "wire.txt")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantAll, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(wantAll) {
+		t.Errorf("tshark's output differs from %s (go test -update rewrites it):\n%s", golden, got)
+	}
+}
+
+// TestWireSerial runs the dissector over a TCP stream of the serial shim
+// (its tcp_listen/tcp_connect mode) chosen with Decode As: a hello, a
+// data frame with a connmgr Open split across two segments, a credit
+// frame with the probe flag, a control message (dealloc) and a frame
+// with a bad CRC; compares with testdata/serial.txt.
+func TestWireSerial(t *testing.T) {
+	tshark(t)
+	frame := func(ty serial.FrameType, flags uint8, seq, limit uint32, size int, set func(serial.Header)) []byte {
+		h := serial.Header(make([]byte, size))
+		h.SetHeader(ty, flags, seq, limit)
+		if set != nil {
+			set(h)
+		}
+		return serial.AppendFrame(nil, h)
+	}
+	open, err := connmgr.Marshal(connmgr.Open{Version: 2, Purpose: 2, Layer: "uni", Name: "a.uni", Addr: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dealloc := []byte{0x87, 0x03, 0x00, 0x09, 0x07, 0x00, 0x40, 0xa8, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x04, 0x00, 0x05, 0x00, 0x06, 0xf4, 0x07, 0x00, 0x08, 0x00}
+	data := func(eid uint32, seq uint32, payload []byte) []byte {
+		return frame(serial.TypeData, 0, seq, 0x2000, serial.DataLen+len(payload), func(h serial.Header) {
+			h.SetEID(eid)
+			copy(h.Payload(), payload)
+		})
+	}
+	hello := frame(serial.TypeHello, 0, 0, 3584, serial.HelloLen, func(h serial.Header) { h.SetHello(0x1111, 0x2222) })
+	d1 := data(9, 100, open)
+	credit := frame(serial.TypeCredit, serial.FlagProbe, 0x100, 0x1100, serial.HeaderLen, nil)
+	d2 := data(0, 200, dealloc)
+	bad := data(5, 300, []byte("xyz"))
+	bad[bytes.IndexByte(bad, 'x')] = 'X' // damaged on the line: the CRC fails
+	stream := slices.Concat(hello, d1, credit, d2, bad)
+	cut := len(hello) + len(d1)/2
+	segs := [][]byte{stream[:cut], stream[cut:]}
+
+	file := filepath.Join(t.TempDir(), "serial.pcapng")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifc := pcapgo.DefaultNgInterface
+	ifc.LinkType = layers.LinkTypeEthernet
+	ifc.Name = "lo"
+	w, err := pcapgo.NewNgWriterInterface(f, ifc, pcapgo.DefaultNgWriterOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 4, 8, 0, 0, 0, time.UTC)
+	seq := uint32(1000)
+	for _, s := range segs {
+		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 0xa}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 0xb}, EthernetType: layers.EthernetTypeIPv4}
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: net.IPv4(127, 0, 0, 1), DstIP: net.IPv4(127, 0, 0, 1)}
+		tcp := &layers.TCP{SrcPort: 40000, DstPort: 4555, Seq: seq, Ack: 1, ACK: true, PSH: true, Window: 65535}
+		tcp.SetNetworkLayerForChecksum(ip)
+		buf := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, tcp, gopacket.Payload(s)); err != nil {
+			t.Fatal(err)
+		}
+		b := buf.Bytes()
+		at = at.Add(time.Millisecond)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(b), Length: len(b)}, b); err != nil {
+			t.Fatal(err)
+		}
+		seq += uint32(len(s))
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	got := run(t, file, "-d", "tcp.port==4555,ouro_serial", "-V", "-O", "ouro_serial,ouro")
+	if n := strings.Count(got, "[Group: Malformed]"); n != 1 {
+		t.Errorf("%d malformed, want 1 (the damaged frame)", n)
+	}
+	for _, want := range []string{"Type: hello (2)", "Nonce: 0x0000000000001111", "Message: connmgr Open (mgmt)", "Type: credit (3)", "= probe: True", "Message: shim dealloc", "CRC-32C mismatch"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in the detail view", want)
+		}
+	}
+	golden := filepath.Join("testdata", "serial.txt")
 	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)

@@ -17,7 +17,9 @@
 --   * the broadcast layer's header (docs/layers.md);
 --   * the UDP shim (UDP port 3435) and Ethernet shim (EtherType 0xA000)
 --     headers and their control messages (docs/wire/shims.md), on
---     ordinary captures of the wire too.
+--     ordinary captures of the wire too;
+--   * the serial shim's framing on a byte stream (COBS, CRC-32C, frame
+--     header; docs/wire/serial.md), on TCP by Decode As.
 -- Every CBOR message is also shown through Wireshark's CBOR dissector.
 -- Checked by tools/wireshark/dissector_test.go (tshark over captures the
 -- tests make, and a golden file).
@@ -541,3 +543,153 @@ function shim_eth.dissector(tvb, pinfo, tree)
 	return tvb:len()
 end
 DissectorTable.get("ethertype"):add(0xA000, shim_eth)
+
+----------------------------------------------------------------------
+-- The serial shim's framing on a byte stream (docs/wire/serial.md):
+-- COBS-encoded frames ending in 0x00, each a 10-byte header, a
+-- type-specific part and a CRC-32C. On TCP (the serial shim's tcp_listen
+-- and tcp_connect, QEMU chardev sockets) choose it with Decode As, or
+-- tshark -d tcp.port==PORT,ouro_serial, or the preference below.
+
+local serial = Proto("ouro_serial", "ouro serial shim")
+local sf = {
+	valid = ProtoField.bool("ouro_serial.crc_ok", "CRC-32C ok"),
+	version = ProtoField.uint8("ouro_serial.version", "Version", base.DEC, nil, 0xf0),
+	ftype = ProtoField.uint8("ouro_serial.type", "Type", base.DEC, { [1] = "data", [2] = "hello", [3] = "credit", [4] = "bye" }, 0x0f),
+	flags = ProtoField.uint8("ouro_serial.flags", "Flags", base.HEX),
+	probe = ProtoField.bool("ouro_serial.flags.probe", "probe", 8, nil, 0x01),
+	seq = ProtoField.uint32("ouro_serial.seq", "Seq (credited bytes)"),
+	limit = ProtoField.uint32("ouro_serial.limit", "Limit (credit granted)"),
+	eid = ProtoField.uint32("ouro_serial.eid", "Destination endpoint id"),
+	nonce = ProtoField.uint64("ouro_serial.nonce", "Nonce", base.HEX),
+	seen = ProtoField.uint64("ouro_serial.seen", "Seen", base.HEX),
+	crc = ProtoField.uint32("ouro_serial.crc", "CRC-32C", base.HEX),
+	encoded = ProtoField.bytes("ouro_serial.encoded", "Encoded frame (COBS)"),
+}
+local sfl = {}
+for _, v in pairs(sf) do sfl[#sfl + 1] = v end
+serial.fields = sfl
+local ef_serial = ProtoExpert.new("ouro_serial.bad", "Bad serial frame", expert.group.MALFORMED, expert.severity.WARN)
+serial.experts = { ef_serial }
+serial.prefs.tcp_port = Pref.uint("TCP port", 0, "TCP port of a serial shim's stream (0: none; Decode As works too)")
+
+local crc_table = {}
+for i = 0, 255 do
+	local c = i
+	for _ = 1, 8 do
+		if bit32.band(c, 1) == 1 then c = bit32.bxor(bit32.rshift(c, 1), 0x82F63B78) else c = bit32.rshift(c, 1) end
+	end
+	crc_table[i] = c
+end
+
+local function crc32c(ba, n)
+	local c = 0xFFFFFFFF
+	for i = 0, n - 1 do
+		c = bit32.bxor(crc_table[bit32.band(bit32.bxor(c, ba:get_index(i)), 0xff)], bit32.rshift(c, 8))
+	end
+	return bit32.bxor(c, 0xFFFFFFFF)
+end
+
+-- cobs_decode decodes b (a ByteArray without the delimiter); nil if bad.
+local function cobs_decode(b)
+	local out, n, i = {}, b:len(), 0
+	while i < n do
+		local code = b:get_index(i)
+		if code == 0 then return nil end
+		i = i + 1
+		for _ = 1, code - 1 do
+			if i >= n then return nil end
+			out[#out + 1] = b:get_index(i)
+			i = i + 1
+		end
+		if code < 0xff and i < n then out[#out + 1] = 0 end
+	end
+	local ba = ByteArray.new()
+	ba:set_size(#out)
+	for k, v in ipairs(out) do ba:set_index(k - 1, v) end
+	return ba
+end
+
+local serial_types = { [1] = "data", [2] = "hello", [3] = "credit", [4] = "bye" }
+
+local function dissect_serial_frame(rng, pinfo, tree)
+	local t = tree:add(serial, rng, "ouro serial frame")
+	t:add(sf.encoded, rng)
+	local body = cobs_decode(rng:range(0, rng:len() - 1):bytes()) -- without the delimiter
+	if body == nil or body:len() < 14 then
+		t:add_proto_expert_info(ef_serial, "bad COBS or shorter than a header and CRC")
+		info[#info + 1] = "serial bad frame"
+		return
+	end
+	local n = body:len() - 4
+	local ftvb = body:tvb("Serial frame")
+	local want = ftvb:range(n, 4):uint()
+	t:add(sf.crc, ftvb:range(n, 4))
+	if crc32c(body, n) ~= want then
+		t:add_proto_expert_info(ef_serial, "CRC-32C mismatch")
+		info[#info + 1] = "serial bad CRC"
+		return
+	end
+	t:add(sf.valid, ftvb:range(n, 4), true)
+	t:add(sf.version, ftvb:range(0, 1))
+	t:add(sf.ftype, ftvb:range(0, 1))
+	local ft = t:add(sf.flags, ftvb:range(1, 1))
+	ft:add(sf.probe, ftvb:range(1, 1))
+	t:add(sf.seq, ftvb:range(2, 4))
+	t:add(sf.limit, ftvb:range(6, 4))
+	local ty = ftvb:range(0, 1):uint() % 16
+	local name = "serial " .. (serial_types[ty] or ("type " .. ty))
+	if ty == 1 and n >= 14 then
+		t:add(sf.eid, ftvb:range(10, 4))
+		local eid = ftvb:range(10, 4):uint()
+		local p = ftvb:range(0, n):tvb()
+		info[#info + 1] = name .. " eid " .. eid .. ":"
+		if eid == 0 then
+			dissect_shim_ctl(p, 14, pinfo, tree)
+		else
+			dissect_sdu(p, 14, pinfo, tree)
+		end
+		return
+	elseif ty == 2 and n >= 26 then
+		t:add(sf.nonce, ftvb:range(10, 8))
+		t:add(sf.seen, ftvb:range(18, 8))
+	elseif ty == 4 and n >= 18 then
+		t:add(sf.nonce, ftvb:range(10, 8))
+	end
+	info[#info + 1] = name
+end
+
+function serial.dissector(tvb, pinfo, tree)
+	pinfo.cols.protocol = "ouro-serial"
+	info = {}
+	local n, off = tvb:len(), 0
+	local b = tvb:range(0, n):bytes()
+	while off < n do
+		local z
+		for i = off, n - 1 do
+			if b:get_index(i) == 0 then
+				z = i
+				break
+			end
+		end
+		if z == nil then
+			-- a frame continues in the next segment
+			pinfo.desegment_offset = off
+			pinfo.desegment_len = DESEGMENT_ONE_MORE_SEGMENT
+			break
+		end
+		if z > off then dissect_serial_frame(tvb:range(off, z - off + 1), pinfo, tree) end
+		off = z + 1
+	end
+	pinfo.cols.info:set(table.concat(info, " "))
+	return n
+end
+
+DissectorTable.get("tcp.port"):add_for_decode_as(serial)
+local serial_port = 0
+function serial.prefs_changed()
+	local tp = DissectorTable.get("tcp.port")
+	if serial_port ~= 0 then tp:remove(serial_port, serial) end
+	serial_port = serial.prefs.tcp_port
+	if serial_port ~= 0 then tp:add(serial_port, serial) end
+end
