@@ -63,12 +63,12 @@ local f = {
 	sdu = ProtoField.bytes("ouro.sdu", "SDU"),
 
 	fa_type = ProtoField.uint8("ouro.fa.type", "Type", base.DEC,
-		{ [1] = "Req", [2] = "Resp", [3] = "Dealloc", [4] = "Update", [5] = "Keepalive", [6] = "Reply", [7] = "Finish" }),
+		{ [1] = "Req", [2] = "Resp", [3] = "Dealloc", [4] = "Update", [5] = "Keepalive", [6] = "Reply", [7] = "Finish", [8] = "Resume" }),
 	fa_src = ProtoField.uint64("ouro.fa.src_eid", "Source endpoint id"),
 	fa_dst = ProtoField.uint64("ouro.fa.dst_eid", "Destination endpoint id"),
 	fa_hash = ProtoField.bytes("ouro.fa.hash", "Destination name hash"),
 	fa_name = ProtoField.string("ouro.fa.name", "Source name"),
-	fa_result = ProtoField.uint8("ouro.fa.result", "Result", base.DEC, { [0] = "ok", [1] = "not found", [2] = "refused", [3] = "busy" }),
+	fa_result = ProtoField.uint8("ouro.fa.result", "Result", base.DEC, { [0] = "ok", [1] = "not found", [2] = "refused", [3] = "busy", [4] = "no ticket" }),
 	fa_ece = ProtoField.uint8("ouro.fa.ece", "ECE"),
 	fa_part = ProtoField.string("ouro.fa.kex", "Key exchange piece"),
 
@@ -216,7 +216,7 @@ end
 ----------------------------------------------------------------------
 -- Unicast layer control messages (docs/wire/unicast.md).
 
-local fa_names = { [1] = "Req", [2] = "Resp", [3] = "Dealloc", [4] = "Update", [5] = "Keepalive", [6] = "Reply", [7] = "Finish" }
+local fa_names = { [1] = "Req", [2] = "Resp", [3] = "Dealloc", [4] = "Update", [5] = "Keepalive", [6] = "Reply", [7] = "Finish", [8] = "Resume" }
 
 local function dissect_fa(tvb, off, pinfo, tree)
 	local it = cbor_whole(tvb, off)
