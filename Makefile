@@ -69,7 +69,7 @@ faults:
 
 # a short fuzzing run (FUZZTIME each) of the decoders of what peers send
 # (who they are, what they own, sealed flows, FRCT's headers and SACK
-# blocks); every fuzz
+# blocks, the capture pages a node answers); every fuzz
 # target's seed corpus also runs in unit. Longer runs and their exec
 # counts: docs/benchmarks.md.
 # A count, not a duration: Go 1.26's fuzzing coordinator can fail a
@@ -82,7 +82,8 @@ FUZZ_TARGETS ?= \
 	./crypto/identity:FuzzVerifyDocument ./crypto/identity:FuzzVerifyCert ./crypto/identity:FuzzVerifyCRL \
 	./crypto/admission:FuzzPolicy ./crypto/kex:FuzzRespond ./crypto/kex:FuzzReply ./crypto/kex:FuzzFinish ./crypto/kex:FuzzResumeHello ./crypto/kex:FuzzResumeReply \
 	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal ./images/internal/status:FuzzReadRequest \
-	./flow/frct:FuzzPCI ./flow/frct:FuzzSACK ./flow/frct:FuzzReceiver
+	./flow/frct:FuzzPCI ./flow/frct:FuzzSACK ./flow/frct:FuzzReceiver \
+	./layer/capture:FuzzDecodePage
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

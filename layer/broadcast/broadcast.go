@@ -30,6 +30,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/capture"
 )
 
 var (
@@ -110,6 +111,7 @@ type counters struct {
 // port is a joined program's flow or a neighbour's N-1 flow.
 type port struct {
 	p         flow.Port
+	id        uint64 // numbers the IPCP's ports as they come up (captures)
 	neighbour bool
 	name      string // the neighbour's name; "" for a program
 	in, out   atomic.Uint64
@@ -131,8 +133,13 @@ type IPCP struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex              // serialises changes to ports
-	ports atomic.Pointer[[]*port] // copy-on-write: readers load, never lock
+	mu     sync.Mutex              // serialises changes to ports
+	ports  atomic.Pointer[[]*port] // copy-on-write: readers load, never lock
+	nports uint64                  // ports added so far, guarded by mu
+
+	// capt taps the packets on the neighbours' N-1 flows (header and SDU)
+	// when a capture runs (the capture management command).
+	capt capture.Point
 
 	seenMu sync.Mutex // guards seen, origin, seq
 	seen   *seenSet
@@ -307,6 +314,8 @@ func (p *IPCP) add(pt *port) bool {
 		pt.close()
 		return false
 	}
+	p.nports++
+	pt.id = p.nports
 	old := *p.ports.Load()
 	next := make([]*port, len(old), len(old)+1)
 	copy(next, old)
@@ -408,6 +417,9 @@ func (p *IPCP) fromNeighbour(pt *port, buf []byte) error {
 	}
 	pt.in.Add(1)
 	p.c.fromNeighbors.Add(1)
+	if s := p.capt.Session(); s != nil {
+		s.Add(capture.In, capture.Bcast, pt.id, buf[:n])
+	}
 	pkt := Header(buf[:n])
 	if !pkt.IsValid() || pkt.TTL() == 0 || pkt.Seq() == 0 {
 		p.c.invalid.Add(1)
@@ -435,6 +447,7 @@ func (p *IPCP) fromNeighbour(pt *port, buf []byte) error {
 func (p *IPCP) flood(from *port, pkt Header) {
 	deadline := time.Now().Add(p.cfg.WriteTimeout)
 	forward := pkt.TTL() > 0
+	s := p.capt.Session()
 	if !forward {
 		p.c.ttlExpired.Add(1)
 	}
@@ -446,6 +459,9 @@ func (p *IPCP) flood(from *port, pkt Header) {
 		if pt.neighbour {
 			if !forward {
 				continue
+			}
+			if s != nil {
+				s.Add(capture.Out, capture.Bcast, pt.id, pkt)
 			}
 			err = pt.p.Write(pkt, deadline)
 		} else {
@@ -512,8 +528,9 @@ func (p *IPCP) Stats() Stats {
 	return s
 }
 
-// Mgmt implements irm.Manager: "stats" (the counters) and "ports" (each
-// program and neighbour flow with its packet counts).
+// Mgmt implements irm.Manager: "stats" (the counters), "ports" (each
+// program and neighbour flow with its packet counts) and "capture"
+// (layer/capture: the packets on the neighbours' flows).
 func (p *IPCP) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
 	switch req.Cmd {
 	case "stats":
@@ -542,6 +559,8 @@ func (p *IPCP) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
 			t.Rows = append(t.Rows, []string{kind, name, strconv.FormatUint(pt.in.Load(), 10), strconv.FormatUint(pt.out.Load(), 10)})
 		}
 		return irm.MgmtResp{Table: t}, nil
+	case capture.Cmd:
+		return p.capt.Mgmt(p.cfg.Name, capture.LayerBroadcast, req.Args)
 	}
-	return irm.MgmtResp{}, fmt.Errorf("broadcast: %s: unknown command %q (want stats or ports): %w", p.cfg.Name, req.Cmd, flow.ErrInvalid)
+	return irm.MgmtResp{}, fmt.Errorf("broadcast: %s: unknown command %q (want stats, ports or capture): %w", p.cfg.Name, req.Cmd, flow.ErrInvalid)
 }

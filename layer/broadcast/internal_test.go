@@ -7,6 +7,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -137,3 +138,53 @@ type fixed struct{ b []byte }
 func (f *fixed) Read(p []byte, _ time.Time) (int, error) { return copy(p, f.b), nil }
 func (f *fixed) Write([]byte, time.Time) error           { return nil }
 func (f *fixed) Close() error                            { return nil }
+
+// TestForwardCaptureAllocs is TestForwardAllocs with a capture running:
+// the packet in and its copies out to the two neighbours are recorded
+// (the ring drained after each, so every run keeps them: AllocsPerRun
+// rounds down), and nothing allocates.
+func TestForwardCaptureAllocs(t *testing.T) {
+	p, err := New(Config{Layer: "b", Name: "x", Runner: layertest.Runner{}}, flowtest.NewBroker(1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := make([]byte, HeaderLen+1000)
+	Header(pkt).Encode(8, 0, 99)
+	src := &port{p: &feed{pkt: pkt}, neighbour: true}
+	p.add(src)
+	for i := range 4 {
+		p.add(&port{p: &sink{}, neighbour: i%2 == 0})
+	}
+	buf := make([]byte, HeaderLen+flow.MaxSDU)
+	for range 10 {
+		p.fromNeighbour(src, buf)
+	}
+	s, err := p.capt.Start(capture.LayerBroadcast, capture.Config{Slots: 8, Snap: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := make([]byte, 0, capture.MaxPage)
+	var k int
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := p.fromNeighbour(src, buf); err != nil {
+			t.Fatal(err)
+		}
+		page, k = s.Drain(page[:0], capture.MaxPage)
+		if k != 3 {
+			t.Fatalf("drained %d records after a forwarded packet, want 3 (in, and out to 2 neighbours)", k)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("got %v allocations per forwarded packet with a capture, want 0", allocs)
+	}
+	rs, err := capture.DecodePage(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := rs[0].Header; h.Dir() != capture.In || h.Port() != src.id || h.Content() != capture.Bcast || rs[0].Len != len(pkt) {
+		t.Errorf("first record %x (%d bytes), want the packet in from port %d", []byte(h), rs[0].Len, src.id)
+	}
+	if rs[1].Header.Dir() != capture.Out || Header(rs[1].Data).TTL() != 7 {
+		t.Errorf("second record %x: want the packet out with TTL 7", rs[1].Data[:2])
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/fa"
@@ -107,6 +108,17 @@ type dpCounters struct {
 	truncated, txErrors, malformedCtl, bufAllocs, unknownCtl atomic.Uint64
 	keepalivesOut, keepalivesIn                              atomic.Uint64
 	tampered, replayed                                       atomic.Uint64 // sealed flows' SDUs refused by seal.Opener
+
+	// capt taps the packets that cross the N-1 data-transfer flows
+	// (rxLoop, txLoop, keepalive) when a capture runs (the capture
+	// management command, mgmt.go): one atomic load per packet, or per
+	// batch, when none does.
+	capt capture.Point
+}
+
+// tap offers a packet crossing np to the running capture s.
+func tap(s *capture.Session, d capture.Dir, np *nport, pkt []byte) {
+	s.Add(d, capture.PDU, uint64(np.id), pkt)
 }
 
 // nport is an N-1 data-transfer flow: a next hop.
@@ -185,6 +197,9 @@ func (c *core) rxLoop(np *nport) {
 		np.rxPkts.Add(1)
 		np.rxBytes.Add(uint64(n))
 		b.off, b.end = 0, n
+		if s := p.c.capt.Session(); s != nil {
+			tap(s, capture.In, np, b.pkt())
+		}
 		faultinject.Check("unicast/dt", b.pkt())
 		if c.input(b, nil, time.Time{}) {
 			b = p.getBuf()
@@ -222,10 +237,14 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 		}
 		var nb uint64
 		now := time.Now() // the batch's arrival time, for deliveries
+		s := p.c.capt.Session()
 		for i := range n {
 			b := bs[i]
 			b.off, b.end = 0, sizes[i]
 			nb += uint64(sizes[i])
+			if s != nil {
+				tap(s, capture.In, np, b.pkt())
+			}
 			faultinject.Check("unicast/dt", b.pkt())
 			if c.input(b, &k, now) {
 				bs[i] = p.getBuf()
@@ -383,6 +402,11 @@ func (c *core) txLoop(np *nport) {
 		case np.space <- struct{}{}:
 		default:
 		}
+		if s := c.p.c.capt.Session(); s != nil {
+			for _, b := range batch[:n] {
+				tap(s, capture.Out, np, b.pkt())
+			}
+		}
 		if bp != nil {
 			c.writeBatch(np, bp, batch[:n], pkts[:n])
 			continue
@@ -410,6 +434,9 @@ func (c *core) keepalive(np *nport) {
 	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
 	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: np.addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
 	b.end = headroom + srcLen
+	if s := c.p.c.capt.Session(); s != nil {
+		tap(s, capture.Out, np, b.pkt())
+	}
 	if err := np.p.Write(b.pkt(), time.Now().Add(c.p.cfg.KeepAlive)); err != nil {
 		np.txErrors.Add(1)
 		c.p.c.txErrors.Add(1)

@@ -15,6 +15,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
 	"github.com/ouronet/ouro/layer/unicast/routing"
@@ -31,7 +32,8 @@ const (
 	CmdDir       = "dir"
 	CmdFlows     = "flows"
 	CmdStats     = "stats"
-	CmdCRL       = "crl" // args: crl=<base64 of a signed revocation list>: adopt it and pass it on
+	CmdCRL       = "crl"       // args: crl=<base64 of a signed revocation list>: adopt it and pass it on
+	CmdCapture   = capture.Cmd // args: op=start|read|stop, ...: the packets on the N-1 data-transfer flows (layer/capture)
 )
 
 // ParseLayerConfig reads a bootstrap's layer configuration keys (the
@@ -118,6 +120,8 @@ func (p *IPCP) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) 
 		return irm.MgmtResp{Text: fmt.Sprintf("%s: connecting %s", p.cfg.Name, n)}, nil
 	case CmdStats:
 		return irm.MgmtResp{Table: p.statsTable()}, nil
+	case CmdCapture:
+		return p.c.capt.Mgmt(p.cfg.Name, capture.LayerUnicast, req.Args)
 	}
 	c := p.core.Load()
 	if c == nil {
@@ -154,7 +158,7 @@ func (p *IPCP) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) 
 	case CmdFlows:
 		return irm.MgmtResp{Table: c.flowsTable()}, nil
 	}
-	return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows, graph, crl or stats): %w", req.Cmd, flow.ErrInvalid)
+	return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows, graph, crl, capture or stats): %w", req.Cmd, flow.ErrInvalid)
 }
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }

@@ -20,6 +20,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/broadcast"
+	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -446,6 +447,11 @@ type shimIPCP interface {
 	Flows() []shim.FlowInfo
 }
 
+// capturer is a shim that serves the capture command (udp, eth).
+type capturer interface {
+	Capture(args map[string]string) (irm.MgmtResp, error)
+}
+
 // shimManager answers the management commands every shim has: stats and
 // flows.
 type shimManager struct{ shimIPCP }
@@ -454,6 +460,9 @@ var _ irm.Manager = shimManager{}
 
 // Mgmt implements irm.Manager.
 func (s shimManager) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+	if c, ok := s.shimIPCP.(capturer); ok && req.Cmd == capture.Cmd {
+		return c.Capture(req.Args)
+	}
 	switch req.Cmd {
 	case "stats":
 		return irm.MgmtResp{Table: counterTable(s.Stats())}, nil
@@ -472,7 +481,11 @@ func (s shimManager) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, err
 		}
 		return irm.MgmtResp{Table: t}, nil
 	}
-	return irm.MgmtResp{}, fmt.Errorf("%s: unknown command %q (want stats or flows): %w", s.Info().Name, req.Cmd, flow.ErrInvalid)
+	want := "stats or flows"
+	if _, ok := s.shimIPCP.(capturer); ok {
+		want = "stats, flows or capture"
+	}
+	return irm.MgmtResp{}, fmt.Errorf("%s: unknown command %q (want %s): %w", s.Info().Name, req.Cmd, want, flow.ErrInvalid)
 }
 
 // counterTable flattens a struct of counters (through its JSON form) into

@@ -284,6 +284,11 @@ func (p *IPCP) Stats() shim.Stats { return p.eng.C.Snapshot() }
 // Flows lists the open flows.
 func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
 
+// Capture answers the capture management command (layer/capture.Cmd).
+func (p *IPCP) Capture(args map[string]string) (irm.MgmtResp, error) {
+	return p.eng.Capture(p.cfg.Name, args)
+}
+
 // wire puts the engine's packets on the device.
 type wire struct{ p *IPCP }
 

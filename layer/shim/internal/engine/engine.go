@@ -48,6 +48,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/shim"
 )
 
@@ -228,6 +229,10 @@ type Engine[A Addr] struct {
 	epoch  time.Time
 	// C are the counters.
 	C Counters
+	// capt is where a capture taps the packets: Input and the transmit
+	// paths offer each one (payload without the shim header, and the
+	// header's endpoint id) when a capture runs.
+	capt capture.Point
 
 	lastNSF atomic.Int64 // ns since epoch of the last no-such-flow reply
 
@@ -437,6 +442,9 @@ func (e *Engine[A]) Registered(name string) bool {
 // peer. p is the caller's buffer and is not retained. It never blocks
 // longer than Config.RxWait and allocates nothing for data packets.
 func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
+	if s := e.capt.Session(); s != nil {
+		s.Add(capture.In, contentOf(eid), uint64(eid), p)
+	}
 	if eid == 0 {
 		e.control(p, from)
 		return
@@ -812,6 +820,9 @@ func (e *Engine[A]) txLoop(f *flowEntry[A]) {
 			}
 			return
 		}
+		if s := e.capt.Session(); s != nil {
+			s.Add(capture.Out, capture.SDU, uint64(f.remote), buf[h:h+n])
+		}
 		if err := e.cfg.Wire.Send(buf[:h+n], f.peer, f.remote); err != nil {
 			e.C.TxError.Add(1)
 			continue
@@ -1032,6 +1043,9 @@ func (e *Engine[A]) sendMsg(m *Msg, to A) {
 }
 
 func (e *Engine[A]) sendPkt(pkt []byte, to A) {
+	if s := e.capt.Session(); s != nil {
+		s.Add(capture.Out, capture.ShimCtl, 0, pkt[e.cfg.Headroom:])
+	}
 	if err := e.cfg.Wire.Send(pkt, to, 0); err != nil {
 		e.C.TxError.Add(1)
 		return
@@ -1084,6 +1098,36 @@ func (e *Engine[A]) LinkDown() int {
 		f.port.Close()
 	}
 	return len(fs)
+}
+
+// contentOf is what a packet for endpoint eid carries.
+func contentOf(eid uint32) capture.Content {
+	if eid == 0 {
+		return capture.ShimCtl
+	}
+	return capture.SDU
+}
+
+// Capture answers the capture management command (capture.Cmd) for the
+// shim called who.
+func (e *Engine[A]) Capture(who string, args map[string]string) (irm.MgmtResp, error) {
+	return e.capt.Mgmt(who, e.layerKind(), args)
+}
+
+// CapturePoint is the engine's capture point (for tests and for shims
+// that serve the command themselves).
+func (e *Engine[A]) CapturePoint() *capture.Point { return &e.capt }
+
+func (e *Engine[A]) layerKind() capture.Layer {
+	switch e.cfg.Kind {
+	case "udp":
+		return capture.LayerUDP
+	case "eth":
+		return capture.LayerEth
+	case "serial":
+		return capture.LayerSerial
+	}
+	return 0
 }
 
 // Wait waits for the engine's goroutines after Stop.

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ouronet/ouro/flow/irm"
+)
+
+func topCommand() *command {
+	return &command{name: "top", args: "[-i D] [-n N]", group: "management",
+		summary: "a refreshing view of the node's IPCPs and flows: rates and drops", run: runTop,
+		help: "Every -i (default 1 s) asks the node for its IPCPs (ipcps), each one's\n" +
+			"counters (stats) and flows (flows), and redraws a table of the IPCPs with\n" +
+			"their packet rates in and out and their drops (total and per second),\n" +
+			"and one of the flows with their packet and byte rates. Rates are the\n" +
+			"change since the previous round. It stops after -n rounds (default: until\n" +
+			"interrupted); on a terminal it redraws in place."}
+}
+
+// topIPCP is one IPCP in a round of top.
+type topIPCP struct {
+	name, layer, kind, state string
+	in, out, drops           uint64
+}
+
+// topFlow is one flow of an IPCP in a round of top.
+type topFlow struct {
+	ipcp, eid, name, dir, cube         string
+	pktsIn, pktsOut, bytesIn, bytesOut uint64
+	drops                              string // "-" where the IPCP does not count them
+}
+
+func (f topFlow) key() string { return f.ipcp + "/" + f.eid }
+
+// topRound is what one round of top saw.
+type topRound struct {
+	at    time.Time
+	ipcps []topIPCP
+	flows []topFlow
+}
+
+// topPoll asks the node for a round.
+func topPoll(ctx context.Context, n node) (topRound, error) {
+	r := topRound{at: time.Now()}
+	call := func(req irm.MgmtReq) (irm.MgmtResp, error) {
+		cctx, cancel := context.WithTimeout(ctx, defaultMgmtTimeout)
+		defer cancel()
+		var resp irm.MgmtResp
+		err := n.Mgmt(cctx, req, &resp)
+		return resp, err
+	}
+	ips, err := call(irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	if err != nil {
+		return r, fmt.Errorf("top: ipcps: %w", err)
+	}
+	col := func(t irm.Table, row []string, name string) string {
+		if i := slices.Index(t.Columns, name); i >= 0 && i < len(row) {
+			return row[i]
+		}
+		return ""
+	}
+	for _, row := range ips.Table.Rows {
+		ip := topIPCP{name: col(ips.Table, row, "name"), layer: col(ips.Table, row, "layer"), kind: col(ips.Table, row, "kind"), state: col(ips.Table, row, "state")}
+		if st, err := call(irm.MgmtReq{Cmd: "stats", IPCP: ip.name}); err == nil {
+			ip.in, ip.out, ip.drops = statsRates(st.Table)
+		}
+		r.ipcps = append(r.ipcps, ip)
+		fl, err := call(irm.MgmtReq{Cmd: "flows", IPCP: ip.name})
+		if err != nil {
+			continue
+		}
+		u := func(row []string, name string) uint64 {
+			v, _ := strconv.ParseUint(col(fl.Table, row, name), 10, 64)
+			return v
+		}
+		for _, row := range fl.Table.Rows {
+			f := topFlow{ipcp: ip.name, eid: col(fl.Table, row, "eid"), name: col(fl.Table, row, "name"), dir: col(fl.Table, row, "dir"), cube: col(fl.Table, row, "cube"),
+				pktsIn: u(row, "pkts_in"), pktsOut: u(row, "pkts_out"), bytesIn: u(row, "bytes_in"), bytesOut: u(row, "bytes_out"), drops: col(fl.Table, row, "drops")}
+			if f.drops == "" {
+				f.drops = "-"
+			}
+			r.flows = append(r.flows, f)
+		}
+	}
+	return r, nil
+}
+
+// statsRates reads an IPCP's packets in and out and its drops from its
+// stats table: a shim's packets_in and packets_out, a unicast IPCP's
+// delivered and sent (plus forwarded, both ways), and every drops.* row.
+func statsRates(t irm.Table) (in, out, drops uint64) {
+	for _, row := range t.Rows {
+		if len(row) != 2 {
+			continue
+		}
+		v, err := strconv.ParseUint(row[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k := row[0]; {
+		case k == "packets_in" || k == "delivered":
+			in += v
+		case k == "packets_out" || k == "sent":
+			out += v
+		case k == "forwarded":
+			in += v
+			out += v
+		case strings.HasPrefix(k, "drops."):
+			drops += v
+		}
+	}
+	return in, out, drops
+}
+
+// rate is the change of a counter per second between two rounds.
+func rate(prev, cur uint64, dt time.Duration, ok bool) string {
+	if !ok || dt <= 0 || cur < prev {
+		return "-"
+	}
+	return strconv.FormatFloat(float64(cur-prev)/dt.Seconds(), 'f', 0, 64)
+}
+
+// renderTop draws a round; prev (nil on the first) gives the rates.
+func renderTop(w io.Writer, prev *topRound, cur topRound) {
+	var dt time.Duration
+	if prev != nil {
+		dt = cur.at.Sub(prev.at)
+	}
+	fmt.Fprintf(w, "ouro top — %s, %d IPCPs, %d flows\n\n", cur.at.Format("15:04:05"), len(cur.ipcps), len(cur.flows))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "IPCP\tLAYER\tKIND\tSTATE\tIN/s\tOUT/s\tDROPS\tDROPS/s")
+	for _, ip := range cur.ipcps {
+		var p topIPCP
+		ok := false
+		if prev != nil {
+			for _, q := range prev.ipcps {
+				if q.name == ip.name {
+					p, ok = q, true
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", ip.name, ip.layer, ip.kind, ip.state,
+			rate(p.in, ip.in, dt, ok), rate(p.out, ip.out, dt, ok), ip.drops, rate(p.drops, ip.drops, dt, ok))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "IPCP\tEID\tNAME\tDIR\tCUBE\tPKTS_IN/s\tPKTS_OUT/s\tKB_IN/s\tKB_OUT/s\tDROPS")
+	prevFlows := map[string]topFlow{}
+	if prev != nil {
+		for _, f := range prev.flows {
+			prevFlows[f.key()] = f
+		}
+	}
+	flows := slices.Clone(cur.flows)
+	slices.SortStableFunc(flows, func(a, b topFlow) int { return strings.Compare(a.key(), b.key()) })
+	for _, f := range flows {
+		p, ok := prevFlows[f.key()]
+		kb := func(prev, cur uint64) string {
+			s := rate(prev, cur, dt, ok)
+			if s == "-" {
+				return s
+			}
+			v, _ := strconv.ParseFloat(s, 64)
+			return strconv.FormatFloat(v/1000, 'f', 1, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ipcp, f.eid, orDash(f.name), f.dir, f.cube,
+			rate(p.pktsIn, f.pktsIn, dt, ok), rate(p.pktsOut, f.pktsOut, dt, ok), kb(p.bytesIn, f.bytesIn), kb(p.bytesOut, f.bytesOut), f.drops)
+	}
+	tw.Flush()
+}
+
+func runTop(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var (
+		interval time.Duration
+		rounds   int
+	)
+	fs.durationVar(&interval, time.Second, "redraw every `D`", "i", "interval")
+	fs.intVar(&rounds, 0, "stop after `N` rounds (0: until interrupted)", "n", "rounds")
+	if _, err := fs.parse(args, 0, 0); err != nil {
+		return err
+	}
+	if interval <= 0 || rounds < 0 {
+		return usagef("top: -i must be positive and -n not negative")
+	}
+	n, err := a.connect()
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	tty := false
+	if f, ok := a.stdout.(*os.File); ok {
+		tty = isTerminal(f)
+	}
+	var prev *topRound
+	for i := 0; rounds == 0 || i < rounds; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(interval):
+			}
+		}
+		cur, err := topPoll(ctx, n)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		var b strings.Builder
+		renderTop(&b, prev, cur)
+		if tty {
+			fmt.Fprint(a.stdout, "\x1b[H\x1b[2J") // home, clear
+		} else if i > 0 {
+			fmt.Fprintln(a.stdout)
+		}
+		fmt.Fprint(a.stdout, b.String())
+		prev = &cur
+	}
+	return nil
+}
