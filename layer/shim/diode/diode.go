@@ -23,11 +23,9 @@ package diode
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -388,7 +386,7 @@ type txBlock struct {
 	t       tree
 	pkt     []byte
 	msg     []byte
-	h       hash.Hash
+	h       *hasher
 	enc     reedsolomon.Encoder
 	maxSlot int
 }
@@ -397,7 +395,7 @@ func (p *IPCP) newTxBlock() (*txBlock, error) {
 	n := p.k + p.m
 	maxSlot := SlotHdrLen + p.maxSDU
 	b := &txBlock{maxSlot: maxSlot, lens: make([]int, p.k), shards: make([][]byte, n),
-		pkt: make([]byte, ShardSize(n, maxSlot)), msg: make([]byte, 0, signedLen), h: sha256.New()}
+		pkt: make([]byte, ShardSize(n, maxSlot)), msg: make([]byte, 0, signedLen), h: newHasher()}
 	for range p.k {
 		b.data = append(b.data, make([]byte, maxSlot))
 	}
@@ -513,7 +511,7 @@ func (p *IPCP) flush(f *txFlow, b *txBlock) {
 		b.t.levels[0] = append(b.t.levels[0], [HashLen]byte{})
 	}
 	for i := range n {
-		leaf(b.h, &b.t.levels[0][i], i, b.shards[i])
+		b.h.leaf(&b.t.levels[0][i], i, b.shards[i])
 	}
 	b.t.build(n)
 	id := p.nextID.Add(1)

@@ -2,10 +2,8 @@ package diode
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"hash"
 	"sync/atomic"
 	"time"
 
@@ -44,14 +42,14 @@ type rxBlock struct {
 // rx is the receiving end's goroutine state.
 type rx struct {
 	p    *IPCP
-	h    hash.Hash
+	h    *hasher
 	msg  []byte
 	encs map[[2]int]reedsolomon.Encoder
 	rs   [][]byte // the shard slice handed to the decoder
 }
 
 func newRx(p *IPCP) *rx {
-	return &rx{p: p, h: sha256.New(), msg: make([]byte, 0, signedLen),
+	return &rx{p: p, h: newHasher(), msg: make([]byte, 0, signedLen),
 		encs: map[[2]int]reedsolomon.Encoder{}, rs: make([][]byte, 0, MaxShards)}
 }
 
@@ -96,7 +94,7 @@ func (r *rx) handle(s Shard) {
 		p.late.Add(1)
 		return
 	}
-	if !verifyProof(r.h, s) {
+	if !r.h.verifyProof(s) {
 		p.forged.Add(1)
 		return
 	}

@@ -134,17 +134,25 @@ func putHeader(b []byte, k, m, index int, flow uint32, block uint64, shardLen in
 	copy(b[offRoot:offRoot+HashLen], root)
 }
 
-// leaf hashes shard index's payload with h (a reused SHA-256):
-// SHA-256(0x00 || index || payload), truncated. It allocates nothing.
-func leaf(h hash.Hash, dst *[HashLen]byte, index int, payload []byte) {
-	h.Reset()
-	var pre [2]byte
-	pre[1] = byte(index)
-	h.Write(pre[:])
-	h.Write(payload)
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	copy(dst[:], sum[:HashLen])
+// hasher computes leaf hashes with a reused SHA-256 and scratch space
+// that lives as long as it does, so that hashing allocates nothing.
+type hasher struct {
+	h   hash.Hash
+	pre [2]byte
+	sum [sha256.Size]byte
+}
+
+func newHasher() *hasher { return &hasher{h: sha256.New()} }
+
+// leaf hashes shard index's payload: SHA-256(0x00 || index || payload),
+// truncated.
+func (x *hasher) leaf(dst *[HashLen]byte, index int, payload []byte) {
+	x.h.Reset()
+	x.pre = [2]byte{0, byte(index)}
+	x.h.Write(x.pre[:])
+	x.h.Write(payload)
+	x.h.Sum(x.sum[:0])
+	copy(dst[:], x.sum[:HashLen])
 }
 
 // node hashes two children: SHA-256(0x01 || left || right), truncated.
@@ -196,12 +204,12 @@ func (t *tree) proof(dst []byte, n, i int) []byte {
 	return dst
 }
 
-// verifyProof reports whether s's payload and proof hash up to s's root;
-// hf is a reused SHA-256. It allocates nothing.
-func verifyProof(hf hash.Hash, s Shard) bool {
+// verifyProof reports whether s's payload and proof hash up to s's root.
+// It allocates nothing.
+func (x *hasher) verifyProof(s Shard) bool {
 	var h, sib [HashLen]byte
 	i := s.Index()
-	leaf(hf, &h, i, s.Payload())
+	x.leaf(&h, i, s.Payload())
 	p := s.Proof()
 	for off := 0; off < len(p); off += HashLen {
 		copy(sib[:], p[off:off+HashLen])
