@@ -355,3 +355,32 @@ func TestQoS(t *testing.T) {
 		t.Errorf("query other: got %v, want ErrNotFound", err)
 	}
 }
+
+// TestBundleWaitsForAccept: a genuine bundle whose flow no program
+// accepts yet stays in In (not remembered, not removed) and is taken once
+// the IRM accepts.
+func TestBundleWaitsForAccept(t *testing.T) {
+	a, b := sites(t, nil)
+	b.up.Refuse(flow.ErrNotFound)
+	path, _ := oneBundle(t, a)
+	carry(t, a.out, b.in)
+	dst := filepath.Join(b.in, filepath.Base(path))
+	for deadline := time.Now().Add(5 * time.Second); b.p.Stats().Drops.Pending < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("got %+v, want refused acceptances", b.p.Stats())
+		}
+	}
+	if _, err := os.Stat(dst); err != nil {
+		t.Fatalf("the waiting bundle was removed: %v", err)
+	}
+	if got := b.p.Bundles(); got.BundlesIn != 0 || got.Seen != 0 {
+		t.Fatalf("got %+v, want nothing taken", got)
+	}
+	b.up.Refuse(nil)
+	port := accepted(t, b, 5*time.Second)
+	buf := make([]byte, flow.MaxSDU)
+	if n, err := port.Read(buf, time.Now().Add(5*time.Second)); err != nil || string(buf[:n]) != "one" {
+		t.Fatalf("got %q, %v, want one", buf[:n], err)
+	}
+	waitGone(t, dst)
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
 )
 
 // receiver is the goroutine that takes bundles out of In, with its
@@ -79,8 +80,8 @@ func (r *receiver) scan() {
 		}
 		path := filepath.Join(p.cfg.In, n)
 		data, err := r.read(path)
-		if err == nil {
-			r.take(data)
+		if err == nil && r.take(data) {
+			continue // no one accepts its flow yet: it waits for the next scan
 		}
 		// Taken or refused, the file is done with: removing it is the
 		// acknowledgement (and keeps a refused file from coming back).
@@ -113,35 +114,43 @@ func (r *receiver) read(path string) ([]byte, error) {
 	return r.buf[:n], nil
 }
 
-// take judges one bundle file and delivers what it carries.
-func (r *receiver) take(data []byte) {
+// take judges one bundle file and delivers what it carries. It reports
+// whether the file is to be kept: a genuine bundle whose flow the IRM
+// does not accept yet (no program registered the name) waits in In until
+// one does or it expires.
+func (r *receiver) take(data []byte) (keep bool) {
 	p := r.p
 	b, err := Open(p.codec, data, p.cfg.Peers)
 	switch {
 	case errors.Is(err, ErrTampered):
 		p.tampered.Add(1)
-		return
+		return false
 	case errors.Is(err, ErrUnknownKey):
 		p.unknownPeer.Add(1)
-		return
+		return false
 	case err != nil:
 		p.malformed.Add(1)
-		return
+		return false
 	}
 	now := p.cfg.Now().Unix()
 	if b.Expires < now {
 		p.expired.Add(1)
-		return
+		return false
 	}
 	sender := identity.NameOf(b.Sender)
 	k := seenKey{sender, b.Seq}
 	if _, dup := r.seen[k]; dup || b.Seq <= r.floor[sender] {
 		p.replayed.Add(1)
-		return
+		return false
+	}
+	f := r.flow(sender, &b)
+	if f == nil {
+		return !(len(b.SDUs) == 0 && b.End) // an empty last bundle of an unknown flow is done
 	}
 	r.remember(k, b.Expires, now)
 	p.bundlesIn.Add(1)
-	r.deliver(sender, &b)
+	r.deliver(inKey{sender, b.Flow}, f, &b)
+	return false
 }
 
 // remember adds k to the seen-set, keeping it within MaxSeen: expired
@@ -171,40 +180,58 @@ func (r *receiver) remember(k seenKey, expires, now int64) {
 	p.seenLen.Store(uint64(len(r.seen)))
 }
 
-// deliver writes a bundle's SDUs to its flow, asking the IRM to accept
-// the flow at its first bundle.
-func (r *receiver) deliver(sender string, b *Bundle) {
+// flow returns the open flow a bundle belongs to, asking the IRM to
+// accept it at its first bundle; nil if there is none (counted).
+func (r *receiver) flow(sender string, b *Bundle) *rxFlow {
 	p := r.p
 	k := inKey{sender, b.Flow}
 	p.mu.Lock()
 	f := p.in[k]
 	n := len(p.in)
 	p.mu.Unlock()
-	if f == nil {
-		if len(b.SDUs) == 0 && b.End {
-			return
-		}
-		if n >= p.cfg.MaxFlows {
-			p.c.Busy.Add(uint64(len(b.SDUs)))
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		port, err := p.up.FlowReq(ctx, irm.AllocReq{Dst: b.Dst, Src: b.Src, QoS: flow.DelayTolerant(), MaxSDU: flow.MaxSDU})
-		cancel()
-		if err != nil || port == nil {
-			p.c.AllocFailed.Add(1)
-			p.c.Pending.Add(uint64(len(b.SDUs)))
-			return
-		}
-		f = &rxFlow{dst: b.Dst, port: port}
-		p.mu.Lock()
-		p.in[k] = f
-		p.mu.Unlock()
-		p.c.FlowsIn.Add(1)
-		p.c.FlowsActive.Add(1)
+	if f != nil {
+		return f
 	}
+	if len(b.SDUs) == 0 && b.End {
+		return nil
+	}
+	if n >= p.cfg.MaxFlows {
+		p.c.Busy.Add(1)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	port, err := p.up.FlowReq(ctx, irm.AllocReq{Dst: b.Dst, Src: b.Src, QoS: flow.DelayTolerant(), MaxSDU: flow.MaxSDU})
+	cancel()
+	if err != nil || port == nil {
+		p.c.AllocFailed.Add(1)
+		p.c.Pending.Add(1)
+		return nil
+	}
+	f = &rxFlow{dst: b.Dst, port: port}
+	p.mu.Lock()
+	p.in[k] = f
+	p.mu.Unlock()
+	p.c.FlowsIn.Add(1)
+	p.c.FlowsActive.Add(1)
+	return f
+}
+
+// writeTimeout is how long a program that does not read may hold up the
+// carrier's receiver, per SDU; the SDU is then dropped (drops.rx_full).
+const writeTimeout = 10 * time.Second
+
+// deliver writes a bundle's SDUs to its flow f, waiting for a slow
+// program (up to writeTimeout each) but not past Stop.
+func (r *receiver) deliver(k inKey, f *rxFlow, b *Bundle) {
+	p := r.p
 	for i, s := range b.SDUs {
-		err := f.port.Write(s, time.Now().Add(10*time.Second))
+		var err error
+		for give := time.Now().Add(writeTimeout); ; {
+			err = f.port.Write(s, time.Now().Add(stopPoll))
+			if !errors.Is(err, flow.ErrTimeout) || time.Now().After(give) || p.state.Load() == layer.StateShutdown {
+				break
+			}
+		}
 		if err != nil {
 			if errors.Is(err, flow.ErrClosed) {
 				p.c.UnknownFlow.Add(uint64(len(b.SDUs) - i))
