@@ -393,3 +393,60 @@ func TestOneWay(t *testing.T) {
 		t.Errorf("got MaxSDU %d, want %d", got, 1472-HeaderLen-5*HashLen-SlotHdrLen)
 	}
 }
+
+// TestLossBeyondParity: when the medium loses more than the parity
+// covers, the blocks that lost more than m shards are lost whole and
+// counted (once evicted from the window); what is delivered is whole
+// SDUs, in order.
+func TestLossBeyondParity(t *testing.T) {
+	a := ident(t)
+	l := newLink()
+	s, r, up := pair(t, l, l, a, a, func(c *Config) {
+		c.Parity = 2
+		c.Impair = impair.Config{Seed: 5, Loss: 20}
+	})
+	app := dial(t, s)
+	const blocks = 64
+	for i := range blocks * 16 {
+		if err := app.Write(fmt.Appendf(nil, "%06d", i), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.FEC().BlocksOut < blocks; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d blocks sent, want %d", s.FEC().BlocksOut, blocks)
+		}
+	}
+	var acc flowtest.Accepted
+	select {
+	case acc = <-up.Accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing delivered")
+	}
+	defer acc.Port.Close()
+	buf := make([]byte, flow.MaxSDU)
+	last, got := -1, 0
+	for {
+		n, err := acc.Port.Read(buf, time.Now().Add(200*time.Millisecond))
+		if err != nil {
+			break
+		}
+		var v int
+		if _, err := fmt.Sscanf(string(buf[:n]), "%06d", &v); err != nil || v <= last {
+			t.Fatalf("got %q after %d, want a later SDU", buf[:n], last)
+		}
+		last = v
+		got++
+	}
+	fr := r.FEC()
+	t.Logf("%d SDUs of %d delivered; %d blocks in, %d lost", got, blocks*16, fr.BlocksIn, fr.BlocksLost)
+	if fr.BlocksLost == 0 || fr.BlocksIn == 0 {
+		t.Errorf("got %d blocks delivered and %d lost, want both > 0", fr.BlocksIn, fr.BlocksLost)
+	}
+	if got != int(fr.BlocksIn)*16 {
+		t.Errorf("got %d SDUs for %d blocks, want 16 each", got, fr.BlocksIn)
+	}
+	if pending := blocks - fr.BlocksIn - fr.BlocksLost; pending > 16 {
+		t.Errorf("%d blocks neither delivered nor counted lost, want at most the window (16)", pending)
+	}
+}
