@@ -81,6 +81,7 @@ type BundleStats struct {
 	BudgetWaits uint64 `json:"budget_waits"` // times a bundle waited for room in Out
 	StoreErrors uint64 `json:"store_errors"` // files that could not be written, read or removed
 	Seen        uint64 `json:"seen"`         // entries in the seen-set
+	Purged      uint64 `json:"purged"`       // expired bundles removed from Out, never carried
 }
 
 // IPCP is a carrier shim IPC process.
@@ -95,6 +96,7 @@ type IPCP struct {
 
 	bundlesOut, bundlesIn, malformed, tampered, unknownPeer atomic.Uint64
 	expired, replayed, budgetWaits, storeErrs, seenLen      atomic.Uint64
+	purged                                                  atomic.Uint64
 
 	seq    atomic.Uint64
 	flowID atomic.Uint64
@@ -373,7 +375,8 @@ func (p *IPCP) store1(f *txFlow, sdus [][]byte, end bool) bool {
 	name := FileName(p.cfg.Signer.Public(), seq)
 	for waited := false; ; waited = true {
 		p.store.Lock()
-		bytes, files, err := usage(p.cfg.Out)
+		bytes, files, purged, err := usage(p.cfg.Out, p.cfg.Now().Add(-p.cfg.Expiry))
+		p.purged.Add(uint64(purged))
 		if err == nil && bytes+int64(len(file)) <= p.cfg.MaxBytes && files+1 <= p.cfg.MaxFiles {
 			err = writeAtomic(p.cfg.Out, name, file)
 			p.store.Unlock()
@@ -399,12 +402,13 @@ func (p *IPCP) store1(f *txFlow, sdus [][]byte, end bool) bool {
 	}
 }
 
-// usage sums the bundle files in dir (temporaries included: they take
-// room too).
-func usage(dir string) (bytes int64, files int, err error) {
+// usage sums the files in dir (temporaries included: they take room
+// too), first removing the bundles written before stale: expired, they
+// would be refused where they are carried.
+func usage(dir string, stale time.Time) (bytes int64, files, purged int, err error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	for _, e := range ents {
 		if !e.Type().IsRegular() {
@@ -414,10 +418,14 @@ func usage(dir string) (bytes int64, files int, err error) {
 		if err != nil {
 			continue // removed since the listing: by the carrier
 		}
+		if isBundleName(e.Name()) && info.ModTime().Before(stale) && os.Remove(filepath.Join(dir, e.Name())) == nil {
+			purged++
+			continue
+		}
 		bytes += info.Size()
 		files++
 	}
-	return bytes, files, nil
+	return bytes, files, purged, nil
 }
 
 // writeAtomic writes data as dir/name: into a temporary file (a dot
@@ -453,7 +461,7 @@ func (p *IPCP) Bundles() BundleStats {
 		BundlesOut: p.bundlesOut.Load(), BundlesIn: p.bundlesIn.Load(),
 		Malformed: p.malformed.Load(), Tampered: p.tampered.Load(), UnknownPeer: p.unknownPeer.Load(),
 		Expired: p.expired.Load(), Replayed: p.replayed.Load(), BudgetWaits: p.budgetWaits.Load(),
-		StoreErrors: p.storeErrs.Load(), Seen: p.seenLen.Load(),
+		StoreErrors: p.storeErrs.Load(), Seen: p.seenLen.Load(), Purged: p.purged.Load(),
 	}
 }
 

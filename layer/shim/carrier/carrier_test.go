@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,7 +170,7 @@ func TestCourier(t *testing.T) {
 		case <-tick.C:
 			carried += carry(t, a.out, b.in)
 			carry(t, b.out, a.in)
-			if _, files, _ := usage(a.out); files > 16 {
+			if _, files, _, _ := usage(a.out, time.Time{}); files > 16 {
 				t.Errorf("got %d files in Out, budget 16", files)
 			}
 		}
@@ -383,4 +384,36 @@ func TestBundleWaitsForAccept(t *testing.T) {
 		t.Fatalf("got %q, %v, want one", buf[:n], err)
 	}
 	waitGone(t, dst)
+}
+
+// TestExpiredPurgedFromOut: bundles that expired in Out without being
+// carried are removed when a new bundle needs their room.
+func TestExpiredPurgedFromOut(t *testing.T) {
+	later := time.Now().Add(48 * time.Hour)
+	var clock atomic.Pointer[time.Time]
+	now := time.Now()
+	clock.Store(&now)
+	a, _ := sites(t, func(c *Config) {
+		if c.Name == "a.carrier" {
+			c.MaxFiles = 1
+			c.Now = func() time.Time { return *clock.Load() }
+		}
+	})
+	path, _ := oneBundle(t, a)
+	clock.Store(&later) // the first bundle is now past its expiry
+	app := dial(t, a, flow.DelayTolerant())
+	if err := app.Write([]byte("fresh"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); a.p.Bundles().BundlesOut < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("got %+v, want the second bundle written in place of the expired one", a.p.Bundles())
+		}
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the expired bundle is still in Out: %v", err)
+	}
+	if got := a.p.Bundles().Purged; got != 1 {
+		t.Errorf("got %d purged, want 1", got)
+	}
 }
