@@ -311,24 +311,22 @@ func (p *IPCP) send(f *txFlow) {
 		p.mu.Unlock()
 		p.c.FlowsActive.Add(^uint64(0))
 	}()
-	arena := make([]byte, p.cfg.MaxBundle+flow.MaxSDU)
-	var sdus [][]byte
-	used := 0
+	g := newGather(p.cfg.MaxBundle)
 	var first time.Time
 	flush := func(end bool) bool {
-		if len(sdus) == 0 && !end {
+		if len(g.sdus) == 0 && !end {
 			return true
 		}
-		ok := p.store1(f, sdus, end)
-		sdus, used = sdus[:0], 0
+		ok := p.store1(f, g.sdus, end)
+		g.reset()
 		return ok
 	}
 	for {
 		deadline := time.Now().Add(stopPoll)
-		if len(sdus) > 0 {
+		if len(g.sdus) > 0 {
 			deadline = first.Add(p.cfg.Linger)
 		}
-		n, err := f.port.Read(arena[used:used+flow.MaxSDU], deadline)
+		n, err := f.port.Read(g.room(), deadline)
 		switch {
 		case errors.Is(err, flow.ErrTruncated):
 			p.c.Truncated.Add(1)
@@ -342,22 +340,45 @@ func (p *IPCP) send(f *txFlow) {
 			flush(true)
 			return
 		}
-		if len(sdus) == 0 {
+		if len(g.sdus) == 0 {
 			first = time.Now()
 		}
-		sdus = append(sdus, arena[used:used+n])
-		used += n
+		g.add(n)
 		f.counts.pkts.Add(1)
 		f.counts.bytes.Add(uint64(n))
 		p.c.PacketsOut.Add(1)
 		p.c.BytesOut.Add(uint64(n))
-		if used >= p.cfg.MaxBundle || len(sdus) == MaxSDUs {
+		if g.used >= p.cfg.MaxBundle || len(g.sdus) == MaxSDUs {
 			if !flush(false) {
 				return
 			}
 		}
 	}
 }
+
+// gather is a bundle's SDUs under construction: read straight into one
+// arena, reused from bundle to bundle, so that gathering allocates
+// nothing per SDU.
+type gather struct {
+	arena []byte
+	sdus  [][]byte
+	used  int
+}
+
+func newGather(maxBundle int) *gather {
+	return &gather{arena: make([]byte, maxBundle+flow.MaxSDU), sdus: make([][]byte, 0, MaxSDUs)}
+}
+
+// room is where the next SDU is read.
+func (g *gather) room() []byte { return g.arena[g.used : g.used+flow.MaxSDU] }
+
+// add takes the n bytes just read into room as an SDU.
+func (g *gather) add(n int) {
+	g.sdus = append(g.sdus, g.arena[g.used:g.used+n])
+	g.used += n
+}
+
+func (g *gather) reset() { g.sdus, g.used = g.sdus[:0], 0 }
 
 // store1 seals one bundle and writes it into Out once the budget has room
 // for it; it reports false if the IPCP stopped first (the bundle is lost).

@@ -417,3 +417,20 @@ func TestExpiredPurgedFromOut(t *testing.T) {
 		t.Errorf("got %d purged, want 1", got)
 	}
 }
+
+// TestGatherAllocs proves a sending flow gathers SDUs into a bundle
+// without allocating per SDU (encoding and signing the bundle allocate,
+// once per bundle).
+func TestGatherAllocs(t *testing.T) {
+	g := newGather(256 << 10)
+	sdu := make([]byte, flow.MaxSDU)
+	perSDU := testing.AllocsPerRun(20, func() {
+		for g.used < 256<<10 {
+			g.add(copy(g.room(), sdu))
+		}
+		g.reset()
+	}) / float64((256<<10)/flow.MaxSDU+1)
+	if perSDU != 0 {
+		t.Errorf("got %v allocations per SDU, want 0", perSDU)
+	}
+}
