@@ -52,7 +52,17 @@ func Data() QoS {
 	return QoS{Delay: 2000, Loss: 0, InOrder: true, MaxGap: 2000, Timeout: 60 * time.Second}
 }
 
-// Preset returns the named preset: raw, best_effort, voice, video or data.
+// DelayTolerant is the preset for flows across links that come and go or
+// are carried (the carrier shim: docs/intermittent.md): the peer may be
+// silent for a day before the flow is declared dead. It asks for no FRCT
+// (its retransmission timers are seconds, the delay here hours): the
+// carrier keeps what it was given until it is picked up or expires.
+func DelayTolerant() QoS {
+	return QoS{Loss: MaxLoss, MaxGap: MaxGapAny, Timeout: 24 * time.Hour}
+}
+
+// Preset returns the named preset: raw, best_effort, voice, video, data
+// or delay_tolerant.
 func Preset(name string) (QoS, error) {
 	switch name {
 	case "raw":
@@ -65,8 +75,10 @@ func Preset(name string) (QoS, error) {
 		return Video(), nil
 	case "data":
 		return Data(), nil
+	case "delay_tolerant", "delay-tolerant":
+		return DelayTolerant(), nil
 	}
-	return QoS{}, fmt.Errorf("flow: unknown QoS preset %q (want raw, best_effort, voice, video or data): %w", name, ErrInvalid)
+	return QoS{}, fmt.Errorf("flow: unknown QoS preset %q (want raw, best_effort, voice, video, data or delay_tolerant): %w", name, ErrInvalid)
 }
 
 // Reliable reports whether the spec needs retransmission (FRCT with ARQ).

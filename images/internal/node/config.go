@@ -98,6 +98,8 @@ type IPCPConfig struct {
 	Unicast   toml.Primitive `toml:"unicast"`
 	Broadcast toml.Primitive `toml:"broadcast"`
 	Serial    toml.Primitive `toml:"serial"`
+	Diode     toml.Primitive `toml:"diode"`   // intermittent.go
+	Carrier   toml.Primitive `toml:"carrier"` // intermittent.go
 }
 
 // duration is a time.Duration written as a string ("250ms").

@@ -86,7 +86,7 @@ func TestConfigMistakes(t *testing.T) {
 			[]string{`^line 5: \[\[ipcp\]\] #1: unknown key "kidn"; did you mean "kind"\?`}},
 		{"no kind",
 			strings.Replace(udpNode, "kind = \"udp\"\n", "", 1),
-			[]string{`^line 4: \[\[ipcp\]\] #1: missing required key "kind" \(accepted values: broadcast, eth, local, serial, udp, unicast\)$`}},
+			[]string{`^line 4: \[\[ipcp\]\] #1: missing required key "kind" \(accepted values: broadcast, carrier, diode, eth, local, serial, udp, unicast\)$`}},
 		{"unknown kind",
 			strings.Replace(udpNode, `kind = "udp"`, `kind = "upd"`, 1),
 			[]string{`^line 5: \[\[ipcp\]\] #1: kind = "upd" is not accepted; did you mean "udp"\?`}},

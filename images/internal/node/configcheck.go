@@ -101,6 +101,8 @@ func ipcpKinds() map[string]reflect.Type {
 		"serial":    reflect.TypeFor[serialConfig](),
 		"unicast":   reflect.TypeFor[unicastConfig](),
 		"broadcast": reflect.TypeFor[broadcastConfig](),
+		"diode":     reflect.TypeFor[diodeConfig](),
+		"carrier":   reflect.TypeFor[carrierConfig](),
 	}
 }
 
@@ -748,6 +750,16 @@ func (k *checker) values(c *Config, standalone bool) {
 			var b broadcastConfig
 			if k.decode(c, p.Broadcast, &b, tpath, twhere) {
 				k.checkLower(b.Lower, tpath, twhere, layers, standalone)
+			}
+		case "diode": // intermittent.go
+			var d diodeConfig
+			if k.decode(c, p.Diode, &d, tpath, twhere) {
+				k.checkDiode(d, *p, tpath, twhere)
+			}
+		case "carrier": // intermittent.go
+			var cc carrierConfig
+			if k.decode(c, p.Carrier, &cc, tpath, twhere) {
+				k.checkCarrier(cc, *p, tpath, twhere)
 			}
 		}
 	}

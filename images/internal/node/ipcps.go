@@ -201,8 +201,12 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			return nil, err
 		}
 		return shimManager{ipcp}, nil
+	case "diode": // intermittent.go
+		return newDiode(p, deps, env)
+	case "carrier": // intermittent.go
+		return newCarrier(p, deps, env)
 	}
-	return nil, fmt.Errorf("ipcp %s: unknown kind %q (want udp, eth, local, serial, unicast or broadcast): %w", p.Name, p.Kind, flow.ErrInvalid)
+	return nil, fmt.Errorf("ipcp %s: unknown kind %q (want udp, eth, local, serial, unicast, broadcast, diode or carrier): %w", p.Name, p.Kind, flow.ErrInvalid)
 }
 
 // broadcastConfig is the [ipcp.broadcast] table.
