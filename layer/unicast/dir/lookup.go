@@ -51,6 +51,18 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 		d.mu.Unlock()
 		return res, d.errClosed("lookup")
 	}
+	if d.tab.n < d.cfg.K {
+		// A small table: contacts dropped as unreachable (asked before
+		// routes to them existed, as a layer forms) come back only
+		// with a change of membership, which a quiet layer never has.
+		// Offer the members again (asked for without d.mu).
+		d.mu.Unlock()
+		members := d.cfg.Env.Members()
+		d.mu.Lock()
+		for _, m := range members {
+			d.tab.offer(m)
+		}
+	}
 	seeds := d.tab.closest(target, d.cfg.K)
 	d.tab.touch(target, d.cfg.Clock.Now())
 	self := d.self
