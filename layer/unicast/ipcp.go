@@ -529,8 +529,12 @@ func (p *IPCP) operate(lc enroll.Config, self layer.Addr) (err error) {
 	p.peers[self] = p.cfg.Name
 	conns := append(slices.Clone(p.cfg.Neighbours), p.conns...)
 	p.conns = nil
-	p.mu.Unlock()
+	// Under mu, with the snapshot of the names: a Register after it sees
+	// the core and publishes its name itself; one before it is in names.
+	// (Stored after the unlock, a name registered in between was
+	// published by neither: it never reached the directory.)
 	p.core.Store(c)
+	p.mu.Unlock()
 	if !p.state.CompareAndSwap(stateEnrolling, stateOperational) {
 		c.stop()
 		p.core.Store(nil)
