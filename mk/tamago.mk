@@ -16,6 +16,9 @@
 #                         layer, and is refused with one byte changed;
 #                         TestQEMUAuthority: refused without a certificate,
 #                         enrolls with one embedded in its configuration;
+#                         TestQEMURestart: A - VM - B with the VM listening;
+#                         A, then B, then the VM restarted, a ping across
+#                         the VM within 2 s of each coming back;
 #                         then, built with -tags faultinject,
 #                         TestQEMUFaultNIC: a poison frame faults the NIC
 #                         driver component, which is restarted, and pings
@@ -167,8 +170,8 @@ qemu-test:
 	$(TAMAGO_GO) build -o bin/enetpeer ./tools/qemu/enetpeer && \
 	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh && \
 	log=$$(mktemp); \
-	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority)$$' ./images/router >$$log 2>&1 && \
+	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority|TestQEMURestart)$$' ./images/router >$$log 2>&1 && \
 	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC$$' ./images/router >>$$log 2>&1; \
 	rc=$$?; \
-	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|qemu_trust_test.go:[0-9]+: (image|the armory|sealed|plain hosted)|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ok' $$log; else cat $$log; fi; \
+	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|qemu_trust_test.go:[0-9]+: (image|the armory|sealed|plain hosted)|qemu_restart_test.go:[0-9]+: restart:|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ok' $$log; else cat $$log; fi; \
 	rm -f $$log; exit $$rc
