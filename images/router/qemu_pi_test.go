@@ -56,7 +56,7 @@ var piBoards = map[string]struct {
 }
 
 // piVMConfig is the Pi's embedded configuration in TestQEMUPiRouter: the
-// serial shim on the link UART, echo and halt.
+// serial shim on the link UART, echo, perf and halt.
 const piVMConfig = `
 [[ipcp]]
 kind = "serial"
@@ -66,6 +66,8 @@ board = true
 
 [[app]]
 kind = "echo"
+[[app]]
+kind = "perf"
 [[app]]
 kind = "halt"
 `
@@ -111,11 +113,12 @@ tcp_connect = "127.0.0.1:%d"
 	t.Logf("serial: first flow to the Pi's echo allocated %v after the hosted node started", time.Since(t0).Round(time.Millisecond))
 	f := exercise(t, client, "serial to "+board)
 	t.Log(f)
+	perf := perfApp2(t, client, board, 30)
 	halt(t, client)
 	if code := vm.wait(t, 20*time.Second); code != haltCode {
 		t.Fatalf("VM exit code %d, want %d (halt)", code, haltCode)
 	}
-	piFigures(t, elf, f.String())
+	piFigures(t, elf, append([]string{f.String()}, perf...)...)
 }
 
 // TestQEMUPiArmory: one unicast layer over the serial and Ethernet shims,
