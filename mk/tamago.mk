@@ -24,7 +24,9 @@
 #                         then, built with -tags faultinject,
 #                         TestQEMUFaultNIC: a poison frame faults the NIC
 #                         driver component, which is restarted, and pings
-#                         resume within 1 s)
+#                         resume within 1 s); last, images/selftest
+#                         TestQEMUSelftest: the hardware self-test image's
+#                         report under QEMU (docs/flashing.md)
 #
 # CONFIG, when given, is checked first (config-check): a missing or invalid
 # file fails the target (exit 1) before anything is built. Missing pieces
@@ -171,7 +173,8 @@ qemu-test:
 	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh && \
 	log=$$(mktemp); \
 	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority|TestQEMURestart|TestQEMUImxStub)$$' ./images/router >$$log 2>&1 && \
-	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC$$' ./images/router >>$$log 2>&1; \
+	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC$$' ./images/router >>$$log 2>&1 && \
+	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -count=1 -timeout 5m -v -run '^TestQEMUSelftest$$' ./images/selftest >>$$log 2>&1; \
 	rc=$$?; \
-	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|qemu_trust_test.go:[0-9]+: (image|the armory|sealed|plain hosted)|qemu_restart_test.go:[0-9]+: restart:|qemu_imx_test.go:[0-9]+: (payload|.imx)|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ok' $$log; else cat $$log; fi; \
+	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|qemu_trust_test.go:[0-9]+: (image|the armory|sealed|plain hosted)|qemu_restart_test.go:[0-9]+: restart:|qemu_imx_test.go:[0-9]+: (payload|.imx)|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ +selftest: |^ok' $$log; else cat $$log; fi; \
 	rm -f $$log; exit $$rc
