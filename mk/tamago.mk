@@ -118,8 +118,9 @@ image: config-check tamago-check-board
 		pkg="$(IMAGE_FALLBACK)"; \
 	fi; \
 	out="bin/$$(basename $$pkg)-$(BOARD).elf"; \
-	echo "$(TAMAGO_GOENV) tamago build -trimpath -tags $(TAMAGO_TAGS) -ldflags \"$(TAMAGO_LDFLAGS)$(if $(CONFIG), -X main.config=\$$(base64 -w0 '$(CONFIG)'))\" -o $$out $$pkg"; \
-	$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags "$(TAMAGO_LDFLAGS) $(CONFIG_LDFLAGS)" -o $$out $$pkg && \
+	cmd="$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags \"$(TAMAGO_LDFLAGS)$(if $(CONFIG), -X main.config=\$$(base64 -w0 '$(CONFIG)'))\" -o $$out $$pkg"; \
+	echo "$$cmd"; \
+	eval "$$cmd" && \
 	echo "$$out" > bin/.image-$(BOARD) && ls -l $$out
 
 # imx: ELF -> payload (tools/qemu/imxpayload.sh: a start-up stub 4 KiB
