@@ -8,25 +8,24 @@ package main
 // a unicast layer for two hosted nodes, as uniSubtests does) with the
 // wiring that survives restarts: the VM's hub has two socket netdevs in
 // listen mode and the hosted nodes dial them (qemu_connect, which dials
-// again with back-off when the stream ends). Then, one after the other,
-// hosted node A is stopped and started again, hosted node B likewise,
-// and the VM is stopped and booted again; after each, A must get a ping
-// across the VM to B's echo within restartDeadline of the restarted side
-// being ready, with nothing else restarted. The times are logged (and
-// appended to OURO_QEMU_FIGURES).
+// again with back-off when the stream ends). A and B are router
+// processes (tools/testnet), B with an echo app. Then, one after the
+// other, A is killed (SIGKILL) and started again, B likewise, and the VM
+// is stopped and booted again; after each, "ouro ping" on A must get an
+// answer across the VM from B's echo within restartDeadline of the
+// restarted side being ready, with nothing else restarted. The times are
+// logged (and appended to OURO_QEMU_FIGURES).
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
-	"github.com/ouronet/ouro/images/internal/node"
-	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/tools/testnet"
 )
 
 // restartDeadline is how soon after a restarted node (or VM) is ready a
@@ -58,91 +57,25 @@ func listenHubNet(mac string, ports ...int) []string {
 	return args
 }
 
-// hostedNode is a hosted node that a test can stop and start again.
-type hostedNode struct {
-	cfg string
-	n   *node.Node
-	b   *irm.Broker
-}
-
-// start starts the node from its configuration (again); it returns when
-// the node's client session is open.
-func (h *hostedNode) start(t *testing.T) {
-	t.Helper()
-	c, err := node.ParseConfig([]byte(h.cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	xs, err := node.Apps(c, node.AppEnv{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	brc := make(chan *irm.Broker, 1)
-	xs = append(xs, node.Extra{Name: "client", Program: func(pd *kernel.PD) error {
-		ep, err := pd.Slot("irm")
-		if err != nil {
-			return err
-		}
-		b, err := irm.OpenSession(pd.Context(), pd, ep, irm.SessionReq{})
-		if err != nil {
-			return err
-		}
-		brc <- b
-		<-pd.Context().Done()
-		return nil
-	}, Mgmt: true})
-	n, err := node.New(c, xs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Stop)
-	h.n, h.b = n, <-brc
-}
-
-// pingAcross allocates a flow from b to echo.b in layer uni and gets one
-// SDU echoed on it, retrying until both worked or d has passed; it
-// returns how long that took, or an error saying what failed last.
-func pingAcross(b *irm.Broker, d time.Duration) (time.Duration, error) {
+// pingAcross runs "ouro ping -c 1" from nd to echo.b until an answer
+// comes back or d has passed; it returns how long that took, or an error
+// with the last attempt's output.
+func pingAcross(n *testnet.Net, nd *testnet.Node, d time.Duration) (time.Duration, error) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	msg := []byte("ping across the VM")
-	buf := make([]byte, flow.MaxSDU)
 	var last error
-	for ctx.Err() == nil {
-		actx, acancel := context.WithTimeout(ctx, 800*time.Millisecond)
-		p, info, err := b.Alloc(actx, "echo.b", flow.BestEffort())
-		acancel()
-		if err != nil {
-			last = fmt.Errorf("alloc echo.b: %w", err)
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		if info.Layer != "uni" {
-			p.Close()
-			return 0, fmt.Errorf("echo.b allocated in layer %q, want uni", info.Layer)
-		}
-		for ctx.Err() == nil {
-			t0 := time.Now()
-			if err := p.Write(msg, t0.Add(200*time.Millisecond)); err != nil {
-				last = fmt.Errorf("write: %w", err)
-				break
-			}
-			n, err := p.Read(buf, t0.Add(300*time.Millisecond))
-			if err == nil && string(buf[:n]) == string(msg) {
-				p.Close()
+	for time.Since(start) < d {
+		ctx, cancel := context.WithTimeout(context.Background(), min(800*time.Millisecond, d-time.Since(start)+10*time.Millisecond))
+		out, err := n.Ouro(ctx, nd, "--json", "ping", "-c", "1", "-W", "300ms", "echo.b")
+		cancel()
+		if err == nil {
+			var s pingSummary
+			if jerr := json.Unmarshal([]byte(out), &s); jerr == nil && s.Received == 1 {
 				return time.Since(start), nil
 			}
-			if err != nil && !errors.Is(err, flow.ErrTimeout) {
-				last = fmt.Errorf("read: %w", err)
-				break
-			}
-			last = fmt.Errorf("no echo in 300ms")
+			err = fmt.Errorf("no answer: %s", out)
 		}
-		p.Close()
+		last = err
+		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(start), fmt.Errorf("no ping across the VM in %v: %w", d, last)
 }
@@ -157,20 +90,32 @@ func TestQEMURestart(t *testing.T) {
 	netArgs := listenHubNet("02:00:00:00:00:02", pa, pb)
 	// QEMU listens from its start: boot it before the hosted nodes dial
 	v := bootVMNet(t, elf, "vm", netArgs...)
-	a := &hostedNode{cfg: restartMember("a", "eth", pa, "")}
-	b := &hostedNode{cfg: restartMember("b", "udp", pb, uniEchoApp)}
-	a.start(t)
-	b.start(t)
-	d, err := pingAcross(a.b, 30*time.Second)
+	n := newNet(t)
+	cfg := map[string]string{
+		"a": restartMember("a", "eth", pa, ""),
+		"b": restartMember("b", "udp", pb, uniEchoApp),
+	}
+	nodes := map[string]*testnet.Node{}
+	startNode := func(name string) {
+		t.Helper()
+		nd, err := n.StartNode(name, cfg[name], testnet.NodeOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[name] = nd
+	}
+	startNode("a")
+	startNode("b")
+	d, err := pingAcross(n, nodes["a"], 30*time.Second)
 	if err != nil {
 		t.Fatalf("first ping: %v", err)
 	}
-	t.Logf("restart: layer up, first ping across the VM %v after the hosted nodes started", d.Round(time.Millisecond))
+	t.Logf("restart: layer up, first ping across the VM %v after the hosted nodes were ready", d.Round(time.Millisecond))
 
 	var figs []string
 	check := func(what string) {
 		t.Helper()
-		d, err := pingAcross(a.b, restartDeadline)
+		d, err := pingAcross(n, nodes["a"], restartDeadline)
 		if err != nil {
 			t.Fatalf("after %s: %v", what, err)
 		}
@@ -179,13 +124,11 @@ func TestQEMURestart(t *testing.T) {
 		figs = append(figs, line)
 	}
 
-	a.n.Stop()
-	a.start(t)
-	check("hosted node A's restart")
-
-	b.n.Stop()
-	b.start(t)
-	check("hosted node B's restart")
+	for _, name := range []string{"a", "b"} {
+		nodes[name].Kill()
+		startNode(name)
+		check("hosted node " + strings.ToUpper(name) + " was killed and restarted")
+	}
 
 	v.stop()
 	v = bootVMNet(t, elf, "vm", netArgs...)
