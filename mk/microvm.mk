@@ -65,5 +65,5 @@ qemu-test-microvm:
 	log=$$(mktemp); \
 	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^TestQEMUMicrovm$$' ./images/router >$$log 2>&1; \
 	rc=$$?; \
-	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_microvm_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|^ok' $$log; else cat $$log; fi; \
+	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_microvm_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready|ouro perf)|^ok' $$log; else cat $$log; fi; \
 	rm -f $$log; exit $$rc

@@ -177,5 +177,5 @@ qemu-test:
 	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC$$' ./images/router >>$$log 2>&1 && \
 	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -count=1 -timeout 5m -v -run '^TestQEMUSelftest$$' ./images/selftest >>$$log 2>&1; \
 	rc=$$?; \
-	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|qemu_trust_test.go:[0-9]+: (image|the armory|sealed|plain hosted)|qemu_restart_test.go:[0-9]+: restart:|qemu_imx_test.go:[0-9]+: (payload|.imx)|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ +selftest: |^ok' $$log; else cat $$log; fi; \
+	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready|ouro perf)|qemu_trust_test.go:[0-9]+: (image|the armory|sealed|plain hosted)|qemu_restart_test.go:[0-9]+: restart:|qemu_imx_test.go:[0-9]+: (payload|.imx)|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ +selftest: |^ok' $$log; else cat $$log; fi; \
 	rm -f $$log; exit $$rc
