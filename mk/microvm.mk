@@ -24,6 +24,8 @@ TAMAGO_GOENV  := GOOS=tamago GOOSPKG=github.com/usbarmory/tamago GOARCH=amd64
 TAMAGO_TAGS   := microvm
 # tamago's amd64 RamStart (0x10000000) + 64 KiB
 TEXT_START    := 0x10010000
+# the host's binutils know x86-64 ELF
+TAMAGO_OBJCOPY := objcopy
 endif
 
 MICROVM_SKIP_QEMU := SKIP: qemu-system-x86_64 missing: apt-get install qemu-system-x86

@@ -78,11 +78,15 @@ QEMU_CMD_usbarmory := qemu-system-arm -machine mcimx6ul-evk -cpu cortex-a7 -m 51
 QEMU_CMD = $(QEMU_CMD_$(BOARD))
 
 # DWARF debug information is left out unless DEBUG=1 (it is a fifth of
-# the ELF and nothing on the board reads it); the symbol table stays: the
-# host's measurement of the image (ouro measure) locates the measured
-# ranges by the linker's symbols.
+# the ELF and nothing on the board reads it), and so is the symbol table
+# but for the few symbols the host's tools read (tools/qemu/stripelf.sh:
+# ouro measure, make imx, make sdcard). A panic's trace names functions
+# from .gopclntab, which stays.
 DEBUG         ?=
 TAMAGO_LDFLAGS = -T $(TEXT_START) -R 0x1000$(if $(DEBUG),, -w)
+# TAMAGO_STRIP ELF: strip ELF in place (tools/qemu/stripelf.sh), or
+# nothing with DEBUG=1
+TAMAGO_STRIP   = $(if $(DEBUG),true,OBJCOPY="$(TAMAGO_OBJCOPY)" tools/qemu/stripelf.sh)
 # CONFIG reaches the image as base64 in main.config (a string variable the
 # image may declare; the linker ignores -X for an undeclared one), encoded
 # by the recipe's shell once config-check passed.
@@ -121,6 +125,7 @@ image: config-check tamago-check-board
 	cmd="$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags \"$(TAMAGO_LDFLAGS)$(if $(CONFIG), -X main.config=\$$(base64 -w0 '$(CONFIG)'))\" -o $$out $$pkg"; \
 	echo "$$cmd"; \
 	eval "$$cmd" && \
+	$(if $(DEBUG),,echo '$(TAMAGO_STRIP)' $$out && $(TAMAGO_STRIP) $$out &&) \
 	echo "$$out" > bin/.image-$(BOARD) && ls -l $$out
 
 # imx: ELF -> payload (tools/qemu/imxpayload.sh: a start-up stub 4 KiB

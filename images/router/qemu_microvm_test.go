@@ -171,12 +171,15 @@ func findMicrovmToolchain(t *testing.T) toolchain {
 func buildMicrovmImage(t *testing.T, tc toolchain, cfg string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-microvm.elf")
-	ld := "-T 0x10010000 -R 0x1000 -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	ld := "-T 0x10010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
 	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=amd64")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tamago build: %v\n%s", err, out)
+	}
+	if err := stripImage(elf, "objcopy"); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("built %s in %v", elfSize(elf), time.Since(start).Round(100*time.Millisecond))
 	return elf

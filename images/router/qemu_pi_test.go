@@ -286,12 +286,16 @@ func haltName(t *testing.T, b *irm.Broker, name string, code int) {
 func buildPiImage(t *testing.T, tc toolchain, board, cfg string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-"+board+".elf")
-	ld := "-T 0x00110000 -R 0x1000 -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	ld := "-T 0x00110000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
 	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", board+",linkcpuinit", "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM="+piBoards[board].goarm)
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("tamago build (%s): %v\n%s", board, err, out)
+		return ""
+	}
+	if err := stripImage(elf, ""); err != nil {
+		t.Error(err)
 		return ""
 	}
 	t.Logf("built %s in %v", elfSize(elf), time.Since(start).Round(100*time.Millisecond))

@@ -273,7 +273,8 @@ func findToolchain(t *testing.T) toolchain {
 }
 
 // buildImage builds images/router for the USB armory with cfg embedded
-// (mk/tamago.mk's command line) and returns the ELF's path.
+// (mk/tamago.mk's command line, and its stripping) and returns the ELF's
+// path.
 func buildImage(t *testing.T, tc toolchain, cfg string) string {
 	t.Helper()
 	return buildImageTags(t, tc, cfg, "usbarmory")
@@ -284,15 +285,32 @@ func buildImage(t *testing.T, tc toolchain, cfg string) string {
 func buildImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-usbarmory.elf")
-	ld := "-T 0x80010000 -R 0x1000 -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	ld := "-T 0x80010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
 	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", tags, "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tamago build: %v\n%s", err, out)
 	}
+	if err := stripImage(elf, ""); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("built %s in %v", elfSize(elf), time.Since(start).Round(100*time.Millisecond))
 	return elf
+}
+
+// stripImage strips elf as make image does (tools/qemu/stripelf.sh, with
+// objcopy as OBJCOPY; "" is the script's default, for ARM), so that the
+// tests boot and measure what make builds.
+func stripImage(elf, objcopy string) error {
+	cmd := exec.Command("../../tools/qemu/stripelf.sh", elf)
+	if objcopy != "" {
+		cmd.Env = append(os.Environ(), "OBJCOPY="+objcopy)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("stripelf.sh %s: %v\n%s", elf, err, out)
+	}
+	return nil
 }
 
 func elfSize(path string) string {
