@@ -6,17 +6,22 @@ package main
 // it under QEMU's mcimx6ul-evk and checks its report: one line per item,
 // each with the outcome QEMU allows (the PHY is emulated, so enet-phy
 // passes; the key engines, LEDs, USB controller and baud divisor are not
-// there), the summary, and exit code 0. It runs with OURO_QEMU_TEST=1
+// there), the summary, and exit code 0; then again with the NIC's link
+// down, where enet-phy must fail and the image exit 1. It runs with OURO_QEMU_TEST=1
 // (make qemu-test) and skips with "SKIP:" when the TamaGo toolchain or
 // qemu-system-arm is missing.
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestQEMUSelftest(t *testing.T) {
@@ -46,25 +51,78 @@ func TestQEMUSelftest(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("tamago build: %v\n%s", err, out)
 	}
-	qemu := exec.Command("timeout", "60", "qemu-system-arm", "-machine", "mcimx6ul-evk", "-cpu", "cortex-a7", "-m", "512M",
-		"-nographic", "-monitor", "none", "-serial", "null", "-serial", "stdio", "-net", "none",
-		"-semihosting-config", "enable=on,target=native,arg=selftest", "-kernel", elf)
-	out, err := qemu.Output()
-	t.Logf("console:\n%s", out)
-	if err != nil {
-		t.Fatalf("QEMU: %v (want exit code 0: nothing failed)", err)
+	t.Run("link", func(t *testing.T) {
+		out, code := bootSelftest(t, elf, false)
+		checkReport(t, out, code, 0, map[string]string{"enet-phy": pass}, "1 PASS, 0 FAIL, 4 not testable here")
+	})
+	// the same with the NIC's link down (QEMU's monitor: set_link before
+	// the guest runs): the PHY reports no link, the item fails, the
+	// image exits 1
+	t.Run("no-link", func(t *testing.T) {
+		out, code := bootSelftest(t, elf, true)
+		checkReport(t, out, code, 1, map[string]string{"enet-phy": "FAIL"}, "0 PASS, 1 FAIL, 4 not testable here")
+	})
+}
+
+// bootSelftest boots the image with its ENET on a QEMU hub port, with
+// the link down if linkDown, and returns the console and QEMU's exit code.
+func bootSelftest(t *testing.T, elf string, linkDown bool) (string, int) {
+	t.Helper()
+	mon := filepath.Join(t.TempDir(), "monitor.sock")
+	args := []string{"60", "qemu-system-arm", "-machine", "mcimx6ul-evk", "-cpu", "cortex-a7", "-m", "512M",
+		"-nographic", "-serial", "null", "-serial", "stdio", "-nic", "hubport,hubid=0,id=n0,model=imx.enet",
+		"-semihosting-config", "enable=on,target=native,arg=selftest", "-kernel", elf}
+	if linkDown {
+		args = append(args, "-S", "-monitor", "unix:"+mon+",server=on,wait=off")
+	} else {
+		args = append(args, "-monitor", "none")
 	}
-	const pass, notTestable = "PASS", "not testable here"
-	want := map[string]string{
-		"dcp-key":    notTestable,
-		"enet-phy":   pass,
-		"leds":       notTestable,
-		"usb-gadget": notTestable,
-		"uart":       notTestable,
+	qemu := exec.Command("timeout", args...)
+	var out strings.Builder
+	qemu.Stdout = &out
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if linkDown {
+		var c net.Conn
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if c, err = net.Dial("unix", mon); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			qemu.Process.Kill()
+			t.Fatalf("QEMU monitor: %v", err)
+		}
+		fmt.Fprint(c, "set_link n0 off\n")
+		time.Sleep(200 * time.Millisecond) // the monitor handles one line at a time
+		fmt.Fprint(c, "cont\n")
+		defer c.Close()
+	}
+	err := qemu.Wait()
+	t.Logf("console:\n%s", out.String())
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code
+}
+
+// checkReport checks one line per item: the outcomes in items, "not
+// testable here" for the others; the summary; QEMU's exit code.
+func checkReport(t *testing.T, out string, code, wantCode int, items map[string]string, summary string) {
+	t.Helper()
+	want := map[string]string{"dcp-key": notTestable, "leds": notTestable, "usb-gadget": notTestable, "uart": notTestable}
+	for k, v := range items {
+		want[k] = v
 	}
 	line := regexp.MustCompile(`(?m)^selftest: ([a-z-]+): (PASS|FAIL|not testable here) \(.+\)\r?$`)
 	got := map[string]string{}
-	for _, m := range line.FindAllStringSubmatch(string(out), -1) {
+	for _, m := range line.FindAllStringSubmatch(out, -1) {
 		if _, dup := got[m[1]]; dup {
 			t.Errorf("item %s reported twice", m[1])
 		}
@@ -78,7 +136,12 @@ func TestQEMUSelftest(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("items reported: %v, want %v", got, want)
 	}
-	if !strings.Contains(string(out), "selftest: done: 1 PASS, 0 FAIL, 4 not testable here") {
-		t.Error("no summary line, or a different count")
+	if !strings.Contains(out, "selftest: done: "+summary) {
+		t.Errorf("no summary line %q", summary)
+	}
+	if code != wantCode {
+		t.Errorf("QEMU exit code %d, want %d", code, wantCode)
 	}
 }
+
+const pass, notTestable = "PASS", "not testable here"
