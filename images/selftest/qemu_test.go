@@ -7,9 +7,9 @@ package main
 // each with the outcome QEMU allows (the PHY is emulated, so enet-phy
 // passes; the key engines, LEDs, USB controller and baud divisor are not
 // there), the summary, and exit code 0; then again with the NIC's link
-// down, where enet-phy must fail and the image exit 1. It runs with OURO_QEMU_TEST=1
-// (make qemu-test) and skips with "SKIP:" when the TamaGo toolchain or
-// qemu-system-arm is missing.
+// down, where enet-phy must fail and the image exit 1. It runs with
+// OURO_QEMU_TEST=1 (make qemu-test) and skips with "SKIP:" when the
+// TamaGo toolchain or qemu-system-arm is missing.
 
 import (
 	"errors"
