@@ -16,10 +16,17 @@
 #                         layer, and is refused with one byte changed;
 #                         TestQEMUAuthority: refused without a certificate,
 #                         enrolls with one embedded in its configuration;
+#                         TestQEMURestart: A - VM - B with the VM listening;
+#                         A, then B, then the VM restarted, a ping across
+#                         the VM within 2 s of each coming back;
+#                         TestQEMUImxStub: the .imx payload boots through its
+#                         BSS-clearing stub with garbage in BSS;
 #                         then, built with -tags faultinject,
 #                         TestQEMUFaultNIC: a poison frame faults the NIC
 #                         driver component, which is restarted, and pings
-#                         resume within 1 s)
+#                         resume within 1 s); last, images/selftest
+#                         TestQEMUSelftest: the hardware self-test image's
+#                         report under QEMU (docs/flashing.md)
 #
 # CONFIG, when given, is checked first (config-check): a missing or invalid
 # file fails the target (exit 1) before anything is built. Missing pieces
@@ -71,11 +78,15 @@ QEMU_CMD_usbarmory := qemu-system-arm -machine mcimx6ul-evk -cpu cortex-a7 -m 51
 QEMU_CMD = $(QEMU_CMD_$(BOARD))
 
 # DWARF debug information is left out unless DEBUG=1 (it is a fifth of
-# the ELF and nothing on the board reads it); the symbol table stays: the
-# host's measurement of the image (ouro measure) locates the measured
-# ranges by the linker's symbols.
+# the ELF and nothing on the board reads it), and so is the symbol table
+# but for the few symbols the host's tools read (tools/qemu/stripelf.sh:
+# ouro measure, make imx, make sdcard). A panic's trace names functions
+# from .gopclntab, which stays.
 DEBUG         ?=
 TAMAGO_LDFLAGS = -T $(TEXT_START) -R 0x1000$(if $(DEBUG),, -w)
+# TAMAGO_STRIP ELF: strip ELF in place (tools/qemu/stripelf.sh), or
+# nothing with DEBUG=1
+TAMAGO_STRIP   = $(if $(DEBUG),true,OBJCOPY="$(TAMAGO_OBJCOPY)" tools/qemu/stripelf.sh)
 # CONFIG reaches the image as base64 in main.config (a string variable the
 # image may declare; the linker ignores -X for an undeclared one), encoded
 # by the recipe's shell once config-check passed.
@@ -111,26 +122,26 @@ image: config-check tamago-check-board
 		pkg="$(IMAGE_FALLBACK)"; \
 	fi; \
 	out="bin/$$(basename $$pkg)-$(BOARD).elf"; \
-	echo "$(TAMAGO_GOENV) tamago build -trimpath -tags $(TAMAGO_TAGS) -ldflags \"$(TAMAGO_LDFLAGS)$(if $(CONFIG), -X main.config=\$$(base64 -w0 '$(CONFIG)'))\" -o $$out $$pkg"; \
-	$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags "$(TAMAGO_LDFLAGS) $(CONFIG_LDFLAGS)" -o $$out $$pkg && \
+	cmd="$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags \"$(TAMAGO_LDFLAGS)$(if $(CONFIG), -X main.config=\$$(base64 -w0 '$(CONFIG)'))\" -o $$out $$pkg"; \
+	echo "$$cmd"; \
+	eval "$$cmd" && \
+	$(if $(DEBUG),,echo '$(TAMAGO_STRIP)' $$out && $(TAMAGO_STRIP) $$out &&) \
 	echo "$$out" > bin/.image-$(BOARD) && ls -l $$out
 
-# imx: ELF -> raw binary -> i.MX image with IVT and the board's DCD
-# (tamago board/usbarmory/mk2/imximage.cfg), entry point copied from the ELF.
-# .bss and .noptrbss are written out as zeros because the TamaGo runtime
-# does not clear them; Go 1.26's crypto/internal/fips140/drbg.memory alone
-# is 32 MiB of .noptrbss, hence a ~36 MB .imx.
+# imx: ELF -> payload (tools/qemu/imxpayload.sh: a start-up stub 4 KiB
+# below TEXT_START that clears .bss/.noptrbss, which the TamaGo runtime
+# does not, and jumps to the ELF entry; then .text through .data) -> i.MX
+# image with IVT and the board's DCD (tamago
+# board/usbarmory/mk2/imximage.cfg), loaded at and entered through the
+# stub. The zeros of .bss/.noptrbss (32 MiB of Go 1.26's
+# crypto/internal/fips140/drbg.memory) are no longer written out.
+IMX_STUB = $(shell printf '0x%x' $$(($(TEXT_START) - 0x1000)))
 imx: image
 	@command -v mkimage >/dev/null || { echo "$(TAMAGO_SKIP_MKIMAGE)"; exit 2; }
 	@elf=$$(cat bin/.image-$(BOARD)); base=$${elf%.elf}; \
-	$(TAMAGO_OBJCOPY) -j .text -j .rodata -j .shstrtab -j .typelink \
-	    -j .itablink -j .gopclntab -j .go.buildinfo -j .go.module -j .noptrdata -j .data \
-	    -j .bss --set-section-flags .bss=alloc,load,contents \
-	    -j .noptrbss --set-section-flags .noptrbss=alloc,load,contents \
-	    $$elf -O binary $$base.bin && \
+	TEXT_START=$(TEXT_START) GO=$(TAMAGO_GO) OBJCOPY="$(TAMAGO_OBJCOPY)" tools/qemu/imxpayload.sh $$elf $$base.bin >/dev/null && \
 	cp -f $(TAMAGO_DCD) $$base.dcd && chmod u+w $$base.dcd && \
-	mkimage -n $$base.dcd -T imximage -e $(TEXT_START) -d $$base.bin $$base.imx >/dev/null && \
-	dd if=$$elf of=$$base.imx bs=1 count=4 skip=24 seek=4 conv=notrunc status=none && \
+	mkimage -n $$base.dcd -T imximage -e $(IMX_STUB) -d $$base.bin $$base.imx >/dev/null && \
 	ls -l $$base.imx
 
 # qemu: boot the image. A board fragment may name its own rule in
@@ -167,8 +178,9 @@ qemu-test:
 	$(TAMAGO_GO) build -o bin/enetpeer ./tools/qemu/enetpeer && \
 	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh && \
 	log=$$(mktemp); \
-	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority)$$' ./images/router >$$log 2>&1 && \
-	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC$$' ./images/router >>$$log 2>&1; \
+	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority|TestQEMURestart|TestQEMUImxStub)$$' ./images/router >$$log 2>&1 && \
+	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC$$' ./images/router >>$$log 2>&1 && \
+	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -count=1 -timeout 5m -v -run '^TestQEMUSelftest$$' ./images/selftest >>$$log 2>&1; \
 	rc=$$?; \
-	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready)|qemu_trust_test.go:[0-9]+: (image|the armory|the VM|SKIP|sealed|plain hosted)|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ok' $$log; else cat $$log; fi; \
+	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready|ouro perf)|qemu_trust_test.go:[0-9]+: (image|the armory|the VM|SKIP|sealed|plain hosted)|qemu_restart_test.go:[0-9]+: restart:|qemu_imx_test.go:[0-9]+: (payload|.imx)|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ +selftest: |^ok' $$log; else cat $$log; fi; \
 	rm -f $$log; exit $$rc

@@ -14,7 +14,6 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base32"
 	"encoding/pem"
 	"errors"
@@ -142,12 +141,17 @@ func IsName(s string) bool {
 // MarshalPEM returns the private key as a PEM "PRIVATE KEY" block holding
 // PKCS #8 (RFC 8410), the form `openssl genpkey -algorithm ed25519` writes.
 func (id *Identity) MarshalPEM() []byte {
-	der, err := x509.MarshalPKCS8PrivateKey(id.priv)
-	if err != nil {
-		panic(err) // an ed25519 key always marshals
-	}
+	der := append([]byte(pkcs8Ed25519), id.priv.Seed()...)
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
+
+// pkcs8Ed25519 is the DER of an ed25519 private key in PKCS #8 (RFC 5208,
+// RFC 8410 section 7) up to its 32-byte seed: SEQUENCE { INTEGER 0,
+// SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }.
+// It is written and read here rather than with crypto/x509, whose RSA,
+// ECDSA and ASN.1 code would otherwise be about 0.6 MB of every
+// bare-metal image (docs/benchmarks.md, "Image").
+const pkcs8Ed25519 = "\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20"
 
 // ParsePEM parses what MarshalPEM returns (or openssl writes). Anything
 // other than one ed25519 PKCS #8 key is ErrInvalid.
@@ -159,15 +163,75 @@ func ParsePEM(data []byte) (*Identity, error) {
 	if len(bytes.TrimSpace(rest)) != 0 {
 		return nil, fmt.Errorf("identity: data after the key: %w", ErrInvalid)
 	}
-	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	seed, err := parsePKCS8(b.Bytes)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w: %w", ErrInvalid, err)
 	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("identity: a %T, not ed25519: %w", k, ErrInvalid)
+	return fromPriv(ed25519.NewKeyFromSeed(seed)), nil
+}
+
+// parsePKCS8 returns the seed of an ed25519 key in PKCS #8 DER: version
+// 0 (RFC 5208) or 1 (RFC 5958, which may add the public key), the
+// ed25519 algorithm without parameters, the seed as an OCTET STRING in
+// the private key OCTET STRING; attributes and a public key after it are
+// ignored, as crypto/x509 does. Every key it accepts, x509 accepts too,
+// with the same seed (FuzzParsePKCS8).
+func parsePKCS8(der []byte) ([]byte, error) {
+	seq, rest, err := derTLV(der, 0x30)
+	if err != nil {
+		return nil, err
 	}
-	return fromPriv(priv), nil
+	if len(rest) != 0 {
+		return nil, errors.New("pkcs8: data after the key")
+	}
+	v, seq, err := derTLV(seq, 0x02)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) != 1 || v[0] > 1 {
+		return nil, errors.New("pkcs8: unknown version")
+	}
+	alg, seq, err := derTLV(seq, 0x30)
+	if err != nil {
+		return nil, err
+	}
+	if string(alg) != "\x06\x03\x2b\x65\x70" {
+		return nil, errors.New("pkcs8: not an ed25519 key")
+	}
+	key, _, err := derTLV(seq, 0x04)
+	if err != nil {
+		return nil, err
+	}
+	seed, rest, err := derTLV(key, 0x04)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != 0 || len(seed) != ed25519.SeedSize {
+		return nil, errors.New("pkcs8: bad ed25519 private key")
+	}
+	return seed, nil
+}
+
+// derTLV reads one DER element of the given tag from b: its contents and
+// what follows it. Lengths must be in DER's shortest form, at most 65535.
+func derTLV(b []byte, tag byte) (contents, rest []byte, err error) {
+	if len(b) < 2 || b[0] != tag {
+		return nil, nil, fmt.Errorf("pkcs8: want tag %#x", tag)
+	}
+	n, hdr := int(b[1]), 2
+	switch {
+	case n < 0x80:
+	case n == 0x81 && len(b) >= 3 && b[2] >= 0x80:
+		n, hdr = int(b[2]), 3
+	case n == 0x82 && len(b) >= 4 && b[2] != 0:
+		n, hdr = int(b[2])<<8|int(b[3]), 4
+	default:
+		return nil, nil, errors.New("pkcs8: bad length")
+	}
+	if len(b)-hdr < n {
+		return nil, nil, errors.New("pkcs8: truncated")
+	}
+	return b[hdr : hdr+n], b[hdr+n:], nil
 }
 
 // Load reads the identity kept in the PEM file at path. A file that group

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -193,6 +195,76 @@ func FuzzParsePEM(f *testing.F) {
 		id, err := ParsePEM(data)
 		if err == nil && len(id.Public()) != ed25519.PublicKeySize {
 			t.Fatal("parsed a key of the wrong size")
+		}
+	})
+}
+
+// TestParsePKCS8Forms: the forms of an ed25519 key RFC 8410 and RFC 5958
+// allow are read (the seed), others refused; MarshalPEM writes what
+// crypto/x509 writes.
+func TestParsePKCS8Forms(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := fromPriv(priv)
+	b, _ := pem.Decode(id.MarshalPEM())
+	if !bytes.Equal(b.Bytes, der) {
+		t.Errorf("MarshalPEM wrote %x, x509 %x", b.Bytes, der)
+	}
+	wrap := func(body []byte) []byte { return append([]byte{0x30, byte(len(body))}, body...) }
+	v1 := append([]byte{}, der[2:]...)
+	v1[2] = 1
+	withPub := wrap(append(append(v1, 0x81, 0x21, 0x00), priv.Public().(ed25519.PublicKey)...))
+	withAttrs := wrap(append(append([]byte{}, der[2:]...), 0xa0, 0x00))
+	for _, c := range []struct {
+		name string
+		der  []byte
+		ok   bool
+	}{
+		{"x509", der, true},
+		{"v2 with the public key", withPub, true},
+		{"attributes", withAttrs, true},
+		{"version 2", wrap(append([]byte{0x02, 0x01, 0x02}, der[5:]...)), false},
+		{"another algorithm", wrap(append(append([]byte{}, der[2:9]...), append([]byte{0x2b, 0x65, 0x71}, der[12:]...)...)), false},
+		{"short seed", wrap(append([]byte{0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x21, 0x04, 0x1f}, priv.Seed()[:31]...)), false},
+		{"truncated", der[:47], false},
+		{"trailing data", append(append([]byte{}, der...), 0), false},
+	} {
+		seed, err := parsePKCS8(c.der)
+		if c.ok && (err != nil || !bytes.Equal(seed, priv.Seed())) {
+			t.Errorf("%s: got %x, %v; want the seed", c.name, seed, err)
+		}
+		if !c.ok && err == nil {
+			t.Errorf("%s: accepted", c.name)
+		}
+		if c.ok {
+			if _, err := x509.ParsePKCS8PrivateKey(c.der); err != nil {
+				t.Errorf("%s: x509 refuses it: %v", c.name, err)
+			}
+		}
+	}
+}
+
+// FuzzParsePKCS8: whatever parsePKCS8 accepts, crypto/x509 accepts as
+// the same ed25519 key (it is never more lenient than x509 was).
+func FuzzParsePKCS8(f *testing.F) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	f.Add(der)
+	f.Add(der[:20])
+	f.Fuzz(func(t *testing.T, der []byte) {
+		seed, err := parsePKCS8(der)
+		if err != nil {
+			return
+		}
+		k, err := x509.ParsePKCS8PrivateKey(der)
+		if err != nil {
+			t.Fatalf("accepted %x, which x509 refuses: %v", der, err)
+		}
+		if p, ok := k.(ed25519.PrivateKey); !ok || !bytes.Equal(p.Seed(), seed) {
+			t.Fatalf("accepted %x as seed %x; x509 reads %T %x", der, seed, k, k)
 		}
 	})
 }

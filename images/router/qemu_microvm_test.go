@@ -81,6 +81,7 @@ qemu_listen = "127.0.0.1:%d"
 	}
 
 	var all []figures
+	var perf []string // ouro perf against the microvm's perf app
 	for _, p := range paths {
 		t.Run(p.name+"/microvm", func(t *testing.T) {
 			port := freePort(t)
@@ -88,6 +89,9 @@ qemu_listen = "127.0.0.1:%d"
 			vm := bootMicrovm(t, elf, "vm", port)
 			vm.checkIdentity(t, "vm", elf)
 			all = append(all, exercise(t, client, p.name+" to microvm"))
+			if p.name == "eth" {
+				perf = perfApp2(t, client, "microvm", 4000)
+			}
 			halt(t, client)
 			if code := vm.wait(t, 20*time.Second); code != microvmStatus(haltCode) {
 				t.Fatalf("QEMU exit status %d, want %d (halt %d)", code, microvmStatus(haltCode), haltCode)
@@ -99,6 +103,9 @@ qemu_listen = "127.0.0.1:%d"
 			halted := make(chan int, 1)
 			startHosted(t, p.peer(port), func(code int) { halted <- code })
 			all = append(all, exercise(t, client, p.name+" to hosted"))
+			if p.name == "eth" { // the baseline of the VM's perf figures
+				perf = append(perf, perfApp2(t, client, "hosted peer", 4000)...)
+			}
 			halt(t, client)
 			select {
 			case code := <-halted:
@@ -127,6 +134,9 @@ qemu_listen = "127.0.0.1:%d"
 			fmt.Fprintf(fh, "%s microvm image %s\n", time.Now().Format(time.RFC3339), elfSize(elf))
 			for _, f := range all {
 				fmt.Fprintln(fh, f)
+			}
+			for _, l := range perf {
+				fmt.Fprintln(fh, l)
 			}
 			fh.Close()
 		}
@@ -161,12 +171,15 @@ func findMicrovmToolchain(t *testing.T) toolchain {
 func buildMicrovmImage(t *testing.T, tc toolchain, cfg string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-microvm.elf")
-	ld := "-T 0x10010000 -R 0x1000 -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	ld := "-T 0x10010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
 	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=amd64")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tamago build: %v\n%s", err, out)
+	}
+	if err := stripImage(elf, "objcopy"); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("built %s in %v", elfSize(elf), time.Since(start).Round(100*time.Millisecond))
 	return elf

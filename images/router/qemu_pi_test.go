@@ -56,7 +56,7 @@ var piBoards = map[string]struct {
 }
 
 // piVMConfig is the Pi's embedded configuration in TestQEMUPiRouter: the
-// serial shim on the link UART, echo and halt.
+// serial shim on the link UART, echo, perf and halt.
 const piVMConfig = `
 [[ipcp]]
 kind = "serial"
@@ -66,6 +66,8 @@ board = true
 
 [[app]]
 kind = "echo"
+[[app]]
+kind = "perf"
 [[app]]
 kind = "halt"
 `
@@ -111,11 +113,12 @@ tcp_connect = "127.0.0.1:%d"
 	t.Logf("serial: first flow to the Pi's echo allocated %v after the hosted node started", time.Since(t0).Round(time.Millisecond))
 	f := exercise(t, client, "serial to "+board)
 	t.Log(f)
+	perf := perfApp2(t, client, board, 30)
 	halt(t, client)
 	if code := vm.wait(t, 20*time.Second); code != haltCode {
 		t.Fatalf("VM exit code %d, want %d (halt)", code, haltCode)
 	}
-	piFigures(t, elf, f.String())
+	piFigures(t, elf, append([]string{f.String()}, perf...)...)
 }
 
 // TestQEMUPiArmory: one unicast layer over the serial and Ethernet shims,
@@ -283,12 +286,16 @@ func haltName(t *testing.T, b *irm.Broker, name string, code int) {
 func buildPiImage(t *testing.T, tc toolchain, board, cfg string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-"+board+".elf")
-	ld := "-T 0x00110000 -R 0x1000 -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	ld := "-T 0x00110000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
 	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", board+",linkcpuinit", "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM="+piBoards[board].goarm)
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("tamago build (%s): %v\n%s", board, err, out)
+		return ""
+	}
+	if err := stripImage(elf, ""); err != nil {
+		t.Error(err)
 		return ""
 	}
 	t.Logf("built %s in %v", elfSize(elf), time.Since(start).Round(100*time.Millisecond))

@@ -141,6 +141,7 @@ qemu_listen = "127.0.0.1:%d"
 		}},
 	}
 	var all []figures
+	var perfLines []string // ouro perf against the VM's perf app
 	for _, p := range paths {
 		t.Run(p.name+"/vm", func(t *testing.T) {
 			port := freePort(t)
@@ -149,7 +150,7 @@ qemu_listen = "127.0.0.1:%d"
 			vm.checkIdentity(t, "vm", elf)
 			f := exercise(t, client, p.name+" to VM")
 			if p.name == "eth" {
-				perfApp(t, client, "armory VM")
+				perfLines = perfApp2(t, client, "armory VM", 4000)
 			}
 			all = append(all, f)
 			halt(t, client)
@@ -163,6 +164,9 @@ qemu_listen = "127.0.0.1:%d"
 			halted := make(chan int, 1)
 			startHosted(t, p.peer(port), func(code int) { halted <- code })
 			all = append(all, exercise(t, client, p.name+" to hosted"))
+			if p.name == "eth" { // the baseline of the VM's perf figures
+				perfLines = append(perfLines, perfApp2(t, client, "hosted peer", 4000)...)
+			}
 			halt(t, client)
 			select {
 			case code := <-halted:
@@ -230,6 +234,7 @@ qemu_listen = "127.0.0.1:%d"
 		lines = append(lines, f.String())
 		t.Log(f)
 	}
+	lines = append(lines, perfLines...)
 	if out := os.Getenv("OURO_QEMU_FIGURES"); out != "" {
 		fh, err := os.OpenFile(out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err == nil {
@@ -268,7 +273,8 @@ func findToolchain(t *testing.T) toolchain {
 }
 
 // buildImage builds images/router for the USB armory with cfg embedded
-// (mk/tamago.mk's command line) and returns the ELF's path.
+// (mk/tamago.mk's command line, and its stripping) and returns the ELF's
+// path.
 func buildImage(t *testing.T, tc toolchain, cfg string) string {
 	t.Helper()
 	return buildImageTags(t, tc, cfg, "usbarmory")
@@ -279,15 +285,32 @@ func buildImage(t *testing.T, tc toolchain, cfg string) string {
 func buildImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-usbarmory.elf")
-	ld := "-T 0x80010000 -R 0x1000 -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	ld := "-T 0x80010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
 	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", tags, "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tamago build: %v\n%s", err, out)
 	}
+	if err := stripImage(elf, ""); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("built %s in %v", elfSize(elf), time.Since(start).Round(100*time.Millisecond))
 	return elf
+}
+
+// stripImage strips elf as make image does (tools/qemu/stripelf.sh, with
+// objcopy as OBJCOPY; "" is the script's default, for ARM), so that the
+// tests boot and measure what make builds.
+func stripImage(elf, objcopy string) error {
+	cmd := exec.Command("../../tools/qemu/stripelf.sh", elf)
+	if objcopy != "" {
+		cmd.Env = append(os.Environ(), "OBJCOPY="+objcopy)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("stripelf.sh %s: %v\n%s", elf, err, out)
+	}
+	return nil
 }
 
 func elfSize(path string) string {
@@ -519,22 +542,37 @@ func exercise(t *testing.T, b *irm.Broker, path string) figures {
 }
 
 // perfApp runs "ouro perf"'s client against the perf app behind b's
-// layer for a second (1000-byte SDUs, flooding) and logs the figures.
-func perfApp(t *testing.T, b *irm.Broker, where string) {
+// layer for a second (1000-byte SDUs) at rate SDUs/s (0 floods; a report
+// may wait 5 s behind what a slow link still holds), logs the figures
+// and returns them as a line.
+func perfApp(t *testing.T, b *irm.Broker, where string, rate float64) string {
 	t.Helper()
 	p := alloc(t, b, "perf")
 	defer p.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	res, err := probe.PerfClient(ctx, p, probe.PerfConfig{Name: "perf", Duration: time.Second, Size: 1000})
+	res, err := probe.PerfClient(ctx, p, probe.PerfConfig{Name: "perf", Duration: time.Second, Size: 1000, Rate: rate, ReportTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("perf against the %s's perf app: %v", where, err)
 	}
 	if !res.HaveServer || res.Server.SDUs == 0 {
 		t.Fatalf("perf against the %s's perf app: no data counted (%+v)", where, res)
 	}
-	t.Logf("ouro perf against the %s's perf app: sent %d SDUs (%.1f Mbit/s), counted %d (%.1f Mbit/s), loss %.1f%%",
-		where, res.Sent, res.SendBPS/1e6, res.Server.SDUs, res.RecvBPS/1e6, res.Loss)
+	pace := "flooding"
+	if rate > 0 {
+		pace = fmt.Sprintf("at %.0f SDU/s", rate)
+	}
+	line := fmt.Sprintf("ouro perf against the %s's perf app, 1000-byte SDUs for 1 s %s: sent %d (%.1f Mbit/s), counted %d (%.1f Mbit/s), loss %.1f%%",
+		where, pace, res.Sent, res.SendBPS/1e6, res.Server.SDUs, res.RecvBPS/1e6, res.Loss)
+	t.Log(line)
+	return line
+}
+
+// perfApp2 is perfApp's runs against a board: a flood (what the guest
+// takes in) and a pace it can keep up with on this host.
+func perfApp2(t *testing.T, b *irm.Broker, where string, paced float64) []string {
+	t.Helper()
+	return []string{perfApp(t, b, where, 0), perfApp(t, b, where, paced)}
 }
 
 // exercisePort pings and perfs the echo at the other end of p.

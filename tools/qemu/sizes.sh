@@ -1,7 +1,9 @@
 #!/bin/sh
 # tools/qemu/sizes.sh — build the router image for each board and write
 # its sizes into docs/benchmarks.md between the "sizes:begin" and
-# "sizes:end" markers (make sizes). Prints the table too. Needs the TamaGo
+# "sizes:end" markers (make sizes). Prints the table too. The boot image
+# is the armory's .imx (make imx) and the Pi's SD card kernel (make
+# sdcard); the microvm boots the ELF. Needs the TamaGo
 # toolchain (docs/boards.md); without it, says SKIP: and changes nothing.
 set -eu
 doc=docs/benchmarks.md
@@ -39,7 +41,7 @@ row "USB armory Mk II (usbarmory)" bin/router-usbarmory.elf bin/router-usbarmory
 echo "sizes: microvm" >&2
 build image BOARD=microvm && row "QEMU microvm (microvm)" bin/router-microvm.elf
 echo "sizes: pi2" >&2
-build pi-image BOARD=pi2 && row "Raspberry Pi 2 (pi2)" bin/router-pi2.elf
+build pi-image BOARD=pi2 && { build sdcard BOARD=pi2 || true; } && row "Raspberry Pi 2 (pi2)" bin/router-pi2.elf bin/sdcard-pi2/kernel7.img
 cat "$table"
 awk -v t="$table" '
 	/<!-- sizes:begin/ { print; while ((getline l < t) > 0) print l; skip = 1; next }

@@ -80,16 +80,27 @@ func newStream(mac net.HardwareAddr) (*StreamDevice, error) {
 }
 
 // DialQEMU connects to a QEMU "-netdev socket,listen=addr" (or a
-// listening StreamDevice). mac nil: a random local address.
+// listening StreamDevice), dialling again with the connect role's
+// back-off until it answers or ctx ends (the VM may start after the
+// node). mac nil: a random local address.
 func DialQEMU(ctx context.Context, addr string, mac net.HardwareAddr) (*StreamDevice, error) {
 	d, err := newStream(mac)
 	if err != nil {
 		return nil, err
 	}
 	var dl net.Dialer
-	c, err := dl.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("eth: stream: %w", err)
+	var c net.Conn
+	for delay := redialMin; ; delay = min(2*delay, redialMax) {
+		if c, err = dl.DialContext(ctx, "tcp", addr); err == nil {
+			break
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("eth: stream: %w", err)
+		case <-t.C:
+		}
 	}
 	d.addr = addr
 	if !d.setConn(c) {

@@ -1,6 +1,7 @@
 package eth
 
 import (
+	"context"
 	"encoding/binary"
 	"net"
 	"testing"
@@ -128,5 +129,46 @@ func TestQEMUConnectReconnect(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("ReadFrame still dialling after Close")
+	}
+}
+
+// TestQEMUDialWaits: DialQEMU dials until its peer listens (a node
+// started before its VM), and gives up when its context ends.
+func TestQEMUDialWaits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nobody listens yet
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	if _, err := DialQEMU(ctx, addr, nil); err == nil {
+		t.Fatal("DialQEMU succeeded with nobody listening")
+	}
+	cancel()
+	accepted := make(chan net.Conn, 1)
+	time.AfterFunc(150*time.Millisecond, func() {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			accepted <- nil
+			return
+		}
+		defer ln.Close()
+		c, err := ln.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	})
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := DialQEMU(ctx, addr, nil)
+	if err != nil {
+		t.Fatalf("DialQEMU with the peer listening 150ms later: %v", err)
+	}
+	defer d.Close()
+	if c := <-accepted; c != nil {
+		c.Close()
 	}
 }

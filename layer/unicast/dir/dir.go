@@ -11,7 +11,8 @@
 // registration at the K members closest to the name's hash with an
 // expiry, republishes its own registrations, replicates what it holds
 // when nobody else did recently, refreshes buckets nobody looked into, and
-// caches remote answers for CacheTTL. Time comes from a Clock.
+// caches remote answers for CacheTTL, or until the membership changes
+// (MembersChanged). Time comes from a Clock.
 //
 // Concurrency: one lock (DHT.mu) guards the table, the stores, the cache
 // and the pending requests; no network call is made under it. Lookups run
@@ -203,7 +204,8 @@ type DHT struct {
 	pending map[uint64]*pending // requests awaiting an answer, by cookie
 	rng     *rand.ChaCha8
 	joined  bool
-	lastPub time.Time // last republication of own registrations
+	lastPub time.Time    // last republication of own registrations
+	members []layer.Addr // the layer's members, as last given (ascending)
 }
 
 const (
@@ -268,6 +270,7 @@ func (d *DHT) Start() error {
 	for _, m := range members {
 		d.tab.seen(m)
 	}
+	d.members = slices.Clone(members)
 	d.mu.Unlock()
 	d.wg.Add(1)
 	d.cfg.Runner.Go(d.run)
@@ -764,7 +767,8 @@ func (d *DHT) Entries() []unicast.DirEntry {
 }
 
 // MembersChanged implements unicast.MembersWatcher: contacts that left
-// the layer are dropped, members not yet known are offered to the table.
+// the layer are dropped, members not yet known are offered to the table,
+// and cached answers that may be stale are dropped.
 func (d *DHT) MembersChanged(members []layer.Addr) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -776,8 +780,25 @@ func (d *DHT) MembersChanged(members []layer.Addr) {
 			d.tab.remove(a)
 		}
 	}
+	joined := false
 	for _, a := range members {
+		_, known := slices.BinarySearch(d.members, a)
+		joined = joined || !known
 		d.tab.offer(a)
+	}
+	d.members = slices.Clone(members)
+	// A cached answer may name a member that restarted under a new
+	// address: a joining member drops every cached answer (the next
+	// Lookup asks the network), so that a restarted member's names are
+	// reachable as soon as it is back, not after CacheTTL. An answer
+	// naming a member that left is dropped too.
+	for h, c := range d.cache {
+		if joined || slices.ContainsFunc(c.addrs, func(a layer.Addr) bool {
+			_, ok := slices.BinarySearch(members, a)
+			return !ok
+		}) {
+			delete(d.cache, h)
+		}
 	}
 }
 

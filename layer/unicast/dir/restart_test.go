@@ -1,0 +1,53 @@
+package dir_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dirtest"
+)
+
+// TestCacheDroppedOnMembership: a cached answer is not given again once
+// a member joined (it may be a restarted member, under a new address,
+// taking its names back) or once a member it names left; an unchanged
+// membership keeps it. Issue 18: a restarted hosted node's echo was
+// unreachable through a VM for the cache's 30 s.
+func TestCacheDroppedOnMembership(t *testing.T) {
+	s := newSim(t, 30, dirtest.NetConfig{}, dir.Config{CacheTTL: time.Hour})
+	s.registerAll(s.addrs)
+	q := s.nodes[s.addrs[0]]
+	q.MembersChanged(s.net.Members()) // as the IPCP does when members join
+	ctx := context.Background()
+	// a name q holds no record of, so that its lookup asks the network
+	target := s.addrs[1]
+	for _, a := range s.addrs[1:] {
+		if f, err := q.Find(ctx, nameHash(int(a))); err == nil && f.Source == "network" {
+			target = a
+			break
+		}
+	}
+	find := func(want string) {
+		t.Helper()
+		f, err := q.Find(ctx, nameHash(int(target)))
+		if err != nil || f.Source != want {
+			t.Fatalf("lookup: got %+v, %v, want a %s answer", f, err, want)
+		}
+	}
+	find("cache")
+	q.MembersChanged(s.net.Members()) // the same members
+	find("cache")
+
+	s.add(2000) // a member joins
+	q.MembersChanged(s.net.Members())
+	find("network")
+	find("cache")
+
+	s.nodes[target].Stop() // the member the cached answer names leaves
+	s.net.Leave(target, false)
+	q.MembersChanged(s.net.Members())
+	if f, _ := q.Find(ctx, nameHash(int(target))); f.Source == "cache" {
+		t.Fatalf("lookup after %d left: got the cached answer %+v", target, f)
+	}
+}
