@@ -30,8 +30,9 @@ import (
 //     dt.Scheduler (one FIFO per QoS cube) and writes them to the flow
 //     (one WriteBatch where it is a flow.BatchPort), blocking on its
 //     back-pressure; the queue in front of it absorbs bursts, and
-//     ca.MarkECN raises each packet's ECN by that queue's depth as it is
-//     enqueued. A full queue is a counted drop.
+//     ca.MarkECN raises each packet's ECN by that queue's standing depth
+//     (dt.Scheduler.Standing: what did not drain for a CA interval) as
+//     it is enqueued. A full queue is a counted drop.
 //   - N+1 transmit: one goroutine per flow reads the application's SDUs
 //     (in batches where the port allows) into buffers behind headroom,
 //     paces each by the flow's ca.Flow, prepends the PCI and routes it
@@ -302,7 +303,7 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 	}
 	pci := dt.PCI(b.pkt())
 	cube := pci.Cube()
-	if lvl := c.ca.MarkECN(np.sched.Len(cube)+1, np.sched.Cap()); lvl > 0 {
+	if lvl := c.ca.MarkECN(np.sched.Standing(cube, time.Now().UnixNano(), c.ca.Interval()), np.sched.Cap()); lvl > 0 {
 		pci.RaiseECN(lvl)
 	}
 	var t *time.Timer

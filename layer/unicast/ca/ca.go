@@ -148,6 +148,10 @@ func (c *CA) Kind() Kind { return c.cfg.Kind }
 // capacity queueCap. It allocates nothing.
 func (c *CA) MarkECN(queueLen, queueCap int) uint8 { return c.pol.mark(queueLen, queueCap) }
 
+// Interval returns the feedback period: forwarders judge a queue standing
+// over a window this long (dt.Scheduler.Standing).
+func (c *CA) Interval() time.Duration { return c.cfg.Interval }
+
 // NewFlow returns the congestion state of a new flow allocated at now.
 func (c *CA) NewFlow(now time.Time) Flow { return c.pol.newFlow(now) }
 
