@@ -349,4 +349,15 @@ func TestStanding(t *testing.T) {
 	if got := s.Standing(c, ms(80)+2*int64(w), w); got != 0 {
 		t.Errorf("after draining: standing %d, want 0", got)
 	}
+	// What waits below counts in front of the queue, and stops counting
+	// once it drained.
+	s.SetBelow(100)
+	s.Standing(c, ms(200), w)
+	if got := s.Standing(c, ms(200)+int64(w), w); got != 100 {
+		t.Errorf("100 below for a window: standing %d, want 100", got)
+	}
+	s.SetBelow(0)
+	if got := s.Standing(c, ms(200)+int64(w)+1, w); got != 0 {
+		t.Errorf("below drained: standing %d, want 0", got)
+	}
 }
