@@ -6,6 +6,8 @@
 # Run as root from the repository root:
 #
 #   tools/bench/ca.sh              # TIME=5 SIZE=1300 HOPS="1 2" CAS="nop mb-ecn"
+#   BASE=/tmp/main-bin CAS="nop base:mb-ecn mb-ecn" tools/bench/ca.sh
+#                                  # base: runs BASE's router and ouro
 #
 # Topology: router processes (images/router) in a chain joined by UDP shim
 # links on 127.0.0.1, a unicast layer "uni" over them whose bootstrapping
@@ -21,6 +23,7 @@
 set -euo pipefail
 
 TIME=${TIME:-5}
+BIN=
 SIZE=${SIZE:-1300}
 HOPS=${HOPS:-"1 2"}
 CAS=${CAS:-"nop mb-ecn"}
@@ -50,6 +53,10 @@ echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "== building router and ouro at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
 go build -o "$TMP/router" ./images/router
 go build -o "$TMP/ouro" ./tools/ouro
+# BASE=DIR: a "base:CA" entry of CAS runs DIR/router and DIR/ouro (say,
+# built from main) instead, for a before/after in the same run.
+mkdir -p "$TMP/base"
+if [ -n "${BASE:-}" ]; then cp "$BASE/router" "$BASE/ouro" "$TMP/base/"; fi
 
 ip netns add "$NS"
 NSX=(ip netns exec "$NS")
@@ -78,7 +85,7 @@ lower = ["udp"]
 $4
 EOF
 	rm -f "$TMP/$1.sock"
-	"${NSX[@]}" "$TMP/router" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
+	"${NSX[@]}" "$BIN/router" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
 	PIDS+=($!)
 }
 
@@ -90,7 +97,9 @@ waitsock() {
 
 # run HOPS CA: prints one result line and leaves $TMP/res-HOPS-CA.
 run() {
-	local hops=$1 ca=$2 first last
+	local hops=$1 label=$2 ca=${2#base:} first last
+	BIN=$TMP
+	if [ "$label" != "$ca" ]; then BIN=$TMP/base; fi
 	if [ "$hops" = 1 ]; then
 		node a 3501 '"b.uni" = "127.0.0.1:3502"' "bootstrap = true
 admission = \"open\"
@@ -108,18 +117,18 @@ ca = \"$ca\""
 		waitsock a b
 		first=a last=b
 	fi
-	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/$last.sock" perf --server sink >"$TMP/sink.log" 2>&1 &
+	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$last.sock" perf --server sink >"$TMP/sink.log" 2>&1 &
 	PIDS+=($!)
-	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/$last.sock" echo echo >"$TMP/echo.log" 2>&1 &
+	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$last.sock" echo echo >"$TMP/echo.log" 2>&1 &
 	PIDS+=($!)
 	# The layer is up when a ping crosses it.
 	for _ in $(seq 50); do
-		"${NSX[@]}" "$TMP/ouro" --socket "$TMP/$first.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
+		"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$first.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
 		sleep 0.2
 	done
-	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/$first.sock" perf sink -s "$SIZE" -t "${TIME}s" --progress --json \
-		>"$TMP/perf-$hops-$ca.json" 2>"$TMP/prog-$hops-$ca.log" || true
-	python3 - "$TMP/perf-$hops-$ca.json" "$TMP/prog-$hops-$ca.log" "$hops" "$ca" >"$TMP/res-$hops-$ca" <<'EOF'
+	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$first.sock" perf sink -s "$SIZE" -t "${TIME}s" --progress --json \
+		>"$TMP/perf-$hops-$label.json" 2>"$TMP/prog-$hops-$label.log" || true
+	python3 - "$TMP/perf-$hops-$label.json" "$TMP/prog-$hops-$label.log" "$hops" "$label" >"$TMP/res-$hops-$label" <<'EOF'
 import json, re, sys
 d = json.load(open(sys.argv[1]))
 secs = [float(m.group(1)) for m in re.finditer(r'SDU/s, ([0-9.]+) Mbit/s', open(sys.argv[2]).read())]
@@ -127,12 +136,12 @@ secs += [float(m.group(1)) / 1000 for m in re.finditer(r'SDU/s, ([0-9.]+) kbit/s
 recv = d["recv_bps"] / 1e6 if d.get("server_reported") else float("nan")
 print(sys.argv[3], sys.argv[4], "%.1f" % recv, d["loss_percent"], " ".join("%.0f" % s for s in secs))
 EOF
-	read -r h c recv loss persec <"$TMP/res-$hops-$ca"
-	echo "$hops hop(s), ca=$ca: received $recv Mbit/s, loss $loss%; sent per second (Mbit/s): $persec"
+	read -r h c recv loss persec <"$TMP/res-$hops-$label"
+	echo "$hops hop(s), ca=$label: received $recv Mbit/s, loss $loss%; sent per second (Mbit/s): $persec"
 	if [ -n "${STATS:-}" ]; then # where the losses are: every IPCP's non-zero counters
 		for n in $first $last; do
 			for i in $n.udp $n.uni; do
-				echo "  stats $i: $("${NSX[@]}" "$TMP/ouro" --socket "$TMP/$n.sock" --json stats "$i" 2>&1 |
+				echo "  stats $i: $("${NSX[@]}" "$BIN/ouro" --socket "$TMP/$n.sock" --json stats "$i" 2>&1 |
 					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["value"] not in ("0", "-", "operational") and not r["counter"].startswith(("refused", "checks", "supervisor", "routing", "adjacencies"))))' 2>&1)"
 			done
 		done
@@ -142,11 +151,12 @@ EOF
 
 for h in $HOPS; do
 	for c in $CAS; do run "$h" "$c"; done
-	if [ -f "$TMP/res-$h-nop" ] && [ -f "$TMP/res-$h-mb-ecn" ]; then
+	for c in $CAS; do
+		if [ "$c" = nop ] || [ ! -f "$TMP/res-$h-nop" ]; then continue; fi
 		read -r _ _ nrecv _ _ <"$TMP/res-$h-nop"
-		read -r _ _ mrecv _ s1 s2 _ <"$TMP/res-$h-mb-ecn"
-		awk -v n="$nrecv" -v m="$mrecv" -v s="${s2:-0}" -v h="$h" \
-			'BEGIN{printf "%s hop(s): mb-ecn/nop received %.2f; mb-ecn sent in its second second / nop received %.2f\n", h, m/n, s/n}'
-	fi
+		read -r _ _ mrecv _ s1 s2 _ <"$TMP/res-$h-$c"
+		awk -v n="$nrecv" -v m="$mrecv" -v s="${s2:-0}" -v h="$h" -v c="$c" \
+			'BEGIN{printf "%s hop(s): %s/nop received %.2f; %s sent in its second second / nop received %.2f\n", h, c, m/n, c, s/n}'
+	done
 done
 echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"

@@ -7,6 +7,8 @@
 # Run as root from the repository root:
 #
 #   tools/bench/fair.sh            # RATE=50mbit FLOWS="1 2 4" TIME=10 LATE=3 CAS="mb-ecn nop"
+#   BASE=/tmp/main-bin CAS="base:mb-ecn mb-ecn nop" tools/bench/fair.sh
+#                                  # base: runs BASE's router and ouro
 #
 # For each ca and each flow count N: N `ouro perf` clients in namespace A
 # flood 1300-byte SDUs (raw QoS: nothing resent) to N perf servers in B
@@ -21,6 +23,7 @@
 set -euo pipefail
 
 RATE=${RATE:-50mbit}
+BIN=
 FLOWS=${FLOWS:-"1 2 4"}
 TIME=${TIME:-10}
 LATE=${LATE:-3}
@@ -54,6 +57,10 @@ echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "== building router and ouro at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
 go build -o "$TMP/router" ./images/router
 go build -o "$TMP/ouro" ./tools/ouro
+# BASE=DIR: a "base:CA" entry of CAS runs DIR/router and DIR/ouro (say,
+# built from main) instead, for a before/after in the same run.
+mkdir -p "$TMP/base"
+if [ -n "${BASE:-}" ]; then cp "$BASE/router" "$BASE/ouro" "$TMP/base/"; fi
 
 ip netns add "$NA"
 ip netns add "$NB"
@@ -94,25 +101,27 @@ lower = ["udp"]
 $6
 EOF
 	rm -f "$TMP/$name.sock"
-	ip netns exec "$ns" "$TMP/router" -config "$TMP/$name.toml" -socket "$TMP/$name.sock" >"$TMP/$name.log" 2>&1 &
+	ip netns exec "$ns" "$BIN/router" -config "$TMP/$name.toml" -socket "$TMP/$name.sock" >"$TMP/$name.log" 2>&1 &
 	PIDS+=($!)
 	for _ in $(seq 100); do [ -S "$TMP/$name.sock" ] && break; sleep 0.1; done
 }
 
 run() { # CA N
-	local ca=$1 n=$2 i
+	local label=$1 ca=${1#base:} n=$2 i
+	BIN=$TMP
+	if [ "$label" != "$ca" ]; then BIN=$TMP/base; fi
 	node "$NB" b 10.77.0.2 a 10.77.0.1 "bootstrap = true
 admission = \"open\"
 ca = \"$ca\""
 	node "$NA" a 10.77.0.1 b 10.77.0.2 'enroll = "b.uni"'
 	for i in $(seq "$n"); do
-		"${XB[@]}" "$TMP/ouro" --socket "$TMP/b.sock" perf --server "sink$i" >"$TMP/sink$i.log" 2>&1 &
+		"${XB[@]}" "$BIN/ouro" --socket "$TMP/b.sock" perf --server "sink$i" >"$TMP/sink$i.log" 2>&1 &
 		PIDS+=($!)
 	done
-	"${XB[@]}" "$TMP/ouro" --socket "$TMP/b.sock" echo echo >/dev/null 2>&1 &
+	"${XB[@]}" "$BIN/ouro" --socket "$TMP/b.sock" echo echo >/dev/null 2>&1 &
 	PIDS+=($!)
 	for _ in $(seq 50); do
-		"${XA[@]}" "$TMP/ouro" --socket "$TMP/a.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
+		"${XA[@]}" "$BIN/ouro" --socket "$TMP/a.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
 		sleep 0.2
 	done
 	local drops0 cl=()
@@ -123,14 +132,14 @@ ca = \"$ca\""
 			sleep "$LATE"
 			t=$((TIME - LATE))
 		fi
-		"${XA[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf "sink$i" -s "$SIZE" -t "${t}s" --progress --json \
+		"${XA[@]}" "$BIN/ouro" --socket "$TMP/a.sock" perf "sink$i" -s "$SIZE" -t "${t}s" --progress --json \
 			>"$TMP/perf$i.json" 2>"$TMP/prog$i.log" &
 		cl+=($!)
 	done
 	for p in "${cl[@]}"; do wait "$p" || true; done
 	local drops
 	drops=$("${XA[@]}" tc -s qdisc show dev fa0 | awk '/dropped/ {sub(",", "", $7); print $7; exit}')
-	echo "-- ca=$ca, $n flow(s)$([ "$n" -gt 1 ] && echo ", flow $n starts ${LATE} s late"): tbf dropped $((drops - drops0))"
+	echo "-- ca=$label, $n flow(s)$([ "$n" -gt 1 ] && echo ", flow $n starts ${LATE} s late"): tbf dropped $((drops - drops0))"
 	python3 - "$TMP" "$n" "$RATE" "$LATE" <<'EOF'
 import json, re, sys
 tmp, n, late = sys.argv[1], int(sys.argv[2]), float(sys.argv[4])
@@ -160,7 +169,7 @@ EOF
 	if [ -n "${STATS:-}" ]; then # where the losses are: the nodes' non-zero drop counters
 		for x in a:"$NA" b:"$NB"; do
 			for i in udp uni; do
-				echo "  stats ${x%%:*}.$i: $(ip netns exec "${x#*:}" "$TMP/ouro" --socket "$TMP/${x%%:*}.sock" --json stats "${x%%:*}.$i" 2>&1 |
+				echo "  stats ${x%%:*}.$i: $(ip netns exec "${x#*:}" "$BIN/ouro" --socket "$TMP/${x%%:*}.sock" --json stats "${x%%:*}.$i" 2>&1 |
 					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["counter"].startswith(("drops", "sent", "delivered", "packets")) and r["value"] != "0"))' 2>&1)"
 			done
 		done
