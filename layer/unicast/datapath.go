@@ -357,9 +357,7 @@ func (c *core) txLoop(np *nport) {
 		n := np.sched.DequeueBatch(batch[:])
 		if n == 0 {
 			if qp != nil {
-				// Nothing to send: what waits below drains by itself
-				// and counts again from the next write.
-				np.sched.SetBelow(0)
+				np.sched.SetBelow(qp.Queued())
 			}
 			select {
 			case <-np.kick:
@@ -388,14 +386,14 @@ func (c *core) txLoop(np *nport) {
 		case np.space <- struct{}{}:
 		default:
 		}
+		if qp != nil {
+			q := qp.Queued()
+			below = max(below, q)
+			np.sched.SetBelow(q)
+		}
 		c.mark(np, batch[:n], below)
 		if bp != nil {
 			c.writeBatch(np, bp, batch[:n], pkts[:n])
-			if qp != nil {
-				q := qp.Queued()
-				below = max(below, q)
-				np.sched.SetBelow(q)
-			}
 			continue
 		}
 		for i := range n {

@@ -166,6 +166,7 @@ if n > 1:
     else:
         print('late flow: never at 80% of an even split')
 EOF
+	if [ -n "${KEEPLOG:-}" ]; then cp "$TMP"/*.log "$KEEPLOG"/ 2>/dev/null || true; fi
 	if [ -n "${STATS:-}" ]; then # where the losses are: the nodes' non-zero drop counters
 		for x in a:"$NA" b:"$NB"; do
 			for i in udp uni; do

@@ -204,6 +204,10 @@ const exitECE = 128
 // once.
 const exitRise = 4
 
+// drainHold: a level below the one of the last decrease (a draining
+// queue) cuts again only this many Intervals after it.
+const drainHold = 10
+
 // approach: after a decrease, the rate closes 1/approach of its gap to
 // the rate it came from per Interval, and past it grows by 1/approach of
 // how far past it is.
@@ -225,6 +229,7 @@ type mbFlow struct {
 	lastDec   time.Time // last decrease
 	prevECE   uint8     // the level the last feedback reported
 	wmax      uint64    // the rate the last decrease came from
+	decECE    uint8     // the level that made the last decrease
 	marked    time.Time // slow start: the first of the marks heard since
 
 	// receiver
@@ -325,14 +330,16 @@ func (f *mbFlow) OnFeedback(fb Feedback, now time.Time) {
 		f.decrease(max(fb.ECE, exitECE))
 		return
 	}
-	falling := fb.ECE < f.prevECE
 	f.prevECE = fb.ECE
-	if now.Sub(f.lastDec) < time.Duration(f.cfg.Hold)*f.cfg.Interval {
+	since := now.Sub(f.lastDec)
+	if since < time.Duration(f.cfg.Hold)*f.cfg.Interval {
 		return
 	}
-	if falling {
-		// The queue drains since the last decrease: what is still
-		// marked was queued before it took effect.
+	if fb.ECE < f.decECE && since < drainHold*f.cfg.Interval {
+		// Lower than at the last decrease: the queue drains. What is
+		// still marked was queued before the decrease took effect (a
+		// full queue takes a while to drain, and its marks as long to
+		// come back); cut again only if it stops draining.
 		return
 	}
 	f.lastDec = now
@@ -344,6 +351,7 @@ func (f *mbFlow) OnFeedback(fb Feedback, now time.Time) {
 // last such rate remembers less (halfway down): it was cut because
 // others need room, and it should leave it to them.
 func (f *mbFlow) decrease(ece uint8) {
+	f.decECE = ece
 	from := f.rate
 	f.rate = max(from-from*uint64(ece)/512, f.cfg.MinRate)
 	if from < f.wmax {
