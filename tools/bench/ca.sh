@@ -130,7 +130,10 @@ ca = \"$ca\""
 		>"$TMP/perf-$hops-$label.json" 2>"$TMP/prog-$hops-$label.log" || true
 	python3 - "$TMP/perf-$hops-$label.json" "$TMP/prog-$hops-$label.log" "$hops" "$label" >"$TMP/res-$hops-$label" <<'EOF'
 import json, re, sys
-d = json.load(open(sys.argv[1]))
+try:
+    d = json.load(open(sys.argv[1]))
+except ValueError:
+    d = {"recv_bps": float("nan"), "server_reported": True, "loss_percent": float("nan")}
 secs = [float(m.group(1)) for m in re.finditer(r'SDU/s, ([0-9.]+) Mbit/s', open(sys.argv[2]).read())]
 secs += [float(m.group(1)) / 1000 for m in re.finditer(r'SDU/s, ([0-9.]+) kbit/s', open(sys.argv[2]).read())] if not secs else []
 recv = d["recv_bps"] / 1e6 if d.get("server_reported") else float("nan")

@@ -146,8 +146,13 @@ tmp, n, late = sys.argv[1], int(sys.argv[2]), float(sys.argv[4])
 rate = float(re.match(r'([0-9.]+)', sys.argv[3]).group(1)) * {'k': 1e3, 'm': 1e6, 'g': 1e9}[sys.argv[3].lower().lstrip('0123456789.')[0]] / 1e6
 persec = []
 for i in range(1, n + 1):
-    d = json.load(open('%s/perf%d.json' % (tmp, i)))
     txt = open('%s/prog%d.log' % (tmp, i)).read()
+    try:
+        d = json.load(open('%s/perf%d.json' % (tmp, i)))
+    except ValueError:
+        print('flow %d: no result from ouro perf: %s' % (i, txt.strip().splitlines()[-1:] or '-'))
+        persec.append([])
+        continue
     ps = []
     for m in re.finditer(r'SDU/s, ([0-9.]+) ([kMG]?)bit/s', txt):
         ps.append(float(m.group(1)) * {'': 1e-6, 'k': 1e-3, 'M': 1, 'G': 1e3}[m.group(2)])
