@@ -106,6 +106,17 @@ EOF
 	for _ in $(seq 100); do [ -S "$TMP/$name.sock" ] && break; sleep 0.1; done
 }
 
+# perfclient I T: flow I for T seconds; an allocation refused because the
+# layer's directory does not know sinkI yet is tried again (20 times).
+perfclient() {
+	for _ in $(seq 20); do
+		"${XA[@]}" "$BIN/ouro" --socket "$TMP/a.sock" perf "sink$1" -s "$SIZE" -t "${2}s" --progress --json \
+			>"$TMP/perf$1.json" 2>"$TMP/prog$1.log" && return
+		grep -q "not found" "$TMP/prog$1.log" || return
+		sleep 0.2
+	done
+}
+
 run() { # CA N
 	local label=$1 ca=${1#base:} n=$2 i
 	BIN=$TMP
@@ -132,8 +143,7 @@ ca = \"$ca\""
 			sleep "$LATE"
 			t=$((TIME - LATE))
 		fi
-		"${XA[@]}" "$BIN/ouro" --socket "$TMP/a.sock" perf "sink$i" -s "$SIZE" -t "${t}s" --progress --json \
-			>"$TMP/perf$i.json" 2>"$TMP/prog$i.log" &
+		perfclient "$i" "$t" &
 		cl+=($!)
 	done
 	for p in "${cl[@]}"; do wait "$p" || true; done
