@@ -152,6 +152,7 @@ type sim struct {
 	block    bool // a full queue holds senders back (the first hop's), not drops
 	d, dur   time.Duration
 	start    []time.Duration
+	stop     []time.Duration // when flows' applications stop sending (0: never)
 	markCap  int // the capacity MarkECN is told (0: qcap)
 	trace    bool
 }
@@ -236,6 +237,9 @@ func simulate(t *testing.T, s sim) simResult {
 			prev, low, winStart = low, depth(), now
 		}
 		for i := range flows {
+			if i < len(s.stop) && s.stop[i] > 0 && !now.Before(t0.Add(s.stop[i])) {
+				continue // this flow's application stopped sending
+			}
 			offer[i] = min(offer[i]+2*s.capacity*dt.Seconds(), max(4*pkt, 4*s.capacity*dt.Seconds()))
 			for !now.Before(next[i]) && offer[i] >= pkt {
 				if s.block && len(queue) >= s.qcap {
@@ -512,5 +516,25 @@ func TestSlowStartMeetsOthers(t *testing.T) {
 	g.OnFeedback(ca.Feedback{ECE: 40}, t0.Add(time.Second+ca.DefaultInterval))
 	if got, want := g.Rate(), uint64(1<<20-1<<20*128/512); got != want {
 		t.Errorf("rising level: rate %d, want %d (slow start left with a quarter cut)", got, want)
+	}
+}
+
+// TestShareOfAFlowThatStopped: of two flows sharing the path of
+// TestBehindAFullBuffer, one stops sending at 6 s; the other takes the
+// whole link within 2 s (a flow that stops does not keep its share).
+func TestShareOfAFlowThatStopped(t *testing.T) {
+	const capacity = 6.25e6
+	s := sim{cfg: ca.Config{Kind: ca.MultiBitECN}, flows: 2, capacity: capacity, qcap: 256, ring: 256, hidden: 90,
+		markCap: 512, atHead: true, block: true, standing: true, d: 100 * time.Microsecond, dur: 10 * time.Second,
+		stop: []time.Duration{0, 6 * time.Second}}
+	r := simulate(t, s)
+	for sec := range 10 {
+		t.Logf("second %d: Mbit/s %.1f %.1f", sec+1, r.perSec[0][sec]*8/1e6, r.perSec[1][sec]*8/1e6)
+	}
+	if got := r.perSec[0][4] / capacity; got > 0.65 {
+		t.Fatalf("flow 0 had %.0f%% of the link in its fifth second, want about half (both sending)", 100*got)
+	}
+	if got := r.perSec[0][7] / capacity; got < 0.8 {
+		t.Errorf("flow 0: %.0f%% of the link 2 s after the other stopped, want >= 80%%", 100*got)
 	}
 }
