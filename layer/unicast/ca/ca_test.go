@@ -153,7 +153,7 @@ type sim struct {
 	d, dur   time.Duration
 	start    []time.Duration
 	stop     []time.Duration // when flows' applications stop sending (0: never)
-	markCap  int // the capacity MarkECN is told (0: qcap)
+	markCap  int             // the capacity MarkECN is told (0: qcap)
 	trace    bool
 }
 
