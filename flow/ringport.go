@@ -236,6 +236,18 @@ func (p *RingPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 	return done, nil
 }
 
+// Queued returns how many SDUs written to the port wait in its transmit
+// ring for the other end (for a layer's N-1 port: what the layer below
+// has not taken yet, the queue a forwarder marks congestion by). It does
+// not block or allocate; 0 once the port is closed.
+func (p *RingPort) Queued() int {
+	n, err := p.pd.RingLen(p.tx)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // Close implements Port: it closes both rings (waking a blocked reader
 // and writer), frees what it had popped but not read, and deletes its
 // ring caps once no reader or writer can still use the slots.

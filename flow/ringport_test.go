@@ -57,6 +57,38 @@ func ringPair(t *testing.T, pd *kernel.PD, size int) (flow.Port, flow.Port) {
 	return a, b
 }
 
+// TestRingPortQueued: Queued counts what the port wrote and the other end
+// has not read, drops as it reads, and allocates nothing (the unicast
+// transmit loop calls it per batch).
+func TestRingPortQueued(t *testing.T) {
+	pd := bootPD(t, 1024)
+	pa, b := ringPair(t, pd, 64)
+	defer pa.Close()
+	defer b.Close()
+	a := pa.(*flow.RingPort)
+	msg := make([]byte, 100)
+	for range 5 {
+		if err := a.Write(msg, noTime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := a.Queued(); got != 5 {
+		t.Errorf("after 5 writes: Queued %d, want 5", got)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	if _, err := b.Read(buf, noTime); err != nil {
+		t.Fatal(err)
+	}
+	// The reader pops a batch at once: what is left in the ring is what
+	// it has not taken.
+	if got := a.Queued(); got >= 5 {
+		t.Errorf("after a read: Queued %d, want < 5", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { a.Queued() }); n != 0 {
+		t.Errorf("Queued allocates %v, want 0", n)
+	}
+}
+
 func TestRingPortConformance(t *testing.T) {
 	pd := bootPD(t, 1<<14)
 	flowtest.TestPort(t, func() (flow.Port, flow.Port) { return ringPair(t, pd, 64) })

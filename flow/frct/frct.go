@@ -573,7 +573,7 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 		if s.retries == 0 && (!hasSample || s.lastSent.After(sampleSent)) {
 			sample, sampleSent, hasSample = now.Sub(s.lastSent), s.lastSent, true
 		}
-		c.rackUpdate(now, seq, s)
+		c.rackUpdate(now, seq, s, ack)
 	}
 	for seq := c.sndUna; seq != ack; seq++ {
 		if s := &c.tx[seq&c.mask]; !s.sacked {
@@ -626,14 +626,40 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 
 // rackUpdate notes a packet delivered (cumulatively ACKed or SACKed): RACK
 // remembers the most recently sent one and its round trip (RFC 8985 §6.2).
-func (c *Conn) rackUpdate(now time.Time, seq uint32, s *txSlot) {
+// The ACK of a packet sent again may be the original's (Karn): RFC 8985
+// takes it as such when it came sooner than the least RTT after the
+// retransmission; so does queuedBefore, when packets sent between the two
+// transmissions are still undelivered (ack is this ACK's cumulative edge).
+func (c *Conn) rackUpdate(now time.Time, seq uint32, s *txSlot, ack uint32) {
 	rtt := now.Sub(s.lastSent)
-	if s.retries > 0 && c.hasRTT && rtt < c.minRTT {
+	if s.retries > 0 && (c.hasRTT && rtt < c.minRTT || c.queuedBefore(seq, s, ack)) {
 		return // the ACK is of an earlier transmission: ambiguous
 	}
 	if !c.hasRack || sentAfter(s.lastSent, seq, c.rackSent, c.rackSeq) {
 		c.rackSent, c.rackSeq, c.rackRTT, c.hasRack = s.lastSent, seq, rtt, true
 	}
+}
+
+// queuedBefore reports whether a packet sent after s's first transmission
+// and before its last (seq's retransmission) is still undelivered (at or
+// above ack, not SACKed). On a path that keeps order, the retransmission
+// cannot arrive before them: the delivery was the original's. Behind a
+// queue (the unicast layer's pacing) an RTO or a probe resends a packet
+// whose original is only waiting its turn; its ACK comes milliseconds
+// later, longer than the least RTT, and taken as the retransmission's it
+// made that the latest send known delivered: every packet queued before
+// it was declared lost and sent again.
+func (c *Conn) queuedBefore(seq uint32, s *txSlot, ack uint32) bool {
+	for q := ack; q != c.sndNext; q++ {
+		o := &c.tx[q&c.mask]
+		if q == seq || o.sacked {
+			continue
+		}
+		if o.lastSent.After(s.firstSent) && o.lastSent.Before(s.lastSent) {
+			return true
+		}
+	}
+	return false
 }
 
 // sentAfter reports whether (t1, s1) was sent after (t2, s2): later, or at

@@ -22,6 +22,7 @@ type link struct {
 	next     int // index of the next SDU to send
 	got      []int
 	pkt, buf []byte
+	size     int // SDU size (at least 4, the index)
 }
 
 func newLink(t *testing.T, cfg Config, delay time.Duration) *link {
@@ -42,7 +43,7 @@ func (l *link) step() {
 	l.ab.deliver(l.now, l.b)
 	l.ba.deliver(l.now, l.a)
 	for l.queued > 0 {
-		sdu := l.buf[:4]
+		sdu := l.buf[:max(4, l.size)]
 		binary.BigEndian.PutUint32(sdu, uint32(l.next))
 		n, err := l.a.Send(l.now, sdu, l.pkt)
 		if errors.Is(err, ErrWindowFull) {
@@ -584,5 +585,31 @@ func TestRTOResendsOne(t *testing.T) {
 	l.ab.drop = nil
 	if !l.run(l.now.Add(time.Second), l.delivered(4+8)) {
 		t.Fatal("not all delivered once the path healed")
+	}
+}
+
+// TestNoLossFromAnAmbiguousACK: behind a queue that suddenly drains ten
+// times slower (pacing cut, as in the unicast layer), ACKs come further
+// apart than the RTO, which sends the oldest packet again; the original
+// then arrives and its ACK comes back a few milliseconds after the
+// retransmission, longer than the path's least round trip. That ACK is
+// ambiguous: taken as the retransmission's, it made RACK's reference the
+// latest send of all, and every packet still queued in front of it was
+// declared lost and sent again, each time the queue did this.
+func TestNoLossFromAnAmbiguousACK(t *testing.T) {
+	l := newLink(t, Config{Mode: Reliable}, 100*time.Microsecond)
+	l.size = 1300
+	l.warmUp(16)
+	l.ab.rateAt = func(time.Time) float64 { return 100e3 } // 13 ms per packet
+	const n = 48
+	l.write(n)
+	if !l.run(l.now.Add(10*time.Second), l.delivered(16+n)) {
+		t.Fatalf("%d of %d SDUs delivered", len(l.got), 16+n)
+	}
+	checkInOrder(t, l.got, 16+n)
+	s := l.a.Stats()
+	t.Logf("%d retransmissions (%d fast, %d probes, %d timeouts, %d found spurious)", s.Retransmits, s.FastRetransmits, s.Probes, s.Timeouts, s.Spurious)
+	if s.FastRetransmits > 0 {
+		t.Errorf("%d fast retransmissions on a lossless path, want 0 (timeouts and probes: %d)", s.FastRetransmits, s.Timeouts+s.Probes)
 	}
 }

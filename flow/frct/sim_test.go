@@ -23,6 +23,11 @@ type channel struct {
 	drop func(p PCI) bool
 	// log, when set, records every packet sent (dropped or not).
 	log *[]sentPkt
+	// rateAt, when set, is a bottleneck in front of the delay: packets
+	// leave one after another at rateAt(t) bytes/s from a FIFO with no
+	// bound (a paced sender's queue), so the round trip grows with it.
+	rateAt func(time.Time) float64
+	busy   time.Time // when the bottleneck is next free
 }
 
 // sentPkt is a packet a channel was given, for tests to inspect.
@@ -66,6 +71,13 @@ func (ch *channel) send(now time.Time, pkt []byte) {
 	if ch.rng.Float64() < ch.dup {
 		ch.dups++
 		copies = 2
+	}
+	if ch.rateAt != nil {
+		if ch.busy.Before(now) {
+			ch.busy = now
+		}
+		ch.busy = ch.busy.Add(time.Duration(float64(len(pkt)) / ch.rateAt(ch.busy) * float64(time.Second)))
+		now = ch.busy
 	}
 	for range copies {
 		d := ch.delay

@@ -31,8 +31,10 @@ import (
 //     dt.Scheduler (one FIFO per QoS cube) and writes them to the flow
 //     (one WriteBatch where it is a flow.BatchPort), blocking on its
 //     back-pressure; the queue in front of it absorbs bursts, and
-//     ca.MarkECN raises each packet's ECN by that queue's depth as it is
-//     enqueued. A full queue is a counted drop.
+//     ca.MarkECN raises each packet's ECN by that queue's standing depth
+//     (dt.Scheduler.Standing: what did not drain for a CA interval, with
+//     what still waits in the N-1 port's ring below it) as it leaves
+//     (mark). A full queue is a counted drop.
 //   - N+1 transmit: one goroutine per flow reads the application's SDUs
 //     (in batches where the port allows) into buffers behind headroom,
 //     paces each by the flow's ca.Flow, prepends the PCI and routes it
@@ -319,11 +321,7 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 		c.p.putBuf(b)
 		return
 	}
-	pci := dt.PCI(b.pkt())
-	cube := pci.Cube()
-	if lvl := c.ca.MarkECN(np.sched.Len(cube)+1, np.sched.Cap()); lvl > 0 {
-		pci.RaiseECN(lvl)
-	}
+	cube := dt.PCI(b.pkt()).Cube()
 	var t *time.Timer
 	for np.sched.Len(cube) >= np.sched.Cap() && local {
 		np.wake() // it may hold a wake-up deferred in k
@@ -369,12 +367,17 @@ func (c *core) txLoop(np *nport) {
 		pkts  [txBatch][]byte
 	)
 	bp, _ := np.p.(flow.BatchPort)
+	qp, _ := np.p.(queuedPort)
+	below := 0 // the most qp ever held: its ring's capacity, once it filled
 	ka := time.NewTicker(c.p.cfg.KeepAlive)
 	defer ka.Stop()
 	sent := np.txPkts.Load()
 	for {
 		n := np.sched.DequeueBatch(batch[:])
 		if n == 0 {
+			if qp != nil {
+				np.sched.SetBelow(qp.Queued())
+			}
 			select {
 			case <-np.kick:
 				continue
@@ -402,6 +405,12 @@ func (c *core) txLoop(np *nport) {
 		case np.space <- struct{}{}:
 		default:
 		}
+		if qp != nil {
+			q := qp.Queued()
+			below = max(below, q)
+			np.sched.SetBelow(q)
+		}
+		c.mark(np, batch[:n], below)
 		if s := c.p.c.capt.Session(); s != nil {
 			for _, b := range batch[:n] {
 				tap(s, capture.Out, np, b.pkt())

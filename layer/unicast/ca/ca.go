@@ -1,7 +1,8 @@
 // Package ca is congestion avoidance for a unicast layer (Ouroboros'
-// ca policies): forwarders mark the PCI's ECN field with their queue
-// level, receivers feed the level back, senders pace to a rate that falls
-// in proportion to the congestion and rises additively without it. It is
+// ca policies): forwarders mark the PCI's ECN field with their standing
+// queue level, receivers feed the level back, senders pace to a rate that
+// falls in proportion to the congestion and, without it, grows back
+// quickly to where it fell from, then additively. It is
 // a pure state machine with time passed in; it sends and queues nothing.
 package ca
 
@@ -21,7 +22,8 @@ const (
 	// Nop marks nothing and never holds a sender back.
 	Nop Kind = iota
 	// MultiBitECN is Ouroboros' mb-ecn: multi-bit marks, proportional
-	// decrease, additive increase.
+	// decrease, slow start, then additive increase (with a quick return
+	// to the rate before the last decrease).
 	MultiBitECN
 )
 
@@ -41,7 +43,7 @@ const (
 	DefaultInitialRate = 128 << 10 // bytes/s
 	DefaultMinRate     = 8 << 10   // bytes/s
 	DefaultMaxRate     = 1 << 40   // bytes/s: no practical cap
-	DefaultIncrease    = 16 << 10  // bytes/s added per Interval without congestion
+	DefaultIncrease    = 32 << 10  // bytes/s added per Interval without congestion
 	DefaultSlowStart   = 8         // a flow that never met congestion grows by 1/DefaultSlowStart per Interval
 	DefaultMarkFrom    = 16        // marking starts above 1/DefaultMarkFrom of a queue
 	DefaultHold        = 3         // Intervals between two decreases: about one feedback round trip
@@ -148,6 +150,10 @@ func (c *CA) Kind() Kind { return c.cfg.Kind }
 // capacity queueCap. It allocates nothing.
 func (c *CA) MarkECN(queueLen, queueCap int) uint8 { return c.pol.mark(queueLen, queueCap) }
 
+// Interval returns the feedback period: forwarders judge a queue standing
+// over a window this long (dt.Scheduler.Standing).
+func (c *CA) Interval() time.Duration { return c.cfg.Interval }
+
 // NewFlow returns the congestion state of a new flow allocated at now.
 func (c *CA) NewFlow(now time.Time) Flow { return c.pol.newFlow(now) }
 
@@ -193,6 +199,20 @@ func (m mbecn) newFlow(now time.Time) Flow {
 // trip must go at once.
 const exitECE = 128
 
+// exitRise: in slow start, a low level that rose by more than this since
+// the last feedback is this flow's own queue growing: leave slow start at
+// once.
+const exitRise = 4
+
+// drainHold: a level below the one of the last decrease (a draining
+// queue) cuts again only this many Intervals after it.
+const drainHold = 10
+
+// approach: after a decrease, the rate closes 1/approach of its gap to
+// the rate it came from per Interval, and past it grows by 1/approach of
+// how far past it is.
+const approach = 16
+
 // mbFlow is mb-ecn's per-flow state: a token bucket at rate on the send
 // side, an ECN average on the receive side.
 type mbFlow struct {
@@ -207,6 +227,10 @@ type mbFlow struct {
 	probing   bool      // slow start: no congestion heard yet
 	congested time.Time // last feedback reporting congestion
 	lastDec   time.Time // last decrease
+	prevECE   uint8     // the level the last feedback reported
+	wmax      uint64    // the rate the last decrease came from
+	decECE    uint8     // the level that made the last decrease
+	marked    time.Time // slow start: the first of the marks heard since
 
 	// receiver
 	ecnSum, ecnN uint64
@@ -233,8 +257,19 @@ func (f *mbFlow) advance(now time.Time) {
 		f.step = f.step.Add(steps * f.cfg.Interval)
 		if f.limited && now.Sub(f.congested) >= 2*f.cfg.Interval {
 			inc := f.cfg.Increase
-			if f.probing {
+			switch {
+			case f.probing:
 				inc = max(inc, f.rate/uint64(f.cfg.SlowStart))
+			case f.wmax == 0:
+			case f.rate < f.wmax:
+				// Back towards the rate the last decrease came
+				// from, closing 1/approach of the gap per Interval.
+				inc = max(inc, (f.wmax-f.rate)/approach)
+			default:
+				// Past it: probe, slowly at first, faster the longer
+				// no congestion comes (the path has room again: a
+				// flow left).
+				inc = max(inc, (f.rate-f.wmax)/(4*approach))
 			}
 			f.rate = min(f.rate+inc, f.cfg.MaxRate)
 		}
@@ -254,28 +289,76 @@ func (f *mbFlow) OnSend(n int, now time.Time) time.Duration {
 }
 
 // OnFeedback decreases the rate in proportion to the reported level (255
-// halves it), at most once per Hold Intervals so marks made before the
-// last decrease took effect do not count twice.
+// halves it), at most once per Hold Intervals and not while the level
+// falls, so marks made before the last decrease took effect do not count
+// twice. In slow start, a low level that does not rise (others' queue, met
+// by a new flow) stops the growth and ends slow start with a proportional
+// cut only if it lasts Hold Intervals; a higher or rising one (its own
+// overshoot) ends it at once with a cut of at least a quarter.
 func (f *mbFlow) OnFeedback(fb Feedback, now time.Time) {
 	f.advance(now)
 	if fb.ECE == 0 {
+		f.prevECE = 0
+		return
+	}
+	if f.probing && fb.ECE < exitECE && fb.ECE <= f.prevECE+exitRise {
+		// A low level: the queue is only starting to grow, or others
+		// hold it at a level of their own and this flow, new, has
+		// yet to take its share. Stop growing (congested) and leave
+		// slow start only if it stays for Hold Intervals, by the level.
+		if now.Sub(f.congested) > 2*f.cfg.Interval {
+			f.marked = now // the first of a run of marks
+		}
+		f.congested = now
+		if now.Sub(f.marked) < time.Duration(f.cfg.Hold)*f.cfg.Interval {
+			f.prevECE = fb.ECE
+			return
+		}
+		f.probing = false
+		f.lastDec = now
+		f.prevECE = fb.ECE
+		f.decrease(fb.ECE)
 		return
 	}
 	f.congested = now
 	if f.probing {
 		// The pipe is found, and overshot by what grew during the
-		// feedback's round trip: back to half, additive from here.
+		// feedback's round trip: cut by at least a quarter.
 		f.probing = false
 		f.lastDec = now
-		f.rate = max(f.rate-f.rate*uint64(max(fb.ECE, exitECE))/512, f.cfg.MinRate)
-		f.tokens = min(f.tokens, f.burst())
+		f.prevECE = fb.ECE
+		f.decrease(max(fb.ECE, exitECE))
 		return
 	}
-	if now.Sub(f.lastDec) < time.Duration(f.cfg.Hold)*f.cfg.Interval {
+	f.prevECE = fb.ECE
+	since := now.Sub(f.lastDec)
+	if since < time.Duration(f.cfg.Hold)*f.cfg.Interval {
+		return
+	}
+	if fb.ECE < f.decECE && since < drainHold*f.cfg.Interval {
+		// Lower than at the last decrease: the queue drains. What is
+		// still marked was queued before the decrease took effect (a
+		// full queue takes a while to drain, and its marks as long to
+		// come back); cut again only if it stops draining.
 		return
 	}
 	f.lastDec = now
-	f.rate = max(f.rate-f.rate*uint64(fb.ECE)/512, f.cfg.MinRate)
+	f.decrease(fb.ECE)
+}
+
+// decrease cuts the rate by ece/512 and remembers where from: the rate
+// grows back towards it quickly (advance). A flow cut again below the
+// last such rate remembers less (halfway down): it was cut because
+// others need room, and it should leave it to them.
+func (f *mbFlow) decrease(ece uint8) {
+	f.decECE = ece
+	from := f.rate
+	f.rate = max(from-from*uint64(ece)/512, f.cfg.MinRate)
+	if from < f.wmax {
+		f.wmax = (from + f.rate) / 2
+	} else {
+		f.wmax = from
+	}
 	f.tokens = min(f.tokens, f.burst())
 }
 

@@ -3,6 +3,7 @@ package dt_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
@@ -241,6 +242,7 @@ func TestZeroAllocs(t *testing.T) {
 		{"decide", func() { dt.PCI(b).SetTTL(255); f.Decide(b) }},
 		{"enqueue+dequeue", func() { s.Enqueue(flow.CubeData, b); s.Dequeue() }},
 		{"prepend", func() { dt.Prepend(b, dt.PCILen, sink) }},
+		{"standing", func() { s.Standing(flow.CubeData, 1, time.Millisecond) }},
 	} {
 		if n := testing.AllocsPerRun(1000, tc.fn); n != 0 {
 			t.Errorf("%s: %v allocs per packet, want 0", tc.name, n)
@@ -300,5 +302,62 @@ func BenchmarkSchedEnqueueDequeue(b *testing.B) {
 				s.Dequeue()
 			}
 		})
+	}
+}
+
+// TestStanding shows what a forwarder marks by: a batch enqueued at once
+// and drained within a window leaves no standing queue (marking it, as
+// marking by Len did, held a paced sender far below its path: its own
+// bursts of 32 marked it), a queue that does not drain for a window
+// stands at its least length, and one that drains stops standing within
+// a window.
+func TestStanding(t *testing.T) {
+	const w = 10 * time.Millisecond
+	ms := func(n int) int64 { return int64(n) * int64(time.Millisecond) }
+	s, _ := dt.NewScheduler[int](dt.SchedConfig{})
+	c := flow.CubeData
+	step := func(now int64, in, out int) int {
+		for range in {
+			s.Enqueue(c, 0)
+		}
+		got := s.Standing(c, now, w) // as the last of the burst is enqueued
+		for range out {
+			s.Dequeue()
+		}
+		return got
+	}
+	// Bursts of 32 every millisecond, drained before the next: Len
+	// says 32 at every enqueue, nothing stands.
+	for i := range 50 {
+		if got := step(ms(i), 32, 32); got != 0 {
+			t.Fatalf("burst %d: standing %d, want 0 (len at enqueue was 32)", i, got)
+		}
+	}
+	// 40 more in than out each millisecond for 30 ms: the queue fills
+	// (256) and stays full.
+	var got int
+	for i := 50; i < 80; i++ {
+		got = step(ms(i), 50, 10)
+	}
+	if want := s.Cap(); got < want-50 {
+		t.Errorf("persistent queue: standing %d, want about %d (the queue stayed full)", got, want)
+	}
+	// Drained at once and quiet: nothing stands within two windows.
+	for range s.Len(c) {
+		s.Dequeue()
+	}
+	if got := s.Standing(c, ms(80)+2*int64(w), w); got != 0 {
+		t.Errorf("after draining: standing %d, want 0", got)
+	}
+	// What waits below counts in front of the queue, and stops counting
+	// once it drained.
+	s.SetBelow(100)
+	s.Standing(c, ms(200), w)
+	if got := s.Standing(c, ms(200)+int64(w), w); got != 100 {
+		t.Errorf("100 below for a window: standing %d, want 100", got)
+	}
+	s.SetBelow(0)
+	if got := s.Standing(c, ms(200)+int64(w)+1, w); got != 0 {
+		t.Errorf("below drained: standing %d, want 0", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ouronet/ouro/flow"
 )
@@ -92,7 +93,18 @@ type ring[T any] struct {
 	buf  []T
 	head int
 	n    int
+
+	// The standing queue (Standing): the least length seen in the
+	// current window, which started at start (ns), and in the window
+	// before it. A burst that drains within a window leaves no standing
+	// queue; a queue that never drains does.
+	start     int64
+	low, prev int
 }
+
+// see records the queue's length after an operation, with below
+// (Scheduler.SetBelow) in front of it.
+func (q *ring[T]) see(below int) { q.low = min(q.low, q.n+below) }
 
 // Scheduler holds one bounded FIFO queue per QoS cube and dequeues across
 // them by its discipline; typically one per N-1 port. Items are anything
@@ -108,6 +120,7 @@ type Scheduler[T any] struct {
 	backlogged uint8
 	total      int
 	disc       Discipline
+	below      int // SetBelow
 }
 
 // NewScheduler returns an empty scheduler.
@@ -159,6 +172,7 @@ func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = item
 	q.n++
+	q.see(s.below)
 	s.total++
 	s.backlogged |= 1 << c
 	s.mu.Unlock()
@@ -213,6 +227,7 @@ func (s *Scheduler[T]) dequeueLocked() (T, flow.Cube, bool) {
 	q.buf[q.head] = zero // drop the reference
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
+	q.see(s.below)
 	s.total--
 	if q.n == 0 {
 		s.backlogged &^= 1 << c
@@ -228,6 +243,44 @@ func (s *Scheduler[T]) Len(c flow.Cube) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.q[c].n
+}
+
+// SetBelow records that n packets the scheduler already gave out still
+// wait below it, in front of the same link (in the layer below's queue:
+// flow.RingPort.Queued): Standing counts them in front of every cube's
+// queue, since a full lower queue is where a bottleneck's backlog sits
+// before this one grows at all.
+func (s *Scheduler[T]) SetBelow(n int) {
+	s.mu.Lock()
+	s.below = max(n, 0)
+	for c := range s.q {
+		s.q[c].see(s.below)
+	}
+	s.mu.Unlock()
+}
+
+// Standing returns the standing queue of cube c at now (ns, any
+// monotonic origin): the least length cube c's queue, with what waits
+// below it (SetBelow), had over the last window to two, counting from
+// now. A forwarder marks congestion by it (ca.MarkECN) rather than by
+// Len: a batch enqueued at once (a receive batch forwarded, a sender's
+// paced burst) fills the queue for the moment it takes to drain and says
+// nothing about the path; a queue that stays above a length for a whole
+// window does. It allocates nothing.
+func (s *Scheduler[T]) Standing(c flow.Cube, now int64, window time.Duration) int {
+	if c >= flow.NumCubes {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := &s.q[c]
+	cur := q.n + s.below
+	if d := now - q.start; d >= int64(window) || d < 0 {
+		// low is the least since start, however long ago: the window
+		// that ends now.
+		q.prev, q.low, q.start = q.low, cur, now
+	}
+	return min(q.prev, q.low, cur)
 }
 
 // Total returns the number of items queued on all cubes.

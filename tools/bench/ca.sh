@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# ca.sh — the default congestion avoidance (mb-ecn) against none (nop) on
+# an unloaded loopback, one flow across 1 and 2 unicast hops, in a network
+# namespace of its own (docs/benchmarks.md, "Congestion avoidance").
+#
+# Run as root from the repository root:
+#
+#   tools/bench/ca.sh              # TIME=5 SIZE=1300 HOPS="1 2" CAS="nop mb-ecn"
+#   BASE=/tmp/main-bin CAS="nop base:mb-ecn mb-ecn" tools/bench/ca.sh
+#                                  # base: runs BASE's router and ouro
+#
+# Topology: router processes (images/router) in a chain joined by UDP shim
+# links on 127.0.0.1, a unicast layer "uni" over them whose bootstrapping
+# member (the middle one for 2 hops) sets `ca`. A perf server "sink" on
+# the last node, `ouro perf sink` (raw QoS: no FRCT, so what the layer
+# loses stays lost) from the first for TIME, flooding SIZE-byte SDUs.
+# For each run: the sender's rate in each second (ouro perf --progress),
+# what the server counted and the loss; then, per hop count, mb-ecn's
+# received rate over nop's and its sent rate in the second second (after
+# 1 s of start) over nop's received rate.
+# The namespace, its processes and the temporary directory are removed on
+# exit, whatever the exit.
+set -euo pipefail
+
+TIME=${TIME:-5}
+BIN=
+SIZE=${SIZE:-1300}
+HOPS=${HOPS:-"1 2"}
+CAS=${CAS:-"nop mb-ecn"}
+NS=ouro-ca-$$
+TMP=$(mktemp -d /tmp/ouro-ca.XXXXXX)
+PIDS=()
+
+stopall() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	PIDS=()
+}
+cleanup() {
+	stopall
+	ip netns del "$NS" 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+if [ "$(id -u)" != 0 ]; then
+	echo "ca.sh: needs root (ip netns)" >&2
+	exit 1
+fi
+
+cd "$(git rev-parse --show-toplevel)"
+echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+echo "== building router and ouro at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
+go build -o "$TMP/router" ./images/router
+go build -o "$TMP/ouro" ./tools/ouro
+# BASE=DIR: a "base:CA" entry of CAS runs DIR/router and DIR/ouro (say,
+# built from main) instead, for a before/after in the same run.
+mkdir -p "$TMP/base"
+if [ -n "${BASE:-}" ]; then cp "$BASE/router" "$BASE/ouro" "$TMP/base/"; fi
+
+ip netns add "$NS"
+NSX=(ip netns exec "$NS")
+"${NSX[@]}" ip link set lo up
+
+# node NAME PORT DIR UNICAST-LINES: one router with a UDP shim on PORT
+# reaching DIR and a unicast IPCP NAME.uni configured by UNICAST-LINES.
+node() {
+	cat >"$TMP/$1.toml" <<EOF
+[node]
+name = "$1"
+
+[[ipcp]]
+kind = "udp"
+layer = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:$2"
+dir = { $3 }
+
+[[ipcp]]
+kind = "unicast"
+name = "$1.uni"
+layer = "uni"
+[ipcp.unicast]
+lower = ["udp"]
+$4
+EOF
+	rm -f "$TMP/$1.sock"
+	"${NSX[@]}" "$BIN/router" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
+	PIDS+=($!)
+}
+
+waitsock() {
+	for s in "$@"; do
+		for _ in $(seq 100); do [ -S "$TMP/$s.sock" ] && break; sleep 0.1; done
+	done
+}
+
+# run HOPS CA: prints one result line and leaves $TMP/res-HOPS-CA.
+run() {
+	local hops=$1 label=$2 ca=${2#base:} first last
+	BIN=$TMP
+	if [ "$label" != "$ca" ]; then BIN=$TMP/base; fi
+	if [ "$hops" = 1 ]; then
+		node a 3501 '"b.uni" = "127.0.0.1:3502"' "bootstrap = true
+admission = \"open\"
+ca = \"$ca\""
+		node b 3502 '"a.uni" = "127.0.0.1:3501"' 'enroll = "a.uni"'
+		waitsock a b
+		first=a last=b
+	else
+		node r 3511 '"a.uni" = "127.0.0.1:3510", "b.uni" = "127.0.0.1:3512"' "bootstrap = true
+admission = \"open\"
+ca = \"$ca\""
+		waitsock r
+		node a 3510 '"r.uni" = "127.0.0.1:3511"' 'enroll = "r.uni"'
+		node b 3512 '"r.uni" = "127.0.0.1:3511"' 'enroll = "r.uni"'
+		waitsock a b
+		first=a last=b
+	fi
+	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$last.sock" perf --server sink >"$TMP/sink.log" 2>&1 &
+	PIDS+=($!)
+	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$last.sock" echo echo >"$TMP/echo.log" 2>&1 &
+	PIDS+=($!)
+	# The layer is up when a ping crosses it.
+	for _ in $(seq 50); do
+		"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$first.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$first.sock" perf sink -s "$SIZE" -t "${TIME}s" --progress --json \
+		>"$TMP/perf-$hops-$label.json" 2>"$TMP/prog-$hops-$label.log" || true
+	python3 - "$TMP/perf-$hops-$label.json" "$TMP/prog-$hops-$label.log" "$hops" "$label" >"$TMP/res-$hops-$label" <<'EOF'
+import json, re, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except ValueError:
+    d = {"recv_bps": float("nan"), "server_reported": True, "loss_percent": float("nan")}
+secs = [float(m.group(1)) for m in re.finditer(r'SDU/s, ([0-9.]+) Mbit/s', open(sys.argv[2]).read())]
+secs += [float(m.group(1)) / 1000 for m in re.finditer(r'SDU/s, ([0-9.]+) kbit/s', open(sys.argv[2]).read())] if not secs else []
+recv = d["recv_bps"] / 1e6 if d.get("server_reported") else float("nan")
+print(sys.argv[3], sys.argv[4], "%.1f" % recv, d["loss_percent"], " ".join("%.0f" % s for s in secs))
+EOF
+	read -r h c recv loss persec <"$TMP/res-$hops-$label"
+	echo "$hops hop(s), ca=$label: received $recv Mbit/s, loss $loss%; sent per second (Mbit/s): $persec"
+	if [ -n "${STATS:-}" ]; then # where the losses are: every IPCP's non-zero counters
+		for n in $first $last; do
+			for i in $n.udp $n.uni; do
+				echo "  stats $i: $("${NSX[@]}" "$BIN/ouro" --socket "$TMP/$n.sock" --json stats "$i" 2>&1 |
+					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["value"] not in ("0", "-", "operational") and not r["counter"].startswith(("refused", "checks", "supervisor", "routing", "adjacencies"))))' 2>&1)"
+			done
+		done
+	fi
+	stopall
+}
+
+for h in $HOPS; do
+	for c in $CAS; do run "$h" "$c"; done
+	for c in $CAS; do
+		if [ "$c" = nop ] || [ ! -f "$TMP/res-$h-nop" ]; then continue; fi
+		read -r _ _ nrecv _ _ <"$TMP/res-$h-nop"
+		read -r _ _ mrecv _ s1 s2 _ <"$TMP/res-$h-$c"
+		awk -v n="$nrecv" -v m="$mrecv" -v s="${s2:-0}" -v h="$h" -v c="$c" \
+			'BEGIN{printf "%s hop(s): %s/nop received %.2f; %s sent in its second second / nop received %.2f\n", h, c, m/n, c, s/n}'
+	done
+done
+echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
