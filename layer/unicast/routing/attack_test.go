@@ -226,8 +226,10 @@ func forge(t *testing.T, l routing.LSU) routing.LSU {
 
 // TestDuplicateCostsNoCheck: the same new LSU from two neighbours before
 // the check is checked once, and a copy arriving once it is installed
-// is a duplicate, not checked at all. Run with the byte comparison in
-// hold removed, the first part failed (2 checks).
+// is a duplicate, not checked at all. Run with both the byte comparison
+// in hold and the newest-first rounds of checkHeld removed (each alone
+// is enough), the first part failed (2 checks); with every newer-looking
+// LSU held, even installed ones, the second part failed (1 check).
 func TestDuplicateCostsNoCheck(t *testing.T) {
 	r := starNet(t).Node(1).Router
 	lsu := signed(t, routing.LSU{Origin: 99, Seq: 1, Links: []routing.Link{{Neighbour: 2, Metric: 1}}})
