@@ -325,7 +325,7 @@ func (r *Router) queue(nbr, origin layer.Addr) {
 // (docs/benchmarks.md). When maxHeld are waiting they are checked at
 // once.
 func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
-	lsus, raws, err := unmarshalRaw(msg)
+	raws, err := unmarshalRaw(msg)
 	r.mu.Lock()
 	r.stats.MsgsReceived++
 	if err != nil {
@@ -333,9 +333,27 @@ func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
 		r.mu.Unlock()
 		return err
 	}
+	// An LSU not newer than ours is read only as far as its origin and
+	// sequence number (lsuHead): a duplicate or an older copy changes
+	// nothing but the sender's flood queue. The others are decoded in
+	// full first, so that a malformed one drops the whole message.
+	lsus := make([]LSU, len(raws))
+	fresh := make([]bool, len(raws))
+	for i, raw := range raws {
+		if o, seq, ok := lsuHead(raw); ok && !r.newer(LSU{Origin: o, Seq: seq}) {
+			lsus[i] = LSU{Origin: o, Seq: seq}
+			continue
+		}
+		if err := decodeLSU(raw, &lsus[i]); err != nil {
+			r.stats.Malformed++
+			r.mu.Unlock()
+			return err
+		}
+		fresh[i] = r.newer(lsus[i])
+	}
 	now := r.cfg.Clock.Now()
 	for i := range lsus {
-		if r.newer(lsus[i]) {
+		if fresh[i] {
 			r.hold(from, lsus[i], raws[i], now)
 		} else {
 			r.receive(from, lsus[i], raws[i], now)
