@@ -164,6 +164,7 @@ type Router struct {
 	stats    Stats
 	stop     chan struct{}
 	done     chan struct{}
+	kick     chan struct{} // HandleMessage held LSUs: check them (run)
 }
 
 // New returns a Router with an empty database holding only its own LSU.
@@ -199,6 +200,7 @@ func New(cfg Config) (*Router, error) {
 		lsdb:    make(map[layer.Addr]*entry),
 		nbrs:    make(map[layer.Addr]Neighbour),
 		pending: make(map[layer.Addr]map[layer.Addr]bool),
+		kick:    make(chan struct{}, 1),
 		// Starting from the clock keeps sequence numbers growing across
 		// restarts, so a restarted IPCP's LSUs are not taken as stale.
 		seq: uint64(max(now.UnixNano(), 0)),
@@ -232,14 +234,25 @@ func (r *Router) Stop() {
 	}
 }
 
+// run is the Router's goroutine: Tick every Tick, and in between the
+// check of held LSUs whenever HandleMessage held some. So an LSU waits
+// for its check only while the goroutine is busy (checking others, or
+// in Tick): when LSUs come faster than they are checked, they form
+// batches; when they come one at a time, each is checked at once, and
+// the database shows it about as soon as when it was checked on
+// receipt.
 func (r *Router) run(stop, done chan struct{}) {
 	defer close(done)
+	tick := r.cfg.Clock.After(r.cfg.Tick)
 	for {
 		select {
 		case <-stop:
 			return
-		case <-r.cfg.Clock.After(r.cfg.Tick):
+		case <-r.kick:
+			r.checkHeld()
+		case <-tick:
 			r.Tick()
+			tick = r.cfg.Clock.After(r.cfg.Tick)
 		}
 	}
 }
@@ -317,13 +330,13 @@ func (r *Router) queue(nbr, origin layer.Addr) {
 // dropped; an error is returned only for the caller's logs.
 //
 // Duplicates and older copies are handled at once and cost no signature
-// check. An LSU newer than the database's copy is held (hold) until the
-// next Flush, which checks the signatures of every LSU held since the
-// last one as one batch (checkHeld) before it installs and floods them:
-// a received LSU waits for the next Flush to be flooded anyway, and
-// batches of hundreds cost a fifth of the checks one by one
-// (docs/benchmarks.md). When maxHeld are waiting they are checked at
-// once.
+// check. An LSU newer than the database's copy is held (hold) and
+// checked with the others held meanwhile as one batch (checkHeld) before
+// it is installed and queued for flooding: by the Router's goroutine as
+// soon as it is free (run), by Flush, or at once when maxHeld are
+// waiting. A received LSU waits for the next Flush to be flooded anyway,
+// and batches of hundreds cost a fifth of the checks one by one
+// (docs/benchmarks.md).
 func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
 	raws, err := unmarshalRaw(msg)
 	r.mu.Lock()
@@ -360,9 +373,15 @@ func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
 		}
 	}
 	full := r.nHeld >= maxHeld
+	kick := r.nHeld > 0 && r.stop != nil
 	r.mu.Unlock()
 	if full {
 		r.checkHeld()
+	} else if kick {
+		select {
+		case r.kick <- struct{}{}:
+		default: // already signalled
+		}
 	}
 	return nil
 }
