@@ -248,7 +248,7 @@ func TestDuplicateCostsNoCheck(t *testing.T) {
 }
 
 // TestForgeryDoesNotDisplaceHonest: a neighbour's forged LSU with a
-// higher sequence number, held in the same interval as another
+// higher sequence number, held for the same check as another
 // neighbour's honest LSU of the same origin, does not keep the honest
 // one out, whichever comes first. Run with one held version per origin
 // (the newest) instead of one per neighbour, it failed.
@@ -279,12 +279,13 @@ func TestForgeryDoesNotDisplaceHonest(t *testing.T) {
 }
 
 // TestForgerPenalised: neighbour 3 sends 32 LSUs with bad signatures at
-// every interval while neighbour 2 floods 20 honest ones. After the
-// first bad signature, 3's LSUs are checked apart (they no longer make
-// 2's be checked a second time, one by one) and at most a few per
-// interval (the rest dropped unchecked); 2's are all installed; the
-// penalty ends after Refresh. Run without the separate batch, Rechecked
-// was 200; without the budget, BadSig was 320.
+// every Tick while neighbour 2 floods 20 honest ones. After the first
+// bad signature, 3's LSUs are checked apart (they no longer make 2's be
+// checked a second time, one by one) and at most a few per Tick (the
+// rest dropped unchecked); 2's are all installed; the penalty ends
+// after Refresh. Run without the separate batch, Rechecked was 200;
+// without the budget, BadSig was 320; with the budget reset at every
+// check instead of every Tick, 320 too.
 func TestForgerPenalised(t *testing.T) {
 	net := starNet(t)
 	r := net.Node(1).Router
@@ -297,15 +298,21 @@ func TestForgerPenalised(t *testing.T) {
 		for i := range forgedN {
 			forged = append(forged, forge(t, routing.LSU{Origin: layer.Addr(500 + i), Seq: uint64(round + 1)}))
 		}
-		hand(t, r, 3, forged...)
+		// 3's LSUs in four messages, each checked before the next (as
+		// a started Router does): the budget is per Tick, not per check.
 		hand(t, r, 2, honest...)
-		r.Flush()
+		for i := 0; i < forgedN; i += forgedN / 4 {
+			hand(t, r, 3, forged[i:i+forgedN/4]...)
+			r.Flush()
+		}
+		net.Clock.Advance(routing.DefaultTick)
+		r.Tick()
 	}
 	s := r.Stats()
 	if s.Rechecked != honestN {
-		t.Errorf("%d good signatures checked twice, want %d (the first interval's)", s.Rechecked, honestN)
+		t.Errorf("%d good signatures checked twice, want %d (the first Tick's)", s.Rechecked, honestN)
 	}
-	if max := uint64(forgedN + (rounds-1)*8); s.BadSig > max || s.Penalised != rounds*forgedN-s.BadSig {
+	if max := uint64(forgedN/4 + rounds*8); s.BadSig > max || s.Penalised != rounds*forgedN-s.BadSig {
 		t.Errorf("%d bad signatures checked (want at most %d), %d dropped unchecked (want %d)", s.BadSig, max, s.Penalised, rounds*forgedN-s.BadSig)
 	}
 	for _, l := range r.Database() {

@@ -392,8 +392,9 @@ func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
 const maxHeld = 1024
 
 // suspectBudget is how many new LSUs of a penalised neighbour (suspect)
-// are held for a check between two checks; the rest are dropped
-// unchecked and counted (Stats.Penalised).
+// are held for a check per Tick (not per check: a started Router checks
+// whenever LSUs are held); the rest are dropped unchecked and counted
+// (Stats.Penalised).
 const suspectBudget = 8
 
 // held is an LSU newer than the database's copy waiting for its
@@ -412,10 +413,10 @@ type held struct {
 // corrupted it: until the penalty ends, its LSUs are checked in a batch
 // of their own (a bad signature in a batch makes every signature of the
 // batch be checked again one by one) and at most suspectBudget of them
-// between two checks.
+// per Tick.
 type suspect struct {
 	until time.Time
-	held  int // LSUs held from it since the last check
+	held  int // LSUs held from it since the last Tick
 }
 
 // hold queues lsu, newer than the database's copy, for the next check;
@@ -502,9 +503,6 @@ func (r *Router) checkHeld() {
 		}
 		slices.SortFunc(hs, func(a, b *held) int { return cmp.Compare(b.lsu.Seq, a.lsu.Seq) })
 		queues = append(queues, hs)
-	}
-	for _, s := range r.suspects {
-		s.held = 0
 	}
 	r.mu.Unlock()
 
@@ -850,6 +848,7 @@ func (r *Router) Tick() {
 		if !now.Before(s.until) {
 			delete(r.suspects, a)
 		}
+		s.held = 0
 	}
 	if !now.Before(r.nextRefr) {
 		r.originate(now)
