@@ -3,11 +3,11 @@ module github.com/ouronet/ouro
 go 1.26.0
 
 require (
-	filippo.io/edwards25519 v1.2.0
 	github.com/BurntSushi/toml v1.6.0
 	github.com/fxamacker/cbor/v2 v2.10.0
 	github.com/google/gopacket v1.1.19
 	github.com/klauspost/reedsolomon v1.14.2
+	github.com/oasisprotocol/curve25519-voi v0.0.0-20230904125328-1f23a7beb09a
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.74.0

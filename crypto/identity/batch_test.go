@@ -93,3 +93,39 @@ func BenchmarkVerifyBatch64(b *testing.B) {
 		batch.Verify()
 	}
 }
+
+// BenchmarkVerifyBatchSizes: the cost per signature by batch size
+// (docs/benchmarks.md, Trust), each signature by another key, as the
+// LSUs of a link-state database are.
+func BenchmarkVerifyBatchSizes(b *testing.B) {
+	type item struct{ pub, msg, sig []byte }
+	var all []item
+	for i := range 1024 {
+		id, err := identity.Generate(rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		msg := fmt.Appendf(nil, "lsu %d: %0120d", i, i) // about an LSU's size
+		sig, err := identity.SignLabeled(context.Background(), id, identity.LabelLSU, msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		all = append(all, item{id.Public(), msg, sig})
+	}
+	for _, n := range []int{1, 4, 16, 64, 256, 1024} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				var batch identity.Batch
+				for _, it := range all[:n] {
+					batch.Add(it.pub, identity.LabelLSU, it.msg, it.sig)
+				}
+				for _, ok := range batch.Verify() {
+					if !ok {
+						b.Fatal("a good signature failed")
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n)/1e3, "µs/sig")
+		})
+	}
+}

@@ -351,6 +351,7 @@ func (p *IPCP) Stats() Stats {
 	s.Neighbour = len(c.cm.Neighbours())
 	s.Checks["routing.bad_sig"], s.Checks["routing.unbound"], s.Checks["routing.key_mismatch"] = rs.BadSig, rs.Unbound, rs.KeyMismatch
 	s.Checks["routing.too_many_origins"], s.Checks["routing.sign_failures"] = rs.TooMany, rs.SignFailures
+	s.Checks["routing.penalised"] = rs.Penalised // LSUs of a neighbour that sent a bad signature, dropped unchecked
 	s.Checks["adjacencies.auth_refused"] = cs.AuthRefused
 	sealStats := c.fa.Stats()
 	s.Checks["seal.flows"], s.Checks["seal.kex_failed"] = sealStats.Sealed, sealStats.KexFailed

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/layer"
@@ -49,6 +50,7 @@ func send(t testing.TB, r *routing.Router, from layer.Addr, lsus ...routing.LSU)
 		t.Fatal(err)
 	}
 	r.HandleMessage(from, msg)
+	r.Flush() // checks the held LSUs
 }
 
 // TestForgedLSU: node 3 of the line 1-2-3 is the attacker's neighbour
@@ -184,5 +186,153 @@ func TestForgedInBatch(t *testing.T) {
 	}
 	if k := n1.Router.KeyOf(103); k != nil {
 		t.Fatal("the tampered LSU was installed")
+	}
+}
+
+// starNet returns node 1 with neighbours 2 and 3, converged.
+func starNet(t *testing.T) *routingtest.Net {
+	t.Helper()
+	net := routingtest.NewNet(pff.Alternate)
+	edges := []routingtest.Edge{{A: 1, B: 2, AB: 1, BA: 1}, {A: 1, B: 3, AB: 1, BA: 1}}
+	if err := net.Build(3, edges); err != nil {
+		t.Fatal(err)
+	}
+	net.Converge()
+	return net
+}
+
+// hand gives r the message of lsus from neighbour from without the
+// Flush that checks them (send does both).
+func hand(t *testing.T, r *routing.Router, from layer.Addr, lsus ...routing.LSU) {
+	t.Helper()
+	msg, err := routing.Marshal(routing.Msg{Version: routing.Version, LSUs: lsus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.HandleMessage(from, msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// forge returns l with its origin's key and a signature that does not
+// verify (another LSU's), as a neighbour that forges or corrupts LSUs
+// sends it.
+func forge(t *testing.T, l routing.LSU) routing.LSU {
+	t.Helper()
+	other := signed(t, routing.LSU{Origin: l.Origin, Seq: l.Seq + 1})
+	l.Key, l.Sig = other.Key, other.Sig
+	return l
+}
+
+// TestDuplicateCostsNoCheck: the same new LSU from two neighbours before
+// the check is checked once, and a copy arriving once it is installed
+// is a duplicate, not checked at all. Run with both the byte comparison
+// in hold and the newest-first rounds of checkHeld removed (each alone
+// is enough), the first part failed (2 checks); with every newer-looking
+// LSU held, even installed ones, the second part failed (1 check).
+func TestDuplicateCostsNoCheck(t *testing.T) {
+	r := starNet(t).Node(1).Router
+	lsu := signed(t, routing.LSU{Origin: 99, Seq: 1, Links: []routing.Link{{Neighbour: 2, Metric: 1}}})
+	before := r.Stats()
+	hand(t, r, 2, lsu)
+	hand(t, r, 3, lsu)
+	r.Flush()
+	s := r.Stats()
+	if s.Checked != before.Checked+1 || s.Entries != before.Entries+1 {
+		t.Fatalf("one LSU from two neighbours: %d checks, %d new entries; want 1, 1", s.Checked-before.Checked, s.Entries-before.Entries)
+	}
+	send(t, r, 3, lsu)
+	if s2 := r.Stats(); s2.Checked != s.Checked || s2.Duplicates != s.Duplicates+1 {
+		t.Fatalf("a copy of an installed LSU: %d checks, %d duplicates; want 0, 1", s2.Checked-s.Checked, s2.Duplicates-s.Duplicates)
+	}
+}
+
+// TestForgeryDoesNotDisplaceHonest: a neighbour's forged LSU with a
+// higher sequence number, held for the same check as another
+// neighbour's honest LSU of the same origin, does not keep the honest
+// one out, whichever comes first. Run with one held version per origin
+// (the newest) instead of one per neighbour, it failed.
+func TestForgeryDoesNotDisplaceHonest(t *testing.T) {
+	for _, forgedFirst := range []bool{false, true} {
+		r := starNet(t).Node(1).Router
+		send(t, r, 2, signed(t, routing.LSU{Origin: 99, Seq: 4}))
+		honest := signed(t, routing.LSU{Origin: 99, Seq: 5, Links: []routing.Link{{Neighbour: 2, Metric: 1}}})
+		forged := forge(t, routing.LSU{Origin: 99, Seq: 9})
+		if forgedFirst {
+			hand(t, r, 3, forged)
+			hand(t, r, 2, honest)
+		} else {
+			hand(t, r, 2, honest)
+			hand(t, r, 3, forged)
+		}
+		r.Flush()
+		var got uint64
+		for _, l := range r.Database() {
+			if l.Origin == 99 {
+				got = l.Seq
+			}
+		}
+		if s := r.Stats(); got != 5 || s.BadSig != 1 {
+			t.Errorf("forged first %v: origin 99 at seq %d (want 5), %d bad signatures (want 1)", forgedFirst, got, s.BadSig)
+		}
+	}
+}
+
+// TestForgerPenalised: neighbour 3 sends 32 LSUs with bad signatures at
+// every Tick while neighbour 2 floods 20 honest ones. After the first
+// bad signature, 3's LSUs are checked apart (they no longer make 2's be
+// checked a second time, one by one) and at most a few per Tick (the
+// rest dropped unchecked); 2's are all installed; the penalty ends
+// after Refresh. Run without the separate batch, Rechecked was 200;
+// without the budget, BadSig was 320; with the budget reset at every
+// check instead of every Tick, 320 too.
+func TestForgerPenalised(t *testing.T) {
+	net := starNet(t)
+	r := net.Node(1).Router
+	const rounds, honestN, forgedN = 10, 20, 32
+	for round := range rounds {
+		var honest, forged []routing.LSU
+		for i := range honestN {
+			honest = append(honest, signed(t, routing.LSU{Origin: layer.Addr(100 + i), Seq: uint64(round + 1)}))
+		}
+		for i := range forgedN {
+			forged = append(forged, forge(t, routing.LSU{Origin: layer.Addr(500 + i), Seq: uint64(round + 1)}))
+		}
+		// 3's LSUs in four messages, each checked before the next (as
+		// a started Router does): the budget is per Tick, not per check.
+		hand(t, r, 2, honest...)
+		for i := 0; i < forgedN; i += forgedN / 4 {
+			hand(t, r, 3, forged[i:i+forgedN/4]...)
+			r.Flush()
+		}
+		net.Clock.Advance(routing.DefaultTick)
+		r.Tick()
+	}
+	s := r.Stats()
+	if s.Rechecked != honestN {
+		t.Errorf("%d good signatures checked twice, want %d (the first Tick's)", s.Rechecked, honestN)
+	}
+	if max := uint64(forgedN/4 + rounds*8); s.BadSig > max || s.Penalised != rounds*forgedN-s.BadSig {
+		t.Errorf("%d bad signatures checked (want at most %d), %d dropped unchecked (want %d)", s.BadSig, max, s.Penalised, rounds*forgedN-s.BadSig)
+	}
+	for _, l := range r.Database() {
+		if l.Origin >= 100 && l.Origin < 100+honestN && l.Seq != rounds {
+			t.Errorf("honest origin %d at seq %d, want %d", l.Origin, l.Seq, rounds)
+		}
+	}
+	if s.Entries != 3+honestN {
+		t.Errorf("%d entries, want %d", s.Entries, 3+honestN)
+	}
+	// The penalty ends after Refresh: all of 3's LSUs are checked again.
+	net.Clock.Advance(routing.DefaultRefresh + time.Second)
+	r.Tick()
+	bad := r.Stats().BadSig
+	var forged []routing.LSU
+	for i := range forgedN {
+		forged = append(forged, forge(t, routing.LSU{Origin: layer.Addr(500 + i), Seq: 99}))
+	}
+	send(t, r, 3, forged...)
+	if got := r.Stats().BadSig - bad; got != forgedN {
+		t.Errorf("after the penalty: %d of %d checked", got, forgedN)
 	}
 }

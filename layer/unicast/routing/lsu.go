@@ -159,28 +159,72 @@ func Unmarshal(b []byte) (Msg, error) {
 	return m, nil
 }
 
-// unmarshalRaw decodes a message keeping each LSU's bytes (aliasing b).
-func unmarshalRaw(b []byte) ([]LSU, []cbor.RawMessage, error) {
+// unmarshalRaw decodes a message's envelope, leaving each LSU encoded
+// (aliasing b): the receiver decodes in full only the LSUs it needs
+// (decodeLSU), the others it reads only as far as lsuHead.
+func unmarshalRaw(b []byte) ([]cbor.RawMessage, error) {
 	var m rawMsg
 	if len(b) > MaxMsgLen {
-		return nil, nil, fmt.Errorf("routing: %d-byte message: %w", len(b), ErrMalformed)
+		return nil, fmt.Errorf("routing: %d-byte message: %w", len(b), ErrMalformed)
 	}
 	if err := decMode.Unmarshal(b, &m); err != nil {
-		return nil, nil, fmt.Errorf("routing: %w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("routing: %w: %v", ErrMalformed, err)
 	}
 	if m.Version != Version {
-		return nil, nil, fmt.Errorf("routing: version %d: %w", m.Version, ErrMalformed)
+		return nil, fmt.Errorf("routing: version %d: %w", m.Version, ErrMalformed)
 	}
-	lsus := make([]LSU, len(m.LSUs))
-	for i, raw := range m.LSUs {
-		if err := decMode.Unmarshal(raw, &lsus[i]); err != nil {
-			return nil, nil, fmt.Errorf("routing: %w: %v", ErrMalformed, err)
-		}
-		if err := lsus[i].check(); err != nil {
-			return nil, nil, err
-		}
+	return m.LSUs, nil
+}
+
+// decodeLSU decodes and checks one LSU of a message.
+func decodeLSU(raw []byte, l *LSU) error {
+	if err := decMode.Unmarshal(raw, l); err != nil {
+		return fmt.Errorf("routing: %w: %v", ErrMalformed, err)
 	}
-	return lsus, m.LSUs, nil
+	return l.check()
+}
+
+// lsuHead reads an encoded LSU's origin and sequence number without
+// decoding the rest: an LSU is an array of 6 whose first two elements
+// are unsigned integers. ok is false if raw does not start so (the LSU
+// is then decoded in full, which tells what is wrong).
+func lsuHead(raw []byte) (origin layer.Addr, seq uint64, ok bool) {
+	if len(raw) == 0 || raw[0] != 0x86 {
+		return 0, 0, false
+	}
+	o, n := cborUint(raw[1:])
+	if n == 0 || o == 0 {
+		return 0, 0, false
+	}
+	s, m := cborUint(raw[1+n:])
+	if m == 0 {
+		return 0, 0, false
+	}
+	return layer.Addr(o), s, true
+}
+
+// cborUint reads a CBOR unsigned integer at the start of b and returns
+// it and its length; length 0: b does not start with one.
+func cborUint(b []byte) (uint64, int) {
+	if len(b) == 0 || b[0]>>5 != 0 {
+		return 0, 0
+	}
+	ai := int(b[0] & 31)
+	if ai < 24 {
+		return uint64(ai), 1
+	}
+	if ai > 27 {
+		return 0, 0
+	}
+	n := 1 << (ai - 24) // 1, 2, 4 or 8 bytes follow
+	if len(b) < 1+n {
+		return 0, 0
+	}
+	var v uint64
+	for _, c := range b[1 : 1+n] {
+		v = v<<8 | uint64(c)
+	}
+	return v, 1 + n
 }
 
 func (m *Msg) check() error {

@@ -110,5 +110,6 @@ func FuzzUnmarshal(f *testing.F) {
 		if err := n.Node(1).Router.HandleMessage(2, b); err != nil {
 			t.Fatalf("HandleMessage of a valid message: %v", err)
 		}
+		n.Node(1).Router.Flush() // checks what it held
 	})
 }

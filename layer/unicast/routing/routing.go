@@ -6,6 +6,7 @@
 package routing
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/ed25519"
@@ -126,9 +127,14 @@ type Stats struct {
 	// speak for the origin (Bound), another key than the one the origin's
 	// entry has, a new origin beyond MaxOrigins.
 	BadSig, Unbound, KeyMismatch, TooMany uint64
-	SignFailures                          uint64 // own LSUs the Signer failed to sign (retried at the next Tick)
-	Computations                          uint64 // route computations
-	Entries                               int    // LSUs in the database
+	// Checked counts signatures checked (a batch's count once, whether
+	// or not it failed); Rechecked, good signatures checked a second
+	// time, one by one, because their batch held a bad one; Penalised,
+	// new LSUs of a penalised neighbour dropped unchecked (suspect).
+	Checked, Rechecked, Penalised uint64
+	SignFailures                  uint64 // own LSUs the Signer failed to sign (retried at the next Tick)
+	Computations                  uint64 // route computations
+	Entries                       int    // LSUs in the database
 }
 
 // Router is one IPCP's link-state routing. All methods are safe for
@@ -149,12 +155,16 @@ type Router struct {
 	lsdb     map[layer.Addr]*entry              // by origin, own included
 	nbrs     map[layer.Addr]Neighbour           // by address
 	pending  map[layer.Addr]map[layer.Addr]bool // neighbour → origins to send it
+	held     map[layer.Addr][]*held             // by origin: LSUs waiting for their check
+	nHeld    int                                // held LSUs
+	suspects map[layer.Addr]*suspect            // penalised neighbours
 	dirty    bool                               // database changed since last computation
 	nextRefr time.Time
 	routes   []Route
 	stats    Stats
 	stop     chan struct{}
 	done     chan struct{}
+	kick     chan struct{} // HandleMessage held LSUs: check them (run)
 }
 
 // New returns a Router with an empty database holding only its own LSU.
@@ -190,6 +200,7 @@ func New(cfg Config) (*Router, error) {
 		lsdb:    make(map[layer.Addr]*entry),
 		nbrs:    make(map[layer.Addr]Neighbour),
 		pending: make(map[layer.Addr]map[layer.Addr]bool),
+		kick:    make(chan struct{}, 1),
 		// Starting from the clock keeps sequence numbers growing across
 		// restarts, so a restarted IPCP's LSUs are not taken as stale.
 		seq: uint64(max(now.UnixNano(), 0)),
@@ -223,14 +234,25 @@ func (r *Router) Stop() {
 	}
 }
 
+// run is the Router's goroutine: Tick every Tick, and in between the
+// check of held LSUs whenever HandleMessage held some. So an LSU waits
+// for its check only while the goroutine is busy (checking others, or
+// in Tick): when LSUs come faster than they are checked, they form
+// batches; when they come one at a time, each is checked at once, and
+// the database shows it about as soon as when it was checked on
+// receipt.
 func (r *Router) run(stop, done chan struct{}) {
 	defer close(done)
+	tick := r.cfg.Clock.After(r.cfg.Tick)
 	for {
 		select {
 		case <-stop:
 			return
-		case <-r.cfg.Clock.After(r.cfg.Tick):
+		case <-r.kick:
+			r.checkHeld()
+		case <-tick:
 			r.Tick()
+			tick = r.cfg.Clock.After(r.cfg.Tick)
 		}
 	}
 }
@@ -306,39 +328,294 @@ func (r *Router) queue(nbr, origin layer.Addr) {
 // HandleMessage processes a link-state message received from neighbour
 // from. It does not retain msg. Malformed messages are counted and
 // dropped; an error is returned only for the caller's logs.
+//
+// Duplicates and older copies are handled at once and cost no signature
+// check. An LSU newer than the database's copy is held (hold) and
+// checked with the others held meanwhile as one batch (checkHeld) before
+// it is installed and queued for flooding: by the Router's goroutine as
+// soon as it is free (run), by Flush, or at once when maxHeld are
+// waiting. A received LSU waits for the next Flush to be flooded anyway,
+// and batches of hundreds cost a fifth of the checks one by one
+// (docs/benchmarks.md).
 func (r *Router) HandleMessage(from layer.Addr, msg []byte) error {
-	lsus, raws, err := unmarshalRaw(msg)
+	raws, err := unmarshalRaw(msg)
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.stats.MsgsReceived++
 	if err != nil {
 		r.stats.Malformed++
+		r.mu.Unlock()
 		return err
 	}
-	// Duplicates and older copies cost no signature check; the rest is
-	// checked outside mu, then installed if still newer.
+	// An LSU not newer than ours is read only as far as its origin and
+	// sequence number (lsuHead): a duplicate or an older copy changes
+	// nothing but the sender's flood queue. The others are decoded in
+	// full first, so that a malformed one drops the whole message.
+	lsus := make([]LSU, len(raws))
+	fresh := make([]bool, len(raws))
+	for i, raw := range raws {
+		if o, seq, ok := lsuHead(raw); ok && !r.newer(LSU{Origin: o, Seq: seq}) {
+			lsus[i] = LSU{Origin: o, Seq: seq}
+			continue
+		}
+		if err := decodeLSU(raw, &lsus[i]); err != nil {
+			r.stats.Malformed++
+			r.mu.Unlock()
+			return err
+		}
+		fresh[i] = r.newer(lsus[i])
+	}
 	now := r.cfg.Clock.Now()
-	var check []int
 	for i := range lsus {
-		if r.newer(lsus[i]) {
-			check = append(check, i)
+		if fresh[i] {
+			r.hold(from, lsus[i], raws[i], now)
 		} else {
 			r.receive(from, lsus[i], raws[i], now)
 		}
 	}
-	if len(check) == 0 {
-		return nil
-	}
+	full := r.nHeld >= maxHeld
+	kick := r.nHeld > 0 && r.stop != nil
 	r.mu.Unlock()
-	ok := r.authenticAll(lsus, check)
-	r.mu.Lock()
-	now = r.cfg.Clock.Now()
-	for j, i := range check {
-		if ok[j] {
-			r.receive(from, lsus[i], raws[i], now)
+	if full {
+		r.checkHeld()
+	} else if kick {
+		select {
+		case r.kick <- struct{}{}:
+		default: // already signalled
 		}
 	}
 	return nil
+}
+
+// maxHeld bounds the LSUs held for their signature check: HandleMessage
+// checks them at once when a message makes them this many (so at most
+// maxHeld+MaxLSUs-1 are held).
+const maxHeld = 1024
+
+// suspectBudget is how many new LSUs of a penalised neighbour (suspect)
+// are held for a check per Tick (not per check: a started Router checks
+// whenever LSUs are held); the rest are dropped unchecked and counted
+// (Stats.Penalised).
+const suspectBudget = 8
+
+// held is an LSU newer than the database's copy waiting for its
+// signature check (checkHeld).
+type held struct {
+	lsu     LSU
+	raw     []byte       // its encoding, a copy
+	froms   []layer.Addr // the neighbours that sent these bytes, first first
+	suspect bool         // every one of froms is penalised: checked apart
+	badSig  bool         // its signature did not verify
+}
+
+// suspect is a neighbour that sent an LSU whose signature does not
+// verify. An honest member floods only LSUs it has checked, and the
+// adjacency is authenticated, so the neighbour itself forged or
+// corrupted it: until the penalty ends, its LSUs are checked in a batch
+// of their own (a bad signature in a batch makes every signature of the
+// batch be checked again one by one) and at most suspectBudget of them
+// per Tick.
+type suspect struct {
+	until time.Time
+	held  int // LSUs held from it since the last Tick
+}
+
+// hold queues lsu, newer than the database's copy, for the next check;
+// raw is its encoding (copied if kept). What can be refused without a
+// signature check is refused here: another key than the one pinned to
+// the origin, a new origin beyond MaxOrigins, more LSUs of a penalised
+// neighbour than its budget. The same bytes from several neighbours are
+// held (and checked) once; of different versions of one origin, one per
+// neighbour is held, so a neighbour's forgery cannot displace another
+// neighbour's honest LSU. mu is held.
+func (r *Router) hold(from layer.Addr, lsu LSU, raw []byte, now time.Time) {
+	var pinned ed25519.PublicKey
+	if lsu.Origin == r.cfg.Self {
+		pinned = r.cfg.Signer.Public()
+	} else if e := r.lsdb[lsu.Origin]; e != nil {
+		pinned = e.key
+	} else if len(r.lsdb) >= r.cfg.MaxOrigins {
+		r.stats.TooMany++
+		return
+	}
+	if pinned != nil && !pinned.Equal(ed25519.PublicKey(lsu.Key)) {
+		r.stats.KeyMismatch++
+		return
+	}
+	hs := r.held[lsu.Origin]
+	for _, h := range hs {
+		if bytes.Equal(h.raw, raw) {
+			if !slices.Contains(h.froms, from) {
+				h.froms = append(h.froms, from)
+			}
+			return
+		}
+	}
+	s := r.suspects[from]
+	if s != nil && now.Before(s.until) {
+		if s.held >= suspectBudget {
+			r.stats.Penalised++
+			return
+		}
+		s.held++
+	}
+	for _, h := range hs {
+		if h.froms[0] == from {
+			if lsu.Seq > h.lsu.Seq {
+				h.lsu, h.raw, h.froms = lsu, slices.Clone(raw), h.froms[:1]
+			} else {
+				r.stats.Stale++
+			}
+			return
+		}
+	}
+	if r.held == nil {
+		r.held = make(map[layer.Addr][]*held)
+	}
+	r.held[lsu.Origin] = append(hs, &held{lsu: lsu, raw: slices.Clone(raw), froms: []layer.Addr{from}})
+	r.nHeld++
+}
+
+// checkHeld checks the held LSUs and installs those whose signature
+// verifies. Of each origin, the newest held version is checked first,
+// all origins in one batch (the penalised neighbours' LSUs in another);
+// when it fails, the next newest in the next round, and so on; versions
+// no longer newer once one is installed are duplicates or stale and cost
+// no check. mu is not held.
+func (r *Router) checkHeld() {
+	r.mu.Lock()
+	if r.nHeld == 0 {
+		r.mu.Unlock()
+		return
+	}
+	byOrigin := r.held
+	r.held, r.nHeld = nil, 0
+	now := r.cfg.Clock.Now()
+	queues := make([][]*held, 0, len(byOrigin))
+	for _, hs := range byOrigin {
+		for _, h := range hs {
+			h.suspect = true
+			for _, f := range h.froms {
+				if s := r.suspects[f]; s == nil || !now.Before(s.until) {
+					h.suspect = false
+					break
+				}
+			}
+		}
+		slices.SortFunc(hs, func(a, b *held) int { return cmp.Compare(b.lsu.Seq, a.lsu.Seq) })
+		queues = append(queues, hs)
+	}
+	r.mu.Unlock()
+
+	tops := make([]*held, 0, len(queues))
+	for len(queues) > 0 {
+		tops = tops[:0]
+		for _, q := range queues {
+			tops = append(tops, q[0])
+		}
+		ok := r.checkAll(tops)
+		r.mu.Lock()
+		now := r.cfg.Clock.Now()
+		next := queues[:0]
+		for i, q := range queues {
+			h, rest := q[0], q[1:]
+			if ok[i] {
+				for _, f := range h.froms {
+					r.receive(f, h.lsu, h.raw, now)
+				}
+			} else {
+				r.penalise(h, now)
+			}
+			// What is still newer needs its own check; the rest is
+			// a duplicate or stale and handled without one.
+			keep := rest[:0]
+			for _, o := range rest {
+				if r.newer(o.lsu) {
+					keep = append(keep, o)
+					continue
+				}
+				for _, f := range o.froms {
+					r.receive(f, o.lsu, o.raw, now)
+				}
+			}
+			if len(keep) > 0 {
+				next = append(next, keep)
+			}
+		}
+		r.mu.Unlock()
+		queues = next
+	}
+}
+
+// penalise makes every neighbour that sent h, whose signature did not
+// verify, a suspect until now + Refresh. mu is held.
+func (r *Router) penalise(h *held, now time.Time) {
+	if !h.badSig {
+		return
+	}
+	if r.suspects == nil {
+		r.suspects = make(map[layer.Addr]*suspect)
+	}
+	for _, f := range h.froms {
+		s := r.suspects[f]
+		if s == nil {
+			s = &suspect{}
+			r.suspects[f] = s
+		}
+		s.until = now.Add(r.cfg.Refresh)
+	}
+}
+
+// checkAll reports, for each of hs, whether its key may speak for its
+// origin (Bound) and its signature verifies, checking the signatures of
+// all but the suspect ones as one batch and the suspect ones as another
+// (identity.Batch), and counts the refusals. A held LSU whose signature
+// fails is marked (badSig) for penalise. mu is not held.
+func (r *Router) checkAll(hs []*held) []bool {
+	ok := make([]bool, len(hs))
+	var b [2]identity.Batch
+	var idx [2][]int
+	unbound, bad := 0, 0
+	for i, h := range hs {
+		l := &h.lsu
+		if r.cfg.Bound != nil && !r.cfg.Bound(l.Origin, l.Key) {
+			unbound++
+			continue
+		}
+		msg, err := l.signed(r.cfg.Layer)
+		if err != nil {
+			bad++ // cannot happen: it was decoded
+			continue
+		}
+		g := 0
+		if h.suspect {
+			g = 1
+		}
+		b[g].Add(l.Key, identity.LabelLSU, msg, l.Sig)
+		idx[g] = append(idx[g], i)
+	}
+	checked, rechecked := 0, 0
+	for g := range b {
+		failed := 0
+		for k, v := range b[g].Verify() {
+			ok[idx[g][k]] = v
+			if !v {
+				failed++
+				hs[idx[g][k]].badSig = true
+			}
+		}
+		checked += len(idx[g])
+		if failed > 0 && len(idx[g]) > 1 {
+			rechecked += len(idx[g]) - failed
+		}
+		bad += failed
+	}
+	r.mu.Lock()
+	r.stats.Unbound += uint64(unbound)
+	r.stats.BadSig += uint64(bad)
+	r.stats.Checked += uint64(checked)
+	r.stats.Rechecked += uint64(rechecked)
+	r.mu.Unlock()
+	return ok
 }
 
 // newer reports whether lsu is newer than the database's copy (or of a
@@ -351,48 +628,6 @@ func (r *Router) newer(lsu LSU) bool {
 	return e == nil || lsu.Seq > e.seq
 }
 
-// authenticAll is authentic for lsus[i] of every i in check, with the
-// signatures checked as one batch (identity.Batch: about twice as fast
-// for large batches). mu is not held.
-func (r *Router) authenticAll(lsus []LSU, check []int) []bool {
-	ok := make([]bool, len(check))
-	if len(check) == 1 {
-		ok[0] = r.authentic(&lsus[check[0]])
-		return ok
-	}
-	var b identity.Batch
-	var idx []int // positions in check of the LSUs in the batch
-	unbound := 0
-	for j, i := range check {
-		l := &lsus[i]
-		if r.cfg.Bound != nil && !r.cfg.Bound(l.Origin, l.Key) {
-			unbound++
-			continue
-		}
-		msg, err := l.signed(r.cfg.Layer)
-		if err != nil {
-			continue
-		}
-		b.Add(l.Key, identity.LabelLSU, msg, l.Sig)
-		idx = append(idx, j)
-	}
-	bad := 0
-	for k, v := range b.Verify() {
-		ok[idx[k]] = v
-		if !v {
-			bad++
-		}
-	}
-	bad += len(check) - unbound - len(idx) // could not be encoded
-	if unbound+bad > 0 {
-		r.mu.Lock()
-		r.stats.Unbound += uint64(unbound)
-		r.stats.BadSig += uint64(bad)
-		r.mu.Unlock()
-	}
-	return ok
-}
-
 // authentic checks lsu's key binding and signature, counting a refusal.
 // mu is not held.
 func (r *Router) authentic(lsu *LSU) bool {
@@ -403,10 +638,16 @@ func (r *Router) authentic(lsu *LSU) bool {
 	case !lsu.Verify(r.cfg.Layer):
 		bad = &r.stats.BadSig
 	default:
+		r.mu.Lock()
+		r.stats.Checked++
+		r.mu.Unlock()
 		return true
 	}
 	r.mu.Lock()
 	*bad++
+	if bad == &r.stats.BadSig {
+		r.stats.Checked++
+	}
 	r.mu.Unlock()
 	return false
 }
@@ -505,14 +746,16 @@ func (r *Router) others(except layer.Addr) []layer.Addr {
 	return out
 }
 
-// Flush sends every queued LSU, batched into as few messages per
-// neighbour as MaxMsg allows.
+// Flush checks the held LSUs (installing and queueing those that
+// verify), then sends every queued LSU, batched into as few messages
+// per neighbour as MaxMsg allows.
 func (r *Router) Flush() {
 	type out struct {
 		to  Neighbour
 		msg []byte
 	}
 	var outs []out
+	r.checkHeld()
 	r.signOwn()
 	r.mu.Lock()
 	for a, q := range r.pending {
@@ -600,6 +843,12 @@ func (r *Router) Tick() {
 			delete(r.lsdb, o)
 			r.dirty = true
 		}
+	}
+	for a, s := range r.suspects {
+		if !now.Before(s.until) {
+			delete(r.suspects, a)
+		}
+		s.held = 0
 	}
 	if !now.Before(r.nextRefr) {
 		r.originate(now)

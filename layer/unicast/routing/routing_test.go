@@ -453,3 +453,31 @@ func TestStartStop(t *testing.T) {
 	r.Stop()
 	r.Stop()
 }
+
+// TestStartedChecksAtOnce: a started Router checks and installs a
+// received LSU without waiting for its next Tick (the clock does not
+// move here), as it did when it checked LSUs on receipt: the IPCP's
+// directory reads the members from the database. Without the kick of
+// the Router's goroutine it failed (the LSU stayed held until a Tick).
+func TestStartedChecksAtOnce(t *testing.T) {
+	net := newLineNet(t, 2)
+	r := net.Node(1).Router
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	msg, err := routing.Marshal(routing.Msg{Version: routing.Version, LSUs: []routing.LSU{signed(t, routing.LSU{Origin: 99, Seq: 1})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.HandleMessage(2, msg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.KeyOf(99) == nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if r.KeyOf(99) == nil {
+		t.Fatal("the LSU was not installed without a Tick")
+	}
+}
