@@ -9,8 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -25,7 +23,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/flow/irm"
-	"github.com/ouronet/ouro/images/internal/ipstack"
+	"github.com/ouronet/ouro/images/internal/ipstack/ipstacktest"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
@@ -340,29 +338,9 @@ func sealedFlowToVM(t *testing.T, b *irm.Broker, m identity.Measurement) {
 // The page names the board and its measured image.
 func statusPageOfVM(t *testing.T, b *irm.Broker, m identity.Measurement) {
 	t.Helper()
-	st, err := ipstack.New(netip.MustParsePrefix("10.77.0.1/24"), 1280)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, err := ipnet.New(ipnet.Config{Broker: b, Dev: st, Runner: goRunner{}, Name: "h.ip",
-		Routes: []ipnet.Route{{Prefix: netip.MustParsePrefix("10.77.0.9/32"), Name: "vm.ip"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := ipstacktest.Client(t, b, "10.77.0.1/24", "h.ip", ipnet.Route{Prefix: netip.MustParsePrefix("10.77.0.9/32"), Name: "vm.ip"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	done := make(chan error, 1)
-	go func() { done <- br.Run(ctx) }()
-	defer func() {
-		cancel()
-		st.Close()
-		<-done
-	}()
-	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return st.Dial(ctx, netip.MustParseAddrPort(addr))
-		},
-	}}
+	defer cancel()
 	start := time.Now()
 	var page status.Page
 	for {
@@ -385,12 +363,6 @@ func statusPageOfVM(t *testing.T, b *irm.Broker, m identity.Measurement) {
 	t.Logf("the VM's status page over ouro flows in %v: node %s (%s), %d IPCPs, %d flows", time.Since(start).Round(time.Millisecond),
 		page.Node.Name, page.Node.Board, len(page.IPCPs.Rows), len(page.Flows.Rows))
 }
-
-// goRunner runs a bridge's goroutines as plain goroutines (the test is
-// not a component).
-type goRunner struct{}
-
-func (goRunner) Go(f func()) { go f() }
 
 // curlStatusPageOfVM fetches the armory image's status page with curl
 // through a TUN: "ouro ipnet h.tun" on the hosted node's socket, run in

@@ -173,6 +173,23 @@ func ouroMgmt(t *testing.T, c *flow.SocketBroker, req irm.MgmtReq) irm.Table {
 	}
 }
 
+// allocEcho allocates a flow to the node's echo app. The app binds its
+// name after the node starts: until it has, an allocation finds no layer
+// that knows "echo".
+func allocEcho(t *testing.T, ctx context.Context, c *flow.SocketBroker) (flow.Port, flow.Info) {
+	t.Helper()
+	for {
+		p, info, err := c.Alloc(ctx, "echo", flow.BestEffort())
+		if err == nil {
+			return p, info
+		}
+		if !errors.Is(err, flow.ErrNotFound) || ctx.Err() != nil {
+			t.Fatalf("alloc echo: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestScrapeMatchesStats allocates a flow through the socket, pings over
 // it, then, idle, checks every number "ouro stats" shows for every IPCP,
 // and every per-flow counter of its flow table, against one scrape of
@@ -199,20 +216,7 @@ func TestScrapeMatchesStats(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// The echo app binds its name after the node starts: until it has,
-	// an allocation finds no layer that knows "echo".
-	var p flow.Port
-	var info flow.Info
-	for {
-		p, info, err = c.Alloc(ctx, "echo", flow.BestEffort())
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, flow.ErrNotFound) || ctx.Err() != nil {
-			t.Fatalf("alloc echo: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	p, info := allocEcho(t, ctx, c)
 	defer p.Close()
 	buf := make([]byte, 1500)
 	const pings = 7
@@ -486,16 +490,7 @@ func TestStatusPage(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var p flow.Port
-	for { // the echo app binds after the node starts
-		if p, _, err = c.Alloc(ctx, "echo", flow.BestEffort()); err == nil {
-			break
-		}
-		if !errors.Is(err, flow.ErrNotFound) || ctx.Err() != nil {
-			t.Fatalf("alloc echo: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	p, _ := allocEcho(t, ctx, c)
 	defer p.Close()
 	base := "http://" + tn.m.Addr().String()
 	get := func(path string) (int, string, string) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -15,13 +14,9 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/ipnet"
-	"github.com/ouronet/ouro/images/internal/ipstack"
+	"github.com/ouronet/ouro/images/internal/ipstack/ipstacktest"
 	"github.com/ouronet/ouro/images/internal/status"
 )
-
-type goRunner struct{}
-
-func (goRunner) Go(f func()) { go f() }
 
 // TestIPNetStatusPage: a node whose [[ipnet]] bridge has the node's own
 // TCP/IP stack (netstack = 10.9.0.2/24) serves its status page there
@@ -64,29 +59,9 @@ routes = ["10.9.0.1=ip.t"]
 		t.Fatal(err)
 	}
 	defer c.Close()
-	st, err := ipstack.New(netip.MustParsePrefix("10.9.0.1/24"), 1280)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, err := ipnet.New(ipnet.Config{Broker: c, Dev: st, Runner: goRunner{}, Name: "ip.t",
-		Routes: []ipnet.Route{{Prefix: netip.MustParsePrefix("10.9.0.2/32"), Name: "ip.n"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := ipstacktest.Client(t, c, "10.9.0.1/24", "ip.t", ipnet.Route{Prefix: netip.MustParsePrefix("10.9.0.2/32"), Name: "ip.n"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	done := make(chan error, 1)
-	go func() { done <- br.Run(ctx) }()
-	defer func() {
-		cancel()
-		st.Close()
-		<-done
-	}()
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return st.Dial(ctx, netip.MustParseAddrPort(addr))
-		},
-	}}
+	defer cancel()
 	get := func(method, path string) (int, string, string, error) {
 		req, err := http.NewRequestWithContext(ctx, method, "http://10.9.0.2:80"+path, nil)
 		if err != nil {

@@ -605,20 +605,12 @@ func (a *Allocator) Handle(src layer.Addr, msg []byte) {
 func (a *Allocator) onReq(src layer.Addr, m *Msg) {
 	key := inKey{src, m.SrcEID}
 	a.mu.Lock()
-	if f := a.byPeer[key]; f != nil { // a retransmission of an accepted request
+	name, answer := a.admitLocked(key, m)
+	if name == "" {
 		a.mu.Unlock()
-		a.send(src, &Msg{Type: MsgResp, SrcEID: f.EID, DstEID: m.SrcEID, Kex: f.respKex})
-		return
-	}
-	if a.inbound[key] || a.stopped {
-		a.mu.Unlock()
-		return
-	}
-	name, ok := a.cfg.Registry.Name(layer.Hash(m.Hash))
-	if !ok {
-		a.mu.Unlock()
-		a.c.refused.Add(1)
-		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResNotFound})
+		if answer != nil {
+			a.send(src, answer)
+		}
 		return
 	}
 	if m.Parts != 0 {
@@ -645,6 +637,27 @@ func (a *Allocator) onReq(src layer.Addr, m *Msg) {
 	a.wg.Add(1)
 	a.mu.Unlock()
 	a.cfg.Runner.Go(func() { a.accept(key, name, m.Name, m.QoS, nil) })
+}
+
+// admitLocked looks at a request (Req or Resume) from key with a.mu
+// held. A repeat of one accepted is answered again (the Resp was lost),
+// one being accepted or arriving after Stop is ignored, one for a name
+// not registered here is refused: then it returns "" and the answer to
+// send, if any (after a.mu is released). Otherwise it returns the
+// registered name the request is for.
+func (a *Allocator) admitLocked(key inKey, m *Msg) (name string, answer *Msg) {
+	if f := a.byPeer[key]; f != nil {
+		return "", &Msg{Type: MsgResp, SrcEID: f.EID, DstEID: m.SrcEID, Kex: f.respKex}
+	}
+	if a.inbound[key] || a.stopped {
+		return "", nil
+	}
+	name, ok := a.cfg.Registry.Name(layer.Hash(m.Hash))
+	if !ok || name == "" {
+		a.c.refused.Add(1)
+		return "", &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResNotFound}
+	}
+	return name, nil
 }
 
 // accept asks the IRM to accept a flow (sealed: with sl, its finished

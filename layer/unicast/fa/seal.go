@@ -146,7 +146,10 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 }
 
 // keysAhead starts making key pairs ahead of time, from the first sealed
-// flow on: a member that seals nothing makes none.
+// flow on: a member that seals nothing makes none. Full exchanges' (an
+// X25519 and an ML-KEM-768 pair, about 0.1 ms) and resumptions' (an
+// X25519 pair: two scalar multiplications of a resumption's four are
+// then off the critical path), ephAhead of each; each is used once.
 func (a *Allocator) keysAhead() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -155,8 +158,8 @@ func (a *Allocator) keysAhead() {
 	}
 	a.ephsMade = true
 	a.wg.Add(2)
-	a.cfg.Runner.Go(a.makeKeys)
-	a.cfg.Runner.Go(a.makeResumeKeys)
+	a.cfg.Runner.Go(func() { keepMade(a, a.ephs, kex.NewEphemeral, "key pairs") })
+	a.cfg.Runner.Go(func() { keepMade(a, a.rkeys, kex.NewResumeKey, "resumption key pairs") })
 }
 
 // resumeKey returns a resumption's key pair made ahead of time, or nil
@@ -171,42 +174,20 @@ func (a *Allocator) resumeKey() *kex.ResumeKey {
 	}
 }
 
-// makeResumeKeys keeps ephAhead resumptions' X25519 key pairs made ahead
-// of time (two scalar multiplications of a resumption's four are then
-// off the critical path).
-func (a *Allocator) makeResumeKeys() {
-	defer a.wg.Done()
-	for {
-		k, err := kex.NewResumeKey()
-		if err != nil {
-			a.cfg.Logf("fa: resumption key pairs ahead of time: %v", err)
-			return
-		}
-		select {
-		case a.rkeys <- k:
-		case <-a.ctx.Done():
-			return
-		}
-	}
-}
-
-// ephAhead is how many handshakes' key pairs an Allocator keeps made.
+// ephAhead is how many key pairs of each kind an Allocator keeps made.
 const ephAhead = 2
 
-// makeKeys keeps ephAhead handshakes' fresh key pairs made ahead of
-// time, so that making them (about 0.1 ms) is not on an allocation's
-// critical path. Each is used once. It starts with the member's first
-// sealed allocation: a member that seals nothing makes none.
-func (a *Allocator) makeKeys() {
+// keepMade keeps ch full of values made by mk until the Allocator stops.
+func keepMade[T any](a *Allocator, ch chan<- T, mk func() (T, error), what string) {
 	defer a.wg.Done()
 	for {
-		e, err := kex.NewEphemeral()
+		v, err := mk()
 		if err != nil {
-			a.cfg.Logf("fa: key pairs ahead of time: %v", err)
+			a.cfg.Logf("fa: %s ahead of time: %v", what, err)
 			return
 		}
 		select {
-		case a.ephs <- e:
+		case ch <- v:
 		case <-a.ctx.Done():
 			return
 		}
@@ -459,20 +440,12 @@ func (a *Allocator) startResume(dst layer.Addr, m *Msg) (*kex.Resumer, []*Msg, e
 func (a *Allocator) onResume(src layer.Addr, m *Msg) {
 	key := inKey{src, m.SrcEID}
 	a.mu.Lock()
-	if f := a.byPeer[key]; f != nil { // a repeated Resume: the Resp was lost
+	name, answer := a.admitLocked(key, m)
+	if name == "" {
 		a.mu.Unlock()
-		a.send(src, &Msg{Type: MsgResp, SrcEID: f.EID, DstEID: m.SrcEID, Kex: f.respKex})
-		return
-	}
-	if a.inbound[key] || a.stopped {
-		a.mu.Unlock()
-		return
-	}
-	name, ok := a.cfg.Registry.Name(layer.Hash(m.Hash))
-	if !ok {
-		a.mu.Unlock()
-		a.c.refused.Add(1)
-		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResNotFound})
+		if answer != nil {
+			a.send(src, answer)
+		}
 		return
 	}
 	if len(a.inbound) >= maxHandshakes {
@@ -482,11 +455,11 @@ func (a *Allocator) onResume(src layer.Addr, m *Msg) {
 		return
 	}
 	var t kex.Ticket
-	id, err := kex.ResumeTicketID(m.Kex)
-	if err == nil && a.tickets != nil {
+	ok := false
+	if id, err := kex.ResumeTicketID(m.Kex); err == nil && a.tickets != nil {
 		t, ok = a.tickets.takeIn(id, time.Now())
 	}
-	if err != nil || a.tickets == nil || !ok {
+	if !ok {
 		// Unknown, used, expired, or from before a restart: replays
 		// end here too.
 		a.mu.Unlock()
