@@ -8,7 +8,10 @@ import (
 
 // FuzzLSUHead: lsuHead, which HandleMessage trusts for LSUs not newer
 // than its own, reads the origin and sequence number that the full
-// decoder reads, whenever the full decoder accepts the LSU.
+// decoder reads, whenever both accept the LSU. lsuHead may refuse what
+// the full decoder takes (it reads only plain unsigned integers, where
+// the decoder also takes, for one, a CBOR simple value as a number: the
+// corpus keeps such an input): HandleMessage then decodes in full.
 func FuzzLSUHead(f *testing.F) {
 	for _, l := range []LSU{
 		{Origin: 3, Seq: 7, Key: make([]byte, 32), Sig: make([]byte, 64)},
@@ -27,7 +30,7 @@ func FuzzLSUHead(f *testing.F) {
 		if decodeLSU(b, &l) != nil {
 			return
 		}
-		if !ok || o != l.Origin || seq != l.Seq {
+		if ok && (o != l.Origin || seq != l.Seq) {
 			t.Fatalf("lsuHead: %d, %d, %v; decoded %d, %d", o, seq, ok, l.Origin, l.Seq)
 		}
 	})
