@@ -174,20 +174,30 @@ func ouroMgmt(t *testing.T, c *flow.SocketBroker, req irm.MgmtReq) irm.Table {
 }
 
 // allocEcho allocates a flow to the node's echo app. The app binds its
-// name after the node starts: until it has, an allocation finds no layer
-// that knows "echo".
+// name after the node starts: the allocation waits until "ouro names"
+// shows it bound and registered in the local layer (an allocation made before would fail and be counted in
+// the allocation histogram, which TestScrapeMatchesStats checks).
 func allocEcho(t *testing.T, ctx context.Context, c *flow.SocketBroker) (flow.Port, flow.Info) {
 	t.Helper()
 	for {
-		p, info, err := c.Alloc(ctx, "echo", flow.BestEffort())
-		if err == nil {
-			return p, info
+		names := ouroMgmt(t, c, irm.MgmtReq{Cmd: irm.CmdNames})
+		bound := false
+		for _, r := range names.Rows {
+			bound = bound || r[0] == "echo" && r[1] != "0" && strings.Contains(r[2], "a.local") // bound and registered
 		}
-		if !errors.Is(err, flow.ErrNotFound) || ctx.Err() != nil {
-			t.Fatalf("alloc echo: %v", err)
+		if bound {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("echo not bound: %v", names.Rows)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	p, info, err := c.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatalf("alloc echo: %v", err)
+	}
+	return p, info
 }
 
 // TestScrapeMatchesStats allocates a flow through the socket, pings over
