@@ -303,6 +303,7 @@ type Stats struct {
 	LSUsSent, LSUsReceived         uint64
 	Computations                   uint64
 	Enrolled                       uint64
+	Discovered                     uint64 // neighbours connected to by discovery (Config.Discover)
 	// Refused are the enrollments this IPCP refused, by reason
 	// (unknown_key, bad_signature, expired, measurement, ...).
 	Refused map[string]uint64
@@ -368,6 +369,7 @@ func (p *IPCP) Stats() Stats {
 		}
 	}
 	s.Enrolled = c.enrolled.Load()
+	s.Discovered = c.discovered.Load()
 	return s
 }
 
@@ -404,6 +406,7 @@ func (p *IPCP) statsTable() irm.Table {
 	add("adjacencies.ups", s.Ups)
 	add("adjacencies.downs", s.Downs)
 	add("adjacencies.dead_timeouts", s.DeadTimeouts)
+	add("adjacencies.discovered", s.Discovered)
 	add("routing.lsus_sent", s.LSUsSent)
 	add("routing.lsus_received", s.LSUsReceived)
 	add("routing.computations", s.Computations)
