@@ -73,16 +73,15 @@ func TestDiscover(t *testing.T) {
 		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
 			n := unicasttest.New(t)
 			seg, other := ethtest.NewHub(), ethtest.NewHub()
-			shim := func(i int) *eth.IPCP {
+			shims := make([]*eth.IPCP, 4)
+			mod := func(i int, c *unicast.Config) {
 				hub := seg
 				if i == 3 {
 					hub = other
 				}
-				return startShim(t, hub, unicasttest.NodeName(i))
-			}
-			mod := func(i int, c *unicast.Config) {
+				shims[i] = startShim(t, hub, unicasttest.NodeName(i))
 				c.Discover = on
-				c.Heard = ethHearer{shim(i)}
+				c.Heard = ethHearer{shims[i]}
 				c.DiscoverTick = 100 * time.Millisecond
 			}
 			n.Build(unicasttest.Graph{N: 4, Edges: [][2]int{{0, 1}, {0, 2}, {0, 3}}}, mod)
@@ -127,6 +126,23 @@ func TestDiscover(t *testing.T) {
 					}
 					return false
 				})
+				// A discovered neighbour leaves the segment: the adjacency
+				// dies, and once the member that dialled it no longer hears it
+				// on its shim, it stops redialling. (Both may have dialled:
+				// the one that did and stays is the dialer.)
+				dialer, gone := n1, 2
+				if n1.Stats().Discovered == 0 {
+					dialer, gone = n2, 1
+				}
+				shims[gone].Stop()
+				n.Kill(name(gone))
+				n.WaitFor(10*time.Second, "the dialer forgets the neighbour gone", func() bool { return dialer.Stats().Forgotten == 1 })
+				time.Sleep(100 * time.Millisecond) // a dial in progress ends
+				dials := dialer.Stats().Dials
+				time.Sleep(time.Second) // ten times the redial backoff's ceiling
+				if d := dialer.Stats().Dials - dials; d != 0 {
+					t.Errorf("%d dials after forgetting the neighbour gone, want 0", d)
+				}
 			}
 		})
 	}

@@ -691,6 +691,7 @@ type core struct {
 	since      time.Time
 	enrolled   atomic.Uint64
 	discovered atomic.Uint64 // neighbours connected to by discovery (Config.Discover)
+	forgotten  atomic.Uint64 // of those, given up once no longer heard
 
 	portsMu sync.Mutex // serialises writers of ports
 	ports   atomic.Pointer[map[pff.Port]*nport]
