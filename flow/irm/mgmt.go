@@ -41,6 +41,9 @@ var readOnly = map[string]bool{
 	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true, CmdID: true, CmdComponents: true,
 	// IPCP tables and counters ("flows" is also the IPCP's own).
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
+	// Which of the names asked about a shim heard announced (unicast
+	// IPCPs' neighbour discovery asks their lower shims).
+	"heard": true,
 }
 
 // mgmtAllowed says whether session s may run req.

@@ -36,6 +36,13 @@ type Config struct {
 	// Neighbours are IPCP names to keep adjacencies with once a member.
 	// Empty after enrolling means the member enrolled through.
 	Neighbours []string
+	// Discover makes the member also connect, in the background, to
+	// every member of its layer that Heard says it reaches directly over
+	// a lower layer (docs/layers.md, "Neighbour discovery"); it needs
+	// Heard. DiscoverTick is how often it looks (default 2 s).
+	Discover     bool
+	Heard        Hearer
+	DiscoverTick time.Duration
 
 	// Signer is the IPCP's identity: in a node, a signing capability to
 	// the node's signer component (the key never enters the IPCP); nil
@@ -110,6 +117,10 @@ func (c *Config) setDefaults() error {
 	if c.Runner == nil {
 		return layer.NeedRunner("unicast: " + c.Name)
 	}
+	if c.Discover && c.Heard == nil {
+		return fmt.Errorf("unicast: %s: discover needs a Hearer: %w", c.Name, flow.ErrInvalid)
+	}
+	c.DiscoverTick = cmp.Or(c.DiscoverTick, 2*time.Second)
 	if c.Entropy == nil {
 		c.Entropy = rand.Reader
 	}

@@ -684,12 +684,14 @@ type core struct {
 	fa     *fa.Allocator
 	dir    Directory
 
-	ctlq     chan ctlMsg
-	ctlStop  chan struct{}
-	recheck  chan struct{}  // the membership loop should check the neighbours now
-	wg       sync.WaitGroup // data-path goroutines and the control loop
-	since    time.Time
-	enrolled atomic.Uint64
+	ctlq       chan ctlMsg
+	ctlStop    chan struct{}
+	recheck    chan struct{}  // the membership loop should check the neighbours now
+	wg         sync.WaitGroup // data-path goroutines and the control loop
+	since      time.Time
+	enrolled   atomic.Uint64
+	discovered atomic.Uint64 // neighbours connected to by discovery (Config.Discover)
+	forgotten  atomic.Uint64 // of those, given up once no longer heard
 
 	portsMu sync.Mutex // serialises writers of ports
 	ports   atomic.Pointer[map[pff.Port]*nport]
@@ -765,6 +767,10 @@ func (c *core) start() error {
 	c.wg.Add(2)
 	c.p.cfg.Runner.Go(c.ctlLoop)
 	c.p.cfg.Runner.Go(c.memberLoop)
+	if c.p.cfg.Discover {
+		c.wg.Add(1)
+		c.p.cfg.Runner.Go(c.discoverLoop)
+	}
 	steps := []struct {
 		start func() error
 		stop  func()

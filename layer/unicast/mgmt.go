@@ -303,6 +303,9 @@ type Stats struct {
 	LSUsSent, LSUsReceived         uint64
 	Computations                   uint64
 	Enrolled                       uint64
+	Discovered                     uint64 // neighbours connected to by discovery (Config.Discover)
+	Forgotten                      uint64 // discovered neighbours given up once no longer heard
+	Dials                          uint64 // adjacency dials made
 	// Refused are the enrollments this IPCP refused, by reason
 	// (unknown_key, bad_signature, expired, measurement, ...).
 	Refused map[string]uint64
@@ -368,6 +371,7 @@ func (p *IPCP) Stats() Stats {
 		}
 	}
 	s.Enrolled = c.enrolled.Load()
+	s.Discovered, s.Forgotten, s.Dials = c.discovered.Load(), c.forgotten.Load(), cs.Dials
 	return s
 }
 
@@ -404,6 +408,9 @@ func (p *IPCP) statsTable() irm.Table {
 	add("adjacencies.ups", s.Ups)
 	add("adjacencies.downs", s.Downs)
 	add("adjacencies.dead_timeouts", s.DeadTimeouts)
+	add("adjacencies.discovered", s.Discovered)
+	add("adjacencies.forgotten", s.Forgotten)
+	add("adjacencies.dials", s.Dials)
 	add("routing.lsus_sent", s.LSUsSent)
 	add("routing.lsus_received", s.LSUsReceived)
 	add("routing.computations", s.Computations)

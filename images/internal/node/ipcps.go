@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -161,6 +162,9 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err != nil {
 			return nil, err
 		}
+		if cfg.Discover {
+			cfg.Heard = lowerHearer{b: b, lower: cfg.Lower}
+		}
 		return unicast.New(cfg, up, observed(b, deps.allocs), brokerRegistrar{b})
 	case "broadcast":
 		var c broadcastConfig
@@ -263,6 +267,7 @@ type unicastConfig struct {
 	Bootstrap  bool     `toml:"bootstrap"`        // the layer's first member
 	Enroll     string   `toml:"enroll"`           // IPCP name of a member to enroll through
 	Neighbours []string `toml:"neighbours"`       // IPCP names to keep adjacencies with
+	Discover   bool     `toml:"discover"`         // also connect to the members the lower eth shims heard announced
 	Addr       uint64   `toml:"addr"`             // static address (default: random)
 	Cert       string   `toml:"cert"`             // membership certificate (ouro cert issue): a file, or "base64:DATA" (boards); for layers admitted by authority
 	CRL        string   `toml:"crl"`              // the authority's revocation list (ouro cert revoke): a file, or "base64:DATA"
@@ -289,7 +294,7 @@ type unicastConfig struct {
 func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 	cfg := unicast.Config{
 		Name: p.Name, Layer: p.Layer, Lower: c.Lower,
-		Bootstrap: c.Bootstrap, Enroll: c.Enroll, Neighbours: c.Neighbours,
+		Bootstrap: c.Bootstrap, Enroll: c.Enroll, Neighbours: c.Neighbours, Discover: c.Discover,
 		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen, Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration,
 		RoutingTick: c.RoutingTick.Duration, KeepAlive: c.KeepAlive.Duration, FlowTimeout: c.FlowTimeout.Duration,
 		Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{})},
@@ -387,6 +392,45 @@ func (r brokerRegistrar) Reg(ctx context.Context, name, lower string) error {
 	return err
 }
 
+// lowerHearer asks a unicast IPCP's lower layers, through the IRM's
+// read-only "heard" command, which of a list of names their shims heard
+// announced on their segments (unicast.Config.Discover).
+type lowerHearer struct {
+	b     *irm.Broker
+	lower []string
+}
+
+// Heard implements unicast.Hearer. A lower layer that cannot answer (not
+// an Ethernet shim, or down) hears nothing: it is skipped, not an error,
+// since discovery asks again every round.
+func (h lowerHearer) Heard(ctx context.Context, names []string) ([]string, error) {
+	var out []string
+	for _, l := range h.lower {
+		r, err := h.b.Mgmt(ctx, irm.MgmtReq{Cmd: cmdHeard, IPCP: l, Args: map[string]string{"names": strings.Join(names, "\n")}})
+		if err != nil {
+			if ctx.Err() != nil {
+				return out, fmt.Errorf("heard in %s: %w", l, err)
+			}
+			continue
+		}
+		for _, row := range r.Table.Rows {
+			if len(row) > 0 && !slices.Contains(out, row[0]) {
+				out = append(out, row[0])
+			}
+		}
+	}
+	return out, nil
+}
+
+// cmdHeard asks a shim which of Args["names"] (one a line) it heard
+// announced (read-only; eth shims, docs/shims.md "Announcements").
+const cmdHeard = "heard"
+
+// hearer is a shim that learns its segment's names from announcements.
+type hearer interface {
+	Heard(names []string) []string
+}
+
 // ethDevice opens the stream device an [ipcp.eth] table asks for; nil
 // when it names an interface (the shim opens AF_PACKET itself). Board
 // links are boardDevices.eth's.
@@ -466,6 +510,13 @@ var _ irm.Manager = shimManager{}
 func (s shimManager) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
 	if c, ok := s.shimIPCP.(capturer); ok && req.Cmd == capture.Cmd {
 		return c.Capture(req.Args)
+	}
+	if h, ok := s.shimIPCP.(hearer); ok && req.Cmd == cmdHeard {
+		t := irm.Table{Columns: []string{"name"}}
+		for _, n := range h.Heard(strings.Split(req.Args["names"], "\n")) {
+			t.Rows = append(t.Rows, []string{n})
+		}
+		return irm.MgmtResp{Table: t}, nil
 	}
 	switch req.Cmd {
 	case "stats":

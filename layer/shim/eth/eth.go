@@ -235,6 +235,10 @@ func (p *IPCP) Register(_ context.Context, name string) error { return p.eng.Reg
 // Unregister implements irm.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error { return p.eng.Unregister(name) }
 
+// Heard returns those of names that other shims on the segment announce
+// (Config.Announce): their holders are reachable directly over this shim.
+func (p *IPCP) Heard(names []string) []string { return p.eng.Heard(names) }
+
 // Query implements irm.IPCP: it broadcasts a name query (unless a cached
 // answer is fresh) and waits for a holder's answer until ctx ends, or
 // Config.QueryTimeout if ctx has no deadline. No answer is flow.ErrNotFound.

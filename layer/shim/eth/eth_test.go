@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -498,6 +499,10 @@ func TestAnnounce(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(200 * time.Millisecond) // a has listened 1.5 periods and heard b
+			// Heard: the names a's segment announced, of those asked.
+			if got, want := a.ipcp.Heard([]string{"nobody", "srv"}), map[bool][]string{true: {"srv"}}[on]; !slices.Equal(got, want) {
+				t.Fatalf("a heard %q of nobody, srv; want %q", got, want)
+			}
 			retries := a.ipcp.Stats().AllocRetries
 			ctlOut := a.ipcp.Stats().CtlOut
 			if err := a.ipcp.Query(context.Background(), "srv"); err != nil {

@@ -317,9 +317,9 @@ type Manager struct {
 	self     layer.Addr
 	started  bool
 	stopped  bool
-	adjs     map[layer.Addr]*adj // up adjacencies by neighbour address
-	half     map[uint64]*adj     // accepted management flows awaiting their dt flow, by nonce
-	dialing  map[string]bool     // names with a dial loop
+	adjs     map[layer.Addr]*adj           // up adjacencies by neighbour address
+	half     map[uint64]*adj               // accepted management flows awaiting their dt flow, by nonce
+	dialing  map[string]context.CancelFunc // names with a dial loop, and how to end it
 	nextPort pff.Port
 }
 
@@ -347,7 +347,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Dead < 2 {
 		return nil, fmt.Errorf("connmgr: dead after %d hellos, want >= 2: %w", cfg.Dead, flow.ErrInvalid)
 	}
-	m := &Manager{cfg: cfg, adjs: make(map[layer.Addr]*adj), half: make(map[uint64]*adj), dialing: make(map[string]bool)}
+	m := &Manager{cfg: cfg, adjs: make(map[layer.Addr]*adj), half: make(map[uint64]*adj), dialing: make(map[string]context.CancelFunc)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
 }
@@ -397,13 +397,27 @@ func (m *Manager) Connect(name string) error {
 	if !m.started || m.stopped {
 		return fmt.Errorf("connmgr: connect %q: not running: %w", name, flow.ErrInvalid)
 	}
-	if m.dialing[name] {
+	if m.dialing[name] != nil {
 		return nil
 	}
-	m.dialing[name] = true
+	ctx, cancel := context.WithCancel(m.ctx)
+	m.dialing[name] = cancel
 	m.wg.Add(1)
-	m.cfg.Runner.Go(func() { m.dialLoop(name) })
+	m.cfg.Runner.Go(func() { m.dialLoop(ctx, name) })
 	return nil
+}
+
+// Forget undoes Connect: the manager stops dialling name. An adjacency
+// with it that is up stays until it dies (hello/dead) or the neighbour
+// ends it; it is not redialled. Forgetting a name not connected is not
+// an error.
+func (m *Manager) Forget(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cancel := m.dialing[name]; cancel != nil {
+		cancel()
+		delete(m.dialing, name)
+	}
 }
 
 // upByName returns the up adjacency with the neighbour named name.
@@ -418,7 +432,7 @@ func (m *Manager) upByName(name string) *adj {
 	return nil
 }
 
-func (m *Manager) dialLoop(name string) {
+func (m *Manager) dialLoop(ctx context.Context, name string) {
 	defer m.wg.Done()
 	backoff := m.cfg.BackoffMin
 	for {
@@ -427,7 +441,7 @@ func (m *Manager) dialLoop(name string) {
 			case <-a.down:
 				backoff = m.cfg.BackoffMin
 				continue
-			case <-m.ctx.Done():
+			case <-ctx.Done():
 				return
 			}
 		}
@@ -436,7 +450,7 @@ func (m *Manager) dialLoop(name string) {
 			backoff = m.cfg.BackoffMin
 			continue
 		}
-		if m.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return
 		}
 		m.c.dialFailures.Add(1)
@@ -445,7 +459,7 @@ func (m *Manager) dialLoop(name string) {
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-time.After(wait):
-		case <-m.ctx.Done():
+		case <-ctx.Done():
 			return
 		}
 		backoff = min(2*backoff, m.cfg.BackoffMax)

@@ -1019,6 +1019,25 @@ func (e *Engine[A]) Resolve(ctx context.Context, name string) (A, error) {
 	}
 }
 
+// Heard returns those of names whose holders this engine heard announce
+// them (Config.Announce) and whose announcement has not expired: names
+// reachable directly on its segment. Read-only; nil without announcements.
+func (e *Engine[A]) Heard(names []string) []string {
+	if e.cfg.Announce <= 0 {
+		return nil
+	}
+	var out []string
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, n := range names {
+		if c, ok := e.heard[layer.HashName(e.cfg.HashAlgo, n)]; ok && now.Before(c.exp) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // Forget drops name from the query cache (after an allocation to the
 // cached holder failed).
 func (e *Engine[A]) Forget(name string) {
