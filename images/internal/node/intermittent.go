@@ -2,23 +2,16 @@ package node
 
 // The shims of intermittent links (docs/intermittent.md): diode, a
 // one-way link, and carrier, storage carried between nodes. Their
-// [ipcp.diode] and [ipcp.carrier] tables, how newIPCP builds them and
-// what the configuration check says about them.
+// [ipcp.diode] and [ipcp.carrier] tables; how newIPCP builds them and
+// what the configuration check says about them is in
+// intermittent_hosted.go (boards refuse them: intermittent_board.go).
 
 import (
-	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
-	"slices"
-	"sort"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
-	"github.com/ouronet/ouro/layer/shim"
-	"github.com/ouronet/ouro/layer/shim/carrier"
-	"github.com/ouronet/ouro/layer/shim/diode"
 	"github.com/ouronet/ouro/layer/shim/impair"
 )
 
@@ -57,19 +50,6 @@ type carrierConfig struct {
 	MaxFlows   int      `toml:"max_flows"`   // incoming flows at once (default 256)
 }
 
-// signLabels returns the labels an IPCP of kind may have signed: a diode
-// or carrier shim its blocks or bundles only, any other IPCP the layer's
-// messages (ipcpSignLabels).
-func signLabels(kind string) []string {
-	switch kind {
-	case "diode":
-		return []string{diode.Label}
-	case "carrier":
-		return []string{carrier.Label}
-	}
-	return ipcpSignLabels
-}
-
 // peerKey decodes a public key written as hex.
 func peerKey(s string) (ed25519.PublicKey, error) {
 	b, err := hex.DecodeString(s)
@@ -77,213 +57,4 @@ func peerKey(s string) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("key %q: want %d hex digits (ouro id prints it): %w", short(s), 2*ed25519.PublicKeySize, flow.ErrInvalid)
 	}
 	return ed25519.PublicKey(b), nil
-}
-
-// config is the shim's configuration but its medium and signer.
-func (c diodeConfig) config(p IPCPConfig) (diode.Config, error) {
-	cfg := diode.Config{Layer: p.Layer, Name: p.Name, K: c.K, Loss: c.Loss, Parity: c.Parity, MTU: c.MTU,
-		Rate: c.Rate, Linger: c.Linger.Duration, Window: c.Window, Impair: c.Impair}
-	if (c.Send == "") == (c.Receive == "") {
-		return cfg, fmt.Errorf("set exactly one of send (the sending end) and receive (the receiving end): %w", flow.ErrInvalid)
-	}
-	if len(c.Flows) == 0 {
-		return cfg, fmt.Errorf("flows: at least one name = id, the same at both ends: %w", flow.ErrInvalid)
-	}
-	names := make([]string, 0, len(c.Flows))
-	for n := range c.Flows {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		cfg.Flows = append(cfg.Flows, diode.Flow{ID: c.Flows[n], Name: n})
-	}
-	if c.Receive != "" {
-		k, err := peerKey(c.PeerKey)
-		if err != nil {
-			return cfg, fmt.Errorf("peer_key: %w", err)
-		}
-		cfg.Peer = k
-	} else if c.PeerKey != "" {
-		return cfg, fmt.Errorf("peer_key is the receiving end's (the sending end signs with the node's own key): %w", flow.ErrInvalid)
-	}
-	if c.Impair.Enabled() && c.Receive != "" {
-		return cfg, fmt.Errorf("impair: only the sending end transmits: %w", flow.ErrInvalid)
-	}
-	if err := c.Impair.Validate(); err != nil {
-		return cfg, err
-	}
-	return cfg, nil
-}
-
-// newDiode builds a diode shim: it opens its UDP socket itself, one way.
-func newDiode(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
-	var c diodeConfig
-	if err := deps.decode(p.Diode, &c); err != nil {
-		return nil, fmt.Errorf("[ipcp.diode] of %s: %w", p.Name, err)
-	}
-	cfg, err := c.config(p)
-	if err != nil {
-		return nil, fmt.Errorf("[ipcp.diode] of %s: %w", p.Name, err)
-	}
-	cfg.Runner = env.pd
-	if c.Send != "" {
-		if s := env.signer(deps.nodeKey); s != nil {
-			cfg.Signer = s
-		} else {
-			return nil, fmt.Errorf("[ipcp.diode] of %s: the sending end signs with the node's key, and the node has none: %w", p.Name, flow.ErrInvalid)
-		}
-		to, err := netip.ParseAddrPort(c.Send)
-		if err != nil {
-			return nil, fmt.Errorf("[ipcp.diode] of %s: send: %w", p.Name, err)
-		}
-		var from netip.AddrPort
-		if c.Bind != "" {
-			if from, err = netip.ParseAddrPort(c.Bind); err != nil {
-				return nil, fmt.Errorf("[ipcp.diode] of %s: bind: %w", p.Name, err)
-			}
-		}
-		if cfg.Tx, err = diode.DialUDP(from, to); err != nil {
-			return nil, fmt.Errorf("[ipcp.diode] of %s: %w", p.Name, err)
-		}
-	} else {
-		at, err := netip.ParseAddrPort(c.Receive)
-		if err != nil {
-			return nil, fmt.Errorf("[ipcp.diode] of %s: receive: %w", p.Name, err)
-		}
-		if cfg.Rx, err = diode.ListenUDP(at); err != nil {
-			return nil, fmt.Errorf("[ipcp.diode] of %s: %w", p.Name, err)
-		}
-	}
-	ipcp, err := diode.New(cfg, env.up)
-	if err != nil {
-		if cfg.Tx != nil {
-			cfg.Tx.Close()
-		}
-		if cfg.Rx != nil {
-			cfg.Rx.Close()
-		}
-		return nil, err
-	}
-	return diodeManager{shimManager{ipcp}, ipcp}, nil
-}
-
-// diodeManager adds the FEC counters to the shim's stats.
-type diodeManager struct {
-	shimManager
-	d *diode.IPCP
-}
-
-var _ irm.SDULimiter = diodeManager{}
-
-// MaxSDU implements irm.SDULimiter.
-func (m diodeManager) MaxSDU() int { return m.d.MaxSDU() }
-
-// Mgmt implements irm.Manager.
-func (m diodeManager) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
-	if req.Cmd == "stats" {
-		return irm.MgmtResp{Table: counterTable(struct {
-			shim.Stats
-			FEC diode.FECStats `json:"fec"`
-		}{m.d.Stats(), m.d.FEC()})}, nil
-	}
-	return m.shimManager.Mgmt(ctx, req)
-}
-
-// config is the shim's configuration but its signer.
-func (c carrierConfig) config(p IPCPConfig) (carrier.Config, error) {
-	cfg := carrier.Config{Layer: p.Layer, Name: p.Name, Out: c.Out, In: c.In, Names: c.Names,
-		Expiry: c.Expiry.Duration, MinTimeout: c.MinTimeout.Duration, Poll: c.Poll.Duration, Linger: c.Linger.Duration,
-		MaxBundle: c.MaxBundle, MaxBytes: c.MaxBytes, MaxFiles: c.MaxFiles, MaxSeen: c.MaxSeen, MaxFlows: c.MaxFlows}
-	if c.Out == "" || c.In == "" {
-		return cfg, fmt.Errorf("out and in: both directories are needed: %w", flow.ErrInvalid)
-	}
-	if c.Out == c.In {
-		return cfg, fmt.Errorf("out and in are the same directory: the node would take its own bundles: %w", flow.ErrInvalid)
-	}
-	if len(c.PeerKeys) == 0 {
-		return cfg, fmt.Errorf("peer_keys: at least one node whose bundles are accepted: %w", flow.ErrInvalid)
-	}
-	for i, s := range c.PeerKeys {
-		k, err := peerKey(s)
-		if err != nil {
-			return cfg, fmt.Errorf("peer_keys[%d]: %w", i, err)
-		}
-		cfg.Peers = append(cfg.Peers, k)
-	}
-	if slices.Contains(c.Names, "") {
-		return cfg, fmt.Errorf("names: an empty name: %w", flow.ErrInvalid)
-	}
-	return cfg, nil
-}
-
-// newCarrier builds a carrier shim over two directories.
-func newCarrier(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
-	var c carrierConfig
-	if err := deps.decode(p.Carrier, &c); err != nil {
-		return nil, fmt.Errorf("[ipcp.carrier] of %s: %w", p.Name, err)
-	}
-	cfg, err := c.config(p)
-	if err != nil {
-		return nil, fmt.Errorf("[ipcp.carrier] of %s: %w", p.Name, err)
-	}
-	cfg.Runner = env.pd
-	s := env.signer(deps.nodeKey)
-	if s == nil {
-		return nil, fmt.Errorf("[ipcp.carrier] of %s: bundles are signed with the node's key, and the node has none: %w", p.Name, flow.ErrInvalid)
-	}
-	cfg.Signer = s
-	ipcp, err := carrier.New(cfg, env.up)
-	if err != nil {
-		return nil, err
-	}
-	return carrierManager{shimManager{ipcp}, ipcp}, nil
-}
-
-// carrierManager adds the bundle counters to the shim's stats.
-type carrierManager struct {
-	shimManager
-	c *carrier.IPCP
-}
-
-// Mgmt implements irm.Manager.
-func (m carrierManager) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
-	if req.Cmd == "stats" {
-		return irm.MgmtResp{Table: counterTable(struct {
-			shim.Stats
-			Bundles carrier.BundleStats `json:"bundles"`
-		}{m.c.Stats(), m.c.Bundles()})}, nil
-	}
-	return m.shimManager.Mgmt(ctx, req)
-}
-
-// checkDiode reports what the diode shim itself would refuse.
-func (k *checker) checkDiode(d diodeConfig, p IPCPConfig, path []any, where string) {
-	cfg, err := d.config(p)
-	if err != nil {
-		k.add(path, where, "", "%v", err)
-		return
-	}
-	if d.Parity == 0 {
-		kk := cfg.K
-		if kk == 0 {
-			kk = 16
-		}
-		if _, err := diode.Parity(kk, d.Loss, diode.DefaultResidual); err != nil {
-			k.add(append(slices.Clone(path), "loss"), where, "loss", "%v", err)
-		}
-	}
-	if d.K < 0 || d.Parity < 0 || d.MTU < 0 || d.Window < 0 {
-		k.add(path, where, "", "k, parity, mtu and window must not be negative")
-	}
-}
-
-// checkCarrier reports what the carrier shim itself would refuse, but
-// for the directories (they may be mounted later: the IPCP checks them).
-func (k *checker) checkCarrier(c carrierConfig, p IPCPConfig, path []any, where string) {
-	if _, err := c.config(p); err != nil {
-		k.add(path, where, "", "%v", err)
-	}
-	if c.MaxBundle < 0 || c.MaxBytes < 0 || c.MaxFiles < 0 || c.MaxSeen < 0 || c.MaxFlows < 0 {
-		k.add(path, where, "", "max_bundle, max_bytes, max_files, max_seen and max_flows must not be negative")
-	}
 }
