@@ -1,5 +1,5 @@
-// Package shim holds what the shim IPCPs (local, udp, eth) share: their
-// counters and flow listings. The shims themselves are its subpackages.
+// Package shim holds what the shim IPCPs share: their counters, flow
+// listings and (local, diode, carrier) registered names. The shims themselves are its subpackages.
 package shim
 
 import "github.com/ouronet/ouro/flow"

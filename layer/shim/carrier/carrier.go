@@ -103,7 +103,7 @@ type IPCP struct {
 	store  sync.Mutex // one writer at a time judges the budget
 
 	mu    sync.Mutex
-	names map[string]bool
+	names shim.Names
 	out   map[uint64]*txFlow
 	in    map[inKey]*rxFlow
 }
@@ -185,7 +185,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		}
 	}
 	p := &IPCP{cfg: cfg, up: up, codec: identity.NewCodec(), stop: make(chan struct{}),
-		names: map[string]bool{}, out: map[uint64]*txFlow{}, in: map[inKey]*rxFlow{}}
+		out: map[uint64]*txFlow{}, in: map[inKey]*rxFlow{}}
 	p.seq.Store(uint64(cfg.Now().UnixMicro())) // a restarted sender's bundles are newer
 	return p, nil
 }
@@ -220,27 +220,15 @@ func (p *IPCP) MaxSDU() int { return flow.MaxSDU }
 
 // Register implements irm.IPCP: the names this side accepts flows for.
 func (p *IPCP) Register(_ context.Context, name string) error {
-	if name == "" || len(name) > MaxNameLen {
-		return fmt.Errorf("carrier: register %q: empty or too long: %w", name, flow.ErrInvalid)
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("carrier: register %q: too long: %w", name, flow.ErrInvalid)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.names[name] {
-		return fmt.Errorf("carrier: register %q: %w", name, flow.ErrExists)
-	}
-	p.names[name] = true
-	return nil
+	return p.names.Register("carrier", name)
 }
 
 // Unregister implements irm.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.names[name] {
-		return fmt.Errorf("carrier: unregister %q: %w", name, flow.ErrNotFound)
-	}
-	delete(p.names, name)
-	return nil
+	return p.names.Unregister("carrier", name)
 }
 
 // Query implements irm.IPCP: the configured Names are reachable (nothing

@@ -132,7 +132,7 @@ type IPCP struct {
 	nextID atomic.Uint64
 
 	mu      sync.Mutex
-	names   map[string]bool
+	names   shim.Names
 	byName  map[string]*txFlow
 	rxFlows map[uint32]*rxFlow
 }
@@ -209,7 +209,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		return nil, fmt.Errorf("%s: mtu %d leaves no room for an SDU: %w", who, cfg.MTU, flow.ErrInvalid)
 	}
 	p := &IPCP{cfg: cfg, up: up, k: cfg.K, m: m, maxSDU: maxSDU, tx: cfg.Tx,
-		names: map[string]bool{}, byName: map[string]*txFlow{}, rxFlows: map[uint32]*rxFlow{}}
+		byName: map[string]*txFlow{}, rxFlows: map[uint32]*rxFlow{}}
 	p.nextID.Store(uint64(time.Now().UnixMicro())) // a restarted sender's blocks are newer
 	for _, f := range cfg.Flows {
 		if f.Name == "" {
@@ -292,27 +292,12 @@ func (p *IPCP) MaxSDU() int { return p.maxSDU }
 // the names its configured flows name; registering is what lets the IRM
 // accept them. A sending end keeps the name but nothing can reach it.
 func (p *IPCP) Register(_ context.Context, name string) error {
-	if name == "" {
-		return fmt.Errorf("diode: register: empty name: %w", flow.ErrInvalid)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.names[name] {
-		return fmt.Errorf("diode: register %q: %w", name, flow.ErrExists)
-	}
-	p.names[name] = true
-	return nil
+	return p.names.Register("diode", name)
 }
 
 // Unregister implements irm.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.names[name] {
-		return fmt.Errorf("diode: unregister %q: %w", name, flow.ErrNotFound)
-	}
-	delete(p.names, name)
-	return nil
+	return p.names.Unregister("diode", name)
 }
 
 // Query implements irm.IPCP: at the sending end, the configured flows'

@@ -39,7 +39,7 @@ type IPCP struct {
 	wg    sync.WaitGroup
 
 	mu     sync.Mutex
-	names  map[string]bool
+	names  shim.Names
 	flows  map[uint64]*splice
 	nextID uint64
 }
@@ -66,7 +66,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	if cfg.Runner == nil {
 		return nil, layer.NeedRunner("local: " + cfg.Name)
 	}
-	return &IPCP{cfg: cfg, up: up, names: make(map[string]bool), flows: make(map[uint64]*splice)}, nil
+	return &IPCP{cfg: cfg, up: up, flows: make(map[uint64]*splice)}, nil
 }
 
 // Start makes the IPCP operational.
@@ -99,34 +99,17 @@ func (p *IPCP) Info() irm.Info {
 
 // Register implements irm.IPCP.
 func (p *IPCP) Register(_ context.Context, name string) error {
-	if name == "" {
-		return fmt.Errorf("local: register: empty name: %w", flow.ErrInvalid)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.names[name] {
-		return fmt.Errorf("local: register %q: %w", name, flow.ErrExists)
-	}
-	p.names[name] = true
-	return nil
+	return p.names.Register("local", name)
 }
 
 // Unregister implements irm.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.names[name] {
-		return fmt.Errorf("local: unregister %q: %w", name, flow.ErrNotFound)
-	}
-	delete(p.names, name)
-	return nil
+	return p.names.Unregister("local", name)
 }
 
 // Query implements irm.IPCP: name is reachable if it is registered here.
 func (p *IPCP) Query(_ context.Context, name string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.names[name] {
+	if !p.names.Has(name) {
 		return fmt.Errorf("local: query %q: %w", name, flow.ErrNotFound)
 	}
 	return nil
