@@ -1,5 +1,6 @@
 // Package shim holds what the shim IPCPs share: their counters, flow
-// listings and (local, diode, carrier) registered names. The shims themselves are its subpackages.
+// listings and (local, diode, carrier) registered names. The shims
+// themselves are its subpackages.
 package shim
 
 import "github.com/ouronet/ouro/flow"
