@@ -30,12 +30,8 @@ CAS=${CAS:-"nop mb-ecn"}
 NS=ouro-ca-$$
 TMP=$(mktemp -d /tmp/ouro-ca.XXXXXX)
 PIDS=()
+. "$(dirname "$0")/lib.sh"
 
-stopall() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	PIDS=()
-}
 cleanup() {
 	stopall
 	ip netns del "$NS" 2>/dev/null || true
@@ -43,16 +39,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ "$(id -u)" != 0 ]; then
-	echo "ca.sh: needs root (ip netns)" >&2
-	exit 1
-fi
+need_root ca.sh "ip netns"
 
-cd "$(git rev-parse --show-toplevel)"
-echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
-echo "== building router and ouro at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
-go build -o "$TMP/router" ./images/router
-go build -o "$TMP/ouro" ./tools/ouro
+build_tools
 # BASE=DIR: a "base:CA" entry of CAS runs DIR/router and DIR/ouro (say,
 # built from main) instead, for a before/after in the same run.
 mkdir -p "$TMP/base"

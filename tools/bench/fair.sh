@@ -33,12 +33,8 @@ NA=ouro-fa-$$
 NB=ouro-fb-$$
 TMP=$(mktemp -d /tmp/ouro-fair.XXXXXX)
 PIDS=()
+. "$(dirname "$0")/lib.sh"
 
-stopall() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	PIDS=()
-}
 cleanup() {
 	stopall
 	ip netns del "$NA" 2>/dev/null || true
@@ -47,16 +43,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ "$(id -u)" != 0 ]; then
-	echo "fair.sh: needs root (ip netns, tc)" >&2
-	exit 1
-fi
+need_root fair.sh "ip netns, tc"
 
-cd "$(git rev-parse --show-toplevel)"
-echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
-echo "== building router and ouro at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
-go build -o "$TMP/router" ./images/router
-go build -o "$TMP/ouro" ./tools/ouro
+build_tools
 # BASE=DIR: a "base:CA" entry of CAS runs DIR/router and DIR/ouro (say,
 # built from main) instead, for a before/after in the same run.
 mkdir -p "$TMP/base"

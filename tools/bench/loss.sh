@@ -29,30 +29,22 @@ PINGS=${PINGS:-1000}
 NS=ouro-loss-$$
 TMP=$(mktemp -d /tmp/ouro-loss.XXXXXX)
 PIDS=()
+. "$(dirname "$0")/lib.sh"
 
 cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	stopall
 	ip netns del "$NS" 2>/dev/null || true
 	rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
 
-if [ "$(id -u)" != 0 ]; then
-	echo "loss.sh: needs root (ip netns, iptables)" >&2
-	exit 1
-fi
+need_root loss.sh "ip netns, iptables"
 if ! command -v iperf3 >/dev/null; then
 	echo "loss.sh: iperf3 not installed (apt-get install -y iperf3)" >&2
 	exit 1
 fi
 
-cd "$(git rev-parse --show-toplevel)"
-# The figures depend on what else the machine runs: say so.
-echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
-echo "== building router and ouro at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
-go build -o "$TMP/router" ./images/router
-go build -o "$TMP/ouro" ./tools/ouro
+build_tools
 
 ip netns add "$NS"
 NSX=(ip netns exec "$NS")
