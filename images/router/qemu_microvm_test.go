@@ -25,9 +25,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/ouronet/ouro/images/internal/qemutest"
 )
 
 // microvmQEMU is the machine: TCG (KVM is not assumed), the PIT for TSC
@@ -147,23 +148,7 @@ qemu_listen = "127.0.0.1:%d"
 // or skips.
 func findMicrovmToolchain(t *testing.T) toolchain {
 	t.Helper()
-	out, err := exec.Command("go", "tool", "-n", "github.com/usbarmory/tamago/cmd/tamago").Output()
-	if err != nil {
-		t.Skipf("SKIP: the tamago tool does not resolve (go tool -n github.com/usbarmory/tamago/cmd/tamago): %v", err)
-	}
-	ver, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/usbarmory/tamago").Output()
-	if err != nil {
-		t.Skipf("SKIP: go list -m github.com/usbarmory/tamago: %v", err)
-	}
-	cache, _ := os.UserCacheDir()
-	goroot := filepath.Join(cache, "tamago-go", "tamago-go"+strings.TrimPrefix(strings.TrimSpace(string(ver)), "v"))
-	if _, err := os.Stat(filepath.Join(goroot, "bin", "go")); err != nil {
-		t.Skipf("SKIP: TamaGo toolchain missing (%s/bin/go); see docs/boards.md", goroot)
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("SKIP: qemu-system-x86_64 missing: apt-get install qemu-system-x86")
-	}
-	return toolchain{tamago: strings.TrimSpace(string(out))}
+	return toolchain{tamago: qemutest.Tamago(t, "qemu-system-x86_64", "qemu-system-x86")}
 }
 
 // buildMicrovmImage builds images/router for microvm with cfg embedded

@@ -40,6 +40,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/probe"
 	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/images/internal/qemutest"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/tools/qemu/hub"
 )
@@ -253,23 +254,7 @@ type toolchain struct{ tamago string }
 // findToolchain locates the tamago command and QEMU or skips.
 func findToolchain(t *testing.T) toolchain {
 	t.Helper()
-	out, err := exec.Command("go", "tool", "-n", "github.com/usbarmory/tamago/cmd/tamago").Output()
-	if err != nil {
-		t.Skipf("SKIP: the tamago tool does not resolve (go tool -n github.com/usbarmory/tamago/cmd/tamago): %v", err)
-	}
-	ver, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/usbarmory/tamago").Output()
-	if err != nil {
-		t.Skipf("SKIP: go list -m github.com/usbarmory/tamago: %v", err)
-	}
-	cache, _ := os.UserCacheDir()
-	goroot := filepath.Join(cache, "tamago-go", "tamago-go"+strings.TrimPrefix(strings.TrimSpace(string(ver)), "v"))
-	if _, err := os.Stat(filepath.Join(goroot, "bin", "go")); err != nil {
-		t.Skipf("SKIP: TamaGo toolchain missing (%s/bin/go); see docs/boards.md", goroot)
-	}
-	if _, err := exec.LookPath("qemu-system-arm"); err != nil {
-		t.Skip("SKIP: qemu-system-arm missing: apt-get install qemu-system-arm")
-	}
-	return toolchain{tamago: strings.TrimSpace(string(out))}
+	return toolchain{tamago: qemutest.Tamago(t, "qemu-system-arm", "qemu-system-arm")}
 }
 
 // buildImage builds images/router for the USB armory with cfg embedded

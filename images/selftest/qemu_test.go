@@ -22,30 +22,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ouronet/ouro/images/internal/qemutest"
 )
 
 func TestQEMUSelftest(t *testing.T) {
 	if os.Getenv("OURO_QEMU_TEST") == "" {
 		t.Skip("SKIP: the QEMU test runs with OURO_QEMU_TEST=1 (make qemu-test)")
 	}
-	tamago, err := exec.Command("go", "tool", "-n", "github.com/usbarmory/tamago/cmd/tamago").Output()
-	if err != nil {
-		t.Skipf("SKIP: the tamago tool does not resolve: %v", err)
-	}
-	ver, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/usbarmory/tamago").Output()
-	if err != nil {
-		t.Skipf("SKIP: go list -m github.com/usbarmory/tamago: %v", err)
-	}
-	cache, _ := os.UserCacheDir()
-	goroot := filepath.Join(cache, "tamago-go", "tamago-go"+strings.TrimPrefix(strings.TrimSpace(string(ver)), "v"))
-	if _, err := os.Stat(filepath.Join(goroot, "bin", "go")); err != nil {
-		t.Skipf("SKIP: TamaGo toolchain missing (%s/bin/go); see docs/boards.md", goroot)
-	}
-	if _, err := exec.LookPath("qemu-system-arm"); err != nil {
-		t.Skip("SKIP: qemu-system-arm missing: apt-get install qemu-system-arm")
-	}
+	tamago := qemutest.Tamago(t, "qemu-system-arm", "qemu-system-arm")
 	elf := filepath.Join(t.TempDir(), "selftest-usbarmory.elf")
-	build := exec.Command("nice", strings.TrimSpace(string(tamago)), "build", "-trimpath", "-tags", "usbarmory",
+	build := exec.Command("nice", tamago, "build", "-trimpath", "-tags", "usbarmory",
 		"-ldflags", "-T 0x80010000 -R 0x1000 -w", "-o", elf, ".")
 	build.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
 	if out, err := build.CombinedOutput(); err != nil {
