@@ -1,6 +1,11 @@
 package layer
 
-import "sync/atomic"
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/ouronet/ouro/flow"
+)
 
 // State is an IPC process's life-cycle state, as irm.Info reports it. The
 // zero value is StateInit.
@@ -39,4 +44,17 @@ func (l *Lifecycle) Swap(s State) State { return State(l.v.Swap(int32(s))) }
 // CompareAndSwap sets the state to next if it is old.
 func (l *Lifecycle) CompareAndSwap(old, next State) bool {
 	return l.v.CompareAndSwap(int32(old), int32(next))
+}
+
+// Ready returns nil if the IPCP is operational; else the error op on
+// name fails with, prefixed by kind ("udp: alloc \"x\": stopped"): not
+// started (flow.ErrInvalid) or stopped (flow.ErrClosed).
+func (l *Lifecycle) Ready(kind, op, name string) error {
+	switch l.Load() {
+	case StateInit:
+		return fmt.Errorf("%s: %s %q: not started: %w", kind, op, name, flow.ErrInvalid)
+	case StateShutdown:
+		return fmt.Errorf("%s: %s %q: stopped: %w", kind, op, name, flow.ErrClosed)
+	}
+	return nil
 }

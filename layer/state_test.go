@@ -1,6 +1,12 @@
 package layer
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/ouronet/ouro/flow"
+)
 
 func TestLifecycle(t *testing.T) {
 	var l Lifecycle
@@ -15,5 +21,20 @@ func TestLifecycle(t *testing.T) {
 	}
 	if got := State(7).String(); got != "unknown" {
 		t.Errorf("State(7) = %q, want unknown", got)
+	}
+}
+
+func TestReady(t *testing.T) {
+	var l Lifecycle
+	if err := l.Ready("udp", "alloc", "x"); !errors.Is(err, flow.ErrInvalid) || !strings.Contains(err.Error(), `udp: alloc "x": not started`) {
+		t.Fatalf("init: %v", err)
+	}
+	l.Store(StateOperational)
+	if err := l.Ready("udp", "alloc", "x"); err != nil {
+		t.Fatalf("operational: %v", err)
+	}
+	l.Store(StateShutdown)
+	if err := l.Ready("udp", "alloc", "x"); !errors.Is(err, flow.ErrClosed) || !strings.Contains(err.Error(), `udp: alloc "x": stopped`) {
+		t.Fatalf("shutdown: %v", err)
 	}
 }

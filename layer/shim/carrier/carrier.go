@@ -253,11 +253,8 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err
 	if port == nil {
 		return fmt.Errorf("carrier: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
-	switch p.state.Load() {
-	case layer.StateInit:
-		return fmt.Errorf("carrier: alloc %q: not started: %w", req.Dst, flow.ErrInvalid)
-	case layer.StateShutdown:
-		return fmt.Errorf("carrier: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+	if err := p.state.Ready("carrier", "alloc", req.Dst); err != nil {
+		return err
 	}
 	if req.QoS.Timeout != 0 && req.QoS.Timeout < p.cfg.MinTimeout {
 		return fmt.Errorf("carrier: alloc %q: QoS timeout %v is shorter than the carrier's %v (use the delay_tolerant preset): %w",

@@ -325,11 +325,8 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err
 	if port == nil {
 		return fmt.Errorf("diode: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
-	switch p.state.Load() {
-	case layer.StateInit:
-		return fmt.Errorf("diode: alloc %q: not started: %w", req.Dst, flow.ErrInvalid)
-	case layer.StateShutdown:
-		return fmt.Errorf("diode: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+	if err := p.state.Ready("diode", "alloc", req.Dst); err != nil {
+		return err
 	}
 	if req.QoS.Sealed {
 		return fmt.Errorf("diode: alloc %q: a one-way link cannot seal (no key exchange): %w", req.Dst, flow.ErrRefused)

@@ -248,11 +248,8 @@ func (p *IPCP) Query(ctx context.Context, name string) error {
 }
 
 func (p *IPCP) resolve(ctx context.Context, name string) (MAC, error) {
-	switch p.state.Load() {
-	case layer.StateInit:
-		return MAC{}, fmt.Errorf("eth: query %q: not started: %w", name, flow.ErrInvalid)
-	case layer.StateShutdown:
-		return MAC{}, fmt.Errorf("eth: query %q: stopped: %w", name, flow.ErrClosed)
+	if err := p.state.Ready("eth", "query", name); err != nil {
+		return MAC{}, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -126,11 +126,8 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err
 	if port == nil {
 		return fmt.Errorf("local: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
-	switch p.state.Load() {
-	case layer.StateInit:
-		return fmt.Errorf("local: alloc %q: not started: %w", req.Dst, flow.ErrInvalid)
-	case layer.StateShutdown:
-		return fmt.Errorf("local: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+	if err := p.state.Ready("local", "alloc", req.Dst); err != nil {
+		return err
 	}
 	if err := p.Query(ctx, req.Dst); err != nil {
 		return err

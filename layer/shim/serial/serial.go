@@ -376,11 +376,8 @@ func (p *IPCP) Query(ctx context.Context, name string) error {
 }
 
 func (p *IPCP) resolve(ctx context.Context, name string) (*session, error) {
-	switch p.state.Load() {
-	case layer.StateInit:
-		return nil, fmt.Errorf("serial: query %q: not started: %w", name, flow.ErrInvalid)
-	case layer.StateShutdown:
-		return nil, fmt.Errorf("serial: query %q: stopped: %w", name, flow.ErrClosed)
+	if err := p.state.Ready("serial", "query", name); err != nil {
+		return nil, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

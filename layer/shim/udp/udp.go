@@ -240,11 +240,8 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) erro
 	if port == nil {
 		return fmt.Errorf("udp: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
-	switch p.state.Load() {
-	case layer.StateInit:
-		return fmt.Errorf("udp: alloc %q: not started: %w", req.Dst, flow.ErrInvalid)
-	case layer.StateShutdown:
-		return fmt.Errorf("udp: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+	if err := p.state.Ready("udp", "alloc", req.Dst); err != nil {
+		return err
 	}
 	dst, ok := p.dir[req.Dst]
 	if !ok {
