@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -386,14 +387,7 @@ func (a *Allocator) onFinish(src layer.Addr, m *Msg) {
 	a.cfg.Runner.Go(func() {
 		res, err := h.rs.Finish(fin)
 		if err != nil {
-			a.mu.Lock()
-			delete(a.inbound, key)
-			a.mu.Unlock()
-			a.wg.Done()
-			a.c.kexFailed.Add(1)
-			a.c.refused.Add(1)
-			a.cfg.Logf("fa: sealed flow to %q from %d refused: %v", h.name, src, err)
-			a.send(src, &Msg{Type: MsgResp, DstEID: key.eid, Result: ResRefused})
+			a.kexRefused(key, "sealed flow to "+strconv.Quote(h.name), err)
 			return
 		}
 		a.accept(key, h.name, h.srcName, h.qos, &sealing{res: res})
@@ -473,18 +467,25 @@ func (a *Allocator) onResume(src layer.Addr, m *Msg) {
 	a.cfg.Runner.Go(func() {
 		res, reply, err := a.respondResume(t, m)
 		if err != nil {
-			a.mu.Lock()
-			delete(a.inbound, key)
-			a.mu.Unlock()
-			a.wg.Done()
-			a.c.kexFailed.Add(1)
-			a.c.refused.Add(1)
-			a.cfg.Logf("fa: resumed sealed flow to %q from %d refused: %v", name, src, err)
-			a.send(src, &Msg{Type: MsgResp, DstEID: key.eid, Result: ResRefused})
+			a.kexRefused(key, "resumed sealed flow to "+strconv.Quote(name), err)
 			return
 		}
 		a.accept(key, name, m.Name, m.QoS, &sealing{res: res, resumed: true, reply: reply})
 	})
+}
+
+// kexRefused ends an incoming request in its accept stage (a.inbound,
+// a.wg) whose key exchange failed: counted, logged, refused to the
+// requester.
+func (a *Allocator) kexRefused(key inKey, what string, err error) {
+	a.mu.Lock()
+	delete(a.inbound, key)
+	a.mu.Unlock()
+	a.wg.Done()
+	a.c.kexFailed.Add(1)
+	a.c.refused.Add(1)
+	a.cfg.Logf("fa: %s from %d refused: %v", what, key.src, err)
+	a.send(key.src, &Msg{Type: MsgResp, DstEID: key.eid, Result: ResRefused})
 }
 
 func (a *Allocator) respondResume(t kex.Ticket, m *Msg) (kex.Result, []byte, error) {
