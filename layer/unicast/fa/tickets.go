@@ -141,13 +141,3 @@ func (s *ticketStore) putIn(t kex.Ticket, now time.Time) {
 	}
 	s.in[t.ID] = heldTicket{t: t, expires: now.Add(s.life)}
 }
-
-// sizes returns how many tickets each role holds.
-func (s *ticketStore) sizes() (out, in int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ts := range s.out {
-		out += len(ts)
-	}
-	return out, len(s.in)
-}

@@ -64,3 +64,13 @@ func TestTicketStore(t *testing.T) {
 		t.Fatalf("%d responder tickets kept, bound %d", in, maxServedTickets)
 	}
 }
+
+// sizes returns how many tickets each role holds.
+func (s *ticketStore) sizes() (out, in int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ts := range s.out {
+		out += len(ts)
+	}
+	return out, len(s.in)
+}
