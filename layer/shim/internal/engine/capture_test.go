@@ -14,7 +14,7 @@ import (
 // control messages and the data, with their endpoint ids.
 func TestCaptureInputAllocs(t *testing.T) {
 	up := flowtest.NewUpcalls(16)
-	e, _ := newEngine(t, Config[peer]{Upcalls: up})
+	e, w := newEngine(t, Config[peer]{Upcalls: up})
 	allocReq(t, e, "p", 1)
 	acc := <-up.Accepted
 	defer acc.Port.Close()
@@ -26,6 +26,9 @@ func TestCaptureInputAllocs(t *testing.T) {
 		}
 		return len(fs) == 1
 	})
+	// The answer goes out after the flow is listed: let it, before the
+	// capture starts (else it is captured too, as a second answer).
+	waitFor(t, "the first answer sent", func() bool { return len(w.msgs(MsgAllocResp)) == 1 })
 	pkt := make([]byte, 1000)
 	buf := make([]byte, flow.MaxSDU)
 	step := func() {
