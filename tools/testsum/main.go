@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -88,6 +89,15 @@ type Step struct {
 	SkipLines []string `json:"skip_lines,omitempty"` // "SKIP: ..." said by a make target or a suite
 	TextPass  int      `json:"text_pass"`            // "--- PASS" lines
 	TextFail  int      `json:"text_fail"`
+	TextFails []string `json:"text_fails,omitempty"` // the tests of the "--- FAIL" lines
+
+	// Why is the end of each failed test's output, by "package test"
+	// (JSON steps) or test name (text steps): the summary repeats it, so
+	// that a log cut to its tail still says why.
+	Why map[string][]string `json:"why,omitempty"`
+
+	current string              // text steps: the test the last "=== " line named
+	outputs map[string][]string // text steps: recent output by test
 }
 
 // Skip is one skipped test and why.
@@ -110,6 +120,7 @@ type event struct {
 var (
 	skipLine = regexp.MustCompile(`(?:^|: )SKIP: (.*)$`)
 	textTest = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+)`)
+	textRun  = regexp.MustCompile(`^=== (?:RUN|NAME|CONT|PAUSE)\s+(\S+)`)
 	filePos  = regexp.MustCompile(`^\s*[\w.-]+\.go:\d+: `)
 )
 
@@ -184,6 +195,7 @@ func (st *Step) scan(r io.Reader, out io.Writer) {
 			case "fail":
 				st.Failed++
 				st.Failures = append(st.Failures, e.Package+" "+e.Test)
+				st.why(e.Package+" "+e.Test, lines)
 				for _, l := range lines {
 					fmt.Fprint(out, l)
 				}
@@ -216,7 +228,34 @@ func (st *Step) pkgDone(e event, lines []string, out io.Writer) {
 	}
 }
 
-// text tallies a line that is not a test event.
+// whyLines is how much of a failed test's output the summary repeats.
+const whyLines = 12
+
+// why records the end of a failed test's output: its messages, not the
+// run and result lines.
+func (st *Step) why(test string, lines []string) {
+	var keep []string
+	for _, l := range lines {
+		t := strings.TrimRight(l, "\n")
+		if s := strings.TrimSpace(t); s == "" || strings.HasPrefix(s, "=== ") || strings.HasPrefix(s, "--- PASS") || strings.HasPrefix(s, "--- SKIP") {
+			continue
+		}
+		if len(t) > 300 {
+			t = t[:297] + "..."
+		}
+		keep = append(keep, t)
+	}
+	if len(keep) == 0 {
+		return
+	}
+	if st.Why == nil {
+		st.Why = map[string][]string{}
+	}
+	st.Why[test] = keep[max(0, len(keep)-whyLines):]
+}
+
+// text tallies a line that is not a test event; for go test -v output it
+// keeps each test's recent lines, to say why one failed.
 func (st *Step) text(line string) {
 	if m := textTest.FindStringSubmatch(line); m != nil {
 		switch m[1] {
@@ -224,8 +263,22 @@ func (st *Step) text(line string) {
 			st.TextPass++
 		case "FAIL":
 			st.TextFail++
+			st.TextFails = append(st.TextFails, m[2])
+			st.why(m[2], st.outputs[m[2]])
 		}
 		return
+	}
+	if m := textRun.FindStringSubmatch(line); m != nil {
+		st.current = m[1]
+	} else if st.current != "" {
+		if st.outputs == nil {
+			st.outputs = map[string][]string{}
+		}
+		o := append(st.outputs[st.current], line)
+		if len(o) > 4*whyLines {
+			o = append(o[:0], o[len(o)-2*whyLines:]...)
+		}
+		st.outputs[st.current] = o
 	}
 	if m := skipLine.FindStringSubmatch(line); m != nil {
 		st.SkipLines = append(st.SkipLines, strings.TrimSpace(m[1]))
@@ -386,8 +439,15 @@ func report(w io.Writer, steps []*Step) bool {
 	}
 	var fails []string
 	for _, st := range steps {
-		for _, f := range st.Failures {
+		all := append(slices.Clip(st.Failures), st.TextFails...)
+		for _, f := range all {
 			fails = append(fails, "  "+st.Name+" "+f)
+			if slices.ContainsFunc(all, func(g string) bool { return strings.HasPrefix(g, f+"/") }) {
+				continue // a parent: its failed subtest says why
+			}
+			for _, l := range st.Why[f] {
+				fails = append(fails, "      | "+strings.TrimSpace(l))
+			}
 		}
 	}
 	if len(fails) > 0 {

@@ -115,6 +115,55 @@ func TestReport(t *testing.T) {
 	}
 }
 
+// TestWhyInSummary: the summary repeats why each test failed (the end of
+// its output), for go test -json steps and for the QEMU suites' -v text,
+// where the failing subtest's messages come long before its "--- FAIL"
+// line; a parent that failed only through its subtest adds nothing.
+func TestWhyInSummary(t *testing.T) {
+	dir := t.TempDir()
+	text := strings.Join([]string{
+		"=== RUN   TestQEMU",
+		"=== RUN   TestQEMU/eth/vm",
+		"    qemu_test.go:120: VM exited (status 1) before ready 310ms after starting qemu; console ends:",
+		"        qemu-system-x86_64: -netdev socket,id=s0,connect=127.0.0.1:20001: Connection refused",
+		"=== RUN   TestQEMU/eth/hosted",
+		"    qemu_test.go:200: eth to hosted ping ok",
+		"=== NAME  TestQEMU",
+		"    qemu_test.go:131: figures of the parent",
+		"--- FAIL: TestQEMU (3.00s)",
+		"    --- FAIL: TestQEMU/eth/vm (0.31s)",
+		"    --- PASS: TestQEMU/eth/hosted (2.00s)",
+		"FAIL",
+	}, "\n")
+	steps := map[string]string{
+		"unit":      `printf '%s\n' '{"Action":"output","Package":"ex/a","Test":"TestBad","Output":"=== RUN   TestBad\n"}' '{"Action":"output","Package":"ex/a","Test":"TestBad","Output":"    a_test.go:20: got 1, want 2\n"}' '{"Action":"fail","Package":"ex/a","Test":"TestBad"}' '{"Action":"fail","Package":"ex/a","Elapsed":0.1}'; exit 1`,
+		"qemu-test": "cat <<'END'\n" + text + "\nEND\nexit 1",
+	}
+	for _, name := range []string{"unit", "qemu-test"} {
+		run(dir, name, []string{"sh", "-c", steps[name]}, &bytes.Buffer{})
+	}
+	recorded, err := load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	report(&out, recorded)
+	for _, w := range []string{
+		"  unit ex/a TestBad\n      | a_test.go:20: got 1, want 2\n",
+		"  qemu-test TestQEMU\n  qemu-test TestQEMU/eth/vm\n      | qemu_test.go:120: VM exited (status 1) before ready",
+		"      | qemu-system-x86_64: -netdev socket,id=s0,connect=127.0.0.1:20001: Connection refused\n",
+	} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("summary lacks %q:\n%s", w, out.String())
+		}
+	}
+	for _, nw := range []string{"figures of the parent", "eth to hosted ping ok"} {
+		if strings.Contains(out.String(), nw) {
+			t.Errorf("summary shows %q, which is not why anything failed:\n%s", nw, out.String())
+		}
+	}
+}
+
 // TestRaceSkippedAllocTestsRunInAllocsStep: a test that measures
 // allocations and skips under the race detector runs only in the allocs
 // step (go test -run Allocs, without -race), so its name must say Allocs;
