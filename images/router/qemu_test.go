@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -308,12 +309,22 @@ func elfSize(path string) string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below Linux's ephemeral range (32768-60999 by default): a port the
+	// kernel chose for us would be free to be chosen again as the local
+	// port of any connect() until the node that is to listen on it binds
+	// it, and a listener's bind then fails. One from this range is only
+	// ever taken by a bind, which this check makes.
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free TCP port on 127.0.0.1 in 20000-31999")
+	return 0
 }
 
 // vm is a running QEMU guest.
@@ -405,7 +416,13 @@ func startVM(t *testing.T, v *vm, name string) {
 	case d := <-v.ready:
 		t.Logf("VM ready %v after starting qemu", d.Round(time.Millisecond))
 	case <-v.done:
-		t.Fatalf("VM exited (status %d) before ready", v.code)
+		// the console's end in the failure itself: a CI log may show
+		// only the lines around it
+		v.mu.Lock()
+		tail := v.console[max(0, len(v.console)-15):]
+		v.mu.Unlock()
+		t.Fatalf("VM exited (status %d) before ready %v after starting qemu; console ends:\n    %s",
+			v.code, time.Since(start).Round(time.Millisecond), strings.Join(tail, "\n    "))
 	case <-time.After(60 * time.Second):
 		t.Fatal("VM not ready in 60s")
 	}
