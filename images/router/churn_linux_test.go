@@ -133,8 +133,23 @@ func TestChurn(t *testing.T) {
 	t.Logf("%d churn events: %s", len(events), strings.Join(events, "; "))
 
 	// The reliable flow lost and reordered nothing.
+	checkReliable(t, rel, dur, "h2 → h6", "the churn")
+
+	// The unreliable flow's loss.
+	reportPing(t, ping, dur, "h3 → h6", "the churn")
+
+	// Every name is still reachable from everywhere.
+	l.pingPairs(topo.Hosts, topo.Hosts, "uni", echoName)
+}
+
+// checkReliable waits for a reliable `ouro --json perf -v` that ran for
+// dur across what (a description for the log) and fails the test unless
+// the server received every SDU sent, in order; it logs the throughput
+// per second and in all.
+func checkReliable(t *testing.T, rel *testnet.Proc, dur time.Duration, path, what string) {
+	t.Helper()
 	if err := rel.Wait(dur + 60*time.Second); err != nil {
-		t.Fatalf("reliable perf across the churn: %v\n%s", err, rel.Output())
+		t.Fatalf("reliable perf across %s: %v\n%s", what, err, rel.Output())
 	}
 	var res struct {
 		Sent    uint64  `json:"sent"`
@@ -158,24 +173,25 @@ func TestChurn(t *testing.T) {
 	if err := json.Unmarshal([]byte(strings.Join(doc, "\n")), &res); err != nil {
 		t.Fatalf("perf's JSON: %v\n%s", err, out)
 	}
-	t.Logf("reliable flow h2 → h6, per second: %s", strings.Join(progress, " | "))
+	t.Logf("reliable flow %s, per second: %s", path, strings.Join(progress, " | "))
 	if !res.HaveSrv || res.Sent == 0 || res.Server.SDUs != res.Sent || res.Server.Reordered != 0 {
-		t.Fatalf("reliable flow across the churn: sent %d, the server got %d (%d reordered); want all, in order\n%s", res.Sent, res.Server.SDUs, res.Server.Reordered, out)
+		t.Fatalf("reliable flow across %s: sent %d, the server got %d (%d reordered); want all, in order\n%s", what, res.Sent, res.Server.SDUs, res.Server.Reordered, out)
 	}
-	t.Logf("reliable flow across the churn: %d SDUs sent, all %d received in order, %.2f Mbit/s", res.Sent, res.Server.SDUs, res.RecvBPS/1e6)
+	t.Logf("reliable flow %s across %s: %d SDUs sent, all %d received in order, %.2f Mbit/s", path, what, res.Sent, res.Server.SDUs, res.RecvBPS/1e6)
+}
 
-	// The unreliable flow's loss.
+// reportPing waits for an `ouro ping -i 20ms` that ran for dur across
+// what and logs its loss and longest gap.
+func reportPing(t *testing.T, ping *testnet.Proc, dur time.Duration, path, what string) {
+	t.Helper()
 	if err := ping.Wait(dur + 60*time.Second); err != nil {
-		t.Fatalf("ping across the churn: %v\n%s", err, ping.Output())
+		t.Fatalf("ping across %s: %v\n%s", what, err, ping.Output())
 	}
 	r, err := parsePing(ping.Output())
 	if err != nil {
 		t.Fatal(err)
 	}
 	lost, longest := r.lost(r.firstSeq())
-	t.Logf("unreliable ping h3 → h6 every 20 ms across the churn: %d of %d received (%.1f%% lost), longest gap %d SDUs ≈ %d ms",
-		r.received, r.sent, 100*float64(len(lost))/float64(max(r.sent, 1)), longest, longest*20)
-
-	// Every name is still reachable from everywhere.
-	l.pingPairs(topo.Hosts, topo.Hosts, "uni", echoName)
+	t.Logf("unreliable ping %s every 20 ms across %s: %d of %d received (%.1f%% lost), longest gap %d SDUs ≈ %d ms",
+		path, what, r.received, r.sent, 100*float64(len(lost))/float64(max(r.sent, 1)), longest, longest*20)
 }
