@@ -50,6 +50,10 @@ type Config struct {
 
 	Out string // the directory bundles are written to (carried away); required
 	In  string // the directory bundles arrive in (carried here); required
+	// State is a directory of this node's own (not carried) where the
+	// seen-set is kept (SeenFile), so that a restarted receiver still
+	// refuses bundles it took; "" keeps it in memory only.
+	State string
 
 	Signer identity.Signer     // this node's key; required
 	Peers  []ed25519.PublicKey // the nodes whose bundles are accepted; required
@@ -179,7 +183,14 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		return nil, fmt.Errorf("%s: negative durations, max_bundle outside [%d, %d], max_bytes below %d or a zero count: %w",
 			who, flow.MaxSDU, MaxBodySize/2, MaxFileSize, flow.ErrInvalid)
 	}
-	for _, d := range []string{cfg.Out, cfg.In} {
+	dirs := []string{cfg.Out, cfg.In}
+	if cfg.State != "" {
+		if cfg.State == cfg.Out || cfg.State == cfg.In {
+			return nil, fmt.Errorf("%s: the state directory must not be out or in (it is not carried): %w", who, flow.ErrInvalid)
+		}
+		dirs = append(dirs, cfg.State)
+	}
+	for _, d := range dirs {
 		if st, err := os.Stat(d); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("%s: %s is not a directory: %w", who, d, flow.ErrInvalid)
 		}
@@ -196,6 +207,17 @@ func (p *IPCP) Start() error {
 		return fmt.Errorf("carrier: %s: start in state %s: %w", p.cfg.Name, p.state.Load(), flow.ErrInvalid)
 	}
 	r := newReceiver(p)
+	if p.cfg.State != "" {
+		l, err := r.loadSeen(p.cfg.State, p.cfg.Now().Unix())
+		switch {
+		case l == nil:
+			p.state.Store(layer.StateInit)
+			return fmt.Errorf("carrier: %s: %w", p.cfg.Name, err)
+		case err != nil: // damaged: what it held up to the damage is kept
+			p.storeErrs.Add(1)
+		}
+		r.log = l
+	}
 	p.wg.Add(1)
 	p.cfg.Runner.Go(r.run)
 	return nil

@@ -245,7 +245,7 @@ func TestTamperedBundleRefused(t *testing.T) {
 	bad := []byte(string(data))
 	bad[i] = 'T'
 	dst := filepath.Join(b.in, filepath.Base(path))
-	if err := os.WriteFile(dst, bad, 0o600); err != nil {
+	if err := writeAtomic(b.in, filepath.Base(path), bad); err != nil { // a half-read file would count as malformed
 		t.Fatal(err)
 	}
 	waitGone(t, dst)
@@ -285,7 +285,9 @@ func TestReplayRefused(t *testing.T) {
 		}
 		dst := filepath.Join(b.in, filepath.Base(path))
 		waitGone(t, dst)
-		if err := os.WriteFile(dst, data, 0o600); err != nil {
+		// atomically, as a carrier would: a scan that read half a file
+		// would count it malformed, not replayed
+		if err := writeAtomic(b.in, filepath.Base(path), data); err != nil {
 			t.Fatal(err)
 		}
 		waitGone(t, dst)

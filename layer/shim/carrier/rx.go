@@ -18,10 +18,12 @@ import (
 // receiver is the goroutine that takes bundles out of In, with its
 // seen-set. Its fields belong to that goroutine.
 type receiver struct {
-	p     *IPCP
-	seen  map[seenKey]int64 // sender and sequence -> expiry (Unix seconds)
-	floor map[string]uint64 // per sender: sequences at or below it are refused
-	buf   []byte
+	p      *IPCP
+	seen   map[seenKey]int64 // sender and sequence -> expiry (Unix seconds)
+	floor  map[string]uint64 // per sender: sequences at or below it are refused
+	buf    []byte
+	log    *seenLog     // the seen-set on disk (Config.State), or nil
+	raised []seenRecord // floors raised since the last append to log
 }
 
 type seenKey struct {
@@ -36,6 +38,7 @@ func newReceiver(p *IPCP) *receiver {
 func (r *receiver) run() {
 	p := r.p
 	defer p.wg.Done()
+	defer r.log.close()
 	defer func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -148,6 +151,17 @@ func (r *receiver) take(data []byte) (keep bool) {
 		return !(len(b.SDUs) == 0 && b.End) // an empty last bundle of an unknown flow is done
 	}
 	r.remember(k, b.Expires, now)
+	if r.log != nil {
+		// on disk before delivered: after a crash it is refused, not
+		// delivered again; a log that cannot be written is counted and
+		// the bundle delivered (only the guarantee across restarts is
+		// lost, and the store_errors counter says so)
+		recs := append(r.raised, seenRecord{Sender: sender, Seq: b.Seq, Expires: b.Expires})
+		r.raised = r.raised[:0]
+		if err := r.log.add(r, p.cfg.MaxSeen, recs...); err != nil {
+			p.storeErrs.Add(1)
+		}
+	}
 	p.bundlesIn.Add(1)
 	r.deliver(inKey{sender, b.Flow}, f, &b)
 	return false
@@ -176,6 +190,9 @@ func (r *receiver) remember(k seenKey, expires, now int64) {
 		}
 		delete(r.seen, low)
 		r.floor[low.sender] = max(r.floor[low.sender], low.seq)
+		if r.log != nil {
+			r.raised = append(r.raised, seenRecord{Sender: low.sender, Seq: r.floor[low.sender], Floor: true})
+		}
 	}
 	p.seenLen.Store(uint64(len(r.seen)))
 }
