@@ -38,6 +38,8 @@ type carrierConfig struct {
 	Out        string   `toml:"out"`         // directory bundles are written to (carried away)
 	In         string   `toml:"in"`          // directory bundles arrive in
 	State      string   `toml:"state"`       // a directory of this node's where the seen-set is kept across restarts ("": memory only)
+	Ack        bool     `toml:"ack"`         // write signed acknowledgements of bundles taken into out (the return path)
+	Resend     duration `toml:"resend"`      // keep bundles in state until acknowledged; write again one gone from out unacknowledged this long (needs state)
 	PeerKeys   []string `toml:"peer_keys"`   // nodes whose bundles are accepted, 64 hex digits each (ouro id)
 	Names      []string `toml:"names"`       // names reachable at the other side
 	Expiry     duration `toml:"expiry"`      // a bundle's lifetime (default 24h)

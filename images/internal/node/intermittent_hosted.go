@@ -145,7 +145,7 @@ func (m diodeManager) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, 
 
 // config is the shim's configuration but its signer.
 func (c carrierConfig) config(p IPCPConfig) (carrier.Config, error) {
-	cfg := carrier.Config{Layer: p.Layer, Name: p.Name, Out: c.Out, In: c.In, State: c.State, Names: c.Names,
+	cfg := carrier.Config{Layer: p.Layer, Name: p.Name, Out: c.Out, In: c.In, State: c.State, Ack: c.Ack, Resend: c.Resend.Duration, Names: c.Names,
 		Expiry: c.Expiry.Duration, MinTimeout: c.MinTimeout.Duration, Poll: c.Poll.Duration, Linger: c.Linger.Duration,
 		MaxBundle: c.MaxBundle, MaxBytes: c.MaxBytes, MaxFiles: c.MaxFiles, MaxSeen: c.MaxSeen, MaxFlows: c.MaxFlows}
 	if c.Out == "" || c.In == "" {
@@ -153,6 +153,9 @@ func (c carrierConfig) config(p IPCPConfig) (carrier.Config, error) {
 	}
 	if c.Out == c.In {
 		return cfg, fmt.Errorf("out and in are the same directory: the node would take its own bundles: %w", flow.ErrInvalid)
+	}
+	if c.Resend.Duration < 0 || c.Resend.Duration > 0 && c.State == "" {
+		return cfg, fmt.Errorf("resend needs state (where unacknowledged bundles are kept) and must not be negative: %w", flow.ErrInvalid)
 	}
 	if c.State != "" && (c.State == c.Out || c.State == c.In) {
 		return cfg, fmt.Errorf("state is out or in: the seen-set is the node's own, not carried: %w", flow.ErrInvalid)

@@ -6,10 +6,12 @@
 // directory, within a budget of bytes and files; the receiving side scans
 // its In directory, refuses (and counts) what is malformed, tampered,
 // from an unknown node, expired or already seen, delivers the rest and
-// removes every file it took: removal is the acknowledgement. There is no
-// handshake: a flow is accepted at its first bundle. It is not a
-// transport: bundles lost or reordered by whoever carries the storage are
-// not recovered here (docs/intermittent.md).
+// removes every file it took. There is no handshake: a flow is accepted
+// at its first bundle. Where the storage is carried back too, signed
+// acknowledgements (Ack) and resending (Resend, ack.go) recover bundles
+// the carrier lost; bundles it reorders are delivered in the order they
+// arrive (docs/intermittent.md). With State, the seen-set survives a
+// restart (seen.go).
 //
 // Pipeline: one goroutine per sending flow reads SDUs into a bundle until
 // MaxBundle bytes or Linger, then seals it and waits for room in the
@@ -54,6 +56,14 @@ type Config struct {
 	// seen-set is kept (SeenFile), so that a restarted receiver still
 	// refuses bundles it took; "" keeps it in memory only.
 	State string
+	// Ack makes the receiving side write, after each scan that took
+	// bundles, a signed acknowledgement per sender into Out (the return
+	// path, if Out is carried back).
+	Ack bool
+	// Resend, if positive, keeps every bundle written in State/SentDir
+	// until it is acknowledged; one that left Out without an
+	// acknowledgement within Resend is written again (needs State).
+	Resend time.Duration
 
 	Signer identity.Signer     // this node's key; required
 	Peers  []ed25519.PublicKey // the nodes whose bundles are accepted; required
@@ -86,6 +96,10 @@ type BundleStats struct {
 	StoreErrors uint64 `json:"store_errors"` // files that could not be written, read or removed
 	Seen        uint64 `json:"seen"`         // entries in the seen-set
 	Purged      uint64 `json:"purged"`       // expired bundles removed from Out, never carried
+	AcksOut     uint64 `json:"acks_out"`     // acknowledgements written to Out
+	AcksIn      uint64 `json:"acks_in"`      // acknowledgements taken from In
+	Acked       uint64 `json:"acked"`        // bundles of ours acknowledged (no longer kept for resending)
+	Resent      uint64 `json:"resent"`       // bundles written to Out again, unacknowledged
 }
 
 // IPCP is a carrier shim IPC process.
@@ -100,7 +114,7 @@ type IPCP struct {
 
 	bundlesOut, bundlesIn, malformed, tampered, unknownPeer atomic.Uint64
 	expired, replayed, budgetWaits, storeErrs, seenLen      atomic.Uint64
-	purged                                                  atomic.Uint64
+	purged, acksOut, acksIn, acked, resent                  atomic.Uint64
 
 	seq    atomic.Uint64
 	flowID atomic.Uint64
@@ -183,6 +197,9 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		return nil, fmt.Errorf("%s: negative durations, max_bundle outside [%d, %d], max_bytes below %d or a zero count: %w",
 			who, flow.MaxSDU, MaxBodySize/2, MaxFileSize, flow.ErrInvalid)
 	}
+	if cfg.Resend < 0 || cfg.Resend > 0 && cfg.State == "" {
+		return nil, fmt.Errorf("%s: resend needs a state directory (where unacknowledged bundles are kept) and must not be negative: %w", who, flow.ErrInvalid)
+	}
 	dirs := []string{cfg.Out, cfg.In}
 	if cfg.State != "" {
 		if cfg.State == cfg.Out || cfg.State == cfg.In {
@@ -193,6 +210,11 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	for _, d := range dirs {
 		if st, err := os.Stat(d); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("%s: %s is not a directory: %w", who, d, flow.ErrInvalid)
+		}
+	}
+	if cfg.Resend > 0 {
+		if err := os.MkdirAll(filepath.Join(cfg.State, SentDir), 0o700); err != nil {
+			return nil, fmt.Errorf("%s: %w", who, err)
 		}
 	}
 	p := &IPCP{cfg: cfg, up: up, codec: identity.NewCodec(), stop: make(chan struct{}),
@@ -401,6 +423,11 @@ func (p *IPCP) store1(f *txFlow, sdus [][]byte, end bool) bool {
 		return true // the SDUs are dropped; the flow goes on
 	}
 	name := FileName(p.cfg.Signer.Public(), seq)
+	if p.cfg.Resend > 0 {
+		if err := p.keepSent(name, file); err != nil {
+			p.storeErrs.Add(1) // written once, never again
+		}
+	}
 	for waited := false; ; waited = true {
 		p.store.Lock()
 		bytes, files, purged, err := usage(p.cfg.Out, p.cfg.Now().Add(-p.cfg.Expiry))
@@ -490,6 +517,7 @@ func (p *IPCP) Bundles() BundleStats {
 		Malformed: p.malformed.Load(), Tampered: p.tampered.Load(), UnknownPeer: p.unknownPeer.Load(),
 		Expired: p.expired.Load(), Replayed: p.replayed.Load(), BudgetWaits: p.budgetWaits.Load(),
 		StoreErrors: p.storeErrs.Load(), Seen: p.seenLen.Load(), Purged: p.purged.Load(),
+		AcksOut: p.acksOut.Load(), AcksIn: p.acksIn.Load(), Acked: p.acked.Load(), Resent: p.resent.Load(),
 	}
 }
 

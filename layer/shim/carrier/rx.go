@@ -18,12 +18,13 @@ import (
 // receiver is the goroutine that takes bundles out of In, with its
 // seen-set. Its fields belong to that goroutine.
 type receiver struct {
-	p      *IPCP
-	seen   map[seenKey]int64 // sender and sequence -> expiry (Unix seconds)
-	floor  map[string]uint64 // per sender: sequences at or below it are refused
-	buf    []byte
-	log    *seenLog     // the seen-set on disk (Config.State), or nil
-	raised []seenRecord // floors raised since the last append to log
+	p       *IPCP
+	seen    map[seenKey]int64 // sender and sequence -> expiry (Unix seconds)
+	floor   map[string]uint64 // per sender: sequences at or below it are refused
+	buf     []byte
+	log     *seenLog     // the seen-set on disk (Config.State), or nil
+	raised  []seenRecord // floors raised since the last append to log
+	pending acks         // bundles taken (or taken again) since the last acknowledgements
 }
 
 type seenKey struct {
@@ -32,7 +33,7 @@ type seenKey struct {
 }
 
 func newReceiver(p *IPCP) *receiver {
-	return &receiver{p: p, seen: map[seenKey]int64{}, floor: map[string]uint64{}}
+	return &receiver{p: p, seen: map[seenKey]int64{}, floor: map[string]uint64{}, pending: acks{}}
 }
 
 func (r *receiver) run() {
@@ -70,10 +71,18 @@ func (r *receiver) scan() {
 	}
 	names := make([]string, 0, len(ents))
 	for _, e := range ents {
-		if e.Type().IsRegular() && isBundleName(e.Name()) {
+		if e.Type().IsRegular() && (isBundleName(e.Name()) || isAckName(e.Name())) {
 			names = append(names, e.Name())
 		}
 	}
+	defer func() {
+		if p.cfg.Ack && len(r.pending) > 0 {
+			r.writeAcks()
+		}
+		if p.cfg.Resend > 0 {
+			r.resend()
+		}
+	}()
 	sort.Strings(names)
 	for _, n := range names {
 		select {
@@ -83,7 +92,9 @@ func (r *receiver) scan() {
 		}
 		path := filepath.Join(p.cfg.In, n)
 		data, err := r.read(path)
-		if err == nil && r.take(data) {
+		if err == nil && isAckName(n) {
+			r.takeAck(data)
+		} else if err == nil && r.take(data) {
 			continue // no one accepts its flow yet: it waits for the next scan
 		}
 		// Taken or refused, the file is done with: removing it is the
@@ -144,6 +155,9 @@ func (r *receiver) take(data []byte) (keep bool) {
 	k := seenKey{sender, b.Seq}
 	if _, dup := r.seen[k]; dup || b.Seq <= r.floor[sender] {
 		p.replayed.Add(1)
+		if p.cfg.Ack { // a resend of what arrived after all: say so again
+			r.pending.add(b.Sender, b.Seq)
+		}
 		return false
 	}
 	f := r.flow(sender, &b)
@@ -163,6 +177,9 @@ func (r *receiver) take(data []byte) (keep bool) {
 		}
 	}
 	p.bundlesIn.Add(1)
+	if p.cfg.Ack {
+		r.pending.add(b.Sender, b.Seq)
+	}
 	r.deliver(inKey{sender, b.Flow}, f, &b)
 	return false
 }
