@@ -28,7 +28,7 @@ func signLabels(kind string) []string {
 	case "diode":
 		return []string{diode.Label}
 	case "carrier":
-		return []string{carrier.Label}
+		return []string{carrier.Label, carrier.AckLabel}
 	}
 	return ipcpSignLabels
 }

@@ -1,12 +1,14 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +20,7 @@ import (
 // sendAndReceive has the app on a allocate name with q, write n SDUs and
 // close, while the app on b accepts and reads them; pump runs between
 // polls (the carrier's courier).
-func sendAndReceive(t *testing.T, a, b *irm.Broker, q flow.QoS, n int, pump func()) {
+func sendAndReceive(t *testing.T, a, b *irm.Broker, q flow.QoS, n, size int, pump func()) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -30,7 +32,7 @@ func sendAndReceive(t *testing.T, a, b *irm.Broker, q flow.QoS, n int, pump func
 		t.Fatalf("alloc: %v", err)
 	}
 	for i := range n {
-		if err := pA.Write(fmt.Appendf(nil, "sdu %d", i), time.Now().Add(5*time.Second)); err != nil {
+		if err := pA.Write(sdu(i, size), time.Now().Add(5*time.Second)); err != nil {
 			t.Fatalf("write %d: %v (flow %+v)", i, err, info)
 		}
 	}
@@ -68,10 +70,20 @@ func sendAndReceive(t *testing.T, a, b *irm.Broker, q flow.QoS, n int, pump func
 			}
 			pump()
 		}
-		if want := fmt.Sprintf("sdu %d", i); err != nil || string(buf[:got]) != want {
-			t.Fatalf("got %q, %v, want %q", buf[:got], err, want)
+		if want := sdu(i, size); err != nil || !bytes.Equal(buf[:got], want) {
+			t.Fatalf("SDU %d: got %d bytes %.20q, %v, want %d bytes %.20q", i, got, buf[:got], err, len(want), want)
 		}
 	}
+}
+
+// sdu is the i-th SDU sendAndReceive sends: "sdu i", padded to size
+// bytes if size is larger.
+func sdu(i, size int) []byte {
+	b := fmt.Appendf(nil, "sdu %d", i)
+	for len(b) < size {
+		b = append(b, byte('a'+len(b)%26))
+	}
+	return b
 }
 
 // TestDiodeNodes: two nodes joined by a one-way diode shim over UDP only
@@ -108,7 +120,7 @@ loss = 1
 	startNodeID(t, newIdentity(t), cfgB, appB)
 	startNodeID(t, idA, cfgA, appA)
 	a, b := <-brA, <-brB
-	sendAndReceive(t, a, b, flow.BestEffort(), 100, func() {})
+	sendAndReceive(t, a, b, flow.BestEffort(), 100, 0, func() {})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "b.diode"})
@@ -125,7 +137,9 @@ loss = 1
 }
 
 // TestCarrierNodes: two nodes whose only link is two pairs of directories
-// that the test carries: a delay-tolerant flow goes across.
+// that the test carries: a delay-tolerant flow of 100 full-size SDUs goes
+// across (bundles of over 100 KB, signed through the node's signer
+// component, whose messages are at most 2 KB: what is signed is a digest).
 func TestCarrierNodes(t *testing.T) {
 	idA, idB := newIdentity(t), newIdentity(t)
 	aOut, aIn, bOut, bIn := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
@@ -142,21 +156,38 @@ in = %q
 peer_keys = [%q]
 names = ["files"]
 poll = "50ms"
+ack = true
 `, name, out, in, hex.EncodeToString(peer))
 	}
-	appA, brA := app("app")
-	appB, brB := app("app")
+	appA, brA := mgmtApp("app")
+	appB, brB := mgmtApp("app")
 	startNodeID(t, idA, cfg("a", aOut, aIn, idB.Public()), appA)
 	startNodeID(t, idB, cfg("b", bOut, bIn, idA.Public()), appB)
 	carry := func(from, to string) {
 		ents, _ := os.ReadDir(from)
 		for _, e := range ents {
-			if strings.HasSuffix(e.Name(), ".bundle") && !strings.HasPrefix(e.Name(), ".") {
+			if (strings.HasSuffix(e.Name(), ".bundle") || strings.HasSuffix(e.Name(), ".ack")) && !strings.HasPrefix(e.Name(), ".") {
 				os.Rename(filepath.Join(from, e.Name()), filepath.Join(to, e.Name()))
 			}
 		}
 	}
-	sendAndReceive(t, <-brA, <-brB, flow.DelayTolerant(), 100, func() { carry(aOut, bIn); carry(bOut, aIn) })
+	a, b := <-brA, <-brB
+	sendAndReceive(t, a, b, flow.DelayTolerant(), 100, flow.MaxSDU, func() { carry(aOut, bIn); carry(bOut, aIn) })
+	// b's acknowledgements, signed by its signer too, reach a
+	for deadline := time.Now().Add(5 * time.Second); counter(statsRows(t, a, "a.carrier"), "bundles.acks_in") < 1; time.Sleep(20 * time.Millisecond) {
+		carry(bOut, aIn)
+		if time.Now().After(deadline) {
+			t.Fatalf("no acknowledgement reached a: a %v, b %v", statsRows(t, a, "a.carrier"), statsRows(t, b, "b.carrier"))
+		}
+	}
+	if st := statsRows(t, b, "b.carrier"); counter(st, "bundles.acks_out") < 1 || counter(st, "bundles.bundles_in") < 1 {
+		t.Errorf("b: %v, want bundles in and acknowledgements out", st)
+	}
+	for _, n := range []string{"a.carrier", "b.carrier"} {
+		if st := statsRows(t, map[string]*irm.Broker{"a.carrier": a, "b.carrier": b}[n], n); st["bundles.store_errors"] != "0" {
+			t.Errorf("%s: store errors: %v", n, st)
+		}
+	}
 }
 
 // TestIntermittentConfigMistakes: what the configuration check says about
@@ -183,4 +214,13 @@ func TestIntermittentConfigMistakes(t *testing.T) {
 	if _, err := ParseConfig([]byte(good)); err != nil {
 		t.Fatalf("a good carrier table: %v", err)
 	}
+}
+
+// counter is a stats row's value as a number; -1 if it is absent.
+func counter(rows map[string]string, name string) int64 {
+	v, err := strconv.ParseInt(rows[name], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }

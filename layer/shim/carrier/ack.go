@@ -59,7 +59,7 @@ func SealAck(ctx context.Context, c identity.Codec, s identity.Signer, a *Ack) (
 	if err != nil {
 		return nil, fmt.Errorf("carrier: encode ack: %w", err)
 	}
-	sig, err := identity.SignLabeled(ctx, s, AckLabel, body)
+	sig, err := identity.SignLabeled(ctx, s, AckLabel, digest(body))
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +93,7 @@ func OpenAck(c identity.Codec, file []byte, self ed25519.PublicKey, peers []ed25
 	if !slices.ContainsFunc(peers, func(p ed25519.PublicKey) bool { return p.Equal(ed25519.PublicKey(a.Acker)) }) {
 		return a, fmt.Errorf("%w: ack from %s", ErrUnknownKey, identity.NameOf(a.Acker))
 	}
-	if !identity.VerifyLabeled(a.Acker, AckLabel, e.Body, e.Sig) {
+	if !identity.VerifyLabeled(a.Acker, AckLabel, digest(e.Body), e.Sig) {
 		return a, fmt.Errorf("%w: ack from %s", ErrTampered, identity.NameOf(a.Acker))
 	}
 	return a, nil

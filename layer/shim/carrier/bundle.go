@@ -3,6 +3,7 @@ package carrier
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -44,8 +45,9 @@ const (
 	// the envelope's heads.
 	MaxFileSize = MaxBodySize + ed25519.SignatureSize + 16
 	// Label is the domain of bundle signatures (crypto/identity
-	// SignLabeled).
-	Label = "ouro/carrier/v1"
+	// SignLabeled). v2: what is signed is the body's SHA-256 digest, not
+	// the body (a node's signer component signs at most 2 KB).
+	Label = "ouro/carrier/v2"
 )
 
 // Errors of Open, wrapped with context.
@@ -64,11 +66,19 @@ func Seal(ctx context.Context, c identity.Codec, s identity.Signer, b *Bundle) (
 	if len(body) > MaxBodySize {
 		return nil, fmt.Errorf("carrier: bundle of %d bytes, limit %d: %w", len(body), MaxBodySize, flow.ErrTooBig)
 	}
-	sig, err := identity.SignLabeled(ctx, s, Label, body)
+	sig, err := identity.SignLabeled(ctx, s, Label, digest(body))
 	if err != nil {
 		return nil, err
 	}
 	return c.Marshal(envelope{Body: body, Sig: sig})
+}
+
+// digest is what a bundle's or an acknowledgement's signature covers:
+// the SHA-256 of its body. A node's signer component signs messages of
+// at most a kernel message (2 KB), and a bundle's body is up to 1 MiB.
+func digest(body []byte) []byte {
+	d := sha256.Sum256(body)
+	return d[:]
 }
 
 // Open decodes a bundle file, checks its limits, that its sender is one
@@ -99,7 +109,7 @@ func Open(c identity.Codec, file []byte, peers []ed25519.PublicKey) (Bundle, err
 	if !known {
 		return b, fmt.Errorf("%w: %s", ErrUnknownKey, identity.NameOf(b.Sender))
 	}
-	if !identity.VerifyLabeled(b.Sender, Label, e.Body, e.Sig) {
+	if !identity.VerifyLabeled(b.Sender, Label, digest(e.Body), e.Sig) {
 		return b, fmt.Errorf("%w: from %s", ErrTampered, identity.NameOf(b.Sender))
 	}
 	return b, nil
