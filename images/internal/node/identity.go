@@ -54,7 +54,7 @@ func loadIdentity(cfg *Config) (*identity.Identity, error) {
 func (n *Node) newSigner() (*SignerComponent, error) {
 	sc := SignerConfig{Identity: n.id, Name: n.cfg.Node.Name, Board: n.cfg.Board, Measurement: n.cfg.Measurement}
 	for _, p := range n.cfg.IPCPs {
-		sc.Clients = append(sc.Clients, SignerClientSpec{Component: ipcpComponent(p.Name), Labels: signLabels(p.Kind)})
+		sc.Clients = append(sc.Clients, SignerClientSpec{Component: ipcpComponent(p.Name), Labels: signLabels(p.Kind), Agree: agrees(p.Kind)})
 	}
 	sc.Clients = append(sc.Clients, SignerClientSpec{Component: irmName, Labels: irmSignLabels})
 	return NewSignerComponent(sc)

@@ -17,6 +17,10 @@ const hostedOnly = "hosted only: a board has no medium for it (docs/intermittent
 // signLabels returns the labels an IPCP of kind may have signed.
 func signLabels(string) []string { return ipcpSignLabels }
 
+// agrees reports whether an IPCP of kind may have X25519 agreements made
+// with the node key: none on boards (the carrier is hosted only).
+func agrees(string) bool { return false }
+
 func newDiode(p IPCPConfig, _ ipcpDeps, _ ipcpEnv) (ipcpImpl, error) {
 	return nil, fmt.Errorf("[ipcp.diode] of %s: %s: %w", p.Name, hostedOnly, flow.ErrInvalid)
 }

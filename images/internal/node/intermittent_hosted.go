@@ -33,6 +33,11 @@ func signLabels(kind string) []string {
 	return ipcpSignLabels
 }
 
+// agrees reports whether an IPCP of kind may have X25519 agreements made
+// with the node key: the carrier shim, which opens bundles sealed to the
+// node.
+func agrees(kind string) bool { return kind == "carrier" }
+
 // config is the shim's configuration but its medium and signer.
 func (c diodeConfig) config(p IPCPConfig) (diode.Config, error) {
 	cfg := diode.Config{Layer: p.Layer, Name: p.Name, K: c.K, Loss: c.Loss, Parity: c.Parity, MTU: c.MTU,

@@ -37,6 +37,7 @@ const (
 	opSignerPublic   rpc.Op = 1 // → signerKey: the node's public key
 	opSignerSign     rpc.Op = 2 // signReq → signResp: a signature of a labelled message
 	opSignerDocument rpc.Op = 3 // → signerDoc: the node's signed identity document
+	opSignerAgree    rpc.Op = 4 // agreeReq → agreeResp: X25519 with the node key (identity.Identity.Agree)
 )
 
 // MaxSignMsg is the longest message the signer signs: what fits in one
@@ -64,6 +65,16 @@ type signerDoc struct {
 	Doc []byte
 }
 
+type agreeReq struct {
+	_    struct{} `cbor:",toarray"`
+	Peer []byte // an X25519 public key
+}
+
+type agreeResp struct {
+	_      struct{} `cbor:",toarray"`
+	Secret []byte
+}
+
 // SignerConfig is what the signer component needs.
 type SignerConfig struct {
 	// Identity is the node's key. It stays in the signer component.
@@ -83,6 +94,9 @@ type SignerConfig struct {
 type SignerClientSpec struct {
 	Component string   // the client component's name in the system description
 	Labels    []string // the signature labels it may use (identity.Label*); never identity.LabelDoc
+	// Agree lets it have X25519 agreements made with the node key (to
+	// open what was sealed to the node: the carrier shim's bundles).
+	Agree bool
 }
 
 // SignerComponent is the signer's part of a system description and its
@@ -90,6 +104,7 @@ type SignerClientSpec struct {
 type SignerComponent struct {
 	cfg    SignerConfig
 	grants map[kernel.Badge]map[string]bool // the labels each client badge may sign
+	agree  map[kernel.Badge]bool            // the client badges that may have agreements made
 }
 
 // NewSignerComponent checks cfg and returns the signer component.
@@ -100,7 +115,7 @@ func NewSignerComponent(cfg SignerConfig) (*SignerComponent, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &SignerComponent{cfg: cfg, grants: make(map[kernel.Badge]map[string]bool)}
+	s := &SignerComponent{cfg: cfg, grants: make(map[kernel.Badge]map[string]bool), agree: make(map[kernel.Badge]bool)}
 	seen := make(map[string]bool)
 	for i, c := range cfg.Clients {
 		if c.Component == "" || c.Component == SignerName || seen[c.Component] {
@@ -118,6 +133,7 @@ func NewSignerComponent(cfg SignerConfig) (*SignerComponent, error) {
 			labels[l] = true
 		}
 		s.grants[signerBadge(i)] = labels
+		s.agree[signerBadge(i)] = c.Agree
 	}
 	return s, nil
 }
@@ -197,6 +213,19 @@ func (s *SignerComponent) Program(pd *kernel.PD) error {
 				return rpc.Response{}, err
 			}
 			return rpc.Response{Body: signResp{Sig: sig}}, nil
+		case opSignerAgree:
+			if !s.agree[r.Badge] {
+				return rpc.Response{}, fmt.Errorf("signer: agreement not granted to caller %#x: %w", r.Badge, flow.ErrRefused)
+			}
+			var req agreeReq
+			if err := r.Decode(&req); err != nil {
+				return rpc.Response{}, err
+			}
+			secret, err := s.cfg.Identity.Agree(ctx, req.Peer)
+			if err != nil {
+				return rpc.Response{}, err
+			}
+			return rpc.Response{Body: agreeResp{Secret: secret}}, nil
 		}
 		return rpc.Response{}, fmt.Errorf("signer: unknown operation %d: %w", r.Op, flow.ErrInvalid)
 	})
@@ -250,6 +279,20 @@ func (c *SignerClient) Sign(ctx context.Context, msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("signer: signature of %d bytes: %w", len(r.Sig), flow.ErrInvalid)
 	}
 	return r.Sig, nil
+}
+
+// Agree asks the signer for the X25519 agreement of the node key with
+// peer (identity.Identity.Agree); refused unless this client was granted
+// agreements.
+func (c *SignerClient) Agree(ctx context.Context, peer []byte) ([]byte, error) {
+	var r agreeResp
+	if _, err := c.c.Call(ctx, opSignerAgree, agreeReq{Peer: peer}, nil, &r); err != nil {
+		return nil, err
+	}
+	if len(r.Secret) != 32 {
+		return nil, fmt.Errorf("signer: agreement of %d bytes: %w", len(r.Secret), flow.ErrInvalid)
+	}
+	return r.Secret, nil
 }
 
 // Document returns the node's signed identity document (check it with

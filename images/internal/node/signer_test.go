@@ -177,3 +177,63 @@ func TestSignerConfig(t *testing.T) {
 		t.Error("AddTo accepted a client that is not in the system")
 	}
 }
+
+// TestSignerAgree: a client granted agreements gets the X25519 secret of
+// the node key with a peer key (the one the key itself gives); a client
+// that was not is refused.
+func TestSignerAgree(t *testing.T) {
+	id, err := identity.FromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := identity.FromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerX, err := identity.X25519Public(peer.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := id.Agree(context.Background(), peerX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := NewSignerComponent(SignerConfig{Identity: id, Name: "n", Clients: []SignerClientSpec{
+		{Component: "carrier", Agree: true}, {Component: "other"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := &kernel.System{Components: []kernel.ComponentSpec{{Name: "carrier"}, {Name: "other"}}}
+	if err := sc.AddTo(sys); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		secret []byte
+		err    error
+	}
+	results := map[string]chan result{"carrier": make(chan result, 1), "other": make(chan result, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := func(pd *kernel.PD) error {
+		ep, err := pd.Slot(SlotSigner)
+		if err != nil {
+			results[pd.Name()] <- result{nil, err}
+			return nil
+		}
+		s, err := NewSignerClient(pd, ep, id.Public()).Agree(ctx, peerX)
+		results[pd.Name()] <- result{s, err}
+		return nil
+	}
+	k := kernel.New(kernel.Config{})
+	defer k.Stop()
+	if err := k.Boot(sys, map[string]kernel.Program{SignerName: sc.Program, "carrier": client, "other": client}); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-results["carrier"]; r.err != nil || !bytes.Equal(r.secret, want) {
+		t.Errorf("granted: %x, %v; want %x", r.secret, r.err, want)
+	}
+	if r := <-results["other"]; !errors.Is(r.err, flow.ErrRefused) {
+		t.Errorf("not granted: %x, %v; want refused", r.secret, r.err)
+	}
+}
