@@ -67,7 +67,7 @@ type signerDoc struct {
 
 type agreeReq struct {
 	_    struct{} `cbor:",toarray"`
-	Peer []byte // an X25519 public key
+	Peer []byte   // an X25519 public key
 }
 
 type agreeResp struct {
