@@ -41,6 +41,7 @@ type carrierConfig struct {
 	Ack        bool     `toml:"ack"`         // write signed acknowledgements of bundles taken into out (the return path)
 	Resend     duration `toml:"resend"`      // keep bundles in state until acknowledged; write again one gone from out unacknowledged this long (needs state)
 	PeerKeys   []string `toml:"peer_keys"`   // nodes whose bundles are accepted, 64 hex digits each (ouro id)
+	Recipient  string   `toml:"recipient"`   // the node sealed flows' bundles are sealed to (default: the only peer)
 	Names      []string `toml:"names"`       // names reachable at the other side
 	Expiry     duration `toml:"expiry"`      // a bundle's lifetime (default 24h)
 	MinTimeout duration `toml:"min_timeout"` // flows whose QoS times out sooner are refused (default 1h)

@@ -175,6 +175,13 @@ func (c carrierConfig) config(p IPCPConfig) (carrier.Config, error) {
 		}
 		cfg.Peers = append(cfg.Peers, k)
 	}
+	if c.Recipient != "" {
+		k, err := peerKey(c.Recipient)
+		if err != nil {
+			return cfg, fmt.Errorf("recipient: %w", err)
+		}
+		cfg.Recipient = k
+	}
 	if slices.Contains(c.Names, "") {
 		return cfg, fmt.Errorf("names: an empty name: %w", flow.ErrInvalid)
 	}
@@ -196,7 +203,7 @@ func newCarrier(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 	if s == nil {
 		return nil, fmt.Errorf("[ipcp.carrier] of %s: bundles are signed with the node's key, and the node has none: %w", p.Name, flow.ErrInvalid)
 	}
-	cfg.Signer = s
+	cfg.Signer, cfg.Agreer = s, s
 	ipcp, err := carrier.New(cfg, env.up)
 	if err != nil {
 		return nil, err
@@ -208,6 +215,14 @@ func newCarrier(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 type carrierManager struct {
 	shimManager
 	c *carrier.IPCP
+}
+
+var _ irm.PeerAllocator = carrierManager{}
+
+// AllocPeer implements irm.PeerAllocator: a sealed flow's peer is the
+// node its bundles are sealed to.
+func (m carrierManager) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
+	return m.c.AllocPeer(ctx, req, port)
 }
 
 // Mgmt implements irm.Manager.

@@ -24,8 +24,15 @@ type Bundle struct {
 	Flow    uint64   // the sender's flow id
 	Dst     string   // the name the flow is allocated to
 	Src     string   // the allocating name (may be empty)
-	SDUs    [][]byte // in the order written
+	SDUs    [][]byte // in the order written; empty when sealed
 	End     bool     // the flow ended after these SDUs
+	// To is the node a sealed bundle is sealed to (its ed25519 key);
+	// empty when not sealed.
+	To []byte
+	// Sealed is the SDUs sealed to To (seal.go): the sender's ephemeral
+	// X25519 key, then the ChaCha20-Poly1305 ciphertext of their encoding
+	// bound to the rest of the bundle; empty when not sealed.
+	Sealed []byte
 }
 
 // envelope is a signed bundle: its body's encoding and the signature.
@@ -37,7 +44,7 @@ type envelope struct {
 
 // Limits of the format: what a decoder accepts.
 const (
-	BundleVersion = 1
+	BundleVersion = 2       // 2: To and Sealed
 	MaxBodySize   = 1 << 20 // an encoded bundle body
 	MaxSDUs       = 1024    // SDUs in one bundle
 	MaxNameLen    = 255
@@ -126,6 +133,10 @@ func (b *Bundle) check() error {
 		return fmt.Errorf("%w: name empty or longer than %d", ErrMalformed, MaxNameLen)
 	case len(b.SDUs) > MaxSDUs:
 		return fmt.Errorf("%w: %d SDUs, limit %d", ErrMalformed, len(b.SDUs), MaxSDUs)
+	case len(b.Sealed) > 0 && (len(b.To) != ed25519.PublicKeySize || len(b.SDUs) > 0 || len(b.Sealed) < sealedOverhead):
+		return fmt.Errorf("%w: a sealed bundle with a recipient key of %d bytes, %d clear SDUs, %d sealed bytes", ErrMalformed, len(b.To), len(b.SDUs), len(b.Sealed))
+	case len(b.Sealed) == 0 && len(b.To) > 0:
+		return fmt.Errorf("%w: a recipient but nothing sealed", ErrMalformed)
 	}
 	for _, s := range b.SDUs {
 		if len(s) > flow.MaxSDU {

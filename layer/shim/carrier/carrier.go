@@ -40,8 +40,9 @@ import (
 )
 
 var (
-	_ irm.IPCP       = (*IPCP)(nil)
-	_ irm.SDULimiter = (*IPCP)(nil)
+	_ irm.IPCP          = (*IPCP)(nil)
+	_ irm.SDULimiter    = (*IPCP)(nil)
+	_ irm.PeerAllocator = (*IPCP)(nil)
 )
 
 // Config configures a carrier shim IPCP.
@@ -65,9 +66,16 @@ type Config struct {
 	// acknowledgement within Resend is written again (needs State).
 	Resend time.Duration
 
-	Signer identity.Signer     // this node's key; required
-	Peers  []ed25519.PublicKey // the nodes whose bundles are accepted; required
-	Names  []string            // names reachable at the other side (what Query answers for)
+	Signer identity.Signer // this node's key; required
+	// Agreer opens bundles sealed to this node (the signer component's
+	// agreement, or the identity); nil: sealed bundles are refused
+	// (unopened).
+	Agreer Agreer
+	// Recipient is the node the bundles of sealed flows are sealed to;
+	// nil: the only peer, if Peers has one.
+	Recipient ed25519.PublicKey
+	Peers     []ed25519.PublicKey // the nodes whose bundles are accepted; required
+	Names     []string            // names reachable at the other side (what Query answers for)
 
 	Expiry     time.Duration // a bundle's lifetime (default 24h)
 	MinTimeout time.Duration // a flow whose QoS times out sooner is refused (default 1h; 0 = never times out is fine)
@@ -100,6 +108,7 @@ type BundleStats struct {
 	AcksIn      uint64 `json:"acks_in"`      // acknowledgements taken from In
 	Acked       uint64 `json:"acked"`        // bundles of ours acknowledged (no longer kept for resending)
 	Resent      uint64 `json:"resent"`       // bundles written to Out again, unacknowledged
+	Unopened    uint64 `json:"unopened"`     // refused: sealed to another node, or not opening
 }
 
 // IPCP is a carrier shim IPC process.
@@ -114,7 +123,7 @@ type IPCP struct {
 
 	bundlesOut, bundlesIn, malformed, tampered, unknownPeer atomic.Uint64
 	expired, replayed, budgetWaits, storeErrs, seenLen      atomic.Uint64
-	purged, acksOut, acksIn, acked, resent                  atomic.Uint64
+	purged, acksOut, acksIn, acked, resent, unopened        atomic.Uint64
 
 	seq    atomic.Uint64
 	flowID atomic.Uint64
@@ -132,6 +141,7 @@ type txFlow struct {
 	id     uint64
 	req    irm.AllocReq
 	port   flow.Port
+	to     ed25519.PublicKey // sealed to; nil: not sealed
 	counts counters
 }
 
@@ -143,6 +153,7 @@ type inKey struct {
 type rxFlow struct {
 	dst    string
 	port   flow.Port
+	sealed bool // its bundles are sealed (the first one was)
 	counts counters
 }
 
@@ -167,6 +178,14 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	for _, k := range cfg.Peers {
 		if len(k) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("%s: a peer key of %d bytes: %w", who, len(k), flow.ErrInvalid)
+		}
+	}
+	if cfg.Recipient == nil && len(cfg.Peers) == 1 {
+		cfg.Recipient = cfg.Peers[0]
+	}
+	if cfg.Recipient != nil {
+		if _, err := identity.X25519Public(cfg.Recipient); err != nil {
+			return nil, fmt.Errorf("%s: recipient: %w: %w", who, err, flow.ErrInvalid)
 		}
 	}
 	def := func(v *time.Duration, d time.Duration) {
@@ -288,33 +307,45 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 // for the other side, whose IRM is asked to accept the flow when the
 // first bundle arrives. A flow whose QoS would declare the peer dead
 // sooner than MinTimeout is refused: carried storage takes hours.
-func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err error) {
+func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+	_, err := p.AllocPeer(ctx, req, port)
+	return err
+}
+
+// AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
+// sealed flow, the node its bundles are sealed to (the only one that can
+// read them).
+func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (res irm.AllocResult, err error) {
 	defer func() {
 		if err != nil {
 			p.c.AllocFailed.Add(1)
 		}
 	}()
 	if port == nil {
-		return fmt.Errorf("carrier: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return res, fmt.Errorf("carrier: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	if err := p.state.Ready("carrier", "alloc", req.Dst); err != nil {
-		return err
+		return res, err
 	}
 	if req.QoS.Timeout != 0 && req.QoS.Timeout < p.cfg.MinTimeout {
-		return fmt.Errorf("carrier: alloc %q: QoS timeout %v is shorter than the carrier's %v (use the delay_tolerant preset): %w",
+		return res, fmt.Errorf("carrier: alloc %q: QoS timeout %v is shorter than the carrier's %v (use the delay_tolerant preset): %w",
 			req.Dst, req.QoS.Timeout, p.cfg.MinTimeout, flow.ErrRefused)
 	}
+	var to ed25519.PublicKey
 	if req.QoS.Sealed {
-		return fmt.Errorf("carrier: alloc %q: sealing needs a key exchange the carrier cannot make: %w", req.Dst, flow.ErrRefused)
+		if to = p.cfg.Recipient; to == nil {
+			return res, fmt.Errorf("carrier: alloc %q: sealed, and no recipient to seal to (several peers: configure the recipient): %w", req.Dst, flow.ErrRefused)
+		}
+		res.Peer = &flow.Peer{Key: to, ID: identity.NameOf(to)}
 	}
 	if err := p.Query(ctx, req.Dst); err != nil {
-		return err
+		return res, err
 	}
-	f := &txFlow{id: p.flowID.Add(1), req: req, port: port}
+	f := &txFlow{id: p.flowID.Add(1), req: req, port: port, to: to}
 	p.mu.Lock()
 	if p.state.Load() == layer.StateShutdown {
 		p.mu.Unlock()
-		return fmt.Errorf("carrier: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
+		return res, fmt.Errorf("carrier: alloc %q: stopped: %w", req.Dst, flow.ErrClosed)
 	}
 	p.out[f.id] = f
 	p.wg.Add(1)
@@ -322,7 +353,7 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err
 	p.c.FlowsOut.Add(1)
 	p.c.FlowsActive.Add(1)
 	p.cfg.Runner.Go(func() { p.send(f) })
-	return nil
+	return res, nil
 }
 
 // stopPoll bounds how long a sending flow waits for an SDU before it
@@ -415,9 +446,17 @@ func (p *IPCP) store1(f *txFlow, sdus [][]byte, end bool) bool {
 	seq := p.seq.Add(1)
 	b := &Bundle{Version: BundleVersion, Sender: p.cfg.Signer.Public(), Seq: seq,
 		Expires: p.cfg.Now().Add(p.cfg.Expiry).Unix(), Flow: f.id, Dst: f.req.Dst, Src: f.req.Src, SDUs: sdus, End: end}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	file, err := Seal(ctx, p.codec, p.cfg.Signer, b)
-	cancel()
+	var err error
+	if f.to != nil {
+		b.To = f.to
+		err = sealSDUs(p.codec, b)
+	}
+	var file []byte
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		file, err = Seal(ctx, p.codec, p.cfg.Signer, b)
+		cancel()
+	}
 	if err != nil {
 		p.storeErrs.Add(1)
 		return true // the SDUs are dropped; the flow goes on
@@ -518,6 +557,7 @@ func (p *IPCP) Bundles() BundleStats {
 		Expired: p.expired.Load(), Replayed: p.replayed.Load(), BudgetWaits: p.budgetWaits.Load(),
 		StoreErrors: p.storeErrs.Load(), Seen: p.seenLen.Load(), Purged: p.purged.Load(),
 		AcksOut: p.acksOut.Load(), AcksIn: p.acksIn.Load(), Acked: p.acked.Load(), Resent: p.resent.Load(),
+		Unopened: p.unopened.Load(),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -160,7 +161,21 @@ func (r *receiver) take(data []byte) (keep bool) {
 		}
 		return false
 	}
-	f := r.flow(sender, &b)
+	sealed := len(b.Sealed) > 0
+	if sealed {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := openSDUs(ctx, p.codec, p.cfg.Agreer, p.cfg.Signer.Public(), &b)
+		cancel()
+		if err != nil {
+			if errors.Is(err, ErrMalformed) {
+				p.malformed.Add(1)
+			} else {
+				p.unopened.Add(1)
+			}
+			return false
+		}
+	}
+	f := r.flow(sender, &b, sealed)
 	if f == nil {
 		return !(len(b.SDUs) == 0 && b.End) // an empty last bundle of an unknown flow is done
 	}
@@ -215,8 +230,9 @@ func (r *receiver) remember(k seenKey, expires, now int64) {
 }
 
 // flow returns the open flow a bundle belongs to, asking the IRM to
-// accept it at its first bundle; nil if there is none (counted).
-func (r *receiver) flow(sender string, b *Bundle) *rxFlow {
+// accept it at its first bundle (sealed: as a sealed flow from the
+// bundle's sender); nil if there is none (counted).
+func (r *receiver) flow(sender string, b *Bundle, sealed bool) *rxFlow {
 	p := r.p
 	k := inKey{sender, b.Flow}
 	p.mu.Lock()
@@ -224,6 +240,10 @@ func (r *receiver) flow(sender string, b *Bundle) *rxFlow {
 	n := len(p.in)
 	p.mu.Unlock()
 	if f != nil {
+		if f.sealed != sealed { // a flow is sealed or not from its first bundle on
+			p.malformed.Add(1)
+			return nil
+		}
 		return f
 	}
 	if len(b.SDUs) == 0 && b.End {
@@ -234,14 +254,19 @@ func (r *receiver) flow(sender string, b *Bundle) *rxFlow {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	port, err := p.up.FlowReq(ctx, irm.AllocReq{Dst: b.Dst, Src: b.Src, QoS: flow.DelayTolerant(), MaxSDU: flow.MaxSDU})
+	req := irm.AllocReq{Dst: b.Dst, Src: b.Src, QoS: flow.DelayTolerant(), MaxSDU: flow.MaxSDU}
+	if sealed {
+		req.QoS.Sealed = true
+		req.Peer = &flow.Peer{Key: slices.Clone(b.Sender), ID: sender}
+	}
+	port, err := p.up.FlowReq(ctx, req)
 	cancel()
 	if err != nil || port == nil {
 		p.c.AllocFailed.Add(1)
 		p.c.Pending.Add(1)
 		return nil
 	}
-	f = &rxFlow{dst: b.Dst, port: port}
+	f = &rxFlow{dst: b.Dst, port: port, sealed: sealed}
 	p.mu.Lock()
 	p.in[k] = f
 	p.mu.Unlock()
