@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -54,25 +53,12 @@ func TestChurn(t *testing.T) {
 	topo := churnTopology()
 	ns := buildNetns(t, topo)
 	l := startLayer(t, topo, ns, ns.EthShim, testnet.UnicastOpts{HostKeys: `routing_tick = "20ms"`, NodeKeys: "log = true"})
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range topo.Hosts {
-				t.Logf("log of %s:\n%s", h, l.nodes[h].Output())
-			}
-		}
-	})
+	l.logsOnFailure()
 	l.converge()
 	for _, h := range topo.Hosts {
 		l.serveEcho(h, echoName(h), "uni")
 	}
-	perf := serve(t, l.n, l.nodes["h6"], "perf", "--server", "perf.h6")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	_, err := l.n.Ouro(ctx, l.nodes["h6"], "reg", "perf.h6", "--layer", "uni")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = perf
+	l.servePerf("h6", "perf.h6", "uni")
 	l.pingPairs([]string{"h2", "h3"}, []string{"h6"}, "uni", echoName)
 
 	// The flows across the churn.

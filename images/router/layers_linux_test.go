@@ -136,6 +136,29 @@ func (l *layerNet) converge() {
 		l.layer, len(l.topo.Hosts)-1, d.Round(time.Millisecond))
 }
 
+// logsOnFailure makes the test show every node's log if it fails.
+func (l *layerNet) logsOnFailure() {
+	l.t.Cleanup(func() {
+		if l.t.Failed() {
+			for _, h := range l.topo.Hosts {
+				l.t.Logf("log of %s:\n%s", h, l.nodes[h].Output())
+			}
+		}
+	})
+}
+
+// servePerf runs "ouro perf --server NAME" against host h and registers
+// NAME in layer only.
+func (l *layerNet) servePerf(h, name, layer string) {
+	l.t.Helper()
+	serve(l.t, l.n, l.nodes[h], "perf", "--server", name)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := l.n.Ouro(ctx, l.nodes[h], "reg", name, "--layer", layer); err != nil {
+		l.t.Fatalf("register %s in %s at %s: %v", name, layer, h, err)
+	}
+}
+
 // serveEcho runs "ouro echo NAME" against host h and registers NAME in
 // layer only.
 func (l *layerNet) serveEcho(h, name, layer string) {
@@ -457,13 +480,7 @@ func TestLayerEthernet(t *testing.T) {
 		// 2 shared cores, whose stalls reach 150 ms.
 		l := startLayer(t, topo, ns, ns.EthShim, testnet.UnicastOpts{
 			HostKeys: `routing_tick = "20ms"`, NodeKeys: "log = true"})
-		t.Cleanup(func() {
-			if t.Failed() {
-				for _, h := range topo.Hosts {
-					t.Logf("log of %s:\n%s", h, l.nodes[h].Output())
-				}
-			}
-		})
+		l.logsOnFailure()
 		l.converge()
 		for _, h := range topo.Hosts {
 			l.serveEcho(h, echoName(h), "uni")
@@ -599,13 +616,7 @@ func TestLayerUDP(t *testing.T) {
 		start := testnet.Topology{Hosts: ring.Hosts, Links: ring.Links[1:]}
 		l := startLayer(t, start, nil, udpLinks(t, start, "uni", nil), testnet.UnicastOpts{
 			HostKeys: `routing_tick = "20ms"`, NodeKeys: "log = true"})
-		t.Cleanup(func() {
-			if t.Failed() {
-				for _, h := range ring.Hosts {
-					t.Logf("log of %s:\n%s", h, l.nodes[h].Output())
-				}
-			}
-		})
+		l.logsOnFailure() // start has ring's hosts
 		l.converge()
 		// The link h1 – h2, at run time.
 		p1, p2 := freeUDP(t, "udp4", "127.0.0.1"), freeUDP(t, "udp4", "127.0.0.1")

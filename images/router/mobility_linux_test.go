@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,24 +50,12 @@ func TestMoveAcrossLowerLayers(t *testing.T) {
 		return "udp", fmt.Sprintf("addr = \"%s:3435\"\ndir = { %q = \"%s:3435\" }", ip[host], testnet.UnicastIPCP(peer, "uni"), ip[peer])
 	}
 	l := startLayer(t, topo, ns, shim, testnet.UnicastOpts{HostKeys: `routing_tick = "20ms"`, NodeKeys: "log = true"})
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range topo.Hosts {
-				t.Logf("log of %s:\n%s", h, l.nodes[h].Output())
-			}
-		}
-	})
+	l.logsOnFailure()
 	l.converge()
 	for _, h := range topo.Hosts {
 		l.serveEcho(h, echoName(h), "uni")
 	}
-	serve(t, l.n, l.nodes["h4"], "perf", "--server", "perf.h4")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	_, err := l.n.Ouro(ctx, l.nodes["h4"], "reg", "perf.h4", "--layer", "uni")
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	l.servePerf("h4", "perf.h4", "uni")
 	l.pingPairs([]string{"h2"}, []string{"h4"}, "uni", echoName)
 
 	dur := time.Duration(secs) * time.Second

@@ -15,23 +15,17 @@ import (
 // startWithApps starts a node from cfg with its configured apps and extras.
 func startWithApps(t *testing.T, cfg string, env AppEnv, extras ...Extra) *Node {
 	t.Helper()
-	c, err := ParseConfig([]byte(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
+	return startParsedApps(t, parse(t, cfg), env, extras...)
+}
+
+// startParsedApps starts the node of c with its in-node apps and extras.
+func startParsedApps(t *testing.T, c *Config, env AppEnv, extras ...Extra) *Node {
+	t.Helper()
 	apps, err := Apps(c, env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := New(c, append(apps, extras...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Stop)
-	return n
+	return startParsed(t, c, append(apps, extras...)...)
 }
 
 // TestEchoAppOverNetstack runs the UDP shim of two hosted nodes on their

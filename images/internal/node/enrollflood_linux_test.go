@@ -328,22 +328,7 @@ dir = { "a.uni" = %q }
 // apps ([[app]]) and extras.
 func startNodeApps(t *testing.T, id *identity.Identity, cfg string, extras ...Extra) *Node {
 	t.Helper()
-	c, err := ParseConfig([]byte(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := parse(t, cfg)
 	c.Identity = id
-	apps, err := Apps(c, AppEnv{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := New(c, append(apps, extras...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Stop)
-	return n
+	return startParsedApps(t, c, AppEnv{}, extras...)
 }

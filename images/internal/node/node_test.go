@@ -57,10 +57,22 @@ func mgmtApp(name string) (Extra, <-chan *irm.Broker) {
 
 func startNode(t *testing.T, cfg string, extras ...Extra) *Node {
 	t.Helper()
+	return startParsed(t, parse(t, cfg), extras...)
+}
+
+// parse parses a test's node configuration.
+func parse(t *testing.T, cfg string) *Config {
+	t.Helper()
 	c, err := ParseConfig([]byte(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// startParsed starts the node of c with extras; it stops when the test ends.
+func startParsed(t *testing.T, c *Config, extras ...Extra) *Node {
+	t.Helper()
 	n, err := New(c, extras...)
 	if err != nil {
 		t.Fatal(err)

@@ -128,18 +128,7 @@ func newIdentity(t testing.TB) *identity.Identity {
 // image sets it).
 func startNodeID(t *testing.T, id *identity.Identity, cfg string, extras ...Extra) *Node {
 	t.Helper()
-	c, err := ParseConfig([]byte(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := parse(t, cfg)
 	c.Identity = id
-	n, err := New(c, extras...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Stop)
-	return n
+	return startParsed(t, c, extras...)
 }

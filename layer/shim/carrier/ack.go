@@ -198,7 +198,7 @@ func (r *receiver) takeAck(data []byte) {
 
 // keepSent journals a bundle file written to Out, for Resend.
 func (p *IPCP) keepSent(name string, file []byte) error {
-	return writeSynced(filepath.Join(p.cfg.State, SentDir, name), file)
+	return writeAtomic(filepath.Join(p.cfg.State, SentDir), name, file)
 }
 
 // resend writes again into Out every journaled bundle that is no longer

@@ -523,11 +523,12 @@ func usage(dir string, stale time.Time) (bytes int64, files, purged int, err err
 }
 
 // writeAtomic writes data as dir/name: into a temporary file (a dot
-// name, which no reader takes), synced, then renamed, so that a reader or
-// a carrier never sees half a bundle.
+// name, which no reader takes; one left by a crash is overwritten),
+// synced, then renamed, so that a reader or a carrier never sees half a
+// file.
 func writeAtomic(dir, name string, data []byte) error {
 	tmp := filepath.Join(dir, "."+name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

@@ -218,6 +218,25 @@ func oneBundle(t *testing.T, a *site) (string, []byte) {
 	return "", nil
 }
 
+// takeOne carries oneBundle of a to b, reads its three SDUs from the
+// flow b accepts and waits for b to take the file: it returns where the
+// file was in b's in, its bytes and the flow.
+func takeOne(t *testing.T, a, b *site) (string, []byte, flow.Port) {
+	t.Helper()
+	path, data := oneBundle(t, a)
+	carry(t, a.out, b.in)
+	port := accepted(t, b, 5*time.Second)
+	buf := make([]byte, flow.MaxSDU)
+	for range 3 {
+		if _, err := port.Read(buf, time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := filepath.Join(b.in, filepath.Base(path))
+	waitGone(t, dst)
+	return dst, data, port
+}
+
 // waitGone waits until the receiver took (removed) the file.
 func waitGone(t *testing.T, path string) {
 	t.Helper()
@@ -274,20 +293,11 @@ func TestTamperedBundleRefused(t *testing.T) {
 func TestReplayRefused(t *testing.T) {
 	t.Run("replay", func(t *testing.T) {
 		a, b := sites(t, nil)
-		path, data := oneBundle(t, a)
-		carry(t, a.out, b.in)
-		port := accepted(t, b, 5*time.Second)
+		dst, data, port := takeOne(t, a, b)
 		buf := make([]byte, flow.MaxSDU)
-		for range 3 {
-			if _, err := port.Read(buf, time.Now().Add(5*time.Second)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		dst := filepath.Join(b.in, filepath.Base(path))
-		waitGone(t, dst)
 		// atomically, as a carrier would: a scan that read half a file
 		// would count it malformed, not replayed
-		if err := writeAtomic(b.in, filepath.Base(path), data); err != nil {
+		if err := writeAtomic(b.in, filepath.Base(dst), data); err != nil {
 			t.Fatal(err)
 		}
 		waitGone(t, dst)

@@ -120,8 +120,8 @@ func (r *receiver) loadSeen(dir string, now int64) (*seenLog, error) {
 	return l, nil
 }
 
-// rewrite replaces the log with r's seen-set and floors (written to a
-// temporary file, synced, renamed) and opens it for appending.
+// rewrite replaces the log with r's seen-set and floors (writeAtomic)
+// and opens it for appending.
 func (l *seenLog) rewrite(r *receiver) error {
 	var b []byte
 	var err error
@@ -139,13 +139,7 @@ func (l *seenLog) rewrite(r *receiver) error {
 		l.f.Close()
 		l.f = nil
 	}
-	tmp := l.path + ".tmp"
-	if err := writeSynced(tmp, b); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("carrier: seen log: %w", err)
-	}
-	if err := os.Rename(tmp, l.path); err != nil {
-		os.Remove(tmp)
+	if err := writeAtomic(filepath.Dir(l.path), filepath.Base(l.path), b); err != nil {
 		return fmt.Errorf("carrier: seen log: %w", err)
 	}
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o600)
@@ -154,21 +148,6 @@ func (l *seenLog) rewrite(r *receiver) error {
 	}
 	l.f, l.records = f, len(r.seen)+len(r.floor)
 	return nil
-}
-
-// writeSynced writes data as path (replacing it) and syncs it.
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // add appends recs and syncs them; past twice maxSeen records it

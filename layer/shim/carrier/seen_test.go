@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 )
 
@@ -26,17 +25,7 @@ func TestSeenSetSurvivesRestart(t *testing.T) {
 					c.State = state
 				}
 			})
-			path, data := oneBundle(t, a)
-			carry(t, a.out, b.in)
-			port := accepted(t, b, 5*time.Second)
-			buf := make([]byte, flow.MaxSDU)
-			for range 3 {
-				if _, err := port.Read(buf, time.Now().Add(5*time.Second)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			dst := filepath.Join(b.in, filepath.Base(path))
-			waitGone(t, dst)
+			dst, data, _ := takeOne(t, a, b)
 
 			// B restarts: a new IPCP with the same configuration.
 			b.p.Stop()
