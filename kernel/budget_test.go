@@ -518,3 +518,32 @@ func TestRateGivenAway(t *testing.T) {
 	p.FreeBufs(out[:m])
 	p.FreeBufs(bufs)
 }
+
+// TestBufTotals: the node-wide figures add the booted budgets and rings
+// (Granted), and count what the pool made and what is free: buffers held
+// by components are made and not free; freed ones are free again.
+func TestBufTotals(t *testing.T) {
+	sys := &System{
+		Rings: []RingSpec{{Name: "r", Size: 8}},
+		Components: []ComponentSpec{
+			{Name: "a", Budget: Budget{Bufs: 16}, Caps: []CapSpec{{Name: "r", Object: "r", Rights: Write}}},
+			{Name: "b", Budget: Budget{Bufs: 4}},
+		},
+	}
+	k, pds := harness(t, sys, nil)
+	if got := k.BufTotals(); got.Granted != 16+4+8 || got.Made != 0 {
+		t.Fatalf("after boot: %+v, want 28 granted, none made", got)
+	}
+	bufs := make([]*Buf, 5)
+	n, err := pds["a"].AllocBufs(bufs)
+	if err != nil || n != 5 {
+		t.Fatalf("alloc: %d, %v", n, err)
+	}
+	if got := k.BufTotals(); got.Made != 5 || got.Free != 0 {
+		t.Fatalf("5 held: %+v", got)
+	}
+	pds["a"].FreeBufs(bufs[:3])
+	if got := k.BufTotals(); got.Made != 5 || got.Free != 3 {
+		t.Fatalf("2 held, 3 freed: %+v", got)
+	}
+}

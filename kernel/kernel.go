@@ -33,6 +33,25 @@ type Config struct {
 	Logf func(format string, args ...any)
 }
 
+// BufTotals are the node-wide packet-buffer figures (Kernel.BufTotals).
+type BufTotals struct {
+	Granted int64 // buffers the booted system's budgets and rings may hold together
+	Max     int   // Config.MaxBufs; 0: no node-wide bound
+	Made    int   // buffers the pool has made: its high-water mark (they are reused)
+	Free    int   // made and held by no one
+}
+
+// BufTotals returns the node-wide packet-buffer figures: what every
+// component's use (Stats) adds up against.
+func (k *Kernel) BufTotals() BufTotals {
+	k.mu.Lock()
+	granted := k.total
+	k.mu.Unlock()
+	k.pool.mu.Lock()
+	defer k.pool.mu.Unlock()
+	return BufTotals{Granted: granted, Max: k.cfg.MaxBufs, Made: len(k.pool.all), Free: len(k.pool.free)}
+}
+
 // Kernel runs a system of components. Create it with New, start a system
 // with Boot, end everything with Stop.
 type Kernel struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,8 +32,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
+	collectBuild(ch)
 	if b := s.broker(); b != nil {
 		collectIPCPs(ctx, b, ch)
+		collectIRM(ctx, b, ch)
 	} else {
 		ch <- prometheus.NewInvalidMetric(prometheus.NewDesc("ouro_ipcp_info", "", nil, nil),
 			fmt.Errorf("metrics: no session with the IRM (yet)"))
@@ -59,6 +63,42 @@ var (
 	flowCounters = []string{"pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate"}
 	portCounters = []string{"pkts_in", "pkts_out"}
 )
+
+var (
+	irmNames = prometheus.NewDesc("ouro_irm_names", "Names the IRM knows (ouro names): bound by programs or registered in layers.", nil, nil)
+	irmFlows = prometheus.NewDesc("ouro_irm_flows", "Flows the IRM brokered that are still open (ouro flows).", nil, nil)
+	build    = prometheus.NewDesc("ouro_build_info", "The node's build: always 1, with the Go version, the module's version and the VCS revision it was built from (\"\" if unknown).",
+		[]string{"go_version", "version", "revision"}, nil)
+)
+
+// collectIRM exports the sizes of the IRM's tables.
+func collectIRM(ctx context.Context, b *irm.Broker, ch chan<- prometheus.Metric) {
+	for _, t := range []struct {
+		cmd  string
+		desc *prometheus.Desc
+	}{{irm.CmdNames, irmNames}, {irm.CmdFlows, irmFlows}} {
+		r, err := mgmtAll(ctx, b, irm.MgmtReq{Cmd: t.cmd})
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(t.desc, err)
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(t.desc, prometheus.GaugeValue, float64(len(r.Table.Rows)))
+	}
+}
+
+// collectBuild exports ouro_build_info from the binary's build information.
+func collectBuild(ch chan<- prometheus.Metric) {
+	goVersion, version, revision := runtime.Version(), "", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(build, prometheus.GaugeValue, 1, goVersion, version, revision)
+}
 
 func collectIPCPs(ctx context.Context, b *irm.Broker, ch chan<- prometheus.Metric) {
 	ipcps, err := mgmtAll(ctx, b, irm.MgmtReq{Cmd: irm.CmdIPCPs})

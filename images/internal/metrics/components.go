@@ -22,7 +22,19 @@ var (
 	compByteRate  = prometheus.NewDesc("ouro_component_budget_byte_rate", "The component's byte rate limit (bytes/s pushed into rings; 0: none).", compLabels, nil)
 )
 
+var (
+	bufsGranted = prometheus.NewDesc("ouro_kernel_bufs_granted", "Packet buffers the booted components' budgets and rings may hold together.", nil, nil)
+	bufsMax     = prometheus.NewDesc("ouro_kernel_bufs_max", "The node-wide bound on packet buffers ([kernel] max_bufs; 0: none).", nil, nil)
+	bufsMade    = prometheus.NewDesc("ouro_kernel_bufs_made", "Packet buffers the kernel's pool has made: its high-water mark (buffers are reused).", nil, nil)
+	bufsInUse   = prometheus.NewDesc("ouro_kernel_bufs_in_use", "Packet buffers held, reserved or queued now, all components together.", nil, nil)
+)
+
 func collectComponents(k *kernel.Kernel, ch chan<- prometheus.Metric) {
+	t := k.BufTotals()
+	ch <- prometheus.MustNewConstMetric(bufsGranted, prometheus.GaugeValue, float64(t.Granted))
+	ch <- prometheus.MustNewConstMetric(bufsMax, prometheus.GaugeValue, float64(t.Max))
+	ch <- prometheus.MustNewConstMetric(bufsMade, prometheus.GaugeValue, float64(t.Made))
+	ch <- prometheus.MustNewConstMetric(bufsInUse, prometheus.GaugeValue, float64(t.Made-t.Free))
 	for _, c := range k.Describe().Components {
 		s, err := k.Stats(c.Name)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -420,6 +421,28 @@ func TestScrapeMatchesStats(t *testing.T) {
 	// in use by something (its own buffers) or nothing: both are numbers.
 	comp("ouro_component_budget_bufs", "ipcp.a.local")
 	comp("ouro_component_budget_objects", "irm")
+
+	// Node-wide: the buffers of every budget against the pool, the IRM's
+	// tables, the build.
+	node := func(name string) float64 {
+		t.Helper()
+		v, ok := value(fams, name, nil)
+		if !ok {
+			t.Errorf("no %s", name)
+		}
+		return v
+	}
+	if g, m, u := node("ouro_kernel_bufs_granted"), node("ouro_kernel_bufs_made"), node("ouro_kernel_bufs_in_use"); g < 1024 || m < u || u < 0 {
+		t.Errorf("kernel buffers: %v granted, %v made, %v in use; want granted at least a.local's 1024, made ≥ in use ≥ 0", g, m, u)
+	}
+	node("ouro_kernel_bufs_max")
+	if n := node("ouro_irm_names"); n < 1 {
+		t.Errorf("ouro_irm_names = %v, want the echo name at least", n)
+	}
+	node("ouro_irm_flows")
+	if _, ok := value(fams, "ouro_build_info", map[string]string{"go_version": runtime.Version()}); !ok {
+		t.Errorf("no ouro_build_info{go_version=%q}", runtime.Version())
+	}
 }
 
 // counters is the numbers of a snapshot of "ouro stats" and the IPCPs'
