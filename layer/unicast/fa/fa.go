@@ -33,6 +33,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/kex"
 	"github.com/ouronet/ouro/crypto/seal"
+	"github.com/ouronet/ouro/crypto/sealflow"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -272,7 +273,7 @@ type Allocator struct {
 	ephs     chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
 	rkeys    chan *kex.ResumeKey // sealing: resumptions' key pairs made ahead of time
 	ephsMade bool                // the goroutines making them run (guarded by mu)
-	docs     docCache
+	docs     sealflow.DocCache
 	tickets  *ticketStore // sealing: resumption tickets; nil: never resume
 }
 
