@@ -1,0 +1,425 @@
+package udp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/layertest"
+	"github.com/ouronet/ouro/layer/shim/internal/engine"
+)
+
+// ident returns a node identity from a fixed seed.
+func ident(t testing.TB, seed byte) *identity.Identity {
+	t.Helper()
+	s := make([]byte, 32)
+	s[0] = seed
+	id, err := identity.FromSeed(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// relay is a man in the middle between two shims on 127.0.0.1: a's
+// directory points at its front socket, whose datagrams it forwards from
+// its back socket to b, and b's answers back to a. Each datagram goes
+// through mangle (nil: forwarded as is), which returns what to forward
+// instead, in order (nothing: dropped).
+type relay struct {
+	front, back *net.UDPConn
+	b           netip.AddrPort
+	mangle      func(toB bool, d []byte) [][]byte
+
+	mu sync.Mutex
+	a  netip.AddrPort // learnt from the first datagram
+	wg sync.WaitGroup
+}
+
+func newRelay(t testing.TB, b netip.AddrPort, mangle func(toB bool, d []byte) [][]byte) *relay {
+	r := &relay{front: listen(t, "udp", "127.0.0.1:0"), back: listen(t, "udp", "127.0.0.1:0"), b: b, mangle: mangle}
+	r.wg.Add(2)
+	go r.pump(r.front, true)
+	go r.pump(r.back, false)
+	t.Cleanup(func() { r.front.Close(); r.back.Close(); r.wg.Wait() })
+	return r
+}
+
+func (r *relay) pump(c *net.UDPConn, toB bool) {
+	defer r.wg.Done()
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		d := bytes.Clone(buf[:n])
+		out, dst := r.back, r.b
+		if toB {
+			r.mu.Lock()
+			r.a = from
+			r.mu.Unlock()
+		} else {
+			r.mu.Lock()
+			out, dst = r.front, r.a
+			r.mu.Unlock()
+		}
+		ds := [][]byte{d}
+		if r.mangle != nil {
+			ds = r.mangle(toB, d)
+		}
+		for _, d := range ds {
+			out.WriteToUDPAddrPort(d, dst)
+		}
+	}
+}
+
+// sealNode is a shim with a node identity.
+type sealNode struct {
+	*node
+	id *identity.Identity
+}
+
+type sealOpts struct {
+	noSigner  bool
+	require   bool
+	sealPeers []string
+}
+
+// sealedPair starts shims a and b (b serves "srv"); with mangle set, a
+// reaches b only through a relay.
+func sealedPair(t testing.TB, mangle func(toB bool, d []byte) [][]byte, ao, bo sealOpts) (a, b *sealNode) {
+	t.Helper()
+	ca, cb := listen(t, "udp", "127.0.0.1:0"), listen(t, "udp", "127.0.0.1:0")
+	srv := addrOf(cb)
+	if mangle != nil {
+		srv = addrOf(newRelay(t, addrOf(cb), mangle).front)
+	}
+	dir := map[string]netip.AddrPort{"srv": srv}
+	mk := func(name string, c *net.UDPConn, seed byte, o sealOpts) *sealNode {
+		up := flowtest.NewUpcalls(256)
+		id := ident(t, seed)
+		cfg := Config{Runner: layertest.Runner{}, Layer: "udp.test", Name: name, Dir: dir, Device: c,
+			RetryBase: 5 * time.Millisecond, Seal: o.require, SealPeers: o.sealPeers}
+		if !o.noSigner {
+			cfg.Signer = id
+		}
+		p, err := New(cfg, up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Stop)
+		return &sealNode{&node{ipcp: p, up: up, addr: addrOf(c)}, id}
+	}
+	a, b = mk("a", ca, 1, ao), mk("b", cb, 2, bo)
+	if err := b.ipcp.Register(context.Background(), "srv"); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+// sealedDial allocates a sealed flow from a to srv: both programs' ends
+// and a's result.
+func sealedDial(t testing.TB, a, b *sealNode, q flow.QoS) (client, server flow.Port, res irm.AllocResult, req irm.AllocReq) {
+	t.Helper()
+	app, ipcpEnd := flowtest.Pipe(256)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{ID: 1, Dst: "srv", QoS: q}, ipcpEnd)
+	if err != nil {
+		t.Fatalf("sealed alloc: %v", err)
+	}
+	select {
+	case acc := <-b.up.Accepted:
+		t.Cleanup(func() { acc.Port.Close() })
+		t.Cleanup(func() { app.Close() })
+		return app, acc.Port, res, acc.Req
+	case <-ctx.Done():
+		t.Fatal("no flow accepted")
+	}
+	return
+}
+
+func sealedQoS() flow.QoS { q := flow.BestEffort(); q.Sealed = true; return q }
+
+// A sealed flow: both ends learn the other's verified identity, the
+// SDUs cross, and the wire shows none of them in clear.
+func TestSealedFlow(t *testing.T) {
+	var mu sync.Mutex
+	var wire [][]byte
+	spy := func(_ bool, d []byte) [][]byte {
+		mu.Lock()
+		wire = append(wire, d)
+		mu.Unlock()
+		return [][]byte{d}
+	}
+	a, b := sealedPair(t, spy, sealOpts{}, sealOpts{})
+	client, server, res, req := sealedDial(t, a, b, sealedQoS())
+	if res.Peer == nil || res.Peer.ID != identity.NameOf(b.id.Public()) || res.Peer.Name != "b" {
+		t.Fatalf("requester's peer %+v, want b's identity %s", res.Peer, identity.NameOf(b.id.Public()))
+	}
+	if req.Peer == nil || req.Peer.ID != identity.NameOf(a.id.Public()) || !req.QoS.Sealed {
+		t.Fatalf("responder's request %+v, want a sealed one from a's identity", req)
+	}
+	if res.MaxSDU != engine.SealedMaxSDU || req.MaxSDU != engine.SealedMaxSDU {
+		t.Fatalf("max SDU %d/%d, want %d", res.MaxSDU, req.MaxSDU, engine.SealedMaxSDU)
+	}
+	secret := "attack at dawn, the password is swordfish"
+	roundTrip(t, client, server, secret)
+	roundTrip(t, server, client, "pong "+secret)
+	big := bytes.Repeat([]byte{'z'}, engine.SealedMaxSDU)
+	roundTrip(t, client, server, string(big))
+	mu.Lock()
+	defer mu.Unlock()
+	for _, d := range wire {
+		if bytes.Contains(d, []byte("swordfish")) {
+			t.Fatalf("the secret crossed the wire in clear: %q", d)
+		}
+	}
+	if st := a.ipcp.Stats(); st.KexFailed != 0 || st.Drops.Tampered != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// Sealed allocations that cannot be sealed fail, with ErrRefused, and
+// never fall back to clear text.
+func TestSealedRefusals(t *testing.T) {
+	alloc := func(a *sealNode) error {
+		_, ipcpEnd := flowtest.Pipe(16)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd)
+		return err
+	}
+	t.Run("requester without signer", func(t *testing.T) {
+		a, b := sealedPair(t, nil, sealOpts{noSigner: true}, sealOpts{})
+		if err := alloc(a); !errors.Is(err, flow.ErrRefused) {
+			t.Fatalf("got %v, want ErrRefused", err)
+		}
+		if n := len(b.up.Requests()); n != 0 {
+			t.Fatalf("%d requests reached b", n)
+		}
+	})
+	t.Run("responder without signer", func(t *testing.T) {
+		a, b := sealedPair(t, nil, sealOpts{}, sealOpts{noSigner: true})
+		if err := alloc(a); !errors.Is(err, flow.ErrRefused) {
+			t.Fatalf("got %v, want ErrRefused", err)
+		}
+		if n := len(b.up.Requests()); n != 0 {
+			t.Fatalf("%d requests reached b's programs", n)
+		}
+		if b.ipcp.Stats().KexFailed == 0 {
+			t.Fatal("b did not count the refusal")
+		}
+	})
+	t.Run("peer not allowed", func(t *testing.T) {
+		a, b := sealedPair(t, nil, sealOpts{}, sealOpts{sealPeers: []string{"some-other-node"}})
+		if err := alloc(a); !errors.Is(err, flow.ErrRefused) {
+			t.Fatalf("got %v, want ErrRefused", err)
+		}
+		if n := len(b.up.Requests()); n != 0 {
+			t.Fatalf("%d requests reached b's programs", n)
+		}
+	})
+	t.Run("unsealed request to a shim that requires sealing", func(t *testing.T) {
+		a, b := sealedPair(t, nil, sealOpts{noSigner: true}, sealOpts{require: true})
+		_, ipcpEnd := flowtest.Pipe(16)
+		err := a.ipcp.Alloc(context.Background(), irm.AllocReq{Dst: "srv", QoS: flow.BestEffort()}, ipcpEnd)
+		if !errors.Is(err, flow.ErrRefused) || len(b.up.Requests()) != 0 {
+			t.Fatalf("got %v and %d requests at b, want ErrRefused and none", err, len(b.up.Requests()))
+		}
+	})
+	t.Run("later allocations unaffected", func(t *testing.T) {
+		a, b := sealedPair(t, nil, sealOpts{}, sealOpts{})
+		client, server, _, _ := sealedDial(t, a, b, sealedQoS())
+		roundTrip(t, client, server, "after")
+	})
+}
+
+// isCtl reports whether a datagram is a control message, and decodes
+// it if it is a Msg (not a key-exchange piece).
+func ctlMsg(d []byte) (engine.Msg, bool, bool) {
+	h := Header(d)
+	if !h.IsValid() || h.EID() != 0 {
+		return engine.Msg{}, false, false
+	}
+	if engine.IsKex(h.Payload()) {
+		return engine.Msg{}, true, false
+	}
+	m, err := engine.DecodeMsg(h.Payload())
+	return m, true, err == nil
+}
+
+// reencode puts m back in a datagram.
+func reencode(t testing.TB, m *engine.Msg) []byte {
+	b, err := engine.EncodeMsg(make([]byte, HeaderLen), m)
+	if err != nil {
+		t.Error(err)
+	}
+	Header(b).SetEID(0)
+	return b
+}
+
+// A relay that strips the seal request (or changes the request the key
+// exchange signs) fails the allocation: it is not downgraded to clear
+// text.
+func TestSealedDowngrade(t *testing.T) {
+	strip := func(t *testing.T, change func(q *flow.QoS)) func(bool, []byte) [][]byte {
+		return func(toB bool, d []byte) [][]byte {
+			m, ctl, ok := ctlMsg(d)
+			if toB && ctl && ok && m.Type == engine.MsgAllocReq {
+				change(&m.QoS)
+				return [][]byte{reencode(t, &m)}
+			}
+			return [][]byte{d}
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		change  func(q *flow.QoS)
+		require bool
+	}{
+		{"seal request stripped", func(q *flow.QoS) { q.Sealed = false }, false},
+		{"seal request stripped, responder requires sealing", func(q *flow.QoS) { q.Sealed = false }, true},
+		{"signed request changed", func(q *flow.QoS) { q.Delay = 7 }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := sealedPair(t, strip(t, tc.change), sealOpts{}, sealOpts{require: tc.require})
+			_, ipcpEnd := flowtest.Pipe(16)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			res, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd)
+			if !errors.Is(err, flow.ErrRefused) {
+				t.Fatalf("got %v (peer %+v), want ErrRefused", err, res.Peer)
+			}
+			if a.ipcp.Stats().KexFailed+b.ipcp.Stats().KexFailed == 0 {
+				t.Fatal("no side counted the failed key exchange")
+			}
+			// Whatever b accepted unsealed is deallocated.
+			waitFor(t, func() bool { return len(a.ipcp.Flows()) == 0 && len(b.ipcp.Flows()) == 0 })
+		})
+	}
+}
+
+// The man in the middle flips bits in, replays, reorders and truncates
+// the data of a flow. Sealed: the receiving program gets only SDUs that
+// were sent, each once, and every tampered and replayed one is counted.
+// Unsealed (the same relay, the same traffic): the program gets what the
+// relay made, which shows the relay's power.
+func TestSealedMITM(t *testing.T) {
+	const n = 60
+	type tally struct{ flipped, cut, replayed int }
+	run := func(t *testing.T, sealed bool) (got [][]byte, sent map[string]bool, tl tally, b *sealNode) {
+		var mu sync.Mutex
+		var held []byte
+		i := 0
+		mangle := func(toB bool, d []byte) [][]byte {
+			if !toB || Header(d).EID() == 0 {
+				return [][]byte{d}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			i++
+			switch i % 6 {
+			case 1: // a bit flipped in the last byte (the tag, or clear text)
+				d[len(d)-1] ^= 0x10
+				tl.flipped++
+				return [][]byte{d}
+			case 2: // replayed twice
+				tl.replayed += 2
+				return [][]byte{d, bytes.Clone(d), bytes.Clone(d)}
+			case 3: // cut
+				tl.cut++
+				return [][]byte{d[:len(d)-3]}
+			case 4: // held back, sent after the next one
+				held = d
+				return nil
+			case 5:
+				if held != nil {
+					h := held
+					held = nil
+					return [][]byte{d, h}
+				}
+			}
+			return [][]byte{d}
+		}
+		a, b := sealedPair(t, mangle, sealOpts{}, sealOpts{})
+		q := flow.BestEffort()
+		q.Sealed = sealed
+		client, server, _, _ := sealedDial(t, a, b, q)
+		sent = map[string]bool{}
+		for k := range n {
+			msg := fmt.Sprintf("sdu %03d %s", k, bytes.Repeat([]byte{'x'}, 40))
+			sent[msg] = true
+			if err := client.Write([]byte(msg), time.Now().Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Microsecond) // keep the loopback from dropping
+		}
+		buf := make([]byte, flow.MaxSDU)
+		for {
+			m, err := server.Read(buf, time.Now().Add(300*time.Millisecond))
+			if err != nil {
+				break
+			}
+			got = append(got, bytes.Clone(buf[:m]))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return got, sent, tl, b
+	}
+	t.Run("sealed", func(t *testing.T) {
+		got, sent, tl, b := run(t, true)
+		seen := map[string]bool{}
+		for _, g := range got {
+			if !sent[string(g)] {
+				t.Fatalf("delivered %q, which was never sent", g)
+			}
+			if seen[string(g)] {
+				t.Fatalf("delivered %q twice", g)
+			}
+			seen[string(g)] = true
+		}
+		if want := n - tl.flipped - tl.cut; len(got) != want {
+			t.Fatalf("delivered %d SDUs, want the %d untampered ones", len(got), want)
+		}
+		st := b.ipcp.Stats().Drops
+		if st.Tampered != uint64(tl.flipped+tl.cut) || st.Replayed != uint64(tl.replayed) {
+			t.Fatalf("counted %d tampered, %d replayed; the relay tampered %d, replayed %d",
+				st.Tampered, st.Replayed, tl.flipped+tl.cut, tl.replayed)
+		}
+	})
+	t.Run("unsealed shows the tampering", func(t *testing.T) {
+		got, sent, _, b := run(t, false)
+		forged, dup := 0, 0
+		seen := map[string]bool{}
+		for _, g := range got {
+			if !sent[string(g)] {
+				forged++
+			}
+			if seen[string(g)] {
+				dup++
+			}
+			seen[string(g)] = true
+		}
+		if forged == 0 || dup == 0 {
+			t.Fatalf("unsealed flow: %d forged and %d duplicated SDUs delivered, want some of each (the relay has no power?)", forged, dup)
+		}
+		if st := b.ipcp.Stats().Drops; st.Tampered != 0 || st.Replayed != 0 {
+			t.Fatalf("unsealed flow counted %+v", st)
+		}
+	})
+}
