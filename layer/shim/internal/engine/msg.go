@@ -137,9 +137,11 @@ const (
 )
 
 // KexChunk is the largest piece of a key-exchange message one KexMsg
-// carries: with the header and the shim's own it stays well within an
-// Ethernet frame (the whole Hello is about 2.3 kB, more than one frame
-// carries: docs/wire/shims.md, "Sealed allocation").
+// carries: with the headers it stays well within an Ethernet frame. A
+// Hello is 1.4 kB with a short identity document and 1.9 kB with the
+// largest (kex.MaxHello bounds it at 3 kB), a Reply about as much: more
+// than a 1500-byte frame carries (docs/wire/shims.md, "Sealed
+// allocation").
 const KexChunk = 1024
 
 // MaxKexLen bounds an encoded KexMsg; longer ones are malformed without
