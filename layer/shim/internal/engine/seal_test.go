@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -108,5 +110,65 @@ func TestSealedSDUAllocs(t *testing.T) {
 		if e.C.Replayed.Load() < 1000 {
 			t.Fatalf("%d B: %d replays counted", size, e.C.Replayed.Load())
 		}
+	}
+}
+
+// sealedReq sends a sealed alloc request for srv from a peer.
+func sealedReq(t *testing.T, e *Engine[peer], from peer, id uint64) {
+	t.Helper()
+	h := layer.HashName(layer.SHA3_256, "srv")
+	e.Input(encode(t, &Msg{Type: MsgAllocReq, ReqID: id, Src: uint32(id), Hash: h[:], QoS: flow.QoS{Sealed: true}}), from, 0)
+}
+
+// A sealed request whose requester never sends its key exchange (or
+// goes quiet) holds its peer's place only until the allocation timeout:
+// then it is dropped and counted, and the place is free again; the
+// program never hears of it.
+func TestSealedHandshakeExpires(t *testing.T) {
+	id, err := identity.FromSeed(bytes.Repeat([]byte{3}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := flowtest.NewUpcalls(4)
+	e, w := newEngine(t, Config[peer]{Upcalls: up, IdleTimeout: -1, MaxPendingPerPeer: 1,
+		Seal: &SealConfig{Layer: "l", Signer: id, Name: "n"}})
+	sealedReq(t, e, "quiet", 1)
+	sealedReq(t, e, "quiet", 2) // its place is taken: busy
+	if r := w.msgs(MsgAllocResp); len(r) != 1 || r[0].msg.Result != ResBusy || r[0].msg.ReqID != 2 {
+		t.Fatalf("answers %+v, want one busy to request 2", r)
+	}
+	e.expire(time.Now()) // not yet
+	if e.C.KexFailed.Load() != 0 {
+		t.Fatal("a handshake expired early")
+	}
+	e.expire(time.Now().Add(e.cfg.Timeout + time.Second))
+	if e.C.KexFailed.Load() != 1 {
+		t.Fatalf("%d handshakes dropped, want 1", e.C.KexFailed.Load())
+	}
+	e.mu.Lock()
+	hs, inFlight, peers := len(e.hs), e.inFlight, len(e.peers)
+	e.mu.Unlock()
+	if hs != 0 || inFlight != 0 || peers != 0 {
+		t.Fatalf("after expiry: %d handshakes, %d in flight, %d peers held", hs, inFlight, peers)
+	}
+	sealedReq(t, e, "quiet", 3) // the place is free again
+	if r := w.msgs(MsgAllocResp); len(r) != 1 {
+		t.Fatalf("request 3 answered %+v, want held for its key exchange", r[1:])
+	}
+	if n := len(up.Requests()); n != 0 {
+		t.Fatalf("%d requests reached the program", n)
+	}
+}
+
+// A shim without a signer refuses a sealed request at once, counted.
+func TestSealedRequestWithoutSigner(t *testing.T) {
+	up := flowtest.NewUpcalls(4)
+	e, w := newEngine(t, Config[peer]{Upcalls: up, IdleTimeout: -1})
+	sealedReq(t, e, "p", 1)
+	if r := w.msgs(MsgAllocResp); len(r) != 1 || r[0].msg.Result != ResRefused {
+		t.Fatalf("answers %+v, want one refusal", r)
+	}
+	if e.C.KexFailed.Load() != 1 || len(up.Requests()) != 0 {
+		t.Fatalf("kex_failed %d, %d requests to the program", e.C.KexFailed.Load(), len(up.Requests()))
 	}
 }
