@@ -621,9 +621,7 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 		if r != nil {
 			e.sendMsg(r, from)
 		}
-		for _, p := range reply {
-			e.sendPkt(p, from)
-		}
+		e.resend(reply, from) // sealed: the Reply was lost
 		return
 	}
 	name, ok := e.names[layer.Hash(m.Hash)]

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -267,8 +268,15 @@ func (e *Engine[A]) respond(key inKey[A], h *handshake, hello []byte) {
 		}
 		return
 	}
+	e.resend(pkts, key.peer)
+}
+
+// resend sends copies of kept packets: Wire.Send writes the shim header
+// into the buffer it is given, and a kept Reply may be resent by the
+// receive goroutine while another send of it is in progress.
+func (e *Engine[A]) resend(pkts [][]byte, to A) {
 	for _, p := range pkts {
-		e.sendPkt(p, key.peer)
+		e.sendPkt(bytes.Clone(p), to)
 	}
 }
 
