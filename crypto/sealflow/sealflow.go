@@ -120,3 +120,21 @@ func PeerOf(d identity.Document) *flow.Peer {
 	}
 	return p
 }
+
+// KeepMade keeps ch full of values made by mk (key pairs made ahead of
+// time, so that making them is off an allocation's critical path) until
+// done is closed; it returns mk's error if mk fails. Run it in a
+// goroutine of its own; each value sent is taken once.
+func KeepMade[T any](ch chan<- T, done <-chan struct{}, mk func() (T, error)) error {
+	for {
+		v, err := mk()
+		if err != nil {
+			return err
+		}
+		select {
+		case ch <- v:
+		case <-done:
+			return nil
+		}
+	}
+}

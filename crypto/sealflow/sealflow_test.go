@@ -3,6 +3,7 @@ package sealflow
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/ouronet/ouro/crypto/identity"
@@ -73,4 +74,25 @@ func mustVerify(t *testing.T, doc []byte) identity.Document {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// KeepMade keeps the channel full, stops when done closes, and returns
+// the maker's error.
+func TestKeepMade(t *testing.T) {
+	ch := make(chan int, 2)
+	done := make(chan struct{})
+	n := 0
+	end := make(chan error, 1)
+	go func() { end <- KeepMade(ch, done, func() (int, error) { n++; return n, nil }) }()
+	if a, b := <-ch, <-ch; a != 1 || b != 2 {
+		t.Fatalf("got %d, %d", a, b)
+	}
+	close(done)
+	if err := <-end; err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := KeepMade(ch, nil, func() (int, error) { return 0, boom }); !errors.Is(err, boom) {
+		t.Fatalf("got %v, want the maker's error", err)
+	}
 }

@@ -153,17 +153,8 @@ const ephAhead = 2
 // keepMade keeps ch full of values made by mk until the Allocator stops.
 func keepMade[T any](a *Allocator, ch chan<- T, mk func() (T, error), what string) {
 	defer a.wg.Done()
-	for {
-		v, err := mk()
-		if err != nil {
-			a.cfg.Logf("fa: %s ahead of time: %v", what, err)
-			return
-		}
-		select {
-		case ch <- v:
-		case <-a.ctx.Done():
-			return
-		}
+	if err := sealflow.KeepMade(ch, a.ctx.Done(), mk); err != nil {
+		a.cfg.Logf("fa: %s ahead of time: %v", what, err)
 	}
 }
 

@@ -321,7 +321,7 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 		if cfg.Seal.Signer == nil {
 			return nil, fmt.Errorf("%s: engine: sealing without a signer: %w", cfg.Kind, flow.ErrInvalid)
 		}
-		e.seal = &sealState{cfg: *cfg.Seal}
+		e.seal = &sealState{cfg: *cfg.Seal, ephs: make(chan *kex.Ephemeral, ephAhead)}
 	}
 	e.lastNSF.Store(-int64(cfg.NSFInterval))
 	e.ctx, e.cancel = context.WithCancel(context.Background())

@@ -59,10 +59,12 @@ const SealedMaxSDU = flow.MaxSDU - seal.Overhead
 
 // sealState is an engine's sealing: its credentials, made once.
 type sealState struct {
-	cfg  SealConfig
-	docs sealflow.DocCache
-	mu   sync.Mutex
-	doc  []byte
+	cfg      SealConfig
+	docs     sealflow.DocCache
+	mu       sync.Mutex
+	doc      []byte
+	ephs     chan *kex.Ephemeral // key pairs made ahead of time
+	ephsMade bool                // the goroutine making them runs (guarded by the engine's mu)
 }
 
 // kexContext is what both ends of a sealed flow sign besides the
@@ -92,7 +94,35 @@ func (e *Engine[A]) kexConfig(ctx context.Context, hash []byte, q flow.QoS) (kex
 		s.doc = doc
 		s.mu.Unlock()
 	}
-	return kex.Config{Signer: s.cfg.Signer, Doc: doc, Context: c, Accept: s.cfg.Accept, Verify: s.docs.Verify}, nil
+	cfg := kex.Config{Signer: s.cfg.Signer, Doc: doc, Context: c, Accept: s.cfg.Accept, Verify: s.docs.Verify}
+	e.keysAhead()
+	select {
+	case cfg.Ephemeral = <-s.ephs:
+	default: // all taken: kex makes them now
+	}
+	return cfg, nil
+}
+
+// ephAhead is how many key pairs an engine keeps made ahead of time.
+const ephAhead = 2
+
+// keysAhead starts making key pairs (X25519 and ML-KEM-768, about 0.1
+// ms) ahead of time, from the first sealed allocation on: an engine that
+// seals nothing makes none. Each is used for one exchange.
+func (e *Engine[A]) keysAhead() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.seal.ephsMade || e.stopped {
+		return
+	}
+	e.seal.ephsMade = true
+	e.wg.Add(1)
+	e.cfg.Runner.Go(func() {
+		defer e.wg.Done()
+		if err := sealflow.KeepMade(e.seal.ephs, e.ctx.Done(), kex.NewEphemeral); err != nil && e.cfg.Logf != nil {
+			e.cfg.Logf("%s: key pairs ahead of time: %v", e.cfg.Kind, err)
+		}
+	})
 }
 
 // sealing is a finished key exchange's half of a flow.
