@@ -72,6 +72,8 @@ const (
 	KexChunk = 900
 	// MaxParts is the most pieces a key-exchange message is cut into.
 	MaxParts = sealflow.MaxParts
+	// DefaultTicketLife is how long a resumption ticket stays usable.
+	DefaultTicketLife = sealflow.DefaultTicketLife
 	// maxHandshakes bounds the handshakes a responder keeps, with the
 	// requests being accepted.
 	maxHandshakes = 64
@@ -337,7 +339,7 @@ func (a *Allocator) startResume(dst layer.Addr, m *Msg) (*kex.Resumer, []*Msg, e
 	if a.tickets == nil {
 		return nil, nil, nil
 	}
-	t, ok := a.tickets.takeOut(dst, time.Now())
+	t, ok := a.tickets.TakeOut(dst, time.Now())
 	if !ok {
 		return nil, nil, nil
 	}
@@ -377,7 +379,7 @@ func (a *Allocator) onResume(src layer.Addr, m *Msg) {
 	var t kex.Ticket
 	ok := false
 	if id, err := kex.ResumeTicketID(m.Kex); err == nil && a.tickets != nil {
-		t, ok = a.tickets.takeIn(id, time.Now())
+		t, ok = a.tickets.TakeIn(id, time.Now())
 	}
 	if !ok {
 		// Unknown, used, expired, or from before a restart: replays
