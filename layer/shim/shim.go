@@ -29,7 +29,9 @@ type Stats struct {
 	NamesAnnounced uint64 `cbor:"14,keyasint" json:"names_announced"`
 	NamesHeard     uint64 `cbor:"15,keyasint" json:"names_heard"`
 	QuickNotFound  uint64 `cbor:"16,keyasint" json:"quick_not_found"`
-	KexFailed      uint64 `cbor:"17,keyasint" json:"kex_failed"` // sealed allocations whose key exchange failed or was refused (either side)
+	KexFailed      uint64 `cbor:"17,keyasint" json:"kex_failed"`     // sealed allocations whose key exchange failed or was refused (either side)
+	SealResumed    uint64 `cbor:"18,keyasint" json:"seal_resumed"`   // sealed allocations accepted here resumed from a ticket
+	SealNoTicket   uint64 `cbor:"19,keyasint" json:"seal_no_ticket"` // resumptions answered "no ticket" here (unknown, used, expired: the full exchange follows)
 }
 
 // Drops counts packets the shim dropped, by reason.

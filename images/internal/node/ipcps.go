@@ -46,8 +46,9 @@ type udpConfig struct {
 	MaxPendingPerPeer int      `toml:"max_pending_per_peer"` // one peer's requests waiting for an accept (default 16)
 	// Sealed flows (docs/shims.md, "Sealed flows"): the shim seals with
 	// the node's identity when the node has one.
-	Seal      bool     `toml:"seal"`       // seal every flow, refuse unsealed requests
-	SealPeers []string `toml:"seal_peers"` // if set, the only node ids at the other end of a sealed flow
+	Seal       bool     `toml:"seal"`             // seal every flow, refuse unsealed requests
+	SealPeers  []string `toml:"seal_peers"`       // if set, the only node ids at the other end of a sealed flow
+	SealTicket duration `toml:"seal_ticket_life"` // how long a resumption ticket lasts (default 10m; negative: never resume)
 	// Netstack, if set, runs the shim on the node's own UDP/IP stack
 	// (netstack_device.go): bare metal, or hosted over a QEMU stream.
 	Netstack *netstackConfig `toml:"netstack"`
@@ -69,8 +70,9 @@ type ethConfig struct {
 	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`
 	MaxPendingPerPeer int      `toml:"max_pending_per_peer"`
 	// As in udpConfig.
-	Seal      bool     `toml:"seal"`
-	SealPeers []string `toml:"seal_peers"`
+	Seal       bool     `toml:"seal"`
+	SealPeers  []string `toml:"seal_peers"`
+	SealTicket duration `toml:"seal_ticket_life"`
 }
 
 // newIPCP builds the IPCP p declares in the component env describes, with
@@ -85,7 +87,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd,
 			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
-			Seal: c.Seal, SealPeers: c.SealPeers}
+			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration}
 		if s := env.signer(deps.nodeKey); s != nil {
 			cfg.Signer = s
 		}
@@ -131,7 +133,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd, Announce: c.Announce.Duration,
 			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
-			Seal: c.Seal, SealPeers: c.SealPeers}
+			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration}
 		if s := env.signer(deps.nodeKey); s != nil {
 			cfg.Signer = s
 		}

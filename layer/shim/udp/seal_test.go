@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,9 +92,10 @@ type sealNode struct {
 }
 
 type sealOpts struct {
-	noSigner  bool
-	require   bool
-	sealPeers []string
+	noSigner   bool
+	require    bool
+	sealPeers  []string
+	ticketLife time.Duration
 }
 
 // sealedPair starts shims a and b (b serves "srv"); with mangle set, a
@@ -110,7 +112,7 @@ func sealedPair(t testing.TB, mangle func(toB bool, d []byte) [][]byte, ao, bo s
 		up := flowtest.NewUpcalls(256)
 		id := ident(t, seed)
 		cfg := Config{Runner: layertest.Runner{}, Layer: "udp.test", Name: name, Dir: dir, Device: c,
-			RetryBase: 5 * time.Millisecond, Seal: o.require, SealPeers: o.sealPeers}
+			RetryBase: 5 * time.Millisecond, Seal: o.require, SealPeers: o.sealPeers, SealTicketLife: o.ticketLife}
 		if !o.noSigner {
 			cfg.Signer = id
 		}
@@ -291,13 +293,28 @@ func TestSealedDowngrade(t *testing.T) {
 		name    string
 		change  func(q *flow.QoS)
 		require bool
+		resume  bool // after a first exchange: the allocation resumes
 	}{
-		{"seal request stripped", func(q *flow.QoS) { q.Sealed = false }, false},
-		{"seal request stripped, responder requires sealing", func(q *flow.QoS) { q.Sealed = false }, true},
-		{"signed request changed", func(q *flow.QoS) { q.Delay = 7 }, false},
+		{"seal request stripped", func(q *flow.QoS) { q.Sealed = false }, false, false},
+		{"seal request stripped, responder requires sealing", func(q *flow.QoS) { q.Sealed = false }, true, false},
+		{"signed request changed", func(q *flow.QoS) { q.Delay = 7 }, false, false},
+		{"resuming, seal request stripped", func(q *flow.QoS) { q.Sealed = false }, false, true},
+		{"resuming, signed request changed", func(q *flow.QoS) { q.Delay = 7 }, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := sealedPair(t, strip(t, tc.change), sealOpts{}, sealOpts{require: tc.require})
+			var armed atomic.Bool
+			armed.Store(!tc.resume)
+			change := func(q *flow.QoS) {
+				if armed.Load() {
+					tc.change(q)
+				}
+			}
+			a, b := sealedPair(t, strip(t, change), sealOpts{}, sealOpts{require: tc.require})
+			if tc.resume {
+				sealedDial(t, a, b, sealedQoS())
+				armed.Store(true)
+				waitFor(t, func() bool { return len(b.ipcp.Flows()) == 1 })
+			}
 			_, ipcpEnd := flowtest.Pipe(16)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
@@ -309,7 +326,7 @@ func TestSealedDowngrade(t *testing.T) {
 				t.Fatal("no side counted the failed key exchange")
 			}
 			// Whatever b accepted unsealed is deallocated.
-			waitFor(t, func() bool { return len(a.ipcp.Flows()) == 0 && len(b.ipcp.Flows()) == 0 })
+			waitFor(t, func() bool { return len(a.ipcp.Flows()) == len(b.ipcp.Flows()) && len(b.ipcp.Flows()) <= 1 })
 		})
 	}
 }
@@ -475,14 +492,22 @@ func BenchmarkSealedThroughput(b *testing.B) {
 }
 
 // BenchmarkSealedAlloc measures a flow allocation on loopback, from
-// Alloc to the accepting side holding its end, unsealed and sealed (the
-// full hybrid key exchange, with node identities signing).
+// Alloc to the accepting side holding its end: unsealed, sealed resumed
+// from the last exchange's ticket, and sealed with the full hybrid key
+// exchange every time (resumption off).
 func BenchmarkSealedAlloc(b *testing.B) {
-	for _, sealed := range []bool{false, true} {
-		b.Run(map[bool]string{false: "unsealed", true: "sealed"}[sealed], func(b *testing.B) {
-			a, s := sealedPair(b, nil, sealOpts{}, sealOpts{})
+	for _, mode := range []string{"unsealed", "sealed-resumed", "sealed-full"} {
+		b.Run(mode, func(b *testing.B) {
+			o := sealOpts{}
+			if mode == "sealed-full" {
+				o.ticketLife = -1 // never resume
+			}
+			a, s := sealedPair(b, nil, o, o)
 			q := flow.BestEffort()
-			q.Sealed = sealed
+			q.Sealed = mode != "unsealed"
+			if q.Sealed { // the first exchange leaves the ticket the next resumes from
+				sealedDial(b, a, s, q)
+			}
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -541,4 +566,132 @@ func BenchmarkSealedRTT(b *testing.B) {
 			})
 		}
 	}
+}
+
+// The second sealed allocation between two shims resumes from the ticket
+// the first left: one round trip, both peers still the verified nodes,
+// the flow carries data; each ticket is used once.
+func TestSealedResume(t *testing.T) {
+	a, b := sealedPair(t, nil, sealOpts{}, sealOpts{})
+	sealedDial(t, a, b, sealedQoS())
+	if n := b.ipcp.Stats().SealResumed; n != 0 {
+		t.Fatalf("the first allocation resumed (%d)", n)
+	}
+	for i := range 3 {
+		client, server, res, req := sealedDial(t, a, b, sealedQoS())
+		if n := b.ipcp.Stats().SealResumed; n != uint64(i+1) {
+			t.Fatalf("allocation %d: %d resumed, want %d", i+2, n, i+1)
+		}
+		if res.Peer == nil || res.Peer.ID != identity.NameOf(b.id.Public()) || req.Peer == nil || req.Peer.ID != identity.NameOf(a.id.Public()) {
+			t.Fatalf("resumed peers %+v / %+v", res.Peer, req.Peer)
+		}
+		roundTrip(t, client, server, "resumed")
+		roundTrip(t, server, client, "resumed back")
+	}
+	if st := b.ipcp.Stats(); st.SealNoTicket != 0 || st.KexFailed != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A responder without the ticket (resumption off there, or restarted)
+// answers "no ticket" and the requester makes the full exchange on the
+// same request.
+func TestSealedResumeFallback(t *testing.T) {
+	a, b := sealedPair(t, nil, sealOpts{}, sealOpts{ticketLife: -1})
+	sealedDial(t, a, b, sealedQoS())
+	client, server, res, _ := sealedDial(t, a, b, sealedQoS())
+	if res.Peer == nil || res.Peer.ID != identity.NameOf(b.id.Public()) {
+		t.Fatalf("peer %+v", res.Peer)
+	}
+	roundTrip(t, client, server, "full again")
+	if st := b.ipcp.Stats(); st.SealNoTicket != 1 || st.SealResumed != 0 {
+		t.Fatalf("no_ticket %d, resumed %d; want 1, 0", st.SealNoTicket, st.SealResumed)
+	}
+}
+
+// kexPiece decodes a datagram's key-exchange piece, if it is one.
+func kexPiece(d []byte) (engine.KexMsg, bool) {
+	h := Header(d)
+	if !h.IsValid() || h.EID() != 0 || !engine.IsKex(h.Payload()) {
+		return engine.KexMsg{}, false
+	}
+	m, err := engine.DecodeKex(h.Payload())
+	return m, err == nil
+}
+
+// A recorded Resume replayed in a new request finds no ticket (each is
+// used once): no flow; a Resume whose MAC the relay damaged is refused.
+func TestSealedResumeAttacks(t *testing.T) {
+	t.Run("replayed", func(t *testing.T) {
+		var mu sync.Mutex
+		var resume *engine.KexMsg
+		var allocReq *engine.Msg
+		spy := func(toB bool, d []byte) [][]byte {
+			if m, ok := kexPiece(d); ok && toB && m.Step == engine.StepResume {
+				mu.Lock()
+				resume = &m
+				mu.Unlock()
+			}
+			if m, ctl, ok := ctlMsg(d); toB && ctl && ok && m.Type == engine.MsgAllocReq {
+				mu.Lock()
+				allocReq = &m
+				mu.Unlock()
+			}
+			return [][]byte{d}
+		}
+		a, b := sealedPair(t, spy, sealOpts{}, sealOpts{})
+		sealedDial(t, a, b, sealedQoS())
+		sealedDial(t, a, b, sealedQoS()) // resumed: the relay records its Resume
+		mu.Lock()
+		rs, req := *resume, *allocReq
+		mu.Unlock()
+		// The attacker's own socket: a new request with the recorded Resume.
+		c := listen(t, "udp", "127.0.0.1:0")
+		req.ReqID, req.Src, rs.ReqID, rs.Src = 99, 99, 99, 99
+		c.WriteToUDPAddrPort(reencode(t, &req), b.addr)
+		kb, err := engine.EncodeKex(make([]byte, HeaderLen), &rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.WriteToUDPAddrPort(kb, b.addr)
+		buf := make([]byte, 2048)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, ok := kexPiece(buf[:n]); !ok || m.Step != engine.StepNoTicket || m.Dst != 99 {
+			t.Fatalf("answer %x, want no ticket", buf[:n])
+		}
+		if st := b.ipcp.Stats(); st.SealNoTicket != 1 || st.SealResumed != 1 {
+			t.Fatalf("no_ticket %d, resumed %d; want 1, 1", st.SealNoTicket, st.SealResumed)
+		}
+		if n := len(b.up.Requests()); n != 2 {
+			t.Fatalf("%d requests reached the program, want the 2 honest ones", n)
+		}
+	})
+	t.Run("damaged MAC", func(t *testing.T) {
+		flip := func(toB bool, d []byte) [][]byte {
+			if m, ok := kexPiece(d); ok && toB && m.Step == engine.StepResume {
+				m.Data[len(m.Data)-1] ^= 1 // in the MAC, at the end
+				b, _ := engine.EncodeKex(make([]byte, HeaderLen), &m)
+				return [][]byte{b}
+			}
+			return [][]byte{d}
+		}
+		a, b := sealedPair(t, flip, sealOpts{}, sealOpts{})
+		sealedDial(t, a, b, sealedQoS())
+		_, ipcpEnd := flowtest.Pipe(16)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd); !errors.Is(err, flow.ErrRefused) {
+			t.Fatalf("got %v, want ErrRefused", err)
+		}
+		if n := b.ipcp.Stats().KexFailed; n != 1 {
+			t.Fatalf("kex_failed %d at b, want 1", n)
+		}
+		if n := len(b.up.Requests()); n != 1 {
+			t.Fatalf("%d requests reached the program, want the first only", n)
+		}
+	})
 }

@@ -93,6 +93,10 @@ type Config struct {
 	// SealPeers, if not empty, are the only node ids (identity.NameOf) a
 	// sealed flow may have at its other end, either way. Needs Signer.
 	SealPeers []string
+	// SealTicketLife is how long the ticket a sealed allocation leaves
+	// both ends stays usable to resume the next one in one round trip
+	// (0: 10 minutes; negative: never resume).
+	SealTicketLife time.Duration
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
@@ -131,7 +135,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		}
 		dir[name] = norm(withPort(a))
 	}
-	sc, err := engine.SealFrom("udp", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers)
+	sc, err := engine.SealFrom("udp", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife)
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -147,6 +148,9 @@ type Counters struct {
 	// Sealed flows: SDUs that failed authentication (forged, damaged,
 	// cut) or came again (replayed, too old); key exchanges that failed.
 	Tampered, Replayed, KexFailed atomic.Uint64
+	// Sealed allocations resumed from a ticket (responder), and
+	// resumptions answered "no ticket" (the full exchange follows).
+	Resumed, NoTicket atomic.Uint64
 	// Announcements sent and heard; queries answered "not here" early.
 	Announced, Heard, QuickNegative atomic.Uint64
 }
@@ -166,8 +170,8 @@ func (c *Counters) Snapshot() shim.Stats {
 			PeerLimit: c.PeerLimit.Load(),
 			Tampered:  c.Tampered.Load(), Replayed: c.Replayed.Load(),
 		},
-		KexFailed: c.KexFailed.Load(),
-		FlowsOut:  c.FlowsOut.Load(), FlowsIn: c.FlowsIn.Load(),
+		KexFailed: c.KexFailed.Load(), SealResumed: c.Resumed.Load(), SealNoTicket: c.NoTicket.Load(),
+		FlowsOut: c.FlowsOut.Load(), FlowsIn: c.FlowsIn.Load(),
 		FlowsActive: c.FlowsActive.Load(), AllocRetries: c.AllocRetries.Load(),
 		AllocFailed: c.AllocFailed.Load(), FlowsExpired: c.FlowsExpired.Load(),
 		NamesAnnounced: c.Announced.Load(), NamesHeard: c.Heard.Load(), QuickNotFound: c.QuickNegative.Load(),
@@ -221,6 +225,7 @@ type inKey[A Addr] struct {
 type inbound struct {
 	at   time.Time
 	resp *Msg
+	kex  [][]byte // resumed: the ResumeReply's packets, resent (copies) before resp
 }
 
 type pending[A Addr] struct {
@@ -268,6 +273,7 @@ type Engine[A Addr] struct {
 	nextReq  uint64
 	hs       map[inKey[A]]*handshake // incoming sealed requests in their key exchange (seal.go)
 	seal     *sealState              // nil: cannot seal
+	tickets  *sealflow.Tickets[A]    // resumption tickets; nil: never resume
 }
 
 // New returns an engine; Start starts its sweeper, Stop ends it.
@@ -322,6 +328,9 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 			return nil, fmt.Errorf("%s: engine: sealing without a signer: %w", cfg.Kind, flow.ErrInvalid)
 		}
 		e.seal = &sealState{cfg: *cfg.Seal, ephs: make(chan *kex.Ephemeral, ephAhead)}
+		if cfg.Seal.TicketLife >= 0 {
+			e.tickets = sealflow.NewTickets[A](cmp.Or(cfg.Seal.TicketLife, sealflow.DefaultTicketLife))
+		}
 	}
 	e.lastNSF.Store(-int64(cfg.NSFInterval))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
@@ -612,13 +621,14 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 	now := time.Now()
 	e.mu.Lock()
 	if in, ok := e.inbound[key]; ok { // a retransmission
-		r := in.resp
+		r, kexp := in.resp, in.kex
 		var reply [][]byte
 		if h := e.hs[key]; h != nil {
 			reply = h.reply // sealed: the Reply was lost
 		}
 		e.mu.Unlock()
 		if r != nil {
+			e.resend(kexp, from) // resumed: the ResumeReply goes before the answer
 			e.sendMsg(r, from)
 		}
 		e.resend(reply, from) // sealed: the Reply was lost
@@ -749,6 +759,10 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS, s
 	}
 	resp.Result = resultOf(err)
 	in.resp = &resp
+	var kexp [][]byte
+	if err == nil && sl != nil {
+		in.kex, kexp = sl.reply, sl.reply
+	}
 	if err != nil {
 		in.at = time.Now()
 		e.refused++
@@ -769,6 +783,7 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS, s
 		e.C.FlowsIn.Add(1)
 		e.cfg.Runner.Go(func() { e.txLoop(f) })
 	}
+	e.resend(kexp, key.peer) // resumed: the ResumeReply first
 	e.sendMsg(&resp, key.peer)
 }
 
@@ -980,29 +995,84 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port
 	defer cancel()
 	pkts := [][]byte{pkt} // what a retransmission sends
 	var (
-		in    *kex.Initiator // sealed: until the Reply
-		reply sealflow.Pieces
-		sl    *sealing // sealed: the finished key exchange
+		in     *kex.Initiator // sealed, full exchange: until the Reply
+		rm     *kex.Resumer   // sealed, resuming from a ticket: until the ResumeReply
+		reply  sealflow.Pieces
+		sl     *sealing // sealed: the finished key exchange
+		okResp *Msg     // resuming: an ok answer that came before the ResumeReply
+		okWait <-chan time.Time
 	)
 	refuse := func(err error) (irm.AllocResult, error) {
 		e.abandon(eid, p)
 		e.C.KexFailed.Add(1)
 		return res, fmt.Errorf("%s: alloc %q at %s: sealed flow: %w: %w", e.cfg.Kind, req.Dst, dst, err, flow.ErrRefused)
 	}
-	if sealed {
+	// full starts the full key exchange: the request and the Hello's pieces.
+	full := func() error {
 		cfg, err := e.kexConfig(ctx, h[:], req.QoS)
 		if err != nil {
-			return refuse(err)
+			return err
 		}
 		var hello []byte
 		if in, hello, err = kex.Start(cfg); err != nil {
-			return refuse(err)
+			return err
 		}
 		ps, err := e.kexPkts(KexMsg{Type: MsgKex, ReqID: p.reqID, Src: eid, Step: StepHello}, hello)
 		if err != nil {
+			return err
+		}
+		pkts = append([][]byte{pkt}, ps...)
+		return nil
+	}
+	if sealed {
+		var err error
+		if t, ok := e.takeTicket(dst); ok {
+			var c, hello []byte
+			if c, err = e.kexContext(h[:], req.QoS); err == nil {
+				rm, hello, err = kex.StartResume(t, c, nil)
+			}
+			var ps [][]byte
+			if err == nil {
+				ps, err = e.kexPkts(KexMsg{Type: MsgKex, ReqID: p.reqID, Src: eid, Step: StepResume}, hello)
+			}
+			pkts = append(pkts, ps...)
+		} else {
+			err = full()
+		}
+		if err != nil {
 			return refuse(err)
 		}
-		pkts = append(pkts, ps...)
+	}
+	// install takes the flow the ok answer r gives.
+	install := func(r *Msg) (irm.AllocResult, error) {
+		f := &flowEntry[A]{local: eid, remote: r.Src, peer: dst, port: port, name: req.Dst, out: true, qos: req.QoS, sl: sl}
+		e.mu.Lock()
+		delete(e.pend, eid)
+		if e.stopped {
+			e.mu.Unlock()
+			e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
+			return res, fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
+		}
+		stale := e.install(f)
+		e.mu.Unlock()
+		if stale != nil {
+			stale.port.Close()
+		}
+		e.C.FlowsOut.Add(1)
+		e.cfg.Runner.Go(func() { e.txLoop(f) })
+		if sl != nil {
+			res = irm.AllocResult{MaxSDU: SealedMaxSDU, Peer: sl.peer}
+		}
+		return res, nil
+	}
+	// unsealedAnswer refuses an ok answer to a sealed request that came
+	// without the key exchange: the request lost its seal on the way (a
+	// downgrade) or the peer ignores it.
+	unsealedAnswer := func(r *Msg) (irm.AllocResult, error) {
+		e.abandon(eid, p)
+		e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
+		e.C.KexFailed.Add(1)
+		return res, fmt.Errorf("%s: alloc %q at %s: asked sealed, answered unsealed (a downgrade?): %w", e.cfg.Kind, req.Dst, dst, flow.ErrRefused)
 	}
 	rto := e.cfg.RetryBase
 	t := time.NewTimer(rto)
@@ -1017,36 +1087,57 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port
 				e.abandon(eid, p)
 				return res, fmt.Errorf("%s: alloc %q at %s: %w", e.cfg.Kind, req.Dst, dst, errOf(r.Result))
 			}
-			if sealed && sl == nil {
-				// Accepted without the key exchange: the request lost its
-				// seal on the way (a downgrade) or the peer ignores it.
-				e.abandon(eid, p)
-				e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
-				e.C.KexFailed.Add(1)
-				return res, fmt.Errorf("%s: alloc %q at %s: asked sealed, answered unsealed (a downgrade?): %w", e.cfg.Kind, req.Dst, dst, flow.ErrRefused)
+			switch {
+			case !sealed || sl != nil:
+				return install(&r)
+			case rm != nil && okResp == nil:
+				// Resuming, the answer overtook the ResumeReply: give it
+				// a moment (retransmissions resend both).
+				okResp, okWait = &r, time.After(e.cfg.RetryMax)
+				continue
+			case rm != nil:
+				continue
 			}
-			f := &flowEntry[A]{local: eid, remote: r.Src, peer: dst, port: port, name: req.Dst, out: true, qos: req.QoS, sl: sl}
-			e.mu.Lock()
-			delete(e.pend, eid)
-			if e.stopped {
-				e.mu.Unlock()
-				e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
-				return res, fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
-			}
-			stale := e.install(f)
-			e.mu.Unlock()
-			if stale != nil {
-				stale.port.Close()
-			}
-			e.C.FlowsOut.Add(1)
-			e.cfg.Runner.Go(func() { e.txLoop(f) })
-			if sl != nil {
-				res = irm.AllocResult{MaxSDU: SealedMaxSDU, Peer: sl.peer}
-			}
-			return res, nil
+			return unsealedAnswer(&r)
+		case <-okWait:
+			return unsealedAnswer(okResp)
 		case m := <-p.kex: // nil unless sealed
 			if sl != nil {
 				continue // a repeated Reply
+			}
+			switch {
+			case m.Step == StepNoTicket && rm != nil:
+				// The responder has no such ticket: the full exchange,
+				// on the same request.
+				rm, reply = nil, sealflow.Pieces{}
+				if err := full(); err != nil {
+					return refuse(err)
+				}
+				for _, p := range pkts {
+					e.sendPkt(p, dst)
+				}
+				rto = e.cfg.RetryBase
+				t.Reset(rto)
+				continue
+			case m.Step == StepResumeReply && rm != nil:
+				b, ok := reply.Add(m.Part, m.Parts, m.Data)
+				if !ok {
+					continue
+				}
+				r, err := rm.Reply(b)
+				if err == nil {
+					sl, err = newSealing(r)
+				}
+				if err != nil {
+					return refuse(err)
+				}
+				e.putTicket(dst, r.Next)
+				if okResp != nil {
+					return install(okResp)
+				}
+				continue
+			case m.Step != StepReply || in == nil:
+				continue
 			}
 			b, ok := reply.Add(m.Part, m.Parts, m.Data)
 			if !ok {
@@ -1062,6 +1153,7 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port
 			if err != nil {
 				return refuse(err)
 			}
+			e.putTicket(dst, r.Next)
 			for _, p := range pkts {
 				e.sendPkt(p, dst)
 			}

@@ -134,6 +134,10 @@ const (
 	StepHello  uint8 = 1 // requester → responder; Src = requester's eid
 	StepReply  uint8 = 2 // responder → requester; Dst = requester's eid
 	StepFinish uint8 = 3 // requester → responder; Src = requester's eid
+	// Resumption from a ticket (crypto/kex, resume.go).
+	StepResume      uint8 = 4 // requester → responder: a ResumeHello; Src = requester's eid
+	StepResumeReply uint8 = 5 // responder → requester: the ResumeReply; Dst = requester's eid
+	StepNoTicket    uint8 = 6 // responder → requester: no such ticket here, make the full exchange; Dst = requester's eid
 )
 
 // KexChunk is the largest piece of a key-exchange message one KexMsg
@@ -200,11 +204,11 @@ func DecodeKex(b []byte) (KexMsg, error) {
 		return m, fmt.Errorf("%w: key exchange piece of %d bytes", errMalformed, len(m.Data))
 	}
 	switch m.Step {
-	case StepHello, StepFinish:
+	case StepHello, StepFinish, StepResume:
 		if m.Src == 0 {
 			return m, fmt.Errorf("%w: key exchange from eid 0", errMalformed)
 		}
-	case StepReply:
+	case StepReply, StepResumeReply, StepNoTicket:
 		if m.Dst == 0 {
 			return m, fmt.Errorf("%w: key exchange reply to eid 0", errMalformed)
 		}

@@ -153,7 +153,7 @@ func TestKexMsg(t *testing.T) {
 		"piece too big":    {Type: MsgKex, Src: 7, Step: StepHello, Parts: 1, Data: make([]byte, KexChunk+1)},
 		"hello from eid 0": {Type: MsgKex, Step: StepHello, Parts: 1, Data: []byte{1}},
 		"reply to eid 0":   {Type: MsgKex, Src: 7, Step: StepReply, Parts: 1, Data: []byte{1}},
-		"unknown step":     {Type: MsgKex, Src: 7, Dst: 7, Step: 4, Parts: 1, Data: []byte{1}},
+		"unknown step":     {Type: MsgKex, Src: 7, Dst: 7, Step: 7, Parts: 1, Data: []byte{1}},
 		"wrong type":       {Type: MsgAllocReq, Src: 7, Step: StepHello, Parts: 1, Data: []byte{1}},
 	} {
 		b, _ := EncodeKex(nil, &bad)

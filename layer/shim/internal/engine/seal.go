@@ -51,6 +51,10 @@ type SealConfig struct {
 	// Accept, if set, decides which peers may be at the other end of a
 	// sealed flow (both directions): an error refuses the allocation.
 	Accept func(peer identity.Document) error
+	// TicketLife is how long a resumption ticket stays usable (0:
+	// sealflow.DefaultTicketLife; negative: never resume, always make the
+	// full key exchange).
+	TicketLife time.Duration
 }
 
 // SealedMaxSDU is the largest SDU of a sealed flow: sealing adds
@@ -77,9 +81,13 @@ type kexContext struct {
 	QoS   flow.QoS
 }
 
+func (e *Engine[A]) kexContext(hash []byte, q flow.QoS) ([]byte, error) {
+	return encMode.Marshal(kexContext{Layer: e.seal.cfg.Layer, Hash: hash, QoS: q})
+}
+
 func (e *Engine[A]) kexConfig(ctx context.Context, hash []byte, q flow.QoS) (kex.Config, error) {
 	s := e.seal
-	c, err := encMode.Marshal(kexContext{Layer: s.cfg.Layer, Hash: hash, QoS: q})
+	c, err := e.kexContext(hash, q)
 	if err != nil {
 		return kex.Config{}, err
 	}
@@ -130,6 +138,7 @@ type sealing struct {
 	sealer *seal.Sealer
 	opener *seal.Opener
 	peer   *flow.Peer
+	reply  [][]byte // resumed, responder: the ResumeReply's packets, sent before the AllocResp
 }
 
 func newSealing(r kex.Result) (*sealing, error) {
@@ -174,6 +183,7 @@ type handshake struct {
 	in      *inbound
 	hello   sealflow.Pieces
 	finish  sealflow.Pieces
+	resume  sealflow.Pieces
 	busy    bool // a goroutine is answering the Hello
 	rs      *kex.Responder
 	reply   [][]byte // the Reply's packets, resent to a repeated request
@@ -188,7 +198,7 @@ func (e *Engine[A]) onKex(p []byte, from A) {
 		return
 	}
 	e.C.CtlIn.Add(1)
-	if m.Step == StepReply { // we are the requester
+	if m.Step == StepReply || m.Step == StepResumeReply || m.Step == StepNoTicket { // we are the requester
 		e.mu.RLock()
 		pd := e.pend[m.Dst]
 		e.mu.RUnlock()
@@ -215,6 +225,35 @@ func (e *Engine[A]) onKex(p []byte, from A) {
 		return
 	}
 	switch m.Step {
+	case StepResume:
+		if h.busy || h.rs != nil {
+			e.mu.Unlock()
+			return
+		}
+		hello, ok := h.resume.Add(m.Part, m.Parts, m.Data)
+		if !ok {
+			e.mu.Unlock()
+			return
+		}
+		h.resume = sealflow.Pieces{}
+		var t kex.Ticket
+		found := false
+		if id, err := kex.ResumeTicketID(hello); err == nil && e.tickets != nil {
+			t, found = e.tickets.TakeIn(id, time.Now())
+		}
+		if !found {
+			// Unknown, used, expired, or from before a restart (replays
+			// end here too): the requester makes the full exchange on
+			// the same request.
+			e.mu.Unlock()
+			e.C.NoTicket.Add(1)
+			e.sendKex(KexMsg{Type: MsgKex, ReqID: key.reqID, Dst: key.src, Step: StepNoTicket, Parts: 1, Data: []byte{0}}, from)
+			return
+		}
+		h.busy = true
+		e.wg.Add(1)
+		e.mu.Unlock()
+		e.cfg.Runner.Go(func() { e.respondResume(key, h, t, hello) })
 	case StepHello:
 		if h.busy || h.rs != nil {
 			e.mu.Unlock()
@@ -247,6 +286,9 @@ func (e *Engine[A]) onKex(p []byte, from A) {
 			var sl *sealing
 			if err == nil {
 				sl, err = newSealing(res)
+			}
+			if err == nil && e.tickets != nil {
+				e.tickets.PutIn(res.Next, time.Now())
 			}
 			if err != nil {
 				e.mu.Lock()
@@ -310,6 +352,56 @@ func (e *Engine[A]) resend(pkts [][]byte, to A) {
 	}
 }
 
+// respondResume answers a ResumeHello whose ticket was here (taken): if
+// its MAC checks, the flow goes to the accepting program and the
+// ResumeReply goes out before the AllocResp.
+func (e *Engine[A]) respondResume(key inKey[A], h *handshake, t kex.Ticket, hello []byte) {
+	c, err := e.kexContext(h.hash, h.qos)
+	var res kex.Result
+	var reply []byte
+	if err == nil {
+		res, reply, err = kex.RespondResume(t, c, hello, e.seal.cfg.Accept, nil)
+	}
+	var sl *sealing
+	if err == nil {
+		sl, err = newSealing(res)
+	}
+	if err == nil {
+		sl.reply, err = e.kexPkts(KexMsg{Type: MsgKex, ReqID: key.reqID, Dst: key.src, Step: StepResumeReply}, reply)
+	}
+	e.mu.Lock()
+	if e.hs[key] != h { // expired meanwhile
+		e.mu.Unlock()
+		e.wg.Done()
+		return
+	}
+	delete(e.hs, key)
+	if err != nil {
+		resp := e.dropHandshakeLocked(key, h)
+		e.mu.Unlock()
+		e.wg.Done()
+		e.kexFailed(key.peer, h.name, err)
+		e.sendMsg(resp, key.peer)
+		return
+	}
+	e.mu.Unlock()
+	if e.tickets != nil {
+		e.tickets.PutIn(res.Next, time.Now())
+	}
+	e.C.Resumed.Add(1)
+	e.accept(key, h.in, h.name, h.qos, sl)
+}
+
+// sendKex sends one key-exchange piece.
+func (e *Engine[A]) sendKex(m KexMsg, to A) {
+	pkt, err := EncodeKex(make([]byte, e.cfg.Headroom, e.cfg.Headroom+32+len(m.Data)), &m)
+	if err != nil {
+		e.C.TxError.Add(1)
+		return
+	}
+	e.sendPkt(pkt, to)
+}
+
 func (e *Engine[A]) kexFailed(peer A, name string, err error) {
 	e.C.KexFailed.Add(1)
 	if e.cfg.Logf != nil {
@@ -348,14 +440,14 @@ func (e *Engine[A]) expireHandshakes(now time.Time) {
 // cannot seal), require (seal every flow) and peers (if not empty, the
 // only node ids a sealed flow may have at its other end). Asking to seal
 // without a signer is a configuration error.
-func SealFrom(kind, layerName, name string, s identity.Signer, require bool, peers []string) (*SealConfig, error) {
+func SealFrom(kind, layerName, name string, s identity.Signer, require bool, peers []string, ticketLife time.Duration) (*SealConfig, error) {
 	if s == nil {
 		if require || len(peers) > 0 {
 			return nil, fmt.Errorf("%s: %s: seal or seal_peers set, and no signer (node identity) to seal with: %w", kind, name, flow.ErrInvalid)
 		}
 		return nil, nil
 	}
-	sc := &SealConfig{Layer: layerName, Signer: s, Name: name, Require: require}
+	sc := &SealConfig{Layer: layerName, Signer: s, Name: name, Require: require, TicketLife: ticketLife}
 	if len(peers) > 0 {
 		allowed := slices.Clone(peers)
 		sc.Accept = func(d identity.Document) error {
@@ -366,4 +458,19 @@ func SealFrom(kind, layerName, name string, s identity.Signer, require bool, pee
 		}
 	}
 	return sc, nil
+}
+
+// takeTicket returns (and forgets) a ticket dst issued, if there is one.
+func (e *Engine[A]) takeTicket(dst A) (kex.Ticket, bool) {
+	if e.tickets == nil {
+		return kex.Ticket{}, false
+	}
+	return e.tickets.TakeOut(dst, time.Now())
+}
+
+// putTicket keeps the ticket a finished exchange with dst left.
+func (e *Engine[A]) putTicket(dst A, t kex.Ticket) {
+	if e.tickets != nil {
+		e.tickets.PutOut(dst, t, time.Now())
+	}
 }
