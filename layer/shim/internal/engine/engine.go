@@ -327,7 +327,7 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 		if cfg.Seal.Signer == nil {
 			return nil, fmt.Errorf("%s: engine: sealing without a signer: %w", cfg.Kind, flow.ErrInvalid)
 		}
-		e.seal = &sealState{cfg: *cfg.Seal, ephs: make(chan *kex.Ephemeral, ephAhead)}
+		e.seal = &sealState{cfg: *cfg.Seal, ephs: make(chan *kex.Ephemeral, ephAhead), rkeys: make(chan *kex.ResumeKey, ephAhead)}
 		if cfg.Seal.TicketLife >= 0 {
 			e.tickets = sealflow.NewTickets[A](cmp.Or(cfg.Seal.TicketLife, sealflow.DefaultTicketLife))
 		}
@@ -1029,7 +1029,7 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port
 		if t, ok := e.takeTicket(dst); ok {
 			var c, hello []byte
 			if c, err = e.kexContext(h[:], req.QoS); err == nil {
-				rm, hello, err = kex.StartResume(t, c, nil)
+				rm, hello, err = kex.StartResume(t, c, e.resumeKey())
 			}
 			var ps [][]byte
 			if err == nil {
