@@ -604,8 +604,9 @@ func TestSealedResumeFallback(t *testing.T) {
 		t.Fatalf("peer %+v", res.Peer)
 	}
 	roundTrip(t, client, server, "full again")
-	if st := b.ipcp.Stats(); st.SealNoTicket != 1 || st.SealResumed != 0 {
-		t.Fatalf("no_ticket %d, resumed %d; want 1, 0", st.SealNoTicket, st.SealResumed)
+	// (A retransmitted Resume is answered "no ticket" again.)
+	if st := b.ipcp.Stats(); st.SealNoTicket == 0 || st.SealResumed != 0 {
+		t.Fatalf("no_ticket %d, resumed %d; want at least 1, 0", st.SealNoTicket, st.SealResumed)
 	}
 }
 
