@@ -16,6 +16,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
@@ -694,5 +695,52 @@ func TestSealedResumeAttacks(t *testing.T) {
 		if n := len(b.up.Requests()); n != 1 {
 			t.Fatalf("%d requests reached the program, want the first only", n)
 		}
+	})
+}
+
+// FuzzSealedInput runs arbitrary control payloads through a sealing
+// shim's receive dispatch right after a sealed alloc request from the
+// same peer and request ids, so that key-exchange pieces reach the
+// handshake (gathering, kex.Respond, resumption lookups, Finish).
+func FuzzSealedInput(f *testing.F) {
+	for _, m := range []engine.KexMsg{
+		{Type: engine.MsgKex, ReqID: 1, Src: 5, Step: engine.StepHello, Parts: 1, Data: []byte{0x84, 1, 0x40, 0x40, 0x40}},
+		{Type: engine.MsgKex, ReqID: 1, Src: 5, Step: engine.StepResume, Parts: 1, Data: make([]byte, 80)},
+		{Type: engine.MsgKex, ReqID: 1, Src: 5, Step: engine.StepFinish, Parts: 1, Data: []byte{0x81, 0x40}},
+		{Type: engine.MsgKex, ReqID: 1, Src: 5, Step: engine.StepHello, Part: 1, Parts: 2, Data: []byte{1}},
+	} {
+		b, _ := engine.EncodeKex(nil, &m)
+		f.Add(b)
+	}
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		f.Skip(err)
+	}
+	up := flowtest.NewUpcalls(4)
+	up.Refuse(flow.ErrRefused)
+	// Handshakes left half done expire fast, so that the fuzzer keeps
+	// reaching them instead of the bound on allocations in progress.
+	p, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "n", Device: c, Signer: ident(f, 9),
+		AllocTimeout: 20 * time.Millisecond, IdleTimeout: 40 * time.Millisecond}, up)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		f.Fatal(err)
+	}
+	defer p.Stop()
+	if err := p.Register(context.Background(), "srv"); err != nil {
+		f.Fatal(err)
+	}
+	h := layer.HashName(layer.SHA3_256, "srv")
+	from := netip.MustParseAddrPort("127.0.0.1:9")
+	id := uint64(0)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id++
+		req := engine.Msg{Type: engine.MsgAllocReq, ReqID: 1, Src: 5, Hash: h[:], QoS: flow.QoS{Sealed: true}}
+		from := netip.AddrPortFrom(from.Addr(), uint16(id)) // a fresh peer each time: no peer limit
+		p.input(reencode(t, &req), from)
+		pkt := append(make([]byte, HeaderLen), b...)
+		p.input(pkt, from)
 	})
 }
