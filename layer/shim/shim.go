@@ -29,6 +29,9 @@ type Stats struct {
 	NamesAnnounced uint64 `cbor:"14,keyasint" json:"names_announced"`
 	NamesHeard     uint64 `cbor:"15,keyasint" json:"names_heard"`
 	QuickNotFound  uint64 `cbor:"16,keyasint" json:"quick_not_found"`
+	KexFailed      uint64 `cbor:"17,keyasint" json:"kex_failed"`     // sealed allocations whose key exchange failed or was refused (either side)
+	SealResumed    uint64 `cbor:"18,keyasint" json:"seal_resumed"`   // sealed allocations accepted here resumed from a ticket
+	SealNoTicket   uint64 `cbor:"19,keyasint" json:"seal_no_ticket"` // resumptions answered "no ticket" here (unknown, used, expired: the full exchange follows)
 }
 
 // Drops counts packets the shim dropped, by reason.
@@ -44,6 +47,8 @@ type Drops struct {
 	RxError     uint64 `cbor:"9,keyasint" json:"rx_error"`     // the device reported a receive error
 	Busy        uint64 `cbor:"10,keyasint" json:"busy"`        // alloc requests refused because too many were in progress
 	PeerLimit   uint64 `cbor:"11,keyasint" json:"peer_limit"`  // alloc requests refused because the peer holds its share of flows or requests in progress
+	Tampered    uint64 `cbor:"12,keyasint" json:"tampered"`    // sealed flows: SDUs that failed authentication (forged, damaged, cut)
+	Replayed    uint64 `cbor:"13,keyasint" json:"replayed"`    // sealed flows: SDUs seen before or too old
 }
 
 // FlowInfo describes one open flow of a shim, for the management tool.

@@ -44,6 +44,11 @@ type udpConfig struct {
 	IdleTimeout       duration `toml:"idle_timeout"`         // a flow idle both ways this long is deallocated (default 60s)
 	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`   // incoming flows one peer may hold (default 256)
 	MaxPendingPerPeer int      `toml:"max_pending_per_peer"` // one peer's requests waiting for an accept (default 16)
+	// Sealed flows (docs/shims.md, "Sealed flows"): the shim seals with
+	// the node's identity when the node has one.
+	Seal       bool     `toml:"seal"`             // seal every flow, refuse unsealed requests
+	SealPeers  []string `toml:"seal_peers"`       // if set, the only node ids at the other end of a sealed flow
+	SealTicket duration `toml:"seal_ticket_life"` // how long a resumption ticket lasts (default 10m; negative: never resume)
 	// Netstack, if set, runs the shim on the node's own UDP/IP stack
 	// (netstack_device.go): bare metal, or hosted over a QEMU stream.
 	Netstack *netstackConfig `toml:"netstack"`
@@ -64,6 +69,10 @@ type ethConfig struct {
 	IdleTimeout       duration `toml:"idle_timeout"`
 	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`
 	MaxPendingPerPeer int      `toml:"max_pending_per_peer"`
+	// As in udpConfig.
+	Seal       bool     `toml:"seal"`
+	SealPeers  []string `toml:"seal_peers"`
+	SealTicket duration `toml:"seal_ticket_life"`
 }
 
 // newIPCP builds the IPCP p declares in the component env describes, with
@@ -77,7 +86,11 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			return nil, fmt.Errorf("[ipcp.udp] of %s: %w", p.Name, err)
 		}
 		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd,
-			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer}
+			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
+			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration}
+		if s := env.signer(deps.nodeKey); s != nil {
+			cfg.Signer = s
+		}
 		var err error
 		if c.Addr != "" {
 			if cfg.Addr, err = netip.ParseAddrPort(c.Addr); err != nil {
@@ -119,7 +132,11 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
 		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd, Announce: c.Announce.Duration,
-			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer}
+			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
+			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration}
+		if s := env.signer(deps.nodeKey); s != nil {
+			cfg.Signer = s
+		}
 		var err error
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
@@ -505,6 +522,16 @@ type capturer interface {
 type shimManager struct{ shimIPCP }
 
 var _ irm.Manager = shimManager{}
+
+// AllocPeer implements irm.PeerAllocator for the shims that seal flows
+// (udp, eth): the IRM learns a sealed flow's verified peer. Other shims:
+// Alloc, no peer.
+func (s shimManager) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
+	if pa, ok := s.shimIPCP.(irm.PeerAllocator); ok {
+		return pa.AllocPeer(ctx, req, port)
+	}
+	return irm.AllocResult{}, s.shimIPCP.Alloc(ctx, req, port)
+}
 
 // Mgmt implements irm.Manager.
 func (s shimManager) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {

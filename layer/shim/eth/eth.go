@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel/faultinject"
@@ -48,8 +49,9 @@ type Device interface {
 }
 
 var (
-	_ Device   = (*impair.Frames)(nil)
-	_ irm.IPCP = (*IPCP)(nil)
+	_ Device            = (*impair.Frames)(nil)
+	_ irm.IPCP          = (*IPCP)(nil)
+	_ irm.PeerAllocator = (*IPCP)(nil)
 )
 
 // Config configures an Ethernet shim IPCP.
@@ -89,6 +91,21 @@ type Config struct {
 	// refused as busy and counted in Stats().Drops.PeerLimit.
 	MaxFlowsPerPeer   int
 	MaxPendingPerPeer int
+	// Signer, if set, lets the shim seal flows (QoS.Sealed, docs/shims.md
+	// "Sealed flows"): the node's identity (in a node, a signing
+	// capability to its signer component). Without it a sealed
+	// allocation is refused, both ways.
+	Signer identity.Signer
+	// Seal seals every flow: those allocated here even if their QoS does
+	// not ask, and unsealed requests are refused. Needs Signer.
+	Seal bool
+	// SealPeers, if not empty, are the only node ids (identity.NameOf) a
+	// sealed flow may have at its other end, either way. Needs Signer.
+	SealPeers []string
+	// SealTicketLife is how long the ticket a sealed allocation leaves
+	// both ends stays usable to resume the next one in one round trip
+	// (0: 10 minutes; negative: never resume).
+	SealTicketLife time.Duration
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
@@ -139,6 +156,10 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = time.Second
 	}
+	sc, err := engine.SealFrom("eth", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife)
+	if err != nil {
+		return nil, err
+	}
 	p := &IPCP{cfg: cfg, rxDone: make(chan struct{})}
 	eng, err := engine.New(engine.Config[MAC]{
 		Kind:              "eth",
@@ -156,6 +177,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		MaxFlowsPerPeer:   cfg.MaxFlowsPerPeer,
 		MaxPendingPerPeer: cfg.MaxPendingPerPeer,
 		Runner:            cfg.Runner,
+		Seal:              sc,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eth: %s: %w", cfg.Name, err)
@@ -264,19 +286,26 @@ func (p *IPCP) resolve(ctx context.Context, name string) (MAC, error) {
 // without a deadline). A refusal maps to flow.ErrNotFound, flow.ErrRefused
 // or flow.ErrBusy; silence to flow.ErrTimeout.
 func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+	_, err := p.AllocPeer(ctx, req, port)
+	return err
+}
+
+// AllocPeer implements irm.PeerAllocator: Alloc that also returns a
+// sealed flow's verified peer and its largest SDU.
+func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
 	if port == nil {
-		return fmt.Errorf("eth: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return irm.AllocResult{}, fmt.Errorf("eth: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	dst, err := p.resolve(ctx, req.Dst)
 	if err != nil {
 		p.eng.C.AllocFailed.Add(1)
-		return fmt.Errorf("eth: alloc: %w", err)
+		return irm.AllocResult{}, fmt.Errorf("eth: alloc: %w", err)
 	}
-	err = p.eng.Alloc(ctx, dst, req, port)
+	res, err := p.eng.AllocPeer(ctx, dst, req, port)
 	if errors.Is(err, flow.ErrNotFound) || errors.Is(err, flow.ErrTimeout) {
 		p.eng.Forget(req.Dst) // the holder moved or vanished: ask again next time
 	}
-	return err
+	return res, err
 }
 
 // Stats returns the IPCP's counters.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel/faultinject"
@@ -45,9 +46,10 @@ type Device interface {
 }
 
 var (
-	_ Device   = (*net.UDPConn)(nil)
-	_ Device   = (*impair.UDPConn)(nil)
-	_ irm.IPCP = (*IPCP)(nil)
+	_ Device            = (*net.UDPConn)(nil)
+	_ Device            = (*impair.UDPConn)(nil)
+	_ irm.IPCP          = (*IPCP)(nil)
+	_ irm.PeerAllocator = (*IPCP)(nil)
 )
 
 // Config configures a UDP shim IPCP.
@@ -80,6 +82,21 @@ type Config struct {
 	// refused as busy and counted in Stats().Drops.PeerLimit.
 	MaxFlowsPerPeer   int
 	MaxPendingPerPeer int
+	// Signer, if set, lets the shim seal flows (QoS.Sealed, docs/shims.md
+	// "Sealed flows"): the node's identity (in a node, a signing
+	// capability to its signer component). Without it a sealed
+	// allocation is refused, both ways.
+	Signer identity.Signer
+	// Seal seals every flow: those allocated here even if their QoS does
+	// not ask, and unsealed requests are refused. Needs Signer.
+	Seal bool
+	// SealPeers, if not empty, are the only node ids (identity.NameOf) a
+	// sealed flow may have at its other end, either way. Needs Signer.
+	SealPeers []string
+	// SealTicketLife is how long the ticket a sealed allocation leaves
+	// both ends stays usable to resume the next one in one round trip
+	// (0: 10 minutes; negative: never resume).
+	SealTicketLife time.Duration
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
@@ -118,6 +135,10 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		}
 		dir[name] = norm(withPort(a))
 	}
+	sc, err := engine.SealFrom("udp", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife)
+	if err != nil {
+		return nil, err
+	}
 	p := &IPCP{cfg: cfg, dir: dir, rxDone: make(chan struct{})}
 	eng, err := engine.New(engine.Config[netip.AddrPort]{
 		Kind:              "udp",
@@ -131,6 +152,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		MaxFlowsPerPeer:   cfg.MaxFlowsPerPeer,
 		MaxPendingPerPeer: cfg.MaxPendingPerPeer,
 		Runner:            cfg.Runner,
+		Seal:              sc,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("udp: %s: %w", cfg.Name, err)
@@ -237,18 +259,25 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 // deadline). A refusal maps to flow.ErrNotFound, flow.ErrRefused or
 // flow.ErrBusy; silence to flow.ErrTimeout.
 func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+	_, err := p.AllocPeer(ctx, req, port)
+	return err
+}
+
+// AllocPeer implements irm.PeerAllocator: Alloc that also returns a
+// sealed flow's verified peer and its largest SDU.
+func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
 	if port == nil {
-		return fmt.Errorf("udp: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return irm.AllocResult{}, fmt.Errorf("udp: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	if err := p.state.Ready("udp", "alloc", req.Dst); err != nil {
-		return err
+		return irm.AllocResult{}, err
 	}
 	dst, ok := p.dir[req.Dst]
 	if !ok {
 		p.eng.C.AllocFailed.Add(1)
-		return fmt.Errorf("udp: alloc %q: not in the directory: %w", req.Dst, flow.ErrNotFound)
+		return irm.AllocResult{}, fmt.Errorf("udp: alloc %q: not in the directory: %w", req.Dst, flow.ErrNotFound)
 	}
-	return p.eng.Alloc(ctx, dst, req, port)
+	return p.eng.AllocPeer(ctx, dst, req, port)
 }
 
 // Stats returns the IPCP's counters.

@@ -33,6 +33,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/kex"
 	"github.com/ouronet/ouro/crypto/seal"
+	"github.com/ouronet/ouro/crypto/sealflow"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -272,8 +273,8 @@ type Allocator struct {
 	ephs     chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
 	rkeys    chan *kex.ResumeKey // sealing: resumptions' key pairs made ahead of time
 	ephsMade bool                // the goroutines making them run (guarded by mu)
-	docs     docCache
-	tickets  *ticketStore // sealing: resumption tickets; nil: never resume
+	docs     sealflow.DocCache
+	tickets  *sealflow.Tickets[layer.Addr] // sealing: resumption tickets; nil: never resume
 }
 
 // New returns an Allocator.
@@ -304,7 +305,7 @@ func New(cfg Config) (*Allocator, error) {
 		a.ephs = make(chan *kex.Ephemeral, ephAhead)
 		a.rkeys = make(chan *kex.ResumeKey, ephAhead)
 		if cfg.Seal.TicketLife >= 0 {
-			a.tickets = newTicketStore(cmp.Or(cfg.Seal.TicketLife, DefaultTicketLife))
+			a.tickets = sealflow.NewTickets[layer.Addr](cmp.Or(cfg.Seal.TicketLife, DefaultTicketLife))
 		}
 	}
 	return a, nil
@@ -517,7 +518,7 @@ func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, r
 					a.c.resumed.Add(1)
 				}
 				if a.tickets != nil {
-					a.tickets.putOut(dst, sl.res.Next, time.Now())
+					a.tickets.PutOut(dst, sl.res.Next, time.Now())
 				}
 			}
 			a.mu.Lock()
@@ -713,7 +714,7 @@ func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS, sl *seal
 			a.c.resumed.Add(1)
 		}
 		if a.tickets != nil {
-			a.tickets.putIn(sl.res.Next, time.Now())
+			a.tickets.PutIn(sl.res.Next, time.Now())
 		}
 	}
 	// The answer first: the flow is in the table already, so the

@@ -2,15 +2,14 @@ package fa
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/crypto/kex"
 	"github.com/ouronet/ouro/crypto/seal"
+	"github.com/ouronet/ouro/crypto/sealflow"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 )
@@ -72,48 +71,23 @@ const (
 	// 255-byte name at most) it stays within one control message.
 	KexChunk = 900
 	// MaxParts is the most pieces a key-exchange message is cut into.
-	MaxParts = 5
+	MaxParts = sealflow.MaxParts
+	// DefaultTicketLife is how long a resumption ticket stays usable.
+	DefaultTicketLife = sealflow.DefaultTicketLife
 	// maxHandshakes bounds the handshakes a responder keeps, with the
 	// requests being accepted.
 	maxHandshakes = 64
 )
 
 // split cuts a key-exchange message into pieces of KexChunk bytes.
-func split(b []byte) [][]byte {
-	var out [][]byte
-	for len(b) > KexChunk {
-		out = append(out, b[:KexChunk])
-		b = b[KexChunk:]
-	}
-	return append(out, b)
-}
+func split(b []byte) [][]byte { return sealflow.Split(b, KexChunk) }
 
 // pieces gathers the pieces of one key-exchange message.
-type pieces struct {
-	got  [MaxParts][]byte
-	n    uint8 // how many there are (0: none seen yet)
-	have uint8
-}
+type pieces struct{ sealflow.Pieces }
 
 // add takes m's piece and returns the whole message once every piece is
 // in. A piece that disagrees on the count starts over.
-func (p *pieces) add(m *Msg) ([]byte, bool) {
-	if p.n != m.Parts {
-		*p = pieces{n: m.Parts}
-	}
-	if p.got[m.Part] == nil {
-		p.got[m.Part] = append([]byte(nil), m.Kex...)
-		p.have++
-	}
-	if p.have < p.n {
-		return nil, false
-	}
-	var out []byte
-	for _, b := range p.got[:p.n] {
-		out = append(out, b...)
-	}
-	return out, true
-}
+func (p *pieces) add(m *Msg) ([]byte, bool) { return p.Add(m.Part, m.Parts, m.Kex) }
 
 // kexContext is what both ends of a sealed flow sign besides the
 // exchange itself: the layer, the destination's hash, the source name
@@ -137,7 +111,7 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 	if err != nil {
 		return kex.Config{}, fmt.Errorf("fa: credentials: %w", err)
 	}
-	cfg := kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.verify}
+	cfg := kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.Verify}
 	a.keysAhead()
 	select {
 	case cfg.Ephemeral = <-a.ephs:
@@ -181,49 +155,9 @@ const ephAhead = 2
 // keepMade keeps ch full of values made by mk until the Allocator stops.
 func keepMade[T any](a *Allocator, ch chan<- T, mk func() (T, error), what string) {
 	defer a.wg.Done()
-	for {
-		v, err := mk()
-		if err != nil {
-			a.cfg.Logf("fa: %s ahead of time: %v", what, err)
-			return
-		}
-		select {
-		case ch <- v:
-		case <-a.ctx.Done():
-			return
-		}
+	if err := sealflow.KeepMade(ch, a.ctx.Done(), mk); err != nil {
+		a.cfg.Logf("fa: %s ahead of time: %v", what, err)
 	}
-}
-
-// docCache remembers identity documents already verified, by their
-// bytes' hash, so that a peer's second flow does not check its
-// document's signature again. Bounded: it starts over when full.
-type docCache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]identity.Document
-}
-
-const maxDocs = 256
-
-func (c *docCache) verify(doc []byte) (identity.Document, error) {
-	k := sha256.Sum256(doc)
-	c.mu.Lock()
-	d, ok := c.m[k]
-	c.mu.Unlock()
-	if ok {
-		return d, nil
-	}
-	d, err := identity.VerifyDocument(doc)
-	if err != nil {
-		return d, err
-	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= maxDocs {
-		c.m = make(map[[sha256.Size]byte]identity.Document)
-	}
-	c.m[k] = d
-	c.mu.Unlock()
-	return d, nil
 }
 
 // SealedMaxSDU is the largest SDU of a sealed flow (both ends are told).
@@ -256,13 +190,7 @@ func (s *sealing) install(f *Flow) error {
 }
 
 // PeerOf is a verified identity document as the flow API shows it.
-func PeerOf(d identity.Document) *flow.Peer {
-	p := &flow.Peer{Key: append([]byte(nil), d.Key...), ID: d.ID, Name: d.Name, Board: d.Board}
-	if d.Measurement != (identity.Measurement{}) {
-		p.Measurement = append([]byte(nil), d.Measurement[:]...)
-	}
-	return p
-}
+func PeerOf(d identity.Document) *flow.Peer { return sealflow.PeerOf(d) }
 
 // handshake is a responder's sealed request in progress: its Hello
 // being gathered, then its Reply sent and the Finish awaited.
@@ -411,7 +339,7 @@ func (a *Allocator) startResume(dst layer.Addr, m *Msg) (*kex.Resumer, []*Msg, e
 	if a.tickets == nil {
 		return nil, nil, nil
 	}
-	t, ok := a.tickets.takeOut(dst, time.Now())
+	t, ok := a.tickets.TakeOut(dst, time.Now())
 	if !ok {
 		return nil, nil, nil
 	}
@@ -451,7 +379,7 @@ func (a *Allocator) onResume(src layer.Addr, m *Msg) {
 	var t kex.Ticket
 	ok := false
 	if id, err := kex.ResumeTicketID(m.Kex); err == nil && a.tickets != nil {
-		t, ok = a.tickets.takeIn(id, time.Now())
+		t, ok = a.tickets.TakeIn(id, time.Now())
 	}
 	if !ok {
 		// Unknown, used, expired, or from before a restart: replays

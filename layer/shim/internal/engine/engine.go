@@ -36,6 +36,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/kex"
+	"github.com/ouronet/ouro/crypto/seal"
+	"github.com/ouronet/ouro/crypto/sealflow"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -112,6 +116,11 @@ type Config[A Addr] struct {
 	// answer to a query for a name it has not heard announced (default
 	// 100 ms: a holder whose announcement was lost still answers).
 	NegativeWait time.Duration
+	// Seal, if set, lets the engine seal flows (seal.go); without it a
+	// sealed allocation is refused, both ways.
+	Seal *SealConfig
+	// Logf, if set, logs refused sealed allocations.
+	Logf func(format string, args ...any)
 }
 
 // Defaults of the bounds on what a peer can make the engine keep.
@@ -136,6 +145,12 @@ type Counters struct {
 	RxFull, Truncated, TxError, RxError, Busy, PeerLimit      atomic.Uint64
 	FlowsOut, FlowsIn, AllocRetries, AllocFailed, FlowsActive atomic.Uint64
 	FlowsExpired                                              atomic.Uint64
+	// Sealed flows: SDUs that failed authentication (forged, damaged,
+	// cut) or came again (replayed, too old); key exchanges that failed.
+	Tampered, Replayed, KexFailed atomic.Uint64
+	// Sealed allocations resumed from a ticket (responder), and
+	// resumptions answered "no ticket" (the full exchange follows).
+	Resumed, NoTicket atomic.Uint64
 	// Announcements sent and heard; queries answered "not here" early.
 	Announced, Heard, QuickNegative atomic.Uint64
 }
@@ -153,7 +168,9 @@ func (c *Counters) Snapshot() shim.Stats {
 			Truncated: c.Truncated.Load(), TxError: c.TxError.Load(),
 			RxError: c.RxError.Load(), Busy: c.Busy.Load(),
 			PeerLimit: c.PeerLimit.Load(),
+			Tampered:  c.Tampered.Load(), Replayed: c.Replayed.Load(),
 		},
+		KexFailed: c.KexFailed.Load(), SealResumed: c.Resumed.Load(), SealNoTicket: c.NoTicket.Load(),
 		FlowsOut: c.FlowsOut.Load(), FlowsIn: c.FlowsIn.Load(),
 		FlowsActive: c.FlowsActive.Load(), AllocRetries: c.AllocRetries.Load(),
 		AllocFailed: c.AllocFailed.Load(), FlowsExpired: c.FlowsExpired.Load(),
@@ -174,6 +191,7 @@ type flowEntry[A Addr] struct {
 	pktsOut       atomic.Uint64
 	bytesOut      atomic.Uint64
 	rxDrops       atomic.Uint64 // SDUs that arrived for a full port: traffic too
+	sl            *sealing      // a sealed flow's keys and peer; nil: unsealed
 
 	// The sweeper's view, guarded by mu: the packet count it saw last
 	// and since when it has not changed.
@@ -207,12 +225,14 @@ type inKey[A Addr] struct {
 type inbound struct {
 	at   time.Time
 	resp *Msg
+	kex  [][]byte // resumed: the ResumeReply's packets, resent (copies) before resp
 }
 
 type pending[A Addr] struct {
 	peer  A
 	reqID uint64
-	ch    chan Msg // the response, buffered 1
+	ch    chan Msg    // the response, buffered 1
+	kex   chan KexMsg // sealed: the Reply's pieces; nil: unsealed
 }
 
 type cacheEntry[A Addr] struct {
@@ -251,6 +271,9 @@ type Engine[A Addr] struct {
 	waiters  map[layer.Hash][]chan A
 	nextEID  uint32
 	nextReq  uint64
+	hs       map[inKey[A]]*handshake // incoming sealed requests in their key exchange (seal.go)
+	seal     *sealState              // nil: cannot seal
+	tickets  *sealflow.Tickets[A]    // resumption tickets; nil: never resume
 }
 
 // New returns an engine; Start starts its sweeper, Stop ends it.
@@ -294,10 +317,20 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 		cache:   make(map[layer.Hash]cacheEntry[A]),
 		heard:   make(map[layer.Hash]cacheEntry[A]),
 		waiters: make(map[layer.Hash][]chan A),
+		hs:      make(map[inKey[A]]*handshake),
 		// Random starting points make a restarted peer's endpoint ids and
 		// request ids unlikely to collide with its previous life's.
 		nextEID: rand.Uint32N(cfg.MaxEID),
 		nextReq: rand.Uint64(),
+	}
+	if cfg.Seal != nil {
+		if cfg.Seal.Signer == nil {
+			return nil, fmt.Errorf("%s: engine: sealing without a signer: %w", cfg.Kind, flow.ErrInvalid)
+		}
+		e.seal = &sealState{cfg: *cfg.Seal, ephs: make(chan *kex.Ephemeral, ephAhead), rkeys: make(chan *kex.ResumeKey, ephAhead)}
+		if cfg.Seal.TicketLife >= 0 {
+			e.tickets = sealflow.NewTickets[A](cmp.Or(cfg.Seal.TicketLife, sealflow.DefaultTicketLife))
+		}
 	}
 	e.lastNSF.Store(-int64(cfg.NSFInterval))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
@@ -388,6 +421,7 @@ func (e *Engine[A]) expire(now time.Time) {
 	for _, f := range idle {
 		e.removeLocked(f)
 	}
+	e.expireHandshakes(now)
 	e.sweep(now)
 	e.mu.Unlock()
 	for _, f := range idle {
@@ -472,6 +506,19 @@ func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
 		e.C.WrongPeer.Add(1)
 		return
 	}
+	if f.sl != nil {
+		// Opened in place: the SDU is the ciphertext's bytes.
+		sdu, err := f.sl.opener.Open(p[seal.CtrLen:seal.CtrLen], p, nil)
+		if err != nil {
+			if errors.Is(err, seal.ErrReplay) {
+				e.C.Replayed.Add(1)
+			} else {
+				e.C.Tampered.Add(1)
+			}
+			return
+		}
+		p = sdu
+	}
 	// A deadline already past (the epoch) makes a full port a drop at
 	// once without reading the clock for every packet.
 	deadline := e.epoch
@@ -506,6 +553,10 @@ func (e *Engine[A]) noSuchFlow(eid uint32, to A) {
 }
 
 func (e *Engine[A]) control(p []byte, from A) {
+	if IsKex(p) {
+		e.onKex(p, from)
+		return
+	}
 	m, err := DecodeMsg(p)
 	if err != nil {
 		e.C.Malformed.Add(1)
@@ -570,11 +621,17 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 	now := time.Now()
 	e.mu.Lock()
 	if in, ok := e.inbound[key]; ok { // a retransmission
-		r := in.resp
+		r, kexp := in.resp, in.kex
+		var reply [][]byte
+		if h := e.hs[key]; h != nil {
+			reply = h.reply // sealed: the Reply was lost
+		}
 		e.mu.Unlock()
 		if r != nil {
+			e.resend(kexp, from) // resumed: the ResumeReply goes before the answer
 			e.sendMsg(r, from)
 		}
+		e.resend(reply, from) // sealed: the Reply was lost
 		return
 	}
 	name, ok := e.names[layer.Hash(m.Hash)]
@@ -588,6 +645,12 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 	case ps != nil && e.atPeerLimit(ps):
 		resp.Result = ResBusy
 		e.C.PeerLimit.Add(1)
+	case m.QoS.Sealed && e.seal == nil:
+		resp.Result = ResRefused
+		e.kexFailed(from, name, errNoSigner)
+	case !m.QoS.Sealed && e.seal != nil && e.seal.cfg.Require:
+		resp.Result = ResRefused
+		e.kexFailed(from, name, errors.New("an unsealed request, and this shim seals every flow"))
 	}
 	if resp.Result != ResOK {
 		e.mu.Unlock()
@@ -605,9 +668,14 @@ func (e *Engine[A]) onAllocReq(m *Msg, from A) {
 	in := &inbound{at: now}
 	e.inbound[key] = in
 	e.inFlight++
+	if m.QoS.Sealed { // the key exchange first (seal.go)
+		e.hs[key] = &handshake{name: name, hash: m.Hash, qos: m.QoS, in: in, expires: now.Add(e.cfg.Timeout)}
+		e.mu.Unlock()
+		return
+	}
 	e.wg.Add(1)
 	e.mu.Unlock()
-	e.cfg.Runner.Go(func() { e.accept(key, in, name, m.QoS) })
+	e.cfg.Runner.Go(func() { e.accept(key, in, name, m.QoS, nil) })
 }
 
 // atPeerLimit reports whether a peer holding ps may not start another
@@ -659,10 +727,14 @@ func (e *Engine[A]) sweep(now time.Time) {
 	}
 }
 
-func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS) {
+func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS, sl *sealing) {
 	defer e.wg.Done()
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
-	port, err := e.cfg.Upcalls.FlowReq(ctx, irm.AllocReq{Dst: name, QoS: q})
+	ar := irm.AllocReq{Dst: name, QoS: q}
+	if sl != nil {
+		ar.Peer, ar.MaxSDU = sl.peer, SealedMaxSDU
+	}
+	port, err := e.cfg.Upcalls.FlowReq(ctx, ar)
 	cancel()
 	if err == nil && port == nil {
 		err = flow.ErrRefused
@@ -678,7 +750,7 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS) {
 	}
 	if err == nil {
 		if eid, ok := e.allocEID(); ok {
-			f = &flowEntry[A]{local: eid, remote: key.src, peer: key.peer, port: port, name: name, qos: q, in: key}
+			f = &flowEntry[A]{local: eid, remote: key.src, peer: key.peer, port: port, name: name, qos: q, in: key, sl: sl}
 			stale = e.install(f)
 			resp.Src = eid
 		} else {
@@ -687,6 +759,10 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS) {
 	}
 	resp.Result = resultOf(err)
 	in.resp = &resp
+	var kexp [][]byte
+	if err == nil && sl != nil {
+		in.kex, kexp = sl.reply, sl.reply
+	}
 	if err != nil {
 		in.at = time.Now()
 		e.refused++
@@ -707,6 +783,7 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS) {
 		e.C.FlowsIn.Add(1)
 		e.cfg.Runner.Go(func() { e.txLoop(f) })
 	}
+	e.resend(kexp, key.peer) // resumed: the ResumeReply first
 	e.sendMsg(&resp, key.peer)
 }
 
@@ -803,10 +880,10 @@ func (e *Engine[A]) removeLocked(f *flowEntry[A]) bool {
 // txLoop moves SDUs from the flow's port to the wire until the port closes.
 func (e *Engine[A]) txLoop(f *flowEntry[A]) {
 	defer e.wg.Done()
-	h := e.cfg.Headroom
-	buf := make([]byte, h+flow.MaxSDU)
+	buf := make([]byte, e.cfg.Headroom+flow.MaxSDU)
+	rd := e.sduRoom(f, buf)
 	for {
-		n, err := f.port.Read(buf[h:], time.Time{})
+		n, err := f.port.Read(rd, time.Time{})
 		if err != nil {
 			if errors.Is(err, flow.ErrTruncated) {
 				e.C.Truncated.Add(1)
@@ -820,41 +897,89 @@ func (e *Engine[A]) txLoop(f *flowEntry[A]) {
 			}
 			return
 		}
-		if s := e.capt.Session(); s != nil {
-			s.Add(capture.Out, capture.SDU, uint64(f.remote), buf[h:h+n])
-		}
-		if err := e.cfg.Wire.Send(buf[:h+n], f.peer, f.remote); err != nil {
-			e.C.TxError.Add(1)
-			continue
-		}
-		f.pktsOut.Add(1)
-		f.bytesOut.Add(uint64(n))
-		e.C.PacketsOut.Add(1)
-		e.C.BytesOut.Add(uint64(n))
+		e.sendSDU(f, buf, n)
 	}
+}
+
+// sduRoom is where in a transmit buffer (Headroom+flow.MaxSDU bytes) an
+// SDU of f is read: after the headroom, and for a sealed flow after the
+// counter too, with room left for the tag.
+func (e *Engine[A]) sduRoom(f *flowEntry[A], buf []byte) []byte {
+	h := e.cfg.Headroom
+	if f.sl != nil {
+		return buf[h+seal.CtrLen : h+seal.CtrLen+SealedMaxSDU]
+	}
+	return buf[h:]
+}
+
+// sendSDU seals (a sealed flow, in place) and sends the SDU of n bytes
+// read into sduRoom(f, buf). It allocates nothing.
+func (e *Engine[A]) sendSDU(f *flowEntry[A], buf []byte, n int) {
+	h := e.cfg.Headroom
+	pkt := buf[:h+n]
+	if f.sl != nil {
+		out, err := f.sl.sealer.Seal(buf[h:h], buf[h+seal.CtrLen:h+seal.CtrLen+n], nil)
+		if err != nil {
+			e.C.TxError.Add(1)
+			return
+		}
+		pkt = buf[:h+len(out)]
+	}
+	if s := e.capt.Session(); s != nil {
+		s.Add(capture.Out, capture.SDU, uint64(f.remote), pkt[h:])
+	}
+	if err := e.cfg.Wire.Send(pkt, f.peer, f.remote); err != nil {
+		e.C.TxError.Add(1)
+		return
+	}
+	f.pktsOut.Add(1)
+	f.bytesOut.Add(uint64(n))
+	e.C.PacketsOut.Add(1)
+	e.C.BytesOut.Add(uint64(n))
 }
 
 // Alloc allocates a flow to req.Dst at the peer dst, retransmitting the
 // request with exponential backoff until an answer, ctx's end (or
 // Config.Timeout if ctx has no deadline) or Stop. On success the engine
 // owns port until it closes it.
-func (e *Engine[A]) Alloc(ctx context.Context, dst A, req irm.AllocReq, port flow.Port) (err error) {
+func (e *Engine[A]) Alloc(ctx context.Context, dst A, req irm.AllocReq, port flow.Port) error {
+	_, err := e.AllocPeer(ctx, dst, req, port)
+	return err
+}
+
+// errNoSigner is why a shim without Config.Seal refuses sealed flows.
+var errNoSigner = errors.New("this shim cannot seal flows: it has no signer (node identity)")
+
+// AllocPeer is Alloc that also returns, for a sealed flow (req.QoS.Sealed
+// or SealConfig.Require), the accepting node's verified identity and the
+// flow's smaller largest SDU. A sealed allocation that cannot be sealed
+// (no signer here, a peer that answers unsealed, a failed key exchange)
+// fails with flow.ErrRefused: never a silent downgrade.
+func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port flow.Port) (res irm.AllocResult, err error) {
 	defer func() {
 		if err != nil {
 			e.C.AllocFailed.Add(1)
 		}
 	}()
+	sealed := req.QoS.Sealed || e.seal != nil && e.seal.cfg.Require
+	if sealed && e.seal == nil {
+		return res, fmt.Errorf("%s: alloc %q: %w: %w", e.cfg.Kind, req.Dst, errNoSigner, flow.ErrRefused)
+	}
+	req.QoS.Sealed = sealed
 	h := layer.HashName(e.cfg.HashAlgo, req.Dst)
 	p := &pending[A]{peer: dst, ch: make(chan Msg, 1)}
+	if sealed {
+		p.kex = make(chan KexMsg, 2*sealflow.MaxParts)
+	}
 	e.mu.Lock()
 	if e.stopped {
 		e.mu.Unlock()
-		return fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
+		return res, fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
 	}
 	eid, ok := e.allocEID()
 	if !ok {
 		e.mu.Unlock()
-		return fmt.Errorf("%s: alloc %q: no endpoint ids left: %w", e.cfg.Kind, req.Dst, flow.ErrBusy)
+		return res, fmt.Errorf("%s: alloc %q: no endpoint ids left: %w", e.cfg.Kind, req.Dst, flow.ErrBusy)
 	}
 	e.nextReq++
 	p.reqID = e.nextReq
@@ -864,48 +989,189 @@ func (e *Engine[A]) Alloc(ctx context.Context, dst A, req irm.AllocReq, port flo
 	pkt, err := e.encode(&Msg{Type: MsgAllocReq, ReqID: p.reqID, Src: eid, Hash: h[:], QoS: req.QoS})
 	if err != nil {
 		e.abandon(eid, p)
-		return fmt.Errorf("%s: alloc %q: %v: %w", e.cfg.Kind, req.Dst, err, flow.ErrInvalid)
+		return res, fmt.Errorf("%s: alloc %q: %v: %w", e.cfg.Kind, req.Dst, err, flow.ErrInvalid)
 	}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
+	pkts := [][]byte{pkt} // what a retransmission sends
+	var (
+		in     *kex.Initiator // sealed, full exchange: until the Reply
+		rm     *kex.Resumer   // sealed, resuming from a ticket: until the ResumeReply
+		reply  sealflow.Pieces
+		sl     *sealing // sealed: the finished key exchange
+		okResp *Msg     // resuming: an ok answer that came before the ResumeReply
+		okWait <-chan time.Time
+	)
+	refuse := func(err error) (irm.AllocResult, error) {
+		e.abandon(eid, p)
+		e.C.KexFailed.Add(1)
+		return res, fmt.Errorf("%s: alloc %q at %s: sealed flow: %w: %w", e.cfg.Kind, req.Dst, dst, err, flow.ErrRefused)
+	}
+	// full starts the full key exchange: the request and the Hello's pieces.
+	full := func() error {
+		cfg, err := e.kexConfig(ctx, h[:], req.QoS)
+		if err != nil {
+			return err
+		}
+		var hello []byte
+		if in, hello, err = kex.Start(cfg); err != nil {
+			return err
+		}
+		ps, err := e.kexPkts(KexMsg{Type: MsgKex, ReqID: p.reqID, Src: eid, Step: StepHello}, hello)
+		if err != nil {
+			return err
+		}
+		pkts = append([][]byte{pkt}, ps...)
+		return nil
+	}
+	if sealed {
+		var err error
+		if t, ok := e.takeTicket(dst); ok {
+			var c, hello []byte
+			if c, err = e.kexContext(h[:], req.QoS); err == nil {
+				rm, hello, err = kex.StartResume(t, c, e.resumeKey())
+			}
+			var ps [][]byte
+			if err == nil {
+				ps, err = e.kexPkts(KexMsg{Type: MsgKex, ReqID: p.reqID, Src: eid, Step: StepResume}, hello)
+			}
+			pkts = append(pkts, ps...)
+		} else {
+			err = full()
+		}
+		if err != nil {
+			return refuse(err)
+		}
+	}
+	// install takes the flow the ok answer r gives.
+	install := func(r *Msg) (irm.AllocResult, error) {
+		f := &flowEntry[A]{local: eid, remote: r.Src, peer: dst, port: port, name: req.Dst, out: true, qos: req.QoS, sl: sl}
+		e.mu.Lock()
+		delete(e.pend, eid)
+		if e.stopped {
+			e.mu.Unlock()
+			e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
+			return res, fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
+		}
+		stale := e.install(f)
+		e.mu.Unlock()
+		if stale != nil {
+			stale.port.Close()
+		}
+		e.C.FlowsOut.Add(1)
+		e.cfg.Runner.Go(func() { e.txLoop(f) })
+		if sl != nil {
+			res = irm.AllocResult{MaxSDU: SealedMaxSDU, Peer: sl.peer}
+		}
+		return res, nil
+	}
+	// unsealedAnswer refuses an ok answer to a sealed request that came
+	// without the key exchange: the request lost its seal on the way (a
+	// downgrade) or the peer ignores it.
+	unsealedAnswer := func(r *Msg) (irm.AllocResult, error) {
+		e.abandon(eid, p)
+		e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
+		e.C.KexFailed.Add(1)
+		return res, fmt.Errorf("%s: alloc %q at %s: asked sealed, answered unsealed (a downgrade?): %w", e.cfg.Kind, req.Dst, dst, flow.ErrRefused)
+	}
 	rto := e.cfg.RetryBase
 	t := time.NewTimer(rto)
 	defer t.Stop()
-	e.sendPkt(pkt, dst)
+	for _, p := range pkts {
+		e.sendPkt(p, dst)
+	}
 	for {
 		select {
 		case r := <-p.ch:
 			if r.Result != ResOK {
 				e.abandon(eid, p)
-				return fmt.Errorf("%s: alloc %q at %s: %w", e.cfg.Kind, req.Dst, dst, errOf(r.Result))
+				return res, fmt.Errorf("%s: alloc %q at %s: %w", e.cfg.Kind, req.Dst, dst, errOf(r.Result))
 			}
-			f := &flowEntry[A]{local: eid, remote: r.Src, peer: dst, port: port, name: req.Dst, out: true, qos: req.QoS}
-			e.mu.Lock()
-			delete(e.pend, eid)
-			if e.stopped {
-				e.mu.Unlock()
-				e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
-				return fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
+			switch {
+			case !sealed || sl != nil:
+				return install(&r)
+			case rm != nil && okResp == nil:
+				// Resuming, the answer overtook the ResumeReply: give it
+				// a moment (retransmissions resend both).
+				okResp, okWait = &r, time.After(e.cfg.RetryMax)
+				continue
+			case rm != nil:
+				continue
 			}
-			stale := e.install(f)
-			e.mu.Unlock()
-			if stale != nil {
-				stale.port.Close()
+			return unsealedAnswer(&r)
+		case <-okWait:
+			return unsealedAnswer(okResp)
+		case m := <-p.kex: // nil unless sealed
+			if sl != nil {
+				continue // a repeated Reply
 			}
-			e.C.FlowsOut.Add(1)
-			e.cfg.Runner.Go(func() { e.txLoop(f) })
-			return nil
+			switch {
+			case m.Step == StepNoTicket && rm != nil:
+				// The responder has no such ticket: the full exchange,
+				// on the same request.
+				rm, reply = nil, sealflow.Pieces{}
+				if err := full(); err != nil {
+					return refuse(err)
+				}
+				for _, p := range pkts {
+					e.sendPkt(p, dst)
+				}
+				rto = e.cfg.RetryBase
+				t.Reset(rto)
+				continue
+			case m.Step == StepResumeReply && rm != nil:
+				b, ok := reply.Add(m.Part, m.Parts, m.Data)
+				if !ok {
+					continue
+				}
+				r, err := rm.Reply(b)
+				if err == nil {
+					sl, err = newSealing(r)
+				}
+				if err != nil {
+					return refuse(err)
+				}
+				e.putTicket(dst, r.Next)
+				if okResp != nil {
+					return install(okResp)
+				}
+				continue
+			case m.Step != StepReply || in == nil:
+				continue
+			}
+			b, ok := reply.Add(m.Part, m.Parts, m.Data)
+			if !ok {
+				continue
+			}
+			r, fin, err := in.Reply(ctx, b)
+			if err == nil {
+				sl, err = newSealing(r)
+			}
+			if err == nil {
+				pkts, err = e.kexPkts(KexMsg{Type: MsgKex, ReqID: p.reqID, Src: eid, Step: StepFinish}, fin)
+			}
+			if err != nil {
+				return refuse(err)
+			}
+			e.putTicket(dst, r.Next)
+			for _, p := range pkts {
+				e.sendPkt(p, dst)
+			}
+			rto = e.cfg.RetryBase
+			t.Reset(rto)
 		case <-t.C:
 			rto = min(2*rto, e.cfg.RetryMax)
 			t.Reset(rto)
 			e.C.AllocRetries.Add(1)
-			e.sendPkt(pkt, dst)
+			for _, p := range pkts {
+				e.sendPkt(p, dst)
+			}
 		case <-ctx.Done():
 			e.abandon(eid, p)
-			return e.ctxErr(ctx, "alloc", req.Dst)
+			return res, e.ctxErr(ctx, "alloc", req.Dst)
 		case <-e.ctx.Done():
 			e.abandon(eid, p)
-			return fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
+			return res, fmt.Errorf("%s: alloc %q: stopped: %w", e.cfg.Kind, req.Dst, flow.ErrClosed)
 		}
 	}
 }

@@ -1,11 +1,10 @@
-package fa
+package sealflow
 
 import (
 	"sync"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/kex"
-	"github.com/ouronet/ouro/layer"
 )
 
 // Resumption tickets (crypto/kex, resume.go): every finished key
@@ -15,7 +14,7 @@ import (
 // signatures or ML-KEM.
 //
 // A requester keeps its tickets by the address of the member that
-// issued them (up to maxTicketsPerPeer each, so that allocations made at
+// issued them (K: a layer address, a shim's peer address) (up to MaxTicketsPerPeer each, so that allocations made at
 // once can each resume); a responder keeps its own by identifier. Each
 // is used once: taking it removes it, so a replayed Resume finds nothing
 // and is answered ResNoTicket, as is one whose ticket expired, was
@@ -24,18 +23,18 @@ import (
 const (
 	// DefaultTicketLife is how long a ticket stays usable.
 	DefaultTicketLife = 10 * time.Minute
-	maxTicketsPerPeer = 4
-	maxTicketPeers    = 1024
-	maxServedTickets  = 4096
+	MaxTicketsPerPeer = 4
+	MaxTicketPeers    = 1024
+	MaxServedTickets  = 4096
 )
 
-// ticketStore is an Allocator's tickets, both roles. Safe for concurrent
-// use.
-type ticketStore struct {
+// Tickets are a flow allocator's resumption tickets, both roles. Safe
+// for concurrent use.
+type Tickets[K comparable] struct {
 	life time.Duration
 
 	mu  sync.Mutex
-	out map[layer.Addr][]heldTicket           // as requester: by the issuer's address, oldest first
+	out map[K][]heldTicket                    // as requester: by the issuer's address, oldest first
 	in  map[[kex.TicketIDSize]byte]heldTicket // as responder: by identifier
 }
 
@@ -44,16 +43,17 @@ type heldTicket struct {
 	expires time.Time
 }
 
-func newTicketStore(life time.Duration) *ticketStore {
-	return &ticketStore{
+// NewTickets returns a store whose tickets live for life.
+func NewTickets[K comparable](life time.Duration) *Tickets[K] {
+	return &Tickets[K]{
 		life: life,
-		out:  make(map[layer.Addr][]heldTicket),
+		out:  make(map[K][]heldTicket),
 		in:   make(map[[kex.TicketIDSize]byte]heldTicket),
 	}
 }
 
-// takeOut returns (and forgets) the newest live ticket issued by dst.
-func (s *ticketStore) takeOut(dst layer.Addr, now time.Time) (kex.Ticket, bool) {
+// TakeOut returns (and forgets) the newest live ticket issued by dst.
+func (s *Tickets[K]) TakeOut(dst K, now time.Time) (kex.Ticket, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := s.out[dst]
@@ -69,27 +69,27 @@ func (s *ticketStore) takeOut(dst layer.Addr, now time.Time) (kex.Ticket, bool) 
 	return kex.Ticket{}, false
 }
 
-// putOut keeps a ticket issued by dst.
-func (s *ticketStore) putOut(dst layer.Addr, t kex.Ticket, now time.Time) {
+// PutOut keeps a ticket issued by dst.
+func (s *Tickets[K]) PutOut(dst K, t kex.Ticket, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := s.out[dst]
-	if ts == nil && len(s.out) >= maxTicketPeers {
+	if ts == nil && len(s.out) >= MaxTicketPeers {
 		s.expireOut(now)
 		for a := range s.out { // still full: one peer's tickets go
-			if len(s.out) < maxTicketPeers {
+			if len(s.out) < MaxTicketPeers {
 				break
 			}
 			delete(s.out, a)
 		}
 	}
-	if len(ts) >= maxTicketsPerPeer {
+	if len(ts) >= MaxTicketsPerPeer {
 		ts = append(ts[:0], ts[1:]...) // the oldest goes
 	}
 	s.out[dst] = append(ts, heldTicket{t: t, expires: now.Add(s.life)})
 }
 
-func (s *ticketStore) setOut(dst layer.Addr, ts []heldTicket) {
+func (s *Tickets[K]) setOut(dst K, ts []heldTicket) {
 	if len(ts) == 0 {
 		delete(s.out, dst)
 		return
@@ -98,7 +98,7 @@ func (s *ticketStore) setOut(dst layer.Addr, ts []heldTicket) {
 }
 
 // expireOut forgets expired requester tickets; s.mu is held.
-func (s *ticketStore) expireOut(now time.Time) {
+func (s *Tickets[K]) expireOut(now time.Time) {
 	for a, ts := range s.out {
 		live := ts[:0]
 		for _, h := range ts {
@@ -110,8 +110,8 @@ func (s *ticketStore) expireOut(now time.Time) {
 	}
 }
 
-// takeIn returns (and forgets) the responder's ticket id, if it is live.
-func (s *ticketStore) takeIn(id [kex.TicketIDSize]byte, now time.Time) (kex.Ticket, bool) {
+// TakeIn returns (and forgets) the responder's ticket id, if it is live.
+func (s *Tickets[K]) TakeIn(id [kex.TicketIDSize]byte, now time.Time) (kex.Ticket, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h, ok := s.in[id]
@@ -122,18 +122,18 @@ func (s *ticketStore) takeIn(id [kex.TicketIDSize]byte, now time.Time) (kex.Tick
 	return h.t, now.Before(h.expires)
 }
 
-// putIn keeps a ticket this member issued.
-func (s *ticketStore) putIn(t kex.Ticket, now time.Time) {
+// PutIn keeps a ticket this member issued.
+func (s *Tickets[K]) PutIn(t kex.Ticket, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.in) >= maxServedTickets {
+	if len(s.in) >= MaxServedTickets {
 		for id, h := range s.in {
 			if !now.Before(h.expires) {
 				delete(s.in, id)
 			}
 		}
 		for id := range s.in { // still full: any one goes
-			if len(s.in) < maxServedTickets {
+			if len(s.in) < MaxServedTickets {
 				break
 			}
 			delete(s.in, id)

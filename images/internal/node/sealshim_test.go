@@ -1,0 +1,96 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow"
+)
+
+// TestSealedFlowOverShim: two nodes on 127.0.0.1 with only a UDP shim
+// between them, each with its identity in its signer component. A sealed
+// flow from a program on a straight over the shim to an echo on b: both
+// programs learn the other node's verified identity (the shim got the
+// node's signer, and the IRM its peer through AllocPeer), SDUs of the
+// sealed flow's largest size go through; b's shim seals every flow and
+// refuses an unsealed allocation.
+func TestSealedFlowOverShim(t *testing.T) {
+	ida, idb := newIdentity(t), newIdentity(t)
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	cfg := func(name string, port int, extra string) string {
+		return fmt.Sprintf(`
+[node]
+name = %q
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { "sealed.echo" = "127.0.0.1:%d" }
+%s
+`, name, port, pb, extra)
+	}
+	xa, bra := app("app")
+	xb, brb := app("echo")
+	startNodeID(t, idb, cfg("b", pb, "seal = true"), xb)
+	startNodeID(t, ida, cfg("a", pa, ""), xa)
+	ba, bb := <-bra, <-brb
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := bb.Bind(ctx, "sealed.echo"); err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan flow.Info, 4)
+	go func() {
+		for {
+			p, info, err := bb.Accept(ctx)
+			if err != nil {
+				return
+			}
+			accepted <- info
+			go func() {
+				defer p.Close()
+				buf := make([]byte, flow.MaxSDU)
+				for {
+					n, err := p.Read(buf, time.Time{})
+					if err != nil || p.Write(buf[:n], time.Time{}) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
+	p, info, err := allocRetry(t, ctx, ba, "sealed.echo", q)
+	if err != nil {
+		t.Fatalf("sealed alloc over the shim: %v", err)
+	}
+	defer p.Close()
+	if info.Peer == nil || info.Peer.ID != identity.NameOf(idb.Public()) || info.Peer.Name != "b" {
+		t.Fatalf("a's peer %v, want node b (%s)", info.Peer, identity.NameOf(idb.Public()))
+	}
+	in := <-accepted
+	if in.Peer == nil || in.Peer.ID != identity.NameOf(ida.Public()) || in.Peer.Name != "a" {
+		t.Fatalf("b's peer %v, want node a (%s)", in.Peer, identity.NameOf(ida.Public()))
+	}
+	if info.MaxSDU != flow.MaxSDU-24 || in.MaxSDU != info.MaxSDU {
+		t.Fatalf("MaxSDU a %d, b %d, want %d", info.MaxSDU, in.MaxSDU, flow.MaxSDU-24)
+	}
+	msg := bytes.Repeat([]byte("s"), info.MaxSDU)
+	if err := p.Write(msg, time.Now().Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	if n, err := p.Read(buf, time.Now().Add(5*time.Second)); err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("echo of %d bytes: %d, %v", len(msg), n, err)
+	}
+	q.Sealed = false
+	if _, _, err := ba.Alloc(ctx, "sealed.echo", q); !errors.Is(err, flow.ErrRefused) {
+		t.Fatalf("unsealed alloc to a shim that seals all: %v, want ErrRefused", err)
+	}
+}
