@@ -208,7 +208,10 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		cfg := serial.Config{Layer: p.Layer, Name: p.Name, Window: c.Window,
 			Keepalive: c.Keepalive.Duration, DeadTime: c.DeadTime.Duration, RetryBase: c.RetryBase.Duration,
-			Runner: env.pd}
+			Runner: env.pd, Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration}
+		if s := env.signer(deps.nodeKey); s != nil {
+			cfg.Signer = s
+		}
 		var err error
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
@@ -252,6 +255,10 @@ type serialConfig struct {
 	Keepalive  duration `toml:"keepalive"`   // default 1s
 	DeadTime   duration `toml:"dead_time"`   // default 4 × keepalive
 	RetryBase  duration `toml:"retry_base"`  // first alloc retransmission (default 20ms; raise on slow lines)
+	// As in udpConfig.
+	Seal       bool     `toml:"seal"`
+	SealPeers  []string `toml:"seal_peers"`
+	SealTicket duration `toml:"seal_ticket_life"`
 }
 
 // serialDevice opens the byte stream an [ipcp.serial] table asks for.

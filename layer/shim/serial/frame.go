@@ -256,5 +256,6 @@ func (d *Decoder) end() (Header, error) {
 // headroom is the engine's headroom: the data frame header.
 const headroom = DataLen
 
-// a control message must fit a data frame.
+// a control message and a key-exchange piece must fit a data frame.
 const _ = uint(flow.MaxSDU - engine.MaxMsgLen)
+const _ = uint(flow.MaxSDU - engine.MaxKexLen)

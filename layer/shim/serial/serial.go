@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
@@ -71,7 +72,10 @@ type DeadlineDevice interface {
 	SetReadDeadline(t time.Time) error
 }
 
-var _ irm.IPCP = (*IPCP)(nil)
+var (
+	_ irm.IPCP          = (*IPCP)(nil)
+	_ irm.PeerAllocator = (*IPCP)(nil)
+)
 
 // Peer identifies the peer instance of a session: the random nonce of its
 // hellos. A restarted peer is a new Peer.
@@ -119,6 +123,18 @@ type Config struct {
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
+
+	// Signer, if set, lets the shim seal flows (QoS.Sealed): the same
+	// exchange and sealing as the udp and eth shims (the shared engine,
+	// docs/shims.md "Sealed flows"). Seal seals every flow and refuses
+	// unsealed requests; SealPeers, if set, are the only node ids at the
+	// other end of a sealed flow; SealTicketLife is how long a resumption
+	// ticket lasts (0: the default; negative: never resume). Seal and
+	// SealPeers need Signer.
+	Signer         identity.Signer
+	Seal           bool
+	SealPeers      []string
+	SealTicketLife time.Duration
 }
 
 // LinkStats are the serial link's own counters and state, beyond shim.Stats.
@@ -176,12 +192,17 @@ const ctlSlots = 16
 type ctlMsg struct {
 	s   *session
 	n   int
-	buf [headroom + engine.MaxMsgLen]byte
+	buf [maxCtl]byte
 }
+
+// maxCtl bounds a queued control packet: a control message or a sealed
+// flow's key-exchange piece, after the frame's header.
+const maxCtl = headroom + max(engine.MaxMsgLen, engine.MaxKexLen)
 
 // IPCP is a serial shim IPC process.
 type IPCP struct {
 	cfg    Config
+	seal   *engine.SealConfig // nil: flows are not sealed here
 	up     irm.Upcalls
 	nonce  uint64
 	epoch  time.Time
@@ -257,10 +278,15 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	if cfg.DeadTime <= cfg.Keepalive {
 		return nil, fmt.Errorf("serial: %s: dead time %v not above keepalive %v: %w", cfg.Name, cfg.DeadTime, cfg.Keepalive, flow.ErrInvalid)
 	}
+	sc, err := engine.SealFrom("serial", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife)
+	if err != nil {
+		return nil, err
+	}
 	var nb [8]byte
 	rand.Read(nb[:])
 	p := &IPCP{
 		cfg:    cfg,
+		seal:   sc,
 		up:     up,
 		nonce:  binary.BigEndian.Uint64(nb[:]) | 1, // never 0: 0 means "none" in hellos
 		epoch:  time.Now(),
@@ -400,19 +426,26 @@ func (p *IPCP) resolve(ctx context.Context, name string) (*session, error) {
 // flow.ErrPeerGone; a refusal flow.ErrNotFound, flow.ErrRefused or
 // flow.ErrBusy; silence flow.ErrTimeout.
 func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+	_, err := p.AllocPeer(ctx, req, port)
+	return err
+}
+
+// AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
+// sealed flow, the verified peer and the smaller SDU limit sealing leaves.
+func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
 	if port == nil {
-		return fmt.Errorf("serial: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return irm.AllocResult{}, fmt.Errorf("serial: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	s, err := p.resolve(ctx, req.Dst)
 	if err != nil {
 		p.c.AllocFailed.Add(1)
-		return fmt.Errorf("serial: alloc: %w", err)
+		return irm.AllocResult{}, fmt.Errorf("serial: alloc: %w", err)
 	}
-	err = s.eng.Alloc(ctx, s.peer, req, port)
+	res, err := s.eng.AllocPeer(ctx, s.peer, req, port)
 	if errors.Is(err, flow.ErrNotFound) || errors.Is(err, flow.ErrTimeout) {
 		s.eng.Forget(req.Dst)
 	}
-	return err
+	return res, err
 }
 
 // Stats returns the IPCP's counters, summed over its sessions.
@@ -478,6 +511,7 @@ func (p *IPCP) start(peer Peer) {
 		RetryBase: p.cfg.RetryBase,
 		CacheTTL:  p.cfg.CacheTTL,
 		Runner:    p.cfg.Runner,
+		Seal:      p.seal,
 	})
 	if err != nil {
 		panic(err) // only a nil Runner, which New refused
@@ -846,7 +880,7 @@ func (p *IPCP) pump() {
 	defer close(p.pumpDone)
 	tick := time.NewTicker(max(min(p.cfg.Keepalive, p.cfg.ProbeInterval)/2, time.Millisecond))
 	defer tick.Stop()
-	body := make([]byte, headroom+engine.MaxMsgLen)
+	body := make([]byte, maxCtl)
 	lastHello, lastProbe := int64(-1<<62), int64(-1<<62)
 	for {
 		quit := false
