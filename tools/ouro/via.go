@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
@@ -64,4 +66,32 @@ func (a *app) dialVia(ctx context.Context, name string) (node, error) {
 		return nil, fmt.Errorf("%w (is a \"mgmt\" app serving %s there, with this node's id among its peers?)", err, name)
 	}
 	return &viaNode{node: n, flowMgmt: flowMgmt{c: c, name: name}}, nil
+}
+
+func statusCommand() *command {
+	return &command{name: "status", group: "management", summary: "print a remote node's status page as JSON (with --via)", run: runStatus,
+		help: "Asks the \"mgmt\" app serving --via NAME for its node's status page\n" +
+			"(identity, IPCPs, names, flows, every IPCP's counters) as JSON. A\n" +
+			"hosted node serves the same page over HTTP ([node] metrics)."}
+}
+
+func runStatus(a *app, ctx context.Context, cmd *command, args []string) error {
+	fs := a.newFlags(cmd)
+	var timeout time.Duration
+	timeoutFlag(fs, &timeout)
+	if _, err := fs.parse(args, 0, 0); err != nil {
+		return err
+	}
+	if a.via == "" {
+		return usagef("status: needs --via NAME (a hosted node serves its status page over HTTP: [node] metrics)")
+	}
+	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: mgmtflow.CmdStatus, Args: map[string]string{"format": "json"}}, timeout)
+	if err != nil {
+		return err
+	}
+	var page json.RawMessage
+	if err := json.Unmarshal([]byte(resp.Text), &page); err != nil {
+		return fmt.Errorf("status: the node's page is not JSON: %w", err)
+	}
+	return a.printJSON(page)
 }

@@ -150,6 +150,15 @@ func TestVia(t *testing.T) {
 		if got, want := ouro(a, "--via", "b.mgmt", "ipcps"), ouro(b, "ipcps"); got != want {
 			t.Errorf("ipcps over the flow:\n%s\nat b:\n%s", got, want)
 		}
+		var page struct {
+			Node struct {
+				Name string `json:"name"`
+			} `json:"node"`
+		}
+		st := ouro(a, "--via", "b.mgmt", "status")
+		if err := json.Unmarshal([]byte(st), &page); err != nil || page.Node.Name != "b" {
+			t.Errorf("status over the flow: %v, node %q, want b:\n%s", err, page.Node.Name, st)
+		}
 	})
 
 	// Changes stay local: refused over the flow; flow commands refuse --via.
