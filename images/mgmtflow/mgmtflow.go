@@ -242,11 +242,18 @@ func QoS() flow.QoS {
 	return q
 }
 
-// Client asks a node's management application over one flow.
+// Client asks a node's management application over one flow. A call
+// whose ctx ends before its answer came leaves the answer owed: the next
+// call reads and drops it first, so that answers stay in step with
+// requests and the flow stays usable (a capture interrupted mid-read can
+// still be stopped).
 type Client struct {
-	mu   sync.Mutex
-	p    flow.Port
-	info flow.Info
+	mu      sync.Mutex
+	p       flow.Port
+	info    flow.Info
+	owed    int    // answers to requests whose callers gave up
+	partial []byte // the part of an answer read so far
+	buf     []byte
 }
 
 // Dial allocates a sealed management flow to name through b.
@@ -255,11 +262,51 @@ func Dial(ctx context.Context, b flow.Broker, name string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("management flow to %s: %w", name, err)
 	}
-	return &Client{p: p, info: info}, nil
+	return NewClient(p, info), nil
+}
+
+// NewClient asks over an allocated flow p (Dial allocates one).
+func NewClient(p flow.Port, info flow.Info) *Client {
+	return &Client{p: p, info: info, buf: make([]byte, flow.MaxSDU)}
 }
 
 // Info is the flow's description (its Peer: the node answering).
 func (c *Client) Info() flow.Info { return c.info }
+
+// pollEvery is how often a read waiting for an answer looks at its ctx.
+const pollEvery = 100 * time.Millisecond
+
+// answer reads the next whole answer, until ctx ends.
+func (c *Client) answer(ctx context.Context) ([]byte, error) {
+	for {
+		d := time.Now().Add(pollEvery)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(d) {
+			d = dl
+		}
+		n, err := c.p.Read(c.buf, d)
+		if errors.Is(err, flow.ErrTimeout) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 || c.buf[0] > fragLast {
+			return nil, fmt.Errorf("mgmtflow: SDU of %d bytes without a fragment flag: %w", n, flow.ErrInvalid)
+		}
+		if len(c.partial)+n-1 > MaxResponse {
+			return nil, fmt.Errorf("mgmtflow: answer over %d bytes: %w", MaxResponse, flow.ErrTooBig)
+		}
+		c.partial = append(c.partial, c.buf[1:n]...)
+		if c.buf[0] == fragLast {
+			msg := c.partial
+			c.partial = nil
+			return msg, nil
+		}
+	}
+}
 
 // Mgmt sends req and waits for the answer until ctx ends.
 func (c *Client) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
@@ -272,16 +319,26 @@ func (c *Client) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error
 	if len(b) > MaxRequest {
 		return irm.MgmtResp{}, fmt.Errorf("mgmtflow: request of %d bytes: %w", len(b), flow.ErrTooBig)
 	}
-	deadline, _ := ctx.Deadline()
-	stop := context.AfterFunc(ctx, func() { c.p.Close() }) // a cancelled call ends the flow: answers stay in step
-	defer stop()
+	for c.owed > 0 { // answers callers gave up on
+		if _, err := c.answer(ctx); err != nil {
+			return irm.MgmtResp{}, err
+		}
+		c.owed--
+	}
+	deadline := time.Now().Add(CallTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
 	if err := writeMsg(c.p, c.info.SDULimit(), b, deadline); err != nil {
-		return irm.MgmtResp{}, c.ctxErr(ctx, err)
+		c.p.Close() // a request written in part: the flow is out of step
+		return irm.MgmtResp{}, err
 	}
-	msg, err := readMsg(c.p, MaxResponse, deadline)
+	c.owed++
+	msg, err := c.answer(ctx)
 	if err != nil {
-		return irm.MgmtResp{}, c.ctxErr(ctx, err)
+		return irm.MgmtResp{}, err
 	}
+	c.owed--
 	r, err := DecodeResponse(msg)
 	if err != nil {
 		return irm.MgmtResp{}, err
@@ -289,15 +346,5 @@ func (c *Client) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error
 	return r.Resp, r.Err.Err()
 }
 
-func (c *Client) ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
-}
-
 // Close ends the flow.
 func (c *Client) Close() error { return c.p.Close() }
-
-// NewClient asks over an allocated flow p (Dial allocates one).
-func NewClient(p flow.Port, info flow.Info) *Client { return &Client{p: p, info: info} }

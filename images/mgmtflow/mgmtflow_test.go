@@ -171,3 +171,35 @@ func FuzzDecodeResponse(f *testing.F) {
 		}
 	})
 }
+
+// slowMgmt answers "slow" only once released, and everything else at once.
+type slowMgmt struct{ release chan struct{} }
+
+func (m slowMgmt) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+	if req.Cmd == "names" {
+		<-m.release
+	}
+	return irm.MgmtResp{Text: req.Cmd}, nil
+}
+
+// TestClientGaveUp: a call whose ctx ends before the answer leaves the
+// flow usable; the next call gets its own answer, not the late one.
+func TestClientGaveUp(t *testing.T) {
+	a, b := flowtest.Pipe(16)
+	m := slowMgmt{release: make(chan struct{})}
+	go Serve(context.Background(), b, flow.Info{}, m)
+	defer a.Close()
+	c := NewClient(a, flow.Info{})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	if _, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "names"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow call: %v, want its deadline", err)
+	}
+	cancel()
+	close(m.release)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "ipcps"})
+	if err != nil || r.Text != "ipcps" {
+		t.Fatalf("next call: %q, %v; want the ipcps answer", r.Text, err)
+	}
+}
