@@ -3,7 +3,8 @@
 // kind = "mgmt") answers them, and "ouro --via NAME" asks them, so that a
 // host observes a board (or any node) it has no socket to. The requests
 // and answers are the node socket's (irm.MgmtReq, irm.MgmtResp), CBOR
-// encoded and split over SDUs (docs/wire/mgmt-flow.md).
+// encoded and split over SDUs, each behind a one-byte flag: 0 more
+// follow, 1 the message's last (docs/observability.md, "Remote nodes").
 //
 // Only sealed flows from the node ids on the application's allow-list
 // are accepted (the IRM refuses the others when the name is bound with

@@ -72,6 +72,9 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 		if !nameRE.MatchString(a.Name) {
 			return nil, fmt.Errorf("config: app #%d: bad name %q: %w", i+1, a.Name, flow.ErrInvalid)
 		}
+		if a.Kind != "mgmt" && len(a.Peers) > 0 {
+			return nil, fmt.Errorf("config: app %q: peers apply to kind \"mgmt\" only: %w", a.Name, flow.ErrInvalid)
+		}
 		comp := "app." + a.Name
 		if seen[comp] {
 			return nil, fmt.Errorf("config: app %q declared twice: %w", a.Name, flow.ErrInvalid)

@@ -309,6 +309,10 @@ func TestMgmtAppNeedsPeers(t *testing.T) {
 	if _, err := Apps(c, AppEnv{}); err == nil || !strings.Contains(err.Error(), "needs peers") {
 		t.Fatalf("mgmt app without peers: %v", err)
 	}
+	c = parse(t, "[[app]]\nkind = \"echo\"\npeers = [\"x\"]\n")
+	if _, err := Apps(c, AppEnv{}); err == nil || !strings.Contains(err.Error(), "peers apply to kind") {
+		t.Fatalf("echo app with peers: %v", err)
+	}
 	c = parse(t, "[node]\nname = \"n\"\n[[app]]\nkind = \"mgmt\"\npeers = [\"x\"]\n")
 	xs, err := Apps(c, AppEnv{})
 	if err != nil || len(xs) != 1 || xs[0].Name != "app.n.mgmt" || !xs[0].Mgmt {
