@@ -39,6 +39,7 @@ func (a *app) newFlags(cmd *command) *flagSet {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&a.socket, "socket", a.socket, "the node's Unix socket at `PATH` (default $OURO_SOCKET, else where a node listens: see \"ouro help\")")
 	fs.BoolVar(&a.json, "json", a.json, "machine-readable output (JSON)")
+	fs.StringVar(&a.via, "via", a.via, "management commands go to the remote node serving `NAME` (its \"mgmt\" app), over a sealed flow from the local node")
 	f := &flagSet{FlagSet: fs, cmd: cmd, order: map[string]int{}}
 	if a.captureFlags != nil {
 		a.captureFlags(f)

@@ -106,7 +106,7 @@ func orDash(s string) string {
 // flow closes; it must return once stop is closed.
 func (s *server) serveFlows(ctx context.Context, name string, count int,
 	handle func(c conn, stop <-chan struct{}, e *flowEvent) error) error {
-	n, err := s.a.connect()
+	n, err := s.a.connectFlows()
 	if err != nil {
 		return err
 	}

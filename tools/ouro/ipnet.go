@@ -69,7 +69,7 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 	if mtu < 576 || mtu > flow.MaxSDU {
 		return usagef("ipnet: --mtu %d: want 576 to %d", mtu, flow.MaxSDU)
 	}
-	n, err := a.connect()
+	n, err := a.connectFlows()
 	if err != nil {
 		return err
 	}

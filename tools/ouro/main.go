@@ -53,6 +53,7 @@ type app struct {
 	stdout, stderr io.Writer
 	socket         string                          // --socket
 	json           bool                            // --json
+	via            string                          // --via: the management name of a remote node
 	dial           func(path string) (node, error) // opens a session with the node
 	stderrTTY      bool                            // progress output by default
 	captureFlags   func(*flagSet)                  // help: receives a command's flags
@@ -108,7 +109,7 @@ func commands() []*command {
 		pass("bootstrap", "bootstrap a layer with its first IPCP"),
 		pass("enroll", "enroll an IPCP into a layer via a member"),
 		pass("connect", "connect an IPCP's management and data-transfer flows"),
-		captureCommand(), topCommand(), // capture.go, top.go
+		captureCommand(), topCommand(), statusCommand(), // capture.go, top.go, via.go
 		{name: "echo", args: "NAME | --udp ADDR", group: "measurement", summary: "serve NAME: echo every SDU back", run: runEcho,
 			help: "Binds NAME and echoes every SDU of every flow allocated to it, printing\n" +
 				"a line per flow opened and closed. With --udp, echoes UDP datagrams on\n" +
@@ -189,7 +190,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 
 // usage prints the command list.
 func (a *app) usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: ouro [--socket PATH] [--json] COMMAND [ARGS]")
+	fmt.Fprintln(w, "usage: ouro [--socket PATH] [--via NAME] [--json] COMMAND [ARGS]")
 	group := ""
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	for _, c := range commands() {
@@ -203,6 +204,9 @@ func (a *app) usage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun \"ouro help COMMAND\" for a command's flags. The node's socket is")
 	fmt.Fprintln(w, "--socket, else $OURO_SOCKET, else the first of $XDG_RUNTIME_DIR/ouro/node.sock,")
 	fmt.Fprintln(w, "/run/ouro/node.sock and /tmp/ouro-$UID/node.sock where a node listens.")
+	fmt.Fprintln(w, "With --via NAME, management commands (read-only ones: listings, stats,")
+	fmt.Fprintln(w, "graph, capture, top) go to the remote node whose \"mgmt\" app serves NAME,")
+	fmt.Fprintln(w, "over a sealed flow the local node allocates (docs/observability.md).")
 }
 
 // commandHelp prints one command's synopsis, help and flags.
@@ -248,8 +252,26 @@ func runHelp(a *app, ctx context.Context, cmd *command, args []string) error {
 	return nil
 }
 
-// connect opens a session with the node.
+// connect opens a session with the node the management commands are for:
+// the local node, or with --via the remote node over a management flow.
 func (a *app) connect() (node, error) {
+	if a.via != "" {
+		return a.dialVia(context.Background(), a.via)
+	}
+	return a.connectLocal()
+}
+
+// connectFlows opens a session with the local node for commands that use
+// flows (echo, ping, perf, ipnet): --via does not apply to them.
+func (a *app) connectFlows() (node, error) {
+	if a.via != "" {
+		return nil, usagef("--via applies to management commands only (a remote node's flows are its own)")
+	}
+	return a.connectLocal()
+}
+
+// connectLocal opens a session with the local node.
+func (a *app) connectLocal() (node, error) {
 	if a.dial == nil {
 		return nil, errors.New("no node to talk to")
 	}

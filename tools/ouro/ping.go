@@ -44,7 +44,7 @@ func (a *app) open(ctx context.Context, name string, udp bool, qos string, seale
 		return nil, usagef("--qos: %v", err)
 	}
 	q.Sealed = sealed
-	n, err := a.connect()
+	n, err := a.connectFlows()
 	if err != nil {
 		return nil, err
 	}

@@ -12,17 +12,24 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/mgmtflow"
 )
 
 func topCommand() *command {
-	return &command{name: "top", args: "[-i D] [-n N]", group: "management",
+	return &command{name: "top", args: "[-i D] [-n N] [--layer L [--names T]]", group: "management",
 		summary: "a refreshing view of the node's IPCPs and flows: rates and drops", run: runTop,
 		help: "Every -i (default 1 s) asks the node for its IPCPs (ipcps), each one's\n" +
 			"counters (stats) and flows (flows), and redraws a table of the IPCPs with\n" +
 			"their packet rates in and out and their drops (total and per second),\n" +
 			"and one of the flows with their packet and byte rates. Rates are the\n" +
 			"change since the previous round. It stops after -n rounds (default: until\n" +
-			"interrupted); on a terminal it redraws in place."}
+			"interrupted); on a terminal it redraws in place.\n" +
+			"With --layer L, every round asks the node's IPCP in layer L for the\n" +
+			"layer's members and shows a section for each: this node's from its\n" +
+			"socket, every other member's over a sealed management flow to its\n" +
+			"management name, --names with {node} replaced by the member's name up to\n" +
+			"its last dot (\"b.uni\" → \"b.mgmt\"); each member needs a \"mgmt\" app that\n" +
+			"takes this node's flows (docs/observability.md)."}
 }
 
 // topIPCP is one IPCP in a round of top.
@@ -47,8 +54,13 @@ type topRound struct {
 	flows []topFlow
 }
 
+// mgmter is what top asks: a node, or a management flow.
+type mgmter interface {
+	Mgmt(ctx context.Context, req, resp any) error
+}
+
 // topPoll asks the node for a round.
-func topPoll(ctx context.Context, n node) (topRound, error) {
+func topPoll(ctx context.Context, n mgmter) (topRound, error) {
 	r := topRound{at: time.Now()}
 	call := func(req irm.MgmtReq) (irm.MgmtResp, error) {
 		cctx, cancel := context.WithTimeout(ctx, defaultMgmtTimeout)
@@ -186,6 +198,9 @@ func runTop(a *app, ctx context.Context, cmd *command, args []string) error {
 	)
 	fs.durationVar(&interval, time.Second, "redraw every `D`", "i", "interval")
 	fs.intVar(&rounds, 0, "stop after `N` rounds (0: until interrupted)", "n", "rounds")
+	var layer, names string
+	fs.stringVar(&layer, "", "show every member of layer `L` (see above)", "layer", "l")
+	fs.stringVar(&names, "{node}.mgmt", "the members' management names: `TEMPLATE` with {node}", "names")
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return err
 	}
@@ -200,6 +215,9 @@ func runTop(a *app, ctx context.Context, cmd *command, args []string) error {
 	tty := false
 	if f, ok := a.stdout.(*os.File); ok {
 		tty = isTerminal(f)
+	}
+	if layer != "" {
+		return a.topLayer(ctx, n, layer, names, interval, rounds, tty)
 	}
 	var prev *topRound
 	for i := 0; rounds == 0 || i < rounds; i++ {
@@ -226,6 +244,121 @@ func runTop(a *app, ctx context.Context, cmd *command, args []string) error {
 		}
 		fmt.Fprint(a.stdout, b.String())
 		prev = &cur
+	}
+	return nil
+}
+
+// topMember is one member of a layer as top --layer sees it.
+type topMember struct {
+	name, via string // the member's IPCP name; its management name ("" for this node)
+	m         mgmter // how to ask it; nil until its flow is up
+	c         *flowMgmt
+	prev      *topRound
+}
+
+// memberNode is the node name part of a member's IPCP name: up to its
+// last dot.
+func memberNode(member string) string {
+	if i := strings.LastIndexByte(member, '.'); i > 0 {
+		return member[:i]
+	}
+	return member
+}
+
+// topLayer runs top --layer: a section per member of layer.
+func (a *app) topLayer(ctx context.Context, home node, layer, names string, interval time.Duration, rounds int, tty bool) error {
+	members := map[string]*topMember{}
+	defer func() {
+		for _, m := range members {
+			if m.c != nil {
+				m.c.c.Close()
+			}
+		}
+	}()
+	for i := 0; rounds == 0 || i < rounds; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(interval):
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, defaultMgmtTimeout)
+		var list irm.MgmtResp
+		err := home.Mgmt(cctx, irm.MgmtReq{Cmd: "members", IPCP: layer}, &list)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("top: members of %s: %w", layer, err)
+		}
+		nameCol, nbCol := slices.Index(list.Table.Columns, "name"), slices.Index(list.Table.Columns, "neighbour")
+		if nameCol < 0 || nbCol < 0 {
+			return fmt.Errorf("top: members of %s: columns %v, want name and neighbour", layer, list.Table.Columns)
+		}
+		var order []string
+		for _, row := range list.Table.Rows {
+			if nameCol >= len(row) || nbCol >= len(row) || row[nameCol] == "" {
+				continue
+			}
+			name := row[nameCol]
+			m := members[name]
+			if m == nil {
+				m = &topMember{name: name}
+				if row[nbCol] == "self" {
+					m.m = home
+				} else {
+					m.via = strings.ReplaceAll(names, "{node}", memberNode(name))
+				}
+				members[name] = m
+			}
+			order = append(order, name)
+		}
+		slices.Sort(order)
+		var b strings.Builder
+		fmt.Fprintf(&b, "ouro top --layer %s — %s, %d members\n", layer, time.Now().Format("15:04:05"), len(order))
+		for _, name := range order {
+			m := members[name]
+			fmt.Fprintf(&b, "\n== %s", name)
+			if m.via != "" {
+				fmt.Fprintf(&b, " (via %s)", m.via)
+			} else {
+				fmt.Fprint(&b, " (this node)")
+			}
+			fmt.Fprintln(&b, " ==")
+			if m.m == nil {
+				dctx, dcancel := context.WithTimeout(ctx, defaultMgmtTimeout)
+				c, err := mgmtflow.Dial(dctx, home, m.via)
+				dcancel()
+				if err != nil {
+					fmt.Fprintf(&b, "no management flow: %v\n", err)
+					continue
+				}
+				m.c = &flowMgmt{c: c, name: m.via}
+				m.m = m.c
+			}
+			cur, err := topPoll(ctx, m.m)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				fmt.Fprintf(&b, "%v\n", err)
+				if m.c != nil { // dial again next round
+					m.c.c.Close()
+					m.c, m.m = nil, nil
+				}
+				continue
+			}
+			renderTop(&b, m.prev, cur)
+			m.prev = &cur
+		}
+		if tty {
+			fmt.Fprint(a.stdout, "\x1b[H\x1b[2J")
+		} else if i > 0 {
+			fmt.Fprintln(a.stdout)
+		}
+		fmt.Fprint(a.stdout, b.String())
 	}
 	return nil
 }

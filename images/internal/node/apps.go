@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/probe"
+	"github.com/ouronet/ouro/images/mgmtflow"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -29,9 +31,16 @@ type AppConfig struct {
 	//   - "halt" binds Name and, on the first SDU of the first flow
 	//     ("halt CODE"), calls AppEnv.Halt with CODE: the test bench's way
 	//     to end a VM with an exit code. Configure it only on test nodes.
+	//   - "mgmt" binds Name (default "NODE.mgmt") for sealed flows from
+	//     the node ids in Peers only and answers the node's read-only
+	//     management commands over them (images/mgmtflow): what "ouro
+	//     --via NAME" asks.
 	Kind string `toml:"kind"`
-	// Name is the name bound (default: the kind).
+	// Name is the name bound (default: the kind; "mgmt": NODE.mgmt).
 	Name string `toml:"name"`
+	// Peers are the node ids ("ouro id") a "mgmt" app takes flows from;
+	// it must have at least one.
+	Peers []string `toml:"peers"`
 	// Bufs is the component's packet-buffer budget (default 4096).
 	Bufs int `toml:"bufs"`
 }
@@ -56,16 +65,27 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 	for i, a := range cfg.Apps {
 		if a.Name == "" {
 			a.Name = a.Kind
+			if a.Kind == "mgmt" && cfg.Node.Name != "" {
+				a.Name = cfg.Node.Name + ".mgmt"
+			}
 		}
 		if !nameRE.MatchString(a.Name) {
 			return nil, fmt.Errorf("config: app #%d: bad name %q: %w", i+1, a.Name, flow.ErrInvalid)
+		}
+		if a.Kind != "mgmt" && len(a.Peers) > 0 {
+			return nil, fmt.Errorf("config: app %q: peers apply to kind \"mgmt\" only: %w", a.Name, flow.ErrInvalid)
 		}
 		comp := "app." + a.Name
 		if seen[comp] {
 			return nil, fmt.Errorf("config: app %q declared twice: %w", a.Name, flow.ErrInvalid)
 		}
 		seen[comp] = true
-		var serve func(ctx context.Context, p flow.Port, info flow.Info)
+		var (
+			serve  func(ctx context.Context, p flow.Port, info flow.Info)
+			serveB func(ctx context.Context, b *irm.Broker, p flow.Port, info flow.Info) // serve with the app's session
+			peers  []string                                                              // bind for these peers only
+			isMgmt bool
+		)
 		switch a.Kind {
 		case "echo":
 			serve = func(ctx context.Context, p flow.Port, info flow.Info) {
@@ -108,17 +128,40 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 				p.Write([]byte("ok"), time.Now().Add(time.Second))
 				env.Halt(code)
 			}
+		case "mgmt":
+			// Management authority, for capture (which the IRM counts as
+			// a change); mgmtflow.Handle answers read-only commands only.
+			if len(a.Peers) == 0 {
+				return nil, fmt.Errorf("config: app %q: kind \"mgmt\" needs peers, the node ids (ouro id) it takes flows from: without them it would refuse every flow: %w", a.Name, flow.ErrInvalid)
+			}
+			if err := irm.CheckPeers(a.Peers); err != nil {
+				return nil, fmt.Errorf("config: app %q: %w", a.Name, err)
+			}
+			peers, isMgmt = slices.Clone(a.Peers), true
+			serveB = func(ctx context.Context, b *irm.Broker, p flow.Port, info flow.Info) {
+				if err := mgmtflow.Admit(info, peers); err != nil {
+					logf("app %s: %v", a.Name, err)
+					return
+				}
+				logf("app %s: flow %d opened: from %s", a.Name, info.ID, info.Peer)
+				err := mgmtflow.Serve(ctx, p, info, b)
+				logf("app %s: flow %d closed%s", a.Name, info.ID, errSuffix(err))
+			}
 		default:
-			return nil, fmt.Errorf("config: app %q: unknown kind %q (want echo, perf or halt): %w", a.Name, a.Kind, flow.ErrInvalid)
+			return nil, fmt.Errorf("config: app %q: unknown kind %q (want echo, perf, halt or mgmt): %w", a.Name, a.Kind, flow.ErrInvalid)
 		}
-		xs = append(xs, Extra{Name: comp, Bufs: a.Bufs, Program: appProgram(a.Name, logf, serve)})
+		if serveB == nil {
+			serveB = func(ctx context.Context, _ *irm.Broker, p flow.Port, info flow.Info) { serve(ctx, p, info) }
+		}
+		xs = append(xs, Extra{Name: comp, Bufs: a.Bufs, Mgmt: isMgmt, Program: appProgram(a.Name, peers, logf, serveB)})
 	}
 	return xs, nil
 }
 
-// appProgram binds name and runs serve on every flow allocated to it, each
-// in its own goroutine of the component, until the component stops.
-func appProgram(name string, logf func(string, ...any), serve func(context.Context, flow.Port, flow.Info)) kernel.Program {
+// appProgram binds name (for flows from peers only, if any) and runs serve
+// on every flow allocated to it, each in its own goroutine of the
+// component, until the component stops.
+func appProgram(name string, peers []string, logf func(string, ...any), serve func(context.Context, *irm.Broker, flow.Port, flow.Info)) kernel.Program {
 	return func(pd *kernel.PD) error {
 		ep, err := pd.Slot(slotIRM)
 		if err != nil {
@@ -138,7 +181,12 @@ func appProgram(name string, logf func(string, ...any), serve func(context.Conte
 				b, err = irm.OpenSession(ctx, pd, ep, irm.SessionReq{})
 			}
 			if b != nil {
-				if err = b.Bind(ctx, name); err == nil {
+				if len(peers) > 0 {
+					err = b.BindPeers(ctx, name, peers)
+				} else {
+					err = b.Bind(ctx, name)
+				}
+				if err == nil {
 					break
 				}
 			}
@@ -164,7 +212,7 @@ func appProgram(name string, logf func(string, ...any), serve func(context.Conte
 				stop := context.AfterFunc(ctx, func() { p.Close() })
 				defer stop()
 				defer p.Close()
-				serve(ctx, p, info)
+				serve(ctx, b, p, info)
 			})
 		}
 	}

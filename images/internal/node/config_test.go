@@ -149,7 +149,7 @@ func TestConfigMistakes(t *testing.T) {
 		{"app",
 			"[[app]]\nkind = \"ehco\"\n[[app]]\nname = \"x\"\n[[app]]\nkind = \"echo\"\nnmae = \"y\"\n",
 			[]string{
-				`^line 2: \[\[app\]\] #1: kind = "ehco" is not accepted; did you mean "echo"\? \(accepted values: echo, perf, halt\)$`,
+				`^line 2: \[\[app\]\] #1: kind = "ehco" is not accepted; did you mean "echo"\? \(accepted values: echo, perf, halt, mgmt\)$`,
 				`^line 3: \[\[app\]\] #2: missing required key "kind"`,
 				`^line 7: \[\[app\]\] #3: unknown key "nmae"; did you mean "name"\?`,
 			}},

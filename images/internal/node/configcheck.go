@@ -127,7 +127,7 @@ var (
 	dirChoice     = choice{values: []string{"dht", "flood"}}
 	schedChoice   = choice{values: []string{"strict", "wrr"}}
 	widthChoice   = choice{values: []string{"4", "8"}}
-	appChoice     = choice{values: []string{"echo", "perf", "halt"}}
+	appChoice     = choice{values: []string{"echo", "perf", "halt", "mgmt"}}
 	boardChoice   = choice{values: []string{"true", "false", "enet", "usb"}}
 )
 

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/tools/testnet"
+)
+
+// These tests run real node processes (the router image, hosted) and the
+// ouro binary, as a user would: node a allocates sealed management flows
+// to node b's "mgmt" app, which takes a's flows only.
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// viaNet builds the router and the tool and starts a (bootstrap, with
+// key aKey) and b (enrolled, its mgmt app's peers a's id) in a unicast
+// layer "uni" over the UDP shim on 127.0.0.1.
+func viaNet(t *testing.T) (n *testnet.Net, a, b *testnet.Node) {
+	if testing.Short() {
+		t.Skip("starts node processes")
+	}
+	dir := t.TempDir()
+	root, err := testnet.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	router, ouro, err := testnet.Build(ctx, root, dir)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n = testnet.New(dir, router, ouro)
+	n.Logf = t.Logf
+	t.Cleanup(n.Close)
+	aKey, aID := keygen(t, newTestNet(), dir, "a.key")
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	cfg := func(name string, port int, rest string) string {
+		return fmt.Sprintf(`
+[node]
+name = %q
+%s
+[[ipcp]]
+kind = "udp"
+layer = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { "a.uni" = "127.0.0.1:%d", "b.uni" = "127.0.0.1:%d" }
+[[ipcp]]
+kind = "unicast"
+name = "%s.uni"
+layer = "uni"
+[ipcp.unicast]
+lower = ["udp"]
+%s
+`, name, map[bool]string{true: fmt.Sprintf("key = %q", aKey)}[name == "a"], port, pa, pb, name, rest)
+	}
+	if a, err = n.StartNode("a", cfg("a", pa, "bootstrap = true\nadmission = \"open\""), testnet.NodeOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = n.StartNode("b", cfg("b", pb, fmt.Sprintf("enroll = \"a.uni\"\n[[app]]\nkind = \"mgmt\"\npeers = [%q]\n", aID.Name())), testnet.NodeOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	// b's management name reaches the directory once b enrolled.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_, err := n.Ouro(ctx, a, "--via", "b.mgmt", "ipcps")
+		cancel()
+		if err == nil {
+			return n, a, b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b.mgmt never answered: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// counterJSON reads "ouro --json stats" output.
+func counterJSON(t *testing.T, out string) map[string]uint64 {
+	t.Helper()
+	var j mgmtJSON
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("stats output %q: %v", out, err)
+	}
+	m := map[string]uint64{}
+	for _, r := range j.Rows {
+		if v, err := strconv.ParseUint(r["value"], 10, 64); err == nil {
+			m[r["counter"]] = v
+		}
+	}
+	if len(m) == 0 {
+		t.Fatalf("no counters in %q", out)
+	}
+	return m
+}
+
+func TestVia(t *testing.T) {
+	n, a, b := viaNet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ouro := func(nd *testnet.Node, args ...string) string {
+		t.Helper()
+		out, err := n.Ouro(ctx, nd, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	// Stats over --via equal b's own (each counter between b's reading
+	// before and after: the management flow itself moves them).
+	t.Run("stats", func(t *testing.T) {
+		lo := counterJSON(t, ouro(b, "--json", "stats", "b.uni"))
+		mid := counterJSON(t, ouro(a, "--json", "--via", "b.mgmt", "stats", "b.uni"))
+		hi := counterJSON(t, ouro(b, "--json", "stats", "b.uni"))
+		if len(mid) != len(lo) {
+			t.Fatalf("%d counters over the flow, %d at b", len(mid), len(lo))
+		}
+		for k, v := range mid {
+			if k == "flows.active" { // the management flow is one of them while it answers
+				if v != lo[k]+1 || hi[k] != lo[k] {
+					t.Errorf("flows.active %d over the flow, b said %d before and %d after: want one more", v, lo[k], hi[k])
+				}
+				continue
+			}
+			if l, ok := lo[k]; !ok || v < l || v > hi[k] {
+				t.Errorf("%s = %d over the flow; b said %d before, %d after", k, v, l, hi[k])
+			}
+		}
+		if got, want := ouro(a, "--via", "b.mgmt", "ipcps"), ouro(b, "ipcps"); got != want {
+			t.Errorf("ipcps over the flow:\n%s\nat b:\n%s", got, want)
+		}
+		var page struct {
+			Node struct {
+				Name string `json:"name"`
+			} `json:"node"`
+		}
+		st := ouro(a, "--via", "b.mgmt", "status")
+		if err := json.Unmarshal([]byte(st), &page); err != nil || page.Node.Name != "b" {
+			t.Errorf("status over the flow: %v, node %q, want b:\n%s", err, page.Node.Name, st)
+		}
+	})
+
+	// Changes stay local: refused over the flow; flow commands refuse --via.
+	t.Run("refused", func(t *testing.T) {
+		out, err := n.Ouro(ctx, a, "--via", "b.mgmt", "reg", "planted")
+		if err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Fatalf("reg over the flow: %v %s, want refused", err, out)
+		}
+		if names := ouro(b, "names"); strings.Contains(names, "planted") {
+			t.Fatalf("a refused reg registered the name:\n%s", names)
+		}
+		if _, err := n.Ouro(ctx, a, "--via", "b.mgmt", "ping", "-c", "1", "x"); err == nil || !strings.Contains(err.Error(), "management commands only") {
+			t.Fatalf("ping --via: %v, want a usage error", err)
+		}
+	})
+
+	// A capture at b streamed to a pcapng file at a.
+	t.Run("capture", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "b.pcapng")
+		ouro(a, "--via", "b.mgmt", "capture", "b.uni", "-w", file, "-c", "6", "-t", "30s")
+		st, err := os.Stat(file)
+		if err != nil || st.Size() == 0 {
+			t.Fatalf("capture file: %v", err)
+		}
+		tshark, err := exec.LookPath("tshark")
+		if err != nil {
+			t.Skip("tshark not installed: the pcapng is not decoded")
+		}
+		lua, err := filepath.Abs("../wireshark/ouro.lua")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := exec.CommandContext(ctx, tshark, "-r", file, "-X", "lua_script:"+lua, "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Protocol").CombinedOutput()
+		if err != nil {
+			t.Fatalf("tshark: %v\n%s", err, o)
+		}
+		var frames int
+		for _, l := range strings.Split(string(o), "\n") {
+			if l != "" && l[0] >= '1' && l[0] <= '9' {
+				frames++
+			}
+		}
+		if frames != 6 || strings.Contains(strings.ToLower(string(o)), "malformed") {
+			t.Fatalf("tshark read %d frames (want 6), output:\n%s", frames, o)
+		}
+	})
+
+	// ouro top --layer under tmux: a section for a (its socket) and one
+	// for b (over b.mgmt), each with its IPCPs.
+	t.Run("top-tmux", func(t *testing.T) {
+		tmux, err := exec.LookPath("tmux")
+		if err != nil {
+			t.Skip("tmux not installed: ouro top is not checked on a terminal")
+		}
+		server := fmt.Sprintf("ouro-test-%d", os.Getpid())
+		run := func(args ...string) (string, error) {
+			o, err := exec.CommandContext(ctx, tmux, append([]string{"-L", server}, args...)...).CombinedOutput()
+			return string(o), err
+		}
+		cmdline := fmt.Sprintf("%s --socket %s top --layer uni -i 300ms", n.OuroBin, a.Socket)
+		if o, err := run("new-session", "-d", "-s", "top", "-x", "160", "-y", "50", cmdline); err != nil {
+			t.Fatalf("tmux: %v %s", err, o)
+		}
+		defer run("kill-server")
+		var screen string
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(300 * time.Millisecond) {
+			screen, err = run("capture-pane", "-p", "-t", "top")
+			if err != nil {
+				t.Fatalf("capture-pane: %v %s", err, screen)
+			}
+			if topScreenOK(screen) {
+				t.Logf("ouro top --layer uni on a terminal:\n%s", screen)
+				return
+			}
+		}
+		t.Fatalf("ouro top's screen never showed both members with their IPCPs and rates:\n%s", screen)
+	})
+}
+
+// topScreenOK says whether a screen of "ouro top --layer uni" shows a's
+// section (this node) and b's (via b.mgmt), each with its unicast IPCP
+// and a rate (a second round), and redrew in place (one heading).
+func topScreenOK(screen string) bool {
+	if strings.Count(screen, "ouro top --layer uni") != 1 {
+		return false
+	}
+	ia, ib := strings.Index(screen, "== a.uni (this node) =="), strings.Index(screen, "== b.uni (via b.mgmt) ==")
+	if ia < 0 || ib < ia {
+		return false
+	}
+	rated := func(sec, ipcp string) bool {
+		for _, l := range strings.Split(sec, "\n") {
+			f := strings.Fields(l)
+			if len(f) >= 8 && f[0] == ipcp && f[1] == "uni" && f[4] != "-" {
+				return true
+			}
+		}
+		return false
+	}
+	return rated(screen[ia:ib], "a.uni") && rated(screen[ib:], "b.uni")
+}
