@@ -44,6 +44,10 @@ type Drops struct {
 	RxError     uint64 `cbor:"9,keyasint" json:"rx_error"`     // the device reported a receive error
 	Busy        uint64 `cbor:"10,keyasint" json:"busy"`        // alloc requests refused because too many were in progress
 	PeerLimit   uint64 `cbor:"11,keyasint" json:"peer_limit"`  // alloc requests refused because the peer holds its share of flows or requests in progress
+	// SocketOverflow: datagrams the kernel dropped at the shim's socket
+	// before the shim read them, its receive buffer full (udp on Linux:
+	// SO_MEMINFO's drop count). Key 14: 12 and 13 are the sealed flows'.
+	SocketOverflow uint64 `cbor:"14,keyasint" json:"socket_overflow"`
 }
 
 // FlowInfo describes one open flow of a shim, for the management tool.

@@ -44,6 +44,9 @@ type udpConfig struct {
 	IdleTimeout       duration `toml:"idle_timeout"`         // a flow idle both ways this long is deallocated (default 60s)
 	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`   // incoming flows one peer may hold (default 256)
 	MaxPendingPerPeer int      `toml:"max_pending_per_peer"` // one peer's requests waiting for an accept (default 16)
+	// The socket's kernel buffers, bytes (0: udp.DefaultSocketBuffer, 4 MiB; negative: the kernel's).
+	RecvBuffer int `toml:"recv_buffer"`
+	SendBuffer int `toml:"send_buffer"`
 	// Netstack, if set, runs the shim on the node's own UDP/IP stack
 	// (netstack_device.go): bare metal, or hosted over a QEMU stream.
 	Netstack *netstackConfig `toml:"netstack"`
@@ -77,7 +80,8 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			return nil, fmt.Errorf("[ipcp.udp] of %s: %w", p.Name, err)
 		}
 		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd,
-			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer}
+			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
+			RecvBuffer: c.RecvBuffer, SendBuffer: c.SendBuffer}
 		var err error
 		if c.Addr != "" {
 			if cfg.Addr, err = netip.ParseAddrPort(c.Addr); err != nil {
