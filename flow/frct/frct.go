@@ -257,6 +257,13 @@ type Conn struct {
 	closing   bool      // Close was called
 	finSent   bool      // FIN has its seqno
 	lastSent  time.Time
+	// pokedAt: the latest RDVS, keepalive, tail-loss probe or timeout.
+	// The ACK that follows may be its answer (an ACK the path held back
+	// until something else came by, a window update lost), not the
+	// data's: no RTT sample from a packet sent before it. A stall's
+	// length taken for a round trip raised the RTO, which made the next
+	// stall longer (SRTT 100 ms on a path of 1 ms).
+	pokedAt time.Time
 
 	// Receiver.
 	rcvNext uint32 // next seqno to deliver (left window edge)
@@ -654,7 +661,7 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 			}
 		}
 	}
-	if hasSample {
+	if hasSample && !sampleSent.Before(c.pokedAt) {
 		c.sampleRTT(sample) // Karn: only packets sent once
 	}
 	switch {
@@ -1111,6 +1118,7 @@ func (c *Conn) Poll(now time.Time, pkt []byte) int {
 			c.blocked = false
 		} else if !now.Before(c.rdvsAt) {
 			c.rdvsAt = now.Add(c.rto)
+			c.pokedAt = now
 			return c.control(now, FlagRdvs, pkt)
 		}
 	}
@@ -1118,6 +1126,7 @@ func (c *Conn) Poll(now time.Time, pkt []byte) int {
 		return c.control(now, 0, pkt)
 	}
 	if c.cfg.Timeout > 0 && now.Sub(c.lastSent) >= c.cfg.Keepalive {
+		c.pokedAt = now
 		return c.control(now, FlagKeepalive, pkt)
 	}
 	c.skipGap(now)
@@ -1132,6 +1141,7 @@ func (c *Conn) retransmit(now time.Time, pkt []byte) int {
 		// RFC 6298 §5.5-5.6 with RFC 8985 §7.3: back off (bounded), and
 		// every packet not SACKed is lost.
 		c.stats.Timeouts++
+		c.pokedAt = now
 		if c.backoff < maxBackoff {
 			c.backoff++
 		}
@@ -1183,6 +1193,7 @@ func (c *Conn) retransmit(now time.Time, pkt []byte) int {
 		for seq := c.sndNext - 1; seq != c.sndUna-1; seq-- {
 			if s := &c.tx[seq&c.mask]; !s.sacked && len(pkt) >= len(s.pkt) {
 				c.stats.Probes++
+				c.pokedAt = now
 				c.rtoAt = now.Add(c.rto)
 				return c.resend(now, s, pkt)
 			}

@@ -720,3 +720,41 @@ func TestNoLossFromAnAmbiguousACK(t *testing.T) {
 		t.Errorf("%d fast retransmissions on a lossless path, want 0 (timeouts and probes: %d)", s.FastRetransmits, s.Timeouts+s.Probes)
 	}
 }
+
+// TestNoRTTSampleFromAPokedACK: an ACK that arrives after a tail-loss
+// probe may be the probe's answer (the path held the ACK back until
+// something else came by), so packets sent before the probe give no RTT
+// sample. Taken as one, a 100 ms stall on a 1 ms path raised SRTT to
+// 13 ms and the RTO with it, and every stall after that was longer.
+func TestNoRTTSampleFromAPokedACK(t *testing.T) {
+	a := mustNew(t, Config{Mode: Reliable, Window: 16})
+	b := mustNew(t, Config{Mode: Reliable, Window: 16})
+	a.sampleRTT(ms(1))
+	p0 := send(t, a, t0, "x")
+	p1 := send(t, a, t0, "y")
+	probes := a.stats.Probes
+	poll(a, at(ms(3))) // the probe: lost
+	if a.stats.Probes != probes+1 {
+		t.Fatalf("no tail-loss probe by 3 ms (next %v)", a.Next(at(ms(3))).Sub(t0))
+	}
+	b.Receive(at(ms(100)), p0)
+	b.Receive(at(ms(100)), p1)
+	for _, p := range poll(b, at(ms(100))) {
+		a.Receive(at(ms(100)), p)
+	}
+	if a.Unacked() != 0 {
+		t.Fatalf("%d unacked", a.Unacked())
+	}
+	if a.srtt > ms(2) {
+		t.Fatalf("SRTT %v after the stall: the stall was taken for a round trip", a.srtt)
+	}
+	// A packet sent after the probe samples again.
+	p2 := send(t, a, at(ms(101)), "z")
+	b.Receive(at(ms(102)), p2)
+	for _, p := range poll(b, at(ms(104))) {
+		a.Receive(at(ms(104)), p)
+	}
+	if a.srtt == ms(1) {
+		t.Fatalf("no RTT sample from a packet sent after the probe")
+	}
+}
