@@ -8,7 +8,7 @@
 #
 #   tools/bench/chain.sh                # BYTES=33554432 TIME=10 RUNS="0.05/0 0.05/0.05"
 #   BASE=main tools/bench/chain.sh      # also BASE's code (a git revision),
-#                                       # built in a temporary worktree
+#                                       # built from `git archive` in $TMP
 #
 # Baseline: iperf3 (TCP, MSS 1300) over 127.0.0.1 inside a network
 # namespace of the script's own, iptables dropping at INPUT (data and ACKs
@@ -20,8 +20,8 @@
 # RUNS (each hop drops LOSS of the data packets and holds back REORDER
 # behind the next one, both ways; the layer's default ca, mb-ecn, unless
 # CA is set). The stream is checked byte-identical by the test.
-# The namespace, the processes, the worktree and the temporary directory
-# are removed on exit, whatever the exit.
+# The namespace, the processes and the temporary directory are removed on
+# exit, whatever the exit.
 set -euo pipefail
 
 BYTES=${BYTES:-33554432}
@@ -38,7 +38,6 @@ PIDS=()
 cleanup() {
 	stopall
 	ip netns del "$NS" 2>/dev/null || true
-	if [ -d "$TMP/base" ]; then git worktree remove --force "$TMP/base" 2>/dev/null || true; fi
 	rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
@@ -54,8 +53,9 @@ echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "== building the layer/unicast tests at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
 go test -c -o "$TMP/unicast.test" ./layer/unicast
 if [ -n "$BASE" ]; then
-	git worktree add --detach -q "$TMP/base" "$BASE"
-	echo "== and at BASE $BASE ($(git -C "$TMP/base" rev-parse --short HEAD))"
+	mkdir "$TMP/base"
+	git archive "$BASE" | tar -x -C "$TMP/base"
+	echo "== and at BASE $BASE ($(git rev-parse --short "$BASE"))"
 	(cd "$TMP/base" && go test -c -o "$TMP/unicast-base.test" ./layer/unicast)
 fi
 
