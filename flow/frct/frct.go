@@ -80,7 +80,7 @@ func (m Mode) inOrder() bool  { return m != ReliableUnordered }
 
 // Defaults for the zero fields of a Config.
 const (
-	DefaultWindow     = 64
+	DefaultWindow     = 256
 	DefaultMaxSDU     = 1400 - HeaderSize // flow.MaxSDU less this header
 	DefaultInitialRTO = time.Second       // RFC 6298 §2.1
 	// DefaultMinRTO is the RTO's floor. RFC 6298's 1 s is for the Internet
@@ -105,6 +105,9 @@ const (
 	// dupThresh: a hole with this many SACKed packets above it is lost
 	// (RFC 6675 §2 DupThresh), whatever the time-based rule says.
 	dupThresh = 3
+	// recentBlocks: the blocks of this many latest out-of-order arrivals
+	// lead each SACK.
+	recentBlocks = 4
 )
 
 // Config sets up a Conn. Zero fields take the defaults above. Both ends of a
@@ -176,7 +179,8 @@ type Stats struct {
 	Probes          uint64        // of those, tail-loss probes
 	Timeouts        uint64        // RTO expiries (each backs off and resends every unSACKed packet)
 	Sacked          uint64        // packets the peer SACKed above a hole
-	Spurious        uint64        // retransmissions ACKed too soon to have been needed (the original arrived late)
+	Spurious        uint64        // retransmissions found not needed: the peer reported a duplicate (D-SACK), or the ACK came too soon
+	DSacks          uint64        // duplicates reported to the peer in a D-SACK block (RFC 2883)
 	Dups            uint64        // duplicate DATA packets received and dropped
 	Drops           uint64        // packets dropped: malformed, or outside the window
 	Lost            uint64        // seqnos skipped by max-gap (Ordered mode)
@@ -240,34 +244,51 @@ type Conn struct {
 	rackAt   time.Time // reordering timer: when a suspect becomes lost
 	// Reordering (RFC 8985 §6.2): fack is the highest seqno delivered;
 	// reordered is set once a packet sent once was delivered below it.
-	// reoMult scales the reordering window; it grows on each spurious
-	// retransmission and shrinks again after reoDecay fast retransmits
-	// that were not found spurious.
+	// reoMult scales the reordering window; it doubles on a spurious
+	// retransmission (at most once a round trip, reoGrowAt) and halves
+	// again after reoDecay fast retransmits that were not found spurious.
 	fack      uint32
 	reordered bool
 	reoMult   int
 	reoClean  int
+	reoGrowAt time.Time
 	blocked   bool      // Send hit the peer's window edge
 	rdvsAt    time.Time // when to send a rendezvous while blocked
 	closing   bool      // Close was called
 	finSent   bool      // FIN has its seqno
 	lastSent  time.Time
+	// pokedAt: the latest RDVS, keepalive, tail-loss probe or timeout.
+	// The ACK that follows may be its answer (an ACK the path held back
+	// until something else came by, a window update lost), not the
+	// data's: no RTT sample from a packet sent before it. A stall's
+	// length taken for a round trip raised the RTO, which made the next
+	// stall longer (SRTT 100 ms on a path of 1 ms).
+	pokedAt time.Time
 
 	// Receiver.
-	rcvNext   uint32 // next seqno to deliver (left window edge)
-	rcvAck    uint32 // next seqno not yet received: the cumulative ACK
-	rcvHigh   uint32 // one past the highest seqno received (>= rcvAck)
-	rcvLast   uint32 // the latest seqno received out of order: first SACK block
-	sackNews  bool   // out-of-order data arrived since the last SACK went out
-	rx        []rxSlot
-	ready     []uint32 // ReliableUnordered: seqnos received, not yet read, in arrival order
-	readyHead int
-	readyLen  int
-	ackAt     time.Time // when a pending ACK/window update is due; zero = none pending
-	unacked   int       // in-order DATA packets not yet acknowledged
-	advRwe    uint32    // window edge last advertised
-	finished  bool      // the peer's FIN was delivered
-	lastRecv  time.Time
+	rcvNext uint32 // next seqno to deliver (left window edge)
+	rcvAck  uint32 // next seqno not yet received: the cumulative ACK
+	rcvHigh uint32 // one past the highest seqno received (>= rcvAck)
+	// rcvRecent holds the latest out-of-order arrivals, most recent first,
+	// one per block: their blocks lead the SACK (RFC 2018 §4), so that each
+	// block is reported in the next few ACKs even when more than
+	// MaxSackBlocks blocks are open, and several arrived between two ACKs.
+	rcvRecent [recentBlocks]uint32
+	nRecent   int
+	// sackCursor: where the next SACK's other blocks start (rotation).
+	sackCursor uint32
+	sackNews   bool // out-of-order data arrived since the last SACK went out
+	dsack      bool // a duplicate arrived: the next SACK reports dsackSeq first (RFC 2883)
+	dsackSeq   uint32
+	rx         []rxSlot
+	ready      []uint32 // ReliableUnordered: seqnos received, not yet read, in arrival order
+	readyHead  int
+	readyLen   int
+	ackAt      time.Time // when a pending ACK/window update is due; zero = none pending
+	unacked    int       // in-order DATA packets not yet acknowledged
+	advRwe     uint32    // window edge last advertised
+	finished   bool      // the peer's FIN was delivered
+	lastRecv   time.Time
 
 	err   error // ErrPeerGone once dead
 	stats Stats
@@ -383,7 +404,7 @@ func (c *Conn) frame(now time.Time, f Flags, sdu, pkt []byte) int {
 	h.Encode(f|FlagAck|FlagFC, c.rcvNext+c.w, seq, c.rcvAck)
 	copy(h[HeaderSize:], sdu)
 	c.acked(now)
-	if c.sackNews {
+	if c.sackNews || c.dsack {
 		c.ackAt = now // DATA carries no SACK blocks: a pure ACK follows
 	}
 	if c.cfg.Mode.reliable() {
@@ -422,12 +443,13 @@ func (c *Conn) control(now time.Time, f Flags, pkt []byte) int {
 }
 
 // sackBlocks writes into pkt, after the header, the SACK blocks of what was
-// received above the cumulative ACK and returns their size: first the block
-// holding the latest out-of-order arrival (RFC 2018 §4), then the lowest
+// received above the cumulative ACK and returns their size: a D-SACK
+// block if a duplicate arrived, then the blocks holding the latest
+// out-of-order arrivals, most recent first (RFC 2018 §4), then the lowest
 // others, up to MaxSackBlocks and what pkt holds. Reliable modes only: the
 // other side of an Ordered flow does not retransmit.
 func (c *Conn) sackBlocks(pkt []byte) int {
-	if !c.cfg.Mode.reliable() || c.rcvHigh == c.rcvAck {
+	if !c.cfg.Mode.reliable() || (c.rcvHigh == c.rcvAck && !c.dsack) {
 		return 0
 	}
 	room := min(MaxSackBlocks, (len(pkt)-HeaderSize)/SackBlockSize)
@@ -436,23 +458,63 @@ func (c *Conn) sackBlocks(pkt []byte) int {
 	}
 	p := PCI(pkt)
 	n := 0
-	// The block holding rcvLast, if it is still above the ACK.
-	var ls, le uint32
-	hasLast := false
-	if seqLT(c.rcvAck, c.rcvLast) && seqLT(c.rcvLast, c.rcvHigh) && c.rx[c.rcvLast&c.mask].state != slotEmpty {
-		ls, le = c.rcvLast, c.rcvLast+1
+	if c.dsack {
+		// RFC 2883: the duplicate first, alone; it lies below the ACK or
+		// inside one of the blocks that follow, which is how the sender
+		// tells it from news.
+		p.PutSackBlock(n, c.dsackSeq, c.dsackSeq+1)
+		n++
+		c.dsack = false
+	}
+	var put [MaxSackBlocks]uint32 // starts of the blocks put, for dedup
+	np := 0
+	have := func(start uint32) bool {
+		for _, p := range put[:np] {
+			if p == start {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range c.rcvRecent[:c.nRecent] {
+		if n >= room {
+			break
+		}
+		if !seqLT(c.rcvAck, r) || !seqLT(r, c.rcvHigh) || c.rx[r&c.mask].state == slotEmpty {
+			continue
+		}
+		ls, le := r, r+1
 		for ls-1 != c.rcvAck && c.rx[(ls-1)&c.mask].state != slotEmpty {
 			ls--
 		}
 		for le != c.rcvHigh && c.rx[le&c.mask].state != slotEmpty {
 			le++
 		}
+		if have(ls) {
+			continue
+		}
 		p.PutSackBlock(n, ls, le)
 		n++
-		hasLast = true
+		put[np] = ls
+		np++
 	}
-	// rcvAck itself is missing: runs start above it.
-	for seq := c.rcvAck + 1; n < room && seqLT(seq, c.rcvHigh); {
+	// Then the others, from the cursor up, wrapping to the lowest (rcvAck
+	// itself is missing: runs start above it): successive ACKs take turns
+	// through more blocks than one holds.
+	from := c.sackCursor
+	if !seqLT(c.rcvAck, from) || !seqLT(from, c.rcvHigh) {
+		from = c.rcvAck + 1
+	}
+	for seq, wrapped := from, false; n < room; {
+		if !seqLT(seq, c.rcvHigh) {
+			if wrapped || from == c.rcvAck+1 {
+				break
+			}
+			seq, wrapped = c.rcvAck+1, true
+		}
+		if wrapped && !seqLT(seq, from) {
+			break
+		}
 		if c.rx[seq&c.mask].state == slotEmpty {
 			seq++
 			continue
@@ -461,9 +523,10 @@ func (c *Conn) sackBlocks(pkt []byte) int {
 		for seq != c.rcvHigh && c.rx[seq&c.mask].state != slotEmpty {
 			seq++
 		}
-		if !hasLast || start != ls {
+		if !have(start) {
 			p.PutSackBlock(n, start, seq)
 			n++
+			c.sackCursor = seq
 		}
 	}
 	return n * SackBlockSize
@@ -560,12 +623,7 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 			// Acknowledged sooner than a retransmission can be: the
 			// original arrived, late. With no DSACK, this stands in for
 			// RFC 8985's reo_wnd_mult increase.
-			c.reordered = true
-			c.stats.Spurious++
-			if w := c.minRTT / 4; w > 0 && time.Duration(c.reoMult)*w < c.srtt {
-				c.reoMult++
-			}
-			c.reoClean = 0
+			c.spurious(now)
 		}
 		if seqLT(c.fack, seq) {
 			c.fack = seq
@@ -582,7 +640,12 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 	}
 	advanced := ack != c.sndUna
 	c.sndUna = ack
-	for i := range p.SackBlocks() {
+	first := 0
+	if c.isDSack(p, ack) {
+		first = 1
+		c.spurious(now)
+	}
+	for i := first; i < p.SackBlocks(); i++ {
 		start, end := p.SackBlock(i)
 		if seqLT(start, ack) {
 			start = ack
@@ -598,7 +661,7 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 			}
 		}
 	}
-	if hasSample {
+	if hasSample && !sampleSent.Before(c.pokedAt) {
 		c.sampleRTT(sample) // Karn: only packets sent once
 	}
 	switch {
@@ -611,7 +674,7 @@ func (c *Conn) onAck(now time.Time, p PCI, pure bool) {
 		if c.sndUna != c.sndNext {
 			c.rtoAt = now.Add(c.rto) // RFC 6298 §5.3
 		}
-	case pure && !news && c.sndUna != c.sndNext:
+	case pure && !news && first == 0 && c.sndUna != c.sndNext:
 		c.dupAcks++
 		if c.dupAcks == dupThresh { // RFC 5681 §3.2, for ACKs without SACK
 			c.markLost(&c.tx[c.sndUna&c.mask], false)
@@ -668,15 +731,60 @@ func sentAfter(t1 time.Time, s1 uint32, t2 time.Time, s2 uint32) bool {
 	return t1.After(t2) || (t1.Equal(t2) && seqLT(s2, s1))
 }
 
+// isDSack reports whether p's first SACK block is a D-SACK (RFC 2883 §4):
+// one seqno, below the cumulative ACK or inside another block of p. A
+// receiver's own blocks are maximal runs, disjoint, so news is neither.
+func (c *Conn) isDSack(p PCI, ack uint32) bool {
+	n := p.SackBlocks()
+	if n == 0 {
+		return false
+	}
+	s, e := p.SackBlock(0)
+	if e != s+1 {
+		return false
+	}
+	if seqLT(s, ack) {
+		return true
+	}
+	for i := 1; i < n; i++ {
+		if bs, be := p.SackBlock(i); seqLE(bs, s) && seqLT(s, be) {
+			return true
+		}
+	}
+	return false
+}
+
+// spurious notes a retransmission that was not needed: the original (or
+// an earlier copy) arrived after all. The path reorders: the reordering
+// window doubles, at most once a round trip (RFC 8985 §6.2 grows it by a
+// step per round trip with a D-SACK; doubling reaches a path whose
+// reordering spans many packets in a few round trips when min RTT/4 is
+// microseconds and the queue milliseconds), up to SRTT.
+func (c *Conn) spurious(now time.Time) {
+	c.reordered = true
+	c.stats.Spurious++
+	c.reoClean = 0
+	if now.Before(c.reoGrowAt) {
+		return
+	}
+	c.reoGrowAt = now.Add(c.srtt)
+	if time.Duration(c.reoMult)*c.reoBase() < c.srtt {
+		c.reoMult *= 2
+	}
+}
+
+// reoBase is the reordering window's step: min RTT / 4, at least a
+// microsecond so that doubling it gets somewhere.
+func (c *Conn) reoBase() time.Duration { return max(c.minRTT/4, time.Microsecond) }
+
 // reoWnd is RACK's reordering window: how long after a later-sent packet
 // was delivered an earlier one may still arrive (RFC 8985 §6.2): min_RTT/4,
 // times reoMult once the path was seen to reorder, never above SRTT.
 func (c *Conn) reoWnd() time.Duration {
-	w := c.minRTT / 4
 	if c.reordered {
-		w = min(w*time.Duration(c.reoMult), c.srtt)
+		return min(c.reoBase()*time.Duration(c.reoMult), c.srtt)
 	}
-	return w
+	return c.minRTT / 4
 }
 
 // reoDecay: after this many fast retransmissions none of which was found
@@ -770,6 +878,7 @@ func (c *Conn) onData(now time.Time, p PCI, fin bool) {
 	seq := p.Seqno()
 	if seqLT(seq, c.rcvNext) {
 		c.stats.Dups++
+		c.noteDup(seq)
 		c.ackAt = now // our ACK was lost: repeat it
 		return
 	}
@@ -781,6 +890,7 @@ func (c *Conn) onData(now time.Time, p PCI, fin bool) {
 	s := &c.rx[seq&c.mask]
 	if s.state != slotEmpty {
 		c.stats.Dups++
+		c.noteDup(seq)
 		c.ackAt = now
 		return
 	}
@@ -801,7 +911,8 @@ func (c *Conn) onData(now time.Time, p PCI, fin bool) {
 		c.rcvHigh = c.rcvAck
 	}
 	if !inOrder {
-		c.rcvLast, c.sackNews = seq, true
+		c.noteRecent(seq)
+		c.sackNews = true
 	}
 	switch {
 	case !inOrder || fin:
@@ -815,6 +926,33 @@ func (c *Conn) onData(now time.Time, p PCI, fin bool) {
 		} else if c.ackAt.IsZero() {
 			c.ackAt = now.Add(c.cfg.AckDelay)
 		}
+	}
+}
+
+// noteRecent puts seq, an out-of-order arrival, first in rcvRecent; an
+// entry next to it (the same block, extended) gives way.
+func (c *Conn) noteRecent(seq uint32) {
+	j := 0
+	for _, r := range c.rcvRecent[:c.nRecent] {
+		if r != seq-1 && r != seq+1 && r != seq {
+			c.rcvRecent[j] = r
+			j++
+		}
+	}
+	if j == len(c.rcvRecent) {
+		j--
+	}
+	copy(c.rcvRecent[1:j+1], c.rcvRecent[:j])
+	c.rcvRecent[0] = seq
+	c.nRecent = j + 1
+}
+
+// noteDup has the next ACK report duplicate seq in a D-SACK block
+// (reliable modes: only a retransmitting sender learns from it).
+func (c *Conn) noteDup(seq uint32) {
+	if c.cfg.Mode.reliable() {
+		c.dsack, c.dsackSeq = true, seq
+		c.stats.DSacks++
 	}
 }
 
@@ -980,6 +1118,7 @@ func (c *Conn) Poll(now time.Time, pkt []byte) int {
 			c.blocked = false
 		} else if !now.Before(c.rdvsAt) {
 			c.rdvsAt = now.Add(c.rto)
+			c.pokedAt = now
 			return c.control(now, FlagRdvs, pkt)
 		}
 	}
@@ -987,6 +1126,7 @@ func (c *Conn) Poll(now time.Time, pkt []byte) int {
 		return c.control(now, 0, pkt)
 	}
 	if c.cfg.Timeout > 0 && now.Sub(c.lastSent) >= c.cfg.Keepalive {
+		c.pokedAt = now
 		return c.control(now, FlagKeepalive, pkt)
 	}
 	c.skipGap(now)
@@ -1001,6 +1141,7 @@ func (c *Conn) retransmit(now time.Time, pkt []byte) int {
 		// RFC 6298 §5.5-5.6 with RFC 8985 §7.3: back off (bounded), and
 		// every packet not SACKed is lost.
 		c.stats.Timeouts++
+		c.pokedAt = now
 		if c.backoff < maxBackoff {
 			c.backoff++
 		}
@@ -1038,7 +1179,7 @@ func (c *Conn) retransmit(now time.Time, pkt []byte) int {
 			if !s.byRTO {
 				c.stats.FastRetransmits++
 				if c.reoClean++; c.reoClean >= reoDecay && c.reoMult > 1 {
-					c.reoMult--
+					c.reoMult /= 2
 					c.reoClean = 0
 				}
 			}
@@ -1052,6 +1193,7 @@ func (c *Conn) retransmit(now time.Time, pkt []byte) int {
 		for seq := c.sndNext - 1; seq != c.sndUna-1; seq-- {
 			if s := &c.tx[seq&c.mask]; !s.sacked && len(pkt) >= len(s.pkt) {
 				c.stats.Probes++
+				c.pokedAt = now
 				c.rtoAt = now.Add(c.rto)
 				return c.resend(now, s, pkt)
 			}
@@ -1068,7 +1210,7 @@ func (c *Conn) resend(now time.Time, s *txSlot, pkt []byte) int {
 	c.stats.Retransmits++
 	n := copy(pkt, s.pkt)
 	c.acked(now)
-	if c.sackNews {
+	if c.sackNews || c.dsack {
 		c.ackAt = now
 	}
 	return n

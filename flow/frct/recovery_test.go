@@ -327,9 +327,9 @@ func TestSACKAcrossWrap(t *testing.T) {
 	}
 }
 
-// TestSACKBlocks: the receiver reports the block of the latest arrival
-// first, then the lowest others, at most MaxSackBlocks, and only as many
-// as the packet buffer holds.
+// TestSACKBlocks: the receiver reports the blocks of the latest arrivals
+// first, most recent first, then the lowest others, at most
+// MaxSackBlocks, and only as many as the packet buffer holds.
 func TestSACKBlocks(t *testing.T) {
 	type blk = [2]uint32
 	tests := []struct {
@@ -342,17 +342,17 @@ func TestSACKBlocks(t *testing.T) {
 		{"in order", []uint32{0, 1, 2}, 64, 3, nil},
 		{"one hole", []uint32{0, 2, 3}, 64, 1, []blk{{2, 4}}},
 		{"latest first", []uint32{0, 5, 2, 3, 7}, 64, 1, []blk{{7, 8}, {2, 4}, {5, 6}}},
-		{"latest in the middle", []uint32{0, 5, 2, 7, 3}, 64, 1, []blk{{2, 4}, {5, 6}, {7, 8}}},
-		{"at most four", []uint32{0, 2, 4, 6, 8, 10, 12}, 64, 1, []blk{{12, 13}, {2, 3}, {4, 5}, {6, 7}}},
-		{"small buffer", []uint32{0, 2, 4, 6}, 2*SackBlockSize + 3, 1, []blk{{6, 7}, {2, 3}}},
+		{"latest in the middle", []uint32{0, 5, 2, 7, 3}, 64, 1, []blk{{2, 4}, {7, 8}, {5, 6}}},
+		{"at most MaxSackBlocks", evens(200), MaxSackBlocks * SackBlockSize, 1, atMost()},
+		{"small buffer", []uint32{0, 2, 4, 6}, 2*SackBlockSize + 3, 1, []blk{{6, 7}, {4, 5}}},
 		{"no room", []uint32{0, 2}, SackBlockSize - 1, 1, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a := mustNew(t, Config{Mode: Reliable, Window: 16})
-			b := mustNew(t, Config{Mode: Reliable, Window: 16})
+			a := mustNew(t, Config{Mode: Reliable, Window: 256})
+			b := mustNew(t, Config{Mode: Reliable, Window: 256})
 			var pkts [][]byte
-			for range 16 {
+			for range 256 {
 				pkts = append(pkts, send(t, a, t0, "x"))
 			}
 			for _, s := range tc.recv {
@@ -388,6 +388,113 @@ func TestSACKBlocks(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// evens returns 0 and the even seqnos from 2 up to n: a block per seqno.
+func evens(n uint32) []uint32 {
+	r := []uint32{0}
+	for s := uint32(2); s < n; s += 2 {
+		r = append(r, s)
+	}
+	return r
+}
+
+// atMost is what a receiver of evens(200) reports: the blocks of the four
+// latest arrivals, then the lowest, MaxSackBlocks in all.
+func atMost() [][2]uint32 {
+	b := [][2]uint32{{198, 199}, {196, 197}, {194, 195}, {192, 193}}
+	for s := uint32(2); len(b) < MaxSackBlocks; s += 2 {
+		b = append(b, [2]uint32{s, s + 1})
+	}
+	return b
+}
+
+// TestSACKReportsEveryBlock: with more blocks open than an ACK holds and
+// several arriving between two ACKs (the flow's ACKs go out from a timer,
+// after the arrivals that asked for them), every packet received is
+// SACKed at the sender by one ACK or another. Reporting only the latest
+// arrival's block and the lowest others left the blocks in between
+// unreported until RACK declared them lost: across three hops losing 5%
+// each, half the retransmissions arrived as duplicates.
+func TestSACKReportsEveryBlock(t *testing.T) {
+	a := mustNew(t, Config{Mode: Reliable, Window: 512})
+	b := mustNew(t, Config{Mode: Reliable, Window: 512})
+	var pkts [][]byte
+	for range 400 {
+		pkts = append(pkts, send(t, a, t0, "x"))
+	}
+	// Every third packet is lost: blocks of two; an ACK every three arrivals.
+	var recv []uint32
+	for s := uint32(2); s < 400; s++ {
+		if s%3 != 1 {
+			recv = append(recv, s)
+		}
+	}
+	pkt := make([]byte, HeaderSize+MaxSackBlocks*SackBlockSize)
+	for i, s := range recv {
+		b.Receive(t0, pkts[s])
+		if i%3 == 2 || i == len(recv)-1 {
+			if n := b.Poll(t0, pkt); n > 0 {
+				a.Receive(t0, pkt[:n])
+			}
+		}
+	}
+	for _, s := range recv {
+		if !a.tx[s&a.mask].sacked {
+			t.Errorf("seqno %d was received but never SACKed", s)
+		}
+	}
+}
+
+// TestDSACK: a duplicate arrival is reported in a D-SACK block (RFC 2883)
+// and the sender counts the retransmission spurious and widens its
+// reordering window; a SACK of news is not taken for one.
+func TestDSACK(t *testing.T) {
+	a := mustNew(t, Config{Mode: Reliable, Window: 16})
+	b := mustNew(t, Config{Mode: Reliable, Window: 16})
+	a.sampleRTT(ms(1))
+	var pkts [][]byte
+	for range 6 {
+		pkts = append(pkts, send(t, a, t0, "x"))
+	}
+	pkt := make([]byte, HeaderSize+64)
+	// 0 and 2 arrive; the ACK SACKs 2 (news, not a D-SACK).
+	b.Receive(t0, pkts[0])
+	b.Receive(t0, pkts[2])
+	n := b.Poll(t0, pkt)
+	a.Receive(t0, pkt[:n])
+	if a.stats.Spurious != 0 || a.reordered {
+		t.Fatalf("a SACK of news taken for a D-SACK: spurious %d", a.stats.Spurious)
+	}
+	// 2 again (above the ACK), then 0 again (below it): each is reported.
+	for _, dup := range []uint32{2, 0} {
+		b.Receive(t0.Add(ms(2)), pkts[dup])
+		n = b.Poll(t0.Add(ms(2)), pkt)
+		p := PCI(pkt[:n])
+		if p.SackBlocks() == 0 {
+			t.Fatalf("duplicate %d: no SACK blocks", dup)
+		}
+		if s, e := p.SackBlock(0); s != dup || e != dup+1 {
+			t.Fatalf("duplicate %d: first block [%d,%d)", dup, s, e)
+		}
+		before := a.stats.Spurious
+		a.Receive(t0.Add(ms(2)), p)
+		if a.stats.Spurious != before+1 {
+			t.Fatalf("duplicate %d: the sender did not count a spurious retransmission", dup)
+		}
+	}
+	if !a.reordered || a.reoMult < 2 {
+		t.Fatalf("reordering window not widened: reordered %v, mult %d", a.reordered, a.reoMult)
+	}
+	if b.stats.DSacks != 2 {
+		t.Fatalf("receiver reported %d D-SACKs, want 2", b.stats.DSacks)
+	}
+	// No duplicate since: the next ACK has no D-SACK block.
+	b.Receive(t0.Add(ms(3)), pkts[4])
+	n = b.Poll(t0.Add(ms(3)), pkt)
+	if a.isDSack(PCI(pkt[:n]), PCI(pkt[:n]).Ackno()) {
+		t.Fatalf("a D-SACK block repeated")
 	}
 }
 
@@ -611,5 +718,43 @@ func TestNoLossFromAnAmbiguousACK(t *testing.T) {
 	t.Logf("%d retransmissions (%d fast, %d probes, %d timeouts, %d found spurious)", s.Retransmits, s.FastRetransmits, s.Probes, s.Timeouts, s.Spurious)
 	if s.FastRetransmits > 0 {
 		t.Errorf("%d fast retransmissions on a lossless path, want 0 (timeouts and probes: %d)", s.FastRetransmits, s.Timeouts+s.Probes)
+	}
+}
+
+// TestNoRTTSampleFromAPokedACK: an ACK that arrives after a tail-loss
+// probe may be the probe's answer (the path held the ACK back until
+// something else came by), so packets sent before the probe give no RTT
+// sample. Taken as one, a 100 ms stall on a 1 ms path raised SRTT to
+// 13 ms and the RTO with it, and every stall after that was longer.
+func TestNoRTTSampleFromAPokedACK(t *testing.T) {
+	a := mustNew(t, Config{Mode: Reliable, Window: 16})
+	b := mustNew(t, Config{Mode: Reliable, Window: 16})
+	a.sampleRTT(ms(1))
+	p0 := send(t, a, t0, "x")
+	p1 := send(t, a, t0, "y")
+	probes := a.stats.Probes
+	poll(a, at(ms(3))) // the probe: lost
+	if a.stats.Probes != probes+1 {
+		t.Fatalf("no tail-loss probe by 3 ms (next %v)", a.Next(at(ms(3))).Sub(t0))
+	}
+	b.Receive(at(ms(100)), p0)
+	b.Receive(at(ms(100)), p1)
+	for _, p := range poll(b, at(ms(100))) {
+		a.Receive(at(ms(100)), p)
+	}
+	if a.Unacked() != 0 {
+		t.Fatalf("%d unacked", a.Unacked())
+	}
+	if a.srtt > ms(2) {
+		t.Fatalf("SRTT %v after the stall: the stall was taken for a round trip", a.srtt)
+	}
+	// A packet sent after the probe samples again.
+	p2 := send(t, a, at(ms(101)), "z")
+	b.Receive(at(ms(102)), p2)
+	for _, p := range poll(b, at(ms(104))) {
+		a.Receive(at(ms(104)), p)
+	}
+	if a.srtt == ms(1) {
+		t.Fatalf("no RTT sample from a packet sent after the probe")
 	}
 }

@@ -49,6 +49,10 @@ type Drops struct {
 	PeerLimit   uint64 `cbor:"11,keyasint" json:"peer_limit"`  // alloc requests refused because the peer holds its share of flows or requests in progress
 	Tampered    uint64 `cbor:"12,keyasint" json:"tampered"`    // sealed flows: SDUs that failed authentication (forged, damaged, cut)
 	Replayed    uint64 `cbor:"13,keyasint" json:"replayed"`    // sealed flows: SDUs seen before or too old
+	// SocketOverflow: datagrams the kernel dropped at the shim's socket
+	// before the shim read them, its receive buffer full (udp on Linux:
+	// SO_MEMINFO's drop count). Key 14: 12 and 13 are the sealed flows'.
+	SocketOverflow uint64 `cbor:"14,keyasint" json:"socket_overflow"`
 }
 
 // FlowInfo describes one open flow of a shim, for the management tool.

@@ -49,6 +49,9 @@ type udpConfig struct {
 	Seal       bool     `toml:"seal"`             // seal every flow, refuse unsealed requests
 	SealPeers  []string `toml:"seal_peers"`       // if set, the only node ids at the other end of a sealed flow
 	SealTicket duration `toml:"seal_ticket_life"` // how long a resumption ticket lasts (default 10m; negative: never resume)
+	// The socket's kernel buffers, bytes (0: udp.DefaultSocketBuffer, 4 MiB; negative: the kernel's).
+	RecvBuffer int `toml:"recv_buffer"`
+	SendBuffer int `toml:"send_buffer"`
 	// Netstack, if set, runs the shim on the node's own UDP/IP stack
 	// (netstack_device.go): bare metal, or hosted over a QEMU stream.
 	Netstack *netstackConfig `toml:"netstack"`
@@ -87,7 +90,8 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd,
 			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
-			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration}
+			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration,
+			RecvBuffer: c.RecvBuffer, SendBuffer: c.SendBuffer}
 		if s := env.signer(deps.nodeKey); s != nil {
 			cfg.Signer = s
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/serial/serialtest"
 )
 
@@ -123,4 +125,27 @@ func TestSealedFlowOverSerial(t *testing.T) {
 			t.Errorf("sealed request from a shim without a signer: %v, want refused", err)
 		}
 	})
+}
+
+// TestAddStatsEveryCounter: the sessions' counters are summed field by
+// field; a counter added to shim.Stats and not to addStats would read 0
+// here (the sealed flows' counters once did).
+func TestAddStatsEveryCounter(t *testing.T) {
+	var one shim.Stats
+	setAll(reflect.ValueOf(&one).Elem())
+	if got := addStats(shim.Stats{}, one); got != one {
+		t.Fatalf("addStats dropped counters:\ngot  %+v\nwant %+v", got, one)
+	}
+}
+
+// setAll sets every unsigned integer field of v, nested structs too, to 1.
+func setAll(v reflect.Value) {
+	for i := range v.NumField() {
+		switch f := v.Field(i); f.Kind() {
+		case reflect.Uint64, reflect.Uint32, reflect.Uint:
+			f.SetUint(1)
+		case reflect.Struct:
+			setAll(f)
+		}
+	}
 }

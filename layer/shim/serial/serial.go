@@ -996,6 +996,9 @@ func addStats(a, b shim.Stats) shim.Stats {
 	a.NamesAnnounced += b.NamesAnnounced
 	a.NamesHeard += b.NamesHeard
 	a.QuickNotFound += b.QuickNotFound
+	a.KexFailed += b.KexFailed
+	a.SealResumed += b.SealResumed
+	a.SealNoTicket += b.SealNoTicket
 	d, e := &a.Drops, b.Drops
 	d.Malformed += e.Malformed
 	d.NotForUs += e.NotForUs
@@ -1008,5 +1011,8 @@ func addStats(a, b shim.Stats) shim.Stats {
 	d.RxError += e.RxError
 	d.Busy += e.Busy
 	d.PeerLimit += e.PeerLimit
+	d.Tampered += e.Tampered
+	d.Replayed += e.Replayed
+	d.SocketOverflow += e.SocketOverflow
 	return a
 }

@@ -97,6 +97,10 @@ type Config struct {
 	// both ends stays usable to resume the next one in one round trip
 	// (0: 10 minutes; negative: never resume).
 	SealTicketLife time.Duration
+	// RecvBuffer and SendBuffer size the socket's kernel buffers in bytes
+	// (0: DefaultSocketBuffer; negative: the kernel's default), when the
+	// device is a socket of this kernel (sockopt_linux.go).
+	RecvBuffer, SendBuffer int
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
@@ -111,6 +115,8 @@ type IPCP struct {
 
 	mu     sync.Mutex // serialises Start and Stop
 	dev    Device     // set by Start before the state becomes operational
+	sock   *socket    // the kernel socket under dev, or nil (sockopt_*.go)
+	bufs   bufSizes   // its buffers as the kernel granted them
 	rxDone chan struct{}
 }
 
@@ -193,6 +199,12 @@ func (p *IPCP) Start() error {
 		}
 		dev = c
 	}
+	sock, bufs, err := tuneSocket(dev, p.cfg)
+	if err != nil {
+		dev.Close()
+		return fmt.Errorf("udp: %s: %w", p.cfg.Name, err)
+	}
+	p.sock, p.bufs = sock, bufs
 	if p.cfg.Impair.Enabled() {
 		ic := p.cfg.Impair
 		ic.Runner = p.cfg.Runner
@@ -280,8 +292,14 @@ func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) 
 	return p.eng.AllocPeer(ctx, dst, req, port)
 }
 
-// Stats returns the IPCP's counters.
-func (p *IPCP) Stats() shim.Stats { return p.eng.C.Snapshot() }
+// Stats returns the IPCP's counters, with the kernel's drops at the socket.
+func (p *IPCP) Stats() shim.Stats {
+	s := p.eng.C.Snapshot()
+	if p.state.Load() != layer.StateInit {
+		s.Drops.SocketOverflow, _ = p.sock.drops()
+	}
+	return s
+}
 
 // Flows lists the open flows.
 func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
