@@ -26,9 +26,10 @@ import (
 // splits frames between the Ethernet shim's port and the netstack's, and
 // a transmit goroutine. The IRM supervises it like an in-node app: a
 // fault (a panic in either) is logged and the component restarted with
-// back-off; the rings to the shims outlive it, so the shims carry on
-// after a gap. The driver's only caps are those rings: it cannot reach
-// the IRM, an IPCP or a program.
+// back-off; the shims' rings outlive it and the shims attach them to its
+// next incarnation, so they carry on after a gap. The driver's only caps
+// are the Read cap on its attach endpoint and those the shims hand it on
+// their rings: it cannot reach the IRM, an IPCP or a program.
 
 // driverComponent names the driver component of board link p.
 func driverComponent(p boardPort) string { return "driver." + string(p) }
@@ -67,7 +68,9 @@ type driver struct {
 
 	incarnations atomic.Uint64
 	faults       atomic.Uint64
-	rxYields     atomic.Uint64 // yields to a full ring's reader (ringSink)
+	rxYields     atomic.Uint64               // yields to a full ring's reader (portSink)
+	refused      atomic.Uint64               // attach calls refused
+	att          atomic.Pointer[attachments] // the current incarnation's
 	txFrames     atomic.Uint64
 	txErrors     atomic.Uint64
 	mu           sync.Mutex // guards lastFault, lastAt
@@ -75,9 +78,11 @@ type driver struct {
 	lastAt       time.Time
 }
 
-// program is the driver component's program: run the Mux's receive loop
-// until the incarnation ends. A panic in it is recorded and passed on to
-// the kernel (a fault for the IRM, which restarts the component).
+// program is the driver component's program: serve the shims that
+// attach to the link (the attach protocol, below), run the Mux's receive
+// loop into their rings and send what they push, until the incarnation
+// ends. A panic in it is recorded and passed on to the kernel (a fault
+// for the IRM, which restarts the component).
 func (d *driver) program(pd *kernel.PD) error {
 	d.incarnations.Add(1)
 	// A receive blocked in the device returns when woken: at the end of
@@ -92,34 +97,30 @@ func (d *driver) program(pd *kernel.PD) error {
 			panic(r) // the kernel's: a fault of this component
 		}
 	}()
-	// Each port a configured IPCP uses has a ring to it (a port no IPCP
-	// uses keeps the Mux's own queue, which nobody reads: its frames are
-	// dropped and counted).
-	var sinks [2]netstack.Sink
-	var rings []kernel.Cap
-	for i := range sinks {
-		if c, err := pd.Slot(driverRxSlot(i)); err == nil {
-			sinks[i] = &ringSink{pd: pd, r: c, yields: &d.rxYields}
-			rings = append(rings, c)
-		}
+	ep, err := pd.Slot(slotDriverAttach)
+	if err != nil {
+		return fmt.Errorf("%s: %w", driverComponent(d.port), err)
 	}
-	if tx, err := pd.Slot(slotDriverTx); err == nil {
-		pd.Go(func() { d.transmit(pd, tx) })
+	txReady, err := pd.NewNotification()
+	if err != nil {
+		return fmt.Errorf("%s: %w", driverComponent(d.port), err)
 	}
-	if err := d.mux.RunTo(pd.Context(), sinks); err != nil {
+	a := &attachments{pd: pd, yields: &d.rxYields, txReady: txReady}
+	d.att.Store(a)
+	pd.Go(func() { d.serveAttach(pd, ep, a) })
+	pd.Go(func() { d.transmit(pd, a) })
+	if err := d.mux.RunTo(pd.Context(), [2]netstack.Sink{&portSink{a: a, port: portShim}, &portSink{a: a, port: portIP}}); err != nil {
 		// The device ended: the shims' reads end too.
-		for _, c := range rings {
-			pd.CloseRing(c)
-		}
+		a.closeAll()
 		return fmt.Errorf("%s: %w", driverComponent(d.port), err)
 	}
 	return nil
 }
 
-// transmit is the driver's transmit goroutine: it sends what the shims
-// push into the transmit ring until the incarnation ends. A frame the NIC
-// refuses is counted, not returned (the shim has moved on).
-func (d *driver) transmit(pd *kernel.PD, tx kernel.Cap) {
+// transmit is the driver's transmit goroutine: it sends what the attached
+// shims push into their transmit rings until the incarnation ends. A
+// frame the NIC refuses is counted, not returned (the shim has moved on).
+func (d *driver) transmit(pd *kernel.PD, a *attachments) {
 	defer func() {
 		if r := recover(); r != nil {
 			d.noteFault(r)
@@ -130,7 +131,22 @@ func (d *driver) transmit(pd *kernel.PD, tx kernel.Cap) {
 	var frames [popBatch][]byte
 	ctx := pd.Context()
 	for {
-		n, err := pd.PopWait(ctx, tx, batch[:])
+		// Pop a batch from the attached shims' rings in turn; wait for
+		// the notification they are bound to when all are empty.
+		n := 0
+		for _, x := range a.list() {
+			k, _ := pd.Pop(x.tx, batch[n:])
+			n += k
+			if n == len(batch) {
+				break
+			}
+		}
+		if n == 0 {
+			if _, err := pd.WaitCtx(ctx, a.txReady); err != nil {
+				return // the incarnation ended
+			}
+			continue
+		}
 		for i, b := range batch[:n] {
 			frames[i] = b.Bytes()
 		}
@@ -148,13 +164,46 @@ func (d *driver) transmit(pd *kernel.PD, tx kernel.Cap) {
 		clear(frames[:n])
 		pd.FreeBufs(batch[:n])
 		clear(batch[:n])
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
-		case err == nil, errors.Is(err, kernel.ErrAborted): // a shim died: others carry on
-		default:
-			return // closed
 		}
+	}
+}
+
+// serveAttach answers the shims' attach calls on ep until the incarnation
+// ends.
+func (d *driver) serveAttach(pd *kernel.PD, ep kernel.Cap, a *attachments) {
+	ctx := pd.Context()
+	var m kernel.Msg
+	for {
+		m = kernel.Msg{}
+		info, err := pd.RecvCtx(ctx, ep, &m)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		x, why := a.check(&m, info)
+		if x == nil {
+			for _, c := range m.Caps[:m.NCaps] {
+				pd.Delete(c)
+			}
+			if info.Reply != 0 {
+				pd.Reply(info.Reply, &kernel.Msg{Label: labelRefused, Payload: []byte(why)})
+			}
+			d.refused.Add(1)
+			continue
+		}
+		// The attachment lasts while the shim's call does: its Close, its
+		// death or its restart ends the call, and with it the attachment.
+		lease, stop := pd.ReplyContext(ctx, info.Reply)
+		a.add(x)
+		pd.Go(func() {
+			<-lease.Done()
+			stop()
+			a.remove(x)
+		})
 	}
 }
 
@@ -186,6 +235,8 @@ func (d *driver) rows() [][]string {
 		{"driver.drops_shim", u(s.Drops[netstack.PortShim])},
 		{"driver.drops_ip", u(s.Drops[netstack.PortIP])},
 		{"driver.rx_yields", u(d.rxYields.Load())},
+		{"driver.attached", u(uint64(len(d.att.Load().list())))},
+		{"driver.attach_refused", u(d.refused.Load())},
 		{"driver.tx_frames", u(d.txFrames.Load())},
 		{"driver.tx_errors", u(d.txErrors.Load())},
 	}
@@ -233,32 +284,59 @@ func (n *Node) DriverSummary() []string {
 	return out
 }
 
-// Each port of a board link that a configured IPCP uses is a kernel ring
-// of the system description, from the driver (Write) to that IPCP's
-// component (Read): received frames cross from the driver's component to
-// the shim's as kernel buffers (the driver allocates one per frame, the
-// ring holds up to ringLen, the shim pops it into its own budget, copies
-// it out and frees it). Frames to send cross the other way through the
-// link's transmit ring (every such IPCP holds Write, the driver Read): the
-// shim copies the frame into a buffer of its budget and pushes it,
-// waiting while the ring is full (back-pressure, as the NIC's own
-// transmit ring gives); the driver's transmit goroutine pops a batch,
-// hands each frame to the NIC and frees them. Only the driver touches the
-// NIC.
+// Frames cross between the driver and the shims on its link through
+// kernel rings the shims make and hand over by capability, so any shim
+// that holds the link's attach cap can use it: one of the configuration,
+// one created at run time ("ouro create": the IRM gives the created
+// component the cap, irm.Provisioner), or several on one port (each gets
+// every frame of its port, as several packet sockets on one interface
+// do).
+//
+// Attaching: the shim makes two rings, a receive ring and a transmit ring,
+// and calls the driver's attach endpoint (its slot "board.<link>", Write
+// with Grant) with the port in Words[0], moving Write on the receive ring
+// and Read on the transmit ring to the driver. The driver checks them and
+// keeps the call unanswered for as long as the attachment lasts: the call
+// is the lease. The shim ends it by giving up the call (Close) or by
+// dying; the driver's ReplyContext sees it, and the driver deletes its
+// caps (the rings go with the shim's last caps). A refused attach is
+// answered at once with labelRefused and the reason. When the driver
+// dies, the shim's call returns ErrAborted and the shim attaches again to
+// the next incarnation with new caps to the same rings.
+//
+// Receive: the driver allocates a buffer per frame and attached shim and
+// pushes it into the shim's receive ring without blocking; the shim pops
+// it (queued frames are charged to the shim's budget: it made the ring),
+// copies it out and frees it. Transmit: the shim copies the frame into a
+// buffer of its budget and pushes it into its transmit ring, waiting
+// while the ring is full (back-pressure, as the NIC's own transmit ring
+// gives); the ring is bound to a notification of the driver, whose
+// transmit goroutine pops batches from every attached shim's ring, hands
+// them to the NIC and frees them. Only the driver touches the NIC.
 
-// Slots of the board link rings.
+// Slots, labels and sizes of the attach protocol.
 const (
-	slotBoardRx  = "board.rx" // a shim's Read cap on its port's ring
-	slotBoardTx  = "board.tx" // a shim's Write cap on its link's transmit ring
-	slotDriverTx = "tx"       // the driver's Read cap on its transmit ring
-	ringLen      = 64         // frames a ring holds
+	slotDriverAttach = "attach" // the driver's Read cap on its attach endpoint
+	labelAttach      = 1        // a shim's attach call
+	labelRefused     = 2        // the driver's answer to a refused attach
+	ringLen          = 64       // frames a shim's ring holds
+	maxAttached      = 16       // attachments per link
+	// attachObjects is the object budget an IPCP on a board link gets for
+	// its rings: two, and two more for a new incarnation's while the
+	// driver lets go of the old one's.
+	attachObjects = 4
 )
 
-// txRing names board link p's transmit ring.
-func txRing(p boardPort) string { return driverComponent(p) + ".tx" }
+// attachRights are the rights on a link's attach endpoint that let a
+// component attach (call, moving caps).
+const attachRights = kernel.Write | kernel.Grant | kernel.GrantReply
 
-// driverRxSlot is the driver's slot of its Write cap on port i's ring.
-func driverRxSlot(i int) string { return "rx." + portName(i) }
+// attachSlot is the slot of the cap to board link p's attach endpoint
+// (in the components of the IPCPs that use p, and in the IRM's).
+func attachSlot(p boardPort) string { return "board." + string(p) }
+
+// attachEndpoint names board link p's attach endpoint.
+func attachEndpoint(p boardPort) string { return driverComponent(p) + ".attach" }
 
 func portName(i int) string {
 	if i == portIP {
@@ -266,9 +344,6 @@ func portName(i int) string {
 	}
 	return "shim"
 }
-
-// portRing names the ring of board link p's port i.
-func portRing(p boardPort, i int) string { return driverComponent(p) + ".rx." + portName(i) }
 
 // boardUse returns the board link and port the IPCP p uses, if any.
 func boardUse(cfg *Config, p IPCPConfig) (boardPort, int, bool) {
@@ -287,24 +362,116 @@ func boardUse(cfg *Config, p IPCPConfig) (boardPort, int, bool) {
 	return "", 0, false
 }
 
-// ringSink delivers a port's frames into its ring: the driver's side.
-type ringSink struct {
-	pd     *kernel.PD
-	r      kernel.Cap
-	one    [1]*kernel.Buf
-	yields *atomic.Uint64 // the driver's count of yields at a full ring
+// attachment is one shim's attachment to the driver: the driver's caps
+// on its rings.
+type attachment struct {
+	port  int
+	rx    kernel.Cap // Write: the shim's receive ring
+	tx    kernel.Cap // Read: the shim's transmit ring
+	badge kernel.Badge
 }
 
-var _ netstack.Sink = (*ringSink)(nil)
+// attachments are the shims attached to one incarnation of the driver.
+type attachments struct {
+	pd      *kernel.PD
+	yields  *atomic.Uint64
+	txReady kernel.Cap // notification the transmit rings are bound to
+	mu      sync.Mutex // guards cur's writers
+	cur     atomic.Pointer[[]*attachment]
+}
+
+// list returns the current attachments (read without a lock; none for a
+// nil a).
+func (a *attachments) list() []*attachment {
+	if a == nil {
+		return nil
+	}
+	if l := a.cur.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// check validates an attach call and returns the attachment it asks for,
+// or nil and why not.
+func (a *attachments) check(m *kernel.Msg, info kernel.RecvInfo) (*attachment, string) {
+	switch {
+	case info.Reply == 0:
+		return nil, "attach: not a call"
+	case m.Label != labelAttach:
+		return nil, fmt.Sprintf("attach: label %d, want %d", m.Label, labelAttach)
+	case m.Words[0] != portShim && m.Words[0] != portIP:
+		return nil, fmt.Sprintf("attach: port %d, want %d (shim) or %d (ip)", m.Words[0], portShim, portIP)
+	case m.NCaps != 2:
+		return nil, fmt.Sprintf("attach: %d caps, want 2 (Write on a receive ring, Read on a transmit ring)", m.NCaps)
+	case len(a.list()) >= maxAttached:
+		return nil, fmt.Sprintf("attach: %d shims attached already", maxAttached)
+	}
+	rx, err := a.pd.Inspect(m.Caps[0])
+	if err != nil || rx.Kind != kernel.KindRing || rx.Rights&kernel.Write == 0 || rx.Closed {
+		return nil, "attach: the first cap is not Write on an open ring"
+	}
+	tx, err := a.pd.Inspect(m.Caps[1])
+	if err != nil || tx.Kind != kernel.KindRing || tx.Rights&kernel.Read == 0 || tx.Closed || tx.Object == rx.Object {
+		return nil, "attach: the second cap is not Read on another open ring"
+	}
+	if err := a.pd.BindRing(m.Caps[1], a.txReady); err != nil {
+		return nil, "attach: " + err.Error()
+	}
+	return &attachment{port: int(m.Words[0]), rx: m.Caps[0], tx: m.Caps[1], badge: info.Badge}, ""
+}
+
+// add attaches x and wakes the transmit goroutine (x's ring may hold
+// frames already).
+func (a *attachments) add(x *attachment) {
+	a.mu.Lock()
+	l := append(append([]*attachment(nil), a.list()...), x)
+	a.cur.Store(&l)
+	a.mu.Unlock()
+	a.pd.Signal(a.txReady)
+}
+
+// remove detaches x and deletes the driver's caps on its rings.
+func (a *attachments) remove(x *attachment) {
+	a.mu.Lock()
+	var l []*attachment
+	for _, y := range a.list() {
+		if y != x {
+			l = append(l, y)
+		}
+	}
+	a.cur.Store(&l)
+	a.mu.Unlock()
+	a.pd.Delete(x.rx)
+	a.pd.Delete(x.tx)
+}
+
+// closeAll closes every attached shim's receive ring: the device ended.
+func (a *attachments) closeAll() {
+	for _, x := range a.list() {
+		a.pd.CloseRing(x.rx)
+	}
+}
+
+// portSink delivers a port's frames to every shim attached to it (none
+// attached: the frame is dropped and counted).
+type portSink struct {
+	a    *attachments
+	port int
+	one  [1]*kernel.Buf
+}
+
+var _ netstack.Sink = (*portSink)(nil)
 
 // fullYields is how many times the driver yields the processor to a full
 // ring's reader before it drops the frame.
 const fullYields = 4
 
-// Deliver implements netstack.Sink: one buffer from the driver's budget,
-// pushed without blocking. A full ring makes the driver yield the
-// processor (runtime.Gosched) and try again, up to fullYields times,
-// before it drops the frame.
+// Deliver implements netstack.Sink: for each shim attached to the port,
+// one buffer from the driver's budget, pushed without blocking. A full
+// ring makes the driver yield the processor (runtime.Gosched) and try
+// again, up to fullYields times, before it drops the frame for that
+// shim. It reports whether some shim took the frame.
 //
 // The yield is what keeps a flood from starving the receivers: on a
 // board the scheduler is cooperative (TamaGo has one core and no
@@ -317,40 +484,56 @@ const fullYields = 4
 // before the driver reads again; meanwhile the NIC's own ring fills and
 // the device drops the excess at no cost to the guest (QEMU stops
 // reading its back end).
-func (s *ringSink) Deliver(frame []byte) bool {
-	b, err := s.pd.AllocBuf()
+func (s *portSink) Deliver(frame []byte) bool {
+	took := false
+	for _, x := range s.a.list() {
+		if x.port == s.port && s.push(x.rx, frame) {
+			took = true
+		}
+	}
+	return took
+}
+
+// push copies frame into a buffer and pushes it into ring r.
+func (s *portSink) push(r kernel.Cap, frame []byte) bool {
+	pd := s.a.pd
+	b, err := pd.AllocBuf()
 	if err != nil {
 		return false
 	}
 	if b.Append(frame) < len(frame) {
-		s.pd.FreeBuf(b)
+		pd.FreeBuf(b)
 		return false
 	}
 	s.one[0] = b
 	for i := 0; ; i++ {
-		n, err := s.pd.Push(s.r, s.one[:])
+		n, err := pd.Push(r, s.one[:])
 		if n == 1 {
 			return true
 		}
-		if i == fullYields || !errors.Is(err, kernel.ErrWouldBlock) {
+		if i == fullYields || !(errors.Is(err, kernel.ErrWouldBlock) || errors.Is(err, kernel.ErrNoBudget)) {
 			break
 		}
-		s.yields.Add(1)
+		s.a.yields.Add(1)
 		runtime.Gosched()
 	}
 	s.one[0] = nil
-	s.pd.FreeBuf(b)
+	pd.FreeBuf(b)
 	return false
 }
 
-// ringPort is a shim's device on a board link: frames in from its port's
-// ring, out straight to the device. One reader at a time.
+// ringPort is a shim's device on a board link: frames in from its receive
+// ring, out through its transmit ring, both attached to the link's driver
+// (see above). One reader at a time.
 type ringPort struct {
 	d      *driver
 	pd     *kernel.PD
-	rx, tx kernel.Cap
+	port   int
+	ep     kernel.Cap      // the link's attach endpoint
+	rx, tx kernel.Cap      // the shim's rings (all rights: it made them)
 	ctx    context.Context // ends with Close or the shim's incarnation
 	cancel context.CancelFunc
+	err    atomic.Pointer[error] // why the driver refused the attach
 
 	// The reader's: a batch popped at once, handed out one by one.
 	batch      [popBatch]*kernel.Buf
@@ -362,37 +545,99 @@ const popBatch = 16
 
 var _ eth.Device = (*ringPort)(nil)
 
-// openRing opens the shim's port of board link p: the ring its component
-// holds in slotBoardRx. Frames left in the ring by the shim's previous
-// incarnation are dropped.
+// openRing opens port i of board link p for pd's component: it makes the
+// rings, attaches them to the driver through the link's attach cap that
+// the component holds, and keeps the attachment (across the driver's
+// restarts) until Close or the end of the incarnation.
 func (ds drivers) openRing(p boardPort, i int, pd *kernel.PD) (*ringPort, error) {
 	d := ds[p]
 	if d == nil {
 		return nil, fmt.Errorf("board link %q: no driver running (the node starts one for each board link its configured IPCPs use): %w", p, flow.ErrNotFound)
 	}
-	rx, err := pd.Slot(slotBoardRx)
+	ep, err := pd.Slot(attachSlot(p))
 	if err != nil {
-		return nil, fmt.Errorf("board link %q port %s: this component holds no ring of it (only a configured IPCP, the first on each port, does): %w", p, portName(i), err)
+		return nil, fmt.Errorf("board link %q port %s: this component holds no cap to the link's driver: %w", p, portName(i), err)
 	}
-	tx, err := pd.Slot(slotBoardTx)
+	rx, err := pd.NewRing(ringLen)
 	if err != nil {
-		return nil, fmt.Errorf("board link %q: this component holds no transmit ring of it: %w", p, err)
+		return nil, fmt.Errorf("board link %q port %s: receive ring: %w", p, portName(i), err)
 	}
-	rp := &ringPort{d: d, pd: pd, rx: rx, tx: tx}
+	tx, err := pd.NewRing(ringLen)
+	if err != nil {
+		pd.Delete(rx)
+		return nil, fmt.Errorf("board link %q port %s: transmit ring: %w", p, portName(i), err)
+	}
+	rp := &ringPort{d: d, pd: pd, port: i, ep: ep, rx: rx, tx: tx}
 	rp.ctx, rp.cancel = context.WithCancel(pd.Context())
-	for {
-		n, _ := pd.Pop(rx, rp.batch[:])
-		if n == 0 {
-			break
+	attached := make(chan error, 1)
+	pd.Go(func() { rp.lease(attached) })
+	// The first attach is refused at once or held: wait a moment for a
+	// refusal, so that a port the driver refuses fails the open.
+	select {
+	case err := <-attached:
+		if err != nil {
+			rp.cancel()
+			return nil, err
 		}
-		pd.FreeBufs(rp.batch[:n])
-		clear(rp.batch[:n])
+	case <-time.After(50 * time.Millisecond):
 	}
 	return rp, nil
 }
 
+// lease holds the attachment: one call to the driver's attach endpoint
+// at a time, made again when the driver dies, until the port is closed.
+// A refusal ends it (reported on first, if nobody read it yet, and by
+// the port's reads).
+func (rp *ringPort) lease(first chan<- error) {
+	name := driverComponent(rp.d.port)
+	defer func() {
+		rp.pd.Delete(rp.rx)
+		rp.pd.Delete(rp.tx)
+	}()
+	var why [kernel.MaxPayload]byte
+	for rp.ctx.Err() == nil {
+		w, err1 := rp.pd.Mint(rp.rx, kernel.Write, 0)
+		r, err2 := rp.pd.Mint(rp.tx, kernel.Read, 0)
+		if err := errors.Join(err1, err2); err != nil {
+			rp.refused(first, fmt.Errorf("%s: attach: %w", name, err))
+			return
+		}
+		m := kernel.Msg{Label: labelAttach, NCaps: 2, Payload: why[:0]}
+		m.Words[0] = uint64(rp.port)
+		m.Caps[0], m.Caps[1] = w, r
+		err := rp.pd.CallCtx(rp.ctx, rp.ep, &m)
+		// Caps not moved (the call was not delivered) are still ours.
+		rp.pd.Delete(w)
+		rp.pd.Delete(r)
+		switch {
+		case rp.ctx.Err() != nil:
+			return
+		case err == nil && m.Label == labelRefused:
+			rp.refused(first, fmt.Errorf("%s: %s: %w", name, m.Payload, flow.ErrInvalid))
+			return
+		case err == nil, errors.Is(err, kernel.ErrAborted):
+			// the driver died (or answered a lease, which it never
+			// does): attach to its next incarnation
+		default:
+			rp.refused(first, fmt.Errorf("%s: attach: %w", name, err))
+			return
+		}
+	}
+}
+
+// refused records why the port cannot be attached and ends its reads.
+func (rp *ringPort) refused(first chan<- error, err error) {
+	rp.err.Store(&err)
+	select {
+	case first <- err:
+	default:
+	}
+	rp.pd.CloseRing(rp.rx)
+}
+
 // ReadFrame implements eth.Device: it waits for the next frame in the
-// ring. A restart of the driver is a gap, not an error.
+// receive ring. A restart of the driver is a gap, not an error; a refused
+// attach is (the driver's reason).
 func (rp *ringPort) ReadFrame(b []byte) (int, error) {
 	for rp.next == rp.have {
 		n, err := rp.pd.PopWait(rp.ctx, rp.rx, rp.batch[:])
@@ -406,6 +651,9 @@ func (rp *ringPort) ReadFrame(b []byte) (int, error) {
 		case errors.Is(err, kernel.ErrAborted):
 			continue // the driver died; its next incarnation pushes again
 		case errors.Is(err, kernel.ErrClosed):
+			if e := rp.err.Load(); e != nil {
+				return 0, *e
+			}
 			return 0, fmt.Errorf("%s: device ended: %w", driverComponent(rp.d.port), io.EOF)
 		case err != nil:
 			return 0, fmt.Errorf("%s: %w", driverComponent(rp.d.port), err)
@@ -424,7 +672,7 @@ func (rp *ringPort) ReadFrame(b []byte) (int, error) {
 }
 
 // WriteFrame implements eth.Device: it copies b into a buffer of the
-// shim's budget and pushes it into the link's transmit ring, waiting while
+// shim's budget and pushes it into the port's transmit ring, waiting while
 // the ring is full; the driver sends it. Safe for concurrent use.
 func (rp *ringPort) WriteFrame(b []byte) error {
 	name := driverComponent(rp.d.port)
@@ -459,10 +707,10 @@ func (rp *ringPort) MAC() net.HardwareAddr { return rp.d.mux.MAC() }
 // MTU implements eth.Device.
 func (rp *ringPort) MTU() int { return rp.d.mux.MTU() }
 
-// Close implements eth.Device: a blocked ReadFrame returns; the ring and
-// the device stay for the shim's next incarnation. Frames popped and not
-// read are freed by the kernel with the shim's incarnation (or read by a
-// ReadFrame after Close: a closed port's reader stops at the next pop).
+// Close implements eth.Device: a blocked ReadFrame returns and the
+// attachment ends (the driver detaches, the rings are destroyed with
+// their last caps); the device stays. Frames popped and not read are
+// freed by the kernel with the shim's incarnation.
 func (rp *ringPort) Close() error {
 	rp.cancel()
 	return nil
