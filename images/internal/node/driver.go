@@ -63,10 +63,13 @@ func boardLinksUsed(cfg *Config) []boardPort {
 // its incarnations: the Mux and the fault record shown in the stats of
 // the shims on it.
 type driver struct {
-	port boardPort
-	mux  *netstack.Mux
+	port  boardPort
+	mux   *netstack.Mux
+	reset func() error // re-initialises the device; nil: it cannot be
+	wedge func()       // a faultinject build's: wedges the device at a fault
 
 	incarnations atomic.Uint64
+	resets       atomic.Uint64 // device re-initialisations
 	faults       atomic.Uint64
 	rxYields     atomic.Uint64               // yields to a full ring's reader (portSink)
 	refused      atomic.Uint64               // attach calls refused
@@ -84,7 +87,17 @@ type driver struct {
 // ends. A panic in it is recorded and passed on to the kernel (a fault
 // for the IRM, which restarts the component).
 func (d *driver) program(pd *kernel.PD) error {
-	d.incarnations.Add(1)
+	// A restarted driver re-initialises the device first (where it can
+	// be: the ENET, virtio-net): whatever state the fault left the NIC
+	// in, the new incarnation starts from the state Init gave it. The
+	// kernel starts an incarnation only once the last one's goroutines
+	// have returned, so nothing else is in the NIC's receive path.
+	if d.incarnations.Add(1) > 1 && d.reset != nil {
+		if err := d.reset(); err != nil {
+			return fmt.Errorf("%s: re-initialising the device: %w", driverComponent(d.port), err)
+		}
+		d.resets.Add(1)
+	}
 	// A receive blocked in the device returns when woken: at the end of
 	// the incarnation (killed, restarted, the node stopping).
 	pd.Go(func() {
@@ -207,8 +220,13 @@ func (d *driver) serveAttach(pd *kernel.PD, ep kernel.Cap, a *attachments) {
 	}
 }
 
-// noteFault records a panic of the driver for its counters.
+// noteFault records a panic of the driver for its counters (and, in a
+// faultinject build of the USB armory image, wedges the NIC as a fault
+// might: wedgeBoardLink).
 func (d *driver) noteFault(r any) {
+	if d.wedge != nil {
+		d.wedge()
+	}
 	d.faults.Add(1)
 	d.mu.Lock()
 	d.lastFault, d.lastAt = fmt.Sprint(r), time.Now()
@@ -228,6 +246,7 @@ func (d *driver) rows() [][]string {
 	return [][]string{
 		{"driver.component", driverComponent(d.port)},
 		{"driver.incarnations", u(d.incarnations.Load())},
+		{"driver.device_resets", u(d.resets.Load())},
 		{"driver.faults", u(d.faults.Load())},
 		{"driver.last_fault", last},
 		{"driver.rx_frames", u(s.RxFrames)},
@@ -278,8 +297,8 @@ func (n *Node) DriverSummary() []string {
 		if last == "" {
 			last = "-"
 		}
-		out = append(out, fmt.Sprintf("%s: incarnations %d, faults %d, last fault %s; rx %d frames, %d errors, drops shim %d ip %d, yields at a full ring %d",
-			driverComponent(p), d.incarnations.Load(), d.faults.Load(), last, s.RxFrames, s.RxErrors, s.Drops[netstack.PortShim], s.Drops[netstack.PortIP], d.rxYields.Load()))
+		out = append(out, fmt.Sprintf("%s: incarnations %d, faults %d, last fault %s; device resets %d; rx %d frames, %d errors, drops shim %d ip %d, yields at a full ring %d",
+			driverComponent(p), d.incarnations.Load(), d.faults.Load(), last, d.resets.Load(), s.RxFrames, s.RxErrors, s.Drops[netstack.PortShim], s.Drops[netstack.PortIP], d.rxYields.Load()))
 	}
 	return out
 }

@@ -101,6 +101,9 @@ type Node struct {
 	wrapIPCP func(ipcpImpl) ipcpImpl
 	// openLink, if set, replaces openBoardLink (a test's board link).
 	openLink func(boardPort) (*netstack.Mux, error)
+	// resetLink, with openLink, replaces resetBoardLink (nil: a test's
+	// board link cannot be re-initialised).
+	resetLink func(boardPort) func() error
 }
 
 // Extra is an additional component an image adds to the node (the socket
@@ -326,9 +329,9 @@ func (n *Node) Start() error {
 	}
 	// Board link devices are initialised here, before any component
 	// runs; each one's receive half is its driver component's.
-	openLink := openBoardLink
+	openLink, resetLink := openBoardLink, resetBoardLink
 	if n.openLink != nil {
-		openLink = n.openLink
+		openLink, resetLink = n.openLink, n.resetLink
 	}
 	for _, p := range n.links {
 		m, err := openLink(p)
@@ -337,6 +340,12 @@ func (n *Node) Start() error {
 			return fmt.Errorf("node: board link %s: %w", p, err)
 		}
 		d := &driver{port: p, mux: m}
+		if resetLink != nil {
+			d.reset = resetLink(p)
+		}
+		if n.openLink == nil {
+			d.wedge = wedgeBoardLink(p)
+		}
 		n.drivers[p] = d
 		progs[driverComponent(p)] = d.program
 	}
