@@ -142,3 +142,29 @@ func TestBoardLinkAttachRefused(t *testing.T) {
 		t.Errorf("create on an undriven board link: %v, want an error naming the link", err)
 	}
 }
+
+// TestBoardLinkTwoOnAPort: two configured IPCPs on the same port of a
+// board link both attach (before, only the first on a port got its ring
+// and the second failed to start), and each gets the port's frames.
+func TestBoardLinkTwoOnAPort(t *testing.T) {
+	_, bv, bh := boardNode(t, "[node]\nname = \"v\"\n[[ipcp]]\nkind = \"eth\"\nname = \"v.a\"\nlayer = \"eth\"\n[ipcp.eth]\nboard = true\n[[ipcp]]\nkind = \"eth\"\nname = \"v.b\"\nlayer = \"other\"\n[ipcp.eth]\nboard = true\n")
+	if n := statsRows(t, bv, "v.a")["driver.attached"]; n != "2" {
+		t.Errorf("driver.attached %s with v.a and v.b on the shim port, want 2", n)
+	}
+	// h's name announcements and queries reach both: each shim's count
+	// of control messages received moves.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		a, b := statsRows(t, bv, "v.a")["ctl_in"], statsRows(t, bv, "v.b")["ctl_in"]
+		if a != "0" && b != "0" && a != "" && b != "" {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("ctl_in v.a %q, v.b %q after 10 s: want both to have received h's control messages", a, b)
+		}
+		actx, acancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		bh.Alloc(actx, "nobody", flow.BestEffort()) // not found: what counts is the query
+		acancel()
+	}
+}
