@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -130,10 +131,9 @@ func TestBoardLinkCreatedIPCP(t *testing.T) {
 	}
 }
 
-// TestBoardLinkAttachRefused: a shim on a board link the node does not
-// drive is refused at create with a clear error, and a malformed attach
-// call is refused by the driver (counted), not obeyed.
-func TestBoardLinkAttachRefused(t *testing.T) {
+// TestBoardLinkUndriven: a shim created on a board link the node does
+// not drive is refused at create with an error naming the link.
+func TestBoardLinkUndriven(t *testing.T) {
 	_, bv, _ := boardNode(t, "[node]\nname = \"v\"\n[[ipcp]]\nkind = \"eth\"\nlayer = \"eth\"\n[ipcp.eth]\nboard = true\n[[app]]\nkind = \"echo\"\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -166,5 +166,95 @@ func TestBoardLinkTwoOnAPort(t *testing.T) {
 		actx, acancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		bh.Alloc(actx, "nobody", flow.BestEffort()) // not found: what counts is the query
 		acancel()
+	}
+}
+
+// TestDriverAttachRefused: the driver answers a malformed attach call at
+// once with labelRefused and the reason (counted), and holds a good one
+// (the lease) until the caller gives up, then lets go of its rings.
+func TestDriverAttachRefused(t *testing.T) {
+	d := &driver{port: "enet", mux: netstack.NewMux(newFloodDevice())}
+	sys := &kernel.System{
+		Endpoints: []kernel.ObjectSpec{{Name: attachEndpoint("enet")}},
+		Components: []kernel.ComponentSpec{
+			{Name: "driver.enet", Budget: kernel.Budget{Bufs: 1 + popBatch, Objects: 1},
+				Caps: []kernel.CapSpec{{Name: slotDriverAttach, Object: attachEndpoint("enet"), Rights: kernel.Read}}},
+			{Name: "shim", Budget: kernel.Budget{Bufs: 16, Objects: 8},
+				Caps: []kernel.CapSpec{{Name: attachSlot("enet"), Object: attachEndpoint("enet"), Rights: attachRights}}},
+		},
+	}
+	type result struct {
+		what, got string
+	}
+	results := make(chan result, 16)
+	shim := func(pd *kernel.PD) error {
+		ep, _ := pd.Slot(attachSlot("enet"))
+		rx, _ := pd.NewRing(ringLen)
+		tx, _ := pd.NewRing(ringLen)
+		call := func(what string, label, port uint64, rxRights, txRights kernel.Rights, ncaps int) {
+			w, _ := pd.Mint(rx, rxRights, 0)
+			r, _ := pd.Mint(tx, txRights, 0)
+			m := kernel.Msg{Label: label, NCaps: ncaps, Payload: make([]byte, 0, kernel.MaxPayload)}
+			m.Words[0] = port
+			m.Caps[0], m.Caps[1] = w, r
+			ctx, cancel := context.WithTimeout(pd.Context(), 300*time.Millisecond)
+			err := pd.CallCtx(ctx, ep, &m)
+			cancel()
+			pd.Delete(w)
+			pd.Delete(r)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				results <- result{what, "held"}
+			case err != nil:
+				results <- result{what, err.Error()}
+			case m.Label == labelRefused:
+				results <- result{what, "refused: " + string(m.Payload)}
+			default:
+				results <- result{what, fmt.Sprintf("label %d", m.Label)}
+			}
+		}
+		call("wrong label", 9, portShim, kernel.Write, kernel.Read, 2)
+		call("bad port", labelAttach, 7, kernel.Write, kernel.Read, 2)
+		call("one cap", labelAttach, portShim, kernel.Write, kernel.Read, 1)
+		call("read-only receive ring", labelAttach, portShim, kernel.Read, kernel.Read, 2)
+		call("good", labelAttach, portShim, kernel.Write, kernel.Read, 2)
+		close(results)
+		<-pd.Context().Done()
+		return nil
+	}
+	k := kernel.New(kernel.Config{})
+	if err := k.Boot(sys, map[string]kernel.Program{"driver.enet": d.program, "shim": shim}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	want := map[string]string{
+		"wrong label":            "refused: attach: label 9",
+		"bad port":               "refused: attach: port 7",
+		"one cap":                "refused: attach: 1 caps",
+		"read-only receive ring": "refused: attach: the first cap is not Write",
+		"good":                   "held",
+	}
+	n := 0
+	for r := range results {
+		n++
+		if !strings.HasPrefix(r.got, want[r.what]) {
+			t.Errorf("%s: %s, want %s…", r.what, r.got, want[r.what])
+		}
+		if r.what == "good" {
+			// The call was given up: the driver lets go.
+			dl := time.Now().Add(2 * time.Second)
+			for len(d.att.Load().list()) != 0 && time.Now().Before(dl) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if l := len(d.att.Load().list()); l != 0 {
+				t.Errorf("%d attachments after the lease call was given up, want 0", l)
+			}
+		}
+	}
+	if n != len(want) {
+		t.Errorf("%d calls answered, want %d", n, len(want))
+	}
+	if got := d.refused.Load(); got != 4 {
+		t.Errorf("driver refused %d attach calls, want 4", got)
 	}
 }
