@@ -143,12 +143,15 @@ func (d *driver) transmit(pd *kernel.PD, a *attachments) {
 	var batch [popBatch]*kernel.Buf
 	var frames [popBatch][]byte
 	ctx := pd.Context()
-	for {
-		// Pop a batch from the attached shims' rings in turn; wait for
-		// the notification they are bound to when all are empty.
+	for turn := 0; ; turn++ {
+		// Pop a batch from the attached shims' rings in turn, starting
+		// with the next one each time (a shim that always has a batch
+		// does not shut the others out); wait for the notification they
+		// are bound to when all are empty.
 		n := 0
-		for _, x := range a.list() {
-			k, _ := pd.Pop(x.tx, batch[n:])
+		l := a.list()
+		for j := range l {
+			k, _ := pd.Pop(l[(turn+j)%len(l)].tx, batch[n:])
 			n += k
 			if n == len(batch) {
 				break
