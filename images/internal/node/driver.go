@@ -118,10 +118,29 @@ func (d *driver) program(pd *kernel.PD) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", driverComponent(d.port), err)
 	}
-	a := &attachments{pd: pd, yields: &d.rxYields, txReady: txReady}
+	// The shims attached to the last incarnation attach again: wait for
+	// them (at most attachWait) before reading, so that the frames the
+	// NIC holds meanwhile reach them rather than being dropped for want
+	// of an attached shim.
+	want := len(d.att.Load().list())
+	a := &attachments{pd: pd, yields: &d.rxYields, txReady: txReady, added: make(chan struct{}, 1)}
 	d.att.Store(a)
 	pd.Go(func() { d.serveAttach(pd, ep, a) })
 	pd.Go(func() { d.transmit(pd, a) })
+	if want > 0 {
+		t := time.NewTimer(attachWait)
+	wait:
+		for len(a.list()) < want {
+			select {
+			case <-a.added:
+			case <-t.C:
+				break wait
+			case <-pd.Context().Done():
+				break wait
+			}
+		}
+		t.Stop()
+	}
 	if err := d.mux.RunTo(pd.Context(), [2]netstack.Sink{&portSink{a: a, port: portShim}, &portSink{a: a, port: portIP}}); err != nil {
 		// The device ended: the shims' reads end too.
 		a.closeAll()
@@ -215,10 +234,17 @@ func (d *driver) serveAttach(pd *kernel.PD, ep kernel.Cap, a *attachments) {
 		// death or its restart ends the call, and with it the attachment.
 		lease, stop := pd.ReplyContext(ctx, info.Reply)
 		a.add(x)
+		pd.Signal(m.Caps[2]) // attached
+		pd.Delete(m.Caps[2])
 		pd.Go(func() {
 			<-lease.Done()
 			stop()
-			a.remove(x)
+			// A shim that went away is detached. At the end of this
+			// incarnation the list is left as it is: the next one waits
+			// for as many shims to attach again before it reads.
+			if ctx.Err() == nil {
+				a.remove(x)
+			}
 		})
 	}
 }
@@ -315,11 +341,12 @@ func (n *Node) DriverSummary() []string {
 // do).
 //
 // Attaching: the shim makes two rings, a receive ring and a transmit ring,
-// and calls the driver's attach endpoint (its slot "board.<link>", Write
-// with Grant) with the port in Words[0], moving Write on the receive ring
-// and Read on the transmit ring to the driver. The driver checks them and
-// keeps the call unanswered for as long as the attachment lasts: the call
-// is the lease. The shim ends it by giving up the call (Close) or by
+// and a notification, and calls the driver's attach endpoint (its slot
+// "board.<link>", Write with Grant) with the port in Words[0], moving
+// Write on the receive ring, Read on the transmit ring and Write on the
+// notification to the driver. The driver checks them, signals the
+// notification (attached) and keeps the call unanswered for as long as
+// the attachment lasts: the call is the lease. The shim ends it by giving up the call (Close) or by
 // dying; the driver's ReplyContext sees it, and the driver deletes its
 // caps (the rings go with the shim's last caps). A refused attach is
 // answered at once with labelRefused and the reason. When the driver
@@ -344,9 +371,9 @@ const (
 	ringLen          = 64       // frames a shim's ring holds
 	maxAttached      = 16       // attachments per link
 	// attachObjects is the object budget an IPCP on a board link gets for
-	// its rings: two, and two more for a new incarnation's while the
-	// driver lets go of the old one's.
-	attachObjects = 4
+	// its rings and notification: three, and three more for a new
+	// incarnation's while the driver lets go of the old one's.
+	attachObjects = 6
 )
 
 // attachRights are the rights on a link's attach endpoint that let a
@@ -397,8 +424,9 @@ type attachment struct {
 type attachments struct {
 	pd      *kernel.PD
 	yields  *atomic.Uint64
-	txReady kernel.Cap // notification the transmit rings are bound to
-	mu      sync.Mutex // guards cur's writers
+	txReady kernel.Cap    // notification the transmit rings are bound to
+	added   chan struct{} // poked by add
+	mu      sync.Mutex    // guards cur's writers
 	cur     atomic.Pointer[[]*attachment]
 }
 
@@ -424,8 +452,8 @@ func (a *attachments) check(m *kernel.Msg, info kernel.RecvInfo) (*attachment, s
 		return nil, fmt.Sprintf("attach: label %d, want %d", m.Label, labelAttach)
 	case m.Words[0] != portShim && m.Words[0] != portIP:
 		return nil, fmt.Sprintf("attach: port %d, want %d (shim) or %d (ip)", m.Words[0], portShim, portIP)
-	case m.NCaps != 2:
-		return nil, fmt.Sprintf("attach: %d caps, want 2 (Write on a receive ring, Read on a transmit ring)", m.NCaps)
+	case m.NCaps != 3:
+		return nil, fmt.Sprintf("attach: %d caps, want 3 (Write on a receive ring, Read on a transmit ring, Write on a notification)", m.NCaps)
 	case len(a.list()) >= maxAttached:
 		return nil, fmt.Sprintf("attach: %d shims attached already", maxAttached)
 	}
@@ -436,6 +464,9 @@ func (a *attachments) check(m *kernel.Msg, info kernel.RecvInfo) (*attachment, s
 	tx, err := a.pd.Inspect(m.Caps[1])
 	if err != nil || tx.Kind != kernel.KindRing || tx.Rights&kernel.Read == 0 || tx.Closed || tx.Object == rx.Object {
 		return nil, "attach: the second cap is not Read on another open ring"
+	}
+	if ok, err := a.pd.Inspect(m.Caps[2]); err != nil || ok.Kind != kernel.KindNotification || ok.Rights&kernel.Write == 0 {
+		return nil, "attach: the third cap is not Write on a notification"
 	}
 	if err := a.pd.BindRing(m.Caps[1], a.txReady); err != nil {
 		return nil, "attach: " + err.Error()
@@ -451,6 +482,10 @@ func (a *attachments) add(x *attachment) {
 	a.cur.Store(&l)
 	a.mu.Unlock()
 	a.pd.Signal(a.txReady)
+	select {
+	case a.added <- struct{}{}:
+	default:
+	}
 }
 
 // remove detaches x and deletes the driver's caps on its rings.
@@ -553,6 +588,7 @@ type ringPort struct {
 	port   int
 	ep     kernel.Cap      // the link's attach endpoint
 	rx, tx kernel.Cap      // the shim's rings (all rights: it made them)
+	ok     kernel.Cap      // the shim's notification: attached, or refused
 	ctx    context.Context // ends with Close or the shim's incarnation
 	cancel context.CancelFunc
 	err    atomic.Pointer[error] // why the driver refused the attach
@@ -589,71 +625,82 @@ func (ds drivers) openRing(p boardPort, i int, pd *kernel.PD) (*ringPort, error)
 		pd.Delete(rx)
 		return nil, fmt.Errorf("board link %q port %s: transmit ring: %w", p, portName(i), err)
 	}
-	rp := &ringPort{d: d, pd: pd, port: i, ep: ep, rx: rx, tx: tx}
+	ok, err := pd.NewNotification()
+	if err != nil {
+		pd.Delete(rx)
+		pd.Delete(tx)
+		return nil, fmt.Errorf("board link %q port %s: notification: %w", p, portName(i), err)
+	}
+	rp := &ringPort{d: d, pd: pd, port: i, ep: ep, rx: rx, tx: tx, ok: ok}
 	rp.ctx, rp.cancel = context.WithCancel(pd.Context())
-	attached := make(chan error, 1)
-	pd.Go(func() { rp.lease(attached) })
-	// The first attach is refused at once or held: wait a moment for a
-	// refusal, so that a port the driver refuses fails the open.
-	select {
-	case err := <-attached:
-		if err != nil {
-			rp.cancel()
-			return nil, err
-		}
-	case <-time.After(50 * time.Millisecond):
+	pd.Go(rp.lease)
+	// Wait for the first attach to be taken or refused, so that a port
+	// the driver refuses fails the open; a driver that is not running
+	// now (restarting) takes it later.
+	wctx, cancel := context.WithTimeout(rp.ctx, attachWait)
+	pd.WaitCtx(wctx, ok)
+	cancel()
+	if e := rp.err.Load(); e != nil {
+		rp.cancel()
+		return nil, *e
 	}
 	return rp, nil
 }
 
+// attachWait bounds how long opening a port waits for the driver to take
+// its attach call, and how long a restarted driver waits for the shims of
+// its last incarnation to attach again before it reads from the device.
+const attachWait = time.Second
+
 // lease holds the attachment: one call to the driver's attach endpoint
 // at a time, made again when the driver dies, until the port is closed.
-// A refusal ends it (reported on first, if nobody read it yet, and by
-// the port's reads).
-func (rp *ringPort) lease(first chan<- error) {
+// A refusal ends it (reported to openRing, if it still waits, and by the
+// port's reads).
+func (rp *ringPort) lease() {
 	name := driverComponent(rp.d.port)
 	defer func() {
 		rp.pd.Delete(rp.rx)
 		rp.pd.Delete(rp.tx)
+		rp.pd.Delete(rp.ok)
 	}()
 	var why [kernel.MaxPayload]byte
 	for rp.ctx.Err() == nil {
 		w, err1 := rp.pd.Mint(rp.rx, kernel.Write, 0)
 		r, err2 := rp.pd.Mint(rp.tx, kernel.Read, 0)
-		if err := errors.Join(err1, err2); err != nil {
-			rp.refused(first, fmt.Errorf("%s: attach: %w", name, err))
+		o, err3 := rp.pd.Mint(rp.ok, kernel.Write, 0)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			rp.refused(fmt.Errorf("%s: attach: %w", name, err))
 			return
 		}
-		m := kernel.Msg{Label: labelAttach, NCaps: 2, Payload: why[:0]}
+		m := kernel.Msg{Label: labelAttach, NCaps: 3, Payload: why[:0]}
 		m.Words[0] = uint64(rp.port)
-		m.Caps[0], m.Caps[1] = w, r
+		m.Caps[0], m.Caps[1], m.Caps[2] = w, r, o
 		err := rp.pd.CallCtx(rp.ctx, rp.ep, &m)
 		// Caps not moved (the call was not delivered) are still ours.
 		rp.pd.Delete(w)
 		rp.pd.Delete(r)
+		rp.pd.Delete(o)
 		switch {
 		case rp.ctx.Err() != nil:
 			return
 		case err == nil && m.Label == labelRefused:
-			rp.refused(first, fmt.Errorf("%s: %s: %w", name, m.Payload, flow.ErrInvalid))
+			rp.refused(fmt.Errorf("%s: %s: %w", name, m.Payload, flow.ErrInvalid))
 			return
 		case err == nil, errors.Is(err, kernel.ErrAborted):
 			// the driver died (or answered a lease, which it never
 			// does): attach to its next incarnation
 		default:
-			rp.refused(first, fmt.Errorf("%s: attach: %w", name, err))
+			rp.refused(fmt.Errorf("%s: attach: %w", name, err))
 			return
 		}
 	}
 }
 
-// refused records why the port cannot be attached and ends its reads.
-func (rp *ringPort) refused(first chan<- error, err error) {
+// refused records why the port cannot be attached, wakes openRing if it
+// waits and ends the port's reads.
+func (rp *ringPort) refused(err error) {
 	rp.err.Store(&err)
-	select {
-	case first <- err:
-	default:
-	}
+	rp.pd.Signal(rp.ok)
 	rp.pd.CloseRing(rp.rx)
 }
 

@@ -191,20 +191,26 @@ func TestDriverAttachRefused(t *testing.T) {
 		ep, _ := pd.Slot(attachSlot("enet"))
 		rx, _ := pd.NewRing(ringLen)
 		tx, _ := pd.NewRing(ringLen)
+		ok, _ := pd.NewNotification()
 		call := func(what string, label, port uint64, rxRights, txRights kernel.Rights, ncaps int) {
 			w, _ := pd.Mint(rx, rxRights, 0)
 			r, _ := pd.Mint(tx, txRights, 0)
+			o, _ := pd.Mint(ok, kernel.Write, 0)
 			m := kernel.Msg{Label: label, NCaps: ncaps, Payload: make([]byte, 0, kernel.MaxPayload)}
 			m.Words[0] = port
-			m.Caps[0], m.Caps[1] = w, r
+			m.Caps[0], m.Caps[1], m.Caps[2] = w, r, o
 			ctx, cancel := context.WithTimeout(pd.Context(), 300*time.Millisecond)
 			err := pd.CallCtx(ctx, ep, &m)
 			cancel()
 			pd.Delete(w)
 			pd.Delete(r)
+			pd.Delete(o)
+			signalled, _ := pd.Poll(ok)
 			switch {
-			case err != nil && ctx.Err() != nil:
+			case err != nil && ctx.Err() != nil && signalled != 0:
 				results <- result{what, "held"}
+			case err != nil && ctx.Err() != nil:
+				results <- result{what, "held, but not signalled"}
 			case err != nil:
 				results <- result{what, err.Error()}
 			case m.Label == labelRefused:
@@ -213,11 +219,11 @@ func TestDriverAttachRefused(t *testing.T) {
 				results <- result{what, fmt.Sprintf("label %d", m.Label)}
 			}
 		}
-		call("wrong label", 9, portShim, kernel.Write, kernel.Read, 2)
-		call("bad port", labelAttach, 7, kernel.Write, kernel.Read, 2)
+		call("wrong label", 9, portShim, kernel.Write, kernel.Read, 3)
+		call("bad port", labelAttach, 7, kernel.Write, kernel.Read, 3)
 		call("one cap", labelAttach, portShim, kernel.Write, kernel.Read, 1)
-		call("read-only receive ring", labelAttach, portShim, kernel.Read, kernel.Read, 2)
-		call("good", labelAttach, portShim, kernel.Write, kernel.Read, 2)
+		call("read-only receive ring", labelAttach, portShim, kernel.Read, kernel.Read, 3)
+		call("good", labelAttach, portShim, kernel.Write, kernel.Read, 3)
 		close(results)
 		<-pd.Context().Done()
 		return nil
