@@ -22,9 +22,10 @@
 #                         TestQEMUImxStub: the .imx payload boots through its
 #                         BSS-clearing stub with garbage in BSS;
 #                         then, built with -tags faultinject,
-#                         TestQEMUFaultNIC: a poison frame faults the NIC
-#                         driver component, which is restarted, and pings
-#                         resume within 1 s); last, images/selftest
+#                         TestQEMUFaultNIC(Microvm): a poison frame faults
+#                         the NIC driver component, which is restarted and
+#                         re-initialises the NIC, and pings resume within
+#                         1 s); last, images/selftest
 #                         TestQEMUSelftest: the hardware self-test image's
 #                         report under QEMU (docs/flashing.md)
 #
@@ -179,7 +180,7 @@ qemu-test:
 	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh && \
 	log=$$(mktemp); \
 	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority|TestQEMURestart|TestQEMUImxStub)$$' ./images/router >$$log 2>&1 && \
-	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC$$' ./images/router >>$$log 2>&1 && \
+	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC(Microvm)?$$' ./images/router >>$$log 2>&1 && \
 	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -count=1 -timeout 5m -v -run '^TestQEMUSelftest$$' ./images/selftest >>$$log 2>&1; \
 	rc=$$?; \
 	if [ $$rc -eq 0 ]; then grep -E -- '--- (PASS|SKIP)|qemu_test.go:[0-9]+: (SKIP|eth|udp|built|VM ready|ouro perf)|qemu_trust_test.go:[0-9]+: (image|the armory|the VM|SKIP|sealed|plain hosted)|qemu_restart_test.go:[0-9]+: restart:|qemu_imx_test.go:[0-9]+: (payload|.imx)|qemu_fault_test.go:[0-9]+: (pings|built|VM ready)|^ +selftest: |^ok' $$log; else cat $$log; fi; \

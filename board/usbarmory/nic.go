@@ -130,7 +130,8 @@ type NIC struct {
 	// frames that are neither to MAC nor group-addressed.
 	Promiscuous bool
 
-	base uint32
+	base     uint32
+	ringAddr uint32 // DMA address of the descriptors (receive, then transmit)
 
 	rx      ring // owned by the single reader
 	rxReady chan struct{}
@@ -164,11 +165,14 @@ type NICStats struct {
 	TxTooLong uint64
 	// TxRingFull: times Transmit found no free descriptor and gave up.
 	TxRingFull uint64
+	// Resets: times Reset re-initialised the NIC.
+	Resets uint64
 }
 
 type nicCounters struct {
 	rxFrames, rxBytes, rxFiltered, rxErrors  atomic.Uint64
 	txFrames, txBytes, txTooLong, txRingFull atomic.Uint64
+	resets                                   atomic.Uint64
 }
 
 // NIC returns the board's Ethernet port, configured but not initialised:
@@ -234,6 +238,7 @@ func (n *NIC) Init() error {
 	n.ENET.Init()
 
 	addr, mem := dma.Reserve(total, ringAlign)
+	n.ringAddr = uint32(addr)
 
 	n.rx = newRing(mem[:n.RxRing*descSize], mem[descBytes:], uint32(addr)+uint32(descBytes), n.RxRing, true)
 	txDesc := mem[n.RxRing*descSize : (n.RxRing+n.TxRing)*descSize]
@@ -243,20 +248,63 @@ func (n *NIC) Init() error {
 	n.rxReady = make(chan struct{}, 1)
 	n.txReady = make(chan struct{}, 1)
 
+	n.start()
+	registerInterrupt(n.ENET.IRQ, n.serviceInterrupt)
+	n.write(regRDAR, 1<<enet.RDAR_ACTIVE)
+
+	return nil
+}
+
+// start programs the ring registers and frame limits of a MAC that
+// tamago's ENET.Init has set up, and enables the receive interrupt.
+func (n *NIC) start() {
 	// maximum receive buffer, truncation and frame length, FCS included
 	n.write(regMRBR, bufSize)
 	n.write(regFTRL, MaxFrameLen+fcsLen)
 	rcr := n.read(regRCR)
 	n.write(regRCR, rcr&^rcrMaxFLMask|(MaxFrameLen+fcsLen)<<rcrMaxFLShift)
 
-	n.write(regRDSR, uint32(addr))
-	n.write(regTDSR, uint32(addr)+uint32(n.RxRing*descSize))
+	n.write(regRDSR, n.ringAddr)
+	n.write(regTDSR, n.ringAddr+uint32(n.RxRing*descSize))
 
 	n.write(regEIR, 0xffffffff)
 	n.write(regEIMR, eirRXF)
-	registerInterrupt(n.ENET.IRQ, n.serviceInterrupt)
+}
 
+// Reset re-initialises an initialised NIC in place, as Init left it: the
+// MAC's soft reset and set-up again (tamago's ENET.Init: every register,
+// the PHY), both descriptor rings rewritten empty in the same DMA memory,
+// the receive interrupt and reception started again. Frames in the rings
+// are lost; the counters are kept (Resets counts the calls). No Receive
+// may be running (a driver calls it between its incarnations, when its
+// reader has returned); Transmit callers wait for it.
+func (n *NIC) Reset() error {
+	if n.rx.desc == nil {
+		return fmt.Errorf("usbarmory: NIC reset before Init: %w", ErrNoNIC)
+	}
+	if n.closed.Load() {
+		return ErrNICClosed
+	}
+
+	n.txMu.Lock()
+	defer n.txMu.Unlock()
+
+	n.write(regEIMR, 0)
+	n.ENET.Init()
+
+	n.rx.reset(true)
+	n.tx.reset(false)
+
+	// a stale wake-up would only make a Receive poll an empty ring
+	select {
+	case <-n.rxReady:
+	default:
+	}
+	n.woken.Store(false)
+
+	n.start()
 	n.write(regRDAR, 1<<enet.RDAR_ACTIVE)
+	n.stats.resets.Add(1)
 
 	return nil
 }
@@ -289,6 +337,26 @@ func largestFreeDMA() (max uint) {
 	}
 
 	return
+}
+
+// reset gives every descriptor back empty (receive) or free (transmit),
+// as newRing made them; the buffers and their addresses stay.
+func (r *ring) reset(rx bool) {
+	n := len(r.bufs)
+
+	for i := 0; i < n; i++ {
+		var status uint32
+		if rx {
+			status |= bdE
+		}
+		if i == n-1 {
+			status |= bdW
+		}
+
+		atomic.StoreUint32(&r.desc[2*i], status<<16)
+	}
+
+	r.next = 0
 }
 
 func newRing(desc []byte, bufs []byte, bufAddr uint32, n int, rx bool) ring {
@@ -561,6 +629,7 @@ func (n *NIC) Stats() NICStats {
 		TxBytes:    n.stats.txBytes.Load(),
 		TxTooLong:  n.stats.txTooLong.Load(),
 		TxRingFull: n.stats.txRingFull.Load(),
+		Resets:     n.stats.resets.Load(),
 	}
 }
 

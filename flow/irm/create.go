@@ -27,11 +27,21 @@ type Creator interface {
 	NewIPCP(req MgmtReq) (info Info, prog kernel.Program, bufs int, started <-chan error, err error)
 }
 
+// Provisioner is a Creator whose IPCPs need more than their endpoint and
+// the IRM's cap: caps the IRM holds, each named by its slot in the IRM's
+// CSpace (CapSpec.Object; equal or fewer rights), and objects of their
+// own to make (carved from the IRM's budget). The node's factory gives
+// an IPCP on a board link the link driver's attach cap this way.
+type Provisioner interface {
+	Provision(req MgmtReq) (caps []kernel.CapSpec, objects int, err error)
+}
+
 // startTimeout bounds how long a created IPCP may take to start.
 const startTimeout = 10 * time.Second
 
 // create spawns the IPCP component req declares, as a child of the IRM's
-// component: its own endpoint (Read) and a badged cap to the IRM's.
+// component: its own endpoint (Read), a badged cap to the IRM's and what
+// a Provisioner adds.
 func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	if req.Name == "" {
 		req.Name = req.IPCP
@@ -42,6 +52,13 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	info, prog, bufs, started, err := m.cfg.Creator.NewIPCP(req)
 	if err != nil {
 		return MgmtResp{}, fmt.Errorf("irm: create: %w", err)
+	}
+	var extra []kernel.CapSpec
+	objects := 0
+	if p, ok := m.cfg.Creator.(Provisioner); ok {
+		if extra, objects, err = p.Provision(req); err != nil {
+			return MgmtResp{}, fmt.Errorf("irm: create: %w", err)
+		}
 	}
 	m.mu.Lock()
 	pd, self, fault := m.pd, m.self, m.fault
@@ -78,13 +95,13 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	// supervised (restarted) like the IPCPs of the configuration.
 	child, err := pd.Spawn(kernel.ComponentSpec{
 		Name:       "ipcp." + info.Name,
-		Budget:     kernel.Budget{Bufs: bufs},
+		Budget:     kernel.Budget{Bufs: bufs, Objects: objects},
 		FaultCap:   fault,
 		FaultBadge: badge,
-		Caps: []kernel.CapSpec{
+		Caps: append([]kernel.CapSpec{
 			{Name: "ep", Src: ep, Rights: kernel.Read},
 			{Name: "irm", Src: self, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: badge},
-		},
+		}, extra...),
 	}, prog)
 	if err != nil {
 		m.forget(e)

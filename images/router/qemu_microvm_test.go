@@ -155,9 +155,15 @@ func findMicrovmToolchain(t *testing.T) toolchain {
 // (mk/microvm.mk's command line) and returns the ELF's path.
 func buildMicrovmImage(t *testing.T, tc toolchain, cfg string) string {
 	t.Helper()
+	return buildMicrovmImageTags(t, tc, cfg, "")
+}
+
+// buildMicrovmImageTags is buildMicrovmImage with build tags.
+func buildMicrovmImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
+	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-microvm.elf")
 	ld := "-T 0x10010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
-	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-ldflags", ld, "-o", elf, ".")
+	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", tags, "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=amd64")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -150,6 +150,9 @@ type vq struct {
 	availIdx  uint16   // next avail index (driver's shadow)
 	lastUsed  uint16   // next used index to consume
 	availFlag uint32
+
+	descAddr, driverAddr, deviceAddr uint64 // for the device's registers
+	rings                            []byte // avail and used rings (for clear)
 }
 
 // NICStats are the NIC's always-on counters.
@@ -166,12 +169,14 @@ type NICStats struct {
 	TxRingFull uint64
 	// Interrupts: device interrupts serviced.
 	Interrupts uint64
+	// Resets: times Reset re-initialised the NIC.
+	Resets uint64
 }
 
 type nicCounters struct {
 	rxFrames, rxBytes, rxFiltered, rxErrors  atomic.Uint64
 	txFrames, txBytes, txTooLong, txRingFull atomic.Uint64
-	interrupts                               atomic.Uint64
+	interrupts, resets                       atomic.Uint64
 }
 
 // NIC returns the machine's first virtio-net device (the first -device
@@ -215,30 +220,9 @@ func (n *NIC) Init() error {
 		return fmt.Errorf("microvm: virtio-mmio version %d, want 2 (run QEMU with -global virtio-mmio.force-legacy=false)", v)
 	}
 
-	n.write(virtio.Status, 0)
-	n.setStatus(virtio.Acknowledge)
-	n.setStatus(virtio.Driver)
-
-	n.write(virtio.DeviceFeaturesSel, 0)
-	offered := uint64(n.read(virtio.DeviceFeatures))
-	n.write(virtio.DeviceFeaturesSel, 1)
-	offered |= uint64(n.read(virtio.DeviceFeatures)) << 32
-
-	if offered&featureVersion1 == 0 {
-		n.setStatus(virtio.Failed)
-		return errors.New("microvm: virtio-net does not offer VIRTIO_F_VERSION_1")
-	}
-	want := offered & (featureVersion1 | featureNetMAC)
-
-	n.write(virtio.DriverFeaturesSel, 0)
-	n.write(virtio.DriverFeatures, uint32(want))
-	n.write(virtio.DriverFeaturesSel, 1)
-	n.write(virtio.DriverFeatures, uint32(want>>32))
-	n.setStatus(virtio.FeaturesOk)
-
-	if n.read(virtio.Status)&(1<<virtio.FeaturesOk) == 0 {
-		n.setStatus(virtio.Failed)
-		return errors.New("microvm: virtio-net refused the features")
+	want, err := n.negotiate()
+	if err != nil {
+		return err
 	}
 
 	if n.MAC == nil {
@@ -251,7 +235,6 @@ func (n *NIC) Init() error {
 		return fmt.Errorf("microvm: invalid MAC %v", n.MAC)
 	}
 
-	var err error
 	if n.rx, err = n.setupQueue(rxQueue, n.RxRing, defaultRx, descFlagWrite); err != nil {
 		return err
 	}
@@ -262,7 +245,50 @@ func (n *NIC) Init() error {
 	n.rxReady = make(chan struct{}, 1)
 	n.txReady = make(chan struct{}, 1)
 
-	// every receive buffer to the device; no transmit interrupts
+	n.fill()
+	registerInterrupt(n.IRQ, n.serviceInterrupt)
+
+	n.setStatus(virtio.DriverOk)
+	n.write(virtio.QueueNotify, rxQueue)
+
+	return nil
+}
+
+// negotiate resets the device and agrees on features (3.1.1 steps 1-6),
+// returning those accepted.
+func (n *NIC) negotiate() (uint64, error) {
+	n.write(virtio.Status, 0)
+	n.setStatus(virtio.Acknowledge)
+	n.setStatus(virtio.Driver)
+
+	n.write(virtio.DeviceFeaturesSel, 0)
+	offered := uint64(n.read(virtio.DeviceFeatures))
+	n.write(virtio.DeviceFeaturesSel, 1)
+	offered |= uint64(n.read(virtio.DeviceFeatures)) << 32
+
+	if offered&featureVersion1 == 0 {
+		n.setStatus(virtio.Failed)
+		return 0, errors.New("microvm: virtio-net does not offer VIRTIO_F_VERSION_1")
+	}
+	want := offered & (featureVersion1 | featureNetMAC)
+
+	n.write(virtio.DriverFeaturesSel, 0)
+	n.write(virtio.DriverFeatures, uint32(want))
+	n.write(virtio.DriverFeaturesSel, 1)
+	n.write(virtio.DriverFeatures, uint32(want>>32))
+	n.setStatus(virtio.FeaturesOk)
+
+	if n.read(virtio.Status)&(1<<virtio.FeaturesOk) == 0 {
+		n.setStatus(virtio.Failed)
+		return 0, errors.New("microvm: virtio-net refused the features")
+	}
+
+	return want, nil
+}
+
+// fill posts every receive buffer to the device and frees every transmit
+// descriptor (no transmit interrupts), on queues set up empty.
+func (n *NIC) fill() {
 	for i := uint16(0); i < n.rx.size; i++ {
 		n.rx.availRing[i] = i
 	}
@@ -275,11 +301,50 @@ func (n *NIC) Init() error {
 	for i := n.tx.size; i > 0; i-- {
 		n.txFree = append(n.txFree, i-1)
 	}
+}
 
-	registerInterrupt(n.IRQ, n.serviceInterrupt)
+// Reset re-initialises an initialised NIC in place, as Init left it: the
+// device reset and its features agreed again, both queues emptied and
+// handed to it again in the same DMA memory, every receive buffer posted.
+// Frames in the queues are lost; the counters are kept (Resets counts the
+// calls). No Receive may be running (a driver calls it between its
+// incarnations, when its reader has returned); Transmit callers wait for
+// it.
+func (n *NIC) Reset() error {
+	if n.rx.size == 0 {
+		return fmt.Errorf("microvm: NIC reset before Init: %w", ErrNoNIC)
+	}
+	if n.closed.Load() {
+		return ErrNICClosed
+	}
+
+	n.txMu.Lock()
+	defer n.txMu.Unlock()
+
+	if _, err := n.negotiate(); err != nil {
+		return err
+	}
+	for _, q := range []struct {
+		index int
+		q     *vq
+	}{{rxQueue, &n.rx}, {txQueue, &n.tx}} {
+		q.q.clear()
+		if err := n.program(q.index, q.q); err != nil {
+			return err
+		}
+	}
+	n.fill()
+
+	// a stale wake-up would only make a Receive poll an empty queue
+	select {
+	case <-n.rxReady:
+	default:
+	}
+	n.woken.Store(false)
 
 	n.setStatus(virtio.DriverOk)
 	n.write(virtio.QueueNotify, rxQueue)
+	n.stats.resets.Add(1)
 
 	return nil
 }
@@ -335,17 +400,37 @@ func (n *NIC) setupQueue(index, want, def int, flags uint16) (q vq, err error) {
 		*(*uint16)(unsafe.Pointer(&d[12])) = flags
 	}
 
-	desc, driver, device := uint64(addr), uint64(addr)+uint64(availOff), uint64(addr)+uint64(usedOff)
-	n.write(virtio.QueueNum, uint32(size))
-	n.write(virtio.QueueDesc, uint32(desc))
-	n.write(regQueueDescHigh, uint32(desc>>32))
-	n.write(virtio.QueueDriver, uint32(driver))
-	n.write(regQueueDriverHigh, uint32(driver>>32))
-	n.write(virtio.QueueDevice, uint32(device))
-	n.write(regQueueDeviceHigh, uint32(device>>32))
+	q.descAddr, q.driverAddr, q.deviceAddr = uint64(addr), uint64(addr)+uint64(availOff), uint64(addr)+uint64(usedOff)
+	q.rings = mem[availOff:]
+
+	return q, n.program(index, &q)
+}
+
+// program hands queue index, q, to the device (4.2.3.2).
+func (n *NIC) program(index int, q *vq) error {
+	n.write(virtio.QueueSel, uint32(index))
+
+	if n.read(virtio.QueueReady) != 0 {
+		return fmt.Errorf("microvm: virtio-net queue %d already in use", index)
+	}
+
+	n.write(virtio.QueueNum, uint32(q.size))
+	n.write(virtio.QueueDesc, uint32(q.descAddr))
+	n.write(regQueueDescHigh, uint32(q.descAddr>>32))
+	n.write(virtio.QueueDriver, uint32(q.driverAddr))
+	n.write(regQueueDriverHigh, uint32(q.driverAddr>>32))
+	n.write(virtio.QueueDevice, uint32(q.deviceAddr))
+	n.write(regQueueDeviceHigh, uint32(q.deviceAddr>>32))
 	n.write(virtio.QueueReady, 1)
 
-	return q, nil
+	return nil
+}
+
+// clear empties q's avail and used rings and its indexes, as setupQueue
+// made them (the descriptors and buffers stay).
+func (q *vq) clear() {
+	clear(q.rings)
+	q.availIdx, q.lastUsed, q.availFlag = 0, 0, 0
 }
 
 func (q *vq) descriptor(i uint16) []byte {
@@ -624,6 +709,7 @@ func (n *NIC) Stats() NICStats {
 		TxTooLong:  n.stats.txTooLong.Load(),
 		TxRingFull: n.stats.txRingFull.Load(),
 		Interrupts: n.stats.interrupts.Load(),
+		Resets:     n.stats.resets.Load(),
 	}
 }
 

@@ -18,6 +18,9 @@ func openBoardLink(p boardPort) (*netstack.Mux, error) {
 	return nil, fmt.Errorf("board = true: this image runs hosted and has no board NIC: %w", flow.ErrInvalid)
 }
 
+// resetBoardLink returns what re-initialises board link p: nothing here.
+func resetBoardLink(boardPort) func() error { return nil }
+
 // boardUART is the board's link UART for the serial shim; this board has none.
 func boardUART() (serial.Device, error) {
 	return nil, fmt.Errorf("[ipcp.serial] board = true: this image runs hosted and has no board link UART: %w", flow.ErrInvalid)

@@ -70,6 +70,10 @@ func boardUART() (serial.Device, error) {
 	return board.link, nil
 }
 
+// resetBoardLink returns what re-initialises board link p: this board has
+// none.
+func resetBoardLink(boardPort) func() error { return nil }
+
 // openBoardLink is board link p; the Pi image has none.
 func openBoardLink(p boardPort) (*netstack.Mux, error) {
 	if p == "usb" {

@@ -65,6 +65,24 @@ func openBoardLink(p boardPort) (*netstack.Mux, error) {
 	return board.mux, nil
 }
 
+// resetBoardLink returns what re-initialises board link p once it is open
+// (usbarmory.NIC.Reset / microvm.NIC.Reset): the Ethernet NIC, not the
+// USB gadget.
+func resetBoardLink(p boardPort) func() error {
+	if p == "usb" {
+		return nil
+	}
+	return func() error {
+		board.mu.Lock()
+		nic := board.nic
+		board.mu.Unlock()
+		if nic == nil {
+			return fmt.Errorf("board NIC: reset before it was opened: %w", flow.ErrInvalid)
+		}
+		return nic.Reset()
+	}
+}
+
 // boardUART is the board's link UART for the serial shim; this board has none.
 func boardUART() (serial.Device, error) {
 	return nil, fmt.Errorf("[ipcp.serial] board = true: the USB armory image has no link UART (its UART is the console): %w", flow.ErrInvalid)

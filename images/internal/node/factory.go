@@ -6,6 +6,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/shim/eth"
@@ -67,10 +68,28 @@ type ipcpFactory struct {
 
 var _ irm.Creator = ipcpFactory{}
 
-// NewIPCP implements irm.Creator. req.Name and req.Layer name the IPCP;
-// req.Args carries "kind", "config" (the kind's TOML table, e.g. addr =
-// "127.0.0.1:3436") and optionally "bufs".
-func (f ipcpFactory) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-chan error, error) {
+var _ irm.Provisioner = ipcpFactory{}
+
+// Provision implements irm.Provisioner: an IPCP on a board link gets the
+// cap to attach to the link's driver (the IRM holds one for each link the
+// node drives) and the objects for its rings.
+func (f ipcpFactory) Provision(req irm.MgmtReq) ([]kernel.CapSpec, int, error) {
+	cfg, err := parseCreated([]byte(f.doc(req)))
+	if err != nil {
+		return nil, 0, err
+	}
+	link, _, ok := boardUse(cfg, cfg.IPCPs[0])
+	if !ok {
+		return nil, 0, nil
+	}
+	if f.devices.driver(link) == nil {
+		return nil, 0, fmt.Errorf("ipcp %s: board link %q: this node drives no such link (a node drives the board links its configured IPCPs use): %w", req.Name, link, flow.ErrNotFound)
+	}
+	return []kernel.CapSpec{{Name: attachSlot(link), Object: attachSlot(link), Rights: attachRights}}, attachObjects, nil
+}
+
+// doc is the configuration document req declares.
+func (f ipcpFactory) doc(req irm.MgmtReq) string {
 	kind := req.Args["kind"]
 	doc := fmt.Sprintf("[node]\nname = %q\n[[ipcp]]\nkind = %q\nname = %q\nlayer = %q\n", f.node, kind, req.Name, req.Layer)
 	if b := req.Args["bufs"]; b != "" {
@@ -79,7 +98,14 @@ func (f ipcpFactory) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-
 	if c := req.Args["config"]; c != "" {
 		doc += fmt.Sprintf("[ipcp.%s]\n%s\n", kind, c)
 	}
-	cfg, err := parseCreated([]byte(doc))
+	return doc
+}
+
+// NewIPCP implements irm.Creator. req.Name and req.Layer name the IPCP;
+// req.Args carries "kind", "config" (the kind's TOML table, e.g. addr =
+// "127.0.0.1:3436") and optionally "bufs".
+func (f ipcpFactory) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-chan error, error) {
+	cfg, err := parseCreated([]byte(f.doc(req)))
 	if err != nil {
 		return irm.Info{}, nil, 0, nil, err
 	}

@@ -101,6 +101,9 @@ type Node struct {
 	wrapIPCP func(ipcpImpl) ipcpImpl
 	// openLink, if set, replaces openBoardLink (a test's board link).
 	openLink func(boardPort) (*netstack.Mux, error)
+	// resetLink, with openLink, replaces resetBoardLink (nil: a test's
+	// board link cannot be re-initialised).
+	resetLink func(boardPort) func() error
 }
 
 // Extra is an additional component an image adds to the node (the socket
@@ -250,15 +253,17 @@ func (n *Node) describe() *kernel.System {
 		return spec
 	}
 	var comps []kernel.ComponentSpec
-	// A board link's driver (driver.go): supervised, a Write cap on the
-	// receive ring of each of its ports that an IPCP uses and Read on its
-	// transmit ring (which those IPCPs hold Write on), nothing else.
+	// A board link's driver (driver.go): supervised, Read on its attach
+	// endpoint, nothing else; the IPCPs that use the link and the IRM
+	// (for IPCPs it creates at run time) hold Write with Grant on it.
 	drivers := map[boardPort]*kernel.ComponentSpec{}
 	for _, p := range n.links {
-		// Bufs: the receive buffer in hand and a transmit batch.
-		drivers[p] = &kernel.ComponentSpec{Name: driverComponent(p), Budget: kernel.Budget{Bufs: 1 + popBatch}}
-		sys.Rings = append(sys.Rings, kernel.RingSpec{Name: txRing(p), Size: ringLen})
-		drivers[p].Caps = append(drivers[p].Caps, kernel.CapSpec{Name: slotDriverTx, Object: txRing(p), Rights: kernel.Read})
+		// Bufs: the receive buffer in hand and a transmit batch; Objects:
+		// the notification its shims' transmit rings are bound to.
+		drivers[p] = &kernel.ComponentSpec{Name: driverComponent(p), Budget: kernel.Budget{Bufs: 1 + popBatch, Objects: 1}}
+		sys.Endpoints = append(sys.Endpoints, kernel.ObjectSpec{Name: attachEndpoint(p)})
+		drivers[p].Caps = append(drivers[p].Caps, kernel.CapSpec{Name: slotDriverAttach, Object: attachEndpoint(p), Rights: kernel.Read})
+		irmSpec.Caps = append(irmSpec.Caps, kernel.CapSpec{Name: attachSlot(p), Object: attachEndpoint(p), Rights: attachRights})
 	}
 	for i, p := range cfg.IPCPs {
 		name := ipcpComponent(p.Name)
@@ -275,15 +280,11 @@ func (n *Node) describe() *kernel.System {
 				{Name: slotIRM, Object: irmEPName, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: ipcpBadge(i)},
 			},
 		}
-		// The first IPCP on a board link's port gets the port's ring.
-		if link, port, ok := boardUse(cfg, p); ok {
-			ring := portRing(link, port)
-			if d := drivers[link]; d != nil && !holdsSlot(d, driverRxSlot(port)) {
-				sys.Rings = append(sys.Rings, kernel.RingSpec{Name: ring, Size: ringLen})
-				d.Caps = append(d.Caps, kernel.CapSpec{Name: driverRxSlot(port), Object: ring, Rights: kernel.Write})
-				spec.Caps = append(spec.Caps, kernel.CapSpec{Name: slotBoardRx, Object: ring, Rights: kernel.Read},
-					kernel.CapSpec{Name: slotBoardTx, Object: txRing(link), Rights: kernel.Write})
-			}
+		// An IPCP on a board link may attach to the link's driver (and
+		// makes its two rings).
+		if link, _, ok := boardUse(cfg, p); ok && drivers[link] != nil {
+			spec.Caps = append(spec.Caps, kernel.CapSpec{Name: attachSlot(link), Object: attachEndpoint(link), Rights: attachRights})
+			spec.Budget.Objects += attachObjects
 		}
 		comps = append(comps, supervised(spec, ipcpBadge(i)))
 	}
@@ -309,16 +310,6 @@ func (n *Node) describe() *kernel.System {
 	return sys
 }
 
-// holdsSlot reports whether spec has a cap in the named slot.
-func holdsSlot(spec *kernel.ComponentSpec, slot string) bool {
-	for _, c := range spec.Caps {
-		if c.Name == slot {
-			return true
-		}
-	}
-	return false
-}
-
 // System returns the node's system description as configured.
 func (n *Node) System() *kernel.System { return n.sys }
 
@@ -338,9 +329,9 @@ func (n *Node) Start() error {
 	}
 	// Board link devices are initialised here, before any component
 	// runs; each one's receive half is its driver component's.
-	openLink := openBoardLink
+	openLink, resetLink := openBoardLink, resetBoardLink
 	if n.openLink != nil {
-		openLink = n.openLink
+		openLink, resetLink = n.openLink, n.resetLink
 	}
 	for _, p := range n.links {
 		m, err := openLink(p)
@@ -349,6 +340,12 @@ func (n *Node) Start() error {
 			return fmt.Errorf("node: board link %s: %w", p, err)
 		}
 		d := &driver{port: p, mux: m}
+		if resetLink != nil {
+			d.reset = resetLink(p)
+		}
+		if n.openLink == nil {
+			d.wedge = wedgeBoardLink(p)
+		}
 		n.drivers[p] = d
 		progs[driverComponent(p)] = d.program
 	}

@@ -1,0 +1,21 @@
+//go:build tamago && amd64 && faultinject
+
+package node
+
+// wedgeBoardLink returns what wedges board link p after a fault of its
+// driver, in a faultinject build: the virtio-net device
+// (microvm.NIC.Wedge), so that the QEMU fault test shows the restarted
+// driver re-initialising it.
+func wedgeBoardLink(p boardPort) func() {
+	if p == "usb" {
+		return nil
+	}
+	return func() {
+		board.mu.Lock()
+		nic := board.nic
+		board.mu.Unlock()
+		if nic != nil {
+			nic.Wedge()
+		}
+	}
+}
