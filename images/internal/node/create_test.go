@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 )
@@ -104,5 +105,55 @@ dir = { echo = "127.0.0.1:%d" }
 	ipcps, err = b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs})
 	if err != nil || len(ipcps.Table.Rows) != 1 {
 		t.Fatalf("ipcps after destroy: %v, %v", ipcps.Table.Rows, err)
+	}
+}
+
+// TestCreatedIPCPSigns: an IPCP created at run time signs with the node's
+// key, through the signing cap of its kind the IRM copies into it: a UDP
+// shim created with seal = true (which needs a signer: before, created
+// IPCPs had none and the create failed) carries a sealed flow whose
+// requester sees the node b as its verified peer.
+func TestCreatedIPCPSigns(t *testing.T) {
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	idb := newIdentity(t)
+	appB, brB := mgmtApp("app")
+	startNodeID(t, idb, "[node]\nname = \"b\"\n[[ipcp]]\nkind = \"local\"\n", appB)
+	appA, brA := app("app")
+	startNodeID(t, newIdentity(t), fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { echo = "127.0.0.1:%d" }
+`, pa, pb), appA)
+	a, b := <-brA, <-brB
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdCreate, Name: "b.udp", Layer: "net",
+		Args: map[string]string{"kind": "udp", "config": fmt.Sprintf("addr = \"127.0.0.1:%d\"\nseal = true", pb)}}); err != nil {
+		t.Fatalf("create a sealing udp shim: %v", err)
+	}
+	if err := b.Bind(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p, _, err := b.Accept(ctx)
+		if err == nil {
+			echoPort(p)
+			p.Close()
+		}
+	}()
+	q := flow.BestEffort()
+	q.Sealed = true
+	p, info, err := allocRetry(t, ctx, a, "echo", q)
+	if err != nil {
+		t.Fatalf("sealed alloc through the created IPCP: %v", err)
+	}
+	defer p.Close()
+	if info.Peer == nil || info.Peer.ID != identity.NameOf(idb.Public()) {
+		t.Fatalf("peer %v, want node b (%s)", info.Peer, identity.NameOf(idb.Public()))
 	}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"net/netip"
 
@@ -61,6 +62,7 @@ func (d boardDevices) driver(p boardPort) *driver { return d.drivers[p] }
 // running node.
 type ipcpFactory struct {
 	node    string
+	nodeKey ed25519.PublicKey // the node's key: created IPCPs sign with it through the signing cap Provision gives them
 	logf    func(string, ...any)
 	devices ipcpDevices
 	allocs  AllocObserver // told of created IPCPs' N-1 allocations (nil: none)
@@ -78,14 +80,17 @@ func (f ipcpFactory) Provision(req irm.MgmtReq) ([]kernel.CapSpec, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	// A signing cap of the IRM's for its kind (identity.go): the IPCP
+	// signs with the node's key as a configured one would.
+	caps := []kernel.CapSpec{{Name: SlotSigner, Object: createdSignerSlot(cfg.IPCPs[0].Kind), Rights: kernel.Write | kernel.GrantReply}}
 	link, _, ok := boardUse(cfg, cfg.IPCPs[0])
 	if !ok {
-		return nil, 0, nil
+		return caps, 0, nil
 	}
 	if f.devices.driver(link) == nil {
 		return nil, 0, fmt.Errorf("ipcp %s: board link %q: this node drives no such link (a node drives the board links its configured IPCPs use): %w", req.Name, link, flow.ErrNotFound)
 	}
-	return []kernel.CapSpec{{Name: attachSlot(link), Object: attachSlot(link), Rights: attachRights}}, attachObjects, nil
+	return append(caps, kernel.CapSpec{Name: attachSlot(link), Object: attachSlot(link), Rights: attachRights}), attachObjects, nil
 }
 
 // doc is the configuration document req declares.
@@ -112,6 +117,6 @@ func (f ipcpFactory) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-
 	p := cfg.IPCPs[0]
 	started := make(chan error, 1)
 	info := irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
-	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices, allocs: f.allocs}
+	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices, allocs: f.allocs, nodeKey: f.nodeKey}
 	return info, ipcpProgram(p, deps, started), p.Bufs, started, nil
 }

@@ -57,8 +57,19 @@ func (n *Node) newSigner() (*SignerComponent, error) {
 		sc.Clients = append(sc.Clients, SignerClientSpec{Component: ipcpComponent(p.Name), Labels: signLabels(p.Kind), Agree: agrees(p.Kind)})
 	}
 	sc.Clients = append(sc.Clients, SignerClientSpec{Component: irmName, Labels: irmSignLabels})
+	// The IRM also holds, but does not use, one signing cap per kind of
+	// grant, to copy into the IPCPs it creates at run time (ouro create):
+	// they sign with the node's key, under what their kind may sign.
+	for _, kind := range grantKinds {
+		sc.Clients = append(sc.Clients, SignerClientSpec{Component: irmName, Slot: createdSignerSlot(kind),
+			Labels: signLabels(kind), Agree: agrees(kind)})
+	}
 	return NewSignerComponent(sc)
 }
+
+// createdSignerSlot is the IRM's slot of the signing cap an IPCP of kind
+// created at run time gets (kinds that sign alike share one: grantKind).
+func createdSignerSlot(kind string) string { return "signer.created." + grantKind(kind) }
 
 // superviseSigner makes the root the signer's supervisor (root.go): the
 // signer holds no cap to the IRM, so the IRM neither supervises nor

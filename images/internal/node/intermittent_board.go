@@ -21,6 +21,12 @@ func signLabels(string) []string { return ipcpSignLabels }
 // with the node key: none on boards (the carrier is hosted only).
 func agrees(string) bool { return false }
 
+// grantKinds are the kinds whose signing grants differ: on boards, all
+// kinds sign alike.
+var grantKinds = []string{"ipcp"}
+
+func grantKind(string) string { return "ipcp" }
+
 func newDiode(p IPCPConfig, _ ipcpDeps, _ ipcpEnv) (ipcpImpl, error) {
 	return nil, fmt.Errorf("[ipcp.diode] of %s: %s: %w", p.Name, hostedOnly, flow.ErrInvalid)
 }

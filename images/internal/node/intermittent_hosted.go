@@ -33,6 +33,19 @@ func signLabels(kind string) []string {
 	return ipcpSignLabels
 }
 
+// grantKinds are the kinds whose signing grants differ (signLabels,
+// agrees): every other kind signs as "ipcp" does.
+var grantKinds = []string{"ipcp", "diode", "carrier"}
+
+// grantKind is the one of grantKinds that kind signs as.
+func grantKind(kind string) string {
+	switch kind {
+	case "diode", "carrier":
+		return kind
+	}
+	return "ipcp"
+}
+
 // agrees reports whether an IPCP of kind may have X25519 agreements made
 // with the node key: the carrier shim, which opens bundles sealed to the
 // node.

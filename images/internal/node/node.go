@@ -168,7 +168,7 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		Restart: irm.RestartPolicy{
 			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
 		},
-		Creator: ipcpFactory{node: cfg.Node.Name, logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{n.drivers}, allocs: cfg.Allocs},
+		Creator: ipcpFactory{node: cfg.Node.Name, nodeKey: n.id.Public(), logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{n.drivers}, allocs: cfg.Allocs},
 		Incarnation: func(name string) (uint64, bool) {
 			_, inc, err := n.k.State(name)
 			return uint64(inc), err == nil

@@ -93,6 +93,7 @@ type SignerConfig struct {
 // SignerClientSpec grants one component a signing cap.
 type SignerClientSpec struct {
 	Component string   // the client component's name in the system description
+	Slot      string   // the cap's slot in it (default SlotSigner); one component may hold several, each its own grant
 	Labels    []string // the signature labels it may use (identity.Label*); never identity.LabelDoc
 	// Agree lets it have X25519 agreements made with the node key (to
 	// open what was sealed to the node: the carrier shim's bundles).
@@ -118,10 +119,11 @@ func NewSignerComponent(cfg SignerConfig) (*SignerComponent, error) {
 	s := &SignerComponent{cfg: cfg, grants: make(map[kernel.Badge]map[string]bool), agree: make(map[kernel.Badge]bool)}
 	seen := make(map[string]bool)
 	for i, c := range cfg.Clients {
-		if c.Component == "" || c.Component == SignerName || seen[c.Component] {
-			return nil, fmt.Errorf("node: signer: client %q: empty, the signer itself, or listed twice", c.Component)
+		key := c.Component + "\x00" + c.slot()
+		if c.Component == "" || c.Component == SignerName || seen[key] {
+			return nil, fmt.Errorf("node: signer: client %q (slot %q): empty, the signer itself, or listed twice", c.Component, c.slot())
 		}
-		seen[c.Component] = true
+		seen[key] = true
 		labels := make(map[string]bool, len(c.Labels))
 		for _, l := range c.Labels {
 			if l == identity.LabelDoc {
@@ -136,6 +138,14 @@ func NewSignerComponent(cfg SignerConfig) (*SignerComponent, error) {
 		s.agree[signerBadge(i)] = c.Agree
 	}
 	return s, nil
+}
+
+// slot is the client's slot for its signing cap.
+func (c SignerClientSpec) slot() string {
+	if c.Slot == "" {
+		return SlotSigner
+	}
+	return c.Slot
 }
 
 // signerBadge is the badge of client i's cap (never 0: unbadged).
@@ -165,7 +175,7 @@ func (s *SignerComponent) AddTo(sys *kernel.System) error {
 			return fmt.Errorf("node: signer: no component %q for a signing cap", c.Component)
 		}
 		sys.Components[j].Caps = append(sys.Components[j].Caps, kernel.CapSpec{
-			Name: SlotSigner, Object: SignerEndpoint, Rights: kernel.Write | kernel.GrantReply, Badge: signerBadge(i),
+			Name: c.slot(), Object: SignerEndpoint, Rights: kernel.Write | kernel.GrantReply, Badge: signerBadge(i),
 		})
 	}
 	return nil
