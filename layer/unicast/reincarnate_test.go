@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,9 +25,28 @@ import (
 // address) an allocation to its name must succeed (issue 9's brief: 2 s).
 const restartBound = 2 * time.Second
 
+// logLines collects an IPCP's log.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) logf(format string, args ...any) {
+	l.mu.Lock()
+	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+	l.mu.Unlock()
+}
+
+func (l *logLines) find(sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.lines, func(s string) bool { return strings.Contains(s, sub) })
+}
+
 // restartNet builds the line n0 - n1 - n2 with the keys ids in layer of
-// admission pol and directory dirPolicy, with "svc" registered at n2.
-func restartNet(t *testing.T, ids []*identity.Identity, pol admission.Policy, dirPolicy string) *unicasttest.Net {
+// admission pol and directory dirPolicy, with "svc" registered at n2;
+// n1's log goes to log1.
+func restartNet(t *testing.T, ids []*identity.Identity, pol admission.Policy, dirPolicy string, log1 *logLines) *unicasttest.Net {
 	t.Helper()
 	n := unicasttest.New(t)
 	n.Template.LayerConfig.Dir = dirPolicy
@@ -31,6 +54,9 @@ func restartNet(t *testing.T, ids []*identity.Identity, pol admission.Policy, di
 		c.Signer = ids[i]
 		if i == 0 {
 			c.LayerConfig.Admission = pol
+		}
+		if i == 1 && log1 != nil {
+			c.Logf = log1.logf
 		}
 	})
 	n.WaitOperational(10 * time.Second)
@@ -106,7 +132,8 @@ func restartedMember(t *testing.T, dirPolicy string, protected bool) {
 	if protected {
 		pol = admission.Policy{Mode: admission.ModeAllow, Keys: []ed25519.PublicKey{ids[0].Public(), ids[1].Public(), ids[2].Public()}}
 	}
-	n := restartNet(t, ids, pol, dirPolicy)
+	var log1 logLines
+	n := restartNet(t, ids, pol, dirPolicy, &log1)
 	n0, n1, n2 := unicasttest.NodeName(0), unicasttest.NodeName(1), unicasttest.NodeName(2)
 	old := n.Node(n2).IPCP.Addr()
 	allocWithin(t, n, n0, n.Node(n2), "svc", time.Now(), 5*time.Second)
@@ -128,6 +155,7 @@ func restartedMember(t *testing.T, dirPolicy string, protected bool) {
 		closed <- err
 	}()
 
+	deallocs := n.Node(n0).IPCP.Stats().Deallocs
 	killSilently(n, n2, n1)
 	acc.Port.Close()
 	restarted := time.Now()
@@ -139,6 +167,9 @@ func restartedMember(t *testing.T, dirPolicy string, protected bool) {
 	if a := nd.IPCP.Addr(); a != old {
 		t.Errorf("restarted member at address %d, was %d", a, old)
 	}
+	if want := fmt.Sprintf("address %d taken back by %s", old, n2); !log1.find(want) {
+		t.Errorf("the enroller n1 did not replace the old membership (no %q in its log)", want)
+	}
 	for _, name := range []string{n0, n1, n2} {
 		if m := n.Node(name).IPCP.Stats().Members; m != 3 {
 			t.Errorf("%s: routing knows %d members of 3 (a ghost of the old incarnation)", name, m)
@@ -149,7 +180,11 @@ func restartedMember(t *testing.T, dirPolicy string, protected bool) {
 		if err == nil || flowTimeout(err) {
 			t.Errorf("n0's flow to the crashed incarnation: read %v, want it closed", err)
 		}
-		t.Logf("n0's flow to the crashed incarnation closed %v after the restart", time.Since(restarted).Round(time.Millisecond))
+		how := "at its flow timeout"
+		if s := n.Node(n0).IPCP.Stats(); s.Deallocs > deallocs {
+			how = "by the new incarnation's Dealloc"
+		}
+		t.Logf("n0's flow to the crashed incarnation closed %v after the restart, %s", time.Since(restarted).Round(time.Millisecond), how)
 	case <-time.After(5 * time.Second):
 		t.Errorf("n0's flow to the crashed incarnation still open 5 s after the restart")
 	}
@@ -165,7 +200,7 @@ func restartedMember(t *testing.T, dirPolicy string, protected bool) {
 // address in use: mallory took n2's address and the test failed.
 func TestRestartedMemberKeyBound(t *testing.T) {
 	ids := []*identity.Identity{newID(t), newID(t), newID(t)}
-	n := restartNet(t, ids, admission.Policy{Mode: admission.ModeOpen}, "dht")
+	n := restartNet(t, ids, admission.Policy{Mode: admission.ModeOpen}, "dht", nil)
 	n0, n1, n2 := unicasttest.NodeName(0), unicasttest.NodeName(1), unicasttest.NodeName(2)
 	old := n.Node(n2).IPCP.Addr()
 	killSilently(n, n2, n1)
