@@ -79,7 +79,7 @@ type Config struct {
 	// in one round trip (0: fa.DefaultTicketLife; negative: never
 	// resume, always make the full key exchange).
 	SealTicketLife time.Duration
-	// Addr is a static address (0: the one Signer's key derives,
+	// Addr is a static address (0: the one Signer's key and Name derive,
 	// addr.Keyed; drawn from Entropy only if another member has it).
 	Addr layer.Addr
 	// Entropy for random addresses, the fallback (default crypto/rand.Reader).

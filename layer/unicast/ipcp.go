@@ -424,15 +424,17 @@ func (p *IPCP) assign(lc enroll.Config, members enroll.Members) (layer.Addr, err
 	if lc.Protected() {
 		return p.assignProtected(lc, members)
 	}
-	// Without a static address, the key's (at random only if another
-	// member has it): a member restarted with the same key comes back at
-	// the same address, and its names and routes with it.
+	// Without a static address, the one the key and the IPCP's name
+	// derive (at random only if another member has it): a member
+	// restarted with the same key comes back at the same address, and
+	// its names and routes with it; two IPCPs of one node in the layer
+	// get two.
 	kind := addr.Keyed
 	if p.cfg.Addr != 0 {
 		kind = addr.Static
 	}
 	as, err := addr.New(addr.Config{Kind: kind, Width: int(lc.AddrWidth), Entropy: p.cfg.Entropy, Addr: p.cfg.Addr,
-		Layer: lc.Layer, Key: p.cfg.Signer.Public()})
+		Layer: lc.Layer, Key: p.cfg.Signer.Public(), Name: p.cfg.Name})
 	if err != nil {
 		return 0, err
 	}

@@ -8,8 +8,9 @@ import (
 
 // Membership bound to the member's key.
 //
-// A member's address is its key's (addr.Keyed; addr.FromKey, the same in
-// protected layers) unless its configuration gives one, so a member that
+// A member's address derives from its key and IPCP name (addr.Keyed; in
+// a protected layer from its key alone, addr.FromKey) unless its
+// configuration gives one, so a member that
 // restarts, or whose IPCP is restarted after a fault, with the same node
 // key asks for its old address again. The enrolling member gives it back
 // (core.Claim) once the new incarnation proved the key that routing knows

@@ -253,3 +253,25 @@ func TestRestartedMemberKeyBound(t *testing.T) {
 	default:
 	}
 }
+
+// TestTwoIPCPsOneKey: two IPCPs of one node (one key) in one open layer
+// are two members, not one restarting: they get two addresses (the key
+// and each IPCP's name derive it), and the second does not replace the
+// first. With the address derived from the key alone (run once), the
+// second was given the first's address.
+func TestTwoIPCPsOneKey(t *testing.T) {
+	ids := []*identity.Identity{newID(t), newID(t), newID(t)}
+	var log1 logLines
+	n := restartNet(t, ids, admission.Policy{Mode: admission.ModeOpen}, "dht", &log1)
+	n1, n2 := unicasttest.NodeName(1), unicasttest.NodeName(2)
+	twin := n.Add("twin."+unicasttest.Layer, false, []string{n1}, func(c *unicast.Config) { c.Signer = ids[2] })
+	n.WaitFor(5*time.Second, "the twin enrolled", twin.IPCP.Operational)
+	if a, b := twin.IPCP.Addr(), n.Node(n2).IPCP.Addr(); a == b {
+		t.Fatalf("two IPCPs of one key at one address %d", a)
+	}
+	n.WaitFor(5*time.Second, "4 members", func() bool { return n.Node(unicasttest.NodeName(0)).IPCP.Stats().Members == 4 })
+	if log1.find("taken back") {
+		t.Fatal("the enroller replaced a live member by its twin")
+	}
+	allocWithin(t, n, unicasttest.NodeName(0), n.Node(n2), "svc", time.Now(), 5*time.Second)
+}

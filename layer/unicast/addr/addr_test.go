@@ -140,6 +140,21 @@ func TestKeyed(t *testing.T) {
 			t.Fatalf("width %d: the same address in two layers", width)
 		}
 	}
+	// With a name: another address per name, the same for the same name.
+	named := func(name string) layer.Addr {
+		a, err := addr.New(addr.Config{Kind: addr.Keyed, Entropy: newSeeded(4), Layer: "net", Key: key, Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.Assign(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if x, y, x2 := named("a.net"), named("b.net"), named("a.net"); x == y || x != x2 || x != addr.FromKeyName("net", 8, key, "a.net") || x == addr.FromKey("net", 8, key) {
+		t.Fatalf("named addresses: a %#x, b %#x, a again %#x", uint64(x), uint64(y), uint64(x2))
+	}
 	if _, err := addr.New(addr.Config{Kind: addr.Keyed, Entropy: newSeeded(1)}); err == nil {
 		t.Fatal("keyed without a key: got nil error")
 	}
