@@ -41,7 +41,11 @@ func TestRestartedOrigin(t *testing.T) {
 				// 3 its earlier incarnation's LSU and node 3 answers with
 				// its own older one, forever (routingtest's Flood fails
 				// after 10,000 rounds; node 3 counts a check and a stale
-				// LSU per round). The cause is not found yet.
+				// LSU per round). The cause is not found yet; main's
+				// TestReceiveSequenceNumbers ("own, newer") fails the same
+				// way under -race, every run: the router counts the own
+				// LSU as stale, its sequence number above the one in its
+				// database.
 				t.Skip("intermittent flooding livelock under -race, cause open (see the comment)")
 			}
 			net := newLineNet(t, 3)
