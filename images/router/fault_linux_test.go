@@ -195,9 +195,8 @@ dir = { echo = "127.0.0.1:%d" }
 // member's unicast IPCP panics in its data-transfer input, is restarted,
 // comes back into the layer by itself from its configuration, and pings
 // across the layer resume. The member poisoned is the layer's first
-// (bootstrap, static address): an enrolled member with a random address
-// comes back with a new one, while the directory keeps its old one for
-// its names until their records expire (docs/node.md).
+// (bootstrap, static address); an enrolled member comes back at its
+// key's address (TestMemberRestart, docs/node.md).
 func TestFaultUnicastInput(t *testing.T) {
 	n := faultNet(t)
 	port := freeTCP(t)

@@ -79,9 +79,10 @@ type Config struct {
 	// in one round trip (0: fa.DefaultTicketLife; negative: never
 	// resume, always make the full key exchange).
 	SealTicketLife time.Duration
-	// Addr is a static address (0: a random one, drawn from Entropy).
+	// Addr is a static address (0: the one Signer's key and Name derive,
+	// addr.Keyed; drawn from Entropy only if another member has it).
 	Addr layer.Addr
-	// Entropy for random addresses (default crypto/rand.Reader).
+	// Entropy for random addresses, the fallback (default crypto/rand.Reader).
 	Entropy io.Reader
 
 	// Sched is the per-N-1-flow scheduling discipline across QoS cubes,

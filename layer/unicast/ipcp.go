@@ -91,6 +91,7 @@ const maxEnrolling = 4
 
 type claim struct {
 	name string
+	key  ed25519.PublicKey // of the member that claimed the address
 	at   time.Time
 }
 
@@ -423,11 +424,17 @@ func (p *IPCP) assign(lc enroll.Config, members enroll.Members) (layer.Addr, err
 	if lc.Protected() {
 		return p.assignProtected(lc, members)
 	}
-	kind := addr.Random
+	// Without a static address, the one the key and the IPCP's name
+	// derive (at random only if another member has it): a member
+	// restarted with the same key comes back at the same address, and
+	// its names and routes with it; two IPCPs of one node in the layer
+	// get two.
+	kind := addr.Keyed
 	if p.cfg.Addr != 0 {
 		kind = addr.Static
 	}
-	as, err := addr.New(addr.Config{Kind: kind, Width: int(lc.AddrWidth), Entropy: p.cfg.Entropy, Addr: p.cfg.Addr})
+	as, err := addr.New(addr.Config{Kind: kind, Width: int(lc.AddrWidth), Entropy: p.cfg.Entropy, Addr: p.cfg.Addr,
+		Layer: lc.Layer, Key: p.cfg.Signer.Public(), Name: p.cfg.Name})
 	if err != nil {
 		return 0, err
 	}
@@ -692,6 +699,7 @@ type core struct {
 	enrolled   atomic.Uint64
 	discovered atomic.Uint64 // neighbours connected to by discovery (Config.Discover)
 	forgotten  atomic.Uint64 // of those, given up once no longer heard
+	reinc      reincarnations
 
 	portsMu sync.Mutex // serialises writers of ports
 	ports   atomic.Pointer[map[pff.Port]*nport]
@@ -893,40 +901,65 @@ func (c *core) Members() []layer.Addr {
 	return out // Database is ascending by origin and includes self
 }
 
-// Offer implements enroll.Member.
+// Offer implements enroll.Member. The addresses in use it lists leave
+// out those of req's own key (an earlier incarnation of the same member,
+// see Claim): the new member may take them back.
 func (c *core) Offer(req enroll.Req) enroll.Resp {
 	if req.Layer != c.lc.Layer {
 		return enroll.Resp{Result: enroll.Refused, Msg: "wrong layer", Name: c.p.cfg.Name}
 	}
-	ms := c.Members()
+	key := ed25519.PublicKey(req.PubKey)
+	ms := slices.DeleteFunc(c.Members(), func(a layer.Addr) bool { return a != c.self && c.ownedBy(a, key) })
 	c.p.mu.Lock()
 	for a, cl := range c.p.claims {
 		if time.Since(cl.at) > time.Minute {
 			delete(c.p.claims, a)
 			continue
 		}
-		ms = append(ms, a)
+		if !cl.key.Equal(key) {
+			ms = append(ms, a)
+		}
 	}
 	c.p.mu.Unlock()
 	slices.Sort(ms)
 	return enroll.Resp{Result: enroll.OK, Config: c.lc, Members: slices.Compact(ms), Name: c.p.cfg.Name, Addr: c.self}
 }
 
-// Claim implements enroll.Member.
+// ownedBy reports whether routing knows a as the address of key.
+func (c *core) ownedBy(a layer.Addr, key ed25519.PublicKey) bool {
+	k := c.router.KeyOf(a)
+	return k != nil && k.Equal(key)
+}
+
+// Claim implements enroll.Member. An address in use is refused unless
+// routing knows it as the address of the same key: the member restarted
+// (or its IPCP was), proved its key again, and takes its address back;
+// the membership of its earlier incarnation is replaced (reincarnate).
+// Any other key asking for it is refused, as is a claim another key made
+// less than a minute ago.
 func (c *core) Claim(req enroll.Req, a layer.Addr) bool {
-	if c.lc.Protected() && a != addr.FromKey(c.lc.Layer, int(c.lc.AddrWidth), req.PubKey) {
+	key := ed25519.PublicKey(req.PubKey)
+	if c.lc.Protected() && a != addr.FromKey(c.lc.Layer, int(c.lc.AddrWidth), key) {
 		return false // in a protected layer, only the key's own address
 	}
-	if a == c.self || (c.lc.AddrWidth == 4 && a>>32 != 0) || slices.Contains(c.Members(), a) {
+	if a == c.self || (c.lc.AddrWidth == 4 && a>>32 != 0) {
+		return false
+	}
+	again := slices.Contains(c.Members(), a)
+	if again && !c.ownedBy(a, key) {
 		return false
 	}
 	c.p.mu.Lock()
-	defer c.p.mu.Unlock()
-	if cl, ok := c.p.claims[a]; ok && cl.name != req.Name && time.Since(cl.at) < time.Minute {
+	if cl, ok := c.p.claims[a]; ok && !cl.key.Equal(key) && time.Since(cl.at) < time.Minute {
+		c.p.mu.Unlock()
 		return false
 	}
-	c.p.claims[a] = claim{name: req.Name, at: time.Now()}
+	c.p.claims[a] = claim{name: req.Name, key: slices.Clone(key), at: time.Now()}
 	c.p.peers[a] = req.Name
+	c.p.mu.Unlock()
+	if again {
+		c.reincarnate(a, req.Name)
+	}
 	return true
 }
 

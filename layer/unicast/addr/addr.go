@@ -1,7 +1,8 @@
 // Package addr assigns a unicast IPCP its flat layer address (Ouroboros'
-// addr-auth): at random from injected entropy, or from configuration,
-// never colliding with known members. It does not learn the members
-// (enrollment does) nor defend the address afterwards.
+// addr-auth): derived from the member's key (so that a restarted member
+// comes back at the same address), at random from injected entropy, or
+// from configuration, never colliding with known members. It does not
+// learn the members (enrollment does) nor defend the address afterwards.
 package addr
 
 import (
@@ -9,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	"github.com/ouronet/ouro/flow"
@@ -25,6 +27,12 @@ const (
 	Random Kind = iota
 	// Static takes the configured address, failing if it is taken.
 	Static
+	// Keyed takes the address the member's key and name derive
+	// (FromKeyName; FromKey without a name) and, only if another member
+	// has it, draws at random like Random: a member that restarts with
+	// the same key asks for the same address again, so its names and
+	// routes stay valid.
+	Keyed
 )
 
 func (k Kind) String() string {
@@ -33,6 +41,8 @@ func (k Kind) String() string {
 		return "random"
 	case Static:
 		return "static"
+	case Keyed:
+		return "keyed"
 	}
 	return fmt.Sprintf("addr.Kind(%d)", uint8(k))
 }
@@ -72,6 +82,13 @@ type Config struct {
 	Entropy io.Reader
 	// Addr is the Static address; required for Static.
 	Addr layer.Addr
+	// Layer, Key and Name are the layer's name, the member's public key
+	// and its IPCP name, from which the Keyed policy derives its first
+	// address (FromKeyName, or FromKey if Name is empty); Key is required
+	// for Keyed, which also needs Entropy.
+	Layer string
+	Key   []byte
+	Name  string
 }
 
 // policy draws the next candidate address.
@@ -94,6 +111,22 @@ func (p *random) draw() (layer.Addr, error) {
 	return layer.Addr(binary.BigEndian.Uint64(p.buf[:]) & p.mask), nil
 }
 func (p *random) retry() bool { return true }
+
+// keyed draws the key's address first, then at random.
+type keyed struct {
+	first layer.Addr
+	drawn bool
+	rnd   *random
+}
+
+func (p *keyed) draw() (layer.Addr, error) {
+	if !p.drawn {
+		p.drawn = true
+		return p.first, nil
+	}
+	return p.rnd.draw()
+}
+func (p *keyed) retry() bool { return true }
 
 type static struct{ a layer.Addr }
 
@@ -123,6 +156,15 @@ func New(cfg Config) (*Assigner, error) {
 			return nil, fmt.Errorf("addr: random policy needs an entropy source: %w", flow.ErrInvalid)
 		}
 		a.pol = &random{r: cfg.Entropy, mask: ^uint64(0) >> (64 - 8*width)}
+	case Keyed:
+		if cfg.Entropy == nil || len(cfg.Key) == 0 {
+			return nil, fmt.Errorf("addr: keyed policy needs a key and an entropy source: %w", flow.ErrInvalid)
+		}
+		first := FromKey(cfg.Layer, width, cfg.Key)
+		if cfg.Name != "" {
+			first = FromKeyName(cfg.Layer, width, cfg.Key, cfg.Name)
+		}
+		a.pol = &keyed{first: first, rnd: &random{r: cfg.Entropy, mask: ^uint64(0) >> (64 - 8*width)}}
 	case Static:
 		if cfg.Addr == 0 || (width == 4 && cfg.Addr>>32 != 0) {
 			return nil, fmt.Errorf("addr: static address %#x does not fit %d bytes or is 0: %w", uint64(cfg.Addr), width, flow.ErrInvalid)
@@ -166,6 +208,26 @@ func FromKey(layerName string, width int, pub []byte) layer.Addr {
 	h.Write([]byte(layerName))
 	h.Write([]byte{0})
 	h.Write(pub)
+	return fromDigest(h, width)
+}
+
+// FromKeyName derives the address of the IPCP called name whose node key
+// is pub in an open layer: the first bytes of SHA-256("ouro/addr/name/v1"
+// || 0x00 || layerName || 0x00 || pub || name), masked like FromKey. Two
+// IPCPs of one node in one layer (one key) get different addresses, and
+// an IPCP restarted with its name and key gets its address again. It
+// proves nothing (protected layers use FromKey: one address per key).
+func FromKeyName(layerName string, width int, pub []byte, name string) layer.Addr {
+	h := sha256.New()
+	h.Write([]byte("ouro/addr/name/v1\x00"))
+	h.Write([]byte(layerName))
+	h.Write([]byte{0})
+	h.Write(pub)
+	h.Write([]byte(name))
+	return fromDigest(h, width)
+}
+
+func fromDigest(h hash.Hash, width int) layer.Addr {
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
 	mask := ^uint64(0)

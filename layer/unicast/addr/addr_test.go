@@ -114,3 +114,51 @@ func TestFromKey(t *testing.T) {
 		t.Fatalf("width 8 address %#x does not extend the width 4 one %#x", b, a)
 	}
 }
+
+// TestKeyed: the key's address first, the same for every Assigner of the
+// same key and layer (a restarted member asks for its old address), and
+// at random only once another member has it.
+func TestKeyed(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	for _, width := range []int{4, 8} {
+		want := addr.FromKey("net", width, key)
+		for seed := range byte(3) {
+			a, err := addr.New(addr.Config{Kind: addr.Keyed, Width: width, Entropy: newSeeded(seed), Layer: "net", Key: key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := a.Assign(addr.Set{1: {}}); got != want || err != nil {
+				t.Fatalf("width %d seed %d: Assign = %#x, %v; want the key's %#x", width, seed, uint64(got), err, uint64(want))
+			}
+		}
+		a, _ := addr.New(addr.Config{Kind: addr.Keyed, Width: width, Entropy: newSeeded(9), Layer: "net", Key: key})
+		got, err := a.Assign(addr.Set{want: {}})
+		if err != nil || got == want || got == 0 || (width == 4 && got>>32 != 0) {
+			t.Fatalf("width %d: key's address taken: Assign = %#x, %v; want another address", width, uint64(got), err)
+		}
+		if other := addr.FromKey("other", width, key); other == want {
+			t.Fatalf("width %d: the same address in two layers", width)
+		}
+	}
+	// With a name: another address per name, the same for the same name.
+	named := func(name string) layer.Addr {
+		a, err := addr.New(addr.Config{Kind: addr.Keyed, Entropy: newSeeded(4), Layer: "net", Key: key, Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.Assign(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if x, y, x2 := named("a.net"), named("b.net"), named("a.net"); x == y || x != x2 || x != addr.FromKeyName("net", 8, key, "a.net") || x == addr.FromKey("net", 8, key) {
+		t.Fatalf("named addresses: a %#x, b %#x, a again %#x", uint64(x), uint64(y), uint64(x2))
+	}
+	if _, err := addr.New(addr.Config{Kind: addr.Keyed, Entropy: newSeeded(1)}); err == nil {
+		t.Fatal("keyed without a key: got nil error")
+	}
+	if _, err := addr.New(addr.Config{Kind: addr.Keyed, Key: key}); err == nil {
+		t.Fatal("keyed without entropy: got nil error")
+	}
+}

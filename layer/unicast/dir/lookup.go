@@ -2,6 +2,7 @@ package dir
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ type result struct {
 	nodes  []contact    // FIND_NODE: the K closest members that answered, nearest first
 	values []layer.Addr // FIND_VALUE: the addresses of the first genuine records found
 	hops   int          // the longest chain of requests to the answer
+	ownSeq uint64       // FIND_VALUE: the highest sequence number of the genuine records signed with this member's key
 	msgs   int          // requests sent
 }
 
@@ -145,6 +147,9 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 				continue
 			case m.Type == MsgValue && op == MsgFindValue:
 				for _, r := range d.verified(c.c.addr, target, m.Records) {
+					if ed25519.PublicKey(r.Key).Equal(d.cfg.Signer.Public()) {
+						res.ownSeq = max(res.ownSeq, r.Seq)
+					}
 					if r.live() && !slices.Contains(res.values, r.Addr) {
 						res.values = append(res.values, r.Addr)
 					}
@@ -193,6 +198,22 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 // K members closest to h, and returns how many acknowledged.
 func (d *DHT) publish(ctx context.Context, h layer.Hash, addrs []layer.Addr, ttl time.Duration) (int, error) {
 	secs := uint32(min((ttl+time.Second-1)/time.Second, math.MaxUint32))
+	d.mu.Lock()
+	first := len(d.own[h]) == 0
+	d.mu.Unlock()
+	if first && ttl > 0 && !clockSet(d.cfg.Clock.Now()) {
+		// Sequence numbers come from the clock, so that a restarted
+		// member's records replace its earlier incarnation's. A clock
+		// that is not set (a board counts from 1970 at boot) starts them
+		// below: the holders would refuse the new records as replays and
+		// keep the old ones until they expire. Look the name's records
+		// up first and go on above the highest of this key.
+		if res, err := d.iterate(ctx, h, MsgFindValue); err == nil && res.ownSeq > 0 {
+			d.mu.Lock()
+			d.seq = max(d.seq, res.ownSeq)
+			d.mu.Unlock()
+		}
+	}
 	recs := make([]Record, 0, len(addrs))
 	for _, a := range addrs {
 		d.mu.Lock()
@@ -376,3 +397,7 @@ func jitter(self, key layer.Hash, span time.Duration) time.Duration {
 	x := binary.BigEndian.Uint64(self[:8]) ^ binary.BigEndian.Uint64(key[:8])
 	return time.Duration(x % uint64(span))
 }
+
+// clockSet reports whether t looks like a set wall clock: boards without
+// one count from 1970 at boot.
+func clockSet(t time.Time) bool { return t.Year() >= 2020 }

@@ -220,6 +220,10 @@ func (n *Net) Remove(addr layer.Addr) {
 	delete(n.nodes, addr)
 }
 
+// maxRounds bounds Flood: far more rounds than any network of the tests
+// needs (one per hop of its diameter, and a few more).
+const maxRounds = 10000
+
 // Flood runs rounds of Flush-then-deliver until no message is in flight,
 // and returns the number of rounds. It does not recompute routes.
 func (n *Net) Flood() int {
@@ -232,6 +236,21 @@ func (n *Net) Flood() int {
 			return rounds
 		}
 		rounds++
+		if rounds > maxRounds {
+			// A flood that never settles is a livelock: fail with what is
+			// in flight rather than hang the test binary.
+			var in []string
+			for _, d := range n.queue {
+				desc := fmt.Sprintf("%d→%d", d.from, d.to)
+				if m, err := routing.Unmarshal(d.msg); err == nil {
+					for _, l := range m.LSUs {
+						desc += fmt.Sprintf(" [origin %d seq %d]", l.Origin, l.Seq)
+					}
+				}
+				in = append(in, desc)
+			}
+			panic(fmt.Sprintf("routingtest: flooding has not settled after %d rounds; in flight: %v", maxRounds, in))
+		}
 		q := n.queue
 		n.queue = nil
 		for _, d := range q {
