@@ -83,7 +83,18 @@ QEMU_CMD = $(QEMU_CMD_$(BOARD))
 # ouro measure, make imx, make sdcard). A panic's trace names functions
 # from .gopclntab, which stays.
 DEBUG         ?=
-TAMAGO_LDFLAGS = -T $(TEXT_START) -R 0x1000$(if $(DEBUG),, -w)
+# BOARD_LDFLAGS: a board's own linker flags (mk/microvm.mk)
+TAMAGO_LDFLAGS = -T $(TEXT_START) -R 0x1000$(if $(DEBUG),, -w)$(if $(BOARD_LDFLAGS), $(BOARD_LDFLAGS))
+# Board images are compiled without inlining: 0.5 MB (armory) to 0.75 MB
+# smaller (docs/benchmarks.md, "Image sizes", with the speed it costs);
+# INLINE=1 inlines as go build does.
+INLINE        ?=
+TAMAGO_GCFLAGS = $(if $(INLINE),,-gcflags=all=-l)
+# IMAGE_TAGS: the build tags CONFIG needs beyond the board's, from the
+# node's own parser (router -image-tags: ipstack_tcp when an [[ipnet]]
+# netstack serves a status page; gVisor's TCP is left out otherwise).
+# Evaluated by the recipe's shell, once config-check passed.
+IMAGE_TAGS     = $(if $(CONFIG),$$($(CONFIG_CHECKER) -image-tags '$(CONFIG)'))
 # TAMAGO_STRIP ELF: strip ELF in place (tools/qemu/stripelf.sh), or
 # nothing with DEBUG=1
 TAMAGO_STRIP   = $(if $(DEBUG),true,OBJCOPY="$(TAMAGO_OBJCOPY)" tools/qemu/stripelf.sh)
@@ -122,7 +133,8 @@ image: config-check tamago-check-board
 		pkg="$(IMAGE_FALLBACK)"; \
 	fi; \
 	out="bin/$$(basename $$pkg)-$(BOARD).elf"; \
-	cmd="$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS) -ldflags \"$(TAMAGO_LDFLAGS)$(if $(CONFIG), -X main.config=\$$(base64 -w0 '$(CONFIG)'))\" -o $$out $$pkg"; \
+	xt=$(IMAGE_TAGS) || exit 1; \
+	cmd="$(TAMAGO_GOENV) nice $(TAMAGO) build -trimpath -tags $(TAMAGO_TAGS)$${xt:+,$$xt} $(TAMAGO_GCFLAGS) -ldflags \"$(TAMAGO_LDFLAGS)$(if $(CONFIG), -X main.config=\$$(base64 -w0 '$(CONFIG)'))\" -o $$out $$pkg"; \
 	echo "$$cmd"; \
 	eval "$$cmd" && \
 	$(if $(DEBUG),,echo '$(TAMAGO_STRIP)' $$out && $(TAMAGO_STRIP) $$out &&) \

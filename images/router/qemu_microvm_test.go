@@ -151,13 +151,16 @@ func findMicrovmToolchain(t *testing.T) toolchain {
 	return toolchain{tamago: qemutest.Tamago(t, "qemu-system-x86_64", "qemu-system-x86")}
 }
 
+// microvmLDFlags is mk/microvm.mk's MICROVM_LDFLAGS.
+const microvmLDFlags = "-funcalign 16"
+
 // buildMicrovmImage builds images/router for microvm with cfg embedded
 // (mk/microvm.mk's command line) and returns the ELF's path.
 func buildMicrovmImage(t *testing.T, tc toolchain, cfg string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-microvm.elf")
-	ld := "-T 0x10010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
-	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-ldflags", ld, "-o", elf, ".")
+	ld := "-T 0x10010000 -R 0x1000 -w " + microvmLDFlags + " -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", "microvm"+configTags(t, cfg), boardGCFlags, "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=amd64")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
