@@ -21,6 +21,9 @@
 #                         the VM within 2 s of each coming back;
 #                         TestQEMUImxStub: the .imx payload boots through its
 #                         BSS-clearing stub with garbage in BSS;
+#                         TestQEMUNoTCP: an image built without gVisor's TCP
+#                         stops at start when its configuration asks for a
+#                         status page;
 #                         then, built with -tags faultinject,
 #                         TestQEMUFaultNIC: a poison frame faults the NIC
 #                         driver component, which is restarted, and pings
@@ -190,7 +193,7 @@ qemu-test:
 	$(TAMAGO_GO) build -o bin/enetpeer ./tools/qemu/enetpeer && \
 	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh && \
 	log=$$(mktemp); \
-	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority|TestQEMURestart|TestQEMUImxStub)$$' ./images/router >$$log 2>&1 && \
+	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority|TestQEMURestart|TestQEMUImxStub|TestQEMUNoTCP)$$' ./images/router >$$log 2>&1 && \
 	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC$$' ./images/router >>$$log 2>&1 && \
 	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -count=1 -timeout 5m -v -run '^TestQEMUSelftest$$' ./images/selftest >>$$log 2>&1; \
 	rc=$$?; \
