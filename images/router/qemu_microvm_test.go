@@ -152,7 +152,7 @@ func findMicrovmToolchain(t *testing.T) toolchain {
 }
 
 // microvmLDFlags is mk/microvm.mk's MICROVM_LDFLAGS.
-const microvmLDFlags = "-funcalign 16"
+const microvmLDFlags = "-funcalign 1"
 
 // buildMicrovmImage builds images/router for microvm with cfg embedded
 // (mk/microvm.mk's command line) and returns the ELF's path.
