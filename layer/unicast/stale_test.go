@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +29,18 @@ func TestStaleAnswerDroppedOnFailedAlloc(t *testing.T) {
 	n.Template.LayerConfig.Dir = "dht"
 	// K = 1: a name's record is held by the one member closest to its
 	// hash; a member that is not that one answers lookups from its cache.
-	n.Template.Directories = map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{K: 1, Alpha: 1, RPCTimeout: 200 * time.Millisecond})}
+	policy := dir.Policy(dir.Config{K: 1, Alpha: 1, RPCTimeout: 200 * time.Millisecond})
+	var mu sync.Mutex
+	dhts := map[layer.Addr]*dir.DHT{} // each member's directory, by address
+	n.Template.Directories = map[string]unicast.NewDirectory{"dht": func(cfg unicast.DirConfig) (unicast.Directory, error) {
+		d, err := policy(cfg)
+		if err == nil {
+			mu.Lock()
+			dhts[cfg.Env.Self()] = d.(*dir.DHT)
+			mu.Unlock()
+		}
+		return d, err
+	}}
 	n.Build(line(4), nil)
 	n.WaitOperational(20 * time.Second)
 	a, from, to := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(3)), n.Node(unicasttest.NodeName(1))
@@ -63,6 +76,16 @@ func TestStaleAnswerDroppedOnFailedAlloc(t *testing.T) {
 	} else {
 		acc.Port.Close()
 	}
+	// n0's answer is the cached one naming n3 (a membership change in
+	// between would have dropped it: asked again until it is).
+	mu.Lock()
+	d := dhts[a.IPCP.Addr()]
+	mu.Unlock()
+	h := layer.HashName(layer.SHA3_256, name)
+	n.WaitFor(5*time.Second, "n0's cached answer", func() bool {
+		f, err := d.Find(context.Background(), h)
+		return err == nil && f.Source == "cache" && slices.Equal(f.Addrs, []layer.Addr{from.IPCP.Addr()})
+	})
 	// The name moves.
 	if err := from.IPCP.Unregister(ctxT(t, 5*time.Second), name); err != nil {
 		t.Fatal(err)
@@ -72,6 +95,9 @@ func TestStaleAnswerDroppedOnFailedAlloc(t *testing.T) {
 	err := alloc(ctxT(t, 5*time.Second))
 	if !errors.Is(err, flow.ErrNotFound) {
 		t.Fatalf("alloc %s right after it moved: %v, want n3's not found (the cached answer)", name, err)
+	}
+	if got := d.Stats().StaleDrops; got != 1 {
+		t.Fatalf("n0's directory dropped %d stale answers, want 1", got)
 	}
 	// The retry looks the name up afresh and reaches n1.
 	if err := alloc(ctxT(t, 5*time.Second)); err != nil {
