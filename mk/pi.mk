@@ -94,7 +94,8 @@ pi-check:
 pi-image: config-check pi-check
 	@if [ ! -x "$(PI_TAMAGO_GOROOT)/bin/go" ] || [ -z "$(PI_TAMAGO)" ]; then echo "$(PI_SKIP_TOOLCHAIN)"; exit 2; fi
 	@mkdir -p bin
-	$(PI_GOENV) nice $(PI_TAMAGO) build -trimpath -tags $(PI_TAGS) -ldflags "$(PI_LDFLAGS) $(CONFIG_LDFLAGS)" -o $(PI_ELF) $(PI_IMAGE)
+	xt=$(IMAGE_TAGS) && \
+	$(PI_GOENV) nice $(PI_TAMAGO) build -trimpath -tags $(PI_TAGS)$${xt:+,$$xt} $(TAMAGO_GCFLAGS) -ldflags "$(PI_LDFLAGS) $(CONFIG_LDFLAGS)" -o $(PI_ELF) $(PI_IMAGE)
 	$(TAMAGO_STRIP) $(PI_ELF)
 	@ls -l $(PI_ELF)
 

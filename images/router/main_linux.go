@@ -27,13 +27,22 @@ func main() {
 		strings.Join(flow.SocketCandidates(), ", ")+")")
 	printSys := flag.String("print-system", "", "print the system description (table, dot or mermaid) and exit")
 	check := flag.String("check-config", "", "check the configuration `FILE` (as make image does before building) and exit: 0 if it is valid")
+	tags := flag.String("image-tags", "", "print the build tags a board image needs for the configuration `FILE`, comma-separated (make image adds them), and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: router -config FILE [-socket PATH]\n       router -check-config FILE\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: router -config FILE [-socket PATH]\n       router -check-config FILE\n       router -image-tags FILE\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	if *check != "" {
 		os.Exit(checkConfig(*check))
+	}
+	if *tags != "" {
+		cfg, err := node.LoadConfig(*tags)
+		if err != nil {
+			log.Fatalf("router: %v", err)
+		}
+		fmt.Println(strings.Join(imageTags(cfg), ","))
+		return
 	}
 	if *cfgPath == "" {
 		flag.Usage()

@@ -25,12 +25,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/images/internal/ipstack"
 	"github.com/ouronet/ouro/images/internal/node"
 )
 
@@ -89,6 +91,9 @@ func main() {
 	cfg, err := node.ParseConfig([]byte(text))
 	if err != nil {
 		fail("%v", err)
+	}
+	if slices.Contains(imageTags(cfg), "ipstack_tcp") && !ipstack.HasTCP {
+		fail("the configuration serves a status page ([[ipnet]] status) but this image was built without TCP: build it with make image CONFIG=FILE, which adds -tags ipstack_tcp (router -image-tags FILE)")
 	}
 
 	// The node's identity: derived from the board's hardware unique key

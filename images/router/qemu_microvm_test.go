@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,6 +152,9 @@ func findMicrovmToolchain(t *testing.T) toolchain {
 	return toolchain{tamago: qemutest.Tamago(t, "qemu-system-x86_64", "qemu-system-x86")}
 }
 
+// microvmLDFlags is mk/microvm.mk's MICROVM_LDFLAGS.
+const microvmLDFlags = "-funcalign 1"
+
 // buildMicrovmImage builds images/router for microvm with cfg embedded
 // (mk/microvm.mk's command line) and returns the ELF's path.
 func buildMicrovmImage(t *testing.T, tc toolchain, cfg string) string {
@@ -162,8 +166,8 @@ func buildMicrovmImage(t *testing.T, tc toolchain, cfg string) string {
 func buildMicrovmImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-microvm.elf")
-	ld := "-T 0x10010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
-	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", tags, "-ldflags", ld, "-o", elf, ".")
+	ld := "-T 0x10010000 -R 0x1000 -w " + microvmLDFlags + " -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
+	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", strings.TrimPrefix(tags+configTags(t, cfg), ","), boardGCFlags, "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=amd64")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -272,7 +272,7 @@ func buildImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-usbarmory.elf")
 	ld := "-T 0x80010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
-	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", tags, "-ldflags", ld, "-o", elf, ".")
+	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", tags+configTags(t, cfg), boardGCFlags, "-ldflags", ld, "-o", elf, ".")
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -283,6 +283,24 @@ func buildImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
 	}
 	t.Logf("built %s in %v", elfSize(elf), time.Since(start).Round(100*time.Millisecond))
 	return elf
+}
+
+// boardGCFlags is mk/tamago.mk's TAMAGO_GCFLAGS: board images are built
+// without inlining (docs/benchmarks.md, image sizes).
+const boardGCFlags = "-gcflags=all=-l"
+
+// configTags returns ",TAG..." for the build tags a board image needs for
+// cfg (router -image-tags, as make image adds them), or "".
+func configTags(t *testing.T, cfg string) string {
+	t.Helper()
+	c, err := node.ParseConfig([]byte(cfg))
+	if err != nil {
+		t.Fatalf("image configuration: %v", err)
+	}
+	if tags := imageTags(c); len(tags) > 0 {
+		return "," + strings.Join(tags, ",")
+	}
+	return ""
 }
 
 // stripImage strips elf as make image does (tools/qemu/stripelf.sh, with

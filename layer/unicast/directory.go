@@ -6,6 +6,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/fa"
 )
 
 // This file is the contract between the unicast IPCP and its directory
@@ -173,4 +174,25 @@ type DirCounters interface {
 // changes, from the same goroutine as Handle. It must not block.
 type MembersWatcher interface {
 	MembersChanged(members []layer.Addr)
+}
+
+// StaleWatcher is an optional Directory operation, found by type
+// assertion: an allocation to the name whose hash is h failed at the
+// member at a, which does not serve h (it said so) or did not answer (no
+// route, gone). An answer for h naming a that the directory cached is
+// dropped, so that the next Lookup asks afresh instead of giving the
+// stale address again until the cache time ends (issue 18). It must not
+// block.
+type StaleWatcher interface {
+	Stale(h layer.Hash, a layer.Addr)
+}
+
+var _ fa.StaleHook = (*core)(nil)
+
+// Stale implements fa.StaleHook: the flow allocator could not allocate
+// h's flow at dst; the directory is told (StaleWatcher).
+func (c *core) Stale(h layer.Hash, dst layer.Addr) {
+	if w, ok := c.dir.(StaleWatcher); ok {
+		w.Stale(h, dst)
+	}
 }

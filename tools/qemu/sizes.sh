@@ -38,6 +38,13 @@ out=$(make --no-print-directory image BOARD=usbarmory 2>&1) || {
 echo "sizes: usbarmory" >&2
 make --no-print-directory imx BOARD=usbarmory >/dev/null 2>&1 || true
 row "USB armory Mk II (usbarmory)" bin/router-usbarmory.elf bin/router-usbarmory.imx
+# the same image with a status page ([[ipnet]] netstack, status = 80):
+# make image adds gVisor's TCP for it (router -image-tags, ipstack_tcp)
+echo "sizes: usbarmory with a status page" >&2
+cfg=$(mktemp --suffix=.toml)
+trap 'rm -f "$table" "$cfg"' EXIT
+{ cat docs/examples/usbarmory.toml; printf '\n[[ipnet]]\nname = "lan"\nnetstack = "10.77.0.9/24"\nstatus = 80\n'; } >"$cfg"
+build image BOARD=usbarmory CONFIG="$cfg" && row "USB armory, status page (usbarmory, ipstack_tcp)" bin/router-usbarmory.elf
 echo "sizes: microvm" >&2
 build image BOARD=microvm && row "QEMU microvm (microvm)" bin/router-microvm.elf
 echo "sizes: pi2" >&2

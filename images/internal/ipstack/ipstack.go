@@ -22,14 +22,11 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/ouronet/ouro/flow"
 )
@@ -66,7 +63,7 @@ func New(addr netip.Prefix, mtu int) (*Stack, error) {
 	a := addr.Addr().Unmap()
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+		TransportProtocols: transports, // ipstack_tcp.go, ipstack_notcp.go
 	})
 	ep := channel.New(queueLen, uint32(mtu), "")
 	if err := s.CreateNIC(nicID, ep); err != nil {
@@ -137,29 +134,6 @@ func (s *Stack) Write(p []byte) (int, error) {
 	s.ep.InjectInbound(proto, pkt)
 	pkt.DecRef()
 	return len(p), nil
-}
-
-// Listen listens for TCP connections to port on the stack's address.
-func (s *Stack) Listen(port uint16) (net.Listener, error) {
-	l, err := gonet.ListenTCP(s.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(s.addr.Addr().AsSlice()), Port: port}, s.proto())
-	if err != nil {
-		return nil, fmt.Errorf("ipstack: listen on port %d: %w", port, err)
-	}
-	return l, nil
-}
-
-// Dial opens a TCP connection from the stack to addr.
-func (s *Stack) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-	a := addr.Addr().Unmap()
-	proto := ipv4.ProtocolNumber
-	if a.Is6() {
-		proto = ipv6.ProtocolNumber
-	}
-	c, err := gonet.DialContextTCP(ctx, s.s, tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(a.AsSlice()), Port: addr.Port()}, proto)
-	if err != nil {
-		return nil, fmt.Errorf("ipstack: dial %v: %w", addr, err)
-	}
-	return c, nil
 }
 
 func (s *Stack) proto() tcpip.NetworkProtocolNumber {

@@ -12,7 +12,8 @@
 // expiry, republishes its own registrations, replicates what it holds
 // when nobody else did recently, refreshes buckets nobody looked into, and
 // caches remote answers for CacheTTL, or until the membership changes
-// (MembersChanged). Time comes from a Clock.
+// (MembersChanged) or a flow to an address in the answer fails (Stale).
+// Time comes from a Clock.
 //
 // Concurrency: one lock (DHT.mu) guards the table, the stores, the cache
 // and the pending requests; no network call is made under it. Lookups run
@@ -165,6 +166,7 @@ type Stats struct {
 	Lookups     uint64 `json:"lookups"`     // network lookups (FIND_NODE and FIND_VALUE) run
 	Hops        uint64 `json:"hops"`        // their hops, summed
 	CacheHits   uint64 `json:"cache_hits"`  // Lookups answered from the cache
+	StaleDrops  uint64 `json:"stale_drops"` // cached answers dropped because a flow to an address in them failed (Stale)
 	Joins       uint64 `json:"joins"`       // completed joins (self lookups)
 	Contacts    int    `json:"contacts"`    // live contacts in the table
 	Stored      int    `json:"stored"`      // values held for others
@@ -175,7 +177,7 @@ type Stats struct {
 type counters struct {
 	sent, sendErrors, received, malformed, unsolicited, timeouts, refused atomic.Uint64
 	badRecords, notOwner, replays, notClosest                             atomic.Uint64
-	lookups, hops, cacheHits, joins                                       atomic.Uint64
+	lookups, hops, cacheHits, joins, staleDrops                           atomic.Uint64
 }
 
 // DHT is one member's Kademlia directory. Create it with New.
@@ -802,6 +804,21 @@ func (d *DHT) MembersChanged(members []layer.Addr) {
 	}
 }
 
+var _ unicast.StaleWatcher = (*DHT)(nil)
+
+// Stale implements unicast.StaleWatcher: a flow to h at a failed, so a
+// cached answer for h that names a is dropped (the next Lookup asks the
+// network). What this member registered or holds for others is kept:
+// those are the records themselves, replaced by their owners.
+func (d *DHT) Stale(h layer.Hash, a layer.Addr) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.cache[h]; ok && slices.Contains(c.addrs, a) {
+		delete(d.cache, h)
+		d.c.staleDrops.Add(1)
+	}
+}
+
 // Counters implements unicast.DirCounters: what the DHT refused.
 func (d *DHT) Counters() map[string]uint64 {
 	return map[string]uint64{
@@ -818,6 +835,7 @@ func (d *DHT) Stats() Stats {
 		Refused: d.c.refused.Load(), Lookups: d.c.lookups.Load(), Hops: d.c.hops.Load(),
 		BadRecords: d.c.badRecords.Load(), NotOwner: d.c.notOwner.Load(), Replays: d.c.replays.Load(),
 		NotClosest: d.c.notClosest.Load(), CacheHits: d.c.cacheHits.Load(), Joins: d.c.joins.Load(),
+		StaleDrops: d.c.staleDrops.Load(),
 	}
 	d.mu.Lock()
 	if d.tab != nil {

@@ -51,3 +51,44 @@ func TestCacheDroppedOnMembership(t *testing.T) {
 		t.Fatalf("lookup after %d left: got the cached answer %+v", target, f)
 	}
 }
+
+// TestCacheDroppedOnStale: a cached answer is dropped as soon as a flow
+// to an address in it failed (Stale, from the flow allocator), not after
+// CacheTTL; a failure at an address the answer does not name, or for
+// another name, keeps it. Issue 18: a stale answer must not outlive the
+// flow to it.
+func TestCacheDroppedOnStale(t *testing.T) {
+	s := newSim(t, 30, dirtest.NetConfig{}, dir.Config{CacheTTL: time.Hour})
+	s.registerAll(s.addrs)
+	q := s.nodes[s.addrs[0]]
+	ctx := context.Background()
+	target := s.addrs[1]
+	for _, a := range s.addrs[1:] {
+		if f, err := q.Find(ctx, nameHash(int(a))); err == nil && f.Source == "network" {
+			target = a
+			break
+		}
+	}
+	h := nameHash(int(target))
+	find := func(want string) {
+		t.Helper()
+		f, err := q.Find(ctx, h)
+		if err != nil || f.Source != want {
+			t.Fatalf("lookup: got %+v, %v, want a %s answer", f, err, want)
+		}
+	}
+	find("cache")
+	other := s.addrs[2]
+	if other == target {
+		other = s.addrs[3]
+	}
+	q.Stale(h, other)                     // an address the answer does not name
+	q.Stale(nameHash(int(other)), target) // another name
+	find("cache")
+	q.Stale(h, target)
+	find("network")
+	find("cache")
+	if n := q.Stats().StaleDrops; n != 1 {
+		t.Fatalf("StaleDrops = %d, want 1", n)
+	}
+}

@@ -158,6 +158,16 @@ type Hooks interface {
 	Started(f *Flow)
 }
 
+// StaleHook is an optional Hooks operation, found by type assertion: an
+// allocation to the name whose hash is h failed at dst because dst does
+// not serve h (it answered so, flow.ErrNotFound) or did not answer in
+// time (no route reaches it, or it is gone: flow.ErrTimeout). Whatever
+// named dst for h (the directory's cached answer) is stale. Called from
+// Alloc's goroutine; must not block or call into the Allocator.
+type StaleHook interface {
+	Stale(h layer.Hash, dst layer.Addr)
+}
+
 // Registry answers which registered name a hash stands for.
 type Registry interface {
 	Name(h layer.Hash) (string, bool)
@@ -390,6 +400,9 @@ func (a *Allocator) Alloc(ctx context.Context, dsts []layer.Addr, h layer.Hash, 
 		f, err = a.allocAt(ctx, dst, h, req, port)
 		if err == nil || !errors.Is(err, flow.ErrNotFound) && !errors.Is(err, flow.ErrTimeout) {
 			return f, err
+		}
+		if sh, ok := a.cfg.Hooks.(StaleHook); ok {
+			sh.Stale(h, dst)
 		}
 		if ctx.Err() != nil {
 			return f, err

@@ -1,0 +1,54 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestQEMUNoTCP: an armory image built without gVisor's TCP (no
+// ipstack_tcp tag, which make image adds only when the configuration
+// serves a status page) but given a configuration with a status page
+// stops at start with the reason and how to build it, and a non-zero
+// exit, rather than running without the page it was asked for. (Built
+// with the tag, as make image and buildImage do, the same configuration
+// serves the page: TestQEMUMeasured.)
+func TestQEMUNoTCP(t *testing.T) {
+	if os.Getenv("OURO_QEMU_TEST") == "" {
+		t.Skip("SKIP: the QEMU test runs with OURO_QEMU_TEST=1 (make qemu-test)")
+	}
+	tool := findToolchain(t)
+	elf := filepath.Join(t.TempDir(), "router-usbarmory.elf")
+	ld := "-T 0x80010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(measuredVMConfig))
+	cmd := exec.Command("nice", tool.tamago, "build", "-trimpath", "-tags", "usbarmory", boardGCFlags, "-ldflags", ld, "-o", elf, ".")
+	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("tamago build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	q := exec.CommandContext(ctx, "qemu-system-arm", "-machine", "mcimx6ul-evk", "-cpu", "cortex-a7", "-m", "512M",
+		"-nographic", "-monitor", "none", "-serial", "null", "-serial", "stdio", "-net", "none",
+		"-semihosting-config", "enable=on,target=native,arg=router,arg=name=vm", "-kernel", elf)
+	out, err := q.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the image did not stop within 60 s; console:\n%s", out)
+	}
+	const want = "router: FAIL: the configuration serves a status page ([[ipnet]] status) but this image was built without TCP"
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("console lacks %q:\n%s", want, out)
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
+		t.Fatalf("QEMU exited with %v, want a non-zero exit", err)
+	}
+	if strings.Contains(string(out), "ready") {
+		t.Fatalf("the node came up:\n%s", out)
+	}
+}

@@ -1,0 +1,122 @@
+package unicast_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/unicasttest"
+)
+
+// TestStaleAnswerDroppedOnFailedAlloc: a name moves from one member to
+// another (n3 unregisters it, n1 registers it). n0 had allocated a flow
+// to it at n3, so its directory caches n3 as the answer (for 30 s). The
+// next allocation fails at n3 (it no longer serves the name), and the
+// flow allocator's failure drops the cached answer: the one after asks
+// the directory afresh and reaches n1 at once, not after the cache time.
+// Issue 18: "a stale directory answer is dropped as soon as the flow to
+// it fails". Without the drop, every retry within the cache time fails.
+func TestStaleAnswerDroppedOnFailedAlloc(t *testing.T) {
+	n := unicasttest.New(t)
+	n.Template.LayerConfig.Dir = "dht"
+	// K = 1: a name's record is held by the one member closest to its
+	// hash; a member that is not that one answers lookups from its cache.
+	policy := dir.Policy(dir.Config{K: 1, Alpha: 1, RPCTimeout: 200 * time.Millisecond})
+	var mu sync.Mutex
+	dhts := map[layer.Addr]*dir.DHT{} // each member's directory, by address
+	n.Template.Directories = map[string]unicast.NewDirectory{"dht": func(cfg unicast.DirConfig) (unicast.Directory, error) {
+		d, err := policy(cfg)
+		if err == nil {
+			mu.Lock()
+			dhts[cfg.Env.Self()] = d.(*dir.DHT)
+			mu.Unlock()
+		}
+		return d, err
+	}}
+	n.Build(line(4), nil)
+	n.WaitOperational(20 * time.Second)
+	a, from, to := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(3)), n.Node(unicasttest.NodeName(1))
+	members := []layer.Addr{a.IPCP.Addr(), from.IPCP.Addr(), to.IPCP.Addr(), n.Node(unicasttest.NodeName(2)).IPCP.Addr()}
+	// a name whose record n0 does not hold, so that n0's answer is cached
+	name := ""
+	for i := 0; name == ""; i++ {
+		cand := fmt.Sprintf("moving-%d", i)
+		h := layer.HashName(layer.SHA3_256, cand)
+		closest := members[0]
+		for _, m := range members[1:] {
+			if closer(h, dir.NodeID(m), dir.NodeID(closest)) {
+				closest = m
+			}
+		}
+		if closest != a.IPCP.Addr() {
+			name = cand
+		}
+	}
+	alloc := func(ctx context.Context) error {
+		p, err := a.Alloc(ctx, name, flow.BestEffort())
+		if err == nil {
+			p.Close()
+		}
+		return err
+	}
+	from.Register(name)
+	if err := alloc(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("alloc %s at n3: %v", name, err)
+	}
+	if acc, err := from.Accept(2 * time.Second); err != nil {
+		t.Fatal(err)
+	} else {
+		acc.Port.Close()
+	}
+	// n0's answer is the cached one naming n3 (a membership change in
+	// between would have dropped it: asked again until it is).
+	mu.Lock()
+	d := dhts[a.IPCP.Addr()]
+	mu.Unlock()
+	h := layer.HashName(layer.SHA3_256, name)
+	n.WaitFor(5*time.Second, "n0's cached answer", func() bool {
+		f, err := d.Find(context.Background(), h)
+		return err == nil && f.Source == "cache" && slices.Equal(f.Addrs, []layer.Addr{from.IPCP.Addr()})
+	})
+	// The name moves.
+	if err := from.IPCP.Unregister(ctxT(t, 5*time.Second), name); err != nil {
+		t.Fatal(err)
+	}
+	to.Register(name)
+	// The cached answer still says n3: this allocation fails there.
+	err := alloc(ctxT(t, 5*time.Second))
+	if !errors.Is(err, flow.ErrNotFound) {
+		t.Fatalf("alloc %s right after it moved: %v, want n3's not found (the cached answer)", name, err)
+	}
+	if got := d.Stats().StaleDrops; got != 1 {
+		t.Fatalf("n0's directory dropped %d stale answers, want 1", got)
+	}
+	// The retry looks the name up afresh and reaches n1.
+	if err := alloc(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("alloc %s after a failed allocation: %v (the stale cached answer was not dropped)", name, err)
+	}
+	acc, err := to.Accept(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc.Port.Close()
+}
+
+// closer reports whether id a is closer to target than id b (XOR
+// distance, as the DHT measures it).
+func closer(target, a, b layer.Hash) bool {
+	for i := range target {
+		if x, y := a[i]^target[i], b[i]^target[i]; x != y {
+			return x < y
+		}
+	}
+	return false
+}
