@@ -167,7 +167,7 @@ func buildMicrovmImageTags(t *testing.T, tc toolchain, cfg, tags string) string 
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-microvm.elf")
 	ld := "-T 0x10010000 -R 0x1000 -w " + microvmLDFlags + " -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
-	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", strings.TrimPrefix(tags+configTags(t, cfg), ","), boardGCFlags, "-ldflags", ld, "-o", elf, ".")
+	cmd := exec.Command("nice", boardBuild(tc.tamago, strings.TrimPrefix(tags+configTags(t, cfg), ","), ld, elf)...)
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=amd64")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -27,7 +27,7 @@ func TestQEMUNoTCP(t *testing.T) {
 	tool := findToolchain(t)
 	elf := filepath.Join(t.TempDir(), "router-usbarmory.elf")
 	ld := "-T 0x80010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(measuredVMConfig))
-	cmd := exec.Command("nice", tool.tamago, "build", "-trimpath", "-tags", "usbarmory", boardGCFlags, "-ldflags", ld, "-o", elf, ".")
+	cmd := exec.Command("nice", boardBuild(tool.tamago, "usbarmory", ld, elf)...)
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tamago build: %v\n%s", err, out)

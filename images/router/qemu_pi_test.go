@@ -287,7 +287,7 @@ func buildPiImage(t *testing.T, tc toolchain, board, cfg string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-"+board+".elf")
 	ld := "-T 0x00110000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
-	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", board+",linkcpuinit"+configTags(t, cfg), boardGCFlags, "-ldflags", ld, "-o", elf, ".")
+	cmd := exec.Command("nice", boardBuild(tc.tamago, board+",linkcpuinit"+configTags(t, cfg), ld, elf)...)
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM="+piBoards[board].goarm)
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {

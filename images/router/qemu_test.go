@@ -272,7 +272,7 @@ func buildImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
 	t.Helper()
 	elf := filepath.Join(t.TempDir(), "router-usbarmory.elf")
 	ld := "-T 0x80010000 -R 0x1000 -w -X main.config=" + base64.StdEncoding.EncodeToString([]byte(cfg))
-	cmd := exec.Command("nice", tc.tamago, "build", "-trimpath", "-tags", tags+configTags(t, cfg), boardGCFlags, "-ldflags", ld, "-o", elf, ".")
+	cmd := exec.Command("nice", boardBuild(tc.tamago, tags+configTags(t, cfg), ld, elf)...)
 	cmd.Env = append(os.Environ(), "GOOS=tamago", "GOOSPKG=github.com/usbarmory/tamago", "GOARCH=arm", "GOARM=7")
 	start := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -285,9 +285,15 @@ func buildImageTags(t *testing.T, tc toolchain, cfg, tags string) string {
 	return elf
 }
 
-// boardGCFlags is mk/tamago.mk's TAMAGO_GCFLAGS: board images are built
-// without inlining (docs/benchmarks.md, image sizes).
-const boardGCFlags = "-gcflags=all=-l"
+// boardBuild is the command line (after "nice") that builds a board
+// image as make image does: with tags, the linker flags ld, into elf.
+// $OURO_BOARD_GCFLAGS, if set, are mk/tamago.mk's TAMAGO_GCFLAGS (for
+// example make SMALL=1's "-gcflags=all=-l"), to compare builds.
+func boardBuild(tamago, tags, ld, elf string) []string {
+	args := []string{tamago, "build", "-trimpath", "-tags", tags}
+	args = append(args, strings.Fields(os.Getenv("OURO_BOARD_GCFLAGS"))...)
+	return append(args, "-ldflags", ld, "-o", elf, ".")
+}
 
 // configTags returns ",TAG..." for the build tags a board image needs for
 // cfg (router -image-tags, as make image adds them), or "".

@@ -45,6 +45,9 @@ cfg=$(mktemp --suffix=.toml)
 trap 'rm -f "$table" "$cfg"' EXIT
 { cat docs/examples/usbarmory.toml; printf '\n[[ipnet]]\nname = "lan"\nnetstack = "10.77.0.9/24"\nstatus = 80\n'; } >"$cfg"
 build image BOARD=usbarmory CONFIG="$cfg" && row "USB armory, status page (usbarmory, ipstack_tcp)" bin/router-usbarmory.elf
+# without inlining (SMALL=1): smaller, slower
+echo "sizes: usbarmory SMALL=1" >&2
+build image BOARD=usbarmory SMALL=1 && row "USB armory, SMALL=1 (no inlining)" bin/router-usbarmory.elf
 echo "sizes: microvm" >&2
 build image BOARD=microvm && row "QEMU microvm (microvm)" bin/router-microvm.elf
 echo "sizes: pi2" >&2
