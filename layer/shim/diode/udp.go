@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/ouronet/ouro/layer/shim/internal/sockbuf"
 )
 
 // UDPSender is a Sender over a connected UDP socket that is only written:
@@ -48,7 +50,13 @@ func ListenUDP(addr netip.AddrPort) (*UDPReceiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("diode: listen %s: %w", addr, err)
 	}
-	c.SetReadBuffer(8 << 20) // best effort: nothing can slow the sender down
+	// best effort, past net.core.rmem_max where the process may: nothing
+	// can slow the sender down, and a burst the socket cannot hold is
+	// lost beyond what the FEC repairs
+	c.SetReadBuffer(8 << 20)
+	if rc, err := c.SyscallConn(); err == nil {
+		sockbuf.SetRecv(rc, 8<<20)
+	}
 	return &UDPReceiver{c}, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ouronet/ouro/layer/shim/internal/sockbuf"
 )
 
 // SK_MEMINFO_DROPS and the length of the array SO_MEMINFO fills
@@ -40,12 +42,12 @@ func tuneSocket(dev Device, cfg Config) (*socket, bufSizes, error) {
 	}
 	s := &socket{rc: rc}
 	if n := bufSize(cfg.RecvBuffer); n > 0 {
-		if err := s.setBuf(unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, n); err != nil {
+		if err := sockbuf.SetRecv(rc, n); err != nil {
 			return nil, bufSizes{}, fmt.Errorf("receive buffer %d: %w", n, err)
 		}
 	}
 	if n := bufSize(cfg.SendBuffer); n > 0 {
-		if err := s.setBuf(unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, n); err != nil {
+		if err := sockbuf.SetSend(rc, n); err != nil {
 			return nil, bufSizes{}, fmt.Errorf("send buffer %d: %w", n, err)
 		}
 	}
@@ -53,22 +55,6 @@ func tuneSocket(dev Device, cfg Config) (*socket, bufSizes, error) {
 	got.Recv, _ = s.getInt(unix.SO_RCVBUF)
 	got.Send, _ = s.getInt(unix.SO_SNDBUF)
 	return s, got, nil
-}
-
-// setBuf sets a buffer size with the forcing option, or the plain one
-// when the process may not force.
-func (s *socket) setBuf(force, plain, n int) error {
-	var serr error
-	err := s.rc.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, force, n); serr == nil {
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, plain, n)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
 }
 
 func (s *socket) getInt(opt int) (int, error) {
