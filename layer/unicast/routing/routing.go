@@ -758,6 +758,7 @@ func (r *Router) Flush() {
 	r.checkHeld()
 	r.signOwn()
 	r.mu.Lock()
+	var unsigned []layer.Addr // neighbours the own LSU stays queued for: not signed yet
 	for a, q := range r.pending {
 		if len(q) == 0 {
 			continue
@@ -786,8 +787,12 @@ func (r *Router) Flush() {
 		}
 		for _, o := range origins {
 			e := r.lsdb[o]
-			if e == nil || e.raw == nil {
-				continue // aged out since queued, or own and not signed (retried)
+			if e == nil {
+				continue // aged out since queued
+			}
+			if e.raw == nil { // own and not signed yet (a failed or a later signature): the next Flush
+				unsigned = append(unsigned, a)
+				continue
 			}
 			if size+len(e.raw)+5 > r.cfg.MaxMsg || len(raws) == MaxLSUs {
 				emit()
@@ -796,6 +801,9 @@ func (r *Router) Flush() {
 			size += len(e.raw)
 		}
 		emit()
+	}
+	for _, a := range unsigned { // after the range: an entry added during it may be produced again
+		r.queue(a, r.cfg.Self)
 	}
 	r.mu.Unlock()
 	for _, o := range outs {

@@ -2,6 +2,7 @@ package routing_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast/pff"
@@ -479,5 +481,46 @@ func TestStartedChecksAtOnce(t *testing.T) {
 	}
 	if r.KeyOf(99) == nil {
 		t.Fatal("the LSU was not installed without a Tick")
+	}
+}
+
+// flakySigner fails its first n signatures.
+type flakySigner struct {
+	identity.Signer
+	n int
+}
+
+func (s *flakySigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
+	if s.n > 0 {
+		s.n--
+		return nil, errors.New("signer busy")
+	}
+	return s.Signer.Sign(ctx, msg)
+}
+
+// TestOwnLSUSentAfterSignFailure: an own LSU that could not be signed at
+// a Flush stays queued and goes out at the next one, once signed; it used
+// to be dropped from the queue, and went out only at the next refresh
+// (15 s): the neighbour meanwhile kept the old one.
+func TestOwnLSUSentAfterSignFailure(t *testing.T) {
+	tb, _ := pff.New(pff.Simple)
+	fl := routingtest.NewNet(pff.Simple)
+	node, _ := fl.Add(9)
+	id, _ := routingtest.Key(1)
+	r, err := routing.New(routing.Config{Self: 1, Flooder: node, PFF: tb, Clock: routingtest.NewClock(time.Unix(0, 0)),
+		Runner: layertest.Runner{}, Signer: &flakySigner{Signer: id, n: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.NeighbourUp(routing.Neighbour{Addr: 2, Metric: 1}); err != nil {
+		t.Fatal(err)
+	}
+	r.Flush() // the signature fails: nothing to send yet
+	if fl.Msgs != 0 || r.Stats().SignFailures != 1 {
+		t.Fatalf("first flush: %d messages, %d sign failures; want 0 and 1", fl.Msgs, r.Stats().SignFailures)
+	}
+	r.Flush()
+	if fl.Msgs != 1 {
+		t.Fatalf("second flush, the signer working again: %d messages, want the own LSU sent", fl.Msgs)
 	}
 }
