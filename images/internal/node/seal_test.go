@@ -57,42 +57,14 @@ func TestSealedFlowBetweenNodes(t *testing.T) {
 	ba, bb, ida, idb := sealPair(t, "seal = true")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := bb.Bind(ctx, "sealed.echo"); err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan flow.Info, 4)
-	go func() {
-		for {
-			p, info, err := bb.Accept(ctx)
-			if err != nil {
-				return
-			}
-			accepted <- info
-			go func() {
-				defer p.Close()
-				buf := make([]byte, flow.MaxSDU)
-				for {
-					n, err := p.Read(buf, time.Time{})
-					if err != nil || p.Write(buf[:n], time.Time{}) != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	accepted := serveEcho(t, ctx, bb, "sealed.echo")
 	q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
 	p, info, err := allocRetry(t, ctx, ba, "sealed.echo", q)
 	if err != nil {
 		t.Fatalf("sealed alloc: %v", err)
 	}
 	defer p.Close()
-	if info.Peer == nil || info.Peer.ID != identity.NameOf(idb.Public()) || info.Peer.Name != "b" {
-		t.Fatalf("a's peer %v, want node b (%s)", info.Peer, identity.NameOf(idb.Public()))
-	}
-	in := <-accepted
-	if in.Peer == nil || in.Peer.ID != identity.NameOf(ida.Public()) || in.Peer.Name != "a" {
-		t.Fatalf("b's peer %v, want node a (%s)", in.Peer, identity.NameOf(ida.Public()))
-	}
+	in := checkPeers(t, info, accepted, ida, idb)
 	if info.MaxSDU == 0 || info.MaxSDU != in.MaxSDU {
 		t.Fatalf("MaxSDU a %d, b %d", info.MaxSDU, in.MaxSDU)
 	}
@@ -207,4 +179,49 @@ func TestBindPeers(t *testing.T) {
 		t.Fatalf("sealed alloc after the list was lifted: %v", err)
 	}
 	p.Close()
+}
+
+// serveEcho binds name on b and echoes every flow accepted for it until
+// ctx ends; each accepted flow's info is sent on the channel returned.
+func serveEcho(t *testing.T, ctx context.Context, b *irm.Broker, name string) <-chan flow.Info {
+	t.Helper()
+	if err := b.Bind(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan flow.Info, 4)
+	go func() {
+		for {
+			p, info, err := b.Accept(ctx)
+			if err != nil {
+				return
+			}
+			accepted <- info
+			go func() {
+				defer p.Close()
+				buf := make([]byte, flow.MaxSDU)
+				for {
+					n, err := p.Read(buf, time.Time{})
+					if err != nil || p.Write(buf[:n], time.Time{}) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return accepted
+}
+
+// checkPeers checks that a sealed flow's two ends see each other's
+// verified node: info is a's side (node a, identity ida), the accepted
+// flow's info b's (idb); it returns b's side.
+func checkPeers(t *testing.T, info flow.Info, accepted <-chan flow.Info, ida, idb *identity.Identity) flow.Info {
+	t.Helper()
+	if info.Peer == nil || info.Peer.ID != identity.NameOf(idb.Public()) || info.Peer.Name != "b" {
+		t.Fatalf("a's peer %v, want node b (%s)", info.Peer, identity.NameOf(idb.Public()))
+	}
+	in := <-accepted
+	if in.Peer == nil || in.Peer.ID != identity.NameOf(ida.Public()) || in.Peer.Name != "a" {
+		t.Fatalf("b's peer %v, want node a (%s)", in.Peer, identity.NameOf(ida.Public()))
+	}
+	return in
 }

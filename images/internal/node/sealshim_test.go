@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 )
 
@@ -66,42 +65,14 @@ func sealedOverShim(t *testing.T, cfgA, cfgB string) {
 	ba, bb := <-bra, <-brb
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := bb.Bind(ctx, "sealed.echo"); err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan flow.Info, 4)
-	go func() {
-		for {
-			p, info, err := bb.Accept(ctx)
-			if err != nil {
-				return
-			}
-			accepted <- info
-			go func() {
-				defer p.Close()
-				buf := make([]byte, flow.MaxSDU)
-				for {
-					n, err := p.Read(buf, time.Time{})
-					if err != nil || p.Write(buf[:n], time.Time{}) != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	accepted := serveEcho(t, ctx, bb, "sealed.echo")
 	q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
 	p, info, err := allocRetry(t, ctx, ba, "sealed.echo", q)
 	if err != nil {
 		t.Fatalf("sealed alloc over the shim: %v", err)
 	}
 	defer p.Close()
-	if info.Peer == nil || info.Peer.ID != identity.NameOf(idb.Public()) || info.Peer.Name != "b" {
-		t.Fatalf("a's peer %v, want node b (%s)", info.Peer, identity.NameOf(idb.Public()))
-	}
-	in := <-accepted
-	if in.Peer == nil || in.Peer.ID != identity.NameOf(ida.Public()) || in.Peer.Name != "a" {
-		t.Fatalf("b's peer %v, want node a (%s)", in.Peer, identity.NameOf(ida.Public()))
-	}
+	in := checkPeers(t, info, accepted, ida, idb)
 	if info.MaxSDU != flow.MaxSDU-24 || in.MaxSDU != info.MaxSDU {
 		t.Fatalf("MaxSDU a %d, b %d, want %d", info.MaxSDU, in.MaxSDU, flow.MaxSDU-24)
 	}
