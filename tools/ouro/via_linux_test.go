@@ -240,9 +240,11 @@ func TestVia(t *testing.T) {
 
 // topScreenOK says whether a screen of "ouro top --layer uni" shows a's
 // section (this node) and b's (via b.mgmt), each with its unicast IPCP
-// and a rate (a second round), and redrew in place (one heading).
+// and a rate (a second round), and redrew in place: one heading, on the
+// screen's first line (output that scrolled instead of redrawing leaves
+// an earlier round's tail above it).
 func topScreenOK(screen string) bool {
-	if strings.Count(screen, "ouro top --layer uni") != 1 {
+	if strings.Count(screen, "ouro top --layer uni") != 1 || !strings.HasPrefix(screen, "ouro top --layer uni") {
 		return false
 	}
 	ia, ib := strings.Index(screen, "== a.uni (this node) =="), strings.Index(screen, "== b.uni (via b.mgmt) ==")
