@@ -30,25 +30,7 @@ import (
 func mgmtPair(t *testing.T) (ba, bb *irm.Broker) {
 	ida, idb := newIdentity(t), newIdentity(t)
 	pa, pb := freeUDPPort(t), freeUDPPort(t)
-	cfg := func(name string, port int, rest string) string {
-		return fmt.Sprintf(`
-[node]
-name = %q
-[[ipcp]]
-kind = "udp"
-layer = "udp"
-[ipcp.udp]
-addr = "127.0.0.1:%d"
-dir = { "a.uni" = "127.0.0.1:%d", "b.uni" = "127.0.0.1:%d" }
-[[ipcp]]
-kind = "unicast"
-name = "%s.uni"
-layer = "uni"
-[ipcp.unicast]
-lower = ["udp"]
-%s
-`, name, port, pa, pb, name, rest)
-	}
+	cfg := uniPairConfig(pa, pb)
 	xa, bra := app("app")
 	xb, brb := mgmtApp("local")
 	startNodeID(t, ida, cfg("a", pa, "bootstrap = true\nadmission = \"open\""), xa)

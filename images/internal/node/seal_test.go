@@ -20,25 +20,7 @@ import (
 func sealPair(t *testing.T, bUni string) (ba, bb *irm.Broker, ida, idb *identity.Identity) {
 	ida, idb = newIdentity(t), newIdentity(t)
 	pa, pb := freeUDPPort(t), freeUDPPort(t)
-	cfg := func(name string, port int, uni string) string {
-		return fmt.Sprintf(`
-[node]
-name = %q
-[[ipcp]]
-kind = "udp"
-layer = "udp"
-[ipcp.udp]
-addr = "127.0.0.1:%d"
-dir = { "a.uni" = "127.0.0.1:%d", "b.uni" = "127.0.0.1:%d" }
-[[ipcp]]
-kind = "unicast"
-name = "%s.uni"
-layer = "uni"
-[ipcp.unicast]
-lower = ["udp"]
-%s
-`, name, port, pa, pb, name, uni)
-	}
+	cfg := uniPairConfig(pa, pb)
 	xa, bra := mgmtApp("app")
 	xb, brb := app("echo")
 	startNodeID(t, ida, cfg("a", pa, `bootstrap = true
@@ -224,4 +206,30 @@ func checkPeers(t *testing.T, info flow.Info, accepted <-chan flow.Info, ida, id
 		t.Fatalf("b's peer %v, want node a (%s)", in.Peer, identity.NameOf(ida.Public()))
 	}
 	return in
+}
+
+// uniPairConfig returns the configuration of node a or b of a unicast
+// layer "uni" over a UDP shim on 127.0.0.1 (a at port pa, b at pb, each
+// naming the other's unicast IPCP), with rest as extra [ipcp.unicast]
+// lines.
+func uniPairConfig(pa, pb int) func(name string, port int, rest string) string {
+	return func(name string, port int, rest string) string {
+		return fmt.Sprintf(`
+[node]
+name = %q
+[[ipcp]]
+kind = "udp"
+layer = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { "a.uni" = "127.0.0.1:%d", "b.uni" = "127.0.0.1:%d" }
+[[ipcp]]
+kind = "unicast"
+name = "%s.uni"
+layer = "uni"
+[ipcp.unicast]
+lower = ["udp"]
+%s
+`, name, port, pa, pb, name, rest)
+	}
 }
