@@ -392,25 +392,7 @@ func TestGolden(t *testing.T) {
 	writePcapng(t, file, recs)
 	got := run(t, file, "-V", "-O", "ouro,cbor")
 	checkClean(t, got)
-	golden := filepath.Join("testdata", "golden.txt")
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-		for i := range min(len(gl), len(wl)) {
-			if gl[i] != wl[i] {
-				t.Fatalf("tshark's output differs from %s at line %d:\n got: %s\nwant: %s\n(go test -update rewrites it)", golden, i+1, gl[i], wl[i])
-			}
-		}
-		t.Fatalf("tshark's output has %d lines, %s %d", len(gl), golden, len(wl))
-	}
+	checkGolden(t, "golden.txt", got)
 }
 
 // TestMalformedIsFlagged shows that checkClean can fail: a PDU with a bad
@@ -514,19 +496,7 @@ func TestWireShims(t *testing.T) {
 			t.Errorf("no %q in the detail view", want)
 		}
 	}
-	golden := filepath.Join("testdata", "wire.txt")
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wantAll, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(wantAll) {
-		t.Errorf("tshark's output differs from %s (go test -update rewrites it):\n%s", golden, got)
-	}
+	checkGolden(t, "wire.txt", got)
 }
 
 // TestWireSerial runs the dissector over a TCP stream of the serial shim
@@ -609,17 +579,30 @@ func TestWireSerial(t *testing.T) {
 			t.Errorf("no %q in the detail view", want)
 		}
 	}
-	golden := filepath.Join("testdata", "serial.txt")
+	checkGolden(t, "serial.txt", got)
+}
+
+// checkGolden compares tshark's output got with testdata/name (go test
+// -update rewrites it), naming the first line that differs.
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
 	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantAll, err := os.ReadFile(golden)
+	want, err := os.ReadFile(golden)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != string(wantAll) {
-		t.Errorf("tshark's output differs from %s (go test -update rewrites it):\n%s", golden, got)
+	if got != string(want) {
+		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("tshark's output differs from %s at line %d:\n got: %s\nwant: %s\n(go test -update rewrites it)", golden, i+1, gl[i], wl[i])
+			}
+		}
+		t.Fatalf("tshark's output has %d lines, %s %d", len(gl), golden, len(wl))
 	}
 }
