@@ -199,30 +199,10 @@ dir = { echo = "127.0.0.1:%d" }
 // key's address (TestMemberRestart, docs/node.md).
 func TestFaultUnicastInput(t *testing.T) {
 	n := faultNet(t)
-	port := freeTCP(t)
+	port := freePort(t)
 	// Names are registered by hand, in the layer only: flows to them go
 	// over the layer, not over the serial link beneath it.
-	cfg := func(name, serial, uni string) string {
-		return fmt.Sprintf(`
-[node]
-name = %q
-log = true
-[irm]
-auto_register = false
-[[ipcp]]
-kind = "unicast"
-name = "%s.uni"
-layer = "uni"
-[ipcp.unicast]
-lower = ["ser"]
-%s
-[[ipcp]]
-kind = "serial"
-layer = "ser"
-[ipcp.serial]
-%s
-`, name, name, uni, serial)
-	}
+	cfg := func(name, serial, uni string) string { return serialUniConfig(name, "log = true", serial, uni) }
 	b, err := n.StartNode("b", cfg("b", fmt.Sprintf("tcp_listen = \"127.0.0.1:%d\"", port), "bootstrap = true\nadmission = \"open\"\naddr = 11"), testnet.NodeOpts{})
 	if err != nil {
 		t.Fatal(err)
@@ -273,14 +253,4 @@ layer = "ser"
 	if err := b.Wait(0); !strings.Contains(fmt.Sprint(err), "still running") {
 		t.Fatalf("node b exited: %v", err)
 	}
-}
-
-func freeTCP(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

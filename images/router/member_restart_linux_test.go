@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -68,32 +67,9 @@ func pingUntil(t *testing.T, n *testnet.Net, nd *testnet.Node, name string, star
 // address for an hour.
 func TestMemberRestart(t *testing.T) {
 	n := newNet(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := freePort(t)
 	cfg := func(name, serial, uni string) string {
-		return fmt.Sprintf(`
-[node]
-name = %q
-key = %q
-[irm]
-auto_register = false
-[[ipcp]]
-kind = "unicast"
-name = "%s.uni"
-layer = "uni"
-[ipcp.unicast]
-lower = ["ser"]
-%s
-[[ipcp]]
-kind = "serial"
-layer = "ser"
-[ipcp.serial]
-%s
-`, name, filepath.Join(n.Dir, name+".key"), name, uni, serial)
+		return serialUniConfig(name, fmt.Sprintf("key = %q", filepath.Join(n.Dir, name+".key")), serial, uni)
 	}
 	b, err := n.StartNode("b", cfg("b", fmt.Sprintf("tcp_listen = \"127.0.0.1:%d\"", port), "bootstrap = true\nadmission = \"open\""), testnet.NodeOpts{})
 	if err != nil {
@@ -138,4 +114,30 @@ layer = "ser"
 	if after := members(t, n, b, "b.uni"); !slices.Equal(after, before) {
 		t.Errorf("members after the restart %v, before %v", after, before)
 	}
+}
+
+// serialUniConfig is the configuration of node name: a unicast layer
+// "uni" over a serial link "ser" (serial: its [ipcp.serial] lines, uni:
+// extra [ipcp.unicast] lines), names registered by hand, and node, extra
+// [node] lines.
+func serialUniConfig(name, node, serial, uni string) string {
+	return fmt.Sprintf(`
+[node]
+name = %q
+%s
+[irm]
+auto_register = false
+[[ipcp]]
+kind = "unicast"
+name = "%s.uni"
+layer = "uni"
+[ipcp.unicast]
+lower = ["ser"]
+%s
+[[ipcp]]
+kind = "serial"
+layer = "ser"
+[ipcp.serial]
+%s
+`, name, node, name, uni, serial)
 }
