@@ -134,6 +134,12 @@ func BenchmarkPlainUDPThroughput(b *testing.B) {
 func BenchmarkUDPShimRTT(b *testing.B) {
 	a, s := pair(b, "127.0.0.1:0", impair.Config{})
 	client, server := dial(b, a, s, "srv")
+	pingPong(b, client, server, 64)
+}
+
+// pingPong runs b.N round trips of a size-byte SDU from client to an
+// echo on server (ns/op is the round-trip time), then closes server.
+func pingPong(b *testing.B, client, server flow.Port, size int) {
 	done := make(chan struct{})
 	go func() { // echo
 		defer close(done)
@@ -146,7 +152,7 @@ func BenchmarkUDPShimRTT(b *testing.B) {
 			server.Write(buf[:n], time.Time{})
 		}
 	}()
-	pkt := make([]byte, 64)
+	pkt := make([]byte, size)
 	buf := make([]byte, flow.MaxSDU)
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -539,31 +539,7 @@ func BenchmarkSealedRTT(b *testing.B) {
 				q := flow.BestEffort()
 				q.Sealed = sealed
 				client, server, _, _ := sealedDial(b, a, s, q)
-				done := make(chan struct{})
-				go func() { // echo
-					defer close(done)
-					buf := make([]byte, flow.MaxSDU)
-					for {
-						n, err := server.Read(buf, time.Time{})
-						if err != nil {
-							return
-						}
-						server.Write(buf[:n], time.Time{})
-					}
-				}()
-				pkt := make([]byte, size)
-				buf := make([]byte, flow.MaxSDU)
-				b.ReportAllocs()
-				b.ResetTimer()
-				for range b.N {
-					client.Write(pkt, time.Time{})
-					if _, err := client.Read(buf, time.Time{}); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.StopTimer()
-				server.Close()
-				<-done
+				pingPong(b, client, server, size)
 			})
 		}
 	}
