@@ -17,8 +17,9 @@ import (
 
 // boardNode starts node "v" from vcfg with its board link ("enet") on a
 // QEMU stream to node "h", whose Ethernet shim (layer "eth") listens on
-// it; it returns v, a management broker on v and one on h.
-func boardNode(t *testing.T, vcfg string) (v *Node, bv, bh *irm.Broker) {
+// it; it returns v, a management broker on v and one on h. setup, if
+// given, changes v before it starts.
+func boardNode(t *testing.T, vcfg string, setup ...func(*Node)) (v *Node, bv, bh *irm.Broker) {
 	t.Helper()
 	port := freeTCPPort(t)
 	appH, brH := mgmtApp("client")
@@ -47,6 +48,9 @@ func boardNode(t *testing.T, vcfg string) (v *Node, bv, bh *irm.Broker) {
 			return nil, fmt.Errorf("test: no board link %q", p)
 		}
 		return netstack.NewMux(newWakeStream(dev)), nil
+	}
+	for _, f := range setup {
+		f(v)
 	}
 	if err := v.Start(); err != nil {
 		dev.Close()

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -89,46 +88,18 @@ func (l *logBuf) text() string {
 // and a flow from h to v's echo.
 func boardPair(t *testing.T) (v *Node, vlog *logBuf, bv, bh *irm.Broker, p flow.Port) {
 	t.Helper()
-	port := freeTCPPort(t)
-	appH, brH := mgmtApp("client")
-	startNode(t, fmt.Sprintf("[node]\nname = \"h\"\n[[ipcp]]\nkind = \"eth\"\nlayer = \"eth\"\n[ipcp.eth]\nqemu_listen = \"127.0.0.1:%d\"\n", port), appH)
+	vlog = &logBuf{}
+	v, bv, bh = boardNode(t, "[node]\nname = \"v\"\n[[ipcp]]\nkind = \"eth\"\nlayer = \"eth\"\n[ipcp.eth]\nboard = true\n[[app]]\nkind = \"echo\"\n",
+		func(v *Node) {
+			v.logf = vlog.logf
+			// The stream cannot be re-initialised; what is tested is that a
+			// restarted driver asks for it (driver.device_resets).
+			v.resetLink = func(boardPort) func() error { return func() error { return nil } }
+		})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dev, err := eth.DialQEMU(ctx, fmt.Sprintf("127.0.0.1:%d", port), net.HardwareAddr{2, 0, 0, 0, 7, 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ParseConfig([]byte("[node]\nname = \"v\"\n[[ipcp]]\nkind = \"eth\"\nlayer = \"eth\"\n[ipcp.eth]\nboard = true\n[[app]]\nkind = \"echo\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	xs, err := Apps(c, AppEnv{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	appV, brV := mgmtApp("mgmt")
-	v, err = New(c, append(xs, appV)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vlog = &logBuf{}
-	v.logf = vlog.logf
-	v.openLink = func(p boardPort) (*netstack.Mux, error) {
-		if p != "enet" {
-			return nil, fmt.Errorf("test: no board link %q", p)
-		}
-		return netstack.NewMux(newWakeStream(dev)), nil
-	}
-	// The stream cannot be re-initialised; what is tested is that a
-	// restarted driver asks for it (driver.device_resets).
-	v.resetLink = func(boardPort) func() error { return func() error { return nil } }
-	if err := v.Start(); err != nil {
-		dev.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(v.Stop) // closes the Mux, and so dev
-	bv, bh = <-brV, <-brH
 	for {
+		var err error
 		p, _, err = bh.Alloc(ctx, "echo", flow.BestEffort())
 		if err == nil {
 			break
