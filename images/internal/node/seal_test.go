@@ -39,24 +39,9 @@ func TestSealedFlowBetweenNodes(t *testing.T) {
 	ba, bb, ida, idb := sealPair(t, "seal = true")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	accepted := serveEcho(t, ctx, bb, "sealed.echo")
-	q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
-	p, info, err := allocRetry(t, ctx, ba, "sealed.echo", q)
-	if err != nil {
-		t.Fatalf("sealed alloc: %v", err)
-	}
-	defer p.Close()
-	in := checkPeers(t, info, accepted, ida, idb)
+	q, info, in := sealedEcho(t, ctx, ba, bb, ida, idb)
 	if info.MaxSDU == 0 || info.MaxSDU != in.MaxSDU {
 		t.Fatalf("MaxSDU a %d, b %d", info.MaxSDU, in.MaxSDU)
-	}
-	msg := bytes.Repeat([]byte("s"), info.MaxSDU)
-	if err := p.Write(msg, time.Now().Add(2*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, flow.MaxSDU)
-	if n, err := p.Read(buf, time.Now().Add(5*time.Second)); err != nil || !bytes.Equal(buf[:n], msg) {
-		t.Fatalf("echo of %d bytes: %d, %v", len(msg), n, err)
 	}
 	r, err := ba.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdFlows})
 	if err != nil {
@@ -232,4 +217,30 @@ lower = ["udp"]
 %s
 `, name, port, pa, pb, name, rest)
 	}
+}
+
+// sealedEcho serves an echo as "sealed.echo" on bb, allocates a sealed
+// flow to it from ba (retrying while the layer comes up), checks that
+// both ends see the other's verified node (a: ida, b: idb) and that an
+// SDU of the flow's largest size comes back. It returns the QoS used and
+// both ends' flow info; the flow closes when the test ends.
+func sealedEcho(t *testing.T, ctx context.Context, ba, bb *irm.Broker, ida, idb *identity.Identity) (flow.QoS, flow.Info, flow.Info) {
+	t.Helper()
+	accepted := serveEcho(t, ctx, bb, "sealed.echo")
+	q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
+	p, info, err := allocRetry(t, ctx, ba, "sealed.echo", q)
+	if err != nil {
+		t.Fatalf("sealed alloc: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	in := checkPeers(t, info, accepted, ida, idb)
+	msg := bytes.Repeat([]byte("s"), info.MaxSDU)
+	if err := p.Write(msg, time.Now().Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	if n, err := p.Read(buf, time.Now().Add(5*time.Second)); err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("echo of %d bytes: %d, %v", len(msg), n, err)
+	}
+	return q, info, in
 }

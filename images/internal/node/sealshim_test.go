@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -65,24 +64,9 @@ func sealedOverShim(t *testing.T, cfgA, cfgB string) {
 	ba, bb := <-bra, <-brb
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	accepted := serveEcho(t, ctx, bb, "sealed.echo")
-	q := flow.QoS{Loss: flow.MaxLoss, MaxGap: flow.MaxGapAny, Sealed: true}
-	p, info, err := allocRetry(t, ctx, ba, "sealed.echo", q)
-	if err != nil {
-		t.Fatalf("sealed alloc over the shim: %v", err)
-	}
-	defer p.Close()
-	in := checkPeers(t, info, accepted, ida, idb)
+	q, info, in := sealedEcho(t, ctx, ba, bb, ida, idb)
 	if info.MaxSDU != flow.MaxSDU-24 || in.MaxSDU != info.MaxSDU {
 		t.Fatalf("MaxSDU a %d, b %d, want %d", info.MaxSDU, in.MaxSDU, flow.MaxSDU-24)
-	}
-	msg := bytes.Repeat([]byte("s"), info.MaxSDU)
-	if err := p.Write(msg, time.Now().Add(2*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, flow.MaxSDU)
-	if n, err := p.Read(buf, time.Now().Add(5*time.Second)); err != nil || !bytes.Equal(buf[:n], msg) {
-		t.Fatalf("echo of %d bytes: %d, %v", len(msg), n, err)
 	}
 	q.Sealed = false
 	if _, _, err := ba.Alloc(ctx, "sealed.echo", q); !errors.Is(err, flow.ErrRefused) {
