@@ -230,13 +230,9 @@ type carrierManager struct {
 	c *carrier.IPCP
 }
 
+// A sealed flow's peer (the node its bundles are sealed to) reaches the
+// IRM through the embedded shimManager's AllocPeer.
 var _ irm.PeerAllocator = carrierManager{}
-
-// AllocPeer implements irm.PeerAllocator: a sealed flow's peer is the
-// node its bundles are sealed to.
-func (m carrierManager) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
-	return m.c.AllocPeer(ctx, req, port)
-}
 
 // Mgmt implements irm.Manager.
 func (m carrierManager) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
