@@ -53,9 +53,8 @@ func ListenUDP(addr netip.AddrPort) (*UDPReceiver, error) {
 	// best effort, past net.core.rmem_max where the process may: nothing
 	// can slow the sender down, and a burst the socket cannot hold is
 	// lost beyond what the FEC repairs
-	c.SetReadBuffer(8 << 20)
-	if rc, err := c.SyscallConn(); err == nil {
-		sockbuf.SetRecv(rc, 8<<20)
+	if rc, err := c.SyscallConn(); err != nil || sockbuf.SetRecv(rc, 8<<20) != nil {
+		c.SetReadBuffer(8 << 20)
 	}
 	return &UDPReceiver{c}, nil
 }

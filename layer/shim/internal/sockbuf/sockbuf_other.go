@@ -1,13 +1,17 @@
 //go:build !linux
 
 // Package sockbuf sizes a socket's kernel buffers (Linux only; elsewhere
-// the callers' net.Conn SetReadBuffer/SetWriteBuffer apply).
+// its functions report errors.ErrUnsupported and callers fall back to
+// net.UDPConn's SetReadBuffer/SetWriteBuffer).
 package sockbuf
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
-// SetRecv does nothing here.
-func SetRecv(syscall.RawConn, int) error { return nil }
+// SetRecv is not done here.
+func SetRecv(syscall.RawConn, int) error { return errors.ErrUnsupported }
 
-// SetSend does nothing here.
-func SetSend(syscall.RawConn, int) error { return nil }
+// SetSend is not done here.
+func SetSend(syscall.RawConn, int) error { return errors.ErrUnsupported }
