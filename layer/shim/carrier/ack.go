@@ -145,18 +145,8 @@ func (r *receiver) writeAcks() {
 			p.storeErrs.Add(1)
 			continue
 		}
-		p.store.Lock()
-		bytes, files, purged, err := usage(p.cfg.Out, p.cfg.Now().Add(-p.cfg.Expiry))
-		p.purged.Add(uint64(purged))
-		if err == nil && bytes+int64(len(file)) <= p.cfg.MaxBytes && files+1 <= p.cfg.MaxFiles {
-			err = writeAtomic(p.cfg.Out, AckFileName(p.cfg.Signer.Public(), seq), file)
-			if err == nil {
-				p.acksOut.Add(1)
-			}
-		}
-		p.store.Unlock()
-		if err != nil {
-			p.storeErrs.Add(1)
+		if ok, _ := p.writeIfRoom(AckFileName(p.cfg.Signer.Public(), seq), file); ok {
+			p.acksOut.Add(1)
 		}
 	}
 }
@@ -237,17 +227,9 @@ func (r *receiver) resend() {
 			p.storeErrs.Add(1)
 			continue
 		}
-		p.store.Lock()
-		bytes, files, _, err := usage(p.cfg.Out, now.Add(-p.cfg.Expiry))
-		if err == nil && bytes+int64(len(file)) <= p.cfg.MaxBytes && files+1 <= p.cfg.MaxFiles {
-			if err = writeAtomic(p.cfg.Out, e.Name(), file); err == nil {
-				p.resent.Add(1)
-				os.Chtimes(path, now, now) // the next resend, Resend from now
-			}
-		}
-		p.store.Unlock()
-		if err != nil {
-			p.storeErrs.Add(1)
+		if ok, _ := p.writeIfRoom(e.Name(), file); ok {
+			p.resent.Add(1)
+			os.Chtimes(path, now, now) // the next resend, Resend from now
 		}
 	}
 }

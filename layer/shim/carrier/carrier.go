@@ -468,22 +468,11 @@ func (p *IPCP) store1(f *txFlow, sdus [][]byte, end bool) bool {
 		}
 	}
 	for waited := false; ; waited = true {
-		p.store.Lock()
-		bytes, files, purged, err := usage(p.cfg.Out, p.cfg.Now().Add(-p.cfg.Expiry))
-		p.purged.Add(uint64(purged))
-		if err == nil && bytes+int64(len(file)) <= p.cfg.MaxBytes && files+1 <= p.cfg.MaxFiles {
-			err = writeAtomic(p.cfg.Out, name, file)
-			p.store.Unlock()
-			if err != nil {
-				p.storeErrs.Add(1)
-				return true
+		if ok, err := p.writeIfRoom(name, file); ok || err != nil {
+			if err == nil {
+				p.bundlesOut.Add(1)
 			}
-			p.bundlesOut.Add(1)
 			return true
-		}
-		p.store.Unlock()
-		if err != nil {
-			p.storeErrs.Add(1)
 		}
 		if !waited {
 			p.budgetWaits.Add(1)
@@ -494,6 +483,30 @@ func (p *IPCP) store1(f *txFlow, sdus [][]byte, end bool) bool {
 		case <-time.After(p.cfg.Poll):
 		}
 	}
+}
+
+// writeIfRoom writes file into Out as name if Out's budget has room for
+// it (after purging expired bundles), under the store lock so that
+// writers judge the budget one at a time. It reports whether it wrote;
+// no room, or Out that cannot be listed (counted), is (false, nil): try
+// later; a failed write is counted and returned.
+func (p *IPCP) writeIfRoom(name string, file []byte) (bool, error) {
+	p.store.Lock()
+	defer p.store.Unlock()
+	bytes, files, purged, err := usage(p.cfg.Out, p.cfg.Now().Add(-p.cfg.Expiry))
+	p.purged.Add(uint64(purged))
+	switch {
+	case err != nil:
+		p.storeErrs.Add(1)
+		return false, nil
+	case bytes+int64(len(file)) > p.cfg.MaxBytes || files+1 > p.cfg.MaxFiles:
+		return false, nil
+	}
+	if err := writeAtomic(p.cfg.Out, name, file); err != nil {
+		p.storeErrs.Add(1)
+		return false, err
+	}
+	return true, nil
 }
 
 // usage sums the files in dir (temporaries included: they take room
