@@ -258,39 +258,44 @@ func (p *IPCP) onSolicit(from MAC) {
 // maxAnnounce is the engine's bound on the names announced per round.
 const maxAnnounce = 256
 
-// sendCtl sends an eth-only control message to dst.
-func (p *IPCP) sendCtl(dst MAC, typ byte, h layer.Hash) {
-	p.writeCtl(encodeCtl(make([]byte, HeaderLen, MinFrame), typ, h), dst)
+// sendCtl sends an eth-only control message to dst; false if the device
+// refused it.
+func (p *IPCP) sendCtl(dst MAC, typ byte, h layer.Hash) bool {
+	return p.writeCtl(encodeCtl(make([]byte, HeaderLen, MinFrame), typ, h), dst)
 }
 
 // writeCtl puts the control message in pkt (after HeaderLen bytes of
-// room) on the wire to dst.
-func (p *IPCP) writeCtl(pkt []byte, dst MAC) {
+// room) on the wire to dst; false if the device refused it.
+func (p *IPCP) writeCtl(pkt []byte, dst MAC) bool {
 	if err := (wire{p}).Send(pkt, dst, CtlEID); err != nil {
 		p.eng.C.TxError.Add(1)
-		return
+		return false
 	}
 	p.eng.C.CtlOut.Add(1)
+	return true
 }
 
 // solicitLoop broadcasts the start solicits and then lets the holder set
-// count as complete solicitWait after the last one.
+// count as complete solicitWait after the last one, if one went out (a
+// stream device without its peer yet refuses them: then the holder set
+// waits for the announcements).
 func (p *IPCP) solicitLoop(stop <-chan struct{}) {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	sent := false
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
-		p.sendCtl(Broadcast, ctlSolicit, layer.Hash{})
+		sent = p.sendCtl(Broadcast, ctlSolicit, layer.Hash{}) || sent
 		a := &p.abs
 		a.mu.Lock()
 		a.solicits--
 		more := a.solicits > 0
-		if !more {
-			a.warmAt = time.Now().Add(solicitWait)
+		if w := time.Now().Add(solicitWait); !more && sent && w.Before(a.warmAt) {
+			a.warmAt = w
 		}
 		a.mu.Unlock()
 		if !more {
@@ -322,6 +327,9 @@ func (p *IPCP) ethControl(b []byte, from MAC) bool {
 		case ctlAbsent:
 			p.onAbsent(h, from)
 		case ctlSolicit:
+			// A shim that just started: it answers "not here" and may
+			// hold names soon, so it counts as a holder from now on.
+			p.heardHolder(from, time.Now())
 			p.onSolicit(from)
 		}
 		return false
