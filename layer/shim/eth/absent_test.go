@@ -204,3 +204,41 @@ func FuzzDecodeCtl(f *testing.F) {
 		}
 	})
 }
+
+// TestAbsentBounded: a flood of name queries (forged sources would make
+// it a reflection) is answered "not here" at most absentBurst times per
+// absentWindow. Fails without the bound (every one of the 500 queries is
+// answered).
+func TestAbsentBounded(t *testing.T) {
+	hub := ethtest.NewHub()
+	b := slowStart(t, "b", hub.NewPort())
+	raw := hub.NewPort()
+	defer raw.Close()
+	src, _ := MACFrom(raw.MAC())
+	const flood = 500
+	t0 := time.Now()
+	for i := range flood {
+		h := layer.HashName(layer.SHA3_256, string(rune('a'+i%26))+time.Duration(i).String())
+		p, _ := engine.EncodeMsg(nil, &engine.Msg{Type: engine.MsgNameQuery, Hash: h[:]})
+		raw.WriteFrame(rawFrame(Broadcast, src, CtlEID, p))
+	}
+	waitFor(t, func() bool { return b.ipcp.Stats().CtlIn >= flood })
+	windows := int(time.Since(t0)/absentWindow) + 1
+	answers := 0
+	buf := make([]byte, 2048)
+	for {
+		n, err := readFrame(raw, buf, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		if f := Frame(buf[:n]); f.Dst() == src {
+			if typ, _, err := decodeCtl(f.Payload()); err == nil && typ == ctlAbsent {
+				answers++
+			}
+		}
+	}
+	if answers == 0 || answers > windows*absentBurst || (windows == 1 && answers != absentBurst) {
+		t.Fatalf("%d queries in %d windows of %v: %d answered not here, want at most %d a window", flood, windows, absentWindow, answers, absentBurst)
+	}
+	t.Logf("%d queries in %d window(s): %d answered", flood, windows, answers)
+}
