@@ -74,6 +74,7 @@ func TestNotHere(t *testing.T) {
 	if took > time.Second || ctx.Err() != nil {
 		t.Fatalf("query nobody took %v of its 5 s, want well below (every holder answers not here)", took)
 	}
+	t.Logf("query nobody: not found in %v", took)
 	if q := a.ipcp.Stats().QuickNotFound; q != 1 {
 		t.Fatalf("quick_not_found %d, want 1", q)
 	}
