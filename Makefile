@@ -81,7 +81,7 @@ FUZZ_TARGETS ?= \
 	./layer/unicast/routing:FuzzUnmarshal ./layer/unicast/routing:FuzzLSUHead ./layer/unicast/dir:FuzzDecode ./layer/unicast:FuzzFloodMsg \
 	./crypto/identity:FuzzVerifyDocument ./crypto/identity:FuzzVerifyCert ./crypto/identity:FuzzVerifyCRL ./crypto/identity:FuzzParsePKCS8 \
 	./crypto/admission:FuzzPolicy ./crypto/kex:FuzzRespond ./crypto/kex:FuzzReply ./crypto/kex:FuzzFinish ./crypto/kex:FuzzResumeHello ./crypto/kex:FuzzResumeReply \
-	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal ./images/internal/status:FuzzReadRequest ./layer/shim/internal/engine:FuzzDecodeKex ./layer/shim/udp:FuzzSealedInput \
+	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal ./images/internal/status:FuzzReadRequest ./layer/shim/internal/engine:FuzzDecodeKex ./layer/shim/eth:FuzzDecodeCtl ./layer/shim/udp:FuzzSealedInput \
 	./flow/frct:FuzzPCI ./flow/frct:FuzzSACK ./flow/frct:FuzzReceiver \
 	./layer/capture:FuzzDecodePage ./images/mgmtflow:FuzzDecodeRequest ./images/mgmtflow:FuzzDecodeResponse ./layer/shim/diode:FuzzShard ./layer/shim/carrier:FuzzOpen ./layer/shim/carrier:FuzzSeenLog ./layer/shim/carrier:FuzzOpenAck
 fuzz:

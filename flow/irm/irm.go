@@ -505,7 +505,15 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 	ipcps := append([]*ipcpEntry(nil), m.ipcps...)
 	m.mu.Unlock()
 	var lastErr error = fmt.Errorf("irm: alloc %q: no layers: %w", a.Name, flow.ErrNotFound)
-	answers := m.queryAll(ctx, ipcps, a.Name)
+	var answers []chan error
+	if len(ipcps) == 1 {
+		// One layer: nothing to choose, and its Alloc says "not here"
+		// itself; a query first would only add a call to the IPCP.
+		answers = []chan error{make(chan error, 1)}
+		answers[0] <- m.ready(ipcps[0])
+	} else {
+		answers = m.queryAll(ctx, ipcps, a.Name)
+	}
 	for i, e := range ipcps {
 		if err := <-answers[i]; err != nil {
 			if !errors.Is(err, flow.ErrNotFound) {

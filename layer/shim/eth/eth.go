@@ -72,11 +72,18 @@ type Config struct {
 	// CacheTTL is how long a query answer is used (default 60 s).
 	CacheTTL time.Duration
 	// Announce is how often the shim broadcasts the names registered in
-	// it, and learns the segment's names from the others' announcements,
-	// so that a query for a name nobody announced is answered "not
-	// found" after about 100 ms instead of at the caller's deadline
-	// (default DefaultAnnounce; negative: off).
+	// it, and learns the segment's names and holders from the others'
+	// announcements, so that a query for a name nobody announced is
+	// answered "not found" as soon as every holder said "not here" (one
+	// round trip), or after NegativeWait if one of them does not answer,
+	// instead of at the caller's deadline (default DefaultAnnounce;
+	// negative: off, and the shim neither answers nor uses "not here").
 	Announce time.Duration
+	// NegativeWait bounds how long a query for a name nobody announced
+	// waits for an answer once the shim has listened for 1.5 announcement
+	// periods, when some holder on the segment does not answer "not here"
+	// (a shim that predates it, or a lost answer): default 100 ms.
+	NegativeWait time.Duration
 	// AllocTimeout bounds allocations whose ctx has no deadline (default 10 s).
 	AllocTimeout time.Duration
 	// RetryBase is the first retransmission timeout of alloc requests and
@@ -134,6 +141,9 @@ type IPCP struct {
 	dev    Device     // set by Start before the state becomes operational
 	mac    MAC
 	rxDone chan struct{}
+	stop   chan struct{}  // closed by Stop: ends the solicits
+	wg     sync.WaitGroup // the solicit goroutine
+	abs    absent         // "not here" (absent.go)
 }
 
 // New checks cfg and returns an IPCP in state "init"; Start opens the device.
@@ -160,7 +170,8 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &IPCP{cfg: cfg, rxDone: make(chan struct{})}
+	p := &IPCP{cfg: cfg, rxDone: make(chan struct{}), stop: make(chan struct{})}
+	p.abs.init()
 	eng, err := engine.New(engine.Config[MAC]{
 		Kind:              "eth",
 		Wire:              wire{p},
@@ -173,6 +184,7 @@ func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
 		RetryBase:         cfg.RetryBase,
 		CacheTTL:          cfg.CacheTTL,
 		Announce:          announce(cfg.Announce),
+		NegativeWait:      cfg.NegativeWait,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxFlowsPerPeer:   cfg.MaxFlowsPerPeer,
 		MaxPendingPerPeer: cfg.MaxPendingPerPeer,
@@ -223,9 +235,21 @@ func (p *IPCP) Start() error {
 		dev = w
 	}
 	p.dev, p.mac = dev, mac
+	if p.quickOn() {
+		// Until the solicits are answered the holder set counts as
+		// complete only after the engine's own warm-up.
+		p.abs.mu.Lock()
+		p.abs.warmAt = time.Now().Add(3 * announce(p.cfg.Announce) / 2)
+		p.abs.solicits = 2
+		p.abs.mu.Unlock()
+	}
 	p.state.Store(layer.StateOperational)
 	p.eng.Start()
 	p.cfg.Runner.Go(p.rxLoop)
+	if p.quickOn() {
+		p.wg.Add(1)
+		p.cfg.Runner.Go(func() { defer p.wg.Done(); p.solicitLoop(p.stop) })
+	}
 	return nil
 }
 
@@ -235,6 +259,10 @@ func (p *IPCP) Stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := p.state.Swap(layer.StateShutdown)
+	if old != layer.StateShutdown {
+		close(p.stop)
+	}
+	p.wg.Wait()
 	p.eng.Stop()
 	if old == layer.StateOperational {
 		p.dev.Close()
@@ -252,10 +280,26 @@ func (p *IPCP) Info() irm.Info {
 }
 
 // Register implements irm.IPCP: name answers queries and accepts flows.
-func (p *IPCP) Register(_ context.Context, name string) error { return p.eng.Register(name) }
+func (p *IPCP) Register(_ context.Context, name string) error {
+	if err := p.eng.Register(name); err != nil {
+		return err
+	}
+	p.abs.mu.Lock()
+	p.abs.names[layer.HashName(p.cfg.HashAlgo, name)] = true
+	p.abs.mu.Unlock()
+	return nil
+}
 
 // Unregister implements irm.IPCP.
-func (p *IPCP) Unregister(_ context.Context, name string) error { return p.eng.Unregister(name) }
+func (p *IPCP) Unregister(_ context.Context, name string) error {
+	if err := p.eng.Unregister(name); err != nil {
+		return err
+	}
+	p.abs.mu.Lock()
+	delete(p.abs.names, layer.HashName(p.cfg.HashAlgo, name))
+	p.abs.mu.Unlock()
+	return nil
+}
 
 // Heard returns those of names that other shims on the segment announce
 // (Config.Announce): their holders are reachable directly over this shim.
@@ -263,7 +307,9 @@ func (p *IPCP) Heard(names []string) []string { return p.eng.Heard(names) }
 
 // Query implements irm.IPCP: it broadcasts a name query (unless a cached
 // answer is fresh) and waits for a holder's answer until ctx ends, or
-// Config.QueryTimeout if ctx has no deadline. No answer is flow.ErrNotFound.
+// Config.QueryTimeout if ctx has no deadline. No answer is flow.ErrNotFound;
+// so is "not here" from every holder the shim knows on the segment, as
+// soon as the last of them answers (docs/shims.md, "Names on a segment").
 func (p *IPCP) Query(ctx context.Context, name string) error {
 	_, err := p.resolve(ctx, name)
 	return err
@@ -278,7 +324,20 @@ func (p *IPCP) resolve(ctx context.Context, name string) (MAC, error) {
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.QueryTimeout)
 		defer cancel()
 	}
-	return p.eng.Resolve(ctx, name)
+	h := layer.HashName(p.cfg.HashAlgo, name)
+	qctx, w := p.watch(ctx, h)
+	if w == nil {
+		return p.eng.Resolve(ctx, name)
+	}
+	defer p.unwatch(h, w)
+	mac, err := p.eng.Resolve(qctx, name)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(qctx), errAbsent) {
+		p.abs.mu.Lock()
+		p.abs.quick++
+		p.abs.mu.Unlock()
+		return MAC{}, quickNotFound(name)
+	}
+	return mac, err
 }
 
 // Alloc implements irm.IPCP: it resolves req.Dst by a name query, then
@@ -309,7 +368,13 @@ func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) 
 }
 
 // Stats returns the IPCP's counters.
-func (p *IPCP) Stats() shim.Stats { return p.eng.C.Snapshot() }
+func (p *IPCP) Stats() shim.Stats {
+	s := p.eng.C.Snapshot()
+	p.abs.mu.Lock()
+	s.QuickNotFound += p.abs.quick
+	p.abs.mu.Unlock()
+	return s
+}
 
 // Flows lists the open flows.
 func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
@@ -380,6 +445,9 @@ func (p *IPCP) input(b []byte) {
 	}
 	if dst == Broadcast && f.EID() != CtlEID {
 		p.eng.C.Malformed.Add(1) // data is never broadcast
+		return
+	}
+	if f.EID() == CtlEID && !p.ethControl(f.Payload(), src) {
 		return
 	}
 	p.eng.Input(f.Payload(), src, uint32(f.EID()))
