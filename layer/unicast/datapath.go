@@ -484,7 +484,7 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 	}
 	cube := dt.PCI(b.pkt()).Cube()
 	var t *time.Timer
-	for np.sched.Len(cube) >= np.sched.Cap() && local {
+	for local && np.sched.Len(cube) >= np.sched.Cap() {
 		np.wake() // it may hold a wake-up deferred in k
 		if t == nil {
 			t = c.p.timer(originWait)
