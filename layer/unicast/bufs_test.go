@@ -23,13 +23,17 @@ func TestBufsBoundedUnderFlood(t *testing.T) {
 		bufs  = 256
 		qlen  = 2048
 		size  = 777 // the flood's SDUs, told apart from control by length
-		flood = 3000
+		flood = 20000
 	)
 	n := unicasttest.New(t)
 	n.Template.LayerConfig.CA = "nop"
 	n.Template.KeepAlive, n.Template.FlowTimeout = time.Second, 10*time.Second
-	n.Template.QueueLen, n.Template.Bufs = qlen, bufs
-	n.Build(line(4), nil)
+	n.Template.QueueLen = qlen
+	n.Build(line(4), func(i int, c *unicast.Config) {
+		if i == 1 {
+			c.Bufs = bufs // the others keep the default, far more
+		}
+	})
 	n.WaitOperational(10 * time.Second)
 	n0, n1, n3 := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(1)), n.Node(unicasttest.NodeName(3))
 	n3.Register("sink")
@@ -64,7 +68,7 @@ func TestBufsBoundedUnderFlood(t *testing.T) {
 
 	msg := make([]byte, size)
 	werr := 0
-	for range flood {
+	for i := 0; i < flood && n1.IPCP.Stats().Forwarded < 2*bufs; i++ {
 		// A full first hop pushes back on the sender for a while, then
 		// drops: errors are part of a flood.
 		if a.Write(msg, time.Now().Add(100*time.Millisecond)) != nil {
@@ -84,13 +88,6 @@ func TestBufsBoundedUnderFlood(t *testing.T) {
 	}
 	if s.Drops["no_buf"] == 0 {
 		t.Errorf("n1 dropped nothing for want of a buffer (drops %v)", s.Drops)
-	}
-	for _, nd := range n.Nodes() {
-		st := nd.IPCP.Stats()
-		t.Logf("%s: sent %d forwarded %d made %d drops %v", nd.Name, st.Sent, st.Forwarded, st.BufAllocs, st.Drops)
-		if got := nd.IPCP.Stats().BufAllocs; got > bufs {
-			t.Errorf("%s made %d packet buffers, budget %d", nd.Name, got, bufs)
-		}
 	}
 
 	// The link moves again: what n1 queued drains, and a marked SDU

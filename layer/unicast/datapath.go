@@ -352,7 +352,7 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 		bs    [rxBatch]*pbuf
 		bufs  [rxBatch][]byte
 		sizes [rxBatch]int
-		k     kicks
+		k     = kicks{pool: p.pool}
 		sp    spares
 	)
 	// The read buffers: as many as the pool gives, at least one.
@@ -397,26 +397,57 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 	}
 }
 
-// kicks collects the transmit loops to wake once a batch is queued, and
-// the batch's arrival time once a packet of it is delivered.
+// kicks collects, for one batch, the packets to forward per next hop
+// and the transmit loops to wake: at flush each next hop's packets are
+// queued under one lock of its scheduler and its loop is woken once.
+// It also keeps the batch's arrival time once a packet of it is
+// delivered.
 type kicks struct {
-	n   int
-	np  [rxBatch]*nport
-	now time.Time
+	n    int
+	np   [rxBatch]*nport
+	now  time.Time
+	pool *bufPool // where refused packets go; nil: nothing is deferred
+
+	// The deferred packets, in arrival order, with their next hop (an
+	// index into np) and cube.
+	pn   int
+	pb   [rxBatch]*pbuf
+	pi   [rxBatch]uint8
+	pc   [rxBatch]flow.Cube
+	tmpb [rxBatch]*pbuf
+	tmpc [rxBatch]flow.Cube
 }
 
-func (k *kicks) add(np *nport) {
-	for _, x := range k.np[:k.n] {
+// add notes that np's transmit loop is to be woken, and returns np's
+// index in k, or -1 if k is full (np was woken at once).
+func (k *kicks) add(np *nport) int {
+	for i, x := range k.np[:k.n] {
 		if x == np {
-			return
+			return i
 		}
 	}
 	if k.n == len(k.np) {
 		np.wake()
-		return
+		return -1
 	}
 	k.np[k.n] = np
 	k.n++
+	return k.n - 1
+}
+
+// defer_ queues b for np at flush; it reports false if k cannot take it
+// (the caller then enqueues it at once).
+func (k *kicks) defer_(np *nport, b *pbuf, cube flow.Cube) bool {
+	if k.pool == nil || k.pn == len(k.pb) {
+		return false
+	}
+	i := k.add(np)
+	if i < 0 {
+		return false
+	}
+	k.pb[k.pn], k.pi[k.pn], k.pc[k.pn] = b, uint8(i), cube
+	k.pn++
+	return true
 }
 
 // clock returns the batch's arrival time: the clock is read once per
@@ -428,11 +459,31 @@ func (k *kicks) clock() time.Time {
 	return k.now
 }
 
+// flush queues the deferred packets, one EnqueueBatch per next hop
+// (a full queue's refusals go back to the pool, counted by the
+// scheduler), and wakes every noted transmit loop.
 func (k *kicks) flush() {
 	for i, np := range k.np[:k.n] {
+		if k.pn > 0 {
+			m := 0
+			for j := range k.pn {
+				if int(k.pi[j]) == i {
+					k.tmpb[m], k.tmpc[m] = k.pb[j], k.pc[j]
+					m++
+				}
+			}
+			if m > 0 {
+				if r := np.sched.EnqueueBatch(k.tmpc[:m], k.tmpb[:m]); r > 0 {
+					k.pool.put(k.tmpb[:r])
+				}
+				clear(k.tmpb[:m])
+			}
+		}
 		np.wake()
 		k.np[i] = nil
 	}
+	clear(k.pb[:k.pn])
+	k.pn = 0
 	k.n = 0
 	k.now = time.Time{}
 }
@@ -483,6 +534,9 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 		return
 	}
 	cube := dt.PCI(b.pkt()).Cube()
+	if !local && k != nil && k.defer_(np, b, cube) {
+		return
+	}
 	var t *time.Timer
 	for local && np.sched.Len(cube) >= np.sched.Cap() {
 		np.wake() // it may hold a wake-up deferred in k
@@ -502,8 +556,7 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 		c.p.pool.putOne(b) // counted by the scheduler (queue_full)
 		return
 	}
-	if k != nil {
-		k.add(np)
+	if k != nil && k.add(np) >= 0 {
 		return
 	}
 	np.wake()
