@@ -12,15 +12,31 @@ import (
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
-// TestBufsBoundedUnderFlood floods a 3-hop chain whose middle link is
-// stuck (n1's writes of the flood's SDUs to n2 block), so that n1's
-// queue towards n2, far longer (QueueLen 2048) than n1's buffer budget
-// (Bufs 256), fills: n1 must never hold more buffers than its budget,
-// must count what it drops for want of one (no_buf), and must forward
-// again once the link moves.
+// TestBufsBoundedUnderFlood floods a 3-hop chain one of whose links is
+// stuck (the writes of the flood's SDUs on it block), so that the queue
+// in front of it, far longer (QueueLen 2048) than the buffer budget of
+// the IPCP that holds it, fills. That IPCP must never hold more buffers
+// than its budget, must count what it drops for want of one (no_buf),
+// and must carry traffic again once the link moves. Two cases: the
+// middle IPCP n1 forwarding (link n1-n2 stuck, budget 256) and the first
+// IPCP n0 originating (link n0-n1 stuck, budget 40: each SDU then waits
+// for a buffer before it is dropped).
 func TestBufsBoundedUnderFlood(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		node, bufs int
+	}{
+		{"forwarding", 1, 256},
+		{"originating", 0, 40},
+	} {
+		t.Run(tc.name, func(t *testing.T) { bufsFlood(t, tc.node, tc.bufs) })
+	}
+}
+
+// bufsFlood is TestBufsBoundedUnderFlood with node i limited to bufs
+// buffers and the link from it to node i+1 stuck.
+func bufsFlood(t *testing.T, i, bufs int) {
 	const (
-		bufs  = 256
 		qlen  = 2048
 		size  = 777 // the flood's SDUs, told apart from control by length
 		flood = 20000
@@ -29,13 +45,14 @@ func TestBufsBoundedUnderFlood(t *testing.T) {
 	n.Template.LayerConfig.CA = "nop"
 	n.Template.KeepAlive, n.Template.FlowTimeout = time.Second, 10*time.Second
 	n.Template.QueueLen = qlen
-	n.Build(line(4), func(i int, c *unicast.Config) {
-		if i == 1 {
+	n.Build(line(4), func(j int, c *unicast.Config) {
+		if j == i {
 			c.Bufs = bufs // the others keep the default, far more
 		}
 	})
 	n.WaitOperational(10 * time.Second)
-	n0, n1, n3 := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(1)), n.Node(unicasttest.NodeName(3))
+	n0, n3 := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(3))
+	lim, next := n.Node(unicasttest.NodeName(i)), unicasttest.NodeName(i+1)
 	n3.Register("sink")
 	a, err := n0.Alloc(ctxT(t, 5*time.Second), "sink", flow.BestEffort())
 	if err != nil {
@@ -55,42 +72,49 @@ func TestBufsBoundedUnderFlood(t *testing.T) {
 		if !released {
 			released = true
 			close(gate)
-			n.Tamper(n1.Name, unicasttest.NodeName(2), nil)
+			n.Tamper(lim.Name, next, nil)
 		}
 	}
 	defer release()
-	n.Tamper(n1.Name, unicasttest.NodeName(2), func(pkt []byte) [][]byte {
+	n.Tamper(lim.Name, next, func(pkt []byte) [][]byte {
 		if len(pkt) == dt.PCILen+size {
 			<-gate
 		}
 		return [][]byte{pkt}
 	})
 
+	// takenIn is how many of the flood's SDUs the limited IPCP has
+	// taken in: every one it did not drop, it holds.
+	takenIn := func() uint64 {
+		s := lim.IPCP.Stats()
+		if i == 0 {
+			return s.Sent + s.Drops["no_buf"]
+		}
+		return s.Forwarded
+	}
 	msg := make([]byte, size)
 	werr := 0
-	for i := 0; i < flood && n1.IPCP.Stats().Forwarded < 2*bufs; i++ {
+	for k := 0; k < flood && takenIn() < uint64(2*bufs); k++ {
 		// A full first hop pushes back on the sender for a while, then
 		// drops: errors are part of a flood.
 		if a.Write(msg, time.Now().Add(100*time.Millisecond)) != nil {
 			werr++
 		}
 	}
-	t.Logf("%d writes failed", werr)
-	// n1 has taken in twice its budget of the flood while the link is
-	// stuck: every one of those it did not drop, it holds.
-	n.WaitFor(10*time.Second, "n1 taking in the flood", func() bool {
-		return n1.IPCP.Stats().Forwarded >= 2*bufs
+	n.WaitFor(10*time.Second, "the limited IPCP taking in twice its budget", func() bool {
+		return takenIn() >= uint64(2*bufs)
 	})
-	s := n1.IPCP.Stats()
-	t.Logf("n1: %d buffers made (budget %d), drops %v, forwarded %d", s.BufAllocs, bufs, s.Drops, s.Forwarded)
-	if s.BufAllocs > bufs {
-		t.Errorf("n1 made %d packet buffers under a flood, its budget is %d", s.BufAllocs, bufs)
+	s := lim.IPCP.Stats()
+	t.Logf("%s: %d buffers made (budget %d), sent %d, forwarded %d, no_buf %d; %d writes failed",
+		lim.Name, s.BufAllocs, bufs, s.Sent, s.Forwarded, s.Drops["no_buf"], werr)
+	if s.BufAllocs > uint64(bufs) {
+		t.Errorf("%s made %d packet buffers under a flood, its budget is %d", lim.Name, s.BufAllocs, bufs)
 	}
 	if s.Drops["no_buf"] == 0 {
-		t.Errorf("n1 dropped nothing for want of a buffer (drops %v)", s.Drops)
+		t.Errorf("%s dropped nothing for want of a buffer (drops %v)", lim.Name, s.Drops)
 	}
 
-	// The link moves again: what n1 queued drains, and a marked SDU
+	// The link moves again: what was queued drains, and a marked SDU
 	// sent afterwards arrives.
 	release()
 	mark := bytes.Repeat([]byte{0xA5}, 100)
@@ -114,8 +138,8 @@ func TestBufsBoundedUnderFlood(t *testing.T) {
 			}
 		}
 	}
-	if got := n1.IPCP.Stats().BufAllocs; got > bufs {
-		t.Errorf("n1 made %d packet buffers after draining, budget %d", got, bufs)
+	if got := lim.IPCP.Stats().BufAllocs; got > uint64(bufs) {
+		t.Errorf("%s made %d packet buffers after draining, budget %d", lim.Name, got, bufs)
 	}
 }
 

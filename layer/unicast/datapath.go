@@ -142,16 +142,30 @@ func (p *bufPool) putOne(b *pbuf) {
 	p.put([]*pbuf{b}) // does not escape: put keeps the elements, not the slice
 }
 
-// waitGet is get that waits, until stop is closed, for at least one
-// buffer: what a loop does when it has none to read into (only when
-// every buffer of the budget is queued, which drains).
-func (p *bufPool) waitGet(dst []*pbuf, stop <-chan struct{}) int {
+// waitGet is get that waits, until stop is closed or, with wait > 0,
+// for at most wait, for at least one buffer: what a loop does when it
+// has none to read into, and what a packet this IPCP originates does
+// before it is dropped (back-pressure on its own senders, as for a full
+// queue). It waits only while every buffer of the budget is held.
+func (p *bufPool) waitGet(dst []*pbuf, stop <-chan struct{}, wait time.Duration) int {
+	var end time.Time
+	if wait > 0 {
+		end = time.Now().Add(wait)
+	}
 	for {
 		if n := p.get(dst); n > 0 {
 			return n
 		}
+		d := 10 * time.Millisecond // a put may come between get and Add
+		if wait > 0 {
+			left := time.Until(end)
+			if left <= 0 {
+				return 0
+			}
+			d = min(d, left)
+		}
 		p.waiters.Add(1)
-		t := time.NewTimer(10 * time.Millisecond) // a put may come between get and Add
+		t := time.NewTimer(d)
 		select {
 		case <-p.freed:
 		case <-t.C:
@@ -310,7 +324,7 @@ func (c *core) rxLoop(np *nport) {
 		own [1]*pbuf
 		sp  spares
 	)
-	if p.pool.waitGet(own[:], np.done) == 0 {
+	if p.pool.waitGet(own[:], np.done, 0) == 0 {
 		return // the adjacency went while every buffer was held
 	}
 	defer p.pool.put(own[:])
@@ -356,7 +370,7 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 		sp    spares
 	)
 	// The read buffers: as many as the pool gives, at least one.
-	slots := p.pool.waitGet(bs[:], np.done)
+	slots := p.pool.waitGet(bs[:], np.done, 0)
 	if slots == 0 {
 		return
 	}
@@ -782,8 +796,10 @@ func sealRoom(f *fa.Flow) (off, over int) {
 
 // flowTx moves an N+1 flow's SDUs into the layer until its port closes.
 // Like the receive loops, it owns the buffers it reads into and passes
-// an SDU on only in exchange for a free buffer; with none left, the SDU
-// is dropped and counted (no_buf, and the flow's drops).
+// an SDU on only in exchange for a free buffer; with none free, it waits
+// up to originWait for one (back-pressure on the application, as for a
+// full queue), then drops the SDU, counted (no_buf, and the flow's
+// drops).
 func (c *core) flowTx(f *fa.Flow) {
 	defer c.wg.Done()
 	if bp, ok := f.Port.(flow.BatchPort); ok {
@@ -797,7 +813,7 @@ func (c *core) flowTx(f *fa.Flow) {
 		own [1]*pbuf
 		sp  spares
 	)
-	if p.pool.waitGet(own[:], p.ctx.Done()) == 0 {
+	if p.pool.waitGet(own[:], p.ctx.Done(), 0) == 0 {
 		c.fa.Closed(f)
 		return
 	}
@@ -823,6 +839,9 @@ func (c *core) flowTx(f *fa.Flow) {
 			continue
 		}
 		sp.fill(p.pool, 1)
+		if sp.n == 0 {
+			sp.n = p.pool.waitGet(sp.b[:1], p.ctx.Done(), originWait)
+		}
 		repl := sp.take()
 		if repl == nil {
 			p.c.noBuf.Add(1)
@@ -870,7 +889,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		sp    spares
 	)
 	off, over := sealRoom(f)
-	slots := p.pool.waitGet(bs[:], p.ctx.Done())
+	slots := p.pool.waitGet(bs[:], p.ctx.Done(), 0)
 	if slots == 0 {
 		c.fa.Closed(f)
 		return
@@ -899,6 +918,10 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 				p.c.tooBig.Add(1)
 				f.Drops.Add(1)
 				continue
+			}
+			if sp.n == 0 {
+				k.flush() // what is queued goes while this one waits
+				sp.n = p.pool.waitGet(sp.b[:1], p.ctx.Done(), originWait)
 			}
 			if sp.n == 0 {
 				p.c.noBuf.Add(1)
