@@ -90,11 +90,12 @@ type Config struct {
 	Sched    dt.SchedKind
 	QueueLen int
 
-	// Bufs is the most packet buffers the data path holds at once, in its
-	// queues, its read batches and its free list: in a node, the IPCP
-	// component's kernel budget (Budget.Bufs), so that a flood cannot
-	// make the IPCP hold more than its budget. A packet that would need
-	// one more is dropped and counted (drops.no_buf). 0: DefaultBufs.
+	// Bufs is the most packet buffers (of bufLen, about 1.5 KiB) the
+	// data path ever holds, in its queues, its read batches and its free
+	// list: the IPCP's budget for packets, so that a flood cannot make
+	// it hold more. A packet that would need one more is dropped and
+	// counted (drops.no_buf); one the IPCP originates first waits up to
+	// 20 ms for one. 0: DefaultBufs.
 	Bufs int
 
 	// Directories are the directory policies this IPCP can run, by the

@@ -6,6 +6,8 @@
 # Run as root from the repository root:
 #
 #   tools/bench/chain3.sh             # TIME=5 SIZE=64 ROUNDS=2
+#   BASE=main tools/bench/chain3.sh   # also BASE's routers (a git revision,
+#                                     # built from `git archive` in $TMP)
 #
 # Topology, in a network namespace of the script's own: router processes
 # (images/router) a - r - b joined by UDP shim links on 127.0.0.1, a
@@ -26,6 +28,7 @@ set -euo pipefail
 TIME=${TIME:-5}
 SIZE=${SIZE:-64}
 ROUNDS=${ROUNDS:-2}
+BASE=${BASE:-}
 NS=ouro-chain3-$$
 TMP=$(mktemp -d /tmp/ouro-chain3.XXXXXX)
 PIDS=()
@@ -41,6 +44,12 @@ trap cleanup EXIT INT TERM
 need_root chain3.sh "ip netns"
 build_tools
 go build -o "$TMP/udprelay" ./tools/bench/udprelay
+if [ -n "$BASE" ]; then
+	mkdir "$TMP/base"
+	git archive "$BASE" | tar -x -C "$TMP/base"
+	echo "== and router and ouro at BASE $BASE ($(git rev-parse --short "$BASE"))"
+	(cd "$TMP/base" && go build -o "$TMP/base/router.bin" ./images/router && go build -o "$TMP/base/ouro.bin" ./tools/ouro)
+fi
 HZ=$(getconf CLK_TCK)
 
 ip netns add "$NS"
@@ -72,7 +81,7 @@ lower = ["udp"]
 $4
 EOF
 	rm -f "$TMP/$1.sock"
-	"${NSX[@]}" "$TMP/router" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
+	"${NSX[@]}" "$ROUTER" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
 	NODEPID=$!
 	PIDS+=($NODEPID)
 }
@@ -96,7 +105,9 @@ report() {
 			l, f, s, f / s / 1000, cs, cs / s, (cs > 0 ? f / cs / 1000 : 0), r }' | tee -a "$TMP/results"
 }
 
+# ouro_round LABEL ROUTER: a round with the router binary ROUTER.
 ouro_round() {
+	ROUTER=$2
 	node r 3522 '"a.uni" = "127.0.0.1:3521", "b.uni" = "127.0.0.1:3523"' 'bootstrap = true
 admission = "open"
 ca = "nop"'
@@ -119,7 +130,7 @@ ca = "nop"'
 	f1=$(forwarded) c1=$(cpu "$rpid") t1=$(date +%s.%N)
 	local recv
 	recv=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f k/s, loss %.1f%%" % (d["recv_pps"] / 1000, d["loss_percent"]))' "$TMP/perf.json" 2>/dev/null || echo "? ($(head -c 200 "$TMP/perf.err"))")
-	report "ouro, 3 routers" $((f1 - f0)) $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"
+	report "$1" $((f1 - f0)) $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"
 	stopall
 }
 
@@ -146,6 +157,9 @@ relay_round() {
 for i in $(seq "$ROUNDS"); do
 	echo "== round $i"
 	relay_round
-	ouro_round
+	# With BASE, the two alternate which goes first.
+	if [ -n "$BASE" ] && [ $((i % 2)) = 0 ]; then ouro_round "ouro at $BASE, 3 routers" "$TMP/base/router.bin"; fi
+	ouro_round "ouro, 3 routers" "$TMP/router"
+	if [ -n "$BASE" ] && [ $((i % 2)) = 1 ]; then ouro_round "ouro at $BASE, 3 routers" "$TMP/base/router.bin"; fi
 done
 echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
