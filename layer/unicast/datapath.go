@@ -44,8 +44,9 @@ import (
 //     goroutine serves (flow allocator, directory); control may allocate,
 //     the three loops above do not (TestForwardZeroAllocs).
 //
-// Buffers come from a pool of at most Config.Bufs (bufPool); ports is a copy-on-write
-// map behind an atomic pointer, so the per-packet lookup takes no lock.
+// Buffers come from a pool of at most Config.Bufs (bufPool); ports is a
+// copy-on-write map behind an atomic pointer, so the per-packet lookup
+// takes no lock.
 
 const (
 	// headroom is the room before an originated SDU: the PCI and, for
@@ -124,6 +125,10 @@ func (p *bufPool) put(bs []*pbuf) {
 		return
 	}
 	p.mu.Lock()
+	if len(p.free)+len(bs) > p.made {
+		p.mu.Unlock()
+		panic("unicast: more packet buffers freed than exist (one freed twice)") // a data-path bug: the component faults
+	}
 	p.free = append(p.free, bs...)
 	p.mu.Unlock()
 	clear(bs)
@@ -177,14 +182,6 @@ func (p *bufPool) waitGet(dst []*pbuf, stop <-chan struct{}, wait time.Duration)
 		t.Stop()
 		p.waiters.Add(-1)
 	}
-}
-
-// inUse returns how many buffers exist and how many of them are held
-// (not on the free list).
-func (p *bufPool) inUse() (made, held int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.made, p.made - len(p.free)
 }
 
 // spares are the free buffers a loop holds to exchange for the packets
