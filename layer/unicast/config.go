@@ -90,6 +90,14 @@ type Config struct {
 	Sched    dt.SchedKind
 	QueueLen int
 
+	// Bufs is the most packet buffers (of bufLen, about 1.5 KiB) the
+	// data path ever holds, in its queues, its read batches and its free
+	// list: the IPCP's budget for packets, so that a flood cannot make
+	// it hold more. A packet that would need one more is dropped and
+	// counted (drops.no_buf); one the IPCP originates first waits up to
+	// 20 ms for one. 0: DefaultBufs.
+	Bufs int
+
 	// Directories are the directory policies this IPCP can run, by the
 	// name the layer configuration's Dir key uses; "flood" is built in.
 	Directories map[string]NewDirectory
@@ -121,6 +129,10 @@ func (c *Config) setDefaults() error {
 	if c.Discover && c.Heard == nil {
 		return fmt.Errorf("unicast: %s: discover needs a Hearer: %w", c.Name, flow.ErrInvalid)
 	}
+	if c.Bufs < 0 {
+		return fmt.Errorf("unicast: %s: bufs %d, want >= 0: %w", c.Name, c.Bufs, flow.ErrInvalid)
+	}
+	c.Bufs = cmp.Or(c.Bufs, DefaultBufs)
 	c.DiscoverTick = cmp.Or(c.DiscoverTick, 2*time.Second)
 	if c.Entropy == nil {
 		c.Entropy = rand.Reader

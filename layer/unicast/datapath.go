@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,18 +44,22 @@ import (
 //     goroutine serves (flow allocator, directory); control may allocate,
 //     the three loops above do not (TestForwardZeroAllocs).
 //
-// Buffers come from a bounded free list (pool); ports is a copy-on-write
-// map behind an atomic pointer, so the per-packet lookup takes no lock.
+// Buffers come from a pool of at most Config.Bufs (bufPool); ports is a
+// copy-on-write map behind an atomic pointer, so the per-packet lookup
+// takes no lock.
 
 const (
 	// headroom is the room before an originated SDU: the PCI and, for
 	// control messages, the sender's address.
 	headroom = 64
 	bufLen   = headroom + flow.MaxSDU + 64
-	poolSize = 4096
 	txBatch  = 32
 	rxBatch  = 32
 	srcLen   = 8 // sender's address in front of a control message
+
+	// DefaultBufs is Config.Bufs when it is 0: the most packet buffers
+	// (of about 1.5 KiB each) an IPCP's data path holds.
+	DefaultBufs = 4096
 )
 
 // pbuf is a packet buffer; the packet is b[off:end].
@@ -65,14 +70,148 @@ type pbuf struct {
 
 func (b *pbuf) pkt() []byte { return b.b[b.off:b.end] }
 
-func (p *IPCP) getBuf() *pbuf {
-	select {
-	case b := <-p.pool:
-		return b
-	default:
-		p.c.bufAllocs.Add(1)
-		return new(pbuf)
+// bufPool is the data path's packet buffers: at most limit of them ever
+// exist (Config.Bufs), made on first need and kept on a free list.
+// Buffers move in batches (one lock per batch of a loop, not per
+// packet). A loop owns the buffers it reads into; a packet leaves its
+// loop (to a queue) only in exchange for a free buffer (spares), so that
+// when every buffer is held the loops keep reading and drop what
+// arrives, counted (drops.no_buf), instead of allocating or stalling.
+type bufPool struct {
+	mu    sync.Mutex
+	free  []*pbuf
+	made  int // buffers in existence: on the free list or held
+	limit int
+
+	waiters atomic.Int32
+	freed   chan struct{} // capacity 1: a put while someone waits
+	allocs  *atomic.Uint64
+}
+
+func newBufPool(limit int, allocs *atomic.Uint64) *bufPool {
+	return &bufPool{free: make([]*pbuf, 0, limit), limit: limit, freed: make(chan struct{}, 1), allocs: allocs}
+}
+
+// get fills dst with up to len(dst) buffers and returns how many: from
+// the free list, then new ones while fewer than limit exist.
+func (p *bufPool) get(dst []*pbuf) int {
+	p.mu.Lock()
+	n := 0
+	for ; n < len(dst) && len(p.free) > 0; n++ {
+		last := len(p.free) - 1
+		dst[n] = p.free[last]
+		p.free[last] = nil
+		p.free = p.free[:last]
 	}
+	for ; n < len(dst) && p.made < p.limit; n++ {
+		dst[n] = new(pbuf)
+		p.made++
+		p.allocs.Add(1)
+	}
+	p.mu.Unlock()
+	return n
+}
+
+// getOne returns a buffer, or nil when every one is held.
+func (p *bufPool) getOne() *pbuf {
+	var b [1]*pbuf
+	p.get(b[:])
+	return b[0]
+}
+
+// put returns bs to the free list and clears bs.
+func (p *bufPool) put(bs []*pbuf) {
+	if len(bs) == 0 {
+		return
+	}
+	p.mu.Lock()
+	if len(p.free)+len(bs) > p.made {
+		p.mu.Unlock()
+		panic("unicast: more packet buffers freed than exist (one freed twice)") // a data-path bug: the component faults
+	}
+	p.free = append(p.free, bs...)
+	p.mu.Unlock()
+	clear(bs)
+	if p.waiters.Load() > 0 {
+		select {
+		case p.freed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *bufPool) putOne(b *pbuf) {
+	if b == nil {
+		return
+	}
+	p.put([]*pbuf{b}) // does not escape: put keeps the elements, not the slice
+}
+
+// waitGet is get that waits, until stop is closed or, with wait > 0,
+// for at most wait, for at least one buffer: what a loop does when it
+// has none to read into, and what a packet this IPCP originates does
+// before it is dropped (back-pressure on its own senders, as for a full
+// queue). It waits only while every buffer of the budget is held.
+func (p *bufPool) waitGet(dst []*pbuf, stop <-chan struct{}, wait time.Duration) int {
+	var end time.Time
+	if wait > 0 {
+		end = time.Now().Add(wait)
+	}
+	for {
+		if n := p.get(dst); n > 0 {
+			return n
+		}
+		d := 10 * time.Millisecond // a put may come between get and Add
+		if wait > 0 {
+			left := time.Until(end)
+			if left <= 0 {
+				return 0
+			}
+			d = min(d, left)
+		}
+		p.waiters.Add(1)
+		t := time.NewTimer(d)
+		select {
+		case <-p.freed:
+		case <-t.C:
+		case <-stop:
+			t.Stop()
+			p.waiters.Add(-1)
+			return 0
+		}
+		t.Stop()
+		p.waiters.Add(-1)
+	}
+}
+
+// spares are the free buffers a loop holds to exchange for the packets
+// it passes on.
+type spares struct {
+	n int
+	b [rxBatch]*pbuf
+}
+
+// fill tops the spares up to want (at most rxBatch) in one get.
+func (s *spares) fill(p *bufPool, want int) {
+	if s.n < want {
+		s.n += p.get(s.b[s.n:want])
+	}
+}
+
+// take returns a spare, or nil if there is none.
+func (s *spares) take() *pbuf {
+	if s.n == 0 {
+		return nil
+	}
+	s.n--
+	b := s.b[s.n]
+	s.b[s.n] = nil
+	return b
+}
+
+func (s *spares) release(p *bufPool) {
+	p.put(s.b[:s.n])
+	s.n = 0
 }
 
 // timer returns a stopped-and-drained timer set to d, from a free list:
@@ -95,19 +234,13 @@ func (p *IPCP) putTimer(t *time.Timer) {
 	}
 }
 
-func (p *IPCP) putBuf(b *pbuf) {
-	select {
-	case p.pool <- b:
-	default:
-	}
-}
-
 // dpCounters are the data path's always-on counters (the forwarder and
 // the schedulers count their own verdicts and queue drops).
 type dpCounters struct {
 	sent, delivered, ctlIn, ctlOut                           atomic.Uint64
 	noPort, noRoute, unknownEID, rxFull, tooBig, ctlFull     atomic.Uint64
 	truncated, txErrors, malformedCtl, bufAllocs, unknownCtl atomic.Uint64
+	noBuf                                                    atomic.Uint64 // a packet to pass on and no buffer to replace it
 	keepalivesOut, keepalivesIn                              atomic.Uint64
 	tampered, replayed                                       atomic.Uint64 // sealed flows' SDUs refused by seal.Opener
 
@@ -184,7 +317,16 @@ func (c *core) rxLoop(np *nport) {
 		return
 	}
 	p := c.p
-	b := p.getBuf()
+	var (
+		own [1]*pbuf
+		sp  spares
+	)
+	if p.pool.waitGet(own[:], np.done, 0) == 0 {
+		return // the adjacency went while every buffer was held
+	}
+	defer p.pool.put(own[:])
+	defer sp.release(p.pool)
+	b := own[0]
 	for {
 		n, err := np.p.Read(b.b[:], time.Time{})
 		if err != nil {
@@ -192,7 +334,7 @@ func (c *core) rxLoop(np *nport) {
 				p.c.truncated.Add(1)
 				continue
 			}
-			p.putBuf(b)
+			own[0] = b
 			c.cm.Fail(np.id, fmt.Sprintf("data flow: %v", err))
 			return
 		}
@@ -203,34 +345,41 @@ func (c *core) rxLoop(np *nport) {
 			tap(s, capture.In, np, b.pkt())
 		}
 		faultinject.Check("unicast/dt", b.pkt())
-		if c.input(b, nil, time.Time{}) {
-			b = p.getBuf()
+		sp.fill(p.pool, 1)
+		if r := c.input(b, nil, &sp); r != nil {
+			b = r
 		}
+		own[0] = b
 	}
 }
 
 // rxBatchLoop is rxLoop over a flow that reads in batches: one read (one
-// wake-up) per batch, a decision per packet, and one wake-up per next
-// hop's transmit loop per batch.
+// wake-up) per batch, a decision per packet, one get of replacement
+// buffers per batch and one wake-up per next hop's transmit loop per
+// batch.
 func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 	p := c.p
 	var (
 		bs    [rxBatch]*pbuf
 		bufs  [rxBatch][]byte
 		sizes [rxBatch]int
-		k     kicks
+		k     = kicks{pool: p.pool}
+		sp    spares
 	)
-	for i := range bs {
-		bs[i] = p.getBuf()
+	// The read buffers: as many as the pool gives, at least one.
+	slots := p.pool.waitGet(bs[:], np.done, 0)
+	if slots == 0 {
+		return
+	}
+	defer p.pool.put(bs[:slots])
+	defer sp.release(p.pool)
+	for i := range slots {
 		bufs[i] = bs[i].b[:]
 	}
 	for {
-		n, err := bp.ReadBatch(bufs[:], sizes[:], time.Time{})
+		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
 		if err != nil {
 			if !errors.Is(err, flow.ErrTruncated) {
-				for _, b := range bs {
-					p.putBuf(b)
-				}
 				c.cm.Fail(np.id, fmt.Sprintf("data flow: %v", err))
 				return
 			}
@@ -238,8 +387,8 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 			n-- // the last one, truncated, is dropped
 		}
 		var nb uint64
-		now := time.Now() // the batch's arrival time, for deliveries
 		s := p.c.capt.Session()
+		sp.fill(p.pool, n)
 		for i := range n {
 			b := bs[i]
 			b.off, b.end = 0, sizes[i]
@@ -248,9 +397,9 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 				tap(s, capture.In, np, b.pkt())
 			}
 			faultinject.Check("unicast/dt", b.pkt())
-			if c.input(b, &k, now) {
-				bs[i] = p.getBuf()
-				bufs[i] = bs[i].b[:]
+			if r := c.input(b, &k, &sp); r != nil {
+				bs[i] = r
+				bufs[i] = r.b[:]
 			}
 		}
 		np.rxPkts.Add(uint64(n))
@@ -259,48 +408,122 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 	}
 }
 
-// kicks collects the transmit loops to wake once a batch is queued.
+// kicks collects, for one batch, the packets to forward per next hop
+// and the transmit loops to wake: at flush each next hop's packets are
+// queued under one lock of its scheduler and its loop is woken once.
+// It also keeps the batch's arrival time once a packet of it is
+// delivered.
 type kicks struct {
-	n  int
-	np [rxBatch]*nport
+	n    int
+	np   [rxBatch]*nport
+	now  time.Time
+	pool *bufPool // where refused packets go; nil: nothing is deferred
+
+	// The deferred packets, in arrival order, with their next hop (an
+	// index into np) and cube.
+	pn   int
+	pb   [rxBatch]*pbuf
+	pi   [rxBatch]uint8
+	pc   [rxBatch]flow.Cube
+	tmpb [rxBatch]*pbuf
+	tmpc [rxBatch]flow.Cube
 }
 
-func (k *kicks) add(np *nport) {
-	for _, x := range k.np[:k.n] {
+// add notes that np's transmit loop is to be woken, and returns np's
+// index in k, or -1 if k is full (np was woken at once).
+func (k *kicks) add(np *nport) int {
+	for i, x := range k.np[:k.n] {
 		if x == np {
-			return
+			return i
 		}
 	}
 	if k.n == len(k.np) {
 		np.wake()
-		return
+		return -1
 	}
 	k.np[k.n] = np
 	k.n++
+	return k.n - 1
 }
 
+// defer_ queues b for np at flush; it reports false if k cannot take it
+// (the caller then enqueues it at once).
+func (k *kicks) defer_(np *nport, b *pbuf, cube flow.Cube) bool {
+	if k.pool == nil || k.pn == len(k.pb) {
+		return false
+	}
+	i := k.add(np)
+	if i < 0 {
+		return false
+	}
+	k.pb[k.pn], k.pi[k.pn], k.pc[k.pn] = b, uint8(i), cube
+	k.pn++
+	return true
+}
+
+// clock returns the batch's arrival time: the clock is read once per
+// batch, and only if something in it is delivered.
+func (k *kicks) clock() time.Time {
+	if k.now.IsZero() {
+		k.now = time.Now()
+	}
+	return k.now
+}
+
+// flush queues the deferred packets, one EnqueueBatch per next hop
+// (a full queue's refusals go back to the pool, counted by the
+// scheduler), and wakes every noted transmit loop.
 func (k *kicks) flush() {
 	for i, np := range k.np[:k.n] {
+		if k.pn > 0 {
+			m := 0
+			for j := range k.pn {
+				if int(k.pi[j]) == i {
+					k.tmpb[m], k.tmpc[m] = k.pb[j], k.pc[j]
+					m++
+				}
+			}
+			if m > 0 {
+				if r := np.sched.EnqueueBatch(k.tmpc[:m], k.tmpb[:m]); r > 0 {
+					k.pool.put(k.tmpb[:r])
+				}
+				clear(k.tmpb[:m])
+			}
+		}
 		np.wake()
 		k.np[i] = nil
 	}
+	clear(k.pb[:k.pn])
+	k.pn = 0
 	k.n = 0
+	k.now = time.Time{}
 }
 
-// input handles a received packet. It reports whether it kept b (queued
-// for forwarding); otherwise b is the caller's again. With k, the next
-// hop's transmit loop is woken when k is flushed, not at once. now is
-// the packet's arrival time (zero: read the clock if it is delivered).
-func (c *core) input(b *pbuf, k *kicks, now time.Time) bool {
+// input handles a received packet. A packet to forward leaves the
+// caller's hands in exchange for a spare buffer, which input returns
+// (the caller reads into it next); with no spare left, the packet is
+// dropped and counted (no_buf). On nil, b is still the caller's. With
+// k, the next hop's transmit loop is woken when k is flushed, not at
+// once, and a delivery takes k's arrival time.
+func (c *core) input(b *pbuf, k *kicks, sp *spares) *pbuf {
 	r := c.fwd.Decide(b.pkt())
 	switch r.Verdict {
 	case dt.Forward:
+		repl := sp.take()
+		if repl == nil {
+			c.p.c.noBuf.Add(1)
+			return nil
+		}
 		c.enqueue(r.NextHop, b, false, k)
-		return true
+		return repl
 	case dt.Deliver:
+		var now time.Time
+		if k != nil {
+			now = k.clock()
+		}
 		c.deliver(b.pkt(), now)
 	}
-	return false
+	return nil
 }
 
 // originWait bounds how long a locally originated packet waits for room
@@ -318,12 +541,15 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 	np := (*c.ports.Load())[port]
 	if np == nil {
 		c.p.c.noPort.Add(1)
-		c.p.putBuf(b)
+		c.p.pool.putOne(b)
 		return
 	}
 	cube := dt.PCI(b.pkt()).Cube()
+	if !local && k != nil && k.defer_(np, b, cube) {
+		return
+	}
 	var t *time.Timer
-	for np.sched.Len(cube) >= np.sched.Cap() && local {
+	for local && np.sched.Len(cube) >= np.sched.Cap() {
 		np.wake() // it may hold a wake-up deferred in k
 		if t == nil {
 			t = c.p.timer(originWait)
@@ -338,11 +564,10 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 		break
 	}
 	if !np.sched.Enqueue(cube, b) {
-		c.p.putBuf(b) // counted by the scheduler (queue_full)
+		c.p.pool.putOne(b) // counted by the scheduler (queue_full)
 		return
 	}
-	if k != nil {
-		k.add(np)
+	if k != nil && k.add(np) >= 0 {
 		return
 	}
 	np.wake()
@@ -395,10 +620,7 @@ func (c *core) txLoop(np *nport) {
 				if n == 0 {
 					return
 				}
-				for i := range n {
-					c.p.putBuf(batch[i])
-					batch[i] = nil
-				}
+				c.p.pool.put(batch[:n])
 			}
 		}
 		select {
@@ -420,9 +642,7 @@ func (c *core) txLoop(np *nport) {
 			c.writeBatch(np, bp, batch[:n], pkts[:n])
 			continue
 		}
-		for i := range n {
-			b := batch[i]
-			batch[i] = nil
+		for _, b := range batch[:n] {
 			if err := np.p.Write(b.pkt(), time.Time{}); err != nil {
 				np.txErrors.Add(1)
 				c.p.c.txErrors.Add(1)
@@ -430,8 +650,8 @@ func (c *core) txLoop(np *nport) {
 				np.txPkts.Add(1)
 				np.txBytes.Add(uint64(b.end - b.off))
 			}
-			c.p.putBuf(b)
 		}
+		c.p.pool.put(batch[:n])
 	}
 }
 
@@ -439,7 +659,11 @@ func (c *core) txLoop(np *nport) {
 // reserved endpoint EIDKeepalive, with the sender's address and nothing
 // else, which the neighbour counts and drops.
 func (c *core) keepalive(np *nport) {
-	b := c.p.getBuf()
+	b := c.p.pool.getOne()
+	if b == nil {
+		c.p.c.noBuf.Add(1) // the next period tries again
+		return
+	}
 	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
 	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: np.addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
 	b.end = headroom + srcLen
@@ -452,7 +676,7 @@ func (c *core) keepalive(np *nport) {
 	} else {
 		c.p.c.keepalivesOut.Add(1)
 	}
-	c.p.putBuf(b)
+	c.p.pool.putOne(b)
 }
 
 // writeBatch writes batch to np with as few calls as its errors allow
@@ -476,11 +700,8 @@ func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]
 			i++
 		}
 	}
-	for i, b := range batch {
-		c.p.putBuf(b)
-		batch[i] = nil
-		pkts[i] = nil
-	}
+	c.p.pool.put(batch)
+	clear(pkts)
 }
 
 // deliver hands a packet for this IPCP to its endpoint; now is its
@@ -571,6 +792,11 @@ func sealRoom(f *fa.Flow) (off, over int) {
 }
 
 // flowTx moves an N+1 flow's SDUs into the layer until its port closes.
+// Like the receive loops, it owns the buffers it reads into and passes
+// an SDU on only in exchange for a free buffer; with none free, it waits
+// up to originWait for one (back-pressure on the application, as for a
+// full queue), then drops the SDU, counted (no_buf, and the flow's
+// drops).
 func (c *core) flowTx(f *fa.Flow) {
 	defer c.wg.Done()
 	if bp, ok := f.Port.(flow.BatchPort); ok {
@@ -580,11 +806,20 @@ func (c *core) flowTx(f *fa.Flow) {
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
 	off, over := sealRoom(f)
+	var (
+		own [1]*pbuf
+		sp  spares
+	)
+	if p.pool.waitGet(own[:], p.ctx.Done(), 0) == 0 {
+		c.fa.Closed(f)
+		return
+	}
+	defer p.pool.put(own[:])
+	defer sp.release(p.pool)
 	for {
-		b := p.getBuf()
+		b := own[0]
 		n, err := f.Port.Read(b.b[headroom+off:headroom+off+flow.MaxSDU], time.Time{})
 		if err != nil {
-			p.putBuf(b)
 			if errors.Is(err, flow.ErrTruncated) {
 				p.c.truncated.Add(1)
 				continue
@@ -598,13 +833,22 @@ func (c *core) flowTx(f *fa.Flow) {
 			// Info.MaxSDU), so only a writer that ignored it gets here.
 			p.c.tooBig.Add(1)
 			f.Drops.Add(1)
-			p.putBuf(b)
+			continue
+		}
+		sp.fill(p.pool, 1)
+		if sp.n == 0 {
+			sp.n = p.pool.waitGet(sp.b[:1], p.ctx.Done(), originWait)
+		}
+		repl := sp.take()
+		if repl == nil {
+			p.c.noBuf.Add(1)
+			f.Drops.Add(1)
 			continue
 		}
 		if f.Sealer != nil {
 			var ok bool
 			if n, ok = c.sealIn(f, b, n); !ok {
-				p.putBuf(b)
+				p.pool.putOne(repl)
 				continue
 			}
 		}
@@ -622,13 +866,15 @@ func (c *core) flowTx(f *fa.Flow) {
 		f.PktsOut.Add(1)
 		f.BytesOut.Add(uint64(n))
 		f.LastSent.Store(now.UnixNano())
+		own[0] = repl
 		c.originate(b, nil)
 	}
 }
 
 // flowTxBatch is flowTx over a port that reads in batches: one read per
-// batch, pacing and a PCI per SDU, one wake-up of the first hop's
-// transmit loop per batch (or before pacing waits).
+// batch, one get of replacement buffers per batch, pacing and a PCI per
+// SDU, one wake-up of the first hop's transmit loop per batch (or before
+// pacing waits).
 func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
@@ -637,19 +883,23 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		bufs  [rxBatch][]byte
 		sizes [rxBatch]int
 		k     kicks
+		sp    spares
 	)
 	off, over := sealRoom(f)
-	for i := range bs {
-		bs[i] = p.getBuf()
+	slots := p.pool.waitGet(bs[:], p.ctx.Done(), 0)
+	if slots == 0 {
+		c.fa.Closed(f)
+		return
+	}
+	defer p.pool.put(bs[:slots])
+	defer sp.release(p.pool)
+	for i := range slots {
 		bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]
 	}
 	for {
-		n, err := bp.ReadBatch(bufs[:], sizes[:], time.Time{})
+		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
 		if err != nil {
 			if !errors.Is(err, flow.ErrTruncated) {
-				for _, b := range bs {
-					p.putBuf(b)
-				}
 				c.fa.Closed(f)
 				return
 			}
@@ -658,10 +908,20 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		}
 		now := time.Now()
 		var sent, nb uint64
+		sp.fill(p.pool, n)
 		for i := range n {
 			sz := sizes[i]
 			if sz+over > p.MaxSDU() { // see flowTx
 				p.c.tooBig.Add(1)
+				f.Drops.Add(1)
+				continue
+			}
+			if sp.n == 0 {
+				k.flush() // what is queued goes while this one waits
+				sp.n = p.pool.waitGet(sp.b[:1], p.ctx.Done(), originWait)
+			}
+			if sp.n == 0 {
+				p.c.noBuf.Add(1)
 				f.Drops.Add(1)
 				continue
 			}
@@ -685,9 +945,9 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 			b.end = headroom + sz
 			sent++
 			nb += uint64(sz)
-			c.originate(b, &k)
-			bs[i] = p.getBuf()
+			bs[i] = sp.take()
 			bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]
+			c.originate(b, &k)
 		}
 		f.PktsOut.Add(sent)
 		f.BytesOut.Add(nb)
@@ -704,13 +964,13 @@ func (c *core) originate(b *pbuf, k *kicks) {
 	c.p.c.sent.Add(1)
 	if dst == c.self {
 		c.deliver(b.pkt(), time.Time{})
-		c.p.putBuf(b)
+		c.p.pool.putOne(b)
 		return
 	}
 	port, ok := c.pff.Lookup(dst, uint64(pci.EID()))
 	if !ok {
 		c.p.c.noRoute.Add(1)
-		c.p.putBuf(b)
+		c.p.pool.putOne(b)
 		return
 	}
 	c.enqueue(port, b, true, k)
@@ -760,7 +1020,11 @@ func (c *core) sendCtl(dst layer.Addr, eid layer.EID, cube flow.Cube, msg []byte
 		c.p.c.noRoute.Add(1)
 		return fmt.Errorf("unicast: no route to %d: %w", dst, flow.ErrNotFound)
 	}
-	b := c.p.getBuf()
+	b := c.p.pool.getOne()
+	if b == nil {
+		c.p.c.noBuf.Add(1)
+		return fmt.Errorf("unicast: control message to %d: every packet buffer is held: %w", dst, flow.ErrBusy)
+	}
 	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
 	n := copy(b.b[headroom+srcLen:], msg)
 	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: dst, Cube: cube, TTL: dt.DefaultTTL, EID: eid})

@@ -64,7 +64,7 @@ type IPCP struct {
 	bound  atomic.Bool          // the IPCP's name is bound in the lower broker
 	// lowerMax is the smallest SDU limit among the N-1 flows (MaxSDU).
 	lowerMax atomic.Int64
-	pool     chan *pbuf
+	pool     *bufPool
 	timers   chan *time.Timer // free list for the data path's waits
 	c        dpCounters
 
@@ -109,8 +109,7 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 		return nil, fmt.Errorf("unicast: %s: lower layers %v but no registrar: %w", cfg.Name, cfg.Lower, flow.ErrInvalid)
 	}
 	p := &IPCP{
-		cfg: cfg, up: up, reg: reg,
-		pool: make(chan *pbuf, poolSize), timers: make(chan *time.Timer, 64),
+		cfg: cfg, up: up, reg: reg, timers: make(chan *time.Timer, 64),
 		names: make(map[string]bool), hashes: make(map[layer.Hash]string),
 		peers: make(map[layer.Addr]string), claims: make(map[layer.Addr]claim),
 		enrolling: make(chan struct{}, maxEnrolling),
@@ -122,6 +121,7 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 		}
 		p.crl, p.crlRaw = l, cfg.CRL
 	}
+	p.pool = newBufPool(cfg.Bufs, &p.c.bufAllocs)
 	p.lowerMax.Store(flow.MaxSDU)
 	p.lower = sduBroker{Broker: lower, min: &p.lowerMax}
 	p.ctx, p.cancel = context.WithCancel(context.Background())

@@ -325,7 +325,7 @@ func (p *IPCP) Stats() Stats {
 	for name, v := range map[string]*atomic.Uint64{
 		"no_port": &k.noPort, "no_route_local": &k.noRoute, "unknown_eid": &k.unknownEID, "rx_full": &k.rxFull,
 		"too_big": &k.tooBig, "ctl_full": &k.ctlFull, "truncated": &k.truncated, "tx_error": &k.txErrors,
-		"malformed_ctl": &k.malformedCtl, "unknown_ctl": &k.unknownCtl,
+		"malformed_ctl": &k.malformedCtl, "unknown_ctl": &k.unknownCtl, "no_buf": &k.noBuf,
 	} {
 		s.Drops[name] = v.Load()
 	}

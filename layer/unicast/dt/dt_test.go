@@ -2,6 +2,7 @@ package dt_test
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -359,5 +360,44 @@ func TestStanding(t *testing.T) {
 	s.SetBelow(0)
 	if got := s.Standing(c, ms(200)+int64(w)+1, w); got != 0 {
 		t.Errorf("below drained: standing %d, want 0", got)
+	}
+}
+
+// TestEnqueueBatch checks that a batch lands in its cubes' queues in
+// order, that what does not fit (and what names no cube) is handed back
+// in order, and that the counters count each packet once.
+func TestEnqueueBatch(t *testing.T) {
+	s, err := dt.NewScheduler[int](dt.SchedConfig{Kind: dt.StrictPriority, QueueLen: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := flow.Cube(3) // best_effort
+	cubes := []flow.Cube{be, be, flow.Cube(200), be, 0}
+	items := []int{1, 2, 3, 4, 5}
+	if r := s.EnqueueBatch(cubes, items); r != 2 || items[0] != 3 || items[1] != 4 {
+		t.Fatalf("refused %d, items %v; want 2 refused: 3 (no cube), 4 (full)", r, items)
+	}
+	var got []int
+	for {
+		x, _, ok := s.Dequeue()
+		if !ok {
+			break
+		}
+		got = append(got, x)
+	}
+	if !slices.Equal(got, []int{5, 1, 2}) { // cube 0 first (strict)
+		t.Fatalf("dequeued %v, want [5 1 2]", got)
+	}
+	c := s.Counters()
+	if c.Enqueued[be].Load() != 2 || c.Enqueued[0].Load() != 1 || c.Drops[be].Load() != 1 {
+		t.Fatalf("enqueued %d/%d, drops %d; want 2/1, 1", c.Enqueued[be].Load(), c.Enqueued[0].Load(), c.Drops[be].Load())
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		items[0], items[1] = 1, 2
+		s.EnqueueBatch(cubes[:2], items[:2])
+		s.Dequeue()
+		s.Dequeue()
+	}); n != 0 {
+		t.Errorf("%v allocations per batch", n)
 	}
 }

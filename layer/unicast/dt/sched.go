@@ -180,6 +180,49 @@ func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
 	return true
 }
 
+// EnqueueBatch appends items[i] to cube cubes[i]'s queue, in order,
+// under one lock: what a forwarder does with the packets of one receive
+// batch that go to one next hop. Items whose queue is full (counted in
+// Drops) or whose cube is not one (not counted, as in Enqueue) are
+// refused: EnqueueBatch moves them, in order, to the front of items and
+// returns how many; they stay the caller's to release. It allocates
+// nothing. cubes and items have the same length.
+func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) {
+	var in, drop [flow.NumCubes]uint64
+	s.mu.Lock()
+	for i, item := range items {
+		c := cubes[i]
+		if c >= flow.NumCubes {
+			items[refused] = item
+			refused++
+			continue
+		}
+		q := &s.q[c]
+		if q.n == len(q.buf) {
+			drop[c]++
+			items[refused] = item
+			refused++
+			continue
+		}
+		q.buf[(q.head+q.n)%len(q.buf)] = item
+		q.n++
+		q.see(s.below)
+		s.total++
+		s.backlogged |= 1 << c
+		in[c]++
+	}
+	s.mu.Unlock()
+	for c := range in {
+		if in[c] != 0 {
+			s.counters.Enqueued[c].Add(in[c])
+		}
+		if drop[c] != 0 {
+			s.counters.Drops[c].Add(drop[c])
+		}
+	}
+	return refused
+}
+
 // Dequeue removes and returns the next item by the discipline, with its
 // cube; ok is false when every queue is empty.
 func (s *Scheduler[T]) Dequeue() (item T, c flow.Cube, ok bool) {

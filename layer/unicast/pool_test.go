@@ -1,0 +1,61 @@
+package unicast
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestBufPool checks the pool's bound: it makes at most limit buffers,
+// hands out fewer than asked when that many are held, reuses freed ones,
+// and refuses a free of more than exist.
+func TestBufPool(t *testing.T) {
+	var allocs atomic.Uint64
+	p := newBufPool(5, &allocs)
+	var a [4]*pbuf
+	if n := p.get(a[:]); n != 4 {
+		t.Fatalf("got %d of 4 with 5 free", n)
+	}
+	var b [4]*pbuf
+	if n := p.get(b[:]); n != 1 {
+		t.Fatalf("got %d with 1 left, want 1", n)
+	}
+	if p.getOne() != nil {
+		t.Fatal("a sixth buffer from a pool of 5")
+	}
+	p.put(a[:2])
+	if a[0] != nil || a[1] != nil {
+		t.Error("put left the caller's references")
+	}
+	if n := p.get(b[1:]); n != 2 {
+		t.Fatalf("got %d after 2 freed, want 2", n)
+	}
+	if allocs.Load() != 5 {
+		t.Errorf("%d buffers made, want 5", allocs.Load())
+	}
+	// Waiting: none free until one is put back.
+	start := time.Now()
+	var c [1]*pbuf
+	if n := p.waitGet(c[:], nil, 30*time.Millisecond); n != 0 {
+		t.Fatalf("waitGet got %d with none free", n)
+	}
+	if d := time.Since(start); d < 30*time.Millisecond {
+		t.Errorf("waitGet gave up after %v, want >= 30ms", d)
+	}
+	go func() { // a plain goroutine: this is a unit test of the pool, not a component
+		time.Sleep(5 * time.Millisecond)
+		p.put(b[:1])
+	}()
+	if n := p.waitGet(c[:], nil, 5*time.Second); n != 1 {
+		t.Fatalf("waitGet got %d after a put, want 1", n)
+	}
+	p.put(c[:])
+	p.put(a[2:])
+	p.put(b[1:3])
+	defer func() {
+		if recover() == nil {
+			t.Error("freeing more buffers than exist did not panic")
+		}
+	}()
+	p.put([]*pbuf{new(pbuf)})
+}

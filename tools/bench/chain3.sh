@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# chain3.sh — forwarding by a unicast IPCP in a router process, between
+# two others over the UDP shim, against a plain UDP relay in the same run
+# (docs/benchmarks.md, "Forwarding through router processes").
+#
+# Run as root from the repository root:
+#
+#   tools/bench/chain3.sh             # TIME=5 SIZE=64 ROUNDS=2
+#   BASE=main tools/bench/chain3.sh   # also BASE's routers (a git revision,
+#                                     # built from `git archive` in $TMP)
+#
+# Topology, in a network namespace of the script's own: router processes
+# (images/router) a - r - b joined by UDP shim links on 127.0.0.1, a
+# unicast layer "uni" over them (ca = "nop": the flood is not paced, so
+# what is measured is what the middle forwards, not what congestion
+# avoidance lets through). `ouro perf sink` from a floods SIZE-byte SDUs
+# (raw QoS) for TIME to a perf server on b; r forwards each.
+# Measured at r: SDUs forwarded (its `forwarded` counter) per second of
+# the flood, and the CPU time its process used (/proc/PID/stat), so
+# forwarded per CPU-second is "per core"; what b received.
+# Baseline: `ouro perf --udp` through a plain UDP relay (udprelay: one
+# read and one write per datagram) between the same kind of sender and
+# server, measured the same way.
+# The namespace, its processes and the temporary directory are removed on
+# exit, whatever the exit.
+set -euo pipefail
+
+TIME=${TIME:-5}
+SIZE=${SIZE:-64}
+ROUNDS=${ROUNDS:-2}
+BASE=${BASE:-}
+NS=ouro-chain3-$$
+TMP=$(mktemp -d /tmp/ouro-chain3.XXXXXX)
+PIDS=()
+. "$(dirname "$0")/lib.sh"
+
+cleanup() {
+	stopall
+	ip netns del "$NS" 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+need_root chain3.sh "ip netns"
+build_tools
+go build -o "$TMP/udprelay" ./tools/bench/udprelay
+if [ -n "$BASE" ]; then
+	mkdir "$TMP/base"
+	git archive "$BASE" | tar -x -C "$TMP/base"
+	echo "== and router and ouro at BASE $BASE ($(git rev-parse --short "$BASE"))"
+	(cd "$TMP/base" && go build -o "$TMP/base/router.bin" ./images/router && go build -o "$TMP/base/ouro.bin" ./tools/ouro)
+fi
+HZ=$(getconf CLK_TCK)
+
+ip netns add "$NS"
+NSX=(ip netns exec "$NS")
+"${NSX[@]}" ip link set lo up
+
+# cpu PID: the CPU time (user+system) of PID, in clock ticks.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# node NAME PORT DIR UNICAST-LINES: as in ca.sh; sets NODEPID.
+node() {
+	cat >"$TMP/$1.toml" <<EOF
+[node]
+name = "$1"
+
+[[ipcp]]
+kind = "udp"
+layer = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:$2"
+dir = { $3 }
+
+[[ipcp]]
+kind = "unicast"
+name = "$1.uni"
+layer = "uni"
+[ipcp.unicast]
+lower = ["udp"]
+$4
+EOF
+	rm -f "$TMP/$1.sock"
+	"${NSX[@]}" "$ROUTER" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
+	NODEPID=$!
+	PIDS+=($NODEPID)
+}
+
+waitsock() {
+	for s in "$@"; do
+		for _ in $(seq 100); do [ -S "$TMP/$s.sock" ] && break; sleep 0.1; done
+	done
+}
+
+forwarded() {
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/r.sock" --json stats r.uni |
+		python3 -c 'import json,sys; d=json.load(sys.stdin); print(next(r["value"] for r in d["rows"] if r["counter"] == "forwarded"))'
+}
+
+# report LABEL FORWARDED CPU-TICKS SECONDS RECEIVED
+report() {
+	awk -v l="$1" -v f="$2" -v c="$3" -v hz="$HZ" -v s="$4" -v r="$5" 'BEGIN{
+		cs = c / hz
+		printf "%s: forwarded %d in %.2f s = %.0f k/s; middle CPU %.2f s (%.2f cores) = %.0f k forwarded per CPU-second; received %s\n",
+			l, f, s, f / s / 1000, cs, cs / s, (cs > 0 ? f / cs / 1000 : 0), r }' | tee -a "$TMP/results"
+}
+
+# ouro_round LABEL ROUTER: a round with the router binary ROUTER.
+ouro_round() {
+	ROUTER=$2
+	node r 3522 '"a.uni" = "127.0.0.1:3521", "b.uni" = "127.0.0.1:3523"' 'bootstrap = true
+admission = "open"
+ca = "nop"'
+	local rpid=$NODEPID
+	waitsock r
+	node a 3521 '"r.uni" = "127.0.0.1:3522"' 'enroll = "r.uni"'
+	node b 3523 '"r.uni" = "127.0.0.1:3522"' 'enroll = "r.uni"'
+	waitsock a b
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/b.sock" perf --server sink >"$TMP/sink.log" 2>&1 &
+	PIDS+=($!)
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/b.sock" echo echo >"$TMP/echo.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 50); do
+		"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	local f0 c0 t0 f1 c1 t1
+	f0=$(forwarded) c0=$(cpu "$rpid") t0=$(date +%s.%N)
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf sink -s "$SIZE" -t "${TIME}s" --json >"$TMP/perf.json" 2>"$TMP/perf.err" || true
+	f1=$(forwarded) c1=$(cpu "$rpid") t1=$(date +%s.%N)
+	local recv
+	recv=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f k/s, loss %.1f%%" % (d["recv_pps"] / 1000, d["loss_percent"]))' "$TMP/perf.json" 2>/dev/null || echo "? ($(head -c 200 "$TMP/perf.err"))")
+	report "$1" $((f1 - f0)) $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"
+	stopall
+}
+
+relay_round() {
+	"${NSX[@]}" "$TMP/ouro" perf --server --udp 127.0.0.1:3532 >"$TMP/usink.log" 2>&1 &
+	PIDS+=($!)
+	"${NSX[@]}" "$TMP/udprelay" -listen 127.0.0.1:3531 -to 127.0.0.1:3532 >"$TMP/relay.out" 2>&1 &
+	local rpid=$!
+	PIDS+=($rpid)
+	sleep 0.3
+	local c0 t0 c1 t1
+	c0=$(cpu "$rpid") t0=$(date +%s.%N)
+	"${NSX[@]}" "$TMP/ouro" perf --udp 127.0.0.1:3531 -s "$SIZE" -t "${TIME}s" --json >"$TMP/uperf.json" 2>"$TMP/uperf.err" || true
+	c1=$(cpu "$rpid") t1=$(date +%s.%N)
+	kill "$rpid"
+	wait "$rpid" 2>/dev/null || true
+	local f recv
+	f=$(awk '/^forwarded/{print $2}' "$TMP/relay.out")
+	recv=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f k/s, loss %.1f%%" % (d["recv_pps"] / 1000, d["loss_percent"]))' "$TMP/uperf.json" 2>/dev/null || echo "? ($(head -c 200 "$TMP/uperf.err"))")
+	report "plain UDP relay" "${f:-0}" $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"
+	stopall
+}
+
+for i in $(seq "$ROUNDS"); do
+	echo "== round $i"
+	relay_round
+	# With BASE, the two alternate which goes first.
+	if [ -n "$BASE" ] && [ $((i % 2)) = 0 ]; then ouro_round "ouro at $BASE, 3 routers" "$TMP/base/router.bin"; fi
+	ouro_round "ouro, 3 routers" "$TMP/router"
+	if [ -n "$BASE" ] && [ $((i % 2)) = 1 ]; then ouro_round "ouro at $BASE, 3 routers" "$TMP/base/router.bin"; fi
+done
+echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
