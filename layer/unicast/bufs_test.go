@@ -2,7 +2,9 @@ package unicast_test
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,17 +27,22 @@ func TestBufsBoundedUnderFlood(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		node, bufs int
+		charged    bool
 	}{
-		{"forwarding", 1, 256},
-		{"originating", 0, 40},
+		{"forwarding", 1, 256, false},
+		{"originating", 0, 40, false},
+		// Bufs at its default, the kernel budget spent first: the
+		// buffers the data path makes are charged to it (Config.Reserve).
+		{"charged", 1, 256, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { bufsFlood(t, tc.node, tc.bufs) })
+		t.Run(tc.name, func(t *testing.T) { bufsFlood(t, tc.node, tc.bufs, tc.charged) })
 	}
 }
 
 // bufsFlood is TestBufsBoundedUnderFlood with node i limited to bufs
-// buffers and the link from it to node i+1 stuck.
-func bufsFlood(t *testing.T, i, bufs int) {
+// buffers and the link from it to node i+1 stuck: by Config.Bufs, or
+// with charged by a budget of bufs that Config.Reserve draws on.
+func bufsFlood(t *testing.T, i, bufs int, charged bool) {
 	const (
 		qlen  = 2048
 		size  = 777 // the flood's SDUs, told apart from control by length
@@ -46,8 +53,23 @@ func bufsFlood(t *testing.T, i, bufs int) {
 	n.Template.KeepAlive, n.Template.FlowTimeout = time.Second, 10*time.Second
 	n.Template.QueueLen = qlen
 	n.Build(line(4), func(j int, c *unicast.Config) {
-		if j == i {
-			c.Bufs = bufs // the others keep the default, far more
+		if j != i {
+			return // the others keep the default, far more
+		}
+		if !charged {
+			c.Bufs = bufs
+			return
+		}
+		var mu sync.Mutex
+		left := bufs
+		c.Reserve = func(n int) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if n > left {
+				return fmt.Errorf("reserve %d: %d left", n, left)
+			}
+			left -= n
+			return nil
 		}
 	})
 	n.WaitOperational(10 * time.Second)

@@ -97,6 +97,13 @@ type Config struct {
 	// counted (drops.no_buf); one the IPCP originates first waits up to
 	// 20 ms for one. 0: DefaultBufs.
 	Bufs int
+	// Reserve, if set, charges the buffers the data path makes to the
+	// component's kernel budget as it makes them (kernel.PD.Reserve), so
+	// that they count against it like the buffers it holds in rings;
+	// when the budget is spent the data path makes no more and drops as
+	// if all Bufs were held. What an incarnation reserved returns to the
+	// budget when it ends.
+	Reserve func(n int) error
 
 	// Directories are the directory policies this IPCP can run, by the
 	// name the layer configuration's Dir key uses; "flood" is built in.

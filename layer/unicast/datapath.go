@@ -83,13 +83,30 @@ type bufPool struct {
 	made  int // buffers in existence: on the free list or held
 	limit int
 
+	// reserve charges buffers the pool is about to make to the
+	// component's budget (Config.Reserve); nil charges nothing.
+	reserve func(n int) error
+
 	waiters atomic.Int32
 	freed   chan struct{} // capacity 1: a put while someone waits
 	allocs  *atomic.Uint64
 }
 
-func newBufPool(limit int, allocs *atomic.Uint64) *bufPool {
-	return &bufPool{free: make([]*pbuf, 0, limit), limit: limit, freed: make(chan struct{}, 1), allocs: allocs}
+func newBufPool(limit int, reserve func(int) error, allocs *atomic.Uint64) *bufPool {
+	return &bufPool{free: make([]*pbuf, 0, limit), limit: limit, reserve: reserve, freed: make(chan struct{}, 1), allocs: allocs}
+}
+
+// charge returns how many of want new buffers the budget lets the pool
+// make: all of them, else one, else none (the budget is spent: what
+// arrives is dropped as if every buffer were held).
+func (p *bufPool) charge(want int) int {
+	switch {
+	case p.reserve == nil || p.reserve(want) == nil:
+		return want
+	case want > 1 && p.reserve(1) == nil:
+		return 1
+	}
+	return 0
 }
 
 // get fills dst with up to len(dst) buffers and returns how many: from
@@ -103,8 +120,9 @@ func (p *bufPool) get(dst []*pbuf) int {
 		p.free[last] = nil
 		p.free = p.free[:last]
 	}
-	for ; n < len(dst) && p.made < p.limit; n++ {
+	for k := p.charge(min(len(dst)-n, p.limit-p.made)); k > 0; k-- {
 		dst[n] = new(pbuf)
+		n++
 		p.made++
 		p.allocs.Add(1)
 	}

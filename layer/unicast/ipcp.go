@@ -121,7 +121,7 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 		}
 		p.crl, p.crlRaw = l, cfg.CRL
 	}
-	p.pool = newBufPool(cfg.Bufs, &p.c.bufAllocs)
+	p.pool = newBufPool(cfg.Bufs, cfg.Reserve, &p.c.bufAllocs)
 	p.lowerMax.Store(flow.MaxSDU)
 	p.lower = sduBroker{Broker: lower, min: &p.lowerMax}
 	p.ctx, p.cancel = context.WithCancel(context.Background())

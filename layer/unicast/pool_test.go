@@ -1,6 +1,7 @@
 package unicast
 
 import (
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +12,7 @@ import (
 // and refuses a free of more than exist.
 func TestBufPool(t *testing.T) {
 	var allocs atomic.Uint64
-	p := newBufPool(5, &allocs)
+	p := newBufPool(5, nil, &allocs)
 	var a [4]*pbuf
 	if n := p.get(a[:]); n != 4 {
 		t.Fatalf("got %d of 4 with 5 free", n)
@@ -58,4 +59,41 @@ func TestBufPool(t *testing.T) {
 		}
 	}()
 	p.put([]*pbuf{new(pbuf)})
+}
+
+// TestBufPoolCharged checks that the pool makes only the buffers its
+// budget lets it reserve (Config.Reserve): a batch it cannot reserve
+// whole comes one buffer at a time, then none, whatever limit says.
+func TestBufPoolCharged(t *testing.T) {
+	var allocs atomic.Uint64
+	left := 6 // the budget's free buffers
+	reserve := func(n int) error {
+		if n > left {
+			return errors.New("no budget")
+		}
+		left -= n
+		return nil
+	}
+	p := newBufPool(100, reserve, &allocs)
+	var a [4]*pbuf
+	if n := p.get(a[:]); n != 4 {
+		t.Fatalf("got %d of 4 with 6 in the budget", n)
+	}
+	var b [4]*pbuf
+	if n := p.get(b[:]); n != 1 {
+		t.Fatalf("got %d with 2 left in the budget, want 1 (a batch of 4 refused, then one)", n)
+	}
+	if n := p.get(b[1:]); n != 1 {
+		t.Fatalf("got %d with 1 left in the budget, want 1", n)
+	}
+	if n := p.get(b[2:]); n != 0 || left != 0 {
+		t.Fatalf("got %d with the budget spent (%d left)", n, left)
+	}
+	if allocs.Load() != 6 {
+		t.Errorf("%d buffers made, want the 6 reserved", allocs.Load())
+	}
+	p.put(a[:])
+	if n := p.get(b[2:]); n != 2 {
+		t.Errorf("got %d after 4 freed, want 2 (reuse needs no budget)", n)
+	}
 }

@@ -176,6 +176,10 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		cfg.Logf = deps.logf
 		cfg.Runner = env.pd
+		// The data path's own packet buffers come from the component's
+		// budget: at most half of it, charged as they are made; the other
+		// half is for the buffers it pushes into its flows' rings.
+		cfg.Bufs, cfg.Reserve = max(p.Bufs/2, 1), env.pd.Reserve
 		if s := env.signer(deps.nodeKey); s != nil {
 			cfg.Signer = s
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -119,10 +120,23 @@ lower = ["udp"]
 	if err == nil && len(r.Table.Rows) != 2 {
 		t.Errorf("a.uni has %d routes, want 2 (b and c): %v", len(r.Table.Rows), r.Table.Rows)
 	}
+	// The data path's own packet buffers are charged to the IPCP
+	// component's budget (unicast.Config.Reserve): what its budget has in
+	// use covers at least the buffers it has made.
+	r, err = ba.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "a.uni"})
+	made := -1
+	for _, row := range r.Table.Rows {
+		if len(row) == 2 && row[0] == "buf_allocs" {
+			made, _ = strconv.Atoi(row[1])
+		}
+	}
+	cs, serr := a.Kernel().Stats(ipcpComponent("a.uni"))
+	if err != nil || serr != nil || made <= 0 || cs.Budget.Bufs < made {
+		t.Errorf("a.uni made %d packet buffers (%v); its component's budget has %d in use (%v): the pool is not charged to it", made, err, cs.Budget.Bufs, serr)
+	}
 	pA.Close()
 	if _, err := pC.Read(buf, time.Now().Add(5*time.Second)); !errors.Is(err, flow.ErrClosed) {
 		t.Errorf("C's read after A closed: %v, want ErrClosed", err)
 	}
 	pC.Close()
-	_ = a
 }
