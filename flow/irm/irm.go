@@ -47,6 +47,9 @@ type Config struct {
 	// the "components" command, with Describe listing them; nil: the
 	// command answers not found.
 	ComponentStats func(name string) (kernel.ComponentStats, error)
+	// BufTotals returns the kernel's node-wide packet-buffer figures for
+	// the "kernel" command; nil: the command answers not found.
+	BufTotals func() kernel.BufTotals
 	// IPCPs are the IPCP components the IRM drives, in preference order
 	// for allocation.
 	IPCPs []IPCPSlot

@@ -31,6 +31,10 @@ const (
 	// sees it (Config.ComponentStats): state, incarnations, faults,
 	// budgets in use, and the IRM's supervision of it.
 	CmdComponents = "components"
+	// CmdKernel gives the kernel's node-wide packet-buffer figures
+	// (Config.BufTotals) as rows of counter and value: granted, max,
+	// made, in_use.
+	CmdKernel = "kernel"
 )
 
 // readOnly are the management commands anyone with a session may run:
@@ -38,7 +42,7 @@ const (
 // and IPCP commands such as bootstrap, enroll, connect) needs a
 // management session.
 var readOnly = map[string]bool{
-	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true, CmdID: true, CmdComponents: true,
+	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true, CmdID: true, CmdComponents: true, CmdKernel: true,
 	// IPCP tables and counters ("flows" is also the IPCP's own).
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
 	// Which of the names asked about a shim heard announced (unicast
@@ -96,6 +100,15 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 			return MgmtResp{}, err
 		}
 		return pg.page(MgmtResp{Table: t})
+	case CmdKernel:
+		if m.cfg.BufTotals == nil {
+			return MgmtResp{}, fmt.Errorf("irm: kernel figures: %w", flow.ErrNotFound)
+		}
+		bt := m.cfg.BufTotals()
+		return pg.page(MgmtResp{Table: Table{Columns: []string{"counter", "value"}, Rows: [][]string{
+			{"bufs_granted", strconv.FormatInt(bt.Granted, 10)}, {"bufs_max", strconv.Itoa(bt.Max)},
+			{"bufs_made", strconv.Itoa(bt.Made)}, {"bufs_in_use", strconv.Itoa(bt.Made - bt.Free)},
+		}}})
 	case CmdSystem:
 		if m.cfg.Describe == nil {
 			return MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)
@@ -304,7 +317,7 @@ func (m *IRM) componentTable() (Table, error) {
 	if m.cfg.Describe == nil || m.cfg.ComponentStats == nil {
 		return Table{}, fmt.Errorf("irm: components: %w", flow.ErrNotFound)
 	}
-	t := Table{Columns: []string{"name", "state", "incarnations", "faults", "bufs", "bufs_limit", "objects", "objects_limit", "supervised", "last_fault"}}
+	t := Table{Columns: []string{"name", "state", "incarnations", "faults", "bufs", "bufs_limit", "objects", "objects_limit", "byte_rate", "supervised", "last_fault"}}
 	// By the name of the component each supervision record's cap names
 	// (an IPCP's component is not called as the IPCP is).
 	sup := make(map[string]supervised)
@@ -341,7 +354,8 @@ func (m *IRM) componentTable() (Table, error) {
 			}
 		}
 		t.Rows = append(t.Rows, []string{c.Name, s.State, itoa(s.Incarnations), itoa(s.Faults),
-			itoa(s.Budget.Bufs), itoa(s.Budget.Limit.Bufs), itoa(s.Budget.Objects), itoa(s.Budget.Limit.Objects), supState, last})
+			itoa(s.Budget.Bufs), itoa(s.Budget.Limit.Bufs), itoa(s.Budget.Objects), itoa(s.Budget.Limit.Objects),
+			strconv.FormatInt(int64(s.Budget.Limit.ByteRate), 10), supState, last})
 	}
 	return t, nil
 }

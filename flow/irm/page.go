@@ -1,8 +1,11 @@
 package irm
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -150,4 +153,54 @@ func pageAnswer(r MgmtResp, req MgmtReq) (MgmtResp, error) {
 		return MgmtResp{}, err
 	}
 	return p.page(r)
+}
+
+// MaxPages bounds the pages ReadAll fetches of one answer (a node paging
+// in circles).
+const MaxPages = 1 << 16
+
+// MgmtFunc sends one management request and returns one page of its
+// answer: a session's Mgmt, or a management flow's.
+type MgmtFunc func(ctx context.Context, req MgmtReq) (MgmtResp, error)
+
+// ReadAll sends req through m and fetches every page of its answer
+// (docs/wire/node-socket.md): the rows of a table joined, the text of a
+// text answer concatenated.
+func ReadAll(ctx context.Context, m MgmtFunc, req MgmtReq) (MgmtResp, error) {
+	what := req.Cmd
+	if req.IPCP != "" {
+		what += " " + req.IPCP
+	}
+	all, err := m(ctx, req)
+	if err != nil {
+		return MgmtResp{}, fmt.Errorf("%s: %w", what, err)
+	}
+	for next, pages := all.Next, 1; next > 0; pages++ {
+		if pages > MaxPages {
+			return MgmtResp{}, fmt.Errorf("%s: more than %d pages", what, MaxPages)
+		}
+		r := req
+		r.Args = maps.Clone(req.Args)
+		if r.Args == nil {
+			r.Args = map[string]string{}
+		}
+		r.Args[ArgOffset] = strconv.Itoa(next)
+		page, err := m(ctx, r)
+		if err != nil {
+			return MgmtResp{}, fmt.Errorf("%s (page %d, from %d): %w", what, pages+1, next, err)
+		}
+		if !slices.Equal(page.Table.Columns, all.Table.Columns) {
+			return MgmtResp{}, fmt.Errorf("%s: page %d has columns %v, the first %v", what, pages+1, page.Table.Columns, all.Table.Columns)
+		}
+		if page.Next != 0 && page.Next <= next {
+			return MgmtResp{}, fmt.Errorf("%s: page %d from %d says the next starts at %d", what, pages+1, next, page.Next)
+		}
+		all.Table.Rows = append(all.Table.Rows, page.Table.Rows...)
+		if len(all.Table.Columns) == 0 {
+			all.Text += page.Text
+		}
+		next = page.Next
+	}
+	all.Next = 0
+	return all, nil
 }

@@ -51,7 +51,7 @@ const CmdStatus = "status"
 // the node's socket.
 var ReadOnly = map[string]bool{
 	irm.CmdIPCPs: true, irm.CmdNames: true, irm.CmdFlows: true, irm.CmdSystem: true,
-	irm.CmdID: true, irm.CmdComponents: true,
+	irm.CmdID: true, irm.CmdComponents: true, irm.CmdKernel: true,
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
 	"graph": true, capture.Cmd: true, CmdStatus: true,
 }

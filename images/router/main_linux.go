@@ -17,7 +17,6 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/metrics"
 	"github.com/ouronet/ouro/images/internal/node"
-	"github.com/ouronet/ouro/kernel"
 )
 
 func main() {
@@ -87,7 +86,7 @@ func main() {
 	var n *node.Node
 	var mx *metrics.Server
 	if cfg.Node.Metrics != "" {
-		mx = metrics.New(metrics.Config{Addr: cfg.Node.Metrics, Kernel: func() *kernel.Kernel { return n.Kernel() }, Logf: logf})
+		mx = metrics.New(metrics.Config{Addr: cfg.Node.Metrics, Logf: logf})
 		cfg.Allocs = mx // the gateway's and the IPCPs' allocations
 		extras = append(extras, mx.Extra())
 	}

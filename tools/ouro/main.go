@@ -109,7 +109,7 @@ func commands() []*command {
 		pass("bootstrap", "bootstrap a layer with its first IPCP"),
 		pass("enroll", "enroll an IPCP into a layer via a member"),
 		pass("connect", "connect an IPCP's management and data-transfer flows"),
-		captureCommand(), topCommand(), statusCommand(), // capture.go, top.go, via.go
+		captureCommand(), topCommand(), statusCommand(), metricsCommand(), // capture.go, top.go, via.go, metrics.go
 		{name: "echo", args: "NAME | --udp ADDR", group: "measurement", summary: "serve NAME: echo every SDU back", run: runEcho,
 			help: "Binds NAME and echoes every SDU of every flow allocated to it, printing\n" +
 				"a line per flow opened and closed. With --udp, echoes UDP datagrams on\n" +

@@ -5,10 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -30,49 +27,8 @@ func (a *app) mgmt(ctx context.Context, req irm.MgmtReq, timeout time.Duration) 
 	defer n.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	what := req.Cmd
-	if req.IPCP != "" {
-		what += " " + req.IPCP
-	}
-	var all irm.MgmtResp
-	if err := n.Mgmt(ctx, req, &all); err != nil {
-		return irm.MgmtResp{}, fmt.Errorf("%s: %w", what, err)
-	}
-	// A long listing comes a page at a time (docs/wire/node-socket.md):
-	// fetch the rest and join them.
-	for next, pages := all.Next, 1; next > 0; pages++ {
-		if pages > maxPages {
-			return irm.MgmtResp{}, fmt.Errorf("%s: more than %d pages", what, maxPages)
-		}
-		args := maps.Clone(req.Args)
-		if args == nil {
-			args = map[string]string{}
-		}
-		args[irm.ArgOffset] = strconv.Itoa(next)
-		r := req
-		r.Args = args
-		var page irm.MgmtResp
-		if err := n.Mgmt(ctx, r, &page); err != nil {
-			return irm.MgmtResp{}, fmt.Errorf("%s (page %d, from %d): %w", what, pages+1, next, err)
-		}
-		if !slices.Equal(page.Table.Columns, all.Table.Columns) {
-			return irm.MgmtResp{}, fmt.Errorf("%s: page %d has columns %v, the first %v", what, pages+1, page.Table.Columns, all.Table.Columns)
-		}
-		if page.Next != 0 && page.Next <= next {
-			return irm.MgmtResp{}, fmt.Errorf("%s: page %d from %d says the next starts at %d", what, pages+1, next, page.Next)
-		}
-		all.Table.Rows = append(all.Table.Rows, page.Table.Rows...)
-		if len(all.Table.Columns) == 0 {
-			all.Text += page.Text
-		}
-		next = page.Next
-	}
-	all.Next = 0
-	return all, nil
+	return irm.ReadAll(ctx, nodeMgmt(n), req)
 }
-
-// maxPages bounds the pages of one listing (a node paging in circles).
-const maxPages = 1 << 16
 
 // mgmtJSON is the --json shape of every management answer: the table's
 // columns in order, its rows as objects keyed by column, and the text.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,11 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/ouronet/ouro/flow/irm/prom"
 	"github.com/ouronet/ouro/tools/testnet"
 )
 
@@ -161,6 +168,41 @@ func TestVia(t *testing.T) {
 		}
 	})
 
+	// b's metrics over the flow, printed once and served (--listen):
+	// each of b.uni's counters between b's own readings before and
+	// after, and the kernel's view of b's components.
+	t.Run("metrics", func(t *testing.T) {
+		lo := counterJSON(t, ouro(b, "--json", "stats", "b.uni"))
+		fams := parseMetrics(t, ouro(a, "--via", "b.mgmt", "metrics"))
+		hi := counterJSON(t, ouro(b, "--json", "stats", "b.uni"))
+		checkRemoteMetrics(t, fams, lo, hi)
+
+		p, err := n.StartOuro(a, "--via", "b.mgmt", "metrics", "--listen", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Stop()
+		if err := p.WaitFor("serving http://", 30*time.Second); err != nil {
+			t.Fatalf("%v: %s", err, p.Output())
+		}
+		_, rest, _ := strings.Cut(p.Output(), "serving ")
+		url, _, _ := strings.Cut(rest, "\n")
+		for range 2 { // a management flow each scrape
+			lo := counterJSON(t, ouro(b, "--json", "stats", "b.uni"))
+			resp, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %d %v\n%s", url, resp.StatusCode, err, body)
+			}
+			hi := counterJSON(t, ouro(b, "--json", "stats", "b.uni"))
+			checkRemoteMetrics(t, parseMetrics(t, string(body)), lo, hi)
+		}
+	})
+
 	// Changes stay local: refused over the flow; flow commands refuse --via.
 	t.Run("refused", func(t *testing.T) {
 		out, err := n.Ouro(ctx, a, "--via", "b.mgmt", "reg", "planted")
@@ -261,4 +303,83 @@ func topScreenOK(screen string) bool {
 		return false
 	}
 	return rated(screen[ia:ib], "a.uni") && rated(screen[ib:], "b.uni")
+}
+
+// parseMetrics parses the Prometheus text format.
+func parseMetrics(t *testing.T, text string) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("metrics: %v\n%s", err, text)
+	}
+	return fams
+}
+
+// metricValue returns the value of the sample of family name whose labels
+// include want.
+func metricValue(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+	for _, m := range f.GetMetric() {
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for k, v := range want {
+			match = match && got[k] == v
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Untyped != nil:
+			return m.GetUntyped().GetValue(), true
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), true
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// checkRemoteMetrics checks node b's metrics read over its management
+// flow: b.uni's counters between b's readings lo and hi (flows.active one
+// more: the management flow), and the kernel's view of b.
+func checkRemoteMetrics(t *testing.T, fams map[string]*dto.MetricFamily, lo, hi map[string]uint64) {
+	t.Helper()
+	if _, ok := metricValue(fams, "ouro_ipcp_info", map[string]string{"ipcp": "b.uni", "layer": "uni", "kind": "unicast"}); !ok {
+		t.Errorf("no ouro_ipcp_info for b.uni")
+	}
+	checked := 0
+	for k, l := range lo {
+		if k == "addr" {
+			continue // an identifier, not exported (ouro_ipcp_info says which IPCP)
+		}
+		v, ok := metricValue(fams, "ouro_ipcp_"+prom.MetricName(k), map[string]string{"ipcp": "b.uni"})
+		if !ok {
+			t.Errorf("b.uni's %s has no metric", k)
+			continue
+		}
+		if k == "flows.active" {
+			l, hi[k] = l+1, hi[k]+1
+		}
+		if v < float64(l) || v > float64(hi[k]) {
+			t.Errorf("%s = %v over the flow; b said %d before, %d after", k, v, l, hi[k])
+		}
+		checked++
+	}
+	if up, ok := metricValue(fams, "ouro_component_up", map[string]string{"component": "irm"}); !ok || up != 1 {
+		t.Errorf("ouro_component_up{component=irm} = %v (%v), want 1", up, ok)
+	}
+	if g, ok := metricValue(fams, "ouro_kernel_bufs_granted", nil); !ok || g <= 0 {
+		t.Errorf("ouro_kernel_bufs_granted = %v (%v), want > 0", g, ok)
+	}
+	if checked == 0 {
+		t.Error("no counter of b.uni checked")
+	}
 }

@@ -35,10 +35,6 @@ type Config struct {
 	// Addr is the host:port to listen on ([node] metrics); port 0 picks
 	// one (Server.Addr tells which).
 	Addr string
-	// Kernel returns the node's kernel, for the components' budgets,
-	// faults and restarts; nil: none of those metrics. It is called at
-	// scrape time, once the node runs.
-	Kernel func() *kernel.Kernel
 	// Timeout bounds one scrape's management calls (default 5s).
 	Timeout time.Duration
 	// Logf reports scrapes that failed in part; nil discards.
@@ -73,7 +69,7 @@ func New(cfg Config) *Server {
 			"(every layer's query, the layer's allocation, the peer's accept), by the layer that allocated the flow (\"\" if none did) and result.",
 		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16), // 250 µs to 8 s
 	}, []string{"layer", "result"})
-	s.reg.MustRegister(s.allocs, collector{s})
+	s.reg.MustRegister(s.allocs, newCollector(s))
 	return s
 }
 

@@ -164,6 +164,7 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		ComponentStats: func(name string) (kernel.ComponentStats, error) {
 			return n.k.Stats(name)
 		},
+		BufTotals: func() kernel.BufTotals { return n.k.BufTotals() },
 		FaultSlot: slotFault,
 		Restart: irm.RestartPolicy{
 			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
