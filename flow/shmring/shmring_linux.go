@@ -105,6 +105,9 @@ func (m *Mapping) CloseFD() {
 // Bytes returns the mapped memory: for tests that play a hostile peer.
 func (m *Mapping) Bytes() []byte { return m.mem }
 
+// Close unmaps a mapping that no End took, and closes its memfd.
+func (m *Mapping) Close() { m.unmap() }
+
 // unmap releases the mapping and the memfd.
 func (m *Mapping) unmap() {
 	m.CloseFD()
