@@ -31,3 +31,7 @@ func seqpacketPair(t *testing.T) (flow.Port, flow.Port) {
 func TestSeqpacketPortConformance(t *testing.T) {
 	flowtest.TestPort(t, func() (flow.Port, flow.Port) { return seqpacketPair(t) })
 }
+
+func TestShmPortConformance(t *testing.T) {
+	flowtest.TestPort(t, func() (flow.Port, flow.Port) { return flow.ShmPair(t, 16) })
+}
