@@ -576,7 +576,7 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 				}
 				sdus = sdus[k:]
 				if err != nil {
-					if errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy) {
+					if len(sdus) > 0 && (errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy)) {
 						sdus = sdus[1:] // counted by the port's owner; keep the flow
 						continue
 					}
