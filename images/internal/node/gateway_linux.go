@@ -611,6 +611,9 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 	pd.Go(func() {
 		wg.Wait()
 		cancel()
+		if st := e.Stats(); st.Drops > 0 {
+			logf("gateway: a flow's program wrote %d SDUs of impossible lengths (dropped)", st.Drops)
+		}
 		e.Release()
 		done()
 	})
