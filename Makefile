@@ -83,7 +83,8 @@ FUZZ_TARGETS ?= \
 	./crypto/admission:FuzzPolicy ./crypto/kex:FuzzRespond ./crypto/kex:FuzzReply ./crypto/kex:FuzzFinish ./crypto/kex:FuzzResumeHello ./crypto/kex:FuzzResumeReply \
 	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal ./images/internal/status:FuzzReadRequest ./layer/shim/internal/engine:FuzzDecodeKex ./layer/shim/eth:FuzzDecodeCtl ./layer/shim/udp:FuzzSealedInput \
 	./flow/frct:FuzzPCI ./flow/frct:FuzzSACK ./flow/frct:FuzzReceiver \
-	./layer/capture:FuzzDecodePage ./images/mgmtflow:FuzzDecodeRequest ./images/mgmtflow:FuzzDecodeResponse ./layer/shim/diode:FuzzShard ./layer/shim/carrier:FuzzOpen ./layer/shim/carrier:FuzzSeenLog ./layer/shim/carrier:FuzzOpenAck
+	./layer/capture:FuzzDecodePage ./images/mgmtflow:FuzzDecodeRequest ./images/mgmtflow:FuzzDecodeResponse ./layer/shim/diode:FuzzShard ./layer/shim/carrier:FuzzOpen ./layer/shim/carrier:FuzzSeenLog ./layer/shim/carrier:FuzzOpenAck \
+	./flow/shmring:FuzzHostileRing
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/ouronet/ouro/flow/shmring"
 )
 
 // DefaultSocket is where a hosted node run by root listens unless
@@ -67,7 +69,17 @@ type SocketBroker struct {
 
 type sockResult struct {
 	resp SockResp
-	fd   int // -1 if none came
+	fds  []int // the descriptors that came with it (SCM_RIGHTS), if any
+}
+
+// maxFlowFDs is the most descriptors a response carries: a flow's socket,
+// and with shared rings its memfd and four eventfds.
+const maxFlowFDs = 6
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		syscall.Close(fd)
+	}
 }
 
 var _ Broker = (*SocketBroker)(nil)
@@ -79,14 +91,42 @@ func Dial(path string) (*SocketBroker, error) {
 		return nil, fmt.Errorf("flow: dial node at %s: %w", path, err)
 	}
 	b := &SocketBroker{conn: c, codec: NewCodec(), pending: make(map[uint64]chan sockResult), done: make(chan struct{})}
+	// Announce shared rings. Nobody waits for the answer (ID 0 is never
+	// a call's): a node that grants them hands flows over with a memfd,
+	// one that predates SockHello answers ErrInvalid and hands sockets.
+	if shmDisabled() {
+		go b.readLoop()
+		return b, nil
+	}
+	hello, err := b.codec.Marshal(SockReq{Op: SockHello, Body: mustCBOR(b.codec, SockFeatureShm)})
+	if err == nil {
+		_, err = c.Write(hello)
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("flow: hello to node at %s: %w", path, err)
+	}
 	go b.readLoop()
 	return b, nil
+}
+
+// shmDisabled reports whether $OURO_SHM is "0": the program then asks
+// for sockets only (for comparisons, and for a node whose shared rings
+// misbehave).
+func shmDisabled() bool { return os.Getenv("OURO_SHM") == "0" }
+
+func mustCBOR(c Codec, v any) cbor.RawMessage {
+	b, err := c.Marshal(v)
+	if err != nil {
+		panic(err) // a uint always encodes
+	}
+	return b
 }
 
 func (b *SocketBroker) readLoop() {
 	defer close(b.done)
 	buf := make([]byte, MaxControlMsg)
-	oob := make([]byte, syscall.CmsgSpace(4))
+	oob := make([]byte, syscall.CmsgSpace(4*maxFlowFDs))
 	for {
 		n, oobn, _, _, err := b.conn.ReadMsgUnix(buf, oob)
 		if err != nil || n == 0 {
@@ -96,27 +136,23 @@ func (b *SocketBroker) readLoop() {
 			b.fail(err)
 			return
 		}
-		fd := -1
+		var fds []int
 		if oobn > 0 {
 			if msgs, err := syscall.ParseSocketControlMessage(oob[:oobn]); err == nil {
 				for _, m := range msgs {
-					if fds, err := syscall.ParseUnixRights(&m); err == nil {
-						for _, f := range fds {
-							if fd < 0 {
-								fd = f
-							} else {
-								syscall.Close(f) // more than one: not ours to keep
-							}
-						}
+					if got, err := syscall.ParseUnixRights(&m); err == nil {
+						fds = append(fds, got...)
 					}
 				}
 			}
 		}
+		if len(fds) > maxFlowFDs {
+			closeFDs(fds[maxFlowFDs:]) // more than a flow takes: not ours to keep
+			fds = fds[:maxFlowFDs]
+		}
 		var resp SockResp
 		if err := b.codec.Unmarshal(buf[:n], &resp); err != nil {
-			if fd >= 0 {
-				syscall.Close(fd)
-			}
+			closeFDs(fds)
 			b.fail(fmt.Errorf("flow: bad message from node: %w", err))
 			return
 		}
@@ -125,12 +161,10 @@ func (b *SocketBroker) readLoop() {
 		delete(b.pending, resp.ID)
 		b.mu.Unlock()
 		if ch == nil {
-			if fd >= 0 {
-				syscall.Close(fd) // an answer nobody waits for (cancelled)
-			}
+			closeFDs(fds) // an answer nobody waits for (cancelled, or the hello)
 			continue
 		}
-		ch <- sockResult{resp: resp, fd: fd}
+		ch <- sockResult{resp: resp, fds: fds}
 	}
 }
 
@@ -146,14 +180,15 @@ func (b *SocketBroker) fail(err error) {
 	}
 }
 
-// call sends req and waits for its response (and the fd it carries).
-func (b *SocketBroker) call(ctx context.Context, req SockReq) (SockResp, int, error) {
+// call sends req and waits for its response (and the descriptors it
+// carries: the caller's to close).
+func (b *SocketBroker) call(ctx context.Context, req SockReq) (SockResp, []int, error) {
 	ch := make(chan sockResult, 1)
 	b.mu.Lock()
 	if b.err != nil {
 		err := b.err
 		b.mu.Unlock()
-		return SockResp{}, -1, err
+		return SockResp{}, nil, err
 	}
 	b.nextID++
 	req.ID = b.nextID
@@ -170,7 +205,7 @@ func (b *SocketBroker) call(ctx context.Context, req SockReq) (SockResp, int, er
 		b.mu.Lock()
 		delete(b.pending, req.ID)
 		b.mu.Unlock()
-		return SockResp{}, -1, fmt.Errorf("flow: send request: %w", err)
+		return SockResp{}, nil, fmt.Errorf("flow: send request: %w", err)
 	}
 	select {
 	case r, ok := <-ch:
@@ -178,22 +213,20 @@ func (b *SocketBroker) call(ctx context.Context, req SockReq) (SockResp, int, er
 			b.mu.Lock()
 			err := b.err
 			b.mu.Unlock()
-			return SockResp{}, -1, err
+			return SockResp{}, nil, err
 		}
 		if err := r.resp.Err.Err(); err != nil {
-			if r.fd >= 0 {
-				syscall.Close(r.fd)
-			}
-			return r.resp, -1, err
+			closeFDs(r.fds)
+			return r.resp, nil, err
 		}
-		return r.resp, r.fd, nil
+		return r.resp, r.fds, nil
 	case <-ctx.Done():
 		b.mu.Lock()
 		delete(b.pending, req.ID)
 		b.mu.Unlock()
 		// A late answer is dropped by readLoop (its fd closed, which
 		// deallocates a flow that was allocated after all).
-		return SockResp{}, -1, ctxErr(ctx.Err())
+		return SockResp{}, nil, ctxErr(ctx.Err())
 	}
 }
 
@@ -205,14 +238,22 @@ func ctxErr(err error) error {
 }
 
 func (b *SocketBroker) flowCall(ctx context.Context, req SockReq) (Port, Info, error) {
-	resp, fd, err := b.call(ctx, req)
+	resp, fds, err := b.call(ctx, req)
 	if err != nil {
 		return nil, Info{}, err
 	}
-	if fd < 0 {
+	var p Port
+	switch len(fds) {
+	case 0:
 		return nil, Info{}, fmt.Errorf("flow: node answered without a flow: %w", ErrInvalid)
+	case 1:
+		p, err = newSeqpacketPort(fds[0])
+	case maxFlowFDs:
+		p, err = newShmPort(fds)
+	default:
+		closeFDs(fds)
+		return nil, Info{}, fmt.Errorf("flow: node answered with %d descriptors (a flow is 1 or %d): %w", len(fds), maxFlowFDs, ErrInvalid)
 	}
-	p, err := newSeqpacketPort(fd)
 	if err != nil {
 		return nil, Info{}, err
 	}
@@ -361,6 +402,122 @@ func (p *SeqpacketPort) Close() error {
 	if err := p.c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
+	return nil
+}
+
+// ShmPort is a program's Port over a flow's shared-memory rings
+// (flow/shmring): SDUs go through the mapping the node handed over, and
+// the flow's socket only tells that the node closed the flow or is gone
+// (closing the port closes it, which deallocates the flow).
+type ShmPort struct {
+	e    *shmring.End
+	c    *net.UnixConn
+	once sync.Once
+	gone chan struct{} // closed when the socket watcher returned
+}
+
+var (
+	_ Port      = (*ShmPort)(nil)
+	_ BatchPort = (*ShmPort)(nil)
+)
+
+// newShmPort adopts fds: the flow's socket, the memfd and four eventfds.
+func newShmPort(fds []int) (*ShmPort, error) {
+	c, err := newSeqpacketPort(fds[0])
+	if err != nil {
+		closeFDs(fds[1:])
+		return nil, err
+	}
+	m, err := shmring.Open(fds[1])
+	if err != nil {
+		c.Close()
+		closeFDs(fds[2:])
+		return nil, fmt.Errorf("flow: the node's flow mapping: %w: %w", ErrInvalid, err)
+	}
+	e, err := shmring.NewEnd(m, shmring.Program, [4]int(fds[2:6]))
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("flow: the node's flow mapping: %w: %w", ErrInvalid, err)
+	}
+	p := &ShmPort{e: e, c: c.c, gone: make(chan struct{})}
+	go p.watch()
+	return p, nil
+}
+
+// watch waits on the flow's socket: nothing is sent on it, so any return
+// means the node closed its end (or died).
+func (p *ShmPort) watch() {
+	defer close(p.gone)
+	var b [1]byte
+	p.c.Read(b[:])
+	p.e.PeerGone()
+}
+
+func shmErr(op string, err error) error {
+	switch {
+	case errors.Is(err, shmring.ErrClosed):
+		return fmt.Errorf("flow: %s: %w", op, ErrClosed)
+	case errors.Is(err, shmring.ErrTimeout):
+		return fmt.Errorf("flow: %s: %w", op, ErrTimeout)
+	case errors.Is(err, shmring.ErrTooBig):
+		return fmt.Errorf("flow: %s: %w", op, ErrTooBig)
+	case errors.Is(err, shmring.ErrTruncated):
+		return fmt.Errorf("flow: %s: %w", op, ErrTruncated)
+	}
+	return fmt.Errorf("flow: %s: %w: %w", op, ErrInvalid, err)
+}
+
+// Read implements Port.
+func (p *ShmPort) Read(b []byte, deadline time.Time) (int, error) {
+	n, err := p.e.Recv(b, deadline)
+	if err != nil {
+		return n, shmErr("read", err)
+	}
+	return n, nil
+}
+
+// Write implements Port.
+func (p *ShmPort) Write(b []byte, deadline time.Time) error {
+	if len(b) > MaxSDU {
+		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), MaxSDU, ErrTooBig)
+	}
+	if err := p.e.Send(b, deadline); err != nil {
+		return shmErr("write", err)
+	}
+	return nil
+}
+
+// ReadBatch implements BatchPort.
+func (p *ShmPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error) {
+	n, err := p.e.RecvBatch(bufs, sizes, deadline)
+	if err != nil {
+		return n, shmErr("read", err)
+	}
+	return n, nil
+}
+
+// WriteBatch implements BatchPort.
+func (p *ShmPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
+	n, err := p.e.SendBatch(sdus, deadline)
+	if err != nil {
+		if n < len(sdus) && len(sdus[n]) > MaxSDU {
+			return n, fmt.Errorf("flow: write of %d bytes (max %d): %w", len(sdus[n]), MaxSDU, ErrTooBig)
+		}
+		return n, shmErr("write", err)
+	}
+	return n, nil
+}
+
+// Close implements Port: the rings are marked closed, the socket closes
+// (the node deallocates the flow) and the mapping is released once the
+// calls in progress returned.
+func (p *ShmPort) Close() error {
+	p.once.Do(func() {
+		p.e.Shutdown()
+		p.c.Close()
+		<-p.gone
+		p.e.Release()
+	})
 	return nil
 }
 

@@ -9,7 +9,11 @@ import "github.com/fxamacker/cbor/v2"
 // carries, as SCM_RIGHTS ancillary data, one end of a fresh
 // SOCK_SEQPACKET socket pair: every message on it is one SDU. Closing it
 // deallocates the flow. Incoming flows for bound names arrive as SockResp
-// with the ID of the pending Accept. The format is in docs/wire/node-socket.md.
+// with the ID of the pending Accept. A program that announced
+// SockFeatureShm (SockHello) gets, after that socket, a sealed memfd and
+// four eventfds: the flow's SDUs travel through shared-memory rings
+// (flow/shmring) and the socket only tells either side that the other
+// closed or died. The format is in docs/wire/node-socket.md.
 
 // Socket operations.
 const (
@@ -19,6 +23,17 @@ const (
 	SockAccept uint8 = 4 // → a flow, when one arrives
 	SockJoin   uint8 = 5 // Layer → a flow
 	SockMgmt   uint8 = 6 // Body: a management request → Body: its result
+	SockHello  uint8 = 7 // Body: the features the program speaks (uint) → Body: those the node grants
+)
+
+// Features a program announces with SockHello. A node that predates
+// SockHello answers it ErrInvalid and hands every flow over as a socket;
+// a program that does not announce a feature never sees it.
+const (
+	// SockFeatureShm: hand flows over as shared-memory rings (a memfd and
+	// four eventfds after the flow's socket) when the session's budget
+	// allows; otherwise, or without it, as a SOCK_SEQPACKET socket.
+	SockFeatureShm uint64 = 1
 )
 
 // SockReq is a request on the node socket's control connection.

@@ -7,11 +7,13 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/flow/shmring"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -25,7 +27,10 @@ func Gateway(path string, logf func(string, ...any)) Extra {
 // listens on the node's Unix socket, checks each connecting program's
 // credentials (SO_PEERCRED) and gives it a session with the IRM in a
 // component of its own, with its own budget. Every flow it hands over is a
-// SOCK_SEQPACKET socket pair spliced to the flow's rings
+// SOCK_SEQPACKET socket pair and, to a program that announced
+// flow.SockFeatureShm, a pair of shared-memory rings (flow/shmring) whose
+// mapping is charged to the session's budget; the session's component
+// copies SDUs between them and the flow's kernel rings
 // (docs/wire/node-socket.md, docs/node.md).
 func GatewayWith(path string, opts GatewayOptions, logf func(string, ...any)) Extra {
 	opts.setDefaults()
@@ -312,6 +317,7 @@ type gwSession struct {
 	slots chan struct{}  // requests in progress
 	flows sync.WaitGroup // request handlers in progress and spliced flows
 	wmu   sync.Mutex     // serialises writes on conn
+	shm   atomic.Bool    // the program announced flow.SockFeatureShm
 }
 
 func (s *gwSession) serve(parent context.Context) {
@@ -332,6 +338,11 @@ func (s *gwSession) serve(parent context.Context) {
 			s.logf("gateway: session dropped: %v", err)
 			return
 		}
+		if req.Op == flow.SockHello {
+			// Served in order: the requests after it see its features.
+			s.hello(req)
+			continue
+		}
 		select {
 		case s.slots <- struct{}{}:
 		default:
@@ -345,6 +356,22 @@ func (s *gwSession) serve(parent context.Context) {
 			s.handle(ctx, req)
 		})
 	}
+}
+
+// hello grants the features the program announced that this node
+// speaks: shared rings.
+func (s *gwSession) hello(req flow.SockReq) {
+	var want uint64
+	resp := flow.SockResp{ID: req.ID}
+	if err := s.codec.Unmarshal(req.Body, &want); err != nil {
+		resp.Err = flow.EncodeError(fmt.Errorf("gateway: hello: %w: %w", flow.ErrInvalid, err))
+		s.send(resp, -1)
+		return
+	}
+	granted := want & flow.SockFeatureShm
+	s.shm.Store(granted&flow.SockFeatureShm != 0)
+	resp.Body, _ = s.codec.Marshal(granted)
+	s.send(resp, -1)
 }
 
 func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
@@ -390,6 +417,9 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 		s.send(resp, -1)
 		return
 	}
+	if s.shm.Load() && s.handOverShm(resp, port) {
+		return
+	}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		port.Close()
@@ -418,6 +448,177 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	splice(s.pd, port, flow.NewSeqpacketPort(mine), s.flows.Done)
 }
 
+// shmGeometry is the shape of the rings a flow gets, and shmCharge what
+// its mapping costs the session's budget, in packet buffers.
+var (
+	shmGeometry = shmring.Geometry{Slots: shmring.DefaultSlots, MaxSDU: flow.MaxSDU}
+	shmCharge   = (shmGeometry.Size() + kernel.BufSize - 1) / kernel.BufSize
+)
+
+// handOverShm hands the flow on port over as shared rings: a sealed
+// memfd and four eventfds after the flow's socket, the mapping charged to
+// the session's budget. It reports false, having sent nothing and kept
+// port open, if the budget or the system has no room for a mapping: the
+// flow then goes over as a socket alone.
+func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
+	if err := s.pd.Reserve(shmCharge); err != nil {
+		return false
+	}
+	unreserve := func() { s.pd.Unreserve(shmCharge) }
+	m, err := shmring.Create(shmGeometry)
+	if err != nil {
+		unreserve()
+		s.logf("gateway: shared rings: %v (the flow goes over as a socket)", err)
+		return false
+	}
+	evs, err := shmring.NewEventfds()
+	if err != nil {
+		m.Close()
+		unreserve()
+		s.logf("gateway: shared rings: %v (the flow goes over as a socket)", err)
+		return false
+	}
+	e, err := shmring.NewEnd(m, shmring.Node, evs) // takes m and evs
+	if err != nil {
+		unreserve()
+		s.logf("gateway: shared rings: %v (the flow goes over as a socket)", err)
+		return false
+	}
+	sp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		e.Release()
+		unreserve()
+		return false
+	}
+	mine, err := fileConn(sp[0])
+	if err != nil {
+		syscall.Close(sp[1])
+		e.Release()
+		unreserve()
+		return false
+	}
+	ev := e.FDs()
+	s.flows.Add(1) // before the reply, as in handle
+	ok := s.sendFDs(resp, []int{sp[1], m.FD(), ev[0], ev[1], ev[2], ev[3]})
+	syscall.Close(sp[1])
+	m.CloseFD()
+	if !ok {
+		mine.Close()
+		e.Release()
+		port.Close()
+		unreserve()
+		s.flows.Done()
+		return true
+	}
+	shmSplice(s.pd, port, e, mine, s.logf, func() {
+		unreserve()
+		s.flows.Done()
+	})
+	return true
+}
+
+// shmBatch is how many SDUs the node's side of shared rings moves at once.
+const shmBatch = 8
+
+// shmSplice copies SDUs both ways between a flow's kernel rings (ring)
+// and its shared rings (e) until either side ends: this copy out of the
+// program's memory is the trust boundary (shmring checks each index and
+// length). sock is the flow's socket: the program closing its end (or
+// dying) ends the flow once what it wrote is forwarded. Then ring and
+// sock are closed, the mapping released and done called.
+func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn, logf func(string, ...any), done func()) {
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ring.Close()
+			e.Shutdown()
+			sock.Close()
+		})
+	}
+	cancel := context.AfterFunc(pd.Context(), stop)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	pd.Go(func() { // the program's liveness: nothing is sent on sock
+		defer wg.Done()
+		var b [1]byte
+		sock.Read(b[:])
+		e.PeerGone()
+	})
+	newBufs := func() ([][]byte, [][]byte, []int) {
+		bufs, views := make([][]byte, shmBatch), make([][]byte, shmBatch)
+		for i := range bufs {
+			bufs[i] = make([]byte, flow.MaxSDU)
+		}
+		return bufs, views, make([]int, shmBatch)
+	}
+	bp, _ := ring.(flow.BatchPort)
+	pd.Go(func() { // program → flow
+		defer wg.Done()
+		defer stop()
+		bufs, views, sizes := newBufs()
+		for {
+			n, err := e.RecvBatch(bufs, sizes, time.Time{})
+			if n == 0 {
+				if errors.Is(err, shmring.ErrCorrupt) {
+					logf("gateway: %v: flow closed (%+v)", err, e.Stats())
+				}
+				return
+			}
+			for i := range n {
+				views[i] = bufs[i][:sizes[i]]
+			}
+			for sdus := views[:n]; len(sdus) > 0; {
+				k := 0
+				if bp != nil {
+					k, err = bp.WriteBatch(sdus, time.Time{})
+				} else if err = ring.Write(sdus[0], time.Time{}); err == nil {
+					k = 1
+				}
+				sdus = sdus[k:]
+				if err != nil {
+					if len(sdus) > 0 && (errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy)) {
+						sdus = sdus[1:] // counted by the port's owner; keep the flow
+						continue
+					}
+					return
+				}
+			}
+		}
+	})
+	pd.Go(func() { // flow → program
+		defer wg.Done()
+		defer stop()
+		bufs, views, sizes := newBufs()
+		for {
+			var n int
+			var err error
+			if bp != nil {
+				n, err = bp.ReadBatch(bufs, sizes, time.Time{})
+			} else if sizes[0], err = ring.Read(bufs[0], time.Time{}); err == nil || errors.Is(err, flow.ErrTruncated) {
+				n = 1
+			}
+			if n == 0 {
+				return
+			}
+			for i := range n {
+				views[i] = bufs[i][:sizes[i]]
+			}
+			if _, err := e.SendBatch(views[:n], time.Time{}); err != nil {
+				return
+			}
+		}
+	})
+	pd.Go(func() {
+		wg.Wait()
+		cancel()
+		if st := e.Stats(); st.Drops > 0 {
+			logf("gateway: a flow's program wrote %d SDUs of impossible lengths (dropped)", st.Drops)
+		}
+		e.Release()
+		done()
+	})
+}
+
 func fileConn(fd int) (*net.UnixConn, error) {
 	f := os.NewFile(uintptr(fd), "ouro-flow")
 	defer f.Close()
@@ -430,15 +631,23 @@ func fileConn(fd int) (*net.UnixConn, error) {
 
 // send writes resp, with fd (closed here) as SCM_RIGHTS if fd >= 0.
 func (s *gwSession) send(resp flow.SockResp, fd int) bool {
+	if fd < 0 {
+		return s.sendFDs(resp, nil)
+	}
+	defer syscall.Close(fd)
+	return s.sendFDs(resp, []int{fd})
+}
+
+// sendFDs writes resp with fds (the caller's still) as SCM_RIGHTS.
+func (s *gwSession) sendFDs(resp flow.SockResp, fds []int) bool {
 	b, err := s.codec.Marshal(resp)
 	if err != nil {
 		s.logf("gateway: encode response: %v", err)
 		b, _ = s.codec.Marshal(flow.SockResp{ID: resp.ID, Err: flow.EncodeError(err)})
 	}
 	var oob []byte
-	if fd >= 0 {
-		oob = syscall.UnixRights(fd)
-		defer syscall.Close(fd)
+	if len(fds) > 0 {
+		oob = syscall.UnixRights(fds...)
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()

@@ -1,0 +1,388 @@
+//go:build linux
+
+package shmring
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pair returns the node's and the program's End of one flow, each with
+// its own mapping of the memfd and its own eventfd descriptors, as two
+// processes have them after the handover.
+func pair(t testing.TB, g Geometry) (node, prog *End) {
+	t.Helper()
+	m, err := Create(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := NewEventfds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfd, err := unix.Dup(m.FD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.CloseFD()
+	pm, err := Open(mfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pevs [4]int
+	for i, fd := range evs {
+		if pevs[i], err = unix.Dup(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if node, err = NewEnd(m, Node, evs); err != nil {
+		t.Fatal(err)
+	}
+	if prog, err = NewEnd(pm, Program, pevs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Release(); prog.Release() })
+	return node, prog
+}
+
+var geo = Geometry{Slots: 8, MaxSDU: 1400}
+
+func TestRoundTrip(t *testing.T) {
+	node, prog := pair(t, geo)
+	buf := make([]byte, 2000)
+	dl := func() time.Time { return time.Now().Add(2 * time.Second) }
+	for _, size := range []int{1, 64, 1400} {
+		msg := bytes.Repeat([]byte{byte(size)}, size)
+		if err := prog.Send(msg, dl()); err != nil {
+			t.Fatal(err)
+		}
+		n, err := node.Recv(buf, dl())
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("node read %d bytes: %d, %v", size, n, err)
+		}
+		if err := node.Send(msg, dl()); err != nil {
+			t.Fatal(err)
+		}
+		n, err = prog.Recv(buf, dl())
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("program read %d bytes: %d, %v", size, n, err)
+		}
+	}
+	if err := prog.Send(make([]byte, 1401), dl()); !errors.Is(err, ErrTooBig) {
+		t.Fatalf("1401 bytes: %v, want ErrTooBig", err)
+	}
+	// Truncation: the SDU is consumed, cut to the buffer.
+	prog.Send([]byte("hello"), dl())
+	prog.Send([]byte("next"), dl())
+	small := make([]byte, 3)
+	if n, err := node.Recv(small, dl()); n != 3 || !errors.Is(err, ErrTruncated) || string(small) != "hel" {
+		t.Fatalf("truncated read: %d %q %v", n, small, err)
+	}
+	if n, err := node.Recv(buf, dl()); err != nil || string(buf[:n]) != "next" {
+		t.Fatalf("after truncation: %q %v", buf[:n], err)
+	}
+	// Batches, in order, more than the ring holds (the writer waits for
+	// the reader).
+	var sdus [][]byte
+	for i := range 50 {
+		sdus = append(sdus, []byte{byte(i), byte(i)})
+	}
+	done := make(chan error, 1)
+	go func() {
+		n, err := prog.SendBatch(sdus, dl())
+		if n != len(sdus) && err == nil {
+			err = errors.New("short batch")
+		}
+		done <- err
+	}()
+	bufs := make([][]byte, 5)
+	for i := range bufs {
+		bufs[i] = make([]byte, 100)
+	}
+	sizes := make([]int, 5)
+	for got := 0; got < len(sdus); {
+		n, err := node.RecvBatch(bufs, sizes, dl())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			if sizes[i] != 2 || bufs[i][0] != byte(got) {
+				t.Fatalf("SDU %d: %v", got, bufs[i][:sizes[i]])
+			}
+			got++
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := node.Stats(); s != (Stats{}) {
+		t.Fatalf("stats after honest traffic: %+v", s)
+	}
+}
+
+// TestWakeups runs a ping-pong where every wait must sleep (no spinning)
+// and one where the reader may spin, and a full ring whose writer waits
+// for space: a lost wake-up hangs the test.
+func TestWakeups(t *testing.T) {
+	for _, spin := range []time.Duration{0, 50 * time.Microsecond} {
+		old := MaxSpin
+		MaxSpin = spin
+		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64)
+			for {
+				n, err := node.Recv(buf, time.Time{})
+				if err != nil {
+					return
+				}
+				if err := node.Send(buf[:n], time.Time{}); err != nil {
+					return
+				}
+			}
+		}()
+		buf := make([]byte, 64)
+		for i := range 2000 {
+			msg := binary.LittleEndian.AppendUint32(nil, uint32(i))
+			if err := prog.Send(msg, time.Now().Add(5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			n, err := prog.Recv(buf, time.Now().Add(5*time.Second))
+			if err != nil || !bytes.Equal(buf[:n], msg) {
+				t.Fatalf("spin %v, round %d: %x, %v", spin, i, buf[:n], err)
+			}
+		}
+		// A flood through a ring of 2: the writer waits for space.
+		var got int
+		var rd sync.WaitGroup
+		rd.Add(1)
+		go func() {
+			defer rd.Done()
+			b := make([]byte, 64)
+			for got < 5000 {
+				if _, err := prog.Recv(b, time.Now().Add(5*time.Second)); err != nil {
+					t.Error(err)
+					return
+				}
+				got++
+			}
+		}()
+		for i := 0; i < 5000; i++ {
+			if err := prog.Send([]byte{1}, time.Now().Add(5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rd.Wait()
+		prog.Shutdown()
+		wg.Wait()
+		MaxSpin = old
+		if got != 5000 {
+			t.Fatalf("echoed %d of 5000", got)
+		}
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	node, prog := pair(t, Geometry{Slots: 1, MaxSDU: 64})
+	start := time.Now()
+	if _, err := node.Recv(make([]byte, 64), time.Now().Add(20*time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("read of an empty ring: %v", err)
+	}
+	if time.Since(start) < 20*time.Millisecond {
+		t.Fatal("returned before the deadline")
+	}
+	if err := prog.Send([]byte{1}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := prog.Send([]byte{2}, time.Now().Add(20*time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("write into a full ring: %v", err)
+	}
+	// The deadline set by a timed wait does not stick to the next one.
+	if n, err := node.Recv(make([]byte, 64), time.Time{}); n != 1 || err != nil {
+		t.Fatal(n, err)
+	}
+}
+
+// TestClose: what was sent before a close is read, then ErrClosed; the
+// same when the other side is gone without a word (PeerGone); and
+// Release wakes a blocked reader.
+func TestClose(t *testing.T) {
+	node, prog := pair(t, geo)
+	prog.Send([]byte("a"), time.Time{})
+	prog.Send([]byte("b"), time.Time{})
+	prog.Shutdown()
+	buf := make([]byte, 10)
+	for _, want := range []string{"a", "b"} {
+		if n, err := node.Recv(buf, time.Time{}); err != nil || string(buf[:n]) != want {
+			t.Fatalf("read after close: %q %v", buf[:n], err)
+		}
+	}
+	if _, err := node.Recv(buf, time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read after drain: %v", err)
+	}
+	if err := node.Send([]byte("x"), time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write to a closed consumer: %v", err)
+	}
+	if err := prog.Send([]byte("x"), time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after own close: %v", err)
+	}
+
+	node2, prog2 := pair(t, geo)
+	prog2.Send([]byte("c"), time.Time{})
+	node2.PeerGone()
+	if n, err := node2.Recv(buf, time.Time{}); err != nil || string(buf[:n]) != "c" {
+		t.Fatalf("read after peer gone: %q %v", buf[:n], err)
+	}
+	if _, err := node2.Recv(buf, time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read after peer gone, drained: %v", err)
+	}
+
+	node3, _ := pair(t, geo)
+	errc := make(chan error, 1)
+	go func() { _, err := node3.Recv(buf, time.Time{}); errc <- err }()
+	time.Sleep(10 * time.Millisecond)
+	node3.Release()
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Fatalf("blocked read at release: %v", err)
+	}
+}
+
+// TestSealed: the program cannot resize the memfd it was handed (a
+// shrunk file would fault the node's accesses), and Open refuses an
+// unsealed one.
+func TestSealed(t *testing.T) {
+	m, err := Create(geo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.unmap()
+	if err := unix.Ftruncate(m.FD(), 0); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("shrinking the memfd: %v, want EPERM", err)
+	}
+	if err := unix.Ftruncate(m.FD(), int64(geo.Size())*2); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("growing the memfd: %v, want EPERM", err)
+	}
+	fd, err := unix.MemfdCreate("plain", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Ftruncate(fd, int64(geo.Size()))
+	if _, err := Open(fd); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("unsealed memfd: %v, want ErrInvalid", err)
+	}
+}
+
+// hostileRound lets a hostile program write data over its whole mapping
+// (headers, indexes, lengths, slots), then drives the node's End both
+// ways. The node must not panic, must return sizes within its buffers and
+// must leave the other flow's mapping alone.
+func hostileRound(t testing.TB, node *End, progMem []byte, data []byte, other []byte, otherCopy []byte) {
+	if len(data) == 0 {
+		data = []byte{0}
+	}
+	for i := range progMem {
+		progMem[i] = data[i%len(data)]
+	}
+	bufs := [][]byte{make([]byte, 1400), make([]byte, 7), make([]byte, 1400)}
+	sizes := make([]int, 3)
+	dl := time.Now().Add(time.Millisecond)
+	for range 4 {
+		n, err := node.RecvBatch(bufs, sizes, dl)
+		for i := range n {
+			if sizes[i] < 0 || sizes[i] > len(bufs[i]) {
+				t.Fatalf("size %d of a %d-byte buffer", sizes[i], len(bufs[i]))
+			}
+		}
+		if err != nil && !errors.Is(err, ErrTimeout) && !errors.Is(err, ErrCorrupt) &&
+			!errors.Is(err, ErrClosed) && !errors.Is(err, ErrTruncated) {
+			t.Fatalf("recv: unexpected %v", err)
+		}
+		if _, err := node.SendBatch([][]byte{[]byte("x"), bytes.Repeat([]byte{7}, 1400)}, dl); err != nil &&
+			!errors.Is(err, ErrTimeout) && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrClosed) {
+			t.Fatalf("send: unexpected %v", err)
+		}
+	}
+	if !bytes.Equal(other, otherCopy) {
+		t.Fatal("the other flow's mapping changed")
+	}
+}
+
+// TestHostileProgram scribbles random headers, indexes and lengths into
+// a program's mapping, round after round: the node's side only ever
+// counts drops or breaks the flow, and another flow's memory is left as
+// it was. Without the index and length checks in take, the node reads
+// past the ring (a panic on the slice bounds, or another flow's memory).
+func TestHostileProgram(t *testing.T) {
+	_, otherProg := pair(t, geo)
+	otherProg.Send([]byte("mine"), time.Time{})
+	other := otherProg.m.Bytes()
+	otherCopy := bytes.Clone(other)
+	r := rand.New(rand.NewPCG(1, 2))
+	var drops, corrupt uint64
+	for round := range 300 {
+		node, prog := pair(t, geo)
+		data := make([]byte, 1+r.IntN(64))
+		for i := range data {
+			data[i] = byte(r.Uint32())
+			if r.IntN(4) == 0 {
+				data[i] = 0 // small indexes and lengths, not just huge ones
+			}
+		}
+		hostileRound(t, node, prog.m.Bytes(), data, other, otherCopy)
+		// Targeted: honest header, a plausible head, bad lengths.
+		mem := prog.m.Bytes()
+		clear(mem[ringHdrOff : ringHdrOff+ringHdrSize])
+		node.rtail = 0
+		node.broken.Store(false)
+		binary.LittleEndian.PutUint64(mem[ringHdrOff:], uint64(1+round%8))
+		for s := range 8 {
+			binary.LittleEndian.PutUint32(mem[headerSize+s*geo.slotSize():], []uint32{0, 1401, 0xffffffff, 5}[s%4])
+		}
+		buf := make([]byte, 1400)
+		for {
+			n, err := node.Recv(buf, time.Now().Add(time.Millisecond))
+			if err != nil {
+				break
+			}
+			if n != 5 {
+				t.Fatalf("read %d bytes from a slot of length 5", n)
+			}
+		}
+		s := node.Stats()
+		drops += s.Drops
+		corrupt += s.Corrupt
+		node.Release()
+		prog.Release()
+	}
+	if drops == 0 || corrupt == 0 {
+		t.Fatalf("drops %d, corrupt %d: the hostile rounds hit neither check", drops, corrupt)
+	}
+	t.Logf("%d drops, %d corrupt indexes counted", drops, corrupt)
+	if _, err := otherProg.Recv(make([]byte, 10), time.Now().Add(time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("the other flow: %v", err)
+	}
+}
+
+// FuzzHostileRing: whatever bytes a program writes over its mapping, the
+// node's End neither panics nor reads or writes outside it.
+func FuzzHostileRing(f *testing.F) {
+	f.Add([]byte{0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0x79, 0x05, 0, 0})
+	_, otherProg := pair(f, geo)
+	other := otherProg.m.Bytes()
+	otherCopy := bytes.Clone(other)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		node, prog := pair(t, geo)
+		hostileRound(t, node, prog.m.Bytes(), data, other, otherCopy)
+	})
+}

@@ -1,0 +1,408 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/flow/shmring"
+)
+
+// shmPair starts node a (gateway at the returned socket, sessions of
+// sessionBufs buffers) and node b with a program serving "echo" on its
+// socket; a's directory names b's echo.
+func shmPair(t *testing.T, sessionBufs int) (sockA string) {
+	t.Helper()
+	dir := t.TempDir()
+	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	sockA, sockB := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+dir = { echo = "127.0.0.1:%d" }
+`, pa, pb), GatewayWith(sockA, GatewayOptions{SessionBufs: sessionBufs}, t.Logf))
+	startNode(t, fmt.Sprintf(`
+[node]
+name = "b"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:%d"
+`, pb), Gateway(sockB, t.Logf))
+	b, err := flow.Dial(sockB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Bind(ctx, "echo"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			p, _, err := b.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			go func() {
+				defer p.Close()
+				buf := make([]byte, flow.MaxSDU)
+				for {
+					n, err := p.Read(buf, time.Time{})
+					if err != nil {
+						return
+					}
+					if err := p.Write(buf[:n], time.Time{}); err != nil && !errors.Is(err, flow.ErrBusy) {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return sockA
+}
+
+// echoes checks that p carries SDUs of several sizes to the echo and back.
+func echoes(t *testing.T, p flow.Port) {
+	t.Helper()
+	buf := make([]byte, flow.MaxSDU+1)
+	for _, size := range []int{1, 64, 1400} {
+		msg := bytes.Repeat([]byte{byte(size)}, size)
+		if err := p.Write(msg, time.Now().Add(3*time.Second)); err != nil {
+			t.Fatalf("write %d bytes: %v", size, err)
+		}
+		n, err := p.Read(buf, time.Now().Add(3*time.Second))
+		if err != nil || !bytes.Equal(buf[:n], msg) {
+			t.Fatalf("echo of %d bytes: got %d, %v", size, n, err)
+		}
+	}
+}
+
+// flowMappings counts this process's mappings of flows' shared rings.
+func flowMappings(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "memfd:ouro-flow")
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s: %s", what)
+		}
+	}
+}
+
+// TestGatewayShm: a program that announces shared rings gets its flows
+// as mappings while its session's budget covers them, and as sockets
+// beyond; a closed flow's mapping is unmapped and its charge returned;
+// a program that does not announce them (an old one) gets sockets.
+func TestGatewayShm(t *testing.T) {
+	// Room for one mapping and the flows' buffers, not for two mappings.
+	sockA := shmPair(t, shmCharge+shmCharge/2)
+	base := flowMappings(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := flow.Dial(sockA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	p1, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p1.(*flow.ShmPort); !ok {
+		t.Fatalf("first flow is a %T, want shared rings", p1)
+	}
+	// Node a's and the program's, node b's and the echo's (which may
+	// map it a moment after the allocation returned here).
+	waitFor(t, "not 4 mappings for one flow", func() bool { return flowMappings(t) == base+4 })
+	echoes(t, p1)
+	// A batch, more than the rings hold, echoed in order.
+	bp := p1.(flow.BatchPort)
+	var sdus [][]byte
+	for i := range 40 {
+		sdus = append(sdus, []byte{byte(i), 1, 2, 3})
+	}
+	go func() {
+		if n, err := bp.WriteBatch(sdus, time.Now().Add(5*time.Second)); err != nil || n != len(sdus) {
+			t.Errorf("batch write: %d, %v", n, err)
+		}
+	}()
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, flow.MaxSDU)
+	}
+	sizes := make([]int, 8)
+	for got := 0; got < len(sdus); {
+		n, err := bp.ReadBatch(bufs, sizes, time.Now().Add(5*time.Second))
+		if err != nil {
+			t.Fatalf("batch read after %d: %v", got, err)
+		}
+		for i := range n {
+			if !bytes.Equal(bufs[i][:sizes[i]], sdus[got]) {
+				t.Fatalf("SDU %d: %v", got, bufs[i][:sizes[i]])
+			}
+			got++
+		}
+	}
+
+	p2, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p2.(*flow.SeqpacketPort); !ok {
+		t.Fatalf("second flow, no budget left for a mapping, is a %T, want a socket", p2)
+	}
+	echoes(t, p2)
+
+	p1.Close()
+	// p2's far end at b (node b's and the echo's) stays.
+	waitFor(t, "the closed flow's mappings are still there", func() bool { return flowMappings(t) == base+2 })
+	// Its charge came back: the next flow gets a mapping again.
+	p3, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p3.(*flow.ShmPort); !ok {
+		t.Fatalf("flow after the first closed is a %T, want shared rings", p3)
+	}
+	echoes(t, p3)
+	p2.Close()
+	p3.Close()
+
+	// An old program: no hello, sockets only.
+	t.Setenv("OURO_SHM", "0")
+	old, err := flow.Dial(sockA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	p4, _, err := old.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p4.(*flow.SeqpacketPort); !ok {
+		t.Fatalf("flow of a program without the hello is a %T, want a socket", p4)
+	}
+	echoes(t, p4)
+	p4.Close()
+	waitFor(t, "mappings left in the node", func() bool { return flowMappings(t) == base })
+}
+
+const shmChildEnv = "OURO_TEST_SHM_CHILD"
+
+// TestGatewayShmChild is the program TestGatewayShmProgramKilled kills:
+// it allocates a flow with shared rings, floods it without reading (the
+// node's side then waits for room in the program's ring), says "ready"
+// and waits to be killed.
+func TestGatewayShmChild(t *testing.T) {
+	sock := os.Getenv(shmChildEnv)
+	if sock == "" {
+		t.Skip("run by TestGatewayShmProgramKilled")
+	}
+	b, err := flow.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, _, err := b.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.(*flow.ShmPort); !ok {
+		t.Fatalf("flow is a %T", p)
+	}
+	for i := 0; i < 200; i++ {
+		p.Write(make([]byte, 1000), time.Now().Add(100*time.Millisecond))
+	}
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+}
+
+// TestGatewayShmProgramKilled kills a program mid-flow (SIGKILL: nothing
+// closed on its side): the node unmaps the flow's rings, deallocates the
+// flow and ends the session. Without the node watching the flow's socket,
+// the mapping and the flow stay until the node stops (run once so).
+func TestGatewayShmProgramKilled(t *testing.T) {
+	sockA := shmPair(t, 0)
+	base := flowMappings(t)
+	child := exec.Command(os.Args[0], "-test.run", "^TestGatewayShmChild$", "-test.v", "-test.count=1")
+	child.Env = append(os.Environ(), shmChildEnv+"="+sockA)
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = child.Stdout
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			t.Log("child:", sc.Text())
+			if sc.Text() == "ready" {
+				ready <- true
+			}
+		}
+		close(ready)
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("the child ended before it was ready")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the child is not ready after 20 s")
+	}
+	// Node a's, node b's and the echo's (the child's is in the child).
+	waitFor(t, "not 3 mappings for the child's flow", func() bool { return flowMappings(t) == base+3 })
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait()
+
+	waitFor(t, "the killed program's mapping is still in the node", func() bool { return flowMappings(t) == base })
+	m, err := flow.Dial(sockA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	waitFor(t, "the killed program's flow is still allocated", func() bool {
+		var flows irm.MgmtResp
+		err := m.Mgmt(context.Background(), irm.MgmtReq{Cmd: irm.CmdFlows}, &flows)
+		return err == nil && len(flows.Table.Rows) == 0
+	})
+}
+
+// TestGatewayShmHostile is a program that speaks the node socket by hand
+// and scribbles over its flow's mapping (indexes, lengths, flags): its
+// flow breaks or drops SDUs, while another program's flow on the same
+// node carries on intact.
+func TestGatewayShmHostile(t *testing.T) {
+	sockA := shmPair(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	good, err := flow.Dial(sockA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	gp, _, err := good.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gp.Close()
+
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sockA, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	codec := flow.NewCodec()
+	send := func(req flow.SockReq) {
+		b, _ := codec.Marshal(req)
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one, _ := codec.Marshal(flow.SockFeatureShm)
+	send(flow.SockReq{ID: 1, Op: flow.SockHello, Body: one})
+	send(flow.SockReq{ID: 2, Op: flow.SockAlloc, Name: "echo", QoS: flow.BestEffort()})
+	buf, oob := make([]byte, flow.MaxControlMsg), make([]byte, syscall.CmsgSpace(4*6))
+	var fds []int
+	for fds == nil {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resp flow.SockResp
+		if err := codec.Unmarshal(buf[:n], &resp); err != nil {
+			t.Fatal(err)
+		}
+		if resp.ID != 2 { // the hello's answer
+			continue
+		}
+		if e := resp.Err.Err(); e != nil {
+			t.Fatal(e)
+		}
+		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
+		for _, m := range msgs {
+			got, _ := syscall.ParseUnixRights(&m)
+			fds = append(fds, got...)
+		}
+	}
+	if len(fds) != 6 {
+		t.Fatalf("the flow came with %d descriptors, want 6", len(fds))
+	}
+	fsock := os.NewFile(uintptr(fds[0]), "flow")
+	fc, err := net.FileConn(fsock)
+	fsock.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	m, err := shmring.Open(fds[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, fd := range fds[2:] {
+		defer syscall.Close(fd)
+	}
+	mem := m.Bytes()
+	// Scribble: every header word and slot length, many times, and wake
+	// the node's side each time (ring 0's data eventfd).
+	wake := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	for round := 0; round < 200; round++ {
+		for i := 0; i < 4096; i += 4 {
+			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round), byte(i), 0xff, byte(round*7)
+		}
+		for i := 4096; i+4 <= len(mem); i += 1408 {
+			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round*3), byte(round), byte(i), 0
+		}
+		syscall.Write(fds[2], wake)
+		syscall.Write(fds[5], wake)
+	}
+	// The node broke the hostile flow off: it closed its end.
+	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the hostile flow's socket: %v, want end of file", err)
+	}
+	// The other program's flow is untouched.
+	echoes(t, gp)
+	// And the node is alive for new flows.
+	p, _, err := good.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoes(t, p)
+	p.Close()
+}
