@@ -133,3 +133,19 @@ type Table struct {
 	Columns []string   `json:"columns"`
 	Rows    [][]string `json:"rows"`
 }
+
+// RowMaps returns t's rows keyed by column (a row shorter than Columns
+// lacks the columns it does not have).
+func (t Table) RowMaps() []map[string]string {
+	rows := make([]map[string]string, 0, len(t.Rows))
+	for _, r := range t.Rows {
+		m := make(map[string]string, len(t.Columns))
+		for i, c := range t.Columns {
+			if i < len(r) {
+				m[c] = r[i]
+			}
+		}
+		rows = append(rows, m)
+	}
+	return rows
+}

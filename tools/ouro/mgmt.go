@@ -42,18 +42,9 @@ type mgmtJSON struct {
 // column headings, then the text; or, with --json, mgmtJSON.
 func (a *app) printResp(r irm.MgmtResp) error {
 	if a.json {
-		j := mgmtJSON{Columns: r.Table.Columns, Rows: []map[string]string{}, Text: r.Text}
+		j := mgmtJSON{Columns: r.Table.Columns, Rows: r.Table.RowMaps(), Text: r.Text}
 		if j.Columns == nil {
 			j.Columns = []string{}
-		}
-		for _, row := range r.Table.Rows {
-			obj := make(map[string]string, len(j.Columns))
-			for i, c := range j.Columns {
-				if i < len(row) {
-					obj[c] = row[i]
-				}
-			}
-			j.Rows = append(j.Rows, obj)
 		}
 		return a.printJSON(j)
 	}

@@ -44,7 +44,7 @@ func collectComponents(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric)
 		v, _ := strconv.ParseFloat(row[col], 64)
 		return v
 	}
-	for _, row := range rowMaps(r.Table) {
+	for _, row := range r.Table.RowMaps() {
 		name := row["name"]
 		up := 0.0
 		if row["state"] == "running" {

@@ -119,7 +119,7 @@ func collectIPCPs(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(ipcpInfo, err)
 		return
 	}
-	for _, row := range rowMaps(ipcps.Table) {
+	for _, row := range ipcps.Table.RowMaps() {
 		name, layer := row["name"], row["layer"]
 		ch <- prometheus.MustNewConstMetric(ipcpInfo, prometheus.GaugeValue, 1, name, layer, row["kind"], row["state"])
 
@@ -183,7 +183,7 @@ func tableMetrics(t irm.Table, prefix string, counters, labels []string, fixed m
 		}
 	}
 	seen := make(map[string]bool)
-	for _, row := range rowMaps(t) {
+	for _, row := range t.RowMaps() {
 		values := make([]string, len(labels))
 		for i, l := range labels {
 			if v, ok := fixed[l]; ok {
@@ -218,19 +218,4 @@ func MetricName(s string) string {
 		}
 	}
 	return string(b)
-}
-
-// rowMaps returns t's rows keyed by column.
-func rowMaps(t irm.Table) []map[string]string {
-	rows := make([]map[string]string, 0, len(t.Rows))
-	for _, r := range t.Rows {
-		m := make(map[string]string, len(t.Columns))
-		for i, c := range t.Columns {
-			if i < len(r) {
-				m[c] = r[i]
-			}
-		}
-		rows = append(rows, m)
-	}
-	return rows
 }

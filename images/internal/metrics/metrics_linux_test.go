@@ -317,7 +317,7 @@ func TestScrapeMatchesStats(t *testing.T) {
 			}
 			checked++
 		}
-		for _, row := range rowMaps(after["ports "+ipcp]) {
+		for _, row := range after["ports "+ipcp].RowMaps() {
 			pl := map[string]string{"ipcp": ipcp, "layer": layer, "kind": row["kind"], "name": row["name"]}
 			for _, col := range []string{"pkts_in", "pkts_out"} { // ouro_port_<column>
 				want, err := strconv.ParseFloat(row[col], 64)
@@ -334,7 +334,7 @@ func TestScrapeMatchesStats(t *testing.T) {
 			continue // the IRM answered for the IPCP (see below)
 		}
 		flowTables++
-		for _, row := range rowMaps(flows) {
+		for _, row := range flows.RowMaps() {
 			fl := map[string]string{"ipcp": ipcp, "layer": layer, "eid": row["eid"], "peer": row["peer"], "name": row["name"], "dir": row["dir"]}
 			for _, col := range []string{"pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate"} { // ouro_flow_<column>
 				if _, has := row[col]; !has {
@@ -452,7 +452,7 @@ func counters(s map[string]irm.Table) string {
 	var b strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(s)) {
 		t := s[k]
-		for _, row := range rowMaps(t) {
+		for _, row := range t.RowMaps() {
 			delete(row, "age")
 			fmt.Fprintln(&b, k, row)
 		}
@@ -576,19 +576,4 @@ func TestStatusPage(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /: %d, want 405", resp.StatusCode)
 	}
-}
-
-// rowMaps returns t's rows keyed by column.
-func rowMaps(t irm.Table) []map[string]string {
-	rows := make([]map[string]string, 0, len(t.Rows))
-	for _, r := range t.Rows {
-		m := make(map[string]string, len(t.Columns))
-		for i, c := range t.Columns {
-			if i < len(r) {
-				m[c] = r[i]
-			}
-		}
-		rows = append(rows, m)
-	}
-	return rows
 }
