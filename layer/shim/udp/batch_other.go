@@ -2,7 +2,11 @@
 
 package udp
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/ouronet/ouro/layer/shim/internal/engine"
+)
 
 // batchReader is recvmmsg(2) batching, which this target does without.
 type batchReader struct{ bufs [][]byte }
@@ -11,3 +15,6 @@ func newBatchReader(Device, int) *batchReader  { return nil }
 func (r *batchReader) read() (int, error)      { return 0, nil }
 func (r *batchReader) length(int) int          { return 0 }
 func (r *batchReader) addr(int) netip.AddrPort { return netip.AddrPort{} }
+
+// NewBatchSender: no sendmmsg(2) here; the engine sends one at a time.
+func (w wire) NewBatchSender() engine.BatchSender[netip.AddrPort] { return nil }

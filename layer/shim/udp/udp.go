@@ -50,6 +50,8 @@ var (
 	_ Device            = (*impair.UDPConn)(nil)
 	_ irm.IPCP          = (*IPCP)(nil)
 	_ irm.PeerAllocator = (*IPCP)(nil)
+
+	_ engine.BatchWire[netip.AddrPort] = wire{}
 )
 
 // Config configures a UDP shim IPCP.

@@ -70,6 +70,29 @@ type Wire[A Addr] interface {
 	Send(pkt []byte, dst A, eid uint32) error
 }
 
+// BatchSender sends several packets of one flow to one peer with as few
+// system calls as it can (sendmmsg(2) for udp). Like Wire.Send it writes
+// the shim header for eid in front of each payload, pkts[i][Headroom:],
+// and does not retain the buffers. It returns how many packets, from the
+// first, were sent; a count short of len(pkts) comes with the error of
+// pkts[n]. One goroutine at a time uses a BatchSender.
+type BatchSender[A Addr] interface {
+	SendBatch(pkts [][]byte, dst A, eid uint32) (int, error)
+}
+
+// BatchWire is a Wire that sends batches: a flow whose port is a
+// flow.BatchPort moves TxBatch SDUs per read and per send through the
+// BatchSender its transmit loop asks for (nil: this device has none, the
+// loop sends one SDU at a time).
+type BatchWire[A Addr] interface {
+	Wire[A]
+	NewBatchSender() BatchSender[A]
+}
+
+// TxBatch is how many SDUs a flow's transmit loop moves at once when the
+// port and the wire both take batches.
+const TxBatch = 32
+
 // Config configures an Engine. Zero durations take the defaults.
 type Config[A Addr] struct {
 	Kind      string // "udp", "eth": prefixes errors
@@ -877,9 +900,18 @@ func (e *Engine[A]) removeLocked(f *flowEntry[A]) bool {
 	return true
 }
 
-// txLoop moves SDUs from the flow's port to the wire until the port closes.
+// txLoop moves SDUs from the flow's port to the wire until the port closes:
+// a batch at a time when both take batches, else one by one.
 func (e *Engine[A]) txLoop(f *flowEntry[A]) {
 	defer e.wg.Done()
+	if bp, ok := f.port.(flow.BatchPort); ok {
+		if bw, ok := e.cfg.Wire.(BatchWire[A]); ok {
+			if s := bw.NewBatchSender(); s != nil {
+				e.txBatchLoop(f, bp, s)
+				return
+			}
+		}
+	}
 	buf := make([]byte, e.cfg.Headroom+flow.MaxSDU)
 	rd := e.sduRoom(f, buf)
 	for {
@@ -889,15 +921,89 @@ func (e *Engine[A]) txLoop(f *flowEntry[A]) {
 				e.C.Truncated.Add(1)
 				continue
 			}
-			// Closed by the user (or broken): deallocate, unless the
-			// peer or Stop already removed the flow.
-			if e.remove(f) {
-				e.sendMsg(&Msg{Type: MsgDealloc, Src: f.local, Dst: f.remote}, f.peer)
-				f.port.Close()
-			}
+			e.txEnd(f)
 			return
 		}
 		e.sendSDU(f, buf, n)
+	}
+}
+
+// txEnd ends a flow whose port closed under the transmit loop (by the
+// user, or broken): it deallocates, unless the peer or Stop already
+// removed the flow.
+func (e *Engine[A]) txEnd(f *flowEntry[A]) {
+	if e.remove(f) {
+		e.sendMsg(&Msg{Type: MsgDealloc, Src: f.local, Dst: f.remote}, f.peer)
+		f.port.Close()
+	}
+}
+
+// txBatch is a flow transmit loop's batch state, allocated once per flow.
+type txBatch struct {
+	bufs  [][]byte // TxBatch transmit buffers (Headroom+flow.MaxSDU)
+	rooms [][]byte // where in each an SDU is read (sduRoom)
+	sizes []int    // ReadBatch's SDU sizes
+	pkts  [][]byte // the packets to send
+	plen  []int    // their SDU sizes, for the counters
+}
+
+func (e *Engine[A]) newTxBatch(f *flowEntry[A]) *txBatch {
+	b := &txBatch{
+		bufs: make([][]byte, TxBatch), rooms: make([][]byte, TxBatch), sizes: make([]int, TxBatch),
+		pkts: make([][]byte, 0, TxBatch), plen: make([]int, 0, TxBatch),
+	}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, e.cfg.Headroom+flow.MaxSDU)
+		b.rooms[i] = e.sduRoom(f, b.bufs[i])
+	}
+	return b
+}
+
+// txBatchLoop is txLoop for a batch port and a batch wire: one port read
+// and one send (one system call) per batch of up to TxBatch SDUs.
+func (e *Engine[A]) txBatchLoop(f *flowEntry[A], bp flow.BatchPort, s BatchSender[A]) {
+	b := e.newTxBatch(f)
+	for {
+		n, err := bp.ReadBatch(b.rooms, b.sizes, time.Time{})
+		if err != nil {
+			if !errors.Is(err, flow.ErrTruncated) {
+				e.txEnd(f)
+				return
+			}
+			e.C.Truncated.Add(1)
+			n-- // the truncated SDU ends the batch: drop it
+		}
+		e.sendBatch(f, b, n, s)
+	}
+}
+
+// sendBatch seals and sends the n SDUs read into b, counting as sendSDU
+// does. It allocates nothing.
+func (e *Engine[A]) sendBatch(f *flowEntry[A], b *txBatch, n int, s BatchSender[A]) {
+	b.pkts, b.plen = b.pkts[:0], b.plen[:0]
+	for i := range n {
+		if pkt, ok := e.prepSDU(f, b.bufs[i], b.sizes[i]); ok {
+			b.pkts = append(b.pkts, pkt)
+			b.plen = append(b.plen, b.sizes[i])
+		}
+	}
+	for i := 0; i < len(b.pkts); {
+		k, _ := s.SendBatch(b.pkts[i:], f.peer, f.remote)
+		var bytes uint64
+		for _, l := range b.plen[i : i+k] {
+			bytes += uint64(l)
+		}
+		f.pktsOut.Add(uint64(k))
+		f.bytesOut.Add(bytes)
+		e.C.PacketsOut.Add(uint64(k))
+		e.C.BytesOut.Add(bytes)
+		i += k
+		if i < len(b.pkts) {
+			// pkts[i] failed (with an error, or a sender that sent
+			// nothing): count it lost, as sendSDU does, and go on.
+			e.C.TxError.Add(1)
+			i++
+		}
 	}
 }
 
@@ -915,18 +1021,9 @@ func (e *Engine[A]) sduRoom(f *flowEntry[A], buf []byte) []byte {
 // sendSDU seals (a sealed flow, in place) and sends the SDU of n bytes
 // read into sduRoom(f, buf). It allocates nothing.
 func (e *Engine[A]) sendSDU(f *flowEntry[A], buf []byte, n int) {
-	h := e.cfg.Headroom
-	pkt := buf[:h+n]
-	if f.sl != nil {
-		out, err := f.sl.sealer.Seal(buf[h:h], buf[h+seal.CtrLen:h+seal.CtrLen+n], nil)
-		if err != nil {
-			e.C.TxError.Add(1)
-			return
-		}
-		pkt = buf[:h+len(out)]
-	}
-	if s := e.capt.Session(); s != nil {
-		s.Add(capture.Out, capture.SDU, uint64(f.remote), pkt[h:])
+	pkt, ok := e.prepSDU(f, buf, n)
+	if !ok {
+		return
 	}
 	if err := e.cfg.Wire.Send(pkt, f.peer, f.remote); err != nil {
 		e.C.TxError.Add(1)
@@ -936,6 +1033,26 @@ func (e *Engine[A]) sendSDU(f *flowEntry[A], buf []byte, n int) {
 	f.bytesOut.Add(uint64(n))
 	e.C.PacketsOut.Add(1)
 	e.C.BytesOut.Add(uint64(n))
+}
+
+// prepSDU seals (a sealed flow, in place) the SDU of n bytes read into
+// sduRoom(f, buf), shows it to a capture, and returns the packet to send
+// (headroom included); false if sealing failed (counted).
+func (e *Engine[A]) prepSDU(f *flowEntry[A], buf []byte, n int) ([]byte, bool) {
+	h := e.cfg.Headroom
+	pkt := buf[:h+n]
+	if f.sl != nil {
+		out, err := f.sl.sealer.Seal(buf[h:h], buf[h+seal.CtrLen:h+seal.CtrLen+n], nil)
+		if err != nil {
+			e.C.TxError.Add(1)
+			return nil, false
+		}
+		pkt = buf[:h+len(out)]
+	}
+	if s := e.capt.Session(); s != nil {
+		s.Add(capture.Out, capture.SDU, uint64(f.remote), pkt[h:])
+	}
+	return pkt, true
 }
 
 // Alloc allocates a flow to req.Dst at the peer dst, retransmitting the

@@ -172,3 +172,56 @@ func TestSealedRequestWithoutSigner(t *testing.T) {
 		t.Fatalf("kex_failed %d, %d requests to the program", e.C.KexFailed.Load(), len(up.Requests()))
 	}
 }
+
+// loopBatch is a BatchSender over a loopWire; fail makes packet fail
+// (index in the call) return an error.
+type loopBatch struct {
+	w    *loopWire
+	fail int
+}
+
+func (s loopBatch) SendBatch(pkts [][]byte, dst peer, eid uint32) (int, error) {
+	for i, p := range pkts {
+		if i == s.fail {
+			return i, flow.ErrBusy
+		}
+		s.w.Send(p, dst, eid)
+	}
+	return len(pkts), nil
+}
+
+// A transmit batch is sealed SDU by SDU, sent, opened and delivered whole
+// and counted, allocating nothing; a packet the sender fails is counted
+// as a transmit error and the rest of the batch still goes.
+func TestSealedBatchAllocs(t *testing.T) {
+	sdu := bytes.Repeat([]byte{'b'}, 200)
+	e, f, port := sealedLoop(t, sdu)
+	b := e.newTxBatch(f)
+	for i := range TxBatch {
+		copy(b.rooms[i], sdu)
+		b.sizes[i] = len(sdu)
+	}
+	lw := e.cfg.Wire.(*loopWire)
+	var s BatchSender[peer] = loopBatch{w: lw, fail: -1}
+	allocs := testing.AllocsPerRun(100, func() {
+		for i := range TxBatch {
+			copy(b.rooms[i], sdu) // sealing works in place
+		}
+		e.sendBatch(f, b, TxBatch, s)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per batch, want 0", allocs)
+	}
+	if n := port.n.Load(); n != 101*TxBatch || port.bad.Load() != 0 || e.C.PacketsOut.Load() != n {
+		t.Fatalf("%d SDUs delivered (%d wrong), %d counted out; want %d", n, port.bad.Load(), e.C.PacketsOut.Load(), 101*TxBatch)
+	}
+	for i := range TxBatch {
+		copy(b.rooms[i], sdu)
+	}
+	before := port.n.Load()
+	e.sendBatch(f, b, TxBatch, loopBatch{w: lw, fail: 3})
+	// The sender fails pkts[3] of each call: 3 of 32, then 3 of 28, ...
+	if got := port.n.Load() - before; got == 0 || got+e.C.TxError.Load() != TxBatch {
+		t.Fatalf("%d delivered, %d tx errors; want them to add up to %d", got, e.C.TxError.Load(), TxBatch)
+	}
+}
