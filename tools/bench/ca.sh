@@ -32,11 +32,6 @@ TMP=$(mktemp -d /tmp/ouro-ca.XXXXXX)
 PIDS=()
 . "$(dirname "$0")/lib.sh"
 
-cleanup() {
-	stopall
-	ip netns del "$NS" 2>/dev/null || true
-	rm -rf "$TMP"
-}
 trap cleanup EXIT INT TERM
 
 need_root ca.sh "ip netns"
@@ -47,48 +42,15 @@ build_tools
 mkdir -p "$TMP/base"
 if [ -n "${BASE:-}" ]; then cp "$BASE/router" "$BASE/ouro" "$TMP/base/"; fi
 
-ip netns add "$NS"
-NSX=(ip netns exec "$NS")
-"${NSX[@]}" ip link set lo up
+netns_up
 
-# node NAME PORT DIR UNICAST-LINES: one router with a UDP shim on PORT
-# reaching DIR and a unicast IPCP NAME.uni configured by UNICAST-LINES.
-node() {
-	cat >"$TMP/$1.toml" <<EOF
-[node]
-name = "$1"
-
-[[ipcp]]
-kind = "udp"
-layer = "udp"
-[ipcp.udp]
-addr = "127.0.0.1:$2"
-dir = { $3 }
-
-[[ipcp]]
-kind = "unicast"
-name = "$1.uni"
-layer = "uni"
-[ipcp.unicast]
-lower = ["udp"]
-$4
-EOF
-	rm -f "$TMP/$1.sock"
-	"${NSX[@]}" "$BIN/router" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
-	PIDS+=($!)
-}
-
-waitsock() {
-	for s in "$@"; do
-		for _ in $(seq 100); do [ -S "$TMP/$s.sock" ] && break; sleep 0.1; done
-	done
-}
 
 # run HOPS CA: prints one result line and leaves $TMP/res-HOPS-CA.
 run() {
 	local hops=$1 label=$2 ca=${2#base:} first last
 	BIN=$TMP
 	if [ "$label" != "$ca" ]; then BIN=$TMP/base; fi
+	ROUTER=$BIN/router
 	if [ "$hops" = 1 ]; then
 		node a 3501 '"b.uni" = "127.0.0.1:3502"' "bootstrap = true
 admission = \"open\"

@@ -35,11 +35,6 @@ TMP=$(mktemp -d /tmp/ouro-chain.XXXXXX)
 PIDS=()
 . "$(dirname "$0")/lib.sh"
 
-cleanup() {
-	stopall
-	ip netns del "$NS" 2>/dev/null || true
-	rm -rf "$TMP"
-}
 trap cleanup EXIT INT TERM
 
 need_root chain.sh "ip netns, iptables"
@@ -59,9 +54,7 @@ if [ -n "$BASE" ]; then
 	(cd "$TMP/base" && go test -c -o "$TMP/unicast-base.test" ./layer/unicast)
 fi
 
-ip netns add "$NS"
-NSX=(ip netns exec "$NS")
-"${NSX[@]}" ip link set lo up
+netns_up
 "${NSX[@]}" iperf3 -s -B 127.0.0.1 -p 5201 >/dev/null 2>&1 &
 PIDS+=($!)
 sleep 0.5

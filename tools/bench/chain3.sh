@@ -34,11 +34,6 @@ TMP=$(mktemp -d /tmp/ouro-chain3.XXXXXX)
 PIDS=()
 . "$(dirname "$0")/lib.sh"
 
-cleanup() {
-	stopall
-	ip netns del "$NS" 2>/dev/null || true
-	rm -rf "$TMP"
-}
 trap cleanup EXIT INT TERM
 
 need_root chain3.sh "ip netns"
@@ -52,45 +47,11 @@ if [ -n "$BASE" ]; then
 fi
 HZ=$(getconf CLK_TCK)
 
-ip netns add "$NS"
-NSX=(ip netns exec "$NS")
-"${NSX[@]}" ip link set lo up
+netns_up
 
 # cpu PID: the CPU time (user+system) of PID, in clock ticks.
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# node NAME PORT DIR UNICAST-LINES: as in ca.sh; sets NODEPID.
-node() {
-	cat >"$TMP/$1.toml" <<EOF
-[node]
-name = "$1"
-
-[[ipcp]]
-kind = "udp"
-layer = "udp"
-[ipcp.udp]
-addr = "127.0.0.1:$2"
-dir = { $3 }
-
-[[ipcp]]
-kind = "unicast"
-name = "$1.uni"
-layer = "uni"
-[ipcp.unicast]
-lower = ["udp"]
-$4
-EOF
-	rm -f "$TMP/$1.sock"
-	"${NSX[@]}" "$ROUTER" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
-	NODEPID=$!
-	PIDS+=($NODEPID)
-}
-
-waitsock() {
-	for s in "$@"; do
-		for _ in $(seq 100); do [ -S "$TMP/$s.sock" ] && break; sleep 0.1; done
-	done
-}
 
 forwarded() {
 	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/r.sock" --json stats r.uni |

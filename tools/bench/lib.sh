@@ -1,6 +1,8 @@
 # lib.sh — what the bench scripts share (sourced, not run): stopping
-# their background processes and building the binaries they measure.
-# A script sets TMP (a temporary directory) and PIDS=() before using it.
+# their background processes, building the binaries they measure, a
+# network namespace of their own and unicast nodes in it. A script sets
+# TMP (a temporary directory), PIDS=() and, for a namespace, NS before
+# using it.
 
 # stopall kills and reaps every process in PIDS.
 stopall() {
@@ -25,4 +27,57 @@ build_tools() {
 	echo "== building router and ouro at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
 	go build -o "$TMP/router" ./images/router
 	go build -o "$TMP/ouro" ./tools/ouro
+}
+
+# cleanup: stop the processes, remove the namespace NS (if any) and TMP;
+# a script traps it (trap cleanup EXIT INT TERM).
+cleanup() {
+	stopall
+	if [ -n "${NS:-}" ]; then ip netns del "$NS" 2>/dev/null || true; fi
+	rm -rf "$TMP"
+}
+
+# netns_up: make the network namespace NS with its loopback up; NSX is
+# the command prefix that runs a command in it.
+netns_up() {
+	ip netns add "$NS"
+	NSX=(ip netns exec "$NS")
+	"${NSX[@]}" ip link set lo up
+}
+
+# node NAME PORT DIR UNICAST-LINES: start $ROUTER in NS with a UDP shim
+# on 127.0.0.1:PORT reaching DIR (TOML "name" = "addr" pairs) and a
+# unicast IPCP NAME.uni configured by UNICAST-LINES; its socket is
+# $TMP/NAME.sock. Sets NODEPID.
+node() {
+	cat >"$TMP/$1.toml" <<EOF
+[node]
+name = "$1"
+
+[[ipcp]]
+kind = "udp"
+layer = "udp"
+[ipcp.udp]
+addr = "127.0.0.1:$2"
+dir = { $3 }
+
+[[ipcp]]
+kind = "unicast"
+name = "$1.uni"
+layer = "uni"
+[ipcp.unicast]
+lower = ["udp"]
+$4
+EOF
+	rm -f "$TMP/$1.sock"
+	"${NSX[@]}" "$ROUTER" -config "$TMP/$1.toml" -socket "$TMP/$1.sock" >"$TMP/$1.log" 2>&1 &
+	NODEPID=$!
+	PIDS+=($NODEPID)
+}
+
+# waitsock NAME...: wait (up to 10 s each) for the nodes' sockets.
+waitsock() {
+	for s in "$@"; do
+		for _ in $(seq 100); do [ -S "$TMP/$s.sock" ] && break; sleep 0.1; done
+	done
 }

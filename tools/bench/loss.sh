@@ -31,11 +31,6 @@ TMP=$(mktemp -d /tmp/ouro-loss.XXXXXX)
 PIDS=()
 . "$(dirname "$0")/lib.sh"
 
-cleanup() {
-	stopall
-	ip netns del "$NS" 2>/dev/null || true
-	rm -rf "$TMP"
-}
 trap cleanup EXIT INT TERM
 
 need_root loss.sh "ip netns, iptables"
@@ -46,9 +41,7 @@ fi
 
 build_tools
 
-ip netns add "$NS"
-NSX=(ip netns exec "$NS")
-"${NSX[@]}" ip link set lo up
+netns_up
 
 # --- baseline: TCP ---------------------------------------------------------
 "${NSX[@]}" iptables -A INPUT -m statistic --mode random --probability "$(awk "BEGIN{print $LOSS/100}")" -j DROP
