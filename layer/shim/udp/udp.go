@@ -334,6 +334,8 @@ func (p *IPCP) rxLoop() {
 	if br == nil {
 		buf = make([]byte, maxDatagram)
 	}
+	// A batch's SDUs for one flow go to its port in one write.
+	rb := p.eng.NewRxBatch(engine.TxBatch)
 	backoff := time.Duration(0)
 	for {
 		var n int
@@ -365,18 +367,30 @@ func (p *IPCP) rxLoop() {
 				p.eng.C.Malformed.Add(1)
 				continue
 			}
-			p.input(br.bufs[i][:br.length(i)], a)
+			if h, ok := p.header(br.bufs[i][:br.length(i)]); ok {
+				rb.Input(h.Payload(), norm(a), h.EID())
+			}
 		}
+		// The batch's buffers are reused by the next read: deliver now.
+		rb.Flush()
 	}
 }
 
 // input dispatches one received datagram; it allocates nothing for data.
 func (p *IPCP) input(b []byte, from netip.AddrPort) {
+	if h, ok := p.header(b); ok {
+		p.eng.Input(h.Payload(), norm(from), h.EID())
+	}
+}
+
+// header checks a received datagram's shim header (counting a malformed
+// one).
+func (p *IPCP) header(b []byte) (Header, bool) {
 	faultinject.Check("udp/input", b)
 	h := Header(b)
 	if !h.IsValid() {
 		p.eng.C.Malformed.Add(1)
-		return
+		return nil, false
 	}
-	p.eng.Input(h.Payload(), norm(from), h.EID())
+	return h, true
 }

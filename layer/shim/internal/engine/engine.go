@@ -499,16 +499,32 @@ func (e *Engine[A]) Registered(name string) bool {
 // peer. p is the caller's buffer and is not retained. It never blocks
 // longer than Config.RxWait and allocates nothing for data packets.
 func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
+	f, sdu := e.inputFlow(p, from, eid)
+	if f == nil {
+		return
+	}
+	if err := f.port.Write(sdu, e.rxDeadline()); err != nil {
+		e.rxDropped(f, err, 1)
+		return
+	}
+	e.received(f, len(sdu))
+}
+
+// inputFlow does Input's work up to the delivery: a capture sees the
+// packet, a control message is handled, a data packet is checked and (a
+// sealed flow) opened in place. It returns the flow and the SDU to
+// deliver, or nil if there is nothing to deliver (counted).
+func (e *Engine[A]) inputFlow(p []byte, from A, eid uint32) (*flowEntry[A], []byte) {
 	if s := e.capt.Session(); s != nil {
 		s.Add(capture.In, contentOf(eid), uint64(eid), p)
 	}
 	if eid == 0 {
 		e.control(p, from)
-		return
+		return nil, nil
 	}
 	if len(p) > flow.MaxSDU {
 		e.C.Malformed.Add(1)
-		return
+		return nil, nil
 	}
 	e.mu.RLock()
 	f := e.flows[eid]
@@ -520,14 +536,14 @@ func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
 	switch {
 	case f == nil && pend:
 		e.C.Pending.Add(1)
-		return
+		return nil, nil
 	case f == nil:
 		e.C.UnknownFlow.Add(1)
 		e.noSuchFlow(eid, from)
-		return
+		return nil, nil
 	case f.peer != from:
 		e.C.WrongPeer.Add(1)
-		return
+		return nil, nil
 	}
 	if f.sl != nil {
 		// Opened in place: the SDU is the ciphertext's bytes.
@@ -538,30 +554,106 @@ func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
 			} else {
 				e.C.Tampered.Add(1)
 			}
-			return
+			return nil, nil
 		}
 		p = sdu
 	}
-	// A deadline already past (the epoch) makes a full port a drop at
-	// once without reading the clock for every packet.
-	deadline := e.epoch
+	return f, p
+}
+
+// rxDeadline is how long a delivery may wait for room in a full port. A
+// deadline already past (the epoch) makes a full port a drop at once
+// without reading the clock for every packet.
+func (e *Engine[A]) rxDeadline() time.Time {
 	if e.cfg.RxWait > 0 {
-		deadline = time.Now().Add(e.cfg.RxWait)
+		return time.Now().Add(e.cfg.RxWait)
 	}
-	if err := f.port.Write(p, deadline); err != nil {
-		if errors.Is(err, flow.ErrClosed) {
-			e.C.UnknownFlow.Add(1) // closing: the transmit goroutine deallocates
-		} else {
-			e.C.RxFull.Add(1)
-			f.rxDrops.Add(1)
-		}
+	return e.epoch
+}
+
+// rxDropped counts n SDUs of f its port did not take (err).
+func (e *Engine[A]) rxDropped(f *flowEntry[A], err error, n int) {
+	if errors.Is(err, flow.ErrClosed) {
+		e.C.UnknownFlow.Add(uint64(n)) // closing: the transmit goroutine deallocates
 		return
 	}
-	n := uint64(len(p))
+	e.C.RxFull.Add(uint64(n))
+	f.rxDrops.Add(uint64(n))
+}
+
+// received counts an SDU of n bytes delivered to f's port.
+func (e *Engine[A]) received(f *flowEntry[A], n int) {
 	f.pktsIn.Add(1)
-	f.bytesIn.Add(n)
+	f.bytesIn.Add(uint64(n))
 	e.C.PacketsIn.Add(1)
-	e.C.BytesIn.Add(n)
+	e.C.BytesIn.Add(uint64(n))
+}
+
+// RxBatch delivers a receive batch (one recvmmsg(2)'s datagrams) with
+// one port write per run of SDUs for one flow, when the flow's port is a
+// flow.BatchPort (the node's rings are: one ring operation and one
+// wake-up of the reader for the run, instead of one per SDU). One per
+// receiving goroutine, not safe for concurrent use; it allocates
+// nothing after NewRxBatch.
+type RxBatch[A Addr] struct {
+	e    *Engine[A]
+	f    *flowEntry[A]
+	bp   flow.BatchPort
+	sdus [][]byte
+}
+
+// NewRxBatch returns a batch deliverer for up to max SDUs per run.
+func (e *Engine[A]) NewRxBatch(max int) *RxBatch[A] {
+	return &RxBatch[A]{e: e, sdus: make([][]byte, 0, max)}
+}
+
+// Input is Engine.Input for a packet of a batch: a data SDU for a
+// batch-capable port waits in the run until the flow changes, the run
+// is full, or Flush; everything else is handled at once (after the run
+// so far is delivered, so that nothing overtakes data that came first).
+// p must stay untouched until the run is delivered (Flush).
+func (b *RxBatch[A]) Input(p []byte, from A, eid uint32) {
+	if eid == 0 {
+		b.Flush()
+	}
+	f, sdu := b.e.inputFlow(p, from, eid)
+	if f == nil {
+		return
+	}
+	if f != b.f || len(b.sdus) == cap(b.sdus) {
+		b.Flush()
+	}
+	if b.f == nil {
+		bp, ok := f.port.(flow.BatchPort)
+		if !ok {
+			if err := f.port.Write(sdu, b.e.rxDeadline()); err != nil {
+				b.e.rxDropped(f, err, 1)
+				return
+			}
+			b.e.received(f, len(sdu))
+			return
+		}
+		b.f, b.bp = f, bp
+	}
+	b.sdus = append(b.sdus, sdu)
+}
+
+// Flush delivers the run in waiting; what the port does not take is
+// dropped and counted as Input's drops are.
+func (b *RxBatch[A]) Flush() {
+	if b.f == nil {
+		return
+	}
+	f, sdus := b.f, b.sdus
+	n, err := b.bp.WriteBatch(sdus, b.e.rxDeadline())
+	for _, s := range sdus[:n] {
+		b.e.received(f, len(s))
+	}
+	if n < len(sdus) {
+		b.e.rxDropped(f, err, len(sdus)-n)
+	}
+	clear(sdus)
+	b.sdus, b.f, b.bp = sdus[:0], nil, nil
 }
 
 // noSuchFlow tells a peer that eid does not exist here, at most once per
