@@ -226,6 +226,15 @@ func TestIPNet(t *testing.T) {
 				top, err := l.n.Ouro(ctx, l.nodes[h], "top", "-n", "1")
 				cancel()
 				t.Logf("DIAG %s: %s top (%v):\n%s", label, h, err, top)
+				ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+				ipcps, _ := l.n.Ouro(ctx, l.nodes[h], "ipcps")
+				for _, line := range strings.Split(ipcps, "\n")[1:] {
+					if f := strings.Fields(line); len(f) > 0 {
+						st, err := l.n.Ouro(ctx, l.nodes[h], "stats", f[0])
+						t.Logf("DIAG %s: %s stats %s (%v):\n%s", label, h, f[0], err, st)
+					}
+				}
+				cancel()
 			}
 		}
 	}
