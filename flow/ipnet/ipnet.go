@@ -598,10 +598,12 @@ func (b *Bridge) receive(ctx context.Context, port flow.Port) {
 	stop := context.AfterFunc(ctx, func() { port.Close() })
 	defer stop()
 	defer port.Close()
-	bp, ok := port.(flow.BatchPort)
-	bd, okd := b.cfg.Dev.(BatchDevice)
-	if ok && okd {
-		b.receiveBatch(bp, bd)
+	if bd, ok := b.cfg.Dev.(BatchDevice); ok {
+		if bp, ok := port.(flow.BatchPort); ok {
+			b.receiveBatch(bp, bd)
+		} else {
+			b.receivePipe(port, bd)
+		}
 		return
 	}
 	buf := make([]byte, flow.MaxSDU)
@@ -672,6 +674,77 @@ func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice) {
 		}
 		b.inPkts.Add(uint64(len(out)))
 		b.inBytes.Add(bytes)
+	}
+}
+
+// receivePipe is receiveBatch for a port without batch calls: one
+// goroutine reads SDU after SDU into a ring of buffers while this one
+// writes what has arrived, in one batch, so the device still coalesces.
+func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice) {
+	h, n := dev.Headroom(), dev.BatchSize()
+	size := h + flow.MaxSDU
+	if h > 0 {
+		size = h + MaxPacket
+	}
+	type sdu struct{ i, n int }
+	store := make([][]byte, n)
+	free, full := make(chan int, n), make(chan sdu, n)
+	for i := range store {
+		store[i] = make([]byte, size)
+		free <- i
+	}
+	done := make(chan struct{})
+	b.cfg.Runner.Go(func() {
+		defer close(done)
+		defer close(full)
+		for i := range free {
+			k, err := port.Read(store[i][h:h+flow.MaxSDU], time.Time{})
+			switch {
+			case errors.Is(err, flow.ErrTruncated):
+				b.inDrops.Add(1)
+				free <- i
+			case err != nil:
+				return
+			default:
+				full <- sdu{i, k}
+			}
+		}
+	})
+	defer func() { <-done }()
+	defer port.Close() // the reader returns
+	out := make([][]byte, 0, n)
+	taken := make([]int, 0, n)
+	for x := range full {
+		out, taken = out[:0], taken[:0]
+		var bytes uint64
+		for {
+			taken = append(taken, x.i)
+			if _, ok := Dst(store[x.i][h : h+x.n]); ok {
+				out = append(out, store[x.i][:h+x.n])
+				bytes += uint64(x.n)
+			} else {
+				b.inDrops.Add(1)
+			}
+			var more bool
+			select {
+			case x, more = <-full:
+			default:
+			}
+			if !more {
+				break
+			}
+		}
+		if len(out) > 0 {
+			if _, err := dev.WriteBatch(out); err != nil {
+				b.inDrops.Add(uint64(len(out)))
+			} else {
+				b.inPkts.Add(uint64(len(out)))
+				b.inBytes.Add(bytes)
+			}
+		}
+		for _, i := range taken {
+			free <- i
+		}
 	}
 }
 

@@ -400,20 +400,53 @@ func (d *batchDev) WriteBatch(bufs [][]byte) (int, error) {
 	return len(bufs), nil
 }
 
+// plainBroker hands out ports without batch calls (as a node socket's
+// seqpacket ports are).
+type plainBroker struct{ flow.Broker }
+
+type plainPort struct{ flow.Port }
+
+func (b plainBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
+	p, info, err := b.Broker.Alloc(ctx, name, q)
+	if err != nil {
+		return nil, info, err
+	}
+	return plainPort{p}, info, nil
+}
+
+func (b plainBroker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
+	p, info, err := b.Broker.Accept(ctx)
+	if err != nil {
+		return nil, info, err
+	}
+	return plainPort{p}, info, nil
+}
+
 // TestBridgeBatch: over devices that move batches, a batch read with a
 // packet too big for the flow in its middle sends the others, in order
 // (the runs around it written together), and answers the big one with
 // ICMP; the far bridge writes what arrives in batches behind the
-// device's headroom, in buffers with room to coalesce.
+// device's headroom, in buffers with room to coalesce. The same over
+// ports without batch calls (one SDU per call on the flow, still
+// batches on the device).
 func TestBridgeBatch(t *testing.T) {
+	t.Run("batch ports", func(t *testing.T) { testBridgeBatch(t, false) })
+	t.Run("plain ports", func(t *testing.T) { testBridgeBatch(t, true) })
+}
+
+func testBridgeBatch(t *testing.T, plain bool) {
 	fake := flowtest.NewBroker(64)
+	var pa, pb flow.Broker = fake.Program("pa"), fake.Program("pb")
+	if plain {
+		pa, pb = plainBroker{pa}, plainBroker{pb}
+	}
 	da, db := newBatchDev(9000, 0), newBatchDev(1400, 10)
-	a, err := New(Config{Broker: fake.Program("pa"), Dev: da, Runner: goRunner{}, Name: "ip.a",
+	a, err := New(Config{Broker: pa, Dev: da, Runner: goRunner{}, Name: "ip.a",
 		Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.9.0/24"), Name: "ip.b"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(Config{Broker: fake.Program("pb"), Dev: db, Runner: goRunner{}, Name: "ip.b"})
+	b, err := New(Config{Broker: pb, Dev: db, Runner: goRunner{}, Name: "ip.b"})
 	if err != nil {
 		t.Fatal(err)
 	}
