@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,27 @@ import (
 type Device interface {
 	Read(p []byte) (int, error)
 	Write(p []byte) (int, error)
+}
+
+// BatchDevice is a Device that moves several packets per call: a TUN
+// with offloads reads a TCP super-packet as its segments and writes
+// consecutive segments coalesced (TUN). A Bridge uses the batch calls
+// where its Device has them.
+type BatchDevice interface {
+	Device
+	// BatchSize is the most packets one call moves.
+	BatchSize() int
+	// MTU is the largest packet ReadBatch puts in bufs[1:].
+	MTU() int
+	// Headroom is the room WriteBatch needs before each packet; a
+	// device with headroom also coalesces packets into a buffer's spare
+	// capacity (up to 64 KB).
+	Headroom() int
+	// ReadBatch reads packets into bufs (bufs[0] MaxPacket long, the
+	// others MTU) and sets sizes; it returns how many.
+	ReadBatch(bufs [][]byte, sizes []int) (int, error)
+	// WriteBatch writes bufs[i][Headroom():].
+	WriteBatch(bufs [][]byte) (int, error)
 }
 
 // Runner starts the Bridge's goroutines (in a node, its component's
@@ -180,7 +202,7 @@ type Stats struct {
 	Prefix, Name string
 	PktsOut      uint64 // packets sent on its flow
 	BytesOut     uint64
-	Drops        uint64 // queue full, no flow (allocation failed), or too big for the flow
+	Drops        uint64 // queue full, no flow (allocation failed), too big for the flow, or the flow refused the write
 	TooBig       uint64 // of the drops: larger than the flow's SDU limit (answered with ICMP "too big")
 	Allocs       uint64 // flows allocated
 	AllocErrors  uint64
@@ -210,13 +232,20 @@ type Bridge struct {
 	routes []Route // longest prefix first
 	byName map[string]*counters
 
-	free chan []byte // packet buffers
+	free chan []byte // packet buffers of flow.MaxSDU bytes
 
 	mu    sync.Mutex
 	peers map[peerKey]*peer
 
-	noRoute, inPkts, inBytes, inDrops atomic.Uint64
+	noRoute, inPkts, inBytes, inDrops, devErrors atomic.Uint64
 }
+
+// sendBatch is the most packets a Bridge writes on a flow per call.
+const sendBatch = 32
+
+// maxDevErrors is how many device reads in a row may fail (a
+// super-packet the device could not split) before the Bridge stops.
+const maxDevErrors = 100
 
 // New checks cfg and returns a Bridge.
 func New(cfg Config) (*Bridge, error) {
@@ -282,16 +311,26 @@ func (b *Bridge) route(dst netip.Addr) (*Route, bool) {
 	return nil, false
 }
 
-func (b *Bridge) getBuf() []byte {
-	select {
-	case p := <-b.free:
-		return p[:MaxPacket]
-	default:
-		return make([]byte, MaxPacket)
+// copyBuf returns a copy of pkt in a pooled buffer (a packet larger
+// than any flow carries, rare, gets its own: it only goes as far as the
+// ICMP "too big" it is answered with).
+func (b *Bridge) copyBuf(pkt []byte) []byte {
+	if len(pkt) > flow.MaxSDU {
+		return slices.Clone(pkt)
 	}
+	var p []byte
+	select {
+	case p = <-b.free:
+	default:
+		p = make([]byte, flow.MaxSDU)
+	}
+	return p[:copy(p[:flow.MaxSDU], pkt)]
 }
 
 func (b *Bridge) putBuf(p []byte) {
+	if cap(p) != flow.MaxSDU {
+		return
+	}
 	select {
 	case b.free <- p:
 	default:
@@ -319,41 +358,71 @@ func (b *Bridge) Run(ctx context.Context) error {
 	return err
 }
 
-// readLoop moves packets from the device to the peers' queues.
+// readLoop moves packets from the device to the peers' queues, a batch
+// per read where the device has them.
 func (b *Bridge) readLoop(ctx context.Context, wg *sync.WaitGroup) error {
+	bd, batch := b.cfg.Dev.(BatchDevice)
+	bufs := [][]byte{make([]byte, MaxPacket)}
+	if batch {
+		seg := max(bd.MTU(), flow.MaxSDU)
+		for range bd.BatchSize() - 1 {
+			bufs = append(bufs, make([]byte, seg))
+		}
+	}
+	sizes := make([]int, len(bufs))
+	errs := 0
 	for {
-		buf := b.getBuf()
-		n, err := b.cfg.Dev.Read(buf)
+		var n int
+		var err error
+		if batch {
+			n, err = bd.ReadBatch(bufs, sizes)
+		} else {
+			sizes[0], err = b.cfg.Dev.Read(bufs[0])
+			n = 1
+		}
 		if err != nil {
-			b.putBuf(buf)
 			if ctx.Err() != nil {
 				return nil // the owner closed the device to stop
 			}
+			// A super-packet the device could not split is lost alone;
+			// a device that fails read after read has failed.
+			if batch && !errors.Is(err, os.ErrClosed) && errs < maxDevErrors {
+				errs++
+				b.devErrors.Add(1)
+				continue
+			}
 			return fmt.Errorf("ipnet: device: %w", err)
 		}
-		pkt := buf[:n]
-		dst, ok := Dst(pkt)
-		var r *Route
-		if ok {
-			r, ok = b.route(dst)
+		errs = 0
+		for i := range n {
+			b.dispatch(ctx, wg, bufs[i][:sizes[i]])
 		}
-		if !ok {
-			b.noRoute.Add(1)
-			b.putBuf(buf)
-			continue
-		}
-		class := r.Class
-		if class == ClassDefault && b.cfg.DSCP {
-			d, _ := DSCP(pkt)
-			class = ClassOfDSCP(d)
-		}
-		p := b.peer(ctx, wg, r.Name, class)
-		select {
-		case p.q <- pkt:
-		default:
-			p.c.drops.Add(1)
-			b.putBuf(buf)
-		}
+	}
+}
+
+// dispatch queues a copy of pkt for the peer its route names.
+func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, pkt []byte) {
+	dst, ok := Dst(pkt)
+	var r *Route
+	if ok {
+		r, ok = b.route(dst)
+	}
+	if !ok {
+		b.noRoute.Add(1)
+		return
+	}
+	class := r.Class
+	if class == ClassDefault && b.cfg.DSCP {
+		d, _ := DSCP(pkt)
+		class = ClassOfDSCP(d)
+	}
+	p := b.peer(ctx, wg, r.Name, class)
+	buf := b.copyBuf(pkt)
+	select {
+	case p.q <- buf:
+	default:
+		p.c.drops.Add(1)
+		b.putBuf(buf)
 	}
 }
 
@@ -377,6 +446,7 @@ func (b *Bridge) peer(ctx context.Context, wg *sync.WaitGroup, name string, clas
 // flow after Idle without any.
 func (b *Bridge) send(ctx context.Context, p *peer) {
 	var (
+		batch  = make([][]byte, 0, sendBatch)
 		port   flow.Port
 		limit  int
 		retry  time.Time // no allocation before this (the last one failed)
@@ -409,6 +479,16 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 			}
 			closeFlow()
 		case pkt := <-p.q:
+			batch = append(batch[:0], pkt)
+		more:
+			for len(batch) < sendBatch {
+				select {
+				case pkt := <-p.q:
+					batch = append(batch, pkt)
+				default:
+					break more
+				}
+			}
 			idle.Reset(b.cfg.Idle)
 			if port == nil && time.Now().After(retry) {
 				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -424,18 +504,38 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 					b.cfg.Logf("ipnet: flow %d to %s (class %s) in layer %s, SDUs up to %d bytes%s", info.ID, p.name, p.class, info.Layer, limit, sealedNote(info))
 				}
 			}
-			switch {
-			case port == nil:
-				p.c.drops.Add(1)
-			case len(pkt) > limit:
-				p.c.drops.Add(1)
-				p.c.tooBig.Add(1)
-				if msg := tooBig(pkt, limit); msg != nil { // the sender's path MTU comes down
-					b.cfg.Dev.Write(msg)
-				}
-			default:
-				if err := port.Write(pkt, time.Now().Add(time.Second)); err != nil {
+			// Runs of packets that fit go out in one write each; one too
+			// big is answered in its place.
+			for i := 0; i < len(batch); {
+				pkt := batch[i]
+				switch {
+				case port == nil:
 					p.c.drops.Add(1)
+					i++
+				case len(pkt) > limit:
+					p.c.drops.Add(1)
+					p.c.tooBig.Add(1)
+					if msg := tooBig(pkt, limit); msg != nil { // the sender's path MTU comes down
+						b.cfg.Dev.Write(msg)
+					}
+					i++
+				default:
+					j := i + 1
+					for j < len(batch) && len(batch[j]) <= limit {
+						j++
+					}
+					run := batch[i:j]
+					i = j
+					n, err := writeSDUs(port, run)
+					p.c.pktsOut.Add(uint64(n))
+					for _, x := range run[:n] {
+						p.c.bytesOut.Add(uint64(len(x)))
+					}
+					p.c.drops.Add(uint64(len(run) - n))
+					if err == nil {
+						failed = 0
+						break
+					}
 					failed++
 					// A closed flow, or one that took nothing for a while:
 					// allocate again for the next packet.
@@ -443,15 +543,30 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 						b.cfg.Logf("ipnet: flow to %s: %v after %d failed writes: closed", p.name, err, failed)
 						closeFlow()
 					}
-				} else {
-					failed = 0
-					p.c.pktsOut.Add(1)
-					p.c.bytesOut.Add(uint64(len(pkt)))
 				}
 			}
-			b.putBuf(pkt)
+			for _, pkt := range batch {
+				b.putBuf(pkt)
+			}
+			clear(batch)
 		}
 	}
+}
+
+// writeSDUs writes sdus on port, in one call where it is a
+// flow.BatchPort, and returns how many it wrote; the rest were refused
+// with the error.
+func writeSDUs(port flow.Port, sdus [][]byte) (int, error) {
+	deadline := time.Now().Add(time.Second)
+	if bp, ok := port.(flow.BatchPort); ok {
+		return bp.WriteBatch(sdus, deadline)
+	}
+	for i, sdu := range sdus {
+		if err := port.Write(sdu, deadline); err != nil {
+			return i, err
+		}
+	}
+	return len(sdus), nil
 }
 
 func sealedNote(info flow.Info) string {
@@ -483,6 +598,14 @@ func (b *Bridge) receive(ctx context.Context, port flow.Port) {
 	stop := context.AfterFunc(ctx, func() { port.Close() })
 	defer stop()
 	defer port.Close()
+	if bd, ok := b.cfg.Dev.(BatchDevice); ok {
+		if bp, ok := port.(flow.BatchPort); ok {
+			b.receiveBatch(bp, bd)
+		} else {
+			b.receivePipe(port, bd)
+		}
+		return
+	}
 	buf := make([]byte, flow.MaxSDU)
 	for {
 		n, err := port.Read(buf, time.Time{})
@@ -506,12 +629,135 @@ func (b *Bridge) receive(ctx context.Context, port flow.Port) {
 	}
 }
 
+// receiveBatch writes the packets of one accepted flow to the device a
+// batch at a time: what the flow has ready, up to the device's batch,
+// in one write (which, on a TUN with offloads, coalesces a TCP flow's
+// consecutive segments: each buffer has room for a super-packet).
+func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice) {
+	h, n := dev.Headroom(), dev.BatchSize()
+	size := h + flow.MaxSDU
+	if h > 0 {
+		size = h + MaxPacket
+	}
+	store := make([][]byte, n) // store[i][h:] is SDU i
+	sdus := make([][]byte, n)
+	for i := range store {
+		store[i] = make([]byte, size)
+		sdus[i] = store[i][h : h+flow.MaxSDU]
+	}
+	sizes := make([]int, n)
+	out := make([][]byte, 0, n)
+	for {
+		k, err := port.ReadBatch(sdus, sizes, time.Time{})
+		if errors.Is(err, flow.ErrTruncated) { // the last one: not a packet
+			b.inDrops.Add(1)
+			k--
+		} else if err != nil {
+			return
+		}
+		out = out[:0]
+		var bytes uint64
+		for i := range k {
+			if _, ok := Dst(sdus[i][:sizes[i]]); !ok {
+				b.inDrops.Add(1)
+				continue
+			}
+			out = append(out, store[i][:h+sizes[i]])
+			bytes += uint64(sizes[i])
+		}
+		if len(out) == 0 {
+			continue
+		}
+		if _, err := dev.WriteBatch(out); err != nil {
+			b.inDrops.Add(uint64(len(out)))
+			continue
+		}
+		b.inPkts.Add(uint64(len(out)))
+		b.inBytes.Add(bytes)
+	}
+}
+
+// receivePipe is receiveBatch for a port without batch calls: one
+// goroutine reads SDU after SDU into a ring of buffers while this one
+// writes what has arrived, in one batch, so the device still coalesces.
+func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice) {
+	h, n := dev.Headroom(), dev.BatchSize()
+	size := h + flow.MaxSDU
+	if h > 0 {
+		size = h + MaxPacket
+	}
+	type sdu struct{ i, n int }
+	store := make([][]byte, n)
+	free, full := make(chan int, n), make(chan sdu, n)
+	for i := range store {
+		store[i] = make([]byte, size)
+		free <- i
+	}
+	done := make(chan struct{})
+	b.cfg.Runner.Go(func() {
+		defer close(done)
+		defer close(full)
+		for i := range free {
+			k, err := port.Read(store[i][h:h+flow.MaxSDU], time.Time{})
+			switch {
+			case errors.Is(err, flow.ErrTruncated):
+				b.inDrops.Add(1)
+				free <- i
+			case err != nil:
+				return
+			default:
+				full <- sdu{i, k}
+			}
+		}
+	})
+	defer func() { <-done }()
+	defer port.Close() // the reader returns
+	out := make([][]byte, 0, n)
+	taken := make([]int, 0, n)
+	for x := range full {
+		out, taken = out[:0], taken[:0]
+		var bytes uint64
+		for {
+			taken = append(taken, x.i)
+			if _, ok := Dst(store[x.i][h : h+x.n]); ok {
+				out = append(out, store[x.i][:h+x.n])
+				bytes += uint64(x.n)
+			} else {
+				b.inDrops.Add(1)
+			}
+			var more bool
+			select {
+			case x, more = <-full:
+			default:
+			}
+			if !more {
+				break
+			}
+		}
+		if len(out) > 0 {
+			if _, err := dev.WriteBatch(out); err != nil {
+				b.inDrops.Add(uint64(len(out)))
+			} else {
+				b.inPkts.Add(uint64(len(out)))
+				b.inBytes.Add(bytes)
+			}
+		}
+		for _, i := range taken {
+			free <- i
+		}
+	}
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
 	return s
 }
+
+// DevErrors is how many device reads failed and were passed over (a
+// super-packet the device could not split).
+func (b *Bridge) DevErrors() uint64 { return b.devErrors.Load() }
 
 // Stats returns each route's counters, in route order (longest prefix
 // first), and the Bridge's: packets with no route, and those received.

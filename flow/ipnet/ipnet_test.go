@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -345,5 +347,159 @@ func TestClasses(t *testing.T) {
 	p6[0], p6[1] = 0x6b, 0x80 // traffic class 0xb8: EF
 	if d, _ := DSCP(p6); ClassOfDSCP(d) != ClassVoice {
 		t.Errorf("v6 EF: DSCP %d, class %v", d, ClassOfDSCP(d))
+	}
+}
+
+// batchDev is a BatchDevice over a fakeDev: Inject makes one ReadBatch
+// return several packets; each WriteBatch arrives on Batches, the
+// packets without the headroom, and Write (ICMP) on the fakeDev's Out.
+type batchDev struct {
+	*fakeDev
+	mtu, headroom int
+	inject        chan [][]byte
+	Batches       chan [][]byte
+	errs          chan error // contract violations the device saw
+}
+
+func newBatchDev(mtu, headroom int) *batchDev {
+	return &batchDev{fakeDev: newDev(), mtu: mtu, headroom: headroom,
+		inject: make(chan [][]byte, 4), Batches: make(chan [][]byte, 16), errs: make(chan error, 16)}
+}
+
+func (d *batchDev) BatchSize() int { return 8 }
+func (d *batchDev) MTU() int       { return d.mtu }
+func (d *batchDev) Headroom() int  { return d.headroom }
+
+func (d *batchDev) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
+	if len(bufs) != d.BatchSize() || len(bufs[0]) < MaxPacket {
+		d.errs <- fmt.Errorf("ReadBatch with %d buffers, the first %d bytes", len(bufs), len(bufs[0]))
+	}
+	select {
+	case pkts := <-d.inject:
+		for i, p := range pkts {
+			if len(bufs[i]) < d.mtu {
+				d.errs <- fmt.Errorf("ReadBatch buffer %d of %d bytes, MTU %d", i, len(bufs[i]), d.mtu)
+			}
+			sizes[i] = copy(bufs[i], p)
+		}
+		return len(pkts), nil
+	case <-d.closed:
+		return 0, os.ErrClosed
+	}
+}
+
+func (d *batchDev) WriteBatch(bufs [][]byte) (int, error) {
+	var pkts [][]byte
+	for _, b := range bufs {
+		if d.headroom > 0 && cap(b) < d.headroom+MaxPacket {
+			d.errs <- fmt.Errorf("WriteBatch buffer with capacity %d: no room to coalesce", cap(b))
+		}
+		pkts = append(pkts, slices.Clone(b[d.headroom:]))
+	}
+	d.Batches <- pkts
+	return len(bufs), nil
+}
+
+// plainBroker hands out ports without batch calls (as a node socket's
+// seqpacket ports are).
+type plainBroker struct{ flow.Broker }
+
+type plainPort struct{ flow.Port }
+
+func (b plainBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
+	p, info, err := b.Broker.Alloc(ctx, name, q)
+	if err != nil {
+		return nil, info, err
+	}
+	return plainPort{p}, info, nil
+}
+
+func (b plainBroker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
+	p, info, err := b.Broker.Accept(ctx)
+	if err != nil {
+		return nil, info, err
+	}
+	return plainPort{p}, info, nil
+}
+
+// TestBridgeBatch: over devices that move batches, a batch read with a
+// packet too big for the flow in its middle sends the others, in order
+// (the runs around it written together), and answers the big one with
+// ICMP; the far bridge writes what arrives in batches behind the
+// device's headroom, in buffers with room to coalesce. The same over
+// ports without batch calls (one SDU per call on the flow, still
+// batches on the device).
+func TestBridgeBatch(t *testing.T) {
+	t.Run("batch ports", func(t *testing.T) { testBridgeBatch(t, false) })
+	t.Run("plain ports", func(t *testing.T) { testBridgeBatch(t, true) })
+}
+
+func testBridgeBatch(t *testing.T, plain bool) {
+	fake := flowtest.NewBroker(64)
+	var pa, pb flow.Broker = fake.Program("pa"), fake.Program("pb")
+	if plain {
+		pa, pb = plainBroker{pa}, plainBroker{pb}
+	}
+	da, db := newBatchDev(9000, 0), newBatchDev(1400, 10)
+	a, err := New(Config{Broker: pa, Dev: da, Runner: goRunner{}, Name: "ip.a",
+		Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.9.0/24"), Name: "ip.b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Broker: pb, Dev: db, Runner: goRunner{}, Name: "ip.b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- a.Run(ctx) }()
+	go func() { done <- b.Run(ctx) }()
+	defer func() {
+		cancel()
+		da.Close()
+		db.Close()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	var want [][]byte
+	for i := range 5 {
+		p := v4("10.9.9.5", 100+i)
+		p[20] = byte(i)
+		want = append(want, p)
+	}
+	big := v4("10.9.9.6", 2000) // larger than any flow, smaller than a's MTU
+	big[6] = 0x40
+	da.inject <- [][]byte{want[0], want[1], big, want[2], v4("192.0.2.1", 10), want[3], want[4]}
+	var got [][]byte
+	for len(got) < len(want) {
+		select {
+		case batch := <-db.Batches:
+			got = append(got, batch...)
+		case err := <-da.errs:
+			t.Fatal(err)
+		case err := <-db.errs:
+			t.Fatal(err)
+		case <-time.After(3 * time.Second):
+			t.Fatalf("b's device got %d of %d packets", len(got), len(want))
+		}
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("packet %d: got %x, want %x", i, got[i][:24], want[i][:24])
+		}
+	}
+	if icmp := recv(t, da.fakeDev); icmp[9] != 1 || icmp[20] != 3 || icmp[21] != 4 || binary.BigEndian.Uint16(icmp[26:]) != flow.MaxSDU {
+		t.Fatalf("a's device got %x, want ICMP fragmentation needed (MTU %d)", icmp[:28], flow.MaxSDU)
+	}
+	routes, noRoute, _, _, _ := a.Stats()
+	if r := routes[0]; r.PktsOut != 5 || r.TooBig != 1 || r.Drops != 1 || noRoute != 1 {
+		t.Errorf("a's counters: %+v, %d without route; want 5 sent, 1 too big (the only drop), 1 without route", r, noRoute)
+	}
+	if _, _, in, _, inDrops := b.Stats(); in != 5 || inDrops != 0 {
+		t.Errorf("b received %d, dropped %d; want 5, 0", in, inDrops)
 	}
 }

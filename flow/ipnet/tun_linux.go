@@ -1,23 +1,64 @@
 package ipnet
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
-// TUN is a Linux TUN interface without packet information: one IP packet
-// per Read and Write. Close unblocks a Read.
+// vnetHdrLen is the virtio-net header in front of every packet on a TUN
+// with IFF_VNET_HDR (struct virtio_net_hdr, without num_buffers).
+const vnetHdrLen = 10
+
+// tunBatch is how many packets a TUN read or write moves at most: a
+// super-packet of 64 KB split at an MTU of 576 is 114 of them.
+const tunBatch = 128
+
+// TUN is a Linux TUN interface without packet information. Where the
+// kernel takes offloads (IFF_VNET_HDR and TUNSETOFFLOAD: TCP segmentation,
+// checksums, UDP segmentation on Linux 6.2+), one read takes a TCP or
+// UDP super-packet of up to 64 KB, which ReadBatch returns as packets of
+// at most the MTU, and WriteBatch coalesces consecutive segments of a
+// TCP (or UDP) flow into super-packets again (GRO), so the hosts' stacks
+// handle one packet where the bridge carried dozens. Both are
+// golang.zx2c4.com/wireguard/tun's. Read and Write move one packet.
+// Close unblocks a Read.
 type TUN struct {
-	*os.File
-	Name string // the interface's name as the kernel gave it
+	Name    string // the interface's name as the kernel gave it
+	Offload bool   // the kernel took IFF_VNET_HDR and TCP offloads
+
+	dev wgtun.Device
+	mtu int
+
+	rmu           sync.Mutex // Read's pending packets from one batch
+	rbufs         [][]byte
+	rsizes        []int
+	rnext, rcount int
+
+	wmu  sync.Mutex // Write's buffer with room for the vnet header
+	wbuf []byte
 }
 
 // OpenTUN creates (or attaches to) the TUN interface name, sets its MTU
-// and brings it up. It needs CAP_NET_ADMIN. Addresses are the
-// caller's to add (ip addr add ... dev NAME).
+// and brings it up, with offloads where the kernel takes them (else
+// without). It needs CAP_NET_ADMIN. Addresses are the caller's to add
+// (ip addr add ... dev NAME).
 func OpenTUN(name string, mtu int) (*TUN, error) {
+	t, err := openTUN(name, mtu, true)
+	if err != nil && !errors.Is(err, errNoPerm) {
+		t, err = openTUN(name, mtu, false)
+	}
+	return t, err
+}
+
+var errNoPerm = errors.New("needs CAP_NET_ADMIN")
+
+// openTUN opens name with or without IFF_VNET_HDR.
+func openTUN(name string, mtu int, offload bool) (*TUN, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("ipnet: /dev/net/tun: %w", err)
@@ -27,42 +68,141 @@ func OpenTUN(name string, mtu int) (*TUN, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("ipnet: tun %q: %w", name, err)
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if offload {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("ipnet: create tun %q (needs CAP_NET_ADMIN): %w", name, err)
+		if errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("%w: %w", errNoPerm, err)
+		}
+		return nil, fmt.Errorf("ipnet: create tun %q: %w", name, err)
 	}
-	t := &TUN{File: os.NewFile(uintptr(fd), "/dev/net/tun"), Name: ifr.Name()}
-	if err := setLink(t.Name, mtu); err != nil {
+	// Without monitoring goroutines: the bridge's are the only ones.
+	dev, kname, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("ipnet: tun %q (offloads %v): %w", name, offload, err)
+	}
+	t := &TUN{Name: kname, Offload: offload, dev: dev, wbuf: make([]byte, vnetHdrLen+MaxPacket)}
+	if t.mtu, err = setLink(t.Name, mtu); err != nil {
 		t.Close()
 		return nil, err
 	}
 	return t, nil
 }
 
-// setLink sets the interface's MTU and brings it up.
-func setLink(name string, mtu int) error {
+// Close closes the interface (it goes away) and unblocks a Read.
+func (t *TUN) Close() error { return t.dev.Close() }
+
+// MTU is the interface's MTU: the largest packet ReadBatch returns
+// beyond its first buffer.
+func (t *TUN) MTU() int { return t.mtu }
+
+// BatchSize is the most packets ReadBatch returns and WriteBatch takes
+// at once.
+func (t *TUN) BatchSize() int { return tunBatch }
+
+// Headroom is the room WriteBatch needs before each packet (the vnet
+// header), 0 without offloads.
+func (t *TUN) Headroom() int {
+	if t.Offload {
+		return vnetHdrLen
+	}
+	return 0
+}
+
+// ReadBatch reads one packet, or one super-packet split into packets,
+// into bufs (each at least the MTU long; as many as a super-packet has
+// segments: BatchSize), sets sizes and returns how many.
+func (t *TUN) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
+	n, err := t.dev.Read(bufs, sizes, 0)
+	if err != nil {
+		return n, fmt.Errorf("ipnet: tun %s: %w", t.Name, err)
+	}
+	return n, nil
+}
+
+// WriteBatch writes the packets bufs[i][Headroom():], coalescing those
+// of one TCP or UDP flow where it can: each buffer needs Headroom()
+// bytes before its packet and, to take others' segments, capacity for
+// a super-packet (up to 64 KB). It reports the packets it could not
+// write with an error.
+func (t *TUN) WriteBatch(bufs [][]byte) (int, error) {
+	n, err := t.dev.Write(bufs, t.Headroom())
+	if err != nil {
+		return n, fmt.Errorf("ipnet: tun %s: %w", t.Name, err)
+	}
+	return len(bufs), nil
+}
+
+// Read reads one packet (from the last super-packet's segments first).
+func (t *TUN) Read(p []byte) (int, error) {
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	if t.rnext == t.rcount {
+		if t.rbufs == nil {
+			t.rbufs, t.rsizes = make([][]byte, tunBatch), make([]int, tunBatch)
+			for i := range t.rbufs {
+				t.rbufs[i] = make([]byte, MaxPacket)
+			}
+		}
+		n, err := t.ReadBatch(t.rbufs, t.rsizes)
+		if err != nil {
+			return 0, err
+		}
+		t.rnext, t.rcount = 0, n
+	}
+	i := t.rnext
+	t.rnext++
+	return copy(p, t.rbufs[i][:t.rsizes[i]]), nil
+}
+
+// Write writes one packet.
+func (t *TUN) Write(p []byte) (int, error) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	h := t.Headroom()
+	if len(p) > len(t.wbuf)-h {
+		return 0, fmt.Errorf("ipnet: tun %s: packet of %d bytes: %w", t.Name, len(p), os.ErrInvalid)
+	}
+	b := t.wbuf[:h+copy(t.wbuf[h:], p)]
+	if _, err := t.WriteBatch([][]byte{b}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// setLink sets the interface's MTU (mtu > 0) and brings it up; it
+// returns the MTU.
+func setLink(name string, mtu int) (int, error) {
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("ipnet: %s: %w", name, err)
+		return 0, fmt.Errorf("ipnet: %s: %w", name, err)
 	}
 	defer unix.Close(s)
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if mtu > 0 {
 		ifr.SetUint32(uint32(mtu))
 		if err := unix.IoctlIfreq(s, unix.SIOCSIFMTU, ifr); err != nil {
-			return fmt.Errorf("ipnet: %s: mtu %d: %w", name, mtu, err)
+			return 0, fmt.Errorf("ipnet: %s: mtu %d: %w", name, mtu, err)
 		}
 	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFMTU, ifr); err != nil {
+		return 0, fmt.Errorf("ipnet: %s: mtu: %w", name, err)
+	}
+	mtu = int(ifr.Uint32())
 	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("ipnet: %s: flags: %w", name, err)
+		return 0, fmt.Errorf("ipnet: %s: flags: %w", name, err)
 	}
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("ipnet: %s: up: %w", name, err)
+		return 0, fmt.Errorf("ipnet: %s: up: %w", name, err)
 	}
-	return nil
+	return mtu, nil
 }

@@ -191,6 +191,9 @@ func TestIPNet(t *testing.T) {
 				SumReceived struct {
 					BPS float64 `json:"bits_per_second"`
 				} `json:"sum_received"`
+				SumSent struct {
+					Retransmits int `json:"retransmits"`
+				} `json:"sum_sent"`
 				Sum struct {
 					BPS  float64 `json:"bits_per_second"`
 					Lost float64 `json:"lost_percent"`
@@ -203,13 +206,51 @@ func TestIPNet(t *testing.T) {
 		if udp {
 			return r.End.Sum.BPS * (1 - r.End.Sum.Lost/100)
 		}
+		t.Logf("iperf3 TCP to %s: %d retransmits", dst, r.End.SumSent.Retransmits)
 		return r.End.SumReceived.BPS
+	}
+	// OURO_IPNET_DIAG=1 logs, after each bridged TCP run, where packets
+	// went: each namespace's interface counters (the TUNs' and veths'
+	// drops), its TCP retransmission and ECN counters, and each node's
+	// IPCPs' drops (ouro top): the breakdown in docs/benchmarks.md.
+	diag := func(label string) {}
+	if os.Getenv("OURO_IPNET_DIAG") != "" {
+		diag = func(label string) {
+			t.Helper()
+			for _, h := range []string{"h1", "h2", "h3"} {
+				out, _ := inNS(h, "ip", "-s", "link").CombinedOutput()
+				t.Logf("DIAG %s: %s links:\n%s", label, h, out)
+				out, _ = inNS(h, "nstat", "-az", "TcpRetransSegs", "TcpExtTCPLostRetransmit", "IpExtInCEPkts", "IpExtInECT0Pkts", "TcpExtTCPSackRecovery", "TcpExtTCPOFOQueue").CombinedOutput()
+				t.Logf("DIAG %s: %s nstat:\n%s", label, h, out)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				top, err := l.n.Ouro(ctx, l.nodes[h], "top", "-n", "1")
+				cancel()
+				t.Logf("DIAG %s: %s top (%v):\n%s", label, h, err, top)
+				ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+				ipcps, _ := l.n.Ouro(ctx, l.nodes[h], "ipcps")
+				for _, line := range strings.Split(ipcps, "\n")[1:] {
+					if f := strings.Fields(line); len(f) > 0 {
+						st, err := l.n.Ouro(ctx, l.nodes[h], "stats", f[0])
+						t.Logf("DIAG %s: %s stats %s (%v):\n%s", label, h, f[0], err, st)
+					}
+				}
+				cancel()
+			}
+		}
 	}
 	tcpBase := iperf("10.78.2.3", false)
 	for _, what := range []string{"in the nodes", "in ouro ipnet programs"} {
-		tcp, udp := iperf(far[what], false), iperf(far[what], true)
+		tcp := iperf(far[what], false)
+		diag("after TCP " + what)
+		udp := iperf(far[what], true)
 		t.Logf("iperf3 h1 → h3, bridges %s: TCP (MSS 1200) %.1f Mbit/s, plain IP routed through h2 %.1f Mbit/s (%.3f); UDP at 200 Mbit/s offered: %.1f Mbit/s received",
 			what, tcp/1e6, tcpBase/1e6, tcp/tcpBase, udp/1e6)
+		if what == "in ouro ipnet programs" && os.Getenv("OURO_IPNET_DIAG") != "" {
+			for _, p := range bridges { // their counters, printed as they stop
+				p.Stop()
+				t.Logf("DIAG: ouro ipnet output:\n%s", p.Output())
+			}
+		}
 		switch {
 		case what == "in the nodes" && (tcp == 0 || udp == 0):
 			t.Fatalf("iperf3 carried nothing over the bridges %s", what)

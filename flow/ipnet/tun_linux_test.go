@@ -1,0 +1,225 @@
+package ipnet
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// inNetns runs f on a thread in the network namespace ns (sockets and
+// interfaces f makes belong to it); the thread ends with f.
+func inNetns(t *testing.T, ns string, f func()) {
+	t.Helper()
+	done := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		h, err := os.Open("/run/netns/" + ns)
+		if err == nil {
+			err = unix.Setns(int(h.Fd()), unix.CLONE_NEWNET)
+			h.Close()
+		}
+		if err != nil {
+			done <- err
+			return
+		}
+		defer func() { done <- nil }()
+		f()
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("setns %s: %v", ns, err)
+	}
+}
+
+// ip4 builds an IPv4 packet of protocol proto from src to dst around
+// l4 (a UDP or TCP header and payload), with both checksums.
+func ip4(proto byte, src, dst [4]byte, id uint16, l4 []byte) []byte {
+	p := make([]byte, 20+len(l4))
+	p[0], p[8], p[9] = 0x45, 64, proto
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	binary.BigEndian.PutUint16(p[4:], id)
+	p[6] = 0x40 // DF
+	copy(p[12:], src[:])
+	copy(p[16:], dst[:])
+	binary.BigEndian.PutUint16(p[10:], ^checksum.Checksum(p[:20], 0))
+	copy(p[20:], l4)
+	var ph [12]byte
+	copy(ph[0:], src[:])
+	copy(ph[4:], dst[:])
+	ph[9] = proto
+	binary.BigEndian.PutUint16(ph[10:], uint16(len(l4)))
+	at := 20 + 6 // UDP's checksum
+	if proto == unix.IPPROTO_TCP {
+		at = 20 + 16
+	}
+	binary.BigEndian.PutUint16(p[at:], ^checksum.Checksum(p[20:], checksum.Checksum(ph[:], 0)))
+	return p
+}
+
+// rxPackets is the interface's count of packets the host received from
+// the TUN (a coalesced super-packet counts once).
+func rxPackets(t *testing.T, ns, dev string) uint64 {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", ns, "-j", "-s", "link", "show", dev).Output()
+	if err != nil {
+		t.Fatalf("ip -s link: %v", err)
+	}
+	var links []struct {
+		Stats struct {
+			RX struct {
+				Packets uint64 `json:"packets"`
+			} `json:"rx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		t.Fatalf("ip -j -s link: %v: %s", err, out)
+	}
+	return links[0].Stats.RX.Packets
+}
+
+// TestTUNOffload (root): a TUN opened with offloads reads a UDP
+// super-packet (a socket's UDP_SEGMENT send) as its datagrams, each
+// with valid checksums and its part of the payload; and writing a batch
+// of consecutive segments of one UDP flow, then of one TCP flow, hands
+// the host fewer packets than were written (coalesced), the UDP ones
+// arriving whole and in order at the socket they were sent to.
+func TestTUNOffload(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: needs root (a network namespace and a TUN)")
+	}
+	ns := fmt.Sprintf("ouro-tun-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1").Run() // no IPv6 chatter on the TUN
+
+	var tun *TUN
+	var err error
+	inNetns(t, ns, func() { tun, err = OpenTUN("otun0", 1400) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	if !tun.Offload || tun.MTU() != 1400 || tun.Headroom() != vnetHdrLen {
+		t.Fatalf("tun: offload %v, MTU %d, headroom %d; want offloads, 1400, %d", tun.Offload, tun.MTU(), tun.Headroom(), vnetHdrLen)
+	}
+	if out, err := exec.Command("ip", "-n", ns, "addr", "add", "10.66.0.1/24", "dev", "otun0").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v %s", err, out)
+	}
+	local, far := [4]byte{10, 66, 0, 1}, [4]byte{10, 66, 0, 2}
+
+	// Read: 10 datagrams of 1000 bytes in one UDP_SEGMENT send.
+	var conn *net.UDPConn
+	inNetns(t, ns, func() { conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP(local[:])}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	payload := make([]byte, 10*1000)
+	for i := range payload {
+		payload[i] = byte(i / 1000 * 7)
+	}
+	oob := make([]byte, unix.CmsgSpace(2)) // UDP_SEGMENT: 1000 bytes a datagram
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], 1000)
+	if _, _, err := conn.WriteMsgUDP(payload, oob, &net.UDPAddr{IP: net.IP(far[:]), Port: 9999}); err != nil {
+		t.Fatalf("UDP_SEGMENT send: %v", err)
+	}
+	bufs, sizes := make([][]byte, tun.BatchSize()), make([]int, tun.BatchSize())
+	for i := range bufs {
+		bufs[i] = make([]byte, MaxPacket)
+	}
+	var got [][]byte
+	for len(got) < 10 {
+		n, err := tun.ReadBatch(bufs, sizes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 && n != 10 {
+			t.Fatalf("one read gave %d packets, want the super-packet's 10", n)
+		}
+		for i := range n {
+			p := bufs[i][:sizes[i]]
+			if len(p) >= 28 && p[9] == unix.IPPROTO_UDP && binary.BigEndian.Uint16(p[22:]) == 9999 {
+				got = append(got, bytes.Clone(p))
+			}
+		}
+	}
+	for i, p := range got {
+		if len(p) != 1028 || !bytes.Equal(p[28:], payload[i*1000:(i+1)*1000]) {
+			t.Fatalf("datagram %d: %d bytes, payload %x...", i, len(p), p[28:32])
+		}
+		var ph [12]byte
+		copy(ph[0:], p[12:20])
+		ph[9] = unix.IPPROTO_UDP
+		binary.BigEndian.PutUint16(ph[10:], uint16(len(p)-20))
+		if checksum.Checksum(p[:20], 0) != 0xffff || checksum.Checksum(p[20:], checksum.Checksum(ph[:], 0)) != 0xffff {
+			t.Fatalf("datagram %d: checksums do not verify", i)
+		}
+	}
+
+	// Write: 10 UDP segments of one flow to conn, then 10 TCP segments.
+	port := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+	write := func(pkts [][]byte) {
+		t.Helper()
+		var out [][]byte
+		for _, p := range pkts {
+			b := make([]byte, vnetHdrLen, vnetHdrLen+MaxPacket)
+			out = append(out, append(b, p...))
+		}
+		if n, err := tun.WriteBatch(out); n != len(pkts) || err != nil {
+			t.Fatalf("WriteBatch: %d, %v", n, err)
+		}
+	}
+	before := rxPackets(t, ns, "otun0")
+	var pkts [][]byte
+	for i := range 10 {
+		l4 := make([]byte, 8+1000)
+		binary.BigEndian.PutUint16(l4[0:], 7777)
+		binary.BigEndian.PutUint16(l4[2:], port)
+		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+		for j := range 1000 {
+			l4[8+j] = byte(i + j)
+		}
+		pkts = append(pkts, ip4(unix.IPPROTO_UDP, far, local, uint16(100+i), l4))
+	}
+	write(pkts)
+	rb := make([]byte, 2000)
+	for i := range 10 {
+		n, err := conn.Read(rb)
+		if err != nil || !bytes.Equal(rb[:n], pkts[i][28:]) {
+			t.Fatalf("datagram %d at the socket: %d bytes, %v", i, n, err)
+		}
+	}
+	udpRx := rxPackets(t, ns, "otun0") - before
+	before += udpRx
+	pkts = pkts[:0]
+	for i := range 10 {
+		l4 := make([]byte, 20+1000)
+		binary.BigEndian.PutUint16(l4[0:], 7777)
+		binary.BigEndian.PutUint16(l4[2:], 7) // nobody listens: the host answers with a reset
+		binary.BigEndian.PutUint32(l4[4:], uint32(1000+1000*i))
+		binary.BigEndian.PutUint32(l4[8:], 1)
+		l4[12], l4[13] = 5<<4, 0x10 // ACK
+		binary.BigEndian.PutUint16(l4[14:], 65535)
+		pkts = append(pkts, ip4(unix.IPPROTO_TCP, far, local, uint16(200+i), l4))
+	}
+	write(pkts)
+	tcpRx := rxPackets(t, ns, "otun0") - before
+	t.Logf("10 UDP segments written reached the host as %d packets, 10 TCP segments as %d", udpRx, tcpRx)
+	if tcpRx >= 10 || udpRx >= 10 {
+		t.Errorf("not coalesced: 10 UDP segments as %d packets, 10 TCP as %d", udpRx, tcpRx)
+	}
+}
