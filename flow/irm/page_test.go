@@ -1,6 +1,7 @@
 package irm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -105,5 +106,65 @@ func TestPagerErrors(t *testing.T) {
 	huge := MgmtResp{Table: Table{Columns: []string{"a"}, Rows: [][]string{{strings.Repeat("x", kernel.MaxPayload)}}}}
 	if _, err := pageAnswer(huge, MgmtReq{}); !errors.Is(err, flow.ErrTooBig) {
 		t.Errorf("a row larger than a message: %v, want ErrTooBig", err)
+	}
+}
+
+// TestReadAll checks the client side of paging: every page of a table or
+// a text fetched and joined, the request's own arguments kept on every
+// page, and a node whose pages do not follow each other refused.
+func TestReadAll(t *testing.T) {
+	ctx := t.Context()
+	var rows [][]string
+	for i := range 3000 {
+		rows = append(rows, []string{strconv.Itoa(i), strings.Repeat("x", i%50)})
+	}
+	whole := MgmtResp{Table: Table{Columns: []string{"id", "pad"}, Rows: rows}}
+	calls := 0
+	m := func(_ context.Context, req MgmtReq) (MgmtResp, error) {
+		calls++
+		if req.Args["keep"] != "me" {
+			t.Fatalf("page %d lost the request's own argument: %v", calls, req.Args)
+		}
+		return pageAnswer(whole, req)
+	}
+	got, err := ReadAll(ctx, m, MgmtReq{Cmd: "x", Args: map[string]string{"keep": "me"}})
+	if err != nil || !slices.EqualFunc(got.Table.Rows, rows, slices.Equal) || got.Next != 0 || calls < 10 {
+		t.Fatalf("ReadAll: %d rows in %d calls, next %d, %v; want %d rows", len(got.Table.Rows), calls, got.Next, err, len(rows))
+	}
+
+	text := strings.Repeat("0123456789€\n", 900)
+	got, err = ReadAll(ctx, func(_ context.Context, req MgmtReq) (MgmtResp, error) {
+		return pageAnswer(MgmtResp{Text: text}, req)
+	}, MgmtReq{Cmd: "x"})
+	if err != nil || got.Text != text {
+		t.Fatalf("ReadAll text: %d bytes, %v; want %d", len(got.Text), err, len(text))
+	}
+
+	for _, tc := range []struct {
+		name string
+		page func(off int) MgmtResp
+		want string
+	}{
+		{"backwards", func(off int) MgmtResp {
+			return MgmtResp{Table: Table{Columns: []string{"a"}, Rows: [][]string{{"1"}}}, Next: 1}
+		}, "says the next starts at 1"},
+		{"other columns", func(off int) MgmtResp {
+			if off == 0 {
+				return MgmtResp{Table: Table{Columns: []string{"a"}}, Next: 5}
+			}
+			return MgmtResp{Table: Table{Columns: []string{"b"}}}
+		}, "has columns"},
+	} {
+		_, err := ReadAll(ctx, func(_ context.Context, req MgmtReq) (MgmtResp, error) {
+			off, _ := strconv.Atoi(req.Args[ArgOffset])
+			return tc.page(off), nil
+		}, MgmtReq{Cmd: "x"})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	boom := errors.New("boom")
+	if _, err := ReadAll(ctx, func(context.Context, MgmtReq) (MgmtResp, error) { return MgmtResp{}, boom }, MgmtReq{Cmd: "x", IPCP: "a.uni"}); !errors.Is(err, boom) || !strings.Contains(err.Error(), "x a.uni") {
+		t.Errorf("a failed call: %v, want boom, naming the command", err)
 	}
 }
