@@ -165,8 +165,14 @@ type MgmtFunc func(ctx context.Context, req MgmtReq) (MgmtResp, error)
 
 // ReadAll sends req through m and fetches every page of its answer
 // (docs/wire/node-socket.md): the rows of a table joined, the text of a
-// text answer concatenated.
+// text answer concatenated; at most MaxPages pages.
 func ReadAll(ctx context.Context, m MgmtFunc, req MgmtReq) (MgmtResp, error) {
+	return ReadPages(ctx, m, req, MaxPages)
+}
+
+// ReadPages is ReadAll with at most maxPages pages. On an error it also
+// returns what the pages before it gave.
+func ReadPages(ctx context.Context, m MgmtFunc, req MgmtReq, maxPages int) (MgmtResp, error) {
 	what := req.Cmd
 	if req.IPCP != "" {
 		what += " " + req.IPCP
@@ -176,8 +182,9 @@ func ReadAll(ctx context.Context, m MgmtFunc, req MgmtReq) (MgmtResp, error) {
 		return MgmtResp{}, fmt.Errorf("%s: %w", what, err)
 	}
 	for next, pages := all.Next, 1; next > 0; pages++ {
-		if pages > MaxPages {
-			return MgmtResp{}, fmt.Errorf("%s: more than %d pages", what, MaxPages)
+		all.Next = 0
+		if pages >= maxPages {
+			return all, fmt.Errorf("%s: more than %d pages", what, maxPages)
 		}
 		r := req
 		r.Args = maps.Clone(req.Args)
@@ -187,13 +194,13 @@ func ReadAll(ctx context.Context, m MgmtFunc, req MgmtReq) (MgmtResp, error) {
 		r.Args[ArgOffset] = strconv.Itoa(next)
 		page, err := m(ctx, r)
 		if err != nil {
-			return MgmtResp{}, fmt.Errorf("%s (page %d, from %d): %w", what, pages+1, next, err)
+			return all, fmt.Errorf("%s (page %d, from %d): %w", what, pages+1, next, err)
 		}
 		if !slices.Equal(page.Table.Columns, all.Table.Columns) {
-			return MgmtResp{}, fmt.Errorf("%s: page %d has columns %v, the first %v", what, pages+1, page.Table.Columns, all.Table.Columns)
+			return all, fmt.Errorf("%s: page %d has columns %v, the first %v", what, pages+1, page.Table.Columns, all.Table.Columns)
 		}
 		if page.Next != 0 && page.Next <= next {
-			return MgmtResp{}, fmt.Errorf("%s: page %d from %d says the next starts at %d", what, pages+1, next, page.Next)
+			return all, fmt.Errorf("%s: page %d from %d says the next starts at %d", what, pages+1, next, page.Next)
 		}
 		all.Table.Rows = append(all.Table.Rows, page.Table.Rows...)
 		if len(all.Table.Columns) == 0 {

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -70,6 +69,7 @@ func Read(ctx context.Context, m Mgmt) Page {
 	fail := func(what string, err error) {
 		p.Errors = append(p.Errors, fmt.Sprintf("%s: %v", what, err))
 	}
+	failed := func(err error) { p.Errors = append(p.Errors, err.Error()) } // a table's error names its command
 	if r, err := m.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdID}); err != nil {
 		fail("id", err)
 	} else if n, err := nodeOf(r.Text); err != nil {
@@ -79,13 +79,13 @@ func Read(ctx context.Context, m Mgmt) Page {
 	}
 	var err error
 	if p.IPCPs, err = table(ctx, m, irm.MgmtReq{Cmd: irm.CmdIPCPs}); err != nil {
-		fail("ipcps", err)
+		failed(err)
 	}
 	if p.Names, err = table(ctx, m, irm.MgmtReq{Cmd: irm.CmdNames}); err != nil {
-		fail("names", err)
+		failed(err)
 	}
 	if p.Flows, err = table(ctx, m, irm.MgmtReq{Cmd: irm.CmdFlows}); err != nil {
-		fail("flows", err)
+		failed(err)
 	}
 	name, layer := column(p.IPCPs, "name"), column(p.IPCPs, "layer")
 	for _, row := range p.IPCPs.Rows {
@@ -97,7 +97,7 @@ func Read(ctx context.Context, m Mgmt) Page {
 			c.Layer = row[layer]
 		}
 		if c.Stats, err = table(ctx, m, irm.MgmtReq{Cmd: "stats", IPCP: c.IPCP}); err != nil {
-			fail("stats "+c.IPCP, err)
+			failed(err)
 			continue
 		}
 		p.Counters = append(p.Counters, c)
@@ -105,25 +105,11 @@ func Read(ctx context.Context, m Mgmt) Page {
 	return p
 }
 
-// table reads every page of a management table.
+// table reads every page of a management table, at most maxPages (on an
+// error, with the rows read before it).
 func table(ctx context.Context, m Mgmt, req irm.MgmtReq) (irm.Table, error) {
-	var all irm.Table
-	next := 0
-	for range maxPages {
-		r := req
-		r.Args = map[string]string{irm.ArgOffset: strconv.Itoa(next)}
-		resp, err := m.Mgmt(ctx, r)
-		if err != nil {
-			return all, err
-		}
-		all.Columns = resp.Table.Columns
-		all.Rows = append(all.Rows, resp.Table.Rows...)
-		if resp.Next == 0 {
-			return all, nil
-		}
-		next = resp.Next
-	}
-	return all, fmt.Errorf("more than %d pages", maxPages)
+	r, err := irm.ReadPages(ctx, m.Mgmt, req, maxPages)
+	return r.Table, err
 }
 
 func column(t irm.Table, name string) int {
