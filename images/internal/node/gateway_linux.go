@@ -369,7 +369,7 @@ func (s *gwSession) hello(req flow.SockReq) {
 		return
 	}
 	granted := want & flow.SockFeatureShm
-	s.shm.Store(granted&flow.SockFeatureShm != 0)
+	s.shm.Store(granted != 0)
 	resp.Body, _ = s.codec.Marshal(granted)
 	s.send(resp, -1)
 }
