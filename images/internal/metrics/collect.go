@@ -15,13 +15,10 @@ import (
 // collector adds the node's build to what package prom reads through the
 // management commands at scrape time (the same metrics "ouro metrics
 // --via" gives for a node reached over a management flow).
-type collector struct {
-	s      *Server
-	tables *prom.Collector
-}
+type collector struct{ tables *prom.Collector }
 
 func newCollector(s *Server) collector {
-	return collector{s: s, tables: prom.New(s.source, s.cfg.Timeout)}
+	return collector{tables: prom.New(s.source, s.cfg.Timeout)}
 }
 
 // source is the running incarnation's session with the IRM.
