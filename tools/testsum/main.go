@@ -31,6 +31,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -122,6 +123,7 @@ var (
 	textTest = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): (\S+)`)
 	textRun  = regexp.MustCompile(`^=== (?:RUN|NAME|CONT|PAUSE)\s+(\S+)`)
 	filePos  = regexp.MustCompile(`^\s*[\w.-]+\.go:\d+: `)
+	elided   = regexp.MustCompile(`^\s*\.\.\. \((\d+) lines\)$`) // compact's mark
 )
 
 // run runs the step's command and records it.
@@ -251,7 +253,64 @@ func (st *Step) why(test string, lines []string) {
 	if st.Why == nil {
 		st.Why = map[string][]string{}
 	}
+	keep = compact(keep)
 	st.Why[test] = keep[max(0, len(keep)-whyLines):]
+}
+
+// msgLines is how many of a long message's continuation lines compact
+// keeps (its last ones, below its first line).
+const msgLines = 4
+
+// compact shortens each long message in a test's output (a "file.go:N:"
+// line and the more deeply indented lines that continue it, such as a
+// VM's console logged as the test ends) to its first line and its last
+// msgLines lines, so that the messages before it, among them often the
+// failure itself, stay within the lines the summary repeats.
+func compact(lines []string) []string {
+	out := make([]string, 0, len(lines))
+	for i := 0; i < len(lines); {
+		out = append(out, lines[i])
+		depth := indent(lines[i])
+		j := i + 1
+		if filePos.MatchString(lines[i]) {
+			for j < len(lines) && indent(lines[j]) > depth && !filePos.MatchString(lines[j]) {
+				j++
+			}
+		}
+		if cont := lines[i+1 : j]; len(cont) > msgLines+1 {
+			left := 0 // lines left out, counting what an earlier pass left out
+			for _, l := range cont[:len(cont)-msgLines] {
+				if m := elided.FindStringSubmatch(l); m != nil {
+					n, _ := strconv.Atoi(m[1])
+					left += n
+				} else {
+					left++
+				}
+			}
+			out = append(out, fmt.Sprintf("%s... (%d lines)", strings.Repeat(" ", depth+4), left))
+			out = append(out, cont[len(cont)-msgLines:]...)
+		} else {
+			out = append(out, cont...)
+		}
+		i = j
+	}
+	return out
+}
+
+// indent is how many leading blanks (tabs as four) a line has.
+func indent(l string) int {
+	n := 0
+	for _, c := range l {
+		switch c {
+		case ' ':
+			n++
+		case '\t':
+			n += 4
+		default:
+			return n
+		}
+	}
+	return n
 }
 
 // text tallies a line that is not a test event; for go test -v output it
@@ -276,7 +335,8 @@ func (st *Step) text(line string) {
 		}
 		o := append(st.outputs[st.current], line)
 		if len(o) > 4*whyLines {
-			o = append(o[:0], o[len(o)-2*whyLines:]...)
+			o = compact(o)
+			o = append(o[:0], o[max(0, len(o)-2*whyLines):]...)
 		}
 		st.outputs[st.current] = o
 	}

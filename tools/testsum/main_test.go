@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -161,6 +162,39 @@ func TestWhyInSummary(t *testing.T) {
 		if strings.Contains(out.String(), nw) {
 			t.Errorf("summary shows %q, which is not why anything failed:\n%s", nw, out.String())
 		}
+	}
+}
+
+// TestWhyBeforeConsole: a failure followed by a long message (a VM's
+// console, logged as the test ends) still shows in the summary: the long
+// message keeps its first line and its last lines. CI once showed only
+// the console's last 12 lines of a QEMU test and not why it failed.
+func TestWhyBeforeConsole(t *testing.T) {
+	dir := t.TempDir()
+	lines := []string{
+		"=== RUN   TestQEMUMicrovm",
+		"=== RUN   TestQEMUMicrovm/eth/microvm",
+		"    qemu_microvm_test.go:95: perf against the microvm's perf app: probe: perf perf: no report from the perf server",
+		"    qemu_test.go:437: VM console:",
+	}
+	for i := range 60 {
+		lines = append(lines, fmt.Sprintf("        | console line %d", i))
+	}
+	lines = append(lines, "--- FAIL: TestQEMUMicrovm (58.00s)", "    --- FAIL: TestQEMUMicrovm/eth/microvm (58.00s)", "FAIL")
+	run(dir, "qemu-test", []string{"sh", "-c", "cat <<'END'\n" + strings.Join(lines, "\n") + "\nEND\nexit 1"}, &bytes.Buffer{})
+	recorded, err := load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	report(&out, recorded)
+	for _, w := range []string{"no report from the perf server", "VM console:", "console line 59", "(56 lines)"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("summary lacks %q:\n%s", w, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "console line 10\n") {
+		t.Errorf("summary keeps the middle of the console:\n%s", out.String())
 	}
 }
 
