@@ -11,7 +11,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -67,7 +67,7 @@ func TestPipeZeroAllocs(t *testing.T) {
 func TestUpcalls(t *testing.T) {
 	ctx := context.Background()
 	u := flowtest.NewUpcalls(4)
-	req := irm.AllocReq{ID: 7, Dst: "echo", Src: "client", QoS: flow.Data()}
+	req := ipcp.AllocReq{ID: 7, Dst: "echo", Src: "client", QoS: flow.Data()}
 	ipcpEnd, err := u.FlowReq(ctx, req)
 	if err != nil {
 		t.Fatalf("FlowReq = %v", err)
@@ -88,7 +88,7 @@ func TestUpcalls(t *testing.T) {
 	}
 
 	u.Refuse(flow.ErrRefused)
-	if _, err := u.FlowReq(ctx, irm.AllocReq{ID: 8, Dst: "nope"}); !errors.Is(err, flow.ErrRefused) {
+	if _, err := u.FlowReq(ctx, ipcp.AllocReq{ID: 8, Dst: "nope"}); !errors.Is(err, flow.ErrRefused) {
 		t.Fatalf("refused FlowReq = %v, want ErrRefused", err)
 	}
 	if got := u.Requests(); len(got) != 2 || got[0] != req || got[1].Dst != "nope" {
@@ -101,7 +101,7 @@ func TestUpcallsCtx(t *testing.T) {
 	u.Accepted = make(chan flowtest.Accepted) // nobody receives
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	if _, err := u.FlowReq(ctx, irm.AllocReq{Dst: "x"}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := u.FlowReq(ctx, ipcp.AllocReq{Dst: "x"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("FlowReq with nobody accepting = %v, want DeadlineExceeded", err)
 	}
 }

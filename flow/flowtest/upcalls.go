@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // Upcalls is a fake irm.Upcalls for testing IPCPs without an IRM. Each
@@ -22,18 +22,18 @@ type Upcalls struct {
 	capacity int
 
 	mu     sync.Mutex
-	reqs   []irm.AllocReq // every request, accepted or not, in arrival order
-	refuse error          // if non-nil, FlowReq fails with it
+	reqs   []ipcp.AllocReq // every request, accepted or not, in arrival order
+	refuse error           // if non-nil, FlowReq fails with it
 }
 
 // Accepted is a flow the fake IRM accepted: the request and the accepting
 // program's end of the flow.
 type Accepted struct {
-	Req  irm.AllocReq
+	Req  ipcp.AllocReq
 	Port flow.Port
 }
 
-var _ irm.Upcalls = (*Upcalls)(nil)
+var _ ipcp.Upcalls = (*Upcalls)(nil)
 
 // NewUpcalls returns a fake that accepts every flow request with a Pipe of
 // the given capacity; Accepted buffers up to 16 flows.
@@ -50,15 +50,15 @@ func (u *Upcalls) Refuse(err error) {
 }
 
 // Requests returns a copy of every request FlowReq received, in order.
-func (u *Upcalls) Requests() []irm.AllocReq {
+func (u *Upcalls) Requests() []ipcp.AllocReq {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return append([]irm.AllocReq(nil), u.reqs...)
+	return append([]ipcp.AllocReq(nil), u.reqs...)
 }
 
 // FlowReq implements irm.Upcalls: it records req and, unless refusing,
 // returns the IPCP's end of a new Pipe and sends the other end on Accepted.
-func (u *Upcalls) FlowReq(ctx context.Context, req irm.AllocReq) (flow.Port, error) {
+func (u *Upcalls) FlowReq(ctx context.Context, req ipcp.AllocReq) (flow.Port, error) {
 	u.mu.Lock()
 	u.reqs = append(u.reqs, req)
 	refuse := u.refuse

@@ -3,19 +3,11 @@ package irm
 import (
 	"context"
 	"fmt"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel"
-)
-
-// Management commands that change the node's set of IPCPs.
-const (
-	// CmdCreate creates an IPCP at run time: Name, Layer, Args["kind"],
-	// and Args["config"], the kind's configuration table in TOML.
-	CmdCreate = "create"
-	// CmdDestroy stops the IPCP named in Name (or IPCP) and forgets it.
-	CmdDestroy = "destroy"
 )
 
 // Creator makes IPCP components at run time; the node provides it (it
@@ -24,7 +16,7 @@ type Creator interface {
 	// NewIPCP checks the IPCP that req declares and returns its
 	// description, the program of its component and the budget it needs.
 	// The program reports on started once the IPCP runs (nil) or failed.
-	NewIPCP(req MgmtReq) (info Info, prog kernel.Program, bufs int, started <-chan error, err error)
+	NewIPCP(req ipcp.MgmtReq) (info ipcp.Info, prog kernel.Program, bufs int, started <-chan error, err error)
 }
 
 // Provisioner is a Creator whose IPCPs need more than their endpoint and
@@ -33,7 +25,7 @@ type Creator interface {
 // own to make (carved from the IRM's budget). The node's factory gives
 // an IPCP on a board link the link driver's attach cap this way.
 type Provisioner interface {
-	Provision(req MgmtReq) (caps []kernel.CapSpec, objects int, err error)
+	Provision(req ipcp.MgmtReq) (caps []kernel.CapSpec, objects int, err error)
 }
 
 // startTimeout bounds how long a created IPCP may take to start.
@@ -42,22 +34,22 @@ const startTimeout = 10 * time.Second
 // create spawns the IPCP component req declares, as a child of the IRM's
 // component: its own endpoint (Read), a badged cap to the IRM's and what
 // a Provisioner adds.
-func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
+func (m *IRM) create(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if req.Name == "" {
 		req.Name = req.IPCP
 	}
 	if m.cfg.Creator == nil {
-		return MgmtResp{}, fmt.Errorf("irm: create: this node cannot create IPCPs: %w", flow.ErrInvalid)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: create: this node cannot create IPCPs: %w", flow.ErrInvalid)
 	}
 	info, prog, bufs, started, err := m.cfg.Creator.NewIPCP(req)
 	if err != nil {
-		return MgmtResp{}, fmt.Errorf("irm: create: %w", err)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: create: %w", err)
 	}
 	var extra []kernel.CapSpec
 	objects := 0
 	if p, ok := m.cfg.Creator.(Provisioner); ok {
 		if extra, objects, err = p.Provision(req); err != nil {
-			return MgmtResp{}, fmt.Errorf("irm: create: %w", err)
+			return ipcp.MgmtResp{}, fmt.Errorf("irm: create: %w", err)
 		}
 	}
 	m.mu.Lock()
@@ -66,7 +58,7 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	for _, e := range m.ipcps {
 		if e.info.Name == info.Name {
 			m.mu.Unlock()
-			return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, flow.ErrExists)
+			return ipcp.MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, flow.ErrExists)
 		}
 		if e.sup.badge > badge {
 			badge = e.sup.badge
@@ -75,13 +67,13 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	badge++
 	if n := m.names[info.Name]; n != nil && len(n.sessions) > 0 {
 		m.mu.Unlock()
-		return MgmtResp{}, fmt.Errorf("irm: create %s: a program has bound that name: %w", info.Name, flow.ErrExists)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: create %s: a program has bound that name: %w", info.Name, flow.ErrExists)
 	}
 	m.mu.Unlock()
 
 	ep, err := pd.NewEndpoint()
 	if err != nil {
-		return MgmtResp{}, fmt.Errorf("irm: create %s: %w: %w", info.Name, flow.ErrBusy, err)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: create %s: %w: %w", info.Name, flow.ErrBusy, err)
 	}
 	// It is one of the IRM's IPCPs (and may say hello) as soon as it runs.
 	e := &ipcpEntry{info: info, ipcp: NewRemote(pd, ep), ep: ep, sup: supervised{
@@ -106,7 +98,7 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	if err != nil {
 		m.forget(e)
 		pd.Delete(ep)
-		return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
 	}
 	m.mu.Lock()
 	e.child, e.sup.comp = child, child
@@ -123,15 +115,15 @@ func (m *IRM) create(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 		pd.Kill(child)
 		pd.Delete(child)
 		pd.Delete(ep)
-		return MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
 	}
 	m.cfg.Logf("irm: created IPCP %s (%s) in layer %s", info.Name, info.Kind, info.Layer)
-	return MgmtResp{Text: fmt.Sprintf("created %s (%s) in layer %s", info.Name, info.Kind, info.Layer)}, nil
+	return ipcp.MgmtResp{Text: fmt.Sprintf("created %s (%s) in layer %s", info.Name, info.Kind, info.Layer)}, nil
 }
 
 // destroy stops an IPCP created at run time and forgets it. IPCPs of the
 // node's configuration are part of its system description and stay.
-func (m *IRM) destroy(req MgmtReq) (MgmtResp, error) {
+func (m *IRM) destroy(req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	name := req.Name
 	if name == "" {
 		name = req.IPCP
@@ -142,7 +134,7 @@ func (m *IRM) destroy(req MgmtReq) (MgmtResp, error) {
 		if x.info.Name == name {
 			if x.child == 0 {
 				m.mu.Unlock()
-				return MgmtResp{}, fmt.Errorf("irm: destroy %s: configured IPCPs are part of the system description: %w", name, flow.ErrInvalid)
+				return ipcp.MgmtResp{}, fmt.Errorf("irm: destroy %s: configured IPCPs are part of the system description: %w", name, flow.ErrInvalid)
 			}
 			e = x
 			break
@@ -151,7 +143,7 @@ func (m *IRM) destroy(req MgmtReq) (MgmtResp, error) {
 	pd := m.pd
 	m.mu.Unlock()
 	if e == nil {
-		return MgmtResp{}, fmt.Errorf("irm: destroy %s: no such IPCP: %w", name, flow.ErrNotFound)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: destroy %s: no such IPCP: %w", name, flow.ErrNotFound)
 	}
 	m.forget(e) // no restart from now on
 	pd.Kill(e.child)
@@ -159,7 +151,7 @@ func (m *IRM) destroy(req MgmtReq) (MgmtResp, error) {
 	m.endSessionsOf(e.sup.badge)
 	pd.Delete(e.child)
 	pd.Delete(e.ep)
-	return MgmtResp{Text: "destroyed " + name}, nil
+	return ipcp.MgmtResp{Text: "destroyed " + name}, nil
 }
 
 // forget removes e from the IRM's IPCPs and from every name's

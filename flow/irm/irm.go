@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"slices"
 	"strings"
 	"sync"
@@ -85,7 +86,7 @@ type IPCPSlot struct {
 	Slot      string
 	Component string
 	Badge     kernel.Badge
-	Info      Info
+	Info      ipcp.Info
 }
 
 // ChildSlot names another component the IRM supervises: its name, the
@@ -201,7 +202,7 @@ type nameEntry struct {
 }
 
 type ipcpEntry struct {
-	info Info
+	info ipcp.Info
 	ipcp *Remote
 	sup  supervised
 	// life ends when the current incarnation faults (calls in flight to
@@ -319,7 +320,7 @@ func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) 
 		if role != RoleIPCP {
 			return rpc.Response{}, errRights("hello", r.Badge, "only IPCPs say hello")
 		}
-		var a Info
+		var a ipcp.Info
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
@@ -328,7 +329,7 @@ func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) 
 		if role != RoleIPCP {
 			return rpc.Response{}, errRights("flow request", r.Badge, "only IPCPs request flows")
 		}
-		var a AllocReq
+		var a ipcp.AllocReq
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
@@ -369,7 +370,7 @@ func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) 
 		}
 		return m.join(ctx, s, a)
 	case OpMgmt:
-		var a MgmtReq
+		var a ipcp.MgmtReq
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
@@ -541,8 +542,8 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 		actx, acancel := m.ipcpCtx(ctx, e, timeout)
 		err = m.ready(e)
 		if err == nil {
-			var res AllocResult
-			res, err = e.ipcp.Alloc(actx, AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+			var res ipcp.AllocResult
+			res, err = e.ipcp.Alloc(actx, ipcp.AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
 			info.MaxSDU, info.Peer = res.MaxSDU, res.Peer
 			if err == nil && a.QoS.Sealed && res.Peer == nil {
 				// An IPCP that ignored the request: the flow is not
@@ -946,7 +947,7 @@ func (m *IRM) accept(ctx context.Context, s *session) (rpc.Response, error) {
 // flowReq serves an IPCP's request for an incoming flow: it finds the
 // session bound to the name and waits for it to accept. The IPCP is the
 // one the caller's badge names, whatever the request says.
-func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req AllocReq) (rpc.Response, error) {
+func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req ipcp.AllocReq) (rpc.Response, error) {
 	e := m.ipcpByBadge(badge)
 	if e == nil {
 		return rpc.Response{}, errRights("flow request", badge, "unknown IPCP")
@@ -1080,15 +1081,4 @@ func (m *IRM) collect() {
 	for _, id := range dead {
 		m.dropFlow(id)
 	}
-}
-
-// Joiner is an IPCP of a broadcast layer: Join attaches port as a member.
-type Joiner interface {
-	Join(ctx context.Context, port flow.Port) error
-}
-
-// Manager is an IPCP with management commands of its own (bootstrap,
-// enroll, connect, and its tables).
-type Manager interface {
-	Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,32 +18,12 @@ import (
 
 const defaultCallTimeout = 5 * time.Second
 
-// The IRM's own management commands; anything else is passed to the IPCP
-// named in the request.
-const (
-	CmdIPCPs  = "ipcps"  // the node's IPCPs
-	CmdNames  = "names"  // names, their bindings and registrations
-	CmdFlows  = "flows"  // flows brokered and still open
-	CmdReg    = "reg"    // register Name in Layer (or every layer if empty)
-	CmdUnreg  = "unreg"  // unregister Name from Layer (or every layer)
-	CmdSystem = "system" // the kernel's system description; Args["format"]: table, dot, mermaid or json
-	CmdID     = "id"     // the node's signed identity document, base64 (Config.Document)
-	// CmdComponents lists every component of the node as the kernel
-	// sees it (Config.ComponentStats): state, incarnations, faults,
-	// budgets in use, and the IRM's supervision of it.
-	CmdComponents = "components"
-	// CmdKernel gives the kernel's node-wide packet-buffer figures
-	// (Config.BufTotals) as rows of counter and value: granted, max,
-	// made, in_use.
-	CmdKernel = "kernel"
-)
-
 // readOnly are the management commands anyone with a session may run:
 // they change nothing. Every other command (reg, unreg, create, destroy,
 // and IPCP commands such as bootstrap, enroll, connect) needs a
 // management session.
 var readOnly = map[string]bool{
-	CmdIPCPs: true, CmdNames: true, CmdFlows: true, CmdSystem: true, CmdID: true, CmdComponents: true, CmdKernel: true,
+	ipcp.CmdIPCPs: true, ipcp.CmdNames: true, ipcp.CmdFlows: true, ipcp.CmdSystem: true, ipcp.CmdID: true, ipcp.CmdComponents: true, ipcp.CmdKernel: true,
 	// IPCP tables and counters ("flows" is also the IPCP's own).
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
 	// Which of the names asked about a shim heard announced (unicast
@@ -51,67 +32,67 @@ var readOnly = map[string]bool{
 }
 
 // mgmtAllowed says whether session s may run req.
-func (m *IRM) mgmtAllowed(s *session, req MgmtReq) error {
+func (m *IRM) mgmtAllowed(s *session, req ipcp.MgmtReq) error {
 	if s.mgmt || readOnly[req.Cmd] {
 		return nil
 	}
 	// An IPCP registers its own name in the layers below it.
-	if s.ipcp != nil && (req.Cmd == CmdReg || req.Cmd == CmdUnreg) && req.Name == s.ipcp.info.Name {
+	if s.ipcp != nil && (req.Cmd == ipcp.CmdReg || req.Cmd == ipcp.CmdUnreg) && req.Name == s.ipcp.info.Name {
 		return nil
 	}
 	return fmt.Errorf("irm: %s: changes the node: needs a management session (%s has none): %w", req.Cmd, s.principal, kernel.ErrRights)
 }
 
-func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, error) {
+func (m *IRM) mgmt(ctx context.Context, s *session, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if err := m.mgmtAllowed(s, req); err != nil {
-		return MgmtResp{}, err
+		return ipcp.MgmtResp{}, err
 	}
 	pg, err := newPager(req)
 	if err != nil {
-		return MgmtResp{}, err
+		return ipcp.MgmtResp{}, err
 	}
 	switch req.Cmd {
-	case CmdIPCPs:
-		return pg.page(MgmtResp{Table: m.ipcpTable()})
-	case CmdNames:
+	case ipcp.CmdIPCPs:
+		return pg.page(ipcp.MgmtResp{Table: m.ipcpTable()})
+	case ipcp.CmdNames:
 		return m.namePage(pg)
-	case CmdFlows:
+	case ipcp.CmdFlows:
 		if req.IPCP == "" {
 			return m.flowPage(pg)
 		}
-	case CmdReg, CmdUnreg:
+	case ipcp.CmdReg, ipcp.CmdUnreg:
 		return m.regCmd(ctx, req)
-	case CmdCreate:
+	case ipcp.CmdCreate:
 		return m.create(ctx, req)
-	case CmdDestroy:
+	case ipcp.CmdDestroy:
 		return m.destroy(req)
-	case CmdID:
+	case ipcp.CmdID:
 		if m.cfg.Document == nil {
-			return MgmtResp{}, fmt.Errorf("irm: identity document: %w", flow.ErrNotFound)
+			return ipcp.MgmtResp{}, fmt.Errorf("irm: identity document: %w", flow.ErrNotFound)
 		}
 		doc, err := m.cfg.Document(ctx)
 		if err != nil {
-			return MgmtResp{}, fmt.Errorf("irm: identity document: %w", err)
+			return ipcp.MgmtResp{}, fmt.Errorf("irm: identity document: %w", err)
 		}
-		return MgmtResp{Text: base64.StdEncoding.EncodeToString(doc)}, nil
-	case CmdComponents:
+		return ipcp.MgmtResp{Text: base64.StdEncoding.EncodeToString(doc)}, nil
+	case ipcp.CmdComponents:
 		t, err := m.componentTable()
 		if err != nil {
-			return MgmtResp{}, err
+			return ipcp.MgmtResp{}, err
 		}
-		return pg.page(MgmtResp{Table: t})
-	case CmdKernel:
+		return pg.page(ipcp.MgmtResp{Table: t})
+	case ipcp.CmdKernel:
 		if m.cfg.BufTotals == nil {
-			return MgmtResp{}, fmt.Errorf("irm: kernel figures: %w", flow.ErrNotFound)
+			return ipcp.MgmtResp{}, fmt.Errorf("irm: kernel figures: %w", flow.ErrNotFound)
 		}
 		bt := m.cfg.BufTotals()
-		return pg.page(MgmtResp{Table: Table{Columns: []string{"counter", "value"}, Rows: [][]string{
+		return pg.page(ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"counter", "value"}, Rows: [][]string{
 			{"bufs_granted", strconv.FormatInt(bt.Granted, 10)}, {"bufs_max", strconv.Itoa(bt.Max)},
 			{"bufs_made", strconv.Itoa(bt.Made)}, {"bufs_in_use", strconv.Itoa(bt.Made - bt.Free)},
 		}}})
-	case CmdSystem:
+	case ipcp.CmdSystem:
 		if m.cfg.Describe == nil {
-			return MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)
+			return ipcp.MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)
 		}
 		sys := m.cfg.Describe()
 		var text string
@@ -125,27 +106,27 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req MgmtReq) (MgmtResp, erro
 		case "json":
 			b, err := json.Marshal(sys)
 			if err != nil {
-				return MgmtResp{}, fmt.Errorf("irm: system description: %w", err)
+				return ipcp.MgmtResp{}, fmt.Errorf("irm: system description: %w", err)
 			}
 			text = string(b)
 		default:
-			return MgmtResp{}, fmt.Errorf("irm: system format %q (want table, dot, mermaid or json): %w", req.Args["format"], flow.ErrInvalid)
+			return ipcp.MgmtResp{}, fmt.Errorf("irm: system format %q (want table, dot, mermaid or json): %w", req.Args["format"], flow.ErrInvalid)
 		}
-		return pg.page(MgmtResp{Text: text})
+		return pg.page(ipcp.MgmtResp{Text: text})
 	}
 	if req.IPCP == "" {
-		return MgmtResp{}, fmt.Errorf("irm: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
 	}
 	e := m.ipcpByName(req.IPCP)
 	if e == nil {
-		return MgmtResp{}, fmt.Errorf("irm: %s %s: no such IPCP: %w", req.Cmd, req.IPCP, flow.ErrNotFound)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: %s %s: no such IPCP: %w", req.Cmd, req.IPCP, flow.ErrNotFound)
 	}
 	if err := m.ready(e); err != nil {
 		if req.Cmd == "stats" {
 			// The supervisor's view is all there is while it is down.
-			return pg.page(MgmtResp{Table: Table{Columns: []string{"counter", "value"}, Rows: m.supervisionRows(e)}})
+			return pg.page(ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"counter", "value"}, Rows: m.supervisionRows(e)}})
 		}
-		return MgmtResp{}, fmt.Errorf("irm: %s %s: %w", req.Cmd, req.IPCP, err)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: %s %s: %w", req.Cmd, req.IPCP, err)
 	}
 	cctx, cancel := m.callCtx(ctx, e)
 	defer cancel()
@@ -177,11 +158,11 @@ func (m *IRM) ipcpByName(name string) *ipcpEntry {
 	return nil
 }
 
-func (m *IRM) ipcpTable() Table {
+func (m *IRM) ipcpTable() ipcp.Table {
 	m.mu.Lock()
 	entries := append([]*ipcpEntry(nil), m.ipcps...)
 	m.mu.Unlock()
-	t := Table{Columns: []string{"name", "layer", "kind", "state", "restarts", "last_fault"}}
+	t := ipcp.Table{Columns: []string{"name", "layer", "kind", "state", "restarts", "last_fault"}}
 	for _, e := range entries {
 		info := e.info
 		if err := m.ready(e); err == nil {
@@ -210,7 +191,7 @@ func (m *IRM) ipcpTable() Table {
 
 // namePage lists names, their bindings and the layers they are
 // registered in, a page at a time.
-func (m *IRM) namePage(pg pager) (MgmtResp, error) {
+func (m *IRM) namePage(pg pager) (ipcp.MgmtResp, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	names := make([]string, 0, len(m.names))
@@ -231,7 +212,7 @@ func (m *IRM) namePage(pg pager) (MgmtResp, error) {
 
 // flowPage lists the flows the IRM brokered that are still open, a page
 // at a time; the first page first forgets the flows both ends closed.
-func (m *IRM) flowPage(pg pager) (MgmtResp, error) {
+func (m *IRM) flowPage(pg pager) (ipcp.MgmtResp, error) {
 	if pg.off == 0 {
 		m.collect()
 	}
@@ -256,9 +237,9 @@ func (m *IRM) flowPage(pg pager) (MgmtResp, error) {
 	})
 }
 
-func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
+func (m *IRM) regCmd(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if req.Name == "" {
-		return MgmtResp{}, fmt.Errorf("irm: %s: no name: %w", req.Cmd, flow.ErrInvalid)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: %s: no name: %w", req.Cmd, flow.ErrInvalid)
 	}
 	m.mu.Lock()
 	var targets []*ipcpEntry
@@ -269,13 +250,13 @@ func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 	}
 	m.mu.Unlock()
 	if len(targets) == 0 {
-		return MgmtResp{}, fmt.Errorf("irm: %s %q in %q: %w", req.Cmd, req.Name, req.Layer, flow.ErrNoLayer)
+		return ipcp.MgmtResp{}, fmt.Errorf("irm: %s %q in %q: %w", req.Cmd, req.Name, req.Layer, flow.ErrNoLayer)
 	}
 	var done []string
 	for _, e := range targets {
 		var err error
 		layer := e.info.Layer
-		if req.Cmd == CmdReg {
+		if req.Cmd == ipcp.CmdReg {
 			err = m.register(ctx, req.Name, e)
 			switch {
 			case errors.Is(err, flow.ErrExists):
@@ -303,21 +284,21 @@ func (m *IRM) regCmd(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 			}
 		}
 		if err != nil {
-			return MgmtResp{}, fmt.Errorf("irm: %s %q in %s: %w", req.Cmd, req.Name, e.info.Layer, err)
+			return ipcp.MgmtResp{}, fmt.Errorf("irm: %s %q in %s: %w", req.Cmd, req.Name, e.info.Layer, err)
 		}
 		done = append(done, layer)
 	}
-	return MgmtResp{Text: fmt.Sprintf("%s %s: %s", req.Cmd, req.Name, strings.Join(done, ", "))}, nil
+	return ipcp.MgmtResp{Text: fmt.Sprintf("%s %s: %s", req.Cmd, req.Name, strings.Join(done, ", "))}, nil
 }
 
 // componentTable is the "components" table: every component of the
 // system description, its kernel counters and, for the components the
 // IRM supervises, its supervision state.
-func (m *IRM) componentTable() (Table, error) {
+func (m *IRM) componentTable() (ipcp.Table, error) {
 	if m.cfg.Describe == nil || m.cfg.ComponentStats == nil {
-		return Table{}, fmt.Errorf("irm: components: %w", flow.ErrNotFound)
+		return ipcp.Table{}, fmt.Errorf("irm: components: %w", flow.ErrNotFound)
 	}
-	t := Table{Columns: []string{"name", "state", "incarnations", "faults", "bufs", "bufs_limit", "objects", "objects_limit", "byte_rate", "supervised", "last_fault"}}
+	t := ipcp.Table{Columns: []string{"name", "state", "incarnations", "faults", "bufs", "bufs_limit", "objects", "objects_limit", "byte_rate", "supervised", "last_fault"}}
 	// By the name of the component each supervision record's cap names
 	// (an IPCP's component is not called as the IPCP is).
 	sup := make(map[string]supervised)

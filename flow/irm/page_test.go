@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,13 +17,13 @@ import (
 
 // fetch pages through a listing as the ouro tool does, checking that
 // every page fits in a kernel message.
-func fetch(t *testing.T, args map[string]string, answer func(MgmtReq) (MgmtResp, error)) (MgmtResp, int) {
+func fetch(t *testing.T, args map[string]string, answer func(ipcp.MgmtReq) (ipcp.MgmtResp, error)) (ipcp.MgmtResp, int) {
 	t.Helper()
 	codec := flow.NewCodec()
-	var all MgmtResp
+	var all ipcp.MgmtResp
 	pages := 0
 	for next := 0; ; {
-		req := MgmtReq{Cmd: "x", Args: map[string]string{ArgOffset: strconv.Itoa(next)}}
+		req := ipcp.MgmtReq{Cmd: "x", Args: map[string]string{ipcp.ArgOffset: strconv.Itoa(next)}}
 		for k, v := range args {
 			req.Args[k] = v
 		}
@@ -54,8 +55,8 @@ func TestPagerRows(t *testing.T) {
 	for i := range 5000 {
 		rows = append(rows, []string{strconv.Itoa(i), strings.Repeat("é", i%97), fmt.Sprint(i * i)})
 	}
-	whole := MgmtResp{Table: Table{Columns: []string{"id", "name", "sq"}, Rows: rows}, Text: "a note"}
-	answer := func(req MgmtReq) (MgmtResp, error) { return pageAnswer(whole, req) }
+	whole := ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"id", "name", "sq"}, Rows: rows}, Text: "a note"}
+	answer := func(req ipcp.MgmtReq) (ipcp.MgmtResp, error) { return pageAnswer(whole, req) }
 	got, pages := fetch(t, nil, answer)
 	if !slices.EqualFunc(got.Table.Rows, rows, slices.Equal) || got.Total != len(rows) || got.Text != "a note" {
 		t.Fatalf("joined pages: %d rows, total %d, text %q; want %d rows", len(got.Table.Rows), got.Total, got.Text, len(rows))
@@ -66,28 +67,28 @@ func TestPagerRows(t *testing.T) {
 	t.Logf("%d rows in %d pages", len(rows), pages)
 
 	// A limit bounds the rows of a page.
-	r, err := pageAnswer(whole, MgmtReq{Args: map[string]string{ArgOffset: "10", ArgLimit: "3"}})
+	r, err := pageAnswer(whole, ipcp.MgmtReq{Args: map[string]string{ipcp.ArgOffset: "10", ipcp.ArgLimit: "3"}})
 	if err != nil || len(r.Table.Rows) != 3 || r.Table.Rows[0][0] != "10" || r.Next != 13 || r.Text != "" {
 		t.Fatalf("offset 10 limit 3: %+v, %v", r, err)
 	}
 	// Past the end: an empty last page.
-	r, err = pageAnswer(whole, MgmtReq{Args: map[string]string{ArgOffset: "9999"}})
+	r, err = pageAnswer(whole, ipcp.MgmtReq{Args: map[string]string{ipcp.ArgOffset: "9999"}})
 	if err != nil || len(r.Table.Rows) != 0 || r.Next != 0 || r.Total != len(rows) {
 		t.Fatalf("offset past the end: %+v, %v", r, err)
 	}
 	// A small answer is one page, unchanged.
-	small := MgmtResp{Table: Table{Columns: []string{"a"}, Rows: [][]string{{"1"}}}}
-	if r, err := pageAnswer(small, MgmtReq{}); err != nil || r.Next != 0 || len(r.Table.Rows) != 1 {
+	small := ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"a"}, Rows: [][]string{{"1"}}}}
+	if r, err := pageAnswer(small, ipcp.MgmtReq{}); err != nil || r.Next != 0 || len(r.Table.Rows) != 1 {
 		t.Fatalf("one row: %+v, %v", r, err)
 	}
 }
 
 func TestPagerText(t *testing.T) {
 	text := strings.Repeat("0123456789€ü\n", 800) // 2-, 3-byte characters across page boundaries
-	answer := func(req MgmtReq) (MgmtResp, error) {
-		r, err := pageAnswer(MgmtResp{Text: text}, req)
+	answer := func(req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+		r, err := pageAnswer(ipcp.MgmtResp{Text: text}, req)
 		if err == nil && !utf8.ValidString(r.Text) {
-			t.Fatalf("page from %s cut a character", req.Args[ArgOffset])
+			t.Fatalf("page from %s cut a character", req.Args[ipcp.ArgOffset])
 		}
 		return r, err
 	}
@@ -99,12 +100,12 @@ func TestPagerText(t *testing.T) {
 
 func TestPagerErrors(t *testing.T) {
 	for _, v := range []string{"-1", "x", "99999999999"} {
-		if _, err := pageAnswer(MgmtResp{Text: "t"}, MgmtReq{Args: map[string]string{ArgOffset: v}}); !errors.Is(err, flow.ErrInvalid) {
+		if _, err := pageAnswer(ipcp.MgmtResp{Text: "t"}, ipcp.MgmtReq{Args: map[string]string{ipcp.ArgOffset: v}}); !errors.Is(err, flow.ErrInvalid) {
 			t.Errorf("offset %q: %v, want ErrInvalid", v, err)
 		}
 	}
-	huge := MgmtResp{Table: Table{Columns: []string{"a"}, Rows: [][]string{{strings.Repeat("x", kernel.MaxPayload)}}}}
-	if _, err := pageAnswer(huge, MgmtReq{}); !errors.Is(err, flow.ErrTooBig) {
+	huge := ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"a"}, Rows: [][]string{{strings.Repeat("x", kernel.MaxPayload)}}}}
+	if _, err := pageAnswer(huge, ipcp.MgmtReq{}); !errors.Is(err, flow.ErrTooBig) {
 		t.Errorf("a row larger than a message: %v, want ErrTooBig", err)
 	}
 }
@@ -118,53 +119,53 @@ func TestReadAll(t *testing.T) {
 	for i := range 3000 {
 		rows = append(rows, []string{strconv.Itoa(i), strings.Repeat("x", i%50)})
 	}
-	whole := MgmtResp{Table: Table{Columns: []string{"id", "pad"}, Rows: rows}}
+	whole := ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"id", "pad"}, Rows: rows}}
 	calls := 0
-	m := func(_ context.Context, req MgmtReq) (MgmtResp, error) {
+	m := func(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 		calls++
 		if req.Args["keep"] != "me" {
 			t.Fatalf("page %d lost the request's own argument: %v", calls, req.Args)
 		}
 		return pageAnswer(whole, req)
 	}
-	got, err := ReadAll(ctx, m, MgmtReq{Cmd: "x", Args: map[string]string{"keep": "me"}})
+	got, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: "x", Args: map[string]string{"keep": "me"}})
 	if err != nil || !slices.EqualFunc(got.Table.Rows, rows, slices.Equal) || got.Next != 0 || calls < 10 {
 		t.Fatalf("ReadAll: %d rows in %d calls, next %d, %v; want %d rows", len(got.Table.Rows), calls, got.Next, err, len(rows))
 	}
 
 	text := strings.Repeat("0123456789€\n", 900)
-	got, err = ReadAll(ctx, func(_ context.Context, req MgmtReq) (MgmtResp, error) {
-		return pageAnswer(MgmtResp{Text: text}, req)
-	}, MgmtReq{Cmd: "x"})
+	got, err = ipcp.ReadAll(ctx, func(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+		return pageAnswer(ipcp.MgmtResp{Text: text}, req)
+	}, ipcp.MgmtReq{Cmd: "x"})
 	if err != nil || got.Text != text {
 		t.Fatalf("ReadAll text: %d bytes, %v; want %d", len(got.Text), err, len(text))
 	}
 
 	for _, tc := range []struct {
 		name string
-		page func(off int) MgmtResp
+		page func(off int) ipcp.MgmtResp
 		want string
 	}{
-		{"backwards", func(off int) MgmtResp {
-			return MgmtResp{Table: Table{Columns: []string{"a"}, Rows: [][]string{{"1"}}}, Next: 1}
+		{"backwards", func(off int) ipcp.MgmtResp {
+			return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"a"}, Rows: [][]string{{"1"}}}, Next: 1}
 		}, "says the next starts at 1"},
-		{"other columns", func(off int) MgmtResp {
+		{"other columns", func(off int) ipcp.MgmtResp {
 			if off == 0 {
-				return MgmtResp{Table: Table{Columns: []string{"a"}}, Next: 5}
+				return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"a"}}, Next: 5}
 			}
-			return MgmtResp{Table: Table{Columns: []string{"b"}}}
+			return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"b"}}}
 		}, "has columns"},
 	} {
-		_, err := ReadAll(ctx, func(_ context.Context, req MgmtReq) (MgmtResp, error) {
-			off, _ := strconv.Atoi(req.Args[ArgOffset])
+		_, err := ipcp.ReadAll(ctx, func(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+			off, _ := strconv.Atoi(req.Args[ipcp.ArgOffset])
 			return tc.page(off), nil
-		}, MgmtReq{Cmd: "x"})
+		}, ipcp.MgmtReq{Cmd: "x"})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
 		}
 	}
 	boom := errors.New("boom")
-	if _, err := ReadAll(ctx, func(context.Context, MgmtReq) (MgmtResp, error) { return MgmtResp{}, boom }, MgmtReq{Cmd: "x", IPCP: "a.uni"}); !errors.Is(err, boom) || !strings.Contains(err.Error(), "x a.uni") {
+	if _, err := ipcp.ReadAll(ctx, func(context.Context, ipcp.MgmtReq) (ipcp.MgmtResp, error) { return ipcp.MgmtResp{}, boom }, ipcp.MgmtReq{Cmd: "x", IPCP: "a.uni"}); !errors.Is(err, boom) || !strings.Contains(err.Error(), "x a.uni") {
 		t.Errorf("a failed call: %v, want boom, naming the command", err)
 	}
 }

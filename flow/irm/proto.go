@@ -3,8 +3,6 @@ package irm
 import (
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/rpc"
 )
@@ -95,57 +93,4 @@ type SessionInfo struct {
 	ID        uint64
 	Principal string
 	Mgmt      bool
-}
-
-// AllocResult is an IPCP's answer to OpIPCPAlloc and OpIPCPJoin.
-type AllocResult struct {
-	_      struct{}   `cbor:",toarray"`
-	MaxSDU int        // the largest SDU the flow carries; 0: flow.MaxSDU
-	Peer   *flow.Peer // the accepting node's verified identity (sealed flows); nil: none
-}
-
-// MgmtReq is a management command, as the ouro tool sends it.
-type MgmtReq struct {
-	_     struct{}          `cbor:",toarray"`
-	Cmd   string            // see docs/tools.md: ipcps, names, flows, stats, reg, unreg, system, and IPCP commands
-	IPCP  string            // the IPCP a command is for, if any
-	Name  string            // a name argument
-	Layer string            // a layer argument
-	Args  map[string]string // further arguments
-	Body  cbor.RawMessage   // a structured argument (e.g. an IPCP configuration)
-}
-
-// MgmtResp is a management result: a table, a text, or both. A long
-// listing comes a page at a time (page.go): Next is where the next page
-// starts (Args "offset"), 0 on the last; Total is the whole listing's
-// rows (or bytes of a text-only answer).
-type MgmtResp struct {
-	_     struct{} `cbor:",toarray"`
-	Table Table
-	Text  string
-	Next  int
-	Total int
-}
-
-// Table is a management result shaped for both a terminal and --json.
-type Table struct {
-	_       struct{}   `cbor:",toarray"`
-	Columns []string   `json:"columns"`
-	Rows    [][]string `json:"rows"`
-}
-
-// RowMaps returns t's rows keyed by column (a row shorter than Columns
-// lacks the columns it does not have).
-func (t Table) RowMaps() []map[string]string {
-	rows := make([]map[string]string, 0, len(t.Rows))
-	for _, r := range t.Rows {
-		m := make(map[string]string, len(t.Columns))
-		for i, c := range t.Columns {
-			if i < len(r) {
-				m[c] = r[i]
-			}
-		}
-		rows = append(rows, m)
-	}
-	return rows
 }

@@ -3,6 +3,7 @@ package irm
 import (
 	"context"
 	"fmt"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"sync"
 	"sync/atomic"
 
@@ -22,8 +23,8 @@ type Remote struct {
 func NewRemote(pd *kernel.PD, ep kernel.Cap) *Remote { return &Remote{c: rpc.NewClient(pd, ep)} }
 
 // Info asks the IPCP to describe itself.
-func (r *Remote) Info(ctx context.Context) (Info, error) {
-	var info Info
+func (r *Remote) Info(ctx context.Context) (ipcp.Info, error) {
+	var info ipcp.Info
 	_, err := r.c.Call(ctx, OpIPCPInfo, nil, nil, &info)
 	return info, err
 }
@@ -49,8 +50,8 @@ func (r *Remote) Query(ctx context.Context, name string) error {
 // Alloc moves the flow end's caps (rx, tx) to the IPCP and asks it to
 // allocate the flow; it returns the largest SDU the flow carries and, for
 // a sealed flow, the peer's verified identity.
-func (r *Remote) Alloc(ctx context.Context, req AllocReq, end [2]kernel.Cap) (AllocResult, error) {
-	var res AllocResult
+func (r *Remote) Alloc(ctx context.Context, req ipcp.AllocReq, end [2]kernel.Cap) (ipcp.AllocResult, error) {
+	var res ipcp.AllocResult
 	_, err := r.c.Call(ctx, OpIPCPAlloc, req, end[:], &res)
 	return res, err
 }
@@ -58,22 +59,22 @@ func (r *Remote) Alloc(ctx context.Context, req AllocReq, end [2]kernel.Cap) (Al
 // Join moves the flow end's caps to a broadcast IPCP as a new member; it
 // returns the largest SDU the layer carries.
 func (r *Remote) Join(ctx context.Context, end [2]kernel.Cap) (int, error) {
-	var res AllocResult
+	var res ipcp.AllocResult
 	_, err := r.c.Call(ctx, OpIPCPJoin, nil, end[:], &res)
 	return res.MaxSDU, err
 }
 
 // sduLimit is what impl says of its layer's SDUs (0: flow.MaxSDU).
-func sduLimit(impl IPCP) int {
-	if l, ok := impl.(SDULimiter); ok {
+func sduLimit(impl ipcp.IPCP) int {
+	if l, ok := impl.(ipcp.SDULimiter); ok {
 		return l.MaxSDU()
 	}
 	return 0
 }
 
 // Mgmt passes a management command to the IPCP.
-func (r *Remote) Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
-	var resp MgmtResp
+func (r *Remote) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+	var resp ipcp.MgmtResp
 	_, err := r.c.Call(ctx, OpIPCPMgmt, req, nil, &resp)
 	return resp, err
 }
@@ -81,7 +82,7 @@ func (r *Remote) Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
 // ServeIPCP is the body of an IPCP component: it serves the IRM's calls on
 // ep with impl, turning flow ends that arrive as ring caps into Ports of
 // pd. It returns when the component stops.
-func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
+func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl ipcp.IPCP) error {
 	return rpc.Serve(pd, ep, func(ctx context.Context, r *rpc.Request) (rpc.Response, error) {
 		switch r.Op {
 		case OpIPCPInfo:
@@ -99,7 +100,7 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
 			}
 			return rpc.Response{}, impl.Query(ctx, a.Name)
 		case OpIPCPAlloc:
-			var a AllocReq
+			var a ipcp.AllocReq
 			if err := r.Decode(&a); err != nil {
 				deleteCaps(pd, r.Caps)
 				return rpc.Response{}, err
@@ -108,9 +109,9 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
 			if err != nil {
 				return rpc.Response{}, err
 			}
-			res := AllocResult{MaxSDU: sduLimit(impl)}
-			if pa, ok := impl.(PeerAllocator); ok {
-				var r AllocResult
+			res := ipcp.AllocResult{MaxSDU: sduLimit(impl)}
+			if pa, ok := impl.(ipcp.PeerAllocator); ok {
+				var r ipcp.AllocResult
 				if r, err = pa.AllocPeer(ctx, a, port); err == nil && r.MaxSDU > 0 {
 					res.MaxSDU = r.MaxSDU
 				}
@@ -128,7 +129,7 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
 			if err != nil {
 				return rpc.Response{}, err
 			}
-			j, ok := impl.(Joiner)
+			j, ok := impl.(ipcp.Joiner)
 			if !ok {
 				port.Close()
 				return rpc.Response{}, fmt.Errorf("irm: join: %s is not a broadcast IPCP: %w", impl.Info().Name, flow.ErrInvalid)
@@ -137,13 +138,13 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl IPCP) error {
 				port.Close()
 				return rpc.Response{}, err
 			}
-			return rpc.Response{Body: AllocResult{MaxSDU: sduLimit(impl)}}, nil
+			return rpc.Response{Body: ipcp.AllocResult{MaxSDU: sduLimit(impl)}}, nil
 		case OpIPCPMgmt:
-			var a MgmtReq
+			var a ipcp.MgmtReq
 			if err := r.Decode(&a); err != nil {
 				return rpc.Response{}, err
 			}
-			mg, ok := impl.(Manager)
+			mg, ok := impl.(ipcp.Manager)
 			if !ok {
 				return rpc.Response{}, fmt.Errorf("irm: %s has no command %q: %w", impl.Info().Name, a.Cmd, flow.ErrInvalid)
 			}
@@ -176,10 +177,10 @@ func portFromCaps(pd *kernel.PD, caps []kernel.Cap) (*flow.RingPort, error) {
 // to the IRM's endpoint.
 type UpcallClient struct {
 	c     *rpc.Client
-	limit atomic.Pointer[SDULimiter] // the IPCP's, once it exists
+	limit atomic.Pointer[ipcp.SDULimiter] // the IPCP's, once it exists
 }
 
-var _ Upcalls = (*UpcallClient)(nil)
+var _ ipcp.Upcalls = (*UpcallClient)(nil)
 
 // NewUpcalls returns the Upcalls of an IPCP component whose cap to the
 // IRM's endpoint is irmEP.
@@ -189,14 +190,14 @@ func NewUpcalls(pd *kernel.PD, irmEP kernel.Cap) *UpcallClient {
 
 // Serve tells the upcalls which IPCP they serve (made after them): if it
 // is an SDULimiter, incoming flows carry its layer's SDU limit.
-func (u *UpcallClient) Serve(impl IPCP) {
-	if l, ok := impl.(SDULimiter); ok {
+func (u *UpcallClient) Serve(impl ipcp.IPCP) {
+	if l, ok := impl.(ipcp.SDULimiter); ok {
 		u.limit.Store(&l)
 	}
 }
 
 // FlowReq implements Upcalls.
-func (u *UpcallClient) FlowReq(ctx context.Context, req AllocReq) (flow.Port, error) {
+func (u *UpcallClient) FlowReq(ctx context.Context, req ipcp.AllocReq) (flow.Port, error) {
 	if l := u.limit.Load(); l != nil && req.MaxSDU == 0 {
 		req.MaxSDU = (*l).MaxSDU()
 	}
@@ -215,7 +216,7 @@ func (u *UpcallClient) FlowReq(ctx context.Context, req AllocReq) (flow.Port, er
 // Hello tells the IRM that the IPCP serves its endpoint: it is
 // operational (again), and the IRM registers with it the names it is to
 // have. An IPCP's component calls it once per incarnation.
-func (u *UpcallClient) Hello(ctx context.Context, info Info) error {
+func (u *UpcallClient) Hello(ctx context.Context, info ipcp.Info) error {
 	_, err := u.c.Call(ctx, OpHello, info, nil, nil)
 	return err
 }
@@ -315,8 +316,8 @@ func (b *Broker) Unbind(ctx context.Context, name string) error {
 }
 
 // Mgmt sends a management command to the IRM.
-func (b *Broker) Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error) {
-	var resp MgmtResp
+func (b *Broker) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+	var resp ipcp.MgmtResp
 	_, err := b.c.Call(ctx, OpMgmt, req, nil, &resp)
 	return resp, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"strconv"
 	"time"
 
@@ -139,7 +140,7 @@ func (m *IRM) ready(e *ipcpEntry) error {
 // then marks it operational: until then calls to it fail at once as
 // while it restarts. The IPCP serves its endpoint while it waits for the
 // answer.
-func (m *IRM) hello(ctx context.Context, badge kernel.Badge, info Info) error {
+func (m *IRM) hello(ctx context.Context, badge kernel.Badge, info ipcp.Info) error {
 	e := m.ipcpByBadge(badge)
 	if e == nil {
 		return errRights("hello", badge, "unknown IPCP")

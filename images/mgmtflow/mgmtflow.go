@@ -23,9 +23,9 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // Limits of one message.
@@ -50,14 +50,14 @@ const CmdStatus = "status"
 // create, destroy, bootstrap, enroll, connect, crl, ...) stays local to
 // the node's socket.
 var ReadOnly = map[string]bool{
-	irm.CmdIPCPs: true, irm.CmdNames: true, irm.CmdFlows: true, irm.CmdSystem: true,
-	irm.CmdID: true, irm.CmdComponents: true, irm.CmdKernel: true,
+	ipcp.CmdIPCPs: true, ipcp.CmdNames: true, ipcp.CmdFlows: true, ipcp.CmdSystem: true,
+	ipcp.CmdID: true, ipcp.CmdComponents: true, ipcp.CmdKernel: true,
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
 	"graph": true, capture.Cmd: true, CmdStatus: true,
 }
 
 // Allowed says whether a remote operator may run req.
-func Allowed(req irm.MgmtReq) error {
+func Allowed(req ipcp.MgmtReq) error {
 	if !ReadOnly[req.Cmd] {
 		return fmt.Errorf("mgmtflow: %q changes the node or is unknown: only read-only commands are answered over a flow: %w", req.Cmd, flow.ErrRefused)
 	}
@@ -79,7 +79,7 @@ func Admit(info flow.Info, peers []string) error {
 // Response is an answer on the wire: the management answer or the error.
 type Response struct {
 	_    struct{} `cbor:",toarray"`
-	Resp irm.MgmtResp
+	Resp ipcp.MgmtResp
 	Err  flow.WireError
 }
 
@@ -106,13 +106,13 @@ func init() {
 }
 
 // DecodeRequest decodes a request of at most MaxRequest bytes.
-func DecodeRequest(b []byte) (irm.MgmtReq, error) {
-	var r irm.MgmtReq
+func DecodeRequest(b []byte) (ipcp.MgmtReq, error) {
+	var r ipcp.MgmtReq
 	if len(b) > MaxRequest {
 		return r, fmt.Errorf("mgmtflow: request of %d bytes: %w", len(b), flow.ErrTooBig)
 	}
 	if err := dec.Unmarshal(b, &r); err != nil {
-		return irm.MgmtReq{}, fmt.Errorf("mgmtflow: request: %w: %w", flow.ErrInvalid, err)
+		return ipcp.MgmtReq{}, fmt.Errorf("mgmtflow: request: %w: %w", flow.ErrInvalid, err)
 	}
 	return r, nil
 }
@@ -174,14 +174,14 @@ func readMsg(p flow.Port, max int, deadline time.Time) ([]byte, error) {
 
 // Mgmter answers management commands: the node's IRM (an *irm.Broker).
 type Mgmter interface {
-	Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error)
+	Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error)
 }
 
 // Handle answers one request as the application does: refused unless
 // Allowed; the status page itself; every other command by m.
-func Handle(ctx context.Context, m Mgmter, req irm.MgmtReq) (irm.MgmtResp, error) {
+func Handle(ctx context.Context, m Mgmter, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if err := Allowed(req); err != nil {
-		return irm.MgmtResp{}, err
+		return ipcp.MgmtResp{}, err
 	}
 	if req.Cmd == CmdStatus {
 		format := req.Args["format"]
@@ -190,9 +190,9 @@ func Handle(ctx context.Context, m Mgmter, req irm.MgmtReq) (irm.MgmtResp, error
 		}
 		var b bytesBuffer
 		if err := status.Render(&b, format, status.Read(ctx, m)); err != nil {
-			return irm.MgmtResp{}, fmt.Errorf("mgmtflow: status: %w: %w", flow.ErrInvalid, err)
+			return ipcp.MgmtResp{}, fmt.Errorf("mgmtflow: status: %w: %w", flow.ErrInvalid, err)
 		}
-		return irm.MgmtResp{Text: string(b)}, nil
+		return ipcp.MgmtResp{Text: string(b)}, nil
 	}
 	return m.Mgmt(ctx, req)
 }
@@ -310,19 +310,19 @@ func (c *Client) answer(ctx context.Context) ([]byte, error) {
 }
 
 // Mgmt sends req and waits for the answer until ctx ends.
-func (c *Client) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (c *Client) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b, err := enc.Marshal(req)
 	if err != nil {
-		return irm.MgmtResp{}, err
+		return ipcp.MgmtResp{}, err
 	}
 	if len(b) > MaxRequest {
-		return irm.MgmtResp{}, fmt.Errorf("mgmtflow: request of %d bytes: %w", len(b), flow.ErrTooBig)
+		return ipcp.MgmtResp{}, fmt.Errorf("mgmtflow: request of %d bytes: %w", len(b), flow.ErrTooBig)
 	}
 	for c.owed > 0 { // answers callers gave up on
 		if _, err := c.answer(ctx); err != nil {
-			return irm.MgmtResp{}, err
+			return ipcp.MgmtResp{}, err
 		}
 		c.owed--
 	}
@@ -332,17 +332,17 @@ func (c *Client) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error
 	}
 	if err := writeMsg(c.p, c.info.SDULimit(), b, deadline); err != nil {
 		c.p.Close() // a request written in part: the flow is out of step
-		return irm.MgmtResp{}, err
+		return ipcp.MgmtResp{}, err
 	}
 	c.owed++
 	msg, err := c.answer(ctx)
 	if err != nil {
-		return irm.MgmtResp{}, err
+		return ipcp.MgmtResp{}, err
 	}
 	c.owed--
 	r, err := DecodeResponse(msg)
 	if err != nil {
-		return irm.MgmtResp{}, err
+		return ipcp.MgmtResp{}, err
 	}
 	return r.Resp, r.Err.Err()
 }

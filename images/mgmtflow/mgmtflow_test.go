@@ -9,7 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // tableMgmt answers every command with a table of rows rows, and counts.
@@ -18,16 +18,16 @@ type tableMgmt struct {
 	calls []string
 }
 
-func (m *tableMgmt) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (m *tableMgmt) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	m.calls = append(m.calls, req.Cmd)
 	if req.Cmd == "stats" && req.IPCP == "" {
-		return irm.MgmtResp{}, flow.ErrNotFound
+		return ipcp.MgmtResp{}, flow.ErrNotFound
 	}
-	t := irm.Table{Columns: []string{"counter", "value"}}
+	t := ipcp.Table{Columns: []string{"counter", "value"}}
 	for i := range m.rows {
 		t.Rows = append(t.Rows, []string{strings.Repeat("x", 40), string(rune('0' + i%10))})
 	}
-	return irm.MgmtResp{Table: t, Text: req.Cmd}, nil
+	return ipcp.MgmtResp{Table: t, Text: req.Cmd}, nil
 }
 
 // TestServeOverPipe: an answer of many SDUs (a table far over an SDU,
@@ -41,17 +41,17 @@ func TestServeOverPipe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, b, flow.Info{MaxSDU: 200}, m) }()
 	c := NewClient(a, flow.Info{MaxSDU: 100})
-	r, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "x"})
+	r, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(r.Table.Rows) != 2000 || r.Text != "stats" || r.Table.Rows[1999][1] != "9" {
 		t.Fatalf("answer: %d rows, text %q", len(r.Table.Rows), r.Text)
 	}
-	if _, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "stats"}); !errors.Is(err, flow.ErrNotFound) {
+	if _, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats"}); !errors.Is(err, flow.ErrNotFound) {
 		t.Fatalf("error over the flow: %v, want ErrNotFound", err)
 	}
-	if _, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "destroy", Name: "x"}); !errors.Is(err, flow.ErrRefused) {
+	if _, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: "destroy", Name: "x"}); !errors.Is(err, flow.ErrRefused) {
 		t.Fatalf("destroy over the flow: %v, want ErrRefused", err)
 	}
 	if len(m.calls) != 2 {
@@ -125,19 +125,19 @@ func TestAdmit(t *testing.T) {
 // TestAllowed: the read-only commands pass, changes do not.
 func TestAllowed(t *testing.T) {
 	for _, cmd := range []string{"ipcps", "names", "flows", "components", "stats", "graph", "capture", "system", "status"} {
-		if err := Allowed(irm.MgmtReq{Cmd: cmd}); err != nil {
+		if err := Allowed(ipcp.MgmtReq{Cmd: cmd}); err != nil {
 			t.Errorf("%s: %v", cmd, err)
 		}
 	}
 	for _, cmd := range []string{"reg", "unreg", "create", "destroy", "bootstrap", "enroll", "connect", "crl", ""} {
-		if err := Allowed(irm.MgmtReq{Cmd: cmd}); !errors.Is(err, flow.ErrRefused) {
+		if err := Allowed(ipcp.MgmtReq{Cmd: cmd}); !errors.Is(err, flow.ErrRefused) {
 			t.Errorf("%s: %v, want ErrRefused", cmd, err)
 		}
 	}
 }
 
 func FuzzDecodeRequest(f *testing.F) {
-	b, _ := enc.Marshal(irm.MgmtReq{Cmd: "stats", IPCP: "a", Args: map[string]string{"k": "v"}})
+	b, _ := enc.Marshal(ipcp.MgmtReq{Cmd: "stats", IPCP: "a", Args: map[string]string{"k": "v"}})
 	f.Add(b)
 	f.Add([]byte{0x80})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -156,7 +156,7 @@ func FuzzDecodeRequest(f *testing.F) {
 }
 
 func FuzzDecodeResponse(f *testing.F) {
-	b, _ := enc.Marshal(Response{Resp: irm.MgmtResp{Table: irm.Table{Columns: []string{"a"}, Rows: [][]string{{"1"}}}, Text: "t", Next: 2}})
+	b, _ := enc.Marshal(Response{Resp: ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"a"}, Rows: [][]string{{"1"}}}, Text: "t", Next: 2}})
 	f.Add(b)
 	b, _ = enc.Marshal(Response{Err: flow.EncodeError(flow.ErrRefused)})
 	f.Add(b)
@@ -175,11 +175,11 @@ func FuzzDecodeResponse(f *testing.F) {
 // slowMgmt answers "slow" only once released, and everything else at once.
 type slowMgmt struct{ release chan struct{} }
 
-func (m slowMgmt) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (m slowMgmt) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if req.Cmd == "names" {
 		<-m.release
 	}
-	return irm.MgmtResp{Text: req.Cmd}, nil
+	return ipcp.MgmtResp{Text: req.Cmd}, nil
 }
 
 // TestClientGaveUp: a call whose ctx ends before the answer leaves the
@@ -191,14 +191,14 @@ func TestClientGaveUp(t *testing.T) {
 	defer a.Close()
 	c := NewClient(a, flow.Info{})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	if _, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "names"}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: "names"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("slow call: %v, want its deadline", err)
 	}
 	cancel()
 	close(m.release)
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "ipcps"})
+	r, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: "ipcps"})
 	if err != nil || r.Text != "ipcps" {
 		t.Fatalf("next call: %q, %v; want the ipcps answer", r.Text, err)
 	}

@@ -44,6 +44,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // piBoards are the build settings and QEMU machine of each Pi model.
@@ -217,7 +218,7 @@ qemu_listen = "127.0.0.1:%d"
 		t.Fatalf("echo allocated in layer %q, want uni", info.Layer)
 	}
 	t.Logf("uni: flow h2 -> armory -> h1 -> pi allocated %v after the nodes started", time.Since(start).Round(time.Millisecond))
-	r, err := h2.Mgmt(context.Background(), irm.MgmtReq{Cmd: "routes", IPCP: "h2.uni"})
+	r, err := h2.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: "routes", IPCP: "h2.uni"})
 	if err != nil || len(r.Table.Rows) != 3 {
 		// armory, h1, pi; all through armory, h2's only neighbour
 		t.Errorf("h2.uni routes: %v, %v; want 3 (armory, h1, pi)", r.Table.Rows, err)

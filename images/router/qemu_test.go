@@ -43,6 +43,7 @@ import (
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/qemutest"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/tools/qemu/hub"
 )
 
@@ -889,13 +890,13 @@ func exerciseUni(t *testing.T, a, b, peer *irm.Broker, path string, v *vm) figur
 }
 
 // uniStat is counter name of the unicast IPCP ipcp (its stats command).
-func uniStat(t *testing.T, b *irm.Broker, ipcp, name string) uint64 {
+func uniStat(t *testing.T, b *irm.Broker, proc, name string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: ipcp})
+	r, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: proc})
 	if err != nil {
-		t.Fatalf("stats of %s: %v", ipcp, err)
+		t.Fatalf("stats of %s: %v", proc, err)
 	}
 	for _, row := range r.Table.Rows {
 		if len(row) == 2 && row[0] == name {
@@ -904,7 +905,7 @@ func uniStat(t *testing.T, b *irm.Broker, ipcp, name string) uint64 {
 			return v
 		}
 	}
-	t.Fatalf("stats of %s: no %q in %v", ipcp, name, r.Table.Rows)
+	t.Fatalf("stats of %s: no %q in %v", proc, name, r.Table.Rows)
 	return 0
 }
 

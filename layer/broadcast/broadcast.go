@@ -28,15 +28,15 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 var (
-	_ irm.IPCP    = (*IPCP)(nil)
-	_ irm.Joiner  = (*IPCP)(nil)
-	_ irm.Manager = (*IPCP)(nil)
+	_ ipcp.IPCP    = (*IPCP)(nil)
+	_ ipcp.Joiner  = (*IPCP)(nil)
+	_ ipcp.Manager = (*IPCP)(nil)
 )
 
 // Registrar registers a name in a lower layer, so that neighbours'
@@ -481,8 +481,8 @@ func (p *IPCP) flood(from *port, pkt Header) {
 }
 
 // Info implements irm.IPCP.
-func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "broadcast", State: p.state.Load().String()}
+func (p *IPCP) Info() ipcp.Info {
+	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "broadcast", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP: names are not registered in a broadcast
@@ -506,7 +506,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 
 // Alloc implements irm.IPCP: flows are not allocated in a broadcast layer
 // (programs join it), so it is flow.ErrInvalid.
-func (p *IPCP) Alloc(_ context.Context, req irm.AllocReq, _ flow.Port) error {
+func (p *IPCP) Alloc(_ context.Context, req ipcp.AllocReq, _ flow.Port) error {
 	return fmt.Errorf("broadcast: %s: alloc %q: broadcast layers are joined, not allocated: %w", p.cfg.Name, req.Dst, flow.ErrInvalid)
 }
 
@@ -531,11 +531,11 @@ func (p *IPCP) Stats() Stats {
 // Mgmt implements irm.Manager: "stats" (the counters), "ports" (each
 // program and neighbour flow with its packet counts) and "capture"
 // (layer/capture: the packets on the neighbours' flows).
-func (p *IPCP) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (p *IPCP) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	switch req.Cmd {
 	case "stats":
 		s := p.Stats()
-		t := irm.Table{Columns: []string{"counter", "value"}}
+		t := ipcp.Table{Columns: []string{"counter", "value"}}
 		for _, kv := range []struct {
 			k string
 			v uint64
@@ -548,9 +548,9 @@ func (p *IPCP) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
 		} {
 			t.Rows = append(t.Rows, []string{kv.k, strconv.FormatUint(kv.v, 10)})
 		}
-		return irm.MgmtResp{Table: t}, nil
+		return ipcp.MgmtResp{Table: t}, nil
 	case "ports":
-		t := irm.Table{Columns: []string{"kind", "name", "pkts_in", "pkts_out"}}
+		t := ipcp.Table{Columns: []string{"kind", "name", "pkts_in", "pkts_out"}}
 		for _, pt := range *p.ports.Load() {
 			kind, name := "member", "-"
 			if pt.neighbour {
@@ -558,9 +558,9 @@ func (p *IPCP) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
 			}
 			t.Rows = append(t.Rows, []string{kind, name, strconv.FormatUint(pt.in.Load(), 10), strconv.FormatUint(pt.out.Load(), 10)})
 		}
-		return irm.MgmtResp{Table: t}, nil
+		return ipcp.MgmtResp{Table: t}, nil
 	case capture.Cmd:
 		return p.capt.Mgmt(p.cfg.Name, capture.LayerBroadcast, req.Args)
 	}
-	return irm.MgmtResp{}, fmt.Errorf("broadcast: %s: unknown command %q (want stats, ports or capture): %w", p.cfg.Name, req.Cmd, flow.ErrInvalid)
+	return ipcp.MgmtResp{}, fmt.Errorf("broadcast: %s: unknown command %q (want stats, ports or capture): %w", p.cfg.Name, req.Cmd, flow.ErrInvalid)
 }

@@ -15,8 +15,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/broadcast"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -262,7 +262,7 @@ func TestContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := p.Alloc(ctx, irm.AllocReq{Dst: "x"}, port); !errors.Is(err, flow.ErrInvalid) {
+	if err := p.Alloc(ctx, ipcp.AllocReq{Dst: "x"}, port); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("alloc: got %v, want ErrInvalid", err)
 	}
 	if err := p.Register(ctx, "x"); !errors.Is(err, flow.ErrInvalid) {
@@ -277,7 +277,7 @@ func TestContract(t *testing.T) {
 	if got := p.Info(); got.Kind != "broadcast" || got.State != "operational" {
 		t.Errorf("got info %+v", got)
 	}
-	if _, err := p.Mgmt(ctx, irm.MgmtReq{Cmd: "stats"}); err != nil {
+	if _, err := p.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats"}); err != nil {
 		t.Error(err)
 	}
 	app, end := flowtest.Pipe(1)

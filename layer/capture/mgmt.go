@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // Cmd is the management command of every IPCP that has a Point:
@@ -83,9 +83,9 @@ func ParseArgs(args map[string]string) (Config, error) {
 // Columns of a capture answer's table.
 var counterColumns = []string{"counter", "value"}
 
-func counters(s *Session) irm.Table {
+func counters(s *Session) ipcp.Table {
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
-	return irm.Table{Columns: counterColumns, Rows: [][]string{
+	return ipcp.Table{Columns: counterColumns, Rows: [][]string{
 		{"kept", u(s.Kept.Load())},
 		{"dropped", u(s.Dropped.Load())},
 		{"filtered", u(s.Filtered.Load())},
@@ -96,33 +96,33 @@ func counters(s *Session) irm.Table {
 
 // Mgmt answers the capture command at p, the point of the IPCP called
 // who, of kind l.
-func (p *Point) Mgmt(who string, l Layer, args map[string]string) (irm.MgmtResp, error) {
+func (p *Point) Mgmt(who string, l Layer, args map[string]string) (ipcp.MgmtResp, error) {
 	switch op := args[ArgOp]; op {
 	case OpStart:
 		cfg, err := ParseArgs(args)
 		if err != nil {
-			return irm.MgmtResp{}, err
+			return ipcp.MgmtResp{}, err
 		}
 		s, err := p.Start(l, cfg)
 		if err != nil {
-			return irm.MgmtResp{}, fmt.Errorf("%s: %w", who, err)
+			return ipcp.MgmtResp{}, fmt.Errorf("%s: %w", who, err)
 		}
 		s.read.Store(int64(time.Since(s.epoch)))
-		return irm.MgmtResp{Table: counters(s)}, nil
+		return ipcp.MgmtResp{Table: counters(s)}, nil
 	case OpRead:
 		s := p.Session()
 		if s == nil {
-			return irm.MgmtResp{}, fmt.Errorf("%s: %w", who, ErrNotRunning)
+			return ipcp.MgmtResp{}, fmt.Errorf("%s: %w", who, ErrNotRunning)
 		}
 		page, _ := s.Drain(make([]byte, 0, MaxPage), MaxPage)
-		return irm.MgmtResp{Table: counters(s), Text: base64.StdEncoding.EncodeToString(page)}, nil
+		return ipcp.MgmtResp{Table: counters(s), Text: base64.StdEncoding.EncodeToString(page)}, nil
 	case OpStop:
 		s := p.Stop()
 		if s == nil {
-			return irm.MgmtResp{}, fmt.Errorf("%s: %w", who, ErrNotRunning)
+			return ipcp.MgmtResp{}, fmt.Errorf("%s: %w", who, ErrNotRunning)
 		}
-		return irm.MgmtResp{Table: counters(s)}, nil
+		return ipcp.MgmtResp{Table: counters(s)}, nil
 	default:
-		return irm.MgmtResp{}, fmt.Errorf("%s: capture op=%q: want start, read or stop: %w", who, op, flow.ErrInvalid)
+		return ipcp.MgmtResp{}, fmt.Errorf("%s: capture op=%q: want start, read or stop: %w", who, op, flow.ErrInvalid)
 	}
 }

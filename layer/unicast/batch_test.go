@@ -10,7 +10,7 @@ import (
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
@@ -74,7 +74,7 @@ func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.C
 	var app flow.Port
 	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
 		a, ipc := flowtest.Pipe(unicasttest.PipeCap)
-		err := nodes[0].Alloc(ctxT(tb, 5*time.Second), irm.AllocReq{Dst: "sink", Src: "app", QoS: flow.BestEffort()}, ipc)
+		err := nodes[0].Alloc(ctxT(tb, 5*time.Second), ipcp.AllocReq{Dst: "sink", Src: "app", QoS: flow.BestEffort()}, ipc)
 		if err == nil {
 			app = a
 			break

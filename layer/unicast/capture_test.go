@@ -10,16 +10,16 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
-func captureCmd(tb testing.TB, nd *unicasttest.Node, args map[string]string) irm.MgmtResp {
+func captureCmd(tb testing.TB, nd *unicasttest.Node, args map[string]string) ipcp.MgmtResp {
 	tb.Helper()
-	r, err := nd.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: unicast.CmdCapture, IPCP: nd.Name, Args: args})
+	r, err := nd.IPCP.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: unicast.CmdCapture, IPCP: nd.Name, Args: args})
 	if err != nil {
 		tb.Fatalf("capture %v at %s: %v", args, nd.Name, err)
 	}
@@ -126,7 +126,7 @@ func BenchmarkForwardCapture3Hops(b *testing.B) {
 						wg.Add(1)
 						go func() {
 							defer wg.Done()
-							read := irm.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{capture.ArgOp: capture.OpRead}}
+							read := ipcp.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{capture.ArgOp: capture.OpRead}}
 							for ctx.Err() == nil {
 								r, err := nd.IPCP.Mgmt(ctx, read)
 								if err != nil || counter(r, "pending") == 0 {
@@ -136,7 +136,7 @@ func BenchmarkForwardCapture3Hops(b *testing.B) {
 									}
 								}
 							}
-							stop := irm.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{capture.ArgOp: capture.OpStop}}
+							stop := ipcp.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{capture.ArgOp: capture.OpStop}}
 							if r, err := nd.IPCP.Mgmt(context.Background(), stop); err == nil {
 								kept.Add(counter(r, "kept"))
 								dropped.Add(counter(r, "dropped"))
@@ -152,7 +152,7 @@ func BenchmarkForwardCapture3Hops(b *testing.B) {
 }
 
 // counter reads a row of a capture answer's counters.
-func counter(r irm.MgmtResp, name string) uint64 {
+func counter(r ipcp.MgmtResp, name string) uint64 {
 	for _, row := range r.Table.Rows {
 		if len(row) == 2 && row[0] == name {
 			v, _ := strconv.ParseUint(row[1], 10, 64)

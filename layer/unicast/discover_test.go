@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
@@ -47,7 +47,7 @@ func startShim(t *testing.T, hub *ethtest.Hub, name string) *eth.IPCP {
 // neighbours lists nd's neighbours' names from its "members" table.
 func neighbours(t *testing.T, nd *unicasttest.Node) []string {
 	t.Helper()
-	r, err := nd.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: "members"})
+	r, err := nd.IPCP.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: "members"})
 	if err != nil {
 		t.Fatal(err)
 	}

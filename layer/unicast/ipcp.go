@@ -14,8 +14,8 @@ import (
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast/addr"
 	"github.com/ouronet/ouro/layer/unicast/ca"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
@@ -27,8 +27,8 @@ import (
 )
 
 var (
-	_ irm.IPCP    = (*IPCP)(nil)
-	_ irm.Manager = (*IPCP)(nil)
+	_ ipcp.IPCP    = (*IPCP)(nil)
+	_ ipcp.Manager = (*IPCP)(nil)
 )
 
 const (
@@ -52,7 +52,7 @@ var stateNames = [...]string{"init", "enrolling", "operational", "shutdown"}
 // started through Config.Runner.
 type IPCP struct {
 	cfg   Config
-	up    irm.Upcalls
+	up    ipcp.Upcalls
 	lower flow.Broker
 	reg   Registrar
 
@@ -98,7 +98,7 @@ type claim struct {
 // New returns an IPCP in state "init". lower is where its N-1 flows come
 // from (the same broker applications use); reg registers its name in
 // Config.Lower (nil: nothing to register).
-func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, error) {
+func New(cfg Config, up ipcp.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func New(cfg Config, up irm.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, e
 	return p, nil
 }
 
-var _ irm.SDULimiter = (*IPCP)(nil)
+var _ ipcp.SDULimiter = (*IPCP)(nil)
 
 // MaxSDU implements irm.SDULimiter: the smallest SDU limit of the N-1
 // flows seen so far, less the data-transfer PCI. Over a unicast layer
@@ -205,8 +205,8 @@ func (p *IPCP) Stop() {
 }
 
 // Info implements irm.IPCP.
-func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "unicast", State: stateNames[p.state.Load()]}
+func (p *IPCP) Info() ipcp.Info {
+	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "unicast", State: stateNames[p.state.Load()]}
 }
 
 // Addr returns the IPCP's address, 0 before it is a member.
@@ -646,31 +646,31 @@ func (p *IPCP) Query(ctx context.Context, name string) error {
 
 // Alloc implements irm.IPCP: the directory gives the destination's
 // addresses, the flow allocator asks them in turn.
-func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) error {
 	_, err := p.AllocPeer(ctx, req, port)
 	return err
 }
 
 // AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
 // sealed flow, the peer's verified identity and the flow's smaller SDU.
-func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
+func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
 	c := p.core.Load()
 	if c == nil || p.state.Load() != stateOperational {
-		return irm.AllocResult{}, fmt.Errorf("unicast: %s: alloc %q: not a member: %w", p.cfg.Name, req.Dst, flow.ErrNotFound)
+		return ipcp.AllocResult{}, fmt.Errorf("unicast: %s: alloc %q: not a member: %w", p.cfg.Name, req.Dst, flow.ErrNotFound)
 	}
 	if port == nil {
-		return irm.AllocResult{}, fmt.Errorf("unicast: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return ipcp.AllocResult{}, fmt.Errorf("unicast: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	h := layer.HashName(c.lc.Hash, req.Dst)
 	dsts, err := c.dir.Lookup(ctx, h)
 	if err != nil {
-		return irm.AllocResult{}, fmt.Errorf("unicast: alloc %q: %w", req.Dst, err)
+		return ipcp.AllocResult{}, fmt.Errorf("unicast: alloc %q: %w", req.Dst, err)
 	}
 	f, err := c.fa.Alloc(ctx, dsts, h, req, port)
 	if err != nil {
-		return irm.AllocResult{}, fmt.Errorf("unicast: %w", err)
+		return ipcp.AllocResult{}, fmt.Errorf("unicast: %w", err)
 	}
-	res := irm.AllocResult{MaxSDU: p.MaxSDU()}
+	res := ipcp.AllocResult{MaxSDU: p.MaxSDU()}
 	if f.Sealer != nil {
 		res.MaxSDU, res.Peer = c.fa.SealedMaxSDU(), f.Peer
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
 	"github.com/ouronet/ouro/layer/unicast/routing"
@@ -83,43 +83,43 @@ func ParseLayerConfig(args map[string]string) (enroll.Config, error) {
 }
 
 // Mgmt implements irm.Manager.
-func (p *IPCP) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (p *IPCP) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	switch req.Cmd {
 	case CmdBootstrap:
 		lc, err := ParseLayerConfig(req.Args)
 		if err != nil {
-			return irm.MgmtResp{}, err
+			return ipcp.MgmtResp{}, err
 		}
 		if err := p.bootstrap(lc); err != nil {
-			return irm.MgmtResp{}, err
+			return ipcp.MgmtResp{}, err
 		}
-		return irm.MgmtResp{Text: fmt.Sprintf("%s: bootstrapped layer %s, address %d", p.cfg.Name, p.cfg.Layer, p.Addr())}, nil
+		return ipcp.MgmtResp{Text: fmt.Sprintf("%s: bootstrapped layer %s, address %d", p.cfg.Name, p.cfg.Layer, p.Addr())}, nil
 	case CmdEnroll:
 		via := req.Args["via"]
 		if via == "" {
 			via = req.Name
 		}
 		if via == "" {
-			return irm.MgmtResp{}, fmt.Errorf("unicast: enroll: no via=<member>: %w", flow.ErrInvalid)
+			return ipcp.MgmtResp{}, fmt.Errorf("unicast: enroll: no via=<member>: %w", flow.ErrInvalid)
 		}
 		if err := p.enrollVia(ctx, via); err != nil {
-			return irm.MgmtResp{}, err
+			return ipcp.MgmtResp{}, err
 		}
-		return irm.MgmtResp{Text: fmt.Sprintf("%s: enrolled in %s via %s, address %d", p.cfg.Name, p.cfg.Layer, via, p.Addr())}, nil
+		return ipcp.MgmtResp{Text: fmt.Sprintf("%s: enrolled in %s via %s, address %d", p.cfg.Name, p.cfg.Layer, via, p.Addr())}, nil
 	case CmdConnect:
 		n := req.Args["neighbour"]
 		if n == "" {
 			n = req.Name
 		}
 		if n == "" {
-			return irm.MgmtResp{}, fmt.Errorf("unicast: connect: no neighbour=<name>: %w", flow.ErrInvalid)
+			return ipcp.MgmtResp{}, fmt.Errorf("unicast: connect: no neighbour=<name>: %w", flow.ErrInvalid)
 		}
 		if err := p.Connect(n); err != nil {
-			return irm.MgmtResp{}, err
+			return ipcp.MgmtResp{}, err
 		}
-		return irm.MgmtResp{Text: fmt.Sprintf("%s: connecting %s", p.cfg.Name, n)}, nil
+		return ipcp.MgmtResp{Text: fmt.Sprintf("%s: connecting %s", p.cfg.Name, n)}, nil
 	case CmdStats:
-		return irm.MgmtResp{Table: p.statsTable()}, nil
+		return ipcp.MgmtResp{Table: p.statsTable()}, nil
 	case CmdCapture:
 		return p.c.capt.Mgmt(p.cfg.Name, capture.LayerUnicast, req.Args)
 	}
@@ -127,38 +127,38 @@ func (p *IPCP) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) 
 	if c == nil {
 		switch req.Cmd {
 		case CmdMembers, CmdRoutes, CmdPFF, CmdDir, CmdFlows, CmdGraph, CmdCRL:
-			return irm.MgmtResp{}, fmt.Errorf("unicast: %s: %s: not a member yet: %w", p.cfg.Name, req.Cmd, flow.ErrNotFound)
+			return ipcp.MgmtResp{}, fmt.Errorf("unicast: %s: %s: not a member yet: %w", p.cfg.Name, req.Cmd, flow.ErrNotFound)
 		}
-		return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
+		return ipcp.MgmtResp{}, fmt.Errorf("unicast: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
 	}
 	switch req.Cmd {
 	case CmdCRL:
 		b, err := base64.StdEncoding.DecodeString(req.Args["crl"])
 		if err != nil || len(b) == 0 {
-			return irm.MgmtResp{}, fmt.Errorf("unicast: crl: want crl=<base64 of a revocation list>: %w", flow.ErrInvalid)
+			return ipcp.MgmtResp{}, fmt.Errorf("unicast: crl: want crl=<base64 of a revocation list>: %w", flow.ErrInvalid)
 		}
 		if err := c.adoptCRL(b); err != nil {
-			return irm.MgmtResp{}, fmt.Errorf("unicast: %s: crl: %w", p.cfg.Name, err)
+			return ipcp.MgmtResp{}, fmt.Errorf("unicast: %s: crl: %w", p.cfg.Name, err)
 		}
-		return irm.MgmtResp{Text: fmt.Sprintf("%s: revocation list adopted and passed to %d neighbours", p.cfg.Name, len(c.cm.Neighbours()))}, nil
+		return ipcp.MgmtResp{Text: fmt.Sprintf("%s: revocation list adopted and passed to %d neighbours", p.cfg.Name, len(c.cm.Neighbours()))}, nil
 	case CmdMembers:
-		return irm.MgmtResp{Table: c.membersTable()}, nil
+		return ipcp.MgmtResp{Table: c.membersTable()}, nil
 	case CmdRoutes:
-		return irm.MgmtResp{Table: c.routesTable()}, nil
+		return ipcp.MgmtResp{Table: c.routesTable()}, nil
 	case CmdPFF:
-		return irm.MgmtResp{Table: c.pffTable()}, nil
+		return ipcp.MgmtResp{Table: c.pffTable()}, nil
 	case CmdDir:
-		return irm.MgmtResp{Table: c.dirTable()}, nil
+		return ipcp.MgmtResp{Table: c.dirTable()}, nil
 	case CmdGraph:
 		g, err := c.graph(req.Args["format"])
 		if err != nil {
-			return irm.MgmtResp{}, err
+			return ipcp.MgmtResp{}, err
 		}
-		return irm.MgmtResp{Text: g}, nil
+		return ipcp.MgmtResp{Text: g}, nil
 	case CmdFlows:
-		return irm.MgmtResp{Table: c.flowsTable()}, nil
+		return ipcp.MgmtResp{Table: c.flowsTable()}, nil
 	}
-	return irm.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows, graph, crl, capture or stats): %w", req.Cmd, flow.ErrInvalid)
+	return ipcp.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows, graph, crl, capture or stats): %w", req.Cmd, flow.ErrInvalid)
 }
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }
@@ -171,8 +171,8 @@ func addrs(as []layer.Addr) string {
 	return strings.Join(s, ",")
 }
 
-func (c *core) membersTable() irm.Table {
-	t := irm.Table{Columns: []string{"addr", "name", "neighbour", "links", "seq"}}
+func (c *core) membersTable() ipcp.Table {
+	t := ipcp.Table{Columns: []string{"addr", "name", "neighbour", "links", "seq"}}
 	nbrs := make(map[layer.Addr]bool)
 	for _, n := range c.cm.Neighbours() {
 		nbrs[n.Addr] = true
@@ -211,8 +211,8 @@ func (c *core) names() map[layer.Addr]string {
 
 // routesTable lists the routes, with the members' names beside their
 // addresses.
-func (c *core) routesTable() irm.Table {
-	t := irm.Table{Columns: []string{"dst", "name", "metric", "next_hops", "via", "alternate"}}
+func (c *core) routesTable() ipcp.Table {
+	t := ipcp.Table{Columns: []string{"dst", "name", "metric", "next_hops", "via", "alternate"}}
 	names := c.names()
 	for _, r := range c.router.Routes() {
 		alt := ""
@@ -228,8 +228,8 @@ func (c *core) routesTable() irm.Table {
 	return t
 }
 
-func (c *core) pffTable() irm.Table {
-	t := irm.Table{Columns: []string{"dst", "ports", "neighbours"}}
+func (c *core) pffTable() ipcp.Table {
+	t := ipcp.Table{Columns: []string{"dst", "ports", "neighbours"}}
 	ports := *c.ports.Load()
 	for _, r := range c.router.Routes() {
 		hops := c.pff.NextHops(r.Dst)
@@ -245,8 +245,8 @@ func (c *core) pffTable() irm.Table {
 	return t
 }
 
-func (c *core) dirTable() irm.Table {
-	t := irm.Table{Columns: []string{"hash", "name", "addrs", "local"}}
+func (c *core) dirTable() ipcp.Table {
+	t := ipcp.Table{Columns: []string{"hash", "name", "addrs", "local"}}
 	l, ok := c.dir.(DirLister)
 	if !ok {
 		return t
@@ -267,8 +267,8 @@ func sealedWith(p *flow.Peer) string {
 	return p.Name + " " + p.ID
 }
 
-func (c *core) flowsTable() irm.Table {
-	t := irm.Table{Columns: []string{"eid", "peer", "peer_eid", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate", "age", "sealed_with"}}
+func (c *core) flowsTable() ipcp.Table {
+	t := ipcp.Table{Columns: []string{"eid", "peer", "peer_eid", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate", "age", "sealed_with"}}
 	for _, f := range c.fa.Flows() {
 		dir := "in"
 		if f.Out {
@@ -375,9 +375,9 @@ func (p *IPCP) Stats() Stats {
 	return s
 }
 
-func (p *IPCP) statsTable() irm.Table {
+func (p *IPCP) statsTable() ipcp.Table {
 	s := p.Stats()
-	t := irm.Table{Columns: []string{"counter", "value"}}
+	t := ipcp.Table{Columns: []string{"counter", "value"}}
 	add := func(k string, v uint64) { t.Rows = append(t.Rows, []string{k, u64(v)}) }
 	t.Rows = append(t.Rows, []string{"state", s.State})
 	add("addr", uint64(s.Addr))

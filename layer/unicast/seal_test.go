@@ -15,7 +15,7 @@ import (
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/fa"
@@ -57,12 +57,12 @@ func newSealNet(t testing.TB, mod func(name string, c *unicast.Config)) *sealNet
 
 // alloc allocates a flow from a to echo at c and returns both application
 // ends and what each side learnt of the other.
-func (s *sealNet) alloc(t testing.TB, q flow.QoS) (ra, rc flow.Port, res irm.AllocResult, acc flowtest.Accepted, err error) {
+func (s *sealNet) alloc(t testing.TB, q flow.QoS) (ra, rc flow.Port, res ipcp.AllocResult, acc flowtest.Accepted, err error) {
 	t.Helper()
 	app, ipc := flowtest.Pipe(unicasttest.PipeCap)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err = s.a.IPCP.AllocPeer(ctx, irm.AllocReq{Dst: "echo", Src: "a.app", QoS: q}, ipc)
+	res, err = s.a.IPCP.AllocPeer(ctx, ipcp.AllocReq{Dst: "echo", Src: "a.app", QoS: q}, ipc)
 	if err != nil {
 		app.Close()
 		ipc.Close()
@@ -356,7 +356,7 @@ func TestSealPolicy(t *testing.T) {
 		s.n.WaitFor(5*time.Second, "c reaches a", func() bool { return s.c.IPCP.Query(context.Background(), "back") == nil })
 		app, ipc := flowtest.Pipe(unicasttest.PipeCap)
 		defer app.Close()
-		res, err := s.c.IPCP.AllocPeer(context.Background(), irm.AllocReq{Dst: "back", QoS: flow.QoS{Loss: flow.MaxLoss}}, ipc)
+		res, err := s.c.IPCP.AllocPeer(context.Background(), ipcp.AllocReq{Dst: "back", QoS: flow.QoS{Loss: flow.MaxLoss}}, ipc)
 		if err != nil || res.Peer == nil {
 			t.Fatalf("c's allocation: peer %v, %v; want sealed", res.Peer, err)
 		}

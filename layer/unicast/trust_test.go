@@ -17,8 +17,8 @@ import (
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/addr"
@@ -276,7 +276,7 @@ func TestRevocationThroughLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: unicast.CmdCRL, Args: map[string]string{"crl": base64.StdEncoding.EncodeToString(crl)}}); err != nil {
+	if _, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), ipcp.MgmtReq{Cmd: unicast.CmdCRL, Args: map[string]string{"crl": base64.StdEncoding.EncodeToString(crl)}}); err != nil {
 		t.Fatal(err)
 	}
 	n.WaitFor(5*time.Second, "a to drop c", func() bool { return a.IPCP.Stats().Neighbour == 1 })
@@ -285,7 +285,7 @@ func TestRevocationThroughLayer(t *testing.T) {
 	// no list, it would take it).
 	old, _ := identity.IssueCRL(context.Background(), identity.CRL{Seq: 0, Issued: time.Now().Unix()}, auth)
 	n.WaitFor(2*time.Second, "b to have list 1", func() bool {
-		_, err := b.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: unicast.CmdCRL, Args: map[string]string{"crl": base64.StdEncoding.EncodeToString(old)}})
+		_, err := b.IPCP.Mgmt(ctxT(t, 2*time.Second), ipcp.MgmtReq{Cmd: unicast.CmdCRL, Args: map[string]string{"crl": base64.StdEncoding.EncodeToString(old)}})
 		return errors.Is(err, identity.ErrReplay)
 	})
 	time.Sleep(300 * time.Millisecond)
@@ -306,7 +306,7 @@ func TestNamesOfDistantMembers(t *testing.T) {
 	n.WaitOperational(15 * time.Second) // generous: two enrollments in turn, on a loaded machine
 	n.WaitFor(5*time.Second, "a's route to c", func() bool { return len(a.IPCP.NextHops(c.IPCP.Addr())) > 0 })
 	for _, cmd := range []string{unicast.CmdMembers, unicast.CmdRoutes} {
-		r, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: cmd})
+		r, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), ipcp.MgmtReq{Cmd: cmd})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -328,7 +328,7 @@ func TestGraph(t *testing.T) {
 	n.WaitOperational(5 * time.Second)
 	n.WaitFor(5*time.Second, "a's route to c", func() bool { return len(a.IPCP.NextHops(c.IPCP.Addr())) > 0 })
 	get := func(format string) (string, error) {
-		r, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), irm.MgmtReq{Cmd: unicast.CmdGraph, Args: map[string]string{"format": format}})
+		r, err := a.IPCP.Mgmt(ctxT(t, 2*time.Second), ipcp.MgmtReq{Cmd: unicast.CmdGraph, Args: map[string]string{"format": format}})
 		return r.Text, err
 	}
 	dot, err := get("dot")

@@ -11,7 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
@@ -98,7 +98,7 @@ func TestManagement(t *testing.T) {
 	})
 	for _, cmd := range []string{"members", "routes", "pff", "dir", "flows", "stats"} {
 		t.Run(cmd, func(t *testing.T) {
-			r, err := a.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: cmd})
+			r, err := a.IPCP.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: cmd})
 			if err != nil {
 				t.Fatalf("%s: %v", cmd, err)
 			}
@@ -110,10 +110,10 @@ func TestManagement(t *testing.T) {
 			}
 		})
 	}
-	if _, err := a.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: "bootstrap", Args: map[string]string{"admission": "open"}}); !errors.Is(err, flow.ErrExists) {
+	if _, err := a.IPCP.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: "bootstrap", Args: map[string]string{"admission": "open"}}); !errors.Is(err, flow.ErrExists) {
 		t.Errorf("second bootstrap: %v, want ErrExists", err)
 	}
-	if _, err := a.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: "frobnicate"}); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := a.IPCP.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: "frobnicate"}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("unknown command: %v, want ErrInvalid", err)
 	}
 }
@@ -124,12 +124,12 @@ func TestManualBringUp(t *testing.T) {
 	a := n.Add("a.uni", false, nil, nil)
 	b := n.Add("b.uni", false, nil, nil)
 	ctx := ctxT(t, 10*time.Second)
-	if _, err := a.IPCP.Mgmt(ctx, irm.MgmtReq{Cmd: unicast.CmdBootstrap, Args: map[string]string{"routing": "multipath", "addr_width": "8", "admission": "open"}}); err != nil {
+	if _, err := a.IPCP.Mgmt(ctx, ipcp.MgmtReq{Cmd: unicast.CmdBootstrap, Args: map[string]string{"routing": "multipath", "addr_width": "8", "admission": "open"}}); err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
 	var err error
 	n.WaitFor(5*time.Second, "enroll", func() bool {
-		_, err = b.IPCP.Mgmt(ctx, irm.MgmtReq{Cmd: unicast.CmdEnroll, Args: map[string]string{"via": "a.uni"}})
+		_, err = b.IPCP.Mgmt(ctx, ipcp.MgmtReq{Cmd: unicast.CmdEnroll, Args: map[string]string{"via": "a.uni"}})
 		return err == nil
 	})
 	n.WaitOperational(5 * time.Second)

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/capture/pcapng"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func captureCommand() *command {
@@ -77,7 +77,7 @@ func runCapture(a *app, ctx context.Context, cmd *command, args []string) error 
 	if count < 0 || dur < 0 || snap < 1 || snap > capture.MaxSnap || slots < 1 || slots > capture.MaxSlots || pollInterval <= 0 {
 		return usagef("capture: -c, -t, --snap, --slots or --poll out of range")
 	}
-	ipcp := pos[0]
+	proc := pos[0]
 	start := map[string]string{capture.ArgOp: capture.OpStart, capture.ArgSnap: strconv.Itoa(snap), capture.ArgSlots: strconv.Itoa(slots)}
 	if err := captureFilter(pos[1:], start); err != nil {
 		return err
@@ -97,13 +97,13 @@ func runCapture(a *app, ctx context.Context, cmd *command, args []string) error 
 		return err
 	}
 	defer n.Close()
-	call := func(ctx context.Context, op map[string]string) (irm.MgmtResp, error) {
+	call := func(ctx context.Context, op map[string]string) (ipcp.MgmtResp, error) {
 		cctx, cancel := context.WithTimeout(ctx, defaultMgmtTimeout)
 		defer cancel()
-		var r irm.MgmtResp
-		err := n.Mgmt(cctx, irm.MgmtReq{Cmd: capture.Cmd, IPCP: ipcp, Args: op}, &r)
+		var r ipcp.MgmtResp
+		err := n.Mgmt(cctx, ipcp.MgmtReq{Cmd: capture.Cmd, IPCP: proc, Args: op}, &r)
 		if err != nil {
-			err = fmt.Errorf("capture %s: %w", ipcp, err)
+			err = fmt.Errorf("capture %s: %w", proc, err)
 		}
 		return r, err
 	}
@@ -112,7 +112,7 @@ func runCapture(a *app, ctx context.Context, cmd *command, args []string) error 
 	}
 	var (
 		got      int
-		last     irm.MgmtResp
+		last     ipcp.MgmtResp
 		progress time.Time
 	)
 	defer func() {
@@ -121,7 +121,7 @@ func runCapture(a *app, ctx context.Context, cmd *command, args []string) error 
 			last = r
 		}
 		fmt.Fprintf(a.stderr, "%s%d packets captured at %s; the node dropped %s (ring full)\n",
-			map[bool]string{true: "\r", false: ""}[a.stderrTTY && w != nil], got, ipcp, counterOf(last, "dropped"))
+			map[bool]string{true: "\r", false: ""}[a.stderrTTY && w != nil], got, proc, counterOf(last, "dropped"))
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -141,11 +141,11 @@ func runCapture(a *app, ctx context.Context, cmd *command, args []string) error 
 		last = r
 		page, err := base64.StdEncoding.DecodeString(r.Text)
 		if err != nil {
-			return fmt.Errorf("capture %s: page: %w", ipcp, err)
+			return fmt.Errorf("capture %s: page: %w", proc, err)
 		}
 		recs, err := capture.DecodePage(page)
 		if err != nil {
-			return fmt.Errorf("capture %s: %w", ipcp, err)
+			return fmt.Errorf("capture %s: %w", proc, err)
 		}
 		for _, rec := range recs {
 			if count > 0 && got == count {
@@ -153,7 +153,7 @@ func runCapture(a *app, ctx context.Context, cmd *command, args []string) error 
 			}
 			got++
 			if w != nil {
-				if err := w.Write(ipcp, rec); err != nil {
+				if err := w.Write(proc, rec); err != nil {
 					return err
 				}
 				continue
@@ -176,7 +176,7 @@ func runCapture(a *app, ctx context.Context, cmd *command, args []string) error 
 }
 
 // counterOf reads a row of a capture answer's counter table.
-func counterOf(r irm.MgmtResp, name string) string {
+func counterOf(r ipcp.MgmtResp, name string) string {
 	for _, row := range r.Table.Rows {
 		if len(row) == 2 && row[0] == name {
 			return row[1]

@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/gopacket/pcapgo"
 
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // captureNode answers the capture command from a real capture point at
@@ -19,7 +19,7 @@ import (
 func captureNode(t *testing.T, tn *testNet, n int) {
 	t.Helper()
 	var p capture.Point
-	tn.mgmt.answer = func(r irm.MgmtReq) (irm.MgmtResp, error) {
+	tn.mgmt.answer = func(r ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 		if r.Cmd != capture.Cmd || r.IPCP != "r.uni" {
 			t.Errorf("request %+v, want capture at r.uni", r)
 		}

@@ -18,13 +18,13 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // CmdID is the management command that asks a node for its signed
 // identity document; the answer's Text is the document in standard
 // base64.
-const CmdID = irm.CmdID
+const CmdID = ipcp.CmdID
 
 func keygenCommand() *command {
 	return &command{name: "keygen", args: "[-o FILE]", group: "identity", summary: "create an ed25519 key (a node's or a layer authority's)", run: runKeygen,
@@ -163,7 +163,7 @@ func runID(a *app, ctx context.Context, cmd *command, args []string) error {
 		if name != "" || image != "" {
 			return usagef("id: --name and --image go with --key")
 		}
-		resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: CmdID}, timeout)
+		resp, err := a.mgmt(ctx, ipcp.MgmtReq{Cmd: CmdID}, timeout)
 		if err != nil {
 			return err
 		}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // field returns the value printed for name in "name  value" output.
@@ -134,11 +134,11 @@ func TestIdentity(t *testing.T) {
 	t.Run("running node", func(t *testing.T) {
 		doc, _ := identity.NewDocument(id, "router-b", "microvm", meas, time.Now()).Sign(ctx, id)
 		tn.mgmt.mu.Lock()
-		tn.mgmt.answer = func(r irm.MgmtReq) (irm.MgmtResp, error) {
+		tn.mgmt.answer = func(r ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 			if r.Cmd != CmdID {
-				return irm.MgmtResp{}, flow.ErrInvalid
+				return ipcp.MgmtResp{}, flow.ErrInvalid
 			}
-			return irm.MgmtResp{Text: base64.StdEncoding.EncodeToString(doc) + "\n"}, nil
+			return ipcp.MgmtResp{Text: base64.StdEncoding.EncodeToString(doc) + "\n"}, nil
 		}
 		tn.mgmt.mu.Unlock()
 		code, out, errs := tn.ouro(ctx, "id")
@@ -152,8 +152,8 @@ func TestIdentity(t *testing.T) {
 		other, _ := identity.Generate(nil)
 		forged := strings.Replace(string(doc), string(id.Public()), string(other.Public()), 1)
 		tn.mgmt.mu.Lock()
-		tn.mgmt.answer = func(irm.MgmtReq) (irm.MgmtResp, error) {
-			return irm.MgmtResp{Text: base64.StdEncoding.EncodeToString([]byte(forged))}, nil
+		tn.mgmt.answer = func(ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+			return ipcp.MgmtResp{Text: base64.StdEncoding.EncodeToString([]byte(forged))}, nil
 		}
 		tn.mgmt.mu.Unlock()
 		if code, _, errs := tn.ouro(ctx, "id"); code != 1 || !strings.Contains(errs, "identity: document") {

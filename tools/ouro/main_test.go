@@ -15,7 +15,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"go.uber.org/goleak"
 )
 
@@ -50,12 +50,12 @@ type fakeNode struct {
 
 type fakeMgmt struct {
 	mu     sync.Mutex
-	reqs   []irm.MgmtReq
-	answer func(irm.MgmtReq) (irm.MgmtResp, error)
+	reqs   []ipcp.MgmtReq
+	answer func(ipcp.MgmtReq) (ipcp.MgmtResp, error)
 }
 
 func (n fakeNode) Mgmt(ctx context.Context, req, resp any) error {
-	r := req.(irm.MgmtReq)
+	r := req.(ipcp.MgmtReq)
 	n.mgmt.mu.Lock()
 	n.mgmt.reqs = append(n.mgmt.reqs, r)
 	answer := n.mgmt.answer
@@ -65,7 +65,7 @@ func (n fakeNode) Mgmt(ctx context.Context, req, resp any) error {
 	}
 	out, err := answer(r)
 	if err == nil {
-		*resp.(*irm.MgmtResp) = out
+		*resp.(*ipcp.MgmtResp) = out
 	}
 	return err
 }
@@ -190,31 +190,31 @@ func TestUsageAndExitCodes(t *testing.T) {
 func TestManagementRequests(t *testing.T) {
 	tests := []struct {
 		args []string
-		want irm.MgmtReq
+		want ipcp.MgmtReq
 	}{
-		{[]string{"ipcps"}, irm.MgmtReq{Cmd: "ipcps"}},
-		{[]string{"components"}, irm.MgmtReq{Cmd: "components"}},
-		{[]string{"names"}, irm.MgmtReq{Cmd: "names"}},
-		{[]string{"flows"}, irm.MgmtReq{Cmd: "flows"}},
-		{[]string{"reg", "srv"}, irm.MgmtReq{Cmd: "reg", Name: "srv"}},
-		{[]string{"create", "udp", "b.udp2", "net", "--config", "addr = \"127.0.0.1:1\""}, irm.MgmtReq{Cmd: "create", Name: "b.udp2", Layer: "net", Args: map[string]string{"kind": "udp", "config": "addr = \"127.0.0.1:1\""}}},
-		{[]string{"destroy", "b.udp2"}, irm.MgmtReq{Cmd: "destroy", Name: "b.udp2"}},
-		{[]string{"reg", "srv", "--layer", "net"}, irm.MgmtReq{Cmd: "reg", Name: "srv", Layer: "net"}},
-		{[]string{"unreg", "-l", "net", "srv"}, irm.MgmtReq{Cmd: "unreg", Name: "srv", Layer: "net"}},
-		{[]string{"system"}, irm.MgmtReq{Cmd: "system", Args: map[string]string{"format": "table"}}},
-		{[]string{"system", "--format", "mermaid"}, irm.MgmtReq{Cmd: "system", Args: map[string]string{"format": "mermaid"}}},
-		{[]string{"ipcp", "routes", "n1.uni"}, irm.MgmtReq{Cmd: "routes", IPCP: "n1.uni"}},
+		{[]string{"ipcps"}, ipcp.MgmtReq{Cmd: "ipcps"}},
+		{[]string{"components"}, ipcp.MgmtReq{Cmd: "components"}},
+		{[]string{"names"}, ipcp.MgmtReq{Cmd: "names"}},
+		{[]string{"flows"}, ipcp.MgmtReq{Cmd: "flows"}},
+		{[]string{"reg", "srv"}, ipcp.MgmtReq{Cmd: "reg", Name: "srv"}},
+		{[]string{"create", "udp", "b.udp2", "net", "--config", "addr = \"127.0.0.1:1\""}, ipcp.MgmtReq{Cmd: "create", Name: "b.udp2", Layer: "net", Args: map[string]string{"kind": "udp", "config": "addr = \"127.0.0.1:1\""}}},
+		{[]string{"destroy", "b.udp2"}, ipcp.MgmtReq{Cmd: "destroy", Name: "b.udp2"}},
+		{[]string{"reg", "srv", "--layer", "net"}, ipcp.MgmtReq{Cmd: "reg", Name: "srv", Layer: "net"}},
+		{[]string{"unreg", "-l", "net", "srv"}, ipcp.MgmtReq{Cmd: "unreg", Name: "srv", Layer: "net"}},
+		{[]string{"system"}, ipcp.MgmtReq{Cmd: "system", Args: map[string]string{"format": "table"}}},
+		{[]string{"system", "--format", "mermaid"}, ipcp.MgmtReq{Cmd: "system", Args: map[string]string{"format": "mermaid"}}},
+		{[]string{"ipcp", "routes", "n1.uni"}, ipcp.MgmtReq{Cmd: "routes", IPCP: "n1.uni"}},
 		{[]string{"ipcp", "enroll", "n1.uni", "via=n2", "layer=net"},
-			irm.MgmtReq{Cmd: "enroll", IPCP: "n1.uni", Layer: "net", Args: map[string]string{"via": "n2", "layer": "net"}}},
-		{[]string{"stats", "n1.udp"}, irm.MgmtReq{Cmd: "stats", IPCP: "n1.udp"}},
-		{[]string{"bootstrap", "n1.uni", "addr=1"}, irm.MgmtReq{Cmd: "bootstrap", IPCP: "n1.uni", Args: map[string]string{"addr": "1"}}},
-		{[]string{"enroll", "n1.uni", "name=n2.uni"}, irm.MgmtReq{Cmd: "enroll", IPCP: "n1.uni", Name: "n2.uni", Args: map[string]string{"name": "n2.uni"}}},
-		{[]string{"connect", "--timeout", "5s", "n1.uni", "peer=n2.uni"}, irm.MgmtReq{Cmd: "connect", IPCP: "n1.uni", Args: map[string]string{"peer": "n2.uni"}}},
+			ipcp.MgmtReq{Cmd: "enroll", IPCP: "n1.uni", Layer: "net", Args: map[string]string{"via": "n2", "layer": "net"}}},
+		{[]string{"stats", "n1.udp"}, ipcp.MgmtReq{Cmd: "stats", IPCP: "n1.udp"}},
+		{[]string{"bootstrap", "n1.uni", "addr=1"}, ipcp.MgmtReq{Cmd: "bootstrap", IPCP: "n1.uni", Args: map[string]string{"addr": "1"}}},
+		{[]string{"enroll", "n1.uni", "name=n2.uni"}, ipcp.MgmtReq{Cmd: "enroll", IPCP: "n1.uni", Name: "n2.uni", Args: map[string]string{"name": "n2.uni"}}},
+		{[]string{"connect", "--timeout", "5s", "n1.uni", "peer=n2.uni"}, ipcp.MgmtReq{Cmd: "connect", IPCP: "n1.uni", Args: map[string]string{"peer": "n2.uni"}}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			tn := newTestNet()
-			tn.mgmt.answer = func(irm.MgmtReq) (irm.MgmtResp, error) { return irm.MgmtResp{Text: "ok"}, nil }
+			tn.mgmt.answer = func(ipcp.MgmtReq) (ipcp.MgmtResp, error) { return ipcp.MgmtResp{Text: "ok"}, nil }
 			code, out, errs := tn.ouro(context.Background(), tt.args...)
 			if code != 0 || out != "ok\n" {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want 0, \"ok\\n\"", code, out, errs)
@@ -228,17 +228,17 @@ func TestManagementRequests(t *testing.T) {
 
 func TestManagementOutput(t *testing.T) {
 	tn := newTestNet()
-	tn.mgmt.answer = func(r irm.MgmtReq) (irm.MgmtResp, error) {
+	tn.mgmt.answer = func(r ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 		switch r.Cmd {
 		case "ipcps":
-			return irm.MgmtResp{Table: irm.Table{
+			return ipcp.MgmtResp{Table: ipcp.Table{
 				Columns: []string{"name", "layer", "kind", "state"},
 				Rows:    [][]string{{"n1.udp", "udp", "udp", "operational"}, {"n1.unicast", "backbone", "unicast", ""}},
 			}}, nil
 		case "enroll":
-			return irm.MgmtResp{}, fmt.Errorf("unicast: enroll via n9: %w", flow.ErrNotFound)
+			return ipcp.MgmtResp{}, fmt.Errorf("unicast: enroll via n9: %w", flow.ErrNotFound)
 		}
-		return irm.MgmtResp{}, nil
+		return ipcp.MgmtResp{}, nil
 	}
 	code, out, _ := tn.ouro(context.Background(), "ipcps")
 	want := "" +

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/irm/prom"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func metricsCommand() *command {
@@ -94,9 +94,9 @@ func (a *app) promSource(context.Context) (prom.Mgmt, func(), error) {
 }
 
 // nodeMgmt asks one page of a management command of n.
-func nodeMgmt(n node) irm.MgmtFunc {
-	return func(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
-		var out irm.MgmtResp
+func nodeMgmt(n node) ipcp.MgmtFunc {
+	return func(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+		var out ipcp.MgmtResp
 		err := n.Mgmt(ctx, req, &out)
 		return out, err
 	}

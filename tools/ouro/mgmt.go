@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // defaultMgmtTimeout bounds a management call unless --timeout says
@@ -19,15 +19,15 @@ import (
 const defaultMgmtTimeout = 30 * time.Second
 
 // mgmt sends req to the node and returns its answer.
-func (a *app) mgmt(ctx context.Context, req irm.MgmtReq, timeout time.Duration) (irm.MgmtResp, error) {
+func (a *app) mgmt(ctx context.Context, req ipcp.MgmtReq, timeout time.Duration) (ipcp.MgmtResp, error) {
 	n, err := a.connect()
 	if err != nil {
-		return irm.MgmtResp{}, err
+		return ipcp.MgmtResp{}, err
 	}
 	defer n.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return irm.ReadAll(ctx, nodeMgmt(n), req)
+	return ipcp.ReadAll(ctx, nodeMgmt(n), req)
 }
 
 // mgmtJSON is the --json shape of every management answer: the table's
@@ -40,7 +40,7 @@ type mgmtJSON struct {
 
 // printResp prints a management answer: the table aligned under upper-case
 // column headings, then the text; or, with --json, mgmtJSON.
-func (a *app) printResp(r irm.MgmtResp) error {
+func (a *app) printResp(r ipcp.MgmtResp) error {
 	if a.json {
 		j := mgmtJSON{Columns: r.Table.Columns, Rows: r.Table.RowMaps(), Text: r.Text}
 		if j.Columns == nil {
@@ -87,7 +87,7 @@ func runTableCmd(a *app, ctx context.Context, cmd *command, args []string) error
 	if _, err := fs.parse(args, 0, 0); err != nil {
 		return err
 	}
-	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: cmd.name}, timeout)
+	resp, err := a.mgmt(ctx, ipcp.MgmtReq{Cmd: cmd.name}, timeout)
 	if err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ func runReg(a *app, ctx context.Context, cmd *command, args []string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: cmd.name, Name: pos[0], Layer: layer}, timeout)
+	resp, err := a.mgmt(ctx, ipcp.MgmtReq{Cmd: cmd.name, Name: pos[0], Layer: layer}, timeout)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func runCreate(a *app, ctx context.Context, cmd *command, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := irm.MgmtReq{Cmd: irm.CmdCreate, Name: pos[1], Layer: pos[2], Args: map[string]string{"kind": pos[0]}}
+	req := ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: pos[1], Layer: pos[2], Args: map[string]string{"kind": pos[0]}}
 	if config != "" {
 		req.Args["config"] = config
 	}
@@ -151,7 +151,7 @@ func runDestroy(a *app, ctx context.Context, cmd *command, args []string) error 
 	if err != nil {
 		return err
 	}
-	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdDestroy, Name: pos[0]}, timeout)
+	resp, err := a.mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: pos[0]}, timeout)
 	if err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func runSystem(a *app, ctx context.Context, cmd *command, args []string) error {
 	if a.json && format == "table" {
 		format = "json" // the description as data, not a text table
 	}
-	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdSystem, Args: map[string]string{"format": format}}, timeout)
+	resp, err := a.mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdSystem, Args: map[string]string{"format": format}}, timeout)
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func runGraph(a *app, ctx context.Context, cmd *command, args []string) error {
 	if format != "dot" && format != "mermaid" {
 		return usagef("graph: --format %q: want dot or mermaid", format)
 	}
-	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: "graph", IPCP: pos[0], Args: map[string]string{"format": format}}, timeout)
+	resp, err := a.mgmt(ctx, ipcp.MgmtReq{Cmd: "graph", IPCP: pos[0], Args: map[string]string{"format": format}}, timeout)
 	if err != nil {
 		return err
 	}
@@ -259,12 +259,12 @@ func runIPCPShortcut(a *app, ctx context.Context, cmd *command, args []string) e
 	return a.ipcpCmd(ctx, cmd.name, pos[0], pos[1:], timeout)
 }
 
-func (a *app) ipcpCmd(ctx context.Context, cmd, ipcp string, kv []string, timeout time.Duration) error {
+func (a *app) ipcpCmd(ctx context.Context, cmd, proc string, kv []string, timeout time.Duration) error {
 	m, err := keyValues(kv)
 	if err != nil {
 		return err
 	}
-	req := irm.MgmtReq{Cmd: cmd, IPCP: ipcp, Args: m, Name: m["name"], Layer: m["layer"]}
+	req := ipcp.MgmtReq{Cmd: cmd, IPCP: proc, Args: m, Name: m["name"], Layer: m["layer"]}
 	resp, err := a.mgmt(ctx, req, timeout)
 	if err != nil {
 		return err

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // TestManagementPages: a listing the node answers a page at a time is
@@ -18,11 +18,11 @@ func TestManagementPages(t *testing.T) {
 	const rows, per = 1000, 7
 	sys := `{"components":[{"name":"irm","budget":{"bufs":64},"caps":[{"name":"irm","object":"irm.ep","rights":"RWGC"}]}],"endpoints":[{"name":"irm.ep"}]}`
 	tn := newTestNet()
-	tn.mgmt.answer = func(r irm.MgmtReq) (irm.MgmtResp, error) {
-		off, _ := strconv.Atoi(r.Args[irm.ArgOffset])
+	tn.mgmt.answer = func(r ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+		off, _ := strconv.Atoi(r.Args[ipcp.ArgOffset])
 		switch r.Cmd {
 		case "flows":
-			resp := irm.MgmtResp{Table: irm.Table{Columns: []string{"id", "local"}}, Total: rows}
+			resp := ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"id", "local"}}, Total: rows}
 			for i := off; i < min(off+per, rows); i++ {
 				resp.Table.Rows = append(resp.Table.Rows, []string{strconv.Itoa(i), fmt.Sprintf("prog%d", i)})
 			}
@@ -32,18 +32,18 @@ func TestManagementPages(t *testing.T) {
 			return resp, nil
 		case "system":
 			if r.Args["format"] != "json" {
-				return irm.MgmtResp{}, fmt.Errorf("format %q", r.Args["format"])
+				return ipcp.MgmtResp{}, fmt.Errorf("format %q", r.Args["format"])
 			}
 			end := min(off+50, len(sys))
-			resp := irm.MgmtResp{Text: sys[off:end], Total: len(sys)}
+			resp := ipcp.MgmtResp{Text: sys[off:end], Total: len(sys)}
 			if end < len(sys) {
 				resp.Next = end
 			}
 			return resp, nil
 		case "loop":
-			return irm.MgmtResp{Table: irm.Table{Columns: []string{"x"}}, Next: 3}, nil
+			return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"x"}}, Next: 3}, nil
 		}
-		return irm.MgmtResp{}, nil
+		return ipcp.MgmtResp{}, nil
 	}
 	code, out, errs := tn.ouro(context.Background(), "flows")
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func topCommand() *command {
@@ -62,18 +62,18 @@ type mgmter interface {
 // topPoll asks the node for a round.
 func topPoll(ctx context.Context, n mgmter) (topRound, error) {
 	r := topRound{at: time.Now()}
-	call := func(req irm.MgmtReq) (irm.MgmtResp, error) {
+	call := func(req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 		cctx, cancel := context.WithTimeout(ctx, defaultMgmtTimeout)
 		defer cancel()
-		var resp irm.MgmtResp
+		var resp ipcp.MgmtResp
 		err := n.Mgmt(cctx, req, &resp)
 		return resp, err
 	}
-	ips, err := call(irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	ips, err := call(ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 	if err != nil {
 		return r, fmt.Errorf("top: ipcps: %w", err)
 	}
-	col := func(t irm.Table, row []string, name string) string {
+	col := func(t ipcp.Table, row []string, name string) string {
 		if i := slices.Index(t.Columns, name); i >= 0 && i < len(row) {
 			return row[i]
 		}
@@ -81,11 +81,11 @@ func topPoll(ctx context.Context, n mgmter) (topRound, error) {
 	}
 	for _, row := range ips.Table.Rows {
 		ip := topIPCP{name: col(ips.Table, row, "name"), layer: col(ips.Table, row, "layer"), kind: col(ips.Table, row, "kind"), state: col(ips.Table, row, "state")}
-		if st, err := call(irm.MgmtReq{Cmd: "stats", IPCP: ip.name}); err == nil {
+		if st, err := call(ipcp.MgmtReq{Cmd: "stats", IPCP: ip.name}); err == nil {
 			ip.in, ip.out, ip.drops = statsRates(st.Table)
 		}
 		r.ipcps = append(r.ipcps, ip)
-		fl, err := call(irm.MgmtReq{Cmd: "flows", IPCP: ip.name})
+		fl, err := call(ipcp.MgmtReq{Cmd: "flows", IPCP: ip.name})
 		if err != nil {
 			continue
 		}
@@ -108,7 +108,7 @@ func topPoll(ctx context.Context, n mgmter) (topRound, error) {
 // statsRates reads an IPCP's packets in and out and its drops from its
 // stats table: a shim's packets_in and packets_out, a unicast IPCP's
 // delivered and sent (plus forwarded, both ways), and every drops.* row.
-func statsRates(t irm.Table) (in, out, drops uint64) {
+func statsRates(t ipcp.Table) (in, out, drops uint64) {
 	for _, row := range t.Rows {
 		if len(row) != 2 {
 			continue
@@ -284,8 +284,8 @@ func (a *app) topLayer(ctx context.Context, home node, layer, names string, inte
 			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, defaultMgmtTimeout)
-		var list irm.MgmtResp
-		err := home.Mgmt(cctx, irm.MgmtReq{Cmd: "members", IPCP: layer}, &list)
+		var list ipcp.MgmtResp
+		err := home.Mgmt(cctx, ipcp.MgmtReq{Cmd: "members", IPCP: layer}, &list)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

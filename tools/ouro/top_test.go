@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func TestRenderTop(t *testing.T) {
@@ -46,7 +46,7 @@ a.uni  7    echo.b  out  data  100        50          20.0     10.0      2
 }
 
 func TestStatsRates(t *testing.T) {
-	in, out, drops := statsRates(irm.Table{Columns: []string{"counter", "value"}, Rows: [][]string{
+	in, out, drops := statsRates(ipcp.Table{Columns: []string{"counter", "value"}, Rows: [][]string{
 		{"state", "operational"}, {"sent", "5"}, {"delivered", "7"}, {"forwarded", "3"}, {"drops.no_route", "2"}, {"drops.ttl", "1"}, {"ctl_in", "9"},
 	}})
 	if in != 10 || out != 8 || drops != 3 {
@@ -59,22 +59,22 @@ func TestStatsRates(t *testing.T) {
 func TestTopRounds(t *testing.T) {
 	tn := newTestNet()
 	var polls int
-	tn.mgmt.answer = func(r irm.MgmtReq) (irm.MgmtResp, error) {
+	tn.mgmt.answer = func(r ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 		switch r.Cmd {
-		case irm.CmdIPCPs:
+		case ipcp.CmdIPCPs:
 			polls++
-			return irm.MgmtResp{Table: irm.Table{Columns: []string{"name", "layer", "kind", "state", "restarts", "last_fault"}, Rows: [][]string{{"r.udp", "udp", "udp", "operational", "0", "-"}}}}, nil
+			return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"name", "layer", "kind", "state", "restarts", "last_fault"}, Rows: [][]string{{"r.udp", "udp", "udp", "operational", "0", "-"}}}}, nil
 		case "stats":
 			n := "100"
 			if polls > 1 {
 				n = "400"
 			}
-			return irm.MgmtResp{Table: irm.Table{Columns: []string{"counter", "value"}, Rows: [][]string{{"packets_in", n}, {"packets_out", "0"}, {"drops.rx_full", "0"}}}}, nil
+			return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"counter", "value"}, Rows: [][]string{{"packets_in", n}, {"packets_out", "0"}, {"drops.rx_full", "0"}}}}, nil
 		case "flows":
-			return irm.MgmtResp{Table: irm.Table{Columns: []string{"eid", "peer_eid", "peer", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out"}}}, nil
+			return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"eid", "peer_eid", "peer", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out"}}}, nil
 		}
 		t.Errorf("unexpected %+v", r)
-		return irm.MgmtResp{}, nil
+		return ipcp.MgmtResp{}, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // viaNode is a node reached over a management flow: the local node
@@ -28,8 +28,8 @@ type flowMgmt struct {
 
 // Mgmt sends req over the flow.
 func (v flowMgmt) Mgmt(ctx context.Context, req, resp any) error {
-	r, ok := req.(irm.MgmtReq)
-	out, isResp := resp.(*irm.MgmtResp)
+	r, ok := req.(ipcp.MgmtReq)
+	out, isResp := resp.(*ipcp.MgmtResp)
 	if !ok || !isResp {
 		return fmt.Errorf("via %s: request %T, answer %T: want irm.MgmtReq and *irm.MgmtResp", v.name, req, resp)
 	}
@@ -85,7 +85,7 @@ func runStatus(a *app, ctx context.Context, cmd *command, args []string) error {
 	if a.via == "" {
 		return usagef("status: needs --via NAME (a hosted node serves its status page over HTTP: [node] metrics)")
 	}
-	resp, err := a.mgmt(ctx, irm.MgmtReq{Cmd: mgmtflow.CmdStatus, Args: map[string]string{"format": "json"}}, timeout)
+	resp, err := a.mgmt(ctx, ipcp.MgmtReq{Cmd: mgmtflow.CmdStatus, Args: map[string]string{"format": "json"}}, timeout)
 	if err != nil {
 		return err
 	}

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func TestMemberNode(t *testing.T) {
@@ -26,11 +26,11 @@ func TestMemberNode(t *testing.T) {
 // --via are usage errors.
 func TestViaFakeNode(t *testing.T) {
 	tn := newTestNet()
-	tn.mgmt.answer = func(r irm.MgmtReq) (irm.MgmtResp, error) {
+	tn.mgmt.answer = func(r ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 		if r.Cmd == "stats" && r.IPCP == "r.uni" {
-			return irm.MgmtResp{Table: irm.Table{Columns: []string{"counter", "value"}, Rows: [][]string{{"sent", "7"}, {"delivered", "9"}}}}, nil
+			return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"counter", "value"}, Rows: [][]string{{"sent", "7"}, {"delivered", "9"}}}}, nil
 		}
-		return irm.MgmtResp{}, flow.ErrInvalid
+		return ipcp.MgmtResp{}, flow.ErrInvalid
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -82,8 +82,8 @@ func TestViaFakeNode(t *testing.T) {
 // mgmtAdapter is the fake node's management as mgmtflow.Mgmter.
 type mgmtAdapter struct{ n fakeNode }
 
-func (m mgmtAdapter) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
-	var r irm.MgmtResp
+func (m mgmtAdapter) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+	var r ipcp.MgmtResp
 	err := m.n.Mgmt(ctx, req, &r)
 	return r, err
 }

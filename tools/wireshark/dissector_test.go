@@ -25,9 +25,9 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/capture/pcapng"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim/serial"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
@@ -109,7 +109,7 @@ type named struct {
 	r    capture.Record
 }
 
-func drain(t *testing.T, ipcp string, s *capture.Session) []named {
+func drain(t *testing.T, proc string, s *capture.Session) []named {
 	var out []named
 	for {
 		page, k := s.Drain(nil, capture.MaxPage)
@@ -121,7 +121,7 @@ func drain(t *testing.T, ipcp string, s *capture.Session) []named {
 			t.Fatal(err)
 		}
 		for _, r := range rs {
-			out = append(out, named{ipcp, r})
+			out = append(out, named{proc, r})
 		}
 	}
 }
@@ -130,7 +130,7 @@ func drainMgmt(t *testing.T, nd *unicasttest.Node) []named {
 	t.Helper()
 	var out []named
 	for {
-		r, err := nd.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{capture.ArgOp: capture.OpRead}})
+		r, err := nd.IPCP.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{capture.ArgOp: capture.OpRead}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -320,7 +320,7 @@ func TestDissectLayer(t *testing.T) {
 
 func startCapture(t *testing.T, nd *unicasttest.Node) {
 	t.Helper()
-	_, err := nd.IPCP.Mgmt(context.Background(), irm.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{
+	_, err := nd.IPCP.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: unicast.CmdCapture, Args: map[string]string{
 		capture.ArgOp: capture.OpStart, capture.ArgSnap: "1024", capture.ArgSlots: "4096", capture.ArgIdle: "600000"}})
 	if err != nil {
 		t.Fatal(err)
@@ -336,10 +336,10 @@ func TestGolden(t *testing.T) {
 	tshark(t)
 	at := time.Date(2026, 12, 4, 8, 0, 0, 0, time.UTC)
 	var recs []named
-	add := func(ipcp string, d capture.Dir, l capture.Layer, c capture.Content, port uint64, pkt []byte) {
+	add := func(proc string, d capture.Dir, l capture.Layer, c capture.Content, port uint64, pkt []byte) {
 		h := make([]byte, capture.HeaderLen)
 		capture.PutHeader(h, d, l, c, port)
-		recs = append(recs, named{ipcp, capture.Record{Time: at.Add(time.Duration(len(recs)) * time.Millisecond), Len: len(pkt), Header: h, Data: pkt}})
+		recs = append(recs, named{proc, capture.Record{Time: at.Add(time.Duration(len(recs)) * time.Millisecond), Len: len(pkt), Header: h, Data: pkt}})
 	}
 	pci := func(dst uint64, cube, ttl, ecn byte, eid uint64) []byte {
 		b := binary.BigEndian.AppendUint64(nil, dst)

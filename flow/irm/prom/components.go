@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // The kernel's view of every component ("components": kernel.Stats):
@@ -35,7 +35,7 @@ var kernelBufs = map[string]*prometheus.Desc{
 }
 
 func collectComponents(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
-	r, err := irm.ReadAll(ctx, m, irm.MgmtReq{Cmd: irm.CmdComponents})
+	r, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: ipcp.CmdComponents})
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(compUp, err)
 		return
@@ -63,7 +63,7 @@ func collectComponents(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric)
 }
 
 func collectKernel(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
-	r, err := irm.ReadAll(ctx, m, irm.MgmtReq{Cmd: irm.CmdKernel})
+	r, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: ipcp.CmdKernel})
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(kernelBufs["bufs_in_use"], err)
 		return

@@ -20,12 +20,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // Mgmt sends one management request and returns one page of its answer
 // (Collector fetches the others).
-type Mgmt = irm.MgmtFunc
+type Mgmt = ipcp.MgmtFunc
 
 // Source opens what a scrape asks through: the call, and done to run
 // once the scrape is over (closing a connection; may be nil).
@@ -103,8 +103,8 @@ func collectIRM(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
 	for _, t := range []struct {
 		cmd  string
 		desc *prometheus.Desc
-	}{{irm.CmdNames, irmNames}, {irm.CmdFlows, irmFlows}} {
-		r, err := irm.ReadAll(ctx, m, irm.MgmtReq{Cmd: t.cmd})
+	}{{ipcp.CmdNames, irmNames}, {ipcp.CmdFlows, irmFlows}} {
+		r, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: t.cmd})
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(t.desc, err)
 			continue
@@ -114,7 +114,7 @@ func collectIRM(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
 }
 
 func collectIPCPs(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
-	ipcps, err := irm.ReadAll(ctx, m, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	ipcps, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(ipcpInfo, err)
 		return
@@ -123,7 +123,7 @@ func collectIPCPs(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
 		name, layer := row["name"], row["layer"]
 		ch <- prometheus.MustNewConstMetric(ipcpInfo, prometheus.GaugeValue, 1, name, layer, row["kind"], row["state"])
 
-		stats, err := irm.ReadAll(ctx, m, irm.MgmtReq{Cmd: "stats", IPCP: name})
+		stats, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: "stats", IPCP: name})
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(prometheus.NewDesc("ouro_ipcp_stats", "", nil, nil), err)
 		} else {
@@ -134,7 +134,7 @@ func collectIPCPs(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
 		if row["kind"] == "broadcast" {
 			cmd, counters, labels, prefix = "ports", portCounters, portLabels, "ouro_port_"
 		}
-		flows, err := irm.ReadAll(ctx, m, irm.MgmtReq{Cmd: cmd, IPCP: name})
+		flows, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: cmd, IPCP: name})
 		if err != nil {
 			// A unicast IPCP that is not a member yet has no flow table;
 			// an IPCP that is down answers nothing but "stats".
@@ -150,7 +150,7 @@ func collectIPCPs(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
 // out: ouro_ipcp_info has the state; so is a unicast IPCP's address. The
 // values are what "ouro stats" prints; the table does not say which are
 // counters and which gauges, so they are untyped.
-func statMetrics(t irm.Table, ipcp, layer string, ch chan<- prometheus.Metric) {
+func statMetrics(t ipcp.Table, proc, layer string, ch chan<- prometheus.Metric) {
 	seen := make(map[string]bool)
 	for _, row := range t.Rows {
 		if len(row) < 2 {
@@ -168,14 +168,14 @@ func statMetrics(t irm.Table, ipcp, layer string, ch chan<- prometheus.Metric) {
 		// The help must be the same for every IPCP: rows of different
 		// kinds may share a name ("flows.active", "flows_active").
 		desc := prometheus.NewDesc(name, "A counter of \"ouro stats IPCP\", its name's punctuation as '_'.", ipcpLabels, nil)
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.UntypedValue, v, ipcp, layer)
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.UntypedValue, v, proc, layer)
 	}
 }
 
 // tableMetrics exports a per-flow table: for every row, each of the
 // counters columns as <prefix><column>, labelled with labels (from fixed
 // if there, else the row's column of that name, else "").
-func tableMetrics(t irm.Table, prefix string, counters, labels []string, fixed map[string]string, ch chan<- prometheus.Metric) {
+func tableMetrics(t ipcp.Table, prefix string, counters, labels []string, fixed map[string]string, ch chan<- prometheus.Metric) {
 	descs := make(map[string]*prometheus.Desc)
 	for _, col := range counters {
 		if slices.Contains(t.Columns, col) {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/irm/prom"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // collector adds the node's build to what package prom reads through the
@@ -27,7 +27,7 @@ func (s *Server) source(context.Context) (prom.Mgmt, func(), error) {
 	if b == nil {
 		return nil, nil, fmt.Errorf("metrics: no session with the IRM (yet)")
 	}
-	return func(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) { return b.Mgmt(ctx, req) }, nil, nil
+	return func(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) { return b.Mgmt(ctx, req) }, nil, nil
 }
 
 // Describe implements prometheus.Collector: nothing, so the registry

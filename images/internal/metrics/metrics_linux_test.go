@@ -24,11 +24,11 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/irm/prom"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -154,15 +154,15 @@ next:
 // ouroMgmt runs a management command over the node socket, as the ouro
 // tool does ("ouro stats IPCP" is MgmtReq{Cmd: "stats", IPCP: IPCP};
 // tools/ouro/main_test.go), with every page.
-func ouroMgmt(t *testing.T, c *flow.SocketBroker, req irm.MgmtReq) irm.Table {
+func ouroMgmt(t *testing.T, c *flow.SocketBroker, req ipcp.MgmtReq) ipcp.Table {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var all irm.Table
+	var all ipcp.Table
 	for next := 0; ; {
 		r := req
-		r.Args = map[string]string{irm.ArgOffset: strconv.Itoa(next)}
-		var resp irm.MgmtResp
+		r.Args = map[string]string{ipcp.ArgOffset: strconv.Itoa(next)}
+		var resp ipcp.MgmtResp
 		if err := c.Mgmt(ctx, r, &resp); err != nil {
 			t.Fatalf("%s %s: %v", req.Cmd, req.IPCP, err)
 		}
@@ -182,7 +182,7 @@ func ouroMgmt(t *testing.T, c *flow.SocketBroker, req irm.MgmtReq) irm.Table {
 func allocEcho(t *testing.T, ctx context.Context, c *flow.SocketBroker) (flow.Port, flow.Info) {
 	t.Helper()
 	for {
-		names := ouroMgmt(t, c, irm.MgmtReq{Cmd: irm.CmdNames})
+		names := ouroMgmt(t, c, ipcp.MgmtReq{Cmd: ipcp.CmdNames})
 		bound := false
 		for _, r := range names.Rows {
 			bound = bound || r[0] == "echo" && r[1] != "0" && strings.Contains(r[2], "a.local") // bound and registered
@@ -246,7 +246,7 @@ func TestScrapeMatchesStats(t *testing.T) {
 		t.Fatalf("alloc of an unbound name: %v, want ErrNotFound", err)
 	}
 
-	ipcps := ouroMgmt(t, c, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	ipcps := ouroMgmt(t, c, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 	if len(ipcps.Rows) != 3 {
 		t.Fatalf("ouro ipcps: %v, want 3 IPCPs", ipcps.Rows)
 	}
@@ -261,15 +261,15 @@ func TestScrapeMatchesStats(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	type snapshot map[string]irm.Table // "stats IPCP", "flows IPCP"
+	type snapshot map[string]ipcp.Table // "stats IPCP", "flows IPCP"
 	take := func() snapshot {
 		s := snapshot{}
 		for _, r := range ipcps.Rows {
-			s["stats "+r[0]] = ouroMgmt(t, c, irm.MgmtReq{Cmd: "stats", IPCP: r[0]})
+			s["stats "+r[0]] = ouroMgmt(t, c, ipcp.MgmtReq{Cmd: "stats", IPCP: r[0]})
 			if r[2] == "broadcast" { // members, not flows: its "ports"
-				s["ports "+r[0]] = ouroMgmt(t, c, irm.MgmtReq{Cmd: "ports", IPCP: r[0]})
+				s["ports "+r[0]] = ouroMgmt(t, c, ipcp.MgmtReq{Cmd: "ports", IPCP: r[0]})
 			} else {
-				s["flows "+r[0]] = ouroMgmt(t, c, irm.MgmtReq{Cmd: "flows", IPCP: r[0]})
+				s["flows "+r[0]] = ouroMgmt(t, c, ipcp.MgmtReq{Cmd: "flows", IPCP: r[0]})
 			}
 		}
 		return s
@@ -296,12 +296,12 @@ func TestScrapeMatchesStats(t *testing.T) {
 	}
 	checked, flowTables, ports := 0, 0, 0
 	for _, r := range ipcps.Rows {
-		ipcp, layer := r[0], r[1]
-		labels := map[string]string{"ipcp": ipcp, "layer": layer}
-		if _, ok := value(fams, "ouro_ipcp_info", map[string]string{"ipcp": ipcp, "layer": layer, "kind": r[2], "state": r[3]}); !ok {
+		proc, layer := r[0], r[1]
+		labels := map[string]string{"ipcp": proc, "layer": layer}
+		if _, ok := value(fams, "ouro_ipcp_info", map[string]string{"ipcp": proc, "layer": layer, "kind": r[2], "state": r[3]}); !ok {
 			t.Errorf("no ouro_ipcp_info for %v", r)
 		}
-		for _, row := range after["stats "+ipcp].Rows {
+		for _, row := range after["stats "+proc].Rows {
 			want, err := strconv.ParseFloat(row[1], 64)
 			if err != nil || row[0] == "addr" {
 				continue // state, last fault: in ouro_ipcp_info
@@ -309,33 +309,33 @@ func TestScrapeMatchesStats(t *testing.T) {
 			name := "ouro_ipcp_" + prom.MetricName(row[0])
 			got, ok := value(fams, name, labels)
 			if !ok {
-				t.Errorf("ouro stats %s shows %s = %s; /metrics has no %s%v", ipcp, row[0], row[1], name, labels)
+				t.Errorf("ouro stats %s shows %s = %s; /metrics has no %s%v", proc, row[0], row[1], name, labels)
 				continue
 			}
 			if got != want {
-				t.Errorf("%s%v = %v, ouro stats %s shows %s = %v", name, labels, got, ipcp, row[0], want)
+				t.Errorf("%s%v = %v, ouro stats %s shows %s = %v", name, labels, got, proc, row[0], want)
 			}
 			checked++
 		}
-		for _, row := range after["ports "+ipcp].RowMaps() {
-			pl := map[string]string{"ipcp": ipcp, "layer": layer, "kind": row["kind"], "name": row["name"]}
+		for _, row := range after["ports "+proc].RowMaps() {
+			pl := map[string]string{"ipcp": proc, "layer": layer, "kind": row["kind"], "name": row["name"]}
 			for _, col := range []string{"pkts_in", "pkts_out"} { // ouro_port_<column>
 				want, err := strconv.ParseFloat(row[col], 64)
 				got, ok := value(fams, "ouro_port_"+col, pl)
 				if err != nil || !ok || got != want {
-					t.Errorf("ouro_port_%s%v = %v (present %v), ouro ipcp ports %s shows %q", col, pl, got, ok, ipcp, row[col])
+					t.Errorf("ouro_port_%s%v = %v (present %v), ouro ipcp ports %s shows %q", col, pl, got, ok, proc, row[col])
 				}
 				checked++
 				ports++
 			}
 		}
-		flows := after["flows "+ipcp]
+		flows := after["flows "+proc]
 		if !slices.Contains(flows.Columns, "pkts_in") {
 			continue // the IRM answered for the IPCP (see below)
 		}
 		flowTables++
 		for _, row := range flows.RowMaps() {
-			fl := map[string]string{"ipcp": ipcp, "layer": layer, "eid": row["eid"], "peer": row["peer"], "name": row["name"], "dir": row["dir"]}
+			fl := map[string]string{"ipcp": proc, "layer": layer, "eid": row["eid"], "peer": row["peer"], "name": row["name"], "dir": row["dir"]}
 			for _, col := range []string{"pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate"} { // ouro_flow_<column>
 				if _, has := row[col]; !has {
 					continue
@@ -343,7 +343,7 @@ func TestScrapeMatchesStats(t *testing.T) {
 				want, _ := strconv.ParseFloat(row[col], 64)
 				got, ok := value(fams, "ouro_flow_"+col, fl)
 				if !ok || got != want {
-					t.Errorf("ouro_flow_%s%v = %v (present %v), ouro ipcp flows %s shows %v", col, fl, got, ok, ipcp, want)
+					t.Errorf("ouro_flow_%s%v = %v (present %v), ouro ipcp flows %s shows %v", col, fl, got, ok, proc, want)
 				}
 				checked++
 			}
@@ -448,7 +448,7 @@ func TestScrapeMatchesStats(t *testing.T) {
 
 // counters is the numbers of a snapshot of "ouro stats" and the IPCPs'
 // flow tables, without what moves while idle (a flow's age).
-func counters(s map[string]irm.Table) string {
+func counters(s map[string]ipcp.Table) string {
 	var b strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(s)) {
 		t := s[k]

@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/rpc"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // component is a component's PD and its cap to the IRM, handed to a test
@@ -73,15 +74,15 @@ kind = "local"
 		want error
 	}{
 		{"FlowReq with its own cap", func() error {
-			_, err := raw.Call(ctx, irm.OpFlowReq, irm.AllocReq{Dst: "svc", Src: "spoofed"}, nil, nil)
+			_, err := raw.Call(ctx, irm.OpFlowReq, ipcp.AllocReq{Dst: "svc", Src: "spoofed"}, nil, nil)
 			return err
 		}, kernel.ErrRights},
 		{"FlowReq with its session cap", func() error {
-			_, err := viaSession.Call(ctx, irm.OpFlowReq, irm.AllocReq{Dst: "svc", Src: "spoofed"}, nil, nil)
+			_, err := viaSession.Call(ctx, irm.OpFlowReq, ipcp.AllocReq{Dst: "svc", Src: "spoofed"}, nil, nil)
 			return err
 		}, kernel.ErrRights},
 		{"Hello", func() error {
-			_, err := raw.Call(ctx, irm.OpHello, irm.Info{Name: "n.local"}, nil, nil)
+			_, err := raw.Call(ctx, irm.OpHello, ipcp.Info{Name: "n.local"}, nil, nil)
 			return err
 		}, kernel.ErrRights},
 		{"session operation without a session", func() error {
@@ -96,23 +97,23 @@ kind = "local"
 		{"bind another program's name", func() error { return es.Bind(ctx, "svc") }, flow.ErrExists},
 		{"unbind another program's name", func() error { return es.Unbind(ctx, "svc") }, flow.ErrNotFound},
 		{"unregister another program's name", func() error {
-			_, err := es.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdUnreg, Name: "svc"})
+			_, err := es.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdUnreg, Name: "svc"})
 			return err
 		}, kernel.ErrRights},
 		{"register a name", func() error {
-			_, err := es.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdReg, Name: "svc2"})
+			_, err := es.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdReg, Name: "svc2"})
 			return err
 		}, kernel.ErrRights},
 		{"create an IPCP", func() error {
-			_, err := es.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdCreate, Name: "x", Layer: "x", Args: map[string]string{"kind": "local"}})
+			_, err := es.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "x", Layer: "x", Args: map[string]string{"kind": "local"}})
 			return err
 		}, kernel.ErrRights},
 		{"destroy an IPCP", func() error {
-			_, err := es.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdDestroy, Name: "n.local"})
+			_, err := es.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: "n.local"})
 			return err
 		}, kernel.ErrRights},
 		{"an IPCP command that changes state", func() error {
-			_, err := es.Mgmt(ctx, irm.MgmtReq{Cmd: "enroll", IPCP: "n.local", Args: map[string]string{"via": "x"}})
+			_, err := es.Mgmt(ctx, ipcp.MgmtReq{Cmd: "enroll", IPCP: "n.local", Args: map[string]string{"via": "x"}})
 			return err
 		}, kernel.ErrRights},
 	} {
@@ -123,7 +124,7 @@ kind = "local"
 		})
 	}
 	// What it may do: read-only management, its own names.
-	if _, err := es.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs}); err != nil {
+	if _, err := es.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs}); err != nil {
 		t.Errorf("ipcps: %v", err)
 	}
 	if err := es.Bind(ctx, "mine"); err != nil {

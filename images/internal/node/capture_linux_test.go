@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // TestCaptureOverSocket arms a capture at a udp shim through the node
@@ -34,15 +34,15 @@ func TestCaptureOverSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tool.Close()
-	var ips irm.MgmtResp
-	if err := tool.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs}, &ips); err != nil || len(ips.Table.Rows) != 1 {
+	var ips ipcp.MgmtResp
+	if err := tool.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs}, &ips); err != nil || len(ips.Table.Rows) != 1 {
 		t.Fatalf("ipcps: %v %v", ips, err)
 	}
 	shim := ips.Table.Rows[0][0]
-	call := func(args map[string]string) irm.MgmtResp {
+	call := func(args map[string]string) ipcp.MgmtResp {
 		t.Helper()
-		var r irm.MgmtResp
-		if err := tool.Mgmt(ctx, irm.MgmtReq{Cmd: capture.Cmd, IPCP: shim, Args: args}, &r); err != nil {
+		var r ipcp.MgmtResp
+		if err := tool.Mgmt(ctx, ipcp.MgmtReq{Cmd: capture.Cmd, IPCP: shim, Args: args}, &r); err != nil {
 			t.Fatalf("capture %v: %v", args, err)
 		}
 		return r

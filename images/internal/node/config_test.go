@@ -10,8 +10,8 @@ import (
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
 	"github.com/ouronet/ouro/layer/unicast/pff"
 )
@@ -357,8 +357,8 @@ func TestDocumentedConfigs(t *testing.T) {
 }
 
 // irmCreate is the request of "ouro create KIND NAME LAYER --config CONFIG".
-func irmCreate(kind, name, layer, config string) irm.MgmtReq {
-	req := irm.MgmtReq{Cmd: irm.CmdCreate, Name: name, Layer: layer, Args: map[string]string{"kind": kind}}
+func irmCreate(kind, name, layer, config string) ipcp.MgmtReq {
+	req := ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: name, Layer: layer, Args: map[string]string{"kind": kind}}
 	if config != "" {
 		req.Args["config"] = config
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // TestCreateIPCP creates a UDP shim IPCP at run time (ouro create), uses
@@ -40,14 +40,14 @@ dir = { echo = "127.0.0.1:%d" }
 
 	bad := []struct {
 		name string
-		req  irm.MgmtReq
+		req  ipcp.MgmtReq
 		want error
 	}{
-		{"unknown kind", irm.MgmtReq{Cmd: irm.CmdCreate, Name: "x", Layer: "net", Args: map[string]string{"kind": "carrier-pigeon"}}, flow.ErrInvalid},
-		{"bad config", irm.MgmtReq{Cmd: irm.CmdCreate, Name: "x", Layer: "net", Args: map[string]string{"kind": "udp", "config": "addr = "}}, nil},
-		{"duplicate", irm.MgmtReq{Cmd: irm.CmdCreate, Name: "b.local", Layer: "local", Args: map[string]string{"kind": "local"}}, flow.ErrExists},
-		{"destroy configured", irm.MgmtReq{Cmd: irm.CmdDestroy, Name: "b.local"}, flow.ErrInvalid},
-		{"destroy unknown", irm.MgmtReq{Cmd: irm.CmdDestroy, Name: "nope"}, flow.ErrNotFound},
+		{"unknown kind", ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "x", Layer: "net", Args: map[string]string{"kind": "carrier-pigeon"}}, flow.ErrInvalid},
+		{"bad config", ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "x", Layer: "net", Args: map[string]string{"kind": "udp", "config": "addr = "}}, nil},
+		{"duplicate", ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "b.local", Layer: "local", Args: map[string]string{"kind": "local"}}, flow.ErrExists},
+		{"destroy configured", ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: "b.local"}, flow.ErrInvalid},
+		{"destroy unknown", ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: "nope"}, flow.ErrNotFound},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,13 +58,13 @@ dir = { echo = "127.0.0.1:%d" }
 		})
 	}
 
-	resp, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdCreate, Name: "b.udp", Layer: "net",
+	resp, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "b.udp", Layer: "net",
 		Args: map[string]string{"kind": "udp", "config": fmt.Sprintf("addr = \"127.0.0.1:%d\"", pb)}})
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
 	t.Log(resp.Text)
-	ipcps, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	ipcps, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 	if err != nil || len(ipcps.Table.Rows) != 2 || ipcps.Table.Rows[1][0] != "b.udp" || ipcps.Table.Rows[1][3] != "operational" {
 		t.Fatalf("ipcps after create: %v, %v", ipcps.Table.Rows, err)
 	}
@@ -94,7 +94,7 @@ dir = { echo = "127.0.0.1:%d" }
 		t.Fatalf("echo: %q, %v", buf[:n], err)
 	}
 
-	if _, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdDestroy, Name: "b.udp"}); err != nil {
+	if _, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: "b.udp"}); err != nil {
 		t.Fatalf("destroy: %v", err)
 	}
 	// Its flows ended with it.
@@ -102,7 +102,7 @@ dir = { echo = "127.0.0.1:%d" }
 		t.Errorf("read after the peer's IPCP was destroyed: got %v, want ErrClosed", err)
 	}
 	p.Close()
-	ipcps, err = b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	ipcps, err = b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 	if err != nil || len(ipcps.Table.Rows) != 1 {
 		t.Fatalf("ipcps after destroy: %v, %v", ipcps.Table.Rows, err)
 	}
@@ -132,7 +132,7 @@ dir = { echo = "127.0.0.1:%d" }
 	a, b := <-brA, <-brB
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdCreate, Name: "b.udp", Layer: "net",
+	if _, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "b.udp", Layer: "net",
 		Args: map[string]string{"kind": "udp", "config": fmt.Sprintf("addr = \"127.0.0.1:%d\"\nseal = true", pb)}}); err != nil {
 		t.Fatalf("create a sealing udp shim: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -302,7 +303,7 @@ type boardShim struct {
 }
 
 // Mgmt implements irm.Manager.
-func (s boardShim) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (s boardShim) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	resp, err := s.shimManager.Mgmt(ctx, req)
 	if err == nil && req.Cmd == "stats" && s.d != nil {
 		resp.Table.Rows = append(resp.Table.Rows, s.d.rows()...)

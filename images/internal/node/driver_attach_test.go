@@ -12,6 +12,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -96,10 +97,10 @@ func TestBoardLinkCreatedIPCP(t *testing.T) {
 	defer cancel()
 	create := func() {
 		t.Helper()
-		if _, err := bv.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdCreate, Name: "v.eth", Layer: "eth", Args: map[string]string{"kind": "eth", "config": "board = true"}}); err != nil {
+		if _, err := bv.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "v.eth", Layer: "eth", Args: map[string]string{"kind": "eth", "config": "board = true"}}); err != nil {
 			t.Fatalf("create v.eth on the board link: %v", err)
 		}
-		if _, err := bv.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdReg, Name: "echo", Layer: "eth"}); err != nil {
+		if _, err := bv.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdReg, Name: "echo", Layer: "eth"}); err != nil {
 			t.Fatalf("reg echo in layer eth: %v", err)
 		}
 	}
@@ -109,7 +110,7 @@ func TestBoardLinkCreatedIPCP(t *testing.T) {
 	if rows["driver.component"] != "driver.enet" || rows["driver.tx_frames"] == "0" {
 		t.Errorf("stats v.eth: driver rows %v, want driver.enet with frames sent", rows)
 	}
-	if _, err := bv.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdDestroy, Name: "v.eth"}); err != nil {
+	if _, err := bv.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: "v.eth"}); err != nil {
 		t.Fatalf("destroy v.eth: %v", err)
 	}
 	// Its attachment ends with it: the driver lets go of its rings (the
@@ -141,7 +142,7 @@ func TestBoardLinkUndriven(t *testing.T) {
 	_, bv, _ := boardNode(t, "[node]\nname = \"v\"\n[[ipcp]]\nkind = \"eth\"\nlayer = \"eth\"\n[ipcp.eth]\nboard = true\n[[app]]\nkind = \"echo\"\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err := bv.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdCreate, Name: "v.usb", Layer: "usb", Args: map[string]string{"kind": "eth", "config": "board = \"usb\""}})
+	_, err := bv.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "v.usb", Layer: "usb", Args: map[string]string{"kind": "eth", "config": "board = \"usb\""}})
 	if err == nil || !strings.Contains(err.Error(), "drives no such link") {
 		t.Errorf("create on an undriven board link: %v, want an error naming the link", err)
 	}

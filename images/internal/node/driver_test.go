@@ -13,6 +13,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
@@ -133,13 +134,13 @@ func echoOnce(t *testing.T, p flow.Port, msg string, d time.Duration) bool {
 }
 
 // statsRows returns ipcp's "stats" on b as counter → value.
-func statsRows(t *testing.T, b *irm.Broker, ipcp string) map[string]string {
+func statsRows(t *testing.T, b *irm.Broker, proc string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: ipcp})
+	r, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: proc})
 	if err != nil {
-		t.Fatalf("stats %s: %v", ipcp, err)
+		t.Fatalf("stats %s: %v", proc, err)
 	}
 	m := map[string]string{}
 	for _, row := range r.Table.Rows {

@@ -10,6 +10,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/serial"
 	"github.com/ouronet/ouro/layer/shim/udp"
@@ -75,7 +76,7 @@ var _ irm.Provisioner = ipcpFactory{}
 // Provision implements irm.Provisioner: an IPCP on a board link gets the
 // cap to attach to the link's driver (the IRM holds one for each link the
 // node drives) and the objects for its rings.
-func (f ipcpFactory) Provision(req irm.MgmtReq) ([]kernel.CapSpec, int, error) {
+func (f ipcpFactory) Provision(req ipcp.MgmtReq) ([]kernel.CapSpec, int, error) {
 	cfg, err := parseCreated([]byte(f.doc(req)))
 	if err != nil {
 		return nil, 0, err
@@ -94,7 +95,7 @@ func (f ipcpFactory) Provision(req irm.MgmtReq) ([]kernel.CapSpec, int, error) {
 }
 
 // doc is the configuration document req declares.
-func (f ipcpFactory) doc(req irm.MgmtReq) string {
+func (f ipcpFactory) doc(req ipcp.MgmtReq) string {
 	kind := req.Args["kind"]
 	doc := fmt.Sprintf("[node]\nname = %q\n[[ipcp]]\nkind = %q\nname = %q\nlayer = %q\n", f.node, kind, req.Name, req.Layer)
 	if b := req.Args["bufs"]; b != "" {
@@ -109,14 +110,14 @@ func (f ipcpFactory) doc(req irm.MgmtReq) string {
 // NewIPCP implements irm.Creator. req.Name and req.Layer name the IPCP;
 // req.Args carries "kind", "config" (the kind's TOML table, e.g. addr =
 // "127.0.0.1:3436") and optionally "bufs".
-func (f ipcpFactory) NewIPCP(req irm.MgmtReq) (irm.Info, kernel.Program, int, <-chan error, error) {
+func (f ipcpFactory) NewIPCP(req ipcp.MgmtReq) (ipcp.Info, kernel.Program, int, <-chan error, error) {
 	cfg, err := parseCreated([]byte(f.doc(req)))
 	if err != nil {
-		return irm.Info{}, nil, 0, nil, err
+		return ipcp.Info{}, nil, 0, nil, err
 	}
 	p := cfg.IPCPs[0]
 	started := make(chan error, 1)
-	info := irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
+	info := ipcp.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
 	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices, allocs: f.allocs, nodeKey: f.nodeKey}
 	return info, ipcpProgram(p, deps, started), p.Bufs, started, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/shmring"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // Gateway returns the hosted socket gateway with the default options (see
@@ -402,9 +403,9 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	case flow.SockUnbind:
 		err = s.b.Unbind(ctx, req.Name)
 	case flow.SockMgmt:
-		var m irm.MgmtReq
+		var m ipcp.MgmtReq
 		if err = s.codec.Unmarshal(req.Body, &m); err == nil {
-			var r irm.MgmtResp
+			var r ipcp.MgmtResp
 			if r, err = s.b.Mgmt(ctx, m); err == nil {
 				resp.Body, err = s.codec.Marshal(r)
 			}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func TestGatewayAllocAcceptMgmt(t *testing.T) {
@@ -56,8 +56,8 @@ addr = "127.0.0.1:%d"
 	if err := b.Bind(ctx, "echo"); err != nil {
 		t.Fatalf("bind: %v", err)
 	}
-	var names irm.MgmtResp
-	if err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdNames}, &names); err != nil {
+	var names ipcp.MgmtResp
+	if err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdNames}, &names); err != nil {
 		t.Fatalf("mgmt names: %v", err)
 	}
 	if len(names.Table.Rows) != 1 || names.Table.Rows[0][0] != "echo" || names.Table.Rows[0][2] != "b.udp" {
@@ -95,16 +95,16 @@ addr = "127.0.0.1:%d"
 		t.Errorf("oversize write: got %v, want ErrTooBig", err)
 	}
 
-	var flows irm.MgmtResp
-	if err := a.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdFlows}, &flows); err != nil || len(flows.Table.Rows) != 1 {
+	var flows ipcp.MgmtResp
+	if err := a.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdFlows}, &flows); err != nil || len(flows.Table.Rows) != 1 {
 		t.Errorf("flows on a: %v, %v; want one flow", flows.Table.Rows, err)
 	}
-	var stats irm.MgmtResp
-	if err := a.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "a.udp"}, &stats); err != nil || len(stats.Table.Rows) == 0 {
+	var stats ipcp.MgmtResp
+	if err := a.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: "a.udp"}, &stats); err != nil || len(stats.Table.Rows) == 0 {
 		t.Errorf("stats on a.udp: %v, %v", stats.Table.Rows, err)
 	}
-	var sys irm.MgmtResp
-	if err := a.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdSystem, Args: map[string]string{"format": "dot"}}, &sys); err != nil || !bytes.Contains([]byte(sys.Text), []byte("digraph")) {
+	var sys ipcp.MgmtResp
+	if err := a.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdSystem, Args: map[string]string{"format": "dot"}}, &sys); err != nil || !bytes.Contains([]byte(sys.Text), []byte("digraph")) {
 		t.Errorf("system dot: %q, %v", sys.Text, err)
 	}
 
@@ -119,8 +119,8 @@ addr = "127.0.0.1:%d"
 	b.Close()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		var after irm.MgmtResp
-		if err := a.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdNames}, &after); err != nil {
+		var after ipcp.MgmtResp
+		if err := a.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdNames}, &after); err != nil {
 			t.Fatal(err)
 		}
 		_, _, err := a.Alloc(ctx, "echo", flow.BestEffort())

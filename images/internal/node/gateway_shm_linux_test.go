@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/shmring"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // shmPair starts node a (gateway at the returned socket, sessions of
@@ -295,8 +295,8 @@ func TestGatewayShmProgramKilled(t *testing.T) {
 	}
 	defer m.Close()
 	waitFor(t, "the killed program's flow is still allocated", func() bool {
-		var flows irm.MgmtResp
-		err := m.Mgmt(context.Background(), irm.MgmtReq{Cmd: irm.CmdFlows}, &flows)
+		var flows ipcp.MgmtResp
+		err := m.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: ipcp.CmdFlows}, &flows)
 		return err == nil && len(flows.Table.Rows) == 0
 	})
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // TestNodeKeyFile: [node] key is created on first start (mode 0600) and
@@ -71,7 +71,7 @@ func TestNodeDocument(t *testing.T) {
 	b := <-brokers
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdID})
+	resp, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdID})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"sort"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/carrier"
 	"github.com/ouronet/ouro/layer/shim/diode"
@@ -126,7 +126,7 @@ func newDiode(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			return nil, fmt.Errorf("[ipcp.diode] of %s: %w", p.Name, err)
 		}
 	}
-	ipcp, err := diode.New(cfg, env.up)
+	proc, err := diode.New(cfg, env.up)
 	if err != nil {
 		if cfg.Tx != nil {
 			cfg.Tx.Close()
@@ -136,7 +136,7 @@ func newDiode(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		return nil, err
 	}
-	return diodeManager{shimManager{ipcp}, ipcp}, nil
+	return diodeManager{shimManager{proc}, proc}, nil
 }
 
 // diodeManager adds the FEC counters to the shim's stats.
@@ -145,15 +145,15 @@ type diodeManager struct {
 	d *diode.IPCP
 }
 
-var _ irm.SDULimiter = diodeManager{}
+var _ ipcp.SDULimiter = diodeManager{}
 
 // MaxSDU implements irm.SDULimiter.
 func (m diodeManager) MaxSDU() int { return m.d.MaxSDU() }
 
 // Mgmt implements irm.Manager.
-func (m diodeManager) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (m diodeManager) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if req.Cmd == "stats" {
-		return irm.MgmtResp{Table: counterTable(struct {
+		return ipcp.MgmtResp{Table: counterTable(struct {
 			shim.Stats
 			FEC diode.FECStats `json:"fec"`
 		}{m.d.Stats(), m.d.FEC()})}, nil
@@ -217,11 +217,11 @@ func newCarrier(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		return nil, fmt.Errorf("[ipcp.carrier] of %s: bundles are signed with the node's key, and the node has none: %w", p.Name, flow.ErrInvalid)
 	}
 	cfg.Signer, cfg.Agreer = s, s
-	ipcp, err := carrier.New(cfg, env.up)
+	proc, err := carrier.New(cfg, env.up)
 	if err != nil {
 		return nil, err
 	}
-	return carrierManager{shimManager{ipcp}, ipcp}, nil
+	return carrierManager{shimManager{proc}, proc}, nil
 }
 
 // carrierManager adds the bundle counters to the shim's stats.
@@ -232,12 +232,12 @@ type carrierManager struct {
 
 // A sealed flow's peer (the node its bundles are sealed to) reaches the
 // IRM through the embedded shimManager's AllocPeer.
-var _ irm.PeerAllocator = carrierManager{}
+var _ ipcp.PeerAllocator = carrierManager{}
 
 // Mgmt implements irm.Manager.
-func (m carrierManager) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (m carrierManager) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if req.Cmd == "stats" {
-		return irm.MgmtResp{Table: counterTable(struct {
+		return ipcp.MgmtResp{Table: counterTable(struct {
 			shim.Stats
 			Bundles carrier.BundleStats `json:"bundles"`
 		}{m.c.Stats(), m.c.Bundles()})}, nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // sendAndReceive has the app on a allocate name with q, write n SDUs and
@@ -123,7 +124,7 @@ loss = 1
 	sendAndReceive(t, a, b, flow.BestEffort(), 100, 0, func() {})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "b.diode"})
+	r, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: "b.diode"})
 	if err != nil {
 		t.Fatal(err)
 	}

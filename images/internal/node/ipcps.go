@@ -22,6 +22,7 @@ import (
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/broadcast"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -117,7 +118,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 				return nil, fmt.Errorf("[ipcp.udp.netstack] of %s: %w", p.Name, err)
 			}
 		}
-		ipcp, err := udp.New(cfg, up)
+		proc, err := udp.New(cfg, up)
 		if err != nil {
 			if cfg.Device != nil {
 				cfg.Device.Close()
@@ -126,10 +127,10 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		if c.Netstack != nil {
 			if d := deps.devices.driver(c.Netstack.Board); d != nil {
-				return boardShim{shimManager{ipcp}, d}, nil
+				return boardShim{shimManager{proc}, d}, nil
 			}
 		}
-		return shimManager{ipcp}, nil
+		return shimManager{proc}, nil
 	case "eth":
 		var c ethConfig
 		if err := deps.decode(p.Eth, &c); err != nil {
@@ -148,7 +149,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if cfg.Device, err = deps.devices.eth(c, env.pd); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
-		ipcp, err := eth.New(cfg, up)
+		proc, err := eth.New(cfg, up)
 		if err != nil {
 			if cfg.Device != nil {
 				cfg.Device.Close()
@@ -156,15 +157,15 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			return nil, err
 		}
 		if d := deps.devices.driver(c.Board); d != nil && c.Interface == "" && c.QEMUConnect == "" && c.QEMUListen == "" {
-			return boardShim{shimManager{ipcp}, d}, nil
+			return boardShim{shimManager{proc}, d}, nil
 		}
-		return shimManager{ipcp}, nil
+		return shimManager{proc}, nil
 	case "local":
-		ipcp, err := local.New(local.Config{Layer: p.Layer, Name: p.Name, Runner: env.pd}, up)
+		proc, err := local.New(local.Config{Layer: p.Layer, Name: p.Name, Runner: env.pd}, up)
 		if err != nil {
 			return nil, err
 		}
-		return shimManager{ipcp}, nil
+		return shimManager{proc}, nil
 	case "unicast":
 		var c unicastConfig
 		if err := deps.decode(p.Unicast, &c); err != nil {
@@ -200,7 +201,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err != nil {
 			return nil, err
 		}
-		ipcp, err := broadcast.New(broadcast.Config{
+		proc, err := broadcast.New(broadcast.Config{
 			Layer: p.Layer, Name: p.Name, Neighbours: c.Neighbours, Lower: c.Lower,
 			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: deps.logf,
 			Runner: env.pd,
@@ -208,7 +209,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err != nil {
 			return nil, err
 		}
-		return ipcp, nil
+		return proc, nil
 	case "serial":
 		var c serialConfig
 		if err := deps.decode(p.Serial, &c); err != nil {
@@ -227,12 +228,12 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if cfg.Device, err = deps.devices.serial(c); err != nil {
 			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
 		}
-		ipcp, err := serial.New(cfg, up)
+		proc, err := serial.New(cfg, up)
 		if err != nil {
 			cfg.Device.Close()
 			return nil, err
 		}
-		return shimManager{ipcp}, nil
+		return shimManager{proc}, nil
 	case "diode": // intermittent.go
 		return newDiode(p, deps, env)
 	case "carrier": // intermittent.go
@@ -420,7 +421,7 @@ type brokerRegistrar struct{ b *irm.Broker }
 
 // Reg implements unicast.Registrar.
 func (r brokerRegistrar) Reg(ctx context.Context, name, lower string) error {
-	_, err := r.b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdReg, Name: name, Layer: lower})
+	_, err := r.b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdReg, Name: name, Layer: lower})
 	return err
 }
 
@@ -438,7 +439,7 @@ type lowerHearer struct {
 func (h lowerHearer) Heard(ctx context.Context, names []string) ([]string, error) {
 	var out []string
 	for _, l := range h.lower {
-		r, err := h.b.Mgmt(ctx, irm.MgmtReq{Cmd: cmdHeard, IPCP: l, Args: map[string]string{"names": strings.Join(names, "\n")}})
+		r, err := h.b.Mgmt(ctx, ipcp.MgmtReq{Cmd: cmdHeard, IPCP: l, Args: map[string]string{"names": strings.Join(names, "\n")}})
 		if err != nil {
 			if ctx.Err() != nil {
 				return out, fmt.Errorf("heard in %s: %w", l, err)
@@ -529,42 +530,42 @@ type shimIPCP interface {
 
 // capturer is a shim that serves the capture command (udp, eth).
 type capturer interface {
-	Capture(args map[string]string) (irm.MgmtResp, error)
+	Capture(args map[string]string) (ipcp.MgmtResp, error)
 }
 
 // shimManager answers the management commands every shim has: stats and
 // flows.
 type shimManager struct{ shimIPCP }
 
-var _ irm.Manager = shimManager{}
+var _ ipcp.Manager = shimManager{}
 
 // AllocPeer implements irm.PeerAllocator for the shims that seal flows
 // (udp, eth): the IRM learns a sealed flow's verified peer. Other shims:
 // Alloc, no peer.
-func (s shimManager) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
-	if pa, ok := s.shimIPCP.(irm.PeerAllocator); ok {
+func (s shimManager) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
+	if pa, ok := s.shimIPCP.(ipcp.PeerAllocator); ok {
 		return pa.AllocPeer(ctx, req, port)
 	}
-	return irm.AllocResult{}, s.shimIPCP.Alloc(ctx, req, port)
+	return ipcp.AllocResult{}, s.shimIPCP.Alloc(ctx, req, port)
 }
 
 // Mgmt implements irm.Manager.
-func (s shimManager) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (s shimManager) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if c, ok := s.shimIPCP.(capturer); ok && req.Cmd == capture.Cmd {
 		return c.Capture(req.Args)
 	}
 	if h, ok := s.shimIPCP.(hearer); ok && req.Cmd == cmdHeard {
-		t := irm.Table{Columns: []string{"name"}}
+		t := ipcp.Table{Columns: []string{"name"}}
 		for _, n := range h.Heard(strings.Split(req.Args["names"], "\n")) {
 			t.Rows = append(t.Rows, []string{n})
 		}
-		return irm.MgmtResp{Table: t}, nil
+		return ipcp.MgmtResp{Table: t}, nil
 	}
 	switch req.Cmd {
 	case "stats":
-		return irm.MgmtResp{Table: counterTable(s.Stats())}, nil
+		return ipcp.MgmtResp{Table: counterTable(s.Stats())}, nil
 	case "flows":
-		t := irm.Table{Columns: []string{"eid", "peer_eid", "peer", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out"}}
+		t := ipcp.Table{Columns: []string{"eid", "peer_eid", "peer", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out"}}
 		for _, f := range s.Flows() {
 			dir := "in"
 			if f.Outgoing {
@@ -576,19 +577,19 @@ func (s shimManager) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, err
 				strconv.FormatUint(f.PacketsOut, 10), strconv.FormatUint(f.BytesOut, 10),
 			})
 		}
-		return irm.MgmtResp{Table: t}, nil
+		return ipcp.MgmtResp{Table: t}, nil
 	}
 	want := "stats or flows"
 	if _, ok := s.shimIPCP.(capturer); ok {
 		want = "stats, flows or capture"
 	}
-	return irm.MgmtResp{}, fmt.Errorf("%s: unknown command %q (want %s): %w", s.Info().Name, req.Cmd, want, flow.ErrInvalid)
+	return ipcp.MgmtResp{}, fmt.Errorf("%s: unknown command %q (want %s): %w", s.Info().Name, req.Cmd, want, flow.ErrInvalid)
 }
 
 // counterTable flattens a struct of counters (through its JSON form) into
 // a two-column table, nested structs as "outer.inner".
-func counterTable(v any) irm.Table {
-	t := irm.Table{Columns: []string{"counter", "value"}}
+func counterTable(v any) ipcp.Table {
+	t := ipcp.Table{Columns: []string{"counter", "value"}}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return t

@@ -9,19 +9,19 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // fetchAll pages through a management listing over the node socket, as
 // the ouro tool does.
-func fetchAll(t *testing.T, ctx context.Context, b *flow.SocketBroker, req irm.MgmtReq) (irm.Table, int) {
+func fetchAll(t *testing.T, ctx context.Context, b *flow.SocketBroker, req ipcp.MgmtReq) (ipcp.Table, int) {
 	t.Helper()
-	var all irm.Table
+	var all ipcp.Table
 	pages := 0
 	for next := 0; ; pages++ {
 		r := req
-		r.Args = map[string]string{irm.ArgOffset: strconv.Itoa(next)}
-		var resp irm.MgmtResp
+		r.Args = map[string]string{ipcp.ArgOffset: strconv.Itoa(next)}
+		var resp ipcp.MgmtResp
 		if err := b.Mgmt(ctx, r, &resp); err != nil {
 			t.Fatalf("%s from %d: %v", req.Cmd, next, err)
 		}
@@ -76,13 +76,13 @@ func TestListingsPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var whole irm.MgmtResp
-	if err := c.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdNames}, &whole); err != nil || whole.Next == 0 || whole.Total != names {
+	var whole ipcp.MgmtResp
+	if err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdNames}, &whole); err != nil || whole.Next == 0 || whole.Total != names {
 		t.Fatalf("names, first page: next %d, total %d, %v", whole.Next, whole.Total, err)
 	}
 
 	start := time.Now()
-	tab, pages := fetchAll(t, ctx, c, irm.MgmtReq{Cmd: irm.CmdNames})
+	tab, pages := fetchAll(t, ctx, c, ipcp.MgmtReq{Cmd: ipcp.CmdNames})
 	if len(tab.Rows) != names {
 		t.Fatalf("names: %d rows, want %d", len(tab.Rows), names)
 	}
@@ -94,7 +94,7 @@ func TestListingsPage(t *testing.T) {
 	t.Logf("names: %d rows in %d pages, %v", len(tab.Rows), pages, time.Since(start))
 
 	start = time.Now()
-	tab, pages = fetchAll(t, ctx, c, irm.MgmtReq{Cmd: irm.CmdFlows})
+	tab, pages = fetchAll(t, ctx, c, ipcp.MgmtReq{Cmd: ipcp.CmdFlows})
 	if len(tab.Rows) != 2*flows { // both ends' flows
 		t.Fatalf("flows: %d rows, want %d", len(tab.Rows), 2*flows)
 	}
@@ -108,7 +108,7 @@ func TestListingsPage(t *testing.T) {
 	t.Logf("flows: %d rows in %d pages, %v", len(tab.Rows), pages, time.Since(start))
 
 	// An IPCP's own table is paged by its component.
-	tab, pages = fetchAll(t, ctx, c, irm.MgmtReq{Cmd: "flows", IPCP: "a.local"})
+	tab, pages = fetchAll(t, ctx, c, ipcp.MgmtReq{Cmd: "flows", IPCP: "a.local"})
 	if len(tab.Rows) < flows {
 		t.Fatalf("a.local flows: %d rows, want at least %d", len(tab.Rows), flows)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/ouronet/ouro/images/mgmtflow"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/capture/pcapng"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // mgmtPair starts node a (bootstrap, with a program's session) and node b
@@ -63,7 +64,7 @@ func dialRetry(t *testing.T, ctx context.Context, b *irm.Broker, name string) (*
 }
 
 // counters reads a stats table as numbers.
-func counters(t *testing.T, r irm.MgmtResp) map[string]uint64 {
+func counters(t *testing.T, r ipcp.MgmtResp) map[string]uint64 {
 	m := map[string]uint64{}
 	for _, row := range r.Table.Rows {
 		if v, err := strconv.ParseUint(row[1], 10, 64); err == nil {
@@ -93,18 +94,18 @@ func TestMgmtAppStats(t *testing.T) {
 	if p := c.Info().Peer; p == nil || p.Name != "b" {
 		t.Fatalf("management flow's peer %v, want node b", p)
 	}
-	remote, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	remote, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, err := bb.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	local, err := bb.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(remote.Table) != fmt.Sprint(local.Table) {
 		t.Fatalf("ipcps over the flow %v, local %v", remote.Table, local.Table)
 	}
-	stats := irm.MgmtReq{Cmd: "stats", IPCP: "b.uni"}
+	stats := ipcp.MgmtReq{Cmd: "stats", IPCP: "b.uni"}
 	before, err := bb.Mgmt(ctx, stats)
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +127,7 @@ func TestMgmtAppStats(t *testing.T) {
 			t.Errorf("%s = %d over the flow, local %d before and %d after", k, v, l, hi[k])
 		}
 	}
-	st, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: mgmtflow.CmdStatus})
+	st, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: mgmtflow.CmdStatus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,13 +138,13 @@ func TestMgmtAppStats(t *testing.T) {
 		t.Fatalf("status over the flow: %v\n%s", err, st.Text)
 	}
 	// Changes are refused over the flow and leave the node as it was.
-	if _, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdReg, Name: "planted", Layer: "uni"}); !errors.Is(err, flow.ErrRefused) {
+	if _, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdReg, Name: "planted", Layer: "uni"}); !errors.Is(err, flow.ErrRefused) {
 		t.Fatalf("reg over the flow: %v, want ErrRefused", err)
 	}
-	if _, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "bootstrap", IPCP: "b.uni"}); !errors.Is(err, flow.ErrRefused) {
+	if _, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: "bootstrap", IPCP: "b.uni"}); !errors.Is(err, flow.ErrRefused) {
 		t.Fatalf("bootstrap over the flow: %v, want ErrRefused", err)
 	}
-	names, err := bb.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdNames})
+	names, err := bb.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdNames})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestMgmtAppRefuses(t *testing.T) {
 		}
 		defer p.Close()
 		cl := mgmtflow.NewClient(p, info)
-		_, err = cl.Mgmt(actx, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+		_, err = cl.Mgmt(actx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 		if err == nil {
 			return nil
 		}
@@ -212,8 +213,8 @@ func TestMgmtAppCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	call := func(op string) irm.MgmtResp {
-		r, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: capture.Cmd, IPCP: "b.uni", Args: map[string]string{capture.ArgOp: op}})
+	call := func(op string) ipcp.MgmtResp {
+		r, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: capture.Cmd, IPCP: "b.uni", Args: map[string]string{capture.ArgOp: op}})
 		if err != nil {
 			t.Fatalf("capture %s: %v", op, err)
 		}
@@ -223,7 +224,7 @@ func TestMgmtAppCapture(t *testing.T) {
 	// Traffic through b.uni: the management flow's own answers.
 	var recs []capture.Record
 	for i := 0; i < 50 && len(recs) < 4; i++ {
-		if _, err := c.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "b.uni"}); err != nil {
+		if _, err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: "b.uni"}); err != nil {
 			t.Fatal(err)
 		}
 		r := call(capture.OpRead)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // TestMultiHoming registers a name in two layers (two UDP shims on
@@ -51,14 +51,14 @@ dir = { echo = "127.0.0.1:%d" }
 	defer cancel()
 
 	// b's first layer is created at run time, so that it can go away.
-	if _, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdCreate, Name: "b.net1", Layer: "net1",
+	if _, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "b.net1", Layer: "net1",
 		Args: map[string]string{"kind": "udp", "config": fmt.Sprintf("addr = \"127.0.0.1:%d\"", pb1)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Bind(ctx, "echo"); err != nil { // auto-registered in both layers
 		t.Fatal(err)
 	}
-	names, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdNames})
+	names, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdNames})
 	if err != nil || len(names.Table.Rows) != 1 || names.Table.Rows[0][2] != "b.net1,b.net2" {
 		t.Fatalf("echo registered in %v (%v), want b.net1 and b.net2", names.Table.Rows, err)
 	}
@@ -93,7 +93,7 @@ dir = { echo = "127.0.0.1:%d" }
 	ping("net1") // the first layer in a's configuration that reaches echo
 
 	// b leaves net1: echo stays reachable through net2.
-	if _, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdDestroy, Name: "b.net1"}); err != nil {
+	if _, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: "b.net1"}); err != nil {
 		t.Fatal(err)
 	}
 	ping("net2")

@@ -18,6 +18,7 @@ import (
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // Component, endpoint and slot names in the node's system description
@@ -46,7 +47,7 @@ func faultEndpoint(supervisor string) string { return supervisor + ".fault" }
 type ipcpEnv struct {
 	pd    *kernel.PD
 	irmEP kernel.Cap
-	up    irm.Upcalls
+	up    ipcp.Upcalls
 }
 
 // broker opens a session for the IPCP's own N-1 flows.
@@ -72,7 +73,7 @@ func (e ipcpEnv) signer(nodeKey ed25519.PublicKey) *SignerClient {
 
 // ipcpImpl is an IPCP as the node runs it.
 type ipcpImpl interface {
-	irm.IPCP
+	ipcp.IPCP
 	Start() error
 	Stop()
 }
@@ -181,7 +182,7 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 			Slot:      name,
 			Component: restartSlot(name),
 			Badge:     ipcpBadge(i),
-			Info:      irm.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"},
+			Info:      ipcp.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"},
 		})
 	}
 	for i, x := range extras {

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // The uid and gid the peer subprocess runs as ("nobody" on Debian).
@@ -54,9 +54,9 @@ func TestPeerHelper(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	r.Bind = errText(b.Bind(ctx, fmt.Sprintf("peer-%d", os.Getpid())))
-	r.IPCPs = errText(b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs}, nil))
-	r.Reg = errText(b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdReg, Name: "peer-reg"}, nil))
-	r.Create = errText(b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdCreate, Name: "peer.local", Layer: "peer",
+	r.IPCPs = errText(b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs}, nil))
+	r.Reg = errText(b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdReg, Name: "peer-reg"}, nil))
+	r.Create = errText(b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "peer.local", Layer: "peer",
 		Args: map[string]string{"kind": "local"}}, nil))
 }
 
@@ -166,7 +166,7 @@ func TestSocketCredentials(t *testing.T) {
 			defer b.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdReg, Name: "root-reg"}, nil); err != nil {
+			if err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdReg, Name: "root-reg"}, nil); err != nil {
 				t.Errorf("reg as root: %v", err)
 			}
 		})

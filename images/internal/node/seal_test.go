@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // sealPair starts nodes a (bootstrap) and b (enrolled through a, with
@@ -43,7 +44,7 @@ func TestSealedFlowBetweenNodes(t *testing.T) {
 	if info.MaxSDU == 0 || info.MaxSDU != in.MaxSDU {
 		t.Fatalf("MaxSDU a %d, b %d", info.MaxSDU, in.MaxSDU)
 	}
-	r, err := ba.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdFlows})
+	r, err := ba.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdFlows})
 	if err != nil {
 		t.Fatal(err)
 	}

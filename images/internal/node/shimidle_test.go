@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // TestShimIdleTimeout runs a unicast layer between two nodes over UDP
@@ -50,16 +50,16 @@ keepalive = %q
 			startNode(t, cfg("a", pa, pb, "bootstrap = true\nadmission = \"open\""), extra)
 			startNode(t, cfg("b", pb, pa, `enroll = "a.uni"`), extraB)
 			brA, brB := <-brs, <-brsB
-			stat := func(ipcp, counter string) uint64 {
+			stat := func(proc, counter string) uint64 {
 				br := brA
-				if ipcp[0] == 'b' {
+				if proc[0] == 'b' {
 					br = brB
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				r, err := br.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: ipcp})
+				r, err := br.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: proc})
 				if err != nil {
-					t.Fatalf("stats of %s: %v", ipcp, err)
+					t.Fatalf("stats of %s: %v", proc, err)
 				}
 				for _, row := range r.Table.Rows {
 					if len(row) == 2 && row[0] == counter {
@@ -67,7 +67,7 @@ keepalive = %q
 						return v
 					}
 				}
-				t.Fatalf("stats of %s: no %s in %v", ipcp, counter, r.Table.Rows)
+				t.Fatalf("stats of %s: no %s in %v", proc, counter, r.Table.Rows)
 				return 0
 			}
 			deadline := time.Now().Add(20 * time.Second)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 const localNode = "[node]\nname = %q\n[[ipcp]]\nkind = \"local\"\n"
@@ -51,8 +51,8 @@ func TestSecondNodeRefused(t *testing.T) {
 		t.Fatalf("the first node's socket after the refusal: %v", err)
 	}
 	defer b.Close()
-	var resp irm.MgmtResp
-	if err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs}, &resp); err != nil || len(resp.Table.Rows) != 1 || resp.Table.Rows[0][0] != "first.local" {
+	var resp ipcp.MgmtResp
+	if err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs}, &resp); err != nil || len(resp.Table.Rows) != 1 || resp.Table.Rows[0][0] != "first.local" {
 		t.Fatalf("ipcps from the first node: %+v, %v", resp.Table, err)
 	}
 }

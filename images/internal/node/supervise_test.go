@@ -13,20 +13,21 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // panicky wraps an IPCP so that its management handler panics on the
 // command "panic", as a bug in an IPCP would.
 type panicky struct{ ipcpImpl }
 
-func (p panicky) Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (p panicky) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if req.Cmd == "panic" {
 		panic("test: a bug in " + p.Info().Name + "'s management handler")
 	}
-	if m, ok := p.ipcpImpl.(irm.Manager); ok {
+	if m, ok := p.ipcpImpl.(ipcp.Manager); ok {
 		return m.Mgmt(ctx, req)
 	}
-	return irm.MgmtResp{}, fmt.Errorf("no command %q: %w", req.Cmd, flow.ErrInvalid)
+	return ipcp.MgmtResp{}, fmt.Errorf("no command %q: %w", req.Cmd, flow.ErrInvalid)
 }
 
 // startNodeWith starts a node from cfg whose IPCPs are wrapped by wrap.
@@ -51,16 +52,16 @@ func startNodeWith(t *testing.T, cfg string, setup func(*Node), extras ...Extra)
 }
 
 // ipcpRow returns the "ouro ipcps" row of ipcp as column → value.
-func ipcpRow(t *testing.T, b *irm.Broker, ipcp string) map[string]string {
+func ipcpRow(t *testing.T, b *irm.Broker, proc string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdIPCPs})
+	r, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
 	if err != nil {
 		t.Fatalf("ipcps: %v", err)
 	}
 	for _, row := range r.Table.Rows {
-		if row[0] == ipcp {
+		if row[0] == proc {
 			m := map[string]string{}
 			for i, c := range r.Table.Columns {
 				m[c] = row[i]
@@ -68,21 +69,21 @@ func ipcpRow(t *testing.T, b *irm.Broker, ipcp string) map[string]string {
 			return m
 		}
 	}
-	t.Fatalf("ipcps: no %s in %v", ipcp, r.Table.Rows)
+	t.Fatalf("ipcps: no %s in %v", proc, r.Table.Rows)
 	return nil
 }
 
 // waitState waits until ipcp is in state, or fails.
-func waitState(t *testing.T, b *irm.Broker, ipcp, state string) map[string]string {
+func waitState(t *testing.T, b *irm.Broker, proc, state string) map[string]string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		row := ipcpRow(t, b, ipcp)
+		row := ipcpRow(t, b, proc)
 		if row["state"] == state {
 			return row
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: state %q, want %q (%v)", ipcp, row["state"], state, row)
+			t.Fatalf("%s: state %q, want %q (%v)", proc, row["state"], state, row)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -90,15 +91,15 @@ func waitState(t *testing.T, b *irm.Broker, ipcp, state string) map[string]strin
 
 // failsFast checks that err is an error naming ipcp that the caller got
 // at once, not by its own deadline.
-func failsFast(t *testing.T, what string, err error, ipcp string) {
+func failsFast(t *testing.T, what string, err error, proc string) {
 	t.Helper()
 	switch {
 	case err == nil:
-		t.Errorf("%s while %s is down: no error", what, ipcp)
+		t.Errorf("%s while %s is down: no error", what, proc)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, flow.ErrTimeout):
-		t.Errorf("%s while %s is down: hung until the deadline: %v", what, ipcp, err)
-	case !strings.Contains(err.Error(), ipcp):
-		t.Errorf("%s while %s is down: %v, want an error naming it", what, ipcp, err)
+		t.Errorf("%s while %s is down: hung until the deadline: %v", what, proc, err)
+	case !strings.Contains(err.Error(), proc):
+		t.Errorf("%s while %s is down: %v, want an error naming it", what, proc, err)
 	}
 }
 
@@ -172,7 +173,7 @@ dir = { echo = "127.0.0.1:%d", late = "127.0.0.1:%d" }
 	held := roundTrip("before the fault")
 
 	// First fault: restarted at once, and it comes back by itself.
-	if _, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: "panic", IPCP: "b.udp"}); err == nil {
+	if _, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: "panic", IPCP: "b.udp"}); err == nil {
 		t.Fatal("the panicking command returned no error")
 	}
 	if _, err := held.Read(make([]byte, 64), time.Now().Add(5*time.Second)); !errors.Is(err, flow.ErrClosed) {
@@ -186,14 +187,14 @@ dir = { echo = "127.0.0.1:%d", late = "127.0.0.1:%d" }
 
 	// A second fault soon after: restarted only after restart_min (3s);
 	// meanwhile every call to it fails at once.
-	b.Mgmt(ctx, irm.MgmtReq{Cmd: "panic", IPCP: "b.udp"})
+	b.Mgmt(ctx, ipcp.MgmtReq{Cmd: "panic", IPCP: "b.udp"})
 	waitState(t, b, "b.udp", irm.StateFaulted) // backing off
 	callCtx, callCancel := context.WithTimeout(ctx, 2*time.Second)
 	defer callCancel()
 	down := time.Now()
-	_, err := b.Mgmt(callCtx, irm.MgmtReq{Cmd: "panic", IPCP: "b.udp"})
+	_, err := b.Mgmt(callCtx, ipcp.MgmtReq{Cmd: "panic", IPCP: "b.udp"})
 	failsFast(t, "management", err, "b.udp")
-	_, err = b.Mgmt(callCtx, irm.MgmtReq{Cmd: irm.CmdReg, Name: "x", Layer: "net"})
+	_, err = b.Mgmt(callCtx, ipcp.MgmtReq{Cmd: ipcp.CmdReg, Name: "x", Layer: "net"})
 	if err != nil {
 		t.Errorf("reg while b.udp is down: %v, want it recorded for its restart", err)
 	}
@@ -204,7 +205,7 @@ dir = { echo = "127.0.0.1:%d", late = "127.0.0.1:%d" }
 	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, flow.ErrTimeout) {
 		t.Errorf("alloc while b.udp is down: %v, want a prompt error", err)
 	}
-	stats, err := b.Mgmt(callCtx, irm.MgmtReq{Cmd: "stats", IPCP: "b.udp"})
+	stats, err := b.Mgmt(callCtx, ipcp.MgmtReq{Cmd: "stats", IPCP: "b.udp"})
 	if err != nil || !strings.Contains(fmt.Sprint(stats.Table.Rows), "faulted") {
 		t.Errorf("stats while b.udp is down: %v, %v; want its supervision state", stats.Table.Rows, err)
 	}
@@ -308,7 +309,7 @@ kind = "local"
 		}
 	}
 	// The rest of the node works meanwhile.
-	if _, err := b.Mgmt(context.Background(), irm.MgmtReq{Cmd: irm.CmdIPCPs}); err != nil {
+	if _, err := b.Mgmt(context.Background(), ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs}); err != nil {
 		t.Fatal(err)
 	}
 	if st, _, err := n.Kernel().State(ipcpComponent("n.local")); err != nil || st != "running" {
@@ -504,7 +505,7 @@ lower = ["local"]
 		b := <-brc
 		waitState(t, b, "a.local", irm.StateOperational)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdNames})
+		r, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdNames})
 		cancel()
 		if err != nil {
 			n.Stop()
@@ -539,7 +540,7 @@ func TestComponentsTable(t *testing.T) {
 	var rows map[string]map[string]string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := b.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdComponents})
+		r, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdComponents})
 		cancel()
 		if err != nil {
 			t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // TestAuthorityLayerOverUDP runs a layer admitted by a layer authority
@@ -83,7 +83,7 @@ lower = ["udp"]
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	stats := func() map[string]string {
-		r, err := ba.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "a.uni"})
+		r, err := ba.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: "a.uni"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,12 +103,12 @@ lower = ["udp"]
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	r, err := ba.Mgmt(ctx, irm.MgmtReq{Cmd: "members", IPCP: "a.uni"})
+	r, err := ba.Mgmt(ctx, ipcp.MgmtReq{Cmd: "members", IPCP: "a.uni"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // routing floods: were x or y there, they would show
-	if r, err = ba.Mgmt(ctx, irm.MgmtReq{Cmd: "members", IPCP: "a.uni"}); err != nil || len(r.Table.Rows) != 2 {
+	if r, err = ba.Mgmt(ctx, ipcp.MgmtReq{Cmd: "members", IPCP: "a.uni"}); err != nil || len(r.Table.Rows) != 2 {
 		t.Fatalf("a.uni's members: %v, %v; want a and b", r.Table.Rows, err)
 	}
 }

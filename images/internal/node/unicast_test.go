@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 )
 
@@ -111,19 +111,19 @@ lower = ["udp"]
 	}
 	// The management commands answer through the IRM.
 	for _, cmd := range []string{"members", "routes", "flows", "stats"} {
-		r, err := ba.Mgmt(ctx, irm.MgmtReq{Cmd: cmd, IPCP: "a.uni"})
+		r, err := ba.Mgmt(ctx, ipcp.MgmtReq{Cmd: cmd, IPCP: "a.uni"})
 		if err != nil || len(r.Table.Rows) == 0 {
 			t.Errorf("%s on a.uni: %d rows, %v", cmd, len(r.Table.Rows), err)
 		}
 	}
-	r, err := ba.Mgmt(ctx, irm.MgmtReq{Cmd: "routes", IPCP: "a.uni"})
+	r, err := ba.Mgmt(ctx, ipcp.MgmtReq{Cmd: "routes", IPCP: "a.uni"})
 	if err == nil && len(r.Table.Rows) != 2 {
 		t.Errorf("a.uni has %d routes, want 2 (b and c): %v", len(r.Table.Rows), r.Table.Rows)
 	}
 	// The data path's own packet buffers are charged to the IPCP
 	// component's budget (unicast.Config.Reserve): what its budget has in
 	// use covers at least the buffers it has made.
-	r, err = ba.Mgmt(ctx, irm.MgmtReq{Cmd: "stats", IPCP: "a.uni"})
+	r, err = ba.Mgmt(ctx, ipcp.MgmtReq{Cmd: "stats", IPCP: "a.uni"})
 	made := -1
 	for _, row := range r.Table.Rows {
 		if len(row) == 2 && row[0] == "buf_allocs" {

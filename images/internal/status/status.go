@@ -23,22 +23,22 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // Mgmt is what the page reads: management commands, answered one page at
 // a time (irm.Broker).
 type Mgmt interface {
-	Mgmt(ctx context.Context, req irm.MgmtReq) (irm.MgmtResp, error)
+	Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error)
 }
 
 // Page is a node's status at one moment.
 type Page struct {
 	Node     Node       `json:"node"`
 	Time     time.Time  `json:"time"`
-	IPCPs    irm.Table  `json:"ipcps"`
-	Names    irm.Table  `json:"names"`
-	Flows    irm.Table  `json:"flows"`
+	IPCPs    ipcp.Table `json:"ipcps"`
+	Names    ipcp.Table `json:"names"`
+	Flows    ipcp.Table `json:"flows"`
 	Counters []Counters `json:"counters"`
 	// Errors are the commands that did not answer (a restarting IPCP):
 	// the rest of the page is still shown.
@@ -55,9 +55,9 @@ type Node struct {
 
 // Counters are one IPCP's `ouro stats` table.
 type Counters struct {
-	IPCP  string    `json:"ipcp"`
-	Layer string    `json:"layer"`
-	Stats irm.Table `json:"stats"`
+	IPCP  string     `json:"ipcp"`
+	Layer string     `json:"layer"`
+	Stats ipcp.Table `json:"stats"`
 }
 
 // maxPages bounds the pages read of one table (each a control message).
@@ -70,7 +70,7 @@ func Read(ctx context.Context, m Mgmt) Page {
 		p.Errors = append(p.Errors, fmt.Sprintf("%s: %v", what, err))
 	}
 	failed := func(err error) { p.Errors = append(p.Errors, err.Error()) } // a table's error names its command
-	if r, err := m.Mgmt(ctx, irm.MgmtReq{Cmd: irm.CmdID}); err != nil {
+	if r, err := m.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdID}); err != nil {
 		fail("id", err)
 	} else if n, err := nodeOf(r.Text); err != nil {
 		fail("id", err)
@@ -78,13 +78,13 @@ func Read(ctx context.Context, m Mgmt) Page {
 		p.Node = n
 	}
 	var err error
-	if p.IPCPs, err = table(ctx, m, irm.MgmtReq{Cmd: irm.CmdIPCPs}); err != nil {
+	if p.IPCPs, err = table(ctx, m, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs}); err != nil {
 		failed(err)
 	}
-	if p.Names, err = table(ctx, m, irm.MgmtReq{Cmd: irm.CmdNames}); err != nil {
+	if p.Names, err = table(ctx, m, ipcp.MgmtReq{Cmd: ipcp.CmdNames}); err != nil {
 		failed(err)
 	}
-	if p.Flows, err = table(ctx, m, irm.MgmtReq{Cmd: irm.CmdFlows}); err != nil {
+	if p.Flows, err = table(ctx, m, ipcp.MgmtReq{Cmd: ipcp.CmdFlows}); err != nil {
 		failed(err)
 	}
 	name, layer := column(p.IPCPs, "name"), column(p.IPCPs, "layer")
@@ -96,7 +96,7 @@ func Read(ctx context.Context, m Mgmt) Page {
 		if layer >= 0 {
 			c.Layer = row[layer]
 		}
-		if c.Stats, err = table(ctx, m, irm.MgmtReq{Cmd: "stats", IPCP: c.IPCP}); err != nil {
+		if c.Stats, err = table(ctx, m, ipcp.MgmtReq{Cmd: "stats", IPCP: c.IPCP}); err != nil {
 			failed(err)
 			continue
 		}
@@ -107,12 +107,12 @@ func Read(ctx context.Context, m Mgmt) Page {
 
 // table reads every page of a management table, at most maxPages (on an
 // error, with the rows read before it).
-func table(ctx context.Context, m Mgmt, req irm.MgmtReq) (irm.Table, error) {
-	r, err := irm.ReadPages(ctx, m.Mgmt, req, maxPages)
+func table(ctx context.Context, m Mgmt, req ipcp.MgmtReq) (ipcp.Table, error) {
+	r, err := ipcp.ReadPages(ctx, m.Mgmt, req, maxPages)
 	return r.Table, err
 }
 
-func column(t irm.Table, name string) int {
+func column(t ipcp.Table, name string) int {
 	for i, c := range t.Columns {
 		if c == name {
 			return i
@@ -182,7 +182,7 @@ func writeHTML(w io.Writer, p Page) error {
 	for _, err := range p.Errors {
 		fmt.Fprintf(&b, "<p><b>not answered:</b> %s</p>\n", e(err))
 	}
-	table := func(title string, t irm.Table) {
+	table := func(title string, t ipcp.Table) {
 		fmt.Fprintf(&b, "<h2>%s</h2><table><tr>", e(title))
 		for _, c := range t.Columns {
 			fmt.Fprintf(&b, "<th>%s</th>", e(c))

@@ -12,29 +12,29 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // fakeMgmt answers the page's commands from tables; an IPCP named
 // "down" does not answer.
-type fakeMgmt struct{ ipcps irm.Table }
+type fakeMgmt struct{ ipcps ipcp.Table }
 
-func (f fakeMgmt) Mgmt(_ context.Context, req irm.MgmtReq) (irm.MgmtResp, error) {
+func (f fakeMgmt) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	switch req.Cmd {
-	case irm.CmdIPCPs:
-		return irm.MgmtResp{Table: f.ipcps}, nil
-	case irm.CmdNames, irm.CmdFlows:
-		return irm.MgmtResp{Table: irm.Table{Columns: []string{"name"}, Rows: [][]string{{"<script>alert(1)</script>"}}}}, nil
+	case ipcp.CmdIPCPs:
+		return ipcp.MgmtResp{Table: f.ipcps}, nil
+	case ipcp.CmdNames, ipcp.CmdFlows:
+		return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"name"}, Rows: [][]string{{"<script>alert(1)</script>"}}}}, nil
 	case "stats":
 		if req.IPCP == "down" {
-			return irm.MgmtResp{}, errors.New("restarting")
+			return ipcp.MgmtResp{}, errors.New("restarting")
 		}
-		return irm.MgmtResp{Table: irm.Table{Columns: []string{"key", "value"}, Rows: [][]string{{"pkts", "7"}}}}, nil
+		return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"key", "value"}, Rows: [][]string{{"pkts", "7"}}}}, nil
 	}
-	return irm.MgmtResp{}, flow.ErrNotFound
+	return ipcp.MgmtResp{}, flow.ErrNotFound
 }
 
-var mgmt = fakeMgmt{ipcps: irm.Table{Columns: []string{"name", "layer"}, Rows: [][]string{{"a.uni", "uni"}, {"down", "x"}}}}
+var mgmt = fakeMgmt{ipcps: ipcp.Table{Columns: []string{"name", "layer"}, Rows: [][]string{{"a.uni", "uni"}, {"down", "x"}}}}
 
 // TestPage: what a peer named is escaped; a command that does not
 // answer is listed and the rest shown; JSON carries the same.

@@ -33,16 +33,16 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
 
 var (
-	_ irm.IPCP          = (*IPCP)(nil)
-	_ irm.SDULimiter    = (*IPCP)(nil)
-	_ irm.PeerAllocator = (*IPCP)(nil)
+	_ ipcp.IPCP          = (*IPCP)(nil)
+	_ ipcp.SDULimiter    = (*IPCP)(nil)
+	_ ipcp.PeerAllocator = (*IPCP)(nil)
 )
 
 // Config configures a carrier shim IPCP.
@@ -114,7 +114,7 @@ type BundleStats struct {
 // IPCP is a carrier shim IPC process.
 type IPCP struct {
 	cfg   Config
-	up    irm.Upcalls
+	up    ipcp.Upcalls
 	state layer.Lifecycle
 	c     engine.Counters
 	codec identity.Codec
@@ -139,7 +139,7 @@ type counters struct{ pkts, bytes atomic.Uint64 }
 
 type txFlow struct {
 	id     uint64
-	req    irm.AllocReq
+	req    ipcp.AllocReq
 	port   flow.Port
 	to     ed25519.PublicKey // sealed to; nil: not sealed
 	counts counters
@@ -158,7 +158,7 @@ type rxFlow struct {
 }
 
 // New returns an IPCP in state "init".
-func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
+func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 	if cfg.Layer == "" || cfg.Name == "" {
 		return nil, fmt.Errorf("carrier: config needs a layer and a name: %w", flow.ErrInvalid)
 	}
@@ -274,8 +274,8 @@ func (p *IPCP) Stop() {
 }
 
 // Info implements irm.IPCP.
-func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "carrier", State: p.state.Load().String()}
+func (p *IPCP) Info() ipcp.Info {
+	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "carrier", State: p.state.Load().String()}
 }
 
 // MaxSDU implements irm.SDULimiter.
@@ -307,7 +307,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 // for the other side, whose IRM is asked to accept the flow when the
 // first bundle arrives. A flow whose QoS would declare the peer dead
 // sooner than MinTimeout is refused: carried storage takes hours.
-func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) error {
 	_, err := p.AllocPeer(ctx, req, port)
 	return err
 }
@@ -315,7 +315,7 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) erro
 // AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
 // sealed flow, the node its bundles are sealed to (the only one that can
 // read them).
-func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (res irm.AllocResult, err error) {
+func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (res ipcp.AllocResult, err error) {
 	defer func() {
 		if err != nil {
 			p.c.AllocFailed.Add(1)

@@ -19,7 +19,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -96,7 +96,7 @@ func carry(t testing.TB, from, to string) int {
 func dial(t testing.TB, s *site, q flow.QoS) flow.Port {
 	t.Helper()
 	app, end := flowtest.Pipe(256)
-	if err := s.p.Alloc(context.Background(), irm.AllocReq{Dst: "files", QoS: q}, end); err != nil {
+	if err := s.p.Alloc(context.Background(), ipcp.AllocReq{Dst: "files", QoS: q}, end); err != nil {
 		t.Fatal(err)
 	}
 	return app
@@ -357,7 +357,7 @@ func TestSeenSetBounded(t *testing.T) {
 func TestQoS(t *testing.T) {
 	a, _ := sites(t, nil)
 	_, end := flowtest.Pipe(4)
-	if err := a.p.Alloc(context.Background(), irm.AllocReq{Dst: "files", QoS: flow.Data()}, end); !errors.Is(err, flow.ErrRefused) {
+	if err := a.p.Alloc(context.Background(), ipcp.AllocReq{Dst: "files", QoS: flow.Data()}, end); !errors.Is(err, flow.ErrRefused) {
 		t.Errorf("data preset: got %v, want ErrRefused", err)
 	}
 	for _, q := range []flow.QoS{flow.DelayTolerant(), flow.BestEffort()} {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // receiver is the goroutine that takes bundles out of In, with its
@@ -254,7 +254,7 @@ func (r *receiver) flow(sender string, b *Bundle, sealed bool) *rxFlow {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	req := irm.AllocReq{Dst: b.Dst, Src: b.Src, QoS: flow.DelayTolerant(), MaxSDU: flow.MaxSDU}
+	req := ipcp.AllocReq{Dst: b.Dst, Src: b.Src, QoS: flow.DelayTolerant(), MaxSDU: flow.MaxSDU}
 	if sealed {
 		req.QoS.Sealed = true
 		req.Peer = &flow.Peer{Key: slices.Clone(b.Sender), ID: sender}

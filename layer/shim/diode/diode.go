@@ -34,16 +34,16 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
 
 var (
-	_ irm.IPCP       = (*IPCP)(nil)
-	_ irm.SDULimiter = (*IPCP)(nil)
+	_ ipcp.IPCP       = (*IPCP)(nil)
+	_ ipcp.SDULimiter = (*IPCP)(nil)
 )
 
 // Sender is the sending end of a one-way medium.
@@ -116,7 +116,7 @@ type FECStats struct {
 // IPCP is a diode shim IPC process: one end of a one-way link.
 type IPCP struct {
 	cfg    Config
-	up     irm.Upcalls
+	up     ipcp.Upcalls
 	state  layer.Lifecycle
 	c      engine.Counters
 	wg     sync.WaitGroup
@@ -147,7 +147,7 @@ type txFlow struct {
 }
 
 // New returns an IPCP in state "init".
-func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
+func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 	if cfg.Layer == "" || cfg.Name == "" {
 		return nil, fmt.Errorf("diode: config needs a layer and a name: %w", flow.ErrInvalid)
 	}
@@ -281,8 +281,8 @@ func (p *IPCP) Stop() {
 }
 
 // Info implements irm.IPCP.
-func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "diode", State: p.state.Load().String()}
+func (p *IPCP) Info() ipcp.Info {
+	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "diode", State: p.state.Load().String()}
 }
 
 // MaxSDU implements irm.SDULimiter: what a data shard holds.
@@ -316,7 +316,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 // written to the configured flow named req.Dst; the peer learns of the
 // flow from its first block. Nothing is ever written to port. One
 // allocation per configured flow at a time.
-func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err error) {
+func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) (err error) {
 	defer func() {
 		if err != nil {
 			p.c.AllocFailed.Add(1)

@@ -18,7 +18,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/impair"
 )
@@ -108,7 +108,7 @@ func pair(t testing.TB, tx Sender, rx Receiver, signer identity.Signer, peer ide
 func dial(t testing.TB, s *IPCP) flow.Port {
 	t.Helper()
 	app, end := flowtest.Pipe(256)
-	if err := s.Alloc(context.Background(), irm.AllocReq{Dst: "files", QoS: flow.BestEffort()}, end); err != nil {
+	if err := s.Alloc(context.Background(), ipcp.AllocReq{Dst: "files", QoS: flow.BestEffort()}, end); err != nil {
 		t.Fatal(err)
 	}
 	return app
@@ -380,13 +380,13 @@ func TestOneWay(t *testing.T) {
 		t.Errorf("sender query other: got %v, want ErrNotFound", err)
 	}
 	_, end := flowtest.Pipe(4)
-	if err := s.Alloc(ctx, irm.AllocReq{Dst: "files", QoS: flow.QoS{Sealed: true}}, end); !errors.Is(err, flow.ErrRefused) {
+	if err := s.Alloc(ctx, ipcp.AllocReq{Dst: "files", QoS: flow.QoS{Sealed: true}}, end); !errors.Is(err, flow.ErrRefused) {
 		t.Errorf("sealed alloc: got %v, want ErrRefused", err)
 	}
 	app := dial(t, s)
 	defer app.Close()
 	_, end2 := flowtest.Pipe(4)
-	if err := s.Alloc(ctx, irm.AllocReq{Dst: "files"}, end2); !errors.Is(err, flow.ErrBusy) {
+	if err := s.Alloc(ctx, ipcp.AllocReq{Dst: "files"}, end2); !errors.Is(err, flow.ErrBusy) {
 		t.Errorf("second alloc: got %v, want ErrBusy", err)
 	}
 	if got := s.MaxSDU(); got != 1472-HeaderLen-5*HashLen-SlotHdrLen {

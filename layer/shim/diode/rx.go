@@ -11,8 +11,8 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // rxFlow is a configured flow at the receiving end. Its fields other
@@ -270,7 +270,7 @@ func (r *rx) openFlow(f *rxFlow) bool {
 	p := r.p
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
 	defer cancel()
-	port, err := p.up.FlowReq(ctx, irm.AllocReq{Dst: f.Name, QoS: flow.BestEffort(), MaxSDU: p.maxSDU})
+	port, err := p.up.FlowReq(ctx, ipcp.AllocReq{Dst: f.Name, QoS: flow.BestEffort(), MaxSDU: p.maxSDU})
 	if err != nil || port == nil {
 		p.c.AllocFailed.Add(1)
 		p.c.Pending.Add(1)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
@@ -82,7 +82,7 @@ func TestNotHere(t *testing.T) {
 	_, port := flowtest.Pipe(1)
 	actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer acancel()
-	if _, err := a.ipcp.AllocPeer(actx, irm.AllocReq{ID: 1, Dst: "nobody"}, port); !errors.Is(err, flow.ErrNotFound) || actx.Err() != nil {
+	if _, err := a.ipcp.AllocPeer(actx, ipcp.AllocReq{ID: 1, Dst: "nobody"}, port); !errors.Is(err, flow.ErrNotFound) || actx.Err() != nil {
 		t.Fatalf("alloc nobody: %v (deadline %v), want ErrNotFound before the deadline", err, actx.Err())
 	}
 

@@ -17,9 +17,9 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
@@ -49,9 +49,9 @@ type Device interface {
 }
 
 var (
-	_ Device            = (*impair.Frames)(nil)
-	_ irm.IPCP          = (*IPCP)(nil)
-	_ irm.PeerAllocator = (*IPCP)(nil)
+	_ Device             = (*impair.Frames)(nil)
+	_ ipcp.IPCP          = (*IPCP)(nil)
+	_ ipcp.PeerAllocator = (*IPCP)(nil)
 )
 
 // Config configures an Ethernet shim IPCP.
@@ -147,7 +147,7 @@ type IPCP struct {
 }
 
 // New checks cfg and returns an IPCP in state "init"; Start opens the device.
-func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
+func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 	if cfg.Layer == "" || cfg.Name == "" {
 		return nil, fmt.Errorf("eth: config needs a layer and a name: %w", flow.ErrInvalid)
 	}
@@ -275,8 +275,8 @@ func (p *IPCP) Stop() {
 func (p *IPCP) MAC() MAC { return p.mac }
 
 // Info implements irm.IPCP.
-func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "eth", State: p.state.Load().String()}
+func (p *IPCP) Info() ipcp.Info {
+	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "eth", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP: name answers queries and accepts flows.
@@ -344,21 +344,21 @@ func (p *IPCP) resolve(ctx context.Context, name string) (MAC, error) {
 // asks the holder, retransmitting until ctx ends (Config.AllocTimeout
 // without a deadline). A refusal maps to flow.ErrNotFound, flow.ErrRefused
 // or flow.ErrBusy; silence to flow.ErrTimeout.
-func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) error {
 	_, err := p.AllocPeer(ctx, req, port)
 	return err
 }
 
 // AllocPeer implements irm.PeerAllocator: Alloc that also returns a
 // sealed flow's verified peer and its largest SDU.
-func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
+func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
 	if port == nil {
-		return irm.AllocResult{}, fmt.Errorf("eth: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return ipcp.AllocResult{}, fmt.Errorf("eth: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	dst, err := p.resolve(ctx, req.Dst)
 	if err != nil {
 		p.eng.C.AllocFailed.Add(1)
-		return irm.AllocResult{}, fmt.Errorf("eth: alloc: %w", err)
+		return ipcp.AllocResult{}, fmt.Errorf("eth: alloc: %w", err)
 	}
 	res, err := p.eng.AllocPeer(ctx, dst, req, port)
 	if errors.Is(err, flow.ErrNotFound) || errors.Is(err, flow.ErrTimeout) {
@@ -380,7 +380,7 @@ func (p *IPCP) Stats() shim.Stats {
 func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
 
 // Capture answers the capture management command (layer/capture.Cmd).
-func (p *IPCP) Capture(args map[string]string) (irm.MgmtResp, error) {
+func (p *IPCP) Capture(args map[string]string) (ipcp.MgmtResp, error) {
 	return p.eng.Capture(p.cfg.Name, args)
 }
 

@@ -16,8 +16,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -61,7 +61,7 @@ func dial(t testing.TB, a, b *node, name string) (client, server flow.Port) {
 	app, ipcpEnd := flowtest.Pipe(256)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := a.ipcp.Alloc(ctx, irm.AllocReq{ID: 1, Dst: name, QoS: flow.BestEffort()}, ipcpEnd); err != nil {
+	if err := a.ipcp.Alloc(ctx, ipcp.AllocReq{ID: 1, Dst: name, QoS: flow.BestEffort()}, ipcpEnd); err != nil {
 		t.Fatalf("alloc %q: %v", name, err)
 	}
 	select {
@@ -129,11 +129,11 @@ func TestHub(t *testing.T) {
 		t.Fatalf("query nobody: got %v, want ErrNotFound", err)
 	}
 	_, port := flowtest.Pipe(1)
-	if err := a.ipcp.Alloc(context.Background(), irm.AllocReq{Dst: "nobody"}, port); !errors.Is(err, flow.ErrNotFound) {
+	if err := a.ipcp.Alloc(context.Background(), ipcp.AllocReq{Dst: "nobody"}, port); !errors.Is(err, flow.ErrNotFound) {
 		t.Fatalf("alloc nobody: got %v, want ErrNotFound", err)
 	}
 	b.up.Refuse(flow.ErrRefused)
-	if err := a.ipcp.Alloc(context.Background(), irm.AllocReq{Dst: "srv"}, port); !errors.Is(err, flow.ErrRefused) {
+	if err := a.ipcp.Alloc(context.Background(), ipcp.AllocReq{Dst: "srv"}, port); !errors.Is(err, flow.ErrRefused) {
 		t.Fatalf("alloc refused: got %v, want ErrRefused", err)
 	}
 	waitFor(t, func() bool { // counters move just after the SDU is handed over
@@ -319,7 +319,7 @@ func TestInputAllocs(t *testing.T) {
 	a, b := pairOn(t, da, db, impair.Config{})
 	s := &sink{closed: make(chan struct{})}
 	defer s.Close()
-	if err := a.ipcp.Alloc(context.Background(), irm.AllocReq{Dst: "srv"}, s); err != nil {
+	if err := a.ipcp.Alloc(context.Background(), ipcp.AllocReq{Dst: "srv"}, s); err != nil {
 		t.Fatal(err)
 	}
 	acc := <-b.up.Accepted

@@ -12,7 +12,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -91,7 +91,7 @@ func TestSealedEth(t *testing.T) {
 			defer cancel()
 			q := flow.BestEffort()
 			q.Sealed = true
-			res, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: q}, ipcpEnd)
+			res, err := a.ipcp.AllocPeer(ctx, ipcp.AllocReq{Dst: "srv", QoS: q}, ipcpEnd)
 			if err != nil {
 				t.Fatal(err)
 			}

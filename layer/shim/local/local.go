@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
 
-var _ irm.IPCP = (*IPCP)(nil)
+var _ ipcp.IPCP = (*IPCP)(nil)
 
 // Config configures a local shim IPCP.
 type Config struct {
@@ -33,7 +33,7 @@ type Config struct {
 // allocating to accepting programs as out, the other way as in.
 type IPCP struct {
 	cfg   Config
-	up    irm.Upcalls
+	up    ipcp.Upcalls
 	state layer.Lifecycle
 	c     engine.Counters
 	wg    sync.WaitGroup
@@ -56,7 +56,7 @@ type splice struct {
 }
 
 // New returns an IPCP in state "init".
-func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
+func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 	if cfg.Layer == "" || cfg.Name == "" {
 		return nil, fmt.Errorf("local: config needs a layer and a name: %w", flow.ErrInvalid)
 	}
@@ -93,8 +93,8 @@ func (p *IPCP) Stop() {
 }
 
 // Info implements irm.IPCP.
-func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "local", State: p.state.Load().String()}
+func (p *IPCP) Info() ipcp.Info {
+	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "local", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP.
@@ -117,7 +117,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 
 // Alloc implements irm.IPCP: it asks the IRM to accept the flow for the
 // registered name and splices port to the acceptor's end.
-func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err error) {
+func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) (err error) {
 	defer func() {
 		if err != nil {
 			p.c.AllocFailed.Add(1)
@@ -132,7 +132,7 @@ func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) (err
 	if err := p.Query(ctx, req.Dst); err != nil {
 		return err
 	}
-	peer, err := p.up.FlowReq(ctx, irm.AllocReq{Dst: req.Dst, Src: req.Src, QoS: req.QoS})
+	peer, err := p.up.FlowReq(ctx, ipcp.AllocReq{Dst: req.Dst, Src: req.Src, QoS: req.QoS})
 	if err != nil {
 		if !errors.Is(err, flow.ErrNotFound) && !errors.Is(err, flow.ErrBusy) && !errors.Is(err, flow.ErrRefused) {
 			err = fmt.Errorf("%w (%w)", flow.ErrRefused, err)

@@ -10,7 +10,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -36,7 +36,7 @@ func setup(t testing.TB) (*IPCP, *flowtest.Upcalls) {
 func dial(t testing.TB, p *IPCP, up *flowtest.Upcalls) (client, server flow.Port) {
 	t.Helper()
 	app, ipcpEnd := flowtest.Pipe(64)
-	if err := p.Alloc(context.Background(), irm.AllocReq{Dst: "srv", QoS: flow.Data()}, ipcpEnd); err != nil {
+	if err := p.Alloc(context.Background(), ipcp.AllocReq{Dst: "srv", QoS: flow.Data()}, ipcpEnd); err != nil {
 		t.Fatal(err)
 	}
 	acc := <-up.Accepted
@@ -91,11 +91,11 @@ func TestErrors(t *testing.T) {
 	p, up := setup(t)
 	_, port := flowtest.Pipe(1)
 	defer port.Close()
-	if err := p.Alloc(context.Background(), irm.AllocReq{Dst: "nobody"}, port); !errors.Is(err, flow.ErrNotFound) {
+	if err := p.Alloc(context.Background(), ipcp.AllocReq{Dst: "nobody"}, port); !errors.Is(err, flow.ErrNotFound) {
 		t.Errorf("alloc nobody: got %v, want ErrNotFound", err)
 	}
 	up.Refuse(flow.ErrRefused)
-	if err := p.Alloc(context.Background(), irm.AllocReq{Dst: "srv"}, port); !errors.Is(err, flow.ErrRefused) {
+	if err := p.Alloc(context.Background(), ipcp.AllocReq{Dst: "srv"}, port); !errors.Is(err, flow.ErrRefused) {
 		t.Errorf("alloc refused: got %v, want ErrRefused", err)
 	}
 	if err := p.Register(context.Background(), "srv"); !errors.Is(err, flow.ErrExists) {

@@ -13,7 +13,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/serial/serialtest"
 )
@@ -72,7 +72,7 @@ func TestSealedFlowOverSerial(t *testing.T) {
 		q.Sealed = sealed
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		res, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{ID: 1, Dst: "srv", QoS: q}, end)
+		res, err := a.ipcp.AllocPeer(ctx, ipcp.AllocReq{ID: 1, Dst: "srv", QoS: q}, end)
 		if err != nil {
 			t.Fatalf("alloc: %v; a %+v; b %+v", err, a.ipcp.Stats(), b.ipcp.Stats())
 		}
@@ -115,13 +115,13 @@ func TestSealedFlowOverSerial(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, end := flowtest.Pipe(4)
-		if err := a.ipcp.Alloc(ctx, irm.AllocReq{ID: 1, Dst: "srv", QoS: flow.BestEffort()}, end); !errors.Is(err, flow.ErrRefused) {
+		if err := a.ipcp.Alloc(ctx, ipcp.AllocReq{ID: 1, Dst: "srv", QoS: flow.BestEffort()}, end); !errors.Is(err, flow.ErrRefused) {
 			t.Errorf("unsealed request to a shim that seals every flow: %v, want refused", err)
 		}
 		q := flow.BestEffort()
 		q.Sealed = true
 		_, end2 := flowtest.Pipe(4)
-		if err := a.ipcp.Alloc(ctx, irm.AllocReq{ID: 2, Dst: "srv", QoS: q}, end2); !errors.Is(err, flow.ErrRefused) {
+		if err := a.ipcp.Alloc(ctx, ipcp.AllocReq{ID: 2, Dst: "srv", QoS: q}, end2); !errors.Is(err, flow.ErrRefused) {
 			t.Errorf("sealed request from a shim without a signer: %v, want refused", err)
 		}
 	})

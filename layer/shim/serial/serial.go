@@ -40,8 +40,8 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
@@ -73,8 +73,8 @@ type DeadlineDevice interface {
 }
 
 var (
-	_ irm.IPCP          = (*IPCP)(nil)
-	_ irm.PeerAllocator = (*IPCP)(nil)
+	_ ipcp.IPCP          = (*IPCP)(nil)
+	_ ipcp.PeerAllocator = (*IPCP)(nil)
 )
 
 // Peer identifies the peer instance of a session: the random nonce of its
@@ -203,7 +203,7 @@ const maxCtl = headroom + max(engine.MaxMsgLen, engine.MaxKexLen)
 type IPCP struct {
 	cfg    Config
 	seal   *engine.SealConfig // nil: flows are not sealed here
-	up     irm.Upcalls
+	up     ipcp.Upcalls
 	nonce  uint64
 	epoch  time.Time
 	window uint32
@@ -247,7 +247,7 @@ type IPCP struct {
 }
 
 // New checks cfg and returns an IPCP in state "init"; Start starts the link.
-func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
+func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 	if cfg.Layer == "" || cfg.Name == "" {
 		return nil, fmt.Errorf("serial: config needs a layer and a name: %w", flow.ErrInvalid)
 	}
@@ -356,8 +356,8 @@ func (p *IPCP) Stop() {
 }
 
 // Info implements irm.IPCP.
-func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "serial", State: p.state.Load().String()}
+func (p *IPCP) Info() ipcp.Info {
+	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "serial", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP: name answers the peer's queries and accepts
@@ -425,21 +425,21 @@ func (p *IPCP) resolve(ctx context.Context, name string) (*session, error) {
 // without a deadline). The link down is flow.ErrNotFound and
 // flow.ErrPeerGone; a refusal flow.ErrNotFound, flow.ErrRefused or
 // flow.ErrBusy; silence flow.ErrTimeout.
-func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) error {
 	_, err := p.AllocPeer(ctx, req, port)
 	return err
 }
 
 // AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
 // sealed flow, the verified peer and the smaller SDU limit sealing leaves.
-func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
+func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
 	if port == nil {
-		return irm.AllocResult{}, fmt.Errorf("serial: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return ipcp.AllocResult{}, fmt.Errorf("serial: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	s, err := p.resolve(ctx, req.Dst)
 	if err != nil {
 		p.c.AllocFailed.Add(1)
-		return irm.AllocResult{}, fmt.Errorf("serial: alloc: %w", err)
+		return ipcp.AllocResult{}, fmt.Errorf("serial: alloc: %w", err)
 	}
 	res, err := s.eng.AllocPeer(ctx, s.peer, req, port)
 	if errors.Is(err, flow.ErrNotFound) || errors.Is(err, flow.ErrTimeout) {

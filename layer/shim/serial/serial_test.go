@@ -13,7 +13,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/serial/serialtest"
 )
@@ -85,7 +85,7 @@ func dial(t testing.TB, a, b *node, name string) (client, server flow.Port) {
 	app, ipcpEnd := flowtest.Pipe(256)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := a.ipcp.Alloc(ctx, irm.AllocReq{ID: 1, Dst: name, QoS: flow.BestEffort()}, ipcpEnd); err != nil {
+	if err := a.ipcp.Alloc(ctx, ipcp.AllocReq{ID: 1, Dst: name, QoS: flow.BestEffort()}, ipcpEnd); err != nil {
 		t.Fatalf("alloc %q: %v", name, err)
 	}
 	select {
@@ -169,7 +169,7 @@ func TestCable(t *testing.T) {
 	exchange(t, a, b)
 	_, port := flowtest.Pipe(1)
 	b.up.Refuse(flow.ErrRefused)
-	if err := a.ipcp.Alloc(context.Background(), irm.AllocReq{Dst: "srv"}, port); !errors.Is(err, flow.ErrRefused) {
+	if err := a.ipcp.Alloc(context.Background(), ipcp.AllocReq{Dst: "srv"}, port); !errors.Is(err, flow.ErrRefused) {
 		t.Fatalf("alloc refused: got %v, want ErrRefused", err)
 	}
 	waitFor(t, 3*time.Second, func() bool {
@@ -293,7 +293,7 @@ func TestDeadLink(t *testing.T) {
 		t.Fatalf("link a after the cut: %+v", l)
 	}
 	_, port := flowtest.Pipe(1)
-	if err := a.ipcp.Alloc(context.Background(), irm.AllocReq{Dst: "srv"}, port); !errors.Is(err, flow.ErrPeerGone) || !errors.Is(err, flow.ErrNotFound) {
+	if err := a.ipcp.Alloc(context.Background(), ipcp.AllocReq{Dst: "srv"}, port); !errors.Is(err, flow.ErrPeerGone) || !errors.Is(err, flow.ErrNotFound) {
 		t.Fatalf("alloc on a dead link: got %v, want ErrNotFound and ErrPeerGone", err)
 	}
 	cable.Cut(false)

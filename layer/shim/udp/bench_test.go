@@ -9,7 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim/impair"
 )
 
@@ -207,7 +207,7 @@ func BenchmarkAlloc(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		app, ipcpEnd := flowtest.Pipe(4)
-		if err := a.ipcp.Alloc(ctx, irm.AllocReq{Dst: "srv"}, ipcpEnd); err != nil {
+		if err := a.ipcp.Alloc(ctx, ipcp.AllocReq{Dst: "srv"}, ipcpEnd); err != nil {
 			b.Fatal(err)
 		}
 		acc := <-s.up.Accepted

@@ -13,8 +13,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
@@ -75,7 +75,7 @@ func honest(a *IPCP) (time.Duration, error) {
 	defer app.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := a.Alloc(ctx, irm.AllocReq{Dst: "echo", QoS: flow.BestEffort()}, end); err != nil {
+	if err := a.Alloc(ctx, ipcp.AllocReq{Dst: "echo", QoS: flow.BestEffort()}, end); err != nil {
 		return 0, err
 	}
 	buf := make([]byte, 16)
@@ -318,7 +318,7 @@ type blockingUpcalls struct {
 	release chan struct{}
 }
 
-func (u *blockingUpcalls) FlowReq(ctx context.Context, _ irm.AllocReq) (flow.Port, error) {
+func (u *blockingUpcalls) FlowReq(ctx context.Context, _ ipcp.AllocReq) (flow.Port, error) {
 	u.waiting.Add(1)
 	select {
 	case <-u.release:

@@ -15,8 +15,8 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
@@ -136,12 +136,12 @@ func sealedPair(t testing.TB, mangle func(toB bool, d []byte) [][]byte, ao, bo s
 
 // sealedDial allocates a sealed flow from a to srv: both programs' ends
 // and a's result.
-func sealedDial(t testing.TB, a, b *sealNode, q flow.QoS) (client, server flow.Port, res irm.AllocResult, req irm.AllocReq) {
+func sealedDial(t testing.TB, a, b *sealNode, q flow.QoS) (client, server flow.Port, res ipcp.AllocResult, req ipcp.AllocReq) {
 	t.Helper()
 	app, ipcpEnd := flowtest.Pipe(256)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{ID: 1, Dst: "srv", QoS: q}, ipcpEnd)
+	res, err := a.ipcp.AllocPeer(ctx, ipcp.AllocReq{ID: 1, Dst: "srv", QoS: q}, ipcpEnd)
 	if err != nil {
 		t.Fatalf("sealed alloc: %v", err)
 	}
@@ -204,7 +204,7 @@ func TestSealedRefusals(t *testing.T) {
 		_, ipcpEnd := flowtest.Pipe(16)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		_, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd)
+		_, err := a.ipcp.AllocPeer(ctx, ipcp.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd)
 		return err
 	}
 	t.Run("requester without signer", func(t *testing.T) {
@@ -240,7 +240,7 @@ func TestSealedRefusals(t *testing.T) {
 	t.Run("unsealed request to a shim that requires sealing", func(t *testing.T) {
 		a, b := sealedPair(t, nil, sealOpts{noSigner: true}, sealOpts{require: true})
 		_, ipcpEnd := flowtest.Pipe(16)
-		err := a.ipcp.Alloc(context.Background(), irm.AllocReq{Dst: "srv", QoS: flow.BestEffort()}, ipcpEnd)
+		err := a.ipcp.Alloc(context.Background(), ipcp.AllocReq{Dst: "srv", QoS: flow.BestEffort()}, ipcpEnd)
 		if !errors.Is(err, flow.ErrRefused) || len(b.up.Requests()) != 0 {
 			t.Fatalf("got %v and %d requests at b, want ErrRefused and none", err, len(b.up.Requests()))
 		}
@@ -319,7 +319,7 @@ func TestSealedDowngrade(t *testing.T) {
 			_, ipcpEnd := flowtest.Pipe(16)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
-			res, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd)
+			res, err := a.ipcp.AllocPeer(ctx, ipcp.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd)
 			if !errors.Is(err, flow.ErrRefused) {
 				t.Fatalf("got %v (peer %+v), want ErrRefused", err, res.Peer)
 			}
@@ -514,7 +514,7 @@ func BenchmarkSealedAlloc(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				app, ipcpEnd := flowtest.Pipe(4)
-				if _, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: q}, ipcpEnd); err != nil {
+				if _, err := a.ipcp.AllocPeer(ctx, ipcp.AllocReq{Dst: "srv", QoS: q}, ipcpEnd); err != nil {
 					b.Fatal(err)
 				}
 				acc := <-s.up.Accepted
@@ -662,7 +662,7 @@ func TestSealedResumeAttacks(t *testing.T) {
 		_, ipcpEnd := flowtest.Pipe(16)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		if _, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd); !errors.Is(err, flow.ErrRefused) {
+		if _, err := a.ipcp.AllocPeer(ctx, ipcp.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd); !errors.Is(err, flow.ErrRefused) {
 			t.Fatalf("got %v, want ErrRefused", err)
 		}
 		if n := b.ipcp.Stats().KexFailed; n != 1 {

@@ -14,9 +14,9 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
@@ -46,10 +46,10 @@ type Device interface {
 }
 
 var (
-	_ Device            = (*net.UDPConn)(nil)
-	_ Device            = (*impair.UDPConn)(nil)
-	_ irm.IPCP          = (*IPCP)(nil)
-	_ irm.PeerAllocator = (*IPCP)(nil)
+	_ Device             = (*net.UDPConn)(nil)
+	_ Device             = (*impair.UDPConn)(nil)
+	_ ipcp.IPCP          = (*IPCP)(nil)
+	_ ipcp.PeerAllocator = (*IPCP)(nil)
 
 	_ engine.BatchWire[netip.AddrPort] = wire{}
 )
@@ -123,7 +123,7 @@ type IPCP struct {
 }
 
 // New checks cfg and returns an IPCP in state "init"; Start binds it.
-func New(cfg Config, up irm.Upcalls) (*IPCP, error) {
+func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 	if cfg.Layer == "" || cfg.Name == "" {
 		return nil, fmt.Errorf("udp: config needs a layer and a name: %w", flow.ErrInvalid)
 	}
@@ -250,8 +250,8 @@ func (p *IPCP) Addr() netip.AddrPort {
 }
 
 // Info implements irm.IPCP.
-func (p *IPCP) Info() irm.Info {
-	return irm.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "udp", State: p.state.Load().String()}
+func (p *IPCP) Info() ipcp.Info {
+	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "udp", State: p.state.Load().String()}
 }
 
 // Register implements irm.IPCP: flows to name are accepted from peers.
@@ -272,24 +272,24 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 // req.Dst, retransmitting until ctx ends (Config.AllocTimeout without a
 // deadline). A refusal maps to flow.ErrNotFound, flow.ErrRefused or
 // flow.ErrBusy; silence to flow.ErrTimeout.
-func (p *IPCP) Alloc(ctx context.Context, req irm.AllocReq, port flow.Port) error {
+func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) error {
 	_, err := p.AllocPeer(ctx, req, port)
 	return err
 }
 
 // AllocPeer implements irm.PeerAllocator: Alloc that also returns a
 // sealed flow's verified peer and its largest SDU.
-func (p *IPCP) AllocPeer(ctx context.Context, req irm.AllocReq, port flow.Port) (irm.AllocResult, error) {
+func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
 	if port == nil {
-		return irm.AllocResult{}, fmt.Errorf("udp: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
+		return ipcp.AllocResult{}, fmt.Errorf("udp: alloc %q: nil port: %w", req.Dst, flow.ErrInvalid)
 	}
 	if err := p.state.Ready("udp", "alloc", req.Dst); err != nil {
-		return irm.AllocResult{}, err
+		return ipcp.AllocResult{}, err
 	}
 	dst, ok := p.dir[req.Dst]
 	if !ok {
 		p.eng.C.AllocFailed.Add(1)
-		return irm.AllocResult{}, fmt.Errorf("udp: alloc %q: not in the directory: %w", req.Dst, flow.ErrNotFound)
+		return ipcp.AllocResult{}, fmt.Errorf("udp: alloc %q: not in the directory: %w", req.Dst, flow.ErrNotFound)
 	}
 	return p.eng.AllocPeer(ctx, dst, req, port)
 }
@@ -307,7 +307,7 @@ func (p *IPCP) Stats() shim.Stats {
 func (p *IPCP) Flows() []shim.FlowInfo { return p.eng.Flows() }
 
 // Capture answers the capture management command (layer/capture.Cmd).
-func (p *IPCP) Capture(args map[string]string) (irm.MgmtResp, error) {
+func (p *IPCP) Capture(args map[string]string) (ipcp.MgmtResp, error) {
 	return p.eng.Capture(p.cfg.Name, args)
 }
 

@@ -15,8 +15,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
@@ -72,7 +72,7 @@ func dial(t testing.TB, a, b *node, name string) (client, server flow.Port) {
 	app, ipcpEnd := flowtest.Pipe(256)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := a.ipcp.Alloc(ctx, irm.AllocReq{ID: 1, Dst: name, QoS: flow.BestEffort()}, ipcpEnd); err != nil {
+	if err := a.ipcp.Alloc(ctx, ipcp.AllocReq{ID: 1, Dst: name, QoS: flow.BestEffort()}, ipcpEnd); err != nil {
 		t.Fatalf("alloc %q: %v", name, err)
 	}
 	select {
@@ -163,7 +163,7 @@ func TestAllocErrors(t *testing.T) {
 			defer port.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
 			defer cancel()
-			err := a.ipcp.Alloc(ctx, irm.AllocReq{Dst: tc.dst}, port)
+			err := a.ipcp.Alloc(ctx, ipcp.AllocReq{Dst: tc.dst}, port)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
@@ -343,7 +343,7 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, port := flowtest.Pipe(1)
-	if err := p.Alloc(context.Background(), irm.AllocReq{Dst: "x"}, port); !errors.Is(err, flow.ErrInvalid) {
+	if err := p.Alloc(context.Background(), ipcp.AllocReq{Dst: "x"}, port); !errors.Is(err, flow.ErrInvalid) {
 		t.Fatalf("alloc before start: got %v, want ErrInvalid", err)
 	}
 	p.Stop()
@@ -403,7 +403,7 @@ func TestInputAllocs(t *testing.T) {
 	s := newSink()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := a.ipcp.Alloc(ctx, irm.AllocReq{Dst: "srv"}, s); err != nil {
+	if err := a.ipcp.Alloc(ctx, ipcp.AllocReq{Dst: "srv"}, s); err != nil {
 		t.Fatal(err)
 	}
 	acc := <-b.up.Accepted

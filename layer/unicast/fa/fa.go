@@ -35,8 +35,8 @@ import (
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/crypto/sealflow"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast/ca"
 )
 
@@ -178,7 +178,7 @@ type Config struct {
 	Self      layer.Addr // required
 	Transport Transport  // required
 	Hooks     Hooks      // required
-	Upcalls   irm.Upcalls
+	Upcalls   ipcp.Upcalls
 	Registry  Registry // required
 	CA        *ca.CA   // required
 
@@ -384,7 +384,7 @@ func (a *Allocator) newFlow(eid layer.EID, q flow.QoS, port flow.Port, name stri
 // Alloc allocates a flow for req to the name whose hash is h, served by
 // one of dsts (tried in order). On success the Allocator owns port until
 // the flow ends; on failure the caller still owns it.
-func (a *Allocator) Alloc(ctx context.Context, dsts []layer.Addr, h layer.Hash, req irm.AllocReq, port flow.Port) (f *Flow, err error) {
+func (a *Allocator) Alloc(ctx context.Context, dsts []layer.Addr, h layer.Hash, req ipcp.AllocReq, port flow.Port) (f *Flow, err error) {
 	defer func() {
 		if err != nil {
 			a.c.allocFailed.Add(1)
@@ -411,7 +411,7 @@ func (a *Allocator) Alloc(ctx context.Context, dsts []layer.Addr, h layer.Hash, 
 	return nil, err
 }
 
-func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, req irm.AllocReq, port flow.Port) (*Flow, error) {
+func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, req ipcp.AllocReq, port flow.Port) (*Flow, error) {
 	p := &pending{dst: dst, ch: make(chan Msg, MaxParts+1)}
 	a.mu.Lock()
 	if a.stopped {
@@ -679,7 +679,7 @@ func (a *Allocator) admitLocked(key inKey, m *Msg) (name string, answer *Msg) {
 func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS, sl *sealing) {
 	defer a.wg.Done()
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
-	req := irm.AllocReq{Dst: name, Src: srcName, QoS: q}
+	req := ipcp.AllocReq{Dst: name, Src: srcName, QoS: q}
 	if sl != nil {
 		req.Peer = PeerOf(sl.res.Peer)
 		req.MaxSDU = a.SealedMaxSDU()

@@ -16,8 +16,8 @@ import (
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
@@ -118,16 +118,16 @@ func (n *Net) Add(name string, bootstrap bool, neighbours []string, mod func(*un
 		}
 		lb = &overBroker{under: under}
 	}
-	ipcp, err := unicast.New(cfg, up, lb, nil)
+	proc, err := unicast.New(cfg, up, lb, nil)
 	if err != nil {
 		n.tb.Fatalf("unicast.New(%s): %v", name, err)
 	}
-	node := &Node{Name: name, IPCP: ipcp, Up: up, net: n}
+	node := &Node{Name: name, IPCP: proc, Up: up, net: n}
 	n.mu.Lock()
 	n.nodes[name] = node
 	n.order = append(n.order, name)
 	n.mu.Unlock()
-	if err := ipcp.Start(); err != nil {
+	if err := proc.Start(); err != nil {
 		n.tb.Fatalf("Start(%s): %v", name, err)
 	}
 	return node
@@ -359,7 +359,7 @@ var _ flow.Broker = (*overBroker)(nil)
 // Alloc implements flow.Broker.
 func (b *overBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
 	app, ipc := flowtest.Pipe(PipeCap)
-	if err := b.under.IPCP.Alloc(ctx, irm.AllocReq{Dst: name, QoS: q}, ipc); err != nil {
+	if err := b.under.IPCP.Alloc(ctx, ipcp.AllocReq{Dst: name, QoS: q}, ipc); err != nil {
 		app.Close()
 		ipc.Close()
 		return nil, flow.Info{}, err
@@ -440,7 +440,7 @@ func (nd *Node) Register(name string) {
 // application's end.
 func (nd *Node) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, error) {
 	app, ipc := flowtest.Pipe(PipeCap)
-	if err := nd.IPCP.Alloc(ctx, irm.AllocReq{Dst: name, Src: nd.Name + ".app", QoS: q}, ipc); err != nil {
+	if err := nd.IPCP.Alloc(ctx, ipcp.AllocReq{Dst: name, Src: nd.Name + ".app", QoS: q}, ipc); err != nil {
 		app.Close()
 		ipc.Close()
 		return nil, err

@@ -50,9 +50,9 @@ import (
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/crypto/sealflow"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/shim"
 )
 
@@ -100,7 +100,7 @@ type Config[A Addr] struct {
 	Headroom  int    // bytes before the payload in a packet buffer
 	MaxEID    uint32 // the largest endpoint id the shim header carries
 	Broadcast A      // where name queries go (eth); unused by udp
-	Upcalls   irm.Upcalls
+	Upcalls   ipcp.Upcalls
 	HashAlgo  layer.HashAlgo
 
 	RetryBase    time.Duration // first retransmission timeout of alloc requests and queries (default 20 ms)
@@ -845,7 +845,7 @@ func (e *Engine[A]) sweep(now time.Time) {
 func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS, sl *sealing) {
 	defer e.wg.Done()
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
-	ar := irm.AllocReq{Dst: name, QoS: q}
+	ar := ipcp.AllocReq{Dst: name, QoS: q}
 	if sl != nil {
 		ar.Peer, ar.MaxSDU = sl.peer, SealedMaxSDU
 	}
@@ -1151,7 +1151,7 @@ func (e *Engine[A]) prepSDU(f *flowEntry[A], buf []byte, n int) ([]byte, bool) {
 // request with exponential backoff until an answer, ctx's end (or
 // Config.Timeout if ctx has no deadline) or Stop. On success the engine
 // owns port until it closes it.
-func (e *Engine[A]) Alloc(ctx context.Context, dst A, req irm.AllocReq, port flow.Port) error {
+func (e *Engine[A]) Alloc(ctx context.Context, dst A, req ipcp.AllocReq, port flow.Port) error {
 	_, err := e.AllocPeer(ctx, dst, req, port)
 	return err
 }
@@ -1164,7 +1164,7 @@ var errNoSigner = errors.New("this shim cannot seal flows: it has no signer (nod
 // flow's smaller largest SDU. A sealed allocation that cannot be sealed
 // (no signer here, a peer that answers unsealed, a failed key exchange)
 // fails with flow.ErrRefused: never a silent downgrade.
-func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port flow.Port) (res irm.AllocResult, err error) {
+func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req ipcp.AllocReq, port flow.Port) (res ipcp.AllocResult, err error) {
 	defer func() {
 		if err != nil {
 			e.C.AllocFailed.Add(1)
@@ -1211,7 +1211,7 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port
 		okResp *Msg     // resuming: an ok answer that came before the ResumeReply
 		okWait <-chan time.Time
 	)
-	refuse := func(err error) (irm.AllocResult, error) {
+	refuse := func(err error) (ipcp.AllocResult, error) {
 		e.abandon(eid, p)
 		e.C.KexFailed.Add(1)
 		return res, fmt.Errorf("%s: alloc %q at %s: sealed flow: %w: %w", e.cfg.Kind, req.Dst, dst, err, flow.ErrRefused)
@@ -1253,7 +1253,7 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port
 		}
 	}
 	// install takes the flow the ok answer r gives.
-	install := func(r *Msg) (irm.AllocResult, error) {
+	install := func(r *Msg) (ipcp.AllocResult, error) {
 		f := &flowEntry[A]{local: eid, remote: r.Src, peer: dst, port: port, name: req.Dst, out: true, qos: req.QoS, sl: sl}
 		e.mu.Lock()
 		delete(e.pend, eid)
@@ -1270,14 +1270,14 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req irm.AllocReq, port
 		e.C.FlowsOut.Add(1)
 		e.cfg.Runner.Go(func() { e.txLoop(f) })
 		if sl != nil {
-			res = irm.AllocResult{MaxSDU: SealedMaxSDU, Peer: sl.peer}
+			res = ipcp.AllocResult{MaxSDU: SealedMaxSDU, Peer: sl.peer}
 		}
 		return res, nil
 	}
 	// unsealedAnswer refuses an ok answer to a sealed request that came
 	// without the key exchange: the request lost its seal on the way (a
 	// downgrade) or the peer ignores it.
-	unsealedAnswer := func(r *Msg) (irm.AllocResult, error) {
+	unsealedAnswer := func(r *Msg) (ipcp.AllocResult, error) {
 		e.abandon(eid, p)
 		e.sendMsg(&Msg{Type: MsgDealloc, Src: eid, Dst: r.Src}, dst)
 		e.C.KexFailed.Add(1)
@@ -1604,7 +1604,7 @@ func contentOf(eid uint32) capture.Content {
 
 // Capture answers the capture management command (capture.Cmd) for the
 // shim called who.
-func (e *Engine[A]) Capture(who string, args map[string]string) (irm.MgmtResp, error) {
+func (e *Engine[A]) Capture(who string, args map[string]string) (ipcp.MgmtResp, error) {
 	return e.capt.Mgmt(who, e.layerKind(), args)
 }
 

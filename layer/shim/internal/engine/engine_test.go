@@ -11,8 +11,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -173,7 +173,7 @@ type gate struct {
 
 func newGate() *gate { return &gate{grant: make(chan struct{}), ends: make(chan flow.Port, 64)} }
 
-func (g *gate) FlowReq(ctx context.Context, _ irm.AllocReq) (flow.Port, error) {
+func (g *gate) FlowReq(ctx context.Context, _ ipcp.AllocReq) (flow.Port, error) {
 	g.waiting.Add(1)
 	defer g.waiting.Add(-1)
 	select {

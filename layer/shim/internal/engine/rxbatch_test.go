@@ -9,7 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // batchIRM accepts every flow with a pipe whose IPCP end counts the
@@ -46,7 +46,7 @@ func (c *countingPort) Write(p []byte, deadline time.Time) error {
 // plainPort hides the batch methods.
 type plainPort struct{ flow.Port }
 
-func (b *batchIRM) FlowReq(_ context.Context, _ irm.AllocReq) (flow.Port, error) {
+func (b *batchIRM) FlowReq(_ context.Context, _ ipcp.AllocReq) (flow.Port, error) {
 	mine, theirs := flowtest.Pipe(b.pipeSz)
 	c := &countingPort{BatchPort: mine.(flow.BatchPort)}
 	b.mu.Lock()

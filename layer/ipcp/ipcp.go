@@ -1,4 +1,10 @@
-package irm
+// Package ipcp is the contract between an IPC process and the node's IRM:
+// the IPCP interface and its optional parts, the IRM's upcalls, the
+// allocation request and result, and the management vocabulary (requests,
+// answers, tables, paging) that the ouro tool, the IRM and every IPCP
+// speak. It holds no mechanism and imports no kernel: layers see only
+// package flow and this contract (docs/node.md).
+package ipcp
 
 import (
 	"context"
@@ -77,4 +83,22 @@ type Upcalls interface {
 	// flow, connected to the accepting program. An error wrapping
 	// flow.ErrNotFound or flow.ErrRefused is to be signalled to the peer.
 	FlowReq(ctx context.Context, req AllocReq) (flow.Port, error)
+}
+
+// AllocResult is an IPCP's answer to an allocation (PeerAllocator) or a join, as the IRM's RPC carries it.
+type AllocResult struct {
+	_      struct{}   `cbor:",toarray"`
+	MaxSDU int        // the largest SDU the flow carries; 0: flow.MaxSDU
+	Peer   *flow.Peer // the accepting node's verified identity (sealed flows); nil: none
+}
+
+// Joiner is an IPCP of a broadcast layer: Join attaches port as a member.
+type Joiner interface {
+	Join(ctx context.Context, port flow.Port) error
+}
+
+// Manager is an IPCP with management commands of its own (bootstrap,
+// enroll, connect, and its tables).
+type Manager interface {
+	Mgmt(ctx context.Context, req MgmtReq) (MgmtResp, error)
 }
