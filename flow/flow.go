@@ -166,7 +166,7 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 
 // goer is an optional Port or Broker operation, found by type assertion:
 // Go starts f as a goroutine of the component the port or broker belongs
-// to (a RingPort's kernel PD), so that a panic in f is a fault of that
+// to (the node's ring ports give their kernel PD's), so that a panic in f is a fault of that
 // component, not a crash of the node. Ports and brokers outside a node (a
 // hosted program's socket) have none.
 type goer interface{ Go(f func()) }

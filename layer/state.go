@@ -7,7 +7,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 )
 
-// State is an IPC process's life-cycle state, as irm.Info reports it. The
+// State is an IPC process's life-cycle state, as ipcp.Info reports it. The
 // zero value is StateInit.
 type State int32
 

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
-	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -64,46 +63,12 @@ func TestPipeZeroAllocs(t *testing.T) {
 	}
 }
 
-func TestUpcalls(t *testing.T) {
-	ctx := context.Background()
-	u := flowtest.NewUpcalls(4)
-	req := ipcp.AllocReq{ID: 7, Dst: "echo", Src: "client", QoS: flow.Data()}
-	ipcpEnd, err := u.FlowReq(ctx, req)
-	if err != nil {
-		t.Fatalf("FlowReq = %v", err)
-	}
-	defer ipcpEnd.Close()
-	acc := <-u.Accepted
-	defer acc.Port.Close()
-	if acc.Req != req {
-		t.Fatalf("Accepted.Req = %+v, want %+v", acc.Req, req)
-	}
-	if err := ipcpEnd.Write([]byte("hello"), time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 16)
-	n, err := acc.Port.Read(buf, time.Time{})
-	if err != nil || string(buf[:n]) != "hello" {
-		t.Fatalf("app end Read = %q, %v; want hello", buf[:n], err)
-	}
-
-	u.Refuse(flow.ErrRefused)
-	if _, err := u.FlowReq(ctx, ipcp.AllocReq{ID: 8, Dst: "nope"}); !errors.Is(err, flow.ErrRefused) {
-		t.Fatalf("refused FlowReq = %v, want ErrRefused", err)
-	}
-	if got := u.Requests(); len(got) != 2 || got[0] != req || got[1].Dst != "nope" {
-		t.Fatalf("Requests() = %+v, want the two requests in order", got)
-	}
-}
-
-func TestUpcallsCtx(t *testing.T) {
-	u := flowtest.NewUpcalls(1)
-	u.Accepted = make(chan flowtest.Accepted) // nobody receives
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	if _, err := u.FlowReq(ctx, ipcp.AllocReq{Dst: "x"}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("FlowReq with nobody accepting = %v, want DeadlineExceeded", err)
-	}
+// TestPipeBatch: Pipe is a flow.BatchPort that passes TestBatchPort.
+func TestPipeBatch(t *testing.T) {
+	flowtest.TestBatchPort(t, func() (flow.BatchPort, flow.BatchPort) {
+		a, b := flowtest.Pipe(16)
+		return a.(flow.BatchPort), b.(flow.BatchPort)
+	})
 }
 
 func TestBrokerAllocAccept(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package flowtest provides in-memory fakes of the flow contracts (Port,
-// Broker, irm.Upcalls) and a conformance suite for Port implementations; it
+// Broker, ipcp.Upcalls) and a conformance suite for Port implementations; it
 // is for tests only and has no place in a node image.
 package flowtest
 

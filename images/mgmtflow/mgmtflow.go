@@ -2,7 +2,7 @@
 // flow: the in-node "mgmt" application (images/internal/node, [[app]]
 // kind = "mgmt") answers them, and "ouro --via NAME" asks them, so that a
 // host observes a board (or any node) it has no socket to. The requests
-// and answers are the node socket's (irm.MgmtReq, irm.MgmtResp), CBOR
+// and answers are the node socket's (ipcp.MgmtReq, ipcp.MgmtResp), CBOR
 // encoded and split over SDUs, each behind a one-byte flag: 0 more
 // follow, 1 the message's last (docs/observability.md, "Remote nodes").
 //

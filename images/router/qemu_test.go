@@ -38,8 +38,8 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/probe"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/qemutest"
 	"github.com/ouronet/ouro/kernel"

@@ -333,7 +333,7 @@ func (p *IPCP) remove(pt *port) {
 	p.ports.Store(&next)
 }
 
-// Join implements irm.Joiner: port is a program's membership, until it
+// Join implements ipcp.Joiner: port is a program's membership, until it
 // closes it.
 func (p *IPCP) Join(_ context.Context, fp flow.Port) error {
 	if fp == nil {
@@ -480,23 +480,23 @@ func (p *IPCP) flood(from *port, pkt Header) {
 	}
 }
 
-// Info implements irm.IPCP.
+// Info implements ipcp.IPCP.
 func (p *IPCP) Info() ipcp.Info {
 	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "broadcast", State: p.state.Load().String()}
 }
 
-// Register implements irm.IPCP: names are not registered in a broadcast
+// Register implements ipcp.IPCP: names are not registered in a broadcast
 // layer (programs join it), so it is flow.ErrInvalid.
 func (p *IPCP) Register(_ context.Context, name string) error {
 	return fmt.Errorf("broadcast: %s: register %q: broadcast layers are joined: %w", p.cfg.Name, name, flow.ErrInvalid)
 }
 
-// Unregister implements irm.IPCP: there is nothing to unregister.
+// Unregister implements ipcp.IPCP: there is nothing to unregister.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
 	return fmt.Errorf("broadcast: %s: unregister %q: %w", p.cfg.Name, name, flow.ErrNotFound)
 }
 
-// Query implements irm.IPCP: only the layer's own name is reachable.
+// Query implements ipcp.IPCP: only the layer's own name is reachable.
 func (p *IPCP) Query(_ context.Context, name string) error {
 	if name != p.cfg.Layer {
 		return fmt.Errorf("broadcast: %s: query %q: %w", p.cfg.Name, name, flow.ErrNotFound)
@@ -504,7 +504,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 	return nil
 }
 
-// Alloc implements irm.IPCP: flows are not allocated in a broadcast layer
+// Alloc implements ipcp.IPCP: flows are not allocated in a broadcast layer
 // (programs join it), so it is flow.ErrInvalid.
 func (p *IPCP) Alloc(_ context.Context, req ipcp.AllocReq, _ flow.Port) error {
 	return fmt.Errorf("broadcast: %s: alloc %q: broadcast layers are joined, not allocated: %w", p.cfg.Name, req.Dst, flow.ErrInvalid)
@@ -528,7 +528,7 @@ func (p *IPCP) Stats() Stats {
 	return s
 }
 
-// Mgmt implements irm.Manager: "stats" (the counters), "ports" (each
+// Mgmt implements ipcp.Manager: "stats" (the counters), "ports" (each
 // program and neighbour flow with its packet counts) and "capture"
 // (layer/capture: the packets on the neighbours' flows).
 func (p *IPCP) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {

@@ -9,7 +9,7 @@ import (
 
 // Names are the names registered in a shim IPCP that keeps them by name
 // (the local, diode and carrier shims; udp and eth keep hashes in their
-// engine): what irm.IPCP's Register and Unregister change. The zero
+// engine): what ipcp.IPCP's Register and Unregister change. The zero
 // value is empty and ready; safe for concurrent use.
 type Names struct {
 	mu sync.Mutex

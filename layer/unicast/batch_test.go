@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
@@ -24,7 +25,7 @@ import (
 // mods, if any, change node i's configuration.
 func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.Config)) (a, z flow.Port, nodes []*unicast.IPCP) {
 	fake := flowtest.NewBroker(unicasttest.PipeCap)
-	ups := make([]*flowtest.Upcalls, 4)
+	ups := make([]*ipcptest.Upcalls, 4)
 	for i := range 4 {
 		cfg := unicast.Config{
 			Runner: layertest.Runner{},
@@ -43,7 +44,7 @@ func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.C
 		for _, m := range mods {
 			m(i, &cfg)
 		}
-		ups[i] = flowtest.NewUpcalls(unicasttest.PipeCap)
+		ups[i] = ipcptest.NewUpcalls(unicasttest.PipeCap)
 		p, err := unicast.New(cfg, ups[i], fake.Program(cfg.Name), nil)
 		if err != nil {
 			tb.Fatal(err)
@@ -84,7 +85,7 @@ func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.C
 			tb.Fatal(err)
 		}
 	}
-	var acc flowtest.Accepted
+	var acc ipcptest.Accepted
 	select {
 	case acc = <-ups[3].Accepted:
 	case <-time.After(2 * time.Second):

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
@@ -30,7 +30,7 @@ func (h ethHearer) Heard(_ context.Context, names []string) ([]string, error) {
 func startShim(t *testing.T, hub *ethtest.Hub, name string) *eth.IPCP {
 	t.Helper()
 	p, err := eth.New(eth.Config{Runner: layertest.Runner{}, Layer: "eth.seg", Name: "eth." + name, Device: hub.NewPort(),
-		Announce: 50 * time.Millisecond}, flowtest.NewUpcalls(16))
+		Announce: 50 * time.Millisecond}, ipcptest.NewUpcalls(16))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,7 @@ func New(cfg Config, up ipcp.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, 
 
 var _ ipcp.SDULimiter = (*IPCP)(nil)
 
-// MaxSDU implements irm.SDULimiter: the smallest SDU limit of the N-1
+// MaxSDU implements ipcp.SDULimiter: the smallest SDU limit of the N-1
 // flows seen so far, less the data-transfer PCI. Over a unicast layer
 // this is 19 bytes less per level of recursion.
 func (p *IPCP) MaxSDU() int { return int(p.lowerMax.Load()) - dt.PCILen }
@@ -204,7 +204,7 @@ func (p *IPCP) Stop() {
 	}
 }
 
-// Info implements irm.IPCP.
+// Info implements ipcp.IPCP.
 func (p *IPCP) Info() ipcp.Info {
 	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "unicast", State: stateNames[p.state.Load()]}
 }
@@ -579,7 +579,7 @@ func (p *IPCP) publish(name string) {
 	})
 }
 
-// Register implements irm.IPCP: name is published in the layer's
+// Register implements ipcp.IPCP: name is published in the layer's
 // directory (at once if a member, else once it is one).
 func (p *IPCP) Register(ctx context.Context, name string) error {
 	if name == "" {
@@ -610,7 +610,7 @@ func (p *IPCP) Register(ctx context.Context, name string) error {
 	return nil
 }
 
-// Unregister implements irm.IPCP.
+// Unregister implements ipcp.IPCP.
 func (p *IPCP) Unregister(ctx context.Context, name string) error {
 	p.mu.Lock()
 	if !p.names[name] {
@@ -632,7 +632,7 @@ func (p *IPCP) Unregister(ctx context.Context, name string) error {
 	return nil
 }
 
-// Query implements irm.IPCP: the directory is asked.
+// Query implements ipcp.IPCP: the directory is asked.
 func (p *IPCP) Query(ctx context.Context, name string) error {
 	c := p.core.Load()
 	if c == nil {
@@ -644,14 +644,14 @@ func (p *IPCP) Query(ctx context.Context, name string) error {
 	return nil
 }
 
-// Alloc implements irm.IPCP: the directory gives the destination's
+// Alloc implements ipcp.IPCP: the directory gives the destination's
 // addresses, the flow allocator asks them in turn.
 func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) error {
 	_, err := p.AllocPeer(ctx, req, port)
 	return err
 }
 
-// AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
+// AllocPeer implements ipcp.PeerAllocator: Alloc that also returns, for a
 // sealed flow, the peer's verified identity and the flow's smaller SDU.
 func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
 	c := p.core.Load()

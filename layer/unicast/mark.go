@@ -11,7 +11,7 @@ import (
 // the transmit loop marks what leaves each N-1 port's queue.
 
 // queuedPort is an N-1 port that says how much of what was written to it
-// waits in the layer below (flow.RingPort): the forwarder marks by it too
+// waits in the layer below (the node's ring port, irm.RingPort): the forwarder marks by it too
 // (dt.Scheduler.SetBelow).
 type queuedPort interface {
 	Queued() int

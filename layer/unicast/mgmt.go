@@ -21,7 +21,7 @@ import (
 	"github.com/ouronet/ouro/layer/unicast/routing"
 )
 
-// Management commands of a unicast IPCP (irm.Manager).
+// Management commands of a unicast IPCP (ipcp.Manager).
 const (
 	CmdBootstrap = "bootstrap" // args: admission (required), hash, addr_width, routing, ca, dir, hello (ms), dead
 	CmdEnroll    = "enroll"    // args: via=<member IPCP name>
@@ -82,7 +82,7 @@ func ParseLayerConfig(args map[string]string) (enroll.Config, error) {
 	return c, nil
 }
 
-// Mgmt implements irm.Manager.
+// Mgmt implements ipcp.Manager.
 func (p *IPCP) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	switch req.Cmd {
 	case CmdBootstrap:

@@ -16,6 +16,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/fa"
@@ -28,7 +29,7 @@ type sealNet struct {
 	n          *unicasttest.Net
 	a, b, c    *unicasttest.Node
 	ida, idc   *identity.Identity
-	lastAccept flowtest.Accepted
+	lastAccept ipcptest.Accepted
 }
 
 func newSealNet(t testing.TB, mod func(name string, c *unicast.Config)) *sealNet {
@@ -57,7 +58,7 @@ func newSealNet(t testing.TB, mod func(name string, c *unicast.Config)) *sealNet
 
 // alloc allocates a flow from a to echo at c and returns both application
 // ends and what each side learnt of the other.
-func (s *sealNet) alloc(t testing.TB, q flow.QoS) (ra, rc flow.Port, res ipcp.AllocResult, acc flowtest.Accepted, err error) {
+func (s *sealNet) alloc(t testing.TB, q flow.QoS) (ra, rc flow.Port, res ipcp.AllocResult, acc ipcptest.Accepted, err error) {
 	t.Helper()
 	app, ipc := flowtest.Pipe(unicasttest.PipeCap)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -31,7 +31,7 @@ func (v flowMgmt) Mgmt(ctx context.Context, req, resp any) error {
 	r, ok := req.(ipcp.MgmtReq)
 	out, isResp := resp.(*ipcp.MgmtResp)
 	if !ok || !isResp {
-		return fmt.Errorf("via %s: request %T, answer %T: want irm.MgmtReq and *irm.MgmtResp", v.name, req, resp)
+		return fmt.Errorf("via %s: request %T, answer %T: want ipcp.MgmtReq and *ipcp.MgmtResp", v.name, req, resp)
 	}
 	got, err := v.c.Mgmt(ctx, r)
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ouronet/ouro/flow/irm/prom"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/prom"
 )
 
 // collector adds the node's build to what package prom reads through the

@@ -24,11 +24,11 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm/prom"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/prom"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/flow/probe"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
 	"github.com/ouronet/ouro/kernel"
 )

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
-	"github.com/ouronet/ouro/flow/rpc"
+	"github.com/ouronet/ouro/images/internal/irm"
+	"github.com/ouronet/ouro/images/internal/rpc"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
 )

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 )
 
 // benchPair starts two nodes over the UDP shim on 127.0.0.1 with one

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
@@ -302,7 +302,7 @@ type boardShim struct {
 	d *driver
 }
 
-// Mgmt implements irm.Manager.
+// Mgmt implements ipcp.Manager.
 func (s boardShim) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	resp, err := s.shimManager.Mgmt(ctx, req)
 	if err == nil && req.Cmd == "stats" && s.d != nil {

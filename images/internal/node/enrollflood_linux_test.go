@@ -19,7 +19,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/enroll"

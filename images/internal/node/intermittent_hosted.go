@@ -147,10 +147,10 @@ type diodeManager struct {
 
 var _ ipcp.SDULimiter = diodeManager{}
 
-// MaxSDU implements irm.SDULimiter.
+// MaxSDU implements ipcp.SDULimiter.
 func (m diodeManager) MaxSDU() int { return m.d.MaxSDU() }
 
-// Mgmt implements irm.Manager.
+// Mgmt implements ipcp.Manager.
 func (m diodeManager) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if req.Cmd == "stats" {
 		return ipcp.MgmtResp{Table: counterTable(struct {
@@ -234,7 +234,7 @@ type carrierManager struct {
 // IRM through the embedded shimManager's AllocPeer.
 var _ ipcp.PeerAllocator = carrierManager{}
 
-// Mgmt implements irm.Manager.
+// Mgmt implements ipcp.Manager.
 func (m carrierManager) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if req.Cmd == "stats" {
 		return ipcp.MgmtResp{Table: counterTable(struct {

@@ -18,7 +18,7 @@ import (
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/broadcast"
 	"github.com/ouronet/ouro/layer/capture"
@@ -539,7 +539,7 @@ type shimManager struct{ shimIPCP }
 
 var _ ipcp.Manager = shimManager{}
 
-// AllocPeer implements irm.PeerAllocator for the shims that seal flows
+// AllocPeer implements ipcp.PeerAllocator for the shims that seal flows
 // (udp, eth): the IRM learns a sealed flow's verified peer. Other shims:
 // Alloc, no peer.
 func (s shimManager) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
@@ -549,7 +549,7 @@ func (s shimManager) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow
 	return ipcp.AllocResult{}, s.shimIPCP.Alloc(ctx, req, port)
 }
 
-// Mgmt implements irm.Manager.
+// Mgmt implements ipcp.Manager.
 func (s shimManager) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
 	if c, ok := s.shimIPCP.(capturer); ok && req.Cmd == capture.Cmd {
 		return c.Capture(req.Args)

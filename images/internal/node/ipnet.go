@@ -9,8 +9,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/ipnet"
-	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/images/internal/ipstack"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
 )

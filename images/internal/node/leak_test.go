@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 )
 
 // TestAbandonedAccepts opens 500 sessions with 100 Accepts each that

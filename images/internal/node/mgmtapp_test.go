@@ -17,7 +17,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/capture/pcapng"

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/kernel"
 )
 

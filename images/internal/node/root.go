@@ -4,7 +4,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/kernel"
 )
 

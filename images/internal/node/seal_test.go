@@ -10,7 +10,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 

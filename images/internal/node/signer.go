@@ -21,7 +21,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/rpc"
+	"github.com/ouronet/ouro/images/internal/rpc"
 	"github.com/ouronet/ouro/kernel"
 )
 

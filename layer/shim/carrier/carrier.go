@@ -273,15 +273,15 @@ func (p *IPCP) Stop() {
 	p.wg.Wait()
 }
 
-// Info implements irm.IPCP.
+// Info implements ipcp.IPCP.
 func (p *IPCP) Info() ipcp.Info {
 	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "carrier", State: p.state.Load().String()}
 }
 
-// MaxSDU implements irm.SDULimiter.
+// MaxSDU implements ipcp.SDULimiter.
 func (p *IPCP) MaxSDU() int { return flow.MaxSDU }
 
-// Register implements irm.IPCP: the names this side accepts flows for.
+// Register implements ipcp.IPCP: the names this side accepts flows for.
 func (p *IPCP) Register(_ context.Context, name string) error {
 	if len(name) > MaxNameLen {
 		return fmt.Errorf("carrier: register %q: too long: %w", name, flow.ErrInvalid)
@@ -289,12 +289,12 @@ func (p *IPCP) Register(_ context.Context, name string) error {
 	return p.names.Register("carrier", name)
 }
 
-// Unregister implements irm.IPCP.
+// Unregister implements ipcp.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
 	return p.names.Unregister("carrier", name)
 }
 
-// Query implements irm.IPCP: the configured Names are reachable (nothing
+// Query implements ipcp.IPCP: the configured Names are reachable (nothing
 // can be asked across storage that is not here).
 func (p *IPCP) Query(_ context.Context, name string) error {
 	if slices.Contains(p.cfg.Names, name) {
@@ -303,7 +303,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 	return fmt.Errorf("carrier: query %q: not a configured name: %w", name, flow.ErrNotFound)
 }
 
-// Alloc implements irm.IPCP: what is written to port is bundled into Out
+// Alloc implements ipcp.IPCP: what is written to port is bundled into Out
 // for the other side, whose IRM is asked to accept the flow when the
 // first bundle arrives. A flow whose QoS would declare the peer dead
 // sooner than MinTimeout is refused: carried storage takes hours.
@@ -312,7 +312,7 @@ func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) err
 	return err
 }
 
-// AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
+// AllocPeer implements ipcp.PeerAllocator: Alloc that also returns, for a
 // sealed flow, the node its bundles are sealed to (the only one that can
 // read them).
 func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (res ipcp.AllocResult, err error) {

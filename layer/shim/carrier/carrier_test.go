@@ -20,6 +20,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -40,7 +41,7 @@ type site struct {
 	p       *IPCP
 	id      *identity.Identity
 	out, in string
-	up      *flowtest.Upcalls
+	up      *ipcptest.Upcalls
 }
 
 // sites returns two ends, A and B, whose storage is four directories and
@@ -49,7 +50,7 @@ func sites(t testing.TB, mod func(*Config)) (a, b *site) {
 	t.Helper()
 	ia, ib := ident(t), ident(t)
 	mk := func(name string, id *identity.Identity, peer ed25519.PublicKey) *site {
-		s := &site{id: id, out: t.TempDir(), in: t.TempDir(), up: flowtest.NewUpcalls(1024)}
+		s := &site{id: id, out: t.TempDir(), in: t.TempDir(), up: ipcptest.NewUpcalls(1024)}
 		cfg := Config{Layer: "carrier", Name: name, Runner: layertest.Runner{}, Out: s.out, In: s.in,
 			Signer: id, Peers: []ed25519.PublicKey{peer}, Names: []string{"files"}, Poll: 50 * time.Millisecond}
 		if mod != nil {
@@ -142,7 +143,7 @@ func TestCourier(t *testing.T) {
 	}()
 	got := make(chan []byte)
 	go func() {
-		var acc flowtest.Accepted
+		var acc ipcptest.Accepted
 		select {
 		case acc = <-b.up.Accepted:
 		case <-time.After(time.Minute):

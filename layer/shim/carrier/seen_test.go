@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 )
 
 // TestSeenSetSurvivesRestart: a copy of a bundle that B took, put in B's
@@ -30,7 +30,7 @@ func TestSeenSetSurvivesRestart(t *testing.T) {
 			// B restarts: a new IPCP with the same configuration.
 			b.p.Stop()
 			cfg := b.p.cfg
-			up := flowtest.NewUpcalls(16)
+			up := ipcptest.NewUpcalls(16)
 			p, err := New(cfg, up)
 			if err != nil {
 				t.Fatal(err)

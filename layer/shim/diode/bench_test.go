@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/shim/impair"
 )
 
@@ -26,7 +26,7 @@ func (s *sinkPort) Close() error                        { return nil }
 func receiver(t testing.TB, peer []byte) (*IPCP, *rx) {
 	t.Helper()
 	p, err := New(Config{Layer: "diode", Name: "b.diode", Runner: nopRunner{}, Flows: flows, K: 16, Parity: 4,
-		Rx: newLink(), Peer: peer}, flowtest.NewUpcalls(1))
+		Rx: newLink(), Peer: peer}, ipcptest.NewUpcalls(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestTxAllocs(t *testing.T) {
 	a := ident(t)
 	perBlock := func(k, m int) float64 {
 		p, err := New(Config{Layer: "diode", Name: "a.diode", Runner: nopRunner{}, Flows: flows, K: k, Parity: m,
-			Tx: discard{}, Signer: a, Rate: -1}, flowtest.NewUpcalls(1))
+			Tx: discard{}, Signer: a, Rate: -1}, ipcptest.NewUpcalls(1))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -280,27 +280,27 @@ func (p *IPCP) Stop() {
 	p.wg.Wait()
 }
 
-// Info implements irm.IPCP.
+// Info implements ipcp.IPCP.
 func (p *IPCP) Info() ipcp.Info {
 	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "diode", State: p.state.Load().String()}
 }
 
-// MaxSDU implements irm.SDULimiter: what a data shard holds.
+// MaxSDU implements ipcp.SDULimiter: what a data shard holds.
 func (p *IPCP) MaxSDU() int { return p.maxSDU }
 
-// Register implements irm.IPCP. A receiving end accepts flows only for
+// Register implements ipcp.IPCP. A receiving end accepts flows only for
 // the names its configured flows name; registering is what lets the IRM
 // accept them. A sending end keeps the name but nothing can reach it.
 func (p *IPCP) Register(_ context.Context, name string) error {
 	return p.names.Register("diode", name)
 }
 
-// Unregister implements irm.IPCP.
+// Unregister implements ipcp.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
 	return p.names.Unregister("diode", name)
 }
 
-// Query implements irm.IPCP: at the sending end, the configured flows'
+// Query implements ipcp.IPCP: at the sending end, the configured flows'
 // names are reachable; nothing is reachable from the receiving end.
 func (p *IPCP) Query(_ context.Context, name string) error {
 	if p.cfg.Tx == nil {
@@ -312,7 +312,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 	return nil
 }
 
-// Alloc implements irm.IPCP: at the sending end it starts sending what is
+// Alloc implements ipcp.IPCP: at the sending end it starts sending what is
 // written to the configured flow named req.Dst; the peer learns of the
 // flow from its first block. Nothing is ever written to port. One
 // allocation per configured flow at a time.

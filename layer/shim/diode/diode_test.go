@@ -19,6 +19,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/impair"
 )
@@ -74,9 +75,9 @@ func ident(t testing.TB) *identity.Identity {
 }
 
 // pair starts a sending and a receiving end; mod adjusts both configs.
-func pair(t testing.TB, tx Sender, rx Receiver, signer identity.Signer, peer identity.Signer, mod func(*Config)) (s, r *IPCP, up *flowtest.Upcalls) {
+func pair(t testing.TB, tx Sender, rx Receiver, signer identity.Signer, peer identity.Signer, mod func(*Config)) (s, r *IPCP, up *ipcptest.Upcalls) {
 	t.Helper()
-	up = flowtest.NewUpcalls(1024)
+	up = ipcptest.NewUpcalls(1024)
 	base := Config{Layer: "diode", Runner: layertest.Runner{}, Flows: flows, K: 16, Parity: 4, Rate: -1}
 	sc, rc := base, base
 	sc.Name, sc.Tx, sc.Signer = "a.diode", tx, signer
@@ -86,7 +87,7 @@ func pair(t testing.TB, tx Sender, rx Receiver, signer identity.Signer, peer ide
 		mod(&rc)
 	}
 	var err error
-	if s, err = New(sc, flowtest.NewUpcalls(1)); err != nil {
+	if s, err = New(sc, ipcptest.NewUpcalls(1)); err != nil {
 		t.Fatal(err)
 	}
 	if r, err = New(rc, up); err != nil {
@@ -126,9 +127,9 @@ func sendFile(t testing.TB, app flow.Port, data []byte, max int) {
 }
 
 // recvFile reads the accepted flow until the sender's end marker closes it.
-func recvFile(t testing.TB, up *flowtest.Upcalls, timeout time.Duration) []byte {
+func recvFile(t testing.TB, up *ipcptest.Upcalls, timeout time.Duration) []byte {
 	t.Helper()
-	var acc flowtest.Accepted
+	var acc ipcptest.Accepted
 	select {
 	case acc = <-up.Accepted:
 	case <-time.After(timeout):
@@ -299,7 +300,7 @@ func TestForgedShardsRefused(t *testing.T) {
 			for _, sh := range shards[1:] {
 				in.Send(sh)
 			}
-			var acc flowtest.Accepted
+			var acc ipcptest.Accepted
 			select {
 			case acc = <-up.Accepted:
 			case <-time.After(5 * time.Second):
@@ -417,7 +418,7 @@ func TestLossBeyondParity(t *testing.T) {
 			t.Fatalf("got %d blocks sent, want %d", s.FEC().BlocksOut, blocks)
 		}
 	}
-	var acc flowtest.Accepted
+	var acc ipcptest.Accepted
 	select {
 	case acc = <-up.Accepted:
 	case <-time.After(5 * time.Second):

@@ -11,6 +11,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
@@ -21,7 +22,7 @@ import (
 // (2 s, the default) makes the engine's own warm-up 3 s.
 func slowStart(t *testing.T, name string, dev Device) *node {
 	t.Helper()
-	up := flowtest.NewUpcalls(16)
+	up := ipcptest.NewUpcalls(16)
 	p, err := New(Config{Runner: layertest.Runner{}, Layer: "eth.test", Name: name, Device: dev,
 		QueryTimeout: 5 * time.Second, NegativeWait: 5 * time.Second, RetryBase: 5 * time.Millisecond}, up)
 	if err != nil {

@@ -274,12 +274,12 @@ func (p *IPCP) Stop() {
 // MAC returns the device's address (valid after Start).
 func (p *IPCP) MAC() MAC { return p.mac }
 
-// Info implements irm.IPCP.
+// Info implements ipcp.IPCP.
 func (p *IPCP) Info() ipcp.Info {
 	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "eth", State: p.state.Load().String()}
 }
 
-// Register implements irm.IPCP: name answers queries and accepts flows.
+// Register implements ipcp.IPCP: name answers queries and accepts flows.
 func (p *IPCP) Register(_ context.Context, name string) error {
 	if err := p.eng.Register(name); err != nil {
 		return err
@@ -290,7 +290,7 @@ func (p *IPCP) Register(_ context.Context, name string) error {
 	return nil
 }
 
-// Unregister implements irm.IPCP.
+// Unregister implements ipcp.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
 	if err := p.eng.Unregister(name); err != nil {
 		return err
@@ -305,7 +305,7 @@ func (p *IPCP) Unregister(_ context.Context, name string) error {
 // (Config.Announce): their holders are reachable directly over this shim.
 func (p *IPCP) Heard(names []string) []string { return p.eng.Heard(names) }
 
-// Query implements irm.IPCP: it broadcasts a name query (unless a cached
+// Query implements ipcp.IPCP: it broadcasts a name query (unless a cached
 // answer is fresh) and waits for a holder's answer until ctx ends, or
 // Config.QueryTimeout if ctx has no deadline. No answer is flow.ErrNotFound;
 // so is "not here" from every holder the shim knows on the segment, as
@@ -340,7 +340,7 @@ func (p *IPCP) resolve(ctx context.Context, name string) (MAC, error) {
 	return mac, err
 }
 
-// Alloc implements irm.IPCP: it resolves req.Dst by a name query, then
+// Alloc implements ipcp.IPCP: it resolves req.Dst by a name query, then
 // asks the holder, retransmitting until ctx ends (Config.AllocTimeout
 // without a deadline). A refusal maps to flow.ErrNotFound, flow.ErrRefused
 // or flow.ErrBusy; silence to flow.ErrTimeout.
@@ -349,7 +349,7 @@ func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) err
 	return err
 }
 
-// AllocPeer implements irm.PeerAllocator: Alloc that also returns a
+// AllocPeer implements ipcp.PeerAllocator: Alloc that also returns a
 // sealed flow's verified peer and its largest SDU.
 func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
 	if port == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -28,12 +29,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type node struct {
 	ipcp *IPCP
-	up   *flowtest.Upcalls
+	up   *ipcptest.Upcalls
 }
 
 func start(t testing.TB, name string, dev Device, imp impair.Config) *node {
 	t.Helper()
-	up := flowtest.NewUpcalls(256)
+	up := ipcptest.NewUpcalls(256)
 	p, err := New(Config{Runner: layertest.Runner{}, Layer: "eth.test", Name: name, Device: dev, Impair: imp,
 		QueryTimeout: 300 * time.Millisecond, RetryBase: 5 * time.Millisecond}, up)
 	if err != nil {
@@ -385,7 +386,7 @@ func FuzzInput(f *testing.F) {
 	}
 	f.Add(rawFrame(me, MAC{2, 0, 0, 0, 0, 2}, 7, []byte("data")))
 	da, _ := ethtest.NewPair()
-	up := flowtest.NewUpcalls(4)
+	up := ipcptest.NewUpcalls(4)
 	up.Refuse(flow.ErrRefused)
 	p, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "n", Device: da}, up)
 	if err != nil {
@@ -400,7 +401,7 @@ func FuzzInput(f *testing.F) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	up := flowtest.NewUpcalls(1)
+	up := ipcptest.NewUpcalls(1)
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -478,7 +479,7 @@ func TestLinkDown(t *testing.T) {
 func TestAnnounce(t *testing.T) {
 	startWith := func(name string, dev Device, every time.Duration) *node {
 		t.Helper()
-		up := flowtest.NewUpcalls(16)
+		up := ipcptest.NewUpcalls(16)
 		p, err := New(Config{Runner: layertest.Runner{}, Layer: "eth.test", Name: name, Device: dev,
 			QueryTimeout: 5 * time.Second, RetryBase: 5 * time.Millisecond, Announce: every}, up)
 		if err != nil {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/kernel/faultinject"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
 )
@@ -20,7 +20,7 @@ import (
 func TestPoisonFaultsInRunner(t *testing.T) {
 	rec := &layertest.Recorder{}
 	da, db := ethtest.NewPair()
-	p, err := New(Config{Layer: "l", Name: "n", Device: da, Runner: rec}, flowtest.NewUpcalls(1))
+	p, err := New(Config{Layer: "l", Name: "n", Device: da, Runner: rec}, ipcptest.NewUpcalls(1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/eth/ethtest"
 	"github.com/ouronet/ouro/layer/shim/impair"
@@ -58,7 +59,7 @@ func sealedNode(t *testing.T, name string, seed byte, dev Device, imp impair.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := flowtest.NewUpcalls(16)
+	up := ipcptest.NewUpcalls(16)
 	p, err := New(Config{Runner: layertest.Runner{}, Layer: "eth.test", Name: name, Device: dev, Impair: imp,
 		QueryTimeout: 300 * time.Millisecond, RetryBase: 5 * time.Millisecond, Signer: boardSigner{id, name}}, up)
 	if err != nil {

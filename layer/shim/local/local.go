@@ -92,22 +92,22 @@ func (p *IPCP) Stop() {
 	p.wg.Wait()
 }
 
-// Info implements irm.IPCP.
+// Info implements ipcp.IPCP.
 func (p *IPCP) Info() ipcp.Info {
 	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "local", State: p.state.Load().String()}
 }
 
-// Register implements irm.IPCP.
+// Register implements ipcp.IPCP.
 func (p *IPCP) Register(_ context.Context, name string) error {
 	return p.names.Register("local", name)
 }
 
-// Unregister implements irm.IPCP.
+// Unregister implements ipcp.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
 	return p.names.Unregister("local", name)
 }
 
-// Query implements irm.IPCP: name is reachable if it is registered here.
+// Query implements ipcp.IPCP: name is reachable if it is registered here.
 func (p *IPCP) Query(_ context.Context, name string) error {
 	if !p.names.Has(name) {
 		return fmt.Errorf("local: query %q: %w", name, flow.ErrNotFound)
@@ -115,7 +115,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 	return nil
 }
 
-// Alloc implements irm.IPCP: it asks the IRM to accept the flow for the
+// Alloc implements ipcp.IPCP: it asks the IRM to accept the flow for the
 // registered name and splices port to the acceptor's end.
 func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) (err error) {
 	defer func() {

@@ -11,14 +11,15 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func setup(t testing.TB) (*IPCP, *flowtest.Upcalls) {
+func setup(t testing.TB) (*IPCP, *ipcptest.Upcalls) {
 	t.Helper()
-	up := flowtest.NewUpcalls(64)
+	up := ipcptest.NewUpcalls(64)
 	p, err := New(Config{Layer: "local", Name: "node.local", Runner: layertest.Runner{}}, up)
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +34,7 @@ func setup(t testing.TB) (*IPCP, *flowtest.Upcalls) {
 	return p, up
 }
 
-func dial(t testing.TB, p *IPCP, up *flowtest.Upcalls) (client, server flow.Port) {
+func dial(t testing.TB, p *IPCP, up *ipcptest.Upcalls) (client, server flow.Port) {
 	t.Helper()
 	app, ipcpEnd := flowtest.Pipe(64)
 	if err := p.Alloc(context.Background(), ipcp.AllocReq{Dst: "srv", QoS: flow.Data()}, ipcpEnd); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/shim"
 	"github.com/ouronet/ouro/layer/shim/serial/serialtest"
 )
@@ -77,7 +78,7 @@ func TestSealedFlowOverSerial(t *testing.T) {
 			t.Fatalf("alloc: %v; a %+v; b %+v", err, a.ipcp.Stats(), b.ipcp.Stats())
 		}
 		t.Cleanup(func() { app.Close() })
-		var acc flowtest.Accepted
+		var acc ipcptest.Accepted
 		select {
 		case acc = <-b.up.Accepted:
 			t.Cleanup(func() { acc.Port.Close() })

@@ -355,12 +355,12 @@ func (p *IPCP) Stop() {
 	p.retiring.Wait()
 }
 
-// Info implements irm.IPCP.
+// Info implements ipcp.IPCP.
 func (p *IPCP) Info() ipcp.Info {
 	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "serial", State: p.state.Load().String()}
 }
 
-// Register implements irm.IPCP: name answers the peer's queries and accepts
+// Register implements ipcp.IPCP: name answers the peer's queries and accepts
 // its flows.
 func (p *IPCP) Register(_ context.Context, name string) error {
 	if name == "" {
@@ -378,7 +378,7 @@ func (p *IPCP) Register(_ context.Context, name string) error {
 	return nil
 }
 
-// Unregister implements irm.IPCP.
+// Unregister implements ipcp.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -392,7 +392,7 @@ func (p *IPCP) Unregister(_ context.Context, name string) error {
 	return nil
 }
 
-// Query implements irm.IPCP: it asks the peer whether it holds name
+// Query implements ipcp.IPCP: it asks the peer whether it holds name
 // (unless a cached answer is fresh), waiting until ctx ends or
 // Config.QueryTimeout — for the link to come up, too, if it is down. No
 // answer, or the link still down, is flow.ErrNotFound.
@@ -420,7 +420,7 @@ func (p *IPCP) resolve(ctx context.Context, name string) (*session, error) {
 	return s, nil
 }
 
-// Alloc implements irm.IPCP: it asks the peer whether it holds req.Dst,
+// Alloc implements ipcp.IPCP: it asks the peer whether it holds req.Dst,
 // then allocates there, retransmitting until ctx ends (Config.AllocTimeout
 // without a deadline). The link down is flow.ErrNotFound and
 // flow.ErrPeerGone; a refusal flow.ErrNotFound, flow.ErrRefused or
@@ -430,7 +430,7 @@ func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) err
 	return err
 }
 
-// AllocPeer implements irm.PeerAllocator: Alloc that also returns, for a
+// AllocPeer implements ipcp.PeerAllocator: Alloc that also returns, for a
 // sealed flow, the verified peer and the smaller SDU limit sealing leaves.
 func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
 	if port == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/serial/serialtest"
 )
@@ -22,7 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type node struct {
 	ipcp *IPCP
-	up   *flowtest.Upcalls
+	up   *ipcptest.Upcalls
 }
 
 // fast are timings for tests: a dead link is found within 300 ms.
@@ -43,7 +44,7 @@ func fast(cfg Config) Config {
 
 func start(t testing.TB, name string, dev Device, cfg Config) *node {
 	t.Helper()
-	up := flowtest.NewUpcalls(256)
+	up := ipcptest.NewUpcalls(256)
 	cfg.Layer, cfg.Name, cfg.Device, cfg.Runner = "serial.test", name, dev, layertest.Runner{}
 	p, err := New(fast(cfg), up)
 	if err != nil {
@@ -186,7 +187,7 @@ func TestCable(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	_, ea, _ := serialtest.NewCable(serialtest.CableConfig{})
-	up := flowtest.NewUpcalls(1)
+	up := ipcptest.NewUpcalls(1)
 	run := layertest.Runner{}
 	for _, cfg := range []Config{
 		{Name: "x", Device: ea, Runner: run},
@@ -442,7 +443,7 @@ func FuzzInput(f *testing.F) {
 	f.Add(AppendFrame(nil, h))
 	f.Add([]byte{0, 0, 0xff, 1})
 	_, ea, _ := serialtest.NewCable(serialtest.CableConfig{})
-	p, err := New(Config{Layer: "l", Name: "x", Device: ea, Runner: layertest.Runner{}}, flowtest.NewUpcalls(1))
+	p, err := New(Config{Layer: "l", Name: "x", Device: ea, Runner: layertest.Runner{}}, ipcptest.NewUpcalls(1))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/kernel/faultinject"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -21,7 +21,7 @@ import (
 func TestPoisonFaultsInRunner(t *testing.T) {
 	rec := &layertest.Recorder{}
 	c := listen(t, "udp", "127.0.0.1:0")
-	p, err := New(Config{Layer: "l", Name: "n", Device: c, Runner: rec}, flowtest.NewUpcalls(1))
+	p, err := New(Config{Layer: "l", Name: "n", Device: c, Runner: rec}, ipcptest.NewUpcalls(1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
@@ -28,7 +29,7 @@ type echoServer struct {
 	stop chan struct{}
 }
 
-func serveEcho(up *flowtest.Upcalls) *echoServer {
+func serveEcho(up *ipcptest.Upcalls) *echoServer {
 	s := &echoServer{stop: make(chan struct{})}
 	s.wg.Add(1)
 	go func() {
@@ -123,7 +124,7 @@ func TestAllocFlood(t *testing.T) {
 			}
 			cb, ca := listen(t, "udp", "127.0.0.1:0"), listen(t, "udp", "127.0.0.1:0")
 			cfg.Device = cb
-			upB := flowtest.NewUpcalls(64)
+			upB := ipcptest.NewUpcalls(64)
 			b, err := New(cfg, upB)
 			if err != nil {
 				t.Fatal(err)
@@ -137,7 +138,7 @@ func TestAllocFlood(t *testing.T) {
 				t.Fatal(err)
 			}
 			a, err := New(Config{Layer: "udp.test", Name: "a", Runner: layertest.Runner{}, Device: ca,
-				RetryBase: 5 * time.Millisecond, Dir: map[string]netip.AddrPort{"echo": addrOf(cb)}}, flowtest.NewUpcalls(1))
+				RetryBase: 5 * time.Millisecond, Dir: map[string]netip.AddrPort{"echo": addrOf(cb)}}, ipcptest.NewUpcalls(1))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
 )
@@ -110,7 +111,7 @@ func sealedPair(t testing.TB, mangle func(toB bool, d []byte) [][]byte, ao, bo s
 	}
 	dir := map[string]netip.AddrPort{"srv": srv}
 	mk := func(name string, c *net.UDPConn, seed byte, o sealOpts) *sealNode {
-		up := flowtest.NewUpcalls(256)
+		up := ipcptest.NewUpcalls(256)
 		id := ident(t, seed)
 		cfg := Config{Runner: layertest.Runner{}, Layer: "udp.test", Name: name, Dir: dir, Device: c,
 			RetryBase: 5 * time.Millisecond, Seal: o.require, SealPeers: o.sealPeers, SealTicketLife: o.ticketLife}
@@ -692,7 +693,7 @@ func FuzzSealedInput(f *testing.F) {
 	if err != nil {
 		f.Skip(err)
 	}
-	up := flowtest.NewUpcalls(4)
+	up := ipcptest.NewUpcalls(4)
 	up.Refuse(flow.ErrRefused)
 	// Handshakes left half done expire fast, so that the fuzzer keeps
 	// reaching them instead of the bound on allocations in progress.

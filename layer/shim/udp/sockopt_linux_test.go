@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -99,7 +99,7 @@ func TestSocketBuffers(t *testing.T) {
 // and with a buffer of two datagrams some are.
 func TestStatsSocketOverflow(t *testing.T) {
 	c := listen(t, "udp", "127.0.0.1:0")
-	p, err := New(Config{Layer: "l", Name: "n", Device: c, RecvBuffer: 1, Runner: &layertest.Recorder{}}, flowtest.NewUpcalls(1))
+	p, err := New(Config{Layer: "l", Name: "n", Device: c, RecvBuffer: 1, Runner: &layertest.Recorder{}}, ipcptest.NewUpcalls(1))
 	if err != nil {
 		t.Fatal(err)
 	}

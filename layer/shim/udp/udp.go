@@ -249,18 +249,18 @@ func (p *IPCP) Addr() netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// Info implements irm.IPCP.
+// Info implements ipcp.IPCP.
 func (p *IPCP) Info() ipcp.Info {
 	return ipcp.Info{Name: p.cfg.Name, Layer: p.cfg.Layer, Kind: "udp", State: p.state.Load().String()}
 }
 
-// Register implements irm.IPCP: flows to name are accepted from peers.
+// Register implements ipcp.IPCP: flows to name are accepted from peers.
 func (p *IPCP) Register(_ context.Context, name string) error { return p.eng.Register(name) }
 
-// Unregister implements irm.IPCP.
+// Unregister implements ipcp.IPCP.
 func (p *IPCP) Unregister(_ context.Context, name string) error { return p.eng.Unregister(name) }
 
-// Query implements irm.IPCP: name is reachable if the directory has it.
+// Query implements ipcp.IPCP: name is reachable if the directory has it.
 func (p *IPCP) Query(_ context.Context, name string) error {
 	if _, ok := p.dir[name]; !ok {
 		return fmt.Errorf("udp: query %q: not in the directory: %w", name, flow.ErrNotFound)
@@ -268,7 +268,7 @@ func (p *IPCP) Query(_ context.Context, name string) error {
 	return nil
 }
 
-// Alloc implements irm.IPCP: it asks the peer the directory names for
+// Alloc implements ipcp.IPCP: it asks the peer the directory names for
 // req.Dst, retransmitting until ctx ends (Config.AllocTimeout without a
 // deadline). A refusal maps to flow.ErrNotFound, flow.ErrRefused or
 // flow.ErrBusy; silence to flow.ErrTimeout.
@@ -277,7 +277,7 @@ func (p *IPCP) Alloc(ctx context.Context, req ipcp.AllocReq, port flow.Port) err
 	return err
 }
 
-// AllocPeer implements irm.PeerAllocator: Alloc that also returns a
+// AllocPeer implements ipcp.PeerAllocator: Alloc that also returns a
 // sealed flow's verified peer and its largest SDU.
 func (p *IPCP) AllocPeer(ctx context.Context, req ipcp.AllocReq, port flow.Port) (ipcp.AllocResult, error) {
 	if port == nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
@@ -38,7 +39,7 @@ func addrOf(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr)
 // node is one UDP shim under test with its fake IRM.
 type node struct {
 	ipcp *IPCP
-	up   *flowtest.Upcalls
+	up   *ipcptest.Upcalls
 	addr netip.AddrPort
 }
 
@@ -48,7 +49,7 @@ func pair(t testing.TB, loopback string, imp impair.Config) (a, b *node) {
 	ca, cb := listen(t, "udp", loopback), listen(t, "udp", loopback)
 	dir := map[string]netip.AddrPort{"a": addrOf(ca), "b": addrOf(cb), "srv": addrOf(cb), "nobody": addrOf(cb)}
 	mk := func(name string, c *net.UDPConn) *node {
-		up := flowtest.NewUpcalls(256)
+		up := ipcptest.NewUpcalls(256)
 		p, err := New(Config{Runner: layertest.Runner{}, Layer: "udp.test", Name: name, Dir: dir, Device: c, Impair: imp, RetryBase: 5 * time.Millisecond}, up)
 		if err != nil {
 			t.Fatal(err)
@@ -318,7 +319,7 @@ func TestStopDeallocates(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	up := flowtest.NewUpcalls(1)
+	up := ipcptest.NewUpcalls(1)
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -474,7 +475,7 @@ func FuzzInput(f *testing.F) {
 	if err != nil {
 		f.Skip(err)
 	}
-	up := flowtest.NewUpcalls(4)
+	up := ipcptest.NewUpcalls(4)
 	up.Refuse(flow.ErrRefused)
 	p, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "n", Device: c}, up)
 	if err != nil {
@@ -503,7 +504,7 @@ func TestPacketConnDevice(t *testing.T) {
 	aAddr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	dir := map[string]netip.AddrPort{"srv": addrOf(cb), "a": aAddr}
 	mk := func(name string, d Device) *node {
-		up := flowtest.NewUpcalls(16)
+		up := ipcptest.NewUpcalls(16)
 		p, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: name, Dir: dir, Device: d}, up)
 		if err != nil {
 			t.Fatal(err)
@@ -544,7 +545,7 @@ func TestPeerRestart(t *testing.T) {
 	ca, cb := listen(t, "udp", "127.0.0.1:0"), listen(t, "udp", "127.0.0.1:0")
 	bAddr := addrOf(cb)
 	dir := map[string]netip.AddrPort{"srv": bAddr}
-	upA, upB := flowtest.NewUpcalls(16), flowtest.NewUpcalls(16)
+	upA, upB := ipcptest.NewUpcalls(16), ipcptest.NewUpcalls(16)
 	a, err := New(Config{Runner: layertest.Runner{}, Layer: "l", Name: "a", Dir: dir, Device: ca}, upA)
 	if err != nil {
 		t.Fatal(err)

@@ -290,7 +290,7 @@ func (s *Scheduler[T]) Len(c flow.Cube) int {
 
 // SetBelow records that n packets the scheduler already gave out still
 // wait below it, in front of the same link (in the layer below's queue:
-// flow.RingPort.Queued): Standing counts them in front of every cube's
+// irm.RingPort.Queued): Standing counts them in front of every cube's
 // queue, since a full lower queue is where a bottleneck's backlog sits
 // before this one grows at all.
 func (s *Scheduler[T]) SetBelow(n int) {

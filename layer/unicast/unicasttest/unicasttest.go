@@ -18,6 +18,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
@@ -58,7 +59,7 @@ type Net struct {
 type Node struct {
 	Name string
 	IPCP *unicast.IPCP
-	Up   *flowtest.Upcalls
+	Up   *ipcptest.Upcalls
 	net  *Net
 }
 
@@ -109,7 +110,7 @@ func (n *Net) Add(name string, bootstrap bool, neighbours []string, mod func(*un
 	if mod != nil {
 		mod(&cfg)
 	}
-	up := flowtest.NewUpcalls(PipeCap)
+	up := ipcptest.NewUpcalls(PipeCap)
 	var lb flow.Broker = &linkBroker{Broker: n.fake.Program(name), net: n, self: name}
 	if n.over != nil {
 		under := n.over[name]
@@ -450,12 +451,12 @@ func (nd *Node) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, 
 
 // Accept returns the application end of the next flow the node's fake
 // IRM accepted.
-func (nd *Node) Accept(timeout time.Duration) (flowtest.Accepted, error) {
+func (nd *Node) Accept(timeout time.Duration) (ipcptest.Accepted, error) {
 	select {
 	case a := <-nd.Up.Accepted:
 		return a, nil
 	case <-time.After(timeout):
-		return flowtest.Accepted{}, fmt.Errorf("unicasttest: %s: no flow accepted in %v: %w", nd.Name, timeout, flow.ErrTimeout)
+		return ipcptest.Accepted{}, fmt.Errorf("unicasttest: %s: no flow accepted in %v: %w", nd.Name, timeout, flow.ErrTimeout)
 	}
 }
 

@@ -5,15 +5,15 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 )
 
 // TestCaptureInputAllocs: a data packet's way through Input allocates
 // nothing, with no capture and with one running; the capture sees the
 // control messages and the data, with their endpoint ids.
 func TestCaptureInputAllocs(t *testing.T) {
-	up := flowtest.NewUpcalls(16)
+	up := ipcptest.NewUpcalls(16)
 	e, w := newEngine(t, Config[peer]{Upcalls: up})
 	allocReq(t, e, "p", 1)
 	acc := <-up.Accepted

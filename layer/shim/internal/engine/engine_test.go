@@ -13,6 +13,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -110,7 +111,7 @@ func TestNeedsRunner(t *testing.T) {
 // IdleTimeout (the peer is told, the program's end closes); a flow that
 // receives SDUs is not, even when its program does not read them.
 func TestIdleExpiry(t *testing.T) {
-	up := flowtest.NewUpcalls(16)
+	up := ipcptest.NewUpcalls(16)
 	e, w := newEngine(t, Config[peer]{Upcalls: up, IdleTimeout: 100 * time.Millisecond})
 	allocReq(t, e, "idle", 1)
 	allocReq(t, e, "busy", 2)
@@ -288,7 +289,7 @@ func encode(t *testing.T, m *Msg) []byte {
 // requests, but no more than maxRefusals of them, however fast a peer
 // makes the IRM refuse.
 func TestRefusalsBounded(t *testing.T) {
-	up := flowtest.NewUpcalls(1)
+	up := ipcptest.NewUpcalls(1)
 	up.Refuse(flow.ErrRefused)
 	e, w := newEngine(t, Config[peer]{Upcalls: up, IdleTimeout: -1})
 	const n = 3 * maxRefusals

@@ -9,8 +9,8 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/layertest"
 )
 
@@ -51,7 +51,7 @@ func (p *countPort) Close() error { return nil }
 // it (loopWire).
 func sealedLoop(t testing.TB, want []byte) (*Engine[peer], *flowEntry[peer], *countPort) {
 	w := &loopWire{}
-	e, err := New(Config[peer]{Kind: "test", Wire: w, Headroom: headroom, Runner: layertest.Runner{}, Upcalls: flowtest.NewUpcalls(1), IdleTimeout: -1})
+	e, err := New(Config[peer]{Kind: "test", Wire: w, Headroom: headroom, Runner: layertest.Runner{}, Upcalls: ipcptest.NewUpcalls(1), IdleTimeout: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestSealedHandshakeExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := flowtest.NewUpcalls(4)
+	up := ipcptest.NewUpcalls(4)
 	e, w := newEngine(t, Config[peer]{Upcalls: up, IdleTimeout: -1, MaxPendingPerPeer: 1,
 		Seal: &SealConfig{Layer: "l", Signer: id, Name: "n"}})
 	sealedReq(t, e, "quiet", 1)
@@ -162,7 +162,7 @@ func TestSealedHandshakeExpires(t *testing.T) {
 
 // A shim without a signer refuses a sealed request at once, counted.
 func TestSealedRequestWithoutSigner(t *testing.T) {
-	up := flowtest.NewUpcalls(4)
+	up := ipcptest.NewUpcalls(4)
 	e, w := newEngine(t, Config[peer]{Upcalls: up, IdleTimeout: -1})
 	sealedReq(t, e, "p", 1)
 	if r := w.msgs(MsgAllocResp); len(r) != 1 || r[0].msg.Result != ResRefused {

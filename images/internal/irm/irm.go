@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/rpc"
+	"github.com/ouronet/ouro/images/internal/rpc"
 	"github.com/ouronet/ouro/kernel"
 )
 

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/rpc"
+	"github.com/ouronet/ouro/images/internal/rpc"
 )
 
 // Operations on the IRM's endpoint.

@@ -1,9 +1,10 @@
-package flow
+package irm
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/flow"
 	"sync"
 	"time"
 
@@ -34,8 +35,8 @@ type RingPort struct {
 }
 
 var (
-	_ Port      = (*RingPort)(nil)
-	_ BatchPort = (*RingPort)(nil)
+	_ flow.Port      = (*RingPort)(nil)
+	_ flow.BatchPort = (*RingPort)(nil)
 )
 
 // NewRingPort returns the Port over rx and tx in pd's CSpace.
@@ -63,12 +64,12 @@ func (p *RingPort) deadlineCtx(deadline time.Time) (context.Context, context.Can
 func mapRingErr(op string, err error) error {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("flow: %s: %w", op, ErrTimeout)
+		return fmt.Errorf("flow: %s: %w", op, flow.ErrTimeout)
 	case errors.Is(err, kernel.ErrClosed), errors.Is(err, context.Canceled),
 		errors.Is(err, kernel.ErrRevoked), errors.Is(err, kernel.ErrInvalidCap), errors.Is(err, kernel.ErrAborted):
-		return fmt.Errorf("flow: %s: %w", op, ErrClosed)
+		return fmt.Errorf("flow: %s: %w", op, flow.ErrClosed)
 	case errors.Is(err, kernel.ErrNoBudget):
-		return fmt.Errorf("flow: %s: %w: %w", op, ErrBusy, err)
+		return fmt.Errorf("flow: %s: %w: %w", op, flow.ErrBusy, err)
 	}
 	return fmt.Errorf("flow: %s: %w", op, err)
 }
@@ -112,7 +113,7 @@ func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
 	if p.gone {
-		return 0, fmt.Errorf("flow: read: %w", ErrClosed)
+		return 0, fmt.Errorf("flow: read: %w", flow.ErrClosed)
 	}
 	if p.rhead == p.rn {
 		p.rhead, p.rn = 0, 0
@@ -129,7 +130,7 @@ func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
 	n := copy(b, data)
 	p.pd.FreeBuf(buf)
 	if n < len(data) {
-		return n, fmt.Errorf("flow: read %d-byte SDU into %d bytes: %w", len(data), len(b), ErrTruncated)
+		return n, fmt.Errorf("flow: read %d-byte SDU into %d bytes: %w", len(data), len(b), flow.ErrTruncated)
 	}
 	return n, nil
 }
@@ -137,13 +138,13 @@ func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
 // Write implements Port: it copies b into a buffer from the component's
 // budget and pushes it, waiting for room until the deadline.
 func (p *RingPort) Write(b []byte, deadline time.Time) error {
-	if len(b) > MaxSDU {
-		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), MaxSDU, ErrTooBig)
+	if len(b) > flow.MaxSDU {
+		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), flow.MaxSDU, flow.ErrTooBig)
 	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	if p.gone {
-		return fmt.Errorf("flow: write: %w", ErrClosed)
+		return fmt.Errorf("flow: write: %w", flow.ErrClosed)
 	}
 	buf, err := p.pd.AllocBuf()
 	if err != nil {
@@ -170,7 +171,7 @@ func (p *RingPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (in
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
 	if p.gone {
-		return 0, fmt.Errorf("flow: read: %w", ErrClosed)
+		return 0, fmt.Errorf("flow: read: %w", flow.ErrClosed)
 	}
 	if p.rhead == p.rn {
 		p.rhead, p.rn = 0, 0
@@ -189,7 +190,7 @@ func (p *RingPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (in
 		sizes[n] = copy(bufs[n], data)
 		n++
 		if sizes[n-1] < len(data) {
-			err = fmt.Errorf("flow: read %d-byte SDU into %d bytes: %w", len(data), len(bufs[n-1]), ErrTruncated)
+			err = fmt.Errorf("flow: read %d-byte SDU into %d bytes: %w", len(data), len(bufs[n-1]), flow.ErrTruncated)
 			break
 		}
 	}
@@ -204,16 +205,16 @@ func (p *RingPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	if p.gone {
-		return 0, fmt.Errorf("flow: write: %w", ErrClosed)
+		return 0, fmt.Errorf("flow: write: %w", flow.ErrClosed)
 	}
 	done := 0
 	for done < len(sdus) {
 		k := 0 // SDUs of this round: up to ringBatch, none too big
-		for k < len(p.wbuf) && done+k < len(sdus) && len(sdus[done+k]) <= MaxSDU {
+		for k < len(p.wbuf) && done+k < len(sdus) && len(sdus[done+k]) <= flow.MaxSDU {
 			k++
 		}
 		if k == 0 {
-			return done, fmt.Errorf("flow: write of %d bytes (max %d): %w", len(sdus[done]), MaxSDU, ErrTooBig)
+			return done, fmt.Errorf("flow: write of %d bytes (max %d): %w", len(sdus[done]), flow.MaxSDU, flow.ErrTooBig)
 		}
 		k, err := p.pd.AllocBufs(p.wbuf[:k])
 		if k == 0 {

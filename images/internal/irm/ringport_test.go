@@ -1,4 +1,4 @@
-package flow_test
+package irm_test
 
 import (
 	"testing"
@@ -6,6 +6,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -50,8 +51,8 @@ func ringPair(t *testing.T, pd *kernel.PD, size int) (flow.Port, flow.Port) {
 		}
 		return m
 	}
-	a := flow.NewRingPort(pd, mint(r2, kernel.Read), mint(r1, kernel.Write))
-	b := flow.NewRingPort(pd, mint(r1, kernel.Read), mint(r2, kernel.Write))
+	a := irm.NewRingPort(pd, mint(r2, kernel.Read), mint(r1, kernel.Write))
+	b := irm.NewRingPort(pd, mint(r1, kernel.Read), mint(r2, kernel.Write))
 	pd.Delete(r1)
 	pd.Delete(r2)
 	return a, b
@@ -65,7 +66,7 @@ func TestRingPortQueued(t *testing.T) {
 	pa, b := ringPair(t, pd, 64)
 	defer pa.Close()
 	defer b.Close()
-	a := pa.(*flow.RingPort)
+	a := pa.(*irm.RingPort)
 	msg := make([]byte, 100)
 	for range 5 {
 		if err := a.Write(msg, noTime); err != nil {
@@ -111,5 +112,38 @@ func TestRingPortZeroAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("got %v allocations per write+read, want 0", allocs)
+	}
+}
+
+func TestRingPortBatch(t *testing.T) {
+	pd := bootPD(t, 1<<14)
+	flowtest.TestBatchPort(t, func() (flow.BatchPort, flow.BatchPort) {
+		a, b := ringPair(t, pd, 16)
+		return a.(flow.BatchPort), b.(flow.BatchPort)
+	})
+}
+
+func TestRingPortBatchZeroAllocs(t *testing.T) {
+	pd := bootPD(t, 1024)
+	a, b := ringPair(t, pd, 64)
+	defer a.Close()
+	defer b.Close()
+	wa, rb := a.(flow.BatchPort), b.(flow.BatchPort)
+	msgs := flowtest.BatchSDUs(32, 0)
+	bufs, sizes := flowtest.BatchBufs(32, flow.MaxSDU)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if n, err := wa.WriteBatch(msgs, noTime); n != len(msgs) || err != nil {
+			t.Fatal(n, err)
+		}
+		for got := 0; got < len(msgs); {
+			n, err := rb.ReadBatch(bufs, sizes, noTime)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("got %v allocations per batch of 32 written and read, want 0", allocs)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/flow/rpc"
+	"github.com/ouronet/ouro/images/internal/rpc"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -165,12 +165,12 @@ func deleteCaps(pd *kernel.PD, caps []kernel.Cap) {
 }
 
 // portFromCaps turns a flow end received as caps (rx, tx) into a Port.
-func portFromCaps(pd *kernel.PD, caps []kernel.Cap) (*flow.RingPort, error) {
+func portFromCaps(pd *kernel.PD, caps []kernel.Cap) (*RingPort, error) {
 	if len(caps) != 2 {
 		deleteCaps(pd, caps)
 		return nil, fmt.Errorf("irm: flow end with %d caps, want 2 (was the endpoint cap minted without Grant?): %w", len(caps), flow.ErrInvalid)
 	}
-	return flow.NewRingPort(pd, caps[0], caps[1]), nil
+	return NewRingPort(pd, caps[0], caps[1]), nil
 }
 
 // UpcallClient is an IPCP component's Upcalls: calls over its badged cap

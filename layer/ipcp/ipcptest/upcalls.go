@@ -1,15 +1,16 @@
-package flowtest
+package ipcptest
 
 import (
 	"context"
 	"fmt"
+	"github.com/ouronet/ouro/flow/flowtest"
 	"sync"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
-// Upcalls is a fake irm.Upcalls for testing IPCPs without an IRM. Each
+// Upcalls is a fake ipcp.Upcalls for testing IPCPs without an IRM. Each
 // accepted FlowReq is recorded, answered with one end of a fresh Pipe, and
 // the other end (the accepting program's) is delivered on Accepted.
 //
@@ -56,7 +57,7 @@ func (u *Upcalls) Requests() []ipcp.AllocReq {
 	return append([]ipcp.AllocReq(nil), u.reqs...)
 }
 
-// FlowReq implements irm.Upcalls: it records req and, unless refusing,
+// FlowReq implements ipcp.Upcalls: it records req and, unless refusing,
 // returns the IPCP's end of a new Pipe and sends the other end on Accepted.
 func (u *Upcalls) FlowReq(ctx context.Context, req ipcp.AllocReq) (flow.Port, error) {
 	u.mu.Lock()
@@ -66,7 +67,7 @@ func (u *Upcalls) FlowReq(ctx context.Context, req ipcp.AllocReq) (flow.Port, er
 	if refuse != nil {
 		return nil, fmt.Errorf("flowtest: flow request to %q: %w", req.Dst, refuse)
 	}
-	ipcpEnd, appEnd := Pipe(u.capacity)
+	ipcpEnd, appEnd := flowtest.Pipe(u.capacity)
 	select {
 	case u.Accepted <- Accepted{Req: req, Port: appEnd}:
 		return ipcpEnd, nil

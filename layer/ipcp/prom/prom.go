@@ -3,7 +3,7 @@
 // counters of the IPCPs' flow tables, the IRM's table sizes, and the
 // kernel's components (budgets, faults, restarts) and packet buffers. It
 // reads them at scrape time through the management protocol only
-// (irm.MgmtReq), so the same metrics come from a hosted node's metrics
+// (ipcp.MgmtReq), so the same metrics come from a hosted node's metrics
 // server (over its own session with the IRM) and from any node, a board
 // among them, that "ouro metrics --via" reaches over a management flow
 // (docs/observability.md).
