@@ -78,7 +78,7 @@ faults:
 FUZZTIME ?= 10000x
 FUZZ_TARGETS ?= \
 	./layer/unicast/enroll:FuzzUnmarshal ./layer/unicast/connmgr:FuzzUnmarshal \
-	./layer/unicast/routing:FuzzUnmarshal ./layer/unicast/routing:FuzzLSUHead ./layer/unicast/dir:FuzzDecode ./layer/unicast:FuzzFloodMsg \
+	./layer/unicast/routing:FuzzUnmarshal ./layer/unicast/routing:FuzzLSUHead ./layer/unicast/dir/dht:FuzzDecode ./layer/unicast/dir/flood:FuzzFloodMsg \
 	./crypto/identity:FuzzVerifyDocument ./crypto/identity:FuzzVerifyCert ./crypto/identity:FuzzVerifyCRL ./crypto/identity:FuzzParsePKCS8 \
 	./crypto/admission:FuzzPolicy ./crypto/kex:FuzzRespond ./crypto/kex:FuzzReply ./crypto/kex:FuzzFinish ./crypto/kex:FuzzResumeHello ./crypto/kex:FuzzResumeReply \
 	./crypto/seal:FuzzOpen ./layer/unicast/fa:FuzzUnmarshal ./images/internal/status:FuzzReadRequest ./layer/shim/internal/engine:FuzzDecodeKex ./layer/shim/eth:FuzzDecodeCtl ./layer/shim/udp:FuzzSealedInput \

@@ -15,6 +15,7 @@ import (
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
@@ -31,7 +32,7 @@ func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.C
 			Runner: layertest.Runner{},
 			Layer:  unicasttest.Layer, RoutingTick: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
 			KeepAlive: 200 * time.Millisecond, FlowTimeout: time.Second,
-			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},
+			Directories: map[string]dir.Builder{"dht": dht.Policy(dht.Config{RPCTimeout: 200 * time.Millisecond})},
 			Name:        unicasttest.NodeName(i),
 			Bootstrap:   i == 0,
 		}

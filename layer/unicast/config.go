@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 	"io"
 	"time"
 
@@ -107,7 +108,7 @@ type Config struct {
 
 	// Directories are the directory policies this IPCP can run, by the
 	// name the layer configuration's Dir key uses; "flood" is built in.
-	Directories map[string]NewDirectory
+	Directories map[string]dir.Builder
 
 	RoutingTick time.Duration // routing's flood and recomputation period (default 100 ms)
 	KeepAlive   time.Duration // keepalive of idle flows and idle N-1 data-transfer flows (default 1 s)
@@ -164,7 +165,7 @@ func (c *Config) setDefaults() error {
 
 // layerDefaults fills the zero fields of a bootstrap configuration. The
 // directory is the DHT ("dht") if this IPCP has it, else "flood".
-func layerDefaults(c enroll.Config, layerName string, dirs map[string]NewDirectory) enroll.Config {
+func layerDefaults(c enroll.Config, layerName string, dirs map[string]dir.Builder) enroll.Config {
 	d := enroll.DefaultConfig(layerName)
 	if dirs["dht"] != nil {
 		d.Dir = "dht"

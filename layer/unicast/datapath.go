@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1071,7 +1072,7 @@ func (c *core) ctlLoop() {
 				c.p.c.unknownCtl.Add(1)
 			}
 		case <-t.C:
-			w, ok := c.dir.(MembersWatcher)
+			w, ok := c.dir.(dir.MembersWatcher)
 			if !ok {
 				continue
 			}

@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/flood"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -493,7 +495,7 @@ func (p *IPCP) supports(lc enroll.Config) error {
 	if want := p.cfg.LayerConfig.Admission; !p.cfg.Bootstrap && want.Mode != admission.ModeNone && want.String() != lc.Admission.String() {
 		return fmt.Errorf("unicast: layer %s admits %q, this IPCP expects %q: %w", lc.Layer, lc.Admission, want, flow.ErrRefused)
 	}
-	if lc.Dir != floodPolicy && p.cfg.Directories[lc.Dir] == nil {
+	if lc.Dir != flood.Policy && p.cfg.Directories[lc.Dir] == nil {
 		return fmt.Errorf("unicast: directory policy %q not available here: %w", lc.Dir, flow.ErrRefused)
 	}
 	return nil
@@ -689,7 +691,7 @@ type core struct {
 	router *routing.Router
 	cm     *connmgr.Manager
 	fa     *fa.Allocator
-	dir    Directory
+	dir    dir.Directory
 
 	ctlq       chan ctlMsg
 	ctlStop    chan struct{}
@@ -735,7 +737,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	}
 	if c.router, err = routing.New(routing.Config{
 		Self: self, Policy: kind, Flooder: c, PFF: c.pff, Clock: realClock{},
-		Tick: p.cfg.RoutingTick, MaxMsg: MaxDirMsg, Runner: p.cfg.Runner,
+		Tick: p.cfg.RoutingTick, MaxMsg: dir.MaxMsg, Runner: p.cfg.Runner,
 		Layer: lc.Layer, Name: p.cfg.Name, Signer: p.cfg.Signer, Bound: c.bound,
 	}); err != nil {
 		return nil, err
@@ -761,9 +763,9 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	}); err != nil {
 		return nil, err
 	}
-	dcfg := DirConfig{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf, Runner: p.cfg.Runner, Signer: p.cfg.Signer, Bound: c.bound}
-	if lc.Dir == floodPolicy {
-		c.dir = newFloodDir(dcfg)
+	dcfg := dir.Config{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf, Runner: p.cfg.Runner, Signer: p.cfg.Signer, Bound: c.bound}
+	if lc.Dir == flood.Policy {
+		c.dir = flood.New(dcfg)
 	} else if c.dir, err = p.cfg.Directories[lc.Dir](dcfg); err != nil {
 		return nil, fmt.Errorf("directory %q: %w", lc.Dir, err)
 	}
@@ -880,18 +882,18 @@ func (c *core) Name(h layer.Hash) (string, bool) {
 	return n, ok
 }
 
-// Self implements DirEnv.
+// Self implements dir.Env.
 func (c *core) Self() layer.Addr { return c.self }
 
-// Send implements DirEnv.
+// Send implements dir.Env.
 func (c *core) Send(dst layer.Addr, msg []byte) error {
-	if len(msg) > MaxDirMsg {
+	if len(msg) > dir.MaxMsg {
 		return fmt.Errorf("unicast: directory message of %d bytes: %w", len(msg), flow.ErrTooBig)
 	}
 	return c.sendCtl(dst, EIDDir, flow.CubeRaw, msg)
 }
 
-// Members implements DirEnv.
+// Members implements dir.Env.
 func (c *core) Members() []layer.Addr {
 	db := c.router.Database()
 	out := make([]layer.Addr, 0, len(db))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 	"slices"
 	"strconv"
 	"strings"
@@ -247,7 +248,7 @@ func (c *core) pffTable() ipcp.Table {
 
 func (c *core) dirTable() ipcp.Table {
 	t := ipcp.Table{Columns: []string{"hash", "name", "addrs", "local"}}
-	l, ok := c.dir.(DirLister)
+	l, ok := c.dir.(dir.Lister)
 	if !ok {
 		return t
 	}
@@ -365,7 +366,7 @@ func (p *IPCP) Stats() Stats {
 		rekeys += f.Rekeys
 	}
 	s.Checks["seal.rekeys"] = rekeys
-	if dc, ok := c.dir.(DirCounters); ok {
+	if dc, ok := c.dir.(dir.Counters); ok {
 		for k, v := range dc.Counters() {
 			s.Checks["dir."+k] = v
 		}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
-	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
@@ -29,14 +29,14 @@ func TestStaleAnswerDroppedOnFailedAlloc(t *testing.T) {
 	n.Template.LayerConfig.Dir = "dht"
 	// K = 1: a name's record is held by the one member closest to its
 	// hash; a member that is not that one answers lookups from its cache.
-	policy := dir.Policy(dir.Config{K: 1, Alpha: 1, RPCTimeout: 200 * time.Millisecond})
+	policy := dht.Policy(dht.Config{K: 1, Alpha: 1, RPCTimeout: 200 * time.Millisecond})
 	var mu sync.Mutex
-	dhts := map[layer.Addr]*dir.DHT{} // each member's directory, by address
-	n.Template.Directories = map[string]unicast.NewDirectory{"dht": func(cfg unicast.DirConfig) (unicast.Directory, error) {
+	dhts := map[layer.Addr]*dht.DHT{} // each member's directory, by address
+	n.Template.Directories = map[string]dir.Builder{"dht": func(cfg dir.Config) (dir.Directory, error) {
 		d, err := policy(cfg)
 		if err == nil {
 			mu.Lock()
-			dhts[cfg.Env.Self()] = d.(*dir.DHT)
+			dhts[cfg.Env.Self()] = d.(*dht.DHT)
 			mu.Unlock()
 		}
 		return d, err
@@ -52,7 +52,7 @@ func TestStaleAnswerDroppedOnFailedAlloc(t *testing.T) {
 		h := layer.HashName(layer.SHA3_256, cand)
 		closest := members[0]
 		for _, m := range members[1:] {
-			if closer(h, dir.NodeID(m), dir.NodeID(closest)) {
+			if closer(h, dht.NodeID(m), dht.NodeID(closest)) {
 				closest = m
 			}
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/ouronet/ouro/layer/shim/udp"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 )
 
@@ -330,7 +331,7 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 		Bootstrap: c.Bootstrap, Enroll: c.Enroll, Neighbours: c.Neighbours, Discover: c.Discover,
 		Addr: layer.Addr(c.Addr), QueueLen: c.QueueLen, Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration,
 		RoutingTick: c.RoutingTick.Duration, KeepAlive: c.KeepAlive.Duration, FlowTimeout: c.FlowTimeout.Duration,
-		Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{})},
+		Directories: map[string]dir.Builder{"dht": dht.Policy(dht.Config{})},
 	}
 	if c.Cert != "" {
 		b, err := blob(c.Cert)

@@ -22,6 +22,7 @@ import (
 	"github.com/ouronet/ouro/layer/layertest"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
 )
 
@@ -75,7 +76,7 @@ func New(tb testing.TB) *Net {
 			KeepAlive: 200 * time.Millisecond, FlowTimeout: time.Second,
 			LayerConfig: enroll.Config{Admission: admission.Policy{Mode: admission.ModeOpen}},
 			// Bootstraps pick the DHT unless a test sets LayerConfig.Dir.
-			Directories: map[string]unicast.NewDirectory{"dht": dir.Policy(dir.Config{RPCTimeout: 200 * time.Millisecond})},
+			Directories: map[string]dir.Builder{"dht": dht.Policy(dht.Config{RPCTimeout: 200 * time.Millisecond})},
 		},
 		nodes: make(map[string]*Node), cut: make(map[[2]string]bool), frozen: make(map[[2]string]bool), tamper: make(map[[2]string]func([]byte) [][]byte), links: make(map[[2]string][]flow.Port),
 	}

@@ -8,10 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 )
 
-// Clock is a fake dir.Clock: time moves only with Advance, which runs the
+// Clock is a fake dht.Clock: time moves only with Advance, which runs the
 // AfterFunc calls that fall due, in time order, on its own goroutine.
 // Safe for concurrent use.
 type Clock struct {
@@ -20,7 +20,7 @@ type Clock struct {
 	timers []*timer
 }
 
-var _ dir.Clock = (*Clock)(nil)
+var _ dht.Clock = (*Clock)(nil)
 
 // NewClock returns a clock reading start.
 func NewClock(start time.Time) *Clock { return &Clock{now: start} }
@@ -31,15 +31,15 @@ type timer struct {
 	f    func()
 }
 
-// Now implements dir.Clock.
+// Now implements dht.Clock.
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
-// AfterFunc implements dir.Clock.
-func (c *Clock) AfterFunc(d time.Duration, f func()) dir.Timer {
+// AfterFunc implements dht.Clock.
+func (c *Clock) AfterFunc(d time.Duration, f func()) dht.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := &timer{c: c, when: c.now.Add(d), f: f}
@@ -47,7 +47,7 @@ func (c *Clock) AfterFunc(d time.Duration, f func()) dir.Timer {
 	return t
 }
 
-// Stop implements dir.Timer.
+// Stop implements dht.Timer.
 func (t *timer) Stop() bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()

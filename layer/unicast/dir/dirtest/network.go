@@ -9,7 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
-	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 )
 
 // NetConfig configures a Network.
@@ -28,7 +28,7 @@ type NetConfig struct {
 }
 
 // Network is an in-process network of directory members: each member's
-// DirEnv.Send queues the message; delivery goroutines call the
+// dir.Env.Send queues the message; delivery goroutines call the
 // destination's Handle, one call at a time per member, as the IPCP does.
 // Close stops the goroutines. Safe for concurrent use.
 type Network struct {
@@ -56,7 +56,7 @@ type member struct {
 	net  *Network
 	addr layer.Addr
 	mu   sync.Mutex // one Handle at a time
-	dir  unicast.Directory
+	dir  dir.Directory
 }
 
 // NewNetwork returns a running network with no members.
@@ -74,9 +74,9 @@ func NewNetwork(cfg NetConfig) *Network {
 	return n
 }
 
-// Env adds a member at a and returns its DirEnv; Attach gives it its
+// Env adds a member at a and returns its dir.Env; Attach gives it its
 // directory. Adding an address twice is flow.ErrExists.
-func (n *Network) Env(a layer.Addr) (unicast.DirEnv, error) {
+func (n *Network) Env(a layer.Addr) (dir.Env, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if a == 0 || n.members[a] != nil {
@@ -90,7 +90,7 @@ func (n *Network) Env(a layer.Addr) (unicast.DirEnv, error) {
 }
 
 // Attach makes d the directory that receives the messages sent to a.
-func (n *Network) Attach(a layer.Addr, d unicast.Directory) {
+func (n *Network) Attach(a layer.Addr, d dir.Directory) {
 	n.mu.Lock()
 	m := n.members[a]
 	n.mu.Unlock()
@@ -189,10 +189,10 @@ func (n *Network) deliver() {
 	}
 }
 
-// Self implements unicast.DirEnv.
+// Self implements dir.Env.
 func (m *member) Self() layer.Addr { return m.addr }
 
-// Members implements unicast.DirEnv.
+// Members implements dir.Env.
 func (m *member) Members() []layer.Addr {
 	n := m.net
 	if n.cfg.Bootstrap <= 0 {
@@ -213,9 +213,9 @@ func (m *member) Members() []layer.Addr {
 	return out
 }
 
-// Send implements unicast.DirEnv.
+// Send implements dir.Env.
 func (m *member) Send(dst layer.Addr, msg []byte) error {
-	if len(msg) > unicast.MaxDirMsg {
+	if len(msg) > dir.MaxMsg {
 		return fmt.Errorf("dirtest: send of %d bytes: %w", len(msg), flow.ErrTooBig)
 	}
 	n := m.net

@@ -1,4 +1,4 @@
-package dir
+package dht
 
 import (
 	"math/rand/v2"

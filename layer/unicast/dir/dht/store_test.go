@@ -1,4 +1,4 @@
-package dir
+package dht
 
 import (
 	"crypto/ed25519"

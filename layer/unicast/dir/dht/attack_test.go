@@ -1,4 +1,4 @@
-package dir_test
+package dht_test
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
-	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 	"github.com/ouronet/ouro/layer/unicast/dir/dirtest"
 )
 
@@ -39,9 +39,9 @@ func newKey(t testing.TB) *identity.Identity {
 	return id
 }
 
-func storeMsg(t testing.TB, h layer.Hash, recs ...dir.Record) []byte {
+func storeMsg(t testing.TB, h layer.Hash, recs ...dht.Record) []byte {
 	t.Helper()
-	b, err := (&dir.Msg{Type: dir.MsgStore, Cookie: 1, Key: h[:], Records: recs}).Encode(flow.NewCodec())
+	b, err := (&dht.Msg{Type: dht.MsgStore, Cookie: 1, Key: h[:], Records: recs}).Encode(flow.NewCodec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,13 +70,13 @@ func TestSpoofedStore(t *testing.T) {
 	x := newKey(t)
 	const far = 3600
 	seq := uint64(1) << 62
-	withdraw, _ := dir.SignRecord(ctx, x, "sim", svc, a, seq, 0)
-	claim, _ := dir.SignRecord(ctx, x, "sim", svc, evil, seq, far)
+	withdraw, _ := dht.SignRecord(ctx, x, "sim", svc, a, seq, 0)
+	claim, _ := dht.SignRecord(ctx, x, "sim", svc, evil, seq, far)
 	forged := claim
 	forged.Key = s.keys[a].Public() // a's key, the attacker's signature
 	// a's genuine record (as the attacker saw it in an answer), its
 	// address changed to the attacker's.
-	tampered, _ := dir.SignRecord(ctx, s.keys[a], "sim", svc, a, seq, far)
+	tampered, _ := dht.SignRecord(ctx, s.keys[a], "sim", svc, a, seq, far)
 	tampered.Addr = evil
 	for _, m := range s.addrs {
 		env.Send(m, storeMsg(t, svc, withdraw))
@@ -111,8 +111,8 @@ func TestReplayedRecord(t *testing.T) {
 	h := layer.HashName(layer.SHA3_256, "r")
 	ctx := context.Background()
 	const far = 3600
-	oldRec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 1, far)
-	newRec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 2, 0) // a withdrew it
+	oldRec, _ := dht.SignRecord(ctx, s.keys[a], "sim", h, a, 1, far)
+	newRec, _ := dht.SignRecord(ctx, s.keys[a], "sim", h, a, 2, 0) // a withdrew it
 	env, _ := s.net.Env(667)
 	holder := s.addrs[1]
 	// One at a time: the network's two delivery goroutines could swap
@@ -132,27 +132,27 @@ func TestReplayedRecord(t *testing.T) {
 // liar is a member whose directory answers every FIND_VALUE with a
 // record of the name whose address it changed after signing.
 type liar struct {
-	env   unicast.DirEnv
+	env   dir.Env
 	mu    sync.Mutex
-	rec   dir.Record
+	rec   dht.Record
 	asked atomic.Int32
 }
 
 func (l *liar) Handle(src layer.Addr, b []byte) {
-	m, err := dir.Decode(flow.NewCodec(), b)
+	m, err := dht.Decode(flow.NewCodec(), b)
 	if err != nil {
 		return
 	}
-	reply := &dir.Msg{Type: dir.MsgNodes, Cookie: m.Cookie, Key: m.Key}
-	if m.Type == dir.MsgFindValue {
+	reply := &dht.Msg{Type: dht.MsgNodes, Cookie: m.Cookie, Key: m.Key}
+	if m.Type == dht.MsgFindValue {
 		l.asked.Add(1)
 		l.mu.Lock()
-		reply = &dir.Msg{Type: dir.MsgValue, Cookie: m.Cookie, Key: m.Key, Records: []dir.Record{l.rec}}
+		reply = &dht.Msg{Type: dht.MsgValue, Cookie: m.Cookie, Key: m.Key, Records: []dht.Record{l.rec}}
 		l.mu.Unlock()
-	} else if m.Type == dir.MsgPing {
-		reply = &dir.Msg{Type: dir.MsgPong, Cookie: m.Cookie}
-	} else if m.Type == dir.MsgStore {
-		reply = &dir.Msg{Type: dir.MsgStored, Cookie: m.Cookie}
+	} else if m.Type == dht.MsgPing {
+		reply = &dht.Msg{Type: dht.MsgPong, Cookie: m.Cookie}
+	} else if m.Type == dht.MsgStore {
+		reply = &dht.Msg{Type: dht.MsgStored, Cookie: m.Cookie}
 	}
 	if b, err := reply.Encode(flow.NewCodec()); err == nil {
 		l.env.Send(src, b)
@@ -175,8 +175,8 @@ func TestLyingHolder(t *testing.T) {
 	s := newSim(t, 6, dirtest.NetConfig{}, cfg)
 	const evil layer.Addr = 668
 	a := s.addrs[0]
-	lyingHolder(t, s, evil, evil, func(ctx context.Context, h layer.Hash) dir.Record {
-		rec, _ := dir.SignRecord(ctx, s.keys[a], "sim", h, a, 1, 3600)
+	lyingHolder(t, s, evil, evil, func(ctx context.Context, h layer.Hash) dht.Record {
+		rec, _ := dht.SignRecord(ctx, s.keys[a], "sim", h, a, 1, 3600)
 		rec.Addr = evil
 		return rec
 	})
@@ -187,7 +187,7 @@ func TestLyingHolder(t *testing.T) {
 // is asked, looks each up from the other members, and checks that no
 // lookup found wrong, and that the askers counted the liar's records as
 // bad.
-func lyingHolder(t *testing.T, s *sim, evil, wrong layer.Addr, lie func(context.Context, layer.Hash) dir.Record) {
+func lyingHolder(t *testing.T, s *sim, evil, wrong layer.Addr, lie func(context.Context, layer.Hash) dht.Record) {
 	t.Helper()
 	a := s.addrs[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -249,7 +249,7 @@ func TestUnboundRecord(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec, _ := dir.SignRecord(ctx, x, "sim", h, b, 1, 3600)
+		rec, _ := dht.SignRecord(ctx, x, "sim", h, b, 1, 3600)
 		for _, m := range s.addrs {
 			env.Send(m, storeMsg(t, h, rec))
 		}
@@ -289,8 +289,8 @@ func TestUnboundRecord(t *testing.T) {
 		x := newKey(t)
 		s.bind(evil, x.Public())
 		b := s.addrs[1]
-		lyingHolder(t, s, evil, b, func(ctx context.Context, h layer.Hash) dir.Record {
-			rec, _ := dir.SignRecord(ctx, x, "sim", h, b, 1, 3600)
+		lyingHolder(t, s, evil, b, func(ctx context.Context, h layer.Hash) dht.Record {
+			rec, _ := dht.SignRecord(ctx, x, "sim", h, b, 1, 3600)
 			return rec
 		})
 	})
@@ -325,7 +325,7 @@ func TestStoreFlood(t *testing.T) {
 		if i%2 == 0 {
 			ttl = 0
 		}
-		rec, _ := dir.SignRecord(ctx, x, "sim", h, layer.Addr(5000+i), 1, ttl)
+		rec, _ := dht.SignRecord(ctx, x, "sim", h, layer.Addr(5000+i), 1, ttl)
 		env.Send(holder, storeMsg(t, h, rec))
 	}
 	waitFor(t, "every store handled", func() bool {
@@ -344,6 +344,6 @@ func TestStoreFlood(t *testing.T) {
 		}
 	}
 	if logged != 1 {
-		t.Errorf("got %d log lines of %d refusals, want 1 (at most one per %v): %q", logged, n-cfg.MaxStored, dir.RefusalLogEvery, lines)
+		t.Errorf("got %d log lines of %d refusals, want 1 (at most one per %v): %q", logged, n-cfg.MaxStored, dht.RefusalLogEvery, lines)
 	}
 }

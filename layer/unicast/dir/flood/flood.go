@@ -1,4 +1,9 @@
-package unicast
+// Package flood is the flood directory policy of a unicast layer
+// (dir.Directory): every member tells every other member which names it
+// serves. Fine for layers of tens of members; the DHT (dir/dht) is for
+// the rest. The unicast IPCP falls back to it when no other policy is
+// configured.
+package flood
 
 import (
 	"cmp"
@@ -11,12 +16,13 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 )
 
-// floodPolicy names the built-in directory policy.
-const floodPolicy = "flood"
+// Policy names the built-in directory policy.
+const Policy = "flood"
 
-// Flood directory messages (CBOR [type, [hash...]]), sent with DirEnv.Send.
+// Flood directory messages (CBOR [type, [hash...]]), sent with dir.Env.Send.
 const (
 	floodAdd   uint8 = 1 // the sender serves these hashes
 	floodDel   uint8 = 2 // the sender no longer serves these hashes
@@ -58,14 +64,14 @@ func unmarshalFlood(b []byte) (floodMsg, error) {
 	return m, nil
 }
 
-// floodDir is the "flood" directory policy: every member tells every
+// Dir is the "flood" directory policy: every member tells every
 // other member (routing's membership) which hashes it serves, when it
 // registers them and whenever a member it has not told appears; a lookup
 // that finds nothing asks every member once before giving up. Entries of
 // a member that left the membership are forgotten. Fine for layers of
-// tens of members; the DHT (layer/unicast/dir) is for the rest.
-type floodDir struct {
-	env  DirEnv
+// tens of members; the DHT (layer/unicast/dir/dht) is for the rest.
+type Dir struct {
+	env  dir.Env
 	run  layer.Runner
 	logf func(string, ...any)
 	stop chan struct{}
@@ -84,13 +90,15 @@ type floodDir struct {
 }
 
 var (
-	_ Directory      = (*floodDir)(nil)
-	_ DirLister      = (*floodDir)(nil)
-	_ MembersWatcher = (*floodDir)(nil)
+	_ dir.Directory      = (*Dir)(nil)
+	_ dir.Lister         = (*Dir)(nil)
+	_ dir.MembersWatcher = (*Dir)(nil)
 )
 
-func newFloodDir(cfg DirConfig) *floodDir {
-	return &floodDir{
+// New returns a flood directory for the IPCP that cfg describes; Start
+// starts it.
+func New(cfg dir.Config) *Dir {
+	return &Dir{
 		env: cfg.Env, run: cfg.Runner, logf: cfg.Logf, stop: make(chan struct{}),
 		local: make(map[layer.Hash]bool), remote: make(map[layer.Hash]map[layer.Addr]bool),
 		told: make(map[layer.Addr]bool), waiters: make(map[layer.Hash][]chan struct{}),
@@ -100,7 +108,7 @@ func newFloodDir(cfg DirConfig) *floodDir {
 
 // Start implements Directory: a ticker retries telling members that
 // could not be reached yet (no route right after they appeared).
-func (d *floodDir) Start() error {
+func (d *Dir) Start() error {
 	d.wg.Add(1)
 	d.run.Go(func() {
 		defer d.wg.Done()
@@ -119,12 +127,12 @@ func (d *floodDir) Start() error {
 }
 
 // Stop implements Directory.
-func (d *floodDir) Stop() {
+func (d *Dir) Stop() {
 	close(d.stop)
 	d.wg.Wait()
 }
 
-func (d *floodDir) send(dst layer.Addr, typ uint8, hs []layer.Hash) error {
+func (d *Dir) send(dst layer.Addr, typ uint8, hs []layer.Hash) error {
 	for len(hs) > 0 {
 		n := min(len(hs), floodMaxHashes)
 		m := floodMsg{Type: typ, Hashes: make([][]byte, n)}
@@ -145,7 +153,7 @@ func (d *floodDir) send(dst layer.Addr, typ uint8, hs []layer.Hash) error {
 
 // sync tells every member not told yet our local hashes, and forgets the
 // entries of members that are gone.
-func (d *floodDir) sync(members []layer.Addr) {
+func (d *Dir) sync(members []layer.Addr) {
 	self := d.env.Self()
 	d.mu.Lock()
 	in := make(map[layer.Addr]bool, len(members))
@@ -183,11 +191,11 @@ func (d *floodDir) sync(members []layer.Addr) {
 }
 
 // MembersChanged implements MembersWatcher.
-func (d *floodDir) MembersChanged(members []layer.Addr) { d.sync(members) }
+func (d *Dir) MembersChanged(members []layer.Addr) { d.sync(members) }
 
 // broadcast sends typ for h to every member; members it cannot reach now
 // are marked untold (they get the whole set later).
-func (d *floodDir) broadcast(typ uint8, h layer.Hash) {
+func (d *Dir) broadcast(typ uint8, h layer.Hash) {
 	self := d.env.Self()
 	for _, a := range d.env.Members() {
 		if a == self {
@@ -202,7 +210,7 @@ func (d *floodDir) broadcast(typ uint8, h layer.Hash) {
 }
 
 // Register implements Directory. Only the own address is published.
-func (d *floodDir) Register(_ context.Context, h layer.Hash, a layer.Addr) error {
+func (d *Dir) Register(_ context.Context, h layer.Hash, a layer.Addr) error {
 	if a != d.env.Self() {
 		return fmt.Errorf("unicast: flood directory registers only its own address: %w", flow.ErrInvalid)
 	}
@@ -214,7 +222,7 @@ func (d *floodDir) Register(_ context.Context, h layer.Hash, a layer.Addr) error
 }
 
 // Unregister implements Directory.
-func (d *floodDir) Unregister(_ context.Context, h layer.Hash, a layer.Addr) error {
+func (d *Dir) Unregister(_ context.Context, h layer.Hash, a layer.Addr) error {
 	d.mu.Lock()
 	ok := d.local[h] && a == d.env.Self()
 	delete(d.local, h)
@@ -226,7 +234,7 @@ func (d *floodDir) Unregister(_ context.Context, h layer.Hash, a layer.Addr) err
 	return nil
 }
 
-func (d *floodDir) find(h layer.Hash) []layer.Addr {
+func (d *Dir) find(h layer.Hash) []layer.Addr {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []layer.Addr
@@ -243,7 +251,7 @@ func (d *floodDir) find(h layer.Hash) []layer.Addr {
 
 // Lookup implements Directory: local knowledge first, then one query to
 // every member, answered by those that serve h.
-func (d *floodDir) Lookup(ctx context.Context, h layer.Hash) ([]layer.Addr, error) {
+func (d *Dir) Lookup(ctx context.Context, h layer.Hash) ([]layer.Addr, error) {
 	if as := d.find(h); len(as) > 0 {
 		return as, nil
 	}
@@ -279,7 +287,7 @@ func (d *floodDir) Lookup(ctx context.Context, h layer.Hash) ([]layer.Addr, erro
 }
 
 // Handle implements Directory.
-func (d *floodDir) Handle(src layer.Addr, msg []byte) {
+func (d *Dir) Handle(src layer.Addr, msg []byte) {
 	m, err := unmarshalFlood(msg)
 	if err != nil {
 		d.malformed.Add(1)
@@ -328,7 +336,7 @@ func (d *floodDir) Handle(src layer.Addr, msg []byte) {
 }
 
 // forgetLocked removes a's entry for h; d.mu is held.
-func (d *floodDir) forgetLocked(h layer.Hash, a layer.Addr) {
+func (d *Dir) forgetLocked(h layer.Hash, a layer.Addr) {
 	as := d.remote[h]
 	if !as[a] {
 		return
@@ -343,8 +351,8 @@ func (d *floodDir) forgetLocked(h layer.Hash, a layer.Addr) {
 	}
 }
 
-// Entries implements DirLister.
-func (d *floodDir) Entries() []DirEntry {
+// Entries implements dir.Lister.
+func (d *Dir) Entries() []dir.Entry {
 	d.mu.Lock()
 	hs := make(map[layer.Hash]bool, len(d.local)+len(d.remote))
 	for h := range d.local {
@@ -354,18 +362,18 @@ func (d *floodDir) Entries() []DirEntry {
 		hs[h] = true
 	}
 	d.mu.Unlock()
-	out := make([]DirEntry, 0, len(hs))
+	out := make([]dir.Entry, 0, len(hs))
 	for h := range hs {
 		d.mu.Lock()
 		local := d.local[h]
 		d.mu.Unlock()
-		out = append(out, DirEntry{Hash: h, Addrs: d.find(h), Local: local})
+		out = append(out, dir.Entry{Hash: h, Addrs: d.find(h), Local: local})
 	}
-	slices.SortFunc(out, func(a, b DirEntry) int { return slices.Compare(a.Hash[:], b.Hash[:]) })
+	slices.SortFunc(out, func(a, b dir.Entry) int { return slices.Compare(a.Hash[:], b.Hash[:]) })
 	return out
 }
 
-// Counters implements DirCounters.
-func (d *floodDir) Counters() map[string]uint64 {
+// Counters implements dir.Counters.
+func (d *Dir) Counters() map[string]uint64 {
 	return map[string]uint64{"refused": d.refused.Load(), "malformed": d.malformed.Load()}
 }

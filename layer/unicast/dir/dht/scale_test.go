@@ -1,4 +1,4 @@
-package dir_test
+package dht_test
 
 import (
 	"math/rand/v2"

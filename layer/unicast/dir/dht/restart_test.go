@@ -1,11 +1,11 @@
-package dir_test
+package dht_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 	"github.com/ouronet/ouro/layer/unicast/dir/dirtest"
 )
 
@@ -15,7 +15,7 @@ import (
 // membership keeps it. Issue 18: a restarted hosted node's echo was
 // unreachable through a VM for the cache's 30 s.
 func TestCacheDroppedOnMembership(t *testing.T) {
-	s := newSim(t, 30, dirtest.NetConfig{}, dir.Config{CacheTTL: time.Hour})
+	s := newSim(t, 30, dirtest.NetConfig{}, dht.Config{CacheTTL: time.Hour})
 	s.registerAll(s.addrs)
 	q := s.nodes[s.addrs[0]]
 	q.MembersChanged(s.net.Members()) // as the IPCP does when members join
@@ -58,7 +58,7 @@ func TestCacheDroppedOnMembership(t *testing.T) {
 // another name, keeps it. Issue 18: a stale answer must not outlive the
 // flow to it.
 func TestCacheDroppedOnStale(t *testing.T) {
-	s := newSim(t, 30, dirtest.NetConfig{}, dir.Config{CacheTTL: time.Hour})
+	s := newSim(t, 30, dirtest.NetConfig{}, dht.Config{CacheTTL: time.Hour})
 	s.registerAll(s.addrs)
 	q := s.nodes[s.addrs[0]]
 	ctx := context.Background()

@@ -1,11 +1,11 @@
-package dir
+package dht
 
 import (
 	"fmt"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
-	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 )
 
 // MsgType is the kind of a DHT message.
@@ -32,7 +32,7 @@ const (
 	// MaxValues bounds what one member stores or caches per name.
 	MaxValues = 64
 	// MaxRecords bounds the records of one message (a signed record is
-	// about 125 bytes: 8 fit a unicast.MaxDirMsg message).
+	// about 125 bytes: 8 fit a dir.MaxMsg message).
 	MaxRecords = 8
 )
 
@@ -111,7 +111,7 @@ func (m *Msg) Validate() error {
 	return nil
 }
 
-// Encode returns m's wire form. More than unicast.MaxDirMsg bytes is
+// Encode returns m's wire form. More than dir.MaxMsg bytes is
 // flow.ErrTooBig (the limits above keep every valid message under it).
 func (m *Msg) Encode(c flow.Codec) ([]byte, error) {
 	if err := m.Validate(); err != nil {
@@ -121,7 +121,7 @@ func (m *Msg) Encode(c flow.Codec) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dir: encode %v: %w", m.Type, err)
 	}
-	if len(b) > unicast.MaxDirMsg {
+	if len(b) > dir.MaxMsg {
 		return nil, fmt.Errorf("dir: %v of %d bytes: %w", m.Type, len(b), flow.ErrTooBig)
 	}
 	return b, nil
@@ -130,7 +130,7 @@ func (m *Msg) Encode(c flow.Codec) ([]byte, error) {
 // Decode parses and validates a message. b is not retained. Errors wrap
 // flow.ErrInvalid or flow.ErrTooBig.
 func Decode(c flow.Codec, b []byte) (*Msg, error) {
-	if len(b) > unicast.MaxDirMsg {
+	if len(b) > dir.MaxMsg {
 		return nil, fmt.Errorf("dir: message of %d bytes: %w", len(b), flow.ErrTooBig)
 	}
 	m := new(Msg)

@@ -1,4 +1,4 @@
-package dir_test
+package dht_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
-	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 	"github.com/ouronet/ouro/layer/unicast/dir/dirtest"
 )
 
@@ -16,7 +16,7 @@ import (
 type bootClock struct{ off time.Duration }
 
 func (c bootClock) Now() time.Time { return time.Now().Add(c.off) }
-func (c bootClock) AfterFunc(d time.Duration, f func()) dir.Timer {
+func (c bootClock) AfterFunc(d time.Duration, f func()) dht.Timer {
 	return time.AfterFunc(d, f)
 }
 
@@ -46,7 +46,7 @@ func TestRestartedOwnerWithoutClock(t *testing.T) {
 	c := s.cfg
 	c.Env, c.Layer, c.Runner, c.Signer = env, "sim", layertest.Runner{}, s.keys[a]
 	c.Clock = bootClock{off: -time.Since(time.Unix(3600, 0))}
-	d, err := dir.New(c)
+	d, err := dht.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}

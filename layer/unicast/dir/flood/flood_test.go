@@ -1,7 +1,8 @@
-package unicast
+package flood
 
 import (
 	"fmt"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 	"testing"
 
 	"github.com/ouronet/ouro/layer"
@@ -24,7 +25,7 @@ func FuzzFloodMsg(f *testing.F) {
 	})
 }
 
-// floodEnv is a DirEnv of fixed members that sends nothing.
+// floodEnv is a dir.Env of fixed members that sends nothing.
 type floodEnv struct{ members []layer.Addr }
 
 func (e floodEnv) Self() layer.Addr            { return e.members[0] }
@@ -37,7 +38,7 @@ func (e floodEnv) Members() []layer.Addr       { return e.members }
 // it keep more than floodMaxPerMember names. Without the limits, the
 // 5000 names of member 2 and the 30 of the non-member were all kept.
 func TestFloodDirBounded(t *testing.T) {
-	d := newFloodDir(DirConfig{Env: floodEnv{[]layer.Addr{1, 2}}, Logf: func(string, ...any) {}})
+	d := New(dir.Config{Env: floodEnv{[]layer.Addr{1, 2}}, Logf: func(string, ...any) {}})
 	add := func(src layer.Addr, from, n int) {
 		for i := from; i < from+n; i += floodMaxHashes {
 			m := floodMsg{Type: floodAdd}

@@ -1,4 +1,4 @@
-package dir_test
+package dht_test
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/layertest"
-	"github.com/ouronet/ouro/layer/unicast/dir"
+	"github.com/ouronet/ouro/layer/unicast/dir/dht"
 	"github.com/ouronet/ouro/layer/unicast/dir/dirtest"
 )
 
@@ -28,8 +28,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type sim struct {
 	t     testing.TB
 	net   *dirtest.Network
-	cfg   dir.Config
-	nodes map[layer.Addr]*dir.DHT
+	cfg   dht.Config
+	nodes map[layer.Addr]*dht.DHT
 	keys  map[layer.Addr]*identity.Identity
 	addrs []layer.Addr // in join order
 
@@ -42,21 +42,21 @@ type sim struct {
 
 // newSim starts n members, one at a time, each after the previous one
 // joined, with addresses 1000+i.
-func newSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dir.Config) *sim {
+func newSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dht.Config) *sim {
 	t.Helper()
 	return startSim(t, n, nc, cfg, false)
 }
 
 // newProtectedSim is newSim with Config.Bound binding each member's
 // address to its key alone (a protected layer).
-func newProtectedSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dir.Config) *sim {
+func newProtectedSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dht.Config) *sim {
 	t.Helper()
 	return startSim(t, n, nc, cfg, true)
 }
 
-func startSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dir.Config, protected bool) *sim {
+func startSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dht.Config, protected bool) *sim {
 	t.Helper()
-	s := &sim{t: t, net: dirtest.NewNetwork(nc), cfg: cfg, nodes: map[layer.Addr]*dir.DHT{}, keys: map[layer.Addr]*identity.Identity{},
+	s := &sim{t: t, net: dirtest.NewNetwork(nc), cfg: cfg, nodes: map[layer.Addr]*dht.DHT{}, keys: map[layer.Addr]*identity.Identity{},
 		protected: protected, boundKeys: map[layer.Addr]ed25519.PublicKey{}}
 	t.Cleanup(func() {
 		for _, d := range s.nodes {
@@ -70,7 +70,7 @@ func startSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dir.Config, protect
 	return s
 }
 
-func (s *sim) add(a layer.Addr) *dir.DHT {
+func (s *sim) add(a layer.Addr) *dht.DHT {
 	s.t.Helper()
 	env, err := s.net.Env(a)
 	if err != nil {
@@ -88,7 +88,7 @@ func (s *sim) add(a layer.Addr) *dir.DHT {
 		s.bind(a, id.Public())
 		c.Bound = s.bound
 	}
-	d, err := dir.New(c)
+	d, err := dht.New(c)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -217,8 +217,8 @@ func sample(r *rand.Rand, addrs []layer.Addr, n int) []layer.Addr {
 	return p[:min(n, len(p))]
 }
 
-func fastCfg() dir.Config {
-	return dir.Config{RPCTimeout: 200 * time.Millisecond, CacheTTL: time.Nanosecond}
+func fastCfg() dht.Config {
+	return dht.Config{RPCTimeout: 200 * time.Millisecond, CacheTTL: time.Nanosecond}
 }
 
 // TestFindEverywhere registers one name at each of 100 members and looks
@@ -303,7 +303,7 @@ func TestChurn(t *testing.T) {
 // and bucket refreshes run.
 func TestMaintenance(t *testing.T) {
 	clock := dirtest.NewClock(time.Unix(1e9, 0))
-	cfg := dir.Config{Clock: clock, StoreTTL: 30 * time.Minute, Refresh: 10 * time.Minute, CacheTTL: time.Minute, Tick: time.Minute}
+	cfg := dht.Config{Clock: clock, StoreTTL: 30 * time.Minute, Refresh: 10 * time.Minute, CacheTTL: time.Minute, Tick: time.Minute}
 	s := newSim(t, 30, dirtest.NetConfig{}, cfg)
 	s.registerAll(s.addrs)
 	q := s.nodes[s.addrs[0]]
@@ -392,7 +392,7 @@ func TestLocalFirst(t *testing.T) {
 // TestDeadlines: a lookup whose requests vanish ends with ErrTimeout at
 // its context's deadline, and with ErrClosed when the DHT stops.
 func TestDeadlines(t *testing.T) {
-	s := newSim(t, 2, dirtest.NetConfig{}, dir.Config{RPCTimeout: time.Hour})
+	s := newSim(t, 2, dirtest.NetConfig{}, dht.Config{RPCTimeout: time.Hour})
 	d := s.nodes[s.addrs[0]]
 	s.net.Leave(s.addrs[1], true)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -416,26 +416,26 @@ func TestDeadlines(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	if _, err := dir.New(dir.Config{}); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := dht.New(dht.Config{}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("no env: got %v, want ErrInvalid", err)
 	}
 	net := dirtest.NewNetwork(dirtest.NetConfig{})
 	defer net.Close()
 	env, _ := net.Env(1)
-	if _, err := dir.New(dir.Config{Env: env}); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := dht.New(dht.Config{Env: env}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("no runner: got %v, want ErrInvalid", err)
 	}
-	if _, err := dir.New(dir.Config{Env: env, Runner: layertest.Runner{}}); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := dht.New(dht.Config{Env: env, Runner: layertest.Runner{}}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("no signer: got %v, want ErrInvalid", err)
 	}
 	id, err := identity.Generate(crand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dir.New(dir.Config{Env: env, K: 4, Alpha: 5, Runner: layertest.Runner{}, Signer: id}); !errors.Is(err, flow.ErrInvalid) {
+	if _, err := dht.New(dht.Config{Env: env, K: 4, Alpha: 5, Runner: layertest.Runner{}, Signer: id}); !errors.Is(err, flow.ErrInvalid) {
 		t.Errorf("alpha > K: got %v, want ErrInvalid", err)
 	}
-	d, err := dir.New(dir.Config{Env: env, Runner: layertest.Runner{}, Signer: id})
+	d, err := dht.New(dht.Config{Env: env, Runner: layertest.Runner{}, Signer: id})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,5 @@
 //go:build race
 
-package dir_test
+package dht_test
 
 const raceEnabled = true

@@ -1,4 +1,4 @@
-package dir
+package dht
 
 import (
 	"crypto/sha256"
@@ -12,7 +12,7 @@ import (
 
 // NodeID returns the DHT node id of the member at a: SHA-256 of the
 // address as 8 bytes big-endian. Ids derive from addresses (not IPCP
-// names) because addresses are all the directory sees (DirEnv.Send and
+// names) because addresses are all the directory sees (dir.Env.Send and
 // Members speak addresses), so any member computes any other's id without
 // asking, and a member's id changes exactly when its address does.
 func NodeID(a layer.Addr) layer.Hash {
