@@ -76,11 +76,12 @@ type Info struct {
 // flow: its key proved possession in the key exchange, and the rest is
 // what its signed identity document says.
 type Peer struct {
-	Key         []byte `cbor:"1,keyasint" json:"key"`                   // ed25519 public key
-	ID          string `cbor:"2,keyasint" json:"id"`                    // self-certifying name of Key
-	Name        string `cbor:"3,keyasint" json:"name"`                  // the node's configured name
-	Board       string `cbor:"4,keyasint" json:"board"`                 // "hosted", "usbarmory", ...
-	Measurement []byte `cbor:"5,keyasint,omitempty" json:"measurement"` // the image it runs; nil: not measured
+	Key         []byte `cbor:"1,keyasint" json:"key"`                      // ed25519 public key
+	ID          string `cbor:"2,keyasint" json:"id"`                       // self-certifying name of Key
+	Name        string `cbor:"3,keyasint" json:"name"`                     // the node's configured name
+	Board       string `cbor:"4,keyasint" json:"board"`                    // "hosted", "usbarmory", ...
+	Measurement []byte `cbor:"5,keyasint,omitempty" json:"measurement"`    // the image it runs; nil: not measured
+	AEAD        string `cbor:"6,keyasint,omitempty" json:"aead,omitempty"` // what the flow is sealed with: "aes256gcm", "chacha20poly1305"
 }
 
 // String is the peer as one line: name, id and, if measured, the image.
@@ -91,6 +92,9 @@ func (p *Peer) String() string {
 	s := fmt.Sprintf("%s (%s, %s)", p.Name, p.ID, p.Board)
 	if len(p.Measurement) > 0 {
 		s += fmt.Sprintf(" image %x", p.Measurement)
+	}
+	if p.AEAD != "" {
+		s += ", " + p.AEAD
 	}
 	return s
 }
