@@ -76,15 +76,19 @@ type Info struct {
 // flow: its key proved possession in the key exchange, and the rest is
 // what its signed identity document says.
 type Peer struct {
-	Key         []byte `cbor:"1,keyasint" json:"key"`                      // ed25519 public key
-	ID          string `cbor:"2,keyasint" json:"id"`                       // self-certifying name of Key
-	Name        string `cbor:"3,keyasint" json:"name"`                     // the node's configured name
-	Board       string `cbor:"4,keyasint" json:"board"`                    // "hosted", "usbarmory", ...
-	Measurement []byte `cbor:"5,keyasint,omitempty" json:"measurement"`    // the image it runs; nil: not measured
-	AEAD        string `cbor:"6,keyasint,omitempty" json:"aead,omitempty"` // what the flow is sealed with: "aes256gcm", "chacha20poly1305"
+	Key         []byte `cbor:"1,keyasint" json:"key"`                   // ed25519 public key
+	ID          string `cbor:"2,keyasint" json:"id"`                    // self-certifying name of Key
+	Name        string `cbor:"3,keyasint" json:"name"`                  // the node's configured name
+	Board       string `cbor:"4,keyasint" json:"board"`                 // "hosted", "usbarmory", ...
+	Measurement []byte `cbor:"5,keyasint,omitempty" json:"measurement"` // the image it runs; nil: not measured
+
+	// AEAD is what the flow is sealed with, as the key exchange
+	// negotiated: "aes256gcm" or "chacha20poly1305".
+	AEAD string `cbor:"6,keyasint,omitempty" json:"aead,omitempty"`
 }
 
-// String is the peer as one line: name, id and, if measured, the image.
+// String is the peer as one line: name, id and, if measured, the image;
+// then the AEAD, if known.
 func (p *Peer) String() string {
 	if p == nil {
 		return "unverified"
