@@ -81,9 +81,14 @@ type Peer struct {
 	Name        string `cbor:"3,keyasint" json:"name"`                  // the node's configured name
 	Board       string `cbor:"4,keyasint" json:"board"`                 // "hosted", "usbarmory", ...
 	Measurement []byte `cbor:"5,keyasint,omitempty" json:"measurement"` // the image it runs; nil: not measured
+
+	// AEAD is what the flow is sealed with, as the key exchange
+	// negotiated: "aes256gcm" or "chacha20poly1305".
+	AEAD string `cbor:"6,keyasint,omitempty" json:"aead,omitempty"`
 }
 
-// String is the peer as one line: name, id and, if measured, the image.
+// String is the peer as one line: name, id and, if measured, the image;
+// then the AEAD, if known.
 func (p *Peer) String() string {
 	if p == nil {
 		return "unverified"
@@ -91,6 +96,9 @@ func (p *Peer) String() string {
 	s := fmt.Sprintf("%s (%s, %s)", p.Name, p.ID, p.Board)
 	if len(p.Measurement) > 0 {
 		s += fmt.Sprintf(" image %x", p.Measurement)
+	}
+	if p.AEAD != "" {
+		s += ", " + p.AEAD
 	}
 	return s
 }

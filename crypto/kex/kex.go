@@ -12,7 +12,9 @@
 //
 // The shared secret is X25519(eI, eR) || ML-KEM-768(ekI); the keys are
 // HKDF-SHA-256 of it, salted with the SHA-256 of the transcript, one per
-// direction. Each side signs with its node key (identity.LabelKex) and
+// direction. The Hello offers the AEADs the initiator takes, in its
+// order of preference; the responder chooses one (seal.Choose) and
+// names it in the Reply (aead.go). Each side signs with its node key (identity.LabelKex) and
 // checks the other's signed identity document, so each learns who is at
 // the other end. Both sides sign the Context (what the flow is: names,
 // QoS, the seal request), so that a forwarder that changes it (a
@@ -26,19 +28,26 @@ package kex
 import (
 	"context"
 	"crypto/ecdh"
-	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/mlkem"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 )
 
-// Version is the handshake's format version.
-const Version = 1
+// Versions of the handshake's format: Version's Hello offers AEADs and
+// its Reply names the one chosen; a Version1 Hello offers none (the
+// first version, which sealed with ChaCha20-Poly1305 only), and is
+// answered in Version1's form and sealed with ChaCha20-Poly1305.
+const (
+	Version  = 2
+	Version1 = 1
+)
 
 // KeySize is the length of each direction's key (crypto/seal's).
 const KeySize = 32
@@ -57,6 +66,7 @@ var (
 	ErrBadSignature = identity.ErrBadSignature // the peer's transcript signature does not verify
 	ErrRefused      = errors.New("kex: peer refused by policy")
 	ErrState        = errors.New("kex: message out of order")
+	ErrNoAEAD       = errors.New("kex: no AEAD both sides take")
 )
 
 // Config is one side's part in a handshake.
@@ -81,6 +91,10 @@ type Config struct {
 	// time (NewEphemeral) and used for this handshake only; nil makes
 	// them now.
 	Ephemeral *Ephemeral
+	// AEADs are the AEADs this side takes, in its order of preference
+	// (nil: seal.Preferred()); one only forces it (a peer that does
+	// not take it fails the handshake with ErrNoAEAD).
+	AEADs []seal.AEAD
 }
 
 // Ephemeral are one handshake's fresh key pairs: X25519 and ML-KEM-768
@@ -116,22 +130,45 @@ type Keys struct {
 // both sides derive the same one).
 type Result struct {
 	Keys Keys
+	AEAD seal.AEAD // what the flow is sealed with
 	Peer identity.Document
 	Next Ticket
 }
 
+// hello is a Version Hello; a Version1 Hello is the same without AEADs
+// (hello1).
 type hello struct {
 	_       struct{} `cbor:",toarray"`
 	Version uint
 	E       []byte // X25519 public key
 	EK      []byte // ML-KEM-768 encapsulation key
 	Doc     []byte
+	AEADs   []byte // the AEADs offered, one byte each, in order of preference
 }
 
+type hello1 struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint
+	E       []byte
+	EK      []byte
+	Doc     []byte
+}
+
+// reply is a Version Reply; a Version1 Reply is the same without AEAD
+// (reply1).
 type reply struct {
+	_    struct{} `cbor:",toarray"`
+	E    []byte   // X25519 public key
+	CT   []byte   // ML-KEM-768 ciphertext
+	Doc  []byte
+	Sig  []byte
+	AEAD uint // the AEAD chosen
+}
+
+type reply1 struct {
 	_   struct{} `cbor:",toarray"`
-	E   []byte   // X25519 public key
-	CT  []byte   // ML-KEM-768 ciphertext
+	E   []byte
+	CT  []byte
 	Doc []byte
 	Sig []byte
 }
@@ -164,6 +201,7 @@ type Initiator struct {
 	e     *ecdh.PrivateKey
 	dk    *mlkem.DecapsulationKey768
 	hello []byte
+	offer []seal.AEAD // nil: a Version1 Hello
 	done  bool
 }
 
@@ -180,11 +218,18 @@ func Start(cfg Config) (*Initiator, []byte, error) {
 		}
 	}
 	e, dk := eph.e, eph.dk
-	b, err := codec.Marshal(hello{Version: Version, E: e.PublicKey().Bytes(), EK: dk.EncapsulationKey().Bytes(), Doc: cfg.Doc})
+	offer := offerOf(cfg.aeads())
+	var b []byte
+	var err error
+	if offer == nil {
+		b, err = codec.Marshal(hello1{Version: Version1, E: e.PublicKey().Bytes(), EK: dk.EncapsulationKey().Bytes(), Doc: cfg.Doc})
+	} else {
+		b, err = codec.Marshal(hello{Version: Version, E: e.PublicKey().Bytes(), EK: dk.EncapsulationKey().Bytes(), Doc: cfg.Doc, AEADs: aeadBytes(offer)})
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: hello: %w", err)
 	}
-	return &Initiator{cfg: cfg, e: e, dk: dk, hello: b}, b, nil
+	return &Initiator{cfg: cfg, e: e, dk: dk, hello: b, offer: offer}, b, nil
 }
 
 // Reply takes the responder's Reply: it checks the responder's document,
@@ -195,18 +240,21 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 		return Result{}, nil, ErrState
 	}
 	in.done = true
-	var r reply
-	if err := codec.Unmarshal(b, MaxReply, &r); err != nil {
-		return Result{}, nil, fmt.Errorf("kex: reply: %w", err)
+	r, err := decodeReply(b, in.offer != nil)
+	if err != nil {
+		return Result{}, nil, err
 	}
-	if len(r.E) != 32 || len(r.CT) != mlkem.CiphertextSize768 || len(r.Sig) != ed25519.SignatureSize {
-		return Result{}, nil, fmt.Errorf("kex: reply: sizes: %w", ErrMalformed)
+	aead := seal.ChaCha20Poly1305 // Version1
+	if in.offer != nil {
+		if aead = seal.AEAD(r.AEAD); r.AEAD > 255 || !aead.Known() || !slices.Contains(in.offer, aead) {
+			return Result{}, nil, fmt.Errorf("kex: reply: AEAD %d was not offered: %w", r.AEAD, ErrMalformed)
+		}
 	}
 	peer, err := in.cfg.peer(r.Doc)
 	if err != nil {
 		return Result{}, nil, err
 	}
-	unsigned, err := codec.Marshal(reply{E: r.E, CT: r.CT, Doc: r.Doc})
+	unsigned, err := r.unsigned(in.offer != nil)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
 	}
@@ -247,7 +295,7 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 		return Result{}, nil, err
 	}
 	k.next.Peer = peer
-	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, Peer: peer, Next: k.next}, fin, nil
+	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, AEAD: aead, Peer: peer, Next: k.next}, fin, nil
 }
 
 // Responder is the side that answers a Hello.
@@ -256,6 +304,7 @@ type Responder struct {
 	peer identity.Document
 	tr   transcript
 	keys directional
+	aead seal.AEAD
 	done bool
 }
 
@@ -266,12 +315,16 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if err := cfg.check(); err != nil {
 		return nil, nil, err
 	}
-	var h hello
-	if err := codec.Unmarshal(b, MaxHello, &h); err != nil {
-		return nil, nil, fmt.Errorf("kex: hello: %w", err)
+	h, err := decodeHello(b)
+	if err != nil {
+		return nil, nil, err
 	}
-	if h.Version != Version || len(h.E) != 32 || len(h.EK) != mlkem.EncapsulationKeySize768 {
-		return nil, nil, fmt.Errorf("kex: hello: version %d, sizes: %w", h.Version, ErrMalformed)
+	if len(h.E) != 32 || len(h.EK) != mlkem.EncapsulationKeySize768 {
+		return nil, nil, fmt.Errorf("kex: hello: sizes: %w", ErrMalformed)
+	}
+	aead, err := choose(h.Version, h.AEADs, cfg.aeads())
+	if err != nil {
+		return nil, nil, err
 	}
 	peer, err := cfg.peer(h.Doc)
 	if err != nil {
@@ -296,8 +349,9 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 		return nil, nil, fmt.Errorf("kex: %w: %w", ErrMalformed, err)
 	}
 	ss, ct := ek.Encapsulate()
-	r := reply{E: e.PublicKey().Bytes(), CT: ct, Doc: cfg.Doc}
-	unsigned, err := codec.Marshal(r)
+	v2 := h.Version == Version
+	r := reply{E: e.PublicKey().Bytes(), CT: ct, Doc: cfg.Doc, AEAD: uint(aead)}
+	unsigned, err := r.unsigned(v2)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
@@ -309,7 +363,7 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if r.Sig, err = identity.SignLabeled(ctx, cfg.Signer, identity.LabelKex, digest(tr)); err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
-	out, err := codec.Marshal(r)
+	out, err := r.encode(v2)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
@@ -317,7 +371,7 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if err != nil {
 		return nil, nil, err
 	}
-	return &Responder{cfg: cfg, peer: peer, tr: t, keys: k}, out, nil
+	return &Responder{cfg: cfg, peer: peer, tr: t, keys: k, aead: aead}, out, nil
 }
 
 // Finish takes the initiator's Finish and returns the keys and the
@@ -340,14 +394,14 @@ func (rs *Responder) Finish(b []byte) (Result, error) {
 	}
 	next := rs.keys.next
 	next.Peer = rs.peer
-	return Result{Keys: Keys{Send: rs.keys.r2i, Recv: rs.keys.i2r}, Peer: rs.peer, Next: next}, nil
+	return Result{Keys: Keys{Send: rs.keys.r2i, Recv: rs.keys.i2r}, AEAD: rs.aead, Peer: rs.peer, Next: next}, nil
 }
 
 func (c *Config) check() error {
 	if c.Signer == nil || len(c.Doc) == 0 {
 		return fmt.Errorf("kex: config needs a signer and an identity document: %w", ErrMalformed)
 	}
-	return nil
+	return checkAEADs(c.AEADs)
 }
 
 // peer verifies a peer's document and runs Accept.

@@ -60,8 +60,11 @@ func TestHandshake(t *testing.T) {
 		t.Fatalf("peers: a sees %+v, b sees %+v", ra.Peer, rb.Peer)
 	}
 	// The keys seal a flow both ways.
-	sa, _ := seal.NewSealer(ra.Keys.Send[:])
-	ob, _ := seal.NewOpener(rb.Keys.Recv[:])
+	if ra.AEAD != rb.AEAD || ra.AEAD != seal.Preferred()[0] {
+		t.Fatalf("AEADs: a %s, b %s; want both this host's first, %s", ra.AEAD, rb.AEAD, seal.Preferred()[0])
+	}
+	sa, _ := seal.NewSealer(ra.AEAD, ra.Keys.Send[:])
+	ob, _ := seal.NewOpener(rb.AEAD, rb.Keys.Recv[:])
 	pkt, err := sa.Seal(nil, []byte("hello"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -163,6 +166,9 @@ func TestAccept(t *testing.T) {
 func FuzzRespond(f *testing.F) {
 	a := node(f, "a")
 	_, hello, _ := kex.Start(a)
+	f.Add(hello)
+	a.AEADs = []seal.AEAD{seal.ChaCha20Poly1305} // a Version1 Hello
+	_, hello, _ = kex.Start(a)
 	f.Add(hello)
 	b := node(f, "b")
 	f.Fuzz(func(t *testing.T, m []byte) {

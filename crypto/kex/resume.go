@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 )
 
 // Resumption: a finished handshake leaves both sides a Ticket (a shared
@@ -33,6 +35,13 @@ import (
 // the next ticket (Result.Next); its identifier, derived from the
 // secret, cannot be linked by an observer to the one before.
 //
+// The ResumeHello offers AEADs and the ResumeReply names the one chosen
+// as in the full exchange (aead.go), inside what the MACs cover: a
+// resumption negotiates again (either side's configuration may have
+// changed since its ticket), and a forwarder that changes the offer or
+// the choice fails the MACs. An offer of ChaCha20-Poly1305 alone is a
+// Version1 ResumeHello (no list), answered by a Version1 ResumeReply.
+//
 // Keys: HKDF-SHA-256(secret = ticket secret || X25519(eI, eR), salt =
 // SHA-256(the responder's transcript)). The secret of a ticket comes from
 // the hybrid exchange it descends from, so a recorded resumed flow stays
@@ -53,18 +62,54 @@ type Ticket struct {
 	Peer identity.Document
 }
 
+// resumeHello is a Version ResumeHello; resumeHello1 a Version1 one
+// (no AEADs).
 type resumeHello struct {
 	_       struct{} `cbor:",toarray"`
 	Version uint
 	Ticket  []byte // TicketIDSize
 	E       []byte // X25519 public key
 	MAC     []byte // HMAC-SHA-256; empty in the transcript
+	AEADs   []byte // offered, as in a Hello
 }
 
+type resumeHello1 struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint
+	Ticket  []byte
+	E       []byte
+	MAC     []byte
+}
+
+// encode is h as sent: of Version1 (without AEADs) if h.Version is.
+func (h resumeHello) encode() ([]byte, error) {
+	if h.Version == Version1 {
+		return codec.Marshal(resumeHello1{Version: h.Version, Ticket: h.Ticket, E: h.E, MAC: h.MAC})
+	}
+	return codec.Marshal(h)
+}
+
+// resumeReply is a Version ResumeReply; resumeReply1 a Version1 one (no
+// AEAD).
 type resumeReply struct {
+	_    struct{} `cbor:",toarray"`
+	E    []byte
+	MAC  []byte
+	AEAD uint // chosen
+}
+
+type resumeReply1 struct {
 	_   struct{} `cbor:",toarray"`
 	E   []byte
 	MAC []byte
+}
+
+// encode is r as sent: of Version if v2, else of Version1.
+func (r resumeReply) encode(v2 bool) ([]byte, error) {
+	if v2 {
+		return codec.Marshal(r)
+	}
+	return codec.Marshal(resumeReply1{E: r.E, MAC: r.MAC})
 }
 
 // Roles of the transcripts a resumption MACs.
@@ -104,31 +149,43 @@ type Resumer struct {
 	t       Ticket
 	context []byte
 	e       *ecdh.PrivateKey
-	hello   []byte // without its MAC
+	hello   []byte      // without its MAC
+	offer   []seal.AEAD // nil: a Version1 ResumeHello
 	done    bool
 }
 
 // StartResume begins a resumption from t (the initiator's, taken once)
-// for a flow described by context, with key (nil: one made now); it
-// returns the ResumeHello to send.
-func StartResume(t Ticket, context []byte, key *ResumeKey) (*Resumer, []byte, error) {
+// for a flow described by context, with key (nil: one made now),
+// offering aeads (as Config.AEADs; nil: seal.Preferred()); it returns
+// the ResumeHello to send.
+func StartResume(t Ticket, context []byte, key *ResumeKey, aeads []seal.AEAD) (*Resumer, []byte, error) {
+	if err := checkAEADs(aeads); err != nil {
+		return nil, nil, err
+	}
+	if aeads == nil {
+		aeads = seal.Preferred()
+	}
 	e, err := key.key()
 	if err != nil {
 		return nil, nil, err
 	}
-	h := resumeHello{Version: Version, Ticket: t.ID[:], E: e.PublicKey().Bytes()}
-	unsigned, err := codec.Marshal(h)
+	offer := offerOf(aeads)
+	h := resumeHello{Version: Version1, Ticket: t.ID[:], E: e.PublicKey().Bytes()}
+	if offer != nil {
+		h.Version, h.AEADs = Version, aeadBytes(offer)
+	}
+	unsigned, err := h.encode()
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: resume: %w", err)
 	}
 	if h.MAC, err = resumeMAC(t.Secret, roleResumeI, context, unsigned, nil); err != nil {
 		return nil, nil, err
 	}
-	out, err := codec.Marshal(h)
+	out, err := h.encode()
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: resume: %w", err)
 	}
-	return &Resumer{t: t, context: context, e: e, hello: unsigned}, out, nil
+	return &Resumer{t: t, context: context, e: e, hello: unsigned, offer: offer}, out, nil
 }
 
 // ResumeTicketID returns the ticket a ResumeHello names, for the
@@ -143,13 +200,23 @@ func ResumeTicketID(b []byte) ([TicketIDSize]byte, error) {
 	return id, nil
 }
 
+// decodeResumeHello decodes a ResumeHello of either version.
 func decodeResumeHello(b []byte) (resumeHello, error) {
 	var h resumeHello
 	if err := codec.Unmarshal(b, MaxResume, &h); err != nil {
-		return h, fmt.Errorf("kex: resume hello: %w", err)
+		var h1 resumeHello1
+		if codec.Unmarshal(b, MaxResume, &h1) != nil {
+			return h, fmt.Errorf("kex: resume hello: %w", err)
+		}
+		if h1.Version != Version1 {
+			return h, fmt.Errorf("kex: resume hello: version %d without a list of AEADs: %w", h1.Version, ErrMalformed)
+		}
+		h = resumeHello{Version: h1.Version, Ticket: h1.Ticket, E: h1.E, MAC: h1.MAC}
+	} else if h.Version != Version {
+		return h, fmt.Errorf("kex: resume hello: version %d with a list of AEADs: %w", h.Version, ErrMalformed)
 	}
-	if h.Version != Version || len(h.Ticket) != TicketIDSize || len(h.E) != 32 || len(h.MAC) != sha256.Size {
-		return h, fmt.Errorf("kex: resume hello: version %d, sizes: %w", h.Version, ErrMalformed)
+	if len(h.Ticket) != TicketIDSize || len(h.E) != 32 || len(h.MAC) != sha256.Size {
+		return h, fmt.Errorf("kex: resume hello: sizes: %w", ErrMalformed)
 	}
 	return h, nil
 }
@@ -159,8 +226,15 @@ func decodeResumeHello(b []byte) (resumeHello, error) {
 // It checks the initiator's MAC and returns the keys, the next ticket and
 // the ResumeReply to send. accept, if set, runs on the ticket's peer as
 // Config.Accept does (a policy may have changed since); key is this
-// side's fresh key pair (nil: one made now).
-func RespondResume(t Ticket, context, b []byte, accept func(identity.Document) error, key *ResumeKey) (Result, []byte, error) {
+// side's fresh key pair (nil: one made now); aeads are the AEADs this
+// side takes (as Config.AEADs; nil: seal.Preferred()).
+func RespondResume(t Ticket, context, b []byte, accept func(identity.Document) error, key *ResumeKey, aeads []seal.AEAD) (Result, []byte, error) {
+	if err := checkAEADs(aeads); err != nil {
+		return Result{}, nil, err
+	}
+	if aeads == nil {
+		aeads = seal.Preferred()
+	}
 	h, err := decodeResumeHello(b)
 	if err != nil {
 		return Result{}, nil, err
@@ -170,7 +244,7 @@ func RespondResume(t Ticket, context, b []byte, accept func(identity.Document) e
 	}
 	mac := h.MAC
 	h.MAC = nil
-	unsigned, err := codec.Marshal(h)
+	unsigned, err := h.encode()
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: resume: %w", err)
 	}
@@ -181,6 +255,11 @@ func RespondResume(t Ticket, context, b []byte, accept func(identity.Document) e
 	if !hmac.Equal(mac, want) {
 		return Result{}, nil, fmt.Errorf("kex: resume: initiator %s: %w", t.Peer.ID, ErrBadSignature)
 	}
+	aead, err := choose(h.Version, h.AEADs, aeads)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	v2 := h.Version == Version
 	if accept != nil {
 		if err := accept(t.Peer); err != nil {
 			return Result{}, nil, fmt.Errorf("kex: peer %s: %w: %w", t.Peer.ID, ErrRefused, err)
@@ -198,15 +277,15 @@ func RespondResume(t Ticket, context, b []byte, accept func(identity.Document) e
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w: %w", ErrMalformed, err)
 	}
-	r := resumeReply{E: e.PublicKey().Bytes()}
-	ur, err := codec.Marshal(r)
+	r := resumeReply{E: e.PublicKey().Bytes(), AEAD: uint(aead)}
+	ur, err := r.encode(v2)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: resume: %w", err)
 	}
 	if r.MAC, err = resumeMAC(t.Secret, roleResumeR, context, unsigned, ur); err != nil {
 		return Result{}, nil, err
 	}
-	out, err := codec.Marshal(r)
+	out, err := r.encode(v2)
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: resume: %w", err)
 	}
@@ -214,7 +293,7 @@ func RespondResume(t Ticket, context, b []byte, accept func(identity.Document) e
 	if err != nil {
 		return Result{}, nil, err
 	}
-	return Result{Keys: Keys{Send: k.r2i, Recv: k.i2r}, Peer: t.Peer, Next: k.next}, out, nil
+	return Result{Keys: Keys{Send: k.r2i, Recv: k.i2r}, AEAD: aead, Peer: t.Peer, Next: k.next}, out, nil
 }
 
 // Reply takes the responder's ResumeReply: it checks its MAC and returns
@@ -224,14 +303,29 @@ func (r *Resumer) Reply(b []byte) (Result, error) {
 		return Result{}, ErrState
 	}
 	r.done = true
+	v2 := r.offer != nil
 	var rp resumeReply
-	if err := codec.Unmarshal(b, MaxResume, &rp); err != nil {
-		return Result{}, fmt.Errorf("kex: resume reply: %w", err)
+	if v2 {
+		if err := codec.Unmarshal(b, MaxResume, &rp); err != nil {
+			return Result{}, fmt.Errorf("kex: resume reply: %w", err)
+		}
+	} else {
+		var rp1 resumeReply1
+		if err := codec.Unmarshal(b, MaxResume, &rp1); err != nil {
+			return Result{}, fmt.Errorf("kex: resume reply: %w", err)
+		}
+		rp = resumeReply{E: rp1.E, MAC: rp1.MAC}
 	}
 	if len(rp.E) != 32 || len(rp.MAC) != sha256.Size {
 		return Result{}, fmt.Errorf("kex: resume reply: sizes: %w", ErrMalformed)
 	}
-	ur, err := codec.Marshal(resumeReply{E: rp.E})
+	aead := seal.ChaCha20Poly1305 // Version1
+	if v2 {
+		if aead = seal.AEAD(rp.AEAD); rp.AEAD > 255 || !aead.Known() || !slices.Contains(r.offer, aead) {
+			return Result{}, fmt.Errorf("kex: resume reply: AEAD %d was not offered: %w", rp.AEAD, ErrMalformed)
+		}
+	}
+	ur, err := resumeReply{E: rp.E, AEAD: rp.AEAD}.encode(v2)
 	if err != nil {
 		return Result{}, fmt.Errorf("kex: resume: %w", err)
 	}
@@ -254,7 +348,7 @@ func (r *Resumer) Reply(b []byte) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, Peer: r.t.Peer, Next: k.next}, nil
+	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, AEAD: aead, Peer: r.t.Peer, Next: k.next}, nil
 }
 
 // resumeMAC is the HMAC-SHA-256, keyed from a ticket's secret, of a

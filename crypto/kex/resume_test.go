@@ -7,6 +7,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/crypto/kex"
+	"github.com/ouronet/ouro/crypto/seal"
 )
 
 var resumeContext = []byte("flow a.app -> echo, sealed")
@@ -15,7 +16,7 @@ var resumeContext = []byte("flow a.app -> echo, sealed")
 // responder's tr.
 func resume(t testing.TB, ti, tr kex.Ticket, ctxI, ctxR []byte) (kex.Result, kex.Result, error) {
 	t.Helper()
-	rm, hello, err := kex.StartResume(ti, ctxI, nil)
+	rm, hello, err := kex.StartResume(ti, ctxI, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +24,7 @@ func resume(t testing.TB, ti, tr kex.Ticket, ctxI, ctxR []byte) (kex.Result, kex
 	if err != nil || id != ti.ID {
 		t.Fatalf("ticket id %x, %v; want %x", id, err, ti.ID)
 	}
-	rr, reply, err := kex.RespondResume(tr, ctxR, hello, nil, nil)
+	rr, reply, err := kex.RespondResume(tr, ctxR, hello, nil, nil, nil)
 	if err != nil {
 		return kex.Result{}, kex.Result{}, err
 	}
@@ -84,19 +85,19 @@ func TestResumeTampering(t *testing.T) {
 	ti, tr := ra.Next, rb.Next
 
 	t.Run("hello bit flipped", func(t *testing.T) {
-		_, hello, _ := kex.StartResume(ti, resumeContext, nil)
+		_, hello, _ := kex.StartResume(ti, resumeContext, nil, nil)
 		for i := range hello {
 			h := bytes.Clone(hello)
 			h[i] ^= 0x10
-			if _, _, err := kex.RespondResume(tr, resumeContext, h, nil, nil); err == nil {
+			if _, _, err := kex.RespondResume(tr, resumeContext, h, nil, nil, nil); err == nil {
 				t.Fatalf("a hello with byte %d changed was taken", i)
 			}
 		}
 	})
 	t.Run("reply bit flipped", func(t *testing.T) {
 		for i := 0; ; i++ {
-			rm, hello, _ := kex.StartResume(ti, resumeContext, nil)
-			_, reply, err := kex.RespondResume(tr, resumeContext, hello, nil, nil)
+			rm, hello, _ := kex.StartResume(ti, resumeContext, nil, nil)
+			_, reply, err := kex.RespondResume(tr, resumeContext, hello, nil, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -129,8 +130,8 @@ func TestResumeTampering(t *testing.T) {
 		}
 	})
 	t.Run("reply used twice", func(t *testing.T) {
-		rm, hello, _ := kex.StartResume(ti, resumeContext, nil)
-		_, reply, err := kex.RespondResume(tr, resumeContext, hello, nil, nil)
+		rm, hello, _ := kex.StartResume(ti, resumeContext, nil, nil)
+		_, reply, err := kex.RespondResume(tr, resumeContext, hello, nil, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,9 +143,9 @@ func TestResumeTampering(t *testing.T) {
 		}
 	})
 	t.Run("policy refuses", func(t *testing.T) {
-		_, hello, _ := kex.StartResume(ti, resumeContext, nil)
+		_, hello, _ := kex.StartResume(ti, resumeContext, nil, nil)
 		no := func(identity.Document) error { return errors.New("not on the list") }
-		if _, _, err := kex.RespondResume(tr, resumeContext, hello, no, nil); !errors.Is(err, kex.ErrRefused) {
+		if _, _, err := kex.RespondResume(tr, resumeContext, hello, no, nil, nil); !errors.Is(err, kex.ErrRefused) {
 			t.Fatalf("resumption from a peer the policy refuses: %v, want ErrRefused", err)
 		}
 	})
@@ -156,13 +157,15 @@ func FuzzResumeHello(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	_, hello, _ := kex.StartResume(ra.Next, resumeContext, nil)
+	_, hello, _ := kex.StartResume(ra.Next, resumeContext, nil, nil)
 	f.Add(hello)
+	_, hello1, _ := kex.StartResume(ra.Next, resumeContext, nil, []seal.AEAD{seal.ChaCha20Poly1305})
+	f.Add(hello1) // Version1
 	f.Fuzz(func(t *testing.T, m []byte) {
 		if _, err := kex.ResumeTicketID(m); err != nil {
 			return
 		}
-		if _, _, err := kex.RespondResume(rb.Next, resumeContext, m, nil, nil); err == nil && !bytes.Equal(m, hello) {
+		if _, _, err := kex.RespondResume(rb.Next, resumeContext, m, nil, nil, nil); err == nil && !bytes.Equal(m, hello) && !bytes.Equal(m, hello1) {
 			// Only a hello made with the secret passes: the fuzzer
 			// cannot make one.
 			t.Fatal("a made-up resume hello was taken")
@@ -176,11 +179,11 @@ func FuzzResumeReply(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	_, hello, _ := kex.StartResume(ra.Next, resumeContext, nil)
-	_, reply, _ := kex.RespondResume(rb.Next, resumeContext, hello, nil, nil)
+	_, hello, _ := kex.StartResume(ra.Next, resumeContext, nil, nil)
+	_, reply, _ := kex.RespondResume(rb.Next, resumeContext, hello, nil, nil, nil)
 	f.Add(reply)
 	f.Fuzz(func(t *testing.T, m []byte) {
-		rm, _, err := kex.StartResume(ra.Next, resumeContext, nil)
+		rm, _, err := kex.StartResume(ra.Next, resumeContext, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,13 @@
-// Package seal protects the SDUs of one flow with an AEAD
-// (ChaCha20-Poly1305, RFC 8439) under a per-flow key, and rejects
-// replayed or too old SDUs with a sliding window. It does not agree on
-// keys (crypto/kex does) nor rekey.
+// Package seal protects the SDUs of one flow with an AEAD under a
+// per-flow key, and rejects replayed or too old SDUs with a sliding
+// window. It does not agree on keys nor on the AEAD (crypto/kex does).
+//
+// Two AEADs (aead.go): ChaCha20-Poly1305 (RFC 8439), fast everywhere in
+// software, and AES-256-GCM, several times faster where the processor
+// has AES and carry-less multiplication instructions (most x86-64 and
+// arm64 hosts) and slow, not constant time, where it has none (ARMv7
+// boards). Both take a 32-byte key and a 12-byte nonce and add a 16-byte
+// tag, so a sealed SDU has the same form and size under either.
 //
 // A sealed SDU is an 8-byte big-endian field followed by the ciphertext
 // and its 16-byte tag: the field's top byte is the key's epoch (mod
@@ -27,8 +33,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // Errors of this package, wrapped with context. Test with errors.Is.
@@ -38,13 +42,16 @@ var (
 	ErrShort     = errors.New("seal: sealed SDU too short")
 	ErrAuth      = errors.New("seal: authentication failed")
 	ErrReplay    = errors.New("seal: replayed or too old")
+	ErrAEAD      = errors.New("seal: unknown AEAD")
 )
 
 // KeySize is the key length; Overhead is what sealing adds to an SDU.
 const (
-	KeySize   = chacha20poly1305.KeySize
+	KeySize   = 32
 	CtrLen    = 8
-	Overhead  = CtrLen + chacha20poly1305.Overhead
+	TagLen    = 16 // both AEADs'
+	NonceLen  = 12 // both AEADs'
+	Overhead  = CtrLen + TagLen
 	WindowLen = 1024 // counters behind the newest that are still accepted once
 )
 
@@ -94,10 +101,11 @@ func WithClock(now func() time.Time) Option { return func(s *Sealer) { s.now = n
 // Sealer seals one direction of a flow. Safe for concurrent use (calls
 // are serialised: a flow's SDUs are sealed one at a time anyway).
 type Sealer struct {
+	kind  AEAD
 	aead  cipher.AEAD
 	mu    sync.Mutex
-	ctr   uint64                           // last counter used
-	nonce [chacha20poly1305.NonceSize]byte // kept here: a local would escape through the interface call
+	ctr   uint64         // last counter used
+	nonce [NonceLen]byte // kept here: a local would escape through the interface call
 
 	key        [KeySize]byte
 	epoch      uint8
@@ -109,13 +117,13 @@ type Sealer struct {
 	rekeys     uint64
 }
 
-// NewSealer returns a Sealer for key.
-func NewSealer(key []byte, opts ...Option) (*Sealer, error) {
-	a, err := newAEAD(key)
+// NewSealer returns a Sealer for key under AEAD a.
+func NewSealer(a AEAD, key []byte, opts ...Option) (*Sealer, error) {
+	c, err := a.new(key)
 	if err != nil {
 		return nil, err
 	}
-	s := &Sealer{aead: a, rekeySDUs: RekeySDUs, rekeyAfter: RekeyAfter, now: time.Now}
+	s := &Sealer{kind: a, aead: c, rekeySDUs: RekeySDUs, rekeyAfter: RekeyAfter, now: time.Now}
 	copy(s.key[:], key)
 	for _, o := range opts {
 		o(s)
@@ -137,7 +145,7 @@ func (s *Sealer) rekey(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	a, err := newAEAD(k[:])
+	a, err := s.kind.new(k[:])
 	if err != nil {
 		return err
 	}
@@ -149,12 +157,8 @@ func (s *Sealer) rekey(now time.Time) error {
 	return nil
 }
 
-func newAEAD(key []byte) (cipher.AEAD, error) {
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("%d bytes: %w", len(key), ErrKey)
-	}
-	return chacha20poly1305.New(key)
-}
+// AEAD returns the AEAD s seals with.
+func (s *Sealer) AEAD() AEAD { return s.kind }
 
 // Seal appends the sealed form of sdu to dst and returns it; ad is
 // authenticated, not sent (e.g. the flow's ids). With cap(dst)-len(dst)
@@ -183,11 +187,12 @@ func (s *Sealer) Seal(dst, sdu, ad []byte) ([]byte, error) {
 // Opener opens one direction of a flow. Safe for concurrent use (calls
 // are serialised).
 type Opener struct {
+	kind  AEAD
 	aead  cipher.AEAD
 	mu    sync.Mutex
 	top   uint64 // newest counter accepted (0: none yet)
 	bits  [WindowLen / 64]uint64
-	nonce [chacha20poly1305.NonceSize]byte
+	nonce [NonceLen]byte
 
 	key   [KeySize]byte // the current epoch's
 	epoch uint8
@@ -205,16 +210,19 @@ type ahead struct {
 	key  [KeySize]byte
 }
 
-// NewOpener returns an Opener for key.
-func NewOpener(key []byte) (*Opener, error) {
-	a, err := newAEAD(key)
+// NewOpener returns an Opener for key under AEAD a.
+func NewOpener(a AEAD, key []byte) (*Opener, error) {
+	c, err := a.new(key)
 	if err != nil {
 		return nil, err
 	}
-	o := &Opener{aead: a}
+	o := &Opener{kind: a, aead: c}
 	copy(o.key[:], key)
 	return o, nil
 }
+
+// AEAD returns the AEAD o opens with.
+func (o *Opener) AEAD() AEAD { return o.kind }
 
 // aeadFor returns the key of epoch e, or nil: the current one, one of
 // the MaxSkip next (derived when first asked for, then kept) or the
@@ -238,7 +246,7 @@ func (o *Opener) aeadFor(e uint8) cipher.AEAD {
 			if err != nil {
 				return nil
 			}
-			if o.ahead[i].aead, err = newAEAD(k[:]); err != nil {
+			if o.ahead[i].aead, err = o.kind.new(k[:]); err != nil {
 				return nil
 			}
 			o.ahead[i].key = k

@@ -8,36 +8,75 @@ import (
 	"time"
 )
 
-func pair(t testing.TB) (*Sealer, *Opener) {
+func pair(t testing.TB) (*Sealer, *Opener) { return pairOf(t, ChaCha20Poly1305) }
+
+func pairOf(t testing.TB, a AEAD) (*Sealer, *Opener) {
 	t.Helper()
 	key := bytes.Repeat([]byte{7}, KeySize)
-	s, err := NewSealer(key)
+	s, err := NewSealer(a, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := NewOpener(key)
+	o, err := NewOpener(a, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, o
 }
 
-// TestVector pins the wire form: counter 1, then RFC 8439
-// ChaCha20-Poly1305 with nonce 00000000 || counter. Cross-checked with
-// pyca/cryptography's ChaCha20Poly1305.
-func TestVector(t *testing.T) {
-	s, _ := pair(t)
-	got, err := s.Seal(nil, []byte("ouro"), []byte("flow 1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "0000000000000001" + "866221796727d986b96b1cf04e9e687e651958ee"; hex.EncodeToString(got) != want {
-		t.Fatalf("got %x, want %s", got, want)
+// eachAEAD runs f for every AEAD.
+func eachAEAD(t *testing.T, f func(t *testing.T, a AEAD)) {
+	for _, a := range AEADs {
+		t.Run(a.String(), func(t *testing.T) { f(t, a) })
 	}
 }
 
-func TestRoundTrip(t *testing.T) {
-	s, o := pair(t)
+// TestVector pins the wire form: counter 1, then the AEAD with nonce
+// 00000000 || counter: RFC 8439 ChaCha20-Poly1305, AES-256-GCM. Both
+// cross-checked with pyca/cryptography's ChaCha20Poly1305 and AESGCM.
+func TestVector(t *testing.T) {
+	for a, want := range map[AEAD]string{
+		ChaCha20Poly1305: "866221796727d986b96b1cf04e9e687e651958ee",
+		AES256GCM:        "5f3dcb0f255291e10c883bd1f6c39b5513116510",
+	} {
+		s, _ := pairOf(t, a)
+		got, err := s.Seal(nil, []byte("ouro"), []byte("flow 1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "0000000000000001" + want; hex.EncodeToString(got) != want {
+			t.Errorf("%s: got %x, want %s", a, got, want)
+		}
+		if len(got) != len("ouro")+Overhead {
+			t.Errorf("%s: %d bytes, want %d", a, len(got), len("ouro")+Overhead)
+		}
+	}
+}
+
+// TestOtherAEAD: what one AEAD sealed does not open under the other
+// with the same key.
+func TestOtherAEAD(t *testing.T) {
+	s, _ := pairOf(t, AES256GCM)
+	_, o := pairOf(t, ChaCha20Poly1305)
+	p, _ := s.Seal(nil, []byte("x"), nil)
+	if _, err := o.Open(nil, p, nil); !errors.Is(err, ErrAuth) {
+		t.Fatalf("AES-GCM SDU opened with ChaCha20-Poly1305: %v, want ErrAuth", err)
+	}
+	if _, err := NewSealer(AEAD(9), make([]byte, KeySize)); !errors.Is(err, ErrAEAD) {
+		t.Fatalf("unknown AEAD: %v, want ErrAEAD", err)
+	}
+	if _, err := NewOpener(0, make([]byte, KeySize)); !errors.Is(err, ErrAEAD) {
+		t.Fatalf("AEAD 0: %v, want ErrAEAD", err)
+	}
+	if s.AEAD() != AES256GCM || o.AEAD() != ChaCha20Poly1305 {
+		t.Fatalf("AEAD() = %s, %s", s.AEAD(), o.AEAD())
+	}
+}
+
+func TestRoundTrip(t *testing.T) { eachAEAD(t, testRoundTrip) }
+
+func testRoundTrip(t *testing.T, a AEAD) {
+	s, o := pairOf(t, a)
 	ad := []byte("flow 9")
 	var pkts [][]byte
 	for _, m := range []string{"", "a", "hello, world"} {
@@ -92,7 +131,13 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestWindow(t *testing.T) {
-	s, o := pair(t)
+	eachAEAD(t, func(t *testing.T, a AEAD) {
+		s, o := pairOf(t, a)
+		window(t, s, o)
+	})
+}
+
+func window(t *testing.T, s *Sealer, o *Opener) {
 	var pkts [][]byte
 	for range WindowLen + 10 {
 		p, _ := s.Seal(nil, []byte("x"), nil)
@@ -115,16 +160,20 @@ func TestWindow(t *testing.T) {
 }
 
 func TestKey(t *testing.T) {
-	if _, err := NewSealer(make([]byte, 16)); !errors.Is(err, ErrKey) {
-		t.Errorf("got %v, want ErrKey", err)
-	}
-	if _, err := NewOpener(nil); !errors.Is(err, ErrKey) {
-		t.Errorf("got %v, want ErrKey", err)
+	for _, a := range AEADs {
+		if _, err := NewSealer(a, make([]byte, 16)); !errors.Is(err, ErrKey) {
+			t.Errorf("%s: got %v, want ErrKey", a, err)
+		}
+		if _, err := NewOpener(a, nil); !errors.Is(err, ErrKey) {
+			t.Errorf("%s: got %v, want ErrKey", a, err)
+		}
 	}
 }
 
-func TestAllocs(t *testing.T) {
-	s, o := pair(t)
+func TestAllocs(t *testing.T) { eachAEAD(t, testAllocs) }
+
+func testAllocs(t *testing.T, a AEAD) {
+	s, o := pairOf(t, a)
 	sdu := make([]byte, 1400)
 	pkt := make([]byte, 0, 1400+Overhead)
 	out := make([]byte, 0, 1400)
@@ -143,41 +192,61 @@ func TestAllocs(t *testing.T) {
 }
 
 func FuzzOpen(f *testing.F) {
-	s, _ := pair(f)
-	p, _ := s.Seal(nil, []byte("seed"), nil)
-	f.Add(p)
+	var made [][]byte
+	for _, a := range AEADs {
+		s, _ := pairOf(f, a)
+		p, _ := s.Seal(nil, []byte("seed"), nil)
+		made = append(made, p)
+		f.Add(p)
+	}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		_, o := pair(t)
-		got, err := o.Open(nil, pkt, nil)
-		if err == nil && !bytes.Equal(pkt, p) {
-			t.Fatalf("opened a packet Seal did not make: %x -> %q", pkt, got)
+		for i, a := range AEADs {
+			_, o := pairOf(t, a)
+			got, err := o.Open(nil, pkt, nil)
+			if err == nil && !bytes.Equal(pkt, made[i]) {
+				t.Fatalf("%s opened a packet Seal did not make: %x -> %q", a, pkt, got)
+			}
 		}
 	})
 }
 
+// BenchmarkSealOpen seals and opens one SDU of 1,376 bytes (the largest
+// a sealed flow over the UDP shim carries at a 1,500-byte MTU) with each
+// AEAD: compare the two in one run.
 func BenchmarkSealOpen(b *testing.B) {
-	s, o := pair(b)
-	sdu := make([]byte, 1400)
-	pkt := make([]byte, 0, 1400+Overhead)
-	out := make([]byte, 0, 1400)
-	b.SetBytes(int64(len(sdu)))
-	for range b.N {
-		p, _ := s.Seal(pkt[:0], sdu, nil)
-		o.Open(out[:0], p, nil)
+	for _, a := range AEADs {
+		b.Run(a.String(), func(b *testing.B) {
+			s, o := pairOf(b, a)
+			sdu := make([]byte, 1376)
+			pkt := make([]byte, 0, len(sdu)+Overhead)
+			out := make([]byte, 0, len(sdu))
+			b.SetBytes(int64(len(sdu)))
+			b.ReportAllocs()
+			for range b.N {
+				p, _ := s.Seal(pkt[:0], sdu, nil)
+				if _, err := o.Open(out[:0], p, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
 // rekeyPair is a pair whose Sealer turns its key over every sdus SDUs,
 // or when the returned clock has moved on by d.
 func rekeyPair(t testing.TB, sdus uint64, d time.Duration) (*Sealer, *Opener, *time.Time) {
+	return rekeyPairOf(t, ChaCha20Poly1305, sdus, d)
+}
+
+func rekeyPairOf(t testing.TB, a AEAD, sdus uint64, d time.Duration) (*Sealer, *Opener, *time.Time) {
 	t.Helper()
 	now := time.Unix(1e9, 0)
 	key := bytes.Repeat([]byte{9}, KeySize)
-	s, err := NewSealer(key, WithRekey(sdus, d), WithClock(func() time.Time { return now }))
+	s, err := NewSealer(a, key, WithRekey(sdus, d), WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := NewOpener(key)
+	o, err := NewOpener(a, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,8 +296,10 @@ func TestRekeyByTime(t *testing.T) {
 // first of the new one still opens; all SDUs of MaxSkip-1 epochs lost,
 // the next epoch's open; more than MaxSkip epochs ahead do not; a
 // replay of an old epoch's SDU is refused.
-func TestRekeyReorderAndLoss(t *testing.T) {
-	s, o, _ := rekeyPair(t, 2, 0)
+func TestRekeyReorderAndLoss(t *testing.T) { eachAEAD(t, testRekeyReorderAndLoss) }
+
+func testRekeyReorderAndLoss(t *testing.T, a AEAD) {
+	s, o, _ := rekeyPairOf(t, a, 2, 0)
 	var ps [][]byte
 	for i := range 40 {
 		p, _ := s.Seal(nil, []byte{byte(i)}, nil)

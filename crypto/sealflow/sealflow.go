@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 )
 
@@ -110,6 +111,13 @@ func Document(ctx context.Context, s identity.Signer, name string) ([]byte, erro
 		return d.Document(ctx)
 	}
 	return identity.NewDocument(s, name, "", identity.Measurement{}, time.Now()).Sign(ctx, s)
+}
+
+// PeerSealed is PeerOf for a flow sealed with a: the peer shows the AEAD.
+func PeerSealed(d identity.Document, a seal.AEAD) *flow.Peer {
+	p := PeerOf(d)
+	p.AEAD = a.String()
+	return p
 }
 
 // PeerOf is a verified identity document as the flow API shows it.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/admission"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
@@ -23,8 +24,15 @@ func chain3(tb testing.TB, caPolicy string) (a, b flow.Port, n *unicasttest.Net)
 
 // chain3Q is chain3 with a flow of QoS q.
 func chain3Q(tb testing.TB, caPolicy string, q flow.QoS) (a, b flow.Port, n *unicasttest.Net) {
+	return chain3QA(tb, caPolicy, q, 0)
+}
+
+// chain3QA is chain3Q with every member forced to seal with aead (0:
+// negotiated).
+func chain3QA(tb testing.TB, caPolicy string, q flow.QoS, aead seal.AEAD) (a, b flow.Port, n *unicasttest.Net) {
 	n = unicasttest.New(tb)
 	n.Template.LayerConfig.CA = caPolicy
+	n.Template.SealAEAD = aead
 	// Not a test of peer-vanish detection: the harness's 1 s closed the
 	// flow under a loaded machine (a keepalive late by a second).
 	n.Template.KeepAlive, n.Template.FlowTimeout = time.Second, 10*time.Second
@@ -52,11 +60,11 @@ func TestForwardZeroAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	for _, sealed := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "sealed"}[sealed], func(t *testing.T) {
+	for _, mode := range sealModes {
+		t.Run(mode.name, func(t *testing.T) {
 			q := flow.BestEffort()
-			q.Sealed = sealed
-			a, b, _ := chain3Q(t, "mb-ecn", q)
+			q.Sealed = mode.sealed
+			a, b, _ := chain3QA(t, "mb-ecn", q, mode.aead)
 			msg := make([]byte, 100)
 			buf := make([]byte, flow.MaxSDU)
 			send := func() {
@@ -77,16 +85,28 @@ func TestForwardZeroAllocs(t *testing.T) {
 	}
 }
 
-// BenchmarkSealed3Hops is BenchmarkForward3Hops for a sealed flow and,
-// in the same run, the same flow unsealed: what sealing costs (a seal at
-// the first IPCP, an open at the last).
+// sealModes are a flow unsealed, and sealed with each AEAD (every member
+// forced to it).
+var sealModes = []struct {
+	name   string
+	sealed bool
+	aead   seal.AEAD
+}{
+	{"plain", false, 0},
+	{"sealed-chacha20poly1305", true, seal.ChaCha20Poly1305},
+	{"sealed-aes256gcm", true, seal.AES256GCM},
+}
+
+// BenchmarkSealed3Hops is BenchmarkForward3Hops for a sealed flow (each
+// AEAD) and, in the same run, the same flow unsealed: what sealing costs
+// (a seal at the first IPCP, an open at the last).
 func BenchmarkSealed3Hops(b *testing.B) {
 	for _, size := range []int{64, 1350} {
-		for _, sealed := range []bool{false, true} {
-			b.Run(fmt.Sprintf("%s/%s", byteSize(size), map[bool]string{false: "plain", true: "sealed"}[sealed]), func(b *testing.B) {
+		for _, mode := range sealModes {
+			b.Run(fmt.Sprintf("%s/%s", byteSize(size), mode.name), func(b *testing.B) {
 				q := flow.BestEffort()
-				q.Sealed = sealed
-				a, z, _ := chain3Q(b, "nop", q)
+				q.Sealed = mode.sealed
+				a, z, _ := chain3QA(b, "nop", q, mode.aead)
 				forwardBench(b, size, func(p []byte) error { return a.Write(p, time.Time{}) },
 					func(p []byte) error { _, err := z.Read(p, time.Now().Add(300*time.Millisecond)); return err })
 			})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/dt"
@@ -80,6 +81,11 @@ type Config struct {
 	// in one round trip (0: fa.DefaultTicketLife; negative: never
 	// resume, always make the full key exchange).
 	SealTicketLife time.Duration
+	// SealAEAD, if set, is the only AEAD this member's sealed flows use
+	// (a peer that does not take it fails their key exchange); zero
+	// negotiates: AES-256-GCM where both ends have hardware AES, else
+	// ChaCha20-Poly1305 (crypto/seal, crypto/kex).
+	SealAEAD seal.AEAD
 	// Addr is a static address (0: the one Signer's key and Name derive,
 	// addr.Keyed; drawn from Entropy only if another member has it).
 	Addr layer.Addr

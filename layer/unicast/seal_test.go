@@ -501,3 +501,54 @@ func TestSealedReliableStream(t *testing.T) {
 		t.Fatalf("dropped %d, repeated %d, replays refused %d", dropped, repeated, st.Checks["seal.replayed"])
 	}
 }
+
+// TestSealedAEAD: the AEAD of a sealed flow across a forwarder is
+// negotiated by its two ends, in the full exchange and in the resumption
+// after it: this host's preference by default, the one a member is
+// forced to (Config.SealAEAD) if the other takes it; both ends' peer
+// names it. Members forced to different AEADs fail the allocation, and c
+// counts the failed key exchange.
+func TestSealedAEAD(t *testing.T) {
+	gcm, cc := seal.AES256GCM, seal.ChaCha20Poly1305
+	for _, tt := range []struct {
+		name   string
+		ao, co seal.AEAD
+		want   seal.AEAD // 0: refused
+	}{
+		{"defaults", 0, 0, seal.Preferred()[0]},
+		{"requester forced to ChaCha20-Poly1305", cc, 0, cc},
+		{"responder forced to AES-256-GCM", 0, gcm, gcm},
+		{"forced apart", cc, gcm, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSealNet(t, func(name string, c *unicast.Config) {
+				c.SealAEAD = map[string]seal.AEAD{"a": tt.ao, "c": tt.co}[name]
+			})
+			q := flow.QoS{Loss: flow.MaxLoss, Sealed: true}
+			for i := range 2 { // full, then resumed
+				ra, rc, res, acc, err := s.alloc(t, q)
+				if tt.want == 0 {
+					if !errors.Is(err, flow.ErrRefused) {
+						t.Fatalf("got %v, want ErrRefused", err)
+					}
+					if n := s.c.IPCP.Stats().Checks["seal.kex_failed"]; n == 0 {
+						t.Fatal("c did not count the failed key exchange")
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("allocation %d: %v", i, err)
+				}
+				if res.Peer == nil || acc.Req.Peer == nil || res.Peer.AEAD != tt.want.String() || acc.Req.Peer.AEAD != tt.want.String() {
+					t.Fatalf("allocation %d: a sees %+v, c sees %+v; want AEAD %s", i, res.Peer, acc.Req.Peer, tt.want)
+				}
+				echoOnce(t, ra, rc)
+				ra.Close()
+				rc.Close()
+			}
+			if st := s.c.IPCP.Stats().Checks; st["seal.resumed"] != 1 || st["seal.kex_failed"] != 0 {
+				t.Fatalf("c's checks %v: want one resumption, no failure", st)
+			}
+		})
+	}
+}

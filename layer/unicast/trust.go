@@ -258,7 +258,7 @@ func (p *IPCP) learnClock(res enroll.Result) {
 // credentials, and the configuration's policy.
 func (p *IPCP) sealConfig(layerName string) *fa.SealConfig {
 	sc := &fa.SealConfig{
-		Layer: layerName, Require: p.cfg.Seal, MaxSDU: p.MaxSDU, TicketLife: p.cfg.SealTicketLife,
+		Layer: layerName, Require: p.cfg.Seal, MaxSDU: p.MaxSDU, TicketLife: p.cfg.SealTicketLife, AEAD: p.cfg.SealAEAD,
 		Credentials: func(ctx context.Context) (identity.Signer, []byte, error) {
 			c, err := p.credentials(ctx)
 			return c.Signer, c.Doc, err

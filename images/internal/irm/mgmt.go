@@ -229,6 +229,9 @@ func (m *IRM) flowPage(pg pager) (ipcp.MgmtResp, error) {
 		peer := "-"
 		if p := f.info.Peer; p != nil {
 			peer = p.Name + " " + p.ID
+			if p.AEAD != "" {
+				peer += " " + p.AEAD
+			}
 		}
 		return []string{
 			strconv.FormatUint(ids[i], 10), f.info.Local, f.info.Remote, f.info.Layer,

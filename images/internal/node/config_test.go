@@ -53,7 +53,7 @@ func TestConfigMistakes(t *testing.T) {
 	}{
 		{"adr in [ipcp.udp]",
 			strings.Replace(udpNode, `addr = "127.0.0.1:3435"`, `adr = "127.0.0.1:3435"`, 1),
-			[]string{`^line 8: \[ipcp\.udp\] of \[\[ipcp\]\] #1: unknown key "adr"; did you mean "addr"\? \(accepted: addr, dir, hash, idle_timeout, max_flows_per_peer, max_pending_per_peer, recv_buffer, seal, seal_peers, seal_ticket_life, send_buffer, \[ipcp\.udp\.impair\], \[ipcp\.udp\.netstack\]\)$`}},
+			[]string{`^line 8: \[ipcp\.udp\] of \[\[ipcp\]\] #1: unknown key "adr"; did you mean "addr"\? \(accepted: addr, dir, hash, idle_timeout, max_flows_per_peer, max_pending_per_peer, recv_buffer, seal, seal_aead, seal_peers, seal_ticket_life, send_buffer, \[ipcp\.udp\.impair\], \[ipcp\.udp\.netstack\]\)$`}},
 		{"[ipcp.upd]",
 			strings.Replace(udpNode, `[ipcp.udp]`, `[ipcp.upd]`, 1),
 			[]string{`^line 7: \[\[ipcp\]\] #1: unknown table \[ipcp\.upd\]; did you mean \[ipcp\.udp\]\?`}},
@@ -111,6 +111,9 @@ func TestConfigMistakes(t *testing.T) {
 		{"seal_peers",
 			udpNode + "seal = true\nseal_peers = [\"bogus\"]\n",
 			[]string{`^line 15: .*seal_peers: "bogus" is not a node id`}},
+		{"seal_aead",
+			udpNode + "seal_aead = \"aes128gcm\"\n",
+			[]string{`^line 15: .*seal_aead: "aes128gcm" \(want chacha20poly1305 or aes256gcm\)`}},
 		{"bootstrap and enroll",
 			udpNode + "enroll = \"b.uni\"\n",
 			[]string{`^line 19: .*bootstrap and enroll are exclusive`}},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/layer"
@@ -51,6 +52,7 @@ type udpConfig struct {
 	Seal       bool     `toml:"seal"`             // seal every flow, refuse unsealed requests
 	SealPeers  []string `toml:"seal_peers"`       // if set, the only node ids at the other end of a sealed flow
 	SealTicket duration `toml:"seal_ticket_life"` // how long a resumption ticket lasts (default 10m; negative: never resume)
+	SealAEAD   string   `toml:"seal_aead"`        // force the AEAD: "aes256gcm" or "chacha20poly1305" (default: negotiated)
 	// The socket's kernel buffers, bytes (0: udp.DefaultSocketBuffer, 4 MiB; negative: the kernel's).
 	RecvBuffer int `toml:"recv_buffer"`
 	SendBuffer int `toml:"send_buffer"`
@@ -78,6 +80,7 @@ type ethConfig struct {
 	Seal       bool     `toml:"seal"`
 	SealPeers  []string `toml:"seal_peers"`
 	SealTicket duration `toml:"seal_ticket_life"`
+	SealAEAD   string   `toml:"seal_aead"`
 }
 
 // newIPCP builds the IPCP p declares in the component env describes, with
@@ -98,6 +101,9 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			cfg.Signer = s
 		}
 		var err error
+		if cfg.SealAEAD, err = sealAEAD(c.SealAEAD); err != nil {
+			return nil, fmt.Errorf("[ipcp.udp] of %s: %w", p.Name, err)
+		}
 		if c.Addr != "" {
 			if cfg.Addr, err = netip.ParseAddrPort(c.Addr); err != nil {
 				return nil, fmt.Errorf("[ipcp.udp] of %s: addr: %w", p.Name, err)
@@ -144,6 +150,9 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			cfg.Signer = s
 		}
 		var err error
+		if cfg.SealAEAD, err = sealAEAD(c.SealAEAD); err != nil {
+			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
+		}
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
@@ -223,6 +232,9 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			cfg.Signer = s
 		}
 		var err error
+		if cfg.SealAEAD, err = sealAEAD(c.SealAEAD); err != nil {
+			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
+		}
 		if cfg.HashAlgo, err = layer.ParseHashAlgo(c.Hash); err != nil {
 			return nil, fmt.Errorf("[ipcp.serial] of %s: %w", p.Name, err)
 		}
@@ -269,6 +281,20 @@ type serialConfig struct {
 	Seal       bool     `toml:"seal"`
 	SealPeers  []string `toml:"seal_peers"`
 	SealTicket duration `toml:"seal_ticket_life"`
+	SealAEAD   string   `toml:"seal_aead"`
+}
+
+// sealAEAD is a seal_aead setting: "" negotiates (zero), else the AEAD
+// it names.
+func sealAEAD(s string) (seal.AEAD, error) {
+	if s == "" {
+		return 0, nil
+	}
+	a, err := seal.ParseAEAD(s)
+	if err != nil {
+		return 0, fmt.Errorf("seal_aead: %w: %w", err, flow.ErrInvalid)
+	}
+	return a, nil
 }
 
 // serialDevice opens the byte stream an [ipcp.serial] table asks for.
@@ -308,6 +334,7 @@ type unicastConfig struct {
 	Seal       bool     `toml:"seal"`             // seal every flow of this member (unsealed requests refused); otherwise flows whose QoS asks are sealed
 	SealPeers  []string `toml:"seal_peers"`       // if set, the only node ids (ouro id) a sealed flow may have at its other end
 	SealTicket duration `toml:"seal_ticket_life"` // how long a sealed flow's resumption ticket lasts (default 10m; negative: never resume)
+	SealAEAD   string   `toml:"seal_aead"`        // force the AEAD of sealed flows: "aes256gcm" or "chacha20poly1305" (default: negotiated)
 
 	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap; elsewhere the policy to expect)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
@@ -342,6 +369,10 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 			return cfg, fmt.Errorf("cert %s: %w", short(c.Cert), err)
 		}
 		cfg.Cert = b
+	}
+	var err error
+	if cfg.SealAEAD, err = sealAEAD(c.SealAEAD); err != nil {
+		return cfg, err
 	}
 	for _, id := range c.SealPeers {
 		if !identity.IsName(id) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/layer/ipcp"
@@ -51,11 +52,11 @@ func TestSealedFlowBetweenNodes(t *testing.T) {
 	listed := false
 	for _, row := range r.Table.Rows {
 		if row[2] == "sealed.echo" {
-			listed = row[len(row)-1] == "b "+identity.NameOf(idb.Public())
+			listed = row[len(row)-1] == "b "+identity.NameOf(idb.Public())+" "+seal.Preferred()[0].String() // and the AEAD negotiated
 		}
 	}
 	if !listed {
-		t.Fatalf("a's flows do not name b as the sealed flow's peer: %v %v", r.Table.Columns, r.Table.Rows)
+		t.Fatalf("a's flows do not name b and the AEAD as the sealed flow's peer: %v %v", r.Table.Columns, r.Table.Rows)
 	}
 	// b seals every flow: an unsealed request is refused.
 	q.Sealed = false

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
@@ -113,6 +114,11 @@ type Config struct {
 	// both ends stays usable to resume the next one in one round trip
 	// (0: 10 minutes; negative: never resume).
 	SealTicketLife time.Duration
+	// SealAEAD, if set, is the only AEAD sealed flows use (a peer that
+	// does not take it fails their key exchange); zero negotiates:
+	// AES-256-GCM where both ends have hardware AES, else
+	// ChaCha20-Poly1305 (crypto/seal, crypto/kex).
+	SealAEAD seal.AEAD
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
@@ -166,7 +172,7 @@ func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = time.Second
 	}
-	sc, err := engine.SealFrom("eth", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife)
+	sc, err := engine.SealFrom("eth", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife, cfg.SealAEAD)
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
@@ -129,12 +130,14 @@ type Config struct {
 	// docs/shims.md "Sealed flows"). Seal seals every flow and refuses
 	// unsealed requests; SealPeers, if set, are the only node ids at the
 	// other end of a sealed flow; SealTicketLife is how long a resumption
-	// ticket lasts (0: the default; negative: never resume). Seal and
-	// SealPeers need Signer.
+	// ticket lasts (0: the default; negative: never resume); SealAEAD,
+	// if set, is the only AEAD sealed flows use (zero: negotiated). Seal
+	// and SealPeers need Signer.
 	Signer         identity.Signer
 	Seal           bool
 	SealPeers      []string
 	SealTicketLife time.Duration
+	SealAEAD       seal.AEAD
 }
 
 // LinkStats are the serial link's own counters and state, beyond shim.Stats.
@@ -278,7 +281,7 @@ func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 	if cfg.DeadTime <= cfg.Keepalive {
 		return nil, fmt.Errorf("serial: %s: dead time %v not above keepalive %v: %w", cfg.Name, cfg.DeadTime, cfg.Keepalive, flow.ErrInvalid)
 	}
-	sc, err := engine.SealFrom("serial", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife)
+	sc, err := engine.SealFrom("serial", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife, cfg.SealAEAD)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
@@ -99,6 +100,11 @@ type Config struct {
 	// both ends stays usable to resume the next one in one round trip
 	// (0: 10 minutes; negative: never resume).
 	SealTicketLife time.Duration
+	// SealAEAD, if set, is the only AEAD sealed flows use (a peer that
+	// does not take it fails their key exchange); zero negotiates:
+	// AES-256-GCM where both ends have hardware AES, else
+	// ChaCha20-Poly1305 (crypto/seal, crypto/kex).
+	SealAEAD seal.AEAD
 	// RecvBuffer and SendBuffer size the socket's kernel buffers in bytes
 	// (0: DefaultSocketBuffer; negative: the kernel's default), when the
 	// device is a socket of this kernel (sockopt_linux.go).
@@ -143,7 +149,7 @@ func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 		}
 		dir[name] = norm(withPort(a))
 	}
-	sc, err := engine.SealFrom("udp", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife)
+	sc, err := engine.SealFrom("udp", cfg.Layer, cfg.Name, cfg.Signer, cfg.Seal, cfg.SealPeers, cfg.SealTicketLife, cfg.SealAEAD)
 	if err != nil {
 		return nil, err
 	}

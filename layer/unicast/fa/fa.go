@@ -681,7 +681,7 @@ func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS, sl *seal
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
 	req := ipcp.AllocReq{Dst: name, Src: srcName, QoS: q}
 	if sl != nil {
-		req.Peer = PeerOf(sl.res.Peer)
+		req.Peer = sealflow.PeerSealed(sl.res.Peer, sl.res.AEAD)
 		req.MaxSDU = a.SealedMaxSDU()
 	}
 	port, err := a.cfg.Upcalls.FlowReq(ctx, req)

@@ -17,7 +17,10 @@ import (
 // Sealed flows (docs/wire/kex.md): the allocation carries the key
 // exchange of crypto/kex, and the flow's SDUs are sealed with
 // crypto/seal by the IPCPs at its two ends, so that no forwarder between
-// them reads or changes them undetected.
+// them reads or changes them undetected. The key exchange negotiates the
+// AEAD (AES-256-GCM where both ends have hardware AES, else
+// ChaCha20-Poly1305; SealConfig.AEAD forces one); the flow's peer
+// (flow.Peer.AEAD) names it.
 //
 //	requester                                     responder
 //	  Req [.., Parts, Part, Kex: Hello piece] ──▶  (pieces gathered)
@@ -62,6 +65,19 @@ type SealConfig struct {
 	// DefaultTicketLife; negative: never resume, always make the full
 	// key exchange).
 	TicketLife time.Duration
+	// AEAD, if set, is the only AEAD this member seals with (a peer
+	// that does not take it fails the key exchange); zero negotiates
+	// with this host's preference (seal.Preferred).
+	AEAD seal.AEAD
+}
+
+// aeads is the list the key exchange offers or takes (nil: kex's
+// default, seal.Preferred).
+func (c *SealConfig) aeads() []seal.AEAD {
+	if c.AEAD == 0 {
+		return nil
+	}
+	return []seal.AEAD{c.AEAD}
 }
 
 // Pieces of a key-exchange message.
@@ -111,7 +127,7 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 	if err != nil {
 		return kex.Config{}, fmt.Errorf("fa: credentials: %w", err)
 	}
-	cfg := kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.Verify}
+	cfg := kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.Verify, AEADs: a.cfg.Seal.aeads()}
 	a.keysAhead()
 	select {
 	case cfg.Ephemeral = <-a.ephs:
@@ -179,13 +195,13 @@ type sealing struct {
 // install gives f the keys and the peer of s.
 func (s *sealing) install(f *Flow) error {
 	var err error
-	if f.Sealer, err = seal.NewSealer(s.res.Keys.Send[:]); err != nil {
+	if f.Sealer, err = seal.NewSealer(s.res.AEAD, s.res.Keys.Send[:]); err != nil {
 		return err
 	}
-	if f.Opener, err = seal.NewOpener(s.res.Keys.Recv[:]); err != nil {
+	if f.Opener, err = seal.NewOpener(s.res.AEAD, s.res.Keys.Recv[:]); err != nil {
 		return err
 	}
-	f.Peer = PeerOf(s.res.Peer)
+	f.Peer = sealflow.PeerSealed(s.res.Peer, s.res.AEAD)
 	return nil
 }
 
@@ -347,7 +363,7 @@ func (a *Allocator) startResume(dst layer.Addr, m *Msg) (*kex.Resumer, []*Msg, e
 	if err != nil {
 		return nil, nil, err
 	}
-	rm, hello, err := kex.StartResume(t, c, a.resumeKey())
+	rm, hello, err := kex.StartResume(t, c, a.resumeKey(), a.cfg.Seal.aeads())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -421,7 +437,7 @@ func (a *Allocator) respondResume(t kex.Ticket, m *Msg) (kex.Result, []byte, err
 	if err != nil {
 		return kex.Result{}, nil, err
 	}
-	return kex.RespondResume(t, c, m.Kex, a.cfg.Seal.Accept, a.resumeKey())
+	return kex.RespondResume(t, c, m.Kex, a.cfg.Seal.Accept, a.resumeKey(), a.cfg.Seal.aeads())
 }
 
 // startSeal begins the requester's side: the Hello's pieces as Reqs.

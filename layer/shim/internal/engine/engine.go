@@ -1238,7 +1238,7 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req ipcp.AllocReq, por
 		if t, ok := e.takeTicket(dst); ok {
 			var c, hello []byte
 			if c, err = e.kexContext(h[:], req.QoS); err == nil {
-				rm, hello, err = kex.StartResume(t, c, e.resumeKey())
+				rm, hello, err = kex.StartResume(t, c, e.resumeKey(), e.seal.cfg.aeads())
 			}
 			var ps [][]byte
 			if err == nil {

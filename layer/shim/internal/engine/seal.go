@@ -34,7 +34,11 @@ import (
 // flow, the responder's (Reply) before Alloc returns. Each SDU is then
 // sealed with crypto/seal (ChaCha20-Poly1305, a counter, a replay
 // window): forged, damaged, replayed or cut SDUs are dropped and counted
-// (Drops.Tampered, Drops.Replayed), never delivered.
+// (Drops.Tampered, Drops.Replayed), never delivered. The AEAD is
+// negotiated in the key exchange (crypto/kex, "AEAD negotiation"):
+// AES-256-GCM where both ends have hardware AES, else
+// ChaCha20-Poly1305, unless SealConfig.AEAD forces one; the flow's
+// peer (flow.Peer.AEAD) names it.
 
 // SealConfig lets an engine seal flows.
 type SealConfig struct {
@@ -55,6 +59,19 @@ type SealConfig struct {
 	// sealflow.DefaultTicketLife; negative: never resume, always make the
 	// full key exchange).
 	TicketLife time.Duration
+	// AEAD, if set, is the only AEAD this engine seals with (a peer
+	// that does not take it fails the key exchange); zero negotiates
+	// with this host's preference (seal.Preferred).
+	AEAD seal.AEAD
+}
+
+// aeads is the list the key exchange offers or takes (nil: kex's
+// default, seal.Preferred).
+func (c *SealConfig) aeads() []seal.AEAD {
+	if c.AEAD == 0 {
+		return nil
+	}
+	return []seal.AEAD{c.AEAD}
 }
 
 // SealedMaxSDU is the largest SDU of a sealed flow: sealing adds
@@ -103,7 +120,7 @@ func (e *Engine[A]) kexConfig(ctx context.Context, hash []byte, q flow.QoS) (kex
 		s.doc = doc
 		s.mu.Unlock()
 	}
-	cfg := kex.Config{Signer: s.cfg.Signer, Doc: doc, Context: c, Accept: s.cfg.Accept, Verify: s.docs.Verify}
+	cfg := kex.Config{Signer: s.cfg.Signer, Doc: doc, Context: c, Accept: s.cfg.Accept, Verify: s.docs.Verify, AEADs: s.cfg.aeads()}
 	e.keysAhead()
 	select {
 	case cfg.Ephemeral = <-s.ephs:
@@ -159,15 +176,15 @@ type sealing struct {
 }
 
 func newSealing(r kex.Result) (*sealing, error) {
-	s, err := seal.NewSealer(r.Keys.Send[:])
+	s, err := seal.NewSealer(r.AEAD, r.Keys.Send[:])
 	if err != nil {
 		return nil, err
 	}
-	o, err := seal.NewOpener(r.Keys.Recv[:])
+	o, err := seal.NewOpener(r.AEAD, r.Keys.Recv[:])
 	if err != nil {
 		return nil, err
 	}
-	return &sealing{sealer: s, opener: o, peer: sealflow.PeerOf(r.Peer)}, nil
+	return &sealing{sealer: s, opener: o, peer: sealflow.PeerSealed(r.Peer, r.AEAD)}, nil
 }
 
 // kexPkts encodes the pieces of a key-exchange message as control
@@ -377,7 +394,7 @@ func (e *Engine[A]) respondResume(key inKey[A], h *handshake, t kex.Ticket, hell
 	var res kex.Result
 	var reply []byte
 	if err == nil {
-		res, reply, err = kex.RespondResume(t, c, hello, e.seal.cfg.Accept, e.resumeKey())
+		res, reply, err = kex.RespondResume(t, c, hello, e.seal.cfg.Accept, e.resumeKey(), e.seal.cfg.aeads())
 	}
 	var sl *sealing
 	if err == nil {
@@ -454,17 +471,21 @@ func (e *Engine[A]) expireHandshakes(now time.Time) {
 }
 
 // SealFrom is the SealConfig of a shim configured with signer s (nil: it
-// cannot seal), require (seal every flow) and peers (if not empty, the
-// only node ids a sealed flow may have at its other end). Asking to seal
-// without a signer is a configuration error.
-func SealFrom(kind, layerName, name string, s identity.Signer, require bool, peers []string, ticketLife time.Duration) (*SealConfig, error) {
+// cannot seal), require (seal every flow), peers (if not empty, the
+// only node ids a sealed flow may have at its other end) and aead (if
+// set, the only AEAD it seals with). Asking to seal without a signer is
+// a configuration error.
+func SealFrom(kind, layerName, name string, s identity.Signer, require bool, peers []string, ticketLife time.Duration, aead seal.AEAD) (*SealConfig, error) {
+	if aead != 0 && !aead.Known() {
+		return nil, fmt.Errorf("%s: %s: seal AEAD %s: %w: %w", kind, name, aead, seal.ErrAEAD, flow.ErrInvalid)
+	}
 	if s == nil {
 		if require || len(peers) > 0 {
 			return nil, fmt.Errorf("%s: %s: seal or seal_peers set, and no signer (node identity) to seal with: %w", kind, name, flow.ErrInvalid)
 		}
 		return nil, nil
 	}
-	sc := &SealConfig{Layer: layerName, Signer: s, Name: name, Require: require, TicketLife: ticketLife}
+	sc := &SealConfig{Layer: layerName, Signer: s, Name: name, Require: require, TicketLife: ticketLife, AEAD: aead}
 	if len(peers) > 0 {
 		allowed := slices.Clone(peers)
 		sc.Accept = func(d identity.Document) error {

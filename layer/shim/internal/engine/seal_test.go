@@ -48,8 +48,8 @@ func (p *countPort) Write(b []byte, _ time.Time) error {
 func (p *countPort) Close() error { return nil }
 
 // sealedLoop is an engine with one sealed flow whose SDUs come back to
-// it (loopWire).
-func sealedLoop(t testing.TB, want []byte) (*Engine[peer], *flowEntry[peer], *countPort) {
+// it (loopWire), sealed with a.
+func sealedLoop(t testing.TB, a seal.AEAD, want []byte) (*Engine[peer], *flowEntry[peer], *countPort) {
 	w := &loopWire{}
 	e, err := New(Config[peer]{Kind: "test", Wire: w, Headroom: headroom, Runner: layertest.Runner{}, Upcalls: ipcptest.NewUpcalls(1), IdleTimeout: -1})
 	if err != nil {
@@ -57,11 +57,11 @@ func sealedLoop(t testing.TB, want []byte) (*Engine[peer], *flowEntry[peer], *co
 	}
 	w.e = e
 	key := bytes.Repeat([]byte{7}, seal.KeySize)
-	s, err := seal.NewSealer(key)
+	s, err := seal.NewSealer(a, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := seal.NewOpener(key)
+	o, err := seal.NewOpener(a, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +76,17 @@ func sealedLoop(t testing.TB, want []byte) (*Engine[peer], *flowEntry[peer], *co
 }
 
 // Sealing on the way out and opening on the way in allocate nothing per
-// SDU, and what is opened is what was sealed.
+// SDU, and what is opened is what was sealed: with either AEAD.
 func TestSealedSDUAllocs(t *testing.T) {
+	for _, a := range seal.AEADs {
+		t.Run(a.String(), func(t *testing.T) { testSealedSDUAllocs(t, a) })
+	}
+}
+
+func testSealedSDUAllocs(t *testing.T, a seal.AEAD) {
 	for _, size := range []int{64, SealedMaxSDU} {
 		sdu := bytes.Repeat([]byte{'s'}, size)
-		e, f, port := sealedLoop(t, sdu)
+		e, f, port := sealedLoop(t, a, sdu)
 		buf := make([]byte, headroom+flow.MaxSDU)
 		allocs := testing.AllocsPerRun(1000, func() {
 			copy(e.sduRoom(f, buf), sdu)
@@ -195,7 +201,7 @@ func (s loopBatch) SendBatch(pkts [][]byte, dst peer, eid uint32) (int, error) {
 // as a transmit error and the rest of the batch still goes.
 func TestSealedBatchAllocs(t *testing.T) {
 	sdu := bytes.Repeat([]byte{'b'}, 200)
-	e, f, port := sealedLoop(t, sdu)
+	e, f, port := sealedLoop(t, seal.ChaCha20Poly1305, sdu)
 	b := e.newTxBatch(f)
 	for i := range TxBatch {
 		copy(b.rooms[i], sdu)
