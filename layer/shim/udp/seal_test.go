@@ -299,7 +299,7 @@ func TestSealedAEAD(t *testing.T) {
 		_, ipcpEnd := flowtest.Pipe(16)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		if _, err := a.ipcp.AllocPeer(ctx, irm.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd); !errors.Is(err, flow.ErrRefused) {
+		if _, err := a.ipcp.AllocPeer(ctx, ipcp.AllocReq{Dst: "srv", QoS: sealedQoS()}, ipcpEnd); !errors.Is(err, flow.ErrRefused) {
 			t.Fatalf("got %v, want ErrRefused", err)
 		}
 		if n := len(b.up.Requests()); n != 0 || b.ipcp.Stats().KexFailed == 0 {
