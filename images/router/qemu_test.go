@@ -580,7 +580,8 @@ func perfApp(t *testing.T, b *irm.Broker, where string, rate float64) string {
 	defer cancel()
 	res, err := probe.PerfClient(ctx, p, probe.PerfConfig{Name: "perf", Duration: time.Second, Size: 1000, Rate: rate, ReportTimeout: 5 * time.Second})
 	if err != nil {
-		t.Fatalf("perf against the %s's perf app: %v", where, err)
+		logStats(t, b)
+		t.Fatalf("perf against the %s's perf app (sent %d): %v", where, res.Sent, err)
 	}
 	if !res.HaveServer || res.Server.SDUs == 0 {
 		t.Fatalf("perf against the %s's perf app: no data counted (%+v)", where, res)
@@ -593,6 +594,34 @@ func perfApp(t *testing.T, b *irm.Broker, where string, rate float64) string {
 		where, pace, res.Sent, res.SendBPS/1e6, res.Server.SDUs, res.RecvBPS/1e6, res.Loss)
 	t.Log(line)
 	return line
+}
+
+// logStats logs the counters of each IPCP of the node b belongs to, so
+// that a failed exchange with a VM says in which direction SDUs went
+// missing (CI once saw a perf flow to the microvm lose every report).
+func logStats(t *testing.T, b *irm.Broker) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ipcps, err := ipcp.ReadAll(ctx, b.Mgmt, ipcp.MgmtReq{Cmd: ipcp.CmdIPCPs})
+	if err != nil {
+		t.Logf("stats: %v", err)
+		return
+	}
+	for _, row := range ipcps.Table.RowMaps() {
+		st, err := ipcp.ReadAll(ctx, b.Mgmt, ipcp.MgmtReq{Cmd: "stats", IPCP: row["name"]})
+		if err != nil {
+			t.Logf("stats %s: %v", row["name"], err)
+			continue
+		}
+		var kv []string
+		for _, r := range st.Table.Rows {
+			if len(r) >= 2 && r[1] != "0" {
+				kv = append(kv, r[0]+"="+r[1])
+			}
+		}
+		t.Logf("stats %s (non-zero): %s", row["name"], strings.Join(kv, " "))
+	}
 }
 
 // perfApp2 is perfApp's runs against a board: a flood (what the guest
