@@ -131,7 +131,7 @@ func TestForwardBatchZeroAllocs(t *testing.T) {
 			for range 2000 / tc.burst { // warm the buffer pools and free lists
 				send()
 			}
-			if allocs := testing.AllocsPerRun(tc.runs, send); allocs != 0 {
+			if allocs := quietAllocs(tc.runs, send); allocs != 0 {
 				t.Errorf("%v allocations per %d SDUs over 3 hops, want 0", allocs, tc.burst)
 			}
 		})
@@ -242,4 +242,22 @@ func TestForwardBatchRefusalsFreed(t *testing.T) {
 	if r := refused(); r < 3*bufs {
 		t.Errorf("only %d packets refused by full queues, want >= %d for the test to mean anything", r, 3*bufs)
 	}
+}
+
+// quietAllocs is testing.AllocsPerRun at its least of three
+// measurements. AllocsPerRun counts every goroutine's allocations, and
+// the chain's control plane (hellos, routing ticks, directory refreshes)
+// allocates now and then while the data path runs: on a loaded machine a
+// measurement of 200 bursts sometimes caught one of those per burst. An
+// allocation made per packet shows in every measurement, so the least of
+// three still finds it.
+func quietAllocs(runs int, f func()) float64 {
+	least := testing.AllocsPerRun(runs, f)
+	for range 2 {
+		if least == 0 {
+			break
+		}
+		least = min(least, testing.AllocsPerRun(runs, f))
+	}
+	return least
 }
