@@ -87,7 +87,6 @@ func main() {
 	var mx *metrics.Server
 	if cfg.Node.Metrics != "" {
 		mx = metrics.New(metrics.Config{Addr: cfg.Node.Metrics, Logf: logf})
-		cfg.Allocs = mx // the gateway's and the IPCPs' allocations
 		extras = append(extras, mx.Extra())
 	}
 	n, err = node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logf)}, extras...)...)

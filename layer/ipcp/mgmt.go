@@ -28,6 +28,14 @@ const (
 	// (Config.BufTotals) as rows of counter and value: granted, max,
 	// made, in_use.
 	CmdKernel = "kernel"
+	// CmdAllocs gives the histogram of the flow allocations the IRM
+	// made since it started, every program's, application's and IPCP's:
+	// per layer that allocated the flow ("" when none did) and result
+	// (ok, not_found, refused, timeout, busy, invalid, error), a row per
+	// bucket with its upper bound in seconds ("+Inf" last), the
+	// allocations up to it (cumulative) and the sum of their times
+	// (columns layer, result, le, count, sum_seconds).
+	CmdAllocs = "allocs"
 )
 
 // Management commands that change the node's set of IPCPs.

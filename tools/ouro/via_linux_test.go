@@ -342,6 +342,8 @@ func metricValue(fams map[string]*dto.MetricFamily, name string, want map[string
 			return m.GetGauge().GetValue(), true
 		case m.Counter != nil:
 			return m.GetCounter().GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
 		}
 	}
 	return 0, false
@@ -378,6 +380,11 @@ func checkRemoteMetrics(t *testing.T, fams map[string]*dto.MetricFamily, lo, hi 
 	}
 	if g, ok := metricValue(fams, "ouro_kernel_bufs_granted", nil); !ok || g <= 0 {
 		t.Errorf("ouro_kernel_bufs_granted = %v (%v), want > 0", g, ok)
+	}
+	// b's IRM allocated b.uni's N-1 flows: its histogram comes over
+	// the flow too (a board serves no HTTP of its own).
+	if n, ok := metricValue(fams, "ouro_flow_alloc_duration_seconds", map[string]string{"result": "ok"}); !ok || n < 1 {
+		t.Errorf("ouro_flow_alloc_duration_seconds{result=ok} = %v allocations (%v), want at least 1", n, ok)
 	}
 	if checked == 0 {
 		t.Error("no counter of b.uni checked")

@@ -139,6 +139,8 @@ type IRM struct {
 	// collectAt is the flow count at which newFlow collects closed flows
 	// itself instead of waiting for the sweep.
 	collectAt int
+
+	allocs allocHist // every allocation's layer, result and time ("allocs")
 }
 
 // collectMin is the least number of flows between synchronous collections.
@@ -502,8 +504,17 @@ func (m *IRM) ipcpCtx(ctx context.Context, e *ipcpEntry, d time.Duration) (conte
 }
 
 func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response, error) {
+	start := time.Now()
+	resp, layer, err := m.allocIn(ctx, s, a)
+	m.allocs.observe(layer, time.Since(start), err)
+	return resp, err
+}
+
+// allocIn is alloc's work; layer is the layer that allocated the flow
+// ("" when none did).
+func (m *IRM) allocIn(ctx context.Context, s *session, a AllocArgs) (resp rpc.Response, layer string, err error) {
 	if a.Name == "" {
-		return rpc.Response{}, fmt.Errorf("irm: alloc: empty name: %w", flow.ErrInvalid)
+		return rpc.Response{}, "", fmt.Errorf("irm: alloc: empty name: %w", flow.ErrInvalid)
 	}
 	m.mu.Lock()
 	ipcps := append([]*ipcpEntry(nil), m.ipcps...)
@@ -528,7 +539,7 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 		info := flow.Info{Remote: a.Name, Layer: e.info.Layer, QoS: a.QoS}
 		id, app, ipc, err := m.newFlow(info, e.info.Name, s.badge)
 		if err != nil {
-			return rpc.Response{}, err
+			return rpc.Response{}, "", err
 		}
 		info.ID = id
 		// Multi-homing: if this layer fails to allocate (refused, or a
@@ -558,7 +569,7 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 			m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
 			lastErr = fmt.Errorf("irm: alloc %q in layer %s: %w", a.Name, e.info.Layer, err)
 			if ctx.Err() != nil {
-				return rpc.Response{}, lastErr
+				return rpc.Response{}, "", lastErr
 			}
 			m.cfg.Logf("irm: %v; trying the next layer", lastErr)
 			continue
@@ -571,9 +582,9 @@ func (m *IRM) alloc(ctx context.Context, s *session, a AllocArgs) (rpc.Response,
 			m.mu.Unlock()
 		}
 		m.cfg.Logf("irm: flow %d allocated to %q in layer %s", id, a.Name, e.info.Layer)
-		return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, nil
+		return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, e.info.Layer, nil
 	}
-	return rpc.Response{}, lastErr
+	return rpc.Response{}, "", lastErr
 }
 
 // queryAll asks every layer at once whether it reaches name; answer i

@@ -42,11 +42,10 @@ type Config struct {
 }
 
 // Server is the metrics server across the incarnations of its component:
-// its listener and its allocation histogram outlive a restart.
+// its listener outlives a restart.
 type Server struct {
-	cfg    Config
-	reg    *prometheus.Registry
-	allocs *prometheus.HistogramVec
+	cfg Config
+	reg *prometheus.Registry
 
 	mu  sync.Mutex   // guards below
 	l   net.Listener // from Prepare to Cleanup
@@ -63,43 +62,8 @@ func New(cfg Config) *Server {
 		cfg.Logf = func(string, ...any) {}
 	}
 	s := &Server{cfg: cfg, reg: prometheus.NewRegistry()}
-	s.allocs = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "ouro_flow_alloc_duration_seconds",
-		Help: "Flow allocations programs on the node's socket and IPCPs (their N-1 flows) asked for: the time from the request to the IRM's answer " +
-			"(every layer's query, the layer's allocation, the peer's accept), by the layer that allocated the flow (\"\" if none did) and result.",
-		Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16), // 250 µs to 8 s
-	}, []string{"layer", "result"})
-	s.reg.MustRegister(s.allocs, newCollector(s))
+	s.reg.MustRegister(newCollector(s))
 	return s
-}
-
-var _ node.AllocObserver = (*Server)(nil)
-
-// ObserveAlloc implements node.AllocObserver: it records one allocation
-// in the latency histogram. Safe for concurrent use; it does not block.
-func (s *Server) ObserveAlloc(layer string, d time.Duration, err error) {
-	result := "ok"
-	if err != nil {
-		result = errorKind(err)
-	}
-	s.allocs.WithLabelValues(layer, result).Observe(d.Seconds())
-}
-
-// errorKind names an allocation's failure for the result label: one of
-// a small closed set, so that the label's values stay few.
-func errorKind(err error) string {
-	for _, k := range []struct {
-		err  error
-		name string
-	}{
-		{flow.ErrNotFound, "not_found"}, {flow.ErrRefused, "refused"}, {flow.ErrTimeout, "timeout"},
-		{context.DeadlineExceeded, "timeout"}, {flow.ErrBusy, "busy"}, {flow.ErrInvalid, "invalid"},
-	} {
-		if errors.Is(err, k.err) {
-			return k.name
-		}
-	}
-	return "error"
 }
 
 // Addr returns the address the server listens on, once the node started

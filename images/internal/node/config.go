@@ -29,11 +29,6 @@ type Config struct {
 	Identity    *identity.Identity   `toml:"-"`
 	Measurement identity.Measurement `toml:"-"`
 	Board       string               `toml:"-"`
-	// Allocs, set by the image, is told of every flow allocation the
-	// node's programs (through the socket gateway) and its IPCPs (their
-	// N-1 flows) ask the IRM for: the metrics' latency histogram. nil:
-	// none is observed.
-	Allocs AllocObserver `toml:"-"`
 
 	md   toml.MetaData // for decoding each IPCP's kind-specific table
 	mdMu sync.Mutex    // PrimitiveDecode writes md: IPCP components decode concurrently

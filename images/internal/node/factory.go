@@ -66,7 +66,6 @@ type ipcpFactory struct {
 	nodeKey ed25519.PublicKey // the node's key: created IPCPs sign with it through the signing cap Provision gives them
 	logf    func(string, ...any)
 	devices ipcpDevices
-	allocs  AllocObserver // told of created IPCPs' N-1 allocations (nil: none)
 }
 
 var _ irm.Creator = ipcpFactory{}
@@ -118,6 +117,6 @@ func (f ipcpFactory) NewIPCP(req ipcp.MgmtReq) (ipcp.Info, kernel.Program, int, 
 	p := cfg.IPCPs[0]
 	started := make(chan error, 1)
 	info := ipcp.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
-	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices, allocs: f.allocs, nodeKey: f.nodeKey}
+	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices, nodeKey: f.nodeKey}
 	return info, ipcpProgram(p, deps, started), p.Bufs, started, nil
 }

@@ -228,7 +228,7 @@ func (r *gwRun) sessionProgram(id uint64, conn *net.UnixConn) kernel.Program {
 		if err != nil {
 			return err
 		}
-		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), logf: r.g.logf, obs: r.g.opts.Allocs,
+		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), logf: r.g.logf,
 			slots: make(chan struct{}, maxSessionRequests)}
 		ctx := pd.Context()
 		pd.Go(func() {
@@ -314,7 +314,6 @@ type gwSession struct {
 	b     *irm.Broker
 	codec flow.Codec
 	logf  func(string, ...any)
-	obs   AllocObserver  // nil: allocations are not observed
 	slots chan struct{}  // requests in progress
 	flows sync.WaitGroup // request handlers in progress and spliced flows
 	wmu   sync.Mutex     // serialises writes on conn
@@ -383,11 +382,7 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	)
 	switch req.Op {
 	case flow.SockAlloc:
-		start := time.Now()
 		port, resp.Info, err = s.b.Alloc(ctx, req.Name, req.QoS)
-		if s.obs != nil {
-			s.obs.ObserveAlloc(resp.Info.Layer, time.Since(start), err)
-		}
 	case flow.SockJoin:
 		port, resp.Info, err = s.b.Join(ctx, req.Layer)
 	case flow.SockAccept:

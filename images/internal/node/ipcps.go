@@ -201,7 +201,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if cfg.Discover {
 			cfg.Heard = lowerHearer{b: b, lower: cfg.Lower}
 		}
-		return unicast.New(cfg, up, observed(b, deps.allocs), brokerRegistrar{b})
+		return unicast.New(cfg, up, b, brokerRegistrar{b})
 	case "broadcast":
 		var c broadcastConfig
 		if err := deps.decode(p.Broadcast, &c); err != nil {
@@ -215,7 +215,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			Layer: p.Layer, Name: p.Name, Neighbours: c.Neighbours, Lower: c.Lower,
 			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: deps.logf,
 			Runner: env.pd,
-		}, observed(b, deps.allocs), brokerRegistrar{b})
+		}, b, brokerRegistrar{b})
 		if err != nil {
 			return nil, err
 		}

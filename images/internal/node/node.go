@@ -170,7 +170,7 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 		Restart: irm.RestartPolicy{
 			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
 		},
-		Creator: ipcpFactory{node: cfg.Node.Name, nodeKey: n.id.Public(), logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{n.drivers}, allocs: cfg.Allocs},
+		Creator: ipcpFactory{node: cfg.Node.Name, nodeKey: n.id.Public(), logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{n.drivers}},
 		Incarnation: func(name string) (uint64, bool) {
 			_, inc, err := n.k.State(name)
 			return uint64(inc), err == nil
@@ -351,7 +351,7 @@ func (n *Node) Start() error {
 		n.drivers[p] = d
 		progs[driverComponent(p)] = d.program
 	}
-	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{n.drivers}, wrap: n.wrapIPCP, nodeKey: n.id.Public(), allocs: n.cfg.Allocs}
+	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{n.drivers}, wrap: n.wrapIPCP, nodeKey: n.id.Public()}
 	var waits []chan error
 	for _, p := range n.cfg.IPCPs {
 		ch := make(chan error, 1)
@@ -418,7 +418,6 @@ type ipcpDeps struct {
 	devices ipcpDevices
 	wrap    func(ipcpImpl) ipcpImpl // a test seam; nil outside tests
 	nodeKey ed25519.PublicKey       // the node's public key (nil: the IPCP has no signing cap)
-	allocs  AllocObserver           // told of the IPCP's N-1 allocations (nil: none)
 }
 
 // ipcpProgram is the program of one IPCP's component: build the IPCP,

@@ -33,7 +33,7 @@ type Source func(ctx context.Context) (m Mgmt, done func(), err error)
 
 // Collector reads a node's counters each time it is scraped: "ipcps",
 // then each IPCP's "stats" and "flows" (a broadcast IPCP's "ports"),
-// "names", "flows", "components" and "kernel". It describes nothing in
+// "names", "flows", "components", "kernel" and "allocs". It describes nothing in
 // advance (an unchecked collector): which counters exist depends on the
 // IPCPs and their state. A command that fails becomes an invalid metric
 // (the scrape says so); the others are still exported.
@@ -72,6 +72,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	collectIRM(ctx, m, ch)
 	collectComponents(ctx, m, ch)
 	collectKernel(ctx, m, ch)
+	collectAllocs(ctx, m, ch)
 }
 
 // Label names. Per IPCP: ipcp, layer; per flow, also the columns of the
