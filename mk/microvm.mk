@@ -68,7 +68,7 @@ qemu-test-microvm:
 	$(MAKE) --no-print-directory image BOARD=microvm IMAGE=./images/boottest CONFIG= >/dev/null && \
 	$(TAMAGO_GO) build -o bin/enetpeer ./tools/qemu/enetpeer && \
 	$(TAMAGO_GO) build -o bin/relay ./tools/qemu/relay && \
-	ELF=bin/boottest-microvm.elf QEMU_CMD="$(MICROVM_QEMU)" tools/qemu/boottest-microvm.sh && \
+	ELF=bin/boottest-microvm.elf QEMU_CMD="$(MICROVM_QEMU)" tools/qemu/boottest-microvm.sh || exit 1; \
 	log=$$(mktemp); \
 	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^TestQEMUMicrovm$$' ./images/router >$$log 2>&1; \
 	rc=$$?; \

@@ -192,7 +192,7 @@ qemu-test:
 	if ! command -v qemu-system-arm >/dev/null; then echo "$(TAMAGO_SKIP_QEMU)"; exit 0; fi; \
 	$(MAKE) --no-print-directory image BOARD=usbarmory IMAGE=./images/boottest CONFIG= >/dev/null && \
 	$(TAMAGO_GO) build -o bin/enetpeer ./tools/qemu/enetpeer && \
-	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh && \
+	ELF=bin/boottest-usbarmory.elf QEMU_CMD="$(QEMU_CMD_usbarmory)" tools/qemu/boottest.sh || exit 1; \
 	log=$$(mktemp); \
 	OURO_QEMU_TEST=1 OURO_QEMU_FIGURES=$(abspath $(QEMU_FIGURES)) $(TAMAGO_GO) test -count=1 -timeout 15m -v -run '^(TestQEMU|TestQEMUMeasured|TestQEMUAuthority|TestQEMURestart|TestQEMUImxStub|TestQEMUNoTCP)$$' ./images/router >$$log 2>&1 && \
 	OURO_QEMU_TEST=1 $(TAMAGO_GO) test -tags faultinject -count=1 -timeout 10m -v -run '^TestQEMUFaultNIC(Microvm)?$$' ./images/router >>$$log 2>&1 && \

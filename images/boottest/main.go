@@ -139,7 +139,13 @@ func checkIdle(b *board) {
 	if slept < time.Second || slept > 2*time.Second {
 		fail("idle: slept %v for 1s", slept)
 	}
-	if asleep < slept*9/10 {
+	// A core that spins while idle spends none of the sleep in WFI/HLT;
+	// one that idles properly spends nearly all of it there on a quiet
+	// host (999 ms of 1.002 s), but a loaded host that holds the emulator
+	// off its CPU stretches the sleep with time the guest spends
+	// neither asleep nor working (CI once saw 1.13 s of 1.40 s). Half
+	// tells the two apart without timing the host.
+	if asleep < slept/2 {
 		fail("idle: only %v of %v in %s", asleep, slept, sleepInsn)
 	}
 }
