@@ -32,7 +32,6 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/images/internal/ipstack"
 	"github.com/ouronet/ouro/images/internal/node"
 )
 
@@ -92,7 +91,10 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	if slices.Contains(imageTags(cfg), "ipstack_tcp") && !ipstack.HasTCP {
+	if slices.Contains(imageTags(cfg), "netstack") && !node.HasNetstack {
+		fail("the configuration uses the node's own TCP/IP stack ([ipcp.udp.netstack] or [[ipnet]] netstack) but this image was built without it: build it with make image CONFIG=FILE, which adds -tags netstack (router -image-tags FILE)")
+	}
+	if slices.Contains(imageTags(cfg), "ipstack_tcp") && !node.HasTCP {
 		fail("the configuration serves a status page ([[ipnet]] status) but this image was built without TCP: build it with make image CONFIG=FILE, which adds -tags ipstack_tcp (router -image-tags FILE)")
 	}
 
