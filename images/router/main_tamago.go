@@ -24,12 +24,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/images/internal/node"
@@ -205,28 +202,6 @@ func boardName(b *board) string {
 	}
 	h := sha256.Sum256(k[:])
 	return boardPrefix + "-" + hex.EncodeToString(h[:3])
-}
-
-var nodeTable = regexp.MustCompile(`(?m)^[ \t]*\[node\][ \t]*(#.*)?$`)
-
-// withName sets [node] name in the TOML text unless it is set already.
-func withName(text, name string) (string, error) {
-	var probe struct {
-		Node struct {
-			Name string `toml:"name"`
-		} `toml:"node"`
-	}
-	if _, err := toml.Decode(text, &probe); err != nil {
-		return "", err
-	}
-	if probe.Node.Name != "" {
-		return text, nil
-	}
-	line := fmt.Sprintf("name = %q\n", name)
-	if loc := nodeTable.FindStringIndex(text); loc != nil {
-		return text[:loc[1]] + "\n" + line + text[loc[1]:], nil
-	}
-	return "[node]\n" + line + text, nil
 }
 
 func fail(format string, a ...any) {

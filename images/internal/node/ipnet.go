@@ -56,7 +56,7 @@ type TUN interface {
 
 // bridgeConfig checks c and returns the bridge's routes and QoS.
 func (c IPNetConfig) bridgeConfig() ([]ipnet.Route, flow.QoS, error) {
-	if c.Name == "" || !nameRE.MatchString(c.Name) {
+	if c.Name == "" || !validName(c.Name) {
 		return nil, flow.QoS{}, fmt.Errorf("name %q: letters, digits, '.', '_' and '-' only: %w", c.Name, flow.ErrInvalid)
 	}
 	if (c.TUN == "") == (c.Netstack == "") {
