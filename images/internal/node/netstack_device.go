@@ -128,6 +128,8 @@ func newIPStack(addr netip.Prefix, mtu int) (ipStack, error) {
 // statusStack is an ipstack.Stack that serves the status page.
 type statusStack struct{ *ipstack.Stack }
 
+var _ ipStack = statusStack{}
+
 func (s statusStack) serveStatus(pd *kernel.PD, port uint16, b *irm.Broker, logf func(string, ...any)) error {
 	l, err := s.Listen(port)
 	if err != nil {
