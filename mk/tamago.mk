@@ -2,7 +2,9 @@
 # top-level Makefile: "include mk/tamago.mk"). See docs/boards.md.
 #
 #   make image BOARD=usbarmory [IMAGE=./images/router] [CONFIG=node.toml]
-#                         the ELF, bin/<image>-<board>.elf
+#                         the ELF, bin/<image>-<board>.elf; CONFIG adds the
+#                         build tags it needs (router -image-tags: netstack,
+#                         ipstack_tcp)
 #   make imx BOARD=usbarmory
 #                         the bootable bin/<image>-<board>.imx (IVT + DCD)
 #   make qemu BOARD=usbarmory [QEMU_ARGS=...] [QEMU_NET=...] [QEMU_TIMEOUT=60]
@@ -31,6 +33,11 @@
 #                         1 s); last, images/selftest
 #                         TestQEMUSelftest: the hardware self-test image's
 #                         report under QEMU (docs/flashing.md)
+#   make sizes            the router image's sizes on each board, written
+#                         into docs/benchmarks.md (tools/qemu/sizes.sh)
+#   make pkgsizes BOARD=usbarmory|microvm|pi2 [PKGSIZES_N=30] [CONFIG=...]
+#                         what takes the space in the image, by Go package
+#                         (tools/qemu/pkgsizes.sh on a DEBUG=1 build)
 #
 # CONFIG, when given, is checked first (config-check): a missing or invalid
 # file fails the target (exit 1) before anything is built. Missing pieces
@@ -175,9 +182,17 @@ qemu-semihosting:
 
 # sizes: build each board's router image and write their sizes into
 # docs/benchmarks.md (tools/qemu/sizes.sh)
-.PHONY: sizes
+.PHONY: sizes pkgsizes
 sizes:
 	@tools/qemu/sizes.sh
+
+# pkgsizes: what takes the space in BOARD's image, summed by Go package,
+# the PKGSIZES_N largest (tools/qemu/pkgsizes.sh on a DEBUG=1 build, which
+# keeps the symbols: it leaves the unstripped ELF in bin/)
+PKGSIZES_N ?= 30
+pkgsizes:
+	@$(MAKE) --no-print-directory image BOARD=$(BOARD) IMAGE=$(IMAGE) CONFIG=$(CONFIG) DEBUG=1 >/dev/null
+	@tools/qemu/pkgsizes.sh $$(cat bin/.image-$(BOARD)) $(PKGSIZES_N)
 
 comma := ,
 empty :=

@@ -24,15 +24,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/ouronet/ouro/crypto/identity"
-	"github.com/ouronet/ouro/images/internal/ipstack"
 	"github.com/ouronet/ouro/images/internal/node"
 )
 
@@ -92,7 +88,10 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	if slices.Contains(imageTags(cfg), "ipstack_tcp") && !ipstack.HasTCP {
+	if slices.Contains(imageTags(cfg), "netstack") && !node.HasNetstack {
+		fail("the configuration uses the node's own TCP/IP stack ([ipcp.udp.netstack] or [[ipnet]] netstack) but this image was built without it: build it with make image CONFIG=FILE, which adds -tags netstack (router -image-tags FILE)")
+	}
+	if slices.Contains(imageTags(cfg), "ipstack_tcp") && !node.HasTCP {
 		fail("the configuration serves a status page ([[ipnet]] status) but this image was built without TCP: build it with make image CONFIG=FILE, which adds -tags ipstack_tcp (router -image-tags FILE)")
 	}
 
@@ -203,28 +202,6 @@ func boardName(b *board) string {
 	}
 	h := sha256.Sum256(k[:])
 	return boardPrefix + "-" + hex.EncodeToString(h[:3])
-}
-
-var nodeTable = regexp.MustCompile(`(?m)^[ \t]*\[node\][ \t]*(#.*)?$`)
-
-// withName sets [node] name in the TOML text unless it is set already.
-func withName(text, name string) (string, error) {
-	var probe struct {
-		Node struct {
-			Name string `toml:"name"`
-		} `toml:"node"`
-	}
-	if _, err := toml.Decode(text, &probe); err != nil {
-		return "", err
-	}
-	if probe.Node.Name != "" {
-		return text, nil
-	}
-	line := fmt.Sprintf("name = %q\n", name)
-	if loc := nodeTable.FindStringIndex(text); loc != nil {
-		return text[:loc[1]] + "\n" + line + text[loc[1]:], nil
-	}
-	return "[node]\n" + line + text, nil
 }
 
 func fail(format string, a ...any) {

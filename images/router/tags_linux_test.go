@@ -12,8 +12,10 @@ import (
 	"github.com/ouronet/ouro/tools/testnet"
 )
 
-// TestImageTags: a board image gets gVisor's TCP (the ipstack_tcp tag)
-// exactly when its configuration serves a status page on an [[ipnet]]
+// TestImageTags: a board image gets gVisor (the netstack tag) exactly
+// when its configuration runs something on the node's own TCP/IP stack (a
+// UDP shim's [ipcp.udp.netstack], an [[ipnet]] netstack), and gVisor's TCP
+// (the ipstack_tcp tag) too when it serves a status page on an [[ipnet]]
 // netstack; router -image-tags FILE prints what make image adds to the
 // board's tags.
 func TestImageTags(t *testing.T) {
@@ -26,13 +28,17 @@ func TestImageTags(t *testing.T) {
 		t.Fatal(err)
 	}
 	const netstack = "\n[[ipnet]]\nname = \"lan\"\nnetstack = \"10.77.0.9/24\"\n"
+	const udpNetstack = "\n[[ipcp]]\nkind = \"udp\"\nlayer = \"ip\"\n[ipcp.udp.netstack]\nboard = true\naddrs = [\"10.0.2.15/24\"]\n"
+	const udpSocket = "\n[[ipcp]]\nkind = \"udp\"\nlayer = \"ip\"\n[ipcp.udp]\naddr = \"127.0.0.1:3435\"\n"
 	for _, tc := range []struct {
 		name, extra string
 		want        []string
 	}{
 		{"plain", "", nil},
-		{"netstack", netstack, nil},
-		{"status", netstack + "status = 80\n", []string{"ipstack_tcp"}},
+		{"udp socket", udpSocket, nil},
+		{"udp netstack", udpNetstack, []string{"netstack"}},
+		{"ipnet netstack", netstack, []string{"netstack"}},
+		{"status", netstack + "status = 80\n", []string{"netstack", "ipstack_tcp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			text := string(base) + tc.extra

@@ -38,13 +38,17 @@ out=$(make --no-print-directory image BOARD=usbarmory 2>&1) || {
 echo "sizes: usbarmory" >&2
 make --no-print-directory imx BOARD=usbarmory >/dev/null 2>&1 || true
 row "USB armory Mk II (usbarmory)" bin/router-usbarmory.elf bin/router-usbarmory.imx
-# the same image with a status page ([[ipnet]] netstack, status = 80):
-# make image adds gVisor's TCP for it (router -image-tags, ipstack_tcp)
-echo "sizes: usbarmory with a status page" >&2
+# the same image with the node's own TCP/IP stack ([[ipnet]] netstack):
+# make image adds gVisor for it (router -image-tags, netstack); and with a
+# status page on it (status = 80), gVisor's TCP too (ipstack_tcp)
+echo "sizes: usbarmory with its own TCP/IP stack" >&2
 cfg=$(mktemp --suffix=.toml)
 trap 'rm -f "$table" "$cfg"' EXIT
-{ cat docs/examples/usbarmory.toml; printf '\n[[ipnet]]\nname = "lan"\nnetstack = "10.77.0.9/24"\nstatus = 80\n'; } >"$cfg"
-build image BOARD=usbarmory CONFIG="$cfg" && row "USB armory, status page (usbarmory, ipstack_tcp)" bin/router-usbarmory.elf
+{ cat docs/examples/usbarmory.toml; printf '\n[[ipnet]]\nname = "lan"\nnetstack = "10.77.0.9/24"\n'; } >"$cfg"
+build image BOARD=usbarmory CONFIG="$cfg" && row "USB armory, own TCP/IP stack (usbarmory, netstack)" bin/router-usbarmory.elf
+echo "sizes: usbarmory with a status page" >&2
+printf 'status = 80\n' >>"$cfg"
+build image BOARD=usbarmory CONFIG="$cfg" && row "USB armory, status page (usbarmory, netstack, ipstack_tcp)" bin/router-usbarmory.elf
 # without inlining (SMALL=1): smaller, slower
 echo "sizes: usbarmory SMALL=1" >&2
 build image BOARD=usbarmory SMALL=1 && row "USB armory, SMALL=1 (no inlining)" bin/router-usbarmory.elf

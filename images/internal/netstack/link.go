@@ -1,3 +1,5 @@
+//go:build !tamago || netstack
+
 package netstack
 
 import (

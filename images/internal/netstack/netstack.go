@@ -1,3 +1,5 @@
+//go:build !tamago || netstack
+
 // Package netstack is the glue between an Ethernet frame device and
 // gVisor's TCP/IP stack (IPv4, IPv6, ARP, UDP): static addresses, on-link
 // routes, and UDP sockets shaped as the UDP shim's Device. It is what the
@@ -20,6 +22,12 @@
 // scratch buffer under a mutex and written with one WriteFrame. There is
 // no transmit queue: back-pressure is the device's, and a failed write is
 // counted as a drop, never returned to the sender.
+//
+// A board image has the stack (this file, link.go, udp.go: gVisor) only
+// when built with the netstack tag, which make image adds for a
+// configuration that uses it (router -image-tags); without it the package
+// is the Mux alone, which every board link's driver uses, and gVisor is
+// not linked (about 1 MB of an image, docs/benchmarks.md).
 package netstack
 
 import (

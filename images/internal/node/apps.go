@@ -69,7 +69,7 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 				a.Name = cfg.Node.Name + ".mgmt"
 			}
 		}
-		if !nameRE.MatchString(a.Name) {
+		if !validName(a.Name) {
 			return nil, fmt.Errorf("config: app #%d: bad name %q: %w", i+1, a.Name, flow.ErrInvalid)
 		}
 		if a.Kind != "mgmt" && len(a.Peers) > 0 {

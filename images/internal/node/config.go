@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -109,7 +108,26 @@ func (d *duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// validName reports whether s is a name the configuration accepts for a
+// node, IPCP, layer, app or bridge: a letter or digit, then up to 63
+// letters, digits, '.', '_' and '-' (the regular expression
+// ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$, written out so that board images do
+// not link package regexp: FuzzValidName compares the two).
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ParseConfig decodes and checks a TOML configuration (docs/config.md).
 // It refuses unknown keys and tables, values of the wrong type or outside

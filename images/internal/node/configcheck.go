@@ -681,7 +681,7 @@ func editDistance(a, b string) int {
 // other checks need (IPCP and node names). standalone is false for an
 // IPCP created at run time, whose lower layers live outside the document.
 func (k *checker) values(c *Config, standalone bool) {
-	if c.Node.Name != "" && !nameRE.MatchString(c.Node.Name) {
+	if c.Node.Name != "" && !validName(c.Node.Name) {
 		k.add([]any{"node", "name"}, "[node]", "name", "name = %q: letters, digits, '.', '_' and '-' only, at most 64", c.Node.Name)
 	}
 	if c.Node.Metrics != "" {
@@ -706,10 +706,10 @@ func (k *checker) values(c *Config, standalone bool) {
 		if p.Name != "" {
 			where += fmt.Sprintf(" %q", p.Name)
 		}
-		if p.Name != "" && !nameRE.MatchString(p.Name) {
+		if p.Name != "" && !validName(p.Name) {
 			k.add(append(path, "name"), where, "name", "name = %q: letters, digits, '.', '_' and '-' only, at most 64", p.Name)
 		}
-		if p.Layer != "" && !nameRE.MatchString(p.Layer) {
+		if p.Layer != "" && !validName(p.Layer) {
 			k.add(append(path, "layer"), where, "layer", "layer = %q: letters, digits, '.', '_' and '-' only, at most 64", p.Layer)
 		}
 		if p.Bufs != 0 && p.Bufs < 64 {
@@ -776,7 +776,7 @@ func (k *checker) values(c *Config, standalone bool) {
 		if name == "" {
 			name = a.Kind
 		}
-		if !nameRE.MatchString(name) {
+		if !validName(name) {
 			k.add(append(path, "name"), where, "name", "name = %q: letters, digits, '.', '_' and '-' only, at most 64", name)
 		}
 		if j, dup := apps[name]; dup {

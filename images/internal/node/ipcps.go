@@ -1,14 +1,13 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -618,36 +617,51 @@ func (s shimManager) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, e
 	return ipcp.MgmtResp{}, fmt.Errorf("%s: unknown command %q (want %s): %w", s.Info().Name, req.Cmd, want, flow.ErrInvalid)
 }
 
-// counterTable flattens a struct of counters (through its JSON form) into
-// a two-column table, nested structs as "outer.inner".
+// counterTable flattens a struct of counters into a two-column table
+// sorted by name, nested structs as "outer.inner", under the names its
+// JSON form has (the fields' json tags; an embedded struct's fields
+// promoted, zero omitempty fields left out): what a JSON round trip gave, without linking encoding/json's
+// decoder into board images (TestCounterTable compares the two). Counters
+// are integers; a field of another kind prints as fmt.Sprint prints it.
 func counterTable(v any) ipcp.Table {
 	t := ipcp.Table{Columns: []string{"counter", "value"}}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return t
-	}
-	var m map[string]any
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber() // counters print as integers, not floats
-	if dec.Decode(&m) != nil {
-		return t
-	}
-	var walk func(prefix string, m map[string]any)
-	walk = func(prefix string, m map[string]any) {
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		type field struct {
+			name string
+			v    reflect.Value
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			switch x := m[k].(type) {
-			case map[string]any:
-				walk(prefix+k+".", x)
-			default:
-				t.Rows = append(t.Rows, []string{prefix + k, fmt.Sprint(x)})
+		var fs []field
+		var collect func(v reflect.Value)
+		collect = func(v reflect.Value) {
+			for i := 0; i < v.NumField(); i++ {
+				f := v.Type().Field(i)
+				name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+				switch {
+				case name == "-":
+				case opts == "omitempty" && f.Type.Kind() != reflect.Struct && v.Field(i).IsZero():
+				case f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct:
+					collect(v.Field(i))
+				case f.IsExported():
+					if name == "" {
+						name = f.Name
+					}
+					fs = append(fs, field{name, v.Field(i)})
+				}
 			}
 		}
+		collect(v)
+		sort.SliceStable(fs, func(i, j int) bool { return fs[i].name < fs[j].name })
+		for _, f := range fs {
+			if f.v.Kind() == reflect.Struct {
+				walk(prefix+f.name+".", f.v)
+				continue
+			}
+			t.Rows = append(t.Rows, []string{prefix + f.name, fmt.Sprint(f.v.Interface())})
+		}
 	}
-	walk("", m)
+	if rv := reflect.Indirect(reflect.ValueOf(v)); rv.Kind() == reflect.Struct {
+		walk("", rv)
+	}
 	return t
 }

@@ -9,9 +9,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/ipnet"
-	"github.com/ouronet/ouro/images/internal/ipstack"
 	"github.com/ouronet/ouro/images/internal/irm"
-	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -58,7 +56,7 @@ type TUN interface {
 
 // bridgeConfig checks c and returns the bridge's routes and QoS.
 func (c IPNetConfig) bridgeConfig() ([]ipnet.Route, flow.QoS, error) {
-	if c.Name == "" || !nameRE.MatchString(c.Name) {
+	if c.Name == "" || !validName(c.Name) {
 		return nil, flow.QoS{}, fmt.Errorf("name %q: letters, digits, '.', '_' and '-' only: %w", c.Name, flow.ErrInvalid)
 	}
 	if (c.TUN == "") == (c.Netstack == "") {
@@ -114,11 +112,12 @@ func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, er
 		}
 		xs = append(xs, Extra{Name: "ipnet." + c.Name, Bufs: c.Bufs, Program: func(pd *kernel.PD) error {
 			var tun TUN
-			var st *ipstack.Stack
+			var st ipStack
 			var err error
 			if c.Netstack != "" {
-				st, err = ipstack.New(netip.MustParsePrefix(c.Netstack), mtu)
-				tun = st
+				if st, err = newIPStack(netip.MustParsePrefix(c.Netstack), mtu); err == nil {
+					tun = st
+				}
 			} else {
 				tun, err = open(c.TUN, mtu)
 			}
@@ -156,7 +155,7 @@ func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, er
 			}
 			logf("ipnet %s: own TCP/IP stack %s, mtu %d, %d routes", c.Name, c.Netstack, mtu, len(routes))
 			if c.Status != 0 {
-				if err := serveStatus(pd, st, c.Status, b, logf); err != nil {
+				if err := st.serveStatus(pd, c.Status, b, logf); err != nil {
 					return err
 				}
 				logf("ipnet %s: status page on http://%s:%d/", c.Name, st.Addr(), c.Status)
@@ -165,20 +164,4 @@ func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, er
 		}})
 	}
 	return xs, nil
-}
-
-// serveStatus serves the node's status page on port of st's address,
-// reading it through session b, until the component stops.
-func serveStatus(pd *kernel.PD, st *ipstack.Stack, port uint16, b *irm.Broker, logf func(string, ...any)) error {
-	l, err := st.Listen(port)
-	if err != nil {
-		return err
-	}
-	ctx := pd.Context()
-	pd.Go(func() {
-		if err := status.Serve(ctx, l, b, 5*time.Second); err != nil {
-			logf("status page: %v", err)
-		}
-	})
-	return nil
 }

@@ -1,29 +1,24 @@
+//go:build !tamago || netstack
+
+// The node's own TCP/IP stack, for images that have it (ownstack.go):
+// hosted, and board images built with the netstack tag.
+
 package node
 
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/images/internal/ipstack"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
+	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/shim/eth"
 	"github.com/ouronet/ouro/layer/shim/udp"
 )
-
-// netstackConfig is the [ipcp.udp.netstack] table: the UDP shim runs on the
-// node's own gVisor stack over an Ethernet device instead of a kernel
-// socket. Exactly one of Board, QEMUConnect and QEMUListen selects the
-// device.
-type netstackConfig struct {
-	Addrs       []string  `toml:"addrs"`        // static addresses with prefix: "127.0.10.2/24"
-	Gateway4    string    `toml:"gateway4"`     // optional default routes
-	Gateway6    string    `toml:"gateway6"`     //
-	Board       boardPort `toml:"board"`        // bare metal: as [ipcp.eth] board (shared with an eth shim on the same device)
-	QEMUConnect string    `toml:"qemu_connect"` // hosted: a QEMU socket stream, as in [ipcp.eth]
-	QEMUListen  string    `toml:"qemu_listen"`
-	MAC         string    `toml:"mac"` // the stream device's MAC (default random)
-}
 
 // netstackUDP builds the stack c describes and a UDP socket bound to addr
 // on it (zero addr: the first address, udp.DefaultPort). Closing the
@@ -112,8 +107,39 @@ func (c *stackConn) Close() error {
 	return err
 }
 
-// Ports of a board link's driver (netstack.Mux).
-const (
-	portShim = netstack.PortShim
-	portIP   = netstack.PortIP
-)
+// HasNetstack reports whether this image has the node's own TCP/IP stack:
+// every hosted image, and board images built with the netstack tag.
+const HasNetstack = true
+
+// HasTCP reports whether the stack has TCP, which a status page needs:
+// hosted images, and board images built with the ipstack_tcp tag too
+// (images/internal/ipstack).
+const HasTCP = ipstack.HasTCP
+
+// newIPStack makes an [[ipnet]] bridge's own stack with address addr.
+func newIPStack(addr netip.Prefix, mtu int) (ipStack, error) {
+	st, err := ipstack.New(addr, mtu)
+	if err != nil {
+		return nil, err
+	}
+	return statusStack{st}, nil
+}
+
+// statusStack is an ipstack.Stack that serves the status page.
+type statusStack struct{ *ipstack.Stack }
+
+var _ ipStack = statusStack{}
+
+func (s statusStack) serveStatus(pd *kernel.PD, port uint16, b *irm.Broker, logf func(string, ...any)) error {
+	l, err := s.Listen(port)
+	if err != nil {
+		return err
+	}
+	ctx := pd.Context()
+	pd.Go(func() {
+		if err := status.Serve(ctx, l, b, 5*time.Second); err != nil {
+			logf("status page: %v", err)
+		}
+	})
+	return nil
+}
