@@ -13,6 +13,7 @@ import (
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/unicast/ca"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/fa"
@@ -261,6 +262,10 @@ type dpCounters struct {
 	noBuf                                                    atomic.Uint64 // a packet to pass on and no buffer to replace it
 	keepalivesOut, keepalivesIn                              atomic.Uint64
 	tampered, replayed                                       atomic.Uint64 // sealed flows' SDUs refused by seal.Opener
+	// Packets marked congested (mark.go): leaving an N-1 port's queue,
+	// read from an N-1 port's backlogged ring, delivered into an N+1
+	// flow's filling ring (or refused by its full one).
+	markedQueue, markedRx, markedDeliver atomic.Uint64
 
 	// capt taps the packets that cross the N-1 data-transfer flows
 	// (rxLoop, txLoop, keepalive) when a capture runs (the capture
@@ -286,6 +291,11 @@ type nport struct {
 	done  chan struct{} // closed when the adjacency is gone
 
 	txPkts, txBytes, txErrors, rxPkts, rxBytes atomic.Uint64
+
+	// The standing backlog of the ring np is read from, and its
+	// capacity (rxMark): the receive loop's own.
+	rxQ   ca.Standing
+	rxCap int
 }
 
 func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
@@ -344,6 +354,7 @@ func (c *core) rxLoop(np *nport) {
 	}
 	defer p.pool.put(own[:])
 	defer sp.release(p.pool)
+	bl, _ := np.p.(backlogPort)
 	b := own[0]
 	for {
 		n, err := np.p.Read(b.b[:], time.Time{})
@@ -363,6 +374,7 @@ func (c *core) rxLoop(np *nport) {
 			tap(s, capture.In, np, b.pkt())
 		}
 		faultinject.Check("unicast/dt", b.pkt())
+		c.raise(own[:], c.rxMark(np, bl))
 		sp.fill(p.pool, 1)
 		if r := c.input(b, nil, &sp); r != nil {
 			b = r
@@ -394,6 +406,7 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 	for i := range slots {
 		bufs[i] = bs[i].b[:]
 	}
+	bl, _ := np.p.(backlogPort)
 	for {
 		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
 		if err != nil {
@@ -414,6 +427,10 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 			if s != nil {
 				tap(s, capture.In, np, b.pkt())
 			}
+		}
+		c.raise(bs[:n], c.rxMark(np, bl))
+		for i := range n {
+			b := bs[i]
 			faultinject.Check("unicast/dt", b.pkt())
 			if r := c.input(b, &k, &sp); r != nil {
 				bs[i] = r
@@ -751,16 +768,37 @@ func (c *core) deliver(pkt []byte, now time.Time) {
 		}
 	}
 	f.LastHeard.Store(now.UnixNano())
-	if err := f.Port.Write(payload, now); err != nil {
+	err := f.Port.Write(payload, now)
+	var (
+		dp     deliverPort
+		queued int
+	)
+	if c.ca.Kind() != ca.Nop {
+		if dp, _ = f.Port.(deliverPort); dp != nil {
+			queued = dp.Queued()
+		}
+	}
+	ecn := pci.ECN()
+	if err != nil {
 		f.Drops.Add(1)
 		c.p.c.rxFull.Add(1)
-		return
+		if dp == nil {
+			return
+		}
+		// The ring to the program was full: the sender hears of it as
+		// of the highest mark (its packet is lost, not its signal).
+		c.p.c.markedDeliver.Add(1)
+		ecn = 255
+	} else {
+		c.p.c.delivered.Add(1)
+		f.PktsIn.Add(1)
+		f.BytesIn.Add(uint64(len(payload)))
 	}
-	c.p.c.delivered.Add(1)
-	f.PktsIn.Add(1)
-	f.BytesIn.Add(uint64(len(payload)))
 	f.CAMu.Lock()
-	fb, due := f.CA.OnReceive(pci.ECN(), len(payload), now)
+	if err == nil {
+		ecn = max(ecn, c.deliverMark(f, dp, queued, now))
+	}
+	fb, due := f.CA.OnReceive(ecn, len(payload), now)
 	f.CAMu.Unlock()
 	if due {
 		c.fa.Feedback(f, fb)

@@ -157,6 +157,31 @@ func (c *CA) Interval() time.Duration { return c.cfg.Interval }
 // NewFlow returns the congestion state of a new flow allocated at now.
 func (c *CA) NewFlow(now time.Time) Flow { return c.pol.newFlow(now) }
 
+// Standing tracks the standing depth of a queue from samples its user
+// takes as packets join or leave it (the depth of a ring a flow is
+// delivered into, of the ring an N-1 flow is read from): the least depth
+// seen over the last window to two. A batch that fills the queue for the
+// moment it takes to drain leaves no standing depth; a queue that stays
+// above a depth for a whole window does. A layer marks congestion by it
+// (MarkECN) as dt.Scheduler.Standing does for a forwarder's queue. The
+// zero value is ready (no depth); it is not safe for concurrent use and
+// allocates nothing.
+type Standing struct {
+	start     int64 // the current window's start, ns
+	low, prev int   // the least depth in the current window and in the one before
+}
+
+// See records depth n at now (ns, any monotonic origin) and returns the
+// standing depth: the least of n and of what was seen since the start of
+// the window before the current one.
+func (s *Standing) See(n int, now int64, window time.Duration) int {
+	if d := now - s.start; d >= int64(window) || d < 0 {
+		s.prev, s.low, s.start = s.low, n, now
+	}
+	s.low = min(s.low, n)
+	return min(s.prev, s.low)
+}
+
 type nop struct{}
 
 func (nop) mark(int, int) uint8    { return 0 }

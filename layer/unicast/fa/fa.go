@@ -212,6 +212,12 @@ type Flow struct {
 
 	CAMu sync.Mutex
 	CA   ca.Flow
+	// DeliverQ is the standing depth of the queue Port writes into (the
+	// ring to the program, where Port says how deep it is), seen as
+	// SDUs are delivered; DeliverCap is that queue's capacity (0: not
+	// known yet). Guarded by CAMu.
+	DeliverQ   ca.Standing
+	DeliverCap int
 
 	// Sealed flows: Sealer seals what this end sends, Opener opens what
 	// it receives; Peer is the other node's verified identity. All nil

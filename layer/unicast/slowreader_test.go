@@ -1,0 +1,126 @@
+package unicast_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/irm"
+	"github.com/ouronet/ouro/layer/unicast"
+)
+
+// TestSlowReaderMarked: a program that reads its flow slower than the
+// sender could send makes the flow's last queue, the ring from the
+// receiving IPCP to the program, fill. mb-ecn must hear of it by marks
+// (unicast's deliverMark) and slow the sender down to about what the
+// program reads, so that (almost) nothing is dropped at that ring: a
+// full port drops and a forwarder's queue never fills (the pacing sender
+// is the only one), so without those marks the flow slow-starts without
+// end and the ring drops most of what is sent.
+func TestSlowReaderMarked(t *testing.T) {
+	for _, hops := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%dhop", hops), func(t *testing.T) {
+			slowReader(t, hops)
+		})
+	}
+}
+
+func slowReader(t *testing.T, hops int) {
+	const (
+		size     = 1000
+		readRate = 1000 // SDUs per second the program reads
+		runFor   = 3 * time.Second
+	)
+	a, z, nodes := bareChain(t, hops+1, "mb-ecn")
+	last := nodes[hops]
+	var sent atomic.Uint64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { // the sender: as fast as the layer takes its SDUs
+		defer close(done)
+		msg := make([]byte, size)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			err := a.Write(msg, time.Now().Add(50*time.Millisecond))
+			switch {
+			case err == nil:
+				sent.Add(1)
+			case !errors.Is(err, flow.ErrTimeout):
+				return
+			}
+		}
+	}()
+	buf := make([]byte, flow.MaxSDU)
+	start := time.Now()
+	read := 0
+	for time.Since(start) < runFor {
+		if _, err := z.Read(buf, time.Now().Add(2*time.Second)); err != nil {
+			t.Fatalf("read %d: %v", read, err)
+		}
+		read++
+		if ahead := time.Duration(read)*time.Second/readRate - time.Since(start); ahead > 0 {
+			time.Sleep(ahead)
+		}
+	}
+	close(stop)
+	<-done
+
+	st := last.Stats()
+	var dropped uint64
+	for i, p := range nodes {
+		for reason, n := range p.Stats().Drops {
+			if n > 0 {
+				t.Logf("node %d: drops.%s = %d", i, reason, n)
+				dropped += n
+			}
+		}
+	}
+	rate := flowRate(t, nodes[0])
+	t.Logf("%d hop(s): sent %d, read %d, delivered %d, dropped %d; marked: deliver %d, rx %d, queue %d; sender's rate %d B/s",
+		hops, sent.Load(), read, st.Delivered, dropped, st.MarkedDeliver, st.MarkedRx, st.MarkedQueue, rate)
+	if read < readRate*int(runFor/time.Second)/2 {
+		t.Errorf("the program read %d SDUs in %v, want about %d: the flow starved", read, runFor, readRate*int(runFor/time.Second))
+	}
+	if st.MarkedDeliver == 0 {
+		t.Error("no delivery marked at the slow program's port")
+	}
+	if limit := st.Delivered / 100; dropped > limit {
+		t.Errorf("dropped %d SDUs of %d delivered, want at most 1%% (%d): the sender did not slow down in time", dropped, st.Delivered, limit)
+	}
+	if limit := uint64(4 * readRate * size); rate == 0 || rate > limit {
+		t.Errorf("the sender's rate is %d B/s at the end, want at most %d (4 times what the program reads)", rate, limit)
+	}
+}
+
+// flowRate returns the rate (bytes/s) of the one outgoing flow of p, from
+// its flows table.
+func flowRate(t *testing.T, p *unicast.IPCP) uint64 {
+	t.Helper()
+	r, err := p.Mgmt(context.Background(), irm.MgmtReq{Cmd: unicast.CmdFlows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := map[string]int{}
+	for i, c := range r.Table.Columns {
+		col[c] = i
+	}
+	for _, row := range r.Table.Rows {
+		if row[col["dir"]] == "out" {
+			v, err := strconv.ParseUint(row[col["rate"]], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatal("no outgoing flow in the flows table")
+	return 0
+}
