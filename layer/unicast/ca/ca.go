@@ -389,11 +389,13 @@ func (f *mbFlow) decrease(ece uint8) {
 
 // OnReceive averages the ECN levels of received packets and reports the
 // average every Interval while it is non-zero, and once when it drops to
-// zero.
+// zero. A packet at the highest level (a full queue: the next packet
+// there is lost) is reported sooner, a quarter Interval after the last
+// feedback: the sender's Hold keeps it from counting twice.
 func (f *mbFlow) OnReceive(ecn uint8, _ int, now time.Time) (Feedback, bool) {
 	f.ecnSum += uint64(ecn)
 	f.ecnN++
-	if now.Sub(f.lastFb) < f.cfg.Interval {
+	if since := now.Sub(f.lastFb); since < f.cfg.Interval && (ecn < 255 || since < f.cfg.Interval/4) {
 		return Feedback{}, false
 	}
 	ece := uint8((f.ecnSum + f.ecnN - 1) / f.ecnN) // round up: any mark counts
