@@ -37,6 +37,14 @@ import (
 //     (dt.Scheduler.Standing: what did not drain for a CA interval, with
 //     what still waits in the N-1 port's ring below it) as it leaves
 //     (mark). A full queue is a counted drop.
+//   - N+1 receive: a packet delivered to an N+1 flow joins the flow's
+//     delivery queue (its buffer moves, in exchange for a spare), and one
+//     goroutine per flow writes that queue into the flow's port, waiting
+//     on its back-pressure (deliver.go); the receive loops never wait
+//     for a program. A full delivery queue is a counted drop (rx_full);
+//     deliver marks by the standing depth of the queue and the port's
+//     ring, the receive loops by the standing backlog of the N-1 port's
+//     ring they read (mark.go).
 //   - N+1 transmit: one goroutine per flow reads the application's SDUs
 //     (in batches where the port allows) into buffers behind headroom,
 //     paces each by the flow's ca.Flow, prepends the PCI and routes it
@@ -556,7 +564,7 @@ func (c *core) input(b *pbuf, k *kicks, sp *spares) *pbuf {
 		if k != nil {
 			now = k.clock()
 		}
-		c.deliver(b.pkt(), now)
+		return c.deliver(b, now, sp)
 	}
 	return nil
 }
@@ -740,23 +748,27 @@ func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]
 }
 
 // deliver hands a packet for this IPCP to its endpoint; now is its
-// arrival time (zero: now).
-func (c *core) deliver(pkt []byte, now time.Time) {
-	pci := dt.PCI(pkt)
+// arrival time (zero: now). A data packet for an N+1 flow joins the
+// flow's delivery queue (deliver.go) when it has one: with sp, in
+// exchange for a spare buffer, which deliver returns (the caller keeps
+// b otherwise); without sp, deliver takes b either way (and frees it
+// unless queued).
+func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
+	pci := dt.PCI(b.pkt())
 	eid := pci.EID()
 	payload := pci.Payload()
 	if eid <= MaxReservedEID {
 		if eid == EIDKeepalive {
 			c.p.c.keepalivesIn.Add(1)
-			return
+			return c.unqueued(b, sp)
 		}
 		c.ctlIn(eid, payload)
-		return
+		return c.unqueued(b, sp)
 	}
 	f := c.fa.Lookup(eid)
 	if f == nil {
 		c.p.c.unknownEID.Add(1)
-		return
+		return c.unqueued(b, sp)
 	}
 	if now.IsZero() {
 		now = time.Now()
@@ -764,45 +776,70 @@ func (c *core) deliver(pkt []byte, now time.Time) {
 	if f.Opener != nil {
 		var ok bool
 		if payload, ok = c.open(f, payload); !ok {
-			return
+			return c.unqueued(b, sp)
 		}
 	}
 	f.LastHeard.Store(now.UnixNano())
-	err := f.Port.Write(payload, now)
+	d, _ := f.Data.Load().(*delivery)
 	var (
-		dp     deliverPort
-		queued int
+		repl   *pbuf
+		err    error
+		queued int // in front of the program: the delivery queue and the port's ring
+		qcap   int
 	)
+	switch {
+	case d == nil: // the flow's loops are not started yet: write at once
+		err = f.Port.Write(payload, now)
+	case sp != nil && sp.n == 0:
+		c.p.c.noBuf.Add(1)
+		f.Drops.Add(1)
+		return nil
+	default:
+		b.off = bufLen - cap(payload) // the SDU, opened in place if sealed
+		b.end = b.off + len(payload)
+		if !d.push(b) {
+			err = errDeliveryFull
+			break
+		}
+		if sp != nil {
+			repl = sp.take()
+		}
+		d.wake()
+		queued, qcap = d.len(), deliverQueue
+	}
+	var dp deliverPort
 	if c.ca.Kind() != ca.Nop {
 		if dp, _ = f.Port.(deliverPort); dp != nil {
-			queued = dp.Queued()
+			queued += dp.Queued()
 		}
 	}
 	ecn := pci.ECN()
+	n := len(payload)
 	if err != nil {
 		f.Drops.Add(1)
 		c.p.c.rxFull.Add(1)
+		c.unqueued(b, sp)
 		if dp == nil {
-			return
+			return nil
 		}
-		// The ring to the program was full: the sender hears of it as
+		// The way to the program was full: the sender hears of it as
 		// of the highest mark (its packet is lost, not its signal).
 		c.p.c.markedDeliver.Add(1)
 		ecn = 255
-	} else {
-		c.p.c.delivered.Add(1)
-		f.PktsIn.Add(1)
-		f.BytesIn.Add(uint64(len(payload)))
+	} else if d == nil {
+		c.delivered(f, n)
+		c.unqueued(b, sp)
 	}
 	f.CAMu.Lock()
 	if err == nil {
-		ecn = max(ecn, c.deliverMark(f, dp, queued, now))
+		ecn = max(ecn, c.deliverMark(f, dp, queued, qcap, now))
 	}
-	fb, due := f.CA.OnReceive(ecn, len(payload), now)
+	fb, due := f.CA.OnReceive(ecn, n, now)
 	f.CAMu.Unlock()
 	if due {
 		c.fa.Feedback(f, fb)
 	}
+	return repl
 }
 
 // open authenticates and decrypts a sealed flow's SDU in place; a
@@ -1019,8 +1056,7 @@ func (c *core) originate(b *pbuf, k *kicks) {
 	dst := pci.Dst()
 	c.p.c.sent.Add(1)
 	if dst == c.self {
-		c.deliver(b.pkt(), time.Time{})
-		c.p.pool.putOne(b)
+		c.deliver(b, time.Time{}, nil)
 		return
 	}
 	port, ok := c.pff.Lookup(dst, uint64(pci.EID()))

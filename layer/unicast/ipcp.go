@@ -868,8 +868,14 @@ func (c *core) SendFA(dst layer.Addr, msg []byte) error {
 
 // Started implements fa.Hooks.
 func (c *core) Started(f *fa.Flow) {
-	c.wg.Add(1)
-	c.p.cfg.Runner.Go(func() { c.flowTx(f) })
+	d := newDelivery()
+	f.Data.Store(d)
+	c.wg.Add(2)
+	c.p.cfg.Runner.Go(func() { c.deliverLoop(f, d) })
+	c.p.cfg.Runner.Go(func() {
+		c.flowTx(f)
+		close(d.done)
+	})
 }
 
 // Name implements fa.Registry.

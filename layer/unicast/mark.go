@@ -19,9 +19,10 @@ import (
 //     layer below (a shim) and this IPCP, which fills when this IPCP
 //     reads slower than packets arrive: rxMark;
 //   - deliver marks what it delivers to an N+1 flow by the standing
-//     depth of the flow's ring to its program, which fills when the
-//     program reads slower: deliverMark. A delivery the ring refuses
-//     (full: a counted drop) counts as the highest level.
+//     depth of what waits in front of the program, the flow's delivery
+//     queue (deliver.go) and the flow's ring to the program, which fill
+//     when the program reads slower: deliverMark. A delivery refused
+//     (the queue full: a counted drop) counts as the highest level.
 //
 // A full queue drops; these marks make the sender slow down (mb-ecn's
 // reaction, ca.Flow.OnFeedback) before it does.
@@ -109,16 +110,17 @@ func (c *core) raise(bs []*pbuf, lvl uint8) {
 	c.p.c.markedRx.Add(marked)
 }
 
-// deliverMark returns the level of congestion an SDU just written to f's
-// port met: by the standing depth of the ring to the program (with the
-// SDU in it) against its capacity; 0 where the port does not say. The
-// caller holds f.CAMu.
-func (c *core) deliverMark(f *fa.Flow, dp deliverPort, queued int, now time.Time) uint8 {
-	if dp == nil {
-		return 0
-	}
+// deliverMark returns the level of congestion an SDU just queued for f's
+// program met: by the standing depth of what waits in front of the
+// program (queued: the flow's delivery queue and the port's ring, where
+// the port says how deep it is) against the capacity of both (qcap: the
+// delivery queue's). The caller holds f.CAMu.
+func (c *core) deliverMark(f *fa.Flow, dp deliverPort, queued, qcap int, now time.Time) uint8 {
 	if f.DeliverCap == 0 {
-		f.DeliverCap = dp.QueueCap()
+		f.DeliverCap = qcap
+		if dp != nil {
+			f.DeliverCap += dp.QueueCap()
+		}
 	}
 	lvl := c.ca.MarkECN(f.DeliverQ.See(queued, now.UnixNano(), c.ca.Interval()), f.DeliverCap)
 	if lvl > 0 {

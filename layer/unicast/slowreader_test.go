@@ -2,6 +2,7 @@ package unicast_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
 	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
 // TestSlowReaderMarked: a program that reads its flow slower than the
@@ -123,4 +125,54 @@ func flowRate(t *testing.T, p *unicast.IPCP) uint64 {
 	}
 	t.Fatal("no outgoing flow in the flows table")
 	return 0
+}
+
+// TestDeliveryQueueAbsorbs: a program that does not read for a moment
+// loses nothing of what overflows its port (a flowtest pipe of PipeCap
+// SDUs, as a node's ring of 256) by less than the IPCP's delivery
+// queue: the receive loop hands the rest to the flow's queue, whose
+// goroutine writes it in as the program reads, in order. The sender
+// sends at 2000 SDUs/s, which every loop keeps up with (a burst at
+// memory speed would also measure whether the flow's goroutine writes
+// into the pipe as fast as the receive loop reads), without congestion
+// avoidance, so that nothing else paces it.
+func TestDeliveryQueueAbsorbs(t *testing.T) {
+	const extra = 200 // beyond the port's capacity; the queue holds 256
+	a, z, nodes := bareChain(t, 2, "nop")
+	total := unicasttest.PipeCap + extra
+	msg := make([]byte, 100)
+	for i := range total {
+		binary.BigEndian.PutUint32(msg, uint32(i))
+		if err := a.Write(msg, time.Now().Add(2*time.Second)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if i%10 == 9 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	last := nodes[1]
+	// The burst has crossed once nothing moves for a while: all of it
+	// written into the port or queued, or dropped.
+	for prev, deadline := ^uint64(0), time.Now().Add(5*time.Second); time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		s := last.Stats()
+		now := s.Delivered + s.Drops["rx_full"] + uint64(s.Forwarded)
+		if now == prev {
+			break
+		}
+		prev = now
+	}
+	buf := make([]byte, flow.MaxSDU)
+	for i := range total {
+		n, err := z.Read(buf, time.Now().Add(time.Second))
+		if err != nil {
+			t.Fatalf("read %d of %d: %v (drops %v)", i, total, err, last.Stats().Drops)
+		}
+		if got := binary.BigEndian.Uint32(buf[:n]); got != uint32(i) {
+			t.Fatalf("SDU %d is number %d: lost or out of order (drops %v)", i, got, last.Stats().Drops)
+		}
+	}
+	if d := last.Stats().Drops["rx_full"]; d != 0 {
+		t.Errorf("rx_full %d, want 0", d)
+	}
 }
