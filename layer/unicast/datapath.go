@@ -797,7 +797,12 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
 	default:
 		b.off = bufLen - cap(payload) // the SDU, opened in place if sealed
 		b.end = b.off + len(payload)
+		if !c.hold() {
+			err = errDeliveryFull
+			break
+		}
 		if !d.push(b) {
+			c.delivering.Add(-1)
 			err = errDeliveryFull
 			break
 		}

@@ -17,15 +17,23 @@ import (
 // queue, with the port's ring behind it, is the flow's last queue in
 // the layer: it absorbs a program that stalls for a moment (a process
 // waiting for a CPU), deliver marks congestion by its standing depth
-// (deliverMark), and a packet that finds it full is dropped and counted
-// (rx_full), never waited for.
+// (deliverMark), and a packet that finds it full, or all delivery queues
+// holding their share of the IPCP's buffers (deliverShare), is dropped
+// and counted (rx_full), never waited for.
 
 // deliverQueue is the capacity of a flow's delivery queue, in packets:
 // with the node's ring to the program (256) behind it, about 15 ms of a
 // flow at loopback speed (35,000 SDUs/s).
 const deliverQueue = 256
 
-// errDeliveryFull is deliver's own: the flow's delivery queue was full.
+// deliverShare is the share of the IPCP's packet buffers (Config.Bufs)
+// all delivery queues together may hold, 1/deliverShare: programs that
+// do not read (a stalled or hostile one, with a flood sent to it) must
+// not take the buffers forwarding needs.
+const deliverShare = 4
+
+// errDeliveryFull is deliver's own: the flow's delivery queue was full,
+// or the delivery queues held their share of the buffers.
 var errDeliveryFull = errors.New("unicast: delivery queue full")
 
 // delivery is an N+1 flow's delivery queue: a FIFO of packet buffers
@@ -55,6 +63,16 @@ func (d *delivery) push(b *pbuf) bool {
 	}
 	d.buf[(d.head+d.n)%len(d.buf)] = b
 	d.n++
+	return true
+}
+
+// hold charges one buffer to the delivery queues' share of the pool
+// (deliverShare), or reports false if they hold their share already.
+func (c *core) hold() bool {
+	if c.delivering.Add(1) > int64(c.p.pool.limit/deliverShare) {
+		c.delivering.Add(-1)
+		return false
+	}
 	return true
 }
 
@@ -129,6 +147,7 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 				}
 				f.Drops.Add(uint64(n))
 				c.p.pool.put(batch[:n])
+				c.delivering.Add(-int64(n))
 			}
 		}
 		for i, b := range batch[:n] {
@@ -159,5 +178,6 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 		}
 		clear(sdus[:n])
 		c.p.pool.put(batch[:n])
+		c.delivering.Add(-int64(n))
 	}
 }

@@ -704,6 +704,8 @@ type core struct {
 	portsMu sync.Mutex // serialises writers of ports
 	ports   atomic.Pointer[map[pff.Port]*nport]
 	members atomic.Pointer[[]layer.Addr] // last membership given to the directory
+
+	delivering atomic.Int64 // buffers the delivery queues hold (deliver.go)
 }
 
 type realClock struct{}

@@ -181,3 +181,63 @@ func TestDeliveryQueueAbsorbs(t *testing.T) {
 		t.Errorf("rx_full %d, want 0", d)
 	}
 }
+
+// TestDeliveryShare: the delivery queues together hold at most a quarter
+// of the IPCP's packet buffers (Config.Bufs), so that a program that does
+// not read, with a flood sent to it, cannot take the buffers forwarding
+// and every other flow need: past that share its packets are dropped as
+// rx_full, and none for want of a buffer (no_buf).
+func TestDeliveryShare(t *testing.T) {
+	const (
+		bufs  = 256 // the receiving IPCP's: a share of 64
+		extra = 200 // beyond the program's port
+	)
+	a, z, nodes := bareChain(t, 2, "nop", func(i int, c *unicast.Config) {
+		if i == 1 {
+			c.Bufs = bufs
+		}
+	})
+	total := unicasttest.PipeCap + extra
+	msg := make([]byte, 100)
+	for i := range total {
+		binary.BigEndian.PutUint32(msg, uint32(i))
+		if err := a.Write(msg, time.Now().Add(2*time.Second)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if i%10 == 9 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	last := nodes[1]
+	for prev, deadline := ^uint64(0), time.Now().Add(5*time.Second); time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		s := last.Stats()
+		now := s.Delivered + s.Drops["rx_full"]
+		if now == prev {
+			break
+		}
+		prev = now
+	}
+	st := last.Stats()
+	if min := uint64(extra - bufs/4); st.Drops["rx_full"] < min {
+		t.Errorf("rx_full %d, want at least %d: the delivery queue held more than a quarter of %d buffers", st.Drops["rx_full"], min, bufs)
+	}
+	if st.Drops["no_buf"] != 0 {
+		t.Errorf("no_buf %d, want 0: the delivery queue took the buffers the receive loop needs", st.Drops["no_buf"])
+	}
+	// What was not dropped arrives, in order.
+	want := total - int(st.Drops["rx_full"])
+	buf := make([]byte, flow.MaxSDU)
+	prev := -1
+	for i := range want {
+		n, err := z.Read(buf, time.Now().Add(time.Second))
+		if err != nil {
+			t.Fatalf("read %d of %d: %v", i, want, err)
+		}
+		seq := int(binary.BigEndian.Uint32(buf[:n]))
+		if seq <= prev {
+			t.Fatalf("SDU %d after %d: out of order", seq, prev)
+		}
+		prev = seq
+	}
+}
