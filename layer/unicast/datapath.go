@@ -382,7 +382,7 @@ func (c *core) rxLoop(np *nport) {
 			tap(s, capture.In, np, b.pkt())
 		}
 		faultinject.Check("unicast/dt", b.pkt())
-		c.raise(own[:], c.rxMark(np, bl))
+		c.raise(own[:], c.rxMark(np, bl)) // own[0] is b
 		sp.fill(p.pool, 1)
 		if r := c.input(b, nil, &sp); r != nil {
 			b = r
@@ -824,7 +824,7 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
 		f.Drops.Add(1)
 		c.p.c.rxFull.Add(1)
 		c.unqueued(b, sp)
-		if dp == nil {
+		if c.ca.Kind() == ca.Nop || (d == nil && dp == nil) {
 			return nil
 		}
 		// The way to the program was full: the sender hears of it as

@@ -99,11 +99,20 @@ func slowReader(t *testing.T, hops int) {
 	if st.MarkedDeliver == 0 {
 		t.Error("no delivery marked at the slow program's port")
 	}
-	if limit := st.Delivered / 100; dropped > limit {
-		t.Errorf("dropped %d SDUs of %d delivered, want at most 1%% (%d): the sender did not slow down in time", dropped, st.Delivered, limit)
+	// At most 1% (5% under the race detector, which slows the feedback's
+	// way back through the control loop about tenfold, so that slow
+	// start overshoots further); without the marks, 99%.
+	pct := uint64(1)
+	if raceEnabled {
+		pct = 5
 	}
-	if limit := uint64(4 * readRate * size); rate == 0 || rate > limit {
-		t.Errorf("the sender's rate is %d B/s at the end, want at most %d (4 times what the program reads)", rate, limit)
+	if limit := st.Delivered * pct / 100; dropped > limit {
+		t.Errorf("dropped %d SDUs of %d delivered, want at most %d%% (%d): the sender did not slow down in time", dropped, st.Delivered, pct, limit)
+	}
+	// The rate swings about what the program reads (probing up, cut
+	// down); without the marks it ends past 100 MB/s.
+	if limit := uint64(8 * readRate * size); rate == 0 || rate > limit {
+		t.Errorf("the sender's rate is %d B/s at the end, want at most %d (8 times what the program reads)", rate, limit)
 	}
 }
 
