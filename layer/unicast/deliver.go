@@ -41,10 +41,11 @@ var errDeliveryFull = errors.New("unicast: delivery queue full")
 // concurrent use (the receive loops of several N-1 ports push, the
 // flow's deliverLoop pops).
 type delivery struct {
-	mu   sync.Mutex
-	buf  [deliverQueue]*pbuf
-	head int
-	n    int
+	mu     sync.Mutex
+	buf    [deliverQueue]*pbuf
+	head   int
+	n      int
+	closed bool // the flow's deliverLoop is gone: push refuses
 
 	kick chan struct{} // wakes deliverLoop; capacity 1
 	done chan struct{} // closed when the flow's transmit loop ends: the flow is gone
@@ -54,11 +55,12 @@ func newDelivery() *delivery {
 	return &delivery{kick: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// push queues b; false if the queue is full (b is still the caller's).
+// push queues b; false if the queue is full or closed (b is still the
+// caller's).
 func (d *delivery) push(b *pbuf) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.n == len(d.buf) {
+	if d.n == len(d.buf) || d.closed {
 		return false
 	}
 	d.buf[(d.head+d.n)%len(d.buf)] = b
@@ -88,6 +90,15 @@ func (d *delivery) pop(dst []*pbuf) int {
 	}
 	d.n -= n
 	return n
+}
+
+// close makes push refuse from now on: a receive loop that still finds
+// the flow (it is forgotten after its loops end) must not queue buffers
+// nobody will free.
+func (d *delivery) close() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
 }
 
 // len returns how many packets are queued.
@@ -140,6 +151,7 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 				continue
 			case <-d.done:
 			}
+			d.close()
 			for { // the flow is gone: what is left goes back to the pool
 				n := d.pop(batch[:])
 				if n == 0 {

@@ -80,3 +80,32 @@ func TestRxMark(t *testing.T) {
 		t.Errorf("a drained ring: level %d, want 0", lvl)
 	}
 }
+
+// TestDeliveryClosed: once a flow's delivery loop has ended, its queue
+// refuses what a receive loop that still finds the flow would push (the
+// buffers would never go back to the pool), and pop hands out what was
+// queued before, in order.
+func TestDeliveryClosed(t *testing.T) {
+	d := newDelivery()
+	a, b, late := new(pbuf), new(pbuf), new(pbuf)
+	if !d.push(a) || !d.push(b) {
+		t.Fatal("an open queue refused a packet")
+	}
+	d.close()
+	if d.push(late) {
+		t.Error("a closed queue took a packet")
+	}
+	var out [4]*pbuf
+	if n := d.pop(out[:]); n != 2 || out[0] != a || out[1] != b {
+		t.Errorf("popped %d (%p %p), want a and b", n, out[0], out[1])
+	}
+	full := newDelivery()
+	for i := range deliverQueue {
+		if !full.push(new(pbuf)) {
+			t.Fatalf("refused packet %d of %d", i, deliverQueue)
+		}
+	}
+	if full.push(new(pbuf)) {
+		t.Error("a full queue took a packet")
+	}
+}
