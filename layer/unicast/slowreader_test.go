@@ -24,15 +24,34 @@ import (
 // full port drops and a forwarder's queue never fills (the pacing sender
 // is the only one), so without those marks the flow slow-starts without
 // end and the ring drops most of what is sent.
+//
+// A run in which the flow lost its route for a moment (an adjacency timed
+// out on a loaded machine: no_route drops) may lose the marks' feedback
+// with it, and the sender overshoots; such a run is tried once more, on a
+// new chain.
 func TestSlowReaderMarked(t *testing.T) {
 	for _, hops := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%dhop", hops), func(t *testing.T) {
-			slowReader(t, hops)
+			for attempt := 1; ; attempt++ {
+				problems, routeLost := slowReader(t, hops)
+				if len(problems) == 0 {
+					return
+				}
+				if !routeLost || attempt == 2 {
+					for _, p := range problems {
+						t.Error(p)
+					}
+					return
+				}
+				t.Logf("attempt %d lost its route (%v): once more", attempt, problems)
+			}
 		})
 	}
 }
 
-func slowReader(t *testing.T, hops int) {
+// slowReader runs the scenario once over hops hops and returns what it
+// found wrong, and whether the flow lost its route meanwhile.
+func slowReader(t *testing.T, hops int) (problems []string, routeLost bool) {
 	const (
 		size     = 1000
 		readRate = 1000 // SDUs per second the program reads
@@ -87,6 +106,8 @@ func slowReader(t *testing.T, hops int) {
 			switch reason {
 			case "rx_full", "queue_full", "no_buf":
 				dropped += n
+			case "no_route", "no_route_local":
+				routeLost = routeLost || n > 0
 			}
 		}
 	}
@@ -94,10 +115,10 @@ func slowReader(t *testing.T, hops int) {
 	t.Logf("%d hop(s): sent %d, read %d, delivered %d, dropped %d; marked: deliver %d, rx %d, queue %d; sender's rate %d B/s",
 		hops, sent.Load(), read, st.Delivered, dropped, st.MarkedDeliver, st.MarkedRx, st.MarkedQueue, rate)
 	if read < readRate*int(runFor/time.Second)/2 {
-		t.Errorf("the program read %d SDUs in %v, want about %d: the flow starved", read, runFor, readRate*int(runFor/time.Second))
+		problems = append(problems, fmt.Sprintf("the program read %d SDUs in %v, want about %d: the flow starved", read, runFor, readRate*int(runFor/time.Second)))
 	}
 	if st.MarkedDeliver == 0 {
-		t.Error("no delivery marked at the slow program's port")
+		problems = append(problems, "no delivery marked at the slow program's port")
 	}
 	// At most 1% (5% under the race detector, which slows the feedback's
 	// way back through the control loop about tenfold, so that slow
@@ -107,13 +128,14 @@ func slowReader(t *testing.T, hops int) {
 		pct = 5
 	}
 	if limit := st.Delivered * pct / 100; dropped > limit {
-		t.Errorf("dropped %d SDUs of %d delivered, want at most %d%% (%d): the sender did not slow down in time", dropped, st.Delivered, pct, limit)
+		problems = append(problems, fmt.Sprintf("dropped %d SDUs of %d delivered, want at most %d%% (%d): the sender did not slow down in time", dropped, st.Delivered, pct, limit))
 	}
 	// The rate swings about what the program reads (probing up, cut
 	// down); without the marks it ends past 100 MB/s.
 	if limit := uint64(8 * readRate * size); rate == 0 || rate > limit {
-		t.Errorf("the sender's rate is %d B/s at the end, want at most %d (8 times what the program reads)", rate, limit)
+		problems = append(problems, fmt.Sprintf("the sender's rate is %d B/s at the end, want at most %d (8 times what the program reads)", rate, limit))
 	}
+	return problems, routeLost
 }
 
 // flowRate returns the rate (bytes/s) of the one outgoing flow of p, from
