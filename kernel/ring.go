@@ -515,6 +515,16 @@ func (pd *PD) RingLen(r Cap) (int, error) {
 	return int(rg.tail.Load() - rg.head.Load()), nil
 }
 
+// RingCap returns how many buffers ring r holds at most (any right): its
+// RingSpec.Size rounded up to a power of two.
+func (pd *PD) RingCap(r Cap) (int, error) {
+	s, err := pd.lookup(r, KindRing, 0, "ring cap")
+	if err != nil {
+		return 0, err
+	}
+	return len(s.obj.(*ring).slots), nil
+}
+
 // AllocBuf draws a packet buffer from the component's budget; ErrNoBudget
 // when the budget is used up. The buffer's window is at Headroom with
 // length 0.

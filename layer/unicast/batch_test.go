@@ -25,9 +25,15 @@ import (
 // so hide the batch calls.
 // mods, if any, change node i's configuration.
 func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.Config)) (a, z flow.Port, nodes []*unicast.IPCP) {
+	return bareChain(tb, 4, caPolicy, mods...)
+}
+
+// bareChain is bareChain3 over k nodes (k-1 hops): a flow from an
+// application at the first node to "sink" at the last.
+func bareChain(tb testing.TB, k int, caPolicy string, mods ...func(i int, c *unicast.Config)) (a, z flow.Port, nodes []*unicast.IPCP) {
 	fake := flowtest.NewBroker(unicasttest.PipeCap)
-	ups := make([]*ipcptest.Upcalls, 4)
-	for i := range 4 {
+	ups := make([]*ipcptest.Upcalls, k)
+	for i := range k {
 		cfg := unicast.Config{
 			Runner: layertest.Runner{},
 			Layer:  unicasttest.Layer, RoutingTick: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond,
@@ -68,7 +74,7 @@ func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.C
 			tb.Fatal("chain not operational within 10s")
 		}
 	}
-	if err := nodes[3].Register(context.Background(), "sink"); err != nil {
+	if err := nodes[k-1].Register(context.Background(), "sink"); err != nil {
 		tb.Fatal(err)
 	}
 	// Register stores the name in the DHT in the background: until the
@@ -88,7 +94,7 @@ func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.C
 	}
 	var acc ipcptest.Accepted
 	select {
-	case acc = <-ups[3].Accepted:
+	case acc = <-ups[k-1].Accepted:
 	case <-time.After(2 * time.Second):
 		tb.Fatal("no flow accepted")
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/unicast/ca"
 	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/fa"
@@ -37,6 +38,14 @@ import (
 //     (dt.Scheduler.Standing: what did not drain for a CA interval, with
 //     what still waits in the N-1 port's ring below it) as it leaves
 //     (mark). A full queue is a counted drop.
+//   - N+1 receive: a packet delivered to an N+1 flow joins the flow's
+//     delivery queue (its buffer moves, in exchange for a spare), and one
+//     goroutine per flow writes that queue into the flow's port, waiting
+//     on its back-pressure (deliver.go); the receive loops never wait
+//     for a program. A full delivery queue is a counted drop (rx_full);
+//     deliver marks by the standing depth of the queue and the port's
+//     ring, the receive loops by the standing backlog of the N-1 port's
+//     ring they read (mark.go).
 //   - N+1 transmit: one goroutine per flow reads the application's SDUs
 //     (in batches where the port allows) into buffers behind headroom,
 //     paces each by the flow's ca.Flow, prepends the PCI and routes it
@@ -262,6 +271,10 @@ type dpCounters struct {
 	noBuf                                                    atomic.Uint64 // a packet to pass on and no buffer to replace it
 	keepalivesOut, keepalivesIn                              atomic.Uint64
 	tampered, replayed                                       atomic.Uint64 // sealed flows' SDUs refused by seal.Opener
+	// Packets marked congested (mark.go): leaving an N-1 port's queue,
+	// read from an N-1 port's backlogged ring, delivered into an N+1
+	// flow's filling ring (or refused by its full one).
+	markedQueue, markedRx, markedDeliver atomic.Uint64
 
 	// capt taps the packets that cross the N-1 data-transfer flows
 	// (rxLoop, txLoop, keepalive) when a capture runs (the capture
@@ -287,6 +300,11 @@ type nport struct {
 	done  chan struct{} // closed when the adjacency is gone
 
 	txPkts, txBytes, txErrors, rxPkts, rxBytes atomic.Uint64
+
+	// The standing backlog of the ring np is read from, and its
+	// capacity (rxMark): the receive loop's own.
+	rxQ   ca.Standing
+	rxCap int
 }
 
 func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
@@ -345,6 +363,7 @@ func (c *core) rxLoop(np *nport) {
 	}
 	defer p.pool.put(own[:])
 	defer sp.release(p.pool)
+	bl, _ := np.p.(backlogPort)
 	b := own[0]
 	for {
 		n, err := np.p.Read(b.b[:], time.Time{})
@@ -364,6 +383,7 @@ func (c *core) rxLoop(np *nport) {
 			tap(s, capture.In, np, b.pkt())
 		}
 		faultinject.Check("unicast/dt", b.pkt())
+		c.raise(own[:], c.rxMark(np, bl)) // own[0] is b
 		sp.fill(p.pool, 1)
 		if r := c.input(b, nil, &sp); r != nil {
 			b = r
@@ -395,6 +415,7 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 	for i := range slots {
 		bufs[i] = bs[i].b[:]
 	}
+	bl, _ := np.p.(backlogPort)
 	for {
 		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
 		if err != nil {
@@ -415,6 +436,10 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 			if s != nil {
 				tap(s, capture.In, np, b.pkt())
 			}
+		}
+		c.raise(bs[:n], c.rxMark(np, bl))
+		for i := range n {
+			b := bs[i]
 			faultinject.Check("unicast/dt", b.pkt())
 			if r := c.input(b, &k, &sp); r != nil {
 				bs[i] = r
@@ -540,7 +565,7 @@ func (c *core) input(b *pbuf, k *kicks, sp *spares) *pbuf {
 		if k != nil {
 			now = k.clock()
 		}
-		c.deliver(b.pkt(), now)
+		return c.deliver(b, now, sp)
 	}
 	return nil
 }
@@ -724,23 +749,27 @@ func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]
 }
 
 // deliver hands a packet for this IPCP to its endpoint; now is its
-// arrival time (zero: now).
-func (c *core) deliver(pkt []byte, now time.Time) {
-	pci := dt.PCI(pkt)
+// arrival time (zero: now). A data packet for an N+1 flow joins the
+// flow's delivery queue (deliver.go) when it has one: with sp, in
+// exchange for a spare buffer, which deliver returns (the caller keeps
+// b otherwise); without sp, deliver takes b either way (and frees it
+// unless queued).
+func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
+	pci := dt.PCI(b.pkt())
 	eid := pci.EID()
 	payload := pci.Payload()
 	if eid <= MaxReservedEID {
 		if eid == EIDKeepalive {
 			c.p.c.keepalivesIn.Add(1)
-			return
+			return c.unqueued(b, sp)
 		}
 		c.ctlIn(eid, payload)
-		return
+		return c.unqueued(b, sp)
 	}
 	f := c.fa.Lookup(eid)
 	if f == nil {
 		c.p.c.unknownEID.Add(1)
-		return
+		return c.unqueued(b, sp)
 	}
 	if now.IsZero() {
 		now = time.Now()
@@ -748,24 +777,75 @@ func (c *core) deliver(pkt []byte, now time.Time) {
 	if f.Opener != nil {
 		var ok bool
 		if payload, ok = c.open(f, payload); !ok {
-			return
+			return c.unqueued(b, sp)
 		}
 	}
 	f.LastHeard.Store(now.UnixNano())
-	if err := f.Port.Write(payload, now); err != nil {
+	d, _ := f.Data.Load().(*delivery)
+	var (
+		repl   *pbuf
+		err    error
+		queued int // in front of the program: the delivery queue and the port's ring
+		qcap   int
+	)
+	switch {
+	case d == nil: // the flow's loops are not started yet: write at once
+		err = f.Port.Write(payload, now)
+	case sp != nil && sp.n == 0:
+		c.p.c.noBuf.Add(1)
+		f.Drops.Add(1)
+		return nil
+	default:
+		b.off = bufLen - cap(payload) // the SDU, opened in place if sealed
+		b.end = b.off + len(payload)
+		if !c.hold() {
+			err = errDeliveryFull
+			break
+		}
+		if !d.push(b) {
+			c.delivering.Add(-1)
+			err = errDeliveryFull
+			break
+		}
+		if sp != nil {
+			repl = sp.take()
+		}
+		d.wake()
+		queued, qcap = d.len(), deliverQueue
+	}
+	var dp deliverPort
+	if c.ca.Kind() != ca.Nop {
+		if dp, _ = f.Port.(deliverPort); dp != nil {
+			queued += dp.Queued()
+		}
+	}
+	ecn := pci.ECN()
+	n := len(payload)
+	if err != nil {
 		f.Drops.Add(1)
 		c.p.c.rxFull.Add(1)
-		return
+		c.unqueued(b, sp)
+		if c.ca.Kind() == ca.Nop || (d == nil && dp == nil) {
+			return nil
+		}
+		// The way to the program was full: the sender hears of it as
+		// of the highest mark (its packet is lost, not its signal).
+		c.p.c.markedDeliver.Add(1)
+		ecn = 255
+	} else if d == nil {
+		c.delivered(f, n)
+		c.unqueued(b, sp)
 	}
-	c.p.c.delivered.Add(1)
-	f.PktsIn.Add(1)
-	f.BytesIn.Add(uint64(len(payload)))
 	f.CAMu.Lock()
-	fb, due := f.CA.OnReceive(pci.ECN(), len(payload), now)
+	if err == nil {
+		ecn = max(ecn, c.deliverMark(f, dp, queued, qcap, now))
+	}
+	fb, due := f.CA.OnReceive(ecn, n, now)
 	f.CAMu.Unlock()
 	if due {
 		c.fa.Feedback(f, fb)
 	}
+	return repl
 }
 
 // open authenticates and decrypts a sealed flow's SDU in place; a
@@ -982,8 +1062,7 @@ func (c *core) originate(b *pbuf, k *kicks) {
 	dst := pci.Dst()
 	c.p.c.sent.Add(1)
 	if dst == c.self {
-		c.deliver(b.pkt(), time.Time{})
-		c.p.pool.putOne(b)
+		c.deliver(b, time.Time{}, nil)
 		return
 	}
 	port, ok := c.pff.Lookup(dst, uint64(pci.EID()))

@@ -706,6 +706,8 @@ type core struct {
 	portsMu sync.Mutex // serialises writers of ports
 	ports   atomic.Pointer[map[pff.Port]*nport]
 	members atomic.Pointer[[]layer.Addr] // last membership given to the directory
+
+	delivering atomic.Int64 // buffers the delivery queues hold (deliver.go)
 }
 
 type realClock struct{}
@@ -870,8 +872,14 @@ func (c *core) SendFA(dst layer.Addr, msg []byte) error {
 
 // Started implements fa.Hooks.
 func (c *core) Started(f *fa.Flow) {
-	c.wg.Add(1)
-	c.p.cfg.Runner.Go(func() { c.flowTx(f) })
+	d := newDelivery()
+	f.Data.Store(d)
+	c.wg.Add(2)
+	c.p.cfg.Runner.Go(func() { c.deliverLoop(f, d) })
+	c.p.cfg.Runner.Go(func() {
+		c.flowTx(f)
+		close(d.done)
+	})
 }
 
 // Name implements fa.Registry.

@@ -4,17 +4,49 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer/unicast/ca"
 	"github.com/ouronet/ouro/layer/unicast/dt"
+	"github.com/ouronet/ouro/layer/unicast/fa"
 )
 
-// Congestion marking in the data path (ca.MarkECN; docs/layers.md, ca):
-// the transmit loop marks what leaves each N-1 port's queue.
+// Congestion marking in the data path (ca.MarkECN; docs/layers.md, ca),
+// at every queue a packet of the layer waits in on a node:
+//
+//   - the transmit loop marks what leaves each N-1 port's queue (the
+//     scheduler's, with the lower ring's backlog below it): mark;
+//   - the receive loops mark what they read from an N-1 port by the
+//     standing backlog of the ring it came through, the queue between the
+//     layer below (a shim) and this IPCP, which fills when this IPCP
+//     reads slower than packets arrive: rxMark;
+//   - deliver marks what it delivers to an N+1 flow by the standing
+//     depth of what waits in front of the program, the flow's delivery
+//     queue (deliver.go) and the flow's ring to the program, which fill
+//     when the program reads slower: deliverMark. A delivery refused
+//     (the queue full: a counted drop) counts as the highest level.
+//
+// A full queue drops; these marks make the sender slow down (mb-ecn's
+// reaction, ca.Flow.OnFeedback) before it does.
 
 // queuedPort is an N-1 port that says how much of what was written to it
 // waits in the layer below (the node's ring port, irm.RingPort): the forwarder marks by it too
 // (dt.Scheduler.SetBelow).
 type queuedPort interface {
 	Queued() int
+}
+
+// backlogPort is an N-1 port that says how much waits in the queue it is
+// read from, and that queue's capacity (the node's ring port, irm.RingPort: its receive ring).
+type backlogPort interface {
+	Backlog() int
+	BacklogCap() int
+}
+
+// deliverPort is an N+1 port that says how much of what the IPCP wrote to
+// it waits for the program, and that queue's capacity (the node's ring port, irm.RingPort: its
+// transmit ring).
+type deliverPort interface {
+	Queued() int
+	QueueCap() int
 }
 
 // mark raises the ECN of each packet of a batch leaving np's queue by the
@@ -28,6 +60,7 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		lvl[i] = -1
 	}
 	now := time.Now().UnixNano()
+	var marked uint64
 	for _, b := range batch {
 		pci := dt.PCI(b.pkt())
 		cube := pci.Cube()
@@ -39,6 +72,59 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		}
 		if lvl[cube] > 0 {
 			pci.RaiseECN(uint8(lvl[cube]))
+			marked++
 		}
 	}
+	if marked > 0 {
+		c.p.c.markedQueue.Add(marked)
+	}
+}
+
+// rxMark returns the level to raise the ECN of the packets np's receive
+// loop has just read to: by the standing backlog of the ring they came
+// through (what still waits in it after the read) against its capacity.
+// Only np's receive loop calls it (np.rxQ is its own).
+func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
+	if bp == nil || c.ca.Kind() == ca.Nop {
+		return 0
+	}
+	if np.rxCap == 0 {
+		np.rxCap = bp.BacklogCap()
+	}
+	return c.ca.MarkECN(np.rxQ.See(bp.Backlog(), time.Now().UnixNano(), c.ca.Interval()), np.rxCap)
+}
+
+// raise raises the ECN of the packets of a batch read from an N-1 port to
+// lvl (rxMark) and counts them.
+func (c *core) raise(bs []*pbuf, lvl uint8) {
+	if lvl == 0 {
+		return
+	}
+	var marked uint64
+	for _, b := range bs {
+		if pci := dt.PCI(b.pkt()); pci.IsValid() {
+			pci.RaiseECN(lvl)
+			marked++
+		}
+	}
+	c.p.c.markedRx.Add(marked)
+}
+
+// deliverMark returns the level of congestion an SDU just queued for f's
+// program met: by the standing depth of what waits in front of the
+// program (queued: the flow's delivery queue and the port's ring, where
+// the port says how deep it is) against the capacity of both (qcap: the
+// delivery queue's). The caller holds f.CAMu.
+func (c *core) deliverMark(f *fa.Flow, dp deliverPort, queued, qcap int, now time.Time) uint8 {
+	if f.DeliverCap == 0 {
+		f.DeliverCap = qcap
+		if dp != nil {
+			f.DeliverCap += dp.QueueCap()
+		}
+	}
+	lvl := c.ca.MarkECN(f.DeliverQ.See(queued, now.UnixNano(), c.ca.Interval()), f.DeliverCap)
+	if lvl > 0 {
+		c.p.c.markedDeliver.Add(1)
+	}
+	return lvl
 }

@@ -15,7 +15,9 @@
 # the last node, `ouro perf sink` (raw QoS: no FRCT, so what the layer
 # loses stays lost) from the first for TIME, flooding SIZE-byte SDUs.
 # For each run: the sender's rate in each second (ouro perf --progress),
-# what the server counted and the loss; then, per hop count, mb-ecn's
+# what the server counted and the loss (with STATS=1, every node's IPCPs'
+# non-zero counters: drops by reason and congestion marks, marked.*);
+# then, per hop count, mb-ecn's
 # received rate over nop's and its sent rate in the second second (after
 # 1 s of start) over nop's received rate.
 # The namespace, its processes and the temporary directory are removed on
@@ -47,7 +49,7 @@ netns_up
 
 # run HOPS CA: prints one result line and leaves $TMP/res-HOPS-CA.
 run() {
-	local hops=$1 label=$2 ca=${2#base:} first last
+	local hops=$1 label=$2 ca=${2#base:} first last mid=
 	BIN=$TMP
 	if [ "$label" != "$ca" ]; then BIN=$TMP/base; fi
 	ROUTER=$BIN/router
@@ -66,7 +68,7 @@ ca = \"$ca\""
 		node a 3510 '"r.uni" = "127.0.0.1:3511"' 'enroll = "r.uni"'
 		node b 3512 '"r.uni" = "127.0.0.1:3511"' 'enroll = "r.uni"'
 		waitsock a b
-		first=a last=b
+		first=a last=b mid=r
 	fi
 	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$last.sock" perf --server sink >"$TMP/sink.log" 2>&1 &
 	PIDS+=($!)
@@ -92,8 +94,8 @@ print(sys.argv[3], sys.argv[4], "%.1f" % recv, d["loss_percent"], " ".join("%.0f
 EOF
 	read -r h c recv loss persec <"$TMP/res-$hops-$label"
 	echo "$hops hop(s), ca=$label: received $recv Mbit/s, loss $loss%; sent per second (Mbit/s): $persec"
-	if [ -n "${STATS:-}" ]; then # where the losses are: every IPCP's non-zero counters
-		for n in $first $last; do
+	if [ -n "${STATS:-}" ]; then # where the losses are: every IPCP's non-zero counters (marked.*: congestion marks)
+		for n in $first $mid $last; do
 			for i in $n.udp $n.uni; do
 				echo "  stats $i: $("${NSX[@]}" "$BIN/ouro" --socket "$TMP/$n.sock" --json stats "$i" 2>&1 |
 					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["value"] not in ("0", "-", "operational") and not r["counter"].startswith(("refused", "checks", "supervisor", "routing", "adjacencies"))))' 2>&1)"

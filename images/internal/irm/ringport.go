@@ -249,6 +249,41 @@ func (p *RingPort) Queued() int {
 	return n
 }
 
+// QueueCap returns the capacity of the port's transmit ring: the most
+// Queued can be. It does not block or allocate; 0 once the port is
+// closed.
+func (p *RingPort) QueueCap() int {
+	n, err := p.pd.RingCap(p.tx)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// Backlog returns how many SDUs the other end wrote that wait in the
+// port's receive ring to be read here (not counting those already
+// popped into the reader's batch): the queue a slow reader lets grow,
+// which a layer marks congestion by as it reads. It does not block or
+// allocate; 0 once the port is closed.
+func (p *RingPort) Backlog() int {
+	n, err := p.pd.RingLen(p.rx)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// BacklogCap returns the capacity of the port's receive ring: the most
+// Backlog can be. It does not block or allocate; 0 once the port is
+// closed.
+func (p *RingPort) BacklogCap() int {
+	n, err := p.pd.RingCap(p.rx)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // Close implements Port: it closes both rings (waking a blocked reader
 // and writer), frees what it had popped but not read, and deletes its
 // ring caps once no reader or writer can still use the slots.

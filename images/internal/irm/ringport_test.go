@@ -90,6 +90,52 @@ func TestRingPortQueued(t *testing.T) {
 	}
 }
 
+// TestRingPortDepth: QueueCap and BacklogCap are the rings' sizes (a
+// power of two at least the size asked), Backlog counts what the other
+// end wrote that this end has not popped, and none of them allocates
+// (the unicast IPCP calls them per batch and per delivery).
+func TestRingPortDepth(t *testing.T) {
+	pd := bootPD(t, 1024)
+	pa, pb := ringPair(t, pd, 48)
+	defer pa.Close()
+	defer pb.Close()
+	a, b := pa.(*irm.RingPort), pb.(*irm.RingPort)
+	if got := a.QueueCap(); got != 64 {
+		t.Errorf("QueueCap %d, want 64 (48 rounded up)", got)
+	}
+	if got := b.BacklogCap(); got != 64 {
+		t.Errorf("BacklogCap %d, want 64", got)
+	}
+	msg := make([]byte, 100)
+	for range 7 {
+		if err := a.Write(msg, noTime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := b.Backlog(); got != 7 {
+		t.Errorf("after 7 writes: Backlog %d, want 7", got)
+	}
+	if got := a.Backlog(); got != 0 {
+		t.Errorf("the writer's own Backlog %d, want 0 (nothing came its way)", got)
+	}
+	buf := make([]byte, flow.MaxSDU)
+	if _, err := b.Read(buf, noTime); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Backlog(); got != 0 {
+		t.Errorf("after a read (the reader pops the batch): Backlog %d, want 0", got)
+	}
+	for name, f := range map[string]func() int{"QueueCap": a.QueueCap, "Backlog": b.Backlog, "BacklogCap": b.BacklogCap} {
+		if n := testing.AllocsPerRun(100, func() { f() }); n != 0 {
+			t.Errorf("%s allocates %v, want 0", name, n)
+		}
+	}
+	a.Close()
+	if got := a.QueueCap(); got != 0 {
+		t.Errorf("QueueCap after Close %d, want 0", got)
+	}
+}
+
 func TestRingPortConformance(t *testing.T) {
 	pd := bootPD(t, 1<<14)
 	flowtest.TestPort(t, func() (flow.Port, flow.Port) { return ringPair(t, pd, 64) })

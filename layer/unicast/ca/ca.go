@@ -157,6 +157,31 @@ func (c *CA) Interval() time.Duration { return c.cfg.Interval }
 // NewFlow returns the congestion state of a new flow allocated at now.
 func (c *CA) NewFlow(now time.Time) Flow { return c.pol.newFlow(now) }
 
+// Standing tracks the standing depth of a queue from samples its user
+// takes as packets join or leave it (the depth of a ring a flow is
+// delivered into, of the ring an N-1 flow is read from): the least depth
+// seen over the last window to two. A batch that fills the queue for the
+// moment it takes to drain leaves no standing depth; a queue that stays
+// above a depth for a whole window does. A layer marks congestion by it
+// (MarkECN) as dt.Scheduler.Standing does for a forwarder's queue. The
+// zero value is ready (no depth); it is not safe for concurrent use and
+// allocates nothing.
+type Standing struct {
+	start     int64 // the current window's start, ns
+	low, prev int   // the least depth in the current window and in the one before
+}
+
+// See records depth n at now (ns, any monotonic origin) and returns the
+// standing depth: the least of n and of what was seen since the start of
+// the window before the current one.
+func (s *Standing) See(n int, now int64, window time.Duration) int {
+	if d := now - s.start; d >= int64(window) || d < 0 {
+		s.prev, s.low, s.start = s.low, n, now
+	}
+	s.low = min(s.low, n)
+	return min(s.prev, s.low)
+}
+
 type nop struct{}
 
 func (nop) mark(int, int) uint8    { return 0 }
@@ -364,11 +389,13 @@ func (f *mbFlow) decrease(ece uint8) {
 
 // OnReceive averages the ECN levels of received packets and reports the
 // average every Interval while it is non-zero, and once when it drops to
-// zero.
+// zero. A packet at the highest level (a full queue: the next packet
+// there is lost) is reported sooner, a quarter Interval after the last
+// feedback: the sender's Hold keeps it from counting twice.
 func (f *mbFlow) OnReceive(ecn uint8, _ int, now time.Time) (Feedback, bool) {
 	f.ecnSum += uint64(ecn)
 	f.ecnN++
-	if now.Sub(f.lastFb) < f.cfg.Interval {
+	if since := now.Sub(f.lastFb); since < f.cfg.Interval && (ecn < 255 || since < f.cfg.Interval/4) {
 		return Feedback{}, false
 	}
 	ece := uint8((f.ecnSum + f.ecnN - 1) / f.ecnN) // round up: any mark counts

@@ -102,6 +102,41 @@ func TestProportionalDecrease(t *testing.T) {
 	}
 }
 
+// TestFullQueueReportedSooner: the receiver reports the average every
+// Interval, but a packet that met a full queue (level 255: the next one
+// there is lost) a quarter Interval after the last report, not before.
+func TestFullQueueReportedSooner(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	c := mustNew(t, ca.Config{Kind: ca.MultiBitECN})
+	quarter := ca.DefaultInterval / 4
+	for _, tc := range []struct {
+		name string
+		ecn  uint8
+		at   time.Duration // after the last report
+		want bool
+	}{
+		{"high level, a quarter Interval on", 254, quarter, false},
+		{"full queue, too soon", 255, quarter - time.Microsecond, false},
+		{"full queue, a quarter Interval on", 255, quarter, true},
+		{"any level, an Interval on", 1, ca.DefaultInterval, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := c.NewFlow(t0)
+			last := t0.Add(ca.DefaultInterval)
+			if _, ok := f.OnReceive(10, 1000, last); !ok {
+				t.Fatal("no report an Interval after the flow began")
+			}
+			fb, ok := f.OnReceive(tc.ecn, 1000, last.Add(tc.at))
+			if ok != tc.want {
+				t.Fatalf("report %v, want %v", ok, tc.want)
+			}
+			if ok && fb.ECE != tc.ecn {
+				t.Errorf("reported ECE %d, want %d (the one packet since the last report)", fb.ECE, tc.ecn)
+			}
+		})
+	}
+}
+
 func TestPacing(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	c := mustNew(t, ca.Config{Kind: ca.MultiBitECN, InitialRate: 100_000, Increase: 1, MaxRate: 100_000})

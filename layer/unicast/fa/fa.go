@@ -212,6 +212,16 @@ type Flow struct {
 
 	CAMu sync.Mutex
 	CA   ca.Flow
+	// DeliverQ is the standing depth of what waits in front of the
+	// program (the IPCP's delivery queue and Port's ring, where Port
+	// says how deep it is), seen as SDUs are delivered; DeliverCap is
+	// their capacity (0: not known yet). Guarded by CAMu.
+	DeliverQ   ca.Standing
+	DeliverCap int
+	// Data is the IPCP's own per-flow data-path state (unicast: the
+	// flow's delivery queue), set when the flow starts (Hooks.Started);
+	// nil before.
+	Data atomic.Value
 
 	// Sealed flows: Sealer seals what this end sends, Opener opens what
 	// it receives; Peer is the other node's verified identity. All nil

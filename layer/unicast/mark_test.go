@@ -1,0 +1,111 @@
+package unicast
+
+import (
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/layer/unicast/ca"
+	"github.com/ouronet/ouro/layer/unicast/dt"
+)
+
+// TestRxMark: the receive loop marks what it reads from an N-1 port by
+// the standing backlog of the ring it reads from (here a flowtest pipe,
+// which says its depth as a node's RingPort does): nothing while the ring
+// is shallow or only briefly deep (a burst), the level of its depth once
+// it stays deep for a window, nothing again once it drains; raise writes
+// the level into each packet's PCI and counts them (marked.rx).
+func TestRxMark(t *testing.T) {
+	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &core{p: &IPCP{}, ca: cak}
+	w, r := flowtest.Pipe(256)
+	defer w.Close()
+	defer r.Close()
+	np := &nport{p: r}
+	bl, ok := r.(backlogPort)
+	if !ok {
+		t.Fatal("a flowtest pipe does not say its backlog")
+	}
+	msg := make([]byte, 100)
+	write := func(n int) {
+		for range n {
+			if err := w.Write(msg, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	buf := make([]byte, flow.MaxSDU)
+	read := func(n int) {
+		for range n {
+			if _, err := r.Read(buf, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	window := cak.Interval()
+	if lvl := c.rxMark(np, bl); lvl != 0 {
+		t.Errorf("empty ring: level %d, want 0", lvl)
+	}
+	write(200)
+	if lvl := c.rxMark(np, bl); lvl != 0 {
+		t.Errorf("a ring just filled (a burst, not yet standing): level %d, want 0", lvl)
+	}
+	time.Sleep(window)
+	c.rxMark(np, bl) // a window in which it stayed at 200
+	time.Sleep(window)
+	want := cak.MarkECN(200, 256)
+	if lvl := c.rxMark(np, bl); lvl != want || want == 0 {
+		t.Errorf("a ring 200 deep for two windows: level %d, want %d (> 0)", lvl, want)
+	}
+	bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf)}
+	for _, b := range bs[:2] {
+		b.off, b.end = 0, dt.PCILen+10
+	}
+	bs[2].off, bs[2].end = 0, dt.PCILen-1 // too short to carry a PCI: not marked
+	c.raise(bs, want)
+	for i, b := range bs[:2] {
+		if got := dt.PCI(b.pkt()).ECN(); got != want {
+			t.Errorf("packet %d: ECN %d after raise, want %d", i, got, want)
+		}
+	}
+	if got := c.p.c.markedRx.Load(); got != 2 {
+		t.Errorf("marked.rx %d, want 2", got)
+	}
+	read(200)
+	if lvl := c.rxMark(np, bl); lvl != 0 {
+		t.Errorf("a drained ring: level %d, want 0", lvl)
+	}
+}
+
+// TestDeliveryClosed: once a flow's delivery loop has ended, its queue
+// refuses what a receive loop that still finds the flow would push (the
+// buffers would never go back to the pool), and pop hands out what was
+// queued before, in order.
+func TestDeliveryClosed(t *testing.T) {
+	d := newDelivery()
+	a, b, late := new(pbuf), new(pbuf), new(pbuf)
+	if !d.push(a) || !d.push(b) {
+		t.Fatal("an open queue refused a packet")
+	}
+	d.close()
+	if d.push(late) {
+		t.Error("a closed queue took a packet")
+	}
+	var out [4]*pbuf
+	if n := d.pop(out[:]); n != 2 || out[0] != a || out[1] != b {
+		t.Errorf("popped %d (%p %p), want a and b", n, out[0], out[1])
+	}
+	full := newDelivery()
+	for i := range deliverQueue {
+		if !full.push(new(pbuf)) {
+			t.Fatalf("refused packet %d of %d", i, deliverQueue)
+		}
+	}
+	if full.push(new(pbuf)) {
+		t.Error("a full queue took a packet")
+	}
+}
