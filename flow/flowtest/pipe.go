@@ -245,12 +245,12 @@ func (e *pipeEnd) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 
 // Queued returns how many SDUs written to this end wait for the other
 // end to read them, and QueueCap the most that can (the pipe's capacity):
-// what flow.RingPort says of its transmit ring.
+// what the node's ring port (irm.RingPort) says of its transmit ring.
 func (e *pipeEnd) Queued() int   { return len(e.tx.q) }
 func (e *pipeEnd) QueueCap() int { return cap(e.tx.q) }
 
 // Backlog returns how many SDUs the other end wrote that wait to be read
-// here, and BacklogCap the most that can: what flow.RingPort says of its
+// here, and BacklogCap the most that can: what the node's ring port (irm.RingPort) says of its
 // receive ring.
 func (e *pipeEnd) Backlog() int    { return len(e.rx.q) }
 func (e *pipeEnd) BacklogCap() int { return cap(e.rx.q) }
