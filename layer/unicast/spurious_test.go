@@ -49,7 +49,10 @@ func TestReliableStreamNoSpurious(t *testing.T) {
 	}
 	st := flA.Stats()
 	t.Logf("4 MiB in %v: %d SDUs, %d retransmissions, RTT %v", time.Since(start), st.SentSDUs, st.Retransmits, st.RTT)
-	if st.Retransmits*20 > st.SentSDUs {
-		t.Errorf("%d retransmissions of %d SDUs on a lossless path, want < 5%%", st.Retransmits, st.SentSDUs)
+	// A cascade resends a quarter or more; a loaded machine's scheduling
+	// stalls alone make an RTO resend up to about 6% (162-176 of 3073
+	// seen at load average 3-10, beside other tests).
+	if st.Retransmits*10 > st.SentSDUs {
+		t.Errorf("%d retransmissions of %d SDUs on a lossless path, want < 10%%", st.Retransmits, st.SentSDUs)
 	}
 }
