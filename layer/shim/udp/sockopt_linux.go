@@ -46,7 +46,7 @@ func tuneSocket(dev Device, cfg Config) (*socket, bufSizes, error) {
 			return nil, bufSizes{}, fmt.Errorf("receive buffer %d: %w", n, err)
 		}
 	}
-	if n := bufSize(cfg.SendBuffer); n > 0 {
+	if n := cfg.SendBuffer; n > 0 { // 0 or negative: the kernel's
 		if err := sockbuf.SetSend(rc, n); err != nil {
 			return nil, bufSizes{}, fmt.Errorf("send buffer %d: %w", n, err)
 		}

@@ -76,7 +76,7 @@ func TestSocketBuffers(t *testing.T) {
 		recv, send int
 		want       bufSizes
 	}{
-		{"default", 0, 0, bufSizes{2 * DefaultSocketBuffer, 2 * DefaultSocketBuffer}},
+		{"default", 0, 0, bufSizes{2 * DefaultSocketBuffer, kernelDefault.Send}},
 		{"set", 1 << 20, 512 << 10, bufSizes{2 << 20, 1 << 20}},
 		{"kernel's", -1, -1, kernelDefault},
 	} {

@@ -106,8 +106,9 @@ type Config struct {
 	// ChaCha20-Poly1305 (crypto/seal, crypto/kex).
 	SealAEAD seal.AEAD
 	// RecvBuffer and SendBuffer size the socket's kernel buffers in bytes
-	// (0: DefaultSocketBuffer; negative: the kernel's default), when the
-	// device is a socket of this kernel (sockopt_linux.go).
+	// when the device is a socket of this kernel (sockopt_linux.go).
+	// RecvBuffer 0 is DefaultSocketBuffer, SendBuffer 0 the kernel's
+	// default (sockopt.go says why); negative: the kernel's default.
 	RecvBuffer, SendBuffer int
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
