@@ -9,12 +9,16 @@
 # VARIANT is NAME=BUILDDIR; BUILDDIR holds router and ouro
 # (go build -o BUILDDIR/router ./images/router; ... ./tools/ouro), e.g.
 #   tools/bench/flood.sh /tmp/f 3 before=/tmp/main after=/tmp/br
-# Each line: round, variant, size, then for ouro (flows), udp (ouro perf
-# --udp) and iperf3: received SDU/s and loss %; then flow/udp and
-# flow/iperf3 ratios of received SDU/s.
+# Each line: round, variant, size, the load average, then for ouro
+# (flows), udp (ouro perf --udp) and iperf3: received SDU/s and loss %;
+# then flow/udp and flow/iperf3 ratios of received SDU/s.
+# P sets the first of the five UDP ports it uses (default 47111), so that
+# two runs on one machine do not collide.
 set -e
 D=$1; R=$2; shift 2
 T=${T:-3}
+P=${P:-47111}
+PA=$P PB=$((P+1)) PU=$((P+3)) PI3=$((P+4))
 mkdir -p "$D"
 cat > "$D/a.toml" <<EOF
 [node]
@@ -23,8 +27,8 @@ name = "a"
 kind = "udp"
 layer = "net"
 [ipcp.udp]
-addr = "127.0.0.1:47111"
-dir = { perf = "127.0.0.1:47112" }
+addr = "127.0.0.1:$PA"
+dir = { perf = "127.0.0.1:$PB" }
 EOF
 cat > "$D/b.toml" <<EOF
 [node]
@@ -33,7 +37,7 @@ name = "b"
 kind = "udp"
 layer = "net"
 [ipcp.udp]
-addr = "127.0.0.1:47112"
+addr = "127.0.0.1:$PB"
 EOF
 j() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" | head -1; }
 # iperf3's receiver: SDUs received per second and loss % from --json.
@@ -47,28 +51,28 @@ for r in $(seq "$R"); do
     name=${v%%=*}; X=${v#*=}
     for s in 1000 1400; do
       rm -f "$D/a.sock" "$D/b.sock"
-      "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & PA=$!
-      "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & PB=$!
+      "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & RA=$!
+      "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & RB=$!
       sleep 1
       OURO_SOCKET="$D/b.sock" "$X/ouro" perf --server perf >/dev/null 2>&1 & PS=$!
       sleep 0.5
       OURO_SOCKET="$D/a.sock" "$X/ouro" --json perf -t "${T}s" -s $s --no-progress perf >"$D/flow.json" || true
-      kill $PS $PA $PB; wait $PS $PA $PB 2>/dev/null || true
+      kill $PS $RA $RB; wait $PS $RA $RB 2>/dev/null || true
       fpps=$(j recv_pps <"$D/flow.json"); floss=$(j loss_percent <"$D/flow.json")
 
-      "$X/ouro" perf --server --udp 127.0.0.1:47114 >/dev/null 2>&1 & PV=$!
+      "$X/ouro" perf --server --udp 127.0.0.1:$PU >/dev/null 2>&1 & PV=$!
       sleep 0.3
-      "$X/ouro" --json perf --udp 127.0.0.1:47114 -t "${T}s" -s $s --no-progress >"$D/udp.json" || true
+      "$X/ouro" --json perf --udp 127.0.0.1:$PU -t "${T}s" -s $s --no-progress >"$D/udp.json" || true
       kill $PV; wait $PV 2>/dev/null || true
       upps=$(j recv_pps <"$D/udp.json"); uloss=$(j loss_percent <"$D/udp.json")
 
-      iperf3 -s -B 127.0.0.1 -p 47115 -1 >/dev/null 2>&1 & PI=$!
+      iperf3 -s -B 127.0.0.1 -p $PI3 -1 >/dev/null 2>&1 & PI=$!
       sleep 0.3
-      set -- $(iperf3 -c 127.0.0.1 -p 47115 -u -b 0 -l $s -t "$T" --json | ip3) "$@"
+      set -- $(iperf3 -c 127.0.0.1 -p $PI3 -u -b 0 -l $s -t "$T" --json | ip3) "$@"
       ipps=$1; iloss=$2; shift 2
       wait $PI 2>/dev/null || true
 
-      echo "round=$r variant=$name size=$s flow_sdu_s=$fpps flow_loss=$floss udp_sdu_s=$upps udp_loss=$uloss iperf3_sdu_s=$ipps iperf3_loss=$iloss flow/udp=$(ratio "$fpps" "$upps") flow/iperf3=$(ratio "$fpps" "$ipps")"
+      echo "round=$r variant=$name size=$s load=$(cut -d" " -f1 /proc/loadavg) flow_sdu_s=$fpps flow_loss=$floss udp_sdu_s=$upps udp_loss=$uloss iperf3_sdu_s=$ipps iperf3_loss=$iloss flow/udp=$(ratio "$fpps" "$upps") flow/iperf3=$(ratio "$fpps" "$ipps")"
     done
   done
 done
