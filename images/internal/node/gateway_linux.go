@@ -517,8 +517,11 @@ func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
 	return true
 }
 
-// shmBatch is how many SDUs the node's side of shared rings moves at once.
-const shmBatch = 8
+// shmBatch is how many SDUs the node's side of shared rings moves at
+// once, each way: a whole ring, so that a run the program wrote in one
+// WriteBatch reaches the flow's port in one WriteBatch, and a run queued
+// for the program costs it one wake-up.
+const shmBatch = shmring.DefaultSlots
 
 // shmSplice copies SDUs both ways between a flow's kernel rings (ring)
 // and its shared rings (e) until either side ends: this copy out of the

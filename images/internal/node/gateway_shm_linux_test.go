@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,9 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/irm"
@@ -320,11 +323,48 @@ func TestGatewayShmHostile(t *testing.T) {
 	}
 	defer gp.Close()
 
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sockA, Net: "unixpacket"})
+	fc, m, fds := handShmFlow(t, sockA)
+	mem := m.Bytes()
+	// Scribble: every header word and slot length, many times, and wake
+	// the node's side each time (ring 0's data eventfd).
+	wake := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	for round := 0; round < 200; round++ {
+		for i := 0; i < 4096; i += 4 {
+			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round), byte(i), 0xff, byte(round*7)
+		}
+		for i := 4096; i+4 <= len(mem); i += 1408 {
+			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round*3), byte(round), byte(i), 0
+		}
+		syscall.Write(fds[2], wake)
+		syscall.Write(fds[5], wake)
+	}
+	// The node broke the hostile flow off: it closed its end.
+	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the hostile flow's socket: %v, want end of file", err)
+	}
+	// The other program's flow is untouched.
+	echoes(t, gp)
+	// And the node is alive for new flows.
+	p, _, err := good.Alloc(ctx, "echo", flow.BestEffort())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	echoes(t, p)
+	p.Close()
+}
+
+// handShmFlow speaks the node socket at sock by hand, as a program that
+// follows no library would: it announces shared rings, allocates a flow
+// to "echo" and returns the flow's socket, its mapping and the six
+// descriptors it came with (all closed when the test ends).
+func handShmFlow(t *testing.T, sock string) (net.Conn, *shmring.Mapping, []int) {
+	t.Helper()
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	codec := flow.NewCodec()
 	send := func(req flow.SockReq) {
 		b, _ := codec.Marshal(req)
@@ -368,41 +408,80 @@ func TestGatewayShmHostile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fc.Close()
+	t.Cleanup(func() { fc.Close() })
 	m, err := shmring.Open(fds[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(m.Close)
 	for _, fd := range fds[2:] {
-		defer syscall.Close(fd)
+		t.Cleanup(func() { syscall.Close(fd) })
 	}
-	mem := m.Bytes()
-	// Scribble: every header word and slot length, many times, and wake
-	// the node's side each time (ring 0's data eventfd).
+	return fc, m, fds
+}
+
+// TestGatewayShmBatchBadLength: a program writes a run of SDUs into its
+// ring by hand, two of them with impossible lengths (past a slot, and
+// 2^32-1), and publishes the run at once: the node's batch read drops
+// those two, carries the others to the echo in order, and the flow goes
+// on carrying SDUs. Without the node checking each length it reads out
+// of its slot and the session's component faults (the flow then closes
+// and nothing comes back).
+func TestGatewayShmBatchBadLength(t *testing.T) {
+	sockA := shmPair(t, 0)
+	_, m, fds := handShmFlow(t, sockA)
+	mem, g := m.Bytes(), m.Geometry()
+	// The layout of docs/wire/node-socket.md: ring i's header at
+	// 256+256i (head, then the consumer's tail 128 bytes on), slots of
+	// 8+MaxSDU bytes rounded to 64 from 4096, ring 0's then ring 1's.
+	ss := (8 + g.MaxSDU + 63) &^ 63
+	word64 := func(off int) *atomic.Uint64 { return (*atomic.Uint64)(unsafe.Pointer(&mem[off])) }
+	slot := func(ring, i int) []byte {
+		off := 4096 + (ring*g.Slots+i%g.Slots)*ss
+		return mem[off : off+ss]
+	}
 	wake := []byte{1, 0, 0, 0, 0, 0, 0, 0}
-	for round := 0; round < 200; round++ {
-		for i := 0; i < 4096; i += 4 {
-			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round), byte(i), 0xff, byte(round*7)
+	lengths := []uint32{5, 6, uint32(g.MaxSDU + 1), 7, 0xffffffff, 8}
+	put := func(i int, l uint32) {
+		s := slot(0, i)
+		binary.LittleEndian.PutUint32(s, l)
+		for j := 8; j < 8+int(min(l, 16)); j++ {
+			s[j] = byte(i)
 		}
-		for i := 4096; i+4 <= len(mem); i += 1408 {
-			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round*3), byte(round), byte(i), 0
+	}
+	for i, l := range lengths {
+		put(i, l)
+	}
+	word64(256).Store(uint64(len(lengths))) // ring 0's head: the run at once
+	syscall.Write(fds[2], wake)
+	// The echo's answers arrive in ring 1.
+	want := []int{0, 1, 3, 5}
+	echoed := func(n int) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("%d SDUs echoed", n), func() bool { return word64(512).Load() >= uint64(n) })
+	}
+	echoed(len(want))
+	time.Sleep(200 * time.Millisecond) // anything more would be here by now
+	if h := word64(512).Load(); h != uint64(len(want)) {
+		t.Fatalf("%d SDUs echoed, want %d (the bad lengths dropped)", h, len(want))
+	}
+	check := func(k, i int) {
+		t.Helper()
+		s := slot(1, k)
+		l := binary.LittleEndian.Uint32(s)
+		if int(l) != int(lengths[i]) || !bytes.Equal(s[8:8+l], bytes.Repeat([]byte{byte(i)}, int(l))) {
+			t.Fatalf("echo %d: %d bytes %v, want SDU %d (%d bytes)", k, l, s[8:8+min(l, 16)], i, lengths[i])
 		}
-		syscall.Write(fds[2], wake)
-		syscall.Write(fds[5], wake)
 	}
-	// The node broke the hostile flow off: it closed its end.
-	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("the hostile flow's socket: %v, want end of file", err)
+	for k, i := range want {
+		check(k, i)
 	}
-	// The other program's flow is untouched.
-	echoes(t, gp)
-	// And the node is alive for new flows.
-	p, _, err := good.Alloc(ctx, "echo", flow.BestEffort())
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoes(t, p)
-	p.Close()
+	word64(512 + 128).Store(uint64(len(want))) // ring 1's tail: read
+	// The flow goes on.
+	lengths = append(lengths, 9)
+	put(6, 9)
+	word64(256).Store(uint64(len(lengths)))
+	syscall.Write(fds[2], wake)
+	echoed(len(want) + 1)
+	check(len(want), 6)
 }
