@@ -579,11 +579,34 @@ func (f *Flow) writeState() error {
 }
 
 func (f *Flow) writeRaw(p []byte) (int, error) {
-	one := [1][]byte{p}
-	if _, err := f.writeRawBatch(one[:]); err != nil {
+	f.mu.Lock()
+	err, dl := f.writeState(), f.writeDL
+	f.mu.Unlock()
+	if err != nil {
 		return 0, err
 	}
+	if err := f.port.Write(p, dl); err != nil {
+		return 0, f.writeErr(err)
+	}
+	f.mu.Lock()
+	f.stats.SentSDUs++
+	f.stats.SentBytes += uint64(len(p))
+	f.mu.Unlock()
 	return len(p), nil
+}
+
+// writeErr maps a port's write error to the flow's.
+func (f *Flow) writeErr(err error) error {
+	if errors.Is(err, ErrClosed) {
+		f.mu.Lock()
+		err = f.writeState()
+		f.mu.Unlock()
+		if err == nil {
+			err = errPeerClosed
+		}
+		return err
+	}
+	return mapPortErr(err, errWriteTimeout)
 }
 
 // WriteBatch writes sdus in order, each as one SDU, blocking as Write
@@ -653,19 +676,10 @@ func (f *Flow) writeRawBatch(sdus [][]byte) (int, error) {
 		f.stats.SentBytes += uint64(bytes)
 		f.mu.Unlock()
 	}
-	if err == nil {
-		return n, nil
+	if err != nil {
+		return n, f.writeErr(err)
 	}
-	if errors.Is(err, ErrClosed) {
-		f.mu.Lock()
-		err = f.writeState()
-		f.mu.Unlock()
-		if err == nil {
-			err = errPeerClosed
-		}
-		return n, err
-	}
-	return n, mapPortErr(err, errWriteTimeout)
+	return n, nil
 }
 
 // SetDeadline sets the read and write deadlines; see net.Conn.
