@@ -52,8 +52,11 @@ const DefaultLinger = 5 * time.Second
 const rxBatch = 16
 
 // rawQueue is how many runs (of up to rxBatch SDUs) a Flow without FRCT
-// queues between its port and its reader.
-const rawQueue = 4
+// queues between its port and its reader. With the run the reader is in
+// and the one rxLoop fills, a flow holds at most rawQueue+2 runs' buffers
+// (rxBatch × MaxSDU bytes each, made as a backlog needs them: 90 KB at
+// most).
+const rawQueue = 2
 
 // rawBatch is a run of SDUs rxLoop read from the port in one call, in
 // buffers of MaxSDU bytes carved from one array.
