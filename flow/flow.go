@@ -29,7 +29,8 @@ import (
 //     rxLoop stops reading the port and the port's back-pressure reaches
 //     the sender). Readers take SDUs out of the batch at the head (rcur,
 //     under rmu), so a reader's wake-up and queue operation is paid per
-//     run, not per SDU; rawReady counts what is queued or in rcur.
+//     run, not per SDU; rawReady counts what is queued or in rcur, for
+//     Sets (readers look at rcur and rawQ themselves).
 //   - With FRCT, one runtime timer (time.AfterFunc, no goroutine while it
 //     waits) fires at frct's Next and writes what frct.Poll says is due:
 //     retransmissions, ACKs, window updates, rendezvous, FIN, keepalives.
@@ -456,17 +457,15 @@ func (f *Flow) readRaw(bufs [][]byte, sizes []int) (int, error) {
 // takeRaw copies the SDUs that are queued, at most len(bufs), without
 // waiting.
 func (f *Flow) takeRaw(bufs [][]byte, sizes []int) (int, error) {
-	if f.rawReady.Load() == 0 {
-		return 0, nil
-	}
 	f.rmu.Lock()
-	n, bytes, truncated, freed := 0, 0, false, false
+	n, bytes, truncated, freed := 0, 0, false, false // freed: a run left rawQ
 	for n < len(bufs) && !truncated {
 		b := f.rcur
 		if b == nil {
 			select {
 			case b = <-f.rawQ:
 				f.rcur = b
+				freed = true // room in rawQ for rxLoop
 			default:
 			}
 			if b == nil {
@@ -491,11 +490,14 @@ func (f *Flow) takeRaw(bufs [][]byte, sizes []int) (int, error) {
 			case f.rawFree <- b:
 			default:
 			}
-			freed = true
 		}
 	}
+	more := (f.rcur != nil && f.rcur.next < f.rcur.n) || len(f.rawQ) > 0
 	f.rmu.Unlock()
-	more := f.rawReady.Add(int64(-n)) > 0
+	if n == 0 {
+		return 0, nil
+	}
+	f.rawReady.Add(int64(-n))
 	f.mu.Lock()
 	f.stats.RecvSDUs += uint64(n)
 	f.stats.RecvBytes += uint64(bytes)
@@ -796,12 +798,12 @@ func (f *Flow) rxLoop() {
 // stops the port from being read: back-pressure). It returns false when
 // the flow was closed meanwhile.
 func (f *Flow) queueRaw(b *rawBatch) bool {
-	// Counted first: a reader that sees the count before the run only
-	// waits for the signal below.
-	f.rawReady.Add(int64(b.n))
 	for {
 		select {
 		case f.rawQ <- b:
+			// Counted once queued (a reader may take it first: the count
+			// is then below zero for a moment, which only Sets read).
+			f.rawReady.Add(int64(b.n))
 			signal(f.readable)
 			f.notifySets()
 			return true
