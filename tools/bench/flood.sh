@@ -10,8 +10,11 @@
 # (go build -o BUILDDIR/router ./images/router; ... ./tools/ouro), e.g.
 #   tools/bench/flood.sh /tmp/f 3 before=/tmp/main after=/tmp/br
 # Each line: round, variant, size, the load average, then for ouro
-# (flows), udp (ouro perf --udp) and iperf3: received SDU/s and loss %;
-# then flow/udp and flow/iperf3 ratios of received SDU/s.
+# (flows), udp (ouro perf --udp) and iperf3: received SDU/s and loss %
+# (for flows also the CPU time per received SDU of the perf server's
+# process and of the receiving router, b: on a shared machine it moves
+# less than the rates); then flow/udp and flow/iperf3 ratios of
+# received SDU/s.
 # P sets the first of the five UDP ports it uses (default 47111), so that
 # two runs on one machine do not collide.
 set -e
@@ -46,6 +49,8 @@ import json, sys
 s = json.load(sys.stdin)["end"]["sum"]
 print("%.1f %.2f" % ((s["packets"] - s["lost_packets"]) / s["seconds"], s["lost_percent"]))'; }
 ratio() { echo "$1 $2" | awk '{if ($2>0) printf "%.2f", $1/$2; else print "-"}'; }
+# cpu PID...: each process's CPU time so far, in clock ticks (1/100 s).
+cpu() { for p in "$@"; do awk '{printf "%d ", $14+$15}' /proc/$p/stat; done; }
 for r in $(seq "$R"); do
   for v in "$@"; do
     name=${v%%=*}; X=${v#*=}
@@ -56,9 +61,13 @@ for r in $(seq "$R"); do
       sleep 1
       OURO_SOCKET="$D/b.sock" "$X/ouro" perf --server perf >/dev/null 2>&1 & PS=$!
       sleep 0.5
+      c0=$(cpu $PS $RB)
       OURO_SOCKET="$D/a.sock" "$X/ouro" --json perf -t "${T}s" -s $s --no-progress perf >"$D/flow.json" || true
+      c1=$(cpu $PS $RB)
       kill $PS $RA $RB; wait $PS $RA $RB 2>/dev/null || true
       fpps=$(j recv_pps <"$D/flow.json"); floss=$(j loss_percent <"$D/flow.json")
+      fsdus=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["server"]["sdus"])' <"$D/flow.json" 2>/dev/null || echo 0)
+      cpus=$(echo "$c0 $c1 ${fsdus:-0}" | awk '{if ($5>0) printf "%.2f %.2f", ($3-$1)*1e6/$5/100, ($4-$2)*1e6/$5/100; else print "- -"}')
 
       "$X/ouro" perf --server --udp 127.0.0.1:$PU >/dev/null 2>&1 & PV=$!
       sleep 0.3
@@ -72,7 +81,7 @@ for r in $(seq "$R"); do
       ipps=$1; iloss=$2; shift 2
       wait $PI 2>/dev/null || true
 
-      echo "round=$r variant=$name size=$s load=$(cut -d" " -f1 /proc/loadavg) flow_sdu_s=$fpps flow_loss=$floss udp_sdu_s=$upps udp_loss=$uloss iperf3_sdu_s=$ipps iperf3_loss=$iloss flow/udp=$(ratio "$fpps" "$upps") flow/iperf3=$(ratio "$fpps" "$ipps")"
+      echo "round=$r variant=$name size=$s load=$(cut -d" " -f1 /proc/loadavg) flow_sdu_s=$fpps flow_loss=$floss srv_cpu_us/sdu=${cpus% *} node_b_cpu_us/sdu=${cpus#* } udp_sdu_s=$upps udp_loss=$uloss iperf3_sdu_s=$ipps iperf3_loss=$iloss flow/udp=$(ratio "$fpps" "$upps") flow/iperf3=$(ratio "$fpps" "$ipps")"
     done
   done
 done
