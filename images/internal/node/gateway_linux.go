@@ -570,21 +570,8 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 			for i := range n {
 				views[i] = bufs[i][:sizes[i]]
 			}
-			for sdus := views[:n]; len(sdus) > 0; {
-				k := 0
-				if bp != nil {
-					k, err = bp.WriteBatch(sdus, time.Time{})
-				} else if err = ring.Write(sdus[0], time.Time{}); err == nil {
-					k = 1
-				}
-				sdus = sdus[k:]
-				if err != nil {
-					if len(sdus) > 0 && (errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy)) {
-						sdus = sdus[1:] // counted by the port's owner; keep the flow
-						continue
-					}
-					return
-				}
+			if !forward(ring, views[:n]) {
+				return
 			}
 		}
 	})
@@ -658,9 +645,36 @@ func (s *gwSession) sendFDs(resp flow.SockResp, fds []int) bool {
 	return err == nil
 }
 
+// forward writes sdus to dst in order, in runs where dst is a BatchPort;
+// an SDU dst refuses as too big or busy is dropped (counted by the port's
+// owner) and the flow kept. It reports false once dst ended.
+func forward(dst flow.Port, sdus [][]byte) bool {
+	bp, _ := dst.(flow.BatchPort)
+	for len(sdus) > 0 {
+		k := 0
+		var err error
+		if bp != nil {
+			k, err = bp.WriteBatch(sdus, time.Time{})
+		} else if err = dst.Write(sdus[0], time.Time{}); err == nil {
+			k = 1
+		}
+		sdus = sdus[k:]
+		if err != nil {
+			if len(sdus) > 0 && (errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy)) {
+				sdus = sdus[1:]
+				continue
+			}
+			return false
+		}
+	}
+	return true
+}
+
 // splice copies SDUs both ways between a flow's ring port and the
 // program's socket until either side ends, then closes both and calls
-// done. The flow's socket is closed when pd's incarnation ends.
+// done: runs of up to shmBatch out of the ring where it is a BatchPort
+// (one ring operation a run), one SDU a message on the socket. The
+// flow's socket is closed when pd's incarnation ends.
 func splice(pd *kernel.PD, ring flow.Port, sock flow.Port, done func()) {
 	var once sync.Once
 	stop := func() {
@@ -673,16 +687,34 @@ func splice(pd *kernel.PD, ring flow.Port, sock flow.Port, done func()) {
 	pumps.Add(2)
 	pump := func(dst, src flow.Port) {
 		defer stop()
-		buf := make([]byte, flow.MaxSDU+1)
+		bsrc, _ := src.(flow.BatchPort)
+		k := 1
+		if bsrc != nil {
+			k = shmBatch
+		}
+		// MaxSDU+1: a longer message from the program is cut to one byte
+		// over, which the ring refuses as too big.
+		bufs, views, sizes := make([][]byte, k), make([][]byte, k), make([]int, k)
+		for i := range bufs {
+			bufs[i] = make([]byte, flow.MaxSDU+1)
+		}
 		for {
-			n, err := src.Read(buf, time.Time{})
-			if err != nil && !errors.Is(err, flow.ErrTruncated) {
+			var (
+				n   int
+				err error
+			)
+			if bsrc != nil {
+				n, err = bsrc.ReadBatch(bufs, sizes, time.Time{})
+			} else if sizes[0], err = src.Read(bufs[0], time.Time{}); err == nil || errors.Is(err, flow.ErrTruncated) {
+				n = 1
+			}
+			if n == 0 {
 				return
 			}
-			if err := dst.Write(buf[:n], time.Time{}); err != nil {
-				if errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy) {
-					continue // counted by the port's owner; keep the flow
-				}
+			for i := range n {
+				views[i] = bufs[i][:sizes[i]]
+			}
+			if !forward(dst, views[:n]) {
 				return
 			}
 		}
