@@ -448,12 +448,32 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	splice(s.pd, port, flow.NewSeqpacketPort(mine), s.flows.Done)
 }
 
-// shmGeometry is the shape of the rings a flow gets, and shmCharge what
-// its mapping costs the session's budget, in packet buffers.
-var (
-	shmGeometry = shmring.Geometry{Slots: shmring.DefaultSlots, MaxSDU: flow.MaxSDU}
-	shmCharge   = (shmGeometry.Size() + kernel.BufSize - 1) / kernel.BufSize
-)
+// shmShape is a shape of the rings a flow may get, and what its mapping
+// costs the session's budget, in packet buffers.
+type shmShape struct {
+	geo    shmring.Geometry
+	charge int
+}
+
+func newShmShape(slots int) shmShape {
+	g := shmring.Geometry{Slots: slots, MaxSDU: flow.MaxSDU}
+	return shmShape{geo: g, charge: (g.Size() + kernel.BufSize - 1) / kernel.BufSize}
+}
+
+// shmDeepSlots is the slots per ring of a flow's first choice of rings:
+// deep enough that the node fills one part of a ring while the program
+// empties another (with 16, a flood ping-pongs: the node fills the ring,
+// the program empties all of it, the node is woken to fill it again; 64
+// halved the CPU per SDU of a receiving perf server and cut its node's by
+// a third, docs/benchmarks.md).
+const shmDeepSlots = 64
+
+// shmShapes are the rings a flow gets, the first whose charge the
+// session's budget has room for: deep rings (64 slots, 180 KiB, 90
+// buffers), then shallow ones (16 slots, 48 KiB, 24 buffers); with room
+// for neither, the flow goes over as a socket. A default session (256
+// buffers) has two deep flows and three shallow ones.
+var shmShapes = []shmShape{newShmShape(shmDeepSlots), newShmShape(shmring.DefaultSlots)}
 
 // handOverShm hands the flow on port over as shared rings: a sealed
 // memfd and four eventfds after the flow's socket, the mapping charged to
@@ -461,11 +481,18 @@ var (
 // port open, if the budget or the system has no room for a mapping: the
 // flow then goes over as a socket alone.
 func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
-	if err := s.pd.Reserve(shmCharge); err != nil {
+	var shape shmShape
+	for _, sh := range shmShapes {
+		if s.pd.Reserve(sh.charge) == nil {
+			shape = sh
+			break
+		}
+	}
+	if shape.charge == 0 {
 		return false
 	}
-	unreserve := func() { s.pd.Unreserve(shmCharge) }
-	m, err := shmring.Create(shmGeometry)
+	unreserve := func() { s.pd.Unreserve(shape.charge) }
+	m, err := shmring.Create(shape.geo)
 	if err != nil {
 		unreserve()
 		s.logf("gateway: shared rings: %v (the flow goes over as a socket)", err)

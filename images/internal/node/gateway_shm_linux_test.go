@@ -110,6 +110,28 @@ func flowMappings(t *testing.T) int {
 	return strings.Count(string(b), "memfd:ouro-flow")
 }
 
+// flowMappingSizes counts this process's mappings of flows' shared rings
+// by size in bytes.
+func flowMappingSizes(t *testing.T) map[int]int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[int]int{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if !strings.Contains(line, "memfd:ouro-flow") {
+			continue
+		}
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		sizes[int(hi-lo)]++
+	}
+	return sizes
+}
+
 // waitFor polls cond for up to 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -125,8 +147,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // beyond; a closed flow's mapping is unmapped and its charge returned;
 // a program that does not announce them (an old one) gets sockets.
 func TestGatewayShm(t *testing.T) {
-	// Room for one mapping and the flows' buffers, not for two mappings.
-	sockA := shmPair(t, shmCharge+shmCharge/2)
+	// Room for one deep mapping and the flows' buffers, not for a second
+	// mapping of either shape.
+	deep, shallow := shmShapes[0], shmShapes[1]
+	sockA := shmPair(t, deep.charge+shallow.charge/2)
 	base := flowMappings(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -527,5 +551,45 @@ func TestGatewaySocketRuns(t *testing.T) {
 		if n != 5 || int(buf[0])|int(buf[1])<<8 != i {
 			t.Fatalf("echo %d: %v", i, buf[:n])
 		}
+	}
+}
+
+// TestGatewayShmShapes: a session's first flow gets deep rings; once its
+// budget has no room for another deep mapping, the next flow gets
+// shallow ones, and with room for neither a socket.
+func TestGatewayShmShapes(t *testing.T) {
+	deep, shallow := shmShapes[0], shmShapes[1]
+	if deep.geo.Slots <= shallow.geo.Slots || deep.charge <= shallow.charge {
+		t.Fatalf("shapes %+v: the first is not the deeper", shmShapes)
+	}
+	sockA := shmPair(t, deep.charge+shallow.charge+shallow.charge/2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := flow.Dial(sockA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	before := flowMappingSizes(t)
+	for i, want := range []string{"deep", "shallow", "socket"} {
+		p, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		if _, shm := p.(*flow.ShmPort); shm != (want != "socket") {
+			t.Fatalf("flow %d is a %T, want %s", i, p, want)
+		}
+		echoes(t, p)
+	}
+	// Node a's and this program's: a deep and a shallow one; node b's and
+	// the echo's, in a default session (256 buffers: two deep, then
+	// shallow): two deep and a shallow one.
+	got := flowMappingSizes(t)
+	if n := got[shallow.geo.Size()] - before[shallow.geo.Size()]; n != 4 {
+		t.Errorf("%d new mappings of %d bytes (shallow), want 4: a's and the program's of the second flow, b's and the echo's of the third (%v)", n, shallow.geo.Size(), got)
+	}
+	if n := got[deep.geo.Size()] - before[deep.geo.Size()]; n != 6 {
+		t.Errorf("%d new mappings of %d bytes (deep), want 6: a's and the program's of the first flow, b's and the echo's of the first two (%v)", n, deep.geo.Size(), got)
 	}
 }
