@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ouronet/ouro/flow/frct"
@@ -20,10 +21,16 @@ import (
 //
 //   - Every Flow runs one goroutine, rxLoop (started through the port's
 //     Go where it has one: see goer), that reads packets from the port
-//     until the port reports ErrClosed. With FRCT it hands them to the
-//     frct.Conn; without, it queues the SDUs on rawQ (bounded: when the
-//     application does not read, rxLoop stops reading the port and the
-//     port's back-pressure reaches the sender).
+//     until the port reports ErrClosed: a run of up to rxBatch per read
+//     where the port is a BatchPort (one ring operation and one wake-up
+//     per run), one at a time otherwise. With FRCT it hands them to the
+//     frct.Conn, the run under one lock; without, it queues the run as
+//     one rawBatch on rawQ (bounded: when the application does not read,
+//     rxLoop stops reading the port and the port's back-pressure reaches
+//     the sender). Readers take SDUs out of the batch at the head (rcur,
+//     under rmu), so a reader's wake-up and queue operation is paid per
+//     run, not per SDU; rawReady counts what is queued or in rcur, for
+//     Sets (readers look at rcur and rawQ themselves).
 //   - With FRCT, one runtime timer (time.AfterFunc, no goroutine while it
 //     waits) fires at frct's Next and writes what frct.Poll says is due:
 //     retransmissions, ACKs, window updates, rendezvous, FIN, keepalives.
@@ -31,8 +38,9 @@ import (
 //     port themselves; Reads take SDUs from frct (or rawQ).
 //
 // Locks: txMu serialises writes to the port and guards txPkt and ctlPkt;
-// mu guards everything else (the frct.Conn included). Order: txMu, then mu,
-// then setsMu, then a Set's lock. Nobody holds mu across a port call.
+// rmu serialises raw readers and guards rcur; mu guards everything else
+// (the frct.Conn included). Order: txMu, then rmu, then mu, then setsMu,
+// then a Set's lock. Nobody holds mu across a port call.
 // Waiters (Read, Write, Close) sleep on 1-token channels that whoever
 // changes the state they wait for signals.
 
@@ -40,9 +48,34 @@ import (
 // what was sent, with FRCT.
 const DefaultLinger = 5 * time.Second
 
-// rawQueue is how many SDUs a Flow without FRCT buffers between its port
-// and its reader.
-const rawQueue = 16
+// rxBatch is how many SDUs rxLoop reads from a BatchPort at once: a
+// shared ring's slots (shmring.DefaultSlots), half a kernel ring batch.
+const rxBatch = 16
+
+// rawQueue is how many runs (of up to rxBatch SDUs) a Flow without FRCT
+// queues between its port and its reader. With the run the reader is in
+// and the one rxLoop fills, a flow holds at most rawQueue+2 runs' buffers
+// (rxBatch × MaxSDU bytes each, made as a backlog needs them: 90 KB at
+// most).
+const rawQueue = 2
+
+// rawBatch is a run of SDUs rxLoop read from the port in one call, in
+// buffers of MaxSDU bytes carved from one array.
+type rawBatch struct {
+	bufs  [rxBatch][]byte
+	sizes [rxBatch]int
+	n     int // SDUs in it
+	next  int // the next to read
+}
+
+func newRawBatch() *rawBatch {
+	b := new(rawBatch)
+	slab := make([]byte, rxBatch*MaxSDU)
+	for i := range b.bufs {
+		b.bufs[i] = slab[i*MaxSDU : (i+1)*MaxSDU : (i+1)*MaxSDU]
+	}
+	return b
+}
 
 // ctlWriteTimeout bounds a port write of a control packet or retransmission:
 // past it the packet is dropped, and FRCT will send it again if it matters.
@@ -100,9 +133,13 @@ type Flow struct {
 	portClosed bool  // the port is closed (by Close)
 	rxErr      error // why rxLoop ended (the port reported it closed)
 	stats      Stats
-	rawQ       chan []byte // without FRCT: received SDUs
-	rawFree    chan []byte // without FRCT: buffers for rawQ
+	rawQ       chan *rawBatch // without FRCT: received runs of SDUs
+	rawFree    chan *rawBatch // without FRCT: batches to reuse
 	rawSpace   chan struct{}
+	rawReady   atomic.Int64 // without FRCT: SDUs in rawQ and rcur not yet read
+
+	rmu  sync.Mutex // serialises raw readers; guards rcur
+	rcur *rawBatch  // the batch raw readers take SDUs from
 
 	readable chan struct{} // token: something changed for readers
 	writable chan struct{} // token: something changed for writers
@@ -151,8 +188,8 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 		f.timer = time.AfterFunc(time.Hour, f.onTimer)
 		f.timer.Stop()
 	} else {
-		f.rawQ = make(chan []byte, rawQueue)
-		f.rawFree = make(chan []byte, rawQueue)
+		f.rawQ = make(chan *rawBatch, rawQueue)
+		f.rawFree = make(chan *rawBatch, rawQueue+2) // queued, rcur, rxLoop's
 		f.rawSpace = make(chan struct{}, 1)
 	}
 	if f.eng != nil {
@@ -306,8 +343,41 @@ func mapPortErr(err error, timeout error) error {
 // an error wrapping ErrClosed and io.EOF. A dead peer (no answer for the
 // QoS timeout): ErrPeerGone.
 func (f *Flow) Read(p []byte) (int, error) {
+	var (
+		one   = [1][]byte{p}
+		sizes [1]int
+	)
+	n, err := f.readBatch(one[:], sizes[:])
+	if n == 1 {
+		return sizes[0], err
+	}
+	return 0, err
+}
+
+// ReadBatch reads a run of SDUs: it blocks like Read until one arrives or
+// the read deadline passes, then copies the SDUs that are ready, at most
+// len(bufs) and without blocking again, into bufs[i], sets sizes[i] and
+// returns how many. The caller owns bufs; len(sizes) >= len(bufs)
+// (ErrInvalid otherwise). SDU boundaries are kept: one SDU per buffer. An
+// SDU longer than its buffer is consumed, cut to it, and ends the batch:
+// it is the last one counted and the error wraps ErrTruncated. Otherwise
+// the error is non-nil only with n = 0, and is Read's (ErrTimeout,
+// ErrClosed, io.EOF, ErrPeerGone). Without FRCT a batch costs one lock
+// and, when the reader waited, one wake-up, not one per SDU; it
+// allocates nothing.
+func (f *Flow) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
+	if len(sizes) < len(bufs) {
+		return 0, fmt.Errorf("flow: read batch of %d buffers with %d sizes: %w", len(bufs), len(sizes), ErrInvalid)
+	}
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	return f.readBatch(bufs, sizes)
+}
+
+func (f *Flow) readBatch(bufs [][]byte, sizes []int) (int, error) {
 	if f.eng == nil {
-		return f.readRaw(p)
+		return f.readRaw(bufs, sizes)
 	}
 	for {
 		f.mu.Lock()
@@ -316,18 +386,32 @@ func (f *Flow) Read(p []byte) (int, error) {
 			return 0, errLocalClosed
 		}
 		now := time.Now()
-		n, err := f.eng.Read(now, p)
-		switch {
-		case err == nil, errors.Is(err, frct.ErrTruncated):
+		n := 0
+		var err error
+		for n < len(bufs) {
+			var k int
+			k, err = f.eng.Read(now, bufs[n])
+			if err != nil && !errors.Is(err, frct.ErrTruncated) {
+				break
+			}
+			sizes[n] = k
+			n++
+			if err != nil || !f.eng.Readable(now) {
+				break
+			}
+		}
+		if n > 0 {
 			if f.eng.Readable(now) {
 				signal(f.readable) // for the next reader
 			}
 			f.armTimer(now) // a window update may be due
 			f.mu.Unlock()
-			if err != nil {
+			if errors.Is(err, frct.ErrTruncated) {
 				return n, fmt.Errorf("flow: read: %w", ErrTruncated)
 			}
 			return n, nil
+		}
+		switch {
 		case errors.Is(err, frct.ErrFinished):
 			f.mu.Unlock()
 			f.notifySets()
@@ -348,7 +432,7 @@ func (f *Flow) Read(p []byte) (int, error) {
 	}
 }
 
-func (f *Flow) readRaw(p []byte) (int, error) {
+func (f *Flow) readRaw(bufs [][]byte, sizes []int) (int, error) {
 	for {
 		f.mu.Lock()
 		closing, rxErr, dl := f.closing, f.rxErr, f.readDL
@@ -356,10 +440,10 @@ func (f *Flow) readRaw(p []byte) (int, error) {
 		if closing {
 			return 0, errLocalClosed
 		}
-		select {
-		case sdu := <-f.rawQ:
-			return f.deliverRaw(p, sdu)
-		default:
+		// rxErr was read first: it is set after rxLoop queued its last
+		// run, so an empty queue now means everything was read.
+		if n, err := f.takeRaw(bufs, sizes); n > 0 {
+			return n, err
 		}
 		if rxErr != nil {
 			return 0, errPeerClosed
@@ -370,21 +454,60 @@ func (f *Flow) readRaw(p []byte) (int, error) {
 	}
 }
 
-func (f *Flow) deliverRaw(p, sdu []byte) (int, error) {
-	n := copy(p, sdu)
+// takeRaw copies the SDUs that are queued, at most len(bufs), without
+// waiting.
+func (f *Flow) takeRaw(bufs [][]byte, sizes []int) (int, error) {
+	f.rmu.Lock()
+	n, bytes, truncated, freed := 0, 0, false, false // freed: a run left rawQ
+	for n < len(bufs) && !truncated {
+		b := f.rcur
+		if b == nil {
+			select {
+			case b = <-f.rawQ:
+				f.rcur = b
+				freed = true // room in rawQ for rxLoop
+			default:
+			}
+			if b == nil {
+				break
+			}
+		}
+		for b.next < b.n && n < len(bufs) {
+			sdu := b.bufs[b.next][:b.sizes[b.next]]
+			c := copy(bufs[n], sdu)
+			sizes[n] = c
+			bytes += len(sdu)
+			b.next++
+			n++
+			if c < len(sdu) {
+				truncated = true
+				break
+			}
+		}
+		if b.next == b.n {
+			f.rcur = nil
+			select {
+			case f.rawFree <- b:
+			default:
+			}
+		}
+	}
+	more := (f.rcur != nil && f.rcur.next < f.rcur.n) || len(f.rawQ) > 0
+	f.rmu.Unlock()
+	if n == 0 {
+		return 0, nil
+	}
+	f.rawReady.Add(int64(-n))
 	f.mu.Lock()
-	f.stats.RecvSDUs++
-	f.stats.RecvBytes += uint64(len(sdu))
-	if len(f.rawQ) > 0 {
-		signal(f.readable)
-	}
+	f.stats.RecvSDUs += uint64(n)
+	f.stats.RecvBytes += uint64(bytes)
 	f.mu.Unlock()
-	truncated := n < len(sdu)
-	select {
-	case f.rawFree <- sdu[:0]:
-	default:
+	if more {
+		signal(f.readable) // for the next reader
 	}
-	signal(f.rawSpace)
+	if freed {
+		signal(f.rawSpace)
+	}
 	if truncated {
 		return n, fmt.Errorf("flow: read: %w", ErrTruncated)
 	}
@@ -468,22 +591,100 @@ func (f *Flow) writeRaw(p []byte) (int, error) {
 		return 0, err
 	}
 	if err := f.port.Write(p, dl); err != nil {
-		if errors.Is(err, ErrClosed) {
-			f.mu.Lock()
-			err = f.writeState()
-			f.mu.Unlock()
-			if err == nil {
-				err = errPeerClosed
-			}
-			return 0, err
-		}
-		return 0, mapPortErr(err, errWriteTimeout)
+		return 0, f.writeErr(err)
 	}
 	f.mu.Lock()
 	f.stats.SentSDUs++
 	f.stats.SentBytes += uint64(len(p))
 	f.mu.Unlock()
 	return len(p), nil
+}
+
+// writeErr maps a port's write error to the flow's.
+func (f *Flow) writeErr(err error) error {
+	if errors.Is(err, ErrClosed) {
+		f.mu.Lock()
+		err = f.writeState()
+		f.mu.Unlock()
+		if err == nil {
+			err = errPeerClosed
+		}
+		return err
+	}
+	return mapPortErr(err, errWriteTimeout)
+}
+
+// WriteBatch writes sdus in order, each as one SDU, blocking as Write
+// does until the write deadline, and returns how many it wrote; the
+// caller keeps sdus. It stops at the first SDU it cannot write: n <
+// len(sdus) comes with that SDU's error, as Write's (ErrTooBig for
+// sdus[n] alone, when it is longer than MaxSDU(); ErrTimeout, ErrClosed,
+// ErrPeerGone). Without FRCT, over a BatchPort (a hosted program's
+// shared rings, a node's kernel rings), the run is one port operation:
+// one ring operation and at most one wake-up of the other side, and no
+// allocation. With FRCT each SDU goes through the window in turn, as
+// Write.
+func (f *Flow) WriteBatch(sdus [][]byte) (int, error) {
+	k := len(sdus)
+	for i, p := range sdus {
+		if len(p) > f.maxSDU {
+			k = i
+			break
+		}
+	}
+	var (
+		n   int
+		err error
+	)
+	if f.eng == nil {
+		n, err = f.writeRawBatch(sdus[:k])
+	} else {
+		for _, p := range sdus[:k] {
+			if _, err = f.Write(p); err != nil {
+				break
+			}
+			n++
+		}
+	}
+	if err == nil && k < len(sdus) {
+		err = fmt.Errorf("flow: write of %d bytes, flow max %d: %w", len(sdus[k]), f.maxSDU, ErrTooBig)
+	}
+	return n, err
+}
+
+// writeRawBatch writes sdus, none longer than maxSDU, to the port.
+func (f *Flow) writeRawBatch(sdus [][]byte) (int, error) {
+	f.mu.Lock()
+	err, dl := f.writeState(), f.writeDL
+	f.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	if bp, ok := f.port.(BatchPort); ok {
+		n, err = bp.WriteBatch(sdus, dl)
+	} else {
+		for _, p := range sdus {
+			if err = f.port.Write(p, dl); err != nil {
+				break
+			}
+			n++
+		}
+	}
+	if n > 0 {
+		bytes := 0
+		for _, p := range sdus[:n] {
+			bytes += len(p)
+		}
+		f.mu.Lock()
+		f.stats.SentSDUs += uint64(n)
+		f.stats.SentBytes += uint64(bytes)
+		f.mu.Unlock()
+	}
+	if err != nil {
+		return n, f.writeErr(err)
+	}
+	return n, nil
 }
 
 // SetDeadline sets the read and write deadlines; see net.Conn.
@@ -512,24 +713,41 @@ func (f *Flow) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// rxLoop reads the port until it closes.
+// rxLoop reads the port until it closes: runs of up to rxBatch SDUs
+// where the port is a BatchPort.
 func (f *Flow) rxLoop() {
 	defer close(f.rxDone)
-	var buf []byte
+	bp, _ := f.port.(BatchPort)
+	var b *rawBatch // with FRCT: the one batch, reused
 	if f.eng != nil {
-		buf = make([]byte, MaxSDU)
+		b = newRawBatch()
 	}
 	for {
 		if f.eng == nil {
 			select {
-			case buf = <-f.rawFree:
+			case b = <-f.rawFree:
 			default:
-				buf = make([]byte, 0, MaxSDU)
+				b = newRawBatch()
 			}
-			buf = buf[:MaxSDU]
 		}
-		n, err := f.port.Read(buf, time.Time{})
-		if err != nil && !errors.Is(err, ErrTruncated) {
+		var (
+			n   int
+			err error
+		)
+		if bp != nil {
+			n, err = bp.ReadBatch(b.bufs[:], b.sizes[:], time.Time{})
+		} else if b.sizes[0], err = f.port.Read(b.bufs[0], time.Time{}); err == nil || errors.Is(err, ErrTruncated) {
+			n = 1
+		}
+		if errors.Is(err, ErrTruncated) {
+			// Longer than any SDU a flow carries: the last of the run.
+			n--
+			f.mu.Lock()
+			f.stats.Drops++
+			f.mu.Unlock()
+			err = nil
+		}
+		if err != nil {
 			f.mu.Lock()
 			f.rxErr = err
 			f.mu.Unlock()
@@ -539,21 +757,27 @@ func (f *Flow) rxLoop() {
 			f.notifySets()
 			return
 		}
-		if err != nil {
-			f.mu.Lock()
-			f.stats.Drops++
-			f.mu.Unlock()
+		if n == 0 {
+			if f.eng == nil {
+				select {
+				case f.rawFree <- b:
+				default:
+				}
+			}
 			continue
 		}
 		if f.eng == nil {
-			if !f.queueRaw(buf[:n]) {
+			b.n, b.next = n, 0
+			if !f.queueRaw(b) {
 				return
 			}
 			continue
 		}
 		now := time.Now()
 		f.mu.Lock()
-		f.eng.Receive(now, buf[:n])
+		for i := range n {
+			f.eng.Receive(now, b.bufs[i][:b.sizes[i]])
+		}
 		readable := f.eng.Readable(now)
 		if f.eng.CanSend() {
 			signal(f.writable)
@@ -570,13 +794,16 @@ func (f *Flow) rxLoop() {
 	}
 }
 
-// queueRaw queues a received SDU for the reader, waiting for room (which
+// queueRaw queues a received run for the reader, waiting for room (which
 // stops the port from being read: back-pressure). It returns false when
 // the flow was closed meanwhile.
-func (f *Flow) queueRaw(sdu []byte) bool {
+func (f *Flow) queueRaw(b *rawBatch) bool {
 	for {
 		select {
-		case f.rawQ <- sdu:
+		case f.rawQ <- b:
+			// Counted once queued (a reader may take it first: the count
+			// is then below zero for a moment, which only Sets read).
+			f.rawReady.Add(int64(b.n))
 			signal(f.readable)
 			f.notifySets()
 			return true

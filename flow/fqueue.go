@@ -208,7 +208,7 @@ func (f *Flow) state(now time.Time) EventKind {
 		return Closed
 	case f.eng != nil && f.eng.Readable(now):
 		return Readable
-	case f.eng == nil && len(f.rawQ) > 0:
+	case f.eng == nil && f.rawReady.Load() > 0:
 		return Readable
 	case f.rxErr != nil, f.eng != nil && (f.eng.Err() != nil || f.eng.Finished()):
 		return Closed

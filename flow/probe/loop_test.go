@@ -252,3 +252,49 @@ func TestUDPRefused(t *testing.T) {
 		t.Errorf("ping to a closed UDP port: %v, want ErrRefused", err)
 	}
 }
+
+// TestEchoRuns: an echo over a batch port (runs read with ReadBatch,
+// written back with WriteBatch) sends every SDU of a flood back, in
+// order, and counts them.
+func TestEchoRuns(t *testing.T) {
+	client, server := flowtest.Pipe(8)
+	type counts struct{ sdus, bytes uint64 }
+	done := make(chan counts, 1)
+	go func() {
+		s, b, err := Echo(server, nil)
+		if err != nil {
+			t.Errorf("Echo: %v", err)
+		}
+		done <- counts{s, b}
+	}()
+	const total = 500
+	go func() {
+		var run [][]byte
+		for i := range total {
+			run = append(run, Put(make([]byte, 20+i%100), KindData, uint64(i), 0))
+			if len(run) == 20 {
+				if n, err := client.(flow.BatchPort).WriteBatch(run, time.Now().Add(5*time.Second)); n != len(run) || err != nil {
+					t.Errorf("WriteBatch: %d, %v", n, err)
+					return
+				}
+				run = run[:0]
+			}
+		}
+	}()
+	buf := make([]byte, flow.MaxSDU)
+	var bytes uint64
+	for i := range total {
+		n, err := client.Read(buf, time.Now().Add(5*time.Second))
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if m := Msg(buf[:n]); !m.IsValid() || m.Seq() != uint64(i) || n != 20+i%100 {
+			t.Fatalf("echo %d: %d bytes, seq %d", i, n, m.Seq())
+		}
+		bytes += uint64(n)
+	}
+	client.Close()
+	if c := <-done; c.sdus != total || c.bytes != bytes {
+		t.Errorf("Echo counted %d SDUs, %d bytes; want %d, %d", c.sdus, c.bytes, total, bytes)
+	}
+}

@@ -67,6 +67,65 @@ type BatchWriter interface {
 	WriteBatch(bs [][]byte, deadline time.Time) (int, error)
 }
 
+// BatchReader is a Conn that can read several SDUs in one call, as
+// flow.BatchPort's ReadBatch does: it blocks until one SDU arrives or the
+// deadline passes, then returns those that are ready, at most len(bufs),
+// with sizes[i] set; a truncated SDU ends the batch (the last counted,
+// with an error wrapping flow.ErrTruncated). Servers read runs through
+// it: one call, and one wake-up, per run instead of per SDU.
+type BatchReader interface {
+	ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error)
+}
+
+// readBatch is how many SDUs a server reads per call from a BatchReader.
+const readBatch = 32
+
+// runReader reads runs of SDUs from a Conn: with ReadBatch where it has
+// it, one Read at a time otherwise. Its buffers are made once.
+type runReader struct {
+	c     Conn
+	br    BatchReader
+	bufs  [][]byte
+	sizes []int
+	views [][]byte
+}
+
+func newRunReader(c Conn) *runReader {
+	r := &runReader{c: c}
+	r.br, _ = c.(BatchReader)
+	k, size := 1, readBufSize // a UDP datagram may be longer than an SDU
+	if r.br != nil {
+		k, size = readBatch, flow.MaxSDU
+	}
+	r.bufs, r.sizes, r.views = make([][]byte, k), make([]int, k), make([][]byte, k)
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, size)
+	}
+	return r
+}
+
+// read returns the next run (valid until the next call) and whether an
+// SDU too long for the buffers was dropped from its end; err is the
+// Conn's, with an empty run.
+func (r *runReader) read(deadline time.Time) (run [][]byte, truncated bool, err error) {
+	n := 0
+	if r.br != nil {
+		n, err = r.br.ReadBatch(r.bufs, r.sizes, deadline)
+	} else if r.sizes[0], err = r.c.Read(r.bufs[0], deadline); err == nil || errors.Is(err, flow.ErrTruncated) {
+		n = 1
+	}
+	if errors.Is(err, flow.ErrTruncated) && n > 0 {
+		n, truncated, err = n-1, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	for i := range n {
+		r.views[i] = r.bufs[i][:r.sizes[i]]
+	}
+	return r.views[:n], truncated, nil
+}
+
 // PerfClient sends data SDUs over c for cfg.Duration (flooding, or paced
 // at cfg.Rate), then asks the server for its counts with report requests
 // over the same flow until the count is complete or stable. ctx ending
@@ -257,14 +316,15 @@ func (s *PerfServer) Report() Report { return s.counter.Report() }
 func (s *PerfServer) Invalid() uint64 { return s.invalid }
 
 // ServePerf runs a PerfServer on c until the flow closes (the normal end:
-// nil error) or stop is closed, and returns what it counted.
+// nil error) or stop is closed, and returns what it counted. It reads
+// runs of SDUs where c is a BatchReader.
 func ServePerf(c Conn, stop <-chan struct{}) (Report, error) {
 	var s PerfServer
 	start := time.Now()
-	in := make([]byte, readBufSize)
+	rd := newRunReader(c)
 	out := make([]byte, ReportLen)
 	for {
-		n, err := c.Read(in, time.Now().Add(pollInterval))
+		run, truncated, err := rd.read(time.Now().Add(pollInterval))
 		switch {
 		case errors.Is(err, flow.ErrTimeout):
 			select {
@@ -275,13 +335,18 @@ func ServePerf(c Conn, stop <-chan struct{}) (Report, error) {
 			}
 		case errors.Is(err, flow.ErrClosed):
 			return s.Report(), nil
-		case errors.Is(err, flow.ErrTruncated):
-			s.invalid++
-			continue
 		case err != nil:
 			return s.Report(), fmt.Errorf("probe: perf server: %w", err)
 		}
-		if reply := s.Handle(in[:n], time.Since(start), out); reply != nil {
+		if truncated {
+			s.invalid++
+		}
+		now := time.Since(start)
+		for _, in := range run {
+			reply := s.Handle(in, now, out)
+			if reply == nil {
+				continue
+			}
 			if err := c.Write(reply, time.Now().Add(time.Second)); err != nil && !errors.Is(err, flow.ErrTimeout) {
 				if errors.Is(err, flow.ErrClosed) {
 					return s.Report(), nil

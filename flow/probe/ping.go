@@ -186,11 +186,13 @@ func pingReceiver(c Conn, start time.Time, timeout time.Duration, mu *sync.Mutex
 
 // Echo sends every SDU read from c back on c until the flow closes, and
 // returns how many SDUs and bytes it echoed. A closed flow is the normal
-// end (nil error); stop, when closed, ends it too.
+// end (nil error); stop, when closed, ends it too. Where c reads and
+// writes batches (BatchReader, BatchWriter) it echoes a run per call.
 func Echo(c Conn, stop <-chan struct{}) (sdus, bytes uint64, err error) {
-	buf := make([]byte, readBufSize)
+	rd := newRunReader(c)
+	bw, _ := c.(BatchWriter)
 	for {
-		n, err := c.Read(buf, time.Now().Add(pollInterval))
+		run, _, err := rd.read(time.Now().Add(pollInterval))
 		switch {
 		case errors.Is(err, flow.ErrTimeout):
 			select {
@@ -201,21 +203,35 @@ func Echo(c Conn, stop <-chan struct{}) (sdus, bytes uint64, err error) {
 			}
 		case errors.Is(err, flow.ErrClosed):
 			return sdus, bytes, nil
-		case errors.Is(err, flow.ErrTruncated):
-			continue // larger than any SDU: not ours to echo
 		case err != nil:
 			return sdus, bytes, fmt.Errorf("probe: echo: %w", err)
 		}
-		if err := c.Write(buf[:n], time.Now().Add(time.Second)); err != nil {
-			if errors.Is(err, flow.ErrTimeout) {
-				continue // the reader is not reading: drop, as a lossy flow would
+		// A truncated SDU (longer than any SDU) is not ours to echo: read
+		// dropped it.
+		for len(run) > 0 {
+			k := 0
+			if bw != nil {
+				k, err = bw.WriteBatch(run, time.Now().Add(time.Second))
+			} else if err = c.Write(run[0], time.Now().Add(time.Second)); err == nil {
+				k = 1
 			}
-			if errors.Is(err, flow.ErrClosed) {
+			for _, p := range run[:k] {
+				sdus++
+				bytes += uint64(len(p))
+			}
+			run = run[k:]
+			switch {
+			case err == nil && k > 0:
+				continue
+			case err == nil, errors.Is(err, flow.ErrTimeout):
+				// The reader is not reading (or, a short batch, a socket
+				// is full): drop the rest, as a lossy flow would.
+				run = nil
+			case errors.Is(err, flow.ErrClosed):
 				return sdus, bytes, nil
+			default:
+				return sdus, bytes, fmt.Errorf("probe: echo: %w", err)
 			}
-			return sdus, bytes, fmt.Errorf("probe: echo: %w", err)
 		}
-		sdus++
-		bytes += uint64(n)
 	}
 }

@@ -9,12 +9,19 @@
 # VARIANT is NAME=BUILDDIR; BUILDDIR holds router and ouro
 # (go build -o BUILDDIR/router ./images/router; ... ./tools/ouro), e.g.
 #   tools/bench/flood.sh /tmp/f 3 before=/tmp/main after=/tmp/br
-# Each line: round, variant, size, then for ouro (flows), udp (ouro perf
-# --udp) and iperf3: received SDU/s and loss %; then flow/udp and
-# flow/iperf3 ratios of received SDU/s.
+# Each line: round, variant, size, the load average, then for ouro
+# (flows), udp (ouro perf --udp) and iperf3: received SDU/s and loss %
+# (for flows also the CPU time per received SDU of the perf server's
+# process and of the receiving router, b: on a shared machine it moves
+# less than the rates); then flow/udp and flow/iperf3 ratios of
+# received SDU/s.
+# P sets the first of the five UDP ports it uses (default 47111), so that
+# two runs on one machine do not collide.
 set -e
 D=$1; R=$2; shift 2
 T=${T:-3}
+P=${P:-47111}
+PA=$P PB=$((P+1)) PU=$((P+3)) PI3=$((P+4))
 mkdir -p "$D"
 cat > "$D/a.toml" <<EOF
 [node]
@@ -23,8 +30,8 @@ name = "a"
 kind = "udp"
 layer = "net"
 [ipcp.udp]
-addr = "127.0.0.1:47111"
-dir = { perf = "127.0.0.1:47112" }
+addr = "127.0.0.1:$PA"
+dir = { perf = "127.0.0.1:$PB" }
 EOF
 cat > "$D/b.toml" <<EOF
 [node]
@@ -33,7 +40,7 @@ name = "b"
 kind = "udp"
 layer = "net"
 [ipcp.udp]
-addr = "127.0.0.1:47112"
+addr = "127.0.0.1:$PB"
 EOF
 j() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" | head -1; }
 # iperf3's receiver: SDUs received per second and loss % from --json.
@@ -42,33 +49,39 @@ import json, sys
 s = json.load(sys.stdin)["end"]["sum"]
 print("%.1f %.2f" % ((s["packets"] - s["lost_packets"]) / s["seconds"], s["lost_percent"]))'; }
 ratio() { echo "$1 $2" | awk '{if ($2>0) printf "%.2f", $1/$2; else print "-"}'; }
+# cpu PID...: each process's CPU time so far, in clock ticks (1/100 s).
+cpu() { for p in "$@"; do awk '{printf "%d ", $14+$15}' /proc/$p/stat; done; }
 for r in $(seq "$R"); do
   for v in "$@"; do
     name=${v%%=*}; X=${v#*=}
     for s in 1000 1400; do
       rm -f "$D/a.sock" "$D/b.sock"
-      "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & PA=$!
-      "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & PB=$!
+      "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & RA=$!
+      "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & RB=$!
       sleep 1
       OURO_SOCKET="$D/b.sock" "$X/ouro" perf --server perf >/dev/null 2>&1 & PS=$!
       sleep 0.5
+      c0=$(cpu $PS $RB)
       OURO_SOCKET="$D/a.sock" "$X/ouro" --json perf -t "${T}s" -s $s --no-progress perf >"$D/flow.json" || true
-      kill $PS $PA $PB; wait $PS $PA $PB 2>/dev/null || true
+      c1=$(cpu $PS $RB)
+      kill $PS $RA $RB; wait $PS $RA $RB 2>/dev/null || true
       fpps=$(j recv_pps <"$D/flow.json"); floss=$(j loss_percent <"$D/flow.json")
+      fsdus=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["server"]["sdus"])' <"$D/flow.json" 2>/dev/null || echo 0)
+      cpus=$(echo "$c0 $c1 ${fsdus:-0}" | awk '{if ($5>0) printf "%.2f %.2f", ($3-$1)*1e6/$5/100, ($4-$2)*1e6/$5/100; else print "- -"}')
 
-      "$X/ouro" perf --server --udp 127.0.0.1:47114 >/dev/null 2>&1 & PV=$!
+      "$X/ouro" perf --server --udp 127.0.0.1:$PU >/dev/null 2>&1 & PV=$!
       sleep 0.3
-      "$X/ouro" --json perf --udp 127.0.0.1:47114 -t "${T}s" -s $s --no-progress >"$D/udp.json" || true
+      "$X/ouro" --json perf --udp 127.0.0.1:$PU -t "${T}s" -s $s --no-progress >"$D/udp.json" || true
       kill $PV; wait $PV 2>/dev/null || true
       upps=$(j recv_pps <"$D/udp.json"); uloss=$(j loss_percent <"$D/udp.json")
 
-      iperf3 -s -B 127.0.0.1 -p 47115 -1 >/dev/null 2>&1 & PI=$!
+      iperf3 -s -B 127.0.0.1 -p $PI3 -1 >/dev/null 2>&1 & PI=$!
       sleep 0.3
-      set -- $(iperf3 -c 127.0.0.1 -p 47115 -u -b 0 -l $s -t "$T" --json | ip3) "$@"
+      set -- $(iperf3 -c 127.0.0.1 -p $PI3 -u -b 0 -l $s -t "$T" --json | ip3) "$@"
       ipps=$1; iloss=$2; shift 2
       wait $PI 2>/dev/null || true
 
-      echo "round=$r variant=$name size=$s flow_sdu_s=$fpps flow_loss=$floss udp_sdu_s=$upps udp_loss=$uloss iperf3_sdu_s=$ipps iperf3_loss=$iloss flow/udp=$(ratio "$fpps" "$upps") flow/iperf3=$(ratio "$fpps" "$ipps")"
+      echo "round=$r variant=$name size=$s load=$(cut -d" " -f1 /proc/loadavg) flow_sdu_s=$fpps flow_loss=$floss srv_cpu_us/sdu=${cpus% *} node_b_cpu_us/sdu=${cpus#* } udp_sdu_s=$upps udp_loss=$uloss iperf3_sdu_s=$ipps iperf3_loss=$iloss flow/udp=$(ratio "$fpps" "$upps") flow/iperf3=$(ratio "$fpps" "$ipps")"
     done
   done
 done

@@ -20,10 +20,16 @@ type conn interface {
 // flowConn adapts a *flow.Flow (net.Conn-style deadlines) to probe.Conn
 // (a deadline per call, as flow.Port has). The flow runs FRCT when its
 // QoS asks for ordering or reliability (data, voice, video), and passes
-// SDUs straight through otherwise (raw, best_effort).
+// SDUs straight through otherwise (raw, best_effort). Its batch calls
+// (flow.Flow's ReadBatch and WriteBatch) let perf and echo move a run of
+// SDUs per call.
 type flowConn struct{ f *flow.Flow }
 
-var _ conn = flowConn{}
+var (
+	_ conn              = flowConn{}
+	_ probe.BatchReader = flowConn{}
+	_ probe.BatchWriter = flowConn{}
+)
 
 func (c flowConn) Read(p []byte, deadline time.Time) (int, error) {
 	c.f.SetReadDeadline(deadline)
@@ -34,6 +40,16 @@ func (c flowConn) Write(p []byte, deadline time.Time) error {
 	c.f.SetWriteDeadline(deadline)
 	_, err := c.f.Write(p)
 	return err
+}
+
+func (c flowConn) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error) {
+	c.f.SetReadDeadline(deadline)
+	return c.f.ReadBatch(bufs, sizes)
+}
+
+func (c flowConn) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
+	c.f.SetWriteDeadline(deadline)
+	return c.f.WriteBatch(sdus)
 }
 
 func (c flowConn) Close() error { return c.f.Close() }

@@ -444,12 +444,32 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	splice(s.pd, port, flow.NewSeqpacketPort(mine), s.flows.Done)
 }
 
-// shmGeometry is the shape of the rings a flow gets, and shmCharge what
-// its mapping costs the session's budget, in packet buffers.
-var (
-	shmGeometry = shmring.Geometry{Slots: shmring.DefaultSlots, MaxSDU: flow.MaxSDU}
-	shmCharge   = (shmGeometry.Size() + kernel.BufSize - 1) / kernel.BufSize
-)
+// shmShape is a shape of the rings a flow may get, and what its mapping
+// costs the session's budget, in packet buffers.
+type shmShape struct {
+	geo    shmring.Geometry
+	charge int
+}
+
+func newShmShape(slots int) shmShape {
+	g := shmring.Geometry{Slots: slots, MaxSDU: flow.MaxSDU}
+	return shmShape{geo: g, charge: (g.Size() + kernel.BufSize - 1) / kernel.BufSize}
+}
+
+// shmDeepSlots is the slots per ring of a flow's first choice of rings:
+// deep enough that the node fills one part of a ring while the program
+// empties another (with 16, a flood ping-pongs: the node fills the ring,
+// the program empties all of it, the node is woken to fill it again; 64
+// halved the CPU per SDU of a receiving perf server and cut its node's by
+// a third, docs/benchmarks.md).
+const shmDeepSlots = 64
+
+// shmShapes are the rings a flow gets, the first whose charge the
+// session's budget has room for: deep rings (64 slots, 180 KiB, 90
+// buffers), then shallow ones (16 slots, 48 KiB, 24 buffers); with room
+// for neither, the flow goes over as a socket. A default session (256
+// buffers) has two deep flows and three shallow ones.
+var shmShapes = []shmShape{newShmShape(shmDeepSlots), newShmShape(shmring.DefaultSlots)}
 
 // handOverShm hands the flow on port over as shared rings: a sealed
 // memfd and four eventfds after the flow's socket, the mapping charged to
@@ -457,11 +477,18 @@ var (
 // port open, if the budget or the system has no room for a mapping: the
 // flow then goes over as a socket alone.
 func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
-	if err := s.pd.Reserve(shmCharge); err != nil {
+	var shape shmShape
+	for _, sh := range shmShapes {
+		if s.pd.Reserve(sh.charge) == nil {
+			shape = sh
+			break
+		}
+	}
+	if shape.charge == 0 {
 		return false
 	}
-	unreserve := func() { s.pd.Unreserve(shmCharge) }
-	m, err := shmring.Create(shmGeometry)
+	unreserve := func() { s.pd.Unreserve(shape.charge) }
+	m, err := shmring.Create(shape.geo)
 	if err != nil {
 		unreserve()
 		s.logf("gateway: shared rings: %v (the flow goes over as a socket)", err)
@@ -513,8 +540,11 @@ func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
 	return true
 }
 
-// shmBatch is how many SDUs the node's side of shared rings moves at once.
-const shmBatch = 8
+// shmBatch is how many SDUs the node's side of shared rings moves at
+// once, each way: a whole ring, so that a run the program wrote in one
+// WriteBatch reaches the flow's port in one WriteBatch, and a run queued
+// for the program costs it one wake-up.
+const shmBatch = shmring.DefaultSlots
 
 // shmSplice copies SDUs both ways between a flow's kernel rings (ring)
 // and its shared rings (e) until either side ends: this copy out of the
@@ -563,21 +593,8 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 			for i := range n {
 				views[i] = bufs[i][:sizes[i]]
 			}
-			for sdus := views[:n]; len(sdus) > 0; {
-				k := 0
-				if bp != nil {
-					k, err = bp.WriteBatch(sdus, time.Time{})
-				} else if err = ring.Write(sdus[0], time.Time{}); err == nil {
-					k = 1
-				}
-				sdus = sdus[k:]
-				if err != nil {
-					if len(sdus) > 0 && (errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy)) {
-						sdus = sdus[1:] // counted by the port's owner; keep the flow
-						continue
-					}
-					return
-				}
+			if !forward(ring, views[:n]) {
+				return
 			}
 		}
 	})
@@ -651,9 +668,36 @@ func (s *gwSession) sendFDs(resp flow.SockResp, fds []int) bool {
 	return err == nil
 }
 
+// forward writes sdus to dst in order, in runs where dst is a BatchPort;
+// an SDU dst refuses as too big or busy is dropped (counted by the port's
+// owner) and the flow kept. It reports false once dst ended.
+func forward(dst flow.Port, sdus [][]byte) bool {
+	bp, _ := dst.(flow.BatchPort)
+	for len(sdus) > 0 {
+		k := 0
+		var err error
+		if bp != nil {
+			k, err = bp.WriteBatch(sdus, time.Time{})
+		} else if err = dst.Write(sdus[0], time.Time{}); err == nil {
+			k = 1
+		}
+		sdus = sdus[k:]
+		if err != nil {
+			if len(sdus) > 0 && (errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy)) {
+				sdus = sdus[1:]
+				continue
+			}
+			return false
+		}
+	}
+	return true
+}
+
 // splice copies SDUs both ways between a flow's ring port and the
 // program's socket until either side ends, then closes both and calls
-// done. The flow's socket is closed when pd's incarnation ends.
+// done: runs of up to shmBatch out of the ring where it is a BatchPort
+// (one ring operation a run), one SDU a message on the socket. The
+// flow's socket is closed when pd's incarnation ends.
 func splice(pd *kernel.PD, ring flow.Port, sock flow.Port, done func()) {
 	var once sync.Once
 	stop := func() {
@@ -666,16 +710,34 @@ func splice(pd *kernel.PD, ring flow.Port, sock flow.Port, done func()) {
 	pumps.Add(2)
 	pump := func(dst, src flow.Port) {
 		defer stop()
-		buf := make([]byte, flow.MaxSDU+1)
+		bsrc, _ := src.(flow.BatchPort)
+		k := 1
+		if bsrc != nil {
+			k = shmBatch
+		}
+		// MaxSDU+1: a longer message from the program is cut to one byte
+		// over, which the ring refuses as too big.
+		bufs, views, sizes := make([][]byte, k), make([][]byte, k), make([]int, k)
+		for i := range bufs {
+			bufs[i] = make([]byte, flow.MaxSDU+1)
+		}
 		for {
-			n, err := src.Read(buf, time.Time{})
-			if err != nil && !errors.Is(err, flow.ErrTruncated) {
+			var (
+				n   int
+				err error
+			)
+			if bsrc != nil {
+				n, err = bsrc.ReadBatch(bufs, sizes, time.Time{})
+			} else if sizes[0], err = src.Read(bufs[0], time.Time{}); err == nil || errors.Is(err, flow.ErrTruncated) {
+				n = 1
+			}
+			if n == 0 {
 				return
 			}
-			if err := dst.Write(buf[:n], time.Time{}); err != nil {
-				if errors.Is(err, flow.ErrTooBig) || errors.Is(err, flow.ErrBusy) {
-					continue // counted by the port's owner; keep the flow
-				}
+			for i := range n {
+				views[i] = bufs[i][:sizes[i]]
+			}
+			if !forward(dst, views[:n]) {
 				return
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,9 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/shmring"
@@ -107,6 +110,28 @@ func flowMappings(t *testing.T) int {
 	return strings.Count(string(b), "memfd:ouro-flow")
 }
 
+// flowMappingSizes counts this process's mappings of flows' shared rings
+// by size in bytes.
+func flowMappingSizes(t *testing.T) map[int]int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[int]int{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if !strings.Contains(line, "memfd:ouro-flow") {
+			continue
+		}
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		sizes[int(hi-lo)]++
+	}
+	return sizes
+}
+
 // waitFor polls cond for up to 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -122,8 +147,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // beyond; a closed flow's mapping is unmapped and its charge returned;
 // a program that does not announce them (an old one) gets sockets.
 func TestGatewayShm(t *testing.T) {
-	// Room for one mapping and the flows' buffers, not for two mappings.
-	sockA := shmPair(t, shmCharge+shmCharge/2)
+	// Room for one deep mapping and the flows' buffers, not for a second
+	// mapping of either shape.
+	deep, shallow := shmShapes[0], shmShapes[1]
+	sockA := shmPair(t, deep.charge+shallow.charge/2)
 	base := flowMappings(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -320,11 +347,48 @@ func TestGatewayShmHostile(t *testing.T) {
 	}
 	defer gp.Close()
 
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sockA, Net: "unixpacket"})
+	fc, m, fds := handShmFlow(t, sockA)
+	mem := m.Bytes()
+	// Scribble: every header word and slot length, many times, and wake
+	// the node's side each time (ring 0's data eventfd).
+	wake := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	for round := 0; round < 200; round++ {
+		for i := 0; i < 4096; i += 4 {
+			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round), byte(i), 0xff, byte(round*7)
+		}
+		for i := 4096; i+4 <= len(mem); i += 1408 {
+			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round*3), byte(round), byte(i), 0
+		}
+		syscall.Write(fds[2], wake)
+		syscall.Write(fds[5], wake)
+	}
+	// The node broke the hostile flow off: it closed its end.
+	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the hostile flow's socket: %v, want end of file", err)
+	}
+	// The other program's flow is untouched.
+	echoes(t, gp)
+	// And the node is alive for new flows.
+	p, _, err := good.Alloc(ctx, "echo", flow.BestEffort())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	echoes(t, p)
+	p.Close()
+}
+
+// handShmFlow speaks the node socket at sock by hand, as a program that
+// follows no library would: it announces shared rings, allocates a flow
+// to "echo" and returns the flow's socket, its mapping and the six
+// descriptors it came with (all closed when the test ends).
+func handShmFlow(t *testing.T, sock string) (net.Conn, *shmring.Mapping, []int) {
+	t.Helper()
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	codec := flow.NewCodec()
 	send := func(req flow.SockReq) {
 		b, _ := codec.Marshal(req)
@@ -368,41 +432,164 @@ func TestGatewayShmHostile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fc.Close()
+	t.Cleanup(func() { fc.Close() })
 	m, err := shmring.Open(fds[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(m.Close)
 	for _, fd := range fds[2:] {
-		defer syscall.Close(fd)
+		t.Cleanup(func() { syscall.Close(fd) })
 	}
-	mem := m.Bytes()
-	// Scribble: every header word and slot length, many times, and wake
-	// the node's side each time (ring 0's data eventfd).
+	return fc, m, fds
+}
+
+// TestGatewayShmBatchBadLength: a program writes a run of SDUs into its
+// ring by hand, two of them with impossible lengths (past a slot, and
+// 2^32-1), and publishes the run at once: the node's batch read drops
+// those two, carries the others to the echo in order, and the flow goes
+// on carrying SDUs. Without the node checking each length it reads out
+// of its slot and the session's component faults (the flow then closes
+// and nothing comes back).
+func TestGatewayShmBatchBadLength(t *testing.T) {
+	sockA := shmPair(t, 0)
+	_, m, fds := handShmFlow(t, sockA)
+	mem, g := m.Bytes(), m.Geometry()
+	// The layout of docs/wire/node-socket.md: ring i's header at
+	// 256+256i (head, then the consumer's tail 128 bytes on), slots of
+	// 8+MaxSDU bytes rounded to 64 from 4096, ring 0's then ring 1's.
+	ss := (8 + g.MaxSDU + 63) &^ 63
+	word64 := func(off int) *atomic.Uint64 { return (*atomic.Uint64)(unsafe.Pointer(&mem[off])) }
+	slot := func(ring, i int) []byte {
+		off := 4096 + (ring*g.Slots+i%g.Slots)*ss
+		return mem[off : off+ss]
+	}
 	wake := []byte{1, 0, 0, 0, 0, 0, 0, 0}
-	for round := 0; round < 200; round++ {
-		for i := 0; i < 4096; i += 4 {
-			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round), byte(i), 0xff, byte(round*7)
+	lengths := []uint32{5, 6, uint32(g.MaxSDU + 1), 7, 0xffffffff, 8}
+	put := func(i int, l uint32) {
+		s := slot(0, i)
+		binary.LittleEndian.PutUint32(s, l)
+		for j := 8; j < 8+int(min(l, 16)); j++ {
+			s[j] = byte(i)
 		}
-		for i := 4096; i+4 <= len(mem); i += 1408 {
-			mem[i], mem[i+1], mem[i+2], mem[i+3] = byte(round*3), byte(round), byte(i), 0
+	}
+	for i, l := range lengths {
+		put(i, l)
+	}
+	word64(256).Store(uint64(len(lengths))) // ring 0's head: the run at once
+	syscall.Write(fds[2], wake)
+	// The echo's answers arrive in ring 1.
+	want := []int{0, 1, 3, 5}
+	echoed := func(n int) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("%d SDUs echoed", n), func() bool { return word64(512).Load() >= uint64(n) })
+	}
+	echoed(len(want))
+	time.Sleep(200 * time.Millisecond) // anything more would be here by now
+	if h := word64(512).Load(); h != uint64(len(want)) {
+		t.Fatalf("%d SDUs echoed, want %d (the bad lengths dropped)", h, len(want))
+	}
+	check := func(k, i int) {
+		t.Helper()
+		s := slot(1, k)
+		l := binary.LittleEndian.Uint32(s)
+		if int(l) != int(lengths[i]) || !bytes.Equal(s[8:8+l], bytes.Repeat([]byte{byte(i)}, int(l))) {
+			t.Fatalf("echo %d: %d bytes %v, want SDU %d (%d bytes)", k, l, s[8:8+min(l, 16)], i, lengths[i])
 		}
-		syscall.Write(fds[2], wake)
-		syscall.Write(fds[5], wake)
 	}
-	// The node broke the hostile flow off: it closed its end.
-	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fc.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("the hostile flow's socket: %v, want end of file", err)
+	for k, i := range want {
+		check(k, i)
 	}
-	// The other program's flow is untouched.
-	echoes(t, gp)
-	// And the node is alive for new flows.
-	p, _, err := good.Alloc(ctx, "echo", flow.BestEffort())
+	word64(512 + 128).Store(uint64(len(want))) // ring 1's tail: read
+	// The flow goes on.
+	lengths = append(lengths, 9)
+	put(6, 9)
+	word64(256).Store(uint64(len(lengths)))
+	syscall.Write(fds[2], wake)
+	echoed(len(want) + 1)
+	check(len(want), 6)
+}
+
+// TestGatewaySocketRuns: a program without shared rings (a socket per
+// flow) floods 200 SDUs at the echo while the echoes come back: the
+// gateway moves them out of the flow's ring in runs, and every one
+// arrives, in order.
+func TestGatewaySocketRuns(t *testing.T) {
+	sockA := shmPair(t, 0)
+	t.Setenv("OURO_SHM", "0")
+	a, err := flow.Dial(sockA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoes(t, p)
-	p.Close()
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, ok := p.(*flow.SeqpacketPort); !ok {
+		t.Fatalf("flow is a %T, want a socket", p)
+	}
+	const total = 200
+	go func() {
+		for i := range total {
+			msg := []byte{byte(i), byte(i >> 8), 1, 2, 3}
+			if err := p.Write(msg, time.Now().Add(5*time.Second)); err != nil {
+				t.Errorf("write %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	buf := make([]byte, flow.MaxSDU)
+	for i := range total {
+		n, err := p.Read(buf, time.Now().Add(5*time.Second))
+		if err != nil {
+			t.Fatalf("echo %d of %d: %v", i, total, err)
+		}
+		if n != 5 || int(buf[0])|int(buf[1])<<8 != i {
+			t.Fatalf("echo %d: %v", i, buf[:n])
+		}
+	}
+}
+
+// TestGatewayShmShapes: a session's first flow gets deep rings; once its
+// budget has no room for another deep mapping, the next flow gets
+// shallow ones, and with room for neither a socket.
+func TestGatewayShmShapes(t *testing.T) {
+	deep, shallow := shmShapes[0], shmShapes[1]
+	if deep.geo.Slots <= shallow.geo.Slots || deep.charge <= shallow.charge {
+		t.Fatalf("shapes %+v: the first is not the deeper", shmShapes)
+	}
+	sockA := shmPair(t, deep.charge+shallow.charge+shallow.charge/2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := flow.Dial(sockA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	before := flowMappingSizes(t)
+	for i, want := range []string{"deep", "shallow", "socket"} {
+		p, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		if _, shm := p.(*flow.ShmPort); shm != (want != "socket") {
+			t.Fatalf("flow %d is a %T, want %s", i, p, want)
+		}
+		echoes(t, p)
+	}
+	// Node a's and this program's: a deep and a shallow one; node b's and
+	// the echo's, in a default session (256 buffers: two deep, then
+	// shallow): two deep and a shallow one.
+	got := flowMappingSizes(t)
+	if n := got[shallow.geo.Size()] - before[shallow.geo.Size()]; n != 4 {
+		t.Errorf("%d new mappings of %d bytes (shallow), want 4: a's and the program's of the second flow, b's and the echo's of the third (%v)", n, shallow.geo.Size(), got)
+	}
+	if n := got[deep.geo.Size()] - before[deep.geo.Size()]; n != 6 {
+		t.Errorf("%d new mappings of %d bytes (deep), want 6: a's and the program's of the first flow, b's and the echo's of the first two (%v)", n, deep.geo.Size(), got)
+	}
 }
