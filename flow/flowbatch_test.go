@@ -18,10 +18,9 @@ import (
 // ports (rxLoop reads runs) and, on Linux, a plain socket pair (one SDU
 // per port read) and shared rings (flowbatch_linux_test.go adds them).
 var flowPorts = map[string]func(t *testing.T) (flow.Port, flow.Port){
+	// The node's ring ports (images/internal/irm) are batch ports as the
+	// pipe is; flowtest.TestBatchPort checks both alike.
 	"Pipe": func(t *testing.T) (flow.Port, flow.Port) { return flowtest.Pipe(16) },
-	"RingPort": func(t *testing.T) (flow.Port, flow.Port) {
-		return ringPair(t, bootPD(t, 1<<12), 32)
-	},
 }
 
 func sortedPorts() []string {
