@@ -60,7 +60,7 @@ func flowPair(t *testing.T, mk func(t *testing.T) (flow.Port, flow.Port), q flow
 // checks each against sdu(i, size(i)) in order.
 func readAll(t *testing.T, f *flow.Flow, want, k int, size func(int) int) {
 	t.Helper()
-	bufs, sizes := readBufs(k, flow.MaxSDU)
+	bufs, sizes := flowtest.BatchBufs(k, flow.MaxSDU)
 	f.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for got := 0; got < want; {
 		n, err := f.ReadBatch(bufs, sizes)
@@ -141,7 +141,7 @@ func TestFlowBatchPartial(t *testing.T) {
 			if n, err := a.WriteBatch([][]byte{sdu(0, 10), sdu(1, 10), sdu(2, 10), sdu(3, 10)}); n != 4 || err != nil {
 				t.Fatalf("WriteBatch = %d, %v", n, err)
 			}
-			bufs, sizes := readBufs(2, 64)
+			bufs, sizes := flowtest.BatchBufs(2, 64)
 			b.SetReadDeadline(time.Now().Add(5 * time.Second))
 			n, err := b.ReadBatch(bufs, sizes)
 			if err != nil || n < 1 || n > 2 {
@@ -154,7 +154,7 @@ func TestFlowBatchPartial(t *testing.T) {
 				t.Fatalf("Read after ReadBatch: %d, %v, seq %d; want SDU %d", k, err, seqOf(p), got)
 			}
 			got++
-			bufs, sizes = readBufs(16, 64)
+			bufs, sizes = flowtest.BatchBufs(16, 64)
 			for got < 4 {
 				n, err := b.ReadBatch(bufs, sizes)
 				if err != nil {
@@ -193,7 +193,7 @@ func TestFlowBatchTruncated(t *testing.T) {
 			if n, err := a.WriteBatch(in); n != 4 || err != nil {
 				t.Fatalf("WriteBatch = %d, %v", n, err)
 			}
-			bufs, sizes := readBufs(8, 50)
+			bufs, sizes := flowtest.BatchBufs(8, 50)
 			b.SetReadDeadline(time.Now().Add(5 * time.Second))
 			for got := 0; got < 4; {
 				n, err := b.ReadBatch(bufs, sizes)
@@ -233,7 +233,7 @@ func TestFlowBatchTooBig(t *testing.T) {
 			t.Fatalf("%v: WriteBatch with a long third SDU = %d, %v; want 2, ErrTooBig", q.Cube(), n, err)
 		}
 		readAll(t, b, 2, 8, func(int) int { return 10 })
-		bufs, sizes := readBufs(8, 64)
+		bufs, sizes := flowtest.BatchBufs(8, 64)
 		b.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 		if n, err := b.ReadBatch(bufs, sizes); n != 0 || !errors.Is(err, flow.ErrTimeout) {
 			t.Fatalf("%v: after the two: ReadBatch = %d, %v; want 0, ErrTimeout", q.Cube(), n, err)
@@ -261,7 +261,7 @@ func TestFlowBatchWriteDeadline(t *testing.T) {
 				t.Fatalf("WriteBatch of %d into a full flow = %d, %v; want some, a deadline error", len(in), n, err)
 			}
 			readAll(t, b, n, 16, func(int) int { return 8 })
-			bufs, sizes := readBufs(16, 64)
+			bufs, sizes := flowtest.BatchBufs(16, 64)
 			b.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			if k, err := b.ReadBatch(bufs, sizes); k != 0 || !errors.Is(err, flow.ErrTimeout) {
 				t.Fatalf("after the %d written: ReadBatch = %d (seq %d), %v; want 0, ErrTimeout", n, k, seqOf(bufs[0]), err)
@@ -295,7 +295,7 @@ func TestFlowBatchClose(t *testing.T) {
 			}
 			defer w.Close()
 			go func() {
-				bufs, sizes := readBufs(8, 64)
+				bufs, sizes := flowtest.BatchBufs(8, 64)
 				n, err := b2.ReadBatch(bufs, sizes)
 				read <- res{n, err}
 			}()
@@ -322,7 +322,7 @@ func TestFlowBatchClose(t *testing.T) {
 					t.Fatal("a blocked batch call still blocks 5 s after Close")
 				}
 			}
-			bufs, sizes := readBufs(8, 64)
+			bufs, sizes := flowtest.BatchBufs(8, 64)
 			if n, err := a.ReadBatch(bufs, sizes); n != 0 || !errors.Is(err, flow.ErrClosed) {
 				t.Errorf("ReadBatch after Close = %d, %v; want ErrClosed", n, err)
 			}
@@ -338,7 +338,7 @@ func TestFlowBatchClose(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond) // in flight before the close
 			a.Close()
-			bufs, sizes := readBufs(8, 64)
+			bufs, sizes := flowtest.BatchBufs(8, 64)
 			b.SetReadDeadline(time.Now().Add(5 * time.Second))
 			got := 0
 			for {
@@ -373,7 +373,7 @@ func TestFlowBatchZeroAllocs(t *testing.T) {
 			for i := range msgs {
 				msgs[i] = sdu(i, 1000)
 			}
-			bufs, sizes := readBufs(16, flow.MaxSDU)
+			bufs, sizes := flowtest.BatchBufs(16, flow.MaxSDU)
 			round := func() {
 				if n, err := a.WriteBatch(msgs); n != len(msgs) || err != nil {
 					t.Fatal(n, err)

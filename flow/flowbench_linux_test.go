@@ -63,7 +63,7 @@ func BenchmarkFlowShm(b *testing.B) {
 					}
 				}
 			}()
-			bufs, sizes := readBufs(32, flow.MaxSDU)
+			bufs, sizes := benchBufs(32, flow.MaxSDU)
 			b.SetBytes(size)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -98,7 +98,7 @@ func BenchmarkFlowShm(b *testing.B) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				bufs, sizes := readBufs(run, flow.MaxSDU)
+				bufs, sizes := benchBufs(run, flow.MaxSDU)
 				for got := 0; got < b.N; {
 					n, err := nb.ReadBatch(bufs, sizes, time.Time{})
 					if err != nil {
@@ -130,4 +130,14 @@ func BenchmarkFlowShm(b *testing.B) {
 			<-done
 		})
 	}
+}
+
+// benchBufs returns n read buffers of size bytes and their sizes (here,
+// not flowtest's, so that the file builds against older code too).
+func benchBufs(n, size int) ([][]byte, []int) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	return bufs, make([]int, n)
 }
