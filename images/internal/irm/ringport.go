@@ -241,43 +241,27 @@ func (p *RingPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 // ring for the other end (for a layer's N-1 port: what the layer below
 // has not taken yet, the queue a forwarder marks congestion by). It does
 // not block or allocate; 0 once the port is closed.
-func (p *RingPort) Queued() int {
-	n, err := p.pd.RingLen(p.tx)
-	if err != nil {
-		return 0
-	}
-	return n
-}
+func (p *RingPort) Queued() int { return orZero(p.pd.RingLen(p.tx)) }
 
 // QueueCap returns the capacity of the port's transmit ring: the most
 // Queued can be. It does not block or allocate; 0 once the port is
 // closed.
-func (p *RingPort) QueueCap() int {
-	n, err := p.pd.RingCap(p.tx)
-	if err != nil {
-		return 0
-	}
-	return n
-}
+func (p *RingPort) QueueCap() int { return orZero(p.pd.RingCap(p.tx)) }
 
 // Backlog returns how many SDUs the other end wrote that wait in the
 // port's receive ring to be read here (not counting those already
 // popped into the reader's batch): the queue a slow reader lets grow,
 // which a layer marks congestion by as it reads. It does not block or
 // allocate; 0 once the port is closed.
-func (p *RingPort) Backlog() int {
-	n, err := p.pd.RingLen(p.rx)
-	if err != nil {
-		return 0
-	}
-	return n
-}
+func (p *RingPort) Backlog() int { return orZero(p.pd.RingLen(p.rx)) }
 
 // BacklogCap returns the capacity of the port's receive ring: the most
 // Backlog can be. It does not block or allocate; 0 once the port is
 // closed.
-func (p *RingPort) BacklogCap() int {
-	n, err := p.pd.RingCap(p.rx)
+func (p *RingPort) BacklogCap() int { return orZero(p.pd.RingCap(p.rx)) }
+
+// orZero is n, or 0 on an error (a ring already closed).
+func orZero(n int, err error) int {
 	if err != nil {
 		return 0
 	}
