@@ -246,88 +246,55 @@ func TestOldPeer(t *testing.T) {
 	}
 }
 
-// stripHello is a forwarder that takes AES-256-GCM out of a Hello's
-// offer, leaving ChaCha20-Poly1305 (to; a valid message).
+// rewrite is the man-in-the-middle's forwarder: it decodes b as a T (at
+// most max bytes), lets edit change it or make another message of it,
+// and sends on what edit returns, encoded.
+func rewrite[T any](t *testing.T, b []byte, max int, edit func(*T) any) []byte {
+	var m T
+	if err := codec.Unmarshal(b, max, &m); err != nil {
+		t.Fatal(err)
+	}
+	out, err := codec.Marshal(edit(&m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// stripHello takes AES-256-GCM out of a Hello's offer, leaving
+// ChaCha20-Poly1305 (a valid message).
 func stripHello(t *testing.T, b []byte) []byte {
-	var h hello
-	if err := codec.Unmarshal(b, MaxHello, &h); err != nil {
-		t.Fatal(err)
-	}
-	h.AEADs = []byte{byte(cc)}
-	out, err := codec.Marshal(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return rewrite(t, b, MaxHello, func(h *hello) any { h.AEADs = []byte{byte(cc)}; return h })
 }
 
-// toVersion1 is a forwarder that rewrites a Hello as the first
-// version's, without a list: the responder must use ChaCha20-Poly1305.
+// toVersion1 rewrites a Hello as the first version's, without a list:
+// the responder must use ChaCha20-Poly1305.
 func toVersion1(t *testing.T, b []byte) []byte {
-	var h hello
-	if err := codec.Unmarshal(b, MaxHello, &h); err != nil {
-		t.Fatal(err)
-	}
-	out, err := codec.Marshal(hello1{Version: Version1, E: h.E, EK: h.EK, Doc: h.Doc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return rewrite(t, b, MaxHello, func(h *hello) any { return hello1{Version: Version1, E: h.E, EK: h.EK, Doc: h.Doc} })
 }
 
-// replyAsVersion2 is a forwarder that makes a Version1 Reply (to the
-// Hello toVersion1 rewrote) look like a Version one choosing
-// ChaCha20-Poly1305, as the initiator expects.
+// replyAsVersion2 makes a Version1 Reply (to the Hello toVersion1
+// rewrote) look like a Version one choosing ChaCha20-Poly1305, as the
+// initiator expects.
 func replyAsVersion2(t *testing.T, b []byte) []byte {
-	var r1 reply1
-	if err := codec.Unmarshal(b, MaxReply, &r1); err != nil {
-		t.Fatal(err)
-	}
-	out, err := codec.Marshal(reply{E: r1.E, CT: r1.CT, Doc: r1.Doc, Sig: r1.Sig, AEAD: uint(cc)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return rewrite(t, b, MaxReply, func(r1 *reply1) any {
+		return reply{E: r1.E, CT: r1.CT, Doc: r1.Doc, Sig: r1.Sig, AEAD: uint(cc)}
+	})
 }
 
-// chooseChaCha is a forwarder that changes the Reply's choice.
+// chooseChaCha changes the Reply's choice.
 func chooseChaCha(t *testing.T, b []byte) []byte {
-	var r reply
-	if err := codec.Unmarshal(b, MaxReply, &r); err != nil {
-		t.Fatal(err)
-	}
-	r.AEAD = uint(cc)
-	out, err := codec.Marshal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return rewrite(t, b, MaxReply, func(r *reply) any { r.AEAD = uint(cc); return r })
 }
 
+// stripResumeHello is stripHello for a ResumeHello.
 func stripResumeHello(t *testing.T, b []byte) []byte {
-	var h resumeHello
-	if err := codec.Unmarshal(b, MaxResume, &h); err != nil {
-		t.Fatal(err)
-	}
-	h.AEADs = []byte{byte(cc)}
-	out, err := codec.Marshal(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return rewrite(t, b, MaxResume, func(h *resumeHello) any { h.AEADs = []byte{byte(cc)}; return h })
 }
 
+// chooseChaChaResumed is chooseChaCha for a ResumeReply.
 func chooseChaChaResumed(t *testing.T, b []byte) []byte {
-	var r resumeReply
-	if err := codec.Unmarshal(b, MaxResume, &r); err != nil {
-		t.Fatal(err)
-	}
-	r.AEAD = uint(cc)
-	out, err := codec.Marshal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return rewrite(t, b, MaxResume, func(r *resumeReply) any { r.AEAD = uint(cc); return r })
 }
 
 // TestDowngradeAEAD: two sides with hardware AES (both offer AES-256-GCM
