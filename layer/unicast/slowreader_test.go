@@ -176,28 +176,9 @@ func TestDeliveryQueueAbsorbs(t *testing.T) {
 	const extra = 200 // beyond the port's capacity; the queue holds 256
 	a, z, nodes := bareChain(t, 2, "nop")
 	total := unicasttest.PipeCap + extra
-	msg := make([]byte, 100)
-	for i := range total {
-		binary.BigEndian.PutUint32(msg, uint32(i))
-		if err := a.Write(msg, time.Now().Add(2*time.Second)); err != nil {
-			t.Fatalf("write %d: %v", i, err)
-		}
-		if i%10 == 9 {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	sendNumbered(t, a, total)
 	last := nodes[1]
-	// The burst has crossed once nothing moves for a while: all of it
-	// written into the port or queued, or dropped.
-	for prev, deadline := ^uint64(0), time.Now().Add(5*time.Second); time.Now().Before(deadline); {
-		time.Sleep(200 * time.Millisecond)
-		s := last.Stats()
-		now := s.Delivered + s.Drops["rx_full"] + uint64(s.Forwarded)
-		if now == prev {
-			break
-		}
-		prev = now
-	}
+	settled(last)
 	buf := make([]byte, flow.MaxSDU)
 	for i := range total {
 		n, err := z.Read(buf, time.Now().Add(time.Second))
@@ -229,26 +210,9 @@ func TestDeliveryShare(t *testing.T) {
 		}
 	})
 	total := unicasttest.PipeCap + extra
-	msg := make([]byte, 100)
-	for i := range total {
-		binary.BigEndian.PutUint32(msg, uint32(i))
-		if err := a.Write(msg, time.Now().Add(2*time.Second)); err != nil {
-			t.Fatalf("write %d: %v", i, err)
-		}
-		if i%10 == 9 {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	sendNumbered(t, a, total)
 	last := nodes[1]
-	for prev, deadline := ^uint64(0), time.Now().Add(5*time.Second); time.Now().Before(deadline); {
-		time.Sleep(200 * time.Millisecond)
-		s := last.Stats()
-		now := s.Delivered + s.Drops["rx_full"]
-		if now == prev {
-			break
-		}
-		prev = now
-	}
+	settled(last)
 	st := last.Stats()
 	if min := uint64(extra - bufs/4); st.Drops["rx_full"] < min {
 		t.Errorf("rx_full %d, want at least %d: the delivery queue held more than a quarter of %d buffers", st.Drops["rx_full"], min, bufs)
@@ -270,5 +234,35 @@ func TestDeliveryShare(t *testing.T) {
 			t.Fatalf("SDU %d after %d: out of order", seq, prev)
 		}
 		prev = seq
+	}
+}
+
+// sendNumbered writes n 100-byte SDUs numbered 0 to n-1 (big-endian, in
+// their first four bytes) to a at 2000 SDUs/s.
+func sendNumbered(t *testing.T, a flow.Port, n int) {
+	t.Helper()
+	msg := make([]byte, 100)
+	for i := range n {
+		binary.BigEndian.PutUint32(msg, uint32(i))
+		if err := a.Write(msg, time.Now().Add(2*time.Second)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if i%10 == 9 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// settled waits (at most 5 s) until the burst has crossed p: nothing
+// delivered, dropped as rx_full or forwarded for 200 ms.
+func settled(p *unicast.IPCP) {
+	for prev, deadline := ^uint64(0), time.Now().Add(5*time.Second); time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		s := p.Stats()
+		now := s.Delivered + s.Drops["rx_full"] + uint64(s.Forwarded)
+		if now == prev {
+			return
+		}
+		prev = now
 	}
 }
