@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -225,18 +226,24 @@ type Proc struct {
 
 // WaitFor waits until a line of standard output contains substr.
 func (p *Proc) WaitFor(substr string, timeout time.Duration) error {
+	return p.WaitForLine(func(l string) bool { return strings.Contains(l, substr) }, strconv.Quote(substr), timeout)
+}
+
+// WaitForLine waits until match accepts a line of standard output; what
+// describes the line for the error.
+func (p *Proc) WaitForLine(match func(line string) bool, what string, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		select {
 		case line := <-p.lines:
-			if strings.Contains(line, substr) {
+			if match(line) {
 				return nil
 			}
 		case <-p.done:
-			return fmt.Errorf("%s exited (%v) before printing %q", p.name, p.err, substr)
+			return fmt.Errorf("%s exited (%v) before printing %s", p.name, p.err, what)
 		case <-t.C:
-			return fmt.Errorf("%s: no %q within %v", p.name, substr, timeout)
+			return fmt.Errorf("%s: no %s within %v", p.name, what, timeout)
 		}
 	}
 }
