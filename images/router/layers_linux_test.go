@@ -208,7 +208,7 @@ func (l *layerNet) pingOnce(h, name string, retryFor time.Duration, args ...stri
 
 // pingPairs pings from every host in from to every other host's echo
 // name (5 SDUs each, a few at once) and checks that every reply came back
-// through layer.
+// through layer (of a second round, if the first lost some).
 func (l *layerNet) pingPairs(from, to []string, layer string, name func(string) string) {
 	l.t.Helper()
 	type pair struct{ a, b string }
@@ -237,6 +237,14 @@ func (l *layerNet) pingPairs(from, to []string, layer string, name func(string) 
 			// Up to 15 s for the name to be found: on a loaded machine the
 			// directory's first lookups can time out.
 			s, err := l.pingOnce(p.a, name(p.b), 15*time.Second, "-c", "5", "-i", "20ms", "-W", "2s")
+			if err == nil && s.Received < s.Transmitted {
+				// A best-effort layer on a loaded machine loses an SDU
+				// now and then (CI: 1 or 2 of 5, three times in a day,
+				// on paths that then answered): the pair must answer
+				// all of a second round.
+				l.t.Logf("ping %s → %s: %d of %d replies; again", p.a, p.b, s.Received, s.Transmitted)
+				s, err = l.pingOnce(p.a, name(p.b), 15*time.Second, "-c", "5", "-i", "20ms", "-W", "2s")
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			hops := l.topo.Hops(p.a, p.b)
