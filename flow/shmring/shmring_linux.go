@@ -173,20 +173,8 @@ var MaxSpin = spinFromEnv()
 
 const defaultMaxSpin = 50 * time.Microsecond
 
-// MaxAnswerSpin bounds how long a receiver told to expect an answer
-// (ExpectAnswer) spins for it; $OURO_SHM_ANSWER_SPIN sets it (as
-// OURO_SHM_SPIN; 0 never spins for answers).
-var MaxAnswerSpin = durationFromEnv("OURO_SHM_ANSWER_SPIN", defaultMaxAnswerSpin)
-
-const defaultMaxAnswerSpin = 100 * time.Microsecond
-
-// epoch makes monotonic timestamps storable in an atomic.Int64.
-var epoch = time.Now()
-
-func spinFromEnv() time.Duration { return durationFromEnv("OURO_SHM_SPIN", defaultMaxSpin) }
-
-func durationFromEnv(name string, def time.Duration) time.Duration {
-	if s := os.Getenv(name); s != "" {
+func spinFromEnv() time.Duration {
+	if s := os.Getenv("OURO_SHM_SPIN"); s != "" {
 		if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 			return d
 		}
@@ -194,7 +182,7 @@ func durationFromEnv(name string, def time.Duration) time.Duration {
 			return time.Duration(n) * time.Microsecond
 		}
 	}
-	return def
+	return defaultMaxSpin
 }
 
 // End is one side of a flow's rings: it consumes one ring and produces
@@ -222,15 +210,6 @@ type End struct {
 	whead  uint64     // the producer index: this end's own copy
 	wspin  time.Duration
 	broken atomic.Bool // an impossible index was seen
-
-	// Answer spinning (ExpectAnswer): when the answer was expected
-	// (nanoseconds since epoch, 0: none), and how long the receiver
-	// spins for one (adaptive, at most MaxAnswerSpin; written with rmu
-	// held, read by ExpectAnswer too).
-	expect     atomic.Int64
-	answerSpin atomic.Int64  // a time.Duration
-	spunFor    int64         // the expectation last spun for in vain (rmu)
-	answers    atomic.Uint64 // answers that came while the receiver spun for them
 
 	closed   atomic.Bool // Shutdown
 	peerGone atomic.Bool // PeerGone
@@ -415,9 +394,6 @@ func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, er
 		}
 		n, err := e.take(bufs, sizes)
 		if n > 0 || err != nil {
-			if n > 0 {
-				e.learnAnswer()
-			}
 			return n, err
 		}
 		if e.peerGone.Load() || e.rx.pclosed.Load() != 0 {
@@ -427,92 +403,10 @@ func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, er
 			}
 			continue
 		}
-		if e.spinForAnswer(deadline) {
-			continue
-		}
 		if err := e.wait(e.rxData, e.rx.rwait, e.readable, &e.rspin, deadline); err != nil {
 			return 0, err
 		}
 	}
-}
-
-// ExpectAnswer tells the receiving side of e that an answer is likely
-// soon: the caller just sent the other side something it answers (a
-// request to a server, a ping to an echo). If recent answers came within
-// MaxAnswerSpin, the receiver, woken now if it sleeps, spins for the
-// answer rather than sleeping, so that the answer costs no wake-up; the
-// spin adapts as the waits do (answers that come later than the bound
-// end it: a flow whose other side does not answer soon spins no more).
-// Safe for concurrent use with Recv and Send.
-func (e *End) ExpectAnswer() {
-	if MaxAnswerSpin <= 0 {
-		return
-	}
-	e.expect.Store(int64(time.Since(epoch)) | 1) // never 0
-	// Wake the receiver only to spin: while answers come late it stays
-	// asleep (the expectation still lets it learn when they come soon).
-	// A receiver just going to sleep may miss this: it then sleeps until
-	// the answer wakes it, as without ExpectAnswer.
-	if e.answerSpin.Load() > 0 && e.rx.rwait.Load() != 0 {
-		e.rxData.signal()
-	}
-}
-
-// Answers counts the SDUs that arrived while the receiver spun for them
-// after ExpectAnswer (wake-ups saved).
-func (e *End) Answers() uint64 { return e.answers.Load() }
-
-// learnAnswer adapts answerSpin to an SDU that just arrived: one within
-// MaxAnswerSpin of the expectation says spinning for it pays, a later
-// one that it would not. Called with rmu held.
-func (e *End) learnAnswer() {
-	t := e.expect.Swap(0)
-	if t == 0 {
-		return
-	}
-	took := time.Since(epoch) - time.Duration(t)
-	if took < MaxAnswerSpin {
-		e.answerSpin.Store(int64(min(max(time.Duration(e.answerSpin.Load()), took+took/4), MaxAnswerSpin)))
-	} else {
-		e.halveAnswerSpin()
-	}
-}
-
-// halveAnswerSpin halves answerSpin, to 0 under a microsecond. Called
-// with rmu held.
-func (e *End) halveAnswerSpin() {
-	d := time.Duration(e.answerSpin.Load()) / 2
-	if d < time.Microsecond {
-		d = 0
-	}
-	e.answerSpin.Store(int64(d))
-}
-
-// spinForAnswer spins, while an answer is expected and answerSpin since
-// the expectation has not passed, until the ring is readable; it reports
-// whether it is (the caller takes it). Past the spin without an answer,
-// answerSpin is halved and that expectation not spun for again (an answer
-// still within MaxAnswerSpin lets learnAnswer grow it back). Called with
-// rmu held.
-func (e *End) spinForAnswer(deadline time.Time) bool {
-	t, spin := e.expect.Load(), time.Duration(e.answerSpin.Load())
-	if t == 0 || spin <= 0 || t == e.spunFor {
-		return false
-	}
-	until := epoch.Add(time.Duration(t) + spin)
-	if !deadline.IsZero() && deadline.Before(until) {
-		until = deadline
-	}
-	for time.Now().Before(until) {
-		if e.readable() {
-			e.answers.Add(1)
-			return true
-		}
-		runtime.Gosched()
-	}
-	e.spunFor = t
-	e.halveAnswerSpin()
-	return false
 }
 
 // writable reports whether Send would not wait: a free slot, or the

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -386,95 +385,4 @@ func FuzzHostileRing(f *testing.F) {
 		node, prog := pair(t, geo)
 		hostileRound(t, node, prog.m.Bytes(), data, other, otherCopy)
 	})
-}
-
-// TestExpectAnswer runs the gateway's pattern: the node hands the program
-// an SDU, says it expects an answer, and its receiver (idle, MaxSpin 0 so
-// that only answer spinning can keep it awake) takes the program's answer.
-// A program that answers at once is met by a spinning receiver (Answers
-// counts it) once the spin is learnt; without ExpectAnswer, or with
-// MaxAnswerSpin 0, no answer is ever spun for. A program that answers
-// late (after MaxAnswerSpin) teaches the receiver to stop spinning.
-func TestExpectAnswer(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("needs two Ps: the polling program and the node's receiver run at once")
-	}
-	oldSpin, oldAnswer := MaxSpin, MaxAnswerSpin
-	defer func() { MaxSpin, MaxAnswerSpin = oldSpin, oldAnswer }()
-	MaxSpin = 0
-	run := func(expect bool, maxAnswer, delay time.Duration, rounds int) *End {
-		MaxAnswerSpin = maxAnswer
-		node, prog := pair(t, Geometry{Slots: 4, MaxSDU: 64})
-		t.Cleanup(func() { node.Release(); prog.Release() })
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() { // the program: answer every SDU after delay
-			defer wg.Done()
-			buf := make([]byte, 64)
-			for {
-				// It polls rather than sleeps, and waits busily: in
-				// this one process a spinning receiver keeps its P
-				// from polling the eventfds and running timers
-				// promptly (across processes, as in use, it would not).
-				for !prog.readable() {
-					runtime.Gosched()
-				}
-				n, err := prog.Recv(buf, time.Time{})
-				if err != nil {
-					return
-				}
-				for s := time.Now(); time.Since(s) < delay; {
-					runtime.Gosched()
-				}
-				if err := prog.Send(buf[:n], time.Time{}); err != nil {
-					return
-				}
-			}
-		}()
-		got := make(chan error)
-		go func() { // the node's receiver: the gateway's program → flow side
-			buf := make([]byte, 64)
-			for range rounds {
-				_, err := node.Recv(buf, time.Now().Add(5*time.Second))
-				got <- err
-				if err != nil {
-					return
-				}
-			}
-		}()
-		for i := range rounds {
-			time.Sleep(time.Millisecond) // the receiver sleeps between requests
-			if err := node.Send(binary.LittleEndian.AppendUint32(nil, uint32(i)), time.Time{}); err != nil {
-				t.Fatal(err)
-			}
-			if expect {
-				node.ExpectAnswer()
-			}
-			if err := <-got; err != nil {
-				t.Fatal(err)
-			}
-		}
-		prog.Shutdown()
-		wg.Wait()
-		return node
-	}
-	// The program answers 1 ms after a request: time for the receiver,
-	// woken by ExpectAnswer, to be spinning when the answer comes on a
-	// loaded machine; the bound of 20 ms makes these answers prompt.
-	if e := run(false, 20*time.Millisecond, time.Millisecond, 100); e.Answers() != 0 {
-		t.Fatalf("no ExpectAnswer: %d answers spun for", e.Answers())
-	}
-	if e := run(true, 0, time.Millisecond, 100); e.Answers() != 0 {
-		t.Fatalf("MaxAnswerSpin 0: %d answers spun for", e.Answers())
-	}
-	// Most are met by a spinning receiver; on a loaded machine (load 12
-	// on 2 cores here) the receiver's own wake-up can take longer than the
-	// program's answer, so only a tenth is required.
-	if e := run(true, 20*time.Millisecond, time.Millisecond, 100); e.Answers() < 10 {
-		t.Fatalf("prompt answers: only %d of 100 spun for", e.Answers())
-	}
-	e := run(true, 200*time.Microsecond, 2*time.Millisecond, 100)
-	if a, s := e.Answers(), e.answerSpin.Load(); a != 0 || s != 0 {
-		t.Fatalf("late answers: %d spun for, answer spin left at %v", a, time.Duration(s))
-	}
 }

@@ -619,10 +619,6 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 			if _, err := e.SendBatch(views[:n], time.Time{}); err != nil {
 				return
 			}
-			// A program that answers (an echo, a server) answers
-			// soon: the program → flow side spins for it rather than
-			// sleeping, where recent answers came soon enough.
-			e.ExpectAnswer()
 		}
 	})
 	pd.Go(func() {
