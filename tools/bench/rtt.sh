@@ -9,10 +9,12 @@
 # and ouro (go build -o BUILDDIR/router ./images/router; ... ./tools/ouro):
 #   tools/bench/rtt.sh /tmp/rtt 5 before=/tmp/main after=/tmp/br nospin=/tmp/br:OURO_SHM_SPIN=0
 # Per round and variant it prints rtt_med/rtt_p90 (ms, of 500 pings at
-# 1 ms), udp_med/udp_p90, their ratios, and cpu_pct / udp_cpu_pct: CPU
+# 1 ms), loc_med/loc_p90 (the same through one router's local layer: the
+# program<->node hops without the UDP shim between routers),
+# udp_med/udp_p90, the ratios, and cpu_pct / udp_cpu_pct: CPU
 # time of every process of the run (both routers, echo, ping) as a
 # share of one core over the ping's wall time (clock ticks, 10 ms
-# resolution).
+# resolution; loc_cpu_pct likewise for the one-router run).
 set -e
 D=$1; R=$2; shift 2
 mkdir -p "$D"
@@ -34,6 +36,13 @@ kind = "udp"
 layer = "net"
 [ipcp.udp]
 addr = "127.0.0.1:47102"
+EOT
+cat > "$D/l.toml" <<EOT
+[node]
+name = "l"
+[[ipcp]]
+kind = "local"
+layer = "loc"
 EOT
 # ticks PID...: user+system clock ticks of the processes so far.
 ticks() { for p in "$@"; do cut -d')' -f2 "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}'; done | awk '{s+=$1} END {print s+0}'; }
@@ -65,11 +74,19 @@ for r in $(seq "$R"); do
     run $PA $PB $PE -- env $envs OURO_SOCKET="$D/a.sock" "$X/ouro" ping -c 500 -i 1ms echo
     rtts "$D/out" > "$D/t"; med=$(q 0.5 < "$D/t"); p90=$(q 0.9 < "$D/t"); n=$(wc -l < "$D/t"); cpu=$pct
     kill $PE $PA $PB; wait $PE $PA $PB 2>/dev/null || true
+    rm -f "$D/l.sock"
+    env $envs "$X/router" -config "$D/l.toml" -socket "$D/l.sock" >"$D/l.log" 2>&1 & PL=$!
+    sleep 1
+    env $envs OURO_SOCKET="$D/l.sock" "$X/ouro" echo echo >/dev/null 2>&1 & PE=$!
+    sleep 0.5
+    run $PL $PE -- env $envs OURO_SOCKET="$D/l.sock" "$X/ouro" ping -c 500 -i 1ms echo
+    rtts "$D/out" > "$D/t"; lmed=$(q 0.5 < "$D/t"); lp90=$(q 0.9 < "$D/t"); lcpu=$pct
+    kill $PE $PL; wait $PE $PL 2>/dev/null || true
     "$X/ouro" echo --udp 127.0.0.1:47103 >/dev/null 2>&1 & PU=$!
     sleep 0.3
     run $PU -- "$X/ouro" ping --udp 127.0.0.1:47103 -c 500 -i 1ms
     rtts "$D/out" > "$D/t"; umed=$(q 0.5 < "$D/t"); up90=$(q 0.9 < "$D/t")
     kill $PU; wait $PU 2>/dev/null || true
-    echo "round=$r variant=$name replies=$n rtt_med=$med rtt_p90=$p90 udp_med=$umed udp_p90=$up90 med_ratio=$(echo "$med $umed" | awk '{printf "%.2f", $1/$2}') p90_ratio=$(echo "$p90 $up90" | awk '{printf "%.2f", $1/$2}') cpu_pct=$cpu udp_cpu_pct=$pct load=$(cut -d' ' -f1 /proc/loadavg)"
+    echo "round=$r variant=$name replies=$n rtt_med=$med rtt_p90=$p90 loc_med=$lmed loc_p90=$lp90 udp_med=$umed udp_p90=$up90 med_ratio=$(echo "$med $umed" | awk '{printf "%.2f", $1/$2}') p90_ratio=$(echo "$p90 $up90" | awk '{printf "%.2f", $1/$2}') cpu_pct=$cpu loc_cpu_pct=$lcpu udp_cpu_pct=$pct load=$(cut -d' ' -f1 /proc/loadavg)"
   done
 done
