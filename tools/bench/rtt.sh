@@ -55,7 +55,8 @@ run() {
   pids=""; while [ "$1" != -- ]; do pids="$pids $1"; shift; done; shift
   t0=$(ticks $pids); s0=$(date +%s%N)
   "$@" >"$D/out" 2>&1 & pc=$!
-  # the pinger's own ticks, read just before it exits
+  # the pinger's own ticks, sampled every 50 ms while it runs (its
+  # last 50 ms may be missed: /proc has nothing once it is reaped)
   pt=0; while kill -0 $pc 2>/dev/null; do pt=$(ticks $pc); sleep 0.05; done
   wait $pc || true
   t1=$(ticks $pids); s1=$(date +%s%N)
