@@ -1,0 +1,93 @@
+#!/bin/sh
+# Round trip through the node: `ouro ping` between two router processes
+# over the UDP shim on 127.0.0.1 beside `ouro ping --udp` in the same
+# round, per-ping median and p90, and the CPU the routers, the echo
+# program and ping spent meanwhile (docs/benchmarks.md, "Round trip
+# through the node").
+#   tools/bench/rtt.sh DIR ROUNDS VARIANT...
+# VARIANT is NAME=BUILDDIR[:ENV=VALUE[,ENV=VALUE]]; BUILDDIR holds router
+# and ouro (go build -o BUILDDIR/router ./images/router; ... ./tools/ouro):
+#   tools/bench/rtt.sh /tmp/rtt 5 before=/tmp/main after=/tmp/br nospin=/tmp/br:OURO_SHM_SPIN=0
+# Per round and variant it prints rtt_med/rtt_p90 (ms, of 500 pings at
+# 1 ms), loc_med/loc_p90 (the same through one router's local layer: the
+# program<->node hops without the UDP shim between routers),
+# udp_med/udp_p90, the ratios, and cpu_pct / udp_cpu_pct: CPU
+# time of every process of the run (both routers, echo, ping) as a
+# share of one core over the ping's wall time (clock ticks, 10 ms
+# resolution; loc_cpu_pct likewise for the one-router run).
+set -e
+D=$1; R=$2; shift 2
+mkdir -p "$D"
+cat > "$D/a.toml" <<EOT
+[node]
+name = "a"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:47101"
+dir = { echo = "127.0.0.1:47102" }
+EOT
+cat > "$D/b.toml" <<EOT
+[node]
+name = "b"
+[[ipcp]]
+kind = "udp"
+layer = "net"
+[ipcp.udp]
+addr = "127.0.0.1:47102"
+EOT
+cat > "$D/l.toml" <<EOT
+[node]
+name = "l"
+[[ipcp]]
+kind = "local"
+layer = "loc"
+EOT
+# ticks PID...: user+system clock ticks of the processes so far.
+ticks() { for p in "$@"; do cut -d')' -f2 "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}'; done | awk '{s+=$1} END {print s+0}'; }
+# rtts FILE: the per-reply times of a ping's output, sorted.
+rtts() { sed -n 's/.* time=\([0-9.]*\) ms.*/\1/p' "$1" | sort -n; }
+q() { awk -v q="$1" '{a[NR]=$1} END {i=int(NR*q+0.5); if (i<1) i=1; print a[i]}'; }
+hz=$(getconf CLK_TCK)
+# run PIDS... -- CMD...: CMD's output in $D/out, pct= CPU of PIDS and CMD.
+run() {
+  pids=""; while [ "$1" != -- ]; do pids="$pids $1"; shift; done; shift
+  t0=$(ticks $pids); s0=$(date +%s%N)
+  "$@" >"$D/out" 2>&1 & pc=$!
+  # the pinger's own ticks, sampled every 50 ms while it runs (its
+  # last 50 ms may be missed: /proc has nothing once it is reaped)
+  pt=0; while kill -0 $pc 2>/dev/null; do pt=$(ticks $pc); sleep 0.05; done
+  wait $pc || true
+  t1=$(ticks $pids); s1=$(date +%s%N)
+  pct=$(echo "$t0 $t1 $pt $s0 $s1 $hz" | awk '{printf "%.0f", 100*($2-$1+$3)/$6/(($5-$4)/1e9)}')
+}
+for r in $(seq "$R"); do
+  for v in "$@"; do
+    name=${v%%=*}; rest=${v#*=}; X=${rest%%:*}; envs=""
+    case $rest in *:*) envs=$(echo "${rest#*:}" | tr , ' ');; esac
+    rm -f "$D/a.sock" "$D/b.sock"
+    env $envs "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & PA=$!
+    env $envs "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & PB=$!
+    sleep 1
+    env $envs OURO_SOCKET="$D/b.sock" "$X/ouro" echo echo >/dev/null 2>&1 & PE=$!
+    sleep 0.5
+    run $PA $PB $PE -- env $envs OURO_SOCKET="$D/a.sock" "$X/ouro" ping -c 500 -i 1ms echo
+    rtts "$D/out" > "$D/t"; med=$(q 0.5 < "$D/t"); p90=$(q 0.9 < "$D/t"); n=$(wc -l < "$D/t"); cpu=$pct
+    kill $PE $PA $PB; wait $PE $PA $PB 2>/dev/null || true
+    rm -f "$D/l.sock"
+    env $envs "$X/router" -config "$D/l.toml" -socket "$D/l.sock" >"$D/l.log" 2>&1 & PL=$!
+    sleep 1
+    env $envs OURO_SOCKET="$D/l.sock" "$X/ouro" echo echo >/dev/null 2>&1 & PE=$!
+    sleep 0.5
+    run $PL $PE -- env $envs OURO_SOCKET="$D/l.sock" "$X/ouro" ping -c 500 -i 1ms echo
+    rtts "$D/out" > "$D/t"; lmed=$(q 0.5 < "$D/t"); lp90=$(q 0.9 < "$D/t"); lcpu=$pct
+    kill $PE $PL; wait $PE $PL 2>/dev/null || true
+    "$X/ouro" echo --udp 127.0.0.1:47103 >/dev/null 2>&1 & PU=$!
+    sleep 0.3
+    run $PU -- "$X/ouro" ping --udp 127.0.0.1:47103 -c 500 -i 1ms
+    rtts "$D/out" > "$D/t"; umed=$(q 0.5 < "$D/t"); up90=$(q 0.9 < "$D/t")
+    kill $PU; wait $PU 2>/dev/null || true
+    echo "round=$r variant=$name replies=$n rtt_med=$med rtt_p90=$p90 loc_med=$lmed loc_p90=$lp90 udp_med=$umed udp_p90=$up90 med_ratio=$(echo "$med $umed" | awk '{printf "%.2f", $1/$2}') p90_ratio=$(echo "$p90 $up90" | awk '{printf "%.2f", $1/$2}') cpu_pct=$cpu loc_cpu_pct=$lcpu udp_cpu_pct=$pct load=$(cut -d' ' -f1 /proc/loadavg)"
+  done
+done
