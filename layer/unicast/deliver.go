@@ -24,7 +24,7 @@ import (
 // deliverQueue is the capacity of a flow's delivery queue, in packets:
 // with the node's ring to the program (256) behind it, about 15 ms of a
 // flow at loopback speed (35,000 SDUs/s).
-const deliverQueue = 256
+const deliverQueue = 768
 
 // deliverShare is the share of the IPCP's packet buffers (Config.Bufs)
 // all delivery queues together may hold, 1/deliverShare: programs that
