@@ -98,8 +98,10 @@ func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
 // nearFull is the share of a receiving node's queue (the ring from the
 // layer below, what waits in front of a program), nearFull/4, past which
 // the receiving node marks by the queue's depth at the moment, not only
-// by its standing depth.
-const nearFull = 3
+// by its standing depth: half. From 3/4, interleaved on loopback
+// (docs/benchmarks.md), mb-ecn moved 15-25% more and lost 2-6 times as
+// much (1.9-2.7% against 0.4-1.9%).
+const nearFull = 2
 
 // level is the mark for a receiving node's queue of capacity qcap that
 // stands at standing and is n deep now: by the standing depth, or by n

@@ -13,10 +13,10 @@ import (
 // TestRxMark: the receive loop marks what it reads from an N-1 port by
 // the standing backlog of the ring it reads from (here a flowtest pipe,
 // which says its depth as a node's RingPort does): nothing while the ring
-// is shallow or only briefly deep (a burst short of 3/4 of it), the level
-// of its depth once it stays deep for a window, nothing again once it
-// drains, and the level of its depth at once when a burst takes it past
-// 3/4 (the next one overflows it); raise writes the level into each
+// is shallow or only briefly deep (a burst short of half of it), the
+// level of its depth once it stays deep for a window, nothing again once
+// it drains, and the level of its depth at once when a burst takes it
+// past half (the next one overflows it); raise writes the level into each
 // packet's PCI and counts them (marked.rx).
 func TestRxMark(t *testing.T) {
 	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
@@ -52,18 +52,16 @@ func TestRxMark(t *testing.T) {
 	if lvl := c.rxMark(np, bl); lvl != 0 {
 		t.Errorf("empty ring: level %d, want 0", lvl)
 	}
-	write(200)
-	read(20)
+	write(120)
 	if lvl := c.rxMark(np, bl); lvl != 0 {
-		t.Errorf("a ring just filled to 180 (a burst short of 3/4, not yet standing): level %d, want 0", lvl)
+		t.Errorf("a ring just filled to 120 (a burst short of half, not yet standing): level %d, want 0", lvl)
 	}
-	write(20)
 	time.Sleep(window)
-	c.rxMark(np, bl) // a window in which it stayed at 200
+	c.rxMark(np, bl) // a window in which it stayed at 120
 	time.Sleep(window)
-	want := cak.MarkECN(200, 256)
+	want := cak.MarkECN(120, 256)
 	if lvl := c.rxMark(np, bl); lvl != want || want == 0 {
-		t.Errorf("a ring 200 deep for two windows: level %d, want %d (> 0)", lvl, want)
+		t.Errorf("a ring 120 deep for two windows: level %d, want %d (> 0)", lvl, want)
 	}
 	bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf)}
 	for _, b := range bs[:2] {
@@ -79,16 +77,16 @@ func TestRxMark(t *testing.T) {
 	if got := c.p.c.markedRx.Load(); got != 2 {
 		t.Errorf("marked.rx %d, want 2", got)
 	}
-	read(200)
+	read(120)
 	if lvl := c.rxMark(np, bl); lvl != 0 {
 		t.Errorf("a drained ring: level %d, want 0", lvl)
 	}
 	time.Sleep(2 * window) // no standing depth left from before
-	write(192)
-	if lvl, want := c.rxMark(np, bl), cak.MarkECN(192, 256); lvl != want || want == 0 {
-		t.Errorf("a burst to 3/4 of the ring: level %d, want %d (> 0, at once)", lvl, want)
+	write(128)
+	if lvl, want := c.rxMark(np, bl), cak.MarkECN(128, 256); lvl != want || want == 0 {
+		t.Errorf("a burst to half of the ring: level %d, want %d (> 0, at once)", lvl, want)
 	}
-	read(192)
+	read(128)
 }
 
 // TestDeliveryClosed: once a flow's delivery loop has ended, its queue
