@@ -17,11 +17,13 @@ import (
 //   - the receive loops mark what they read from an N-1 port by the
 //     standing backlog of the ring it came through, the queue between the
 //     layer below (a shim) and this IPCP, which fills when this IPCP
-//     reads slower than packets arrive: rxMark;
+//     reads slower than packets arrive, and past half of it by its
+//     depth at the moment (level): rxMark;
 //   - deliver marks what it delivers to an N+1 flow by the standing
 //     depth of what waits in front of the program, the flow's delivery
 //     queue (deliver.go) and the flow's ring to the program, which fill
-//     when the program reads slower: deliverMark. A delivery refused
+//     when the program reads slower, and past half by their depth at
+//     the moment: deliverMark. A delivery refused
 //     (the queue full: a counted drop) counts as the highest level.
 //
 // A full queue drops; these marks make the sender slow down (mb-ecn's
@@ -105,11 +107,11 @@ const nearFull = 2
 
 // level is the mark for a receiving node's queue of capacity qcap that
 // stands at standing and is n deep now: by the standing depth, or by n
-// where n is past nearFull of the queue. A queue a reader lets fill in a
+// where n is past nearFull/4 of the queue. A queue a reader lets fill in a
 // few milliseconds (a process waiting for a CPU) and then drains at once
 // never stands for a window, yet the next such stall overflows it: on
 // loopback most of what mb-ecn lost was dropped at a ring that was never
-// marked (marked.rx 0, the receiving shim's rx_full 2-6% of what it
+// marked (marked.rx 0, the receiving shim's rx_full 1-4% of what it
 // read). Near full, the sender hears of it before the drop.
 func (c *core) level(standing, n, qcap int) uint8 {
 	lvl := c.ca.MarkECN(standing, qcap)

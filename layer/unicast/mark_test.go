@@ -8,6 +8,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/unicast/ca"
 	"github.com/ouronet/ouro/layer/unicast/dt"
+	"github.com/ouronet/ouro/layer/unicast/fa"
 )
 
 // TestRxMark: the receive loop marks what it reads from an N-1 port by
@@ -115,5 +116,35 @@ func TestDeliveryClosed(t *testing.T) {
 	}
 	if full.push(new(pbuf)) {
 		t.Error("a full queue took a packet")
+	}
+}
+
+// TestDeliverMarkNearFull: what waits in front of a program is marked by
+// its standing depth, and, once past half of the delivery queue and ring,
+// by its depth at the moment: a program that stalls fills them in a few
+// milliseconds and the next stall overflows them, before any depth
+// stands for a window. Short of half, a burst is not marked.
+func TestDeliverMarkNearFull(t *testing.T) {
+	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &core{p: &IPCP{}, ca: cak}
+	now := time.Now()
+	f := &fa.Flow{}
+	if lvl := c.deliverMark(f, nil, 0, deliverQueue, now); lvl != 0 {
+		t.Fatalf("an empty queue: level %d, want 0", lvl)
+	}
+	short := deliverQueue/2 - 1
+	if lvl := c.deliverMark(f, nil, short, deliverQueue, now.Add(time.Millisecond)); lvl != 0 {
+		t.Errorf("a burst to %d of %d (short of half): level %d, want 0", short, deliverQueue, lvl)
+	}
+	half := deliverQueue / 2
+	want := cak.MarkECN(half, deliverQueue)
+	if lvl := c.deliverMark(f, nil, half, deliverQueue, now.Add(2*time.Millisecond)); lvl != want || want == 0 {
+		t.Errorf("a burst to half of %d: level %d, want %d (> 0, at once)", deliverQueue, lvl, want)
+	}
+	if got := c.p.c.markedDeliver.Load(); got != 1 {
+		t.Errorf("marked.deliver %d, want 1", got)
 	}
 }

@@ -244,7 +244,7 @@ const approach = 16
 // Interval, and a flow cut a little by every stall of its receiving
 // program (a process waiting for a CPU: a standing queue for a window,
 // marked) climbed back slower than the next stall cut it, settling at
-// 0.7 of what the receiver takes (TestStallingReader). At a 50 Mbit/s
+// 0.73-0.78 of what the receiver takes (TestStallingReader). At a 50 Mbit/s
 // bottleneck's rates the two are alike (TestBehindAFullBuffer).
 const scaleInc = 128
 
