@@ -22,9 +22,13 @@ import (
 // and counted (rx_full), never waited for.
 
 // deliverQueue is the capacity of a flow's delivery queue, in packets:
-// with the node's ring to the program (256) behind it, about 15 ms of a
-// flow at loopback speed (35,000 SDUs/s).
-const deliverQueue = 256
+// with the node's ring to the program (256) behind it, about 10 ms of a
+// flow at loopback speed (100,000 SDUs/s), the time a program on a
+// loaded machine may wait for a CPU; within the delivery queues' share
+// of the default buffers (DefaultBufs/deliverShare, 1024). At 256 a
+// program's stalls overflowed it at rates mb-ecn now reaches
+// (docs/benchmarks.md, "Congestion avoidance").
+const deliverQueue = 768
 
 // deliverShare is the share of the IPCP's packet buffers (Config.Bufs)
 // all delivery queues together may hold, 1/deliverShare: programs that

@@ -8,14 +8,17 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/unicast/ca"
 	"github.com/ouronet/ouro/layer/unicast/dt"
+	"github.com/ouronet/ouro/layer/unicast/fa"
 )
 
 // TestRxMark: the receive loop marks what it reads from an N-1 port by
 // the standing backlog of the ring it reads from (here a flowtest pipe,
 // which says its depth as a node's RingPort does): nothing while the ring
-// is shallow or only briefly deep (a burst), the level of its depth once
-// it stays deep for a window, nothing again once it drains; raise writes
-// the level into each packet's PCI and counts them (marked.rx).
+// is shallow or only briefly deep (a burst short of half of it), the
+// level of its depth once it stays deep for a window, nothing again once
+// it drains, and the level of its depth at once when a burst takes it
+// past half (the next one overflows it); raise writes the level into each
+// packet's PCI and counts them (marked.rx).
 func TestRxMark(t *testing.T) {
 	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
 	if err != nil {
@@ -50,16 +53,16 @@ func TestRxMark(t *testing.T) {
 	if lvl := c.rxMark(np, bl); lvl != 0 {
 		t.Errorf("empty ring: level %d, want 0", lvl)
 	}
-	write(200)
+	write(120)
 	if lvl := c.rxMark(np, bl); lvl != 0 {
-		t.Errorf("a ring just filled (a burst, not yet standing): level %d, want 0", lvl)
+		t.Errorf("a ring just filled to 120 (a burst short of half, not yet standing): level %d, want 0", lvl)
 	}
 	time.Sleep(window)
-	c.rxMark(np, bl) // a window in which it stayed at 200
+	c.rxMark(np, bl) // a window in which it stayed at 120
 	time.Sleep(window)
-	want := cak.MarkECN(200, 256)
+	want := cak.MarkECN(120, 256)
 	if lvl := c.rxMark(np, bl); lvl != want || want == 0 {
-		t.Errorf("a ring 200 deep for two windows: level %d, want %d (> 0)", lvl, want)
+		t.Errorf("a ring 120 deep for two windows: level %d, want %d (> 0)", lvl, want)
 	}
 	bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf)}
 	for _, b := range bs[:2] {
@@ -75,10 +78,16 @@ func TestRxMark(t *testing.T) {
 	if got := c.p.c.markedRx.Load(); got != 2 {
 		t.Errorf("marked.rx %d, want 2", got)
 	}
-	read(200)
+	read(120)
 	if lvl := c.rxMark(np, bl); lvl != 0 {
 		t.Errorf("a drained ring: level %d, want 0", lvl)
 	}
+	time.Sleep(2 * window) // no standing depth left from before
+	write(128)
+	if lvl, want := c.rxMark(np, bl), cak.MarkECN(128, 256); lvl != want || want == 0 {
+		t.Errorf("a burst to half of the ring: level %d, want %d (> 0, at once)", lvl, want)
+	}
+	read(128)
 }
 
 // TestDeliveryClosed: once a flow's delivery loop has ended, its queue
@@ -107,5 +116,35 @@ func TestDeliveryClosed(t *testing.T) {
 	}
 	if full.push(new(pbuf)) {
 		t.Error("a full queue took a packet")
+	}
+}
+
+// TestDeliverMarkNearFull: what waits in front of a program is marked by
+// its standing depth, and, once past half of the delivery queue and ring,
+// by its depth at the moment: a program that stalls fills them in a few
+// milliseconds and the next stall overflows them, before any depth
+// stands for a window. Short of half, a burst is not marked.
+func TestDeliverMarkNearFull(t *testing.T) {
+	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &core{p: &IPCP{}, ca: cak}
+	now := time.Now()
+	f := &fa.Flow{}
+	if lvl := c.deliverMark(f, nil, 0, deliverQueue, now); lvl != 0 {
+		t.Fatalf("an empty queue: level %d, want 0", lvl)
+	}
+	short := deliverQueue/2 - 1
+	if lvl := c.deliverMark(f, nil, short, deliverQueue, now.Add(time.Millisecond)); lvl != 0 {
+		t.Errorf("a burst to %d of %d (short of half): level %d, want 0", short, deliverQueue, lvl)
+	}
+	half := deliverQueue / 2
+	want := cak.MarkECN(half, deliverQueue)
+	if lvl := c.deliverMark(f, nil, half, deliverQueue, now.Add(2*time.Millisecond)); lvl != want || want == 0 {
+		t.Errorf("a burst to half of %d: level %d, want %d (> 0, at once)", deliverQueue, lvl, want)
+	}
+	if got := c.p.c.markedDeliver.Load(); got != 1 {
+		t.Errorf("marked.deliver %d, want 1", got)
 	}
 }

@@ -174,7 +174,7 @@ func flowRate(t *testing.T, p *unicast.IPCP) uint64 {
 // into the pipe as fast as the receive loop reads), without congestion
 // avoidance, so that nothing else paces it.
 func TestDeliveryQueueAbsorbs(t *testing.T) {
-	const extra = 200 // beyond the port's capacity; the queue holds 256
+	const extra = 200 // beyond the port's capacity; the queue holds 768
 	a, z, nodes := bareChain(t, 2, "nop")
 	total := unicasttest.PipeCap + extra
 	sendNumbered(t, a, total)

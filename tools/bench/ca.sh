@@ -87,8 +87,10 @@ try:
     d = json.load(open(sys.argv[1]))
 except ValueError:
     d = {"recv_bps": float("nan"), "server_reported": True, "loss_percent": float("nan")}
-secs = [float(m.group(1)) for m in re.finditer(r'SDU/s, ([0-9.]+) Mbit/s', open(sys.argv[2]).read())]
-secs += [float(m.group(1)) / 1000 for m in re.finditer(r'SDU/s, ([0-9.]+) kbit/s', open(sys.argv[2]).read())] if not secs else []
+# Mbit/s in each second, whatever prefix the progress line chose (above
+# 1000 Mbit/s it prints Gbit/s).
+scale = {"k": 1e-3, "M": 1, "G": 1e3}
+secs = [float(m.group(1)) * scale[m.group(2)] for m in re.finditer(r'SDU/s, ([0-9.]+) ([kMG])bit/s', open(sys.argv[2]).read())]
 recv = d["recv_bps"] / 1e6 if d.get("server_reported") else float("nan")
 print(sys.argv[3], sys.argv[4], "%.1f" % recv, d["loss_percent"], " ".join("%.0f" % s for s in secs))
 EOF

@@ -238,6 +238,16 @@ const drainHold = 10
 // how far past it is.
 const approach = 16
 
+// scaleInc: the additive increase is at least 1/scaleInc of the rate
+// per Interval (about 1 s to double), not Increase alone: at loopback
+// rates (50-100 MB/s) Increase is a few hundredths of a percent per
+// Interval, and a flow cut a little by every stall of its receiving
+// program (a process waiting for a CPU: a standing queue for a window,
+// marked) climbed back slower than the next stall cut it, settling at
+// 0.73-0.78 of what the receiver takes (TestStallingReader). At a 50 Mbit/s
+// bottleneck's rates the two are alike (TestBehindAFullBuffer).
+const scaleInc = 128
+
 // mbFlow is mb-ecn's per-flow state: a token bucket at rate on the send
 // side, an ECN average on the receive side.
 type mbFlow struct {
@@ -281,7 +291,7 @@ func (f *mbFlow) advance(now time.Time) {
 	if steps := now.Sub(f.step) / f.cfg.Interval; steps > 0 {
 		f.step = f.step.Add(steps * f.cfg.Interval)
 		if f.limited && now.Sub(f.congested) >= 2*f.cfg.Interval {
-			inc := f.cfg.Increase
+			inc := max(f.cfg.Increase, f.rate/scaleInc)
 			switch {
 			case f.probing:
 				inc = max(inc, f.rate/uint64(f.cfg.SlowStart))
