@@ -187,6 +187,28 @@ func (st *Step) scan(r io.Reader, out io.Writer) {
 			lines := outputs[k]
 			delete(outputs, k)
 			if e.Test == "" { // the package
+				if e.Action == "fail" {
+					// Tests that never ended: the package timed out or
+					// crashed while they ran; their output says where.
+					var running []key
+					for rk := range outputs {
+						if rk.pkg == e.Package && rk.test != "" {
+							running = append(running, rk)
+						}
+					}
+					slices.SortFunc(running, func(a, b key) int { return strings.Compare(a.test, b.test) })
+					for _, rk := range running {
+						rl := outputs[rk]
+						delete(outputs, rk)
+						name := e.Package + " " + rk.test + " (still running)"
+						st.Failed++
+						st.Failures = append(st.Failures, name)
+						st.why(name, rl)
+						for _, l := range rl {
+							fmt.Fprint(out, l)
+						}
+					}
+				}
 				st.pkgDone(e, lines, out)
 				continue
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -195,6 +196,38 @@ func TestWhyBeforeConsole(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "console line 10\n") {
 		t.Errorf("summary keeps the middle of the console:\n%s", out.String())
+	}
+}
+
+// TestStillRunningWhenPackageFails: a test binary killed by go test's
+// timeout (or a crash) never ends its running test; the summary names
+// that test and repeats the end of its output (the stack dump), which
+// CI once lacked for a test hung for ten minutes.
+func TestStillRunningWhenPackageFails(t *testing.T) {
+	dir := t.TempDir()
+	ev := func(action, test, output string) string {
+		b, _ := json.Marshal(map[string]any{"Action": action, "Package": "ex/a", "Test": test, "Output": output})
+		return "'" + string(b) + "'"
+	}
+	cmd := "printf '%s\\n' " + strings.Join([]string{
+		ev("run", "TestHang", ""),
+		ev("output", "TestHang", "=== RUN   TestHang\n"),
+		ev("output", "TestHang", "goroutine 7 [select, 10 minutes]:\n"),
+		ev("output", "TestHang", "ex/a.TestHang.func1()\n"),
+		ev("output", "", "FAIL\tex/a\t600.0s\n"),
+		ev("fail", "", ""),
+	}, " ") + "; exit 1"
+	run(dir, "unit", []string{"sh", "-c", cmd}, &bytes.Buffer{})
+	recorded, err := load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	report(&out, recorded)
+	for _, w := range []string{"unit ex/a TestHang (still running)", "goroutine 7 [select, 10 minutes]:", "ex/a.TestHang.func1()"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("summary lacks %q:\n%s", w, out.String())
+		}
 	}
 }
 
