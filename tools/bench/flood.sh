@@ -18,31 +18,13 @@
 # P sets the first of the five UDP ports it uses (default 47111), so that
 # two runs on one machine do not collide.
 set -e
+. "$(dirname "$0")/lib.sh"
 D=$1; R=$2; shift 2
 T=${T:-3}
 P=${P:-47111}
 PA=$P PB=$((P+1)) PU=$((P+3)) PI3=$((P+4))
 mkdir -p "$D"
-cat > "$D/a.toml" <<EOF
-[node]
-name = "a"
-[[ipcp]]
-kind = "udp"
-layer = "net"
-[ipcp.udp]
-addr = "127.0.0.1:$PA"
-dir = { perf = "127.0.0.1:$PB" }
-EOF
-cat > "$D/b.toml" <<EOF
-[node]
-name = "b"
-[[ipcp]]
-kind = "udp"
-layer = "net"
-[ipcp.udp]
-addr = "127.0.0.1:$PB"
-EOF
-j() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" | head -1; }
+udp_pair "$D" $PA $PB 'perf = "127.0.0.1:'$PB'"'
 # iperf3's receiver: SDUs received per second and loss % from --json.
 ip3() { python3 -c '
 import json, sys

@@ -81,3 +81,15 @@ waitsock() {
 		for _ in $(seq 100); do [ -S "$TMP/$s.sock" ] && break; sleep 0.1; done
 	done
 }
+
+# udp_pair DIR PA PB DIRMAP writes DIR/a.toml and DIR/b.toml: nodes a and
+# b, each a UDP shim in layer "net" on 127.0.0.1 ports PA and PB, a's
+# directory mapping DIRMAP's names (e.g. 'echo = "127.0.0.1:PB"') to b.
+udp_pair() {
+	mkdir -p "$1"
+	printf '[node]\nname = "a"\n[[ipcp]]\nkind = "udp"\nlayer = "net"\n[ipcp.udp]\naddr = "127.0.0.1:%s"\ndir = { %s }\n' "$2" "$4" > "$1/a.toml"
+	printf '[node]\nname = "b"\n[[ipcp]]\nkind = "udp"\nlayer = "net"\n[ipcp.udp]\naddr = "127.0.0.1:%s"\n' "$3" > "$1/b.toml"
+}
+
+# j KEY prints the first number a JSON text on stdin gives KEY.
+j() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" | head -1; }

@@ -16,27 +16,10 @@
 # share of one core over the ping's wall time (clock ticks, 10 ms
 # resolution; loc_cpu_pct likewise for the one-router run).
 set -e
+. "$(dirname "$0")/lib.sh"
 D=$1; R=$2; shift 2
 mkdir -p "$D"
-cat > "$D/a.toml" <<EOT
-[node]
-name = "a"
-[[ipcp]]
-kind = "udp"
-layer = "net"
-[ipcp.udp]
-addr = "127.0.0.1:47101"
-dir = { echo = "127.0.0.1:47102" }
-EOT
-cat > "$D/b.toml" <<EOT
-[node]
-name = "b"
-[[ipcp]]
-kind = "udp"
-layer = "net"
-[ipcp.udp]
-addr = "127.0.0.1:47102"
-EOT
+udp_pair "$D" 47101 47102 'echo = "127.0.0.1:47102"'
 cat > "$D/l.toml" <<EOT
 [node]
 name = "l"

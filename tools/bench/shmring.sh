@@ -8,28 +8,10 @@
 # (go build -o BUILDDIR/router ./images/router; ... ./tools/ouro), e.g.
 #   tools/bench/shmring.sh /tmp/b 3 before=/tmp/main shm=/tmp/br sock=/tmp/br:OURO_SHM=0
 set -e
+. "$(dirname "$0")/lib.sh"
 D=$1; R=$2; shift 2
 mkdir -p "$D"
-cat > "$D/a.toml" <<EOT
-[node]
-name = "a"
-[[ipcp]]
-kind = "udp"
-layer = "net"
-[ipcp.udp]
-addr = "127.0.0.1:47101"
-dir = { echo = "127.0.0.1:47102", perf = "127.0.0.1:47102" }
-EOT
-cat > "$D/b.toml" <<EOT
-[node]
-name = "b"
-[[ipcp]]
-kind = "udp"
-layer = "net"
-[ipcp.udp]
-addr = "127.0.0.1:47102"
-EOT
-j() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" | head -1; }
+udp_pair "$D" 47101 47102 'echo = "127.0.0.1:47102", perf = "127.0.0.1:47102"'
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for r in $(seq "$R"); do
   for v in "$@"; do
