@@ -107,21 +107,30 @@ func (p *RingPort) push(bufs []*kernel.Buf, deadline time.Time) (int, error) {
 	return n, err
 }
 
-// Read implements Port. It pops buffers in batches and serves later reads
-// from the batch.
-func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
-	p.rmu.Lock()
-	defer p.rmu.Unlock()
+// fill makes sure buffers wait in the read batch, popping the next batch
+// (one ring operation) when it is used up; the caller holds rmu.
+func (p *RingPort) fill(deadline time.Time) error {
 	if p.gone {
-		return 0, fmt.Errorf("flow: read: %w", flow.ErrClosed)
+		return fmt.Errorf("flow: read: %w", flow.ErrClosed)
 	}
 	if p.rhead == p.rn {
 		p.rhead, p.rn = 0, 0
 		n, err := p.pop(deadline)
 		if n == 0 {
-			return 0, mapRingErr("read", err)
+			return mapRingErr("read", err)
 		}
 		p.rn = n
+	}
+	return nil
+}
+
+// Read implements Port. It pops buffers in batches and serves later reads
+// from the batch.
+func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if err := p.fill(deadline); err != nil {
+		return 0, err
 	}
 	buf := p.rbufs[p.rhead]
 	p.rbufs[p.rhead] = nil
@@ -170,16 +179,8 @@ func (p *RingPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (in
 	}
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
-	if p.gone {
-		return 0, fmt.Errorf("flow: read: %w", flow.ErrClosed)
-	}
-	if p.rhead == p.rn {
-		p.rhead, p.rn = 0, 0
-		n, err := p.pop(deadline)
-		if n == 0 {
-			return 0, mapRingErr("read", err)
-		}
-		p.rn = n
+	if err := p.fill(deadline); err != nil {
+		return 0, err
 	}
 	start := p.rhead
 	n := 0
