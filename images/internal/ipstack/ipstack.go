@@ -65,6 +65,10 @@ func New(addr netip.Prefix, mtu int) (*Stack, error) {
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: transports, // ipstack_tcp.go, ipstack_notcp.go
 	})
+	if err := tuneTCP(s); err != nil {
+		s.Destroy()
+		return nil, err
+	}
 	ep := channel.New(queueLen, uint32(mtu), "")
 	if err := s.CreateNIC(nicID, ep); err != nil {
 		s.Destroy()

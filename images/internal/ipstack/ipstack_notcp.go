@@ -20,6 +20,9 @@ const HasTCP = false
 
 var transports = []stack.TransportProtocolFactory{udp.NewProtocol}
 
+// tuneTCP has nothing to tune: no TCP.
+func tuneTCP(*stack.Stack) error { return nil }
+
 // errNoTCP is what Listen and Dial return in an image without TCP.
 var errNoTCP = fmt.Errorf("ipstack: this image has no TCP (a board image has it when built for a configuration with a status page: make image CONFIG=..., or -tags ipstack_tcp): %w", flow.ErrInvalid)
 

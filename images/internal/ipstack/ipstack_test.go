@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
@@ -29,6 +31,12 @@ func (goRunner) Go(f func()) { go f() }
 // pair is two stacks, 10.9.0.1 and 10.9.0.2, each behind an IP bridge
 // over one in-memory broker: the only way between them is ouro flows.
 func pair(t *testing.T) (a, b *Stack) {
+	a, b, _, _ = bridged(t)
+	return a, b
+}
+
+// bridged is pair with the two bridges too.
+func bridged(t *testing.T) (a, b *Stack, ba, bb *ipnet.Bridge) {
 	t.Helper()
 	fake := flowtest.NewBroker(64)
 	var err error
@@ -38,12 +46,12 @@ func pair(t *testing.T) (a, b *Stack) {
 	if b, err = New(netip.MustParsePrefix("10.9.0.2/24"), 1280); err != nil {
 		t.Fatal(err)
 	}
-	ba, err := ipnet.New(ipnet.Config{Broker: fake.Program("pa"), Dev: a, Runner: goRunner{}, Name: "ip.a",
+	ba, err = ipnet.New(ipnet.Config{Broker: fake.Program("pa"), Dev: a, Runner: goRunner{}, Name: "ip.a",
 		Routes: []ipnet.Route{{Prefix: netip.MustParsePrefix("10.9.0.2/32"), Name: "ip.b"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bb, err := ipnet.New(ipnet.Config{Broker: fake.Program("pb"), Dev: b, Runner: goRunner{}, Name: "ip.b",
+	bb, err = ipnet.New(ipnet.Config{Broker: fake.Program("pb"), Dev: b, Runner: goRunner{}, Name: "ip.b",
 		Routes: []ipnet.Route{{Prefix: netip.MustParsePrefix("10.9.0.1/32"), Name: "ip.a"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -62,14 +70,30 @@ func pair(t *testing.T) (a, b *Stack) {
 			}
 		}
 	})
-	return a, b
+	return a, b, ba, bb
+}
+
+// logPath logs what each bridge and stack counted, for a failure or a
+// slow run.
+func logPath(t *testing.T, stacks map[string]*Stack, bridges map[string]*ipnet.Bridge) {
+	t.Helper()
+	for name, br := range bridges {
+		routes, noRoute, in, _, inDrops := br.Stats()
+		t.Logf("bridge %s: routes %+v, no route %d, in %d, in drops %d, device errors %d", name, routes, noRoute, in, inDrops, br.DevErrors())
+	}
+	for name, s := range stacks {
+		st := s.s.Stats()
+		t.Logf("stack %s: tcp retransmits %d, timeouts %d, fast retransmits %d, slow-start retransmits %d, segments sent %d, received %d; nic rx %d, ip delivered %d, tx dropped %d; ep queued %d",
+			name, st.TCP.Retransmits.Value(), st.TCP.Timeouts.Value(), st.TCP.FastRetransmit.Value(), st.TCP.SlowStartRetransmits.Value(),
+			st.TCP.SegmentsSent.Value(), st.TCP.ValidSegmentsReceived.Value(), st.NICs.Rx.Packets.Value(), st.IP.PacketsDelivered.Value(), st.NICs.TxPacketsDroppedNoBufferSpace.Value(), s.ep.NumQueued())
+	}
 }
 
 // TestHTTPAcrossFlows: an HTTP server on b's stack serves a client on
 // a's, every packet carried by flows between the two bridges: a small
 // page, then 4 MB hash-identical.
 func TestHTTPAcrossFlows(t *testing.T) {
-	a, b := pair(t)
+	a, b, ba, bb := bridged(t)
 	blob := make([]byte, 4<<20)
 	rand.Read(blob)
 	l, err := b.Listen(80)
@@ -106,6 +130,11 @@ func TestHTTPAcrossFlows(t *testing.T) {
 		t.Fatalf("GET /: %q", got)
 	}
 	start := time.Now()
+	defer func() {
+		if t.Failed() || time.Since(start) > 5*time.Second {
+			logPath(t, map[string]*Stack{"a": a, "b": b}, map[string]*ipnet.Bridge{"a": ba, "b": bb})
+		}
+	}()
 	got := get("/blob")
 	if sha256.Sum256(got) != sha256.Sum256(blob) {
 		t.Fatalf("GET /blob: %d bytes, not the %d sent", len(got), len(blob))
@@ -142,5 +171,26 @@ func TestDeviceErrors(t *testing.T) {
 	}
 	if _, err := s.Write([]byte{0x45, 0, 0, 20}); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Write after Close: %v", err)
+	}
+}
+
+// TestSACKRecovery: the stack's TCP recovers losses by SACK, not by
+// gVisor's RACK-TLP (tuneTCP says why).
+func TestSACKRecovery(t *testing.T) {
+	s, err := New(netip.MustParsePrefix("10.9.0.1/24"), 1280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var r tcpip.TCPRecovery
+	if err := s.s.TransportProtocolOption(tcp.ProtocolNumber, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r&tcpip.TCPRACKLossDetection != 0 {
+		t.Fatalf("TCP recovery %#x: RACK loss detection is on", r)
+	}
+	var sack tcpip.TCPSACKEnabled
+	if err := s.s.TransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil || !sack {
+		t.Fatalf("SACK %v (%v): want on", sack, err)
 	}
 }
