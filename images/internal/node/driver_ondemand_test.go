@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,15 +15,17 @@ import (
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
-// opens counts a node's board link initialisations, by link.
+// opens counts a node's board link initialisations and
+// re-initialisations, by link.
 type opens struct {
-	mu sync.Mutex
-	n  map[boardPort]int
+	mu     sync.Mutex
+	n      map[boardPort]int
+	resets map[boardPort]int
 }
 
 // count wraps v's openLink (set by boardNodeOn) to count its calls.
 func (o *opens) count(v *Node) {
-	o.n = map[boardPort]int{}
+	o.n, o.resets = map[boardPort]int{}, map[boardPort]int{}
 	open := v.openLink
 	v.openLink = func(p boardPort) (*netstack.Mux, error) {
 		o.mu.Lock()
@@ -30,7 +33,24 @@ func (o *opens) count(v *Node) {
 		o.mu.Unlock()
 		return open(p)
 	}
-	v.resetLink = func(boardPort) func() error { return func() error { return nil } }
+	// As the boards' resets do, one before the device was opened fails.
+	v.resetLink = func(p boardPort) func() error {
+		return func() error {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			o.resets[p]++
+			if o.n[p] == 0 {
+				return fmt.Errorf("test: %s reset before it was opened", p)
+			}
+			return nil
+		}
+	}
+}
+
+func (o *opens) resetsOf(p boardPort) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.resets[p]
 }
 
 func (o *opens) of(p boardPort) int {
@@ -107,8 +127,20 @@ func TestBoardLinkOnDemand(t *testing.T) {
 	if rows["driver.incarnations"] != "2" || rows["driver.device_resets"] != "1" {
 		t.Errorf("stats v.eth after a restart of the driver: %v, want 2 incarnations, 1 device reset", rows)
 	}
-	if n := o.of("usb"); n != 0 {
-		t.Errorf("usb initialised %d times, want 0: no shim used it", n)
+	if n := o.resetsOf("enet"); n != 1 {
+		t.Errorf("enet re-initialised %d times, want 1 (the restart's)", n)
+	}
+	// An idle driver's restart has no device to re-initialise: it comes
+	// back idle (a reset there would fail and end every incarnation).
+	if err := v.Kernel().Restart("driver.usb"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if st, inc, _ := v.Kernel().State("driver.usb"); st != "running" || inc != 2 {
+		t.Errorf("driver.usb after a restart while idle: %q, incarnation %d; want running, 2", st, inc)
+	}
+	if n, r := o.of("usb"), o.resetsOf("usb"); n != 0 || r != 0 {
+		t.Errorf("usb initialised %d and re-initialised %d times, want 0 and 0: no shim used it", n, r)
 	}
 }
 
