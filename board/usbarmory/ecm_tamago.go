@@ -21,7 +21,7 @@ package usbarmory
 //     to send the function returns empty after ecmPoll, so that the
 //     driver's endpoint loop can notice a new configuration.
 //   - interrupt IN: NetworkConnection(up), then ConnectionSpeedChange
-//     (ECM 1.2, 6.3), once per Init.
+//     (ECM 1.2, 6.3), once per Init or Reset (ecm.Notifier).
 //
 // Interrupts: the shared interrupt goroutine (irq.go) only masks the
 // controller (USBINTR = 0) and wakes the service goroutine, which runs the
@@ -38,7 +38,10 @@ package usbarmory
 // re-enumeration after a cable re-plug or host reboot) the driver waits for
 // the old endpoint goroutines, and the bulk OUT one waits for a transfer
 // that the bus reset flushed: the USB service hangs until the board
-// restarts. ENET and everything else keep running.
+// restarts. ENET and everything else keep running. That is why Reset
+// (for a restarted driver) does not reset the controller: it restarts
+// the gadget's own state (queues, framing, notifications, interrupt mask)
+// and lets the endpoints carry on, without a re-enumeration.
 
 import (
 	"errors"
@@ -110,8 +113,11 @@ type ECM struct {
 	// bulk IN endpoint goroutine only
 	inFlight []byte
 	inTimer  *time.Timer
-	// interrupt IN endpoint goroutine only
-	notified int
+	// interrupt IN endpoint's sequence (Reset starts it over)
+	notifier ecm.Notifier
+	// wedged: the service goroutine neither services nor unmasks the
+	// controller (Wedge, a faultinject build's); Reset clears it.
+	wedged atomic.Bool
 
 	stats ecmCounters
 }
@@ -133,11 +139,15 @@ type ECMStats struct {
 	TxTooLong uint64
 	// TxErrors: IN transfers the controller reported failed.
 	TxErrors uint64
+	// Resets: times Reset restarted the gadget; RxFlushed, TxFlushed:
+	// frames its queues held then, dropped.
+	Resets, RxFlushed, TxFlushed uint64
 }
 
 type ecmCounters struct {
 	rxFrames, rxBytes, rxRunts, rxOversize atomic.Uint64
 	txFrames, txBytes, txTooLong, txErrors atomic.Uint64
+	resets, rxFlushed, txFlushed           atomic.Uint64
 }
 
 var boardECM struct {
@@ -382,6 +392,10 @@ func (e *ECM) service() {
 			return
 		}
 
+		if e.wedged.Load() {
+			continue
+		}
+
 		e.USB.ServiceInterrupts()
 		e.setIntr(usbIntrMask)
 	}
@@ -440,17 +454,8 @@ func (e *ECM) in(_ []byte, lastErr error) ([]byte, error) {
 
 // notify is the interrupt IN endpoint function.
 func (e *ECM) notify(_ []byte, _ error) ([]byte, error) {
-	switch e.notified {
-	case 0:
-		e.notified++
-		return ecm.NetworkConnection(ecm.CommInterface, true), nil
-	case 1:
-		e.notified++
-		rate := uint32(480_000_000)
-		if e.USB.Speed() != "high" {
-			rate = 12_000_000
-		}
-		return ecm.ConnectionSpeedChange(ecm.CommInterface, rate, rate), nil
+	if n := e.notifier.Next(ecm.CommInterface, e.USB.Speed() == "high"); n != nil {
+		return n, nil
 	}
 
 	time.Sleep(ecmPoll)
@@ -556,6 +561,9 @@ func (e *ECM) Stats() ECMStats {
 		TxBytes:    e.stats.txBytes.Load(),
 		TxTooLong:  e.stats.txTooLong.Load(),
 		TxErrors:   e.stats.txErrors.Load(),
+		Resets:     e.stats.resets.Load(),
+		RxFlushed:  e.stats.rxFlushed.Load(),
+		TxFlushed:  e.stats.txFlushed.Load(),
 	}
 
 	if e.rxq != nil {
@@ -578,6 +586,54 @@ func (e *ECM) Wake() {
 	case e.wake <- time.Time{}:
 	default:
 	}
+}
+
+// Reset restarts an initialised gadget for a restarted driver, without a
+// re-enumeration (the host keeps its interface and addresses): the frames
+// its receive and transmit queues hold are dropped (counted) and their
+// buffers freed, the receive framing starts at a frame's beginning
+// (ecm.Receiver.Reset), the link notifications are sent again
+// (ecm.Notifier.Reset), a pending Wake is dropped, and the controller's
+// interrupts are unmasked and serviced at once (a completion the fault
+// left unserviced is picked up). The controller and its endpoint queues
+// are not reset: the endpoint goroutines carry on with the transfers
+// they have primed (resetting them needs a re-enumeration, which hangs
+// TamaGo v1.26.0's driver, see above). A frame the host was sending or
+// receiving at that moment may be lost. No Receive may run meanwhile.
+// It fails before Init and after Close. Not tried on hardware yet: QEMU
+// has no USB gadget the host can talk to.
+func (e *ECM) Reset() error {
+	if e.closed == nil {
+		return errors.New("usbarmory: ECM: Reset before Init")
+	}
+
+	select {
+	case <-e.closed:
+		return ErrECMClosed
+	default:
+	}
+
+	e.stats.rxFlushed.Add(uint64(e.rxq.Flush()))
+	e.stats.txFlushed.Add(uint64(e.txq.Flush()))
+
+	select {
+	case <-e.wake:
+	default:
+	}
+
+	e.rx.Reset()
+	e.notifier.Reset()
+	e.wedged.Store(false)
+	e.setIntr(usbIntrMask)
+
+	select {
+	case e.irq <- struct{}{}:
+	default:
+	}
+
+	e.stats.resets.Add(1)
+
+	return nil
 }
 
 // Close detaches the gadget from the host (the controller stops, the host

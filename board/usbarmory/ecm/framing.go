@@ -1,5 +1,7 @@
 package ecm
 
+import "sync/atomic"
+
 // Framing (ECM 1.2, 3.3.1 Segment Delineation): an Ethernet frame crosses
 // a bulk endpoint as one USB transfer, a run of wMaxPacketSize packets
 // ended by a short packet; a frame whose length is a multiple of
@@ -74,10 +76,18 @@ func (v Verdict) String() string {
 }
 
 // Receiver tracks segment delineation across OUT transfers. The zero value
-// is ready. Not safe for concurrent use (one OUT endpoint, one reader).
+// is ready. Transfer is for one goroutine (one OUT endpoint); Reset may be
+// called from any.
 type Receiver struct {
-	discarding bool // inside an oversize frame
+	discarding bool        // inside an oversize frame
+	reset      atomic.Bool // Reset asked; the next Transfer starts over
 }
+
+// Reset makes the next Transfer start at a frame's beginning, forgetting
+// an oversize frame whose tail it was discarding (a gadget's reset: the
+// host's next transfer is taken for a frame, not a tail). Safe from any
+// goroutine while Transfer runs on the endpoint's.
+func (r *Receiver) Reset() { r.reset.Store(true) }
 
 // Transfer classifies an OUT transfer that completed with got bytes in a
 // buffer of asked bytes. A transfer ends at a short packet (got < asked)
@@ -86,6 +96,9 @@ type Receiver struct {
 // after a full buffer leaves no trace if the driver hides zero-length
 // transfers (TamaGo's does): the next frame is then counted as Tail.
 func (r *Receiver) Transfer(got, asked int) Verdict {
+	if r.reset.Load() && r.reset.Swap(false) {
+		r.discarding = false
+	}
 	terminated := got < asked
 	if r.discarding {
 		r.discarding = !terminated

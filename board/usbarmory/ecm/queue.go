@@ -81,6 +81,23 @@ func (q *Queue) Release(f []byte) {
 	q.free <- f[:0]
 }
 
+// Flush drops every frame waiting and returns how many: their buffers
+// are free again. Frames handed out by Get or TryGet stay the caller's
+// until Release. Safe while producers and consumers run (a frame Put
+// during the Flush may be kept or dropped).
+func (q *Queue) Flush() int {
+	n := 0
+	for {
+		select {
+		case b := <-q.full:
+			q.free <- b[:0]
+			n++
+		default:
+			return n
+		}
+	}
+}
+
 // Len is the number of frames waiting.
 func (q *Queue) Len() int { return len(q.full) }
 

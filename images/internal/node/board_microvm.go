@@ -68,9 +68,12 @@ func openBoardLink(p boardPort) (*netstack.Mux, error) {
 	return board.mux, nil
 }
 
+// boardLinks are the board link devices this board has: the virtio-net
+// NIC.
+func boardLinks() []boardPort { return []boardPort{"enet"} }
+
 // resetBoardLink returns what re-initialises board link p once it is open
-// (usbarmory.NIC.Reset / microvm.NIC.Reset): the Ethernet NIC, not the
-// USB gadget.
+// (microvm.NIC.Reset); this board has no USB gadget.
 func resetBoardLink(p boardPort) func() error {
 	if p == "usb" {
 		return nil

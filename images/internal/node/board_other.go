@@ -21,6 +21,9 @@ func openBoardLink(p boardPort) (*netstack.Mux, error) {
 // resetBoardLink returns what re-initialises board link p: nothing here.
 func resetBoardLink(boardPort) func() error { return nil }
 
+// boardLinks are the board link devices this image has: none hosted.
+func boardLinks() []boardPort { return nil }
+
 // boardUART is the board's link UART for the serial shim; this board has none.
 func boardUART() (serial.Device, error) {
 	return nil, fmt.Errorf("[ipcp.serial] board = true: this image runs hosted and has no board link UART: %w", flow.ErrInvalid)

@@ -74,6 +74,9 @@ func boardUART() (serial.Device, error) {
 // none.
 func resetBoardLink(boardPort) func() error { return nil }
 
+// boardLinks are the board link devices this board has: none.
+func boardLinks() []boardPort { return nil }
+
 // openBoardLink is board link p; the Pi image has none.
 func openBoardLink(p boardPort) (*netstack.Mux, error) {
 	if p == "usb" {

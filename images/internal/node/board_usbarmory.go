@@ -65,12 +65,18 @@ func openBoardLink(p boardPort) (*netstack.Mux, error) {
 	return board.mux, nil
 }
 
-// resetBoardLink returns what re-initialises board link p once it is open
-// (usbarmory.NIC.Reset / microvm.NIC.Reset): the Ethernet NIC, not the
-// USB gadget.
+// boardLinks are the board link devices this board has: the ENET and
+// the USB Ethernet gadget. The node describes a driver component for
+// each; one no configured IPCP uses initialises its device when a shim
+// created at run time first attaches (driver.go).
+func boardLinks() []boardPort { return []boardPort{"enet", "usb"} }
+
+// resetBoardLink returns what re-initialises board link p once it is open:
+// the ENET's usbarmory.NIC.Reset, the USB gadget's usbarmory.ECM.Reset
+// (board_usbarmory_ecm.go).
 func resetBoardLink(p boardPort) func() error {
 	if p == "usb" {
-		return nil
+		return resetBoardUSB
 	}
 	return func() error {
 		board.mu.Lock()

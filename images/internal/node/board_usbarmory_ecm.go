@@ -54,3 +54,20 @@ func openBoardUSB() (*netstack.Mux, error) {
 	}
 	return boardUSB.mux, nil
 }
+
+// resetBoardUSB re-initialises the USB gadget for a restarted driver
+// (usbarmory.ECM.Reset): its queues emptied, its receive framing and
+// link notifications started over, its interrupts unmasked and serviced,
+// without a re-enumeration.
+func resetBoardUSB() error {
+	boardUSB.mu.Lock()
+	e := boardUSB.ecm
+	boardUSB.mu.Unlock()
+	if e == nil {
+		return fmt.Errorf("board USB Ethernet: reset before it was opened: %w", flow.ErrInvalid)
+	}
+	if err := e.Reset(); err != nil {
+		return fmt.Errorf("board USB Ethernet: %w", err)
+	}
+	return nil
+}

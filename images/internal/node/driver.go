@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,9 +22,13 @@ import (
 )
 
 // A board link device (the board's Ethernet NIC, its USB Ethernet gadget)
-// has a driver component of its own, "driver.enet" or "driver.usb": the
-// node initialises the device before the kernel boots (Node.Start), and
-// the driver component runs it: its receive loop, the netstack.Mux that
+// has a driver component of its own, "driver.enet" or "driver.usb", for
+// every link the board has (boardLinks): the node initialises the device
+// of a link its configured IPCPs use before the kernel boots
+// (Node.Start); that of a link none uses is initialised by its driver
+// when a shim created at run time first attaches (on demand: until then
+// the driver only answers attach calls and reads nothing). The driver
+// component runs the device: its receive loop, the netstack.Mux that
 // splits frames between the Ethernet shim's port and the netstack's, and
 // a transmit goroutine. The IRM supervises it like an in-node app: a
 // fault (a panic in either) is logged and the component restarted with
@@ -45,15 +50,21 @@ func driverBadge(j int) kernel.Badge { return irm.MakeBadge(irm.RoleApp, 1<<20+u
 func boardLinksUsed(cfg *Config) []boardPort {
 	var out []boardPort
 	for _, ip := range cfg.IPCPs {
-		p, _, ok := boardUse(cfg, ip)
-		if !ok {
-			continue
+		if p, _, ok := boardUse(cfg, ip); ok && !slices.Contains(out, p) {
+			out = append(out, p)
 		}
-		seen := false
-		for _, q := range out {
-			seen = seen || q == p
-		}
-		if !seen {
+	}
+	return out
+}
+
+// nodeLinks returns the board links a node has a driver component for:
+// those cfg's IPCPs use (whose devices Start initialises; one the board
+// lacks fails the start), then the others the board has (has: their
+// devices are initialised on demand).
+func nodeLinks(cfg *Config, has []boardPort) []boardPort {
+	out := boardLinksUsed(cfg)
+	for _, p := range has {
+		if !slices.Contains(out, p) {
 			out = append(out, p)
 		}
 	}
@@ -61,13 +72,18 @@ func boardLinksUsed(cfg *Config) []boardPort {
 }
 
 // driver is the state of one board link's driver component that outlives
-// its incarnations: the Mux and the fault record shown in the stats of
-// the shims on it.
+// its incarnations: the device's Mux once it is initialised and the fault
+// record shown in the stats of the shims on it.
 type driver struct {
 	port  boardPort
-	mux   *netstack.Mux
-	reset func() error // re-initialises the device; nil: it cannot be
-	wedge func()       // a faultinject build's: wedges the device at a fault
+	open  func() (*netstack.Mux, error) // initialises the device (on demand)
+	reset func() error                  // re-initialises the device; nil: it cannot be
+	wedge func()                        // a faultinject build's: wedges the device at a fault
+
+	dev      atomic.Pointer[netstack.Mux] // nil until the device is initialised
+	openedIn atomic.Uint64                // the incarnation that first ran it as Init left it
+	openMu   sync.Mutex                   // serialises initialisation; guards openErr
+	openErr  error                        // why the device's initialisation failed (for good)
 
 	incarnations atomic.Uint64
 	resets       atomic.Uint64 // device re-initialisations
@@ -89,11 +105,13 @@ type driver struct {
 // for the IRM, which restarts the component).
 func (d *driver) program(pd *kernel.PD) error {
 	// A restarted driver re-initialises the device first (where it can
-	// be: the ENET, virtio-net): whatever state the fault left the NIC
-	// in, the new incarnation starts from the state Init gave it. The
-	// kernel starts an incarnation only once the last one's goroutines
-	// have returned, so nothing else is in the NIC's receive path.
-	if d.incarnations.Add(1) > 1 && d.reset != nil {
+	// be: the ENET, virtio-net, the USB gadget) if an earlier incarnation
+	// ran it: whatever state the fault left the NIC in, the new
+	// incarnation starts from the state Init gave it. The kernel starts
+	// an incarnation only once the last one's goroutines have returned,
+	// so nothing else is in the NIC's receive path.
+	inc := d.incarnations.Add(1)
+	if d.reset != nil && d.mux() != nil && inc > d.openedIn.Load() {
 		if err := d.reset(); err != nil {
 			return fmt.Errorf("%s: re-initialising the device: %w", driverComponent(d.port), err)
 		}
@@ -103,7 +121,9 @@ func (d *driver) program(pd *kernel.PD) error {
 	// the incarnation (killed, restarted, the node stopping).
 	pd.Go(func() {
 		<-pd.Context().Done()
-		d.mux.Wake()
+		if m := d.mux(); m != nil {
+			m.Wake()
+		}
 	})
 	defer func() {
 		if r := recover(); r != nil {
@@ -124,7 +144,7 @@ func (d *driver) program(pd *kernel.PD) error {
 	// NIC holds meanwhile reach them rather than being dropped for want
 	// of an attached shim.
 	want := len(d.att.Load().list())
-	a := &attachments{pd: pd, yields: &d.rxYields, txReady: txReady, added: make(chan struct{}, 1)}
+	a := &attachments{pd: pd, inc: inc, yields: &d.rxYields, txReady: txReady, added: make(chan struct{}, 1), opened: make(chan struct{})}
 	d.att.Store(a)
 	pd.Go(func() { d.serveAttach(pd, ep, a) })
 	pd.Go(func() { d.transmit(pd, a) })
@@ -142,7 +162,18 @@ func (d *driver) program(pd *kernel.PD) error {
 		}
 		t.Stop()
 	}
-	if err := d.mux.RunTo(pd.Context(), [2]netstack.Sink{&portSink{a: a, port: portShim}, &portSink{a: a, port: portIP}}); err != nil {
+	// A device not initialised yet is, on demand, by the first attach
+	// (serveAttach); till then there is nothing to read.
+	m := d.mux()
+	if m == nil {
+		select {
+		case <-a.opened:
+			m = d.mux()
+		case <-pd.Context().Done():
+			return nil
+		}
+	}
+	if err := m.RunTo(pd.Context(), [2]netstack.Sink{&portSink{a: a, port: portShim}, &portSink{a: a, port: portIP}}); err != nil {
 		// The device ended: the shims' reads end too.
 		a.closeAll()
 		return fmt.Errorf("%s: %w", driverComponent(d.port), err)
@@ -189,7 +220,7 @@ func (d *driver) transmit(pd *kernel.PD, a *attachments) {
 		// One call for the batch (one doorbell); a frame the NIC refuses
 		// is counted and skipped.
 		for off := 0; off < n; {
-			k, err := d.mux.WriteFrames(frames[off:n])
+			k, err := d.mux().WriteFrames(frames[off:n])
 			d.txFrames.Add(uint64(k))
 			off += k
 			if err != nil || k == 0 {
@@ -220,8 +251,24 @@ func (d *driver) serveAttach(pd *kernel.PD, ep kernel.Cap, a *attachments) {
 			}
 			continue
 		}
-		x, why := a.check(&m, info)
+		// An attach call to a driver whose device is not initialised
+		// initialises it (the first shim on a link no configured IPCP
+		// uses); if that fails, it and every later attach are refused
+		// with the reason.
+		var x *attachment
+		why := ""
+		if info.Reply != 0 && m.Label == labelAttach {
+			if err := d.ensureOpen(a); err != nil {
+				why = err.Error()
+			}
+		}
+		if why == "" {
+			x, why = a.check(&m, info)
+		}
 		if x == nil {
+			if len(why) > kernel.MaxPayload {
+				why = why[:kernel.MaxPayload]
+			}
 			for _, c := range m.Caps[:m.NCaps] {
 				pd.Delete(c)
 			}
@@ -250,6 +297,49 @@ func (d *driver) serveAttach(pd *kernel.PD, ep kernel.Cap, a *attachments) {
 	}
 }
 
+// mux returns the device's Mux, nil until it is initialised.
+func (d *driver) mux() *netstack.Mux { return d.dev.Load() }
+
+// opened records m as the device initialised for incarnation inc (the
+// first that runs it as Init left it; a later one re-initialises it).
+func (d *driver) opened(m *netstack.Mux, inc uint64) {
+	d.openedIn.Store(inc)
+	d.dev.Store(m)
+}
+
+// ensureOpen initialises the device if it is not yet, for a's
+// incarnation, and wakes its receive loop. A failed initialisation is
+// kept: the driver does not try the hardware again (Init is once per
+// boot) and refuses every attach with the error, which names the link.
+func (d *driver) ensureOpen(a *attachments) error {
+	d.openMu.Lock()
+	defer d.openMu.Unlock()
+	switch {
+	case d.mux() != nil:
+		return nil
+	case d.openErr != nil:
+		return d.openErr
+	case d.open == nil:
+		d.openErr = fmt.Errorf("board link %q: no device to initialise", d.port)
+		return d.openErr
+	}
+	m, err := d.open()
+	if err != nil {
+		d.openErr = fmt.Errorf("board link %q: initialising the device: %w", d.port, err)
+		return d.openErr
+	}
+	d.opened(m, a.inc)
+	close(a.opened)
+	return nil
+}
+
+// initErr is why the device's initialisation failed, or nil.
+func (d *driver) initErr() error {
+	d.openMu.Lock()
+	defer d.openMu.Unlock()
+	return d.openErr
+}
+
 // noteFault records a panic of the driver for its counters (and, in a
 // faultinject build of the USB armory image, wedges the NIC as a fault
 // might: wedgeBoardLink).
@@ -265,7 +355,10 @@ func (d *driver) noteFault(r any) {
 
 // rows are the driver's counters as rows of a shim's "stats" table.
 func (d *driver) rows() [][]string {
-	s := d.mux.Stats()
+	var s netstack.MuxStats
+	if m := d.mux(); m != nil {
+		s = m.Stats()
+	}
 	d.mu.Lock()
 	last := "-"
 	if d.lastFault != "" {
@@ -320,7 +413,16 @@ func (n *Node) DriverSummary() []string {
 		if d == nil {
 			continue
 		}
-		s := d.mux.Stats()
+		m := d.mux()
+		if m == nil {
+			why := "no IPCP used it"
+			if err := d.initErr(); err != nil {
+				why = err.Error()
+			}
+			out = append(out, fmt.Sprintf("%s: device not initialised (%s); incarnations %d, faults %d", driverComponent(p), why, d.incarnations.Load(), d.faults.Load()))
+			continue
+		}
+		s := m.Stats()
 		d.mu.Lock()
 		last := d.lastFault
 		d.mu.Unlock()
@@ -424,6 +526,8 @@ type attachment struct {
 // attachments are the shims attached to one incarnation of the driver.
 type attachments struct {
 	pd      *kernel.PD
+	inc     uint64        // the incarnation's number
+	opened  chan struct{} // closed when this incarnation initialised the device
 	yields  *atomic.Uint64
 	txReady kernel.Cap    // notification the transmit rings are bound to
 	added   chan struct{} // poked by add
@@ -611,7 +715,7 @@ var _ eth.Device = (*ringPort)(nil)
 func (ds drivers) openRing(p boardPort, i int, pd *kernel.PD) (*ringPort, error) {
 	d := ds[p]
 	if d == nil {
-		return nil, fmt.Errorf("board link %q: no driver running (the node starts one for each board link its configured IPCPs use): %w", p, flow.ErrNotFound)
+		return nil, fmt.Errorf("board link %q: this board has no such link: %w", p, flow.ErrInvalid)
 	}
 	ep, err := pd.Slot(attachSlot(p))
 	if err != nil {
@@ -637,13 +741,24 @@ func (ds drivers) openRing(p boardPort, i int, pd *kernel.PD) (*ringPort, error)
 	pd.Go(rp.lease)
 	// Wait for the first attach to be taken or refused, so that a port
 	// the driver refuses fails the open; a driver that is not running
-	// now (restarting) takes it later.
-	wctx, cancel := context.WithTimeout(rp.ctx, attachWait)
+	// now (restarting) takes it later. One whose device is not
+	// initialised yet initialises it on this attach: the port is no use
+	// before that (its MAC, its MTU), so the open waits for it, up to
+	// initWait.
+	wait := attachWait
+	if d.mux() == nil {
+		wait = initWait
+	}
+	wctx, cancel := context.WithTimeout(rp.ctx, wait)
 	pd.WaitCtx(wctx, ok)
 	cancel()
 	if e := rp.err.Load(); e != nil {
 		rp.cancel()
 		return nil, *e
+	}
+	if d.mux() == nil {
+		rp.cancel()
+		return nil, fmt.Errorf("board link %q port %s: the device was not initialised within %v: %w", p, portName(i), initWait, flow.ErrTimeout)
 	}
 	return rp, nil
 }
@@ -652,6 +767,10 @@ func (ds drivers) openRing(p boardPort, i int, pd *kernel.PD) (*ringPort, error)
 // its attach call, and how long a restarted driver waits for the shims of
 // its last incarnation to attach again before it reads from the device.
 const attachWait = time.Second
+
+// initWait bounds how long opening a port waits for the driver to
+// initialise a device no shim used before.
+const initWait = 5 * time.Second
 
 // lease holds the attachment: one call to the driver's attach endpoint
 // at a time, made again when the driver dies, until the port is closed.
@@ -772,10 +891,10 @@ func (rp *ringPort) WriteFrame(b []byte) error {
 }
 
 // MAC implements eth.Device.
-func (rp *ringPort) MAC() net.HardwareAddr { return rp.d.mux.MAC() }
+func (rp *ringPort) MAC() net.HardwareAddr { return rp.d.mux().MAC() }
 
 // MTU implements eth.Device.
-func (rp *ringPort) MTU() int { return rp.d.mux.MTU() }
+func (rp *ringPort) MTU() int { return rp.d.mux().MTU() }
 
 // Close implements eth.Device: a blocked ReadFrame returns and the
 // attachment ends (the driver detaches, the rings are destroyed with

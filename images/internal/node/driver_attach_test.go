@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -19,8 +20,16 @@ import (
 // boardNode starts node "v" from vcfg with its board link ("enet") on a
 // QEMU stream to node "h", whose Ethernet shim (layer "eth") listens on
 // it; it returns v, a management broker on v and one on h. setup, if
-// given, changes v before it starts.
+// given, changes v before it starts. v's board has the links its
+// configuration uses (boardNodeOn: others too).
 func boardNode(t *testing.T, vcfg string, setup ...func(*Node)) (v *Node, bv, bh *irm.Broker) {
+	t.Helper()
+	return boardNodeOn(t, nil, vcfg, setup...)
+}
+
+// boardNodeOn is boardNode on a board with the links has as well; of
+// them, only "enet" (the stream) can be opened.
+func boardNodeOn(t *testing.T, has []boardPort, vcfg string, setup ...func(*Node)) (v *Node, bv, bh *irm.Broker) {
 	t.Helper()
 	port := freeTCPPort(t)
 	appH, brH := mgmtApp("client")
@@ -40,7 +49,7 @@ func boardNode(t *testing.T, vcfg string, setup ...func(*Node)) (v *Node, bv, bh
 		t.Fatal(err)
 	}
 	appV, brV := mgmtApp("mgmt")
-	v, err = New(c, append(xs, appV)...)
+	v, err = newNode(c, has, append(xs, appV)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,15 +145,15 @@ func TestBoardLinkCreatedIPCP(t *testing.T) {
 	}
 }
 
-// TestBoardLinkUndriven: a shim created on a board link the node does
-// not drive is refused at create with an error naming the link.
+// TestBoardLinkUndriven: a shim created on a board link the board does
+// not have is refused at create with an error naming the link.
 func TestBoardLinkUndriven(t *testing.T) {
 	_, bv, _ := boardNode(t, "[node]\nname = \"v\"\n[[ipcp]]\nkind = \"eth\"\nlayer = \"eth\"\n[ipcp.eth]\nboard = true\n[[app]]\nkind = \"echo\"\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err := bv.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "v.usb", Layer: "usb", Args: map[string]string{"kind": "eth", "config": "board = \"usb\""}})
-	if err == nil || !strings.Contains(err.Error(), "drives no such link") {
-		t.Errorf("create on an undriven board link: %v, want an error naming the link", err)
+	if err == nil || !strings.Contains(err.Error(), `board link "usb": this board has no such link`) || !errors.Is(err, flow.ErrInvalid) {
+		t.Errorf("create on a board link the board lacks: %v, want ErrInvalid naming the link", err)
 	}
 }
 
@@ -178,7 +187,8 @@ func TestBoardLinkTwoOnAPort(t *testing.T) {
 // once with labelRefused and the reason (counted), and holds a good one
 // (the lease) until the caller gives up, then lets go of its rings.
 func TestDriverAttachRefused(t *testing.T) {
-	d := &driver{port: "enet", mux: netstack.NewMux(newFloodDevice())}
+	d := &driver{port: "enet"}
+	d.opened(netstack.NewMux(newFloodDevice()), 1)
 	sys := &kernel.System{
 		Endpoints: []kernel.ObjectSpec{{Name: attachEndpoint("enet")}},
 		Components: []kernel.ComponentSpec{

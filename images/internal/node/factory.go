@@ -74,7 +74,9 @@ var _ irm.Provisioner = ipcpFactory{}
 
 // Provision implements irm.Provisioner: an IPCP on a board link gets the
 // cap to attach to the link's driver (the IRM holds one for each link the
-// node drives) and the objects for its rings.
+// board has) and the objects for its rings. The driver of a link no IPCP
+// used before initialises its device when the IPCP attaches; a link the
+// board lacks, or whose device failed to initialise, is refused here.
 func (f ipcpFactory) Provision(req ipcp.MgmtReq) ([]kernel.CapSpec, int, error) {
 	cfg, err := parseCreated([]byte(f.doc(req)))
 	if err != nil {
@@ -87,8 +89,12 @@ func (f ipcpFactory) Provision(req ipcp.MgmtReq) ([]kernel.CapSpec, int, error) 
 	if !ok {
 		return caps, 0, nil
 	}
-	if f.devices.driver(link) == nil {
-		return nil, 0, fmt.Errorf("ipcp %s: board link %q: this node drives no such link (a node drives the board links its configured IPCPs use): %w", req.Name, link, flow.ErrNotFound)
+	d := f.devices.driver(link)
+	if d == nil {
+		return nil, 0, fmt.Errorf("ipcp %s: board link %q: this board has no such link: %w", req.Name, link, flow.ErrInvalid)
+	}
+	if err := d.initErr(); err != nil {
+		return nil, 0, fmt.Errorf("ipcp %s: %w: %w", req.Name, err, flow.ErrInvalid)
 	}
 	return append(caps, kernel.CapSpec{Name: attachSlot(link), Object: attachSlot(link), Rights: attachRights}), attachObjects, nil
 }

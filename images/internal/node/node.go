@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,9 +91,10 @@ type Node struct {
 	signer *SignerComponent
 	irms   atomic.Int32
 	clean  sync.Once
-	// links are the board link devices the configuration's IPCPs use,
-	// each with a driver component; drivers is filled by Start before
-	// the kernel boots and only read afterwards.
+	// links are the board link devices the configuration's IPCPs use
+	// and the others the board has, each with a driver component;
+	// drivers is filled by Start before the kernel boots and only read
+	// afterwards.
 	links   []boardPort
 	drivers drivers
 
@@ -128,7 +130,13 @@ type Extra struct {
 
 // New builds a node from cfg; Start boots it.
 func New(cfg *Config, extras ...Extra) (*Node, error) {
-	n := &Node{cfg: cfg, extras: extras, links: boardLinksUsed(cfg), drivers: drivers{}}
+	return newNode(cfg, boardLinks(), extras...)
+}
+
+// newNode is New on a board with the link devices has (a test's board
+// has its own).
+func newNode(cfg *Config, has []boardPort, extras ...Extra) (*Node, error) {
+	n := &Node{cfg: cfg, extras: extras, links: nodeLinks(cfg, has), drivers: drivers{}}
 	n.logf = func(string, ...any) {}
 	if cfg.Node.Log {
 		l := log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds)
@@ -329,19 +337,25 @@ func (n *Node) Start() error {
 	if n.wrapIRM != nil {
 		progs[irmName] = n.wrapIRM(progs[irmName])
 	}
-	// Board link devices are initialised here, before any component
-	// runs; each one's receive half is its driver component's.
+	// Board link devices the configuration uses are initialised here,
+	// before any component runs; the others the board has when a shim
+	// created at run time first attaches (driver.ensureOpen). Each one's
+	// receive half is its driver component's.
 	openLink, resetLink := openBoardLink, resetBoardLink
 	if n.openLink != nil {
 		openLink, resetLink = n.openLink, n.resetLink
 	}
+	used := boardLinksUsed(n.cfg)
 	for _, p := range n.links {
-		m, err := openLink(p)
-		if err != nil {
-			n.Stop() // closes the links opened before this one
-			return fmt.Errorf("node: board link %s: %w", p, err)
+		d := &driver{port: p, open: func() (*netstack.Mux, error) { return openLink(p) }}
+		if slices.Contains(used, p) {
+			m, err := openLink(p)
+			if err != nil {
+				n.Stop() // closes the links opened before this one
+				return fmt.Errorf("node: board link %s: %w", p, err)
+			}
+			d.opened(m, 1)
 		}
-		d := &driver{port: p, mux: m}
 		if resetLink != nil {
 			d.reset = resetLink(p)
 		}
@@ -476,7 +490,9 @@ func (n *Node) Stop() {
 		n.k.Stop()
 	}
 	for _, d := range n.drivers {
-		d.mux.Close()
+		if m := d.mux(); m != nil {
+			m.Close()
+		}
 	}
 	n.cleanup()
 }
