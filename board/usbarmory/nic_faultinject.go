@@ -12,6 +12,6 @@ func (n *NIC) Wedge() {
 	n.txMu.Lock()
 	defer n.txMu.Unlock()
 
-	n.write(regEIMR, 0)
+	n.mask(eirRXF|eirTXF, false)
 	n.write(enet.ENETx_ECR, n.read(enet.ENETx_ECR)&^(1<<enet.ECR_ETHEREN))
 }
