@@ -66,8 +66,11 @@ func readRequest(r *bufio.Reader) (int, string, error) {
 	if err != nil {
 		return 400, "", errors.New("status: no request line")
 	}
-	parts := strings.Fields(line)
-	if len(parts) != 3 || !strings.HasPrefix(parts[2], "HTTP/1.") {
+	// request-line = method SP request-target SP HTTP-version (RFC 9112,
+	// 3): single spaces, nothing else between the parts; a bare LF ends
+	// it as well as CRLF.
+	parts := strings.Split(strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r"), " ")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || (parts[2] != "HTTP/1.0" && parts[2] != "HTTP/1.1") {
 		return 400, "", errors.New("status: malformed request line")
 	}
 	for { // headers, ignored, up to the empty line

@@ -95,6 +95,10 @@ func TestServe(t *testing.T) {
 		"POST / HTTP/1.1\r\n\r\n":                               "HTTP/1.0 405 ",
 		"GET /x HTTP/1.1\r\n\r\n":                               "HTTP/1.0 404 ",
 		"GARBAGE\r\n\r\n":                                       "HTTP/1.0 400 ",
+		"GET\t/ HTTP/1.\n\n":                                    "HTTP/1.0 400 ",
+		"GET /  HTTP/1.1\r\n\r\n":                               "HTTP/1.0 400 ",
+		"GET / HTTP/2.0\r\n\r\n":                                "HTTP/1.0 400 ",
+		"GET / HTTP/1.0\n\n":                                    "HTTP/1.0 200 OK",
 		"GET / HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", 2000): "HTTP/1.0 400 ",
 	} {
 		if got := ask(req); !strings.HasPrefix(got, want) {
