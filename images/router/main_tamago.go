@@ -185,8 +185,8 @@ func main() {
 	}
 	if nic := node.BoardNIC(); nic != nil {
 		s := nic.Stats()
-		fmt.Printf("ouro node %s: nic rx %d frames %d bytes, tx %d frames %d bytes, filtered %d, rx errors %d, tx ring full %d, interrupts %d\n",
-			n.Name(), s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes, s.RxFiltered, s.RxErrors, s.TxRingFull, s.Interrupts)
+		fmt.Printf("ouro node %s: nic rx %d frames %d bytes, tx %d frames %d bytes, filtered %d, rx errors %d, tx ring full %d, interrupts %d, rx found late %d\n",
+			n.Name(), s.RxFrames, s.RxBytes, s.TxFrames, s.TxBytes, s.RxFiltered, s.RxErrors, s.TxRingFull, s.Interrupts, s.RxLate)
 	}
 	fmt.Printf("ouro node %s: exit %d\n", n.Name(), code)
 	boardExit(code)

@@ -37,7 +37,7 @@ type NIC struct{}
 
 // NICStats has the fields of the other boards' NIC statistics.
 type NICStats struct {
-	RxFrames, RxBytes, TxFrames, TxBytes, RxFiltered, RxErrors, TxRingFull, Interrupts uint64
+	RxFrames, RxBytes, TxFrames, TxBytes, RxFiltered, RxErrors, TxRingFull, Interrupts, RxLate uint64
 }
 
 // HardwareAddr is nil: there is no NIC.
