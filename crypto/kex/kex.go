@@ -67,6 +67,7 @@ var (
 	ErrRefused      = errors.New("kex: peer refused by policy")
 	ErrState        = errors.New("kex: message out of order")
 	ErrNoAEAD       = errors.New("kex: no AEAD both sides take")
+	ErrUsed         = errors.New("kex: key pair made ahead of time used twice")
 )
 
 // Config is one side's part in a handshake.
@@ -88,9 +89,15 @@ type Config struct {
 	// the same answer.
 	Verify func(doc []byte) (identity.Document, error)
 	// Ephemeral, if set, are this handshake's fresh keys, made ahead of
-	// time (NewEphemeral) and used for this handshake only; nil makes
-	// them now.
+	// time (NewEphemeral) and used for this handshake only (a second
+	// use fails with ErrUsed); nil makes them now.
 	Ephemeral *Ephemeral
+	// ResponderKey, if set, is a responder's fresh X25519 key pair made
+	// ahead of time (NewResumeKey's: a responder needs no ML-KEM pair,
+	// so a pool of these does not make one it would throw away). Respond
+	// takes it before Ephemeral; Start ignores it. Used once, like
+	// Ephemeral.
+	ResponderKey *ResumeKey
 	// AEADs are the AEADs this side takes, in its order of preference
 	// (nil: seal.Preferred()); one only forces it (a peer that does
 	// not take it fails the handshake with ErrNoAEAD).
@@ -99,11 +106,24 @@ type Config struct {
 
 // Ephemeral are one handshake's fresh key pairs: X25519 and ML-KEM-768
 // (the initiator's; a responder uses only the X25519 pair). Make them
-// ahead of time to take their cost off an allocation's critical path;
-// never use one twice.
+// ahead of time to take their cost off an allocation's critical path.
+// A handshake takes them out (a second use fails with ErrUsed) and drops
+// them once its keys are derived, so that nothing keeps the private keys
+// reachable: forward secrecy is that of keys made at the handshake. Not
+// for concurrent use.
 type Ephemeral struct {
 	e  *ecdh.PrivateKey
 	dk *mlkem.DecapsulationKey768
+}
+
+// take hands out the key pairs once.
+func (k *Ephemeral) take() (*ecdh.PrivateKey, *mlkem.DecapsulationKey768, error) {
+	if k.e == nil {
+		return nil, nil, ErrUsed
+	}
+	e, dk := k.e, k.dk
+	k.e, k.dk = nil, nil
+	return e, dk, nil
 }
 
 // NewEphemeral makes fresh key pairs for one handshake.
@@ -217,10 +237,12 @@ func Start(cfg Config) (*Initiator, []byte, error) {
 			return nil, nil, err
 		}
 	}
-	e, dk := eph.e, eph.dk
+	e, dk, err := eph.take()
+	if err != nil {
+		return nil, nil, err
+	}
 	offer := offerOf(cfg.aeads())
 	var b []byte
-	var err error
 	if offer == nil {
 		b, err = codec.Marshal(hello1{Version: Version1, E: e.PublicKey().Bytes(), EK: dk.EncapsulationKey().Bytes(), Doc: cfg.Doc})
 	} else {
@@ -278,6 +300,7 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: reply: %w: %w", ErrMalformed, err)
 	}
+	in.e, in.dk = nil, nil // used: unreachable from here on
 	ti, err := t.bytes("initiator")
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
@@ -339,9 +362,15 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 		return nil, nil, fmt.Errorf("kex: hello: %w: %w", ErrMalformed, err)
 	}
 	var e *ecdh.PrivateKey
-	if cfg.Ephemeral != nil {
-		e = cfg.Ephemeral.e
-	} else if e, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
+	switch {
+	case cfg.ResponderKey != nil:
+		e, err = cfg.ResponderKey.take()
+	case cfg.Ephemeral != nil:
+		e, _, err = cfg.Ephemeral.take()
+	default:
+		e, err = ecdh.X25519().GenerateKey(rand.Reader)
+	}
+	if err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
 	dh, err := e.ECDH(eI)
