@@ -1,0 +1,43 @@
+package kex
+
+import (
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"testing"
+)
+
+// TestDeriveIsHKDF: derive's one-HMAC expansion gives the bytes of
+// HKDF-SHA-256 (hkdf.Key) for each of its four outputs, so that a peer
+// running the earlier derivation gets the same keys and ticket.
+func TestDeriveIsHKDF(t *testing.T) {
+	for _, sizes := range [][2]int{{32, 32}, {32, 0}, {32, 32 + 1088}} {
+		a, b, tr := make([]byte, sizes[0]), make([]byte, sizes[1]), make([]byte, 3000)
+		rand.Read(a)
+		rand.Read(b)
+		rand.Read(tr)
+		k, err := derive(a, b, tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		salt := sha256.Sum256(tr)
+		secret := append(append([]byte(nil), a...), b...)
+		for _, d := range []struct {
+			info string
+			got  []byte
+		}{
+			{"ouro/kex/v1 initiator to responder", k.i2r[:]},
+			{"ouro/kex/v1 responder to initiator", k.r2i[:]},
+			{"ouro/kex/v1 resumption secret", k.next.Secret[:]},
+			{"ouro/kex/v1 resumption ticket", k.next.ID[:]},
+		} {
+			want, err := hkdf.Key(sha256.New, secret, salt[:], d.info, len(d.got))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(want) != string(d.got) {
+				t.Fatalf("%d+%d-byte secret, %q: derive gives %x, HKDF %x", len(a), len(b), d.info, d.got, want)
+			}
+		}
+	}
+}
