@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/crypto/seal"
@@ -327,14 +328,25 @@ type Responder struct {
 	cfg  Config
 	peer identity.Document
 	tr   transcript
-	keys directional
 	aead seal.AEAD
 	done bool
+
+	// What the keys are derived from (Derive), dropped once they are.
+	e    *ecdh.PrivateKey
+	eI   *ecdh.PublicKey
+	ss   []byte // ML-KEM-768 shared secret
+	trb  []byte // the transcript as the responder signed it: the salt
+	once sync.Once
+	keys directional
+	kerr error
 }
 
 // Respond takes a Hello: it checks the initiator's document and Accept,
-// and returns the Reply to send. The keys are ready, but not to be used
-// until Finish proves the initiator holds its key.
+// and returns the Reply to send. The keys are not derived yet: Derive
+// does it (after the Reply is sent, while the initiator works: the
+// X25519 agreement and HKDF off the allocation's path), or Finish if
+// Derive was not called; they are not to be used until Finish proves
+// the initiator holds its key.
 func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, error) {
 	if err := cfg.check(); err != nil {
 		return nil, nil, err
@@ -374,10 +386,6 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
-	dh, err := e.ECDH(eI)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kex: %w: %w", ErrMalformed, err)
-	}
 	ss, ct := ek.Encapsulate()
 	v2 := h.Version == Version
 	r := reply{E: e.PublicKey().Bytes(), CT: ct, Doc: cfg.Doc, AEAD: uint(aead)}
@@ -397,11 +405,26 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
-	k, err := derive(dh, ss, tr)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &Responder{cfg: cfg, peer: peer, tr: t, keys: k, aead: aead}, out, nil
+	return &Responder{cfg: cfg, peer: peer, tr: t, aead: aead, e: e, eI: eI, ss: ss, trb: tr}, out, nil
+}
+
+// Derive derives the handshake's keys now, ahead of Finish: call it
+// once the Reply is sent, so that the X25519 agreement and the key
+// derivation run while the initiator works instead of after its Finish
+// arrives. Optional (Finish derives them if Derive did not); safe to
+// call concurrently with Finish, and more than once.
+func (rs *Responder) Derive() {
+	rs.once.Do(func() {
+		dh, err := rs.e.ECDH(rs.eI)
+		if err != nil {
+			rs.kerr = fmt.Errorf("kex: %w: %w", ErrMalformed, err)
+		} else {
+			rs.keys, rs.kerr = derive(dh, rs.ss, rs.trb)
+			clear(dh)
+		}
+		clear(rs.ss)
+		rs.e, rs.eI, rs.ss = nil, nil, nil // used: unreachable from here on
+	})
 }
 
 // Finish takes the initiator's Finish and returns the keys and the
@@ -421,6 +444,10 @@ func (rs *Responder) Finish(b []byte) (Result, error) {
 	}
 	if !identity.VerifyLabeled(rs.peer.Key, identity.LabelKex, digest(ti), f.Sig) {
 		return Result{}, fmt.Errorf("kex: initiator %s: %w", rs.peer.ID, ErrBadSignature)
+	}
+	rs.Derive()
+	if rs.kerr != nil {
+		return Result{}, rs.kerr
 	}
 	next := rs.keys.next
 	next.Peer = rs.peer

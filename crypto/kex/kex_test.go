@@ -319,3 +319,31 @@ func BenchmarkHandshakeAhead(b *testing.B) {
 		}
 	}
 }
+
+// TestDeriveBeforeFinish: a responder that derives its keys after
+// sending the Reply (Derive, here beside Finish in another goroutine, as
+// a flow allocator may race them) gets the initiator's keys.
+func TestDeriveBeforeFinish(t *testing.T) {
+	a, b := node(t, "a"), node(t, "b")
+	ctx := context.Background()
+	in, hello, err := kex.Start(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, reply, err := kex.Respond(ctx, b, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { rs.Derive(); close(done) }()
+	ri, fin, err := in.Reply(ctx, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := rs.Finish(fin)
+	<-done
+	rs.Derive() // again: no effect
+	if err != nil || ri.Keys.Send != rr.Keys.Recv || ri.Keys.Recv != rr.Keys.Send || ri.Next.Secret != rr.Next.Secret {
+		t.Fatalf("finish: %v; keys agree: %v", err, ri.Keys.Send == rr.Keys.Recv)
+	}
+}

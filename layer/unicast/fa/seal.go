@@ -321,6 +321,7 @@ func (a *Allocator) respond(key inKey, h *handshake, hello []byte) {
 	for _, r := range msgs {
 		a.send(key.src, r)
 	}
+	rs.Derive() // while the requester works, not after its Finish
 }
 
 // onFinish takes a requester's Finish: once its signature checks, the

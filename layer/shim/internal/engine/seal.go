@@ -358,10 +358,10 @@ func (e *Engine[A]) respond(key inKey[A], h *handshake, hello []byte) {
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
 	defer cancel()
 	var pkts [][]byte
+	var rs *kex.Responder
 	cfg, err := e.kexBase(ctx, h.hash, h.qos)
 	if err == nil {
 		cfg.ResponderKey = e.resumeKey() // X25519 only: a responder makes no ML-KEM pair
-		var rs *kex.Responder
 		var reply []byte
 		if rs, reply, err = kex.Respond(ctx, cfg, hello); err == nil {
 			if pkts, err = e.kexPkts(KexMsg{Type: MsgKex, ReqID: key.reqID, Dst: key.src, Step: StepReply}, reply); err == nil {
@@ -390,6 +390,7 @@ func (e *Engine[A]) respond(key inKey[A], h *handshake, hello []byte) {
 		return
 	}
 	e.resend(pkts, key.peer)
+	rs.Derive() // while the requester works, not after its Finish
 }
 
 // resend sends copies of kept packets: Wire.Send writes the shim header
