@@ -29,12 +29,14 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/mlkem"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/crypto/seal"
@@ -67,6 +69,7 @@ var (
 	ErrRefused      = errors.New("kex: peer refused by policy")
 	ErrState        = errors.New("kex: message out of order")
 	ErrNoAEAD       = errors.New("kex: no AEAD both sides take")
+	ErrUsed         = errors.New("kex: key pair made ahead of time used twice")
 )
 
 // Config is one side's part in a handshake.
@@ -88,9 +91,15 @@ type Config struct {
 	// the same answer.
 	Verify func(doc []byte) (identity.Document, error)
 	// Ephemeral, if set, are this handshake's fresh keys, made ahead of
-	// time (NewEphemeral) and used for this handshake only; nil makes
-	// them now.
+	// time (NewEphemeral) and used for this handshake only (a second
+	// use fails with ErrUsed); nil makes them now.
 	Ephemeral *Ephemeral
+	// ResponderKey, if set, is a responder's fresh X25519 key pair made
+	// ahead of time (NewResumeKey's: a responder needs no ML-KEM pair,
+	// so a pool of these does not make one it would throw away). Respond
+	// takes it before Ephemeral; Start ignores it. Used once, like
+	// Ephemeral.
+	ResponderKey *ResumeKey
 	// AEADs are the AEADs this side takes, in its order of preference
 	// (nil: seal.Preferred()); one only forces it (a peer that does
 	// not take it fails the handshake with ErrNoAEAD).
@@ -99,11 +108,24 @@ type Config struct {
 
 // Ephemeral are one handshake's fresh key pairs: X25519 and ML-KEM-768
 // (the initiator's; a responder uses only the X25519 pair). Make them
-// ahead of time to take their cost off an allocation's critical path;
-// never use one twice.
+// ahead of time to take their cost off an allocation's critical path.
+// A handshake takes them out (a second use fails with ErrUsed) and drops
+// them once its keys are derived, so that nothing keeps the private keys
+// reachable: forward secrecy is that of keys made at the handshake. Not
+// for concurrent use.
 type Ephemeral struct {
 	e  *ecdh.PrivateKey
 	dk *mlkem.DecapsulationKey768
+}
+
+// take hands out the key pairs once.
+func (k *Ephemeral) take() (*ecdh.PrivateKey, *mlkem.DecapsulationKey768, error) {
+	if k.e == nil {
+		return nil, nil, ErrUsed
+	}
+	e, dk := k.e, k.dk
+	k.e, k.dk = nil, nil
+	return e, dk, nil
 }
 
 // NewEphemeral makes fresh key pairs for one handshake.
@@ -217,10 +239,12 @@ func Start(cfg Config) (*Initiator, []byte, error) {
 			return nil, nil, err
 		}
 	}
-	e, dk := eph.e, eph.dk
+	e, dk, err := eph.take()
+	if err != nil {
+		return nil, nil, err
+	}
 	offer := offerOf(cfg.aeads())
 	var b []byte
-	var err error
 	if offer == nil {
 		b, err = codec.Marshal(hello1{Version: Version1, E: e.PublicKey().Bytes(), EK: dk.EncapsulationKey().Bytes(), Doc: cfg.Doc})
 	} else {
@@ -278,6 +302,7 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: reply: %w: %w", ErrMalformed, err)
 	}
+	in.e, in.dk = nil, nil // used: unreachable from here on
 	ti, err := t.bytes("initiator")
 	if err != nil {
 		return Result{}, nil, fmt.Errorf("kex: %w", err)
@@ -303,14 +328,25 @@ type Responder struct {
 	cfg  Config
 	peer identity.Document
 	tr   transcript
-	keys directional
 	aead seal.AEAD
 	done bool
+
+	// What the keys are derived from (Derive), dropped once they are.
+	e    *ecdh.PrivateKey
+	eI   *ecdh.PublicKey
+	ss   []byte // ML-KEM-768 shared secret
+	trb  []byte // the transcript as the responder signed it: the salt
+	once sync.Once
+	keys directional
+	kerr error
 }
 
 // Respond takes a Hello: it checks the initiator's document and Accept,
-// and returns the Reply to send. The keys are ready, but not to be used
-// until Finish proves the initiator holds its key.
+// and returns the Reply to send. The keys are not derived yet: Derive
+// does it (after the Reply is sent, while the initiator works: the
+// X25519 agreement and HKDF off the allocation's path), or Finish if
+// Derive was not called; they are not to be used until Finish proves
+// the initiator holds its key.
 func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, error) {
 	if err := cfg.check(); err != nil {
 		return nil, nil, err
@@ -339,14 +375,16 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 		return nil, nil, fmt.Errorf("kex: hello: %w: %w", ErrMalformed, err)
 	}
 	var e *ecdh.PrivateKey
-	if cfg.Ephemeral != nil {
-		e = cfg.Ephemeral.e
-	} else if e, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
-		return nil, nil, fmt.Errorf("kex: %w", err)
+	switch {
+	case cfg.ResponderKey != nil:
+		e, err = cfg.ResponderKey.take()
+	case cfg.Ephemeral != nil:
+		e, _, err = cfg.Ephemeral.take()
+	default:
+		e, err = ecdh.X25519().GenerateKey(rand.Reader)
 	}
-	dh, err := e.ECDH(eI)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kex: %w: %w", ErrMalformed, err)
+		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
 	ss, ct := ek.Encapsulate()
 	v2 := h.Version == Version
@@ -367,11 +405,26 @@ func Respond(ctx context.Context, cfg Config, b []byte) (*Responder, []byte, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("kex: %w", err)
 	}
-	k, err := derive(dh, ss, tr)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &Responder{cfg: cfg, peer: peer, tr: t, keys: k, aead: aead}, out, nil
+	return &Responder{cfg: cfg, peer: peer, tr: t, aead: aead, e: e, eI: eI, ss: ss, trb: tr}, out, nil
+}
+
+// Derive derives the handshake's keys now, ahead of Finish: call it
+// once the Reply is sent, so that the X25519 agreement and the key
+// derivation run while the initiator works instead of after its Finish
+// arrives. Optional (Finish derives them if Derive did not); safe to
+// call concurrently with Finish, and more than once.
+func (rs *Responder) Derive() {
+	rs.once.Do(func() {
+		dh, err := rs.e.ECDH(rs.eI)
+		if err != nil {
+			rs.kerr = fmt.Errorf("kex: %w: %w", ErrMalformed, err)
+		} else {
+			rs.keys, rs.kerr = derive(dh, rs.ss, rs.trb)
+			clear(dh)
+		}
+		clear(rs.ss)
+		rs.e, rs.eI, rs.ss = nil, nil, nil // used: unreachable from here on
+	})
 }
 
 // Finish takes the initiator's Finish and returns the keys and the
@@ -391,6 +444,10 @@ func (rs *Responder) Finish(b []byte) (Result, error) {
 	}
 	if !identity.VerifyLabeled(rs.peer.Key, identity.LabelKex, digest(ti), f.Sig) {
 		return Result{}, fmt.Errorf("kex: initiator %s: %w", rs.peer.ID, ErrBadSignature)
+	}
+	rs.Derive()
+	if rs.kerr != nil {
+		return Result{}, rs.kerr
 	}
 	next := rs.keys.next
 	next.Peer = rs.peer
@@ -439,12 +496,26 @@ type directional struct {
 
 // derive expands a handshake's secret (the hybrid one, or a ticket's and
 // a fresh X25519 one) into the two directions' keys and the next ticket,
-// salted with the transcript's hash.
+// salted with the transcript's hash: each is HKDF-SHA-256 (RFC 5869) of
+// the secret with its own info. The pseudorandom key is extracted once
+// and, every output being at most one SHA-256 long, each expansion is
+// HKDF's first block, HMAC(PRK, info || 0x01), through one HMAC reset
+// between them: the same bytes as four hkdf.Key calls
+// (TestDeriveIsHKDF), with one HMAC instead of eight.
 func derive(a, b, tr []byte) (directional, error) {
 	salt := sha256.Sum256(tr)
-	secret := append(append(make([]byte, 0, len(a)+len(b)), a...), b...)
+	secret := make([]byte, 0, 64)
+	secret = append(append(secret, a...), b...)
+	prk, err := hkdf.Extract(sha256.New, secret, salt[:])
+	clear(secret)
+	if err != nil {
+		return directional{}, fmt.Errorf("kex: %w", err)
+	}
+	m := hmac.New(sha256.New, prk)
+	clear(prk)
 	var k directional
-	for _, d := range []struct {
+	var sum [sha256.Size]byte
+	for _, d := range [...]struct {
 		info string
 		out  []byte
 	}{
@@ -453,11 +524,11 @@ func derive(a, b, tr []byte) (directional, error) {
 		{"ouro/kex/v1 resumption secret", k.next.Secret[:]},
 		{"ouro/kex/v1 resumption ticket", k.next.ID[:]},
 	} {
-		b, err := hkdf.Key(sha256.New, secret, salt[:], d.info, len(d.out))
-		if err != nil {
-			return directional{}, fmt.Errorf("kex: %w", err)
-		}
-		copy(d.out, b)
+		m.Reset()
+		m.Write([]byte(d.info))
+		m.Write([]byte{1})
+		copy(d.out, m.Sum(sum[:0]))
 	}
+	clear(sum[:])
 	return k, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/crypto/kex"
 	"github.com/ouronet/ouro/crypto/seal"
+	"github.com/ouronet/ouro/crypto/sealflow"
 )
 
 func node(t testing.TB, name string) kex.Config {
@@ -251,5 +252,98 @@ func TestEphemeralAndVerify(t *testing.T) {
 	a.Ephemeral = nil
 	if _, _, err := handshake(t, a, b); !errors.Is(err, identity.ErrBadSignature) {
 		t.Fatalf("a Verify that refuses: %v", err)
+	}
+}
+
+// TestKeysUsedOnce: a key pair made ahead of time serves one handshake
+// (or resumption) only; a second use fails with ErrUsed instead of
+// reusing the ephemeral keys. A responder's X25519 pair made ahead
+// (ResponderKey) serves a full handshake and is taken before Ephemeral.
+func TestKeysUsedOnce(t *testing.T) {
+	a, b := node(t, "a"), node(t, "b")
+	eph, err := kex.NewEphemeral()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk, err := kex.NewResumeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Ephemeral, b.ResponderKey = eph, rk
+	ri, rr, err := handshake(t, a, b)
+	if err != nil || ri.Keys.Send != rr.Keys.Recv {
+		t.Fatalf("handshake with keys made ahead: %v", err)
+	}
+	if _, _, err := kex.Start(a); !errors.Is(err, kex.ErrUsed) {
+		t.Fatalf("an Ephemeral used twice by an initiator: %v, want ErrUsed", err)
+	}
+	_, hello, err := kex.Start(node(t, "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := kex.Respond(context.Background(), b, hello); !errors.Is(err, kex.ErrUsed) {
+		t.Fatalf("a ResponderKey used twice: %v, want ErrUsed", err)
+	}
+	b.ResponderKey, b.Ephemeral = nil, eph
+	if _, _, err := kex.Respond(context.Background(), b, hello); !errors.Is(err, kex.ErrUsed) {
+		t.Fatalf("an Ephemeral used twice by a responder: %v, want ErrUsed", err)
+	}
+	if _, _, err := kex.StartResume(ri.Next, a.Context, rk, nil); !errors.Is(err, kex.ErrUsed) {
+		t.Fatalf("a ResumeKey used twice by a resumption: %v, want ErrUsed", err)
+	}
+}
+
+// BenchmarkHandshakeAhead is BenchmarkHandshake as the flow allocators
+// run it: the key pairs made ahead of time (outside the timed part: a
+// supervised goroutine makes them off the allocation's path) and the
+// peers' identity documents already verified (sealflow.DocCache). What
+// remains is the handshake's critical path in CPU.
+func BenchmarkHandshakeAhead(b *testing.B) {
+	x, y := node(b, "a"), node(b, "b")
+	var docs sealflow.DocCache
+	x.Verify, y.Verify = docs.Verify, docs.Verify
+	for b.Loop() {
+		b.StopTimer()
+		eph, err := kex.NewEphemeral()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rk, err := kex.NewResumeKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		x.Ephemeral, y.ResponderKey = eph, rk
+		b.StartTimer()
+		if _, _, err := handshake(b, x, y); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestDeriveBeforeFinish: a responder that derives its keys after
+// sending the Reply (Derive, here beside Finish in another goroutine, as
+// a flow allocator may race them) gets the initiator's keys.
+func TestDeriveBeforeFinish(t *testing.T) {
+	a, b := node(t, "a"), node(t, "b")
+	ctx := context.Background()
+	in, hello, err := kex.Start(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, reply, err := kex.Respond(ctx, b, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { rs.Derive(); close(done) }()
+	ri, fin, err := in.Reply(ctx, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := rs.Finish(fin)
+	<-done
+	rs.Derive() // again: no effect
+	if err != nil || ri.Keys.Send != rr.Keys.Recv || ri.Keys.Recv != rr.Keys.Send || ri.Next.Secret != rr.Next.Secret {
+		t.Fatalf("finish: %v; keys agree: %v", err, ri.Keys.Send == rr.Keys.Recv)
 	}
 }

@@ -118,10 +118,21 @@ const (
 	roleResumeR = "resume responder"
 )
 
-// ResumeKey is one resumption's fresh X25519 key pair, made ahead of
-// time (NewResumeKey) to take its cost off an allocation's critical
-// path; never use one twice.
+// ResumeKey is one fresh X25519 key pair, made ahead of time
+// (NewResumeKey) to take its cost off an allocation's critical path: a
+// resumption's, or a full exchange's responder's (Config.ResponderKey).
+// Used once, like Ephemeral: a second use fails with ErrUsed.
 type ResumeKey struct{ e *ecdh.PrivateKey }
+
+// take hands out the key pair once.
+func (k *ResumeKey) take() (*ecdh.PrivateKey, error) {
+	if k.e == nil {
+		return nil, ErrUsed
+	}
+	e := k.e
+	k.e = nil
+	return e, nil
+}
 
 // NewResumeKey makes a fresh key pair for one resumption.
 func NewResumeKey() (*ResumeKey, error) {
@@ -135,7 +146,7 @@ func NewResumeKey() (*ResumeKey, error) {
 // key returns k's pair, or a new one if k is nil.
 func (k *ResumeKey) key() (*ecdh.PrivateKey, error) {
 	if k != nil {
-		return k.e, nil
+		return k.take()
 	}
 	nk, err := NewResumeKey()
 	if err != nil {

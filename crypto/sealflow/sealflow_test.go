@@ -3,6 +3,7 @@ package sealflow
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"testing"
 
@@ -94,5 +95,49 @@ func TestKeepMade(t *testing.T) {
 	boom := errors.New("boom")
 	if err := KeepMade(ch, nil, func() (int, error) { return 0, boom }); !errors.Is(err, boom) {
 		t.Fatalf("got %v, want the maker's error", err)
+	}
+}
+
+// TestDocCacheHitsAndBound: a document verified once is answered from
+// the cache (an entry planted under its hash is what comes back: the
+// signature is not checked again), a document that fails is not
+// remembered, and the cache never holds more than MaxDocs.
+func TestDocCacheHitsAndBound(t *testing.T) {
+	var c DocCache
+	var first []byte
+	for i := range MaxDocs + 1 {
+		id, err := identity.FromSeed(bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := Document(context.Background(), id, "n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = doc
+		}
+		if _, err := c.Verify(doc); err != nil {
+			t.Fatal(err)
+		}
+		if len(c.m) > MaxDocs {
+			t.Fatalf("%d documents cached, bound %d", len(c.m), MaxDocs)
+		}
+		if i == 0 {
+			bad := bytes.Clone(doc)
+			bad[len(bad)-1] ^= 1
+			if _, err := c.Verify(bad); err == nil || len(c.m) != 1 {
+				t.Fatalf("a damaged document: %v; %d cached, want 1", err, len(c.m))
+			}
+			planted := c.m[sha256.Sum256(doc)]
+			planted.Name = "planted"
+			c.m[sha256.Sum256(doc)] = planted
+			if d, _ := c.Verify(doc); d.Name != "planted" {
+				t.Fatalf("a cached document was verified again (name %q)", d.Name)
+			}
+		}
+	}
+	if _, ok := c.m[sha256.Sum256(first)]; ok {
+		t.Fatal("the cache did not start over when full")
 	}
 }

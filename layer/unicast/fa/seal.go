@@ -122,12 +122,24 @@ func (a *Allocator) context(hash []byte, name string, q flow.QoS) ([]byte, error
 	return codec.Marshal(kexContext{Layer: a.cfg.Seal.Layer, Hash: hash, Name: name, QoS: q})
 }
 
-func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error) {
+// kexBase is the kex.Config both sides of a full exchange start from:
+// the member's signer and document, the flow's context, the cache of
+// verified documents.
+func (a *Allocator) kexBase(ctx context.Context, c []byte) (kex.Config, error) {
 	s, doc, err := a.cfg.Seal.Credentials(ctx)
 	if err != nil {
 		return kex.Config{}, fmt.Errorf("fa: credentials: %w", err)
 	}
-	cfg := kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.Verify, AEADs: a.cfg.Seal.aeads()}
+	return kex.Config{Signer: s, Doc: doc, Context: c, Accept: a.cfg.Seal.Accept, Verify: a.docs.Verify, AEADs: a.cfg.Seal.aeads()}, nil
+}
+
+// kexConfig is an initiator's kex.Config, with key pairs made ahead of
+// time if there are some left.
+func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error) {
+	cfg, err := a.kexBase(ctx, c)
+	if err != nil {
+		return cfg, err
+	}
 	a.keysAhead()
 	select {
 	case cfg.Ephemeral = <-a.ephs:
@@ -137,10 +149,12 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 }
 
 // keysAhead starts making key pairs ahead of time, from the first sealed
-// flow on: a member that seals nothing makes none. Full exchanges' (an
-// X25519 and an ML-KEM-768 pair, about 0.1 ms) and resumptions' (an
-// X25519 pair: two scalar multiplications of a resumption's four are
-// then off the critical path), ephAhead of each; each is used once.
+// flow on: a member that seals nothing makes none. Full exchanges'
+// initiators' (an X25519 and an ML-KEM-768 pair, about 0.1 ms) and X25519
+// pairs for resumptions (two scalar multiplications of a resumption's
+// four are then off the critical path) and for full exchanges'
+// responders (which need no ML-KEM pair), ephAhead of each; each is used
+// once.
 func (a *Allocator) keysAhead() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -153,7 +167,8 @@ func (a *Allocator) keysAhead() {
 	a.cfg.Runner.Go(func() { keepMade(a, a.rkeys, kex.NewResumeKey, "resumption key pairs") })
 }
 
-// resumeKey returns a resumption's key pair made ahead of time, or nil
+// resumeKey returns an X25519 key pair made ahead of time (a
+// resumption's or a full exchange's responder's), or nil
 // (kex makes one).
 func (a *Allocator) resumeKey() *kex.ResumeKey {
 	a.keysAhead()
@@ -284,11 +299,12 @@ func (a *Allocator) respond(key inKey, h *handshake, hello []byte) {
 		fail(err)
 		return
 	}
-	cfg, err := a.kexConfig(ctx, c)
+	cfg, err := a.kexBase(ctx, c)
 	if err != nil {
 		fail(err)
 		return
 	}
+	cfg.ResponderKey = a.resumeKey() // X25519 only: a responder makes no ML-KEM pair
 	rs, reply, err := kex.Respond(ctx, cfg, hello)
 	if err != nil {
 		fail(err)
@@ -305,6 +321,7 @@ func (a *Allocator) respond(key inKey, h *handshake, hello []byte) {
 	for _, r := range msgs {
 		a.send(key.src, r)
 	}
+	rs.Derive() // while the requester works, not after its Finish
 }
 
 // onFinish takes a requester's Finish: once its signature checks, the

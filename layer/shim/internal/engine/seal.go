@@ -84,8 +84,8 @@ type sealState struct {
 	docs     sealflow.DocCache
 	mu       sync.Mutex
 	doc      []byte
-	ephs     chan *kex.Ephemeral // key pairs made ahead of time
-	rkeys    chan *kex.ResumeKey // resumptions' key pairs made ahead of time
+	ephs     chan *kex.Ephemeral // initiators' key pairs made ahead of time
+	rkeys    chan *kex.ResumeKey // X25519 pairs made ahead of time: resumptions' and responders'
 	ephsMade bool                // the goroutine making them runs (guarded by the engine's mu)
 }
 
@@ -103,7 +103,10 @@ func (e *Engine[A]) kexContext(hash []byte, q flow.QoS) ([]byte, error) {
 	return encMode.Marshal(kexContext{Layer: e.seal.cfg.Layer, Hash: hash, QoS: q})
 }
 
-func (e *Engine[A]) kexConfig(ctx context.Context, hash []byte, q flow.QoS) (kex.Config, error) {
+// kexBase is the kex.Config both sides of a full exchange start from:
+// the node's signer and document, the flow's context, the cache of
+// verified documents.
+func (e *Engine[A]) kexBase(ctx context.Context, hash []byte, q flow.QoS) (kex.Config, error) {
 	s := e.seal
 	c, err := e.kexContext(hash, q)
 	if err != nil {
@@ -120,10 +123,19 @@ func (e *Engine[A]) kexConfig(ctx context.Context, hash []byte, q flow.QoS) (kex
 		s.doc = doc
 		s.mu.Unlock()
 	}
-	cfg := kex.Config{Signer: s.cfg.Signer, Doc: doc, Context: c, Accept: s.cfg.Accept, Verify: s.docs.Verify, AEADs: s.cfg.aeads()}
+	return kex.Config{Signer: s.cfg.Signer, Doc: doc, Context: c, Accept: s.cfg.Accept, Verify: s.docs.Verify, AEADs: s.cfg.aeads()}, nil
+}
+
+// kexConfig is an initiator's kex.Config, with key pairs made ahead of
+// time if there are some left.
+func (e *Engine[A]) kexConfig(ctx context.Context, hash []byte, q flow.QoS) (kex.Config, error) {
+	cfg, err := e.kexBase(ctx, hash, q)
+	if err != nil {
+		return cfg, err
+	}
 	e.keysAhead()
 	select {
-	case cfg.Ephemeral = <-s.ephs:
+	case cfg.Ephemeral = <-e.seal.ephs:
 	default: // all taken: kex makes them now
 	}
 	return cfg, nil
@@ -134,8 +146,9 @@ const ephAhead = 2
 
 // keysAhead starts making key pairs ahead of time, from the first
 // sealed allocation on (an engine that seals nothing makes none): full
-// exchanges' (X25519 and ML-KEM-768, about 0.1 ms) and resumptions'
-// (X25519), ephAhead of each. Each is used for one exchange.
+// exchanges' initiators' (X25519 and ML-KEM-768, about 0.1 ms) and
+// X25519 pairs for resumptions and full exchanges' responders (which
+// need no ML-KEM pair), ephAhead of each. Each is used for one exchange.
 func (e *Engine[A]) keysAhead() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -155,7 +168,8 @@ func keepMade[A Addr, T any](e *Engine[A], ch chan<- T, mk func() (T, error), wh
 	}
 }
 
-// resumeKey returns a resumption's key pair made ahead of time, or nil
+// resumeKey returns an X25519 key pair made ahead of time (a
+// resumption's or a full exchange's responder's), or nil
 // (kex makes one).
 func (e *Engine[A]) resumeKey() *kex.ResumeKey {
 	e.keysAhead()
@@ -344,9 +358,10 @@ func (e *Engine[A]) respond(key inKey[A], h *handshake, hello []byte) {
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
 	defer cancel()
 	var pkts [][]byte
-	cfg, err := e.kexConfig(ctx, h.hash, h.qos)
+	var rs *kex.Responder
+	cfg, err := e.kexBase(ctx, h.hash, h.qos)
 	if err == nil {
-		var rs *kex.Responder
+		cfg.ResponderKey = e.resumeKey() // X25519 only: a responder makes no ML-KEM pair
 		var reply []byte
 		if rs, reply, err = kex.Respond(ctx, cfg, hello); err == nil {
 			if pkts, err = e.kexPkts(KexMsg{Type: MsgKex, ReqID: key.reqID, Dst: key.src, Step: StepReply}, reply); err == nil {
@@ -375,6 +390,7 @@ func (e *Engine[A]) respond(key inKey[A], h *handshake, hello []byte) {
 		return
 	}
 	e.resend(pkts, key.peer)
+	rs.Derive() // while the requester works, not after its Finish
 }
 
 // resend sends copies of kept packets: Wire.Send writes the shim header
