@@ -333,6 +333,9 @@ func New(cfg Config) (*Allocator, error) {
 
 // Start runs the keepalive and peer-vanish ticker.
 func (a *Allocator) Start() error {
+	if a.cfg.Seal != nil && a.cfg.Seal.Require {
+		a.keysAhead() // every flow is sealed: the first needs them too
+	}
 	a.wg.Add(1)
 	a.cfg.Runner.Go(a.tick)
 	return nil

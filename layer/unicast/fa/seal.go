@@ -149,7 +149,8 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 }
 
 // keysAhead starts making key pairs ahead of time, from the first sealed
-// flow on: a member that seals nothing makes none. Full exchanges'
+// flow on (a member that seals nothing makes none), or from Start where
+// every flow is sealed (SealConfig.Require). Full exchanges'
 // initiators' (an X25519 and an ML-KEM-768 pair, about 0.1 ms) and X25519
 // pairs for resumptions (two scalar multiplications of a resumption's
 // four are then off the critical path) and for full exchanges'

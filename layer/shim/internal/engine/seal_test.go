@@ -231,3 +231,30 @@ func TestSealedBatchAllocs(t *testing.T) {
 		t.Fatalf("%d delivered, %d tx errors; want them to add up to %d", got, e.C.TxError.Load(), TxBatch)
 	}
 }
+
+// An engine that seals every flow (Require) makes key pairs ahead from
+// Start, so its first sealed allocation does not make them inline; one
+// that only may seal makes none until it seals something.
+func TestKeysAheadWhenRequired(t *testing.T) {
+	id, err := identity.FromSeed(bytes.Repeat([]byte{4}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, require := range []bool{true, false} {
+		e, _ := newEngine(t, Config[peer]{Upcalls: ipcptest.NewUpcalls(4), IdleTimeout: -1,
+			Seal: &SealConfig{Layer: "l", Signer: id, Name: "n", Require: require}})
+		deadline := time.Now().Add(10 * time.Second)
+		for require && (len(e.seal.ephs) < ephAhead || len(e.seal.rkeys) < ephAhead) {
+			if time.Now().After(deadline) {
+				t.Fatalf("Require: %d key pairs and %d resumption pairs made 10 s after Start, want %d each", len(e.seal.ephs), len(e.seal.rkeys), ephAhead)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		e.mu.Lock()
+		made := e.seal.ephsMade
+		e.mu.Unlock()
+		if made != require {
+			t.Fatalf("Require %v: making key pairs ahead %v", require, made)
+		}
+	}
+}
