@@ -34,7 +34,9 @@
 // # Interrupts and idle
 //
 // [Board.Init] initialises the GIC, enables the secure physical timer
-// interrupt and runs TamaGo's arm.ServiceInterrupts in a goroutine, and
+// interrupt, installs its own IRQ vector (which only records the interrupt
+// and masks IRQs: TamaGo's wakes the service goroutine with runtime.WakeG
+// from the exception, see irq.go), runs the interrupt service goroutine, and
 // installs an idle governor (runtime/goos.Idle) that arms the timer for the
 // runtime's next deadline and executes WFI. An idle node therefore sleeps
 // in WFI until its next timer or a device interrupt, rather than spinning.
