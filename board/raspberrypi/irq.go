@@ -8,14 +8,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/usbarmory/tamago/arm"
+	"github.com/ouronet/ouro/board/internal/armirq"
 )
 
-// Interrupt service: one goroutine (TamaGo's arm.ServiceInterrupts) is
-// woken by the IRQ exception and calls serviceIRQ with IRQs masked; it
-// asks the model which source fired (timer, GPU controller) and calls the
-// handlers of the pending GPU interrupts. Handlers run in that goroutine:
-// they must quiesce their source and never block for long.
+// Interrupt service: the vector and the service goroutine are
+// board/internal/armirq's (why not TamaGo's arm.ServiceInterrupts:
+// there). serviceIRQ runs in that goroutine with IRQs masked; it asks the
+// model which source fired (timer, GPU controller) and calls the handlers
+// of the pending GPU interrupts. Handlers must quiesce their source and
+// never block for long.
 
 // BCM2835 ARM Peripherals, 7.5: the GPU ("ARM") interrupt controller.
 // GPU interrupts 0-31 are in the "1" registers, 32-63 in the "2" ones.
@@ -79,7 +80,7 @@ func startInterrupts() {
 	irqStarted = true
 	modelInitInterrupts()
 	goos.Idle = idle
-	go arm.ServiceInterrupts(serviceIRQ)
+	armirq.Start(ARM, serviceIRQ)
 }
 
 // idle is the runtime's idle hook (runtime/goos.Idle): it runs when no
@@ -87,10 +88,13 @@ func startInterrupts() {
 // timer (0 or MaxInt64: none). It arms the board timer for that deadline
 // and executes WFI; the timer or any device interrupt wakes the core.
 func idle(pollUntil int64) {
-	t := nanotime()
-	modelIdle(pollUntil)
-	idleWakeups.Add(1)
-	idleNanos.Add(uint64(nanotime() - t))
+	if !armirq.Pending() {
+		t := nanotime()
+		modelIdle(pollUntil)
+		idleWakeups.Add(1)
+		idleNanos.Add(uint64(nanotime() - t))
+	}
+	armirq.Idle() // wakes the service goroutine if an interrupt is pending
 }
 
 var idleWakeups, idleNanos atomic.Uint64
