@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ouronet/ouro/layer/unicast/dir"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,17 +53,17 @@ import (
 //     goroutine serves (flow allocator, directory); control may allocate,
 //     the three loops above do not (TestForwardZeroAllocs).
 //
-// Buffers come from a pool of at most Config.Bufs (bufPool); ports is a
+// Buffers come from a pool of at most Config.Bufs (dt.Pool); ports is a
 // copy-on-write map behind an atomic pointer, so the per-packet lookup
 // takes no lock.
 
 const (
 	// headroom is the room before an originated SDU: the PCI and, for
 	// control messages, the sender's address.
-	headroom = 64
-	bufLen   = headroom + flow.MaxSDU + 64
-	txBatch  = 32
-	rxBatch  = 32
+	headroom = dt.Headroom
+	bufLen   = dt.BufLen
+	txBatch  = dt.TxBatch
+	rxBatch  = dt.RxBatch
 	srcLen   = 8 // sender's address in front of a control message
 
 	// DefaultBufs is Config.Bufs when it is 0: the most packet buffers
@@ -72,175 +71,12 @@ const (
 	DefaultBufs = 4096
 )
 
-// pbuf is a packet buffer; the packet is b[off:end].
-type pbuf struct {
-	off, end int
-	b        [bufLen]byte
-}
-
-func (b *pbuf) pkt() []byte { return b.b[b.off:b.end] }
-
-// bufPool is the data path's packet buffers: at most limit of them ever
-// exist (Config.Bufs), made on first need and kept on a free list.
-// Buffers move in batches (one lock per batch of a loop, not per
-// packet). A loop owns the buffers it reads into; a packet leaves its
-// loop (to a queue) only in exchange for a free buffer (spares), so that
-// when every buffer is held the loops keep reading and drop what
-// arrives, counted (drops.no_buf), instead of allocating or stalling.
-type bufPool struct {
-	mu    sync.Mutex
-	free  []*pbuf
-	made  int // buffers in existence: on the free list or held
-	limit int
-
-	// reserve charges buffers the pool is about to make to the
-	// component's budget (Config.Reserve); nil charges nothing.
-	reserve func(n int) error
-
-	waiters atomic.Int32
-	freed   chan struct{} // capacity 1: a put while someone waits
-	allocs  *atomic.Uint64
-}
-
-func newBufPool(limit int, reserve func(int) error, allocs *atomic.Uint64) *bufPool {
-	return &bufPool{free: make([]*pbuf, 0, limit), limit: limit, reserve: reserve, freed: make(chan struct{}, 1), allocs: allocs}
-}
-
-// charge returns how many of want new buffers the budget lets the pool
-// make: all of them, else one, else none (the budget is spent: what
-// arrives is dropped as if every buffer were held).
-func (p *bufPool) charge(want int) int {
-	switch {
-	case p.reserve == nil || p.reserve(want) == nil:
-		return want
-	case want > 1 && p.reserve(1) == nil:
-		return 1
-	}
-	return 0
-}
-
-// get fills dst with up to len(dst) buffers and returns how many: from
-// the free list, then new ones while fewer than limit exist.
-func (p *bufPool) get(dst []*pbuf) int {
-	p.mu.Lock()
-	n := 0
-	for ; n < len(dst) && len(p.free) > 0; n++ {
-		last := len(p.free) - 1
-		dst[n] = p.free[last]
-		p.free[last] = nil
-		p.free = p.free[:last]
-	}
-	for k := p.charge(min(len(dst)-n, p.limit-p.made)); k > 0; k-- {
-		dst[n] = new(pbuf)
-		n++
-		p.made++
-		p.allocs.Add(1)
-	}
-	p.mu.Unlock()
-	return n
-}
-
-// getOne returns a buffer, or nil when every one is held.
-func (p *bufPool) getOne() *pbuf {
-	var b [1]*pbuf
-	p.get(b[:])
-	return b[0]
-}
-
-// put returns bs to the free list and clears bs.
-func (p *bufPool) put(bs []*pbuf) {
-	if len(bs) == 0 {
-		return
-	}
-	p.mu.Lock()
-	if len(p.free)+len(bs) > p.made {
-		p.mu.Unlock()
-		panic("unicast: more packet buffers freed than exist (one freed twice)") // a data-path bug: the component faults
-	}
-	p.free = append(p.free, bs...)
-	p.mu.Unlock()
-	clear(bs)
-	if p.waiters.Load() > 0 {
-		select {
-		case p.freed <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (p *bufPool) putOne(b *pbuf) {
-	if b == nil {
-		return
-	}
-	p.put([]*pbuf{b}) // does not escape: put keeps the elements, not the slice
-}
-
-// waitGet is get that waits, until stop is closed or, with wait > 0,
-// for at most wait, for at least one buffer: what a loop does when it
-// has none to read into, and what a packet this IPCP originates does
-// before it is dropped (back-pressure on its own senders, as for a full
-// queue). It waits only while every buffer of the budget is held.
-func (p *bufPool) waitGet(dst []*pbuf, stop <-chan struct{}, wait time.Duration) int {
-	var end time.Time
-	if wait > 0 {
-		end = time.Now().Add(wait)
-	}
-	for {
-		if n := p.get(dst); n > 0 {
-			return n
-		}
-		d := 10 * time.Millisecond // a put may come between get and Add
-		if wait > 0 {
-			left := time.Until(end)
-			if left <= 0 {
-				return 0
-			}
-			d = min(d, left)
-		}
-		p.waiters.Add(1)
-		t := time.NewTimer(d)
-		select {
-		case <-p.freed:
-		case <-t.C:
-		case <-stop:
-			t.Stop()
-			p.waiters.Add(-1)
-			return 0
-		}
-		t.Stop()
-		p.waiters.Add(-1)
-	}
-}
-
-// spares are the free buffers a loop holds to exchange for the packets
-// it passes on.
-type spares struct {
-	n int
-	b [rxBatch]*pbuf
-}
-
-// fill tops the spares up to want (at most rxBatch) in one get.
-func (s *spares) fill(p *bufPool, want int) {
-	if s.n < want {
-		s.n += p.get(s.b[s.n:want])
-	}
-}
-
-// take returns a spare, or nil if there is none.
-func (s *spares) take() *pbuf {
-	if s.n == 0 {
-		return nil
-	}
-	s.n--
-	b := s.b[s.n]
-	s.b[s.n] = nil
-	return b
-}
-
-func (s *spares) release(p *bufPool) {
-	p.put(s.b[:s.n])
-	s.n = 0
-}
+// The packet buffers and their bounded pool are dt's (dt.Buf, dt.Pool,
+// dt.Spares); these are the names the IPCP's files use for them.
+type (
+	pbuf   = dt.Buf
+	spares = dt.Spares
+)
 
 // timer returns a stopped-and-drained timer set to d, from a free list:
 // waiting allocates nothing in steady state.
@@ -358,15 +194,15 @@ func (c *core) rxLoop(np *nport) {
 		own [1]*pbuf
 		sp  spares
 	)
-	if p.pool.waitGet(own[:], np.done, 0) == 0 {
+	if p.pool.WaitGet(own[:], np.done, 0) == 0 {
 		return // the adjacency went while every buffer was held
 	}
-	defer p.pool.put(own[:])
-	defer sp.release(p.pool)
+	defer p.pool.Put(own[:])
+	defer sp.Release(p.pool)
 	bl, _ := np.p.(backlogPort)
 	b := own[0]
 	for {
-		n, err := np.p.Read(b.b[:], time.Time{})
+		n, err := np.p.Read(b.B[:], time.Time{})
 		if err != nil {
 			if errors.Is(err, flow.ErrTruncated) {
 				p.c.truncated.Add(1)
@@ -378,13 +214,13 @@ func (c *core) rxLoop(np *nport) {
 		}
 		np.rxPkts.Add(1)
 		np.rxBytes.Add(uint64(n))
-		b.off, b.end = 0, n
+		b.Off, b.End = 0, n
 		if s := p.c.capt.Session(); s != nil {
-			tap(s, capture.In, np, b.pkt())
+			tap(s, capture.In, np, b.Pkt())
 		}
-		faultinject.Check("unicast/dt", b.pkt())
+		faultinject.Check("unicast/dt", b.Pkt())
 		c.raise(own[:], c.rxMark(np, bl)) // own[0] is b
-		sp.fill(p.pool, 1)
+		sp.Fill(p.pool, 1)
 		if r := c.input(b, nil, &sp); r != nil {
 			b = r
 		}
@@ -406,14 +242,14 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 		sp    spares
 	)
 	// The read buffers: as many as the pool gives, at least one.
-	slots := p.pool.waitGet(bs[:], np.done, 0)
+	slots := p.pool.WaitGet(bs[:], np.done, 0)
 	if slots == 0 {
 		return
 	}
-	defer p.pool.put(bs[:slots])
-	defer sp.release(p.pool)
+	defer p.pool.Put(bs[:slots])
+	defer sp.Release(p.pool)
 	for i := range slots {
-		bufs[i] = bs[i].b[:]
+		bufs[i] = bs[i].B[:]
 	}
 	bl, _ := np.p.(backlogPort)
 	for {
@@ -428,22 +264,22 @@ func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
 		}
 		var nb uint64
 		s := p.c.capt.Session()
-		sp.fill(p.pool, n)
+		sp.Fill(p.pool, n)
 		for i := range n {
 			b := bs[i]
-			b.off, b.end = 0, sizes[i]
+			b.Off, b.End = 0, sizes[i]
 			nb += uint64(sizes[i])
 			if s != nil {
-				tap(s, capture.In, np, b.pkt())
+				tap(s, capture.In, np, b.Pkt())
 			}
 		}
 		c.raise(bs[:n], c.rxMark(np, bl))
 		for i := range n {
 			b := bs[i]
-			faultinject.Check("unicast/dt", b.pkt())
+			faultinject.Check("unicast/dt", b.Pkt())
 			if r := c.input(b, &k, &sp); r != nil {
 				bs[i] = r
-				bufs[i] = r.b[:]
+				bufs[i] = r.B[:]
 			}
 		}
 		np.rxPkts.Add(uint64(n))
@@ -461,7 +297,7 @@ type kicks struct {
 	n    int
 	np   [rxBatch]*nport
 	now  time.Time
-	pool *bufPool // where refused packets go; nil: nothing is deferred
+	pool *dt.Pool // where refused packets go; nil: nothing is deferred
 
 	// The deferred packets, in arrival order, with their next hop (an
 	// index into np) and cube.
@@ -529,7 +365,7 @@ func (k *kicks) flush() {
 			}
 			if m > 0 {
 				if r := np.sched.EnqueueBatch(k.tmpc[:m], k.tmpb[:m]); r > 0 {
-					k.pool.put(k.tmpb[:r])
+					k.pool.Put(k.tmpb[:r])
 				}
 				clear(k.tmpb[:m])
 			}
@@ -550,10 +386,10 @@ func (k *kicks) flush() {
 // k, the next hop's transmit loop is woken when k is flushed, not at
 // once, and a delivery takes k's arrival time.
 func (c *core) input(b *pbuf, k *kicks, sp *spares) *pbuf {
-	r := c.fwd.Decide(b.pkt())
+	r := c.fwd.Decide(b.Pkt())
 	switch r.Verdict {
 	case dt.Forward:
-		repl := sp.take()
+		repl := sp.Take()
 		if repl == nil {
 			c.p.c.noBuf.Add(1)
 			return nil
@@ -585,10 +421,10 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 	np := (*c.ports.Load())[port]
 	if np == nil {
 		c.p.c.noPort.Add(1)
-		c.p.pool.putOne(b)
+		c.p.pool.PutOne(b)
 		return
 	}
-	cube := dt.PCI(b.pkt()).Cube()
+	cube := dt.PCI(b.Pkt()).Cube()
 	if !local && k != nil && k.defer_(np, b, cube) {
 		return
 	}
@@ -608,7 +444,7 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 		break
 	}
 	if !np.sched.Enqueue(cube, b) {
-		c.p.pool.putOne(b) // counted by the scheduler (queue_full)
+		c.p.pool.PutOne(b) // counted by the scheduler (queue_full)
 		return
 	}
 	if k != nil && k.add(np) >= 0 {
@@ -664,7 +500,7 @@ func (c *core) txLoop(np *nport) {
 				if n == 0 {
 					return
 				}
-				c.p.pool.put(batch[:n])
+				c.p.pool.Put(batch[:n])
 			}
 		}
 		select {
@@ -679,7 +515,7 @@ func (c *core) txLoop(np *nport) {
 		c.mark(np, batch[:n], below)
 		if s := c.p.c.capt.Session(); s != nil {
 			for _, b := range batch[:n] {
-				tap(s, capture.Out, np, b.pkt())
+				tap(s, capture.Out, np, b.Pkt())
 			}
 		}
 		if bp != nil {
@@ -687,15 +523,15 @@ func (c *core) txLoop(np *nport) {
 			continue
 		}
 		for _, b := range batch[:n] {
-			if err := np.p.Write(b.pkt(), time.Time{}); err != nil {
+			if err := np.p.Write(b.Pkt(), time.Time{}); err != nil {
 				np.txErrors.Add(1)
 				c.p.c.txErrors.Add(1)
 			} else {
 				np.txPkts.Add(1)
-				np.txBytes.Add(uint64(b.end - b.off))
+				np.txBytes.Add(uint64(b.End - b.Off))
 			}
 		}
-		c.p.pool.put(batch[:n])
+		c.p.pool.Put(batch[:n])
 	}
 }
 
@@ -703,37 +539,37 @@ func (c *core) txLoop(np *nport) {
 // reserved endpoint EIDKeepalive, with the sender's address and nothing
 // else, which the neighbour counts and drops.
 func (c *core) keepalive(np *nport) {
-	b := c.p.pool.getOne()
+	b := c.p.pool.GetOne()
 	if b == nil {
 		c.p.c.noBuf.Add(1) // the next period tries again
 		return
 	}
-	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
-	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: np.addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
-	b.end = headroom + srcLen
+	binary.BigEndian.PutUint64(b.B[headroom:], uint64(c.self))
+	b.Off, _ = dt.Prepend(b.B[:], headroom, dt.Fields{Dst: np.addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
+	b.End = headroom + srcLen
 	if s := c.p.c.capt.Session(); s != nil {
-		tap(s, capture.Out, np, b.pkt())
+		tap(s, capture.Out, np, b.Pkt())
 	}
-	if err := np.p.Write(b.pkt(), time.Now().Add(c.p.cfg.KeepAlive)); err != nil {
+	if err := np.p.Write(b.Pkt(), time.Now().Add(c.p.cfg.KeepAlive)); err != nil {
 		np.txErrors.Add(1)
 		c.p.c.txErrors.Add(1)
 	} else {
 		c.p.c.keepalivesOut.Add(1)
 	}
-	c.p.pool.putOne(b)
+	c.p.pool.PutOne(b)
 }
 
 // writeBatch writes batch to np with as few calls as its errors allow
 // (each error costs one packet, counted), then frees the buffers.
 func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]byte) {
 	for i, b := range batch {
-		pkts[i] = b.pkt()
+		pkts[i] = b.Pkt()
 	}
 	for i := 0; i < len(pkts); {
 		n, err := bp.WriteBatch(pkts[i:], time.Time{})
 		var nb uint64
 		for _, b := range batch[i : i+n] {
-			nb += uint64(b.end - b.off)
+			nb += uint64(b.End - b.Off)
 		}
 		np.txPkts.Add(uint64(n))
 		np.txBytes.Add(nb)
@@ -744,7 +580,7 @@ func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]
 			i++
 		}
 	}
-	c.p.pool.put(batch)
+	c.p.pool.Put(batch)
 	clear(pkts)
 }
 
@@ -755,7 +591,7 @@ func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]
 // b otherwise); without sp, deliver takes b either way (and frees it
 // unless queued).
 func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
-	pci := dt.PCI(b.pkt())
+	pci := dt.PCI(b.Pkt())
 	eid := pci.EID()
 	payload := pci.Payload()
 	if eid <= MaxReservedEID {
@@ -791,13 +627,13 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
 	switch {
 	case d == nil: // the flow's loops are not started yet: write at once
 		err = f.Port.Write(payload, now)
-	case sp != nil && sp.n == 0:
+	case sp != nil && sp.N() == 0:
 		c.p.c.noBuf.Add(1)
 		f.Drops.Add(1)
 		return nil
 	default:
-		b.off = bufLen - cap(payload) // the SDU, opened in place if sealed
-		b.end = b.off + len(payload)
+		b.Off = bufLen - cap(payload) // the SDU, opened in place if sealed
+		b.End = b.Off + len(payload)
 		if !c.hold() {
 			err = errDeliveryFull
 			break
@@ -808,7 +644,7 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
 			break
 		}
 		if sp != nil {
-			repl = sp.take()
+			repl = sp.Take()
 		}
 		d.wake()
 		queued, qcap = d.len(), deliverQueue
@@ -872,7 +708,7 @@ func (c *core) open(f *fa.Flow, pkt []byte) ([]byte, bool) {
 // sealIn seals, in place, the n-byte SDU of a sealed flow that was read
 // seal.CtrLen bytes behind headroom, and returns the sealed length.
 func (c *core) sealIn(f *fa.Flow, b *pbuf, n int) (int, bool) {
-	out, err := f.Sealer.Seal(b.b[headroom:headroom], b.b[headroom+seal.CtrLen:headroom+seal.CtrLen+n], nil)
+	out, err := f.Sealer.Seal(b.B[headroom:headroom], b.B[headroom+seal.CtrLen:headroom+seal.CtrLen+n], nil)
 	if err != nil { // the counter ran out: 2^63 SDUs under one key
 		f.Drops.Add(1)
 		return 0, false
@@ -909,15 +745,15 @@ func (c *core) flowTx(f *fa.Flow) {
 		own [1]*pbuf
 		sp  spares
 	)
-	if p.pool.waitGet(own[:], p.ctx.Done(), 0) == 0 {
+	if p.pool.WaitGet(own[:], p.ctx.Done(), 0) == 0 {
 		c.fa.Closed(f)
 		return
 	}
-	defer p.pool.put(own[:])
-	defer sp.release(p.pool)
+	defer p.pool.Put(own[:])
+	defer sp.Release(p.pool)
 	for {
 		b := own[0]
-		n, err := f.Port.Read(b.b[headroom+off:headroom+off+flow.MaxSDU], time.Time{})
+		n, err := f.Port.Read(b.B[headroom+off:headroom+off+flow.MaxSDU], time.Time{})
 		if err != nil {
 			if errors.Is(err, flow.ErrTruncated) {
 				p.c.truncated.Add(1)
@@ -934,11 +770,9 @@ func (c *core) flowTx(f *fa.Flow) {
 			f.Drops.Add(1)
 			continue
 		}
-		sp.fill(p.pool, 1)
-		if sp.n == 0 {
-			sp.n = p.pool.waitGet(sp.b[:1], p.ctx.Done(), originWait)
-		}
-		repl := sp.take()
+		sp.Fill(p.pool, 1)
+		sp.WaitOne(p.pool, p.ctx.Done(), originWait)
+		repl := sp.Take()
 		if repl == nil {
 			p.c.noBuf.Add(1)
 			f.Drops.Add(1)
@@ -947,7 +781,7 @@ func (c *core) flowTx(f *fa.Flow) {
 		if f.Sealer != nil {
 			var ok bool
 			if n, ok = c.sealIn(f, b, n); !ok {
-				p.pool.putOne(repl)
+				p.pool.PutOne(repl)
 				continue
 			}
 		}
@@ -960,8 +794,8 @@ func (c *core) flowTx(f *fa.Flow) {
 			f.CAMu.Lock()
 		}
 		f.CAMu.Unlock()
-		b.off, _ = dt.Prepend(b.b[:], headroom, fields)
-		b.end = headroom + n
+		b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
+		b.End = headroom + n
 		f.PktsOut.Add(1)
 		f.BytesOut.Add(uint64(n))
 		f.LastSent.Store(now.UnixNano())
@@ -985,15 +819,15 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		sp    spares
 	)
 	off, over := sealRoom(f)
-	slots := p.pool.waitGet(bs[:], p.ctx.Done(), 0)
+	slots := p.pool.WaitGet(bs[:], p.ctx.Done(), 0)
 	if slots == 0 {
 		c.fa.Closed(f)
 		return
 	}
-	defer p.pool.put(bs[:slots])
-	defer sp.release(p.pool)
+	defer p.pool.Put(bs[:slots])
+	defer sp.Release(p.pool)
 	for i := range slots {
-		bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]
+		bufs[i] = bs[i].B[headroom+off : headroom+off+flow.MaxSDU]
 	}
 	for {
 		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
@@ -1007,7 +841,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		}
 		now := time.Now()
 		var sent, nb uint64
-		sp.fill(p.pool, n)
+		sp.Fill(p.pool, n)
 		for i := range n {
 			sz := sizes[i]
 			if sz+over > p.MaxSDU() { // see flowTx
@@ -1015,11 +849,11 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 				f.Drops.Add(1)
 				continue
 			}
-			if sp.n == 0 {
+			if sp.N() == 0 {
 				k.flush() // what is queued goes while this one waits
-				sp.n = p.pool.waitGet(sp.b[:1], p.ctx.Done(), originWait)
+				sp.WaitOne(p.pool, p.ctx.Done(), originWait)
 			}
-			if sp.n == 0 {
+			if sp.N() == 0 {
 				p.c.noBuf.Add(1)
 				f.Drops.Add(1)
 				continue
@@ -1040,12 +874,12 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 			}
 			f.CAMu.Unlock()
 			b := bs[i]
-			b.off, _ = dt.Prepend(b.b[:], headroom, fields)
-			b.end = headroom + sz
+			b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
+			b.End = headroom + sz
 			sent++
 			nb += uint64(sz)
-			bs[i] = sp.take()
-			bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]
+			bs[i] = sp.Take()
+			bufs[i] = bs[i].B[headroom+off : headroom+off+flow.MaxSDU]
 			c.originate(b, &k)
 		}
 		f.PktsOut.Add(sent)
@@ -1058,7 +892,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 // originate routes a packet this IPCP made. It takes b. With k, the
 // first hop's transmit loop is woken when k is flushed.
 func (c *core) originate(b *pbuf, k *kicks) {
-	pci := dt.PCI(b.pkt())
+	pci := dt.PCI(b.Pkt())
 	dst := pci.Dst()
 	c.p.c.sent.Add(1)
 	if dst == c.self {
@@ -1068,7 +902,7 @@ func (c *core) originate(b *pbuf, k *kicks) {
 	port, ok := c.pff.Lookup(dst, uint64(pci.EID()))
 	if !ok {
 		c.p.c.noRoute.Add(1)
-		c.p.pool.putOne(b)
+		c.p.pool.PutOne(b)
 		return
 	}
 	c.enqueue(port, b, true, k)
@@ -1118,15 +952,15 @@ func (c *core) sendCtl(dst layer.Addr, eid layer.EID, cube flow.Cube, msg []byte
 		c.p.c.noRoute.Add(1)
 		return fmt.Errorf("unicast: no route to %d: %w", dst, flow.ErrNotFound)
 	}
-	b := c.p.pool.getOne()
+	b := c.p.pool.GetOne()
 	if b == nil {
 		c.p.c.noBuf.Add(1)
 		return fmt.Errorf("unicast: control message to %d: every packet buffer is held: %w", dst, flow.ErrBusy)
 	}
-	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
-	n := copy(b.b[headroom+srcLen:], msg)
-	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: dst, Cube: cube, TTL: dt.DefaultTTL, EID: eid})
-	b.end = headroom + srcLen + n
+	binary.BigEndian.PutUint64(b.B[headroom:], uint64(c.self))
+	n := copy(b.B[headroom+srcLen:], msg)
+	b.Off, _ = dt.Prepend(b.B[:], headroom, dt.Fields{Dst: dst, Cube: cube, TTL: dt.DefaultTTL, EID: eid})
+	b.End = headroom + srcLen + n
 	c.enqueue(port, b, false, nil)
 	return nil
 }

@@ -66,7 +66,7 @@ type IPCP struct {
 	bound  atomic.Bool          // the IPCP's name is bound in the lower broker
 	// lowerMax is the smallest SDU limit among the N-1 flows (MaxSDU).
 	lowerMax atomic.Int64
-	pool     *bufPool
+	pool     *dt.Pool
 	timers   chan *time.Timer // free list for the data path's waits
 	c        dpCounters
 
@@ -123,7 +123,7 @@ func New(cfg Config, up ipcp.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, 
 		}
 		p.crl, p.crlRaw = l, cfg.CRL
 	}
-	p.pool = newBufPool(cfg.Bufs, cfg.Reserve, &p.c.bufAllocs)
+	p.pool = dt.NewPool(cfg.Bufs, cfg.Reserve, &p.c.bufAllocs)
 	p.lowerMax.Store(flow.MaxSDU)
 	p.lower = sduBroker{Broker: lower, min: &p.lowerMax}
 	p.ctx, p.cancel = context.WithCancel(context.Background())

@@ -64,7 +64,7 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 	now := time.Now().UnixNano()
 	var marked uint64
 	for _, b := range batch {
-		pci := dt.PCI(b.pkt())
+		pci := dt.PCI(b.Pkt())
 		cube := pci.Cube()
 		if cube >= flow.NumCubes {
 			continue
@@ -129,7 +129,7 @@ func (c *core) raise(bs []*pbuf, lvl uint8) {
 	}
 	var marked uint64
 	for _, b := range bs {
-		if pci := dt.PCI(b.pkt()); pci.IsValid() {
+		if pci := dt.PCI(b.Pkt()); pci.IsValid() {
 			pci.RaiseECN(lvl)
 			marked++
 		}
