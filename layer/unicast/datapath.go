@@ -10,7 +10,6 @@ import (
 
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/unicast/ca"
@@ -20,23 +19,23 @@ import (
 	"github.com/ouronet/ouro/layer/unicast/pff"
 )
 
-// The data path, written once here:
+// The data path. Its per-packet machinery is dt's: the packet buffers and
+// their bounded pool (dt.Pool), the N-1 ports' receive and transmit
+// loops (dt.Loops, whose overview is in dt/loops.go), the forwarding
+// decision and the schedulers. What stays here is the glue that needs
+// the IPCP's other parts, core being the loops' dt.Host:
 //
-//   - N-1 receive: one goroutine per N-1 data-transfer flow reads packets
-//     into pooled buffers (a batch per read where the flow is a
-//     flow.BatchPort, else one) and calls input on each:
+//   - N-1 receive: the receive loop hands each packet to Input:
 //     dt.Forwarder.Decide, then either enqueue on the next hop's scheduler
 //     (the buffer moves with it), deliver to a local endpoint (an N+1
 //     port, or the control queue for reserved endpoints), or drop and
-//     count. The transmit loops it queued for are woken once per batch.
-//   - N-1 transmit: one goroutine per N-1 flow dequeues batches from its
-//     dt.Scheduler (one FIFO per QoS cube) and writes them to the flow
-//     (one WriteBatch where it is a flow.BatchPort), blocking on its
-//     back-pressure; the queue in front of it absorbs bursts, and
-//     ca.MarkECN raises each packet's ECN by that queue's standing depth
-//     (dt.Scheduler.Standing: what did not drain for a CA interval, with
-//     what still waits in the N-1 port's ring below it) as it leaves
-//     (mark). A full queue is a counted drop.
+//     count.
+//   - N-1 transmit: the transmit loop writes each port's queue to its
+//     flow; ca.MarkECN raises each packet's ECN by that queue's standing
+//     depth (dt.Scheduler.Standing: what did not drain for a CA interval,
+//     with what still waits in the N-1 port's ring below it) as it leaves
+//     (MarkTx, mark.go). A full queue is a counted drop. An idle port
+//     sends a Keepalive.
 //   - N+1 receive: a packet delivered to an N+1 flow joins the flow's
 //     delivery queue (its buffer moves, in exchange for a spare), and one
 //     goroutine per flow writes that queue into the flow's port, waiting
@@ -44,18 +43,27 @@ import (
 //     for a program. A full delivery queue is a counted drop (rx_full);
 //     deliver marks by the standing depth of the queue and the port's
 //     ring, the receive loops by the standing backlog of the N-1 port's
-//     ring they read (mark.go).
+//     ring they read (MarkRx, mark.go).
 //   - N+1 transmit: one goroutine per flow reads the application's SDUs
 //     (in batches where the port allows) into buffers behind headroom,
-//     paces each by the flow's ca.Flow, prepends the PCI and routes it
-//     like a forwarded packet.
+//     seals them on a sealed flow, paces each by the flow's ca.Flow,
+//     prepends the PCI and routes it like a forwarded packet (flowTx).
 //   - control: reserved-endpoint packets are copied to a queue that one
 //     goroutine serves (flow allocator, directory); control may allocate,
-//     the three loops above do not (TestForwardZeroAllocs).
+//     the loops above do not (TestForwardZeroAllocs).
+//
+// The N+1 side stays here, not in dt, because it is made of the flow
+// allocator's flows (fa.Flow: the port, the peer's EID, its seal and its
+// ca.Flow) and calls back into the IPCP at every step (fa.Closed,
+// fa.Feedback, the delivery queues' share of the pool, the control
+// queue): in dt it would make dt import fa, and with it crypto's
+// identity, kex and seal, for a second Host as wide as the IPCP.
 //
 // Buffers come from a pool of at most Config.Bufs (dt.Pool); ports is a
 // copy-on-write map behind an atomic pointer, so the per-packet lookup
 // takes no lock.
+
+var _ dt.Host = (*core)(nil)
 
 const (
 	// headroom is the room before an originated SDU: the PCI and, for
@@ -113,279 +121,84 @@ type dpCounters struct {
 	markedQueue, markedRx, markedDeliver atomic.Uint64
 
 	// capt taps the packets that cross the N-1 data-transfer flows
-	// (rxLoop, txLoop, keepalive) when a capture runs (the capture
+	// (dt.Loops, Keepalive) when a capture runs (the capture
 	// management command, mgmt.go): one atomic load per packet, or per
 	// batch, when none does.
 	capt capture.Point
 }
 
-// tap offers a packet crossing np to the running capture s.
-func tap(s *capture.Session, d capture.Dir, np *nport, pkt []byte) {
-	s.Add(d, capture.PDU, uint64(np.id), pkt)
-}
-
-// nport is an N-1 data-transfer flow: a next hop.
-type nport struct {
-	id    pff.Port
-	addr  layer.Addr
-	name  string
-	p     flow.Port
-	sched *dt.Scheduler[*pbuf]
-	kick  chan struct{} // wakes the transmit loop; capacity 1
-	space chan struct{} // the transmit loop dequeued; capacity 1
-	done  chan struct{} // closed when the adjacency is gone
-
-	txPkts, txBytes, txErrors, rxPkts, rxBytes atomic.Uint64
-
-	// The standing backlog of the ring np is read from, and its
-	// capacity (rxMark): the receive loop's own.
-	rxQ   ca.Standing
-	rxCap int
-}
+// nport is an N-1 data-transfer flow: a next hop. Its receive and
+// transmit loops are dt's (dt.Loops); core is their dt.Host.
+type nport = dt.Port
 
 func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
 	s, err := dt.NewScheduler[*pbuf](dt.SchedConfig{Kind: c.p.cfg.Sched, QueueLen: c.p.cfg.QueueLen})
 	if err != nil {
 		return nil, err
 	}
-	np := &nport{id: n.Port, addr: n.Addr, name: n.Name, p: n.DT, sched: s, kick: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
+	np := dt.NewPort(n.Port, n.Addr, n.Name, n.DT, s)
 	c.portsMu.Lock()
 	old := *c.ports.Load()
 	m := make(map[pff.Port]*nport, len(old)+1)
 	for k, v := range old {
 		m[k] = v
 	}
-	m[np.id] = np
+	m[np.ID] = np
 	c.ports.Store(&m)
 	c.portsMu.Unlock()
 	c.wg.Add(2)
-	c.p.cfg.Runner.Go(func() { c.rxLoop(np) })
-	c.p.cfg.Runner.Go(func() { c.txLoop(np) })
+	c.p.cfg.Runner.Go(func() {
+		defer c.wg.Done()
+		c.loops.Rx(np)
+	})
+	c.p.cfg.Runner.Go(func() {
+		defer c.wg.Done()
+		c.loops.Tx(np)
+	})
 	return np, nil
 }
 
 func (c *core) removePort(np *nport) {
 	c.portsMu.Lock()
 	old := *c.ports.Load()
-	if old[np.id] != np {
+	if old[np.ID] != np {
 		c.portsMu.Unlock()
 		return
 	}
 	m := make(map[pff.Port]*nport, len(old))
 	for k, v := range old {
-		if k != np.id {
+		if k != np.ID {
 			m[k] = v
 		}
 	}
 	c.ports.Store(&m)
 	c.portsMu.Unlock()
-	close(np.done)
+	np.Close()
 }
 
-// rxLoop reads np's packets until the flow breaks, then reports it.
-func (c *core) rxLoop(np *nport) {
-	defer c.wg.Done()
-	if bp, ok := np.p.(flow.BatchPort); ok {
-		c.rxBatchLoop(np, bp)
-		return
-	}
-	p := c.p
-	var (
-		own [1]*pbuf
-		sp  spares
-	)
-	if p.pool.WaitGet(own[:], np.done, 0) == 0 {
-		return // the adjacency went while every buffer was held
-	}
-	defer p.pool.Put(own[:])
-	defer sp.Release(p.pool)
-	bl, _ := np.p.(backlogPort)
-	b := own[0]
-	for {
-		n, err := np.p.Read(b.B[:], time.Time{})
-		if err != nil {
-			if errors.Is(err, flow.ErrTruncated) {
-				p.c.truncated.Add(1)
-				continue
-			}
-			own[0] = b
-			c.cm.Fail(np.id, fmt.Sprintf("data flow: %v", err))
-			return
-		}
-		np.rxPkts.Add(1)
-		np.rxBytes.Add(uint64(n))
-		b.Off, b.End = 0, n
-		if s := p.c.capt.Session(); s != nil {
-			tap(s, capture.In, np, b.Pkt())
-		}
-		faultinject.Check("unicast/dt", b.Pkt())
-		c.raise(own[:], c.rxMark(np, bl)) // own[0] is b
-		sp.Fill(p.pool, 1)
-		if r := c.input(b, nil, &sp); r != nil {
-			b = r
-		}
-		own[0] = b
-	}
+// Fail fails the adjacency of np, whose flow broke (dt.Host).
+func (c *core) Fail(np *nport, err error) {
+	c.cm.Fail(np.ID, fmt.Sprintf("data flow: %v", err))
 }
 
-// rxBatchLoop is rxLoop over a flow that reads in batches: one read (one
-// wake-up) per batch, a decision per packet, one get of replacement
-// buffers per batch and one wake-up per next hop's transmit loop per
-// batch.
-func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
-	p := c.p
-	var (
-		bs    [rxBatch]*pbuf
-		bufs  [rxBatch][]byte
-		sizes [rxBatch]int
-		k     = kicks{pool: p.pool}
-		sp    spares
-	)
-	// The read buffers: as many as the pool gives, at least one.
-	slots := p.pool.WaitGet(bs[:], np.done, 0)
-	if slots == 0 {
-		return
-	}
-	defer p.pool.Put(bs[:slots])
-	defer sp.Release(p.pool)
-	for i := range slots {
-		bufs[i] = bs[i].B[:]
-	}
-	bl, _ := np.p.(backlogPort)
-	for {
-		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
-		if err != nil {
-			if !errors.Is(err, flow.ErrTruncated) {
-				c.cm.Fail(np.id, fmt.Sprintf("data flow: %v", err))
-				return
-			}
-			p.c.truncated.Add(1)
-			n-- // the last one, truncated, is dropped
-		}
-		var nb uint64
-		s := p.c.capt.Session()
-		sp.Fill(p.pool, n)
-		for i := range n {
-			b := bs[i]
-			b.Off, b.End = 0, sizes[i]
-			nb += uint64(sizes[i])
-			if s != nil {
-				tap(s, capture.In, np, b.Pkt())
-			}
-		}
-		c.raise(bs[:n], c.rxMark(np, bl))
-		for i := range n {
-			b := bs[i]
-			faultinject.Check("unicast/dt", b.Pkt())
-			if r := c.input(b, &k, &sp); r != nil {
-				bs[i] = r
-				bufs[i] = r.B[:]
-			}
-		}
-		np.rxPkts.Add(uint64(n))
-		np.rxBytes.Add(nb)
-		k.flush()
-	}
+// MarkRx raises the packets just read from np by the backlog of the
+// ring they came through (dt.Host; mark.go).
+func (c *core) MarkRx(np *nport, bl dt.Backlogger, bs []*pbuf) {
+	c.raise(bs, c.rxMark(np, bl))
 }
 
-// kicks collects, for one batch, the packets to forward per next hop
-// and the transmit loops to wake: at flush each next hop's packets are
-// queued under one lock of its scheduler and its loop is woken once.
-// It also keeps the batch's arrival time once a packet of it is
-// delivered.
-type kicks struct {
-	n    int
-	np   [rxBatch]*nport
-	now  time.Time
-	pool *dt.Pool // where refused packets go; nil: nothing is deferred
-
-	// The deferred packets, in arrival order, with their next hop (an
-	// index into np) and cube.
-	pn   int
-	pb   [rxBatch]*pbuf
-	pi   [rxBatch]uint8
-	pc   [rxBatch]flow.Cube
-	tmpb [rxBatch]*pbuf
-	tmpc [rxBatch]flow.Cube
+// MarkTx marks a batch leaving np's queue (dt.Host; mark.go).
+func (c *core) MarkTx(np *nport, batch []*pbuf, below int) {
+	c.mark(np, batch, below)
 }
 
-// add notes that np's transmit loop is to be woken, and returns np's
-// index in k, or -1 if k is full (np was woken at once).
-func (k *kicks) add(np *nport) int {
-	for i, x := range k.np[:k.n] {
-		if x == np {
-			return i
-		}
-	}
-	if k.n == len(k.np) {
-		np.wake()
-		return -1
-	}
-	k.np[k.n] = np
-	k.n++
-	return k.n - 1
-}
-
-// defer_ queues b for np at flush; it reports false if k cannot take it
-// (the caller then enqueues it at once).
-func (k *kicks) defer_(np *nport, b *pbuf, cube flow.Cube) bool {
-	if k.pool == nil || k.pn == len(k.pb) {
-		return false
-	}
-	i := k.add(np)
-	if i < 0 {
-		return false
-	}
-	k.pb[k.pn], k.pi[k.pn], k.pc[k.pn] = b, uint8(i), cube
-	k.pn++
-	return true
-}
-
-// clock returns the batch's arrival time: the clock is read once per
-// batch, and only if something in it is delivered.
-func (k *kicks) clock() time.Time {
-	if k.now.IsZero() {
-		k.now = time.Now()
-	}
-	return k.now
-}
-
-// flush queues the deferred packets, one EnqueueBatch per next hop
-// (a full queue's refusals go back to the pool, counted by the
-// scheduler), and wakes every noted transmit loop.
-func (k *kicks) flush() {
-	for i, np := range k.np[:k.n] {
-		if k.pn > 0 {
-			m := 0
-			for j := range k.pn {
-				if int(k.pi[j]) == i {
-					k.tmpb[m], k.tmpc[m] = k.pb[j], k.pc[j]
-					m++
-				}
-			}
-			if m > 0 {
-				if r := np.sched.EnqueueBatch(k.tmpc[:m], k.tmpb[:m]); r > 0 {
-					k.pool.Put(k.tmpb[:r])
-				}
-				clear(k.tmpb[:m])
-			}
-		}
-		np.wake()
-		k.np[i] = nil
-	}
-	clear(k.pb[:k.pn])
-	k.pn = 0
-	k.n = 0
-	k.now = time.Time{}
-}
-
-// input handles a received packet. A packet to forward leaves the
+// Input handles a received packet (dt.Host). A packet to forward leaves the
 // caller's hands in exchange for a spare buffer, which input returns
 // (the caller reads into it next); with no spare left, the packet is
 // dropped and counted (no_buf). On nil, b is still the caller's. With
 // k, the next hop's transmit loop is woken when k is flushed, not at
 // once, and a delivery takes k's arrival time.
-func (c *core) input(b *pbuf, k *kicks, sp *spares) *pbuf {
+func (c *core) Input(b *pbuf, k *dt.Kicks, sp *spares) *pbuf {
 	r := c.fwd.Decide(b.Pkt())
 	switch r.Verdict {
 	case dt.Forward:
@@ -399,7 +212,7 @@ func (c *core) input(b *pbuf, k *kicks, sp *spares) *pbuf {
 	case dt.Deliver:
 		var now time.Time
 		if k != nil {
-			now = k.clock()
+			now = k.Clock()
 		}
 		return c.deliver(b, now, sp)
 	}
@@ -417,7 +230,7 @@ const originWait = 20 * time.Millisecond
 // dropping their traffic before it leaves the node.
 //
 // With k the transmit loop is woken when k is flushed; without, at once.
-func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
+func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *dt.Kicks) {
 	np := (*c.ports.Load())[port]
 	if np == nil {
 		c.p.c.noPort.Add(1)
@@ -425,163 +238,56 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
 		return
 	}
 	cube := dt.PCI(b.Pkt()).Cube()
-	if !local && k != nil && k.defer_(np, b, cube) {
+	if !local && k != nil && k.Defer(np, b, cube) {
 		return
 	}
 	var t *time.Timer
-	for local && np.sched.Len(cube) >= np.sched.Cap() {
-		np.wake() // it may hold a wake-up deferred in k
+	for local && np.Sched.Len(cube) >= np.Sched.Cap() {
+		np.Wake() // it may hold a wake-up deferred in k
 		if t == nil {
 			t = c.p.timer(originWait)
 			defer c.p.putTimer(t)
 		}
 		select {
-		case <-np.space:
+		case <-np.Space():
 			continue
-		case <-np.done:
+		case <-np.Done():
 		case <-t.C:
 		}
 		break
 	}
-	if !np.sched.Enqueue(cube, b) {
+	if !np.Sched.Enqueue(cube, b) {
 		c.p.pool.PutOne(b) // counted by the scheduler (queue_full)
 		return
 	}
-	if k != nil && k.add(np) >= 0 {
+	if k != nil && k.Add(np) >= 0 {
 		return
 	}
-	np.wake()
+	np.Wake()
 }
 
-// wake wakes np's transmit loop.
-func (np *nport) wake() {
-	select {
-	case np.kick <- struct{}{}:
-	default:
-	}
-}
-
-// txLoop writes np's queued packets until the adjacency is gone. A
-// period of Config.KeepAlive in which it wrote nothing ends with a
-// keepalive, so that the N-1 flow is never idle in the layer below (the
-// shims deallocate idle flows).
-func (c *core) txLoop(np *nport) {
-	defer c.wg.Done()
-	var (
-		batch [txBatch]*pbuf
-		pkts  [txBatch][]byte
-	)
-	bp, _ := np.p.(flow.BatchPort)
-	qp, _ := np.p.(queuedPort)
-	below := 0 // the most qp ever held: its ring's capacity, once it filled
-	ka := time.NewTicker(c.p.cfg.KeepAlive)
-	defer ka.Stop()
-	sent := np.txPkts.Load()
-	for {
-		n := np.sched.DequeueBatch(batch[:])
-		if n == 0 {
-			if qp != nil {
-				np.sched.SetBelow(qp.Queued())
-			}
-			select {
-			case <-np.kick:
-				continue
-			case <-ka.C:
-				if s := np.txPkts.Load(); s != sent {
-					sent = s
-				} else {
-					c.keepalive(np)
-				}
-				continue
-			case <-np.done:
-			}
-			for { // drain
-				n := np.sched.DequeueBatch(batch[:])
-				if n == 0 {
-					return
-				}
-				c.p.pool.Put(batch[:n])
-			}
-		}
-		select {
-		case np.space <- struct{}{}:
-		default:
-		}
-		if qp != nil {
-			q := qp.Queued()
-			below = max(below, q)
-			np.sched.SetBelow(q)
-		}
-		c.mark(np, batch[:n], below)
-		if s := c.p.c.capt.Session(); s != nil {
-			for _, b := range batch[:n] {
-				tap(s, capture.Out, np, b.Pkt())
-			}
-		}
-		if bp != nil {
-			c.writeBatch(np, bp, batch[:n], pkts[:n])
-			continue
-		}
-		for _, b := range batch[:n] {
-			if err := np.p.Write(b.Pkt(), time.Time{}); err != nil {
-				np.txErrors.Add(1)
-				c.p.c.txErrors.Add(1)
-			} else {
-				np.txPkts.Add(1)
-				np.txBytes.Add(uint64(b.End - b.Off))
-			}
-		}
-		c.p.pool.Put(batch[:n])
-	}
-}
-
-// keepalive writes a keepalive to the neighbour on np: a dt packet to its
-// reserved endpoint EIDKeepalive, with the sender's address and nothing
-// else, which the neighbour counts and drops.
-func (c *core) keepalive(np *nport) {
+// Keepalive writes a keepalive to the neighbour on np (dt.Host): a dt
+// packet to its reserved endpoint EIDKeepalive, with the sender's address
+// and nothing else, which the neighbour counts and drops.
+func (c *core) Keepalive(np *nport) {
 	b := c.p.pool.GetOne()
 	if b == nil {
 		c.p.c.noBuf.Add(1) // the next period tries again
 		return
 	}
 	binary.BigEndian.PutUint64(b.B[headroom:], uint64(c.self))
-	b.Off, _ = dt.Prepend(b.B[:], headroom, dt.Fields{Dst: np.addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
+	b.Off, _ = dt.Prepend(b.B[:], headroom, dt.Fields{Dst: np.Addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
 	b.End = headroom + srcLen
 	if s := c.p.c.capt.Session(); s != nil {
-		tap(s, capture.Out, np, b.Pkt())
+		np.Tap(s, capture.Out, b.Pkt())
 	}
-	if err := np.p.Write(b.Pkt(), time.Now().Add(c.p.cfg.KeepAlive)); err != nil {
-		np.txErrors.Add(1)
+	if err := np.Flow.Write(b.Pkt(), time.Now().Add(c.p.cfg.KeepAlive)); err != nil {
+		np.TxErrors.Add(1)
 		c.p.c.txErrors.Add(1)
 	} else {
 		c.p.c.keepalivesOut.Add(1)
 	}
 	c.p.pool.PutOne(b)
-}
-
-// writeBatch writes batch to np with as few calls as its errors allow
-// (each error costs one packet, counted), then frees the buffers.
-func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]byte) {
-	for i, b := range batch {
-		pkts[i] = b.Pkt()
-	}
-	for i := 0; i < len(pkts); {
-		n, err := bp.WriteBatch(pkts[i:], time.Time{})
-		var nb uint64
-		for _, b := range batch[i : i+n] {
-			nb += uint64(b.End - b.Off)
-		}
-		np.txPkts.Add(uint64(n))
-		np.txBytes.Add(nb)
-		i += n
-		if err != nil {
-			np.txErrors.Add(1)
-			c.p.c.txErrors.Add(1)
-			i++
-		}
-	}
-	c.p.pool.Put(batch)
-	clear(pkts)
 }
 
 // deliver hands a packet for this IPCP to its endpoint; now is its
@@ -815,7 +521,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		bs    [rxBatch]*pbuf
 		bufs  [rxBatch][]byte
 		sizes [rxBatch]int
-		k     kicks
+		k     dt.Kicks
 		sp    spares
 	)
 	off, over := sealRoom(f)
@@ -850,7 +556,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 				continue
 			}
 			if sp.N() == 0 {
-				k.flush() // what is queued goes while this one waits
+				k.Flush() // what is queued goes while this one waits
 				sp.WaitOne(p.pool, p.ctx.Done(), originWait)
 			}
 			if sp.N() == 0 {
@@ -867,7 +573,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 			f.CAMu.Lock()
 			for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
 				f.CAMu.Unlock()
-				k.flush() // what is queued goes while this one waits
+				k.Flush() // what is queued goes while this one waits
 				time.Sleep(wait)
 				now = time.Now()
 				f.CAMu.Lock()
@@ -885,13 +591,13 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		f.PktsOut.Add(sent)
 		f.BytesOut.Add(nb)
 		f.LastSent.Store(now.UnixNano())
-		k.flush()
+		k.Flush()
 	}
 }
 
 // originate routes a packet this IPCP made. It takes b. With k, the
 // first hop's transmit loop is woken when k is flushed.
-func (c *core) originate(b *pbuf, k *kicks) {
+func (c *core) originate(b *pbuf, k *dt.Kicks) {
 	pci := dt.PCI(b.Pkt())
 	dst := pci.Dst()
 	c.p.c.sent.Add(1)

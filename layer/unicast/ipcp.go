@@ -707,6 +707,8 @@ type core struct {
 	ports   atomic.Pointer[map[pff.Port]*nport]
 	members atomic.Pointer[[]layer.Addr] // last membership given to the directory
 
+	loops dt.Loops // the ports' receive and transmit loops; c is their Host
+
 	delivering atomic.Int64 // buffers the delivery queues hold (deliver.go)
 }
 
@@ -720,6 +722,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 		recheck: make(chan struct{}, 1)}
 	empty := map[pff.Port]*nport{}
 	c.ports.Store(&empty)
+	c.loops = dt.Loops{Pool: p.pool, Host: c, Capture: &p.c.capt, KeepAlive: p.cfg.KeepAlive, Truncated: &p.c.truncated, TxErrors: &p.c.txErrors}
 	kind, err := pff.ParseKind(lc.Routing)
 	if err != nil {
 		return nil, err

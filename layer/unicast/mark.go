@@ -70,7 +70,7 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 			continue
 		}
 		if lvl[cube] < 0 {
-			lvl[cube] = int16(c.ca.MarkECN(np.sched.Standing(cube, now, c.ca.Interval()), np.sched.Cap()+below))
+			lvl[cube] = int16(c.ca.MarkECN(np.Sched.Standing(cube, now, c.ca.Interval()), np.Sched.Cap()+below))
 		}
 		if lvl[cube] > 0 {
 			pci.RaiseECN(uint8(lvl[cube]))
@@ -85,16 +85,16 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 // rxMark returns the level to raise the ECN of the packets np's receive
 // loop has just read to: by the standing backlog of the ring they came
 // through (what still waits in it after the read) against its capacity.
-// Only np's receive loop calls it (np.rxQ is its own).
+// Only np's receive loop calls it (np.RxQ is its own).
 func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
 	if bp == nil || c.ca.Kind() == ca.Nop {
 		return 0
 	}
-	if np.rxCap == 0 {
-		np.rxCap = bp.BacklogCap()
+	if np.RxCap == 0 {
+		np.RxCap = bp.BacklogCap()
 	}
 	n := bp.Backlog()
-	return c.level(np.rxQ.See(n, time.Now().UnixNano(), c.ca.Interval()), n, np.rxCap)
+	return c.level(np.RxQ.See(n, time.Now().UnixNano(), c.ca.Interval()), n, np.RxCap)
 }
 
 // nearFull is the share of a receiving node's queue (the ring from the

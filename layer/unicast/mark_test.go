@@ -28,7 +28,7 @@ func TestRxMark(t *testing.T) {
 	w, r := flowtest.Pipe(256)
 	defer w.Close()
 	defer r.Close()
-	np := &nport{p: r}
+	np := &nport{Flow: r}
 	bl, ok := r.(backlogPort)
 	if !ok {
 		t.Fatal("a flowtest pipe does not say its backlog")
