@@ -29,19 +29,13 @@ import (
 // A full queue drops; these marks make the sender slow down (mb-ecn's
 // reaction, ca.Flow.OnFeedback) before it does.
 
-// queuedPort is an N-1 port that says how much of what was written to it
-// waits in the layer below (the node's ring port, irm.RingPort): the forwarder marks by it too
-// (dt.Scheduler.SetBelow).
-type queuedPort interface {
-	Queued() int
-}
+// An N-1 port that says how much of what was written to it waits in the
+// layer below (the node's ring port, irm.RingPort) is a dt.Queuer: the
+// transmit loop marks by it too (dt.Scheduler.SetBelow).
 
 // backlogPort is an N-1 port that says how much waits in the queue it is
 // read from, and that queue's capacity (the node's ring port, irm.RingPort: its receive ring).
-type backlogPort interface {
-	Backlog() int
-	BacklogCap() int
-}
+type backlogPort = dt.Backlogger
 
 // deliverPort is an N+1 port that says how much of what the IPCP wrote to
 // it waits for the program, and that queue's capacity (the node's ring port, irm.RingPort: its

@@ -35,27 +35,32 @@ import (
 // which holds the flow allocator's flows and their seals.
 
 // Host is what the N-1 loops need from the layer whose ports they serve.
-// The loops of several ports call it at once.
+// The loops of several ports call it at once; each port's receive loop
+// makes the calls about that port's received packets, its transmit loop
+// those about the packets it sends.
 type Host interface {
 	// Input handles a packet read from an N-1 port. A packet passed on
 	// (queued for a next hop or a program) leaves the caller in
 	// exchange for a spare of sp, which Input returns (the loop reads
 	// into it next); on nil, b is still the caller's. With k, a next
-	// hop's transmit loop is woken when k is flushed, not at once.
+	// hop's transmit loop is woken when k is flushed, not at once. It
+	// must not block: the port's next packets wait behind it.
 	Input(b *Buf, k *Kicks, sp *Spares) *Buf
 	// Fail reports that p's flow broke (err, from its Read): the
 	// adjacency is to go. The receive loop ends after it.
 	Fail(p *Port, err error)
 	// MarkRx raises the ECN of bs, just read from p, by the congestion
 	// of the queue they came through: bl, what waits in p's receive
-	// ring (nil: the flow does not say).
+	// ring (nil: the flow does not say). Only p's receive loop calls it
+	// for p (p.RxQ and p.RxCap are its own); bs stays the loop's.
 	MarkRx(p *Port, bl Backlogger, bs []*Buf)
 	// MarkTx raises the ECN of a batch leaving p's queue by the queue's
 	// standing depth; below is the most that ever waited in the ring
-	// under it (its capacity, once it filled).
+	// under it (its capacity, once it filled). Only p's transmit loop
+	// calls it for p; batch stays the loop's.
 	MarkTx(p *Port, batch []*Buf, below int)
 	// Keepalive writes a keepalive to p's neighbour: p wrote nothing
-	// for a period.
+	// for a KeepAlive period. p's transmit loop waits for it.
 	Keepalive(p *Port)
 }
 

@@ -168,15 +168,17 @@ func TestLoopsRelay(t *testing.T) {
 				}
 				next[c]++
 			}
-			if in.RxPkts.Load() != pkts || in.RxBytes.Load() != nb || out.TxPkts.Load() != pkts || out.TxBytes.Load() != nb {
-				t.Errorf("counted rx %d pkts %d bytes, tx %d pkts %d bytes; want %d and %d each",
-					in.RxPkts.Load(), in.RxBytes.Load(), out.TxPkts.Load(), out.TxBytes.Load(), pkts, nb)
-			}
 			// The adjacency goes: the flow breaks under the receive
 			// loop, the transmit loop's port is closed.
 			inW.Close()
 			out.Close()
 			wg.Wait()
+			// A port counts a packet after its write returns: counted
+			// once the loops ended.
+			if in.RxPkts.Load() != pkts || in.RxBytes.Load() != nb || out.TxPkts.Load() != pkts || out.TxBytes.Load() != nb {
+				t.Errorf("counted rx %d pkts %d bytes, tx %d pkts %d bytes; want %d and %d each",
+					in.RxPkts.Load(), in.RxBytes.Load(), out.TxPkts.Load(), out.TxBytes.Load(), pkts, nb)
+			}
 			s := h.snapshot()
 			if s.markedRx != pkts || s.markedTx != pkts {
 				t.Errorf("marks saw %d received and %d sent, want %d each", s.markedRx, s.markedTx, pkts)
@@ -220,11 +222,15 @@ func TestLoopsTxKeepalive(t *testing.T) {
 // TestLoopsTxDrain: packets still queued when the port is closed go
 // back to the pool; the transmit loop ends.
 func TestLoopsTxDrain(t *testing.T) {
-	w, r := flowtest.Pipe(1)
+	w, r := flowtest.Pipe(64)
 	defer r.Close()
 	var allocs, txErrors atomic.Uint64
 	pool := NewPool(8, nil, &allocs)
 	np := newPort(t, 1, w)
+	l := &Loops{Pool: pool, Host: &relay{}, KeepAlive: time.Hour, TxErrors: &txErrors}
+	done := make(chan struct{})
+	go func() { defer close(done); l.Tx(np) }()
+	time.Sleep(20 * time.Millisecond) // the loop finds its queue empty and waits
 	var bs [8]*Buf
 	if n := pool.Get(bs[:]); n != 8 {
 		t.Fatalf("got %d buffers of 8", n)
@@ -235,14 +241,7 @@ func TestLoopsTxDrain(t *testing.T) {
 			t.Fatal("queue full")
 		}
 	}
-	np.Close()
-	l := &Loops{Pool: pool, Host: &relay{}, KeepAlive: time.Hour, TxErrors: &txErrors}
-	done := make(chan struct{})
-	go func() { defer close(done); l.Tx(np) }()
-	// The pipe holds one packet: the first batch's write blocks until
-	// the reader goes.
-	time.Sleep(20 * time.Millisecond)
-	r.Close()
+	np.Close() // without a Wake: the loop sees the port closed, not the packets
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -250,6 +249,9 @@ func TestLoopsTxDrain(t *testing.T) {
 	}
 	if f := free(pool); f != 8 {
 		t.Errorf("%d of 8 buffers back in the pool, want 8", f)
+	}
+	if np.TxPkts.Load() != 0 {
+		t.Errorf("%d packets written after the port was closed, want 0", np.TxPkts.Load())
 	}
 }
 
@@ -340,6 +342,9 @@ func TestLoopsRxNoBuf(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for out.TxPkts.Load()+uint64(h.snapshot().noSpare) != pkts {
+		if allocs.Load() > limit {
+			t.Fatalf("%d buffers made, limit %d", allocs.Load(), limit)
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d sent and %d dropped of %d (rx %d)", out.TxPkts.Load(), h.snapshot().noSpare, pkts, in.RxPkts.Load())
 		}
