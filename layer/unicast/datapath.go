@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ouronet/ouro/layer/unicast/dir"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/unicast/ca"
@@ -21,23 +19,23 @@ import (
 	"github.com/ouronet/ouro/layer/unicast/pff"
 )
 
-// The data path, written once here:
+// The data path. Its per-packet machinery is dt's: the packet buffers and
+// their bounded pool (dt.Pool), the N-1 ports' receive and transmit
+// loops (dt.Loops, whose overview is in dt/loops.go), the forwarding
+// decision and the schedulers. What stays here is the glue that needs
+// the IPCP's other parts, core being the loops' dt.Host:
 //
-//   - N-1 receive: one goroutine per N-1 data-transfer flow reads packets
-//     into pooled buffers (a batch per read where the flow is a
-//     flow.BatchPort, else one) and calls input on each:
+//   - N-1 receive: the receive loop hands each packet to Input:
 //     dt.Forwarder.Decide, then either enqueue on the next hop's scheduler
 //     (the buffer moves with it), deliver to a local endpoint (an N+1
 //     port, or the control queue for reserved endpoints), or drop and
-//     count. The transmit loops it queued for are woken once per batch.
-//   - N-1 transmit: one goroutine per N-1 flow dequeues batches from its
-//     dt.Scheduler (one FIFO per QoS cube) and writes them to the flow
-//     (one WriteBatch where it is a flow.BatchPort), blocking on its
-//     back-pressure; the queue in front of it absorbs bursts, and
-//     ca.MarkECN raises each packet's ECN by that queue's standing depth
-//     (dt.Scheduler.Standing: what did not drain for a CA interval, with
-//     what still waits in the N-1 port's ring below it) as it leaves
-//     (mark). A full queue is a counted drop.
+//     count.
+//   - N-1 transmit: the transmit loop writes each port's queue to its
+//     flow; ca.MarkECN raises each packet's ECN by that queue's standing
+//     depth (dt.Scheduler.Standing: what did not drain for a CA interval,
+//     with what still waits in the N-1 port's ring below it) as it leaves
+//     (MarkTx, mark.go). A full queue is a counted drop. An idle port
+//     sends a Keepalive.
 //   - N+1 receive: a packet delivered to an N+1 flow joins the flow's
 //     delivery queue (its buffer moves, in exchange for a spare), and one
 //     goroutine per flow writes that queue into the flow's port, waiting
@@ -45,26 +43,35 @@ import (
 //     for a program. A full delivery queue is a counted drop (rx_full);
 //     deliver marks by the standing depth of the queue and the port's
 //     ring, the receive loops by the standing backlog of the N-1 port's
-//     ring they read (mark.go).
+//     ring they read (MarkRx, mark.go).
 //   - N+1 transmit: one goroutine per flow reads the application's SDUs
 //     (in batches where the port allows) into buffers behind headroom,
-//     paces each by the flow's ca.Flow, prepends the PCI and routes it
-//     like a forwarded packet.
+//     seals them on a sealed flow, paces each by the flow's ca.Flow,
+//     prepends the PCI and routes it like a forwarded packet (flowTx).
 //   - control: reserved-endpoint packets are copied to a queue that one
 //     goroutine serves (flow allocator, directory); control may allocate,
-//     the three loops above do not (TestForwardZeroAllocs).
+//     the loops above do not (TestForwardZeroAllocs).
 //
-// Buffers come from a pool of at most Config.Bufs (bufPool); ports is a
+// The N+1 side stays here, not in dt, because it is made of the flow
+// allocator's flows (fa.Flow: the port, the peer's EID, its seal and its
+// ca.Flow) and calls back into the IPCP at every step (fa.Closed,
+// fa.Feedback, the delivery queues' share of the pool, the control
+// queue): in dt it would make dt import fa, and with it crypto's
+// identity, kex and seal, for a second Host as wide as the IPCP.
+//
+// Buffers come from a pool of at most Config.Bufs (dt.Pool); ports is a
 // copy-on-write map behind an atomic pointer, so the per-packet lookup
 // takes no lock.
+
+var _ dt.Host = (*core)(nil)
 
 const (
 	// headroom is the room before an originated SDU: the PCI and, for
 	// control messages, the sender's address.
-	headroom = 64
-	bufLen   = headroom + flow.MaxSDU + 64
-	txBatch  = 32
-	rxBatch  = 32
+	headroom = dt.Headroom
+	bufLen   = dt.BufLen
+	txBatch  = dt.TxBatch
+	rxBatch  = dt.RxBatch
 	srcLen   = 8 // sender's address in front of a control message
 
 	// DefaultBufs is Config.Bufs when it is 0: the most packet buffers
@@ -72,175 +79,12 @@ const (
 	DefaultBufs = 4096
 )
 
-// pbuf is a packet buffer; the packet is b[off:end].
-type pbuf struct {
-	off, end int
-	b        [bufLen]byte
-}
-
-func (b *pbuf) pkt() []byte { return b.b[b.off:b.end] }
-
-// bufPool is the data path's packet buffers: at most limit of them ever
-// exist (Config.Bufs), made on first need and kept on a free list.
-// Buffers move in batches (one lock per batch of a loop, not per
-// packet). A loop owns the buffers it reads into; a packet leaves its
-// loop (to a queue) only in exchange for a free buffer (spares), so that
-// when every buffer is held the loops keep reading and drop what
-// arrives, counted (drops.no_buf), instead of allocating or stalling.
-type bufPool struct {
-	mu    sync.Mutex
-	free  []*pbuf
-	made  int // buffers in existence: on the free list or held
-	limit int
-
-	// reserve charges buffers the pool is about to make to the
-	// component's budget (Config.Reserve); nil charges nothing.
-	reserve func(n int) error
-
-	waiters atomic.Int32
-	freed   chan struct{} // capacity 1: a put while someone waits
-	allocs  *atomic.Uint64
-}
-
-func newBufPool(limit int, reserve func(int) error, allocs *atomic.Uint64) *bufPool {
-	return &bufPool{free: make([]*pbuf, 0, limit), limit: limit, reserve: reserve, freed: make(chan struct{}, 1), allocs: allocs}
-}
-
-// charge returns how many of want new buffers the budget lets the pool
-// make: all of them, else one, else none (the budget is spent: what
-// arrives is dropped as if every buffer were held).
-func (p *bufPool) charge(want int) int {
-	switch {
-	case p.reserve == nil || p.reserve(want) == nil:
-		return want
-	case want > 1 && p.reserve(1) == nil:
-		return 1
-	}
-	return 0
-}
-
-// get fills dst with up to len(dst) buffers and returns how many: from
-// the free list, then new ones while fewer than limit exist.
-func (p *bufPool) get(dst []*pbuf) int {
-	p.mu.Lock()
-	n := 0
-	for ; n < len(dst) && len(p.free) > 0; n++ {
-		last := len(p.free) - 1
-		dst[n] = p.free[last]
-		p.free[last] = nil
-		p.free = p.free[:last]
-	}
-	for k := p.charge(min(len(dst)-n, p.limit-p.made)); k > 0; k-- {
-		dst[n] = new(pbuf)
-		n++
-		p.made++
-		p.allocs.Add(1)
-	}
-	p.mu.Unlock()
-	return n
-}
-
-// getOne returns a buffer, or nil when every one is held.
-func (p *bufPool) getOne() *pbuf {
-	var b [1]*pbuf
-	p.get(b[:])
-	return b[0]
-}
-
-// put returns bs to the free list and clears bs.
-func (p *bufPool) put(bs []*pbuf) {
-	if len(bs) == 0 {
-		return
-	}
-	p.mu.Lock()
-	if len(p.free)+len(bs) > p.made {
-		p.mu.Unlock()
-		panic("unicast: more packet buffers freed than exist (one freed twice)") // a data-path bug: the component faults
-	}
-	p.free = append(p.free, bs...)
-	p.mu.Unlock()
-	clear(bs)
-	if p.waiters.Load() > 0 {
-		select {
-		case p.freed <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (p *bufPool) putOne(b *pbuf) {
-	if b == nil {
-		return
-	}
-	p.put([]*pbuf{b}) // does not escape: put keeps the elements, not the slice
-}
-
-// waitGet is get that waits, until stop is closed or, with wait > 0,
-// for at most wait, for at least one buffer: what a loop does when it
-// has none to read into, and what a packet this IPCP originates does
-// before it is dropped (back-pressure on its own senders, as for a full
-// queue). It waits only while every buffer of the budget is held.
-func (p *bufPool) waitGet(dst []*pbuf, stop <-chan struct{}, wait time.Duration) int {
-	var end time.Time
-	if wait > 0 {
-		end = time.Now().Add(wait)
-	}
-	for {
-		if n := p.get(dst); n > 0 {
-			return n
-		}
-		d := 10 * time.Millisecond // a put may come between get and Add
-		if wait > 0 {
-			left := time.Until(end)
-			if left <= 0 {
-				return 0
-			}
-			d = min(d, left)
-		}
-		p.waiters.Add(1)
-		t := time.NewTimer(d)
-		select {
-		case <-p.freed:
-		case <-t.C:
-		case <-stop:
-			t.Stop()
-			p.waiters.Add(-1)
-			return 0
-		}
-		t.Stop()
-		p.waiters.Add(-1)
-	}
-}
-
-// spares are the free buffers a loop holds to exchange for the packets
-// it passes on.
-type spares struct {
-	n int
-	b [rxBatch]*pbuf
-}
-
-// fill tops the spares up to want (at most rxBatch) in one get.
-func (s *spares) fill(p *bufPool, want int) {
-	if s.n < want {
-		s.n += p.get(s.b[s.n:want])
-	}
-}
-
-// take returns a spare, or nil if there is none.
-func (s *spares) take() *pbuf {
-	if s.n == 0 {
-		return nil
-	}
-	s.n--
-	b := s.b[s.n]
-	s.b[s.n] = nil
-	return b
-}
-
-func (s *spares) release(p *bufPool) {
-	p.put(s.b[:s.n])
-	s.n = 0
-}
+// The packet buffers and their bounded pool are dt's (dt.Buf, dt.Pool,
+// dt.Spares); these are the names the IPCP's files use for them.
+type (
+	pbuf   = dt.Buf
+	spares = dt.Spares
+)
 
 // timer returns a stopped-and-drained timer set to d, from a free list:
 // waiting allocates nothing in steady state.
@@ -277,283 +121,88 @@ type dpCounters struct {
 	markedQueue, markedRx, markedDeliver atomic.Uint64
 
 	// capt taps the packets that cross the N-1 data-transfer flows
-	// (rxLoop, txLoop, keepalive) when a capture runs (the capture
+	// (dt.Loops, Keepalive) when a capture runs (the capture
 	// management command, mgmt.go): one atomic load per packet, or per
 	// batch, when none does.
 	capt capture.Point
 }
 
-// tap offers a packet crossing np to the running capture s.
-func tap(s *capture.Session, d capture.Dir, np *nport, pkt []byte) {
-	s.Add(d, capture.PDU, uint64(np.id), pkt)
-}
-
-// nport is an N-1 data-transfer flow: a next hop.
-type nport struct {
-	id    pff.Port
-	addr  layer.Addr
-	name  string
-	p     flow.Port
-	sched *dt.Scheduler[*pbuf]
-	kick  chan struct{} // wakes the transmit loop; capacity 1
-	space chan struct{} // the transmit loop dequeued; capacity 1
-	done  chan struct{} // closed when the adjacency is gone
-
-	txPkts, txBytes, txErrors, rxPkts, rxBytes atomic.Uint64
-
-	// The standing backlog of the ring np is read from, and its
-	// capacity (rxMark): the receive loop's own.
-	rxQ   ca.Standing
-	rxCap int
-}
+// nport is an N-1 data-transfer flow: a next hop. Its receive and
+// transmit loops are dt's (dt.Loops); core is their dt.Host.
+type nport = dt.Port
 
 func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
 	s, err := dt.NewScheduler[*pbuf](dt.SchedConfig{Kind: c.p.cfg.Sched, QueueLen: c.p.cfg.QueueLen})
 	if err != nil {
 		return nil, err
 	}
-	np := &nport{id: n.Port, addr: n.Addr, name: n.Name, p: n.DT, sched: s, kick: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
+	np := dt.NewPort(n.Port, n.Addr, n.Name, n.DT, s)
 	c.portsMu.Lock()
 	old := *c.ports.Load()
 	m := make(map[pff.Port]*nport, len(old)+1)
 	for k, v := range old {
 		m[k] = v
 	}
-	m[np.id] = np
+	m[np.ID] = np
 	c.ports.Store(&m)
 	c.portsMu.Unlock()
 	c.wg.Add(2)
-	c.p.cfg.Runner.Go(func() { c.rxLoop(np) })
-	c.p.cfg.Runner.Go(func() { c.txLoop(np) })
+	c.p.cfg.Runner.Go(func() {
+		defer c.wg.Done()
+		c.loops.Rx(np)
+	})
+	c.p.cfg.Runner.Go(func() {
+		defer c.wg.Done()
+		c.loops.Tx(np)
+	})
 	return np, nil
 }
 
 func (c *core) removePort(np *nport) {
 	c.portsMu.Lock()
 	old := *c.ports.Load()
-	if old[np.id] != np {
+	if old[np.ID] != np {
 		c.portsMu.Unlock()
 		return
 	}
 	m := make(map[pff.Port]*nport, len(old))
 	for k, v := range old {
-		if k != np.id {
+		if k != np.ID {
 			m[k] = v
 		}
 	}
 	c.ports.Store(&m)
 	c.portsMu.Unlock()
-	close(np.done)
+	np.Close()
 }
 
-// rxLoop reads np's packets until the flow breaks, then reports it.
-func (c *core) rxLoop(np *nport) {
-	defer c.wg.Done()
-	if bp, ok := np.p.(flow.BatchPort); ok {
-		c.rxBatchLoop(np, bp)
-		return
-	}
-	p := c.p
-	var (
-		own [1]*pbuf
-		sp  spares
-	)
-	if p.pool.waitGet(own[:], np.done, 0) == 0 {
-		return // the adjacency went while every buffer was held
-	}
-	defer p.pool.put(own[:])
-	defer sp.release(p.pool)
-	bl, _ := np.p.(backlogPort)
-	b := own[0]
-	for {
-		n, err := np.p.Read(b.b[:], time.Time{})
-		if err != nil {
-			if errors.Is(err, flow.ErrTruncated) {
-				p.c.truncated.Add(1)
-				continue
-			}
-			own[0] = b
-			c.cm.Fail(np.id, fmt.Sprintf("data flow: %v", err))
-			return
-		}
-		np.rxPkts.Add(1)
-		np.rxBytes.Add(uint64(n))
-		b.off, b.end = 0, n
-		if s := p.c.capt.Session(); s != nil {
-			tap(s, capture.In, np, b.pkt())
-		}
-		faultinject.Check("unicast/dt", b.pkt())
-		c.raise(own[:], c.rxMark(np, bl)) // own[0] is b
-		sp.fill(p.pool, 1)
-		if r := c.input(b, nil, &sp); r != nil {
-			b = r
-		}
-		own[0] = b
-	}
+// Fail fails the adjacency of np, whose flow broke (dt.Host).
+func (c *core) Fail(np *nport, err error) {
+	c.cm.Fail(np.ID, fmt.Sprintf("data flow: %v", err))
 }
 
-// rxBatchLoop is rxLoop over a flow that reads in batches: one read (one
-// wake-up) per batch, a decision per packet, one get of replacement
-// buffers per batch and one wake-up per next hop's transmit loop per
-// batch.
-func (c *core) rxBatchLoop(np *nport, bp flow.BatchPort) {
-	p := c.p
-	var (
-		bs    [rxBatch]*pbuf
-		bufs  [rxBatch][]byte
-		sizes [rxBatch]int
-		k     = kicks{pool: p.pool}
-		sp    spares
-	)
-	// The read buffers: as many as the pool gives, at least one.
-	slots := p.pool.waitGet(bs[:], np.done, 0)
-	if slots == 0 {
-		return
-	}
-	defer p.pool.put(bs[:slots])
-	defer sp.release(p.pool)
-	for i := range slots {
-		bufs[i] = bs[i].b[:]
-	}
-	bl, _ := np.p.(backlogPort)
-	for {
-		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
-		if err != nil {
-			if !errors.Is(err, flow.ErrTruncated) {
-				c.cm.Fail(np.id, fmt.Sprintf("data flow: %v", err))
-				return
-			}
-			p.c.truncated.Add(1)
-			n-- // the last one, truncated, is dropped
-		}
-		var nb uint64
-		s := p.c.capt.Session()
-		sp.fill(p.pool, n)
-		for i := range n {
-			b := bs[i]
-			b.off, b.end = 0, sizes[i]
-			nb += uint64(sizes[i])
-			if s != nil {
-				tap(s, capture.In, np, b.pkt())
-			}
-		}
-		c.raise(bs[:n], c.rxMark(np, bl))
-		for i := range n {
-			b := bs[i]
-			faultinject.Check("unicast/dt", b.pkt())
-			if r := c.input(b, &k, &sp); r != nil {
-				bs[i] = r
-				bufs[i] = r.b[:]
-			}
-		}
-		np.rxPkts.Add(uint64(n))
-		np.rxBytes.Add(nb)
-		k.flush()
-	}
+// MarkRx raises the packets just read from np by the backlog of the
+// ring they came through (dt.Host; mark.go).
+func (c *core) MarkRx(np *nport, bl dt.Backlogger, bs []*pbuf) {
+	c.raise(bs, c.rxMark(np, bl))
 }
 
-// kicks collects, for one batch, the packets to forward per next hop
-// and the transmit loops to wake: at flush each next hop's packets are
-// queued under one lock of its scheduler and its loop is woken once.
-// It also keeps the batch's arrival time once a packet of it is
-// delivered.
-type kicks struct {
-	n    int
-	np   [rxBatch]*nport
-	now  time.Time
-	pool *bufPool // where refused packets go; nil: nothing is deferred
-
-	// The deferred packets, in arrival order, with their next hop (an
-	// index into np) and cube.
-	pn   int
-	pb   [rxBatch]*pbuf
-	pi   [rxBatch]uint8
-	pc   [rxBatch]flow.Cube
-	tmpb [rxBatch]*pbuf
-	tmpc [rxBatch]flow.Cube
+// MarkTx marks a batch leaving np's queue (dt.Host; mark.go).
+func (c *core) MarkTx(np *nport, batch []*pbuf, below int) {
+	c.mark(np, batch, below)
 }
 
-// add notes that np's transmit loop is to be woken, and returns np's
-// index in k, or -1 if k is full (np was woken at once).
-func (k *kicks) add(np *nport) int {
-	for i, x := range k.np[:k.n] {
-		if x == np {
-			return i
-		}
-	}
-	if k.n == len(k.np) {
-		np.wake()
-		return -1
-	}
-	k.np[k.n] = np
-	k.n++
-	return k.n - 1
-}
-
-// defer_ queues b for np at flush; it reports false if k cannot take it
-// (the caller then enqueues it at once).
-func (k *kicks) defer_(np *nport, b *pbuf, cube flow.Cube) bool {
-	if k.pool == nil || k.pn == len(k.pb) {
-		return false
-	}
-	i := k.add(np)
-	if i < 0 {
-		return false
-	}
-	k.pb[k.pn], k.pi[k.pn], k.pc[k.pn] = b, uint8(i), cube
-	k.pn++
-	return true
-}
-
-// clock returns the batch's arrival time: the clock is read once per
-// batch, and only if something in it is delivered.
-func (k *kicks) clock() time.Time {
-	if k.now.IsZero() {
-		k.now = time.Now()
-	}
-	return k.now
-}
-
-// flush queues the deferred packets, one EnqueueBatch per next hop
-// (a full queue's refusals go back to the pool, counted by the
-// scheduler), and wakes every noted transmit loop.
-func (k *kicks) flush() {
-	for i, np := range k.np[:k.n] {
-		if k.pn > 0 {
-			m := 0
-			for j := range k.pn {
-				if int(k.pi[j]) == i {
-					k.tmpb[m], k.tmpc[m] = k.pb[j], k.pc[j]
-					m++
-				}
-			}
-			if m > 0 {
-				if r := np.sched.EnqueueBatch(k.tmpc[:m], k.tmpb[:m]); r > 0 {
-					k.pool.put(k.tmpb[:r])
-				}
-				clear(k.tmpb[:m])
-			}
-		}
-		np.wake()
-		k.np[i] = nil
-	}
-	clear(k.pb[:k.pn])
-	k.pn = 0
-	k.n = 0
-	k.now = time.Time{}
-}
-
-// input handles a received packet. A packet to forward leaves the
+// Input handles a received packet (dt.Host). A packet to forward leaves the
 // caller's hands in exchange for a spare buffer, which input returns
 // (the caller reads into it next); with no spare left, the packet is
 // dropped and counted (no_buf). On nil, b is still the caller's. With
 // k, the next hop's transmit loop is woken when k is flushed, not at
 // once, and a delivery takes k's arrival time.
-func (c *core) input(b *pbuf, k *kicks, sp *spares) *pbuf {
-	r := c.fwd.Decide(b.pkt())
+func (c *core) Input(b *pbuf, k *dt.Kicks, sp *spares) *pbuf {
+	r := c.fwd.Decide(b.Pkt())
 	switch r.Verdict {
 	case dt.Forward:
-		repl := sp.take()
+		repl := sp.Take()
 		if repl == nil {
 			c.p.c.noBuf.Add(1)
 			return nil
@@ -563,7 +212,7 @@ func (c *core) input(b *pbuf, k *kicks, sp *spares) *pbuf {
 	case dt.Deliver:
 		var now time.Time
 		if k != nil {
-			now = k.clock()
+			now = k.Clock()
 		}
 		return c.deliver(b, now, sp)
 	}
@@ -581,171 +230,64 @@ const originWait = 20 * time.Millisecond
 // dropping their traffic before it leaves the node.
 //
 // With k the transmit loop is woken when k is flushed; without, at once.
-func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *kicks) {
+func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *dt.Kicks) {
 	np := (*c.ports.Load())[port]
 	if np == nil {
 		c.p.c.noPort.Add(1)
-		c.p.pool.putOne(b)
+		c.p.pool.PutOne(b)
 		return
 	}
-	cube := dt.PCI(b.pkt()).Cube()
-	if !local && k != nil && k.defer_(np, b, cube) {
+	cube := dt.PCI(b.Pkt()).Cube()
+	if !local && k != nil && k.Defer(np, b, cube) {
 		return
 	}
 	var t *time.Timer
-	for local && np.sched.Len(cube) >= np.sched.Cap() {
-		np.wake() // it may hold a wake-up deferred in k
+	for local && np.Sched.Len(cube) >= np.Sched.Cap() {
+		np.Wake() // it may hold a wake-up deferred in k
 		if t == nil {
 			t = c.p.timer(originWait)
 			defer c.p.putTimer(t)
 		}
 		select {
-		case <-np.space:
+		case <-np.Space():
 			continue
-		case <-np.done:
+		case <-np.Done():
 		case <-t.C:
 		}
 		break
 	}
-	if !np.sched.Enqueue(cube, b) {
-		c.p.pool.putOne(b) // counted by the scheduler (queue_full)
+	if !np.Sched.Enqueue(cube, b) {
+		c.p.pool.PutOne(b) // counted by the scheduler (queue_full)
 		return
 	}
-	if k != nil && k.add(np) >= 0 {
+	if k != nil && k.Add(np) >= 0 {
 		return
 	}
-	np.wake()
+	np.Wake()
 }
 
-// wake wakes np's transmit loop.
-func (np *nport) wake() {
-	select {
-	case np.kick <- struct{}{}:
-	default:
-	}
-}
-
-// txLoop writes np's queued packets until the adjacency is gone. A
-// period of Config.KeepAlive in which it wrote nothing ends with a
-// keepalive, so that the N-1 flow is never idle in the layer below (the
-// shims deallocate idle flows).
-func (c *core) txLoop(np *nport) {
-	defer c.wg.Done()
-	var (
-		batch [txBatch]*pbuf
-		pkts  [txBatch][]byte
-	)
-	bp, _ := np.p.(flow.BatchPort)
-	qp, _ := np.p.(queuedPort)
-	below := 0 // the most qp ever held: its ring's capacity, once it filled
-	ka := time.NewTicker(c.p.cfg.KeepAlive)
-	defer ka.Stop()
-	sent := np.txPkts.Load()
-	for {
-		n := np.sched.DequeueBatch(batch[:])
-		if n == 0 {
-			if qp != nil {
-				np.sched.SetBelow(qp.Queued())
-			}
-			select {
-			case <-np.kick:
-				continue
-			case <-ka.C:
-				if s := np.txPkts.Load(); s != sent {
-					sent = s
-				} else {
-					c.keepalive(np)
-				}
-				continue
-			case <-np.done:
-			}
-			for { // drain
-				n := np.sched.DequeueBatch(batch[:])
-				if n == 0 {
-					return
-				}
-				c.p.pool.put(batch[:n])
-			}
-		}
-		select {
-		case np.space <- struct{}{}:
-		default:
-		}
-		if qp != nil {
-			q := qp.Queued()
-			below = max(below, q)
-			np.sched.SetBelow(q)
-		}
-		c.mark(np, batch[:n], below)
-		if s := c.p.c.capt.Session(); s != nil {
-			for _, b := range batch[:n] {
-				tap(s, capture.Out, np, b.pkt())
-			}
-		}
-		if bp != nil {
-			c.writeBatch(np, bp, batch[:n], pkts[:n])
-			continue
-		}
-		for _, b := range batch[:n] {
-			if err := np.p.Write(b.pkt(), time.Time{}); err != nil {
-				np.txErrors.Add(1)
-				c.p.c.txErrors.Add(1)
-			} else {
-				np.txPkts.Add(1)
-				np.txBytes.Add(uint64(b.end - b.off))
-			}
-		}
-		c.p.pool.put(batch[:n])
-	}
-}
-
-// keepalive writes a keepalive to the neighbour on np: a dt packet to its
-// reserved endpoint EIDKeepalive, with the sender's address and nothing
-// else, which the neighbour counts and drops.
-func (c *core) keepalive(np *nport) {
-	b := c.p.pool.getOne()
+// Keepalive writes a keepalive to the neighbour on np (dt.Host): a dt
+// packet to its reserved endpoint EIDKeepalive, with the sender's address
+// and nothing else, which the neighbour counts and drops.
+func (c *core) Keepalive(np *nport) {
+	b := c.p.pool.GetOne()
 	if b == nil {
 		c.p.c.noBuf.Add(1) // the next period tries again
 		return
 	}
-	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
-	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: np.addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
-	b.end = headroom + srcLen
+	binary.BigEndian.PutUint64(b.B[headroom:], uint64(c.self))
+	b.Off, _ = dt.Prepend(b.B[:], headroom, dt.Fields{Dst: np.Addr, Cube: flow.CubeRaw, TTL: 1, EID: EIDKeepalive})
+	b.End = headroom + srcLen
 	if s := c.p.c.capt.Session(); s != nil {
-		tap(s, capture.Out, np, b.pkt())
+		np.Tap(s, capture.Out, b.Pkt())
 	}
-	if err := np.p.Write(b.pkt(), time.Now().Add(c.p.cfg.KeepAlive)); err != nil {
-		np.txErrors.Add(1)
+	if err := np.Flow.Write(b.Pkt(), time.Now().Add(c.p.cfg.KeepAlive)); err != nil {
+		np.TxErrors.Add(1)
 		c.p.c.txErrors.Add(1)
 	} else {
 		c.p.c.keepalivesOut.Add(1)
 	}
-	c.p.pool.putOne(b)
-}
-
-// writeBatch writes batch to np with as few calls as its errors allow
-// (each error costs one packet, counted), then frees the buffers.
-func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]byte) {
-	for i, b := range batch {
-		pkts[i] = b.pkt()
-	}
-	for i := 0; i < len(pkts); {
-		n, err := bp.WriteBatch(pkts[i:], time.Time{})
-		var nb uint64
-		for _, b := range batch[i : i+n] {
-			nb += uint64(b.end - b.off)
-		}
-		np.txPkts.Add(uint64(n))
-		np.txBytes.Add(nb)
-		i += n
-		if err != nil {
-			np.txErrors.Add(1)
-			c.p.c.txErrors.Add(1)
-			i++
-		}
-	}
-	c.p.pool.put(batch)
-	clear(pkts)
+	c.p.pool.PutOne(b)
 }
 
 // deliver hands a packet for this IPCP to its endpoint; now is its
@@ -755,7 +297,7 @@ func (c *core) writeBatch(np *nport, bp flow.BatchPort, batch []*pbuf, pkts [][]
 // b otherwise); without sp, deliver takes b either way (and frees it
 // unless queued).
 func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
-	pci := dt.PCI(b.pkt())
+	pci := dt.PCI(b.Pkt())
 	eid := pci.EID()
 	payload := pci.Payload()
 	if eid <= MaxReservedEID {
@@ -791,13 +333,13 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
 	switch {
 	case d == nil: // the flow's loops are not started yet: write at once
 		err = f.Port.Write(payload, now)
-	case sp != nil && sp.n == 0:
+	case sp != nil && sp.N() == 0:
 		c.p.c.noBuf.Add(1)
 		f.Drops.Add(1)
 		return nil
 	default:
-		b.off = bufLen - cap(payload) // the SDU, opened in place if sealed
-		b.end = b.off + len(payload)
+		b.Off = bufLen - cap(payload) // the SDU, opened in place if sealed
+		b.End = b.Off + len(payload)
 		if !c.hold() {
 			err = errDeliveryFull
 			break
@@ -808,7 +350,7 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
 			break
 		}
 		if sp != nil {
-			repl = sp.take()
+			repl = sp.Take()
 		}
 		d.wake()
 		queued, qcap = d.len(), deliverQueue
@@ -872,7 +414,7 @@ func (c *core) open(f *fa.Flow, pkt []byte) ([]byte, bool) {
 // sealIn seals, in place, the n-byte SDU of a sealed flow that was read
 // seal.CtrLen bytes behind headroom, and returns the sealed length.
 func (c *core) sealIn(f *fa.Flow, b *pbuf, n int) (int, bool) {
-	out, err := f.Sealer.Seal(b.b[headroom:headroom], b.b[headroom+seal.CtrLen:headroom+seal.CtrLen+n], nil)
+	out, err := f.Sealer.Seal(b.B[headroom:headroom], b.B[headroom+seal.CtrLen:headroom+seal.CtrLen+n], nil)
 	if err != nil { // the counter ran out: 2^63 SDUs under one key
 		f.Drops.Add(1)
 		return 0, false
@@ -909,15 +451,15 @@ func (c *core) flowTx(f *fa.Flow) {
 		own [1]*pbuf
 		sp  spares
 	)
-	if p.pool.waitGet(own[:], p.ctx.Done(), 0) == 0 {
+	if p.pool.WaitGet(own[:], p.ctx.Done(), 0) == 0 {
 		c.fa.Closed(f)
 		return
 	}
-	defer p.pool.put(own[:])
-	defer sp.release(p.pool)
+	defer p.pool.Put(own[:])
+	defer sp.Release(p.pool)
 	for {
 		b := own[0]
-		n, err := f.Port.Read(b.b[headroom+off:headroom+off+flow.MaxSDU], time.Time{})
+		n, err := f.Port.Read(b.B[headroom+off:headroom+off+flow.MaxSDU], time.Time{})
 		if err != nil {
 			if errors.Is(err, flow.ErrTruncated) {
 				p.c.truncated.Add(1)
@@ -934,11 +476,9 @@ func (c *core) flowTx(f *fa.Flow) {
 			f.Drops.Add(1)
 			continue
 		}
-		sp.fill(p.pool, 1)
-		if sp.n == 0 {
-			sp.n = p.pool.waitGet(sp.b[:1], p.ctx.Done(), originWait)
-		}
-		repl := sp.take()
+		sp.Fill(p.pool, 1)
+		sp.WaitOne(p.pool, p.ctx.Done(), originWait)
+		repl := sp.Take()
 		if repl == nil {
 			p.c.noBuf.Add(1)
 			f.Drops.Add(1)
@@ -947,7 +487,7 @@ func (c *core) flowTx(f *fa.Flow) {
 		if f.Sealer != nil {
 			var ok bool
 			if n, ok = c.sealIn(f, b, n); !ok {
-				p.pool.putOne(repl)
+				p.pool.PutOne(repl)
 				continue
 			}
 		}
@@ -960,8 +500,8 @@ func (c *core) flowTx(f *fa.Flow) {
 			f.CAMu.Lock()
 		}
 		f.CAMu.Unlock()
-		b.off, _ = dt.Prepend(b.b[:], headroom, fields)
-		b.end = headroom + n
+		b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
+		b.End = headroom + n
 		f.PktsOut.Add(1)
 		f.BytesOut.Add(uint64(n))
 		f.LastSent.Store(now.UnixNano())
@@ -981,19 +521,19 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		bs    [rxBatch]*pbuf
 		bufs  [rxBatch][]byte
 		sizes [rxBatch]int
-		k     kicks
+		k     dt.Kicks
 		sp    spares
 	)
 	off, over := sealRoom(f)
-	slots := p.pool.waitGet(bs[:], p.ctx.Done(), 0)
+	slots := p.pool.WaitGet(bs[:], p.ctx.Done(), 0)
 	if slots == 0 {
 		c.fa.Closed(f)
 		return
 	}
-	defer p.pool.put(bs[:slots])
-	defer sp.release(p.pool)
+	defer p.pool.Put(bs[:slots])
+	defer sp.Release(p.pool)
 	for i := range slots {
-		bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]
+		bufs[i] = bs[i].B[headroom+off : headroom+off+flow.MaxSDU]
 	}
 	for {
 		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
@@ -1007,7 +547,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 		}
 		now := time.Now()
 		var sent, nb uint64
-		sp.fill(p.pool, n)
+		sp.Fill(p.pool, n)
 		for i := range n {
 			sz := sizes[i]
 			if sz+over > p.MaxSDU() { // see flowTx
@@ -1015,11 +555,11 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 				f.Drops.Add(1)
 				continue
 			}
-			if sp.n == 0 {
-				k.flush() // what is queued goes while this one waits
-				sp.n = p.pool.waitGet(sp.b[:1], p.ctx.Done(), originWait)
+			if sp.N() == 0 {
+				k.Flush() // what is queued goes while this one waits
+				sp.WaitOne(p.pool, p.ctx.Done(), originWait)
 			}
-			if sp.n == 0 {
+			if sp.N() == 0 {
 				p.c.noBuf.Add(1)
 				f.Drops.Add(1)
 				continue
@@ -1033,32 +573,32 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 			f.CAMu.Lock()
 			for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
 				f.CAMu.Unlock()
-				k.flush() // what is queued goes while this one waits
+				k.Flush() // what is queued goes while this one waits
 				time.Sleep(wait)
 				now = time.Now()
 				f.CAMu.Lock()
 			}
 			f.CAMu.Unlock()
 			b := bs[i]
-			b.off, _ = dt.Prepend(b.b[:], headroom, fields)
-			b.end = headroom + sz
+			b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
+			b.End = headroom + sz
 			sent++
 			nb += uint64(sz)
-			bs[i] = sp.take()
-			bufs[i] = bs[i].b[headroom+off : headroom+off+flow.MaxSDU]
+			bs[i] = sp.Take()
+			bufs[i] = bs[i].B[headroom+off : headroom+off+flow.MaxSDU]
 			c.originate(b, &k)
 		}
 		f.PktsOut.Add(sent)
 		f.BytesOut.Add(nb)
 		f.LastSent.Store(now.UnixNano())
-		k.flush()
+		k.Flush()
 	}
 }
 
 // originate routes a packet this IPCP made. It takes b. With k, the
 // first hop's transmit loop is woken when k is flushed.
-func (c *core) originate(b *pbuf, k *kicks) {
-	pci := dt.PCI(b.pkt())
+func (c *core) originate(b *pbuf, k *dt.Kicks) {
+	pci := dt.PCI(b.Pkt())
 	dst := pci.Dst()
 	c.p.c.sent.Add(1)
 	if dst == c.self {
@@ -1068,7 +608,7 @@ func (c *core) originate(b *pbuf, k *kicks) {
 	port, ok := c.pff.Lookup(dst, uint64(pci.EID()))
 	if !ok {
 		c.p.c.noRoute.Add(1)
-		c.p.pool.putOne(b)
+		c.p.pool.PutOne(b)
 		return
 	}
 	c.enqueue(port, b, true, k)
@@ -1118,15 +658,15 @@ func (c *core) sendCtl(dst layer.Addr, eid layer.EID, cube flow.Cube, msg []byte
 		c.p.c.noRoute.Add(1)
 		return fmt.Errorf("unicast: no route to %d: %w", dst, flow.ErrNotFound)
 	}
-	b := c.p.pool.getOne()
+	b := c.p.pool.GetOne()
 	if b == nil {
 		c.p.c.noBuf.Add(1)
 		return fmt.Errorf("unicast: control message to %d: every packet buffer is held: %w", dst, flow.ErrBusy)
 	}
-	binary.BigEndian.PutUint64(b.b[headroom:], uint64(c.self))
-	n := copy(b.b[headroom+srcLen:], msg)
-	b.off, _ = dt.Prepend(b.b[:], headroom, dt.Fields{Dst: dst, Cube: cube, TTL: dt.DefaultTTL, EID: eid})
-	b.end = headroom + srcLen + n
+	binary.BigEndian.PutUint64(b.B[headroom:], uint64(c.self))
+	n := copy(b.B[headroom+srcLen:], msg)
+	b.Off, _ = dt.Prepend(b.B[:], headroom, dt.Fields{Dst: dst, Cube: cube, TTL: dt.DefaultTTL, EID: eid})
+	b.End = headroom + srcLen + n
 	c.enqueue(port, b, false, nil)
 	return nil
 }

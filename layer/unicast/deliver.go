@@ -75,7 +75,7 @@ func (d *delivery) push(b *pbuf) bool {
 // hold charges one buffer to the delivery queues' share of the pool
 // (deliverShare), or reports false if they hold their share already.
 func (c *core) hold() bool {
-	if c.delivering.Add(1) > int64(c.p.pool.limit/deliverShare) {
+	if c.delivering.Add(1) > int64(c.p.pool.Limit()/deliverShare) {
 		c.delivering.Add(-1)
 		return false
 	}
@@ -125,7 +125,7 @@ func (d *delivery) wake() {
 // returns nil: no replacement for the caller's b.
 func (c *core) unqueued(b *pbuf, sp *spares) *pbuf {
 	if sp == nil {
-		c.p.pool.putOne(b)
+		c.p.pool.PutOne(b)
 	}
 	return nil
 }
@@ -162,12 +162,12 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 					return
 				}
 				f.Drops.Add(uint64(n))
-				c.p.pool.put(batch[:n])
+				c.p.pool.Put(batch[:n])
 				c.delivering.Add(-int64(n))
 			}
 		}
 		for i, b := range batch[:n] {
-			sdus[i] = b.pkt()
+			sdus[i] = b.Pkt()
 		}
 		sent := 0
 		if bp != nil {
@@ -193,7 +193,7 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 			f.Drops.Add(uint64(n - sent))
 		}
 		clear(sdus[:n])
-		c.p.pool.put(batch[:n])
+		c.p.pool.Put(batch[:n])
 		c.delivering.Add(-int64(n))
 	}
 }

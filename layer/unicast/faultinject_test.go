@@ -32,7 +32,7 @@ func TestPoisonFaultsInRunner(t *testing.T) {
 		p.Write([]byte("poison: "+faultinject.Poison), time.Now().Add(time.Second))
 	}
 	for _, site := range []struct{ name, frame string }{
-		{"unicast/dt", "unicast.(*core).rx"},
+		{"unicast/dt", "dt.(*Loops).Rx"},
 		{"unicast/mgmt", "connmgr.(*Manager).rxLoop"},
 	} {
 		f, ok := rec.Wait(5*time.Second, func(s string) bool { return strings.Contains(s, site.name) })

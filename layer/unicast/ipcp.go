@@ -66,7 +66,7 @@ type IPCP struct {
 	bound  atomic.Bool          // the IPCP's name is bound in the lower broker
 	// lowerMax is the smallest SDU limit among the N-1 flows (MaxSDU).
 	lowerMax atomic.Int64
-	pool     *bufPool
+	pool     *dt.Pool
 	timers   chan *time.Timer // free list for the data path's waits
 	c        dpCounters
 
@@ -123,7 +123,7 @@ func New(cfg Config, up ipcp.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, 
 		}
 		p.crl, p.crlRaw = l, cfg.CRL
 	}
-	p.pool = newBufPool(cfg.Bufs, cfg.Reserve, &p.c.bufAllocs)
+	p.pool = dt.NewPool(cfg.Bufs, cfg.Reserve, &p.c.bufAllocs)
 	p.lowerMax.Store(flow.MaxSDU)
 	p.lower = sduBroker{Broker: lower, min: &p.lowerMax}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -707,6 +707,8 @@ type core struct {
 	ports   atomic.Pointer[map[pff.Port]*nport]
 	members atomic.Pointer[[]layer.Addr] // last membership given to the directory
 
+	loops dt.Loops // the ports' receive and transmit loops; c is their Host
+
 	delivering atomic.Int64 // buffers the delivery queues hold (deliver.go)
 }
 
@@ -720,6 +722,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 		recheck: make(chan struct{}, 1)}
 	empty := map[pff.Port]*nport{}
 	c.ports.Store(&empty)
+	c.loops = dt.Loops{Pool: p.pool, Host: c, Capture: &p.c.capt, KeepAlive: p.cfg.KeepAlive, Truncated: &p.c.truncated, TxErrors: &p.c.txErrors}
 	kind, err := pff.ParseKind(lc.Routing)
 	if err != nil {
 		return nil, err

@@ -29,19 +29,13 @@ import (
 // A full queue drops; these marks make the sender slow down (mb-ecn's
 // reaction, ca.Flow.OnFeedback) before it does.
 
-// queuedPort is an N-1 port that says how much of what was written to it
-// waits in the layer below (the node's ring port, irm.RingPort): the forwarder marks by it too
-// (dt.Scheduler.SetBelow).
-type queuedPort interface {
-	Queued() int
-}
+// An N-1 port that says how much of what was written to it waits in the
+// layer below (the node's ring port, irm.RingPort) is a dt.Queuer: the
+// transmit loop marks by it too (dt.Scheduler.SetBelow).
 
 // backlogPort is an N-1 port that says how much waits in the queue it is
 // read from, and that queue's capacity (the node's ring port, irm.RingPort: its receive ring).
-type backlogPort interface {
-	Backlog() int
-	BacklogCap() int
-}
+type backlogPort = dt.Backlogger
 
 // deliverPort is an N+1 port that says how much of what the IPCP wrote to
 // it waits for the program, and that queue's capacity (the node's ring port, irm.RingPort: its
@@ -64,13 +58,13 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 	now := time.Now().UnixNano()
 	var marked uint64
 	for _, b := range batch {
-		pci := dt.PCI(b.pkt())
+		pci := dt.PCI(b.Pkt())
 		cube := pci.Cube()
 		if cube >= flow.NumCubes {
 			continue
 		}
 		if lvl[cube] < 0 {
-			lvl[cube] = int16(c.ca.MarkECN(np.sched.Standing(cube, now, c.ca.Interval()), np.sched.Cap()+below))
+			lvl[cube] = int16(c.ca.MarkECN(np.Sched.Standing(cube, now, c.ca.Interval()), np.Sched.Cap()+below))
 		}
 		if lvl[cube] > 0 {
 			pci.RaiseECN(uint8(lvl[cube]))
@@ -85,16 +79,16 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 // rxMark returns the level to raise the ECN of the packets np's receive
 // loop has just read to: by the standing backlog of the ring they came
 // through (what still waits in it after the read) against its capacity.
-// Only np's receive loop calls it (np.rxQ is its own).
+// Only np's receive loop calls it (np.RxQ is its own).
 func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
 	if bp == nil || c.ca.Kind() == ca.Nop {
 		return 0
 	}
-	if np.rxCap == 0 {
-		np.rxCap = bp.BacklogCap()
+	if np.RxCap == 0 {
+		np.RxCap = bp.BacklogCap()
 	}
 	n := bp.Backlog()
-	return c.level(np.rxQ.See(n, time.Now().UnixNano(), c.ca.Interval()), n, np.rxCap)
+	return c.level(np.RxQ.See(n, time.Now().UnixNano(), c.ca.Interval()), n, np.RxCap)
 }
 
 // nearFull is the share of a receiving node's queue (the ring from the
@@ -129,7 +123,7 @@ func (c *core) raise(bs []*pbuf, lvl uint8) {
 	}
 	var marked uint64
 	for _, b := range bs {
-		if pci := dt.PCI(b.pkt()); pci.IsValid() {
+		if pci := dt.PCI(b.Pkt()); pci.IsValid() {
 			pci.RaiseECN(lvl)
 			marked++
 		}

@@ -28,7 +28,7 @@ func TestRxMark(t *testing.T) {
 	w, r := flowtest.Pipe(256)
 	defer w.Close()
 	defer r.Close()
-	np := &nport{p: r}
+	np := &nport{Flow: r}
 	bl, ok := r.(backlogPort)
 	if !ok {
 		t.Fatal("a flowtest pipe does not say its backlog")
@@ -66,12 +66,12 @@ func TestRxMark(t *testing.T) {
 	}
 	bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf)}
 	for _, b := range bs[:2] {
-		b.off, b.end = 0, dt.PCILen+10
+		b.Off, b.End = 0, dt.PCILen+10
 	}
-	bs[2].off, bs[2].end = 0, dt.PCILen-1 // too short to carry a PCI: not marked
+	bs[2].Off, bs[2].End = 0, dt.PCILen-1 // too short to carry a PCI: not marked
 	c.raise(bs, want)
 	for i, b := range bs[:2] {
-		if got := dt.PCI(b.pkt()).ECN(); got != want {
+		if got := dt.PCI(b.Pkt()).ECN(); got != want {
 			t.Errorf("packet %d: ECN %d after raise, want %d", i, got, want)
 		}
 	}

@@ -238,7 +238,7 @@ func (c *core) pffTable() ipcp.Table {
 		for i, h := range hops {
 			ps[i] = u64(uint64(h))
 			if np := ports[h]; np != nil {
-				ns[i] = np.name
+				ns[i] = np.Name
 			}
 		}
 		t.Rows = append(t.Rows, []string{u64(uint64(r.Dst)), strings.Join(ps, ","), strings.Join(ns, ",")})
@@ -347,7 +347,7 @@ func (p *IPCP) Stats() Stats {
 		s.Drops[r.String()] += fc.Drops[r].Load()
 	}
 	for _, np := range *c.ports.Load() {
-		sc := np.sched.Counters()
+		sc := np.Sched.Counters()
 		for cube := range sc.Drops {
 			s.Drops[dt.QueueFull.String()] += sc.Drops[cube].Load()
 		}
@@ -455,7 +455,7 @@ func (p *IPCP) NextHops(dst layer.Addr) []string {
 	var out []string
 	for _, h := range c.pff.NextHops(dst) {
 		if np := ports[h]; np != nil {
-			out = append(out, np.name)
+			out = append(out, np.Name)
 		}
 	}
 	return out

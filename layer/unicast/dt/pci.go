@@ -1,7 +1,10 @@
 // Package dt is the data-transfer part of a unicast IPCP: the PCI (the
 // fixed header every packet in the layer carries), the forward-or-deliver
-// decision and the per-QoS-cube scheduler. It keeps no flows (package fa
-// does) and computes no routes (package routing does).
+// decision, the per-QoS-cube scheduler, the packet buffers and their
+// bounded pool, and the N-1 ports' receive and transmit loops (Loops),
+// which call the IPCP only through Host. It keeps no flows (package fa
+// does: the N+1 side of the data path stays with the IPCP) and computes
+// no routes (package routing does).
 package dt
 
 import (

@@ -1,4 +1,4 @@
-package unicast
+package dt
 
 import (
 	"errors"
@@ -12,23 +12,23 @@ import (
 // and refuses a free of more than exist.
 func TestBufPool(t *testing.T) {
 	var allocs atomic.Uint64
-	p := newBufPool(5, nil, &allocs)
-	var a [4]*pbuf
-	if n := p.get(a[:]); n != 4 {
+	p := NewPool(5, nil, &allocs)
+	var a [4]*Buf
+	if n := p.Get(a[:]); n != 4 {
 		t.Fatalf("got %d of 4 with 5 free", n)
 	}
-	var b [4]*pbuf
-	if n := p.get(b[:]); n != 1 {
+	var b [4]*Buf
+	if n := p.Get(b[:]); n != 1 {
 		t.Fatalf("got %d with 1 left, want 1", n)
 	}
-	if p.getOne() != nil {
+	if p.GetOne() != nil {
 		t.Fatal("a sixth buffer from a pool of 5")
 	}
-	p.put(a[:2])
+	p.Put(a[:2])
 	if a[0] != nil || a[1] != nil {
 		t.Error("put left the caller's references")
 	}
-	if n := p.get(b[1:]); n != 2 {
+	if n := p.Get(b[1:]); n != 2 {
 		t.Fatalf("got %d after 2 freed, want 2", n)
 	}
 	if allocs.Load() != 5 {
@@ -36,8 +36,8 @@ func TestBufPool(t *testing.T) {
 	}
 	// Waiting: none free until one is put back.
 	start := time.Now()
-	var c [1]*pbuf
-	if n := p.waitGet(c[:], nil, 30*time.Millisecond); n != 0 {
+	var c [1]*Buf
+	if n := p.WaitGet(c[:], nil, 30*time.Millisecond); n != 0 {
 		t.Fatalf("waitGet got %d with none free", n)
 	}
 	if d := time.Since(start); d < 30*time.Millisecond {
@@ -45,20 +45,20 @@ func TestBufPool(t *testing.T) {
 	}
 	go func() { // a plain goroutine: this is a unit test of the pool, not a component
 		time.Sleep(5 * time.Millisecond)
-		p.put(b[:1])
+		p.Put(b[:1])
 	}()
-	if n := p.waitGet(c[:], nil, 5*time.Second); n != 1 {
+	if n := p.WaitGet(c[:], nil, 5*time.Second); n != 1 {
 		t.Fatalf("waitGet got %d after a put, want 1", n)
 	}
-	p.put(c[:])
-	p.put(a[2:])
-	p.put(b[1:3])
+	p.Put(c[:])
+	p.Put(a[2:])
+	p.Put(b[1:3])
 	defer func() {
 		if recover() == nil {
 			t.Error("freeing more buffers than exist did not panic")
 		}
 	}()
-	p.put([]*pbuf{new(pbuf)})
+	p.Put([]*Buf{new(Buf)})
 }
 
 // TestBufPoolCharged checks that the pool makes only the buffers its
@@ -74,26 +74,26 @@ func TestBufPoolCharged(t *testing.T) {
 		left -= n
 		return nil
 	}
-	p := newBufPool(100, reserve, &allocs)
-	var a [4]*pbuf
-	if n := p.get(a[:]); n != 4 {
+	p := NewPool(100, reserve, &allocs)
+	var a [4]*Buf
+	if n := p.Get(a[:]); n != 4 {
 		t.Fatalf("got %d of 4 with 6 in the budget", n)
 	}
-	var b [4]*pbuf
-	if n := p.get(b[:]); n != 1 {
+	var b [4]*Buf
+	if n := p.Get(b[:]); n != 1 {
 		t.Fatalf("got %d with 2 left in the budget, want 1 (a batch of 4 refused, then one)", n)
 	}
-	if n := p.get(b[1:]); n != 1 {
+	if n := p.Get(b[1:]); n != 1 {
 		t.Fatalf("got %d with 1 left in the budget, want 1", n)
 	}
-	if n := p.get(b[2:]); n != 0 || left != 0 {
+	if n := p.Get(b[2:]); n != 0 || left != 0 {
 		t.Fatalf("got %d with the budget spent (%d left)", n, left)
 	}
 	if allocs.Load() != 6 {
 		t.Errorf("%d buffers made, want the 6 reserved", allocs.Load())
 	}
-	p.put(a[:])
-	if n := p.get(b[2:]); n != 2 {
+	p.Put(a[:])
+	if n := p.Get(b[2:]); n != 2 {
 		t.Errorf("got %d after 4 freed, want 2 (reuse needs no budget)", n)
 	}
 }

@@ -1,0 +1,217 @@
+package dt
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+const (
+	// Headroom is the room before an SDU a node originates, for the PCI
+	// (and, for the unicast IPCP's control messages, the sender's
+	// address).
+	Headroom = 64
+	// BufLen is a packet buffer's size: an SDU of flow.MaxSDU behind
+	// Headroom, and room after it for what sealing adds.
+	BufLen = Headroom + flow.MaxSDU + 64
+	// RxBatch is the most packets a receive loop reads at once, and the
+	// most spares it holds.
+	RxBatch = 32
+	// TxBatch is the most packets a transmit loop writes at once.
+	TxBatch = 32
+)
+
+// Buf is a packet buffer; the packet is B[Off:End].
+type Buf struct {
+	Off, End int
+	B        [BufLen]byte
+}
+
+// Pkt returns the packet, B[Off:End].
+func (b *Buf) Pkt() []byte { return b.B[b.Off:b.End] }
+
+// Pool is a data path's packet buffers: at most limit of them ever exist
+// (the unicast IPCP's Config.Bufs), made on first need and kept on a free
+// list. Buffers move in batches (one lock per batch of a loop, not per
+// packet). A loop owns the buffers it reads into; a packet leaves its
+// loop (to a queue) only in exchange for a free buffer (Spares), so that
+// when every buffer is held the loops keep reading and drop what
+// arrives, counted, instead of allocating or stalling. Safe for
+// concurrent use.
+type Pool struct {
+	mu    sync.Mutex
+	free  []*Buf
+	made  int // buffers in existence: on the free list or held
+	limit int
+
+	// reserve charges buffers the pool is about to make to the
+	// component's budget; nil charges nothing.
+	reserve func(n int) error
+
+	waiters atomic.Int32
+	freed   chan struct{} // capacity 1: a put while someone waits
+	allocs  *atomic.Uint64
+}
+
+// NewPool returns a pool of at most limit buffers. Before it makes new
+// buffers it charges them to reserve (nil: nothing is charged); a
+// refused charge makes the pool act as if every buffer were held. Each
+// buffer made is counted in allocs.
+func NewPool(limit int, reserve func(int) error, allocs *atomic.Uint64) *Pool {
+	return &Pool{free: make([]*Buf, 0, limit), limit: limit, reserve: reserve, freed: make(chan struct{}, 1), allocs: allocs}
+}
+
+// Limit returns the most buffers the pool makes.
+func (p *Pool) Limit() int { return p.limit }
+
+// charge returns how many of want new buffers the budget lets the pool
+// make: all of them, else one, else none (the budget is spent: what
+// arrives is dropped as if every buffer were held).
+func (p *Pool) charge(want int) int {
+	switch {
+	case p.reserve == nil || p.reserve(want) == nil:
+		return want
+	case want > 1 && p.reserve(1) == nil:
+		return 1
+	}
+	return 0
+}
+
+// Get fills dst with up to len(dst) buffers and returns how many: from
+// the free list, then new ones while fewer than limit exist.
+func (p *Pool) Get(dst []*Buf) int {
+	p.mu.Lock()
+	n := 0
+	for ; n < len(dst) && len(p.free) > 0; n++ {
+		last := len(p.free) - 1
+		dst[n] = p.free[last]
+		p.free[last] = nil
+		p.free = p.free[:last]
+	}
+	for k := p.charge(min(len(dst)-n, p.limit-p.made)); k > 0; k-- {
+		dst[n] = new(Buf)
+		n++
+		p.made++
+		p.allocs.Add(1)
+	}
+	p.mu.Unlock()
+	return n
+}
+
+// GetOne returns a buffer, or nil when every one is held.
+func (p *Pool) GetOne() *Buf {
+	var b [1]*Buf
+	p.Get(b[:])
+	return b[0]
+}
+
+// Put returns bs to the free list and clears bs. Freeing more buffers
+// than exist (one freed twice) is a data-path bug: Put panics, and the
+// component faults.
+func (p *Pool) Put(bs []*Buf) {
+	if len(bs) == 0 {
+		return
+	}
+	p.mu.Lock()
+	if len(p.free)+len(bs) > p.made {
+		p.mu.Unlock()
+		panic("dt: more packet buffers freed than exist (one freed twice)")
+	}
+	p.free = append(p.free, bs...)
+	p.mu.Unlock()
+	clear(bs)
+	if p.waiters.Load() > 0 {
+		select {
+		case p.freed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// PutOne returns b (nil: nothing) to the free list.
+func (p *Pool) PutOne(b *Buf) {
+	if b == nil {
+		return
+	}
+	p.Put([]*Buf{b}) // does not escape: Put keeps the elements, not the slice
+}
+
+// WaitGet is Get that waits, until stop is closed or, with wait > 0,
+// for at most wait, for at least one buffer: what a loop does when it
+// has none to read into, and what a packet a node originates does
+// before it is dropped (back-pressure on its own senders, as for a full
+// queue). It waits only while every buffer of the budget is held.
+func (p *Pool) WaitGet(dst []*Buf, stop <-chan struct{}, wait time.Duration) int {
+	var end time.Time
+	if wait > 0 {
+		end = time.Now().Add(wait)
+	}
+	for {
+		if n := p.Get(dst); n > 0 {
+			return n
+		}
+		d := 10 * time.Millisecond // a put may come between get and Add
+		if wait > 0 {
+			left := time.Until(end)
+			if left <= 0 {
+				return 0
+			}
+			d = min(d, left)
+		}
+		p.waiters.Add(1)
+		t := time.NewTimer(d)
+		select {
+		case <-p.freed:
+		case <-t.C:
+		case <-stop:
+			t.Stop()
+			p.waiters.Add(-1)
+			return 0
+		}
+		t.Stop()
+		p.waiters.Add(-1)
+	}
+}
+
+// Spares are the free buffers a loop holds to exchange for the packets
+// it passes on. The zero value holds none.
+type Spares struct {
+	n int
+	b [RxBatch]*Buf
+}
+
+// N returns how many spares s holds.
+func (s *Spares) N() int { return s.n }
+
+// Fill tops the spares up to want (at most RxBatch) in one Get.
+func (s *Spares) Fill(p *Pool, want int) {
+	if s.n < want {
+		s.n += p.Get(s.b[s.n:want])
+	}
+}
+
+// WaitOne is, when s holds no spare, WaitGet of one (see Pool.WaitGet).
+func (s *Spares) WaitOne(p *Pool, stop <-chan struct{}, wait time.Duration) {
+	if s.n == 0 {
+		s.n = p.WaitGet(s.b[:1], stop, wait)
+	}
+}
+
+// Take returns a spare, or nil if there is none.
+func (s *Spares) Take() *Buf {
+	if s.n == 0 {
+		return nil
+	}
+	s.n--
+	b := s.b[s.n]
+	s.b[s.n] = nil
+	return b
+}
+
+// Release returns the spares to p.
+func (s *Spares) Release(p *Pool) {
+	p.Put(s.b[:s.n])
+	s.n = 0
+}

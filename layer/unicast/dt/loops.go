@@ -1,0 +1,438 @@
+package dt
+
+import (
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel/faultinject"
+	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/unicast/ca"
+	"github.com/ouronet/ouro/layer/unicast/pff"
+)
+
+// The N-1 side of a data path (the unicast IPCP's: docs/layers.md):
+//
+//   - receive: one loop per N-1 data-transfer flow (Loops.Rx) reads
+//     packets into pooled buffers (a batch per read where the flow is a
+//     flow.BatchPort, else one) and hands each to Host.Input, which
+//     decides (Forwarder.Decide) and either queues it on a next hop's
+//     Scheduler (the buffer moves with it, in exchange for a spare),
+//     delivers it, or drops it, counted. The transmit loops it queued
+//     for are woken once per batch (Kicks).
+//   - transmit: one loop per N-1 flow (Loops.Tx) dequeues batches from
+//     its Scheduler and writes them to the flow (one WriteBatch where it
+//     is a flow.BatchPort), blocking on its back-pressure; the queue in
+//     front of it absorbs bursts. A period with nothing written ends
+//     with a keepalive (Host.Keepalive).
+//
+// The loops allocate nothing per packet. What they need from the layer
+// (the forwarding decision and delivery, failing an adjacency,
+// congestion marks, keepalives) is Host; the N+1 side (an N+1 flow's
+// SDUs in and out, sealing, the control queue) stays with the IPCP,
+// which holds the flow allocator's flows and their seals.
+
+// Host is what the N-1 loops need from the layer whose ports they serve.
+// The loops of several ports call it at once; each port's receive loop
+// makes the calls about that port's received packets, its transmit loop
+// those about the packets it sends.
+type Host interface {
+	// Input handles a packet read from an N-1 port. A packet passed on
+	// (queued for a next hop or a program) leaves the caller in
+	// exchange for a spare of sp, which Input returns (the loop reads
+	// into it next); on nil, b is still the caller's. With k, a next
+	// hop's transmit loop is woken when k is flushed, not at once. It
+	// must not block: the port's next packets wait behind it.
+	Input(b *Buf, k *Kicks, sp *Spares) *Buf
+	// Fail reports that p's flow broke (err, from its Read): the
+	// adjacency is to go. The receive loop ends after it.
+	Fail(p *Port, err error)
+	// MarkRx raises the ECN of bs, just read from p, by the congestion
+	// of the queue they came through: bl, what waits in p's receive
+	// ring (nil: the flow does not say). Only p's receive loop calls it
+	// for p (p.RxQ and p.RxCap are its own); bs stays the loop's.
+	MarkRx(p *Port, bl Backlogger, bs []*Buf)
+	// MarkTx raises the ECN of a batch leaving p's queue by the queue's
+	// standing depth; below is the most that ever waited in the ring
+	// under it (its capacity, once it filled). Only p's transmit loop
+	// calls it for p; batch stays the loop's.
+	MarkTx(p *Port, batch []*Buf, below int)
+	// Keepalive writes a keepalive to p's neighbour: p wrote nothing
+	// for a KeepAlive period. p's transmit loop waits for it.
+	Keepalive(p *Port)
+}
+
+// Backlogger is an N-1 flow that says how much waits in the queue it is
+// read from, and that queue's capacity (the node's ring port: its
+// receive ring).
+type Backlogger interface {
+	Backlog() int
+	BacklogCap() int
+}
+
+// Queuer is an N-1 flow that says how much of what was written to it
+// waits in the layer below (the node's ring port: its transmit ring).
+type Queuer interface {
+	Queued() int
+}
+
+// Port is an N-1 data-transfer flow: a next hop, its queue and the
+// counters of what crossed it.
+type Port struct {
+	ID    pff.Port
+	Addr  layer.Addr
+	Name  string
+	Flow  flow.Port
+	Sched *Scheduler[*Buf]
+
+	kick  chan struct{} // wakes the transmit loop; capacity 1
+	space chan struct{} // the transmit loop dequeued; capacity 1
+	done  chan struct{} // closed when the adjacency is gone
+
+	TxPkts, TxBytes, TxErrors, RxPkts, RxBytes atomic.Uint64
+
+	// The standing backlog of the ring the port is read from, and its
+	// capacity (Host.MarkRx): the receive loop's own.
+	RxQ   ca.Standing
+	RxCap int
+}
+
+// NewPort returns the port of the N-1 flow f, a next hop (addr, name)
+// known to the forwarding table as id, queued for by s.
+func NewPort(id pff.Port, addr layer.Addr, name string, f flow.Port, s *Scheduler[*Buf]) *Port {
+	return &Port{ID: id, Addr: addr, Name: name, Flow: f, Sched: s, kick: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Wake wakes p's transmit loop.
+func (p *Port) Wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Space is ready when p's transmit loop has dequeued (room in a full
+// queue, perhaps).
+func (p *Port) Space() <-chan struct{} { return p.space }
+
+// Done is closed once the adjacency is gone (Close).
+func (p *Port) Done() <-chan struct{} { return p.done }
+
+// Close ends p's loops: the transmit loop frees what is queued and
+// returns; the receive loop ends when its flow's Read fails. Call once.
+func (p *Port) Close() { close(p.done) }
+
+// Tap offers a packet crossing p to the running capture s.
+func (p *Port) Tap(s *capture.Session, d capture.Dir, pkt []byte) {
+	s.Add(d, capture.PDU, uint64(p.ID), pkt)
+}
+
+// Loops runs the receive and transmit loops of a layer's N-1 ports.
+type Loops struct {
+	Pool *Pool
+	Host Host
+	// Capture taps the packets that cross the ports when a capture runs:
+	// one atomic load per packet, or per batch, when none does.
+	Capture *capture.Point
+	// KeepAlive is the longest a transmit loop stays silent.
+	KeepAlive time.Duration
+	// The layer's counters of reads cut short (flow.ErrTruncated: the
+	// packet is dropped) and of failed writes.
+	Truncated, TxErrors *atomic.Uint64
+}
+
+// Rx reads np's packets until the flow breaks, then reports it
+// (Host.Fail), or until np is closed while every buffer is held.
+func (l *Loops) Rx(np *Port) {
+	if bp, ok := np.Flow.(flow.BatchPort); ok {
+		l.rxBatch(np, bp)
+		return
+	}
+	var (
+		own [1]*Buf
+		sp  Spares
+	)
+	if l.Pool.WaitGet(own[:], np.done, 0) == 0 {
+		return // the adjacency went while every buffer was held
+	}
+	defer l.Pool.Put(own[:])
+	defer sp.Release(l.Pool)
+	bl, _ := np.Flow.(Backlogger)
+	b := own[0]
+	for {
+		n, err := np.Flow.Read(b.B[:], time.Time{})
+		if err != nil {
+			if errors.Is(err, flow.ErrTruncated) {
+				l.Truncated.Add(1)
+				continue
+			}
+			own[0] = b
+			l.Host.Fail(np, err)
+			return
+		}
+		np.RxPkts.Add(1)
+		np.RxBytes.Add(uint64(n))
+		b.Off, b.End = 0, n
+		if s := l.Capture.Session(); s != nil {
+			np.Tap(s, capture.In, b.Pkt())
+		}
+		faultinject.Check("unicast/dt", b.Pkt())
+		l.Host.MarkRx(np, bl, own[:]) // own[0] is b
+		sp.Fill(l.Pool, 1)
+		if r := l.Host.Input(b, nil, &sp); r != nil {
+			b = r
+		}
+		own[0] = b
+	}
+}
+
+// rxBatch is Rx over a flow that reads in batches: one read (one
+// wake-up) per batch, a decision per packet, one get of replacement
+// buffers per batch and one wake-up per next hop's transmit loop per
+// batch.
+func (l *Loops) rxBatch(np *Port, bp flow.BatchPort) {
+	var (
+		bs    [RxBatch]*Buf
+		bufs  [RxBatch][]byte
+		sizes [RxBatch]int
+		k     = Kicks{pool: l.Pool}
+		sp    Spares
+	)
+	// The read buffers: as many as the pool gives, at least one.
+	slots := l.Pool.WaitGet(bs[:], np.done, 0)
+	if slots == 0 {
+		return
+	}
+	defer l.Pool.Put(bs[:slots])
+	defer sp.Release(l.Pool)
+	for i := range slots {
+		bufs[i] = bs[i].B[:]
+	}
+	bl, _ := np.Flow.(Backlogger)
+	for {
+		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
+		if err != nil {
+			if !errors.Is(err, flow.ErrTruncated) {
+				l.Host.Fail(np, err)
+				return
+			}
+			l.Truncated.Add(1)
+			n-- // the last one, truncated, is dropped
+		}
+		var nb uint64
+		s := l.Capture.Session()
+		sp.Fill(l.Pool, n)
+		for i := range n {
+			b := bs[i]
+			b.Off, b.End = 0, sizes[i]
+			nb += uint64(sizes[i])
+			if s != nil {
+				np.Tap(s, capture.In, b.Pkt())
+			}
+		}
+		l.Host.MarkRx(np, bl, bs[:n])
+		for i := range n {
+			b := bs[i]
+			faultinject.Check("unicast/dt", b.Pkt())
+			if r := l.Host.Input(b, &k, &sp); r != nil {
+				bs[i] = r
+				bufs[i] = r.B[:]
+			}
+		}
+		np.RxPkts.Add(uint64(n))
+		np.RxBytes.Add(nb)
+		k.Flush()
+	}
+}
+
+// Tx writes np's queued packets until np is closed. A period of
+// KeepAlive in which it wrote nothing ends with a keepalive
+// (Host.Keepalive), so that the N-1 flow is never idle in the layer
+// below (the shims deallocate idle flows).
+func (l *Loops) Tx(np *Port) {
+	var (
+		batch [TxBatch]*Buf
+		pkts  [TxBatch][]byte
+	)
+	bp, _ := np.Flow.(flow.BatchPort)
+	qp, _ := np.Flow.(Queuer)
+	below := 0 // the most qp ever held: its ring's capacity, once it filled
+	ka := time.NewTicker(l.KeepAlive)
+	defer ka.Stop()
+	sent := np.TxPkts.Load()
+	for {
+		n := np.Sched.DequeueBatch(batch[:])
+		if n == 0 {
+			if qp != nil {
+				np.Sched.SetBelow(qp.Queued())
+			}
+			select {
+			case <-np.kick:
+				continue
+			case <-ka.C:
+				if s := np.TxPkts.Load(); s != sent {
+					sent = s
+				} else {
+					l.Host.Keepalive(np)
+				}
+				continue
+			case <-np.done:
+			}
+			for { // drain
+				n := np.Sched.DequeueBatch(batch[:])
+				if n == 0 {
+					return
+				}
+				l.Pool.Put(batch[:n])
+			}
+		}
+		select {
+		case np.space <- struct{}{}:
+		default:
+		}
+		if qp != nil {
+			q := qp.Queued()
+			below = max(below, q)
+			np.Sched.SetBelow(q)
+		}
+		l.Host.MarkTx(np, batch[:n], below)
+		if s := l.Capture.Session(); s != nil {
+			for _, b := range batch[:n] {
+				np.Tap(s, capture.Out, b.Pkt())
+			}
+		}
+		if bp != nil {
+			l.writeBatch(np, bp, batch[:n], pkts[:n])
+			continue
+		}
+		for _, b := range batch[:n] {
+			if err := np.Flow.Write(b.Pkt(), time.Time{}); err != nil {
+				np.TxErrors.Add(1)
+				l.TxErrors.Add(1)
+			} else {
+				np.TxPkts.Add(1)
+				np.TxBytes.Add(uint64(b.End - b.Off))
+			}
+		}
+		l.Pool.Put(batch[:n])
+	}
+}
+
+// writeBatch writes batch to np with as few calls as its errors allow
+// (each error costs one packet, counted), then frees the buffers.
+func (l *Loops) writeBatch(np *Port, bp flow.BatchPort, batch []*Buf, pkts [][]byte) {
+	for i, b := range batch {
+		pkts[i] = b.Pkt()
+	}
+	for i := 0; i < len(pkts); {
+		n, err := bp.WriteBatch(pkts[i:], time.Time{})
+		var nb uint64
+		for _, b := range batch[i : i+n] {
+			nb += uint64(b.End - b.Off)
+		}
+		np.TxPkts.Add(uint64(n))
+		np.TxBytes.Add(nb)
+		i += n
+		if err != nil {
+			np.TxErrors.Add(1)
+			l.TxErrors.Add(1)
+			i++
+		}
+	}
+	l.Pool.Put(batch)
+	clear(pkts)
+}
+
+// Kicks collects, for one batch, the packets to forward per next hop
+// and the transmit loops to wake: at Flush each next hop's packets are
+// queued under one lock of its scheduler and its loop is woken once.
+// It also keeps the batch's arrival time once a packet of it is
+// delivered. The zero value defers no packets (Defer refuses), only
+// wake-ups; a receive loop's defers both.
+type Kicks struct {
+	n    int
+	np   [RxBatch]*Port
+	now  time.Time
+	pool *Pool // where refused packets go; nil: nothing is deferred
+
+	// The deferred packets, in arrival order, with their next hop (an
+	// index into np) and cube.
+	pn   int
+	pb   [RxBatch]*Buf
+	pi   [RxBatch]uint8
+	pc   [RxBatch]flow.Cube
+	tmpb [RxBatch]*Buf
+	tmpc [RxBatch]flow.Cube
+}
+
+// Add notes that np's transmit loop is to be woken, and returns np's
+// index in k, or -1 if k is full (np was woken at once).
+func (k *Kicks) Add(np *Port) int {
+	for i, x := range k.np[:k.n] {
+		if x == np {
+			return i
+		}
+	}
+	if k.n == len(k.np) {
+		np.Wake()
+		return -1
+	}
+	k.np[k.n] = np
+	k.n++
+	return k.n - 1
+}
+
+// Defer queues b for np at Flush; it reports false if k cannot take it
+// (the caller then enqueues it at once).
+func (k *Kicks) Defer(np *Port, b *Buf, cube flow.Cube) bool {
+	if k.pool == nil || k.pn == len(k.pb) {
+		return false
+	}
+	i := k.Add(np)
+	if i < 0 {
+		return false
+	}
+	k.pb[k.pn], k.pi[k.pn], k.pc[k.pn] = b, uint8(i), cube
+	k.pn++
+	return true
+}
+
+// Clock returns the batch's arrival time: the clock is read once per
+// batch, and only if something in it is delivered.
+func (k *Kicks) Clock() time.Time {
+	if k.now.IsZero() {
+		k.now = time.Now()
+	}
+	return k.now
+}
+
+// Flush queues the deferred packets, one EnqueueBatch per next hop
+// (a full queue's refusals go back to the pool, counted by the
+// scheduler), and wakes every noted transmit loop.
+func (k *Kicks) Flush() {
+	for i, np := range k.np[:k.n] {
+		if k.pn > 0 {
+			m := 0
+			for j := range k.pn {
+				if int(k.pi[j]) == i {
+					k.tmpb[m], k.tmpc[m] = k.pb[j], k.pc[j]
+					m++
+				}
+			}
+			if m > 0 {
+				if r := np.Sched.EnqueueBatch(k.tmpc[:m], k.tmpb[:m]); r > 0 {
+					k.pool.Put(k.tmpb[:r])
+				}
+				clear(k.tmpb[:m])
+			}
+		}
+		np.Wake()
+		k.np[i] = nil
+	}
+	clear(k.pb[:k.pn])
+	k.pn = 0
+	k.n = 0
+	k.now = time.Time{}
+}
