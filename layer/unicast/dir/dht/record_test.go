@@ -134,6 +134,11 @@ func TestRecordCert(t *testing.T) {
 	if d.certifies(&r, h, now) {
 		t.Error("certified by a revoked certificate")
 	}
+	plain := r
+	plain.Cert = nil
+	pb, _ := c.Marshal(plain)
+	cb, _ := c.Marshal(r)
+	t.Logf("a record: %d bytes, %d with a certificate of %d ", len(pb), len(cb), len(r.Cert))
 	recs := make([]Record, MaxRecords)
 	for i := range recs {
 		recs[i] = r
