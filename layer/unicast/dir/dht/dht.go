@@ -152,6 +152,9 @@ func Policy(params Config) dir.Builder {
 		c := params
 		c.Env, c.Layer, c.Logf, c.Runner = dc.Env, dc.Layer, dc.Logf, dc.Runner
 		c.Signer, c.Bound = dc.Signer, dc.Bound
+		if dc.Names != nil {
+			c.Names = dc.Names
+		}
 		return New(c)
 	}
 }

@@ -9,40 +9,15 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 )
 
 // NamesPolicy makes the DHT enforce the application names membership
-// certificates list (identity.Cert.Names). A record may carry its
-// registrant's certificate (Record.Cert); the certificate certifies the
-// record's name when it was issued by one of Authorities, is valid now,
-// is not revoked, its Subject is the record's Key and one of its Names
-// hashes (with Hash, the layer's) to the record's name. Then:
-//
-//   - a certified record of a name is taken even if another key
-//     registered the name first (that key's values are dropped), and
-//     while it lives the name's records under any other key are refused
-//     (Stats.CertNames);
-//   - with Certified, a record its certificate does not certify is
-//     refused (Stats.CertNames): certificates are the only source of
-//     names.
-//
-// Holders apply both when storing; askers apply both to the records a
-// lookup returns, so a holder that kept a squatter's record does not
-// make the asker use it.
-type NamesPolicy struct {
-	// Authorities are the layer's authority keys; at least one.
-	Authorities []ed25519.PublicKey
-	// Hash is the layer's name hash (layer.HashName's algorithm).
-	Hash layer.HashAlgo
-	// Certified refuses any record its certificate does not certify.
-	Certified bool
-	// Revoked reports whether a verified certificate is revoked (the
-	// layer's revocation list); nil: none is.
-	Revoked func(identity.Cert) bool
-	// Cert is this member's own certificate, attached to its records;
-	// nil attaches none.
-	Cert []byte
-}
+// certificates list (identity.Cert.Names): see dir.NamesPolicy. Holders
+// apply it when storing; askers apply it to the records a lookup
+// returns, so a holder that kept a squatter's record does not make the
+// asker use it. Refused records count as Stats.CertNames.
+type NamesPolicy = dir.NamesPolicy
 
 // MaxCertCache bounds the verified certificates a DHT remembers.
 const MaxCertCache = 256
