@@ -134,6 +134,11 @@ func TestRecordCert(t *testing.T) {
 	if d.certifies(&r, h, now) {
 		t.Error("certified by a revoked certificate")
 	}
+	big := r
+	big.Cert = make([]byte, MaxRecordCert+1)
+	if big.check() == nil || r.check() != nil {
+		t.Errorf("record check: a %d-byte certificate taken or a %d-byte one refused", len(big.Cert), len(r.Cert))
+	}
 	plain := r
 	plain.Cert = nil
 	pb, _ := c.Marshal(plain)
