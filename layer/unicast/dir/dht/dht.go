@@ -534,6 +534,13 @@ func (d *DHT) Handle(src layer.Addr, b []byte) {
 	var recs []Record
 	if m.Type == MsgStore {
 		recs = d.verified(src, m.hash(), m.Records) // before the lock
+		if d.cfg.Names != nil {
+			for i := range recs {
+				if len(recs[i].Cert) > 0 {
+					d.certs.entry(d.cfg.Names, recs[i].Cert) // verified before the lock too; storeLocked then hits the cache
+				}
+			}
+		}
 	}
 	now := d.cfg.Clock.Now()
 	var reply *Msg
