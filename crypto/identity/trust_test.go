@@ -452,6 +452,9 @@ func FuzzVerifyCert(f *testing.F) {
 	c.Measurements, c.Layer = nil, ""
 	b, _ = IssueCert(ctx, c, auth)
 	f.Add(b)
+	c.Names = []string{"svc", "db"} // version 2
+	b, _ = IssueCert(ctx, c, auth)
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := VerifyCert(b, auth.Public(), time.Unix(1500, 0))
 		if err == nil && (c.Serial == 0 || c.NotAfter <= 1500 || c.NotBefore > 1500) {

@@ -769,6 +769,9 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 		return nil, err
 	}
 	dcfg := dir.Config{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf, Runner: p.cfg.Runner, Signer: p.cfg.Signer, Bound: c.bound}
+	if lc.Admission.Mode == admission.ModeAuthority {
+		dcfg.Names = p.namesPolicy(lc)
+	}
 	if lc.Dir == flood.Policy {
 		c.dir = flood.New(dcfg)
 	} else if c.dir, err = p.cfg.Directories[lc.Dir](dcfg); err != nil {
@@ -984,4 +987,22 @@ func (c *core) bound(a layer.Addr, key ed25519.PublicKey) bool {
 		return true
 	}
 	return a == addr.FromKey(c.lc.Layer, int(c.lc.AddrWidth), key)
+}
+
+// namesPolicy is the directory's names policy in a layer admitted by
+// authority: the layer's authorities and hash, its revocation list as
+// this member has it now, and this member's certificate if it lists
+// names (one without is not worth its bytes on every record).
+func (p *IPCP) namesPolicy(lc enroll.Config) *dir.NamesPolicy {
+	np := &dir.NamesPolicy{
+		Authorities: lc.Admission.Authorities, Hash: lc.Hash, Certified: lc.Names == enroll.NamesCertified,
+		Revoked: func(c identity.Cert) bool {
+			crl := p.currentCRL()
+			return crl != nil && crl.Revoked(c)
+		},
+	}
+	if c, err := identity.DecodeCert(p.cfg.Cert); err == nil && len(c.Names) > 0 {
+		np.Cert = p.cfg.Cert
+	}
+	return np
 }

@@ -70,8 +70,10 @@ func ParseLayerConfig(args map[string]string) (enroll.Config, error) {
 			c.Dead = uint32(n)
 		case "admission":
 			c.Admission, err = admission.Parse(v)
+		case "names":
+			c.Names = v
 		default:
-			err = fmt.Errorf("unknown key (want admission, hash, addr_width, routing, ca, dir, hello, dead)")
+			err = fmt.Errorf("unknown key (want admission, names, hash, addr_width, routing, ca, dir, hello, dead)")
 		}
 		if err != nil {
 			return c, fmt.Errorf("unicast: layer config %s=%q: %v: %w", k, v, err, flow.ErrInvalid)

@@ -30,7 +30,7 @@ func certCommand() *command {
 		summary: "issue, show, verify and revoke membership certificates", run: runCert,
 		help: "Subcommands (\"ouro cert SUB -h\" for their flags):\n" +
 			"  issue   --authority KEYFILE --subject PUBKEY|IDDOC --name N [--layer L]\n" +
-			"          [--measurement HEX ...] [--valid 720h] [--serial N] -o FILE\n" +
+			"          [--measurement HEX ...] [--names A,B] [--valid 720h] [--serial N] -o FILE\n" +
 			"  show    FILE              a certificate or revocation list\n" +
 			"  verify  FILE --authority PUBKEY [--crl FILE] [--at TIME]\n" +
 			"  revoke  --authority KEYFILE --crl FILE [--serial N ...] [--key PUBKEY ...] [CERTFILE ...]\n" +
@@ -45,7 +45,9 @@ func certSubcommands() []*command {
 		{name: "cert issue", args: "--authority KEYFILE --subject PUBKEY|IDDOC --name N -o FILE", summary: "issue a membership certificate", run: runCertIssue,
 			help: "Signs a certificate admitting the subject key as member NAME of layer L (any\n" +
 				"layer of the authority without --layer), running one of the given images\n" +
-				"(any without --measurement), from 5 minutes ago for --valid."},
+				"(any without --measurement), from 5 minutes ago for --valid. --names lists\n" +
+				"the application names the subject may register in the layer's directory\n" +
+				"(exact names; a layer with names = \"certified\" refuses any other)."},
 		{name: "cert show", args: "FILE", summary: "print a certificate or revocation list", run: runCertShow,
 			help: "Checks that the issuer named in the file signed it; not that the issuer is\n" +
 				"trusted (use verify)."},
@@ -105,7 +107,7 @@ func runCertIssue(a *app, ctx context.Context, cmd *command, args []string) erro
 	fs := a.newFlags(cmd)
 	var (
 		authFile, subject, name, layer, out, serial string
-		meas                                        []string
+		meas, names                                 []string
 		valid                                       time.Duration
 	)
 	fs.stringVar(&authFile, "", "the layer authority's key `FILE` (from ouro keygen)", "authority")
@@ -113,6 +115,7 @@ func runCertIssue(a *app, ctx context.Context, cmd *command, args []string) erro
 	fs.stringVar(&name, "", "the member's `NAME` (default: the document's)", "name")
 	fs.stringVar(&layer, "", "the `LAYER` it admits to (default: any)", "layer")
 	fs.listVar(&meas, "an image measurement (`HEX`) it may run; repeat for more (default: any)", "measurement", "m")
+	fs.listVar(&names, "application `NAMES` it may register, comma-separated; repeat for more (default: none)", "names")
 	fs.durationVar(&valid, 720*time.Hour, "valid for `D` from now", "valid")
 	fs.stringVar(&serial, "", "the serial `N` (default: random)", "serial")
 	fs.stringVar(&out, "", "write the certificate to `FILE` (never overwritten)", "o", "out")
@@ -139,6 +142,14 @@ func runCertIssue(a *app, ctx context.Context, cmd *command, args []string) erro
 			return err
 		}
 		c.Measurements = append(c.Measurements, v)
+	}
+	for _, n := range names {
+		for _, n := range strings.Split(n, ",") {
+			if n = strings.TrimSpace(n); n == "" {
+				return usagef("cert issue: --names: an empty name")
+			}
+			c.Names = append(c.Names, n)
+		}
 	}
 	if valid <= 0 {
 		return usagef("cert issue: --valid must be positive")
@@ -223,7 +234,7 @@ func (a *app) printCert(c identity.Cert) error {
 	if a.json {
 		return a.printJSON(map[string]any{
 			"type": "certificate", "serial": c.Serial, "subject": hex.EncodeToString(c.Subject), "subject_id": identity.NameOf(c.Subject),
-			"name": c.Name, "layer": c.Layer, "measurements": meas, "not_before": unixUTC(c.NotBefore), "not_after": unixUTC(c.NotAfter),
+			"name": c.Name, "layer": c.Layer, "measurements": meas, "names": c.Names, "not_before": unixUTC(c.NotBefore), "not_after": unixUTC(c.NotAfter),
 			"issuer": hex.EncodeToString(c.Issuer), "issuer_id": identity.NameOf(c.Issuer),
 		})
 	}
@@ -231,10 +242,14 @@ func (a *app) printCert(c identity.Cert) error {
 	if len(meas) > 0 {
 		m = strings.Join(meas, " ")
 	}
+	names := "none"
+	if len(c.Names) > 0 {
+		names = strings.Join(c.Names, " ")
+	}
 	return a.printFields([][2]string{
-		{"certificate", strconv.FormatUint(c.Serial, 10)},
+		{"certificate", strconv.FormatUint(c.Serial, 10)}, {"version", strconv.FormatUint(uint64(c.Version), 10)},
 		{"subject", hex.EncodeToString(c.Subject)}, {"subject id", identity.NameOf(c.Subject)},
-		{"name", c.Name}, {"layer", orAny(c.Layer)}, {"measurements", m},
+		{"name", c.Name}, {"layer", orAny(c.Layer)}, {"measurements", m}, {"names", names},
 		{"not before", unixUTC(c.NotBefore)}, {"not after", unixUTC(c.NotAfter)},
 		{"issuer", hex.EncodeToString(c.Issuer)}, {"issuer id", identity.NameOf(c.Issuer)},
 	})

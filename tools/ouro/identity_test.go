@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,6 +225,33 @@ func TestCert(t *testing.T) {
 		bad := append([]byte(nil), doc...)
 		bad[len(bad)-1] ^= 1
 		run(t, 1, "cert", "issue", "--authority", authFile, "--subject", base64.StdEncoding.EncodeToString(bad), "-o", filepath.Join(dir, "bad.cert"))
+	})
+	t.Run("names", func(t *testing.T) {
+		f := filepath.Join(dir, "names.cert")
+		out := run(t, 0, "cert", "issue", "--authority", authFile, "--subject", hex.EncodeToString(node.Public()),
+			"--name", "router-n", "--names", "svc,db", "--names", "web", "-o", f)
+		if field(t, out, "names") != "svc db web" || field(t, out, "version") != "2" {
+			t.Errorf("issue --names printed:\n%s", out)
+		}
+		b, _ := os.ReadFile(f)
+		c, err := identity.VerifyCert(b, auth.Public(), time.Now())
+		if err != nil || strings.Join(c.Names, ",") != "svc,db,web" {
+			t.Fatalf("issued %+v, %v", c, err)
+		}
+		if out := run(t, 0, "cert", "show", f); field(t, out, "names") != "svc db web" {
+			t.Errorf("show:\n%s", out)
+		}
+		if out := run(t, 0, "cert", "show", certFile); field(t, out, "names") != "none" || field(t, out, "version") != "1" {
+			t.Errorf("show without names:\n%s", out)
+		}
+		var j map[string]any
+		if err := json.Unmarshal([]byte(run(t, 0, "--json", "cert", "show", f)), &j); err != nil || fmt.Sprint(j["names"]) != "[svc db web]" {
+			t.Errorf("show --json: %v %v", j, err)
+		}
+		run(t, 2, "cert", "issue", "--authority", authFile, "--subject", hex.EncodeToString(node.Public()),
+			"--name", "x", "--names", "a,,b", "-o", filepath.Join(dir, "e.cert"))
+		run(t, 1, "cert", "issue", "--authority", authFile, "--subject", hex.EncodeToString(node.Public()),
+			"--name", "x", "--names", "a,a", "-o", filepath.Join(dir, "dup.cert"))
 	})
 	t.Run("show", func(t *testing.T) {
 		out := run(t, 0, "cert", "show", certFile)

@@ -341,6 +341,7 @@ type unicastConfig struct {
 	Routing   string `toml:"routing"`    // simple, alternate (default) or multipath
 	CA        string `toml:"ca"`         // nop or mb-ecn (default)
 	Dir       string `toml:"dir"`        // dht (default) or flood
+	Names     string `toml:"names"`      // who owns a directory name: "" (first come; a certificate listing it outranks) or certified (only names certificates list; needs dir = dht and an authority policy)
 	Hello     uint32 `toml:"hello"`      // keepalive period on management flows, ms (default 100)
 	Dead      uint32 `toml:"dead"`       // hello periods of silence before a neighbour is dead (default 3)
 
@@ -405,7 +406,7 @@ func (c unicastConfig) config(p IPCPConfig) (unicast.Config, error) {
 	}
 	if c.Bootstrap {
 		args := map[string]string{}
-		for k, v := range map[string]string{"admission": c.Admission, "hash": c.Hash, "routing": c.Routing, "ca": c.CA, "dir": c.Dir} {
+		for k, v := range map[string]string{"admission": c.Admission, "hash": c.Hash, "routing": c.Routing, "ca": c.CA, "dir": c.Dir, "names": c.Names} {
 			if v != "" {
 				args[k] = v
 			}

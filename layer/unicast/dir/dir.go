@@ -117,6 +117,36 @@ type Config struct {
 	// derived from key (addr.FromKey); under open, always true. Never
 	// nil.
 	Bound func(a layer.Addr, key ed25519.PublicKey) bool
+	// Names, if not nil, makes a directory that can enforce the names
+	// membership certificates list do so (the dht policy; flood cannot);
+	// the IPCP sets it under an authority admission policy.
+	Names *NamesPolicy
+}
+
+// NamesPolicy is how a directory checks names against membership
+// certificates (identity.Cert.Names). A record may carry its
+// registrant's certificate; the certificate certifies the record's name
+// when it was issued by one of Authorities, is valid now, is not
+// revoked, its Subject is the record's key and one of its Names hashes
+// (with Hash, the layer's) to the record's name. Then a certified record
+// of a name is taken even if another key registered the name first, and
+// while it lives the name's records under any other key are refused;
+// with Certified, a record its certificate does not certify is refused:
+// certificates are the only source of names. docs/security.md, "Signed
+// directory".
+type NamesPolicy struct {
+	// Authorities are the layer's authority keys; at least one.
+	Authorities []ed25519.PublicKey
+	// Hash is the layer's name hash (layer.HashName's algorithm).
+	Hash layer.HashAlgo
+	// Certified refuses any record its certificate does not certify.
+	Certified bool
+	// Revoked reports whether a verified certificate is revoked (the
+	// layer's revocation list); nil: none is.
+	Revoked func(identity.Cert) bool
+	// Cert is this member's own certificate, attached to its records;
+	// nil attaches none.
+	Cert []byte
 }
 
 // Builder builds a directory policy for one IPCP. Implementations

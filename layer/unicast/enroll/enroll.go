@@ -93,7 +93,17 @@ type Config struct {
 	// their keys (addr.FromKey), so that a signature proves who speaks
 	// for an address.
 	Admission admission.Policy
+	// Names is who owns a name in the directory: "" (first come, and a
+	// membership certificate listing the name outranks it) or
+	// "certified" (only the names a member's certificate lists; needs
+	// the dht directory and an authority admission policy). See
+	// docs/security.md, "Signed directory".
+	Names string
 }
+
+// NamesCertified is Config.Names for "certificates are the only source
+// of names".
+const NamesCertified = "certified"
 
 // Policy returns the layer's admission policy scoped to the layer.
 func (c *Config) Policy() admission.Policy {
@@ -141,6 +151,14 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Admission.Validate(); err != nil {
 		return fmt.Errorf("enroll: layer %s: admission: %w: %w", c.Layer, flow.ErrInvalid, err)
+	}
+	switch {
+	case c.Names != "" && c.Names != NamesCertified:
+		return fmt.Errorf("enroll: layer %s: names %q (want certified, or nothing for first come): %w", c.Layer, c.Names, flow.ErrInvalid)
+	case c.Names == NamesCertified && c.Dir != "dht":
+		return fmt.Errorf("enroll: layer %s: names = certified needs the dht directory policy (directory %q signs nothing and cannot check certificates): %w", c.Layer, c.Dir, flow.ErrInvalid)
+	case c.Names == NamesCertified && c.Admission.Mode != admission.ModeAuthority:
+		return fmt.Errorf("enroll: layer %s: names = certified needs an authority admission policy (certificates come from the layer's authorities): %w", c.Layer, flow.ErrInvalid)
 	}
 	if c.Admission.Layer != "" && c.Admission.Layer != c.Layer {
 		return fmt.Errorf("enroll: layer %s: admission policy for layer %q: %w", c.Layer, c.Admission.Layer, flow.ErrInvalid)

@@ -90,6 +90,9 @@ type Config struct {
 	// protected layer, whether the address derives from it); nil: any.
 	// Policy takes the IPCP's.
 	Bound func(layer.Addr, ed25519.PublicKey) bool
+	// Names, if not nil, enforces the names membership certificates
+	// list (see NamesPolicy); nil: first come, first owner only.
+	Names *NamesPolicy
 }
 
 func (c *Config) setDefaults() error {
@@ -133,6 +136,9 @@ func (c *Config) setDefaults() error {
 	if c.K > MaxNodes || c.Alpha > c.K {
 		return fmt.Errorf("dir: K %d, Alpha %d (want 1 ≤ Alpha ≤ K ≤ %d): %w", c.K, c.Alpha, MaxNodes, flow.ErrInvalid)
 	}
+	if c.Names != nil && len(c.Names.Authorities) == 0 {
+		return fmt.Errorf("dir: a names policy without authorities: %w", flow.ErrInvalid)
+	}
 	if c.StoreTTL < time.Second || c.StoreTTL > time.Duration(^uint32(0))*time.Second {
 		return fmt.Errorf("dir: StoreTTL %v out of range: %w", c.StoreTTL, flow.ErrInvalid)
 	}
@@ -146,6 +152,9 @@ func Policy(params Config) dir.Builder {
 		c := params
 		c.Env, c.Layer, c.Logf, c.Runner = dc.Env, dc.Layer, dc.Logf, dc.Runner
 		c.Signer, c.Bound = dc.Signer, dc.Bound
+		if dc.Names != nil {
+			c.Names = dc.Names
+		}
 		return New(c)
 	}
 }
@@ -163,6 +172,7 @@ type Stats struct {
 	NotOwner    uint64 `json:"not_owner"`   // records of a name another key owns
 	Replays     uint64 `json:"replays"`     // records older than the one held
 	NotClosest  uint64 `json:"not_closest"` // records stored here for a name K known members are closer to
+	CertNames   uint64 `json:"cert_names"`  // records refused under Config.Names: another key's certificate lists the name, or (Certified) the record's does not
 	Lookups     uint64 `json:"lookups"`     // network lookups (FIND_NODE and FIND_VALUE) run
 	Hops        uint64 `json:"hops"`        // their hops, summed
 	CacheHits   uint64 `json:"cache_hits"`  // Lookups answered from the cache
@@ -176,7 +186,7 @@ type Stats struct {
 
 type counters struct {
 	sent, sendErrors, received, malformed, unsolicited, timeouts, refused atomic.Uint64
-	badRecords, notOwner, replays, notClosest                             atomic.Uint64
+	badRecords, notOwner, replays, notClosest, certNames                  atomic.Uint64
 	lookups, hops, cacheHits, joins, staleDrops                           atomic.Uint64
 }
 
@@ -186,6 +196,7 @@ type DHT struct {
 	codec    flow.Codec
 	c        counters
 	refusals refusalLog
+	certs    certCache
 
 	ctx     context.Context // ends at Stop
 	cancel  context.CancelFunc
@@ -489,10 +500,7 @@ func (d *DHT) recordsLocked(h layer.Hash, now time.Time) []Record {
 	if s := d.store[h]; s != nil {
 		out = s.live(now, out)
 	}
-	if len(out) > MaxRecords {
-		out = out[:MaxRecords]
-	}
-	return out
+	return fitRecords(out)
 }
 
 // verified returns the records of recs that are genuine records of h
@@ -526,6 +534,13 @@ func (d *DHT) Handle(src layer.Addr, b []byte) {
 	var recs []Record
 	if m.Type == MsgStore {
 		recs = d.verified(src, m.hash(), m.Records) // before the lock
+		if d.cfg.Names != nil {
+			for i := range recs {
+				if len(recs[i].Cert) > 0 {
+					d.certs.entry(d.cfg.Names, recs[i].Cert) // verified before the lock too; storeLocked then hits the cache
+				}
+			}
+		}
 	}
 	now := d.cfg.Clock.Now()
 	var reply *Msg
@@ -615,6 +630,7 @@ func (d *DHT) storeLocked(src layer.Addr, h layer.Hash, recs []Record, now time.
 	if slices.ContainsFunc(d.own[h], func(r Record) bool { return r.live() }) {
 		owner = d.cfg.Signer.Public()
 	}
+	ownCertified := owner != nil && slices.ContainsFunc(d.own[h], func(r Record) bool { return r.live() && d.certifies(&r, h, now) })
 	accepted := false
 	for i := range recs {
 		r := &recs[i]
@@ -623,9 +639,20 @@ func (d *DHT) storeLocked(src layer.Addr, h layer.Hash, recs []Record, now time.
 			refuse(refFull, r)
 			continue
 		}
-		switch s.apply(*r, owner, now.Add(d.cfg.StoreTTL), now) {
+		cert := d.certifies(r, h, now)
+		if d.cfg.Names != nil && d.cfg.Names.Certified && !cert {
+			refuse(refCertName, r)
+			continue
+		}
+		o := owner
+		if cert && !ownCertified {
+			o = nil // a certificate outranks this member's own uncertified registration
+		}
+		switch s.apply(*r, o, cert, now.Add(d.cfg.StoreTTL), now) {
 		case applied:
 			accepted = true
+		case notCertOwner:
+			refuse(refCertName, r)
 		case notOwner:
 			refuse(refNotOwner, r)
 		case replay:
@@ -824,6 +851,7 @@ func (d *DHT) Counters() map[string]uint64 {
 	return map[string]uint64{
 		"bad_records": d.c.badRecords.Load(), "not_owner": d.c.notOwner.Load(), "replays": d.c.replays.Load(),
 		"not_closest": d.c.notClosest.Load(), "refused": d.c.refused.Load(), "malformed": d.c.malformed.Load(),
+		"cert_names": d.c.certNames.Load(),
 	}
 }
 
@@ -835,7 +863,7 @@ func (d *DHT) Stats() Stats {
 		Refused: d.c.refused.Load(), Lookups: d.c.lookups.Load(), Hops: d.c.hops.Load(),
 		BadRecords: d.c.badRecords.Load(), NotOwner: d.c.notOwner.Load(), Replays: d.c.replays.Load(),
 		NotClosest: d.c.notClosest.Load(), CacheHits: d.c.cacheHits.Load(), Joins: d.c.joins.Load(),
-		StaleDrops: d.c.staleDrops.Load(),
+		StaleDrops: d.c.staleDrops.Load(), CertNames: d.c.certNames.Load(),
 	}
 	d.mu.Lock()
 	if d.tab != nil {

@@ -146,10 +146,13 @@ func (d *DHT) iterate(ctx context.Context, target layer.Hash, op MsgType) (resul
 				d.failed(c.c.addr, false)
 				continue
 			case m.Type == MsgValue && op == MsgFindValue:
-				for _, r := range d.verified(c.c.addr, target, m.Records) {
+				vs := d.verified(c.c.addr, target, m.Records)
+				for _, r := range vs {
 					if ed25519.PublicKey(r.Key).Equal(d.cfg.Signer.Public()) {
 						res.ownSeq = max(res.ownSeq, r.Seq)
 					}
+				}
+				for _, r := range d.certFilter(c.c.addr, target, vs, d.cfg.Clock.Now()) {
 					if r.live() && !slices.Contains(res.values, r.Addr) {
 						res.values = append(res.values, r.Addr)
 					}
@@ -224,6 +227,9 @@ func (d *DHT) publish(ctx context.Context, h layer.Hash, addrs []layer.Addr, ttl
 		if err != nil {
 			return 0, err
 		}
+		if d.cfg.Names != nil {
+			r.Cert = d.cfg.Names.Cert
+		}
 		recs = append(recs, r)
 	}
 	if ttl > 0 {
@@ -252,7 +258,7 @@ func (d *DHT) publish(ctx context.Context, h layer.Hash, addrs []layer.Addr, ttl
 func (d *DHT) storeAt(ctx context.Context, nodes []contact, h layer.Hash, recs []Record) (int, error) {
 	acks := 0
 	for len(recs) > 0 {
-		n := min(len(recs), MaxRecords)
+		n := len(fitRecords(recs))
 		a, err := d.storeChunk(ctx, nodes, h, recs[:n])
 		acks += a
 		if err != nil {

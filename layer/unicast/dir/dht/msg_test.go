@@ -98,6 +98,7 @@ func FuzzDecode(f *testing.F) {
 		{Type: MsgPing, Cookie: 1},
 		{Type: MsgValue, Cookie: 5, Key: key[:], Records: []Record{{Addr: 1, Key: make([]byte, 32), Seq: 3, TTL: 1 << 30, Sig: make([]byte, 64)}}},
 		{Type: MsgStore, Cookie: 5, Key: key[:], Records: []Record{{Addr: 9, Key: make([]byte, 32), Sig: make([]byte, 64)}}},
+		{Type: MsgStore, Cookie: 6, Key: key[:], Records: []Record{{Addr: 9, Key: make([]byte, 32), Sig: make([]byte, 64), Cert: make([]byte, 200)}}},
 	} {
 		b, _ := m.Encode(c)
 		f.Add(b)

@@ -8,6 +8,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 )
 
 // Record is one signed registration: the member whose node key is Key
@@ -22,6 +23,10 @@ import (
 // which holds the layer and the name, so a record cannot be moved to
 // another name or layer. Holders and askers check it; nobody but the
 // owner can make, extend or withdraw a record.
+//
+// Cert is the owner's membership certificate or empty (see NamesPolicy).
+// It is not signed with the record: it is the authority's signed
+// statement about Key, which a holder checks against Key.
 type Record struct {
 	_    struct{} `cbor:",toarray"`
 	Addr layer.Addr
@@ -29,6 +34,28 @@ type Record struct {
 	Seq  uint64
 	TTL  uint32
 	Sig  []byte
+	Cert []byte
+}
+
+// recordBudget is what the records of one message may take: dir.MaxMsg
+// less the message's head (type, cookie, key, an empty node list).
+const recordBudget = dir.MaxMsg - 64
+
+// size is r's encoded size, about (the heads of its fields counted at
+// their largest).
+func (r *Record) size() int { return 1 + 9 + 3 + len(r.Key) + 9 + 5 + 3 + len(r.Sig) + 3 + len(r.Cert) }
+
+// fitRecords returns the longest prefix of recs (at least one record,
+// at most MaxRecords) whose records fit one message.
+func fitRecords(recs []Record) []Record {
+	n, size := 0, 3
+	for n < len(recs) && n < MaxRecords {
+		if size += recs[n].size(); size > recordBudget && n > 0 {
+			break
+		}
+		n++
+	}
+	return recs[:n]
 }
 
 type signedRecord struct {
@@ -53,6 +80,10 @@ func SignRecord(ctx context.Context, s identity.Signer, layerName string, name l
 }
 
 var recordCodec = flow.NewCodec()
+
+// MaxRecordCert bounds a record's certificate: a record with it must fit
+// a message (dir.MaxMsg) alone.
+const MaxRecordCert = 900
 
 // signRecord makes the record of (name, a) signed by s.
 func signRecord(ctx context.Context, c flow.Codec, s identity.Signer, layerName string, name layer.Hash, a layer.Addr, seq uint64, ttl uint32) (Record, error) {
@@ -82,8 +113,8 @@ func (r *Record) live() bool { return r.TTL != 0 }
 
 // check is the record's part of Msg.Validate.
 func (r *Record) check() error {
-	if r.Addr == 0 || len(r.Key) != ed25519.PublicKeySize || len(r.Sig) != ed25519.SignatureSize {
-		return fmt.Errorf("dir: record of address %d with a %d-byte key and a %d-byte signature: %w", r.Addr, len(r.Key), len(r.Sig), flow.ErrInvalid)
+	if r.Addr == 0 || len(r.Key) != ed25519.PublicKeySize || len(r.Sig) != ed25519.SignatureSize || len(r.Cert) > MaxRecordCert {
+		return fmt.Errorf("dir: record of address %d with a %d-byte key, a %d-byte signature and a %d-byte certificate: %w", r.Addr, len(r.Key), len(r.Sig), len(r.Cert), flow.ErrInvalid)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ const (
 	refReplay                    // not newer than the record held (Stats.Replays)
 	refNotClosest                // K members closer to the name are known (Stats.NotClosest)
 	refFull                      // MaxStored or MaxValues reached (Stats.Refused)
+	refCertName                  // a certificate gives the name to another key, or (Certified) none gives it to this one (Stats.CertNames)
 	nRefusals
 )
 
@@ -28,6 +29,7 @@ var refusalNames = [nRefusals]string{
 	refReplay:     "replayed record",
 	refNotClosest: "store for a name this member is not among the closest to",
 	refFull:       "record over the store's limits",
+	refCertName:   "record of a name no certificate gives its key (another's does, or names are certified only)",
 }
 
 // RefusalLogEvery is the least time between two log lines of one kind
@@ -64,6 +66,8 @@ func (d *DHT) count(why refusal, n uint64) {
 		d.c.notClosest.Add(n)
 	case refFull:
 		d.c.refused.Add(n)
+	case refCertName:
+		d.c.certNames.Add(n)
 	}
 }
 

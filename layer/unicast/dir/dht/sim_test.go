@@ -38,6 +38,8 @@ type sim struct {
 	protected bool
 	boundMu   sync.Mutex
 	boundKeys map[layer.Addr]ed25519.PublicKey
+
+	names func(layer.Addr, *identity.Identity) *dht.NamesPolicy // each member's names policy; nil: none
 }
 
 // newSim starts n members, one at a time, each after the previous one
@@ -56,8 +58,15 @@ func newProtectedSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dht.Config) 
 
 func startSim(t testing.TB, n int, nc dirtest.NetConfig, cfg dht.Config, protected bool) *sim {
 	t.Helper()
+	return startSimNames(t, n, nc, cfg, protected, nil)
+}
+
+// startSimNames is startSim with names(a, key) the names policy of the
+// member at a (nil: none).
+func startSimNames(t testing.TB, n int, nc dirtest.NetConfig, cfg dht.Config, protected bool, names func(layer.Addr, *identity.Identity) *dht.NamesPolicy) *sim {
+	t.Helper()
 	s := &sim{t: t, net: dirtest.NewNetwork(nc), cfg: cfg, nodes: map[layer.Addr]*dht.DHT{}, keys: map[layer.Addr]*identity.Identity{},
-		protected: protected, boundKeys: map[layer.Addr]ed25519.PublicKey{}}
+		protected: protected, boundKeys: map[layer.Addr]ed25519.PublicKey{}, names: names}
 	t.Cleanup(func() {
 		for _, d := range s.nodes {
 			d.Stop()
@@ -84,6 +93,9 @@ func (s *sim) add(a layer.Addr) *dht.DHT {
 	}
 	c.Signer = id
 	s.keys[a] = id
+	if s.names != nil {
+		c.Names = s.names(a, id)
+	}
 	if s.protected {
 		s.bind(a, id.Public())
 		c.Bound = s.bound

@@ -15,6 +15,7 @@ type value struct {
 	expires time.Time
 	rec     Record
 	gone    bool // withdrawn: kept until expires to refuse replays of older records
+	cert    bool // the record's certificate certifies it (NamesPolicy)
 }
 
 // stored is what this member holds for a key on others' behalf. All its
@@ -35,11 +36,22 @@ type cached struct {
 
 // Outcomes of stored.apply.
 const (
-	applied  = iota // stored, refreshed or withdrawn
-	notOwner        // another key owns the name
-	replay          // not newer than what is held for the address
-	full            // MaxValues reached
+	applied      = iota // stored, refreshed or withdrawn
+	notOwner            // another key owns the name
+	replay              // not newer than what is held for the address
+	full                // MaxValues reached
+	notCertOwner        // another key's certificate lists the name
 )
+
+// certOwner returns the key of the live certified values, or nil.
+func (s *stored) certOwner(now time.Time) ed25519.PublicKey {
+	for _, v := range s.vals {
+		if v.cert && !v.gone && now.Before(v.expires) {
+			return v.rec.Key
+		}
+	}
+	return nil
+}
 
 // owner returns the key of the live values, or nil.
 func (s *stored) owner(now time.Time) ed25519.PublicKey {
@@ -58,7 +70,24 @@ func (s *stored) owner(now time.Time) ed25519.PublicKey {
 //
 // owner, if not nil, is the name's owner known besides s (this member's
 // own registrations of the name).
-func (s *stored) apply(r Record, owner ed25519.PublicKey, until, now time.Time) int {
+//
+// cert says that r's certificate certifies it (NamesPolicy): then r is
+// taken whoever registered the name first, and the values of other keys
+// are dropped. A record without is refused (notCertOwner) while another
+// key's certified value lives.
+func (s *stored) apply(r Record, owner ed25519.PublicKey, cert bool, until, now time.Time) int {
+	if co := s.certOwner(now); co != nil && !co.Equal(ed25519.PublicKey(r.Key)) {
+		if !cert {
+			return notCertOwner
+		}
+		// Two keys certified for one name (the authority issued both):
+		// the first stays, as for first come.
+		return notOwner
+	}
+	if cert {
+		s.vals = slices.DeleteFunc(s.vals, func(v value) bool { return !ed25519.PublicKey(v.rec.Key).Equal(ed25519.PublicKey(r.Key)) })
+		owner = r.Key
+	}
 	if owner == nil {
 		owner = s.owner(now)
 	}
@@ -76,7 +105,7 @@ func (s *stored) apply(r Record, owner ed25519.PublicKey, until, now time.Time) 
 		}
 		return replay
 	}
-	v := value{addr: r.Addr, expires: until, rec: r, gone: !r.live()}
+	v := value{addr: r.Addr, expires: until, rec: r, gone: !r.live(), cert: cert}
 	if exp := now.Add(time.Duration(r.TTL) * time.Second); !v.gone && exp.Before(until) {
 		v.expires = exp
 	}

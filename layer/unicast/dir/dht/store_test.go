@@ -50,7 +50,7 @@ func TestStoredApply(t *testing.T) {
 			var now time.Time
 			for i, st := range tt.steps {
 				now = t0.Add(st.at)
-				if got := s.apply(st.r, nil, until(now), now); got != st.want {
+				if got := s.apply(st.r, nil, false, until(now), now); got != st.want {
 					t.Fatalf("step %d: got outcome %d, want %d", i, got, st.want)
 				}
 			}
@@ -71,11 +71,11 @@ func TestStoredApplyFull(t *testing.T) {
 	now := time.Unix(1000, 0)
 	var s stored
 	for i := range MaxValues {
-		if got := s.apply(Record{Addr: layer.Addr(i + 1), Key: key, Seq: 1, TTL: 60}, nil, now.Add(time.Hour), now); got != applied {
+		if got := s.apply(Record{Addr: layer.Addr(i + 1), Key: key, Seq: 1, TTL: 60}, nil, false, now.Add(time.Hour), now); got != applied {
 			t.Fatalf("address %d: got %d, want applied", i+1, got)
 		}
 	}
-	if got := s.apply(Record{Addr: MaxValues + 1, Key: key, Seq: 1, TTL: 60}, nil, now.Add(time.Hour), now); got != full {
+	if got := s.apply(Record{Addr: MaxValues + 1, Key: key, Seq: 1, TTL: 60}, nil, false, now.Add(time.Hour), now); got != full {
 		t.Errorf("address %d: got %d, want full", MaxValues+1, got)
 	}
 }
