@@ -53,6 +53,8 @@ import (
 	"github.com/usbarmory/tamago/dma"
 	"github.com/usbarmory/tamago/soc/nxp/enet"
 	"github.com/usbarmory/tamago/soc/nxp/imx6ul"
+
+	"github.com/ouronet/ouro/board/internal/rxwait"
 )
 
 // Frame sizes, without the 4-byte FCS, which the MAC adds and strips.
@@ -118,14 +120,6 @@ var (
 // txWait bounds how long Transmit waits for a free descriptor.
 const txWait = 100 * time.Millisecond
 
-// rxPoll is how long an idle Receive waits for the receive interrupt
-// before it looks at the ring anyway: a frame that finds it there came
-// in without waking the reader (NICStats.RxLate). TamaGo wakes the
-// interrupt goroutine from the exception handler (runtime.WakeG) by
-// editing the timer heap behind the interrupted code; should that wake-up
-// ever be lost, the link still works, late by up to rxPoll.
-const rxPoll = 20 * time.Millisecond
-
 // NIC is one ENET MAC as a batch-oriented Ethernet frame device. Fill in the
 // fields, call Init, then Receive from one goroutine and Transmit from any.
 type NIC struct {
@@ -151,7 +145,7 @@ type NIC struct {
 	rx      ring // owned by the single reader
 	rxArmed bool // owned by the single reader: it unmasked RXF since its last wake-up
 	rxReady chan struct{}
-	rxTimer *time.Timer // owned by the single reader (waitRx)
+	rxWait  rxwait.Waiter // the single reader's idle wait
 	closed  atomic.Bool
 	woken   atomic.Bool // Wake was called: the next Receive returns at once
 
@@ -188,14 +182,14 @@ type NICStats struct {
 	// Interrupts: ENET interrupts serviced (receive: at most one per
 	// burst, the reader drains with the interrupt masked).
 	Interrupts uint64
-	// RxLate: times an idle Receive found frames after rxPoll without
+	// RxLate: times an idle Receive found frames after rxwait.Poll without
 	// having been woken for them (a lost or very late interrupt).
 	RxLate uint64
 }
 
 type nicCounters struct {
 	rxFrames, rxBytes, rxFiltered, rxErrors  atomic.Uint64
-	interrupts, rxLate                       atomic.Uint64
+	interrupts                               atomic.Uint64
 	txFrames, txBytes, txTooLong, txRingFull atomic.Uint64
 	resets                                   atomic.Uint64
 }
@@ -502,7 +496,7 @@ func (n *NIC) Receive(frames [][]byte, sizes []int) (int, error) {
 			continue
 		}
 
-		if n.waitRx() {
+		if n.rxWait.Wait(n.rxReady, n.rxPending) {
 			n.rxArmed = false // the handler masked it (or Wake, Close: harmless)
 		}
 	}
@@ -688,7 +682,7 @@ func (n *NIC) Stats() NICStats {
 		TxRingFull: n.stats.txRingFull.Load(),
 		Resets:     n.stats.resets.Load(),
 		Interrupts: n.stats.interrupts.Load(),
-		RxLate:     n.stats.rxLate.Load(),
+		RxLate:     n.rxWait.Late(),
 	}
 }
 
@@ -707,26 +701,6 @@ func (n *NIC) Close() error {
 	}
 
 	return nil
-}
-
-// waitRx waits for the receive interrupt (true) or rxPoll (false: if the
-// ring has frames now, none woke the reader, and that is counted).
-func (n *NIC) waitRx() bool {
-	if n.rxTimer == nil {
-		n.rxTimer = time.NewTimer(rxPoll)
-	} else {
-		n.rxTimer.Reset(rxPoll)
-	}
-	select {
-	case <-n.rxReady:
-		n.rxTimer.Stop()
-		return true
-	case <-n.rxTimer.C:
-		if n.rxPending() {
-			n.stats.rxLate.Add(1)
-		}
-		return false
-	}
 }
 
 // rxPending reports whether the next receive descriptor holds a frame.

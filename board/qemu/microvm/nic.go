@@ -55,6 +55,8 @@ import (
 
 	"github.com/usbarmory/tamago/dma"
 	"github.com/usbarmory/tamago/kvm/virtio"
+
+	"github.com/ouronet/ouro/board/internal/rxwait"
 )
 
 // Frame sizes (no FCS on virtio).
@@ -111,14 +113,6 @@ var (
 // txWait bounds how long Transmit waits for a free descriptor.
 const txWait = 100 * time.Millisecond
 
-// rxPoll is how long an idle Receive waits for the receive interrupt
-// before it looks at the ring anyway: a frame that finds it there came
-// in without waking the reader (NICStats.RxLate). TamaGo wakes the
-// interrupt goroutine from the exception handler (runtime.WakeG) by
-// editing the timer heap behind the interrupted code; should that wake-up
-// ever be lost, the link still works, late by up to rxPoll.
-const rxPoll = 20 * time.Millisecond
-
 // NIC is a virtio-net device as a batch-oriented Ethernet frame device.
 // Fill in the fields (or take Board.NIC's), call Init, then Receive from
 // one goroutine and Transmit from any.
@@ -141,7 +135,7 @@ type NIC struct {
 
 	rx      vq // owned by the single reader
 	rxReady chan struct{}
-	rxTimer *time.Timer // owned by the single reader (waitRx)
+	rxWait  rxwait.Waiter // the single reader's idle wait
 	closed  atomic.Bool
 	woken   atomic.Bool // Wake was called: the next Receive returns at once
 
@@ -184,7 +178,7 @@ type NICStats struct {
 	TxRingFull uint64
 	// Interrupts: device interrupts serviced.
 	Interrupts uint64
-	// RxLate: times an idle Receive found frames after rxPoll without
+	// RxLate: times an idle Receive found frames after rxwait.Poll without
 	// having been woken for them (a lost or very late interrupt).
 	RxLate uint64
 	// Resets: times Reset re-initialised the NIC.
@@ -195,7 +189,6 @@ type nicCounters struct {
 	rxFrames, rxBytes, rxFiltered, rxErrors  atomic.Uint64
 	txFrames, txBytes, txTooLong, txRingFull atomic.Uint64
 	interrupts, resets                       atomic.Uint64
-	rxLate                                   atomic.Uint64
 }
 
 // NIC returns the machine's first virtio-net device (the first -device
@@ -537,7 +530,7 @@ func (n *NIC) Receive(frames [][]byte, sizes []int) (int, error) {
 			continue
 		}
 
-		if n.waitRx() {
+		if n.rxWait.Wait(n.rxReady, n.rxPending) {
 			// Until idle again no interrupt: the next re-post (poll's
 			// publish) carries the flag, so a burst costs one interrupt.
 			n.rx.availFlag = availNoInterrupt
@@ -740,7 +733,7 @@ func (n *NIC) Stats() NICStats {
 		TxTooLong:  n.stats.txTooLong.Load(),
 		TxRingFull: n.stats.txRingFull.Load(),
 		Interrupts: n.stats.interrupts.Load(),
-		RxLate:     n.stats.rxLate.Load(),
+		RxLate:     n.rxWait.Late(),
 		Resets:     n.stats.resets.Load(),
 	}
 }
@@ -760,26 +753,6 @@ func (n *NIC) Close() error {
 	}
 
 	return nil
-}
-
-// waitRx waits for the receive interrupt (true) or rxPoll (false: if the
-// ring has frames now, none woke the reader, and that is counted).
-func (n *NIC) waitRx() bool {
-	if n.rxTimer == nil {
-		n.rxTimer = time.NewTimer(rxPoll)
-	} else {
-		n.rxTimer.Reset(rxPoll)
-	}
-	select {
-	case <-n.rxReady:
-		n.rxTimer.Stop()
-		return true
-	case <-n.rxTimer.C:
-		if n.rxPending() {
-			n.stats.rxLate.Add(1)
-		}
-		return false
-	}
 }
 
 // rxPending reports whether the device has used a receive descriptor the
