@@ -8,6 +8,7 @@
 #   tools/bench/ca.sh              # TIME=5 SIZE=1300 HOPS="1 2" CAS="nop mb-ecn"
 #   BASE=/tmp/main-bin CAS="nop base:mb-ecn mb-ecn" tools/bench/ca.sh
 #                                  # base: runs BASE's router and ouro
+#   RING=1024 tools/bench/ca.sh    # every node's [irm] ring_size (default 256)
 #
 # Topology: router processes (images/router) in a chain joined by UDP shim
 # links on 127.0.0.1, a unicast layer "uni" over them whose bootstrapping
@@ -29,6 +30,7 @@ BIN=
 SIZE=${SIZE:-1300}
 HOPS=${HOPS:-"1 2"}
 CAS=${CAS:-"nop mb-ecn"}
+RING=${RING:-} # if set: every node's [irm] ring_size (flow ring depth)
 NS=ouro-ca-$$
 TMP=$(mktemp -d /tmp/ouro-ca.XXXXXX)
 PIDS=()
@@ -53,20 +55,24 @@ run() {
 	BIN=$TMP
 	if [ "$label" != "$ca" ]; then BIN=$TMP/base; fi
 	ROUTER=$BIN/router
+	# The unicast lines end each node's config, so a table after them
+	# is a top-level one: [irm] ring_size for the experiment RING=.
+	local irm=
+	if [ -n "$RING" ]; then irm=$'\n[irm]\nring_size = '$RING; fi
 	if [ "$hops" = 1 ]; then
 		node a 3501 '"b.uni" = "127.0.0.1:3502"' "bootstrap = true
 admission = \"open\"
-ca = \"$ca\""
-		node b 3502 '"a.uni" = "127.0.0.1:3501"' 'enroll = "a.uni"'
+ca = \"$ca\"$irm"
+		node b 3502 '"a.uni" = "127.0.0.1:3501"' "enroll = \"a.uni\"$irm"
 		waitsock a b
 		first=a last=b
 	else
 		node r 3511 '"a.uni" = "127.0.0.1:3510", "b.uni" = "127.0.0.1:3512"' "bootstrap = true
 admission = \"open\"
-ca = \"$ca\""
+ca = \"$ca\"$irm"
 		waitsock r
-		node a 3510 '"r.uni" = "127.0.0.1:3511"' 'enroll = "r.uni"'
-		node b 3512 '"r.uni" = "127.0.0.1:3511"' 'enroll = "r.uni"'
+		node a 3510 '"r.uni" = "127.0.0.1:3511"' "enroll = \"r.uni\"$irm"
+		node b 3512 '"r.uni" = "127.0.0.1:3511"' "enroll = \"r.uni\"$irm"
 		waitsock a b
 		first=a last=b mid=r
 	fi
