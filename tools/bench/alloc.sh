@@ -12,7 +12,7 @@
 #   tools/bench/alloc.sh /tmp/al 5 15 before=/tmp/main after=/tmp/br
 # Per round and variant it prints the median and minimum of N fresh
 # allocations and of N UDP round trips, and median ratio alloc/udp.
-# Not yet: the 3-hop unicast variant and the N-allocations-on-one-session
+# The 3-hop unicast variant is alloc3.sh. Not yet: the N-allocations-on-one-session
 # figure (ouro ping -c N allocates once, so it needs a mode of its own).
 set -e
 . "$(dirname "$0")/lib.sh"
