@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Flow allocation through the node sockets (issue 14): alloc_ms of fresh
+# `ouro ping -c 1` runs between two router processes over the UDP shim
+# on 127.0.0.1, beside a plain UDP request/response round trip between
+# two processes (`ouro ping --udp -c 1`'s RTT) measured in the same round,
+# so the ratio means something on a loaded machine
+# (docs/benchmarks.md, "Allocation: where the time goes").
+#   tools/bench/alloc.sh DIR ROUNDS N VARIANT...
+# VARIANT is NAME=BUILDDIR; BUILDDIR holds router and ouro
+# (go build -o BUILDDIR/router ./images/router; ... ./tools/ouro).
+# Variants run interleaved in each round, e.g. before/after:
+#   tools/bench/alloc.sh /tmp/al 5 15 before=/tmp/main after=/tmp/br
+# Per round and variant it prints the median and minimum of N fresh
+# allocations and of N UDP round trips, and median ratio alloc/udp.
+# The 3-hop unicast variant is alloc3.sh. Not yet: the N-allocations-on-one-session
+# figure (ouro ping -c N allocates once, so it needs a mode of its own).
+set -e
+. "$(dirname "$0")/lib.sh"
+D=$1; R=$2; N=$3; shift 3
+mkdir -p "$D"
+udp_pair "$D" 47111 47112 'echo = "127.0.0.1:47112"'
+med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+min() { sort -n | head -1; }
+echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+for r in $(seq "$R"); do
+  for v in "$@"; do
+    name=${v%%=*}; X=${v#*=}
+    rm -f "$D/a.sock" "$D/b.sock"
+    "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & PA=$!
+    "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & PB=$!
+    sleep 1
+    OURO_SOCKET="$D/b.sock" "$X/ouro" echo echo >/dev/null 2>&1 & PE=$!
+    sleep 0.5
+    for i in $(seq "$N"); do
+      OURO_SOCKET="$D/a.sock" "$X/ouro" --json ping -c 1 echo | j alloc_ms
+    done >"$D/alloc.txt"
+    kill $PE $PA $PB; wait $PE $PA $PB 2>/dev/null || true
+    "$X/ouro" echo --udp 127.0.0.1:47113 >/dev/null 2>&1 & PU=$!
+    sleep 0.3
+    for i in $(seq "$N"); do
+      "$X/ouro" --json ping --udp 127.0.0.1:47113 -c 1 | j rtt_avg_ms
+    done >"$D/udp.txt"
+    kill $PU; wait $PU 2>/dev/null || true
+    am=$(med <"$D/alloc.txt"); an=$(min <"$D/alloc.txt")
+    um=$(med <"$D/udp.txt"); un=$(min <"$D/udp.txt")
+    echo "round=$r variant=$name n=$N alloc_ms_median=$am alloc_ms_min=$an udp_rtt_ms_median=$um udp_rtt_ms_min=$un ratio_median=$(echo "$am $um" | awk '{if ($2>0) printf "%.1f", $1/$2}')"
+  done
+done
+echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"

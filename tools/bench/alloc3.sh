@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# alloc3.sh — the 3-hop variant of alloc.sh (issue 14's 0.7 ms target):
+# four routers in a network namespace of the script's own, each a UDP
+# shim on 127.0.0.1 and a unicast IPCP, chained a - m1 - m2 - b (each
+# node's directory names only its neighbours), an echo on b, and N fresh
+# `ouro ping -c 1` from a. It prints the median alloc_ms, a 3-SDU RTT and
+# the forwarded counters of m1 and m2 (both non-zero: the flow crosses
+# three hops). Run as root from the repository root:
+#   tools/bench/alloc3.sh ROUNDS N BUILDDIR    (BUILDDIR holds router, ouro)
+set -euo pipefail
+R=$1; N=$2; X=$3
+NS=ouro-alloc3-$$
+TMP=$(mktemp -d /tmp/ouro-alloc3.XXXXXX)
+PIDS=()
+. "$(dirname "$0")/lib.sh"
+trap cleanup EXIT INT TERM
+need_root alloc3.sh "ip netns"
+ROUTER=$X/router
+netns_up
+med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+for r in $(seq "$R"); do
+	node m1 3612 '"a.uni" = "127.0.0.1:3611", "m2.uni" = "127.0.0.1:3613"' 'bootstrap = true
+admission = "open"'
+	waitsock m1
+	node m2 3613 '"m1.uni" = "127.0.0.1:3612", "b.uni" = "127.0.0.1:3614"' 'enroll = "m1.uni"'
+	waitsock m2; sleep 0.5
+	node a 3611 '"m1.uni" = "127.0.0.1:3612"' 'enroll = "m1.uni"'
+	node b 3614 '"m2.uni" = "127.0.0.1:3613"' 'enroll = "m2.uni"'
+	waitsock a b
+	"${NSX[@]}" "$X/ouro" --socket "$TMP/b.sock" echo echo >"$TMP/echo.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 50); do
+		"${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	am=$(for i in $(seq "$N"); do "${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 1 echo | j alloc_ms; done | med)
+	hops=$("${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 3 echo | j rtt_avg_ms)
+	fw() { "${NSX[@]}" "$X/ouro" --socket "$TMP/$1.sock" --json stats $1.uni | python3 -c 'import json,sys; d=json.load(sys.stdin); print(next(r["value"] for r in d["rows"] if r["counter"] == "forwarded"))'; }
+	echo "round=$r hops=3 forwarded_m1=$(fw m1) forwarded_m2=$(fw m2) alloc_ms_median=$am rtt_ms=$hops"
+	stopall
+done
