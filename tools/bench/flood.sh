@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Floods vs the wire (issue 14): received SDU/s and loss of an `ouro
 # perf` flood (1000 B and 1400 B) between two router processes over the
 # UDP shim on 127.0.0.1, and in the same round the plain-UDP pair `ouro

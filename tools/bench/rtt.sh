@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Round trip through the node: `ouro ping` between two router processes
 # over the UDP shim on 127.0.0.1 beside `ouro ping --udp` in the same
 # round, per-ping median and p90, and the CPU the routers, the echo

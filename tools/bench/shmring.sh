@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Program <-> node data path, before/after: ouro ping RTT, ouro perf
 # 1400 B and alloc_ms between two router processes over the UDP shim on
 # 127.0.0.1, each variant beside plain UDP (ouro ping/perf --udp) in the
