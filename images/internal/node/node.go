@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"slices"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
@@ -85,6 +87,7 @@ type Node struct {
 	k      *kernel.Kernel
 	sys    *kernel.System
 	logf   func(string, ...any)
+	log    *slog.Logger
 	extras []Extra
 	icfg   irm.Config         // the IRM's configuration; each IRM instance gets a fresh copy
 	id     *identity.Identity // the node's key: the signer component's alone (identity.go)
@@ -138,9 +141,11 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 func newNode(cfg *Config, has []boardPort, extras ...Extra) (*Node, error) {
 	n := &Node{cfg: cfg, extras: extras, links: nodeLinks(cfg, has), drivers: drivers{}}
 	n.logf = func(string, ...any) {}
+	n.log = logx.Discard()
 	if cfg.Node.Log {
 		l := log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds)
 		n.logf = l.Printf
+		n.log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", cfg.Node.Name)
 	}
 	var err error
 	if n.id, err = loadIdentity(cfg); err != nil {
@@ -328,7 +333,7 @@ func (n *Node) System() *kernel.System { return n.sys }
 func (n *Node) Start() error {
 	// The IRM holds two caps per open flow: its CSpace bounds how many
 	// flows the node can have (slots are allocated as they are used).
-	n.k = kernel.New(kernel.Config{Logf: n.logf, CSpaceSize: 1 << 20, MaxBufs: n.cfg.Kernel.MaxBufs})
+	n.k = kernel.New(kernel.Config{Log: n.log, CSpaceSize: 1 << 20, MaxBufs: n.cfg.Kernel.MaxBufs})
 	progs := map[string]kernel.Program{
 		rootName:   rootProgram(n.icfg.Logf, n.icfg.Restart),
 		irmName:    n.irmProgram(),
