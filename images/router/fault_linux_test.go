@@ -128,7 +128,7 @@ func checkFaultShown(t *testing.T, n *testnet.Net, nd *testnet.Node, ipcp, site 
 	if !strings.Contains(out, "supervisor.restarts") || !strings.Contains(out, "poison at "+site) {
 		t.Errorf("ouro stats %s does not show the fault: %s", ipcp, out)
 	}
-	if log := nd.Output(); !strings.Contains(log, ipcp+" faulted") || !strings.Contains(log, "poison at "+site) {
+	if log := nd.Output(); !strings.Contains(log, "faulted="+ipcp) || !strings.Contains(log, "poison at "+site) {
 		t.Errorf("%s's log does not report the fault:\n%s", nd.Name, log)
 	}
 }

@@ -75,3 +75,12 @@ func New(w io.Writer, level slog.Level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
+
+// Err is err as the "err" attribute, or an empty attribute (which
+// handlers leave out) when err is nil.
+func Err(err error) slog.Attr {
+	if err == nil {
+		return slog.Attr{}
+	}
+	return slog.Any("err", err)
+}
