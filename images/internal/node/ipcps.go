@@ -184,7 +184,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err != nil {
 			return nil, fmt.Errorf("[ipcp.unicast] of %s: %w", p.Name, err)
 		}
-		cfg.Logf = printf(deps.log.With("component", ipcpComponent(p.Name), "layer", p.Layer))
+		cfg.Log = deps.log.With("component", ipcpComponent(p.Name), "layer", p.Layer)
 		cfg.Runner = env.pd
 		// The data path's own packet buffers come from the component's
 		// budget: at most half of it, charged as they are made; the other
