@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/tools/testnet"
 )
@@ -56,7 +57,7 @@ func faultNet(t *testing.T) *testnet.Net {
 		t.Fatal(faultRouter.err)
 	}
 	n := testnet.New(t.TempDir(), faultRouter.bin, bins.ouro)
-	n.Logf = t.Logf
+	n.Log = logx.Test(t)
 	t.Cleanup(n.Close)
 	return n
 }

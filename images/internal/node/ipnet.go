@@ -146,7 +146,7 @@ func IPNets(cfg *Config, open TUNOpener, log *slog.Logger) ([]Extra, error) {
 			}
 			defer b.Close()
 			br, err := ipnet.New(ipnet.Config{Broker: b, Dev: tun, Runner: pd, Name: c.Name, Routes: routes, QoS: q, DSCP: c.DSCP, Idle: c.Idle.Duration,
-				Logf: printf(log)})
+				Log: log})
 			if err != nil {
 				return err
 			}

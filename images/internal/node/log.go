@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,15 +56,4 @@ func NewLogger(cfg *Config, w io.Writer) (*slog.Logger, error) {
 		l = l.With("node", cfg.Node.Name)
 	}
 	return l, nil
-}
-
-// printf adapts l to the Logf func of a package not yet taking a
-// *slog.Logger: each line is an Info record whose message is the
-// formatted text.
-func printf(l *slog.Logger) func(string, ...any) {
-	return func(format string, args ...any) {
-		if l.Enabled(context.Background(), slog.LevelInfo) {
-			l.Info(fmt.Sprintf(format, args...))
-		}
-	}
 }
