@@ -91,6 +91,7 @@ type Node struct {
 type NodeOpts struct {
 	Netns string        // run inside this network namespace (ip netns exec)
 	Ready time.Duration // how long to wait for readiness (default 20s)
+	Args  []string      // more router arguments (e.g. -log debug)
 }
 
 // StartNode writes config (TOML; its socket is set here) for the node
@@ -101,7 +102,7 @@ func (n *Net) StartNode(name, config string, opts NodeOpts) (*Node, error) {
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
-	args := []string{"-config", cfgPath, "-socket", sock}
+	args := append([]string{"-config", cfgPath, "-socket", sock}, opts.Args...)
 	p, err := n.start(name, opts.Netns, n.RouterBin, args...)
 	if err != nil {
 		return nil, err
