@@ -65,7 +65,7 @@ func DecodeFault(m *Msg) (f Fault, ok bool) {
 func (k *Kernel) reportFault(c *component, inc uint64, kind FaultKind, reason, stack string) {
 	f := Fault{Component: c.nm, Kind: kind, Incarnation: inc, Reason: reason, Stack: stack}
 	if c.faultEP == nil {
-		k.cfg.Logf("kernel: component %s faulted (incarnation %d): %s", c.nm, inc, reason)
+		k.cfg.Log.Warn("component faulted", "component", c.nm, "incarnation", inc, "reason", reason)
 		return
 	}
 	m := new(Msg)
@@ -83,7 +83,7 @@ func (k *Kernel) reportFault(c *component, inc uint64, kind FaultKind, reason, s
 		e.mu.Lock()
 		if e.gone != nil {
 			e.mu.Unlock()
-			k.cfg.Logf("kernel: component %s faulted (incarnation %d), fault endpoint gone: %s", c.nm, inc, reason)
+			k.cfg.Log.Warn("component faulted, fault endpoint gone", "component", c.nm, "incarnation", inc, "reason", reason)
 			return
 		}
 		if r := e.recvq.pop(); r != nil {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	rdebug "runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ouronet/ouro/internal/logx"
 )
 
 // Config sets a Kernel's limits. The zero value is usable.
@@ -28,9 +31,10 @@ type Config struct {
 	// incarnation's program and PD.Go goroutines to return before it
 	// gives up (ErrAborted); 0 means 5 seconds.
 	RestartTimeout time.Duration
-	// Logf receives faults of unsupervised components and other events; nil
-	// discards them.
-	Logf func(format string, args ...any)
+	// Log receives faults of unsupervised components (Warn) and other
+	// events, each with the name of the component it concerns as
+	// "component"; nil discards them.
+	Log *slog.Logger
 }
 
 // BufTotals are the node-wide packet-buffer figures (Kernel.BufTotals).
@@ -94,9 +98,7 @@ func New(cfg Config) *Kernel {
 	if cfg.RestartTimeout <= 0 {
 		cfg.RestartTimeout = 5 * time.Second
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
+	cfg.Log = logx.Or(cfg.Log)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Kernel{cfg: cfg, ctx: ctx, cancel: cancel, byName: make(map[string]object), objs: make(map[object]struct{})}
 }
@@ -241,7 +243,7 @@ func (pd *PD) Go(f func()) {
 	for {
 		r := pd.running.Load()
 		if r == 0 {
-			pd.k.cfg.Logf("kernel: %s: Go on incarnation %d after all its goroutines returned: not started", pd.name(), pd.inc)
+			pd.k.cfg.Log.Warn("Go after all goroutines returned: not started", "component", pd.name(), "incarnation", pd.inc)
 			return
 		}
 		if pd.running.CompareAndSwap(r, r+1) {
@@ -437,7 +439,7 @@ func (pd *PD) reclaimBufs() {
 	}
 	pd.k.recycle(b, batch[:n])
 	if total += n; total > 0 || res > 0 {
-		pd.k.cfg.Logf("kernel: %s: freed %d packet buffers its dead incarnation %d held and %d it reserved", pd.c.nm, total, pd.inc, res)
+		pd.k.cfg.Log.Debug("freed dead incarnation's packet buffers", "component", pd.c.nm, "incarnation", pd.inc, "held", total, "reserved", res)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/ouronet/ouro/internal/logx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -17,7 +19,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // verbs from its own goroutine. Programs in progs replace the default.
 func harness(t testing.TB, sys *System, progs map[string]Program) (*Kernel, map[string]*PD) {
 	t.Helper()
-	k := New(Config{Logf: t.Logf})
+	k := New(Config{Log: logx.Test(t)})
 	var mu sync.Mutex
 	pds := make(map[string]*PD)
 	got := make(chan struct{}, len(sys.Components))

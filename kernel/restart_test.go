@@ -6,13 +6,15 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ouronet/ouro/internal/logx"
 )
 
 // bootWith boots sys on a kernel with cfg and returns it.
 func bootWith(t *testing.T, cfg Config, sys *System, progs map[string]Program) *Kernel {
 	t.Helper()
-	if cfg.Logf == nil {
-		cfg.Logf = t.Logf
+	if cfg.Log == nil {
+		cfg.Log = logx.Test(t)
 	}
 	k := New(cfg)
 	if err := k.Boot(sys, progs); err != nil {

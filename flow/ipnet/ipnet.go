@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 )
 
 // Device is the IP side: one whole packet per Read and per Write (a TUN
@@ -186,7 +188,9 @@ type Config struct {
 	// Queue is how many packets wait for a flow being allocated or
 	// written, per destination name (default 256); more are dropped.
 	Queue int
-	Logf  func(format string, args ...any)
+	// Log logs flows allocated, accepted and closed, with the bridge's
+	// name as "bridge"; nil discards.
+	Log *slog.Logger
 }
 
 // MaxPacket is the largest packet the Bridge reads.
@@ -264,9 +268,7 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.Queue == 0 {
 		cfg.Queue = 256
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
+	cfg.Log = logx.Or(cfg.Log).With("bridge", cfg.Name)
 	b := &Bridge{cfg: cfg, byName: make(map[string]*counters), peers: make(map[peerKey]*peer), free: make(chan []byte, 2*cfg.Queue)}
 	b.routes = slices.Clone(cfg.Routes)
 	slices.SortStableFunc(b.routes, func(x, y Route) int { return y.Prefix.Bits() - x.Prefix.Bits() })
@@ -475,7 +477,7 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 			}
 		case <-idle.C:
 			if port != nil {
-				b.cfg.Logf("ipnet: flow to %s idle for %v: closed", p.name, b.cfg.Idle)
+				b.cfg.Log.Debug("flow idle, closed", "dst", p.name, "idle", b.cfg.Idle)
 			}
 			closeFlow()
 		case pkt := <-p.q:
@@ -497,11 +499,11 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 				if err != nil {
 					p.c.allocErrors.Add(1)
 					retry = time.Now().Add(time.Second)
-					b.cfg.Logf("ipnet: flow to %s: %v (packets to it dropped for 1 s)", p.name, err)
+					b.cfg.Log.Warn("allocation failed, packets to it dropped for 1 s", "dst", p.name, "err", err)
 				} else {
 					port, limit = fp, info.SDULimit()
 					p.c.allocs.Add(1)
-					b.cfg.Logf("ipnet: flow %d to %s (class %s) in layer %s, SDUs up to %d bytes%s", info.ID, p.name, p.class, info.Layer, limit, sealedNote(info))
+					b.cfg.Log.Info("flow allocated", "flow", info.ID, "dst", p.name, "class", p.class.String(), "layer", info.Layer, "sdu_limit", limit, sealedAttr(info))
 				}
 			}
 			// Runs of packets that fit go out in one write each; one too
@@ -540,7 +542,7 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 					// A closed flow, or one that took nothing for a while:
 					// allocate again for the next packet.
 					if !errors.Is(err, flow.ErrBusy) && !errors.Is(err, flow.ErrTimeout) || failed >= maxFailedWrites {
-						b.cfg.Logf("ipnet: flow to %s: %v after %d failed writes: closed", p.name, err, failed)
+						b.cfg.Log.Warn("flow closed after failed writes", "dst", p.name, "err", err, "failed", failed)
 						closeFlow()
 					}
 				}
@@ -569,11 +571,13 @@ func writeSDUs(port flow.Port, sdus [][]byte) (int, error) {
 	return len(sdus), nil
 }
 
-func sealedNote(info flow.Info) string {
+// sealedAttr names the verified peer of a sealed flow as "sealed_with"
+// (an empty attribute, left out, for an unsealed one).
+func sealedAttr(info flow.Info) slog.Attr {
 	if info.Peer == nil {
-		return ""
+		return slog.Attr{}
 	}
-	return ", sealed with " + info.Peer.String()
+	return slog.String("sealed_with", info.Peer.String())
 }
 
 // acceptLoop takes the flows peers allocate to this Bridge's name and
@@ -583,11 +587,11 @@ func (b *Bridge) acceptLoop(ctx context.Context, wg *sync.WaitGroup) {
 		port, info, err := b.cfg.Broker.Accept(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				b.cfg.Logf("ipnet: accept: %v", err)
+				b.cfg.Log.Error("accept failed", "err", err)
 			}
 			return
 		}
-		b.cfg.Logf("ipnet: flow %d from %s in layer %s%s", info.ID, orDash(info.Remote), info.Layer, sealedNote(info))
+		b.cfg.Log.Info("flow accepted", "flow", info.ID, "from", orDash(info.Remote), "layer", info.Layer, sealedAttr(info))
 		wg.Add(1)
 		b.cfg.Runner.Go(func() { defer wg.Done(); b.receive(ctx, port) })
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/tools/testnet"
 )
@@ -56,7 +57,7 @@ func faultNet(t *testing.T) *testnet.Net {
 		t.Fatal(faultRouter.err)
 	}
 	n := testnet.New(t.TempDir(), faultRouter.bin, bins.ouro)
-	n.Logf = t.Logf
+	n.Log = logx.Test(t)
 	t.Cleanup(n.Close)
 	return n
 }
@@ -128,7 +129,7 @@ func checkFaultShown(t *testing.T, n *testnet.Net, nd *testnet.Node, ipcp, site 
 	if !strings.Contains(out, "supervisor.restarts") || !strings.Contains(out, "poison at "+site) {
 		t.Errorf("ouro stats %s does not show the fault: %s", ipcp, out)
 	}
-	if log := nd.Output(); !strings.Contains(log, ipcp+" faulted") || !strings.Contains(log, "poison at "+site) {
+	if log := nd.Output(); !strings.Contains(log, "faulted="+ipcp) || !strings.Contains(log, "poison at "+site) {
 		t.Errorf("%s's log does not report the fault:\n%s", nd.Name, log)
 	}
 }

@@ -144,7 +144,7 @@ func TestIPNet(t *testing.T) {
 	t.Logf("curl h1 ← h3: 100 MB hash-identical in %v (%s B/s by curl)", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
 	// The in-node pair's flows are sealed: each node logged its peer.
 	for h, p := range peer {
-		if log := l.nodes[h].Output(); !strings.Contains(log, "sealed with "+p) {
+		if log := l.nodes[h].Output(); !strings.Contains(log, `sealed_with="`+p) {
 			t.Errorf("node %s's bridge flows are not sealed with %s:\n%s", h, p, log)
 		}
 	}

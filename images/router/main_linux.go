@@ -27,8 +27,9 @@ func main() {
 	printSys := flag.String("print-system", "", "print the system description (table, dot or mermaid) and exit")
 	check := flag.String("check-config", "", "check the configuration `FILE` (as make image does before building) and exit: 0 if it is valid")
 	tags := flag.String("image-tags", "", "print the build tags a board image needs for the configuration `FILE`, comma-separated (make image adds them), and exit")
+	logLevel := flag.String("log", "", "log `LEVEL`: debug, info, warn, error or off (overrides [node] log)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: router -config FILE [-socket PATH]\n       router -check-config FILE\n       router -image-tags FILE\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: router -config FILE [-socket PATH] [-log LEVEL]\n       router -check-config FILE\n       router -image-tags FILE\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -60,14 +61,19 @@ func main() {
 			log.Fatalf("router: %v", err)
 		}
 	}
-	logf := func(string, ...any) {}
-	if cfg.Node.Log {
-		logf = log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds).Printf
+	if *logLevel != "" {
+		if err := cfg.Node.Log.UnmarshalTOML(*logLevel); err != nil {
+			log.Fatalf("router: -log: %v", err)
+		}
+	}
+	logger, err := node.NewLogger(cfg, os.Stderr)
+	if err != nil {
+		log.Fatalf("router: %v", err)
 	}
 	// In-node applications ([[app]]) run as components beside the gateway;
 	// a "halt" app is for test benches and stops the process with its code.
 	halt := make(chan int, 1)
-	apps, err := node.Apps(cfg, node.AppEnv{Logf: logf, Halt: func(code int) {
+	apps, err := node.Apps(cfg, node.AppEnv{Log: logger, Halt: func(code int) {
 		select {
 		case halt <- code:
 		default:
@@ -77,7 +83,7 @@ func main() {
 		log.Fatalf("router: %v", err)
 	}
 	// IP bridges ([[ipnet]]), each a component with its TUN interface.
-	bridges, err := node.IPNets(cfg, func(name string, mtu int) (node.TUN, error) { return ipnet.OpenTUN(name, mtu) }, logf)
+	bridges, err := node.IPNets(cfg, func(name string, mtu int) (node.TUN, error) { return ipnet.OpenTUN(name, mtu) }, logger)
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}
@@ -86,10 +92,10 @@ func main() {
 	var n *node.Node
 	var mx *metrics.Server
 	if cfg.Node.Metrics != "" {
-		mx = metrics.New(metrics.Config{Addr: cfg.Node.Metrics, Logf: logf})
+		mx = metrics.New(metrics.Config{Addr: cfg.Node.Metrics, Log: logger})
 		extras = append(extras, mx.Extra())
 	}
-	n, err = node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logf)}, extras...)...)
+	n, err = node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logger)}, extras...)...)
 	if err != nil {
 		log.Fatalf("router: %v", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -111,8 +112,18 @@ func main() {
 
 	node.UseBoard(b)
 	halt := make(chan int, 1)
+	// Apps and IP bridges report on the console at info even when [node]
+	// log is unset, as they always have on boards.
+	appCfg := *cfg
+	if appCfg.Node.Log == "" {
+		appCfg.Node.Log = "info"
+	}
+	appLog, err := node.NewLogger(&appCfg, os.Stdout)
+	if err != nil {
+		fail("%v", err)
+	}
 	apps, err := node.Apps(cfg, node.AppEnv{
-		Logf: func(f string, a ...any) { fmt.Printf(f+"\n", a...) },
+		Log: appLog,
 		Halt: func(code int) {
 			select {
 			case halt <- code:
@@ -125,7 +136,7 @@ func main() {
 	}
 	// IP bridges on the node's own TCP/IP stack (netstack = ...): a
 	// board has no TUN.
-	bridges, err := node.IPNets(cfg, nil, func(f string, a ...any) { fmt.Printf(f+"\n", a...) })
+	bridges, err := node.IPNets(cfg, nil, appLog)
 	if err != nil {
 		fail("%v", err)
 	}

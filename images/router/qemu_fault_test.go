@@ -147,7 +147,7 @@ qemu_listen = "127.0.0.1:%d"
 		time.Sleep(50 * time.Millisecond)
 	}
 	start := time.Now()
-	const faultLine = "component driver.enet faulted"
+	const faultLine = "faulted=driver.enet"
 	if !v.waitConsole(faultLine, 10*time.Second) {
 		t.Fatalf("no %q in the VM's log 10s after the poison frame", faultLine)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/tools/testnet"
 )
@@ -264,7 +265,7 @@ bootstrap = true
 	brc := make(chan *irm.Broker, 1)
 	var extras []node.Extra
 	if sock != "" {
-		extras = append(extras, node.GatewayWith(sock, c.GatewayOptions(), t.Logf))
+		extras = append(extras, node.GatewayWith(sock, c.GatewayOptions(), logx.Test(t)))
 	}
 	n, err := node.New(c, append(extras, node.Extra{Name: "client", Mgmt: true, Program: func(pd *kernel.PD) error {
 		ep, err := pd.Slot("irm")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/tools/testnet"
 )
 
@@ -48,7 +49,7 @@ func TestMain(m *testing.M) {
 func newNet(t *testing.T) *testnet.Net {
 	t.Helper()
 	n := testnet.New(t.TempDir(), bins.router, bins.ouro)
-	n.Logf = t.Logf
+	n.Log = logx.Test(t)
 	t.Cleanup(n.Close)
 	return n
 }

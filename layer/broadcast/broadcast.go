@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/ipcp"
@@ -80,8 +82,9 @@ type Config struct {
 	Retry time.Duration
 	// MaxOrigins bounds the seen-set (default 1024 origins).
 	MaxOrigins int
-	// Logf logs notable events; nil discards them.
-	Logf func(format string, args ...any)
+	// Log logs notable events, with the IPCP's name as "ipcp" and its
+	// layer as "layer"; nil discards them.
+	Log *slog.Logger
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
@@ -178,9 +181,7 @@ func New(cfg Config, broker flow.Broker, reg Registrar) (*IPCP, error) {
 	if cfg.MaxOrigins <= 0 {
 		cfg.MaxOrigins = DefaultMaxOrigins
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
+	cfg.Log = logx.Or(cfg.Log).With("ipcp", cfg.Name, "layer", cfg.Layer)
 	q := flow.BestEffort()
 	if cfg.QoS != nil {
 		q = *cfg.QoS
@@ -266,7 +267,7 @@ func (p *IPCP) accept() {
 		fp, info, err := p.broker.Accept(p.ctx)
 		if err != nil {
 			if p.ctx.Err() == nil {
-				p.cfg.Logf("broadcast: %s: accept: %v", p.cfg.Name, err)
+				p.cfg.Log.Warn("accept failed", "err", err)
 				p.pause(p.cfg.Retry)
 			}
 			continue
@@ -290,7 +291,7 @@ func (p *IPCP) connect(neighbour string) {
 		fp, _, err := p.broker.Alloc(p.ctx, neighbour, p.qos)
 		if err != nil {
 			if p.ctx.Err() == nil {
-				p.cfg.Logf("broadcast: %s: flow to %s: %v", p.cfg.Name, neighbour, err)
+				p.cfg.Log.Warn("flow to neighbour failed", "peer", neighbour, "err", err)
 				p.pause(p.cfg.Retry)
 			}
 			continue

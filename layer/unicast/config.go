@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/unicast/dir"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
@@ -121,8 +123,9 @@ type Config struct {
 	FlowTimeout time.Duration // a flow whose peer is silent this long is closed (default 4 s)
 	RetryMax    time.Duration // ceiling of enrollment and reconnection backoff (default 2 s)
 
-	// Logf logs notable events; nil discards them.
-	Logf func(format string, args ...any)
+	// Log logs notable events, with the IPCP's name as "ipcp"; its parts
+	// add "part" (connmgr, fa, dir). Nil discards them.
+	Log *slog.Logger
 
 	// Runner starts every goroutine of the IPCP and its parts (in a
 	// node, its component's kernel PD, so that a panic is a fault of the
@@ -163,9 +166,7 @@ func (c *Config) setDefaults() error {
 	c.KeepAlive = cmp.Or(c.KeepAlive, time.Second)
 	c.FlowTimeout = cmp.Or(c.FlowTimeout, 4*time.Second)
 	c.RetryMax = cmp.Or(c.RetryMax, 2*time.Second)
-	if c.Logf == nil {
-		c.Logf = func(string, ...any) {}
-	}
+	c.Log = logx.Or(c.Log)
 	return nil
 }
 

@@ -44,7 +44,7 @@ func (c *core) discoverLoop() {
 		heard, err := p.cfg.Heard.Heard(ctx, append(cands, gone...))
 		cancel()
 		if err != nil {
-			p.logf("discover: %v", err)
+			p.log().Warn("discover failed", "err", err)
 			continue
 		}
 		for _, n := range gone {
@@ -53,7 +53,7 @@ func (c *core) discoverLoop() {
 				c.cm.Forget(n)
 				delete(asked, n)
 				c.forgotten.Add(1)
-				p.logf("discover: %s is no longer heard: not redialled", n)
+				p.log().Info("discovered neighbour no longer heard, not redialled", "peer", n)
 			}
 		}
 		for _, n := range heard {
@@ -61,12 +61,12 @@ func (c *core) discoverLoop() {
 				continue
 			}
 			if err := c.cm.Connect(n); err != nil {
-				p.logf("discover: connect %s: %v", n, err)
+				p.log().Warn("connect to discovered neighbour failed", "peer", n, "err", err)
 				continue
 			}
 			asked[n] = true
 			c.discovered.Add(1)
-			p.logf("discover: %s is on a lower layer's segment: connecting", n)
+			p.log().Info("neighbour discovered on a lower layer's segment, connecting", "peer", n)
 		}
 	}
 }

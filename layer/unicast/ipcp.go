@@ -5,8 +5,10 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/unicast/dir"
 	"github.com/ouronet/ouro/layer/unicast/dir/flood"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -54,6 +56,7 @@ var stateNames = [...]string{"init", "enrolling", "operational", "shutdown"}
 // started through Config.Runner.
 type IPCP struct {
 	cfg   Config
+	lg    *slog.Logger // cfg.Log with the IPCP's name (log)
 	up    ipcp.Upcalls
 	lower flow.Broker
 	reg   Registrar
@@ -111,6 +114,7 @@ func New(cfg Config, up ipcp.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, 
 		return nil, fmt.Errorf("unicast: %s: lower layers %v but no registrar: %w", cfg.Name, cfg.Lower, flow.ErrInvalid)
 	}
 	p := &IPCP{
+		lg:  cfg.Log.With("ipcp", cfg.Name),
 		cfg: cfg, up: up, reg: reg, timers: make(chan *time.Timer, 64),
 		names: make(map[string]bool), hashes: make(map[layer.Hash]string),
 		peers: make(map[layer.Addr]string), claims: make(map[layer.Addr]claim),
@@ -222,9 +226,9 @@ func (p *IPCP) Addr() layer.Addr {
 // Operational reports whether the IPCP is a member of its layer.
 func (p *IPCP) Operational() bool { return p.state.Load() == stateOperational }
 
-func (p *IPCP) logf(format string, args ...any) {
-	p.cfg.Logf("unicast %s: "+format, append([]any{p.cfg.Name}, args...)...)
-}
+// log is the IPCP's logger: Config.Log with the IPCP's name, made once
+// in New.
+func (p *IPCP) log() *slog.Logger { return logx.Or(p.lg) }
 
 // sleep waits d or until Stop; it reports false on Stop.
 func (p *IPCP) sleep(d time.Duration) bool {
@@ -250,7 +254,7 @@ func (p *IPCP) retry(what string, f func() error) bool {
 		if p.ctx.Err() != nil {
 			return false
 		}
-		p.logf("%s: %v (retry in %v)", what, err, backoff)
+		p.log().Info("failed, retrying", "what", what, "err", err, "delay", backoff)
 		if !p.sleep(backoff/2 + rand.N(backoff/2+1)) {
 			return false
 		}
@@ -291,7 +295,7 @@ func (p *IPCP) bringUp() {
 	switch {
 	case p.cfg.Bootstrap:
 		if err := p.bootstrap(p.cfg.LayerConfig); err != nil {
-			p.logf("bootstrap: %v", err)
+			p.log().Error("bootstrap failed", "err", err)
 		}
 	case p.cfg.Enroll != "":
 		p.retry("enroll via "+p.cfg.Enroll, func() error {
@@ -316,7 +320,7 @@ func (p *IPCP) acceptLoop() {
 			if p.ctx.Err() != nil || errors.Is(err, flow.ErrClosed) {
 				return
 			}
-			p.logf("accept: %v", err)
+			p.log().Warn("accept failed", "err", err)
 			if !p.sleep(50 * time.Millisecond) {
 				return
 			}
@@ -380,7 +384,7 @@ func (p *IPCP) incoming(port flow.Port) {
 	defer cancel()
 	cred, err := p.credentials(ctx)
 	if err != nil {
-		p.logf("enrolling %s: %v", o.Name, err)
+		p.log().Warn("enrolling a member failed", "peer", o.Name, "err", err)
 		return
 	}
 	req, a, err := enroll.Serve(ctx, port, buf[:n], c, cred)
@@ -388,11 +392,11 @@ func (p *IPCP) incoming(port flow.Port) {
 		if errors.Is(err, flow.ErrRefused) {
 			p.refused.count(err)
 		}
-		p.logf("enrolling %s: %v", o.Name, err)
+		p.log().Warn("enrolling a member failed", "peer", o.Name, "err", err)
 		return
 	}
 	c.enrolled.Add(1)
-	p.logf("enrolled %s at address %d", req.Name, a)
+	p.log().Info("member enrolled", "peer", req.Name, "addr", a)
 	// Wait for the new member's Ack to be read before closing (the port
 	// drains what was written before reporting the close).
 }
@@ -418,7 +422,7 @@ func (p *IPCP) bootstrap(lc enroll.Config) error {
 	if err := p.operate(lc, a); err != nil {
 		return fmt.Errorf("unicast: %s: bootstrap: %w", p.cfg.Name, err)
 	}
-	p.logf("bootstrapped layer %s (address %d, %+v)", lc.Layer, a, lc)
+	p.log().Info("layer bootstrapped", "layer", lc.Layer, "addr", a, "config", fmt.Sprintf("%+v", lc))
 	return nil
 }
 
@@ -480,7 +484,7 @@ func (p *IPCP) enrollVia(ctx context.Context, via string) error {
 	if err := p.operate(res.Config, res.Addr); err != nil {
 		return fmt.Errorf("unicast: %s: enroll via %s: %w", p.cfg.Name, via, err)
 	}
-	p.logf("enrolled in %s via %s in %v: address %d", res.Config.Layer, via, time.Since(start).Round(time.Microsecond), res.Addr)
+	p.log().Info("enrolled", "layer", res.Config.Layer, "via", via, "took", time.Since(start).Round(time.Microsecond), "addr", res.Addr)
 	if len(p.cfg.Neighbours) == 0 {
 		p.Connect(via)
 	}
@@ -558,7 +562,7 @@ func (p *IPCP) operate(lc enroll.Config, self layer.Addr) (err error) {
 	}
 	for _, n := range conns {
 		if err := c.cm.Connect(n); err != nil {
-			p.logf("connect %s: %v", n, err)
+			p.log().Warn("connect failed", "peer", n, "err", err)
 		}
 	}
 	return nil
@@ -602,7 +606,7 @@ func (p *IPCP) Register(ctx context.Context, name string) error {
 		return nil
 	}
 	if err := c.dir.Register(ctx, layer.HashName(c.lc.Hash, name), c.self); err != nil {
-		p.logf("register %q: %v (retrying)", name, err)
+		p.log().Info("register failed, retrying", "name", name, "err", err)
 		p.wg.Add(1)
 		p.cfg.Runner.Go(func() {
 			defer p.wg.Done()
@@ -754,7 +758,7 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	}
 	if c.cm, err = connmgr.New(connmgr.Config{
 		Layer: lc.Layer, Name: p.cfg.Name, Broker: p.lower, Hooks: c,
-		Hello: hello, Dead: int(lc.Dead), BackoffMax: p.cfg.RetryMax, Logf: p.cfg.Logf,
+		Hello: hello, Dead: int(lc.Dead), BackoffMax: p.cfg.RetryMax, Log: p.log().With("part", "connmgr"),
 		Runner: p.cfg.Runner,
 		Cred:   connmgr.Credentials{Signer: cred.Signer, Doc: cred.Doc, Cert: cred.Cert},
 		Check:  c.checkPeer,
@@ -763,12 +767,12 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 	}
 	if c.fa, err = fa.New(fa.Config{
 		Self: self, Transport: c, Hooks: c, Upcalls: p.up, Registry: c, CA: c.ca,
-		KeepAlive: p.cfg.KeepAlive, FlowTimeout: p.cfg.FlowTimeout, Logf: p.cfg.Logf,
+		KeepAlive: p.cfg.KeepAlive, FlowTimeout: p.cfg.FlowTimeout, Log: p.log().With("part", "fa"),
 		Runner: p.cfg.Runner, Seal: p.sealConfig(lc.Layer),
 	}); err != nil {
 		return nil, err
 	}
-	dcfg := dir.Config{Env: c, Layer: lc.Layer, Logf: p.cfg.Logf, Runner: p.cfg.Runner, Signer: p.cfg.Signer, Bound: c.bound}
+	dcfg := dir.Config{Env: c, Layer: lc.Layer, Log: p.log().With("part", "dir"), Runner: p.cfg.Runner, Signer: p.cfg.Signer, Bound: c.bound}
 	if lc.Admission.Mode == admission.ModeAuthority {
 		dcfg.Names = p.namesPolicy(lc)
 	}
@@ -825,18 +829,18 @@ func (c *core) stop() {
 func (c *core) Up(n connmgr.Neighbour) {
 	np, err := c.addPort(n)
 	if err != nil {
-		c.p.logf("neighbour %s: %v", n.Name, err)
+		c.p.log().Warn("neighbour refused", "peer", n.Name, "err", err)
 		return
 	}
 	c.p.mu.Lock()
 	c.p.peers[n.Addr] = n.Name
 	c.p.mu.Unlock()
 	if err := c.router.NeighbourUp(routing.Neighbour{Addr: n.Addr, Port: n.Port, Metric: 1}); err != nil {
-		c.p.logf("neighbour %s: %v", n.Name, err)
+		c.p.log().Warn("neighbour refused", "peer", n.Name, "err", err)
 		c.removePort(np)
 		return
 	}
-	c.p.logf("neighbour %s (%d) up on port %d", n.Name, n.Addr, n.Port)
+	c.p.log().Info("neighbour up", "peer", n.Name, "addr", n.Addr, "port", n.Port)
 	c.p.mu.Lock()
 	crl := c.p.crlRaw
 	c.p.mu.Unlock()
@@ -852,7 +856,7 @@ func (c *core) Down(n connmgr.Neighbour) {
 	if np := (*c.ports.Load())[n.Port]; np != nil {
 		c.removePort(np)
 	}
-	c.p.logf("neighbour %s (%d) down", n.Name, n.Addr)
+	c.p.log().Info("neighbour down", "peer", n.Name, "addr", n.Addr)
 }
 
 // Message implements connmgr.Hooks.

@@ -54,5 +54,5 @@ func (c *core) reincarnate(a layer.Addr, name string) {
 			c.fa.Closed(f)
 		}
 	}
-	c.p.logf("address %d taken back by %s (same key): its earlier incarnation's membership replaced", a, name)
+	c.p.log().Info("address taken back by the same key, earlier membership replaced", "addr", a, "peer", name)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -31,16 +32,20 @@ type logLines struct {
 	lines []string
 }
 
-func (l *logLines) logf(format string, args ...any) {
+func (l *logLines) Write(p []byte) (int, error) {
 	l.mu.Lock()
-	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+	l.lines = append(l.lines, string(p))
 	l.mu.Unlock()
+	return len(p), nil
 }
 
-func (l *logLines) find(sub string) bool {
+// find reports whether a line holds every one of subs.
+func (l *logLines) find(subs ...string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.ContainsFunc(l.lines, func(s string) bool { return strings.Contains(s, sub) })
+	return slices.ContainsFunc(l.lines, func(s string) bool {
+		return !slices.ContainsFunc(subs, func(sub string) bool { return !strings.Contains(s, sub) })
+	})
 }
 
 // restartNet builds the line n0 - n1 - n2 with the keys ids in layer of
@@ -56,7 +61,7 @@ func restartNet(t *testing.T, ids []*identity.Identity, pol admission.Policy, di
 			c.LayerConfig.Admission = pol
 		}
 		if i == 1 && log1 != nil {
-			c.Logf = log1.logf
+			c.Log = slog.New(slog.NewTextHandler(log1, nil))
 		}
 	})
 	n.WaitOperational(10 * time.Second)
@@ -167,7 +172,7 @@ func restartedMember(t *testing.T, dirPolicy string, protected bool) {
 	if a := nd.IPCP.Addr(); a != old {
 		t.Errorf("restarted member at address %d, was %d", a, old)
 	}
-	if want := fmt.Sprintf("address %d taken back by %s", old, n2); !log1.find(want) {
+	if want := fmt.Sprintf("addr=%d peer=%s", old, n2); !log1.find("msg=\"address taken back", want) {
 		t.Errorf("the enroller n1 did not replace the old membership (no %q in its log)", want)
 	}
 	for _, name := range []string{n0, n1, n2} {

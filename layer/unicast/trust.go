@@ -163,7 +163,7 @@ func (p *IPCP) currentCRL() *identity.CRL {
 func (c *core) takeCRL(from connmgr.Neighbour, b []byte) {
 	if err := c.takeCRLFrom(from, b); err != nil {
 		c.p.refused.count(err)
-		c.p.logf("revocation list from %s: %v", from.Name, err)
+		c.p.log().Warn("revocation list refused", "peer", from.Name, "err", err)
 	}
 }
 
@@ -193,7 +193,7 @@ func (c *core) takeCRLFrom(from connmgr.Neighbour, b []byte) error {
 	if err != nil {
 		return err
 	}
-	c.p.logf("revocation list %d of %s from %s: %d serials, %d keys", l.Seq, identity.NameOf(l.Issuer), from.Name, len(l.Serials), len(l.Keys))
+	c.p.log().Info("revocation list", "seq", l.Seq, "issuer", identity.NameOf(l.Issuer), "peer", from.Name, "serials", len(l.Serials), "keys", len(l.Keys))
 	for _, n := range c.cm.Neighbours() {
 		if n.Addr != from.Addr {
 			c.cm.Send(n.Addr, connmgr.MsgCRL, b)
@@ -229,7 +229,7 @@ func (c *core) memberLoop() {
 		}
 		for _, n := range c.cm.Neighbours() {
 			if err := c.checkPeer(n.Addr, n.Doc, n.Cert); err != nil {
-				c.p.logf("neighbour %s (%d) is no longer a member: %v", n.Name, n.Addr, err)
+				c.p.log().Warn("neighbour no longer a member", "peer", n.Name, "addr", n.Addr, "err", err)
 				c.cm.Fail(n.Port, "membership ended: "+err.Error())
 			}
 		}
@@ -251,7 +251,7 @@ func (p *IPCP) learnClock(res enroll.Result) {
 	}
 	off := res.MemberTime.Sub(res.Received)
 	p.clockOffset.Store(int64(off))
-	p.logf("no clock here: membership is checked by %s's, %v ahead", res.Member, off.Round(time.Second))
+	p.log().Info("no clock here: membership is checked by the enroller's", "member", res.Member, "ahead", off.Round(time.Second))
 }
 
 // sealConfig is what the flow allocator seals flows with: this IPCP's

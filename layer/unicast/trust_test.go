@@ -17,6 +17,7 @@ import (
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/layertest"
@@ -51,8 +52,8 @@ func TestAllowListedLayer(t *testing.T) {
 			if open {
 				pol = admission.Policy{Mode: admission.ModeOpen}
 			}
-			a := n.Add("a.uni", true, nil, func(c *unicast.Config) { c.Signer = ida; c.LayerConfig.Admission = pol; c.Logf = t.Logf })
-			b := n.Add("b.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer = idb; c.Logf = t.Logf })
+			a := n.Add("a.uni", true, nil, func(c *unicast.Config) { c.Signer = ida; c.LayerConfig.Admission = pol; c.Log = logx.Test(t) })
+			b := n.Add("b.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer = idb; c.Log = logx.Test(t) })
 			x := n.Add("x.uni", false, []string{"a.uni"}, func(c *unicast.Config) { c.Signer = idx })
 			n.WaitFor(5*time.Second, "b enrolled", func() bool { return b.IPCP.Stats().State == "operational" })
 			if open {

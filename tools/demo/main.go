@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -56,7 +57,7 @@ func run(keep bool, dur time.Duration, verbose bool) error {
 	}
 	n := testnet.New(dir, router, ouro)
 	if verbose {
-		n.Logf = log.Printf
+		n.Log = slog.Default()
 	}
 	defer n.Close()
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -81,7 +82,7 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 	q := flow.BestEffort()
 	q.Sealed = sealed
 	b, err := ipnet.New(ipnet.Config{Broker: n, Dev: tun, Runner: goRunner{}, Name: pos[0], Routes: rs, QoS: q, DSCP: dscp, Idle: idle,
-		Logf: func(format string, args ...any) { fmt.Fprintf(a.stderr, format+"\n", args...) }})
+		Log: slog.New(slog.NewTextHandler(a.stderr, nil))})
 	if err != nil {
 		tun.Close()
 		return err

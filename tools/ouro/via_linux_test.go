@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/ipcp/prom"
 	"github.com/ouronet/ouro/tools/testnet"
 )
@@ -56,7 +57,7 @@ func viaNet(t *testing.T) (n *testnet.Net, a, b *testnet.Node) {
 		t.Fatal(err)
 	}
 	n = testnet.New(dir, router, ouro)
-	n.Logf = t.Logf
+	n.Log = logx.Test(t)
 	t.Cleanup(n.Close)
 	aKey, aID := keygen(t, newTestNet(), dir, "a.key")
 	pa, pb := freeUDPPort(t), freeUDPPort(t)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,14 +21,16 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ouronet/ouro/internal/logx"
 )
 
 // Net is a set of node processes sharing a work directory.
 type Net struct {
-	Dir       string // configs, sockets and logs
-	RouterBin string // path of the router binary
-	OuroBin   string // path of the ouro binary
-	Logf      func(format string, args ...any)
+	Dir       string       // configs, sockets and logs
+	RouterBin string       // path of the router binary
+	OuroBin   string       // path of the ouro binary
+	Log       *slog.Logger // the harness's own events (nodes started); New discards them
 
 	mu    sync.Mutex // guards procs
 	procs []*Proc
@@ -73,7 +76,7 @@ func ModuleRoot() (string, error) {
 
 // New returns a Net working in dir with the given binaries.
 func New(dir, router, ouro string) *Net {
-	return &Net{Dir: dir, RouterBin: router, OuroBin: ouro, Logf: func(string, ...any) {}}
+	return &Net{Dir: dir, RouterBin: router, OuroBin: ouro, Log: logx.Discard()}
 }
 
 // Node is a running node process.
@@ -88,6 +91,7 @@ type Node struct {
 type NodeOpts struct {
 	Netns string        // run inside this network namespace (ip netns exec)
 	Ready time.Duration // how long to wait for readiness (default 20s)
+	Args  []string      // more router arguments (e.g. -log debug)
 }
 
 // StartNode writes config (TOML; its socket is set here) for the node
@@ -98,7 +102,7 @@ func (n *Net) StartNode(name, config string, opts NodeOpts) (*Node, error) {
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
-	args := []string{"-config", cfgPath, "-socket", sock}
+	args := append([]string{"-config", cfgPath, "-socket", sock}, opts.Args...)
 	p, err := n.start(name, opts.Netns, n.RouterBin, args...)
 	if err != nil {
 		return nil, err
@@ -187,7 +191,7 @@ func (n *Net) start(name, netns, bin string, args ...string) (*Proc, error) {
 		logFile.Close()
 		return nil, fmt.Errorf("testnet: start %s: %w", name, err)
 	}
-	n.Logf("testnet: started %s (pid %d): %s", name, cmd.Process.Pid, strings.Join(argv, " "))
+	n.Log.Info("node started", "node", name, "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {

@@ -117,7 +117,7 @@ func (m *IRM) create(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, erro
 		pd.Delete(ep)
 		return ipcp.MgmtResp{}, fmt.Errorf("irm: create %s: %w", info.Name, err)
 	}
-	m.cfg.Logf("irm: created IPCP %s (%s) in layer %s", info.Name, info.Kind, info.Layer)
+	m.cfg.Log.Info("IPCP created", "ipcp", info.Name, "kind", info.Kind, "layer", info.Layer)
 	return ipcp.MgmtResp{Text: fmt.Sprintf("created %s (%s) in layer %s", info.Name, info.Kind, info.Layer)}, nil
 }
 

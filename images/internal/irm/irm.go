@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -36,8 +38,8 @@ type Config struct {
 	Backlog int
 	// AutoRegister registers a bound name in every layer (as if by "reg").
 	AutoRegister bool
-	// Logf logs notable events; nil discards them.
-	Logf func(format string, args ...any)
+	// Log logs notable events, with component "irm"; nil discards them.
+	Log *slog.Logger
 	// Document returns the node's signed identity document (crypto/
 	// identity) for the "id" command; nil: the command answers not found.
 	Document func(ctx context.Context) ([]byte, error)
@@ -114,9 +116,7 @@ func (c *Config) setDefaults() {
 	if c.Backlog <= 0 {
 		c.Backlog = 64
 	}
-	if c.Logf == nil {
-		c.Logf = func(string, ...any) {}
-	}
+	c.Log = logx.Or(c.Log).With("component", "irm")
 	c.Restart.setDefaults()
 }
 
@@ -571,7 +571,7 @@ func (m *IRM) allocIn(ctx context.Context, s *session, a AllocArgs) (resp rpc.Re
 			if ctx.Err() != nil {
 				return rpc.Response{}, "", lastErr
 			}
-			m.cfg.Logf("irm: %v; trying the next layer", lastErr)
+			m.cfg.Log.Info("allocation failed, trying the next layer", "dst", a.Name, "layer", e.info.Layer, "err", err)
 			continue
 		}
 		if info.Peer != nil {
@@ -581,7 +581,7 @@ func (m *IRM) allocIn(ctx context.Context, s *session, a AllocArgs) (resp rpc.Re
 			}
 			m.mu.Unlock()
 		}
-		m.cfg.Logf("irm: flow %d allocated to %q in layer %s", id, a.Name, e.info.Layer)
+		m.cfg.Log.Debug("flow allocated", "flow", id, "dst", a.Name, "layer", e.info.Layer)
 		return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, e.info.Layer, nil
 	}
 	return rpc.Response{}, "", lastErr
@@ -760,7 +760,7 @@ func (m *IRM) bind(ctx context.Context, s *session, name string, peers []string)
 	m.mu.Unlock()
 	for _, e := range reg {
 		if err := m.register(ctx, name, e); err != nil {
-			m.cfg.Logf("irm: auto-register %q in %s: %v", name, e.info.Name, err)
+			m.cfg.Log.Warn("auto-register failed", "name", name, "ipcp", e.info.Name, "err", err)
 		}
 	}
 	return nil
@@ -857,7 +857,7 @@ func (m *IRM) unbind(ctx context.Context, s *session, name string) error {
 		err := e.ipcp.Unregister(cctx, name)
 		cancel()
 		if err != nil {
-			m.cfg.Logf("irm: unregister %q from %s: %v", name, e.info.Name, err)
+			m.cfg.Log.Warn("unregister failed", "name", name, "ipcp", e.info.Name, "err", err)
 		}
 	}
 	return nil
@@ -986,7 +986,7 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req ipcp.AllocReq
 		if req.Peer != nil {
 			who = fmt.Sprintf("node %s (%q)", req.Peer.ID, req.Peer.Name)
 		}
-		m.cfg.Logf("irm: flow to %q from %s refused: not among the peers its program accepts", req.Dst, who)
+		m.cfg.Log.Warn("flow refused: not among the peers its program accepts", "dst", req.Dst, "from", who)
 		return rpc.Response{}, fmt.Errorf("irm: flow to %q from %s: not among the peers its program accepts: %w", req.Dst, who, flow.ErrRefused)
 	}
 	info := flow.Info{Local: req.Dst, Remote: req.Src, Layer: e.info.Layer, QoS: req.QoS, MaxSDU: req.MaxSDU, Peer: req.Peer}
@@ -1024,7 +1024,7 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req ipcp.AllocReq
 	// Not decided in time: give up, unless Accept takes it right now.
 	p.decide(pendingAbandoned)
 	if p.state.Load() == pendingTaken {
-		m.cfg.Logf("irm: flow %d to %q accepted", id, req.Dst)
+		m.cfg.Log.Debug("flow accepted", "flow", id, "dst", req.Dst)
 		return rpc.Response{Caps: ipc[:], Undelivered: func() { m.dropFlow(id) }}, nil
 	}
 	m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])

@@ -168,7 +168,7 @@ func (m *IRM) hello(ctx context.Context, badge kernel.Badge, info ipcp.Info) err
 		}
 		m.mu.Unlock()
 		if round == 0 {
-			m.cfg.Logf("irm: IPCP %s (%s) said hello; registering %d names again", e.info.Name, info.Kind, len(names))
+			m.cfg.Log.Info("IPCP said hello, registering its names again", "ipcp", e.info.Name, "kind", info.Kind, "names", len(names))
 		}
 		for _, n := range names {
 			done[n] = true
@@ -176,13 +176,13 @@ func (m *IRM) hello(ctx context.Context, badge kernel.Badge, info ipcp.Info) err
 			err := e.ipcp.Register(cctx, n)
 			cancel()
 			if err != nil && !errors.Is(err, flow.ErrExists) {
-				m.cfg.Logf("irm: register %q in %s again: %v", n, e.info.Name, err)
+				m.cfg.Log.Warn("register again failed", "name", n, "ipcp", e.info.Name, "err", err)
 			}
 		}
 		m.mu.Lock()
 	}
 	if prev != StateInit && len(done) == 0 {
-		m.cfg.Logf("irm: IPCP %s (%s) said hello again", e.info.Name, info.Kind)
+		m.cfg.Log.Info("IPCP said hello again", "ipcp", e.info.Name, "kind", info.Kind)
 	}
 	defer m.mu.Unlock()
 	if e.sup.gen != gen || e.sup.state == StateFaulted {
@@ -202,7 +202,7 @@ func (m *IRM) superviseLoop(ctx context.Context, ep kernel.Cap) {
 		info, err := m.pd.RecvCtx(ctx, ep, &msg)
 		if err != nil && !errors.Is(err, kernel.ErrTruncated) {
 			if ctx.Err() == nil {
-				m.cfg.Logf("irm: fault endpoint: %v", err)
+				m.cfg.Log.Error("fault endpoint failed", "err", err)
 			}
 			return
 		}
@@ -231,13 +231,13 @@ func (m *IRM) onFault(badge kernel.Badge, f kernel.Fault) {
 	}
 	if sup == nil {
 		m.mu.Unlock()
-		m.cfg.Logf("irm: fault of unknown component %s (badge %#x): %s", f.Component, uint64(badge), f.Reason)
+		m.cfg.Log.Warn("fault of unknown component", "faulted", f.Component, "badge", fmt.Sprintf("%#x", uint64(badge)), "reason", f.Reason)
 		return
 	}
 	if m.cfg.Incarnation != nil {
 		if cur, ok := m.cfg.Incarnation(f.Component); ok && f.Incarnation < cur {
 			m.mu.Unlock()
-			m.cfg.Logf("irm: %s: fault of incarnation %d, restarted since (now %d): %s", sup.name, f.Incarnation, cur, f.Reason)
+			m.cfg.Log.Info("fault of an old incarnation, restarted since", "faulted", sup.name, "incarnation", f.Incarnation, "now", cur, "reason", f.Reason)
 			return
 		}
 	}
@@ -256,8 +256,8 @@ func (m *IRM) onFault(badge kernel.Badge, f kernel.Fault) {
 	}
 	m.mu.Unlock()
 
-	m.cfg.Logf("irm: %s %s faulted (incarnation %d): %s; restart %d in %v",
-		sup.kind, sup.name, f.Incarnation, sup.lastFault, sup.restarts+1, delay)
+	m.cfg.Log.Warn(sup.kind+" faulted", "faulted", sup.name, "incarnation", f.Incarnation,
+		"reason", sup.lastFault, "restart", sup.restarts+1, "delay", delay)
 	closed := 0
 	if e != nil {
 		// Its flows: the ones it carried, and its own N-1 flows.
@@ -265,7 +265,7 @@ func (m *IRM) onFault(badge kernel.Badge, f kernel.Fault) {
 	}
 	ended := m.endSessionsOf(badge)
 	if closed > 0 || ended > 0 {
-		m.cfg.Logf("irm: %s: closed %d flows, ended %d sessions", sup.name, closed, ended)
+		m.cfg.Log.Info("closed the faulted component's flows and sessions", "faulted", sup.name, "flows", closed, "sessions", ended)
 	}
 	if sup.comp == 0 {
 		return
@@ -322,7 +322,7 @@ func (m *IRM) restart(sup *supervised, gen uint64) {
 	gen = sup.gen
 	delay := sup.backoff.Fault(time.Now())
 	m.mu.Unlock()
-	m.cfg.Logf("irm: restart %s: %v; again in %v", sup.name, err, delay)
+	m.cfg.Log.Warn("restart failed, retrying", "faulted", sup.name, "err", err, "delay", delay)
 	m.later(delay, func() { m.restart(sup, gen) })
 }
 
@@ -377,7 +377,7 @@ func (m *IRM) restartAll() {
 	}
 	pd := m.pd
 	m.mu.Unlock()
-	m.cfg.Logf("irm: a new IRM instance: restarting %d components for a clean node", len(sups))
+	m.cfg.Log.Info("new IRM instance, restarting every component for a clean node", "components", len(sups))
 	for _, s := range sups {
 		if s.comp == 0 {
 			continue
@@ -391,7 +391,7 @@ func (m *IRM) restartAll() {
 			m.closeFlows(func(f *flowEntry) bool { return f.via == s.name })
 		}
 		if err := pd.Restart(s.comp); err != nil {
-			m.cfg.Logf("irm: restart %s: %v", s.name, err)
+			m.cfg.Log.Error("restart failed", "faulted", s.name, "err", err)
 		}
 	}
 }

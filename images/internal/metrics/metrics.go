@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -37,8 +39,9 @@ type Config struct {
 	Addr string
 	// Timeout bounds one scrape's management calls (default 5s).
 	Timeout time.Duration
-	// Logf reports scrapes that failed in part; nil discards.
-	Logf func(format string, args ...any)
+	// Log reports scrapes that failed in part (Warn, component
+	// "metrics"); nil discards.
+	Log *slog.Logger
 }
 
 // Server is the metrics server across the incarnations of its component:
@@ -58,9 +61,7 @@ func New(cfg Config) *Server {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
+	cfg.Log = logx.Or(cfg.Log).With("component", "metrics")
 	s := &Server{cfg: cfg, reg: prometheus.NewRegistry()}
 	s.reg.MustRegister(newCollector(s))
 	return s
@@ -142,7 +143,7 @@ func (s *Server) run(pd *kernel.PD) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError, // a layer that does not answer leaves the others' metrics
-		ErrorLog:      logger{s.cfg.Logf},
+		ErrorLog:      logger{s.cfg.Log},
 		Timeout:       s.cfg.Timeout + time.Second,
 	}))
 	mux.Handle("/", http.HandlerFunc(s.status))
@@ -238,7 +239,7 @@ func (l *incListener) Close() error {
 	return nil
 }
 
-// logger adapts Logf to promhttp.Logger.
-type logger struct{ logf func(string, ...any) }
+// logger adapts Log to promhttp.Logger.
+type logger struct{ log *slog.Logger }
 
-func (l logger) Println(v ...any) { l.logf("metrics: %s", fmt.Sprint(v...)) }
+func (l logger) Println(v ...any) { l.log.Warn("scrape failed", "err", fmt.Sprint(v...)) }

@@ -26,6 +26,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/ipcp/prom"
@@ -67,12 +68,12 @@ kind = "echo"
 	if err != nil {
 		t.Fatal(err)
 	}
-	apps, err := node.Apps(cfg, node.AppEnv{Logf: t.Logf})
+	apps, err := node.Apps(cfg, node.AppEnv{Log: logx.Test(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n *node.Node
-	m := New(Config{Addr: cfg.Node.Metrics, Logf: t.Logf})
+	m := New(Config{Addr: cfg.Node.Metrics, Log: logx.Test(t)})
 	var faulted atomic.Bool
 	boom := node.Extra{Name: "boom", Program: func(pd *kernel.PD) error {
 		if faulted.CompareAndSwap(false, true) {
@@ -81,7 +82,7 @@ kind = "echo"
 		<-pd.Context().Done()
 		return nil
 	}}
-	extras := append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), t.Logf), m.Extra(), boom}, apps...)
+	extras := append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logx.Test(t)), m.Extra(), boom}, apps...)
 	if n, err = node.New(cfg, extras...); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/ouronet/ouro/flow/probe"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -47,8 +50,9 @@ type AppConfig struct {
 
 // AppEnv is what in-node applications get from the image.
 type AppEnv struct {
-	// Logf reports flows opening and closing (nil: silent).
-	Logf func(format string, args ...any)
+	// Log reports flows opening and closing (nil: silent); each app
+	// logs with component "app.NAME".
+	Log *slog.Logger
 	// Halt ends the node with an exit code ("halt" apps); nil disables
 	// them.
 	Halt func(code int)
@@ -56,10 +60,7 @@ type AppEnv struct {
 
 // Apps returns the in-node applications cfg declares, as Extras for New.
 func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
-	logf := env.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+	base := logx.Or(env.Log)
 	var xs []Extra
 	seen := make(map[string]bool)
 	for i, a := range cfg.Apps {
@@ -80,6 +81,7 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 			return nil, fmt.Errorf("config: app %q declared twice: %w", a.Name, flow.ErrInvalid)
 		}
 		seen[comp] = true
+		log := base.With("component", comp)
 		var (
 			serve  func(ctx context.Context, p flow.Port, info flow.Info)
 			serveB func(ctx context.Context, b *irm.Broker, p flow.Port, info flow.Info) // serve with the app's session
@@ -90,18 +92,18 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 		case "echo":
 			serve = func(ctx context.Context, p flow.Port, info flow.Info) {
 				start := time.Now()
-				logf("app %s: flow %d opened: from %s, layer %s", a.Name, info.ID, orDash(info.Remote), info.Layer)
+				log.Info("flow opened", "flow", info.ID, "from", orDash(info.Remote), "layer", info.Layer)
 				sdus, bytes, err := echoFlow(ctx, p)
-				logf("app %s: flow %d closed: %d SDUs, %d bytes in %v%s", a.Name, info.ID, sdus, bytes,
-					time.Since(start).Round(time.Millisecond), errSuffix(err))
+				log.Info("flow closed", "flow", info.ID, "sdus", sdus, "bytes", bytes,
+					"took", time.Since(start).Round(time.Millisecond), logx.Err(err))
 			}
 		case "perf":
 			serve = func(ctx context.Context, p flow.Port, info flow.Info) {
-				logf("app %s: flow %d opened: from %s, layer %s", a.Name, info.ID, orDash(info.Remote), info.Layer)
+				log.Info("flow opened", "flow", info.ID, "from", orDash(info.Remote), "layer", info.Layer)
 				r, err := probe.ServePerf(p, ctx.Done())
 				pps, bps := probe.Rate(r.SDUs, r.Bytes, time.Duration(r.SpanNS))
-				logf("app %s: flow %d closed: %d SDUs, %d bytes, %.0f SDU/s, %.1f Mbit/s%s", a.Name, info.ID,
-					r.SDUs, r.Bytes, pps, bps/1e6, errSuffix(err))
+				log.Info("flow closed", "flow", info.ID, "sdus", r.SDUs, "bytes", r.Bytes,
+					"sdu_per_s", math.Round(pps), "mbit_per_s", math.Round(bps/1e5)/10, logx.Err(err))
 			}
 		case "halt":
 			if env.Halt == nil {
@@ -124,7 +126,7 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 				if !once.CompareAndSwap(false, true) {
 					return
 				}
-				logf("app %s: halt %d requested by %s", a.Name, code, orDash(info.Remote))
+				log.Warn("halt requested", "code", code, "by", orDash(info.Remote))
 				p.Write([]byte("ok"), time.Now().Add(time.Second))
 				env.Halt(code)
 			}
@@ -140,12 +142,12 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 			peers, isMgmt = slices.Clone(a.Peers), true
 			serveB = func(ctx context.Context, b *irm.Broker, p flow.Port, info flow.Info) {
 				if err := mgmtflow.Admit(info, peers); err != nil {
-					logf("app %s: %v", a.Name, err)
+					log.Warn("flow refused", "err", err)
 					return
 				}
-				logf("app %s: flow %d opened: from %s", a.Name, info.ID, info.Peer)
+				log.Info("flow opened", "flow", info.ID, "from", info.Peer)
 				err := mgmtflow.Serve(ctx, p, info, b)
-				logf("app %s: flow %d closed%s", a.Name, info.ID, errSuffix(err))
+				log.Info("flow closed", "flow", info.ID, logx.Err(err))
 			}
 		default:
 			return nil, fmt.Errorf("config: app %q: unknown kind %q (want echo, perf, halt or mgmt): %w", a.Name, a.Kind, flow.ErrInvalid)
@@ -153,7 +155,7 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 		if serveB == nil {
 			serveB = func(ctx context.Context, _ *irm.Broker, p flow.Port, info flow.Info) { serve(ctx, p, info) }
 		}
-		xs = append(xs, Extra{Name: comp, Bufs: a.Bufs, Mgmt: isMgmt, Program: appProgram(a.Name, peers, logf, serveB)})
+		xs = append(xs, Extra{Name: comp, Bufs: a.Bufs, Mgmt: isMgmt, Program: appProgram(a.Name, peers, log, serveB)})
 	}
 	return xs, nil
 }
@@ -161,7 +163,7 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 // appProgram binds name (for flows from peers only, if any) and runs serve
 // on every flow allocated to it, each in its own goroutine of the
 // component, until the component stops.
-func appProgram(name string, peers []string, logf func(string, ...any), serve func(context.Context, *irm.Broker, flow.Port, flow.Info)) kernel.Program {
+func appProgram(name string, peers []string, log *slog.Logger, serve func(context.Context, *irm.Broker, flow.Port, flow.Info)) kernel.Program {
 	return func(pd *kernel.PD) error {
 		ep, err := pd.Slot(slotIRM)
 		if err != nil {
@@ -193,7 +195,7 @@ func appProgram(name string, peers []string, logf func(string, ...any), serve fu
 			if ctx.Err() != nil {
 				return nil
 			}
-			logf("app %s: bind: %v (retrying)", name, err)
+			log.Debug("bind failed, retrying", "err", err)
 			select {
 			case <-time.After(delay):
 			case <-ctx.Done():

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/probe"
+	"github.com/ouronet/ouro/internal/logx"
 )
 
 // startWithApps starts a node from cfg with its configured apps and extras.
@@ -52,7 +53,7 @@ name = "echo.b"
 [[app]]
 kind = "halt"
 name = "halt.b"
-`, port), AppEnv{Logf: t.Logf, Halt: func(code int) { halted <- code }})
+`, port), AppEnv{Log: logx.Test(t), Halt: func(code int) { halted <- code }})
 
 	appA, brA := app("client")
 	startWithApps(t, fmt.Sprintf(`
@@ -166,7 +167,7 @@ name = "p"
 kind = "local"
 [[app]]
 kind = "perf"
-`, AppEnv{Logf: t.Logf}, x)
+`, AppEnv{Log: logx.Test(t)}, x)
 	b := <-brokers
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

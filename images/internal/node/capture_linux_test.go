@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
@@ -24,7 +25,7 @@ func TestCaptureOverSocket(t *testing.T) {
 	startNode(t, fmt.Sprintf("[node]\nname = \"b\"\n[[ipcp]]\nkind = \"udp\"\nlayer = \"net\"\n[ipcp.udp]\naddr = \"127.0.0.1:%d\"\n", pb), xb)
 	sock := filepath.Join(t.TempDir(), "a.sock")
 	xa, cha := app("cli")
-	startNode(t, fmt.Sprintf("[node]\nname = \"a\"\n[[ipcp]]\nkind = \"udp\"\nlayer = \"net\"\n[ipcp.udp]\naddr = \"127.0.0.1:%d\"\ndir = { echo = \"127.0.0.1:%d\" }\n", pa, pb), xa, Gateway(sock, t.Logf))
+	startNode(t, fmt.Sprintf("[node]\nname = \"a\"\n[[ipcp]]\nkind = \"udp\"\nlayer = \"net\"\n[ipcp.udp]\naddr = \"127.0.0.1:%d\"\ndir = { echo = \"127.0.0.1:%d\" }\n", pa, pb), xa, Gateway(sock, logx.Test(t)))
 	b, a := <-chb, <-cha
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

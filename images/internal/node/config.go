@@ -39,8 +39,15 @@ type NodeConfig struct {
 	Name string `toml:"name"`
 	// Socket is the Unix socket where hosted programs reach the node.
 	Socket string `toml:"socket"`
-	// Log enables event logging on standard error.
-	Log bool `toml:"log"`
+	// Log is the level of the node's log: "debug", "info", "warn",
+	// "error" or "off" (the default); true means "info", false "off"
+	// (what the key meant when it was a bool). The router's -log flag
+	// overrides it. Hosted nodes log on standard error, boards on the
+	// console.
+	Log LogLevel `toml:"log"`
+	// LogFormat is "text" (the default: slog's key=value lines) or
+	// "json" (one JSON object a line).
+	LogFormat string `toml:"log_format"`
 	// SocketGroup, SocketPublic, SessionBufs and MaxSessions: who may use
 	// the socket, and each program's budget (isolation.go).
 	SocketGroup  string `toml:"socket_group"`

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
@@ -246,7 +247,7 @@ func TestLoadConfigNamesFile(t *testing.T) {
 // TestCreatedIPCPMistakes checks the lines of "ouro create --config"
 // mistakes: those of the --config text itself.
 func TestCreatedIPCPMistakes(t *testing.T) {
-	n := ipcpFactory{node: "a", logf: func(string, ...any) {}, devices: boardDevices{}}
+	n := ipcpFactory{node: "a", log: logx.Discard, devices: boardDevices{}}
 	_, _, _, _, err := n.NewIPCP(irmCreate("udp", "a.udp2", "net", "addr = \"127.0.0.1:1\"\nadr = \"x\""))
 	if err == nil || !strings.HasPrefix(err.Error(), `--config:2: [ipcp.udp] of [[ipcp]] #1 "a.udp2": unknown key "adr"`) {
 		t.Fatalf("create with a misspelt key: %v", err)

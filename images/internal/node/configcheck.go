@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/shim/impair"
 )
 
@@ -129,6 +130,7 @@ var (
 	widthChoice   = choice{values: []string{"4", "8"}}
 	appChoice     = choice{values: []string{"echo", "perf", "halt", "mgmt"}}
 	boardChoice   = choice{values: []string{"true", "false", "enet", "usb"}}
+	formatChoice  = choice{values: logx.Formats}
 )
 
 // choices returns the closed sets of each table type's keys.
@@ -141,6 +143,7 @@ func choices() map[reflect.Type]map[string]choice {
 	sort.Strings(kc.values)
 	return map[reflect.Type]map[string]choice{
 		reflect.TypeFor[IPCPConfig]():   {"kind": kc},
+		reflect.TypeFor[NodeConfig]():   {"log_format": formatChoice},
 		reflect.TypeFor[AppConfig]():    {"kind": appChoice},
 		reflect.TypeFor[udpConfig]():    {"hash": hashChoice},
 		reflect.TypeFor[ethConfig]():    {"hash": hashChoice},
@@ -214,6 +217,7 @@ var (
 	durationType  = reflect.TypeFor[duration]()
 	timeDurType   = reflect.TypeFor[time.Duration]()
 	boardPortType = reflect.TypeFor[boardPort]()
+	logLevelType  = reflect.TypeFor[LogLevel]()
 )
 
 // keysInLineOrder returns m's keys in the order they appear in the file.
@@ -480,6 +484,17 @@ func (k *checker) value(path []any, where, tpath, key string, v any, t reflect.T
 			}
 		default:
 			bad("a duration like \"2ms\"")
+		}
+		return
+	case logLevelType:
+		switch x := v.(type) {
+		case bool:
+		case string:
+			if _, err := logx.ParseLevel(x); err != nil {
+				k.add(path, where, key, "%s = %q is not accepted%s (accepted values: %s, true, false)", key, x, didYouMean(x, logx.Levels), strings.Join(logx.Levels, ", "))
+			}
+		default:
+			bad("a level (" + strings.Join(logx.Levels, ", ") + ") or true/false")
 		}
 		return
 	case boardPortType:

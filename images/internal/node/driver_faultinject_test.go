@@ -25,7 +25,7 @@ func TestBoardDriverFault(t *testing.T) {
 	if err := p.Write([]byte("an SDU carrying "+faultinject.Poison), start.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	for !strings.Contains(vlog.text(), "component driver.enet faulted") {
+	for !strings.Contains(vlog.text(), "faulted=driver.enet") {
 		if time.Since(start) > 5*time.Second {
 			t.Fatalf("no driver fault in v's log after 5s:\n%s", vlog.text())
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -70,10 +71,11 @@ type logBuf struct {
 	lines []string
 }
 
-func (l *logBuf) logf(f string, a ...any) {
+func (l *logBuf) Write(p []byte) (int, error) {
 	l.mu.Lock()
-	l.lines = append(l.lines, fmt.Sprintf(f, a...))
+	l.lines = append(l.lines, strings.TrimRight(string(p), "\n"))
 	l.mu.Unlock()
+	return len(p), nil
 }
 
 func (l *logBuf) text() string {
@@ -92,7 +94,7 @@ func boardPair(t *testing.T) (v *Node, vlog *logBuf, bv, bh *irm.Broker, p flow.
 	vlog = &logBuf{}
 	v, bv, bh = boardNode(t, "[node]\nname = \"v\"\n[[ipcp]]\nkind = \"eth\"\nlayer = \"eth\"\n[ipcp.eth]\nboard = true\n[[app]]\nkind = \"echo\"\n",
 		func(v *Node) {
-			v.logf = vlog.logf
+			v.log = slog.New(slog.NewTextHandler(vlog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			// The stream cannot be re-initialised; what is tested is that a
 			// restarted driver asks for it (driver.device_resets).
 			v.resetLink = func(boardPort) func() error { return func() error { return nil } }

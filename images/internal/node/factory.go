@@ -3,6 +3,7 @@ package node
 import (
 	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"net/netip"
 
 	"github.com/BurntSushi/toml"
@@ -63,8 +64,8 @@ func (d boardDevices) driver(p boardPort) *driver { return d.drivers[p] }
 // running node.
 type ipcpFactory struct {
 	node    string
-	nodeKey ed25519.PublicKey // the node's key: created IPCPs sign with it through the signing cap Provision gives them
-	logf    func(string, ...any)
+	nodeKey ed25519.PublicKey   // the node's key: created IPCPs sign with it through the signing cap Provision gives them
+	log     func() *slog.Logger // the node's logger (tests replace it after New)
 	devices ipcpDevices
 }
 
@@ -123,6 +124,6 @@ func (f ipcpFactory) NewIPCP(req ipcp.MgmtReq) (ipcp.Info, kernel.Program, int, 
 	p := cfg.IPCPs[0]
 	started := make(chan error, 1)
 	info := ipcp.Info{Name: p.Name, Layer: p.Layer, Kind: p.Kind, State: "init"}
-	deps := ipcpDeps{node: f.node, decode: cfg.decode, logf: f.logf, devices: f.devices, nodeKey: f.nodeKey}
+	deps := ipcpDeps{node: f.node, decode: cfg.decode, log: f.log(), devices: f.devices, nodeKey: f.nodeKey}
 	return info, ipcpProgram(p, deps, started), p.Bufs, started, nil
 }

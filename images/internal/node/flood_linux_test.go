@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 )
 
 // TestStalledProgramContained runs two programs on node b's socket (each
@@ -30,7 +31,7 @@ layer = "net"
 bufs = 64
 [ipcp.udp]
 addr = "127.0.0.1:%d"
-`, pb), Gateway(sock, t.Logf))
+`, pb), Gateway(sock, logx.Test(t)))
 	appA, brA := app("app")
 	startNode(t, fmt.Sprintf(`
 [node]

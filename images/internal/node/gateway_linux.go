@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -14,14 +15,15 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/shmring"
 	"github.com/ouronet/ouro/images/internal/irm"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // Gateway returns the hosted socket gateway with the default options (see
 // GatewayWith).
-func Gateway(path string, logf func(string, ...any)) Extra {
-	return GatewayWith(path, GatewayOptions{}, logf)
+func Gateway(path string, log *slog.Logger) Extra {
+	return GatewayWith(path, GatewayOptions{}, log)
 }
 
 // GatewayWith returns the hosted socket gateway as an Extra component: it
@@ -33,9 +35,9 @@ func Gateway(path string, logf func(string, ...any)) Extra {
 // mapping is charged to the session's budget; the session's component
 // copies SDUs between them and the flow's kernel rings
 // (docs/wire/node-socket.md, docs/node.md).
-func GatewayWith(path string, opts GatewayOptions, logf func(string, ...any)) Extra {
+func GatewayWith(path string, opts GatewayOptions, log *slog.Logger) Extra {
 	opts.setDefaults()
-	g := &gateway{path: path, opts: opts, logf: logf}
+	g := &gateway{path: path, opts: opts, log: logx.Or(log).With("component", "gateway")}
 	prepare := func() error {
 		if err := claimSocket(path); err != nil { // socketpath_linux.go
 			return err
@@ -79,7 +81,7 @@ func GatewayWith(path string, opts GatewayOptions, logf func(string, ...any)) Ex
 type gateway struct {
 	path string
 	opts GatewayOptions
-	logf func(string, ...any)
+	log  *slog.Logger
 
 	mu  sync.Mutex // guards l, acc, inc
 	l   *net.UnixListener
@@ -163,7 +165,7 @@ func (r *gwRun) admit(c *net.UnixConn) {
 	g := r.g
 	cred, err := peerCred(c)
 	if err != nil {
-		g.logf("gateway: refused a connection: %v", err)
+		g.log.Warn("connection refused", "err", err)
 		c.Close()
 		return
 	}
@@ -172,7 +174,7 @@ func (r *gwRun) admit(c *net.UnixConn) {
 	g.mu.Unlock()
 	mgmt, ok := acc.role(cred)
 	if !ok {
-		g.logf("gateway: refused uid %d (gid %d): not root, this node's user or a member of the socket group, and socket_public is off", cred.uid, cred.gid)
+		g.log.Warn("connection refused: not root, this node's user or a member of the socket group, and socket_public is off", "uid", cred.uid, "gid", cred.gid)
 		c.Close()
 		return
 	}
@@ -181,7 +183,7 @@ func (r *gwRun) admit(c *net.UnixConn) {
 	principal := fmt.Sprintf("uid:%d", cred.uid)
 	b, err := irm.OpenSession(ctx, r.pd, r.irmEP, irm.SessionReq{Principal: principal, Mgmt: mgmt})
 	if err != nil {
-		g.logf("gateway: session for %s: %v", principal, err)
+		g.log.Warn("session refused", "principal", principal, "err", err)
 		c.Close()
 		return
 	}
@@ -198,7 +200,7 @@ func (r *gwRun) admit(c *net.UnixConn) {
 		Caps:       []kernel.CapSpec{{Name: slotSession, Src: b.Cap(), Rights: kernel.Write | kernel.Grant | kernel.GrantReply}},
 	}, r.sessionProgram(s.id, c))
 	if err != nil {
-		g.logf("gateway: session for %s: %v", principal, err)
+		g.log.Warn("session refused", "principal", principal, "err", err)
 		r.end(s.id)
 		return
 	}
@@ -228,7 +230,7 @@ func (r *gwRun) sessionProgram(id uint64, conn *net.UnixConn) kernel.Program {
 		if err != nil {
 			return err
 		}
-		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), logf: r.g.logf,
+		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), log: r.g.log,
 			slots: make(chan struct{}, maxSessionRequests)}
 		ctx := pd.Context()
 		pd.Go(func() {
@@ -256,7 +258,7 @@ func (r *gwRun) superviseSessions() {
 				return
 			}
 			if f, ok := kernel.DecodeFault(&msg); ok {
-				r.g.logf("gateway: session component %s faulted: %s", f.Component, f.Reason)
+				r.g.log.Warn("session component faulted", "session", f.Component, "reason", f.Reason)
 				select {
 				case faults <- uint64(info.Badge):
 				case <-ctx.Done():
@@ -313,7 +315,7 @@ type gwSession struct {
 	conn  *net.UnixConn
 	b     *irm.Broker
 	codec flow.Codec
-	logf  func(string, ...any)
+	log   *slog.Logger
 	slots chan struct{}  // requests in progress
 	flows sync.WaitGroup // request handlers in progress and spliced flows
 	wmu   sync.Mutex     // serialises writes on conn
@@ -335,7 +337,7 @@ func (s *gwSession) serve(parent context.Context) {
 		}
 		var req flow.SockReq
 		if err := s.codec.Unmarshal(buf[:n], &req); err != nil {
-			s.logf("gateway: session dropped: %v", err)
+			s.log.Info("session dropped", "err", err)
 			return
 		}
 		if req.Op == flow.SockHello {
@@ -491,20 +493,20 @@ func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
 	m, err := shmring.Create(shape.geo)
 	if err != nil {
 		unreserve()
-		s.logf("gateway: shared rings: %v (the flow goes over as a socket)", err)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
 		return false
 	}
 	evs, err := shmring.NewEventfds()
 	if err != nil {
 		m.Close()
 		unreserve()
-		s.logf("gateway: shared rings: %v (the flow goes over as a socket)", err)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
 		return false
 	}
 	e, err := shmring.NewEnd(m, shmring.Node, evs) // takes m and evs
 	if err != nil {
 		unreserve()
-		s.logf("gateway: shared rings: %v (the flow goes over as a socket)", err)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
 		return false
 	}
 	sp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
@@ -533,7 +535,7 @@ func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
 		s.flows.Done()
 		return true
 	}
-	shmSplice(s.pd, port, e, mine, s.logf, func() {
+	shmSplice(s.pd, port, e, mine, s.log, func() {
 		unreserve()
 		s.flows.Done()
 	})
@@ -552,7 +554,7 @@ const shmBatch = shmring.DefaultSlots
 // length). sock is the flow's socket: the program closing its end (or
 // dying) ends the flow once what it wrote is forwarded. Then ring and
 // sock are closed, the mapping released and done called.
-func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn, logf func(string, ...any), done func()) {
+func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn, log *slog.Logger, done func()) {
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
@@ -586,7 +588,7 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 			n, err := e.RecvBatch(bufs, sizes, time.Time{})
 			if n == 0 {
 				if errors.Is(err, shmring.ErrCorrupt) {
-					logf("gateway: %v: flow closed (%+v)", err, e.Stats())
+					log.Warn("shared rings corrupt, flow closed", "err", err, "stats", fmt.Sprintf("%+v", e.Stats()))
 				}
 				return
 			}
@@ -625,7 +627,7 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 		wg.Wait()
 		cancel()
 		if st := e.Stats(); st.Drops > 0 {
-			logf("gateway: a flow's program wrote %d SDUs of impossible lengths (dropped)", st.Drops)
+			log.Warn("a flow's program wrote SDUs of impossible lengths, dropped", "sdus", st.Drops)
 		}
 		e.Release()
 		done()
@@ -655,7 +657,7 @@ func (s *gwSession) send(resp flow.SockResp, fd int) bool {
 func (s *gwSession) sendFDs(resp flow.SockResp, fds []int) bool {
 	b, err := s.codec.Marshal(resp)
 	if err != nil {
-		s.logf("gateway: encode response: %v", err)
+		s.log.Error("encode response failed", "err", err)
 		b, _ = s.codec.Marshal(flow.SockResp{ID: resp.ID, Err: flow.EncodeError(err)})
 	}
 	var oob []byte

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
@@ -29,7 +30,7 @@ layer = "net"
 [ipcp.udp]
 addr = "127.0.0.1:%d"
 dir = { echo = "127.0.0.1:%d" }
-`, pa, pb), Gateway(sockA, t.Logf))
+`, pa, pb), Gateway(sockA, logx.Test(t)))
 	startNode(t, fmt.Sprintf(`
 [node]
 name = "b"
@@ -38,7 +39,7 @@ kind = "udp"
 layer = "net"
 [ipcp.udp]
 addr = "127.0.0.1:%d"
-`, pb), Gateway(sockB, t.Logf))
+`, pb), Gateway(sockB, logx.Test(t)))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -147,7 +148,7 @@ name = "b"
 kind = "udp"
 [ipcp.udp]
 addr = "127.0.0.1:%d"
-`, pb), Gateway(sockB, t.Logf))
+`, pb), Gateway(sockB, logx.Test(t)))
 	startNode(t, fmt.Sprintf(`
 [node]
 name = "a"
@@ -156,7 +157,7 @@ kind = "udp"
 [ipcp.udp]
 addr = "127.0.0.1:%d"
 dir = { web = "127.0.0.1:%d" }
-`, pa, pb), Gateway(sockA, t.Logf))
+`, pa, pb), Gateway(sockA, logx.Test(t)))
 
 	t.Setenv("OURO_SOCKET", sockB)
 	l, err := flow.Listen("web")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/shmring"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
@@ -40,7 +41,7 @@ layer = "net"
 [ipcp.udp]
 addr = "127.0.0.1:%d"
 dir = { echo = "127.0.0.1:%d" }
-`, pa, pb), GatewayWith(sockA, GatewayOptions{SessionBufs: sessionBufs}, t.Logf))
+`, pa, pb), GatewayWith(sockA, GatewayOptions{SessionBufs: sessionBufs}, logx.Test(t)))
 	startNode(t, fmt.Sprintf(`
 [node]
 name = "b"
@@ -49,7 +50,7 @@ kind = "udp"
 layer = "net"
 [ipcp.udp]
 addr = "127.0.0.1:%d"
-`, pb), Gateway(sockB, t.Logf))
+`, pb), Gateway(sockB, logx.Test(t)))
 	b, err := flow.Dial(sockB)
 	if err != nil {
 		t.Fatal(err)

@@ -184,7 +184,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err != nil {
 			return nil, fmt.Errorf("[ipcp.unicast] of %s: %w", p.Name, err)
 		}
-		cfg.Logf = deps.logf
+		cfg.Log = deps.log.With("component", ipcpComponent(p.Name), "layer", p.Layer)
 		cfg.Runner = env.pd
 		// The data path's own packet buffers come from the component's
 		// budget: at most half of it, charged as they are made; the other
@@ -212,7 +212,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		proc, err := broadcast.New(broadcast.Config{
 			Layer: p.Layer, Name: p.Name, Neighbours: c.Neighbours, Lower: c.Lower,
-			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Logf: deps.logf,
+			TTL: c.TTL, WriteTimeout: c.WriteTimeout.Duration, Retry: c.Retry.Duration, Log: deps.log.With("component", ipcpComponent(p.Name)),
 			Runner: env.pd,
 		}, b, brokerRegistrar{b})
 		if err != nil {

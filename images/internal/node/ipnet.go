@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/images/internal/irm"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -91,15 +93,13 @@ func (c IPNetConfig) bridgeConfig() ([]ipnet.Route, flow.QoS, error) {
 // its own TCP/IP stack, and serves the status page on it if asked),
 // opens a session with the IRM and runs the bridge until the component
 // stops.
-func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, error) {
+func IPNets(cfg *Config, open TUNOpener, log *slog.Logger) ([]Extra, error) {
 	for i, c := range cfg.IPNets {
 		if c.TUN != "" && open == nil {
 			return nil, fmt.Errorf("config: [[ipnet]] #%d: tun = %q: this image has no TUN interfaces (netstack = ADDR/BITS gives the node its own stack): %w", i+1, c.TUN, flow.ErrInvalid)
 		}
 	}
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+	log = logx.Or(log)
 	var xs []Extra
 	for i, c := range cfg.IPNets {
 		routes, q, err := c.bridgeConfig()
@@ -110,6 +110,7 @@ func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, er
 		if mtu == 0 {
 			mtu = 1280
 		}
+		log := log.With("component", "ipnet."+c.Name)
 		xs = append(xs, Extra{Name: "ipnet." + c.Name, Bufs: c.Bufs, Program: func(pd *kernel.PD) error {
 			var tun TUN
 			var st ipStack
@@ -145,20 +146,20 @@ func IPNets(cfg *Config, open TUNOpener, logf func(string, ...any)) ([]Extra, er
 			}
 			defer b.Close()
 			br, err := ipnet.New(ipnet.Config{Broker: b, Dev: tun, Runner: pd, Name: c.Name, Routes: routes, QoS: q, DSCP: c.DSCP, Idle: c.Idle.Duration,
-				Logf: func(format string, args ...any) { logf("ipnet %s: "+format, append([]any{c.Name}, args...)...) }})
+				Log: log})
 			if err != nil {
 				return err
 			}
 			if st == nil {
-				logf("ipnet %s: tun %s, mtu %d, %d routes", c.Name, c.TUN, mtu, len(routes))
+				log.Info("bridge started", "tun", c.TUN, "mtu", mtu, "routes", len(routes))
 				return br.Run(ctx)
 			}
-			logf("ipnet %s: own TCP/IP stack %s, mtu %d, %d routes", c.Name, c.Netstack, mtu, len(routes))
+			log.Info("bridge started", "netstack", c.Netstack, "mtu", mtu, "routes", len(routes))
 			if c.Status != 0 {
-				if err := st.serveStatus(pd, c.Status, b, logf); err != nil {
+				if err := st.serveStatus(pd, c.Status, b, log); err != nil {
 					return err
 				}
-				logf("ipnet %s: status page on http://%s:%d/", c.Name, st.Addr(), c.Status)
+				log.Info("status page", "url", fmt.Sprintf("http://%s:%d/", st.Addr(), c.Status))
 			}
 			return br.Run(ctx)
 		}})

@@ -16,6 +16,7 @@ import (
 	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/images/internal/ipstack/ipstacktest"
 	"github.com/ouronet/ouro/images/internal/status"
+	"github.com/ouronet/ouro/internal/logx"
 )
 
 // TestIPNetStatusPage: a node whose [[ipnet]] bridge has the node's own
@@ -41,11 +42,11 @@ routes = ["10.9.0.1=ip.t"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	bridges, err := IPNets(cfg, nil, t.Logf)
+	bridges, err := IPNets(cfg, nil, logx.Test(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := New(cfg, append([]Extra{GatewayWith(sock, cfg.GatewayOptions(), t.Logf)}, bridges...)...)
+	n, err := New(cfg, append([]Extra{GatewayWith(sock, cfg.GatewayOptions(), logx.Test(t))}, bridges...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
@@ -42,7 +43,7 @@ func TestListingsPage(t *testing.T) {
 	const names, flows = 3000, 1500
 	sock := filepath.Join(t.TempDir(), "node.sock")
 	x, ch := app("filler")
-	startNode(t, "[node]\nname = \"a\"\n[irm]\nring_size = 4\n[[ipcp]]\nkind = \"local\"\nbufs = 65536\n", x, Gateway(sock, t.Logf))
+	startNode(t, "[node]\nname = \"a\"\n[irm]\nring_size = 4\n[[ipcp]]\nkind = \"local\"\nbufs = 65536\n", x, Gateway(sock, logx.Test(t)))
 	b := <-ch
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -19,6 +19,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/capture/pcapng"
 	"github.com/ouronet/ouro/layer/ipcp"
@@ -45,7 +46,7 @@ name = "b.other"
 peers = [%q]
 `, identity.NameOf(ida.Public()), identity.NameOf(newIdentity(t).Public()))))
 	c.Identity = idb
-	startParsedApps(t, c, AppEnv{Logf: t.Logf}, xb)
+	startParsedApps(t, c, AppEnv{Log: logx.Test(t)}, xb)
 	return <-bra, <-brb
 }
 

@@ -7,6 +7,7 @@ package node
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -130,7 +131,7 @@ type statusStack struct{ *ipstack.Stack }
 
 var _ ipStack = statusStack{}
 
-func (s statusStack) serveStatus(pd *kernel.PD, port uint16, b *irm.Broker, logf func(string, ...any)) error {
+func (s statusStack) serveStatus(pd *kernel.PD, port uint16, b *irm.Broker, log *slog.Logger) error {
 	l, err := s.Listen(port)
 	if err != nil {
 		return err
@@ -138,7 +139,7 @@ func (s statusStack) serveStatus(pd *kernel.PD, port uint16, b *irm.Broker, logf
 	ctx := pd.Context()
 	pd.Go(func() {
 		if err := status.Serve(ctx, l, b, 5*time.Second); err != nil {
-			logf("status page: %v", err)
+			log.Warn("status page failed", "err", err)
 		}
 	})
 	return nil

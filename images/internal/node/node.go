@@ -8,7 +8,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"os"
 	"slices"
 	"sync"
@@ -84,7 +84,7 @@ type Node struct {
 	cfg    *Config
 	k      *kernel.Kernel
 	sys    *kernel.System
-	logf   func(string, ...any)
+	log    *slog.Logger
 	extras []Extra
 	icfg   irm.Config         // the IRM's configuration; each IRM instance gets a fresh copy
 	id     *identity.Identity // the node's key: the signer component's alone (identity.go)
@@ -137,12 +137,10 @@ func New(cfg *Config, extras ...Extra) (*Node, error) {
 // has its own).
 func newNode(cfg *Config, has []boardPort, extras ...Extra) (*Node, error) {
 	n := &Node{cfg: cfg, extras: extras, links: nodeLinks(cfg, has), drivers: drivers{}}
-	n.logf = func(string, ...any) {}
-	if cfg.Node.Log {
-		l := log.New(os.Stderr, cfg.Node.Name+": ", log.Lmicroseconds)
-		n.logf = l.Printf
-	}
 	var err error
+	if n.log, err = NewLogger(cfg, os.Stderr); err != nil {
+		return nil, err
+	}
 	if n.id, err = loadIdentity(cfg); err != nil {
 		return nil, err
 	}
@@ -168,7 +166,6 @@ func newNode(cfg *Config, has []boardPort, extras ...Extra) (*Node, error) {
 		CallTimeout:   cfg.IRM.CallTimeout.Duration,
 		Backlog:       cfg.IRM.Backlog,
 		AutoRegister:  autoreg,
-		Logf:          func(f string, a ...any) { n.logf(f, a...) },
 		Describe:      n.Describe,
 		ComponentStats: func(name string) (kernel.ComponentStats, error) {
 			return n.k.Stats(name)
@@ -178,7 +175,7 @@ func newNode(cfg *Config, has []boardPort, extras ...Extra) (*Node, error) {
 		Restart: irm.RestartPolicy{
 			Min: cfg.IRM.RestartMin.Duration, Max: cfg.IRM.RestartMax.Duration, Stable: cfg.IRM.RestartStable.Duration,
 		},
-		Creator: ipcpFactory{node: cfg.Node.Name, nodeKey: n.id.Public(), logf: func(f string, a ...any) { n.logf(f, a...) }, devices: boardDevices{n.drivers}},
+		Creator: ipcpFactory{node: cfg.Node.Name, nodeKey: n.id.Public(), log: func() *slog.Logger { return n.log }, devices: boardDevices{n.drivers}},
 		Incarnation: func(name string) (uint64, bool) {
 			_, inc, err := n.k.State(name)
 			return uint64(inc), err == nil
@@ -328,9 +325,9 @@ func (n *Node) System() *kernel.System { return n.sys }
 func (n *Node) Start() error {
 	// The IRM holds two caps per open flow: its CSpace bounds how many
 	// flows the node can have (slots are allocated as they are used).
-	n.k = kernel.New(kernel.Config{Logf: n.logf, CSpaceSize: 1 << 20, MaxBufs: n.cfg.Kernel.MaxBufs})
+	n.k = kernel.New(kernel.Config{Log: n.log, CSpaceSize: 1 << 20, MaxBufs: n.cfg.Kernel.MaxBufs})
 	progs := map[string]kernel.Program{
-		rootName:   rootProgram(n.icfg.Logf, n.icfg.Restart),
+		rootName:   rootProgram(n.log.With("component", rootName), n.icfg.Restart),
 		irmName:    n.irmProgram(),
 		SignerName: n.signer.Program,
 	}
@@ -365,7 +362,7 @@ func (n *Node) Start() error {
 		n.drivers[p] = d
 		progs[driverComponent(p)] = d.program
 	}
-	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, logf: n.logf, devices: boardDevices{n.drivers}, wrap: n.wrapIPCP, nodeKey: n.id.Public()}
+	deps := ipcpDeps{node: n.cfg.Node.Name, decode: n.cfg.decode, log: n.log, devices: boardDevices{n.drivers}, wrap: n.wrapIPCP, nodeKey: n.id.Public()}
 	var waits []chan error
 	for _, p := range n.cfg.IPCPs {
 		ch := make(chan error, 1)
@@ -400,7 +397,7 @@ func (n *Node) Start() error {
 		n.Stop()
 		return fmt.Errorf("node: %w", err)
 	}
-	n.logf("node %s: ready with %d IPCPs", n.cfg.Node.Name, len(n.cfg.IPCPs))
+	n.log.Info("node ready", "ipcps", len(n.cfg.IPCPs))
 	return nil
 }
 
@@ -413,6 +410,7 @@ func (n *Node) irmProgram() kernel.Program {
 	return func(pd *kernel.PD) error {
 		inc := n.irms.Add(1)
 		cfg := n.icfg
+		cfg.Log = n.log
 		cfg.Epoch = uint16(inc)
 		cfg.Fresh = inc > 1
 		if c, err := pd.Slot(SlotSigner); err == nil {
@@ -428,7 +426,7 @@ func (n *Node) irmProgram() kernel.Program {
 type ipcpDeps struct {
 	node    string                                // the node's name
 	decode  func(prim tomlPrimitive, v any) error // the decoder of the IPCP's kind table
-	logf    func(string, ...any)
+	log     *slog.Logger
 	devices ipcpDevices
 	wrap    func(ipcpImpl) ipcpImpl // a test seam; nil outside tests
 	nodeKey ed25519.PublicKey       // the node's public key (nil: the IPCP has no signing cap)
@@ -475,7 +473,7 @@ func ipcpProgram(p IPCPConfig, deps ipcpDeps, started chan<- error) kernel.Progr
 			defer cancel()
 			err := up.Hello(ctx, impl.Info())
 			if err != nil && pd.Context().Err() == nil {
-				deps.logf("ipcp %s: hello: %v", p.Name, err)
+				deps.log.Warn("hello to the IRM failed", "component", ipcpComponent(p.Name), "err", err)
 			}
 			report(err)
 		})

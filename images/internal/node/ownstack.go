@@ -1,6 +1,7 @@
 package node
 
 import (
+	"log/slog"
 	"net/netip"
 
 	"github.com/ouronet/ouro/images/internal/irm"
@@ -42,7 +43,7 @@ type ipStack interface {
 	Addr() netip.Addr
 	// serveStatus serves the node's status page on port of the stack's
 	// address, reading it through session b, until pd's component stops.
-	serveStatus(pd *kernel.PD, port uint16, b *irm.Broker, logf func(string, ...any)) error
+	serveStatus(pd *kernel.PD, port uint16, b *irm.Broker, log *slog.Logger) error
 }
 
 // netstackConfig is the [ipcp.udp.netstack] table: the UDP shim runs on the

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
@@ -123,7 +124,7 @@ func TestSocketCredentials(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n, err := New(cfg, GatewayWith(sock, cfg.GatewayOptions(), t.Logf))
+			n, err := New(cfg, GatewayWith(sock, cfg.GatewayOptions(), logx.Test(t)))
 			if err != nil {
 				t.Fatal(err)
 			}

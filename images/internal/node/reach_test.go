@@ -11,6 +11,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 )
 
@@ -59,7 +60,7 @@ kind = "echo"
 		t.Fatal(err)
 	}
 	mx, mch := mgmtApp("app.manager")
-	n, err := New(c, append(apps, Gateway(sock, t.Logf), mx)...)
+	n, err := New(c, append(apps, Gateway(sock, logx.Test(t)), mx)...)
 	if err != nil {
 		t.Fatal(err)
 	}

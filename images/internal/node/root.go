@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/ouronet/ouro/images/internal/irm"
@@ -16,7 +17,7 @@ import (
 // faulted signer is restarted alone (it keeps no state but the key its
 // configuration holds). It never touches a flow or a session, so there
 // is little in it that can fail.
-func rootProgram(logf func(string, ...any), policy irm.RestartPolicy) kernel.Program {
+func rootProgram(log *slog.Logger, policy irm.RestartPolicy) kernel.Program {
 	return func(pd *kernel.PD) error {
 		faults, err := pd.Slot(slotFault)
 		if err != nil {
@@ -52,9 +53,9 @@ func rootProgram(logf func(string, ...any), policy irm.RestartPolicy) kernel.Pro
 			}
 			delay := backoff.Fault(time.Now())
 			if child == signerComp {
-				logf("root: the signer faulted (incarnation %d): %s; restart in %v", f.Incarnation, f.Reason, delay)
+				log.Warn("signer faulted, restarting", "incarnation", f.Incarnation, "reason", f.Reason, "delay", delay)
 			} else {
-				logf("root: the IRM faulted (incarnation %d): %s; a new IRM in %v restarts the node's components", f.Incarnation, f.Reason, delay)
+				log.Warn("IRM faulted, a new IRM restarts the node's components", "incarnation", f.Incarnation, "reason", f.Reason, "delay", delay)
 			}
 			if delay > 0 {
 				t := time.NewTimer(delay)
@@ -67,7 +68,7 @@ func rootProgram(logf func(string, ...any), policy irm.RestartPolicy) kernel.Pro
 			}
 			backoff.Started(time.Now())
 			if err := pd.Restart(child); err != nil {
-				logf("root: restart %s: %v", what, err)
+				log.Error("restart failed", "child", what, "err", err)
 			}
 		}
 	}

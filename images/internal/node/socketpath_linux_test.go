@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
@@ -22,13 +23,13 @@ const localNode = "[node]\nname = %q\n[[ipcp]]\nkind = \"local\"\n"
 // process), and the first must keep serving on it.
 func TestSecondNodeRefused(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "node.sock")
-	startNode(t, fmt.Sprintf(localNode, "first"), Gateway(sock, t.Logf))
+	startNode(t, fmt.Sprintf(localNode, "first"), Gateway(sock, logx.Test(t)))
 
 	c, err := ParseConfig(fmt.Appendf(nil, localNode, "second"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := New(c, Gateway(sock, t.Logf))
+	second, err := New(c, Gateway(sock, logx.Test(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestStaleSocketRemoved(t *testing.T) {
 	if _, err := os.Stat(stale); err != nil {
 		t.Fatalf("the stale socket is gone before the test: %v", err)
 	}
-	startNode(t, fmt.Sprintf(localNode, "a"), Gateway(stale, t.Logf))
+	startNode(t, fmt.Sprintf(localNode, "a"), Gateway(stale, logx.Test(t)))
 	b, err := flow.Dial(stale)
 	if err != nil {
 		t.Fatalf("node on a stale socket: %v", err)
@@ -107,7 +108,7 @@ func TestDefaultSocket(t *testing.T) {
 	if want := filepath.Join(run, "ouro", "node.sock"); err != nil || p != want {
 		t.Fatalf("DefaultSocket = %q, %v; want %q", p, err, want)
 	}
-	startNode(t, fmt.Sprintf(localNode, "a"), Gateway(p, t.Logf))
+	startNode(t, fmt.Sprintf(localNode, "a"), Gateway(p, logx.Test(t)))
 	if got := flow.SocketPath(); got != p {
 		t.Fatalf("flow.SocketPath() = %q, want the node's %q", got, p)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
@@ -281,13 +283,13 @@ restart_max = "200ms"
 [[ipcp]]
 kind = "local"
 `, func(n *Node) {
-		n.logf = func(f string, a ...any) {
-			if s := fmt.Sprintf(f, a...); strings.Contains(s, "app.crash faulted") {
+		n.log = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) {
+			if s := string(p); strings.Contains(s, "faulted=app.crash") {
 				mu.Lock()
 				restarts = append(restarts, s)
 				mu.Unlock()
 			}
-		}
+		}), nil))
 	}, crash, appX)
 	b := <-brX
 	var times []time.Time
@@ -302,9 +304,9 @@ kind = "local"
 	mu.Lock()
 	logged := append([]string(nil), restarts...)
 	mu.Unlock()
-	want := []string{"in 0s", "in 50ms", "in 100ms", "in 200ms"}
+	want := []string{"delay=0s", "delay=50ms", "delay=100ms", "delay=200ms"}
 	for i, w := range want {
-		if i >= len(logged) || !strings.HasSuffix(logged[i], w) {
+		if i >= len(logged) || !strings.Contains(logged[i], w+" ") && !strings.HasSuffix(strings.TrimSpace(logged[i]), w) {
 			t.Fatalf("restart log %q, want delays %v", logged, want)
 		}
 	}
@@ -336,11 +338,11 @@ kind = "echo"
 	if err != nil {
 		t.Fatal(err)
 	}
-	apps, err := Apps(c, AppEnv{Logf: t.Logf})
+	apps, err := Apps(c, AppEnv{Log: logx.Test(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := New(c, append(apps, Gateway(sock, t.Logf), appX)...)
+	n, err := New(c, append(apps, Gateway(sock, logx.Test(t)), appX)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,3 +571,8 @@ func TestComponentsTable(t *testing.T) {
 		}
 	}
 }
+
+// writerFunc is an io.Writer calling f with each write (a log record).
+type writerFunc func(p []byte)
+
+func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }

@@ -24,6 +24,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/pff"
@@ -262,7 +264,7 @@ type Config struct {
 	Dead       int           // hello periods of silence before a neighbour is dead (default 3)
 	BackoffMin time.Duration // first reconnect delay (default 50 ms)
 	BackoffMax time.Duration // reconnect delay ceiling (default 2 s)
-	Logf       func(format string, args ...any)
+	Log        *slog.Logger  // nil discards
 	// Cred proves this IPCP's key to its neighbours; required.
 	Cred Credentials
 	// Check decides whether a neighbour that proved its key may be one
@@ -341,9 +343,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.QoS == (flow.QoS{}) {
 		cfg.QoS = flow.Raw()
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
+	cfg.Log = logx.Or(cfg.Log)
 	if cfg.Dead < 2 {
 		return nil, fmt.Errorf("connmgr: dead after %d hellos, want >= 2: %w", cfg.Dead, flow.ErrInvalid)
 	}
@@ -454,7 +454,7 @@ func (m *Manager) dialLoop(ctx context.Context, name string) {
 			return
 		}
 		m.c.dialFailures.Add(1)
-		m.cfg.Logf("connmgr: %s: connect %s: %v (retry in %v)", m.cfg.Name, name, err, backoff)
+		m.cfg.Log.Info("connect failed, retrying", "peer", name, "err", err, "delay", backoff)
 		// Jitter keeps two neighbours dialing each other out of step.
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
@@ -576,7 +576,7 @@ func (m *Manager) Accept(port flow.Port, o Open) {
 		// Who is this? Checked before anything is kept for it.
 		doc, err := m.peerDoc(o.Addr, o.Key, o.Doc, o.Cert)
 		if err != nil {
-			m.cfg.Logf("connmgr: %s: %s: %v", m.cfg.Name, o.Name, err)
+			m.cfg.Log.Warn("adjacency refused", "peer", o.Name, "err", err)
 			refuse(Refused, err.Error())
 			return
 		}
@@ -608,7 +608,7 @@ func (m *Manager) Accept(port flow.Port, o Open) {
 		if err != nil || f.Type != MsgAuth || !t.verify(o.Key, "dialer", f.Body) {
 			m.c.authRefused.Add(1)
 			m.c.refused.Add(1)
-			m.cfg.Logf("connmgr: %s: %s (%d) did not prove its key: %v", m.cfg.Name, o.Name, o.Addr, err)
+			m.cfg.Log.Warn("neighbour did not prove its key", "peer", o.Name, "addr", o.Addr, "err", err)
 			port.Close()
 			return
 		}
@@ -737,7 +737,7 @@ func (m *Manager) teardown(a *adj, reason string) {
 			m.cfg.Hooks.Down(a.n)
 		}
 		m.hookMu.Unlock()
-		m.cfg.Logf("connmgr: %s: adjacency with %s (%d) down: %s", m.cfg.Name, a.n.Name, a.n.Addr, reason)
+		m.cfg.Log.Info("adjacency down", "peer", a.n.Name, "addr", a.n.Addr, "reason", reason)
 	})
 }
 

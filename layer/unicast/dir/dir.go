@@ -9,6 +9,7 @@ package dir
 import (
 	"context"
 	"crypto/ed25519"
+	"log/slog"
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/layer"
@@ -104,8 +105,8 @@ type Config struct {
 	Env Env
 	// Layer is the layer's name (for logs and errors).
 	Layer string
-	// Logf logs notable events; never nil (it may discard).
-	Logf func(format string, args ...any)
+	// Log logs notable events; nil discards them.
+	Log *slog.Logger
 	// Runner starts the directory's goroutines: the IPCP's (in a node,
 	// its component's kernel PD); never nil.
 	Runner layer.Runner

@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -35,6 +36,7 @@ import (
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/crypto/sealflow"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast/ca"
@@ -189,7 +191,7 @@ type Config struct {
 	// FlowTimeout closes a flow whose peer was silent this long (no data,
 	// no keepalive): the peer vanished or no route reaches it. Default 4 s.
 	FlowTimeout time.Duration
-	Logf        func(format string, args ...any)
+	Log         *slog.Logger // nil discards
 	// Runner starts the Allocator's goroutines (in a node, the IPCP
 	// component's kernel PD); required.
 	Runner layer.Runner
@@ -310,9 +312,7 @@ func New(cfg Config) (*Allocator, error) {
 	cfg.Timeout = cmp.Or(cfg.Timeout, 3*time.Second)
 	cfg.KeepAlive = cmp.Or(cfg.KeepAlive, time.Second)
 	cfg.FlowTimeout = cmp.Or(cfg.FlowTimeout, 4*time.Second)
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
+	cfg.Log = logx.Or(cfg.Log)
 	if cfg.FlowTimeout <= cfg.KeepAlive {
 		return nil, fmt.Errorf("fa: flow timeout %v must exceed keepalive %v: %w", cfg.FlowTimeout, cfg.KeepAlive, flow.ErrInvalid)
 	}
@@ -650,7 +650,7 @@ func (a *Allocator) onReq(src layer.Addr, m *Msg) {
 		// way?), or this member seals every flow.
 		a.mu.Unlock()
 		a.c.refused.Add(1)
-		a.cfg.Logf("fa: flow to %q from %d refused: not sealed", name, src)
+		a.cfg.Log.Warn("flow refused: not sealed", "dst", name, "from", src)
 		a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResRefused})
 		return
 	}
@@ -729,7 +729,7 @@ func (a *Allocator) accept(key inKey, name, srcName string, q flow.QoS, sl *seal
 		if port != nil {
 			port.Close()
 		}
-		a.cfg.Logf("fa: flow to %q from %d refused: %v", name, key.src, err)
+		a.cfg.Log.Warn("flow refused", "dst", name, "from", key.src, "err", err)
 		a.send(key.src, resp)
 		return
 	}
@@ -806,7 +806,7 @@ func (a *Allocator) check(now time.Time) {
 	for _, f := range fs {
 		if time.Duration(ns-f.LastHeard.Load()) > a.cfg.FlowTimeout {
 			a.c.peerGone.Add(1)
-			a.cfg.Logf("fa: flow %d to %d: peer silent for %v, closing", f.EID, f.Remote, a.cfg.FlowTimeout)
+			a.cfg.Log.Info("peer silent, flow closed", "flow", f.EID, "to", f.Remote, "timeout", a.cfg.FlowTimeout)
 			a.end(f, true)
 			continue
 		}

@@ -188,7 +188,7 @@ const ephAhead = 2
 func keepMade[T any](a *Allocator, ch chan<- T, mk func() (T, error), what string) {
 	defer a.wg.Done()
 	if err := sealflow.KeepMade(ch, a.ctx.Done(), mk); err != nil {
-		a.cfg.Logf("fa: %s ahead of time: %v", what, err)
+		a.cfg.Log.Warn("making keys ahead of time failed", "what", what, "err", err)
 	}
 }
 
@@ -248,7 +248,7 @@ func (a *Allocator) onSealedReq(src layer.Addr, m *Msg, name string) {
 		if a.cfg.Seal == nil {
 			a.mu.Unlock()
 			a.c.refused.Add(1)
-			a.cfg.Logf("fa: sealed flow to %q from %d refused: this member cannot seal flows", name, src)
+			a.cfg.Log.Warn("sealed flow refused: this member cannot seal flows", "dst", name, "from", src)
 			a.send(src, &Msg{Type: MsgResp, DstEID: m.SrcEID, Result: ResRefused})
 			return
 		}
@@ -292,7 +292,7 @@ func (a *Allocator) respond(key inKey, h *handshake, hello []byte) {
 		a.mu.Unlock()
 		a.c.kexFailed.Add(1)
 		a.c.refused.Add(1)
-		a.cfg.Logf("fa: sealed flow to %q from %d refused: %v", h.name, key.src, err)
+		a.cfg.Log.Warn("sealed flow refused", "dst", h.name, "from", key.src, "err", err)
 		a.send(key.src, &Msg{Type: MsgResp, DstEID: key.eid, Result: ResRefused})
 	}
 	c, err := a.context(h.hash, h.srcName, h.qos)
@@ -446,7 +446,7 @@ func (a *Allocator) kexRefused(key inKey, what string, err error) {
 	a.wg.Done()
 	a.c.kexFailed.Add(1)
 	a.c.refused.Add(1)
-	a.cfg.Logf("fa: %s from %d refused: %v", what, key.src, err)
+	a.cfg.Log.Warn("refused", "what", what, "from", key.src, "err", err)
 	a.send(key.src, &Msg{Type: MsgResp, DstEID: key.eid, Result: ResRefused})
 }
 

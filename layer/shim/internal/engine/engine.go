@@ -40,6 +40,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -142,8 +143,9 @@ type Config[A Addr] struct {
 	// Seal, if set, lets the engine seal flows (seal.go); without it a
 	// sealed allocation is refused, both ways.
 	Seal *SealConfig
-	// Logf, if set, logs refused sealed allocations.
-	Logf func(format string, args ...any)
+	// Log, if set, logs refused sealed allocations (Warn) and key pairs
+	// it failed to make ahead of time.
+	Log *slog.Logger
 }
 
 // Defaults of the bounds on what a peer can make the engine keep.

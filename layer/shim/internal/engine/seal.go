@@ -164,8 +164,8 @@ func (e *Engine[A]) keysAhead() {
 
 func keepMade[A Addr, T any](e *Engine[A], ch chan<- T, mk func() (T, error), what string) {
 	defer e.wg.Done()
-	if err := sealflow.KeepMade(ch, e.ctx.Done(), mk); err != nil && e.cfg.Logf != nil {
-		e.cfg.Logf("%s: %s ahead of time: %v", e.cfg.Kind, what, err)
+	if err := sealflow.KeepMade(ch, e.ctx.Done(), mk); err != nil && e.cfg.Log != nil {
+		e.cfg.Log.Warn("making keys ahead of time failed", "shim", e.cfg.Kind, "what", what, "err", err)
 	}
 }
 
@@ -455,8 +455,8 @@ func (e *Engine[A]) sendKex(m KexMsg, to A) {
 
 func (e *Engine[A]) kexFailed(peer A, name string, err error) {
 	e.C.KexFailed.Add(1)
-	if e.cfg.Logf != nil {
-		e.cfg.Logf("%s: sealed flow to %q from %s refused: %v", e.cfg.Kind, name, peer, err)
+	if e.cfg.Log != nil {
+		e.cfg.Log.Warn("sealed flow refused", "shim", e.cfg.Kind, "dst", name, "peer", peer, "err", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -304,11 +305,11 @@ func TestStoreFlood(t *testing.T) {
 	var lines []string
 	cfg := fastCfg()
 	cfg.MaxStored = 16
-	cfg.Logf = func(f string, args ...any) {
+	cfg.Log = slog.New(slog.NewTextHandler(writerFunc(func(p []byte) {
 		mu.Lock()
-		lines = append(lines, fmt.Sprintf(f, args...))
+		lines = append(lines, string(p))
 		mu.Unlock()
-	}
+	}), nil))
 	s := newSim(t, 4, dirtest.NetConfig{}, cfg)
 	holder := s.addrs[1]
 	ctx := context.Background()
@@ -347,3 +348,8 @@ func TestStoreFlood(t *testing.T) {
 		t.Errorf("got %d log lines of %d refusals, want 1 (at most one per %v): %q", logged, n-cfg.MaxStored, dht.RefusalLogEvery, lines)
 	}
 }
+
+// writerFunc is an io.Writer calling f with each write (a log record).
+type writerFunc func(p []byte)
+
+func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }

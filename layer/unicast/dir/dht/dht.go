@@ -28,6 +28,7 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/dir"
 )
@@ -62,10 +64,10 @@ const (
 
 // Config configures a DHT. Zero durations and sizes take the defaults.
 type Config struct {
-	Env   dir.Env              // the IPCP's transport; required
-	Layer string               // for logs and errors
-	Logf  func(string, ...any) // nil discards
-	Clock Clock                // nil: SystemClock
+	Env   dir.Env      // the IPCP's transport; required
+	Layer string       // for logs and errors
+	Log   *slog.Logger // nil discards
+	Clock Clock        // nil: SystemClock
 	// Runner starts the maintenance goroutine (in a node, the IPCP
 	// component's kernel PD); required. Policy takes the IPCP's.
 	Runner layer.Runner
@@ -105,9 +107,7 @@ func (c *Config) setDefaults() error {
 	if c.Signer == nil {
 		return fmt.Errorf("dir: config without a Signer: %w", flow.ErrInvalid)
 	}
-	if c.Logf == nil {
-		c.Logf = func(string, ...any) {}
-	}
+	c.Log = logx.Or(c.Log)
 	if c.Clock == nil {
 		c.Clock = SystemClock{}
 	}
@@ -146,11 +146,11 @@ func (c *Config) setDefaults() error {
 }
 
 // Policy returns the dir.Builder of policy "dht" with the given
-// parameters: the IPCP's dir.Config fills Env, Layer and Logf.
+// parameters: the IPCP's dir.Config fills Env, Layer and Log.
 func Policy(params Config) dir.Builder {
 	return func(dc dir.Config) (dir.Directory, error) {
 		c := params
-		c.Env, c.Layer, c.Logf, c.Runner = dc.Env, dc.Layer, dc.Logf, dc.Runner
+		c.Env, c.Layer, c.Log, c.Runner = dc.Env, dc.Layer, dc.Log, dc.Runner
 		c.Signer, c.Bound = dc.Signer, dc.Bound
 		if dc.Names != nil {
 			c.Names = dc.Names

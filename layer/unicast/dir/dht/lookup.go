@@ -332,7 +332,7 @@ func (d *DHT) Maintain(ctx context.Context) {
 
 	if !joined {
 		if _, err := d.iterate(ctx, NodeID(d.self), MsgFindNode); err != nil {
-			d.cfg.Logf("dir: %s: join: %v", d.cfg.Layer, err)
+			d.cfg.Log.Warn("directory join failed", "layer", d.cfg.Layer, "err", err)
 			return
 		}
 		d.mu.Lock()
@@ -378,7 +378,7 @@ func (d *DHT) Maintain(ctx context.Context) {
 			return
 		}
 		if _, err := d.publish(ctx, h, as, d.cfg.StoreTTL); err != nil {
-			d.cfg.Logf("dir: %s: republish %v: %v", d.cfg.Layer, h, err)
+			d.cfg.Log.Warn("directory republish failed", "layer", d.cfg.Layer, "name", fmt.Sprint(h), "err", err)
 		}
 	}
 	for h, recs := range reps {

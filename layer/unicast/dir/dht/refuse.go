@@ -1,6 +1,7 @@
 package dht
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -37,7 +38,7 @@ var refusalNames = [nRefusals]string{
 const RefusalLogEvery = 10 * time.Second
 
 // refused is one refused record, logged after the DHT's lock is
-// released (Logf may block).
+// released (Log may block).
 type refused struct {
 	why  refusal
 	src  layer.Addr // who sent it
@@ -95,7 +96,7 @@ func (d *DHT) logRefused(h layer.Hash, rs []refused) {
 		if len(key) > 8 {
 			key = key[:8]
 		}
-		d.cfg.Logf("dir: %s: refused %s: name %v, address %d, key %x…, from %d (%d more since the last such line)",
-			d.cfg.Layer, refusalNames[r.why], h, r.addr, key, r.src, quiet)
+		d.cfg.Log.Warn("directory entry refused", "layer", d.cfg.Layer, "why", refusalNames[r.why], "name", fmt.Sprint(h),
+			"addr", r.addr, "key", fmt.Sprintf("%x…", key), "from", r.src, "more", quiet)
 	}
 }

@@ -73,7 +73,6 @@ func unmarshalFlood(b []byte) (floodMsg, error) {
 type Dir struct {
 	env  dir.Env
 	run  layer.Runner
-	logf func(string, ...any)
 	stop chan struct{}
 	wg   sync.WaitGroup
 
@@ -99,7 +98,7 @@ var (
 // starts it.
 func New(cfg dir.Config) *Dir {
 	return &Dir{
-		env: cfg.Env, run: cfg.Runner, logf: cfg.Logf, stop: make(chan struct{}),
+		env: cfg.Env, run: cfg.Runner, stop: make(chan struct{}),
 		local: make(map[layer.Hash]bool), remote: make(map[layer.Hash]map[layer.Addr]bool),
 		told: make(map[layer.Addr]bool), waiters: make(map[layer.Hash][]chan struct{}),
 		per: make(map[layer.Addr]int),

@@ -38,7 +38,7 @@ func (e floodEnv) Members() []layer.Addr       { return e.members }
 // it keep more than floodMaxPerMember names. Without the limits, the
 // 5000 names of member 2 and the 30 of the non-member were all kept.
 func TestFloodDirBounded(t *testing.T) {
-	d := New(dir.Config{Env: floodEnv{[]layer.Addr{1, 2}}, Logf: func(string, ...any) {}})
+	d := New(dir.Config{Env: floodEnv{[]layer.Addr{1, 2}}})
 	add := func(src layer.Addr, from, n int) {
 		for i := from; i < from+n; i += floodMaxHashes {
 			m := floodMsg{Type: floodAdd}
