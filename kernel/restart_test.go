@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // bootWith boots sys on a kernel with cfg and returns it.

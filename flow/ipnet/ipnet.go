@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // Device is the IP side: one whole packet per Read and per Write (a TUN

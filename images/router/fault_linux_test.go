@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel/faultinject"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/tools/testnet"
 )
 

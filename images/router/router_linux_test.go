@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/tools/testnet"
 )
 

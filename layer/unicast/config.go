@@ -5,7 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/unicast/dir"
 	"io"
 	"log/slog"

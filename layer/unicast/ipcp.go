@@ -5,7 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/unicast/dir"
 	"github.com/ouronet/ouro/layer/unicast/dir/flood"
 	"log/slog"

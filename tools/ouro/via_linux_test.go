@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/ipcp/prom"
 	"github.com/ouronet/ouro/tools/testnet"
 )

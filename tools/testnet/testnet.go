@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // Net is a set of node processes sharing a work directory.

@@ -8,7 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"log/slog"
 	"slices"

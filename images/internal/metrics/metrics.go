@@ -25,8 +25,8 @@ import (
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
-	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // Name is the metrics component's name in the node's system description.

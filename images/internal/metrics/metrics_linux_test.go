@@ -26,8 +26,8 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/node"
 	"github.com/ouronet/ouro/images/internal/status"
-	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/ipcp/prom"
 )

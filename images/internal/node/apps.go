@@ -16,8 +16,8 @@ import (
 	"github.com/ouronet/ouro/flow/probe"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
-	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // AppConfig declares an in-node application ([[app]] in the configuration):

@@ -10,7 +10,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/probe"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // startWithApps starts a node from cfg with its configured apps and extras.

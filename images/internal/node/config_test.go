@@ -10,7 +10,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/unicast/enroll"

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // TestStalledProgramContained runs two programs on node b's socket (each

@@ -15,8 +15,8 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/shmring"
 	"github.com/ouronet/ouro/images/internal/irm"
-	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 

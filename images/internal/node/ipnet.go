@@ -11,8 +11,8 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/images/internal/irm"
-	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // IPNetConfig is one [[ipnet]] table: an IP bridge component (package

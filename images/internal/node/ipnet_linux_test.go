@@ -16,7 +16,7 @@ import (
 	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/images/internal/ipstack/ipstacktest"
 	"github.com/ouronet/ouro/images/internal/status"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // TestIPNetStatusPage: a node whose [[ipnet]] bridge has the node's own

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // LogLevel is [node] log: a level name, or a bool as the key once was

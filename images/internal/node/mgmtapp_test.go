@@ -19,7 +19,7 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/mgmtflow"
-	"github.com/ouronet/ouro/internal/logx"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/capture/pcapng"
 	"github.com/ouronet/ouro/layer/ipcp"

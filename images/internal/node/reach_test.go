@@ -11,8 +11,8 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
-	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/logx"
 )
 
 // reach returns, for each component of sys, the objects it holds caps to

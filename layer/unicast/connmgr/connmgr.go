@@ -33,8 +33,8 @@ import (
 
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/internal/logx"
 	"github.com/ouronet/ouro/kernel/faultinject"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/pff"
 )
