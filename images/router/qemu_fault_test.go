@@ -171,7 +171,7 @@ qemu_listen = "127.0.0.1:%d"
 		t.Errorf("after the restart: %d of 20 pings lost", lost)
 	}
 	log := v.consoleText()
-	for _, want := range []string{"poison at nic/rx", "restart 1 in"} {
+	for _, want := range []string{"poison at nic/rx", "faulted=driver.enet", "restart=1 "} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the VM's log lacks %q", want)
 		}
