@@ -13,7 +13,7 @@ import (
 	"github.com/ouronet/ouro/crypto/seal"
 )
 
-// TestDeriveIsHKDF: derive's one-HMAC expansion gives the bytes of
+// TestDeriveIsHKDF: derive (one extract, four expansions) gives the bytes of
 // HKDF-SHA-256 (hkdf.Key) for each of its four outputs, so that a peer
 // running the earlier derivation gets the same keys and ticket.
 func TestDeriveIsHKDF(t *testing.T) {
