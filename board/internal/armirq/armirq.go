@@ -42,7 +42,6 @@ var (
 	pending uint32      // 1: the vector took an interrupt (written by vector)
 	g       uint        // the service goroutine (runtime.GetG), set before IRQs are unmasked
 	asleep  atomic.Bool // the service goroutine sleeps (or is about to)
-	served  atomic.Uint64
 )
 
 // defined in vector_arm.s
@@ -70,7 +69,6 @@ func service(cpu *arm.CPU, serve func(), started chan<- struct{}) {
 
 	for {
 		if atomic.SwapUint32(&pending, 0) != 0 {
-			served.Add(1)
 			serve()
 			cpu.EnableInterrupts(false) // the vector masked them
 			continue
@@ -95,6 +93,3 @@ func Idle() {
 		runtime.Wake(g)
 	}
 }
-
-// Served is how many times the service goroutine ran the serve function.
-func Served() uint64 { return served.Load() }
