@@ -9,8 +9,6 @@ package sealflow
 
 import (
 	"context"
-	"crypto/sha256"
-	"sync"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
@@ -65,11 +63,11 @@ func (p *Pieces) Add(part, parts uint8, b []byte) ([]byte, bool) {
 
 // DocCache remembers identity documents already verified, by their
 // bytes' hash, so that a peer's second flow does not check its
-// document's signature again. Bounded: it starts over when full. The
-// zero value is ready; safe for concurrent use.
+// document's signature again; it remembers no failed document. Bounded
+// (MaxDocs, identity.Memo). The zero value is ready; safe for concurrent
+// use.
 type DocCache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]identity.Document
+	memo identity.Memo[identity.Document]
 }
 
 // MaxDocs bounds a DocCache.
@@ -77,23 +75,15 @@ const MaxDocs = 256
 
 // Verify is identity.VerifyDocument, remembered (kex.Config.Verify).
 func (c *DocCache) Verify(doc []byte) (identity.Document, error) {
-	k := sha256.Sum256(doc)
-	c.mu.Lock()
-	d, ok := c.m[k]
-	c.mu.Unlock()
-	if ok {
+	k := identity.MemoKey(doc)
+	if d, ok := c.memo.Get(k); ok {
 		return d, nil
 	}
 	d, err := identity.VerifyDocument(doc)
 	if err != nil {
 		return d, err
 	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= MaxDocs {
-		c.m = make(map[[sha256.Size]byte]identity.Document)
-	}
-	c.m[k] = d
-	c.mu.Unlock()
+	c.memo.Put(k, d, MaxDocs)
 	return d, nil
 }
 

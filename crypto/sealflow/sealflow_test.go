@@ -120,24 +120,24 @@ func TestDocCacheHitsAndBound(t *testing.T) {
 		if _, err := c.Verify(doc); err != nil {
 			t.Fatal(err)
 		}
-		if len(c.m) > MaxDocs {
-			t.Fatalf("%d documents cached, bound %d", len(c.m), MaxDocs)
+		if c.memo.Len() > MaxDocs {
+			t.Fatalf("%d documents cached, bound %d", c.memo.Len(), MaxDocs)
 		}
 		if i == 0 {
 			bad := bytes.Clone(doc)
 			bad[len(bad)-1] ^= 1
-			if _, err := c.Verify(bad); err == nil || len(c.m) != 1 {
-				t.Fatalf("a damaged document: %v; %d cached, want 1", err, len(c.m))
+			if _, err := c.Verify(bad); err == nil || c.memo.Len() != 1 {
+				t.Fatalf("a damaged document: %v; %d cached, want 1", err, c.memo.Len())
 			}
-			planted := c.m[sha256.Sum256(doc)]
+			planted, _ := c.memo.Get(sha256.Sum256(doc))
 			planted.Name = "planted"
-			c.m[sha256.Sum256(doc)] = planted
+			c.memo.Put(sha256.Sum256(doc), planted, MaxDocs)
 			if d, _ := c.Verify(doc); d.Name != "planted" {
 				t.Fatalf("a cached document was verified again (name %q)", d.Name)
 			}
 		}
 	}
-	if _, ok := c.m[sha256.Sum256(first)]; ok {
+	if _, ok := c.memo.Get(sha256.Sum256(first)); ok {
 		t.Fatal("the cache did not start over when full")
 	}
 }

@@ -2,9 +2,7 @@ package dht
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
@@ -22,12 +20,12 @@ type NamesPolicy = dir.NamesPolicy
 // MaxCertCache bounds the verified certificates a DHT remembers.
 const MaxCertCache = 256
 
-// certCache remembers certificates already verified (by the hash of
-// their encoding), so a record's check costs one signature verification
-// (its own), not two. It has its own lock: askers use it without d.mu.
+// certCache remembers certificates already checked (by the hash of
+// their encoding), failures too, so a record's check costs one signature
+// verification (its own), not two. Bounded (MaxCertCache,
+// identity.Memo); askers use it without d.mu.
 type certCache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]certEntry
+	memo identity.Memo[certEntry]
 }
 
 // certEntry is a verified certificate (ok) or one that failed (!ok).
@@ -40,25 +38,18 @@ type certEntry struct {
 // entry returns the verification of b, verifying it if not cached.
 // Validity in time and revocation are checked by the caller each time.
 func (cc *certCache) entry(p *NamesPolicy, b []byte) certEntry {
-	k := sha256.Sum256(b)
-	cc.mu.Lock()
-	e, hit := cc.m[k]
-	cc.mu.Unlock()
-	if hit {
+	k := identity.MemoKey(b)
+	if e, hit := cc.memo.Get(k); hit {
 		return e
 	}
+	var e certEntry
 	if c, err := identity.DecodeCert(b); err == nil && slices.ContainsFunc(p.Authorities, func(k ed25519.PublicKey) bool { return k.Equal(c.Issuer) }) {
 		e = certEntry{ok: true, cert: c, names: make([]layer.Hash, len(c.Names))}
 		for i, n := range c.Names {
 			e.names[i] = layer.HashName(p.Hash, n)
 		}
 	}
-	cc.mu.Lock()
-	if cc.m == nil || len(cc.m) >= MaxCertCache {
-		cc.m = make(map[[sha256.Size]byte]certEntry) // forget all: simple, bounded
-	}
-	cc.m[k] = e
-	cc.mu.Unlock()
+	cc.memo.Put(k, e, MaxCertCache)
 	return e
 }
 
