@@ -19,7 +19,6 @@ set -e
 D=$1; R=$2; N=$3; shift 3
 mkdir -p "$D"
 udp_pair "$D" 47111 47112 'echo = "127.0.0.1:47112"'
-med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 min() { sort -n | head -1; }
 echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 for r in $(seq "$R"); do

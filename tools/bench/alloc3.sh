@@ -8,7 +8,7 @@
 # three hops). Run as root from the repository root:
 #   tools/bench/alloc3.sh ROUNDS N BUILDDIR    (BUILDDIR holds router, ouro)
 set -euo pipefail
-R=$1; N=$2; X=$3
+R=$1; N=$2; X=$3; OURO=$X/ouro
 NS=ouro-alloc3-$$
 TMP=$(mktemp -d /tmp/ouro-alloc3.XXXXXX)
 PIDS=()
@@ -17,7 +17,6 @@ trap cleanup EXIT INT TERM
 need_root alloc3.sh "ip netns"
 ROUTER=$X/router
 netns_up
-med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for r in $(seq "$R"); do
 	node m1 3612 '"a.uni" = "127.0.0.1:3611", "m2.uni" = "127.0.0.1:3613"' 'bootstrap = true
 admission = "open"'
@@ -35,7 +34,6 @@ admission = "open"'
 	done
 	am=$(for i in $(seq "$N"); do "${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 1 echo | j alloc_ms; done | med)
 	hops=$("${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 3 echo | j rtt_avg_ms)
-	fw() { "${NSX[@]}" "$X/ouro" --socket "$TMP/$1.sock" --json stats $1.uni | python3 -c 'import json,sys; d=json.load(sys.stdin); print(next(r["value"] for r in d["rows"] if r["counter"] == "forwarded"))'; }
-	echo "round=$r hops=3 forwarded_m1=$(fw m1) forwarded_m2=$(fw m2) alloc_ms_median=$am rtt_ms=$hops"
+	echo "round=$r hops=3 forwarded_m1=$(forwarded m1) forwarded_m2=$(forwarded m2) alloc_ms_median=$am rtt_ms=$hops"
 	stopall
 done

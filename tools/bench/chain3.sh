@@ -53,11 +53,6 @@ netns_up
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 
-forwarded() {
-	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/r.sock" --json stats r.uni |
-		python3 -c 'import json,sys; d=json.load(sys.stdin); print(next(r["value"] for r in d["rows"] if r["counter"] == "forwarded"))'
-}
-
 # report LABEL FORWARDED CPU-TICKS SECONDS RECEIVED
 report() {
 	awk -v l="$1" -v f="$2" -v c="$3" -v hz="$HZ" -v s="$4" -v r="$5" 'BEGIN{
@@ -86,9 +81,9 @@ ca = "nop"'
 		sleep 0.2
 	done
 	local f0 c0 t0 f1 c1 t1
-	f0=$(forwarded) c0=$(cpu "$rpid") t0=$(date +%s.%N)
+	f0=$(forwarded r) c0=$(cpu "$rpid") t0=$(date +%s.%N)
 	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf sink -s "$SIZE" -t "${TIME}s" --json >"$TMP/perf.json" 2>"$TMP/perf.err" || true
-	f1=$(forwarded) c1=$(cpu "$rpid") t1=$(date +%s.%N)
+	f1=$(forwarded r) c1=$(cpu "$rpid") t1=$(date +%s.%N)
 	local recv
 	recv=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f k/s, loss %.1f%%" % (d["recv_pps"] / 1000, d["loss_percent"]))' "$TMP/perf.json" 2>/dev/null || echo "? ($(head -c 200 "$TMP/perf.err"))")
 	report "$1" $((f1 - f0)) $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"

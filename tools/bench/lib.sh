@@ -93,3 +93,14 @@ udp_pair() {
 
 # j KEY prints the first number a JSON text on stdin gives KEY.
 j() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" | head -1; }
+
+# med prints the median of the numbers on stdin, one per line.
+med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# forwarded NODE prints the `forwarded` counter of the unicast IPCP
+# NODE.uni, through $TMP/NODE.sock (in the namespace NSX names, if any),
+# with the ouro tool $OURO (default: the one build_tools made).
+forwarded() {
+	"${NSX[@]}" "${OURO:-$TMP/ouro}" --socket "$TMP/$1.sock" --json stats "$1.uni" |
+		python3 -c 'import json,sys; d=json.load(sys.stdin); print(next(r["value"] for r in d["rows"] if r["counter"] == "forwarded"))'
+}

@@ -12,7 +12,6 @@ set -e
 D=$1; R=$2; shift 2
 mkdir -p "$D"
 udp_pair "$D" 47101 47102 'echo = "127.0.0.1:47102", perf = "127.0.0.1:47102"'
-med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for r in $(seq "$R"); do
   for v in "$@"; do
     name=${v%%=*}; rest=${v#*=}; X=${rest%%:*}; envs=""
