@@ -76,25 +76,29 @@ func TestInitiatorDerivesAfterFinish(t *testing.T) {
 	}
 }
 
-// failSigner has the key of a document but fails to sign.
-type failSigner struct {
+// countSigner counts the signatures asked of it; with fail set it
+// makes none.
+type countSigner struct {
 	identity.Signer
+	fail  bool
 	calls atomic.Int32
 }
 
-func (s *failSigner) Sign(context.Context, []byte) ([]byte, error) {
+func (s *countSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
 	s.calls.Add(1)
-	return nil, errors.New("signer component gone")
+	if s.fail {
+		return nil, errors.New("signer component gone")
+	}
+	return s.Signer.Sign(ctx, msg)
 }
 
-// TestReplySignerFails: the Finish's signature is made beside the check
-// of the responder's: a signer that fails fails the Reply (no Finish),
-// and a bad responder signature fails it even though the signer gave a
-// signature.
-func TestReplySignerFails(t *testing.T) {
+// TestReplySigner: a signer that fails fails the Reply (no Finish), and
+// the Finish is signed only once the responder's signature checks: an
+// impostor's Reply (b's document, another key) asks no signature.
+func TestReplySigner(t *testing.T) {
 	ctx := context.Background()
 	a, b := testNode(t, "a"), testNode(t, "b")
-	fs := &failSigner{Signer: a.Signer}
+	fs := &countSigner{Signer: a.Signer, fail: true}
 	in, hello, err := Start(a)
 	if err != nil {
 		t.Fatal(err)
@@ -107,17 +111,17 @@ func TestReplySignerFails(t *testing.T) {
 	if fin, err := in.Reply(ctx, reply); err == nil || fin != nil || fs.calls.Load() != 1 {
 		t.Fatalf("Reply with a failing signer: Finish %x, %v, %d signatures asked", fin, err, fs.calls.Load())
 	}
-	// An impostor responder (b's document, another key): the Finish is
-	// signed beside the check and never returned.
 	x := testNode(t, "x")
 	x.Doc = b.Doc
+	cs := &countSigner{Signer: a.Signer}
 	in, hello, _ = Start(a)
+	in.cfg.Signer = cs
 	_, reply, err = Respond(ctx, x, hello)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fin, err := in.Reply(ctx, reply); !errors.Is(err, ErrBadSignature) || fin != nil {
-		t.Fatalf("an impostor's Reply: Finish %x, %v; want no Finish and a bad signature", fin, err)
+	if fin, err := in.Reply(ctx, reply); !errors.Is(err, ErrBadSignature) || fin != nil || cs.calls.Load() != 0 {
+		t.Fatalf("an impostor's Reply: Finish %x, %v, %d signatures asked; want no Finish, a bad signature, none asked", fin, err, cs.calls.Load())
 	}
 }
 

@@ -34,7 +34,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 
@@ -272,14 +271,21 @@ func Start(cfg Config) (*Initiator, []byte, error) {
 // not derived yet: Result does it (the X25519 agreement, the ML-KEM-768
 // decapsulation and HKDF), to be called once the Finish is sent, so that
 // this work runs while the Finish travels and the responder checks it
-// instead of before the Finish leaves. The signature of the Finish is
-// made while the responder's is checked (two cores), and sent only if
-// that check passes.
+// instead of before the Finish leaves. A Reply that fails drops the
+// ephemeral keys at once.
 func (in *Initiator) Reply(ctx context.Context, b []byte) ([]byte, error) {
 	if in.done {
 		return nil, ErrState
 	}
 	in.done = true
+	fin, err := in.reply(ctx, b)
+	if err != nil {
+		in.drop()
+	}
+	return fin, err
+}
+
+func (in *Initiator) reply(ctx context.Context, b []byte) ([]byte, error) {
 	r, err := decodeReply(b, in.offer != nil)
 	if err != nil {
 		return nil, err
@@ -303,55 +309,23 @@ func (in *Initiator) Reply(ctx context.Context, b []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kex: %w", err)
 	}
-	// The Finish's signature is made beside the checks of the
-	// responder's (it covers the transcript only) and leaves this side
-	// only if they pass.
-	var sig []byte
-	var serr error
-	sign := func() { sig, serr = identity.SignLabeled(ctx, in.cfg.Signer, identity.LabelKex, digest(ti)) }
-	check := func() error {
-		peer, err := in.cfg.peer(r.Doc)
-		if err != nil {
-			return err
-		}
-		if !identity.VerifyLabeled(peer.Key, identity.LabelKex, digest(tr), r.Sig) {
-			return fmt.Errorf("kex: responder %s: %w", peer.ID, ErrBadSignature)
-		}
-		in.peer = peer
-		return nil
-	}
-	if err = beside(sign, check); err == nil && serr != nil {
-		err = fmt.Errorf("kex: %w", serr)
+	peer, err := in.cfg.peer(r.Doc)
+	if err == nil && !identity.VerifyLabeled(peer.Key, identity.LabelKex, digest(tr), r.Sig) {
+		err = fmt.Errorf("kex: responder %s: %w", peer.ID, ErrBadSignature)
 	}
 	if err != nil {
-		in.drop()
 		return nil, err
+	}
+	sig, err := identity.SignLabeled(ctx, in.cfg.Signer, identity.LabelKex, digest(ti))
+	if err != nil {
+		return nil, fmt.Errorf("kex: %w", err)
 	}
 	fin, err := codec.Marshal(finish{Sig: sig})
 	if err != nil {
-		in.drop()
 		return nil, fmt.Errorf("kex: %w", err)
 	}
-	in.eR, in.ct, in.tr, in.aead = r.E, r.CT, tr, aead
+	in.eR, in.ct, in.tr, in.peer, in.aead = r.E, r.CT, tr, peer, aead
 	return fin, nil
-}
-
-// beside runs f in another goroutine while g runs in this one, when
-// there is more than one processor to run them on (else one after the
-// other), and returns g's error once both are done.
-func beside(f func(), g func() error) error {
-	if runtime.GOMAXPROCS(0) < 2 {
-		f()
-		return g()
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f()
-	}()
-	err := g()
-	<-done
-	return err
 }
 
 // Result derives the keys of a handshake whose Reply was taken (Reply

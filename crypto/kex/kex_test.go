@@ -356,3 +356,67 @@ func TestDeriveBeforeFinish(t *testing.T) {
 		t.Fatalf("finish: %v; keys agree: %v", err, ri.Keys.Send == rr.Keys.Recv)
 	}
 }
+
+// BenchmarkStretches times the full exchange's three stretches on an
+// allocation's path, as the flow allocators run it (key pairs made
+// ahead, documents cached), one after the other in one goroutine: the
+// responder's answer to the Hello (resp-us), the requester's from the
+// Reply to the Finish it sends (req-us), the responder's check of the
+// Finish (fin-us); path-us is their sum. The work each side does after
+// it sends (the responder's Derive, the requester's Result) is off the
+// path: after-us.
+func BenchmarkStretches(b *testing.B) {
+	x, y := node(b, "a"), node(b, "b")
+	var docs sealflow.DocCache
+	x.Verify, y.Verify = docs.Verify, docs.Verify
+	ctx := context.Background()
+	var resp, req, fin, after time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		eph, err := kex.NewEphemeral()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rk, err := kex.NewResumeKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		x.Ephemeral, y.ResponderKey = eph, rk
+		in, hello, err := kex.Start(x)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		rs, reply, err := kex.Respond(ctx, y, hello)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		rs.Derive()
+		t2 := time.Now()
+		f, err := in.Reply(ctx, reply)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t3 := time.Now()
+		if _, err := rs.Finish(f); err != nil {
+			b.Fatal(err)
+		}
+		t4 := time.Now()
+		if _, err := in.Result(); err != nil {
+			b.Fatal(err)
+		}
+		t5 := time.Now()
+		resp += t1.Sub(t0)
+		req += t3.Sub(t2)
+		fin += t4.Sub(t3)
+		after += t2.Sub(t1) + t5.Sub(t4)
+	}
+	n := float64(b.N) * 1e3
+	b.ReportMetric(float64(resp)/n, "resp-us")
+	b.ReportMetric(float64(req)/n, "req-us")
+	b.ReportMetric(float64(fin)/n, "fin-us")
+	b.ReportMetric(float64(resp+req+fin)/n, "path-us")
+	b.ReportMetric(float64(after)/n, "after-us")
+}
