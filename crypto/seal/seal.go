@@ -190,8 +190,7 @@ type Opener struct {
 	kind  AEAD
 	aead  cipher.AEAD
 	mu    sync.Mutex
-	top   uint64 // newest counter accepted (0: none yet)
-	bits  [WindowLen / 64]uint64
+	win   replayWindow
 	nonce [NonceLen]byte
 
 	key   [KeySize]byte // the current epoch's
@@ -291,7 +290,7 @@ func (o *Opener) Open(dst, pkt, ad []byte) ([]byte, error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.fresh(c) {
+	if !o.win.fresh(c) {
 		return dst, ErrReplay
 	}
 	a := o.aeadFor(e)
@@ -306,43 +305,6 @@ func (o *Opener) Open(dst, pkt, ad []byte) ([]byte, error) {
 	if d := e - o.epoch; d != 0 && d != 255 { // the sender turned its key over
 		o.advance(d)
 	}
-	o.mark(c)
+	o.win.mark(c)
 	return out, nil
-}
-
-// fresh reports whether c is not known to have been accepted.
-func (o *Opener) fresh(c uint64) bool {
-	if c > o.top {
-		return true
-	}
-	off := o.top - c
-	return off < WindowLen && o.bits[off/64]&(1<<(off%64)) == 0
-}
-
-// mark records c (fresh) as accepted.
-func (o *Opener) mark(c uint64) {
-	if c > o.top {
-		o.shift(c - o.top)
-		o.top = c
-	}
-	off := o.top - c
-	o.bits[off/64] |= 1 << (off % 64)
-}
-
-func (o *Opener) shift(s uint64) {
-	if s >= WindowLen {
-		o.bits = [WindowLen / 64]uint64{}
-		return
-	}
-	ws, bs := int(s/64), s%64
-	for i := len(o.bits) - 1; i >= 0; i-- {
-		var v uint64
-		if j := i - ws; j >= 0 {
-			v = o.bits[j] << bs
-			if bs > 0 && j > 0 {
-				v |= o.bits[j-1] >> (64 - bs)
-			}
-		}
-		o.bits[i] = v
-	}
 }
