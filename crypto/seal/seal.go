@@ -113,7 +113,7 @@ type Sealer struct {
 	since      time.Time // when key was taken
 	rekeySDUs  uint64
 	rekeyAfter time.Duration
-	now        func() time.Time
+	now        func() time.Time // nil: time.Now, read through time.Since per SDU (the monotonic clock alone)
 	rekeys     uint64
 }
 
@@ -123,12 +123,12 @@ func NewSealer(a AEAD, key []byte, opts ...Option) (*Sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sealer{kind: a, aead: c, rekeySDUs: RekeySDUs, rekeyAfter: RekeyAfter, now: time.Now}
+	s := &Sealer{kind: a, aead: c, rekeySDUs: RekeySDUs, rekeyAfter: RekeyAfter}
 	copy(s.key[:], key)
 	for _, o := range opts {
 		o(s)
 	}
-	s.since = s.now()
+	s.since = s.clock()
 	return s, nil
 }
 
@@ -157,6 +157,24 @@ func (s *Sealer) rekey(now time.Time) error {
 	return nil
 }
 
+// clock is the time now: WithClock's, or time.Now.
+func (s *Sealer) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
+// age is how long the current key has sealed. With the default clock it
+// reads the monotonic clock only (time.Since: half of time.Now's cost,
+// once per SDU).
+func (s *Sealer) age() time.Duration {
+	if s.now != nil {
+		return s.now().Sub(s.since)
+	}
+	return time.Since(s.since)
+}
+
 // AEAD returns the AEAD s seals with.
 func (s *Sealer) AEAD() AEAD { return s.kind }
 
@@ -171,8 +189,8 @@ func (s *Sealer) Seal(dst, sdu, ad []byte) ([]byte, error) {
 	if s.ctr >= MaxCounter {
 		return dst, ErrExhausted
 	}
-	if now := s.now(); s.n >= s.rekeySDUs || now.Sub(s.since) >= s.rekeyAfter {
-		if err := s.rekey(now); err != nil {
+	if s.n >= s.rekeySDUs || s.age() >= s.rekeyAfter {
+		if err := s.rekey(s.clock()); err != nil {
 			return dst, err
 		}
 	}
