@@ -181,7 +181,7 @@ func BenchmarkForward3HopsBatch(b *testing.B) {
 		b.Run(byteSize(size), func(b *testing.B) {
 			a, z, _ := bareChain3(b, "nop")
 			forwardBench(b, size, func(p []byte) error { return a.Write(p, time.Time{}) },
-				func(p []byte) error { _, err := z.Read(p, time.Now().Add(300*time.Millisecond)); return err })
+				readWithin(z, 300*time.Millisecond))
 		})
 	}
 }
