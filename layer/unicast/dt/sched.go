@@ -121,6 +121,11 @@ type Scheduler[T any] struct {
 	total      int
 	disc       Discipline
 	below      int // SetBelow
+	// parked: the consumer found every queue empty (a dequeue that
+	// returned nothing) and no item was queued since. The first enqueue
+	// after it reports that the consumer is to be woken (enqueue), the
+	// others do not: a consumer that is running needs no wake-up.
+	parked bool
 }
 
 // NewScheduler returns an empty scheduler.
@@ -160,24 +165,36 @@ func NewScheduler[T any](cfg SchedConfig) (*Scheduler[T], error) {
 // is full (counted in Drops[c]) or c is not a cube (not counted: Decide
 // drops such packets first); the item then stays the caller's to release.
 func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
+	ok, _ := s.enqueue(c, item, true)
+	return ok
+}
+
+// enqueue is Enqueue that also reports whether the consumer is parked
+// (it dequeued nothing since the last item) and is to be woken; only
+// the first enqueue after the consumer parked reports it. A full queue
+// is counted as a drop only with count.
+func (s *Scheduler[T]) enqueue(c flow.Cube, item T, count bool) (ok, wake bool) {
 	if c >= flow.NumCubes {
-		return false
+		return false, false
 	}
 	s.mu.Lock()
 	q := &s.q[c]
 	if q.n == len(q.buf) {
 		s.mu.Unlock()
-		s.counters.Drops[c].Add(1)
-		return false
+		if count {
+			s.counters.Drops[c].Add(1)
+		}
+		return false, false
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = item
 	q.n++
 	q.see(s.below)
 	s.total++
 	s.backlogged |= 1 << c
+	wake, s.parked = s.parked, false
 	s.mu.Unlock()
 	s.counters.Enqueued[c].Add(1)
-	return true
+	return true, wake
 }
 
 // EnqueueBatch appends items[i] to cube cubes[i]'s queue, in order,
@@ -188,6 +205,13 @@ func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
 // returns how many; they stay the caller's to release. It allocates
 // nothing. cubes and items have the same length.
 func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) {
+	refused, _ = s.enqueueBatch(cubes, items)
+	return refused
+}
+
+// enqueueBatch is EnqueueBatch that also reports, as enqueue does,
+// whether the consumer is to be woken.
+func (s *Scheduler[T]) enqueueBatch(cubes []flow.Cube, items []T) (refused int, wake bool) {
 	var in, drop [flow.NumCubes]uint64
 	s.mu.Lock()
 	for i, item := range items {
@@ -211,6 +235,9 @@ func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) 
 		s.backlogged |= 1 << c
 		in[c]++
 	}
+	if refused < len(items) {
+		wake, s.parked = s.parked, false
+	}
 	s.mu.Unlock()
 	for c := range in {
 		if in[c] != 0 {
@@ -220,7 +247,7 @@ func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) 
 			s.counters.Drops[c].Add(drop[c])
 		}
 	}
-	return refused
+	return refused, wake
 }
 
 // Dequeue removes and returns the next item by the discipline, with its
@@ -228,6 +255,7 @@ func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) 
 func (s *Scheduler[T]) Dequeue() (item T, c flow.Cube, ok bool) {
 	s.mu.Lock()
 	item, c, ok = s.dequeueLocked()
+	s.parked = !ok
 	s.mu.Unlock()
 	if ok {
 		s.counters.Dequeued[c].Add(1)
@@ -238,9 +266,22 @@ func (s *Scheduler[T]) Dequeue() (item T, c flow.Cube, ok bool) {
 // DequeueBatch fills dst with up to len(dst) items in scheduling order and
 // returns how many it wrote.
 func (s *Scheduler[T]) DequeueBatch(dst []T) int {
+	n, _ := s.dequeueBatch(dst)
+	return n
+}
+
+// dequeueBatch is DequeueBatch that also reports whether a cube's queue
+// was full before it (a producer may wait for room: Port.Space). One
+// that returns nothing parks the consumer (enqueue).
+func (s *Scheduler[T]) dequeueBatch(dst []T) (n int, wasFull bool) {
 	var per [flow.NumCubes]uint64
 	s.mu.Lock()
-	n := 0
+	for c := range s.q {
+		if s.backlogged&(1<<c) != 0 && s.q[c].n == len(s.q[c].buf) {
+			wasFull = true
+			break
+		}
+	}
 	for n < len(dst) {
 		item, c, ok := s.dequeueLocked()
 		if !ok {
@@ -250,13 +291,14 @@ func (s *Scheduler[T]) DequeueBatch(dst []T) int {
 		per[c]++
 		n++
 	}
+	s.parked = n == 0
 	s.mu.Unlock()
 	for c, k := range per {
 		if k != 0 {
 			s.counters.Dequeued[c].Add(k)
 		}
 	}
-	return n
+	return n, wasFull
 }
 
 func (s *Scheduler[T]) dequeueLocked() (T, flow.Cube, bool) {
