@@ -476,6 +476,7 @@ func (c *core) flowTx(f *fa.Flow) {
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
 	off, over := sealRoom(f)
+	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
 	var (
 		own [1]*pbuf
 		sp  spares
@@ -521,14 +522,16 @@ func (c *core) flowTx(f *fa.Flow) {
 			}
 		}
 		now := time.Now()
-		f.CAMu.Lock()
-		for wait := f.CA.OnSend(n, now); wait > 0; wait = f.CA.OnSend(n, now) {
-			f.CAMu.Unlock()
-			time.Sleep(wait)
-			now = time.Now()
+		if paced {
 			f.CAMu.Lock()
+			for wait := f.CA.OnSend(n, now); wait > 0; wait = f.CA.OnSend(n, now) {
+				f.CAMu.Unlock()
+				time.Sleep(wait)
+				now = time.Now()
+				f.CAMu.Lock()
+			}
+			f.CAMu.Unlock()
 		}
-		f.CAMu.Unlock()
 		b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
 		b.End = headroom + n
 		f.PktsOut.Add(1)
@@ -546,6 +549,7 @@ func (c *core) flowTx(f *fa.Flow) {
 func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
+	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
 	var (
 		bs    [rxBatch]*pbuf
 		bufs  [rxBatch][]byte
@@ -599,15 +603,17 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 					continue
 				}
 			}
-			f.CAMu.Lock()
-			for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
-				f.CAMu.Unlock()
-				k.Flush() // what is queued goes while this one waits
-				time.Sleep(wait)
-				now = time.Now()
+			if paced {
 				f.CAMu.Lock()
+				for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
+					f.CAMu.Unlock()
+					k.Flush() // what is queued goes while this one waits
+					time.Sleep(wait)
+					now = time.Now()
+					f.CAMu.Lock()
+				}
+				f.CAMu.Unlock()
 			}
-			f.CAMu.Unlock()
 			b := bs[i]
 			b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
 			b.End = headroom + sz
