@@ -102,6 +102,16 @@ type ring[T any] struct {
 	low, prev int
 }
 
+// tail returns the index of the slot after the last item (q not full),
+// without a division.
+func (q *ring[T]) tail() int {
+	i := q.head + q.n
+	if i >= len(q.buf) {
+		i -= len(q.buf)
+	}
+	return i
+}
+
 // see records the queue's length after an operation, with below
 // (Scheduler.SetBelow) in front of it.
 func (q *ring[T]) see(below int) { q.low = min(q.low, q.n+below) }
@@ -120,7 +130,8 @@ type Scheduler[T any] struct {
 	backlogged uint8
 	total      int
 	disc       Discipline
-	below      int // SetBelow
+	strict     bool // disc is StrictPriority: a dequeue takes runs of one cube
+	below      int  // SetBelow
 	// parked: the consumer found every queue empty (a dequeue that
 	// returned nothing) and no item was queued since. The first enqueue
 	// after it reports that the consumer is to be woken (enqueue), the
@@ -140,7 +151,7 @@ func NewScheduler[T any](cfg SchedConfig) (*Scheduler[T], error) {
 	s := &Scheduler[T]{}
 	switch cfg.Kind {
 	case StrictPriority:
-		s.disc = strict{}
+		s.disc, s.strict = strict{}, true
 	case WeightedRoundRobin:
 		w := cfg.Weights
 		if w == ([flow.NumCubes]int{}) {
@@ -186,7 +197,7 @@ func (s *Scheduler[T]) enqueue(c flow.Cube, item T, count bool) (ok, wake bool) 
 		}
 		return false, false
 	}
-	q.buf[(q.head+q.n)%len(q.buf)] = item
+	q.buf[q.tail()] = item
 	q.n++
 	q.see(s.below)
 	s.total++
@@ -228,7 +239,7 @@ func (s *Scheduler[T]) enqueueBatch(cubes []flow.Cube, items []T) (refused int, 
 			refused++
 			continue
 		}
-		q.buf[(q.head+q.n)%len(q.buf)] = item
+		q.buf[q.tail()] = item
 		q.n++
 		q.see(s.below)
 		s.total++
@@ -282,14 +293,35 @@ func (s *Scheduler[T]) dequeueBatch(dst []T) (n int, wasFull bool) {
 			break
 		}
 	}
-	for n < len(dst) {
-		item, c, ok := s.dequeueLocked()
-		if !ok {
-			break
+	for n < len(dst) && s.backlogged != 0 {
+		if !s.strict {
+			item, c, _ := s.dequeueLocked()
+			dst[n] = item
+			per[c]++
+			n++
+			continue
 		}
-		dst[n] = item
-		per[c]++
-		n++
+		// Strict priority serves the picked cube until it is empty:
+		// take the run at once, with one Pick.
+		c := s.disc.Pick(s.backlogged)
+		q := &s.q[c]
+		k := min(q.n, len(dst)-n)
+		var zero T
+		for range k {
+			dst[n] = q.buf[q.head]
+			q.buf[q.head] = zero // drop the reference
+			if q.head++; q.head == len(q.buf) {
+				q.head = 0
+			}
+			n++
+		}
+		q.n -= k
+		q.see(s.below) // the least length of the run is its last
+		s.total -= k
+		per[c] += uint64(k)
+		if q.n == 0 {
+			s.backlogged &^= 1 << c
+		}
 	}
 	s.parked = n == 0
 	s.mu.Unlock()
@@ -310,7 +342,9 @@ func (s *Scheduler[T]) dequeueLocked() (T, flow.Cube, bool) {
 	q := &s.q[c]
 	item := q.buf[q.head]
 	q.buf[q.head] = zero // drop the reference
-	q.head = (q.head + 1) % len(q.buf)
+	if q.head++; q.head == len(q.buf) {
+		q.head = 0
+	}
 	q.n--
 	q.see(s.below)
 	s.total--
