@@ -20,13 +20,16 @@ import (
 //     flow.BatchPort, else one) and hands each to Host.Input, which
 //     decides (Forwarder.Decide) and either queues it on a next hop's
 //     Scheduler (the buffer moves with it, in exchange for a spare),
-//     delivers it, or drops it, counted. The transmit loops it queued
-//     for are woken once per batch (Kicks).
+//     delivers it, or drops it, counted. Of the transmit loops it
+//     queued for, those that wait for a packet are woken once per batch
+//     (Kicks); one that is running is not (Port.Queue).
 //   - transmit: one loop per N-1 flow (Loops.Tx) dequeues batches from
 //     its Scheduler and writes them to the flow (one WriteBatch where it
 //     is a flow.BatchPort), blocking on its back-pressure; the queue in
-//     front of it absorbs bursts. A period with nothing written ends
-//     with a keepalive (Host.Keepalive).
+//     front of it absorbs bursts. When its dequeue finds nothing, the
+//     scheduler marks it parked and it waits for a wake-up, which the
+//     first packet queued after that sends. A period with nothing
+//     written ends with a keepalive (Host.Keepalive).
 //
 // The loops allocate nothing per packet. What they need from the layer
 // (the forwarding decision and delivery, failing an adjacency,
