@@ -41,6 +41,10 @@ PIDS=()
 trap cleanup EXIT INT TERM
 
 need_root chain3.sh "ip netns"
+if [ -n "$PROFILE" ] && ! command -v perf >/dev/null; then
+	echo "chain3.sh: PROFILE=1 needs perf(1) (Debian: linux-perf)" >&2
+	exit 1
+fi
 build_tools
 go build -o "$TMP/udprelay" ./tools/bench/udprelay
 if [ -n "$BASE" ]; then
