@@ -69,9 +69,10 @@ func GatewayWith(path string, opts GatewayOptions, log *slog.Logger) Extra {
 		Name: gatewayName,
 		// Each session's budget is carved from the gateway's; each
 		// session is one run-time object (the component), plus the
-		// gateway's fault endpoint.
-		Bufs:    opts.MaxSessions * opts.SessionBufs,
-		Objects: opts.MaxSessions + 1,
+		// gateway's fault endpoint; one more session's worth is the
+		// session prepared ahead for the next program.
+		Bufs:    (opts.MaxSessions + 1) * opts.SessionBufs,
+		Objects: opts.MaxSessions + 2,
 		Prepare: prepare, Cleanup: cleanup, Program: g.run,
 	}
 }
@@ -99,14 +100,17 @@ type gwRun struct {
 	mu     sync.Mutex         // guards below
 	sess   map[uint64]*gwSess // by id (the session component's fault badge)
 	next   uint64
+	handed int     // sessions serving a program (at most MaxSessions)
+	prep   *gwPrep // the session prepared for the next program, if any (also in sess)
+	arming bool    // a session is being prepared
 }
 
 // gwSess is the gateway's record of one program's session.
 type gwSess struct {
 	id    uint64
-	conn  *net.UnixConn
-	b     *irm.Broker // the gateway's handle on the session (ends it)
-	child kernel.Cap  // the session component
+	conn  *net.UnixConn // nil while the session is prepared, not handed out
+	b     *irm.Broker   // the gateway's handle on the session (ends it)
+	child kernel.Cap    // the session component
 }
 
 func (g *gateway) run(pd *kernel.PD) error {
@@ -144,6 +148,15 @@ func (g *gateway) run(pd *kernel.PD) error {
 		r.closeAll()
 	})
 	pd.Go(r.superviseSessions)
+	// The first session prepared is for the node's own user, who runs
+	// the tools most often; after that, for whoever connected last.
+	g.mu.Lock()
+	acc := g.acc
+	g.mu.Unlock()
+	self := peerCreds{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid())}
+	if mgmt, ok := acc.role(self); ok {
+		r.arm(sessKeyOf(self, mgmt))
+	}
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
@@ -155,12 +168,28 @@ func (g *gateway) run(pd *kernel.PD) error {
 			}
 			return fmt.Errorf("gateway: accept: %w", err)
 		}
-		pd.Go(func() { r.admit(c) })
+		r.admit(c)
 	}
 }
 
+// sessKey is what a session is opened for: the principal and whether it
+// manages the node. A prepared session serves only a program with the
+// same key.
+type sessKey struct {
+	principal string
+	mgmt      bool
+}
+
+func sessKeyOf(c peerCreds, mgmt bool) sessKey {
+	return sessKey{principal: fmt.Sprintf("uid:%d", c.uid), mgmt: mgmt}
+}
+
 // admit gives the program at c a session, in a component of its own, if
-// its credentials allow it.
+// its credentials allow it. It runs in the accepting goroutine: the
+// credential check is two getsockopt calls, and a program whose key
+// matches the prepared session gets that session at once (its
+// component, already waiting, reads the first request); only opening a
+// session afresh goes on in a goroutine of its own.
 func (r *gwRun) admit(c *net.UnixConn) {
 	g := r.g
 	cred, err := peerCred(c)
@@ -178,35 +207,178 @@ func (r *gwRun) admit(c *net.UnixConn) {
 		c.Close()
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.pd.Context(), 10*time.Second)
-	defer cancel()
-	principal := fmt.Sprintf("uid:%d", cred.uid)
-	b, err := irm.OpenSession(ctx, r.pd, r.irmEP, irm.SessionReq{Principal: principal, Mgmt: mgmt})
-	if err != nil {
-		g.log.Warn("session refused", "principal", principal, "err", err)
+	key := sessKeyOf(cred, mgmt)
+	r.mu.Lock()
+	if r.handed >= g.opts.MaxSessions {
+		r.mu.Unlock()
+		g.log.Warn("session refused: max_sessions programs connected", "principal", key.principal, "max", g.opts.MaxSessions)
 		c.Close()
 		return
 	}
+	p := r.prep
+	if p != nil && p.key == key {
+		r.prep = nil
+	} else {
+		p = nil
+	}
+	r.mu.Unlock()
+	if p != nil {
+		if p.h.give(c) {
+			r.mu.Lock()
+			live := r.sess[p.s.id] == p.s
+			if live {
+				p.s.conn = c
+				r.handed++
+			}
+			r.mu.Unlock()
+			if !live { // ended meanwhile (its component faulted)
+				c.Close()
+			}
+			r.arm(key)
+			return
+		}
+		r.end(p.s.id) // its component ended before it had a program
+	}
+	r.pd.Go(func() {
+		p, err := r.open(key)
+		if err != nil {
+			g.log.Warn("session refused", "principal", key.principal, "err", err)
+			c.Close()
+			return
+		}
+		r.mu.Lock()
+		live := r.sess[p.s.id] == p.s
+		full := r.handed >= g.opts.MaxSessions
+		if live && !full {
+			p.s.conn = c
+			r.handed++
+		}
+		r.mu.Unlock()
+		if !live || full || !p.h.give(c) { // its component ended already, or others took the room meanwhile
+			c.Close()
+			r.end(p.s.id)
+			return
+		}
+		r.arm(key)
+	})
+}
+
+// gwPrep is a session opened ahead of its program: the IRM's session and
+// its component, which waits for the connection it is to serve.
+type gwPrep struct {
+	key sessKey
+	s   *gwSess
+	h   *handoff
+}
+
+// handoff carries a program's connection to the session component that
+// waits for it, which may end first (its gateway's incarnation ending).
+type handoff struct {
+	mu   sync.Mutex // guards gone, and sends on ch
+	gone bool       // the component stopped waiting
+	ch   chan *net.UnixConn
+}
+
+func newHandoff() *handoff { return &handoff{ch: make(chan *net.UnixConn, 1)} }
+
+// give hands c to the component; false if it ended, and c is the
+// caller's still. It never blocks: a session is given one connection.
+func (h *handoff) give(c *net.UnixConn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gone {
+		return false
+	}
+	h.ch <- c
+	return true
+}
+
+// take waits for the connection until ctx ends; after that nothing can
+// be given (a connection given meanwhile is closed), and it returns nil.
+func (h *handoff) take(ctx context.Context) *net.UnixConn {
+	select {
+	case c := <-h.ch:
+		return c
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gone = true
+	select {
+	case c := <-h.ch:
+		c.Close()
+	default:
+	}
+	return nil
+}
+
+// arm prepares a session for key in the background, so that the next
+// program with that key does not wait for the IRM and a component's
+// spawn. At most one session is prepared at a time: one for another key
+// is ended first. It does nothing once the incarnation ends.
+func (r *gwRun) arm(key sessKey) {
+	r.mu.Lock()
+	if r.arming || r.pd.Context().Err() != nil || (r.prep != nil && r.prep.key == key) {
+		r.mu.Unlock()
+		return
+	}
+	old := r.prep
+	r.prep = nil
+	r.arming = true
+	r.mu.Unlock()
+	if old != nil {
+		r.end(old.s.id)
+	}
+	r.pd.Go(func() {
+		p, err := r.open(key)
+		r.mu.Lock()
+		r.arming = false
+		if err == nil && r.prep == nil && r.pd.Context().Err() == nil {
+			r.prep, p = p, nil
+		}
+		r.mu.Unlock()
+		if err != nil {
+			r.g.log.Debug("no session prepared", "principal", key.principal, "err", err)
+			return
+		}
+		if p != nil { // the incarnation ended meanwhile
+			r.end(p.s.id)
+		}
+	})
+}
+
+// open opens a session with the IRM for key and spawns its component,
+// which waits on the returned gwPrep's conn for the program it serves.
+func (r *gwRun) open(key sessKey) (*gwPrep, error) {
+	g := r.g
+	ctx, cancel := context.WithTimeout(r.pd.Context(), 10*time.Second)
+	defer cancel()
+	b, err := irm.OpenSession(ctx, r.pd, r.irmEP, irm.SessionReq{Principal: key.principal, Mgmt: key.mgmt})
+	if err != nil {
+		return nil, err
+	}
+	p := &gwPrep{key: key, h: newHandoff()}
 	r.mu.Lock()
 	r.next++
-	s := &gwSess{id: r.next, conn: c, b: b}
+	s := &gwSess{id: r.next, b: b}
 	r.sess[s.id] = s
 	r.mu.Unlock()
+	p.s = s
 	child, err := r.pd.Spawn(kernel.ComponentSpec{
 		Name:       sessionComponent(b.Session().ID),
 		Budget:     kernel.Budget{Bufs: g.opts.SessionBufs},
 		FaultCap:   r.faults,
 		FaultBadge: kernel.Badge(s.id),
 		Caps:       []kernel.CapSpec{{Name: slotSession, Src: b.Cap(), Rights: kernel.Write | kernel.Grant | kernel.GrantReply}},
-	}, r.sessionProgram(s.id, c))
+	}, r.sessionProgram(s.id, p.h))
 	if err != nil {
-		g.log.Warn("session refused", "principal", principal, "err", err)
 		r.end(s.id)
-		return
+		return nil, err
 	}
 	r.mu.Lock()
 	s.child = child
 	r.mu.Unlock()
+	return p, nil
 }
 
 // sessionComponent names the component of the IRM's session id: its
@@ -215,10 +387,10 @@ func sessionComponent(id uint64) string {
 	return fmt.Sprintf("gateway.s%d.%d", id>>40, id&(1<<40-1))
 }
 
-// sessionProgram is the program of one session's component: it serves
-// the program's requests on conn with the session's cap, until conn
-// closes, then ends the session.
-func (r *gwRun) sessionProgram(id uint64, conn *net.UnixConn) kernel.Program {
+// sessionProgram is the program of one session's component: it waits for
+// the program's connection from h, serves the program's requests on it
+// with the session's cap until it closes, then ends the session.
+func (r *gwRun) sessionProgram(id uint64, h *handoff) kernel.Program {
 	return func(pd *kernel.PD) error {
 		defer func() {
 			select {
@@ -229,6 +401,10 @@ func (r *gwRun) sessionProgram(id uint64, conn *net.UnixConn) kernel.Program {
 		sc, err := pd.Slot(slotSession)
 		if err != nil {
 			return err
+		}
+		conn := h.take(pd.Context())
+		if conn == nil {
+			return nil // never handed out: the gateway ends the session
 		}
 		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), log: r.g.log,
 			slots: make(chan struct{}, maxSessionRequests)}
@@ -285,11 +461,19 @@ func (r *gwRun) end(id uint64) {
 	r.mu.Lock()
 	s := r.sess[id]
 	delete(r.sess, id)
+	if r.prep != nil && r.prep.s == s {
+		r.prep = nil
+	}
+	if s != nil && s.conn != nil {
+		r.handed--
+	}
 	r.mu.Unlock()
 	if s == nil {
 		return
 	}
-	s.conn.Close()
+	if s.conn != nil {
+		s.conn.Close()
+	}
 	s.b.Close()
 	if s.child != 0 {
 		r.pd.Delete(s.child)
@@ -300,7 +484,9 @@ func (r *gwRun) closeAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range r.sess {
-		s.conn.Close()
+		if s.conn != nil {
+			s.conn.Close()
+		}
 	}
 }
 
