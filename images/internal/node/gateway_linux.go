@@ -567,7 +567,15 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	var (
 		port flow.Port
 		err  error
+		prep chan *flowPrep
 	)
+	if req.Op == flow.SockAlloc || req.Op == flow.SockJoin {
+		// What the hand-over takes (socket pair, shared rings) is made
+		// while the layer allocates the flow, not after.
+		prep = make(chan *flowPrep, 1)
+		shm := s.shm.Load()
+		s.pd.Go(func() { prep <- s.prepareFlow(shm) })
+	}
 	switch req.Op {
 	case flow.SockAlloc:
 		port, resp.Info, err = s.b.Alloc(ctx, req.Name, req.QoS)
@@ -597,25 +605,116 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 		err = fmt.Errorf("gateway: operation %d: %w", req.Op, flow.ErrInvalid)
 	}
 	resp.Err = flow.EncodeError(err)
+	var fp *flowPrep
+	if prep != nil {
+		fp = <-prep
+	}
 	if port == nil {
+		fp.release()
 		s.send(resp, -1)
 		return
 	}
-	if s.shm.Load() && s.handOverShm(resp, port) {
-		return
+	if fp == nil { // an accepted flow: made now
+		fp = s.prepareFlow(s.shm.Load())
 	}
+	s.handOver(resp, port, fp)
+}
+
+// flowPrep is what handing a flow over to the program takes: the flow's
+// socket pair and, for a program that speaks them, shared rings whose
+// mapping is charged to the session's budget.
+type flowPrep struct {
+	pd     *kernel.PD
+	mine   *net.UnixConn // the node's end of the flow's socket
+	theirs int           // the program's end, sent with the answer
+	err    error         // no socket pair: the flow cannot be handed over
+	e      *shmring.End  // nil: the flow goes over as a socket
+	m      *shmring.Mapping
+	charge int // what e's mapping costs the session's budget
+}
+
+// prepareFlow makes a flow's socket pair and, with shm, its shared rings
+// (the first shape the session's budget has room for; none if it has
+// room for none, or the system for no mapping: the flow then goes over
+// as a socket).
+func (s *gwSession) prepareFlow(shm bool) *flowPrep {
+	fp := &flowPrep{pd: s.pd, theirs: -1}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		port.Close()
-		resp.Err = flow.EncodeError(fmt.Errorf("gateway: socketpair: %w: %w", flow.ErrBusy, err))
-		s.send(resp, -1)
+		fp.err = fmt.Errorf("gateway: socketpair: %w: %w", flow.ErrBusy, err)
+		return fp
+	}
+	if fp.mine, err = fileConn(fds[0]); err != nil {
+		syscall.Close(fds[1])
+		fp.err = err
+		return fp
+	}
+	fp.theirs = fds[1]
+	if !shm {
+		return fp
+	}
+	var shape shmShape
+	for _, sh := range shmShapes {
+		if s.pd.Reserve(sh.charge) == nil {
+			shape = sh
+			break
+		}
+	}
+	if shape.charge == 0 {
+		return fp
+	}
+	m, err := shmring.Create(shape.geo)
+	if err != nil {
+		s.pd.Unreserve(shape.charge)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
+		return fp
+	}
+	evs, err := shmring.NewEventfds()
+	if err != nil {
+		m.Close()
+		s.pd.Unreserve(shape.charge)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
+		return fp
+	}
+	e, err := shmring.NewEnd(m, shmring.Node, evs) // takes m and evs
+	if err != nil {
+		s.pd.Unreserve(shape.charge)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
+		return fp
+	}
+	fp.e, fp.m, fp.charge = e, m, shape.charge
+	return fp
+}
+
+// releaseShm undoes the shared rings of fp, if any.
+func (fp *flowPrep) releaseShm() {
+	if fp.e != nil {
+		fp.m.CloseFD()
+		fp.e.Release()
+		fp.pd.Unreserve(fp.charge)
+		fp.e = nil
+	}
+}
+
+// release undoes all of fp, for a flow that was not allocated. Nil-safe.
+func (fp *flowPrep) release() {
+	if fp == nil {
 		return
 	}
-	mine, err := fileConn(fds[0])
-	if err != nil {
-		syscall.Close(fds[1])
+	fp.releaseShm()
+	if fp.mine != nil {
+		fp.mine.Close()
+		syscall.Close(fp.theirs)
+	}
+}
+
+// handOver sends resp with the flow on port to the program, over what fp
+// prepared, and splices the flow to it; on failure the flow is closed.
+func (s *gwSession) handOver(resp flow.SockResp, port flow.Port, fp *flowPrep) {
+	if fp.err != nil {
+		fp.releaseShm()
 		port.Close()
-		resp.Err = flow.EncodeError(err)
+		resp.Err = flow.EncodeError(fp.err)
 		s.send(resp, -1)
 		return
 	}
@@ -623,13 +722,33 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	// soon as it has the flow (flow.DialName does) must not find the
 	// session's component gone, and its flow with it.
 	s.flows.Add(1)
-	if !s.send(resp, fds[1]) {
-		mine.Close()
+	if fp.e == nil {
+		if !s.send(resp, fp.theirs) { // closes theirs
+			fp.mine.Close()
+			port.Close()
+			s.flows.Done()
+			return
+		}
+		splice(s.pd, port, flow.NewSeqpacketPort(fp.mine), s.flows.Done)
+		return
+	}
+	ev := fp.e.FDs()
+	ok := s.sendFDs(resp, []int{fp.theirs, fp.m.FD(), ev[0], ev[1], ev[2], ev[3]})
+	syscall.Close(fp.theirs)
+	fp.m.CloseFD()
+	if !ok {
+		fp.mine.Close()
+		fp.e.Release()
 		port.Close()
+		s.pd.Unreserve(fp.charge)
 		s.flows.Done()
 		return
 	}
-	splice(s.pd, port, flow.NewSeqpacketPort(mine), s.flows.Done)
+	charge := fp.charge
+	shmSplice(s.pd, port, fp.e, fp.mine, s.log, func() {
+		s.pd.Unreserve(charge)
+		s.flows.Done()
+	})
 }
 
 // shmShape is a shape of the rings a flow may get, and what its mapping
@@ -658,75 +777,6 @@ const shmDeepSlots = 64
 // for neither, the flow goes over as a socket. A default session (256
 // buffers) has two deep flows and three shallow ones.
 var shmShapes = []shmShape{newShmShape(shmDeepSlots), newShmShape(shmring.DefaultSlots)}
-
-// handOverShm hands the flow on port over as shared rings: a sealed
-// memfd and four eventfds after the flow's socket, the mapping charged to
-// the session's budget. It reports false, having sent nothing and kept
-// port open, if the budget or the system has no room for a mapping: the
-// flow then goes over as a socket alone.
-func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
-	var shape shmShape
-	for _, sh := range shmShapes {
-		if s.pd.Reserve(sh.charge) == nil {
-			shape = sh
-			break
-		}
-	}
-	if shape.charge == 0 {
-		return false
-	}
-	unreserve := func() { s.pd.Unreserve(shape.charge) }
-	m, err := shmring.Create(shape.geo)
-	if err != nil {
-		unreserve()
-		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return false
-	}
-	evs, err := shmring.NewEventfds()
-	if err != nil {
-		m.Close()
-		unreserve()
-		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return false
-	}
-	e, err := shmring.NewEnd(m, shmring.Node, evs) // takes m and evs
-	if err != nil {
-		unreserve()
-		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return false
-	}
-	sp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		e.Release()
-		unreserve()
-		return false
-	}
-	mine, err := fileConn(sp[0])
-	if err != nil {
-		syscall.Close(sp[1])
-		e.Release()
-		unreserve()
-		return false
-	}
-	ev := e.FDs()
-	s.flows.Add(1) // before the reply, as in handle
-	ok := s.sendFDs(resp, []int{sp[1], m.FD(), ev[0], ev[1], ev[2], ev[3]})
-	syscall.Close(sp[1])
-	m.CloseFD()
-	if !ok {
-		mine.Close()
-		e.Release()
-		port.Close()
-		unreserve()
-		s.flows.Done()
-		return true
-	}
-	shmSplice(s.pd, port, e, mine, s.log, func() {
-		unreserve()
-		s.flows.Done()
-	})
-	return true
-}
 
 // shmBatch is how many SDUs the node's side of shared rings moves at
 // once, each way: a whole ring, so that a run the program wrote in one
