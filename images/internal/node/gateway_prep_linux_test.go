@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -125,5 +126,64 @@ kind = "local"
 	defer p.Close()
 	if err := p.Bind(ctx, "svc3"); err != nil {
 		t.Fatalf("a program after one left: bind: %v", err)
+	}
+}
+
+// TestFlowNotAccepted: the IRM answers an IPCP's flow request from the
+// Accept that takes the flow (rpc.Later); a flow to a program that
+// never accepts is still refused after accept_timeout, and one to a
+// program that accepts arrives.
+func TestFlowNotAccepted(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "n.sock")
+	startNode(t, `
+[node]
+name = "n"
+[[ipcp]]
+kind = "local"
+[irm]
+accept_timeout = "300ms"
+`, Gateway(sock, logx.Test(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv, err := flow.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := flow.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := srv.Bind(ctx, "svc"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if p, _, err := cli.Alloc(ctx, "svc", flow.BestEffort()); err == nil {
+		p.Close()
+		t.Fatal("a flow nobody accepted was allocated")
+	} else if !errors.Is(err, flow.ErrRefused) {
+		t.Fatalf("alloc to a program that does not accept: %v, want refused", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("refused after %v, want about accept_timeout", d)
+	}
+	for i := range 3 {
+		accepted := make(chan error, 1)
+		go func() {
+			p, _, err := srv.Accept(ctx)
+			if err == nil {
+				p.Close()
+			}
+			accepted <- err
+		}()
+		p, _, err := cli.Alloc(ctx, "svc", flow.BestEffort())
+		if err != nil {
+			t.Fatalf("alloc %d to a program that accepts: %v", i, err)
+		}
+		p.Close()
+		if err := <-accepted; err != nil {
+			t.Fatalf("accept %d: %v", i, err)
+		}
 	}
 }
