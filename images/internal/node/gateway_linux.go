@@ -222,8 +222,12 @@ func (r *gwRun) admit(c *net.UnixConn) {
 		p = nil
 	}
 	r.mu.Unlock()
+	// The next session is prepared once this one answered its first
+	// request (or ended): preparing it meanwhile would compete for the
+	// CPU with that request.
+	next := func() { r.arm(key) }
 	if p != nil {
-		if p.h.give(c) {
+		if p.h.give(c, next) {
 			r.mu.Lock()
 			live := r.sess[p.s.id] == p.s
 			if live {
@@ -234,7 +238,6 @@ func (r *gwRun) admit(c *net.UnixConn) {
 			if !live { // ended meanwhile (its component faulted)
 				c.Close()
 			}
-			r.arm(key)
 			return
 		}
 		r.end(p.s.id) // its component ended before it had a program
@@ -254,12 +257,11 @@ func (r *gwRun) admit(c *net.UnixConn) {
 			r.handed++
 		}
 		r.mu.Unlock()
-		if !live || full || !p.h.give(c) { // its component ended already, or others took the room meanwhile
+		if !live || full || !p.h.give(c, next) { // its component ended already, or others took the room meanwhile
 			c.Close()
 			r.end(p.s.id)
 			return
 		}
-		r.arm(key)
 	})
 }
 
@@ -274,21 +276,24 @@ type gwPrep struct {
 // handoff carries a program's connection to the session component that
 // waits for it, which may end first (its gateway's incarnation ending).
 type handoff struct {
-	mu   sync.Mutex // guards gone, and sends on ch
-	gone bool       // the component stopped waiting
-	ch   chan *net.UnixConn
+	mu    sync.Mutex // guards gone, and sends on ch
+	gone  bool       // the component stopped waiting
+	first func()     // set by give
+	ch    chan *net.UnixConn
 }
 
 func newHandoff() *handoff { return &handoff{ch: make(chan *net.UnixConn, 1)} }
 
-// give hands c to the component; false if it ended, and c is the
-// caller's still. It never blocks: a session is given one connection.
-func (h *handoff) give(c *net.UnixConn) bool {
+// give hands c to the component, which calls first once it answered c's
+// first request (or c ended); false if it ended, and c is the caller's
+// still. It never blocks: a session is given one connection.
+func (h *handoff) give(c *net.UnixConn, first func()) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.gone {
 		return false
 	}
+	h.first = first
 	h.ch <- c
 	return true
 }
@@ -406,7 +411,7 @@ func (r *gwRun) sessionProgram(id uint64, h *handoff) kernel.Program {
 		if conn == nil {
 			return nil // never handed out: the gateway ends the session
 		}
-		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), log: r.g.log,
+		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), log: r.g.log, first: h.first,
 			slots: make(chan struct{}, maxSessionRequests)}
 		ctx := pd.Context()
 		pd.Go(func() {
@@ -414,6 +419,7 @@ func (r *gwRun) sessionProgram(id uint64, h *handoff) kernel.Program {
 			conn.Close()
 		})
 		s.serve(ctx)
+		s.firstDone()
 		// The program's flows outlive its session: each is a socket of
 		// its own, spliced here, on this component's budget.
 		s.flows.Wait()
@@ -506,6 +512,8 @@ type gwSession struct {
 	flows sync.WaitGroup // request handlers in progress and spliced flows
 	wmu   sync.Mutex     // serialises writes on conn
 	shm   atomic.Bool    // the program announced flow.SockFeatureShm
+	first func()         // called once, when the first request was answered (nil: none)
+	once  sync.Once
 }
 
 func (s *gwSession) serve(parent context.Context) {
@@ -562,7 +570,15 @@ func (s *gwSession) hello(req flow.SockReq) {
 	s.send(resp, -1)
 }
 
+// firstDone calls s.first once.
+func (s *gwSession) firstDone() {
+	if s.first != nil {
+		s.once.Do(s.first)
+	}
+}
+
 func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
+	defer s.firstDone()
 	resp := flow.SockResp{ID: req.ID}
 	var (
 		port flow.Port
