@@ -41,7 +41,7 @@ admission = "open"'
 	done
 	for i in $(seq "$N"); do "${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 1 echo | j alloc_ms; done >"$TMP/alloc.txt"
 	am=$(med <"$TMP/alloc.txt"); an=$(sort -n "$TMP/alloc.txt" | head -1)
-	hops=$("${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 3 echo | j rtt_avg_ms)
+	hops=$("${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 3 echo | j rtt_avg_ms) || hops=-
 	echo "round=$r variant=$name hops=3 forwarded_m1=$(forwarded m1) forwarded_m2=$(forwarded m2) alloc_ms_median=$am alloc_ms_min=$an rtt_ms=$hops"
 	stopall
 done
