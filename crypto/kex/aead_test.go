@@ -53,11 +53,15 @@ func fullExchange(t *testing.T, i, r Config, m mitm) (Result, Result, error) {
 	if err != nil {
 		return Result{}, Result{}, err
 	}
-	ri, fin, err := in.Reply(ctx, m.do(t, m.reply, reply))
+	fin, err := in.Reply(ctx, m.do(t, m.reply, reply))
 	if err != nil {
 		return Result{}, Result{}, err
 	}
 	rr, err := rs.Finish(fin)
+	if err != nil {
+		return Result{}, Result{}, err
+	}
+	ri, err := in.Result()
 	return ri, rr, err
 }
 
@@ -207,7 +211,11 @@ func TestOldPeer(t *testing.T) {
 	if err := codec.Unmarshal(reply, MaxReply, &r1); err != nil {
 		t.Fatalf("the Reply to an old Hello is not of the first version's form: %v", err)
 	}
-	ri, fin, err := old.Reply(ctx, reply)
+	fin, err := old.Reply(ctx, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri, err := old.Result()
 	if err != nil {
 		t.Fatal(err)
 	}

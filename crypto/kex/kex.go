@@ -224,6 +224,17 @@ type Initiator struct {
 	hello []byte
 	offer []seal.AEAD // nil: a Version1 Hello
 	done  bool
+
+	// Set by Reply, for Result: what the keys are derived from (dropped
+	// once they are) and the checked Reply's peer and AEAD.
+	eR   []byte // the responder's X25519 public key
+	ct   []byte // the ML-KEM-768 ciphertext
+	tr   []byte // the transcript as the responder signed it: the salt
+	peer identity.Document
+	aead seal.AEAD
+	once sync.Once
+	res  Result
+	rerr error
 }
 
 // Start begins a handshake and returns the Hello to send.
@@ -256,70 +267,110 @@ func Start(cfg Config) (*Initiator, []byte, error) {
 }
 
 // Reply takes the responder's Reply: it checks the responder's document,
-// Accept and signature, derives the keys and returns them with the
-// Finish to send.
-func (in *Initiator) Reply(ctx context.Context, b []byte) (Result, []byte, error) {
+// Accept and signature, and returns the Finish to send. The keys are
+// not derived yet: Result does it (the X25519 agreement, the ML-KEM-768
+// decapsulation and HKDF), to be called once the Finish is sent, so that
+// this work runs while the Finish travels and the responder checks it
+// instead of before the Finish leaves. A Reply that fails drops the
+// ephemeral keys at once.
+func (in *Initiator) Reply(ctx context.Context, b []byte) ([]byte, error) {
 	if in.done {
-		return Result{}, nil, ErrState
+		return nil, ErrState
 	}
 	in.done = true
+	fin, err := in.reply(ctx, b)
+	if err != nil {
+		in.drop()
+	}
+	return fin, err
+}
+
+func (in *Initiator) reply(ctx context.Context, b []byte) ([]byte, error) {
 	r, err := decodeReply(b, in.offer != nil)
 	if err != nil {
-		return Result{}, nil, err
+		return nil, err
 	}
 	aead := seal.ChaCha20Poly1305 // Version1
 	if in.offer != nil {
 		if aead = seal.AEAD(r.AEAD); r.AEAD > 255 || !aead.Known() || !slices.Contains(in.offer, aead) {
-			return Result{}, nil, fmt.Errorf("kex: reply: AEAD %d was not offered: %w", r.AEAD, ErrMalformed)
+			return nil, fmt.Errorf("kex: reply: AEAD %d was not offered: %w", r.AEAD, ErrMalformed)
 		}
-	}
-	peer, err := in.cfg.peer(r.Doc)
-	if err != nil {
-		return Result{}, nil, err
 	}
 	unsigned, err := r.unsigned(in.offer != nil)
 	if err != nil {
-		return Result{}, nil, fmt.Errorf("kex: %w", err)
+		return nil, fmt.Errorf("kex: %w", err)
 	}
 	t := transcript{Context: in.cfg.Context, Hello: in.hello, Reply: unsigned}
 	tr, err := t.bytes("responder")
 	if err != nil {
-		return Result{}, nil, fmt.Errorf("kex: %w", err)
+		return nil, fmt.Errorf("kex: %w", err)
 	}
-	if !identity.VerifyLabeled(peer.Key, identity.LabelKex, digest(tr), r.Sig) {
-		return Result{}, nil, fmt.Errorf("kex: responder %s: %w", peer.ID, ErrBadSignature)
-	}
-	eR, err := ecdh.X25519().NewPublicKey(r.E)
-	if err != nil {
-		return Result{}, nil, fmt.Errorf("kex: reply: %w: %w", ErrMalformed, err)
-	}
-	dh, err := in.e.ECDH(eR)
-	if err != nil {
-		return Result{}, nil, fmt.Errorf("kex: %w: %w", ErrMalformed, err)
-	}
-	ss, err := in.dk.Decapsulate(r.CT)
-	if err != nil {
-		return Result{}, nil, fmt.Errorf("kex: reply: %w: %w", ErrMalformed, err)
-	}
-	in.e, in.dk = nil, nil // used: unreachable from here on
 	ti, err := t.bytes("initiator")
 	if err != nil {
-		return Result{}, nil, fmt.Errorf("kex: %w", err)
+		return nil, fmt.Errorf("kex: %w", err)
+	}
+	peer, err := in.cfg.peer(r.Doc)
+	if err == nil && !identity.VerifyLabeled(peer.Key, identity.LabelKex, digest(tr), r.Sig) {
+		err = fmt.Errorf("kex: responder %s: %w", peer.ID, ErrBadSignature)
+	}
+	if err != nil {
+		return nil, err
 	}
 	sig, err := identity.SignLabeled(ctx, in.cfg.Signer, identity.LabelKex, digest(ti))
 	if err != nil {
-		return Result{}, nil, fmt.Errorf("kex: %w", err)
+		return nil, fmt.Errorf("kex: %w", err)
 	}
 	fin, err := codec.Marshal(finish{Sig: sig})
 	if err != nil {
-		return Result{}, nil, fmt.Errorf("kex: %w", err)
+		return nil, fmt.Errorf("kex: %w", err)
 	}
-	k, err := derive(dh, ss, tr)
+	in.eR, in.ct, in.tr, in.peer, in.aead = r.E, r.CT, tr, peer, aead
+	return fin, nil
+}
+
+// Result derives the keys of a handshake whose Reply was taken (Reply
+// returned a Finish): call it once the Finish is sent. It returns them
+// with the responder's verified identity and the next ticket; the same
+// answer each time. A Reply whose X25519 share is of low order (an
+// all-zero agreement: a responder that signed a share it cannot have
+// made) fails here, after the Finish, with ErrMalformed: the caller
+// drops the flow. Not for concurrent use with Reply.
+func (in *Initiator) Result() (Result, error) {
+	if in.tr == nil { // no Reply taken
+		return Result{}, ErrState
+	}
+	in.once.Do(func() { in.res, in.rerr = in.derive() })
+	return in.res, in.rerr
+}
+
+func (in *Initiator) derive() (Result, error) {
+	defer in.drop() // used: unreachable from here on
+	eR, err := ecdh.X25519().NewPublicKey(in.eR)
 	if err != nil {
-		return Result{}, nil, err
+		return Result{}, fmt.Errorf("kex: reply: %w: %w", ErrMalformed, err)
 	}
-	k.next.Peer = peer
-	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, AEAD: aead, Peer: peer, Next: k.next}, fin, nil
+	dh, err := in.e.ECDH(eR)
+	if err != nil {
+		return Result{}, fmt.Errorf("kex: %w: %w", ErrMalformed, err)
+	}
+	defer clear(dh)
+	ss, err := in.dk.Decapsulate(in.ct)
+	if err != nil {
+		return Result{}, fmt.Errorf("kex: reply: %w: %w", ErrMalformed, err)
+	}
+	defer clear(ss)
+	k, err := derive(dh, ss, in.tr)
+	if err != nil {
+		return Result{}, err
+	}
+	k.next.Peer = in.peer
+	return Result{Keys: Keys{Send: k.i2r, Recv: k.r2i}, AEAD: in.aead, Peer: in.peer, Next: k.next}, nil
+}
+
+// drop makes the initiator's ephemeral keys unreachable: used, or the
+// handshake failed.
+func (in *Initiator) drop() {
+	in.e, in.dk, in.eR, in.ct = nil, nil, nil, nil
 }
 
 // Responder is the side that answers a Hello.

@@ -40,11 +40,16 @@ func handshake(t testing.TB, i, r kex.Config) (kex.Result, kex.Result, error) {
 	if err != nil {
 		return kex.Result{}, kex.Result{}, err
 	}
-	ri, fin, err := in.Reply(ctx, reply)
+	fin, err := in.Reply(ctx, reply)
 	if err != nil {
 		return kex.Result{}, kex.Result{}, err
 	}
+	// The requester derives its keys once the Finish is sent.
 	rr, err := rs.Finish(fin)
+	if err != nil {
+		return kex.Result{}, kex.Result{}, err
+	}
+	ri, err := in.Result()
 	return ri, rr, err
 }
 
@@ -94,7 +99,7 @@ func TestTampering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := in.Reply(ctx, flip(reply, 6)); err == nil {
+	if _, err := in.Reply(ctx, flip(reply, 6)); err == nil {
 		t.Error("a tampered Reply was taken")
 	}
 	// A bit of the initiator's ephemeral key flipped in the Hello: the
@@ -102,7 +107,7 @@ func TestTampering(t *testing.T) {
 	in, hello, _ = kex.Start(a)
 	_, reply, err = kex.Respond(ctx, b, flip(hello, 8))
 	if err == nil {
-		if _, _, err := in.Reply(ctx, reply); !errors.Is(err, kex.ErrBadSignature) {
+		if _, err := in.Reply(ctx, reply); !errors.Is(err, kex.ErrBadSignature) {
 			t.Errorf("a tampered Hello: %v, want a bad signature", err)
 		}
 	}
@@ -118,11 +123,11 @@ func TestTampering(t *testing.T) {
 	rs1, r1, _ := kex.Respond(ctx, b, h1)
 	in2, h2, _ := kex.Start(a)
 	_, r2, _ := kex.Respond(ctx, b, h2)
-	_, fin1, err := in1.Reply(ctx, r1)
+	fin1, err := in1.Reply(ctx, r1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, fin2, _ := in2.Reply(ctx, r2)
+	fin2, _ := in2.Reply(ctx, r2)
 	_ = fin1
 	if _, err := rs1.Finish(fin2); !errors.Is(err, kex.ErrBadSignature) {
 		t.Errorf("a Finish of another handshake: %v, want a bad signature", err)
@@ -187,7 +192,7 @@ func FuzzReply(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := in.Reply(context.Background(), m); err == nil {
+		if _, err := in.Reply(context.Background(), m); err == nil {
 			t.Fatal("a Reply to another Hello was taken")
 		}
 	})
@@ -198,7 +203,7 @@ func FuzzFinish(f *testing.F) {
 	a, b := node(f, "a"), node(f, "b")
 	in, hello, _ := kex.Start(a)
 	_, reply, _ := kex.Respond(context.Background(), b, hello)
-	_, fin, _ := in.Reply(context.Background(), reply)
+	fin, _ := in.Reply(context.Background(), reply)
 	f.Add(fin)
 	f.Fuzz(func(t *testing.T, m []byte) {
 		_, hello, err := kex.Start(a)
@@ -336,7 +341,11 @@ func TestDeriveBeforeFinish(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { rs.Derive(); close(done) }()
-	ri, fin, err := in.Reply(ctx, reply)
+	fin, err := in.Reply(ctx, reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri, err := in.Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,4 +355,68 @@ func TestDeriveBeforeFinish(t *testing.T) {
 	if err != nil || ri.Keys.Send != rr.Keys.Recv || ri.Keys.Recv != rr.Keys.Send || ri.Next.Secret != rr.Next.Secret {
 		t.Fatalf("finish: %v; keys agree: %v", err, ri.Keys.Send == rr.Keys.Recv)
 	}
+}
+
+// BenchmarkStretches times the full exchange's three stretches on an
+// allocation's path, as the flow allocators run it (key pairs made
+// ahead, documents cached), one after the other in one goroutine: the
+// responder's answer to the Hello (resp-us), the requester's from the
+// Reply to the Finish it sends (req-us), the responder's check of the
+// Finish (fin-us); path-us is their sum. The work each side does after
+// it sends (the responder's Derive, the requester's Result) is off the
+// path: after-us.
+func BenchmarkStretches(b *testing.B) {
+	x, y := node(b, "a"), node(b, "b")
+	var docs sealflow.DocCache
+	x.Verify, y.Verify = docs.Verify, docs.Verify
+	ctx := context.Background()
+	var resp, req, fin, after time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		eph, err := kex.NewEphemeral()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rk, err := kex.NewResumeKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		x.Ephemeral, y.ResponderKey = eph, rk
+		in, hello, err := kex.Start(x)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		rs, reply, err := kex.Respond(ctx, y, hello)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		rs.Derive()
+		t2 := time.Now()
+		f, err := in.Reply(ctx, reply)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t3 := time.Now()
+		if _, err := rs.Finish(f); err != nil {
+			b.Fatal(err)
+		}
+		t4 := time.Now()
+		if _, err := in.Result(); err != nil {
+			b.Fatal(err)
+		}
+		t5 := time.Now()
+		resp += t1.Sub(t0)
+		req += t3.Sub(t2)
+		fin += t4.Sub(t3)
+		after += t2.Sub(t1) + t5.Sub(t4)
+	}
+	n := float64(b.N) * 1e3
+	b.ReportMetric(float64(resp)/n, "resp-us")
+	b.ReportMetric(float64(req)/n, "req-us")
+	b.ReportMetric(float64(fin)/n, "fin-us")
+	b.ReportMetric(float64(resp+req+fin)/n, "path-us")
+	b.ReportMetric(float64(after)/n, "after-us")
 }

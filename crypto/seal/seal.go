@@ -113,7 +113,7 @@ type Sealer struct {
 	since      time.Time // when key was taken
 	rekeySDUs  uint64
 	rekeyAfter time.Duration
-	now        func() time.Time
+	now        func() time.Time // nil: time.Now, read through time.Since per SDU (the monotonic clock alone)
 	rekeys     uint64
 }
 
@@ -123,12 +123,12 @@ func NewSealer(a AEAD, key []byte, opts ...Option) (*Sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sealer{kind: a, aead: c, rekeySDUs: RekeySDUs, rekeyAfter: RekeyAfter, now: time.Now}
+	s := &Sealer{kind: a, aead: c, rekeySDUs: RekeySDUs, rekeyAfter: RekeyAfter}
 	copy(s.key[:], key)
 	for _, o := range opts {
 		o(s)
 	}
-	s.since = s.now()
+	s.since = s.clock()
 	return s, nil
 }
 
@@ -157,6 +157,24 @@ func (s *Sealer) rekey(now time.Time) error {
 	return nil
 }
 
+// clock is the time now: WithClock's, or time.Now.
+func (s *Sealer) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
+// age is how long the current key has sealed. With the default clock it
+// reads the monotonic clock only (time.Since: half of time.Now's cost,
+// once per SDU).
+func (s *Sealer) age() time.Duration {
+	if s.now != nil {
+		return s.now().Sub(s.since)
+	}
+	return time.Since(s.since)
+}
+
 // AEAD returns the AEAD s seals with.
 func (s *Sealer) AEAD() AEAD { return s.kind }
 
@@ -171,8 +189,8 @@ func (s *Sealer) Seal(dst, sdu, ad []byte) ([]byte, error) {
 	if s.ctr >= MaxCounter {
 		return dst, ErrExhausted
 	}
-	if now := s.now(); s.n >= s.rekeySDUs || now.Sub(s.since) >= s.rekeyAfter {
-		if err := s.rekey(now); err != nil {
+	if s.n >= s.rekeySDUs || s.age() >= s.rekeyAfter {
+		if err := s.rekey(s.clock()); err != nil {
 			return dst, err
 		}
 	}
@@ -190,8 +208,7 @@ type Opener struct {
 	kind  AEAD
 	aead  cipher.AEAD
 	mu    sync.Mutex
-	top   uint64 // newest counter accepted (0: none yet)
-	bits  [WindowLen / 64]uint64
+	win   replayWindow
 	nonce [NonceLen]byte
 
 	key   [KeySize]byte // the current epoch's
@@ -291,7 +308,7 @@ func (o *Opener) Open(dst, pkt, ad []byte) ([]byte, error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.fresh(c) {
+	if !o.win.fresh(c) {
 		return dst, ErrReplay
 	}
 	a := o.aeadFor(e)
@@ -306,43 +323,6 @@ func (o *Opener) Open(dst, pkt, ad []byte) ([]byte, error) {
 	if d := e - o.epoch; d != 0 && d != 255 { // the sender turned its key over
 		o.advance(d)
 	}
-	o.mark(c)
+	o.win.mark(c)
 	return out, nil
-}
-
-// fresh reports whether c is not known to have been accepted.
-func (o *Opener) fresh(c uint64) bool {
-	if c > o.top {
-		return true
-	}
-	off := o.top - c
-	return off < WindowLen && o.bits[off/64]&(1<<(off%64)) == 0
-}
-
-// mark records c (fresh) as accepted.
-func (o *Opener) mark(c uint64) {
-	if c > o.top {
-		o.shift(c - o.top)
-		o.top = c
-	}
-	off := o.top - c
-	o.bits[off/64] |= 1 << (off % 64)
-}
-
-func (o *Opener) shift(s uint64) {
-	if s >= WindowLen {
-		o.bits = [WindowLen / 64]uint64{}
-		return
-	}
-	ws, bs := int(s/64), s%64
-	for i := len(o.bits) - 1; i >= 0; i-- {
-		var v uint64
-		if j := i - ws; j >= 0 {
-			v = o.bits[j] << bs
-			if bs > 0 && j > 0 {
-				v |= o.bits[j-1] >> (64 - bs)
-			}
-		}
-		o.bits[i] = v
-	}
 }

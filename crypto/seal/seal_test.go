@@ -292,6 +292,33 @@ func TestRekeyByTime(t *testing.T) {
 	}
 }
 
+// TestRekeyByTimeDefaultClock: without WithClock the age of the key is
+// read from the monotonic clock (time.Since), and it still turns the
+// key over once RekeyAfter has passed.
+func TestRekeyByTimeDefaultClock(t *testing.T) {
+	key := bytes.Repeat([]byte{9}, KeySize)
+	s, err := NewSealer(AES256GCM, key, WithRekey(0, 20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOpener(AES256GCM, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, _ := s.Seal(nil, []byte("a"), nil)
+	time.Sleep(30 * time.Millisecond)
+	p2, _ := s.Seal(nil, []byte("b"), nil)
+	p3, _ := s.Seal(nil, []byte("c"), nil)
+	if epochOf(p1) != 0 || epochOf(p2) != 1 || epochOf(p3) != 1 || s.Rekeys() != 1 {
+		t.Fatalf("epochs %d, %d, %d, %d rekeys; want 0, 1, 1 and 1", epochOf(p1), epochOf(p2), epochOf(p3), s.Rekeys())
+	}
+	for _, p := range [][]byte{p1, p2, p3} {
+		if _, err := o.Open(nil, p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestRekeyReorderAndLoss: an SDU of the old epoch arriving after the
 // first of the new one still opens; all SDUs of MaxSkip-1 epochs lost,
 // the next epoch's open; more than MaxSkip epochs ahead do not; a

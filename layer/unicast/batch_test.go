@@ -31,8 +31,26 @@ func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.C
 // bareChain is bareChain3 over k nodes (k-1 hops): a flow from an
 // application at the first node to "sink" at the last.
 func bareChain(tb testing.TB, k int, caPolicy string, mods ...func(i int, c *unicast.Config)) (a, z flow.Port, nodes []*unicast.IPCP) {
+	return chainOver(tb, k, caPolicy, false, mods...)
+}
+
+// ringChain3 is bareChain3 with every flow, N-1 and N+1, a ringPipe
+// (bench_test.go): moved a batch per lock with a wake-up only for a side
+// that waits, as the node's rings move them.
+func ringChain3(tb testing.TB, caPolicy string) (a, z flow.Port, nodes []*unicast.IPCP) {
+	return chainOver(tb, 4, caPolicy, true)
+}
+
+// chainOver is bareChain over flowtest pipes, or with rings over
+// ringPipes.
+func chainOver(tb testing.TB, k int, caPolicy string, rings bool, mods ...func(i int, c *unicast.Config)) (a, z flow.Port, nodes []*unicast.IPCP) {
 	fake := flowtest.NewBroker(unicasttest.PipeCap)
-	ups := make([]*ipcptest.Upcalls, k)
+	program := func(name string) flow.Broker { return fake.Program(name) }
+	pipe := flowtest.Pipe
+	if rings {
+		program, pipe = newRingBrokers(unicasttest.PipeCap), ringPipe
+	}
+	var accepted chan ipcptest.Accepted
 	for i := range k {
 		cfg := unicast.Config{
 			Runner: layertest.Runner{},
@@ -51,8 +69,15 @@ func bareChain(tb testing.TB, k int, caPolicy string, mods ...func(i int, c *uni
 		for _, m := range mods {
 			m(i, &cfg)
 		}
-		ups[i] = ipcptest.NewUpcalls(unicasttest.PipeCap)
-		p, err := unicast.New(cfg, ups[i], fake.Program(cfg.Name), nil)
+		var up ipcp.Upcalls
+		if rings {
+			r := &ringUpcalls{accepted: make(chan ipcptest.Accepted, 16), capacity: unicasttest.PipeCap}
+			up, accepted = r, r.accepted
+		} else {
+			u := ipcptest.NewUpcalls(unicasttest.PipeCap)
+			up, accepted = u, u.Accepted
+		}
+		p, err := unicast.New(cfg, up, program(cfg.Name), nil)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -81,7 +106,7 @@ func bareChain(tb testing.TB, k int, caPolicy string, mods ...func(i int, c *uni
 	// store lands, a query from n0 may find nothing. Retry until it does.
 	var app flow.Port
 	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
-		a, ipc := flowtest.Pipe(unicasttest.PipeCap)
+		a, ipc := pipe(unicasttest.PipeCap)
 		err := nodes[0].Alloc(ctxT(tb, 5*time.Second), ipcp.AllocReq{Dst: "sink", Src: "app", QoS: flow.BestEffort()}, ipc)
 		if err == nil {
 			app = a
@@ -94,7 +119,7 @@ func bareChain(tb testing.TB, k int, caPolicy string, mods ...func(i int, c *uni
 	}
 	var acc ipcptest.Accepted
 	select {
-	case acc = <-ups[k-1].Accepted:
+	case acc = <-accepted: // the last node's
 	case <-time.After(2 * time.Second):
 		tb.Fatal("no flow accepted")
 	}
@@ -181,8 +206,49 @@ func BenchmarkForward3HopsBatch(b *testing.B) {
 		b.Run(byteSize(size), func(b *testing.B) {
 			a, z, _ := bareChain3(b, "nop")
 			forwardBench(b, size, func(p []byte) error { return a.Write(p, time.Time{}) },
-				func(p []byte) error { _, err := z.Read(p, time.Now().Add(300*time.Millisecond)); return err })
+				readWithin(z, 300*time.Millisecond))
 		})
+	}
+}
+
+// BenchmarkForward3HopsRing is BenchmarkForward3Hops over ringPipes:
+// what the chain costs when its flows cost what the node's rings do.
+func BenchmarkForward3HopsRing(b *testing.B) {
+	for _, size := range []int{64, 1000} {
+		b.Run(byteSize(size), func(b *testing.B) {
+			a, z, _ := ringChain3(b, "nop")
+			forwardBench(b, size, func(p []byte) error { return a.Write(p, time.Time{}) },
+				readWithin(z, 300*time.Millisecond))
+		})
+	}
+}
+
+// TestForwardRingZeroAllocs is TestForwardBatchZeroAllocs's burst case
+// over ringPipes, whose reads and writes move whole batches.
+func TestForwardRingZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	a, z, _ := ringChain3(t, "nop")
+	msg := make([]byte, 100)
+	buf := make([]byte, flow.MaxSDU)
+	send := func() {
+		for range 64 {
+			if err := a.Write(msg, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 64 {
+			if _, err := z.Read(buf, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 200 { // warm the buffer pools and free lists
+		send()
+	}
+	if allocs := quietAllocs(200, send); allocs != 0 {
+		t.Errorf("%v allocations per 64 SDUs over 3 hops, want 0", allocs)
 	}
 }
 
@@ -291,5 +357,44 @@ func BenchmarkPingPong1Hop(b *testing.B) {
 		if _, err := a.Read(buf, deadline()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestOriginWaitsForRoom sends far more SDUs at once than the first
+// hop's queue holds (QueueLen 4 at n0): the IPCP waits for room for
+// what it originates (its transmit loop says when: dt.Port.Space)
+// instead of dropping it, so every SDU arrives and n0 counts no
+// queue_full. The rest of the chain holds the whole burst (queues of
+// 2000, pipes, the delivery queue and the pipe to the reader), so
+// nothing may be dropped there either.
+func TestOriginWaitsForRoom(t *testing.T) {
+	const sdus = 1000
+	a, z, nodes := bareChain3(t, "nop", func(i int, c *unicast.Config) {
+		c.QueueLen = 2 * sdus // a forwarder drops what its queue cannot hold
+		if i == 0 {
+			c.QueueLen = 4
+		}
+	})
+	msg := make([]byte, 100)
+	for i := range sdus {
+		msg[0], msg[1] = byte(i>>8), byte(i)
+		if err := a.Write(msg, time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, flow.MaxSDU)
+	for i := range sdus {
+		if _, err := z.Read(buf, time.Now().Add(5*time.Second)); err != nil {
+			t.Fatalf("SDU %d of %d: %v (n0 dropped %d as queue_full)", i, sdus, err, nodes[0].Stats().Drops["queue_full"])
+		}
+		if got := int(buf[0])<<8 | int(buf[1]); got != i {
+			for j, p := range nodes {
+				t.Logf("n%d: %v", j, p.Stats().Drops)
+			}
+			t.Fatalf("SDU %d arrived as the %dth", got, i)
+		}
+	}
+	if d := nodes[0].Stats().Drops["queue_full"]; d != 0 {
+		t.Errorf("n0 dropped %d of its own SDUs as queue_full, want 0 (it waits for room)", d)
 	}
 }

@@ -189,6 +189,9 @@ func (c *core) MarkRx(np *nport, bl dt.Backlogger, bs []*pbuf) {
 
 // MarkTx marks a batch leaving np's queue (dt.Host; mark.go).
 func (c *core) MarkTx(np *nport, batch []*pbuf, below int) {
+	if c.ca.Kind() == ca.Nop { // it marks nothing: no clock read, no lock
+		return
+	}
 	c.mark(np, batch, below)
 }
 
@@ -214,7 +217,7 @@ func (c *core) Input(b *pbuf, k *dt.Kicks, sp *spares) *pbuf {
 		if k != nil {
 			now = k.Clock()
 		}
-		return c.deliver(b, now, sp)
+		return c.deliver(b, now, sp, k)
 	}
 	return nil
 }
@@ -229,7 +232,8 @@ const originWait = 20 * time.Millisecond
 // for room, so that the layer pushes back on its own senders instead of
 // dropping their traffic before it leaves the node.
 //
-// With k the transmit loop is woken when k is flushed; without, at once.
+// The port's transmit loop is woken only if it waits for a packet: with
+// k when k is flushed; without, at once.
 func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *dt.Kicks) {
 	np := (*c.ports.Load())[port]
 	if np == nil {
@@ -238,32 +242,43 @@ func (c *core) enqueue(port pff.Port, b *pbuf, local bool, k *dt.Kicks) {
 		return
 	}
 	cube := dt.PCI(b.Pkt()).Cube()
-	if !local && k != nil && k.Defer(np, b, cube) {
+	switch {
+	case !local && k != nil && k.Defer(np, b, cube):
+		return
+	case local && np.TryQueue(cube, b, k):
+		return
+	case local:
+		c.waitQueue(np, cube, b, k)
 		return
 	}
-	var t *time.Timer
-	for local && np.Sched.Len(cube) >= np.Sched.Cap() {
+	if !np.Queue(cube, b, k) {
+		c.p.pool.PutOne(b) // counted by the scheduler (queue_full)
+	}
+}
+
+// waitQueue queues b, which this IPCP originated, on np's full queue for
+// cube once the transmit loop has made room, waiting up to originWait;
+// then, or once the adjacency is gone, it gives up: b is dropped,
+// counted (queue_full). It takes b.
+func (c *core) waitQueue(np *nport, cube flow.Cube, b *pbuf, k *dt.Kicks) {
+	t := c.p.timer(originWait)
+	defer c.p.putTimer(t)
+	for {
 		np.Wake() // it may hold a wake-up deferred in k
-		if t == nil {
-			t = c.p.timer(originWait)
-			defer c.p.putTimer(t)
-		}
 		select {
 		case <-np.Space():
+			if np.TryQueue(cube, b, k) {
+				return
+			}
 			continue
 		case <-np.Done():
 		case <-t.C:
 		}
 		break
 	}
-	if !np.Sched.Enqueue(cube, b) {
+	if !np.Queue(cube, b, k) {
 		c.p.pool.PutOne(b) // counted by the scheduler (queue_full)
-		return
 	}
-	if k != nil && k.Add(np) >= 0 {
-		return
-	}
-	np.Wake()
 }
 
 // Keepalive writes a keepalive to the neighbour on np (dt.Host): a dt
@@ -290,13 +305,18 @@ func (c *core) Keepalive(np *nport) {
 	c.p.pool.PutOne(b)
 }
 
+// Wake wakes the flow's deliverLoop (dt.Waker: a receive batch wakes
+// it once, when its dt.Kicks is flushed).
+func (d *delivery) Wake() { d.wake() }
+
 // deliver hands a packet for this IPCP to its endpoint; now is its
 // arrival time (zero: now). A data packet for an N+1 flow joins the
 // flow's delivery queue (deliver.go) when it has one: with sp, in
 // exchange for a spare buffer, which deliver returns (the caller keeps
 // b otherwise); without sp, deliver takes b either way (and frees it
-// unless queued).
-func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
+// unless queued). With k, the flow's deliverLoop is woken when k is
+// flushed (once for a receive batch), not at once.
+func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 	pci := dt.PCI(b.Pkt())
 	eid := pci.EID()
 	payload := pci.Payload()
@@ -352,8 +372,14 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
 		if sp != nil {
 			repl = sp.Take()
 		}
-		d.wake()
-		queued, qcap = d.len(), deliverQueue
+		if k != nil {
+			k.Notify(d)
+		} else {
+			d.wake()
+		}
+		if c.ca.Kind() != ca.Nop {
+			queued, qcap = d.len(), deliverQueue
+		}
 	}
 	var dp deliverPort
 	if c.ca.Kind() != ca.Nop {
@@ -377,6 +403,9 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares) *pbuf {
 	} else if d == nil {
 		c.delivered(f, n)
 		c.unqueued(b, sp)
+	}
+	if c.ca.Kind() == ca.Nop { // no marks, no feedback: nothing to tell f.CA
+		return repl
 	}
 	f.CAMu.Lock()
 	if err == nil {
@@ -447,6 +476,7 @@ func (c *core) flowTx(f *fa.Flow) {
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
 	off, over := sealRoom(f)
+	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
 	var (
 		own [1]*pbuf
 		sp  spares
@@ -492,14 +522,16 @@ func (c *core) flowTx(f *fa.Flow) {
 			}
 		}
 		now := time.Now()
-		f.CAMu.Lock()
-		for wait := f.CA.OnSend(n, now); wait > 0; wait = f.CA.OnSend(n, now) {
-			f.CAMu.Unlock()
-			time.Sleep(wait)
-			now = time.Now()
+		if paced {
 			f.CAMu.Lock()
+			for wait := f.CA.OnSend(n, now); wait > 0; wait = f.CA.OnSend(n, now) {
+				f.CAMu.Unlock()
+				time.Sleep(wait)
+				now = time.Now()
+				f.CAMu.Lock()
+			}
+			f.CAMu.Unlock()
 		}
-		f.CAMu.Unlock()
 		b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
 		b.End = headroom + n
 		f.PktsOut.Add(1)
@@ -517,6 +549,7 @@ func (c *core) flowTx(f *fa.Flow) {
 func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
+	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
 	var (
 		bs    [rxBatch]*pbuf
 		bufs  [rxBatch][]byte
@@ -570,15 +603,17 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 					continue
 				}
 			}
-			f.CAMu.Lock()
-			for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
-				f.CAMu.Unlock()
-				k.Flush() // what is queued goes while this one waits
-				time.Sleep(wait)
-				now = time.Now()
+			if paced {
 				f.CAMu.Lock()
+				for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
+					f.CAMu.Unlock()
+					k.Flush() // what is queued goes while this one waits
+					time.Sleep(wait)
+					now = time.Now()
+					f.CAMu.Lock()
+				}
+				f.CAMu.Unlock()
 			}
-			f.CAMu.Unlock()
 			b := bs[i]
 			b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
 			b.End = headroom + sz
@@ -602,7 +637,7 @@ func (c *core) originate(b *pbuf, k *dt.Kicks) {
 	dst := pci.Dst()
 	c.p.c.sent.Add(1)
 	if dst == c.self {
-		c.deliver(b, time.Time{}, nil)
+		c.deliver(b, time.Time{}, nil, nil)
 		return
 	}
 	port, ok := c.pff.Lookup(dst, uint64(pci.EID()))

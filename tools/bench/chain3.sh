@@ -8,6 +8,9 @@
 #   tools/bench/chain3.sh             # TIME=5 SIZE=64 ROUNDS=2
 #   BASE=main tools/bench/chain3.sh   # also BASE's routers (a git revision,
 #                                     # built from `git archive` in $TMP)
+#   PROFILE=1 tools/bench/chain3.sh   # also where the middle router's CPU
+#                                     # goes during each flood (perf(1),
+#                                     # the cpu-clock event, by part)
 #
 # Topology, in a network namespace of the script's own: router processes
 # (images/router) a - r - b joined by UDP shim links on 127.0.0.1, a
@@ -29,6 +32,7 @@ TIME=${TIME:-5}
 SIZE=${SIZE:-64}
 ROUNDS=${ROUNDS:-2}
 BASE=${BASE:-}
+PROFILE=${PROFILE:-}
 NS=ouro-chain3-$$
 TMP=$(mktemp -d /tmp/ouro-chain3.XXXXXX)
 PIDS=()
@@ -37,6 +41,10 @@ PIDS=()
 trap cleanup EXIT INT TERM
 
 need_root chain3.sh "ip netns"
+if [ -n "$PROFILE" ] && ! command -v perf >/dev/null; then
+	echo "chain3.sh: PROFILE=1 needs perf(1) (Debian: linux-perf)" >&2
+	exit 1
+fi
 build_tools
 go build -o "$TMP/udprelay" ./tools/bench/udprelay
 if [ -n "$BASE" ]; then
@@ -61,6 +69,34 @@ report() {
 			l, f, s, f / s / 1000, cs, cs / s, (cs > 0 ? f / cs / 1000 : 0), r }' | tee -a "$TMP/results"
 }
 
+# profile LABEL: the middle router's samples of the last flood
+# ($TMP/perf.data), self time by part of the process: the unicast IPCP's
+# data path (layer/unicast and its dt, pff, ca), the UDP shim, the
+# kernel's rings and buffers (package kernel), the Go runtime, the
+# operating system (system calls, the network stack), the rest; then
+# the 15 hottest functions.
+profile() {
+	perf report -i "$TMP/perf.data" --no-children -g none --sort sym --stdio -q 2>/dev/null |
+		awk -v l="$1" '
+		$1 ~ /%$/ {
+			p = $1; sub(/%/, "", p); s = $0; sub(/^[^\[]*\[[^\]]*\] */, "", s)
+			part = "other"
+			if ($2 == "[k]") part = "OS kernel"
+			else if (s ~ /layer\/unicast/) part = "unicast IPCP"
+			else if (s ~ /layer\/(udp|shim)|internal\/shim|layer\/ipcp/) part = "UDP shim"
+			else if (s ~ /ouro\/kernel|irm/) part = "rings, buffers (kernel, irm)"
+			else if (s ~ /^runtime\.|^internal\/runtime|^sync|^aeshash|^memeqbody|^indexbyte/) part = "Go runtime, sync"
+			t[part] += p
+			if (n < 15) top[n++] = sprintf("  %6.2f%%  %s", p, s)
+		}
+		END {
+			printf "%s: middle router CPU by part:", l
+			for (k in t) printf " %s %.0f%%;", k, t[k]
+			printf "\n"
+			for (i = 0; i < n; i++) print top[i]
+		}' | tee -a "$TMP/results"
+}
+
 # ouro_round LABEL ROUTER: a round with the router binary ROUTER.
 ouro_round() {
 	ROUTER=$2
@@ -80,10 +116,19 @@ ca = "nop"'
 		"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
 		sleep 0.2
 	done
-	local f0 c0 t0 f1 c1 t1
+	local f0 c0 t0 f1 c1 t1 ppid=
+	if [ -n "$PROFILE" ]; then
+		perf record -q -e cpu-clock -F 999 -g -p "$rpid" -o "$TMP/perf.data" >/dev/null 2>&1 &
+		ppid=$!
+	fi
 	f0=$(forwarded r) c0=$(cpu "$rpid") t0=$(date +%s.%N)
 	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf sink -s "$SIZE" -t "${TIME}s" --json >"$TMP/perf.json" 2>"$TMP/perf.err" || true
 	f1=$(forwarded r) c1=$(cpu "$rpid") t1=$(date +%s.%N)
+	if [ -n "$ppid" ]; then
+		kill -INT "$ppid"
+		wait "$ppid" 2>/dev/null || true
+		profile "$1"
+	fi
 	local recv
 	recv=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f k/s, loss %.1f%%" % (d["recv_pps"] / 1000, d["loss_percent"]))' "$TMP/perf.json" 2>/dev/null || echo "? ($(head -c 200 "$TMP/perf.err"))")
 	report "$1" $((f1 - f0)) $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"

@@ -2,6 +2,7 @@ package dt_test
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -399,5 +400,49 @@ func TestEnqueueBatch(t *testing.T) {
 		s.Dequeue()
 	}); n != 0 {
 		t.Errorf("%v allocations per batch", n)
+	}
+}
+
+// TestDequeueBatchMatchesDequeue drives two schedulers of each
+// discipline through the same random enqueues (queues of 5, so the
+// rings wrap and fill): one drained by DequeueBatch in random batch
+// sizes, the other by Dequeue one at a time. Both must give the same
+// items in the same order, and count the same.
+func TestDequeueBatchMatchesDequeue(t *testing.T) {
+	for _, kind := range []dt.SchedKind{dt.StrictPriority, dt.WeightedRoundRobin} {
+		t.Run(kind.String(), func(t *testing.T) {
+			cfg := dt.SchedConfig{Kind: kind, QueueLen: 5}
+			a, _ := dt.NewScheduler[int](cfg)
+			b, _ := dt.NewScheduler[int](cfg)
+			rng := rand.New(rand.NewPCG(1, 2))
+			next := 0
+			var batch [7]int
+			for step := range 2000 {
+				for range rng.IntN(9) {
+					c := flow.Cube(rng.IntN(int(flow.NumCubes)))
+					if oka, okb := a.Enqueue(c, next), b.Enqueue(c, next); oka != okb {
+						t.Fatalf("step %d: Enqueue of %d: %v and %v", step, next, oka, okb)
+					}
+					next++
+				}
+				n := a.DequeueBatch(batch[:1+rng.IntN(len(batch))])
+				for i, got := range batch[:n] {
+					want, _, ok := b.Dequeue()
+					if !ok || got != want {
+						t.Fatalf("step %d: DequeueBatch's item %d is %d, Dequeue gave %d (ok %v)", step, i, got, want, ok)
+					}
+				}
+				if a.Total() != b.Total() {
+					t.Fatalf("step %d: %d and %d left", step, a.Total(), b.Total())
+				}
+			}
+			for c := range flow.NumCubes {
+				ca, cb := a.Counters(), b.Counters()
+				if ca.Dequeued[c].Load() != cb.Dequeued[c].Load() || ca.Drops[c].Load() != cb.Drops[c].Load() {
+					t.Errorf("cube %d: dequeued %d and %d, dropped %d and %d", c,
+						ca.Dequeued[c].Load(), cb.Dequeued[c].Load(), ca.Drops[c].Load(), cb.Drops[c].Load())
+				}
+			}
+		})
 	}
 }

@@ -20,13 +20,16 @@ import (
 //     flow.BatchPort, else one) and hands each to Host.Input, which
 //     decides (Forwarder.Decide) and either queues it on a next hop's
 //     Scheduler (the buffer moves with it, in exchange for a spare),
-//     delivers it, or drops it, counted. The transmit loops it queued
-//     for are woken once per batch (Kicks).
+//     delivers it, or drops it, counted. Of the transmit loops it
+//     queued for, those that wait for a packet are woken once per batch
+//     (Kicks); one that is running is not (Port.Queue).
 //   - transmit: one loop per N-1 flow (Loops.Tx) dequeues batches from
 //     its Scheduler and writes them to the flow (one WriteBatch where it
 //     is a flow.BatchPort), blocking on its back-pressure; the queue in
-//     front of it absorbs bursts. A period with nothing written ends
-//     with a keepalive (Host.Keepalive).
+//     front of it absorbs bursts. When its dequeue finds nothing, the
+//     scheduler marks it parked and it waits for a wake-up, which the
+//     first packet queued after that sends. A period with nothing
+//     written ends with a keepalive (Host.Keepalive).
 //
 // The loops allocate nothing per packet. What they need from the layer
 // (the forwarding decision and delivery, failing an adjacency,
@@ -105,7 +108,31 @@ func NewPort(id pff.Port, addr layer.Addr, name string, f flow.Port, s *Schedule
 	return &Port{ID: id, Addr: addr, Name: name, Flow: f, Sched: s, kick: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// Wake wakes p's transmit loop.
+// Queue puts b on p's queue for cube c, and reports false if the queue
+// is full (a queue_full drop, counted by the scheduler; b is still the
+// caller's). If p's transmit loop waits for a packet, it is woken: with
+// k when k is flushed, without k at once; a loop that is running is not
+// (the scheduler knows which: one wake-up per time the loop parks, not
+// one per batch queued).
+func (p *Port) Queue(c flow.Cube, b *Buf, k *Kicks) bool {
+	return p.queue(c, b, k, true)
+}
+
+// TryQueue is Queue for a caller that waits for room when the queue is
+// full (Space) and tries again: a refusal is not counted as a drop.
+func (p *Port) TryQueue(c flow.Cube, b *Buf, k *Kicks) bool {
+	return p.queue(c, b, k, false)
+}
+
+func (p *Port) queue(c flow.Cube, b *Buf, k *Kicks, count bool) bool {
+	ok, wake := p.Sched.enqueue(c, b, count)
+	if wake && (k == nil || k.Add(p) < 0) {
+		p.Wake()
+	}
+	return ok
+}
+
+// Wake wakes p's transmit loop, whether it waits or not.
 func (p *Port) Wake() {
 	select {
 	case p.kick <- struct{}{}:
@@ -113,8 +140,8 @@ func (p *Port) Wake() {
 	}
 }
 
-// Space is ready when p's transmit loop has dequeued (room in a full
-// queue, perhaps).
+// Space is ready when p's transmit loop has dequeued from a scheduler
+// one of whose queues was full (room in it, perhaps).
 func (p *Port) Space() <-chan struct{} { return p.space }
 
 // Done is closed once the adjacency is gone (Close).
@@ -262,11 +289,20 @@ func (l *Loops) Tx(np *Port) {
 	ka := time.NewTicker(l.KeepAlive)
 	defer ka.Stop()
 	sent := np.TxPkts.Load()
+	lastBelow := 0 // what SetBelow was last told
+	setBelow := func(q int) {
+		if q != lastBelow {
+			lastBelow = q
+			np.Sched.SetBelow(q)
+		}
+	}
 	for {
-		n := np.Sched.DequeueBatch(batch[:])
+		n, wasFull := np.Sched.dequeueBatch(batch[:])
 		if n == 0 {
+			// The scheduler has marked the loop parked: the next packet
+			// queued wakes it (Port.Queue, Kicks).
 			if qp != nil {
-				np.Sched.SetBelow(qp.Queued())
+				setBelow(qp.Queued())
 			}
 			select {
 			case <-np.kick:
@@ -288,14 +324,16 @@ func (l *Loops) Tx(np *Port) {
 				l.Pool.Put(batch[:n])
 			}
 		}
-		select {
-		case np.space <- struct{}{}:
-		default:
+		if wasFull { // a sender may wait for room (the unicast IPCP's own)
+			select {
+			case np.space <- struct{}{}:
+			default:
+			}
 		}
 		if qp != nil {
 			q := qp.Queued()
 			below = max(below, q)
-			np.Sched.SetBelow(q)
+			setBelow(q)
 		}
 		l.Host.MarkTx(np, batch[:n], below)
 		if s := l.Capture.Session(); s != nil {
@@ -346,14 +384,16 @@ func (l *Loops) writeBatch(np *Port, bp flow.BatchPort, batch []*Buf, pkts [][]b
 }
 
 // Kicks collects, for one batch, the packets to forward per next hop
-// and the transmit loops to wake: at Flush each next hop's packets are
-// queued under one lock of its scheduler and its loop is woken once.
-// It also keeps the batch's arrival time once a packet of it is
-// delivered. The zero value defers no packets (Defer refuses), only
-// wake-ups; a receive loop's defers both.
+// and the loops to wake: at Flush each next hop's packets are queued
+// under one lock of its scheduler, and each loop that waits for them is
+// woken once (a transmit loop that is running is not: Port.Queue). It
+// also keeps the batch's arrival time once a packet of it is delivered.
+// The zero value defers no packets (Defer refuses), only wake-ups; a
+// receive loop's defers both.
 type Kicks struct {
 	n    int
 	np   [RxBatch]*Port
+	due  [RxBatch]bool // np[i]'s transmit loop is to be woken
 	now  time.Time
 	pool *Pool // where refused packets go; nil: nothing is deferred
 
@@ -365,23 +405,60 @@ type Kicks struct {
 	pc   [RxBatch]flow.Cube
 	tmpb [RxBatch]*Buf
 	tmpc [RxBatch]flow.Cube
+
+	// Other loops to wake at Flush (Notify): the unicast IPCP's
+	// delivery queues.
+	nw int
+	w  [RxBatch]Waker
 }
 
-// Add notes that np's transmit loop is to be woken, and returns np's
-// index in k, or -1 if k is full (np was woken at once).
-func (k *Kicks) Add(np *Port) int {
+// Waker is a loop that Kicks wakes at Flush (Notify).
+type Waker interface {
+	// Wake wakes the loop; it does not block.
+	Wake()
+}
+
+// slot returns np's index in k, adding it, or -1 if k is full.
+func (k *Kicks) slot(np *Port) int {
 	for i, x := range k.np[:k.n] {
 		if x == np {
 			return i
 		}
 	}
 	if k.n == len(k.np) {
+		return -1
+	}
+	k.np[k.n], k.due[k.n] = np, false
+	k.n++
+	return k.n - 1
+}
+
+// Add notes that np's transmit loop is to be woken, and returns np's
+// index in k, or -1 if k is full (np was woken at once).
+func (k *Kicks) Add(np *Port) int {
+	i := k.slot(np)
+	if i < 0 {
 		np.Wake()
 		return -1
 	}
-	k.np[k.n] = np
-	k.n++
-	return k.n - 1
+	k.due[i] = true
+	return i
+}
+
+// Notify notes that w is to be woken at Flush; if k is full of them, w
+// is woken at once.
+func (k *Kicks) Notify(w Waker) {
+	for _, x := range k.w[:k.nw] {
+		if x == w {
+			return
+		}
+	}
+	if k.nw == len(k.w) {
+		w.Wake()
+		return
+	}
+	k.w[k.nw] = w
+	k.nw++
 }
 
 // Defer queues b for np at Flush; it reports false if k cannot take it
@@ -390,7 +467,7 @@ func (k *Kicks) Defer(np *Port, b *Buf, cube flow.Cube) bool {
 	if k.pool == nil || k.pn == len(k.pb) {
 		return false
 	}
-	i := k.Add(np)
+	i := k.slot(np)
 	if i < 0 {
 		return false
 	}
@@ -408,9 +485,9 @@ func (k *Kicks) Clock() time.Time {
 	return k.now
 }
 
-// Flush queues the deferred packets, one EnqueueBatch per next hop
-// (a full queue's refusals go back to the pool, counted by the
-// scheduler), and wakes every noted transmit loop.
+// Flush queues the deferred packets, one enqueue per next hop (a full
+// queue's refusals go back to the pool, counted by the scheduler), and
+// wakes every noted loop that waits.
 func (k *Kicks) Flush() {
 	for i, np := range k.np[:k.n] {
 		if k.pn > 0 {
@@ -422,17 +499,26 @@ func (k *Kicks) Flush() {
 				}
 			}
 			if m > 0 {
-				if r := np.Sched.EnqueueBatch(k.tmpc[:m], k.tmpb[:m]); r > 0 {
+				r, wake := np.Sched.enqueueBatch(k.tmpc[:m], k.tmpb[:m])
+				if r > 0 {
 					k.pool.Put(k.tmpb[:r])
 				}
 				clear(k.tmpb[:m])
+				k.due[i] = k.due[i] || wake
 			}
 		}
-		np.Wake()
+		if k.due[i] {
+			np.Wake()
+		}
 		k.np[i] = nil
+	}
+	for i, w := range k.w[:k.nw] {
+		w.Wake()
+		k.w[i] = nil
 	}
 	clear(k.pb[:k.pn])
 	k.pn = 0
 	k.n = 0
+	k.nw = 0
 	k.now = time.Time{}
 }

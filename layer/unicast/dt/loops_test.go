@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -257,7 +258,8 @@ func TestLoopsTxDrain(t *testing.T) {
 
 // TestKicksFlush: deferred packets are queued per next hop at Flush, in
 // arrival order; those a full queue refuses go back to the pool; the
-// zero Kicks defers nothing.
+// zero Kicks defers nothing; a transmit loop that waits (it dequeued
+// nothing) is woken once, one that runs is not.
 func TestKicksFlush(t *testing.T) {
 	var allocs atomic.Uint64
 	pool := NewPool(16, nil, &allocs)
@@ -275,6 +277,10 @@ func TestKicksFlush(t *testing.T) {
 	if zero.Defer(a, bs[0], 0) {
 		t.Fatal("the zero Kicks deferred a packet")
 	}
+	var out [4]*Buf
+	if n := a.Sched.DequeueBatch(out[:]); n != 0 { // as a's loop does before it waits
+		t.Fatalf("dequeued %d from an empty queue", n)
+	}
 	k := Kicks{pool: pool}
 	for i, x := range bs[:5] { // 5 for a (queue of 3), 1 for b
 		if !k.Defer(a, x, 0) {
@@ -291,17 +297,90 @@ func TestKicksFlush(t *testing.T) {
 	if a.Sched.Len(0) != 3 || b.Sched.Len(0) != 1 {
 		t.Fatalf("queued %d for a (want 3, its length) and %d for b (want 1)", a.Sched.Len(0), b.Sched.Len(0))
 	}
-	var out [4]*Buf
+	select {
+	case <-a.kick:
+	default:
+		t.Error("Flush did not wake a's transmit loop, which waited")
+	}
+	select {
+	case <-b.kick:
+		t.Error("Flush woke b's transmit loop, which never waited (its first dequeue is still to come)")
+	default:
+	}
 	if n := a.Sched.DequeueBatch(out[:]); n != 3 || out[0] != bs[0] || out[1] != bs[1] || out[2] != bs[2] {
 		t.Errorf("a's queue holds %d, not the first three in order", n)
 	}
 	if f := free(pool); f != 2 {
 		t.Errorf("%d buffers back in the pool, want the 2 a's queue refused", f)
 	}
+	// a's loop is running (its dequeue returned packets): more for it
+	// need no wake-up.
+	pool.Put(out[:1])
+	x := pool.GetOne()
+	if !k.Defer(a, x, 0) {
+		t.Fatal("Defer refused")
+	}
+	k.Flush()
+	select {
+	case <-a.kick:
+		t.Error("Flush woke a's transmit loop, which was running")
+	default:
+	}
+	// Add still wakes at Flush, waiting or not.
+	k.Add(a)
+	k.Flush()
 	select {
 	case <-a.kick:
 	default:
-		t.Error("Flush did not wake a's transmit loop")
+		t.Error("Flush did not wake a loop noted by Add")
+	}
+}
+
+// TestTxWakeNotLost races packets queued one at a time (Port.Queue, and
+// Kicks) against the transmit loop parking: every packet must be sent
+// without waiting for the keepalive period, though only the first
+// packet after each time the loop parks wakes it.
+func TestTxWakeNotLost(t *testing.T) {
+	for _, viaKicks := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Queue", true: "Kicks"}[viaKicks], func(t *testing.T) {
+			const pkts = 3000
+			outW, outR := flowtest.Pipe(64)
+			out := newPort(t, 2, outW)
+			var allocs, truncated, txErrors atomic.Uint64
+			pool := NewPool(64, nil, &allocs)
+			l := &Loops{Pool: pool, Host: &relay{}, KeepAlive: time.Hour, Truncated: &truncated, TxErrors: &txErrors}
+			done := make(chan struct{})
+			go func() { defer close(done); l.Tx(out) }()
+			defer func() { out.Close(); <-done }()
+			buf := make([]byte, flow.MaxSDU)
+			k := Kicks{pool: pool}
+			for i := range pkts {
+				b := pool.GetOne()
+				if b == nil {
+					t.Fatal("no buffer: the loop did not free what it sent")
+				}
+				b.Off, b.End = 0, PCILen
+				if viaKicks {
+					if !k.Defer(out, b, 0) {
+						t.Fatal("Defer refused")
+					}
+					k.Flush()
+				} else if !out.Queue(0, b, nil) {
+					t.Fatal("queue full")
+				}
+				if i%3 == 0 {
+					runtime.Gosched() // vary where the loop is when the next one comes
+				}
+				if i%2 == 0 {
+					continue
+				}
+				for range 2 { // two at a time: the loop parks between and after
+					if _, err := outR.Read(buf, time.Now().Add(5*time.Second)); err != nil {
+						t.Fatalf("packet %d not sent: %v (a wake-up lost)", i, err)
+					}
+				}
+			}
+		})
 	}
 }
 

@@ -102,6 +102,16 @@ type ring[T any] struct {
 	low, prev int
 }
 
+// tail returns the index of the slot after the last item (q not full),
+// without a division.
+func (q *ring[T]) tail() int {
+	i := q.head + q.n
+	if i >= len(q.buf) {
+		i -= len(q.buf)
+	}
+	return i
+}
+
 // see records the queue's length after an operation, with below
 // (Scheduler.SetBelow) in front of it.
 func (q *ring[T]) see(below int) { q.low = min(q.low, q.n+below) }
@@ -120,7 +130,13 @@ type Scheduler[T any] struct {
 	backlogged uint8
 	total      int
 	disc       Discipline
-	below      int // SetBelow
+	strict     bool // disc is StrictPriority: a dequeue takes runs of one cube
+	below      int  // SetBelow
+	// parked: the consumer found every queue empty (a dequeue that
+	// returned nothing) and no item was queued since. The first enqueue
+	// after it reports that the consumer is to be woken (enqueue), the
+	// others do not: a consumer that is running needs no wake-up.
+	parked bool
 }
 
 // NewScheduler returns an empty scheduler.
@@ -135,7 +151,7 @@ func NewScheduler[T any](cfg SchedConfig) (*Scheduler[T], error) {
 	s := &Scheduler[T]{}
 	switch cfg.Kind {
 	case StrictPriority:
-		s.disc = strict{}
+		s.disc, s.strict = strict{}, true
 	case WeightedRoundRobin:
 		w := cfg.Weights
 		if w == ([flow.NumCubes]int{}) {
@@ -160,24 +176,36 @@ func NewScheduler[T any](cfg SchedConfig) (*Scheduler[T], error) {
 // is full (counted in Drops[c]) or c is not a cube (not counted: Decide
 // drops such packets first); the item then stays the caller's to release.
 func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
+	ok, _ := s.enqueue(c, item, true)
+	return ok
+}
+
+// enqueue is Enqueue that also reports whether the consumer is parked
+// (it dequeued nothing since the last item) and is to be woken; only
+// the first enqueue after the consumer parked reports it. A full queue
+// is counted as a drop only with count.
+func (s *Scheduler[T]) enqueue(c flow.Cube, item T, count bool) (ok, wake bool) {
 	if c >= flow.NumCubes {
-		return false
+		return false, false
 	}
 	s.mu.Lock()
 	q := &s.q[c]
 	if q.n == len(q.buf) {
 		s.mu.Unlock()
-		s.counters.Drops[c].Add(1)
-		return false
+		if count {
+			s.counters.Drops[c].Add(1)
+		}
+		return false, false
 	}
-	q.buf[(q.head+q.n)%len(q.buf)] = item
+	q.buf[q.tail()] = item
 	q.n++
 	q.see(s.below)
 	s.total++
 	s.backlogged |= 1 << c
+	wake, s.parked = s.parked, false
 	s.mu.Unlock()
 	s.counters.Enqueued[c].Add(1)
-	return true
+	return true, wake
 }
 
 // EnqueueBatch appends items[i] to cube cubes[i]'s queue, in order,
@@ -188,6 +216,13 @@ func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
 // returns how many; they stay the caller's to release. It allocates
 // nothing. cubes and items have the same length.
 func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) {
+	refused, _ = s.enqueueBatch(cubes, items)
+	return refused
+}
+
+// enqueueBatch is EnqueueBatch that also reports, as enqueue does,
+// whether the consumer is to be woken.
+func (s *Scheduler[T]) enqueueBatch(cubes []flow.Cube, items []T) (refused int, wake bool) {
 	var in, drop [flow.NumCubes]uint64
 	s.mu.Lock()
 	for i, item := range items {
@@ -204,12 +239,15 @@ func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) 
 			refused++
 			continue
 		}
-		q.buf[(q.head+q.n)%len(q.buf)] = item
+		q.buf[q.tail()] = item
 		q.n++
 		q.see(s.below)
 		s.total++
 		s.backlogged |= 1 << c
 		in[c]++
+	}
+	if refused < len(items) {
+		wake, s.parked = s.parked, false
 	}
 	s.mu.Unlock()
 	for c := range in {
@@ -220,7 +258,7 @@ func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) 
 			s.counters.Drops[c].Add(drop[c])
 		}
 	}
-	return refused
+	return refused, wake
 }
 
 // Dequeue removes and returns the next item by the discipline, with its
@@ -228,6 +266,7 @@ func (s *Scheduler[T]) EnqueueBatch(cubes []flow.Cube, items []T) (refused int) 
 func (s *Scheduler[T]) Dequeue() (item T, c flow.Cube, ok bool) {
 	s.mu.Lock()
 	item, c, ok = s.dequeueLocked()
+	s.parked = !ok
 	s.mu.Unlock()
 	if ok {
 		s.counters.Dequeued[c].Add(1)
@@ -238,25 +277,60 @@ func (s *Scheduler[T]) Dequeue() (item T, c flow.Cube, ok bool) {
 // DequeueBatch fills dst with up to len(dst) items in scheduling order and
 // returns how many it wrote.
 func (s *Scheduler[T]) DequeueBatch(dst []T) int {
+	n, _ := s.dequeueBatch(dst)
+	return n
+}
+
+// dequeueBatch is DequeueBatch that also reports whether a cube's queue
+// was full before it (a producer may wait for room: Port.Space). One
+// that returns nothing parks the consumer (enqueue).
+func (s *Scheduler[T]) dequeueBatch(dst []T) (n int, wasFull bool) {
 	var per [flow.NumCubes]uint64
 	s.mu.Lock()
-	n := 0
-	for n < len(dst) {
-		item, c, ok := s.dequeueLocked()
-		if !ok {
+	for c := range s.q {
+		if s.backlogged&(1<<c) != 0 && s.q[c].n == len(s.q[c].buf) {
+			wasFull = true
 			break
 		}
-		dst[n] = item
-		per[c]++
-		n++
 	}
+	for n < len(dst) && s.backlogged != 0 {
+		if !s.strict {
+			item, c, _ := s.dequeueLocked()
+			dst[n] = item
+			per[c]++
+			n++
+			continue
+		}
+		// Strict priority serves the picked cube until it is empty:
+		// take the run at once, with one Pick.
+		c := s.disc.Pick(s.backlogged)
+		q := &s.q[c]
+		k := min(q.n, len(dst)-n)
+		var zero T
+		for range k {
+			dst[n] = q.buf[q.head]
+			q.buf[q.head] = zero // drop the reference
+			if q.head++; q.head == len(q.buf) {
+				q.head = 0
+			}
+			n++
+		}
+		q.n -= k
+		q.see(s.below) // the least length of the run is its last
+		s.total -= k
+		per[c] += uint64(k)
+		if q.n == 0 {
+			s.backlogged &^= 1 << c
+		}
+	}
+	s.parked = n == 0
 	s.mu.Unlock()
 	for c, k := range per {
 		if k != 0 {
 			s.counters.Dequeued[c].Add(k)
 		}
 	}
-	return n
+	return n, wasFull
 }
 
 func (s *Scheduler[T]) dequeueLocked() (T, flow.Cube, bool) {
@@ -268,7 +342,9 @@ func (s *Scheduler[T]) dequeueLocked() (T, flow.Cube, bool) {
 	q := &s.q[c]
 	item := q.buf[q.head]
 	q.buf[q.head] = zero // drop the reference
-	q.head = (q.head + 1) % len(q.buf)
+	if q.head++; q.head == len(q.buf) {
+		q.head = 0
+	}
 	q.n--
 	q.see(s.below)
 	s.total--

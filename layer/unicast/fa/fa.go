@@ -480,16 +480,23 @@ func (a *Allocator) allocAt(ctx context.Context, dst layer.Addr, h layer.Hash, r
 				if !ok {
 					continue
 				}
-				res, fin, err := in.Reply(ctx, b)
+				fin, err := in.Reply(ctx, b)
+				if err != nil {
+					a.c.kexFailed.Add(1)
+					return nil, fmt.Errorf("fa: alloc %q at %d: %w: %w", req.Dst, dst, flow.ErrRefused, err)
+				}
+				msgs = []*Msg{{Type: MsgFinish, SrcEID: eid, Kex: fin}}
+				a.send(dst, msgs[0])
+				rto = a.cfg.RetryBase
+				t.Reset(rto)
+				// The keys, while the Finish travels and the
+				// responder checks it.
+				res, err := in.Result()
 				if err != nil {
 					a.c.kexFailed.Add(1)
 					return nil, fmt.Errorf("fa: alloc %q at %d: %w: %w", req.Dst, dst, flow.ErrRefused, err)
 				}
 				sl = &sealing{res: res}
-				msgs = []*Msg{{Type: MsgFinish, SrcEID: eid, Kex: fin}}
-				a.send(dst, msgs[0])
-				rto = a.cfg.RetryBase
-				t.Reset(rto)
 				continue
 			}
 			if r.Result == ResNoTicket {

@@ -1357,22 +1357,28 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req ipcp.AllocReq, por
 			if !ok {
 				continue
 			}
-			r, fin, err := in.Reply(ctx, b)
-			if err == nil {
-				sl, err = newSealing(r)
-			}
+			fin, err := in.Reply(ctx, b)
 			if err == nil {
 				pkts, err = e.kexPkts(KexMsg{Type: MsgKex, ReqID: p.reqID, Src: eid, Step: StepFinish}, fin)
 			}
 			if err != nil {
 				return refuse(err)
 			}
-			e.putTicket(dst, r.Next)
 			for _, p := range pkts {
 				e.sendPkt(p, dst)
 			}
 			rto = e.cfg.RetryBase
 			t.Reset(rto)
+			// The keys, while the Finish travels and the responder
+			// checks it.
+			r, err := in.Result()
+			if err == nil {
+				sl, err = newSealing(r)
+			}
+			if err != nil {
+				return refuse(err)
+			}
+			e.putTicket(dst, r.Next)
 		case <-t.C:
 			rto = min(2*rto, e.cfg.RetryMax)
 			t.Reset(rto)
