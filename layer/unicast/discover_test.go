@@ -112,8 +112,11 @@ func TestDiscover(t *testing.T) {
 			for _, nd := range n.Nodes() {
 				found += nd.IPCP.Stats().Discovered
 			}
-			if wantFound := map[bool]uint64{true: 2, false: 0}[on]; found != wantFound && !(on && found == 1) {
-				t.Errorf("discover %v: %d adjacencies connected by discovery, want %d (or 1: both dialled, one kept)", on, found, wantFound)
+			// With discovery 2 (n1 and n2 dialled each other), 1 (both
+			// dialled, one kept) or more (under load an adjacency is lost
+			// and dialled again; the neighbours above are what counts).
+			if on && found == 0 || !on && found != 0 {
+				t.Errorf("discover %v: %d adjacencies connected by discovery", on, found)
 			}
 			// The routes follow: n1 reaches n2 in one hop.
 			if on {

@@ -98,11 +98,13 @@ func TestSealedResume(t *testing.T) {
 		}
 		echoOnce(t, ra, rc)
 		sentC, sentA := toC.take(), toA.take()
+		// At least, not exactly: under load a request is sent again
+		// (fa's retry) and each copy is answered.
 		if i == 0 {
-			if sentC[fa.MsgReq] < 2 || sentC[fa.MsgFinish] != 1 || sentA[fa.MsgReply] < 1 || sentC[fa.MsgResume] != 0 {
+			if sentC[fa.MsgReq] < 2 || sentC[fa.MsgFinish] < 1 || sentA[fa.MsgReply] < 1 || sentC[fa.MsgResume] != 0 {
 				t.Fatalf("first allocation: a sent %v, c sent %v; want the full key exchange", sentC, sentA)
 			}
-		} else if sentC[fa.MsgResume] != 1 || sentC[fa.MsgReq] != 0 || sentC[fa.MsgFinish] != 0 || sentA[fa.MsgReply] != 0 || sentA[fa.MsgResp] != 1 {
+		} else if sentC[fa.MsgResume] < 1 || sentC[fa.MsgReq] != 0 || sentC[fa.MsgFinish] != 0 || sentA[fa.MsgReply] != 0 || sentA[fa.MsgResp] < 1 {
 			t.Fatalf("allocation %d: a sent %v, c sent %v; want one Resume and one Resp", i, sentC, sentA)
 		}
 		ra.Close()

@@ -33,10 +33,8 @@ package microvm
 // looks once more and waits for it; the handler acknowledges it at the
 // device and forwards it through a one-slot channel, and the reader sets
 // the flag again until it is idle, so a burst of frames costs one
-// interrupt, not one each (NICStats.Interrupts). Every interrupt wakes
-// TamaGo's interrupt goroutine from the exception handler
-// (runtime.WakeG), which edits the runtime's timer heap behind the
-// interrupted code's back; fewer of them are fewer chances of that race.
+// interrupt, not one each (NICStats.Interrupts); each is served by the
+// board's interrupt goroutine (irq.go), woken from the idle hook.
 //
 // Transmit: callers serialise on txMu, reclaim descriptors the device has
 // used, copy each frame into a free descriptor's buffer, publish the batch
