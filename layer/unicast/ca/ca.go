@@ -397,32 +397,18 @@ func (f *mbFlow) decrease(ece uint8) {
 	f.tokens = min(f.tokens, f.burst())
 }
 
-// urgentECE is the level from which a receiver reports a packet's level
-// without waiting out the Interval: a queue that deep (at a receiving
-// node, one heading past its half; at a forwarder, one standing past
-// about half) overflows within the Interval if the sender does not slow
-// down, and the average of an Interval dilutes a queue that grew in its
-// last few milliseconds to a cut of a few percent.
-const urgentECE = exitECE
-
 // OnReceive averages the ECN levels of received packets and reports the
 // average every Interval while it is non-zero, and once when it drops to
-// zero. A packet at urgentECE or above (a queue about to overflow) is
-// reported sooner, a quarter Interval after the last feedback, at its own
-// level if that is above the average: the queue as it is now, not as it
-// was over the Interval (the sender's Hold keeps it from counting twice).
+// zero. A packet at the highest level (a full queue: the next packet
+// there is lost) is reported sooner, a quarter Interval after the last
+// feedback: the sender's Hold keeps it from counting twice.
 func (f *mbFlow) OnReceive(ecn uint8, _ int, now time.Time) (Feedback, bool) {
 	f.ecnSum += uint64(ecn)
 	f.ecnN++
-	since := now.Sub(f.lastFb)
-	urgent := ecn >= urgentECE && since >= f.cfg.Interval/4
-	if since < f.cfg.Interval && !urgent {
+	if since := now.Sub(f.lastFb); since < f.cfg.Interval && (ecn < 255 || since < f.cfg.Interval/4) {
 		return Feedback{}, false
 	}
 	ece := uint8((f.ecnSum + f.ecnN - 1) / f.ecnN) // round up: any mark counts
-	if urgent {
-		ece = max(ece, ecn)
-	}
 	f.ecnSum, f.ecnN, f.lastFb = 0, 0, now
 	if ece == 0 && f.lastECE == 0 {
 		return Feedback{}, false
