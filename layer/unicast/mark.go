@@ -110,15 +110,15 @@ const nearFull = 2
 //
 // The depth it is heading for is n plus its rise above the standing
 // depth (n-standing, what it grew by within the last window or two):
-// where it will be if it grows as much again before the sender hears.
-// Marking only by n once past half (as before) came too late for deeper
-// rings: with 1024-slot rings the loss moved to the ring to the program,
-// marked 30-47 thousand times a run and still overflowing, as a stalled
-// reader's queue fills in about the time the mark takes to reach the
-// sender. A queue that rises from empty is now marked from a quarter of
-// it, at the level it will have at half, and at 255 (reported within a
-// quarter Interval, ca.Flow.OnReceive) from half; a queue that stands
-// deep and does not rise is marked by its depth, as before.
+// where it will be if it grows as much again before the sender hears. A
+// queue that rises from empty is marked from a quarter of it, at the
+// level it would have at half, and at 255 from half (reported a quarter
+// Interval early, ca.Flow.OnReceive); a queue that stands deep and does
+// not rise is marked by its standing depth, as before. Marked only by
+// its depth once past half (before), what waits in front of the program
+// overflowed while marked: on loopback most of what the delivery queue
+// refused is no longer lost there (docs/benchmarks.md, "Congestion
+// avoidance").
 func (c *core) level(standing, n, qcap int) uint8 {
 	lvl := c.ca.MarkECN(standing, qcap)
 	if ahead := 2*n - standing; 4*ahead >= nearFull*qcap {
