@@ -114,7 +114,7 @@ EOF
 		for n in $first $mid $last; do
 			for i in $n.udp $n.uni; do
 				echo "  stats $i: $("${NSX[@]}" "$BIN/ouro" --socket "$TMP/$n.sock" --json stats "$i" 2>&1 |
-					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["value"] not in ("0", "-", "operational") and not r["counter"].startswith(("refused", "checks", "supervisor", "routing", "adjacencies"))))' 2>&1)"
+					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["value"] not in ("0", "-", "operational") and not r["counter"].startswith(("refused", "checks", "supervisor", "routing", "adjacencies.auth"))))' 2>&1)"
 			done
 		done
 	fi
