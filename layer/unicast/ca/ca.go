@@ -280,10 +280,10 @@ func (f *mbFlow) Rate() uint64 { return f.rate }
 // whole Interval's tokens sent them back to back, some 1,000 SDUs at
 // loopback rates, into a receiving node whose queues hold 1,024: a
 // burst marked or dropped there as if the path were congested. With an
-// eighth (docs/benchmarks.md, "Congestion avoidance"), on loopback under
-// load 9-10: 0.27-0.89% lost in four paths, against 0.34-13.8% with the
-// bucket of an Interval and 1.16-2.39% before either, at 0.56-0.98 of
-// the rate before.
+// eighth, beside the bucket of an Interval on loopback (four rounds,
+// docs/benchmarks.md, "Congestion avoidance"): 0.05-0.89% lost in 8
+// paths against 0.31-0.70% and, in two, 3.7% and 13.8%; 0.80-2.31 of
+// its rate (median 1.04).
 const burstDiv = 8
 
 // burst is the bucket depth: 1/burstDiv of an Interval at rate, at least
