@@ -17,13 +17,13 @@ import (
 //   - the receive loops mark what they read from an N-1 port by the
 //     standing backlog of the ring it came through, the queue between the
 //     layer below (a shim) and this IPCP, which fills when this IPCP
-//     reads slower than packets arrive, and past half of it by its
-//     depth at the moment (level): rxMark;
+//     reads slower than packets arrive, and by the depth it is heading
+//     for once that passes half of it (level): rxMark;
 //   - deliver marks what it delivers to an N+1 flow by the standing
 //     depth of what waits in front of the program, the flow's delivery
 //     queue (deliver.go) and the flow's ring to the program, which fill
-//     when the program reads slower, and past half by their depth at
-//     the moment: deliverMark. A delivery refused
+//     when the program reads slower, and by the depth they are heading
+//     for once that passes half: deliverMark. A delivery refused
 //     (the queue full: a counted drop) counts as the highest level.
 //
 // A full queue drops; these marks make the sender slow down (mb-ecn's
@@ -92,25 +92,37 @@ func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
 }
 
 // nearFull is the share of a receiving node's queue (the ring from the
-// layer below, what waits in front of a program), nearFull/4, past which
-// the receiving node marks by the queue's depth at the moment, not only
-// by its standing depth: half. From 3/4, interleaved on loopback
-// (docs/benchmarks.md), mb-ecn moved 15-25% more and lost 2-6 times as
-// much (1.9-2.7% against 0.4-1.9%).
+// layer below, what waits in front of a program), nearFull/4, that the
+// depth it is heading for must reach before the receiving node marks by
+// that depth, not only by its standing depth: half. From 3/4,
+// interleaved on loopback (docs/benchmarks.md), mb-ecn moved 15-25% more
+// and lost 2-6 times as much (1.9-2.7% against 0.4-1.9%).
 const nearFull = 2
 
 // level is the mark for a receiving node's queue of capacity qcap that
-// stands at standing and is n deep now: by the standing depth, or by n
-// where n is past nearFull/4 of the queue. A queue a reader lets fill in a
-// few milliseconds (a process waiting for a CPU) and then drains at once
-// never stands for a window, yet the next such stall overflows it: on
-// loopback most of what mb-ecn lost was dropped at a ring that was never
-// marked (marked.rx 0, the receiving shim's rx_full 1-4% of what it
-// read). Near full, the sender hears of it before the drop.
+// stands at standing and is n deep now: by the standing depth, or by the
+// depth the queue is heading for once that is past nearFull/4 of it. A
+// queue a reader lets fill in a few milliseconds (a process waiting for
+// a CPU) and then drains at once never stands for a window, yet the next
+// such stall overflows it: on loopback most of what mb-ecn lost was
+// dropped at a ring that was never marked (marked.rx 0, the receiving
+// shim's rx_full 1-4% of what it read).
+//
+// The depth it is heading for is n plus its rise above the standing
+// depth (n-standing, what it grew by within the last window or two):
+// where it will be if it grows as much again before the sender hears. A
+// queue that rises from empty is marked from a quarter of it, at the
+// level it would have at half, and at 255 from half (reported a quarter
+// Interval early, ca.Flow.OnReceive); a queue that stands deep and does
+// not rise is marked by its standing depth, as before. Marked only by
+// its depth once past half (before), what waits in front of the program
+// overflowed while marked: on loopback most of what the delivery queue
+// refused is no longer lost there (docs/benchmarks.md, "Congestion
+// avoidance").
 func (c *core) level(standing, n, qcap int) uint8 {
 	lvl := c.ca.MarkECN(standing, qcap)
-	if 4*n >= nearFull*qcap {
-		lvl = max(lvl, c.ca.MarkECN(n, qcap))
+	if ahead := 2*n - standing; 4*ahead >= nearFull*qcap {
+		lvl = max(lvl, c.ca.MarkECN(ahead, qcap))
 	}
 	return lvl
 }

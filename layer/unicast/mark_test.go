@@ -14,11 +14,14 @@ import (
 // TestRxMark: the receive loop marks what it reads from an N-1 port by
 // the standing backlog of the ring it reads from (here a flowtest pipe,
 // which says its depth as a node's RingPort does): nothing while the ring
-// is shallow or only briefly deep (a burst short of half of it), the
+// is shallow or only briefly deep (a rise short of a quarter of it), the
 // level of its depth once it stays deep for a window, nothing again once
-// it drains, and the level of its depth at once when a burst takes it
-// past half (the next one overflows it); raise writes the level into each
-// packet's PCI and counts them (marked.rx).
+// it drains; and by the depth it is heading for (its depth plus its rise
+// above the standing depth) at once when that passes half: from a
+// quarter of the ring when it rises from empty, at 255 from half (the
+// next stall overflows it). Before, a rise was marked only once past
+// half, and at the level of its depth then. raise writes the level into
+// each packet's PCI and counts them (marked.rx).
 func TestRxMark(t *testing.T) {
 	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
 	if err != nil {
@@ -53,16 +56,16 @@ func TestRxMark(t *testing.T) {
 	if lvl := c.rxMark(np, bl); lvl != 0 {
 		t.Errorf("empty ring: level %d, want 0", lvl)
 	}
-	write(120)
+	write(60)
 	if lvl := c.rxMark(np, bl); lvl != 0 {
-		t.Errorf("a ring just filled to 120 (a burst short of half, not yet standing): level %d, want 0", lvl)
+		t.Errorf("a ring just filled to 60 (a rise short of a quarter, not yet standing): level %d, want 0", lvl)
 	}
 	time.Sleep(window)
-	c.rxMark(np, bl) // a window in which it stayed at 120
+	c.rxMark(np, bl) // a window in which it stayed at 60
 	time.Sleep(window)
-	want := cak.MarkECN(120, 256)
+	want := cak.MarkECN(60, 256)
 	if lvl := c.rxMark(np, bl); lvl != want || want == 0 {
-		t.Errorf("a ring 120 deep for two windows: level %d, want %d (> 0)", lvl, want)
+		t.Errorf("a ring 60 deep for two windows: level %d, want %d (> 0)", lvl, want)
 	}
 	bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf)}
 	for _, b := range bs[:2] {
@@ -78,14 +81,26 @@ func TestRxMark(t *testing.T) {
 	if got := c.p.c.markedRx.Load(); got != 2 {
 		t.Errorf("marked.rx %d, want 2", got)
 	}
+	write(60) // 120 deep, 60 above where it stood: heading for 180
+	if lvl, want := c.rxMark(np, bl), cak.MarkECN(180, 256); lvl != want {
+		t.Errorf("a ring standing at 60 that rises to 120: level %d, want %d", lvl, want)
+	}
 	read(120)
 	if lvl := c.rxMark(np, bl); lvl != 0 {
 		t.Errorf("a drained ring: level %d, want 0", lvl)
 	}
 	time.Sleep(2 * window) // no standing depth left from before
-	write(128)
+	write(63)
+	if lvl := c.rxMark(np, bl); lvl != 0 {
+		t.Errorf("a rise from empty to 63 of 256 (short of a quarter): level %d, want 0", lvl)
+	}
+	write(1)
 	if lvl, want := c.rxMark(np, bl), cak.MarkECN(128, 256); lvl != want || want == 0 {
-		t.Errorf("a burst to half of the ring: level %d, want %d (> 0, at once)", lvl, want)
+		t.Errorf("a rise from empty to a quarter of the ring: level %d, want %d (> 0, at once)", lvl, want)
+	}
+	write(64)
+	if lvl := c.rxMark(np, bl); lvl != 255 {
+		t.Errorf("a rise from empty to half of the ring: level %d, want 255", lvl)
 	}
 	read(128)
 }
@@ -119,32 +134,51 @@ func TestDeliveryClosed(t *testing.T) {
 	}
 }
 
-// TestDeliverMarkNearFull: what waits in front of a program is marked by
-// its standing depth, and, once past half of the delivery queue and ring,
-// by its depth at the moment: a program that stalls fills them in a few
+// TestDeliverMarkRising: what waits in front of a program is marked by
+// its standing depth, and by the depth it is heading for (its depth plus
+// its rise above the standing depth) once that passes half of the
+// delivery queue and ring: a program that stalls fills them in a few
 // milliseconds and the next stall overflows them, before any depth
-// stands for a window. Short of half, a burst is not marked.
-func TestDeliverMarkNearFull(t *testing.T) {
+// stands for a window. A rise from empty is marked from a quarter, at
+// 255 from half; a rise short of a quarter is not (a burst); a queue
+// standing deep that rises a little is marked by its standing depth.
+// Before, a rise was marked only once past half, at its depth's level.
+func TestDeliverMarkRising(t *testing.T) {
 	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &core{p: &IPCP{}, ca: cak}
 	now := time.Now()
+	ms := time.Millisecond
 	f := &fa.Flow{}
 	if lvl := c.deliverMark(f, nil, 0, deliverQueue, now); lvl != 0 {
 		t.Fatalf("an empty queue: level %d, want 0", lvl)
 	}
-	short := deliverQueue/2 - 1
-	if lvl := c.deliverMark(f, nil, short, deliverQueue, now.Add(time.Millisecond)); lvl != 0 {
-		t.Errorf("a burst to %d of %d (short of half): level %d, want 0", short, deliverQueue, lvl)
+	short := deliverQueue/4 - 1
+	if lvl := c.deliverMark(f, nil, short, deliverQueue, now.Add(ms)); lvl != 0 {
+		t.Errorf("a rise to %d of %d (short of a quarter): level %d, want 0", short, deliverQueue, lvl)
 	}
-	half := deliverQueue / 2
-	want := cak.MarkECN(half, deliverQueue)
-	if lvl := c.deliverMark(f, nil, half, deliverQueue, now.Add(2*time.Millisecond)); lvl != want || want == 0 {
-		t.Errorf("a burst to half of %d: level %d, want %d (> 0, at once)", deliverQueue, lvl, want)
+	quarter := deliverQueue / 4
+	want := cak.MarkECN(2*quarter, deliverQueue)
+	if lvl := c.deliverMark(f, nil, quarter, deliverQueue, now.Add(2*ms)); lvl != want || want == 0 {
+		t.Errorf("a rise to a quarter of %d: level %d, want %d (> 0, at once)", deliverQueue, lvl, want)
 	}
-	if got := c.p.c.markedDeliver.Load(); got != 1 {
-		t.Errorf("marked.deliver %d, want 1", got)
+	if lvl := c.deliverMark(f, nil, deliverQueue/2, deliverQueue, now.Add(3*ms)); lvl != 255 {
+		t.Errorf("a rise to half of %d: level %d, want 255", deliverQueue, lvl)
+	}
+	if got := c.p.c.markedDeliver.Load(); got != 2 {
+		t.Errorf("marked.deliver %d, want 2", got)
+	}
+	// A queue that stood at 300 for two windows and rises to 340 heads
+	// for 380, short of half: marked by where it stands.
+	g := &fa.Flow{}
+	at := now
+	for range 25 {
+		c.deliverMark(g, nil, 300, deliverQueue, at)
+		at = at.Add(ms)
+	}
+	if lvl, want := c.deliverMark(g, nil, 340, deliverQueue, at), cak.MarkECN(300, deliverQueue); lvl != want || want == 0 {
+		t.Errorf("a queue standing at 300 that rises to 340: level %d, want %d (its standing level)", lvl, want)
 	}
 }

@@ -8,6 +8,8 @@
 #   tools/bench/ca.sh              # TIME=5 SIZE=1300 HOPS="1 2" CAS="nop mb-ecn"
 #   BASE=/tmp/main-bin CAS="nop base:mb-ecn mb-ecn" tools/bench/ca.sh
 #                                  # base: runs BASE's router and ouro
+#   BINS="v2=/tmp/v2-bin" CAS="mb-ecn v2:mb-ecn" tools/bench/ca.sh
+#                                  # v2: runs /tmp/v2-bin's (several builds in one run)
 #   RING=1024 tools/bench/ca.sh    # every node's [irm] ring_size (default 256)
 #
 # Topology: router processes (images/router) in a chain joined by UDP shim
@@ -45,15 +47,21 @@ build_tools
 # built from main) instead, for a before/after in the same run.
 mkdir -p "$TMP/base"
 if [ -n "${BASE:-}" ]; then cp "$BASE/router" "$BASE/ouro" "$TMP/base/"; fi
+# BINS="NAME=DIR ...": a "NAME:CA" entry of CAS runs DIR/router and
+# DIR/ouro (other builds, to compare several in one run).
+for b in ${BINS:-}; do
+	mkdir -p "$TMP/${b%%=*}"
+	cp "${b#*=}/router" "${b#*=}/ouro" "$TMP/${b%%=*}/"
+done
 
 netns_up
 
 
 # run HOPS CA: prints one result line and leaves $TMP/res-HOPS-CA.
 run() {
-	local hops=$1 label=$2 ca=${2#base:} first last mid=
+	local hops=$1 label=$2 ca=${2#*:} first last mid=
 	BIN=$TMP
-	if [ "$label" != "$ca" ]; then BIN=$TMP/base; fi
+	if [ "$label" != "$ca" ]; then BIN=$TMP/${label%%:*}; fi
 	ROUTER=$BIN/router
 	# The unicast lines end each node's config, so a table after them
 	# is a top-level one: [irm] ring_size for the experiment RING=.
@@ -106,7 +114,7 @@ EOF
 		for n in $first $mid $last; do
 			for i in $n.udp $n.uni; do
 				echo "  stats $i: $("${NSX[@]}" "$BIN/ouro" --socket "$TMP/$n.sock" --json stats "$i" 2>&1 |
-					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["value"] not in ("0", "-", "operational") and not r["counter"].startswith(("refused", "checks", "supervisor", "routing", "adjacencies"))))' 2>&1)"
+					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["value"] not in ("0", "-", "operational") and not r["counter"].startswith(("refused", "checks", "supervisor", "routing", "adjacencies.auth"))))' 2>&1)"
 			done
 		done
 	fi

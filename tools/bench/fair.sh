@@ -9,6 +9,8 @@
 #   tools/bench/fair.sh            # RATE=50mbit FLOWS="1 2 4" TIME=10 LATE=3 CAS="mb-ecn nop"
 #   BASE=/tmp/main-bin CAS="base:mb-ecn mb-ecn nop" tools/bench/fair.sh
 #                                  # base: runs BASE's router and ouro
+#   BINS="v2=/tmp/v2-bin" CAS="mb-ecn v2:mb-ecn" tools/bench/fair.sh
+#                                  # v2: runs /tmp/v2-bin's (several builds in one run)
 #
 # For each ca and each flow count N: N `ouro perf` clients in namespace A
 # flood 1300-byte SDUs (raw QoS: nothing resent) to N perf servers in B
@@ -50,6 +52,12 @@ build_tools
 # built from main) instead, for a before/after in the same run.
 mkdir -p "$TMP/base"
 if [ -n "${BASE:-}" ]; then cp "$BASE/router" "$BASE/ouro" "$TMP/base/"; fi
+# BINS="NAME=DIR ...": a "NAME:CA" entry of CAS runs DIR/router and
+# DIR/ouro (other builds, to compare several in one run).
+for b in ${BINS:-}; do
+	mkdir -p "$TMP/${b%%=*}"
+	cp "${b#*=}/router" "${b#*=}/ouro" "$TMP/${b%%=*}/"
+done
 
 ip netns add "$NA"
 ip netns add "$NB"
@@ -107,9 +115,9 @@ perfclient() {
 }
 
 run() { # CA N
-	local label=$1 ca=${1#base:} n=$2 i
+	local label=$1 ca=${1#*:} n=$2 i
 	BIN=$TMP
-	if [ "$label" != "$ca" ]; then BIN=$TMP/base; fi
+	if [ "$label" != "$ca" ]; then BIN=$TMP/${label%%:*}; fi
 	node "$NB" b 10.77.0.2 a 10.77.0.1 "bootstrap = true
 admission = \"open\"
 ca = \"$ca\""
@@ -172,10 +180,12 @@ if n > 1:
 EOF
 	if [ -n "${KEEPLOG:-}" ]; then cp "$TMP"/*.log "$KEEPLOG"/ 2>/dev/null || true; fi
 	if [ -n "${STATS:-}" ]; then # where the losses are: the nodes' non-zero drop counters
+		# (and adjacencies.downs: an adjacency declared dead and made again loses
+		# what was sent meanwhile, as no_route_local, tx_error and unknown_flow)
 		for x in a:"$NA" b:"$NB"; do
 			for i in udp uni; do
 				echo "  stats ${x%%:*}.$i: $(ip netns exec "${x#*:}" "$BIN/ouro" --socket "$TMP/${x%%:*}.sock" --json stats "${x%%:*}.$i" 2>&1 |
-					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["counter"].startswith(("drops", "sent", "delivered", "packets")) and r["value"] != "0"))' 2>&1)"
+					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["counter"].startswith(("drops", "sent", "delivered", "packets", "adjacencies.ups", "adjacencies.downs")) and r["value"] != "0"))' 2>&1)"
 			done
 		done
 	fi

@@ -275,10 +275,21 @@ type mbFlow struct {
 
 func (f *mbFlow) Rate() uint64 { return f.rate }
 
-// burst is the bucket depth: one Interval at rate, at least two
-// maximum-size SDUs.
+// burstDiv: the bucket holds 1/burstDiv of an Interval at rate. A sender
+// that had to wait (for a CPU, for the layer's buffers) and then found a
+// whole Interval's tokens sent them back to back, some 1,000 SDUs at
+// loopback rates, into a receiving node whose queues hold 1,024: a
+// burst marked or dropped there as if the path were congested. With an
+// eighth, beside the bucket of an Interval on loopback (four rounds,
+// docs/benchmarks.md, "Congestion avoidance"): 0.05-0.89% lost in 8
+// paths against 0.31-0.70% and, in two, 3.7% and 13.8%; 0.80-2.31 of
+// its rate (median 1.04).
+const burstDiv = 8
+
+// burst is the bucket depth: 1/burstDiv of an Interval at rate, at least
+// two maximum-size SDUs.
 func (f *mbFlow) burst() float64 {
-	return max(float64(f.rate)*f.cfg.Interval.Seconds(), 2*flow.MaxSDU)
+	return max(float64(f.rate)*f.cfg.Interval.Seconds()/burstDiv, 2*flow.MaxSDU)
 }
 
 // advance refills tokens and applies additive increase for every whole

@@ -629,3 +629,37 @@ func TestStallingReader(t *testing.T) {
 		t.Errorf("%.2f%% lost, want < 1%%", 100*lost)
 	}
 }
+
+// TestBurstAfterWaiting: a sender that comes back after waiting longer
+// than an Interval (a process waiting for a CPU) may send at once no
+// more than an eighth of an Interval at its rate (at least two SDUs),
+// not a whole Interval's: a burst of some 1,000 SDUs at loopback rates
+// filled the receiving node's queues. It keeps its rate when it asks in
+// time. With the bucket of an Interval, it sent 80 SDUs at once here.
+func TestBurstAfterWaiting(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	const rate = 8_000_000 // bytes/s: 80,000 bytes an Interval
+	c := mustNew(t, ca.Config{Kind: ca.MultiBitECN, InitialRate: rate, MaxRate: rate, SlowStart: -1})
+	f := c.NewFlow(t0)
+	now := t0.Add(time.Second) // a second without sending: the bucket is full
+	burst := 0
+	for f.OnSend(1000, now) == 0 {
+		burst += 1000
+	}
+	want := rate * ca.DefaultInterval.Seconds() / 8
+	if float64(burst) > want {
+		t.Errorf("sent %d bytes at once after waiting, want at most %.0f (an eighth of an Interval at the rate)", burst, want)
+	}
+	sent := 0
+	end := now.Add(time.Second)
+	for now.Before(end) {
+		if w := f.OnSend(1000, now); w == 0 {
+			sent += 1000
+		} else {
+			now = now.Add(w)
+		}
+	}
+	if sent < 0.99*rate || sent > 1.01*rate {
+		t.Errorf("sent %d bytes in the second after, want about %d (the rate)", sent, rate)
+	}
+}
