@@ -14,8 +14,54 @@
 # allocations and of N UDP round trips, and median ratio alloc/udp.
 # The 3-hop unicast variant is alloc3.sh. Not yet: the N-allocations-on-one-session
 # figure (ouro ping -c N allocates once, so it needs a mode of its own).
+#
+# On a loaded machine the rounds swing more than a change does; then
+#   tools/bench/alloc.sh --paired DIR N VARIANT...
+# runs every variant's two routers and echo at once (each pair on ports
+# of its own) and alternates single allocations between them, N each, so
+# neighbouring samples see the same load. It prints each variant's
+# median and minimum, and the median over samples of the ratio of each
+# variant's allocation to the first variant's made just before it.
 set -e
 . "$(dirname "$0")/lib.sh"
+if [ "$1" = --paired ]; then
+  D=$2; N=$3; shift 3
+  mkdir -p "$D"
+  echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+  PIDS=(); k=0
+  for v in "$@"; do
+    X=${v#*=}; pa=$((47211 + 10*k)); pb=$((pa + 1))
+    udp_pair "$D/v$k" $pa $pb "echo = \"127.0.0.1:$pb\""
+    rm -f "$D/v$k/a.sock" "$D/v$k/b.sock"
+    "$X/router" -config "$D/v$k/a.toml" -socket "$D/v$k/a.sock" >"$D/v$k/a.log" 2>&1 & PIDS+=($!)
+    "$X/router" -config "$D/v$k/b.toml" -socket "$D/v$k/b.sock" >"$D/v$k/b.log" 2>&1 & PIDS+=($!)
+    k=$((k + 1))
+  done
+  sleep 1
+  k=0
+  for v in "$@"; do
+    OURO_SOCKET="$D/v$k/b.sock" "${v#*=}/ouro" echo echo >/dev/null 2>&1 & PIDS+=($!)
+    : >"$D/v$k/alloc.txt"; k=$((k + 1))
+  done
+  sleep 0.5
+  for i in $(seq "$N"); do
+    k=0
+    for v in "$@"; do
+      OURO_SOCKET="$D/v$k/a.sock" "${v#*=}/ouro" --json ping -c 1 echo | j alloc_ms >>"$D/v$k/alloc.txt"
+      k=$((k + 1))
+    done
+  done
+  stopall
+  k=0
+  for v in "$@"; do
+    f="$D/v$k/alloc.txt"
+    ratio=$(paste "$D/v0/alloc.txt" "$f" | awk '$1>0 {print $2/$1}' | med)
+    echo "variant=${v%%=*} n=$(wc -l <"$f") alloc_ms_median=$(med <"$f") alloc_ms_min=$(sort -n "$f" | head -1) ratio_to_${1%%=*}_median=$ratio"
+    k=$((k + 1))
+  done
+  echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
+  exit 0
+fi
 D=$1; R=$2; N=$3; shift 3
 mkdir -p "$D"
 udp_pair "$D" 47111 47112 'echo = "127.0.0.1:47112"'

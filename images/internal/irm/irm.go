@@ -177,6 +177,7 @@ type pendingFlow struct {
 	// ending); decided is closed when it moved.
 	state   atomic.Int32
 	decided chan struct{}
+	answer  func() // sends the IPCP its end; called by the Accept that took the flow
 }
 
 // decide moves p out of pendingWaiting to st; false if it had moved.
@@ -335,7 +336,7 @@ func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) 
 		if err := r.Decode(&a); err != nil {
 			return rpc.Response{}, err
 		}
-		return m.flowReq(ctx, r.Badge, a)
+		return m.flowReq(ctx, r, a)
 	}
 	if role != RoleSession && role != RoleMgmtSession {
 		return rpc.Response{}, errRights(fmt.Sprintf("operation %d", r.Op), r.Badge, "needs a session cap (open one with OpSession)")
@@ -946,6 +947,7 @@ func (m *IRM) accept(ctx context.Context, s *session) (rpc.Response, error) {
 			if !p.decide(pendingTaken) {
 				continue // the requester gave up on it already
 			}
+			p.answer() // the IPCP's end goes to the IPCP
 			return rpc.Response{Body: p.info, Caps: []kernel.Cap{p.rx, p.tx}, Undelivered: func() { m.dropFlow(p.info.ID) }}, nil
 		case <-s.done:
 			return rpc.Response{}, fmt.Errorf("irm: accept: session ended: %w", flow.ErrClosed)
@@ -958,7 +960,13 @@ func (m *IRM) accept(ctx context.Context, s *session) (rpc.Response, error) {
 // flowReq serves an IPCP's request for an incoming flow: it finds the
 // session bound to the name and waits for it to accept. The IPCP is the
 // one the caller's badge names, whatever the request says.
-func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req ipcp.AllocReq) (rpc.Response, error) {
+//
+// Once the flow is queued for the program, the answer to the IPCP goes
+// through r.Later: the Accept that takes the flow sends it at once (one
+// goroutine wake-up less on the path of every allocation); flowReq's
+// goroutine waits only to refuse a flow nobody took in time.
+func (m *IRM) flowReq(ctx context.Context, r *rpc.Request, req ipcp.AllocReq) (rpc.Response, error) {
+	badge := r.Badge
 	e := m.ipcpByBadge(badge)
 	if e == nil {
 		return rpc.Response{}, errRights("flow request", badge, "unknown IPCP")
@@ -995,7 +1003,11 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req ipcp.AllocReq
 		return rpc.Response{}, err
 	}
 	info.ID = id
-	p := &pendingFlow{info: info, rx: app[0], tx: app[1], decided: make(chan struct{})}
+	later := r.Later()
+	p := &pendingFlow{info: info, rx: app[0], tx: app[1], decided: make(chan struct{}), answer: func() {
+		m.cfg.Log.Debug("flow accepted", "flow", id, "dst", req.Dst)
+		later.Send(rpc.Response{Caps: ipc[:], Undelivered: func() { m.dropFlow(id) }}, nil)
+	}}
 	m.mu.Lock()
 	queued := false
 	if !s.ended {
@@ -1009,10 +1021,12 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req ipcp.AllocReq
 	m.mu.Unlock()
 	if !queued {
 		m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
+		err := fmt.Errorf("irm: flow to %q: backlog full: %w", req.Dst, flow.ErrBusy)
 		if ended {
-			return rpc.Response{}, fmt.Errorf("irm: flow to %q: its program left: %w", req.Dst, flow.ErrRefused)
+			err = fmt.Errorf("irm: flow to %q: its program left: %w", req.Dst, flow.ErrRefused)
 		}
-		return rpc.Response{}, fmt.Errorf("irm: flow to %q: backlog full: %w", req.Dst, flow.ErrBusy)
+		later.Send(rpc.Response{}, err)
+		return rpc.Response{}, nil
 	}
 	t := time.NewTimer(m.cfg.AcceptTimeout)
 	defer t.Stop()
@@ -1021,14 +1035,14 @@ func (m *IRM) flowReq(ctx context.Context, badge kernel.Badge, req ipcp.AllocReq
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	// Not decided in time: give up, unless Accept takes it right now.
+	// Not decided in time: give up, unless Accept takes it right now
+	// (then it answered the IPCP).
 	p.decide(pendingAbandoned)
-	if p.state.Load() == pendingTaken {
-		m.cfg.Log.Debug("flow accepted", "flow", id, "dst", req.Dst)
-		return rpc.Response{Caps: ipc[:], Undelivered: func() { m.dropFlow(id) }}, nil
+	if p.state.Load() != pendingTaken {
+		m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
+		later.Send(rpc.Response{}, fmt.Errorf("irm: flow to %q: not accepted (program gone, or no accept in %v): %w", req.Dst, m.cfg.AcceptTimeout, flow.ErrRefused))
 	}
-	m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
-	return rpc.Response{}, fmt.Errorf("irm: flow to %q: not accepted (program gone, or no accept in %v): %w", req.Dst, m.cfg.AcceptTimeout, flow.ErrRefused)
+	return rpc.Response{}, nil
 }
 
 func (m *IRM) join(ctx context.Context, s *session, a JoinArgs) (rpc.Response, error) {

@@ -69,9 +69,10 @@ func GatewayWith(path string, opts GatewayOptions, log *slog.Logger) Extra {
 		Name: gatewayName,
 		// Each session's budget is carved from the gateway's; each
 		// session is one run-time object (the component), plus the
-		// gateway's fault endpoint.
-		Bufs:    opts.MaxSessions * opts.SessionBufs,
-		Objects: opts.MaxSessions + 1,
+		// gateway's fault endpoint; one more session's worth is the
+		// session prepared ahead for the next program.
+		Bufs:    (opts.MaxSessions + 1) * opts.SessionBufs,
+		Objects: opts.MaxSessions + 2,
 		Prepare: prepare, Cleanup: cleanup, Program: g.run,
 	}
 }
@@ -99,14 +100,17 @@ type gwRun struct {
 	mu     sync.Mutex         // guards below
 	sess   map[uint64]*gwSess // by id (the session component's fault badge)
 	next   uint64
+	handed int     // sessions serving a program (at most MaxSessions)
+	prep   *gwPrep // the session prepared for the next program, if any (also in sess)
+	arming bool    // a session is being prepared
 }
 
 // gwSess is the gateway's record of one program's session.
 type gwSess struct {
 	id    uint64
-	conn  *net.UnixConn
-	b     *irm.Broker // the gateway's handle on the session (ends it)
-	child kernel.Cap  // the session component
+	conn  *net.UnixConn // nil while the session is prepared, not handed out
+	b     *irm.Broker   // the gateway's handle on the session (ends it)
+	child kernel.Cap    // the session component
 }
 
 func (g *gateway) run(pd *kernel.PD) error {
@@ -144,6 +148,15 @@ func (g *gateway) run(pd *kernel.PD) error {
 		r.closeAll()
 	})
 	pd.Go(r.superviseSessions)
+	// The first session prepared is for the node's own user, who runs
+	// the tools most often; after that, for whoever connected last.
+	g.mu.Lock()
+	acc := g.acc
+	g.mu.Unlock()
+	self := peerCreds{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid())}
+	if mgmt, ok := acc.role(self); ok {
+		r.arm(sessKeyOf(self, mgmt))
+	}
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
@@ -155,12 +168,28 @@ func (g *gateway) run(pd *kernel.PD) error {
 			}
 			return fmt.Errorf("gateway: accept: %w", err)
 		}
-		pd.Go(func() { r.admit(c) })
+		r.admit(c)
 	}
 }
 
+// sessKey is what a session is opened for: the principal and whether it
+// manages the node. A prepared session serves only a program with the
+// same key.
+type sessKey struct {
+	principal string
+	mgmt      bool
+}
+
+func sessKeyOf(c peerCreds, mgmt bool) sessKey {
+	return sessKey{principal: fmt.Sprintf("uid:%d", c.uid), mgmt: mgmt}
+}
+
 // admit gives the program at c a session, in a component of its own, if
-// its credentials allow it.
+// its credentials allow it. It runs in the accepting goroutine: the
+// credential check is two getsockopt calls, and a program whose key
+// matches the prepared session gets that session at once (its
+// component, already waiting, reads the first request); only opening a
+// session afresh goes on in a goroutine of its own.
 func (r *gwRun) admit(c *net.UnixConn) {
 	g := r.g
 	cred, err := peerCred(c)
@@ -178,35 +207,183 @@ func (r *gwRun) admit(c *net.UnixConn) {
 		c.Close()
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.pd.Context(), 10*time.Second)
-	defer cancel()
-	principal := fmt.Sprintf("uid:%d", cred.uid)
-	b, err := irm.OpenSession(ctx, r.pd, r.irmEP, irm.SessionReq{Principal: principal, Mgmt: mgmt})
-	if err != nil {
-		g.log.Warn("session refused", "principal", principal, "err", err)
+	key := sessKeyOf(cred, mgmt)
+	r.mu.Lock()
+	if r.handed >= g.opts.MaxSessions {
+		r.mu.Unlock()
+		g.log.Warn("session refused: max_sessions programs connected", "principal", key.principal, "max", g.opts.MaxSessions)
 		c.Close()
 		return
 	}
+	p := r.prep
+	if p != nil && p.key == key {
+		r.prep = nil
+	} else {
+		p = nil
+	}
+	r.mu.Unlock()
+	// The next session is prepared once this one answered its first
+	// request (or ended): preparing it meanwhile would compete for the
+	// CPU with that request.
+	next := func() { r.arm(key) }
+	if p != nil {
+		if p.h.give(c, next) {
+			r.mu.Lock()
+			live := r.sess[p.s.id] == p.s
+			if live {
+				p.s.conn = c
+				r.handed++
+			}
+			r.mu.Unlock()
+			if !live { // ended meanwhile (its component faulted)
+				c.Close()
+			}
+			return
+		}
+		r.end(p.s.id) // its component ended before it had a program
+	}
+	r.pd.Go(func() {
+		p, err := r.open(key)
+		if err != nil {
+			g.log.Warn("session refused", "principal", key.principal, "err", err)
+			c.Close()
+			return
+		}
+		r.mu.Lock()
+		live := r.sess[p.s.id] == p.s
+		full := r.handed >= g.opts.MaxSessions
+		if live && !full {
+			p.s.conn = c
+			r.handed++
+		}
+		r.mu.Unlock()
+		if !live || full || !p.h.give(c, next) { // its component ended already, or others took the room meanwhile
+			c.Close()
+			r.end(p.s.id)
+			return
+		}
+	})
+}
+
+// gwPrep is a session opened ahead of its program: the IRM's session and
+// its component, which waits for the connection it is to serve.
+type gwPrep struct {
+	key sessKey
+	s   *gwSess
+	h   *handoff
+}
+
+// handoff carries a program's connection to the session component that
+// waits for it, which may end first (its gateway's incarnation ending).
+type handoff struct {
+	mu    sync.Mutex // guards gone, and sends on ch
+	gone  bool       // the component stopped waiting
+	first func()     // set by give
+	ch    chan *net.UnixConn
+}
+
+func newHandoff() *handoff { return &handoff{ch: make(chan *net.UnixConn, 1)} }
+
+// give hands c to the component, which calls first once it answered c's
+// first request (or c ended); false if it ended, and c is the caller's
+// still. It never blocks: a session is given one connection.
+func (h *handoff) give(c *net.UnixConn, first func()) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gone {
+		return false
+	}
+	h.first = first
+	h.ch <- c
+	return true
+}
+
+// take waits for the connection until ctx ends; after that nothing can
+// be given (a connection given meanwhile is closed), and it returns nil.
+func (h *handoff) take(ctx context.Context) *net.UnixConn {
+	select {
+	case c := <-h.ch:
+		return c
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gone = true
+	select {
+	case c := <-h.ch:
+		c.Close()
+	default:
+	}
+	return nil
+}
+
+// arm prepares a session for key in the background, so that the next
+// program with that key does not wait for the IRM and a component's
+// spawn. At most one session is prepared at a time: one for another key
+// is ended first. It does nothing once the incarnation ends.
+func (r *gwRun) arm(key sessKey) {
+	r.mu.Lock()
+	if r.arming || r.pd.Context().Err() != nil || (r.prep != nil && r.prep.key == key) {
+		r.mu.Unlock()
+		return
+	}
+	old := r.prep
+	r.prep = nil
+	r.arming = true
+	r.mu.Unlock()
+	if old != nil {
+		r.end(old.s.id)
+	}
+	r.pd.Go(func() {
+		p, err := r.open(key)
+		r.mu.Lock()
+		r.arming = false
+		if err == nil && r.prep == nil && r.pd.Context().Err() == nil {
+			r.prep, p = p, nil
+		}
+		r.mu.Unlock()
+		if err != nil {
+			r.g.log.Debug("no session prepared", "principal", key.principal, "err", err)
+			return
+		}
+		if p != nil { // the incarnation ended meanwhile
+			r.end(p.s.id)
+		}
+	})
+}
+
+// open opens a session with the IRM for key and spawns its component,
+// which waits on the returned gwPrep's conn for the program it serves.
+func (r *gwRun) open(key sessKey) (*gwPrep, error) {
+	g := r.g
+	ctx, cancel := context.WithTimeout(r.pd.Context(), 10*time.Second)
+	defer cancel()
+	b, err := irm.OpenSession(ctx, r.pd, r.irmEP, irm.SessionReq{Principal: key.principal, Mgmt: key.mgmt})
+	if err != nil {
+		return nil, err
+	}
+	p := &gwPrep{key: key, h: newHandoff()}
 	r.mu.Lock()
 	r.next++
-	s := &gwSess{id: r.next, conn: c, b: b}
+	s := &gwSess{id: r.next, b: b}
 	r.sess[s.id] = s
 	r.mu.Unlock()
+	p.s = s
 	child, err := r.pd.Spawn(kernel.ComponentSpec{
 		Name:       sessionComponent(b.Session().ID),
 		Budget:     kernel.Budget{Bufs: g.opts.SessionBufs},
 		FaultCap:   r.faults,
 		FaultBadge: kernel.Badge(s.id),
 		Caps:       []kernel.CapSpec{{Name: slotSession, Src: b.Cap(), Rights: kernel.Write | kernel.Grant | kernel.GrantReply}},
-	}, r.sessionProgram(s.id, c))
+	}, r.sessionProgram(s.id, p.h))
 	if err != nil {
-		g.log.Warn("session refused", "principal", principal, "err", err)
 		r.end(s.id)
-		return
+		return nil, err
 	}
 	r.mu.Lock()
 	s.child = child
 	r.mu.Unlock()
+	return p, nil
 }
 
 // sessionComponent names the component of the IRM's session id: its
@@ -215,10 +392,10 @@ func sessionComponent(id uint64) string {
 	return fmt.Sprintf("gateway.s%d.%d", id>>40, id&(1<<40-1))
 }
 
-// sessionProgram is the program of one session's component: it serves
-// the program's requests on conn with the session's cap, until conn
-// closes, then ends the session.
-func (r *gwRun) sessionProgram(id uint64, conn *net.UnixConn) kernel.Program {
+// sessionProgram is the program of one session's component: it waits for
+// the program's connection from h, serves the program's requests on it
+// with the session's cap until it closes, then ends the session.
+func (r *gwRun) sessionProgram(id uint64, h *handoff) kernel.Program {
 	return func(pd *kernel.PD) error {
 		defer func() {
 			select {
@@ -230,7 +407,11 @@ func (r *gwRun) sessionProgram(id uint64, conn *net.UnixConn) kernel.Program {
 		if err != nil {
 			return err
 		}
-		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), log: r.g.log,
+		conn := h.take(pd.Context())
+		if conn == nil {
+			return nil // never handed out: the gateway ends the session
+		}
+		s := &gwSession{pd: pd, conn: conn, b: irm.SessionBroker(pd, sc), codec: flow.NewCodec(), log: r.g.log, first: h.first,
 			slots: make(chan struct{}, maxSessionRequests)}
 		ctx := pd.Context()
 		pd.Go(func() {
@@ -238,6 +419,7 @@ func (r *gwRun) sessionProgram(id uint64, conn *net.UnixConn) kernel.Program {
 			conn.Close()
 		})
 		s.serve(ctx)
+		s.firstDone()
 		// The program's flows outlive its session: each is a socket of
 		// its own, spliced here, on this component's budget.
 		s.flows.Wait()
@@ -285,11 +467,19 @@ func (r *gwRun) end(id uint64) {
 	r.mu.Lock()
 	s := r.sess[id]
 	delete(r.sess, id)
+	if r.prep != nil && r.prep.s == s {
+		r.prep = nil
+	}
+	if s != nil && s.conn != nil {
+		r.handed--
+	}
 	r.mu.Unlock()
 	if s == nil {
 		return
 	}
-	s.conn.Close()
+	if s.conn != nil {
+		s.conn.Close()
+	}
 	s.b.Close()
 	if s.child != 0 {
 		r.pd.Delete(s.child)
@@ -300,7 +490,9 @@ func (r *gwRun) closeAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range r.sess {
-		s.conn.Close()
+		if s.conn != nil {
+			s.conn.Close()
+		}
 	}
 }
 
@@ -320,6 +512,8 @@ type gwSession struct {
 	flows sync.WaitGroup // request handlers in progress and spliced flows
 	wmu   sync.Mutex     // serialises writes on conn
 	shm   atomic.Bool    // the program announced flow.SockFeatureShm
+	first func()         // called once, when the first request was answered (nil: none)
+	once  sync.Once
 }
 
 func (s *gwSession) serve(parent context.Context) {
@@ -376,12 +570,28 @@ func (s *gwSession) hello(req flow.SockReq) {
 	s.send(resp, -1)
 }
 
+// firstDone calls s.first once.
+func (s *gwSession) firstDone() {
+	if s.first != nil {
+		s.once.Do(s.first)
+	}
+}
+
 func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
+	defer s.firstDone()
 	resp := flow.SockResp{ID: req.ID}
 	var (
 		port flow.Port
 		err  error
+		prep chan *flowPrep
 	)
+	if req.Op == flow.SockAlloc || req.Op == flow.SockJoin {
+		// What the hand-over takes (socket pair, shared rings) is made
+		// while the layer allocates the flow, not after.
+		prep = make(chan *flowPrep, 1)
+		shm := s.shm.Load()
+		s.pd.Go(func() { prep <- s.prepareFlow(shm) })
+	}
 	switch req.Op {
 	case flow.SockAlloc:
 		port, resp.Info, err = s.b.Alloc(ctx, req.Name, req.QoS)
@@ -411,25 +621,116 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 		err = fmt.Errorf("gateway: operation %d: %w", req.Op, flow.ErrInvalid)
 	}
 	resp.Err = flow.EncodeError(err)
+	var fp *flowPrep
+	if prep != nil {
+		fp = <-prep
+	}
 	if port == nil {
+		fp.release()
 		s.send(resp, -1)
 		return
 	}
-	if s.shm.Load() && s.handOverShm(resp, port) {
-		return
+	if fp == nil { // an accepted flow: made now
+		fp = s.prepareFlow(s.shm.Load())
 	}
+	s.handOver(resp, port, fp)
+}
+
+// flowPrep is what handing a flow over to the program takes: the flow's
+// socket pair and, for a program that speaks them, shared rings whose
+// mapping is charged to the session's budget.
+type flowPrep struct {
+	pd     *kernel.PD
+	mine   *net.UnixConn // the node's end of the flow's socket
+	theirs int           // the program's end, sent with the answer
+	err    error         // no socket pair: the flow cannot be handed over
+	e      *shmring.End  // nil: the flow goes over as a socket
+	m      *shmring.Mapping
+	charge int // what e's mapping costs the session's budget
+}
+
+// prepareFlow makes a flow's socket pair and, with shm, its shared rings
+// (the first shape the session's budget has room for; none if it has
+// room for none, or the system for no mapping: the flow then goes over
+// as a socket).
+func (s *gwSession) prepareFlow(shm bool) *flowPrep {
+	fp := &flowPrep{pd: s.pd, theirs: -1}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		port.Close()
-		resp.Err = flow.EncodeError(fmt.Errorf("gateway: socketpair: %w: %w", flow.ErrBusy, err))
-		s.send(resp, -1)
+		fp.err = fmt.Errorf("gateway: socketpair: %w: %w", flow.ErrBusy, err)
+		return fp
+	}
+	if fp.mine, err = fileConn(fds[0]); err != nil {
+		syscall.Close(fds[1])
+		fp.err = err
+		return fp
+	}
+	fp.theirs = fds[1]
+	if !shm {
+		return fp
+	}
+	var shape shmShape
+	for _, sh := range shmShapes {
+		if s.pd.Reserve(sh.charge) == nil {
+			shape = sh
+			break
+		}
+	}
+	if shape.charge == 0 {
+		return fp
+	}
+	m, err := shmring.Create(shape.geo)
+	if err != nil {
+		s.pd.Unreserve(shape.charge)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
+		return fp
+	}
+	evs, err := shmring.NewEventfds()
+	if err != nil {
+		m.Close()
+		s.pd.Unreserve(shape.charge)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
+		return fp
+	}
+	e, err := shmring.NewEnd(m, shmring.Node, evs) // takes m and evs
+	if err != nil {
+		s.pd.Unreserve(shape.charge)
+		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
+		return fp
+	}
+	fp.e, fp.m, fp.charge = e, m, shape.charge
+	return fp
+}
+
+// releaseShm undoes the shared rings of fp, if any.
+func (fp *flowPrep) releaseShm() {
+	if fp.e != nil {
+		fp.m.CloseFD()
+		fp.e.Release()
+		fp.pd.Unreserve(fp.charge)
+		fp.e = nil
+	}
+}
+
+// release undoes all of fp, for a flow that was not allocated. Nil-safe.
+func (fp *flowPrep) release() {
+	if fp == nil {
 		return
 	}
-	mine, err := fileConn(fds[0])
-	if err != nil {
-		syscall.Close(fds[1])
+	fp.releaseShm()
+	if fp.mine != nil {
+		fp.mine.Close()
+		syscall.Close(fp.theirs)
+	}
+}
+
+// handOver sends resp with the flow on port to the program, over what fp
+// prepared, and splices the flow to it; on failure the flow is closed.
+func (s *gwSession) handOver(resp flow.SockResp, port flow.Port, fp *flowPrep) {
+	if fp.err != nil {
+		fp.releaseShm()
 		port.Close()
-		resp.Err = flow.EncodeError(err)
+		resp.Err = flow.EncodeError(fp.err)
 		s.send(resp, -1)
 		return
 	}
@@ -437,13 +738,33 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 	// soon as it has the flow (flow.DialName does) must not find the
 	// session's component gone, and its flow with it.
 	s.flows.Add(1)
-	if !s.send(resp, fds[1]) {
-		mine.Close()
+	if fp.e == nil {
+		if !s.send(resp, fp.theirs) { // closes theirs
+			fp.mine.Close()
+			port.Close()
+			s.flows.Done()
+			return
+		}
+		splice(s.pd, port, flow.NewSeqpacketPort(fp.mine), s.flows.Done)
+		return
+	}
+	ev := fp.e.FDs()
+	ok := s.sendFDs(resp, []int{fp.theirs, fp.m.FD(), ev[0], ev[1], ev[2], ev[3]})
+	syscall.Close(fp.theirs)
+	fp.m.CloseFD()
+	if !ok {
+		fp.mine.Close()
+		fp.e.Release()
 		port.Close()
+		s.pd.Unreserve(fp.charge)
 		s.flows.Done()
 		return
 	}
-	splice(s.pd, port, flow.NewSeqpacketPort(mine), s.flows.Done)
+	charge := fp.charge
+	shmSplice(s.pd, port, fp.e, fp.mine, s.log, func() {
+		s.pd.Unreserve(charge)
+		s.flows.Done()
+	})
 }
 
 // shmShape is a shape of the rings a flow may get, and what its mapping
@@ -472,75 +793,6 @@ const shmDeepSlots = 64
 // for neither, the flow goes over as a socket. A default session (256
 // buffers) has two deep flows and three shallow ones.
 var shmShapes = []shmShape{newShmShape(shmDeepSlots), newShmShape(shmring.DefaultSlots)}
-
-// handOverShm hands the flow on port over as shared rings: a sealed
-// memfd and four eventfds after the flow's socket, the mapping charged to
-// the session's budget. It reports false, having sent nothing and kept
-// port open, if the budget or the system has no room for a mapping: the
-// flow then goes over as a socket alone.
-func (s *gwSession) handOverShm(resp flow.SockResp, port flow.Port) bool {
-	var shape shmShape
-	for _, sh := range shmShapes {
-		if s.pd.Reserve(sh.charge) == nil {
-			shape = sh
-			break
-		}
-	}
-	if shape.charge == 0 {
-		return false
-	}
-	unreserve := func() { s.pd.Unreserve(shape.charge) }
-	m, err := shmring.Create(shape.geo)
-	if err != nil {
-		unreserve()
-		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return false
-	}
-	evs, err := shmring.NewEventfds()
-	if err != nil {
-		m.Close()
-		unreserve()
-		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return false
-	}
-	e, err := shmring.NewEnd(m, shmring.Node, evs) // takes m and evs
-	if err != nil {
-		unreserve()
-		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return false
-	}
-	sp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		e.Release()
-		unreserve()
-		return false
-	}
-	mine, err := fileConn(sp[0])
-	if err != nil {
-		syscall.Close(sp[1])
-		e.Release()
-		unreserve()
-		return false
-	}
-	ev := e.FDs()
-	s.flows.Add(1) // before the reply, as in handle
-	ok := s.sendFDs(resp, []int{sp[1], m.FD(), ev[0], ev[1], ev[2], ev[3]})
-	syscall.Close(sp[1])
-	m.CloseFD()
-	if !ok {
-		mine.Close()
-		e.Release()
-		port.Close()
-		unreserve()
-		s.flows.Done()
-		return true
-	}
-	shmSplice(s.pd, port, e, mine, s.log, func() {
-		unreserve()
-		s.flows.Done()
-	})
-	return true
-}
 
 // shmBatch is how many SDUs the node's side of shared rings moves at
 // once, each way: a whole ring, so that a run the program wrote in one

@@ -594,3 +594,52 @@ func TestGatewayShmShapes(t *testing.T) {
 		t.Errorf("%d new mappings of %d bytes (deep), want 6: a's and the program's of the first flow, b's and the echo's of the first two (%v)", n, deep.geo.Size(), got)
 	}
 }
+
+// TestGatewayFailedAllocLeavesNothing: the gateway makes a flow's socket
+// pair and shared rings while the layer allocates it; allocations that
+// fail leave none of it behind (no descriptor, no mapping, no budget
+// charge: a session with room for one deep flow still gets one).
+func TestGatewayFailedAllocLeavesNothing(t *testing.T) {
+	deep, shallow := shmShapes[0], shmShapes[1]
+	sockA := shmPair(t, deep.charge+shallow.charge/2) // room for one flow's rings, and its buffers
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := flow.Dial(sockA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	openFDs := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	// One allocation first, so that what the session makes once (its
+	// component's goroutines, the IPCP's state) is there before counting.
+	if _, _, err := a.Alloc(ctx, "nobody", flow.BestEffort()); err == nil {
+		t.Fatal("alloc to a name nobody serves succeeded")
+	}
+	fds, maps := openFDs(), flowMappingSizes(t)
+	for i := range 30 {
+		if _, _, err := a.Alloc(ctx, "nobody", flow.BestEffort()); err == nil {
+			t.Fatalf("alloc %d to a name nobody serves succeeded", i)
+		}
+	}
+	if got := openFDs(); got > fds+2 { // +2: the runtime's own, now and then
+		t.Errorf("%d descriptors open after 30 failed allocations, %d before", got, fds)
+	}
+	if got := flowMappingSizes(t); got[deep.geo.Size()] != maps[deep.geo.Size()] {
+		t.Errorf("flow mappings %v after 30 failed allocations, %v before", got, maps)
+	}
+	p, _, err := a.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, shm := p.(*flow.ShmPort); !shm {
+		t.Fatalf("the flow after failed allocations is a %T, want shared rings (the budget's room for them returned)", p)
+	}
+	echoes(t, p)
+}

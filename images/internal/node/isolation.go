@@ -31,8 +31,9 @@ type GatewayOptions struct {
 	// SessionBufs is each program session's packet-buffer budget
 	// (default 256), carved from the gateway's.
 	SessionBufs int
-	// MaxSessions bounds the sessions at once (default 256): the
-	// gateway's budget is MaxSessions × SessionBufs.
+	// MaxSessions bounds the programs served at once (default 256): the
+	// gateway's budget is (MaxSessions + 1) × SessionBufs, the one more
+	// for the session it prepares ahead.
 	MaxSessions int
 }
 

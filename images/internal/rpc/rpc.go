@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel"
@@ -87,6 +88,39 @@ type Request struct {
 	Caps  []kernel.Cap // caps that came with the call, now in the server's CSpace
 	body  []byte
 	codec flow.Codec
+	later *Later // set by Later
+	pd    *kernel.PD
+	reply kernel.Cap
+	end   context.CancelFunc // ends the handler's ctx
+}
+
+// Later is the reply to a call whose handler leaves it to be sent later,
+// by whichever goroutine settles the call (Request.Later).
+type Later struct {
+	r    *Request
+	once sync.Once
+}
+
+// Later tells Serve that the reply to r is sent through the returned
+// Later, not when the handler returns (what the handler returns is then
+// ignored); the handler's ctx lasts until the reply is sent. It lets a
+// call that waits for another component's action be answered by the
+// goroutine that acts, instead of waking a goroutine that waits.
+func (r *Request) Later() *Later {
+	if r.later == nil {
+		r.later = &Later{r: r}
+	}
+	return r.later
+}
+
+// Send sends the reply: resp, or err if it is not nil. Only the first
+// Send counts. Safe for concurrent use.
+func (l *Later) Send(resp Response, err error) {
+	l.once.Do(func() {
+		r := l.r
+		r.end()
+		finish(r.pd, r.codec, r.reply, resp, err)
+	})
 }
 
 // Decode decodes the request body into v.
@@ -152,44 +186,56 @@ func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 			Caps:  append([]kernel.Cap(nil), m.Caps[:m.NCaps]...),
 			body:  m.Payload,
 			codec: codec,
+			pd:    pd,
+			reply: info.Reply,
 		}
-		reply := info.Reply
 		pd.Go(func() {
-			hctx, cancel := pd.ReplyContext(ctx, reply)
+			hctx, cancel := pd.ReplyContext(ctx, req.reply)
+			req.end = cancel
 			resp, err := h(hctx, req)
+			if req.later != nil {
+				return // sent by req.later
+			}
 			cancel()
-			if err != nil {
-				replyErr(pd, codec, reply, err)
-				return
-			}
-			var out kernel.Msg
-			out.Label = labelOK
-			if resp.Body != nil {
-				b, err := codec.Marshal(resp.Body)
-				if err == nil && len(b) > kernel.MaxPayload {
-					err = fmt.Errorf("rpc: reply of %d bytes: %w", len(b), flow.ErrTooBig)
-				}
-				if err != nil {
-					replyErr(pd, codec, reply, err)
-					return
-				}
-				out.Payload = b
-			}
-			out.NCaps = copy(out.Caps[:], resp.Caps)
-			err = pd.Reply(reply, &out)
-			undelivered := err != nil
-			for _, c := range resp.Caps {
-				// A cap still in this CSpace was not moved to the caller
-				// (it left, or its CSpace was full): it is not kept.
-				if _, ierr := pd.Inspect(c); ierr == nil {
-					pd.Delete(c)
-					undelivered = true
-				}
-			}
-			if undelivered && resp.Undelivered != nil {
-				resp.Undelivered()
-			}
+			finish(pd, codec, req.reply, resp, err)
 		})
+	}
+}
+
+// finish sends a handler's reply: err if not nil, else resp; caps of
+// resp that did not reach the caller are deleted and resp.Undelivered
+// called.
+func finish(pd *kernel.PD, codec flow.Codec, reply kernel.Cap, resp Response, err error) {
+	if err != nil {
+		replyErr(pd, codec, reply, err)
+		return
+	}
+	var out kernel.Msg
+	out.Label = labelOK
+	if resp.Body != nil {
+		b, err := codec.Marshal(resp.Body)
+		if err == nil && len(b) > kernel.MaxPayload {
+			err = fmt.Errorf("rpc: reply of %d bytes: %w", len(b), flow.ErrTooBig)
+		}
+		if err != nil {
+			replyErr(pd, codec, reply, err)
+			return
+		}
+		out.Payload = b
+	}
+	out.NCaps = copy(out.Caps[:], resp.Caps)
+	err = pd.Reply(reply, &out)
+	undelivered := err != nil
+	for _, c := range resp.Caps {
+		// A cap still in this CSpace was not moved to the caller
+		// (it left, or its CSpace was full): it is not kept.
+		if _, ierr := pd.Inspect(c); ierr == nil {
+			pd.Delete(c)
+			undelivered = true
+		}
+	}
+	if undelivered && resp.Undelivered != nil {
+		resp.Undelivered()
 	}
 }
 
