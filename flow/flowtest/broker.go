@@ -38,6 +38,7 @@ var _ flow.Broker = (*Broker)(nil)
 // fakeIRM is what the programs of one fake share.
 type fakeIRM struct {
 	capacity int
+	pipe     func() (a, b flow.Port) // a flow's two ends
 
 	mu     sync.Mutex
 	nextID uint64
@@ -53,7 +54,14 @@ type accepted struct {
 // NewBroker returns a program named "client" attached to a new fake IRM
 // whose flows are Pipes of the given capacity (SDUs per direction).
 func NewBroker(capacity int) *Broker {
-	irm := &fakeIRM{capacity: capacity, bound: map[string]*Broker{}, layers: map[string]*hub{}}
+	return NewBrokerPipes(capacity, func() (a, b flow.Port) { return Pipe(capacity) })
+}
+
+// NewBrokerPipes is NewBroker with the flows Alloc makes (both ends)
+// from pipe, for a port of another shape; the broadcast hub's ports
+// stay Pipes of capacity.
+func NewBrokerPipes(capacity int, pipe func() (a, b flow.Port)) *Broker {
+	irm := &fakeIRM{capacity: capacity, pipe: pipe, bound: map[string]*Broker{}, layers: map[string]*hub{}}
 	return irm.program("client")
 }
 
@@ -89,7 +97,7 @@ func (b *Broker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port,
 	if !ok {
 		return nil, flow.Info{}, fmt.Errorf("flowtest: alloc %q: %w", name, flow.ErrNotFound)
 	}
-	mine, theirs := Pipe(b.irm.capacity)
+	mine, theirs := b.irm.pipe()
 	info := flow.Info{ID: id - 1, Local: b.name, Remote: name, Layer: Layer, QoS: q}
 	peer := flow.Info{ID: id, Local: name, Remote: b.name, Layer: Layer, QoS: q}
 	var err error

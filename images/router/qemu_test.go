@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -402,6 +403,7 @@ func bootVMNet(t *testing.T, elf, name string, netArgs ...string) *vm {
 // logged) when the test ends. Every board's boot function uses it.
 func startVM(t *testing.T, v *vm, name string) {
 	t.Helper()
+	mon := addMonitor(t, v.cmd)
 	out, err := v.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -432,6 +434,9 @@ func startVM(t *testing.T, v *vm, name string) {
 		close(v.done)
 	}()
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("VM monitor (a hung guest's state):\n%s", dumpMonitor(mon))
+		}
 		v.stop()
 		v.mu.Lock()
 		defer v.mu.Unlock()
@@ -1015,4 +1020,53 @@ func uniSubtests(t *testing.T, label string, boot func(t *testing.T, pa, pb int)
 		})
 	}
 	return all
+}
+
+// addMonitor gives cmd's QEMU a QMP socket in a test directory, for
+// dumpMonitor; it returns the path.
+func addMonitor(t *testing.T, cmd *exec.Cmd) string {
+	path := filepath.Join(t.TempDir(), "qmp.sock")
+	cmd.Args = append(cmd.Args, "-qmp", "unix:"+path+",server=on,wait=off")
+	return path
+}
+
+// dumpMonitor asks a running QEMU (over QMP) for the guest CPU's
+// registers, the instructions at its PC and (x86) its local APIC, for the
+// log of a failed test: a guest that stopped answering shows where it is
+// (a HLT with an interrupt held in service, a loop). It gives up after 3 s.
+func dumpMonitor(path string) string {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return fmt.Sprintf("(no monitor: %v)", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	enc, dec := json.NewEncoder(c), json.NewDecoder(c)
+	var out strings.Builder
+	enc.Encode(map[string]any{"execute": "qmp_capabilities"})
+	for _, hmp := range []string{"info registers", "x/8i $pc", "info lapic"} {
+		enc.Encode(map[string]any{"execute": "human-monitor-command", "arguments": map[string]string{"command-line": hmp}})
+	}
+	for answers := 0; answers < 4; {
+		var m struct {
+			Return any `json:"return"`
+			Error  any `json:"error"`
+		}
+		if err := dec.Decode(&m); err != nil {
+			fmt.Fprintf(&out, "(monitor: %v)\n", err)
+			break
+		}
+		switch r := m.Return.(type) {
+		case nil:
+			if m.Error != nil {
+				fmt.Fprintf(&out, "(monitor: %v)\n", m.Error)
+				answers++
+			}
+			continue // the greeting, an event
+		case string:
+			out.WriteString(r)
+		}
+		answers++
+	}
+	return out.String()
 }

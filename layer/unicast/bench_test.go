@@ -14,6 +14,7 @@ import (
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"github.com/ouronet/ouro/layer/ipcp/ipcptest"
 	"github.com/ouronet/ouro/layer/unicast"
@@ -366,108 +367,14 @@ func readWithin(z flow.Port, d time.Duration) func([]byte) error {
 	}
 }
 
-// ringBroker is a fake flow.Broker whose flows are ringPipes: the
-// chain's N-1 flows moved the way the node's rings move them (a batch
-// per lock, a wake-up only for a side that waits), not one channel
-// operation per SDU and a free list as flowtest's pipes do. Join is not
-// served (the unicast IPCPs of these chains join no broadcast layer).
-type ringBroker struct {
-	reg     *ringRegistry
-	name    string
-	accepts chan ringAccepted
-	closed  chan struct{}
-	once    sync.Once
-}
-
-type ringRegistry struct {
-	capacity int
-	mu       sync.Mutex
-	bound    map[string]*ringBroker
-	nextID   uint64
-}
-
-type ringAccepted struct {
-	port flow.Port
-	info flow.Info
-}
-
-var _ flow.Broker = (*ringBroker)(nil)
-
 // newRingBrokers returns a function that attaches programs, by name, to
-// one fake IRM whose flows are ringPipes of capacity SDUs each way.
+// one fake IRM (flowtest's) whose flows are ringPipes of capacity SDUs
+// each way: the chain's N-1 flows moved the way the node's rings move
+// them (a batch per lock, a wake-up only for a side that waits), not one
+// channel operation per SDU and a free list as flowtest's pipes do.
 func newRingBrokers(capacity int) func(name string) flow.Broker {
-	reg := &ringRegistry{capacity: capacity, bound: map[string]*ringBroker{}}
-	return func(name string) flow.Broker {
-		return &ringBroker{reg: reg, name: name, accepts: make(chan ringAccepted, 64), closed: make(chan struct{})}
-	}
-}
-
-func (b *ringBroker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port, flow.Info, error) {
-	b.reg.mu.Lock()
-	acc := b.reg.bound[name]
-	b.reg.nextID += 2
-	id := b.reg.nextID
-	b.reg.mu.Unlock()
-	if acc == nil {
-		return nil, flow.Info{}, fmt.Errorf("ringbroker: alloc %q: %w", name, flow.ErrNotFound)
-	}
-	mine, theirs := ringPipe(b.reg.capacity)
-	select {
-	case acc.accepts <- ringAccepted{theirs, flow.Info{ID: id, Local: name, Remote: b.name, Layer: "ring", QoS: q}}:
-		return mine, flow.Info{ID: id - 1, Local: b.name, Remote: name, Layer: "ring", QoS: q}, nil
-	case <-acc.closed:
-		return nil, flow.Info{}, fmt.Errorf("ringbroker: alloc %q: %w", name, flow.ErrRefused)
-	case <-ctx.Done():
-		return nil, flow.Info{}, fmt.Errorf("ringbroker: alloc %q: %w", name, ctx.Err())
-	}
-}
-
-func (b *ringBroker) Bind(_ context.Context, name string) error {
-	b.reg.mu.Lock()
-	defer b.reg.mu.Unlock()
-	if b.reg.bound[name] != nil {
-		return fmt.Errorf("ringbroker: bind %q: %w", name, flow.ErrExists)
-	}
-	b.reg.bound[name] = b
-	return nil
-}
-
-func (b *ringBroker) Unbind(_ context.Context, name string) error {
-	b.reg.mu.Lock()
-	defer b.reg.mu.Unlock()
-	if b.reg.bound[name] == b {
-		delete(b.reg.bound, name)
-	}
-	return nil
-}
-
-func (b *ringBroker) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
-	select {
-	case a := <-b.accepts:
-		return a.port, a.info, nil
-	case <-b.closed:
-		return nil, flow.Info{}, fmt.Errorf("ringbroker: accept: %w", flow.ErrClosed)
-	case <-ctx.Done():
-		return nil, flow.Info{}, fmt.Errorf("ringbroker: accept: %w", ctx.Err())
-	}
-}
-
-func (b *ringBroker) Join(context.Context, string) (flow.Port, flow.Info, error) {
-	return nil, flow.Info{}, fmt.Errorf("ringbroker: join: %w", flow.ErrNoLayer)
-}
-
-func (b *ringBroker) Close() error {
-	b.once.Do(func() {
-		close(b.closed)
-		b.reg.mu.Lock()
-		for n, x := range b.reg.bound {
-			if x == b {
-				delete(b.reg.bound, n)
-			}
-		}
-		b.reg.mu.Unlock()
-	})
-	return nil
+	irm := flowtest.NewBrokerPipes(capacity, func() (a, b flow.Port) { return ringPipe(capacity) })
+	return func(name string) flow.Broker { return irm.Program(name) }
 }
 
 // ringDir is one direction of a ringPipe: slots the writer copies SDUs
