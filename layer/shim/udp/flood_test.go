@@ -297,6 +297,8 @@ func TestPendingPerPeer(t *testing.T) {
 	if got := up.waiting.Load(); got != 4 {
 		t.Fatalf("%d requests of one peer wait for the IRM, want 4", got)
 	}
+	// The refusal is counted after the message: wait for the last one.
+	waitFor(t, func() bool { return b.Stats().Drops.PeerLimit >= 96 })
 	if got := b.Stats().Drops.PeerLimit; got != 96 {
 		t.Fatalf("%d refused at the peer limit, want 96", got)
 	}
