@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -79,10 +80,19 @@ kind = "echo"
 	if err := prog.Bind(ctx, "svc"); err != nil { // the session component exists now
 		t.Fatal(err)
 	}
-	// A flow, so that rings are in the description too.
-	f, _, err := prog.Alloc(ctx, "echo", flow.BestEffort())
-	if err != nil {
-		t.Fatal(err)
+	// A flow, so that rings are in the description too; the echo app
+	// binds its name as it starts, which may be after the gateway took
+	// this program (its session is ready before the program connects).
+	var f flow.Port
+	for {
+		f, _, err = prog.Alloc(ctx, "echo", flow.BestEffort())
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, flow.ErrNotFound) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	defer f.Close()
 
