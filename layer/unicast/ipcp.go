@@ -849,16 +849,6 @@ func (c *core) Up(n connmgr.Neighbour) {
 	}
 }
 
-// Received implements connmgr.Receiver: the packets read from n's dt
-// flow so far (its port's counter), so that a neighbour whose data still
-// arrives is not declared dead for hellos lost behind it.
-func (c *core) Received(n connmgr.Neighbour) uint64 {
-	if np := (*c.ports.Load())[n.Port]; np != nil {
-		return np.RxPkts.Load()
-	}
-	return 0
-}
-
 // Down implements connmgr.Hooks: routing moves traffic to alternates at
 // once (pff.PortDown) and recomputes at its next tick.
 func (c *core) Down(n connmgr.Neighbour) {

@@ -252,15 +252,6 @@ type Hooks interface {
 	Message(from Neighbour, typ uint8, body []byte)
 }
 
-// Receiver is what Hooks may also implement: how many packets have
-// arrived on n's dt flow so far. A neighbour whose hellos fall silent
-// while its dt flow still delivers (hellos lost at a congested queue, a
-// management flow starved of CPU) is alive: it is declared dead only
-// after Dead hello periods with neither.
-type Receiver interface {
-	Received(n Neighbour) uint64
-}
-
 // Config configures a Manager. Zero durations take the defaults.
 type Config struct {
 	Layer  string      // the layer's name; required
@@ -288,7 +279,6 @@ type Config struct {
 type Stats struct {
 	Dials, DialFailures, Accepted, Refused uint64
 	Ups, Downs, DeadTimeouts               uint64
-	HeardByData                            uint64 // hello silences bridged by dt traffic (Receiver)
 	HellosSent, HellosRecv, MsgsSent       uint64
 	MsgsRecv, Malformed, SendErrors        uint64
 	// AuthRefused counts adjacencies refused at authentication: bad
@@ -301,7 +291,6 @@ type counters struct {
 	dials, dialFailures, accepted, refused atomic.Uint64
 	ups, downs, deadTimeouts               atomic.Uint64
 	hellosSent, hellosRecv, msgsSent       atomic.Uint64
-	heardByData                            atomic.Uint64
 	msgsRecv, malformed, sendErrors        atomic.Uint64
 }
 
@@ -677,22 +666,10 @@ func (m *Manager) rxLoop(a *adj) {
 	defer m.wg.Done()
 	buf := make([]byte, flow.MaxSDU)
 	silence := time.Duration(m.cfg.Dead) * m.cfg.Hello
-	rcv, _ := m.cfg.Hooks.(Receiver)
-	var rx uint64
-	if rcv != nil {
-		rx = rcv.Received(a.n)
-	}
 	for {
 		n, err := a.mgmt.Read(buf, time.Now().Add(silence))
 		if err != nil {
 			reason := "management flow closed"
-			if errors.Is(err, flow.ErrTimeout) && rcv != nil {
-				if now := rcv.Received(a.n); now != rx {
-					rx = now // its data still arrives: alive
-					m.c.heardByData.Add(1)
-					continue
-				}
-			}
 			if errors.Is(err, flow.ErrTimeout) {
 				m.c.deadTimeouts.Add(1)
 				reason = fmt.Sprintf("silent for %v", silence)
@@ -836,7 +813,7 @@ func (m *Manager) Stats() Stats {
 	c := &m.c
 	return Stats{
 		Dials: c.dials.Load(), DialFailures: c.dialFailures.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
-		Ups: c.ups.Load(), Downs: c.downs.Load(), DeadTimeouts: c.deadTimeouts.Load(), HeardByData: c.heardByData.Load(),
+		Ups: c.ups.Load(), Downs: c.downs.Load(), DeadTimeouts: c.deadTimeouts.Load(),
 		HellosSent: c.hellosSent.Load(), HellosRecv: c.hellosRecv.Load(), MsgsSent: c.msgsSent.Load(),
 		MsgsRecv: c.msgsRecv.Load(), Malformed: c.malformed.Load(), SendErrors: c.sendErrors.Load(),
 		AuthRefused: c.authRefused.Load(),
