@@ -499,7 +499,14 @@ func testBridgeBatch(t *testing.T, plain bool) {
 	if r := routes[0]; r.PktsOut != 5 || r.TooBig != 1 || r.Drops != 1 || noRoute != 1 {
 		t.Errorf("a's counters: %+v, %d without route; want 5 sent, 1 too big (the only drop), 1 without route", r, noRoute)
 	}
-	if _, _, in, _, inDrops := b.Stats(); in != 5 || inDrops != 0 {
-		t.Errorf("b received %d, dropped %d; want 5, 0", in, inDrops)
+	// b counts a batch after its device write returns: wait for it.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		_, _, in, _, inDrops := b.Stats()
+		if in == 5 && inDrops == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b received %d, dropped %d; want 5, 0", in, inDrops)
+		}
 	}
 }
