@@ -12,6 +12,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
+	"github.com/ouronet/ouro/layer/unicast/connmgr"
 	"github.com/ouronet/ouro/layer/unicast/unicasttest"
 )
 
@@ -289,6 +290,68 @@ func TestSilentLinkFailure(t *testing.T) {
 	if d < 200*time.Millisecond {
 		t.Errorf("declared dead after %v, before 2 hello periods", d)
 	}
+}
+
+// TestHellosLostBehindData: a neighbour whose hellos are all lost (as
+// at a congested queue) while its data keeps arriving stays up; once
+// nothing arrives from it, it is declared dead as before. Without the dt
+// traffic counting as a sign of life (connmgr.Receiver) the adjacency
+// went down within Dead × Hello and this failed.
+func TestHellosLostBehindData(t *testing.T) {
+	n := unicasttest.New(t)
+	n.Build(line(2), nil)
+	n.WaitOperational(10 * time.Second)
+	a, b := n.Node(unicasttest.NodeName(0)), n.Node(unicasttest.NodeName(1))
+	sink := map[*unicasttest.Node]string{a: "sink.a", b: "sink.b"}
+	a.Register(sink[a])
+	b.Register(sink[b])
+	var streams [2]stream
+	stop := make(chan struct{})
+	var waits []func()
+	var ports []flow.Port
+	for i, e := range [][2]*unicasttest.Node{{a, b}, {b, a}} {
+		src, dst := e[0], e[1]
+		p, err := src.Alloc(ctxT(t, 5*time.Second), sink[dst], flow.BestEffort())
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc, err := dst.Accept(2 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, p, acc.Port)
+		waits = append(waits, streams[i].run(p, acc.Port, time.Millisecond, stop))
+	}
+	n.WaitFor(2*time.Second, "traffic both ways", func() bool { return streams[0].received() > 50 && streams[1].received() > 50 })
+	dropHellos := func(pkt []byte) [][]byte {
+		if m, err := connmgr.UnmarshalMsg(pkt); len(pkt) <= 4 && err == nil && m.Type == connmgr.MsgHello {
+			return nil
+		}
+		return [][]byte{pkt}
+	}
+	n.Tamper(a.Name, b.Name, dropHellos)
+	n.Tamper(b.Name, a.Name, dropHellos)
+	time.Sleep(1500 * time.Millisecond) // 5 × Dead × Hello
+	for _, nd := range []*unicasttest.Node{a, b} {
+		if s := nd.IPCP.Stats(); s.Downs != 0 || s.DeadTimeouts != 0 || s.HeardByData == 0 {
+			t.Errorf("%s, hellos lost but data flowing: downs %d, dead timeouts %d, silences bridged by data %d", nd.Name, s.Downs, s.DeadTimeouts, s.HeardByData)
+		}
+	}
+	close(stop)
+	for _, p := range ports {
+		p.Close()
+	}
+	for _, w := range waits {
+		w()
+	}
+	// The IPCPs' own dt keepalives still arrive and keep it up; once
+	// nothing arrives at all, it is declared dead as before.
+	dropAll := func([]byte) [][]byte { return nil }
+	n.Tamper(a.Name, b.Name, dropAll)
+	n.Tamper(b.Name, a.Name, dropAll)
+	n.WaitFor(3*time.Second, "the silent neighbour declared dead once nothing arrives", func() bool {
+		return a.IPCP.Stats().DeadTimeouts+b.IPCP.Stats().DeadTimeouts > 0
+	})
 }
 
 // TestNodeKilled stops a node of a ring: the others reconverge on the

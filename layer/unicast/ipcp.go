@@ -849,6 +849,18 @@ func (c *core) Up(n connmgr.Neighbour) {
 	}
 }
 
+// LastReceived implements connmgr.Receiver: when n's dt flow last
+// delivered a batch, so that a neighbour whose data still arrives is not
+// declared dead for hellos lost behind it.
+func (c *core) LastReceived(n connmgr.Neighbour) time.Time {
+	if np := (*c.ports.Load())[n.Port]; np != nil {
+		if t := np.LastRx.Load(); t != 0 {
+			return time.Unix(0, t)
+		}
+	}
+	return time.Time{}
+}
+
 // Down implements connmgr.Hooks: routing moves traffic to alternates at
 // once (pff.PortDown) and recomputes at its next tick.
 func (c *core) Down(n connmgr.Neighbour) {

@@ -308,6 +308,7 @@ type Stats struct {
 	AllocOK, AllocFailed, Accepted uint64
 	PeerGone, Deallocs             uint64
 	Ups, Downs, DeadTimeouts       uint64
+	HeardByData                    uint64 // hello silences bridged by dt traffic
 	LSUsSent, LSUsReceived         uint64
 	Computations                   uint64
 	Enrolled                       uint64
@@ -357,7 +358,7 @@ func (p *IPCP) Stats() Stats {
 	fs := c.fa.Stats()
 	s.FlowsActive, s.AllocOK, s.AllocFailed, s.Accepted, s.PeerGone, s.Deallocs = fs.Active, fs.AllocOK, fs.AllocFailed, fs.Accepted, fs.PeerGone, fs.Deallocs
 	cs := c.cm.Stats()
-	s.Ups, s.Downs, s.DeadTimeouts = cs.Ups, cs.Downs, cs.DeadTimeouts
+	s.Ups, s.Downs, s.DeadTimeouts, s.HeardByData = cs.Ups, cs.Downs, cs.DeadTimeouts, cs.HeardByData
 	rs := c.router.Stats()
 	s.LSUsSent, s.LSUsReceived, s.Computations, s.Members = rs.LSUsSent, rs.LSUsReceived, rs.Computations, rs.Entries
 	s.Neighbour = len(c.cm.Neighbours())
@@ -420,6 +421,7 @@ func (p *IPCP) statsTable() ipcp.Table {
 	add("adjacencies.ups", s.Ups)
 	add("adjacencies.downs", s.Downs)
 	add("adjacencies.dead_timeouts", s.DeadTimeouts)
+	add("adjacencies.heard_by_data", s.HeardByData)
 	add("adjacencies.discovered", s.Discovered)
 	add("adjacencies.forgotten", s.Forgotten)
 	add("adjacencies.dials", s.Dials)

@@ -252,6 +252,15 @@ type Hooks interface {
 	Message(from Neighbour, typ uint8, body []byte)
 }
 
+// Receiver is what Hooks may also implement: when a packet last arrived
+// on n's dt flow (zero: never). A neighbour whose hellos fall silent
+// while its dt flow still delivers (hellos lost at a congested queue, a
+// management flow starved of CPU) is alive: it is declared dead Dead
+// hello periods after the later of its last hello and its last packet.
+type Receiver interface {
+	LastReceived(n Neighbour) time.Time
+}
+
 // Config configures a Manager. Zero durations take the defaults.
 type Config struct {
 	Layer  string      // the layer's name; required
@@ -279,6 +288,7 @@ type Config struct {
 type Stats struct {
 	Dials, DialFailures, Accepted, Refused uint64
 	Ups, Downs, DeadTimeouts               uint64
+	HeardByData                            uint64 // hello silences bridged by dt traffic (Receiver)
 	HellosSent, HellosRecv, MsgsSent       uint64
 	MsgsRecv, Malformed, SendErrors        uint64
 	// AuthRefused counts adjacencies refused at authentication: bad
@@ -291,6 +301,7 @@ type counters struct {
 	dials, dialFailures, accepted, refused atomic.Uint64
 	ups, downs, deadTimeouts               atomic.Uint64
 	hellosSent, hellosRecv, msgsSent       atomic.Uint64
+	heardByData                            atomic.Uint64
 	msgsRecv, malformed, sendErrors        atomic.Uint64
 }
 
@@ -666,10 +677,19 @@ func (m *Manager) rxLoop(a *adj) {
 	defer m.wg.Done()
 	buf := make([]byte, flow.MaxSDU)
 	silence := time.Duration(m.cfg.Dead) * m.cfg.Hello
+	rcv, _ := m.cfg.Hooks.(Receiver)
+	deadline := time.Now().Add(silence)
 	for {
-		n, err := a.mgmt.Read(buf, time.Now().Add(silence))
+		n, err := a.mgmt.Read(buf, deadline)
 		if err != nil {
 			reason := "management flow closed"
+			if errors.Is(err, flow.ErrTimeout) && rcv != nil {
+				if last := rcv.LastReceived(a.n); time.Since(last) < silence {
+					deadline = last.Add(silence) // its data still arrives: alive
+					m.c.heardByData.Add(1)
+					continue
+				}
+			}
 			if errors.Is(err, flow.ErrTimeout) {
 				m.c.deadTimeouts.Add(1)
 				reason = fmt.Sprintf("silent for %v", silence)
@@ -677,6 +697,7 @@ func (m *Manager) rxLoop(a *adj) {
 			m.teardown(a, reason)
 			return
 		}
+		deadline = time.Now().Add(silence)
 		faultinject.Check("unicast/mgmt", buf[:n])
 		f, err := UnmarshalMsg(buf[:n])
 		if err != nil {
@@ -813,7 +834,7 @@ func (m *Manager) Stats() Stats {
 	c := &m.c
 	return Stats{
 		Dials: c.dials.Load(), DialFailures: c.dialFailures.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
-		Ups: c.ups.Load(), Downs: c.downs.Load(), DeadTimeouts: c.deadTimeouts.Load(),
+		Ups: c.ups.Load(), Downs: c.downs.Load(), DeadTimeouts: c.deadTimeouts.Load(), HeardByData: c.heardByData.Load(),
 		HellosSent: c.hellosSent.Load(), HellosRecv: c.hellosRecv.Load(), MsgsSent: c.msgsSent.Load(),
 		MsgsRecv: c.msgsRecv.Load(), Malformed: c.malformed.Load(), SendErrors: c.sendErrors.Load(),
 		AuthRefused: c.authRefused.Load(),

@@ -95,6 +95,7 @@ type Port struct {
 	done  chan struct{} // closed when the adjacency is gone
 
 	TxPkts, TxBytes, TxErrors, RxPkts, RxBytes atomic.Uint64
+	LastRx                                     atomic.Int64 // Unix ns of the last receive (a batch's clock)
 
 	// The standing backlog of the ring the port is read from, and its
 	// capacity (Host.MarkRx): the receive loop's own.
@@ -201,6 +202,7 @@ func (l *Loops) Rx(np *Port) {
 		}
 		np.RxPkts.Add(1)
 		np.RxBytes.Add(uint64(n))
+		np.LastRx.Store(time.Now().UnixNano())
 		b.Off, b.End = 0, n
 		if s := l.Capture.Session(); s != nil {
 			np.Tap(s, capture.In, b.Pkt())
@@ -270,6 +272,7 @@ func (l *Loops) rxBatch(np *Port, bp flow.BatchPort) {
 		}
 		np.RxPkts.Add(uint64(n))
 		np.RxBytes.Add(nb)
+		np.LastRx.Store(k.Clock().UnixNano())
 		k.Flush()
 	}
 }
