@@ -309,15 +309,7 @@ func BenchmarkHandshakeAhead(b *testing.B) {
 	x.Verify, y.Verify = docs.Verify, docs.Verify
 	for b.Loop() {
 		b.StopTimer()
-		eph, err := kex.NewEphemeral()
-		if err != nil {
-			b.Fatal(err)
-		}
-		rk, err := kex.NewResumeKey()
-		if err != nil {
-			b.Fatal(err)
-		}
-		x.Ephemeral, y.ResponderKey = eph, rk
+		keysAhead(b, &x, &y)
 		b.StartTimer()
 		if _, _, err := handshake(b, x, y); err != nil {
 			b.Fatal(err)
@@ -373,15 +365,7 @@ func BenchmarkStretches(b *testing.B) {
 	var resp, req, fin, after time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		eph, err := kex.NewEphemeral()
-		if err != nil {
-			b.Fatal(err)
-		}
-		rk, err := kex.NewResumeKey()
-		if err != nil {
-			b.Fatal(err)
-		}
-		x.Ephemeral, y.ResponderKey = eph, rk
+		keysAhead(b, &x, &y)
 		in, hello, err := kex.Start(x)
 		if err != nil {
 			b.Fatal(err)
@@ -419,4 +403,18 @@ func BenchmarkStretches(b *testing.B) {
 	b.ReportMetric(float64(fin)/n, "fin-us")
 	b.ReportMetric(float64(resp+req+fin)/n, "path-us")
 	b.ReportMetric(float64(after)/n, "after-us")
+}
+
+// keysAhead gives x and y the key pairs a flow allocator makes ahead of
+// time: x's ephemeral pair and y's resumption key.
+func keysAhead(b *testing.B, x, y *kex.Config) {
+	eph, err := kex.NewEphemeral()
+	if err != nil {
+		b.Fatal(err)
+	}
+	rk, err := kex.NewResumeKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	x.Ephemeral, y.ResponderKey = eph, rk
 }
