@@ -409,6 +409,67 @@ func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, er
 	}
 }
 
+// Ready waits like RecvBatch until an SDU is in the ring, the flow ended
+// or the deadline passed, and returns how many SDUs wait, taking none:
+// a reader that receives into buffers it must first obtain (the node's
+// kernel buffers, from a budget) obtains only as many as there are. The
+// count is at most the ring's slots; some may still be dropped by the
+// RecvBatch that takes them (an impossible length). With n = 0 the error
+// is what RecvBatch would return.
+func (e *End) Ready(deadline time.Time) (int, error) {
+	e.rmu.Lock()
+	defer e.rmu.Unlock()
+	for {
+		if e.released || e.closed.Load() {
+			return 0, ErrClosed
+		}
+		if e.broken.Load() {
+			return 0, ErrCorrupt
+		}
+		if avail := e.rx.head.Load() - e.rtail; avail > 0 {
+			return int(min(avail, e.slots)), nil // RecvBatch checks the index
+		}
+		if e.peerGone.Load() || e.rx.pclosed.Load() != 0 {
+			return 0, ErrClosed // drained what was sent before the close
+		}
+		if err := e.wait(e.rxData, e.rx.rwait, e.readable, &e.rspin, deadline); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Room waits like SendBatch until the ring has a free slot, the flow
+// ended or the deadline passed, and returns how many slots are free,
+// filling none: a writer that holds what it sends in buffers it must give
+// back (the node's kernel buffers) takes only as many as a SendBatch can
+// then queue without waiting. With n = 0 the error is what SendBatch
+// would return.
+func (e *End) Room(deadline time.Time) (int, error) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	for {
+		if e.released || e.closed.Load() || e.peerGone.Load() || e.tx.cclosed.Load() != 0 {
+			return 0, ErrClosed
+		}
+		if e.broken.Load() {
+			return 0, ErrCorrupt
+		}
+		tail := e.tx.tail.Load()
+		used := e.whead - tail
+		if used > e.slots {
+			e.corrupt.Add(1)
+			e.broken.Store(true)
+			return 0, fmt.Errorf("shmring: consumer index %d with producer at %d in a ring of %d: %w", tail, e.whead, e.slots, ErrCorrupt)
+		}
+		if used < e.slots {
+			return int(e.slots - used), nil
+		}
+		if err := e.wait(e.txSpace, e.tx.wwait, e.writable, &e.wspin, deadline); err != nil {
+			return 0, err
+		}
+	}
+}
+
 // writable reports whether Send would not wait: a free slot, or the
 // flow ended.
 func (e *End) writable() bool {

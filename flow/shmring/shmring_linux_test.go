@@ -434,3 +434,98 @@ func TestWakeupsNotLost(t *testing.T) {
 		prog.Release()
 	}
 }
+
+// TestReady: Ready counts the SDUs waiting without taking them, waits for
+// the first, honours its deadline and reports the end of the flow.
+func TestReady(t *testing.T) {
+	node, prog := pair(t, Geometry{Slots: 4, MaxSDU: 64})
+	defer node.Release()
+	defer prog.Release()
+	if n, err := node.Ready(time.Now().Add(10 * time.Millisecond)); n != 0 || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Ready on an empty ring = %d, %v; want 0, ErrTimeout", n, err)
+	}
+	for _, m := range []string{"a", "bb", "ccc"} {
+		if err := prog.Send([]byte(m), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 { // counting takes nothing
+		if n, err := node.Ready(time.Time{}); n != 3 || err != nil {
+			t.Fatalf("Ready = %d, %v; want 3", n, err)
+		}
+	}
+	bufs, sizes := [][]byte{make([]byte, 64), make([]byte, 64), make([]byte, 64), make([]byte, 64)}, make([]int, 4)
+	if n, err := node.RecvBatch(bufs, sizes, time.Time{}); n != 3 || err != nil || string(bufs[2][:sizes[2]]) != "ccc" {
+		t.Fatalf("RecvBatch after Ready = %d, %v", n, err)
+	}
+	got := make(chan int)
+	go func() {
+		n, _ := node.Ready(time.Now().Add(5 * time.Second))
+		got <- n
+	}()
+	time.Sleep(10 * time.Millisecond)
+	if err := prog.Send([]byte("d"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != 1 {
+		t.Fatalf("Ready woken by a send = %d, want 1", n)
+	}
+	prog.Shutdown()
+	if n, err := node.Ready(time.Time{}); n != 1 || err != nil {
+		t.Fatalf("Ready after the peer closed, one SDU left = %d, %v", n, err)
+	}
+	if n, _ := node.RecvBatch(bufs, sizes, time.Time{}); n != 1 {
+		t.Fatal("the last SDU was not taken")
+	}
+	if n, err := node.Ready(time.Time{}); n != 0 || !errors.Is(err, ErrClosed) {
+		t.Fatalf("Ready after the peer closed, drained = %d, %v; want ErrClosed", n, err)
+	}
+}
+
+// TestRoom: Room counts the free slots without filling any, waits for
+// one, honours its deadline, reports the end of the flow and refuses an
+// impossible consumer index.
+func TestRoom(t *testing.T) {
+	node, prog := pair(t, Geometry{Slots: 4, MaxSDU: 64})
+	defer node.Release()
+	defer prog.Release()
+	if n, err := node.Room(time.Time{}); n != 4 || err != nil {
+		t.Fatalf("Room of an empty ring = %d, %v; want 4", n, err)
+	}
+	for range 4 {
+		if err := node.Send([]byte("x"), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := node.Room(time.Now().Add(10 * time.Millisecond)); n != 0 || !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Room of a full ring = %d, %v; want 0, ErrTimeout", n, err)
+	}
+	got := make(chan int)
+	go func() {
+		n, _ := node.Room(time.Now().Add(5 * time.Second))
+		got <- n
+	}()
+	time.Sleep(10 * time.Millisecond)
+	if _, err := prog.Recv(make([]byte, 64), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != 1 {
+		t.Fatalf("Room woken by a receive = %d, want 1", n)
+	}
+	// The program moves its consumer index past the producer's.
+	tail := prog.rx.tail
+	tail.Store(tail.Load() + 100)
+	if n, err := node.Room(time.Time{}); n != 0 || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Room with an impossible consumer index = %d, %v; want ErrCorrupt", n, err)
+	}
+	if c := node.Stats().Corrupt; c != 1 {
+		t.Fatalf("corrupt = %d, want 1", c)
+	}
+	node2, prog2 := pair(t, Geometry{Slots: 4, MaxSDU: 64})
+	defer node2.Release()
+	defer prog2.Release()
+	prog2.Shutdown()
+	if n, err := node2.Room(time.Time{}); n != 0 || !errors.Is(err, ErrClosed) {
+		t.Fatalf("Room after the program closed = %d, %v; want ErrClosed", n, err)
+	}
+}
