@@ -74,18 +74,18 @@ func mapRingErr(op string, err error) error {
 	return fmt.Errorf("flow: %s: %w", op, err)
 }
 
-// pop fills rbufs from rx, waiting until the deadline. Without a deadline
+// pop fills bufs from rx, waiting until the deadline. Without a deadline
 // it goes straight to PopWait (which pops before it parks: one cap lookup
 // on the way to an idle flow's wait); with one, it tries a plain Pop
 // first so that a ready SDU costs no context.
-func (p *RingPort) pop(deadline time.Time) (int, error) {
+func (p *RingPort) pop(bufs []*kernel.Buf, deadline time.Time) (int, error) {
 	if deadline.IsZero() {
-		return p.pd.PopWait(p.pd.Context(), p.rx, p.rbufs[:])
+		return p.pd.PopWait(p.pd.Context(), p.rx, bufs)
 	}
-	n, err := p.pd.Pop(p.rx, p.rbufs[:])
+	n, err := p.pd.Pop(p.rx, bufs)
 	if n == 0 && (err == nil || errors.Is(err, kernel.ErrWouldBlock) || errors.Is(err, kernel.ErrNoBudget)) {
 		ctx, cancel := p.deadlineCtx(deadline)
-		n, err = p.pd.PopWait(ctx, p.rx, p.rbufs[:])
+		n, err = p.pd.PopWait(ctx, p.rx, bufs)
 		cancel()
 	}
 	return n, err
@@ -115,7 +115,7 @@ func (p *RingPort) fill(deadline time.Time) error {
 	}
 	if p.rhead == p.rn {
 		p.rhead, p.rn = 0, 0
-		n, err := p.pop(deadline)
+		n, err := p.pop(p.rbufs[:], deadline)
 		if n == 0 {
 			return mapRingErr("read", err)
 		}
@@ -236,6 +236,69 @@ func (p *RingPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 		}
 	}
 	return done, nil
+}
+
+// The buffer calls below are for a reader or writer that hands buffers
+// on instead of copying out of and into byte slices: the node's side of a
+// program's shared rings copies once each way, between the program's
+// slots and the kernel's buffers (docs/flow.md, "Copies"). They use the
+// port's component's budget and caps, as Read and Write do.
+
+// AllocBufs fills bufs with buffers from the component's budget, as many
+// as it has room for, and returns how many; 0 with flow.ErrBusy when it
+// has none.
+func (p *RingPort) AllocBufs(bufs []*kernel.Buf) (int, error) {
+	n, err := p.pd.AllocBufs(bufs)
+	if n == 0 {
+		return 0, mapRingErr("write", err)
+	}
+	return n, nil
+}
+
+// FreeBufs frees bufs (held by the caller, from AllocBufs or PopBufs)
+// and sets the entries to nil.
+func (p *RingPort) FreeBufs(bufs []*kernel.Buf) { p.pd.FreeBufs(bufs) }
+
+// PushBufs pushes bufs into the transmit ring, waiting for room until the
+// deadline, and returns once at least one is pushed (their entries set to
+// nil: they are the ring's now) or with the error; the caller holds the
+// rest. It must not be mixed with Write and WriteBatch.
+func (p *RingPort) PushBufs(bufs []*kernel.Buf, deadline time.Time) (int, error) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if p.gone {
+		return 0, fmt.Errorf("flow: write: %w", flow.ErrClosed)
+	}
+	n, err := p.push(bufs, deadline)
+	if n == 0 {
+		return 0, mapRingErr("write", err)
+	}
+	return n, nil
+}
+
+// PopBufs pops up to len(bufs) buffers, waiting for the first until the
+// deadline, and returns how many: the caller holds them and frees them
+// (FreeBufs). What a Read or ReadBatch popped and left comes first.
+func (p *RingPort) PopBufs(bufs []*kernel.Buf, deadline time.Time) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.gone {
+		return 0, fmt.Errorf("flow: read: %w", flow.ErrClosed)
+	}
+	if p.rhead < p.rn {
+		n := copy(bufs, p.rbufs[p.rhead:p.rn])
+		clear(p.rbufs[p.rhead : p.rhead+n])
+		p.rhead += n
+		return n, nil
+	}
+	n, err := p.pop(bufs, deadline)
+	if n == 0 {
+		return 0, mapRingErr("read", err)
+	}
+	return n, nil
 }
 
 // Queued returns how many SDUs written to the port wait in its transmit

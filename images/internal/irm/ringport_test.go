@@ -1,6 +1,7 @@
 package irm_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -191,5 +192,90 @@ func TestRingPortBatchZeroAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("got %v allocations per batch of 32 written and read, want 0", allocs)
+	}
+}
+
+// TestRingPortBufs: buffers handed on, not copied: AllocBufs and PushBufs
+// on one end, PopBufs and FreeBufs on the other carry each SDU whole and in
+// order; PopBufs serves first what a Read left in the port's batch; the
+// budget is what AllocBufs can take; a closed port refuses both; and a
+// round trip allocates nothing.
+func TestRingPortBufs(t *testing.T) {
+	pd := bootPD(t, 64)
+	pa, pb := ringPair(t, pd, 16)
+	a, b := pa.(*irm.RingPort), pb.(*irm.RingPort)
+	kb := make([]*kernel.Buf, 8)
+	n, err := a.AllocBufs(kb)
+	if n != 8 || err != nil {
+		t.Fatalf("AllocBufs = %d, %v", n, err)
+	}
+	for i, x := range kb {
+		x.Reset()
+		copy(x.Extend(i+1), []byte("abcdefgh")[:i+1])
+	}
+	if n, err := a.PushBufs(kb, noTime); n != 8 || err != nil {
+		t.Fatalf("PushBufs = %d, %v", n, err)
+	}
+	for _, x := range kb {
+		if x != nil {
+			t.Fatal("PushBufs left a pushed buffer in the caller's slice")
+		}
+	}
+	buf := make([]byte, flow.MaxSDU)
+	if k, err := b.Read(buf, noTime); k != 1 || err != nil || buf[0] != 'a' {
+		t.Fatalf("Read = %d, %v", k, err)
+	}
+	got := make([]*kernel.Buf, 16)
+	n, err = b.PopBufs(got, noTime)
+	if n != 7 || err != nil {
+		t.Fatalf("PopBufs after a Read = %d, %v; want the 7 the Read left", n, err)
+	}
+	for i, x := range got[:n] {
+		if want := "abcdefgh"[:i+2]; string(x.Bytes()) != want {
+			t.Fatalf("SDU %d = %q, want %q", i, x.Bytes(), want)
+		}
+	}
+	b.FreeBufs(got[:n])
+	if n, err := b.PopBufs(got, time.Now().Add(10*time.Millisecond)); n != 0 || !errors.Is(err, flow.ErrTimeout) {
+		t.Fatalf("PopBufs of an empty ring = %d, %v; want ErrTimeout", n, err)
+	}
+	// The budget: 64 buffers, none held now.
+	big := make([]*kernel.Buf, 100)
+	if n, _ := a.AllocBufs(big); n != 64 {
+		t.Fatalf("AllocBufs of 100 with a budget of 64 = %d", n)
+	}
+	if n, err := a.AllocBufs(kb[:1]); n != 0 || !errors.Is(err, flow.ErrBusy) {
+		t.Fatalf("AllocBufs with the budget spent = %d, %v; want ErrBusy", n, err)
+	}
+	a.FreeBufs(big[:64])
+	allocs := testing.AllocsPerRun(1000, func() {
+		if n, _ := a.AllocBufs(kb[:4]); n != 4 {
+			t.Fatal("no buffers")
+		}
+		for _, x := range kb[:4] {
+			x.Reset()
+			x.Extend(1400)
+		}
+		if n, err := a.PushBufs(kb[:4], noTime); n != 4 || err != nil {
+			t.Fatal(n, err)
+		}
+		if n, err := b.PopBufs(got, noTime); n != 4 || err != nil {
+			t.Fatal(n, err)
+		}
+		b.FreeBufs(got[:4])
+	})
+	if allocs != 0 {
+		t.Errorf("got %v allocations per round of 4 buffers, want 0", allocs)
+	}
+	a.Close()
+	b.Close()
+	if n, _ := a.AllocBufs(kb[:1]); n == 1 {
+		if k, err := a.PushBufs(kb[:1], noTime); k != 0 || !errors.Is(err, flow.ErrClosed) {
+			t.Fatalf("PushBufs on a closed port = %d, %v", k, err)
+		}
+		a.FreeBufs(kb[:1])
+	}
+	if n, err := b.PopBufs(got, noTime); n != 0 || !errors.Is(err, flow.ErrClosed) {
+		t.Fatalf("PopBufs on a closed port = %d, %v", n, err)
 	}
 }
