@@ -738,6 +738,10 @@ func (s *gwSession) handOver(resp flow.SockResp, port flow.Port, fp *flowPrep) {
 	// soon as it has the flow (flow.DialName does) must not find the
 	// session's component gone, and its flow with it.
 	s.flows.Add(1)
+	kp, isBuf := port.(bufPort)
+	if !isBuf { // every node's flow is (irm.RingPort); any other goes as a socket
+		fp.releaseShm()
+	}
 	if fp.e == nil {
 		if !s.send(resp, fp.theirs) { // closes theirs
 			fp.mine.Close()
@@ -761,7 +765,7 @@ func (s *gwSession) handOver(resp flow.SockResp, port flow.Port, fp *flowPrep) {
 		return
 	}
 	charge := fp.charge
-	shmSplice(s.pd, port, fp.e, fp.mine, s.log, func() {
+	shmSplice(s.pd, kp, fp.e, fp.mine, s.log, func() {
 		s.pd.Unreserve(charge)
 		s.flows.Done()
 	})
@@ -806,7 +810,7 @@ const shmBatch = shmring.DefaultSlots
 // length). sock is the flow's socket: the program closing its end (or
 // dying) ends the flow once what it wrote is forwarded. Then ring and
 // sock are closed, the mapping released and done called.
-func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn, log *slog.Logger, done func()) {
+func shmSplice(pd *kernel.PD, ring bufPort, e *shmring.End, sock *net.UnixConn, log *slog.Logger, done func()) {
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
@@ -824,56 +828,15 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 		sock.Read(b[:])
 		e.PeerGone()
 	})
-	newBufs := func() ([][]byte, [][]byte, []int) {
-		bufs, views := make([][]byte, shmBatch), make([][]byte, shmBatch)
-		for i := range bufs {
-			bufs[i] = make([]byte, flow.MaxSDU)
-		}
-		return bufs, views, make([]int, shmBatch)
-	}
-	bp, _ := ring.(flow.BatchPort)
 	pd.Go(func() { // program → flow
 		defer wg.Done()
 		defer stop()
-		bufs, views, sizes := newBufs()
-		for {
-			n, err := e.RecvBatch(bufs, sizes, time.Time{})
-			if n == 0 {
-				if errors.Is(err, shmring.ErrCorrupt) {
-					log.Warn("shared rings corrupt, flow closed", "err", err, "stats", fmt.Sprintf("%+v", e.Stats()))
-				}
-				return
-			}
-			for i := range n {
-				views[i] = bufs[i][:sizes[i]]
-			}
-			if !forward(ring, views[:n]) {
-				return
-			}
-		}
+		shmToBufs(ring, e, log)
 	})
 	pd.Go(func() { // flow → program
 		defer wg.Done()
 		defer stop()
-		bufs, views, sizes := newBufs()
-		for {
-			var n int
-			var err error
-			if bp != nil {
-				n, err = bp.ReadBatch(bufs, sizes, time.Time{})
-			} else if sizes[0], err = ring.Read(bufs[0], time.Time{}); err == nil || errors.Is(err, flow.ErrTruncated) {
-				n = 1
-			}
-			if n == 0 {
-				return
-			}
-			for i := range n {
-				views[i] = bufs[i][:sizes[i]]
-			}
-			if _, err := e.SendBatch(views[:n], time.Time{}); err != nil {
-				return
-			}
-		}
+		bufsToShm(ring, e)
 	})
 	pd.Go(func() {
 		wg.Wait()
@@ -884,6 +847,117 @@ func shmSplice(pd *kernel.PD, ring flow.Port, e *shmring.End, sock *net.UnixConn
 		e.Release()
 		done()
 	})
+}
+
+// bufPort is a flow's port that hands kernel buffers over
+// (irm.RingPort): with it the splice copies an SDU once each way, between
+// the program's slots and a kernel buffer, instead of through a buffer of
+// its own (docs/flow.md, "Copies").
+type bufPort interface {
+	flow.Port
+	AllocBufs(bufs []*kernel.Buf) (int, error)
+	FreeBufs(bufs []*kernel.Buf)
+	PushBufs(bufs []*kernel.Buf, deadline time.Time) (int, error)
+	PopBufs(bufs []*kernel.Buf, deadline time.Time) (int, error)
+}
+
+// past is a deadline already passed: a RecvBatch that must not wait.
+var past = time.Unix(1, 0)
+
+// shmToBufs moves what the program writes into its shared ring to the
+// flow, copying each SDU straight out of its slot into a kernel buffer:
+// the one copy the trust boundary needs (shmring checks the index and
+// the length, then copies; the node uses only its copy). It takes only as
+// many buffers as SDUs wait; with none left in the session's budget it
+// drops one SDU, as a port that answers flow.ErrBusy does. It returns
+// when either side ends.
+func shmToBufs(kp bufPort, e *shmring.End, log *slog.Logger) {
+	kb := make([]*kernel.Buf, shmBatch)
+	wins, sizes := make([][]byte, shmBatch), make([]int, shmBatch)
+	scratch := [][]byte{make([]byte, flow.MaxSDU)}
+	for {
+		n, err := e.Ready(time.Time{})
+		if n == 0 {
+			if errors.Is(err, shmring.ErrCorrupt) {
+				log.Warn("shared rings corrupt, flow closed", "err", err, "stats", fmt.Sprintf("%+v", e.Stats()))
+			}
+			return
+		}
+		m, _ := kp.AllocBufs(kb[:min(n, shmBatch)])
+		if m == 0 {
+			if _, err := e.RecvBatch(scratch, sizes[:1], past); errors.Is(err, shmring.ErrCorrupt) || errors.Is(err, shmring.ErrClosed) {
+				return
+			}
+			continue
+		}
+		for i, b := range kb[:m] {
+			b.Reset()
+			wins[i] = b.Extend(flow.MaxSDU)
+		}
+		k, err := e.RecvBatch(wins[:m], sizes[:m], past)
+		clear(wins[:m])
+		for i, b := range kb[:k] {
+			b.Truncate(sizes[i])
+		}
+		kp.FreeBufs(kb[k:m]) // SDUs of impossible lengths, dropped (counted by e)
+		if k == 0 && (errors.Is(err, shmring.ErrCorrupt) || errors.Is(err, shmring.ErrClosed)) {
+			return
+		}
+		for done := 0; done < k; {
+			c, err := kp.PushBufs(kb[done:k], time.Time{})
+			done += c
+			if c > 0 {
+				continue
+			}
+			if errors.Is(err, flow.ErrBusy) { // the SDU is dropped, the flow kept
+				kp.FreeBufs(kb[done : done+1])
+				done++
+				continue
+			}
+			kp.FreeBufs(kb[done:k])
+			return
+		}
+	}
+}
+
+// bufsToShm moves what arrives on the flow into the program's shared
+// ring, copying each SDU straight out of its kernel buffer into a slot.
+// It pops only as many buffers as the ring has free slots, so it never
+// holds the session's buffers while it waits for a slow program. An SDU
+// longer than a slot (none should be: the flow's SDUs are at most
+// flow.MaxSDU) is dropped. It returns when either side ends.
+func bufsToShm(kp bufPort, e *shmring.End) {
+	kb := make([]*kernel.Buf, shmBatch)
+	views := make([][]byte, shmBatch)
+	for {
+		room, _ := e.Room(time.Time{})
+		if room == 0 {
+			return
+		}
+		n, _ := kp.PopBufs(kb[:min(room, shmBatch)], time.Time{})
+		if n == 0 {
+			return
+		}
+		for i, b := range kb[:n] {
+			views[i] = b.Bytes()
+		}
+		sent := 0
+		for sent < n {
+			k, err := e.SendBatch(views[sent:n], time.Time{})
+			sent += k
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, shmring.ErrTooBig) {
+				clear(views[:n])
+				kp.FreeBufs(kb[:n])
+				return
+			}
+			sent++ // too big for a slot: dropped
+		}
+		clear(views[:n])
+		kp.FreeBufs(kb[:n])
+	}
 }
 
 func fileConn(fd int) (*net.UnixConn, error) {
