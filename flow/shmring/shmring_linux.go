@@ -383,6 +383,13 @@ func (e *End) Recv(b []byte, deadline time.Time) (int, error) {
 // truncated SDU ends the batch (counted, with ErrTruncated). Otherwise the
 // error is non-nil only with n = 0.
 func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error) {
+	return e.recv(bufs, sizes, true, deadline)
+}
+
+// recv waits for the first SDU (or the end of the flow, or the deadline),
+// then takes what is ready into bufs, or with take false only counts it
+// (Ready).
+func (e *End) recv(bufs [][]byte, sizes []int, take bool, deadline time.Time) (int, error) {
 	e.rmu.Lock()
 	defer e.rmu.Unlock()
 	for {
@@ -392,8 +399,11 @@ func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, er
 		if e.broken.Load() {
 			return 0, ErrCorrupt
 		}
-		n, err := e.take(bufs, sizes)
-		if n > 0 || err != nil {
+		if !take {
+			if avail := e.rx.head.Load() - e.rtail; avail > 0 {
+				return int(min(avail, e.slots)), nil // RecvBatch checks the index
+			}
+		} else if n, err := e.take(bufs, sizes); n > 0 || err != nil {
 			return n, err
 		}
 		if e.peerGone.Load() || e.rx.pclosed.Load() != 0 {
@@ -417,25 +427,7 @@ func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, er
 // RecvBatch that takes them (an impossible length). With n = 0 the error
 // is what RecvBatch would return.
 func (e *End) Ready(deadline time.Time) (int, error) {
-	e.rmu.Lock()
-	defer e.rmu.Unlock()
-	for {
-		if e.released || e.closed.Load() {
-			return 0, ErrClosed
-		}
-		if e.broken.Load() {
-			return 0, ErrCorrupt
-		}
-		if avail := e.rx.head.Load() - e.rtail; avail > 0 {
-			return int(min(avail, e.slots)), nil // RecvBatch checks the index
-		}
-		if e.peerGone.Load() || e.rx.pclosed.Load() != 0 {
-			return 0, ErrClosed // drained what was sent before the close
-		}
-		if err := e.wait(e.rxData, e.rx.rwait, e.readable, &e.rspin, deadline); err != nil {
-			return 0, err
-		}
-	}
+	return e.recv(nil, nil, false, deadline)
 }
 
 // Room waits like SendBatch until the ring has a free slot, the flow

@@ -130,26 +130,32 @@ func TestRoundTrip(t *testing.T) {
 // TestWakeups runs a ping-pong where every wait must sleep (no spinning)
 // and one where the reader may spin, and a full ring whose writer waits
 // for space: a lost wake-up hangs the test.
+// echo sends back on e what it receives, until either fails; the channel
+// is closed when it stops.
+func echo(e *End) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			n, err := e.Recv(buf, time.Time{})
+			if err != nil {
+				return
+			}
+			if err := e.Send(buf[:n], time.Time{}); err != nil {
+				return
+			}
+		}
+	}()
+	return done
+}
+
 func TestWakeups(t *testing.T) {
 	for _, spin := range []time.Duration{0, 50 * time.Microsecond} {
 		old := MaxSpin
 		MaxSpin = spin
 		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 64)
-			for {
-				n, err := node.Recv(buf, time.Time{})
-				if err != nil {
-					return
-				}
-				if err := node.Send(buf[:n], time.Time{}); err != nil {
-					return
-				}
-			}
-		}()
+		done := echo(node)
 		buf := make([]byte, 64)
 		for i := range 2000 {
 			msg := binary.LittleEndian.AppendUint32(nil, uint32(i))
@@ -183,7 +189,7 @@ func TestWakeups(t *testing.T) {
 		}
 		rd.Wait()
 		prog.Shutdown()
-		wg.Wait()
+		<-done
 		MaxSpin = old
 		if got != 5000 {
 			t.Fatalf("echoed %d of 5000", got)
@@ -403,20 +409,7 @@ func TestWakeupsNotLost(t *testing.T) {
 	const pairs, rounds = 100, 3000
 	for p := range pairs {
 		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			buf := make([]byte, 64)
-			for {
-				n, err := node.Recv(buf, time.Time{})
-				if err != nil {
-					return
-				}
-				if err := node.Send(buf[:n], time.Time{}); err != nil {
-					return
-				}
-			}
-		}()
+		done := echo(node)
 		buf := make([]byte, 64)
 		for i := range rounds {
 			msg := binary.LittleEndian.AppendUint32(nil, uint32(i))
