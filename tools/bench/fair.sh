@@ -179,13 +179,13 @@ if n > 1:
         print('late flow: never at 80% of an even split')
 EOF
 	if [ -n "${KEEPLOG:-}" ]; then cp "$TMP"/*.log "$KEEPLOG"/ 2>/dev/null || true; fi
-	if [ -n "${STATS:-}" ]; then # where the losses are: the nodes' non-zero drop counters
+	if [ -n "${STATS:-}" ]; then # where the losses and the marks are: the nodes' non-zero drop and marked.* counters
 		# (and adjacencies.downs: an adjacency declared dead and made again loses
 		# what was sent meanwhile, as no_route_local, tx_error and unknown_flow)
 		for x in a:"$NA" b:"$NB"; do
 			for i in udp uni; do
 				echo "  stats ${x%%:*}.$i: $(ip netns exec "${x#*:}" "$BIN/ouro" --socket "$TMP/${x%%:*}.sock" --json stats "${x%%:*}.$i" 2>&1 |
-					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["counter"].startswith(("drops", "sent", "delivered", "packets", "adjacencies.ups", "adjacencies.downs")) and r["value"] != "0"))' 2>&1)"
+					python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%s=%s" % (r["counter"], r["value"]) for r in d["rows"] if r["counter"].startswith(("drops", "sent", "delivered", "packets", "adjacencies.ups", "adjacencies.downs", "marked")) and r["value"] != "0"))' 2>&1)"
 			done
 		done
 	fi
