@@ -8,10 +8,25 @@ import (
 	"strconv"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // batchSize is how many datagrams one recvmmsg(2) may return.
 const batchSize = 32
+
+// UDP GRO (UDP_GRO): the kernel hands the socket a run of datagrams from
+// one sender, equal in size but the last, as one buffer with the size of
+// each (a control message), instead of one at a time. On loopback a
+// sender's GSO batch (sendmmsg_linux.go) then arrives whole: without the
+// option the kernel cuts it back into datagrams for the socket. Its
+// buffers must hold a whole run (maxGRO bytes: a shorter one is cut, and
+// what is cut is lost), so a reader with GRO takes groBatch of them per
+// call, 1 MiB in all.
+const (
+	maxGRO   = 65535
+	groBatch = 16
+)
 
 // mmsghdr is struct mmsghdr (recvmmsg(2)); Go's alignment pads it as C
 // does on 32- and 64-bit targets.
@@ -37,6 +52,10 @@ type batchReader struct {
 	// used is how many headers the last recvmmsg filled (the kernel
 	// writes back only those): the next call resets just these.
 	used int
+	// gro: the socket coalesces (UDP_GRO); each header has a control
+	// buffer in ctl for the segment size.
+	gro bool
+	ctl []byte
 	// single: the socket looked idle, so the next datagram is taken with
 	// one recvfrom(2) (see recv).
 	single  bool
@@ -55,13 +74,25 @@ func newBatchReader(d Device, size int) *batchReader {
 	if err != nil {
 		return nil
 	}
+	count := batchSize
+	gro := false
+	rc.Control(func(fd uintptr) {
+		gro = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	})
+	if gro {
+		size, count = maxGRO, groBatch
+	}
 	r := &batchReader{
 		rc:    rc,
-		hdrs:  make([]mmsghdr, batchSize),
-		iovs:  make([]syscall.Iovec, batchSize),
-		names: make([]syscall.RawSockaddrInet6, batchSize),
-		bufs:  make([][]byte, batchSize),
+		hdrs:  make([]mmsghdr, count),
+		iovs:  make([]syscall.Iovec, count),
+		names: make([]syscall.RawSockaddrInet6, count),
+		bufs:  make([][]byte, count),
 		zones: make(map[uint32]string),
+		gro:   gro,
+	}
+	if gro {
+		r.ctl = make([]byte, count*ctlSpace)
 	}
 	for i := range r.hdrs {
 		r.bufs[i] = make([]byte, size)
@@ -71,6 +102,10 @@ func newBatchReader(d Device, size int) *batchReader {
 		r.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
 		r.hdrs[i].hdr.Iov = &r.iovs[i]
 		r.hdrs[i].hdr.Iovlen = 1
+		if gro {
+			r.hdrs[i].hdr.Control = &r.ctl[i*ctlSpace]
+			r.hdrs[i].hdr.SetControllen(ctlSpace)
+		}
 	}
 	r.fn = r.recv
 	r.single = true
@@ -99,7 +134,7 @@ func (r *batchReader) recv(fd uintptr) bool {
 		return r.recvOne(fd)
 	}
 	for i := range r.used {
-		r.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
+		r.reset(i)
 	}
 	r.used = 0
 	for {
@@ -121,17 +156,26 @@ func (r *batchReader) recv(fd uintptr) bool {
 	}
 }
 
-// recvOne receives one datagram into bufs[0] with recvfrom(2).
+// recvOne receives one datagram into bufs[0] with recvfrom(2), or with
+// recvmsg(2) where the socket coalesces (its control message).
 func (r *batchReader) recvOne(fd uintptr) bool {
 	for {
-		r.namelen = syscall.SizeofSockaddrInet6
-		n, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd,
-			uintptr(unsafe.Pointer(&r.bufs[0][0])), uintptr(len(r.bufs[0])), syscall.MSG_DONTWAIT,
-			uintptr(unsafe.Pointer(&r.names[0])), uintptr(unsafe.Pointer(&r.namelen)))
+		var n uintptr
+		var e syscall.Errno
+		if r.gro {
+			r.reset(0)
+			n, _, e = syscall.Syscall(syscall.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0].hdr)), syscall.MSG_DONTWAIT)
+		} else {
+			r.namelen = syscall.SizeofSockaddrInet6
+			n, _, e = syscall.Syscall6(syscall.SYS_RECVFROM, fd,
+				uintptr(unsafe.Pointer(&r.bufs[0][0])), uintptr(len(r.bufs[0])), syscall.MSG_DONTWAIT,
+				uintptr(unsafe.Pointer(&r.names[0])), uintptr(unsafe.Pointer(&r.namelen)))
+		}
 		switch e {
 		case 0:
 			r.hdrs[0].n = uint32(n)
 			r.n, r.err = 1, nil
+			r.used = 1
 			r.single = r.waited // waiting now: stay single; queued already: batch
 		case syscall.EINTR:
 			continue
@@ -143,6 +187,42 @@ func (r *batchReader) recvOne(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// ctlSpace is a header's control buffer: room for UDP_GRO's segment size
+// (an int).
+var ctlSpace = syscall.CmsgSpace(4)
+
+// reset readies header i for the next receive (the kernel wrote the
+// sizes of its name and control message back).
+func (r *batchReader) reset(i int) {
+	r.hdrs[i].hdr.Namelen = syscall.SizeofSockaddrInet6
+	if r.gro {
+		r.hdrs[i].hdr.SetControllen(ctlSpace)
+		r.hdrs[i].hdr.Flags = 0
+	}
+}
+
+// segment returns the size of each datagram coalesced into datagram i
+// (the last may be shorter), or 0: one datagram, or a socket without
+// GRO. A datagram cut short (its run did not fit) is -1: drop it.
+func (r *batchReader) segment(i int) int {
+	if !r.gro {
+		return 0
+	}
+	h := &r.hdrs[i].hdr
+	if h.Flags&syscall.MSG_TRUNC != 0 {
+		return -1
+	}
+	if int(h.Controllen) < syscall.CmsgLen(4) {
+		return 0
+	}
+	c := r.ctl[i*ctlSpace : (i+1)*ctlSpace]
+	cm := (*syscall.Cmsghdr)(unsafe.Pointer(&c[0]))
+	if cm.Level != unix.SOL_UDP || cm.Type != unix.UDP_GRO || int(cm.Len) < syscall.CmsgLen(4) {
+		return 0
+	}
+	return int(*(*int32)(unsafe.Pointer(&c[syscall.CmsgLen(0)])))
 }
 
 // length returns the size of datagram i.

@@ -14,6 +14,7 @@ type batchReader struct{ bufs [][]byte }
 func newBatchReader(Device, int) *batchReader  { return nil }
 func (r *batchReader) read() (int, error)      { return 0, nil }
 func (r *batchReader) length(int) int          { return 0 }
+func (r *batchReader) segment(int) int         { return 0 }
 func (r *batchReader) addr(int) netip.AddrPort { return netip.AddrPort{} }
 
 // NewBatchSender: no sendmmsg(2) here; the engine sends one at a time.

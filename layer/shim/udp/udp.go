@@ -370,12 +370,25 @@ func (p *IPCP) rxLoop() {
 		}
 		for i := range n {
 			a := br.addr(i)
-			if !a.IsValid() {
+			seg := br.segment(i)
+			if !a.IsValid() || seg < 0 {
 				p.eng.C.Malformed.Add(1)
 				continue
 			}
-			if h, ok := p.header(br.bufs[i][:br.length(i)]); ok {
-				rb.Input(h.Payload(), norm(a), h.EID())
+			// A coalesced run (UDP GRO): datagrams of seg bytes, the
+			// last one shorter or as long; each has its own header.
+			d := br.bufs[i][:br.length(i)]
+			for {
+				k := len(d)
+				if seg > 0 && seg < k {
+					k = seg
+				}
+				if h, ok := p.header(d[:k]); ok {
+					rb.Input(h.Payload(), norm(a), h.EID())
+				}
+				if d = d[k:]; len(d) == 0 {
+					break
+				}
 			}
 		}
 		// The batch's buffers are reused by the next read: deliver now.
