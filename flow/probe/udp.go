@@ -27,6 +27,9 @@ type UDPPort struct {
 	c  *net.UDPConn
 	pc *ipv4.PacketConn // batches: sendmmsg(2) where the kernel has it
 	ms []ipv4.Message   // WriteBatch's reused headers
+
+	gsoBuf, gsoOOB []byte // a GSO run and its control message (udpgso_linux.go)
+	noGSO          bool   // the kernel refused a GSO send: sendmmsg from then on
 }
 
 var _ flow.Port = (*UDPPort)(nil)
@@ -97,6 +100,12 @@ func (p *UDPPort) Write(b []byte, deadline time.Time) error {
 func (p *UDPPort) WriteBatch(bs [][]byte, deadline time.Time) (int, error) {
 	if err := p.c.SetWriteDeadline(deadline); err != nil {
 		return 0, udpErr("write", err)
+	}
+	if sent, err := p.writeGSO(bs); sent {
+		if err != nil {
+			return 0, udpErr("write", err)
+		}
+		return len(bs), nil
 	}
 	if cap(p.ms) < len(bs) {
 		p.ms = make([]ipv4.Message, len(bs))
@@ -171,9 +180,13 @@ func ServeUDP(ctx context.Context, pc *net.UDPConn, perf bool, onPeer func(PeerE
 	// has no such call): a flood costs a system call per udpBatch
 	// datagrams, not one each.
 	bpc := ipv4.NewPacketConn(pc)
+	gro := enableGRO(pc) // coalesced runs, cut up below (udpgso_linux.go)
 	ms := make([]ipv4.Message, udpBatch)
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, readBufSize)}
+		if gro {
+			ms[i].OOB = make([]byte, groOOB)
+		}
 	}
 	out := make([]byte, ReportLen)
 	sweep := time.Now().Add(time.Second)
@@ -214,15 +227,28 @@ func ServeUDP(ctx context.Context, pc *net.UDPConn, perf bool, onPeer func(PeerE
 				}
 			}
 			p.last = now
-			p.sdus++
-			p.bytes += uint64(m.N)
-			reply := in
-			if perf {
-				reply = p.server.Handle(in, now.Sub(start), out)
+			seg := 0
+			if gro {
+				seg = groSegment(m.OOB[:m.NN])
 			}
-			if reply != nil {
-				// A full socket buffer drops the answer, as the network would.
-				pc.WriteToUDPAddrPort(reply, from)
+			for {
+				k := len(in)
+				if seg > 0 && seg < k {
+					k = seg
+				}
+				p.sdus++
+				p.bytes += uint64(k)
+				reply := in[:k]
+				if perf {
+					reply = p.server.Handle(in[:k], now.Sub(start), out)
+				}
+				if reply != nil {
+					// A full socket buffer drops the answer, as the network would.
+					pc.WriteToUDPAddrPort(reply, from)
+				}
+				if in = in[k:]; len(in) == 0 {
+					break
+				}
 			}
 		}
 	}

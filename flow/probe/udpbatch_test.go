@@ -101,3 +101,56 @@ func TestUDPPerfFloodBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPGSORun: a batch of equal-sized datagrams (the last shorter) goes
+// out as one run (UDP GSO on Linux) and the server, whose socket takes
+// runs whole (UDP GRO), still answers each datagram on its own, in order.
+func TestUDPGSORun(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Skipf("no UDP on loopback: %v", err)
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- ServeUDP(ctx, pc, false, nil) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("ServeUDP: %v", err)
+		}
+	}()
+	port, err := DialUDP(pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	// The server is reading (its socket set up) once it answers.
+	buf := make([]byte, readBufSize)
+	if err := port.Write([]byte("ready?"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := port.Read(buf, time.Now().Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var bs [][]byte
+	for i := range 6 {
+		n := 100
+		if i == 5 {
+			n = 40
+		}
+		bs = append(bs, bytes.Repeat([]byte{byte('a' + i)}, n))
+	}
+	if n, err := port.WriteBatch(bs, time.Now().Add(time.Second)); n != len(bs) || err != nil {
+		t.Fatalf("WriteBatch: %d, %v", n, err)
+	}
+	if port.noGSO {
+		t.Log("this kernel refused the GSO send: sent with sendmmsg")
+	}
+	for _, want := range bs {
+		k, err := port.Read(buf, time.Now().Add(2*time.Second))
+		if err != nil || !bytes.Equal(buf[:k], want) {
+			t.Fatalf("echo %q (%d bytes), %v; want %d bytes of %q", buf[:min(k, 8)], k, err, len(want), want[:1])
+		}
+	}
+}
