@@ -29,7 +29,7 @@ type UDPPort struct {
 	ms []ipv4.Message   // WriteBatch's reused headers
 
 	gsoBuf, gsoOOB []byte // a GSO run and its control message (udpgso_linux.go)
-	noGSO          bool   // the kernel refused a GSO send: sendmmsg from then on
+	noGSO          bool   // no runs ($OURO_UDP_RUNS), or the kernel refused a GSO send
 }
 
 var _ flow.Port = (*UDPPort)(nil)
@@ -44,8 +44,15 @@ func DialUDP(addr string) (*UDPPort, error) {
 	if err != nil {
 		return nil, fmt.Errorf("probe: udp %s: %w", addr, err)
 	}
-	return &UDPPort{c: c, pc: ipv4.NewPacketConn(c)}, nil
+	return &UDPPort{c: c, pc: ipv4.NewPacketConn(c), noGSO: !udpRuns()}, nil
 }
+
+// udpRuns reports whether the plain-UDP baseline moves runs
+// ($OURO_UDP_RUNS=1): a flood's equal-sized batches as one GSO send, the
+// server's socket taking GRO runs (udpgso_linux.go), as the UDP shim
+// does. Off, it is the pair issue 14 names: sendmmsg(2) and recvmmsg(2)
+// batches of single datagrams.
+func udpRuns() bool { return os.Getenv("OURO_UDP_RUNS") == "1" }
 
 // LocalAddr returns the socket's local address.
 func (p *UDPPort) LocalAddr() net.Addr { return p.c.LocalAddr() }
@@ -180,7 +187,7 @@ func ServeUDP(ctx context.Context, pc *net.UDPConn, perf bool, onPeer func(PeerE
 	// has no such call): a flood costs a system call per udpBatch
 	// datagrams, not one each.
 	bpc := ipv4.NewPacketConn(pc)
-	gro := enableGRO(pc) // coalesced runs, cut up below (udpgso_linux.go)
+	gro := udpRuns() && enableGRO(pc) // coalesced runs, cut up below (udpgso_linux.go)
 	ms := make([]ipv4.Message, udpBatch)
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, readBufSize)}

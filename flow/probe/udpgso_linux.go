@@ -10,11 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The plain-UDP baseline moves runs the way the UDP shim does (its
-// sendmmsg_linux.go and batch_linux.go), so that the flows it is measured
-// against are compared with the best pair of programs: a flood's batch of
-// equal-sized datagrams leaves in one sendmsg(2) with UDP GSO, and the
-// server's socket takes coalesced runs (UDP GRO) and cuts them up.
+// With $OURO_UDP_RUNS=1 the plain-UDP baseline moves runs the way the
+// UDP shim does (its sendmmsg_linux.go and batch_linux.go): a flood's
+// batch of equal-sized datagrams leaves in one sendmsg(2) with UDP GSO,
+// and the server's socket takes coalesced runs (UDP GRO) and cuts them
+// up. That pair is the fastest two programs can be on loopback.
 
 // maxGSO bounds the bytes of one GSO send (a UDP datagram's payload limit).
 const maxGSO = 65000
