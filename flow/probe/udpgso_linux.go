@@ -34,6 +34,9 @@ func gsoCmsg(b []byte, seg int) []byte {
 
 // gsoSize returns the segment size if bs can go as one GSO send: more
 // than one, all of one size but the last, which may be shorter; else 0.
+// It is the UDP shim's rule (layer/shim/udp/sendmmsg_linux.go), kept
+// here rather than shared: the baseline depends on nothing of ouro's
+// layers.
 func gsoSize(bs [][]byte) int {
 	if len(bs) < 2 {
 		return 0
