@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,12 +84,26 @@ func TestIPNet(t *testing.T) {
 			for _, p := range bridges {
 				t.Logf("ipnet output:\n%s", p.Output())
 			}
-			for _, h := range []string{"h1", "h3"} {
-				t.Logf("node %s's log:\n%s", h, l.nodes[h].Output())
+			// Every node's names and IPCP counters, then its goroutines
+			// (SIGQUIT: the runtime prints every stack and exits), so
+			// that a node that stopped answering shows where it waits.
+			for _, h := range []string{"h1", "h2", "h3"} {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				out, err := l.n.Ouro(ctx, l.nodes[h], "names")
-				cancel()
 				t.Logf("node %s's names: %s %v", h, out, err)
+				ipcps, _ := l.n.Ouro(ctx, l.nodes[h], "ipcps")
+				for _, line := range strings.Split(ipcps, "\n")[1:] {
+					if f := strings.Fields(line); len(f) > 0 {
+						st, err := l.n.Ouro(ctx, l.nodes[h], "stats", f[0])
+						t.Logf("node %s's stats of %s (%v):\n%s", h, f[0], err, st)
+					}
+				}
+				cancel()
+				syscall.Kill(l.nodes[h].Pid(), syscall.SIGQUIT)
+			}
+			time.Sleep(time.Second)
+			for _, h := range []string{"h1", "h2", "h3"} {
+				t.Logf("node %s's log, then its goroutines:\n%s", h, l.nodes[h].Output())
 			}
 		}
 	})
