@@ -49,10 +49,38 @@ type Device interface {
 	Close() error
 }
 
+// BatchDevice is a Device that moves several frames per system call (a
+// hosted PacketDevice: recvmmsg(2) and sendmmsg(2)). The shim receives in
+// batches, each batch's SDUs for one flow delivered as one run, and a
+// flow's transmit loop sends its batches in one call, when its device is
+// one; any other Device goes a frame at a time.
+type BatchDevice interface {
+	Device
+	// NewFrameBatch returns a batch of up to n frames per call, for one
+	// goroutine, or nil if the device cannot give one now.
+	NewFrameBatch(n int) FrameBatch
+}
+
+// FrameBatch reads and writes frames of its BatchDevice in batches; one
+// goroutine at a time, allocating nothing per call.
+type FrameBatch interface {
+	// ReadFrames blocks until at least one frame arrived, then reads up
+	// to len(bufs) of them without waiting, frame i into bufs[i] (from
+	// the destination MAC on, without FCS) and its length into lens[i]:
+	// -1 for a frame longer than its buffer (cut, so to be dropped). It
+	// returns how many; after Close, an error for good.
+	ReadFrames(bufs [][]byte, lens []int) (int, error)
+	// WriteFrames transmits the frames in order and returns how many
+	// were sent, from the first; a count short of len(frames) comes with
+	// the error of the next. The frames stay the caller's.
+	WriteFrames(frames [][]byte) (int, error)
+}
+
 var (
-	_ Device             = (*impair.Frames)(nil)
-	_ ipcp.IPCP          = (*IPCP)(nil)
-	_ ipcp.PeerAllocator = (*IPCP)(nil)
+	_ Device                = (*impair.Frames)(nil)
+	_ ipcp.IPCP             = (*IPCP)(nil)
+	_ ipcp.PeerAllocator    = (*IPCP)(nil)
+	_ engine.BatchWire[MAC] = wire{}
 )
 
 // Config configures an Ethernet shim IPCP.
@@ -395,21 +423,86 @@ type wire struct{ p *IPCP }
 
 // Send implements engine.Wire.
 func (w wire) Send(pkt []byte, dst MAC, eid uint32) error {
+	return w.p.dev.WriteFrame(w.frame(pkt, dst, eid))
+}
+
+// frame writes the header for eid in front of the payload pkt[HeaderLen:]
+// and pads the frame to MinFrame where pkt has the room (the engine's
+// buffers always do).
+func (w wire) frame(pkt []byte, dst MAC, eid uint32) []byte {
 	n := len(pkt) - HeaderLen
 	Frame(pkt).SetHeader(dst, w.p.mac, uint16(eid), n)
 	if len(pkt) < MinFrame && cap(pkt) >= MinFrame {
 		pkt = pkt[:MinFrame]
 		clear(pkt[HeaderLen+n:])
 	}
-	return w.p.dev.WriteFrame(pkt)
+	return pkt
 }
+
+// NewBatchSender implements engine.BatchWire: a flow's transmit loop
+// sends each batch in one call when the device is a BatchDevice (not
+// behind the impairment stage, which takes frames one at a time).
+func (w wire) NewBatchSender() engine.BatchSender[MAC] {
+	bd, ok := w.p.dev.(BatchDevice)
+	if !ok {
+		return nil
+	}
+	fb := bd.NewFrameBatch(engine.TxBatch)
+	if fb == nil {
+		return nil
+	}
+	return &batchSender{w: w, fb: fb, frames: make([][]byte, 0, engine.TxBatch)}
+}
+
+// batchSender is a flow's engine.BatchSender over a FrameBatch.
+type batchSender struct {
+	w      wire
+	fb     FrameBatch
+	frames [][]byte // the call's frames, padded (the packets' slices stay the engine's)
+}
+
+// SendBatch implements engine.BatchSender.
+func (s *batchSender) SendBatch(pkts [][]byte, dst MAC, eid uint32) (int, error) {
+	s.frames = s.frames[:0]
+	for _, p := range pkts {
+		s.frames = append(s.frames, s.w.frame(p, dst, eid))
+	}
+	n, err := s.fb.WriteFrames(s.frames)
+	clear(s.frames)
+	return n, err
+}
+
+// rxBatch is how many frames the receive loop takes per system call from
+// a BatchDevice.
+const rxBatch = engine.TxBatch
 
 func (p *IPCP) rxLoop() {
 	defer close(p.rxDone)
-	buf := make([]byte, max(p.dev.MTU()+EthLen+4, 2048)) // room for a VLAN tag
+	size := max(p.dev.MTU()+EthLen+4, 2048) // room for a VLAN tag
+	var fb FrameBatch
+	if bd, ok := p.dev.(BatchDevice); ok {
+		fb = bd.NewFrameBatch(rxBatch)
+	}
+	count := 1
+	if fb != nil {
+		count = rxBatch
+	}
+	bufs, lens := make([][]byte, count), make([]int, count)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	// A batch's SDUs for one flow go to its port in one write.
+	rb := p.eng.NewRxBatch(rxBatch)
 	backoff := time.Duration(0)
 	for {
-		n, err := p.dev.ReadFrame(buf)
+		var n int
+		var err error
+		if fb != nil {
+			n, err = fb.ReadFrames(bufs, lens)
+		} else {
+			lens[0], err = p.dev.ReadFrame(bufs[0])
+			n = 1
+		}
 		if err != nil {
 			if p.state.Load() == layer.StateShutdown || errors.Is(err, net.ErrClosed) ||
 				errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
@@ -427,13 +520,21 @@ func (p *IPCP) rxLoop() {
 			continue
 		}
 		backoff = 0
-		p.input(buf[:n])
+		for i := range n {
+			if lens[i] < 0 {
+				p.eng.C.Malformed.Add(1)
+				continue
+			}
+			p.input(bufs[i][:lens[i]], rb)
+		}
+		// The buffers are reused by the next read: deliver now.
+		rb.Flush()
 	}
 }
 
-// input filters and dispatches one received frame; it allocates nothing
-// for data.
-func (p *IPCP) input(b []byte) {
+// input filters one received frame and hands it to rb; it allocates
+// nothing for data.
+func (p *IPCP) input(b []byte, rb *engine.RxBatch[MAC]) {
 	faultinject.Check("eth/input", b)
 	f := Frame(b)
 	if len(f) < EthLen {
@@ -456,5 +557,5 @@ func (p *IPCP) input(b []byte) {
 	if f.EID() == CtlEID && !p.ethControl(f.Payload(), src) {
 		return
 	}
-	p.eng.Input(f.Payload(), src, uint32(f.EID()))
+	rb.Input(f.Payload(), src, uint32(f.EID()))
 }
