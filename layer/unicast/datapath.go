@@ -119,6 +119,7 @@ type dpCounters struct {
 	// read from an N-1 port's backlogged ring, delivered into an N+1
 	// flow's filling ring (or refused by its full one).
 	markedQueue, markedRx, markedDeliver atomic.Uint64
+	markedLocal                          atomic.Uint64 // marks told to this node's own flows (dt.LocalMarker)
 
 	// capt taps the packets that cross the N-1 data-transfer flows
 	// (dt.Loops, Keepalive) when a capture runs (the capture
@@ -477,6 +478,7 @@ func (c *core) flowTx(f *fa.Flow) {
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
 	off, over := sealRoom(f)
 	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
+	local := c.ca.Local()          // the node's own queues tell this flow at once (mark.go)
 	var (
 		own [1]*pbuf
 		sp  spares
@@ -534,6 +536,9 @@ func (c *core) flowTx(f *fa.Flow) {
 		}
 		b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
 		b.End = headroom + n
+		if local {
+			b.Origin = f
+		}
 		f.PktsOut.Add(1)
 		f.BytesOut.Add(uint64(n))
 		f.LastSent.Store(now.UnixNano())
@@ -550,6 +555,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 	p := c.p
 	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
 	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
+	local := c.ca.Local()          // the node's own queues tell this flow at once (mark.go)
 	var (
 		bs    [rxBatch]*pbuf
 		bufs  [rxBatch][]byte
@@ -617,6 +623,9 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 			b := bs[i]
 			b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
 			b.End = headroom + sz
+			if local {
+				b.Origin = f
+			}
 			sent++
 			nb += uint64(sz)
 			bs[i] = sp.Take()

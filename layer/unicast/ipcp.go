@@ -738,10 +738,10 @@ func newCore(p *IPCP, lc enroll.Config, self layer.Addr) (*core, error) {
 		return nil, err
 	}
 	cak := ca.Nop
-	if lc.CA == "mb-ecn" {
+	if lc.CA == "mb-ecn" || lc.CA == "mb-ecn-local" {
 		cak = ca.MultiBitECN
 	}
-	if c.ca, err = ca.New(ca.Config{Kind: cak}); err != nil {
+	if c.ca, err = ca.New(ca.Config{Kind: cak, Local: lc.CA == "mb-ecn-local"}); err != nil {
 		return nil, err
 	}
 	if c.router, err = routing.New(routing.Config{

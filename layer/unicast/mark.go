@@ -56,7 +56,12 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		lvl[i] = -1
 	}
 	now := time.Now().UnixNano()
-	var marked uint64
+	var marked, local uint64
+	// A run of packets of one flow this node made, at one level: told to
+	// the flow at once (dt.LocalMarker), not written into the packets.
+	var run dt.LocalMarker
+	var runLvl uint8
+	runN := 0
 	for _, b := range batch {
 		pci := dt.PCI(b.Pkt())
 		cube := pci.Cube()
@@ -66,13 +71,33 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		if lvl[cube] < 0 {
 			lvl[cube] = int16(c.ca.MarkECN(np.Sched.Standing(cube, now, c.ca.Interval()), np.Sched.Cap()+below))
 		}
+		if o := b.Origin; o != nil {
+			b.Origin = nil
+			if o != run || uint8(lvl[cube]) != runLvl {
+				if runN > 0 {
+					run.LocalMark(runLvl, runN, now)
+				}
+				run, runLvl, runN = o, uint8(lvl[cube]), 0
+			}
+			runN++
+			if lvl[cube] > 0 {
+				local++
+			}
+			continue
+		}
 		if lvl[cube] > 0 {
 			pci.RaiseECN(uint8(lvl[cube]))
 			marked++
 		}
 	}
+	if runN > 0 {
+		run.LocalMark(runLvl, runN, now)
+	}
 	if marked > 0 {
 		c.p.c.markedQueue.Add(marked)
+	}
+	if local > 0 {
+		c.p.c.markedLocal.Add(local)
 	}
 }
 

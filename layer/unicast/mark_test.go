@@ -1,6 +1,7 @@
 package unicast
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,5 +181,78 @@ func TestDeliverMarkRising(t *testing.T) {
 	}
 	if lvl, want := c.deliverMark(g, nil, 340, deliverQueue, at), cak.MarkECN(300, deliverQueue); lvl != want || want == 0 {
 		t.Errorf("a queue standing at 300 that rises to 340: level %d, want %d (its standing level)", lvl, want)
+	}
+}
+
+// localRec records what a flow of this node is told by its queues.
+type localRec struct {
+	pkts  int
+	level uint8
+}
+
+func (r *localRec) LocalMark(ecn uint8, pkts int, _ int64) {
+	r.pkts += pkts
+	r.level = max(r.level, ecn)
+}
+
+// TestMarkLocal: a batch leaving an N-1 port's queue that stands deep
+// tells the flows this node made the queue's level at once
+// (dt.LocalMarker, ca.Flow.OnLocal) and leaves their packets unmarked
+// (the receiver must not report the same marks a round trip later);
+// packets the node forwards are marked in their PCI as before. The
+// packets' Origin is cleared, and so is a buffer's when it goes back to
+// the pool.
+func TestMarkLocal(t *testing.T) {
+	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &core{p: &IPCP{}, ca: cak}
+	sched, err := dt.NewScheduler[*pbuf](dt.SchedConfig{QueueLen: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := &nport{Sched: sched}
+	sched.SetBelow(200) // the ring below stands at 200
+	var mine, other localRec
+	batch := func() []*pbuf {
+		bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf), new(pbuf)}
+		for _, b := range bs {
+			b.Off, b.End = 0, dt.PCILen+10
+		}
+		bs[0].Origin, bs[1].Origin, bs[3].Origin = &mine, &mine, &other
+		return bs
+	}
+	c.mark(np, batch(), 0)
+	time.Sleep(2 * cak.Interval()) // the depth has stood for a window
+	bs := batch()
+	c.mark(np, bs, 0)
+	want := cak.MarkECN(200, 256)
+	if want == 0 {
+		t.Fatal("a queue standing at 200 of 256 is not marked")
+	}
+	if got := dt.PCI(bs[2].Pkt()).ECN(); got != want {
+		t.Errorf("a forwarded packet: ECN %d, want %d", got, want)
+	}
+	for _, i := range []int{0, 1, 3} {
+		if got := dt.PCI(bs[i].Pkt()).ECN(); got != 0 {
+			t.Errorf("packet %d, made here: ECN %d in its PCI, want 0 (told its flow instead)", i, got)
+		}
+		if bs[i].Origin != nil {
+			t.Errorf("packet %d: Origin left set after marking", i)
+		}
+	}
+	if mine.pkts != 4 || mine.level != want || other.pkts != 2 || other.level != want {
+		t.Errorf("flows told %+v and %+v, want 4 and 2 packets at level %d", mine, other, want)
+	}
+	if n := c.p.c.markedLocal.Load(); n != 3 {
+		t.Errorf("marked.local %d, want 3", n)
+	}
+	pool := dt.NewPool(4, nil, new(atomic.Uint64))
+	b := pool.GetOne()
+	b.Origin = &mine
+	pool.PutOne(b)
+	if b.Origin != nil {
+		t.Error("a buffer back in the pool keeps its Origin")
 	}
 }

@@ -301,8 +301,10 @@ type Stats struct {
 	// Packets marked congested (ECN, package ca): leaving an N-1 port's
 	// queue (MarkedQueue), read from an N-1 port whose ring from the
 	// layer below is backlogged (MarkedRx), delivered into, or refused
-	// by, a flow's filling ring to its program (MarkedDeliver).
-	MarkedQueue, MarkedRx, MarkedDeliver uint64
+	// by, a flow's filling ring to its program (MarkedDeliver); and the
+	// marks of an N-1 port's queue told to this node's own flows at once
+	// instead of written into their packets (MarkedLocal).
+	MarkedQueue, MarkedRx, MarkedDeliver, MarkedLocal uint64
 	// Parts.
 	FlowsActive                    int
 	AllocOK, AllocFailed, Accepted uint64
@@ -332,6 +334,7 @@ func (p *IPCP) Stats() Stats {
 	s.Sent, s.Delivered, s.CtlIn, s.CtlOut, s.BufAllocs = k.sent.Load(), k.delivered.Load(), k.ctlIn.Load(), k.ctlOut.Load(), k.bufAllocs.Load()
 	s.KeepalivesOut, s.KeepalivesIn = k.keepalivesOut.Load(), k.keepalivesIn.Load()
 	s.MarkedQueue, s.MarkedRx, s.MarkedDeliver = k.markedQueue.Load(), k.markedRx.Load(), k.markedDeliver.Load()
+	s.MarkedLocal = k.markedLocal.Load()
 	for name, v := range map[string]*atomic.Uint64{
 		"no_port": &k.noPort, "no_route_local": &k.noRoute, "unknown_eid": &k.unknownEID, "rx_full": &k.rxFull,
 		"too_big": &k.tooBig, "ctl_full": &k.ctlFull, "truncated": &k.truncated, "tx_error": &k.txErrors,
@@ -412,6 +415,7 @@ func (p *IPCP) statsTable() ipcp.Table {
 	add("marked.queue", s.MarkedQueue)
 	add("marked.rx", s.MarkedRx)
 	add("marked.deliver", s.MarkedDeliver)
+	add("marked.local", s.MarkedLocal)
 	add("flows.active", uint64(s.FlowsActive))
 	add("flows.alloc_ok", s.AllocOK)
 	add("flows.alloc_failed", s.AllocFailed)

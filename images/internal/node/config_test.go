@@ -80,7 +80,7 @@ func TestConfigMistakes(t *testing.T) {
 			[]string{`^line 17: \[ipcp\.unicast\] of \[\[ipcp\]\] #2 "a\.uni": unknown key "bootstap"; did you mean "bootstrap"\?`}},
 		{"ca none",
 			udpNode + "ca = \"none\"\n",
-			[]string{`^line 19: \[ipcp\.unicast\] of \[\[ipcp\]\] #2 "a\.uni": ca = "none" is not accepted; did you mean "nop"\? \(accepted values: mb-ecn, nop\)$`}},
+			[]string{`^line 19: \[ipcp\.unicast\] of \[\[ipcp\]\] #2 "a\.uni": ca = "none" is not accepted; did you mean "nop"\? \(accepted values: mb-ecn, mb-ecn-local, nop\)$`}},
 		{"kidn",
 			strings.Replace(udpNode, `kind = "udp"`, `kidn = "udp"`, 1),
 			// only the misspelling: not also "missing kind"

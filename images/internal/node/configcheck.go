@@ -124,7 +124,7 @@ func (c choice) accepts(v string) bool {
 var (
 	hashChoice    = choice{values: []string{"sha3-256", "sha256"}, aliases: []string{"SHA3_256", "SHA256"}}
 	routingChoice = choice{values: []string{"simple", "alternate", "multipath"}, aliases: []string{"lfa", "ecmp"}}
-	caChoice      = choice{values: []string{"mb-ecn", "nop"}}
+	caChoice      = choice{values: []string{"mb-ecn", "mb-ecn-local", "nop"}}
 	dirChoice     = choice{values: []string{"dht", "flood"}}
 	schedChoice   = choice{values: []string{"strict", "wrr"}}
 	widthChoice   = choice{values: []string{"4", "8"}}

@@ -26,7 +26,19 @@ const (
 // Buf is a packet buffer; the packet is B[Off:End].
 type Buf struct {
 	Off, End int
-	B        [BufLen]byte
+	// Origin is the flow this node made the packet for (nil: a packet
+	// it forwards or delivers), set by the flow's transmit loop: the
+	// node's own queues tell that flow how congested they are without a
+	// round trip (LocalMarker). The pool clears it.
+	Origin LocalMarker
+	B      [BufLen]byte
+}
+
+// LocalMarker is a flow of this node that hears the congestion level of
+// the node's own queues directly (ca.Flow.OnLocal): pkts of its packets
+// left a queue at level ecn at now (Unix ns). Safe for concurrent use.
+type LocalMarker interface {
+	LocalMark(ecn uint8, pkts int, now int64)
 }
 
 // Pkt returns the packet, B[Off:End].
@@ -118,6 +130,9 @@ func (p *Pool) Put(bs []*Buf) {
 	if len(p.free)+len(bs) > p.made {
 		p.mu.Unlock()
 		panic("dt: more packet buffers freed than exist (one freed twice)")
+	}
+	for _, b := range bs {
+		b.Origin = nil
 	}
 	p.free = append(p.free, bs...)
 	p.mu.Unlock()

@@ -77,7 +77,9 @@ type Config struct {
 	AddrWidth uint8
 	// Routing is the forwarding policy: "simple", "alternate" or "multipath".
 	Routing string
-	// CA is the congestion-avoidance policy: "nop" or "mb-ecn".
+	// CA is the congestion-avoidance policy: "nop", "mb-ecn" or
+	// "mb-ecn-local" (mb-ecn whose senders hear their own node's marks at
+	// once: ca.Config.Local).
 	CA string
 	// Dir is the directory policy: "flood" or "dht".
 	Dir string
@@ -142,9 +144,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("enroll: %w: %w", flow.ErrInvalid, err)
 	}
 	switch c.CA {
-	case "nop", "mb-ecn":
+	case "nop", "mb-ecn", "mb-ecn-local":
 	default:
-		return fmt.Errorf("enroll: congestion avoidance %q (want nop or mb-ecn): %w", c.CA, flow.ErrInvalid)
+		return fmt.Errorf("enroll: congestion avoidance %q (want nop, mb-ecn or mb-ecn-local): %w", c.CA, flow.ErrInvalid)
 	}
 	if c.Dir == "" {
 		return fmt.Errorf("enroll: no directory policy: %w", flow.ErrInvalid)

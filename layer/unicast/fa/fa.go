@@ -246,6 +246,14 @@ type Flow struct {
 	once    sync.Once
 }
 
+// LocalMark applies the congestion level of this node's own queues to the
+// flow's sending rate (dt.LocalMarker, ca.Flow.OnLocal).
+func (f *Flow) LocalMark(ecn uint8, pkts int, now int64) {
+	f.CAMu.Lock()
+	f.CA.OnLocal(ecn, pkts, time.Unix(0, now))
+	f.CAMu.Unlock()
+}
+
 // Stats are the Allocator's counters.
 type Stats struct {
 	AllocOK, AllocFailed, Accepted, Refused uint64
