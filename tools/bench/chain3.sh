@@ -8,6 +8,9 @@
 #   tools/bench/chain3.sh             # TIME=5 SIZE=64 ROUNDS=2
 #   BASE=main tools/bench/chain3.sh   # also BASE's routers (a git revision,
 #                                     # built from `git archive` in $TMP)
+#   SENDERS=2 tools/bench/chain3.sh   # that many floods at once from a
+#                                     # (separate perf clients and flows):
+#                                     # more offered to the middle router
 #   PROFILE=1 tools/bench/chain3.sh   # also where the middle router's CPU
 #                                     # goes during each flood (perf(1),
 #                                     # the cpu-clock event, by part)
@@ -33,6 +36,7 @@ SIZE=${SIZE:-64}
 ROUNDS=${ROUNDS:-2}
 BASE=${BASE:-}
 PROFILE=${PROFILE:-}
+SENDERS=${SENDERS:-1}
 NS=ouro-chain3-$$
 TMP=$(mktemp -d /tmp/ouro-chain3.XXXXXX)
 PIDS=()
@@ -122,7 +126,13 @@ ca = "nop"'
 		ppid=$!
 	fi
 	f0=$(forwarded r) c0=$(cpu "$rpid") t0=$(date +%s.%N)
+	local k spids=()
+	for k in $(seq 2 "$SENDERS"); do # the other floods, beside the first
+		"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf sink -s "$SIZE" -t "${TIME}s" --json >"$TMP/perf$k.json" 2>"$TMP/perf$k.err" &
+		spids+=($!)
+	done
 	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf sink -s "$SIZE" -t "${TIME}s" --json >"$TMP/perf.json" 2>"$TMP/perf.err" || true
+	for k in "${spids[@]}"; do wait "$k" || true; done
 	f1=$(forwarded r) c1=$(cpu "$rpid") t1=$(date +%s.%N)
 	if [ -n "$ppid" ]; then
 		kill -INT "$ppid"
@@ -130,7 +140,10 @@ ca = "nop"'
 		profile "$1"
 	fi
 	local recv
-	recv=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f k/s, loss %.1f%%" % (d["recv_pps"] / 1000, d["loss_percent"]))' "$TMP/perf.json" 2>/dev/null || echo "? ($(head -c 200 "$TMP/perf.err"))")
+	recv=$(python3 -c 'import json,sys
+ds = [json.load(open(f)) for f in sys.argv[1:]]
+print("%.0f k/s, loss %s" % (sum(d["recv_pps"] for d in ds) / 1000, " ".join("%.1f%%" % d["loss_percent"] for d in ds)))' "$TMP"/perf*.json 2>/dev/null || echo "? ($(head -c 200 "$TMP/perf.err"))")
+	rm -f "$TMP"/perf*.json
 	report "$1" $((f1 - f0)) $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"
 	stopall
 }
