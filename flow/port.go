@@ -57,6 +57,30 @@ type BatchPort interface {
 	WriteBatch(sdus [][]byte, deadline time.Time) (int, error)
 }
 
+// LendPort is a Port whose reader may take SDUs in the port's own
+// buffers instead of copies of them: a shim's transmit loop then writes
+// its header into the room in front of each SDU, seals it in place and
+// sends it from there (the node's rings; docs/flow.md, "Copies"). It is
+// optional: find it with a type assertion on a Port. One reader at a
+// time, and not mixed with Read and ReadBatch.
+type LendPort interface {
+	Port
+	// Lend blocks until an SDU arrives or the deadline passes (the zero
+	// time means no deadline), then lends SDUs that are ready, at most
+	// len(frames) and without blocking again: frames[i] is the i-th,
+	// preceded by head bytes of room (frames[i][:head]: the caller's to
+	// write, the SDU is frames[i][head:]) and with the buffer's room after
+	// it (up to cap(frames[i])). It returns how many. The frames are the
+	// caller's to change until Return, which must come before the next
+	// Lend; then they are the port's again. head larger than the port's
+	// headroom is ErrInvalid. The error is non-nil only with n = 0, as
+	// Read's (ErrTimeout, ErrClosed).
+	Lend(frames [][]byte, head int, deadline time.Time) (int, error)
+	// Return gives back what the last Lend lent (nothing: a no-op).
+	// It may come after Close.
+	Return()
+}
+
 // Info describes an allocated flow, as the broker reports it.
 type Info struct {
 	ID     uint64 `cbor:"1,keyasint" json:"id"`     // the node's flow id

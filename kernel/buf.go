@@ -124,6 +124,19 @@ func (b *Buf) Prepend(n int) []byte {
 	return b.data[b.off : b.off+n]
 }
 
+// Room returns the data window preceded by head bytes of headroom, with
+// the buffer's tailroom as its capacity: for a holder that writes a
+// header in front of the data and a trailer after it in place (a shim
+// sealing and sending an SDU). The slice aliases the buffer, as Bytes'
+// does. It panics if head exceeds HeadSpace.
+func (b *Buf) Room(head int) []byte {
+	b.check()
+	if head < 0 || head > b.off {
+		panic(fmt.Sprintf("kernel: Buf.Room(%d) with %d bytes of headroom", head, b.off))
+	}
+	return b.data[b.off-head : b.end : len(b.data)]
+}
+
 // TrimFront strips n bytes from the front of the window (a header). It
 // panics if n exceeds Len.
 func (b *Buf) TrimFront(n int) {

@@ -13,7 +13,8 @@
 # (flows), udp (ouro perf --udp) and iperf3: received SDU/s and loss %
 # (for flows also the CPU time per received SDU of the perf server's
 # process and of the receiving router, b: on a shared machine it moves
-# less than the rates); then flow/udp and flow/iperf3 ratios of
+# less than the rates), and the sending router's, a, per SDU sent;
+# then flow/udp and flow/iperf3 ratios of
 # received SDU/s.
 # P sets the first of the five UDP ports it uses (default 47111), so that
 # two runs on one machine do not collide.
@@ -43,13 +44,15 @@ for r in $(seq "$R"); do
       sleep 1
       OURO_SOCKET="$D/b.sock" "$X/ouro" perf --server perf >/dev/null 2>&1 & PS=$!
       sleep 0.5
-      c0=$(cpu $PS $RB)
+      c0=$(cpu $PS $RB) a0=$(cpu $RA)
       OURO_SOCKET="$D/a.sock" "$X/ouro" --json perf -t "${T}s" -s $s --no-progress perf >"$D/flow.json" || true
-      c1=$(cpu $PS $RB)
+      c1=$(cpu $PS $RB) a1=$(cpu $RA)
       kill $PS $RA $RB; wait $PS $RA $RB 2>/dev/null || true
       fpps=$(j recv_pps <"$D/flow.json"); floss=$(j loss_percent <"$D/flow.json")
       fsdus=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["server"]["sdus"])' <"$D/flow.json" 2>/dev/null || echo 0)
       cpus=$(echo "$c0 $c1 ${fsdus:-0}" | awk '{if ($5>0) printf "%.2f %.2f", ($3-$1)*1e6/$5/100, ($4-$2)*1e6/$5/100; else print "- -"}')
+      fsent=$(j sent <"$D/flow.json")
+      acpu=$(echo "$a0 $a1 ${fsent:-0}" | awk '{if ($3>0) printf "%.2f", ($2-$1)*1e6/$3/100; else print "-"}')
 
       "$X/ouro" perf --server --udp 127.0.0.1:$PU >/dev/null 2>&1 & PV=$!
       sleep 0.3
@@ -63,7 +66,7 @@ for r in $(seq "$R"); do
       ipps=$1; iloss=$2; shift 2
       wait $PI 2>/dev/null || true
 
-      echo "round=$r variant=$name size=$s load=$(cut -d" " -f1 /proc/loadavg) flow_sdu_s=$fpps flow_loss=$floss srv_cpu_us/sdu=${cpus% *} node_b_cpu_us/sdu=${cpus#* } udp_sdu_s=$upps udp_loss=$uloss iperf3_sdu_s=$ipps iperf3_loss=$iloss flow/udp=$(ratio "$fpps" "$upps") flow/iperf3=$(ratio "$fpps" "$ipps")"
+      echo "round=$r variant=$name size=$s load=$(cut -d" " -f1 /proc/loadavg) flow_sdu_s=$fpps flow_loss=$floss srv_cpu_us/sdu=${cpus% *} node_b_cpu_us/sdu=${cpus#* } node_a_cpu_us/sent=$acpu udp_sdu_s=$upps udp_loss=$uloss iperf3_sdu_s=$ipps iperf3_loss=$iloss flow/udp=$(ratio "$fpps" "$upps") flow/iperf3=$(ratio "$fpps" "$ipps")"
     done
   done
 done

@@ -29,6 +29,8 @@ type RingPort struct {
 	rn      int
 	wmu     sync.Mutex // serialises writers; guards wbuf
 	wbuf    [ringBatch]*kernel.Buf
+	lent    [ringBatch]*kernel.Buf // what Lend lent, until Return; guarded by rmu
+	nlent   int
 	closeMu sync.Mutex // guards closed; taken before rmu and wmu
 	closed  bool
 	gone    bool // caps deleted; set with rmu and wmu held
@@ -37,6 +39,7 @@ type RingPort struct {
 var (
 	_ flow.Port      = (*RingPort)(nil)
 	_ flow.BatchPort = (*RingPort)(nil)
+	_ flow.LendPort  = (*RingPort)(nil)
 )
 
 // NewRingPort returns the Port over rx and tx in pd's CSpace.
@@ -299,6 +302,47 @@ func (p *RingPort) PopBufs(bufs []*kernel.Buf, deadline time.Time) (int, error) 
 		return 0, mapRingErr("read", err)
 	}
 	return n, nil
+}
+
+// Lend implements flow.LendPort: it pops up to len(frames) buffers (one
+// ring operation, what a Read or ReadBatch left first) and lends them in
+// place, each frame the SDU behind head bytes of the buffer's headroom
+// (kernel.Headroom at most), with its tailroom as capacity. The buffers
+// stay the port's component's, held for the reader until Return frees
+// them; Close leaves them to Return.
+func (p *RingPort) Lend(frames [][]byte, head int, deadline time.Time) (int, error) {
+	if head < 0 || head > kernel.Headroom {
+		return 0, fmt.Errorf("flow: lend with %d bytes of room in front (most %d): %w", head, kernel.Headroom, flow.ErrInvalid)
+	}
+	p.Return()
+	n, err := p.PopBufs(p.lent[:min(len(frames), len(p.lent))], deadline)
+	if n == 0 {
+		return 0, err
+	}
+	p.rmu.Lock()
+	p.nlent = n
+	p.rmu.Unlock()
+	for i, b := range p.lent[:n] {
+		if b.HeadSpace() < head {
+			// A writer that left less room in front (none of the
+			// node's does): move the SDU back to the headroom.
+			d := b.Bytes()
+			b.Reset()
+			copy(b.Extend(len(d)), d)
+		}
+		frames[i] = b.Room(head)
+	}
+	return n, nil
+}
+
+// Return implements flow.LendPort: it frees what the last Lend lent.
+func (p *RingPort) Return() {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.nlent > 0 {
+		p.pd.FreeBufs(p.lent[:p.nlent])
+		p.nlent = 0
+	}
 }
 
 // Queued returns how many SDUs written to the port wait in its transmit

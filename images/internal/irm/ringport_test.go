@@ -1,6 +1,7 @@
 package irm_test
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"time"
@@ -277,5 +278,73 @@ func TestRingPortBufs(t *testing.T) {
 	}
 	if n, err := b.PopBufs(got, noTime); n != 0 || !errors.Is(err, flow.ErrClosed) {
 		t.Fatalf("PopBufs on a closed port = %d, %v", n, err)
+	}
+}
+
+// TestRingPortLend: Lend hands the reader the ring's buffers in place,
+// each SDU behind the room asked for and with the buffer's tailroom, and
+// they stay held (charged to the budget) until Return, even across
+// Close; too much room in front is refused; nothing is allocated.
+func TestRingPortLend(t *testing.T) {
+	pd := bootPD(t, 64)
+	pa, pb := ringPair(t, pd, 16)
+	a, b := pa.(*irm.RingPort), pb.(*irm.RingPort)
+	sdus := [][]byte{[]byte("a"), []byte("ab"), []byte("abc")}
+	if n, err := a.WriteBatch(sdus, noTime); n != 3 || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	frames := make([][]byte, 8)
+	if _, err := b.Lend(frames, kernel.Headroom+1, noTime); !errors.Is(err, flow.ErrInvalid) {
+		t.Fatalf("Lend with more room than the headroom: %v, want ErrInvalid", err)
+	}
+	const head = 20
+	n, err := b.Lend(frames, head, noTime)
+	if n != 3 || err != nil {
+		t.Fatalf("Lend = %d, %v", n, err)
+	}
+	for i, f := range frames[:n] {
+		if string(f[head:]) != string(sdus[i]) || cap(f)-len(f) < kernel.BufSize-flow.MaxSDU {
+			t.Fatalf("frame %d: %q (cap %d), want %q behind %d bytes with the tailroom", i, f[head:], cap(f), sdus[i], head)
+		}
+		copy(f[:head], bytes.Repeat([]byte{'h'}, head)) // a header, in place
+		_ = append(f, "tag"...)                         // a trailer, in place
+	}
+	big := make([]*kernel.Buf, 100)
+	if k, _ := a.AllocBufs(big); k != 64-3 {
+		t.Fatalf("AllocBufs while 3 are lent = %d, want %d", k, 64-3)
+	}
+	a.FreeBufs(big[:64-3])
+	b.Return()
+	b.Return() // a second Return is a no-op
+	if k, _ := a.AllocBufs(big); k != 64 {
+		t.Fatalf("AllocBufs after Return = %d, want 64", k)
+	}
+	a.FreeBufs(big[:64])
+	// Lent across Close: Return still frees them.
+	if n, err := a.WriteBatch(sdus, noTime); n != 3 || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	if n, err := b.Lend(frames, head, noTime); n != 3 || err != nil {
+		t.Fatalf("Lend = %d, %v", n, err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		b.Return()
+		if n, err := a.WriteBatch(sdus, noTime); n != 3 || err != nil {
+			t.Fatal(n, err)
+		}
+		if n, err := b.Lend(frames, head, noTime); n != 3 || err != nil {
+			t.Fatal(n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per write, lend and return, want 0", allocs)
+	}
+	b.Close()
+	b.Return()
+	if n, err := b.Lend(frames, head, time.Now().Add(10*time.Millisecond)); n != 0 || !errors.Is(err, flow.ErrClosed) {
+		t.Fatalf("Lend after Close = %d, %v; want ErrClosed", n, err)
+	}
+	if k, _ := a.AllocBufs(big); k != 64 {
+		t.Fatalf("AllocBufs after Close and Return = %d, want 64: lent buffers leaked", k)
 	}
 }
