@@ -192,7 +192,9 @@ func (n *Net) start(name, netns, bin string, args ...string) (*Proc, error) {
 		return nil, fmt.Errorf("testnet: start %s: %w", name, err)
 	}
 	n.Log.Info("node started", "node", name, "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			line := sc.Text()
@@ -207,6 +209,12 @@ func (n *Net) start(name, netns, bin string, args ...string) (*Proc, error) {
 	go func() {
 		p.err = cmd.Wait()
 		pw.Close()
+		// Wait returns once the last output was written into the pipe,
+		// which the scanner may not have turned into lines yet: done
+		// (and so Wait and Output) only after it has. Without this a
+		// process's last lines (ping's summary) were missing now and
+		// then from Output.
+		<-scanned
 		logFile.Close()
 		close(p.done)
 	}()
