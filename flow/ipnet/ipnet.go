@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -242,6 +243,7 @@ type Bridge struct {
 	peers map[peerKey]*peer
 
 	noRoute, inPkts, inBytes, inDrops, devErrors atomic.Uint64
+	acceptErrors                                 atomic.Uint64 // Accepts that failed and were tried again
 }
 
 // sendBatch is the most packets a Bridge writes on a flow per call.
@@ -250,6 +252,13 @@ const sendBatch = 32
 // maxDevErrors is how many device reads in a row may fail (a
 // super-packet the device could not split) before the Bridge stops.
 const maxDevErrors = 100
+
+// The pause after a failed Accept: acceptBackoffMin, doubling up to
+// acceptBackoffMax while Accept keeps failing.
+const (
+	acceptBackoffMin = 10 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
 
 // New checks cfg and returns a Bridge.
 func New(cfg Config) (*Bridge, error) {
@@ -582,15 +591,37 @@ func sealedAttr(info flow.Info) slog.Attr {
 
 // acceptLoop takes the flows peers allocate to this Bridge's name and
 // writes what they carry to the device.
+//
+// An Accept that fails (a flow the node could not hand over, a request
+// refused) is counted and tried again after a pause that doubles to
+// acceptBackoffMax; only the end of ctx or of the broker itself
+// (flow.ErrClosed, net.ErrClosed) ends the loop. Before, the first
+// failure ended it for good: the peers' next allocations to this name
+// then failed until the bridge restarted, and iperf3 through the `ouro
+// ipnet` programs moved nothing (TestIPNet's "NOT EXPLAINED").
 func (b *Bridge) acceptLoop(ctx context.Context, wg *sync.WaitGroup) {
+	backoff := time.Duration(0)
 	for {
 		port, info, err := b.cfg.Broker.Accept(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				b.cfg.Log.Error("accept failed", "err", err)
+			if ctx.Err() != nil {
+				return
 			}
-			return
+			if errors.Is(err, flow.ErrClosed) || errors.Is(err, net.ErrClosed) {
+				b.cfg.Log.Error("accept failed: the node is gone", "err", err)
+				return
+			}
+			b.acceptErrors.Add(1)
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			b.cfg.Log.Warn("accept failed, trying again", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		b.cfg.Log.Info("flow accepted", "flow", info.ID, "from", orDash(info.Remote), "layer", info.Layer, sealedAttr(info))
 		wg.Add(1)
 		b.cfg.Runner.Go(func() { defer wg.Done(); b.receive(ctx, port) })
@@ -762,6 +793,9 @@ func orDash(s string) string {
 // DevErrors is how many device reads failed and were passed over (a
 // super-packet the device could not split).
 func (b *Bridge) DevErrors() uint64 { return b.devErrors.Load() }
+
+// AcceptErrors returns how many Accepts failed and were tried again.
+func (b *Bridge) AcceptErrors() uint64 { return b.acceptErrors.Load() }
 
 // Stats returns each route's counters, in route order (longest prefix
 // first), and the Bridge's: packets with no route, and those received.

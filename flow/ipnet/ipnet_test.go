@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -508,5 +509,62 @@ func testBridgeBatch(t *testing.T, plain bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("b received %d, dropped %d; want 5, 0", in, inDrops)
 		}
+	}
+}
+
+// flakyAccept fails its first Accepts with a transient error, then
+// accepts as its Broker does.
+type flakyAccept struct {
+	flow.Broker
+	fails atomic.Int32
+}
+
+func (f *flakyAccept) Accept(ctx context.Context) (flow.Port, flow.Info, error) {
+	if f.fails.Add(-1) >= 0 {
+		return nil, flow.Info{}, fmt.Errorf("flow: accept: the node could not hand the flow over: %w", flow.ErrBusy)
+	}
+	return f.Broker.Accept(ctx)
+}
+
+// TestAcceptRetried: an Accept that fails (a flow the node could not
+// hand over) is counted and tried again, so a peer's allocation to the
+// Bridge's name still reaches it; before, the first failure ended the
+// accept loop for good and every later allocation to the name failed.
+func TestAcceptRetried(t *testing.T) {
+	fake := flowtest.NewBroker(64)
+	da, db := newDev(), newDev()
+	a, err := New(Config{Broker: fake.Program("pa"), Dev: da, Runner: goRunner{}, Name: "ip.a",
+		Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.0.0/16"), Name: "ip.b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb := &flakyAccept{Broker: fake.Program("pb")}
+	fb.fails.Store(3)
+	b, err := New(Config{Broker: fb, Dev: db, Runner: goRunner{}, Name: "ip.b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- a.Run(ctx) }()
+	go func() { done <- b.Run(ctx) }()
+	defer func() {
+		cancel()
+		da.Close()
+		db.Close()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // both bound; b's three failed Accepts behind it
+	p := v4("10.9.0.5", 100)
+	da.in <- p
+	if got := recv(t, db); !bytes.Equal(got, p) {
+		t.Fatalf("b's device got %x", got)
+	}
+	if n := b.AcceptErrors(); n != 3 {
+		t.Errorf("accept errors %d, want 3", n)
 	}
 }

@@ -254,6 +254,9 @@ func TestIPNet(t *testing.T) {
 				t.Logf("HANG %s ss -tinu:\n%s", h, out)
 			}
 			look("iperf3 hanging")
+			for _, p := range bridges {
+				t.Logf("HANG ouro ipnet output so far:\n%s", p.Output())
+			}
 			cmd.Process.Kill()
 			<-waited
 			return 0
