@@ -257,6 +257,18 @@ func TestIPNet(t *testing.T) {
 			for _, p := range bridges {
 				t.Logf("HANG ouro ipnet output so far:\n%s", p.Output())
 			}
+			for _, h := range []string{"h1", "h3"} { // what the nodes said
+				if b, err := os.ReadFile(filepath.Join(l.n.Dir, h+".log")); err == nil {
+					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+					var keep []string
+					for _, line := range lines {
+						if !strings.Contains(line, "level=INFO") || strings.Contains(line, "session") || strings.Contains(line, "fault") || strings.Contains(line, "restart") {
+							keep = append(keep, line)
+						}
+					}
+					t.Logf("HANG %s node log, all but routine INFO lines (%d of %d):\n%s", h, len(keep), len(lines), strings.Join(keep[max(0, len(keep)-80):], "\n"))
+				}
+			}
 			cmd.Process.Kill()
 			<-waited
 			return 0
