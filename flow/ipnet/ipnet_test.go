@@ -451,20 +451,7 @@ func testBridgeBatch(t *testing.T, plain bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- a.Run(ctx) }()
-	go func() { done <- b.Run(ctx) }()
-	defer func() {
-		cancel()
-		da.Close()
-		db.Close()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}()
+	runPair(t, a, b, da, db)
 	time.Sleep(20 * time.Millisecond)
 	var want [][]byte
 	for i := range 5 {
@@ -544,20 +531,7 @@ func TestAcceptRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- a.Run(ctx) }()
-	go func() { done <- b.Run(ctx) }()
-	defer func() {
-		cancel()
-		da.Close()
-		db.Close()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	}()
+	runPair(t, a, b, da, db)
 	time.Sleep(100 * time.Millisecond) // both bound; b's three failed Accepts behind it
 	p := v4("10.9.0.5", 100)
 	da.in <- p
@@ -567,4 +541,24 @@ func TestAcceptRetried(t *testing.T) {
 	if n := b.AcceptErrors(); n != 3 {
 		t.Errorf("accept errors %d, want 3", n)
 	}
+}
+
+// runPair runs Bridges a and b until the test ends, then stops them
+// (closing their devices) and checks that Run returned no error.
+func runPair(t *testing.T, a, b *Bridge, da, db interface{ Close() }) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- a.Run(ctx) }()
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		da.Close()
+		db.Close()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	})
 }
