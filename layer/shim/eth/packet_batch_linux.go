@@ -46,7 +46,8 @@ func (d *PacketDevice) NewFrameBatch(n int) FrameBatch {
 		b.hdrs[i].hdr.Iov = &b.iovs[i]
 		b.hdrs[i].hdr.Iovlen = 1
 	}
-	b.rfn, b.wfn = b.recv, b.send
+	b.rfn = func(fd uintptr) bool { return b.mmsg(fd, syscall.SYS_RECVMMSG, false) }
+	b.wfn = func(fd uintptr) bool { return b.mmsg(fd, unix.SYS_SENDMMSG, true) }
 	return b
 }
 
@@ -77,25 +78,6 @@ func (b *packetBatch) ReadFrames(bufs [][]byte, lens []int) (int, error) {
 	return b.off, nil
 }
 
-// recv is the poller callback of a read: false waits for frames.
-func (b *packetBatch) recv(fd uintptr) bool {
-	for {
-		n, _, e := syscall.Syscall6(syscall.SYS_RECVMMSG, fd,
-			uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.cnt), syscall.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case 0:
-			b.off = int(n)
-			return true
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			b.err = e
-			return true
-		}
-	}
-}
-
 // WriteFrames implements FrameBatch.
 func (b *packetBatch) WriteFrames(frames [][]byte) (int, error) {
 	sent := 0
@@ -117,15 +99,19 @@ func (b *packetBatch) WriteFrames(frames [][]byte) (int, error) {
 	return sent, nil
 }
 
-// send is the poller callback of a write: sendmmsg(2) what is left of
-// the call's frames; false waits for room.
-func (b *packetBatch) send(fd uintptr) bool {
+// mmsg is the poller callback of a read (nr SYS_RECVMMSG, once: what
+// is there) or a write (SYS_SENDMMSG, all: until every frame of the call
+// went) on the headers from b.off to b.cnt; false waits for the socket.
+func (b *packetBatch) mmsg(fd, nr uintptr, all bool) bool {
 	for b.off < b.cnt {
-		n, _, e := syscall.Syscall6(unix.SYS_SENDMMSG, fd,
+		n, _, e := syscall.Syscall6(nr, fd,
 			uintptr(unsafe.Pointer(&b.hdrs[b.off])), uintptr(b.cnt-b.off), syscall.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
 			b.off += int(n)
+			if !all {
+				return true
+			}
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false

@@ -126,13 +126,13 @@ func (p *Pool) Put(bs []*Buf) {
 	if len(bs) == 0 {
 		return
 	}
+	for _, b := range bs {
+		b.Origin = nil // outside the lock: the caller holds bs
+	}
 	p.mu.Lock()
 	if len(p.free)+len(bs) > p.made {
 		p.mu.Unlock()
 		panic("dt: more packet buffers freed than exist (one freed twice)")
-	}
-	for _, b := range bs {
-		b.Origin = nil
 	}
 	p.free = append(p.free, bs...)
 	p.mu.Unlock()

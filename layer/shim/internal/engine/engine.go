@@ -1100,8 +1100,7 @@ func (e *Engine[A]) txLendLoop(f *flowEntry[A], lp flow.LendPort, s BatchSender[
 	for {
 		n, err := lp.Lend(frames, head, time.Time{})
 		if err != nil {
-			lp.Return()
-			e.txEnd(f)
+			e.txEnd(f) // the deferred Return gives back nothing: Lend lent nothing
 			return
 		}
 		b.pkts, b.plen = b.pkts[:0], b.plen[:0]
