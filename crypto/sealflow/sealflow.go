@@ -119,11 +119,19 @@ func PeerOf(d identity.Document) *flow.Peer {
 	return p
 }
 
+// RefillPause is how long KeepMade waits, once ch has been full, before
+// it makes a value to replace one taken: the value was taken by an
+// allocation whose key exchange is still running, and making its
+// replacement at once would compete with that exchange for the CPU.
+const RefillPause = 2 * time.Millisecond
+
 // KeepMade keeps ch full of values made by mk (key pairs made ahead of
 // time, so that making them is off an allocation's critical path) until
 // done is closed; it returns mk's error if mk fails. Run it in a
-// goroutine of its own; each value sent is taken once.
+// goroutine of its own; each value sent is taken once. It fills ch at
+// once, then replaces each value taken RefillPause after it was taken.
 func KeepMade[T any](ch chan<- T, done <-chan struct{}, mk func() (T, error)) error {
+	var pause *time.Timer
 	for {
 		v, err := mk()
 		if err != nil {
@@ -131,6 +139,21 @@ func KeepMade[T any](ch chan<- T, done <-chan struct{}, mk func() (T, error)) er
 		}
 		select {
 		case ch <- v:
+			continue // still filling
+		default:
+		}
+		select {
+		case ch <- v:
+		case <-done:
+			return nil
+		}
+		if pause == nil {
+			pause = time.NewTimer(RefillPause)
+		} else {
+			pause.Reset(RefillPause)
+		}
+		select {
+		case <-pause.C:
 		case <-done:
 			return nil
 		}

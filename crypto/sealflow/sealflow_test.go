@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
 )
@@ -87,6 +88,27 @@ func TestKeepMade(t *testing.T) {
 	go func() { end <- KeepMade(ch, done, func() (int, error) { n++; return n, nil }) }()
 	if a, b := <-ch, <-ch; a != 1 || b != 2 {
 		t.Fatalf("got %d, %d", a, b)
+	}
+	close(done)
+	if err := <-end; err != nil {
+		t.Fatal(err)
+	}
+	// Full again: a value taken is replaced (by the one made and
+	// waiting) at once, and the next is made no sooner than RefillPause
+	// after that.
+	ch, done = make(chan int, 2), make(chan struct{})
+	made := make(chan time.Time, 16)
+	go func() {
+		end <- KeepMade(ch, done, func() (int, error) { made <- time.Now(); return 0, nil })
+	}()
+	for range 3 { // two in ch, one waiting to go in
+		<-made
+	}
+	time.Sleep(10 * time.Millisecond) // let it block on the full channel
+	<-ch
+	took := time.Now()
+	if at := <-made; at.Sub(took) < RefillPause {
+		t.Fatalf("a replacement made %v after the take, want at least %v", at.Sub(took), RefillPause)
 	}
 	close(done)
 	if err := <-end; err != nil {

@@ -341,8 +341,8 @@ func New(cfg Config) (*Allocator, error) {
 
 // Start runs the keepalive and peer-vanish ticker.
 func (a *Allocator) Start() error {
-	if a.cfg.Seal != nil && a.cfg.Seal.Require {
-		a.keysAhead() // every flow is sealed: the first needs them too
+	if a.cfg.Seal != nil {
+		a.keysAhead() // the first sealed allocation needs them too
 	}
 	a.wg.Add(1)
 	a.cfg.Runner.Go(a.tick)

@@ -148,9 +148,11 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 	return cfg, nil
 }
 
-// keysAhead starts making key pairs ahead of time, from the first sealed
-// flow on (a member that seals nothing makes none), or from Start where
-// every flow is sealed (SealConfig.Require). Full exchanges'
+// keysAhead starts making key pairs ahead of time, from Start on when
+// the member can seal (an Allocator without a SealConfig makes none):
+// made at the first sealed allocation instead, they cost that
+// allocation their making and the refill's competition for the CPU
+// (docs/benchmarks.md). Full exchanges'
 // initiators' (an X25519 and an ML-KEM-768 pair, about 0.1 ms) and X25519
 // pairs for resumptions (two scalar multiplications of a resumption's
 // four are then off the critical path) and for full exchanges'

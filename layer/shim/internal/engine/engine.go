@@ -365,8 +365,8 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 // Start starts the sweeper that deallocates idle flows (none if
 // Config.IdleTimeout is negative). Call it once; Stop ends it.
 func (e *Engine[A]) Start() {
-	if e.seal != nil && e.seal.cfg.Require {
-		e.keysAhead() // every flow is sealed: the first needs them too
+	if e.seal != nil {
+		e.keysAhead() // the first sealed allocation needs them too
 	}
 	if e.cfg.Announce > 0 {
 		e.wg.Add(1)

@@ -144,9 +144,8 @@ func (e *Engine[A]) kexConfig(ctx context.Context, hash []byte, q flow.QoS) (kex
 // ephAhead is how many key pairs an engine keeps made ahead of time.
 const ephAhead = 2
 
-// keysAhead starts making key pairs ahead of time, from the first
-// sealed allocation on (an engine that seals nothing makes none), or from
-// Start where every flow is sealed (SealConfig.Require): full
+// keysAhead starts making key pairs ahead of time, from Start on when
+// the engine can seal (one without a SealConfig makes none): full
 // exchanges' initiators' (X25519 and ML-KEM-768, about 0.1 ms) and
 // X25519 pairs for resumptions and full exchanges' responders (which
 // need no ML-KEM pair), ephAhead of each. Each is used for one exchange.
