@@ -104,7 +104,7 @@ func TestKeepMade(t *testing.T) {
 	for range 3 { // two in ch, one waiting to go in
 		<-made
 	}
-	time.Sleep(10 * time.Millisecond) // let it block on the full channel
+	time.Sleep(50 * time.Millisecond) // let it block on the full channel
 	<-ch
 	took := time.Now()
 	if at := <-made; at.Sub(took) < RefillPause {

@@ -300,11 +300,10 @@ type Allocator struct {
 	inbound map[inKey]bool       // incoming requests being accepted
 	hs      map[inKey]*handshake // incoming sealed requests in their key exchange
 
-	ephs     chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
-	rkeys    chan *kex.ResumeKey // sealing: resumptions' key pairs made ahead of time
-	ephsMade bool                // the goroutines making them run (guarded by mu)
-	docs     sealflow.DocCache
-	tickets  *sealflow.Tickets[layer.Addr] // sealing: resumption tickets; nil: never resume
+	ephs    chan *kex.Ephemeral // sealing: key pairs made ahead of time (seal.go)
+	rkeys   chan *kex.ResumeKey // sealing: resumptions' key pairs made ahead of time
+	docs    sealflow.DocCache
+	tickets *sealflow.Tickets[layer.Addr] // sealing: resumption tickets; nil: never resume
 }
 
 // New returns an Allocator.

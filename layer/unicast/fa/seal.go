@@ -140,7 +140,6 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 	if err != nil {
 		return cfg, err
 	}
-	a.keysAhead()
 	select {
 	case cfg.Ephemeral = <-a.ephs:
 	default: // all taken: kex makes them now
@@ -161,10 +160,9 @@ func (a *Allocator) kexConfig(ctx context.Context, c []byte) (kex.Config, error)
 func (a *Allocator) keysAhead() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.ephsMade || a.stopped {
+	if a.stopped {
 		return
 	}
-	a.ephsMade = true
 	a.wg.Add(2)
 	a.cfg.Runner.Go(func() { keepMade(a, a.ephs, kex.NewEphemeral, "key pairs") })
 	a.cfg.Runner.Go(func() { keepMade(a, a.rkeys, kex.NewResumeKey, "resumption key pairs") })
@@ -174,7 +172,6 @@ func (a *Allocator) keysAhead() {
 // resumption's or a full exchange's responder's), or nil
 // (kex makes one).
 func (a *Allocator) resumeKey() *kex.ResumeKey {
-	a.keysAhead()
 	select {
 	case k := <-a.rkeys:
 		return k

@@ -80,13 +80,12 @@ const SealedMaxSDU = flow.MaxSDU - seal.Overhead
 
 // sealState is an engine's sealing: its credentials, made once.
 type sealState struct {
-	cfg      SealConfig
-	docs     sealflow.DocCache
-	mu       sync.Mutex
-	doc      []byte
-	ephs     chan *kex.Ephemeral // initiators' key pairs made ahead of time
-	rkeys    chan *kex.ResumeKey // X25519 pairs made ahead of time: resumptions' and responders'
-	ephsMade bool                // the goroutine making them runs (guarded by the engine's mu)
+	cfg   SealConfig
+	docs  sealflow.DocCache
+	mu    sync.Mutex
+	doc   []byte
+	ephs  chan *kex.Ephemeral // initiators' key pairs made ahead of time
+	rkeys chan *kex.ResumeKey // X25519 pairs made ahead of time: resumptions' and responders'
 }
 
 // kexContext is what both ends of a sealed flow sign besides the
@@ -133,7 +132,6 @@ func (e *Engine[A]) kexConfig(ctx context.Context, hash []byte, q flow.QoS) (kex
 	if err != nil {
 		return cfg, err
 	}
-	e.keysAhead()
 	select {
 	case cfg.Ephemeral = <-e.seal.ephs:
 	default: // all taken: kex makes them now
@@ -152,10 +150,9 @@ const ephAhead = 2
 func (e *Engine[A]) keysAhead() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.seal.ephsMade || e.stopped {
+	if e.stopped {
 		return
 	}
-	e.seal.ephsMade = true
 	e.wg.Add(2)
 	e.cfg.Runner.Go(func() { keepMade(e, e.seal.ephs, kex.NewEphemeral, "key pairs") })
 	e.cfg.Runner.Go(func() { keepMade(e, e.seal.rkeys, kex.NewResumeKey, "resumption key pairs") })
@@ -172,7 +169,6 @@ func keepMade[A Addr, T any](e *Engine[A], ch chan<- T, mk func() (T, error), wh
 // resumption's or a full exchange's responder's), or nil
 // (kex makes one).
 func (e *Engine[A]) resumeKey() *kex.ResumeKey {
-	e.keysAhead()
 	select {
 	case k := <-e.seal.rkeys:
 		return k
