@@ -595,10 +595,9 @@ func sealedAttr(info flow.Info) slog.Attr {
 // An Accept that fails (a flow the node could not hand over, a request
 // refused) is counted and tried again after a pause that doubles to
 // acceptBackoffMax; only the end of ctx or of the broker itself
-// (flow.ErrClosed, net.ErrClosed) ends the loop. Before, the first
-// failure ended it for good: the peers' next allocations to this name
-// then failed until the bridge restarted, and iperf3 through the `ouro
-// ipnet` programs moved nothing (TestIPNet's "NOT EXPLAINED").
+// (flow.ErrClosed, net.ErrClosed) ends the loop: a loop that ended at
+// the first failure would leave every later allocation to this name
+// failing until the bridge restarted.
 func (b *Bridge) acceptLoop(ctx context.Context, wg *sync.WaitGroup) {
 	backoff := time.Duration(0)
 	for {

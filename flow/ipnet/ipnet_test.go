@@ -123,24 +123,7 @@ func bridges(t *testing.T, q flow.QoS) (da, db *fakeDev, a, b *Bridge) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	for _, x := range []struct {
-		br *Bridge
-		d  *fakeDev
-	}{{a, da}, {b, db}} {
-		go func() { done <- x.br.Run(ctx) }()
-	}
-	t.Cleanup(func() {
-		cancel()
-		da.Close()
-		db.Close()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-	})
+	runPair(t, a, b, da, db)
 	time.Sleep(20 * time.Millisecond) // both names bound
 	return da, db, a, b
 }
