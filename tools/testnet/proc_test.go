@@ -1,7 +1,10 @@
 package testnet
 
 import (
+	"os"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -24,5 +27,50 @@ func TestProcOutputComplete(t *testing.T) {
 		if out := p.Output(); !strings.HasSuffix(out, "3000\nLAST\n") {
 			t.Fatalf("run %d: Output after Wait ends %q, want the last line", i, out[max(0, len(out)-20):])
 		}
+	}
+}
+
+// TestProcOutlivesLockedThread: a process outlives the OS thread of the
+// goroutine that started it. Linux sends Pdeathsig (SIGKILL, so that no
+// node outlives its test) when the thread that forked the child ends,
+// not the process, and the Go runtime ends a thread whenever a goroutine
+// that locked it exits (listenIn and the other setns helpers do). Nodes
+// started from such a thread were killed without a word in the middle of
+// TestIPNet: the middle node (curl timed out) or an `ouro ipnet` program
+// (its name unbound, an iperf3 hung). Here the starting goroutine locks
+// a thread other than the main one (which never ends) and exits, so
+// without the spawner the child dies at once.
+func TestProcOutlivesLockedThread(t *testing.T) {
+	n := New(t.TempDir(), "", "")
+	defer n.Close()
+	type started struct {
+		p   *Proc
+		err error
+	}
+	ch := make(chan started, 1)
+	hold := make(chan struct{})
+	defer close(hold)
+	var try func()
+	try = func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			if syscall.Gettid() == os.Getpid() {
+				try() // the main thread: keep it, start from another
+				<-hold
+				return
+			}
+			p, err := n.start("sleep", "", "sleep", "30")
+			ch <- started{p, err}
+		}()
+	}
+	try()
+	s := <-ch
+	if s.err != nil {
+		t.Skipf("SKIP: cannot start sleep: %v", s.err)
+	}
+	select {
+	case <-s.p.done:
+		t.Fatalf("the process died with the thread that started it: %v", s.p.err)
+	case <-time.After(500 * time.Millisecond):
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,8 +33,9 @@ type Net struct {
 	OuroBin   string       // path of the ouro binary
 	Log       *slog.Logger // the harness's own events (nodes started); New discards them
 
-	mu    sync.Mutex // guards procs
+	mu    sync.Mutex // guards procs and sp; held while a process starts
 	procs []*Proc
+	sp    *spawner // started with the first process, ended by Close
 }
 
 // Build compiles the router image and the ouro tool from the module at
@@ -169,6 +171,52 @@ func (n *Net) Close() {
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].Stop()
 	}
+	n.mu.Lock()
+	sp := n.sp
+	n.sp = nil
+	n.mu.Unlock()
+	if sp != nil {
+		sp.stop()
+	}
+}
+
+// spawner starts a Net's processes from one OS thread that lives until
+// Close. Each process gets Pdeathsig (SIGKILL when its parent dies, so
+// that no node outlives a test that crashed), and Linux sends it when
+// the thread that forked the child ends, not the process (prctl(2); Go
+// issue 27505). The Go runtime ends a thread whenever a goroutine that
+// locked it exits, as the tests' setns helpers do: a node forked from
+// such a thread was killed without a word (TestIPNet lost its middle
+// node, or an `ouro ipnet` program, once in some 20 runs).
+type spawner struct {
+	reqs chan *exec.Cmd
+	errs chan error
+	done chan struct{}
+}
+
+func newSpawner() *spawner {
+	sp := &spawner{reqs: make(chan *exec.Cmd), errs: make(chan error), done: make(chan struct{})}
+	go func() {
+		// Never unlocked: at stop the thread ends, and with it (by
+		// Pdeathsig) any process Close could not stop.
+		runtime.LockOSThread()
+		defer close(sp.done)
+		for cmd := range sp.reqs {
+			sp.errs <- cmd.Start()
+		}
+	}()
+	return sp
+}
+
+// start starts cmd on the spawner's thread.
+func (sp *spawner) start(cmd *exec.Cmd) error {
+	sp.reqs <- cmd
+	return <-sp.errs
+}
+
+func (sp *spawner) stop() {
+	close(sp.reqs)
+	<-sp.done
 }
 
 func (n *Net) start(name, netns, bin string, args ...string) (*Proc, error) {
@@ -187,7 +235,13 @@ func (n *Net) start(name, netns, bin string, args ...string) (*Proc, error) {
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(pw, logFile)
 	cmd.Stderr = io.MultiWriter(&p.out, logFile)
-	if err := cmd.Start(); err != nil {
+	n.mu.Lock()
+	if n.sp == nil {
+		n.sp = newSpawner()
+	}
+	err = n.sp.start(cmd)
+	n.mu.Unlock()
+	if err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("testnet: start %s: %w", name, err)
 	}
