@@ -68,9 +68,12 @@ func TestProcOutlivesLockedThread(t *testing.T) {
 	if s.err != nil {
 		t.Skipf("SKIP: cannot start sleep: %v", s.err)
 	}
-	select {
-	case <-s.p.done:
-		t.Fatalf("the process died with the thread that started it: %v", s.p.err)
-	case <-time.After(500 * time.Millisecond):
+	time.Sleep(500 * time.Millisecond)
+	if gone, err := s.p.Exited(); gone {
+		t.Fatalf("the process died with the thread that started it: %v", err)
+	}
+	s.p.Kill()
+	if gone, err := s.p.Exited(); !gone || err == nil {
+		t.Fatalf("killed: Exited says %v, %v; want true and the signal", gone, err)
 	}
 }

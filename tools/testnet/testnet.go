@@ -317,6 +317,18 @@ func (p *Proc) WaitForLine(match func(line string) bool, what string, timeout ti
 // Output returns what the process printed so far.
 func (p *Proc) Output() string { return p.out.String() }
 
+// Exited reports whether the process has exited, and how (Wait's
+// error): a test that needs its nodes through a run checks they are
+// still there.
+func (p *Proc) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
 // Pid returns the process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
