@@ -344,6 +344,11 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 		}
 	}
 	f.LastHeard.Store(now.UnixNano())
+	// What deliver needs of the packet is read now: once pushed to the
+	// delivery queue, b is the deliverLoop's, which may write it to the
+	// program and free it while this goroutine goes on, and another
+	// loop may read a new packet into it.
+	ecn, n := pci.ECN(), len(payload)
 	d, _ := f.Data.Load().(*delivery)
 	var (
 		repl   *pbuf
@@ -388,8 +393,6 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 			queued += dp.Queued()
 		}
 	}
-	ecn := pci.ECN()
-	n := len(payload)
 	if err != nil {
 		f.Drops.Add(1)
 		c.p.c.rxFull.Add(1)
