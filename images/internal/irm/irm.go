@@ -887,6 +887,12 @@ func (m *IRM) endSession(s *session) {
 	for _, n := range names {
 		m.unbind(ctx, s, n)
 	}
+	if len(names) > 0 {
+		// A program's names going is worth a line; the tools' sessions,
+		// which bind nothing, are not.
+		slices.Sort(names)
+		m.cfg.Log.Info("session ended, its names unbound", "principal", s.principal, "names", names)
+	}
 drain:
 	for {
 		select {
