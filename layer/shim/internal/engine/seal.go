@@ -153,9 +153,27 @@ func (e *Engine[A]) keysAhead() {
 	if e.stopped {
 		return
 	}
-	e.wg.Add(2)
+	e.wg.Add(3)
 	e.cfg.Runner.Go(func() { keepMade(e, e.seal.ephs, kex.NewEphemeral, "key pairs") })
 	e.cfg.Runner.Go(func() { keepMade(e, e.seal.rkeys, kex.NewResumeKey, "resumption key pairs") })
+	e.cfg.Runner.Go(e.warm)
+}
+
+// warm readies at Start what the first sealed allocation would set up
+// on its path: the flow context's encoding, kex.Warm (the exchange's
+// messages, the check of a document: the node's own, which the engine
+// keeps for its exchanges).
+func (e *Engine[A]) warm() {
+	defer e.wg.Done()
+	_, _ = encMode.Marshal(kexContext{})
+	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+	defer cancel()
+	cfg, err := e.kexBase(ctx, nil, flow.QoS{})
+	if err != nil {
+		kex.Warm(nil)
+		return
+	}
+	kex.Warm(cfg.Doc)
 }
 
 func keepMade[A Addr, T any](e *Engine[A], ch chan<- T, mk func() (T, error), what string) {
