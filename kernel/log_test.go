@@ -5,30 +5,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/ouronet/ouro/kernel/logx"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 )
 
-// lockedBuffer is a bytes.Buffer the kernel's goroutines may write while
-// the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines() []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// jsonLines returns the JSON records logged into b.
+func jsonLines(b *logx.Buffer) []map[string]any {
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
+	sc := bufio.NewScanner(bytes.NewReader(b.Bytes()))
 	for sc.Scan() {
 		var m map[string]any
 		if json.Unmarshal(sc.Bytes(), &m) == nil {
@@ -42,7 +28,7 @@ func (l *lockedBuffer) lines() []map[string]any {
 // without a fault endpoint is logged at Warn, as JSON carrying the
 // component's name, its incarnation and the reason as attributes.
 func TestUnsupervisedFaultLogged(t *testing.T) {
-	var buf lockedBuffer
+	var buf logx.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sys := &System{Components: []ComponentSpec{{Name: "lonely"}}}
 	k := bootWith(t, Config{Log: log}, sys, map[string]Program{
@@ -51,7 +37,7 @@ func TestUnsupervisedFaultLogged(t *testing.T) {
 	defer k.Stop()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, m := range buf.lines() {
+		for _, m := range jsonLines(&buf) {
 			if m["msg"] != "component faulted" {
 				continue
 			}
@@ -62,5 +48,5 @@ func TestUnsupervisedFaultLogged(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("no fault line logged; log:\n%s", buf.b.String())
+	t.Fatalf("no fault line logged; log:\n%s", buf.String())
 }

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -388,7 +387,7 @@ func curlStatusPageOfVM(t *testing.T, sock string, m identity.Measurement) {
 	inNS := func(name string, args ...string) *exec.Cmd {
 		return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
 	}
-	var out syncBuf
+	var out logx.Buffer
 	br := inNS(bins.ouro, "--socket", sock, "ipnet", "h.tun", "--tun", "ouro0", "--mtu", "1280", "--route", "10.77.0.9=vm.ip")
 	br.Stdout, br.Stderr = &out, &out
 	if err := br.Start(); err != nil {
@@ -424,23 +423,4 @@ func curlStatusPageOfVM(t *testing.T, sock string, m identity.Measurement) {
 		t.Fatalf("curl: the VM's status page names %+v, want vm measured %s", page.Node, m)
 	}
 	t.Logf("the VM's status page by curl through a TUN in %v", time.Since(start).Round(time.Millisecond))
-}
-
-// syncBuf is an output buffer safe for a process's writes and the
-// test's reads.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

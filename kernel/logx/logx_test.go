@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -79,5 +80,26 @@ func TestBadValuesNamed(t *testing.T) {
 	}
 	if _, err := New(nil, slog.LevelInfo, "xml"); err == nil || !strings.Contains(err.Error(), `"xml"`) {
 		t.Fatalf("New(xml) = %v, want an error naming the value", err)
+	}
+}
+
+// TestBufferConcurrent: goroutines write a Buffer while it is read (the
+// race detector checks the locking); every write is kept, whole.
+func TestBufferConcurrent(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				b.Write([]byte("line\n"))
+				_ = b.String()
+			}
+		}()
+	}
+	wg.Wait()
+	if got := strings.Count(string(b.Bytes()), "line\n"); got != 800 {
+		t.Fatalf("%d lines kept, want 800", got)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 	"go.uber.org/goleak"
 )
@@ -22,24 +22,6 @@ import (
 // TestMain fails the package if a server, flow or probe goroutine
 // outlives the test that started it.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeNode is a node for the tool: a program on a fake in-memory IRM, and
 // a management handler that records the requests.
@@ -95,21 +77,21 @@ func (tn *testNet) dial(path string) (node, error) {
 
 // ouro runs the tool once and returns its exit code and outputs.
 func (tn *testNet) ouro(ctx context.Context, args ...string) (code int, stdout, stderr string) {
-	var out, errb syncBuffer
+	var out, errb logx.Buffer
 	code = tn.start(ctx, &out, &errb, args...)
 	return code, out.String(), errb.String()
 }
 
-func (tn *testNet) start(ctx context.Context, out, errb *syncBuffer, args ...string) int {
+func (tn *testNet) start(ctx context.Context, out, errb *logx.Buffer, args ...string) int {
 	a := &app{stdout: out, stderr: errb, socket: "/test/node.sock", dial: tn.dial}
 	return a.run(ctx, args)
 }
 
 // background runs the tool in a goroutine; wait returns its exit code.
-func (tn *testNet) background(t *testing.T, ctx context.Context, args ...string) (out *syncBuffer, wait func() int) {
+func (tn *testNet) background(t *testing.T, ctx context.Context, args ...string) (out *logx.Buffer, wait func() int) {
 	t.Helper()
-	out = &syncBuffer{}
-	errb := &syncBuffer{}
+	out = &logx.Buffer{}
+	errb := &logx.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- tn.start(ctx, out, errb, args...) }()
 	return out, func() int {
@@ -127,7 +109,7 @@ func (tn *testNet) background(t *testing.T, ctx context.Context, args ...string)
 }
 
 // waitFor polls out until it contains s.
-func waitFor(t *testing.T, out *syncBuffer, s string) string {
+func waitFor(t *testing.T, out *logx.Buffer, s string) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -363,8 +345,8 @@ func TestPerfOverFlow(t *testing.T) {
 	srvOut, srvWait := tn.background(t, ctx, "perf", "--server", "sink", "-c", "4")
 	waitFor(t, srvOut, "ouro perf ready: name sink")
 
-	var errb syncBuffer
-	var out syncBuffer
+	var errb logx.Buffer
+	var out logx.Buffer
 	a := &app{stdout: &out, stderr: &errb, socket: "/test/node.sock", dial: tn.dial}
 	code := a.run(ctx, []string{"perf", "sink", "-t", "1.2", "-s", "500", "--rate", "2000", "-v"})
 	if code != 0 {

@@ -284,7 +284,7 @@ type Proc struct {
 	cmd   *exec.Cmd
 	args  []string
 	log   *os.File
-	out   syncBuffer
+	out   logx.Buffer
 	lines chan string
 	done  chan struct{}
 	err   error
@@ -362,21 +362,4 @@ func (p *Proc) Wait(timeout time.Duration) error {
 	case <-time.After(timeout):
 		return fmt.Errorf("%s still running after %v", p.name, timeout)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

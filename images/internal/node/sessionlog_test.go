@@ -1,33 +1,14 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ouronet/ouro/kernel/logx"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger that several goroutines
-// write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSessionEndLogged: when a program's session ends, the node says
 // which names went with it. A program that was gone (killed, its socket
@@ -35,7 +16,7 @@ func (l *lockedBuffer) String() string {
 // "name not found". A session that bound nothing (the ouro tool's) is
 // not logged.
 func TestSessionEndLogged(t *testing.T) {
-	var logged lockedBuffer
+	var logged logx.Buffer
 	x, ch := rawApp("app.binder", false)
 	startNodeWith(t, `
 [node]
