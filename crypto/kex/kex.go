@@ -580,16 +580,15 @@ func derive(a, b, tr []byte) (directional, error) {
 	return k, nil
 }
 
-// Warm runs each message of the exchange through the codec once and, if
-// doc is a signed identity document (the node's own), checks it. The
+// Warm runs each message of the exchange through the codec once. The
 // codec builds a type's encoder and decoder by reflection at the type's
-// first use in a process, and the document check sets up its signature
-// verification there too: left to a node's first sealed allocation,
-// that cost it about 0.3 ms of decoding and encoding on the responder
-// alone (the Hello's decoding 0.2 ms, the transcript 0.12 ms, measured
-// between two router processes). An allocator that may seal calls it
-// from Start, off the allocation path.
-func Warm(doc []byte) {
+// first use in a process: left to a node's first sealed allocation, that
+// cost it about 0.3 ms of decoding and encoding on the responder alone
+// (the Hello's decoding 0.2 ms, the transcript 0.12 ms, measured between
+// two router processes). An allocator that may seal calls it from Start,
+// off the allocation path; after the first call in a process it costs
+// a few µs.
+func Warm() {
 	warm(hello{})
 	warm(hello1{})
 	warm(reply{})
@@ -600,9 +599,6 @@ func Warm(doc []byte) {
 	warm(resumeHello1{})
 	warm(resumeReply{})
 	warm(resumeReply1{})
-	if doc != nil {
-		_, _ = identity.VerifyDocument(doc) // warming only: the caller made doc
-	}
 }
 
 // warm encodes v and decodes it back, errors ignored: only the codec's

@@ -166,24 +166,16 @@ func (a *Allocator) keysAhead() {
 	a.wg.Add(3)
 	a.cfg.Runner.Go(func() { keepMade(a, a.ephs, kex.NewEphemeral, "key pairs") })
 	a.cfg.Runner.Go(func() { keepMade(a, a.rkeys, kex.NewResumeKey, "resumption key pairs") })
-	a.cfg.Runner.Go(a.warm)
+	a.cfg.Runner.Go(func() { defer a.wg.Done(); warmCodec() })
 }
 
-// warm readies at Start what the first sealed allocation would set up
-// on its path (kex.Warm: the codec's per-type state of the exchange's
-// messages and of the flow context, and the check of a document).
-// Between two router processes the flow context's first encoding alone
-// took 0.34-0.43 ms of the responder's Reply.
-func (a *Allocator) warm() {
-	defer a.wg.Done()
+// warmCodec readies at Start the codec's per-type state that the first
+// sealed allocation would build on its path: the exchange's messages
+// (kex.Warm) and the flow context, whose first encoding alone took
+// 0.34-0.43 ms of a responder's Reply between two router processes.
+func warmCodec() {
 	_, _ = codec.Marshal(kexContext{})
-	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
-	defer cancel()
-	_, doc, err := a.cfg.Seal.Credentials(ctx)
-	if err != nil {
-		doc = nil // warmed without a document check; the allocation will say why
-	}
-	kex.Warm(doc)
+	kex.Warm()
 }
 
 // resumeKey returns an X25519 key pair made ahead of time (a

@@ -156,24 +156,15 @@ func (e *Engine[A]) keysAhead() {
 	e.wg.Add(3)
 	e.cfg.Runner.Go(func() { keepMade(e, e.seal.ephs, kex.NewEphemeral, "key pairs") })
 	e.cfg.Runner.Go(func() { keepMade(e, e.seal.rkeys, kex.NewResumeKey, "resumption key pairs") })
-	e.cfg.Runner.Go(e.warm)
+	e.cfg.Runner.Go(func() { defer e.wg.Done(); warmCodec() })
 }
 
-// warm readies at Start what the first sealed allocation would set up
-// on its path: the flow context's encoding, kex.Warm (the exchange's
-// messages, the check of a document: the node's own, which the engine
-// keeps for its exchanges).
-func (e *Engine[A]) warm() {
-	defer e.wg.Done()
+// warmCodec readies at Start the codec's per-type state that the first
+// sealed allocation would build on its path: the exchange's messages
+// (kex.Warm) and the flow context.
+func warmCodec() {
 	_, _ = encMode.Marshal(kexContext{})
-	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
-	defer cancel()
-	cfg, err := e.kexBase(ctx, nil, flow.QoS{})
-	if err != nil {
-		kex.Warm(nil)
-		return
-	}
-	kex.Warm(cfg.Doc)
+	kex.Warm()
 }
 
 func keepMade[A Addr, T any](e *Engine[A], ch chan<- T, mk func() (T, error), what string) {
