@@ -32,6 +32,7 @@ type Stats struct {
 	KexFailed      uint64 `cbor:"17,keyasint" json:"kex_failed"`     // sealed allocations whose key exchange failed or was refused (either side)
 	SealResumed    uint64 `cbor:"18,keyasint" json:"seal_resumed"`   // sealed allocations accepted here resumed from a ticket
 	SealNoTicket   uint64 `cbor:"19,keyasint" json:"seal_no_ticket"` // resumptions answered "no ticket" here (unknown, used, expired: the full exchange follows)
+	RxStalls       uint64 `cbor:"20,keyasint" json:"rx_stalls"`      // deliveries whose wait for room in a full port ran out: its reader stopped, and its SDUs are dropped at once until it takes a delivery again
 }
 
 // Drops counts packets the shim dropped, by reason.

@@ -1002,6 +1002,7 @@ func addStats(a, b shim.Stats) shim.Stats {
 	a.KexFailed += b.KexFailed
 	a.SealResumed += b.SealResumed
 	a.SealNoTicket += b.SealNoTicket
+	a.RxStalls += b.RxStalls
 	d, e := &a.Drops, b.Drops
 	d.Malformed += e.Malformed
 	d.NotForUs += e.NotForUs

@@ -104,13 +104,19 @@ type Config[A Addr] struct {
 	Upcalls   ipcp.Upcalls
 	HashAlgo  layer.HashAlgo
 
-	RetryBase    time.Duration // first retransmission timeout of alloc requests and queries (default 20 ms)
-	RetryMax     time.Duration // the backoff's ceiling (default 1 s)
-	Timeout      time.Duration // alloc timeout when ctx has no deadline; also bounds FlowReq (default 10 s)
-	CacheTTL     time.Duration // lifetime of a name-query answer (default 60 s)
-	NSFInterval  time.Duration // least gap between two no-such-flow replies (default 10 ms)
-	RxWait       time.Duration // how long Input waits for room in a full port (default 0: drop at once)
-	MaxPendingIn int           // incoming allocations in progress at once (default 64)
+	RetryBase   time.Duration // first retransmission timeout of alloc requests and queries (default 20 ms)
+	RetryMax    time.Duration // the backoff's ceiling (default 1 s)
+	Timeout     time.Duration // alloc timeout when ctx has no deadline; also bounds FlowReq (default 10 s)
+	CacheTTL    time.Duration // lifetime of a name-query answer (default 60 s)
+	NSFInterval time.Duration // least gap between two no-such-flow replies (default 10 ms)
+	// RxWait is how long a delivery waits for room in a flow's full
+	// port while its reader drains it (DefaultRxWait; negative: never,
+	// a full port drops at once). A port that lets a wait run out is
+	// stalled: until it takes a whole delivery again, its SDUs are
+	// dropped at once, so a reader that stops costs the receive loop
+	// one wait, not one per packet.
+	RxWait       time.Duration
+	MaxPendingIn int // incoming allocations in progress at once (default 64)
 
 	// Runner starts the engine's goroutines; required.
 	Runner layer.Runner
@@ -150,7 +156,15 @@ type Config[A Addr] struct {
 
 // Defaults of the bounds on what a peer can make the engine keep.
 const (
-	DefaultIdleTimeout       = 60 * time.Second
+	DefaultIdleTimeout = 60 * time.Second
+	// DefaultRxWait: a busy reader (the IPCP behind a node's ring of
+	// 256) takes a ring in well under a millisecond, while one read of
+	// the socket (recvmmsg, GRO runs) brings up to some 800 SDUs; a
+	// ring that dropped what it could not take at once lost bursts its
+	// reader would have taken a moment later, and made the receiving
+	// node mark their rise as congestion (docs/benchmarks.md, "A burst
+	// waits for its ring").
+	DefaultRxWait            = time.Millisecond
 	DefaultMaxFlowsPerPeer   = 256
 	DefaultMaxPendingPerPeer = 16
 	// maxRefusals bounds the remembered refusals (answers to retransmitted
@@ -168,6 +182,7 @@ type Counters struct {
 	PacketsIn, BytesIn, PacketsOut, BytesOut, CtlIn, CtlOut   atomic.Uint64
 	Malformed, NotForUs, UnknownFlow, Pending, WrongPeer      atomic.Uint64
 	RxFull, Truncated, TxError, RxError, Busy, PeerLimit      atomic.Uint64
+	RxStalls                                                  atomic.Uint64 // a delivery's wait for room in a full port ran out
 	FlowsOut, FlowsIn, AllocRetries, AllocFailed, FlowsActive atomic.Uint64
 	FlowsExpired                                              atomic.Uint64
 	// Sealed flows: SDUs that failed authentication (forged, damaged,
@@ -196,6 +211,7 @@ func (c *Counters) Snapshot() shim.Stats {
 			Tampered:  c.Tampered.Load(), Replayed: c.Replayed.Load(),
 		},
 		KexFailed: c.KexFailed.Load(), SealResumed: c.Resumed.Load(), SealNoTicket: c.NoTicket.Load(),
+		RxStalls: c.RxStalls.Load(),
 		FlowsOut: c.FlowsOut.Load(), FlowsIn: c.FlowsIn.Load(),
 		FlowsActive: c.FlowsActive.Load(), AllocRetries: c.AllocRetries.Load(),
 		AllocFailed: c.AllocFailed.Load(), FlowsExpired: c.FlowsExpired.Load(),
@@ -216,6 +232,7 @@ type flowEntry[A Addr] struct {
 	pktsOut       atomic.Uint64
 	bytesOut      atomic.Uint64
 	rxDrops       atomic.Uint64 // SDUs that arrived for a full port: traffic too
+	rxStalled     atomic.Bool   // a delivery's wait for room ran out (Config.RxWait); only the receive loop sets it
 	sl            *sealing      // a sealed flow's keys and peer; nil: unsealed
 
 	// The sweeper's view, guarded by mu: the packet count it saw last
@@ -318,6 +335,9 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 	def(&cfg.NSFInterval, 10*time.Millisecond)
 	def(&cfg.IdleTimeout, DefaultIdleTimeout)
 	def(&cfg.NegativeWait, 100*time.Millisecond)
+	if cfg.RxWait == 0 {
+		cfg.RxWait = DefaultRxWait
+	}
 	if cfg.MaxPendingIn <= 0 {
 		cfg.MaxPendingIn = 64
 	}
@@ -508,10 +528,11 @@ func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
 	if f == nil {
 		return
 	}
-	if err := f.port.Write(sdu, e.rxDeadline()); err != nil {
+	if err := f.port.Write(sdu, e.rxDeadline(f)); err != nil {
 		e.rxDropped(f, err, 1)
 		return
 	}
+	e.rxTaken(f)
 	e.received(f, len(sdu))
 }
 
@@ -566,21 +587,33 @@ func (e *Engine[A]) inputFlow(p []byte, from A, eid uint32) (*flowEntry[A], []by
 	return f, p
 }
 
-// rxDeadline is how long a delivery may wait for room in a full port. A
-// deadline already past (the epoch) makes a full port a drop at once
-// without reading the clock for every packet.
-func (e *Engine[A]) rxDeadline() time.Time {
-	if e.cfg.RxWait > 0 {
+// rxDeadline is how long a delivery to f may wait for room in its full
+// port: Config.RxWait, unless f is stalled. A deadline already past (the
+// epoch) makes a full port a drop at once without reading the clock.
+func (e *Engine[A]) rxDeadline(f *flowEntry[A]) time.Time {
+	if e.cfg.RxWait > 0 && !f.rxStalled.Load() {
 		return time.Now().Add(e.cfg.RxWait)
 	}
 	return e.epoch
 }
 
-// rxDropped counts n SDUs of f its port did not take (err).
+// rxTaken records that f's port took a whole delivery: it is read again.
+func (e *Engine[A]) rxTaken(f *flowEntry[A]) {
+	if f.rxStalled.Load() {
+		f.rxStalled.Store(false)
+	}
+}
+
+// rxDropped counts n SDUs of f its port did not take (err); a full port
+// that was waited for is stalled from now (rxDeadline).
 func (e *Engine[A]) rxDropped(f *flowEntry[A], err error, n int) {
 	if errors.Is(err, flow.ErrClosed) {
 		e.C.UnknownFlow.Add(uint64(n)) // closing: the transmit goroutine deallocates
 		return
+	}
+	if e.cfg.RxWait > 0 && !f.rxStalled.Load() {
+		f.rxStalled.Store(true)
+		e.C.RxStalls.Add(1)
 	}
 	e.C.RxFull.Add(uint64(n))
 	f.rxDrops.Add(uint64(n))
@@ -631,10 +664,11 @@ func (b *RxBatch[A]) Input(p []byte, from A, eid uint32) {
 	if b.f == nil {
 		bp, ok := f.port.(flow.BatchPort)
 		if !ok {
-			if err := f.port.Write(sdu, b.e.rxDeadline()); err != nil {
+			if err := f.port.Write(sdu, b.e.rxDeadline(f)); err != nil {
 				b.e.rxDropped(f, err, 1)
 				return
 			}
+			b.e.rxTaken(f)
 			b.e.received(f, len(sdu))
 			return
 		}
@@ -650,12 +684,14 @@ func (b *RxBatch[A]) Flush() {
 		return
 	}
 	f, sdus := b.f, b.sdus
-	n, err := b.bp.WriteBatch(sdus, b.e.rxDeadline())
+	n, err := b.bp.WriteBatch(sdus, b.e.rxDeadline(f))
 	for _, s := range sdus[:n] {
 		b.e.received(f, len(s))
 	}
 	if n < len(sdus) {
 		b.e.rxDropped(f, err, len(sdus)-n)
+	} else {
+		b.e.rxTaken(f)
 	}
 	clear(sdus)
 	b.sdus, b.f, b.bp = sdus[:0], nil, nil
