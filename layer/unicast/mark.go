@@ -17,8 +17,7 @@ import (
 //   - the receive loops mark what they read from an N-1 port by the
 //     standing backlog of the ring it came through, the queue between the
 //     layer below (a shim) and this IPCP, which fills when this IPCP
-//     reads slower than packets arrive, and by the depth it is heading
-//     for once that passes half of it (level): rxMark;
+//     reads slower than packets arrive: rxMark;
 //   - deliver marks what it delivers to an N+1 flow by the standing
 //     depth of what waits in front of the program, the flow's delivery
 //     queue (deliver.go) and the flow's ring to the program, which fill
@@ -105,6 +104,15 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 // loop has just read to: by the standing backlog of the ring they came
 // through (what still waits in it after the read) against its capacity.
 // Only np's receive loop calls it (np.RxQ is its own).
+//
+// Not by the depth the ring is heading for, as deliverMark marks what
+// waits for a program: the shims hand a ring SDUs in bursts (one read
+// of a UDP socket brings up to some 800) and wait for room while this
+// IPCP drains it (engine.Config.RxWait), so a rise is a burst on its
+// way through, not a ring about to overflow. Marked by that rise, a
+// lone flow on loopback was held at 0.30-0.34 of what `ca = "nop"`
+// delivers; by the standing depth, with the shims waiting, at 0.51-0.62
+// with under 1% lost (docs/benchmarks.md, "A burst waits for its ring").
 func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
 	if bp == nil || c.ca.Kind() == ca.Nop {
 		return 0
@@ -112,26 +120,24 @@ func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
 	if np.RxCap == 0 {
 		np.RxCap = bp.BacklogCap()
 	}
-	n := bp.Backlog()
-	return c.level(np.RxQ.See(n, time.Now().UnixNano(), c.ca.Interval()), n, np.RxCap)
+	return c.ca.MarkECN(np.RxQ.See(bp.Backlog(), time.Now().UnixNano(), c.ca.Interval()), np.RxCap)
 }
 
-// nearFull is the share of a receiving node's queue (the ring from the
-// layer below, what waits in front of a program), nearFull/4, that the
-// depth it is heading for must reach before the receiving node marks by
-// that depth, not only by its standing depth: half. From 3/4,
+// nearFull is the share of what waits in front of a program, nearFull/4,
+// that the depth it is heading for must reach before the receiving node
+// marks by that depth, not only by its standing depth: half. From 3/4,
 // interleaved on loopback (docs/benchmarks.md), mb-ecn moved 15-25% more
 // and lost 2-6 times as much (1.9-2.7% against 0.4-1.9%).
 const nearFull = 2
 
-// level is the mark for a receiving node's queue of capacity qcap that
-// stands at standing and is n deep now: by the standing depth, or by the
-// depth the queue is heading for once that is past nearFull/4 of it. A
-// queue a reader lets fill in a few milliseconds (a process waiting for
-// a CPU) and then drains at once never stands for a window, yet the next
-// such stall overflows it: on loopback most of what mb-ecn lost was
-// dropped at a ring that was never marked (marked.rx 0, the receiving
-// shim's rx_full 1-4% of what it read).
+// level is the mark for what waits in front of a program, of capacity
+// qcap, that stands at standing and is n deep now: by the standing
+// depth, or by the depth the queue is heading for once that is past
+// nearFull/4 of it. A queue a reader lets fill in a few milliseconds (a
+// process waiting for a CPU) and then drains at once never stands for a
+// window, yet the next such stall overflows it. (The ring from the
+// shim was marked so too while the shims dropped what a full ring could
+// not take at once; they wait for room now: rxMark.)
 //
 // The depth it is heading for is n plus its rise above the standing
 // depth (n-standing, what it grew by within the last window or two):
