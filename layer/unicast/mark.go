@@ -110,8 +110,8 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 // of a UDP socket brings up to some 800) and wait for room while this
 // IPCP drains it (engine.Config.RxWait), so a rise is a burst on its
 // way through, not a ring about to overflow. Marked by that rise, a
-// lone flow on loopback was held at 0.30-0.34 of what `ca = "nop"`
-// delivers; by the standing depth, with the shims waiting, at 0.51-0.62
+// lone flow on loopback was held at 0.28-0.37 of what `ca = "nop"`
+// delivers; by the standing depth, with the shims waiting, at 0.44-0.68
 // with under 1% lost (docs/benchmarks.md, "A burst waits for its ring").
 func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
 	if bp == nil || c.ca.Kind() == ca.Nop {

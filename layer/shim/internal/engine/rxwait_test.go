@@ -37,8 +37,9 @@ func deliver(rb *RxBatch[peer], eid uint32, n int) {
 // SDUs for a ring of 256) reaches a reader that drains the port more
 // slowly than the burst comes, whole: a delivery waits for room while
 // the reader takes SDUs. With RxWait negative (the behaviour before: a
-// full port drops at once) most of the burst is lost, which this test
-// also checks, so that it shows what the wait does.
+// full port drops at once) most of the burst is lost (130-136 of 200
+// here), which this test also checks (at least 50), so that it shows
+// what the wait does.
 func TestRxWaitsForReader(t *testing.T) {
 	for _, wait := range []time.Duration{5 * time.Second, -1} {
 		t.Run(fmt.Sprint("rxwait=", wait), func(t *testing.T) {
@@ -48,7 +49,7 @@ func TestRxWaitsForReader(t *testing.T) {
 				buf := make([]byte, 64)
 				n := 0
 				for {
-					if _, err := prog.Read(buf, time.Now().Add(200*time.Millisecond)); err != nil {
+					if _, err := prog.Read(buf, time.Now().Add(time.Second)); err != nil {
 						read <- n
 						return
 					}
@@ -65,8 +66,9 @@ func TestRxWaitsForReader(t *testing.T) {
 				}
 				return
 			}
-			if got+int(st.Drops.RxFull) != 200 || st.Drops.RxFull < 100 {
-				t.Errorf("without waiting: read %d, rx_full %d; want at least 100 of 200 dropped", got, st.Drops.RxFull)
+			t.Logf("without waiting: %d read, %d dropped", got, st.Drops.RxFull)
+			if got+int(st.Drops.RxFull) != 200 || st.Drops.RxFull < 50 {
+				t.Errorf("without waiting: read %d, rx_full %d; want at least 50 of 200 dropped", got, st.Drops.RxFull)
 			}
 		})
 	}
