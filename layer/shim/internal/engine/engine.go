@@ -528,7 +528,17 @@ func (e *Engine[A]) Input(p []byte, from A, eid uint32) {
 	if f == nil {
 		return
 	}
-	if err := f.port.Write(sdu, e.rxDeadline(f)); err != nil {
+	e.put(f, sdu)
+}
+
+// put delivers one SDU to f's port, waiting for room as Config.RxWait
+// says, and counts it delivered or dropped.
+func (e *Engine[A]) put(f *flowEntry[A], sdu []byte) {
+	err := f.port.Write(sdu, e.epoch)
+	if err != nil && e.mayWait(f, err) {
+		err = f.port.Write(sdu, time.Now().Add(e.cfg.RxWait))
+	}
+	if err != nil {
 		e.rxDropped(f, err, 1)
 		return
 	}
@@ -587,14 +597,13 @@ func (e *Engine[A]) inputFlow(p []byte, from A, eid uint32) (*flowEntry[A], []by
 	return f, p
 }
 
-// rxDeadline is how long a delivery to f may wait for room in its full
-// port: Config.RxWait, unless f is stalled. A deadline already past (the
-// epoch) makes a full port a drop at once without reading the clock.
-func (e *Engine[A]) rxDeadline(f *flowEntry[A]) time.Time {
-	if e.cfg.RxWait > 0 && !f.rxStalled.Load() {
-		return time.Now().Add(e.cfg.RxWait)
-	}
-	return e.epoch
+// mayWait reports whether a delivery to f that its port did not take
+// (err) is tried again, waiting up to Config.RxWait for room: not when
+// the port is closing or stalled. A delivery is first tried with a
+// deadline already past (the epoch), which a port with room takes at
+// once, so that the clock is read only for a port that is full.
+func (e *Engine[A]) mayWait(f *flowEntry[A], err error) bool {
+	return e.cfg.RxWait > 0 && !f.rxStalled.Load() && !errors.Is(err, flow.ErrClosed)
 }
 
 // rxTaken records that f's port took a whole delivery: it is read again.
@@ -605,7 +614,7 @@ func (e *Engine[A]) rxTaken(f *flowEntry[A]) {
 }
 
 // rxDropped counts n SDUs of f its port did not take (err); a full port
-// that was waited for is stalled from now (rxDeadline).
+// that was waited for is stalled from now (mayWait).
 func (e *Engine[A]) rxDropped(f *flowEntry[A], err error, n int) {
 	if errors.Is(err, flow.ErrClosed) {
 		e.C.UnknownFlow.Add(uint64(n)) // closing: the transmit goroutine deallocates
@@ -664,12 +673,7 @@ func (b *RxBatch[A]) Input(p []byte, from A, eid uint32) {
 	if b.f == nil {
 		bp, ok := f.port.(flow.BatchPort)
 		if !ok {
-			if err := f.port.Write(sdu, b.e.rxDeadline(f)); err != nil {
-				b.e.rxDropped(f, err, 1)
-				return
-			}
-			b.e.rxTaken(f)
-			b.e.received(f, len(sdu))
+			b.e.put(f, sdu)
 			return
 		}
 		b.f, b.bp = f, bp
@@ -684,7 +688,11 @@ func (b *RxBatch[A]) Flush() {
 		return
 	}
 	f, sdus := b.f, b.sdus
-	n, err := b.bp.WriteBatch(sdus, b.e.rxDeadline(f))
+	n, err := b.bp.WriteBatch(sdus, b.e.epoch)
+	if n < len(sdus) && b.e.mayWait(f, err) {
+		m, werr := b.bp.WriteBatch(sdus[n:], time.Now().Add(b.e.cfg.RxWait))
+		n, err = n+m, werr
+	}
 	for _, s := range sdus[:n] {
 		b.e.received(f, len(s))
 	}
