@@ -254,10 +254,13 @@ func (m *IRM) onFault(badge kernel.Badge, f kernel.Fault) {
 		e.kill()
 		e.newLife()
 	}
+	// What the rest reads of sup, read under the lock: create sets comp
+	// once Spawn returns, and a child can fault before that.
+	comp, reason, restarts := sup.comp, sup.lastFault, sup.restarts
 	m.mu.Unlock()
 
 	m.cfg.Log.Warn(sup.kind+" faulted", "faulted", sup.name, "incarnation", f.Incarnation,
-		"reason", sup.lastFault, "restart", sup.restarts+1, "delay", delay)
+		"reason", reason, "restart", restarts+1, "delay", delay)
 	closed := 0
 	if e != nil {
 		// Its flows: the ones it carried, and its own N-1 flows.
@@ -267,7 +270,7 @@ func (m *IRM) onFault(badge kernel.Badge, f kernel.Fault) {
 	if closed > 0 || ended > 0 {
 		m.cfg.Log.Info("closed the faulted component's flows and sessions", "faulted", sup.name, "flows", closed, "sessions", ended)
 	}
-	if sup.comp == 0 {
+	if comp == 0 {
 		return
 	}
 	m.later(delay, func() { m.restart(sup, gen) })
@@ -301,10 +304,10 @@ func (m *IRM) restart(sup *supervised, gen uint64) {
 	} else {
 		sup.state = StateRunning
 	}
-	pd := m.pd
+	pd, comp := m.pd, sup.comp
 	m.mu.Unlock()
 	// Restart waits (boundedly) for the old incarnation's goroutines.
-	err := pd.Restart(sup.comp)
+	err := pd.Restart(comp)
 	if err == nil || pd.Context().Err() != nil {
 		return
 	}
@@ -369,28 +372,30 @@ func (m *IRM) restartAll() {
 		sups = append(sups, &e.sup)
 	}
 	sups = append(sups, m.children...)
-	for _, s := range sups {
+	comps := make([]kernel.Cap, len(sups))
+	for i, s := range sups {
 		s.backoff.Started(time.Now())
 		if s.kind == "ipcp" {
 			s.state = StateRestarting
 		}
+		comps[i] = s.comp // under the lock: create sets it as it spawns
 	}
 	pd := m.pd
 	m.mu.Unlock()
 	m.cfg.Log.Info("new IRM instance, restarting every component for a clean node", "components", len(sups))
-	for _, s := range sups {
-		if s.comp == 0 {
+	for i, s := range sups {
+		if comps[i] == 0 {
 			continue
 		}
 		// Killed first, so that the sessions its old incarnation may have
 		// opened with this IRM meanwhile end before the new one opens its
 		// own.
-		pd.Kill(s.comp)
+		pd.Kill(comps[i])
 		m.endSessionsOf(s.badge)
 		if s.kind == "ipcp" {
 			m.closeFlows(func(f *flowEntry) bool { return f.via == s.name })
 		}
-		if err := pd.Restart(s.comp); err != nil {
+		if err := pd.Restart(comps[i]); err != nil {
 			m.cfg.Log.Error("restart failed", "faulted", s.name, "err", err)
 		}
 	}
