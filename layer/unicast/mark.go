@@ -48,7 +48,9 @@ type deliverPort interface {
 // queue's standing depth (with what waits below it) against its capacity
 // (with the most that ever waited below: the lower ring's). Marking as
 // packets leave, not as they join, tells the receivers what the queue is
-// now, not what it was a queue's delay ago.
+// now, not what it was a queue's delay ago. Each packet's level is
+// weighed by its flow's share of what leaves the queue (ca.Shares: a
+// flow under half of an even share is not marked, one over it more).
 func (c *core) mark(np *nport, batch []*pbuf, below int) {
 	var lvl [flow.NumCubes]int16
 	for i := range lvl {
@@ -70,22 +72,29 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		if lvl[cube] < 0 {
 			lvl[cube] = int16(c.ca.MarkECN(np.Sched.Standing(cube, now, c.ca.Interval()), np.Sched.Cap()+below))
 		}
+		// Weighed by the packet's flow's share of what leaves the
+		// queue: a flow that starts beside a running one is not
+		// marked (nor its slow start ended) by the level the running
+		// one holds the queue at until it has half of an even share.
+		key := uint64(pci.Dst())*0x100000001b3 ^ uint64(pci.EID())
+		np.TxShares.See(key, len(pci), now, c.ca.Interval())
+		l := np.TxShares.Weigh(uint8(lvl[cube]), key)
 		if o := b.Origin; o != nil {
 			b.Origin = nil
-			if o != run || uint8(lvl[cube]) != runLvl {
+			if o != run || l != runLvl {
 				if runN > 0 {
 					run.LocalMark(runLvl, runN, now)
 				}
-				run, runLvl, runN = o, uint8(lvl[cube]), 0
+				run, runLvl, runN = o, l, 0
 			}
 			runN++
-			if lvl[cube] > 0 {
+			if l > 0 {
 				local++
 			}
 			continue
 		}
-		if lvl[cube] > 0 {
-			pci.RaiseECN(uint8(lvl[cube]))
+		if l > 0 {
+			pci.RaiseECN(l)
 			marked++
 		}
 	}

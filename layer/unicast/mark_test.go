@@ -7,6 +7,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/flowtest"
+	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/unicast/ca"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/fa"
@@ -255,5 +256,69 @@ func TestMarkLocal(t *testing.T) {
 	pool.PutOne(b)
 	if b.Origin != nil {
 		t.Error("a buffer back in the pool keeps its Origin")
+	}
+}
+
+// TestMarkByShares: leaving a queue that stands deep, the packets of a
+// flow that sends a tenth of what the queue carries are not marked (a
+// flow starting beside a running one keeps its slow start), and those
+// of the flow that sends the rest are marked above the queue's level;
+// flows that send alike are marked at the queue's level.
+func TestMarkByShares(t *testing.T) {
+	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &core{p: &IPCP{}, ca: cak}
+	sched, err := dt.NewScheduler[*pbuf](dt.SchedConfig{QueueLen: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := &nport{Sched: sched}
+	sched.SetBelow(100) // the ring below stands at 100
+	batch := func(flows ...int) []*pbuf {
+		var bs []*pbuf
+		for _, f := range flows {
+			b := new(pbuf)
+			b.Off, b.End = 0, dt.PCILen+1000
+			dt.PCI(b.Pkt()).Encode(dt.Fields{Dst: layer.Addr(f), EID: layer.EID(f), TTL: 1})
+			bs = append(bs, b)
+		}
+		return bs
+	}
+	running := func(bs []*pbuf) (runMax, newMax uint8) {
+		for _, b := range bs {
+			p := dt.PCI(b.Pkt())
+			if p.Dst() == 1 {
+				runMax = max(runMax, p.ECN())
+			} else {
+				newMax = max(newMax, p.ECN())
+			}
+		}
+		return
+	}
+	nine := []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 2}
+	c.mark(np, batch(nine...), 0)
+	time.Sleep(2 * cak.Interval()) // the depth has stood for a window
+	want := cak.MarkECN(100, 256)
+	if want == 0 || want > 120 {
+		t.Fatalf("a queue standing at 100 of 256 marked %d: the test needs 1-120", want)
+	}
+	bs := batch(nine...)
+	c.mark(np, bs, 0)
+	run, late := running(bs)
+	if late != 0 || run <= want {
+		t.Errorf("flow with a tenth: ECN %d, want 0; flow with the rest: %d, want over the queue's %d", late, run, want)
+	}
+	np.TxShares = ca.Shares{}
+	even := []int{1, 2, 1, 2, 1, 2}
+	for range 20 {
+		c.mark(np, batch(even...), 0)
+	}
+	bs = batch(even...)
+	c.mark(np, bs, 0)
+	// Within a packet of even (one flow's packet goes before the other's).
+	if a, b := running(bs); a < want || a > want+2 || b < want || b > want+2 {
+		t.Errorf("two flows sending alike: ECN %d and %d, want the queue's %d (to 2 more)", a, b, want)
 	}
 }

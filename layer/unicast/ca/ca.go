@@ -476,3 +476,69 @@ func (f *mbFlow) OnLocal(ecn uint8, pkts int, now time.Time) {
 		f.OnFeedback(Feedback{ECE: ece}, now)
 	}
 }
+
+// shareBuckets is how many flows Shares tells apart (a hash of each
+// packet's flow picks its bucket; flows that share one count as one).
+const shareBuckets = 64
+
+// Shares tracks how much of what leaves a queue each flow sent over the
+// last window to two, and weighs the queue's mark for each flow by it
+// (Weigh): a flow that sends less than an even share of what the queue
+// carries is marked less, down to not at all at half of one; a flow
+// that sends more is marked more, up to three times. The effective
+// number of flows that share is counted by their bytes (the inverse of
+// the sum of the squared shares), so a trickle beside a bulk flow (hellos,
+// routing updates) does not make the bulk flow look like it takes twice
+// its share. A lone flow is marked as the queue is; so are flows that
+// send alike. A flow that starts beside a running one is not marked
+// until it has half of an even share, so its slow start is not ended by
+// the level the running flow holds the queue at (docs/layers.md, ca).
+// The zero value is ready; it is not safe for concurrent use (the
+// queue's transmit loop owns it) and allocates nothing.
+type Shares struct {
+	start     int64 // the current window's start, ns
+	cur, prev [shareBuckets]uint64
+	total     uint64 // the sum of cur and prev over the buckets
+	sq        uint64 // the sum of (cur+prev)^2 over the buckets
+}
+
+// shareBucket is the bucket of the flow key (any value that tells a
+// flow: the destination and endpoint of a packet).
+func shareBucket(key uint64) int {
+	return int((key * 0x9e3779b97f4a7c15) >> (64 - 6))
+}
+
+// See records n bytes of the flow key leaving the queue at now (ns, any
+// monotonic origin); window is the layer's Interval.
+func (s *Shares) See(key uint64, n int, now int64, window time.Duration) {
+	if d := now - s.start; d >= int64(window) || d < 0 {
+		s.prev, s.cur, s.start = s.cur, [shareBuckets]uint64{}, now
+		s.total, s.sq = 0, 0
+		for _, v := range s.prev {
+			s.total += v
+			s.sq += v * v
+		}
+	}
+	i := shareBucket(key)
+	had := s.cur[i] + s.prev[i]
+	m := uint64(n)
+	s.cur[i] += m
+	s.total += m
+	s.sq += 2*had*m + m*m
+}
+
+// Weigh returns level weighed by the share of the flow key (after See
+// recorded its packet): level times 2s-1, s its share against an even
+// share (1: even), between 0 and 3 times level, at most 255.
+func (s *Shares) Weigh(level uint8, key uint64) uint8 {
+	if level == 0 || s.sq == 0 {
+		return level
+	}
+	i := shareBucket(key)
+	mine := s.cur[i] + s.prev[i]
+	// 2s-1 in 256ths; s = mine*total/sq (sq = total^2 / the effective
+	// number of flows).
+	w := int64(512*float64(mine)*float64(s.total)/float64(s.sq)) - 256
+	w = min(max(w, 0), 3*256)
+	return uint8(min(int64(level)*w/256, 255))
+}

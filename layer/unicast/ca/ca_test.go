@@ -2,7 +2,10 @@ package ca_test
 
 import (
 	"cmp"
+	"flag"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,11 @@ import (
 )
 
 const flowMaxSDU = 1400
+
+// noShares runs the simulated paths without ca.Shares, to show what they
+// do (go test -run BehindAFullBuffer -args -noshares: the late flows
+// fall short).
+var noShares = flag.Bool("noshares", false, "simulate queues that do not weigh marks by each flow's share")
 
 func mustNew(t *testing.T, cfg ca.Config) *ca.CA {
 	t.Helper()
@@ -192,6 +200,10 @@ type sim struct {
 	// local: the queue is the senders' own node's, so its marks go to
 	// the senders at once (ca.Flow.OnLocal), not in the packets.
 	local bool
+	// noShares: the queue does not weigh each packet's mark by its
+	// flow's share of what leaves it (ca.Shares), as a node's transmit
+	// loop does.
+	noShares bool
 	// stalls: the link (a receiving program) takes nothing for the
 	// first Len of each Every, from the time it ends (a process waiting
 	// for a CPU); the stalls repeat in turn.
@@ -273,12 +285,18 @@ func simulate(t *testing.T, s sim) simResult {
 	var clock time.Time // the loop's now, for move
 	// atQueue marks p as it leaves the queue: in the packet, or (local)
 	// straight to its sender.
+	var sh ca.Shares
 	atQueue := func(p *inflight) {
+		l := level()
+		if !s.noShares {
+			sh.See(uint64(p.flow), pkt, clock.UnixNano(), win)
+			l = sh.Weigh(l, uint64(p.flow))
+		}
 		if !s.local {
-			p.ecn = level()
+			p.ecn = l
 			return
 		}
-		send[p.flow].OnLocal(level(), 1, clock)
+		send[p.flow].OnLocal(l, 1, clock)
 	}
 	// move drains each stage into the next while it has room.
 	move := func() {
@@ -464,11 +482,17 @@ func TestSlowStart(t *testing.T) {
 // Mbit/s link (tbf) behind a buffer that marks nothing (the shim's
 // socket, 90 packets) behind what the forwarder marks by: its queue (256)
 // and the N-1 port's ring (256), by their standing length against the
-// queue's 256; flows start 2 s apart. Each flow must
-// get within 20% of its fair share from 2 s after the last one started,
-// with no drop. The same with the queue's marks told to the senders at
-// once (Config.Local, the queue being the senders' own node's): a lone
-// flow fills the link, a late one takes a second longer.
+// queue's 256, each packet's mark weighed by its flow's share (ca.Shares,
+// as mark.go does); flows start 2 s apart. Each flow must get within 20%
+// of its fair share from 2 s after the last one started, with no drop,
+// and the last flow 80% of it in its second and third seconds (issue
+// 13: a late flow at its share within 2 s). The same with the queue's
+// marks told to the senders at once (Config.Local, the queue being the
+// senders' own node's, the default policy mb-ecn-local): a lone flow
+// then fills the link. Without the shares (noShares), the late flow
+// falls short in its second second: 74% of its share (marks in the
+// packets), 68% (told at once), the level the running flows hold the
+// queue at ending its slow start.
 func TestBehindAFullBuffer(t *testing.T) {
 	const capacity = 6.25e6
 	for _, local := range []bool{false, true} {
@@ -479,7 +503,7 @@ func TestBehindAFullBuffer(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				s := sim{cfg: ca.Config{Kind: ca.MultiBitECN, Local: local}, flows: n, capacity: capacity, qcap: 256, ring: 256, hidden: 90, markCap: 512, atHead: true, block: true,
-					standing: true, d: 100 * time.Microsecond, dur: time.Duration(2*n+6) * time.Second, local: local}
+					standing: true, d: 100 * time.Microsecond, dur: time.Duration(2*n+6) * time.Second, local: local, noShares: *noShares}
 				for i := range n {
 					s.start = append(s.start, time.Duration(2*i)*time.Second)
 				}
@@ -508,19 +532,13 @@ func TestBehindAFullBuffer(t *testing.T) {
 					}
 				}
 				if n > 1 {
-					// The late flow in its second and third whole seconds:
-					// short of the issue's 80% within 2 s in the second
-					// (72-79%), there in the third. Told at once (local),
-					// the flows before it hold the link and it takes a
-					// second longer (68% in its second, 82% in its third).
-					wants := []float64{0.7, 0.8}
-					if local {
-						wants = []float64{0.6, 0.75}
-					}
+					// The late flow in its second and third whole seconds
+					// (86% and 92% of its share in its second: marks in
+					// the packets, told at once).
 					last, sec := n-1, 2*(n-1)+1
-					for i, want := range wants {
-						if share := r.perSec[last][sec+i] / (capacity / float64(n)); share < want {
-							t.Errorf("late flow: %.0f%% of its fair share in its second %d, want >= %.0f%%", 100*share, i+2, 100*want)
+					for i := range 2 {
+						if share := r.perSec[last][sec+i] / (capacity / float64(n)); share < 0.8 {
+							t.Errorf("late flow: %.0f%% of its fair share in its second %d, want >= 80%%", 100*share, i+2)
 						}
 					}
 				}
@@ -700,5 +718,66 @@ func TestBurstAfterWaiting(t *testing.T) {
 	}
 	if sent < 0.99*rate || sent > 1.01*rate {
 		t.Errorf("sent %d bytes in the second after, want about %d (the rate)", sent, rate)
+	}
+}
+
+// TestSharesWeigh: a lone flow and flows that send alike are marked as
+// the queue is; a trickle beside a bulk flow does not raise the bulk
+// flow's marks much; a flow under half of an even share is not marked,
+// and one over it more than the queue.
+func TestSharesWeigh(t *testing.T) {
+	const win = 10 * time.Millisecond
+	send := func(s *ca.Shares, now int64, bytes map[uint64]int) {
+		// Interleaved in packets of 1,000 bytes, as a queue's output is.
+		left := maps.Clone(bytes)
+		for more := true; more; {
+			more = false
+			for _, k := range slices.Sorted(maps.Keys(left)) {
+				if left[k] > 0 {
+					s.See(k, 1000, now, win)
+					left[k] -= 1000
+					more = true
+				}
+			}
+		}
+	}
+	var s ca.Shares
+	send(&s, 1, map[uint64]int{1: 100_000})
+	if got := s.Weigh(100, 1); got != 100 {
+		t.Errorf("lone flow: level 100 weighed to %d, want 100", got)
+	}
+	s = ca.Shares{}
+	send(&s, 1, map[uint64]int{1: 50_000, 2: 50_000})
+	if a, b := s.Weigh(100, 1), s.Weigh(100, 2); a != 100 || b != 100 {
+		t.Errorf("two even flows: %d and %d, want 100 and 100", a, b)
+	}
+	s = ca.Shares{}
+	send(&s, 1, map[uint64]int{1: 200_000, 2: 2_000})
+	if got := s.Weigh(100, 1); got < 100 || got > 104 {
+		t.Errorf("bulk flow beside a trickle: %d, want 100-104", got)
+	}
+	s = ca.Shares{}
+	send(&s, 1, map[uint64]int{1: 90_000, 2: 10_000})
+	if a, b := s.Weigh(100, 1), s.Weigh(100, 2); b != 0 || a <= 100 {
+		t.Errorf("running flow 90%%, new flow 10%%: %d and %d, want over 100 and 0", a, b)
+	}
+	if got := s.Weigh(200, 1); got != 255 && got <= 200 {
+		t.Errorf("running flow at level 200: %d", got)
+	}
+	// The window before the current one still counts; the one before
+	// that no longer does.
+	s = ca.Shares{}
+	send(&s, 1, map[uint64]int{1: 90_000, 2: 10_000})
+	send(&s, 1+int64(win), map[uint64]int{2: 50_000})
+	if got := s.Weigh(100, 2); got == 0 {
+		t.Errorf("flow 2 over two windows (60 of 140 kB): not marked")
+	}
+	send(&s, 1+2*int64(win), map[uint64]int{2: 50_000})
+	send(&s, 1+3*int64(win), map[uint64]int{2: 50_000})
+	if got := s.Weigh(100, 2); got != 100 {
+		t.Errorf("flow 2 alone for two windows: %d, want 100", got)
+	}
+	if got := s.Weigh(0, 2); got != 0 {
+		t.Errorf("level 0 weighed to %d", got)
 	}
 }

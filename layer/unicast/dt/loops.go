@@ -101,6 +101,10 @@ type Port struct {
 	// capacity (Host.MarkRx): the receive loop's own.
 	RxQ   ca.Standing
 	RxCap int
+
+	// Each flow's share of what leaves the port's queue, which weighs
+	// its marks (Host.MarkTx): the transmit loop's own.
+	TxShares ca.Shares
 }
 
 // NewPort returns the port of the N-1 flow f, a next hop (addr, name)
