@@ -213,7 +213,7 @@ func layerPolicies() []struct{ key, value, note string } {
 		{"routing", "alternate", "the default: a loop-free alternate next hop beside the primary"},
 		{"dir", "dht", "the default: names are found in a distributed hash table"},
 		{"hash", "sha3-256", "the default name hash"},
-		{"ca", "mb-ecn", "the default: multi-bit ECN congestion avoidance, slow start then additive increase"},
+		{"ca", "mb-ecn-local", "the default: multi-bit ECN congestion avoidance, slow start then additive increase, the node's own queues telling its senders at once"},
 		{"sched", "strict", "the default: strict priority across QoS cubes"},
 	}
 }

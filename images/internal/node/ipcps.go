@@ -339,7 +339,7 @@ type unicastConfig struct {
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
 	AddrWidth uint8  `toml:"addr_width"` // 4 (default) or 8
 	Routing   string `toml:"routing"`    // simple, alternate (default) or multipath
-	CA        string `toml:"ca"`         // nop, mb-ecn (default) or mb-ecn-local
+	CA        string `toml:"ca"`         // nop, mb-ecn or mb-ecn-local (default)
 	Dir       string `toml:"dir"`        // dht (default) or flood
 	Names     string `toml:"names"`      // who owns a directory name: "" (first come; a certificate listing it outranks) or certified (only names certificates list; needs dir = dht and an authority policy)
 	Hello     uint32 `toml:"hello"`      // keepalive period on management flows, ms (default 100)

@@ -85,10 +85,11 @@ type Config struct {
 	// once (Flow.OnLocal) instead of marking their packets, so that the
 	// sender hears of a backlog at its own node without a round trip.
 	// A lone flow behind a rate-limited first hop then fills the link
-	// (91% of a 50 Mbit/s tbf against 75-78%), but a flow that starts
-	// beside others takes 3-5 s to reach its share instead of 1
-	// (docs/benchmarks.md, "Marks to the sender at once"): not the
-	// default.
+	// (91% of a 50 Mbit/s tbf against 74-80%); with each flow's marks
+	// weighed by its share (Shares), a flow that starts beside others
+	// reaches its share within 1-2 s, as without Local
+	// (docs/benchmarks.md, "Shares of a queue"). The layer policy
+	// mb-ecn-local, the default.
 	Local bool
 }
 

@@ -78,8 +78,8 @@ type Config struct {
 	// Routing is the forwarding policy: "simple", "alternate" or "multipath".
 	Routing string
 	// CA is the congestion-avoidance policy: "nop", "mb-ecn" or
-	// "mb-ecn-local" (mb-ecn whose senders hear their own node's marks at
-	// once: ca.Config.Local).
+	// "mb-ecn-local" (the default: mb-ecn whose senders hear their own
+	// node's marks at once, ca.Config.Local).
 	CA string
 	// Dir is the directory policy: "flood" or "dht".
 	Dir string
@@ -125,7 +125,7 @@ func (c *Config) Protected() bool {
 // DefaultConfig returns the configuration a bootstrapper uses for the
 // keys it was not given.
 func DefaultConfig(layerName string) Config {
-	return Config{Layer: layerName, Hash: layer.SHA3_256, AddrWidth: 4, Routing: "alternate", CA: "mb-ecn", Dir: "flood", Hello: 100, Dead: 3}
+	return Config{Layer: layerName, Hash: layer.SHA3_256, AddrWidth: 4, Routing: "alternate", CA: "mb-ecn-local", Dir: "flood", Hello: 100, Dead: 3}
 }
 
 // Validate checks c's values (not whether this member has its policies).
