@@ -50,7 +50,7 @@ type deliverPort interface {
 // packets leave, not as they join, tells the receivers what the queue is
 // now, not what it was a queue's delay ago. Each packet's level is
 // weighed by its flow's share of what leaves the queue (ca.Shares: a
-// flow under half of an even share is not marked, one over it more).
+// flow under three quarters of an even share is not marked, one over it more).
 func (c *core) mark(np *nport, batch []*pbuf, below int) {
 	var lvl [flow.NumCubes]int16
 	for i := range lvl {
@@ -75,7 +75,7 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		// Weighed by the packet's flow's share of what leaves the
 		// queue: a flow that starts beside a running one is not
 		// marked (nor its slow start ended) by the level the running
-		// one holds the queue at until it has half of an even share.
+		// one holds the queue at until it has three quarters of an even share.
 		key := uint64(pci.Dst())*0x100000001b3 ^ uint64(pci.EID())
 		np.TxShares.See(key, len(pci), now, c.ca.Interval())
 		l := np.TxShares.Weigh(uint8(lvl[cube]), key)

@@ -485,14 +485,15 @@ const shareBuckets = 64
 // Shares tracks how much of what leaves a queue each flow sent over the
 // last window to two, and weighs the queue's mark for each flow by it
 // (Weigh): a flow that sends less than an even share of what the queue
-// carries is marked less, down to not at all at half of one; a flow
-// that sends more is marked more, up to three times. The effective
+// carries is marked less, down to not at all at three quarters of one; a
+// flow that sends more is marked more, up to three times (at half as
+// much again). The effective
 // number of flows that share is counted by their bytes (the inverse of
 // the sum of the squared shares), so a trickle beside a bulk flow (hellos,
 // routing updates) does not make the bulk flow look like it takes twice
 // its share. A lone flow is marked as the queue is; so are flows that
 // send alike. A flow that starts beside a running one is not marked
-// until it has half of an even share, so its slow start is not ended by
+// until it has three quarters of an even share, so its slow start is not ended by
 // the level the running flow holds the queue at (docs/layers.md, ca).
 // The zero value is ready; it is not safe for concurrent use (the
 // queue's transmit loop owns it) and allocates nothing.
@@ -529,17 +530,20 @@ func (s *Shares) See(key uint64, n int, now int64, window time.Duration) {
 }
 
 // Weigh returns level weighed by the share of the flow key (after See
-// recorded its packet): level times 2s-1, s its share against an even
-// share (1: even), between 0 and 3 times level, at most 255.
+// recorded its packet): level times 4s-3, s its share against an even
+// share (1: even), between 0 and 3 times level, at most 255. (With 2s-1,
+// nothing under half an even share, a late flow beside a running one on
+// a 50 Mbit/s tbf reached its share in its second second; with 4s-3 in
+// its first, docs/benchmarks.md.)
 func (s *Shares) Weigh(level uint8, key uint64) uint8 {
 	if level == 0 || s.sq == 0 {
 		return level
 	}
 	i := shareBucket(key)
 	mine := s.cur[i] + s.prev[i]
-	// 2s-1 in 256ths; s = mine*total/sq (sq = total^2 / the effective
+	// 4s-3 in 256ths; s = mine*total/sq (sq = total^2 / the effective
 	// number of flows).
-	w := int64(512*float64(mine)*float64(s.total)/float64(s.sq)) - 256
+	w := int64(1024*float64(mine)*float64(s.total)/float64(s.sq)) - 768
 	w = min(max(w, 0), 3*256)
 	return uint8(min(int64(level)*w/256, 255))
 }

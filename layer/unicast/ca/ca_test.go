@@ -533,7 +533,7 @@ func TestBehindAFullBuffer(t *testing.T) {
 				}
 				if n > 1 {
 					// The late flow in its second and third whole seconds
-					// (86% and 92% of its share in its second: marks in
+					// (82-83% and 98-100% of its share in its second: marks in
 					// the packets, told at once).
 					last, sec := n-1, 2*(n-1)+1
 					for i := range 2 {
@@ -723,7 +723,7 @@ func TestBurstAfterWaiting(t *testing.T) {
 
 // TestSharesWeigh: a lone flow and flows that send alike are marked as
 // the queue is; a trickle beside a bulk flow does not raise the bulk
-// flow's marks much; a flow under half of an even share is not marked,
+// flow's marks much; a flow under three quarters of an even share is not marked,
 // and one over it more than the queue.
 func TestSharesWeigh(t *testing.T) {
 	const win = 10 * time.Millisecond
