@@ -18,7 +18,7 @@
 # ouro: the test binary of layer/unicast, TestStreamThroughLossyChain with
 # OURO_TRANSFER_BYTES=BYTES and a fixed seed, for each LOSS/REORDER of
 # RUNS (each hop drops LOSS of the data packets and holds back REORDER
-# behind the next one, both ways; the layer's default ca, mb-ecn, unless
+# behind the next one, both ways; the layer's default ca, mb-ecn-local, unless
 # CA is set). The stream is checked byte-identical by the test.
 # The namespace, the processes and the temporary directory are removed on
 # exit, whatever the exit.
@@ -28,7 +28,7 @@ BYTES=${BYTES:-33554432}
 TIME=${TIME:-10}
 RUNS=${RUNS:-"0.05/0 0.05/0.05"}
 SEED=${SEED:-1}
-CA=${CA:-mb-ecn}
+CA=${CA:-mb-ecn-local}
 BASE=${BASE:-}
 NS=ouro-chain-$$
 TMP=$(mktemp -d /tmp/ouro-chain.XXXXXX)
