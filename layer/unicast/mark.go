@@ -50,7 +50,8 @@ type deliverPort interface {
 // packets leave, not as they join, tells the receivers what the queue is
 // now, not what it was a queue's delay ago. Each packet's level is
 // weighed by its flow's share of what leaves the queue (ca.Shares: a
-// flow under three quarters of an even share is not marked, one over it more).
+// flow under three quarters of an even share is not marked, one over
+// an even share more).
 func (c *core) mark(np *nport, batch []*pbuf, below int) {
 	var lvl [flow.NumCubes]int16
 	for i := range lvl {
@@ -58,11 +59,18 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 	}
 	now := time.Now().UnixNano()
 	var marked, local uint64
-	// A run of packets of one flow this node made, at one level: told to
-	// the flow at once (dt.LocalMarker), not written into the packets.
+	// A run of packets of one flow this node made: told to the flow at
+	// once (dt.LocalMarker), at their levels' average (rounded up, as a
+	// receiver averages), not written into the packets. (Their levels
+	// differ by a little from packet to packet, as the flow's share
+	// does.)
 	var run dt.LocalMarker
-	var runLvl uint8
-	runN := 0
+	var runSum, runN int
+	flush := func() {
+		if runN > 0 {
+			run.LocalMark(uint8((runSum+runN-1)/runN), runN, now)
+		}
+	}
 	for _, b := range batch {
 		pci := dt.PCI(b.Pkt())
 		cube := pci.Cube()
@@ -75,18 +83,18 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		// Weighed by the packet's flow's share of what leaves the
 		// queue: a flow that starts beside a running one is not
 		// marked (nor its slow start ended) by the level the running
-		// one holds the queue at until it has three quarters of an even share.
+		// one holds the queue at until it has three quarters of an
+		// even share.
 		key := uint64(pci.Dst())*0x100000001b3 ^ uint64(pci.EID())
 		np.TxShares.See(key, len(pci), now, c.ca.Interval())
 		l := np.TxShares.Weigh(uint8(lvl[cube]), key)
 		if o := b.Origin; o != nil {
 			b.Origin = nil
-			if o != run || l != runLvl {
-				if runN > 0 {
-					run.LocalMark(runLvl, runN, now)
-				}
-				run, runLvl, runN = o, l, 0
+			if o != run {
+				flush()
+				run, runSum, runN = o, 0, 0
 			}
+			runSum += int(l)
 			runN++
 			if l > 0 {
 				local++
@@ -98,9 +106,7 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 			marked++
 		}
 	}
-	if runN > 0 {
-		run.LocalMark(runLvl, runN, now)
-	}
+	flush()
 	if marked > 0 {
 		c.p.c.markedQueue.Add(marked)
 	}

@@ -485,18 +485,18 @@ const shareBuckets = 64
 // Shares tracks how much of what leaves a queue each flow sent over the
 // last window to two, and weighs the queue's mark for each flow by it
 // (Weigh): a flow that sends less than an even share of what the queue
-// carries is marked less, down to not at all at three quarters of one; a
-// flow that sends more is marked more, up to three times (at half as
-// much again). The effective
-// number of flows that share is counted by their bytes (the inverse of
-// the sum of the squared shares), so a trickle beside a bulk flow (hellos,
-// routing updates) does not make the bulk flow look like it takes twice
-// its share. A lone flow is marked as the queue is; so are flows that
-// send alike. A flow that starts beside a running one is not marked
-// until it has three quarters of an even share, so its slow start is not ended by
-// the level the running flow holds the queue at (docs/layers.md, ca).
-// The zero value is ready; it is not safe for concurrent use (the
-// queue's transmit loop owns it) and allocates nothing.
+// carries is marked less, down to not at all at three quarters of one;
+// a flow that sends more is marked more, up to three times (at half as
+// much again). The effective number of flows is counted by their bytes
+// (the inverse of the sum of the squared shares), so a trickle beside a
+// bulk flow (hellos, routing updates) does not make the bulk flow look
+// like it takes twice its share. A lone flow is marked as the queue is;
+// so are flows that send alike. A flow that starts beside a running one
+// is not marked until it has three quarters of an even share, so its
+// slow start is not ended by the level the running flow holds the queue
+// at (docs/layers.md, ca). The zero value is ready; it is not safe for
+// concurrent use (the queue's transmit loop owns it) and allocates
+// nothing.
 type Shares struct {
 	start     int64 // the current window's start, ns
 	cur, prev [shareBuckets]uint64
