@@ -197,6 +197,22 @@ func (r *localRec) LocalMark(ecn uint8, pkts int, _ int64) {
 	r.level = max(r.level, ecn)
 }
 
+// markingPort returns a core marking with mb-ecn and an N-1 port whose
+// queue holds 256 and whose ring below holds below.
+func markingPort(t *testing.T, below int) (*core, *nport) {
+	t.Helper()
+	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, err := dt.NewScheduler[*pbuf](dt.SchedConfig{QueueLen: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched.SetBelow(below)
+	return &core{p: &IPCP{}, ca: cak}, &nport{Sched: sched}
+}
+
 // TestMarkLocal: a batch leaving an N-1 port's queue that stands deep
 // tells the flows this node made the queue's level at once
 // (dt.LocalMarker, ca.Flow.OnLocal) and leaves their packets unmarked
@@ -205,17 +221,8 @@ func (r *localRec) LocalMark(ecn uint8, pkts int, _ int64) {
 // packets' Origin is cleared, and so is a buffer's when it goes back to
 // the pool.
 func TestMarkLocal(t *testing.T) {
-	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &core{p: &IPCP{}, ca: cak}
-	sched, err := dt.NewScheduler[*pbuf](dt.SchedConfig{QueueLen: 256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	np := &nport{Sched: sched}
-	sched.SetBelow(200) // the ring below stands at 200
+	c, np := markingPort(t, 200) // the ring below stands at 200
+	cak := c.ca
 	var mine, other localRec
 	batch := func() []*pbuf {
 		bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf), new(pbuf)}
@@ -265,17 +272,8 @@ func TestMarkLocal(t *testing.T) {
 // of the flow that sends the rest are marked above the queue's level;
 // flows that send alike are marked at the queue's level.
 func TestMarkByShares(t *testing.T) {
-	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &core{p: &IPCP{}, ca: cak}
-	sched, err := dt.NewScheduler[*pbuf](dt.SchedConfig{QueueLen: 256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	np := &nport{Sched: sched}
-	sched.SetBelow(100) // the ring below stands at 100
+	c, np := markingPort(t, 100) // the ring below stands at 100
+	cak := c.ca
 	batch := func(flows ...int) []*pbuf {
 		var bs []*pbuf
 		for _, f := range flows {
