@@ -60,16 +60,21 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 	now := time.Now().UnixNano()
 	var marked, local uint64
 	// A run of packets of one flow this node made: told to the flow at
-	// once (dt.LocalMarker), at their levels' average (rounded up, as a
-	// receiver averages), not written into the packets. (Their levels
-	// differ by a little from packet to packet, as the flow's share
-	// does.)
+	// once (dt.LocalMarker), not written into the packets, in at most two
+	// calls whose levels sum to the packets' (their levels differ by a
+	// little from packet to packet, as the flow's share does: one call per
+	// level would be one per packet).
 	var run dt.LocalMarker
 	var runSum, runN int
 	flush := func() {
-		if runN > 0 {
-			run.LocalMark(uint8((runSum+runN-1)/runN), runN, now)
+		if runN == 0 {
+			return
 		}
+		lo, hi := runSum/runN, runSum%runN // hi packets at lo+1, the rest at lo
+		if hi > 0 {
+			run.LocalMark(uint8(lo+1), hi, now)
+		}
+		run.LocalMark(uint8(lo), runN-hi, now)
 	}
 	for _, b := range batch {
 		pci := dt.PCI(b.Pkt())
@@ -85,7 +90,7 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		// marked (nor its slow start ended) by the level the running
 		// one holds the queue at until it has three quarters of an
 		// even share.
-		key := uint64(pci.Dst())*0x100000001b3 ^ uint64(pci.EID())
+		key := shareKey(pci)
 		np.TxShares.See(key, len(pci), now, c.ca.Interval())
 		l := np.TxShares.Weigh(uint8(lvl[cube]), key)
 		if o := b.Origin; o != nil {
@@ -114,6 +119,10 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 		c.p.c.markedLocal.Add(local)
 	}
 }
+
+// shareKey tells a packet's flow to ca.Shares: its destination and the
+// endpoint there.
+func shareKey(p dt.PCI) uint64 { return uint64(p.Dst())*0x100000001b3 ^ uint64(p.EID()) }
 
 // rxMark returns the level to raise the ECN of the packets np's receive
 // loop has just read to: by the standing backlog of the ring they came

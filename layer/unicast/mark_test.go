@@ -188,12 +188,14 @@ func TestDeliverMarkRising(t *testing.T) {
 
 // localRec records what a flow of this node is told by its queues.
 type localRec struct {
-	pkts  int
-	level uint8
+	pkts, sum, calls int
+	level            uint8
 }
 
 func (r *localRec) LocalMark(ecn uint8, pkts int, _ int64) {
 	r.pkts += pkts
+	r.sum += int(ecn) * pkts
+	r.calls++
 	r.level = max(r.level, ecn)
 }
 
@@ -307,6 +309,26 @@ func TestMarkByShares(t *testing.T) {
 	run, late := running(bs)
 	if late != 0 || run <= want {
 		t.Errorf("flow with a tenth: ECN %d, want 0; flow with the rest: %d, want over the queue's %d", late, run, want)
+	}
+	// The running flow's packets made here: told to it at once, their
+	// levels (which differ a little as its share does) summed exactly,
+	// in at most two calls.
+	shadow := np.TxShares // the same shares, to weigh the packets alike
+	bs = batch(nine...)
+	var mine localRec
+	wantSum := 0
+	for _, b := range bs {
+		p := dt.PCI(b.Pkt())
+		key := shareKey(p)
+		shadow.See(key, len(p), time.Now().UnixNano(), cak.Interval())
+		if p.Dst() == 1 {
+			b.Origin = &mine
+			wantSum += int(shadow.Weigh(want, key))
+		}
+	}
+	c.mark(np, bs, 0)
+	if mine.pkts != 9 || mine.sum != wantSum || mine.calls > 2 || wantSum <= 9*int(want) {
+		t.Errorf("the running flow told %d packets, levels summing to %d in %d calls; want 9, %d (over 9 x %d), at most 2", mine.pkts, mine.sum, mine.calls, wantSum, want)
 	}
 	np.TxShares = ca.Shares{}
 	even := []int{1, 2, 1, 2, 1, 2}
