@@ -185,7 +185,11 @@ func (c *core) Fail(np *nport, err error) {
 // MarkRx raises the packets just read from np by the backlog of the
 // ring they came through (dt.Host; mark.go).
 func (c *core) MarkRx(np *nport, bl dt.Backlogger, bs []*pbuf) {
-	c.raise(bs, c.rxMark(np, bl))
+	if bl == nil || c.ca.Kind() == ca.Nop { // nothing marks: no clock read
+		return
+	}
+	now := time.Now().UnixNano()
+	c.raise(np, bs, c.rxMarkAt(np, bl, now), now)
 }
 
 // MarkTx marks a batch leaving np's queue (dt.Host; mark.go).

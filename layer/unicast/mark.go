@@ -25,6 +25,11 @@ import (
 //     for once that passes half: deliverMark. A delivery refused
 //     (the queue full: a counted drop) counts as the highest level.
 //
+// The first two are queues flows share: each packet's level is weighed
+// by its flow's share of what passes (ca.Shares), so a flow that starts
+// beside running ones is not held to the level they keep the queue at.
+// What waits in front of a program is the flow's own.
+//
 // A full queue drops; these marks make the sender slow down (mb-ecn's
 // reaction, ca.Flow.OnFeedback) before it does.
 
@@ -138,13 +143,18 @@ func shareKey(p dt.PCI) uint64 { return uint64(p.Dst())*0x100000001b3 ^ uint64(p
 // delivers; by the standing depth, with the shims waiting, at 0.44-0.68
 // with under 1% lost (docs/benchmarks.md, "A burst waits for its ring").
 func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
+	return c.rxMarkAt(np, bp, time.Now().UnixNano())
+}
+
+// rxMarkAt is rxMark at now (ns).
+func (c *core) rxMarkAt(np *nport, bp backlogPort, now int64) uint8 {
 	if bp == nil || c.ca.Kind() == ca.Nop {
 		return 0
 	}
 	if np.RxCap == 0 {
 		np.RxCap = bp.BacklogCap()
 	}
-	return c.ca.MarkECN(np.RxQ.See(bp.Backlog(), time.Now().UnixNano(), c.ca.Interval()), np.RxCap)
+	return c.ca.MarkECN(np.RxQ.See(bp.Backlog(), now, c.ca.Interval()), np.RxCap)
 }
 
 // nearFull is the share of what waits in front of a program, nearFull/4,
@@ -182,20 +192,26 @@ func (c *core) level(standing, n, qcap int) uint8 {
 	return lvl
 }
 
-// raise raises the ECN of the packets of a batch read from an N-1 port to
-// lvl (rxMark) and counts them.
-func (c *core) raise(bs []*pbuf, lvl uint8) {
-	if lvl == 0 {
-		return
-	}
+// raise raises the ECN of the packets of a batch read from np to lvl
+// (rxMark), each weighed by its flow's share of what np's ring brought
+// (np.RxShares, as mark weighs a transmit queue's), and counts them.
+func (c *core) raise(np *nport, bs []*pbuf, lvl uint8, now int64) {
 	var marked uint64
 	for _, b := range bs {
-		if pci := dt.PCI(b.Pkt()); pci.IsValid() {
-			pci.RaiseECN(lvl)
+		pci := dt.PCI(b.Pkt())
+		if !pci.IsValid() {
+			continue
+		}
+		key := shareKey(pci)
+		np.RxShares.See(key, len(pci), now, c.ca.Interval())
+		if l := np.RxShares.Weigh(lvl, key); l > 0 {
+			pci.RaiseECN(l)
 			marked++
 		}
 	}
-	c.p.c.markedRx.Add(marked)
+	if marked > 0 {
+		c.p.c.markedRx.Add(marked)
+	}
 }
 
 // deliverMark returns the level of congestion an SDU just queued for f's

@@ -72,8 +72,8 @@ func TestRxMark(t *testing.T) {
 	for _, b := range bs[:2] {
 		b.Off, b.End = 0, dt.PCILen+10
 	}
-	bs[2].Off, bs[2].End = 0, dt.PCILen-1 // too short to carry a PCI: not marked
-	c.raise(bs, want)
+	bs[2].Off, bs[2].End = 0, dt.PCILen-1        // too short to carry a PCI: not marked
+	c.raise(np, bs, want, time.Now().UnixNano()) // one flow: weighed as the ring is
 	for i, b := range bs[:2] {
 		if got := dt.PCI(b.Pkt()).ECN(); got != want {
 			t.Errorf("packet %d: ECN %d after raise, want %d", i, got, want)
@@ -199,6 +199,19 @@ func (r *localRec) LocalMark(ecn uint8, pkts int, _ int64) {
 	r.level = max(r.level, ecn)
 }
 
+// flowBatch returns a batch of 1,000-byte packets, one per entry of
+// flows, each to the destination and endpoint of its entry's number.
+func flowBatch(flows ...int) []*pbuf {
+	var bs []*pbuf
+	for _, f := range flows {
+		b := new(pbuf)
+		b.Off, b.End = 0, dt.PCILen+1000
+		dt.PCI(b.Pkt()).Encode(dt.Fields{Dst: layer.Addr(f), EID: layer.EID(f), TTL: 1})
+		bs = append(bs, b)
+	}
+	return bs
+}
+
 // markingPort returns a core marking with mb-ecn and an N-1 port whose
 // queue holds 256 and whose ring below holds below.
 func markingPort(t *testing.T, below int) (*core, *nport) {
@@ -276,16 +289,7 @@ func TestMarkLocal(t *testing.T) {
 func TestMarkByShares(t *testing.T) {
 	c, np := markingPort(t, 100) // the ring below stands at 100
 	cak := c.ca
-	batch := func(flows ...int) []*pbuf {
-		var bs []*pbuf
-		for _, f := range flows {
-			b := new(pbuf)
-			b.Off, b.End = 0, dt.PCILen+1000
-			dt.PCI(b.Pkt()).Encode(dt.Fields{Dst: layer.Addr(f), EID: layer.EID(f), TTL: 1})
-			bs = append(bs, b)
-		}
-		return bs
-	}
+	batch := flowBatch
 	running := func(bs []*pbuf) (runMax, newMax uint8) {
 		for _, b := range bs {
 			p := dt.PCI(b.Pkt())
@@ -347,5 +351,32 @@ func TestMarkByShares(t *testing.T) {
 	// Within a packet of even (one flow's packet goes before the other's).
 	if a, b := running(bs); a < want || a > want+2 || b < want || b > want+2 {
 		t.Errorf("two flows sending alike: ECN %d and %d, want the queue's %d (to 2 more)", a, b, want)
+	}
+}
+
+// TestRaiseByShares: what a receive loop reads from a ring that stands
+// deep is marked as a transmit queue's output is, by each flow's share:
+// a flow with a tenth of what the ring brings is not marked, the rest
+// above the ring's level.
+func TestRaiseByShares(t *testing.T) {
+	c, np := markingPort(t, 0)
+	const lvl = 89
+	batch := func() []*pbuf { return flowBatch(1, 1, 1, 1, 1, 1, 1, 1, 1, 2) }
+	c.raise(np, batch(), lvl, time.Now().UnixNano()) // the shares so far
+	bs := batch()
+	c.raise(np, bs, lvl, time.Now().UnixNano())
+	var run, late uint8
+	for _, b := range bs {
+		if p := dt.PCI(b.Pkt()); p.Dst() == 1 {
+			run = max(run, p.ECN())
+		} else {
+			late = max(late, p.ECN())
+		}
+	}
+	if late != 0 || run <= lvl {
+		t.Errorf("flow with a tenth: ECN %d, want 0; flow with the rest: %d, want over the ring's %d", late, run, lvl)
+	}
+	if n := c.p.c.markedRx.Load(); n != 18 {
+		t.Errorf("marked.rx %d, want 18 (the running flow's, twice)", n)
 	}
 }

@@ -101,6 +101,9 @@ type Port struct {
 	// capacity (Host.MarkRx): the receive loop's own.
 	RxQ   ca.Standing
 	RxCap int
+	// Each flow's share of what the ring brings, which weighs its marks
+	// (Host.MarkRx): the receive loop's own.
+	RxShares ca.Shares
 
 	// Each flow's share of what leaves the port's queue, which weighs
 	// its marks (Host.MarkTx): the transmit loop's own.
