@@ -189,7 +189,7 @@ func (c *core) MarkRx(np *nport, bl dt.Backlogger, bs []*pbuf) {
 		return
 	}
 	now := time.Now().UnixNano()
-	c.raise(np, bs, c.rxMarkAt(np, bl, now), now)
+	c.raise(np, bs, c.rxMark(np, bl, now), now)
 }
 
 // MarkTx marks a batch leaving np's queue (dt.Host; mark.go).

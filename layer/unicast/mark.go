@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
-	"github.com/ouronet/ouro/layer/unicast/ca"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/fa"
 )
@@ -130,9 +129,11 @@ func (c *core) mark(np *nport, batch []*pbuf, below int) {
 func shareKey(p dt.PCI) uint64 { return uint64(p.Dst())*0x100000001b3 ^ uint64(p.EID()) }
 
 // rxMark returns the level to raise the ECN of the packets np's receive
-// loop has just read to: by the standing backlog of the ring they came
-// through (what still waits in it after the read) against its capacity.
-// Only np's receive loop calls it (np.RxQ is its own).
+// loop has just read (at now, ns) to: by the standing backlog of the ring
+// bp they came through (what still waits in it after the read) against
+// its capacity. Only np's receive loop calls it (np.RxQ is its own), and
+// only where something marks (MarkRx: a ring that says its backlog, a
+// policy that is not nop).
 //
 // Not by the depth the ring is heading for, as deliverMark marks what
 // waits for a program: the shims hand a ring SDUs in bursts (one read
@@ -142,15 +143,7 @@ func shareKey(p dt.PCI) uint64 { return uint64(p.Dst())*0x100000001b3 ^ uint64(p
 // lone flow on loopback was held at 0.28-0.37 of what `ca = "nop"`
 // delivers; by the standing depth, with the shims waiting, at 0.44-0.68
 // with under 1% lost (docs/benchmarks.md, "A burst waits for its ring").
-func (c *core) rxMark(np *nport, bp backlogPort) uint8 {
-	return c.rxMarkAt(np, bp, time.Now().UnixNano())
-}
-
-// rxMarkAt is rxMark at now (ns).
-func (c *core) rxMarkAt(np *nport, bp backlogPort, now int64) uint8 {
-	if bp == nil || c.ca.Kind() == ca.Nop {
-		return 0
-	}
+func (c *core) rxMark(np *nport, bp backlogPort, now int64) uint8 {
 	if np.RxCap == 0 {
 		np.RxCap = bp.BacklogCap()
 	}

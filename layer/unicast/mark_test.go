@@ -54,18 +54,18 @@ func TestRxMark(t *testing.T) {
 		}
 	}
 	window := cak.Interval()
-	if lvl := c.rxMark(np, bl); lvl != 0 {
+	if lvl := c.rxMark(np, bl, time.Now().UnixNano()); lvl != 0 {
 		t.Errorf("empty ring: level %d, want 0", lvl)
 	}
 	write(60)
-	if lvl := c.rxMark(np, bl); lvl != 0 {
+	if lvl := c.rxMark(np, bl, time.Now().UnixNano()); lvl != 0 {
 		t.Errorf("a ring just filled to 60 (a rise short of a quarter, not yet standing): level %d, want 0", lvl)
 	}
 	time.Sleep(window)
-	c.rxMark(np, bl) // a window in which it stayed at 60
+	c.rxMark(np, bl, time.Now().UnixNano()) // a window in which it stayed at 60
 	time.Sleep(window)
 	want := cak.MarkECN(60, 256)
-	if lvl := c.rxMark(np, bl); lvl != want || want == 0 {
+	if lvl := c.rxMark(np, bl, time.Now().UnixNano()); lvl != want || want == 0 {
 		t.Errorf("a ring 60 deep for two windows: level %d, want %d (> 0)", lvl, want)
 	}
 	bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf)}
@@ -83,26 +83,26 @@ func TestRxMark(t *testing.T) {
 		t.Errorf("marked.rx %d, want 2", got)
 	}
 	write(60) // 120 deep, 60 above where it stood
-	if lvl, want := c.rxMark(np, bl), cak.MarkECN(60, 256); lvl != want {
+	if lvl, want := c.rxMark(np, bl, time.Now().UnixNano()), cak.MarkECN(60, 256); lvl != want {
 		t.Errorf("a ring standing at 60 that rises to 120: level %d, want %d (its standing depth)", lvl, want)
 	}
 	read(120)
-	if lvl := c.rxMark(np, bl); lvl != 0 {
+	if lvl := c.rxMark(np, bl, time.Now().UnixNano()); lvl != 0 {
 		t.Errorf("a drained ring: level %d, want 0", lvl)
 	}
 	time.Sleep(2 * window) // no standing depth left from before
 	write(128)
-	if lvl := c.rxMark(np, bl); lvl != 0 {
+	if lvl := c.rxMark(np, bl, time.Now().UnixNano()); lvl != 0 {
 		t.Errorf("a burst from empty to half of the ring: level %d, want 0 (not standing)", lvl)
 	}
 	read(128)
 	time.Sleep(2 * window)
 	write(200)
-	c.rxMark(np, bl)
+	c.rxMark(np, bl, time.Now().UnixNano())
 	time.Sleep(window)
-	c.rxMark(np, bl)
+	c.rxMark(np, bl, time.Now().UnixNano())
 	time.Sleep(window)
-	if lvl, want := c.rxMark(np, bl), cak.MarkECN(200, 256); lvl != want || want < 128 {
+	if lvl, want := c.rxMark(np, bl, time.Now().UnixNano()), cak.MarkECN(200, 256); lvl != want || want < 128 {
 		t.Errorf("a ring standing at 200 of 256: level %d, want %d", lvl, want)
 	}
 	read(200)
