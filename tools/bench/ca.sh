@@ -18,7 +18,8 @@
 # the last node, `ouro perf sink` (raw QoS: no FRCT, so what the layer
 # loses stays lost) from the first for TIME, flooding SIZE-byte SDUs.
 # For each run: the sender's rate in each second (ouro perf --progress),
-# what the server counted and the loss (with STATS=1, every node's IPCPs'
+# what the server counted and the loss, the CPU each process used over
+# the run (percent of one CPU: the nodes, the server, the client) (with STATS=1, every node's IPCPs'
 # non-zero counters: drops by reason and congestion marks, marked.*);
 # then, per hop count, mb-ecn's
 # received rate over nop's and its sent rate in the second second (after
@@ -60,6 +61,7 @@ netns_up
 # run HOPS CA: prints one result line and leaves $TMP/res-HOPS-CA.
 run() {
 	local hops=$1 label=$2 ca=${2#*:} first last mid=
+	local -A pid=()
 	BIN=$TMP
 	if [ "$label" != "$ca" ]; then BIN=$TMP/${label%%:*}; fi
 	ROUTER=$BIN/router
@@ -71,21 +73,27 @@ run() {
 		node a 3501 '"b.uni" = "127.0.0.1:3502"' "bootstrap = true
 admission = \"open\"
 ca = \"$ca\"$irm"
+		pid[a]=$NODEPID
 		node b 3502 '"a.uni" = "127.0.0.1:3501"' "enroll = \"a.uni\"$irm"
+		pid[b]=$NODEPID
 		waitsock a b
 		first=a last=b
 	else
 		node r 3511 '"a.uni" = "127.0.0.1:3510", "b.uni" = "127.0.0.1:3512"' "bootstrap = true
 admission = \"open\"
 ca = \"$ca\"$irm"
+		pid[r]=$NODEPID
 		waitsock r
 		node a 3510 '"r.uni" = "127.0.0.1:3511"' "enroll = \"r.uni\"$irm"
+		pid[a]=$NODEPID
 		node b 3512 '"r.uni" = "127.0.0.1:3511"' "enroll = \"r.uni\"$irm"
+		pid[b]=$NODEPID
 		waitsock a b
 		first=a last=b mid=r
 	fi
 	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$last.sock" perf --server sink >"$TMP/sink.log" 2>&1 &
 	PIDS+=($!)
+	pid[sink]=$!
 	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$last.sock" echo echo >"$TMP/echo.log" 2>&1 &
 	PIDS+=($!)
 	# The layer is up when a ping crosses it.
@@ -93,8 +101,14 @@ ca = \"$ca\"$irm"
 		"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$first.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
 		sleep 0.2
 	done
-	"${NSX[@]}" "$BIN/ouro" --socket "$TMP/$first.sock" perf sink -s "$SIZE" -t "${TIME}s" --progress --json \
-		>"$TMP/perf-$hops-$label.json" 2>"$TMP/prog-$hops-$label.log" || true
+	# CPU: each node's and the server's over the run (clock ticks), the
+	# client's from bash's time (user and system seconds).
+	local procs="$first $mid $last sink" t0=() t1=() p
+	for p in $procs; do t0+=("$(cpu_ticks "${pid[$p]}")"); done
+	local TIMEFORMAT='%U %S'
+	{ time "${NSX[@]}" "$BIN/ouro" --socket "$TMP/$first.sock" perf sink -s "$SIZE" -t "${TIME}s" --progress --json \
+		>"$TMP/perf-$hops-$label.json" 2>"$TMP/prog-$hops-$label.log" || true; } 2>"$TMP/ctime"
+	for p in $procs; do t1+=("$(cpu_ticks "${pid[$p]}")"); done
 	python3 - "$TMP/perf-$hops-$label.json" "$TMP/prog-$hops-$label.log" "$hops" "$label" >"$TMP/res-$hops-$label" <<'EOF'
 import json, re, sys
 try:
@@ -110,6 +124,12 @@ print(sys.argv[3], sys.argv[4], "%.1f" % recv, d["loss_percent"], " ".join("%.0f
 EOF
 	read -r h c recv loss persec <"$TMP/res-$hops-$label"
 	echo "$hops hop(s), ca=$label: received $recv Mbit/s, loss $loss%; sent per second (Mbit/s): $persec"
+	local i=0 cpu="  CPU over the run, % of one:"
+	for p in $procs; do
+		cpu+=" $p $(( (t1[i] - t0[i]) / TIME ))"
+		i=$((i + 1))
+	done
+	echo "$cpu client $(awk -v t="$TIME" '{printf "%d", ($1 + $2) * 100 / t}' "$TMP/ctime")"
 	if [ -n "${STATS:-}" ]; then # where the losses are: every IPCP's non-zero counters (marked.*: congestion marks)
 		for n in $first $mid $last; do
 			for i in $n.udp $n.uni; do

@@ -91,6 +91,14 @@ udp_pair() {
 	printf '[node]\nname = "b"\n[[ipcp]]\nkind = "udp"\nlayer = "net"\n[ipcp.udp]\naddr = "127.0.0.1:%s"\n' "$3" > "$1/b.toml"
 }
 
+# cpu_ticks PID... prints the CPU time (user and system, clock ticks of
+# 1/100 s) each process has used so far, one per line (0 for one gone).
+cpu_ticks() {
+	for p in "$@"; do
+		awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0
+	done
+}
+
 # j KEY prints the first number a JSON text on stdin gives KEY.
 j() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" | head -1; }
 
