@@ -19,9 +19,9 @@
 # loses stays lost) from the first for TIME, flooding SIZE-byte SDUs.
 # For each run: the sender's rate in each second (ouro perf --progress),
 # what the server counted and the loss, the CPU each process used over
-# the run (percent of one CPU: the nodes, the server, the client) (with STATS=1, every node's IPCPs'
-# non-zero counters: drops by reason and congestion marks, marked.*);
-# then, per hop count, mb-ecn's
+# the run (percent of one CPU: the nodes, the server, the client), and
+# with STATS=1 every node's IPCPs' non-zero counters (drops by reason
+# and congestion marks, marked.*); then, per hop count, mb-ecn's
 # received rate over nop's and its sent rate in the second second (after
 # 1 s of start) over nop's received rate.
 # The namespace, its processes and the temporary directory are removed on
