@@ -18,23 +18,46 @@ import (
 // the layer: it absorbs a program that stalls for a moment (a process
 // waiting for a CPU), deliver marks congestion by its standing depth
 // (deliverMark), and a packet that finds it full, or all delivery queues
-// holding their share of the IPCP's buffers (deliverShare), is dropped
+// holding their share of the IPCP's buffers (deliverLimit), is dropped
 // and counted (rx_full), never waited for.
 
-// deliverQueue is the capacity of a flow's delivery queue, in packets:
-// with the node's ring to the program (256) behind it, about 10 ms of a
-// flow at loopback speed (100,000 SDUs/s), the time a program on a
-// loaded machine may wait for a CPU; within the delivery queues' share
-// of the default buffers (DefaultBufs/deliverShare, 1024). At 256 a
-// program's stalls overflowed it at rates mb-ecn now reaches
-// (docs/benchmarks.md, "Congestion avoidance").
-const deliverQueue = 768
+// deliverQueue is the most packets a flow's delivery queue holds: with
+// the node's ring to the program (256) behind it, about 15 ms of a flow
+// at loopback speed (200,000 SDUs/s). On two cores shared by the
+// sending and receiving programs and their nodes, what waits in front
+// of a program arrives in lumps (the program, or the node's delivery,
+// waiting some milliseconds for a CPU while the flow goes on), and
+// deliverMark holds the flow where its lumps reach half of what waits
+// in front of the program: the deeper the queue, the closer to what the
+// path carries (at 768, 0.45-0.57 of `ca = "nop"` on loopback; at
+// 3072, docs/benchmarks.md, "Room in front of the program"). The
+// queue starts at deliverQueueMin and doubles as it fills, so a flow
+// whose program keeps up holds a small array.
+const deliverQueue = 3072
 
-// deliverShare is the share of the IPCP's packet buffers (Config.Bufs)
-// all delivery queues together may hold, 1/deliverShare: programs that
-// do not read (a stalled or hostile one, with a flood sent to it) must
-// not take the buffers forwarding needs.
-const deliverShare = 4
+// deliverQueueMin is the depth a delivery queue starts with.
+const deliverQueueMin = 64
+
+// deliverLimit is how many of the IPCP's packet buffers (Config.Bufs)
+// all delivery queues together may hold: all but forwardKeep of them,
+// or a quarter where that is less, so that programs that do not read (a
+// stalled or hostile one, with a flood sent to it) cannot take the
+// buffers forwarding and the receive loops need.
+func (c *core) deliverLimit() int {
+	n := c.p.pool.Limit()
+	return max(n/4, n-forwardKeep)
+}
+
+// forwardKeep is how many buffers the delivery queues leave to
+// forwarding and the receive loops, or a quarter of the pool where that
+// is more: one cube's queue of an N-1 port (dt.DefaultQueueLen and the
+// room beyond it for forwarded packets, queueRoom) can fill.
+const forwardKeep = 1024
+
+// DeliveryBufs is the least Config.Bufs with which one flow's delivery
+// queue can fill (deliverLimit holds a whole deliverQueue): a node gives
+// its unicast IPCPs at least as many by default.
+const DeliveryBufs = deliverQueue + forwardKeep
 
 // errDeliveryFull is deliver's own: the flow's delivery queue was full,
 // or the delivery queues held their share of the buffers.
@@ -46,7 +69,7 @@ var errDeliveryFull = errors.New("unicast: delivery queue full")
 // flow's deliverLoop pops).
 type delivery struct {
 	mu     sync.Mutex
-	buf    [deliverQueue]*pbuf
+	buf    []*pbuf // a ring, grown (doubled) while full up to deliverQueue
 	head   int
 	n      int
 	closed bool // the flow's deliverLoop is gone: push refuses
@@ -56,7 +79,7 @@ type delivery struct {
 }
 
 func newDelivery() *delivery {
-	return &delivery{kick: make(chan struct{}, 1), done: make(chan struct{})}
+	return &delivery{buf: make([]*pbuf, deliverQueueMin), kick: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // push queues b; false if the queue is full or closed (b is still the
@@ -64,18 +87,33 @@ func newDelivery() *delivery {
 func (d *delivery) push(b *pbuf) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.n == len(d.buf) || d.closed {
+	if d.closed {
 		return false
+	}
+	if d.n == len(d.buf) {
+		if len(d.buf) == deliverQueue {
+			return false
+		}
+		d.grow()
 	}
 	d.buf[(d.head+d.n)%len(d.buf)] = b
 	d.n++
 	return true
 }
 
+// grow doubles the ring (up to deliverQueue), its packets first in
+// order. Called with d.mu held, the ring full.
+func (d *delivery) grow() {
+	nb := make([]*pbuf, min(2*len(d.buf), deliverQueue))
+	k := copy(nb, d.buf[d.head:])
+	copy(nb[k:], d.buf[:d.head])
+	d.buf, d.head = nb, 0
+}
+
 // hold charges one buffer to the delivery queues' share of the pool
-// (deliverShare), or reports false if they hold their share already.
+// (deliverLimit), or reports false if they hold their share already.
 func (c *core) hold() bool {
-	if c.delivering.Add(1) > int64(c.p.pool.Limit()/deliverShare) {
+	if c.delivering.Add(1) > int64(c.deliverLimit()) {
 		c.delivering.Add(-1)
 		return false
 	}

@@ -108,6 +108,49 @@ func TestRxMark(t *testing.T) {
 	read(200)
 }
 
+// TestDeliveryGrows: a delivery queue starts at deliverQueueMin and
+// doubles while full, up to deliverQueue, keeping its packets in order
+// across the ring's wrap and each growth.
+func TestDeliveryGrows(t *testing.T) {
+	d := newDelivery()
+	if len(d.buf) != deliverQueueMin {
+		t.Fatalf("a new queue holds %d, want %d", len(d.buf), deliverQueueMin)
+	}
+	var in, out []*pbuf
+	var got [7]*pbuf
+	// Push more than is popped, so the head moves and the ring wraps
+	// before each growth.
+	for range deliverQueue { // net 3 a round: full in about a third of the rounds
+		for range 10 {
+			b := new(pbuf)
+			if !d.push(b) {
+				if len(in)-len(out) != deliverQueue {
+					t.Fatalf("refused with %d queued, want refused only at %d", len(in)-len(out), deliverQueue)
+				}
+				goto full
+			}
+			in = append(in, b)
+		}
+		out = append(out, got[:d.pop(got[:])]...)
+	}
+	t.Fatal("the queue never filled")
+full:
+	if len(d.buf) != deliverQueue {
+		t.Errorf("a full queue's ring holds %d, want %d", len(d.buf), deliverQueue)
+	}
+	for n := d.pop(got[:]); n > 0; n = d.pop(got[:]) {
+		out = append(out, got[:n]...)
+	}
+	if len(out) != len(in) {
+		t.Fatalf("popped %d of %d", len(out), len(in))
+	}
+	for i := range in {
+		if out[i] != in[i] {
+			t.Fatalf("packet %d out of order", i)
+		}
+	}
+}
+
 // TestDeliveryClosed: once a flow's delivery loop has ended, its queue
 // refuses what a receive loop that still finds the flow would push (the
 // buffers would never go back to the pool), and pop hands out what was

@@ -174,7 +174,7 @@ func flowRate(t *testing.T, p *unicast.IPCP) uint64 {
 // into the pipe as fast as the receive loop reads), without congestion
 // avoidance, so that nothing else paces it.
 func TestDeliveryQueueAbsorbs(t *testing.T) {
-	const extra = 200 // beyond the port's capacity; the queue holds 768
+	const extra = 200 // beyond the port's capacity; the queue holds deliverQueue
 	a, z, nodes := bareChain(t, 2, "nop")
 	total := unicasttest.PipeCap + extra
 	sendNumbered(t, a, total)
@@ -195,51 +195,61 @@ func TestDeliveryQueueAbsorbs(t *testing.T) {
 	}
 }
 
-// TestDeliveryShare: the delivery queues together hold at most a quarter
-// of the IPCP's packet buffers (Config.Bufs), so that a program that does
-// not read, with a flood sent to it, cannot take the buffers forwarding
-// and every other flow need: past that share its packets are dropped as
-// rx_full, and none for want of a buffer (no_buf).
+// TestDeliveryShare: the delivery queues together hold at most what
+// deliverLimit allows of the IPCP's packet buffers (Config.Bufs): a
+// quarter of a small pool, all but forwardKeep of a large one, so that a
+// program that does not read, with a flood sent to it, cannot take the
+// buffers forwarding and every other flow need: past that share its
+// packets are dropped as rx_full, and none for want of a buffer
+// (no_buf).
 func TestDeliveryShare(t *testing.T) {
-	const (
-		bufs  = 256 // the receiving IPCP's: a share of 64
-		extra = 200 // beyond the program's port
-	)
-	a, z, nodes := bareChain(t, 2, "nop", func(i int, c *unicast.Config) {
-		if i == 1 {
-			c.Bufs = bufs
-		}
-	})
-	total := unicasttest.PipeCap + extra
-	sendNumbered(t, a, total)
-	last := nodes[1]
-	settled(last)
-	st := last.Stats()
-	if min := uint64(extra - bufs/4); st.Drops["rx_full"] < min {
-		t.Errorf("rx_full %d, want at least %d: the delivery queue held more than a quarter of %d buffers", st.Drops["rx_full"], min, bufs)
-	}
-	if st.Drops["no_buf"] != 0 {
-		t.Errorf("no_buf %d, want 0: the delivery queue took the buffers the receive loop needs", st.Drops["no_buf"])
-	}
-	// What was not dropped arrives, in order.
-	want := total - int(st.Drops["rx_full"])
-	buf := make([]byte, flow.MaxSDU)
-	prev := -1
-	for i := range want {
-		n, err := z.Read(buf, time.Now().Add(time.Second))
-		if err != nil {
-			t.Fatalf("read %d of %d: %v", i, want, err)
-		}
-		seq := int(binary.BigEndian.Uint32(buf[:n]))
-		if seq <= prev {
-			t.Fatalf("SDU %d after %d: out of order", seq, prev)
-		}
-		prev = seq
+	for _, tc := range []struct{ bufs, share int }{
+		{256, 64},           // a quarter
+		{2048, 2048 - 1024}, // all but forwardKeep (1024)
+	} {
+		t.Run(strconv.Itoa(tc.bufs), func(t *testing.T) {
+			const (
+				extra = 200 // beyond the program's port and the share
+				slack = 32  // a batch the flow's goroutine holds, written or not
+			)
+			a, z, nodes := bareChain(t, 2, "nop", func(i int, c *unicast.Config) {
+				if i == 1 {
+					c.Bufs = tc.bufs
+				}
+			})
+			total := unicasttest.PipeCap + tc.share + extra
+			sendNumbered(t, a, total)
+			last := nodes[1]
+			settled(last)
+			st := last.Stats()
+			if st.Drops["rx_full"] < extra {
+				t.Errorf("rx_full %d, want at least %d: the delivery queue held more than %d of %d buffers", st.Drops["rx_full"], extra, tc.share, tc.bufs)
+			}
+			if st.Drops["rx_full"] > extra+slack {
+				t.Errorf("rx_full %d, want at most %d: the delivery queue held less than its share, %d of %d buffers", st.Drops["rx_full"], extra+slack, tc.share, tc.bufs)
+			}
+			if st.Drops["no_buf"] != 0 {
+				t.Errorf("no_buf %d, want 0: the delivery queue took the buffers the receive loop needs", st.Drops["no_buf"])
+			}
+			// What was not dropped arrives, in order.
+			want := total - int(st.Drops["rx_full"])
+			buf := make([]byte, flow.MaxSDU)
+			prev := -1
+			for i := range want {
+				n, err := z.Read(buf, time.Now().Add(time.Second))
+				if err != nil {
+					t.Fatalf("read %d of %d: %v", i, want, err)
+				}
+				seq := int(binary.BigEndian.Uint32(buf[:n]))
+				if seq <= prev {
+					t.Fatalf("SDU %d after %d: out of order", seq, prev)
+				}
+				prev = seq
+			}
+		})
 	}
 }
 
-// sendNumbered writes n 100-byte SDUs numbered 0 to n-1 (big-endian, in
-// their first four bytes) to a at 2000 SDUs/s.
 func sendNumbered(t *testing.T, a flow.Port, n int) {
 	t.Helper()
 	msg := make([]byte, 100)

@@ -11,6 +11,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/layer/unicast"
 )
 
 // Config is a node's configuration, as read from TOML (see docs/config.md).
@@ -222,6 +223,16 @@ func LoadConfig(path string) (*Config, error) {
 
 // defaults fills the node name (the host name) and each IPCP's name
 // (<node>.<kind>), layer (the kind) and buffer budget (4096).
+// unicastPoolBufs is how many packet buffers a unicast IPCP's data path
+// may make (unicast.Config.Bufs) from its component's budget: at most
+// half of it, charged as they are made; the other half is for the
+// buffers it pushes into its flows' rings.
+func unicastPoolBufs(p IPCPConfig) int { return max(p.Bufs/2, 1) }
+
+// defaultBufs is an IPCP's packet-buffer budget when its bufs is unset
+// (a unicast IPCP's is twice unicast.DeliveryBufs).
+const defaultBufs = 4096
+
 func (c *Config) defaults() {
 	if c.Node.Name == "" {
 		h, _ := os.Hostname()
@@ -236,7 +247,13 @@ func (c *Config) defaults() {
 			p.Layer = p.Kind
 		}
 		if p.Bufs == 0 {
-			p.Bufs = 4096
+			p.Bufs = defaultBufs
+			if p.Kind == "unicast" {
+				// Its data path makes its buffers from half of
+				// it (unicastPoolBufs): room for one flow's
+				// whole delivery queue.
+				p.Bufs = max(defaultBufs, 2*unicast.DeliveryBufs)
+			}
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/unicast"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
 	"github.com/ouronet/ouro/layer/unicast/pff"
 )
@@ -438,4 +439,45 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		scanKeyLines(string(b))
 	})
+}
+
+// TestUnicastBufsHoldADeliveryQueue: by default a unicast IPCP's data
+// path has room for one flow's whole delivery queue beside what forwarding
+// keeps (unicast.DeliveryBufs), whether configured or created at run
+// time; other kinds keep defaultBufs, and a bufs set is kept. With the
+// budget of every other kind, the pool held 2,048 buffers, of which the
+// delivery queues could take 512: less than one queue.
+func TestUnicastBufsHoldADeliveryQueue(t *testing.T) {
+	cfg, err := ParseConfig([]byte(udpNode))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range cfg.IPCPs {
+		switch p.Kind {
+		case "unicast":
+			if got := unicastPoolBufs(p); got < unicast.DeliveryBufs {
+				t.Errorf("%s: its data path makes %d buffers, want at least %d", p.Name, got, unicast.DeliveryBufs)
+			}
+		default:
+			if p.Bufs != defaultBufs {
+				t.Errorf("%s (%s): bufs %d, want %d", p.Name, p.Kind, p.Bufs, defaultBufs)
+			}
+		}
+	}
+	created, err := parseCreated([]byte("[node]\nname = \"a\"\n[[ipcp]]\nkind = \"unicast\"\nname = \"x\"\nlayer = \"uni\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := unicastPoolBufs(created.IPCPs[0]); got < unicast.DeliveryBufs {
+		t.Errorf("created at run time: its data path makes %d buffers, want at least %d", got, unicast.DeliveryBufs)
+	}
+	set, err := ParseConfig([]byte(strings.Replace(udpNode, "kind = \"unicast\"\n", "kind = \"unicast\"\nbufs = 512\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range set.IPCPs {
+		if p.Kind == "unicast" && p.Bufs != 512 {
+			t.Errorf("bufs = 512 set: got %d", p.Bufs)
+		}
+	}
 }

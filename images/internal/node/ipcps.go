@@ -186,10 +186,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		}
 		cfg.Log = deps.log.With("component", ipcpComponent(p.Name), "layer", p.Layer)
 		cfg.Runner = env.pd
-		// The data path's own packet buffers come from the component's
-		// budget: at most half of it, charged as they are made; the other
-		// half is for the buffers it pushes into its flows' rings.
-		cfg.Bufs, cfg.Reserve = max(p.Bufs/2, 1), env.pd.Reserve
+		cfg.Bufs, cfg.Reserve = unicastPoolBufs(p), env.pd.Reserve
 		if s := env.signer(deps.nodeKey); s != nil {
 			cfg.Signer = s
 		}
