@@ -1,6 +1,7 @@
 package unicast
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -128,12 +129,21 @@ type dpCounters struct {
 	capt capture.Point
 }
 
+// queueRoom: each cube's queue of an N-1 port holds queueRoom times its
+// length more for forwarded packets (dt.SchedConfig.Room), room for the
+// bursts a receive loop hands it after a wait for a CPU: with none, a
+// flow on loopback at the rate its receiver takes lost 0.4% of its
+// packets at the middle router's queue (docs/benchmarks.md, "Room in
+// front of the program").
+const queueRoom = 3
+
 // nport is an N-1 data-transfer flow: a next hop. Its receive and
 // transmit loops are dt's (dt.Loops); core is their dt.Host.
 type nport = dt.Port
 
 func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
-	s, err := dt.NewScheduler[*pbuf](dt.SchedConfig{Kind: c.p.cfg.Sched, QueueLen: c.p.cfg.QueueLen})
+	qlen := cmp.Or(c.p.cfg.QueueLen, dt.DefaultQueueLen)
+	s, err := dt.NewScheduler[*pbuf](dt.SchedConfig{Kind: c.p.cfg.Sched, QueueLen: qlen, Room: queueRoom * qlen})
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +398,7 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 			d.wake()
 		}
 		if c.ca.Kind() != ca.Nop {
-			queued, qcap = d.len(), deliverQueue
+			queued, qcap = d.len(), min(deliverQueue, c.deliverLimit())
 		}
 	}
 	var dp deliverPort

@@ -49,8 +49,9 @@ type deliverPort interface {
 }
 
 // mark raises the ECN of each packet of a batch leaving np's queue by the
-// queue's standing depth (with what waits below it) against its capacity
-// (with the most that ever waited below: the lower ring's). Marking as
+// queue's standing depth (with what waits below it) against its length
+// (with the most that ever waited below: the lower ring's); the room
+// beyond its length, for forwarded bursts, marks as full. Marking as
 // packets leave, not as they join, tells the receivers what the queue is
 // now, not what it was a queue's delay ago. Each packet's level is
 // weighed by its flow's share of what leaves the queue (ca.Shares: a

@@ -446,3 +446,42 @@ func TestDequeueBatchMatchesDequeue(t *testing.T) {
 		})
 	}
 }
+
+// TestQueueRoom: a cube's queue takes forwarded packets (Queue, Enqueue)
+// up to its length and its room, counting a refusal past that as a drop;
+// the node's own (TryQueue, whose sender waits for room) only up to its
+// length, uncounted; Cap is the length.
+func TestQueueRoom(t *testing.T) {
+	const qlen, room = 4, 12
+	s, err := dt.NewScheduler[*dt.Buf](dt.SchedConfig{QueueLen: qlen, Room: room})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Cap() != qlen {
+		t.Errorf("Cap %d, want the length %d", s.Cap(), qlen)
+	}
+	p := dt.NewPort(1, 1, "n", nil, s)
+	c := flow.CubeData
+	for i := range qlen {
+		if !p.TryQueue(c, new(dt.Buf), nil) {
+			t.Fatalf("own packet %d of %d refused", i, qlen)
+		}
+	}
+	if p.TryQueue(c, new(dt.Buf), nil) {
+		t.Error("an own packet past the length was taken")
+	}
+	for i := range room {
+		if !p.Queue(c, new(dt.Buf), nil) {
+			t.Fatalf("forwarded packet %d of the room %d refused", i, room)
+		}
+	}
+	if p.Queue(c, new(dt.Buf), nil) {
+		t.Error("a forwarded packet past the room was taken")
+	}
+	if d := s.Counters().Drops[c].Load(); d != 1 {
+		t.Errorf("drops %d, want 1 (the forwarded refusal; the own one is not a drop)", d)
+	}
+	if _, err := dt.NewScheduler[int](dt.SchedConfig{Room: -1}); err == nil {
+		t.Error("a negative room accepted")
+	}
+}

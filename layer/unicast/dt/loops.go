@@ -117,23 +117,25 @@ func NewPort(id pff.Port, addr layer.Addr, name string, f flow.Port, s *Schedule
 }
 
 // Queue puts b on p's queue for cube c, and reports false if the queue
-// is full (a queue_full drop, counted by the scheduler; b is still the
-// caller's). If p's transmit loop waits for a packet, it is woken: with
+// is full, its room beyond Cap included (a queue_full drop, counted by
+// the scheduler; b is still the caller's). If p's transmit loop waits for a packet, it is woken: with
 // k when k is flushed, without k at once; a loop that is running is not
 // (the scheduler knows which: one wake-up per time the loop parks, not
 // one per batch queued).
 func (p *Port) Queue(c flow.Cube, b *Buf, k *Kicks) bool {
-	return p.queue(c, b, k, true)
-}
-
-// TryQueue is Queue for a caller that waits for room when the queue is
-// full (Space) and tries again: a refusal is not counted as a drop.
-func (p *Port) TryQueue(c flow.Cube, b *Buf, k *Kicks) bool {
 	return p.queue(c, b, k, false)
 }
 
-func (p *Port) queue(c flow.Cube, b *Buf, k *Kicks, count bool) bool {
-	ok, wake := p.Sched.enqueue(c, b, count)
+// TryQueue is Queue for a packet of the port's own node, whose sender
+// waits for room when the queue is full (Space) and tries again: the
+// queue is full for it at its length (Scheduler.Cap; the room beyond is
+// for forwarded packets), and a refusal is not counted as a drop.
+func (p *Port) TryQueue(c flow.Cube, b *Buf, k *Kicks) bool {
+	return p.queue(c, b, k, true)
+}
+
+func (p *Port) queue(c flow.Cube, b *Buf, k *Kicks, own bool) bool {
+	ok, wake := p.Sched.enqueue(c, b, own)
 	if wake && (k == nil || k.Add(p) < 0) {
 		p.Wake()
 	}

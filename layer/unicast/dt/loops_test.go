@@ -444,3 +444,23 @@ func TestLoopsRxNoBuf(t *testing.T) {
 		t.Errorf("%d buffers free of %d made after the loops ended, want all back", f, allocs.Load())
 	}
 }
+
+// TestSpaceAtLength: the transmit loop's dequeue tells the node's own
+// waiting senders of room (Port.Space) while a cube's queue is at or past
+// its length, where TryQueue refuses them, though the room beyond it for
+// forwarded packets is not full; not once it is below.
+func TestSpaceAtLength(t *testing.T) {
+	s, err := NewScheduler[int](SchedConfig{QueueLen: 4, Room: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		s.Enqueue(flow.CubeData, i)
+	}
+	var one [1]int
+	for _, want := range []bool{true, true, true, false} { // at 6, 5, 4, then 3
+		if _, full := s.dequeueBatch(one[:]); full != want {
+			t.Fatalf("dequeue at %d queued: full %v, want %v", s.Len(flow.CubeData)+1, full, want)
+		}
+	}
+}

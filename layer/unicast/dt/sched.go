@@ -37,7 +37,7 @@ func (k SchedKind) String() string {
 // best_effort, raw) used when the configuration gives none: 8, 4, 2, 1, 1.
 func DefaultWeights() [flow.NumCubes]int { return [flow.NumCubes]int{8, 4, 2, 1, 1} }
 
-// DefaultQueueLen is the per-cube queue capacity when the configuration
+// DefaultQueueLen is the per-cube queue length when the configuration
 // gives none.
 const DefaultQueueLen = 256
 
@@ -78,8 +78,15 @@ func (w *wrr) Pick(b uint8) flow.Cube {
 // SchedConfig configures a Scheduler.
 type SchedConfig struct {
 	Kind     SchedKind
-	QueueLen int                // capacity of each cube's queue; 0 means DefaultQueueLen
-	Weights  [flow.NumCubes]int // WRR packets per round per cube; all zero means DefaultWeights
+	QueueLen int // each cube's queue length (Cap); 0 means DefaultQueueLen
+	// Room is how many more packets each cube's queue holds beyond
+	// QueueLen for Enqueue, EnqueueBatch and Port.Queue (forwarded
+	// packets), not for Port.TryQueue (the node's own, which wait):
+	// room for bursts, which neither lets a standing queue grow longer
+	// before it is marked (marks judge it by Cap) nor holds the node's
+	// own senders back later.
+	Room    int
+	Weights [flow.NumCubes]int // WRR packets per round per cube; all zero means DefaultWeights
 }
 
 // SchedCounters are a scheduler's always-on counters, per cube.
@@ -124,6 +131,7 @@ func (q *ring[T]) see(below int) { q.low = min(q.low, q.n+below) }
 // (no Start or Stop).
 type Scheduler[T any] struct {
 	counters SchedCounters
+	qlen     int // each cube's queue length (Cap); its ring holds SchedConfig.Room more
 
 	mu         sync.Mutex // guards the fields below
 	q          [flow.NumCubes]ring[T]
@@ -166,33 +174,39 @@ func NewScheduler[T any](cfg SchedConfig) (*Scheduler[T], error) {
 	default:
 		return nil, fmt.Errorf("dt: unknown scheduling discipline %d: %w", uint8(cfg.Kind), flow.ErrInvalid)
 	}
+	if cfg.Room < 0 {
+		return nil, fmt.Errorf("dt: queue room %d: %w", cfg.Room, flow.ErrInvalid)
+	}
+	s.qlen = n
 	for c := range s.q {
-		s.q[c].buf = make([]T, n)
+		s.q[c].buf = make([]T, n+cfg.Room)
 	}
 	return s, nil
 }
 
 // Enqueue appends item to cube c's queue. It reports false if the queue
-// is full (counted in Drops[c]) or c is not a cube (not counted: Decide
-// drops such packets first); the item then stays the caller's to release.
+// is full, its room beyond Cap included (counted in Drops[c]), or c is
+// not a cube (not counted: Decide drops such packets first); the item
+// then stays the caller's to release.
 func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
-	ok, _ := s.enqueue(c, item, true)
+	ok, _ := s.enqueue(c, item, false)
 	return ok
 }
 
 // enqueue is Enqueue that also reports whether the consumer is parked
 // (it dequeued nothing since the last item) and is to be woken; only
-// the first enqueue after the consumer parked reports it. A full queue
-// is counted as a drop only with count.
-func (s *Scheduler[T]) enqueue(c flow.Cube, item T, count bool) (ok, wake bool) {
+// the first enqueue after the consumer parked reports it. With own (a
+// packet of the queue's own node, whose sender waits for room), the
+// queue is full at Cap and a refusal is not counted as a drop.
+func (s *Scheduler[T]) enqueue(c flow.Cube, item T, own bool) (ok, wake bool) {
 	if c >= flow.NumCubes {
 		return false, false
 	}
 	s.mu.Lock()
 	q := &s.q[c]
-	if q.n == len(q.buf) {
+	if q.n == len(q.buf) || (own && q.n >= s.qlen) {
 		s.mu.Unlock()
-		if count {
+		if !own {
 			s.counters.Drops[c].Add(1)
 		}
 		return false, false
@@ -282,13 +296,14 @@ func (s *Scheduler[T]) DequeueBatch(dst []T) int {
 }
 
 // dequeueBatch is DequeueBatch that also reports whether a cube's queue
-// was full before it (a producer may wait for room: Port.Space). One
-// that returns nothing parks the consumer (enqueue).
+// was full for the node's own packets (Cap) before it (a producer may wait
+// for room: Port.Space). One that returns nothing parks the consumer
+// (enqueue).
 func (s *Scheduler[T]) dequeueBatch(dst []T) (n int, wasFull bool) {
 	var per [flow.NumCubes]uint64
 	s.mu.Lock()
 	for c := range s.q {
-		if s.backlogged&(1<<c) != 0 && s.q[c].n == len(s.q[c].buf) {
+		if s.backlogged&(1<<c) != 0 && s.q[c].n >= s.qlen {
 			wasFull = true
 			break
 		}
@@ -409,8 +424,10 @@ func (s *Scheduler[T]) Total() int {
 	return s.total
 }
 
-// Cap returns the capacity of each cube's queue.
-func (s *Scheduler[T]) Cap() int { return len(s.q[0].buf) }
+// Cap returns each cube's queue length: what congestion marks judge it
+// by and where it is full for the node's own packets (TryQueue); a
+// forwarded packet finds SchedConfig.Room more.
+func (s *Scheduler[T]) Cap() int { return s.qlen }
 
 // Counters returns the scheduler's counters (live, not a copy).
 func (s *Scheduler[T]) Counters() *SchedCounters { return &s.counters }
