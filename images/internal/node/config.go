@@ -221,8 +221,6 @@ func LoadConfig(path string) (*Config, error) {
 	return c, nil
 }
 
-// defaults fills the node name (the host name) and each IPCP's name
-// (<node>.<kind>), layer (the kind) and buffer budget (4096).
 // unicastPoolBufs is how many packet buffers a unicast IPCP's data path
 // may make (unicast.Config.Bufs) from its component's budget: at most
 // half of it, charged as they are made; the other half is for the
@@ -233,6 +231,9 @@ func unicastPoolBufs(p IPCPConfig) int { return max(p.Bufs/2, 1) }
 // (a unicast IPCP's is twice unicast.DeliveryBufs).
 const defaultBufs = 4096
 
+// defaults fills the node name (the host name) and each IPCP's name
+// (<node>.<kind>), layer (the kind) and buffer budget (defaultBufs; a
+// unicast IPCP's twice unicast.DeliveryBufs).
 func (c *Config) defaults() {
 	if c.Node.Name == "" {
 		h, _ := os.Hostname()

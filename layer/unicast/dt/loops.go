@@ -118,10 +118,10 @@ func NewPort(id pff.Port, addr layer.Addr, name string, f flow.Port, s *Schedule
 
 // Queue puts b on p's queue for cube c, and reports false if the queue
 // is full, its room beyond Cap included (a queue_full drop, counted by
-// the scheduler; b is still the caller's). If p's transmit loop waits for a packet, it is woken: with
-// k when k is flushed, without k at once; a loop that is running is not
-// (the scheduler knows which: one wake-up per time the loop parks, not
-// one per batch queued).
+// the scheduler; b is still the caller's). If p's transmit loop waits
+// for a packet, it is woken: with k when k is flushed, without k at
+// once; a loop that is running is not (the scheduler knows which: one
+// wake-up per time the loop parks, not one per batch queued).
 func (p *Port) Queue(c flow.Cube, b *Buf, k *Kicks) bool {
 	return p.queue(c, b, k, false)
 }
