@@ -1,7 +1,6 @@
 package unicast
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -130,7 +129,7 @@ type dpCounters struct {
 }
 
 // queueRoom: each cube's queue of an N-1 port holds queueRoom times its
-// length more for forwarded packets (dt.SchedConfig.Room), room for the
+// length more for forwarded packets (dt.SchedConfig.Room): room for the
 // bursts a receive loop hands it after a wait for a CPU: with none, a
 // flow on loopback at the rate its receiver takes lost 0.4% of its
 // packets at the middle router's queue (docs/benchmarks.md, "Room in
@@ -142,8 +141,7 @@ const queueRoom = 3
 type nport = dt.Port
 
 func (c *core) addPort(n connmgr.Neighbour) (*nport, error) {
-	qlen := cmp.Or(c.p.cfg.QueueLen, dt.DefaultQueueLen)
-	s, err := dt.NewScheduler[*pbuf](dt.SchedConfig{Kind: c.p.cfg.Sched, QueueLen: qlen, Room: queueRoom * qlen})
+	s, err := dt.NewScheduler[*pbuf](dt.SchedConfig{Kind: c.p.cfg.Sched, QueueLen: c.p.cfg.QueueLen, Room: queueRoom})
 	if err != nil {
 		return nil, err
 	}
@@ -291,7 +289,7 @@ func (c *core) waitQueue(np *nport, cube flow.Cube, b *pbuf, k *dt.Kicks) {
 		}
 		break
 	}
-	if !np.Queue(cube, b, k) {
+	if !np.QueueOwn(cube, b, k) { // not into the room kept for forwarded packets
 		c.p.pool.PutOne(b) // counted by the scheduler (queue_full)
 	}
 }

@@ -223,17 +223,19 @@ func LoadConfig(path string) (*Config, error) {
 
 // unicastPoolBufs is how many packet buffers a unicast IPCP's data path
 // may make (unicast.Config.Bufs) from its component's budget: at most
-// half of it, charged as they are made; the other half is for the
+// 1/unicastPoolDiv of it, charged as they are made; the rest is for the
 // buffers it pushes into its flows' rings.
-func unicastPoolBufs(p IPCPConfig) int { return max(p.Bufs/2, 1) }
+func unicastPoolBufs(p IPCPConfig) int { return max(p.Bufs/unicastPoolDiv, 1) }
+
+const unicastPoolDiv = 2
 
 // defaultBufs is an IPCP's packet-buffer budget when its bufs is unset
-// (a unicast IPCP's is twice unicast.DeliveryBufs).
+// (a unicast IPCP's is what gives its data path unicast.DeliveryBufs).
 const defaultBufs = 4096
 
 // defaults fills the node name (the host name) and each IPCP's name
 // (<node>.<kind>), layer (the kind) and buffer budget (defaultBufs; a
-// unicast IPCP's twice unicast.DeliveryBufs).
+// unicast IPCP's enough for unicast.DeliveryBufs in its data path).
 func (c *Config) defaults() {
 	if c.Node.Name == "" {
 		h, _ := os.Hostname()
@@ -253,7 +255,7 @@ func (c *Config) defaults() {
 				// Its data path makes its buffers from half of
 				// it (unicastPoolBufs): room for one flow's
 				// whole delivery queue.
-				p.Bufs = max(defaultBufs, 2*unicast.DeliveryBufs)
+				p.Bufs = max(defaultBufs, unicastPoolDiv*unicast.DeliveryBufs)
 			}
 		}
 	}

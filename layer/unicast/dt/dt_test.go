@@ -448,12 +448,14 @@ func TestDequeueBatchMatchesDequeue(t *testing.T) {
 }
 
 // TestQueueRoom: a cube's queue takes forwarded packets (Queue, Enqueue)
-// up to its length and its room, counting a refusal past that as a drop;
-// the node's own (TryQueue, whose sender waits for room) only up to its
-// length, uncounted; Cap is the length.
+// up to its length and its room (Room times the length), counting a
+// refusal past that as a drop; the node's own only up to its length,
+// uncounted while the sender waits (TryQueue), counted at its last try
+// (QueueOwn); Cap is the length.
 func TestQueueRoom(t *testing.T) {
-	const qlen, room = 4, 12
-	s, err := dt.NewScheduler[*dt.Buf](dt.SchedConfig{QueueLen: qlen, Room: room})
+	const qlen, factor = 4, 3
+	const room = qlen * factor
+	s, err := dt.NewScheduler[*dt.Buf](dt.SchedConfig{QueueLen: qlen, Room: factor})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,6 +472,12 @@ func TestQueueRoom(t *testing.T) {
 	if p.TryQueue(c, new(dt.Buf), nil) {
 		t.Error("an own packet past the length was taken")
 	}
+	if d := s.Counters().Drops[c].Load(); d != 0 {
+		t.Errorf("drops %d after a TryQueue refused, want 0 (its sender waits)", d)
+	}
+	if p.QueueOwn(c, new(dt.Buf), nil) {
+		t.Error("an own packet's last try past the length was taken (into the room)")
+	}
 	for i := range room {
 		if !p.Queue(c, new(dt.Buf), nil) {
 			t.Fatalf("forwarded packet %d of the room %d refused", i, room)
@@ -478,8 +486,8 @@ func TestQueueRoom(t *testing.T) {
 	if p.Queue(c, new(dt.Buf), nil) {
 		t.Error("a forwarded packet past the room was taken")
 	}
-	if d := s.Counters().Drops[c].Load(); d != 1 {
-		t.Errorf("drops %d, want 1 (the forwarded refusal; the own one is not a drop)", d)
+	if d := s.Counters().Drops[c].Load(); d != 2 {
+		t.Errorf("drops %d, want 2 (the own last try and the forwarded refusal)", d)
 	}
 	if _, err := dt.NewScheduler[int](dt.SchedConfig{Room: -1}); err == nil {
 		t.Error("a negative room accepted")

@@ -123,7 +123,7 @@ func NewPort(id pff.Port, addr layer.Addr, name string, f flow.Port, s *Schedule
 // once; a loop that is running is not (the scheduler knows which: one
 // wake-up per time the loop parks, not one per batch queued).
 func (p *Port) Queue(c flow.Cube, b *Buf, k *Kicks) bool {
-	return p.queue(c, b, k, false)
+	return p.queue(c, b, k, false, true)
 }
 
 // TryQueue is Queue for a packet of the port's own node, whose sender
@@ -131,11 +131,18 @@ func (p *Port) Queue(c flow.Cube, b *Buf, k *Kicks) bool {
 // queue is full for it at its length (Scheduler.Cap; the room beyond is
 // for forwarded packets), and a refusal is not counted as a drop.
 func (p *Port) TryQueue(c flow.Cube, b *Buf, k *Kicks) bool {
-	return p.queue(c, b, k, true)
+	return p.queue(c, b, k, true, false)
 }
 
-func (p *Port) queue(c flow.Cube, b *Buf, k *Kicks, own bool) bool {
-	ok, wake := p.Sched.enqueue(c, b, own)
+// QueueOwn is the last try of a packet of the port's own node whose
+// sender has waited for room long enough: full at the queue's length as
+// for TryQueue, a refusal counted as a queue_full drop as for Queue.
+func (p *Port) QueueOwn(c flow.Cube, b *Buf, k *Kicks) bool {
+	return p.queue(c, b, k, true, true)
+}
+
+func (p *Port) queue(c flow.Cube, b *Buf, k *Kicks, own, count bool) bool {
+	ok, wake := p.Sched.enqueue(c, b, own, count)
 	if wake && (k == nil || k.Add(p) < 0) {
 		p.Wake()
 	}

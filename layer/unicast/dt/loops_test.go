@@ -450,7 +450,7 @@ func TestLoopsRxNoBuf(t *testing.T) {
 // its length, where TryQueue refuses them, though the room beyond it for
 // forwarded packets is not full; not once it is below.
 func TestSpaceAtLength(t *testing.T) {
-	s, err := NewScheduler[int](SchedConfig{QueueLen: 4, Room: 4})
+	s, err := NewScheduler[int](SchedConfig{QueueLen: 4, Room: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

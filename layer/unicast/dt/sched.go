@@ -79,12 +79,12 @@ func (w *wrr) Pick(b uint8) flow.Cube {
 type SchedConfig struct {
 	Kind     SchedKind
 	QueueLen int // each cube's queue length (Cap); 0 means DefaultQueueLen
-	// Room is how many more packets each cube's queue holds beyond
-	// QueueLen for Enqueue, EnqueueBatch and Port.Queue (forwarded
-	// packets), not for Port.TryQueue (the node's own, which wait):
-	// room for bursts, which neither lets a standing queue grow longer
-	// before it is marked (marks judge it by Cap) nor holds the node's
-	// own senders back later.
+	// Room: each cube's queue holds Room times QueueLen more for
+	// Enqueue, EnqueueBatch and Port.Queue (forwarded packets), not for
+	// Port.TryQueue and Port.QueueOwn (the node's own, which wait): room
+	// for bursts, which neither lets a standing queue grow longer before
+	// it is marked (marks judge it by Cap) nor holds the node's own
+	// senders back later. 0: none.
 	Room    int
 	Weights [flow.NumCubes]int // WRR packets per round per cube; all zero means DefaultWeights
 }
@@ -131,7 +131,7 @@ func (q *ring[T]) see(below int) { q.low = min(q.low, q.n+below) }
 // (no Start or Stop).
 type Scheduler[T any] struct {
 	counters SchedCounters
-	qlen     int // each cube's queue length (Cap); its ring holds SchedConfig.Room more
+	qlen     int // each cube's queue length (Cap); its ring holds SchedConfig.Room times it more
 
 	mu         sync.Mutex // guards the fields below
 	q          [flow.NumCubes]ring[T]
@@ -179,7 +179,7 @@ func NewScheduler[T any](cfg SchedConfig) (*Scheduler[T], error) {
 	}
 	s.qlen = n
 	for c := range s.q {
-		s.q[c].buf = make([]T, n+cfg.Room)
+		s.q[c].buf = make([]T, n*(1+cfg.Room))
 	}
 	return s, nil
 }
@@ -189,16 +189,17 @@ func NewScheduler[T any](cfg SchedConfig) (*Scheduler[T], error) {
 // not a cube (not counted: Decide drops such packets first); the item
 // then stays the caller's to release.
 func (s *Scheduler[T]) Enqueue(c flow.Cube, item T) bool {
-	ok, _ := s.enqueue(c, item, false)
+	ok, _ := s.enqueue(c, item, false, true)
 	return ok
 }
 
 // enqueue is Enqueue that also reports whether the consumer is parked
 // (it dequeued nothing since the last item) and is to be woken; only
 // the first enqueue after the consumer parked reports it. With own (a
-// packet of the queue's own node, whose sender waits for room), the
-// queue is full at Cap and a refusal is not counted as a drop.
-func (s *Scheduler[T]) enqueue(c flow.Cube, item T, own bool) (ok, wake bool) {
+// packet of the queue's own node), the queue is full at Cap, its room
+// being for forwarded packets; a refusal is counted as a drop only with
+// count (not while the sender still waits for room).
+func (s *Scheduler[T]) enqueue(c flow.Cube, item T, own, count bool) (ok, wake bool) {
 	if c >= flow.NumCubes {
 		return false, false
 	}
@@ -206,7 +207,7 @@ func (s *Scheduler[T]) enqueue(c flow.Cube, item T, own bool) (ok, wake bool) {
 	q := &s.q[c]
 	if q.n == len(q.buf) || (own && q.n >= s.qlen) {
 		s.mu.Unlock()
-		if !own {
+		if count {
 			s.counters.Drops[c].Add(1)
 		}
 		return false, false
@@ -426,7 +427,7 @@ func (s *Scheduler[T]) Total() int {
 
 // Cap returns each cube's queue length: what congestion marks judge it
 // by and where it is full for the node's own packets (TryQueue); a
-// forwarded packet finds SchedConfig.Room more.
+// forwarded packet finds SchedConfig.Room times as much more.
 func (s *Scheduler[T]) Cap() int { return s.qlen }
 
 // Counters returns the scheduler's counters (live, not a copy).
