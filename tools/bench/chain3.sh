@@ -14,6 +14,9 @@
 #   PROFILE=1 tools/bench/chain3.sh   # also where the middle router's CPU
 #                                     # goes during each flood (perf(1),
 #                                     # the cpu-clock event, by part)
+#   REPLAY=1 tools/bench/chain3.sh    # the middle router fed a replay of
+#   REPLAY=1 RATES="500000 0" ...     # a's flood instead (below), at each
+#                                     # rate (SDUs/s, 0: all the kernel takes)
 #
 # Topology, in a network namespace of the script's own: router processes
 # (images/router) a - r - b joined by UDP shim links on 127.0.0.1, a
@@ -27,6 +30,21 @@
 # Baseline: `ouro perf --udp` through a plain UDP relay (udprelay: one
 # read and one write per datagram) between the same kind of sender and
 # server, measured the same way.
+#
+# REPLAY=1: an ouro node originating a flood does more per SDU than r
+# forwarding it, so on two cores r is never saturated and its figure per
+# CPU-second is a lower bound. In this mode a short flood from a crosses r
+# while `ouro capture r.udp` records what r's UDP shim receives; then a is
+# killed (SIGKILL: its port is freed and its flows are not deallocated)
+# and b with its programs is paused (SIGSTOP: what r forwards is dropped
+# at b's socket), and tools/bench/udpreplay sends the captured SDUs again
+# from a's address to r, in GSO runs as a's shim does, for TIME at each
+# rate of RATES. r's hello period and flow timeout are raised (600 s) so
+# that it keeps its adjacencies with the silent a and b meanwhile.
+# Measured: what r forwarded, what it sent of that (its UDP shim's
+# packets_out), what it dropped at its queues, its socket and its shim's
+# ring, and its CPU time; sent per CPU-second is "per core". The
+# baseline is udprelay fed by the same replay.
 # The namespace, its processes and the temporary directory are removed on
 # exit, whatever the exit.
 set -euo pipefail
@@ -37,6 +55,8 @@ ROUNDS=${ROUNDS:-2}
 BASE=${BASE:-}
 PROFILE=${PROFILE:-}
 SENDERS=${SENDERS:-1}
+REPLAY=${REPLAY:-}
+RATES=${RATES:-0}
 NS=ouro-chain3-$$
 TMP=$(mktemp -d /tmp/ouro-chain3.XXXXXX)
 PIDS=()
@@ -51,6 +71,7 @@ if [ -n "$PROFILE" ] && ! command -v perf >/dev/null; then
 fi
 build_tools
 go build -o "$TMP/udprelay" ./tools/bench/udprelay
+go build -o "$TMP/udpreplay" ./tools/bench/udpreplay
 if [ -n "$BASE" ]; then
 	mkdir "$TMP/base"
 	git archive "$BASE" | tar -x -C "$TMP/base"
@@ -148,6 +169,108 @@ print("%.0f k/s, loss %s" % (sum(d["recv_pps"] for d in ds) / 1000, " ".join("%.
 	stopall
 }
 
+# counters NODE IPCP NAME...: the IPCP's counters NAME... at NODE, in
+# order, space-separated (0 for one it does not have).
+counters() {
+	local node=$1 ipcp=$2
+	shift 2
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/$node.sock" --json stats "$ipcp" |
+		python3 -c 'import json,sys
+d = {r["counter"]: r["value"] for r in json.load(sys.stdin)["rows"]}
+print(" ".join(str(d.get(k, 0)) for k in sys.argv[1:]))' "$@"
+}
+
+# replay_round LABEL ROUTER: r (router binary ROUTER) fed a replay of a's
+# flood (REPLAY=1, above), once at each rate of RATES.
+replay_round() {
+	ROUTER=$2
+	node r 3522 '"a.uni" = "127.0.0.1:3521", "b.uni" = "127.0.0.1:3523"' 'bootstrap = true
+admission = "open"
+ca = "nop"
+hello = 60000
+flow_timeout = "600s"'
+	local rpid=$NODEPID
+	waitsock r
+	node a 3521 '"r.uni" = "127.0.0.1:3522"' 'enroll = "r.uni"'
+	local apid=$NODEPID
+	node b 3523 '"r.uni" = "127.0.0.1:3522"' 'enroll = "r.uni"
+flow_timeout = "600s"'
+	local bpid=$NODEPID
+	waitsock a b
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/b.sock" perf --server sink >"$TMP/sink.log" 2>&1 &
+	local spid=$!
+	PIDS+=($spid)
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/b.sock" echo echo >"$TMP/echo.log" 2>&1 &
+	local epid=$!
+	PIDS+=($epid)
+	for _ in $(seq 50); do
+		"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" ping echo -c 1 -W 500ms >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	# What r's shim receives of a short flood: 4096 whole SDUs.
+	local snap=$((SIZE + 64)) slots=65536
+	while [ $((snap * slots)) -gt $((8 << 20)) ]; do slots=$((slots / 2)); done
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/r.sock" capture r.udp -w "$TMP/replay.pcapng" -c 4096 -t 5s \
+		--snap "$snap" --slots "$slots" in 2>"$TMP/capture.err" &
+	local cpid=$!
+	sleep 0.3
+	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf sink -s "$SIZE" -t 1s >/dev/null 2>&1 || true
+	wait "$cpid" || { echo "chain3.sh: capture at r failed: $(cat "$TMP/capture.err")" >&2; exit 1; }
+	kill -KILL "$apid" # at once: a router that stops deallocates its flows
+	wait "$apid" 2>/dev/null || true
+	kill -STOP "$bpid" "$spid" "$epid"
+	local rate
+	for rate in $RATES; do
+		local x0 x1 c0 c1 t0 t1 ppid=
+		if [ -n "$PROFILE" ]; then
+			perf record -q -e cpu-clock -F 999 -g -p "$rpid" -o "$TMP/perf.data" >/dev/null 2>&1 &
+			ppid=$!
+		fi
+		x0=$(counters r r.uni forwarded drops.queue_full) x0="$x0 $(counters r r.udp packets_out drops.socket_overflow drops.rx_full)"
+		c0=$(cpu "$rpid") t0=$(date +%s.%N)
+		"${NSX[@]}" "$TMP/udpreplay" -pcap "$TMP/replay.pcapng" -from 127.0.0.1:3521 -to 127.0.0.1:3522 \
+			-t "${TIME}s" -rate "$rate" --json >"$TMP/replay.json"
+		c1=$(cpu "$rpid") t1=$(date +%s.%N)
+		x1=$(counters r r.uni forwarded drops.queue_full) x1="$x1 $(counters r r.udp packets_out drops.socket_overflow drops.rx_full)"
+		if [ -n "$ppid" ]; then
+			kill -INT "$ppid"
+			wait "$ppid" 2>/dev/null || true
+			profile "$1, rate $rate"
+		fi
+		python3 - "$1" "$HZ" "$((c1 - c0))" "$(echo "$t1 - $t0" | bc)" "$TMP/replay.json" $x0 $x1 <<'PY' | tee -a "$TMP/results"
+import json, sys
+label, hz, ticks, secs, rj = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+v = [int(x) for x in sys.argv[6:]]
+fwd, qfull, out, sock, rxfull = (b - a for a, b in zip(v[:5], v[5:]))
+r = json.load(open(rj))
+cs = ticks / hz
+print("%s: offered %.0f k/s (-rate %g); r forwarded %.0f k/s, of them queued and sent %.0f k/s, dropped at its queues %.0f k/s, "
+      "at its socket and shim ring %.0f k/s; r's CPU %.2f cores; sent per CPU-second %.0f k" % (
+      label, r["pps"] / 1000, r["rate"], fwd / secs / 1000, out / secs / 1000, qfull / secs / 1000, (sock + rxfull) / secs / 1000,
+      cs / secs, out / cs / 1000 if cs > 0 else 0))
+PY
+	done
+	kill -CONT "$bpid" "$spid" "$epid"
+	stopall
+}
+
+# relay_replay_round: the baseline of REPLAY=1, udprelay fed the same
+# replay.
+relay_replay_round() {
+	"${NSX[@]}" "$TMP/udprelay" -listen 127.0.0.1:3531 -to 127.0.0.1:3532 >"$TMP/relay.out" 2>&1 &
+	local rpid=$!
+	PIDS+=($rpid)
+	sleep 0.3
+	local c0 t0 c1 t1
+	c0=$(cpu "$rpid") t0=$(date +%s.%N)
+	"${NSX[@]}" "$TMP/udpreplay" -pcap "$TMP/replay.pcapng" -from 127.0.0.1:3530 -to 127.0.0.1:3531 -t "${TIME}s" >"$TMP/replay.out"
+	c1=$(cpu "$rpid") t1=$(date +%s.%N)
+	kill "$rpid"
+	wait "$rpid" 2>/dev/null || true
+	report "plain UDP relay, replay" "$(awk '/^forwarded/{print $2}' "$TMP/relay.out")" $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "replay: $(cat "$TMP/replay.out")"
+	stopall
+}
+
 relay_round() {
 	"${NSX[@]}" "$TMP/ouro" perf --server --udp 127.0.0.1:3532 >"$TMP/usink.log" 2>&1 &
 	PIDS+=($!)
@@ -168,6 +291,17 @@ relay_round() {
 	stopall
 }
 
+if [ -n "$REPLAY" ]; then
+	for i in $(seq "$ROUNDS"); do
+		echo "== round $i (replay)"
+		if [ -n "$BASE" ] && [ $((i % 2)) = 0 ]; then replay_round "ouro at $BASE, r fed a replay" "$TMP/base/router.bin"; fi
+		replay_round "ouro, r fed a replay" "$TMP/router"
+		if [ -n "$BASE" ] && [ $((i % 2)) = 1 ]; then replay_round "ouro at $BASE, r fed a replay" "$TMP/base/router.bin"; fi
+		relay_replay_round
+	done
+	echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
+	exit 0
+fi
 for i in $(seq "$ROUNDS"); do
 	echo "== round $i"
 	relay_round
