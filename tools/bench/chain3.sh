@@ -254,40 +254,34 @@ PY
 	stopall
 }
 
-# relay_replay_round: the baseline of REPLAY=1, udprelay fed the same
-# replay.
-relay_replay_round() {
-	"${NSX[@]}" "$TMP/udprelay" -listen 127.0.0.1:3531 -to 127.0.0.1:3532 >"$TMP/relay.out" 2>&1 &
-	local rpid=$!
-	PIDS+=($rpid)
-	sleep 0.3
-	local c0 t0 c1 t1
-	c0=$(cpu "$rpid") t0=$(date +%s.%N)
-	"${NSX[@]}" "$TMP/udpreplay" -pcap "$TMP/replay.pcapng" -from 127.0.0.1:3530 -to 127.0.0.1:3531 -t "${TIME}s" >"$TMP/replay.out"
-	c1=$(cpu "$rpid") t1=$(date +%s.%N)
-	kill "$rpid"
-	wait "$rpid" 2>/dev/null || true
-	report "plain UDP relay, replay" "$(awk '/^forwarded/{print $2}' "$TMP/relay.out")" $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "replay: $(cat "$TMP/replay.out")"
-	stopall
-}
-
+# relay_round [replay]: the baseline, udprelay between `ouro perf --udp`
+# and its server; with "replay", fed the replay of REPLAY=1 instead.
 relay_round() {
-	"${NSX[@]}" "$TMP/ouro" perf --server --udp 127.0.0.1:3532 >"$TMP/usink.log" 2>&1 &
-	PIDS+=($!)
+	local replay=${1:-} label="plain UDP relay"
+	if [ -z "$replay" ]; then
+		"${NSX[@]}" "$TMP/ouro" perf --server --udp 127.0.0.1:3532 >"$TMP/usink.log" 2>&1 &
+		PIDS+=($!)
+	fi
 	"${NSX[@]}" "$TMP/udprelay" -listen 127.0.0.1:3531 -to 127.0.0.1:3532 >"$TMP/relay.out" 2>&1 &
 	local rpid=$!
 	PIDS+=($rpid)
 	sleep 0.3
-	local c0 t0 c1 t1
+	local c0 t0 c1 t1 recv
 	c0=$(cpu "$rpid") t0=$(date +%s.%N)
-	"${NSX[@]}" "$TMP/ouro" perf --udp 127.0.0.1:3531 -s "$SIZE" -t "${TIME}s" --json >"$TMP/uperf.json" 2>"$TMP/uperf.err" || true
+	if [ -n "$replay" ]; then
+		"${NSX[@]}" "$TMP/udpreplay" -pcap "$TMP/replay.pcapng" -from 127.0.0.1:3530 -to 127.0.0.1:3531 -t "${TIME}s" >"$TMP/replay.out"
+	else
+		"${NSX[@]}" "$TMP/ouro" perf --udp 127.0.0.1:3531 -s "$SIZE" -t "${TIME}s" --json >"$TMP/uperf.json" 2>"$TMP/uperf.err" || true
+	fi
 	c1=$(cpu "$rpid") t1=$(date +%s.%N)
 	kill "$rpid"
 	wait "$rpid" 2>/dev/null || true
-	local f recv
-	f=$(awk '/^forwarded/{print $2}' "$TMP/relay.out")
-	recv=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f k/s, loss %.1f%%" % (d["recv_pps"] / 1000, d["loss_percent"]))' "$TMP/uperf.json" 2>/dev/null || echo "? ($(head -c 200 "$TMP/uperf.err"))")
-	report "plain UDP relay" "${f:-0}" $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"
+	if [ -n "$replay" ]; then
+		label="plain UDP relay, replay" recv="replay: $(cat "$TMP/replay.out")"
+	else
+		recv=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f k/s, loss %.1f%%" % (d["recv_pps"] / 1000, d["loss_percent"]))' "$TMP/uperf.json" 2>/dev/null || echo "? ($(head -c 200 "$TMP/uperf.err"))")
+	fi
+	report "$label" "$(awk '/^forwarded/{print $2}' "$TMP/relay.out")" $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"
 	stopall
 }
 
@@ -297,7 +291,7 @@ if [ -n "$REPLAY" ]; then
 		if [ -n "$BASE" ] && [ $((i % 2)) = 0 ]; then replay_round "ouro at $BASE, r fed a replay" "$TMP/base/router.bin"; fi
 		replay_round "ouro, r fed a replay" "$TMP/router"
 		if [ -n "$BASE" ] && [ $((i % 2)) = 1 ]; then replay_round "ouro at $BASE, r fed a replay" "$TMP/base/router.bin"; fi
-		relay_replay_round
+		relay_round replay
 	done
 	echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
 	exit 0
