@@ -177,7 +177,10 @@ type pendingFlow struct {
 	// ending); decided is closed when it moved.
 	state   atomic.Int32
 	decided chan struct{}
-	answer  func() // sends the IPCP its end; called by the Accept that took the flow
+	// answer answers the IPCP that asked for the flow: with nil, its end
+	// of the flow; else err, and the flow is dropped. The Accept that
+	// took the flow calls it once its program's session has the flow.
+	answer func(err error)
 }
 
 // decide moves p out of pendingWaiting to st; false if it had moved.
@@ -953,8 +956,16 @@ func (m *IRM) accept(ctx context.Context, s *session) (rpc.Response, error) {
 			if !p.decide(pendingTaken) {
 				continue // the requester gave up on it already
 			}
-			p.answer() // the IPCP's end goes to the IPCP
-			return rpc.Response{Body: p.info, Caps: []kernel.Cap{p.rx, p.tx}, Undelivered: func() { m.dropFlow(p.info.ID) }}, nil
+			// The IPCP hears once the session has the flow. Answered
+			// after the session's reply, its goroutine is the last
+			// readied, which the runtime runs first: the requester's
+			// answer leaves this node before the session hands the
+			// flow to its program (docs/benchmarks.md, "Allocation").
+			return rpc.Response{Body: p.info, Caps: []kernel.Cap{p.rx, p.tx},
+				Delivered: func() { p.answer(nil) },
+				Undelivered: func() {
+					p.answer(fmt.Errorf("irm: flow to %q: its program's session left as it accepted: %w", p.info.Local, flow.ErrRefused))
+				}}, nil
 		case <-s.done:
 			return rpc.Response{}, fmt.Errorf("irm: accept: session ended: %w", flow.ErrClosed)
 		case <-ctx.Done():
@@ -968,9 +979,10 @@ func (m *IRM) accept(ctx context.Context, s *session) (rpc.Response, error) {
 // one the caller's badge names, whatever the request says.
 //
 // Once the flow is queued for the program, the answer to the IPCP goes
-// through r.Later: the Accept that takes the flow sends it at once (one
-// goroutine wake-up less on the path of every allocation); flowReq's
-// goroutine waits only to refuse a flow nobody took in time.
+// through r.Later: the Accept that takes the flow sends it as soon as its
+// session has the flow (one goroutine wake-up less on the path of every
+// allocation; a session gone meanwhile refuses it); flowReq's goroutine
+// waits only to refuse a flow nobody took in time.
 func (m *IRM) flowReq(ctx context.Context, r *rpc.Request, req ipcp.AllocReq) (rpc.Response, error) {
 	badge := r.Badge
 	e := m.ipcpByBadge(badge)
@@ -1010,7 +1022,12 @@ func (m *IRM) flowReq(ctx context.Context, r *rpc.Request, req ipcp.AllocReq) (r
 	}
 	info.ID = id
 	later := r.Later()
-	p := &pendingFlow{info: info, rx: app[0], tx: app[1], decided: make(chan struct{}), answer: func() {
+	p := &pendingFlow{info: info, rx: app[0], tx: app[1], decided: make(chan struct{}), answer: func(err error) {
+		if err != nil {
+			m.dropFlow(id, ipc[0], ipc[1]) // the application's end went with the Accept's reply
+			later.Send(rpc.Response{}, err)
+			return
+		}
 		m.cfg.Log.Debug("flow accepted", "flow", id, "dst", req.Dst)
 		later.Send(rpc.Response{Caps: ipc[:], Undelivered: func() { m.dropFlow(id) }}, nil)
 	}}
@@ -1042,7 +1059,7 @@ func (m *IRM) flowReq(ctx context.Context, r *rpc.Request, req ipcp.AllocReq) (r
 	case <-ctx.Done():
 	}
 	// Not decided in time: give up, unless Accept takes it right now
-	// (then it answered the IPCP).
+	// (then it answers the IPCP).
 	p.decide(pendingAbandoned)
 	if p.state.Load() != pendingTaken {
 		m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])

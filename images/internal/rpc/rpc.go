@@ -140,6 +140,12 @@ type Response struct {
 	// the caps left are deleted first, and Undelivered undoes what the
 	// call made for the caller (a flow, a session), which nobody holds.
 	Undelivered func()
+	// Delivered, if set, is called once the reply reached the caller
+	// with all its caps: what the handler does only when the caller has
+	// what it was given. (The caller's goroutine was readied by then;
+	// a goroutine Delivered readies is readied after it, and the runtime
+	// runs the last readied first.)
+	Delivered func()
 }
 
 // Handler serves one request. It runs on its own goroutine of the server
@@ -234,8 +240,11 @@ func finish(pd *kernel.PD, codec flow.Codec, reply kernel.Cap, resp Response, er
 			undelivered = true
 		}
 	}
-	if undelivered && resp.Undelivered != nil {
+	switch {
+	case undelivered && resp.Undelivered != nil:
 		resp.Undelivered()
+	case !undelivered && resp.Delivered != nil:
+		resp.Delivered()
 	}
 }
 

@@ -99,3 +99,48 @@ func TestLater(t *testing.T) {
 		})
 	}
 }
+
+// TestDelivered: a reply's Delivered runs once the caller has the reply,
+// and its Undelivered instead when the caller gave up first; never both.
+func TestDelivered(t *testing.T) {
+	type outcome struct{ delivered, undelivered bool }
+	done := make(chan outcome, 1)
+	c := serve(t, func(ctx context.Context, r *rpc.Request) (rpc.Response, error) {
+		var wait bool
+		if err := r.Decode(&wait); err != nil {
+			return rpc.Response{}, err
+		}
+		if wait { // until the caller gives up
+			<-ctx.Done()
+		}
+		var o outcome
+		return rpc.Response{Body: "reply",
+			Delivered:   func() { o.delivered = true; done <- o },
+			Undelivered: func() { o.undelivered = true; done <- o }}, nil
+	})
+	var body string
+	if _, err := c.Call(context.Background(), 1, false, nil, &body); err != nil || body != "reply" {
+		t.Fatalf("call: %q, %v", body, err)
+	}
+	select {
+	case o := <-done:
+		if !o.delivered || o.undelivered {
+			t.Fatalf("a reply the caller got: %+v, want Delivered only", o)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("neither Delivered nor Undelivered ran for a reply the caller got")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Call(ctx, 1, true, nil, &body); err == nil {
+		t.Fatal("a call that gave up got a reply")
+	}
+	select {
+	case o := <-done:
+		if o.delivered || !o.undelivered {
+			t.Fatalf("a reply the caller gave up on: %+v, want Undelivered only", o)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("neither Delivered nor Undelivered ran for a reply the caller gave up on")
+	}
+}
