@@ -12,8 +12,12 @@
 #   tools/bench/alloc.sh /tmp/al 5 15 before=/tmp/main after=/tmp/br
 # Per round and variant it prints the median and minimum of N fresh
 # allocations and of N UDP round trips, and median ratio alloc/udp.
-# The 3-hop unicast variant is alloc3.sh. Not yet: the N-allocations-on-one-session
-# figure (ouro ping -c N allocates once, so it needs a mode of its own).
+# The 3-hop unicast variant is alloc3.sh. Beside the fresh programs' figure
+# it prints warm_*: N allocations on one session (`ouro alloc -c N+1 -i 1ms`,
+# the first left out: it waits for the session's start), "-" for a build
+# without `ouro alloc` (WARM_OURO=PATH runs every variant's warm
+# allocations with that ouro instead of the variant's). The interval matters on a machine whose idle CPUs
+# wake slowly (docs/benchmarks.md, "Allocation after a pause").
 #
 # On a loaded machine the rounds swing more than a change does; then
 #   tools/bench/alloc.sh --paired DIR N VARIANT...
@@ -21,9 +25,18 @@
 # of its own) and alternates single allocations between them, N each, so
 # neighbouring samples see the same load. It prints each variant's
 # median and minimum, and the median over samples of the ratio of each
-# variant's allocation to the first variant's made just before it.
+# variant's allocation to the first variant's made just before it; then
+# the same of warm allocations (3 runs of `ouro alloc -c 11 -i 1ms` per
+# variant, alternating).
 set -e
 . "$(dirname "$0")/lib.sh"
+
+# warm SOCKET OURO COUNT: the times (ms) of COUNT allocations to "echo" on
+# one session after a first, one per line; nothing if OURO has no alloc.
+warm() {
+	OURO_SOCKET="$1" "${WARM_OURO:-$2}" --json alloc -q -c $(($3 + 1)) -i 1ms echo 2>/dev/null |
+		python3 -c 'import json,sys; print("\n".join(str(v) for v in json.load(sys.stdin)["alloc_ms"][1:]))' 2>/dev/null || true
+}
 if [ "$1" = --paired ]; then
   D=$2; N=$3; shift 3
   mkdir -p "$D"
@@ -41,7 +54,7 @@ if [ "$1" = --paired ]; then
   k=0
   for v in "$@"; do
     OURO_SOCKET="$D/v$k/b.sock" "${v#*=}/ouro" echo echo >/dev/null 2>&1 & PIDS+=($!)
-    : >"$D/v$k/alloc.txt"; k=$((k + 1))
+    : >"$D/v$k/alloc.txt"; : >"$D/v$k/warm.txt"; k=$((k + 1))
   done
   sleep 0.5
   for i in $(seq "$N"); do
@@ -51,12 +64,19 @@ if [ "$1" = --paired ]; then
       k=$((k + 1))
     done
   done
+  for _ in 1 2 3; do
+    k=0
+    for v in "$@"; do
+      warm "$D/v$k/a.sock" "${v#*=}/ouro" 10 >>"$D/v$k/warm.txt"
+      k=$((k + 1))
+    done
+  done
   stopall
   k=0
   for v in "$@"; do
-    f="$D/v$k/alloc.txt"
+    f="$D/v$k/alloc.txt" w="$D/v$k/warm.txt"
     ratio=$(paste "$D/v0/alloc.txt" "$f" | awk '$1>0 {print $2/$1}' | med)
-    echo "variant=${v%%=*} n=$(wc -l <"$f") alloc_ms_median=$(med <"$f") alloc_ms_min=$(sort -n "$f" | head -1) ratio_to_${1%%=*}_median=$ratio"
+    echo "variant=${v%%=*} n=$(wc -l <"$f") alloc_ms_median=$(med <"$f") alloc_ms_min=$(sort -n "$f" | head -1) ratio_to_${1%%=*}_median=$ratio warm_n=$(wc -l <"$w") warm_ms_median=$(med <"$w" | grep . || echo -) warm_ms_min=$(sort -n "$w" | head -1 | grep . || echo -)"
     k=$((k + 1))
   done
   echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
@@ -79,6 +99,7 @@ for r in $(seq "$R"); do
     for i in $(seq "$N"); do
       OURO_SOCKET="$D/a.sock" "$X/ouro" --json ping -c 1 echo | j alloc_ms
     done >"$D/alloc.txt"
+    warm "$D/a.sock" "$X/ouro" "$N" >"$D/warm.txt"
     kill $PE $PA $PB; wait $PE $PA $PB 2>/dev/null || true
     "$X/ouro" echo --udp 127.0.0.1:47113 >/dev/null 2>&1 & PU=$!
     sleep 0.3
@@ -88,7 +109,8 @@ for r in $(seq "$R"); do
     kill $PU; wait $PU 2>/dev/null || true
     am=$(med <"$D/alloc.txt"); an=$(min <"$D/alloc.txt")
     um=$(med <"$D/udp.txt"); un=$(min <"$D/udp.txt")
-    echo "round=$r variant=$name n=$N alloc_ms_median=$am alloc_ms_min=$an udp_rtt_ms_median=$um udp_rtt_ms_min=$un ratio_median=$(echo "$am $um" | awk '{if ($2>0) printf "%.1f", $1/$2}')"
+    wm=$(med <"$D/warm.txt" | grep . || echo -); wn=$(min <"$D/warm.txt" | grep . || echo -)
+    echo "round=$r variant=$name n=$N alloc_ms_median=$am alloc_ms_min=$an udp_rtt_ms_median=$um udp_rtt_ms_min=$un ratio_median=$(echo "$am $um" | awk '{if ($2>0) printf "%.1f", $1/$2}') warm_ms_median=$wm warm_ms_min=$wn"
   done
 done
 echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"

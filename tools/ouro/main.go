@@ -120,6 +120,7 @@ func commands() []*command {
 				"of every reply and a summary. With --udp, pings a UDP echo server\n" +
 				"(\"ouro echo --udp\") with the same code, as a baseline.\n" +
 				"Exit code 1 when no reply came back."},
+		allocCommand(), // alloc.go
 		{name: "perf", args: "NAME | --udp HOST:PORT | --server NAME | --server --udp ADDR", group: "measurement",
 			summary: "measure throughput and loss to a perf server", run: runPerf,
 			help: "Client: allocates a flow to NAME and sends SDUs for the duration, as fast\n" +

@@ -149,6 +149,9 @@ func TestUsageAndExitCodes(t *testing.T) {
 		{"reg without name", []string{"reg"}, 2, "", "wrong number of arguments"},
 		{"no node", []string{"--socket", "/nowhere", "ipcps"}, 1, "", "is the node running?"},
 		{"no such name", []string{"ping", "-c", "1", "nobody"}, 1, "", "name not found"},
+		{"alloc no such name", []string{"alloc", "-c", "2", "-i", "0", "nobody"}, 1, "0 allocated, 2 failed", "no allocation succeeded"},
+		{"alloc -c 0", []string{"alloc", "-c", "0", "pong"}, 2, "", "-c must be at least 1"},
+		{"alloc bad qos", []string{"alloc", "--qos", "gold", "pong"}, 2, "", "unknown QoS preset"},
 		{"echo --udp --count", []string{"echo", "--udp", "-c", "1", "127.0.0.1:0"}, 2, "", "does not apply to --udp"},
 		{"echo --udp --allow", []string{"echo", "--udp", "--allow", "x", "127.0.0.1:0"}, 2, "", "does not apply to --udp"},
 		{"echo --allow, a broker without peers", []string{"echo", "--allow", "x", "pong"}, 1, "", "cannot choose peers"},
@@ -474,5 +477,70 @@ func TestFormat(t *testing.T) {
 	var ue *usageError
 	if _, err := keyValues([]string{"x"}); !errors.As(err, &ue) {
 		t.Errorf(`keyValues("x") = %v, want a usage error`, err)
+	}
+}
+
+// TestAlloc: ouro alloc allocates and closes -c flows over one session,
+// a line each, and sums up the ones after the first.
+func TestAlloc(t *testing.T) {
+	tn := newTestNet()
+	ctx, cancel := context.WithCancel(context.Background())
+	echoOut, echoWait := tn.background(t, ctx, "echo", "pong")
+	defer func() { cancel(); echoWait() }()
+	waitFor(t, echoOut, "ouro echo ready: name pong")
+
+	code, out, errs := tn.ouro(ctx, "alloc", "-c", "3", "-i", "1ms", "pong")
+	if code != 0 {
+		t.Fatalf("alloc: exit %d, stderr %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`^ALLOC pong \(qos best_effort\), 3 on one session$`),
+		regexp.MustCompile(`^1: \d+\.\d{3} ms \(flow \d+, layer \S+, with the session's start\)$`),
+		regexp.MustCompile(`^2: \d+\.\d{3} ms \(flow \d+, layer \S+\)$`),
+		regexp.MustCompile(`^3: \d+\.\d{3} ms \(flow \d+, layer \S+\)$`),
+		regexp.MustCompile(`^--- pong allocation statistics ---$`),
+		regexp.MustCompile(`^3 allocated, 0 failed; the first \d+\.\d{3} ms; the other 2 min/median/avg/p90/max = (\d+\.\d{3}/){4}\d+\.\d{3} ms$`),
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("alloc printed %d lines, want %d:\n%s", len(lines), len(want), out)
+	}
+	for i, re := range want {
+		if !re.MatchString(lines[i]) {
+			t.Errorf("line %d %q, want %s", i+1, lines[i], re)
+		}
+	}
+
+	code, out, errs = tn.ouro(ctx, "--json", "alloc", "-q", "-c", "4", "-i", "0", "--qos", "data", "pong")
+	if code != 0 {
+		t.Fatalf("alloc --json: exit %d, stderr %s", code, errs)
+	}
+	var j allocJSON
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("alloc --json: %v:\n%s", err, out)
+	}
+	if j.Name != "pong" || j.QoS != "data" || j.Allocated != 4 || j.Failed != 0 || len(j.AllocMS) != 4 || j.FirstMS != j.AllocMS[0] {
+		t.Fatalf("alloc --json: %+v", j)
+	}
+	lo, med, _, p90, hi := allocStats(j.AllocMS[1:])
+	if j.MinMS != lo || j.MedianMS != med || j.P90MS != p90 || j.MaxMS != hi || !(lo > 0 && lo <= med && med <= p90 && p90 <= hi) {
+		t.Errorf("alloc --json statistics %+v, want those of %v", j, j.AllocMS[1:])
+	}
+}
+
+func TestAllocStats(t *testing.T) {
+	for _, tc := range []struct {
+		in                    []float64
+		lo, med, avg, p90, hi float64
+	}{
+		{nil, 0, 0, 0, 0, 0},
+		{[]float64{2}, 2, 2, 2, 2, 2},
+		{[]float64{4, 1, 3, 2}, 1, 2, 2.5, 4, 4},
+		{[]float64{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}, 1, 5, 5.5, 9, 10},
+	} {
+		lo, med, avg, p90, hi := allocStats(tc.in)
+		if lo != tc.lo || med != tc.med || avg != tc.avg || p90 != tc.p90 || hi != tc.hi {
+			t.Errorf("allocStats(%v) = %v %v %v %v %v, want %v %v %v %v %v", tc.in, lo, med, avg, p90, hi, tc.lo, tc.med, tc.avg, tc.p90, tc.hi)
+		}
 	}
 }
