@@ -65,6 +65,10 @@ PIDS=()
 trap cleanup EXIT INT TERM
 
 need_root chain3.sh "ip netns"
+if [ -n "$REPLAY" ] && [ $((SIZE + 64)) -gt 1024 ]; then
+	echo "chain3.sh: REPLAY needs SIZE at most 960 (a capture keeps at most 1024 bytes of a packet)" >&2
+	exit 1
+fi
 if [ -n "$PROFILE" ] && ! command -v perf >/dev/null; then
 	echo "chain3.sh: PROFILE=1 needs perf(1) (Debian: linux-perf)" >&2
 	exit 1
