@@ -293,7 +293,9 @@ func TestKicksFlush(t *testing.T) {
 	if a.Sched.Len(0) != 0 {
 		t.Fatal("a deferred packet was queued before Flush")
 	}
-	k.Flush()
+	if r := k.Flush(); r != 2 {
+		t.Errorf("Flush reported %d refused, want the 2 beyond a's queue", r)
+	}
 	if a.Sched.Len(0) != 3 || b.Sched.Len(0) != 1 {
 		t.Fatalf("queued %d for a (want 3, its length) and %d for b (want 1)", a.Sched.Len(0), b.Sched.Len(0))
 	}
@@ -320,7 +322,9 @@ func TestKicksFlush(t *testing.T) {
 	if !k.Defer(a, x, 0) {
 		t.Fatal("Defer refused")
 	}
-	k.Flush()
+	if r := k.Flush(); r != 0 {
+		t.Errorf("Flush reported %d refused of one that fitted", r)
+	}
 	select {
 	case <-a.kick:
 		t.Error("Flush woke a's transmit loop, which was running")
