@@ -104,8 +104,14 @@ type IPCPConfig struct {
 	Carrier   toml.Primitive `toml:"carrier"` // intermittent.go
 }
 
-// duration is a time.Duration written as a string ("250ms").
+// duration is a time.Duration written as a string ("250ms"). The
+// configuration check refuses a negative one.
 type duration struct{ time.Duration }
+
+// offDuration is a duration whose negative value ("-1s") turns what it
+// times off ("never"): the keys documented so (idle_timeout,
+// seal_ticket_life, announce).
+type offDuration struct{ duration }
 
 func (d *duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
@@ -213,6 +214,36 @@ func TestConfigMistakes(t *testing.T) {
 
 // TestMetricsAddrAccepted checks the [node] metrics addresses a node
 // takes: loopback ones, and any with metrics_public.
+// TestNegativeDurations: the keys documented to turn off with a negative
+// duration (idle_timeout, seal_ticket_life, announce: "-1s", never) take
+// one, and reach their IPCP's table negative; other durations refuse one.
+func TestNegativeDurations(t *testing.T) {
+	doc := strings.Replace(udpNode, `dir = { "b.uni" = "127.0.0.1:3436" }`,
+		"dir = { \"b.uni\" = \"127.0.0.1:3436\" }\nidle_timeout = \"-1s\"\nseal_ticket_life = \"-1s\"", 1) +
+		"seal_ticket_life = \"-1m\"\n" +
+		"[[ipcp]]\nkind = \"eth\"\n[ipcp.eth]\ninterface = \"veth0\"\nannounce = \"-1s\"\nidle_timeout = \"-2s\"\nseal_ticket_life = \"-1s\"\n"
+	c, err := ParseConfig([]byte(doc))
+	if err != nil {
+		t.Fatalf("negative durations where documented: %v", err)
+	}
+	var u udpConfig
+	if err := c.decode(c.IPCPs[0].UDP, &u); err != nil {
+		t.Fatal(err)
+	}
+	var e ethConfig
+	if err := c.decode(c.IPCPs[2].Eth, &e); err != nil {
+		t.Fatal(err)
+	}
+	if u.IdleTimeout.Duration != -time.Second || u.SealTicket.Duration != -time.Second ||
+		e.Announce.Duration != -time.Second || e.IdleTimeout.Duration != -2*time.Second || e.SealTicket.Duration != -time.Second {
+		t.Errorf("decoded udp %+v, eth %+v: want the negative durations", u, e)
+	}
+	_, err = ParseConfig([]byte(udpNode + "keepalive = \"-1s\"\n"))
+	if err == nil || !strings.Contains(err.Error(), `keepalive = "-1s": want a duration like "250ms" or "10s" (not negative)`) {
+		t.Errorf("a negative keepalive: %v", err)
+	}
+}
+
 func TestMetricsAddrAccepted(t *testing.T) {
 	for _, doc := range []string{
 		"[node]\nmetrics = \"127.0.0.1:9464\"\n",

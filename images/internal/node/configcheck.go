@@ -215,6 +215,7 @@ func tomlFields(t reflect.Type) map[string]reflect.StructField {
 var (
 	primitiveType = reflect.TypeFor[toml.Primitive]()
 	durationType  = reflect.TypeFor[duration]()
+	offDurType    = reflect.TypeFor[offDuration]()
 	timeDurType   = reflect.TypeFor[time.Duration]()
 	boardPortType = reflect.TypeFor[boardPort]()
 	logLevelType  = reflect.TypeFor[LogLevel]()
@@ -441,7 +442,7 @@ func keyDisplay(table, key string, t reflect.Type) string {
 		t = t.Elem()
 	}
 	switch {
-	case t.Kind() == reflect.Struct && t != durationType && !implementsUnmarshal(t):
+	case t.Kind() == reflect.Struct && t != durationType && t != offDurType && !implementsUnmarshal(t):
 		return "[" + joinKey(table, key) + "]"
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
 		return "[[" + joinKey(table, key) + "]]"
@@ -461,15 +462,18 @@ func (k *checker) value(path []any, where, tpath, key string, v any, t reflect.T
 		k.add(path, where, key, "%s = %s: want %s", key, tomlValue(v), want)
 	}
 	switch t {
-	case durationType:
+	case durationType, offDurType:
 		s, ok := v.(string)
 		if !ok {
 			bad("a duration in quotes, like \"250ms\" or \"10s\"")
 			return
 		}
 		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 {
+		switch {
+		case err != nil:
 			bad("a duration like \"250ms\" or \"10s\"")
+		case d < 0 && t == durationType:
+			bad("a duration like \"250ms\" or \"10s\" (not negative)")
 		}
 		return
 	case timeDurType:

@@ -43,15 +43,15 @@ type udpConfig struct {
 	Impair impair.Config     `toml:"impair"` // transmit-side impairment (tests)
 	// What a peer can make the shim keep (zero: the default; negative:
 	// no bound): docs/shims.md, "Bounded state".
-	IdleTimeout       duration `toml:"idle_timeout"`         // a flow idle both ways this long is deallocated (default 60s)
-	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`   // incoming flows one peer may hold (default 256)
-	MaxPendingPerPeer int      `toml:"max_pending_per_peer"` // one peer's requests waiting for an accept (default 16)
+	IdleTimeout       offDuration `toml:"idle_timeout"`         // a flow idle both ways this long is deallocated (default 60s)
+	MaxFlowsPerPeer   int         `toml:"max_flows_per_peer"`   // incoming flows one peer may hold (default 256)
+	MaxPendingPerPeer int         `toml:"max_pending_per_peer"` // one peer's requests waiting for an accept (default 16)
 	// Sealed flows (docs/shims.md, "Sealed flows"): the shim seals with
 	// the node's identity when the node has one.
-	Seal       bool     `toml:"seal"`             // seal every flow, refuse unsealed requests
-	SealPeers  []string `toml:"seal_peers"`       // if set, the only node ids at the other end of a sealed flow
-	SealTicket duration `toml:"seal_ticket_life"` // how long a resumption ticket lasts (default 10m; negative: never resume)
-	SealAEAD   string   `toml:"seal_aead"`        // force the AEAD: "aes256gcm" or "chacha20poly1305" (default: negotiated)
+	Seal       bool        `toml:"seal"`             // seal every flow, refuse unsealed requests
+	SealPeers  []string    `toml:"seal_peers"`       // if set, the only node ids at the other end of a sealed flow
+	SealTicket offDuration `toml:"seal_ticket_life"` // how long a resumption ticket lasts (default 10m; negative: never resume)
+	SealAEAD   string      `toml:"seal_aead"`        // force the AEAD: "aes256gcm" or "chacha20poly1305" (default: negotiated)
 	// The socket's kernel buffers, bytes (0: udp.DefaultSocketBuffer, 4 MiB; negative: the kernel's).
 	RecvBuffer int `toml:"recv_buffer"`
 	SendBuffer int `toml:"send_buffer"`
@@ -70,16 +70,16 @@ type ethConfig struct {
 	Board       boardPort     `toml:"board"`        // bare metal: true or "enet" the board's NIC, "usb" its USB gadget (board_*.go)
 	Hash        string        `toml:"hash"`         // sha3-256 (default) or sha256
 	Impair      impair.Config `toml:"impair"`       // transmit-side impairment (tests)
-	Announce    duration      `toml:"announce"`     // how often to announce the names registered here (default 2s; negative: never)
+	Announce    offDuration   `toml:"announce"`     // how often to announce the names registered here (default 2s; negative: never)
 	// As in udpConfig, per peer MAC.
-	IdleTimeout       duration `toml:"idle_timeout"`
-	MaxFlowsPerPeer   int      `toml:"max_flows_per_peer"`
-	MaxPendingPerPeer int      `toml:"max_pending_per_peer"`
+	IdleTimeout       offDuration `toml:"idle_timeout"`
+	MaxFlowsPerPeer   int         `toml:"max_flows_per_peer"`
+	MaxPendingPerPeer int         `toml:"max_pending_per_peer"`
 	// As in udpConfig.
-	Seal       bool     `toml:"seal"`
-	SealPeers  []string `toml:"seal_peers"`
-	SealTicket duration `toml:"seal_ticket_life"`
-	SealAEAD   string   `toml:"seal_aead"`
+	Seal       bool        `toml:"seal"`
+	SealPeers  []string    `toml:"seal_peers"`
+	SealTicket offDuration `toml:"seal_ticket_life"`
+	SealAEAD   string      `toml:"seal_aead"`
 }
 
 // newIPCP builds the IPCP p declares in the component env describes, with
@@ -274,10 +274,10 @@ type serialConfig struct {
 	DeadTime   duration `toml:"dead_time"`   // default 4 × keepalive
 	RetryBase  duration `toml:"retry_base"`  // first alloc retransmission (default 20ms; raise on slow lines)
 	// As in udpConfig.
-	Seal       bool     `toml:"seal"`
-	SealPeers  []string `toml:"seal_peers"`
-	SealTicket duration `toml:"seal_ticket_life"`
-	SealAEAD   string   `toml:"seal_aead"`
+	Seal       bool        `toml:"seal"`
+	SealPeers  []string    `toml:"seal_peers"`
+	SealTicket offDuration `toml:"seal_ticket_life"`
+	SealAEAD   string      `toml:"seal_aead"`
 }
 
 // sealAEAD is a seal_aead setting: "" negotiates (zero), else the AEAD
@@ -319,18 +319,18 @@ func serialDevice(c serialConfig) (serial.Device, error) {
 // addr_width, routing, ca, dir, hello, dead) matter only where bootstrap
 // is set: the others receive the layer's configuration when they enroll.
 type unicastConfig struct {
-	Lower      []string `toml:"lower"`            // lower layers to register the IPCP's name in
-	Bootstrap  bool     `toml:"bootstrap"`        // the layer's first member
-	Enroll     string   `toml:"enroll"`           // IPCP name of a member to enroll through
-	Neighbours []string `toml:"neighbours"`       // IPCP names to keep adjacencies with
-	Discover   bool     `toml:"discover"`         // also connect to the members the lower eth shims heard announced
-	Addr       uint64   `toml:"addr"`             // static address (default: random)
-	Cert       string   `toml:"cert"`             // membership certificate (ouro cert issue): a file, or "base64:DATA" (boards); for layers admitted by authority
-	CRL        string   `toml:"crl"`              // the authority's revocation list (ouro cert revoke): a file, or "base64:DATA"
-	Seal       bool     `toml:"seal"`             // seal every flow of this member (unsealed requests refused); otherwise flows whose QoS asks are sealed
-	SealPeers  []string `toml:"seal_peers"`       // if set, the only node ids (ouro id) a sealed flow may have at its other end
-	SealTicket duration `toml:"seal_ticket_life"` // how long a sealed flow's resumption ticket lasts (default 10m; negative: never resume)
-	SealAEAD   string   `toml:"seal_aead"`        // force the AEAD of sealed flows: "aes256gcm" or "chacha20poly1305" (default: negotiated)
+	Lower      []string    `toml:"lower"`            // lower layers to register the IPCP's name in
+	Bootstrap  bool        `toml:"bootstrap"`        // the layer's first member
+	Enroll     string      `toml:"enroll"`           // IPCP name of a member to enroll through
+	Neighbours []string    `toml:"neighbours"`       // IPCP names to keep adjacencies with
+	Discover   bool        `toml:"discover"`         // also connect to the members the lower eth shims heard announced
+	Addr       uint64      `toml:"addr"`             // static address (default: random)
+	Cert       string      `toml:"cert"`             // membership certificate (ouro cert issue): a file, or "base64:DATA" (boards); for layers admitted by authority
+	CRL        string      `toml:"crl"`              // the authority's revocation list (ouro cert revoke): a file, or "base64:DATA"
+	Seal       bool        `toml:"seal"`             // seal every flow of this member (unsealed requests refused); otherwise flows whose QoS asks are sealed
+	SealPeers  []string    `toml:"seal_peers"`       // if set, the only node ids (ouro id) a sealed flow may have at its other end
+	SealTicket offDuration `toml:"seal_ticket_life"` // how long a sealed flow's resumption ticket lasts (default 10m; negative: never resume)
+	SealAEAD   string      `toml:"seal_aead"`        // force the AEAD of sealed flows: "aes256gcm" or "chacha20poly1305" (default: negotiated)
 
 	Admission string `toml:"admission"`  // who may join: open, allow key=HEX..., authority authority=HEX... (required with bootstrap; elsewhere the policy to expect)
 	Hash      string `toml:"hash"`       // sha3-256 (default) or sha256
