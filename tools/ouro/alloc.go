@@ -76,8 +76,13 @@ func runAlloc(a *app, ctx context.Context, cmd *command, args []string) error {
 	out := allocJSON{Name: name, QoS: qos, Sealed: sealed, AllocMS: []float64{}}
 	text := !a.json
 	if text {
-		fmt.Fprintf(a.stdout, "ALLOC %s (qos %s%s), %d on one session\n", name, qos, map[bool]string{true: ", sealed"}[sealed], count)
+		seal := ""
+		if sealed {
+			seal = ", sealed"
+		}
+		fmt.Fprintf(a.stdout, "ALLOC %s (qos %s%s), %d on one session\n", name, qos, seal, count)
 	}
+	firstOK := false // the first allocation succeeded: it is left out of the statistics
 	for i := range count {
 		if i > 0 && interval > 0 {
 			select {
@@ -109,7 +114,7 @@ func runAlloc(a *app, ctx context.Context, cmd *command, args []string) error {
 		out.Allocated++
 		out.AllocMS = append(out.AllocMS, v)
 		if i == 0 {
-			out.FirstMS = v
+			out.FirstMS, firstOK = v, true
 		}
 		if text && !quiet {
 			note := ""
@@ -120,7 +125,7 @@ func runAlloc(a *app, ctx context.Context, cmd *command, args []string) error {
 		}
 	}
 	warm := out.AllocMS
-	if out.FirstMS > 0 {
+	if firstOK {
 		warm = warm[1:]
 	}
 	out.MinMS, out.MedianMS, out.AvgMS, out.P90MS, out.MaxMS = allocStats(warm)
@@ -130,7 +135,7 @@ func runAlloc(a *app, ctx context.Context, cmd *command, args []string) error {
 		}
 	} else {
 		fmt.Fprintf(a.stdout, "--- %s allocation statistics ---\n%d allocated, %d failed", name, out.Allocated, out.Failed)
-		if out.FirstMS > 0 {
+		if firstOK {
 			fmt.Fprintf(a.stdout, "; the first %s ms", ms(out.FirstMS))
 		}
 		if len(warm) > 0 {

@@ -17,8 +17,8 @@
 // bound here), to -to, in UDP GSO sends of -burst datagrams (one
 // sendmsg(2) each, as the shim's own sender does), with -rate at most
 // that many a second (it waits by spinning on the clock: one core). It
-// stops after -t and
-// prints "sent N datagrams in S s = R k/s" (with -json, one JSON object).
+// stops after -t and prints "sent N datagrams in S s = R k/s" (with
+// -json, one JSON object).
 package main
 
 import (
@@ -120,7 +120,6 @@ func run(file, from, to string, dur time.Duration, burst int, rate float64, asJS
 	start := time.Now()
 	end := start.Add(dur)
 	i := 0
-	var sendErr error
 	for now := start; now.Before(end); now = time.Now() {
 		if rate > 0 && float64(sent) >= rate*now.Sub(start).Seconds() {
 			continue // ahead of the rate: a busy wait, as a timer would oversleep
@@ -143,10 +142,7 @@ func run(file, from, to string, dur time.Duration, burst int, rate float64, asJS
 			case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ECONNREFUSED):
 				refused++
 			default:
-				sendErr = err
-			}
-			if sendErr != nil {
-				return fmt.Errorf("send: %w", sendErr)
+				return fmt.Errorf("send: %w", err)
 			}
 			i = (i + burst) % len(runs)
 		}
