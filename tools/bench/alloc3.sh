@@ -5,8 +5,10 @@
 # node's directory names only its neighbours), an echo on b, and N fresh
 # `ouro ping -c 1` from a. It prints the median alloc_ms, a 3-SDU RTT and
 # the forwarded counters of m1 and m2 (both non-zero: the flow crosses
-# three hops), and the minimum alloc_ms. Run as root from the repository
-# root:
+# three hops), and the minimum alloc_ms; then warm_*: N allocations on
+# one session (`ouro alloc -c N+1 -i 1ms`, the first left out, as in
+# alloc.sh; "-" for a build without `ouro alloc`). Run as root from the
+# repository root:
 #   tools/bench/alloc3.sh ROUNDS N BUILDDIR...   (each holds router, ouro)
 # A BUILDDIR may be NAME=BUILDDIR; several run interleaved in each round
 # (before/after, as alloc.sh):
@@ -41,8 +43,11 @@ admission = "open"'
 	done
 	for i in $(seq "$N"); do "${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 1 echo | j alloc_ms; done >"$TMP/alloc.txt"
 	am=$(med <"$TMP/alloc.txt"); an=$(sort -n "$TMP/alloc.txt" | head -1)
+	"${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json alloc -q -c $((N + 1)) -i 1ms echo 2>/dev/null |
+		python3 -c 'import json,sys; print("\n".join(str(v) for v in json.load(sys.stdin)["alloc_ms"][1:]))' >"$TMP/warm.txt" 2>/dev/null || : >"$TMP/warm.txt"
+	wm=$(med <"$TMP/warm.txt" | grep . || echo -); wn=$(sort -n "$TMP/warm.txt" | head -1 | grep . || echo -)
 	hops=$("${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 3 echo | j rtt_avg_ms) || hops=-
-	echo "round=$r variant=$name hops=3 forwarded_m1=$(forwarded m1) forwarded_m2=$(forwarded m2) alloc_ms_median=$am alloc_ms_min=$an rtt_ms=$hops"
+	echo "round=$r variant=$name hops=3 forwarded_m1=$(forwarded m1) forwarded_m2=$(forwarded m2) alloc_ms_median=$am alloc_ms_min=$an warm_ms_median=$wm warm_ms_min=$wn rtt_ms=$hops"
 	stopall
 done
 done
