@@ -250,6 +250,8 @@ func TestDeliveryShare(t *testing.T) {
 	}
 }
 
+// sendNumbered writes n 100-byte SDUs numbered 0 to n-1 (big-endian, in
+// their first four bytes) to a at 2000 SDUs/s.
 func sendNumbered(t *testing.T, a flow.Port, n int) {
 	t.Helper()
 	msg := make([]byte, 100)

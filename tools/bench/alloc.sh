@@ -31,12 +31,6 @@
 set -e
 . "$(dirname "$0")/lib.sh"
 
-# warm SOCKET OURO COUNT: the times (ms) of COUNT allocations to "echo" on
-# one session after a first, one per line; nothing if OURO has no alloc.
-warm() {
-	OURO_SOCKET="$1" "${WARM_OURO:-$2}" --json alloc -q -c $(($3 + 1)) -i 1ms echo 2>/dev/null |
-		python3 -c 'import json,sys; print("\n".join(str(v) for v in json.load(sys.stdin)["alloc_ms"][1:]))' 2>/dev/null || true
-}
 if [ "$1" = --paired ]; then
   D=$2; N=$3; shift 3
   mkdir -p "$D"
@@ -67,7 +61,7 @@ if [ "$1" = --paired ]; then
   for _ in 1 2 3; do
     k=0
     for v in "$@"; do
-      warm "$D/v$k/a.sock" "${v#*=}/ouro" 10 >>"$D/v$k/warm.txt"
+      warm "$D/v$k/a.sock" "${WARM_OURO:-${v#*=}/ouro}" 10 >>"$D/v$k/warm.txt"
       k=$((k + 1))
     done
   done
@@ -76,7 +70,7 @@ if [ "$1" = --paired ]; then
   for v in "$@"; do
     f="$D/v$k/alloc.txt" w="$D/v$k/warm.txt"
     ratio=$(paste "$D/v0/alloc.txt" "$f" | awk '$1>0 {print $2/$1}' | med)
-    echo "variant=${v%%=*} n=$(wc -l <"$f") alloc_ms_median=$(med <"$f") alloc_ms_min=$(sort -n "$f" | head -1) ratio_to_${1%%=*}_median=$ratio warm_n=$(wc -l <"$w") warm_ms_median=$(med <"$w" | grep . || echo -) warm_ms_min=$(sort -n "$w" | head -1 | grep . || echo -)"
+    echo "variant=${v%%=*} n=$(wc -l <"$f") alloc_ms_median=$(med <"$f") alloc_ms_min=$(sort -n "$f" | head -1) ratio_to_${1%%=*}_median=$ratio warm_n=$(wc -l <"$w") warm_ms_median=$(medOr <"$w") warm_ms_min=$(minOr <"$w")"
     k=$((k + 1))
   done
   echo "== load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
@@ -99,7 +93,7 @@ for r in $(seq "$R"); do
     for i in $(seq "$N"); do
       OURO_SOCKET="$D/a.sock" "$X/ouro" --json ping -c 1 echo | j alloc_ms
     done >"$D/alloc.txt"
-    warm "$D/a.sock" "$X/ouro" "$N" >"$D/warm.txt"
+    warm "$D/a.sock" "${WARM_OURO:-$X/ouro}" "$N" >"$D/warm.txt"
     kill $PE $PA $PB; wait $PE $PA $PB 2>/dev/null || true
     "$X/ouro" echo --udp 127.0.0.1:47113 >/dev/null 2>&1 & PU=$!
     sleep 0.3
@@ -109,7 +103,7 @@ for r in $(seq "$R"); do
     kill $PU; wait $PU 2>/dev/null || true
     am=$(med <"$D/alloc.txt"); an=$(min <"$D/alloc.txt")
     um=$(med <"$D/udp.txt"); un=$(min <"$D/udp.txt")
-    wm=$(med <"$D/warm.txt" | grep . || echo -); wn=$(min <"$D/warm.txt" | grep . || echo -)
+    wm=$(medOr <"$D/warm.txt"); wn=$(minOr <"$D/warm.txt")
     echo "round=$r variant=$name n=$N alloc_ms_median=$am alloc_ms_min=$an udp_rtt_ms_median=$um udp_rtt_ms_min=$un ratio_median=$(echo "$am $um" | awk '{if ($2>0) printf "%.1f", $1/$2}') warm_ms_median=$wm warm_ms_min=$wn"
   done
 done

@@ -43,9 +43,8 @@ admission = "open"'
 	done
 	for i in $(seq "$N"); do "${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 1 echo | j alloc_ms; done >"$TMP/alloc.txt"
 	am=$(med <"$TMP/alloc.txt"); an=$(sort -n "$TMP/alloc.txt" | head -1)
-	"${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json alloc -q -c $((N + 1)) -i 1ms echo 2>/dev/null |
-		python3 -c 'import json,sys; print("\n".join(str(v) for v in json.load(sys.stdin)["alloc_ms"][1:]))' >"$TMP/warm.txt" 2>/dev/null || : >"$TMP/warm.txt"
-	wm=$(med <"$TMP/warm.txt" | grep . || echo -); wn=$(sort -n "$TMP/warm.txt" | head -1 | grep . || echo -)
+	warm "$TMP/a.sock" "$X/ouro" "$N" >"$TMP/warm.txt"
+	wm=$(medOr <"$TMP/warm.txt"); wn=$(minOr <"$TMP/warm.txt")
 	hops=$("${NSX[@]}" "$X/ouro" --socket "$TMP/a.sock" --json ping -c 3 echo | j rtt_avg_ms) || hops=-
 	echo "round=$r variant=$name hops=3 forwarded_m1=$(forwarded m1) forwarded_m2=$(forwarded m2) alloc_ms_median=$am alloc_ms_min=$an warm_ms_median=$wm warm_ms_min=$wn rtt_ms=$hops"
 	stopall

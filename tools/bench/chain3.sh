@@ -86,8 +86,6 @@ HZ=$(getconf CLK_TCK)
 
 netns_up
 
-# cpu PID: the CPU time (user+system) of PID, in clock ticks.
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 
 # report LABEL FORWARDED CPU-TICKS SECONDS RECEIVED
@@ -150,7 +148,7 @@ ca = "nop"'
 		perf record -q -e cpu-clock -F 999 -g -p "$rpid" -o "$TMP/perf.data" >/dev/null 2>&1 &
 		ppid=$!
 	fi
-	f0=$(forwarded r) c0=$(cpu "$rpid") t0=$(date +%s.%N)
+	f0=$(forwarded r) c0=$(cpu_ticks "$rpid") t0=$(date +%s.%N)
 	local k spids=()
 	for k in $(seq 2 "$SENDERS"); do # the other floods, beside the first
 		"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf sink -s "$SIZE" -t "${TIME}s" --json >"$TMP/perf$k.json" 2>"$TMP/perf$k.err" &
@@ -158,7 +156,7 @@ ca = "nop"'
 	done
 	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/a.sock" perf sink -s "$SIZE" -t "${TIME}s" --json >"$TMP/perf.json" 2>"$TMP/perf.err" || true
 	for k in "${spids[@]}"; do wait "$k" || true; done
-	f1=$(forwarded r) c1=$(cpu "$rpid") t1=$(date +%s.%N)
+	f1=$(forwarded r) c1=$(cpu_ticks "$rpid") t1=$(date +%s.%N)
 	if [ -n "$ppid" ]; then
 		kill -INT "$ppid"
 		wait "$ppid" 2>/dev/null || true
@@ -171,17 +169,6 @@ print("%.0f k/s, loss %s" % (sum(d["recv_pps"] for d in ds) / 1000, " ".join("%.
 	rm -f "$TMP"/perf*.json
 	report "$1" $((f1 - f0)) $((c1 - c0)) "$(echo "$t1 - $t0" | bc)" "$recv"
 	stopall
-}
-
-# counters NODE IPCP NAME...: the IPCP's counters NAME... at NODE, in
-# order, space-separated (0 for one it does not have).
-counters() {
-	local node=$1 ipcp=$2
-	shift 2
-	"${NSX[@]}" "$TMP/ouro" --socket "$TMP/$node.sock" --json stats "$ipcp" |
-		python3 -c 'import json,sys
-d = {r["counter"]: r["value"] for r in json.load(sys.stdin)["rows"]}
-print(" ".join(str(d.get(k, 0)) for k in sys.argv[1:]))' "$@"
 }
 
 # replay_round LABEL ROUTER: r (router binary ROUTER) fed a replay of a's
@@ -231,10 +218,10 @@ flow_timeout = "600s"'
 			ppid=$!
 		fi
 		x0=$(counters r r.uni forwarded drops.queue_full) x0="$x0 $(counters r r.udp packets_out drops.socket_overflow drops.rx_full)"
-		c0=$(cpu "$rpid") t0=$(date +%s.%N)
+		c0=$(cpu_ticks "$rpid") t0=$(date +%s.%N)
 		"${NSX[@]}" "$TMP/udpreplay" -pcap "$TMP/replay.pcapng" -from 127.0.0.1:3521 -to 127.0.0.1:3522 \
 			-t "${TIME}s" -rate "$rate" --json >"$TMP/replay.json"
-		c1=$(cpu "$rpid") t1=$(date +%s.%N)
+		c1=$(cpu_ticks "$rpid") t1=$(date +%s.%N)
 		x1=$(counters r r.uni forwarded drops.queue_full) x1="$x1 $(counters r r.udp packets_out drops.socket_overflow drops.rx_full)"
 		if [ -n "$ppid" ]; then
 			kill -INT "$ppid"
@@ -271,13 +258,13 @@ relay_round() {
 	PIDS+=($rpid)
 	sleep 0.3
 	local c0 t0 c1 t1 recv
-	c0=$(cpu "$rpid") t0=$(date +%s.%N)
+	c0=$(cpu_ticks "$rpid") t0=$(date +%s.%N)
 	if [ -n "$replay" ]; then
 		"${NSX[@]}" "$TMP/udpreplay" -pcap "$TMP/replay.pcapng" -from 127.0.0.1:3530 -to 127.0.0.1:3531 -t "${TIME}s" >"$TMP/replay.out"
 	else
 		"${NSX[@]}" "$TMP/ouro" perf --udp 127.0.0.1:3531 -s "$SIZE" -t "${TIME}s" --json >"$TMP/uperf.json" 2>"$TMP/uperf.err" || true
 	fi
-	c1=$(cpu "$rpid") t1=$(date +%s.%N)
+	c1=$(cpu_ticks "$rpid") t1=$(date +%s.%N)
 	kill "$rpid"
 	wait "$rpid" 2>/dev/null || true
 	if [ -n "$replay" ]; then

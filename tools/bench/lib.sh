@@ -105,10 +105,34 @@ j() { sed -n "s/.*\"$1\": *\([0-9.e+-]*\).*/\1/p" | head -1; }
 # med prints the median of the numbers on stdin, one per line.
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# forwarded NODE prints the `forwarded` counter of the unicast IPCP
-# NODE.uni, through $TMP/NODE.sock (in the namespace NSX names, if any),
+# counters NODE IPCP NAME... prints the IPCP's counters NAME... at NODE,
+# in order, space-separated (0 for one it does not list: a counter still
+# at zero), through $TMP/NODE.sock (in the namespace NSX names, if any),
 # with the ouro tool $OURO (default: the one build_tools made).
-forwarded() {
-	"${NSX[@]}" "${OURO:-$TMP/ouro}" --socket "$TMP/$1.sock" --json stats "$1.uni" |
-		python3 -c 'import json,sys; d=json.load(sys.stdin); print(next(r["value"] for r in d["rows"] if r["counter"] == "forwarded"))'
+counters() {
+	local node=$1 ipcp=$2
+	shift 2
+	"${NSX[@]}" "${OURO:-$TMP/ouro}" --socket "$TMP/$node.sock" --json stats "$ipcp" |
+		python3 -c 'import json,sys
+d = {r["counter"]: r["value"] for r in json.load(sys.stdin)["rows"]}
+print(" ".join(str(d.get(k, 0)) for k in sys.argv[1:]))' "$@"
 }
+
+# forwarded NODE prints the `forwarded` counter of the unicast IPCP
+# NODE.uni (counters).
+forwarded() { counters "$1" "$1.uni" forwarded; }
+
+# warm SOCKET OURO COUNT prints the times (ms) of COUNT allocations to
+# "echo" on one session, one per line, after a first left out (it waits
+# for the session's start): `ouro alloc -i 1ms` through SOCKET (in the
+# namespace NSX names, if any); nothing if OURO has no alloc command.
+warm() {
+	"${NSX[@]}" "$2" --socket "$1" --json alloc -q -c $(($3 + 1)) -i 1ms echo 2>/dev/null |
+		python3 -c 'import json,sys; print("\n".join(str(v) for v in json.load(sys.stdin)["alloc_ms"][1:]))' 2>/dev/null || true
+}
+
+# medOr prints the median of the numbers on stdin, or "-" for none.
+medOr() { med | grep . || echo -; }
+
+# minOr prints the least of the numbers on stdin, or "-" for none.
+minOr() { sort -n | head -1 | grep . || echo -; }

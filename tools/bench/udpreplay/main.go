@@ -22,7 +22,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -38,10 +37,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ouronet/ouro/layer/capture"
+	"github.com/ouronet/ouro/layer/shim/udp"
 )
-
-// shimHeaderLen is the UDP shim header: the destination endpoint id.
-const shimHeaderLen = 4
 
 // maxGSO bounds the payload of one GSO send (a UDP datagram's limit).
 const maxGSO = 65000
@@ -199,9 +196,9 @@ func load(file string) ([][]byte, error) {
 		if !h.IsValid() || h.Dir() != capture.In || h.Layer() != capture.LayerUDP || h.Content() != capture.SDU || ci.Length != len(data) || len(sdu) == 0 {
 			continue // sent, control, or cut by the snap length
 		}
-		d := make([]byte, shimHeaderLen+len(sdu))
-		binary.BigEndian.PutUint32(d, uint32(h.Port()))
-		copy(d[shimHeaderLen:], sdu)
+		d := make([]byte, udp.HeaderLen+len(sdu))
+		udp.Header(d).SetEID(uint32(h.Port()))
+		copy(udp.Header(d).Payload(), sdu)
 		byLen[len(d)] = append(byLen[len(d)], d)
 	}
 	var best [][]byte

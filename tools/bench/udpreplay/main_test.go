@@ -11,6 +11,7 @@ import (
 
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/capture/pcapng"
+	"github.com/ouronet/ouro/layer/shim/udp"
 )
 
 // record is one captured packet for writeCapture.
@@ -70,7 +71,7 @@ func TestLoadKeepsTheFlood(t *testing.T) {
 	}
 	for i, want := range []byte{1, 4, 8} {
 		d := got[i]
-		if len(d) != shimHeaderLen+80 || binary.BigEndian.Uint32(d) != 7 || !bytes.Equal(d[shimHeaderLen:], sdu(want, 80)) {
+		if len(d) != udp.HeaderLen+80 || binary.BigEndian.Uint32(d) != 7 || !bytes.Equal(d[udp.HeaderLen:], sdu(want, 80)) {
 			t.Errorf("datagram %d: % x..., want endpoint 7 and 80 bytes of %d", i, d[:8], want)
 		}
 	}
@@ -132,8 +133,8 @@ func TestReplayArrives(t *testing.T) {
 		if addr.String() != src {
 			t.Fatalf("from %s, want %s", addr, src)
 		}
-		if k != shimHeaderLen+100 || binary.BigEndian.Uint32(buf) != 42 || buf[shimHeaderLen] != byte(n%10) {
-			t.Fatalf("datagram %d: %d bytes, endpoint %d, first SDU byte %d; want 104, 42, %d", n, k, binary.BigEndian.Uint32(buf), buf[shimHeaderLen], n%10)
+		if k != udp.HeaderLen+100 || binary.BigEndian.Uint32(buf) != 42 || buf[udp.HeaderLen] != byte(n%10) {
+			t.Fatalf("datagram %d: %d bytes, endpoint %d, first SDU byte %d; want 104, 42, %d", n, k, binary.BigEndian.Uint32(buf), buf[udp.HeaderLen], n%10)
 		}
 		n++
 	}
