@@ -45,7 +45,11 @@ type PerfResult struct {
 	HaveServer bool    `json:"server_reported"` // false: no report came back; Server is zero
 	RecvPPS    float64 `json:"recv_pps"`        // as the server counted, over its span
 	RecvBPS    float64 `json:"recv_bps"`
-	Loss       float64 `json:"loss_percent"`
+	// From SteadyAfter after the server's first data SDU on (zero:
+	// the run was shorter, or the server predates the counters).
+	RecvSteadyPPS float64 `json:"recv_steady_pps"`
+	RecvSteadyBPS float64 `json:"recv_steady_bps"`
+	Loss          float64 `json:"loss_percent"`
 }
 
 // ErrNoReport is returned by PerfClient when the server never answered
@@ -142,7 +146,7 @@ func PerfClient(ctx context.Context, c Conn, cfg PerfConfig) (PerfResult, error)
 	if cfg.ReportTimeout <= 0 {
 		cfg.ReportTimeout = 500 * time.Millisecond
 	}
-	buf := make([]byte, max(cfg.Size, ReportLen))
+	buf := make([]byte, max(cfg.Size, ReportFullLen))
 	// A flood over a port that sends batches goes out udpBatch SDUs per
 	// call (the plain-UDP baseline's sendmmsg); paced runs stay one by one.
 	bw, _ := c.(BatchWriter)
@@ -229,6 +233,7 @@ func PerfClient(ctx context.Context, c Conn, cfg PerfConfig) (PerfResult, error)
 	}
 	res.Server, res.HaveServer = r, true
 	res.RecvPPS, res.RecvBPS = Rate(r.SDUs, r.Bytes, time.Duration(r.SpanNS))
+	res.RecvSteadyPPS, res.RecvSteadyBPS = Rate(r.SteadySDUs, r.SteadyBytes, time.Duration(r.SteadySpanNS))
 	res.Loss = LossPercent(res.Sent, r.SDUs)
 	return res, nil
 }
@@ -288,7 +293,7 @@ type PerfServer struct {
 }
 
 // Handle processes one received SDU that arrived at now and returns the
-// answer to send back, if any, built in out (at least ReportLen bytes)
+// answer to send back, if any, built in out (at least ReportFullLen bytes)
 // or, for a ping, in in itself.
 func (s *PerfServer) Handle(in []byte, now time.Duration, out []byte) []byte {
 	m := Msg(in)
@@ -322,7 +327,7 @@ func ServePerf(c Conn, stop <-chan struct{}) (Report, error) {
 	var s PerfServer
 	start := time.Now()
 	rd := newRunReader(c)
-	out := make([]byte, ReportLen)
+	out := make([]byte, ReportFullLen)
 	for {
 		run, truncated, err := rd.read(time.Now().Add(pollInterval))
 		switch {

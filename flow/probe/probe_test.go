@@ -46,16 +46,23 @@ func TestMsgRoundTrip(t *testing.T) {
 }
 
 func TestReportRoundTrip(t *testing.T) {
-	want := Report{SDUs: 10, Bytes: 14000, SpanNS: 9_000_000, Reordered: 2}
+	want := Report{SDUs: 10, Bytes: 14000, SpanNS: 9_000_000, Reordered: 2, SteadySDUs: 7, SteadyBytes: 9800, SteadySpanNS: 5_000_000}
 	m := PutReport(make([]byte, 100), 4, 55, want)
-	if len(m) != ReportLen {
-		t.Fatalf("len = %d, want %d", len(m), ReportLen)
+	if len(m) != ReportFullLen {
+		t.Fatalf("len = %d, want %d", len(m), ReportFullLen)
 	}
 	if !m.IsValid() || m.Kind() != KindReport || m.Seq() != 4 || m.Time() != 55 {
 		t.Fatalf("header: valid %v kind %v seq %d time %d", m.IsValid(), m.Kind(), m.Seq(), m.Time())
 	}
 	if got := m.Report(); got != want {
 		t.Errorf("Report() = %+v, want %+v", got, want)
+	}
+	// A server of before the steady counters sent the first ReportLen
+	// bytes: the same counts, the steady ones zero.
+	old := want
+	old.SteadySDUs, old.SteadyBytes, old.SteadySpanNS = 0, 0, 0
+	if short := m[:ReportLen]; !short.IsValid() || short.Report() != old {
+		t.Errorf("a short report: valid %v, Report() = %+v, want %+v", short.IsValid(), short.Report(), old)
 	}
 }
 
@@ -91,7 +98,8 @@ func TestMsgIsValid(t *testing.T) {
 
 func FuzzMsg(f *testing.F) {
 	f.Add([]byte(Put(make([]byte, 64), KindPing, 3, 99)))
-	f.Add([]byte(PutReport(make([]byte, ReportLen), 1, 2, Report{SDUs: 1, Bytes: 2, SpanNS: 3, Reordered: 4})))
+	f.Add([]byte(PutReport(make([]byte, ReportFullLen), 1, 2, Report{SDUs: 1, Bytes: 2, SpanNS: 3, Reordered: 4, SteadySDUs: 5, SteadyBytes: 6, SteadySpanNS: 7})))
+	f.Add([]byte(PutReport(make([]byte, ReportFullLen), 1, 2, Report{SDUs: 1, Bytes: 2, SpanNS: 3, Reordered: 4})[:ReportLen]))
 	f.Add([]byte(Put(make([]byte, HeaderLen), KindReportReq, 0, 0)))
 	f.Add([]byte{0x6f, 0x70, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -104,9 +112,15 @@ func FuzzMsg(f *testing.F) {
 		k, seq, ns := m.Kind(), m.Seq(), m.Time()
 		var again Msg
 		if k == KindReport {
-			again = PutReport(make([]byte, ReportLen), seq, ns, m.Report())
-			if !bytes.Equal(again, b[:ReportLen]) {
-				t.Fatalf("report re-encoding % x, want % x", again, b[:ReportLen])
+			// The steady counters where the report has them (a
+			// shorter one's are zero, so not compared).
+			n := ReportLen
+			if len(b) >= ReportFullLen {
+				n = ReportFullLen
+			}
+			again = PutReport(make([]byte, ReportFullLen), seq, ns, m.Report())
+			if !bytes.Equal(again[:n], b[:n]) {
+				t.Fatalf("report re-encoding % x, want % x", again[:n], b[:n])
 			}
 		} else {
 			again = Put(make([]byte, HeaderLen), k, seq, ns)
@@ -116,7 +130,7 @@ func FuzzMsg(f *testing.F) {
 		}
 		// A perf server takes any valid message without panicking.
 		var s PerfServer
-		s.Handle(b, time.Second, make([]byte, ReportLen))
+		s.Handle(b, time.Second, make([]byte, ReportFullLen))
 	})
 }
 
@@ -215,6 +229,16 @@ func TestPerfCounter(t *testing.T) {
 	if got := c.Report(); got != want {
 		t.Errorf("Report() = %+v, want %+v", got, want)
 	}
+	// From SteadyAfter after the first on, the steady counters count
+	// too, their span from the first of them.
+	c.Data(4, 100, ms(10)+SteadyAfter-1)
+	c.Data(5, 200, ms(10)+SteadyAfter)
+	c.Data(6, 300, ms(10)+SteadyAfter+ms(500))
+	want = Report{SDUs: 7, Bytes: 1000, SpanNS: int64(SteadyAfter + ms(500)), Reordered: 1,
+		SteadySDUs: 2, SteadyBytes: 500, SteadySpanNS: int64(ms(500))}
+	if got := c.Report(); got != want {
+		t.Errorf("after a second: Report() = %+v, want %+v", got, want)
+	}
 }
 
 func TestRateAndLoss(t *testing.T) {
@@ -246,7 +270,7 @@ func TestRateAndLoss(t *testing.T) {
 
 func TestPerfServerHandle(t *testing.T) {
 	var s PerfServer
-	out := make([]byte, ReportLen)
+	out := make([]byte, ReportFullLen)
 	data := Put(make([]byte, 100), KindData, 0, 0)
 	if r := s.Handle(data, ms(1), out); r != nil {
 		t.Fatalf("data answered with % x", r)

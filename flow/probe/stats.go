@@ -160,8 +160,14 @@ func (s *PingStats) Summary(name string, elapsed time.Duration) Summary {
 type PerfCounter struct {
 	r           Report
 	first, last time.Duration // arrival times of the first and last data SDU
+	steady      time.Duration // arrival time of the first steady one (Report.SteadySDUs)
 	next        uint64        // highest sequence number seen + 1
 }
+
+// SteadyAfter is how long after its first data SDU a perf server starts
+// the steady counters (Report.SteadySDUs): issue 13 asks a congestion
+// avoidance to reach its rate within a second of starting.
+const SteadyAfter = time.Second
 
 // Data counts a data SDU of size bytes with sequence number seq that
 // arrived at now (any monotonic clock).
@@ -172,6 +178,13 @@ func (c *PerfCounter) Data(seq uint64, size int, now time.Duration) {
 	c.last = now
 	c.r.SDUs++
 	c.r.Bytes += uint64(size)
+	if now-c.first >= SteadyAfter {
+		if c.r.SteadySDUs == 0 {
+			c.steady = now
+		}
+		c.r.SteadySDUs++
+		c.r.SteadyBytes += uint64(size)
+	}
 	if seq < c.next {
 		c.r.Reordered++
 	} else {
@@ -183,6 +196,9 @@ func (c *PerfCounter) Data(seq uint64, size int, now time.Duration) {
 func (c *PerfCounter) Report() Report {
 	r := c.r
 	r.SpanNS = int64(c.last - c.first)
+	if r.SteadySDUs > 0 {
+		r.SteadySpanNS = int64(c.last - c.steady)
+	}
 	return r
 }
 

@@ -195,7 +195,7 @@ func ServeUDP(ctx context.Context, pc *net.UDPConn, perf bool, onPeer func(PeerE
 			ms[i].OOB = make([]byte, groOOB)
 		}
 	}
-	out := make([]byte, ReportLen)
+	out := make([]byte, ReportFullLen)
 	sweep := time.Now().Add(time.Second)
 	for ctx.Err() == nil {
 		if now := time.Now(); now.After(sweep) {

@@ -21,19 +21,26 @@ import (
 //	+---------------------------------------------------------------+ 20
 //	| kind Report only: sdus, bytes, span_ns, reordered (4 x uint64) |
 //	+---------------------------------------------------------------+ 52
+//	| kind Report: steady_sdus, steady_bytes, steady_span_ns        |
+//	| (3 x uint64; a server of before them sent none)               |
+//	+---------------------------------------------------------------+ 76
 //	| padding up to the SDU size (zeros)                            |
 //
 // All fields are big-endian. The receiver never interprets the time; it
 // is the sender's own clock, echoed back for RTT. Check IsValid before
-// calling any accessor.
+// calling any accessor. A Report of ReportLen bytes (a server of before
+// the steady counters) reads as one whose steady counters are zero.
 type Msg []byte
 
 // Sizes of the format.
 const (
 	HeaderLen = 20              // magic, version, kind, seq, time
-	ReportLen = HeaderLen + 4*8 // a Report carries four counters
-	Magic     = 0x6F70          // "op"
-	Version   = 1
+	ReportLen = HeaderLen + 4*8 // the shortest Report: four counters
+	// ReportFullLen is a Report with the steady counters, as servers
+	// send it now.
+	ReportFullLen = ReportLen + 3*8
+	Magic         = 0x6F70 // "op"
+	Version       = 1
 )
 
 const (
@@ -46,6 +53,7 @@ const (
 	offBytes   = 28
 	offSpan    = 36
 	offReorder = 44
+	offSteady  = 52 // steady_sdus, steady_bytes, steady_span_ns
 )
 
 // Kind says what an SDU is for.
@@ -106,14 +114,21 @@ func (m Msg) SetSeq(seq uint64) { binary.BigEndian.PutUint64(m[offSeq:], seq) }
 // SetTime sets the timestamp.
 func (m Msg) SetTime(ns int64) { binary.BigEndian.PutUint64(m[offTime:], uint64(ns)) }
 
-// Report returns the counters of a KindReport SDU.
+// Report returns the counters of a KindReport SDU (the steady ones zero
+// in a Report shorter than ReportFullLen).
 func (m Msg) Report() Report {
-	return Report{
+	r := Report{
 		SDUs:      binary.BigEndian.Uint64(m[offSDUs:]),
 		Bytes:     binary.BigEndian.Uint64(m[offBytes:]),
 		SpanNS:    int64(binary.BigEndian.Uint64(m[offSpan:])),
 		Reordered: binary.BigEndian.Uint64(m[offReorder:]),
 	}
+	if len(m) >= ReportFullLen {
+		r.SteadySDUs = binary.BigEndian.Uint64(m[offSteady:])
+		r.SteadyBytes = binary.BigEndian.Uint64(m[offSteady+8:])
+		r.SteadySpanNS = int64(binary.BigEndian.Uint64(m[offSteady+16:]))
+	}
+	return r
 }
 
 // Put writes a header of the given kind, seq and time at the start of
@@ -131,14 +146,17 @@ func Put(buf []byte, k Kind, seq uint64, ns int64) Msg {
 }
 
 // PutReport writes a KindReport SDU answering the request with sequence
-// number seq into buf (at least ReportLen bytes) and returns it, trimmed
-// to ReportLen.
+// number seq into buf (at least ReportFullLen bytes) and returns it,
+// trimmed to ReportFullLen.
 func PutReport(buf []byte, seq uint64, ns int64, r Report) Msg {
-	m := Put(buf[:ReportLen], KindReport, seq, ns)
+	m := Put(buf[:ReportFullLen], KindReport, seq, ns)
 	binary.BigEndian.PutUint64(m[offSDUs:], r.SDUs)
 	binary.BigEndian.PutUint64(m[offBytes:], r.Bytes)
 	binary.BigEndian.PutUint64(m[offSpan:], uint64(r.SpanNS))
 	binary.BigEndian.PutUint64(m[offReorder:], r.Reordered)
+	binary.BigEndian.PutUint64(m[offSteady:], r.SteadySDUs)
+	binary.BigEndian.PutUint64(m[offSteady+8:], r.SteadyBytes)
+	binary.BigEndian.PutUint64(m[offSteady+16:], uint64(r.SteadySpanNS))
 	return m
 }
 
@@ -148,4 +166,10 @@ type Report struct {
 	Bytes     uint64 `json:"bytes"`     // their bytes, padding included
 	SpanNS    int64  `json:"span_ns"`   // first to last data SDU, on the server's clock
 	Reordered uint64 `json:"reordered"` // data SDUs that arrived after a higher sequence number
+	// What arrived from SteadyAfter after the first data SDU on: the
+	// rate once the flow has started (a congestion avoidance's ramp
+	// left out). SteadySpanNS is from the first of them to the last.
+	SteadySDUs   uint64 `json:"steady_sdus"`
+	SteadyBytes  uint64 `json:"steady_bytes"`
+	SteadySpanNS int64  `json:"steady_span_ns"`
 }

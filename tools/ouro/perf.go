@@ -128,5 +128,9 @@ func printPerf(a *app, r probe.PerfResult) {
 	s := r.Server
 	fmt.Fprintf(w, "received  %10d SDUs  %10s in %s  %12.1f SDU/s  %14s  (server)\n",
 		s.SDUs, siUnit(float64(s.Bytes), "B"), secs(time.Duration(s.SpanNS)), r.RecvPPS, siUnit(r.RecvBPS, "bit/s"))
+	if s.SteadySDUs > 0 {
+		fmt.Fprintf(w, "from 1 s   %9d SDUs  %10s in %s  %12.1f SDU/s  %14s  (server, from %v after its first SDU)\n",
+			s.SteadySDUs, siUnit(float64(s.SteadyBytes), "B"), secs(time.Duration(s.SteadySpanNS)), r.RecvSteadyPPS, siUnit(r.RecvSteadyBPS, "bit/s"), probe.SteadyAfter)
+	}
 	fmt.Fprintf(w, "loss %s, %d reordered, %d send errors\n", percent(r.Loss), s.Reordered, r.SendErrors)
 }
