@@ -22,18 +22,21 @@ import (
 // and counted (rx_full), never waited for.
 
 // deliverQueue is the most packets a flow's delivery queue holds: with
-// the node's ring to the program (256) behind it, about 15 ms of a flow
-// at loopback speed (200,000 SDUs/s). On two cores shared by the
-// sending and receiving programs and their nodes, what waits in front
-// of a program arrives in lumps (the program, or the node's delivery,
-// waiting some milliseconds for a CPU while the flow goes on), and
-// deliverMark holds the flow where its lumps reach half of what waits
-// in front of the program: the deeper the queue, the closer to what the
-// path carries (at 768, 0.45-0.57 of `ca = "nop"` on loopback; at
-// 3072, docs/benchmarks.md, "Room in front of the program"). The
-// queue starts at deliverQueueMin and doubles as it fills, so a flow
-// whose program keeps up holds a small array.
-const deliverQueue = 3072
+// the node's ring to the program (256) behind it, about 32 ms of a flow
+// at loopback speed (300,000-400,000 SDUs/s). On two cores shared by
+// the sending and receiving programs and their nodes, what waits in
+// front of a program arrives in lumps (the program, or the node's
+// delivery, waiting some milliseconds for a CPU while the flow goes
+// on), and deliverMark holds the flow where its lumps reach half of
+// what waits in front of the program: the deeper the queue, the closer
+// to what the path carries (at 768, 0.45-0.57 of `ca = "nop"` on
+// loopback; at 3072, 0.58-0.68, docs/benchmarks.md, "Room in front of
+// the program"; at 12,288, judged by the flow's rate, "A queue as deep
+// as the flow is fast"). deliverMark counts it as deep as deliverTime
+// of the flow's peak rate, so a slow flow is marked as soon as before.
+// The queue starts at deliverQueueMin and doubles as it fills, so a
+// flow whose program keeps up holds a small array.
+const deliverQueue = 12288
 
 // deliverQueueMin is the depth a delivery queue starts with.
 const deliverQueueMin = 64

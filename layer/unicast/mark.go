@@ -21,7 +21,8 @@ import (
 //     depth of what waits in front of the program, the flow's delivery
 //     queue (deliver.go) and the flow's ring to the program, which fill
 //     when the program reads slower, and by the depth they are heading
-//     for once that passes half: deliverMark. A delivery refused
+//     for once that passes half, the queue counted as deep as some
+//     milliseconds of the flow's peak rate: deliverMark. A delivery refused
 //     (the queue full: a counted drop) counts as the highest level.
 //
 // The first two are queues flows share: each packet's level is weighed
@@ -208,11 +209,33 @@ func (c *core) raise(np *nport, bs []*pbuf, lvl uint8, now int64) {
 	}
 }
 
+// deliverTime is how much of a flow's peak rate what waits in front of
+// its program is judged against (deliverMark), where that is more than
+// deliverMarkMin SDUs: at loopback rates (300,000-400,000 SDUs a second)
+// most of the delivery queue. A program on two cores shared with its
+// node, the sender and the sender's node waits for a CPU for some
+// milliseconds at a time while the flow goes on; judged against the
+// queue's first 3,072, the lumps that left marked a lone flow down to
+// 0.67-0.72 of what `ca = "nop"` delivers on loopback from its second
+// second on, and against all of 12,288 at any rate, 0.82-0.90 (issue 13
+// asks 0.8; docs/benchmarks.md, "A queue as deep as the flow is fast").
+const deliverTime = 32 * time.Millisecond
+
+// deliverMarkMin is the least depth of the delivery queue what waits in
+// front of a program is judged against: a flow slower than
+// deliverMarkMin per deliverTime (about 100,000 SDUs a second) is judged
+// against it, as every flow was before the queue grew with the rate, so
+// that a slow program's flow is marked once as few SDUs stand in front
+// of it as before (a standing queue is time its reader waits for).
+const deliverMarkMin = 3072
+
 // deliverMark returns the level of congestion an SDU just queued for f's
 // program met: by the standing depth of what waits in front of the
 // program (queued: the flow's delivery queue and the port's ring, where
-// the port says how deep it is) against the capacity of both (qcap: the
-// delivery queue's). The caller holds f.CAMu.
+// the port says how deep it is) against their capacity, the delivery
+// queue's counted as deliverTime of the flow's peak rate of SDUs
+// (at least deliverMarkMin, at most qcap, its length). The caller
+// holds f.CAMu.
 func (c *core) deliverMark(f *fa.Flow, dp deliverPort, queued, qcap int, now time.Time) uint8 {
 	if f.DeliverCap == 0 {
 		f.DeliverCap = qcap
@@ -220,7 +243,10 @@ func (c *core) deliverMark(f *fa.Flow, dp deliverPort, queued, qcap int, now tim
 			f.DeliverCap += dp.QueueCap()
 		}
 	}
-	lvl := c.level(f.DeliverQ.See(queued, now.UnixNano(), c.ca.Interval()), queued, f.DeliverCap)
+	ns, iv := now.UnixNano(), c.ca.Interval()
+	depth := int(int64(f.DeliverPeak.Add(1, ns, iv)) * int64(deliverTime) / int64(iv))
+	mcap := f.DeliverCap - qcap + min(qcap, max(deliverMarkMin, depth))
+	lvl := c.level(f.DeliverQ.See(queued, ns, iv), queued, mcap)
 	if lvl > 0 {
 		c.p.c.markedDeliver.Add(1)
 	}

@@ -197,21 +197,24 @@ func TestDeliverMarkRising(t *testing.T) {
 	c := &core{p: &IPCP{}, ca: cak}
 	now := time.Now()
 	ms := time.Millisecond
+	// A flow this slow (a few SDUs a window) is judged against the
+	// queue's first deliverMarkMin (TestDeliverMarkByRate).
+	const m = deliverMarkMin
 	f := &fa.Flow{}
 	if lvl := c.deliverMark(f, nil, 0, deliverQueue, now); lvl != 0 {
 		t.Fatalf("an empty queue: level %d, want 0", lvl)
 	}
-	short := deliverQueue/4 - 1
+	short := m/4 - 1
 	if lvl := c.deliverMark(f, nil, short, deliverQueue, now.Add(ms)); lvl != 0 {
-		t.Errorf("a rise to %d of %d (short of a quarter): level %d, want 0", short, deliverQueue, lvl)
+		t.Errorf("a rise to %d of %d (short of a quarter): level %d, want 0", short, m, lvl)
 	}
-	quarter := deliverQueue / 4
-	want := cak.MarkECN(2*quarter, deliverQueue)
+	quarter := m / 4
+	want := cak.MarkECN(2*quarter, m)
 	if lvl := c.deliverMark(f, nil, quarter, deliverQueue, now.Add(2*ms)); lvl != want || want == 0 {
-		t.Errorf("a rise to a quarter of %d: level %d, want %d (> 0, at once)", deliverQueue, lvl, want)
+		t.Errorf("a rise to a quarter of %d: level %d, want %d (> 0, at once)", m, lvl, want)
 	}
-	if lvl := c.deliverMark(f, nil, deliverQueue/2, deliverQueue, now.Add(3*ms)); lvl != 255 {
-		t.Errorf("a rise to half of %d: level %d, want 255", deliverQueue, lvl)
+	if lvl := c.deliverMark(f, nil, m/2, deliverQueue, now.Add(3*ms)); lvl != 255 {
+		t.Errorf("a rise to half of %d: level %d, want 255", m, lvl)
 	}
 	if got := c.p.c.markedDeliver.Load(); got != 2 {
 		t.Errorf("marked.deliver %d, want 2", got)
@@ -224,10 +227,66 @@ func TestDeliverMarkRising(t *testing.T) {
 		c.deliverMark(g, nil, 300, deliverQueue, at)
 		at = at.Add(ms)
 	}
-	if lvl, want := c.deliverMark(g, nil, 340, deliverQueue, at), cak.MarkECN(300, deliverQueue); lvl != want || want == 0 {
+	if lvl, want := c.deliverMark(g, nil, 340, deliverQueue, at), cak.MarkECN(300, m); lvl != want || want == 0 {
 		t.Errorf("a queue standing at 300 that rises to 340: level %d, want %d (its standing level)", lvl, want)
 	}
 }
+
+// TestDeliverMarkByRate: what waits in front of a program is judged
+// against deliverTime of the flow's peak rate of SDUs, at least
+// deliverMarkMin and at most the queue's length (the port's ring added
+// either way). A slow flow is marked at a standing depth at which a fast
+// one is not, the fast one once the queue stands as deep in the time of
+// its rate; a stall (windows with nothing) does not lower the peak.
+func TestDeliverMarkByRate(t *testing.T) {
+	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &core{p: &IPCP{}, ca: cak}
+	iv := cak.Interval()
+	ring := fakeDeliverPort{cap: 256}
+	// stand feeds f perWindow SDUs a window for windows windows, each
+	// seeing the queue at depth, and returns the level the last met.
+	stand := func(f *fa.Flow, at *time.Time, perWindow, windows, depth int) uint8 {
+		var lvl uint8
+		for range windows {
+			for range perWindow {
+				lvl = c.deliverMark(f, ring, depth, deliverQueue, *at)
+			}
+			*at = at.Add(iv)
+		}
+		return lvl
+	}
+	now := time.Now()
+	depth := 700 // standing: past 1/16 of the slow flow's capacity, short of the fast one's
+	slow, fast := &fa.Flow{}, &fa.Flow{}
+	at := now
+	if lvl, want := stand(slow, &at, 10, 5, depth), cak.MarkECN(depth, deliverMarkMin+ring.cap); lvl != want || want == 0 {
+		t.Errorf("a slow flow standing at %d: level %d, want %d (judged against %d)", depth, lvl, want, deliverMarkMin+ring.cap)
+	}
+	// Fast: deliverTime of its peak is the whole queue.
+	perWindow := deliverQueue * int(iv) / int(deliverTime)
+	at = now
+	if lvl := stand(fast, &at, perWindow, 5, depth); lvl != 0 {
+		t.Errorf("a flow of %d SDUs a window standing at %d: level %d, want 0 (judged against %d)", perWindow, depth, lvl, deliverQueue+ring.cap)
+	}
+	// A stall of 20 windows, then a trickle: still judged by its peak.
+	at = at.Add(20 * iv)
+	if lvl := stand(fast, &at, 1, 3, depth); lvl != 0 {
+		t.Errorf("after a stall, the same flow standing at %d: level %d, want 0", depth, lvl)
+	}
+	deep := deliverQueue / 2
+	if lvl, want := stand(fast, &at, 1, 3, deep), cak.MarkECN(deep, deliverQueue+ring.cap); lvl != want || want == 0 {
+		t.Errorf("the fast flow standing at %d: level %d, want %d", deep, lvl, want)
+	}
+}
+
+// fakeDeliverPort is a deliverPort with nothing queued and a ring of cap.
+type fakeDeliverPort struct{ cap int }
+
+func (fakeDeliverPort) Queued() int     { return 0 }
+func (p fakeDeliverPort) QueueCap() int { return p.cap }
 
 // localRec records what a flow of this node is told by its queues.
 type localRec struct {

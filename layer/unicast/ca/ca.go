@@ -203,6 +203,50 @@ func (s *Standing) See(n int, now int64, window time.Duration) int {
 	return min(s.prev, s.low)
 }
 
+// PeakWindows is how many windows a Peak remembers.
+const PeakWindows = 100
+
+// Peak tracks the most of something (SDUs a flow brought) seen in one
+// window over the last PeakWindows windows to PeakWindows+1: a rate's
+// peak, which a stall of a few windows does not lower. A layer judges
+// the queue in front of a program by it (how many SDUs some
+// milliseconds of the flow's peak rate are). The zero value is ready
+// (no peak); it is not safe for concurrent use and allocates nothing.
+type Peak struct {
+	start int64 // the current window's start, ns
+	cur   int   // the current window's count
+	past  [PeakWindows]int32
+	next  int // where the next window closed goes in past
+	peak  int // the most of past
+}
+
+// Add counts n at now (ns, any monotonic origin) and returns the peak:
+// the most counted in one window, the current one included. Windows
+// that passed with nothing counted count as zero.
+func (p *Peak) Add(n int, now int64, window time.Duration) int {
+	if d := now - p.start; d >= int64(window) || d < 0 {
+		closed := 1
+		if d > 0 && p.start != 0 {
+			closed = int(min(d/int64(window), PeakWindows))
+		}
+		for i := range closed {
+			v := int32(0)
+			if i == 0 {
+				v = int32(min(p.cur, 1<<31-1))
+			}
+			p.past[p.next] = v
+			p.next = (p.next + 1) % PeakWindows
+		}
+		p.peak = 0
+		for _, v := range p.past {
+			p.peak = max(p.peak, int(v))
+		}
+		p.start, p.cur = now, 0
+	}
+	p.cur += n
+	return max(p.peak, p.cur)
+}
+
 type nop struct{}
 
 func (nop) mark(int, int) uint8    { return 0 }

@@ -781,3 +781,50 @@ func TestSharesWeigh(t *testing.T) {
 		t.Errorf("level 0 weighed to %d", got)
 	}
 }
+
+// TestPeak: the most counted in one window over the last PeakWindows,
+// the current one included; windows that pass empty count as zero, so a
+// peak is forgotten PeakWindows windows after it, and a stall of a few
+// windows does not lower it.
+func TestPeak(t *testing.T) {
+	const w = 10 * time.Millisecond
+	var p ca.Peak
+	at := int64(time.Hour) // any monotonic origin
+	for range 30 {
+		p.Add(1, at, w)
+	}
+	if got := p.Add(0, at, w); got != 30 {
+		t.Fatalf("one window of 30: peak %d, want 30", got)
+	}
+	at += int64(w)
+	if got := p.Add(5, at, w); got != 30 {
+		t.Errorf("the next window at 5: peak %d, want 30 (the last one's)", got)
+	}
+	// A stall: 20 windows with nothing counted.
+	at += 20 * int64(w)
+	if got := p.Add(1, at, w); got != 30 {
+		t.Errorf("after a stall of 20 windows: peak %d, want 30", got)
+	}
+	for range 10 {
+		p.Add(40, at, w)
+	}
+	if got := p.Add(0, at, w); got != 401 {
+		t.Errorf("a window of 401: peak %d, want 401 (the current one counts)", got)
+	}
+	// Forgotten after PeakWindows windows.
+	for range ca.PeakWindows + 1 {
+		at += int64(w)
+		p.Add(2, at, w)
+	}
+	if got := p.Add(0, at, w); got != 2 {
+		t.Errorf("after %d windows of 2: peak %d, want 2", ca.PeakWindows+1, got)
+	}
+	// A gap longer than the memory forgets at once.
+	at += 1000 * int64(w)
+	if got := p.Add(3, at, w); got != 3 {
+		t.Errorf("after a gap of 1000 windows: peak %d, want 3", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { at += int64(w); p.Add(1, at, w) }); n != 0 {
+		t.Errorf("Add allocates %v times, want 0", n)
+	}
+}

@@ -217,9 +217,11 @@ type Flow struct {
 	// DeliverQ is the standing depth of what waits in front of the
 	// program (the IPCP's delivery queue and Port's ring, where Port
 	// says how deep it is), seen as SDUs are delivered; DeliverCap is
-	// their capacity (0: not known yet). Guarded by CAMu.
-	DeliverQ   ca.Standing
-	DeliverCap int
+	// their capacity (0: not known yet); DeliverPeak the flow's peak
+	// rate of SDUs coming to them. Guarded by CAMu.
+	DeliverQ    ca.Standing
+	DeliverCap  int
+	DeliverPeak ca.Peak
 	// Data is the IPCP's own per-flow data-path state (unicast: the
 	// flow's delivery queue), set when the flow starts (Hooks.Started);
 	// nil before.
