@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,43 +54,21 @@ func newNet(t *testing.T) *testnet.Net {
 	return n
 }
 
-// given is every port freeUDP has handed out in this test binary: a
-// port is free when freeUDP closes its socket, and the kernel may give
-// it to the next bind of :0 again (two link ends of one test on the same
-// port: "bind: address already in use" in a node, seen in CI).
-var given struct {
-	sync.Mutex
-	ports map[int]bool
-}
+// freePorts hands out this test binary's UDP ports, none twice (two
+// link ends of one test on the same port: "bind: address already in
+// use" in a node, seen in CI).
+var freePorts testnet.Ports
 
 // freeUDP returns a UDP port on host that was free a moment ago and that
-// it has not returned before.
+// no other test of this binary was given; it skips the test where host
+// has no such network (network names it for the message).
 func freeUDP(t *testing.T, network, host string) int {
 	t.Helper()
-	given.Lock()
-	defer given.Unlock()
-	if given.ports == nil {
-		given.ports = make(map[int]bool)
+	p, err := freePorts.UDP(host)
+	if err != nil {
+		t.Skipf("no %s on %s here: %v", network, host, err)
 	}
-	var held []net.PacketConn // bound while looking, so that the kernel gives others
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for range 100 {
-		c, err := net.ListenPacket(network, net.JoinHostPort(host, "0"))
-		if err != nil {
-			t.Skipf("no %s on %s here: %v", network, host, err)
-		}
-		held = append(held, c)
-		if p := c.LocalAddr().(*net.UDPAddr).Port; !given.ports[p] {
-			given.ports[p] = true
-			return p
-		}
-	}
-	t.Fatalf("no %s port on %s not given before in 100 tries", network, host)
-	return 0
+	return p
 }
 
 type pingSummary struct {

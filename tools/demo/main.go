@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -62,13 +61,15 @@ func run(keep bool, dur time.Duration, verbose bool) error {
 	defer n.Close()
 
 	nodes := []string{"a", "b", "c"}
+	// One Ports for every port the demo binds: none handed out twice.
+	var free testnet.Ports
 	ports := map[string]int{}
-	for _, nd := range nodes {
-		p, err := freeUDPPort()
-		if err != nil {
-			return err
-		}
-		ports[nd] = p
+	got, err := free.UDPs("127.0.0.1", len(nodes))
+	if err != nil {
+		return err
+	}
+	for i, nd := range nodes {
+		ports[nd] = got[i]
 	}
 	// Links: a — b — c over the UDP shim (layer "udp"); each node's UDP
 	// directory names only its neighbours' unicast IPCPs. The unicast
@@ -139,12 +140,12 @@ lower = ["udp"]
 		fmt.Printf("  node %s:\n%s", nd, indent(out, "    "))
 	}
 
-	udpEcho, udpEchoAddr, err := startUDP(n, running["b"], "echo")
+	udpEcho, udpEchoAddr, err := startUDP(n, &free, running["b"], "echo")
 	if err != nil {
 		return err
 	}
 	defer udpEcho.Stop()
-	udpPerf, udpPerfAddr, err := startUDP(n, running["b"], "perf")
+	udpPerf, udpPerfAddr, err := startUDP(n, &free, running["b"], "perf")
 	if err != nil {
 		return err
 	}
@@ -230,19 +231,10 @@ func indent(s, prefix string) string {
 	return b.String()
 }
 
-func freeUDPPort() (int, error) {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
-}
-
 // startUDP starts the plain-UDP twin of a server (echo or perf) and
 // returns its address.
-func startUDP(n *testnet.Net, nd *testnet.Node, kind string) (*testnet.Proc, string, error) {
-	port, err := freeUDPPort()
+func startUDP(n *testnet.Net, free *testnet.Ports, nd *testnet.Node, kind string) (*testnet.Proc, string, error) {
+	port, err := free.UDP("127.0.0.1")
 	if err != nil {
 		return nil, "", err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,16 +26,6 @@ import (
 // These tests run real node processes (the router image, hosted) and the
 // ouro binary, as a user would: node a allocates sealed management flows
 // to node b's "mgmt" app, which takes a's flows only.
-
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
 
 // viaNet builds the router and the tool and starts a (bootstrap, with
 // key aKey) and b (enrolled, its mgmt app's peers a's id) in a unicast
@@ -60,7 +49,12 @@ func viaNet(t *testing.T) (n *testnet.Net, a, b *testnet.Node) {
 	n.Log = logx.Test(t)
 	t.Cleanup(n.Close)
 	aKey, aID := keygen(t, newTestNet(), dir, "a.key")
-	pa, pb := freeUDPPort(t), freeUDPPort(t)
+	var free testnet.Ports
+	ps, err := free.UDPs("127.0.0.1", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := ps[0], ps[1]
 	cfg := func(name string, port int, rest string) string {
 		return fmt.Sprintf(`
 [node]

@@ -77,3 +77,29 @@ func TestProcOutlivesLockedThread(t *testing.T) {
 		t.Fatalf("killed: Exited says %v, %v; want true and the signal", gone, err)
 	}
 }
+
+// TestPortsNeverTwice: Ports hands out distinct ports, across calls too,
+// and refuses a host that is not an IP address.
+func TestPortsNeverTwice(t *testing.T) {
+	var p Ports
+	seen := make(map[int]bool)
+	for range 20 {
+		ps, err := p.UDPs("127.0.0.1", 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		one, err := p.UDP("127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, port := range append(ps, one) {
+			if port <= 0 || seen[port] {
+				t.Fatalf("port %d handed out twice (or not a port)", port)
+			}
+			seen[port] = true
+		}
+	}
+	if _, err := p.UDP("localhost"); err == nil {
+		t.Error("a host name: no error, want one (an IP address is needed)")
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -362,4 +363,61 @@ func (p *Proc) Wait(timeout time.Duration) error {
 	case <-time.After(timeout):
 		return fmt.Errorf("%s still running after %v", p.name, timeout)
 	}
+}
+
+// Ports hands out UDP ports that were free a moment ago, never the same
+// one twice: a port is free again once the socket that found it closes,
+// and the kernel may give it to the next bind of port 0, which would
+// give two nodes of one test the same port ("bind: address already in
+// use" in one of them). Another process may still take a port before
+// the node binds it; that is rare, not prevented. The zero value is
+// ready; safe for concurrent use.
+type Ports struct {
+	mu    sync.Mutex
+	given map[int]bool
+}
+
+// UDP returns a port on host (an IP address) not handed out before.
+func (p *Ports) UDP(host string) (int, error) {
+	ps, err := p.UDPs(host, 1)
+	if err != nil {
+		return 0, err
+	}
+	return ps[0], nil
+}
+
+// UDPs returns n distinct ports on host (an IP address) not handed out
+// before. It holds every socket it binds until it has them all.
+func (p *Ports) UDPs(host string, n int) ([]int, error) {
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return nil, fmt.Errorf("testnet: free UDP ports: %q is not an IP address", host)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.given == nil {
+		p.given = make(map[int]bool)
+	}
+	var held []*net.UDPConn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 100*n {
+			return nil, fmt.Errorf("testnet: free UDP ports on %s: %d tries found only %d not given before", host, tries, len(ports))
+		}
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
+		if err != nil {
+			return nil, fmt.Errorf("testnet: free UDP ports on %s: %w", host, err)
+		}
+		held = append(held, c)
+		if port := c.LocalAddr().(*net.UDPAddr).Port; !p.given[port] {
+			p.given[port] = true
+			ports = append(ports, port)
+		}
+	}
+	return ports, nil
 }

@@ -14,19 +14,23 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/tools/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
+// freePorts hands out this test binary's UDP ports, none twice.
+var freePorts testnet.Ports
+
+// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago
+// and that no other test of this binary was given.
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	p, err := freePorts.UDP("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	return p
 }
 
 // app is an Extra (an application component) whose program opens a
