@@ -19,8 +19,10 @@ import (
 // maxGSO bounds the bytes of one GSO send (a UDP datagram's payload limit).
 const maxGSO = 65000
 
-// gsoCmsg returns a UDP_SEGMENT control message for segments of seg bytes.
-func gsoCmsg(b []byte, seg int) []byte {
+// GSOControl returns a UDP_SEGMENT control message for segments of seg
+// bytes, in b if it has room: with it, one sendmsg(2) of a buffer sends
+// it as datagrams of seg bytes each (UDP GSO; the last may be shorter).
+func GSOControl(b []byte, seg int) []byte {
 	if len(b) < syscall.CmsgSpace(2) {
 		b = make([]byte, syscall.CmsgSpace(2))
 	}
@@ -66,7 +68,7 @@ func (p *UDPPort) writeGSO(bs [][]byte) (bool, error) {
 		run = append(run, b...)
 	}
 	p.gsoBuf = run
-	p.gsoOOB = gsoCmsg(p.gsoOOB, seg)
+	p.gsoOOB = GSOControl(p.gsoOOB, seg)
 	if _, _, err := p.c.WriteMsgUDP(run, p.gsoOOB, nil); err != nil {
 		if errno := unwrapErrno(err); errno == unix.EIO || errno == unix.EINVAL || errno == unix.ENOPROTOOPT {
 			p.noGSO = true // no GSO here (or not for this device)

@@ -212,8 +212,6 @@ func TestConfigMistakes(t *testing.T) {
 	}
 }
 
-// TestMetricsAddrAccepted checks the [node] metrics addresses a node
-// takes: loopback ones, and any with metrics_public.
 // TestNegativeDurations: the keys documented to turn off with a negative
 // duration (idle_timeout, seal_ticket_life, announce: "-1s", never) take
 // one, and reach their IPCP's table negative; other durations refuse one.
@@ -244,6 +242,8 @@ func TestNegativeDurations(t *testing.T) {
 	}
 }
 
+// TestMetricsAddrAccepted checks the [node] metrics addresses a node
+// takes: loopback ones, and any with metrics_public.
 func TestMetricsAddrAccepted(t *testing.T) {
 	for _, doc := range []string{
 		"[node]\nmetrics = \"127.0.0.1:9464\"\n",

@@ -31,11 +31,11 @@ import (
 	"net/netip"
 	"os"
 	"time"
-	"unsafe"
 
 	"github.com/google/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 
+	"github.com/ouronet/ouro/flow/probe"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/shim/udp"
 )
@@ -89,16 +89,7 @@ func run(file, from, to string, dur time.Duration, burst int, rate float64, asJS
 	}
 	defer c.Close()
 	_ = c.SetWriteBuffer(4 << 20)
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var sa unix.Sockaddr
-	if dst.Addr().Is4() {
-		sa = &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
-	} else {
-		sa = &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}
-	}
+	dstAddr := net.UDPAddrFromAddrPort(dst)
 	// One buffer per starting datagram, so that every send is a run of
 	// burst consecutive captured datagrams.
 	runs := make([][]byte, len(dgrams))
@@ -111,7 +102,7 @@ func run(file, from, to string, dur time.Duration, burst int, rate float64, asJS
 	}
 	var oob []byte
 	if burst > 1 {
-		oob = gsoCmsg(size)
+		oob = probe.GSOControl(nil, size)
 	}
 	var sent, refused uint64
 	start := time.Now()
@@ -126,14 +117,8 @@ func run(file, from, to string, dur time.Duration, burst int, rate float64, asJS
 			n = 1
 		}
 		for range n {
-			var err error
-			cerr := rc.Write(func(fd uintptr) bool {
-				err = unix.Sendmsg(int(fd), runs[i], oob, sa, 0)
-				return !errors.Is(err, unix.EAGAIN)
-			})
+			_, _, err := c.WriteMsgUDP(runs[i], oob, dstAddr)
 			switch {
-			case cerr != nil:
-				return cerr
 			case err == nil:
 				sent += uint64(burst)
 			case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ECONNREFUSED):
@@ -154,17 +139,6 @@ func run(file, from, to string, dur time.Duration, burst int, rate float64, asJS
 	fmt.Printf("sent %d datagrams of %d bytes in %.2f s = %.0f k/s (%d captured SDUs, bursts of %d, %d sends refused)\n",
 		sent, size, secs, float64(sent)/secs/1000, len(dgrams), burst, refused)
 	return nil
-}
-
-// gsoCmsg returns the control message of a UDP GSO send of datagrams of
-// size bytes (UDP_SEGMENT, a 16-bit segment size in host order).
-func gsoCmsg(size int) []byte {
-	b := make([]byte, unix.CmsgSpace(2))
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	*(*uint16)(unsafe.Pointer(&b[unix.CmsgLen(0)])) = uint16(size)
-	return b
 }
 
 // load returns the datagrams to send: the received shim SDUs of the most
