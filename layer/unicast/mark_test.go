@@ -24,11 +24,7 @@ import (
 // was marked at once, to half at 255: both fail here.) raise writes the
 // level into each packet's PCI and counts them (marked.rx).
 func TestRxMark(t *testing.T) {
-	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &core{p: &IPCP{}, ca: cak}
+	c, cak := markingCore(t)
 	w, r := flowtest.Pipe(256)
 	defer w.Close()
 	defer r.Close()
@@ -190,11 +186,7 @@ func TestDeliveryClosed(t *testing.T) {
 // standing deep that rises a little is marked by its standing depth.
 // Before, a rise was marked only once past half, at its depth's level.
 func TestDeliverMarkRising(t *testing.T) {
-	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &core{p: &IPCP{}, ca: cak}
+	c, cak := markingCore(t)
 	now := time.Now()
 	ms := time.Millisecond
 	// A flow this slow (a few SDUs a window) is judged against the
@@ -239,11 +231,7 @@ func TestDeliverMarkRising(t *testing.T) {
 // one is not, the fast one once the queue stands as deep in the time of
 // its rate; a stall (windows with nothing) does not lower the peak.
 func TestDeliverMarkByRate(t *testing.T) {
-	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &core{p: &IPCP{}, ca: cak}
+	c, cak := markingCore(t)
 	iv := cak.Interval()
 	ring := fakeDeliverPort{cap: 256}
 	// stand feeds f perWindow SDUs a window for windows windows, each
@@ -314,20 +302,27 @@ func flowBatch(flows ...int) []*pbuf {
 	return bs
 }
 
-// markingPort returns a core marking with mb-ecn and an N-1 port whose
-// queue holds 256 and whose ring below holds below.
-func markingPort(t *testing.T, below int) (*core, *nport) {
+// markingCore returns a core marking with mb-ecn, and its policy.
+func markingCore(t *testing.T) (*core, *ca.CA) {
 	t.Helper()
 	cak, err := ca.New(ca.Config{Kind: ca.MultiBitECN})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &core{p: &IPCP{}, ca: cak}, cak
+}
+
+// markingPort returns a core marking with mb-ecn and an N-1 port whose
+// queue holds 256 and whose ring below holds below.
+func markingPort(t *testing.T, below int) (*core, *nport) {
+	t.Helper()
+	c, _ := markingCore(t)
 	sched, err := dt.NewScheduler[*pbuf](dt.SchedConfig{QueueLen: 256})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sched.SetBelow(below)
-	return &core{p: &IPCP{}, ca: cak}, &nport{Sched: sched}
+	return c, &nport{Sched: sched}
 }
 
 // TestMarkLocal: a batch leaving an N-1 port's queue that stands deep
