@@ -29,7 +29,11 @@
 // and sleeps on its eventfd; a writer signals the eventfd only when it sees
 // that word set (sequentially consistent atomics on both sides make the
 // store-then-load pairs safe). A writer that finds the ring full does the
-// same with "writer waiting" and the ring's space eventfd.
+// same with "writer waiting" and the ring's space eventfd; the reader
+// signals it once half the ring is free or the ring is empty, so that a
+// reader of one SDU at a time does not wake it for every slot (it never
+// waits on a reader that waits too: a reader waits only on an empty
+// ring).
 //
 // The format is described in docs/wire/node-socket.md.
 package shmring
@@ -54,6 +58,10 @@ var (
 	// ErrInvalid: a mapping or geometry that is not a ring of this
 	// version.
 	ErrInvalid = errors.New("shmring: invalid mapping")
+	// ErrInterrupted: InterruptRecv woke the receive in progress (or
+	// the next one) before an SDU arrived: the caller looks again at
+	// what it waits for (a new deadline) and calls again.
+	ErrInterrupted = errors.New("shmring: receive interrupted")
 	// ErrUnsupported: shared rings need Linux (memfd, eventfd).
 	ErrUnsupported = errors.New("shmring: not supported on this system")
 )

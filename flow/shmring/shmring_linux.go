@@ -210,6 +210,7 @@ type End struct {
 	whead  uint64     // the producer index: this end's own copy
 	wspin  time.Duration
 	broken atomic.Bool // an impossible index was seen
+	rint   atomic.Bool // InterruptRecv: the receive ends with ErrInterrupted
 
 	closed   atomic.Bool // Shutdown
 	peerGone atomic.Bool // PeerGone
@@ -299,6 +300,14 @@ func (e *End) PeerGone() {
 	e.txSpace.signal()
 }
 
+// InterruptRecv makes the Recv, RecvBatch or Ready in progress return
+// ErrInterrupted, or the next one if none is in progress, unless it finds
+// an SDU first: for a reader whose deadline changed while it waited.
+func (e *End) InterruptRecv() {
+	e.rint.Store(true)
+	e.rxData.signal()
+}
+
 // Release shuts the end down, waits for the Recv and Send in progress to
 // return, then unmaps the memory and closes the eventfds. Idempotent.
 func (e *End) Release() {
@@ -318,9 +327,9 @@ func (e *End) Release() {
 }
 
 // readable reports whether Recv would not wait: an SDU is in the ring,
-// or the flow ended.
+// the flow ended, or the receive was interrupted.
 func (e *End) readable() bool {
-	return e.rx.head.Load() != e.rtail || e.closed.Load() || e.peerGone.Load() || e.rx.pclosed.Load() != 0
+	return e.rx.head.Load() != e.rtail || e.closed.Load() || e.peerGone.Load() || e.rx.pclosed.Load() != 0 || e.rint.Load()
 }
 
 // take moves up to len(bufs) SDUs out of the ring without waiting.
@@ -359,7 +368,12 @@ func (e *End) take(bufs [][]byte, sizes []int) (int, error) {
 	}
 	if freed {
 		e.rx.tail.Swap(e.rtail) // a swap, not a store: see wait
-		if e.rx.wwait.Load() != 0 {
+		// A writer that waits for room is woken once half the ring is
+		// free (or it emptied), not at every slot a reader of one SDU
+		// at a time frees: it then writes a run, not one SDU per
+		// wake-up. It never waits on a reader that waits too: a reader
+		// waits only for an empty ring, and emptying it wakes.
+		if e.rx.wwait.Load() != 0 && e.rx.head.Load()-e.rtail <= e.slots/2 {
 			e.rxSpace.signal()
 		}
 	}
@@ -405,6 +419,9 @@ func (e *End) recv(bufs [][]byte, sizes []int, take bool, deadline time.Time) (i
 			}
 		} else if n, err := e.take(bufs, sizes); n > 0 || err != nil {
 			return n, err
+		}
+		if e.rint.Load() && e.rint.Swap(false) {
+			return 0, ErrInterrupted
 		}
 		if e.peerGone.Load() || e.rx.pclosed.Load() != 0 {
 			// Drained what was sent before the close.
