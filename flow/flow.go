@@ -141,6 +141,17 @@ type Flow struct {
 	rmu  sync.Mutex // serialises raw readers; guards rcur
 	rcur *rawBatch  // the batch raw readers take SDUs from
 
+	// Without FRCT, over a port its readers may read themselves (shared
+	// rings): direct is that port while they do, and no rxLoop runs
+	// until a Set watches the flow (queueReads). Guarded by mu, as is
+	// rxStarted. drmu serialises the readers of the port: direct ones
+	// hold it across their read, and an rxLoop started later waits for
+	// the one in progress.
+	direct    directReader
+	rxStarted bool
+	drmu      sync.Mutex
+	directOn  atomic.Bool // direct != nil: for a reader's first look
+
 	readable chan struct{} // token: something changed for readers
 	writable chan struct{} // token: something changed for writers
 	progress chan struct{} // token: something changed for Close
@@ -197,8 +208,53 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 		f.armTimer(time.Now()) // keepalives and silence detection
 		f.mu.Unlock()
 	}
+	if d, ok := port.(directReader); ok && f.eng == nil {
+		f.direct = d
+		f.directOn.Store(true)
+		return f, nil
+	}
+	f.rxStarted = true
 	goVia(port, f.rxLoop)
 	return f, nil
+}
+
+// directReader is a BatchPort whose reads a raw Flow's readers make
+// themselves (the shared rings of a hosted program: ShmPort): each SDU
+// is copied once, from the ring into the reader's buffer, and no
+// goroutine hands it over. interruptRead makes the read in progress (or
+// the next) return errInterrupted, so that a reader sees a new deadline.
+type directReader interface {
+	BatchPort
+	interruptRead()
+}
+
+// errInterrupted is what a directReader's read returns when
+// interruptRead woke it.
+var errInterrupted = errors.New("flow: read interrupted")
+
+// queueReads ends direct reading (a Set watches the flow: readiness is
+// what rxLoop queues) and starts rxLoop, once. The direct read in
+// progress, if any, is woken; rxLoop reads after it returned.
+func (f *Flow) queueReads() {
+	f.mu.Lock()
+	d := f.direct
+	start := d != nil && !f.portClosed
+	f.direct = nil
+	f.directOn.Store(false)
+	if start {
+		f.rxStarted = true
+	}
+	f.mu.Unlock()
+	if d != nil {
+		d.interruptRead()
+	}
+	if start {
+		goVia(f.port, func() {
+			f.drmu.Lock() // the direct read in progress ends first
+			f.drmu.Unlock()
+			f.rxLoop()
+		})
+	}
 }
 
 // goer is an optional Port or Broker operation, found by type assertion:
@@ -343,6 +399,9 @@ func mapPortErr(err error, timeout error) error {
 // an error wrapping ErrClosed and io.EOF. A dead peer (no answer for the
 // QoS timeout): ErrPeerGone.
 func (f *Flow) Read(p []byte) (int, error) {
+	if f.eng == nil {
+		return f.readRaw(p, nil, nil)
+	}
 	var (
 		one   = [1][]byte{p}
 		sizes [1]int
@@ -377,7 +436,7 @@ func (f *Flow) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 
 func (f *Flow) readBatch(bufs [][]byte, sizes []int) (int, error) {
 	if f.eng == nil {
-		return f.readRaw(bufs, sizes)
+		return f.readRaw(nil, bufs, sizes)
 	}
 	for {
 		f.mu.Lock()
@@ -432,8 +491,23 @@ func (f *Flow) readBatch(bufs [][]byte, sizes []int) (int, error) {
 	}
 }
 
-func (f *Flow) readRaw(bufs [][]byte, sizes []int) (int, error) {
+// readRaw is Read (into p, bufs nil) or ReadBatch without FRCT. A
+// single read keeps p out of the batch slices, which would then escape
+// through the directReader interface and cost an allocation per Read.
+func (f *Flow) readRaw(p []byte, bufs [][]byte, sizes []int) (int, error) {
+	var (
+		one  [1][]byte
+		size [1]int
+	)
 	for {
+		if f.directOn.Load() {
+			if n, err, again := f.readDirect(p, bufs, sizes); !again {
+				return n, err
+			}
+			if f.directOn.Load() {
+				continue // interrupted: a new deadline
+			}
+		}
 		f.mu.Lock()
 		closing, rxErr, dl := f.closing, f.rxErr, f.readDL
 		f.mu.Unlock()
@@ -442,7 +516,12 @@ func (f *Flow) readRaw(bufs [][]byte, sizes []int) (int, error) {
 		}
 		// rxErr was read first: it is set after rxLoop queued its last
 		// run, so an empty queue now means everything was read.
-		if n, err := f.takeRaw(bufs, sizes); n > 0 {
+		if p != nil || bufs == nil {
+			one[0] = p
+			if n, err := f.takeRaw(one[:], size[:]); n > 0 {
+				return size[0], err
+			}
+		} else if n, err := f.takeRaw(bufs, sizes); n > 0 {
 			return n, err
 		}
 		if rxErr != nil {
@@ -452,6 +531,69 @@ func (f *Flow) readRaw(bufs [][]byte, sizes []int) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// readDirect reads the port itself (direct mode), waiting until the read
+// deadline: one SDU into p where bufs is nil (n is then its length),
+// else a run into bufs. again: the flow left direct mode, or the read
+// was interrupted (a new deadline): the caller looks again.
+func (f *Flow) readDirect(p []byte, bufs [][]byte, sizes []int) (n int, err error, again bool) {
+	f.drmu.Lock()
+	defer f.drmu.Unlock()
+	f.mu.Lock()
+	d, dl, closing := f.direct, f.readDL, f.closing
+	f.mu.Unlock()
+	if closing {
+		return 0, errLocalClosed, false
+	}
+	if d == nil {
+		return 0, nil, true
+	}
+	var bytes int
+	if bufs == nil {
+		bytes, err = d.Read(p, dl)
+		if err == nil || errors.Is(err, ErrTruncated) {
+			n = 1
+		}
+	} else if n, err = d.ReadBatch(bufs, sizes, dl); n > 0 {
+		for _, s := range sizes[:n] {
+			bytes += s
+		}
+	}
+	if n > 0 {
+		f.mu.Lock()
+		f.stats.RecvSDUs += uint64(n)
+		f.stats.RecvBytes += uint64(bytes)
+		f.mu.Unlock()
+		if bufs == nil {
+			n = bytes
+		}
+		if errors.Is(err, ErrTruncated) {
+			return n, fmt.Errorf("flow: read: %w", ErrTruncated), false
+		}
+		return n, nil, false
+	}
+	switch {
+	case errors.Is(err, errInterrupted):
+		return 0, nil, true
+	case errors.Is(err, ErrTimeout):
+		if dl.IsZero() || time.Now().Before(dl) {
+			return 0, nil, true // the deadline moved meanwhile
+		}
+		return 0, errReadTimeout, false
+	}
+	f.mu.Lock()
+	closing = f.closing
+	if f.rxErr == nil && !closing {
+		f.rxErr = err
+	}
+	f.mu.Unlock()
+	if closing {
+		return 0, errLocalClosed, false
+	}
+	signal(f.writable)
+	signal(f.progress)
+	return 0, errPeerClosed, false
 }
 
 // takeRaw copies the SDUs that are queued, at most len(bufs), without
@@ -698,8 +840,12 @@ func (f *Flow) SetDeadline(t time.Time) error {
 func (f *Flow) SetReadDeadline(t time.Time) error {
 	f.mu.Lock()
 	f.readDL = t
+	d := f.direct
 	f.mu.Unlock()
 	signal(f.readable) // let a blocked reader re-evaluate
+	if d != nil {
+		d.interruptRead()
+	}
 	return nil
 }
 
@@ -918,12 +1064,15 @@ func (f *Flow) close() error {
 		}
 	}
 	f.portClosed = true
+	started := f.rxStarted
 	f.mu.Unlock()
 	if f.timer != nil {
 		f.timer.Stop()
 	}
 	f.port.Close()
-	<-f.rxDone
+	if started { // a direct reader returns by itself once the port is closed
+		<-f.rxDone
+	}
 	// A timer callback that fired before Stop finishes under txMu.
 	f.txMu.Lock()
 	f.txMu.Unlock()

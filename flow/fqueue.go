@@ -76,6 +76,7 @@ func (s *Set) Add(f *Flow) error {
 	}
 	s.members[f] = &member{f: f}
 	s.mu.Unlock()
+	f.queueReads() // readiness is what rxLoop queues
 	f.setsMu.Lock()
 	f.sets = append(f.sets, s)
 	f.setsMu.Unlock()

@@ -417,8 +417,9 @@ type ShmPort struct {
 }
 
 var (
-	_ Port      = (*ShmPort)(nil)
-	_ BatchPort = (*ShmPort)(nil)
+	_ Port         = (*ShmPort)(nil)
+	_ BatchPort    = (*ShmPort)(nil)
+	_ directReader = (*ShmPort)(nil)
 )
 
 // newShmPort adopts fds: the flow's socket, the memfd and four eventfds.
@@ -455,6 +456,8 @@ func (p *ShmPort) watch() {
 
 func shmErr(op string, err error) error {
 	switch {
+	case errors.Is(err, shmring.ErrInterrupted):
+		return errInterrupted
 	case errors.Is(err, shmring.ErrClosed):
 		return fmt.Errorf("flow: %s: %w", op, ErrClosed)
 	case errors.Is(err, shmring.ErrTimeout):
@@ -495,6 +498,9 @@ func (p *ShmPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int
 	}
 	return n, nil
 }
+
+// interruptRead wakes the read in progress (directReader).
+func (p *ShmPort) interruptRead() { p.e.InterruptRecv() }
 
 // WriteBatch implements BatchPort.
 func (p *ShmPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {

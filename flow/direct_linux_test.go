@@ -1,0 +1,136 @@
+package flow_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+)
+
+// directPair is a raw Flow over a program's shared rings of 16 slots (it
+// reads them itself) and the node's end of them.
+func directPair(t *testing.T) (*flow.Flow, flow.BatchPort) {
+	t.Helper()
+	prog, node := flow.ShmPair(t, 16)
+	f, err := flow.New(prog, flow.Info{ID: 1, QoS: flow.Raw()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, node.(flow.BatchPort)
+}
+
+// TestShmDirectReadsTheRing: a raw Flow over shared rings has no queue
+// of its own between the ring and its readers: what the node wrote
+// stays in the ring's slots until the program reads it, so a full ring
+// holds the node back (before, a receive goroutine drained the ring into
+// the flow's queue of up to 64 SDUs and the node's 17th write went
+// through at once).
+func TestShmDirectReadsTheRing(t *testing.T) {
+	f, node := directPair(t)
+	msgs := make([][]byte, 16)
+	for i := range msgs {
+		msgs[i] = sdu(i, 100)
+	}
+	if n, err := node.WriteBatch(msgs, time.Now().Add(time.Second)); n != 16 || err != nil {
+		t.Fatalf("WriteBatch of a ring's worth = %d, %v", n, err)
+	}
+	time.Sleep(50 * time.Millisecond) // a receive goroutine would drain it now
+	if err := node.Write(sdu(16, 100), time.Now().Add(100*time.Millisecond)); !errors.Is(err, flow.ErrTimeout) {
+		t.Fatalf("17th write into a ring of 16 nobody read = %v, want ErrTimeout (the ring is the flow's queue)", err)
+	}
+	readAll(t, f, 16, 5, func(int) int { return 100 })
+	if err := node.Write(sdu(16, 100), time.Now().Add(time.Second)); err != nil {
+		t.Fatalf("write once the program read = %v", err)
+	}
+	if s := f.Stats(); s.RecvSDUs != 16 || s.RecvBytes != 1600 {
+		t.Errorf("Stats = %d SDUs, %d bytes; want 16, 1600", s.RecvSDUs, s.RecvBytes)
+	}
+}
+
+// TestShmDirectDeadlineMoves: a Read blocked in the ring sees a deadline
+// set while it waits (net.Conn's rule): one set in the past ends it at
+// once, one in the future when it passes; a read that was given none
+// keeps waiting until then.
+func TestShmDirectDeadlineMoves(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		dl   time.Duration
+	}{{"past", -time.Second}, {"future", 80 * time.Millisecond}} {
+		t.Run(c.name, func(t *testing.T) {
+			f, _ := directPair(t)
+			done := make(chan error, 1)
+			go func() { _, err := f.Read(make([]byte, 64)); done <- err }()
+			select {
+			case err := <-done:
+				t.Fatalf("Read of an empty flow returned %v", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			set := time.Now()
+			f.SetReadDeadline(set.Add(c.dl))
+			select {
+			case err := <-done:
+				if !errors.Is(err, flow.ErrTimeout) {
+					t.Fatalf("Read after its deadline = %v, want ErrTimeout", err)
+				}
+				if took := time.Since(set); took < c.dl {
+					t.Errorf("Read returned %v after the deadline was set %v ahead", took, c.dl)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("a Read blocked in the ring did not see its new deadline")
+			}
+			// The deadline cleared: reads wait again, and get data.
+			f.SetReadDeadline(time.Time{})
+		})
+	}
+}
+
+// TestShmDirectJoinsSet: adding a directly read flow to a Set gives it
+// a queue (the Set's readiness), also while a Read is blocked in the
+// ring: that Read is woken, and it and the Set then see what arrives.
+func TestShmDirectJoinsSet(t *testing.T) {
+	f, node := directPair(t)
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, err := f.Read(buf)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(buf[:n])
+	}()
+	time.Sleep(30 * time.Millisecond) // the Read waits in the ring
+	s := flow.NewSet()
+	defer s.Close()
+	if err := s.Add(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Write([]byte("one"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m != "one" {
+			t.Fatalf("the blocked Read got %q, want \"one\"", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the Read blocked when the flow joined a Set never got the SDU")
+	}
+	if err := node.Write([]byte("two"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ev, err := s.Wait(ctx, nil)
+	if err != nil || len(ev) != 1 || ev[0].Flow != f || ev[0].Kind != flow.Readable {
+		t.Fatalf("Set.Wait = %v, %v; want the flow readable", ev, err)
+	}
+	buf := make([]byte, 64)
+	f.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "two" {
+		t.Fatalf("Read = %q, %v; want \"two\"", buf[:n], err)
+	}
+}
