@@ -305,7 +305,12 @@ func (e *End) PeerGone() {
 // an SDU first: for a reader whose deadline changed while it waited.
 func (e *End) InterruptRecv() {
 	e.rint.Store(true)
-	e.rxData.signal()
+	// Only a receive asleep on the eventfd needs the signal (a system
+	// call): one that is about to sleep sets the flag first and then
+	// sees rint (the same pairing as the writer's, see wait).
+	if e.rx.rwait.Load() != 0 {
+		e.rxData.signal()
+	}
 }
 
 // Release shuts the end down, waits for the Recv and Send in progress to
