@@ -3,10 +3,13 @@ package flow_test
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/flowtest"
 )
 
 // directPair is a raw Flow over a program's shared rings of 16 slots (it
@@ -132,5 +135,117 @@ func TestShmDirectJoinsSet(t *testing.T) {
 	f.SetReadDeadline(time.Now().Add(time.Second))
 	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "two" {
 		t.Fatalf("Read = %q, %v; want \"two\"", buf[:n], err)
+	}
+}
+
+// TestShmDirectConcurrent: readers reading one flow's ring at once
+// (Read and ReadBatch), deadlines moved under them, a Set joined
+// halfway, and a close at the end: every SDU the node wrote is read
+// exactly once, and nothing hangs.
+func TestShmDirectConcurrent(t *testing.T) {
+	const total = 20000
+	f, node := directPair(t)
+	go func() {
+		msgs := make([][]byte, 8)
+		for sent := 0; sent < total; {
+			k := min(len(msgs), total-sent)
+			for i := range k {
+				msgs[i] = sdu(sent+i, 16)
+			}
+			n, err := node.WriteBatch(msgs[:k], time.Now().Add(10*time.Second))
+			sent += n
+			if err != nil {
+				t.Errorf("node's WriteBatch after %d: %v", sent, err)
+				return
+			}
+		}
+	}()
+	var (
+		seen = make([]atomic.Int32, total)
+		read atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bufs, sizes := flowtest.BatchBufs(5, 64)
+			for read.Load() < total {
+				var n int
+				var err error
+				if r%2 == 0 {
+					n, err = f.ReadBatch(bufs, sizes)
+				} else if sizes[0], err = f.Read(bufs[0]); err == nil {
+					n = 1
+				}
+				if errors.Is(err, flow.ErrClosed) && read.Load() == total {
+					return // the close that ends the test
+				}
+				if err != nil && !errors.Is(err, flow.ErrTimeout) {
+					t.Errorf("reader %d: %v", r, err)
+					return
+				}
+				for i := range n {
+					seen[seqOf(bufs[i])].Add(1)
+				}
+				read.Add(int64(n))
+			}
+		}()
+	}
+	s := flow.NewSet()
+	defer s.Close()
+	end := time.Now().Add(20 * time.Second)
+	for i := 0; read.Load() < total; i++ {
+		if time.Now().After(end) {
+			t.Fatalf("%d of %d SDUs read after 20 s", read.Load(), total)
+		}
+		f.SetReadDeadline(time.Now().Add(time.Duration(i%5) * time.Millisecond))
+		if i == 200 {
+			if err := s.Add(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	f.SetReadDeadline(time.Time{})
+	f.Close() // readers still waiting for more return
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("readers still blocked 10 s after Close")
+	}
+	for i := range seen {
+		if c := seen[i].Load(); c != 1 {
+			t.Fatalf("SDU %d read %d times, want once", i, c)
+		}
+	}
+}
+
+// TestShmDirectDeadlineThenSet: a deadline set while nobody read (an
+// interrupt nobody took) does not end the receive loop a Set starts
+// afterwards: the flow stays open and readable.
+func TestShmDirectDeadlineThenSet(t *testing.T) {
+	f, node := directPair(t)
+	f.SetReadDeadline(time.Now().Add(time.Minute))
+	s := flow.NewSet()
+	defer s.Close()
+	if err := s.Add(f); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // the receive loop's first read
+	if err := node.Write([]byte("x"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ev, err := s.Wait(ctx, nil)
+	if err != nil || len(ev) != 1 || ev[0].Kind != flow.Readable {
+		t.Fatalf("Set.Wait = %v, %v; want the flow readable", ev, err)
+	}
+	buf := make([]byte, 8)
+	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "x" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
 	}
 }

@@ -885,6 +885,11 @@ func (f *Flow) rxLoop() {
 		} else if b.sizes[0], err = f.port.Read(b.bufs[0], time.Time{}); err == nil || errors.Is(err, ErrTruncated) {
 			n = 1
 		}
+		if n == 0 && errors.Is(err, errInterrupted) {
+			// A deadline set or a Set joined while the flow was read
+			// directly: nothing for this loop.
+			err = nil
+		}
 		if errors.Is(err, ErrTruncated) {
 			// Longer than any SDU a flow carries: the last of the run.
 			n--
