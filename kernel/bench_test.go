@@ -244,7 +244,7 @@ func BenchmarkRing(b *testing.B) {
 		ch := make(chan *Buf, size)
 		free := make(chan *Buf, 2*size)
 		for range 2 * size {
-			free <- new(Buf)
+			free <- NewBuf(0)
 		}
 		done := make(chan struct{})
 		go func() {
@@ -266,7 +266,7 @@ func BenchmarkRing(b *testing.B) {
 		for range 2 * size / batch {
 			bs := make([]*Buf, batch)
 			for i := range bs {
-				bs[i] = new(Buf)
+				bs[i] = NewBuf(0)
 			}
 			free <- bs
 		}

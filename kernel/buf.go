@@ -6,11 +6,14 @@ import (
 	"sync/atomic"
 )
 
-// Packet buffer geometry. A Buf holds BufSize bytes of data after Headroom
-// bytes reserved for headers that lower layers prepend.
+// Packet buffer geometry. A Buf holds its kernel's buffer size
+// (Config.BufSize, by default BufSize bytes) of data after Headroom bytes
+// reserved for headers that lower layers prepend. MaxBufSize bounds the
+// data size a kernel may be configured with.
 const (
-	BufSize  = 2048
-	Headroom = 128
+	BufSize    = 2048
+	Headroom   = 128
+	MaxBufSize = 1 << 16
 )
 
 // A buffer's owner is one atomic word: ownerFree while it is free (in the
@@ -50,7 +53,20 @@ func ownerName(o uint64) string {
 type Buf struct {
 	off, end int
 	owner    atomic.Uint64 // ownerFree, ownerRing, or the holder's PD.bid
-	data     [Headroom + BufSize]byte
+	data     []byte        // Headroom + the kernel's buffer size, made once
+}
+
+// NewBuf returns a buffer of size data bytes (0: BufSize) outside any
+// kernel, held by no one: for tests and benchmarks of code that takes
+// buffers, not for a component (which draws them from its budget).
+func NewBuf(size int) *Buf {
+	if size <= 0 {
+		size = BufSize
+	}
+	b := &Buf{data: make([]byte, Headroom+size)}
+	b.off, b.end = Headroom, Headroom
+	b.owner.Store(firstBufHolder)
+	return b
 }
 
 func (b *Buf) check() {
@@ -83,12 +99,16 @@ func (b *Buf) Reset() {
 	b.off, b.end = Headroom, Headroom
 }
 
+// Size returns how many bytes of data the buffer holds after Headroom:
+// its kernel's buffer size.
+func (b *Buf) Size() int { return len(b.data) - Headroom }
+
 // SetLen puts the window at [Headroom, Headroom+n). It panics if n is
-// negative or larger than BufSize.
+// negative or larger than Size.
 func (b *Buf) SetLen(n int) {
 	b.check()
-	if n < 0 || n > BufSize {
-		panic(fmt.Sprintf("kernel: Buf.SetLen(%d) out of range [0, %d]", n, BufSize))
+	if n < 0 || n > len(b.data)-Headroom {
+		panic(fmt.Sprintf("kernel: Buf.SetLen(%d) out of range [0, %d]", n, len(b.data)-Headroom))
 	}
 	b.off, b.end = Headroom, Headroom+n
 }
@@ -160,6 +180,7 @@ func (b *Buf) Truncate(n int) {
 // bufPool is the node's store of packet buffers. Budgets decide who may
 // hold how many; the pool only recycles memory.
 type bufPool struct {
+	size int // each buffer's data bytes after Headroom; set before use
 	mu   sync.Mutex
 	free []*Buf // guarded by mu
 	all  []*Buf // guarded by mu: every buffer ever made (append only)
@@ -179,7 +200,7 @@ func (p *bufPool) get(bufs []*Buf) {
 		return
 	}
 	for i := k; i < len(bufs); i++ {
-		bufs[i] = new(Buf)
+		bufs[i] = &Buf{data: make([]byte, Headroom+p.size)}
 	}
 	p.mu.Lock()
 	p.all = append(p.all, bufs[k:]...)

@@ -25,6 +25,10 @@ type Config struct {
 	// MaxBufs bounds the packet buffers all budgets together may hold; 0
 	// means no node-wide bound (each budget still bounds its holder).
 	MaxBufs int
+	// BufSize is each packet buffer's data size after Headroom; 0 means
+	// BufSize (2048), else BufSize to MaxBufSize. Budgets count buffers,
+	// so a larger size makes each one hold that much more memory.
+	BufSize int
 	// Now is the clock for byte-rate budgets; nil means time.Now.
 	Now func() time.Time
 	// RestartTimeout bounds how long Restart waits for the previous
@@ -98,10 +102,17 @@ func New(cfg Config) *Kernel {
 	if cfg.RestartTimeout <= 0 {
 		cfg.RestartTimeout = 5 * time.Second
 	}
+	cfg.BufSize = min(max(cfg.BufSize, BufSize), MaxBufSize)
 	cfg.Log = logx.Or(cfg.Log)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Kernel{cfg: cfg, ctx: ctx, cancel: cancel, byName: make(map[string]object), objs: make(map[object]struct{})}
+	k := &Kernel{cfg: cfg, ctx: ctx, cancel: cancel, byName: make(map[string]object), objs: make(map[object]struct{})}
+	k.pool.size = cfg.BufSize
+	return k
 }
+
+// BufSize returns the data size of the kernel's packet buffers (after
+// Headroom): Config.BufSize, or BufSize.
+func (k *Kernel) BufSize() int { return k.cfg.BufSize }
 
 // Program is a component's main. Returning ends the component: nil is a
 // normal exit, an error is a fault (as is a panic).

@@ -525,6 +525,11 @@ func (pd *PD) RingCap(r Cap) (int, error) {
 	return len(s.obj.(*ring).slots), nil
 }
 
+// BufSize returns the data size of the kernel's packet buffers after
+// Headroom (Config.BufSize): the longest window a buffer this PD draws
+// can hold.
+func (pd *PD) BufSize() int { return pd.k.cfg.BufSize }
+
 // AllocBuf draws a packet buffer from the component's budget; ErrNoBudget
 // when the budget is used up. The buffer's window is at Headroom with
 // length 0.

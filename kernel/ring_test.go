@@ -230,8 +230,7 @@ func TestBudgetExhaustion(t *testing.T) {
 }
 
 func TestBufWindow(t *testing.T) {
-	var b Buf
-	b.owner.Store(firstBufHolder) // held, so kerneldebug checks pass
+	b := NewBuf(0) // held, so kerneldebug checks pass
 	b.Reset()
 	if b.Len() != 0 || b.HeadSpace() != Headroom || b.TailSpace() != BufSize {
 		t.Fatalf("Reset: got len %d head %d tail %d", b.Len(), b.HeadSpace(), b.TailSpace())
@@ -281,3 +280,37 @@ func TestDoubleFreePanics(t *testing.T) {
 }
 
 var _ = errors.Is
+
+// TestBufSizeConfig: a kernel's buffers hold Config.BufSize bytes after
+// the headroom (BufSize when unset or smaller, MaxBufSize at most), and a
+// window that long fits.
+func TestBufSizeConfig(t *testing.T) {
+	for _, c := range []struct{ cfg, want int }{{0, BufSize}, {100, BufSize}, {9216, 9216}, {1 << 20, MaxBufSize}} {
+		sys := &System{Components: []ComponentSpec{{Name: "a", Budget: Budget{Bufs: 4}}}}
+		got := make(chan *Buf, 1)
+		k := bootWith(t, Config{BufSize: c.cfg}, sys, map[string]Program{
+			"a": func(pd *PD) error {
+				b, err := pd.AllocBuf()
+				if err != nil {
+					return err
+				}
+				if pd.BufSize() != c.want {
+					t.Errorf("PD.BufSize() = %d, want %d", pd.BufSize(), c.want)
+				}
+				b.SetLen(c.want)
+				if b.Size() != c.want || b.TailSpace() != 0 || b.HeadSpace() != Headroom {
+					t.Errorf("Config.BufSize %d: Size %d, tail %d, head %d; want %d, 0, %d", c.cfg, b.Size(), b.TailSpace(), b.HeadSpace(), c.want, Headroom)
+				}
+				pd.FreeBuf(b)
+				got <- b
+				<-pd.Context().Done()
+				return nil
+			},
+		})
+		<-got
+		if k.BufSize() != c.want {
+			t.Errorf("Config.BufSize %d: Kernel.BufSize() = %d, want %d", c.cfg, k.BufSize(), c.want)
+		}
+		k.Stop()
+	}
+}
