@@ -55,12 +55,12 @@ const rxBatch = 16
 // rawQueue is how many runs (of up to rxBatch SDUs) a Flow without FRCT
 // queues between its port and its reader. With the run the reader is in
 // and the one rxLoop fills, a flow holds at most rawQueue+2 runs' buffers
-// (rxBatch × MaxSDU bytes each, made as a backlog needs them: 90 KB at
-// most).
+// (rxBatch × the flow's SDU limit each, made as a backlog needs them:
+// 90 KB at most for SDUs of MaxSDU).
 const rawQueue = 2
 
 // rawBatch is a run of SDUs rxLoop read from the port in one call, in
-// buffers of MaxSDU bytes carved from one array.
+// buffers of the port's SDU limit carved from one array.
 type rawBatch struct {
 	bufs  [rxBatch][]byte
 	sizes [rxBatch]int
@@ -68,11 +68,11 @@ type rawBatch struct {
 	next  int // the next to read
 }
 
-func newRawBatch() *rawBatch {
+func newRawBatch(size int) *rawBatch {
 	b := new(rawBatch)
-	slab := make([]byte, rxBatch*MaxSDU)
+	slab := make([]byte, rxBatch*size)
 	for i := range b.bufs {
-		b.bufs[i] = slab[i*MaxSDU : (i+1)*MaxSDU : (i+1)*MaxSDU]
+		b.bufs[i] = slab[i*size : (i+1)*size : (i+1)*size]
 	}
 	return b
 }
@@ -865,15 +865,16 @@ func (f *Flow) rxLoop() {
 	defer close(f.rxDone)
 	bp, _ := f.port.(BatchPort)
 	var b *rawBatch // with FRCT: the one batch, reused
+	size := f.info.SDULimit()
 	if f.eng != nil {
-		b = newRawBatch()
+		b = newRawBatch(size)
 	}
 	for {
 		if f.eng == nil {
 			select {
 			case b = <-f.rawFree:
 			default:
-				b = newRawBatch()
+				b = newRawBatch(size)
 			}
 		}
 		var (

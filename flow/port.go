@@ -6,10 +6,19 @@ import (
 	"time"
 )
 
-// MaxSDU is the largest SDU a flow carries. Headers of every layer below
-// fit in a packet buffer's headroom (kernel.Headroom), so an SDU of this
-// size fits one buffer whatever the recursion depth the headroom allows.
-const MaxSDU = 1400
+// SDU sizes. MaxSDU is the largest SDU a flow carries unless its layer
+// says it carries more (Info.MaxSDU): what every layer carries by
+// default. Headers of every layer below fit in a packet buffer's headroom
+// (kernel.Headroom), so an SDU of this size fits one buffer whatever the
+// recursion depth the headroom allows. A layer configured for larger
+// SDUs (a UDP shim's max_sdu) carries up to MaxJumboSDU, in a node whose
+// packet buffers it sized for them; MinSDU is the least a layer may be
+// configured with.
+const (
+	MaxSDU      = 1400
+	MaxJumboSDU = 65000
+	MinSDU      = 576
+)
 
 // Port is one end of a flow as a provider hands it out: it moves whole
 // SDUs, no more. The application's end sits under a Flow (which adds FRCT);
@@ -89,7 +98,8 @@ type Info struct {
 	Layer  string `cbor:"4,keyasint" json:"layer"`  // the layer the flow runs in
 	QoS    QoS    `cbor:"5,keyasint" json:"qos"`
 	// MaxSDU is the largest SDU the flow's layer carries (a layer's own
-	// header takes room in the layers below it); 0 means MaxSDU.
+	// header takes room in the layers below it); 0 means MaxSDU, more
+	// only where the layer carries larger SDUs (up to MaxJumboSDU).
 	MaxSDU int `cbor:"6,keyasint" json:"max_sdu,omitempty"`
 	// Peer is the other end's verified node identity, on sealed flows
 	// (nil otherwise: nothing proved who is there).
@@ -128,10 +138,10 @@ func (p *Peer) String() string {
 }
 
 // SDULimit is the largest SDU a Port of this flow carries: MaxSDU, or
-// less where the layer said so.
+// what the layer said (at most MaxJumboSDU).
 func (i Info) SDULimit() int {
-	if i.MaxSDU > 0 && i.MaxSDU < MaxSDU {
-		return i.MaxSDU
+	if i.MaxSDU > 0 {
+		return min(i.MaxSDU, MaxJumboSDU)
 	}
 	return MaxSDU
 }

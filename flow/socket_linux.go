@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -247,7 +248,11 @@ func (b *SocketBroker) flowCall(ctx context.Context, req SockReq) (Port, Info, e
 	case 0:
 		return nil, Info{}, fmt.Errorf("flow: node answered without a flow: %w", ErrInvalid)
 	case 1:
-		p, err = newSeqpacketPort(fds[0])
+		var sp *SeqpacketPort
+		if sp, err = newSeqpacketPort(fds[0]); err == nil {
+			sp.max = resp.Info.SDULimit()
+			p = sp
+		}
 	case maxFlowFDs:
 		p, err = newShmPort(fds)
 	default:
@@ -326,7 +331,8 @@ func (b *SocketBroker) Close() error {
 // SeqpacketPort is a Port over one end of a SOCK_SEQPACKET socket pair:
 // each message is one SDU. The node gateway and socket clients use it.
 type SeqpacketPort struct {
-	c *net.UnixConn
+	c   *net.UnixConn
+	max int // the longest SDU Write takes: the flow's limit (0: MaxSDU)
 }
 
 var _ Port = (*SeqpacketPort)(nil)
@@ -382,8 +388,8 @@ func (p *SeqpacketPort) Read(b []byte, deadline time.Time) (int, error) {
 
 // Write implements Port.
 func (p *SeqpacketPort) Write(b []byte, deadline time.Time) error {
-	if len(b) > MaxSDU {
-		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), MaxSDU, ErrTooBig)
+	if max := cmp.Or(p.max, MaxSDU); len(b) > max {
+		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), max, ErrTooBig)
 	}
 	if len(b) == 0 {
 		return nil // a zero-length message would read as end of flow
@@ -481,8 +487,8 @@ func (p *ShmPort) Read(b []byte, deadline time.Time) (int, error) {
 
 // Write implements Port.
 func (p *ShmPort) Write(b []byte, deadline time.Time) error {
-	if len(b) > MaxSDU {
-		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), MaxSDU, ErrTooBig)
+	if max := p.e.MaxSDU(); len(b) > max {
+		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), max, ErrTooBig)
 	}
 	if err := p.e.Send(b, deadline); err != nil {
 		return shmErr("write", err)
@@ -506,8 +512,8 @@ func (p *ShmPort) interruptRead() { p.e.InterruptRecv() }
 func (p *ShmPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 	n, err := p.e.SendBatch(sdus, deadline)
 	if err != nil {
-		if n < len(sdus) && len(sdus[n]) > MaxSDU {
-			return n, fmt.Errorf("flow: write of %d bytes (max %d): %w", len(sdus[n]), MaxSDU, ErrTooBig)
+		if n < len(sdus) && len(sdus[n]) > p.e.MaxSDU() {
+			return n, fmt.Errorf("flow: write of %d bytes (max %d): %w", len(sdus[n]), p.e.MaxSDU(), ErrTooBig)
 		}
 		return n, shmErr("write", err)
 	}

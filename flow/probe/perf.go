@@ -94,12 +94,22 @@ type runReader struct {
 	views [][]byte
 }
 
+// SDULimiter is a Conn that says how long its SDUs may be (a flow of a
+// layer that carries more than flow.MaxSDU): a batch reader's buffers
+// are made that long.
+type SDULimiter interface {
+	MaxSDU() int
+}
+
 func newRunReader(c Conn) *runReader {
 	r := &runReader{c: c}
 	r.br, _ = c.(BatchReader)
 	k, size := 1, readBufSize // a UDP datagram may be longer than an SDU
 	if r.br != nil {
 		k, size = readBatch, flow.MaxSDU
+		if l, ok := c.(SDULimiter); ok {
+			size = max(size, l.MaxSDU())
+		}
 	}
 	r.bufs, r.sizes, r.views = make([][]byte, k), make([]int, k), make([][]byte, k)
 	for i := range r.bufs {

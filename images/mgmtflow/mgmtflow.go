@@ -150,9 +150,10 @@ func writeMsg(p flow.Port, sdu int, msg []byte, deadline time.Time) error {
 	}
 }
 
-// readMsg reads one message of at most max bytes.
-func readMsg(p flow.Port, max int, deadline time.Time) ([]byte, error) {
-	buf := make([]byte, flow.MaxSDU)
+// readMsg reads one message of no more than most bytes from p, whose SDUs
+// are at most sdu bytes.
+func readMsg(p flow.Port, sdu, most int, deadline time.Time) ([]byte, error) {
+	buf := make([]byte, max(sdu, flow.MaxSDU))
 	var msg []byte
 	for {
 		n, err := p.Read(buf, deadline)
@@ -162,8 +163,8 @@ func readMsg(p flow.Port, max int, deadline time.Time) ([]byte, error) {
 		if n == 0 || buf[0] > fragLast {
 			return nil, fmt.Errorf("mgmtflow: SDU of %d bytes without a fragment flag: %w", n, flow.ErrInvalid)
 		}
-		if len(msg)+n-1 > max {
-			return nil, fmt.Errorf("mgmtflow: message over %d bytes: %w", max, flow.ErrTooBig)
+		if len(msg)+n-1 > most {
+			return nil, fmt.Errorf("mgmtflow: message over %d bytes: %w", most, flow.ErrTooBig)
 		}
 		msg = append(msg, buf[1:n]...)
 		if buf[0] == fragLast {
@@ -209,7 +210,7 @@ const CallTimeout = 30 * time.Second
 func Serve(ctx context.Context, p flow.Port, info flow.Info, m Mgmter) error {
 	sdu := info.SDULimit()
 	for {
-		msg, err := readMsg(p, MaxRequest, time.Time{})
+		msg, err := readMsg(p, sdu, MaxRequest, time.Time{})
 		if err != nil {
 			if errors.Is(err, flow.ErrClosed) || ctx.Err() != nil {
 				return nil
@@ -268,7 +269,7 @@ func Dial(ctx context.Context, b flow.Broker, name string) (*Client, error) {
 
 // NewClient asks over an allocated flow p (Dial allocates one).
 func NewClient(p flow.Port, info flow.Info) *Client {
-	return &Client{p: p, info: info, buf: make([]byte, flow.MaxSDU)}
+	return &Client{p: p, info: info, buf: make([]byte, max(info.SDULimit(), flow.MaxSDU))}
 }
 
 // Info is the flow's description (its Peer: the node answering).

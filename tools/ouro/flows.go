@@ -29,6 +29,7 @@ var (
 	_ conn              = flowConn{}
 	_ probe.BatchReader = flowConn{}
 	_ probe.BatchWriter = flowConn{}
+	_ probe.SDULimiter  = flowConn{}
 )
 
 func (c flowConn) Read(p []byte, deadline time.Time) (int, error) {
@@ -53,6 +54,9 @@ func (c flowConn) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 }
 
 func (c flowConn) Close() error { return c.f.Close() }
+
+// MaxSDU implements probe.SDULimiter: the flow's own limit.
+func (c flowConn) MaxSDU() int { return c.f.MaxSDU() }
 
 // newFlow wraps a port the broker handed out.
 func newFlow(p flow.Port, info flow.Info) (flowConn, error) {

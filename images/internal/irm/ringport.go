@@ -22,6 +22,7 @@ const ringBatch = 32
 type RingPort struct {
 	pd     *kernel.PD
 	rx, tx kernel.Cap
+	max    int // the longest SDU Write and WriteBatch take
 
 	rmu     sync.Mutex // serialises readers; guards rbufs, rhead, rn
 	rbufs   [ringBatch]*kernel.Buf
@@ -44,7 +45,15 @@ var (
 
 // NewRingPort returns the Port over rx and tx in pd's CSpace.
 func NewRingPort(pd *kernel.PD, rx, tx kernel.Cap) *RingPort {
-	return &RingPort{pd: pd, rx: rx, tx: tx}
+	return &RingPort{pd: pd, rx: rx, tx: tx, max: flow.MaxSDU}
+}
+
+// SetMaxSDU makes n (at least flow.MaxSDU, at most what one of the
+// kernel's buffers holds) the longest SDU Write and WriteBatch take: for
+// the flow of a layer that carries larger SDUs. Call it before the port
+// is used.
+func (p *RingPort) SetMaxSDU(n int) {
+	p.max = min(max(n, flow.MaxSDU), p.pd.BufSize())
 }
 
 // Go starts f as a goroutine of the port's component (kernel.PD.Go): the
@@ -150,8 +159,8 @@ func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
 // Write implements Port: it copies b into a buffer from the component's
 // budget and pushes it, waiting for room until the deadline.
 func (p *RingPort) Write(b []byte, deadline time.Time) error {
-	if len(b) > flow.MaxSDU {
-		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), flow.MaxSDU, flow.ErrTooBig)
+	if len(b) > p.max {
+		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), p.max, flow.ErrTooBig)
 	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
@@ -214,11 +223,11 @@ func (p *RingPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 	done := 0
 	for done < len(sdus) {
 		k := 0 // SDUs of this round: up to ringBatch, none too big
-		for k < len(p.wbuf) && done+k < len(sdus) && len(sdus[done+k]) <= flow.MaxSDU {
+		for k < len(p.wbuf) && done+k < len(sdus) && len(sdus[done+k]) <= p.max {
 			k++
 		}
 		if k == 0 {
-			return done, fmt.Errorf("flow: write of %d bytes (max %d): %w", len(sdus[done]), flow.MaxSDU, flow.ErrTooBig)
+			return done, fmt.Errorf("flow: write of %d bytes (max %d): %w", len(sdus[done]), p.max, flow.ErrTooBig)
 		}
 		k, err := p.pd.AllocBufs(p.wbuf[:k])
 		if k == 0 {

@@ -109,6 +109,7 @@ func ServeIPCP(pd *kernel.PD, ep kernel.Cap, impl ipcp.IPCP) error {
 			if err != nil {
 				return rpc.Response{}, err
 			}
+			port.SetMaxSDU(sduLimit(impl))
 			res := ipcp.AllocResult{MaxSDU: sduLimit(impl)}
 			if pa, ok := impl.(ipcp.PeerAllocator); ok {
 				var r ipcp.AllocResult
@@ -210,6 +211,7 @@ func (u *UpcallClient) FlowReq(ctx context.Context, req ipcp.AllocReq) (flow.Por
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}
+	p.SetMaxSDU(req.MaxSDU)
 	return p, nil
 }
 
@@ -276,6 +278,7 @@ func (b *Broker) flowCall(ctx context.Context, op rpc.Op, args any) (flow.Port, 
 	if err != nil {
 		return nil, flow.Info{}, err
 	}
+	p.SetMaxSDU(info.SDULimit())
 	return p, info, nil
 }
 

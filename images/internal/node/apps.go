@@ -93,7 +93,7 @@ func Apps(cfg *Config, env AppEnv) ([]Extra, error) {
 			serve = func(ctx context.Context, p flow.Port, info flow.Info) {
 				start := time.Now()
 				log.Info("flow opened", "flow", info.ID, "from", orDash(info.Remote), "layer", info.Layer)
-				sdus, bytes, err := echoFlow(ctx, p)
+				sdus, bytes, err := echoFlow(ctx, p, info.SDULimit())
 				log.Info("flow closed", "flow", info.ID, "sdus", sdus, "bytes", bytes,
 					"took", time.Since(start).Round(time.Millisecond), logx.Err(err))
 			}
@@ -220,9 +220,10 @@ func appProgram(name string, peers []string, log *slog.Logger, serve func(contex
 	}
 }
 
-// echoFlow writes every SDU read from p back until the flow or ctx ends.
-func echoFlow(ctx context.Context, p flow.Port) (sdus, bytes uint64, err error) {
-	buf := make([]byte, flow.MaxSDU)
+// echoFlow writes every SDU read from p (at most sdu bytes each) back
+// until the flow or ctx ends.
+func echoFlow(ctx context.Context, p flow.Port, sdu int) (sdus, bytes uint64, err error) {
+	buf := make([]byte, max(sdu, flow.MaxSDU))
 	for {
 		n, err := p.Read(buf, time.Time{})
 		if err != nil {

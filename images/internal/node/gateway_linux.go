@@ -641,6 +641,7 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 // mapping is charged to the session's budget.
 type flowPrep struct {
 	pd     *kernel.PD
+	shm    bool          // the program speaks shared rings
 	mine   *net.UnixConn // the node's end of the flow's socket
 	theirs int           // the program's end, sent with the answer
 	err    error         // no socket pair: the flow cannot be handed over
@@ -666,40 +667,48 @@ func (s *gwSession) prepareFlow(shm bool) *flowPrep {
 		return fp
 	}
 	fp.theirs = fds[1]
-	if !shm {
-		return fp
+	fp.shm = shm
+	if shm {
+		s.makeShm(fp, flow.MaxSDU)
 	}
+	return fp
+}
+
+// makeShm gives fp shared rings for SDUs of at most maxSDU bytes: the
+// first shape the session's budget has room for (none if it has room for
+// none, or the system for no mapping: the flow then goes over as a
+// socket).
+func (s *gwSession) makeShm(fp *flowPrep, maxSDU int) {
 	var shape shmShape
-	for _, sh := range shmShapes {
+	for _, sh := range shmShapes(maxSDU, s.pd.BufSize()) {
 		if s.pd.Reserve(sh.charge) == nil {
 			shape = sh
 			break
 		}
 	}
 	if shape.charge == 0 {
-		return fp
+		return
 	}
 	m, err := shmring.Create(shape.geo)
 	if err != nil {
 		s.pd.Unreserve(shape.charge)
 		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return fp
+		return
 	}
 	evs, err := shmring.NewEventfds()
 	if err != nil {
 		m.Close()
 		s.pd.Unreserve(shape.charge)
 		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return fp
+		return
 	}
 	e, err := shmring.NewEnd(m, shmring.Node, evs) // takes m and evs
 	if err != nil {
 		s.pd.Unreserve(shape.charge)
 		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
-		return fp
+		return
 	}
 	fp.e, fp.m, fp.charge = e, m, shape.charge
-	return fp
 }
 
 // releaseShm undoes the shared rings of fp, if any.
@@ -742,6 +751,13 @@ func (s *gwSession) handOver(resp flow.SockResp, port flow.Port, fp *flowPrep) {
 	if !isBuf { // every node's flow is (irm.RingPort); any other goes as a socket
 		fp.releaseShm()
 	}
+	limit := resp.Info.SDULimit()
+	if fp.e != nil && fp.e.MaxSDU() < limit {
+		// Rings made ahead for SDUs of flow.MaxSDU, a flow of a layer
+		// that carries larger ones: rings of its size, or a socket.
+		fp.releaseShm()
+		s.makeShm(fp, limit)
+	}
 	if fp.e == nil {
 		if !s.send(resp, fp.theirs) { // closes theirs
 			fp.mine.Close()
@@ -749,7 +765,7 @@ func (s *gwSession) handOver(resp flow.SockResp, port flow.Port, fp *flowPrep) {
 			s.flows.Done()
 			return
 		}
-		splice(s.pd, port, flow.NewSeqpacketPort(fp.mine), s.flows.Done)
+		splice(s.pd, port, flow.NewSeqpacketPort(fp.mine), limit, s.flows.Done)
 		return
 	}
 	ev := fp.e.FDs()
@@ -778,10 +794,16 @@ type shmShape struct {
 	charge int
 }
 
-func newShmShape(slots int) shmShape {
-	g := shmring.Geometry{Slots: slots, MaxSDU: flow.MaxSDU}
-	return shmShape{geo: g, charge: (g.Size() + kernel.BufSize - 1) / kernel.BufSize}
+// newShmShape is rings of slots slots of maxSDU bytes, charged as the
+// packet buffers of bufSize bytes their memory would make.
+func newShmShape(slots, maxSDU, bufSize int) shmShape {
+	g := shmring.Geometry{Slots: slots, MaxSDU: maxSDU}
+	return shmShape{geo: g, charge: (g.Size() + bufSize - 1) / bufSize}
 }
+
+// shmShapes are the shapes a flow's rings may take, for SDUs of at most
+// maxSDU bytes in a node of packet buffers of bufSize bytes, in order of
+// preference: deep rings, then shallow ones.
 
 // shmDeepSlots is the slots per ring of a flow's first choice of rings:
 // deep enough that the node fills one part of a ring while the program
@@ -796,7 +818,9 @@ const shmDeepSlots = 64
 // buffers), then shallow ones (16 slots, 48 KiB, 24 buffers); with room
 // for neither, the flow goes over as a socket. A default session (256
 // buffers) has two deep flows and three shallow ones.
-var shmShapes = []shmShape{newShmShape(shmDeepSlots), newShmShape(shmring.DefaultSlots)}
+func shmShapes(maxSDU, bufSize int) [2]shmShape {
+	return [2]shmShape{newShmShape(shmDeepSlots, maxSDU, bufSize), newShmShape(shmring.DefaultSlots, maxSDU, bufSize)}
+}
 
 // shmBatch is how many SDUs the node's side of shared rings moves at
 // once, each way: a whole ring, so that a run the program wrote in one
@@ -874,7 +898,7 @@ var past = time.Unix(1, 0)
 func shmToBufs(kp bufPort, e *shmring.End, log *slog.Logger) {
 	kb := make([]*kernel.Buf, shmBatch)
 	wins, sizes := make([][]byte, shmBatch), make([]int, shmBatch)
-	scratch := [][]byte{make([]byte, flow.MaxSDU)}
+	scratch := [][]byte{make([]byte, e.MaxSDU())}
 	for {
 		n, err := e.Ready(time.Time{})
 		if n == 0 {
@@ -892,7 +916,7 @@ func shmToBufs(kp bufPort, e *shmring.End, log *slog.Logger) {
 		}
 		for i, b := range kb[:m] {
 			b.Reset()
-			wins[i] = b.Extend(flow.MaxSDU)
+			wins[i] = b.Extend(min(e.MaxSDU(), b.TailSpace()))
 		}
 		k, err := e.RecvBatch(wins[:m], sizes[:m], past)
 		clear(wins[:m])
@@ -1026,7 +1050,7 @@ func forward(dst flow.Port, sdus [][]byte) bool {
 // done: runs of up to shmBatch out of the ring where it is a BatchPort
 // (one ring operation a run), one SDU a message on the socket. The
 // flow's socket is closed when pd's incarnation ends.
-func splice(pd *kernel.PD, ring flow.Port, sock flow.Port, done func()) {
+func splice(pd *kernel.PD, ring flow.Port, sock flow.Port, limit int, done func()) {
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
@@ -1043,11 +1067,11 @@ func splice(pd *kernel.PD, ring flow.Port, sock flow.Port, done func()) {
 		if bsrc != nil {
 			k = shmBatch
 		}
-		// MaxSDU+1: a longer message from the program is cut to one byte
+		// limit+1: a longer message from the program is cut to one byte
 		// over, which the ring refuses as too big.
 		bufs, views, sizes := make([][]byte, k), make([][]byte, k), make([]int, k)
 		for i := range bufs {
-			bufs[i] = make([]byte, flow.MaxSDU+1)
+			bufs[i] = make([]byte, limit+1)
 		}
 		for {
 			var (

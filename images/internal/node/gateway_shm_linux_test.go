@@ -20,6 +20,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/flow/shmring"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
@@ -150,7 +151,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestGatewayShm(t *testing.T) {
 	// Room for one deep mapping and the flows' buffers, not for a second
 	// mapping of either shape.
-	deep, shallow := shmShapes[0], shmShapes[1]
+	shapes := shmShapes(flow.MaxSDU, kernel.BufSize)
+	deep, shallow := shapes[0], shapes[1]
 	sockA := shmPair(t, deep.charge+shallow.charge/2)
 	base := flowMappings(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -559,9 +561,10 @@ func TestGatewaySocketRuns(t *testing.T) {
 // budget has no room for another deep mapping, the next flow gets
 // shallow ones, and with room for neither a socket.
 func TestGatewayShmShapes(t *testing.T) {
-	deep, shallow := shmShapes[0], shmShapes[1]
+	shapes := shmShapes(flow.MaxSDU, kernel.BufSize)
+	deep, shallow := shapes[0], shapes[1]
 	if deep.geo.Slots <= shallow.geo.Slots || deep.charge <= shallow.charge {
-		t.Fatalf("shapes %+v: the first is not the deeper", shmShapes)
+		t.Fatalf("shapes %+v: the first is not the deeper", shapes)
 	}
 	sockA := shmPair(t, deep.charge+shallow.charge+shallow.charge/2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -600,7 +603,8 @@ func TestGatewayShmShapes(t *testing.T) {
 // fail leave none of it behind (no descriptor, no mapping, no budget
 // charge: a session with room for one deep flow still gets one).
 func TestGatewayFailedAllocLeavesNothing(t *testing.T) {
-	deep, shallow := shmShapes[0], shmShapes[1]
+	shapes := shmShapes(flow.MaxSDU, kernel.BufSize)
+	deep, shallow := shapes[0], shapes[1]
 	sockA := shmPair(t, deep.charge+shallow.charge/2) // room for one flow's rings, and its buffers
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
