@@ -17,7 +17,10 @@
 # then flow/udp and flow/iperf3 ratios of
 # received SDU/s.
 # P sets the first of the five UDP ports it uses (default 47111), so that
-# two runs on one machine do not collide.
+# two runs on one machine do not collide. SIZES sets the SDU sizes
+# (default "1000 1400"); MAX_SDU sets the routers' UDP shims' max_sdu
+# (for SDUs over 1400 bytes, docs/config.md), e.g.
+#   MAX_SDU=8000 SIZES="1400 8000" tools/bench/flood.sh /tmp/f 3 new=/tmp/br
 set -e
 . "$(dirname "$0")/lib.sh"
 D=$1; R=$2; shift 2
@@ -26,6 +29,9 @@ P=${P:-47111}
 PA=$P PB=$((P+1)) PU=$((P+3)) PI3=$((P+4))
 mkdir -p "$D"
 udp_pair "$D" $PA $PB 'perf = "127.0.0.1:'$PB'"'
+if [ -n "${MAX_SDU:-}" ]; then
+  for f in "$D/a.toml" "$D/b.toml"; do echo "max_sdu = $MAX_SDU" >> "$f"; done
+fi
 # iperf3's receiver: SDUs received per second and loss % from --json.
 ip3() { python3 -c '
 import json, sys
@@ -37,7 +43,7 @@ cpu() { for p in "$@"; do awk '{printf "%d ", $14+$15}' /proc/$p/stat; done; }
 for r in $(seq "$R"); do
   for v in "$@"; do
     name=${v%%=*}; X=${v#*=}
-    for s in 1000 1400; do
+    for s in ${SIZES:-1000 1400}; do
       rm -f "$D/a.sock" "$D/b.sock"
       "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & RA=$!
       "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & RB=$!

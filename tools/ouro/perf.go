@@ -39,7 +39,7 @@ func runPerf(a *app, ctx context.Context, cmd *command, args []string) error {
 	fs.boolVar(&udp, "measure plain UDP to HOST:PORT (or serve it on ADDR) as a baseline", "udp")
 	fs.boolVar(&sealed, "client: seal the flow end to end", "sealed")
 	fs.durationVar(&cfg.Duration, 10*time.Second, "client: send for `D`", "t", "time")
-	fs.intVar(&cfg.Size, 1000, fmt.Sprintf("client: SDU size in `BYTES` (%d to %d for a flow)", probe.HeaderLen, flow.MaxSDU), "s", "size")
+	fs.intVar(&cfg.Size, 1000, fmt.Sprintf("client: SDU size in `BYTES` (%d to %d for a flow: %d unless its layer carries more)", probe.HeaderLen, flow.MaxJumboSDU, flow.MaxSDU), "s", "size")
 	fs.floatVar(&rateFlag, 0, "client: send `PPS` SDUs per second (0: flood, as fast as the flow takes them)", "rate", "r")
 	fs.stringVar(&qos, "raw", "client: QoS `PRESET` of the flow: raw, best_effort, voice, video, data", "qos")
 	fs.boolVar(&verbose, "client: print progress each second on stderr (default when stderr is a terminal)", "v", "progress")
@@ -71,8 +71,8 @@ func runPerf(a *app, ctx context.Context, cmd *command, args []string) error {
 	}
 
 	cfg.Rate = rateFlag
-	if cfg.Size < probe.HeaderLen || (!udp && cfg.Size > flow.MaxSDU) || cfg.Size > 65000 {
-		return usagef("perf: size %d: want %d to %d bytes", cfg.Size, probe.HeaderLen, flow.MaxSDU)
+	if cfg.Size < probe.HeaderLen || cfg.Size > flow.MaxJumboSDU {
+		return usagef("perf: size %d: want %d to %d bytes", cfg.Size, probe.HeaderLen, flow.MaxJumboSDU)
 	}
 	if cfg.Rate < 0 || cfg.Duration <= 0 {
 		return usagef("perf: want a positive duration and a rate of 0 (flood) or more")

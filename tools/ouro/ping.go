@@ -92,7 +92,7 @@ func runPing(a *app, ctx context.Context, cmd *command, args []string) error {
 	)
 	fs.intVar(&cfg.Count, 0, "send `N` SDUs, then stop (0: until interrupted or -w)", "c", "count")
 	fs.durationVar(&cfg.Interval, time.Second, "wait `D` between SDUs (200ms, or seconds: 0.2)", "i", "interval")
-	fs.intVar(&cfg.Size, 64, fmt.Sprintf("SDU size in `BYTES` (%d to %d for a flow)", probe.HeaderLen, flow.MaxSDU), "s", "size")
+	fs.intVar(&cfg.Size, 64, fmt.Sprintf("SDU size in `BYTES` (%d to %d for a flow: %d unless its layer carries more)", probe.HeaderLen, flow.MaxJumboSDU, flow.MaxSDU), "s", "size")
 	fs.durationVar(&cfg.Deadline, 0, "stop after `D` whatever was sent or received", "w", "deadline")
 	fs.durationVar(&cfg.Timeout, 2*time.Second, "a reply later than `D` counts as lost; also the wait for the last replies", "W", "timeout")
 	fs.stringVar(&qos, "best_effort", "QoS `PRESET` of the flow: raw, best_effort, voice, video, data", "qos")
@@ -103,8 +103,8 @@ func runPing(a *app, ctx context.Context, cmd *command, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Size < probe.HeaderLen || (!udp && cfg.Size > flow.MaxSDU) || cfg.Size > 65000 {
-		return usagef("ping: size %d: want %d to %d bytes", cfg.Size, probe.HeaderLen, flow.MaxSDU)
+	if cfg.Size < probe.HeaderLen || cfg.Size > flow.MaxJumboSDU {
+		return usagef("ping: size %d: want %d to %d bytes", cfg.Size, probe.HeaderLen, flow.MaxJumboSDU)
 	}
 	if cfg.Count < 0 {
 		return usagef("ping: negative count")

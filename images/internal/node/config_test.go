@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"github.com/ouronet/ouro/kernel"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -56,7 +57,10 @@ func TestConfigMistakes(t *testing.T) {
 	}{
 		{"adr in [ipcp.udp]",
 			strings.Replace(udpNode, `addr = "127.0.0.1:3435"`, `adr = "127.0.0.1:3435"`, 1),
-			[]string{`^line 8: \[ipcp\.udp\] of \[\[ipcp\]\] #1: unknown key "adr"; did you mean "addr"\? \(accepted: addr, dir, hash, idle_timeout, max_flows_per_peer, max_pending_per_peer, recv_buffer, seal, seal_aead, seal_peers, seal_ticket_life, send_buffer, \[ipcp\.udp\.impair\], \[ipcp\.udp\.netstack\]\)$`}},
+			[]string{`^line 8: \[ipcp\.udp\] of \[\[ipcp\]\] #1: unknown key "adr"; did you mean "addr"\? \(accepted: addr, dir, hash, idle_timeout, max_flows_per_peer, max_pending_per_peer, max_sdu, recv_buffer, seal, seal_aead, seal_peers, seal_ticket_life, send_buffer, \[ipcp\.udp\.impair\], \[ipcp\.udp\.netstack\]\)$`}},
+		{"max_sdu too small",
+			strings.Replace(udpNode, `addr = "127.0.0.1:3435"`, "addr = \"127.0.0.1:3435\"\nmax_sdu = 100", 1),
+			[]string{`\[ipcp\.udp\] of \[\[ipcp\]\] #1.*max_sdu = 100: want 576 to 65000 \(0: 1400\)`}},
 		{"[ipcp.upd]",
 			strings.Replace(udpNode, `[ipcp.udp]`, `[ipcp.upd]`, 1),
 			[]string{`^line 7: \[\[ipcp\]\] #1: unknown table \[ipcp\.upd\]; did you mean \[ipcp\.udp\]\?`}},
@@ -509,6 +513,25 @@ func TestUnicastBufsHoldADeliveryQueue(t *testing.T) {
 	for _, p := range set.IPCPs {
 		if p.Kind == "unicast" && p.Bufs != 512 {
 			t.Errorf("bufs = 512 set: got %d", p.Bufs)
+		}
+	}
+}
+
+// TestKernelBufSize: a node's packet buffers hold the largest SDU its UDP
+// shims are configured for (max_sdu) and a sealed SDU's tag; the
+// kernel's default where none asks for more than flow.MaxSDU.
+func TestKernelBufSize(t *testing.T) {
+	for _, c := range []struct {
+		extra string
+		want  int
+	}{{"", kernel.BufSize}, {"max_sdu = 1400", kernel.BufSize}, {"max_sdu = 8000", 8000 + bufSlack}, {"max_sdu = 65000", 65000 + bufSlack}} {
+		doc := strings.Replace(udpNode, `addr = "127.0.0.1:3435"`, "addr = \"127.0.0.1:3435\"\n"+c.extra, 1)
+		cfg, err := ParseConfig([]byte(doc))
+		if err != nil {
+			t.Fatalf("%q: %v", c.extra, err)
+		}
+		if got := (&Node{cfg: cfg}).kernelBufSize(); got != c.want {
+			t.Errorf("%q: buffers of %d bytes, want %d", c.extra, got, c.want)
 		}
 	}
 }

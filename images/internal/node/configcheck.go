@@ -838,6 +838,9 @@ func (k *checker) checkUDP(u udpConfig, path []any, where string) {
 		}
 	}
 	k.checkImpair(u.Impair, at("impair"), where)
+	if u.MaxSDU != 0 && (u.MaxSDU < flow.MinSDU || u.MaxSDU > flow.MaxJumboSDU) {
+		k.add(at("max_sdu"), where, "max_sdu", "max_sdu = %d: want %d to %d (0: %d)", u.MaxSDU, flow.MinSDU, flow.MaxJumboSDU, flow.MaxSDU)
+	}
 	if ns := u.Netstack; ns != nil {
 		np := at("netstack")
 		nat := func(key string) []any { return append(slices.Clone(np), key) }

@@ -52,6 +52,10 @@ type udpConfig struct {
 	SealPeers  []string    `toml:"seal_peers"`       // if set, the only node ids at the other end of a sealed flow
 	SealTicket offDuration `toml:"seal_ticket_life"` // how long a resumption ticket lasts (default 10m; negative: never resume)
 	SealAEAD   string      `toml:"seal_aead"`        // force the AEAD: "aes256gcm" or "chacha20poly1305" (default: negotiated)
+	// MaxSDU is the largest SDU of the shim's flows (0: flow.MaxSDU,
+	// 1400; up to flow.MaxJumboSDU): the node's packet buffers are sized
+	// for the largest of its shims' (kernelBufSize).
+	MaxSDU int `toml:"max_sdu"`
 	// The socket's kernel buffers, bytes (0: udp.DefaultSocketBuffer, 4 MiB; negative: the kernel's).
 	RecvBuffer int `toml:"recv_buffer"`
 	SendBuffer int `toml:"send_buffer"`
@@ -95,7 +99,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		cfg := udp.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Runner: env.pd,
 			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
 			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration,
-			RecvBuffer: c.RecvBuffer, SendBuffer: c.SendBuffer}
+			RecvBuffer: c.RecvBuffer, SendBuffer: c.SendBuffer, MaxSDU: c.MaxSDU}
 		if s := env.signer(deps.nodeKey); s != nil {
 			cfg.Signer = s
 		}
@@ -566,7 +570,21 @@ type capturer interface {
 // flows.
 type shimManager struct{ shimIPCP }
 
-var _ ipcp.Manager = shimManager{}
+var (
+	_ ipcp.Manager    = shimManager{}
+	_ ipcp.SDULimiter = shimManager{}
+)
+
+// MaxSDU implements ipcp.SDULimiter for a shim that carries SDUs larger
+// than flow.MaxSDU (a UDP shim's max_sdu), so that its flows' ports and
+// rings are made for them; for the others it says nothing (0: the
+// default).
+func (s shimManager) MaxSDU() int {
+	if l, ok := s.shimIPCP.(ipcp.SDULimiter); ok && l.MaxSDU() > flow.MaxSDU {
+		return l.MaxSDU()
+	}
+	return 0
+}
 
 // AllocPeer implements ipcp.PeerAllocator for the shims that seal flows
 // (udp, eth): the IRM learns a sealed flow's verified peer. Other shims:

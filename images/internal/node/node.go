@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
@@ -325,7 +326,7 @@ func (n *Node) System() *kernel.System { return n.sys }
 func (n *Node) Start() error {
 	// The IRM holds two caps per open flow: its CSpace bounds how many
 	// flows the node can have (slots are allocated as they are used).
-	n.k = kernel.New(kernel.Config{Log: n.log, CSpaceSize: 1 << 20, MaxBufs: n.cfg.Kernel.MaxBufs})
+	n.k = kernel.New(kernel.Config{Log: n.log, CSpaceSize: 1 << 20, MaxBufs: n.cfg.Kernel.MaxBufs, BufSize: n.kernelBufSize()})
 	progs := map[string]kernel.Program{
 		rootName:   rootProgram(n.log.With("component", rootName), n.icfg.Restart),
 		irmName:    n.irmProgram(),
@@ -517,4 +518,28 @@ func (n *Node) Describe() *kernel.System {
 		return n.sys
 	}
 	return n.k.Describe()
+}
+
+// bufSlack is what a packet buffer holds beyond the largest SDU of the
+// node's layers: the tag of a sealed SDU (sealed in place, behind it),
+// with room to spare.
+const bufSlack = 64
+
+// kernelBufSize is the data size of the node's packet buffers: enough for
+// the largest SDU any of its UDP shims is configured for (max_sdu), or
+// the kernel's default when none asks for more than flow.MaxSDU. Budgets
+// count buffers, so a node configured for jumbo SDUs holds that much
+// more memory per buffer (docs/config.md).
+func (n *Node) kernelBufSize() int {
+	most := flow.MaxSDU
+	for _, p := range n.cfg.IPCPs {
+		if p.Kind != "udp" {
+			continue
+		}
+		var c udpConfig
+		if n.cfg.decode(p.UDP, &c) == nil && c.MaxSDU > most {
+			most = min(c.MaxSDU, flow.MaxJumboSDU)
+		}
+	}
+	return max(kernel.BufSize, most+bufSlack)
 }

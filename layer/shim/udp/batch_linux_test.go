@@ -4,6 +4,7 @@ package udp
 
 import (
 	"bytes"
+	"github.com/ouronet/ouro/flow"
 	"net"
 	"net/netip"
 	"syscall"
@@ -26,7 +27,7 @@ func TestBatchReader(t *testing.T) {
 			rx, tx := listen(t, "udp", loopback), listen(t, "udp", loopback)
 			defer rx.Close()
 			defer tx.Close()
-			br := newBatchReader(rx, maxDatagram)
+			br := newBatchReader(rx, HeaderLen+flow.MaxSDU+64)
 			if br == nil {
 				t.Fatal("no batch reader for a *net.UDPConn")
 			}
@@ -85,7 +86,7 @@ func TestBatchReaderGRO(t *testing.T) {
 	rx, tx := listen(t, "udp", "127.0.0.1:0"), listen(t, "udp", "127.0.0.1:0")
 	defer rx.Close()
 	defer tx.Close()
-	br := newBatchReader(rx, maxDatagram)
+	br := newBatchReader(rx, HeaderLen+flow.MaxSDU+64)
 	if !br.gro {
 		t.Skip("SKIP: this kernel refuses UDP_GRO")
 	}

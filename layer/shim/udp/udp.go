@@ -66,6 +66,15 @@ type Config struct {
 	// name resolution of this shim: Query and Alloc see exactly these.
 	Dir      map[string]netip.AddrPort
 	HashAlgo layer.HashAlgo // how names are hashed on the wire (all members must agree)
+	// MaxSDU is the largest SDU of the shim's flows (a sealed one's is
+	// seal.Overhead less): 0 means flow.MaxSDU, which with the headers
+	// fits a 1,500-byte path; more (up to flow.MaxJumboSDU) where the
+	// path takes larger datagrams (a loopback, a jumbo-frame LAN) or IP
+	// may fragment them. Every member of the layer must be configured
+	// alike: a datagram longer than a receiver's MaxSDU is dropped there,
+	// counted as malformed. A node holding such a shim sizes its packet
+	// buffers for it.
+	MaxSDU int
 	// Device, if set, is used instead of binding Addr (an already bound
 	// socket, a netstack socket, a test double). The IPCP closes it on Stop.
 	Device Device
@@ -127,6 +136,9 @@ type IPCP struct {
 	sock   *socket    // the kernel socket under dev, or nil (sockopt_*.go)
 	bufs   bufSizes   // its buffers as the kernel granted them
 	rxDone chan struct{}
+	// maxDatagram bounds what is read: anything longer than a header and
+	// MaxSDU is dropped anyway, this leaves room to tell it apart.
+	maxDatagram int
 }
 
 // New checks cfg and returns an IPCP in state "init"; Start binds it.
@@ -159,6 +171,7 @@ func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 		Kind:              "udp",
 		Wire:              wire{p},
 		Headroom:          HeaderLen,
+		MaxSDU:            cfg.MaxSDU,
 		Upcalls:           up,
 		HashAlgo:          cfg.HashAlgo,
 		Timeout:           cfg.AllocTimeout,
@@ -173,8 +186,13 @@ func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 		return nil, fmt.Errorf("udp: %s: %w", cfg.Name, err)
 	}
 	p.eng = eng
+	p.maxDatagram = HeaderLen + eng.MaxSDU() + 64
 	return p, nil
 }
+
+// MaxSDU implements ipcp.SDULimiter: the largest SDU of the shim's
+// unsealed flows (Config.MaxSDU).
+func (p *IPCP) MaxSDU() int { return p.eng.MaxSDU() }
 
 func withPort(a netip.AddrPort) netip.AddrPort {
 	if a.Port() == 0 {
@@ -328,18 +346,14 @@ func (w wire) Send(pkt []byte, dst netip.AddrPort, eid uint32) error {
 	return err
 }
 
-// maxDatagram bounds what is read: anything longer than a header and
-// MaxSDU is dropped anyway, this leaves room to tell it apart.
-const maxDatagram = HeaderLen + flow.MaxSDU + 64
-
 // rxLoop receives until the device closes: in batches through recvmmsg(2)
 // when the device is a *net.UDPConn on Linux, else one datagram at a time.
 func (p *IPCP) rxLoop() {
 	defer close(p.rxDone)
-	br := newBatchReader(p.dev, maxDatagram)
+	br := newBatchReader(p.dev, p.maxDatagram)
 	var buf []byte
 	if br == nil {
-		buf = make([]byte, maxDatagram)
+		buf = make([]byte, p.maxDatagram)
 	}
 	// A batch's SDUs for one flow go to its port in one write.
 	rb := p.eng.NewRxBatch(engine.TxBatch)

@@ -96,9 +96,14 @@ const TxBatch = 32
 
 // Config configures an Engine. Zero durations take the defaults.
 type Config[A Addr] struct {
-	Kind      string // "udp", "eth": prefixes errors
-	Wire      Wire[A]
-	Headroom  int    // bytes before the payload in a packet buffer
+	Kind     string // "udp", "eth": prefixes errors
+	Wire     Wire[A]
+	Headroom int // bytes before the payload in a packet buffer
+	// MaxSDU is the largest SDU of the engine's flows (a sealed one's is
+	// seal.Overhead less); 0 means flow.MaxSDU, more only up to
+	// flow.MaxJumboSDU. Both ends of a link must agree: a longer SDU
+	// arriving is dropped as malformed.
+	MaxSDU    int
 	MaxEID    uint32 // the largest endpoint id the shim header carries
 	Broadcast A      // where name queries go (eth); unused by udp
 	Upcalls   ipcp.Upcalls
@@ -327,6 +332,12 @@ func New[A Addr](cfg Config[A]) (*Engine[A], error) {
 		if *d <= 0 {
 			*d = v
 		}
+	}
+	switch {
+	case cfg.MaxSDU == 0:
+		cfg.MaxSDU = flow.MaxSDU
+	case cfg.MaxSDU < flow.MinSDU || cfg.MaxSDU > flow.MaxJumboSDU:
+		return nil, fmt.Errorf("%s: engine: max SDU %d: want %d to %d: %w", cfg.Kind, cfg.MaxSDU, flow.MinSDU, flow.MaxJumboSDU, flow.ErrInvalid)
 	}
 	def(&cfg.RetryBase, 20*time.Millisecond)
 	def(&cfg.RetryMax, time.Second)
@@ -558,7 +569,7 @@ func (e *Engine[A]) inputFlow(p []byte, from A, eid uint32) (*flowEntry[A], []by
 		e.control(p, from)
 		return nil, nil
 	}
-	if len(p) > flow.MaxSDU {
+	if len(p) > e.cfg.MaxSDU {
 		e.C.Malformed.Add(1)
 		return nil, nil
 	}
@@ -896,7 +907,9 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS, s
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
 	ar := ipcp.AllocReq{Dst: name, QoS: q}
 	if sl != nil {
-		ar.Peer, ar.MaxSDU = sl.peer, SealedMaxSDU
+		ar.Peer, ar.MaxSDU = sl.peer, e.SealedMaxSDU()
+	} else if e.cfg.MaxSDU != flow.MaxSDU {
+		ar.MaxSDU = e.cfg.MaxSDU
 	}
 	port, err := e.cfg.Upcalls.FlowReq(ctx, ar)
 	cancel()
@@ -1059,7 +1072,7 @@ func (e *Engine[A]) txLoop(f *flowEntry[A]) {
 			}
 		}
 	}
-	buf := make([]byte, e.cfg.Headroom+flow.MaxSDU)
+	buf := make([]byte, e.cfg.Headroom+e.cfg.MaxSDU)
 	rd := e.sduRoom(f, buf)
 	for {
 		n, err := f.port.Read(rd, time.Time{})
@@ -1087,7 +1100,7 @@ func (e *Engine[A]) txEnd(f *flowEntry[A]) {
 
 // txBatch is a flow transmit loop's batch state, allocated once per flow.
 type txBatch struct {
-	bufs  [][]byte // TxBatch transmit buffers (Headroom+flow.MaxSDU)
+	bufs  [][]byte // TxBatch transmit buffers (Headroom+MaxSDU)
 	rooms [][]byte // where in each an SDU is read (sduRoom)
 	sizes []int    // ReadBatch's SDU sizes
 	pkts  [][]byte // the packets to send
@@ -1100,7 +1113,7 @@ func (e *Engine[A]) newTxBatch(f *flowEntry[A]) *txBatch {
 		pkts: make([][]byte, 0, TxBatch), plen: make([]int, 0, TxBatch),
 	}
 	for i := range b.bufs {
-		b.bufs[i] = make([]byte, e.cfg.Headroom+flow.MaxSDU)
+		b.bufs[i] = make([]byte, e.cfg.Headroom+e.cfg.MaxSDU)
 		b.rooms[i] = e.sduRoom(f, b.bufs[i])
 	}
 	return b
@@ -1137,9 +1150,9 @@ func (e *Engine[A]) txLendLoop(f *flowEntry[A], lp flow.LendPort, s BatchSender[
 	defer lp.Return()
 	b := &txBatch{pkts: make([][]byte, 0, TxBatch), plen: make([]int, 0, TxBatch)}
 	frames := make([][]byte, TxBatch)
-	head, room := e.cfg.Headroom, flow.MaxSDU // room: the longest SDU, as sduRoom has it
+	head, room := e.cfg.Headroom, e.cfg.MaxSDU // room: the longest SDU, as sduRoom has it
 	if f.sl != nil {
-		head, room = head+seal.CtrLen, SealedMaxSDU
+		head, room = head+seal.CtrLen, e.SealedMaxSDU()
 	}
 	for {
 		n, err := lp.Lend(frames, head, time.Time{})
@@ -1203,13 +1216,13 @@ func (e *Engine[A]) sendPkts(f *flowEntry[A], b *txBatch, s BatchSender[A]) {
 	}
 }
 
-// sduRoom is where in a transmit buffer (Headroom+flow.MaxSDU bytes) an
+// sduRoom is where in a transmit buffer (Headroom+MaxSDU bytes) an
 // SDU of f is read: after the headroom, and for a sealed flow after the
 // counter too, with room left for the tag.
 func (e *Engine[A]) sduRoom(f *flowEntry[A], buf []byte) []byte {
 	h := e.cfg.Headroom
 	if f.sl != nil {
-		return buf[h+seal.CtrLen : h+seal.CtrLen+SealedMaxSDU]
+		return buf[h+seal.CtrLen : h+seal.CtrLen+e.SealedMaxSDU()]
 	}
 	return buf[h:]
 }
@@ -1374,7 +1387,9 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req ipcp.AllocReq, por
 		e.C.FlowsOut.Add(1)
 		e.cfg.Runner.Go(func() { e.txLoop(f) })
 		if sl != nil {
-			res = ipcp.AllocResult{MaxSDU: SealedMaxSDU, Peer: sl.peer}
+			res = ipcp.AllocResult{MaxSDU: e.SealedMaxSDU(), Peer: sl.peer}
+		} else if e.cfg.MaxSDU != flow.MaxSDU {
+			res.MaxSDU = e.cfg.MaxSDU
 		}
 		return res, nil
 	}

@@ -78,6 +78,14 @@ func (c *SealConfig) aeads() []seal.AEAD {
 // seal.Overhead bytes to each.
 const SealedMaxSDU = flow.MaxSDU - seal.Overhead
 
+// SealedMaxSDU is the largest SDU of the engine's sealed flows: its
+// MaxSDU less what sealing adds (SealedMaxSDU with the default MaxSDU).
+func (e *Engine[A]) SealedMaxSDU() int { return e.cfg.MaxSDU - seal.Overhead }
+
+// MaxSDU is the largest SDU of the engine's unsealed flows
+// (Config.MaxSDU).
+func (e *Engine[A]) MaxSDU() int { return e.cfg.MaxSDU }
+
 // sealState is an engine's sealing: its credentials, made once.
 type sealState struct {
 	cfg   SealConfig
