@@ -49,7 +49,7 @@ func TestJumboSDUs(t *testing.T) {
 		var extra []string
 		size := jumbo
 		if sealed {
-			extra, size = []string{"--sealed"}, jumbo-64 // sealing takes its overhead out of the SDU
+			extra, size = []string{"--sealed"}, jumbo-24 // sealing takes its 24 bytes out of the SDU
 		}
 		s, err := pingSize(size, extra...)
 		if err != nil || s.Received != 10 {

@@ -641,7 +641,6 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 // mapping is charged to the session's budget.
 type flowPrep struct {
 	pd     *kernel.PD
-	shm    bool          // the program speaks shared rings
 	mine   *net.UnixConn // the node's end of the flow's socket
 	theirs int           // the program's end, sent with the answer
 	err    error         // no socket pair: the flow cannot be handed over
@@ -667,7 +666,6 @@ func (s *gwSession) prepareFlow(shm bool) *flowPrep {
 		return fp
 	}
 	fp.theirs = fds[1]
-	fp.shm = shm
 	if shm {
 		s.makeShm(fp, flow.MaxSDU)
 	}
@@ -801,10 +799,6 @@ func newShmShape(slots, maxSDU, bufSize int) shmShape {
 	return shmShape{geo: g, charge: (g.Size() + bufSize - 1) / bufSize}
 }
 
-// shmShapes are the shapes a flow's rings may take, for SDUs of at most
-// maxSDU bytes in a node of packet buffers of bufSize bytes, in order of
-// preference: deep rings, then shallow ones.
-
 // shmDeepSlots is the slots per ring of a flow's first choice of rings:
 // deep enough that the node fills one part of a ring while the program
 // empties another (with 16, a flood ping-pongs: the node fills the ring,
@@ -813,11 +807,13 @@ func newShmShape(slots, maxSDU, bufSize int) shmShape {
 // a third, docs/benchmarks.md).
 const shmDeepSlots = 64
 
-// shmShapes are the rings a flow gets, the first whose charge the
-// session's budget has room for: deep rings (64 slots, 180 KiB, 90
-// buffers), then shallow ones (16 slots, 48 KiB, 24 buffers); with room
-// for neither, the flow goes over as a socket. A default session (256
-// buffers) has two deep flows and three shallow ones.
+// shmShapes are the rings a flow gets for SDUs of at most maxSDU bytes
+// in a node of packet buffers of bufSize bytes, the first whose charge
+// the session's budget has room for: deep rings (64 slots; of 1,400-byte
+// slots 180 KiB, 90 buffers), then shallow ones (16 slots, 48 KiB, 24
+// buffers); with room for neither, the flow goes over as a socket. A
+// default session (256 buffers) has two deep flows and three shallow
+// ones.
 func shmShapes(maxSDU, bufSize int) [2]shmShape {
 	return [2]shmShape{newShmShape(shmDeepSlots, maxSDU, bufSize), newShmShape(shmring.DefaultSlots, maxSDU, bufSize)}
 }
