@@ -237,7 +237,11 @@ type Bridge struct {
 	routes []Route // longest prefix first
 	byName map[string]*counters
 
-	free chan []byte // packet buffers of flow.MaxSDU bytes
+	free chan []byte // packet buffers of pkt bytes
+	// pkt is the longest packet a flow of the Bridge carries: the
+	// device's MTU where it is above flow.MaxSDU (a jumbo-SDU layer
+	// below), else flow.MaxSDU.
+	pkt int
 
 	mu    sync.Mutex
 	peers map[peerKey]*peer
@@ -278,7 +282,10 @@ func New(cfg Config) (*Bridge, error) {
 		cfg.Queue = 256
 	}
 	cfg.Log = logx.Or(cfg.Log).With("bridge", cfg.Name)
-	b := &Bridge{cfg: cfg, byName: make(map[string]*counters), peers: make(map[peerKey]*peer), free: make(chan []byte, 2*cfg.Queue)}
+	b := &Bridge{cfg: cfg, byName: make(map[string]*counters), peers: make(map[peerKey]*peer), free: make(chan []byte, 2*cfg.Queue), pkt: flow.MaxSDU}
+	if d, ok := cfg.Dev.(interface{ MTU() int }); ok {
+		b.pkt = max(b.pkt, min(d.MTU(), flow.MaxJumboSDU))
+	}
 	b.routes = slices.Clone(cfg.Routes)
 	slices.SortStableFunc(b.routes, func(x, y Route) int { return y.Prefix.Bits() - x.Prefix.Bits() })
 	for _, r := range b.routes {
@@ -326,20 +333,20 @@ func (b *Bridge) route(dst netip.Addr) (*Route, bool) {
 // than any flow carries, rare, gets its own: it only goes as far as the
 // ICMP "too big" it is answered with).
 func (b *Bridge) copyBuf(pkt []byte) []byte {
-	if len(pkt) > flow.MaxSDU {
+	if len(pkt) > b.pkt {
 		return slices.Clone(pkt)
 	}
 	var p []byte
 	select {
 	case p = <-b.free:
 	default:
-		p = make([]byte, flow.MaxSDU)
+		p = make([]byte, b.pkt)
 	}
-	return p[:copy(p[:flow.MaxSDU], pkt)]
+	return p[:copy(p[:b.pkt], pkt)]
 }
 
 func (b *Bridge) putBuf(p []byte) {
-	if cap(p) != flow.MaxSDU {
+	if cap(p) != b.pkt {
 		return
 	}
 	select {
@@ -375,7 +382,7 @@ func (b *Bridge) readLoop(ctx context.Context, wg *sync.WaitGroup) error {
 	bd, batch := b.cfg.Dev.(BatchDevice)
 	bufs := [][]byte{make([]byte, MaxPacket)}
 	if batch {
-		seg := max(bd.MTU(), flow.MaxSDU)
+		seg := max(bd.MTU(), b.pkt)
 		for range bd.BatchSize() - 1 {
 			bufs = append(bufs, make([]byte, seg))
 		}
@@ -640,7 +647,7 @@ func (b *Bridge) receive(ctx context.Context, port flow.Port) {
 		}
 		return
 	}
-	buf := make([]byte, flow.MaxSDU)
+	buf := make([]byte, b.pkt)
 	for {
 		n, err := port.Read(buf, time.Time{})
 		if err != nil {
@@ -669,7 +676,7 @@ func (b *Bridge) receive(ctx context.Context, port flow.Port) {
 // consecutive segments: each buffer has room for a super-packet).
 func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice) {
 	h, n := dev.Headroom(), dev.BatchSize()
-	size := h + flow.MaxSDU
+	size := h + b.pkt
 	if h > 0 {
 		size = h + MaxPacket
 	}
@@ -677,7 +684,7 @@ func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice) {
 	sdus := make([][]byte, n)
 	for i := range store {
 		store[i] = make([]byte, size)
-		sdus[i] = store[i][h : h+flow.MaxSDU]
+		sdus[i] = store[i][h : h+b.pkt]
 	}
 	sizes := make([]int, n)
 	out := make([][]byte, 0, n)
@@ -716,7 +723,7 @@ func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice) {
 // writes what has arrived, in one batch, so the device still coalesces.
 func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice) {
 	h, n := dev.Headroom(), dev.BatchSize()
-	size := h + flow.MaxSDU
+	size := h + b.pkt
 	if h > 0 {
 		size = h + MaxPacket
 	}
@@ -732,7 +739,7 @@ func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice) {
 		defer close(done)
 		defer close(full)
 		for i := range free {
-			k, err := port.Read(store[i][h:h+flow.MaxSDU], time.Time{})
+			k, err := port.Read(store[i][h:h+b.pkt], time.Time{})
 			switch {
 			case errors.Is(err, flow.ErrTruncated):
 				b.inDrops.Add(1)

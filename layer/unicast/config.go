@@ -99,7 +99,15 @@ type Config struct {
 	Sched    dt.SchedKind
 	QueueLen int
 
-	// Bufs is the most packet buffers (of bufLen, about 1.5 KiB) the
+	// MaxSDU is the largest SDU of the N-1 flows the data path is made
+	// for (0: flow.MaxSDU; more where a lower layer carries more, up to
+	// flow.MaxJumboSDU): its packet buffers hold one (dt.BufLenFor), and
+	// the layer's own limit is the smallest of its N-1 flows' less the
+	// PCI, at most this less the PCI.
+	MaxSDU int
+
+	// Bufs is the most packet buffers (of dt.BufLen, about 1.5 KiB, or
+	// dt.BufLenFor(MaxSDU)) the
 	// data path ever holds, in its queues, its read batches and its free
 	// list: the IPCP's budget for packets, so that a flood cannot make
 	// it hold more. A packet that would need one more is dropped and

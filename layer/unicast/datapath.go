@@ -69,7 +69,6 @@ const (
 	// headroom is the room before an originated SDU: the PCI and, for
 	// control messages, the sender's address.
 	headroom = dt.Headroom
-	bufLen   = dt.BufLen
 	txBatch  = dt.TxBatch
 	rxBatch  = dt.RxBatch
 	srcLen   = 8 // sender's address in front of a control message
@@ -376,7 +375,7 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 		f.Drops.Add(1)
 		return nil
 	default:
-		b.Off = bufLen - cap(payload) // the SDU, opened in place if sealed
+		b.Off = len(b.B) - cap(payload) // the SDU, opened in place if sealed
 		b.End = b.Off + len(payload)
 		if !c.hold() {
 			err = errDeliveryFull
@@ -506,7 +505,7 @@ func (c *core) flowTx(f *fa.Flow) {
 	defer sp.Release(p.pool)
 	for {
 		b := own[0]
-		n, err := f.Port.Read(b.B[headroom+off:headroom+off+flow.MaxSDU], time.Time{})
+		n, err := f.Port.Read(b.B[headroom+off:headroom+off+p.pool.MaxSDU()], time.Time{})
 		if err != nil {
 			if errors.Is(err, flow.ErrTruncated) {
 				p.c.truncated.Add(1)
@@ -587,7 +586,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 	defer p.pool.Put(bs[:slots])
 	defer sp.Release(p.pool)
 	for i := range slots {
-		bufs[i] = bs[i].B[headroom+off : headroom+off+flow.MaxSDU]
+		bufs[i] = bs[i].B[headroom+off : headroom+off+p.pool.MaxSDU()]
 	}
 	for {
 		n, err := bp.ReadBatch(bufs[:slots], sizes[:slots], time.Time{})
@@ -644,7 +643,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 			sent++
 			nb += uint64(sz)
 			bs[i] = sp.Take()
-			bufs[i] = bs[i].B[headroom+off : headroom+off+flow.MaxSDU]
+			bufs[i] = bs[i].B[headroom+off : headroom+off+p.pool.MaxSDU()]
 			c.originate(b, &k)
 		}
 		f.PktsOut.Add(sent)

@@ -127,8 +127,8 @@ func New(cfg Config, up ipcp.Upcalls, lower flow.Broker, reg Registrar) (*IPCP, 
 		}
 		p.crl, p.crlRaw = l, cfg.CRL
 	}
-	p.pool = dt.NewPool(cfg.Bufs, cfg.Reserve, &p.c.bufAllocs)
-	p.lowerMax.Store(flow.MaxSDU)
+	p.pool = dt.NewPoolSized(cfg.Bufs, dt.BufLenFor(cfg.MaxSDU), cfg.Reserve, &p.c.bufAllocs)
+	p.lowerMax.Store(int64(p.pool.MaxSDU()))
 	p.lower = sduBroker{Broker: lower, min: &p.lowerMax}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil

@@ -64,7 +64,7 @@ func TestRxMark(t *testing.T) {
 	if lvl := c.rxMark(np, bl, time.Now().UnixNano()); lvl != want || want == 0 {
 		t.Errorf("a ring 60 deep for two windows: level %d, want %d (> 0)", lvl, want)
 	}
-	bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf)}
+	bs := []*pbuf{dt.NewBuf(), dt.NewBuf(), dt.NewBuf()}
 	for _, b := range bs[:2] {
 		b.Off, b.End = 0, dt.PCILen+10
 	}
@@ -118,7 +118,7 @@ func TestDeliveryGrows(t *testing.T) {
 	// before each growth.
 	for range deliverQueue { // net 3 a round: full in about a third of the rounds
 		for range 10 {
-			b := new(pbuf)
+			b := dt.NewBuf()
 			if !d.push(b) {
 				if len(in)-len(out) != deliverQueue {
 					t.Fatalf("refused with %d queued, want refused only at %d", len(in)-len(out), deliverQueue)
@@ -153,7 +153,7 @@ full:
 // queued before, in order.
 func TestDeliveryClosed(t *testing.T) {
 	d := newDelivery()
-	a, b, late := new(pbuf), new(pbuf), new(pbuf)
+	a, b, late := dt.NewBuf(), dt.NewBuf(), dt.NewBuf()
 	if !d.push(a) || !d.push(b) {
 		t.Fatal("an open queue refused a packet")
 	}
@@ -167,11 +167,11 @@ func TestDeliveryClosed(t *testing.T) {
 	}
 	full := newDelivery()
 	for i := range deliverQueue {
-		if !full.push(new(pbuf)) {
+		if !full.push(dt.NewBuf()) {
 			t.Fatalf("refused packet %d of %d", i, deliverQueue)
 		}
 	}
-	if full.push(new(pbuf)) {
+	if full.push(dt.NewBuf()) {
 		t.Error("a full queue took a packet")
 	}
 }
@@ -294,7 +294,7 @@ func (r *localRec) LocalMark(ecn uint8, pkts int, _ int64) {
 func flowBatch(flows ...int) []*pbuf {
 	var bs []*pbuf
 	for _, f := range flows {
-		b := new(pbuf)
+		b := dt.NewBuf()
 		b.Off, b.End = 0, dt.PCILen+1000
 		dt.PCI(b.Pkt()).Encode(dt.Fields{Dst: layer.Addr(f), EID: layer.EID(f), TTL: 1})
 		bs = append(bs, b)
@@ -337,7 +337,7 @@ func TestMarkLocal(t *testing.T) {
 	cak := c.ca
 	var mine, other localRec
 	batch := func() []*pbuf {
-		bs := []*pbuf{new(pbuf), new(pbuf), new(pbuf), new(pbuf)}
+		bs := []*pbuf{dt.NewBuf(), dt.NewBuf(), dt.NewBuf(), dt.NewBuf()}
 		for _, b := range bs {
 			b.Off, b.End = 0, dt.PCILen+10
 		}

@@ -67,8 +67,8 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 		}
 		rs = append(rs, r)
 	}
-	if mtu < 576 || mtu > flow.MaxSDU {
-		return usagef("ipnet: --mtu %d: want 576 to %d", mtu, flow.MaxSDU)
+	if mtu < flow.MinSDU || mtu > flow.MaxJumboSDU {
+		return usagef("ipnet: --mtu %d: want %d to %d", mtu, flow.MinSDU, flow.MaxJumboSDU)
 	}
 	n, err := a.connectFlows()
 	if err != nil {

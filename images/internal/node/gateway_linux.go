@@ -814,8 +814,28 @@ const shmDeepSlots = 64
 // buffers); with room for neither, the flow goes over as a socket. A
 // default session (256 buffers) has two deep flows and three shallow
 // ones.
+//
+// A flow of larger SDUs (a layer that carries them) gets fewer slots:
+// rings of at most four times the bytes (at least 2 slots), so that two
+// deep flows leave the session's budget room for the packet buffers in
+// flight, as flows of flow.MaxSDU do.
 func shmShapes(maxSDU, bufSize int) [2]shmShape {
-	return [2]shmShape{newShmShape(shmDeepSlots, maxSDU, bufSize), newShmShape(shmring.DefaultSlots, maxSDU, bufSize)}
+	deep, shallow := shmDeepSlots, shmring.DefaultSlots
+	if maxSDU > flow.MaxSDU {
+		deep, shallow = scaledSlots(deep, maxSDU), scaledSlots(shallow, maxSDU)
+	}
+	return [2]shmShape{newShmShape(deep, maxSDU, bufSize), newShmShape(shallow, maxSDU, bufSize)}
+}
+
+// scaledSlots is how many slots of maxSDU bytes make at most four times
+// the bytes of slots of flow.MaxSDU: a power of two (shmring's rule), at
+// least 2, at most slots.
+func scaledSlots(slots, maxSDU int) int {
+	n := 2
+	for n < slots && n*2*maxSDU <= 4*slots*flow.MaxSDU {
+		n *= 2
+	}
+	return n
 }
 
 // shmBatch is how many SDUs the node's side of shared rings moves at

@@ -162,6 +162,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if cfg.Device, err = deps.devices.eth(c, env.pd); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
+		cfg.MaxSDU = ethMaxSDU(c)
 		proc, err := eth.New(cfg, up)
 		if err != nil {
 			if cfg.Device != nil {
@@ -191,6 +192,9 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		cfg.Log = deps.log.With("component", ipcpComponent(p.Name), "layer", p.Layer)
 		cfg.Runner = env.pd
 		cfg.Bufs, cfg.Reserve = unicastPoolBufs(p), env.pd.Reserve
+		if m := env.pd.BufSize() - bufSlack; m > flow.MaxSDU {
+			cfg.MaxSDU = m // a lower layer carries larger SDUs: kernelBufSize
+		}
 		if s := env.signer(deps.nodeKey); s != nil {
 			cfg.Signer = s
 		}

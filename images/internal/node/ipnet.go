@@ -72,8 +72,8 @@ func (c IPNetConfig) bridgeConfig() ([]ipnet.Route, flow.QoS, error) {
 	if c.Status != 0 && c.Netstack == "" {
 		return nil, flow.QoS{}, fmt.Errorf("status = %d: serves on the node's own stack: set netstack: %w", c.Status, flow.ErrInvalid)
 	}
-	if c.MTU != 0 && (c.MTU < 576 || c.MTU > flow.MaxSDU) {
-		return nil, flow.QoS{}, fmt.Errorf("mtu = %d: want 576 to %d: %w", c.MTU, flow.MaxSDU, flow.ErrInvalid)
+	if c.MTU != 0 && (c.MTU < flow.MinSDU || c.MTU > flow.MaxJumboSDU) {
+		return nil, flow.QoS{}, fmt.Errorf("mtu = %d: want %d to %d: %w", c.MTU, flow.MinSDU, flow.MaxJumboSDU, flow.ErrInvalid)
 	}
 	var rs []ipnet.Route
 	for _, s := range c.Routes {

@@ -8,7 +8,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/ouronet/ouro/layer/shim/eth"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -526,20 +528,42 @@ func (n *Node) Describe() *kernel.System {
 const bufSlack = 64
 
 // kernelBufSize is the data size of the node's packet buffers: enough for
-// the largest SDU any of its UDP shims is configured for (max_sdu), or
-// the kernel's default when none asks for more than flow.MaxSDU. Budgets
-// count buffers, so a node configured for jumbo SDUs holds that much
-// more memory per buffer (docs/config.md).
+// the largest SDU any of its shims carries (a UDP shim's max_sdu, an
+// Ethernet shim's interface with jumbo frames: ethMaxSDU), or the
+// kernel's default when none carries more than flow.MaxSDU. Budgets
+// count buffers, so a node made for jumbo SDUs holds that much more
+// memory per buffer (docs/config.md).
 func (n *Node) kernelBufSize() int {
 	most := flow.MaxSDU
 	for _, p := range n.cfg.IPCPs {
-		if p.Kind != "udp" {
-			continue
-		}
-		var c udpConfig
-		if n.cfg.decode(p.UDP, &c) == nil && c.MaxSDU > most {
-			most = min(c.MaxSDU, flow.MaxJumboSDU)
+		switch p.Kind {
+		case "udp":
+			var c udpConfig
+			if n.cfg.decode(p.UDP, &c) == nil && c.MaxSDU > most {
+				most = min(c.MaxSDU, flow.MaxJumboSDU)
+			}
+		case "eth":
+			var c ethConfig
+			if n.cfg.decode(p.Eth, &c) == nil {
+				most = max(most, ethMaxSDU(c))
+			}
 		}
 	}
 	return max(kernel.BufSize, most+bufSlack)
+}
+
+// ethMaxSDU is the largest SDU of an Ethernet shim on c's device: what a
+// hosted interface's MTU takes beyond flow.MaxSDU (a jumbo-frame link,
+// up to flow.MaxJumboSDU), else 0 (the default). Every member of the
+// layer must take as much: a longer frame is dropped by a smaller
+// member's device.
+func ethMaxSDU(c ethConfig) int {
+	if c.Interface == "" {
+		return 0
+	}
+	ifi, err := net.InterfaceByName(c.Interface)
+	if err != nil || ifi.MTU-eth.ShimLen <= flow.MaxSDU {
+		return 0
+	}
+	return min(ifi.MTU-eth.ShimLen, flow.MaxJumboSDU)
 }

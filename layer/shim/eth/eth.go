@@ -92,7 +92,12 @@ type Config struct {
 	Device Device
 	// Interface is the Linux interface for a hosted AF_PACKET socket.
 	Interface string
-	HashAlgo  layer.HashAlgo // how names are hashed on the wire (all members must agree)
+	// MaxSDU is the largest SDU of the shim's flows (a sealed one's is
+	// seal.Overhead less): 0 means flow.MaxSDU; more, up to the device's
+	// MTU less ShimLen (a jumbo-frame link), where every member's device
+	// takes such frames. Start refuses a device whose MTU is smaller.
+	MaxSDU   int
+	HashAlgo layer.HashAlgo // how names are hashed on the wire (all members must agree)
 	// Impair impairs the transmit side (tests, lab setups).
 	Impair impair.Config
 	// QueryTimeout bounds a name query when the caller's ctx has no
@@ -210,6 +215,7 @@ func New(cfg Config, up ipcp.Upcalls) (*IPCP, error) {
 		Kind:              "eth",
 		Wire:              wire{p},
 		Headroom:          HeaderLen,
+		MaxSDU:            cfg.MaxSDU,
 		MaxEID:            MaxEID,
 		Broadcast:         Broadcast,
 		Upcalls:           up,
@@ -251,8 +257,8 @@ func (p *IPCP) Start() error {
 	if err == nil && (mac.IsMulticast() || mac == MAC{}) {
 		err = fmt.Errorf("eth: device address %v is not a unicast address", mac)
 	}
-	if err == nil && dev.MTU() < ShimLen+flow.MaxSDU {
-		err = fmt.Errorf("eth: device MTU %d below %d", dev.MTU(), ShimLen+flow.MaxSDU)
+	if err == nil && dev.MTU() < ShimLen+p.eng.MaxSDU() {
+		err = fmt.Errorf("eth: device MTU %d below %d (max SDU %d)", dev.MTU(), ShimLen+p.eng.MaxSDU(), p.eng.MaxSDU())
 	}
 	if err != nil {
 		dev.Close()
@@ -559,3 +565,7 @@ func (p *IPCP) input(b []byte, rb *engine.RxBatch[MAC]) {
 	}
 	rb.Input(f.Payload(), src, uint32(f.EID()))
 }
+
+// MaxSDU implements ipcp.SDULimiter: the largest SDU of the shim's
+// unsealed flows (Config.MaxSDU).
+func (p *IPCP) MaxSDU() int { return p.eng.MaxSDU() }

@@ -333,6 +333,7 @@ type mbFlow struct {
 	wmax      uint64    // the rate the last decrease came from
 	decECE    uint8     // the level that made the last decrease
 	marked    time.Time // slow start: the first of the marks heard since
+	maxPkt    int       // the largest packet sent so far (bytes): the bucket holds two
 
 	// receiver, and the sending node's own marks (OnLocal)
 	recv, local average
@@ -381,9 +382,11 @@ func (f *mbFlow) Rate() uint64 { return f.rate }
 const burstDiv = 8
 
 // burst is the bucket depth: 1/burstDiv of an Interval at rate, at least
-// two maximum-size SDUs.
+// two maximum-size SDUs (of flow.MaxSDU, or the largest the flow sent:
+// a layer that carries larger SDUs; a bucket shallower than a packet
+// would never let it go).
 func (f *mbFlow) burst() float64 {
-	return max(float64(f.rate)*f.cfg.Interval.Seconds()/burstDiv, 2*flow.MaxSDU)
+	return max(float64(f.rate)*f.cfg.Interval.Seconds()/burstDiv, 2*float64(max(flow.MaxSDU, f.maxPkt)))
 }
 
 // advance refills tokens and applies additive increase for every whole
@@ -418,6 +421,7 @@ func (f *mbFlow) advance(now time.Time) {
 }
 
 func (f *mbFlow) OnSend(n int, now time.Time) time.Duration {
+	f.maxPkt = max(f.maxPkt, n)
 	f.advance(now)
 	if f.tokens >= float64(n) {
 		f.tokens -= float64(n)

@@ -164,6 +164,29 @@ func TestPacing(t *testing.T) {
 	}
 }
 
+// TestPacingJumbo: packets larger than two of flow.MaxSDU (a layer over
+// jumbo frames) are paced at the flow's rate like any: the bucket holds
+// two of the largest sent (before, it held 2,800 bytes at a low rate,
+// and an 8,000-byte packet waited until the sender gave up pacing it).
+func TestPacingJumbo(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	c := mustNew(t, ca.Config{Kind: ca.MultiBitECN, InitialRate: 100_000, Increase: 1, MaxRate: 100_000})
+	f := c.NewFlow(t0)
+	sent, now := 0, t0
+	for now.Before(t0.Add(10 * time.Second)) {
+		if w := f.OnSend(8000, now); w == 0 {
+			sent += 8000
+		} else if w > 200*time.Millisecond {
+			t.Fatalf("an 8,000-byte packet told to wait %v at 100 kB/s (80 ms of tokens)", w)
+		} else {
+			now = now.Add(w)
+		}
+	}
+	if sent < 960_000 || sent > 1_040_000 {
+		t.Errorf("sent %d bytes of 8,000-byte packets in 10 s at 100 kB/s, want about 1 MB", sent)
+	}
+}
+
 // bottleneck simulates senders sharing one link of capacity bytes/s with
 // a queue of qcap packets, one-way delay d each way, for dur, and returns
 // per-flow bytes delivered in the second half, drops and the mean queue.

@@ -13,9 +13,12 @@ const (
 	// (and, for the unicast IPCP's control messages, the sender's
 	// address).
 	Headroom = 64
-	// BufLen is a packet buffer's size: an SDU of flow.MaxSDU behind
-	// Headroom, and room after it for what sealing adds.
-	BufLen = Headroom + flow.MaxSDU + 64
+	// BufLen is a packet buffer's size for SDUs of at most flow.MaxSDU:
+	// one behind Headroom, and room after it for what sealing adds
+	// (BufLenFor: the size for larger ones).
+	BufLen = Headroom + flow.MaxSDU + tailRoom
+	// tailRoom is what a buffer has after its largest SDU.
+	tailRoom = 64
 	// RxBatch is the most packets a receive loop reads at once, and the
 	// most spares it holds.
 	RxBatch = 32
@@ -31,7 +34,17 @@ type Buf struct {
 	// node's own queues tell that flow how congested they are without a
 	// round trip (LocalMarker). The pool clears it.
 	Origin LocalMarker
-	B      [BufLen]byte
+	B      []byte // the pool's buffer size (BufLen unless made for larger SDUs)
+}
+
+// NewBuf returns a buffer of BufLen bytes outside any pool: for tests
+// and code that needs one packet buffer of its own.
+func NewBuf() *Buf { return &Buf{B: make([]byte, BufLen)} }
+
+// BufLenFor is the size of a packet buffer for SDUs of at most maxSDU
+// bytes (BufLen for flow.MaxSDU or less).
+func BufLenFor(maxSDU int) int {
+	return Headroom + min(max(maxSDU, flow.MaxSDU), flow.MaxJumboSDU) + tailRoom
 }
 
 // LocalMarker is a flow of this node that hears the congestion level of
@@ -57,6 +70,7 @@ type Pool struct {
 	free  []*Buf
 	made  int // buffers in existence: on the free list or held
 	limit int
+	size  int // each buffer's length (BufLen, or BufLenFor a larger SDU)
 
 	// reserve charges buffers the pool is about to make to the
 	// component's budget; nil charges nothing.
@@ -72,8 +86,21 @@ type Pool struct {
 // refused charge makes the pool act as if every buffer were held. Each
 // buffer made is counted in allocs.
 func NewPool(limit int, reserve func(int) error, allocs *atomic.Uint64) *Pool {
-	return &Pool{free: make([]*Buf, 0, limit), limit: limit, reserve: reserve, freed: make(chan struct{}, 1), allocs: allocs}
+	return NewPoolSized(limit, BufLen, reserve, allocs)
 }
+
+// NewPoolSized is NewPool for buffers of size bytes (BufLenFor the
+// largest SDU of the data path; at least BufLen).
+func NewPoolSized(limit, size int, reserve func(int) error, allocs *atomic.Uint64) *Pool {
+	return &Pool{free: make([]*Buf, 0, limit), limit: limit, size: max(size, BufLen), reserve: reserve, freed: make(chan struct{}, 1), allocs: allocs}
+}
+
+// BufSize returns the length of the pool's buffers.
+func (p *Pool) BufSize() int { return p.size }
+
+// MaxSDU returns the largest SDU a buffer of the pool holds behind
+// Headroom, with room for what sealing adds after it.
+func (p *Pool) MaxSDU() int { return p.size - Headroom - tailRoom }
 
 // Limit returns the most buffers the pool makes.
 func (p *Pool) Limit() int { return p.limit }
@@ -103,7 +130,7 @@ func (p *Pool) Get(dst []*Buf) int {
 		p.free = p.free[:last]
 	}
 	for k := p.charge(min(len(dst)-n, p.limit-p.made)); k > 0; k-- {
-		dst[n] = new(Buf)
+		dst[n] = &Buf{B: make([]byte, p.size)}
 		n++
 		p.made++
 		p.allocs.Add(1)
