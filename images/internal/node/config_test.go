@@ -2,7 +2,6 @@ package node
 
 import (
 	"errors"
-	"github.com/ouronet/ouro/kernel"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"

@@ -8,7 +8,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"github.com/ouronet/ouro/layer/shim/eth"
 	"log/slog"
 	"net"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"github.com/ouronet/ouro/images/internal/netstack"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/shim/eth"
 )
 
 // Component, endpoint and slot names in the node's system description

@@ -4,7 +4,6 @@ package udp
 
 import (
 	"bytes"
-	"github.com/ouronet/ouro/flow"
 	"net"
 	"net/netip"
 	"syscall"
@@ -12,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/shim/impair"
 	"github.com/ouronet/ouro/layer/shim/internal/engine"
