@@ -578,13 +578,11 @@ func (m *IRM) allocIn(ctx context.Context, s *session, a AllocArgs) (resp rpc.Re
 			m.cfg.Log.Info("allocation failed, trying the next layer", "dst", a.Name, "layer", e.info.Layer, "err", err)
 			continue
 		}
-		if info.Peer != nil {
-			m.mu.Lock()
-			if f := m.flows[id]; f != nil {
-				f.info.Peer = info.Peer
-			}
-			m.mu.Unlock()
+		m.mu.Lock()
+		if f := m.flows[id]; f != nil { // what the layer said of the flow: for `ouro flows`
+			f.info.Peer, f.info.MaxSDU = info.Peer, info.MaxSDU
 		}
+		m.mu.Unlock()
 		m.cfg.Log.Debug("flow allocated", "flow", id, "dst", a.Name, "layer", e.info.Layer)
 		return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, e.info.Layer, nil
 	}

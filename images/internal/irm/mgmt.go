@@ -226,7 +226,7 @@ func (m *IRM) flowPage(pg pager) (ipcp.MgmtResp, error) {
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	now := time.Now()
-	return pg.rows([]string{"id", "local", "remote", "layer", "cube", "age", "sealed_with"}, len(ids), func(i int) []string {
+	return pg.rows([]string{"id", "local", "remote", "layer", "cube", "max_sdu", "age", "sealed_with"}, len(ids), func(i int) []string {
 		f := m.flows[ids[i]]
 		peer := "-"
 		if p := f.info.Peer; p != nil {
@@ -237,7 +237,7 @@ func (m *IRM) flowPage(pg pager) (ipcp.MgmtResp, error) {
 		}
 		return []string{
 			strconv.FormatUint(ids[i], 10), f.info.Local, f.info.Remote, f.info.Layer,
-			f.info.QoS.Cube().String(), now.Sub(f.started).Truncate(time.Millisecond).String(), peer,
+			f.info.QoS.Cube().String(), strconv.Itoa(f.info.SDULimit()), now.Sub(f.started).Truncate(time.Millisecond).String(), peer,
 		}
 	})
 }

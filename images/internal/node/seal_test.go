@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -50,9 +52,13 @@ func TestSealedFlowBetweenNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	listed := false
+	col := slices.Index(r.Table.Columns, "max_sdu")
 	for _, row := range r.Table.Rows {
 		if row[2] == "sealed.echo" {
 			listed = row[len(row)-1] == "b "+identity.NameOf(idb.Public())+" "+seal.Preferred()[0].String() // and the AEAD negotiated
+			if col < 0 || row[col] != strconv.Itoa(info.MaxSDU) {
+				t.Errorf("a's flows list the sealed flow's max_sdu (column %d) as %v, want %d", col, row, info.MaxSDU)
+			}
 		}
 	}
 	if !listed {
