@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,7 @@ dir = { echo = "127.0.0.1:%d" }
 	}{
 		{"unknown kind", ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "x", Layer: "net", Args: map[string]string{"kind": "carrier-pigeon"}}, flow.ErrInvalid},
 		{"bad config", ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "x", Layer: "net", Args: map[string]string{"kind": "udp", "config": "addr = "}}, nil},
+		{"max_sdu beyond the node's buffers", ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "x", Layer: "net", Args: map[string]string{"kind": "udp", "config": fmt.Sprintf("addr = \"127.0.0.1:%d\"\nmax_sdu = 8000", freeUDPPort(t))}}, nil},
 		{"duplicate", ipcp.MgmtReq{Cmd: ipcp.CmdCreate, Name: "b.local", Layer: "local", Args: map[string]string{"kind": "local"}}, flow.ErrExists},
 		{"destroy configured", ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: "b.local"}, flow.ErrInvalid},
 		{"destroy unknown", ipcp.MgmtReq{Cmd: ipcp.CmdDestroy, Name: "nope"}, flow.ErrNotFound},
@@ -54,6 +56,9 @@ dir = { echo = "127.0.0.1:%d" }
 			_, err := b.Mgmt(ctx, tc.req)
 			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("got %v, want an error wrapping %v", err, tc.want)
+			}
+			if strings.HasPrefix(tc.name, "max_sdu") && !strings.Contains(err.Error(), "max_sdu = 8000 needs") {
+				t.Fatalf("got %v, want the buffers it needs named", err)
 			}
 		})
 	}

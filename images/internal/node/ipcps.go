@@ -100,6 +100,12 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
 			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration,
 			RecvBuffer: c.RecvBuffer, SendBuffer: c.SendBuffer, MaxSDU: c.MaxSDU}
+		if room := env.pd.BufSize() - bufSlack; c.MaxSDU > max(room, flow.MaxSDU) {
+			// An IPCP created after the node started (ouro create): its
+			// packet buffers were sized for the configuration then.
+			return nil, fmt.Errorf("[ipcp.udp] of %s: max_sdu = %d needs the node's packet buffers to hold %d bytes, they hold %d: give it in the node's configuration: %w",
+				p.Name, c.MaxSDU, c.MaxSDU+bufSlack, env.pd.BufSize(), flow.ErrInvalid)
+		}
 		if s := env.signer(deps.nodeKey); s != nil {
 			cfg.Signer = s
 		}
@@ -162,7 +168,9 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if cfg.Device, err = deps.devices.eth(c, env.pd); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
-		cfg.MaxSDU = ethMaxSDU(c)
+		if m := ethMaxSDU(c); m <= env.pd.BufSize()-bufSlack {
+			cfg.MaxSDU = m // else created after the node started with smaller buffers: the default
+		}
 		proc, err := eth.New(cfg, up)
 		if err != nil {
 			if cfg.Device != nil {
