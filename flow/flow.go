@@ -142,15 +142,14 @@ type Flow struct {
 	rcur *rawBatch  // the batch raw readers take SDUs from
 
 	// Without FRCT, over a port its readers may read themselves (shared
-	// rings): direct is that port while they do, and no rxLoop runs
-	// until a Set watches the flow (queueReads). Guarded by mu, as is
-	// rxStarted. drmu serialises the readers of the port: direct ones
-	// hold it across their read, and an rxLoop started later waits for
-	// the one in progress.
-	direct    directReader
+	// rings): direct holds that port while they do, and no rxLoop runs
+	// until a Set watches the flow (queueReads). rxStarted is guarded by
+	// mu. drmu serialises the readers of the port: direct ones hold it
+	// across their read, and an rxLoop started later waits for the one
+	// in progress.
+	direct    atomic.Pointer[directPort]
 	rxStarted bool
 	drmu      sync.Mutex
-	directOn  atomic.Bool // direct != nil: for a reader's first look
 
 	readable chan struct{} // token: something changed for readers
 	writable chan struct{} // token: something changed for writers
@@ -209,8 +208,7 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 		f.mu.Unlock()
 	}
 	if d, ok := port.(directReader); ok && f.eng == nil {
-		f.direct = d
-		f.directOn.Store(true)
+		f.direct.Store(&directPort{d})
 		return f, nil
 	}
 	f.rxStarted = true
@@ -228,6 +226,9 @@ type directReader interface {
 	interruptRead()
 }
 
+// directPort is a Flow's directReader while its readers read it.
+type directPort struct{ r directReader }
+
 // errInterrupted is what a directReader's read returns when
 // interruptRead woke it.
 var errInterrupted = errors.New("flow: read interrupted")
@@ -237,16 +238,14 @@ var errInterrupted = errors.New("flow: read interrupted")
 // progress, if any, is woken; rxLoop reads after it returned.
 func (f *Flow) queueReads() {
 	f.mu.Lock()
-	d := f.direct
-	start := d != nil && !f.portClosed
-	f.direct = nil
-	f.directOn.Store(false)
+	dp := f.direct.Swap(nil)
+	start := dp != nil && !f.portClosed
 	if start {
 		f.rxStarted = true
 	}
 	f.mu.Unlock()
-	if d != nil {
-		d.interruptRead()
+	if dp != nil {
+		dp.r.interruptRead()
 	}
 	if start {
 		goVia(f.port, func() {
@@ -500,11 +499,11 @@ func (f *Flow) readRaw(p []byte, bufs [][]byte, sizes []int) (int, error) {
 		size [1]int
 	)
 	for {
-		if f.directOn.Load() {
+		if f.direct.Load() != nil {
 			if n, err, again := f.readDirect(p, bufs, sizes); !again {
 				return n, err
 			}
-			if f.directOn.Load() {
+			if f.direct.Load() != nil {
 				continue // interrupted: a new deadline
 			}
 		}
@@ -541,14 +540,16 @@ func (f *Flow) readDirect(p []byte, bufs [][]byte, sizes []int) (n int, err erro
 	f.drmu.Lock()
 	defer f.drmu.Unlock()
 	f.mu.Lock()
-	d, dl, closing := f.direct, f.readDL, f.closing
+	dl, closing := f.readDL, f.closing
 	f.mu.Unlock()
 	if closing {
 		return 0, errLocalClosed, false
 	}
-	if d == nil {
+	dp := f.direct.Load()
+	if dp == nil {
 		return 0, nil, true
 	}
+	d := dp.r
 	var bytes int
 	if bufs == nil {
 		bytes, err = d.Read(p, dl)
@@ -840,11 +841,10 @@ func (f *Flow) SetDeadline(t time.Time) error {
 func (f *Flow) SetReadDeadline(t time.Time) error {
 	f.mu.Lock()
 	f.readDL = t
-	d := f.direct
 	f.mu.Unlock()
 	signal(f.readable) // let a blocked reader re-evaluate
-	if d != nil {
-		d.interruptRead()
+	if dp := f.direct.Load(); dp != nil {
+		dp.r.interruptRead()
 	}
 	return nil
 }
