@@ -906,10 +906,9 @@ func (e *Engine[A]) accept(key inKey[A], in *inbound, name string, q flow.QoS, s
 	defer e.wg.Done()
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.Timeout)
 	ar := ipcp.AllocReq{Dst: name, QoS: q}
+	ar.MaxSDU = e.flowLimit(sl)
 	if sl != nil {
-		ar.Peer, ar.MaxSDU = sl.peer, e.SealedMaxSDU()
-	} else if e.cfg.MaxSDU != flow.MaxSDU {
-		ar.MaxSDU = e.cfg.MaxSDU
+		ar.Peer = sl.peer
 	}
 	port, err := e.cfg.Upcalls.FlowReq(ctx, ar)
 	cancel()
@@ -1386,10 +1385,9 @@ func (e *Engine[A]) AllocPeer(ctx context.Context, dst A, req ipcp.AllocReq, por
 		}
 		e.C.FlowsOut.Add(1)
 		e.cfg.Runner.Go(func() { e.txLoop(f) })
+		res.MaxSDU = e.flowLimit(sl)
 		if sl != nil {
-			res = ipcp.AllocResult{MaxSDU: e.SealedMaxSDU(), Peer: sl.peer}
-		} else if e.cfg.MaxSDU != flow.MaxSDU {
-			res.MaxSDU = e.cfg.MaxSDU
+			res.Peer = sl.peer
 		}
 		return res, nil
 	}

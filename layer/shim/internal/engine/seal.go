@@ -86,6 +86,19 @@ func (e *Engine[A]) SealedMaxSDU() int { return e.cfg.MaxSDU - seal.Overhead }
 // (Config.MaxSDU).
 func (e *Engine[A]) MaxSDU() int { return e.cfg.MaxSDU }
 
+// flowLimit is what a flow's two ends are told of its largest SDU: a
+// sealed flow's (sl not nil), else the engine's where it is not the
+// default (0: flow.MaxSDU).
+func (e *Engine[A]) flowLimit(sl *sealing) int {
+	switch {
+	case sl != nil:
+		return e.SealedMaxSDU()
+	case e.cfg.MaxSDU != flow.MaxSDU:
+		return e.cfg.MaxSDU
+	}
+	return 0
+}
+
 // sealState is an engine's sealing: its credentials, made once.
 type sealState struct {
 	cfg   SealConfig
