@@ -39,6 +39,7 @@ var _ flow.Broker = (*Broker)(nil)
 type fakeIRM struct {
 	capacity int
 	pipe     func() (a, b flow.Port) // a flow's two ends
+	maxSDU   int                     // what flow.Info says of the flows' SDU limit (0: the default)
 
 	mu     sync.Mutex
 	nextID uint64
@@ -63,6 +64,15 @@ func NewBroker(capacity int) *Broker {
 func NewBrokerPipes(capacity int, pipe func() (a, b flow.Port)) *Broker {
 	irm := &fakeIRM{capacity: capacity, pipe: pipe, bound: map[string]*Broker{}, layers: map[string]*hub{}}
 	return irm.program("client")
+}
+
+// NewBrokerSized is NewBroker whose flows carry SDUs of up to maxSDU
+// bytes (more than flow.MaxSDU: a layer with larger SDUs), as both ends'
+// flow.Info says.
+func NewBrokerSized(capacity, maxSDU int) *Broker {
+	b := NewBrokerPipes(capacity, func() (a, b flow.Port) { return PipeSized(capacity, maxSDU) })
+	b.irm.maxSDU = maxSDU
+	return b
 }
 
 // Program attaches another program, with the given name, to b's fake IRM.
@@ -98,8 +108,8 @@ func (b *Broker) Alloc(ctx context.Context, name string, q flow.QoS) (flow.Port,
 		return nil, flow.Info{}, fmt.Errorf("flowtest: alloc %q: %w", name, flow.ErrNotFound)
 	}
 	mine, theirs := b.irm.pipe()
-	info := flow.Info{ID: id - 1, Local: b.name, Remote: name, Layer: Layer, QoS: q}
-	peer := flow.Info{ID: id, Local: name, Remote: b.name, Layer: Layer, QoS: q}
+	info := flow.Info{ID: id - 1, Local: b.name, Remote: name, Layer: Layer, QoS: q, MaxSDU: b.irm.maxSDU}
+	peer := flow.Info{ID: id, Local: name, Remote: b.name, Layer: Layer, QoS: q, MaxSDU: b.irm.maxSDU}
 	var err error
 	select {
 	case acc.accepts <- accepted{port: theirs, info: peer}:

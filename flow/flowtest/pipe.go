@@ -19,7 +19,8 @@ import (
 // allocates nothing per SDU.
 //
 // The ends honour every line of the flow.Port contract:
-//   - Write copies p; len(p) > flow.MaxSDU is flow.ErrTooBig.
+//   - Write copies p; len(p) > flow.MaxSDU (PipeSized: its maxSDU) is
+//     flow.ErrTooBig.
 //   - Read of an SDU longer than p returns len(p) and flow.ErrTruncated and
 //     consumes the SDU.
 //   - A passed deadline returns an error wrapping flow.ErrTimeout that is also
@@ -27,12 +28,17 @@ import (
 //   - Close is idempotent. After Close, the end's own Read and Write return
 //     flow.ErrClosed, and so do blocked calls on it. The other end reads what
 //     was in flight, then flow.ErrClosed; its Write returns flow.ErrClosed.
-func Pipe(capacity int) (a, b flow.Port) {
+func Pipe(capacity int) (a, b flow.Port) { return PipeSized(capacity, flow.MaxSDU) }
+
+// PipeSized is Pipe whose ends take SDUs of up to maxSDU bytes (at least
+// flow.MaxSDU): for a flow of a layer that carries larger ones.
+func PipeSized(capacity, maxSDU int) (a, b flow.Port) {
 	if capacity < 1 {
 		capacity = 1
 	}
-	ab := newDirection(capacity)
-	ba := newDirection(capacity)
+	maxSDU = max(maxSDU, flow.MaxSDU)
+	ab := newDirection(capacity, maxSDU)
+	ba := newDirection(capacity, maxSDU)
 	pa := &pipeEnd{rx: ba, tx: ab, closed: make(chan struct{})}
 	pb := &pipeEnd{rx: ab, tx: ba, closed: make(chan struct{})}
 	ab.writerClosed, ba.writerClosed = pa.closed, pb.closed
@@ -45,14 +51,16 @@ func Pipe(capacity int) (a, b flow.Port) {
 type direction struct {
 	q            chan []byte
 	free         chan []byte
+	max          int           // the longest SDU it takes
 	writerClosed chan struct{} // closed when the writing end closed
 	readerClosed chan struct{} // closed when the reading end closed
 }
 
-func newDirection(capacity int) *direction {
+func newDirection(capacity, maxSDU int) *direction {
 	return &direction{
 		q:    make(chan []byte, capacity),
 		free: make(chan []byte, capacity+1),
+		max:  maxSDU,
 	}
 }
 
@@ -69,7 +77,7 @@ var _ flow.BatchPort = (*pipeEnd)(nil)
 var (
 	errReadClosed  = fmt.Errorf("flowtest: pipe read: %w", flow.ErrClosed)
 	errWriteClosed = fmt.Errorf("flowtest: pipe write: %w", flow.ErrClosed)
-	errTooBig      = fmt.Errorf("flowtest: pipe write of more than %d bytes: %w", flow.MaxSDU, flow.ErrTooBig)
+	errTooBig      = fmt.Errorf("flowtest: pipe write longer than the pipe takes: %w", flow.ErrTooBig)
 	errTruncated   = fmt.Errorf("flowtest: pipe read: %w", flow.ErrTruncated)
 	errReadTimeout = &TimeoutError{Op: "flowtest: pipe read"}
 	errWriteTimout = &TimeoutError{Op: "flowtest: pipe write"}
@@ -184,7 +192,7 @@ func (e *pipeEnd) deliver(p, sdu []byte) (int, error) {
 
 // Write implements flow.Port.
 func (e *pipeEnd) Write(p []byte, deadline time.Time) error {
-	if len(p) > flow.MaxSDU {
+	if len(p) > e.tx.max {
 		return errTooBig
 	}
 	// Two one-case checks: a select over both would lock both channels
@@ -203,7 +211,7 @@ func (e *pipeEnd) Write(p []byte, deadline time.Time) error {
 	select {
 	case buf = <-e.tx.free:
 	default:
-		buf = make([]byte, 0, flow.MaxSDU)
+		buf = make([]byte, 0, e.tx.max)
 	}
 	buf = append(buf[:0], p...)
 	select {
