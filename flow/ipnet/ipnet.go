@@ -58,6 +58,28 @@ type BatchDevice interface {
 	WriteBatch(bufs [][]byte) (int, error)
 }
 
+// SuperDevice is a BatchDevice that also reads and writes TCP
+// super-packets whole (a TUN with offloads: TUN.ReadSuper,
+// TUN.WriteSuper). A Bridge whose device has headroom uses these to
+// read, and to write the super-packets peers send it (super.go).
+type SuperDevice interface {
+	BatchDevice
+	// ReadSuper reads one packet into b[Headroom():] (b Headroom() +
+	// MaxPacket long) and returns its length and, for a TCP
+	// super-packet, its segment size (0: a plain packet).
+	ReadSuper(b []byte) (n, mss int, err error)
+	// WriteSuper writes the TCP super-packet b[Headroom():] whole, its
+	// segments mss bytes; it sets its lengths and checksums.
+	WriteSuper(b []byte, mss int) error
+}
+
+// superDevice returns dev as a SuperDevice where it moves super-packets
+// (it has headroom for their offload header).
+func superDevice(dev Device) (SuperDevice, bool) {
+	sd, ok := dev.(SuperDevice)
+	return sd, ok && sd.Headroom() > 0
+}
+
 // Runner starts the Bridge's goroutines (in a node, its component's
 // kernel PD; a hosted program passes one that runs plain goroutines).
 type Runner interface{ Go(f func()) }
@@ -209,21 +231,35 @@ type Stats struct {
 	BytesOut     uint64
 	Drops        uint64 // queue full, no flow (allocation failed), too big for the flow, or the flow refused the write
 	TooBig       uint64 // of the drops: larger than the flow's SDU limit (answered with ICMP "too big")
-	Allocs       uint64 // flows allocated
-	AllocErrors  uint64
+	// Supers are the TCP super-packets read from the device (each
+	// carried as one SDU where the flow and the peer take it, else in
+	// pieces; PktsOut counts the SDUs).
+	Supers      uint64
+	Allocs      uint64 // flows allocated
+	AllocErrors uint64
 }
 
 type counters struct {
-	pktsOut, bytesOut, drops, tooBig, allocs, allocErrors atomic.Uint64
+	pktsOut, bytesOut, drops, tooBig, allocs, allocErrors, supers atomic.Uint64
 }
 
 // peer is the outgoing side toward one name in one class: a queue and
-// the goroutine that allocates and writes its flow.
+// the goroutine that allocates and writes its flow. What waits in q is
+// a packet behind superHdrLen bytes, which hold a super-packet's prefix
+// (a plain packet's first byte there is 0).
 type peer struct {
 	name  string
 	class Class
 	q     chan []byte
 	c     *counters
+}
+
+// outFlow is a flow a peer allocated: its port, and the largest
+// super-packet SDU the Bridge that accepted it takes (0 until its hello
+// arrives: plain packets only).
+type outFlow struct {
+	port  flow.Port
+	takes atomic.Int32
 }
 
 type peerKey struct {
@@ -237,7 +273,8 @@ type Bridge struct {
 	routes []Route // longest prefix first
 	byName map[string]*counters
 
-	free chan []byte // packet buffers of pkt bytes
+	free chan []byte // packet buffers of superHdrLen + pkt bytes
+	big  chan []byte // buffers of superHdrLen + MaxPacket bytes, for super-packets longer than pkt
 	// pkt is the longest packet a flow of the Bridge carries: the
 	// device's MTU where it is above flow.MaxSDU (a jumbo-SDU layer
 	// below), else flow.MaxSDU.
@@ -248,10 +285,15 @@ type Bridge struct {
 
 	noRoute, inPkts, inBytes, inDrops, devErrors atomic.Uint64
 	acceptErrors                                 atomic.Uint64 // Accepts that failed and were tried again
+	supersIn                                     atomic.Uint64 // super-packet SDUs received
 }
 
 // sendBatch is the most packets a Bridge writes on a flow per call.
 const sendBatch = 32
+
+// bigBufs is how many 64 KB buffers for super-packets a Bridge keeps
+// free for reuse (beyond them, more are made and left to the GC).
+const bigBufs = 64
 
 // maxDevErrors is how many device reads in a row may fail (a
 // super-packet the device could not split) before the Bridge stops.
@@ -282,7 +324,7 @@ func New(cfg Config) (*Bridge, error) {
 		cfg.Queue = 256
 	}
 	cfg.Log = logx.Or(cfg.Log).With("bridge", cfg.Name)
-	b := &Bridge{cfg: cfg, byName: make(map[string]*counters), peers: make(map[peerKey]*peer), free: make(chan []byte, 2*cfg.Queue), pkt: flow.MaxSDU}
+	b := &Bridge{cfg: cfg, byName: make(map[string]*counters), peers: make(map[peerKey]*peer), free: make(chan []byte, 2*cfg.Queue), big: make(chan []byte, bigBufs), pkt: flow.MaxSDU}
 	if d, ok := cfg.Dev.(interface{ MTU() int }); ok {
 		b.pkt = max(b.pkt, min(d.MTU(), flow.MaxJumboSDU))
 	}
@@ -329,29 +371,50 @@ func (b *Bridge) route(dst netip.Addr) (*Route, bool) {
 	return nil, false
 }
 
-// copyBuf returns a copy of pkt in a pooled buffer (a packet larger
-// than any flow carries, rare, gets its own: it only goes as far as the
-// ICMP "too big" it is answered with).
-func (b *Bridge) copyBuf(pkt []byte) []byte {
-	if len(pkt) > b.pkt {
-		return slices.Clone(pkt)
-	}
+// copyBuf returns a copy of pkt, behind superHdrLen bytes, in a pooled
+// buffer: behind a super-packet's prefix where mss > 0, else behind
+// zeros. A super-packet longer than pkt takes a 64 KB buffer; a plain
+// packet that long, rare, gets its own (it goes only as far as the ICMP
+// "too big" it is answered with).
+func (b *Bridge) copyBuf(pkt []byte, mss int) []byte {
 	var p []byte
-	select {
-	case p = <-b.free:
+	switch {
+	case len(pkt) <= b.pkt:
+		select {
+		case p = <-b.free:
+		default:
+			p = make([]byte, superHdrLen+b.pkt)
+		}
+	case mss > 0:
+		select {
+		case p = <-b.big:
+		default:
+			p = make([]byte, superHdrLen+MaxPacket)
+		}
 	default:
-		p = make([]byte, b.pkt)
+		p = make([]byte, superHdrLen+len(pkt))
 	}
-	return p[:copy(p[:b.pkt], pkt)]
+	p = p[:cap(p)]
+	if mss > 0 {
+		putSuperHdr(p, mss)
+	} else {
+		clear(p[:superHdrLen])
+	}
+	return p[:superHdrLen+copy(p[superHdrLen:], pkt)]
 }
 
 func (b *Bridge) putBuf(p []byte) {
-	if cap(p) != b.pkt {
-		return
-	}
-	select {
-	case b.free <- p:
-	default:
+	switch cap(p) {
+	case superHdrLen + b.pkt:
+		select {
+		case b.free <- p:
+		default:
+		}
+	case superHdrLen + MaxPacket:
+		select {
+		case b.big <- p:
+		default:
+		}
 	}
 }
 
@@ -379,6 +442,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 // readLoop moves packets from the device to the peers' queues, a batch
 // per read where the device has them.
 func (b *Bridge) readLoop(ctx context.Context, wg *sync.WaitGroup) error {
+	if sd, ok := superDevice(b.cfg.Dev); ok {
+		return b.readSupers(ctx, wg, sd)
+	}
 	bd, batch := b.cfg.Dev.(BatchDevice)
 	bufs := [][]byte{make([]byte, MaxPacket)}
 	if batch {
@@ -413,13 +479,39 @@ func (b *Bridge) readLoop(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		errs = 0
 		for i := range n {
-			b.dispatch(ctx, wg, bufs[i][:sizes[i]])
+			b.dispatch(ctx, wg, bufs[i][:sizes[i]], 0)
 		}
 	}
 }
 
-// dispatch queues a copy of pkt for the peer its route names.
-func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, pkt []byte) {
+// readSupers is readLoop over a device that reads super-packets whole.
+func (b *Bridge) readSupers(ctx context.Context, wg *sync.WaitGroup, sd SuperDevice) error {
+	h := sd.Headroom()
+	buf := make([]byte, h+MaxPacket)
+	errs := 0
+	for {
+		n, mss, err := sd.ReadSuper(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // the owner closed the device to stop
+			}
+			// A super-packet of a shape the Bridge does not carry is
+			// lost alone; a device that fails read after read has failed.
+			if !errors.Is(err, os.ErrClosed) && errs < maxDevErrors {
+				errs++
+				b.devErrors.Add(1)
+				continue
+			}
+			return fmt.Errorf("ipnet: device: %w", err)
+		}
+		errs = 0
+		b.dispatch(ctx, wg, buf[h:h+n], mss)
+	}
+}
+
+// dispatch queues a copy of pkt (a super-packet of mss-byte segments
+// where mss > 0) for the peer its route names.
+func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, pkt []byte, mss int) {
 	dst, ok := Dst(pkt)
 	var r *Route
 	if ok {
@@ -435,7 +527,10 @@ func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, pkt []byte) {
 		class = ClassOfDSCP(d)
 	}
 	p := b.peer(ctx, wg, r.Name, class)
-	buf := b.copyBuf(pkt)
+	if mss > 0 {
+		p.c.supers.Add(1)
+	}
+	buf := b.copyBuf(pkt, mss)
 	select {
 	case p.q <- buf:
 	default:
@@ -456,30 +551,62 @@ func (b *Bridge) peer(ctx context.Context, wg *sync.WaitGroup, name string, clas
 	p := &peer{name: name, class: class, q: make(chan []byte, b.cfg.Queue), c: b.byName[name]}
 	b.peers[k] = p
 	wg.Add(1)
-	b.cfg.Runner.Go(func() { defer wg.Done(); b.send(ctx, p) })
+	b.cfg.Runner.Go(func() { defer wg.Done(); b.send(ctx, wg, p) })
 	return p
 }
 
 // send allocates p's flow when packets wait, writes them, and closes the
 // flow after Idle without any.
-func (b *Bridge) send(ctx context.Context, p *peer) {
+func (b *Bridge) send(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 	var (
-		batch  = make([][]byte, 0, sendBatch)
-		port   flow.Port
-		limit  int
-		retry  time.Time // no allocation before this (the last one failed)
-		failed int       // writes failed in a row on port
+		batch = make([][]byte, 0, sendBatch)
+		run   = make([][]byte, 0, sendBatch) // the packets of batch written in one call
+		of    *outFlow
+		limit int
+		retry time.Time // no allocation before this (the last one failed)
+		fails int       // writes failed in a row on of
+		cut   cutter
 	)
 	idle := time.NewTimer(b.cfg.Idle)
 	defer idle.Stop()
 	closeFlow := func() {
-		if port != nil {
-			port.Close()
-			port = nil
+		if of != nil {
+			of.port.Close() // its listen returns
+			of = nil
 		}
-		failed = 0
+		fails = 0
 	}
 	defer closeFlow()
+	// write writes sdus on the flow and counts them; after failed writes
+	// it gives the flow up.
+	write := func(sdus [][]byte) {
+		n, err := writeSDUs(of.port, sdus)
+		p.c.pktsOut.Add(uint64(n))
+		for _, x := range sdus[:n] {
+			p.c.bytesOut.Add(uint64(len(x)))
+		}
+		p.c.drops.Add(uint64(len(sdus) - n))
+		if err == nil {
+			fails = 0
+			return
+		}
+		fails++
+		// A closed flow, or one that took nothing for a while: allocate
+		// again for the next packet.
+		if !errors.Is(err, flow.ErrBusy) && !errors.Is(err, flow.ErrTimeout) || fails >= maxFailedWrites {
+			b.cfg.Log.Warn("flow closed after failed writes", "dst", p.name, "err", err, "failed", fails)
+			closeFlow()
+		}
+	}
+	// tooBigFor drops pkt, too long for a flow of limit bytes, and
+	// answers it.
+	tooBigFor := func(pkt []byte, limit int) {
+		p.c.drops.Add(1)
+		p.c.tooBig.Add(1)
+		if msg := tooBig(pkt, limit); msg != nil { // the sender's path MTU comes down
+			b.cfg.Dev.Write(msg)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -492,7 +619,7 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 				}
 			}
 		case <-idle.C:
-			if port != nil {
+			if of != nil {
 				b.cfg.Log.Debug("flow idle, closed", "dst", p.name, "idle", b.cfg.Idle)
 			}
 			closeFlow()
@@ -508,7 +635,7 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 				}
 			}
 			idle.Reset(b.cfg.Idle)
-			if port == nil && time.Now().After(retry) {
+			if of == nil && time.Now().After(retry) {
 				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				fp, info, err := b.cfg.Broker.Alloc(actx, p.name, p.class.qos(b.cfg.QoS))
 				cancel()
@@ -517,50 +644,47 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 					retry = time.Now().Add(time.Second)
 					b.cfg.Log.Warn("allocation failed, packets to it dropped for 1 s", "dst", p.name, "err", err)
 				} else {
-					port, limit = fp, info.SDULimit()
+					of, limit = &outFlow{port: fp}, info.SDULimit()
 					p.c.allocs.Add(1)
 					b.cfg.Log.Info("flow allocated", "flow", info.ID, "dst", p.name, "class", p.class.String(), "layer", info.Layer, "sdu_limit", limit, sealedAttr(info))
+					wg.Add(1)
+					f := of
+					b.cfg.Runner.Go(func() { defer wg.Done(); b.listen(f) })
 				}
 			}
-			// Runs of packets that fit go out in one write each; one too
-			// big is answered in its place.
+			// Runs of plain packets that fit go out in one write each;
+			// one too big is answered in its place; a super-packet goes
+			// whole or in pieces, in a write of its own.
 			for i := 0; i < len(batch); {
-				pkt := batch[i]
+				pkt := batch[i][superHdrLen:]
+				mss, super := superMSS(batch[i])
 				switch {
-				case port == nil:
+				case of == nil:
 					p.c.drops.Add(1)
+					i++
+				case super:
+					if sdus, big := cut.pieces(batch[i], mss, limit, int(of.takes.Load())); sdus != nil {
+						write(sdus)
+					} else if big {
+						tooBigFor(pkt, limit)
+					} else {
+						p.c.drops.Add(1) // not a shape the Bridge cuts (the device checked it)
+					}
 					i++
 				case len(pkt) > limit:
-					p.c.drops.Add(1)
-					p.c.tooBig.Add(1)
-					if msg := tooBig(pkt, limit); msg != nil { // the sender's path MTU comes down
-						b.cfg.Dev.Write(msg)
-					}
+					tooBigFor(pkt, limit)
 					i++
 				default:
-					j := i + 1
-					for j < len(batch) && len(batch[j]) <= limit {
-						j++
+					run = run[:0]
+					for ; i < len(batch) && len(run) < cap(run); i++ {
+						x := batch[i][superHdrLen:]
+						if _, s := superMSS(batch[i]); s || len(x) > limit {
+							break
+						}
+						run = append(run, x)
 					}
-					run := batch[i:j]
-					i = j
-					n, err := writeSDUs(port, run)
-					p.c.pktsOut.Add(uint64(n))
-					for _, x := range run[:n] {
-						p.c.bytesOut.Add(uint64(len(x)))
-					}
-					p.c.drops.Add(uint64(len(run) - n))
-					if err == nil {
-						failed = 0
-						break
-					}
-					failed++
-					// A closed flow, or one that took nothing for a while:
-					// allocate again for the next packet.
-					if !errors.Is(err, flow.ErrBusy) && !errors.Is(err, flow.ErrTimeout) || failed >= maxFailedWrites {
-						b.cfg.Log.Warn("flow closed after failed writes", "dst", p.name, "err", err, "failed", failed)
-						closeFlow()
-					}
+					write(run)
+					clear(run)
 				}
 			}
 			for _, pkt := range batch {
@@ -569,6 +693,84 @@ func (b *Bridge) send(ctx context.Context, p *peer) {
 			clear(batch)
 		}
 	}
+}
+
+// listen reads what comes back on f, an allocated flow: the accepting
+// Bridge's hello, which says it takes super-packets. It returns when
+// the flow is closed.
+func (b *Bridge) listen(f *outFlow) {
+	var buf [64]byte
+	for {
+		n, err := f.port.Read(buf[:], time.Time{})
+		if errors.Is(err, flow.ErrTruncated) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		if m, ok := helloMax(buf[:n]); ok {
+			f.takes.Store(int32(m))
+		}
+	}
+}
+
+// cutter cuts super-packets for a flow, in buffers it keeps.
+type cutter struct {
+	bufs  [][]byte
+	sizes [tunBatch]int
+	sdus  [][]byte
+}
+
+// pieces returns the SDUs that carry the super-packet item (its prefix,
+// then the packet) on a flow of limit bytes to a Bridge that takes
+// super-packet SDUs of up to takes bytes (0: none): the item itself
+// where it fits, else pieces of as many whole segments as fit, each a
+// super-packet SDU where it has more than one, else a plain segment.
+// nil with big where not even one segment fits the flow, nil alone
+// where the packet is not a shape the Bridge cuts. The SDUs are valid
+// until the next call.
+func (c *cutter) pieces(item []byte, mss, limit, takes int) (sdus [][]byte, big bool) {
+	pkt := item[superHdrLen:]
+	s, ok := parseSuper(pkt, mss)
+	if !ok {
+		return nil, false
+	}
+	slim := min(limit, takes)
+	if len(item) <= slim {
+		return append(c.sdus[:0], item), false
+	}
+	if s.hdrs()+mss > limit {
+		return nil, true
+	}
+	per := 1
+	if takes > 0 {
+		per = max(1, (slim-superHdrLen-s.hdrs())/mss)
+	}
+	size := superHdrLen + s.hdrs() + per*mss
+	n := (s.segments() + per - 1) / per
+	if n > len(c.sizes) {
+		return nil, false
+	}
+	for len(c.bufs) < n {
+		c.bufs = append(c.bufs, nil)
+	}
+	for i := range n {
+		if len(c.bufs[i]) < size {
+			c.bufs[i] = make([]byte, size)
+		}
+	}
+	n = cutSuper(pkt, s, per, c.bufs[:n], c.sizes[:n], superHdrLen)
+	c.sdus = c.sdus[:0]
+	for i := range n {
+		piece := c.bufs[i][:superHdrLen+c.sizes[i]]
+		if c.sizes[i]-s.hdrs() > mss {
+			putSuperHdr(piece, mss)
+			c.sdus = append(c.sdus, piece)
+		} else {
+			c.sdus = append(c.sdus, piece[superHdrLen:])
+		}
+	}
+	return c.sdus, false
 }
 
 // writeSDUs writes sdus on port, in one call where it is a
@@ -630,24 +832,32 @@ func (b *Bridge) acceptLoop(ctx context.Context, wg *sync.WaitGroup) {
 		backoff = 0
 		b.cfg.Log.Info("flow accepted", "flow", info.ID, "from", orDash(info.Remote), "layer", info.Layer, sealedAttr(info))
 		wg.Add(1)
-		b.cfg.Runner.Go(func() { defer wg.Done(); b.receive(ctx, port) })
+		limit := info.SDULimit()
+		b.cfg.Runner.Go(func() { defer wg.Done(); b.receive(ctx, port, limit) })
 	}
 }
 
-// receive writes the packets of one accepted flow to the device.
-func (b *Bridge) receive(ctx context.Context, port flow.Port) {
+// receive writes the packets of one accepted flow, whose SDUs are at
+// most limit bytes, to the device. It first says, on the flow, that it
+// takes super-packets as long as the flow carries (hello).
+func (b *Bridge) receive(ctx context.Context, port flow.Port, limit int) {
 	stop := context.AfterFunc(ctx, func() { port.Close() })
 	defer stop()
 	defer port.Close()
+	size := max(b.pkt, min(limit, flow.MaxJumboSDU)) // the longest SDU read
+	if err := port.Write(hello(size), time.Now().Add(time.Second)); err != nil {
+		b.cfg.Log.Debug("hello not sent: the peer sends plain packets only", "err", err)
+	}
 	if bd, ok := b.cfg.Dev.(BatchDevice); ok {
 		if bp, ok := port.(flow.BatchPort); ok {
-			b.receiveBatch(bp, bd)
+			b.receiveBatch(bp, bd, size)
 		} else {
-			b.receivePipe(port, bd)
+			b.receivePipe(port, bd, size)
 		}
 		return
 	}
-	buf := make([]byte, b.pkt)
+	buf := make([]byte, size)
+	var cut cutter
 	for {
 		n, err := port.Read(buf, time.Time{})
 		if err != nil {
@@ -657,37 +867,112 @@ func (b *Bridge) receive(ctx context.Context, port flow.Port) {
 			}
 			return
 		}
+		if mss, ok := superMSS(buf[:n]); ok {
+			for _, pkt := range b.unsuper(buf[:n], mss, 0, &cut) {
+				b.writeOne(pkt)
+			}
+			continue
+		}
 		if _, ok := Dst(buf[:n]); !ok {
 			b.inDrops.Add(1)
 			continue
 		}
-		if _, err := b.cfg.Dev.Write(buf[:n]); err != nil {
+		b.writeOne(buf[:n])
+	}
+}
+
+// writeOne writes pkt to the device, counted.
+func (b *Bridge) writeOne(pkt []byte) {
+	if _, err := b.cfg.Dev.Write(pkt); err != nil {
+		b.inDrops.Add(1)
+		return
+	}
+	b.inPkts.Add(1)
+	b.inBytes.Add(uint64(len(pkt)))
+}
+
+// unsuper returns the segments of the super-packet SDU sdu (mss-byte
+// segments), each behind h bytes of room, for a device that does not
+// take super-packets; nil, counted as a drop, where sdu is not a
+// super-packet the Bridge cuts. They are valid until the next call.
+func (b *Bridge) unsuper(sdu []byte, mss, h int, cut *cutter) [][]byte {
+	pkt := sdu[superHdrLen:]
+	s, ok := parseSuper(pkt, mss)
+	n := s.segments()
+	if !ok || n > len(cut.sizes) {
+		b.inDrops.Add(1)
+		return nil
+	}
+	b.supersIn.Add(1)
+	for len(cut.bufs) < n {
+		cut.bufs = append(cut.bufs, nil)
+	}
+	for i := range n {
+		if len(cut.bufs[i]) < h+s.hdrs()+mss {
+			cut.bufs[i] = make([]byte, h+s.hdrs()+mss)
+		}
+	}
+	n = cutSuper(pkt, s, 1, cut.bufs[:n], cut.sizes[:n], h)
+	cut.sdus = cut.sdus[:0]
+	for i := range n {
+		cut.sdus = append(cut.sdus, cut.bufs[i][:h+cut.sizes[i]])
+	}
+	return cut.sdus
+}
+
+// writeSuper writes the super-packet SDU buf[h:h+n] (h: dev's headroom)
+// to dev: whole where dev takes super-packets, else as its segments.
+func (b *Bridge) writeSuper(dev BatchDevice, buf []byte, h, n, mss int, cut *cutter) {
+	if sd, ok := superDevice(dev); ok && h >= superHdrLen {
+		// The offload header goes where the prefix and the room before
+		// it were.
+		pkt := buf[h+superHdrLen : h+n]
+		if _, ok := parseSuper(pkt, mss); !ok {
 			b.inDrops.Add(1)
-			continue
+			return
+		}
+		b.supersIn.Add(1)
+		if err := sd.WriteSuper(buf[superHdrLen:h+n], mss); err != nil {
+			b.inDrops.Add(1)
+			return
 		}
 		b.inPkts.Add(1)
-		b.inBytes.Add(uint64(n))
+		b.inBytes.Add(uint64(len(pkt)))
+		return
+	}
+	segs := b.unsuper(buf[h:h+n], mss, h, cut)
+	if len(segs) == 0 {
+		return
+	}
+	if _, err := dev.WriteBatch(segs); err != nil {
+		b.inDrops.Add(uint64(len(segs)))
+		return
+	}
+	b.inPkts.Add(uint64(len(segs)))
+	for _, x := range segs {
+		b.inBytes.Add(uint64(len(x) - h))
 	}
 }
 
 // receiveBatch writes the packets of one accepted flow to the device a
 // batch at a time: what the flow has ready, up to the device's batch,
 // in one write (which, on a TUN with offloads, coalesces a TCP flow's
-// consecutive segments: each buffer has room for a super-packet).
-func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice) {
+// consecutive segments: each buffer has room for a super-packet); a
+// super-packet SDU in a write of its own.
+func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice, size int) {
 	h, n := dev.Headroom(), dev.BatchSize()
-	size := h + b.pkt
+	bsize := h + size
 	if h > 0 {
-		size = h + MaxPacket
+		bsize = h + max(size, MaxPacket)
 	}
 	store := make([][]byte, n) // store[i][h:] is SDU i
 	sdus := make([][]byte, n)
 	for i := range store {
-		store[i] = make([]byte, size)
-		sdus[i] = store[i][h : h+b.pkt]
+		store[i] = make([]byte, bsize)
+		sdus[i] = store[i][h : h+size]
 	}
 	sizes := make([]int, n)
-	out := make([][]byte, 0, n)
+	w := batchWriter{b: b, dev: dev, h: h, out: make([][]byte, 0, n)}
 	for {
 		k, err := port.ReadBatch(sdus, sizes, time.Time{})
 		if errors.Is(err, flow.ErrTruncated) { // the last one: not a packet
@@ -696,42 +981,69 @@ func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice) {
 		} else if err != nil {
 			return
 		}
-		out = out[:0]
-		var bytes uint64
 		for i := range k {
-			if _, ok := Dst(sdus[i][:sizes[i]]); !ok {
-				b.inDrops.Add(1)
-				continue
-			}
-			out = append(out, store[i][:h+sizes[i]])
-			bytes += uint64(sizes[i])
+			w.add(store[i], sizes[i])
 		}
-		if len(out) == 0 {
-			continue
-		}
-		if _, err := dev.WriteBatch(out); err != nil {
-			b.inDrops.Add(uint64(len(out)))
-			continue
-		}
-		b.inPkts.Add(uint64(len(out)))
-		b.inBytes.Add(bytes)
+		w.flush()
 	}
+}
+
+// batchWriter gathers the packets for one device write; a super-packet
+// is written in its place, after those before it.
+type batchWriter struct {
+	b     *Bridge
+	dev   BatchDevice
+	h     int
+	out   [][]byte
+	bytes uint64
+	cut   cutter
+}
+
+// add adds the SDU buf[h:h+n].
+func (w *batchWriter) add(buf []byte, n int) {
+	sdu := buf[w.h : w.h+n]
+	if mss, ok := superMSS(sdu); ok {
+		w.flush()
+		w.b.writeSuper(w.dev, buf, w.h, n, mss, &w.cut)
+		return
+	}
+	if _, ok := Dst(sdu); !ok {
+		w.b.inDrops.Add(1)
+		return
+	}
+	w.out = append(w.out, buf[:w.h+n])
+	w.bytes += uint64(n)
+}
+
+// flush writes what add gathered.
+func (w *batchWriter) flush() {
+	if len(w.out) == 0 {
+		return
+	}
+	if _, err := w.dev.WriteBatch(w.out); err != nil {
+		w.b.inDrops.Add(uint64(len(w.out)))
+	} else {
+		w.b.inPkts.Add(uint64(len(w.out)))
+		w.b.inBytes.Add(w.bytes)
+	}
+	clear(w.out)
+	w.out, w.bytes = w.out[:0], 0
 }
 
 // receivePipe is receiveBatch for a port without batch calls: one
 // goroutine reads SDU after SDU into a ring of buffers while this one
 // writes what has arrived, in one batch, so the device still coalesces.
-func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice) {
+func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice, size int) {
 	h, n := dev.Headroom(), dev.BatchSize()
-	size := h + b.pkt
+	bsize := h + size
 	if h > 0 {
-		size = h + MaxPacket
+		bsize = h + max(size, MaxPacket)
 	}
 	type sdu struct{ i, n int }
 	store := make([][]byte, n)
 	free, full := make(chan int, n), make(chan sdu, n)
 	for i := range store {
-		store[i] = make([]byte, size)
+		store[i] = make([]byte, bsize)
 		free <- i
 	}
 	done := make(chan struct{})
@@ -739,7 +1051,7 @@ func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice) {
 		defer close(done)
 		defer close(full)
 		for i := range free {
-			k, err := port.Read(store[i][h:h+b.pkt], time.Time{})
+			k, err := port.Read(store[i][h:h+size], time.Time{})
 			switch {
 			case errors.Is(err, flow.ErrTruncated):
 				b.inDrops.Add(1)
@@ -753,19 +1065,13 @@ func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice) {
 	})
 	defer func() { <-done }()
 	defer port.Close() // the reader returns
-	out := make([][]byte, 0, n)
+	w := batchWriter{b: b, dev: dev, h: h, out: make([][]byte, 0, n)}
 	taken := make([]int, 0, n)
 	for x := range full {
-		out, taken = out[:0], taken[:0]
-		var bytes uint64
+		taken = taken[:0]
 		for {
 			taken = append(taken, x.i)
-			if _, ok := Dst(store[x.i][h : h+x.n]); ok {
-				out = append(out, store[x.i][:h+x.n])
-				bytes += uint64(x.n)
-			} else {
-				b.inDrops.Add(1)
-			}
+			w.add(store[x.i], x.n)
 			var more bool
 			select {
 			case x, more = <-full:
@@ -775,14 +1081,7 @@ func (b *Bridge) receivePipe(port flow.Port, dev BatchDevice) {
 				break
 			}
 		}
-		if len(out) > 0 {
-			if _, err := dev.WriteBatch(out); err != nil {
-				b.inDrops.Add(uint64(len(out)))
-			} else {
-				b.inPkts.Add(uint64(len(out)))
-				b.inBytes.Add(bytes)
-			}
-		}
+		w.flush()
 		for _, i := range taken {
 			free <- i
 		}
@@ -811,8 +1110,12 @@ func (b *Bridge) Stats() (routes []Stats, noRoute, in, inBytes, inDrops uint64) 
 		routes = append(routes, Stats{
 			Prefix: r.Prefix.String(), Name: r.Name,
 			PktsOut: c.pktsOut.Load(), BytesOut: c.bytesOut.Load(), Drops: c.drops.Load(), TooBig: c.tooBig.Load(),
-			Allocs: c.allocs.Load(), AllocErrors: c.allocErrors.Load(),
+			Allocs: c.allocs.Load(), AllocErrors: c.allocErrors.Load(), Supers: c.supers.Load(),
 		})
 	}
 	return routes, b.noRoute.Load(), b.inPkts.Load(), b.inBytes.Load(), b.inDrops.Load()
 }
+
+// SupersIn returns how many TCP super-packet SDUs peers sent the Bridge
+// (each written to the device whole, or as its segments).
+func (b *Bridge) SupersIn() uint64 { return b.supersIn.Load() }

@@ -1,6 +1,7 @@
 package ipnet
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // vnetHdrLen is the virtio-net header in front of every packet on a TUN
@@ -25,8 +27,10 @@ const tunBatch = 128
 // at most the MTU, and WriteBatch coalesces consecutive segments of a
 // TCP (or UDP) flow into super-packets again (GRO), so the hosts' stacks
 // handle one packet where the bridge carried dozens. Both are
-// golang.zx2c4.com/wireguard/tun's. Read and Write move one packet.
-// Close unblocks a Read.
+// golang.zx2c4.com/wireguard/tun's. ReadSuper and WriteSuper instead
+// move a TCP super-packet whole (the Bridge carries it as one SDU where
+// its flow can: super.go). Read and Write move one packet. Close
+// unblocks a Read.
 type TUN struct {
 	Name    string // the interface's name as the kernel gave it
 	Offload bool   // the kernel took IFF_VNET_HDR and TCP offloads
@@ -85,6 +89,18 @@ func openTUN(name string, mtu int, offload bool) (*TUN, error) {
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("ipnet: tun %q (offloads %v): %w", name, offload, err)
+	}
+	if offload {
+		// TCP offloads only: the kernel would hand UDP super-packets
+		// (UDP_L4) to ReadSuper too, which carries TCP's alone; it
+		// sends UDP datagrams one by one instead, as to a device
+		// without UDP segmentation. (It is what the kernel hands this
+		// side; the kernel still takes GRO's UDP super-packets from
+		// WriteBatch.)
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
+			dev.Close()
+			return nil, fmt.Errorf("ipnet: tun %q: offloads: %w", name, err)
+		}
 	}
 	t := &TUN{Name: kname, Offload: offload, dev: dev, wbuf: make([]byte, vnetHdrLen+MaxPacket)}
 	if t.mtu, err = setLink(t.Name, mtu); err != nil {
@@ -173,6 +189,95 @@ func (t *TUN) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// errSuper is a super-packet from the kernel the Bridge cannot carry
+// (TCP over IPv6 extension headers, a type it did not ask for): it is
+// dropped, counted as a device error.
+var errSuper = errors.New("super-packet of a shape the bridge does not carry")
+
+// ReadSuper reads one packet into b[Headroom():] (b at least Headroom()
+// + MaxPacket long) and returns its length and, where it is a TCP
+// super-packet, its segment size (0: a plain packet, its checksums
+// complete). Only a TUN with offloads reads super-packets.
+func (t *TUN) ReadSuper(b []byte) (n, mss int, err error) {
+	h := t.Headroom()
+	n, err = t.dev.File().Read(b)
+	if err != nil {
+		if errors.Is(err, unix.EBADFD) {
+			err = os.ErrClosed
+		}
+		return 0, 0, fmt.Errorf("ipnet: tun %s: %w", t.Name, err)
+	}
+	if h == 0 {
+		return n, 0, nil
+	}
+	if n < h {
+		return 0, 0, fmt.Errorf("ipnet: tun %s: read of %d bytes: %w", t.Name, n, errSuper)
+	}
+	pkt := b[h:n]
+	flags, gso := b[0], b[1]&^unix.VIRTIO_NET_HDR_GSO_ECN
+	gsoSize := int(binary.NativeEndian.Uint16(b[4:]))
+	start, off := int(binary.NativeEndian.Uint16(b[6:])), int(binary.NativeEndian.Uint16(b[8:]))
+	switch gso {
+	case unix.VIRTIO_NET_HDR_GSO_NONE:
+		if flags&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+			// Checksum-partial: the sum from start, with what the
+			// checksum field holds (the pseudo-header's), goes there.
+			at := start + off
+			if at+2 > len(pkt) || start > at {
+				return 0, 0, fmt.Errorf("ipnet: tun %s: checksum at %d+%d of %d bytes: %w", t.Name, start, off, len(pkt), errSuper)
+			}
+			init := binary.BigEndian.Uint16(pkt[at:])
+			pkt[at], pkt[at+1] = 0, 0
+			binary.BigEndian.PutUint16(pkt[at:], ^checksum.Checksum(pkt[start:], init))
+		}
+		return len(pkt), 0, nil
+	case unix.VIRTIO_NET_HDR_GSO_TCPV4, unix.VIRTIO_NET_HDR_GSO_TCPV6:
+		s, ok := parseSuper(pkt, gsoSize)
+		if !ok || s.iph != start || s.v4 != (gso == unix.VIRTIO_NET_HDR_GSO_TCPV4) {
+			return 0, 0, fmt.Errorf("ipnet: tun %s: TCP super-packet of %d bytes: %w", t.Name, len(pkt), errSuper)
+		}
+		return len(pkt), gsoSize, nil
+	}
+	return 0, 0, fmt.Errorf("ipnet: tun %s: GSO type %d: %w", t.Name, gso, errSuper)
+}
+
+// WriteSuper writes the TCP super-packet b[Headroom():], of segments of
+// mss bytes, whole: the kernel takes it as the segments it stands for,
+// checksum-partial. It sets the packet's length fields and checksums.
+// Only a TUN with offloads writes super-packets.
+func (t *TUN) WriteSuper(b []byte, mss int) error {
+	h := t.Headroom()
+	if h == 0 || len(b) < h {
+		return fmt.Errorf("ipnet: tun %s: super-packet without offloads: %w", t.Name, os.ErrInvalid)
+	}
+	pkt := b[h:]
+	s, ok := parseSuper(pkt, mss)
+	if !ok {
+		return fmt.Errorf("ipnet: tun %s: super-packet of %d bytes: %w", t.Name, len(pkt), errSuper)
+	}
+	fixHeaders(pkt, s)
+	var hdr [vnetHdrLen]byte
+	hdr[0] = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
+	if s.payloadLen > mss {
+		hdr[1] = unix.VIRTIO_NET_HDR_GSO_TCPV6
+		if s.v4 {
+			hdr[1] = unix.VIRTIO_NET_HDR_GSO_TCPV4
+		}
+		if pkt[s.iph+13]&tcpCWR != 0 {
+			hdr[1] |= unix.VIRTIO_NET_HDR_GSO_ECN
+		}
+		binary.NativeEndian.PutUint16(hdr[2:], uint16(s.hdrs()))
+		binary.NativeEndian.PutUint16(hdr[4:], uint16(mss))
+	}
+	binary.NativeEndian.PutUint16(hdr[6:], uint16(s.iph))
+	binary.NativeEndian.PutUint16(hdr[8:], 16)
+	copy(b, hdr[:])
+	if _, err := t.dev.File().Write(b); err != nil {
+		return fmt.Errorf("ipnet: tun %s: %w", t.Name, err)
+	}
+	return nil
 }
 
 // setLink sets the interface's MTU (mtu > 0) and brings it up; it

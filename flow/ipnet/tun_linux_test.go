@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -86,9 +88,11 @@ func rxPackets(t *testing.T, ns, dev string) uint64 {
 	return links[0].Stats.RX.Packets
 }
 
-// TestTUNOffload (root): a TUN opened with offloads reads a UDP
-// super-packet (a socket's UDP_SEGMENT send) as its datagrams, each
-// with valid checksums and its part of the payload; and writing a batch
+// TestTUNOffload (root): a TUN opened with offloads reads a socket's
+// UDP_SEGMENT send as its datagrams, one per ReadSuper (it takes TCP's
+// offloads only: the kernel segments UDP), each with valid checksums
+// (completed where the kernel left them partial) and its part of the
+// payload; and writing a batch
 // of consecutive segments of one UDP flow, then of one TCP flow, hands
 // the host fewer packets than were written (coalesced), the UDP ones
 // arriving whole and in order at the socket they were sent to.
@@ -137,24 +141,19 @@ func TestTUNOffload(t *testing.T) {
 	if _, _, err := conn.WriteMsgUDP(payload, oob, &net.UDPAddr{IP: net.IP(far[:]), Port: 9999}); err != nil {
 		t.Fatalf("UDP_SEGMENT send: %v", err)
 	}
-	bufs, sizes := make([][]byte, tun.BatchSize()), make([]int, tun.BatchSize())
-	for i := range bufs {
-		bufs[i] = make([]byte, MaxPacket)
-	}
+	rb0 := make([]byte, vnetHdrLen+MaxPacket)
 	var got [][]byte
 	for len(got) < 10 {
-		n, err := tun.ReadBatch(bufs, sizes)
+		n, mss, err := tun.ReadSuper(rb0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) == 0 && n != 10 {
-			t.Fatalf("one read gave %d packets, want the super-packet's 10", n)
+		if mss != 0 {
+			t.Fatalf("a UDP super-packet read (mss %d): the TUN should take TCP's offloads only", mss)
 		}
-		for i := range n {
-			p := bufs[i][:sizes[i]]
-			if len(p) >= 28 && p[9] == unix.IPPROTO_UDP && binary.BigEndian.Uint16(p[22:]) == 9999 {
-				got = append(got, bytes.Clone(p))
-			}
+		p := rb0[vnetHdrLen : vnetHdrLen+n]
+		if len(p) >= 28 && p[9] == unix.IPPROTO_UDP && binary.BigEndian.Uint16(p[22:]) == 9999 {
+			got = append(got, bytes.Clone(p))
 		}
 	}
 	for i, p := range got {
@@ -221,5 +220,167 @@ func TestTUNOffload(t *testing.T) {
 	t.Logf("10 UDP segments written reached the host as %d packets, 10 TCP segments as %d", udpRx, tcpRx)
 	if tcpRx >= 10 || udpRx >= 10 {
 		t.Errorf("not coalesced: 10 UDP segments as %d packets, 10 TCP as %d", udpRx, tcpRx)
+	}
+}
+
+// tcp4 builds a TCP segment from src:sport to dst:dport (seq, ack,
+// flags; an MSS option where mss > 0) around payload, checksums
+// complete.
+func tcp4(src, dst [4]byte, sport, dport uint16, seq, ack uint32, flags byte, mss int, payload []byte) []byte {
+	hl := 20
+	if mss > 0 {
+		hl = 24
+	}
+	l4 := make([]byte, hl+len(payload))
+	binary.BigEndian.PutUint16(l4[0:], sport)
+	binary.BigEndian.PutUint16(l4[2:], dport)
+	binary.BigEndian.PutUint32(l4[4:], seq)
+	binary.BigEndian.PutUint32(l4[8:], ack)
+	l4[12], l4[13] = byte(hl/4)<<4, flags
+	binary.BigEndian.PutUint16(l4[14:], 65535)
+	if mss > 0 {
+		l4[20], l4[21] = 2, 4
+		binary.BigEndian.PutUint16(l4[22:], uint16(mss))
+	}
+	copy(l4[hl:], payload)
+	return ip4(unix.IPPROTO_TCP, src, dst, 1, l4)
+}
+
+// TestTUNSuper (root): the host's TCP hands a TUN with offloads a
+// super-packet (TSO: several segments of the connection's MSS in one
+// read), which ReadSuper returns whole with that MSS; and a super-packet
+// written with WriteSuper reaches an accepted socket as its segments'
+// bytes, in order: the kernel takes the offload header WriteSuper makes.
+// The test plays the far host's TCP by hand.
+func TestTUNSuper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: needs root (a network namespace and a TUN)")
+	}
+	ns := fmt.Sprintf("ouro-tuns-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1").Run()
+	var tun *TUN
+	var err error
+	inNetns(t, ns, func() { tun, err = OpenTUN("stun0", 1400) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	if !tun.Offload {
+		t.Skip("SKIP: the kernel took no TUN offloads")
+	}
+	if out, err := exec.Command("ip", "-n", ns, "addr", "add", "10.67.0.1/24", "dev", "stun0").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v %s", err, out)
+	}
+	local, far := [4]byte{10, 67, 0, 1}, [4]byte{10, 67, 0, 2}
+	const mss = 1000
+	rb := make([]byte, vnetHdrLen+MaxPacket)
+	// next returns the next TCP packet the host sends to dport, with
+	// the MSS ReadSuper gave (other packets are passed over).
+	next := func(dport uint16) ([]byte, int) {
+		t.Helper()
+		type res struct {
+			p   []byte
+			mss int
+			err error
+		}
+		for {
+			c := make(chan res, 1)
+			go func() {
+				n, m, err := tun.ReadSuper(rb)
+				c <- res{bytes.Clone(rb[vnetHdrLen : vnetHdrLen+n]), m, err}
+			}()
+			var r res
+			select {
+			case r = <-c:
+			case <-time.After(5 * time.Second):
+				t.Fatal("nothing read from the TUN for 5 s")
+			}
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if len(r.p) >= 40 && r.p[9] == unix.IPPROTO_TCP && binary.BigEndian.Uint16(r.p[22:]) == dport {
+				return r.p, r.mss
+			}
+		}
+	}
+	writePlain := func(p []byte) {
+		t.Helper()
+		if _, err := tun.WriteBatch([][]byte{append(make([]byte, vnetHdrLen, vnetHdrLen+MaxPacket), p...)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The host sends: a connection to far:5555, answered by hand.
+	conns := make(chan net.Conn, 1)
+	go inNetns(t, ns, func() { // the dial blocks until the handshake below
+		c, err := net.DialTimeout("tcp4", "10.67.0.2:5555", 5*time.Second)
+		if err != nil {
+			t.Error(err)
+			close(conns)
+			return
+		}
+		conns <- c
+	})
+	syn, _ := next(5555)
+	sport := binary.BigEndian.Uint16(syn[20:])
+	writePlain(tcp4(far, local, 5555, sport, 9000, binary.BigEndian.Uint32(syn[24:])+1, 0x12, mss, nil)) // SYN-ACK
+	c, ok := <-conns
+	if !ok {
+		t.FailNow()
+	}
+	defer c.Close()
+	go c.Write(make([]byte, 20*mss))
+	var super []byte
+	for super == nil {
+		p, m := next(5555)
+		if m > 0 {
+			if m != mss {
+				t.Fatalf("super-packet of mss %d, want %d", m, mss)
+			}
+			super = p
+		} else if len(p) > 40+mss {
+			t.Fatalf("a plain packet of %d bytes, beyond the MSS", len(p))
+		}
+	}
+	s, ok := parseSuper(super, mss)
+	if !ok || s.segments() < 2 {
+		t.Fatalf("ReadSuper's super-packet: %d bytes, %d segments", len(super), s.segments())
+	}
+	t.Logf("the host's TCP handed over a super-packet of %d segments (%d bytes)", s.segments(), len(super))
+
+	// The host receives: a connection from far:7777, its data one
+	// super-packet.
+	var ln net.Listener
+	inNetns(t, ns, func() { ln, err = net.Listen("tcp4", "10.67.0.1:6666") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	writePlain(tcp4(far, local, 7777, 6666, 5000, 0, 0x02, mss, nil)) // SYN
+	synack, _ := next(7777)
+	ack := binary.BigEndian.Uint32(synack[24:]) + 1
+	writePlain(tcp4(far, local, 7777, 6666, 5001, ack, 0x10, 0, nil)) // ACK
+	payload := make([]byte, 10*mss+123)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	sp := tcp4(far, local, 7777, 6666, 5001, ack, 0x18, 0, payload)
+	b := append(make([]byte, vnetHdrLen), sp...)
+	if err := tun.WriteSuper(b, mss); err != nil {
+		t.Fatal(err)
+	}
+	ac, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	ac.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(ac, got); err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("the socket read %v; payload equal %v", err, bytes.Equal(got, payload))
 	}
 }

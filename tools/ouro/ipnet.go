@@ -98,11 +98,11 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 	}
 	tun.Close()
 	routesStats, noRoute, in, inBytes, inDrops := b.Stats()
-	fmt.Fprintf(a.stdout, "ouro ipnet %s: received %d packets (%s), %d dropped; %d packets with no route; %d accepts failed (tried again)\n",
-		pos[0], in, siUnit(float64(inBytes), "B"), inDrops, noRoute, b.AcceptErrors())
+	fmt.Fprintf(a.stdout, "ouro ipnet %s: received %d packets (%s, %d TCP super-packets), %d dropped; %d packets with no route; %d accepts failed (tried again)\n",
+		pos[0], in, siUnit(float64(inBytes), "B"), b.SupersIn(), inDrops, noRoute, b.AcceptErrors())
 	for _, r := range routesStats {
-		fmt.Fprintf(a.stdout, "  %s -> %s: sent %d packets (%s), dropped %d (%d too big), %d flows, %d allocation errors\n",
-			r.Prefix, r.Name, r.PktsOut, siUnit(float64(r.BytesOut), "B"), r.Drops, r.TooBig, r.Allocs, r.AllocErrors)
+		fmt.Fprintf(a.stdout, "  %s -> %s: sent %d packets (%s) of %d TCP super-packets read, dropped %d (%d too big), %d flows, %d allocation errors\n",
+			r.Prefix, r.Name, r.PktsOut, siUnit(float64(r.BytesOut), "B"), r.Supers, r.Drops, r.TooBig, r.Allocs, r.AllocErrors)
 	}
 	return err
 }
