@@ -64,10 +64,10 @@ type BatchDevice interface {
 // read, and to write the super-packets peers send it (super.go).
 type SuperDevice interface {
 	BatchDevice
-	// ReadSuper reads one packet into b[Headroom():] (b Headroom() +
-	// MaxPacket long) and returns its length and, for a TCP
-	// super-packet, its segment size (0: a plain packet).
-	ReadSuper(b []byte) (n, mss int, err error)
+	// ReadSuper reads one packet into p (MaxPacket long) and returns
+	// its length and, for a TCP super-packet, its segment size (0: a
+	// plain packet).
+	ReadSuper(p []byte) (n, mss int, err error)
 	// WriteSuper writes the TCP super-packet b[Headroom():] whole, its
 	// segments mss bytes; it sets its lengths and checksums.
 	WriteSuper(b []byte, mss int) error
@@ -371,36 +371,34 @@ func (b *Bridge) route(dst netip.Addr) (*Route, bool) {
 	return nil, false
 }
 
-// copyBuf returns a copy of pkt, behind superHdrLen bytes, in a pooled
-// buffer: behind a super-packet's prefix where mss > 0, else behind
-// zeros. A super-packet longer than pkt takes a 64 KB buffer; a plain
-// packet that long, rare, gets its own (it goes only as far as the ICMP
-// "too big" it is answered with).
-func (b *Bridge) copyBuf(pkt []byte, mss int) []byte {
+// copyBuf returns a copy of the plain packet pkt, behind superHdrLen
+// zero bytes (the prefix a super-packet has there), in a pooled buffer;
+// a packet longer than any flow carries, rare, gets its own (it goes
+// only as far as the ICMP "too big" it is answered with).
+func (b *Bridge) copyBuf(pkt []byte) []byte {
 	var p []byte
-	switch {
-	case len(pkt) <= b.pkt:
+	if len(pkt) <= b.pkt {
 		select {
 		case p = <-b.free:
 		default:
 			p = make([]byte, superHdrLen+b.pkt)
 		}
-	case mss > 0:
-		select {
-		case p = <-b.big:
-		default:
-			p = make([]byte, superHdrLen+MaxPacket)
-		}
-	default:
+	} else {
 		p = make([]byte, superHdrLen+len(pkt))
 	}
 	p = p[:cap(p)]
-	if mss > 0 {
-		putSuperHdr(p, mss)
-	} else {
-		clear(p[:superHdrLen])
-	}
+	clear(p[:superHdrLen])
 	return p[:superHdrLen+copy(p[superHdrLen:], pkt)]
+}
+
+// bigBuf returns a buffer of superHdrLen + MaxPacket bytes.
+func (b *Bridge) bigBuf() []byte {
+	select {
+	case p := <-b.big:
+		return p[:cap(p)]
+	default:
+		return make([]byte, superHdrLen+MaxPacket)
+	}
 }
 
 func (b *Bridge) putBuf(p []byte) {
@@ -479,18 +477,20 @@ func (b *Bridge) readLoop(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		errs = 0
 		for i := range n {
-			b.dispatch(ctx, wg, bufs[i][:sizes[i]], 0)
+			b.dispatch(ctx, wg, b.copyBuf(bufs[i][:sizes[i]]))
 		}
 	}
 }
 
-// readSupers is readLoop over a device that reads super-packets whole.
+// readSupers is readLoop over a device that reads super-packets whole:
+// each is read into a 64 KB buffer behind room for its prefix, which
+// goes to the peer's queue as it is (the next read takes another), a
+// plain packet in a copy.
 func (b *Bridge) readSupers(ctx context.Context, wg *sync.WaitGroup, sd SuperDevice) error {
-	h := sd.Headroom()
-	buf := make([]byte, h+MaxPacket)
+	buf := b.bigBuf()
 	errs := 0
 	for {
-		n, mss, err := sd.ReadSuper(buf)
+		n, mss, err := sd.ReadSuper(buf[superHdrLen:])
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // the owner closed the device to stop
@@ -505,13 +505,20 @@ func (b *Bridge) readSupers(ctx context.Context, wg *sync.WaitGroup, sd SuperDev
 			return fmt.Errorf("ipnet: device: %w", err)
 		}
 		errs = 0
-		b.dispatch(ctx, wg, buf[h:h+n], mss)
+		if mss == 0 {
+			b.dispatch(ctx, wg, b.copyBuf(buf[superHdrLen:superHdrLen+n]))
+			continue
+		}
+		putSuperHdr(buf, mss)
+		b.dispatch(ctx, wg, buf[:superHdrLen+n])
+		buf = b.bigBuf()
 	}
 }
 
-// dispatch queues a copy of pkt (a super-packet of mss-byte segments
-// where mss > 0) for the peer its route names.
-func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, pkt []byte, mss int) {
+// dispatch queues item, a packet behind its prefix (copyBuf's), for the
+// peer its route names, or puts it back.
+func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, item []byte) {
+	pkt := item[superHdrLen:]
 	dst, ok := Dst(pkt)
 	var r *Route
 	if ok {
@@ -519,6 +526,7 @@ func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, pkt []byte, m
 	}
 	if !ok {
 		b.noRoute.Add(1)
+		b.putBuf(item)
 		return
 	}
 	class := r.Class
@@ -527,15 +535,14 @@ func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, pkt []byte, m
 		class = ClassOfDSCP(d)
 	}
 	p := b.peer(ctx, wg, r.Name, class)
-	if mss > 0 {
+	if _, super := superMSS(item); super {
 		p.c.supers.Add(1)
 	}
-	buf := b.copyBuf(pkt, mss)
 	select {
-	case p.q <- buf:
+	case p.q <- item:
 	default:
 		p.c.drops.Add(1)
-		b.putBuf(buf)
+		b.putBuf(item)
 	}
 }
 

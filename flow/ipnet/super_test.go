@@ -355,10 +355,10 @@ func (d *superDev) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 	sizes[0] = n
 	return 1, err
 }
-func (d *superDev) ReadSuper(b []byte) (int, int, error) {
+func (d *superDev) ReadSuper(p []byte) (int, int, error) {
 	select {
 	case w := <-d.in:
-		return copy(b[vnetHdrLen:], w.pkt), w.mss, nil
+		return copy(p, w.pkt), w.mss, nil
 	case <-d.closed:
 		return 0, 0, flow.ErrClosed
 	}

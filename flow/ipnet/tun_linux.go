@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -45,6 +47,17 @@ type TUN struct {
 
 	wmu  sync.Mutex // Write's buffer with room for the vnet header
 	wbuf []byte
+
+	// ReadSuper's: the offload header and the caller's buffer, read
+	// with one readv through the device's poller (readv, made once: a
+	// method value allocates).
+	smu    sync.Mutex
+	rc     syscall.RawConn
+	iov    [2]unix.Iovec
+	hdr    [vnetHdrLen]byte
+	rn     int
+	rerr   error
+	readvf func(fd uintptr) bool
 }
 
 // OpenTUN creates (or attaches to) the TUN interface name, sets its MTU
@@ -103,6 +116,11 @@ func openTUN(name string, mtu int, offload bool) (*TUN, error) {
 		}
 	}
 	t := &TUN{Name: kname, Offload: offload, dev: dev, wbuf: make([]byte, vnetHdrLen+MaxPacket)}
+	if t.rc, err = dev.File().SyscallConn(); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("ipnet: tun %q: %w", name, err)
+	}
+	t.readvf = t.readv
 	if t.mtu, err = setLink(t.Name, mtu); err != nil {
 		t.Close()
 		return nil, err
@@ -196,26 +214,41 @@ func (t *TUN) Write(p []byte) (int, error) {
 // dropped, counted as a device error.
 var errSuper = errors.New("super-packet of a shape the bridge does not carry")
 
-// ReadSuper reads one packet into b[Headroom():] (b at least Headroom()
-// + MaxPacket long) and returns its length and, where it is a TCP
-// super-packet, its segment size (0: a plain packet, its checksums
-// complete). Only a TUN with offloads reads super-packets.
-func (t *TUN) ReadSuper(b []byte) (n, mss int, err error) {
-	h := t.Headroom()
-	n, err = t.dev.File().Read(b)
-	if err != nil {
-		if errors.Is(err, unix.EBADFD) {
-			err = os.ErrClosed
+// ReadSuper reads one packet into p (MaxPacket long) and returns its
+// length and, where it is a TCP super-packet, its segment size (0: a
+// plain packet, its checksums complete). The offload header is read
+// apart (readv), so the packet lands in p as it is. Only a TUN with
+// offloads reads super-packets. It allocates nothing.
+func (t *TUN) ReadSuper(p []byte) (n, mss int, err error) {
+	if !t.Offload {
+		n, err = t.dev.File().Read(p)
+		if err != nil {
+			return 0, 0, t.readErr(err)
 		}
-		return 0, 0, fmt.Errorf("ipnet: tun %s: %w", t.Name, err)
-	}
-	if h == 0 {
 		return n, 0, nil
 	}
-	if n < h {
-		return 0, 0, fmt.Errorf("ipnet: tun %s: read of %d bytes: %w", t.Name, n, errSuper)
+	if len(p) == 0 {
+		return 0, 0, fmt.Errorf("ipnet: tun %s: read into no buffer: %w", t.Name, os.ErrInvalid)
 	}
-	pkt := b[h:n]
+	t.smu.Lock()
+	defer t.smu.Unlock()
+	t.iov[0].Base, t.iov[1].Base = &t.hdr[0], &p[0]
+	t.iov[0].SetLen(vnetHdrLen)
+	t.iov[1].SetLen(len(p))
+	err = t.rc.Read(t.readvf)
+	t.iov[1].Base = nil // p is the caller's again
+	if err == nil {
+		err = t.rerr
+	}
+	if err != nil {
+		return 0, 0, t.readErr(err)
+	}
+	if t.rn < vnetHdrLen {
+		return 0, 0, fmt.Errorf("ipnet: tun %s: read of %d bytes: %w", t.Name, t.rn, errSuper)
+	}
+	b := t.hdr[:]
+	n = t.rn - vnetHdrLen
+	pkt := p[:n]
 	flags, gso := b[0], b[1]&^unix.VIRTIO_NET_HDR_GSO_ECN
 	gsoSize := int(binary.NativeEndian.Uint16(b[4:]))
 	start, off := int(binary.NativeEndian.Uint16(b[6:])), int(binary.NativeEndian.Uint16(b[8:]))
@@ -241,6 +274,28 @@ func (t *TUN) ReadSuper(b []byte) (n, mss int, err error) {
 		return len(pkt), gsoSize, nil
 	}
 	return 0, 0, fmt.Errorf("ipnet: tun %s: GSO type %d: %w", t.Name, gso, errSuper)
+}
+
+// readv is ReadSuper's read on the device's descriptor: false (the
+// poller waits) while there is nothing to read.
+func (t *TUN) readv(fd uintptr) bool {
+	n, _, e := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&t.iov[0])), uintptr(len(t.iov)))
+	if e == unix.EAGAIN {
+		return false
+	}
+	t.rn, t.rerr = int(n), nil
+	if e != 0 {
+		t.rn, t.rerr = 0, e
+	}
+	return true
+}
+
+// readErr wraps a read's error (os.ErrClosed once the device is closed).
+func (t *TUN) readErr(err error) error {
+	if errors.Is(err, unix.EBADFD) {
+		err = os.ErrClosed
+	}
+	return fmt.Errorf("ipnet: tun %s: %w", t.Name, err)
 }
 
 // WriteSuper writes the TCP super-packet b[Headroom():], of segments of

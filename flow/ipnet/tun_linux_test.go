@@ -22,6 +22,13 @@ import (
 // interfaces f makes belong to it); the thread ends with f.
 func inNetns(t *testing.T, ns string, f func()) {
 	t.Helper()
+	if err := enterNetns(ns, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// enterNetns is inNetns reporting a failed setns as an error.
+func enterNetns(ns string, f func()) error {
 	done := make(chan error)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
@@ -38,8 +45,9 @@ func inNetns(t *testing.T, ns string, f func()) {
 		f()
 	}()
 	if err := <-done; err != nil {
-		t.Fatalf("setns %s: %v", ns, err)
+		return fmt.Errorf("setns %s: %w", ns, err)
 	}
+	return nil
 }
 
 // ip4 builds an IPv4 packet of protocol proto from src to dst around
@@ -141,7 +149,7 @@ func TestTUNOffload(t *testing.T) {
 	if _, _, err := conn.WriteMsgUDP(payload, oob, &net.UDPAddr{IP: net.IP(far[:]), Port: 9999}); err != nil {
 		t.Fatalf("UDP_SEGMENT send: %v", err)
 	}
-	rb0 := make([]byte, vnetHdrLen+MaxPacket)
+	rb0 := make([]byte, MaxPacket)
 	var got [][]byte
 	for len(got) < 10 {
 		n, mss, err := tun.ReadSuper(rb0)
@@ -151,7 +159,7 @@ func TestTUNOffload(t *testing.T) {
 		if mss != 0 {
 			t.Fatalf("a UDP super-packet read (mss %d): the TUN should take TCP's offloads only", mss)
 		}
-		p := rb0[vnetHdrLen : vnetHdrLen+n]
+		p := rb0[:n]
 		if len(p) >= 28 && p[9] == unix.IPPROTO_UDP && binary.BigEndian.Uint16(p[22:]) == 9999 {
 			got = append(got, bytes.Clone(p))
 		}
@@ -277,7 +285,7 @@ func TestTUNSuper(t *testing.T) {
 	}
 	local, far := [4]byte{10, 67, 0, 1}, [4]byte{10, 67, 0, 2}
 	const mss = 1000
-	rb := make([]byte, vnetHdrLen+MaxPacket)
+	rb := make([]byte, MaxPacket)
 	// next returns the next TCP packet the host sends to dport, with
 	// the MSS ReadSuper gave (other packets are passed over).
 	next := func(dport uint16) ([]byte, int) {
@@ -291,7 +299,7 @@ func TestTUNSuper(t *testing.T) {
 			c := make(chan res, 1)
 			go func() {
 				n, m, err := tun.ReadSuper(rb)
-				c <- res{bytes.Clone(rb[vnetHdrLen : vnetHdrLen+n]), m, err}
+				c <- res{bytes.Clone(rb[:n]), m, err}
 			}()
 			var r res
 			select {
@@ -316,15 +324,21 @@ func TestTUNSuper(t *testing.T) {
 
 	// The host sends: a connection to far:5555, answered by hand.
 	conns := make(chan net.Conn, 1)
-	go inNetns(t, ns, func() { // the dial blocks until the handshake below
-		c, err := net.DialTimeout("tcp4", "10.67.0.2:5555", 5*time.Second)
+	go func() {
+		err := enterNetns(ns, func() { // the dial blocks until the handshake below
+			c, err := net.DialTimeout("tcp4", "10.67.0.2:5555", 5*time.Second)
+			if err != nil {
+				t.Error(err)
+				close(conns)
+				return
+			}
+			conns <- c
+		})
 		if err != nil {
 			t.Error(err)
 			close(conns)
-			return
 		}
-		conns <- c
-	})
+	}()
 	syn, _ := next(5555)
 	sport := binary.BigEndian.Uint16(syn[20:])
 	writePlain(tcp4(far, local, 5555, sport, 9000, binary.BigEndian.Uint32(syn[24:])+1, 0x12, mss, nil)) // SYN-ACK
@@ -382,5 +396,27 @@ func TestTUNSuper(t *testing.T) {
 	got := make([]byte, len(payload))
 	if _, err := io.ReadFull(ac, got); err != nil || !bytes.Equal(got, payload) {
 		t.Fatalf("the socket read %v; payload equal %v", err, bytes.Equal(got, payload))
+	}
+
+	// ReadSuper allocates nothing: 101 datagrams wait in the TUN's
+	// queue, AllocsPerRun reads them (one warm-up read, 100 counted).
+	var uc *net.UDPConn
+	inNetns(t, ns, func() { uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP(local[:])}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	for range 101 {
+		if _, err := uc.WriteToUDP(make([]byte, 100), &net.UDPAddr{IP: net.IP(far[:]), Port: 9}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if a := testing.AllocsPerRun(100, func() {
+		if _, _, err := tun.ReadSuper(rb); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("ReadSuper: %.1f allocations a read, want 0", a)
 	}
 }
