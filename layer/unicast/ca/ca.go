@@ -326,6 +326,7 @@ type mbFlow struct {
 	last      time.Time // last token refill
 	step      time.Time // start of the current increase step
 	limited   bool      // OnSend made the sender wait during this step
+	waitEnd   time.Time // when the last wait OnSend asked for ends
 	probing   bool      // slow start: no congestion heard yet
 	congested time.Time // last feedback reporting congestion
 	lastDec   time.Time // last decrease
@@ -389,47 +390,83 @@ func (f *mbFlow) burst() float64 {
 	return max(float64(f.rate)*f.cfg.Interval.Seconds()/burstDiv, 2*float64(max(flow.MaxSDU, f.maxPkt)))
 }
 
+// maxCatchUp is the most Intervals of increase advance applies at once:
+// a sender that waited a second (a 64 KB packet at a slow start's first
+// rates) grows as if it had asked every Interval.
+const maxCatchUp = 100
+
 // advance refills tokens and applies additive increase for every whole
-// Interval in which the sender wanted more and heard no congestion.
+// Interval in which the sender wanted more and heard no congestion: each
+// Interval its last wait spanned counts, not only the one it asked in.
+// (Before, a wait of many Intervals counted once: a flow of 64 KB SDUs,
+// waiting half a second for its next at the initial rate, grew by an
+// eighth every half second, and TCP through an IP bridge crawled at
+// 11 Mbit/s for its first second.)
 func (f *mbFlow) advance(now time.Time) {
 	if now.After(f.last) {
 		f.tokens = min(f.tokens+float64(f.rate)*now.Sub(f.last).Seconds(), f.burst())
 		f.last = now
 	}
 	if steps := now.Sub(f.step) / f.cfg.Interval; steps > 0 {
+		n := 0 // the steps the sender waited through
+		if f.limited {
+			n = int(min(steps, max(1, (f.waitEnd.Sub(f.step)+f.cfg.Interval-1)/f.cfg.Interval), maxCatchUp))
+		}
 		f.step = f.step.Add(steps * f.cfg.Interval)
-		if f.limited && now.Sub(f.congested) >= 2*f.cfg.Interval {
-			inc := max(f.cfg.Increase, f.rate/scaleInc)
-			switch {
-			case f.probing:
-				inc = max(inc, f.rate/uint64(f.cfg.SlowStart))
-			case f.wmax == 0:
-			case f.rate < f.wmax:
-				// Back towards the rate the last decrease came
-				// from, closing 1/approach of the gap per Interval.
-				inc = max(inc, (f.wmax-f.rate)/approach)
-			default:
-				// Past it: probe, slowly at first, faster the longer
-				// no congestion comes (the path has room again: a
-				// flow left).
-				inc = max(inc, (f.rate-f.wmax)/(4*approach))
-			}
-			f.rate = min(f.rate+inc, f.cfg.MaxRate)
+		for range n {
+			f.increase(now)
 		}
 		f.limited = false
 	}
 }
 
+// increase applies one Interval's increase, unless congestion was heard
+// within the last two Intervals.
+func (f *mbFlow) increase(now time.Time) {
+	if now.Sub(f.congested) < 2*f.cfg.Interval {
+		return
+	}
+	inc := max(f.cfg.Increase, f.rate/scaleInc)
+	switch {
+	case f.probing:
+		inc = max(inc, f.rate/uint64(f.cfg.SlowStart))
+	case f.wmax == 0:
+	case f.rate < f.wmax:
+		// Back towards the rate the last decrease came from, closing
+		// 1/approach of the gap per Interval.
+		inc = max(inc, (f.wmax-f.rate)/approach)
+	default:
+		// Past it: probe, slowly at first, faster the longer no
+		// congestion comes (the path has room again: a flow left).
+		inc = max(inc, (f.rate-f.wmax)/(4*approach))
+	}
+	f.rate = min(f.rate+inc, f.cfg.MaxRate)
+}
+
+// OnSend lets n bytes go when the bucket holds them. A packet larger
+// than any before deepens the bucket (it holds two of the largest), and
+// the bucket stays as full as it was: a new flow's first packets go at
+// once whatever their size. A sender told to wait is told at most an
+// Interval, and comes back: its rate grows every Interval it wants
+// more, so a large packet at a slow start's first rates waits while the
+// rate climbs, not the whole time the first rate would take to pay for
+// it.
 func (f *mbFlow) OnSend(n int, now time.Time) time.Duration {
-	f.maxPkt = max(f.maxPkt, n)
+	if n > f.maxPkt {
+		old := f.burst()
+		f.maxPkt = n
+		f.tokens *= f.burst() / old
+	}
 	f.advance(now)
 	if f.tokens >= float64(n) {
 		f.tokens -= float64(n)
 		return 0
 	}
 	f.limited = true
-	wait := time.Duration((float64(n) - f.tokens) / float64(f.rate) * float64(time.Second))
-	return max(wait, time.Microsecond)
+	wait := max(time.Duration((float64(n)-f.tokens)/float64(f.rate)*float64(time.Second)), time.Microsecond)
+	wait = min(wait, f.cfg.Interval)
+	f.waitEnd = now.Add(wait)
+	return wait
 }
 
 // OnFeedback decreases the rate in proportion to the reported level (255

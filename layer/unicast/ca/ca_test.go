@@ -851,3 +851,37 @@ func TestPeak(t *testing.T) {
 		t.Errorf("Add allocates %v times, want 0", n)
 	}
 }
+
+// TestSlowStartLargePackets: in slow start, a flow of 64 KB packets
+// grows as fast as one of 1,400-byte packets, and a new flow's first
+// large packets go at once. Before, the bucket held two 1,400-byte SDUs
+// when the first 64 KB packet came, which then waited half a second at
+// the initial rate, and that wait counted as one Interval of wanting
+// more: after 300 ms the large packets' flow was still at its initial
+// rate, the other at about 34 times it. Now the bucket deepens full, a wait
+// is at most an Interval (the sender comes back while its rate climbs),
+// and each Interval a longer wait spanned counts.
+func TestSlowStartLargePackets(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	c := mustNew(t, ca.Config{Kind: ca.MultiBitECN})
+	if f := c.NewFlow(t0); f.OnSend(64000, t0) != 0 {
+		t.Error("a new flow's first 64,000-byte packet waits")
+	}
+	rateAfter := func(size int, d time.Duration) uint64 {
+		f := c.NewFlow(t0)
+		for now := t0; now.Before(t0.Add(d)); {
+			if w := f.OnSend(size, now); w > 0 {
+				if w > ca.DefaultInterval {
+					t.Fatalf("told to wait %v, more than an Interval", w)
+				}
+				now = now.Add(w)
+			}
+		}
+		return f.Rate()
+	}
+	small, large := rateAfter(1400, 300*time.Millisecond), rateAfter(64000, 300*time.Millisecond)
+	t.Logf("after 300 ms of slow start: %d B/s with 1,400-byte packets, %d B/s with 64,000-byte ones", small, large)
+	if large < small/2 {
+		t.Errorf("64,000-byte packets: %d B/s after 300 ms, 1,400-byte ones %d: want at least half", large, small)
+	}
+}
