@@ -753,20 +753,10 @@ func (c *cutter) pieces(item []byte, mss, limit, takes int) (sdus [][]byte, big 
 	if takes > 0 {
 		per = max(1, (slim-superHdrLen-s.hdrs())/mss)
 	}
-	size := superHdrLen + s.hdrs() + per*mss
-	n := (s.segments() + per - 1) / per
-	if n > len(c.sizes) {
+	n := c.cut(pkt, s, per, superHdrLen)
+	if n == 0 {
 		return nil, false
 	}
-	for len(c.bufs) < n {
-		c.bufs = append(c.bufs, nil)
-	}
-	for i := range n {
-		if len(c.bufs[i]) < size {
-			c.bufs[i] = make([]byte, size)
-		}
-	}
-	n = cutSuper(pkt, s, per, c.bufs[:n], c.sizes[:n], superHdrLen)
 	c.sdus = c.sdus[:0]
 	for i := range n {
 		piece := c.bufs[i][:superHdrLen+c.sizes[i]]
@@ -778,6 +768,26 @@ func (c *cutter) pieces(item []byte, mss, limit, takes int) (sdus [][]byte, big 
 		}
 	}
 	return c.sdus, false
+}
+
+// cut cuts the super-packet pkt (of shape s) into pieces of per
+// segments, each behind off bytes, in c's buffers (made as needed), and
+// returns how many; 0 where it has more pieces than c keeps.
+func (c *cutter) cut(pkt []byte, s superShape, per, off int) int {
+	n := (s.segments() + per - 1) / per
+	if n > len(c.sizes) {
+		return 0
+	}
+	size := off + s.hdrs() + per*s.mss
+	for len(c.bufs) < n {
+		c.bufs = append(c.bufs, nil)
+	}
+	for i := range n {
+		if len(c.bufs[i]) < size {
+			c.bufs[i] = make([]byte, size)
+		}
+	}
+	return cutSuper(pkt, s, per, c.bufs[:n], c.sizes[:n], off)
 }
 
 // writeSDUs writes sdus on port, in one call where it is a
@@ -905,21 +915,15 @@ func (b *Bridge) writeOne(pkt []byte) {
 func (b *Bridge) unsuper(sdu []byte, mss, h int, cut *cutter) [][]byte {
 	pkt := sdu[superHdrLen:]
 	s, ok := parseSuper(pkt, mss)
-	n := s.segments()
-	if !ok || n > len(cut.sizes) {
+	n := 0
+	if ok {
+		n = cut.cut(pkt, s, 1, h)
+	}
+	if n == 0 {
 		b.inDrops.Add(1)
 		return nil
 	}
 	b.supersIn.Add(1)
-	for len(cut.bufs) < n {
-		cut.bufs = append(cut.bufs, nil)
-	}
-	for i := range n {
-		if len(cut.bufs[i]) < h+s.hdrs()+mss {
-			cut.bufs[i] = make([]byte, h+s.hdrs()+mss)
-		}
-	}
-	n = cutSuper(pkt, s, 1, cut.bufs[:n], cut.sizes[:n], h)
 	cut.sdus = cut.sdus[:0]
 	for i := range n {
 		cut.sdus = append(cut.sdus, cut.bufs[i][:h+cut.sizes[i]])

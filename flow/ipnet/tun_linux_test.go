@@ -50,6 +50,19 @@ func enterNetns(ns string, f func()) error {
 	return nil
 }
 
+// newNetns makes a network namespace for the test (prefix and the
+// test's pid), without IPv6 (no chatter on a TUN), removed at its end.
+func newNetns(t *testing.T, prefix string) string {
+	t.Helper()
+	ns := fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1").Run()
+	return ns
+}
+
 // ip4 builds an IPv4 packet of protocol proto from src to dst around
 // l4 (a UDP or TCP header and payload), with both checksums.
 func ip4(proto byte, src, dst [4]byte, id uint16, l4 []byte) []byte {
@@ -108,12 +121,7 @@ func TestTUNOffload(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP: needs root (a network namespace and a TUN)")
 	}
-	ns := fmt.Sprintf("ouro-tun-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1").Run() // no IPv6 chatter on the TUN
+	ns := newNetns(t, "ouro-tun")
 
 	var tun *TUN
 	var err error
@@ -264,12 +272,7 @@ func TestTUNSuper(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP: needs root (a network namespace and a TUN)")
 	}
-	ns := fmt.Sprintf("ouro-tuns-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1").Run()
+	ns := newNetns(t, "ouro-tuns")
 	var tun *TUN
 	var err error
 	inNetns(t, ns, func() { tun, err = OpenTUN("stun0", 1400) })
