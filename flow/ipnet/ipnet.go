@@ -724,7 +724,7 @@ func (b *Bridge) listen(f *outFlow) {
 // cutter cuts super-packets for a flow, in buffers it keeps.
 type cutter struct {
 	bufs  [][]byte
-	sizes [tunBatch]int
+	sizes [maxPieces]int
 	sdus  [][]byte
 }
 

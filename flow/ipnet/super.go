@@ -38,6 +38,9 @@ const (
 	// (IPv4's minimum MTU, 576, less 40 bytes of headers): a peer's
 	// smaller one is refused rather than cut into thousands of pieces.
 	minMSS = 536
+	// maxPieces is the most pieces the Bridge cuts a super-packet into:
+	// one of 64 KB at minMSS is 123.
+	maxPieces = 128
 )
 
 // tcp flag bits in the header's 14th byte.

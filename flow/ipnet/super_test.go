@@ -297,7 +297,7 @@ func FuzzSuperSDU(f *testing.F) {
 		}
 		pkt := sdu[superHdrLen:]
 		s, ok := parseSuper(pkt, mss)
-		if !ok || s.segments() > tunBatch {
+		if !ok || s.segments() > maxPieces {
 			return
 		}
 		out, sizes := make([][]byte, s.segments()), make([]int, s.segments())
@@ -343,7 +343,7 @@ func (d *superDev) Close() {
 		close(d.closed)
 	}
 }
-func (d *superDev) BatchSize() int { return tunBatch }
+func (d *superDev) BatchSize() int { return 128 }
 func (d *superDev) MTU() int       { return 1500 }
 func (d *superDev) Headroom() int  { return vnetHdrLen }
 func (d *superDev) Read(p []byte) (int, error) {
