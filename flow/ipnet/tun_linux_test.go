@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -239,10 +240,10 @@ func TestTUNOffload(t *testing.T) {
 	}
 }
 
-// tcp4 builds a TCP segment from src:sport to dst:dport (seq, ack,
-// flags; an MSS option where mss > 0) around payload, checksums
-// complete.
-func tcp4(src, dst [4]byte, sport, dport uint16, seq, ack uint32, flags byte, mss int, payload []byte) []byte {
+// tcpSeg builds a TCP segment from src:sport to dst:dport (IPv4 or
+// IPv6 by the addresses; seq, ack, flags; an MSS option where mss > 0)
+// around payload, checksums complete.
+func tcpSeg(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags byte, mss int, payload []byte) []byte {
 	hl := 20
 	if mss > 0 {
 		hl = 24
@@ -259,7 +260,23 @@ func tcp4(src, dst [4]byte, sport, dport uint16, seq, ack uint32, flags byte, ms
 		binary.BigEndian.PutUint16(l4[22:], uint16(mss))
 	}
 	copy(l4[hl:], payload)
-	return ip4(unix.IPPROTO_TCP, src, dst, 1, l4)
+	if src.Is4() {
+		return ip4(unix.IPPROTO_TCP, src.As4(), dst.As4(), 1, l4)
+	}
+	p := make([]byte, 40+len(l4))
+	p[0], p[6], p[7] = 0x60, unix.IPPROTO_TCP, 64
+	binary.BigEndian.PutUint16(p[4:], uint16(len(l4)))
+	a, b := src.As16(), dst.As16()
+	copy(p[8:], a[:])
+	copy(p[24:], b[:])
+	copy(p[40:], l4)
+	var ph [40]byte
+	copy(ph[0:], a[:])
+	copy(ph[16:], b[:])
+	binary.BigEndian.PutUint32(ph[32:], uint32(len(l4)))
+	ph[39] = unix.IPPROTO_TCP
+	binary.BigEndian.PutUint16(p[40+16:], ^checksum.Checksum(p[40:], checksum.Checksum(ph[:], 0)))
+	return p
 }
 
 // TestTUNSuper (root): the host's TCP hands a TUN with offloads a
@@ -267,12 +284,20 @@ func tcp4(src, dst [4]byte, sport, dport uint16, seq, ack uint32, flags byte, ms
 // read), which ReadSuper returns whole with that MSS; and a super-packet
 // written with WriteSuper reaches an accepted socket as its segments'
 // bytes, in order: the kernel takes the offload header WriteSuper makes.
-// The test plays the far host's TCP by hand.
+// The test plays the far host's TCP by hand, over IPv4 and over IPv6.
 func TestTUNSuper(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP: needs root (a network namespace and a TUN)")
 	}
-	ns := newNetns(t, "ouro-tuns")
+	t.Run("IPv4", func(t *testing.T) { testTUNSuper(t, false) })
+	t.Run("IPv6", func(t *testing.T) { testTUNSuper(t, true) })
+}
+
+func testTUNSuper(t *testing.T, v6 bool) {
+	ns := newNetns(t, map[bool]string{false: "ouro-tun4", true: "ouro-tun6"}[v6])
+	if v6 {
+		exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0").Run()
+	}
 	var tun *TUN
 	var err error
 	inNetns(t, ns, func() { tun, err = OpenTUN("stun0", 1400) })
@@ -283,10 +308,17 @@ func TestTUNSuper(t *testing.T) {
 	if !tun.Offload {
 		t.Skip("SKIP: the kernel took no TUN offloads")
 	}
-	if out, err := exec.Command("ip", "-n", ns, "addr", "add", "10.67.0.1/24", "dev", "stun0").CombinedOutput(); err != nil {
+	local, far, prefix, network := netip.MustParseAddr("10.67.0.1"), netip.MustParseAddr("10.67.0.2"), "/24", "tcp4"
+	if v6 {
+		local, far, prefix, network = netip.MustParseAddr("fd67::1"), netip.MustParseAddr("fd67::2"), "/64", "tcp6"
+	}
+	if out, err := exec.Command("ip", "-n", ns, "addr", "add", local.String()+prefix, "dev", "stun0", "nodad").CombinedOutput(); err != nil {
 		t.Fatalf("ip addr add: %v %s", err, out)
 	}
-	local, far := [4]byte{10, 67, 0, 1}, [4]byte{10, 67, 0, 2}
+	iph := 20
+	if v6 {
+		iph = 40
+	}
 	const mss = 1000
 	rb := make([]byte, MaxPacket)
 	// next returns the next TCP packet the host sends to dport, with
@@ -313,7 +345,9 @@ func TestTUNSuper(t *testing.T) {
 			if r.err != nil {
 				t.Fatal(r.err)
 			}
-			if len(r.p) >= 40 && r.p[9] == unix.IPPROTO_TCP && binary.BigEndian.Uint16(r.p[22:]) == dport {
+			proto := r.p[0] >> 4
+			if v6 && proto == 6 && len(r.p) >= 60 && r.p[6] == unix.IPPROTO_TCP && binary.BigEndian.Uint16(r.p[42:]) == dport ||
+				!v6 && proto == 4 && len(r.p) >= 40 && r.p[9] == unix.IPPROTO_TCP && binary.BigEndian.Uint16(r.p[22:]) == dport {
 				return r.p, r.mss
 			}
 		}
@@ -329,7 +363,7 @@ func TestTUNSuper(t *testing.T) {
 	conns := make(chan net.Conn, 1)
 	go func() {
 		err := enterNetns(ns, func() { // the dial blocks until the handshake below
-			c, err := net.DialTimeout("tcp4", "10.67.0.2:5555", 5*time.Second)
+			c, err := net.DialTimeout(network, netip.AddrPortFrom(far, 5555).String(), 5*time.Second)
 			if err != nil {
 				t.Error(err)
 				close(conns)
@@ -343,8 +377,8 @@ func TestTUNSuper(t *testing.T) {
 		}
 	}()
 	syn, _ := next(5555)
-	sport := binary.BigEndian.Uint16(syn[20:])
-	writePlain(tcp4(far, local, 5555, sport, 9000, binary.BigEndian.Uint32(syn[24:])+1, 0x12, mss, nil)) // SYN-ACK
+	sport := binary.BigEndian.Uint16(syn[iph:])
+	writePlain(tcpSeg(far, local, 5555, sport, 9000, binary.BigEndian.Uint32(syn[iph+4:])+1, 0x12, mss, nil)) // SYN-ACK
 	c, ok := <-conns
 	if !ok {
 		t.FailNow()
@@ -359,7 +393,7 @@ func TestTUNSuper(t *testing.T) {
 				t.Fatalf("super-packet of mss %d, want %d", m, mss)
 			}
 			super = p
-		} else if len(p) > 40+mss {
+		} else if len(p) > iph+20+mss {
 			t.Fatalf("a plain packet of %d bytes, beyond the MSS", len(p))
 		}
 	}
@@ -372,20 +406,20 @@ func TestTUNSuper(t *testing.T) {
 	// The host receives: a connection from far:7777, its data one
 	// super-packet.
 	var ln net.Listener
-	inNetns(t, ns, func() { ln, err = net.Listen("tcp4", "10.67.0.1:6666") })
+	inNetns(t, ns, func() { ln, err = net.Listen(network, netip.AddrPortFrom(local, 6666).String()) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	writePlain(tcp4(far, local, 7777, 6666, 5000, 0, 0x02, mss, nil)) // SYN
+	writePlain(tcpSeg(far, local, 7777, 6666, 5000, 0, 0x02, mss, nil)) // SYN
 	synack, _ := next(7777)
-	ack := binary.BigEndian.Uint32(synack[24:]) + 1
-	writePlain(tcp4(far, local, 7777, 6666, 5001, ack, 0x10, 0, nil)) // ACK
+	ack := binary.BigEndian.Uint32(synack[iph+4:]) + 1
+	writePlain(tcpSeg(far, local, 7777, 6666, 5001, ack, 0x10, 0, nil)) // ACK
 	payload := make([]byte, 10*mss+123)
 	for i := range payload {
 		payload[i] = byte(i * 7)
 	}
-	sp := tcp4(far, local, 7777, 6666, 5001, ack, 0x18, 0, payload)
+	sp := tcpSeg(far, local, 7777, 6666, 5001, ack, 0x18, 0, payload)
 	b := append(make([]byte, vnetHdrLen), sp...)
 	if err := tun.WriteSuper(b, mss); err != nil {
 		t.Fatal(err)
@@ -404,13 +438,13 @@ func TestTUNSuper(t *testing.T) {
 	// ReadSuper allocates nothing: 101 datagrams wait in the TUN's
 	// queue, AllocsPerRun reads them (one warm-up read, 100 counted).
 	var uc *net.UDPConn
-	inNetns(t, ns, func() { uc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP(local[:])}) })
+	inNetns(t, ns, func() { uc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0))) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer uc.Close()
 	for range 101 {
-		if _, err := uc.WriteToUDP(make([]byte, 100), &net.UDPAddr{IP: net.IP(far[:]), Port: 9}); err != nil {
+		if _, err := uc.WriteToUDPAddrPort(make([]byte, 100), netip.AddrPortFrom(far, 9)); err != nil {
 			t.Fatal(err)
 		}
 	}
