@@ -274,7 +274,10 @@ type Bridge struct {
 	byName map[string]*counters
 
 	free chan []byte // packet buffers of superHdrLen + pkt bytes
-	big  chan []byte // buffers of superHdrLen + MaxPacket bytes, for super-packets longer than pkt
+	big  chan []byte // buffers of bigCap bytes, for super-packets
+	// bigOut is how many of those are handed out (bigBuf) and not back
+	// (putBuf).
+	bigOut atomic.Int32
 	// pkt is the longest packet a flow of the Bridge carries: the
 	// device's MTU where it is above flow.MaxSDU (a jumbo-SDU layer
 	// below), else flow.MaxSDU.
@@ -292,8 +295,18 @@ type Bridge struct {
 const sendBatch = 32
 
 // bigBufs is how many 64 KB buffers for super-packets a Bridge keeps
-// free for reuse (beyond them, more are made and left to the GC).
-const bigBufs = 64
+// free for reuse; maxBigOut is the most it hands out (8 MB): a
+// super-packet read while that many wait for their flows is dropped,
+// counted as a full queue's packets are.
+const (
+	bigBufs   = 64
+	maxBigOut = 2 * bigBufs
+)
+
+// bigCap is a super-packet buffer's capacity: room for a prefix and the
+// longest packet, and one byte more, which tells it apart from a plain
+// packet's buffer of its own (copyBuf).
+const bigCap = superHdrLen + MaxPacket + 1
 
 // maxDevErrors is how many device reads in a row may fail (a
 // super-packet the device could not split) before the Bridge stops.
@@ -391,13 +404,14 @@ func (b *Bridge) copyBuf(pkt []byte) []byte {
 	return p[:superHdrLen+copy(p[superHdrLen:], pkt)]
 }
 
-// bigBuf returns a buffer of superHdrLen + MaxPacket bytes.
+// bigBuf returns a buffer of bigCap bytes.
 func (b *Bridge) bigBuf() []byte {
+	b.bigOut.Add(1)
 	select {
 	case p := <-b.big:
 		return p[:cap(p)]
 	default:
-		return make([]byte, superHdrLen+MaxPacket)
+		return make([]byte, bigCap)
 	}
 }
 
@@ -408,7 +422,8 @@ func (b *Bridge) putBuf(p []byte) {
 		case b.free <- p:
 		default:
 		}
-	case superHdrLen + MaxPacket:
+	case bigCap:
+		b.bigOut.Add(-1)
 		select {
 		case b.big <- p:
 		default:
@@ -510,6 +525,10 @@ func (b *Bridge) readSupers(ctx context.Context, wg *sync.WaitGroup, sd SuperDev
 			continue
 		}
 		putSuperHdr(buf, mss)
+		if b.bigOut.Load() >= maxBigOut { // this buffer stays for the next read
+			b.dispatchDrop(ctx, wg, buf[:superHdrLen+n])
+			continue
+		}
 		b.dispatch(ctx, wg, buf[:superHdrLen+n])
 		buf = b.bigBuf()
 	}
@@ -518,6 +537,30 @@ func (b *Bridge) readSupers(ctx context.Context, wg *sync.WaitGroup, sd SuperDev
 // dispatch queues item, a packet behind its prefix (copyBuf's), for the
 // peer its route names, or puts it back.
 func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, item []byte) {
+	p := b.peerOf(ctx, wg, item)
+	if p == nil {
+		b.putBuf(item)
+		return
+	}
+	select {
+	case p.q <- item:
+	default:
+		p.c.drops.Add(1)
+		b.putBuf(item)
+	}
+}
+
+// dispatchDrop counts item as dropped on its way to its peer (the
+// super-packets waiting hold maxBigOut buffers); item stays the caller's.
+func (b *Bridge) dispatchDrop(ctx context.Context, wg *sync.WaitGroup, item []byte) {
+	if p := b.peerOf(ctx, wg, item); p != nil {
+		p.c.drops.Add(1)
+	}
+}
+
+// peerOf returns the peer item's packet goes to, counting a super-packet
+// on its route; nil, counted, where no route takes it.
+func (b *Bridge) peerOf(ctx context.Context, wg *sync.WaitGroup, item []byte) *peer {
 	pkt := item[superHdrLen:]
 	dst, ok := Dst(pkt)
 	var r *Route
@@ -526,8 +569,7 @@ func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, item []byte) 
 	}
 	if !ok {
 		b.noRoute.Add(1)
-		b.putBuf(item)
-		return
+		return nil
 	}
 	class := r.Class
 	if class == ClassDefault && b.cfg.DSCP {
@@ -538,12 +580,7 @@ func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, item []byte) 
 	if _, super := superMSS(item); super {
 		p.c.supers.Add(1)
 	}
-	select {
-	case p.q <- item:
-	default:
-		p.c.drops.Add(1)
-		b.putBuf(item)
-	}
+	return p
 }
 
 // peer returns the outgoing side toward name in class, starting it if
@@ -666,7 +703,7 @@ func (b *Bridge) send(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 				pkt := batch[i][superHdrLen:]
 				mss, super := superMSS(batch[i])
 				switch {
-				case of == nil:
+				case of == nil || ctx.Err() != nil: // stopping: a write to a stuck flow would hold Run up to 1 s each
 					p.c.drops.Add(1)
 					i++
 				case super:

@@ -514,3 +514,50 @@ func TestBridgeSupers(t *testing.T) {
 		}
 	})
 }
+
+// TestSuperBuffersBounded: super-packets for a peer that takes nothing
+// hold at most maxBigOut 64 KB buffers; the rest are dropped, counted
+// (before, each queued one held its buffer: the queue's 256 of them,
+// 16 MB, per peer).
+func TestSuperBuffersBounded(t *testing.T) {
+	broker := flowtest.NewBrokerSized(4, 65000)
+	da := newSuperDev()
+	a, err := New(Config{Broker: broker.Program("pa"), Dev: da, Runner: goRunner{}, Name: "ip.a",
+		Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.9.0/24"), Name: "ip.b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := broker.Program("stuck") // accepts, never reads
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := stuck.Bind(ctx, "ip.b"); err != nil {
+		t.Fatal(err)
+	}
+	run, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(run) }()
+	defer func() { stop(); da.Close(); <-done }()
+	pkt := mkSuper(false, 1000, 20, 0)
+	const n = 600
+	for range n {
+		da.in <- written{pkt: pkt, mss: 1000}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, _, _, _, _ := a.Stats()
+		if r[0].Supers == n {
+			if out := a.bigOut.Load(); out > maxBigOut+1 {
+				t.Fatalf("%d super-packet buffers out, at most %d", out, maxBigOut+1)
+			}
+			if r[0].Drops == 0 {
+				t.Fatalf("%+v: nothing dropped", r[0])
+			}
+			t.Logf("%d read: %d dropped, %d buffers out", n, r[0].Drops, a.bigOut.Load())
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d super-packets read", r[0].Supers, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
