@@ -157,6 +157,26 @@ func (b *Buf) Room(head int) []byte {
 	return b.data[b.off-head : b.end : len(b.data)]
 }
 
+// Data returns the whole buffer (headroom, window and tailroom) and the
+// window's bounds in it, data[off:end]: for a holder that keeps the
+// window in a packet type of its own and hands the buffer on (a layer
+// forwarding it without a copy; SetWindow puts its window back). The
+// slice aliases the buffer, as Bytes' does.
+func (b *Buf) Data() (data []byte, off, end int) {
+	b.check()
+	return b.data, b.off, b.end
+}
+
+// SetWindow puts the window at data[off:end] (Data's slice). It panics
+// if the bounds are out of range.
+func (b *Buf) SetWindow(off, end int) {
+	b.check()
+	if off < 0 || off > end || end > len(b.data) {
+		panic(fmt.Sprintf("kernel: Buf.SetWindow(%d, %d) of %d bytes", off, end, len(b.data)))
+	}
+	b.off, b.end = off, end
+}
+
 // TrimFront strips n bytes from the front of the window (a header). It
 // panics if n exceeds Len.
 func (b *Buf) TrimFront(n int) {

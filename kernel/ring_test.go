@@ -245,11 +245,22 @@ func TestBufWindow(t *testing.T) {
 	if got := string(b.Bytes()); got != "da" {
 		t.Fatalf("after TrimFront and Truncate: got %q, want da", got)
 	}
+	data, off, end := b.Data()
+	if len(data) != Headroom+BufSize || string(data[off:end]) != "da" {
+		t.Fatalf("Data: %d bytes, window %q", len(data), data[off:end])
+	}
+	copy(data[off-1:], "xdat")
+	b.SetWindow(off-1, end+1)
+	if got := string(b.Bytes()); got != "xdat" {
+		t.Fatalf("after SetWindow: got %q, want xdat", got)
+	}
 	b.SetLen(BufSize)
 	for _, tc := range []struct {
 		name string
 		f    func()
 	}{
+		{"SetWindow past the end", func() { b.SetWindow(0, Headroom+BufSize+1) }},
+		{"SetWindow reversed", func() { b.SetWindow(10, 9) }},
 		{"Extend past the end", func() { b.Extend(1) }},
 		{"Prepend past the headroom", func() { b.Prepend(Headroom + 1) }},
 		{"SetLen too long", func() { b.SetLen(BufSize + 1) }},
