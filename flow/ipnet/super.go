@@ -22,7 +22,8 @@ import (
 //
 // A super-packet's SDU: superTag, 0, the segment size (2 bytes, big
 // endian), then the IP packet: IPv4 without options beyond its IHL and
-// not fragmented, or IPv6 without extension headers, carrying TCP. Its
+// not fragmented, or IPv6 (TCP behind at most maxExtHdrs hop-by-hop or
+// destination options headers), carrying TCP. Its
 // lengths are those of the whole packet; its TCP checksum is left to
 // the receiving side (which writes it to its TUN as checksum-partial,
 // or completes each segment's).
@@ -42,6 +43,10 @@ const (
 	// one of 64 KB at minMSS is 123.
 	maxPieces = 128
 )
+
+// maxExtHdrs is the most IPv6 extension headers a super-packet may have
+// before its TCP header.
+const maxExtHdrs = 4
 
 // tcp flag bits in the header's 14th byte.
 const (
@@ -69,8 +74,10 @@ func (s superShape) segments() int { return max(1, (s.payloadLen+s.mss-1)/s.mss)
 // parseSuper checks that pkt is a TCP packet whose headers the Bridge can
 // cut and whose length fields agree with len(pkt), and returns its shape
 // with segments of mss bytes (at least minMSS). ok is false for anything
-// else: another protocol, IPv4 options beyond 60 bytes of header, a
-// fragment, IPv6 extension headers, lengths that disagree.
+// else: another protocol, a fragment, IPv6 extension headers other than
+// hop-by-hop and destination options (at most maxExtHdrs), lengths that
+// disagree. Its iph is the IP header's length, extension headers
+// included.
 func parseSuper(pkt []byte, mss int) (s superShape, ok bool) {
 	if mss < minMSS || len(pkt) < 1 {
 		return s, false
@@ -86,13 +93,23 @@ func parseSuper(pkt []byte, mss int) (s superShape, ok bool) {
 			return s, false
 		}
 	case 6:
-		if len(pkt) < 40 {
+		if len(pkt) < 40 || int(binary.BigEndian.Uint16(pkt[4:]))+40 != len(pkt) {
 			return s, false
 		}
-		s.iph = 40
-		if pkt[6] != 6 || int(binary.BigEndian.Uint16(pkt[4:]))+40 != len(pkt) {
+		// TCP, behind at most maxExtHdrs hop-by-hop or destination
+		// options headers (which leave the pseudo-header as it is; a
+		// routing header would change its destination).
+		nh, off := pkt[6], 40
+		for range maxExtHdrs {
+			if nh != 0 && nh != 60 || len(pkt) < off+8 {
+				break
+			}
+			nh, off = pkt[off], off+(int(pkt[off+1])+1)*8
+		}
+		if nh != 6 {
 			return s, false
 		}
+		s.iph = off
 	default:
 		return s, false
 	}

@@ -63,8 +63,15 @@ func mkSuper(v6 bool, mss, segs, last int) []byte {
 // test.
 func verifySegment(t *testing.T, seg []byte) {
 	t.Helper()
+	verifySegmentAt(t, seg, 40)
+}
+
+// verifySegmentAt is verifySegment for an IPv6 segment whose TCP header
+// is at tcpOff (behind extension headers).
+func verifySegmentAt(t *testing.T, seg []byte, tcpOff int) {
+	t.Helper()
 	var ph []byte
-	iph := 40
+	iph := tcpOff
 	if seg[0]>>4 == 4 {
 		iph = 20
 		if checksum.Checksum(seg[:20], 0) != 0xffff {
@@ -74,7 +81,7 @@ func verifySegment(t *testing.T, seg []byte) {
 		ph = append(ph, 0, 6, byte((len(seg)-20)>>8), byte(len(seg)-20))
 	} else {
 		ph = append(ph, seg[8:40]...)
-		n := len(seg) - 40
+		n := len(seg) - iph
 		ph = append(ph, byte(n>>24), byte(n>>16), byte(n>>8), byte(n), 0, 0, 0, 6)
 	}
 	if checksum.Checksum(seg[iph:], checksum.Checksum(ph, 0)) != 0xffff {
@@ -196,15 +203,15 @@ func TestParseSuperRefuses(t *testing.T) {
 		t.Fatal("IPv6 super-packet refused")
 	}
 	bad := map[string]func() ([]byte, int){
-		"mss below 536":   func() ([]byte, int) { return good4, 535 },
-		"fragment (MF)":   func() ([]byte, int) { p := bytes.Clone(good4); p[6] |= 0x20; return p, 1000 },
-		"fragment offset": func() ([]byte, int) { p := bytes.Clone(good4); p[7] = 1; return p, 1000 },
-		"IPv4 length":     func() ([]byte, int) { return good4[:len(good4)-1], 1000 },
-		"IPv4 UDP":        func() ([]byte, int) { p := bytes.Clone(good4); p[9] = 17; return p, 1000 },
-		"IHL below 5":     func() ([]byte, int) { p := bytes.Clone(good4); p[0] = 0x44; return p, 1000 },
-		"IPv6 extension":  func() ([]byte, int) { p := bytes.Clone(good6); p[6] = 0; return p, 1000 },
-		"IPv6 length":     func() ([]byte, int) { return good6[:len(good6)-1], 1000 },
-		"TCP offset 4":    func() ([]byte, int) { p := bytes.Clone(good4); p[32] = 4 << 4; return p, 1000 },
+		"mss below 536":       func() ([]byte, int) { return good4, 535 },
+		"fragment (MF)":       func() ([]byte, int) { p := bytes.Clone(good4); p[6] |= 0x20; return p, 1000 },
+		"fragment offset":     func() ([]byte, int) { p := bytes.Clone(good4); p[7] = 1; return p, 1000 },
+		"IPv4 length":         func() ([]byte, int) { return good4[:len(good4)-1], 1000 },
+		"IPv4 UDP":            func() ([]byte, int) { p := bytes.Clone(good4); p[9] = 17; return p, 1000 },
+		"IHL below 5":         func() ([]byte, int) { p := bytes.Clone(good4); p[0] = 0x44; return p, 1000 },
+		"IPv6 no such header": func() ([]byte, int) { p := bytes.Clone(good6); p[6] = 0; return p, 1000 },
+		"IPv6 length":         func() ([]byte, int) { return good6[:len(good6)-1], 1000 },
+		"TCP offset 4":        func() ([]byte, int) { p := bytes.Clone(good4); p[32] = 4 << 4; return p, 1000 },
 		"TCP offset long": func() ([]byte, int) {
 			p := bytes.Clone(good4[:60])
 			binary.BigEndian.PutUint16(p[2:], 60)
@@ -559,5 +566,57 @@ func TestSuperBuffersBounded(t *testing.T) {
 			t.Fatalf("%d of %d super-packets read", r[0].Supers, n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// withOptions returns the IPv6 super-packet p with a destination options
+// header (8 bytes: PadN) between the IPv6 header and TCP; next is what
+// the IPv6 header says comes next (60: destination options, 43: a
+// routing header, which the Bridge refuses).
+func withOptions(p []byte, next byte) []byte {
+	q := make([]byte, 0, len(p)+8)
+	q = append(q, p[:40]...)
+	q = append(q, 6, 0, 1, 4, 0, 0, 0, 0) // next header TCP, length 0 (8 bytes), PadN of 4
+	q = append(q, p[40:]...)
+	q[6] = next
+	binary.BigEndian.PutUint16(q[4:], uint16(len(q)-40))
+	return q
+}
+
+// TestSuperIPv6Options: an IPv6 super-packet with hop-by-hop or
+// destination options before its TCP header is cut like any (the
+// options copied into every segment, its checksums right); one with a
+// routing header, or more than maxExtHdrs extension headers, is
+// refused.
+func TestSuperIPv6Options(t *testing.T) {
+	const mss = 1000
+	pkt := withOptions(mkSuper(true, mss, 5, 10), 60)
+	s, ok := parseSuper(pkt, mss)
+	if !ok || s.iph != 48 {
+		t.Fatalf("parseSuper: ok %v, IP headers %d bytes; want 48", ok, s.iph)
+	}
+	segs := segmentsOf(t, bytes.Clone(pkt), mss)
+	var payload []byte
+	for _, seg := range segs {
+		if !bytes.Equal(seg[40:48], pkt[40:48]) {
+			t.Fatal("a segment lost its options header")
+		}
+		verifySegmentAt(t, seg, 48)
+		payload = append(payload, seg[s.hdrs():]...)
+	}
+	if len(segs) != 6 || !bytes.Equal(payload, pkt[s.hdrs():]) {
+		t.Fatalf("%d segments, payload kept %v", len(segs), bytes.Equal(payload, pkt[s.hdrs():]))
+	}
+	if _, ok := parseSuper(withOptions(mkSuper(true, mss, 5, 10), 43), mss); ok {
+		t.Error("a routing header taken")
+	}
+	many := mkSuper(true, mss, 5, 10)
+	for range maxExtHdrs + 1 {
+		many = withOptions(many, 60)
+		many[40] = 60 // each options header says another follows...
+	}
+	many[40+8*maxExtHdrs] = 6 // ...but the last, which says TCP
+	if _, ok := parseSuper(many, mss); ok {
+		t.Errorf("%d extension headers taken", maxExtHdrs+1)
 	}
 }

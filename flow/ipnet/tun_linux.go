@@ -210,7 +210,7 @@ func (t *TUN) Write(p []byte) (int, error) {
 }
 
 // errSuper is a super-packet from the kernel the Bridge cannot carry
-// (TCP over IPv6 extension headers, a type it did not ask for): it is
+// (TCP behind an IPv6 routing header, a type it did not ask for): it is
 // dropped, counted as a device error.
 var errSuper = errors.New("super-packet of a shape the bridge does not carry")
 
