@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
 )
 
 const (
@@ -26,7 +27,11 @@ const (
 	TxBatch = 32
 )
 
-// Buf is a packet buffer; the packet is B[Off:End].
+// Buf is a packet buffer; the packet is B[Off:End]. It is one of the
+// pool's own (B made with it), or a shell around a node's packet buffer
+// K that an N-1 port handed over (a BufPort's): B is K's memory, and K
+// goes on to the next hop's port as it is, or back to the node when the
+// pool frees the shell.
 type Buf struct {
 	Off, End int
 	// Origin is the flow this node made the packet for (nil: a packet
@@ -34,7 +39,43 @@ type Buf struct {
 	// node's own queues tell that flow how congested they are without a
 	// round trip (LocalMarker). The pool clears it.
 	Origin LocalMarker
-	B      []byte // the pool's buffer size (BufLen unless made for larger SDUs)
+	B      []byte // the pool's buffer size (BufLen unless made for larger SDUs); a shell's: K's
+	// K is the node's buffer a shell holds (nil: none, or one of the
+	// pool's own buffers).
+	K     *kernel.Buf
+	shell bool
+}
+
+// BufPort is an N-1 flow whose packets change hands in the node's packet
+// buffers instead of being copied (the node's ring ports): the receive
+// loop takes the buffers out of the flow's ring, a transmit loop pushes
+// them into its own flow's ring, and what is not passed on goes back to
+// the node. The layer holds them meanwhile, charged to its budget.
+type BufPort interface {
+	// PopBufs takes up to len(bufs) buffers, waiting for the first
+	// until the deadline; the caller holds them.
+	PopBufs(bufs []*kernel.Buf, deadline time.Time) (int, error)
+	// PushBufs hands bufs on, waiting for room until the deadline, and
+	// returns once at least one is pushed (their entries set to nil) or
+	// with the error; the caller holds the rest.
+	PushBufs(bufs []*kernel.Buf, deadline time.Time) (int, error)
+	// FreeBufs gives bufs, held by the caller, back to the node.
+	FreeBufs(bufs []*kernel.Buf)
+}
+
+// hold makes b, a shell, hold k: its packet is k's window.
+func (b *Buf) hold(k *kernel.Buf) {
+	b.K = k
+	b.B, b.Off, b.End = k.Data()
+}
+
+// release returns the node's buffer b holds, its window set to b's
+// packet, and leaves b empty.
+func (b *Buf) release() *kernel.Buf {
+	k := b.K
+	k.SetWindow(b.Off, b.End)
+	b.K, b.B = nil, nil
+	return k
 }
 
 // NewBuf returns a buffer of BufLen bytes outside any pool: for tests
@@ -79,6 +120,13 @@ type Pool struct {
 	waiters atomic.Int32
 	freed   chan struct{} // capacity 1: a put while someone waits
 	allocs  *atomic.Uint64
+
+	// Shells (Buf.K): made as needed, never more than the node's
+	// buffers the layer holds at once, and kept; freeK gives the node
+	// back the buffers of shells put (SetFreer).
+	shells []*Buf
+	freeK  func([]*kernel.Buf)
+	ks     []*kernel.Buf // Put's: the node buffers of the shells it frees
 }
 
 // NewPool returns a pool of at most limit buffers. Before it makes new
@@ -146,22 +194,46 @@ func (p *Pool) GetOne() *Buf {
 	return b[0]
 }
 
-// Put returns bs to the free list and clears bs. Freeing more buffers
-// than exist (one freed twice) is a data-path bug: Put panics, and the
-// component faults.
+// Put returns bs to the free list and clears bs; a shell's node buffer
+// goes back to the node. Freeing more buffers than exist (one freed
+// twice) is a data-path bug: Put panics, and the component faults.
 func (p *Pool) Put(bs []*Buf) {
 	if len(bs) == 0 {
 		return
 	}
+	shells := 0
 	for _, b := range bs {
 		b.Origin = nil // outside the lock: the caller holds bs
+		if b.shell {
+			shells++
+		}
 	}
 	p.mu.Lock()
-	if len(p.free)+len(bs) > p.made {
+	if shells > 0 {
+		for _, b := range bs {
+			if !b.shell {
+				continue
+			}
+			if b.K != nil {
+				p.ks = append(p.ks, b.release())
+			}
+			p.shells = append(p.shells, b)
+		}
+		if len(p.ks) > 0 {
+			p.freeK(p.ks)
+			clear(p.ks)
+			p.ks = p.ks[:0]
+		}
+	}
+	if len(p.free)+len(bs)-shells > p.made {
 		p.mu.Unlock()
 		panic("dt: more packet buffers freed than exist (one freed twice)")
 	}
-	p.free = append(p.free, bs...)
+	for _, b := range bs {
+		if !b.shell {
+			p.free = append(p.free, b)
+		}
+	}
 	p.mu.Unlock()
 	clear(bs)
 	if p.waiters.Load() > 0 {
@@ -170,6 +242,37 @@ func (p *Pool) Put(bs []*Buf) {
 		default:
 		}
 	}
+}
+
+// SetFreer sets how the pool gives the node back a shell's buffer (a
+// BufPort's FreeBufs: any of the layer's ports, the buffers are charged
+// to the layer's budget, not to a port). A receive loop over a BufPort
+// sets it before it makes shells.
+func (p *Pool) SetFreer(free func([]*kernel.Buf)) {
+	p.mu.Lock()
+	if p.freeK == nil {
+		p.freeK = free
+	}
+	p.mu.Unlock()
+}
+
+// Shells fills dst with empty shells and returns len(dst): kept ones
+// first, then new ones (made only while the layer holds more of the
+// node's buffers than ever before).
+func (p *Pool) Shells(dst []*Buf) int {
+	p.mu.Lock()
+	n := 0
+	for ; n < len(dst) && len(p.shells) > 0; n++ {
+		last := len(p.shells) - 1
+		dst[n] = p.shells[last]
+		p.shells[last] = nil
+		p.shells = p.shells[:last]
+	}
+	p.mu.Unlock()
+	for ; n < len(dst); n++ {
+		dst[n] = &Buf{shell: true}
+	}
+	return n
 }
 
 // PutOne returns b (nil: nothing) to the free list.
@@ -231,6 +334,14 @@ func (s *Spares) N() int { return s.n }
 func (s *Spares) Fill(p *Pool, want int) {
 	if s.n < want {
 		s.n += p.Get(s.b[s.n:want])
+	}
+}
+
+// FillShells tops the spares up to want with shells: what a receive
+// loop over a BufPort exchanges the packets it passes on for.
+func (s *Spares) FillShells(p *Pool, want int) {
+	if s.n < want {
+		s.n += p.Shells(s.b[s.n:want])
 	}
 }
 

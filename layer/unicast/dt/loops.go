@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
@@ -191,6 +192,10 @@ type Loops struct {
 // Rx reads np's packets until the flow breaks, then reports it
 // (Host.Fail), or until np is closed while every buffer is held.
 func (l *Loops) Rx(np *Port) {
+	if bp, ok := np.Flow.(BufPort); ok {
+		l.rxBufs(np, bp)
+		return
+	}
 	if bp, ok := np.Flow.(flow.BatchPort); ok {
 		l.rxBatch(np, bp)
 		return
@@ -301,6 +306,64 @@ func (l *Loops) rxBatch(np *Port, bp flow.BatchPort) {
 	}
 }
 
+// rxBufs is Rx over a BufPort: the node's buffers are taken out of the
+// flow's ring in batches, each in a shell, and what is passed on (to a
+// next hop's queue, to delivery) leaves in its buffer, exchanged for an
+// empty shell; what is not goes back to the node at the end of the
+// batch. No copy.
+func (l *Loops) rxBufs(np *Port, bp BufPort) {
+	var (
+		kb   [RxBatch]*kernel.Buf
+		bs   [RxBatch]*Buf
+		back [RxBatch]*kernel.Buf // not passed on: for the node
+		k    = Kicks{pool: l.Pool}
+		sp   Spares
+	)
+	l.Pool.SetFreer(bp.FreeBufs)
+	l.Pool.Shells(bs[:])
+	defer l.Pool.Put(bs[:])
+	defer sp.Release(l.Pool)
+	bl, _ := np.Flow.(Backlogger)
+	for {
+		n, err := bp.PopBufs(kb[:], time.Time{})
+		if err != nil {
+			l.Host.Fail(np, err)
+			return
+		}
+		var nb uint64
+		s := l.Capture.Session()
+		sp.FillShells(l.Pool, n)
+		for i := range n {
+			b := bs[i]
+			b.hold(kb[i])
+			kb[i] = nil
+			nb += uint64(b.End - b.Off)
+			if s != nil {
+				np.Tap(s, capture.In, b.Pkt())
+			}
+		}
+		l.Host.MarkRx(np, bl, bs[:n])
+		nback := 0
+		for i := range n {
+			b := bs[i]
+			faultinject.Check("unicast/dt", b.Pkt())
+			if r := l.Host.Input(b, &k, &sp); r != nil {
+				bs[i] = r // b went on with its buffer
+			} else if b.K != nil {
+				back[nback] = b.release()
+				nback++
+			}
+		}
+		bp.FreeBufs(back[:nback])
+		np.RxPkts.Add(uint64(n))
+		np.RxBytes.Add(nb)
+		np.LastRx.Store(k.Clock().UnixNano())
+		if k.Flush() > 0 {
+			runtime.Gosched() // as rxBatch
+		}
+	}
+}
+
 // Tx writes np's queued packets until np is closed. A period of
 // KeepAlive in which it wrote nothing ends with a keepalive
 // (Host.Keepalive), so that the N-1 flow is never idle in the layer
@@ -309,6 +372,7 @@ func (l *Loops) Tx(np *Port) {
 	var (
 		batch [TxBatch]*Buf
 		pkts  [TxBatch][]byte
+		kb    [TxBatch]*kernel.Buf // a BufPort's: what a push hands on
 	)
 	bp, _ := np.Flow.(flow.BatchPort)
 	qp, _ := np.Flow.(Queuer)
@@ -368,6 +432,10 @@ func (l *Loops) Tx(np *Port) {
 				np.Tap(s, capture.Out, b.Pkt())
 			}
 		}
+		if kp, ok := np.Flow.(BufPort); ok {
+			l.pushBatch(np, kp, bp, batch[:n], pkts[:n], kb[:n])
+			continue
+		}
 		if bp != nil {
 			l.writeBatch(np, bp, batch[:n], pkts[:n])
 			continue
@@ -388,6 +456,70 @@ func (l *Loops) Tx(np *Port) {
 // writeBatch writes batch to np with as few calls as its errors allow
 // (each error costs one packet, counted), then frees the buffers.
 func (l *Loops) writeBatch(np *Port, bp flow.BatchPort, batch []*Buf, pkts [][]byte) {
+	l.writeOwn(np, bp, batch, pkts)
+	l.Pool.Put(batch)
+}
+
+// pushBatch is writeBatch over a BufPort: a run of packets in the node's
+// buffers (from a BufPort's receive loop: forwarded) is pushed as it is,
+// a run of the pool's own (this node's packets) written with a copy;
+// the order stays. bp is the port's batch calls (nil: one Write each);
+// kb has room for the batch's node buffers.
+func (l *Loops) pushBatch(np *Port, kp BufPort, bp flow.BatchPort, batch []*Buf, pkts [][]byte, kb []*kernel.Buf) {
+	for i := 0; i < len(batch); {
+		j := i
+		for j < len(batch) && (batch[j].K != nil) == (batch[i].K != nil) {
+			j++
+		}
+		run := batch[i:j]
+		i = j
+		if run[0].K == nil {
+			l.writeOwn(np, bp, run, pkts[:len(run)])
+			continue
+		}
+		var nb uint64
+		for x, b := range run {
+			nb += uint64(b.End - b.Off)
+			kb[x] = b.release()
+		}
+		pushed := 0
+		for pushed < len(run) {
+			m, err := kp.PushBufs(kb[pushed:len(run)], time.Time{})
+			pushed += m
+			if err != nil {
+				break
+			}
+		}
+		if pushed < len(run) { // the flow broke: the rest go back to the node
+			kp.FreeBufs(kb[pushed:len(run)])
+			np.TxErrors.Add(1)
+			l.TxErrors.Add(1)
+			nb = 0
+			for _, b := range run[:pushed] {
+				nb += uint64(b.End - b.Off)
+			}
+		}
+		np.TxPkts.Add(uint64(pushed))
+		np.TxBytes.Add(nb)
+	}
+	l.Pool.Put(batch)
+}
+
+// writeOwn writes batch with a copy (WriteBatch, or Write where bp is
+// nil), counted, without freeing it.
+func (l *Loops) writeOwn(np *Port, bp flow.BatchPort, batch []*Buf, pkts [][]byte) {
+	if bp == nil {
+		for _, b := range batch {
+			if err := np.Flow.Write(b.Pkt(), time.Time{}); err != nil {
+				np.TxErrors.Add(1)
+				l.TxErrors.Add(1)
+			} else {
+				np.TxPkts.Add(1)
+				np.TxBytes.Add(uint64(b.End - b.Off))
+			}
+		}
+		return
+	}
 	for i, b := range batch {
 		pkts[i] = b.Pkt()
 	}
@@ -406,7 +538,6 @@ func (l *Loops) writeBatch(np *Port, bp flow.BatchPort, batch []*Buf, pkts [][]b
 			i++
 		}
 	}
-	l.Pool.Put(batch)
 	clear(pkts)
 }
 

@@ -1,0 +1,5 @@
+//go:build race
+
+package dt
+
+const raceEnabled = true
