@@ -170,13 +170,7 @@ func (p *Pool) charge(want int) int {
 // the free list, then new ones while fewer than limit exist.
 func (p *Pool) Get(dst []*Buf) int {
 	p.mu.Lock()
-	n := 0
-	for ; n < len(dst) && len(p.free) > 0; n++ {
-		last := len(p.free) - 1
-		dst[n] = p.free[last]
-		p.free[last] = nil
-		p.free = p.free[:last]
-	}
+	n := pop(&p.free, dst)
 	for k := p.charge(min(len(dst)-n, p.limit-p.made)); k > 0; k-- {
 		dst[n] = &Buf{B: make([]byte, p.size)}
 		n++
@@ -184,6 +178,17 @@ func (p *Pool) Get(dst []*Buf) int {
 		p.allocs.Add(1)
 	}
 	p.mu.Unlock()
+	return n
+}
+
+// pop moves up to len(dst) buffers from the end of *list into dst and
+// returns how many.
+func pop(list *[]*Buf, dst []*Buf) int {
+	n := min(len(dst), len(*list))
+	rest := len(*list) - n
+	copy(dst, (*list)[rest:])
+	clear((*list)[rest:])
+	*list = (*list)[:rest]
 	return n
 }
 
@@ -261,13 +266,7 @@ func (p *Pool) SetFreer(free func([]*kernel.Buf)) {
 // node's buffers than ever before).
 func (p *Pool) Shells(dst []*Buf) int {
 	p.mu.Lock()
-	n := 0
-	for ; n < len(dst) && len(p.shells) > 0; n++ {
-		last := len(p.shells) - 1
-		dst[n] = p.shells[last]
-		p.shells[last] = nil
-		p.shells = p.shells[:last]
-	}
+	n := pop(&p.shells, dst)
 	p.mu.Unlock()
 	for ; n < len(dst); n++ {
 		dst[n] = &Buf{shell: true}

@@ -436,25 +436,13 @@ func (l *Loops) Tx(np *Port) {
 			l.pushBatch(np, kp, bp, batch[:n], pkts[:n], kb[:n])
 			continue
 		}
-		if bp != nil {
-			l.writeBatch(np, bp, batch[:n], pkts[:n])
-			continue
-		}
-		for _, b := range batch[:n] {
-			if err := np.Flow.Write(b.Pkt(), time.Time{}); err != nil {
-				np.TxErrors.Add(1)
-				l.TxErrors.Add(1)
-			} else {
-				np.TxPkts.Add(1)
-				np.TxBytes.Add(uint64(b.End - b.Off))
-			}
-		}
-		l.Pool.Put(batch[:n])
+		l.writeBatch(np, bp, batch[:n], pkts[:n])
 	}
 }
 
 // writeBatch writes batch to np with as few calls as its errors allow
-// (each error costs one packet, counted), then frees the buffers.
+// (each error costs one packet, counted; one Write each where bp is
+// nil), then frees the buffers.
 func (l *Loops) writeBatch(np *Port, bp flow.BatchPort, batch []*Buf, pkts [][]byte) {
 	l.writeOwn(np, bp, batch, pkts)
 	l.Pool.Put(batch)
