@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/fa"
 )
 
@@ -186,8 +187,10 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 	var (
 		batch [txBatch]*pbuf
 		sdus  [txBatch][]byte
+		kb    dt.Scratch
 	)
 	bp, _ := f.Port.(flow.BatchPort)
+	kp, _ := f.Port.(dt.BufPort)
 	for {
 		n := d.pop(batch[:])
 		if n == 0 {
@@ -207,34 +210,60 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 				c.delivering.Add(-int64(n))
 			}
 		}
-		for i, b := range batch[:n] {
-			sdus[i] = b.Pkt()
-		}
 		sent := 0
-		if bp != nil {
-			for sent < n {
-				k, err := bp.WriteBatch(sdus[sent:n], time.Time{})
-				for _, s := range sdus[sent : sent+k] {
-					c.delivered(f, len(s))
-				}
-				sent += k
-				if err != nil {
-					break
-				}
-			}
+		if kp == nil {
+			sent = c.writeDelivered(f, bp, batch[:n], sdus[:n])
 		} else {
-			for ; sent < n; sent++ {
-				if f.Port.Write(sdus[sent], time.Time{}) != nil {
-					break
+			// Over the node's ring port: a packet in the node's buffer
+			// goes on in it, the SDU its window; the rest with a copy.
+			dt.Runs(batch[:n], func(run []*pbuf, held bool) {
+				if !held {
+					sent += c.writeDelivered(f, bp, run, sdus[:len(run)])
+					return
 				}
-				c.delivered(f, len(sdus[sent]))
-			}
+				pushed := dt.PushRun(kp, run, &kb)
+				for _, b := range run[:pushed] {
+					c.delivered(f, b.End-b.Off)
+				}
+				sent += pushed
+			})
 		}
 		if sent < n { // the port refused them: it is closing
 			f.Drops.Add(uint64(n - sent))
 		}
-		clear(sdus[:n])
 		c.p.pool.Put(batch[:n])
 		c.delivering.Add(-int64(n))
 	}
+}
+
+// writeDelivered writes batch's SDUs to f's port with a copy (in one
+// call where bp has batches) and returns how many it took; sdus has
+// room for them.
+func (c *core) writeDelivered(f *fa.Flow, bp flow.BatchPort, batch []*pbuf, sdus [][]byte) int {
+	n := len(batch)
+	for i, b := range batch {
+		sdus[i] = b.Pkt()
+	}
+	defer clear(sdus[:n])
+	sent := 0
+	if bp == nil {
+		for ; sent < n; sent++ {
+			if f.Port.Write(sdus[sent], time.Time{}) != nil {
+				break
+			}
+			c.delivered(f, len(sdus[sent]))
+		}
+		return sent
+	}
+	for sent < n {
+		k, err := bp.WriteBatch(sdus[sent:n], time.Time{})
+		for _, s := range sdus[sent : sent+k] {
+			c.delivered(f, len(s))
+		}
+		sent += k
+		if err != nil {
+			break
+		}
+	}
+	return sent
 }

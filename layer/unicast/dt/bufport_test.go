@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -249,4 +250,19 @@ func TestLoopsForwardBuffersZeroAllocs(t *testing.T) {
 	if per := float64(after.Mallocs-before.Mallocs) / n; per > 0.05 {
 		t.Errorf("%.3f allocations per forwarded packet, want 0", per)
 	}
+}
+
+// TestRuns: a batch is split into runs of packets all in the node's
+// buffers or all in the pool's own, in order, none empty.
+func TestRuns(t *testing.T) {
+	k := kernel.NewBuf(0)
+	held, own := &Buf{K: k}, &Buf{}
+	var got []string
+	Runs([]*Buf{held, held, own, held, own, own}, func(run []*Buf, h bool) {
+		got = append(got, fmt.Sprintf("%d%v", len(run), h))
+	})
+	if want := []string{"2true", "1false", "1true", "2false"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("runs %v, want %v", got, want)
+	}
+	Runs(nil, func([]*Buf, bool) { t.Error("a run of an empty batch") })
 }

@@ -372,7 +372,7 @@ func (l *Loops) Tx(np *Port) {
 	var (
 		batch [TxBatch]*Buf
 		pkts  [TxBatch][]byte
-		kb    [TxBatch]*kernel.Buf // a BufPort's: what a push hands on
+		kb    Scratch // a BufPort's: what a push hands on
 	)
 	bp, _ := np.Flow.(flow.BatchPort)
 	qp, _ := np.Flow.(Queuer)
@@ -433,7 +433,7 @@ func (l *Loops) Tx(np *Port) {
 			}
 		}
 		if kp, ok := np.Flow.(BufPort); ok {
-			l.pushBatch(np, kp, bp, batch[:n], pkts[:n], kb[:n])
+			l.pushBatch(np, kp, bp, batch[:n], pkts[:n], &kb)
 			continue
 		}
 		l.writeBatch(np, bp, batch[:n], pkts[:n])
@@ -451,35 +451,19 @@ func (l *Loops) writeBatch(np *Port, bp flow.BatchPort, batch []*Buf, pkts [][]b
 // pushBatch is writeBatch over a BufPort: a run of packets in the node's
 // buffers (from a BufPort's receive loop: forwarded) is pushed as it is,
 // a run of the pool's own (this node's packets) written with a copy;
-// the order stays. bp is the port's batch calls (nil: one Write each);
-// kb has room for the batch's node buffers.
-func (l *Loops) pushBatch(np *Port, kp BufPort, bp flow.BatchPort, batch []*Buf, pkts [][]byte, kb []*kernel.Buf) {
-	for i := 0; i < len(batch); {
-		j := i
-		for j < len(batch) && (batch[j].K != nil) == (batch[i].K != nil) {
-			j++
-		}
-		run := batch[i:j]
-		i = j
-		if run[0].K == nil {
+// the order stays. bp is the port's batch calls (nil: one Write each).
+func (l *Loops) pushBatch(np *Port, kp BufPort, bp flow.BatchPort, batch []*Buf, pkts [][]byte, kb *Scratch) {
+	Runs(batch, func(run []*Buf, held bool) {
+		if !held {
 			l.writeOwn(np, bp, run, pkts[:len(run)])
-			continue
+			return
 		}
 		var nb uint64
-		for x, b := range run {
+		for _, b := range run {
 			nb += uint64(b.End - b.Off)
-			kb[x] = b.release()
 		}
-		pushed := 0
-		for pushed < len(run) {
-			m, err := kp.PushBufs(kb[pushed:len(run)], time.Time{})
-			pushed += m
-			if err != nil {
-				break
-			}
-		}
-		if pushed < len(run) { // the flow broke: the rest go back to the node
-			kp.FreeBufs(kb[pushed:len(run)])
+		pushed := PushRun(kp, run, kb)
+		if pushed < len(run) { // the flow broke
 			np.TxErrors.Add(1)
 			l.TxErrors.Add(1)
 			nb = 0
@@ -489,8 +473,47 @@ func (l *Loops) pushBatch(np *Port, kp BufPort, bp flow.BatchPort, batch []*Buf,
 		}
 		np.TxPkts.Add(uint64(pushed))
 		np.TxBytes.Add(nb)
-	}
+	})
 	l.Pool.Put(batch)
+}
+
+// Scratch is room for a batch's node buffers on their way to a port
+// (PushRun's), kept by the loop that pushes.
+type Scratch [TxBatch]*kernel.Buf
+
+// PushRun hands the node's buffers of run (shells that hold one each,
+// at most TxBatch) on to kp as they are, waiting for room, and returns
+// how many went: a flow that broke takes the rest back to the node. The
+// shells are left empty.
+func PushRun(kp BufPort, run []*Buf, kb *Scratch) int {
+	for x, b := range run {
+		kb[x] = b.release()
+	}
+	pushed := 0
+	for pushed < len(run) {
+		m, err := kp.PushBufs(kb[pushed:len(run)], time.Time{})
+		pushed += m
+		if err != nil {
+			break
+		}
+	}
+	if pushed < len(run) {
+		kp.FreeBufs(kb[pushed:len(run)])
+	}
+	return pushed
+}
+
+// Runs calls f for each run of batch's packets that are all in the
+// node's buffers (held true) or all in the pool's own, in order.
+func Runs(batch []*Buf, f func(run []*Buf, held bool)) {
+	for i := 0; i < len(batch); {
+		j := i
+		for j < len(batch) && (batch[j].K != nil) == (batch[i].K != nil) {
+			j++
+		}
+		f(batch[i:j], batch[i].K != nil)
+		i = j
+	}
 }
 
 // writeOwn writes batch with a copy (WriteBatch, or Write where bp is
