@@ -466,6 +466,90 @@ func (c *core) sealIn(f *fa.Flow, b *pbuf, n int) (int, bool) {
 	return len(out), true
 }
 
+// flowTxBufs is flowTx over the node's ring port: an SDU stays in the
+// node's buffer it came in, sealed in place there, the PCI written into
+// its headroom, and goes on in it (to the next hop's ring, or to this
+// node's own delivery). No copy. The layer's budget holds back the
+// program: a full one waits in the pop, not in a drop.
+func (c *core) flowTxBufs(f *fa.Flow, kp dt.BufPort) {
+	p := c.p
+	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
+	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
+	local := c.ca.Local()          // the node's own queues tell this flow at once (mark.go)
+	var (
+		kb   dt.Scratch
+		back dt.Scratch // not passed on: for the node
+		bs   [rxBatch]*pbuf
+		k    dt.Kicks
+		sp   spares
+	)
+	off, over := sealRoom(f)
+	p.pool.SetFreer(kp.FreeBufs)
+	p.pool.Shells(bs[:])
+	defer p.pool.Put(bs[:])
+	defer sp.Release(p.pool)
+	for {
+		n, err := kp.PopBufs(kb[:], time.Time{})
+		if err != nil {
+			c.fa.Closed(f)
+			return
+		}
+		now := time.Now()
+		var sent, nb uint64
+		nback := 0
+		sp.FillShells(p.pool, n)
+		for i := range n {
+			b := bs[i]
+			b.Hold(kb[i])
+			kb[i] = nil
+			sz := b.End - b.Off
+			h := b.Off - off // where the sealed SDU starts, the PCI before it
+			if sz+over > p.MaxSDU() || h < dt.PCILen || len(b.B)-b.End < over {
+				p.c.tooBig.Add(1) // see flowTx
+				f.Drops.Add(1)
+				back[nback], b.K, b.B = b.K, nil, nil
+				nback++
+				continue
+			}
+			if f.Sealer != nil {
+				out, err := f.Sealer.Seal(b.B[h:h], b.B[h+off:h+off+sz], nil)
+				if err != nil { // the counter ran out, as in sealIn
+					f.Drops.Add(1)
+					back[nback], b.K, b.B = b.K, nil, nil
+					nback++
+					continue
+				}
+				sz = len(out)
+			}
+			if paced {
+				f.CAMu.Lock()
+				for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
+					f.CAMu.Unlock()
+					k.Flush() // what is queued goes while this one waits
+					time.Sleep(wait)
+					now = time.Now()
+					f.CAMu.Lock()
+				}
+				f.CAMu.Unlock()
+			}
+			b.Off, _ = dt.Prepend(b.B, h, fields)
+			b.End = h + sz
+			if local {
+				b.Origin = f
+			}
+			sent++
+			nb += uint64(sz)
+			bs[i] = sp.Take()
+			c.originate(b, &k)
+		}
+		kp.FreeBufs(back[:nback])
+		f.PktsOut.Add(sent)
+		f.BytesOut.Add(nb)
+		f.LastSent.Store(now.UnixNano())
+		k.Flush()
+	}
+}
+
 // sealRoom is, for an N+1 flow's SDUs, where one is read to after
 // headroom (room for the seal's counter) and what sealing adds to it: 0
 // and 0 on an unsealed flow.
@@ -484,6 +568,10 @@ func sealRoom(f *fa.Flow) (off, over int) {
 // drops).
 func (c *core) flowTx(f *fa.Flow) {
 	defer c.wg.Done()
+	if kp, ok := f.Port.(dt.BufPort); ok {
+		c.flowTxBufs(f, kp)
+		return
+	}
 	if bp, ok := f.Port.(flow.BatchPort); ok {
 		c.flowTxBatch(f, bp)
 		return

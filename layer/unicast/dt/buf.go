@@ -63,8 +63,8 @@ type BufPort interface {
 	FreeBufs(bufs []*kernel.Buf)
 }
 
-// hold makes b, a shell, hold k: its packet is k's window.
-func (b *Buf) hold(k *kernel.Buf) {
+// Hold makes b, a shell, hold k: its packet is k's window.
+func (b *Buf) Hold(k *kernel.Buf) {
 	b.K = k
 	b.B, b.Off, b.End = k.Data()
 }

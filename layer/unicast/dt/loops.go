@@ -335,7 +335,7 @@ func (l *Loops) rxBufs(np *Port, bp BufPort) {
 		sp.FillShells(l.Pool, n)
 		for i := range n {
 			b := bs[i]
-			b.hold(kb[i])
+			b.Hold(kb[i])
 			kb[i] = nil
 			nb += uint64(b.End - b.Off)
 			if s != nil {
