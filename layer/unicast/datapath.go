@@ -522,21 +522,9 @@ func (c *core) flowTxBufs(f *fa.Flow, kp dt.BufPort) {
 				sz = len(out)
 			}
 			if paced {
-				f.CAMu.Lock()
-				for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
-					f.CAMu.Unlock()
-					k.Flush() // what is queued goes while this one waits
-					time.Sleep(wait)
-					now = time.Now()
-					f.CAMu.Lock()
-				}
-				f.CAMu.Unlock()
+				now = c.pace(f, sz, now, &k)
 			}
-			b.Off, _ = dt.Prepend(b.B, h, fields)
-			b.End = h + sz
-			if local {
-				b.Origin = f
-			}
+			stamp(b, h, sz, fields, f, local)
 			sent++
 			nb += uint64(sz)
 			bs[i] = sp.Take()
@@ -548,6 +536,35 @@ func (c *core) flowTxBufs(f *fa.Flow, kp dt.BufPort) {
 		f.LastSent.Store(now.UnixNano())
 		k.Flush()
 	}
+}
+
+// stamp makes b the packet of f's sz bytes at b.B[start:]: the PCI of
+// fields written before them, and f its origin where the node's own
+// queues tell it their level (local).
+func stamp(b *pbuf, start, sz int, fields dt.Fields, f *fa.Flow, local bool) {
+	b.Off, _ = dt.Prepend(b.B, start, fields)
+	b.End = start + sz
+	if local {
+		b.Origin = f
+	}
+}
+
+// pace waits until f's congestion avoidance lets n bytes go (charging
+// them) and returns the time then; while it waits, what k has queued
+// goes (nil: nothing queued).
+func (c *core) pace(f *fa.Flow, n int, now time.Time, k *dt.Kicks) time.Time {
+	f.CAMu.Lock()
+	for wait := f.CA.OnSend(n, now); wait > 0; wait = f.CA.OnSend(n, now) {
+		f.CAMu.Unlock()
+		if k != nil {
+			k.Flush() // what is queued goes while this one waits
+		}
+		time.Sleep(wait)
+		now = time.Now()
+		f.CAMu.Lock()
+	}
+	f.CAMu.Unlock()
+	return now
 }
 
 // sealRoom is, for an N+1 flow's SDUs, where one is read to after
@@ -627,20 +644,9 @@ func (c *core) flowTx(f *fa.Flow) {
 		}
 		now := time.Now()
 		if paced {
-			f.CAMu.Lock()
-			for wait := f.CA.OnSend(n, now); wait > 0; wait = f.CA.OnSend(n, now) {
-				f.CAMu.Unlock()
-				time.Sleep(wait)
-				now = time.Now()
-				f.CAMu.Lock()
-			}
-			f.CAMu.Unlock()
+			now = c.pace(f, n, now, nil)
 		}
-		b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
-		b.End = headroom + n
-		if local {
-			b.Origin = f
-		}
+		stamp(b, headroom, n, fields, f, local)
 		f.PktsOut.Add(1)
 		f.BytesOut.Add(uint64(n))
 		f.LastSent.Store(now.UnixNano())
@@ -712,22 +718,10 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 				}
 			}
 			if paced {
-				f.CAMu.Lock()
-				for wait := f.CA.OnSend(sz, now); wait > 0; wait = f.CA.OnSend(sz, now) {
-					f.CAMu.Unlock()
-					k.Flush() // what is queued goes while this one waits
-					time.Sleep(wait)
-					now = time.Now()
-					f.CAMu.Lock()
-				}
-				f.CAMu.Unlock()
+				now = c.pace(f, sz, now, &k)
 			}
 			b := bs[i]
-			b.Off, _ = dt.Prepend(b.B[:], headroom, fields)
-			b.End = headroom + sz
-			if local {
-				b.Origin = f
-			}
+			stamp(b, headroom, sz, fields, f, local)
 			sent++
 			nb += uint64(sz)
 			bs[i] = sp.Take()
