@@ -455,10 +455,11 @@ func (c *core) open(f *fa.Flow, pkt []byte) ([]byte, bool) {
 	return nil, false
 }
 
-// sealIn seals, in place, the n-byte SDU of a sealed flow that was read
-// seal.CtrLen bytes behind headroom, and returns the sealed length.
-func (c *core) sealIn(f *fa.Flow, b *pbuf, n int) (int, bool) {
-	out, err := f.Sealer.Seal(b.B[headroom:headroom], b.B[headroom+seal.CtrLen:headroom+seal.CtrLen+n], nil)
+// sealIn seals, in place, the n-byte SDU of a sealed flow that lies
+// seal.CtrLen bytes behind start in b.B (the sealed SDU begins at
+// start), and returns the sealed length.
+func (c *core) sealIn(f *fa.Flow, b *pbuf, start, n int) (int, bool) {
+	out, err := f.Sealer.Seal(b.B[start:start], b.B[start+seal.CtrLen:start+seal.CtrLen+n], nil)
 	if err != nil { // the counter ran out: 2^63 SDUs under one key
 		f.Drops.Add(1)
 		return 0, false
@@ -473,9 +474,7 @@ func (c *core) sealIn(f *fa.Flow, b *pbuf, n int) (int, bool) {
 // program: a full one waits in the pop, not in a drop.
 func (c *core) flowTxBufs(f *fa.Flow, kp dt.BufPort) {
 	p := c.p
-	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
-	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
-	local := c.ca.Local()          // the node's own queues tell this flow at once (mark.go)
+	fields, paced, local := c.txFields(f)
 	var (
 		kb   dt.Scratch
 		back dt.Scratch // not passed on: for the node
@@ -504,22 +503,17 @@ func (c *core) flowTxBufs(f *fa.Flow, kp dt.BufPort) {
 			kb[i] = nil
 			sz := b.End - b.Off
 			h := b.Off - off // where the sealed SDU starts, the PCI before it
-			if sz+over > p.MaxSDU() || h < dt.PCILen || len(b.B)-b.End < over {
+			ok := sz+over <= p.MaxSDU() && h >= dt.PCILen && len(b.B)-b.End >= over
+			if !ok {
 				p.c.tooBig.Add(1) // see flowTx
 				f.Drops.Add(1)
-				back[nback], b.K, b.B = b.K, nil, nil
+			} else if f.Sealer != nil {
+				sz, ok = c.sealIn(f, b, h, sz)
+			}
+			if !ok {
+				back[nback] = b.Release()
 				nback++
 				continue
-			}
-			if f.Sealer != nil {
-				out, err := f.Sealer.Seal(b.B[h:h], b.B[h+off:h+off+sz], nil)
-				if err != nil { // the counter ran out, as in sealIn
-					f.Drops.Add(1)
-					back[nback], b.K, b.B = b.K, nil, nil
-					nback++
-					continue
-				}
-				sz = len(out)
 			}
 			if paced {
 				now = c.pace(f, sz, now, &k)
@@ -536,6 +530,14 @@ func (c *core) flowTxBufs(f *fa.Flow, kp dt.BufPort) {
 		f.LastSent.Store(now.UnixNano())
 		k.Flush()
 	}
+}
+
+// txFields returns what every packet of the N+1 flow f carries in its
+// PCI, whether its congestion avoidance paces it (nop never holds a
+// sender back), and whether the node's own queues tell it their level
+// at once (mark.go).
+func (c *core) txFields(f *fa.Flow) (fields dt.Fields, paced, local bool) {
+	return dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}, c.ca.Kind() != ca.Nop, c.ca.Local()
 }
 
 // stamp makes b the packet of f's sz bytes at b.B[start:]: the PCI of
@@ -594,10 +596,8 @@ func (c *core) flowTx(f *fa.Flow) {
 		return
 	}
 	p := c.p
-	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
+	fields, paced, local := c.txFields(f)
 	off, over := sealRoom(f)
-	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
-	local := c.ca.Local()          // the node's own queues tell this flow at once (mark.go)
 	var (
 		own [1]*pbuf
 		sp  spares
@@ -637,7 +637,7 @@ func (c *core) flowTx(f *fa.Flow) {
 		}
 		if f.Sealer != nil {
 			var ok bool
-			if n, ok = c.sealIn(f, b, n); !ok {
+			if n, ok = c.sealIn(f, b, headroom, n); !ok {
 				p.pool.PutOne(repl)
 				continue
 			}
@@ -661,9 +661,7 @@ func (c *core) flowTx(f *fa.Flow) {
 // pacing waits).
 func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 	p := c.p
-	fields := dt.Fields{Dst: f.Remote, Cube: f.Cube, TTL: dt.DefaultTTL, EID: f.RemoteEID}
-	paced := c.ca.Kind() != ca.Nop // nop never holds a sender back
-	local := c.ca.Local()          // the node's own queues tell this flow at once (mark.go)
+	fields, paced, local := c.txFields(f)
 	var (
 		bs    [rxBatch]*pbuf
 		bufs  [rxBatch][]byte
@@ -713,7 +711,7 @@ func (c *core) flowTxBatch(f *fa.Flow, bp flow.BatchPort) {
 			}
 			if f.Sealer != nil {
 				var ok bool
-				if sz, ok = c.sealIn(f, bs[i], sz); !ok {
+				if sz, ok = c.sealIn(f, bs[i], headroom, sz); !ok {
 					continue
 				}
 			}

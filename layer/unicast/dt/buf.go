@@ -69,9 +69,9 @@ func (b *Buf) Hold(k *kernel.Buf) {
 	b.B, b.Off, b.End = k.Data()
 }
 
-// release returns the node's buffer b holds, its window set to b's
-// packet, and leaves b empty.
-func (b *Buf) release() *kernel.Buf {
+// Release returns the node's buffer b, a shell, holds, its window set
+// to b's packet, and leaves b empty: the caller holds the buffer now.
+func (b *Buf) Release() *kernel.Buf {
 	k := b.K
 	k.SetWindow(b.Off, b.End)
 	b.K, b.B = nil, nil
@@ -220,7 +220,7 @@ func (p *Pool) Put(bs []*Buf) {
 				continue
 			}
 			if b.K != nil {
-				p.ks = append(p.ks, b.release())
+				p.ks = append(p.ks, b.Release())
 			}
 			p.shells = append(p.shells, b)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/kerneltest"
 	"github.com/ouronet/ouro/layer"
 )
 
@@ -57,19 +58,7 @@ var _ BufPort = (*kport)(nil)
 // its PD.
 func bootPD(t *testing.T, bufs int) *kernel.PD {
 	t.Helper()
-	k := kernel.New(kernel.Config{})
-	ch := make(chan *kernel.PD, 1)
-	err := k.Boot(&kernel.System{Components: []kernel.ComponentSpec{{Name: "ipcp", Budget: kernel.Budget{Bufs: bufs, Objects: 1 << 10}}}},
-		map[string]kernel.Program{"ipcp": func(pd *kernel.PD) error {
-			ch <- pd
-			<-pd.Context().Done()
-			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Stop)
-	return <-ch
+	return kerneltest.PD(t, "ipcp", kernel.Budget{Bufs: bufs, Objects: 1 << 10})
 }
 
 // dropper forwards what relay forwards but drops every packet whose

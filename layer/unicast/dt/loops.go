@@ -350,7 +350,7 @@ func (l *Loops) rxBufs(np *Port, bp BufPort) {
 			if r := l.Host.Input(b, &k, &sp); r != nil {
 				bs[i] = r // b went on with its buffer
 			} else if b.K != nil {
-				back[nback] = b.release()
+				back[nback] = b.Release()
 				nback++
 			}
 		}
@@ -375,6 +375,7 @@ func (l *Loops) Tx(np *Port) {
 		kb    Scratch // a BufPort's: what a push hands on
 	)
 	bp, _ := np.Flow.(flow.BatchPort)
+	kp, _ := np.Flow.(BufPort)
 	qp, _ := np.Flow.(Queuer)
 	below := 0 // the most qp ever held: its ring's capacity, once it filled
 	ka := time.NewTicker(l.KeepAlive)
@@ -432,7 +433,7 @@ func (l *Loops) Tx(np *Port) {
 				np.Tap(s, capture.Out, b.Pkt())
 			}
 		}
-		if kp, ok := np.Flow.(BufPort); ok {
+		if kp != nil {
 			l.pushBatch(np, kp, bp, batch[:n], pkts[:n], &kb)
 			continue
 		}
@@ -487,7 +488,7 @@ type Scratch [TxBatch]*kernel.Buf
 // shells are left empty.
 func PushRun(kp BufPort, run []*Buf, kb *Scratch) int {
 	for x, b := range run {
-		kb[x] = b.release()
+		kb[x] = b.Release()
 	}
 	pushed := 0
 	for pushed < len(run) {
