@@ -391,6 +391,30 @@ func (d *superDev) WriteSuper(b []byte, mss int) error {
 	return nil
 }
 
+// senderBeside runs a Bridge "ip.a" reading da, routing 10.9.9.0/24 to
+// "ip.b", which a program of broker named prog binds: it accepts the
+// Bridge's flows and is the test's (an older bridge that says no hello,
+// or one that never reads). It returns the Bridge and that program.
+func senderBeside(t *testing.T, broker *flowtest.Broker, da *superDev, prog string) (*Bridge, *flowtest.Broker) {
+	t.Helper()
+	a, err := New(Config{Broker: broker.Program("pa"), Dev: da, Runner: goRunner{}, Name: "ip.a",
+		Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.9.0/24"), Name: "ip.b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := broker.Program(prog)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := peer.Bind(ctx, "ip.b"); err != nil {
+		t.Fatal(err)
+	}
+	run, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(run) }()
+	t.Cleanup(func() { stop(); da.Close(); <-done })
+	return a, peer
+}
+
 // TestBridgeSupers: a super-packet read from one side's device crosses
 // as one SDU where the flow carries it and the accepting Bridge said it
 // takes super-packets, and reaches a device that takes super-packets
@@ -456,8 +480,15 @@ func TestBridgeSupers(t *testing.T) {
 
 	t.Run("device without super-packets", func(t *testing.T) {
 		da, db := newSuperDev(), newDev()
-		run(t, flowtest.NewBrokerSized(64, 65000), da, db)
-		for range 2 { // the second one crosses whole (b's hello has arrived)
+		_, b := run(t, flowtest.NewBrokerSized(64, 65000), da, db)
+		// Until b's hello arrives a cuts; after, a super-packet crosses
+		// whole and b, whose device takes none, cuts it: the same
+		// segments either way, and b must have cut one.
+		deadline := time.Now().Add(3 * time.Second)
+		for b.SupersIn() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no super-packet reached b whole")
+			}
 			send(da)
 			for i := range wantSegs {
 				got := recv(t, db)
@@ -486,21 +517,9 @@ func TestBridgeSupers(t *testing.T) {
 	t.Run("peer without hello", func(t *testing.T) {
 		broker := flowtest.NewBrokerSized(64, 65000)
 		da := newSuperDev()
-		a, err := New(Config{Broker: broker.Program("pa"), Dev: da, Runner: goRunner{}, Name: "ip.a",
-			Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.9.0/24"), Name: "ip.b"}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		old := broker.Program("old")
+		_, old := senderBeside(t, broker, da, "old")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := old.Bind(ctx, "ip.b"); err != nil {
-			t.Fatal(err)
-		}
-		ctx2, cancel2 := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- a.Run(ctx2) }()
-		defer func() { cancel2(); da.Close(); <-done }()
 		for range 2 {
 			send(da)
 		}
@@ -527,23 +546,8 @@ func TestBridgeSupers(t *testing.T) {
 // (before, each queued one held its buffer: the queue's 256 of them,
 // 16 MB, per peer).
 func TestSuperBuffersBounded(t *testing.T) {
-	broker := flowtest.NewBrokerSized(4, 65000)
 	da := newSuperDev()
-	a, err := New(Config{Broker: broker.Program("pa"), Dev: da, Runner: goRunner{}, Name: "ip.a",
-		Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.9.0/24"), Name: "ip.b"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stuck := broker.Program("stuck") // accepts, never reads
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := stuck.Bind(ctx, "ip.b"); err != nil {
-		t.Fatal(err)
-	}
-	run, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(run) }()
-	defer func() { stop(); da.Close(); <-done }()
+	a, _ := senderBeside(t, flowtest.NewBrokerSized(4, 65000), da, "stuck") // accepts, never reads
 	pkt := mkSuper(false, 1000, 20, 0)
 	const n = 600
 	for range n {
