@@ -10,6 +10,7 @@ import (
 	"github.com/ouronet/ouro/flow/flowtest"
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/kerneltest"
 )
 
 var noTime time.Time
@@ -17,22 +18,7 @@ var noTime time.Time
 // bootPD boots a kernel with one component and returns its PD.
 func bootPD(t *testing.T, bufs int) *kernel.PD {
 	t.Helper()
-	k := kernel.New(kernel.Config{})
-	ch := make(chan *kernel.PD, 1)
-	sys := &kernel.System{Components: []kernel.ComponentSpec{{
-		Name:   "app",
-		Budget: kernel.Budget{Bufs: bufs, Objects: 1 << 12},
-	}}}
-	err := k.Boot(sys, map[string]kernel.Program{"app": func(pd *kernel.PD) error {
-		ch <- pd
-		<-pd.Context().Done()
-		return nil
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Stop)
-	return <-ch
+	return kerneltest.PD(t, "app", kernel.Budget{Bufs: bufs, Objects: 1 << 12})
 }
 
 // ringPair returns two RingPorts connected by two fresh rings.

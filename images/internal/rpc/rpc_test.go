@@ -9,28 +9,14 @@ import (
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/images/internal/rpc"
 	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/kerneltest"
 )
 
 // serve boots a kernel with one component serving h on an endpoint and
 // returns a client for it.
 func serve(t *testing.T, h rpc.Handler) *rpc.Client {
 	t.Helper()
-	k := kernel.New(kernel.Config{})
-	ch := make(chan *kernel.PD, 1)
-	sys := &kernel.System{Components: []kernel.ComponentSpec{{
-		Name:   "srv",
-		Budget: kernel.Budget{Bufs: 16, Objects: 64},
-	}}}
-	err := k.Boot(sys, map[string]kernel.Program{"srv": func(pd *kernel.PD) error {
-		ch <- pd
-		<-pd.Context().Done()
-		return nil
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Stop)
-	pd := <-ch
+	pd := kerneltest.PD(t, "srv", kernel.Budget{Bufs: 16, Objects: 64})
 	ep, err := pd.NewEndpoint()
 	if err != nil {
 		t.Fatal(err)
