@@ -51,7 +51,7 @@ const CmdStatus = "status"
 // the node's socket.
 var ReadOnly = map[string]bool{
 	ipcp.CmdIPCPs: true, ipcp.CmdNames: true, ipcp.CmdFlows: true, ipcp.CmdSystem: true,
-	ipcp.CmdID: true, ipcp.CmdComponents: true, ipcp.CmdKernel: true, ipcp.CmdAllocs: true,
+	ipcp.CmdID: true, ipcp.CmdComponents: true, ipcp.CmdKernel: true, ipcp.CmdAllocs: true, ipcp.CmdBridges: true,
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
 	"graph": true, capture.Cmd: true, CmdStatus: true,
 }

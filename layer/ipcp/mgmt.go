@@ -36,6 +36,14 @@ const (
 	// allocations up to it (cumulative) and the sum of their times
 	// (columns layer, result, le, count, sum_seconds).
 	CmdAllocs = "allocs"
+	// CmdBridges lists the node's in-node IP bridges ([[ipnet]]) and
+	// their counters: a row per route (its prefix and peer name) and
+	// rows "in", "no_route" and "device" for what the bridge received,
+	// could not route and failed to read (columns bridge, prefix, peer,
+	// packets, bytes, drops, too_big, supers, flows, flow_errors, error;
+	// docs/ipnet.md). A bridge that does not answer in time has one row
+	// with its error.
+	CmdBridges = "bridges"
 )
 
 // Management commands that change the node's set of IPCPs.

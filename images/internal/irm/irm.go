@@ -141,6 +141,9 @@ type IRM struct {
 	collectAt int
 
 	allocs allocHist // every allocation's layer, result and time ("allocs")
+	// targets are the management endpoints components offered over
+	// their sessions (target.go), in the order offered.
+	targets []*target
 }
 
 // collectMin is the least number of flows between synchronous collections.
@@ -309,8 +312,13 @@ func errRights(op string, badge kernel.Badge, why string) error {
 }
 
 func (m *IRM) handle(ctx context.Context, r *rpc.Request) (rpc.Response, error) {
-	// No operation on the IRM's endpoint takes caps: any that came along
-	// are not kept (they would fill the IRM's CSpace).
+	if r.Op == OpTarget {
+		// The one operation that takes a cap: a management target's
+		// endpoint, kept or deleted by offerTarget.
+		return m.offerTarget(r)
+	}
+	// No other operation on the IRM's endpoint takes caps: any that came
+	// along are not kept (they would fill the IRM's CSpace).
 	for _, c := range r.Caps {
 		m.pd.Delete(c)
 	}
@@ -903,6 +911,7 @@ drain:
 			break drain
 		}
 	}
+	m.dropTargets(s)
 	pd.Revoke(s.kept)
 	pd.Delete(s.kept)
 }

@@ -23,7 +23,7 @@ const defaultCallTimeout = 5 * time.Second
 // and IPCP commands such as bootstrap, enroll, connect) needs a
 // management session.
 var readOnly = map[string]bool{
-	ipcp.CmdIPCPs: true, ipcp.CmdNames: true, ipcp.CmdFlows: true, ipcp.CmdSystem: true, ipcp.CmdID: true, ipcp.CmdComponents: true, ipcp.CmdKernel: true, ipcp.CmdAllocs: true,
+	ipcp.CmdIPCPs: true, ipcp.CmdNames: true, ipcp.CmdFlows: true, ipcp.CmdSystem: true, ipcp.CmdID: true, ipcp.CmdComponents: true, ipcp.CmdKernel: true, ipcp.CmdAllocs: true, ipcp.CmdBridges: true,
 	// IPCP tables and counters ("flows" is also the IPCP's own).
 	"stats": true, "members": true, "routes": true, "pff": true, "dir": true, "ports": true,
 	// Which of the names asked about a shim heard announced (unicast
@@ -92,6 +92,8 @@ func (m *IRM) mgmt(ctx context.Context, s *session, req ipcp.MgmtReq) (ipcp.Mgmt
 		}}})
 	case ipcp.CmdAllocs:
 		return pg.page(ipcp.MgmtResp{Table: m.allocs.table()})
+	case ipcp.CmdBridges:
+		return pg.page(ipcp.MgmtResp{Table: m.bridgeTable(ctx)}) // target.go
 	case ipcp.CmdSystem:
 		if m.cfg.Describe == nil {
 			return ipcp.MgmtResp{}, fmt.Errorf("irm: system description: %w", flow.ErrNotFound)

@@ -23,6 +23,7 @@ const (
 	OpMgmt       rpc.Op = 8  // session: MgmtReq → MgmtResp
 	OpHello      rpc.Op = 9  // IPCP, once it serves its endpoint: Info
 	OpSession    rpc.Op = 10 // IPCP, app, manager, gateway: SessionReq → cap [session] + SessionInfo
+	OpTarget     rpc.Op = 11 // session of an in-node component: TargetArgs + cap [endpoint] (target.go)
 	opIPCPBase   rpc.Op = 64 // operations on an IPCP's endpoint start here
 )
 
