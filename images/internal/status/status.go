@@ -1,9 +1,10 @@
 // Package status is a node's status page: who the node is, its IPCPs and
 // layers, each IPCP's neighbours and counters, the names and the flows,
-// as an HTML page (and as JSON with ?format=json). It reads everything
-// through the read-only management commands a session with the IRM may
-// run (the ones `ouro` shows), at request time, so it shows no more than
-// `ouro ipcps`, `ouro stats`, `ouro names` and `ouro flows` would.
+// and its IP bridges' counters, as an HTML page (and as JSON with
+// ?format=json). It reads everything through the read-only management
+// commands a session with the IRM may run (the ones `ouro` shows), at
+// request time, so it shows no more than `ouro ipcps`, `ouro stats`,
+// `ouro names`, `ouro flows` and `ouro bridges` would.
 //
 // A hosted node serves it beside /metrics on its metrics listener
 // ([node] metrics, with net/http); a node with its own TCP/IP stack
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/crypto/identity"
+	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
@@ -40,6 +42,9 @@ type Page struct {
 	Names    ipcp.Table `json:"names"`
 	Flows    ipcp.Table `json:"flows"`
 	Counters []Counters `json:"counters"`
+	// Bridges are the node's IP bridges' counters per route (`ouro
+	// bridges`); no rows when it has none.
+	Bridges ipcp.Table `json:"bridges"`
 	// Errors are the commands that did not answer (a restarting IPCP):
 	// the rest of the page is still shown.
 	Errors []string `json:"errors,omitempty"`
@@ -101,6 +106,9 @@ func Read(ctx context.Context, m Mgmt) Page {
 			continue
 		}
 		p.Counters = append(p.Counters, c)
+	}
+	if p.Bridges, err = table(ctx, m, ipcp.MgmtReq{Cmd: ipcp.CmdBridges}); err != nil && !errors.Is(err, flow.ErrInvalid) && !errors.Is(err, flow.ErrRefused) {
+		failed(err) // else a node from before "bridges" (unknown to its IRM, or to its management flow)
 	}
 	return p
 }
@@ -202,6 +210,9 @@ func writeHTML(w io.Writer, p Page) error {
 	table("Flows", p.Flows)
 	for _, c := range p.Counters {
 		table(fmt.Sprintf("%s (layer %s)", c.IPCP, c.Layer), c.Stats)
+	}
+	if len(p.Bridges.Rows) > 0 {
+		table("IP bridges", p.Bridges)
 	}
 	b.WriteString("</body></html>\n")
 	_, err := io.WriteString(w, b.String())

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -30,14 +31,19 @@ func (f fakeMgmt) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, erro
 			return ipcp.MgmtResp{}, errors.New("restarting")
 		}
 		return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"key", "value"}, Rows: [][]string{{"pkts", "7"}}}}, nil
+	case ipcp.CmdBridges:
+		return ipcp.MgmtResp{Table: bridges}, nil
 	}
 	return ipcp.MgmtResp{}, flow.ErrNotFound
 }
 
+var bridges = ipcp.Table{Columns: []string{"bridge", "prefix", "peer", "packets"}, Rows: [][]string{{"ip.a", "10.7.0.0/24", "ip.b", "4217"}}}
+
 var mgmt = fakeMgmt{ipcps: ipcp.Table{Columns: []string{"name", "layer"}, Rows: [][]string{{"a.uni", "uni"}, {"down", "x"}}}}
 
 // TestPage: what a peer named is escaped; a command that does not
-// answer is listed and the rest shown; JSON carries the same.
+// answer is listed and the rest shown; the IP bridges' table is there;
+// JSON carries the same.
 func TestPage(t *testing.T) {
 	p := Read(context.Background(), mgmt)
 	if len(p.Counters) != 1 || len(p.Errors) != 2 { // id (not served here) and stats down
@@ -47,7 +53,8 @@ func TestPage(t *testing.T) {
 	if err := Render(&b, "", p); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(b.String(), "<script>") || !strings.Contains(b.String(), "&lt;script&gt;") || !strings.Contains(b.String(), "stats down: restarting") {
+	if strings.Contains(b.String(), "<script>") || !strings.Contains(b.String(), "&lt;script&gt;") || !strings.Contains(b.String(), "stats down: restarting") ||
+		!strings.Contains(b.String(), "<h2>IP bridges</h2>") || !strings.Contains(b.String(), "<td>10.7.0.0/24</td><td>ip.b</td><td>4217</td>") {
 		t.Fatalf("page:\n%s", b.String())
 	}
 	b.Reset()
@@ -55,7 +62,7 @@ func TestPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var q Page
-	if err := json.Unmarshal([]byte(b.String()), &q); err != nil || len(q.Counters) != 1 {
+	if err := json.Unmarshal([]byte(b.String()), &q); err != nil || len(q.Counters) != 1 || !reflect.DeepEqual(q.Bridges, bridges) {
 		t.Fatalf("json: %v %+v", err, q)
 	}
 	if err := Render(io.Discard, "xml", p); !IsFormatError(err) {
