@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/ouronet/ouro/flow"
@@ -13,6 +14,7 @@ import (
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/kernel/logx"
+	"github.com/ouronet/ouro/layer/ipcp"
 )
 
 // IPNetConfig is one [[ipnet]] table: an IP bridge component (package
@@ -111,7 +113,10 @@ func IPNets(cfg *Config, open TUNOpener, log *slog.Logger) ([]Extra, error) {
 			mtu = 1280
 		}
 		log := log.With("component", "ipnet."+c.Name)
-		xs = append(xs, Extra{Name: "ipnet." + c.Name, Bufs: c.Bufs, Program: func(pd *kernel.PD) error {
+		// Objects: the endpoint its counters are served on (bridgeTarget),
+		// and room for the next incarnation's while the IRM drops this
+		// one's.
+		xs = append(xs, Extra{Name: "ipnet." + c.Name, Bufs: c.Bufs, Objects: 2, Program: func(pd *kernel.PD) error {
 			var tun TUN
 			var st ipStack
 			var err error
@@ -150,6 +155,11 @@ func IPNets(cfg *Config, open TUNOpener, log *slog.Logger) ([]Extra, error) {
 			if err != nil {
 				return err
 			}
+			if err := b.ServeTarget(ctx, irm.TargetArgs{Kind: irm.TargetIPNet, Name: c.Name}, bridgeTarget{br}); err != nil {
+				// The bridge carries packets all the same; only
+				// "ouro bridges" does not see it.
+				log.Warn("counters not offered to management", "err", err)
+			}
 			if st == nil {
 				log.Info("bridge started", "tun", c.TUN, "mtu", mtu, "routes", len(routes))
 				return br.Run(ctx)
@@ -165,4 +175,37 @@ func IPNets(cfg *Config, open TUNOpener, log *slog.Logger) ([]Extra, error) {
 		}})
 	}
 	return xs, nil
+}
+
+// bridgeTarget answers the IRM's ipcp.CmdBridges for one bridge with its
+// counters (irm.BridgeColumns): a row per route, in route order, then
+// "in" (packets peers sent it: written to the device, or dropped;
+// flow_errors are Accepts that failed), "no_route" (packets read that
+// matched no route) and "device" (device reads that failed and were
+// passed over). Routes to one peer name share that name's counters.
+type bridgeTarget struct{ b *ipnet.Bridge }
+
+var _ ipcp.Manager = bridgeTarget{}
+
+// Mgmt implements ipcp.Manager.
+func (t bridgeTarget) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error) {
+	if req.Cmd != ipcp.CmdBridges {
+		return ipcp.MgmtResp{}, fmt.Errorf("ipnet: no command %q: %w", req.Cmd, flow.ErrInvalid)
+	}
+	return ipcp.MgmtResp{Table: bridgeTable(t.b)}, nil
+}
+
+// bridgeTable is b's rows of the "bridges" table.
+func bridgeTable(b *ipnet.Bridge) ipcp.Table {
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	routes, noRoute, in, inBytes, inDrops := b.Stats()
+	t := ipcp.Table{Columns: irm.BridgeColumns}
+	for _, r := range routes {
+		t.Rows = append(t.Rows, []string{r.Prefix, r.Name, u(r.PktsOut), u(r.BytesOut), u(r.Drops), u(r.TooBig), u(r.Supers), u(r.Allocs), u(r.AllocErrors)})
+	}
+	t.Rows = append(t.Rows,
+		[]string{"in", "-", u(in), u(inBytes), u(inDrops), "-", u(b.SupersIn()), "-", u(b.AcceptErrors())},
+		[]string{"no_route", "-", "-", "-", u(noRoute), "-", "-", "-", "-"},
+		[]string{"device", "-", "-", "-", u(b.DevErrors()), "-", "-", "-", "-"})
+	return t
 }
