@@ -1,12 +1,12 @@
 // Package prom exposes a node's management tables in the Prometheus text
 // format: every numeric counter "ouro stats" shows per IPCP, the per-flow
-// counters of the IPCPs' flow tables, the IRM's table sizes, and the
-// kernel's components (budgets, faults, restarts) and packet buffers. It
-// reads them at scrape time through the management protocol only
-// (ipcp.MgmtReq), so the same metrics come from a hosted node's metrics
-// server (over its own session with the IRM) and from any node, a board
-// among them, that "ouro metrics --via" reaches over a management flow
-// (docs/observability.md).
+// counters of the IPCPs' flow tables, the IRM's table sizes, the
+// kernel's components (budgets, faults, restarts) and packet buffers, and
+// the IP bridges' counters per route. It reads them at scrape time
+// through the management protocol only (ipcp.MgmtReq), so the same
+// metrics come from a hosted node's metrics server (over its own session
+// with the IRM) and from any node, a board among them, that "ouro
+// metrics --via" reaches over a management flow (docs/observability.md).
 package prom
 
 import (
@@ -33,7 +33,7 @@ type Source func(ctx context.Context) (m Mgmt, done func(), err error)
 
 // Collector reads a node's counters each time it is scraped: "ipcps",
 // then each IPCP's "stats" and "flows" (a broadcast IPCP's "ports"),
-// "names", "flows", "components", "kernel" and "allocs". It describes nothing in
+// "names", "flows", "components", "kernel", "allocs" and "bridges". It describes nothing in
 // advance (an unchecked collector): which counters exist depends on the
 // IPCPs and their state. A command that fails becomes an invalid metric
 // (the scrape says so); the others are still exported.
@@ -73,6 +73,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	collectComponents(ctx, m, ch)
 	collectKernel(ctx, m, ch)
 	collectAllocs(ctx, m, ch)
+	collectBridges(ctx, m, ch)
 }
 
 // Label names. Per IPCP: ipcp, layer; per flow, also the columns of the
