@@ -30,8 +30,8 @@ func ipnetCommand() *command {
 			"packets are dropped and counted. PREFIX=PEER@voice (or @video) carries\n" +
 			"the route's packets on flows of that class; --dscp picks the class by\n" +
 			"each packet's DSCP where the route names none. Runs until interrupted,\n" +
-			"then prints the\n" +
-			"counters per route. docs/ipnet.md."}
+			"then prints the counters per route (a bridge inside a node, [[ipnet]],\n" +
+			"shows them while it runs: \"ouro bridges\"). docs/ipnet.md."}
 }
 
 func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {

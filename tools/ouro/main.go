@@ -128,7 +128,18 @@ func commands() []*command {
 				"counted and prints both sides' packets/s, bit/s and the loss.\n" +
 				"Server (--server): binds NAME and counts. --udp does the same over plain\n" +
 				"UDP, as a baseline."},
-		ipnetCommand(),                                                // ipnet.go
+		ipnetCommand(), // ipnet.go
+		{name: "bridges", group: "ip", summary: "list the node's IP bridges ([[ipnet]]) and their counters per route", run: runTableCmd,
+			help: "Every IP bridge running inside the node (an [[ipnet]] table of its\n" +
+				"configuration) as it answers now: a row per route (PREFIX, the PEER name\n" +
+				"it goes to) with the packets and bytes sent, the drops (too_big: larger\n" +
+				"than the flow takes), the TCP super-packets read, the flows allocated and\n" +
+				"the allocations that failed; then a row \"in\" for what peers sent the\n" +
+				"bridge (flow_errors: accepts that failed), \"no_route\" for packets no\n" +
+				"route matched and \"device\" for failed device reads. Routes to one PEER\n" +
+				"share its counters. A bridge that does not answer within 2 s has a row\n" +
+				"with its ERROR. A bridge run by \"ouro ipnet\" prints its own counters\n" +
+				"when it stops. docs/ipnet.md."},
 		keygenCommand(), idCommand(), measureCommand(), certCommand(), // identity.go, cert.go
 		{name: "crl", args: "IPCP FILE", group: "identity", summary: "give a unicast IPCP a revocation list to adopt and pass on", run: runCRLPush,
 			help: "Sends the layer authority's revocation list FILE (ouro cert revoke) to the\n" +

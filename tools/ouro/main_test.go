@@ -179,6 +179,7 @@ func TestManagementRequests(t *testing.T) {
 	}{
 		{[]string{"ipcps"}, ipcp.MgmtReq{Cmd: "ipcps"}},
 		{[]string{"components"}, ipcp.MgmtReq{Cmd: "components"}},
+		{[]string{"bridges"}, ipcp.MgmtReq{Cmd: "bridges"}},
 		{[]string{"names"}, ipcp.MgmtReq{Cmd: "names"}},
 		{[]string{"flows"}, ipcp.MgmtReq{Cmd: "flows"}},
 		{[]string{"reg", "srv"}, ipcp.MgmtReq{Cmd: "reg", Name: "srv"}},
