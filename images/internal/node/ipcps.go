@@ -152,7 +152,7 @@ func newIPCP(p IPCPConfig, deps ipcpDeps, env ipcpEnv) (ipcpImpl, error) {
 		if err := deps.decode(p.Eth, &c); err != nil {
 			return nil, fmt.Errorf("[ipcp.eth] of %s: %w", p.Name, err)
 		}
-		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd, Announce: c.Announce.Duration,
+		cfg := eth.Config{Layer: p.Layer, Name: p.Name, Impair: c.Impair, Interface: c.Interface, Runner: env.pd, Bufs: env.pd, Announce: c.Announce.Duration,
 			IdleTimeout: c.IdleTimeout.Duration, MaxFlowsPerPeer: c.MaxFlowsPerPeer, MaxPendingPerPeer: c.MaxPendingPerPeer,
 			Seal: c.Seal, SealPeers: c.SealPeers, SealTicketLife: c.SealTicket.Duration}
 		if s := env.signer(deps.nodeKey); s != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/ouronet/ouro/crypto/identity"
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/kernel/faultinject"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/ipcp"
@@ -155,6 +156,24 @@ type Config struct {
 	// Runner starts the IPCP's goroutines (in a node, its component's
 	// kernel PD); required.
 	Runner layer.Runner
+	// Bufs, if set (in a node, its component's kernel PD), gives the
+	// node's packet buffers to receive frames into from a BatchDevice:
+	// a frame's SDU for a flow whose port moves the node's buffers (the
+	// node's ring ports, engine.BufPort) then goes on in the buffer it
+	// arrived in instead of being copied (docs/flow.md, "Copies").
+	Bufs BufSource
+}
+
+// BufSource gives the node's packet buffers, charged to the shim's
+// budget (kernel.PD).
+type BufSource interface {
+	// AllocBufs fills bufs with buffers, as many as the budget has room
+	// for, and returns how many.
+	AllocBufs(bufs []*kernel.Buf) (int, error)
+	// FreeBufs gives back the non-nil entries of bufs and sets them nil.
+	FreeBufs(bufs []*kernel.Buf)
+	// BufSize is a buffer's size after its headroom.
+	BufSize() int
 }
 
 // DefaultAnnounce is how often an Ethernet shim announces its names.
@@ -494,15 +513,28 @@ func (p *IPCP) rxLoop() {
 		count = rxBatch
 	}
 	bufs, lens := make([][]byte, count), make([]int, count)
-	for i := range bufs {
-		bufs[i] = make([]byte, size)
+	own := make([][]byte, count)
+	for i := range own {
+		own[i] = make([]byte, size)
 	}
+	copy(bufs, own)
 	// A batch's SDUs for one flow go to its port in one write.
 	rb := p.eng.NewRxBatch(rxBatch)
+	// Frames land in the node's buffers where it gives them: ks[i] is
+	// the one bufs[i] lies in (nil: own[i], for lack of budget).
+	var ks, fresh []*kernel.Buf
+	if src := p.cfg.Bufs; src != nil && fb != nil && src.BufSize() >= size {
+		ks, fresh = make([]*kernel.Buf, count), make([]*kernel.Buf, count)
+		rb.SetFreer(src.FreeBufs)
+		defer src.FreeBufs(ks)
+	}
 	backoff := time.Duration(0)
 	for {
 		var n int
 		var err error
+		if ks != nil {
+			p.refill(ks, fresh, bufs, own)
+		}
 		if fb != nil {
 			n, err = fb.ReadFrames(bufs, lens)
 		} else {
@@ -531,39 +563,76 @@ func (p *IPCP) rxLoop() {
 				p.eng.C.Malformed.Add(1)
 				continue
 			}
-			p.input(bufs[i][:lens[i]], rb)
+			var k *kernel.Buf
+			if ks != nil {
+				k = ks[i]
+			}
+			if p.input(bufs[i][:lens[i]], k, rb) {
+				ks[i] = nil // the batch's now
+			}
 		}
 		// The buffers are reused by the next read: deliver now.
 		rb.Flush()
 	}
 }
 
-// input filters one received frame and hands it to rb; it allocates
-// nothing for data.
-func (p *IPCP) input(b []byte, rb *engine.RxBatch[MAC]) {
+// refill gives each receive slot whose buffer was handed on a new one
+// from the node (bufs[i] its data after the headroom), or the loop's own
+// (own[i]) while the budget has none.
+func (p *IPCP) refill(ks, fresh []*kernel.Buf, bufs, own [][]byte) {
+	want := 0
+	for _, k := range ks {
+		if k == nil {
+			want++
+		}
+	}
+	if want == 0 {
+		return
+	}
+	got, _ := p.cfg.Bufs.AllocBufs(fresh[:want])
+	for i, k := range ks {
+		if k != nil {
+			continue
+		}
+		if got == 0 {
+			bufs[i] = own[i]
+			continue
+		}
+		got--
+		k, fresh[got] = fresh[got], nil
+		ks[i] = k
+		data, _, _ := k.Data()
+		bufs[i] = data[kernel.Headroom:]
+	}
+}
+
+// input filters one received frame, which lies in k if k is not nil, and
+// hands it to rb; it reports whether rb took k. It allocates nothing for
+// data.
+func (p *IPCP) input(b []byte, k *kernel.Buf, rb *engine.RxBatch[MAC]) bool {
 	faultinject.Check("eth/input", b)
 	f := Frame(b)
 	if len(f) < EthLen {
 		p.eng.C.Malformed.Add(1)
-		return
+		return false
 	}
 	dst, src := f.Dst(), f.Src()
 	if f.EtherType() != EtherType || (dst != p.mac && dst != Broadcast) || src == p.mac {
 		p.eng.C.NotForUs.Add(1)
-		return
+		return false
 	}
 	if !f.IsValid() || src.IsMulticast() {
 		p.eng.C.Malformed.Add(1)
-		return
+		return false
 	}
 	if dst == Broadcast && f.EID() != CtlEID {
 		p.eng.C.Malformed.Add(1) // data is never broadcast
-		return
+		return false
 	}
 	if f.EID() == CtlEID && !p.ethControl(f.Payload(), src) {
-		return
+		return false
 	}
-	rb.Input(f.Payload(), src, uint32(f.EID()))
+	return rb.InputBuf(f.Payload(), k, src, uint32(f.EID()))
 }
 
 // MaxSDU implements ipcp.SDULimiter: the largest SDU of the shim's

@@ -328,13 +328,13 @@ func TestInputAllocs(t *testing.T) {
 	fi := a.ipcp.Flows()[0]
 	frame := rawFrame(a.ipcp.MAC(), b.ipcp.MAC(), uint16(fi.LocalEID), make([]byte, 1400))
 	rb := a.ipcp.eng.NewRxBatch(rxBatch)
-	if allocs := testing.AllocsPerRun(1000, func() { a.ipcp.input(frame, rb); rb.Flush() }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(1000, func() { a.ipcp.input(frame, nil, rb); rb.Flush() }); allocs != 0 {
 		t.Fatalf("got %v allocations per frame, want 0", allocs)
 	}
 	if s.n.Load() == 0 {
 		t.Fatal("sink got nothing")
 	}
-	if allocs := testing.AllocsPerRun(1000, func() { a.ipcp.input(frame[:20], rb); rb.Flush() }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(1000, func() { a.ipcp.input(frame[:20], nil, rb); rb.Flush() }); allocs != 0 {
 		t.Fatalf("got %v allocations per malformed frame, want 0", allocs)
 	}
 }
@@ -399,7 +399,7 @@ func FuzzInput(f *testing.F) {
 	defer p.Stop()
 	p.Register(context.Background(), "srv")
 	rb := p.eng.NewRxBatch(rxBatch)
-	f.Fuzz(func(t *testing.T, b []byte) { p.input(b, rb); rb.Flush() })
+	f.Fuzz(func(t *testing.T, b []byte) { p.input(b, nil, rb); rb.Flush() })
 }
 
 func TestConfigErrors(t *testing.T) {

@@ -51,6 +51,7 @@ import (
 	"github.com/ouronet/ouro/crypto/seal"
 	"github.com/ouronet/ouro/crypto/sealflow"
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/ipcp"
@@ -650,20 +651,45 @@ func (e *Engine[A]) received(f *flowEntry[A], n int) {
 // RxBatch delivers a receive batch (one recvmmsg(2)'s datagrams) with
 // one port write per run of SDUs for one flow, when the flow's port is a
 // flow.BatchPort (the node's rings are: one ring operation and one
-// wake-up of the reader for the run, instead of one per SDU). One per
-// receiving goroutine, not safe for concurrent use; it allocates
-// nothing after NewRxBatch.
+// wake-up of the reader for the run, instead of one per SDU). A shim that
+// receives into the node's packet buffers (InputBuf) hands a run to a
+// BufPort in those buffers instead, copying nothing. One per receiving
+// goroutine, not safe for concurrent use; it allocates nothing after
+// NewRxBatch.
 type RxBatch[A Addr] struct {
 	e    *Engine[A]
 	f    *flowEntry[A]
 	bp   flow.BatchPort
 	sdus [][]byte
+	// A run in the node's buffers: kp takes ks, whose windows are the
+	// SDUs; free gives back what kp did not take.
+	kp   BufPort
+	ks   []*kernel.Buf
+	lens []int // ks' SDU sizes: a pushed buffer is no longer read
+	free func([]*kernel.Buf)
+}
+
+// BufPort is a flow's port whose SDUs change hands in the node's packet
+// buffers (the node's ring ports): a shim that receives into the node's
+// buffers pushes them on instead of copying the SDUs out of them.
+type BufPort interface {
+	// PushBufs hands bufs on (each buffer's window the SDU), waiting for
+	// room until the deadline, and returns once at least one is pushed
+	// (their entries set to nil: they are the port's now) or with the
+	// error; the caller holds the rest.
+	PushBufs(bufs []*kernel.Buf, deadline time.Time) (int, error)
 }
 
 // NewRxBatch returns a batch deliverer for up to max SDUs per run.
 func (e *Engine[A]) NewRxBatch(max int) *RxBatch[A] {
-	return &RxBatch[A]{e: e, sdus: make([][]byte, 0, max)}
+	return &RxBatch[A]{e: e, sdus: make([][]byte, 0, max),
+		ks: make([]*kernel.Buf, 0, max), lens: make([]int, 0, max)}
 }
+
+// SetFreer gives the batch the receive loop's way of giving the node's
+// buffers back (its component's FreeBufs): what a BufPort did not take.
+// InputBuf hands on no buffer before it is set.
+func (b *RxBatch[A]) SetFreer(free func([]*kernel.Buf)) { b.free = free }
 
 // Input is Engine.Input for a packet of a batch: a data SDU for a
 // batch-capable port waits in the run until the flow changes, the run
@@ -671,30 +697,69 @@ func (e *Engine[A]) NewRxBatch(max int) *RxBatch[A] {
 // so far is delivered, so that nothing overtakes data that came first).
 // p must stay untouched until the run is delivered (Flush).
 func (b *RxBatch[A]) Input(p []byte, from A, eid uint32) {
+	b.InputBuf(p, nil, from, eid)
+}
+
+// InputBuf is Input for a packet p that lies in k, a node's buffer the
+// receive loop holds (p a slice of k's Data): a data SDU for a flow whose
+// port is a BufPort goes on in k, its window set to the SDU, and
+// InputBuf reports that k is taken (the batch holds it, then the port or,
+// dropped, the node). Otherwise, or with k nil, it is Input.
+func (b *RxBatch[A]) InputBuf(p []byte, k *kernel.Buf, from A, eid uint32) bool {
 	if eid == 0 {
 		b.Flush()
 	}
 	f, sdu := b.e.inputFlow(p, from, eid)
 	if f == nil {
-		return
+		return false
 	}
-	if f != b.f || len(b.sdus) == cap(b.sdus) {
+	var kp BufPort
+	if k != nil && b.free != nil {
+		kp, _ = f.port.(BufPort)
+	}
+	if f != b.f || (kp != nil) != (b.kp != nil) || len(b.sdus) == cap(b.sdus) || len(b.ks) == cap(b.ks) {
+		b.Flush()
+	}
+	if kp != nil && windowOf(k, sdu) {
+		b.f, b.kp = f, kp
+		b.ks = append(b.ks, k)
+		b.lens = append(b.lens, len(sdu))
+		return true
+	}
+	if kp != nil { // not in k (cannot happen: the engine opens in place): copied
 		b.Flush()
 	}
 	if b.f == nil {
 		bp, ok := f.port.(flow.BatchPort)
 		if !ok {
 			b.e.put(f, sdu)
-			return
+			return false
 		}
 		b.f, b.bp = f, bp
 	}
 	b.sdus = append(b.sdus, sdu)
+	return false
+}
+
+// windowOf sets k's window to sdu, a slice of k's data, and reports
+// whether it is one.
+func windowOf(k *kernel.Buf, sdu []byte) bool {
+	data, _, _ := k.Data()
+	off := cap(data) - cap(sdu)
+	if off < 0 || off+len(sdu) > len(data) || len(sdu) == 0 || &data[off] != &sdu[0] {
+		return false
+	}
+	k.SetWindow(off, off+len(sdu))
+	return true
 }
 
 // Flush delivers the run in waiting; what the port does not take is
 // dropped and counted as Input's drops are.
 func (b *RxBatch[A]) Flush() {
+	if b.kp != nil {
+		b.flushBufs()
+		return
+	}
 	if b.f == nil {
 		return
 	}
@@ -714,6 +779,36 @@ func (b *RxBatch[A]) Flush() {
 	}
 	clear(sdus)
 	b.sdus, b.f, b.bp = sdus[:0], nil, nil
+}
+
+// flushBufs is Flush for a run in the node's buffers: pushed as they are
+// while the port takes them, the rest freed and counted as dropped.
+func (b *RxBatch[A]) flushBufs() {
+	f, ks := b.f, b.ks
+	done := 0
+	var err error
+	for deadline := b.e.epoch; done < len(ks); {
+		var n int
+		n, err = b.kp.PushBufs(ks[done:], deadline)
+		for _, l := range b.lens[done : done+n] {
+			b.e.received(f, l)
+		}
+		done += n
+		if n == 0 {
+			if deadline != b.e.epoch || !b.e.mayWait(f, err) {
+				break
+			}
+			deadline = time.Now().Add(b.e.cfg.RxWait)
+		}
+	}
+	if done < len(ks) {
+		b.e.rxDropped(f, err, len(ks)-done)
+		b.free(ks[done:])
+	} else {
+		b.e.rxTaken(f)
+	}
+	clear(ks)
+	b.ks, b.lens, b.f, b.kp = ks[:0], b.lens[:0], nil, nil
 }
 
 // noSuchFlow tells a peer that eid does not exist here, at most once per
