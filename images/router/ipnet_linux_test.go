@@ -203,6 +203,30 @@ func TestIPNet(t *testing.T) {
 		}
 	}
 
+	// The in-node bridges' counters while they run (ouro bridges): h3's
+	// sent the 100 MB on its route to ipn.h1, and both received.
+	for _, h := range []string{"h1", "h3"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := l.n.Ouro(ctx, l.nodes[h], "--json", "bridges")
+		cancel()
+		var j struct{ Rows []map[string]string }
+		if err != nil || json.Unmarshal([]byte(out), &j) != nil {
+			t.Fatalf("ouro bridges at %s: %v\n%s", h, err, out)
+		}
+		rows := map[string]map[string]string{}
+		for _, r := range j.Rows {
+			rows[r["prefix"]] = r
+		}
+		route, in := rows["10.79.0.0/24"], rows["in"]
+		num := func(r map[string]string, col string) int64 { n, _ := strconv.ParseInt(r[col], 10, 64); return n }
+		if route["bridge"] != "ipn."+h || route["peer"] != "ipn."+peer[h] || route["error"] != "-" || num(route, "packets") == 0 || num(route, "flows") == 0 || num(in, "packets") == 0 {
+			t.Errorf("ouro bridges at %s: no traffic counted on its route and in:\n%s", h, out)
+		}
+		if h == "h3" && num(route, "bytes") < int64(len(data)) {
+			t.Errorf("ouro bridges at h3: %d bytes sent on its route, want at least the %d curl fetched:\n%s", num(route, "bytes"), len(data), out)
+		}
+	}
+
 	sshAcross(t, inNS, far["in the nodes"])
 	alive("after ssh")
 
