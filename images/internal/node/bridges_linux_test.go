@@ -142,4 +142,26 @@ routes = ["10.9.0.1=ip.t"]
 	if len(p.Bridges.Rows) != len(tab.Rows) || fmt.Sprint(p.Bridges.Rows[:4]) != fmt.Sprint(tab.Rows[:4]) {
 		t.Errorf("status page's bridges: %v, want %v", p.Bridges.Rows, tab.Rows)
 	}
+
+	// A new incarnation of the bridge (its old session not ended: the
+	// kernel restarted it behind the IRM's back) offers its endpoint
+	// again: it replaces the old one, whose cap names a dead
+	// incarnation's endpoint, and its counters start from zero.
+	if err := n.Kernel().Restart("ipnet.ip.n"); err != nil {
+		t.Fatal(err)
+	}
+	for wait := time.Now().Add(10 * time.Second); ; {
+		var resp ipcp.MgmtResp
+		if err := c.Mgmt(ctx, ipcp.MgmtReq{Cmd: ipcp.CmdBridges}, &resp); err != nil {
+			t.Fatalf("bridges: %v", err)
+		}
+		tab = resp.Table
+		if len(tab.Rows) == 5 && strings.Join(tab.Rows[0], " ") == "ip.n 10.9.0.1/32 ip.t 0 0 0 0 0 0 0 -" {
+			break
+		}
+		if time.Now().After(wait) {
+			t.Fatalf("after the bridge's restart: %v; want its route's counters at 0, once", tab.Rows)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
