@@ -339,6 +339,26 @@ func TestIPNet(t *testing.T) {
 		}
 		waited := make(chan error, 1)
 		go func() { waited <- cmd.Wait() }()
+		// The round trip under load: pings beside the TCP run, from
+		// after its first second (left out) to before its end, show the
+		// queue TCP builds on the path (in the bridges' and the layer's
+		// queues, or in the veths' for plain IP).
+		var loaded *exec.Cmd
+		var pings bytes.Buffer
+		if !udp {
+			loaded = inNS("h1", "ping", "-c", "40", "-i", "0.05", "-q", dst)
+			loaded.Stdout = &pings
+			started := make(chan error, 1)
+			time.AfterFunc(1200*time.Millisecond, func() { started <- loaded.Start() })
+			defer func() {
+				if err := <-started; err != nil {
+					t.Logf("ping during iperf3 TCP: %v", err)
+					return
+				}
+				loaded.Wait()
+				t.Logf("ping h1 → %s during iperf3 TCP: %s", dst, lastLine(pings.String()))
+			}()
+		}
 		var err error
 		select {
 		case err = <-waited:
