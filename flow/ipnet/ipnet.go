@@ -211,6 +211,12 @@ type Config struct {
 	// Queue is how many packets wait for a flow being allocated or
 	// written, per destination name (default 256); more are dropped.
 	Queue int
+	// AQMTarget is the wait that packets for a flow may stand at before
+	// the Bridge drops or marks them (CoDel, aqm.go; default
+	// DefaultAQMTarget, negative: no active queue management, only
+	// drops when the queue is full), and AQMInterval how long the wait
+	// must stay above it first (default DefaultAQMInterval).
+	AQMTarget, AQMInterval time.Duration
 	// Log logs flows allocated, accepted and closed, with the bridge's
 	// name as "bridge"; nil discards.
 	Log *slog.Logger
@@ -237,10 +243,13 @@ type Stats struct {
 	Supers      uint64
 	Allocs      uint64 // flows allocated
 	AllocErrors uint64
+	// AQMDrops are, of the drops, those of the active queue management
+	// (aqm.go); AQMMarks the packets it marked CE instead.
+	AQMDrops, AQMMarks uint64
 }
 
 type counters struct {
-	pktsOut, bytesOut, drops, tooBig, allocs, allocErrors, supers atomic.Uint64
+	pktsOut, bytesOut, drops, tooBig, allocs, allocErrors, supers, aqmDrops, aqmMarks atomic.Uint64
 }
 
 // peer is the outgoing side toward one name in one class: a queue and
@@ -335,6 +344,12 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	if cfg.Queue == 0 {
 		cfg.Queue = 256
+	}
+	if cfg.AQMTarget == 0 {
+		cfg.AQMTarget = DefaultAQMTarget
+	}
+	if cfg.AQMInterval <= 0 {
+		cfg.AQMInterval = DefaultAQMInterval
 	}
 	cfg.Log = logx.Or(cfg.Log).With("bridge", cfg.Name)
 	b := &Bridge{cfg: cfg, byName: make(map[string]*counters), peers: make(map[peerKey]*peer), free: make(chan []byte, 2*cfg.Queue), big: make(chan []byte, bigBufs), pkt: flow.MaxSDU}
@@ -610,6 +625,7 @@ func (b *Bridge) send(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 		retry time.Time // no allocation before this (the last one failed)
 		fails int       // writes failed in a row on of
 		cut   cutter
+		aqm   = codel{target: b.cfg.AQMTarget, interval: b.cfg.AQMInterval}
 	)
 	idle := time.NewTimer(b.cfg.Idle)
 	defer idle.Stop()
@@ -625,6 +641,7 @@ func (b *Bridge) send(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 	// it gives the flow up.
 	write := func(sdus [][]byte) {
 		n, err := writeSDUs(of.port, sdus)
+		aqm.written(n)
 		p.c.pktsOut.Add(uint64(n))
 		for _, x := range sdus[:n] {
 			p.c.bytesOut.Add(uint64(len(x)))
@@ -689,12 +706,16 @@ func (b *Bridge) send(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 					b.cfg.Log.Warn("allocation failed, packets to it dropped for 1 s", "dst", p.name, "err", err)
 				} else {
 					of, limit = &outFlow{port: fp}, info.SDULimit()
+					aqm.reset()
 					p.c.allocs.Add(1)
 					b.cfg.Log.Info("flow allocated", "flow", info.ID, "dst", p.name, "class", p.class.String(), "layer", info.Layer, "sdu_limit", limit, sealedAttr(info))
 					wg.Add(1)
 					f := of
 					b.cfg.Runner.Go(func() { defer wg.Done(); b.listen(f) })
 				}
+			}
+			if of != nil && b.cfg.AQMTarget > 0 {
+				batch = b.manage(&aqm, p, of, batch)
 			}
 			// Runs of plain packets that fit go out in one write each;
 			// one too big is answered in its place; a super-packet goes
@@ -1159,6 +1180,7 @@ func (b *Bridge) Stats() (routes []Stats, noRoute, in, inBytes, inDrops uint64) 
 			Prefix: r.Prefix.String(), Name: r.Name,
 			PktsOut: c.pktsOut.Load(), BytesOut: c.bytesOut.Load(), Drops: c.drops.Load(), TooBig: c.tooBig.Load(),
 			Allocs: c.allocs.Load(), AllocErrors: c.allocErrors.Load(), Supers: c.supers.Load(),
+			AQMDrops: c.aqmDrops.Load(), AQMMarks: c.aqmMarks.Load(),
 		})
 	}
 	return routes, b.noRoute.Load(), b.inPkts.Load(), b.inBytes.Load(), b.inDrops.Load()

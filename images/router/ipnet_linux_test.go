@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/tools/testnet"
 )
 
@@ -88,9 +89,16 @@ func TestIPNet(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("TCP congestion control %s; links %s", cc, cmp.Or(rate, "unshaped"))
+	// OURO_IPNET_AQM sets the bridges' aqm_target (--aqm-target); "off"
+	// turns their CoDel off.
+	aqm, aqmFlag := cmp.Or(os.Getenv("OURO_IPNET_AQM"), ipnet.DefaultAQMTarget.String()), ""
+	if aqm == "off" {
+		aqm, aqmFlag = "-1s", "0s"
+	}
+	aqmFlag = cmp.Or(aqmFlag, aqm)
+	t.Logf("TCP congestion control %s; links %s; the bridges' AQM target %s", cc, cmp.Or(rate, "unshaped"), aqm)
 	inNode := func(h, peer string) string {
-		return fmt.Sprintf("\n[[ipnet]]\nname = \"ipn.%s\"\ntun = \"ouro1\"\nmtu = %d\nsealed = true\nroutes = [\"10.79.0.0/24=ipn.%s\"]\n", h, bridgeMTU, peer)
+		return fmt.Sprintf("\n[[ipnet]]\nname = \"ipn.%s\"\ntun = \"ouro1\"\nmtu = %d\nsealed = true\naqm_target = %q\nroutes = [\"10.79.0.0/24=ipn.%s\"]\n", h, bridgeMTU, aqm, peer)
 	}
 	l := startLayer(t, topo, ns, ns.EthShim, testnet.UnicastOpts{
 		NodeKeys: "log = true", HostKeys: os.Getenv("OURO_IPNET_HOSTKEYS"), Extra: map[string]string{"h1": inNode("h1", "h3"), "h3": inNode("h3", "h1")}})
@@ -106,7 +114,7 @@ func TestIPNet(t *testing.T) {
 	var bridges []*testnet.Proc
 	for _, h := range []string{"h1", "h3"} {
 		p, err := l.n.StartOuroInNetns(l.nodes[h], "ipnet", "ipnet."+h, "--tun", "ouro0", "--mtu", fmt.Sprint(min(1300, bridgeMTU)+max(0, bridgeMTU-1400)),
-			"--route", addr[peer[h]]+"=ipnet."+peer[h])
+			"--route", addr[peer[h]]+"=ipnet."+peer[h], "--aqm-target", aqmFlag)
 		if err != nil {
 			t.Fatal(err)
 		}

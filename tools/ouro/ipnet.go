@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,7 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 		idle        time.Duration
 		sealed      bool
 		dscp        bool
+		aqm         time.Duration
 	)
 	fs.stringVar(&dev, "", "the TUN interface to create or attach to", "tun")
 	fs.stringVar(&routes, "", "comma-separated `PREFIX=PEER[@CLASS]` routes (an address alone is a host route; CLASS voice or video)", "route")
@@ -49,6 +51,7 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 	fs.durationVar(&idle, time.Minute, "close a flow idle for `D`", "idle")
 	fs.boolVar(&sealed, "seal the flows: an encrypted tunnel between the nodes", "sealed")
 	fs.boolVar(&dscp, "choose each packet's flow class (voice, video, default) by its DSCP", "dscp")
+	fs.durationVar(&aqm, ipnet.DefaultAQMTarget, "drop or mark CE packets that have waited `D` for a flow (CoDel); 0: off, only a full queue drops", "aqm-target")
 	pos, err := fs.parse(args, 1, 1)
 	if err != nil {
 		return err
@@ -81,7 +84,7 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 	}
 	q := flow.BestEffort()
 	q.Sealed = sealed
-	b, err := ipnet.New(ipnet.Config{Broker: n, Dev: tun, Runner: goRunner{}, Name: pos[0], Routes: rs, QoS: q, DSCP: dscp, Idle: idle,
+	b, err := ipnet.New(ipnet.Config{Broker: n, Dev: tun, Runner: goRunner{}, Name: pos[0], Routes: rs, QoS: q, DSCP: dscp, Idle: idle, AQMTarget: cmp.Or(aqm, -1),
 		Log: slog.New(slog.NewTextHandler(a.stderr, nil))})
 	if err != nil {
 		tun.Close()
@@ -101,8 +104,8 @@ func runIPNet(a *app, ctx context.Context, cmd *command, args []string) error {
 	fmt.Fprintf(a.stdout, "ouro ipnet %s: received %d packets (%s, %d TCP super-packets), %d dropped; %d packets with no route; %d accepts failed (tried again)\n",
 		pos[0], in, siUnit(float64(inBytes), "B"), b.SupersIn(), inDrops, noRoute, b.AcceptErrors())
 	for _, r := range routesStats {
-		fmt.Fprintf(a.stdout, "  %s -> %s: sent %d packets (%s) of %d TCP super-packets read, dropped %d (%d too big), %d flows, %d allocation errors\n",
-			r.Prefix, r.Name, r.PktsOut, siUnit(float64(r.BytesOut), "B"), r.Supers, r.Drops, r.TooBig, r.Allocs, r.AllocErrors)
+		fmt.Fprintf(a.stdout, "  %s -> %s: sent %d packets (%s) of %d TCP super-packets read, dropped %d (%d too big, %d by the AQM), %d marked CE, %d flows, %d allocation errors\n",
+			r.Prefix, r.Name, r.PktsOut, siUnit(float64(r.BytesOut), "B"), r.Supers, r.Drops, r.TooBig, r.AQMDrops, r.AQMMarks, r.Allocs, r.AllocErrors)
 	}
 	return err
 }

@@ -133,7 +133,8 @@ func commands() []*command {
 			help: "Every IP bridge running inside the node (an [[ipnet]] table of its\n" +
 				"configuration) as it answers now: a row per route (PREFIX, the PEER name\n" +
 				"it goes to) with the packets and bytes sent, the drops (too_big: larger\n" +
-				"than the flow takes), the TCP super-packets read, the flows allocated and\n" +
+				"than the flow takes; aqm_drops: waited too long, see aqm_target), the\n" +
+				"packets marked CE instead (aqm_marks), the TCP super-packets read, the flows allocated and\n" +
 				"the allocations that failed; then a row \"in\" for what peers sent the\n" +
 				"bridge (flow_errors: accepts that failed), \"no_route\" for packets no\n" +
 				"route matched and \"device\" for failed device reads. Routes to one PEER\n" +

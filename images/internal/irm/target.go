@@ -46,7 +46,7 @@ const (
 // BridgeColumns are the columns of an IP bridge's answer to
 // ipcp.CmdBridges: the IRM's table has "bridge" before them and "error"
 // after.
-var BridgeColumns = []string{"prefix", "peer", "packets", "bytes", "drops", "too_big", "supers", "flows", "flow_errors"}
+var BridgeColumns = []string{"prefix", "peer", "packets", "bytes", "drops", "too_big", "aqm_drops", "aqm_marks", "supers", "flows", "flow_errors"}
 
 // OpTargetMgmt is the operation on a target's endpoint: MgmtReq →
 // MgmtResp (one page; ServeTarget pages it).

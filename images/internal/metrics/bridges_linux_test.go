@@ -100,7 +100,7 @@ routes = ["10.9.0.1=ip.t"]
 			peer = ""
 		}
 		labels := map[string]string{"bridge": "ip.a", "prefix": row["prefix"], "peer": peer}
-		for _, col := range []string{"packets", "bytes", "drops", "too_big", "supers", "flows", "flow_errors"} {
+		for _, col := range []string{"packets", "bytes", "drops", "too_big", "aqm_drops", "aqm_marks", "supers", "flows", "flow_errors"} {
 			want, err := strconv.ParseFloat(row[col], 64)
 			if err != nil {
 				continue // "-": not counted for this row

@@ -114,7 +114,7 @@ routes = ["10.9.0.1=ip.t"]
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	want := []string{"bridge", "prefix", "peer", "packets", "bytes", "drops", "too_big", "supers", "flows", "flow_errors", "error"}
+	want := []string{"bridge", "prefix", "peer", "packets", "bytes", "drops", "too_big", "aqm_drops", "aqm_marks", "supers", "flows", "flow_errors", "error"}
 	if fmt.Sprint(tab.Columns) != fmt.Sprint(want) {
 		t.Fatalf("columns %v, want %v", tab.Columns, want)
 	}
@@ -124,10 +124,10 @@ routes = ["10.9.0.1=ip.t"]
 	}
 	d, r := strconv.Itoa, func(k string) string { return strings.Join(rows[k], " ") }
 	for k, w := range map[string]string{
-		"ip.n 10.9.0.1/32": "ip.n 10.9.0.1/32 ip.t " + d(pings) + " " + d(replyBytes) + " 0 0 0 1 0 -",
-		"ip.n in":          "ip.n in - " + d(pings) + " " + d(reqBytes) + " 0 - 0 - 0 -",
-		"ip.n no_route":    "ip.n no_route - - - 0 - - - - -",
-		"ip.n device":      "ip.n device - - - 0 - - - - -",
+		"ip.n 10.9.0.1/32": "ip.n 10.9.0.1/32 ip.t " + d(pings) + " " + d(replyBytes) + " 0 0 0 0 0 1 0 -",
+		"ip.n in":          "ip.n in - " + d(pings) + " " + d(reqBytes) + " 0 - - - 0 - 0 -",
+		"ip.n no_route":    "ip.n no_route - - - 0 - - - - - - -",
+		"ip.n device":      "ip.n device - - - 0 - - - - - - -",
 	} {
 		if r(k) != w {
 			t.Errorf("row %q: got %q, want %q\n%v", k, r(k), w, tab.Rows)
@@ -156,7 +156,7 @@ routes = ["10.9.0.1=ip.t"]
 			t.Fatalf("bridges: %v", err)
 		}
 		tab = resp.Table
-		if len(tab.Rows) == 5 && strings.Join(tab.Rows[0], " ") == "ip.n 10.9.0.1/32 ip.t 0 0 0 0 0 0 0 -" {
+		if len(tab.Rows) == 5 && strings.Join(tab.Rows[0], " ") == "ip.n 10.9.0.1/32 ip.t 0 0 0 0 0 0 0 0 0 -" {
 			break
 		}
 		if time.Now().After(wait) {

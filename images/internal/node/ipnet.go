@@ -46,6 +46,10 @@ type IPNetConfig struct {
 	Idle duration `toml:"idle"`
 	// Bufs is the component's packet-buffer budget (default 4096).
 	Bufs int `toml:"bufs"`
+	// AQMTarget is the wait that packets for a flow may stand at before
+	// the bridge drops or marks them CE (CoDel; default 5ms, negative:
+	// off, only a full queue drops).
+	AQMTarget offDuration `toml:"aqm_target"`
 }
 
 // TUNOpener opens a TUN interface: hosted images pass ipnet.OpenTUN's;
@@ -151,7 +155,8 @@ func IPNets(cfg *Config, open TUNOpener, log *slog.Logger) ([]Extra, error) {
 			}
 			defer b.Close()
 			br, err := ipnet.New(ipnet.Config{Broker: b, Dev: tun, Runner: pd, Name: c.Name, Routes: routes, QoS: q, DSCP: c.DSCP, Idle: c.Idle.Duration,
-				Log: log})
+				AQMTarget: c.AQMTarget.Duration,
+				Log:       log})
 			if err != nil {
 				return err
 			}
@@ -201,11 +206,11 @@ func bridgeTable(b *ipnet.Bridge) ipcp.Table {
 	routes, noRoute, in, inBytes, inDrops := b.Stats()
 	t := ipcp.Table{Columns: irm.BridgeColumns}
 	for _, r := range routes {
-		t.Rows = append(t.Rows, []string{r.Prefix, r.Name, u(r.PktsOut), u(r.BytesOut), u(r.Drops), u(r.TooBig), u(r.Supers), u(r.Allocs), u(r.AllocErrors)})
+		t.Rows = append(t.Rows, []string{r.Prefix, r.Name, u(r.PktsOut), u(r.BytesOut), u(r.Drops), u(r.TooBig), u(r.AQMDrops), u(r.AQMMarks), u(r.Supers), u(r.Allocs), u(r.AllocErrors)})
 	}
 	t.Rows = append(t.Rows,
-		[]string{"in", "-", u(in), u(inBytes), u(inDrops), "-", u(b.SupersIn()), "-", u(b.AcceptErrors())},
-		[]string{"no_route", "-", "-", "-", u(noRoute), "-", "-", "-", "-"},
-		[]string{"device", "-", "-", "-", u(b.DevErrors()), "-", "-", "-", "-"})
+		[]string{"in", "-", u(in), u(inBytes), u(inDrops), "-", "-", "-", u(b.SupersIn()), "-", u(b.AcceptErrors())},
+		[]string{"no_route", "-", "-", "-", u(noRoute), "-", "-", "-", "-", "-", "-"},
+		[]string{"device", "-", "-", "-", u(b.DevErrors()), "-", "-", "-", "-", "-", "-"})
 	return t
 }

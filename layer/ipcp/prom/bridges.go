@@ -24,6 +24,8 @@ var bridgeCounters = []struct{ col, help string }{
 	{"bytes", "Bytes of those packets."},
 	{"drops", "Packets an IP bridge dropped on a route (queue full, no flow, too big, refused); \"in\": received but not written; \"no_route\": matched no route; \"device\": device reads that failed."},
 	{"too_big", "Of a route's drops, those larger than the flow's SDU limit (answered with ICMP too big)."},
+	{"aqm_drops", "Of a route's drops, those of its active queue management (CoDel: packets that waited too long for the flow, not ECN-capable)."},
+	{"aqm_marks", "Packets an IP bridge's active queue management marked CE instead of dropping them (ECN-capable)."},
 	{"supers", "TCP super-packets an IP bridge read for a route (\"in\": received from peers)."},
 	{"flows", "Flows an IP bridge allocated for a route."},
 	{"flow_errors", "Allocations that failed for a route (\"in\": accepts that failed)."},

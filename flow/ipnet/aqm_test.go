@@ -1,0 +1,242 @@
+package ipnet
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/flowtest"
+)
+
+// TestCoDel: the drop schedule of RFC 8289. A wait above the target
+// drops nothing for the first interval, then one packet, then more often
+// (interval/√count apart); a wait below the target ends it at once.
+func TestCoDel(t *testing.T) {
+	c := codel{target: 5 * time.Millisecond, interval: 100 * time.Millisecond}
+	t0 := time.Unix(1000, 0)
+	var drops []time.Duration
+	for ms := 0; ms <= 400; ms++ {
+		now := t0.Add(time.Duration(ms) * time.Millisecond)
+		if c.drop(now, 20*time.Millisecond) {
+			drops = append(drops, now.Sub(t0))
+		}
+	}
+	// First at 100 ms (the wait stood above target a whole interval),
+	// then 100/√1, 100/√2, 100/√3... after the one before.
+	want := []time.Duration{100, 200, 271, 329}
+	if len(drops) < len(want) {
+		t.Fatalf("drops at %v, want them at %v ms and on", drops, want)
+	}
+	for i, w := range want {
+		if d := drops[i] - w*time.Millisecond; d < 0 || d > time.Millisecond {
+			t.Errorf("drop %d at %v, want %v ms", i, drops[i], w)
+		}
+	}
+	now := t0.Add(401 * time.Millisecond)
+	if c.drop(now, time.Millisecond) || c.dropping {
+		t.Fatal("still dropping with the wait below target")
+	}
+	for ms := 402; ms < 500; ms++ {
+		if c.drop(t0.Add(time.Duration(ms)*time.Millisecond), 20*time.Millisecond) {
+			t.Fatalf("a drop %d ms after the wait rose again, want none for an interval", ms-402)
+		}
+	}
+}
+
+// TestCoDelWait: the wait is what stands in the queues over the rate the
+// flow's reader takes SDUs at; nothing standing is no wait, however slow
+// the rate (a ping every 200 ms must never be dropped).
+func TestCoDelWait(t *testing.T) {
+	c := codel{target: 5 * time.Millisecond, interval: 100 * time.Millisecond}
+	t0 := time.Unix(1000, 0)
+	if w := c.wait(t0, 0, 0); w != 0 {
+		t.Fatalf("first wait %v, want 0", w)
+	}
+	// 1,000 SDUs written in 10 ms, 100 of them still queued: 900 taken,
+	// 90,000 a second.
+	c.written(1000)
+	w := c.wait(t0.Add(10*time.Millisecond), 80, 100)
+	if want := 2 * time.Millisecond; w < want-10*time.Microsecond || w > want+10*time.Microsecond {
+		t.Fatalf("wait %v, want %v (180 waiting at 90,000 a second)", w, want)
+	}
+	// A sparse flow: one SDU each 200 ms, taken at once.
+	s := codel{target: 5 * time.Millisecond, interval: 100 * time.Millisecond}
+	for i := range 10 {
+		now := t0.Add(time.Duration(i) * 200 * time.Millisecond)
+		if w := s.wait(now, 0, 0); w != 0 || s.drop(now, w) {
+			t.Fatalf("packet %d of a sparse flow: wait %v, dropped %v", i, w, s.drop(now, w))
+		}
+		s.written(1)
+	}
+}
+
+// ipv4Sum is the IPv4 header checksum of h, computed afresh.
+func ipv4Sum(h []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		if i == 10 {
+			continue
+		}
+		s += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+func TestMarkCE(t *testing.T) {
+	for _, ecn := range []byte{0, 1, 2, 3} {
+		p := v4("10.9.9.1", 10)
+		p[1] = 0xb8 | ecn // DSCP EF
+		p[8] = 64
+		binary.BigEndian.PutUint16(p[10:], ipv4Sum(p[:20]))
+		marked := markCE(p)
+		if marked != (ecn != 0) {
+			t.Errorf("IPv4 ECN %d: marked %v", ecn, marked)
+		}
+		want := byte(0xb8 | ecn)
+		if ecn != 0 {
+			want = 0xbb
+		}
+		if p[1] != want {
+			t.Errorf("IPv4 ECN %d: TOS %#x, want %#x", ecn, p[1], want)
+		}
+		if got, sum := binary.BigEndian.Uint16(p[10:]), ipv4Sum(p[:20]); got != sum {
+			t.Errorf("IPv4 ECN %d: checksum %#x, want %#x", ecn, got, sum)
+		}
+		q := v6("fd00::1")
+		q[0], q[1] = 0x6b, 0x80|ecn<<4 // traffic class 0xb8|ecn
+		if markCE(q) != (ecn != 0) || (ecn != 0 && (q[1]>>4)&3 != 3) || q[0] != 0x6b {
+			t.Errorf("IPv6 ECN %d: %x", ecn, q[:2])
+		}
+	}
+	if markCE([]byte{0x45, 1}) {
+		t.Error("marked a truncated packet")
+	}
+}
+
+// TestBridgeAQM: a flow whose reader takes 2,000 SDUs a second, and a
+// device that reads packets for it much faster: once the packets have
+// waited more than the target for an interval, the Bridge marks ECN-
+// capable ones CE (they arrive marked, their checksums right) and drops
+// the others, counted apart from the drops of a full queue. With the AQM
+// off (a negative target, the behaviour before) it does neither: only
+// the full queue drops.
+func TestBridgeAQM(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ecn    byte
+		target time.Duration
+	}{
+		{"ECT marked", 2, 2 * time.Millisecond},
+		{"not-ECT dropped", 0, 2 * time.Millisecond},
+		{"off", 2, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := flowtest.NewBroker(64)
+			peer := fake.Program("pb")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if err := peer.Bind(ctx, "ip.b"); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := func() flow.Port { a, _ := flowtest.Pipe(1); return a }().(queueReporter); !ok {
+				t.Fatal("flowtest's pipes do not report their queue: the test would not see the ring")
+			}
+			dev := newDev()
+			a, err := New(Config{Broker: fake.Program("pa"), Dev: dev, Runner: goRunner{}, Name: "ip.a",
+				AQMTarget: tc.target, AQMInterval: 20 * time.Millisecond,
+				Routes: []Route{{Prefix: netip.MustParsePrefix("10.9.9.0/24"), Name: "ip.b"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			defer func() {
+				cancel()
+				dev.Close()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			var got, ce, badSum atomic.Int64
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { // the flow's reader: 2,000 SDUs a second
+				defer wg.Done()
+				port, _, err := peer.Accept(ctx)
+				if err != nil {
+					return
+				}
+				defer port.Close()
+				buf := make([]byte, 2048)
+				tick := time.NewTicker(500 * time.Microsecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+					n, err := port.Read(buf, time.Now().Add(10*time.Millisecond))
+					if err != nil {
+						if ctx.Err() != nil {
+							return
+						}
+						continue
+					}
+					got.Add(1)
+					if buf[1]&3 == 3 {
+						ce.Add(1)
+					}
+					if n >= 20 && binary.BigEndian.Uint16(buf[10:]) != ipv4Sum(buf[:20]) {
+						badSum.Add(1)
+					}
+				}
+			}()
+			// 4,000 packets a second for 400 ms.
+			for i := 0; i < 1600; i++ {
+				p := v4("10.9.9.1", 100)
+				p[1] = tc.ecn
+				p[8] = 64
+				binary.BigEndian.PutUint16(p[10:], ipv4Sum(p[:20]))
+				dev.in <- p
+				if i%4 == 3 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+			wg.Wait()
+			r, _, _, _, _ := a.Stats()
+			s := r[0]
+			t.Logf("%d read, %d of them CE; drops %d, of which the AQM's %d; marks %d", got.Load(), ce.Load(), s.Drops, s.AQMDrops, s.AQMMarks)
+			if badSum.Load() != 0 {
+				t.Errorf("%d packets arrived with a wrong header checksum", badSum.Load())
+			}
+			switch {
+			case tc.target < 0:
+				if s.AQMDrops+s.AQMMarks != 0 || ce.Load() != 0 {
+					t.Fatalf("AQM off: %d dropped, %d marked, %d arrived CE", s.AQMDrops, s.AQMMarks, ce.Load())
+				}
+			case tc.ecn != 0:
+				if s.AQMMarks == 0 || s.AQMDrops != 0 {
+					t.Fatalf("ECN-capable packets: %d marked, %d dropped by the AQM; want marks only", s.AQMMarks, s.AQMDrops)
+				}
+				if ce.Load() == 0 {
+					t.Fatal("no packet arrived marked CE")
+				}
+			default:
+				if s.AQMDrops == 0 || s.AQMMarks != 0 {
+					t.Fatalf("packets without ECN: %d dropped, %d marked by the AQM; want drops only", s.AQMDrops, s.AQMMarks)
+				}
+			}
+		})
+	}
+}
