@@ -54,6 +54,7 @@ type Buf struct {
 	off, end int
 	owner    atomic.Uint64 // ownerFree, ownerRing, or the holder's PD.bid
 	data     []byte        // Headroom + the kernel's buffer size, made once
+	mark     uint8         // SetMark's; 0 in a buffer just allocated
 }
 
 // NewBuf returns a buffer of size data bytes (0: BufSize) outside any
@@ -97,6 +98,21 @@ func (b *Buf) TailSpace() int { return len(b.data) - b.end }
 func (b *Buf) Reset() {
 	b.check()
 	b.off, b.end = Headroom, Headroom
+}
+
+// Mark returns what the last holder that set it said of the packet (a
+// layer that delivers it: the congestion level it arrived with); 0 in a
+// buffer just allocated.
+func (b *Buf) Mark() uint8 {
+	b.check()
+	return b.mark
+}
+
+// SetMark sets what Mark returns: a byte that travels with the buffer
+// through rings, as its window does.
+func (b *Buf) SetMark(m uint8) {
+	b.check()
+	b.mark = m
 }
 
 // Size returns how many bytes of data the buffer holds after Headroom:

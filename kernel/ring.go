@@ -554,7 +554,7 @@ func (pd *PD) AllocBufs(bufs []*Buf) (int, error) {
 	}
 	pd.k.pool.get(bufs[:n])
 	for _, x := range bufs[:n] {
-		x.off, x.end = Headroom, Headroom
+		x.off, x.end, x.mark = Headroom, Headroom, 0
 		x.owner.Store(pd.bid)
 	}
 	if !pd.adopted(bufs[:n]) {

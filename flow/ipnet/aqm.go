@@ -27,6 +27,65 @@ import (
 // by the rate at which the flow's reader takes SDUs, measured from what
 // the Bridge wrote and what stayed queued.
 
+// The receiving side: the layer's marks (RFC 6040).
+//
+// Where the standing queue is inside the layer (a forwarding node's queue
+// toward a slower link), the sending bridge does not see it; the layer
+// marks the packets that leave such a queue with its level (multi-bit
+// ECN, 1 to 255, 0 below a part of its length), and its congestion
+// avoidance paces the flow, but TCP learns nothing until the queue
+// overflows. A unicast layer delivering a packet in the node's buffer
+// leaves that level on the buffer (kernel.Buf.Mark), and the node's ring
+// port gives it to the reader (ReadMarked). RFC 6040 copies an outer CE
+// into the inner header; the layer's marks are levels on many packets of
+// a standing queue (about one packet in eight in TestIPNet on 1 Gbit/s
+// links), not single-bit congestion experienced, so the receiving bridge
+// marks CE (ECN-capable) or drops one packet each markSpan of level
+// summed: a fraction of the packets that grows with how many are marked
+// and how high. It stops as soon as the marks do.
+
+// markSpan is the sum of marks per packet marked CE or dropped: at the
+// highest level on every packet, one in 64 (RED's largest drop
+// probability, a few percent).
+const markSpan = 255 * 64
+
+// markReader is a flow port that says, for each SDU it reads, the mark
+// its buffer carried (the node's ring ports: irm.RingPort).
+type markReader interface {
+	ReadMarked(bufs [][]byte, sizes []int, marks []uint8, deadline time.Time) (int, error)
+}
+
+// passMarked maps the layer's mark on sdu, one receiving flow's (acc
+// its sum of marks so far): it reports whether sdu goes on to the device
+// (marked CE where its turn came and its sender takes ECN), or is
+// dropped (counted).
+func (b *Bridge) passMarked(acc *uint32, mark uint8, sdu []byte) bool {
+	if mark == 0 {
+		return true
+	}
+	if *acc += uint32(mark); *acc < markSpan {
+		return true
+	}
+	*acc -= markSpan
+	pkt := sdu
+	if _, ok := superMSS(sdu); ok {
+		pkt = sdu[superHdrLen:]
+	}
+	if markCE(pkt) {
+		b.inAQMMarks.Add(1)
+		return true
+	}
+	b.inAQMDrops.Add(1)
+	b.inDrops.Add(1)
+	return false
+}
+
+// InAQM returns what the receiving side's CoDel did with what peers sent:
+// packets dropped (counted among the received drops too) and marked CE.
+func (b *Bridge) InAQM() (drops, marks uint64) {
+	return b.inAQMDrops.Load(), b.inAQMMarks.Load()
+}
+
 // AQM defaults (RFC 8289, 4.2 and 4.3).
 const (
 	DefaultAQMTarget   = 5 * time.Millisecond

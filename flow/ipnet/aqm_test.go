@@ -240,3 +240,127 @@ func TestBridgeAQM(t *testing.T) {
 		})
 	}
 }
+
+// markedPort is a flow end that says of each SDU it reads a mark, as the
+// node's ring ports say the mark a delivering unicast layer left on its
+// buffer: here the packet's first payload byte, which the test sets.
+type markedPort struct{ flow.BatchPort }
+
+func (p markedPort) ReadMarked(bufs [][]byte, sizes []int, marks []uint8, deadline time.Time) (int, error) {
+	n, err := p.ReadBatch(bufs[:min(len(bufs), len(marks))], sizes, deadline)
+	for i := range n {
+		marks[i] = 0
+		if sizes[i] > 20 {
+			marks[i] = bufs[i][20]
+		}
+	}
+	return n, err
+}
+
+// TestReceiveMarks: the receiving bridge maps the layer's congestion
+// marks: of packets marked at level 180, one in 64*255/180 is marked CE
+// (ECN-capable) or dropped, counted as the "in" row's; unmarked packets
+// pass as they came. With the AQM off (the behaviour before) every
+// packet is written as it came.
+func TestReceiveMarks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ecn    byte
+		target time.Duration
+	}{
+		{"ECT marked", 1, 5 * time.Millisecond},
+		{"not-ECT dropped", 0, 5 * time.Millisecond},
+		{"off", 1, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := flowtest.NewBrokerPipes(256, func() (flow.Port, flow.Port) {
+				a, b := flowtest.Pipe(256)
+				return markedPort{a.(flow.BatchPort)}, markedPort{b.(flow.BatchPort)}
+			})
+			dev := newBatchDev(1500, 0)
+			b, err := New(Config{Broker: fake.Program("pb"), Dev: dev, Runner: goRunner{}, Name: "ip.b",
+				AQMTarget: tc.target, AQMInterval: 20 * time.Millisecond,
+				Routes: []Route{{Prefix: netip.MustParsePrefix("10.8.0.0/16"), Name: "ip.a"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- b.Run(ctx) }()
+			defer func() {
+				cancel()
+				dev.Close()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			var written, ce atomic.Int64
+			go func() {
+				for {
+					select {
+					case pkts := <-dev.Batches:
+						for _, p := range pkts {
+							written.Add(1)
+							if p[1]&3 == 3 {
+								ce.Add(1)
+							}
+						}
+					case <-ctx.Done():
+						return
+					}
+				}
+			}()
+			time.Sleep(20 * time.Millisecond) // the name bound
+			port, _, err := fake.Alloc(ctx, "ip.b", flow.BestEffort())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer port.Close()
+			send := func(n int, mark byte) {
+				for range n {
+					p := v4("10.9.9.1", 100)
+					p[20] = mark
+					p[1] = tc.ecn
+					p[8] = 64
+					binary.BigEndian.PutUint16(p[10:], ipv4Sum(p[:20]))
+					if err := port.Write(p, time.Now().Add(time.Second)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			send(200, 180) // 200*180/(64*255): 2 picked
+			waitFor(t, func() bool { d, _ := b.InAQM(); return written.Load()+int64(d) >= 200 })
+			drops, marks := b.InAQM()
+			send(100, 0) // unmarked: nothing more
+			waitFor(t, func() bool { return written.Load()+int64(drops) >= 300 })
+			d2, m2 := b.InAQM()
+			t.Logf("written %d, %d CE; the AQM dropped %d, marked %d", written.Load(), ce.Load(), d2, m2)
+			if d2 != drops || m2 != marks {
+				t.Errorf("after the marks stopped: %d more dropped, %d more marked", d2-drops, m2-marks)
+			}
+			switch {
+			case tc.target < 0:
+				if drops+marks != 0 || ce.Load() != 0 || written.Load() != 300 {
+					t.Fatalf("AQM off: %d dropped, %d marked, %d written CE of %d", drops, marks, ce.Load(), written.Load())
+				}
+			case tc.ecn != 0:
+				if marks != 2 || drops != 0 || ce.Load() != int64(marks) || written.Load() != 300 {
+					t.Fatalf("ECN-capable: %d marked (%d written CE), %d dropped, %d written; want marks only, all written", marks, ce.Load(), drops, written.Load())
+				}
+			default:
+				if drops != 2 || marks != 0 || written.Load() != 300-int64(drops) {
+					t.Fatalf("without ECN: %d dropped, %d marked, %d written; want drops only", drops, marks, written.Load())
+				}
+			}
+		})
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+	}
+}

@@ -296,6 +296,7 @@ type Bridge struct {
 	peers map[peerKey]*peer
 
 	noRoute, inPkts, inBytes, inDrops, devErrors atomic.Uint64
+	inAQMDrops, inAQMMarks                       atomic.Uint64 // of what peers sent: the layer's marks mapped (aqm.go)
 	acceptErrors                                 atomic.Uint64 // Accepts that failed and were tried again
 	supersIn                                     atomic.Uint64 // super-packet SDUs received
 }
@@ -1042,8 +1043,20 @@ func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice, size int) {
 	}
 	sizes := make([]int, n)
 	w := batchWriter{b: b, dev: dev, h: h, out: make([][]byte, 0, n)}
+	mr, _ := port.(markReader)
+	var marks []uint8
+	var acc uint32 // the layer's marks summed (passMarked)
+	if mr != nil && b.cfg.AQMTarget > 0 {
+		marks = make([]uint8, n)
+	}
 	for {
-		k, err := port.ReadBatch(sdus, sizes, time.Time{})
+		var k int
+		var err error
+		if marks != nil {
+			k, err = mr.ReadMarked(sdus, sizes, marks, time.Time{})
+		} else {
+			k, err = port.ReadBatch(sdus, sizes, time.Time{})
+		}
 		if errors.Is(err, flow.ErrTruncated) { // the last one: not a packet
 			b.inDrops.Add(1)
 			k--
@@ -1051,6 +1064,9 @@ func (b *Bridge) receiveBatch(port flow.BatchPort, dev BatchDevice, size int) {
 			return
 		}
 		for i := range k {
+			if marks != nil && !b.passMarked(&acc, marks[i], sdus[i][:sizes[i]]) {
+				continue
+			}
 			w.add(store[i], sizes[i])
 		}
 		w.flush()

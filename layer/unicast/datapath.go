@@ -381,6 +381,7 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 			err = errDeliveryFull
 			break
 		}
+		b.Mark = ecn
 		if !d.push(b) {
 			c.delivering.Add(-1)
 			err = errDeliveryFull

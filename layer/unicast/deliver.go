@@ -221,6 +221,9 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 					sent += c.writeDelivered(f, bp, run, sdus[:len(run)])
 					return
 				}
+				for _, b := range run { // the level each arrived with, for the reader
+					b.K.SetMark(b.Mark)
+				}
 				pushed := dt.PushRun(kp, run, &kb)
 				for _, b := range run[:pushed] {
 					c.delivered(f, b.End-b.Off)

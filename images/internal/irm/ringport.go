@@ -186,6 +186,16 @@ func (p *RingPort) Write(b []byte, deadline time.Time) error {
 // ReadBatch implements BatchPort: it serves the batch it popped last, and
 // pops the next one (one ring operation) when that is used up.
 func (p *RingPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error) {
+	return p.ReadMarked(bufs, sizes, nil, deadline)
+}
+
+// ReadMarked is ReadBatch that also gives, where marks is not nil, each
+// SDU's buffer's mark (kernel.Buf.Mark: a unicast layer delivering it
+// wrote the congestion level it arrived with) in marks[i].
+func (p *RingPort) ReadMarked(bufs [][]byte, sizes []int, marks []uint8, deadline time.Time) (int, error) {
+	if marks != nil {
+		bufs = bufs[:min(len(bufs), len(marks))]
+	}
 	if len(bufs) == 0 {
 		return 0, nil
 	}
@@ -199,6 +209,9 @@ func (p *RingPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (in
 	var err error
 	for n < len(bufs) && p.rhead < p.rn {
 		data := p.rbufs[p.rhead].Bytes()
+		if marks != nil {
+			marks[n] = p.rbufs[p.rhead].Mark()
+		}
 		p.rhead++
 		sizes[n] = copy(bufs[n], data)
 		n++

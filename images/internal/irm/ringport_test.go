@@ -334,3 +334,54 @@ func TestRingPortLend(t *testing.T) {
 		t.Fatalf("AllocBufs after Close and Return = %d, want 64: lent buffers leaked", k)
 	}
 }
+
+// TestRingPortMarks: a buffer's mark (what a delivering unicast layer
+// says of the packet's congestion) reaches the reader with ReadMarked,
+// whatever the batch's split; a buffer allocated after a marked one was
+// freed starts unmarked.
+func TestRingPortMarks(t *testing.T) {
+	pd := bootPD(t, 64)
+	pa, pb := ringPair(t, pd, 16)
+	a, b := pa.(*irm.RingPort), pb.(*irm.RingPort)
+	kb := make([]*kernel.Buf, 6)
+	if n, err := a.AllocBufs(kb); n != 6 || err != nil {
+		t.Fatalf("AllocBufs = %d, %v", n, err)
+	}
+	for i, x := range kb {
+		x.Reset()
+		x.Extend(10)[0] = byte(i)
+		x.SetMark(uint8(i * 40))
+	}
+	if n, err := a.PushBufs(kb, noTime); n != 6 || err != nil {
+		t.Fatalf("PushBufs = %d, %v", n, err)
+	}
+	bufs, sizes, marks := make([][]byte, 4), make([]int, 4), make([]uint8, 4)
+	for i := range bufs {
+		bufs[i] = make([]byte, 64)
+	}
+	var got []uint8
+	for len(got) < 6 {
+		n, err := b.ReadMarked(bufs, sizes, marks, time.Now().Add(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			if int(bufs[i][0]) != len(got) || sizes[i] != 10 {
+				t.Fatalf("SDU %d: %d bytes from %d", len(got), sizes[i], bufs[i][0])
+			}
+			got = append(got, marks[i])
+		}
+	}
+	if want := []uint8{0, 40, 80, 120, 160, 200}; !bytes.Equal(got, want) {
+		t.Fatalf("marks %v, want %v", got, want)
+	}
+	// Every buffer is free again: a fresh one is unmarked.
+	all := make([]*kernel.Buf, 64)
+	n, _ := a.AllocBufs(all)
+	for _, x := range all[:n] {
+		if x.Mark() != 0 {
+			t.Fatalf("a buffer just allocated has mark %d", x.Mark())
+		}
+	}
+	a.FreeBufs(all[:n])
+}

@@ -125,7 +125,7 @@ routes = ["10.9.0.1=ip.t"]
 	d, r := strconv.Itoa, func(k string) string { return strings.Join(rows[k], " ") }
 	for k, w := range map[string]string{
 		"ip.n 10.9.0.1/32": "ip.n 10.9.0.1/32 ip.t " + d(pings) + " " + d(replyBytes) + " 0 0 0 0 0 1 0 -",
-		"ip.n in":          "ip.n in - " + d(pings) + " " + d(reqBytes) + " 0 - - - 0 - 0 -",
+		"ip.n in":          "ip.n in - " + d(pings) + " " + d(reqBytes) + " 0 - 0 0 0 - 0 -",
 		"ip.n no_route":    "ip.n no_route - - - 0 - - - - - - -",
 		"ip.n device":      "ip.n device - - - 0 - - - - - - -",
 	} {

@@ -204,12 +204,13 @@ func (t bridgeTarget) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, 
 func bridgeTable(b *ipnet.Bridge) ipcp.Table {
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	routes, noRoute, in, inBytes, inDrops := b.Stats()
+	aqmDrops, aqmMarks := b.InAQM()
 	t := ipcp.Table{Columns: irm.BridgeColumns}
 	for _, r := range routes {
 		t.Rows = append(t.Rows, []string{r.Prefix, r.Name, u(r.PktsOut), u(r.BytesOut), u(r.Drops), u(r.TooBig), u(r.AQMDrops), u(r.AQMMarks), u(r.Supers), u(r.Allocs), u(r.AllocErrors)})
 	}
 	t.Rows = append(t.Rows,
-		[]string{"in", "-", u(in), u(inBytes), u(inDrops), "-", "-", "-", u(b.SupersIn()), "-", u(b.AcceptErrors())},
+		[]string{"in", "-", u(in), u(inBytes), u(inDrops), "-", u(aqmDrops), u(aqmMarks), u(b.SupersIn()), "-", u(b.AcceptErrors())},
 		[]string{"no_route", "-", "-", "-", u(noRoute), "-", "-", "-", "-", "-", "-"},
 		[]string{"device", "-", "-", "-", u(b.DevErrors()), "-", "-", "-", "-", "-", "-"})
 	return t

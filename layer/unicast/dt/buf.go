@@ -39,7 +39,13 @@ type Buf struct {
 	// node's own queues tell that flow how congested they are without a
 	// round trip (LocalMarker). The pool clears it.
 	Origin LocalMarker
-	B      []byte // the pool's buffer size (BufLen unless made for larger SDUs); a shell's: K's
+	// Mark is the congestion level a packet this node delivers arrived
+	// with (its PCI's ECN), set as it is queued for its N+1 flow: a
+	// shell's goes with its node buffer (kernel.Buf.SetMark), so that a
+	// reader of the flow's ring learns it (an IP bridge maps it to CE).
+	// The pool clears it.
+	Mark uint8
+	B    []byte // the pool's buffer size (BufLen unless made for larger SDUs); a shell's: K's
 	// K is the node's buffer a shell holds (nil: none, or one of the
 	// pool's own buffers).
 	K     *kernel.Buf
@@ -208,7 +214,7 @@ func (p *Pool) Put(bs []*Buf) {
 	}
 	shells := 0
 	for _, b := range bs {
-		b.Origin = nil // outside the lock: the caller holds bs
+		b.Origin, b.Mark = nil, 0 // outside the lock: the caller holds bs
 		if b.shell {
 			shells++
 		}
