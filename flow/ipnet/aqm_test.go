@@ -90,6 +90,15 @@ func ipv4Sum(h []byte) uint16 {
 	return ^uint16(s)
 }
 
+// ecnPacket is an IPv4 packet to 10.9.9.1 with ECN field ecn, its first
+// payload byte b (markedPort's mark) and its header checksum right.
+func ecnPacket(ecn, b byte) []byte {
+	p := v4("10.9.9.1", 100)
+	p[1], p[8], p[20] = ecn, 64, b
+	binary.BigEndian.PutUint16(p[10:], ipv4Sum(p[:20]))
+	return p
+}
+
 func TestMarkCE(t *testing.T) {
 	for _, ecn := range []byte{0, 1, 2, 3} {
 		p := v4("10.9.9.1", 10)
@@ -202,11 +211,7 @@ func TestBridgeAQM(t *testing.T) {
 			}()
 			// 4,000 packets a second for 400 ms.
 			for i := 0; i < 1600; i++ {
-				p := v4("10.9.9.1", 100)
-				p[1] = tc.ecn
-				p[8] = 64
-				binary.BigEndian.PutUint16(p[10:], ipv4Sum(p[:20]))
-				dev.in <- p
+				dev.in <- ecnPacket(tc.ecn, 0)
 				if i%4 == 3 {
 					time.Sleep(time.Millisecond)
 				}
@@ -318,12 +323,7 @@ func TestReceiveMarks(t *testing.T) {
 			defer port.Close()
 			send := func(n int, mark byte) {
 				for range n {
-					p := v4("10.9.9.1", 100)
-					p[20] = mark
-					p[1] = tc.ecn
-					p[8] = 64
-					binary.BigEndian.PutUint16(p[10:], ipv4Sum(p[:20]))
-					if err := port.Write(p, time.Now().Add(time.Second)); err != nil {
+					if err := port.Write(ecnPacket(tc.ecn, mark), time.Now().Add(time.Second)); err != nil {
 						t.Fatal(err)
 					}
 				}
