@@ -505,6 +505,17 @@ func (p *ShmPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int
 	return n, nil
 }
 
+// ReadMarked is ReadBatch that also gives each SDU's mark (what the node
+// said of the packet's congestion: the level a delivering unicast layer
+// saw, 0 if none) in marks[i]; it reads at most len(marks) SDUs.
+func (p *ShmPort) ReadMarked(bufs [][]byte, sizes []int, marks []uint8, deadline time.Time) (int, error) {
+	n, err := p.e.RecvMarked(bufs, sizes, marks, deadline)
+	if err != nil {
+		return n, shmErr("read", err)
+	}
+	return n, nil
+}
+
 // interruptRead wakes the read in progress (directReader).
 func (p *ShmPort) interruptRead() { p.e.InterruptRecv() }
 

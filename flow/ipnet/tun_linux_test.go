@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/ouronet/ouro/flow"
 )
 
 // inNetns runs f on a thread in the network namespace ns (sockets and
@@ -457,3 +459,7 @@ func testTUNSuper(t *testing.T, v6 bool) {
 		t.Errorf("ReadSuper: %.1f allocations a read, want 0", a)
 	}
 }
+
+// A program's shared-ring port says the node's marks: its bridge maps
+// them as a bridge in a node does (aqm.go).
+var _ markReader = (*flow.ShmPort)(nil)

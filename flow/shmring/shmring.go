@@ -11,7 +11,7 @@
 //
 //	producer line: head (u64), writer waiting (u32), producer closed (u32)
 //	consumer line: tail (u64), reader waiting (u32), consumer closed (u32)
-//	slot:          length (u32), pad (u32), data (MaxSDU bytes)
+//	slot:          length (u32), mark (u8), pad (3 bytes), data (MaxSDU bytes)
 //
 // The program is not trusted. The node's End never reads back an index it
 // owns from shared memory (it keeps its own copy), bounds every index it
@@ -81,7 +81,8 @@ const (
 	ringHdrOff  = 256  // ring i's header at ringHdrOff + i*ringHdrSize
 	ringHdrSize = 256
 	consOff     = 128 // the consumer's words, on their own cache lines
-	slotHdr     = 8   // length (u32) and pad before each slot's data
+	slotHdr     = 8   // length (u32), mark (u8) and pad before each slot's data
+	slotMark    = 4   // the mark's offset in a slot (SendMarked, RecvMarked)
 )
 
 // Ring indexes.

@@ -337,9 +337,9 @@ func (e *End) readable() bool {
 	return e.rx.head.Load() != e.rtail || e.closed.Load() || e.peerGone.Load() || e.rx.pclosed.Load() != 0 || e.rint.Load()
 }
 
-// take moves up to len(bufs) SDUs out of the ring without waiting.
-// Called with rmu held.
-func (e *End) take(bufs [][]byte, sizes []int) (int, error) {
+// take moves up to len(bufs) SDUs out of the ring without waiting, and
+// with marks not nil each one's mark. Called with rmu held.
+func (e *End) take(bufs [][]byte, sizes []int, marks []uint8) (int, error) {
 	n, freed := 0, false
 	var err error
 	for n < len(bufs) {
@@ -365,6 +365,9 @@ func (e *End) take(bufs [][]byte, sizes []int) (int, error) {
 		}
 		c := copy(bufs[n], slot[slotHdr:slotHdr+l])
 		sizes[n] = c
+		if marks != nil {
+			marks[n] = slot[slotMark]
+		}
 		n++
 		if c < l {
 			err = fmt.Errorf("shmring: SDU of %d bytes into %d: %w", l, c, ErrTruncated)
@@ -402,13 +405,20 @@ func (e *End) Recv(b []byte, deadline time.Time) (int, error) {
 // truncated SDU ends the batch (counted, with ErrTruncated). Otherwise the
 // error is non-nil only with n = 0.
 func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error) {
-	return e.recv(bufs, sizes, true, deadline)
+	return e.recv(bufs, sizes, nil, true, deadline)
+}
+
+// RecvMarked is RecvBatch that also gives each SDU's mark (SendMarked's)
+// in marks[i]: what a node says of the packet's congestion. It takes at
+// most len(marks) SDUs.
+func (e *End) RecvMarked(bufs [][]byte, sizes []int, marks []uint8, deadline time.Time) (int, error) {
+	return e.recv(bufs[:min(len(bufs), len(marks))], sizes, marks, true, deadline)
 }
 
 // recv waits for the first SDU (or the end of the flow, or the deadline),
 // then takes what is ready into bufs, or with take false only counts it
 // (Ready).
-func (e *End) recv(bufs [][]byte, sizes []int, take bool, deadline time.Time) (int, error) {
+func (e *End) recv(bufs [][]byte, sizes []int, marks []uint8, take bool, deadline time.Time) (int, error) {
 	e.rmu.Lock()
 	defer e.rmu.Unlock()
 	for {
@@ -422,7 +432,7 @@ func (e *End) recv(bufs [][]byte, sizes []int, take bool, deadline time.Time) (i
 			if avail := e.rx.head.Load() - e.rtail; avail > 0 {
 				return int(min(avail, e.slots)), nil // RecvBatch checks the index
 			}
-		} else if n, err := e.take(bufs, sizes); n > 0 || err != nil {
+		} else if n, err := e.take(bufs, sizes, marks); n > 0 || err != nil {
 			return n, err
 		}
 		if e.rint.Load() && e.rint.Swap(false) {
@@ -449,7 +459,7 @@ func (e *End) recv(bufs [][]byte, sizes []int, take bool, deadline time.Time) (i
 // RecvBatch that takes them (an impossible length). With n = 0 the error
 // is what RecvBatch would return.
 func (e *End) Ready(deadline time.Time) (int, error) {
-	return e.recv(nil, nil, false, deadline)
+	return e.recv(nil, nil, nil, false, deadline)
 }
 
 // Room waits like SendBatch until the ring has a free slot, the flow
@@ -502,6 +512,18 @@ func (e *End) Send(p []byte, deadline time.Time) error {
 // cannot queue, with that SDU's error (ErrTooBig for that one alone). The
 // other side is woken once per batch, if it sleeps.
 func (e *End) SendBatch(sdus [][]byte, deadline time.Time) (int, error) {
+	return e.send(sdus, nil, deadline)
+}
+
+// SendMarked is SendBatch that gives each SDU a mark (marks[i], 0 where
+// marks is shorter) for the reader's RecvMarked: the node's side of a
+// program's ring says there what a layer said of the packet's
+// congestion (kernel.Buf.Mark). A reader that does not ask ignores it.
+func (e *End) SendMarked(sdus [][]byte, marks []uint8, deadline time.Time) (int, error) {
+	return e.send(sdus, marks, deadline)
+}
+
+func (e *End) send(sdus [][]byte, marks []uint8, deadline time.Time) (int, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	n, published := 0, e.whead
@@ -545,6 +567,10 @@ func (e *End) SendBatch(sdus [][]byte, deadline time.Time) (int, error) {
 		off := int(e.whead&e.mask) * e.ss
 		slot := e.tx.slots[off : off+e.ss : off+e.ss]
 		(*atomic.Uint32)(unsafe.Pointer(&slot[0])).Store(uint32(len(p)))
+		slot[slotMark] = 0
+		if n < len(marks) {
+			slot[slotMark] = marks[n]
+		}
 		copy(slot[slotHdr:], p)
 		e.whead++
 		n++

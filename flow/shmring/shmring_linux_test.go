@@ -562,3 +562,46 @@ func TestInterruptRecv(t *testing.T) {
 		t.Fatalf("Recv of a waiting SDU after InterruptRecv = %q, %v", buf[:n], err)
 	}
 }
+
+// TestMarks: the node's side gives each SDU a mark (SendMarked) that the
+// program's RecvMarked reads back, in order, across batches; SendBatch's
+// SDUs read as unmarked (a slot once marked is not left marked), and a
+// reader that does not ask for marks gets the same SDUs.
+func TestMarks(t *testing.T) {
+	node, prog := pair(t, geo)
+	sdus := [][]byte{[]byte("a"), []byte("bb"), []byte("ccc")}
+	dl := time.Now().Add(time.Second)
+	for round, marks := range [][]uint8{{7, 0, 255}, {9, 9, 9}, nil} { // the third reuses slot 0
+		var n int
+		var err error
+		if marks != nil {
+			n, err = node.SendMarked(sdus, marks, dl)
+		} else {
+			n, err = node.SendBatch(sdus, dl)
+		}
+		if n != 3 || err != nil {
+			t.Fatalf("round %d: sent %d, %v", round, n, err)
+		}
+		bufs, sizes, got := [][]byte{make([]byte, 8), make([]byte, 8)}, make([]int, 2), make([]uint8, 2)
+		var all []uint8
+		for len(all) < 3 {
+			k, err := prog.RecvMarked(bufs, sizes, got, dl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range k {
+				if want := sdus[len(all)]; string(bufs[i][:sizes[i]]) != string(want) {
+					t.Fatalf("round %d: SDU %q, want %q", round, bufs[i][:sizes[i]], want)
+				}
+				all = append(all, got[i])
+			}
+		}
+		want := marks
+		if want == nil {
+			want = []uint8{0, 0, 0}
+		}
+		if string(all) != string(want) {
+			t.Fatalf("round %d: marks %v, want %v", round, all, want)
+		}
+	}
+}

@@ -965,10 +965,13 @@ func shmToBufs(kp bufPort, e *shmring.End, log *slog.Logger) {
 // It pops only as many buffers as the ring has free slots, so it never
 // holds the session's buffers while it waits for a slow program. An SDU
 // longer than a slot (none should be: the flow's SDUs are at most
-// flow.MaxSDU) is dropped. It returns when either side ends.
+// flow.MaxSDU) is dropped. Each slot carries its buffer's mark (what a
+// delivering unicast layer said of the packet's congestion), for a
+// program that asks (an IP bridge). It returns when either side ends.
 func bufsToShm(kp bufPort, e *shmring.End) {
 	kb := make([]*kernel.Buf, shmBatch)
 	views := make([][]byte, shmBatch)
+	marks := make([]uint8, shmBatch)
 	for {
 		room, _ := e.Room(time.Time{})
 		if room == 0 {
@@ -979,11 +982,11 @@ func bufsToShm(kp bufPort, e *shmring.End) {
 			return
 		}
 		for i, b := range kb[:n] {
-			views[i] = b.Bytes()
+			views[i], marks[i] = b.Bytes(), b.Mark()
 		}
 		sent := 0
 		for sent < n {
-			k, err := e.SendBatch(views[sent:n], time.Time{})
+			k, err := e.SendMarked(views[sent:n], marks[sent:n], time.Time{})
 			sent += k
 			if err == nil {
 				break
