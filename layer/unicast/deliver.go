@@ -221,10 +221,7 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 					sent += c.writeDelivered(f, bp, run, sdus[:len(run)])
 					return
 				}
-				for _, b := range run { // the level each arrived with, for the reader
-					b.K.SetMark(b.Mark)
-				}
-				pushed := dt.PushRun(kp, run, &kb)
+				pushed := dt.PushRun(kp, run, &kb) // each with the level it arrived with (Mark)
 				for _, b := range run[:pushed] {
 					c.delivered(f, b.End-b.Off)
 				}

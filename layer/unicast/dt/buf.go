@@ -41,9 +41,9 @@ type Buf struct {
 	Origin LocalMarker
 	// Mark is the congestion level a packet this node delivers arrived
 	// with (its PCI's ECN), set as it is queued for its N+1 flow: a
-	// shell's goes with its node buffer (kernel.Buf.SetMark), so that a
-	// reader of the flow's ring learns it (an IP bridge maps it to CE).
-	// The pool clears it.
+	// shell's goes with its node buffer (Release sets it there, as the
+	// window), so that a reader of the flow's ring learns it (an IP
+	// bridge maps it to CE). The pool clears it.
 	Mark uint8
 	B    []byte // the pool's buffer size (BufLen unless made for larger SDUs); a shell's: K's
 	// K is the node's buffer a shell holds (nil: none, or one of the
@@ -76,10 +76,12 @@ func (b *Buf) Hold(k *kernel.Buf) {
 }
 
 // Release returns the node's buffer b, a shell, holds, its window set
-// to b's packet, and leaves b empty: the caller holds the buffer now.
+// to b's packet and its mark to b's Mark, and leaves b empty: the caller
+// holds the buffer now.
 func (b *Buf) Release() *kernel.Buf {
 	k := b.K
 	k.SetWindow(b.Off, b.End)
+	k.SetMark(b.Mark)
 	b.K, b.B = nil, nil
 	return k
 }

@@ -255,3 +255,17 @@ func TestRuns(t *testing.T) {
 	}
 	Runs(nil, func([]*Buf, bool) { t.Error("a run of an empty batch") })
 }
+
+// TestReleaseCarries: a shell gives its node buffer back with the
+// packet's window and its Mark (the level a delivered packet arrived
+// with, which the reader of the N+1 flow's ring learns).
+func TestReleaseCarries(t *testing.T) {
+	k := kernel.NewBuf(0)
+	copy(k.Extend(10), "0123456789")
+	var b Buf
+	b.Hold(k)
+	b.Off, b.Mark = b.Off+2, 9
+	if got := b.Release(); got != k || string(got.Bytes()) != "23456789" || got.Mark() != 9 || b.K != nil {
+		t.Fatalf("released %p (window %q, mark %d), shell holds %p; want %p, \"23456789\", 9, none", got, got.Bytes(), got.Mark(), b.K, k)
+	}
+}
