@@ -13,8 +13,7 @@ import (
 // the packets it holds back wait in front of it: in the peer's queue
 // (Config.Queue) and in the flow's transmit ring. Without a signal TCP
 // would fill both, a whole window's worth, and every packet to that peer
-// would wait behind it (28 ms on a 1 Gbit/s link, where plain IP waited
-// 2 ms: docs/benchmarks.md). So the sending Bridge keeps the time a
+// would wait behind it. So the sending Bridge keeps the time a
 // packet waits near a target the way CoDel does: once the wait has stayed
 // above Target for a whole Interval, it drops a packet, and then more
 // often (Interval/√count) until the wait is below Target again. A packet

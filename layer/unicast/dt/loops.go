@@ -459,18 +459,14 @@ func (l *Loops) pushBatch(np *Port, kp BufPort, bp flow.BatchPort, batch []*Buf,
 			l.writeOwn(np, bp, run, pkts[:len(run)])
 			return
 		}
-		var nb uint64
-		for _, b := range run {
-			nb += uint64(b.End - b.Off)
-		}
 		pushed := PushRun(kp, run, kb)
 		if pushed < len(run) { // the flow broke
 			np.TxErrors.Add(1)
 			l.TxErrors.Add(1)
-			nb = 0
-			for _, b := range run[:pushed] {
-				nb += uint64(b.End - b.Off)
-			}
+		}
+		var nb uint64
+		for _, b := range run[:pushed] { // the shells keep their windows' bounds
+			nb += uint64(b.End - b.Off)
 		}
 		np.TxPkts.Add(uint64(pushed))
 		np.TxBytes.Add(nb)
