@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/images/internal/status"
 	"github.com/ouronet/ouro/kernel"
-	"github.com/ouronet/ouro/kernel/logx"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
@@ -45,24 +43,6 @@ func (m socketMgmt) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, 
 // row with its error, within the target timeout, and the bridge's rows
 // are still there. The status page has the same table.
 func TestBridgesCommand(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "n.sock")
-	cfg, err := ParseConfig([]byte(`
-[node]
-name = "n"
-[[ipcp]]
-kind = "local"
-[[ipnet]]
-name = "ip.n"
-netstack = "10.9.0.2/24"
-routes = ["10.9.0.1=ip.t"]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bridges, err := IPNets(cfg, nil, logx.Test(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	stuck := Extra{Name: "stuck", Objects: 1, Program: func(pd *kernel.PD) error {
 		ep, err := pd.Slot(slotIRM)
 		if err != nil {
@@ -79,19 +59,16 @@ routes = ["10.9.0.1=ip.t"]
 		<-pd.Context().Done()
 		return nil
 	}}
-	n, err := New(cfg, append([]Extra{GatewayWith(sock, cfg.GatewayOptions(), logx.Test(t)), stuck}, bridges...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
-	c, err := flow.Dial(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	n, c := bridgeNode(t, `
+[node]
+name = "n"
+[[ipcp]]
+kind = "local"
+[[ipnet]]
+name = "ip.n"
+netstack = "10.9.0.2/24"
+routes = ["10.9.0.1=ip.t"]
+`, stuck)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

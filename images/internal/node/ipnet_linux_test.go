@@ -27,8 +27,7 @@ import (
 // has no other way to be reached at that address. Wrong paths and
 // methods are refused.
 func TestIPNetStatusPage(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "n.sock")
-	cfg, err := ParseConfig([]byte(`
+	_, c := bridgeNode(t, `
 [node]
 name = "n"
 [[ipcp]]
@@ -38,28 +37,7 @@ name = "ip.n"
 netstack = "10.9.0.2/24"
 status = 80
 routes = ["10.9.0.1=ip.t"]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bridges, err := IPNets(cfg, nil, logx.Test(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := New(cfg, append([]Extra{GatewayWith(sock, cfg.GatewayOptions(), logx.Test(t))}, bridges...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
-
-	c, err := flow.Dial(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+`)
 	client := ipstacktest.Client(t, c, "10.9.0.1/24", "ip.t", ipnet.Route{Prefix: netip.MustParsePrefix("10.9.0.2/32"), Name: "ip.n"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -78,6 +56,7 @@ routes = ["10.9.0.1=ip.t"]
 	}
 	var code int
 	var ct, body string
+	var err error
 	for { // the node's bridge binds its name as the node starts
 		if code, ct, body, err = get("GET", "/"); err == nil {
 			break
@@ -126,4 +105,34 @@ func TestIPNetConfigChecks(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", tc.c, err, tc.want)
 		}
 	}
+}
+
+// bridgeNode starts a node of configuration conf with its [[ipnet]]
+// bridges, the socket gateway and extras, and returns it with a session
+// on its socket; both end with the test.
+func bridgeNode(t *testing.T, conf string, extras ...Extra) (*Node, *flow.SocketBroker) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "n.sock")
+	cfg, err := ParseConfig([]byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridges, err := IPNets(cfg, nil, logx.Test(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(cfg, append(append([]Extra{GatewayWith(sock, cfg.GatewayOptions(), logx.Test(t))}, extras...), bridges...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	c, err := flow.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return n, c
 }
