@@ -31,24 +31,26 @@ func bareChain3(tb testing.TB, caPolicy string, mods ...func(i int, c *unicast.C
 // bareChain is bareChain3 over k nodes (k-1 hops): a flow from an
 // application at the first node to "sink" at the last.
 func bareChain(tb testing.TB, k int, caPolicy string, mods ...func(i int, c *unicast.Config)) (a, z flow.Port, nodes []*unicast.IPCP) {
-	return chainOver(tb, k, caPolicy, false, mods...)
+	return chainOver(tb, k, caPolicy, nil, mods...)
 }
 
 // ringChain3 is bareChain3 with every flow, N-1 and N+1, a ringPipe
 // (bench_test.go): moved a batch per lock with a wake-up only for a side
 // that waits, as the node's rings move them.
 func ringChain3(tb testing.TB, caPolicy string) (a, z flow.Port, nodes []*unicast.IPCP) {
-	return chainOver(tb, 4, caPolicy, true)
+	return chainOver(tb, 4, caPolicy, ringPipe)
 }
 
-// chainOver is bareChain over flowtest pipes, or with rings over
-// ringPipes.
-func chainOver(tb testing.TB, k int, caPolicy string, rings bool, mods ...func(i int, c *unicast.Config)) (a, z flow.Port, nodes []*unicast.IPCP) {
+// chainOver is bareChain over flowtest pipes, or, where pipe is not nil,
+// with every flow, N-1 and N+1, one of pipe's.
+func chainOver(tb testing.TB, k int, caPolicy string, pipe func(capacity int) (a, b flow.Port), mods ...func(i int, c *unicast.Config)) (a, z flow.Port, nodes []*unicast.IPCP) {
 	fake := flowtest.NewBroker(unicasttest.PipeCap)
 	program := func(name string) flow.Broker { return fake.Program(name) }
-	pipe := flowtest.Pipe
+	rings := pipe != nil
 	if rings {
-		program, pipe = newRingBrokers(unicasttest.PipeCap), ringPipe
+		program = newPipeBrokers(unicasttest.PipeCap, pipe)
+	} else {
+		pipe = flowtest.Pipe
 	}
 	var accepted chan ipcptest.Accepted
 	for i := range k {
@@ -71,7 +73,7 @@ func chainOver(tb testing.TB, k int, caPolicy string, rings bool, mods ...func(i
 		}
 		var up ipcp.Upcalls
 		if rings {
-			r := &ringUpcalls{accepted: make(chan ipcptest.Accepted, 16), capacity: unicasttest.PipeCap}
+			r := &pipeUpcalls{accepted: make(chan ipcptest.Accepted, 16), capacity: unicasttest.PipeCap, pipe: pipe}
 			up, accepted = r, r.accepted
 		} else {
 			u := ipcptest.NewUpcalls(unicasttest.PipeCap)

@@ -367,13 +367,14 @@ func readWithin(z flow.Port, d time.Duration) func([]byte) error {
 	}
 }
 
-// newRingBrokers returns a function that attaches programs, by name, to
-// one fake IRM (flowtest's) whose flows are ringPipes of capacity SDUs
-// each way: the chain's N-1 flows moved the way the node's rings move
-// them (a batch per lock, a wake-up only for a side that waits), not one
-// channel operation per SDU and a free list as flowtest's pipes do.
-func newRingBrokers(capacity int) func(name string) flow.Broker {
-	irm := flowtest.NewBrokerPipes(capacity, func() (a, b flow.Port) { return ringPipe(capacity) })
+// newPipeBrokers returns a function that attaches programs, by name, to
+// one fake IRM (flowtest's) whose flows are pipe's of capacity SDUs each
+// way: with ringPipe, the chain's N-1 flows moved the way the node's
+// rings move them (a batch per lock, a wake-up only for a side that
+// waits), not one channel operation per SDU and a free list as
+// flowtest's pipes do.
+func newPipeBrokers(capacity int, pipe func(capacity int) (a, b flow.Port)) func(name string) flow.Broker {
+	irm := flowtest.NewBrokerPipes(capacity, func() (a, b flow.Port) { return pipe(capacity) })
 	return func(name string) flow.Broker { return irm.Program(name) }
 }
 
@@ -548,20 +549,21 @@ func (e *ringEnd) Close() error {
 	return nil
 }
 
-// ringUpcalls is ipcptest.Upcalls answering with ringPipes.
-type ringUpcalls struct {
+// pipeUpcalls is ipcptest.Upcalls answering with pipe's flows.
+type pipeUpcalls struct {
 	accepted chan ipcptest.Accepted
 	capacity int
+	pipe     func(capacity int) (a, b flow.Port)
 }
 
-var _ ipcp.Upcalls = (*ringUpcalls)(nil)
+var _ ipcp.Upcalls = (*pipeUpcalls)(nil)
 
-func (u *ringUpcalls) FlowReq(ctx context.Context, req ipcp.AllocReq) (flow.Port, error) {
-	mine, app := ringPipe(u.capacity)
+func (u *pipeUpcalls) FlowReq(ctx context.Context, req ipcp.AllocReq) (flow.Port, error) {
+	mine, app := u.pipe(u.capacity)
 	select {
 	case u.accepted <- ipcptest.Accepted{Req: req, Port: app}:
 		return mine, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("ringupcalls: flow request to %q: %w", req.Dst, ctx.Err())
+		return nil, fmt.Errorf("pipeupcalls: flow request to %q: %w", req.Dst, ctx.Err())
 	}
 }

@@ -1,0 +1,175 @@
+package unicast_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/kernel"
+	"github.com/ouronet/ouro/kernel/kerneltest"
+	"github.com/ouronet/ouro/layer/unicast"
+	"github.com/ouronet/ouro/layer/unicast/dt"
+)
+
+// kpipes makes pipes over kernel rings of one component, as a node's ring
+// ports are (images/internal/irm.RingPort, which this package cannot
+// import): each end a dt.BufPort, so a unicast IPCP reads its N-1 flows
+// into the node's buffers and delivers in them, and a flow.Port for the
+// rest. An end whose PopBufs reads PDUs can raise the ECN of each data
+// packet to level on the way, as a congested forwarder in front of it
+// would have.
+type kpipes struct {
+	pd    *kernel.PD
+	level atomic.Uint32 // the ECN written into data packets popped from the ends that mark
+}
+
+// kend is one end of a kpipe.
+type kend struct {
+	ps     *kpipes
+	rx, tx kernel.Cap
+	plain  atomic.Bool // an N+1 end: its SDUs carry no PCI to mark
+}
+
+var _ dt.BufPort = (*kend)(nil)
+
+// pipe returns two connected ends, each direction a ring of capacity.
+func (ps *kpipes) pipe(capacity int) (a, b flow.Port) {
+	ring := func() kernel.Cap {
+		r, err := ps.pd.NewRing(capacity)
+		if err != nil {
+			panic(fmt.Sprintf("kpipe: ring: %v", err))
+		}
+		return r
+	}
+	ab, ba := ring(), ring()
+	return &kend{ps: ps, rx: ba, tx: ab}, &kend{ps: ps, rx: ab, tx: ba}
+}
+
+func kernErr(err error, deadline time.Time) error {
+	if errors.Is(err, context.DeadlineExceeded) || (!deadline.IsZero() && time.Now().After(deadline)) {
+		return flow.ErrTimeout
+	}
+	return errors.Join(flow.ErrClosed, err)
+}
+
+func ctxFor(deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
+		return context.WithCancel(context.Background())
+	}
+	return context.WithDeadline(context.Background(), deadline)
+}
+
+func (e *kend) PopBufs(bufs []*kernel.Buf, deadline time.Time) (int, error) {
+	ctx, cancel := ctxFor(deadline)
+	defer cancel()
+	n, err := e.ps.pd.PopWait(ctx, e.rx, bufs)
+	if n == 0 {
+		return 0, kernErr(err, deadline)
+	}
+	if lvl := uint8(e.ps.level.Load()); lvl != 0 && !e.plain.Load() {
+		for _, b := range bufs[:n] {
+			if pci := dt.PCI(b.Bytes()); pci.IsValid() && pci.EID() > unicast.MaxReservedEID {
+				pci.SetECN(lvl)
+			}
+		}
+	}
+	return n, nil
+}
+
+func (e *kend) PushBufs(bufs []*kernel.Buf, deadline time.Time) (int, error) {
+	ctx, cancel := ctxFor(deadline)
+	defer cancel()
+	n, err := e.ps.pd.PushWait(ctx, e.tx, bufs)
+	if n == 0 {
+		return 0, kernErr(err, deadline)
+	}
+	return n, nil
+}
+
+func (e *kend) FreeBufs(bufs []*kernel.Buf) { e.ps.pd.FreeBufs(bufs) }
+
+func (e *kend) Read(p []byte, deadline time.Time) (int, error) {
+	var b [1]*kernel.Buf
+	if _, err := e.PopBufs(b[:], deadline); err != nil {
+		return 0, err
+	}
+	defer e.ps.pd.FreeBuf(b[0])
+	n := copy(p, b[0].Bytes())
+	if n < len(b[0].Bytes()) {
+		return n, flow.ErrTruncated
+	}
+	return n, nil
+}
+
+func (e *kend) Write(p []byte, deadline time.Time) error {
+	if len(p) > flow.MaxSDU {
+		return flow.ErrTooBig
+	}
+	k, err := e.ps.pd.AllocBuf()
+	if err != nil {
+		return errors.Join(flow.ErrBusy, err)
+	}
+	k.Reset()
+	copy(k.Extend(len(p)), p)
+	b := [1]*kernel.Buf{k}
+	if _, err := e.PushBufs(b[:], deadline); err != nil {
+		e.ps.pd.FreeBuf(k)
+		return err
+	}
+	return nil
+}
+
+// Close closes both rings: a blocked reader or writer at either end
+// wakes with ErrClosed.
+func (e *kend) Close() error {
+	_ = e.ps.pd.CloseRing(e.tx)
+	_ = e.ps.pd.CloseRing(e.rx)
+	return nil
+}
+
+// TestDeliverCarriesMark: a unicast layer delivering a packet in the
+// node's buffer leaves on that buffer the congestion level the packet
+// arrived with (kernel.Buf.Mark), which the node's ring port hands the
+// program or bridge reading the flow (irm.RingPort.ReadMarked; an IP
+// bridge maps it to CE, flow/ipnet). Two IPCPs over kernel-ring pipes,
+// the receiver's N-1 end raising every data packet's ECN as a congested
+// forwarder would: the SDUs popped from the flow at the receiver carry
+// that level, and, with nothing raising it, none. Without the delivery
+// setting it (dt.Buf.Mark in deliver), every mark is 0.
+func TestDeliverCarriesMark(t *testing.T) {
+	ps := &kpipes{pd: kerneltest.PD(t, "ipcps", kernel.Budget{Bufs: 1 << 14, Objects: 1 << 12})}
+	a, z, _ := chainOver(t, 2, "nop", ps.pipe)
+	a.(*kend).plain.Store(true)
+	z.(*kend).plain.Store(true)
+	zb := z.(*kend)
+	send := func(level uint8, n int) {
+		t.Helper()
+		ps.level.Store(uint32(level))
+		for i := range n {
+			msg := []byte(fmt.Sprintf("sdu %d at level %d", i, level))
+			if err := a.Write(msg, time.Now().Add(2*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			var got [1]*kernel.Buf
+			if _, err := zb.PopBufs(got[:], time.Now().Add(2*time.Second)); err != nil {
+				t.Fatalf("SDU %d at level %d: %v", i, level, err)
+			}
+			if !bytes.Equal(got[0].Bytes(), msg) {
+				t.Fatalf("SDU %d: %q, want %q", i, got[0].Bytes(), msg)
+			}
+			if m := got[0].Mark(); m != level {
+				t.Errorf("SDU %d arrived at level %d, delivered with mark %d", i, level, m)
+			}
+			zb.FreeBufs(got[:])
+		}
+	}
+	send(0, 10)
+	send(77, 20)
+	send(255, 5)
+	send(0, 5)
+}
