@@ -128,3 +128,38 @@ func TestMoveAndSlotNames(t *testing.T) {
 	err = a.Signal(moved)
 	wantErr(t, "Signal on an endpoint cap", err, ErrInvalidCap)
 }
+
+// TestHolds: Holds says what Inspect's success says, for a held cap, a
+// revoked one's tombstone, a deleted one, one moved to another CSpace
+// and a slot never used.
+func TestHolds(t *testing.T) {
+	_, pds := harness(t, pair(AllRights), nil)
+	a, b := pds["a"], pds["b"]
+	orig := mustSlot(t, a, "ep")
+	held, _ := a.Copy(orig)
+	gone, _ := a.Copy(orig)
+	wantErr(t, "Delete", a.Delete(gone), nil)
+	child, _ := a.Copy(held)
+	moved, _ := a.Copy(orig)
+	eb := mustSlot(t, b, "ep")
+	ch := recvAsync(b, eb)
+	wantErr(t, "Send", a.Send(orig, &Msg{Caps: [MaxCaps]Cap{moved}, NCaps: 1}), nil)
+	<-ch
+	wantErr(t, "Revoke", a.Revoke(held), nil)
+	for _, tc := range []struct {
+		name string
+		c    Cap
+		want bool
+	}{
+		{"held", orig, true},
+		{"revoked, its tombstone", child, true},
+		{"deleted", gone, false},
+		{"moved away", moved, false},
+		{"never used", 999, false},
+	} {
+		_, err := a.Inspect(tc.c)
+		if got := a.Holds(tc.c); got != tc.want || got != (err == nil) {
+			t.Errorf("%s: Holds %v, want %v (Inspect: %v)", tc.name, got, tc.want, err)
+		}
+	}
+}

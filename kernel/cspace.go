@@ -430,6 +430,22 @@ func revokeChildrenLocked(n *capNode) {
 	n.first = nil
 }
 
+// Holds reports whether pd's CSpace has something in slot c (a cap,
+// or a revoked cap's tombstone): whether Inspect(c) would succeed,
+// without making the error it returns for an empty slot. Code that
+// expects the slot empty on its success path (a reply that moved the
+// cap away) asks this instead.
+func (pd *PD) Holds(c Cap) bool {
+	if pd.dead.Load() {
+		return false
+	}
+	cs := pd.cs
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	p := cs.refLocked(c)
+	return p != nil && (p.revoked || p.kind != KindNone)
+}
+
 // Inspect describes cap c.
 func (pd *PD) Inspect(c Cap) (CapInfo, error) {
 	if pd.dead.Load() {

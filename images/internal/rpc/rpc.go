@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/kernel"
@@ -161,6 +162,8 @@ type Handler func(ctx context.Context, r *Request) (Response, error)
 func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 	codec := flow.NewCodec()
 	ctx := pd.Context()
+	ws := &workers{pd: pd, jobs: make(chan func()), done: make(chan struct{})}
+	defer close(ws.done)
 	for {
 		m := kernel.Msg{Payload: make([]byte, 0, kernel.MaxPayload)}
 		info, err := pd.RecvCtx(ctx, ep, &m)
@@ -195,7 +198,7 @@ func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 			pd:    pd,
 			reply: info.Reply,
 		}
-		pd.Go(func() {
+		ws.run(func() {
 			hctx, cancel := pd.ReplyContext(ctx, req.reply)
 			req.end = cancel
 			resp, err := h(hctx, req)
@@ -205,6 +208,60 @@ func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 			cancel()
 			finish(pd, codec, req.reply, resp, err)
 		})
+	}
+}
+
+// maxIdle is how many of a server's handler goroutines wait for the next
+// request once theirs is answered.
+const maxIdle = 4
+
+// workers runs a server's handlers on goroutines of its component that
+// outlive one request: a goroutine whose handler returned waits for the
+// next request (up to maxIdle of them at once) rather than exiting, so
+// that the stack the decoding and the handler grew is there for the next
+// one. A fresh goroutine per request grew its stack every time: under a
+// run of flow allocations runtime.newstack was 9-15% of a router's CPU
+// (docs/benchmarks.md, "Allocation: where the time goes"). A request
+// that finds no goroutine waiting gets a new one, so a handler that
+// blocks (an Accept) never holds up the others.
+type workers struct {
+	pd    *kernel.PD
+	jobs  chan func()   // unbuffered: a send succeeds only into a waiting goroutine
+	done  chan struct{} // closed when Serve returns: the waiting goroutines end
+	idle  atomic.Int32
+	spawn atomic.Int32 // goroutines started, for tests
+}
+
+// run runs f on a waiting goroutine, or on a new one.
+func (w *workers) run(f func()) {
+	select {
+	case w.jobs <- f:
+	default:
+		w.spawn.Add(1)
+		w.pd.Go(func() { w.loop(f) })
+	}
+}
+
+// loop runs f, then the requests handed to it while it waits, until
+// more than maxIdle wait or the server or its component ends.
+func (w *workers) loop(f func()) {
+	ctx := w.pd.Context()
+	for {
+		f()
+		if w.idle.Add(1) > maxIdle {
+			w.idle.Add(-1)
+			return
+		}
+		select {
+		case f = <-w.jobs:
+			w.idle.Add(-1)
+		case <-w.done:
+			w.idle.Add(-1)
+			return
+		case <-ctx.Done():
+			w.idle.Add(-1)
+			return
+		}
 	}
 }
 
@@ -235,7 +292,7 @@ func finish(pd *kernel.PD, codec flow.Codec, reply kernel.Cap, resp Response, er
 	for _, c := range resp.Caps {
 		// A cap still in this CSpace was not moved to the caller
 		// (it left, or its CSpace was full): it is not kept.
-		if _, ierr := pd.Inspect(c); ierr == nil {
+		if pd.Holds(c) {
 			pd.Delete(c)
 			undelivered = true
 		}
