@@ -311,9 +311,42 @@ func TestIPNet(t *testing.T) {
 			cancel()
 		}
 	}
+	diagOn := os.Getenv("OURO_IPNET_DIAG") != ""
 	diag := func(string) {}
-	if os.Getenv("OURO_IPNET_DIAG") != "" {
+	if diagOn {
 		diag = look
+	}
+	// pingBeside starts pings from h1 to dst 1.2 s from now (after the
+	// TCP run's first second, which iperf3 leaves out) until before its
+	// end, and returns what waits for them and logs their summary (with
+	// OURO_IPNET_DIAG, every round trip as a series).
+	pingBeside := func(dst string) func() {
+		quiet := "-q"
+		if diagOn {
+			quiet = "-n"
+		}
+		var pings bytes.Buffer
+		loaded := inNS("h1", "ping", "-c", "40", "-i", "0.05", quiet, dst)
+		loaded.Stdout = &pings
+		started := make(chan error, 1)
+		time.AfterFunc(1200*time.Millisecond, func() { started <- loaded.Start() })
+		return func() {
+			if err := <-started; err != nil {
+				t.Logf("ping during iperf3 TCP: %v", err)
+				return
+			}
+			loaded.Wait()
+			t.Logf("ping h1 → %s during iperf3 TCP: %s", dst, lastLine(pings.String()))
+			if diagOn {
+				var rtts []string
+				for _, line := range strings.Split(pings.String(), "\n") {
+					if _, rtt, ok := strings.Cut(line, "time="); ok {
+						rtts = append(rtts, strings.TrimSuffix(rtt, " ms"))
+					}
+				}
+				t.Logf("DIAG ping h1 → %s during iperf3 TCP, ms: %s", dst, strings.Join(rtts, " "))
+			}
+		}
 	}
 	iperf := func(dst string, udp bool) float64 {
 		t.Helper()
@@ -351,21 +384,14 @@ func TestIPNet(t *testing.T) {
 		// after its first second (left out) to before its end, show the
 		// queue TCP builds on the path (in the bridges' and the layer's
 		// queues, or in the veths' for plain IP).
-		var loaded *exec.Cmd
-		var pings bytes.Buffer
 		if !udp {
-			loaded = inNS("h1", "ping", "-c", "40", "-i", "0.05", "-q", dst)
-			loaded.Stdout = &pings
-			started := make(chan error, 1)
-			time.AfterFunc(1200*time.Millisecond, func() { started <- loaded.Start() })
-			defer func() {
-				if err := <-started; err != nil {
-					t.Logf("ping during iperf3 TCP: %v", err)
-					return
-				}
-				loaded.Wait()
-				t.Logf("ping h1 → %s during iperf3 TCP: %s", dst, lastLine(pings.String()))
-			}()
+			defer pingBeside(dst)()
+			if diagOn && dst != "10.78.2.3" {
+				// Plain IP's path beside it, over the same veths and
+				// their tbf: a spike in both is the machine (or the
+				// veths' queues), in the bridges' alone ouro's.
+				defer pingBeside("10.78.2.3")()
+			}
 		}
 		var err error
 		select {
@@ -444,7 +470,7 @@ func TestIPNet(t *testing.T) {
 		alive("after iperf3 " + what)
 		t.Logf("iperf3 h1 → h3, bridges %s: TCP (MSS %d) %.1f Mbit/s, plain IP routed through h2 %.1f Mbit/s (%.3f); UDP at 200 Mbit/s offered: %.1f Mbit/s received",
 			what, mss, tcp/1e6, tcpBase/1e6, tcp/tcpBase, udp/1e6)
-		if what == "in ouro ipnet programs" && os.Getenv("OURO_IPNET_DIAG") != "" {
+		if what == "in ouro ipnet programs" && diagOn {
 			for _, p := range bridges { // their counters, printed as they stop
 				p.Stop()
 				t.Logf("DIAG: ouro ipnet output:\n%s", p.Output())
