@@ -4,19 +4,19 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"github.com/ouronet/ouro/layer/unicast/dir"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
-
 	"sync/atomic"
+	"time"
 
 	"github.com/ouronet/ouro/crypto/admission"
 	"github.com/ouronet/ouro/flow"
 	"github.com/ouronet/ouro/layer"
 	"github.com/ouronet/ouro/layer/capture"
 	"github.com/ouronet/ouro/layer/ipcp"
+	"github.com/ouronet/ouro/layer/unicast/dir"
 	"github.com/ouronet/ouro/layer/unicast/dt"
 	"github.com/ouronet/ouro/layer/unicast/enroll"
 	"github.com/ouronet/ouro/layer/unicast/routing"
@@ -32,6 +32,7 @@ const (
 	CmdPFF       = "pff"
 	CmdDir       = "dir"
 	CmdFlows     = "flows"
+	CmdPorts     = "ports" // the N-1 data-transfer flows: what waits in their queues and rings
 	CmdStats     = "stats"
 	CmdCRL       = "crl"       // args: crl=<base64 of a signed revocation list>: adopt it and pass it on
 	CmdCapture   = capture.Cmd // args: op=start|read|stop, ...: the packets on the N-1 data-transfer flows (layer/capture)
@@ -129,7 +130,7 @@ func (p *IPCP) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error
 	c := p.core.Load()
 	if c == nil {
 		switch req.Cmd {
-		case CmdMembers, CmdRoutes, CmdPFF, CmdDir, CmdFlows, CmdGraph, CmdCRL:
+		case CmdMembers, CmdRoutes, CmdPFF, CmdDir, CmdFlows, CmdPorts, CmdGraph, CmdCRL:
 			return ipcp.MgmtResp{}, fmt.Errorf("unicast: %s: %s: not a member yet: %w", p.cfg.Name, req.Cmd, flow.ErrNotFound)
 		}
 		return ipcp.MgmtResp{}, fmt.Errorf("unicast: unknown command %q: %w", req.Cmd, flow.ErrInvalid)
@@ -160,8 +161,10 @@ func (p *IPCP) Mgmt(ctx context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, error
 		return ipcp.MgmtResp{Text: g}, nil
 	case CmdFlows:
 		return ipcp.MgmtResp{Table: c.flowsTable()}, nil
+	case CmdPorts:
+		return ipcp.MgmtResp{Table: c.portsTable()}, nil
 	}
-	return ipcp.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows, graph, crl, capture or stats): %w", req.Cmd, flow.ErrInvalid)
+	return ipcp.MgmtResp{}, fmt.Errorf("unicast: unknown command %q (want bootstrap, enroll, connect, members, routes, pff, dir, flows, ports, graph, crl, capture or stats): %w", req.Cmd, flow.ErrInvalid)
 }
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }
@@ -271,16 +274,77 @@ func sealedWith(p *flow.Peer) string {
 }
 
 func (c *core) flowsTable() ipcp.Table {
-	t := ipcp.Table{Columns: []string{"eid", "peer", "peer_eid", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate", "age", "sealed_with"}}
+	t := ipcp.Table{Columns: []string{"eid", "peer", "peer_eid", "name", "dir", "cube", "pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate", "queued_out", "queued_in", "age", "sealed_with"}}
 	for _, f := range c.fa.Flows() {
 		dir := "in"
 		if f.Out {
 			dir = "out"
 		}
+		out, in := c.flowQueued(f.EID)
 		t.Rows = append(t.Rows, []string{
 			u64(uint64(f.EID)), u64(uint64(f.Remote)), u64(uint64(f.RemoteEID)), f.Name, dir, f.Cube.String(),
 			u64(f.PktsIn), u64(f.BytesIn), u64(f.PktsOut), u64(f.BytesOut), u64(f.Drops), u64(f.Rate),
-			f.Age.Truncate(time.Millisecond).String(), sealedWith(f.Peer),
+			out, in, f.Age.Truncate(time.Millisecond).String(), sealedWith(f.Peer),
+		})
+	}
+	return t
+}
+
+// flowQueued says what waits now at flow eid's two ends in this node:
+// out, the SDUs its program (or bridge) wrote that the layer has not
+// taken yet (the port's receive ring: where a flow paced by its
+// congestion avoidance holds what it may not send yet); in, those the
+// layer delivered that the program has not read (the flow's delivery
+// queue and the port's transmit ring). "-" where the port does not say
+// (a program's socket).
+func (c *core) flowQueued(eid layer.EID) (out, in string) {
+	f := c.fa.Lookup(eid)
+	if f == nil {
+		return "-", "-"
+	}
+	out, in = "-", "-"
+	if bl, ok := f.Port.(dt.Backlogger); ok {
+		out = strconv.Itoa(bl.Backlog())
+	}
+	n := 0
+	if d, _ := f.Data.Load().(*delivery); d != nil {
+		n = d.len()
+	}
+	if q, ok := f.Port.(dt.Queuer); ok {
+		in = strconv.Itoa(n + q.Queued())
+	} else if n > 0 {
+		in = strconv.Itoa(n)
+	}
+	return out, in
+}
+
+// portsTable lists the N-1 data-transfer flows, one per neighbour: what
+// waits in the port's queue for the flow (queued, of queue_cap per cube,
+// room for forwarded bursts beyond it), in the flow's transmit ring to
+// the layer below (below) and in its receive ring from it (backlog),
+// and the packets each way: where a standing queue on the way to a
+// neighbour is. "-" where the flow does not say.
+func (c *core) portsTable() ipcp.Table {
+	t := ipcp.Table{Columns: []string{"kind", "name", "addr", "port", "queued", "queue_cap", "below", "backlog", "pkts_in", "pkts_out", "tx_errors"}}
+	ports := *c.ports.Load()
+	ids := slices.Sorted(maps.Keys(ports))
+	for _, id := range ids {
+		np := ports[id]
+		queued := 0
+		for cube := range flow.NumCubes {
+			queued += np.Sched.Len(flow.Cube(cube))
+		}
+		below, backlog := "-", "-"
+		if q, ok := np.Flow.(dt.Queuer); ok {
+			below = strconv.Itoa(q.Queued())
+		}
+		if bl, ok := np.Flow.(dt.Backlogger); ok {
+			backlog = strconv.Itoa(bl.Backlog())
+		}
+		t.Rows = append(t.Rows, []string{
+			"neighbour", np.Name, u64(uint64(np.Addr)), u64(uint64(np.ID)),
+			strconv.Itoa(queued), strconv.Itoa(np.Sched.Cap()), below, backlog,
+			u64(np.RxPkts.Load()), u64(np.TxPkts.Load()), u64(np.TxErrors.Load()),
 		})
 	}
 	return t

@@ -102,7 +102,8 @@ func commands() []*command {
 			help: "Sends CMD with the key=value arguments to the IPCP named IPCP (an IPCP\n" +
 				"name or a layer name) and prints its answer. The keys name= and layer=\n" +
 				"also fill the request's name and layer fields. Commands depend on the\n" +
-				"IPCP: stats, flows, bootstrap, enroll, connect, members, routes, pff, dir.",
+				"IPCP: stats, flows, bootstrap, enroll, connect, members, routes, pff, dir,\n" +
+				"ports.",
 			run: runIPCP},
 		{name: "stats", args: "IPCP [key=value ...]", group: "management", summary: "an IPCP's counters", run: runIPCPShortcut,
 			help: "Shortcut for \"ouro ipcp stats IPCP [key=value ...]\"."},

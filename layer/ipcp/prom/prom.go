@@ -32,7 +32,8 @@ type Mgmt = ipcp.MgmtFunc
 type Source func(ctx context.Context) (m Mgmt, done func(), err error)
 
 // Collector reads a node's counters each time it is scraped: "ipcps",
-// then each IPCP's "stats" and "flows" (a broadcast IPCP's "ports"),
+// then each IPCP's "stats" and "flows" (a broadcast IPCP's "ports"
+// instead, a unicast IPCP's "ports" too),
 // "names", "flows", "components", "kernel", "allocs" and "bridges". It describes nothing in
 // advance (an unchecked collector): which counters exist depends on the
 // IPCPs and their state. A command that fails becomes an invalid metric
@@ -86,11 +87,12 @@ var (
 
 // flowCounters are the flow-table columns exported as ouro_flow_<column>
 // (shims' and unicast IPCPs' "flows"); the other columns are labels or
-// left out (peer_eid, cube, age). portCounters likewise for broadcast
-// "ports" (ouro_port_<column>).
+// left out (peer_eid, cube, age). portCounters likewise for "ports"
+// (ouro_port_<column>): a broadcast IPCP's ports, a unicast IPCP's N-1
+// flows. A column a table lacks is not exported for it.
 var (
-	flowCounters = []string{"pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate"}
-	portCounters = []string{"pkts_in", "pkts_out"}
+	flowCounters = []string{"pkts_in", "bytes_in", "pkts_out", "bytes_out", "drops", "rate", "queued_out", "queued_in"}
+	portCounters = []string{"pkts_in", "pkts_out", "queued", "queue_cap", "below", "backlog", "tx_errors"}
 )
 
 var (
@@ -132,17 +134,27 @@ func collectIPCPs(ctx context.Context, m Mgmt, ch chan<- prometheus.Metric) {
 			statMetrics(stats.Table, name, layer, ch)
 		}
 
-		cmd, counters, labels, prefix := "flows", flowCounters, flowLabels, "ouro_flow_"
-		if row["kind"] == "broadcast" {
-			cmd, counters, labels, prefix = "ports", portCounters, portLabels, "ouro_port_"
+		type tab struct {
+			cmd              string
+			counters, labels []string
+			prefix           string
 		}
-		flows, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: cmd, IPCP: name})
-		if err != nil {
-			// A unicast IPCP that is not a member yet has no flow table;
-			// an IPCP that is down answers nothing but "stats".
-			continue
+		tabs := []tab{{"flows", flowCounters, flowLabels, "ouro_flow_"}}
+		switch row["kind"] {
+		case "broadcast":
+			tabs = []tab{{"ports", portCounters, portLabels, "ouro_port_"}}
+		case "unicast":
+			tabs = append(tabs, tab{"ports", portCounters, portLabels, "ouro_port_"})
 		}
-		tableMetrics(flows.Table, prefix, counters, labels, map[string]string{"ipcp": name, "layer": layer}, ch)
+		for _, tb := range tabs {
+			r, err := ipcp.ReadAll(ctx, m, ipcp.MgmtReq{Cmd: tb.cmd, IPCP: name})
+			if err != nil {
+				// A unicast IPCP that is not a member yet has no flow
+				// table; an IPCP that is down answers nothing but "stats".
+				continue
+			}
+			tableMetrics(r.Table, tb.prefix, tb.counters, tb.labels, map[string]string{"ipcp": name, "layer": layer}, ch)
+		}
 	}
 }
 
