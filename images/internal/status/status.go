@@ -1,10 +1,11 @@
 // Package status is a node's status page: who the node is, its IPCPs and
-// layers, each IPCP's neighbours and counters, the names and the flows,
+// layers, each IPCP's counters and a unicast IPCP's neighbours (what
+// waits in the queues to them), the names and the flows,
 // and its IP bridges' counters, as an HTML page (and as JSON with
 // ?format=json). It reads everything through the read-only management
 // commands a session with the IRM may run (the ones `ouro` shows), at
 // request time, so it shows no more than `ouro ipcps`, `ouro stats`,
-// `ouro names`, `ouro flows` and `ouro bridges` would.
+// `ouro ipcp ports`, `ouro names`, `ouro flows` and `ouro bridges` would.
 //
 // A hosted node serves it beside /metrics on its metrics listener
 // ([node] metrics, with net/http); a node with its own TCP/IP stack
@@ -58,11 +59,14 @@ type Node struct {
 	Measurement string `json:"measurement,omitempty"`
 }
 
-// Counters are one IPCP's `ouro stats` table.
+// Counters are one IPCP's `ouro stats` table, and a unicast IPCP's
+// N-1 flows (`ouro ipcp ports`): its neighbours, what waits in their
+// queues and rings, their packets.
 type Counters struct {
 	IPCP  string     `json:"ipcp"`
 	Layer string     `json:"layer"`
 	Stats ipcp.Table `json:"stats"`
+	Ports ipcp.Table `json:"ports,omitzero"`
 }
 
 // maxPages bounds the pages read of one table (each a control message).
@@ -92,7 +96,7 @@ func Read(ctx context.Context, m Mgmt) Page {
 	if p.Flows, err = table(ctx, m, ipcp.MgmtReq{Cmd: ipcp.CmdFlows}); err != nil {
 		failed(err)
 	}
-	name, layer := column(p.IPCPs, "name"), column(p.IPCPs, "layer")
+	name, layer, kind := column(p.IPCPs, "name"), column(p.IPCPs, "layer"), column(p.IPCPs, "kind")
 	for _, row := range p.IPCPs.Rows {
 		if name < 0 {
 			break
@@ -104,6 +108,12 @@ func Read(ctx context.Context, m Mgmt) Page {
 		if c.Stats, err = table(ctx, m, ipcp.MgmtReq{Cmd: "stats", IPCP: c.IPCP}); err != nil {
 			failed(err)
 			continue
+		}
+		if kind >= 0 && row[kind] == "unicast" {
+			// Not a member yet: no ports (ErrNotFound), nothing wrong.
+			if c.Ports, err = table(ctx, m, ipcp.MgmtReq{Cmd: "ports", IPCP: c.IPCP}); err != nil && !errors.Is(err, flow.ErrNotFound) {
+				failed(err)
+			}
 		}
 		p.Counters = append(p.Counters, c)
 	}
@@ -210,6 +220,9 @@ func writeHTML(w io.Writer, p Page) error {
 	table("Flows", p.Flows)
 	for _, c := range p.Counters {
 		table(fmt.Sprintf("%s (layer %s)", c.IPCP, c.Layer), c.Stats)
+		if len(c.Ports.Rows) > 0 {
+			table(fmt.Sprintf("%s: neighbours", c.IPCP), c.Ports)
+		}
 	}
 	if len(p.Bridges.Rows) > 0 {
 		table("IP bridges", p.Bridges)

@@ -33,28 +33,41 @@ func (f fakeMgmt) Mgmt(_ context.Context, req ipcp.MgmtReq) (ipcp.MgmtResp, erro
 		return ipcp.MgmtResp{Table: ipcp.Table{Columns: []string{"key", "value"}, Rows: [][]string{{"pkts", "7"}}}}, nil
 	case ipcp.CmdBridges:
 		return ipcp.MgmtResp{Table: bridges}, nil
+	case "ports":
+		if req.IPCP == "b.uni" { // not a member yet
+			return ipcp.MgmtResp{}, flow.ErrNotFound
+		}
+		return ipcp.MgmtResp{Table: ports}, nil
 	}
 	return ipcp.MgmtResp{}, flow.ErrNotFound
 }
 
 var bridges = ipcp.Table{Columns: []string{"bridge", "prefix", "peer", "packets"}, Rows: [][]string{{"ip.a", "10.7.0.0/24", "ip.b", "4217"}}}
 
-var mgmt = fakeMgmt{ipcps: ipcp.Table{Columns: []string{"name", "layer"}, Rows: [][]string{{"a.uni", "uni"}, {"down", "x"}}}}
+var ports = ipcp.Table{Columns: []string{"kind", "name", "queued"}, Rows: [][]string{{"neighbour", "c.uni", "31"}}}
+
+var mgmt = fakeMgmt{ipcps: ipcp.Table{Columns: []string{"name", "layer", "kind"}, Rows: [][]string{{"a.uni", "uni", "unicast"}, {"b.uni", "uni", "unicast"}, {"down", "x", "udp"}}}}
 
 // TestPage: what a peer named is escaped; a command that does not
-// answer is listed and the rest shown; the IP bridges' table is there;
-// JSON carries the same.
+// answer is listed and the rest shown; a unicast IPCP's neighbours are
+// there (none for one that is not a member yet, and no error); the IP
+// bridges' table is there; JSON carries the same.
 func TestPage(t *testing.T) {
 	p := Read(context.Background(), mgmt)
-	if len(p.Counters) != 1 || len(p.Errors) != 2 { // id (not served here) and stats down
+	if len(p.Counters) != 2 || len(p.Errors) != 2 { // id (not served here) and stats down
 		t.Fatalf("counters %v, errors %v", p.Counters, p.Errors)
+	}
+	if !reflect.DeepEqual(p.Counters[0].Ports, ports) || len(p.Counters[1].Ports.Rows) != 0 {
+		t.Fatalf("ports: %+v, %+v", p.Counters[0].Ports, p.Counters[1].Ports)
 	}
 	var b strings.Builder
 	if err := Render(&b, "", p); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(b.String(), "<script>") || !strings.Contains(b.String(), "&lt;script&gt;") || !strings.Contains(b.String(), "stats down: restarting") ||
-		!strings.Contains(b.String(), "<h2>IP bridges</h2>") || !strings.Contains(b.String(), "<td>10.7.0.0/24</td><td>ip.b</td><td>4217</td>") {
+		!strings.Contains(b.String(), "<h2>IP bridges</h2>") || !strings.Contains(b.String(), "<td>10.7.0.0/24</td><td>ip.b</td><td>4217</td>") ||
+		!strings.Contains(b.String(), "<h2>a.uni: neighbours</h2>") || !strings.Contains(b.String(), "<td>neighbour</td><td>c.uni</td><td>31</td>") ||
+		strings.Contains(b.String(), "b.uni: neighbours") {
 		t.Fatalf("page:\n%s", b.String())
 	}
 	b.Reset()
@@ -62,7 +75,7 @@ func TestPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var q Page
-	if err := json.Unmarshal([]byte(b.String()), &q); err != nil || len(q.Counters) != 1 || !reflect.DeepEqual(q.Bridges, bridges) {
+	if err := json.Unmarshal([]byte(b.String()), &q); err != nil || len(q.Counters) != 2 || !reflect.DeepEqual(q.Bridges, bridges) || !reflect.DeepEqual(q.Counters[0].Ports, ports) {
 		t.Fatalf("json: %v %+v", err, q)
 	}
 	if err := Render(io.Discard, "xml", p); !IsFormatError(err) {
