@@ -58,18 +58,25 @@ type markReader interface {
 // its sum of marks so far): it reports whether sdu goes on to the device
 // (marked CE where its turn came and its sender takes ECN), or is
 // dropped (counted).
+//
+// A TCP super-packet weighs as the segments it carries: marked, its CE
+// reaches every segment the host's stack makes of it, and a flow of
+// super-packets is signalled as often per byte as one of plain packets.
 func (b *Bridge) passMarked(acc *uint32, mark uint8, sdu []byte) bool {
 	if mark == 0 {
 		return true
 	}
-	if *acc += uint32(mark); *acc < markSpan {
+	pkt, w := sdu, uint32(mark)
+	if mss, ok := superMSS(sdu); ok {
+		pkt = sdu[superHdrLen:]
+		if mss > 0 { // a peer's word: 0 is no super-packet this Bridge takes
+			w *= uint32((len(pkt) + mss - 1) / mss)
+		}
+	}
+	if *acc += w; *acc < markSpan {
 		return true
 	}
-	*acc -= markSpan
-	pkt := sdu
-	if _, ok := superMSS(sdu); ok {
-		pkt = sdu[superHdrLen:]
-	}
+	*acc %= markSpan
 	if markCE(pkt) {
 		b.inAQMMarks.Add(1)
 		return true
@@ -104,12 +111,17 @@ const minRateWindow = 2 * time.Millisecond
 type codel struct {
 	target, interval time.Duration
 
-	// The drain rate estimate: SDUs the flow's reader took per second.
+	// The drain rate estimate: bytes the flow's reader took per second.
+	// The ring says how many SDUs wait in it (Queued), the peer's queue
+	// how many bytes: a super-packet waits there whole, as the tens of
+	// SDUs it is cut into. SDUs are weighed at the average size written.
 	rate       float64
 	known      bool // rate measured over a window at least
 	lastT      time.Time
-	lastQ      int
-	wrote      uint64 // SDUs written since lastT
+	lastQ      float64 // bytes queued in the ring at lastT
+	wrote      uint64  // bytes written since lastT
+	wroteSDUs  uint64  // SDUs written since lastT
+	sduSize    float64 // bytes per SDU written, smoothed
 	firstAbove time.Time
 	dropping   bool
 	dropNext   time.Time
@@ -121,39 +133,50 @@ func (c *codel) reset() {
 	*c = codel{target: c.target, interval: c.interval}
 }
 
-// written counts n SDUs written to the flow.
-func (c *codel) written(n int) { c.wrote += uint64(n) }
+// written counts n SDUs of bytes bytes in all written to the flow.
+func (c *codel) written(n, bytes int) {
+	c.wrote += uint64(bytes)
+	c.wroteSDUs += uint64(n)
+}
 
 // wait estimates how long the packets leaving the peer's queue now wait
 // before the flow's reader takes them: what is ahead of them (queued
-// SDUs in the flow's ring) and what came after them (waiting in the
-// peer's queue: a standing queue's packets waited about as long), over
-// the drain rate. It returns 0 while neither waits: a packet alone, or
-// a burst into an empty queue, is never dropped (RFC 8289's "less than
-// an MTU queued").
-func (c *codel) wait(now time.Time, waiting, queued int) time.Duration {
+// SDUs in the flow's ring) and what came after them (waiting bytes in
+// the peer's queue: a standing queue's packets waited about as long),
+// over the drain rate. It returns 0 while neither waits: a packet alone,
+// or a burst into an empty queue, is never dropped (RFC 8289's "less
+// than an MTU queued").
+func (c *codel) wait(now time.Time, waiting int64, queued int) time.Duration {
+	if c.sduSize == 0 && c.wroteSDUs > 0 {
+		c.sduSize = float64(c.wrote) / float64(c.wroteSDUs)
+	}
+	q := float64(queued) * c.sduSize // the ring's bytes
 	if c.lastT.IsZero() {
-		c.lastT, c.lastQ = now, queued
+		c.lastT, c.lastQ = now, q
+		c.wrote, c.wroteSDUs = 0, 0
 		return 0
 	}
 	if dt := now.Sub(c.lastT); dt >= minRateWindow {
-		taken := float64(c.wrote) - float64(queued-c.lastQ)
+		taken := float64(c.wrote) - (q - c.lastQ)
 		r := max(taken, 0) / dt.Seconds()
 		if !c.known {
 			c.rate, c.known = r, true
 		} else {
 			c.rate += (r - c.rate) / 4 // smoothed over a few windows
 		}
-		c.lastT, c.lastQ, c.wrote = now, queued, 0
+		if c.wroteSDUs > 0 {
+			c.sduSize += (float64(c.wrote)/float64(c.wroteSDUs) - c.sduSize) / 4
+		}
+		c.lastT, c.lastQ, c.wrote, c.wroteSDUs = now, q, 0, 0
 	}
-	n := waiting + queued
-	if n == 0 || !c.known {
+	n := float64(waiting) + q
+	if n <= 0 || !c.known {
 		return 0
 	}
 	if c.rate <= 0 {
 		return time.Duration(math.MaxInt64) // nothing taken for a whole window
 	}
-	return time.Duration(float64(n) / c.rate * float64(time.Second))
+	return time.Duration(n / c.rate * float64(time.Second))
 }
 
 // drop reports whether the packet leaving the queue now, which waited
@@ -250,7 +273,7 @@ func (b *Bridge) manage(c *codel, p *peer, of *outFlow, batch [][]byte) [][]byte
 		queued = qr.Queued()
 	}
 	now := time.Now()
-	wait := c.wait(now, len(p.q), queued)
+	wait := c.wait(now, p.qBytes.Load(), queued)
 	keep := batch[:0]
 	for _, pkt := range batch {
 		if !c.drop(now, wait) {

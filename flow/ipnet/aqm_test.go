@@ -49,7 +49,7 @@ func TestCoDel(t *testing.T) {
 }
 
 // TestCoDelWait: the wait is what stands in the queues over the rate the
-// flow's reader takes SDUs at; nothing standing is no wait, however slow
+// flow's reader takes bytes at; nothing standing is no wait, however slow
 // the rate (a ping every 200 ms must never be dropped).
 func TestCoDelWait(t *testing.T) {
 	c := codel{target: 5 * time.Millisecond, interval: 100 * time.Millisecond}
@@ -57,12 +57,12 @@ func TestCoDelWait(t *testing.T) {
 	if w := c.wait(t0, 0, 0); w != 0 {
 		t.Fatalf("first wait %v, want 0", w)
 	}
-	// 1,000 SDUs written in 10 ms, 100 of them still queued: 900 taken,
-	// 90,000 a second.
-	c.written(1000)
-	w := c.wait(t0.Add(10*time.Millisecond), 80, 100)
+	// 1,000 SDUs of 1,000 bytes written in 10 ms, 100 of them still
+	// queued in the ring: 900 KB taken, 90 MB a second.
+	c.written(1000, 1000*1000)
+	w := c.wait(t0.Add(10*time.Millisecond), 80*1000, 100)
 	if want := 2 * time.Millisecond; w < want-10*time.Microsecond || w > want+10*time.Microsecond {
-		t.Fatalf("wait %v, want %v (180 waiting at 90,000 a second)", w, want)
+		t.Fatalf("wait %v, want %v (80 KB waiting and 100 SDUs queued at 90 MB a second)", w, want)
 	}
 	// A sparse flow: one SDU each 200 ms, taken at once.
 	s := codel{target: 5 * time.Millisecond, interval: 100 * time.Millisecond}
@@ -71,7 +71,24 @@ func TestCoDelWait(t *testing.T) {
 		if w := s.wait(now, 0, 0); w != 0 || s.drop(now, w) {
 			t.Fatalf("packet %d of a sparse flow: wait %v, dropped %v", i, w, s.drop(now, w))
 		}
-		s.written(1)
+		s.written(1, 84)
+	}
+}
+
+// TestCoDelWaitSupers: TCP super-packets waiting in the peer's queue
+// weigh as the bytes they carry, not as one SDU each: four of 60,000
+// bytes in front of a flow that takes 1,300-byte SDUs at 13 MB a second
+// are 18 ms of waiting, above the target. Counted as four SDUs (the
+// estimate before: queue entries over SDUs a second) they were 0.4 ms,
+// and a queue of super-packets 64 ms deep was never managed.
+func TestCoDelWaitSupers(t *testing.T) {
+	c := codel{target: 5 * time.Millisecond, interval: 100 * time.Millisecond}
+	t0 := time.Unix(1000, 0)
+	c.wait(t0, 0, 0)
+	c.written(100, 100*1300) // 10 ms at 10,000 SDUs, 13 MB, a second
+	w := c.wait(t0.Add(10*time.Millisecond), 4*60000, 0)
+	if want := 240000 * time.Second / 13e6; w < want-50*time.Microsecond || w > want+50*time.Microsecond || w < c.target {
+		t.Fatalf("wait %v behind four 60,000-byte super-packets, want %v (above the target %v)", w, want, c.target)
 	}
 }
 
@@ -362,5 +379,43 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not reached")
 		}
+	}
+}
+
+// TestPassMarkedSupers: the receiving side weighs a TCP super-packet's
+// mark by the segments it carries: 64 super-packets of 50 segments, each
+// at the highest level, are 50 segments' worth of marks each, about 50
+// CE marks where plain packets at that level get one in 64 (before, one
+// decision per SDU whatever it carried: 1 of the 64). A super-packet
+// that says a segment size of 0 weighs as one packet.
+func TestPassMarkedSupers(t *testing.T) {
+	ip := ecnPacket(1, 0) // ECT(1): marked, not dropped
+	ip = append(ip, make([]byte, 60000-len(ip))...)
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+	binary.BigEndian.PutUint16(ip[10:], ipv4Sum(ip[:20]))
+	super := func(mss int) []byte {
+		sdu := make([]byte, superHdrLen+len(ip))
+		putSuperHdr(sdu, mss)
+		copy(sdu[superHdrLen:], ip)
+		return sdu
+	}
+	var b Bridge
+	var acc uint32
+	for range 64 {
+		sdu := super(1200)
+		if !b.passMarked(&acc, 255, sdu) {
+			t.Fatal("an ECN-capable super-packet dropped")
+		}
+	}
+	if _, marks := b.InAQM(); marks < 45 || marks > 51 {
+		t.Errorf("64 super-packets of 50 segments at level 255: %d marked CE, want about 50", marks)
+	}
+	var z Bridge
+	acc = 0
+	for range 64 {
+		z.passMarked(&acc, 255, super(0))
+	}
+	if _, marks := z.InAQM(); marks != 1 {
+		t.Errorf("64 super-packets saying segment size 0: %d marked, want 1 (each weighs as a packet)", marks)
 	}
 }

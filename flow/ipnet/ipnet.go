@@ -260,7 +260,11 @@ type peer struct {
 	name  string
 	class Class
 	q     chan []byte
-	c     *counters
+	// qBytes is the packet bytes waiting in q: a super-packet waits as
+	// the tens of SDUs it is cut into, not as one (CoDel's estimate,
+	// aqm.go).
+	qBytes atomic.Int64
+	c      *counters
 }
 
 // outFlow is a flow a peer allocated: its port, and the largest
@@ -558,9 +562,14 @@ func (b *Bridge) dispatch(ctx context.Context, wg *sync.WaitGroup, item []byte) 
 		b.putBuf(item)
 		return
 	}
+	// Counted before it is queued: the send goroutine may take it
+	// before a count made after the send would be.
+	n := int64(len(item) - superHdrLen)
+	p.qBytes.Add(n)
 	select {
 	case p.q <- item:
 	default:
+		p.qBytes.Add(-n)
 		p.c.drops.Add(1)
 		b.putBuf(item)
 	}
@@ -642,11 +651,13 @@ func (b *Bridge) send(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 	// it gives the flow up.
 	write := func(sdus [][]byte) {
 		n, err := writeSDUs(of.port, sdus)
-		aqm.written(n)
 		p.c.pktsOut.Add(uint64(n))
+		var bytes int
 		for _, x := range sdus[:n] {
-			p.c.bytesOut.Add(uint64(len(x)))
+			bytes += len(x)
 		}
+		p.c.bytesOut.Add(uint64(bytes))
+		aqm.written(n, bytes)
 		p.c.drops.Add(uint64(len(sdus) - n))
 		if err == nil {
 			fails = 0
@@ -696,6 +707,11 @@ func (b *Bridge) send(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 					break more
 				}
 			}
+			var took int64
+			for _, x := range batch {
+				took += int64(len(x) - superHdrLen)
+			}
+			p.qBytes.Add(-took)
 			idle.Reset(b.cfg.Idle)
 			if of == nil && time.Now().After(retry) {
 				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
