@@ -21,7 +21,8 @@ func topCommand() *command {
 		help: "Every -i (default 1 s) asks the node for its IPCPs (ipcps), each one's\n" +
 			"counters (stats) and flows (flows), and redraws a table of the IPCPs with\n" +
 			"their packet rates in and out and their drops (total and per second),\n" +
-			"and one of the flows with their packet and byte rates. Rates are the\n" +
+			"and one of the flows with their packet and byte rates and what waits at\n" +
+			"their ends in the node (QUEUED, out/in: a unicast IPCP's). Rates are the\n" +
 			"change since the previous round. It stops after -n rounds (default: until\n" +
 			"interrupted); on a terminal it redraws in place.\n" +
 			"With --layer L, every round asks the node's IPCP in layer L for the\n" +
@@ -43,6 +44,10 @@ type topFlow struct {
 	ipcp, eid, name, dir, cube         string
 	pktsIn, pktsOut, bytesIn, bytesOut uint64
 	drops                              string // "-" where the IPCP does not count them
+	// queued is what waits now at the flow's ends in the node, "out/in"
+	// (a unicast IPCP's queued_out and queued_in); "-" where the IPCP
+	// does not say.
+	queued string
 }
 
 func (f topFlow) key() string { return f.ipcp + "/" + f.eid }
@@ -98,6 +103,10 @@ func topPoll(ctx context.Context, n mgmter) (topRound, error) {
 				pktsIn: u(row, "pkts_in"), pktsOut: u(row, "pkts_out"), bytesIn: u(row, "bytes_in"), bytesOut: u(row, "bytes_out"), drops: col(fl.Table, row, "drops")}
 			if f.drops == "" {
 				f.drops = "-"
+			}
+			f.queued = "-"
+			if qo, qi := col(fl.Table, row, "queued_out"), col(fl.Table, row, "queued_in"); qo != "" || qi != "" {
+				f.queued = orDash(qo) + "/" + orDash(qi)
 			}
 			r.flows = append(r.flows, f)
 		}
@@ -165,7 +174,7 @@ func renderTop(w io.Writer, prev *topRound, cur topRound) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "IPCP\tEID\tNAME\tDIR\tCUBE\tPKTS_IN/s\tPKTS_OUT/s\tKB_IN/s\tKB_OUT/s\tDROPS")
+	fmt.Fprintln(tw, "IPCP\tEID\tNAME\tDIR\tCUBE\tPKTS_IN/s\tPKTS_OUT/s\tKB_IN/s\tKB_OUT/s\tDROPS\tQUEUED")
 	prevFlows := map[string]topFlow{}
 	if prev != nil {
 		for _, f := range prev.flows {
@@ -184,8 +193,8 @@ func renderTop(w io.Writer, prev *topRound, cur topRound) {
 			v, _ := strconv.ParseFloat(s, 64)
 			return strconv.FormatFloat(v/1000, 'f', 1, 64)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ipcp, f.eid, orDash(f.name), f.dir, f.cube,
-			rate(p.pktsIn, f.pktsIn, dt, ok), rate(p.pktsOut, f.pktsOut, dt, ok), kb(p.bytesIn, f.bytesIn), kb(p.bytesOut, f.bytesOut), f.drops)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ipcp, f.eid, orDash(f.name), f.dir, f.cube,
+			rate(p.pktsIn, f.pktsIn, dt, ok), rate(p.pktsOut, f.pktsOut, dt, ok), kb(p.bytesIn, f.bytesIn), kb(p.bytesOut, f.bytesOut), f.drops, orDash(f.queued))
 	}
 	tw.Flush()
 }

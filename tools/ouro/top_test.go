@@ -19,8 +19,8 @@ func TestRenderTop(t *testing.T) {
 	cur := topRound{at: at.Add(2 * time.Second),
 		ipcps: []topIPCP{{name: "a.udp", layer: "udp", kind: "udp", state: "operational", in: 300, out: 600, drops: 5}, {name: "a.uni", layer: "uni", kind: "unicast", state: "operational", in: 110, out: 10}},
 		flows: []topFlow{
-			{ipcp: "a.uni", eid: "7", name: "echo.b", dir: "out", cube: "data", pktsIn: 205, pktsOut: 105, bytesIn: 41000, bytesOut: 21000, drops: "2"},
-			{ipcp: "a.udp", eid: "3", name: "b.uni", dir: "in", cube: "raw", pktsIn: 1, drops: "-"},
+			{ipcp: "a.uni", eid: "7", name: "echo.b", dir: "out", cube: "data", pktsIn: 205, pktsOut: 105, bytesIn: 41000, bytesOut: 21000, drops: "2", queued: "12/0"},
+			{ipcp: "a.udp", eid: "3", name: "b.uni", dir: "in", cube: "raw", pktsIn: 1, drops: "-", queued: "-"},
 		},
 	}
 	var b bytes.Buffer
@@ -31,9 +31,9 @@ IPCP   LAYER  KIND     STATE        IN/s  OUT/s  DROPS  DROPS/s
 a.udp  udp    udp      operational  100   200    5      2
 a.uni  uni    unicast  operational  50    0      0      0
 
-IPCP   EID  NAME    DIR  CUBE  PKTS_IN/s  PKTS_OUT/s  KB_IN/s  KB_OUT/s  DROPS
-a.udp  3    b.uni   in   raw   -          -           -        -         -
-a.uni  7    echo.b  out  data  100        50          20.0     10.0      2
+IPCP   EID  NAME    DIR  CUBE  PKTS_IN/s  PKTS_OUT/s  KB_IN/s  KB_OUT/s  DROPS  QUEUED
+a.udp  3    b.uni   in   raw   -          -           -        -         -      -
+a.uni  7    echo.b  out  data  100        50          20.0     10.0      2      12/0
 `
 	if b.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
