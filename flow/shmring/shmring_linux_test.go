@@ -8,6 +8,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,8 +153,8 @@ func echo(e *End) <-chan struct{} {
 
 func TestWakeups(t *testing.T) {
 	for _, spin := range []time.Duration{0, 50 * time.Microsecond} {
-		old := MaxSpin
-		MaxSpin = spin
+		old, oldNode := MaxSpin, NodeMaxSpin
+		MaxSpin, NodeMaxSpin = spin, spin
 		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
 		done := echo(node)
 		buf := make([]byte, 64)
@@ -190,7 +191,7 @@ func TestWakeups(t *testing.T) {
 		rd.Wait()
 		prog.Shutdown()
 		<-done
-		MaxSpin = old
+		MaxSpin, NodeMaxSpin = old, oldNode
 		if got != 5000 {
 			t.Fatalf("echoed %d of 5000", got)
 		}
@@ -403,9 +404,9 @@ func FuzzHostileRing(f *testing.F) {
 // round trips (TestWakeups failed 3 of 4 batches of 100 runs); the
 // announcement and the publication are swaps now, as on every build.
 func TestWakeupsNotLost(t *testing.T) {
-	old := MaxSpin
-	MaxSpin = 50 * time.Microsecond
-	defer func() { MaxSpin = old }()
+	old, oldNode := MaxSpin, NodeMaxSpin
+	MaxSpin, NodeMaxSpin = 50*time.Microsecond, 50*time.Microsecond
+	defer func() { MaxSpin, NodeMaxSpin = old, oldNode }()
 	const pairs, rounds = 100, 3000
 	for p := range pairs {
 		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
@@ -425,6 +426,48 @@ func TestWakeupsNotLost(t *testing.T) {
 		<-done
 		node.Release()
 		prog.Release()
+	}
+}
+
+// TestNodeEndDoesNotSpin: a node's end learns no spin from short waits
+// (NodeMaxSpin 0, the default), where a program's end does (MaxSpin). With
+// MaxSpin a second, every wait is "short": an end that took its bound
+// from MaxSpin would spin at its next wait.
+func TestNodeEndDoesNotSpin(t *testing.T) {
+	old, oldNode := MaxSpin, NodeMaxSpin
+	MaxSpin, NodeMaxSpin = time.Second, 0
+	defer func() { MaxSpin, NodeMaxSpin = old, oldNode }()
+	node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
+	defer node.Release()
+	defer prog.Release()
+	// wake sends on from once the reader has announced its sleep.
+	wake := func(from *End, waiting *atomic.Uint32) {
+		for waiting.Load() == 0 {
+			time.Sleep(10 * time.Microsecond)
+		}
+		if err := from.Send([]byte{1}, time.Now().Add(time.Second)); err != nil {
+			t.Error(err)
+		}
+	}
+	buf := make([]byte, 64)
+	for _, c := range []struct {
+		name     string
+		from, to *End
+		spins    bool
+	}{
+		{"node", prog, node, false},
+		{"program", node, prog, true},
+	} {
+		go wake(c.from, c.to.rx.rwait)
+		if _, err := c.to.Recv(buf, time.Now().Add(5*time.Second)); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		c.to.rmu.Lock()
+		spin := c.to.rspin
+		c.to.rmu.Unlock()
+		if spins := spin > 0; spins != c.spins {
+			t.Errorf("%s's end after a short wait: spin %v, want spinning %v", c.name, spin, c.spins)
+		}
 	}
 }
 
