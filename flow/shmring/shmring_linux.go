@@ -169,18 +169,21 @@ func NewEventfds() ([4]int, error) {
 // sleeps (adaptively: it spins only as long as recent waits suggest the
 // other side answers within the bound). $OURO_SHM_SPIN sets it (a Go
 // duration; 0 never spins). NewEnd reads it for a Program end.
-var MaxSpin = spinFromEnv("OURO_SHM_SPIN", defaultMaxSpin)
+//
+// By default neither side spins. A spin yields the processor in a loop
+// (runtime.Gosched): to the program's own goroutines, not to the process
+// it waits for. Under a flood every wait is short, so the adaptive spin
+// stayed on, up to 50 µs at each of tens of thousands of waits a second,
+// on the cores the node needed to fill or empty the ring: the perf
+// server spent twice the CPU per SDU it does without, the routers 15–20%
+// more (docs/benchmarks.md, "Waits that do not spin"). In one process,
+// too, a round trip and a flood through a flow's rings were as fast or
+// faster with neither end spinning (BenchmarkPortRTT, BenchmarkPortFlood).
+var MaxSpin = spinFromEnv("OURO_SHM_SPIN", 0)
 
-// NodeMaxSpin is MaxSpin for the node's ends; $OURO_SHM_NODE_SPIN sets
-// it. By default the node never spins: its waits are for a program in
-// another process, and a router under a flood spun, yielding the
-// processor in a loop (runtime.Gosched), for up to 50 µs at each of its
-// tens of thousands of waits a second, on cores the program it waited
-// for needed (docs/benchmarks.md, "The node's ends do not spin"): the
-// receiving router spent 15–20% more CPU per SDU.
+// NodeMaxSpin is MaxSpin for the node's ends; $OURO_SHM_NODE_SPIN (in
+// the node's environment) sets it.
 var NodeMaxSpin = spinFromEnv("OURO_SHM_NODE_SPIN", 0)
-
-const defaultMaxSpin = 50 * time.Microsecond
 
 func spinFromEnv(name string, def time.Duration) time.Duration {
 	if s := os.Getenv(name); s != "" {

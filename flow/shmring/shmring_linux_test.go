@@ -7,8 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,45 +429,61 @@ func TestWakeupsNotLost(t *testing.T) {
 	}
 }
 
-// TestNodeEndDoesNotSpin: a node's end learns no spin from short waits
-// (NodeMaxSpin 0, the default), where a program's end does (MaxSpin). With
-// MaxSpin a second, every wait is "short": an end that took its bound
-// from MaxSpin would spin at its next wait.
-func TestNodeEndDoesNotSpin(t *testing.T) {
+// TestEndsDoNotSpin: by default (no $OURO_SHM_SPIN, $OURO_SHM_NODE_SPIN)
+// neither end learns a spin from short waits; with a bound set (a second,
+// so that every wait is short) the end it is set for does.
+func TestEndsDoNotSpin(t *testing.T) {
 	old, oldNode := MaxSpin, NodeMaxSpin
-	MaxSpin, NodeMaxSpin = time.Second, 0
 	defer func() { MaxSpin, NodeMaxSpin = old, oldNode }()
-	node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
-	defer node.Release()
-	defer prog.Release()
-	// wake sends on from once the reader has announced its sleep.
-	wake := func(from *End, waiting *atomic.Uint32) {
-		for waiting.Load() == 0 {
-			time.Sleep(10 * time.Microsecond)
-		}
-		if err := from.Send([]byte{1}, time.Now().Add(time.Second)); err != nil {
-			t.Error(err)
-		}
-	}
-	buf := make([]byte, 64)
+	t.Setenv("OURO_SHM_SPIN", "")
+	t.Setenv("OURO_SHM_NODE_SPIN", "")
+	defProg, defNode := spinFromEnv("OURO_SHM_SPIN", 0), spinFromEnv("OURO_SHM_NODE_SPIN", 0)
 	for _, c := range []struct {
-		name     string
-		from, to *End
-		spins    bool
+		name               string
+		prog, node         time.Duration // the bounds
+		progSpin, nodeSpin bool          // whether each end should spin after short waits
 	}{
-		{"node", prog, node, false},
-		{"program", node, prog, true},
+		{"defaults", defProg, defNode, false, false},
+		{"program's bound", time.Second, defNode, true, false},
+		{"node's bound", defProg, time.Second, false, true},
 	} {
-		go wake(c.from, c.to.rx.rwait)
-		if _, err := c.to.Recv(buf, time.Now().Add(5*time.Second)); err != nil {
-			t.Fatalf("%s: %v", c.name, err)
+		MaxSpin, NodeMaxSpin = c.prog, c.node
+		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
+		buf := make([]byte, 64)
+		for _, e := range []struct {
+			name     string
+			from, to *End
+			spin     *time.Duration
+			want     bool
+		}{
+			{"node", prog, node, &node.rspin, c.nodeSpin},
+			{"program", node, prog, &prog.rspin, c.progSpin},
+		} {
+			// Twenty short waits: the writer sends as soon as the
+			// reader has announced its sleep.
+			spun := false
+			for range 20 {
+				go func() {
+					for e.to.rx.rwait.Load() == 0 {
+						runtime.Gosched()
+					}
+					if err := e.from.Send([]byte{1}, time.Now().Add(time.Second)); err != nil {
+						t.Error(err)
+					}
+				}()
+				if _, err := e.to.Recv(buf, time.Now().Add(5*time.Second)); err != nil {
+					t.Fatalf("%s, %s: %v", c.name, e.name, err)
+				}
+				e.to.rmu.Lock()
+				spun = spun || *e.spin > 0
+				e.to.rmu.Unlock()
+			}
+			if spun != e.want {
+				t.Errorf("%s: the %s's end spun after short waits: %v, want %v", c.name, e.name, spun, e.want)
+			}
 		}
-		c.to.rmu.Lock()
-		spin := c.to.rspin
-		c.to.rmu.Unlock()
-		if spins := spin > 0; spins != c.spins {
-			t.Errorf("%s's end after a short wait: spin %v, want spinning %v", c.name, spin, c.spins)
-		}
+		node.Release()
+		prog.Release()
 	}
 }
 
