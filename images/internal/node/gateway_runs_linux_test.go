@@ -81,7 +81,7 @@ func shmEnds(t *testing.T, g shmring.Geometry) (node, prog *shmring.End) {
 // TestShmSpliceRuns: the splice moves a deep ring's worth of SDUs (what
 // a program wrote in one run, what queued for it) in one run each way,
 // not in runs of a shallow ring's 16: each run costs a wake-up on both
-// sides of the ring (docs/benchmarks.md, "Runs of a whole deep ring").
+// sides of the ring (docs/benchmarks.md, "Waits that do not spin").
 func TestShmSpliceRuns(t *testing.T) {
 	const n = shmDeepSlots
 	pd := kerneltest.PD(t, "session", kernel.Budget{Bufs: 4 * n, Objects: 1 << 12})
