@@ -175,7 +175,7 @@ func NewEventfds() ([4]int, error) {
 // it waits for. Under a flood every wait is short, so the adaptive spin
 // stayed on, up to 50 µs at each of tens of thousands of waits a second,
 // on the cores the node needed to fill or empty the ring: the perf
-// server spent twice the CPU per SDU it does without, the routers 15–20%
+// server spent twice the CPU per SDU it does without, the routers 10–25%
 // more (docs/benchmarks.md, "Waits that do not spin"). In one process,
 // too, a round trip and a flood through a flow's rings were as fast or
 // faster with neither end spinning (BenchmarkPortRTT, BenchmarkPortFlood).
