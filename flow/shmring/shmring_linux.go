@@ -165,16 +165,28 @@ func NewEventfds() ([4]int, error) {
 	return fds, nil
 }
 
-// MaxSpin bounds how long a reader or writer spins before it sleeps
-// (adaptively: it spins only as long as recent waits suggest the other
-// side answers within the bound). $OURO_SHM_SPIN sets it (a Go
-// duration; 0 never spins).
-var MaxSpin = spinFromEnv()
+// MaxSpin bounds how long a program's reader or writer spins before it
+// sleeps (adaptively: it spins only as long as recent waits suggest the
+// other side answers within the bound). $OURO_SHM_SPIN sets it (a Go
+// duration; 0 never spins). NewEnd reads it for a Program end.
+//
+// By default neither side spins. A spin yields the processor in a loop
+// (runtime.Gosched): to the program's own goroutines, not to the process
+// it waits for. Under a flood every wait is short, so the adaptive spin
+// stayed on, up to 50 µs at each of tens of thousands of waits a second,
+// on the cores the node needed to fill or empty the ring: the perf
+// server spent twice the CPU per SDU it does without, the routers 10–25%
+// more (docs/benchmarks.md, "Waits that do not spin"). In one process,
+// too, a round trip and a flood through a flow's rings were as fast or
+// faster with neither end spinning (BenchmarkPortRTT, BenchmarkPortFlood).
+var MaxSpin = spinFromEnv("OURO_SHM_SPIN", 0)
 
-const defaultMaxSpin = 50 * time.Microsecond
+// NodeMaxSpin is MaxSpin for the node's ends; $OURO_SHM_NODE_SPIN (in
+// the node's environment) sets it.
+var NodeMaxSpin = spinFromEnv("OURO_SHM_NODE_SPIN", 0)
 
-func spinFromEnv() time.Duration {
-	if s := os.Getenv("OURO_SHM_SPIN"); s != "" {
+func spinFromEnv(name string, def time.Duration) time.Duration {
+	if s := os.Getenv(name); s != "" {
 		if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 			return d
 		}
@@ -182,7 +194,7 @@ func spinFromEnv() time.Duration {
 			return time.Duration(n) * time.Microsecond
 		}
 	}
-	return defaultMaxSpin
+	return def
 }
 
 // End is one side of a flow's rings: it consumes one ring and produces
@@ -202,6 +214,8 @@ type End struct {
 	// by Send).
 	rxData, rxSpace, txData, txSpace *evfd
 	fds                              [4]int
+
+	maxSpin time.Duration // MaxSpin or NodeMaxSpin, as NewEnd found it
 
 	rmu    sync.Mutex // serialises receivers; guards rtail, rspin
 	rtail  uint64     // the consumer index: this end's own copy
@@ -247,15 +261,15 @@ func NewEnd(m *Mapping, side Side, evfds [4]int) (*End, error) {
 		}
 		files[i] = newEvfd(fd)
 	}
-	rxi, txi := ToNode, ToProgram
+	rxi, txi, spin := ToNode, ToProgram, NodeMaxSpin
 	if side == Program {
-		rxi, txi = ToProgram, ToNode
+		rxi, txi, spin = ToProgram, ToNode, MaxSpin
 	}
 	e := &End{
 		m: m, rx: m.ring(rxi), tx: m.ring(txi),
 		slots: uint64(m.geo.Slots), mask: uint64(m.geo.Slots - 1), ss: m.geo.slotSize(), maxSDU: m.geo.MaxSDU,
 		rxData: files[rxi*2], rxSpace: files[rxi*2+1], txData: files[txi*2], txSpace: files[txi*2+1],
-		fds: evfds,
+		fds: evfds, maxSpin: spin,
 	}
 	// Pick up where the shared words are, trusting nothing: the first
 	// use checks them like any other.
@@ -589,8 +603,9 @@ func (e *End) publish() {
 
 // wait waits until ready() or the deadline: it spins up to *spin, then
 // announces it sleeps (flag), checks once more and sleeps on ev. It
-// adapts *spin: a sleep shorter than MaxSpin means spinning would have
-// paid, a longer one that it would not.
+// adapts *spin, up to the end's bound (MaxSpin, NodeMaxSpin): a sleep
+// shorter than the bound means spinning would have paid, a longer one
+// that it would not.
 //
 // The waiter writes flag, then reads the ring's index; the other side
 // writes the index, then reads flag (publish, take): at least one of the
@@ -610,8 +625,8 @@ func (e *End) wait(ev *evfd, flag *atomic.Uint32, ready func() bool, spin *time.
 		for {
 			if ready() {
 				*spin += *spin / 8
-				if *spin > MaxSpin {
-					*spin = MaxSpin
+				if *spin > e.maxSpin {
+					*spin = e.maxSpin
 				}
 				return nil
 			}
@@ -629,10 +644,10 @@ func (e *End) wait(ev *evfd, flag *atomic.Uint32, ready func() bool, spin *time.
 	start := time.Now()
 	err := ev.wait(deadline)
 	flag.Store(0)
-	if slept := time.Since(start); slept < MaxSpin && err == nil {
+	if slept := time.Since(start); slept < e.maxSpin && err == nil {
 		*spin = max(*spin, slept+slept/4)
-		if *spin > MaxSpin {
-			*spin = MaxSpin
+		if *spin > e.maxSpin {
+			*spin = e.maxSpin
 		}
 	} else {
 		*spin /= 2

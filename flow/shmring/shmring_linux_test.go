@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -152,8 +153,8 @@ func echo(e *End) <-chan struct{} {
 
 func TestWakeups(t *testing.T) {
 	for _, spin := range []time.Duration{0, 50 * time.Microsecond} {
-		old := MaxSpin
-		MaxSpin = spin
+		old, oldNode := MaxSpin, NodeMaxSpin
+		MaxSpin, NodeMaxSpin = spin, spin
 		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
 		done := echo(node)
 		buf := make([]byte, 64)
@@ -190,7 +191,7 @@ func TestWakeups(t *testing.T) {
 		rd.Wait()
 		prog.Shutdown()
 		<-done
-		MaxSpin = old
+		MaxSpin, NodeMaxSpin = old, oldNode
 		if got != 5000 {
 			t.Fatalf("echoed %d of 5000", got)
 		}
@@ -403,9 +404,9 @@ func FuzzHostileRing(f *testing.F) {
 // round trips (TestWakeups failed 3 of 4 batches of 100 runs); the
 // announcement and the publication are swaps now, as on every build.
 func TestWakeupsNotLost(t *testing.T) {
-	old := MaxSpin
-	MaxSpin = 50 * time.Microsecond
-	defer func() { MaxSpin = old }()
+	old, oldNode := MaxSpin, NodeMaxSpin
+	MaxSpin, NodeMaxSpin = 50*time.Microsecond, 50*time.Microsecond
+	defer func() { MaxSpin, NodeMaxSpin = old, oldNode }()
 	const pairs, rounds = 100, 3000
 	for p := range pairs {
 		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
@@ -423,6 +424,64 @@ func TestWakeupsNotLost(t *testing.T) {
 		}
 		prog.Shutdown()
 		<-done
+		node.Release()
+		prog.Release()
+	}
+}
+
+// TestEndsDoNotSpin: by default (no $OURO_SHM_SPIN, $OURO_SHM_NODE_SPIN)
+// neither end learns a spin from short waits; with a bound set (a second,
+// so that every wait is short) the end it is set for does.
+func TestEndsDoNotSpin(t *testing.T) {
+	old, oldNode := MaxSpin, NodeMaxSpin
+	defer func() { MaxSpin, NodeMaxSpin = old, oldNode }()
+	t.Setenv("OURO_SHM_SPIN", "")
+	t.Setenv("OURO_SHM_NODE_SPIN", "")
+	defProg, defNode := spinFromEnv("OURO_SHM_SPIN", 0), spinFromEnv("OURO_SHM_NODE_SPIN", 0)
+	for _, c := range []struct {
+		name               string
+		prog, node         time.Duration // the bounds
+		progSpin, nodeSpin bool          // whether each end should spin after short waits
+	}{
+		{"defaults", defProg, defNode, false, false},
+		{"program's bound", time.Second, defNode, true, false},
+		{"node's bound", defProg, time.Second, false, true},
+	} {
+		MaxSpin, NodeMaxSpin = c.prog, c.node
+		node, prog := pair(t, Geometry{Slots: 2, MaxSDU: 64})
+		buf := make([]byte, 64)
+		for _, e := range []struct {
+			name     string
+			from, to *End
+			spin     *time.Duration
+			want     bool
+		}{
+			{"node", prog, node, &node.rspin, c.nodeSpin},
+			{"program", node, prog, &prog.rspin, c.progSpin},
+		} {
+			// Twenty short waits: the writer sends as soon as the
+			// reader has announced its sleep.
+			spun := false
+			for range 20 {
+				go func() {
+					for e.to.rx.rwait.Load() == 0 {
+						runtime.Gosched()
+					}
+					if err := e.from.Send([]byte{1}, time.Now().Add(time.Second)); err != nil {
+						t.Error(err)
+					}
+				}()
+				if _, err := e.to.Recv(buf, time.Now().Add(5*time.Second)); err != nil {
+					t.Fatalf("%s, %s: %v", c.name, e.name, err)
+				}
+				e.to.rmu.Lock()
+				spun = spun || *e.spin > 0
+				e.to.rmu.Unlock()
+			}
+			if spun != e.want {
+				t.Errorf("%s: the %s's end spun after short waits: %v, want %v", c.name, e.name, spun, e.want)
+			}
+		}
 		node.Release()
 		prog.Release()
 	}

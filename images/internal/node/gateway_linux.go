@@ -839,10 +839,12 @@ func scaledSlots(slots, maxSDU int) int {
 }
 
 // shmBatch is how many SDUs the node's side of shared rings moves at
-// once, each way: a whole ring, so that a run the program wrote in one
-// WriteBatch reaches the flow's port in one WriteBatch, and a run queued
-// for the program costs it one wake-up.
-const shmBatch = shmring.DefaultSlots
+// once, each way: a whole deep ring, so that a run the program wrote in
+// one WriteBatch reaches the flow's port in one push, and a run queued
+// for the program costs it one wake-up. (It was a shallow ring's 16 while
+// flows had 64 slots: a flood woke the program, and the node, once per
+// 16 SDUs; TestShmSpliceRuns.)
+const shmBatch = shmDeepSlots
 
 // shmSplice copies SDUs both ways between a flow's kernel rings (ring)
 // and its shared rings (e) until either side ends: this copy out of the
