@@ -364,9 +364,13 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 	var (
 		repl   *pbuf
 		err    error
-		queued int // in front of the program: the delivery queue and the port's ring
-		qcap   int
+		dp     deliverPort
+		dl     uint8 // the level of what waits in front of the program (deliverMark)
+		judged bool  // dl is this SDU's
 	)
+	if c.ca.Kind() != ca.Nop {
+		dp, _ = f.Port.(deliverPort)
+	}
 	switch {
 	case d == nil: // the flow's loops are not started yet: write at once
 		err = f.Port.Write(payload, now)
@@ -382,6 +386,23 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 			break
 		}
 		b.Mark = ecn
+		if c.ca.Kind() != ca.Nop {
+			// The buffer carries the higher of the level the packet
+			// arrived with and that of the queue it joins in front of
+			// the program: a bridge reading the flow maps it for its
+			// hosts' TCP (flow/ipnet), so a reader that falls behind
+			// is signalled as a congested forwarder is, not only to
+			// the layer's sender.
+			queued := d.len() + 1 // with this SDU
+			if dp != nil {
+				queued += dp.Queued()
+			}
+			f.CAMu.Lock()
+			dl = c.deliverMark(f, dp, queued, min(deliverQueue, c.deliverLimit()), now)
+			f.CAMu.Unlock()
+			judged = true
+			b.Mark = max(ecn, dl)
+		}
 		if !d.push(b) {
 			c.delivering.Add(-1)
 			err = errDeliveryFull
@@ -394,15 +415,6 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 			k.Notify(d)
 		} else {
 			d.wake()
-		}
-		if c.ca.Kind() != ca.Nop {
-			queued, qcap = d.len(), min(deliverQueue, c.deliverLimit())
-		}
-	}
-	var dp deliverPort
-	if c.ca.Kind() != ca.Nop {
-		if dp, _ = f.Port.(deliverPort); dp != nil {
-			queued += dp.Queued()
 		}
 	}
 	if err != nil {
@@ -425,7 +437,14 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 	}
 	f.CAMu.Lock()
 	if err == nil {
-		ecn = max(ecn, c.deliverMark(f, dp, queued, qcap, now))
+		if !judged { // written at once: only the port's ring is in front
+			queued := 0
+			if dp != nil {
+				queued = dp.Queued()
+			}
+			dl = c.deliverMark(f, dp, queued, 0, now)
+		}
+		ecn = max(ecn, dl)
 	}
 	fb, due := f.CA.OnReceive(ecn, n, now)
 	f.CAMu.Unlock()

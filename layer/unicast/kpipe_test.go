@@ -173,3 +173,55 @@ func TestDeliverCarriesMark(t *testing.T) {
 	send(255, 5)
 	send(0, 5)
 }
+
+// TestDeliverMarksSlowReader: with congestion avoidance on, a delivered
+// buffer carries the level of the queue in front of the program it
+// joined where that is higher than the level it arrived with: a program
+// (an IP bridge) that stops reading while SDUs keep arriving gets its
+// later SDUs marked, though nothing on the way marked them. Before, the
+// buffer carried only the arrival level, and a bridge whose own reading
+// fell behind never signalled its hosts' TCP (TestIPNet: 1,062 SDUs
+// standing in front of a bridge, no mark).
+func TestDeliverMarksSlowReader(t *testing.T) {
+	ps := &kpipes{pd: kerneltest.PD(t, "ipcps", kernel.Budget{Bufs: 1 << 14, Objects: 1 << 12})}
+	a, z, _ := chainOver(t, 2, "mb-ecn", ps.pipe)
+	zb := z.(*kend)
+	msg := make([]byte, 100)
+	const first, later = 1500, 100
+	write := func(n int) {
+		t.Helper()
+		for i := range n {
+			if err := a.Write(msg, time.Now().Add(5*time.Second)); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+		}
+	}
+	// The program reads nothing: what arrives stands in its ring and
+	// the flow's delivery queue, for several of the layer's intervals.
+	write(first)
+	time.Sleep(100 * time.Millisecond)
+	write(later)
+	time.Sleep(100 * time.Millisecond)
+	var got [64]*kernel.Buf
+	read, marked, lastMarked := 0, 0, 0
+	for read < first+later {
+		n, err := zb.PopBufs(got[:], time.Now().Add(5*time.Second))
+		if err != nil {
+			t.Fatalf("after %d SDUs: %v", read, err)
+		}
+		for _, k := range got[:n] {
+			if k.Mark() > 0 {
+				marked++
+				if read >= first {
+					lastMarked++
+				}
+			}
+			read++
+		}
+		zb.FreeBufs(got[:n])
+	}
+	t.Logf("%d of %d SDUs delivered marked, %d of the last %d", marked, read, lastMarked, later)
+	if lastMarked == 0 {
+		t.Errorf("none of the %d SDUs that joined a queue of %d standing for 100 ms carries a mark", later, first)
+	}
+}
