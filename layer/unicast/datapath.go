@@ -426,7 +426,10 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 		}
 		// The way to the program was full: the sender hears of it as
 		// of the highest mark (its packet is lost, not its signal).
-		c.p.c.markedDeliver.Add(1)
+		// Counted once: deliverMark counted it already if it marked.
+		if !judged || dl == 0 {
+			c.p.c.markedDeliver.Add(1)
+		}
 		ecn = 255
 	} else if d == nil {
 		c.delivered(f, n)
