@@ -211,13 +211,13 @@ func Serve(pd *kernel.PD, ep kernel.Cap, h Handler) error {
 	}
 }
 
-// maxIdle is how many of a server's handler goroutines wait for the next
+// MaxIdle is how many of a server's handler goroutines wait for the next
 // request once theirs is answered.
-const maxIdle = 4
+const MaxIdle = 4
 
 // workers runs a server's handlers on goroutines of its component that
 // outlive one request: a goroutine whose handler returned waits for the
-// next request (up to maxIdle of them at once) rather than exiting, so
+// next request (up to MaxIdle of them at once) rather than exiting, so
 // that the stack the decoding and the handler grew is there for the next
 // one. A fresh goroutine per request grew its stack every time: under a
 // run of flow allocations runtime.newstack was 9-15% of a router's CPU
@@ -243,12 +243,12 @@ func (w *workers) run(f func()) {
 }
 
 // loop runs f, then the requests handed to it while it waits, until
-// more than maxIdle wait or the server or its component ends.
+// more than MaxIdle wait or the server or its component ends.
 func (w *workers) loop(f func()) {
 	ctx := w.pd.Context()
 	for {
 		f()
-		if w.idle.Add(1) > maxIdle {
+		if w.idle.Add(1) > MaxIdle {
 			w.idle.Add(-1)
 			return
 		}

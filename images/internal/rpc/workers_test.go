@@ -39,22 +39,22 @@ func TestWorkersReuse(t *testing.T) {
 	}
 	close(unblock)
 
-	// maxIdle wait at most: a burst of concurrent requests leaves no more.
+	// MaxIdle wait at most: a burst of concurrent requests leaves no more.
 	hold := make(chan struct{})
-	started := make(chan struct{}, 3*maxIdle)
-	for range 3 * maxIdle {
+	started := make(chan struct{}, 3*MaxIdle)
+	for range 3 * MaxIdle {
 		w.run(func() { started <- struct{}{}; <-hold })
 	}
-	for range 3 * maxIdle {
+	for range 3 * MaxIdle {
 		<-started
 	}
 	close(hold)
 	deadline := time.Now().Add(5 * time.Second)
-	for w.idle.Load() != maxIdle && time.Now().Before(deadline) {
+	for w.idle.Load() != MaxIdle && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if n := w.idle.Load(); n != maxIdle {
-		t.Errorf("%d goroutines wait after a burst, want %d", n, maxIdle)
+	if n := w.idle.Load(); n != MaxIdle {
+		t.Errorf("%d goroutines wait after a burst, want %d", n, MaxIdle)
 	}
 
 	close(w.done)
