@@ -743,6 +743,40 @@ func (f *Flow) writeRaw(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// WriteWith writes one SDU of n bytes that fill writes (fill gets n
+// bytes and must not keep them), blocking as Write does until the write
+// deadline. Without FRCT, over a port that takes SDUs in place (a hosted
+// program's shared rings: InPlacePort), fill writes straight into the
+// ring the node reads, so the SDU is not copied in between (docs/flow.md,
+// "Copies"); otherwise fill writes into a buffer that Write then sends.
+// n must be 1 to MaxSDU() (else ErrTooBig).
+func (f *Flow) WriteWith(n int, fill func(sdu []byte)) error {
+	if n <= 0 || n > f.maxSDU {
+		return fmt.Errorf("flow: write of %d bytes, flow max %d: %w", n, f.maxSDU, ErrTooBig)
+	}
+	ip, ok := f.port.(InPlacePort)
+	if f.eng != nil || !ok {
+		buf := make([]byte, n)
+		fill(buf)
+		_, err := f.Write(buf)
+		return err
+	}
+	f.mu.Lock()
+	err, dl := f.writeState(), f.writeDL
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := ip.WriteWith(n, fill, dl); err != nil {
+		return f.writeErr(err)
+	}
+	f.mu.Lock()
+	f.stats.SentSDUs++
+	f.stats.SentBytes += uint64(n)
+	f.mu.Unlock()
+	return nil
+}
+
 // writeErr maps a port's write error to the flow's.
 func (f *Flow) writeErr(err error) error {
 	if errors.Is(err, ErrClosed) {

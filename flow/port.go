@@ -90,6 +90,27 @@ type LendPort interface {
 	Return()
 }
 
+// InPlacePort is a Port whose SDUs a program can write and read where
+// they lie in the memory it shares with its node, without the copy Write
+// and Read make: a hosted program's flow over shared rings (ShmPort).
+// From the program's data to the socket an SDU is then copied once in
+// user space, by the node, which must copy what a program wrote before
+// it acts on it; and once on its way in (docs/flow.md, "Copies"). It is
+// optional: find it with a type assertion on a Port. One reader and one
+// writer at a time, as Read's and Write's.
+type InPlacePort interface {
+	Port
+	// WriteWith waits like Write for room, calls fill with n bytes of
+	// the shared ring for it to write the SDU there, and sends it. fill
+	// must not keep the slice or call WriteWith. n must be 1 to the
+	// flow's SDU limit (else ErrTooBig).
+	WriteWith(n int, fill func(sdu []byte), deadline time.Time) error
+	// ReadWith waits like Read for an SDU and calls use with it where it
+	// lies in the shared ring, then frees its place. use must not keep
+	// the slice or call ReadWith.
+	ReadWith(use func(sdu []byte), deadline time.Time) error
+}
+
 // Info describes an allocated flow, as the broker reports it.
 type Info struct {
 	ID     uint64 `cbor:"1,keyasint" json:"id"`     // the node's flow id

@@ -425,6 +425,7 @@ type ShmPort struct {
 var (
 	_ Port         = (*ShmPort)(nil)
 	_ BatchPort    = (*ShmPort)(nil)
+	_ InPlacePort  = (*ShmPort)(nil)
 	_ directReader = (*ShmPort)(nil)
 )
 
@@ -492,6 +493,27 @@ func (p *ShmPort) Write(b []byte, deadline time.Time) error {
 	}
 	if err := p.e.Send(b, deadline); err != nil {
 		return shmErr("write", err)
+	}
+	return nil
+}
+
+// WriteWith implements InPlacePort: the SDU is written into the shared
+// ring's slot by fill.
+func (p *ShmPort) WriteWith(n int, fill func(sdu []byte), deadline time.Time) error {
+	if max := p.e.MaxSDU(); n > max || n <= 0 {
+		return fmt.Errorf("flow: write of %d bytes (1 to %d): %w", n, max, ErrTooBig)
+	}
+	if err := p.e.SendWith(n, fill, deadline); err != nil {
+		return shmErr("write", err)
+	}
+	return nil
+}
+
+// ReadWith implements InPlacePort: use gets the SDU in the shared ring's
+// slot.
+func (p *ShmPort) ReadWith(use func(sdu []byte), deadline time.Time) error {
+	if err := p.e.RecvWith(use, deadline); err != nil {
+		return shmErr("read", err)
 	}
 	return nil
 }

@@ -216,6 +216,7 @@ type End struct {
 	fds                              [4]int
 
 	maxSpin time.Duration // MaxSpin or NodeMaxSpin, as NewEnd found it
+	program bool          // a program's end (RecvWith)
 
 	rmu    sync.Mutex // serialises receivers; guards rtail, rspin
 	rtail  uint64     // the consumer index: this end's own copy
@@ -269,7 +270,7 @@ func NewEnd(m *Mapping, side Side, evfds [4]int) (*End, error) {
 		m: m, rx: m.ring(rxi), tx: m.ring(txi),
 		slots: uint64(m.geo.Slots), mask: uint64(m.geo.Slots - 1), ss: m.geo.slotSize(), maxSDU: m.geo.MaxSDU,
 		rxData: files[rxi*2], rxSpace: files[rxi*2+1], txData: files[txi*2], txSpace: files[txi*2+1],
-		fds: evfds, maxSpin: spin,
+		fds: evfds, maxSpin: spin, program: side == Program,
 	}
 	// Pick up where the shared words are, trusting nothing: the first
 	// use checks them like any other.
@@ -389,17 +390,54 @@ func (e *End) take(bufs [][]byte, sizes []int, marks []uint8) (int, error) {
 		}
 	}
 	if freed {
-		e.rx.tail.Swap(e.rtail) // a swap, not a store: see wait
-		// A writer that waits for room is woken once half the ring is
-		// free (or it emptied), not at every slot a reader of one SDU
-		// at a time frees: it then writes a run, not one SDU per
-		// wake-up. It never waits on a reader that waits too: a reader
-		// waits only for an empty ring, and emptying it wakes.
-		if e.rx.wwait.Load() != 0 && e.rx.head.Load()-e.rtail <= e.slots/2 {
-			e.rxSpace.signal()
-		}
+		e.freed()
 	}
 	return n, err
+}
+
+// freed publishes the consumer index after slots were taken. Called with
+// rmu held.
+func (e *End) freed() {
+	e.rx.tail.Swap(e.rtail) // a swap, not a store: see wait
+	// A writer that waits for room is woken once half the ring is free
+	// (or it emptied), not at every slot a reader of one SDU at a time
+	// frees: it then writes a run, not one SDU per wake-up. It never
+	// waits on a reader that waits too: a reader waits only for an
+	// empty ring, and emptying it wakes.
+	if e.rx.wwait.Load() != 0 && e.rx.head.Load()-e.rtail <= e.slots/2 {
+		e.rxSpace.signal()
+	}
+}
+
+// takeWith calls use with the next SDU where it lies in its slot, without
+// waiting, then frees the slot; it returns 1, or 0 with the ring empty.
+// Called with rmu held.
+func (e *End) takeWith(use func(sdu []byte)) (int, error) {
+	for {
+		head := e.rx.head.Load()
+		avail := head - e.rtail
+		if avail == 0 {
+			return 0, nil
+		}
+		if avail > e.slots {
+			e.corrupt.Add(1)
+			e.broken.Store(true)
+			return 0, fmt.Errorf("shmring: producer index %d with consumer at %d in a ring of %d: %w", head, e.rtail, e.slots, ErrCorrupt)
+		}
+		off := int(e.rtail&e.mask) * e.ss
+		slot := e.rx.slots[off : off+e.ss : off+e.ss]
+		l := int((*atomic.Uint32)(unsafe.Pointer(&slot[0])).Load())
+		if l == 0 || l > e.maxSDU {
+			e.rtail++
+			e.drops.Add(1)
+			e.freed()
+			continue
+		}
+		use(slot[slotHdr : slotHdr+l : slotHdr+l])
+		e.rtail++
+		e.freed()
+		return 1, nil
+	}
 }
 
 // Recv waits until an SDU arrives or the deadline passes (the zero time:
@@ -419,20 +457,34 @@ func (e *End) Recv(b []byte, deadline time.Time) (int, error) {
 // truncated SDU ends the batch (counted, with ErrTruncated). Otherwise the
 // error is non-nil only with n = 0.
 func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, error) {
-	return e.recv(bufs, sizes, nil, true, deadline)
+	return e.recv(bufs, sizes, nil, nil, true, deadline)
+}
+
+// RecvWith waits like Recv for an SDU and calls use with it where it
+// lies in the ring, then frees its slot: the SDU is not copied out. use
+// must not keep the slice (the slot is the writer's again once RecvWith
+// returns) and must not call RecvWith. A program's end only: a node
+// copies what a program wrote before it acts on it, since the program
+// can change it at any time (ErrInvalid on the node's end).
+func (e *End) RecvWith(use func(sdu []byte), deadline time.Time) error {
+	if !e.program {
+		return fmt.Errorf("shmring: RecvWith on the node's end: %w", ErrInvalid)
+	}
+	_, err := e.recv(nil, nil, nil, use, true, deadline)
+	return err
 }
 
 // RecvMarked is RecvBatch that also gives each SDU's mark (SendMarked's)
 // in marks[i]: what a node says of the packet's congestion. It takes at
 // most len(marks) SDUs.
 func (e *End) RecvMarked(bufs [][]byte, sizes []int, marks []uint8, deadline time.Time) (int, error) {
-	return e.recv(bufs[:min(len(bufs), len(marks))], sizes, marks, true, deadline)
+	return e.recv(bufs[:min(len(bufs), len(marks))], sizes, marks, nil, true, deadline)
 }
 
 // recv waits for the first SDU (or the end of the flow, or the deadline),
-// then takes what is ready into bufs, or with take false only counts it
-// (Ready).
-func (e *End) recv(bufs [][]byte, sizes []int, marks []uint8, take bool, deadline time.Time) (int, error) {
+// then takes what is ready into bufs (or the first to use, where use is
+// not nil), or with take false only counts it (Ready).
+func (e *End) recv(bufs [][]byte, sizes []int, marks []uint8, use func([]byte), take bool, deadline time.Time) (int, error) {
 	e.rmu.Lock()
 	defer e.rmu.Unlock()
 	for {
@@ -445,6 +497,10 @@ func (e *End) recv(bufs [][]byte, sizes []int, marks []uint8, take bool, deadlin
 		if !take {
 			if avail := e.rx.head.Load() - e.rtail; avail > 0 {
 				return int(min(avail, e.slots)), nil // RecvBatch checks the index
+			}
+		} else if use != nil {
+			if n, err := e.takeWith(use); n > 0 || err != nil {
+				return n, err
 			}
 		} else if n, err := e.take(bufs, sizes, marks); n > 0 || err != nil {
 			return n, err
@@ -473,7 +529,7 @@ func (e *End) recv(bufs [][]byte, sizes []int, marks []uint8, take bool, deadlin
 // RecvBatch that takes them (an impossible length). With n = 0 the error
 // is what RecvBatch would return.
 func (e *End) Ready(deadline time.Time) (int, error) {
-	return e.recv(nil, nil, nil, false, deadline)
+	return e.recv(nil, nil, nil, nil, false, deadline)
 }
 
 // Room waits like SendBatch until the ring has a free slot, the flow
@@ -547,11 +603,8 @@ func (e *End) send(sdus [][]byte, marks []uint8, deadline time.Time) (int, error
 		}
 	}()
 	for n < len(sdus) {
-		if e.released || e.closed.Load() || e.peerGone.Load() || e.tx.cclosed.Load() != 0 {
-			return n, ErrClosed
-		}
-		if e.broken.Load() {
-			return n, ErrCorrupt
+		if err := e.sendable(); err != nil {
+			return n, err
 		}
 		p := sdus[n]
 		if len(p) > e.maxSDU || len(p) == 0 {
@@ -561,25 +614,10 @@ func (e *End) send(sdus [][]byte, marks []uint8, deadline time.Time) (int, error
 			}
 			return n, fmt.Errorf("shmring: SDU of %d bytes (max %d): %w", len(p), e.maxSDU, ErrTooBig)
 		}
-		tail := e.tx.tail.Load()
-		used := e.whead - tail
-		if used > e.slots {
-			e.corrupt.Add(1)
-			e.broken.Store(true)
-			return n, fmt.Errorf("shmring: consumer index %d with producer at %d in a ring of %d: %w", tail, e.whead, e.slots, ErrCorrupt)
+		slot, err := e.nextSlot(&published, deadline)
+		if err != nil {
+			return n, err
 		}
-		if used == e.slots {
-			if e.whead != published {
-				e.publish()
-				published = e.whead
-			}
-			if err := e.wait(e.txSpace, e.tx.wwait, e.writable, &e.wspin, deadline); err != nil {
-				return n, err
-			}
-			continue
-		}
-		off := int(e.whead&e.mask) * e.ss
-		slot := e.tx.slots[off : off+e.ss : off+e.ss]
 		(*atomic.Uint32)(unsafe.Pointer(&slot[0])).Store(uint32(len(p)))
 		slot[slotMark] = 0
 		if n < len(marks) {
@@ -590,6 +628,73 @@ func (e *End) send(sdus [][]byte, marks []uint8, deadline time.Time) (int, error
 		n++
 	}
 	return n, nil
+}
+
+// sendable reports why nothing can be sent, or nil. Called with wmu held.
+func (e *End) sendable() error {
+	if e.released || e.closed.Load() || e.peerGone.Load() || e.tx.cclosed.Load() != 0 {
+		return ErrClosed
+	}
+	if e.broken.Load() {
+		return ErrCorrupt
+	}
+	return nil
+}
+
+// nextSlot returns the slot at the producer's head once the ring has a
+// free one, waiting until the deadline; before a wait it publishes what
+// was written since *published. Called with wmu held.
+func (e *End) nextSlot(published *uint64, deadline time.Time) ([]byte, error) {
+	for {
+		if err := e.sendable(); err != nil {
+			return nil, err
+		}
+		tail := e.tx.tail.Load()
+		used := e.whead - tail
+		if used > e.slots {
+			e.corrupt.Add(1)
+			e.broken.Store(true)
+			return nil, fmt.Errorf("shmring: consumer index %d with producer at %d in a ring of %d: %w", tail, e.whead, e.slots, ErrCorrupt)
+		}
+		if used < e.slots {
+			off := int(e.whead&e.mask) * e.ss
+			return e.tx.slots[off : off+e.ss : off+e.ss], nil
+		}
+		if e.whead != *published {
+			e.publish()
+			*published = e.whead
+		}
+		if err := e.wait(e.txSpace, e.tx.wwait, e.writable, &e.wspin, deadline); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// SendWith writes one SDU of n bytes where the reader will take it: it
+// waits like Send for a free slot, calls fill with the slot's first n
+// bytes for the caller to write the SDU there (so it is not copied in),
+// and publishes it. fill must not keep the slice and must not call
+// SendWith. n must be 1 to MaxSDU.
+func (e *End) SendWith(n int, fill func(sdu []byte), deadline time.Time) error {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if err := e.sendable(); err != nil {
+		return err
+	}
+	if n <= 0 || n > e.maxSDU {
+		return fmt.Errorf("shmring: SDU of %d bytes (1 to %d): %w", n, e.maxSDU, ErrTooBig)
+	}
+	published := e.whead
+	slot, err := e.nextSlot(&published, deadline)
+	if err != nil {
+		return err
+	}
+	slot[slotMark] = 0
+	fill(slot[slotHdr : slotHdr+n : slotHdr+n])
+	(*atomic.Uint32)(unsafe.Pointer(&slot[0])).Store(uint32(n))
+	e.whead++
+	e.publish()
+	return nil
 }
 
 // publish makes the SDUs written so far visible and wakes the reader if

@@ -664,3 +664,70 @@ func TestMarks(t *testing.T) {
 		}
 	}
 }
+
+// TestInPlace: a program's end writes SDUs straight into the ring's slots
+// (SendWith) and reads them where they lie (RecvWith), round after round
+// past the ring's wrap, the node's end reading and writing as usual;
+// lengths out of range are refused; the node's end may not read in place
+// (it must copy what a program wrote); a slot whose length the other
+// side wrote impossible is skipped and counted, the next SDU read.
+func TestInPlace(t *testing.T) {
+	node, prog := pair(t, Geometry{Slots: 4, MaxSDU: 64})
+	deadline := func() time.Time { return time.Now().Add(2 * time.Second) }
+	buf := make([]byte, 64)
+	for i := range 50 { // 50 rounds over 4 slots
+		want := bytes.Repeat([]byte{byte(i)}, 1+i%64)
+		if err := prog.SendWith(len(want), func(sdu []byte) {
+			if len(sdu) != len(want) {
+				t.Fatalf("fill got %d bytes, want %d", len(sdu), len(want))
+			}
+			copy(sdu, want)
+		}, deadline()); err != nil {
+			t.Fatalf("round %d: SendWith: %v", i, err)
+		}
+		n, err := node.Recv(buf, deadline())
+		if err != nil || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("round %d: the node read %q, %v; want %q", i, buf[:n], err, want)
+		}
+		if err := node.Send(want, deadline()); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		if err := prog.RecvWith(func(sdu []byte) { got = append(got, sdu...) }, deadline()); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("round %d: RecvWith got %q, %v; want %q", i, got, err, want)
+		}
+	}
+	for _, n := range []int{0, -1, 65} {
+		if err := prog.SendWith(n, func([]byte) { t.Fatal("fill called") }, deadline()); !errors.Is(err, ErrTooBig) {
+			t.Errorf("SendWith(%d): %v, want ErrTooBig", n, err)
+		}
+	}
+	if err := node.RecvWith(func([]byte) {}, deadline()); !errors.Is(err, ErrInvalid) {
+		t.Errorf("RecvWith on the node's end: %v, want ErrInvalid", err)
+	}
+	if err := prog.RecvWith(func([]byte) { t.Fatal("use called") }, time.Now().Add(20*time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Errorf("RecvWith on an empty ring: %v, want ErrTimeout", err)
+	}
+	// The node's side writes one slot with an impossible length, then a
+	// good SDU: the program skips the first (counted) and reads the second.
+	node.wmu.Lock()
+	off := int(node.whead&node.mask) * node.ss
+	binary.LittleEndian.PutUint32(node.tx.slots[off:], 65)
+	node.whead++
+	node.publish()
+	node.wmu.Unlock()
+	if err := node.Send([]byte("after"), deadline()); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	if err := prog.RecvWith(func(sdu []byte) { got = append(got, sdu...) }, deadline()); err != nil || string(got) != "after" {
+		t.Fatalf("after an impossible length: got %q, %v; want \"after\"", got, err)
+	}
+	if d := prog.Stats().Drops; d != 1 {
+		t.Errorf("drops %d, want 1 (the impossible length)", d)
+	}
+	prog.Shutdown()
+	if err := prog.SendWith(1, func([]byte) { t.Fatal("fill called") }, deadline()); !errors.Is(err, ErrClosed) {
+		t.Errorf("SendWith after Shutdown: %v, want ErrClosed", err)
+	}
+}
