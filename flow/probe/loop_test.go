@@ -298,3 +298,37 @@ func TestEchoRuns(t *testing.T) {
 		t.Errorf("Echo counted %d SDUs, %d bytes; want %d, %d", c.sdus, c.bytes, total, bytes)
 	}
 }
+
+// inPlace is a Conn that takes SDUs written in place (InPlaceWriter),
+// counting them, and refuses plain writes.
+type inPlace struct {
+	Conn
+	withs int
+}
+
+func (c *inPlace) WriteWith(n int, fill func([]byte), d time.Time) error {
+	c.withs++
+	b := make([]byte, n)
+	fill(b)
+	return c.Conn.Write(b, d)
+}
+
+func (c *inPlace) Write([]byte, time.Time) error {
+	return errors.New("a plain write where the Conn takes SDUs in place")
+}
+
+// TestPingInPlace: over a Conn that takes SDUs in place, Ping writes each
+// ping there (InPlaceWriter), and the replies match as over Write.
+func TestPingInPlace(t *testing.T) {
+	client, server := flowtest.Pipe(16)
+	go Echo(server, nil)
+	c := &inPlace{Conn: client}
+	sum, err := Ping(context.Background(), c, PingConfig{Name: "echo", Count: 5, Interval: time.Millisecond, Size: 64, Timeout: time.Second}, nil)
+	if err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if sum.Transmitted != 5 || sum.Received != 5 || c.withs != 5 {
+		t.Errorf("summary %+v, %d written in place; want 5 sent, 5 received, 5 in place", sum, c.withs)
+	}
+	client.Close()
+}

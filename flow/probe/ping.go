@@ -18,6 +18,14 @@ type Conn interface {
 	Write(p []byte, deadline time.Time) error
 }
 
+// InPlaceWriter is a Conn that can have an SDU written where the flow
+// takes it rather than copied in (flow.Flow.WriteWith over a hosted
+// node's shared rings): fill gets the SDU's n bytes and must not keep
+// them. Ping writes its pings so when the Conn can.
+type InPlaceWriter interface {
+	WriteWith(n int, fill func(sdu []byte), deadline time.Time) error
+}
+
 // readBufSize is large enough for any SDU a probe reads: a flow SDU
 // (flow.MaxSDU) or a UDP datagram.
 const readBufSize = 64 << 10
@@ -89,6 +97,7 @@ func Ping(ctx context.Context, c Conn, cfg PingConfig, onReply func(PingReply)) 
 	}
 
 	buf := make([]byte, cfg.Size)
+	ipw, _ := c.(InPlaceWriter)
 	tick := time.NewTicker(max(cfg.Interval, time.Microsecond))
 	defer tick.Stop()
 	for i := 0; cfg.Count == 0 || i < cfg.Count; i++ {
@@ -107,8 +116,13 @@ func Ping(ctx context.Context, c Conn, cfg PingConfig, onReply func(PingReply)) 
 		mu.Lock()
 		seq := stats.Sent()
 		mu.Unlock()
-		m := Put(buf, KindPing, seq, int64(time.Since(start)))
-		if err := c.Write(m, time.Now().Add(cfg.Timeout)); err != nil {
+		var err error
+		if ipw != nil { // the ping written where the flow takes it, not copied in
+			err = ipw.WriteWith(len(buf), func(sdu []byte) { Put(sdu, KindPing, seq, int64(time.Since(start))) }, time.Now().Add(cfg.Timeout))
+		} else {
+			err = c.Write(Put(buf, KindPing, seq, int64(time.Since(start))), time.Now().Add(cfg.Timeout))
+		}
+		if err != nil {
 			if errors.Is(err, flow.ErrTimeout) {
 				continue // counted as sent and lost
 			}

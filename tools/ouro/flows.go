@@ -26,10 +26,11 @@ type conn interface {
 type flowConn struct{ f *flow.Flow }
 
 var (
-	_ conn              = flowConn{}
-	_ probe.BatchReader = flowConn{}
-	_ probe.BatchWriter = flowConn{}
-	_ probe.SDULimiter  = flowConn{}
+	_ conn                = flowConn{}
+	_ probe.BatchReader   = flowConn{}
+	_ probe.BatchWriter   = flowConn{}
+	_ probe.InPlaceWriter = flowConn{}
+	_ probe.SDULimiter    = flowConn{}
 )
 
 func (c flowConn) Read(p []byte, deadline time.Time) (int, error) {
@@ -51,6 +52,13 @@ func (c flowConn) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (int
 func (c flowConn) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 	c.f.SetWriteDeadline(deadline)
 	return c.f.WriteBatch(sdus)
+}
+
+// WriteWith implements probe.InPlaceWriter: the flow's in-place write
+// (over a hosted node's shared rings, the SDU is written into the ring).
+func (c flowConn) WriteWith(n int, fill func(sdu []byte), deadline time.Time) error {
+	c.f.SetWriteDeadline(deadline)
+	return c.f.WriteWith(n, fill)
 }
 
 func (c flowConn) Close() error { return c.f.Close() }
