@@ -103,16 +103,7 @@ func BenchmarkPortFlood(b *testing.B) {
 	for name, mk := range benchPairs(b) {
 		b.Run(name, func(b *testing.B) {
 			p, q := mk()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				buf := make([]byte, flow.MaxSDU)
-				for range b.N {
-					if _, err := q.Read(buf, time.Time{}); err != nil {
-						return
-					}
-				}
-			}()
+			done := drain(q, b.N)
 			msg := make([]byte, 1400)
 			b.SetBytes(1400)
 			b.ResetTimer()
@@ -126,6 +117,22 @@ func BenchmarkPortFlood(b *testing.B) {
 	}
 }
 
+// drain reads n SDUs from q in a goroutine (or until q fails) and
+// closes the channel it returns when done.
+func drain(q flow.Port, n int) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, flow.MaxSDU)
+		for range n {
+			if _, err := q.Read(buf, time.Time{}); err != nil {
+				return
+			}
+		}
+	}()
+	return done
+}
+
 // BenchmarkPortFloodInPlace is BenchmarkPortFlood over shared rings with
 // the program writing each 1,400-byte SDU in place (WriteWith: its
 // sequence number into the slot, the rest as the slot holds it) instead
@@ -133,16 +140,7 @@ func BenchmarkPortFlood(b *testing.B) {
 func BenchmarkPortFloodInPlace(b *testing.B) {
 	p, q := flow.ShmPair(b, 16)
 	ip := p.(flow.InPlacePort)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, flow.MaxSDU)
-		for range b.N {
-			if _, err := q.Read(buf, time.Time{}); err != nil {
-				return
-			}
-		}
-	}()
+	done := drain(q, b.N)
 	var seq uint64
 	fill := func(sdu []byte) { binary.BigEndian.PutUint64(sdu, seq) }
 	b.SetBytes(1400)
