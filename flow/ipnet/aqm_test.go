@@ -182,15 +182,7 @@ func TestBridgeAQM(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx) }()
-			defer func() {
-				cancel()
-				dev.Close()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
+			runBridge(t, a, dev)
 			var got, ce, badSum atomic.Int64
 			var wg sync.WaitGroup
 			wg.Add(1)
@@ -306,16 +298,9 @@ func TestReceiveMarks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			runBridge(t, b, dev)
 			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- b.Run(ctx) }()
-			defer func() {
-				cancel()
-				dev.Close()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
+			defer cancel()
 			var written, ce atomic.Int64
 			go func() {
 				for {

@@ -530,18 +530,22 @@ func TestAcceptRetried(t *testing.T) {
 // (closing their devices) and checks that Run returned no error.
 func runPair(t *testing.T, a, b *Bridge, da, db interface{ Close() }) {
 	t.Helper()
+	runBridge(t, a, da)
+	runBridge(t, b, db)
+}
+
+// runBridge runs Bridge b until the test ends, then stops it (closing
+// its device dev) and checks that Run returned no error.
+func runBridge(t *testing.T, b *Bridge, dev interface{ Close() }) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- a.Run(ctx) }()
+	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		da.Close()
-		db.Close()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
+		dev.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
 		}
 	})
 }
