@@ -147,6 +147,25 @@ func TestMarkCE(t *testing.T) {
 	}
 }
 
+// aqmCase is one case of the AQM tests: packets with ECN field ecn
+// through bridges whose aqm_target is target.
+type aqmCase struct {
+	name   string
+	ecn    byte
+	target time.Duration
+}
+
+// aqmCases are the AQM tests' cases: ECN-capable packets (ecn) marked,
+// others dropped, both at target; and the AQM off (the behaviour
+// before), with ECN-capable packets.
+func aqmCases(ecn byte, target time.Duration) []aqmCase {
+	return []aqmCase{
+		{"ECT marked", ecn, target},
+		{"not-ECT dropped", 0, target},
+		{"off", ecn, -1},
+	}
+}
+
 // TestBridgeAQM: a flow whose reader takes 2,000 SDUs a second, and a
 // device that reads packets for it much faster: once the packets have
 // waited more than the target for an interval, the Bridge marks ECN-
@@ -155,15 +174,7 @@ func TestMarkCE(t *testing.T) {
 // off (a negative target, the behaviour before) it does neither: only
 // the full queue drops.
 func TestBridgeAQM(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		ecn    byte
-		target time.Duration
-	}{
-		{"ECT marked", 2, 2 * time.Millisecond},
-		{"not-ECT dropped", 0, 2 * time.Millisecond},
-		{"off", 2, -1},
-	} {
+	for _, tc := range aqmCases(2, 2 * time.Millisecond) {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := flowtest.NewBroker(64)
 			peer := fake.Program("pb")
@@ -277,15 +288,7 @@ func (p markedPort) ReadMarked(bufs [][]byte, sizes []int, marks []uint8, deadli
 // pass as they came. With the AQM off (the behaviour before) every
 // packet is written as it came.
 func TestReceiveMarks(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		ecn    byte
-		target time.Duration
-	}{
-		{"ECT marked", 1, 5 * time.Millisecond},
-		{"not-ECT dropped", 0, 5 * time.Millisecond},
-		{"off", 1, -1},
-	} {
+	for _, tc := range aqmCases(1, 5 * time.Millisecond) {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := flowtest.NewBrokerPipes(256, func() (flow.Port, flow.Port) {
 				a, b := flowtest.Pipe(256)
