@@ -366,7 +366,7 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 		err    error
 		dp     deliverPort
 		dl     uint8 // the level of what waits in front of the program (deliverMark)
-		judged bool  // dl is this SDU's
+		locked bool  // f.CAMu is held, and dl is this SDU's
 	)
 	if c.ca.Kind() != ca.Nop {
 		dp, _ = f.Port.(deliverPort)
@@ -393,14 +393,15 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 			// hosts' TCP (flow/ipnet), so a reader that falls behind
 			// is signalled as a congested forwarder is, not only to
 			// the layer's sender.
+			// f.CAMu stays held until the feedback below: one lock
+			// per SDU, as before the mark was put on the buffer.
 			queued := d.len() + 1 // with this SDU
 			if dp != nil {
 				queued += dp.Queued()
 			}
 			f.CAMu.Lock()
+			locked = true
 			dl = c.deliverMark(f, dp, queued, min(deliverQueue, c.deliverLimit()), now)
-			f.CAMu.Unlock()
-			judged = true
 			b.Mark = max(ecn, dl)
 		}
 		if !d.push(b) {
@@ -422,12 +423,12 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 		c.p.c.rxFull.Add(1)
 		c.unqueued(b, sp)
 		if c.ca.Kind() == ca.Nop || (d == nil && dp == nil) {
-			return nil
+			return nil // not locked: only the queued path locks, with CA on
 		}
 		// The way to the program was full: the sender hears of it as
 		// of the highest mark (its packet is lost, not its signal).
 		// Counted once: deliverMark counted it already if it marked.
-		if !judged || dl == 0 {
+		if !locked || dl == 0 {
 			c.p.c.markedDeliver.Add(1)
 		}
 		ecn = 255
@@ -438,9 +439,11 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 	if c.ca.Kind() == ca.Nop { // no marks, no feedback: nothing to tell f.CA
 		return repl
 	}
-	f.CAMu.Lock()
+	if !locked {
+		f.CAMu.Lock()
+	}
 	if err == nil {
-		if !judged { // written at once: only the port's ring is in front
+		if !locked { // written at once: only the port's ring is in front
 			queued := 0
 			if dp != nil {
 				queued = dp.Queued()
