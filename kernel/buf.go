@@ -101,8 +101,8 @@ func (b *Buf) Reset() {
 }
 
 // Mark returns what the last holder that set it said of the packet (a
-// layer that delivers it: the congestion level it arrived with); 0 in a
-// buffer just allocated.
+// layer that delivers it: its congestion level); 0 in a buffer just
+// allocated.
 func (b *Buf) Mark() uint8 {
 	b.check()
 	return b.mark

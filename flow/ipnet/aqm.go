@@ -22,9 +22,10 @@ import (
 // short.
 //
 // The Bridge does not see the packets leave the ring, so it estimates
-// the wait: what waits (the peer's queue and the ring, Queued) divided
-// by the rate at which the flow's reader takes SDUs, measured from what
-// the Bridge wrote and what stayed queued.
+// the wait: the bytes that wait (in the peer's queue, and the ring's
+// Queued SDUs at the average size written) divided by the bytes a second
+// the flow's reader takes, measured from what the Bridge wrote and what
+// stayed queued (codel.wait).
 
 // The receiving side: the layer's marks (RFC 6040).
 //
@@ -34,8 +35,10 @@ import (
 // ECN, 1 to 255, 0 below a part of its length), and its congestion
 // avoidance paces the flow, but TCP learns nothing until the queue
 // overflows. A unicast layer delivering a packet in the node's buffer
-// leaves that level on the buffer (kernel.Buf.Mark), and the node's ring
-// port gives it to the reader (ReadMarked). RFC 6040 copies an outer CE
+// leaves that level on the buffer (kernel.Buf.Mark; the delivery
+// queue's own level where that is higher, so a bridge that falls behind
+// reading is signalled too), and the node's ring port gives it to the
+// reader (ReadMarked). RFC 6040 copies an outer CE
 // into the inner header; the layer's marks are levels on many packets of
 // a standing queue (about one packet in eight in TestIPNet on 1 Gbit/s
 // links), not single-bit congestion experienced, so the receiving bridge

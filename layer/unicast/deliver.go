@@ -221,7 +221,7 @@ func (c *core) deliverLoop(f *fa.Flow, d *delivery) {
 					sent += c.writeDelivered(f, bp, run, sdus[:len(run)])
 					return
 				}
-				pushed := dt.PushRun(kp, run, &kb) // each with the level it arrived with (Mark)
+				pushed := dt.PushRun(kp, run, &kb) // each with its congestion level (Mark)
 				for _, b := range run[:pushed] {
 					c.delivered(f, b.End-b.Off)
 				}

@@ -191,7 +191,7 @@ func (p *RingPort) ReadBatch(bufs [][]byte, sizes []int, deadline time.Time) (in
 
 // ReadMarked is ReadBatch that also gives, where marks is not nil, each
 // SDU's buffer's mark (kernel.Buf.Mark: a unicast layer delivering it
-// wrote the congestion level it arrived with) in marks[i].
+// wrote its congestion level there) in marks[i].
 func (p *RingPort) ReadMarked(bufs [][]byte, sizes []int, marks []uint8, deadline time.Time) (int, error) {
 	if marks != nil {
 		bufs = bufs[:min(len(bufs), len(marks))]

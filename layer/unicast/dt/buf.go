@@ -39,8 +39,9 @@ type Buf struct {
 	// node's own queues tell that flow how congested they are without a
 	// round trip (LocalMarker). The pool clears it.
 	Origin LocalMarker
-	// Mark is the congestion level a packet this node delivers arrived
-	// with (its PCI's ECN), set as it is queued for its N+1 flow: a
+	// Mark is the congestion level of a packet this node delivers: the
+	// one it arrived with (its PCI's ECN) or that of the delivery queue
+	// it joins, the higher, set as it is queued for its N+1 flow: a
 	// shell's goes with its node buffer (Release sets it there, as the
 	// window), so that a reader of the flow's ring learns it (an IP
 	// bridge maps it to CE). The pool clears it.
