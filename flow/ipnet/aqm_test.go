@@ -174,7 +174,7 @@ func aqmCases(ecn byte, target time.Duration) []aqmCase {
 // off (a negative target, the behaviour before) it does neither: only
 // the full queue drops.
 func TestBridgeAQM(t *testing.T) {
-	for _, tc := range aqmCases(2, 2 * time.Millisecond) {
+	for _, tc := range aqmCases(2, 2*time.Millisecond) {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := flowtest.NewBroker(64)
 			peer := fake.Program("pb")
@@ -288,7 +288,7 @@ func (p markedPort) ReadMarked(bufs [][]byte, sizes []int, marks []uint8, deadli
 // pass as they came. With the AQM off (the behaviour before) every
 // packet is written as it came.
 func TestReceiveMarks(t *testing.T) {
-	for _, tc := range aqmCases(1, 5 * time.Millisecond) {
+	for _, tc := range aqmCases(1, 5*time.Millisecond) {
 		t.Run(tc.name, func(t *testing.T) {
 			fake := flowtest.NewBrokerPipes(256, func() (flow.Port, flow.Port) {
 				a, b := flowtest.Pipe(256)
