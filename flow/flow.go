@@ -123,6 +123,9 @@ type Flow struct {
 	txPkt  []byte // application data packets
 	ctlPkt []byte // timer packets
 
+	wwMu  sync.Mutex
+	wwBuf []byte // WriteWith's buffer where the port does not take SDUs in place
+
 	mu         sync.Mutex
 	eng        *frct.Conn // nil without FRCT
 	timer      *time.Timer
@@ -756,7 +759,12 @@ func (f *Flow) WriteWith(n int, fill func(sdu []byte)) error {
 	}
 	ip, ok := f.port.(InPlacePort)
 	if f.eng != nil || !ok {
-		buf := make([]byte, n)
+		f.wwMu.Lock()
+		defer f.wwMu.Unlock()
+		if f.wwBuf == nil {
+			f.wwBuf = make([]byte, f.maxSDU)
+		}
+		buf := f.wwBuf[:n]
 		fill(buf)
 		_, err := f.Write(buf)
 		return err
