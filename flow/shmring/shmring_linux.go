@@ -214,9 +214,11 @@ type End struct {
 	// by Send).
 	rxData, rxSpace, txData, txSpace *evfd
 	fds                              [4]int
+	files                            [4]*evfd // the same, in NewEventfds's order
 
 	maxSpin time.Duration // MaxSpin or NodeMaxSpin, as NewEnd found it
 	program bool          // a program's end (RecvWith)
+	side    Side
 
 	rmu    sync.Mutex // serialises receivers; guards rtail, rspin
 	rtail  uint64     // the consumer index: this end's own copy
@@ -262,6 +264,12 @@ func NewEnd(m *Mapping, side Side, evfds [4]int) (*End, error) {
 		}
 		files[i] = newEvfd(fd)
 	}
+	return newEnd(m, side, files, evfds), nil
+}
+
+// newEnd is an End over m and the eventfds files (whose descriptors are
+// fds), as NewEnd makes it.
+func newEnd(m *Mapping, side Side, files [4]*evfd, fds [4]int) *End {
 	rxi, txi, spin := ToNode, ToProgram, NodeMaxSpin
 	if side == Program {
 		rxi, txi, spin = ToProgram, ToNode, MaxSpin
@@ -270,13 +278,13 @@ func NewEnd(m *Mapping, side Side, evfds [4]int) (*End, error) {
 		m: m, rx: m.ring(rxi), tx: m.ring(txi),
 		slots: uint64(m.geo.Slots), mask: uint64(m.geo.Slots - 1), ss: m.geo.slotSize(), maxSDU: m.geo.MaxSDU,
 		rxData: files[rxi*2], rxSpace: files[rxi*2+1], txData: files[txi*2], txSpace: files[txi*2+1],
-		fds: evfds, maxSpin: spin, program: side == Program,
+		fds: fds, files: files, maxSpin: spin, program: side == Program, side: side,
 	}
 	// Pick up where the shared words are, trusting nothing: the first
 	// use checks them like any other.
 	e.rtail = e.rx.tail.Load()
 	e.whead = e.tx.head.Load()
-	return e, nil
+	return e
 }
 
 // FDs returns the eventfds, in NewEventfds's order, for handing over;
@@ -344,6 +352,72 @@ func (e *End) Release() {
 		f.close()
 	}
 	e.m.unmap()
+}
+
+// Kept is a flow's mapping and eventfds kept past the End that used them
+// (Detach), for the next flow between the same program and node (Renew),
+// which then costs neither side a memfd, a mapping or eventfds; or to be
+// freed (Release). A node keeps only rings whose program closed its flow
+// and said it keeps them too, and only for that program: whatever the
+// program writes into them can reach only its own flows, as before.
+type Kept struct {
+	m     *Mapping
+	files [4]*evfd
+	fds   [4]int
+	side  Side
+}
+
+// Detach ends e as Release does (Shutdown, then waiting for the calls in
+// progress to return) but keeps its mapping and eventfds in the Kept it
+// returns: e stays closed for good. Nil if e was already released or
+// detached.
+func (e *End) Detach() *Kept {
+	e.Shutdown()
+	e.rmu.Lock()
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	defer e.rmu.Unlock()
+	if e.released {
+		return nil
+	}
+	e.released = true
+	return &Kept{m: e.m, files: e.files, fds: e.fds, side: e.side}
+}
+
+// Geometry returns the kept rings' shape.
+func (k *Kept) Geometry() Geometry { return k.m.geo }
+
+// Renew returns a new End over k's mapping and eventfds, on the side k
+// was detached from; k must not be used after. The node's side, whose
+// rings they are, first empties both rings (their indexes, wait flags
+// and closed flags back to zero) before it tells the program that the
+// next flow uses them; both sides drain the eventfds of signals meant for
+// the ends before. The program's End picks the rings up as the node left
+// them, checking every index as always.
+func (k *Kept) Renew() *End {
+	if k.side == Node {
+		for i := range 2 {
+			r := k.m.ring(i)
+			r.head.Store(0)
+			r.tail.Store(0)
+			r.wwait.Store(0)
+			r.rwait.Store(0)
+			r.pclosed.Store(0)
+			r.cclosed.Store(0)
+		}
+	}
+	for _, f := range k.files {
+		f.drain()
+	}
+	return newEnd(k.m, k.side, k.files, k.fds)
+}
+
+// Release frees k's mapping and eventfds.
+func (k *Kept) Release() {
+	for _, f := range k.files {
+		f.close()
+	}
+	k.m.unmap()
 }
 
 // readable reports whether Recv would not wait: an SDU is in the ring,
@@ -768,6 +842,7 @@ func (e *End) wait(ev *evfd, flag *atomic.Uint32, ready func() bool, spin *time.
 type evfd struct {
 	f  *os.File
 	rc interface {
+		Read(func(fd uintptr) bool) error
 		Write(func(fd uintptr) bool) error
 	}
 	dl  time.Time // the read deadline last set
@@ -816,6 +891,18 @@ func (e *evfd) wait(deadline time.Time) error {
 		return ErrClosed
 	}
 	return fmt.Errorf("shmring: wait: %w", err)
+}
+
+// drain resets the counter without waiting.
+func (e *evfd) drain() {
+	if e.rc == nil {
+		return
+	}
+	var b [8]byte
+	e.rc.Read(func(fd uintptr) bool {
+		unix.Read(int(fd), b[:])
+		return true
+	})
 }
 
 func (e *evfd) close() { e.f.Close() }

@@ -731,3 +731,69 @@ func TestInPlace(t *testing.T) {
 		t.Errorf("SendWith after Shutdown: %v, want ErrClosed", err)
 	}
 }
+
+// TestRenew: rings detached by both sides carry the next flow once
+// renewed, both ways, from empty rings: whatever the flow before left in
+// them (an SDU not read, closed flags, a pending wake-up) is gone, and
+// the ends detached stay closed.
+func TestRenew(t *testing.T) {
+	node, prog := pair(t, geo)
+	buf := make([]byte, 1400)
+	prog.Send([]byte("left in the ring"), time.Time{})
+	node.Send([]byte("left too"), time.Time{})
+	prog.Shutdown()
+	kp, kn := prog.Detach(), node.Detach()
+	if kp == nil || kn == nil {
+		t.Fatal("Detach of a live end returned nil")
+	}
+	if prog.Detach() != nil {
+		t.Fatal("a second Detach returned the rings again")
+	}
+	if _, err := node.Recv(buf, time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("read on a detached end: %v", err)
+	}
+	if err := prog.Send([]byte("x"), time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write on a detached end: %v", err)
+	}
+	node2 := kn.Renew() // the node first: it empties the rings
+	prog2 := kp.Renew()
+	t.Cleanup(func() { node2.Release(); prog2.Release() })
+	if _, err := node2.Recv(buf, time.Now().Add(5*time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("the renewed node's ring is not empty: %v", err)
+	}
+	if _, err := prog2.Recv(buf, time.Now().Add(5*time.Millisecond)); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("the renewed program's ring is not empty: %v", err)
+	}
+	for i := range 3 * geo.Slots { // round the rings, waking each other
+		msg := []byte{byte(i), 'p'}
+		done := make(chan error, 1)
+		go func() {
+			n, err := node2.Recv(buf, time.Now().Add(time.Second))
+			if err == nil && !bytes.Equal(buf[:n], msg) {
+				err = errors.New("wrong SDU")
+			}
+			done <- err
+		}()
+		if err := prog2.Send(msg, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("program → node, SDU %d: %v", i, err)
+		}
+		if err := node2.Send([]byte{byte(i), 'n'}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := prog2.Recv(buf, time.Now().Add(time.Second)); err != nil || !bytes.Equal(buf[:n], []byte{byte(i), 'n'}) {
+			t.Fatalf("node → program, SDU %d: %q %v", i, buf[:n], err)
+		}
+	}
+	// The old ends' Release must not free what the new ones use.
+	node.Release()
+	prog.Release()
+	if err := prog2.Send([]byte("still"), time.Time{}); err != nil {
+		t.Fatalf("after the old ends' Release: %v", err)
+	}
+	if n, err := node2.Recv(buf, time.Now().Add(time.Second)); err != nil || string(buf[:n]) != "still" {
+		t.Fatalf("after the old ends' Release: %q %v", buf[:n], err)
+	}
+}
