@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,6 +68,18 @@ type SocketBroker struct {
 	err     error // set once the connection failed; pending calls get it
 
 	done chan struct{}
+
+	keeps bool // the program keeps its flows' rings (SockFeatureKeep)
+	kmu   sync.Mutex
+	kept  []keptRings // the rings of closed flows, oldest first
+	ended bool        // the session is closed: nothing is kept any more
+}
+
+// keptRings are the rings of a closed flow the program keeps for its next
+// flows, and their number (the node's).
+type keptRings struct {
+	id uint64
+	k  *shmring.Kept
 }
 
 type sockResult struct {
@@ -99,7 +113,11 @@ func Dial(path string) (*SocketBroker, error) {
 		go b.readLoop()
 		return b, nil
 	}
-	hello, err := b.codec.Marshal(SockReq{Op: SockHello, Body: mustCBOR(b.codec, SockFeatureShm)})
+	features := SockFeatureShm
+	if b.keeps = os.Getenv("OURO_SHM_KEEP") != "0"; b.keeps {
+		features |= SockFeatureKeep
+	}
+	hello, err := b.codec.Marshal(SockReq{Op: SockHello, Body: mustCBOR(b.codec, features)})
 	if err == nil {
 		_, err = c.Write(hello)
 	}
@@ -113,7 +131,8 @@ func Dial(path string) (*SocketBroker, error) {
 
 // shmDisabled reports whether $OURO_SHM is "0": the program then asks
 // for sockets only (for comparisons, and for a node whose shared rings
-// misbehave).
+// misbehave). $OURO_SHM_KEEP=0 keeps shared rings but not between flows:
+// every flow gets new ones.
 func shmDisabled() bool { return os.Getenv("OURO_SHM") == "0" }
 
 func mustCBOR(c Codec, v any) cbor.RawMessage {
@@ -239,22 +258,56 @@ func ctxErr(err error) error {
 }
 
 func (b *SocketBroker) flowCall(ctx context.Context, req SockReq) (Port, Info, error) {
+	// The rings this program keeps go with the request, each to this
+	// request only (another in progress lists others); those the node
+	// does not use come back.
+	claimed := b.claimKept()
+	defer func() { b.unclaim(claimed) }()
+	if len(claimed) > 0 {
+		ids := make([]uint64, len(claimed))
+		for i, kr := range claimed {
+			ids[i] = kr.id
+		}
+		req.Body = mustCBOR(b.codec, ids)
+	}
 	resp, fds, err := b.call(ctx, req)
 	if err != nil {
 		return nil, Info{}, err
+	}
+	var id uint64 // the flow's rings' number: the node keeps them for this program
+	if len(resp.Body) > 0 {
+		if err := b.codec.Unmarshal(resp.Body, &id); err != nil {
+			closeFDs(fds)
+			return nil, Info{}, fmt.Errorf("flow: the node's answer names its rings badly: %w: %w", ErrInvalid, err)
+		}
 	}
 	var p Port
 	switch len(fds) {
 	case 0:
 		return nil, Info{}, fmt.Errorf("flow: node answered without a flow: %w", ErrInvalid)
 	case 1:
+		if id != 0 { // rings this program kept
+			i := slices.IndexFunc(claimed, func(kr keptRings) bool { return kr.id == id })
+			if i < 0 {
+				closeFDs(fds)
+				return nil, Info{}, fmt.Errorf("flow: the node answered with rings %d, which this program does not keep: %w", id, ErrInvalid)
+			}
+			k := claimed[i].k
+			claimed = slices.Delete(claimed, i, i+1)
+			p, err = adoptShmPort(fds[0], k.Renew(), id, b)
+			break
+		}
 		var sp *SeqpacketPort
 		if sp, err = newSeqpacketPort(fds[0]); err == nil {
 			sp.max = resp.Info.SDULimit()
 			p = sp
 		}
 	case maxFlowFDs:
-		p, err = newShmPort(fds)
+		var sp *ShmPort
+		if sp, err = newShmPort(fds); err == nil && id != 0 && b.keeps {
+			sp.id, sp.keeper = id, b
+		}
+		p = sp
 	default:
 		closeFDs(fds)
 		return nil, Info{}, fmt.Errorf("flow: node answered with %d descriptors (a flow is 1 or %d): %w", len(fds), maxFlowFDs, ErrInvalid)
@@ -321,11 +374,57 @@ func (b *SocketBroker) Mgmt(ctx context.Context, req, resp any) error {
 }
 
 // Close implements Broker: it ends the session (the node unbinds its
-// names); flows stay open.
+// names); flows stay open. The rings kept for the session's next flows
+// are freed.
 func (b *SocketBroker) Close() error {
 	err := b.conn.Close()
 	<-b.done
+	b.kmu.Lock()
+	b.ended = true
+	old := b.kept
+	b.kept = nil
+	b.kmu.Unlock()
+	for _, kr := range old {
+		kr.k.Release()
+	}
 	return err
+}
+
+// claimKept takes every kept ring for one request.
+func (b *SocketBroker) claimKept() []keptRings {
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	c := b.kept
+	b.kept = nil
+	return c
+}
+
+// unclaim gives back the kept rings a request did not use.
+func (b *SocketBroker) unclaim(c []keptRings) {
+	for _, kr := range c {
+		b.keep(kr.id, kr.k)
+	}
+}
+
+// keep keeps the rings k, numbered id, for the session's next flows: at
+// most MaxKept, the oldest freed first; none once the session ended.
+func (b *SocketBroker) keep(id uint64, k *shmring.Kept) {
+	b.kmu.Lock()
+	if b.ended {
+		b.kmu.Unlock()
+		k.Release()
+		return
+	}
+	b.kept = append(b.kept, keptRings{id: id, k: k})
+	var old []keptRings
+	if n := len(b.kept) - MaxKept; n > 0 {
+		old = slices.Clone(b.kept[:n])
+		b.kept = slices.Delete(b.kept, 0, n)
+	}
+	b.kmu.Unlock()
+	for _, kr := range old {
+		kr.k.Release()
+	}
 }
 
 // SeqpacketPort is a Port over one end of a SOCK_SEQPACKET socket pair:
@@ -420,7 +519,17 @@ type ShmPort struct {
 	c    *net.UnixConn
 	once sync.Once
 	gone chan struct{} // closed when the socket watcher returned
+
+	id       uint64        // the rings' number, when the session keeps them
+	keeper   *SocketBroker // nil: the rings are freed at Close
+	reused   bool          // the rings came from a flow before
+	nodeGone atomic.Bool   // the node closed the flow's socket
 }
+
+// Reused reports whether the flow goes over rings the session kept from
+// one of its flows before (SockFeatureKeep): its allocation mapped
+// nothing new.
+func (p *ShmPort) Reused() bool { return p.reused }
 
 var (
 	_ Port         = (*ShmPort)(nil)
@@ -447,17 +556,37 @@ func newShmPort(fds []int) (*ShmPort, error) {
 		c.Close()
 		return nil, fmt.Errorf("flow: the node's flow mapping: %w: %w", ErrInvalid, err)
 	}
-	p := &ShmPort{e: e, c: c.c, gone: make(chan struct{})}
-	go p.watch()
+	return shmPortOver(c.c, e), nil
+}
+
+// adoptShmPort adopts fd, the flow's socket, for a flow over rings the
+// session kept (e, renewed), numbered id.
+func adoptShmPort(fd int, e *shmring.End, id uint64, keeper *SocketBroker) (*ShmPort, error) {
+	c, err := newSeqpacketPort(fd)
+	if err != nil {
+		if k := e.Detach(); k != nil {
+			keeper.keep(id, k) // the node got no flow's socket back: unused
+		}
+		return nil, err
+	}
+	p := shmPortOver(c.c, e)
+	p.id, p.keeper, p.reused = id, keeper, true
 	return p, nil
 }
 
+func shmPortOver(c *net.UnixConn, e *shmring.End) *ShmPort {
+	p := &ShmPort{e: e, c: c, gone: make(chan struct{})}
+	go p.watch()
+	return p
+}
+
 // watch waits on the flow's socket: nothing is sent on it, so any return
-// means the node closed its end (or died).
+// means the node closed its end (or died), or Close closed it.
 func (p *ShmPort) watch() {
 	defer close(p.gone)
 	var b [1]byte
 	p.c.Read(b[:])
+	p.nodeGone.Store(true)
 	p.e.PeerGone()
 }
 
@@ -555,9 +684,17 @@ func (p *ShmPort) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 
 // Close implements Port: the rings are marked closed, the socket closes
 // (the node deallocates the flow) and the mapping is released once the
-// calls in progress returned.
+// calls in progress returned; or, where the session keeps its flows'
+// rings (SockFeatureKeep) and the node has not closed the flow's socket,
+// kept for the session's next flow: before the socket closes, since the
+// node may offer them as soon as it sees that.
 func (p *ShmPort) Close() error {
 	p.once.Do(func() {
+		if p.keeper != nil && !p.nodeGone.Load() {
+			if k := p.e.Detach(); k != nil {
+				p.keeper.keep(p.id, k)
+			}
+		}
 		p.e.Shutdown()
 		p.c.Close()
 		<-p.gone

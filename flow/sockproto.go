@@ -34,7 +34,20 @@ const (
 	// four eventfds after the flow's socket) when the session's budget
 	// allows; otherwise, or without it, as a SOCK_SEQPACKET socket.
 	SockFeatureShm uint64 = 1
+	// SockFeatureKeep, with SockFeatureShm: a flow's rings outlive the
+	// flow, for the program's next flows. The program keeps the rings of
+	// a flow it closes (at most MaxKept), lists their numbers in the Body
+	// of its next Alloc, Join or Accept ([]uint64), and the node answers
+	// the flow with one of them (its number in the Body, uint64, and the
+	// flow's socket the only descriptor), or with new rings (their number
+	// in the Body, and the memfd and eventfds as without the feature).
+	// The node keeps a flow's rings only once the program closed the
+	// flow's socket, and only for that program's session.
+	SockFeatureKeep uint64 = 2
 )
+
+// MaxKept bounds the rings a program keeps, and lists in a request.
+const MaxKept = 4
 
 // SockReq is a request on the node socket's control connection.
 type SockReq struct {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -419,6 +421,7 @@ func (r *gwRun) sessionProgram(id uint64, h *handoff) kernel.Program {
 			conn.Close()
 		})
 		s.serve(ctx)
+		s.rings.close(pd) // no flow comes after the session
 		s.firstDone()
 		// The program's flows outlive its session: each is a socket of
 		// its own, spliced here, on this component's budget.
@@ -512,6 +515,8 @@ type gwSession struct {
 	flows sync.WaitGroup // request handlers in progress and spliced flows
 	wmu   sync.Mutex     // serialises writes on conn
 	shm   atomic.Bool    // the program announced flow.SockFeatureShm
+	keep  atomic.Bool    // and flow.SockFeatureKeep
+	rings keptRings      // the rings of the program's closed flows, kept for its next ones
 	first func()         // called once, when the first request was answered (nil: none)
 	once  sync.Once
 }
@@ -555,7 +560,7 @@ func (s *gwSession) serve(parent context.Context) {
 }
 
 // hello grants the features the program announced that this node
-// speaks: shared rings.
+// speaks: shared rings, and keeping them between flows.
 func (s *gwSession) hello(req flow.SockReq) {
 	var want uint64
 	resp := flow.SockResp{ID: req.ID}
@@ -565,7 +570,11 @@ func (s *gwSession) hello(req flow.SockReq) {
 		return
 	}
 	granted := want & flow.SockFeatureShm
-	s.shm.Store(granted != 0)
+	if granted != 0 {
+		granted |= want & flow.SockFeatureKeep
+	}
+	s.shm.Store(granted&flow.SockFeatureShm != 0)
+	s.keep.Store(granted&flow.SockFeatureKeep != 0)
 	resp.Body, _ = s.codec.Marshal(granted)
 	s.send(resp, -1)
 }
@@ -584,13 +593,21 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 		port flow.Port
 		err  error
 		prep chan *flowPrep
+		kept []uint64 // the rings the program keeps, for a flow
 	)
+	if req.Op == flow.SockAlloc || req.Op == flow.SockJoin || req.Op == flow.SockAccept {
+		if kept, err = s.keptList(req.Body); err != nil {
+			resp.Err = flow.EncodeError(err)
+			s.send(resp, -1)
+			return
+		}
+	}
 	if req.Op == flow.SockAlloc || req.Op == flow.SockJoin {
 		// What the hand-over takes (socket pair, shared rings) is made
 		// while the layer allocates the flow, not after.
 		prep = make(chan *flowPrep, 1)
 		shm := s.shm.Load()
-		s.pd.Go(func() { prep <- s.prepareFlow(shm) })
+		s.pd.Go(func() { prep <- s.prepareFlow(shm, kept) })
 	}
 	switch req.Op {
 	case flow.SockAlloc:
@@ -631,7 +648,7 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 		return
 	}
 	if fp == nil { // an accepted flow: made now
-		fp = s.prepareFlow(s.shm.Load())
+		fp = s.prepareFlow(s.shm.Load(), kept)
 	}
 	s.handOver(resp, port, fp)
 }
@@ -640,21 +657,24 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 // socket pair and, for a program that speaks them, shared rings whose
 // mapping is charged to the session's budget.
 type flowPrep struct {
-	pd     *kernel.PD
+	s      *gwSession
 	mine   *net.UnixConn // the node's end of the flow's socket
 	theirs int           // the program's end, sent with the answer
 	err    error         // no socket pair: the flow cannot be handed over
 	e      *shmring.End  // nil: the flow goes over as a socket
 	m      *shmring.Mapping
-	charge int // what e's mapping costs the session's budget
+	charge int    // what e's mapping costs the session's budget
+	id     uint64 // the rings' number, for a program that keeps them (0: none)
+	reused bool   // rings the program kept: it has them mapped already
 }
 
-// prepareFlow makes a flow's socket pair and, with shm, its shared rings
-// (the first shape the session's budget has room for; none if it has
-// room for none, or the system for no mapping: the flow then goes over
-// as a socket).
-func (s *gwSession) prepareFlow(shm bool) *flowPrep {
-	fp := &flowPrep{pd: s.pd, theirs: -1}
+// prepareFlow makes a flow's socket pair and, with shm, its shared rings:
+// rings the program kept from a flow before (one of kept, if the session
+// still has it), else new ones (the first shape the session's budget has
+// room for; none if it has room for none, or the system for no mapping:
+// the flow then goes over as a socket).
+func (s *gwSession) prepareFlow(shm bool, kept []uint64) *flowPrep {
+	fp := &flowPrep{s: s, theirs: -1}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		fp.err = fmt.Errorf("gateway: socketpair: %w: %w", flow.ErrBusy, err)
@@ -666,7 +686,7 @@ func (s *gwSession) prepareFlow(shm bool) *flowPrep {
 		return fp
 	}
 	fp.theirs = fds[1]
-	if shm {
+	if shm && !s.reuse(fp, kept, flow.MaxSDU) {
 		s.makeShm(fp, flow.MaxSDU)
 	}
 	return fp
@@ -678,11 +698,17 @@ func (s *gwSession) prepareFlow(shm bool) *flowPrep {
 // socket).
 func (s *gwSession) makeShm(fp *flowPrep, maxSDU int) {
 	var shape shmShape
-	for _, sh := range shmShapes(maxSDU, s.pd.BufSize()) {
-		if s.pd.Reserve(sh.charge) == nil {
-			shape = sh
+	for pass := range 2 {
+		for _, sh := range shmShapes(maxSDU, s.pd.BufSize()) {
+			if s.pd.Reserve(sh.charge) == nil {
+				shape = sh
+				break
+			}
+		}
+		if shape.charge != 0 || pass == 1 || !s.rings.drop(s.pd) {
 			break
 		}
+		// The kept rings held the budget: new rings come first.
 	}
 	if shape.charge == 0 {
 		return
@@ -706,17 +732,27 @@ func (s *gwSession) makeShm(fp *flowPrep, maxSDU int) {
 		s.log.Warn("no shared rings, the flow goes over as a socket", "err", err)
 		return
 	}
-	fp.e, fp.m, fp.charge = e, m, shape.charge
+	fp.e, fp.m, fp.charge, fp.reused = e, m, shape.charge, false
+	if s.keep.Load() {
+		fp.id = s.rings.next()
+	}
 }
 
-// releaseShm undoes the shared rings of fp, if any.
+// releaseShm undoes the shared rings of fp, if any: rings the program
+// kept go back to the session's kept rings (the program still has them),
+// new ones are freed.
 func (fp *flowPrep) releaseShm() {
-	if fp.e != nil {
+	if fp.e == nil {
+		return
+	}
+	if fp.reused {
+		fp.s.rings.put(fp.s.pd, fp.id, fp.e.Detach(), fp.charge)
+	} else {
 		fp.m.CloseFD()
 		fp.e.Release()
-		fp.pd.Unreserve(fp.charge)
-		fp.e = nil
+		fp.s.pd.Unreserve(fp.charge)
 	}
+	fp.e = nil
 }
 
 // release undoes all of fp, for a flow that was not allocated. Nil-safe.
@@ -766,10 +802,19 @@ func (s *gwSession) handOver(resp flow.SockResp, port flow.Port, fp *flowPrep) {
 		splice(s.pd, port, flow.NewSeqpacketPort(fp.mine), limit, s.flows.Done)
 		return
 	}
-	ev := fp.e.FDs()
-	ok := s.sendFDs(resp, []int{fp.theirs, fp.m.FD(), ev[0], ev[1], ev[2], ev[3]})
+	fds := []int{fp.theirs}
+	if !fp.reused {
+		ev := fp.e.FDs()
+		fds = append(fds, fp.m.FD(), ev[0], ev[1], ev[2], ev[3])
+	}
+	if fp.id != 0 {
+		resp.Body, _ = s.codec.Marshal(fp.id)
+	}
+	ok := s.sendFDs(resp, fds)
 	syscall.Close(fp.theirs)
-	fp.m.CloseFD()
+	if fp.m != nil {
+		fp.m.CloseFD()
+	}
 	if !ok {
 		fp.mine.Close()
 		fp.e.Release()
@@ -778,9 +823,16 @@ func (s *gwSession) handOver(resp flow.SockResp, port flow.Port, fp *flowPrep) {
 		s.flows.Done()
 		return
 	}
-	charge := fp.charge
-	shmSplice(s.pd, kp, fp.e, fp.mine, s.log, func() {
-		s.pd.Unreserve(charge)
+	id, charge, keep := fp.id, fp.charge, fp.id != 0
+	shmSplice(s.pd, kp, fp.e, fp.mine, s.log, keep, func(e *shmring.End, programClosed bool) {
+		if keep && programClosed && e.Stats().Corrupt == 0 {
+			// The program closed the flow, keeping its rings: they carry
+			// its next flow, charged to the session as now.
+			s.rings.put(s.pd, id, e.Detach(), charge)
+		} else {
+			e.Release()
+			s.pd.Unreserve(charge)
+		}
 		s.flows.Done()
 	})
 }
@@ -851,23 +903,37 @@ const shmBatch = shmDeepSlots
 // program's memory is the trust boundary (shmring checks each index and
 // length). sock is the flow's socket: the program closing its end (or
 // dying) ends the flow once what it wrote is forwarded. Then ring and
-// sock are closed, the mapping released and done called.
-func shmSplice(pd *kernel.PD, ring bufPort, e *shmring.End, sock *net.UnixConn, log *slog.Logger, done func()) {
+// sock are closed and end called with e, which is end's to release, and
+// whether the program closed its end of sock.
+//
+// With keep (a program that keeps its flows' rings), a flow that ends on
+// the node's side (the layer deallocated it) marks the rings closed and
+// waits for the program to close its end of sock too before it calls
+// end, so that the rings are the program's no longer; the node ending
+// (its component's context) closes sock at once.
+func shmSplice(pd *kernel.PD, ring bufPort, e *shmring.End, sock *net.UnixConn, log *slog.Logger, keep bool, end func(e *shmring.End, programClosed bool)) {
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
 			ring.Close()
 			e.Shutdown()
-			sock.Close()
+			if !keep {
+				sock.Close()
+			}
 		})
 	}
-	cancel := context.AfterFunc(pd.Context(), stop)
+	cancel := context.AfterFunc(pd.Context(), func() {
+		stop()
+		sock.Close()
+	})
 	var wg sync.WaitGroup
+	var programClosed atomic.Bool
 	wg.Add(3)
 	pd.Go(func() { // the program's liveness: nothing is sent on sock
 		defer wg.Done()
 		var b [1]byte
-		sock.Read(b[:])
+		_, err := sock.Read(b[:])
+		programClosed.Store(errors.Is(err, io.EOF))
 		e.PeerGone()
 	})
 	pd.Go(func() { // program → flow
@@ -883,12 +949,136 @@ func shmSplice(pd *kernel.PD, ring bufPort, e *shmring.End, sock *net.UnixConn, 
 	pd.Go(func() {
 		wg.Wait()
 		cancel()
+		sock.Close()
 		if st := e.Stats(); st.Drops > 0 {
 			log.Warn("a flow's program wrote SDUs of impossible lengths, dropped", "sdus", st.Drops)
 		}
-		e.Release()
-		done()
+		end(e, programClosed.Load())
 	})
+}
+
+// maxKeptRings bounds the rings a session keeps for its program's next
+// flows (each still charged to the session's budget, which two deep
+// flows' rings nearly fill); the program keeps at most flow.MaxKept.
+const maxKeptRings = 2
+
+// keptRings are the rings of a session's closed flows that its program
+// said it keeps (flow.SockFeatureKeep), for its next flows: such a flow
+// costs neither side a memfd, a mapping, eventfds or their registration
+// in the poller, nor the hand-over of five descriptors. Each is charged
+// to the session's budget while kept; the oldest go first.
+type keptRings struct {
+	mu     sync.Mutex
+	last   uint64 // the last number given to rings
+	closed bool   // the session ended: nothing is kept any more
+	held   []keptSet
+}
+
+type keptSet struct {
+	id     uint64
+	k      *shmring.Kept
+	charge int
+}
+
+// next numbers new rings.
+func (r *keptRings) next() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.last++
+	return r.last
+}
+
+// put keeps k (nil: nothing to keep), numbered id, whose charge stays
+// reserved on pd; beyond maxKeptRings the oldest are freed.
+func (r *keptRings) put(pd *kernel.PD, id uint64, k *shmring.Kept, charge int) {
+	if k == nil {
+		pd.Unreserve(charge)
+		return
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		k.Release()
+		pd.Unreserve(charge)
+		return
+	}
+	r.held = append(r.held, keptSet{id: id, k: k, charge: charge})
+	var old []keptSet
+	if n := len(r.held) - maxKeptRings; n > 0 {
+		old = slices.Clone(r.held[:n])
+		r.held = slices.Delete(r.held, 0, n)
+	}
+	r.mu.Unlock()
+	free(pd, old)
+}
+
+// take removes and returns kept rings whose number is in ids and whose
+// slots hold SDUs of maxSDU bytes.
+func (r *keptRings) take(ids []uint64, maxSDU int) (keptSet, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, ks := range r.held {
+		if slices.Contains(ids, ks.id) && ks.k.Geometry().MaxSDU >= maxSDU {
+			r.held = slices.Delete(r.held, i, i+1)
+			return ks, true
+		}
+	}
+	return keptSet{}, false
+}
+
+// drop frees every kept ring and reports whether there were any.
+func (r *keptRings) drop(pd *kernel.PD) bool {
+	r.mu.Lock()
+	old := r.held
+	r.held = nil
+	r.mu.Unlock()
+	free(pd, old)
+	return len(old) > 0
+}
+
+// close frees every kept ring and keeps none from now on.
+func (r *keptRings) close(pd *kernel.PD) {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.drop(pd)
+}
+
+func free(pd *kernel.PD, sets []keptSet) {
+	for _, ks := range sets {
+		ks.k.Release()
+		pd.Unreserve(ks.charge)
+	}
+}
+
+// keptList decodes the numbers of the rings a program keeps, from the
+// Body of its Alloc, Join or Accept (flow.SockFeatureKeep).
+func (s *gwSession) keptList(body []byte) ([]uint64, error) {
+	if len(body) == 0 || !s.keep.Load() {
+		return nil, nil
+	}
+	var ids []uint64
+	if err := s.codec.Unmarshal(body, &ids); err != nil {
+		return nil, fmt.Errorf("gateway: the rings the program keeps: %w: %w", flow.ErrInvalid, err)
+	}
+	if len(ids) > flow.MaxKept {
+		return nil, fmt.Errorf("gateway: the program lists %d kept rings (at most %d): %w", len(ids), flow.MaxKept, flow.ErrInvalid)
+	}
+	return ids, nil
+}
+
+// reuse gives fp rings the program kept (one of kept, for SDUs of maxSDU
+// bytes), emptied for the new flow, and reports whether it did.
+func (s *gwSession) reuse(fp *flowPrep, kept []uint64, maxSDU int) bool {
+	if len(kept) == 0 || !s.keep.Load() {
+		return false
+	}
+	ks, ok := s.rings.take(kept, maxSDU)
+	if !ok {
+		return false
+	}
+	fp.e, fp.m, fp.id, fp.charge, fp.reused = ks.k.Renew(), nil, ks.id, ks.charge, true
+	return true
 }
 
 // bufPort is a flow's port that hands kernel buffers over

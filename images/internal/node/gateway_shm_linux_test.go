@@ -147,8 +147,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // TestGatewayShm: a program that announces shared rings gets its flows
 // as mappings while its session's budget covers them, and as sockets
 // beyond; a closed flow's mapping is unmapped and its charge returned;
-// a program that does not announce them (an old one) gets sockets.
+// a program that does not announce them (an old one) gets sockets. Its
+// programs do not keep their rings between flows (TestGatewayKeptRings
+// is the test of programs that do).
 func TestGatewayShm(t *testing.T) {
+	t.Setenv("OURO_SHM_KEEP", "0")
 	// Room for one deep mapping and the flows' buffers, not for a second
 	// mapping of either shape.
 	shapes := shmShapes(flow.MaxSDU, kernel.BufSize)
@@ -281,6 +284,7 @@ func TestGatewayShmChild(t *testing.T) {
 // flow and ends the session. Without the node watching the flow's socket,
 // the mapping and the flow stay until the node stops (run once so).
 func TestGatewayShmProgramKilled(t *testing.T) {
+	t.Setenv("OURO_SHM_KEEP", "0") // the echo's too: nothing kept at b
 	sockA := shmPair(t, 0)
 	base := flowMappings(t)
 	child := exec.Command(os.Args[0], "-test.run", "^TestGatewayShmChild$", "-test.v", "-test.count=1")
