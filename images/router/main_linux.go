@@ -5,18 +5,21 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
-	"github.com/ouronet/ouro/flow/ipnet"
 	"log"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/flow/ipnet"
 	"github.com/ouronet/ouro/images/internal/metrics"
 	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/images/internal/procs"
 )
 
 func main() {
@@ -115,6 +118,14 @@ func main() {
 	}
 	if err := n.Start(); err != nil {
 		log.Fatalf("router: %v", err)
+	}
+	procsCtx, stopProcs := context.WithCancel(context.Background())
+	defer stopProcs()
+	switch {
+	case cfg.Node.Procs > 0:
+		runtime.GOMAXPROCS(cfg.Node.Procs)
+	case os.Getenv("GOMAXPROCS") == "":
+		go procs.New(runtime.GOMAXPROCS(0), logger).Run(procsCtx)
 	}
 	var layers []string
 	for _, p := range cfg.IPCPs {

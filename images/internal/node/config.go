@@ -67,6 +67,11 @@ type NodeConfig struct {
 	Metrics string `toml:"metrics"`
 	// MetricsPublic allows Metrics on an address other hosts can reach.
 	MetricsPublic bool `toml:"metrics_public"`
+	// Procs is how many processors a hosted node's Go scheduler uses
+	// (GOMAXPROCS): 0, the default, adapts (one while the node is
+	// quiet, all it may use once it is busy: images/internal/procs); a
+	// number fixes it. $GOMAXPROCS, when set, fixes it too.
+	Procs int `toml:"procs"`
 }
 
 // IRMConfig tunes the IRM.

@@ -708,6 +708,9 @@ func (k *checker) values(c *Config, standalone bool) {
 			k.add([]any{"node", "metrics"}, "[node]", "metrics", "metrics = %q: %v", c.Node.Metrics, err)
 		}
 	}
+	if c.Node.Procs < 0 {
+		k.add([]any{"node", "procs"}, "[node]", "procs", "procs = %d: 0 (adapt to the load) or how many processors", c.Node.Procs)
+	}
 	if c.IRM.RingSize < 0 || c.IRM.Backlog < 0 {
 		k.add([]any{"irm"}, "[irm]", "", "ring_size and backlog must not be negative")
 	}
