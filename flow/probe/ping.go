@@ -234,15 +234,12 @@ func pingReceiver(c Conn, start time.Time, timeout time.Duration, mu *sync.Mutex
 // Echo sends every SDU read from c back on c until the flow closes, and
 // returns how many SDUs and bytes it echoed. A closed flow is the normal
 // end (nil error); stop, when closed, ends it too. Where c reads and
-// writes in place (InPlaceReader, InPlaceWriter) it copies each SDU once,
-// from where it was read to where it is written; else, where c reads and
-// writes batches (BatchReader, BatchWriter) it echoes a run per call.
+// writes batches (BatchReader, BatchWriter) it echoes a run per call,
+// also where c reads and writes in place (InPlaceReader, InPlaceWriter):
+// a flood echoed in place, one SDU per call, costs more in calls and
+// wake-ups than the copy it saves (docs/benchmarks.md, "Reading in
+// place").
 func Echo(c Conn, stop <-chan struct{}) (sdus, bytes uint64, err error) {
-	ipr, rok := c.(InPlaceReader)
-	ipw, wok := c.(InPlaceWriter)
-	if rok && wok {
-		return echoInPlace(ipr, ipw, stop)
-	}
 	rd := newRunReader(c)
 	bw, _ := c.(BatchWriter)
 	for {
@@ -286,49 +283,6 @@ func Echo(c Conn, stop <-chan struct{}) (sdus, bytes uint64, err error) {
 			default:
 				return sdus, bytes, fmt.Errorf("probe: echo: %w", err)
 			}
-		}
-	}
-}
-
-// echoInPlace is Echo over a Conn that reads and writes in place: each
-// SDU is copied once, from where it was read to where it is written.
-func echoInPlace(r InPlaceReader, w InPlaceWriter, stop <-chan struct{}) (sdus, bytes uint64, err error) {
-	var (
-		cur  []byte // the SDU being echoed
-		werr error
-	)
-	fill := func(out []byte) { copy(out, cur) }
-	echo := func(sdu []byte) {
-		cur = sdu
-		werr = w.WriteWith(len(sdu), fill, time.Now().Add(time.Second))
-		cur = nil
-		if werr == nil {
-			sdus++
-			bytes += uint64(len(sdu))
-		}
-	}
-	for {
-		werr = nil
-		err := r.ReadWith(echo, time.Now().Add(pollInterval))
-		switch {
-		case errors.Is(err, flow.ErrTimeout):
-			select {
-			case <-stop:
-				return sdus, bytes, nil
-			default:
-				continue
-			}
-		case errors.Is(err, flow.ErrClosed):
-			return sdus, bytes, nil
-		case err != nil && !errors.Is(err, flow.ErrTruncated):
-			return sdus, bytes, fmt.Errorf("probe: echo: %w", err)
-		}
-		switch {
-		case werr == nil, errors.Is(werr, flow.ErrTimeout):
-		case errors.Is(werr, flow.ErrClosed):
-			return sdus, bytes, nil
-		default:
-			return sdus, bytes, fmt.Errorf("probe: echo: %w", werr)
 		}
 	}
 }
