@@ -40,7 +40,10 @@ import (
 // Locks: txMu serialises writes to the port and guards txPkt and ctlPkt;
 // rmu serialises raw readers and guards rcur; mu guards everything else
 // (the frct.Conn included). Order: txMu, then rmu, then mu, then setsMu,
-// then a Set's lock. Nobody holds mu across a port call.
+// then a Set's lock. Nobody holds mu across a port call. ReadWith's
+// use runs with drmu held where it reads in place, with rwMu held (taken
+// before rmu and drmu) where it reads into the Flow's buffer: it must
+// not read the Flow itself.
 // Waiters (Read, Write, Close) sleep on 1-token channels that whoever
 // changes the state they wait for signals.
 
