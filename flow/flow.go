@@ -40,7 +40,10 @@ import (
 // Locks: txMu serialises writes to the port and guards txPkt and ctlPkt;
 // rmu serialises raw readers and guards rcur; mu guards everything else
 // (the frct.Conn included). Order: txMu, then rmu, then mu, then setsMu,
-// then a Set's lock. Nobody holds mu across a port call.
+// then a Set's lock. Nobody holds mu across a port call. ReadWith's
+// use runs with drmu held where it reads in place, with rwMu held (taken
+// before rmu and drmu) where it reads into the Flow's buffer: it must
+// not read the Flow itself.
 // Waiters (Read, Write, Close) sleep on 1-token channels that whoever
 // changes the state they wait for signals.
 
@@ -126,6 +129,9 @@ type Flow struct {
 	wwMu  sync.Mutex
 	wwBuf []byte // WriteWith's buffer where the port does not take SDUs in place
 
+	rwMu  sync.Mutex
+	rwBuf []byte // ReadWith's buffer where the SDU is not read in place
+
 	mu         sync.Mutex
 	eng        *frct.Conn // nil without FRCT
 	timer      *time.Timer
@@ -153,6 +159,13 @@ type Flow struct {
 	direct    atomic.Pointer[directPort]
 	rxStarted bool
 	drmu      sync.Mutex
+	// A direct ReadWith's use and the length of the SDU it was given,
+	// through one function made once (dwUse), so that the port's
+	// ReadWith gets the same func value every time and nothing is
+	// allocated per SDU. Guarded by drmu.
+	dwFn  func(sdu []byte)
+	dwLen int
+	dwUse func(sdu []byte)
 
 	readable chan struct{} // token: something changed for readers
 	writable chan struct{} // token: something changed for writers
@@ -211,7 +224,8 @@ func New(port Port, info Info, opts ...Option) (*Flow, error) {
 		f.mu.Unlock()
 	}
 	if d, ok := port.(directReader); ok && f.eng == nil {
-		f.direct.Store(&directPort{d})
+		ip, _ := port.(InPlacePort)
+		f.direct.Store(&directPort{r: d, ip: ip})
 		return f, nil
 	}
 	f.rxStarted = true
@@ -229,8 +243,13 @@ type directReader interface {
 	interruptRead()
 }
 
-// directPort is a Flow's directReader while its readers read it.
-type directPort struct{ r directReader }
+// directPort is a Flow's directReader while its readers read it, and
+// the same port as an InPlacePort where it is one (ReadWith reads it in
+// place; nil otherwise).
+type directPort struct {
+	r  directReader
+	ip InPlacePort
+}
 
 // errInterrupted is what a directReader's read returns when
 // interruptRead woke it.
@@ -577,27 +596,112 @@ func (f *Flow) readDirect(p []byte, bufs [][]byte, sizes []int) (n int, err erro
 		}
 		return n, nil, false
 	}
+	err, again = f.directErr(err, dl)
+	return 0, err, again
+}
+
+// directErr maps the error of a direct read that returned no SDU, made
+// with deadline dl, to the flow's. again: the read was interrupted or
+// its deadline moved meanwhile, and the caller looks again. Called with
+// drmu held.
+func (f *Flow) directErr(err error, dl time.Time) (_ error, again bool) {
 	switch {
 	case errors.Is(err, errInterrupted):
-		return 0, nil, true
+		return nil, true
 	case errors.Is(err, ErrTimeout):
 		if dl.IsZero() || time.Now().Before(dl) {
-			return 0, nil, true // the deadline moved meanwhile
+			return nil, true // the deadline moved meanwhile
 		}
-		return 0, errReadTimeout, false
+		return errReadTimeout, false
 	}
 	f.mu.Lock()
-	closing = f.closing
+	closing := f.closing
 	if f.rxErr == nil && !closing {
 		f.rxErr = err
 	}
 	f.mu.Unlock()
 	if closing {
-		return 0, errLocalClosed, false
+		return errLocalClosed, false
 	}
 	signal(f.writable)
 	signal(f.progress)
-	return 0, errPeerClosed, false
+	return errPeerClosed, false
+}
+
+// ReadWith reads one SDU and calls use with it (use gets the SDU's bytes
+// and must not keep them), blocking as Read does until the read
+// deadline, which SetReadDeadline moves for a ReadWith that waits as for
+// a Read. Without FRCT, over a port whose SDUs can be read where they
+// lie (a hosted program's shared rings: InPlacePort), use gets the SDU
+// in the ring the node wrote it into, so it is not copied out first
+// (docs/flow.md, "Copies"); otherwise the SDU is read as Read reads it
+// into a buffer of the Flow's, made once, that use then gets. use is
+// called once when ReadWith returns nil, and not at all when it returns
+// an error, which is Read's (ErrTimeout, ErrClosed, io.EOF,
+// ErrPeerGone); the one exception is an SDU longer than MaxSDU(), which
+// no port delivers: use gets it cut, and the error wraps ErrTruncated.
+// use must not call the Flow's Read, ReadBatch, ReadWith or Close.
+// ReadWith allocates nothing per SDU where use is the same func value
+// each time.
+func (f *Flow) ReadWith(use func(sdu []byte)) error {
+	for f.eng == nil {
+		if dp := f.direct.Load(); dp == nil || dp.ip == nil {
+			break
+		}
+		if err, again := f.readDirectWith(use); !again {
+			return err
+		}
+	}
+	f.rwMu.Lock()
+	defer f.rwMu.Unlock()
+	if f.rwBuf == nil {
+		f.rwBuf = make([]byte, f.maxSDU)
+	}
+	n, err := f.Read(f.rwBuf)
+	if err == nil || errors.Is(err, ErrTruncated) {
+		use(f.rwBuf[:n])
+	}
+	return err
+}
+
+// readDirectWith is ReadWith in direct mode over an InPlacePort: the
+// port's ReadWith, waiting until the read deadline. again: as
+// readDirect's.
+func (f *Flow) readDirectWith(use func(sdu []byte)) (err error, again bool) {
+	f.drmu.Lock()
+	defer f.drmu.Unlock()
+	f.mu.Lock()
+	dl, closing := f.readDL, f.closing
+	f.mu.Unlock()
+	if closing {
+		return errLocalClosed, false
+	}
+	dp := f.direct.Load()
+	if dp == nil {
+		return nil, true
+	}
+	if f.dwUse == nil {
+		f.dwUse = f.directUse
+	}
+	f.dwFn, f.dwLen = use, -1
+	err = dp.ip.ReadWith(f.dwUse, dl)
+	n := f.dwLen
+	f.dwFn = nil
+	if n >= 0 { // use had the SDU
+		f.mu.Lock()
+		f.stats.RecvSDUs++
+		f.stats.RecvBytes += uint64(n)
+		f.mu.Unlock()
+		return nil, false
+	}
+	return f.directErr(err, dl)
+}
+
+// directUse is what a direct ReadWith gives the port: it notes the SDU's
+// length and hands it to the reader's use. Called with drmu held.
+func (f *Flow) directUse(sdu []byte) {
+	f.dwLen = len(sdu)
+	f.dwFn(sdu)
 }
 
 // takeRaw copies the SDUs that are queued, at most len(bufs), without

@@ -1,6 +1,7 @@
 package flow_test
 
 import (
+	"encoding/binary"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +18,9 @@ type (
 	batchWriter interface {
 		WriteBatch(sdus [][]byte) (int, error)
 	}
+	readWither interface {
+		ReadWith(use func(sdu []byte)) error
+	}
 )
 
 // cpuNS is the process's CPU time (user and system) so far.
@@ -29,7 +33,9 @@ func cpuNS() int64 {
 // BenchmarkFlowShm measures the program's side of a hosted flow over
 // shared rings, per 1000-byte SDU, without FRCT: "recv" has the node's
 // end write runs of 16 (as the gateway does) and a Flow read them one
-// per Read ("one") or a run per ReadBatch ("batch"); "send" has a Flow
+// per Read ("one"), a run per ReadBatch ("batch") or one per ReadWith,
+// where it lies in the ring ("with"; the reader looks at the first 8
+// bytes of each SDU, after Read as in ReadWith's use); "send" has a Flow
 // write them one per Write or 16 per WriteBatch and the node's end read
 // runs. Back-pressure throughout: nothing is lost. cpu-ns/SDU is the
 // process's CPU time per SDU, both sides: on a shared machine it moves
@@ -40,8 +46,8 @@ func BenchmarkFlowShm(b *testing.B) {
 	for i := range msgs {
 		msgs[i] = make([]byte, size)
 	}
-	for _, batch := range []bool{false, true} {
-		mode := map[bool]string{false: "one", true: "batch"}[batch]
+	for _, mode := range []string{"one", "batch", "with"} {
+		batch := mode == "batch"
 		b.Run("recv/"+mode, func(b *testing.B) {
 			prog, node := flow.ShmPair(b, 16)
 			f, err := flow.New(prog, flow.Info{ID: 1, QoS: flow.Raw()})
@@ -53,6 +59,12 @@ func BenchmarkFlowShm(b *testing.B) {
 			if batch && !ok {
 				b.Skip("no Flow.ReadBatch")
 			}
+			rw, ok := any(f).(readWither)
+			if mode == "with" && !ok {
+				b.Skip("no Flow.ReadWith")
+			}
+			var seq uint64
+			use := func(sdu []byte) { seq += binary.BigEndian.Uint64(sdu) }
 			nb := node.(flow.BatchPort)
 			go func() {
 				for sent := 0; sent < b.N; {
@@ -71,10 +83,15 @@ func BenchmarkFlowShm(b *testing.B) {
 			defer func() { b.ReportMetric(float64(cpuNS()-cpu)/float64(b.N), "cpu-ns/SDU") }()
 			for got := 0; got < b.N; {
 				var n int
-				if batch {
+				switch mode {
+				case "batch":
 					n, err = br.ReadBatch(bufs, sizes)
-				} else {
+				case "with":
+					err = rw.ReadWith(use)
+					n = 1
+				default:
 					_, err = f.Read(bufs[0])
+					seq += binary.BigEndian.Uint64(bufs[0])
 					n = 1
 				}
 				if err != nil {
@@ -83,6 +100,9 @@ func BenchmarkFlowShm(b *testing.B) {
 				got += n
 			}
 		})
+		if mode == "with" {
+			continue
+		}
 		b.Run("send/"+mode, func(b *testing.B) {
 			prog, node := flow.ShmPair(b, 16)
 			f, err := flow.New(prog, flow.Info{ID: 1, QoS: flow.Raw()})

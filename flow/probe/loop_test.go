@@ -332,3 +332,41 @@ func TestPingInPlace(t *testing.T) {
 	}
 	client.Close()
 }
+
+// inPlaceRead is a Conn that hands SDUs over in place (InPlaceReader),
+// counting them, and refuses plain reads.
+type inPlaceRead struct {
+	Conn
+	withs int // touched by Ping's receiver only, until Ping returned
+}
+
+func (c *inPlaceRead) ReadWith(use func([]byte), d time.Time) error {
+	buf := make([]byte, flow.MaxSDU)
+	n, err := c.Conn.Read(buf, d)
+	if err == nil {
+		c.withs++
+		use(buf[:n])
+	}
+	return err
+}
+
+func (c *inPlaceRead) Read([]byte, time.Time) (int, error) {
+	return 0, errors.New("a plain read where the Conn reads in place")
+}
+
+// TestPingReadsInPlace: over a Conn that hands SDUs over in place, Ping
+// reads each reply there (InPlaceReader), and the replies match as over
+// Read.
+func TestPingReadsInPlace(t *testing.T) {
+	client, server := flowtest.Pipe(16)
+	go Echo(server, nil)
+	c := &inPlaceRead{Conn: client}
+	sum, err := Ping(context.Background(), c, PingConfig{Name: "echo", Count: 5, Interval: time.Millisecond, Size: 64, Timeout: time.Second}, nil)
+	if err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if sum.Transmitted != 5 || sum.Received != 5 || c.withs != 5 {
+		t.Errorf("summary %+v, %d read in place; want 5 sent, 5 received, 5 in place", sum, c.withs)
+	}
+	client.Close()
+}

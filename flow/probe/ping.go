@@ -26,6 +26,17 @@ type InPlaceWriter interface {
 	WriteWith(n int, fill func(sdu []byte), deadline time.Time) error
 }
 
+// InPlaceReader is a Conn that can hand over an SDU where the flow holds
+// it rather than copy it out (flow.Flow.ReadWith over a hosted node's
+// shared rings): it waits like Read for an SDU, until the deadline, and
+// calls use with it; use must not keep it. The errors are Read's, and
+// use is called only when the error is nil (or, for an SDU too long for
+// the flow, wraps flow.ErrTruncated). Ping reads its replies so when the
+// Conn can.
+type InPlaceReader interface {
+	ReadWith(use func(sdu []byte), deadline time.Time) error
+}
+
 // readBufSize is large enough for any SDU a probe reads: a flow SDU
 // (flow.MaxSDU) or a UDP datagram.
 const readBufSize = 64 << 10
@@ -154,17 +165,40 @@ func Ping(ctx context.Context, c Conn, cfg PingConfig, onReply func(PingReply)) 
 }
 
 // pingReceiver reads replies until stop is closed or the flow fails; it
-// returns the flow's error unwrapped.
+// returns the flow's error unwrapped. Where c is an InPlaceReader it
+// reads each reply where the flow holds it: the reply is not copied.
 func pingReceiver(c Conn, start time.Time, timeout time.Duration, mu *sync.Mutex, stats *PingStats,
 	stop <-chan struct{}, got chan<- struct{}, onReply func(PingReply)) error {
-	buf := make([]byte, readBufSize)
+	var (
+		buf   []byte
+		n     int    // the reply's size
+		valid bool   // a ping's echo
+		seq   uint64 // its sequence number
+		sent  int64  // and its send time
+	)
+	note := func(sdu []byte) { // made once: it escapes to ReadWith
+		m := Msg(sdu)
+		n, valid = len(sdu), m.IsValid() && m.Kind() == KindPing
+		if valid {
+			seq, sent = m.Seq(), m.Time()
+		}
+	}
+	ipr, _ := c.(InPlaceReader)
+	if ipr == nil {
+		buf = make([]byte, readBufSize)
+	}
 	for {
 		select {
 		case <-stop:
 			return nil
 		default:
 		}
-		n, err := c.Read(buf, time.Now().Add(pollInterval))
+		var err error
+		if ipr != nil {
+			err = ipr.ReadWith(note, time.Now().Add(pollInterval))
+		} else if n, err = c.Read(buf, time.Now().Add(pollInterval)); err == nil {
+			note(buf[:n])
+		}
 		now := time.Since(start)
 		switch {
 		case errors.Is(err, flow.ErrTimeout):
@@ -177,14 +211,13 @@ func pingReceiver(c Conn, start time.Time, timeout time.Duration, mu *sync.Mutex
 		case err != nil:
 			return err
 		}
-		m := Msg(buf[:n])
 		mu.Lock()
 		var r PingReply
-		if !m.IsValid() || m.Kind() != KindPing {
+		if !valid {
 			stats.CountInvalid()
 			r.Outcome = Invalid
 		} else {
-			r = PingReply{Seq: m.Seq(), Size: n, RTT: now - time.Duration(m.Time())}
+			r = PingReply{Seq: seq, Size: n, RTT: now - time.Duration(sent)}
 			r.Outcome = stats.Reply(r.Seq, r.RTT, timeout)
 		}
 		mu.Unlock()
@@ -201,7 +234,11 @@ func pingReceiver(c Conn, start time.Time, timeout time.Duration, mu *sync.Mutex
 // Echo sends every SDU read from c back on c until the flow closes, and
 // returns how many SDUs and bytes it echoed. A closed flow is the normal
 // end (nil error); stop, when closed, ends it too. Where c reads and
-// writes batches (BatchReader, BatchWriter) it echoes a run per call.
+// writes batches (BatchReader, BatchWriter) it echoes a run per call,
+// also where c reads and writes in place (InPlaceReader, InPlaceWriter):
+// a flood echoed in place, one SDU per call, costs more in calls and
+// wake-ups than the copy it saves (docs/benchmarks.md, "Reading in
+// place").
 func Echo(c Conn, stop <-chan struct{}) (sdus, bytes uint64, err error) {
 	rd := newRunReader(c)
 	bw, _ := c.(BatchWriter)

@@ -22,7 +22,8 @@ type conn interface {
 // QoS asks for ordering or reliability (data, voice, video), and passes
 // SDUs straight through otherwise (raw, best_effort). Its batch calls
 // (flow.Flow's ReadBatch and WriteBatch) let perf and echo move a run of
-// SDUs per call.
+// SDUs per call; its in-place calls (WriteWith, ReadWith) let ping write
+// its pings and read their replies in a hosted node's shared rings.
 type flowConn struct{ f *flow.Flow }
 
 var (
@@ -30,6 +31,7 @@ var (
 	_ probe.BatchReader   = flowConn{}
 	_ probe.BatchWriter   = flowConn{}
 	_ probe.InPlaceWriter = flowConn{}
+	_ probe.InPlaceReader = flowConn{}
 	_ probe.SDULimiter    = flowConn{}
 )
 
@@ -59,6 +61,13 @@ func (c flowConn) WriteBatch(sdus [][]byte, deadline time.Time) (int, error) {
 func (c flowConn) WriteWith(n int, fill func(sdu []byte), deadline time.Time) error {
 	c.f.SetWriteDeadline(deadline)
 	return c.f.WriteWith(n, fill)
+}
+
+// ReadWith implements probe.InPlaceReader: the flow's in-place read
+// (over a hosted node's shared rings, use gets the SDU in the ring).
+func (c flowConn) ReadWith(use func(sdu []byte), deadline time.Time) error {
+	c.f.SetReadDeadline(deadline)
+	return c.f.ReadWith(use)
 }
 
 func (c flowConn) Close() error { return c.f.Close() }
