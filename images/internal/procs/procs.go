@@ -7,7 +7,8 @@
 // more processors every hand-off wakes a second thread (the scheduler's
 // wakep), which looks for work, steals, sleeps again: on a lightly loaded
 // machine most of a node's CPU time and much of a round trip's is that,
-// not the node's work (docs/benchmarks.md, "One processor while quiet").
+// not the node's work (docs/benchmarks.md, "Rings kept between flows, and one processor
+// while quiet").
 // With one processor the woken goroutine runs on the thread that woke it
 // once that one waits. Under a flood one processor is not enough; the
 // node then uses them all.
