@@ -5,7 +5,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log"
@@ -98,6 +97,14 @@ func main() {
 		mx = metrics.New(metrics.Config{Addr: cfg.Node.Metrics, Log: logger})
 		extras = append(extras, mx.Extra())
 	}
+	// [node] procs: the scheduler's processors, fixed, or adapted to the
+	// load by a component of their own (images/internal/procs).
+	switch {
+	case cfg.Node.Procs > 0:
+		runtime.GOMAXPROCS(cfg.Node.Procs)
+	case os.Getenv("GOMAXPROCS") == "":
+		extras = append(extras, procs.New(runtime.GOMAXPROCS(0), logger).Extra())
+	}
 	n, err = node.New(cfg, append([]node.Extra{node.GatewayWith(sock, cfg.GatewayOptions(), logger)}, extras...)...)
 	if err != nil {
 		log.Fatalf("router: %v", err)
@@ -119,14 +126,7 @@ func main() {
 	if err := n.Start(); err != nil {
 		log.Fatalf("router: %v", err)
 	}
-	procsCtx, stopProcs := context.WithCancel(context.Background())
-	defer stopProcs()
-	switch {
-	case cfg.Node.Procs > 0:
-		runtime.GOMAXPROCS(cfg.Node.Procs)
-	case os.Getenv("GOMAXPROCS") == "":
-		go procs.New(runtime.GOMAXPROCS(0), logger).Run(procsCtx)
-	}
+
 	var layers []string
 	for _, p := range cfg.IPCPs {
 		layers = append(layers, fmt.Sprintf("%s(%s %s)", p.Layer, p.Kind, p.Name))

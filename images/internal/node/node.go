@@ -129,6 +129,9 @@ type Extra struct {
 	Prepare func() error
 	// Cleanup, if set, runs once the node has stopped.
 	Cleanup func()
+	// NoIRM: it is given no cap to the IRM (a component that does not
+	// use the node's IPC, such as the scheduler's processors).
+	NoIRM bool
 }
 
 // New builds a node from cfg; Start boots it.
@@ -307,13 +310,13 @@ func (n *Node) describe() *kernel.System {
 			bufs = 4096
 		}
 		badge := n.extraBadge(i)
-		comps = append(comps, supervised(kernel.ComponentSpec{
-			Name:   x.Name,
-			Budget: kernel.Budget{Bufs: bufs, Objects: x.Objects},
-			Caps: []kernel.CapSpec{
+		spec := kernel.ComponentSpec{Name: x.Name, Budget: kernel.Budget{Bufs: bufs, Objects: x.Objects}}
+		if !x.NoIRM {
+			spec.Caps = []kernel.CapSpec{
 				{Name: slotIRM, Object: irmEPName, Rights: kernel.Write | kernel.Grant | kernel.GrantReply, Badge: badge},
-			},
-		}, badge))
+			}
+		}
+		comps = append(comps, supervised(spec, badge))
 	}
 	sys.Components = append(sys.Components, root, irmSpec)
 	sys.Components = append(sys.Components, comps...)

@@ -19,6 +19,9 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"github.com/ouronet/ouro/images/internal/node"
+	"github.com/ouronet/ouro/kernel"
 )
 
 // Adaptive switches the node between one processor and Max by the CPU
@@ -79,6 +82,17 @@ func (a *Adaptive) Run(ctx context.Context) {
 			}
 			last, at = cpu, now
 		}
+	}
+}
+
+// Extra is the node component that runs a: it holds no cap and moves
+// no packets; its context ending (the node stopping) leaves Max.
+func (a *Adaptive) Extra() node.Extra {
+	return node.Extra{
+		Name:    "procs",
+		Bufs:    1, // it uses none
+		NoIRM:   true,
+		Program: func(pd *kernel.PD) error { a.Run(pd.Context()); return nil },
 	}
 }
 
