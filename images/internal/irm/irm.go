@@ -141,6 +141,9 @@ type IRM struct {
 	collectAt int
 
 	allocs allocHist // every allocation's layer, result and time ("allocs")
+	// via remembers, by name, the IPCP the last allocation to the name
+	// went through (allocIn), and when.
+	via map[string]viaEntry
 	// targets are the management endpoints components offered over
 	// their sessions (target.go), in the order offered.
 	targets []*target
@@ -532,6 +535,26 @@ func (m *IRM) allocIn(ctx context.Context, s *session, a AllocArgs) (resp rpc.Re
 	ipcps := append([]*ipcpEntry(nil), m.ipcps...)
 	m.mu.Unlock()
 	var lastErr error = fmt.Errorf("irm: alloc %q: no layers: %w", a.Name, flow.ErrNotFound)
+	tried := -1 // the layer remembered, tried first and failed
+	if len(ipcps) > 1 {
+		if i := m.viaOf(a.Name, ipcps); i >= 0 {
+			// The layer the last allocation to the name went through is
+			// asked to allocate at once, without a query to every layer
+			// first (its Alloc says "not here" itself); should it fail,
+			// the others are queried as for a name not seen before.
+			resp, err := m.allocVia(ctx, s, a, ipcps[i], i < len(ipcps)-1)
+			if err == nil {
+				m.rememberVia(a.Name, ipcps[i].info.Name)
+				return resp, ipcps[i].info.Layer, nil
+			}
+			m.forgetVia(a.Name)
+			lastErr, tried = err, i
+			if ctx.Err() != nil {
+				return rpc.Response{}, "", lastErr
+			}
+			m.cfg.Log.Info("allocation failed, asking the other layers", "dst", a.Name, "layer", ipcps[i].info.Layer, "err", err)
+		}
+	}
 	var answers []chan error
 	if len(ipcps) == 1 {
 		// One layer: nothing to choose, and its Alloc says "not here"
@@ -542,59 +565,127 @@ func (m *IRM) allocIn(ctx context.Context, s *session, a AllocArgs) (resp rpc.Re
 		answers = m.queryAll(ctx, ipcps, a.Name)
 	}
 	for i, e := range ipcps {
-		if err := <-answers[i]; err != nil {
-			if !errors.Is(err, flow.ErrNotFound) {
+		if err := <-answers[i]; err != nil || i == tried {
+			if err != nil && !errors.Is(err, flow.ErrNotFound) {
 				lastErr = fmt.Errorf("irm: alloc %q: layer %s: %w", a.Name, e.info.Layer, err)
 			}
 			continue
 		}
-		info := flow.Info{Remote: a.Name, Layer: e.info.Layer, QoS: a.QoS}
-		id, app, ipc, err := m.newFlow(info, e.info.Name, s.badge)
+		resp, err := m.allocVia(ctx, s, a, e, i < len(ipcps)-1)
 		if err != nil {
-			return rpc.Response{}, "", err
-		}
-		info.ID = id
-		// Multi-homing: if this layer fails to allocate (refused, or a
-		// peer that left without the layer knowing), a later layer that
-		// reaches the name is tried, so an attempt is bounded while
-		// later layers remain.
-		timeout := m.cfg.CallTimeout
-		if i < len(ipcps)-1 {
-			timeout = min(timeout, max(2*m.cfg.QueryTimeout, time.Second))
-		}
-		actx, acancel := m.ipcpCtx(ctx, e, timeout)
-		err = m.ready(e)
-		if err == nil {
-			var res ipcp.AllocResult
-			res, err = e.ipcp.Alloc(actx, ipcp.AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
-			info.MaxSDU, info.Peer = res.MaxSDU, res.Peer
-			if err == nil && a.QoS.Sealed && res.Peer == nil {
-				// An IPCP that ignored the request: the flow is not
-				// what the program asked for.
-				err = fmt.Errorf("layer %s does not seal flows: %w", e.info.Layer, flow.ErrRefused)
-			}
-		}
-		acancel()
-		if err != nil {
-			// The IPCP end was moved to the IPCP only if the call went
-			// through; deleting a moved slot is harmless.
-			m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
-			lastErr = fmt.Errorf("irm: alloc %q in layer %s: %w", a.Name, e.info.Layer, err)
+			lastErr = err
 			if ctx.Err() != nil {
 				return rpc.Response{}, "", lastErr
 			}
 			m.cfg.Log.Info("allocation failed, trying the next layer", "dst", a.Name, "layer", e.info.Layer, "err", err)
 			continue
 		}
-		m.mu.Lock()
-		if f := m.flows[id]; f != nil { // what the layer said of the flow: for `ouro flows`
-			f.info.Peer, f.info.MaxSDU = info.Peer, info.MaxSDU
+		if len(ipcps) > 1 {
+			m.rememberVia(a.Name, e.info.Name)
 		}
-		m.mu.Unlock()
-		m.cfg.Log.Debug("flow allocated", "flow", id, "dst", a.Name, "layer", e.info.Layer)
-		return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, e.info.Layer, nil
+		return resp, e.info.Layer, nil
 	}
 	return rpc.Response{}, "", lastErr
+}
+
+// allocVia allocates the flow a asks for through e: a new flow, e's
+// IPCP's Alloc, with a bound on the call when a later layer remains to
+// be tried (multi-homing: a refusal, or a peer that left without the
+// layer knowing, must not cost the whole call timeout while others might
+// reach the name).
+func (m *IRM) allocVia(ctx context.Context, s *session, a AllocArgs, e *ipcpEntry, more bool) (rpc.Response, error) {
+	info := flow.Info{Remote: a.Name, Layer: e.info.Layer, QoS: a.QoS}
+	id, app, ipc, err := m.newFlow(info, e.info.Name, s.badge)
+	if err != nil {
+		return rpc.Response{}, err
+	}
+	info.ID = id
+	timeout := m.cfg.CallTimeout
+	if more {
+		timeout = min(timeout, max(2*m.cfg.QueryTimeout, time.Second))
+	}
+	actx, acancel := m.ipcpCtx(ctx, e, timeout)
+	err = m.ready(e)
+	if err == nil {
+		var res ipcp.AllocResult
+		res, err = e.ipcp.Alloc(actx, ipcp.AllocReq{ID: id, Dst: a.Name, QoS: a.QoS}, ipc)
+		info.MaxSDU, info.Peer = res.MaxSDU, res.Peer
+		if err == nil && a.QoS.Sealed && res.Peer == nil {
+			// An IPCP that ignored the request: the flow is not
+			// what the program asked for.
+			err = fmt.Errorf("layer %s does not seal flows: %w", e.info.Layer, flow.ErrRefused)
+		}
+	}
+	acancel()
+	if err != nil {
+		// The IPCP end was moved to the IPCP only if the call went
+		// through; deleting a moved slot is harmless.
+		m.dropFlow(id, app[0], app[1], ipc[0], ipc[1])
+		return rpc.Response{}, fmt.Errorf("irm: alloc %q in layer %s: %w", a.Name, e.info.Layer, err)
+	}
+	m.mu.Lock()
+	if f := m.flows[id]; f != nil { // what the layer said of the flow: for `ouro flows`
+		f.info.Peer, f.info.MaxSDU = info.Peer, info.MaxSDU
+	}
+	m.mu.Unlock()
+	m.cfg.Log.Debug("flow allocated", "flow", id, "dst", a.Name, "layer", e.info.Layer)
+	return rpc.Response{Body: info, Caps: app[:], Undelivered: func() { m.dropFlow(id) }}, nil
+}
+
+// viaTTL is how long the IRM allocates to a name through the layer its
+// last allocation to it went through without asking every layer first:
+// a layer earlier in the preference order that starts to reach the name
+// meanwhile is chosen once this has passed (or the layer remembered
+// fails). maxVia bounds the names remembered.
+const (
+	viaTTL = 5 * time.Second
+	maxVia = 1024
+)
+
+type viaEntry struct {
+	ipcp string    // the IPCP's name
+	at   time.Time // when an allocation through it last succeeded
+}
+
+// viaOf returns the index in ipcps of the IPCP the last allocation to
+// name went through, if it was less than viaTTL ago; -1 if none.
+func (m *IRM) viaOf(name string, ipcps []*ipcpEntry) int {
+	m.mu.Lock()
+	v, ok := m.via[name]
+	m.mu.Unlock()
+	if !ok || time.Since(v.at) >= viaTTL {
+		return -1
+	}
+	for i, e := range ipcps {
+		if e.info.Name == v.ipcp {
+			return i
+		}
+	}
+	return -1
+}
+
+// rememberVia notes that an allocation to name went through the IPCP
+// named ipcp.
+func (m *IRM) rememberVia(name, ipcp string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.via == nil {
+		m.via = make(map[string]viaEntry)
+	}
+	if _, ok := m.via[name]; !ok && len(m.via) >= maxVia {
+		for k := range m.via { // one, any: the map's order is random
+			delete(m.via, k)
+			break
+		}
+	}
+	m.via[name] = viaEntry{ipcp: ipcp, at: time.Now()}
+}
+
+// forgetVia drops what rememberVia noted of name.
+func (m *IRM) forgetVia(name string) {
+	m.mu.Lock()
+	delete(m.via, name)
+	m.mu.Unlock()
 }
 
 // queryAll asks every layer at once whether it reaches name; answer i

@@ -98,3 +98,72 @@ dir = { echo = "127.0.0.1:%d" }
 	}
 	ping("net2")
 }
+
+// TestAllocRemembersLayer: on a node of two layers, an allocation to a
+// name goes through the layer the last one to it went through, without
+// asking every layer first, and falls back to asking them once that
+// layer no longer reaches the name. Two local layers, loc1 preferred:
+// echo registered in loc2 only, then in loc1 too. Without the memory the
+// second allocation goes through loc1 (the first layer that reaches the
+// name); with it, through loc2.
+func TestAllocRemembersLayer(t *testing.T) {
+	x, brs := mgmtApp("app")
+	startNode(t, `
+[node]
+name = "a"
+[[ipcp]]
+kind = "local"
+name = "a.loc1"
+layer = "loc1"
+[[ipcp]]
+kind = "local"
+name = "a.loc2"
+layer = "loc2"
+`, x)
+	b := <-brs
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.Bind(ctx, "echo"); err != nil { // registered in both layers
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			p, _, err := b.Accept(ctx)
+			if err != nil {
+				return
+			}
+			go func() { echoPort(p); p.Close() }()
+		}
+	}()
+	mgmt := func(cmd, layer string) {
+		t.Helper()
+		if _, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: cmd, Name: "echo", Layer: layer}); err != nil {
+			t.Fatalf("%s echo in %s: %v", cmd, layer, err)
+		}
+	}
+	alloc := func(wantLayer string) {
+		t.Helper()
+		p, info, err := b.Alloc(ctx, "echo", flow.BestEffort())
+		if err != nil {
+			t.Fatalf("alloc echo: %v", err)
+		}
+		defer p.Close()
+		if info.Layer != wantLayer {
+			t.Fatalf("flow in layer %q, want %q", info.Layer, wantLayer)
+		}
+		buf := make([]byte, 16)
+		if err := p.Write([]byte("hi"), time.Now().Add(2*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := p.Read(buf, time.Now().Add(2*time.Second)); err != nil || string(buf[:n]) != "hi" {
+			t.Fatalf("echo through %s: %q, %v", wantLayer, buf[:n], err)
+		}
+	}
+	mgmt(ipcp.CmdUnreg, "loc1")
+	alloc("loc2") // asked every layer: loc2 is the one
+	mgmt(ipcp.CmdReg, "loc1")
+	alloc("loc2") // remembered: loc1 is not asked
+	mgmt(ipcp.CmdUnreg, "loc2")
+	alloc("loc1") // loc2 says "not here": every layer asked again
+	alloc("loc1")
+}
