@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -648,6 +649,13 @@ func (s *gwSession) handle(ctx context.Context, req flow.SockReq) {
 		return
 	}
 	if fp == nil { // an accepted flow: made now
+		// The IPCP's answer to the requesting peer was queued for its
+		// shim as this Accept returned: it goes out first. On one
+		// processor (a quiet node: images/internal/procs) the hand-over
+		// below, 40-150 µs of socket pair, descriptors and splice, ran
+		// ahead of the shim's send, on the allocation's path; the
+		// program gets its flow a moment later instead, off that path.
+		runtime.Gosched()
 		fp = s.prepareFlow(s.shm.Load(), kept)
 	}
 	s.handOver(resp, port, fp)
