@@ -64,26 +64,7 @@ func TestShmDirectDeadlineMoves(t *testing.T) {
 	}{{"past", -time.Second}, {"future", 80 * time.Millisecond}} {
 		t.Run(c.name, func(t *testing.T) {
 			f, _ := directPair(t)
-			done := make(chan error, 1)
-			go func() { _, err := f.Read(make([]byte, 64)); done <- err }()
-			select {
-			case err := <-done:
-				t.Fatalf("Read of an empty flow returned %v", err)
-			case <-time.After(50 * time.Millisecond):
-			}
-			set := time.Now()
-			f.SetReadDeadline(set.Add(c.dl))
-			select {
-			case err := <-done:
-				if !errors.Is(err, flow.ErrTimeout) {
-					t.Fatalf("Read after its deadline = %v, want ErrTimeout", err)
-				}
-				if took := time.Since(set); took < c.dl {
-					t.Errorf("Read returned %v after the deadline was set %v ahead", took, c.dl)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("a Read blocked in the ring did not see its new deadline")
-			}
+			blockedSeesDeadline(t, f, c.dl, "Read", func() error { _, err := f.Read(make([]byte, 64)); return err })
 			// The deadline cleared: reads wait again, and get data.
 			f.SetReadDeadline(time.Time{})
 		})
@@ -270,5 +251,32 @@ func TestShmDirectReadZeroAllocs(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(1000, round); allocs != 0 {
 		t.Errorf("got %v allocations per SDU written and read, want 0", allocs)
+	}
+}
+
+// blockedSeesDeadline checks that read, on f with nothing to read,
+// blocks, and that a read deadline set dl ahead while it waits ends it
+// with ErrTimeout, not before dl.
+func blockedSeesDeadline(t *testing.T, f *flow.Flow, dl time.Duration, what string, read func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- read() }()
+	select {
+	case err := <-done:
+		t.Fatalf("%s of an empty flow returned %v", what, err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	set := time.Now()
+	f.SetReadDeadline(set.Add(dl))
+	select {
+	case err := <-done:
+		if !errors.Is(err, flow.ErrTimeout) {
+			t.Fatalf("%s after its deadline = %v, want ErrTimeout", what, err)
+		}
+		if took := time.Since(set); took < dl {
+			t.Errorf("%s returned %v after the deadline was set %v ahead", what, took, dl)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a blocked %s did not see its new deadline", what)
 	}
 }

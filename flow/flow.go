@@ -554,6 +554,17 @@ func (f *Flow) readRaw(p []byte, bufs [][]byte, sizes []int) (int, error) {
 	}
 }
 
+// directDeadline is the read deadline a direct read waits until, or
+// errLocalClosed once the flow is closing.
+func (f *Flow) directDeadline() (time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closing {
+		return time.Time{}, errLocalClosed
+	}
+	return f.readDL, nil
+}
+
 // readDirect reads the port itself (direct mode), waiting until the read
 // deadline: one SDU into p where bufs is nil (n is then its length),
 // else a run into bufs. again: the flow left direct mode, or the read
@@ -561,11 +572,9 @@ func (f *Flow) readRaw(p []byte, bufs [][]byte, sizes []int) (int, error) {
 func (f *Flow) readDirect(p []byte, bufs [][]byte, sizes []int) (n int, err error, again bool) {
 	f.drmu.Lock()
 	defer f.drmu.Unlock()
-	f.mu.Lock()
-	dl, closing := f.readDL, f.closing
-	f.mu.Unlock()
-	if closing {
-		return 0, errLocalClosed, false
+	dl, err := f.directDeadline()
+	if err != nil {
+		return 0, err, false
 	}
 	dp := f.direct.Load()
 	if dp == nil {
@@ -670,11 +679,9 @@ func (f *Flow) ReadWith(use func(sdu []byte)) error {
 func (f *Flow) readDirectWith(use func(sdu []byte)) (err error, again bool) {
 	f.drmu.Lock()
 	defer f.drmu.Unlock()
-	f.mu.Lock()
-	dl, closing := f.readDL, f.closing
-	f.mu.Unlock()
-	if closing {
-		return errLocalClosed, false
+	dl, err := f.directDeadline()
+	if err != nil {
+		return err, false
 	}
 	dp := f.direct.Load()
 	if dp == nil {

@@ -66,15 +66,7 @@ func BenchmarkFlowShm(b *testing.B) {
 			var seq uint64
 			use := func(sdu []byte) { seq += binary.BigEndian.Uint64(sdu) }
 			nb := node.(flow.BatchPort)
-			go func() {
-				for sent := 0; sent < b.N; {
-					k, err := nb.WriteBatch(msgs[:min(run, b.N-sent)], time.Time{})
-					sent += k
-					if err != nil {
-						return
-					}
-				}
-			}()
+			go writeRuns(nb, msgs, run, b.N)
 			bufs, sizes := benchBufs(32, flow.MaxSDU)
 			b.SetBytes(size)
 			b.ReportAllocs()
@@ -160,4 +152,16 @@ func benchBufs(n, size int) ([][]byte, []int) {
 		bufs[i] = make([]byte, size)
 	}
 	return bufs, make([]int, n)
+}
+
+// writeRuns writes n of msgs' SDUs to nb in runs of at most run, until
+// nb fails: a flood from the node's side.
+func writeRuns(nb flow.BatchPort, msgs [][]byte, run, n int) {
+	for sent := 0; sent < n; {
+		k, err := nb.WriteBatch(msgs[:min(run, n-sent)], time.Time{})
+		sent += k
+		if err != nil {
+			return
+		}
+	}
 }

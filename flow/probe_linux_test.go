@@ -106,15 +106,7 @@ func BenchmarkEchoShm(b *testing.B) {
 	go func() { probe.Echo(&probeConn{f: f}, stop); close(echoed) }()
 	defer func() { close(stop); f.Close(); <-echoed }()
 	nb := node.(flow.BatchPort)
-	go func() {
-		for sent := 0; sent < b.N; {
-			k, err := nb.WriteBatch(msgs[:min(run, b.N-sent)], time.Time{})
-			sent += k
-			if err != nil {
-				return
-			}
-		}
-	}()
+	go writeRuns(nb, msgs, run, b.N)
 	bufs, sizes := benchBufs(32, flow.MaxSDU)
 	b.SetBytes(size)
 	b.ReportAllocs()

@@ -160,26 +160,7 @@ func TestFlowReadWithDeadline(t *testing.T) {
 					defer s.Close()
 					s.Add(f)
 				}
-				done := make(chan error, 1)
-				go func() { done <- f.ReadWith(func([]byte) {}) }()
-				select {
-				case err := <-done:
-					t.Fatalf("ReadWith of an empty flow returned %v", err)
-				case <-time.After(50 * time.Millisecond):
-				}
-				set := time.Now()
-				f.SetReadDeadline(set.Add(c.dl))
-				select {
-				case err := <-done:
-					if !errors.Is(err, flow.ErrTimeout) {
-						t.Fatalf("ReadWith after its deadline = %v, want ErrTimeout", err)
-					}
-					if took := time.Since(set); took < c.dl {
-						t.Errorf("ReadWith returned %v after the deadline was set %v ahead", took, c.dl)
-					}
-				case <-time.After(5 * time.Second):
-					t.Fatal("a blocked ReadWith did not see its new deadline")
-				}
+				blockedSeesDeadline(t, f, c.dl, "ReadWith", func() error { return f.ReadWith(func([]byte) {}) })
 			})
 		}
 	}

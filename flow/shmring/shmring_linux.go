@@ -339,19 +339,9 @@ func (e *End) InterruptRecv() {
 // Release shuts the end down, waits for the Recv and Send in progress to
 // return, then unmaps the memory and closes the eventfds. Idempotent.
 func (e *End) Release() {
-	e.Shutdown()
-	e.rmu.Lock()
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	defer e.rmu.Unlock()
-	if e.released {
-		return
+	if k := e.Detach(); k != nil {
+		k.Release()
 	}
-	e.released = true
-	for _, f := range []*evfd{e.rxData, e.rxSpace, e.txData, e.txSpace} {
-		f.close()
-	}
-	e.m.unmap()
 }
 
 // Kept is a flow's mapping and eventfds kept past the End that used them

@@ -136,3 +136,14 @@ medOr() { med | grep . || echo -; }
 
 # minOr prints the least of the numbers on stdin, or "-" for none.
 minOr() { sort -n | head -1 | grep . || echo -; }
+
+# variant V parses a script's VARIANT argument,
+# NAME=BUILDDIR[:ENV=VALUE[,ENV=VALUE]]: it sets name, X (the build
+# directory) and envs (the ENV=VALUE words, for env).
+variant() {
+	name=${1%%=*}
+	local rest=${1#*=}
+	X=${rest%%:*}
+	envs=""
+	case $rest in *:*) envs=$(echo "${rest#*:}" | tr , ' ') ;; esac
+}

@@ -57,8 +57,7 @@ run() {
 }
 for r in $(seq "$R"); do
   for v in "$@"; do
-    name=${v%%=*}; rest=${v#*=}; X=${rest%%:*}; envs=""
-    case $rest in *:*) envs=$(echo "${rest#*:}" | tr , ' ');; esac
+    variant "$v"
     rm -f "$D/a.sock" "$D/b.sock"
     env $envs "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & PA=$!
     env $envs "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & PB=$!

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ouronet/ouro/flow"
+	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/layer/ipcp"
 )
 
@@ -62,34 +63,9 @@ dir = { echo = "127.0.0.1:%d" }
 	if err != nil || len(names.Table.Rows) != 1 || names.Table.Rows[0][2] != "b.net1,b.net2" {
 		t.Fatalf("echo registered in %v (%v), want b.net1 and b.net2", names.Table.Rows, err)
 	}
-	go func() {
-		for {
-			p, _, err := b.Accept(ctx)
-			if err != nil {
-				return
-			}
-			go func() { echoPort(p); p.Close() }()
-		}
-	}()
+	acceptEchoes(ctx, b)
 
-	ping := func(wantLayer string) {
-		t.Helper()
-		p, info, err := a.Alloc(ctx, "echo", flow.BestEffort())
-		if err != nil {
-			t.Fatalf("alloc echo: %v", err)
-		}
-		defer p.Close()
-		if info.Layer != wantLayer {
-			t.Errorf("flow in layer %q, want %q", info.Layer, wantLayer)
-		}
-		buf := make([]byte, 16)
-		if err := p.Write([]byte("hi"), time.Now().Add(2*time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := p.Read(buf, time.Now().Add(2*time.Second)); err != nil || string(buf[:n]) != "hi" {
-			t.Fatalf("echo through %s: %q, %v", wantLayer, buf[:n], err)
-		}
-	}
+	ping := func(wantLayer string) { t.Helper(); echoIn(t, ctx, a, wantLayer) }
 	ping("net1") // the first layer in a's configuration that reaches echo
 
 	// b leaves net1: echo stays reachable through net2.
@@ -123,9 +99,25 @@ layer = "loc2"
 	b := <-brs
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := b.Bind(ctx, "echo"); err != nil { // registered in both layers
-		t.Fatal(err)
+	serveEcho(t, ctx, b, "echo") // registered in both layers
+	mgmt := func(cmd, layer string) {
+		t.Helper()
+		if _, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: cmd, Name: "echo", Layer: layer}); err != nil {
+			t.Fatalf("%s echo in %s: %v", cmd, layer, err)
+		}
 	}
+	alloc := func(wantLayer string) { t.Helper(); echoIn(t, ctx, b, wantLayer) }
+	mgmt(ipcp.CmdUnreg, "loc1")
+	alloc("loc2") // asked every layer: loc2 is the one
+	mgmt(ipcp.CmdReg, "loc1")
+	alloc("loc2") // remembered: loc1 is not asked
+	mgmt(ipcp.CmdUnreg, "loc2")
+	alloc("loc1") // loc2 says "not here": every layer asked again
+	alloc("loc1")
+}
+
+// acceptEchoes accepts b's flows and echoes each until ctx ends.
+func acceptEchoes(ctx context.Context, b *irm.Broker) {
 	go func() {
 		for {
 			p, _, err := b.Accept(ctx)
@@ -135,35 +127,25 @@ layer = "loc2"
 			go func() { echoPort(p); p.Close() }()
 		}
 	}()
-	mgmt := func(cmd, layer string) {
-		t.Helper()
-		if _, err := b.Mgmt(ctx, ipcp.MgmtReq{Cmd: cmd, Name: "echo", Layer: layer}); err != nil {
-			t.Fatalf("%s echo in %s: %v", cmd, layer, err)
-		}
+}
+
+// echoIn allocates a flow to "echo" with b, checks that it is in
+// wantLayer and that it carries an SDU there and back.
+func echoIn(t *testing.T, ctx context.Context, b *irm.Broker, wantLayer string) {
+	t.Helper()
+	p, info, err := b.Alloc(ctx, "echo", flow.BestEffort())
+	if err != nil {
+		t.Fatalf("alloc echo: %v", err)
 	}
-	alloc := func(wantLayer string) {
-		t.Helper()
-		p, info, err := b.Alloc(ctx, "echo", flow.BestEffort())
-		if err != nil {
-			t.Fatalf("alloc echo: %v", err)
-		}
-		defer p.Close()
-		if info.Layer != wantLayer {
-			t.Fatalf("flow in layer %q, want %q", info.Layer, wantLayer)
-		}
-		buf := make([]byte, 16)
-		if err := p.Write([]byte("hi"), time.Now().Add(2*time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := p.Read(buf, time.Now().Add(2*time.Second)); err != nil || string(buf[:n]) != "hi" {
-			t.Fatalf("echo through %s: %q, %v", wantLayer, buf[:n], err)
-		}
+	defer p.Close()
+	if info.Layer != wantLayer {
+		t.Fatalf("flow in layer %q, want %q", info.Layer, wantLayer)
 	}
-	mgmt(ipcp.CmdUnreg, "loc1")
-	alloc("loc2") // asked every layer: loc2 is the one
-	mgmt(ipcp.CmdReg, "loc1")
-	alloc("loc2") // remembered: loc1 is not asked
-	mgmt(ipcp.CmdUnreg, "loc2")
-	alloc("loc1") // loc2 says "not here": every layer asked again
-	alloc("loc1")
+	buf := make([]byte, 16)
+	if err := p.Write([]byte("hi"), time.Now().Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Read(buf, time.Now().Add(2*time.Second)); err != nil || string(buf[:n]) != "hi" {
+		t.Fatalf("echo through %s: %q, %v", wantLayer, buf[:n], err)
+	}
 }

@@ -51,15 +51,7 @@ addr = "127.0.0.1:%d"
 	if err := b.Bind(ctx, "echo"); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			p, _, err := b.Accept(ctx)
-			if err != nil {
-				return
-			}
-			go func() { echoPort(p); p.Close() }()
-		}
-	}()
+	acceptEchoes(ctx, b)
 
 	appA, brA := app("client")
 	startNode(t, fmt.Sprintf(`
