@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -214,9 +215,29 @@ kind = "echo"
 	if n1 == 0 {
 		t.Errorf("b's allocation histogram has no allocation in layer udp (b.uni's N-1 flows): %v", bf["ouro_flow_alloc_duration_seconds"])
 	}
-	for _, c := range []string{"irm", "gateway", "metrics", "ipcp.a.uni"} {
+	for _, c := range []string{"irm", "gateway", "metrics", "ipcp.a.uni", "procs"} {
 		if m, ok := sample("ouro_component_up", map[string]string{"component": c}); !ok || m.GetGauge().GetValue() != 1 {
 			t.Errorf("ouro_component_up{component=%q} = %v, want 1", c, m)
+		}
+	}
+	// A quiet node runs its scheduler on one processor (the procs
+	// component; all of them while it is busy, which it may still be a
+	// moment after the pings: it comes back within a second).
+	if os.Getenv("GOMAXPROCS") != "" || runtime.NumCPU() < 2 {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		pp := expfmt.NewTextParser(model.LegacyValidation)
+		pf, err := pp.TextToMetricFamilies(strings.NewReader(get(t, url)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := pf["ouro_node_procs"].GetMetric()
+		if len(got) == 1 && got[0].GetGauge().GetValue() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ouro_node_procs of a quiet node = %v after 10 s, want 1", got)
 		}
 	}
 }

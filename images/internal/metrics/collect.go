@@ -38,8 +38,11 @@ func (collector) Describe(chan<- *prometheus.Desc) {}
 // Collect implements prometheus.Collector.
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	collectBuild(ch)
+	ch <- prometheus.MustNewConstMetric(procs, prometheus.GaugeValue, float64(runtime.GOMAXPROCS(0)))
 	c.tables.Collect(ch)
 }
+
+var procs = prometheus.NewDesc("ouro_node_procs", "The processors the node's Go scheduler uses now (GOMAXPROCS): by default one while the node is quiet, all it may use once it is busy ([node] procs).", nil, nil)
 
 var build = prometheus.NewDesc("ouro_build_info", "The node's build: always 1, with the Go version, the module's version and the VCS revision it was built from (\"\" if unknown).",
 	[]string{"go_version", "version", "revision"}, nil)
