@@ -7,10 +7,9 @@
 // more processors every hand-off wakes a second thread (the scheduler's
 // wakep), which looks for work, steals, sleeps again: on a lightly loaded
 // machine most of a node's CPU time and much of a round trip's is that,
-// not the node's work (docs/benchmarks.md, "Rings kept between flows, and one processor
-// while quiet").
-// With one processor the woken goroutine runs on the thread that woke it
-// once that one waits. Under a flood one processor is not enough; the
+// not the node's work (docs/benchmarks.md, "Rings kept between flows,
+// and one processor while quiet"). With one processor the woken
+// goroutine runs on the thread that woke it once that one waits. Under a flood one processor is not enough; the
 // node then uses them all.
 package procs
 
@@ -61,9 +60,11 @@ func New(max int, log *slog.Logger) *Adaptive {
 }
 
 // Run starts the node at one processor and adapts until ctx ends, then
-// leaves it at Max.
+// leaves it at Max. With Max at one or less it sets nothing and waits for
+// ctx (the component stays up, with nothing to do).
 func (a *Adaptive) Run(ctx context.Context) {
 	if a.Max <= 1 {
+		<-ctx.Done()
 		return
 	}
 	a.set(1)

@@ -76,9 +76,12 @@ func TestRun(t *testing.T) {
 	}
 }
 
-// TestRunOneProcessor: with Max at one, Run sets nothing.
+// TestRunOneProcessor: with Max at one, Run sets nothing and returns
+// once its context ends.
 func TestRunOneProcessor(t *testing.T) {
 	a := New(1, nil)
-	a.Set = func(n int) { t.Fatalf("set %d", n) }
-	a.Run(context.Background())
+	a.Set = func(n int) { t.Errorf("set %d", n) }
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	a.Run(ctx)
 }
