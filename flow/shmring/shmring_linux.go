@@ -217,7 +217,6 @@ type End struct {
 	files                            [4]*evfd // the same, in NewEventfds's order
 
 	maxSpin time.Duration // MaxSpin or NodeMaxSpin, as NewEnd found it
-	program bool          // a program's end (RecvWith)
 	side    Side
 
 	rmu    sync.Mutex // serialises receivers; guards rtail, rspin
@@ -278,7 +277,7 @@ func newEnd(m *Mapping, side Side, files [4]*evfd, fds [4]int) *End {
 		m: m, rx: m.ring(rxi), tx: m.ring(txi),
 		slots: uint64(m.geo.Slots), mask: uint64(m.geo.Slots - 1), ss: m.geo.slotSize(), maxSDU: m.geo.MaxSDU,
 		rxData: files[rxi*2], rxSpace: files[rxi*2+1], txData: files[txi*2], txSpace: files[txi*2+1],
-		fds: fds, files: files, maxSpin: spin, program: side == Program, side: side,
+		fds: fds, files: files, maxSpin: spin, side: side,
 	}
 	// Pick up where the shared words are, trusting nothing: the first
 	// use checks them like any other.
@@ -415,32 +414,48 @@ func (e *End) readable() bool {
 	return e.rx.head.Load() != e.rtail || e.closed.Load() || e.peerGone.Load() || e.rx.pclosed.Load() != 0 || e.rint.Load()
 }
 
-// take moves up to len(bufs) SDUs out of the ring without waiting, and
-// with marks not nil each one's mark. Called with rmu held.
-func (e *End) take(bufs [][]byte, sizes []int, marks []uint8) (int, error) {
-	n, freed := 0, false
-	var err error
-	for n < len(bufs) {
+// next returns the slot at the consumer's index and the length of the
+// SDU in it, without waiting. The length is read once (the other side
+// may change it under us); a slot of an impossible length is skipped,
+// counted as a drop, the index moved past it. The slot is nil when the
+// ring is empty, or at an impossible producer index (ErrCorrupt). The
+// caller moves the index past the slot it takes. Called with rmu held.
+func (e *End) next() ([]byte, int, error) {
+	for {
 		head := e.rx.head.Load()
 		avail := head - e.rtail
 		if avail == 0 {
-			break
+			return nil, 0, nil
 		}
 		if avail > e.slots {
 			e.corrupt.Add(1)
 			e.broken.Store(true)
-			err = fmt.Errorf("shmring: producer index %d with consumer at %d in a ring of %d: %w", head, e.rtail, e.slots, ErrCorrupt)
-			break
+			return nil, 0, fmt.Errorf("shmring: producer index %d with consumer at %d in a ring of %d: %w", head, e.rtail, e.slots, ErrCorrupt)
 		}
 		off := int(e.rtail&e.mask) * e.ss
 		slot := e.rx.slots[off : off+e.ss : off+e.ss]
-		l := int((*atomic.Uint32)(unsafe.Pointer(&slot[0])).Load()) // once: the program may change it under us
-		e.rtail++
-		freed = true
+		l := int((*atomic.Uint32)(unsafe.Pointer(&slot[0])).Load())
 		if l == 0 || l > e.maxSDU {
+			e.rtail++
 			e.drops.Add(1)
 			continue
 		}
+		return slot, l, nil
+	}
+}
+
+// take moves up to len(bufs) SDUs out of the ring without waiting, and
+// with marks not nil each one's mark. Called with rmu held.
+func (e *End) take(bufs [][]byte, sizes []int, marks []uint8) (int, error) {
+	start, n := e.rtail, 0
+	var err error
+	for n < len(bufs) {
+		var slot []byte
+		var l int
+		if slot, l, err = e.next(); slot == nil {
+			break
+		}
+		e.rtail++
 		c := copy(bufs[n], slot[slotHdr:slotHdr+l])
 		sizes[n] = c
 		if marks != nil {
@@ -452,7 +467,7 @@ func (e *End) take(bufs [][]byte, sizes []int, marks []uint8) (int, error) {
 			break
 		}
 	}
-	if freed {
+	if e.rtail != start {
 		e.freed()
 	}
 	return n, err
@@ -476,31 +491,19 @@ func (e *End) freed() {
 // waiting, then frees the slot; it returns 1, or 0 with the ring empty.
 // Called with rmu held.
 func (e *End) takeWith(use func(sdu []byte)) (int, error) {
-	for {
-		head := e.rx.head.Load()
-		avail := head - e.rtail
-		if avail == 0 {
-			return 0, nil
-		}
-		if avail > e.slots {
-			e.corrupt.Add(1)
-			e.broken.Store(true)
-			return 0, fmt.Errorf("shmring: producer index %d with consumer at %d in a ring of %d: %w", head, e.rtail, e.slots, ErrCorrupt)
-		}
-		off := int(e.rtail&e.mask) * e.ss
-		slot := e.rx.slots[off : off+e.ss : off+e.ss]
-		l := int((*atomic.Uint32)(unsafe.Pointer(&slot[0])).Load())
-		if l == 0 || l > e.maxSDU {
-			e.rtail++
-			e.drops.Add(1)
-			e.freed()
-			continue
-		}
+	start := e.rtail
+	slot, l, err := e.next()
+	if slot != nil {
 		use(slot[slotHdr : slotHdr+l : slotHdr+l])
 		e.rtail++
-		e.freed()
-		return 1, nil
 	}
+	if e.rtail != start {
+		e.freed()
+	}
+	if slot == nil {
+		return 0, err
+	}
+	return 1, nil
 }
 
 // Recv waits until an SDU arrives or the deadline passes (the zero time:
@@ -530,7 +533,7 @@ func (e *End) RecvBatch(bufs [][]byte, sizes []int, deadline time.Time) (int, er
 // copies what a program wrote before it acts on it, since the program
 // can change it at any time (ErrInvalid on the node's end).
 func (e *End) RecvWith(use func(sdu []byte), deadline time.Time) error {
-	if !e.program {
+	if e.side != Program {
 		return fmt.Errorf("shmring: RecvWith on the node's end: %w", ErrInvalid)
 	}
 	_, err := e.recv(nil, nil, nil, use, true, deadline)
@@ -605,21 +608,12 @@ func (e *End) Room(deadline time.Time) (int, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	for {
-		if e.released || e.closed.Load() || e.peerGone.Load() || e.tx.cclosed.Load() != 0 {
-			return 0, ErrClosed
+		free, err := e.txFree()
+		if err != nil {
+			return 0, err
 		}
-		if e.broken.Load() {
-			return 0, ErrCorrupt
-		}
-		tail := e.tx.tail.Load()
-		used := e.whead - tail
-		if used > e.slots {
-			e.corrupt.Add(1)
-			e.broken.Store(true)
-			return 0, fmt.Errorf("shmring: consumer index %d with producer at %d in a ring of %d: %w", tail, e.whead, e.slots, ErrCorrupt)
-		}
-		if used < e.slots {
-			return int(e.slots - used), nil
+		if free > 0 {
+			return int(free), nil
 		}
 		if err := e.wait(e.txSpace, e.tx.wwait, e.writable, &e.wspin, deadline); err != nil {
 			return 0, err
@@ -704,22 +698,33 @@ func (e *End) sendable() error {
 	return nil
 }
 
+// txFree returns how many slots of the ring this end writes are free, or
+// why nothing can be sent (sendable, or the other side's impossible
+// consumer index: ErrCorrupt). Called with wmu held.
+func (e *End) txFree() (uint64, error) {
+	if err := e.sendable(); err != nil {
+		return 0, err
+	}
+	tail := e.tx.tail.Load()
+	used := e.whead - tail
+	if used > e.slots {
+		e.corrupt.Add(1)
+		e.broken.Store(true)
+		return 0, fmt.Errorf("shmring: consumer index %d with producer at %d in a ring of %d: %w", tail, e.whead, e.slots, ErrCorrupt)
+	}
+	return e.slots - used, nil
+}
+
 // nextSlot returns the slot at the producer's head once the ring has a
 // free one, waiting until the deadline; before a wait it publishes what
 // was written since *published. Called with wmu held.
 func (e *End) nextSlot(published *uint64, deadline time.Time) ([]byte, error) {
 	for {
-		if err := e.sendable(); err != nil {
+		free, err := e.txFree()
+		if err != nil {
 			return nil, err
 		}
-		tail := e.tx.tail.Load()
-		used := e.whead - tail
-		if used > e.slots {
-			e.corrupt.Add(1)
-			e.broken.Store(true)
-			return nil, fmt.Errorf("shmring: consumer index %d with producer at %d in a ring of %d: %w", tail, e.whead, e.slots, ErrCorrupt)
-		}
-		if used < e.slots {
+		if free > 0 {
 			off := int(e.whead&e.mask) * e.ss
 			return e.tx.slots[off : off+e.ss : off+e.ss], nil
 		}

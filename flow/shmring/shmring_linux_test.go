@@ -20,33 +20,8 @@ import (
 // processes have them after the handover.
 func pair(t testing.TB, g Geometry) (node, prog *End) {
 	t.Helper()
-	m, err := Create(g)
+	node, prog, err := Pair(g)
 	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := NewEventfds()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mfd, err := unix.Dup(m.FD())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.CloseFD()
-	pm, err := Open(mfd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pevs [4]int
-	for i, fd := range evs {
-		if pevs[i], err = unix.Dup(fd); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if node, err = NewEnd(m, Node, evs); err != nil {
-		t.Fatal(err)
-	}
-	if prog, err = NewEnd(pm, Program, pevs); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { node.Release(); prog.Release() })

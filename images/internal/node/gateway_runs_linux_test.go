@@ -11,7 +11,6 @@ import (
 	"github.com/ouronet/ouro/images/internal/irm"
 	"github.com/ouronet/ouro/kernel"
 	"github.com/ouronet/ouro/kernel/kerneltest"
-	"golang.org/x/sys/unix"
 )
 
 // runPort is the splice's side of a flow (an irm.RingPort) that records
@@ -42,42 +41,6 @@ func (p *runPort) runs() (push, pop int) {
 	return p.maxPush, p.maxPop
 }
 
-// shmEnds returns the node's and the program's End of one flow's rings
-// of g, each over its own mapping and eventfd descriptors.
-func shmEnds(t *testing.T, g shmring.Geometry) (node, prog *shmring.End) {
-	t.Helper()
-	m, err := shmring.Create(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := shmring.NewEventfds()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mfd, err := unix.Dup(m.FD())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.CloseFD()
-	pm, err := shmring.Open(mfd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pevs [4]int
-	for i, fd := range evs {
-		if pevs[i], err = unix.Dup(fd); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if node, err = shmring.NewEnd(m, shmring.Node, evs); err != nil {
-		t.Fatal(err)
-	}
-	if prog, err = shmring.NewEnd(pm, shmring.Program, pevs); err != nil {
-		t.Fatal(err)
-	}
-	return node, prog
-}
-
 // TestShmSpliceRuns: the splice moves a deep ring's worth of SDUs (what
 // a program wrote in one run, what queued for it) in one run each way,
 // not in runs of a shallow ring's 16: each run costs a wake-up on both
@@ -102,7 +65,10 @@ func TestShmSpliceRuns(t *testing.T) {
 	}
 	splice := &runPort{RingPort: irm.NewRingPort(pd, mint(toProg, kernel.Read), mint(toFlow, kernel.Write))}
 	flowSide := irm.NewRingPort(pd, mint(toFlow, kernel.Read), mint(toProg, kernel.Write))
-	node, prog := shmEnds(t, shmring.Geometry{Slots: n, MaxSDU: flow.MaxSDU})
+	node, prog, err := shmring.Pair(shmring.Geometry{Slots: n, MaxSDU: flow.MaxSDU})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer prog.Release()
 
 	// Both runs wait before the splice starts: a whole ring each way.
