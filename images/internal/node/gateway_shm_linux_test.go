@@ -391,45 +391,7 @@ func TestGatewayShmHostile(t *testing.T) {
 // descriptors it came with (all closed when the test ends).
 func handShmFlow(t *testing.T, sock string) (net.Conn, *shmring.Mapping, []int) {
 	t.Helper()
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	codec := flow.NewCodec()
-	send := func(req flow.SockReq) {
-		b, _ := codec.Marshal(req)
-		if _, err := c.Write(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	one, _ := codec.Marshal(flow.SockFeatureShm)
-	send(flow.SockReq{ID: 1, Op: flow.SockHello, Body: one})
-	send(flow.SockReq{ID: 2, Op: flow.SockAlloc, Name: "echo", QoS: flow.BestEffort()})
-	buf, oob := make([]byte, flow.MaxControlMsg), make([]byte, syscall.CmsgSpace(4*6))
-	var fds []int
-	for fds == nil {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var resp flow.SockResp
-		if err := codec.Unmarshal(buf[:n], &resp); err != nil {
-			t.Fatal(err)
-		}
-		if resp.ID != 2 { // the hello's answer
-			continue
-		}
-		if e := resp.Err.Err(); e != nil {
-			t.Fatal(e)
-		}
-		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
-		for _, m := range msgs {
-			got, _ := syscall.ParseUnixRights(&m)
-			fds = append(fds, got...)
-		}
-	}
+	_, fds := dialHand(t, sock, flow.SockFeatureShm).flow(t, nil)
 	if len(fds) != 6 {
 		t.Fatalf("the flow came with %d descriptors, want 6", len(fds))
 	}

@@ -246,22 +246,17 @@ func (w *workers) run(f func()) {
 // more than MaxIdle wait or the server or its component ends.
 func (w *workers) loop(f func()) {
 	ctx := w.pd.Context()
-	for {
+	for f != nil {
 		f()
-		if w.idle.Add(1) > MaxIdle {
-			w.idle.Add(-1)
-			return
+		f = nil
+		if w.idle.Add(1) <= MaxIdle {
+			select {
+			case f = <-w.jobs:
+			case <-w.done:
+			case <-ctx.Done():
+			}
 		}
-		select {
-		case f = <-w.jobs:
-			w.idle.Add(-1)
-		case <-w.done:
-			w.idle.Add(-1)
-			return
-		case <-ctx.Done():
-			w.idle.Add(-1)
-			return
-		}
+		w.idle.Add(-1)
 	}
 }
 
