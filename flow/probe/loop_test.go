@@ -320,17 +320,25 @@ func (c *inPlace) Write([]byte, time.Time) error {
 // TestPingInPlace: over a Conn that takes SDUs in place, Ping writes each
 // ping there (InPlaceWriter), and the replies match as over Write.
 func TestPingInPlace(t *testing.T) {
-	client, server := flowtest.Pipe(16)
-	go Echo(server, nil)
-	c := &inPlace{Conn: client}
-	sum, err := Ping(context.Background(), c, PingConfig{Name: "echo", Count: 5, Interval: time.Millisecond, Size: 64, Timeout: time.Second}, nil)
-	if err != nil {
-		t.Fatalf("Ping: %v", err)
-	}
+	c := &inPlace{}
+	sum := pingEcho(t, func(client Conn) Conn { c.Conn = client; return c })
 	if sum.Transmitted != 5 || sum.Received != 5 || c.withs != 5 {
 		t.Errorf("summary %+v, %d written in place; want 5 sent, 5 received, 5 in place", sum, c.withs)
 	}
-	client.Close()
+}
+
+// pingEcho pings an echo 5 times over a pipe, through the Conn wrap makes
+// of the pipe's client end, and returns the summary.
+func pingEcho(t *testing.T, wrap func(Conn) Conn) Summary {
+	t.Helper()
+	client, server := flowtest.Pipe(16)
+	defer client.Close()
+	go Echo(server, nil)
+	sum, err := Ping(context.Background(), wrap(client), PingConfig{Name: "echo", Count: 5, Interval: time.Millisecond, Size: 64, Timeout: time.Second}, nil)
+	if err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	return sum
 }
 
 // inPlaceRead is a Conn that hands SDUs over in place (InPlaceReader),
@@ -358,15 +366,9 @@ func (c *inPlaceRead) Read([]byte, time.Time) (int, error) {
 // reads each reply there (InPlaceReader), and the replies match as over
 // Read.
 func TestPingReadsInPlace(t *testing.T) {
-	client, server := flowtest.Pipe(16)
-	go Echo(server, nil)
-	c := &inPlaceRead{Conn: client}
-	sum, err := Ping(context.Background(), c, PingConfig{Name: "echo", Count: 5, Interval: time.Millisecond, Size: 64, Timeout: time.Second}, nil)
-	if err != nil {
-		t.Fatalf("Ping: %v", err)
-	}
+	c := &inPlaceRead{}
+	sum := pingEcho(t, func(client Conn) Conn { c.Conn = client; return c })
 	if sum.Transmitted != 5 || sum.Received != 5 || c.withs != 5 {
 		t.Errorf("summary %+v, %d read in place; want 5 sent, 5 received, 5 in place", sum, c.withs)
 	}
-	client.Close()
 }
