@@ -84,12 +84,7 @@ echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 for r in $(seq "$R"); do
   for v in "$@"; do
     name=${v%%=*}; X=${v#*=}
-    rm -f "$D/a.sock" "$D/b.sock"
-    "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & PA=$!
-    "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & PB=$!
-    sleep 1
-    OURO_SOCKET="$D/b.sock" "$X/ouro" echo echo >/dev/null 2>&1 & PE=$!
-    sleep 0.5
+    pair_up "$D" "$X"
     for i in $(seq "$N"); do
       OURO_SOCKET="$D/a.sock" "$X/ouro" --json ping -c 1 echo | j alloc_ms
     done >"$D/alloc.txt"

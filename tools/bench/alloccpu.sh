@@ -23,14 +23,8 @@ echo "== $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 for r in $(seq "$R"); do
   for v in "$@"; do
     variant "$v"
-    rm -f "$D/a.sock" "$D/b.sock"
-    env $envs "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & PA=$!
-    env $envs "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & PB=$!
-    PIDS=($PA $PB)
-    sleep 1
-    env ${PENV:-} OURO_SOCKET="$D/b.sock" "$X/ouro" echo echo >/dev/null 2>&1 & PE=$!
-    PIDS+=($PE)
-    sleep 0.5
+    ECHO_ENV=${PENV:-} pair_up "$D" "$X" $envs
+    PIDS=($PA $PB $PE)
     env ${PENV:-} OURO_SOCKET="$D/a.sock" "$X/ouro" alloc -c 11 -i 1ms -q echo >/dev/null
     t0=($(cpu_ticks $PA $PB $PE)); s0=$(date +%s%N)
     cl=$( { /usr/bin/time -f "%U %S" env ${PENV:-} OURO_SOCKET="$D/a.sock" "$X/ouro" alloc -c "$N" -i 0 -q echo >/dev/null; } 2>&1 | tail -1 | awk '{print ($1+$2)*100}')

@@ -147,3 +147,26 @@ variant() {
 	envs=""
 	case $rest in *:*) envs=$(echo "${rest#*:}" | tr , ' ') ;; esac
 }
+
+# pair_up D X [ENV=VALUE...] starts the routers a and b that udp_pair
+# wrote into D, built in X, with the environment given (fresh sockets in
+# D, logs in D/a.log and D/b.log), and an echo serving "echo" on b, in
+# the same environment or, where ECHO_ENV is set, in that one; it sets
+# PA, PB and PE.
+pair_up() {
+	local d=$1 x=$2
+	shift 2
+	local eenv=("$@")
+	if [ -n "${ECHO_ENV+x}" ]; then
+		read -r -a eenv <<<"$ECHO_ENV"
+	fi
+	rm -f "$d/a.sock" "$d/b.sock"
+	env "$@" "$x/router" -config "$d/a.toml" -socket "$d/a.sock" >"$d/a.log" 2>&1 &
+	PA=$!
+	env "$@" "$x/router" -config "$d/b.toml" -socket "$d/b.sock" >"$d/b.log" 2>&1 &
+	PB=$!
+	sleep 1
+	env "${eenv[@]}" OURO_SOCKET="$d/b.sock" "$x/ouro" echo echo >/dev/null 2>&1 &
+	PE=$!
+	sleep 0.5
+}

@@ -58,12 +58,7 @@ run() {
 for r in $(seq "$R"); do
   for v in "$@"; do
     variant "$v"
-    rm -f "$D/a.sock" "$D/b.sock"
-    env $envs "$X/router" -config "$D/a.toml" -socket "$D/a.sock" >"$D/a.log" 2>&1 & PA=$!
-    env $envs "$X/router" -config "$D/b.toml" -socket "$D/b.sock" >"$D/b.log" 2>&1 & PB=$!
-    sleep 1
-    env $envs OURO_SOCKET="$D/b.sock" "$X/ouro" echo echo >/dev/null 2>&1 & PE=$!
-    sleep 0.5
+    pair_up "$D" "$X" $envs
     run $PA $PB $PE -- env $envs OURO_SOCKET="$D/a.sock" "$X/ouro" ping -c 500 -i 1ms echo
     rtts "$D/out" > "$D/t"; med=$(q 0.5 < "$D/t"); p90=$(q 0.9 < "$D/t"); n=$(wc -l < "$D/t"); cpu=$pct
     kill $PE $PA $PB; wait $PE $PA $PB 2>/dev/null || true
