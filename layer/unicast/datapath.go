@@ -373,7 +373,11 @@ func (c *core) deliver(b *pbuf, now time.Time, sp *spares, k *dt.Kicks) *pbuf {
 	}
 	switch {
 	case d == nil: // the flow's loops are not started yet: write at once
-		err = f.Port.Write(payload, now)
+		if mw, ok := f.Port.(markWriter); ok {
+			err = mw.WriteMarked(payload, ecn, now) // with the level it arrived with
+		} else {
+			err = f.Port.Write(payload, now)
+		}
 	case sp != nil && sp.N() == 0:
 		c.p.c.noBuf.Add(1)
 		f.Drops.Add(1)

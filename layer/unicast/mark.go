@@ -41,6 +41,14 @@ import (
 // read from, and that queue's capacity (the node's ring port, irm.RingPort: its receive ring).
 type backlogPort = dt.Backlogger
 
+// markWriter is an N+1 port that writes an SDU with a mark on its buffer
+// for the reader (irm.RingPort): an SDU delivered before its flow's
+// delivery loop started carries its congestion level as one the loop
+// pushes does.
+type markWriter interface {
+	WriteMarked(b []byte, mark uint8, deadline time.Time) error
+}
+
 // deliverPort is an N+1 port that says how much of what the IPCP wrote to
 // it waits for the program, and that queue's capacity (the node's ring port, irm.RingPort: its
 // transmit ring).

@@ -159,6 +159,13 @@ func (p *RingPort) Read(b []byte, deadline time.Time) (int, error) {
 // Write implements Port: it copies b into a buffer from the component's
 // budget and pushes it, waiting for room until the deadline.
 func (p *RingPort) Write(b []byte, deadline time.Time) error {
+	return p.WriteMarked(b, 0, deadline)
+}
+
+// WriteMarked is Write that leaves mark on the buffer (kernel.Buf.Mark),
+// for the reader's ReadMarked: a unicast layer delivering an SDU before
+// its flow's delivery loop started writes its congestion level so.
+func (p *RingPort) WriteMarked(b []byte, mark uint8, deadline time.Time) error {
 	if len(b) > p.max {
 		return fmt.Errorf("flow: write of %d bytes (max %d): %w", len(b), p.max, flow.ErrTooBig)
 	}
@@ -173,6 +180,7 @@ func (p *RingPort) Write(b []byte, deadline time.Time) error {
 	}
 	buf.Reset()
 	copy(buf.Extend(len(b)), b)
+	buf.SetMark(mark)
 	p.wbuf[0] = buf
 	n, err := p.push(p.wbuf[:1], deadline)
 	p.wbuf[0] = nil
